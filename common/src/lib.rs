@@ -1,0 +1,60 @@
+//! Code shared by the agent, the collector and the CLI: PKI and roles
+//! (`pki`), TLS configuration for tonic (`tls`), TOML config loading
+//! (`config`), hashing and time helpers, logging set-up. The event model
+//! itself is the protobuf in `kiroku-proto`; this crate adds the behaviour
+//! around it.
+
+pub mod config;
+pub mod pki;
+pub mod tls;
+
+pub use kiroku_proto as proto;
+
+use sha2::{Digest, Sha256};
+
+/// Lower-case hex SHA-256 of `data`.
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+/// True when `s` looks like a lower-case hex SHA-256 digest.
+pub fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Milliseconds since the Unix epoch on this host's clock.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Version string reported by every Kiroku binary.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Initialises `tracing` to stderr. `RUST_LOG` overrides `default_filter`.
+pub fn init_logging(default_filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha256_of_known_input() {
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert!(is_sha256_hex(&sha256_hex(b"")));
+        assert!(!is_sha256_hex("ABC"));
+    }
+}

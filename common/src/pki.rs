@@ -1,0 +1,364 @@
+//! Kiroku's private PKI: a CA, and certificates that carry a role and a name
+//! as a URI SAN `kiroku://<role>/<name>`. The collector derives every
+//! caller's identity from the verified client certificate with
+//! [`identity_from_der`]; nothing in a payload is trusted for it.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
+    IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+};
+
+/// URI scheme of the identity SAN.
+pub const SAN_SCHEME: &str = "kiroku://";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} already exists; refusing to overwrite it (remove it first to start over)")]
+    Exists { path: PathBuf },
+    #[error("certificate generation failed: {0}")]
+    Rcgen(#[from] rcgen::Error),
+    #[error("invalid certificate {what}: {message}")]
+    BadCert { what: String, message: String },
+    #[error(
+        "invalid name {0:?}: use 1 to 64 characters from letters, digits, '.', '-' and '_'"
+    )]
+    BadName(String),
+    #[error("unknown role {0:?}: expected agent, investigator, admin or collector")]
+    BadRole(String),
+}
+
+/// What a certificate's holder may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Ships its own events (Ingest only).
+    Agent,
+    /// Reads (Query only).
+    Investigator,
+    /// Both, plus administration.
+    Admin,
+    /// The collector's server certificate.
+    Collector,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Agent => "agent",
+            Role::Investigator => "investigator",
+            Role::Admin => "admin",
+            Role::Collector => "collector",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = PkiError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "agent" => Ok(Role::Agent),
+            "investigator" => Ok(Role::Investigator),
+            "admin" => Ok(Role::Admin),
+            "collector" => Ok(Role::Collector),
+            other => Err(PkiError::BadRole(other.to_owned())),
+        }
+    }
+}
+
+/// Role and name proven by a verified certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PeerIdentity {
+    pub role: Role,
+    pub name: String,
+}
+
+impl fmt::Display for PeerIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.role, self.name)
+    }
+}
+
+/// Names become file names and event-id prefixes: keep them plain.
+pub fn validate_name(name: &str) -> Result<(), PkiError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+    if ok {
+        Ok(())
+    } else {
+        Err(PkiError::BadName(name.to_owned()))
+    }
+}
+
+/// Files of a PKI directory.
+#[derive(Debug, Clone)]
+pub struct PkiDir {
+    pub dir: PathBuf,
+}
+
+impl PkiDir {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        PkiDir { dir: dir.into() }
+    }
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+    pub fn ca_key(&self) -> PathBuf {
+        self.dir.join("ca.key")
+    }
+    pub fn cert(&self, role: Role, name: &str) -> PathBuf {
+        self.dir.join(format!("{role}-{name}.pem"))
+    }
+    pub fn key(&self, role: Role, name: &str) -> PathBuf {
+        self.dir.join(format!("{role}-{name}.key"))
+    }
+
+    /// Creates a new CA. Refuses to overwrite an existing one.
+    pub fn init_ca(&self, common_name: &str) -> Result<(), PkiError> {
+        std::fs::create_dir_all(&self.dir).map_err(|source| PkiError::Io {
+            path: self.dir.clone(),
+            source,
+        })?;
+        for p in [self.ca_cert(), self.ca_key()] {
+            if p.exists() {
+                return Err(PkiError::Exists { path: p });
+            }
+        }
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, common_name);
+        dn.push(DnType::OrganizationName, "Kiroku");
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        set_validity(&mut params, 3650);
+        let cert = params.self_signed(&key)?;
+        write_private(&self.ca_key(), key.serialize_pem().as_bytes())?;
+        write_file(&self.ca_cert(), cert.pem().as_bytes())?;
+        Ok(())
+    }
+
+    /// Issues a key and certificate for `role`/`name`, signed by the CA.
+    /// `extra_sans` are DNS names or IP addresses the holder serves under
+    /// (used for the collector's server certificate).
+    pub fn issue(
+        &self,
+        role: Role,
+        name: &str,
+        extra_sans: &[String],
+        days: u32,
+    ) -> Result<(PathBuf, PathBuf), PkiError> {
+        validate_name(name)?;
+        let (cert_path, key_path) = (self.cert(role, name), self.key(role, name));
+        for p in [&cert_path, &key_path] {
+            if p.exists() {
+                return Err(PkiError::Exists { path: p.clone() });
+            }
+        }
+        let ca_key_pem = read_string(&self.ca_key())?;
+        let ca_cert_pem = read_string(&self.ca_cert())?;
+        let ca_key = KeyPair::from_pem(&ca_key_pem)?;
+        let issuer = Issuer::from_ca_cert_pem(&ca_cert_pem, ca_key)?;
+
+        let mut sans: Vec<String> = vec![];
+        if role == Role::Collector {
+            sans.push(name.to_owned());
+        }
+        sans.extend(extra_sans.iter().cloned());
+        let mut params = CertificateParams::new(sans)?;
+        let uri = format!("{SAN_SCHEME}{role}/{name}");
+        params
+            .subject_alt_names
+            .push(SanType::URI(uri.clone().try_into()?));
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, name);
+        dn.push(DnType::OrganizationalUnitName, role.as_str());
+        dn.push(DnType::OrganizationName, "Kiroku");
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = match role {
+            Role::Collector => vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+            _ => vec![ExtendedKeyUsagePurpose::ClientAuth],
+        };
+        params.use_authority_key_identifier_extension = true;
+        set_validity(&mut params, days);
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &issuer)?;
+        write_private(&key_path, key.serialize_pem().as_bytes())?;
+        write_file(&cert_path, cert.pem().as_bytes())?;
+        Ok((cert_path, key_path))
+    }
+}
+
+fn set_validity(params: &mut CertificateParams, days: u32) {
+    let now = time::OffsetDateTime::now_utc();
+    // A little slack for clocks that lag the issuing host.
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(i64::from(days));
+    params.serial_number = Some(SerialNumber::from(rand::random::<u64>() >> 1));
+}
+
+fn read_string(path: &Path) -> Result<String, PkiError> {
+    std::fs::read_to_string(path).map_err(|source| PkiError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn write_file(path: &Path, data: &[u8]) -> Result<(), PkiError> {
+    std::fs::write(path, data).map_err(|source| PkiError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn write_private(path: &Path, data: &[u8]) -> Result<(), PkiError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|source| PkiError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+    f.write_all(data).map_err(|source| PkiError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Extracts the Kiroku identity from a DER certificate. The certificate
+/// must already have been verified against the CA (rustls does that during
+/// the handshake); this only reads the URI SAN.
+pub fn identity_from_der(der: &[u8]) -> Result<PeerIdentity, PkiError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| PkiError::BadCert {
+        what: "(DER)".into(),
+        message: e.to_string(),
+    })?;
+    let sans = cert
+        .subject_alternative_name()
+        .map_err(|e| PkiError::BadCert {
+            what: "subjectAltName".into(),
+            message: e.to_string(),
+        })?;
+    let uri = sans
+        .into_iter()
+        .flat_map(|ext| ext.value.general_names.iter())
+        .find_map(|gn| match gn {
+            x509_parser::extensions::GeneralName::URI(u) if u.starts_with(SAN_SCHEME) => {
+                Some(u.to_string())
+            }
+            _ => None,
+        })
+        .ok_or_else(|| PkiError::BadCert {
+            what: "subjectAltName".into(),
+            message: format!("no {SAN_SCHEME}<role>/<name> URI; issue it with `kiroku certs issue`"),
+        })?;
+    parse_identity_uri(&uri)
+}
+
+/// Parses `kiroku://<role>/<name>`.
+pub fn parse_identity_uri(uri: &str) -> Result<PeerIdentity, PkiError> {
+    let rest = uri.strip_prefix(SAN_SCHEME).unwrap_or(uri);
+    let (role, name) = rest.split_once('/').ok_or_else(|| PkiError::BadCert {
+        what: "identity URI".into(),
+        message: format!("{uri:?} is not {SAN_SCHEME}<role>/<name>"),
+    })?;
+    validate_name(name)?;
+    Ok(PeerIdentity {
+        role: role.parse()?,
+        name: name.to_owned(),
+    })
+}
+
+/// Reads the identity out of a PEM certificate file.
+pub fn identity_from_pem_file(path: &Path) -> Result<PeerIdentity, PkiError> {
+    let pem = std::fs::read(path).map_err(|source| PkiError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(&pem).map_err(|e| PkiError::BadCert {
+        what: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    identity_from_der(&pem.contents)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issued_certificate_carries_role_and_name() {
+        let dir = tempfile_dir();
+        let pki = PkiDir::new(&dir);
+        pki.init_ca("test CA").expect("init");
+        assert!(matches!(pki.init_ca("again"), Err(PkiError::Exists { .. })));
+        for role in [Role::Agent, Role::Investigator, Role::Admin, Role::Collector] {
+            let (cert, _) = pki
+                .issue(role, "host-1.example", &["127.0.0.1".into()], 30)
+                .expect("issue");
+            let id = identity_from_pem_file(&cert).expect("identity");
+            assert_eq!(id, PeerIdentity { role, name: "host-1.example".into() });
+        }
+        assert!(matches!(
+            pki.issue(Role::Agent, "../evil", &[], 30),
+            Err(PkiError::BadName(_))
+        ));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn identity_uri_parsing() {
+        let cases = [
+            ("kiroku://agent/a1", Some((Role::Agent, "a1"))),
+            ("kiroku://admin/root.x", Some((Role::Admin, "root.x"))),
+            ("kiroku://wizard/x", None),
+            ("kiroku://agent/", None),
+            ("kiroku://agent", None),
+        ];
+        for (uri, want) in cases {
+            let got = parse_identity_uri(uri).ok().map(|i| (i.role, i.name));
+            assert_eq!(got, want.map(|(r, n)| (r, n.to_owned())), "{uri}");
+        }
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("kiroku-pki-test-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&d).expect("mkdir");
+        d
+    }
+}
