@@ -1,1 +1,53 @@
-fn main(){}
+//! `kiroku-agent`: the endpoint agent binary.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// Kiroku endpoint agent: captures outgoing mail, buffers it durably and
+/// ships it to the collector over mutually authenticated gRPC.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Agent configuration file (TOML); see packaging/agent.example.toml.
+    #[arg(short, long, env = "KIROKU_AGENT_CONFIG")]
+    config: PathBuf,
+    /// Check the configuration and exit.
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    kiroku_common::init_logging("info");
+    let cfg = match kiroku_agent::AgentConfig::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("kiroku-agent: {e:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    if cli.check {
+        println!("{}: configuration OK", cli.config.display());
+        return std::process::ExitCode::SUCCESS;
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(8)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kiroku-agent: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(kiroku_agent::run(cfg)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kiroku-agent: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

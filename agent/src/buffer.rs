@@ -1,0 +1,471 @@
+//! The agent's durable buffer: a sled database used as a write-once,
+//! read-sequentially queue of events keyed by sequence number, with a
+//! separate record of what the collector has acknowledged.
+//!
+//! Trees (this layout is an on-disk boundary):
+//! - `queue`:    seq (u64 BE) → prost-encoded `Event`, ready to ship;
+//! - `inflight`: id (u64 BE) → `Event` recorded before the upstream answered;
+//! - `blobs`:    sha256 hex → raw bytes (raw messages), content-addressed;
+//! - `blobrefs`: sha256 hex → number of queued/in-flight events using it;
+//! - `meta`:     `stream_id`, `next_seq`.
+//!
+//! Architecture invariant: nothing is removed from `queue` except by
+//! [`Buffer::ack`] with a sequence number the collector acknowledged, and
+//! every write that the SMTP relay relies on is flushed (fsync) before the
+//! call returns. On open, left-over in-flight records (a crash between
+//! "recorded" and "upstream answered") move to the queue with outcome
+//! `unknown`: a crash never leaves no record.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use kiroku_proto::Event;
+use prost::Message;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+use tokio::sync::Notify;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BufferError {
+    #[error(
+        "agent buffer is full ({used} of {max} bytes on disk); new events are refused until the collector catches up (raise buffer.max_bytes or check the collector connection)"
+    )]
+    Full { used: u64, max: u64 },
+    #[error("agent buffer {path}: {source}")]
+    Sled { path: PathBuf, source: sled::Error },
+    #[error("agent buffer {path}: corrupt entry {key}: {message}")]
+    Corrupt {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+    #[error("agent buffer {path}: background task failed: {message}")]
+    Task { path: PathBuf, message: String },
+}
+
+/// Handle of an event recorded before its outcome is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InflightId(u64);
+
+/// Backlog figures for logs and the hosts view.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Backlog {
+    pub queued: usize,
+    pub inflight: usize,
+    pub bytes_on_disk: u64,
+}
+
+pub struct Buffer {
+    path: PathBuf,
+    db: sled::Db,
+    queue: sled::Tree,
+    inflight: sled::Tree,
+    blobs: sled::Tree,
+    blobrefs: sled::Tree,
+    meta: sled::Tree,
+    stream_id: String,
+    max_bytes: u64,
+    appended: Notify,
+}
+
+const NEXT_SEQ: &[u8] = b"next_seq";
+const STREAM_ID: &[u8] = b"stream_id";
+
+type TxResult<T> = Result<T, ConflictableTransactionError<String>>;
+
+impl Buffer {
+    /// Opens (or creates) the buffer at `path`. If sled cannot open it, the
+    /// directory is moved aside (`<path>.broken-<unix time>`) with a clear
+    /// log line and a fresh buffer is created, so the agent keeps recording.
+    pub fn open(path: &Path, max_bytes: u64, cache_bytes: u64) -> Result<Arc<Buffer>, BufferError> {
+        let db = match Self::open_db(path, cache_bytes) {
+            Ok(db) => db,
+            Err(e) => {
+                let aside = PathBuf::from(format!(
+                    "{}.broken-{}",
+                    path.display(),
+                    kiroku_common::now_ms() / 1000
+                ));
+                tracing::error!(
+                    path = %path.display(), moved_to = %aside.display(), error = %e,
+                    "agent buffer cannot be opened; moving it aside and starting a new one (inspect or delete the old directory)"
+                );
+                std::fs::rename(path, &aside).map_err(|io| BufferError::Sled {
+                    path: path.to_owned(),
+                    source: sled::Error::Io(io),
+                })?;
+                Self::open_db(path, cache_bytes)?
+            }
+        };
+        let err = |source| BufferError::Sled {
+            path: path.to_owned(),
+            source,
+        };
+        let tree = |name: &str| db.open_tree(name).map_err(err);
+        let (queue, inflight, blobs, blobrefs, meta) = (
+            tree("queue")?,
+            tree("inflight")?,
+            tree("blobs")?,
+            tree("blobrefs")?,
+            tree("meta")?,
+        );
+        let stream_id = match meta.get(STREAM_ID).map_err(err)? {
+            Some(v) => String::from_utf8_lossy(&v).into_owned(),
+            None => {
+                // A new buffer incarnation: the collector de-duplicates per
+                // (agent, stream), so a wiped buffer never collides with the
+                // sequence numbers of its predecessor.
+                let id = format!("{:016x}", rand::random::<u64>());
+                meta.insert(STREAM_ID, id.as_bytes()).map_err(err)?;
+                db.flush().map_err(err)?;
+                id
+            }
+        };
+        let buffer = Buffer {
+            path: path.to_owned(),
+            db,
+            queue,
+            inflight,
+            blobs,
+            blobrefs,
+            meta,
+            stream_id,
+            max_bytes,
+            appended: Notify::new(),
+        };
+        buffer.recover_inflight()?;
+        Ok(Arc::new(buffer))
+    }
+
+    fn open_db(path: &Path, cache_bytes: u64) -> Result<sled::Db, BufferError> {
+        sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes)
+            .flush_every_ms(Some(1000))
+            .open()
+            .map_err(|source| BufferError::Sled {
+                path: path.to_owned(),
+                source,
+            })
+    }
+
+    /// Identifies this buffer incarnation towards the collector.
+    pub fn stream_id(&self) -> &str {
+        &self.stream_id
+    }
+
+    fn sled_err(&self, source: sled::Error) -> BufferError {
+        BufferError::Sled {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn tx_err(&self, e: TransactionError<String>) -> BufferError {
+        match e {
+            TransactionError::Storage(source) => self.sled_err(source),
+            TransactionError::Abort(message) => BufferError::Corrupt {
+                path: self.path.clone(),
+                key: "transaction".into(),
+                message,
+            },
+        }
+    }
+
+    fn check_space(&self) -> Result<(), BufferError> {
+        let used = self.db.size_on_disk().map_err(|e| self.sled_err(e))?;
+        if used >= self.max_bytes {
+            return Err(BufferError::Full {
+                used,
+                max: self.max_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// fsync everything written so far. Concurrent callers share one flush.
+    async fn flush(&self) -> Result<(), BufferError> {
+        let db = self.db.clone();
+        match tokio::task::spawn_blocking(move || db.flush()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(self.sled_err(e)),
+            Err(e) => Err(BufferError::Task {
+                path: self.path.clone(),
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    /// Records `event` (and its raw blob, if any) durably *before* its
+    /// outcome is known. Returns once it is on disk.
+    pub async fn begin(&self, event: &Event, raw: Option<&[u8]>) -> Result<InflightId, BufferError> {
+        self.check_space()?;
+        let id = self.db.generate_id().map_err(|e| self.sled_err(e))?;
+        let bytes = event.encode_to_vec();
+        let sha = raw.map(kiroku_common::sha256_hex);
+        (&self.inflight, &self.blobs, &self.blobrefs)
+            .transaction(|(inflight, blobs, blobrefs)| -> TxResult<()> {
+                if let (Some(sha), Some(raw)) = (&sha, raw) {
+                    let refs = read_u64(blobrefs.get(sha.as_bytes())?.as_deref());
+                    if refs == 0 {
+                        blobs.insert(sha.as_bytes(), raw)?;
+                    }
+                    blobrefs.insert(sha.as_bytes(), &(refs + 1).to_be_bytes())?;
+                }
+                inflight.insert(&id.to_be_bytes(), bytes.as_slice())?;
+                Ok(())
+            })
+            .map_err(|e| self.tx_err(e))?;
+        self.flush().await?;
+        Ok(InflightId(id))
+    }
+
+    /// Completes an in-flight record with `update` (the outcome) and queues
+    /// it for shipping under the next sequence number. Durable on return.
+    pub async fn finish(
+        &self,
+        id: InflightId,
+        update: impl FnOnce(&mut Event),
+    ) -> Result<u64, BufferError> {
+        let key = id.0.to_be_bytes();
+        let Some(bytes) = self.inflight.get(key).map_err(|e| self.sled_err(e))? else {
+            return Err(BufferError::Corrupt {
+                path: self.path.clone(),
+                key: format!("inflight/{}", id.0),
+                message: "in-flight record vanished".into(),
+            });
+        };
+        let mut event = self.decode(&bytes, &format!("inflight/{}", id.0))?;
+        update(&mut event);
+        let seq = self.move_to_queue(&key, &event)?;
+        self.flush().await?;
+        self.appended.notify_one();
+        Ok(seq)
+    }
+
+    /// Records an event whose outcome is already known. Durable on return.
+    pub async fn append(&self, event: &Event, raw: Option<&[u8]>) -> Result<u64, BufferError> {
+        let id = self.begin(event, raw).await?;
+        self.finish(id, |_| {}).await
+    }
+
+    fn move_to_queue(&self, inflight_key: &[u8], event: &Event) -> Result<u64, BufferError> {
+        let (queue, inflight, meta) = (&self.queue, &self.inflight, &self.meta);
+        (queue, inflight, meta)
+            .transaction(|(queue, inflight, meta)| -> TxResult<u64> {
+                let seq = read_u64(meta.get(NEXT_SEQ)?.as_deref()).max(1);
+                let mut e = event.clone();
+                e.seq = seq;
+                e.stream_id = self.stream_id.clone();
+                queue.insert(&seq.to_be_bytes(), e.encode_to_vec())?;
+                inflight.remove(inflight_key)?;
+                meta.insert(NEXT_SEQ, &(seq + 1).to_be_bytes())?;
+                Ok(seq)
+            })
+            .map_err(|e| self.tx_err(e))
+    }
+
+    /// Moves every in-flight record left by a crash to the queue. Their
+    /// outcome stays `unknown` (the proto default): we cannot know whether
+    /// the upstream took the mail.
+    fn recover_inflight(&self) -> Result<(), BufferError> {
+        let mut n = 0;
+        for item in self.inflight.iter() {
+            let (k, v) = item.map_err(|e| self.sled_err(e))?;
+            let event = self.decode(&v, "inflight")?;
+            let seq = self.move_to_queue(&k, &event)?;
+            tracing::warn!(
+                seq,
+                "recovered a mail recorded before a crash; its delivery outcome is unknown"
+            );
+            n += 1;
+        }
+        if n > 0 {
+            self.db.flush().map_err(|e| self.sled_err(e))?;
+        }
+        Ok(())
+    }
+
+    fn decode(&self, bytes: &[u8], key: &str) -> Result<Event, BufferError> {
+        Event::decode(bytes).map_err(|e| BufferError::Corrupt {
+            path: self.path.clone(),
+            key: key.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Up to `max_events` queued events after `after_seq`, stopping once
+    /// `max_bytes` of encoded events are collected (at least one is returned).
+    pub fn read_batch(
+        &self,
+        after_seq: u64,
+        max_events: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Event>, BufferError> {
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for item in self.queue.range((after_seq + 1).to_be_bytes()..) {
+            let (k, v) = item.map_err(|e| self.sled_err(e))?;
+            if !out.is_empty() && (out.len() >= max_events || bytes + v.len() > max_bytes) {
+                break;
+            }
+            bytes += v.len();
+            out.push(self.decode(&v, &format!("queue/{}", read_u64(Some(&k))))?);
+        }
+        Ok(out)
+    }
+
+    /// The raw bytes of a blob still referenced by a queued event.
+    pub fn blob(&self, sha256: &str) -> Result<Option<Vec<u8>>, BufferError> {
+        Ok(self
+            .blobs
+            .get(sha256.as_bytes())
+            .map_err(|e| self.sled_err(e))?
+            .map(|v| v.to_vec()))
+    }
+
+    /// Drops every queued event up to and including `seq`: the collector has
+    /// stored them durably. Blobs no longer referenced go with them.
+    pub async fn ack(&self, seq: u64) -> Result<usize, BufferError> {
+        let mut removed = 0;
+        let keys: Vec<sled::IVec> = self
+            .queue
+            .range(..=seq.to_be_bytes())
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.sled_err(e))?;
+        for k in keys {
+            let Some(v) = self.queue.get(&k).map_err(|e| self.sled_err(e))? else {
+                continue;
+            };
+            let event = self.decode(&v, "queue")?;
+            let sha = raw_sha(&event);
+            (&self.queue, &self.blobs, &self.blobrefs)
+                .transaction(|(queue, blobs, blobrefs)| -> TxResult<()> {
+                    queue.remove(&k)?;
+                    if let Some(sha) = &sha {
+                        let refs = read_u64(blobrefs.get(sha.as_bytes())?.as_deref());
+                        if refs <= 1 {
+                            blobrefs.remove(sha.as_bytes())?;
+                            blobs.remove(sha.as_bytes())?;
+                        } else {
+                            blobrefs.insert(sha.as_bytes(), &(refs - 1).to_be_bytes())?;
+                        }
+                    }
+                    Ok(())
+                })
+                .map_err(|e| self.tx_err(e))?;
+            removed += 1;
+        }
+        if removed > 0 {
+            self.flush().await?;
+        }
+        Ok(removed)
+    }
+
+    /// Resolves when an event was queued since the last call.
+    pub async fn appended(&self) {
+        self.appended.notified().await;
+    }
+
+    pub fn backlog(&self) -> Backlog {
+        Backlog {
+            queued: self.queue.len(),
+            inflight: self.inflight.len(),
+            bytes_on_disk: self.db.size_on_disk().unwrap_or(0),
+        }
+    }
+}
+
+/// The raw-message blob an event references, if any.
+pub fn raw_sha(event: &Event) -> Option<String> {
+    match &event.kind {
+        Some(kiroku_proto::event::Kind::Email(m)) if !m.raw_sha256.is_empty() => {
+            Some(m.raw_sha256.clone())
+        }
+        _ => None,
+    }
+}
+
+fn read_u64(v: Option<&[u8]>) -> u64 {
+    v.and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_be_bytes)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiroku_proto::{EmailEvent, Outcome, event::Kind};
+
+    fn mail(raw: &[u8]) -> Event {
+        Event {
+            kind: Some(Kind::Email(EmailEvent {
+                raw_sha256: kiroku_common::sha256_hex(raw),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+    }
+
+    fn outcome(e: &Event) -> i32 {
+        match &e.kind {
+            Some(Kind::Email(m)) => m.outcome,
+            _ => -1,
+        }
+    }
+
+    #[tokio::test]
+    async fn append_read_ack_and_blob_refcounts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let b = Buffer::open(&dir.path().join("buf"), u64::MAX, 1 << 20).expect("open");
+        let raw = b"Subject: x\r\n\r\nbody\r\n";
+        let s1 = b.append(&mail(raw), Some(raw)).await.expect("append");
+        let s2 = b.append(&mail(raw), Some(raw)).await.expect("append");
+        assert_eq!((s1, s2), (1, 2));
+        let batch = b.read_batch(0, 10, 1 << 20).expect("read");
+        assert_eq!(batch.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(b.read_batch(1, 10, 1 << 20).expect("read").len(), 1);
+        let sha = kiroku_common::sha256_hex(raw);
+        assert_eq!(b.ack(1).await.expect("ack"), 1);
+        assert!(b.blob(&sha).expect("blob").is_some(), "still referenced by seq 2");
+        b.ack(2).await.expect("ack");
+        assert!(b.blob(&sha).expect("blob").is_none());
+        assert_eq!(b.backlog().queued, 0);
+    }
+
+    #[tokio::test]
+    async fn inflight_survives_reopen_with_unknown_outcome() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("buf");
+        let stream_id;
+        {
+            let b = Buffer::open(&path, u64::MAX, 1 << 20).expect("open");
+            stream_id = b.stream_id().to_owned();
+            let done = b.begin(&mail(b"a"), Some(b"a")).await.expect("begin");
+            b.begin(&mail(b"b"), Some(b"b")).await.expect("begin");
+            b.finish(done, |e| {
+                if let Some(Kind::Email(m)) = &mut e.kind {
+                    m.outcome = Outcome::Delivered as i32;
+                }
+            })
+            .await
+            .expect("finish");
+        }
+        let b = Buffer::open(&path, u64::MAX, 1 << 20).expect("reopen");
+        assert_eq!(b.stream_id(), stream_id, "stream id is stable");
+        let batch = b.read_batch(0, 10, 1 << 20).expect("read");
+        assert_eq!(batch.len(), 2);
+        assert_eq!(outcome(&batch[0]), Outcome::Delivered as i32);
+        assert_eq!(outcome(&batch[1]), Outcome::Unknown as i32);
+        assert_eq!(b.backlog().inflight, 0);
+    }
+
+    #[tokio::test]
+    async fn full_buffer_refuses_new_events() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let b = Buffer::open(&dir.path().join("buf"), 1, 1 << 20).expect("open");
+        let err = b.append(&mail(b"x"), Some(b"x")).await.expect_err("full");
+        assert!(matches!(err, BufferError::Full { .. }), "{err}");
+    }
+}

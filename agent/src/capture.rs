@@ -1,0 +1,5 @@
+//! Capture sources: each turns something that happens on the host into
+//! events in the buffer. They never wait on the collector.
+
+pub mod host;
+pub mod smtp;

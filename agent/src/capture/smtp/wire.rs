@@ -1,0 +1,346 @@
+//! SMTP framing, strict in both directions so the relay can never be used
+//! for SMTP smuggling: command lines must end in CRLF and contain no NUL;
+//! message data ends only at `CRLF.CRLF`; bare CR, bare LF and NUL inside
+//! data are detected; dot-stuffing is removed on the way in and applied
+//! again on the way out, so the upstream only ever sees clean CRLF lines.
+
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Longest command line accepted (RFC 5321 says 512; extensions need more).
+pub const MAX_COMMAND_LINE: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("connection closed")]
+    Closed,
+    #[error("line longer than {0} bytes")]
+    TooLong(usize),
+    #[error("line not terminated by CRLF (bare LF)")]
+    BareLf,
+    #[error("NUL byte in command")]
+    Nul,
+    #[error("malformed reply from upstream: {0:?}")]
+    BadReply(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Reads one CRLF-terminated line, without the CRLF.
+pub async fn read_line<R: AsyncBufRead + Unpin>(r: &mut R, max: usize) -> Result<Vec<u8>, WireError> {
+    let mut line = Vec::with_capacity(128);
+    loop {
+        let buf = r.fill_buf().await?;
+        if buf.is_empty() {
+            return Err(WireError::Closed);
+        }
+        let (chunk, found) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (&buf[..=i], true),
+            None => (buf, false),
+        };
+        if line.len() + chunk.len() > max + 2 {
+            let n = chunk.len();
+            r.consume(n);
+            return Err(WireError::TooLong(max));
+        }
+        line.extend_from_slice(chunk);
+        let n = chunk.len();
+        r.consume(n);
+        if found {
+            break;
+        }
+    }
+    line.pop(); // '\n'
+    if line.pop() != Some(b'\r') {
+        return Err(WireError::BareLf);
+    }
+    if line.contains(&0) {
+        return Err(WireError::Nul);
+    }
+    Ok(line)
+}
+
+/// A complete (possibly multi-line) SMTP reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub code: u16,
+    /// Each line without CRLF, including the code and separator.
+    pub lines: Vec<String>,
+}
+
+impl Reply {
+    pub fn new(code: u16, text: &str) -> Reply {
+        Reply {
+            code,
+            lines: vec![format!("{code} {text}")],
+        }
+    }
+
+    /// The reply as sent on the wire.
+    pub fn to_wire(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for l in &self.lines {
+            out.extend_from_slice(l.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out
+    }
+
+    /// All lines joined by newlines, for the record.
+    pub fn text(&self) -> String {
+        self.lines.join("\n")
+    }
+
+    pub fn is_positive(&self) -> bool {
+        (200..400).contains(&self.code)
+    }
+}
+
+/// Reads one reply from the upstream.
+pub async fn read_reply<R: AsyncBufRead + Unpin>(r: &mut R) -> Result<Reply, WireError> {
+    let mut lines: Vec<String> = Vec::new();
+    loop {
+        let raw = read_line(r, MAX_COMMAND_LINE).await?;
+        let line = String::from_utf8_lossy(&raw).into_owned();
+        let b = line.as_bytes();
+        if b.len() < 3 || !b[..3].iter().all(u8::is_ascii_digit) {
+            return Err(WireError::BadReply(line));
+        }
+        let code: u16 = line[..3].parse().map_err(|_| WireError::BadReply(line.clone()))?;
+        let last = match b.get(3) {
+            None | Some(b' ') => true,
+            Some(b'-') => false,
+            Some(_) => return Err(WireError::BadReply(line)),
+        };
+        if let Some(first) = lines.first() {
+            if !line.starts_with(first_code(first).as_str()) {
+                return Err(WireError::BadReply(line));
+            }
+        }
+        lines.push(line);
+        if last {
+            return Ok(Reply { code, lines });
+        }
+        if lines.len() > 100 {
+            return Err(WireError::BadReply("more than 100 reply lines".into()));
+        }
+    }
+}
+
+fn first_code(line: &str) -> String {
+    line.chars().take(3).collect()
+}
+
+/// What was wrong with message data, if anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DataFlaws {
+    pub bare_cr: bool,
+    pub bare_lf: bool,
+    pub nul: bool,
+}
+
+impl DataFlaws {
+    pub fn any(&self) -> bool {
+        self.bare_cr || self.bare_lf || self.nul
+    }
+}
+
+/// Message data read up to `CRLF.CRLF`, with dot-stuffing removed.
+#[derive(Debug)]
+pub struct Data {
+    pub bytes: Vec<u8>,
+    /// Total size of the message, also when more than the limit was sent.
+    pub size: u64,
+    pub too_big: bool,
+    pub flaws: DataFlaws,
+}
+
+#[derive(Clone, Copy)]
+enum St {
+    LineStart,
+    Normal,
+    Cr,
+    Dot,
+    DotCr,
+}
+
+/// Reads DATA content until the only valid terminator, `CRLF.CRLF`. Bytes
+/// past `limit` are counted but not kept.
+pub async fn read_data<R: AsyncBufRead + Unpin>(r: &mut R, limit: u64) -> Result<Data, WireError> {
+    let mut out = Vec::new();
+    let mut size: u64 = 0;
+    let mut flaws = DataFlaws::default();
+    let mut st = St::LineStart;
+    let push = |out: &mut Vec<u8>, size: &mut u64, b: &[u8]| {
+        *size += b.len() as u64;
+        if *size <= limit {
+            out.extend_from_slice(b);
+        }
+    };
+    loop {
+        let buf = r.fill_buf().await?;
+        if buf.is_empty() {
+            return Err(WireError::Closed);
+        }
+        let mut consumed = 0;
+        let mut done = false;
+        for &b in buf {
+            consumed += 1;
+            if b == 0 {
+                flaws.nul = true;
+            }
+            st = match (st, b) {
+                (St::LineStart, b'.') => St::Dot,
+                (St::Dot, b'\r') => St::DotCr,
+                (St::DotCr, b'\n') => {
+                    done = true;
+                    break;
+                }
+                (St::DotCr, _) => {
+                    // ".\r" followed by something else: a bare CR after a
+                    // stuffed dot. Keep the CR as content and go on.
+                    flaws.bare_cr = true;
+                    push(&mut out, &mut size, b"\r");
+                    step_normal(b, &mut out, &mut size, &mut flaws, &push)
+                }
+                (St::Cr, b'\n') => {
+                    push(&mut out, &mut size, b"\r\n");
+                    St::LineStart
+                }
+                (St::Cr, _) => {
+                    flaws.bare_cr = true;
+                    push(&mut out, &mut size, b"\r");
+                    step_normal(b, &mut out, &mut size, &mut flaws, &push)
+                }
+                // A leading dot is removed (dot-unstuffing); the byte after it
+                // is content.
+                (St::Dot, _) | (St::LineStart, _) | (St::Normal, _) => {
+                    step_normal(b, &mut out, &mut size, &mut flaws, &push)
+                }
+            };
+        }
+        r.consume(consumed);
+        if done {
+            return Ok(Data {
+                too_big: size > limit,
+                bytes: out,
+                size,
+                flaws,
+            });
+        }
+    }
+}
+
+fn step_normal(
+    b: u8,
+    out: &mut Vec<u8>,
+    size: &mut u64,
+    flaws: &mut DataFlaws,
+    push: &impl Fn(&mut Vec<u8>, &mut u64, &[u8]),
+) -> St {
+    match b {
+        b'\r' => St::Cr,
+        b'\n' => {
+            // A bare LF does not start a line: only CRLF does, so
+            // "\n.\r\n" can never end the data.
+            flaws.bare_lf = true;
+            push(out, size, b"\n");
+            St::Normal
+        }
+        _ => {
+            push(out, size, &[b]);
+            St::Normal
+        }
+    }
+}
+
+/// Writes `data` (clean CRLF lines) as SMTP DATA content: dot-stuffed and
+/// terminated with `CRLF.CRLF`.
+pub async fn write_data<W: AsyncWrite + Unpin>(w: &mut W, data: &[u8]) -> std::io::Result<()> {
+    let mut start = 0;
+    let mut at_line_start = true;
+    let mut i = 0;
+    // Write in runs, inserting an extra '.' before every line that starts
+    // with one.
+    while i < data.len() {
+        if at_line_start && data[i] == b'.' {
+            w.write_all(&data[start..i]).await?;
+            w.write_all(b".").await?;
+            start = i;
+        }
+        at_line_start = data[i] == b'\n';
+        i += 1;
+    }
+    w.write_all(&data[start..]).await?;
+    if !data.is_empty() && !data.ends_with(b"\r\n") {
+        w.write_all(b"\r\n").await?;
+    }
+    w.write_all(b".\r\n").await?;
+    w.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn data(input: &[u8]) -> Result<Data, WireError> {
+        let mut r = tokio::io::BufReader::with_capacity(3, input);
+        read_data(&mut r, 1 << 20).await
+    }
+
+    #[tokio::test]
+    async fn clean_data_and_unstuffing() {
+        let d = data(b"Subject: a\r\n\r\n..dot\r\n.x\r\nend\r\n.\r\nMAIL FROM:<x>\r\n").await.expect("data");
+        assert_eq!(d.bytes, b"Subject: a\r\n\r\n.dot\r\nx\r\nend\r\n");
+        assert!(!d.flaws.any());
+        assert_eq!(data(b".\r\n").await.expect("empty").bytes, b"");
+    }
+
+    #[tokio::test]
+    async fn smuggling_variants_never_end_data() {
+        // Each of these must be read as content (flagged), with the message
+        // ending only at the final CRLF.CRLF, so the "smuggled" command is
+        // never seen as a command.
+        let variants: &[&[u8]] = &[
+            b"\n.\n", b"\r.\r", b"\r.\n", b"\n.\r", b"\n.\r\n", b"\r\n.\n", b"\r.\r\n",
+            b"\r\n.\r", b"\r\n\x00.\r\n", b"\r\r\n",
+        ];
+        for v in variants {
+            let mut input = b"a".to_vec();
+            input.extend_from_slice(v);
+            input.extend_from_slice(b"MAIL FROM:<evil>\r\n\r\n.\r\n");
+            let d = data(&input).await.expect("data");
+            assert!(d.flaws.any(), "{v:?} not flagged");
+            assert!(
+                d.bytes.windows(9).any(|w| w == b"MAIL FROM"),
+                "{v:?}: smuggled command must stay inside the data"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn stuffing_round_trip() {
+        for body in [&b""[..], b"x\r\n", b".\r\n", b"..\r\n.a\r\nb.\r\n", b"no newline"] {
+            let mut wire = Vec::new();
+            write_data(&mut wire, body).await.expect("write");
+            let back = data(&wire).await.expect("read");
+            let mut want = body.to_vec();
+            if !want.is_empty() && !want.ends_with(b"\r\n") {
+                want.extend_from_slice(b"\r\n");
+            }
+            assert_eq!(back.bytes, want, "{body:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn replies_and_lines() {
+        let mut r: &[u8] = b"250-a.example\r\n250-SIZE 100\r\n250 8BITMIME\r\n550 nope\r\n";
+        let rep = read_reply(&mut r).await.expect("reply");
+        assert_eq!(rep.code, 250);
+        assert_eq!(rep.lines.len(), 3);
+        assert_eq!(read_reply(&mut r).await.expect("reply").code, 550);
+        let mut bad: &[u8] = b"HELO x\n";
+        assert!(matches!(read_line(&mut bad, 100).await, Err(WireError::BareLf)));
+        let mut nul: &[u8] = b"HE\0LO\r\n";
+        assert!(matches!(read_line(&mut nul, 100).await, Err(WireError::Nul)));
+    }
+}

@@ -1,0 +1,206 @@
+//! The agent's configuration file (TOML). Every field is documented here;
+//! `packaging/agent.example.toml` is a filled-in copy.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use kiroku_common::tls::TlsFiles;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Directory of the durable buffer (sled database).
+    pub data_dir: PathBuf,
+    pub collector: CollectorConfig,
+    #[serde(default)]
+    pub smtp: SmtpConfig,
+    #[serde(default)]
+    pub buffer: BufferConfig,
+    #[serde(default)]
+    pub host: HostConfig,
+    /// Operator-defined key/values attached to every event.
+    #[serde(default)]
+    pub custom: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectorConfig {
+    /// `https://host:port` of the collector's gRPC endpoint.
+    pub endpoint: String,
+    /// Name to verify in the collector's certificate (defaults to the
+    /// endpoint's host).
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// CA, certificate and key of this agent (role `agent`).
+    pub tls: TlsFiles,
+}
+
+/// What the SMTP listener does with accepted mail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum SmtpMode {
+    /// Relay every command to `upstream`, returning its replies.
+    Relay,
+    /// Accept, record, deliver nothing (sandboxes and demos).
+    #[default]
+    CaptureOnly,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    /// Listen addresses of the SMTP capture listener.
+    #[serde(default = "default_listen")]
+    pub listen: Vec<SocketAddr>,
+    #[serde(default)]
+    pub mode: SmtpMode,
+    /// `host:port` of the upstream MTA (required in relay mode).
+    #[serde(default)]
+    pub upstream: Option<String>,
+    /// Largest message accepted, in bytes (SIZE limit).
+    #[serde(default = "default_max_message")]
+    pub max_message_bytes: u64,
+    /// Name used in our own greeting (capture-only mode).
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// Most simultaneous client connections.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        SmtpConfig {
+            listen: default_listen(),
+            mode: SmtpMode::default(),
+            upstream: None,
+            max_message_bytes: default_max_message(),
+            hostname: None,
+            max_connections: default_max_connections(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BufferConfig {
+    /// Disk bound of the buffer in bytes. When the buffer holds this much,
+    /// new mail is refused with a temporary error (452 4.3.1) so clients
+    /// retry later: nothing passes unrecorded and nothing stored is dropped.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: u64,
+    /// sled page cache in bytes (sled's default of 1 GiB is far too big for
+    /// an endpoint agent).
+    #[serde(default = "default_cache")]
+    pub cache_bytes: u64,
+}
+
+impl Default for BufferConfig {
+    fn default() -> Self {
+        BufferConfig {
+            max_bytes: default_max_bytes(),
+            cache_bytes: default_cache(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    /// DNS / AD domain to report when the host does not tell.
+    #[serde(default)]
+    pub domain: Option<String>,
+}
+
+fn default_listen() -> Vec<SocketAddr> {
+    vec![SocketAddr::from(([127, 0, 0, 1], 2525))]
+}
+fn default_max_message() -> u64 {
+    50 * 1024 * 1024
+}
+fn default_max_connections() -> usize {
+    256
+}
+fn default_max_bytes() -> u64 {
+    2 * 1024 * 1024 * 1024
+}
+fn default_cache() -> u64 {
+    16 * 1024 * 1024
+}
+
+impl AgentConfig {
+    /// Loads and checks the config; relative paths are resolved against the
+    /// config file's directory.
+    pub fn load(path: &Path) -> anyhow::Result<AgentConfig> {
+        let mut cfg: AgentConfig = kiroku_common::config::load_toml(path)?;
+        cfg.data_dir = kiroku_common::config::resolve_relative(path, &cfg.data_dir);
+        cfg.collector.tls = cfg.collector.tls.resolved(path);
+        if cfg.smtp.mode == SmtpMode::Relay && cfg.smtp.upstream.is_none() {
+            anyhow::bail!(
+                "invalid config file {}: field `smtp.upstream`: required when smtp.mode = \"relay\" (set it to host:port of your mail server, or use mode = \"capture-only\")",
+                path.display()
+            );
+        }
+        if cfg.smtp.listen.is_empty() {
+            anyhow::bail!(
+                "invalid config file {}: field `smtp.listen`: give at least one address, e.g. [\"127.0.0.1:2525\"]",
+                path.display()
+            );
+        }
+        Ok(cfg)
+    }
+
+    /// Server name to verify in the collector's certificate.
+    pub fn server_name(&self) -> String {
+        if let Some(n) = &self.collector.server_name {
+            return n.clone();
+        }
+        endpoint_host(&self.collector.endpoint)
+    }
+}
+
+/// Host part of `https://host:port/…`.
+pub fn endpoint_host(endpoint: &str) -> String {
+    let rest = endpoint.split_once("://").map_or(endpoint, |(_, r)| r);
+    let hostport = rest.split('/').next().unwrap_or(rest);
+    if let Some(v6) = hostport.strip_prefix('[') {
+        return v6.split(']').next().unwrap_or(v6).to_owned();
+    }
+    hostport
+        .rsplit_once(':')
+        .map_or(hostport, |(h, _)| h)
+        .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_host_cases() {
+        for (ep, host) in [
+            ("https://127.0.0.1:7443", "127.0.0.1"),
+            ("https://collector.example:7443/", "collector.example"),
+            ("https://[::1]:7443", "::1"),
+            ("collector", "collector"),
+        ] {
+            assert_eq!(endpoint_host(ep), host, "{ep}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_the_file_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("agent.toml");
+        std::fs::write(
+            &p,
+            "data_dir = \"d\"\nbogus = 1\n[collector]\nendpoint = \"https://x:1\"\n[collector.tls]\nca=\"a\"\ncert=\"b\"\nkey=\"c\"\n",
+        )
+        .expect("write");
+        let err = AgentConfig::load(&p).expect_err("must fail").to_string();
+        assert!(err.contains("agent.toml") && err.contains("bogus"), "{err}");
+    }
+}

@@ -1,0 +1,93 @@
+//! Kiroku endpoint agent: capture sources (`capture`), the durable buffer
+//! (`buffer`) and the shipper to the collector (`shipper`), wired together
+//! by [`run`].
+//!
+//! Architecture invariant: capture never waits on the collector. It writes
+//! to the buffer and returns; the shipper drains the buffer independently.
+//! The agent never links the collector's storage or index code.
+
+pub mod buffer;
+pub mod capture;
+pub mod config;
+pub mod shipper;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+
+pub use config::AgentConfig;
+
+/// Runs the agent until SIGINT/SIGTERM.
+pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
+    let identity = cfg.collector.tls.own_identity().with_context(|| {
+        format!(
+            "reading the agent identity from {}",
+            cfg.collector.tls.cert.display()
+        )
+    })?;
+    if identity.role != kiroku_common::pki::Role::Agent {
+        anyhow::bail!(
+            "{} is a {} certificate; the agent needs one issued with `kiroku certs issue --role agent`",
+            cfg.collector.tls.cert.display(),
+            identity.role
+        );
+    }
+    let tls = cfg.collector.tls.client_config(&cfg.server_name())?;
+    let buffer = tokio::task::spawn_blocking({
+        let (dir, max, cache) = (
+            cfg.data_dir.join("buffer"),
+            cfg.buffer.max_bytes,
+            cfg.buffer.cache_bytes,
+        );
+        move || buffer::Buffer::open(&dir, max, cache)
+    })
+    .await??;
+    let host = capture::host::snapshot(cfg.host.domain.as_deref());
+    let backlog = buffer.backlog();
+    tracing::info!(
+        agent_id = %identity.name, host = %host.fqdn, queued = backlog.queued,
+        buffer = %cfg.data_dir.display(), "kiroku-agent {} starting", kiroku_common::VERSION
+    );
+    let ctx = Arc::new(capture::smtp::RecordContext {
+        agent_id: identity.name.clone(),
+        host: host.clone(),
+        agent_user: capture::host::own_user(),
+        custom: cfg.custom.clone(),
+    });
+    let smtp = capture::smtp::SmtpCapture::new(cfg.smtp.clone(), buffer.clone(), ctx);
+    let listeners = smtp.bind().await?;
+    let shipper = shipper::Shipper {
+        buffer: buffer.clone(),
+        endpoint: cfg.collector.endpoint.clone(),
+        tls,
+        host,
+    };
+    let shipper = tokio::spawn(shipper.run());
+    smtp.serve(listeners, shutdown_signal()).await;
+    tracing::info!("kiroku-agent stopping");
+    shipper.abort();
+    let _ = shipper.await;
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
