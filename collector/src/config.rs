@@ -1,0 +1,39 @@
+//! The collector's configuration file (TOML). Every field is documented
+//! here; `packaging/collector.example.toml` is a filled-in copy.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use kiroku_common::tls::TlsFiles;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectorConfig {
+    /// gRPC listen address (mTLS only).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Data directory of the embedded store.
+    pub data_dir: PathBuf,
+    /// CA, server certificate (role `collector`) and key.
+    pub tls: TlsFiles,
+    /// Largest blob (raw message) accepted, in bytes.
+    #[serde(default = "default_max_blob")]
+    pub max_blob_bytes: u64,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7443))
+}
+fn default_max_blob() -> u64 {
+    256 * 1024 * 1024
+}
+
+impl CollectorConfig {
+    pub fn load(path: &Path) -> anyhow::Result<CollectorConfig> {
+        let mut cfg: CollectorConfig = kiroku_common::config::load_toml(path)?;
+        cfg.data_dir = kiroku_common::config::resolve_relative(path, &cfg.data_dir);
+        cfg.tls = cfg.tls.resolved(path);
+        Ok(cfg)
+    }
+}

@@ -1,0 +1,356 @@
+//! The Ingest service: agents stream batches of events; the collector
+//! de-duplicates them by (agent, stream, seq), stores and indexes them, and
+//! acknowledges each batch only once it is durable.
+//!
+//! All writes go through one committer thread that takes every batch
+//! waiting, indexes them, and makes them durable with a single commit
+//! (group commit), so many agents share the cost of one fsync.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use kiroku_common::pki::PeerIdentity;
+use kiroku_proto::ingest_server::Ingest;
+use kiroku_proto::{
+    Ack, BlobChunk, Event, HostInfo, MissingBlobsRequest, MissingBlobsResponse, PutBlobResponse,
+    ShipRequest, ShipResponse, Welcome, ship_request, ship_response,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::auth;
+use crate::store::Store;
+
+/// One batch on its way to the committer.
+struct Job {
+    agent_id: String,
+    stream_id: String,
+    events: Vec<Event>,
+    reply: oneshot::Sender<Result<Ack, Status>>,
+}
+
+/// Handle to the committer thread.
+#[derive(Clone)]
+pub struct Committer {
+    tx: mpsc::Sender<Job>,
+}
+
+impl Committer {
+    /// Starts the committer thread; it ends when every handle is dropped.
+    pub fn start(store: Arc<Store>) -> std::io::Result<(Committer, std::thread::JoinHandle<()>)> {
+        let (tx, rx) = mpsc::channel(256);
+        let handle = std::thread::Builder::new()
+            .name("kiroku-committer".into())
+            .spawn(move || committer_loop(&store, rx))?;
+        Ok((Committer { tx }, handle))
+    }
+
+    async fn store(&self, agent_id: &str, stream_id: &str, events: Vec<Event>) -> Result<Ack, Status> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job {
+                agent_id: agent_id.to_owned(),
+                stream_id: stream_id.to_owned(),
+                events,
+                reply,
+            })
+            .await
+            .map_err(|_| Status::unavailable("collector is shutting down"))?;
+        rx.await
+            .map_err(|_| Status::internal("committer stopped"))?
+    }
+}
+
+fn committer_loop(store: &Store, mut rx: mpsc::Receiver<Job>) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < 256 {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        commit_jobs(store, jobs);
+    }
+}
+
+fn commit_jobs(store: &Store, jobs: Vec<Job>) {
+    // High-water marks as they will be after this group, per stream.
+    let mut hw: HashMap<(String, String), u64> = HashMap::new();
+    let mut acks = Vec::with_capacity(jobs.len());
+    let mut per_agent: HashMap<String, u64> = HashMap::new();
+    let result = (|| -> Result<(), String> {
+        for job in &jobs {
+            let key = (job.agent_id.clone(), job.stream_id.clone());
+            let stored = match hw.get(&key) {
+                Some(v) => *v,
+                None => store
+                    .meta
+                    .stored_seq(&job.agent_id, &job.stream_id)
+                    .map_err(|e| e.to_string())?,
+            };
+            let mut top = stored;
+            let mut fresh = Vec::new();
+            for e in &job.events {
+                if e.seq > top {
+                    top = e.seq;
+                    fresh.push(e.clone());
+                }
+            }
+            if let Some(first) = fresh.first() {
+                if first.seq != stored + 1 {
+                    tracing::warn!(
+                        agent_id = %job.agent_id, stream_id = %job.stream_id, expected = stored + 1, got = first.seq,
+                        "gap in sequence numbers: events were lost on the agent before shipping"
+                    );
+                }
+            }
+            store.index.add(&fresh).map_err(|e| e.to_string())?;
+            *per_agent.entry(job.agent_id.clone()).or_default() += fresh.len() as u64;
+            acks.push(Ack {
+                stored_seq: top,
+                stored: fresh.len() as u32,
+                duplicates: (job.events.len() - fresh.len()) as u32,
+            });
+            hw.insert(key, top);
+        }
+        store.index.commit().map_err(|e| e.to_string())?;
+        for ((agent, stream), seq) in &hw {
+            store.meta.set_stored_seq(agent, stream, *seq).map_err(|e| e.to_string())?;
+        }
+        let now = kiroku_common::now_ms();
+        for (agent, n) in &per_agent {
+            let mut info = store.meta.host(agent).map_err(|e| e.to_string())?.unwrap_or_default();
+            info.agent_id = agent.clone();
+            info.last_seen_ms = now;
+            info.events_stored += n;
+            store.meta.put_host(&info).map_err(|e| e.to_string())?;
+        }
+        store.meta.flush().map_err(|e| e.to_string())?;
+        Ok(())
+    })();
+    match result {
+        Ok(()) => {
+            for (job, ack) in jobs.into_iter().zip(acks) {
+                let _ = job.reply.send(Ok(ack));
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "storing a batch failed; agents will resend it");
+            let _ = store.index.rollback();
+            for job in jobs {
+                let _ = job
+                    .reply
+                    .send(Err(Status::unavailable(format!("collector could not store the batch: {e}"))));
+            }
+        }
+    }
+}
+
+pub struct IngestService {
+    store: Arc<Store>,
+    committer: Committer,
+    max_blob_bytes: u64,
+}
+
+impl IngestService {
+    pub fn new(store: Arc<Store>, committer: Committer, max_blob_bytes: u64) -> Self {
+        IngestService {
+            store,
+            committer,
+            max_blob_bytes,
+        }
+    }
+}
+
+fn valid_stream_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Checks one event of a batch and fills in what the collector owns.
+fn admit(e: &mut Event, id: &PeerIdentity, stream_id: &str, now: i64) -> Result<(), Status> {
+    if !e.agent_id.is_empty() && e.agent_id != id.name {
+        tracing::warn!(identity = %id, claimed = %e.agent_id, "refused: agent tried to submit events as another agent");
+        return Err(Status::permission_denied(format!(
+            "{id} may only submit its own events, not events of agent {:?}",
+            e.agent_id
+        )));
+    }
+    if e.stream_id != stream_id {
+        return Err(Status::invalid_argument(format!(
+            "event seq {} names stream {:?} but this stream is {:?}",
+            e.seq, e.stream_id, stream_id
+        )));
+    }
+    if e.seq == 0 {
+        return Err(Status::invalid_argument("event without a sequence number"));
+    }
+    if e.kind.is_none() {
+        return Err(Status::invalid_argument(format!("event seq {} has no kind", e.seq)));
+    }
+    e.agent_id = id.name.clone();
+    e.event_id = format!("{}/{}/{}", id.name, stream_id, e.seq);
+    e.received_at_ms = now;
+    Ok(())
+}
+
+type ShipStream = Pin<Box<dyn Stream<Item = Result<ShipResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Ingest for IngestService {
+    type ShipStream = ShipStream;
+
+    async fn ship(&self, req: Request<Streaming<ShipRequest>>) -> Result<Response<ShipStream>, Status> {
+        let id = auth::caller(&req)?;
+        let mut inbound = req.into_inner();
+        let hello = match inbound.message().await? {
+            Some(ShipRequest {
+                msg: Some(ship_request::Msg::Hello(h)),
+            }) => h,
+            _ => return Err(Status::invalid_argument("the first message of Ship must be Hello")),
+        };
+        if !valid_stream_id(&hello.stream_id) {
+            return Err(Status::invalid_argument(format!(
+                "invalid stream_id {:?}: 1-64 characters of letters, digits, '-' and '_'",
+                hello.stream_id
+            )));
+        }
+        let stream_id = hello.stream_id.clone();
+        let store = self.store.clone();
+        let stored_seq = {
+            let (store, id, hello) = (store.clone(), id.clone(), hello.clone());
+            tokio::task::spawn_blocking(move || -> Result<u64, Status> {
+                let mut info = store
+                    .meta
+                    .host(&id.name)
+                    .map_err(|e| Status::internal(e.to_string()))?
+                    .unwrap_or_default();
+                info = HostInfo {
+                    agent_id: id.name.clone(),
+                    host: hello.host.clone(),
+                    last_seen_ms: kiroku_common::now_ms(),
+                    ..info
+                };
+                store.meta.put_host(&info).map_err(|e| Status::internal(e.to_string()))?;
+                store
+                    .meta
+                    .stored_seq(&id.name, &hello.stream_id)
+                    .map_err(|e| Status::internal(e.to_string()))
+            })
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??
+        };
+        tracing::info!(agent_id = %id.name, stream_id = %stream_id, stored_seq, version = %hello.agent_version, "agent connected");
+
+        let (tx, rx) = mpsc::channel::<Result<ShipResponse, Status>>(4);
+        tx.send(Ok(ShipResponse {
+            msg: Some(ship_response::Msg::Welcome(Welcome {
+                stored_seq,
+                agent_id: id.name.clone(),
+                collector_time_ms: kiroku_common::now_ms(),
+            })),
+        }))
+        .await
+        .map_err(|_| Status::cancelled("client went away"))?;
+        let committer = self.committer.clone();
+        tokio::spawn(async move {
+            loop {
+                let msg = match inbound.message().await {
+                    Ok(Some(m)) => m,
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::debug!(agent_id = %id.name, error = %e, "ship stream ended");
+                        break;
+                    }
+                };
+                let Some(ship_request::Msg::Batch(batch)) = msg.msg else {
+                    let _ = tx.send(Err(Status::invalid_argument("expected a Batch"))).await;
+                    break;
+                };
+                let now = kiroku_common::now_ms();
+                let mut events = batch.events;
+                if let Err(status) = events.iter_mut().try_for_each(|e| admit(e, &id, &stream_id, now)) {
+                    let _ = tx.send(Err(status)).await;
+                    break;
+                }
+                let res = committer.store(&id.name, &stream_id, events).await;
+                let stop = res.is_err();
+                let resp = res.map(|ack| ShipResponse {
+                    msg: Some(ship_response::Msg::Ack(ack)),
+                });
+                if tx.send(resp).await.is_err() || stop {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn missing_blobs(
+        &self,
+        req: Request<MissingBlobsRequest>,
+    ) -> Result<Response<MissingBlobsResponse>, Status> {
+        auth::caller(&req)?;
+        let shas = req.into_inner().sha256;
+        if let Some(bad) = shas.iter().find(|s| !kiroku_common::is_sha256_hex(s)) {
+            return Err(Status::invalid_argument(format!("not a lower-case hex sha256: {bad:?}")));
+        }
+        let store = self.store.clone();
+        let missing = tokio::task::spawn_blocking(move || {
+            shas.into_iter().filter(|s| !store.blobs.has(s)).collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(MissingBlobsResponse { sha256: missing }))
+    }
+
+    async fn put_blob(&self, req: Request<Streaming<BlobChunk>>) -> Result<Response<PutBlobResponse>, Status> {
+        let id = auth::caller(&req)?;
+        let mut chunks = req.into_inner();
+        let first = chunks
+            .next()
+            .await
+            .ok_or_else(|| Status::invalid_argument("empty PutBlob stream"))??;
+        let (sha, size) = (first.sha256.clone(), first.size);
+        if !kiroku_common::is_sha256_hex(&sha) {
+            return Err(Status::invalid_argument(format!("not a lower-case hex sha256: {sha:?}")));
+        }
+        if size > self.max_blob_bytes {
+            return Err(Status::resource_exhausted(format!(
+                "blob of {size} bytes is over the collector's max_blob_bytes ({})",
+                self.max_blob_bytes
+            )));
+        }
+        let mut data = Vec::with_capacity(size as usize);
+        data.extend_from_slice(&first.data);
+        while let Some(c) = chunks.next().await {
+            let c = c?;
+            if (data.len() + c.data.len()) as u64 > size {
+                return Err(Status::invalid_argument(format!("blob {sha} is longer than its announced size {size}")));
+            }
+            data.extend_from_slice(&c.data);
+        }
+        if data.len() as u64 != size {
+            return Err(Status::invalid_argument(format!(
+                "blob {sha}: received {} bytes, announced {size}",
+                data.len()
+            )));
+        }
+        let store = self.store.clone();
+        let sha2 = sha.clone();
+        let stored = tokio::task::spawn_blocking(move || store.blobs.put(&sha2, &data))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| {
+                tracing::warn!(identity = %id, error = %e, "blob refused");
+                Status::invalid_argument(e.to_string())
+            })?;
+        Ok(Response::new(PutBlobResponse {
+            sha256: sha,
+            already_stored: !stored,
+        }))
+    }
+}

@@ -1,0 +1,31 @@
+//! Kiroku collector: the Ingest service (`ingest`), the Query service
+//! (`query`), authorisation by certificate role (`auth`), and the embedded
+//! store (`store`: blobs, index, metadata), served by `server`.
+//!
+//! Architecture invariant: nothing is acknowledged to an agent before it is
+//! durable; callers are identified only by their client certificate.
+
+pub mod auth;
+pub mod config;
+pub mod ingest;
+pub mod query;
+pub mod server;
+pub mod store;
+
+pub use config::CollectorConfig;
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = ctrl_c.await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+}

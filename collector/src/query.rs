@@ -1,0 +1,198 @@
+//! The Query service for investigators: search with filters (newest first,
+//! paged or streamed), one event, the original message, known hosts. Every
+//! call is logged with the caller's identity, the filter and the result
+//! count (the tamper-evident audit log is its own piece of work).
+
+use std::io::Read;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use kiroku_proto::query_server::Query;
+use kiroku_proto::{
+    Event, GetEventRequest, GetRawRequest, ListHostsRequest, ListHostsResponse, RawChunk,
+    SearchRequest, SearchResponse, event::Kind,
+};
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status};
+
+use crate::auth;
+use crate::store::Store;
+use crate::store::index::{DEFAULT_PAGE, IndexError, MAX_PAGE};
+
+const RAW_CHUNK: usize = 256 * 1024;
+
+pub struct QueryService {
+    store: Arc<Store>,
+}
+
+impl QueryService {
+    pub fn new(store: Arc<Store>) -> Self {
+        QueryService { store }
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, Status> + Send + 'static,
+    ) -> Result<T, Status> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+    }
+}
+
+fn index_status(e: IndexError) -> Status {
+    match e {
+        IndexError::BadQuery { .. } => Status::invalid_argument(e.to_string()),
+        _ => Status::internal(e.to_string()),
+    }
+}
+
+fn page_of(r: &SearchRequest) -> Result<(usize, usize), Status> {
+    let offset = if r.page_token.is_empty() {
+        0
+    } else {
+        r.page_token
+            .parse()
+            .map_err(|_| Status::invalid_argument(format!("invalid page_token {:?}", r.page_token)))?
+    };
+    let size = match r.page_size {
+        0 => DEFAULT_PAGE,
+        n => n.min(MAX_PAGE),
+    };
+    Ok((offset, size as usize))
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<Event, Status>> + Send>>;
+type RawStream = Pin<Box<dyn Stream<Item = Result<RawChunk, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Query for QueryService {
+    async fn search(&self, req: Request<SearchRequest>) -> Result<Response<SearchResponse>, Status> {
+        let who = auth::caller(&req)?;
+        let r = req.into_inner();
+        let (offset, size) = page_of(&r)?;
+        let r2 = r.clone();
+        let (events, total, next) = self
+            .blocking(move |s| s.index.search(&r2, offset, size).map_err(index_status))
+            .await?;
+        tracing::info!(target: "audit", identity = %who, call = "Search", filter = ?r, results = events.len(), total, "query");
+        Ok(Response::new(SearchResponse {
+            events,
+            next_page_token: next.map(|n| n.to_string()).unwrap_or_default(),
+            total_hits: total,
+        }))
+    }
+
+    type SearchStreamStream = EventStream;
+
+    async fn search_stream(&self, req: Request<SearchRequest>) -> Result<Response<EventStream>, Status> {
+        let who = auth::caller(&req)?;
+        let r = req.into_inner();
+        let (mut offset, _) = page_of(&r)?;
+        tracing::info!(target: "audit", identity = %who, call = "SearchStream", filter = ?r, "query");
+        let (tx, rx) = mpsc::channel(64);
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            loop {
+                match store.index.search(&r, offset, MAX_PAGE as usize) {
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(index_status(e)));
+                        return;
+                    }
+                    Ok((events, _, next)) => {
+                        for e in events {
+                            if tx.blocking_send(Ok(e)).is_err() {
+                                return;
+                            }
+                        }
+                        match next {
+                            Some(n) => offset = n,
+                            None => return,
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn get_event(&self, req: Request<GetEventRequest>) -> Result<Response<Event>, Status> {
+        let who = auth::caller(&req)?;
+        let id = req.into_inner().event_id;
+        tracing::info!(target: "audit", identity = %who, call = "GetEvent", event_id = %id, "query");
+        let id2 = id.clone();
+        let ev = self
+            .blocking(move |s| s.index.get(&id2).map_err(index_status))
+            .await?
+            .ok_or_else(|| Status::not_found(format!("no event {id:?}")))?;
+        Ok(Response::new(ev))
+    }
+
+    type GetRawStream = RawStream;
+
+    async fn get_raw(&self, req: Request<GetRawRequest>) -> Result<Response<RawStream>, Status> {
+        let who = auth::caller(&req)?;
+        let id = req.into_inner().event_id;
+        tracing::info!(target: "audit", identity = %who, call = "GetRaw", event_id = %id, "query");
+        let id2 = id.clone();
+        let ev = self
+            .blocking(move |s| s.index.get(&id2).map_err(index_status))
+            .await?
+            .ok_or_else(|| Status::not_found(format!("no event {id:?}")))?;
+        let sha = match &ev.kind {
+            Some(Kind::Email(m)) if !m.raw_sha256.is_empty() => m.raw_sha256.clone(),
+            _ => return Err(Status::not_found(format!("event {id:?} has no raw message"))),
+        };
+        let mut reader = {
+            let sha = sha.clone();
+            self.blocking(move |s| {
+                s.blobs
+                    .reader(&sha)
+                    .map_err(|e| Status::not_found(format!("raw message {sha} of event {id:?}: {e}")))
+            })
+            .await?
+        };
+        let (tx, rx) = mpsc::channel(8);
+        tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; RAW_CHUNK];
+            loop {
+                match read_full(&mut reader, &mut buf) {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        if tx.blocking_send(Ok(RawChunk { data: buf[..n].to_vec() })).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(Status::data_loss(format!("reading blob {sha}: {e}"))));
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn list_hosts(&self, req: Request<ListHostsRequest>) -> Result<Response<ListHostsResponse>, Status> {
+        let who = auth::caller(&req)?;
+        tracing::info!(target: "audit", identity = %who, call = "ListHosts", "query");
+        let hosts = self
+            .blocking(|s| s.meta.hosts().map_err(|e| Status::internal(e.to_string())))
+            .await?;
+        Ok(Response::new(ListHostsResponse { hosts }))
+    }
+}
+
+/// Fills `buf` as far as the reader allows; 0 means end of data.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}

@@ -1,0 +1,95 @@
+//! Wires the collector together: opens the store, starts the committer,
+//! and serves Ingest, Query, gRPC health and server reflection on one mTLS
+//! listener. There is no plaintext listener.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use kiroku_proto::ingest_server::IngestServer;
+use kiroku_proto::query_server::QueryServer;
+use tonic::codec::CompressionEncoding;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Server;
+
+use crate::auth;
+use crate::config::CollectorConfig;
+use crate::ingest::{Committer, IngestService};
+use crate::query::QueryService;
+use crate::store::Store;
+
+/// Largest gRPC message accepted (a batch or a blob chunk).
+const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+
+pub async fn serve(
+    cfg: CollectorConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let tls = cfg.tls.server_config()?;
+    let own = cfg
+        .tls
+        .own_identity()
+        .with_context(|| format!("reading {}", cfg.tls.cert.display()))?;
+    if own.role != kiroku_common::pki::Role::Collector {
+        anyhow::bail!(
+            "{} is a {} certificate; the collector needs one issued with `kiroku certs issue --role collector`",
+            cfg.tls.cert.display(),
+            own.role
+        );
+    }
+    let dir = cfg.data_dir.clone();
+    let store = Arc::new(
+        tokio::task::spawn_blocking(move || Store::open(&dir))
+            .await?
+            .with_context(|| format!("opening the store in {}", cfg.data_dir.display()))?,
+    );
+    let (committer, committer_thread) = Committer::start(store.clone())?;
+
+    let ingest = IngestServer::new(IngestService::new(store.clone(), committer, cfg.max_blob_bytes))
+        .accept_compressed(CompressionEncoding::Zstd)
+        .send_compressed(CompressionEncoding::Zstd)
+        .max_decoding_message_size(MAX_MESSAGE);
+    let query = QueryServer::new(QueryService::new(store.clone()))
+        .accept_compressed(CompressionEncoding::Zstd)
+        .send_compressed(CompressionEncoding::Zstd)
+        .max_decoding_message_size(MAX_MESSAGE);
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<IngestServer<IngestService>>()
+        .await;
+    health_reporter.set_serving::<QueryServer<QueryService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(kiroku_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (change `listen` in the config)", cfg.listen))?;
+    tracing::info!(
+        listen = %cfg.listen, data_dir = %cfg.data_dir.display(), events = store.index.count(),
+        "kiroku-collector {} serving (mTLS)", kiroku_common::VERSION
+    );
+    Server::builder()
+        .tls_config(tls)?
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .add_service(InterceptedService::new(
+            ingest,
+            auth::require("Ingest", auth::INGEST_ROLES),
+        ))
+        .add_service(InterceptedService::new(
+            query,
+            auth::require("Query", auth::QUERY_ROLES),
+        ))
+        .add_service(health)
+        .add_service(reflection)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown,
+        )
+        .await?;
+    tracing::info!("kiroku-collector stopping");
+    drop(store);
+    // The committer ends once the services (and their handles) are gone.
+    let _ = tokio::task::spawn_blocking(move || committer_thread.join()).await;
+    Ok(())
+}

@@ -1,0 +1,102 @@
+//! Collector metadata in sled: per-(agent, stream) high-water sequence
+//! numbers (the exactly-once guarantee) and known hosts.
+
+use std::path::{Path, PathBuf};
+
+use kiroku_proto::HostInfo;
+use prost::Message;
+
+#[derive(Debug, thiserror::Error)]
+#[error("collector metadata {path}: {source}")]
+pub struct MetaError {
+    path: PathBuf,
+    source: sled::Error,
+}
+
+pub struct MetaStore {
+    path: PathBuf,
+    db: sled::Db,
+    streams: sled::Tree,
+    hosts: sled::Tree,
+}
+
+impl MetaStore {
+    pub fn open(path: &Path) -> Result<MetaStore, MetaError> {
+        let err = |source| MetaError {
+            path: path.to_owned(),
+            source,
+        };
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(64 * 1024 * 1024)
+            .open()
+            .map_err(err)?;
+        Ok(MetaStore {
+            path: path.to_owned(),
+            streams: db.open_tree("streams").map_err(err)?,
+            hosts: db.open_tree("hosts").map_err(err)?,
+            db,
+        })
+    }
+
+    fn err(&self, source: sled::Error) -> MetaError {
+        MetaError {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn stream_key(agent_id: &str, stream_id: &str) -> Vec<u8> {
+        format!("{agent_id}\0{stream_id}").into_bytes()
+    }
+
+    /// Highest sequence number of the stream stored durably (0 = none).
+    pub fn stored_seq(&self, agent_id: &str, stream_id: &str) -> Result<u64, MetaError> {
+        Ok(self
+            .streams
+            .get(Self::stream_key(agent_id, stream_id))
+            .map_err(|e| self.err(e))?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(0))
+    }
+
+    pub fn set_stored_seq(&self, agent_id: &str, stream_id: &str, seq: u64) -> Result<(), MetaError> {
+        self.streams
+            .insert(Self::stream_key(agent_id, stream_id), &seq.to_be_bytes())
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub fn host(&self, agent_id: &str) -> Result<Option<HostInfo>, MetaError> {
+        Ok(self
+            .hosts
+            .get(agent_id.as_bytes())
+            .map_err(|e| self.err(e))?
+            .and_then(|v| HostInfo::decode(v.as_ref()).ok()))
+    }
+
+    pub fn put_host(&self, info: &HostInfo) -> Result<(), MetaError> {
+        self.hosts
+            .insert(info.agent_id.as_bytes(), info.encode_to_vec())
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub fn hosts(&self) -> Result<Vec<HostInfo>, MetaError> {
+        self.hosts
+            .iter()
+            .values()
+            .map(|v| {
+                v.map_err(|e| self.err(e))
+                    .map(|v| HostInfo::decode(v.as_ref()).unwrap_or_default())
+            })
+            .collect()
+    }
+
+    /// fsync.
+    pub fn flush(&self) -> Result<(), MetaError> {
+        self.db.flush().map_err(|e| self.err(e))?;
+        Ok(())
+    }
+}
