@@ -1,1 +1,327 @@
-fn main(){}
+//! `kiroku`: the investigator and admin CLI — certificates, search, show,
+//! raw download, hosts — and `kiroku quickstart`, which runs a collector and
+//! an agent on loopback in one command.
+
+mod client;
+mod output;
+mod quickstart;
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use kiroku_common::pki::{PkiDir, Role};
+use kiroku_proto::{GetEventRequest, GetRawRequest, ListHostsRequest, SearchRequest};
+use tokio_stream::StreamExt;
+
+#[derive(Parser)]
+#[command(version, about = "Kiroku investigator and admin CLI")]
+struct Cli {
+    #[command(flatten)]
+    connect: client::ConnectArgs,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Manage the private CA and certificates.
+    Certs {
+        #[command(subcommand)]
+        cmd: CertsCmd,
+    },
+    /// Search events, newest first.
+    Search(SearchArgs),
+    /// Show one event in full.
+    Show {
+        event_id: String,
+        /// JSON instead of the detail view.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download the original message (.eml), byte-identical.
+    Raw {
+        event_id: String,
+        /// Output file ("-" for standard output).
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// List the hosts (agents) the collector knows.
+    Hosts {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a collector and an agent on loopback, ready to capture mail.
+    Quickstart(quickstart::Args),
+}
+
+#[derive(Subcommand)]
+enum CertsCmd {
+    /// Create a new CA (ca.pem, ca.key) in the PKI directory.
+    Init {
+        #[arg(long, default_value = "kiroku-pki", env = "KIROKU_PKI")]
+        dir: PathBuf,
+    },
+    /// Issue a key and certificate carrying a role and a name.
+    Issue {
+        #[arg(long, default_value = "kiroku-pki", env = "KIROKU_PKI")]
+        dir: PathBuf,
+        /// agent, investigator, admin or collector.
+        #[arg(long)]
+        role: Role,
+        /// Agent id, user name or collector host name.
+        #[arg(long)]
+        name: String,
+        /// Extra DNS names or IP addresses the holder serves under
+        /// (collector certificates), repeatable.
+        #[arg(long = "san")]
+        sans: Vec<String>,
+        /// Validity in days.
+        #[arg(long, default_value_t = 825)]
+        days: u32,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct SearchArgs {
+    /// Start of the time range: RFC 3339, YYYY-MM-DD, or relative (30m, 24h, 7d).
+    #[arg(long)]
+    from: Option<String>,
+    /// End of the time range (exclusive), same forms as --from.
+    #[arg(long)]
+    to: Option<String>,
+    #[arg(long)]
+    host: Option<String>,
+    #[arg(long)]
+    user: Option<String>,
+    #[arg(long)]
+    agent: Option<String>,
+    /// Any envelope or header address.
+    #[arg(long)]
+    address: Option<String>,
+    /// MAIL FROM or From:.
+    #[arg(long)]
+    sender: Option<String>,
+    /// RCPT TO, To:, Cc: or Bcc.
+    #[arg(long)]
+    recipient: Option<String>,
+    /// Full text over subject and body.
+    #[arg(long)]
+    text: Option<String>,
+    #[arg(long)]
+    subject: Option<String>,
+    #[arg(long)]
+    has_attachment: bool,
+    /// Words of an attachment's file name.
+    #[arg(long)]
+    attachment: Option<String>,
+    /// SHA-256 of an attachment or of a raw message.
+    #[arg(long)]
+    sha256: Option<String>,
+    #[arg(long)]
+    tag: Option<String>,
+    /// delivered, rejected, aborted, unknown or captured.
+    #[arg(long)]
+    outcome: Option<String>,
+    /// Most events to show.
+    #[arg(long, default_value_t = 50)]
+    limit: u32,
+    /// Every match (streamed), ignoring --limit.
+    #[arg(long)]
+    all: bool,
+    /// JSON lines instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    kiroku_common::init_logging("warn");
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kiroku: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            if let Some(status) = e.downcast_ref::<tonic::Status>() {
+                eprintln!("kiroku: collector refused: {:?}: {}", status.code(), status.message());
+            } else {
+                eprintln!("kiroku: {e:#}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.cmd {
+        Cmd::Certs { cmd } => certs(cmd),
+        Cmd::Quickstart(args) => quickstart::run(args).await,
+        Cmd::Search(args) => search(&cli.connect, args).await,
+        Cmd::Show { event_id, json } => {
+            let mut q = cli.connect.query().await?;
+            let ev = q.get_event(GetEventRequest { event_id }).await?.into_inner();
+            if json {
+                println!("{}", output::json(&ev));
+            } else {
+                print!("{}", output::detail(&ev));
+            }
+            Ok(())
+        }
+        Cmd::Raw { event_id, output } => raw(&cli.connect, event_id, output).await,
+        Cmd::Hosts { json } => {
+            let mut q = cli.connect.query().await?;
+            let hosts = q.list_hosts(ListHostsRequest {}).await?.into_inner().hosts;
+            if json {
+                for h in &hosts {
+                    println!("{}", serde_json::to_string(h)?);
+                }
+            } else {
+                println!("{}", output::hosts(&hosts));
+            }
+            Ok(())
+        }
+    }
+}
+
+fn certs(cmd: CertsCmd) -> anyhow::Result<()> {
+    match cmd {
+        CertsCmd::Init { dir } => {
+            let pki = PkiDir::new(&dir);
+            pki.init_ca("Kiroku CA")?;
+            println!("created CA {} (keep {} secret)", pki.ca_cert().display(), pki.ca_key().display());
+        }
+        CertsCmd::Issue {
+            dir,
+            role,
+            name,
+            sans,
+            days,
+        } => {
+            let pki = PkiDir::new(&dir);
+            let (cert, key) = pki.issue(role, &name, &sans, days)?;
+            println!("issued {role} certificate for {name}: {} (key {})", cert.display(), key.display());
+        }
+    }
+    Ok(())
+}
+
+/// Parses a time argument into Unix milliseconds.
+fn parse_time(s: &str, now_ms: i64) -> anyhow::Result<i64> {
+    let s = s.trim();
+    let units = [("ms", 1i64), ("s", 1000), ("m", 60_000), ("h", 3_600_000), ("d", 86_400_000), ("w", 604_800_000)];
+    for (suffix, mult) in units.iter().rev() {
+        if let Some(n) = s.strip_suffix(suffix).and_then(|n| n.parse::<i64>().ok()) {
+            return Ok(now_ms - n * mult);
+        }
+    }
+    if let Ok(t) = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339) {
+        return Ok((t.unix_timestamp_nanos() / 1_000_000) as i64);
+    }
+    let date_fmt = time::macros::format_description!("[year]-[month]-[day]");
+    if let Ok(d) = time::Date::parse(s, &date_fmt) {
+        return Ok(d.midnight().assume_utc().unix_timestamp() * 1000);
+    }
+    anyhow::bail!("cannot read time {s:?}: use RFC 3339 (2026-11-22T10:00:00Z), a date (2026-11-22) or a relative time (30m, 24h, 7d)")
+}
+
+async fn search(connect: &client::ConnectArgs, a: SearchArgs) -> anyhow::Result<()> {
+    let now = kiroku_common::now_ms();
+    let s = |o: Option<String>| o.unwrap_or_default();
+    let mut req = SearchRequest {
+        from_ms: a.from.as_deref().map(|t| parse_time(t, now)).transpose()?.unwrap_or(0),
+        to_ms: a.to.as_deref().map(|t| parse_time(t, now)).transpose()?.unwrap_or(0),
+        host: s(a.host),
+        user: s(a.user),
+        agent_id: s(a.agent),
+        address: s(a.address),
+        sender: s(a.sender),
+        recipient: s(a.recipient),
+        text: s(a.text),
+        subject: s(a.subject),
+        has_attachment: a.has_attachment,
+        attachment_name: s(a.attachment),
+        sha256: s(a.sha256).to_lowercase(),
+        tag: s(a.tag),
+        outcome: s(a.outcome),
+        page_size: a.limit,
+        page_token: String::new(),
+    };
+    let mut q = connect.query().await?;
+    let mut events = Vec::new();
+    let total;
+    if a.all {
+        req.page_size = 0;
+        let mut stream = q.search_stream(req).await?.into_inner();
+        while let Some(e) = stream.next().await {
+            let e = e?;
+            if a.json {
+                println!("{}", output::json(&e));
+            } else {
+                events.push(e);
+            }
+        }
+        total = events.len() as u64;
+    } else {
+        let resp = q.search(req).await?.into_inner();
+        total = resp.total_hits;
+        if a.json {
+            for e in &resp.events {
+                println!("{}", output::json(e));
+            }
+        }
+        events = resp.events;
+    }
+    if !a.json {
+        println!("{}", output::table(&events));
+        eprintln!("{} of {} matching events", events.len(), total);
+    }
+    Ok(())
+}
+
+async fn raw(connect: &client::ConnectArgs, event_id: String, output: PathBuf) -> anyhow::Result<()> {
+    let mut q = connect.query().await?;
+    let mut stream = q.get_raw(GetRawRequest { event_id: event_id.clone() }).await?.into_inner();
+    let to_stdout = output.as_os_str() == "-";
+    let tmp = output.with_extension("part");
+    let mut out: Box<dyn Write> = if to_stdout {
+        Box::new(std::io::stdout().lock())
+    } else {
+        Box::new(std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?)
+    };
+    let mut n = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        n += chunk.data.len() as u64;
+        out.write_all(&chunk.data)?;
+    }
+    out.flush()?;
+    drop(out);
+    if !to_stdout {
+        std::fs::rename(&tmp, &output).with_context(|| format!("cannot write {}", output.display()))?;
+        eprintln!("wrote {n} bytes of {event_id} to {}", output.display());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn time_arguments() {
+        let now = 1_000_000_000_000;
+        assert_eq!(super::parse_time("7d", now).ok(), Some(now - 7 * 86_400_000));
+        assert_eq!(super::parse_time("30m", now).ok(), Some(now - 1_800_000));
+        assert_eq!(super::parse_time("1970-01-02", now).ok(), Some(86_400_000));
+        assert_eq!(super::parse_time("1970-01-01T00:00:01Z", now).ok(), Some(1000));
+        assert!(super::parse_time("last tuesday", now).is_err());
+    }
+}

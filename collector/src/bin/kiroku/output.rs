@@ -1,0 +1,182 @@
+//! Rendering events for people (tables, detail view) and for scripts (JSON
+//! lines with the proto's field names; enums as their names, as in the
+//! protobuf JSON mapping).
+
+use comfy_table::{ContentArrangement, Table, presets::UTF8_BORDERS_ONLY};
+use kiroku_collector::store::index::outcome_name;
+use kiroku_proto::{EmailEvent, Event, HostInfo, event::Kind};
+
+pub fn time(ms: i64) -> String {
+    if ms == 0 {
+        return "-".into();
+    }
+    let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]Z");
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&fmt).ok())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+fn email(e: &Event) -> Option<&EmailEvent> {
+    match &e.kind {
+        Some(Kind::Email(m)) => Some(m),
+        _ => None,
+    }
+}
+
+/// The event as proto-style JSON.
+pub fn json(e: &Event) -> serde_json::Value {
+    let mut v = serde_json::to_value(e).unwrap_or_default();
+    if let Some(obj) = v.as_object_mut() {
+        if let Some(kind) = obj.remove("kind") {
+            if let Some(mut m) = kind.get("Email").cloned() {
+                if let Some(o) = m.get("outcome").and_then(|o| o.as_i64()) {
+                    m["outcome"] = serde_json::Value::from(outcome_name(o as i32));
+                }
+                obj.insert("email".into(), m);
+            }
+        }
+    }
+    v
+}
+
+fn shorten(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        return s.to_owned();
+    }
+    let mut out: String = s.chars().take(n.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+pub fn table(events: &[Event]) -> String {
+    let mut t = Table::new();
+    t.load_preset(UTF8_BORDERS_ONLY)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(["time", "event id", "host", "user", "from", "to", "subject", "att", "outcome"]);
+    for e in events {
+        let host = e.host.as_ref().map(|h| h.hostname.clone()).unwrap_or_default();
+        let row = match email(e) {
+            Some(m) => {
+                let to: Vec<&str> = m.rcpt_to.iter().map(|r| r.address.as_str()).collect();
+                [
+                    time(e.observed_at_ms),
+                    e.event_id.clone(),
+                    host,
+                    e.user.clone(),
+                    shorten(&m.mail_from, 30),
+                    shorten(&to.join(", "), 40),
+                    shorten(&m.subject, 40),
+                    m.attachment_count.to_string(),
+                    outcome_name(m.outcome).to_owned(),
+                ]
+            }
+            None => [
+                time(e.observed_at_ms),
+                e.event_id.clone(),
+                host,
+                e.user.clone(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+            ],
+        };
+        t.add_row(row);
+    }
+    t.to_string()
+}
+
+pub fn detail(e: &Event) -> String {
+    let mut out = String::new();
+    let mut line = |k: &str, v: &str| {
+        if !v.is_empty() {
+            out.push_str(&format!("{k:>16}: {v}\n"));
+        }
+    };
+    line("event id", &e.event_id);
+    line("agent", &e.agent_id);
+    line("observed", &time(e.observed_at_ms));
+    line("received", &time(e.received_at_ms));
+    line("user", &e.user);
+    if let Some(h) = &e.host {
+        line("host", &format!("{} ({})", h.hostname, h.fqdn));
+        line("domain", &h.domain);
+        line("os", &h.os);
+        let addrs: Vec<String> = h
+            .interfaces
+            .iter()
+            .filter(|i| !i.ips.is_empty())
+            .map(|i| format!("{} {} [{}]", i.name, i.mac, i.ips.join(", ")))
+            .collect();
+        line("interfaces", &addrs.join("; "));
+    }
+    for (k, v) in &e.custom {
+        line(&format!("custom.{k}"), v);
+    }
+    line("tags", &e.tags.join(", "));
+    if let Some(m) = email(e) {
+        line("protocol", &m.protocol);
+        line("client", &format!("{}:{}", m.client_ip, m.client_port));
+        line("application", &m.application);
+        line("helo", &m.helo);
+        line("mail from", &m.mail_from);
+        for r in &m.rcpt_to {
+            line("rcpt to", &format!("{}  → {}", r.address, r.reply.replace('\n', " | ")));
+        }
+        line("From", &m.from.join(", "));
+        line("To", &m.to.join(", "));
+        line("Cc", &m.cc.join(", "));
+        line("Bcc", &m.bcc.join(", "));
+        line("Subject", &m.subject);
+        line("Date", &m.date);
+        line("Message-ID", &m.message_id);
+        line("size", &format!("{} bytes", m.message_size));
+        line("raw sha256", &m.raw_sha256);
+        for a in &m.attachments {
+            line(
+                "attachment",
+                &format!("{} ({}, {} bytes) sha256 {}", a.filename, a.content_type, a.size, a.sha256),
+            );
+        }
+        line("outcome", outcome_name(m.outcome));
+        line("upstream", &m.upstream);
+        line("reply", &m.upstream_reply.replace('\n', " | "));
+        for w in &m.parse_warnings {
+            line("parse warning", w);
+        }
+        if !m.body_text.is_empty() {
+            out.push_str("\n");
+            out.push_str(&shorten(&m.body_text, 4000));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+pub fn hosts(hosts: &[HostInfo]) -> String {
+    let mut t = Table::new();
+    t.load_preset(UTF8_BORDERS_ONLY)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(["agent", "hostname", "domain", "addresses", "agent version", "last seen", "events"]);
+    for h in hosts {
+        let id = h.host.clone().unwrap_or_default();
+        let ips: Vec<String> = id
+            .interfaces
+            .iter()
+            .flat_map(|i| i.ips.iter().cloned())
+            .filter(|ip| ip != "127.0.0.1" && ip != "::1")
+            .collect();
+        t.add_row([
+            h.agent_id.clone(),
+            id.hostname,
+            id.domain,
+            shorten(&ips.join(", "), 40),
+            id.agent_version,
+            time(h.last_seen_ms),
+            h.events_stored.to_string(),
+        ]);
+    }
+    t.to_string()
+}
