@@ -1,1 +1,386 @@
-//! Shared helpers for the end-to-end tests.
+//! Harness for the end-to-end tests: runs the real `kiroku`,
+//! `kiroku-collector` and `kiroku-agent` binaries and real peers (aiosmtpd as
+//! upstream, Python smtplib as client, Python grpcio) on free loopback ports
+//! in a temp dir. Every process is killed when its guard drops; the temp
+//! dir goes with the [`Env`].
+
+use std::io::Read;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use kiroku_proto::query_client::QueryClient;
+use kiroku_proto::{Event, SearchRequest, event::Kind};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+/// Path of a workspace binary, next to the test executable's `deps/`.
+/// `cargo test --workspace` builds them first because the agent and
+/// collector packages have integration tests of their own.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory");
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run the tests with `cargo test --workspace`",
+        p.display()
+    );
+    p
+}
+
+/// Directory of test fixtures and peer scripts.
+pub fn data_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data")
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A child process that is killed (SIGKILL) when dropped.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, cmd: &mut Command, log: &Path) -> anyhow::Result<Proc> {
+        let f = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(f.try_clone()?)
+            .stderr(f)
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        Ok(Proc {
+            name: name.to_owned(),
+            child,
+            log: log.to_owned(),
+        })
+    }
+
+    /// `kill -9`: no chance to flush or say goodbye.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait (bounded) for a clean exit.
+    pub fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.kill9();
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until `port` accepts connections or the process dies.
+    pub fn wait_port(&mut self, port: u16) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if !self.is_running() {
+                bail!("{} exited at start:\n{}", self.name, self.log_text());
+            }
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("{} did not listen on {port}:\n{}", self.name, self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// What the agent does with mail.
+pub enum Mode {
+    CaptureOnly,
+    Relay(u16),
+}
+
+/// A test installation: PKI, collector config, any number of agents.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub grpc: u16,
+}
+
+impl Env {
+    pub fn new() -> anyhow::Result<Env> {
+        let env = Env {
+            dir: tempfile::Builder::new().prefix("kiroku-e2e-").tempdir()?,
+            grpc: free_port(),
+        };
+        env.kiroku(&["certs", "init", "--dir", env.pki().to_str().unwrap_or_default()])?;
+        env.issue("collector", "localhost", &["127.0.0.1"])?;
+        env.issue("investigator", "inv", &[])?;
+        env.issue("admin", "boss", &[])?;
+        Ok(env)
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn pki(&self) -> PathBuf {
+        self.path().join("pki")
+    }
+
+    /// Runs the `kiroku` CLI; returns stdout, fails with stderr.
+    pub fn kiroku(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = Command::new(bin("kiroku"))
+            .args(args)
+            .current_dir(self.path())
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "kiroku {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    pub fn issue(&self, role: &str, name: &str, sans: &[&str]) -> anyhow::Result<(PathBuf, PathBuf)> {
+        let pki = self.pki();
+        let mut args = vec!["certs", "issue", "--dir", pki.to_str().unwrap_or_default(), "--role", role, "--name", name];
+        for s in sans {
+            args.extend(["--san", s]);
+        }
+        self.kiroku(&args)?;
+        Ok((pki.join(format!("{role}-{name}.pem")), pki.join(format!("{role}-{name}.key"))))
+    }
+
+    pub fn start_collector(&self) -> anyhow::Result<Proc> {
+        let pki = self.pki();
+        let cfg = self.path().join("collector.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "listen = \"127.0.0.1:{}\"\ndata_dir = \"collector\"\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
+                self.grpc,
+                pki.join("ca.pem"),
+                pki.join("collector-localhost.pem"),
+                pki.join("collector-localhost.key"),
+            ),
+        )?;
+        let mut p = Proc::spawn(
+            "collector",
+            Command::new(bin("kiroku-collector")).arg("--config").arg(&cfg),
+            &self.path().join("collector.log"),
+        )?;
+        p.wait_port(self.grpc)?;
+        Ok(p)
+    }
+
+    /// Writes the agent's config (issuing its certificate once) and starts
+    /// it. Waits for the SMTP port only: the collector may be down.
+    pub fn start_agent(&self, name: &str, smtp: u16, mode: &Mode) -> anyhow::Result<Proc> {
+        let pki = self.pki();
+        if !pki.join(format!("agent-{name}.pem")).exists() {
+            self.issue("agent", name, &[])?;
+        }
+        let mode = match mode {
+            Mode::CaptureOnly => "mode = \"capture-only\"\n".to_owned(),
+            Mode::Relay(port) => format!("mode = \"relay\"\nupstream = \"127.0.0.1:{port}\"\n"),
+        };
+        let cfg = self.path().join(format!("agent-{name}.toml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "data_dir = \"agent-{name}\"\n[collector]\nendpoint = \"https://127.0.0.1:{}\"\nserver_name = \"localhost\"\n[collector.tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n[smtp]\nlisten = [\"127.0.0.1:{smtp}\"]\n{mode}[custom]\ndepartment = \"finance\"\n",
+                self.grpc,
+                pki.join("ca.pem"),
+                pki.join(format!("agent-{name}.pem")),
+                pki.join(format!("agent-{name}.key")),
+            ),
+        )?;
+        let mut p = Proc::spawn(
+            &format!("agent {name}"),
+            Command::new(bin("kiroku-agent")).arg("--config").arg(&cfg),
+            &self.path().join(format!("agent-{name}.log")),
+        )?;
+        p.wait_port(smtp)?;
+        Ok(p)
+    }
+
+    /// A gRPC channel to the collector authenticated with `cert`/`key`.
+    pub async fn channel(&self, cert: Option<(&Path, &Path)>, ca: Option<&Path>) -> anyhow::Result<Channel> {
+        let ca_path = ca.map(Path::to_path_buf).unwrap_or_else(|| self.pki().join("ca.pem"));
+        let mut tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(std::fs::read(ca_path)?))
+            .domain_name("localhost");
+        if let Some((c, k)) = cert {
+            tls = tls.identity(Identity::from_pem(std::fs::read(c)?, std::fs::read(k)?));
+        }
+        Ok(Endpoint::from_shared(format!("https://127.0.0.1:{}", self.grpc))?
+            .tls_config(tls)?
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(30))
+            .connect()
+            .await?)
+    }
+
+    pub async fn investigator(&self) -> anyhow::Result<QueryClient<Channel>> {
+        let pki = self.pki();
+        let ch = self
+            .channel(Some((&pki.join("investigator-inv.pem"), &pki.join("investigator-inv.key"))), None)
+            .await?;
+        Ok(QueryClient::new(ch).max_decoding_message_size(64 << 20))
+    }
+
+    /// Polls Search until exactly `n` events match (or more appear), up to
+    /// `within`.
+    pub async fn wait_for(&self, req: SearchRequest, n: usize, within: Duration) -> anyhow::Result<Vec<Event>> {
+        let deadline = Instant::now() + within;
+        let mut last = Vec::new();
+        loop {
+            if let Ok(mut q) = self.investigator().await {
+                if let Ok(r) = q.search(SearchRequest { page_size: 1000, ..req.clone() }).await {
+                    last = r.into_inner().events;
+                    if last.len() >= n {
+                        return Ok(last);
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("expected {n} events for {req:?}, found {}", last.len());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn raw(&self, event_id: &str) -> anyhow::Result<Vec<u8>> {
+        let mut q = self.investigator().await?;
+        let mut s = q
+            .get_raw(kiroku_proto::GetRawRequest { event_id: event_id.into() })
+            .await?
+            .into_inner();
+        let mut out = Vec::new();
+        while let Some(c) = s.message().await? {
+            out.extend_from_slice(&c.data);
+        }
+        Ok(out)
+    }
+}
+
+/// The email part of an event (panics when it is not a mail).
+pub fn email(e: &Event) -> &kiroku_proto::EmailEvent {
+    match &e.kind {
+        Some(Kind::Email(m)) => m,
+        _ => panic!("event {} is not an email", e.event_id),
+    }
+}
+
+/// aiosmtpd on a free port, saving what it receives.
+pub struct Upstream {
+    pub port: u16,
+    pub out: PathBuf,
+    _proc: Proc,
+}
+
+impl Upstream {
+    pub fn start(env: &Env) -> anyhow::Result<Upstream> {
+        let port = free_port();
+        let out = env.path().join(format!("upstream-{port}"));
+        let mut p = Proc::spawn(
+            "upstream smtp (aiosmtpd)",
+            Command::new("python3")
+                .arg(data_dir().join("upstream_smtp.py"))
+                .arg(port.to_string())
+                .arg(&out),
+            &env.path().join(format!("upstream-{port}.log")),
+        )?;
+        p.wait_port(port)?;
+        Ok(Upstream { port, out, _proc: p })
+    }
+
+    /// Messages received so far, in order: (raw bytes, envelope JSON).
+    pub fn messages(&self) -> Vec<(Vec<u8>, serde_json::Value)> {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(&self.out)
+            .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "eml")).collect())
+            .unwrap_or_default();
+        names.sort();
+        names
+            .into_iter()
+            .map(|p| {
+                let raw = std::fs::read(&p).unwrap_or_default();
+                let env = std::fs::read_to_string(p.with_extension("json"))
+                    .ok()
+                    .and_then(|s| serde_json::from_str(&s).ok())
+                    .unwrap_or_default();
+                (raw, env)
+            })
+            .collect()
+    }
+}
+
+/// Final reply of an SMTP transaction sent with Python's smtplib.
+#[derive(Debug)]
+pub struct Sent {
+    pub code: u16,
+    pub reply: String,
+}
+
+/// Sends `raw` with Python's smtplib to 127.0.0.1:`port`.
+pub fn send_mail(port: u16, from: &str, rcpts: &[&str], raw: &[u8]) -> anyhow::Result<Sent> {
+    let mut f = tempfile::NamedTempFile::new()?;
+    std::io::Write::write_all(&mut f, raw)?;
+    let mut child = Command::new("python3")
+        .arg(data_dir().join("send_mail.py"))
+        .arg(port.to_string())
+        .arg(from)
+        .arg(rcpts.join(","))
+        .arg(f.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait()?.is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!("smtplib client timed out");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut out = String::new();
+    let mut err = String::new();
+    child.stdout.take().map(|mut s| s.read_to_string(&mut out));
+    child.stderr.take().map(|mut s| s.read_to_string(&mut err));
+    let v: serde_json::Value = serde_json::from_str(out.trim())
+        .with_context(|| format!("smtplib client failed: {out} {err}"))?;
+    Ok(Sent {
+        code: v["code"].as_u64().unwrap_or(0) as u16,
+        reply: v["reply"].as_str().unwrap_or_default().to_owned(),
+    })
+}

@@ -101,8 +101,8 @@ struct Parsed {
 fn parse_into(raw: &[u8]) -> Result<Parsed, mailparse::MailParseError> {
     let mail = mailparse::parse_mail(raw)?;
     let mut p = Parsed::default();
-    if mail.headers.is_empty() {
-        p.warnings.push("message has no headers".into());
+    if mail.headers.is_empty() || !starts_with_header(raw) {
+        p.warnings.push("message has no headers (does not start with a `Name: value` line)".into());
     }
     let h = &mail.headers;
     p.from = addresses(h, "From", &mut p.warnings);
@@ -140,6 +140,16 @@ fn parse_into(raw: &[u8]) -> Result<Parsed, mailparse::MailParseError> {
         p.body_text = body;
     }
     Ok(p)
+}
+
+/// True when the first line is a header field: a name of printable ASCII
+/// without spaces, then a colon.
+fn starts_with_header(raw: &[u8]) -> bool {
+    let first = raw.split(|&b| b == b'\n').next().unwrap_or_default();
+    match first.iter().position(|&b| b == b':') {
+        Some(0) | None => false,
+        Some(i) => first[..i].iter().all(|&b| (33..=126).contains(&b)),
+    }
 }
 
 fn addresses(h: &[mailparse::MailHeader<'_>], name: &str, warnings: &mut Vec<String>) -> Vec<String> {
