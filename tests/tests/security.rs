@@ -1,0 +1,111 @@
+//! Roles are enforced from the client certificate: agents may only ingest,
+//! and only as themselves; investigators may only query; no certificate or
+//! a certificate from another CA gets nothing.
+
+use kiroku_proto::ingest_client::IngestClient;
+use kiroku_proto::query_client::QueryClient;
+use kiroku_proto::{
+    Batch, EmailEvent, Event, Hello, MissingBlobsRequest, SearchRequest, ShipRequest, event::Kind,
+    ship_request,
+};
+use kiroku_tests::Env;
+use tonic::Code;
+
+fn search() -> SearchRequest {
+    SearchRequest::default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn roles_are_enforced_from_certificates() -> anyhow::Result<()> {
+    let env = Env::new()?;
+    let collector = env.start_collector()?;
+    let pki = env.pki();
+    let (a_cert, a_key) = env.issue("agent", "agent-a", &[])?;
+
+    // An agent may not query.
+    let ch = env.channel(Some((&a_cert, &a_key)), None).await?;
+    let err = QueryClient::new(ch.clone()).search(search()).await.expect_err("agent must not query");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(err.message().contains("agent/agent-a"), "{}", err.message());
+
+    // An investigator may not ingest.
+    let inv = env
+        .channel(Some((&pki.join("investigator-inv.pem"), &pki.join("investigator-inv.key"))), None)
+        .await?;
+    let err = IngestClient::new(inv.clone())
+        .missing_blobs(MissingBlobsRequest { sha256: vec![] })
+        .await
+        .expect_err("investigator must not ingest");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    // ... but may query; an admin may do both.
+    QueryClient::new(inv).search(search()).await?;
+    let admin = env
+        .channel(Some((&pki.join("admin-boss.pem"), &pki.join("admin-boss.key"))), None)
+        .await?;
+    QueryClient::new(admin.clone()).search(search()).await?;
+    IngestClient::new(admin).missing_blobs(MissingBlobsRequest { sha256: vec![] }).await?;
+
+    // Agent A cannot submit events as agent B.
+    let hello = ShipRequest {
+        msg: Some(ship_request::Msg::Hello(Hello {
+            stream_id: "s1".into(),
+            ..Default::default()
+        })),
+    };
+    let forged = ShipRequest {
+        msg: Some(ship_request::Msg::Batch(Batch {
+            events: vec![Event {
+                agent_id: "agent-b".into(),
+                stream_id: "s1".into(),
+                seq: 1,
+                kind: Some(Kind::Email(EmailEvent::default())),
+                ..Default::default()
+            }],
+        })),
+    };
+    let mut responses = IngestClient::new(ch)
+        .ship(tokio_stream::iter(vec![hello, forged]))
+        .await?
+        .into_inner();
+    let welcome = responses.message().await?;
+    assert!(welcome.is_some());
+    let err = loop {
+        match responses.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("stream ended without refusing the forged batch"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    let mut q = env.investigator().await?;
+    assert_eq!(q.search(search()).await?.into_inner().total_hits, 0, "nothing forged was stored");
+
+    // No client certificate: the TLS handshake is refused.
+    let res = async {
+        let ch = env.channel(None, None).await?;
+        QueryClient::new(ch).search(search()).await.map_err(anyhow::Error::from)
+    }
+    .await;
+    assert!(res.is_err(), "a client without certificate must be refused");
+
+    // A certificate from another CA (same names!) is refused.
+    let other = tempfile::tempdir()?;
+    let other_pki = other.path().join("pki");
+    let p = other_pki.to_string_lossy().into_owned();
+    env.kiroku(&["certs", "init", "--dir", &p])?;
+    env.kiroku(&["certs", "issue", "--dir", &p, "--role", "admin", "--name", "boss"])?;
+    let res = async {
+        let ch = env
+            .channel(Some((&other_pki.join("admin-boss.pem"), &other_pki.join("admin-boss.key"))), None)
+            .await?;
+        QueryClient::new(ch).search(search()).await.map_err(anyhow::Error::from)
+    }
+    .await;
+    assert!(res.is_err(), "a certificate from another CA must be refused");
+
+    // Refusals are logged with the peer's identity.
+    let log = collector.log_text();
+    assert!(log.contains("refused") && log.contains("agent/agent-a"), "{log}");
+    assert!(log.contains("investigator/inv"), "{log}");
+    Ok(())
+}
