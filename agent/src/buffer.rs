@@ -21,8 +21,8 @@ use std::sync::Arc;
 
 use kiroku_proto::Event;
 use prost::Message;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
 use tokio::sync::Notify;
 
 #[derive(Debug, thiserror::Error)]
@@ -198,7 +198,11 @@ impl Buffer {
 
     /// Records `event` (and its raw blob, if any) durably *before* its
     /// outcome is known. Returns once it is on disk.
-    pub async fn begin(&self, event: &Event, raw: Option<&[u8]>) -> Result<InflightId, BufferError> {
+    pub async fn begin(
+        &self,
+        event: &Event,
+        raw: Option<&[u8]>,
+    ) -> Result<InflightId, BufferError> {
         self.check_space()?;
         let id = self.db.generate_id().map_err(|e| self.sled_err(e))?;
         let bytes = event.encode_to_vec();
@@ -428,7 +432,10 @@ mod tests {
         assert_eq!(b.read_batch(1, 10, 1 << 20).expect("read").len(), 1);
         let sha = kiroku_common::sha256_hex(raw);
         assert_eq!(b.ack(1).await.expect("ack"), 1);
-        assert!(b.blob(&sha).expect("blob").is_some(), "still referenced by seq 2");
+        assert!(
+            b.blob(&sha).expect("blob").is_some(),
+            "still referenced by seq 2"
+        );
         b.ack(2).await.expect("ack");
         assert!(b.blob(&sha).expect("blob").is_none());
         assert_eq!(b.backlog().queued, 0);

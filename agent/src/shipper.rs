@@ -126,10 +126,18 @@ impl Shipper {
                 other => anyhow::bail!("collector sent {other:?} instead of Ack"),
             };
             if ack.stored_seq < last {
-                anyhow::bail!("collector acknowledged {} but {last} was sent", ack.stored_seq);
+                anyhow::bail!(
+                    "collector acknowledged {} but {last} was sent",
+                    ack.stored_seq
+                );
             }
             self.buffer.ack(ack.stored_seq).await?;
-            tracing::debug!(events = n, stored_seq = ack.stored_seq, duplicates = ack.duplicates, "batch acknowledged");
+            tracing::debug!(
+                events = n,
+                stored_seq = ack.stored_seq,
+                duplicates = ack.duplicates,
+                "batch acknowledged"
+            );
             sent = ack.stored_seq;
         }
     }
@@ -159,7 +167,11 @@ impl Shipper {
             };
             let size = data.len() as u64;
             let chunks: Vec<BlobChunk> = if data.is_empty() {
-                vec![BlobChunk { sha256: sha.clone(), size, data: Vec::new() }]
+                vec![BlobChunk {
+                    sha256: sha.clone(),
+                    size,
+                    data: Vec::new(),
+                }]
             } else {
                 data.chunks(BLOB_CHUNK)
                     .enumerate()

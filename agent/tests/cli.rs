@@ -27,7 +27,10 @@ fn config_errors_name_the_file_and_field() {
     let base = "data_dir = \"d\"\n[collector]\nendpoint = \"https://127.0.0.1:7443\"\n[collector.tls]\nca = \"ca.pem\"\ncert = \"a.pem\"\nkey = \"a.key\"\n";
     let cases = [
         (format!("{base}[smtp]\nmode = \"relay\"\n"), "smtp.upstream"),
-        (format!("{base}[smtp]\nlisten = [\"127.0.0.1:2525\"]\nlisten_typo = 1\n"), "listen_typo"),
+        (
+            format!("{base}[smtp]\nlisten = [\"127.0.0.1:2525\"]\nlisten_typo = 1\n"),
+            "listen_typo",
+        ),
         (format!("{base}[smtp]\nmode = \"teleport\"\n"), "teleport"),
     ];
     for (text, needle) in cases {
@@ -35,7 +38,10 @@ fn config_errors_name_the_file_and_field() {
         std::fs::write(&p, &text).expect("write");
         let (code, _, err) = agent(&["--config", p.to_str().unwrap_or_default()]);
         assert_eq!(code, 2, "{text}");
-        assert!(err.contains("agent.toml") && err.contains(needle), "{needle}: {err}");
+        assert!(
+            err.contains("agent.toml") && err.contains(needle),
+            "{needle}: {err}"
+        );
     }
     let p = dir.path().join("ok.toml");
     std::fs::write(&p, base).expect("write");

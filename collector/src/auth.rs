@@ -58,5 +58,7 @@ pub fn caller<T>(req: &Request<T>) -> Result<PeerIdentity, Status> {
     req.extensions()
         .get::<PeerIdentity>()
         .cloned()
-        .ok_or_else(|| Status::internal("caller identity missing (service not behind the auth interceptor)"))
+        .ok_or_else(|| {
+            Status::internal("caller identity missing (service not behind the auth interceptor)")
+        })
 }

@@ -48,7 +48,12 @@ impl Committer {
         Ok((Committer { tx }, handle))
     }
 
-    async fn store(&self, agent_id: &str, stream_id: &str, events: Vec<Event>) -> Result<Ack, Status> {
+    async fn store(
+        &self,
+        agent_id: &str,
+        stream_id: &str,
+        events: Vec<Event>,
+    ) -> Result<Ack, Status> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Job {
@@ -100,13 +105,13 @@ fn commit_jobs(store: &Store, jobs: Vec<Job>) {
                     fresh.push(e.clone());
                 }
             }
-            if let Some(first) = fresh.first() {
-                if first.seq != stored + 1 {
-                    tracing::warn!(
-                        agent_id = %job.agent_id, stream_id = %job.stream_id, expected = stored + 1, got = first.seq,
-                        "gap in sequence numbers: events were lost on the agent before shipping"
-                    );
-                }
+            if let Some(first) = fresh.first()
+                && first.seq != stored + 1
+            {
+                tracing::warn!(
+                    agent_id = %job.agent_id, stream_id = %job.stream_id, expected = stored + 1, got = first.seq,
+                    "gap in sequence numbers: events were lost on the agent before shipping"
+                );
             }
             store.index.add(&fresh).map_err(|e| e.to_string())?;
             *per_agent.entry(job.agent_id.clone()).or_default() += fresh.len() as u64;
@@ -119,11 +124,18 @@ fn commit_jobs(store: &Store, jobs: Vec<Job>) {
         }
         store.index.commit().map_err(|e| e.to_string())?;
         for ((agent, stream), seq) in &hw {
-            store.meta.set_stored_seq(agent, stream, *seq).map_err(|e| e.to_string())?;
+            store
+                .meta
+                .set_stored_seq(agent, stream, *seq)
+                .map_err(|e| e.to_string())?;
         }
         let now = kiroku_common::now_ms();
         for (agent, n) in &per_agent {
-            let mut info = store.meta.host(agent).map_err(|e| e.to_string())?.unwrap_or_default();
+            let mut info = store
+                .meta
+                .host(agent)
+                .map_err(|e| e.to_string())?
+                .unwrap_or_default();
             info.agent_id = agent.clone();
             info.last_seen_ms = now;
             info.events_stored += n;
@@ -142,9 +154,9 @@ fn commit_jobs(store: &Store, jobs: Vec<Job>) {
             tracing::error!(error = %e, "storing a batch failed; agents will resend it");
             let _ = store.index.rollback();
             for job in jobs {
-                let _ = job
-                    .reply
-                    .send(Err(Status::unavailable(format!("collector could not store the batch: {e}"))));
+                let _ = job.reply.send(Err(Status::unavailable(format!(
+                    "collector could not store the batch: {e}"
+                ))));
             }
         }
     }
@@ -167,7 +179,10 @@ impl IngestService {
 }
 
 fn valid_stream_id(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// Checks one event of a batch and fills in what the collector owns.
@@ -189,7 +204,10 @@ fn admit(e: &mut Event, id: &PeerIdentity, stream_id: &str, now: i64) -> Result<
         return Err(Status::invalid_argument("event without a sequence number"));
     }
     if e.kind.is_none() {
-        return Err(Status::invalid_argument(format!("event seq {} has no kind", e.seq)));
+        return Err(Status::invalid_argument(format!(
+            "event seq {} has no kind",
+            e.seq
+        )));
     }
     e.agent_id = id.name.clone();
     e.event_id = format!("{}/{}/{}", id.name, stream_id, e.seq);
@@ -203,14 +221,21 @@ type ShipStream = Pin<Box<dyn Stream<Item = Result<ShipResponse, Status>> + Send
 impl Ingest for IngestService {
     type ShipStream = ShipStream;
 
-    async fn ship(&self, req: Request<Streaming<ShipRequest>>) -> Result<Response<ShipStream>, Status> {
+    async fn ship(
+        &self,
+        req: Request<Streaming<ShipRequest>>,
+    ) -> Result<Response<ShipStream>, Status> {
         let id = auth::caller(&req)?;
         let mut inbound = req.into_inner();
         let hello = match inbound.message().await? {
             Some(ShipRequest {
                 msg: Some(ship_request::Msg::Hello(h)),
             }) => h,
-            _ => return Err(Status::invalid_argument("the first message of Ship must be Hello")),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message of Ship must be Hello",
+                ));
+            }
         };
         if !valid_stream_id(&hello.stream_id) {
             return Err(Status::invalid_argument(format!(
@@ -234,7 +259,10 @@ impl Ingest for IngestService {
                     last_seen_ms: kiroku_common::now_ms(),
                     ..info
                 };
-                store.meta.put_host(&info).map_err(|e| Status::internal(e.to_string()))?;
+                store
+                    .meta
+                    .put_host(&info)
+                    .map_err(|e| Status::internal(e.to_string()))?;
                 store
                     .meta
                     .stored_seq(&id.name, &hello.stream_id)
@@ -267,12 +295,17 @@ impl Ingest for IngestService {
                     }
                 };
                 let Some(ship_request::Msg::Batch(batch)) = msg.msg else {
-                    let _ = tx.send(Err(Status::invalid_argument("expected a Batch"))).await;
+                    let _ = tx
+                        .send(Err(Status::invalid_argument("expected a Batch")))
+                        .await;
                     break;
                 };
                 let now = kiroku_common::now_ms();
                 let mut events = batch.events;
-                if let Err(status) = events.iter_mut().try_for_each(|e| admit(e, &id, &stream_id, now)) {
+                if let Err(status) = events
+                    .iter_mut()
+                    .try_for_each(|e| admit(e, &id, &stream_id, now))
+                {
                     let _ = tx.send(Err(status)).await;
                     break;
                 }
@@ -286,7 +319,9 @@ impl Ingest for IngestService {
                 }
             }
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn missing_blobs(
@@ -296,18 +331,25 @@ impl Ingest for IngestService {
         auth::caller(&req)?;
         let shas = req.into_inner().sha256;
         if let Some(bad) = shas.iter().find(|s| !kiroku_common::is_sha256_hex(s)) {
-            return Err(Status::invalid_argument(format!("not a lower-case hex sha256: {bad:?}")));
+            return Err(Status::invalid_argument(format!(
+                "not a lower-case hex sha256: {bad:?}"
+            )));
         }
         let store = self.store.clone();
         let missing = tokio::task::spawn_blocking(move || {
-            shas.into_iter().filter(|s| !store.blobs.has(s)).collect::<Vec<_>>()
+            shas.into_iter()
+                .filter(|s| !store.blobs.has(s))
+                .collect::<Vec<_>>()
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(MissingBlobsResponse { sha256: missing }))
     }
 
-    async fn put_blob(&self, req: Request<Streaming<BlobChunk>>) -> Result<Response<PutBlobResponse>, Status> {
+    async fn put_blob(
+        &self,
+        req: Request<Streaming<BlobChunk>>,
+    ) -> Result<Response<PutBlobResponse>, Status> {
         let id = auth::caller(&req)?;
         let mut chunks = req.into_inner();
         let first = chunks
@@ -316,7 +358,9 @@ impl Ingest for IngestService {
             .ok_or_else(|| Status::invalid_argument("empty PutBlob stream"))??;
         let (sha, size) = (first.sha256.clone(), first.size);
         if !kiroku_common::is_sha256_hex(&sha) {
-            return Err(Status::invalid_argument(format!("not a lower-case hex sha256: {sha:?}")));
+            return Err(Status::invalid_argument(format!(
+                "not a lower-case hex sha256: {sha:?}"
+            )));
         }
         if size > self.max_blob_bytes {
             return Err(Status::resource_exhausted(format!(
@@ -329,7 +373,9 @@ impl Ingest for IngestService {
         while let Some(c) = chunks.next().await {
             let c = c?;
             if (data.len() + c.data.len()) as u64 > size {
-                return Err(Status::invalid_argument(format!("blob {sha} is longer than its announced size {size}")));
+                return Err(Status::invalid_argument(format!(
+                    "blob {sha} is longer than its announced size {size}"
+                )));
             }
             data.extend_from_slice(&c.data);
         }

@@ -31,14 +31,20 @@ fn main() -> std::process::ExitCode {
         println!("{}: configuration OK", cli.config.display());
         return std::process::ExitCode::SUCCESS;
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("kiroku-collector: cannot start the runtime: {e}");
             return std::process::ExitCode::FAILURE;
         }
     };
-    match rt.block_on(kiroku_collector::server::serve(cfg, kiroku_collector::shutdown_signal())) {
+    match rt.block_on(kiroku_collector::server::serve(
+        cfg,
+        kiroku_collector::shutdown_signal(),
+    )) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("kiroku-collector: {e:#}");

@@ -53,9 +53,9 @@ fn page_of(r: &SearchRequest) -> Result<(usize, usize), Status> {
     let offset = if r.page_token.is_empty() {
         0
     } else {
-        r.page_token
-            .parse()
-            .map_err(|_| Status::invalid_argument(format!("invalid page_token {:?}", r.page_token)))?
+        r.page_token.parse().map_err(|_| {
+            Status::invalid_argument(format!("invalid page_token {:?}", r.page_token))
+        })?
     };
     let size = match r.page_size {
         0 => DEFAULT_PAGE,
@@ -69,7 +69,10 @@ type RawStream = Pin<Box<dyn Stream<Item = Result<RawChunk, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Query for QueryService {
-    async fn search(&self, req: Request<SearchRequest>) -> Result<Response<SearchResponse>, Status> {
+    async fn search(
+        &self,
+        req: Request<SearchRequest>,
+    ) -> Result<Response<SearchResponse>, Status> {
         let who = auth::caller(&req)?;
         let r = req.into_inner();
         let (offset, size) = page_of(&r)?;
@@ -87,7 +90,10 @@ impl Query for QueryService {
 
     type SearchStreamStream = EventStream;
 
-    async fn search_stream(&self, req: Request<SearchRequest>) -> Result<Response<EventStream>, Status> {
+    async fn search_stream(
+        &self,
+        req: Request<SearchRequest>,
+    ) -> Result<Response<EventStream>, Status> {
         let who = auth::caller(&req)?;
         let r = req.into_inner();
         let (mut offset, _) = page_of(&r)?;
@@ -115,7 +121,9 @@ impl Query for QueryService {
                 }
             }
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn get_event(&self, req: Request<GetEventRequest>) -> Result<Response<Event>, Status> {
@@ -143,14 +151,18 @@ impl Query for QueryService {
             .ok_or_else(|| Status::not_found(format!("no event {id:?}")))?;
         let sha = match &ev.kind {
             Some(Kind::Email(m)) if !m.raw_sha256.is_empty() => m.raw_sha256.clone(),
-            _ => return Err(Status::not_found(format!("event {id:?} has no raw message"))),
+            _ => {
+                return Err(Status::not_found(format!(
+                    "event {id:?} has no raw message"
+                )));
+            }
         };
         let mut reader = {
             let sha = sha.clone();
             self.blocking(move |s| {
-                s.blobs
-                    .reader(&sha)
-                    .map_err(|e| Status::not_found(format!("raw message {sha} of event {id:?}: {e}")))
+                s.blobs.reader(&sha).map_err(|e| {
+                    Status::not_found(format!("raw message {sha} of event {id:?}: {e}"))
+                })
             })
             .await?
         };
@@ -161,21 +173,33 @@ impl Query for QueryService {
                 match read_full(&mut reader, &mut buf) {
                     Ok(0) => return,
                     Ok(n) => {
-                        if tx.blocking_send(Ok(RawChunk { data: buf[..n].to_vec() })).is_err() {
+                        if tx
+                            .blocking_send(Ok(RawChunk {
+                                data: buf[..n].to_vec(),
+                            }))
+                            .is_err()
+                        {
                             return;
                         }
                     }
                     Err(e) => {
-                        let _ = tx.blocking_send(Err(Status::data_loss(format!("reading blob {sha}: {e}"))));
+                        let _ = tx.blocking_send(Err(Status::data_loss(format!(
+                            "reading blob {sha}: {e}"
+                        ))));
                         return;
                     }
                 }
             }
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
-    async fn list_hosts(&self, req: Request<ListHostsRequest>) -> Result<Response<ListHostsResponse>, Status> {
+    async fn list_hosts(
+        &self,
+        req: Request<ListHostsRequest>,
+    ) -> Result<Response<ListHostsResponse>, Status> {
         let who = auth::caller(&req)?;
         tracing::info!(target: "audit", identity = %who, call = "ListHosts", "query");
         let hosts = self

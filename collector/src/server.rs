@@ -44,10 +44,14 @@ pub async fn serve(
     );
     let (committer, committer_thread) = Committer::start(store.clone())?;
 
-    let ingest = IngestServer::new(IngestService::new(store.clone(), committer, cfg.max_blob_bytes))
-        .accept_compressed(CompressionEncoding::Zstd)
-        .send_compressed(CompressionEncoding::Zstd)
-        .max_decoding_message_size(MAX_MESSAGE);
+    let ingest = IngestServer::new(IngestService::new(
+        store.clone(),
+        committer,
+        cfg.max_blob_bytes,
+    ))
+    .accept_compressed(CompressionEncoding::Zstd)
+    .send_compressed(CompressionEncoding::Zstd)
+    .max_decoding_message_size(MAX_MESSAGE);
     let query = QueryServer::new(QueryService::new(store.clone()))
         .accept_compressed(CompressionEncoding::Zstd)
         .send_compressed(CompressionEncoding::Zstd)
@@ -56,7 +60,9 @@ pub async fn serve(
     health_reporter
         .set_serving::<IngestServer<IngestService>>()
         .await;
-    health_reporter.set_serving::<QueryServer<QueryService>>().await;
+    health_reporter
+        .set_serving::<QueryServer<QueryService>>()
+        .await;
     // Both reflection versions: grpcurl speaks v1, many grpcio tools v1alpha.
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -68,7 +74,12 @@ pub async fn serve(
 
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
-        .with_context(|| format!("cannot listen on {} (change `listen` in the config)", cfg.listen))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (change `listen` in the config)",
+                cfg.listen
+            )
+        })?;
     tracing::info!(
         listen = %cfg.listen, data_dir = %cfg.data_dir.display(), events = store.index.count(),
         "kiroku-collector {} serving (mTLS)", kiroku_common::VERSION

@@ -14,18 +14,34 @@ fn run(bin: &str, args: &[&str], cwd: &std::path::Path) -> (i32, String) {
         .expect("run");
     (
         out.status.code().unwrap_or(-1),
-        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
     )
 }
 
 #[test]
 fn collector_config_errors_name_the_file() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (code, err) = run(env!("CARGO_BIN_EXE_kiroku-collector"), &["--config", "nope.toml"], dir.path());
+    let (code, err) = run(
+        env!("CARGO_BIN_EXE_kiroku-collector"),
+        &["--config", "nope.toml"],
+        dir.path(),
+    );
     assert_eq!(code, 2);
     assert!(err.contains("nope.toml"), "{err}");
-    std::fs::write(dir.path().join("c.toml"), "data_dir = \"d\"\nplaintext = true\n[tls]\nca=\"a\"\ncert=\"b\"\nkey=\"c\"\n").expect("write");
-    let (code, err) = run(env!("CARGO_BIN_EXE_kiroku-collector"), &["--config", "c.toml"], dir.path());
+    std::fs::write(
+        dir.path().join("c.toml"),
+        "data_dir = \"d\"\nplaintext = true\n[tls]\nca=\"a\"\ncert=\"b\"\nkey=\"c\"\n",
+    )
+    .expect("write");
+    let (code, err) = run(
+        env!("CARGO_BIN_EXE_kiroku-collector"),
+        &["--config", "c.toml"],
+        dir.path(),
+    );
     assert_eq!(code, 2);
     assert!(err.contains("c.toml") && err.contains("plaintext"), "{err}");
 }
@@ -39,15 +55,37 @@ fn certs_and_cli_errors_are_clear() {
     let (code, out) = run(k, &["certs", "init", "--dir", "pki"], dir.path());
     assert_eq!(code, 1);
     assert!(out.contains("already exists"), "{out}");
-    let (code, out) = run(k, &["certs", "issue", "--dir", "pki", "--role", "wizard", "--name", "x"], dir.path());
+    let (code, out) = run(
+        k,
+        &[
+            "certs", "issue", "--dir", "pki", "--role", "wizard", "--name", "x",
+        ],
+        dir.path(),
+    );
     assert_ne!(code, 0);
     assert!(out.contains("wizard"), "{out}");
-    let (code, out) = run(k, &["certs", "issue", "--dir", "pki", "--role", "agent", "--name", "../x"], dir.path());
+    let (code, out) = run(
+        k,
+        &[
+            "certs", "issue", "--dir", "pki", "--role", "agent", "--name", "../x",
+        ],
+        dir.path(),
+    );
     assert_eq!(code, 1);
     assert!(out.contains("invalid name"), "{out}");
     let (code, out) = run(k, &["search"], dir.path());
     assert_eq!(code, 1);
     assert!(out.contains("no collector given"), "{out}");
-    let (code, out) = run(k, &["search", "--collector", "https://127.0.0.1:1", "--from", "someday"], dir.path());
+    let (code, out) = run(
+        k,
+        &[
+            "search",
+            "--collector",
+            "https://127.0.0.1:1",
+            "--from",
+            "someday",
+        ],
+        dir.path(),
+    );
     assert_eq!(code, 1, "{out}");
 }

@@ -19,7 +19,9 @@ pub fn sha256_hex(data: &[u8]) -> String {
 
 /// True when `s` looks like a lower-case hex SHA-256 digest.
 pub fn is_sha256_hex(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Milliseconds since the Unix epoch on this host's clock.

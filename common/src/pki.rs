@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 
 /// URI scheme of the identity SAN.
@@ -28,9 +28,7 @@ pub enum PkiError {
     Rcgen(#[from] rcgen::Error),
     #[error("invalid certificate {what}: {message}")]
     BadCert { what: String, message: String },
-    #[error(
-        "invalid name {0:?}: use 1 to 64 characters from letters, digits, '.', '-' and '_'"
-    )]
+    #[error("invalid name {0:?}: use 1 to 64 characters from letters, digits, '.', '-' and '_'")]
     BadName(String),
     #[error("unknown role {0:?}: expected agent, investigator, admin or collector")]
     BadRole(String),
@@ -285,7 +283,9 @@ pub fn identity_from_der(der: &[u8]) -> Result<PeerIdentity, PkiError> {
         })
         .ok_or_else(|| PkiError::BadCert {
             what: "subjectAltName".into(),
-            message: format!("no {SAN_SCHEME}<role>/<name> URI; issue it with `kiroku certs issue`"),
+            message: format!(
+                "no {SAN_SCHEME}<role>/<name> URI; issue it with `kiroku certs issue`"
+            ),
         })?;
     parse_identity_uri(&uri)
 }
@@ -327,12 +327,23 @@ mod tests {
         let pki = PkiDir::new(&dir);
         pki.init_ca("test CA").expect("init");
         assert!(matches!(pki.init_ca("again"), Err(PkiError::Exists { .. })));
-        for role in [Role::Agent, Role::Investigator, Role::Admin, Role::Collector] {
+        for role in [
+            Role::Agent,
+            Role::Investigator,
+            Role::Admin,
+            Role::Collector,
+        ] {
             let (cert, _) = pki
                 .issue(role, "host-1.example", &["127.0.0.1".into()], 30)
                 .expect("issue");
             let id = identity_from_pem_file(&cert).expect("identity");
-            assert_eq!(id, PeerIdentity { role, name: "host-1.example".into() });
+            assert_eq!(
+                id,
+                PeerIdentity {
+                    role,
+                    name: "host-1.example".into()
+                }
+            );
         }
         assert!(matches!(
             pki.issue(Role::Agent, "../evil", &[], 30),

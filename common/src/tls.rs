@@ -38,7 +38,8 @@ impl TlsFiles {
         }
     }
 
-    fn read(&self) -> Result<(Vec<u8>, Vec<u8>, Vec<u8>), TlsError> {
+    /// Reads (CA, certificate, key) PEM bytes.
+    fn read(&self) -> Result<[Vec<u8>; 3], TlsError> {
         let read = |what, path: &Path| {
             std::fs::read(path).map_err(|source| TlsError::Read {
                 what,
@@ -46,17 +47,17 @@ impl TlsFiles {
                 source,
             })
         };
-        Ok((
+        Ok([
             read("CA certificate", &self.ca)?,
             read("certificate", &self.cert)?,
             read("private key", &self.key)?,
-        ))
+        ])
     }
 
     /// Server side: present our certificate, require a client certificate
     /// signed by the CA.
     pub fn server_config(&self) -> Result<ServerTlsConfig, TlsError> {
-        let (ca, cert, key) = self.read()?;
+        let [ca, cert, key] = self.read()?;
         Ok(ServerTlsConfig::new()
             .identity(Identity::from_pem(cert, key))
             .client_ca_root(Certificate::from_pem(ca))
@@ -66,7 +67,7 @@ impl TlsFiles {
     /// Client side: verify the server against the CA as `server_name`,
     /// present our certificate.
     pub fn client_config(&self, server_name: &str) -> Result<ClientTlsConfig, TlsError> {
-        let (ca, cert, key) = self.read()?;
+        let [ca, cert, key] = self.read()?;
         Ok(ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(ca))
             .identity(Identity::from_pem(cert, key))

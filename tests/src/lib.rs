@@ -55,7 +55,10 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(name: &str, cmd: &mut Command, log: &Path) -> anyhow::Result<Proc> {
-        let f = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)?;
         let child = cmd
             .stdin(Stdio::null())
             .stdout(f.try_clone()?)
@@ -110,7 +113,11 @@ impl Proc {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("{} did not listen on {port}:\n{}", self.name, self.log_text());
+                bail!(
+                    "{} did not listen on {port}:\n{}",
+                    self.name,
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -141,7 +148,12 @@ impl Env {
             dir: tempfile::Builder::new().prefix("kiroku-e2e-").tempdir()?,
             grpc: free_port(),
         };
-        env.kiroku(&["certs", "init", "--dir", env.pki().to_str().unwrap_or_default()])?;
+        env.kiroku(&[
+            "certs",
+            "init",
+            "--dir",
+            env.pki().to_str().unwrap_or_default(),
+        ])?;
         env.issue("collector", "localhost", &["127.0.0.1"])?;
         env.issue("investigator", "inv", &[])?;
         env.issue("admin", "boss", &[])?;
@@ -171,14 +183,31 @@ impl Env {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    pub fn issue(&self, role: &str, name: &str, sans: &[&str]) -> anyhow::Result<(PathBuf, PathBuf)> {
+    pub fn issue(
+        &self,
+        role: &str,
+        name: &str,
+        sans: &[&str],
+    ) -> anyhow::Result<(PathBuf, PathBuf)> {
         let pki = self.pki();
-        let mut args = vec!["certs", "issue", "--dir", pki.to_str().unwrap_or_default(), "--role", role, "--name", name];
+        let mut args = vec![
+            "certs",
+            "issue",
+            "--dir",
+            pki.to_str().unwrap_or_default(),
+            "--role",
+            role,
+            "--name",
+            name,
+        ];
         for s in sans {
             args.extend(["--san", s]);
         }
         self.kiroku(&args)?;
-        Ok((pki.join(format!("{role}-{name}.pem")), pki.join(format!("{role}-{name}.key"))))
+        Ok((
+            pki.join(format!("{role}-{name}.pem")),
+            pki.join(format!("{role}-{name}.key")),
+        ))
     }
 
     pub fn start_collector(&self) -> anyhow::Result<Proc> {
@@ -196,7 +225,9 @@ impl Env {
         )?;
         let mut p = Proc::spawn(
             "collector",
-            Command::new(bin("kiroku-collector")).arg("--config").arg(&cfg),
+            Command::new(bin("kiroku-collector"))
+                .arg("--config")
+                .arg(&cfg),
             &self.path().join("collector.log"),
         )?;
         p.wait_port(self.grpc)?;
@@ -235,42 +266,65 @@ impl Env {
     }
 
     /// A gRPC channel to the collector authenticated with `cert`/`key`.
-    pub async fn channel(&self, cert: Option<(&Path, &Path)>, ca: Option<&Path>) -> anyhow::Result<Channel> {
-        let ca_path = ca.map(Path::to_path_buf).unwrap_or_else(|| self.pki().join("ca.pem"));
+    pub async fn channel(
+        &self,
+        cert: Option<(&Path, &Path)>,
+        ca: Option<&Path>,
+    ) -> anyhow::Result<Channel> {
+        let ca_path = ca
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| self.pki().join("ca.pem"));
         let mut tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(std::fs::read(ca_path)?))
             .domain_name("localhost");
         if let Some((c, k)) = cert {
             tls = tls.identity(Identity::from_pem(std::fs::read(c)?, std::fs::read(k)?));
         }
-        Ok(Endpoint::from_shared(format!("https://127.0.0.1:{}", self.grpc))?
-            .tls_config(tls)?
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(30))
-            .connect()
-            .await?)
+        Ok(
+            Endpoint::from_shared(format!("https://127.0.0.1:{}", self.grpc))?
+                .tls_config(tls)?
+                .connect_timeout(Duration::from_secs(10))
+                .timeout(Duration::from_secs(30))
+                .connect()
+                .await?,
+        )
     }
 
     pub async fn investigator(&self) -> anyhow::Result<QueryClient<Channel>> {
         let pki = self.pki();
         let ch = self
-            .channel(Some((&pki.join("investigator-inv.pem"), &pki.join("investigator-inv.key"))), None)
+            .channel(
+                Some((
+                    &pki.join("investigator-inv.pem"),
+                    &pki.join("investigator-inv.key"),
+                )),
+                None,
+            )
             .await?;
         Ok(QueryClient::new(ch).max_decoding_message_size(64 << 20))
     }
 
     /// Polls Search until exactly `n` events match (or more appear), up to
     /// `within`.
-    pub async fn wait_for(&self, req: SearchRequest, n: usize, within: Duration) -> anyhow::Result<Vec<Event>> {
+    pub async fn wait_for(
+        &self,
+        req: SearchRequest,
+        n: usize,
+        within: Duration,
+    ) -> anyhow::Result<Vec<Event>> {
         let deadline = Instant::now() + within;
         let mut last = Vec::new();
         loop {
-            if let Ok(mut q) = self.investigator().await {
-                if let Ok(r) = q.search(SearchRequest { page_size: 1000, ..req.clone() }).await {
-                    last = r.into_inner().events;
-                    if last.len() >= n {
-                        return Ok(last);
-                    }
+            let page = SearchRequest {
+                page_size: 1000,
+                ..req.clone()
+            };
+            if let Ok(mut q) = self.investigator().await
+                && let Ok(r) = q.search(page).await
+            {
+                last = r.into_inner().events;
+                if last.len() >= n {
+                    return Ok(last);
                 }
             }
             if Instant::now() > deadline {
@@ -283,7 +337,9 @@ impl Env {
     pub async fn raw(&self, event_id: &str) -> anyhow::Result<Vec<u8>> {
         let mut q = self.investigator().await?;
         let mut s = q
-            .get_raw(kiroku_proto::GetRawRequest { event_id: event_id.into() })
+            .get_raw(kiroku_proto::GetRawRequest {
+                event_id: event_id.into(),
+            })
             .await?
             .into_inner();
         let mut out = Vec::new();
@@ -322,13 +378,22 @@ impl Upstream {
             &env.path().join(format!("upstream-{port}.log")),
         )?;
         p.wait_port(port)?;
-        Ok(Upstream { port, out, _proc: p })
+        Ok(Upstream {
+            port,
+            out,
+            _proc: p,
+        })
     }
 
     /// Messages received so far, in order: (raw bytes, envelope JSON).
     pub fn messages(&self) -> Vec<(Vec<u8>, serde_json::Value)> {
         let mut names: Vec<PathBuf> = std::fs::read_dir(&self.out)
-            .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "eml")).collect())
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+                    .collect()
+            })
             .unwrap_or_default();
         names.sort();
         names

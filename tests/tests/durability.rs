@@ -16,8 +16,12 @@ fn mail(tag: &str, n: usize) -> Vec<u8> {
 /// Asserts the collector holds exactly the messages `ids` (by Message-ID),
 /// each once, and still does after a further pause.
 async fn assert_exactly_once(env: &Env, tag: &str, n: usize) -> anyhow::Result<()> {
-    let req = SearchRequest { subject: tag.into(), ..Default::default() };
-    env.wait_for(req.clone(), n, Duration::from_secs(60)).await?;
+    let req = SearchRequest {
+        subject: tag.into(),
+        ..Default::default()
+    };
+    env.wait_for(req.clone(), n, Duration::from_secs(60))
+        .await?;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let events = env.wait_for(req, n, Duration::from_secs(5)).await?;
     let mut ids: Vec<String> = events.iter().map(|e| email(e).message_id.clone()).collect();
@@ -35,27 +39,51 @@ async fn agent_killed_before_shipping_delivers_exactly_once_after_restart() -> a
     let smtp = free_port();
     // The collector is not running: the mail cannot have been shipped.
     let mut agent = env.start_agent("pc-k", smtp, &Mode::Relay(upstream.port))?;
-    let sent = send_mail(smtp, "load@example.com", &["sink@example.org"], &mail("killed", 0))?;
+    let sent = send_mail(
+        smtp,
+        "load@example.com",
+        &["sink@example.org"],
+        &mail("killed", 0),
+    )?;
     assert_eq!(sent.code, 250, "{sent:?}");
     agent.kill9();
     let _collector = env.start_collector()?;
     let _agent = env.start_agent("pc-k", smtp, &Mode::Relay(upstream.port))?;
     assert_exactly_once(&env, "killed", 1).await?;
-    let ev = env.wait_for(SearchRequest { subject: "killed".into(), ..Default::default() }, 1, Duration::from_secs(5)).await?;
-    assert_eq!(email(&ev[0]).outcome, kiroku_proto::Outcome::Delivered as i32, "outcome was durable before the 250");
+    let ev = env
+        .wait_for(
+            SearchRequest {
+                subject: "killed".into(),
+                ..Default::default()
+            },
+            1,
+            Duration::from_secs(5),
+        )
+        .await?;
+    assert_eq!(
+        email(&ev[0]).outcome,
+        kiroku_proto::Outcome::Delivered as i32,
+        "outcome was durable before the 250"
+    );
     assert_eq!(upstream.messages().len(), 1);
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn agent_killed_right_after_250_repeatedly_loses_and_duplicates_nothing() -> anyhow::Result<()> {
+async fn agent_killed_right_after_250_repeatedly_loses_and_duplicates_nothing() -> anyhow::Result<()>
+{
     let env = Env::new()?;
     let _collector = env.start_collector()?;
     let smtp = free_port();
     let rounds = 6;
     for i in 0..rounds {
         let mut agent = env.start_agent("pc-r", smtp, &Mode::CaptureOnly)?;
-        let sent = send_mail(smtp, "load@example.com", &["sink@example.org"], &mail("race", i))?;
+        let sent = send_mail(
+            smtp,
+            "load@example.com",
+            &["sink@example.org"],
+            &mail("race", i),
+        )?;
         assert_eq!(sent.code, 250, "{sent:?}");
         // Whether or not it was shipped (or acknowledged) yet is a race.
         agent.kill9();
@@ -70,14 +98,35 @@ async fn collector_down_then_back_receives_everything_once() -> anyhow::Result<(
     let mut collector = env.start_collector()?;
     let smtp = free_port();
     let _agent = env.start_agent("pc-c", smtp, &Mode::CaptureOnly)?;
-    let sent = send_mail(smtp, "load@example.com", &["sink@example.org"], &mail("outage", 0))?;
+    let sent = send_mail(
+        smtp,
+        "load@example.com",
+        &["sink@example.org"],
+        &mail("outage", 0),
+    )?;
     assert_eq!(sent.code, 250);
-    env.wait_for(SearchRequest { subject: "outage".into(), ..Default::default() }, 1, Duration::from_secs(30)).await?;
+    env.wait_for(
+        SearchRequest {
+            subject: "outage".into(),
+            ..Default::default()
+        },
+        1,
+        Duration::from_secs(30),
+    )
+    .await?;
 
     collector.terminate();
     for i in 1..6 {
-        let sent = send_mail(smtp, "load@example.com", &["sink@example.org"], &mail("outage", i))?;
-        assert_eq!(sent.code, 250, "mail flows while the collector is down: {sent:?}");
+        let sent = send_mail(
+            smtp,
+            "load@example.com",
+            &["sink@example.org"],
+            &mail("outage", i),
+        )?;
+        assert_eq!(
+            sent.code, 250,
+            "mail flows while the collector is down: {sent:?}"
+        );
     }
     let _collector = env.start_collector()?;
     assert_exactly_once(&env, "outage", 6).await
@@ -91,7 +140,12 @@ async fn collector_killed_mid_stream_stores_everything_once() -> anyhow::Result<
     let _agent = env.start_agent("pc-m", smtp, &Mode::CaptureOnly)?;
     let n = 30;
     for i in 0..n {
-        let sent = send_mail(smtp, "load@example.com", &["sink@example.org"], &mail("midkill", i))?;
+        let sent = send_mail(
+            smtp,
+            "load@example.com",
+            &["sink@example.org"],
+            &mail("midkill", i),
+        )?;
         assert_eq!(sent.code, 250);
         if i == n / 2 {
             collector.kill9();

@@ -68,10 +68,20 @@ async fn relayed_mail_is_delivered_identical_and_searchable() -> anyhow::Result<
     let sent = send_mail(smtp, "alice@example.com", &rcpts, &raw)?;
     let t250 = Instant::now();
     assert_eq!(sent.code, 250, "{sent:?}");
-    assert!(sent.reply.contains("queued as"), "upstream reply returned verbatim: {sent:?}");
+    assert!(
+        sent.reply.contains("queued as"),
+        "upstream reply returned verbatim: {sent:?}"
+    );
 
     let events = env
-        .wait_for(SearchRequest { sender: "alice@example.com".into(), ..Default::default() }, 1, Duration::from_secs(30))
+        .wait_for(
+            SearchRequest {
+                sender: "alice@example.com".into(),
+                ..Default::default()
+            },
+            1,
+            Duration::from_secs(30),
+        )
         .await?;
     let latency = t250.elapsed();
     eprintln!("capture-to-searchable: {} ms", latency.as_millis());
@@ -80,23 +90,40 @@ async fn relayed_mail_is_delivered_identical_and_searchable() -> anyhow::Result<
     // The upstream got exactly what the client sent, for the envelope recipients.
     let got = upstream.messages();
     assert_eq!(got.len(), 1);
-    assert!(got[0].0 == raw, "upstream copy differs from what the client sent");
+    assert!(
+        got[0].0 == raw,
+        "upstream copy differs from what the client sent"
+    );
     assert_eq!(got[0].1["rcpt_tos"].as_array().map(|a| a.len()), Some(3));
 
     let e = &events[0];
     let m = email(e);
     assert_eq!(m.mail_from, "alice@example.com");
-    assert_eq!(m.rcpt_to.iter().map(|r| r.address.as_str()).collect::<Vec<_>>(), rcpts);
+    assert_eq!(
+        m.rcpt_to
+            .iter()
+            .map(|r| r.address.as_str())
+            .collect::<Vec<_>>(),
+        rcpts
+    );
     assert!(m.rcpt_to.iter().all(|r| r.reply_code == 250));
     assert_eq!(m.from, vec!["alice@example.com"]);
     assert_eq!(m.to, vec!["bob@example.org"]);
     assert_eq!(m.cc, vec!["carol@example.net"]);
-    assert_eq!(m.bcc, vec!["dave@example.com"], "Bcc = envelope recipients absent from To/Cc");
+    assert_eq!(
+        m.bcc,
+        vec!["dave@example.com"],
+        "Bcc = envelope recipients absent from To/Cc"
+    );
     assert_eq!(m.subject, "売上 Q3 figures");
     assert_eq!(m.message_id, "<e2e-attach@example.com>");
     assert_eq!(m.recipient_count, 3);
     assert_eq!(m.outcome, Outcome::Delivered as i32);
-    assert!(m.upstream_reply.contains("queued as"), "{}", m.upstream_reply);
+    assert!(
+        m.upstream_reply.contains("queued as"),
+        "{}",
+        m.upstream_reply
+    );
     assert!(m.body_text.contains("quarterly figures"));
     assert_eq!(m.message_size, raw.len() as u64);
     assert_eq!(m.raw_sha256, kiroku_common::sha256_hex(&raw));
@@ -106,7 +133,10 @@ async fn relayed_mail_is_delivered_identical_and_searchable() -> anyhow::Result<
         .iter()
         .map(|a| (a.filename.as_str(), a.size, a.sha256.as_str()))
         .collect();
-    let (pdf_sha, xlsx_sha) = (kiroku_common::sha256_hex(&pdf), kiroku_common::sha256_hex(&xlsx));
+    let (pdf_sha, xlsx_sha) = (
+        kiroku_common::sha256_hex(&pdf),
+        kiroku_common::sha256_hex(&xlsx),
+    );
     assert_eq!(
         atts,
         vec![
@@ -115,14 +145,28 @@ async fn relayed_mail_is_delivered_identical_and_searchable() -> anyhow::Result<
         ]
     );
     assert_eq!(m.client_ip, "127.0.0.1");
-    assert!(m.application.contains("python"), "application: {}", m.application);
+    assert!(
+        m.application.contains("python"),
+        "application: {}",
+        m.application
+    );
     assert!(!e.user.is_empty());
     assert_eq!(e.agent_id, "pc-1");
-    assert_eq!(e.custom.get("department").map(String::as_str), Some("finance"));
-    assert!(e.host.as_ref().is_some_and(|h| !h.hostname.is_empty() && !h.interfaces.is_empty()));
+    assert_eq!(
+        e.custom.get("department").map(String::as_str),
+        Some("finance")
+    );
+    assert!(
+        e.host
+            .as_ref()
+            .is_some_and(|h| !h.hostname.is_empty() && !h.interfaces.is_empty())
+    );
 
     // The original, byte-identical, over gRPC and through the CLI.
-    assert!(env.raw(&e.event_id).await? == raw, "GetRaw differs from the original");
+    assert!(
+        env.raw(&e.event_id).await? == raw,
+        "GetRaw differs from the original"
+    );
     let out = env.path().join("dl.eml");
     let cli = env.path().join("cli.toml");
     std::fs::write(
@@ -133,25 +177,79 @@ async fn relayed_mail_is_delivered_identical_and_searchable() -> anyhow::Result<
         ),
     )?;
     let cfg = cli.to_string_lossy().into_owned();
-    env.kiroku(&["--config", &cfg, "raw", &e.event_id, "-o", out.to_str().unwrap_or_default()])?;
-    assert!(std::fs::read(&out)? == raw, "kiroku raw differs from the original");
-    let json = env.kiroku(&["--config", &cfg, "search", "--attachment", "売上表", "--json"])?;
+    env.kiroku(&[
+        "--config",
+        &cfg,
+        "raw",
+        &e.event_id,
+        "-o",
+        out.to_str().unwrap_or_default(),
+    ])?;
+    assert!(
+        std::fs::read(&out)? == raw,
+        "kiroku raw differs from the original"
+    );
+    let json = env.kiroku(&[
+        "--config",
+        &cfg,
+        "search",
+        "--attachment",
+        "売上表",
+        "--json",
+    ])?;
     let line: serde_json::Value = serde_json::from_str(json.lines().next().unwrap_or("{}"))?;
     assert_eq!(line["event_id"], e.event_id.as_str());
     assert_eq!(line["email"]["outcome"], "delivered");
-    let table = env.kiroku(&["--config", &cfg, "search", "--recipient", "dave@example.com"])?;
+    let table = env.kiroku(&[
+        "--config",
+        &cfg,
+        "search",
+        "--recipient",
+        "dave@example.com",
+    ])?;
     assert!(table.contains(&e.event_id), "{table}");
 
     // Every filter finds it.
     let filters = [
-        SearchRequest { recipient: "dave@example.com".into(), ..Default::default() },
-        SearchRequest { address: "carol@example.net".into(), ..Default::default() },
-        SearchRequest { sha256: pdf_sha.clone(), ..Default::default() },
-        SearchRequest { attachment_name: "report".into(), ..Default::default() },
-        SearchRequest { text: "quarterly".into(), has_attachment: true, ..Default::default() },
-        SearchRequest { host: e.host.as_ref().map(|h| h.hostname.clone()).unwrap_or_default(), ..Default::default() },
-        SearchRequest { user: e.user.clone(), outcome: "delivered".into(), ..Default::default() },
-        SearchRequest { from_ms: e.observed_at_ms - 1000, to_ms: e.observed_at_ms + 1000, ..Default::default() },
+        SearchRequest {
+            recipient: "dave@example.com".into(),
+            ..Default::default()
+        },
+        SearchRequest {
+            address: "carol@example.net".into(),
+            ..Default::default()
+        },
+        SearchRequest {
+            sha256: pdf_sha.clone(),
+            ..Default::default()
+        },
+        SearchRequest {
+            attachment_name: "report".into(),
+            ..Default::default()
+        },
+        SearchRequest {
+            text: "quarterly".into(),
+            has_attachment: true,
+            ..Default::default()
+        },
+        SearchRequest {
+            host: e
+                .host
+                .as_ref()
+                .map(|h| h.hostname.clone())
+                .unwrap_or_default(),
+            ..Default::default()
+        },
+        SearchRequest {
+            user: e.user.clone(),
+            outcome: "delivered".into(),
+            ..Default::default()
+        },
+        SearchRequest {
+            from_ms: e.observed_at_ms - 1000,
+            to_ms: e.observed_at_ms + 1000,
+            ..Default::default()
+        },
     ];
     for f in filters {
         let r = env.wait_for(f.clone(), 1, Duration::from_secs(5)).await?;
@@ -160,7 +258,10 @@ async fn relayed_mail_is_delivered_identical_and_searchable() -> anyhow::Result<
     let none = env
         .investigator()
         .await?
-        .search(SearchRequest { sender: "mallory@example.com".into(), ..Default::default() })
+        .search(SearchRequest {
+            sender: "mallory@example.com".into(),
+            ..Default::default()
+        })
         .await?
         .into_inner();
     assert_eq!(none.total_hits, 0);
@@ -191,7 +292,12 @@ async fn hostile_messages_are_relayed_unchanged_and_recorded() -> anyhow::Result
         ),
     ];
     for (i, (name, raw)) in cases.iter().enumerate() {
-        let sent = send_mail(smtp, &format!("sender{i}@example.com"), &["rcpt@example.org"], raw)?;
+        let sent = send_mail(
+            smtp,
+            &format!("sender{i}@example.com"),
+            &["rcpt@example.org"],
+            raw,
+        )?;
         assert_eq!(sent.code, 250, "{name}: {sent:?}");
     }
     let got = upstream.messages();
@@ -201,14 +307,28 @@ async fn hostile_messages_are_relayed_unchanged_and_recorded() -> anyhow::Result
     }
     for (i, (name, raw)) in cases.iter().enumerate() {
         let ev = env
-            .wait_for(SearchRequest { sender: format!("sender{i}@example.com"), ..Default::default() }, 1, Duration::from_secs(30))
+            .wait_for(
+                SearchRequest {
+                    sender: format!("sender{i}@example.com"),
+                    ..Default::default()
+                },
+                1,
+                Duration::from_secs(30),
+            )
             .await?;
         let m = email(&ev[0]);
         assert_eq!(m.raw_sha256, kiroku_common::sha256_hex(raw), "{name}");
         assert_eq!(m.outcome, Outcome::Delivered as i32, "{name}");
-        assert!(env.raw(&ev[0].event_id).await? == *raw, "{name}: raw differs");
+        assert!(
+            env.raw(&ev[0].event_id).await? == *raw,
+            "{name}: raw differs"
+        );
         if *name == "no headers" {
-            assert!(m.parse_warnings.iter().any(|w| w.contains("no headers")), "{:?}", m.parse_warnings);
+            assert!(
+                m.parse_warnings.iter().any(|w| w.contains("no headers")),
+                "{:?}",
+                m.parse_warnings
+            );
         }
         if *name == "8-bit body" {
             assert!(m.body_text.contains("Déjà vu"), "{:?}", m.body_text);
@@ -216,7 +336,10 @@ async fn hostile_messages_are_relayed_unchanged_and_recorded() -> anyhow::Result
     }
     assert!(agent.is_running(), "agent survived hostile input");
     let log = std::fs::read_to_string(&agent.log)?;
-    assert!(log.contains("parse warning"), "a clear log line for unparsable input:\n{log}");
+    assert!(
+        log.contains("parse warning"),
+        "a clear log line for unparsable input:\n{log}"
+    );
     Ok(())
 }
 
@@ -238,8 +361,15 @@ async fn standard_grpc_client_discovers_and_calls_the_collector() -> anyhow::Res
         String::from_utf8_lossy(&out.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    let services: Vec<&str> = v["services"].as_array().map(|a| a.iter().filter_map(|s| s.as_str()).collect()).unwrap_or_default();
-    for s in ["kiroku.v1.Ingest", "kiroku.v1.Query", "grpc.health.v1.Health"] {
+    let services: Vec<&str> = v["services"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|s| s.as_str()).collect())
+        .unwrap_or_default();
+    for s in [
+        "kiroku.v1.Ingest",
+        "kiroku.v1.Query",
+        "grpc.health.v1.Health",
+    ] {
         assert!(services.contains(&s), "{s} missing from {services:?}");
     }
     assert_eq!(v["health"], "SERVING");

@@ -24,13 +24,22 @@ async fn roles_are_enforced_from_certificates() -> anyhow::Result<()> {
 
     // An agent may not query.
     let ch = env.channel(Some((&a_cert, &a_key)), None).await?;
-    let err = QueryClient::new(ch.clone()).search(search()).await.expect_err("agent must not query");
+    let err = QueryClient::new(ch.clone())
+        .search(search())
+        .await
+        .expect_err("agent must not query");
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
     assert!(err.message().contains("agent/agent-a"), "{}", err.message());
 
     // An investigator may not ingest.
     let inv = env
-        .channel(Some((&pki.join("investigator-inv.pem"), &pki.join("investigator-inv.key"))), None)
+        .channel(
+            Some((
+                &pki.join("investigator-inv.pem"),
+                &pki.join("investigator-inv.key"),
+            )),
+            None,
+        )
         .await?;
     let err = IngestClient::new(inv.clone())
         .missing_blobs(MissingBlobsRequest { sha256: vec![] })
@@ -40,10 +49,15 @@ async fn roles_are_enforced_from_certificates() -> anyhow::Result<()> {
     // ... but may query; an admin may do both.
     QueryClient::new(inv).search(search()).await?;
     let admin = env
-        .channel(Some((&pki.join("admin-boss.pem"), &pki.join("admin-boss.key"))), None)
+        .channel(
+            Some((&pki.join("admin-boss.pem"), &pki.join("admin-boss.key"))),
+            None,
+        )
         .await?;
     QueryClient::new(admin.clone()).search(search()).await?;
-    IngestClient::new(admin).missing_blobs(MissingBlobsRequest { sha256: vec![] }).await?;
+    IngestClient::new(admin)
+        .missing_blobs(MissingBlobsRequest { sha256: vec![] })
+        .await?;
 
     // Agent A cannot submit events as agent B.
     let hello = ShipRequest {
@@ -78,12 +92,19 @@ async fn roles_are_enforced_from_certificates() -> anyhow::Result<()> {
     };
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
     let mut q = env.investigator().await?;
-    assert_eq!(q.search(search()).await?.into_inner().total_hits, 0, "nothing forged was stored");
+    assert_eq!(
+        q.search(search()).await?.into_inner().total_hits,
+        0,
+        "nothing forged was stored"
+    );
 
     // No client certificate: the TLS handshake is refused.
     let res = async {
         let ch = env.channel(None, None).await?;
-        QueryClient::new(ch).search(search()).await.map_err(anyhow::Error::from)
+        QueryClient::new(ch)
+            .search(search())
+            .await
+            .map_err(anyhow::Error::from)
     }
     .await;
     assert!(res.is_err(), "a client without certificate must be refused");
@@ -93,19 +114,36 @@ async fn roles_are_enforced_from_certificates() -> anyhow::Result<()> {
     let other_pki = other.path().join("pki");
     let p = other_pki.to_string_lossy().into_owned();
     env.kiroku(&["certs", "init", "--dir", &p])?;
-    env.kiroku(&["certs", "issue", "--dir", &p, "--role", "admin", "--name", "boss"])?;
+    env.kiroku(&[
+        "certs", "issue", "--dir", &p, "--role", "admin", "--name", "boss",
+    ])?;
     let res = async {
         let ch = env
-            .channel(Some((&other_pki.join("admin-boss.pem"), &other_pki.join("admin-boss.key"))), None)
+            .channel(
+                Some((
+                    &other_pki.join("admin-boss.pem"),
+                    &other_pki.join("admin-boss.key"),
+                )),
+                None,
+            )
             .await?;
-        QueryClient::new(ch).search(search()).await.map_err(anyhow::Error::from)
+        QueryClient::new(ch)
+            .search(search())
+            .await
+            .map_err(anyhow::Error::from)
     }
     .await;
-    assert!(res.is_err(), "a certificate from another CA must be refused");
+    assert!(
+        res.is_err(),
+        "a certificate from another CA must be refused"
+    );
 
     // Refusals are logged with the peer's identity.
     let log = collector.log_text();
-    assert!(log.contains("refused") && log.contains("agent/agent-a"), "{log}");
+    assert!(
+        log.contains("refused") && log.contains("agent/agent-a"),
+        "{log}"
+    );
     assert!(log.contains("investigator/inv"), "{log}");
     Ok(())
 }

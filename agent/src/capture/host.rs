@@ -25,7 +25,11 @@ pub fn snapshot(domain_override: Option<&str>) -> HostIdentity {
         .map(|(name, data)| Interface {
             name: name.clone(),
             mac: data.mac_address().to_string(),
-            ips: data.ip_networks().iter().map(|n| n.addr.to_string()).collect(),
+            ips: data
+                .ip_networks()
+                .iter()
+                .map(|n| n.addr.to_string())
+                .collect(),
         })
         .collect();
     interfaces.sort_by(|a, b| a.name.cmp(&b.name));
@@ -91,7 +95,11 @@ mod tests {
         let h = super::snapshot(Some("example.test"));
         assert!(!h.hostname.is_empty());
         assert_eq!(h.domain, "example.test");
-        assert!(h.interfaces.iter().any(|i| i.ips.iter().any(|ip| ip == "127.0.0.1")));
+        assert!(
+            h.interfaces
+                .iter()
+                .any(|i| i.ips.iter().any(|ip| ip == "127.0.0.1"))
+        );
         assert_eq!(super::user_name(0), "root");
     }
 }

@@ -138,7 +138,10 @@ impl SmtpCapture {
         }
         acceptors.shutdown().await;
         let drain = async { while sessions.join_next().await.is_some() {} };
-        if tokio::time::timeout(Duration::from_secs(10), drain).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(10), drain)
+            .await
+            .is_err()
+        {
             tracing::warn!("SMTP sessions still open at shutdown were cut off");
         }
     }
@@ -192,7 +195,11 @@ impl Upstream {
 
     async fn reply(&mut self, limit: Duration) -> Result<Reply, String> {
         match tokio::time::timeout(limit, wire::read_reply(&mut self.r)).await {
-            Err(_) => Err(format!("upstream {} did not answer in {}s", self.addr, limit.as_secs())),
+            Err(_) => Err(format!(
+                "upstream {} did not answer in {}s",
+                self.addr,
+                limit.as_secs()
+            )),
             Ok(Err(e)) => Err(format!("upstream {}: {e}", self.addr)),
             Ok(Ok(r)) => Ok(r),
         }
@@ -258,13 +265,22 @@ impl Session<'_> {
                 Ok(g) => g,
                 Err(e) => {
                     tracing::warn!(peer = %self.peer, error = %e, "upstream unavailable; client told to retry later");
-                    let r = Reply::new(421, &format!("4.4.1 {} upstream mail server unavailable, try again later", self.cap.hostname));
+                    let r = Reply::new(
+                        421,
+                        &format!(
+                            "4.4.1 {} upstream mail server unavailable, try again later",
+                            self.cap.hostname
+                        ),
+                    );
                     self.send(&r).await?;
                     return Err(End::Closed(e));
                 }
             }
         } else {
-            Reply::new(220, &format!("{} ESMTP Kiroku capture-only", self.cap.hostname))
+            Reply::new(
+                220,
+                &format!("{} ESMTP Kiroku capture-only", self.cap.hostname),
+            )
         };
         let refuse = greeting.code != 220;
         self.send(&greeting).await?;
@@ -279,15 +295,27 @@ impl Session<'_> {
             .await
             {
                 Err(_) => {
-                    self.send(&Reply::new(421, "4.4.2 Timeout waiting for a command, closing")).await?;
+                    self.send(&Reply::new(
+                        421,
+                        "4.4.2 Timeout waiting for a command, closing",
+                    ))
+                    .await?;
                     return Err(End::Closed("command timeout".into()));
                 }
                 Ok(Err(WireError::TooLong(n))) => {
-                    self.send(&Reply::new(500, &format!("5.5.2 Line longer than {n} bytes"))).await?;
+                    self.send(&Reply::new(
+                        500,
+                        &format!("5.5.2 Line longer than {n} bytes"),
+                    ))
+                    .await?;
                     continue;
                 }
                 Ok(Err(e @ (WireError::BareLf | WireError::Nul))) => {
-                    self.send(&Reply::new(421, &format!("4.5.0 Protocol violation ({e}), closing"))).await?;
+                    self.send(&Reply::new(
+                        421,
+                        &format!("4.5.0 Protocol violation ({e}), closing"),
+                    ))
+                    .await?;
                     return Err(End::Client(e));
                 }
                 Ok(Err(e)) => return Err(End::Client(e)),
@@ -362,7 +390,10 @@ impl Session<'_> {
             "RSET" | "NOOP" => Reply::new(250, "2.0.0 Ok"),
             "QUIT" => Reply::new(221, "2.0.0 Bye"),
             "VRFY" => Reply::new(252, "2.5.0 Cannot VRFY user, but will accept message"),
-            "HELP" => Reply::new(214, "2.0.0 Kiroku capture-only: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT"),
+            "HELP" => Reply::new(
+                214,
+                "2.0.0 Kiroku capture-only: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT",
+            ),
             _ => Reply::new(502, "5.5.1 Command not implemented"),
         }
     }
@@ -389,11 +420,13 @@ impl Session<'_> {
             }
             "MAIL" => {
                 let Some((addr, params)) = parse_path(&line, "MAIL FROM:") else {
-                    self.send(&Reply::new(501, "5.5.4 Syntax: MAIL FROM:<address>")).await?;
+                    self.send(&Reply::new(501, "5.5.4 Syntax: MAIL FROM:<address>"))
+                        .await?;
                     return Ok(true);
                 };
                 if !self.relay() && (self.helo_line.is_none() || self.txn.is_some()) {
-                    self.send(&Reply::new(503, "5.5.1 Bad sequence of commands")).await?;
+                    self.send(&Reply::new(503, "5.5.1 Bad sequence of commands"))
+                        .await?;
                     return Ok(true);
                 }
                 let reply = self.exchange(&line, &verb).await;
@@ -408,11 +441,13 @@ impl Session<'_> {
             }
             "RCPT" => {
                 let Some((addr, params)) = parse_path(&line, "RCPT TO:") else {
-                    self.send(&Reply::new(501, "5.5.4 Syntax: RCPT TO:<address>")).await?;
+                    self.send(&Reply::new(501, "5.5.4 Syntax: RCPT TO:<address>"))
+                        .await?;
                     return Ok(true);
                 };
                 if !self.relay() && self.txn.is_none() {
-                    self.send(&Reply::new(503, "5.5.1 Need MAIL before RCPT")).await?;
+                    self.send(&Reply::new(503, "5.5.1 Need MAIL before RCPT"))
+                        .await?;
                     return Ok(true);
                 }
                 let reply = self.exchange(&line, &verb).await;
@@ -432,7 +467,8 @@ impl Session<'_> {
                     .as_ref()
                     .is_some_and(|t| t.rcpt.iter().any(|r| (200..300).contains(&r.reply_code)));
                 if !self.relay() && !accepted {
-                    self.send(&Reply::new(503, "5.5.1 Need RCPT before DATA")).await?;
+                    self.send(&Reply::new(503, "5.5.1 Need RCPT before DATA"))
+                        .await?;
                     return Ok(true);
                 }
                 let reply = self.exchange(&line, &verb).await;
@@ -457,10 +493,12 @@ impl Session<'_> {
                 return Ok(false);
             }
             "STARTTLS" | "AUTH" | "BDAT" | "EXPN" | "ETRN" | "TURN" => {
-                self.send(&Reply::new(502, "5.5.1 Command not implemented")).await?;
+                self.send(&Reply::new(502, "5.5.1 Command not implemented"))
+                    .await?;
             }
             _ => {
-                self.send(&Reply::new(500, "5.5.2 Command unrecognized")).await?;
+                self.send(&Reply::new(500, "5.5.2 Command unrecognized"))
+                    .await?;
             }
         }
         Ok(true)
@@ -470,20 +508,27 @@ impl Session<'_> {
     /// outcome, replies.
     async fn data(&mut self) -> Result<(), End> {
         let limit = self.cap.cfg.max_message_bytes;
-        let data = match tokio::time::timeout(DATA_TIMEOUT, wire::read_data(&mut self.client_r, limit)).await {
-            Err(_) => {
-                self.upstream = None;
-                self.send(&Reply::new(421, "4.4.2 Timeout reading message data, closing")).await?;
-                return Err(End::Closed("data timeout".into()));
-            }
-            Ok(Err(e)) => {
-                // The client went away mid-message: the upstream gets no
-                // end-of-data, so nothing is delivered.
-                self.upstream = None;
-                return Err(End::Client(e));
-            }
-            Ok(Ok(d)) => d,
-        };
+        let data =
+            match tokio::time::timeout(DATA_TIMEOUT, wire::read_data(&mut self.client_r, limit))
+                .await
+            {
+                Err(_) => {
+                    self.upstream = None;
+                    self.send(&Reply::new(
+                        421,
+                        "4.4.2 Timeout reading message data, closing",
+                    ))
+                    .await?;
+                    return Err(End::Closed("data timeout".into()));
+                }
+                Ok(Err(e)) => {
+                    // The client went away mid-message: the upstream gets no
+                    // end-of-data, so nothing is delivered.
+                    self.upstream = None;
+                    return Err(End::Client(e));
+                }
+                Ok(Ok(d)) => d,
+            };
         let txn = self.txn.take().unwrap_or(Txn {
             mail_from: String::new(),
             mail_params: String::new(),
@@ -493,7 +538,13 @@ impl Session<'_> {
             helo: self
                 .helo_line
                 .as_deref()
-                .map(|l| String::from_utf8_lossy(l).split_whitespace().nth(1).unwrap_or("").to_owned())
+                .map(|l| {
+                    String::from_utf8_lossy(l)
+                        .split_whitespace()
+                        .nth(1)
+                        .unwrap_or("")
+                        .to_owned()
+                })
                 .unwrap_or_default(),
             esmtp: self.esmtp,
             mail_from: txn.mail_from,
@@ -509,9 +560,15 @@ impl Session<'_> {
             // drop its connection (it discards the partial message).
             self.upstream = None;
             let reply = if data.too_big {
-                Reply::new(552, &format!("5.3.4 Message size exceeds fixed limit of {limit} bytes"))
+                Reply::new(
+                    552,
+                    &format!("5.3.4 Message size exceeds fixed limit of {limit} bytes"),
+                )
             } else {
-                Reply::new(554, "5.6.0 Message contains bare CR, bare LF or NUL (RFC 5321 section 2.3.8); refused")
+                Reply::new(
+                    554,
+                    "5.6.0 Message contains bare CR, bare LF or NUL (RFC 5321 section 2.3.8); refused",
+                )
             };
             let raw = (!data.too_big).then_some(data.bytes);
             let mut ev = self.build_event(&env, raw.as_deref().unwrap_or(b"")).await;
@@ -522,7 +579,8 @@ impl Session<'_> {
                 if data.too_big {
                     m.raw_sha256.clear();
                     m.message_size = data.size;
-                    m.parse_warnings.push("message over the size limit; content not kept".into());
+                    m.parse_warnings
+                        .push("message over the size limit; content not kept".into());
                 }
             }
             if let Err(e) = self.cap.buffer.append(&ev, raw.as_deref()).await {
@@ -535,7 +593,10 @@ impl Session<'_> {
 
         let raw = data.bytes;
         let ev = self.build_event(&env, &raw).await;
-        for w in email(&ev).map(|m| m.parse_warnings.as_slice()).unwrap_or_default() {
+        for w in email(&ev)
+            .map(|m| m.parse_warnings.as_slice())
+            .unwrap_or_default()
+        {
             tracing::info!(peer = %self.peer, warning = %w, "message recorded with parse warning");
         }
 
@@ -546,7 +607,13 @@ impl Session<'_> {
                 m.reply_code = 250;
             }
             let reply = match self.cap.buffer.append(&ev, Some(&raw)).await {
-                Ok(seq) => Reply::new(250, &format!("2.0.0 Ok: captured as {}/{seq}", self.cap.buffer.stream_id())),
+                Ok(seq) => Reply::new(
+                    250,
+                    &format!(
+                        "2.0.0 Ok: captured as {}/{seq}",
+                        self.cap.buffer.stream_id()
+                    ),
+                ),
                 Err(e) => buffer_failure(&e),
             };
             self.send(&reply).await?;
@@ -589,7 +656,10 @@ impl Session<'_> {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(peer = %self.peer, error = %e, "upstream failed after end-of-data");
-                Reply::new(451, "4.4.2 Upstream connection lost during delivery; outcome unknown, try again later")
+                Reply::new(
+                    451,
+                    "4.4.2 Upstream connection lost during delivery; outcome unknown, try again later",
+                )
             }
         };
         self.send(&reply).await?;
@@ -648,14 +718,23 @@ fn email(ev: &Event) -> Option<&EmailEvent> {
 
 fn temp_failure(err: &str) -> Reply {
     tracing::warn!(error = %err, "upstream failure; client told to retry");
-    Reply::new(451, "4.4.1 Upstream mail server unavailable, try again later")
+    Reply::new(
+        451,
+        "4.4.1 Upstream mail server unavailable, try again later",
+    )
 }
 
 fn buffer_failure(e: &BufferError) -> Reply {
     tracing::error!(error = %e, "cannot record mail; refusing it temporarily");
     match e {
-        BufferError::Full { .. } => Reply::new(452, "4.3.1 Insufficient system storage (recording buffer full), try again later"),
-        _ => Reply::new(451, "4.3.0 Local error recording the message, try again later"),
+        BufferError::Full { .. } => Reply::new(
+            452,
+            "4.3.1 Insufficient system storage (recording buffer full), try again later",
+        ),
+        _ => Reply::new(
+            451,
+            "4.3.0 Local error recording the message, try again later",
+        ),
     }
 }
 
@@ -689,13 +768,25 @@ fn filter_ehlo(reply: &Reply, our_max: u64) -> Reply {
             kept.push(text.to_owned());
             continue;
         }
-        let kw = text.split_whitespace().next().unwrap_or("").to_ascii_uppercase();
+        let kw = text
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_ascii_uppercase();
         if !RELAYED_EXTENSIONS.contains(&kw.as_str()) {
             continue;
         }
         if kw == "SIZE" {
-            let theirs: u64 = text.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
-            let size = if theirs == 0 { our_max } else { theirs.min(our_max) };
+            let theirs: u64 = text
+                .split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let size = if theirs == 0 {
+                our_max
+            } else {
+                theirs.min(our_max)
+            };
             kept.push(format!("SIZE {size}"));
         } else {
             kept.push(text.to_owned());
@@ -718,10 +809,19 @@ mod tests {
 
     #[test]
     fn paths() {
-        let cases: &[(&[u8], &str, Option<(&str, &str)>)] = &[
-            (b"MAIL FROM:<a@b.c> SIZE=10", "MAIL FROM:", Some(("a@b.c", "SIZE=10"))),
+        type Case<'a> = (&'a [u8], &'a str, Option<(&'a str, &'a str)>);
+        let cases: &[Case] = &[
+            (
+                b"MAIL FROM:<a@b.c> SIZE=10",
+                "MAIL FROM:",
+                Some(("a@b.c", "SIZE=10")),
+            ),
             (b"mail from: <>", "MAIL FROM:", Some(("", ""))),
-            (b"RCPT TO:<x@y> NOTIFY=NEVER", "RCPT TO:", Some(("x@y", "NOTIFY=NEVER"))),
+            (
+                b"RCPT TO:<x@y> NOTIFY=NEVER",
+                "RCPT TO:",
+                Some(("x@y", "NOTIFY=NEVER")),
+            ),
             (b"RCPT TO:x@y", "RCPT TO:", Some(("x@y", ""))),
             (b"RCPT TO:", "RCPT TO:", None),
             (b"RCPT", "RCPT TO:", None),

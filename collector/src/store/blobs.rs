@@ -13,7 +13,9 @@ pub enum BlobError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("blob content does not match its name: announced sha256 {announced}, received {actual}")]
+    #[error(
+        "blob content does not match its name: announced sha256 {announced}, received {actual}"
+    )]
     HashMismatch { announced: String, actual: String },
     #[error("not a sha256: {0:?}")]
     BadHash(String),
@@ -121,13 +123,19 @@ mod tests {
         assert!(s.put(&sha, &data).expect("put"));
         assert!(!s.put(&sha, &data).expect("again"), "stored once");
         let mut back = Vec::new();
-        s.reader(&sha).expect("reader").read_to_end(&mut back).expect("read");
+        s.reader(&sha)
+            .expect("reader")
+            .read_to_end(&mut back)
+            .expect("read");
         assert_eq!(back, data);
         assert!(s.stored_size(&sha).expect("size") < data.len() as u64);
         assert!(matches!(
             s.put(&kiroku_common::sha256_hex(b"other"), &data),
             Err(BlobError::HashMismatch { .. })
         ));
-        assert!(matches!(s.put("../../etc", b""), Err(BlobError::HashMismatch { .. }) | Err(BlobError::BadHash(_))));
+        assert!(matches!(
+            s.put("../../etc", b""),
+            Err(BlobError::HashMismatch { .. }) | Err(BlobError::BadHash(_))
+        ));
     }
 }

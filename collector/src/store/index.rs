@@ -15,7 +15,9 @@ use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, QueryParser, RangeQue
 use tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TEXT, Value,
 };
-use tantivy::{DocAddress, Index, IndexReader, IndexWriter, Order, ReloadPolicy, TantivyDocument, Term};
+use tantivy::{
+    DocAddress, Index, IndexReader, IndexWriter, Order, ReloadPolicy, TantivyDocument, Term,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -25,7 +27,10 @@ pub enum IndexError {
         source: tantivy::TantivyError,
     },
     #[error("invalid query in field `{field}`: {message}")]
-    BadQuery { field: &'static str, message: String },
+    BadQuery {
+        field: &'static str,
+        message: String,
+    },
     #[error("index {path}: {message}")]
     Other { path: PathBuf, message: String },
 }
@@ -115,7 +120,9 @@ impl EventIndex {
             message: e.to_string(),
         })?;
         let index = Index::open_or_create(dir, schema).map_err(terr)?;
-        let writer = index.writer_with_num_threads(1, WRITER_HEAP).map_err(terr)?;
+        let writer = index
+            .writer_with_num_threads(1, WRITER_HEAP)
+            .map_err(terr)?;
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
@@ -307,7 +314,11 @@ impl EventIndex {
         for (name, fields, text) in [
             ("text", vec![f.subject, f.body], &r.text),
             ("subject", vec![f.subject], &r.subject),
-            ("attachment_name", vec![f.attachment_name], &r.attachment_name),
+            (
+                "attachment_name",
+                vec![f.attachment_name],
+                &r.attachment_name,
+            ),
         ] {
             if text.trim().is_empty() {
                 continue;
@@ -329,7 +340,12 @@ impl EventIndex {
     }
 
     /// Newest first. Returns (events, total hits, next offset if more).
-    pub fn search(&self, r: &SearchRequest, offset: usize, limit: usize) -> Result<(Vec<Event>, u64, Option<usize>), IndexError> {
+    pub fn search(
+        &self,
+        r: &SearchRequest,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<Event>, u64, Option<usize>), IndexError> {
         let q = self.build_query(r)?;
         let searcher = self.reader.searcher();
         let (hits, total) = searcher
@@ -366,12 +382,20 @@ mod tests {
             user: "Alice".into(),
             kind: Some(Kind::Email(EmailEvent {
                 mail_from: from.into(),
-                rcpt_to: vec![Recipient { address: to.into(), reply_code: 250, ..Default::default() }],
+                rcpt_to: vec![Recipient {
+                    address: to.into(),
+                    reply_code: 250,
+                    ..Default::default()
+                }],
                 subject: subject.into(),
                 body_text: "quarterly numbers inside".into(),
                 attachment_count: u32::from(att.is_some()),
                 attachments: att
-                    .map(|n| Attachment { filename: n.into(), sha256: "ab".repeat(32), ..Default::default() })
+                    .map(|n| Attachment {
+                        filename: n.into(),
+                        sha256: "ab".repeat(32),
+                        ..Default::default()
+                    })
                     .into_iter()
                     .collect(),
                 ..Default::default()
@@ -385,32 +409,108 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let idx = EventIndex::open(dir.path()).expect("open");
         idx.add(&[
-            mail("a1/s/1", 1000, "alice@x.com", "bob@y.com", "Budget plan", Some("budget 2025.xlsx")),
+            mail(
+                "a1/s/1",
+                1000,
+                "alice@x.com",
+                "bob@y.com",
+                "Budget plan",
+                Some("budget 2025.xlsx"),
+            ),
             mail("a1/s/2", 3000, "alice@x.com", "carol@z.com", "Lunch", None),
-            mail("a1/s/3", 2000, "dave@x.com", "bob@y.com", "Budget review", None),
+            mail(
+                "a1/s/3",
+                2000,
+                "dave@x.com",
+                "bob@y.com",
+                "Budget review",
+                None,
+            ),
         ])
         .expect("add");
         idx.commit().expect("commit");
         // Re-adding the same id replaces, never duplicates.
-        idx.add(&[mail("a1/s/1", 1000, "alice@x.com", "bob@y.com", "Budget plan", Some("budget 2025.xlsx"))])
-            .expect("add");
+        idx.add(&[mail(
+            "a1/s/1",
+            1000,
+            "alice@x.com",
+            "bob@y.com",
+            "Budget plan",
+            Some("budget 2025.xlsx"),
+        )])
+        .expect("add");
         idx.commit().expect("commit");
         assert_eq!(idx.count(), 3);
 
         let ids = |r: SearchRequest| -> Vec<String> {
-            idx.search(&r, 0, 10).expect("search").0.into_iter().map(|e| e.event_id).collect()
+            idx.search(&r, 0, 10)
+                .expect("search")
+                .0
+                .into_iter()
+                .map(|e| e.event_id)
+                .collect()
         };
         let all = ids(SearchRequest::default());
         assert_eq!(all, vec!["a1/s/2", "a1/s/3", "a1/s/1"], "newest first");
         let cases: Vec<(SearchRequest, Vec<&str>)> = vec![
-            (SearchRequest { sender: "ALICE@x.com".into(), ..Default::default() }, vec!["a1/s/2", "a1/s/1"]),
-            (SearchRequest { recipient: "bob@y.com".into(), ..Default::default() }, vec!["a1/s/3", "a1/s/1"]),
-            (SearchRequest { text: "budget".into(), ..Default::default() }, vec!["a1/s/3", "a1/s/1"]),
-            (SearchRequest { has_attachment: true, ..Default::default() }, vec!["a1/s/1"]),
-            (SearchRequest { attachment_name: "budget".into(), ..Default::default() }, vec!["a1/s/1"]),
-            (SearchRequest { sha256: "ab".repeat(32), ..Default::default() }, vec!["a1/s/1"]),
-            (SearchRequest { from_ms: 1500, to_ms: 3000, ..Default::default() }, vec!["a1/s/3"]),
-            (SearchRequest { user: "alice".into(), address: "carol@z.com".into(), ..Default::default() }, vec!["a1/s/2"]),
+            (
+                SearchRequest {
+                    sender: "ALICE@x.com".into(),
+                    ..Default::default()
+                },
+                vec!["a1/s/2", "a1/s/1"],
+            ),
+            (
+                SearchRequest {
+                    recipient: "bob@y.com".into(),
+                    ..Default::default()
+                },
+                vec!["a1/s/3", "a1/s/1"],
+            ),
+            (
+                SearchRequest {
+                    text: "budget".into(),
+                    ..Default::default()
+                },
+                vec!["a1/s/3", "a1/s/1"],
+            ),
+            (
+                SearchRequest {
+                    has_attachment: true,
+                    ..Default::default()
+                },
+                vec!["a1/s/1"],
+            ),
+            (
+                SearchRequest {
+                    attachment_name: "budget".into(),
+                    ..Default::default()
+                },
+                vec!["a1/s/1"],
+            ),
+            (
+                SearchRequest {
+                    sha256: "ab".repeat(32),
+                    ..Default::default()
+                },
+                vec!["a1/s/1"],
+            ),
+            (
+                SearchRequest {
+                    from_ms: 1500,
+                    to_ms: 3000,
+                    ..Default::default()
+                },
+                vec!["a1/s/3"],
+            ),
+            (
+                SearchRequest {
+                    user: "alice".into(),
+                    address: "carol@z.com".into(),
+                    ..Default::default()
+                },
+                vec!["a1/s/2"],
+            ),
         ];
         for (req, want) in cases {
             assert_eq!(ids(req.clone()), want, "{req:?}");
@@ -422,7 +522,14 @@ mod tests {
         assert!(idx.get("a1/s/3").expect("get").is_some());
         assert!(idx.get("nope").expect("get").is_none());
         assert!(matches!(
-            idx.search(&SearchRequest { text: "subject:(".into(), ..Default::default() }, 0, 1),
+            idx.search(
+                &SearchRequest {
+                    text: "subject:(".into(),
+                    ..Default::default()
+                },
+                0,
+                1
+            ),
             Err(IndexError::BadQuery { .. })
         ));
     }

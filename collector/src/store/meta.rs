@@ -61,7 +61,12 @@ impl MetaStore {
             .unwrap_or(0))
     }
 
-    pub fn set_stored_seq(&self, agent_id: &str, stream_id: &str, seq: u64) -> Result<(), MetaError> {
+    pub fn set_stored_seq(
+        &self,
+        agent_id: &str,
+        stream_id: &str,
+        seq: u64,
+    ) -> Result<(), MetaError> {
         self.streams
             .insert(Self::stream_key(agent_id, stream_id), &seq.to_be_bytes())
             .map_err(|e| self.err(e))?;

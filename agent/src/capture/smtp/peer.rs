@@ -81,7 +81,11 @@ fn find_pid(inode: u64) -> Option<u32> {
     }
     let target = format!("socket:[{inode}]");
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
@@ -114,6 +118,9 @@ mod tests {
 
     #[test]
     fn proc_address_format() {
-        assert_eq!(proc_addr("127.0.0.1:2525".parse().expect("addr")), "0100007F:09DD");
+        assert_eq!(
+            proc_addr("127.0.0.1:2525".parse().expect("addr")),
+            "0100007F:09DD"
+        );
     }
 }

@@ -73,7 +73,12 @@ pub fn build(env: &Envelope, raw: &[u8]) -> EmailEvent {
     }
     ev.attachment_count = ev.attachments.iter().filter(|a| !a.inline).count() as u32;
     // Bcc: envelope recipients the headers do not show.
-    let shown: HashSet<String> = ev.to.iter().chain(&ev.cc).map(|a| a.to_lowercase()).collect();
+    let shown: HashSet<String> = ev
+        .to
+        .iter()
+        .chain(&ev.cc)
+        .map(|a| a.to_lowercase())
+        .collect();
     ev.bcc = accepted
         .iter()
         .filter(|a| !shown.contains(&a.to_lowercase()))
@@ -102,7 +107,8 @@ fn parse_into(raw: &[u8]) -> Result<Parsed, mailparse::MailParseError> {
     let mail = mailparse::parse_mail(raw)?;
     let mut p = Parsed::default();
     if mail.headers.is_empty() || !starts_with_header(raw) {
-        p.warnings.push("message has no headers (does not start with a `Name: value` line)".into());
+        p.warnings
+            .push("message has no headers (does not start with a `Name: value` line)".into());
     }
     let h = &mail.headers;
     p.from = addresses(h, "From", &mut p.warnings);
@@ -152,7 +158,11 @@ fn starts_with_header(raw: &[u8]) -> bool {
     }
 }
 
-fn addresses(h: &[mailparse::MailHeader<'_>], name: &str, warnings: &mut Vec<String>) -> Vec<String> {
+fn addresses(
+    h: &[mailparse::MailHeader<'_>],
+    name: &str,
+    warnings: &mut Vec<String>,
+) -> Vec<String> {
     let mut out = Vec::new();
     for header in h.get_all_headers(name) {
         match mailparse::addrparse_header(header) {
@@ -170,7 +180,12 @@ fn addresses(h: &[mailparse::MailHeader<'_>], name: &str, warnings: &mut Vec<Str
     out
 }
 
-fn walk(part: &ParsedMail<'_>, p: &mut Parsed, plain: &mut Option<String>, html: &mut Option<String>) {
+fn walk(
+    part: &ParsedMail<'_>,
+    p: &mut Parsed,
+    plain: &mut Option<String>,
+    html: &mut Option<String>,
+) {
     if !part.subparts.is_empty() {
         for sub in &part.subparts {
             walk(sub, p, plain, html);
@@ -328,7 +343,10 @@ Content-Transfer-Encoding: base64\r\n\
 \r\n\
 aGVsbG8=\r\n\
 --b--\r\n";
-        let ev = build(&env(&["bob@example.com", "carol@example.com", "dave@example.com"]), raw);
+        let ev = build(
+            &env(&["bob@example.com", "carol@example.com", "dave@example.com"]),
+            raw,
+        );
         assert_eq!(ev.from, vec!["alice@example.com"]);
         assert_eq!(ev.subject, "報告書");
         assert_eq!(ev.bcc, vec!["dave@example.com"]);
@@ -337,7 +355,10 @@ aGVsbG8=\r\n\
         assert_eq!(ev.attachments.len(), 1);
         assert_eq!(ev.attachments[0].filename, "見積.pdf");
         assert_eq!(ev.attachments[0].size, 5);
-        assert_eq!(ev.attachments[0].sha256, kiroku_common::sha256_hex(b"hello"));
+        assert_eq!(
+            ev.attachments[0].sha256,
+            kiroku_common::sha256_hex(b"hello")
+        );
         assert_eq!(ev.sent_at_ms, 1_751_364_000_000);
         assert!(ev.parse_warnings.is_empty(), "{:?}", ev.parse_warnings);
     }

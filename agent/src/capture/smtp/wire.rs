@@ -26,7 +26,10 @@ pub enum WireError {
 }
 
 /// Reads one CRLF-terminated line, without the CRLF.
-pub async fn read_line<R: AsyncBufRead + Unpin>(r: &mut R, max: usize) -> Result<Vec<u8>, WireError> {
+pub async fn read_line<R: AsyncBufRead + Unpin>(
+    r: &mut R,
+    max: usize,
+) -> Result<Vec<u8>, WireError> {
     let mut line = Vec::with_capacity(128);
     loop {
         let buf = r.fill_buf().await?;
@@ -105,16 +108,18 @@ pub async fn read_reply<R: AsyncBufRead + Unpin>(r: &mut R) -> Result<Reply, Wir
         if b.len() < 3 || !b[..3].iter().all(u8::is_ascii_digit) {
             return Err(WireError::BadReply(line));
         }
-        let code: u16 = line[..3].parse().map_err(|_| WireError::BadReply(line.clone()))?;
+        let code: u16 = line[..3]
+            .parse()
+            .map_err(|_| WireError::BadReply(line.clone()))?;
         let last = match b.get(3) {
             None | Some(b' ') => true,
             Some(b'-') => false,
             Some(_) => return Err(WireError::BadReply(line)),
         };
-        if let Some(first) = lines.first() {
-            if !line.starts_with(first_code(first).as_str()) {
-                return Err(WireError::BadReply(line));
-            }
+        if let Some(first) = lines.first()
+            && !line.starts_with(first_code(first).as_str())
+        {
+            return Err(WireError::BadReply(line));
         }
         lines.push(line);
         if last {
@@ -289,7 +294,9 @@ mod tests {
 
     #[tokio::test]
     async fn clean_data_and_unstuffing() {
-        let d = data(b"Subject: a\r\n\r\n..dot\r\n.x\r\nend\r\n.\r\nMAIL FROM:<x>\r\n").await.expect("data");
+        let d = data(b"Subject: a\r\n\r\n..dot\r\n.x\r\nend\r\n.\r\nMAIL FROM:<x>\r\n")
+            .await
+            .expect("data");
         assert_eq!(d.bytes, b"Subject: a\r\n\r\n.dot\r\nx\r\nend\r\n");
         assert!(!d.flaws.any());
         assert_eq!(data(b".\r\n").await.expect("empty").bytes, b"");
@@ -301,8 +308,16 @@ mod tests {
         // ending only at the final CRLF.CRLF, so the "smuggled" command is
         // never seen as a command.
         let variants: &[&[u8]] = &[
-            b"\n.\n", b"\r.\r", b"\r.\n", b"\n.\r", b"\n.\r\n", b"\r\n.\n", b"\r.\r\n",
-            b"\r\n.\r", b"\r\n\x00.\r\n", b"\r\r\n",
+            b"\n.\n",
+            b"\r.\r",
+            b"\r.\n",
+            b"\n.\r",
+            b"\n.\r\n",
+            b"\r\n.\n",
+            b"\r.\r\n",
+            b"\r\n.\r",
+            b"\r\n\x00.\r\n",
+            b"\r\r\n",
         ];
         for v in variants {
             let mut input = b"a".to_vec();
@@ -319,7 +334,13 @@ mod tests {
 
     #[tokio::test]
     async fn stuffing_round_trip() {
-        for body in [&b""[..], b"x\r\n", b".\r\n", b"..\r\n.a\r\nb.\r\n", b"no newline"] {
+        for body in [
+            &b""[..],
+            b"x\r\n",
+            b".\r\n",
+            b"..\r\n.a\r\nb.\r\n",
+            b"no newline",
+        ] {
             let mut wire = Vec::new();
             write_data(&mut wire, body).await.expect("write");
             let back = data(&wire).await.expect("read");
@@ -339,8 +360,14 @@ mod tests {
         assert_eq!(rep.lines.len(), 3);
         assert_eq!(read_reply(&mut r).await.expect("reply").code, 550);
         let mut bad: &[u8] = b"HELO x\n";
-        assert!(matches!(read_line(&mut bad, 100).await, Err(WireError::BareLf)));
+        assert!(matches!(
+            read_line(&mut bad, 100).await,
+            Err(WireError::BareLf)
+        ));
         let mut nul: &[u8] = b"HE\0LO\r\n";
-        assert!(matches!(read_line(&mut nul, 100).await, Err(WireError::Nul)));
+        assert!(matches!(
+            read_line(&mut nul, 100).await,
+            Err(WireError::Nul)
+        ));
     }
 }

@@ -50,7 +50,9 @@ impl ConnectArgs {
     fn resolve(&self) -> anyhow::Result<CliConfig> {
         let from_file = match &self.config {
             Some(p) => Some(load(p)?),
-            None if Path::new(DEFAULT_CLI_CONFIG).exists() => Some(load(Path::new(DEFAULT_CLI_CONFIG))?),
+            None if Path::new(DEFAULT_CLI_CONFIG).exists() => {
+                Some(load(Path::new(DEFAULT_CLI_CONFIG))?)
+            }
             None => None,
         };
         let endpoint = self
@@ -61,7 +63,12 @@ impl ConnectArgs {
         let pick = |flag: &Option<PathBuf>, f: fn(&TlsFiles) -> &PathBuf, what: &str| {
             flag.clone()
                 .or_else(|| from_file.as_ref().map(|c| f(&c.tls).clone()))
-                .with_context(|| format!("no {what} given: use --{what} FILE (or KIROKU_{}, or --config)", what.to_uppercase()))
+                .with_context(|| {
+                    format!(
+                        "no {what} given: use --{what} FILE (or KIROKU_{}, or --config)",
+                        what.to_uppercase()
+                    )
+                })
         };
         Ok(CliConfig {
             tls: TlsFiles {

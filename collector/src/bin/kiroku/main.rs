@@ -32,7 +32,7 @@ enum Cmd {
         cmd: CertsCmd,
     },
     /// Search events, newest first.
-    Search(SearchArgs),
+    Search(Box<SearchArgs>),
     /// Show one event in full.
     Show {
         event_id: String,
@@ -153,7 +153,11 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             if let Some(status) = e.downcast_ref::<tonic::Status>() {
-                eprintln!("kiroku: collector refused: {:?}: {}", status.code(), status.message());
+                eprintln!(
+                    "kiroku: collector refused: {:?}: {}",
+                    status.code(),
+                    status.message()
+                );
             } else {
                 eprintln!("kiroku: {e:#}");
             }
@@ -166,10 +170,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Certs { cmd } => certs(cmd),
         Cmd::Quickstart(args) => quickstart::run(args).await,
-        Cmd::Search(args) => search(&cli.connect, args).await,
+        Cmd::Search(args) => search(&cli.connect, *args).await,
         Cmd::Show { event_id, json } => {
             let mut q = cli.connect.query().await?;
-            let ev = q.get_event(GetEventRequest { event_id }).await?.into_inner();
+            let ev = q
+                .get_event(GetEventRequest { event_id })
+                .await?
+                .into_inner();
             if json {
                 println!("{}", output::json(&ev));
             } else {
@@ -198,7 +205,11 @@ fn certs(cmd: CertsCmd) -> anyhow::Result<()> {
         CertsCmd::Init { dir } => {
             let pki = PkiDir::new(&dir);
             pki.init_ca("Kiroku CA")?;
-            println!("created CA {} (keep {} secret)", pki.ca_cert().display(), pki.ca_key().display());
+            println!(
+                "created CA {} (keep {} secret)",
+                pki.ca_cert().display(),
+                pki.ca_key().display()
+            );
         }
         CertsCmd::Issue {
             dir,
@@ -209,7 +220,11 @@ fn certs(cmd: CertsCmd) -> anyhow::Result<()> {
         } => {
             let pki = PkiDir::new(&dir);
             let (cert, key) = pki.issue(role, &name, &sans, days)?;
-            println!("issued {role} certificate for {name}: {} (key {})", cert.display(), key.display());
+            println!(
+                "issued {role} certificate for {name}: {} (key {})",
+                cert.display(),
+                key.display()
+            );
         }
     }
     Ok(())
@@ -218,7 +233,14 @@ fn certs(cmd: CertsCmd) -> anyhow::Result<()> {
 /// Parses a time argument into Unix milliseconds.
 fn parse_time(s: &str, now_ms: i64) -> anyhow::Result<i64> {
     let s = s.trim();
-    let units = [("ms", 1i64), ("s", 1000), ("m", 60_000), ("h", 3_600_000), ("d", 86_400_000), ("w", 604_800_000)];
+    let units = [
+        ("ms", 1i64),
+        ("s", 1000),
+        ("m", 60_000),
+        ("h", 3_600_000),
+        ("d", 86_400_000),
+        ("w", 604_800_000),
+    ];
     for (suffix, mult) in units.iter().rev() {
         if let Some(n) = s.strip_suffix(suffix).and_then(|n| n.parse::<i64>().ok()) {
             return Ok(now_ms - n * mult);
@@ -231,15 +253,27 @@ fn parse_time(s: &str, now_ms: i64) -> anyhow::Result<i64> {
     if let Ok(d) = time::Date::parse(s, &date_fmt) {
         return Ok(d.midnight().assume_utc().unix_timestamp() * 1000);
     }
-    anyhow::bail!("cannot read time {s:?}: use RFC 3339 (2026-11-22T10:00:00Z), a date (2026-11-22) or a relative time (30m, 24h, 7d)")
+    anyhow::bail!(
+        "cannot read time {s:?}: use RFC 3339 (2026-11-22T10:00:00Z), a date (2026-11-22) or a relative time (30m, 24h, 7d)"
+    )
 }
 
 async fn search(connect: &client::ConnectArgs, a: SearchArgs) -> anyhow::Result<()> {
     let now = kiroku_common::now_ms();
     let s = |o: Option<String>| o.unwrap_or_default();
     let mut req = SearchRequest {
-        from_ms: a.from.as_deref().map(|t| parse_time(t, now)).transpose()?.unwrap_or(0),
-        to_ms: a.to.as_deref().map(|t| parse_time(t, now)).transpose()?.unwrap_or(0),
+        from_ms: a
+            .from
+            .as_deref()
+            .map(|t| parse_time(t, now))
+            .transpose()?
+            .unwrap_or(0),
+        to_ms: a
+            .to
+            .as_deref()
+            .map(|t| parse_time(t, now))
+            .transpose()?
+            .unwrap_or(0),
         host: s(a.host),
         user: s(a.user),
         agent_id: s(a.agent),
@@ -288,15 +322,27 @@ async fn search(connect: &client::ConnectArgs, a: SearchArgs) -> anyhow::Result<
     Ok(())
 }
 
-async fn raw(connect: &client::ConnectArgs, event_id: String, output: PathBuf) -> anyhow::Result<()> {
+async fn raw(
+    connect: &client::ConnectArgs,
+    event_id: String,
+    output: PathBuf,
+) -> anyhow::Result<()> {
     let mut q = connect.query().await?;
-    let mut stream = q.get_raw(GetRawRequest { event_id: event_id.clone() }).await?.into_inner();
+    let mut stream = q
+        .get_raw(GetRawRequest {
+            event_id: event_id.clone(),
+        })
+        .await?
+        .into_inner();
     let to_stdout = output.as_os_str() == "-";
     let tmp = output.with_extension("part");
     let mut out: Box<dyn Write> = if to_stdout {
         Box::new(std::io::stdout().lock())
     } else {
-        Box::new(std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?)
+        Box::new(
+            std::fs::File::create(&tmp)
+                .with_context(|| format!("cannot create {}", tmp.display()))?,
+        )
     };
     let mut n = 0u64;
     while let Some(chunk) = stream.next().await {
@@ -307,7 +353,8 @@ async fn raw(connect: &client::ConnectArgs, event_id: String, output: PathBuf) -
     out.flush()?;
     drop(out);
     if !to_stdout {
-        std::fs::rename(&tmp, &output).with_context(|| format!("cannot write {}", output.display()))?;
+        std::fs::rename(&tmp, &output)
+            .with_context(|| format!("cannot write {}", output.display()))?;
         eprintln!("wrote {n} bytes of {event_id} to {}", output.display());
     }
     Ok(())
@@ -318,10 +365,16 @@ mod tests {
     #[test]
     fn time_arguments() {
         let now = 1_000_000_000_000;
-        assert_eq!(super::parse_time("7d", now).ok(), Some(now - 7 * 86_400_000));
+        assert_eq!(
+            super::parse_time("7d", now).ok(),
+            Some(now - 7 * 86_400_000)
+        );
         assert_eq!(super::parse_time("30m", now).ok(), Some(now - 1_800_000));
         assert_eq!(super::parse_time("1970-01-02", now).ok(), Some(86_400_000));
-        assert_eq!(super::parse_time("1970-01-01T00:00:01Z", now).ok(), Some(1000));
+        assert_eq!(
+            super::parse_time("1970-01-01T00:00:01Z", now).ok(),
+            Some(1000)
+        );
         assert!(super::parse_time("last tuesday", now).is_err());
     }
 }

@@ -27,15 +27,14 @@ fn email(e: &Event) -> Option<&EmailEvent> {
 /// The event as proto-style JSON.
 pub fn json(e: &Event) -> serde_json::Value {
     let mut v = serde_json::to_value(e).unwrap_or_default();
-    if let Some(obj) = v.as_object_mut() {
-        if let Some(kind) = obj.remove("kind") {
-            if let Some(mut m) = kind.get("Email").cloned() {
-                if let Some(o) = m.get("outcome").and_then(|o| o.as_i64()) {
-                    m["outcome"] = serde_json::Value::from(outcome_name(o as i32));
-                }
-                obj.insert("email".into(), m);
-            }
+    let Some(obj) = v.as_object_mut() else {
+        return v;
+    };
+    if let Some(mut m) = obj.remove("kind").and_then(|k| k.get("Email").cloned()) {
+        if let Some(o) = m.get("outcome").and_then(|o| o.as_i64()) {
+            m["outcome"] = serde_json::Value::from(outcome_name(o as i32));
         }
+        obj.insert("email".into(), m);
     }
     v
 }
@@ -53,9 +52,15 @@ pub fn table(events: &[Event]) -> String {
     let mut t = Table::new();
     t.load_preset(UTF8_BORDERS_ONLY)
         .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_header(["time", "event id", "host", "user", "from", "to", "subject", "att", "outcome"]);
+        .set_header([
+            "time", "event id", "host", "user", "from", "to", "subject", "att", "outcome",
+        ]);
     for e in events {
-        let host = e.host.as_ref().map(|h| h.hostname.clone()).unwrap_or_default();
+        let host = e
+            .host
+            .as_ref()
+            .map(|h| h.hostname.clone())
+            .unwrap_or_default();
         let row = match email(e) {
             Some(m) => {
                 let to: Vec<&str> = m.rcpt_to.iter().map(|r| r.address.as_str()).collect();
@@ -123,7 +128,10 @@ pub fn detail(e: &Event) -> String {
         line("helo", &m.helo);
         line("mail from", &m.mail_from);
         for r in &m.rcpt_to {
-            line("rcpt to", &format!("{}  → {}", r.address, r.reply.replace('\n', " | ")));
+            line(
+                "rcpt to",
+                &format!("{}  → {}", r.address, r.reply.replace('\n', " | ")),
+            );
         }
         line("From", &m.from.join(", "));
         line("To", &m.to.join(", "));
@@ -137,7 +145,10 @@ pub fn detail(e: &Event) -> String {
         for a in &m.attachments {
             line(
                 "attachment",
-                &format!("{} ({}, {} bytes) sha256 {}", a.filename, a.content_type, a.size, a.sha256),
+                &format!(
+                    "{} ({}, {} bytes) sha256 {}",
+                    a.filename, a.content_type, a.size, a.sha256
+                ),
             );
         }
         line("outcome", outcome_name(m.outcome));
@@ -147,7 +158,7 @@ pub fn detail(e: &Event) -> String {
             line("parse warning", w);
         }
         if !m.body_text.is_empty() {
-            out.push_str("\n");
+            out.push('\n');
             out.push_str(&shorten(&m.body_text, 4000));
             out.push('\n');
         }
@@ -159,7 +170,15 @@ pub fn hosts(hosts: &[HostInfo]) -> String {
     let mut t = Table::new();
     t.load_preset(UTF8_BORDERS_ONLY)
         .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_header(["agent", "hostname", "domain", "addresses", "agent version", "last seen", "events"]);
+        .set_header([
+            "agent",
+            "hostname",
+            "domain",
+            "addresses",
+            "agent version",
+            "last seen",
+            "events",
+        ]);
     for h in hosts {
         let id = h.host.clone().unwrap_or_default();
         let ips: Vec<String> = id

@@ -36,9 +36,19 @@ fn host_name() -> String {
     let name: String = raw
         .trim()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
-    if name.is_empty() { "agent-1".into() } else { name }
+    if name.is_empty() {
+        "agent-1".into()
+    } else {
+        name
+    }
 }
 
 fn issue_once(pki: &PkiDir, role: Role, name: &str, sans: &[String]) -> anyhow::Result<()> {
@@ -62,7 +72,11 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         println!("created a CA in {}", pki.dir.display());
     }
     let agent = a.agent_name.clone().unwrap_or_else(host_name);
-    let collector_sans = vec!["127.0.0.1".to_owned(), "::1".to_owned(), a.grpc.ip().to_string()];
+    let collector_sans = vec![
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+        a.grpc.ip().to_string(),
+    ];
     issue_once(&pki, Role::Collector, "localhost", &collector_sans)?;
     issue_once(&pki, Role::Agent, &agent, &[])?;
     issue_once(&pki, Role::Investigator, "investigator", &[])?;
@@ -114,19 +128,42 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         .parent()
         .map(Path::to_path_buf)
         .context("cannot locate the kiroku binaries")?;
-    let mut collector = spawn(&bin_dir, "kiroku-collector", &collector_toml, &data.join("collector.log"))?;
-    wait_ready(a.grpc, &mut collector, "collector", &data.join("collector.log")).await?;
-    let mut agent_child = spawn(&bin_dir, "kiroku-agent", &agent_toml, &data.join("agent.log"))?;
+    let mut collector = spawn(
+        &bin_dir,
+        "kiroku-collector",
+        &collector_toml,
+        &data.join("collector.log"),
+    )?;
+    wait_ready(
+        a.grpc,
+        &mut collector,
+        "collector",
+        &data.join("collector.log"),
+    )
+    .await?;
+    let mut agent_child = spawn(
+        &bin_dir,
+        "kiroku-agent",
+        &agent_toml,
+        &data.join("agent.log"),
+    )?;
     wait_ready(a.smtp, &mut agent_child, "agent", &data.join("agent.log")).await?;
 
     let mode_text = match &a.upstream {
         Some(u) => format!("relaying to {u}"),
         None => "capture-only: mail is recorded, not delivered".into(),
     };
-    let cli_hint = if Path::new(super::client::DEFAULT_CLI_CONFIG) == cli_toml.strip_prefix(std::env::current_dir()?).unwrap_or(&cli_toml) {
+    let cli_hint = if Path::new(super::client::DEFAULT_CLI_CONFIG)
+        == cli_toml
+            .strip_prefix(std::env::current_dir()?)
+            .unwrap_or(&cli_toml)
+    {
         String::new()
     } else {
-        format!("   (outside this directory: export KIROKU_CLI_CONFIG={})\n", cli_toml.display())
+        format!(
+            "   (outside this directory: export KIROKU_CLI_CONFIG={})\n",
+            cli_toml.display()
+        )
     };
     println!(
         "\nKiroku is running.\n\
@@ -182,7 +219,12 @@ fn spawn(bin_dir: &Path, name: &str, config: &Path, log: &Path) -> anyhow::Resul
         .with_context(|| format!("cannot start {}", exe.display()))
 }
 
-async fn wait_ready(addr: SocketAddr, child: &mut Child, what: &str, log: &Path) -> anyhow::Result<()> {
+async fn wait_ready(
+    addr: SocketAddr,
+    child: &mut Child,
+    what: &str,
+    log: &Path,
+) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(status) = child.try_wait()? {
@@ -198,7 +240,10 @@ async fn wait_ready(addr: SocketAddr, child: &mut Child, what: &str, log: &Path)
             return Ok(());
         }
         if tokio::time::Instant::now() > deadline {
-            anyhow::bail!("the {what} did not start listening on {addr} within 30 s; see {}", log.display());
+            anyhow::bail!(
+                "the {what} did not start listening on {addr} within 30 s; see {}",
+                log.display()
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -207,8 +252,14 @@ async fn wait_ready(addr: SocketAddr, child: &mut Child, what: &str, log: &Path)
 /// SIGTERM, then SIGKILL after 10 s.
 async fn stop(child: &mut Child) {
     if let Some(pid) = child.id() {
-        let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
-        if tokio::time::timeout(Duration::from_secs(10), child.wait()).await.is_ok() {
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status();
+        if tokio::time::timeout(Duration::from_secs(10), child.wait())
+            .await
+            .is_ok()
+        {
             return;
         }
     }
