@@ -237,6 +237,11 @@ impl Env {
     /// Writes the agent's config (issuing its certificate once) and starts
     /// it. Waits for the SMTP port only: the collector may be down.
     pub fn start_agent(&self, name: &str, smtp: u16, mode: &Mode) -> anyhow::Result<Proc> {
+        self.start_agent_with(name, smtp, mode, "")
+    }
+
+    /// Like [`Env::start_agent`], with extra TOML appended to the config.
+    pub fn start_agent_with(&self, name: &str, smtp: u16, mode: &Mode, extra: &str) -> anyhow::Result<Proc> {
         let pki = self.pki();
         if !pki.join(format!("agent-{name}.pem")).exists() {
             self.issue("agent", name, &[])?;
@@ -249,7 +254,7 @@ impl Env {
         std::fs::write(
             &cfg,
             format!(
-                "data_dir = \"agent-{name}\"\n[collector]\nendpoint = \"https://127.0.0.1:{}\"\nserver_name = \"localhost\"\n[collector.tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n[smtp]\nlisten = [\"127.0.0.1:{smtp}\"]\n{mode}[custom]\ndepartment = \"finance\"\n",
+                "data_dir = \"agent-{name}\"\n[collector]\nendpoint = \"https://127.0.0.1:{}\"\nserver_name = \"localhost\"\n[collector.tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n[smtp]\nlisten = [\"127.0.0.1:{smtp}\"]\n{mode}[custom]\ndepartment = \"finance\"\n{extra}",
                 self.grpc,
                 pki.join("ca.pem"),
                 pki.join(format!("agent-{name}.pem")),

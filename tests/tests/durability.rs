@@ -156,3 +156,51 @@ async fn collector_killed_mid_stream_stores_everything_once() -> anyhow::Result<
     drop(collector);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn full_buffer_refuses_mail_temporarily_and_relays_nothing() -> anyhow::Result<()> {
+    let env = Env::new()?;
+    let upstream = Upstream::start(&env)?;
+    let smtp = free_port();
+    // A bound the buffer is already over: every new mail must be refused.
+    let mut agent = env.start_agent_with("pc-f", smtp, &Mode::Relay(upstream.port), "[buffer]\nmax_bytes = 1\n")?;
+    let sent = send_mail(smtp, "load@example.com", &["sink@example.org"], &mail("full", 0))?;
+    assert_eq!(sent.code, 452, "{sent:?}");
+    assert!(sent.reply.contains("4.3.1"), "{sent:?}");
+    assert!(upstream.messages().is_empty(), "nothing may pass unrecorded");
+    assert!(agent.is_running());
+    assert!(agent.log_text().contains("buffer is full"), "{}", agent.log_text());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn identical_content_is_stored_once() -> anyhow::Result<()> {
+    let env = Env::new()?;
+    let _collector = env.start_collector()?;
+    let smtp = free_port();
+    let _agent = env.start_agent("pc-d", smtp, &Mode::CaptureOnly)?;
+    let raw = b"From: a@example.com\r\nSubject: same bytes\r\n\r\nsame body\r\n";
+    for _ in 0..3 {
+        assert_eq!(send_mail(smtp, "a@example.com", &["b@example.org"], raw)?.code, 250);
+    }
+    let events = env
+        .wait_for(SearchRequest { subject: "same bytes".into(), ..Default::default() }, 3, Duration::from_secs(30))
+        .await?;
+    assert_eq!(events.len(), 3, "three transactions, three events");
+    let blobs = walk(&env.path().join("collector/blobs"));
+    assert_eq!(blobs.len(), 1, "one blob for three identical messages: {blobs:?}");
+    Ok(())
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
