@@ -241,7 +241,13 @@ impl Env {
     }
 
     /// Like [`Env::start_agent`], with extra TOML appended to the config.
-    pub fn start_agent_with(&self, name: &str, smtp: u16, mode: &Mode, extra: &str) -> anyhow::Result<Proc> {
+    pub fn start_agent_with(
+        &self,
+        name: &str,
+        smtp: u16,
+        mode: &Mode,
+        extra: &str,
+    ) -> anyhow::Result<Proc> {
         let pki = self.pki();
         if !pki.join(format!("agent-{name}.pem")).exists() {
             self.issue("agent", name, &[])?;

@@ -163,13 +163,30 @@ async fn full_buffer_refuses_mail_temporarily_and_relays_nothing() -> anyhow::Re
     let upstream = Upstream::start(&env)?;
     let smtp = free_port();
     // A bound the buffer is already over: every new mail must be refused.
-    let mut agent = env.start_agent_with("pc-f", smtp, &Mode::Relay(upstream.port), "[buffer]\nmax_bytes = 1\n")?;
-    let sent = send_mail(smtp, "load@example.com", &["sink@example.org"], &mail("full", 0))?;
+    let mut agent = env.start_agent_with(
+        "pc-f",
+        smtp,
+        &Mode::Relay(upstream.port),
+        "[buffer]\nmax_bytes = 1\n",
+    )?;
+    let sent = send_mail(
+        smtp,
+        "load@example.com",
+        &["sink@example.org"],
+        &mail("full", 0),
+    )?;
     assert_eq!(sent.code, 452, "{sent:?}");
     assert!(sent.reply.contains("4.3.1"), "{sent:?}");
-    assert!(upstream.messages().is_empty(), "nothing may pass unrecorded");
+    assert!(
+        upstream.messages().is_empty(),
+        "nothing may pass unrecorded"
+    );
     assert!(agent.is_running());
-    assert!(agent.log_text().contains("buffer is full"), "{}", agent.log_text());
+    assert!(
+        agent.log_text().contains("buffer is full"),
+        "{}",
+        agent.log_text()
+    );
     Ok(())
 }
 
@@ -181,14 +198,28 @@ async fn identical_content_is_stored_once() -> anyhow::Result<()> {
     let _agent = env.start_agent("pc-d", smtp, &Mode::CaptureOnly)?;
     let raw = b"From: a@example.com\r\nSubject: same bytes\r\n\r\nsame body\r\n";
     for _ in 0..3 {
-        assert_eq!(send_mail(smtp, "a@example.com", &["b@example.org"], raw)?.code, 250);
+        assert_eq!(
+            send_mail(smtp, "a@example.com", &["b@example.org"], raw)?.code,
+            250
+        );
     }
     let events = env
-        .wait_for(SearchRequest { subject: "same bytes".into(), ..Default::default() }, 3, Duration::from_secs(30))
+        .wait_for(
+            SearchRequest {
+                subject: "same bytes".into(),
+                ..Default::default()
+            },
+            3,
+            Duration::from_secs(30),
+        )
         .await?;
     assert_eq!(events.len(), 3, "three transactions, three events");
     let blobs = walk(&env.path().join("collector/blobs"));
-    assert_eq!(blobs.len(), 1, "one blob for three identical messages: {blobs:?}");
+    assert_eq!(
+        blobs.len(),
+        1,
+        "one blob for three identical messages: {blobs:?}"
+    );
     Ok(())
 }
 

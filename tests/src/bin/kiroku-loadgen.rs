@@ -51,7 +51,10 @@ async fn reply(r: &mut BufReader<tokio::net::tcp::OwnedReadHalf>) -> anyhow::Res
         }
         text.push_str(&line);
         if line.as_bytes().get(3) != Some(&b'-') {
-            let code = line.get(..3).and_then(|c| c.parse().ok()).context("bad reply")?;
+            let code = line
+                .get(..3)
+                .and_then(|c| c.parse().ok())
+                .context("bad reply")?;
             return Ok((code, text));
         }
     }
@@ -76,9 +79,15 @@ async fn query(a: &Args) -> anyhow::Result<Option<QueryClient<Channel>>> {
     };
     let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(std::fs::read(ca)?))
-        .identity(Identity::from_pem(std::fs::read(cert)?, std::fs::read(key)?))
+        .identity(Identity::from_pem(
+            std::fs::read(cert)?,
+            std::fs::read(key)?,
+        ))
         .domain_name("localhost");
-    let ch = Endpoint::from_shared(ep.clone())?.tls_config(tls)?.connect().await?;
+    let ch = Endpoint::from_shared(ep.clone())?
+        .tls_config(tls)?
+        .connect()
+        .await?;
     Ok(Some(QueryClient::new(ch)))
 }
 
@@ -125,7 +134,12 @@ async fn main() -> anyhow::Result<()> {
                     let id = text.trim().rsplit(' ').next().unwrap_or_default();
                     let event_id = format!("{agent}/{id}");
                     loop {
-                        if q.get_event(GetEventRequest { event_id: event_id.clone() }).await.is_ok() {
+                        if q.get_event(GetEventRequest {
+                            event_id: event_id.clone(),
+                        })
+                        .await
+                        .is_ok()
+                        {
                             break;
                         }
                         if t250.elapsed() > Duration::from_secs(30) {
@@ -155,7 +169,9 @@ async fn main() -> anyhow::Result<()> {
     );
     if !lat.is_empty() {
         lat.sort();
-        let p = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)].as_secs_f64() * 1000.0;
+        let p = |q: f64| {
+            lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)].as_secs_f64() * 1000.0
+        };
         println!(
             "capture_to_searchable_ms p50={:.1} p99={:.1} max={:.1} samples={}",
             p(0.5),

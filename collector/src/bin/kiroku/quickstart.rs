@@ -171,7 +171,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
          \x20 collector     {endpoint}  (store: {store})\n\
          \x20 logs          {logs}/collector.log, agent.log\n\n\
          Send a test mail through the agent, for example:\n\
-         \x20 swaks --server {smtp} --from alice@example.com --to bob@example.org --header 'Subject: hello' --attach @/etc/hostname\n\
+         \x20 swaks --server {smtp} --from alice@example.com --to bob@example.org --header 'Subject: hello' --attach /etc/hostname\n\
          \x20 python3 -c \"import smtplib; smtplib.SMTP('{ip}', {port}).sendmail('alice@example.com', ['bob@example.org'], 'Subject: hello\\r\\n\\r\\nhi\\r\\n')\"\n\n\
          Find it and download the original:\n\
          \x20 kiroku search --sender alice@example.com\n\
