@@ -14,4 +14,12 @@ fi
 
 # --workspace builds every binary first (the agent and collector packages
 # have integration tests), which the end-to-end tests in tests/ then run.
-exec cargo test --workspace --locked "$@"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace --locked "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole suite (cargo prints one per test binary).
+awk '/^test result:/ {p += $4; f += $6; s += $8} END {printf "%d passed, %d failed, %d skipped\n", p, f, s}' "$log"
+exit "$status"

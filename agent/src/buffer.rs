@@ -2,12 +2,16 @@
 //! read-sequentially queue of events keyed by sequence number, with a
 //! separate record of what the collector has acknowledged.
 //!
-//! Trees (this layout is an on-disk boundary):
-//! - `queue`:    seq (u64 BE) → prost-encoded `Event`, ready to ship;
-//! - `inflight`: id (u64 BE) → `Event` recorded before the upstream answered;
-//! - `blobs`:    sha256 hex → raw bytes (raw messages), content-addressed;
-//! - `blobrefs`: sha256 hex → number of queued/in-flight events using it;
-//! - `meta`:     `stream_id`, `next_seq`.
+//! Layout under the agent's data directory (an on-disk boundary):
+//! - `sled/`, a sled database with trees
+//!   - `queue`:    seq (u64 BE) → prost-encoded `Event`, ready to ship;
+//!   - `inflight`: id (u64 BE) → `Event` recorded before the upstream answered;
+//!   - `blobrefs`: sha256 hex → number of queued/in-flight events using it;
+//!   - `meta`:     `stream_id`, `next_seq`;
+//! - `blobs/<sha256>`: raw messages, content-addressed plain files (fsynced
+//!   before the event that references them is recorded). Keeping them out
+//!   of sled halves sled's memory under a backlog (measured with
+//!   `examples/buffer_rss.rs`) and lets large messages bypass it.
 //!
 //! Architecture invariant: nothing is removed from `queue` except by
 //! [`Buffer::ack`] with a sequence number the collector acknowledged, and
@@ -16,8 +20,10 @@
 //! "recorded" and "upstream answered") move to the queue with outcome
 //! `unknown`: a crash never leaves no record.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use kiroku_proto::Event;
 use prost::Message;
@@ -38,6 +44,11 @@ pub enum BufferError {
         path: PathBuf,
         key: String,
         message: String,
+    },
+    #[error("agent buffer {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
     },
     #[error("agent buffer {path}: background task failed: {message}")]
     Task { path: PathBuf, message: String },
@@ -60,7 +71,11 @@ pub struct Buffer {
     db: sled::Db,
     queue: sled::Tree,
     inflight: sled::Tree,
-    blobs: sled::Tree,
+    blob_dir: PathBuf,
+    /// Serialises "ensure file + reference" against "unreference + delete
+    /// file" for the same content.
+    blob_lock: Mutex<()>,
+    blob_bytes: AtomicU64,
     blobrefs: sled::Tree,
     meta: sled::Tree,
     stream_id: String,
@@ -74,10 +89,16 @@ const STREAM_ID: &[u8] = b"stream_id";
 type TxResult<T> = Result<T, ConflictableTransactionError<String>>;
 
 impl Buffer {
-    /// Opens (or creates) the buffer at `path`. If sled cannot open it, the
-    /// directory is moved aside (`<path>.broken-<unix time>`) with a clear
-    /// log line and a fresh buffer is created, so the agent keeps recording.
-    pub fn open(path: &Path, max_bytes: u64, cache_bytes: u64) -> Result<Arc<Buffer>, BufferError> {
+    /// Opens (or creates) the buffer in `dir`. If sled cannot open its
+    /// database, it is moved aside (`sled.broken-<unix time>`) with a clear
+    /// log line and a fresh one is created, so the agent keeps recording.
+    pub fn open(dir: &Path, max_bytes: u64, cache_bytes: u64) -> Result<Arc<Buffer>, BufferError> {
+        let blob_dir = dir.join("blobs");
+        std::fs::create_dir_all(&blob_dir).map_err(|source| BufferError::Io {
+            path: blob_dir.clone(),
+            source,
+        })?;
+        let path = &dir.join("sled");
         let db = match Self::open_db(path, cache_bytes) {
             Ok(db) => db,
             Err(e) => {
@@ -102,10 +123,9 @@ impl Buffer {
             source,
         };
         let tree = |name: &str| db.open_tree(name).map_err(err);
-        let (queue, inflight, blobs, blobrefs, meta) = (
+        let (queue, inflight, blobrefs, meta) = (
             tree("queue")?,
             tree("inflight")?,
-            tree("blobs")?,
             tree("blobrefs")?,
             tree("meta")?,
         );
@@ -126,7 +146,9 @@ impl Buffer {
             db,
             queue,
             inflight,
-            blobs,
+            blob_dir,
+            blob_lock: Mutex::new(()),
+            blob_bytes: AtomicU64::new(0),
             blobrefs,
             meta,
             stream_id,
@@ -134,6 +156,7 @@ impl Buffer {
             appended: Notify::new(),
         };
         buffer.recover_inflight()?;
+        buffer.collect_orphan_blobs()?;
         Ok(Arc::new(buffer))
     }
 
@@ -173,7 +196,8 @@ impl Buffer {
     }
 
     fn check_space(&self) -> Result<(), BufferError> {
-        let used = self.db.size_on_disk().map_err(|e| self.sled_err(e))?;
+        let used = self.db.size_on_disk().map_err(|e| self.sled_err(e))?
+            + self.blob_bytes.load(Ordering::Relaxed);
         if used >= self.max_bytes {
             return Err(BufferError::Full {
                 used,
@@ -199,29 +223,92 @@ impl Buffer {
     /// Records `event` (and its raw blob, if any) durably *before* its
     /// outcome is known. Returns once it is on disk.
     pub async fn begin(
-        &self,
+        self: &Arc<Self>,
         event: &Event,
-        raw: Option<&[u8]>,
+        raw: Option<Arc<[u8]>>,
     ) -> Result<InflightId, BufferError> {
         self.check_space()?;
         let id = self.db.generate_id().map_err(|e| self.sled_err(e))?;
         let bytes = event.encode_to_vec();
-        let sha = raw.map(kiroku_common::sha256_hex);
-        (&self.inflight, &self.blobs, &self.blobrefs)
-            .transaction(|(inflight, blobs, blobrefs)| -> TxResult<()> {
-                if let (Some(sha), Some(raw)) = (&sha, raw) {
-                    let refs = read_u64(blobrefs.get(sha.as_bytes())?.as_deref());
-                    if refs == 0 {
-                        blobs.insert(sha.as_bytes(), raw)?;
+        let this = self.clone();
+        let task = move || -> Result<(), BufferError> {
+            let sha = raw.as_deref().map(kiroku_common::sha256_hex);
+            let _guard = this.blob_lock.lock().unwrap_or_else(|p| p.into_inner());
+            if let (Some(sha), Some(raw)) = (&sha, &raw) {
+                this.write_blob(sha, raw)?;
+            }
+            (&this.inflight, &this.blobrefs)
+                .transaction(|(inflight, blobrefs)| -> TxResult<()> {
+                    if let Some(sha) = &sha {
+                        let refs = read_u64(blobrefs.get(sha.as_bytes())?.as_deref());
+                        blobrefs.insert(sha.as_bytes(), &(refs + 1).to_be_bytes())?;
                     }
-                    blobrefs.insert(sha.as_bytes(), &(refs + 1).to_be_bytes())?;
-                }
-                inflight.insert(&id.to_be_bytes(), bytes.as_slice())?;
-                Ok(())
-            })
-            .map_err(|e| self.tx_err(e))?;
+                    inflight.insert(&id.to_be_bytes(), bytes.as_slice())?;
+                    Ok(())
+                })
+                .map_err(|e| this.tx_err(e))
+        };
+        tokio::task::spawn_blocking(task)
+            .await
+            .map_err(|e| BufferError::Task {
+                path: self.path.clone(),
+                message: e.to_string(),
+            })??;
         self.flush().await?;
         Ok(InflightId(id))
+    }
+
+    fn blob_path(&self, sha: &str) -> PathBuf {
+        self.blob_dir.join(sha)
+    }
+
+    /// Writes a blob file durably (temp file, fsync, rename, fsync dir)
+    /// unless it exists already. Caller holds `blob_lock`.
+    fn write_blob(&self, sha: &str, raw: &[u8]) -> Result<(), BufferError> {
+        let path = self.blob_path(sha);
+        if path.exists() {
+            return Ok(());
+        }
+        let tmp = self.blob_dir.join(format!("{sha}.tmp"));
+        let io = |source| BufferError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut f = std::fs::File::create(&tmp).map_err(io)?;
+        f.write_all(raw).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        std::fs::rename(&tmp, &path).map_err(io)?;
+        std::fs::File::open(&self.blob_dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)?;
+        self.blob_bytes
+            .fetch_add(raw.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Removes blob files nobody references (left by a crash between the
+    /// file write and the reference, or between unreference and delete).
+    fn collect_orphan_blobs(&self) -> Result<(), BufferError> {
+        let entries = std::fs::read_dir(&self.blob_dir).map_err(|source| BufferError::Io {
+            path: self.blob_dir.clone(),
+            source,
+        })?;
+        let mut bytes = 0;
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let referenced = kiroku_common::is_sha256_hex(&name)
+                && self
+                    .blobrefs
+                    .contains_key(name.as_bytes())
+                    .map_err(|e| self.sled_err(e))?;
+            if referenced {
+                bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
+            } else {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        self.blob_bytes.store(bytes, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Completes an in-flight record with `update` (the outcome) and queues
@@ -248,7 +335,11 @@ impl Buffer {
     }
 
     /// Records an event whose outcome is already known. Durable on return.
-    pub async fn append(&self, event: &Event, raw: Option<&[u8]>) -> Result<u64, BufferError> {
+    pub async fn append(
+        self: &Arc<Self>,
+        event: &Event,
+        raw: Option<Arc<[u8]>>,
+    ) -> Result<u64, BufferError> {
         let id = self.begin(event, raw).await?;
         self.finish(id, |_| {}).await
     }
@@ -321,16 +412,36 @@ impl Buffer {
 
     /// The raw bytes of a blob still referenced by a queued event.
     pub fn blob(&self, sha256: &str) -> Result<Option<Vec<u8>>, BufferError> {
-        Ok(self
-            .blobs
-            .get(sha256.as_bytes())
-            .map_err(|e| self.sled_err(e))?
-            .map(|v| v.to_vec()))
+        if !kiroku_common::is_sha256_hex(sha256) {
+            return Ok(None);
+        }
+        match std::fs::read(self.blob_path(sha256)) {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(BufferError::Io {
+                path: self.blob_path(sha256),
+                source,
+            }),
+        }
     }
 
     /// Drops every queued event up to and including `seq`: the collector has
     /// stored them durably. Blobs no longer referenced go with them.
-    pub async fn ack(&self, seq: u64) -> Result<usize, BufferError> {
+    pub async fn ack(self: &Arc<Self>, seq: u64) -> Result<usize, BufferError> {
+        let this = self.clone();
+        let removed = tokio::task::spawn_blocking(move || this.ack_blocking(seq))
+            .await
+            .map_err(|e| BufferError::Task {
+                path: self.path.clone(),
+                message: e.to_string(),
+            })??;
+        if removed > 0 {
+            self.flush().await?;
+        }
+        Ok(removed)
+    }
+
+    fn ack_blocking(&self, seq: u64) -> Result<usize, BufferError> {
         let mut removed = 0;
         let keys: Vec<sled::IVec> = self
             .queue
@@ -344,25 +455,30 @@ impl Buffer {
             };
             let event = self.decode(&v, "queue")?;
             let sha = raw_sha(&event);
-            (&self.queue, &self.blobs, &self.blobrefs)
-                .transaction(|(queue, blobs, blobrefs)| -> TxResult<()> {
+            let _guard = self.blob_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let unreferenced = (&self.queue, &self.blobrefs)
+                .transaction(|(queue, blobrefs)| -> TxResult<bool> {
                     queue.remove(&k)?;
-                    if let Some(sha) = &sha {
-                        let refs = read_u64(blobrefs.get(sha.as_bytes())?.as_deref());
-                        if refs <= 1 {
-                            blobrefs.remove(sha.as_bytes())?;
-                            blobs.remove(sha.as_bytes())?;
-                        } else {
-                            blobrefs.insert(sha.as_bytes(), &(refs - 1).to_be_bytes())?;
-                        }
+                    let Some(sha) = &sha else { return Ok(false) };
+                    let refs = read_u64(blobrefs.get(sha.as_bytes())?.as_deref());
+                    if refs <= 1 {
+                        blobrefs.remove(sha.as_bytes())?;
+                        return Ok(true);
                     }
-                    Ok(())
+                    blobrefs.insert(sha.as_bytes(), &(refs - 1).to_be_bytes())?;
+                    Ok(false)
                 })
                 .map_err(|e| self.tx_err(e))?;
+            // Deleting before the sled flush is safe: the collector has this
+            // event (and its blob) durably, so it is never shipped again.
+            if let (true, Some(sha)) = (unreferenced, &sha) {
+                let path = self.blob_path(sha);
+                let len = path.metadata().map(|m| m.len()).unwrap_or(0);
+                if std::fs::remove_file(&path).is_ok() {
+                    self.blob_bytes.fetch_sub(len, Ordering::Relaxed);
+                }
+            }
             removed += 1;
-        }
-        if removed > 0 {
-            self.flush().await?;
         }
         Ok(removed)
     }
@@ -376,7 +492,8 @@ impl Buffer {
         Backlog {
             queued: self.queue.len(),
             inflight: self.inflight.len(),
-            bytes_on_disk: self.db.size_on_disk().unwrap_or(0),
+            bytes_on_disk: self.db.size_on_disk().unwrap_or(0)
+                + self.blob_bytes.load(Ordering::Relaxed),
         }
     }
 }
@@ -422,10 +539,16 @@ mod tests {
     #[tokio::test]
     async fn append_read_ack_and_blob_refcounts() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let b = Buffer::open(&dir.path().join("buf"), u64::MAX, 1 << 20).expect("open");
+        let b = Buffer::open(dir.path(), u64::MAX, 1 << 20).expect("open");
         let raw = b"Subject: x\r\n\r\nbody\r\n";
-        let s1 = b.append(&mail(raw), Some(raw)).await.expect("append");
-        let s2 = b.append(&mail(raw), Some(raw)).await.expect("append");
+        let s1 = b
+            .append(&mail(raw), Some(raw[..].into()))
+            .await
+            .expect("append");
+        let s2 = b
+            .append(&mail(raw), Some(raw[..].into()))
+            .await
+            .expect("append");
         assert_eq!((s1, s2), (1, 2));
         let batch = b.read_batch(0, 10, 1 << 20).expect("read");
         assert_eq!(batch.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2]);
@@ -449,8 +572,13 @@ mod tests {
         {
             let b = Buffer::open(&path, u64::MAX, 1 << 20).expect("open");
             stream_id = b.stream_id().to_owned();
-            let done = b.begin(&mail(b"a"), Some(b"a")).await.expect("begin");
-            b.begin(&mail(b"b"), Some(b"b")).await.expect("begin");
+            let done = b
+                .begin(&mail(b"a"), Some(b"a"[..].into()))
+                .await
+                .expect("begin");
+            b.begin(&mail(b"b"), Some(b"b"[..].into()))
+                .await
+                .expect("begin");
             b.finish(done, |e| {
                 if let Some(Kind::Email(m)) = &mut e.kind {
                     m.outcome = Outcome::Delivered as i32;
@@ -469,10 +597,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn orphan_blob_files_are_collected_on_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let b = Buffer::open(dir.path(), u64::MAX, 1 << 20).expect("open");
+            b.append(&mail(b"kept"), Some(b"kept"[..].into()))
+                .await
+                .expect("append");
+        }
+        let orphan = dir
+            .path()
+            .join("blobs")
+            .join(kiroku_common::sha256_hex(b"orphan"));
+        std::fs::write(&orphan, b"orphan").expect("write");
+        std::fs::write(dir.path().join("blobs/x.tmp"), b"partial").expect("write");
+        let b = Buffer::open(dir.path(), u64::MAX, 1 << 20).expect("reopen");
+        assert!(!orphan.exists());
+        assert!(!dir.path().join("blobs/x.tmp").exists());
+        let kept = kiroku_common::sha256_hex(b"kept");
+        assert_eq!(b.blob(&kept).expect("blob").as_deref(), Some(&b"kept"[..]));
+        assert!(b.backlog().bytes_on_disk >= 4);
+    }
+
+    #[tokio::test]
     async fn full_buffer_refuses_new_events() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let b = Buffer::open(&dir.path().join("buf"), 1, 1 << 20).expect("open");
-        let err = b.append(&mail(b"x"), Some(b"x")).await.expect_err("full");
+        let b = Buffer::open(dir.path(), 1, 1 << 20).expect("open");
+        let err = b
+            .append(&mail(b"x"), Some(b"x"[..].into()))
+            .await
+            .expect_err("full");
         assert!(matches!(err, BufferError::Full { .. }), "{err}");
     }
 }

@@ -35,7 +35,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let tls = cfg.collector.tls.client_config(&cfg.server_name())?;
     let buffer = tokio::task::spawn_blocking({
         let (dir, max, cache) = (
-            cfg.data_dir.join("buffer"),
+            cfg.data_dir.clone(),
             cfg.buffer.max_bytes,
             cfg.buffer.cache_bytes,
         );

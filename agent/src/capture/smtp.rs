@@ -570,8 +570,10 @@ impl Session<'_> {
                     "5.6.0 Message contains bare CR, bare LF or NUL (RFC 5321 section 2.3.8); refused",
                 )
             };
-            let raw = (!data.too_big).then_some(data.bytes);
-            let mut ev = self.build_event(&env, raw.as_deref().unwrap_or(b"")).await;
+            let raw: Option<Arc<[u8]>> = (!data.too_big).then(|| data.bytes.into());
+            let mut ev = self
+                .build_event(&env, raw.clone().unwrap_or_else(|| Arc::from(&b""[..])))
+                .await;
             if let Some(Kind::Email(m)) = &mut ev.kind {
                 m.outcome = Outcome::Aborted as i32;
                 m.reply_code = u32::from(reply.code);
@@ -583,7 +585,7 @@ impl Session<'_> {
                         .push("message over the size limit; content not kept".into());
                 }
             }
-            if let Err(e) = self.cap.buffer.append(&ev, raw.as_deref()).await {
+            if let Err(e) = self.cap.buffer.append(&ev, raw).await {
                 tracing::error!(peer = %self.peer, error = %e, "could not record a refused message");
             }
             tracing::warn!(peer = %self.peer, reply = %reply.text(), "message refused");
@@ -591,8 +593,8 @@ impl Session<'_> {
             return Ok(());
         }
 
-        let raw = data.bytes;
-        let ev = self.build_event(&env, &raw).await;
+        let raw: Arc<[u8]> = data.bytes.into();
+        let ev = self.build_event(&env, raw.clone()).await;
         for w in email(&ev)
             .map(|m| m.parse_warnings.as_slice())
             .unwrap_or_default()
@@ -606,7 +608,7 @@ impl Session<'_> {
                 m.outcome = Outcome::Captured as i32;
                 m.reply_code = 250;
             }
-            let reply = match self.cap.buffer.append(&ev, Some(&raw)).await {
+            let reply = match self.cap.buffer.append(&ev, Some(raw)).await {
                 Ok(seq) => Reply::new(
                     250,
                     &format!(
@@ -621,7 +623,7 @@ impl Session<'_> {
         }
 
         // Relay: durable first, then end-of-data to the upstream.
-        let id = match self.cap.buffer.begin(&ev, Some(&raw)).await {
+        let id = match self.cap.buffer.begin(&ev, Some(raw.clone())).await {
             Ok(id) => id,
             Err(e) => {
                 self.upstream = None;
@@ -680,8 +682,8 @@ impl Session<'_> {
         res
     }
 
-    async fn build_event(&self, env: &record::Envelope, raw: &[u8]) -> Event {
-        let (env2, raw2) = (env.clone(), raw.to_vec());
+    async fn build_event(&self, env: &record::Envelope, raw: Arc<[u8]>) -> Event {
+        let (env2, raw2) = (env.clone(), raw);
         let email = tokio::task::spawn_blocking(move || record::build(&env2, &raw2))
             .await
             .unwrap_or_else(|_| EmailEvent {
