@@ -20,6 +20,12 @@ class Saver:
     async def handle_DATA(self, server, session, envelope):
         self.n += 1
         base = os.path.join(self.out, "%06d" % self.n)
+        # A test can ask for a slow answer after end-of-data: the message is
+        # announced in OUT_DIR/<n>.pending first, so the test knows when the
+        # agent is waiting for the reply.
+        if b"X-Test-Delay-Reply: " in envelope.original_content:
+            open(base + ".pending", "wb").write(envelope.original_content)
+            await asyncio.sleep(30)
         with open(base + ".tmp", "wb") as f:
             f.write(envelope.original_content)
         with open(base + ".json", "w") as f:

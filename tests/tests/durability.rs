@@ -235,3 +235,59 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crash_while_upstream_decides_leaves_a_record_with_unknown_outcome() -> anyhow::Result<()> {
+    let env = Env::new()?;
+    let _collector = env.start_collector()?;
+    let upstream = Upstream::start(&env)?;
+    let smtp = free_port();
+    let mut agent = env.start_agent("pc-u", smtp, &Mode::Relay(upstream.port))?;
+    let raw =
+        b"From: u@example.com\r\nSubject: limbo\r\nX-Test-Delay-Reply: 30\r\n\r\nwho knows\r\n"
+            .to_vec();
+    let client =
+        std::thread::spawn(move || send_mail(smtp, "u@example.com", &["sink@example.org"], &raw));
+    // Wait until the upstream holds the complete message and the agent waits
+    // for its verdict, then kill the agent.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_dir(&upstream.out)
+        .map(|d| {
+            d.flatten()
+                .any(|e| e.path().extension().is_some_and(|x| x == "pending"))
+        })
+        .unwrap_or(false)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "upstream never got the message"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    agent.kill9();
+    let sent = client
+        .join()
+        .map_err(|_| anyhow::anyhow!("client thread panicked"))?;
+    assert!(
+        sent.is_err() || sent.as_ref().is_ok_and(|s| s.code != 250),
+        "the client never saw a 250: {sent:?}"
+    );
+    let _agent = env.start_agent("pc-u", smtp, &Mode::Relay(upstream.port))?;
+    let ev = env
+        .wait_for(
+            SearchRequest {
+                subject: "limbo".into(),
+                ..Default::default()
+            },
+            1,
+            Duration::from_secs(30),
+        )
+        .await?;
+    assert_eq!(ev.len(), 1);
+    assert_eq!(
+        email(&ev[0]).outcome,
+        kiroku_proto::Outcome::Unknown as i32,
+        "recorded, outcome unknown"
+    );
+    Ok(())
+}
