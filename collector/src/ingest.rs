@@ -83,6 +83,8 @@ fn committer_loop(store: &Store, mut rx: mpsc::Receiver<Job>) {
 }
 
 fn commit_jobs(store: &Store, jobs: Vec<Job>) {
+    let started = std::time::Instant::now();
+    let mut index_done = started;
     // High-water marks as they will be after this group, per stream.
     let mut hw: HashMap<(String, String), u64> = HashMap::new();
     let mut acks = Vec::with_capacity(jobs.len());
@@ -123,6 +125,7 @@ fn commit_jobs(store: &Store, jobs: Vec<Job>) {
             hw.insert(key, top);
         }
         store.index.commit().map_err(|e| e.to_string())?;
+        index_done = std::time::Instant::now();
         for ((agent, stream), seq) in &hw {
             store
                 .meta
@@ -146,6 +149,13 @@ fn commit_jobs(store: &Store, jobs: Vec<Job>) {
     })();
     match result {
         Ok(()) => {
+            tracing::debug!(
+                batches = jobs.len(),
+                events = acks.iter().map(|a| a.stored).sum::<u32>(),
+                index_ms = (index_done - started).as_secs_f64() * 1e3,
+                meta_ms = index_done.elapsed().as_secs_f64() * 1e3,
+                "group committed"
+            );
             for (job, ack) in jobs.into_iter().zip(acks) {
                 let _ = job.reply.send(Ok(ack));
             }
