@@ -378,7 +378,9 @@ impl Ingest for IngestService {
                 self.max_blob_bytes
             )));
         }
-        let mut data = Vec::with_capacity(size as usize);
+        // Grow with what actually arrives: an announced size is not a
+        // reason to reserve memory.
+        let mut data = Vec::with_capacity((size as usize).min(8 << 20));
         data.extend_from_slice(&first.data);
         while let Some(c) = chunks.next().await {
             let c = c?;

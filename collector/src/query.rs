@@ -21,6 +21,9 @@ use crate::store::Store;
 use crate::store::index::{DEFAULT_PAGE, IndexError, MAX_PAGE};
 
 const RAW_CHUNK: usize = 256 * 1024;
+/// Deepest page offset a client may ask for; the search keeps offset + page
+/// results in memory. Deeper reads use SearchStream or a narrower filter.
+const MAX_OFFSET: usize = 100_000;
 
 pub struct QueryService {
     store: Arc<Store>,
@@ -57,6 +60,11 @@ fn page_of(r: &SearchRequest) -> Result<(usize, usize), Status> {
             Status::invalid_argument(format!("invalid page_token {:?}", r.page_token))
         })?
     };
+    if offset > MAX_OFFSET {
+        return Err(Status::invalid_argument(format!(
+            "page_token {offset} is deeper than {MAX_OFFSET} results: narrow the filter (e.g. a time range) or use SearchStream"
+        )));
+    }
     let size = match r.page_size {
         0 => DEFAULT_PAGE,
         n => n.min(MAX_PAGE),
@@ -97,6 +105,7 @@ impl Query for QueryService {
         let who = auth::caller(&req)?;
         let r = req.into_inner();
         let (mut offset, _) = page_of(&r)?;
+        // The stream pages internally; only the client's start is bounded.
         tracing::info!(target: "audit", identity = %who, call = "SearchStream", filter = ?r, "query");
         let (tx, rx) = mpsc::channel(64);
         let store = self.store.clone();

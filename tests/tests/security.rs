@@ -138,6 +138,38 @@ async fn roles_are_enforced_from_certificates() -> anyhow::Result<()> {
         "a certificate from another CA must be refused"
     );
 
+    // Hostile requests from authenticated callers get clear errors.
+    let mut q = env.investigator().await?;
+    let err = q
+        .search(SearchRequest {
+            page_token: "99999999999".into(),
+            ..search()
+        })
+        .await
+        .expect_err("absurd page offsets are refused, not allocated");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    let err = q
+        .search(SearchRequest {
+            text: "subject:(unclosed".into(),
+            ..search()
+        })
+        .await
+        .expect_err("bad query syntax");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    let admin = env
+        .channel(
+            Some((&pki.join("admin-boss.pem"), &pki.join("admin-boss.key"))),
+            None,
+        )
+        .await?;
+    let err = IngestClient::new(admin)
+        .missing_blobs(MissingBlobsRequest {
+            sha256: vec!["../../etc/passwd".into()],
+        })
+        .await
+        .expect_err("blob names are hashes, never paths");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+
     // Refusals are logged with the peer's identity.
     let log = collector.log_text();
     assert!(
