@@ -81,6 +81,11 @@ pub struct Buffer {
     stream_id: String,
     max_bytes: u64,
     appended: Notify,
+    /// Highest sequence number known to be on disk. The shipper never reads
+    /// past it: an event shipped before it is durable here could, after a
+    /// crash, come back under another sequence number and be mistaken for
+    /// a duplicate of what the collector already stored.
+    durable_seq: AtomicU64,
 }
 
 const NEXT_SEQ: &[u8] = b"next_seq";
@@ -154,9 +159,17 @@ impl Buffer {
             stream_id,
             max_bytes,
             appended: Notify::new(),
+            durable_seq: AtomicU64::new(0),
         };
         buffer.recover_inflight()?;
         buffer.collect_orphan_blobs()?;
+        let last = buffer
+            .queue
+            .last()
+            .map_err(|e| buffer.sled_err(e))?
+            .map(|(k, _)| read_u64(Some(&k)))
+            .unwrap_or(0);
+        buffer.durable_seq.store(last, Ordering::SeqCst);
         Ok(Arc::new(buffer))
     }
 
@@ -330,6 +343,9 @@ impl Buffer {
         update(&mut event);
         let seq = self.move_to_queue(&key, &event)?;
         self.flush().await?;
+        // One flush covers every transaction committed before it, and
+        // sequence numbers are assigned in commit order.
+        self.durable_seq.fetch_max(seq, Ordering::SeqCst);
         self.appended.notify_one();
         Ok(seq)
     }
@@ -399,7 +415,14 @@ impl Buffer {
     ) -> Result<Vec<Event>, BufferError> {
         let mut out = Vec::new();
         let mut bytes = 0;
-        for item in self.queue.range((after_seq + 1).to_be_bytes()..) {
+        let durable = self.durable_seq.load(Ordering::SeqCst);
+        if after_seq >= durable {
+            return Ok(out);
+        }
+        for item in self
+            .queue
+            .range((after_seq + 1).to_be_bytes()..=durable.to_be_bytes())
+        {
             let (k, v) = item.map_err(|e| self.sled_err(e))?;
             if !out.is_empty() && (out.len() >= max_events || bytes + v.len() > max_bytes) {
                 break;
@@ -594,6 +617,24 @@ mod tests {
         assert_eq!(outcome(&batch[0]), Outcome::Delivered as i32);
         assert_eq!(outcome(&batch[1]), Outcome::Unknown as i32);
         assert_eq!(b.backlog().inflight, 0);
+    }
+
+    #[tokio::test]
+    async fn shipper_never_sees_events_that_are_not_yet_durable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let b = Buffer::open(dir.path(), u64::MAX, 1 << 20).expect("open");
+        // Queued in memory, not yet flushed (what finish() does before its
+        // flush returns).
+        let seq = b.move_to_queue(b"none", &mail(b"early")).expect("queue");
+        assert!(b.read_batch(0, 10, 1 << 20).expect("read").is_empty());
+        let seq2 = b.append(&mail(b"later"), None).await.expect("append");
+        let got: Vec<u64> = b
+            .read_batch(0, 10, 1 << 20)
+            .expect("read")
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(got, vec![seq, seq2], "one flush makes both durable");
     }
 
     #[tokio::test]
