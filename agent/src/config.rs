@@ -158,38 +158,13 @@ impl AgentConfig {
         if let Some(n) = &self.collector.server_name {
             return n.clone();
         }
-        endpoint_host(&self.collector.endpoint)
+        kiroku_common::endpoint_host(&self.collector.endpoint)
     }
-}
-
-/// Host part of `https://host:port/…`.
-pub fn endpoint_host(endpoint: &str) -> String {
-    let rest = endpoint.split_once("://").map_or(endpoint, |(_, r)| r);
-    let hostport = rest.split('/').next().unwrap_or(rest);
-    if let Some(v6) = hostport.strip_prefix('[') {
-        return v6.split(']').next().unwrap_or(v6).to_owned();
-    }
-    hostport
-        .rsplit_once(':')
-        .map_or(hostport, |(h, _)| h)
-        .to_owned()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn endpoint_host_cases() {
-        for (ep, host) in [
-            ("https://127.0.0.1:7443", "127.0.0.1"),
-            ("https://collector.example:7443/", "collector.example"),
-            ("https://[::1]:7443", "::1"),
-            ("collector", "collector"),
-        ] {
-            assert_eq!(endpoint_host(ep), host, "{ep}");
-        }
-    }
 
     #[test]
     fn unknown_keys_are_refused_with_the_file_name() {

@@ -63,31 +63,10 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         host,
     };
     let shipper = tokio::spawn(shipper.run());
-    smtp.serve(listeners, shutdown_signal()).await;
+    smtp.serve(listeners, kiroku_common::shutdown_signal())
+        .await;
     tracing::info!("kiroku-agent stopping");
     shipper.abort();
     let _ = shipper.await;
     Ok(())
-}
-
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

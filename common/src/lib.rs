@@ -35,6 +35,35 @@ pub fn now_ms() -> i64 {
 /// Version string reported by every Kiroku binary.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// Resolves on SIGINT or SIGTERM: the graceful-shutdown trigger of every
+/// Kiroku daemon.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let ctrl_c = tokio::signal::ctrl_c();
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = ctrl_c.await;
+        return;
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Host part of an endpoint such as `https://host:port/…` or
+/// `https://[::1]:7443`: the name to verify in the server's certificate.
+pub fn endpoint_host(endpoint: &str) -> String {
+    let rest = endpoint.split_once("://").map_or(endpoint, |(_, r)| r);
+    let hostport = rest.split('/').next().unwrap_or(rest);
+    if let Some(v6) = hostport.strip_prefix('[') {
+        return v6.split(']').next().unwrap_or(v6).to_owned();
+    }
+    hostport
+        .rsplit_once(':')
+        .map_or(hostport, |(h, _)| h)
+        .to_owned()
+}
+
 /// Initialises `tracing` to stderr. `RUST_LOG` overrides `default_filter`.
 pub fn init_logging(default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -50,6 +79,18 @@ pub fn init_logging(default_filter: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endpoint_host_cases() {
+        for (ep, host) in [
+            ("https://127.0.0.1:7443", "127.0.0.1"),
+            ("https://collector.example:7443/", "collector.example"),
+            ("https://[::1]:7443", "::1"),
+            ("collector", "collector"),
+        ] {
+            assert_eq!(endpoint_host(ep), host, "{ep}");
+        }
+    }
 
     #[test]
     fn sha256_of_known_input() {

@@ -86,7 +86,7 @@ impl ConnectArgs {
         let server_name = cfg
             .server_name
             .clone()
-            .unwrap_or_else(|| host_of(&cfg.endpoint));
+            .unwrap_or_else(|| kiroku_common::endpoint_host(&cfg.endpoint));
         let tls = cfg.tls.client_config(&server_name)?;
         let channel = Endpoint::from_shared(cfg.endpoint.clone())
             .with_context(|| format!("invalid collector endpoint {:?}", cfg.endpoint))?
@@ -105,13 +105,4 @@ fn load(p: &Path) -> anyhow::Result<CliConfig> {
     let mut c: CliConfig = kiroku_common::config::load_toml(p)?;
     c.tls = c.tls.resolved(p);
     Ok(c)
-}
-
-fn host_of(endpoint: &str) -> String {
-    let rest = endpoint.split_once("://").map_or(endpoint, |(_, r)| r);
-    let hp = rest.split('/').next().unwrap_or(rest);
-    if let Some(v6) = hp.strip_prefix('[') {
-        return v6.split(']').next().unwrap_or(v6).to_owned();
-    }
-    hp.rsplit_once(':').map_or(hp, |(h, _)| h).to_owned()
 }
