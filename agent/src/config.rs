@@ -69,6 +69,55 @@ pub struct SmtpConfig {
     /// Most simultaneous client connections.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// TLS towards the upstream: "off", "opportunistic" (STARTTLS when the
+    /// upstream offers it, certificate not verified: RFC 7435), "required"
+    /// (STARTTLS must succeed and the certificate must verify) or
+    /// "implicit" (TLS from the first byte, port 465; verified).
+    #[serde(default)]
+    pub upstream_tls: UpstreamTls,
+    /// PEM bundle of CAs that may sign the upstream's certificate (default:
+    /// the system's roots).
+    #[serde(default)]
+    pub upstream_ca: Option<PathBuf>,
+    /// Name to verify in the upstream's certificate (default: the host part
+    /// of `upstream`).
+    #[serde(default)]
+    pub upstream_tls_name: Option<String>,
+    /// Credentials the agent itself uses with a fixed smarthost. When set,
+    /// clients are not offered AUTH; when absent, clients' AUTH exchanges
+    /// pass through to the upstream.
+    #[serde(default)]
+    pub upstream_auth: Option<UpstreamAuth>,
+    /// Certificate and key (PEM) offered to clients with STARTTLS. Without
+    /// them STARTTLS is not advertised to clients.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// Offer AUTH to clients on a connection that is neither TLS nor
+    /// loopback (passwords would cross the network in clear). Default off.
+    #[serde(default)]
+    pub allow_plaintext_auth: bool,
+}
+
+/// How the relay protects its connection to the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamTls {
+    Off,
+    #[default]
+    Opportunistic,
+    Required,
+    Implicit,
+}
+
+/// Agent-held smarthost credentials. The password is read from a file so
+/// the config itself can be world-readable.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamAuth {
+    pub username: String,
+    pub password_file: PathBuf,
 }
 
 impl Default for SmtpConfig {
@@ -80,6 +129,13 @@ impl Default for SmtpConfig {
             max_message_bytes: default_max_message(),
             hostname: None,
             max_connections: default_max_connections(),
+            upstream_tls: UpstreamTls::default(),
+            upstream_ca: None,
+            upstream_tls_name: None,
+            upstream_auth: None,
+            tls_cert: None,
+            tls_key: None,
+            allow_plaintext_auth: false,
         }
     }
 }
@@ -141,6 +197,23 @@ impl AgentConfig {
         if cfg.smtp.mode == SmtpMode::Relay && cfg.smtp.upstream.is_none() {
             anyhow::bail!(
                 "invalid config file {}: field `smtp.upstream`: required when smtp.mode = \"relay\" (set it to host:port of your mail server, or use mode = \"capture-only\")",
+                path.display()
+            );
+        }
+        let resolve = |p: &mut Option<PathBuf>| {
+            if let Some(v) = p.as_mut() {
+                *v = kiroku_common::config::resolve_relative(path, v);
+            }
+        };
+        resolve(&mut cfg.smtp.upstream_ca);
+        resolve(&mut cfg.smtp.tls_cert);
+        resolve(&mut cfg.smtp.tls_key);
+        if let Some(a) = cfg.smtp.upstream_auth.as_mut() {
+            a.password_file = kiroku_common::config::resolve_relative(path, &a.password_file);
+        }
+        if cfg.smtp.tls_cert.is_some() != cfg.smtp.tls_key.is_some() {
+            anyhow::bail!(
+                "invalid config file {}: fields `smtp.tls_cert` and `smtp.tls_key`: give both (PEM certificate and its key) to offer STARTTLS to clients, or neither",
                 path.display()
             );
         }

@@ -54,7 +54,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         agent_user: capture::host::own_user(),
         custom: cfg.custom.clone(),
     });
-    let smtp = capture::smtp::SmtpCapture::new(cfg.smtp.clone(), buffer.clone(), ctx);
+    let smtp = capture::smtp::SmtpCapture::new(cfg.smtp.clone(), buffer.clone(), ctx)?;
     let listeners = smtp.bind().await?;
     let shipper = shipper::Shipper {
         buffer: buffer.clone(),

@@ -166,6 +166,11 @@ impl EventIndex {
         if let Some(Kind::Email(m)) = &e.kind {
             d.add_text(f.kind, "email");
             d.add_text(f.outcome, outcome_name(m.outcome));
+            // Who logged in to the mail server is a user too: `--user`
+            // finds mail by the desktop account or the SMTP login.
+            if !m.auth_user.is_empty() {
+                d.add_text(f.user, m.auth_user.to_lowercase());
+            }
             let senders = std::iter::once(&m.mail_from).chain(&m.from);
             let recipients = m
                 .rcpt_to

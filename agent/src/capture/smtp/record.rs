@@ -22,12 +22,20 @@ pub struct Envelope {
     pub rcpt: Vec<Recipient>,
     pub client_ip: String,
     pub client_port: u32,
+    /// Reverse DNS name of a remote client.
+    pub client_host: String,
+    pub client_tls: String,
     pub upstream: String,
+    pub upstream_tls: String,
+    pub auth_user: String,
+    pub auth_mechanism: String,
 }
 
-/// Builds the record. Never panics, whatever `raw` holds.
-pub fn build(env: &Envelope, raw: &[u8]) -> EmailEvent {
-    let mut ev = EmailEvent {
+/// The record of a transaction from its envelope alone: for transactions
+/// that ended before any content (refused or abandoned), and the base of
+/// [`build`].
+pub fn envelope_only(env: &Envelope) -> EmailEvent {
+    EmailEvent {
         operation: "send".into(),
         direction: "outbound".into(),
         protocol: if env.esmtp { "ESMTP" } else { "SMTP" }.into(),
@@ -35,12 +43,29 @@ pub fn build(env: &Envelope, raw: &[u8]) -> EmailEvent {
         mail_from: env.mail_from.clone(),
         mail_params: env.mail_params.clone(),
         rcpt_to: env.rcpt.clone(),
-        message_size: raw.len() as u64,
+        recipient_count: env
+            .rcpt
+            .iter()
+            .filter(|r| (200..300).contains(&r.reply_code))
+            .count() as u32,
         client_ip: env.client_ip.clone(),
         client_port: env.client_port,
+        client_host: env.client_host.clone(),
+        client_tls: env.client_tls.clone(),
         upstream: env.upstream.clone(),
-        raw_sha256: kiroku_common::sha256_hex(raw),
+        upstream_tls: env.upstream_tls.clone(),
+        auth_user: env.auth_user.clone(),
+        auth_mechanism: env.auth_mechanism.clone(),
         ..Default::default()
+    }
+}
+
+/// Builds the record. Never panics, whatever `raw` holds.
+pub fn build(env: &Envelope, raw: &[u8]) -> EmailEvent {
+    let mut ev = EmailEvent {
+        message_size: raw.len() as u64,
+        raw_sha256: kiroku_common::sha256_hex(raw),
+        ..envelope_only(env)
     };
     let accepted: Vec<&str> = env
         .rcpt
@@ -48,7 +73,6 @@ pub fn build(env: &Envelope, raw: &[u8]) -> EmailEvent {
         .filter(|r| (200..300).contains(&r.reply_code))
         .map(|r| r.address.as_str())
         .collect();
-    ev.recipient_count = accepted.len() as u32;
 
     let parsed = std::panic::catch_unwind(|| parse_into(raw));
     match parsed {

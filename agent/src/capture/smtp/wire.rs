@@ -78,6 +78,19 @@ impl Reply {
         }
     }
 
+    /// A multi-line reply from its texts (without codes).
+    pub fn multi(code: u16, texts: &[String]) -> Reply {
+        let n = texts.len();
+        Reply {
+            code,
+            lines: texts
+                .iter()
+                .enumerate()
+                .map(|(i, t)| format!("{code}{}{t}", if i + 1 == n { ' ' } else { '-' }))
+                .collect(),
+        }
+    }
+
     /// The reply as sent on the wire.
     pub fn to_wire(&self) -> Vec<u8> {
         let mut out = Vec::new();

@@ -124,7 +124,15 @@ pub fn detail(e: &Event) -> String {
     if let Some(m) = email(e) {
         line("protocol", &m.protocol);
         line("client", &format!("{}:{}", m.client_ip, m.client_port));
+        line("client name", &m.client_host);
+        line("client tls", &m.client_tls);
         line("application", &m.application);
+        if !m.auth_user.is_empty() {
+            line(
+                "authenticated",
+                &format!("{} ({})", m.auth_user, m.auth_mechanism),
+            );
+        }
         line("helo", &m.helo);
         line("mail from", &m.mail_from);
         for r in &m.rcpt_to {
@@ -152,7 +160,10 @@ pub fn detail(e: &Event) -> String {
             );
         }
         line("outcome", outcome_name(m.outcome));
+        line("ended at", &m.ended_at);
         line("upstream", &m.upstream);
+        line("upstream tls", &m.upstream_tls);
+        line("queue id", &m.upstream_queue_id);
         line("reply", &m.upstream_reply.replace('\n', " | "));
         for w in &m.parse_warnings {
             line("parse warning", w);

@@ -1,0 +1,1044 @@
+//! One client connection: the SMTP command state machine of the relay (or
+//! of capture-only mode). Commands are handled one at a time in the order
+//! the client sent them, each relayed to the upstream and answered with the
+//! upstream's reply before the next is read, so pipelined commands are
+//! matched one by one to their replies and the upstream never sees
+//! pipelining it did not offer.
+//!
+//! Every transaction is recorded: delivered or refused at end-of-data (with
+//! the message), refused at MAIL, RCPT or DATA, or abandoned by the client
+//! (RSET, QUIT, a new EHLO, disconnect, timeout) — the last ones with their
+//! envelope only.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kiroku_proto::{EmailEvent, Event, Outcome, Recipient, event::Kind};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use super::upstream::{self, Caps, Upstream};
+use super::wire::{self, Reply, WireError};
+use super::{SmtpCapture, auth, peer, record, tls};
+use crate::buffer::BufferError;
+use crate::config::SmtpMode;
+
+/// RFC 5321 section 4.5.3.2 server timeout while waiting for a command.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
+/// Whole DATA phase from a client (generous; a stuck client is cut off).
+const DATA_TIMEOUT: Duration = Duration::from_secs(600);
+const TLS_TIMEOUT: Duration = Duration::from_secs(60);
+/// No connection lives longer than this, however busy: a client cannot pin
+/// a session slot forever.
+const MAX_SESSION: Duration = Duration::from_secs(3600);
+/// SASL lines (XOAUTH2 tokens are long).
+const MAX_AUTH_LINE: usize = 16 * 1024;
+const REVERSE_DNS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Serves one client connection to its end. An unfinished transaction is
+/// recorded as aborted.
+pub async fn run(cap: &SmtpCapture, stream: TcpStream, peer: SocketAddr, local: SocketAddr) {
+    let (local_peer, client_host) = identify(peer, local).await;
+    let mut s = Session {
+        cap,
+        client: tls::conn(stream),
+        client_tls: String::new(),
+        peer,
+        local_peer,
+        client_host,
+        upstream: None,
+        helo: None,
+        esmtp: false,
+        auth: None,
+        txn: None,
+        closing: false,
+        started: Instant::now(),
+    };
+    let end = s.serve().await;
+    let stage = match &end {
+        Err(End::Timeout) => "TIMEOUT",
+        _ => "DISCONNECT",
+    };
+    s.end_txn(Outcome::Aborted, None, stage).await;
+    if let Err(e) = end {
+        tracing::debug!(peer = %peer, error = %e, "SMTP session ended");
+    }
+}
+
+/// The process and user behind a loopback client, or the reverse DNS name
+/// of a remote one.
+async fn identify(peer: SocketAddr, local: SocketAddr) -> (Option<peer::LocalPeer>, String) {
+    if peer.ip().is_loopback() {
+        let p = tokio::task::spawn_blocking(move || peer::lookup(peer, local))
+            .await
+            .ok()
+            .flatten();
+        return (p, String::new());
+    }
+    let ip = peer.ip();
+    let name = tokio::time::timeout(
+        REVERSE_DNS_TIMEOUT,
+        tokio::task::spawn_blocking(move || dns_lookup::lookup_addr(&ip)),
+    )
+    .await;
+    match name {
+        Ok(Ok(Ok(n))) if n != ip.to_string() => (None, n),
+        _ => (None, String::new()),
+    }
+}
+
+/// The envelope of the transaction in progress.
+struct Txn {
+    mail_from: String,
+    mail_params: String,
+    rcpt: Vec<Recipient>,
+}
+
+struct Session<'a> {
+    cap: &'a SmtpCapture,
+    client: tls::Conn,
+    /// Description of the client's TLS session, empty while plain.
+    client_tls: String,
+    peer: SocketAddr,
+    local_peer: Option<peer::LocalPeer>,
+    client_host: String,
+    upstream: Option<Upstream>,
+    /// The client's HELO/EHLO argument, replayed if the upstream connection
+    /// has to be re-established.
+    helo: Option<String>,
+    esmtp: bool,
+    /// (user, mechanism) the client authenticated as through the relay.
+    auth: Option<(String, String)>,
+    txn: Option<Txn>,
+    /// A 421 was sent: the session ends after the current command.
+    closing: bool,
+    started: Instant,
+}
+
+/// Why a session ends early.
+#[derive(Debug, thiserror::Error)]
+enum End {
+    #[error("client: {0}")]
+    Client(#[from] WireError),
+    #[error("client write: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("timed out")]
+    Timeout,
+    #[error("closed: {0}")]
+    Closed(String),
+}
+
+impl Session<'_> {
+    fn relay(&self) -> bool {
+        self.cap.cfg.mode == SmtpMode::Relay
+    }
+
+    async fn send(&mut self, reply: &Reply) -> Result<(), End> {
+        self.client.write_all(&reply.to_wire()).await?;
+        self.client.flush().await?;
+        if reply.code == 421 {
+            self.closing = true;
+        }
+        Ok(())
+    }
+
+    async fn read_client_line(&mut self, max: usize) -> Result<Vec<u8>, End> {
+        match tokio::time::timeout(COMMAND_TIMEOUT, wire::read_line(&mut self.client, max)).await {
+            Err(_) => {
+                self.send(&Reply::new(
+                    421,
+                    "4.4.2 Timeout waiting for a command, closing",
+                ))
+                .await?;
+                Err(End::Timeout)
+            }
+            Ok(Err(e @ (WireError::BareLf | WireError::Nul))) => {
+                self.send(&Reply::new(
+                    421,
+                    &format!("4.5.0 Protocol violation ({e}), closing"),
+                ))
+                .await?;
+                Err(End::Client(e))
+            }
+            Ok(Err(e)) => Err(End::Client(e)),
+            Ok(Ok(l)) => Ok(l),
+        }
+    }
+
+    async fn serve(&mut self) -> Result<(), End> {
+        let greeting = if self.relay() {
+            match self.connect_upstream().await {
+                Ok(g) => g,
+                Err(e) => {
+                    tracing::warn!(peer = %self.peer, error = %e, "upstream unavailable; client told to retry later");
+                    let r = Reply::new(
+                        421,
+                        &format!(
+                            "4.4.1 {} upstream mail server unavailable, try again later",
+                            self.cap.hostname
+                        ),
+                    );
+                    self.send(&r).await?;
+                    return Err(End::Closed(e));
+                }
+            }
+        } else {
+            Reply::new(
+                220,
+                &format!("{} ESMTP Kiroku capture-only", self.cap.hostname),
+            )
+        };
+        let refuse = greeting.code != 220;
+        self.send(&greeting).await?;
+        if refuse {
+            return Err(End::Closed("upstream refused the connection".into()));
+        }
+        loop {
+            if self.started.elapsed() > MAX_SESSION {
+                self.send(&Reply::new(
+                    421,
+                    "4.4.2 Connection open too long, closing; reconnect to go on",
+                ))
+                .await?;
+                return Err(End::Timeout);
+            }
+            let line = match self.read_client_line(wire::MAX_COMMAND_LINE).await {
+                Err(End::Client(WireError::TooLong(n))) => {
+                    self.send(&Reply::new(
+                        500,
+                        &format!("5.5.2 Line longer than {n} bytes"),
+                    ))
+                    .await?;
+                    continue;
+                }
+                other => other?,
+            };
+            let go_on = self.command(line).await?;
+            if !go_on || self.closing {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn connect_upstream(&mut self) -> Result<Reply, String> {
+        let Some(settings) = self.cap.upstream.as_ref() else {
+            return Err("no upstream configured".into());
+        };
+        let (up, greeting) = Upstream::connect(settings).await?;
+        self.upstream = Some(up);
+        Ok(greeting)
+    }
+
+    /// Re-establishes a dropped upstream connection, replaying EHLO (with
+    /// STARTTLS and the agent's login). A client's own AUTH cannot be
+    /// replayed (we never keep secrets): such a client is told to reconnect.
+    async fn ensure_upstream(&mut self) -> Result<(), Reply> {
+        if self.upstream.is_some() {
+            return Ok(());
+        }
+        if self.auth.is_some() {
+            return Err(Reply::new(
+                421,
+                "4.4.1 Upstream connection lost; reconnect and authenticate again",
+            ));
+        }
+        let greeting = self
+            .connect_upstream()
+            .await
+            .map_err(|e| temp_failure(&e))?;
+        if greeting.code != 220 {
+            self.upstream = None;
+            return Err(temp_failure(&format!(
+                "upstream greeting: {}",
+                greeting.text()
+            )));
+        }
+        if let (Some(helo), Some(settings), Some(up)) = (
+            self.helo.clone(),
+            self.cap.upstream.as_ref(),
+            self.upstream.as_mut(),
+        ) {
+            match up.hello(&helo, settings).await {
+                Ok((r, _)) if r.is_positive() => {}
+                Ok((r, _)) => {
+                    self.upstream = None;
+                    return Err(temp_failure(&format!("upstream EHLO: {}", r.text())));
+                }
+                Err(e) => {
+                    self.upstream = None;
+                    return Err(temp_failure(&e));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends `line` to the upstream, or answers it locally in capture-only
+    /// mode. Upstream failures become a 4xx for the client.
+    async fn exchange(&mut self, line: &[u8], verb: &str) -> Reply {
+        if !self.relay() {
+            return self.local_reply(verb);
+        }
+        if let Err(r) = self.ensure_upstream().await {
+            return r;
+        }
+        let limit = match verb {
+            "DATA" => upstream::DATA_INIT_TIMEOUT,
+            _ => upstream::COMMAND_TIMEOUT,
+        };
+        let Some(up) = self.upstream.as_mut() else {
+            return temp_failure("no upstream connection");
+        };
+        match up.command(line, limit).await {
+            Ok(r) => {
+                if r.code == 421 {
+                    self.upstream = None;
+                }
+                r
+            }
+            Err(e) => {
+                self.upstream = None;
+                temp_failure(&e)
+            }
+        }
+    }
+
+    fn local_reply(&self, verb: &str) -> Reply {
+        let host = &self.cap.hostname;
+        match verb {
+            "HELO" => Reply::new(250, host),
+            "MAIL" => Reply::new(250, "2.1.0 Ok"),
+            "RCPT" => Reply::new(250, "2.1.5 Ok"),
+            "DATA" => Reply::new(354, "End data with <CR><LF>.<CR><LF>"),
+            "RSET" | "NOOP" => Reply::new(250, "2.0.0 Ok"),
+            "QUIT" => Reply::new(221, "2.0.0 Bye"),
+            "VRFY" => Reply::new(252, "2.5.0 Cannot VRFY user, but will accept message"),
+            "HELP" => Reply::new(
+                214,
+                "2.0.0 Kiroku capture-only: HELO EHLO STARTTLS MAIL RCPT DATA RSET NOOP QUIT",
+            ),
+            _ => Reply::new(502, "5.5.1 Command not implemented"),
+        }
+    }
+
+    /// Handles one command line. Returns false when the session is over.
+    async fn command(&mut self, line: Vec<u8>) -> Result<bool, End> {
+        let verb = line
+            .split(|&b| b == b' ')
+            .next()
+            .map(|v| String::from_utf8_lossy(v).to_ascii_uppercase())
+            .unwrap_or_default();
+        match verb.as_str() {
+            "EHLO" | "HELO" => self.hello(&line, &verb).await?,
+            "STARTTLS" => return self.starttls(&line).await,
+            "AUTH" => self.auth(&line).await?,
+            "MAIL" => self.mail(&line).await?,
+            "RCPT" => self.rcpt(&line).await?,
+            "DATA" => self.data_command(&line).await?,
+            "RSET" => {
+                let reply = self.exchange(&line, &verb).await;
+                self.end_txn(Outcome::Aborted, None, "RSET").await;
+                self.send(&reply).await?;
+            }
+            "NOOP" | "HELP" | "VRFY" => {
+                let reply = self.exchange(&line, &verb).await;
+                self.send(&reply).await?;
+            }
+            "QUIT" => {
+                let reply = self.exchange(&line, &verb).await;
+                self.end_txn(Outcome::Aborted, None, "QUIT").await;
+                self.send(&reply).await?;
+                return Ok(false);
+            }
+            "BDAT" => {
+                self.send(&Reply::new(
+                    502,
+                    "5.5.1 BDAT not supported here (CHUNKING is not offered); use DATA",
+                ))
+                .await?;
+            }
+            "EXPN" | "ETRN" | "TURN" | "ATRN" => {
+                self.send(&Reply::new(502, "5.5.1 Command not implemented"))
+                    .await?;
+            }
+            _ => {
+                self.send(&Reply::new(500, "5.5.2 Command unrecognized"))
+                    .await?;
+            }
+        }
+        Ok(true)
+    }
+
+    async fn hello(&mut self, line: &[u8], verb: &str) -> Result<(), End> {
+        let arg = String::from_utf8_lossy(line.get(4..).unwrap_or_default())
+            .trim()
+            .to_owned();
+        if arg.is_empty() || arg.contains(char::is_control) {
+            return self
+                .send(&Reply::new(501, &format!("5.5.4 Syntax: {verb} hostname")))
+                .await;
+        }
+        // A new EHLO resets any transaction in progress.
+        self.end_txn(Outcome::Aborted, None, "EHLO").await;
+        let (reply, caps) = if self.relay() {
+            if self.upstream.is_none()
+                && let Err(r) = self.ensure_upstream().await
+            {
+                return self.send(&r).await;
+            }
+            let (Some(up), Some(settings)) = (self.upstream.as_mut(), self.cap.upstream.as_ref())
+            else {
+                return self.send(&temp_failure("no upstream connection")).await;
+            };
+            match up.hello(&arg, settings).await {
+                Err(e) => {
+                    self.upstream = None;
+                    tracing::warn!(peer = %self.peer, error = %e, "upstream unusable; client told to retry later");
+                    return self
+                        .send(&Reply::new(
+                            421,
+                            &format!(
+                                "4.4.1 {} upstream mail server unavailable, try again later",
+                                self.cap.hostname
+                            ),
+                        ))
+                        .await;
+                }
+                Ok((r, _)) if !r.is_positive() => return self.send(&r).await,
+                Ok((r, _)) => {
+                    let caps = up.caps.clone();
+                    (r, caps)
+                }
+            }
+        } else {
+            let caps = Caps {
+                greeting: format!("{} Kiroku capture-only", self.cap.hostname),
+                lines: ["8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES"]
+                    .map(String::from)
+                    .to_vec(),
+            };
+            (Reply::new(250, &caps.greeting), caps)
+        };
+        self.helo = Some(arg);
+        self.esmtp = verb == "EHLO";
+        let out = if verb == "EHLO" {
+            self.client_ehlo(&caps)
+        } else {
+            let greeting = reply
+                .lines
+                .first()
+                .and_then(|l| l.get(4..))
+                .unwrap_or_default()
+                .to_owned();
+            Reply::new(250, &greeting)
+        };
+        self.send(&out).await
+    }
+
+    /// The EHLO reply for the client: the upstream's greeting line and only
+    /// what both the upstream and the relay support.
+    fn client_ehlo(&self, caps: &Caps) -> Reply {
+        let ours = self.cap.cfg.max_message_bytes;
+        let theirs: u64 = caps.get("SIZE").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let size = if theirs == 0 { ours } else { theirs.min(ours) };
+        let mut lines = vec![caps.greeting.clone(), format!("SIZE {size}")];
+        for kw in ["8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES", "DSN"] {
+            if let Some(args) = caps.get(kw) {
+                lines.push(if args.is_empty() {
+                    kw.to_owned()
+                } else {
+                    format!("{kw} {args}")
+                });
+            }
+        }
+        lines.push("PIPELINING".into());
+        if self.cap.acceptor.is_some() && self.client_tls.is_empty() {
+            lines.push("STARTTLS".into());
+        }
+        let mechs = self.auth_offer(caps);
+        if !mechs.is_empty() {
+            lines.push(format!("AUTH {}", mechs.join(" ")));
+        }
+        Reply::multi(250, &lines)
+    }
+
+    /// AUTH mechanisms passed through to the client: those the upstream
+    /// offers and we can relay, unless the agent logs in itself, the client
+    /// already authenticated, or the password would cross the network in
+    /// clear.
+    fn auth_offer(&self, caps: &Caps) -> Vec<String> {
+        let safe = !self.client_tls.is_empty()
+            || self.peer.ip().is_loopback()
+            || self.cap.cfg.allow_plaintext_auth;
+        let relayed = self
+            .cap
+            .upstream
+            .as_ref()
+            .is_some_and(|s| s.credentials.is_none());
+        if !relayed || !safe || self.auth.is_some() {
+            return Vec::new();
+        }
+        caps.auth_mechanisms()
+            .into_iter()
+            .filter(|m| auth::RELAYED_MECHANISMS.contains(&m.as_str()))
+            .collect()
+    }
+
+    async fn starttls(&mut self, line: &[u8]) -> Result<bool, End> {
+        if line.len() > "STARTTLS".len() {
+            self.send(&Reply::new(501, "5.5.4 Syntax: STARTTLS"))
+                .await?;
+            return Ok(true);
+        }
+        let Some(acceptor) = self.cap.acceptor.clone() else {
+            self.send(&Reply::new(
+                502,
+                "5.5.1 STARTTLS not offered (no certificate configured)",
+            ))
+            .await?;
+            return Ok(true);
+        };
+        if !self.client_tls.is_empty() {
+            self.send(&Reply::new(503, "5.5.1 TLS already active"))
+                .await?;
+            return Ok(true);
+        }
+        self.end_txn(Outcome::Aborted, None, "STARTTLS").await;
+        self.send(&Reply::new(220, "2.0.0 Ready to start TLS"))
+            .await?;
+        // RFC 3207: anything the client sent after STARTTLS in plain text
+        // would be taken as coming through TLS (CVE-2011-0411). Refuse.
+        if !self.client.buffer().is_empty() {
+            tracing::warn!(peer = %self.peer, "client pipelined plain text after STARTTLS (command injection); closing");
+            return Ok(false);
+        }
+        let io = std::mem::replace(&mut self.client, tls::placeholder()).into_inner();
+        match tokio::time::timeout(TLS_TIMEOUT, tls::accept(&acceptor, io)).await {
+            Ok(Ok((io, desc))) => {
+                self.client = tls::conn(io);
+                tracing::debug!(peer = %self.peer, tls = %desc, "client started TLS");
+                self.client_tls = desc;
+            }
+            Ok(Err(e)) => return Err(End::Closed(format!("client TLS handshake failed: {e}"))),
+            Err(_) => return Err(End::Timeout),
+        }
+        // Everything learnt before TLS is forgotten (RFC 3207 4.2); the
+        // client must EHLO again. An upstream session that carried the
+        // client's login is dropped with it.
+        self.helo = None;
+        self.esmtp = false;
+        if self.auth.take().is_some() {
+            self.upstream = None;
+        }
+        Ok(true)
+    }
+
+    /// AUTH relayed to the upstream as opaque lines: initial response or
+    /// continuations, `*` cancel, XOAUTH2's error continuation. Only the
+    /// claimed user name is kept; nothing else of the exchange is stored
+    /// or logged.
+    async fn auth(&mut self, line: &[u8]) -> Result<(), End> {
+        let text = String::from_utf8_lossy(line).into_owned();
+        let mut words = text.split_whitespace().skip(1);
+        let mech = words.next().unwrap_or("").to_ascii_uppercase();
+        let initial = words.next().map(|s| s.as_bytes().to_vec());
+        let offered = match self.upstream.as_ref() {
+            Some(up) if self.relay() && self.helo.is_some() => self.auth_offer(&up.caps),
+            _ => Vec::new(),
+        };
+        let refusal = if self.helo.is_none() {
+            Some(Reply::new(503, "5.5.1 Send EHLO first"))
+        } else if self.auth.is_some() {
+            Some(Reply::new(503, "5.5.1 Already authenticated"))
+        } else if self.txn.is_some() {
+            Some(Reply::new(
+                503,
+                "5.5.1 AUTH not permitted during a mail transaction",
+            ))
+        } else if mech.is_empty() {
+            Some(Reply::new(
+                501,
+                "5.5.4 Syntax: AUTH mechanism [initial-response]",
+            ))
+        } else if offered.is_empty() {
+            let plain_remote = self.client_tls.is_empty() && !self.peer.ip().is_loopback();
+            Some(if plain_remote && self.cap.acceptor.is_some() {
+                Reply::new(538, "5.7.11 Encryption required: STARTTLS first")
+            } else {
+                Reply::new(502, "5.5.1 AUTH not available")
+            })
+        } else if !offered.contains(&mech) {
+            Some(Reply::new(
+                504,
+                &format!(
+                    "5.5.4 Unrecognized authentication type; offered: {}",
+                    offered.join(" ")
+                ),
+            ))
+        } else {
+            None
+        };
+        if let Some(r) = refusal {
+            return self.send(&r).await;
+        }
+        let Some(up) = self.upstream.as_mut() else {
+            return self.send(&temp_failure("no upstream connection")).await;
+        };
+        let mut first = initial.filter(|i| i.as_slice() != b"=");
+        let mut reply = match up.command(line, upstream::COMMAND_TIMEOUT).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.upstream = None;
+                return self.send(&temp_failure(&e)).await;
+            }
+        };
+        while reply.code == 334 {
+            self.send(&reply).await?;
+            let answer = self.read_client_line(MAX_AUTH_LINE).await?;
+            if first.is_none() && answer.as_slice() != b"*" {
+                first = Some(answer.clone());
+            }
+            let Some(up) = self.upstream.as_mut() else {
+                return self.send(&temp_failure("no upstream connection")).await;
+            };
+            let next = match up.send_line(&answer).await {
+                Ok(()) => up.reply(upstream::COMMAND_TIMEOUT).await,
+                Err(e) => Err(e),
+            };
+            reply = match next {
+                Ok(r) => r,
+                Err(e) => {
+                    self.upstream = None;
+                    return self.send(&temp_failure(&e)).await;
+                }
+            };
+        }
+        if reply.code == 235 {
+            let user = first
+                .and_then(|f| auth::claimed_user(&mech, &f))
+                .unwrap_or_else(|| "unknown".into());
+            tracing::info!(peer = %self.peer, user = %user, mechanism = %mech, "client authenticated to the upstream through the relay");
+            self.auth = Some((user, mech));
+        } else {
+            tracing::info!(peer = %self.peer, mechanism = %mech, code = reply.code, "upstream refused the client's authentication");
+        }
+        self.send(&reply).await
+    }
+
+    async fn mail(&mut self, line: &[u8]) -> Result<(), End> {
+        let Some((addr, params)) = parse_path(line, "MAIL FROM:") else {
+            return self
+                .send(&Reply::new(501, "5.5.4 Syntax: MAIL FROM:<address>"))
+                .await;
+        };
+        if !self.relay() {
+            if self.helo.is_none() {
+                return self
+                    .send(&Reply::new(503, "5.5.1 Send HELO/EHLO first"))
+                    .await;
+            }
+            if self.txn.is_some() {
+                return self
+                    .send(&Reply::new(503, "5.5.1 Nested MAIL command"))
+                    .await;
+            }
+        }
+        let reply = self.exchange(line, "MAIL").await;
+        if self.txn.is_none() {
+            let txn = Txn {
+                mail_from: addr,
+                mail_params: params,
+                rcpt: Vec::new(),
+            };
+            if reply.is_positive() {
+                self.txn = Some(txn);
+            } else {
+                self.txn = Some(txn);
+                let outcome = if reply.code >= 400 {
+                    Outcome::Rejected
+                } else {
+                    Outcome::Aborted
+                };
+                self.end_txn(outcome, Some(&reply), "MAIL").await;
+            }
+        }
+        self.send(&reply).await
+    }
+
+    async fn rcpt(&mut self, line: &[u8]) -> Result<(), End> {
+        let Some((addr, params)) = parse_path(line, "RCPT TO:") else {
+            return self
+                .send(&Reply::new(501, "5.5.4 Syntax: RCPT TO:<address>"))
+                .await;
+        };
+        if !self.relay() && self.txn.is_none() {
+            return self
+                .send(&Reply::new(503, "5.5.1 Need MAIL before RCPT"))
+                .await;
+        }
+        let reply = self.exchange(line, "RCPT").await;
+        if let Some(txn) = self.txn.as_mut() {
+            txn.rcpt.push(Recipient {
+                address: addr,
+                params,
+                reply_code: u32::from(reply.code),
+                reply: reply.text(),
+            });
+        }
+        self.send(&reply).await
+    }
+
+    async fn data_command(&mut self, line: &[u8]) -> Result<(), End> {
+        let accepted = self
+            .txn
+            .as_ref()
+            .is_some_and(|t| t.rcpt.iter().any(|r| (200..300).contains(&r.reply_code)));
+        if !self.relay() && !accepted {
+            return self
+                .send(&Reply::new(503, "5.5.1 Need RCPT before DATA"))
+                .await;
+        }
+        let reply = self.exchange(line, "DATA").await;
+        if reply.code == 354 {
+            self.send(&reply).await?;
+            return self.data().await;
+        }
+        // Refused before any content: the transaction is over for the record.
+        let outcome = if reply.code >= 400 {
+            Outcome::Rejected
+        } else {
+            Outcome::Aborted
+        };
+        self.end_txn(outcome, Some(&reply), "DATA").await;
+        self.send(&reply).await
+    }
+
+    /// Reads the message after 354, records it, forwards it, records the
+    /// outcome, replies.
+    async fn data(&mut self) -> Result<(), End> {
+        let limit = self.cap.cfg.max_message_bytes;
+        let data = match tokio::time::timeout(
+            DATA_TIMEOUT,
+            wire::read_data(&mut self.client, limit),
+        )
+        .await
+        {
+            Err(_) => {
+                self.upstream = None;
+                self.send(&Reply::new(
+                    421,
+                    "4.4.2 Timeout reading message data, closing",
+                ))
+                .await?;
+                return Err(End::Timeout);
+            }
+            Ok(Err(e)) => {
+                // The client went away mid-message: the upstream gets no
+                // end-of-data, so nothing is delivered.
+                self.upstream = None;
+                return Err(End::Client(e));
+            }
+            Ok(Ok(d)) => d,
+        };
+        let txn = self.txn.take().unwrap_or(Txn {
+            mail_from: String::new(),
+            mail_params: String::new(),
+            rcpt: Vec::new(),
+        });
+        let env = self.envelope(txn);
+
+        if data.too_big || data.flaws.any() {
+            // Refused by us: the upstream never sees an end-of-data, so we
+            // drop its connection (it discards the partial message).
+            self.upstream = None;
+            let reply = if data.too_big {
+                Reply::new(
+                    552,
+                    &format!("5.3.4 Message size exceeds fixed limit of {limit} bytes"),
+                )
+            } else {
+                Reply::new(
+                    554,
+                    "5.6.0 Message contains bare CR, bare LF or NUL (RFC 5321 section 2.3.8); refused",
+                )
+            };
+            let raw: Option<Arc<[u8]>> = (!data.too_big).then(|| data.bytes.into());
+            let mut ev = self
+                .build_event(&env, raw.clone().unwrap_or_else(|| Arc::from(&b""[..])))
+                .await;
+            if let Some(Kind::Email(m)) = &mut ev.kind {
+                m.outcome = Outcome::Aborted as i32;
+                m.reply_code = u32::from(reply.code);
+                m.upstream_reply = reply.text();
+                m.ended_at = "END-OF-DATA".into();
+                if data.too_big {
+                    m.raw_sha256.clear();
+                    m.message_size = data.size;
+                    m.parse_warnings
+                        .push("message over the size limit; content not kept".into());
+                }
+            }
+            if let Err(e) = self.cap.buffer.append(&ev, raw).await {
+                tracing::error!(peer = %self.peer, error = %e, "could not record a refused message");
+            }
+            tracing::warn!(peer = %self.peer, reply = %reply.text(), "message refused");
+            return self.send(&reply).await;
+        }
+
+        let raw: Arc<[u8]> = data.bytes.into();
+        let mut ev = self.build_event(&env, raw.clone()).await;
+        if let Some(Kind::Email(m)) = &mut ev.kind {
+            m.ended_at = "END-OF-DATA".into();
+            for w in &m.parse_warnings {
+                tracing::info!(peer = %self.peer, warning = %w, "message recorded with parse warning");
+            }
+        }
+
+        if !self.relay() {
+            if let Some(Kind::Email(m)) = &mut ev.kind {
+                m.outcome = Outcome::Captured as i32;
+                m.reply_code = 250;
+            }
+            let reply = match self.cap.buffer.append(&ev, Some(raw)).await {
+                Ok(seq) => Reply::new(
+                    250,
+                    &format!(
+                        "2.0.0 Ok: captured as {}/{seq}",
+                        self.cap.buffer.stream_id()
+                    ),
+                ),
+                Err(e) => buffer_failure(&e),
+            };
+            return self.send(&reply).await;
+        }
+
+        // Relay: durable first, then end-of-data to the upstream.
+        let id = match self.cap.buffer.begin(&ev, Some(raw.clone())).await {
+            Ok(id) => id,
+            Err(e) => {
+                self.upstream = None;
+                return self.send(&buffer_failure(&e)).await;
+            }
+        };
+        let outcome = match self.upstream.as_mut() {
+            Some(up) => up.data(&raw).await,
+            None => Err("no upstream connection".into()),
+        };
+        if outcome.is_err() {
+            self.upstream = None;
+        }
+        let (code, text, result, queue_id, stage) = match &outcome {
+            Ok(r) if (200..300).contains(&r.code) => (
+                r.code,
+                r.text(),
+                Outcome::Delivered,
+                upstream::queue_id(r),
+                "END-OF-DATA",
+            ),
+            Ok(r) => (
+                r.code,
+                r.text(),
+                Outcome::Rejected,
+                String::new(),
+                "END-OF-DATA",
+            ),
+            Err(e) => (0, e.clone(), Outcome::Unknown, String::new(), "UPSTREAM"),
+        };
+        if let Err(e) = self
+            .cap
+            .buffer
+            .finish(id, |ev| {
+                if let Some(Kind::Email(m)) = &mut ev.kind {
+                    m.outcome = result as i32;
+                    m.reply_code = u32::from(code);
+                    m.upstream_reply = text.clone();
+                    m.upstream_queue_id = queue_id.clone();
+                    m.ended_at = stage.into();
+                }
+            })
+            .await
+        {
+            // The record exists (in flight) and is recovered with outcome
+            // unknown at the next start.
+            tracing::error!(peer = %self.peer, error = %e, "could not record the upstream's outcome");
+        }
+        let reply = match outcome {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(peer = %self.peer, error = %e, "upstream failed after end-of-data");
+                Reply::new(
+                    451,
+                    "4.4.2 Upstream connection lost during delivery; outcome unknown, try again later",
+                )
+            }
+        };
+        self.send(&reply).await
+    }
+
+    fn envelope(&self, txn: Txn) -> record::Envelope {
+        let (auth_user, auth_mechanism) = match (&self.auth, self.upstream.as_ref()) {
+            (Some((u, m)), _) => (u.clone(), m.clone()),
+            (None, Some(up)) => match &up.agent_auth {
+                Some(u) => (u.clone(), "agent-credentials".into()),
+                None => Default::default(),
+            },
+            _ => Default::default(),
+        };
+        record::Envelope {
+            helo: self.helo.clone().unwrap_or_default(),
+            esmtp: self.esmtp,
+            mail_from: txn.mail_from,
+            mail_params: txn.mail_params,
+            rcpt: txn.rcpt,
+            client_ip: self.peer.ip().to_string(),
+            client_port: u32::from(self.peer.port()),
+            client_host: self.client_host.clone(),
+            client_tls: self.client_tls.clone(),
+            upstream: self.cap.cfg.upstream.clone().unwrap_or_default(),
+            upstream_tls: self
+                .upstream
+                .as_ref()
+                .map(|u| u.tls.clone())
+                .unwrap_or_default(),
+            auth_user,
+            auth_mechanism,
+        }
+    }
+
+    /// Records the open transaction, if any, as ended without content:
+    /// refused by the upstream (`reply`) or abandoned by the client.
+    async fn end_txn(&mut self, outcome: Outcome, reply: Option<&Reply>, stage: &str) {
+        let Some(txn) = self.txn.take() else { return };
+        let env = self.envelope(txn);
+        let mut email = record::envelope_only(&env);
+        email.outcome = outcome as i32;
+        email.ended_at = stage.into();
+        if let Some(r) = reply {
+            email.reply_code = u32::from(r.code);
+            email.upstream_reply = r.text();
+        }
+        let ev = self.event(email);
+        tracing::info!(peer = %self.peer, stage, outcome = ?outcome, "transaction ended without a message; recorded");
+        if let Err(e) = self.cap.buffer.append(&ev, None).await {
+            tracing::error!(peer = %self.peer, error = %e, "could not record an unfinished transaction");
+        }
+    }
+
+    async fn build_event(&self, env: &record::Envelope, raw: Arc<[u8]>) -> Event {
+        let (env2, raw2) = (env.clone(), raw);
+        let email = tokio::task::spawn_blocking(move || record::build(&env2, &raw2))
+            .await
+            .unwrap_or_else(|_| EmailEvent {
+                parse_warnings: vec!["record builder failed".into()],
+                ..record::envelope_only(env)
+            });
+        self.event(email)
+    }
+
+    fn event(&self, mut email: EmailEvent) -> Event {
+        let ctx = &self.cap.ctx;
+        let user = match &self.local_peer {
+            Some(p) => {
+                email.application = p.application.clone();
+                p.user.clone()
+            }
+            None => ctx.agent_user.clone(),
+        };
+        Event {
+            agent_id: ctx.agent_id.clone(),
+            observed_at_ms: kiroku_common::now_ms(),
+            host: Some(ctx.host.clone()),
+            user,
+            custom: ctx.custom.clone().into_iter().collect(),
+            kind: Some(Kind::Email(email)),
+            ..Default::default()
+        }
+    }
+}
+
+fn temp_failure(err: &str) -> Reply {
+    tracing::warn!(error = %err, "upstream failure; client told to retry");
+    Reply::new(
+        451,
+        "4.4.1 Upstream mail server unavailable, try again later",
+    )
+}
+
+fn buffer_failure(e: &BufferError) -> Reply {
+    tracing::error!(error = %e, "cannot record mail; refusing it temporarily");
+    match e {
+        BufferError::Full { .. } => Reply::new(
+            452,
+            "4.3.1 Insufficient system storage (recording buffer full), try again later",
+        ),
+        _ => Reply::new(
+            451,
+            "4.3.0 Local error recording the message, try again later",
+        ),
+    }
+}
+
+/// Parses `MAIL FROM:<addr> params` / `RCPT TO:<addr> params`.
+fn parse_path(line: &[u8], prefix: &str) -> Option<(String, String)> {
+    let s = String::from_utf8_lossy(line);
+    if s.len() < prefix.len() || !s.is_char_boundary(prefix.len()) {
+        return None;
+    }
+    if !s[..prefix.len()].eq_ignore_ascii_case(prefix) {
+        return None;
+    }
+    let rest = s[prefix.len()..].trim_start();
+    if let Some(inner) = rest.strip_prefix('<') {
+        let end = inner.find('>')?;
+        Some((inner[..end].to_owned(), inner[end + 1..].trim().to_owned()))
+    } else {
+        let mut parts = rest.splitn(2, ' ');
+        let addr = parts.next()?.to_owned();
+        if addr.is_empty() {
+            return None;
+        }
+        Some((addr, parts.next().unwrap_or("").trim().to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        type Case<'a> = (&'a [u8], &'a str, Option<(&'a str, &'a str)>);
+        let cases: &[Case] = &[
+            (
+                b"MAIL FROM:<a@b.c> SIZE=10",
+                "MAIL FROM:",
+                Some(("a@b.c", "SIZE=10")),
+            ),
+            (b"mail from: <>", "MAIL FROM:", Some(("", ""))),
+            (
+                b"RCPT TO:<x@y> NOTIFY=NEVER",
+                "RCPT TO:",
+                Some(("x@y", "NOTIFY=NEVER")),
+            ),
+            (b"RCPT TO:x@y", "RCPT TO:", Some(("x@y", ""))),
+            (b"RCPT TO:", "RCPT TO:", None),
+            (b"RCPT", "RCPT TO:", None),
+            ("RCPT T\u{e9}:<x>".as_bytes(), "RCPT TO:", None),
+            (
+                "MAIL FROM:<j\u{f6}rg@b\u{fc}cher.example> SMTPUTF8".as_bytes(),
+                "MAIL FROM:",
+                Some(("j\u{f6}rg@b\u{fc}cher.example", "SMTPUTF8")),
+            ),
+        ];
+        for (line, prefix, want) in cases {
+            let got = parse_path(line, prefix);
+            assert_eq!(
+                got,
+                want.map(|(a, p)| (a.to_owned(), p.to_owned())),
+                "{}",
+                String::from_utf8_lossy(line)
+            );
+        }
+    }
+}

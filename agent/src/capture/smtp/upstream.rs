@@ -1,0 +1,360 @@
+//! The relay's connection to the upstream MTA: connect (plain or implicit
+//! TLS), EHLO with STARTTLS per policy, the agent's own smarthost login,
+//! and lock-step commands with RFC 5321 section 4.5.3.2 timeouts. We never
+//! pipeline to the upstream: each command waits for its reply.
+
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use super::auth;
+use super::tls::{self, Conn, Io, UpstreamTls};
+use super::wire::{self, Reply};
+use crate::config::UpstreamTls as Policy;
+
+/// RFC 5321 4.5.3.2 client timeouts.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+pub const GREETING_TIMEOUT: Duration = Duration::from_secs(300);
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
+pub const DATA_INIT_TIMEOUT: Duration = Duration::from_secs(120);
+pub const DATA_BLOCK_TIMEOUT: Duration = Duration::from_secs(180);
+pub const DATA_END_TIMEOUT: Duration = Duration::from_secs(600);
+const TLS_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How to reach and secure the upstream; built once per listener.
+pub struct Settings {
+    pub addr: String,
+    pub policy: Policy,
+    pub tls: UpstreamTls,
+    /// Agent-held smarthost credentials (user, password).
+    pub credentials: Option<(String, String)>,
+}
+
+/// The extensions in an EHLO reply.
+#[derive(Debug, Clone, Default)]
+pub struct Caps {
+    /// Text of the first line (the server's name and greeting).
+    pub greeting: String,
+    /// Each extension line without the code, e.g. "SIZE 1000".
+    pub lines: Vec<String>,
+}
+
+impl Caps {
+    pub fn parse(reply: &Reply) -> Caps {
+        let mut it = reply
+            .lines
+            .iter()
+            .map(|l| l.get(4..).unwrap_or("").to_owned());
+        Caps {
+            greeting: it.next().unwrap_or_default(),
+            lines: it.collect(),
+        }
+    }
+
+    /// The arguments of extension `kw`, if offered.
+    pub fn get(&self, kw: &str) -> Option<&str> {
+        self.lines.iter().find_map(|l| {
+            let mut p = l.splitn(2, ' ');
+            let k = p.next()?;
+            k.eq_ignore_ascii_case(kw)
+                .then(|| p.next().unwrap_or("").trim())
+        })
+    }
+
+    pub fn has(&self, kw: &str) -> bool {
+        self.get(kw).is_some()
+    }
+
+    pub fn auth_mechanisms(&self) -> Vec<String> {
+        self.get("AUTH")
+            .map(|m| m.split_whitespace().map(str::to_ascii_uppercase).collect())
+            .unwrap_or_default()
+    }
+}
+
+pub struct Upstream {
+    pub addr: String,
+    conn: Conn,
+    /// Description of the TLS session, empty while plain.
+    pub tls: String,
+    pub caps: Caps,
+    /// The agent logged in with its own credentials.
+    pub agent_auth: Option<String>,
+}
+
+impl Upstream {
+    /// Connects and reads the greeting.
+    pub async fn connect(s: &Settings) -> Result<(Upstream, Reply), String> {
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&s.addr))
+            .await
+            .map_err(|_| format!("connecting to upstream {} timed out", s.addr))?
+            .map_err(|e| format!("cannot connect to upstream {}: {e}", s.addr))?;
+        let _ = stream.set_nodelay(true);
+        let mut io: Box<dyn Io> = Box::new(stream);
+        let mut tls_desc = String::new();
+        if s.policy == Policy::Implicit {
+            let (t, d) = tokio::time::timeout(TLS_TIMEOUT, s.tls.handshake(io, true))
+                .await
+                .map_err(|_| format!("TLS handshake with upstream {} timed out", s.addr))?
+                .map_err(|e| format!("TLS with upstream {} failed: {e}", s.addr))?;
+            io = t;
+            tls_desc = d;
+        }
+        let mut up = Upstream {
+            addr: s.addr.clone(),
+            conn: tls::conn(io),
+            tls: tls_desc,
+            caps: Caps::default(),
+            agent_auth: None,
+        };
+        let greeting = up.reply(GREETING_TIMEOUT).await?;
+        Ok((up, greeting))
+    }
+
+    pub async fn reply(&mut self, limit: Duration) -> Result<Reply, String> {
+        match tokio::time::timeout(limit, wire::read_reply(&mut self.conn)).await {
+            Err(_) => Err(format!(
+                "upstream {} did not answer in {}s",
+                self.addr,
+                limit.as_secs()
+            )),
+            Ok(Err(e)) => Err(format!("upstream {}: {e}", self.addr)),
+            Ok(Ok(r)) => Ok(r),
+        }
+    }
+
+    /// Sends one line (CRLF added) without waiting for a reply.
+    pub async fn send_line(&mut self, line: &[u8]) -> Result<(), String> {
+        let mut out = Vec::with_capacity(line.len() + 2);
+        out.extend_from_slice(line);
+        out.extend_from_slice(b"\r\n");
+        let w = async {
+            self.conn.write_all(&out).await?;
+            self.conn.flush().await
+        };
+        tokio::time::timeout(DATA_BLOCK_TIMEOUT, w)
+            .await
+            .map_err(|_| format!("upstream {} stopped reading", self.addr))?
+            .map_err(|e| format!("upstream {}: {e}", self.addr))
+    }
+
+    pub async fn command(&mut self, line: &[u8], limit: Duration) -> Result<Reply, String> {
+        self.send_line(line).await?;
+        self.reply(limit).await
+    }
+
+    /// EHLO (falling back to HELO when refused), then STARTTLS and EHLO
+    /// again per policy, then the agent's own login. Returns the last
+    /// EHLO/HELO reply; a refusal from the upstream is returned as `Ok` for
+    /// the client to see, a policy or connection failure as `Err`.
+    pub async fn hello(&mut self, name: &str, s: &Settings) -> Result<(Reply, bool), String> {
+        let ehlo = format!("EHLO {name}");
+        let mut r = self.command(ehlo.as_bytes(), COMMAND_TIMEOUT).await?;
+        if !r.is_positive() {
+            if s.policy == Policy::Required {
+                return Err(format!(
+                    "upstream {} refused EHLO ({}); STARTTLS is required by smtp.upstream_tls",
+                    self.addr,
+                    r.text()
+                ));
+            }
+            let helo = self
+                .command(format!("HELO {name}").as_bytes(), COMMAND_TIMEOUT)
+                .await?;
+            self.caps = Caps::default();
+            return Ok((helo, false));
+        }
+        self.caps = Caps::parse(&r);
+        if self.tls.is_empty() && s.policy != Policy::Off {
+            if self.caps.has("STARTTLS") {
+                let st = self.command(b"STARTTLS", COMMAND_TIMEOUT).await?;
+                if st.code == 220 {
+                    self.start_tls(s).await?;
+                    r = self.command(ehlo.as_bytes(), COMMAND_TIMEOUT).await?;
+                    if !r.is_positive() {
+                        return Ok((r, true));
+                    }
+                    self.caps = Caps::parse(&r);
+                } else if s.policy == Policy::Required {
+                    return Err(format!(
+                        "upstream {} refused STARTTLS ({}) and smtp.upstream_tls = \"required\"",
+                        self.addr,
+                        st.text()
+                    ));
+                } else {
+                    tracing::warn!(upstream = %self.addr, reply = %st.text(), "upstream offered STARTTLS but refused it; going on in plain text");
+                }
+            } else if s.policy == Policy::Required {
+                return Err(format!(
+                    "upstream {} does not offer STARTTLS and smtp.upstream_tls = \"required\"",
+                    self.addr
+                ));
+            }
+        }
+        if let Some((user, password)) = &s.credentials
+            && self.agent_auth.is_none()
+        {
+            self.login(user, password).await?;
+        }
+        Ok((r, true))
+    }
+
+    async fn start_tls(&mut self, s: &Settings) -> Result<(), String> {
+        if !self.conn.buffer().is_empty() {
+            return Err(format!(
+                "upstream {} sent data before the TLS handshake (possible STARTTLS injection); giving up",
+                self.addr
+            ));
+        }
+        let verify = s.policy != Policy::Opportunistic;
+        let io = std::mem::replace(&mut self.conn, tls::placeholder());
+        let (io, desc) =
+            tokio::time::timeout(TLS_TIMEOUT, s.tls.handshake(io.into_inner(), verify))
+                .await
+                .map_err(|_| format!("TLS handshake with upstream {} timed out", self.addr))?
+                .map_err(|e| {
+                    let hint = if verify {
+                        " (check smtp.upstream_ca and smtp.upstream_tls_name)"
+                    } else {
+                        ""
+                    };
+                    format!("TLS with upstream {} failed: {e}{hint}", self.addr)
+                })?;
+        self.conn = tls::conn(io);
+        self.tls = desc;
+        Ok(())
+    }
+
+    /// Logs in with the agent's own credentials (PLAIN, else LOGIN).
+    async fn login(&mut self, user: &str, password: &str) -> Result<(), String> {
+        let mechs = self.caps.auth_mechanisms();
+        let r = if mechs.iter().any(|m| m == "PLAIN") {
+            let line = format!("AUTH PLAIN {}", auth::plain_response(user, password));
+            self.command(line.as_bytes(), COMMAND_TIMEOUT).await?
+        } else if mechs.iter().any(|m| m == "LOGIN") {
+            let mut r = self.command(b"AUTH LOGIN", COMMAND_TIMEOUT).await?;
+            for secret in [user, password] {
+                if r.code != 334 {
+                    break;
+                }
+                r = self
+                    .command(auth::b64(secret).as_bytes(), COMMAND_TIMEOUT)
+                    .await?;
+            }
+            r
+        } else {
+            return Err(format!(
+                "upstream {} offers no AUTH PLAIN or LOGIN (offers: {}) for smtp.upstream_auth{}",
+                self.addr,
+                if mechs.is_empty() {
+                    "none".into()
+                } else {
+                    mechs.join(" ")
+                },
+                if self.tls.is_empty() {
+                    "; many servers offer AUTH only after STARTTLS"
+                } else {
+                    ""
+                }
+            ));
+        };
+        if r.code != 235 {
+            return Err(format!(
+                "upstream {} refused the agent's credentials for {user:?}: {} (check smtp.upstream_auth)",
+                self.addr,
+                r.text()
+            ));
+        }
+        self.agent_auth = Some(user.to_owned());
+        Ok(())
+    }
+
+    /// Sends message content, dot-stuffed, and the final `.`; returns the
+    /// upstream's end-of-data reply.
+    pub async fn data(&mut self, raw: &[u8]) -> Result<Reply, String> {
+        let limit = DATA_BLOCK_TIMEOUT + Duration::from_secs(raw.len() as u64 / (64 * 1024));
+        tokio::time::timeout(limit, wire::write_data(&mut self.conn, raw))
+            .await
+            .map_err(|_| format!("upstream {} stopped reading message data", self.addr))?
+            .map_err(|e| format!("upstream {}: {e}", self.addr))?;
+        self.reply(DATA_END_TIMEOUT).await
+    }
+}
+
+/// The upstream's queue id in an end-of-data reply, when it gives one:
+/// Postfix "queued as 4Xyz", Exim "id=1abc-...", OpenSMTPD and sendmail
+/// "2.0.0 <id> Message accepted for delivery".
+pub fn queue_id(reply: &Reply) -> String {
+    let text = reply
+        .lines
+        .iter()
+        .map(|l| l.get(4..).unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let clean = |s: &str| -> String {
+        s.trim_matches(|c: char| !c.is_ascii_alphanumeric())
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c))
+            .collect()
+    };
+    let lower = text.to_ascii_lowercase();
+    if let Some(i) = lower.find("queued as ") {
+        return clean(&text[i + 10..]);
+    }
+    if let Some(i) = lower.find("id=") {
+        return clean(&text[i + 3..]);
+    }
+    if let Some(i) = lower.find("message accepted") {
+        // The word just before, unless it is the enhanced status code.
+        let before: Vec<&str> = text[..i].split_whitespace().collect();
+        if let Some(w) = before.last()
+            && !w.chars().all(|c| c.is_ascii_digit() || c == '.')
+        {
+            return clean(w);
+        }
+    }
+    String::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(s: &str) -> Reply {
+        Reply {
+            code: 250,
+            lines: s.lines().map(str::to_owned).collect(),
+        }
+    }
+
+    #[test]
+    fn queue_ids() {
+        assert_eq!(
+            queue_id(&r("250 2.0.0 Ok: queued as 4TxYz1Abc")),
+            "4TxYz1Abc"
+        );
+        assert_eq!(
+            queue_id(&r("250 OK id=1rABCd-000123-4x")),
+            "1rABCd-000123-4x"
+        );
+        assert_eq!(
+            queue_id(&r("250 2.0.0 5e8f9c1a Message accepted for delivery")),
+            "5e8f9c1a"
+        );
+        assert_eq!(queue_id(&r("250 Message accepted for delivery")), "");
+        assert_eq!(queue_id(&r("250 2.0.0 Ok")), "");
+    }
+
+    #[test]
+    fn caps() {
+        let c = Caps::parse(&r(
+            "250-mx.example Hi\n250-SIZE 1000\n250-AUTH PLAIN login\n250 STARTTLS",
+        ));
+        assert_eq!(c.greeting, "mx.example Hi");
+        assert_eq!(c.get("size"), Some("1000"));
+        assert!(c.has("STARTTLS"));
+        assert!(!c.has("PIPELINING"));
+        assert_eq!(c.auth_mechanisms(), vec!["PLAIN", "LOGIN"]);
+    }
+}
