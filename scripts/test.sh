@@ -15,7 +15,7 @@ fi
 # Debian peers: a real Postfix (with Cyrus SASL) as upstream, and real
 # clients (swaks, msmtp, curl). Installed when missing and we may.
 need=()
-for c in /usr/sbin/postfix:postfix /usr/sbin/saslpasswd2:sasl2-bin /usr/bin/swaks:swaks /usr/bin/msmtp:msmtp /usr/bin/curl:curl; do
+for c in /usr/sbin/postfix:postfix /usr/sbin/saslpasswd2:sasl2-bin /usr/bin/swaks:swaks /usr/bin/msmtp:msmtp /usr/bin/curl:curl /usr/lib/python3.11/test/test_email/data:libpython3.11-testsuite; do
   [ -e "${c%%:*}" ] || need+=("${c##*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
