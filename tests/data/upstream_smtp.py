@@ -2,20 +2,46 @@
 in end-to-end tests. Every accepted message is written byte-for-byte to
 OUT_DIR/<n>.eml with its envelope in OUT_DIR/<n>.json.
 
-usage: upstream_smtp.py PORT OUT_DIR
+usage: upstream_smtp.py PORT OUT_DIR [--auth]
+
+With --auth it offers AUTH PLAIN, LOGIN (alice / s3cret) and XOAUTH2
+(token "good-token"; a bad token gets the XOAUTH2 error continuation, a
+334 with a base64 JSON status, before the 535), and records the login in
+the envelope JSON.
 """
 import asyncio
+import base64
 import json
 import os
 import sys
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+
+def authenticator(server, session, envelope, mechanism, auth_data):
+    ok = isinstance(auth_data, LoginPassword) and auth_data.login == b"alice" and auth_data.password == b"s3cret"
+    return AuthResult(success=ok, auth_data=auth_data)
 
 
 class Saver:
     def __init__(self, out):
         self.out = out
         self.n = 0
+
+    async def auth_XOAUTH2(self, server, args):
+        if len(args) == 2:
+            blob = base64.b64decode(args[1])
+        else:
+            blob = await server.challenge_auth("", encode_to_b64=False)
+            if not isinstance(blob, bytes):
+                return AuthResult(success=False, handled=True)
+        fields = dict(kv.split(b"=", 1) for kv in blob.split(b"\x01") if b"=" in kv)
+        if fields.get(b"auth") == b"Bearer good-token":
+            return AuthResult(success=True, auth_data=fields.get(b"user", b"").decode())
+        error = json.dumps({"status": "401", "schemes": "bearer", "scope": "mail"})
+        await server.challenge_auth(error, encode_to_b64=True)
+        return AuthResult(success=False, handled=False, message="535 5.7.8 Username and Password not accepted")
 
     async def handle_DATA(self, server, session, envelope):
         self.n += 1
@@ -29,7 +55,12 @@ class Saver:
         with open(base + ".tmp", "wb") as f:
             f.write(envelope.original_content)
         with open(base + ".json", "w") as f:
-            json.dump({"mail_from": envelope.mail_from, "rcpt_tos": envelope.rcpt_tos}, f)
+            login = session.auth_data
+            if isinstance(login, LoginPassword):
+                login = login.login.decode()
+            json.dump({"mail_from": envelope.mail_from, "rcpt_tos": envelope.rcpt_tos,
+                       "mail_options": envelope.mail_options, "rcpt_options": envelope.rcpt_options,
+                       "login": login}, f)
         os.rename(base + ".tmp", base + ".eml")
         return "250 2.0.0 Ok: queued as Q%06d" % self.n
 
@@ -37,7 +68,10 @@ class Saver:
 def main():
     port, out = int(sys.argv[1]), sys.argv[2]
     os.makedirs(out, exist_ok=True)
-    controller = Controller(Saver(out), hostname="127.0.0.1", port=port, decode_data=False)
+    extra = {}
+    if "--auth" in sys.argv[3:]:
+        extra = dict(authenticator=authenticator, auth_require_tls=False)
+    controller = Controller(Saver(out), hostname="127.0.0.1", port=port, decode_data=False, **extra)
     controller.start()
     print("ready", flush=True)
     try:

@@ -402,6 +402,11 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn start(env: &Env) -> anyhow::Result<Upstream> {
+        Upstream::start_with(env, &[])
+    }
+
+    /// With extra arguments to `upstream_smtp.py` (e.g. `--auth`).
+    pub fn start_with(env: &Env, args: &[&str]) -> anyhow::Result<Upstream> {
         let port = free_port();
         let out = env.path().join(format!("upstream-{port}"));
         let mut p = Proc::spawn(
@@ -409,7 +414,8 @@ impl Upstream {
             Command::new("python3")
                 .arg(data_dir().join("upstream_smtp.py"))
                 .arg(port.to_string())
-                .arg(&out),
+                .arg(&out)
+                .args(args),
             &env.path().join(format!("upstream-{port}.log")),
         )?;
         p.wait_port(port)?;

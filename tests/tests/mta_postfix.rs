@@ -103,6 +103,11 @@ async fn auth_through_the_relay_to_postfix_with_swaks_msmtp_and_curl() -> anyhow
         !ehlo.contains("CHUNKING") && !ehlo.contains("STARTTLS"),
         "{ehlo}"
     );
+    // Cancel with `*`: one 501 from Postfix, and still in step after.
+    assert_eq!(t.cmd("AUTH LOGIN")?.0, 334);
+    let (code, text) = t.cmd("*")?;
+    assert_eq!(code, 501, "{text}");
+    assert_eq!(t.cmd("NOOP")?.0, 250);
     t.cmd("QUIT")?;
 
     // swaks, AUTH PLAIN, to a domain Postfix relays only for logged-in users.
