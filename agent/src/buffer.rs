@@ -54,6 +54,111 @@ pub enum BufferError {
     Task { path: PathBuf, message: String },
 }
 
+/// Raw content kept with an event (content-addressed by SHA-256).
+pub enum Blob {
+    /// Content already in memory (small messages, refused data).
+    Bytes(Arc<[u8]>),
+    /// Content streamed to a file in the blob directory as it arrived.
+    Spooled(Spooled),
+}
+
+impl From<Arc<[u8]>> for Blob {
+    fn from(b: Arc<[u8]>) -> Blob {
+        Blob::Bytes(b)
+    }
+}
+
+impl From<Vec<u8>> for Blob {
+    fn from(b: Vec<u8>) -> Blob {
+        Blob::Bytes(b.into())
+    }
+}
+
+impl From<&[u8]> for Blob {
+    fn from(b: &[u8]) -> Blob {
+        Blob::Bytes(b.into())
+    }
+}
+
+/// A message being written to the blob directory while it arrives, hashed
+/// on the way, so a message of any size costs bounded memory.
+pub struct Spool {
+    file: tokio::io::BufWriter<tokio::fs::File>,
+    path: PathBuf,
+    hasher: sha2::Sha256,
+    size: u64,
+}
+
+impl Spool {
+    pub async fn write(&mut self, chunk: &[u8]) -> Result<(), BufferError> {
+        use sha2::Digest;
+        use tokio::io::AsyncWriteExt;
+        self.hasher.update(chunk);
+        self.size += chunk.len() as u64;
+        self.file
+            .write_all(chunk)
+            .await
+            .map_err(|source| BufferError::Io {
+                path: self.path.clone(),
+                source,
+            })
+    }
+
+    /// Flushes and fsyncs the file; the content is then ready to be
+    /// referenced by [`Buffer::begin`].
+    pub async fn finish(mut self) -> Result<Spooled, BufferError> {
+        use sha2::Digest;
+        use tokio::io::AsyncWriteExt;
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| BufferError::Io { path, source }
+        };
+        self.file.flush().await.map_err(io(&self.path))?;
+        self.file
+            .get_ref()
+            .sync_all()
+            .await
+            .map_err(io(&self.path))?;
+        let sha = hex::encode(std::mem::take(&mut self.hasher).finalize());
+        Ok(Spooled {
+            sha256: sha,
+            size: self.size,
+            path: std::mem::take(&mut self.path),
+        })
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        if !self.path.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Spooled, fsynced content not yet referenced by an event. Dropped
+/// unreferenced, its file is removed.
+pub struct Spooled {
+    pub sha256: String,
+    pub size: u64,
+    path: PathBuf,
+}
+
+impl Spooled {
+    /// Where the content is, for parsing it into the record.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Spooled {
+    fn drop(&mut self) {
+        if !self.path.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
 /// Handle of an event recorded before its outcome is known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InflightId(u64);
@@ -233,23 +338,48 @@ impl Buffer {
         }
     }
 
+    /// Starts spooling a message to the blob directory. Refused when the
+    /// buffer is full (one message may then overshoot the bound).
+    pub async fn spool(&self) -> Result<Spool, BufferError> {
+        self.check_space()?;
+        let name = format!("{:016x}.spool", rand::random::<u64>());
+        let path = self.blob_dir.join(name);
+        let file = tokio::fs::File::create(&path)
+            .await
+            .map_err(|source| BufferError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(Spool {
+            file: tokio::io::BufWriter::with_capacity(64 * 1024, file),
+            path,
+            hasher: Default::default(),
+            size: 0,
+        })
+    }
+
     /// Records `event` (and its raw blob, if any) durably *before* its
     /// outcome is known. Returns once it is on disk.
     pub async fn begin(
         self: &Arc<Self>,
         event: &Event,
-        raw: Option<Arc<[u8]>>,
+        raw: Option<Blob>,
     ) -> Result<InflightId, BufferError> {
         self.check_space()?;
         let id = self.db.generate_id().map_err(|e| self.sled_err(e))?;
         let bytes = event.encode_to_vec();
         let this = self.clone();
         let task = move || -> Result<(), BufferError> {
-            let sha = raw.as_deref().map(kiroku_common::sha256_hex);
             let _guard = this.blob_lock.lock().unwrap_or_else(|p| p.into_inner());
-            if let (Some(sha), Some(raw)) = (&sha, &raw) {
-                this.write_blob(sha, raw)?;
-            }
+            let sha = match raw {
+                None => None,
+                Some(Blob::Bytes(raw)) => {
+                    let sha = kiroku_common::sha256_hex(&raw);
+                    this.write_blob(&sha, &raw)?;
+                    Some(sha)
+                }
+                Some(Blob::Spooled(sp)) => Some(this.adopt_blob(sp)?),
+            };
             (&this.inflight, &this.blobrefs)
                 .transaction(|(inflight, blobrefs)| -> TxResult<()> {
                     if let Some(sha) = &sha {
@@ -297,6 +427,28 @@ impl Buffer {
         self.blob_bytes
             .fetch_add(raw.len() as u64, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Moves a spooled file to its content address (or drops it when that
+    /// content is there already). Caller holds `blob_lock`.
+    fn adopt_blob(&self, mut sp: Spooled) -> Result<String, BufferError> {
+        let sha = std::mem::take(&mut sp.sha256);
+        let path = self.blob_path(&sha);
+        let from = std::mem::take(&mut sp.path);
+        if path.exists() {
+            let _ = std::fs::remove_file(&from);
+            return Ok(sha);
+        }
+        let io = |source| BufferError::Io {
+            path: path.clone(),
+            source,
+        };
+        std::fs::rename(&from, &path).map_err(io)?;
+        std::fs::File::open(&self.blob_dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)?;
+        self.blob_bytes.fetch_add(sp.size, Ordering::Relaxed);
+        Ok(sha)
     }
 
     /// Removes blob files nobody references (left by a crash between the
@@ -354,7 +506,7 @@ impl Buffer {
     pub async fn append(
         self: &Arc<Self>,
         event: &Event,
-        raw: Option<Arc<[u8]>>,
+        raw: Option<Blob>,
     ) -> Result<u64, BufferError> {
         let id = self.begin(event, raw).await?;
         self.finish(id, |_| {}).await

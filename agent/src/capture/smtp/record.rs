@@ -60,6 +60,20 @@ pub fn envelope_only(env: &Envelope) -> EmailEvent {
     }
 }
 
+/// Builds the record of a message spooled to `path`.
+pub fn build_from_file(env: &Envelope, path: &std::path::Path) -> EmailEvent {
+    match std::fs::read(path) {
+        Ok(raw) => build(env, &raw),
+        Err(e) => EmailEvent {
+            parse_warnings: vec![format!(
+                "cannot read spooled message {}: {e}",
+                path.display()
+            )],
+            ..envelope_only(env)
+        },
+    }
+}
+
 /// Builds the record. Never panics, whatever `raw` holds.
 pub fn build(env: &Envelope, raw: &[u8]) -> EmailEvent {
     let mut ev = EmailEvent {

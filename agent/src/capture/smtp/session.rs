@@ -11,7 +11,6 @@
 //! envelope only.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kiroku_proto::{EmailEvent, Event, Outcome, Recipient, event::Kind};
@@ -21,13 +20,15 @@ use tokio::net::TcpStream;
 use super::upstream::{self, Caps, Upstream};
 use super::wire::{self, Reply, WireError};
 use super::{SmtpCapture, auth, peer, record, tls};
-use crate::buffer::BufferError;
+use crate::buffer::{Blob, BufferError, Spooled};
 use crate::config::SmtpMode;
 
 /// RFC 5321 section 4.5.3.2 server timeout while waiting for a command.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
-/// Whole DATA phase from a client (generous; a stuck client is cut off).
-const DATA_TIMEOUT: Duration = Duration::from_secs(600);
+/// Whole DATA phase from a client (generous; a stuck client is cut off),
+/// and the longest wait for any one block of it (RFC 5321 4.5.3.2).
+const DATA_TIMEOUT: Duration = Duration::from_secs(1800);
+const DATA_BLOCK_TIMEOUT: Duration = Duration::from_secs(180);
 const TLS_TIMEOUT: Duration = Duration::from_secs(60);
 /// No connection lives longer than this, however busy: a client cannot pin
 /// a session slot forever.
@@ -714,45 +715,90 @@ impl Session<'_> {
         self.send(&reply).await
     }
 
-    /// Reads the message after 354, records it, forwards it, records the
-    /// outcome, replies.
+    /// Reads the message after 354 in chunks: each goes to the buffer's
+    /// spool file and, relaying, straight on to the upstream (dot-stuffed
+    /// again), so memory stays bounded whatever the size. At the client's
+    /// end-of-data: the message is made durable and recorded, and only then
+    /// does the upstream get its end-of-data; its outcome is recorded before
+    /// the client gets the reply. Data with bare CR/LF or NUL, or over the
+    /// size limit, never gets an end-of-data upstream (the connection is
+    /// dropped, so nothing is delivered).
     async fn data(&mut self) -> Result<(), End> {
         let limit = self.cap.cfg.max_message_bytes;
-        let data = match tokio::time::timeout(
-            DATA_TIMEOUT,
-            wire::read_data(&mut self.client, limit),
-        )
-        .await
-        {
-            Err(_) => {
-                self.upstream = None;
-                self.send(&Reply::new(
-                    421,
-                    "4.4.2 Timeout reading message data, closing",
-                ))
-                .await?;
-                return Err(End::Timeout);
-            }
-            Ok(Err(e)) => {
-                // The client went away mid-message: the upstream gets no
-                // end-of-data, so nothing is delivered.
-                self.upstream = None;
-                return Err(End::Client(e));
-            }
-            Ok(Ok(d)) => d,
+        let mut reader = wire::DataReader::new(limit);
+        // Without a spool (buffer full, disk error) the data is still read
+        // to its end, then refused with a temporary error.
+        let (mut spool, mut spool_err) = match self.cap.buffer.spool().await {
+            Ok(s) => (Some(s), None),
+            Err(e) => (None, Some(e)),
         };
+        let mut stuffer = wire::Stuffer::default();
+        // Why forwarding stopped early, if it did.
+        let mut forward_err: Option<String> = if self.relay() && self.upstream.is_none() {
+            Some("no upstream connection".into())
+        } else {
+            None
+        };
+        let deadline = tokio::time::Instant::now() + DATA_TIMEOUT;
+        loop {
+            let next = tokio::time::timeout_at(
+                deadline.min(tokio::time::Instant::now() + DATA_BLOCK_TIMEOUT),
+                reader.next(&mut self.client),
+            )
+            .await;
+            let chunk = match next {
+                Err(_) => {
+                    self.upstream = None;
+                    self.send(&Reply::new(
+                        421,
+                        "4.4.2 Timeout reading message data, closing",
+                    ))
+                    .await?;
+                    return Err(End::Timeout);
+                }
+                Ok(Err(e)) => {
+                    // The client went away mid-message: the upstream gets no
+                    // end-of-data, so nothing is delivered.
+                    self.upstream = None;
+                    return Err(End::Client(e));
+                }
+                Ok(Ok(None)) => break,
+                Ok(Ok(Some(c))) => c,
+            };
+            if chunk.is_empty() || reader.too_big() {
+                continue;
+            }
+            if let Some(sp) = spool.as_mut()
+                && let Err(e) = sp.write(&chunk).await
+            {
+                spool_err = Some(e);
+                spool = None;
+            }
+            let clean = !reader.flaws().any();
+            if self.relay()
+                && forward_err.is_none()
+                && clean
+                && spool.is_some()
+                && let Some(up) = self.upstream.as_mut()
+                && let Err(e) = up.data_chunk(&mut stuffer, &chunk).await
+            {
+                forward_err = Some(e);
+                self.upstream = None;
+            }
+        }
         let txn = self.txn.take().unwrap_or(Txn {
             mail_from: String::new(),
             mail_params: String::new(),
             rcpt: Vec::new(),
         });
         let env = self.envelope(txn);
+        let flaws = reader.flaws();
 
-        if data.too_big || data.flaws.any() {
+        if reader.too_big() || flaws.any() {
             // Refused by us: the upstream never sees an end-of-data, so we
             // drop its connection (it discards the partial message).
             self.upstream = None;
-            let reply = if data.too_big {
+            let reply = if reader.too_big() {
                 Reply::new(
                     552,
                     &format!("5.3.4 Message size exceeds fixed limit of {limit} bytes"),
@@ -763,31 +809,46 @@ impl Session<'_> {
                     "5.6.0 Message contains bare CR, bare LF or NUL (RFC 5321 section 2.3.8); refused",
                 )
             };
-            let raw: Option<Arc<[u8]>> = (!data.too_big).then(|| data.bytes.into());
-            let mut ev = self
-                .build_event(&env, raw.clone().unwrap_or_else(|| Arc::from(&b""[..])))
-                .await;
+            let kept = match spool.take() {
+                Some(sp) if !reader.too_big() => sp.finish().await.ok(),
+                _ => None,
+            };
+            let mut ev = self.build_event(&env, kept.as_ref()).await;
             if let Some(Kind::Email(m)) = &mut ev.kind {
                 m.outcome = Outcome::Aborted as i32;
                 m.reply_code = u32::from(reply.code);
                 m.upstream_reply = reply.text();
                 m.ended_at = "END-OF-DATA".into();
-                if data.too_big {
+                if kept.is_none() {
                     m.raw_sha256.clear();
-                    m.message_size = data.size;
+                    m.message_size = reader.size();
                     m.parse_warnings
                         .push("message over the size limit; content not kept".into());
                 }
             }
-            if let Err(e) = self.cap.buffer.append(&ev, raw).await {
+            if let Err(e) = self.cap.buffer.append(&ev, kept.map(Blob::Spooled)).await {
                 tracing::error!(peer = %self.peer, error = %e, "could not record a refused message");
             }
             tracing::warn!(peer = %self.peer, reply = %reply.text(), "message refused");
             return self.send(&reply).await;
         }
 
-        let raw: Arc<[u8]> = data.bytes.into();
-        let mut ev = self.build_event(&env, raw.clone()).await;
+        // The content is complete: make it durable.
+        let spooled = match spool.take() {
+            Some(sp) => sp.finish().await,
+            None => Err(spool_err.unwrap_or(BufferError::Task {
+                path: Default::default(),
+                message: "no spool".into(),
+            })),
+        };
+        let spooled = match spooled {
+            Ok(s) => s,
+            Err(e) => {
+                self.upstream = None;
+                return self.send(&buffer_failure(&e)).await;
+            }
+        };
+        let mut ev = self.build_event(&env, Some(&spooled)).await;
         if let Some(Kind::Email(m)) = &mut ev.kind {
             m.ended_at = "END-OF-DATA".into();
             for w in &m.parse_warnings {
@@ -800,7 +861,12 @@ impl Session<'_> {
                 m.outcome = Outcome::Captured as i32;
                 m.reply_code = 250;
             }
-            let reply = match self.cap.buffer.append(&ev, Some(raw)).await {
+            let reply = match self
+                .cap
+                .buffer
+                .append(&ev, Some(Blob::Spooled(spooled)))
+                .await
+            {
                 Ok(seq) => Reply::new(
                     250,
                     &format!(
@@ -814,16 +880,24 @@ impl Session<'_> {
         }
 
         // Relay: durable first, then end-of-data to the upstream.
-        let id = match self.cap.buffer.begin(&ev, Some(raw.clone())).await {
+        let id = match self
+            .cap
+            .buffer
+            .begin(&ev, Some(Blob::Spooled(spooled)))
+            .await
+        {
             Ok(id) => id,
             Err(e) => {
                 self.upstream = None;
                 return self.send(&buffer_failure(&e)).await;
             }
         };
-        let outcome = match self.upstream.as_mut() {
-            Some(up) => up.data(&raw).await,
-            None => Err("no upstream connection".into()),
+        // Failing before our end-of-data means the upstream discarded the
+        // message: not delivered. Failing after it: we cannot know.
+        let outcome = match (forward_err, self.upstream.as_mut()) {
+            (Some(e), _) => Err((false, e)),
+            (None, Some(up)) => up.data_end(&mut stuffer).await.map_err(|e| (true, e)),
+            (None, None) => Err((false, "no upstream connection".to_owned())),
         };
         if outcome.is_err() {
             self.upstream = None;
@@ -843,7 +917,8 @@ impl Session<'_> {
                 String::new(),
                 "END-OF-DATA",
             ),
-            Err(e) => (0, e.clone(), Outcome::Unknown, String::new(), "UPSTREAM"),
+            Err((true, e)) => (0, e.clone(), Outcome::Unknown, String::new(), "UPSTREAM"),
+            Err((false, e)) => (451, e.clone(), Outcome::Aborted, String::new(), "UPSTREAM"),
         };
         if let Err(e) = self
             .cap
@@ -865,12 +940,19 @@ impl Session<'_> {
         }
         let reply = match outcome {
             Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(peer = %self.peer, error = %e, "upstream failed after end-of-data");
-                Reply::new(
-                    451,
-                    "4.4.2 Upstream connection lost during delivery; outcome unknown, try again later",
-                )
+            Err((after_end, e)) => {
+                tracing::warn!(peer = %self.peer, error = %e, "upstream failed during delivery");
+                if after_end {
+                    Reply::new(
+                        451,
+                        "4.4.2 Upstream connection lost during delivery; outcome unknown, try again later",
+                    )
+                } else {
+                    Reply::new(
+                        451,
+                        "4.4.1 Upstream connection lost before the end of the message; not delivered, try again later",
+                    )
+                }
             }
         };
         self.send(&reply).await
@@ -925,14 +1007,20 @@ impl Session<'_> {
         }
     }
 
-    async fn build_event(&self, env: &record::Envelope, raw: Arc<[u8]>) -> Event {
-        let (env2, raw2) = (env.clone(), raw);
-        let email = tokio::task::spawn_blocking(move || record::build(&env2, &raw2))
-            .await
-            .unwrap_or_else(|_| EmailEvent {
-                parse_warnings: vec!["record builder failed".into()],
-                ..record::envelope_only(env)
-            });
+    /// The record of a transaction whose content is in `spooled` (parsed
+    /// off the async threads).
+    async fn build_event(&self, env: &record::Envelope, spooled: Option<&Spooled>) -> Event {
+        let env2 = env.clone();
+        let path = spooled.map(|s| s.path().to_owned());
+        let email = tokio::task::spawn_blocking(move || match path {
+            Some(p) => record::build_from_file(&env2, &p),
+            None => record::build(&env2, b""),
+        })
+        .await
+        .unwrap_or_else(|_| EmailEvent {
+            parse_warnings: vec!["record builder failed".into()],
+            ..record::envelope_only(env)
+        });
         self.event(email)
     }
 

@@ -270,11 +270,21 @@ impl Upstream {
         Ok(())
     }
 
-    /// Sends message content, dot-stuffed, and the final `.`; returns the
-    /// upstream's end-of-data reply.
-    pub async fn data(&mut self, raw: &[u8]) -> Result<Reply, String> {
-        let limit = DATA_BLOCK_TIMEOUT + Duration::from_secs(raw.len() as u64 / (64 * 1024));
-        tokio::time::timeout(limit, wire::write_data(&mut self.conn, raw))
+    /// Sends one chunk of message content, dot-stuffed.
+    pub async fn data_chunk(
+        &mut self,
+        stuffer: &mut wire::Stuffer,
+        chunk: &[u8],
+    ) -> Result<(), String> {
+        tokio::time::timeout(DATA_BLOCK_TIMEOUT, stuffer.write(&mut self.conn, chunk))
+            .await
+            .map_err(|_| format!("upstream {} stopped reading message data", self.addr))?
+            .map_err(|e| format!("upstream {}: {e}", self.addr))
+    }
+
+    /// Sends the end-of-data `.`; returns the upstream's verdict.
+    pub async fn data_end(&mut self, stuffer: &mut wire::Stuffer) -> Result<Reply, String> {
+        tokio::time::timeout(DATA_BLOCK_TIMEOUT, stuffer.finish(&mut self.conn))
             .await
             .map_err(|_| format!("upstream {} stopped reading message data", self.addr))?
             .map_err(|e| format!("upstream {}: {e}", self.addr))?;

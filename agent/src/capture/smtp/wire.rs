@@ -181,119 +181,205 @@ enum St {
     DotCr,
 }
 
-/// Reads DATA content until the only valid terminator, `CRLF.CRLF`. Bytes
-/// past `limit` are counted but not kept.
-pub async fn read_data<R: AsyncBufRead + Unpin>(r: &mut R, limit: u64) -> Result<Data, WireError> {
-    let mut out = Vec::new();
-    let mut size: u64 = 0;
-    let mut flaws = DataFlaws::default();
-    let mut st = St::LineStart;
-    let push = |out: &mut Vec<u8>, size: &mut u64, b: &[u8]| {
-        *size += b.len() as u64;
-        if *size <= limit {
-            out.extend_from_slice(b);
+/// Incremental DATA reader: hands out the content in chunks as it arrives
+/// (dot-unstuffed, at most one read buffer each), so a message of any size
+/// passes with bounded memory. Only `CRLF.CRLF` ends the data; bare CR,
+/// bare LF and NUL are flagged, never taken as line ends.
+pub struct DataReader {
+    st: St,
+    size: u64,
+    limit: u64,
+    flaws: DataFlaws,
+    done: bool,
+}
+
+impl DataReader {
+    /// `limit`: bytes past it are counted but not handed out.
+    pub fn new(limit: u64) -> DataReader {
+        DataReader {
+            st: St::LineStart,
+            size: 0,
+            limit,
+            flaws: DataFlaws::default(),
+            done: false,
         }
-    };
-    loop {
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub fn too_big(&self) -> bool {
+        self.size > self.limit
+    }
+
+    pub fn flaws(&self) -> DataFlaws {
+        self.flaws
+    }
+
+    /// The next chunk of content (possibly empty), or `None` once the
+    /// terminating `CRLF.CRLF` has been read. Bytes after the terminator
+    /// stay in `r` (pipelined commands).
+    pub async fn next<R: AsyncBufRead + Unpin>(
+        &mut self,
+        r: &mut R,
+    ) -> Result<Option<Vec<u8>>, WireError> {
+        if self.done {
+            return Ok(None);
+        }
         let buf = r.fill_buf().await?;
         if buf.is_empty() {
             return Err(WireError::Closed);
         }
+        let mut out = Vec::with_capacity(buf.len() + 2);
         let mut consumed = 0;
-        let mut done = false;
         for &b in buf {
             consumed += 1;
             if b == 0 {
-                flaws.nul = true;
+                self.flaws.nul = true;
             }
-            st = match (st, b) {
+            self.st = match (self.st, b) {
                 (St::LineStart, b'.') => St::Dot,
                 (St::Dot, b'\r') => St::DotCr,
                 (St::DotCr, b'\n') => {
-                    done = true;
+                    self.done = true;
                     break;
                 }
                 (St::DotCr, _) => {
                     // ".\r" followed by something else: a bare CR after a
                     // stuffed dot. Keep the CR as content and go on.
-                    flaws.bare_cr = true;
-                    push(&mut out, &mut size, b"\r");
-                    step_normal(b, &mut out, &mut size, &mut flaws, &push)
+                    self.flaws.bare_cr = true;
+                    self.push(&mut out, b"\r");
+                    self.normal(b, &mut out)
                 }
                 (St::Cr, b'\n') => {
-                    push(&mut out, &mut size, b"\r\n");
+                    self.push(&mut out, b"\r\n");
                     St::LineStart
                 }
                 (St::Cr, _) => {
-                    flaws.bare_cr = true;
-                    push(&mut out, &mut size, b"\r");
-                    step_normal(b, &mut out, &mut size, &mut flaws, &push)
+                    self.flaws.bare_cr = true;
+                    self.push(&mut out, b"\r");
+                    self.normal(b, &mut out)
                 }
-                // A leading dot is removed (dot-unstuffing); the byte after it
-                // is content.
-                (St::Dot, _) | (St::LineStart, _) | (St::Normal, _) => {
-                    step_normal(b, &mut out, &mut size, &mut flaws, &push)
-                }
+                // A leading dot is removed (dot-unstuffing); the byte after
+                // it is content.
+                (St::Dot, _) | (St::LineStart, _) | (St::Normal, _) => self.normal(b, &mut out),
             };
         }
         r.consume(consumed);
-        if done {
-            return Ok(Data {
-                too_big: size > limit,
-                bytes: out,
-                size,
-                flaws,
-            });
+        if self.done && out.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(out))
+    }
+
+    fn push(&mut self, out: &mut Vec<u8>, b: &[u8]) {
+        self.size += b.len() as u64;
+        if self.size <= self.limit {
+            out.extend_from_slice(b);
+        }
+    }
+
+    fn normal(&mut self, b: u8, out: &mut Vec<u8>) -> St {
+        match b {
+            b'\r' => St::Cr,
+            b'\n' => {
+                // A bare LF does not start a line: only CRLF does, so
+                // "\n.\r\n" can never end the data.
+                self.flaws.bare_lf = true;
+                self.push(out, b"\n");
+                St::Normal
+            }
+            _ => {
+                self.push(out, &[b]);
+                St::Normal
+            }
         }
     }
 }
 
-fn step_normal(
-    b: u8,
-    out: &mut Vec<u8>,
-    size: &mut u64,
-    flaws: &mut DataFlaws,
-    push: &impl Fn(&mut Vec<u8>, &mut u64, &[u8]),
-) -> St {
-    match b {
-        b'\r' => St::Cr,
-        b'\n' => {
-            // A bare LF does not start a line: only CRLF does, so
-            // "\n.\r\n" can never end the data.
-            flaws.bare_lf = true;
-            push(out, size, b"\n");
-            St::Normal
+/// Reads DATA content until the only valid terminator, `CRLF.CRLF`, into
+/// memory. Bytes past `limit` are counted but not kept.
+pub async fn read_data<R: AsyncBufRead + Unpin>(r: &mut R, limit: u64) -> Result<Data, WireError> {
+    let mut d = DataReader::new(limit);
+    let mut bytes = Vec::new();
+    while let Some(chunk) = d.next(r).await? {
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(Data {
+        too_big: d.too_big(),
+        bytes,
+        size: d.size(),
+        flaws: d.flaws(),
+    })
+}
+
+/// Incremental writer of DATA content: dot-stuffs clean CRLF lines chunk by
+/// chunk, then ends with `CRLF.CRLF`.
+#[derive(Debug)]
+pub struct Stuffer {
+    at_line_start: bool,
+    /// Last two bytes written, to know whether the content ended in CRLF.
+    tail: [u8; 2],
+    empty: bool,
+}
+
+impl Default for Stuffer {
+    fn default() -> Self {
+        Stuffer {
+            at_line_start: true,
+            tail: [0; 2],
+            empty: true,
         }
-        _ => {
-            push(out, size, &[b]);
-            St::Normal
+    }
+}
+
+impl Stuffer {
+    pub async fn write<W: AsyncWrite + Unpin>(
+        &mut self,
+        w: &mut W,
+        data: &[u8],
+    ) -> std::io::Result<()> {
+        if data.is_empty() {
+            return Ok(());
         }
+        let mut start = 0;
+        // Write in runs, inserting an extra '.' before every line that
+        // starts with one.
+        for (i, &b) in data.iter().enumerate() {
+            if self.at_line_start && b == b'.' {
+                w.write_all(&data[start..i]).await?;
+                w.write_all(b".").await?;
+                start = i;
+            }
+            self.at_line_start = b == b'\n';
+        }
+        w.write_all(&data[start..]).await?;
+        self.empty = false;
+        match data {
+            [.., a, b] => self.tail = [*a, *b],
+            [b] => self.tail = [self.tail[1], *b],
+            [] => {}
+        }
+        Ok(())
+    }
+
+    /// Ends the content (adding a final CRLF if it lacked one) with `.`.
+    pub async fn finish<W: AsyncWrite + Unpin>(&mut self, w: &mut W) -> std::io::Result<()> {
+        if !self.empty && self.tail != *b"\r\n" {
+            w.write_all(b"\r\n").await?;
+        }
+        w.write_all(b".\r\n").await?;
+        w.flush().await
     }
 }
 
 /// Writes `data` (clean CRLF lines) as SMTP DATA content: dot-stuffed and
 /// terminated with `CRLF.CRLF`.
 pub async fn write_data<W: AsyncWrite + Unpin>(w: &mut W, data: &[u8]) -> std::io::Result<()> {
-    let mut start = 0;
-    let mut at_line_start = true;
-    let mut i = 0;
-    // Write in runs, inserting an extra '.' before every line that starts
-    // with one.
-    while i < data.len() {
-        if at_line_start && data[i] == b'.' {
-            w.write_all(&data[start..i]).await?;
-            w.write_all(b".").await?;
-            start = i;
-        }
-        at_line_start = data[i] == b'\n';
-        i += 1;
-    }
-    w.write_all(&data[start..]).await?;
-    if !data.is_empty() && !data.ends_with(b"\r\n") {
-        w.write_all(b"\r\n").await?;
-    }
-    w.write_all(b".\r\n").await?;
-    w.flush().await
+    let mut s = Stuffer::default();
+    s.write(w, data).await?;
+    s.finish(w).await
 }
 
 #[cfg(test)]
@@ -362,6 +448,21 @@ mod tests {
                 want.extend_from_slice(b"\r\n");
             }
             assert_eq!(back.bytes, want, "{body:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn chunked_stuffing_matches_whole() {
+        let body = b"a\r\n.b\r\n..\r\n.\r\nlast".to_vec();
+        let mut whole = Vec::new();
+        write_data(&mut whole, &body).await.expect("write");
+        for split in 0..body.len() {
+            let mut out = Vec::new();
+            let mut s = Stuffer::default();
+            s.write(&mut out, &body[..split]).await.expect("write");
+            s.write(&mut out, &body[split..]).await.expect("write");
+            s.finish(&mut out).await.expect("finish");
+            assert_eq!(out, whole, "split at {split}");
         }
     }
 
