@@ -585,6 +585,30 @@ impl Buffer {
         Ok(out)
     }
 
+    /// The file of a blob still referenced by a queued event, opened, with
+    /// its size.
+    pub async fn blob_file(
+        &self,
+        sha256: &str,
+    ) -> Result<Option<(tokio::fs::File, u64)>, BufferError> {
+        if !kiroku_common::is_sha256_hex(sha256) {
+            return Ok(None);
+        }
+        let path = self.blob_path(sha256);
+        let io = |source| BufferError::Io {
+            path: path.clone(),
+            source,
+        };
+        match tokio::fs::File::open(&path).await {
+            Ok(f) => {
+                let size = f.metadata().await.map_err(io)?.len();
+                Ok(Some((f, size)))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(e)),
+        }
+    }
+
     /// The raw bytes of a blob still referenced by a queued event.
     pub fn blob(&self, sha256: &str) -> Result<Option<Vec<u8>>, BufferError> {
         if !kiroku_common::is_sha256_hex(sha256) {

@@ -159,30 +159,52 @@ impl Shipper {
             .into_inner()
             .sha256;
         for sha in missing {
-            let Some(data) = self.buffer.blob(&sha)? else {
+            let Some((file, size)) = self.buffer.blob_file(&sha).await? else {
                 // Recorded without content (e.g. over the size limit): the
                 // event says so; nothing to upload.
                 tracing::warn!(sha256 = %sha, "blob referenced by an event is not in the buffer");
                 continue;
             };
-            let size = data.len() as u64;
-            let chunks: Vec<BlobChunk> = if data.is_empty() {
-                vec![BlobChunk {
-                    sha256: sha.clone(),
-                    size,
-                    data: Vec::new(),
-                }]
-            } else {
-                data.chunks(BLOB_CHUNK)
-                    .enumerate()
-                    .map(|(i, c)| BlobChunk {
-                        sha256: if i == 0 { sha.clone() } else { String::new() },
-                        size: if i == 0 { size } else { 0 },
-                        data: c.to_vec(),
-                    })
-                    .collect()
-            };
-            client.put_blob(tokio_stream::iter(chunks)).await?;
+            // Read and sent one chunk at a time: a 50 MB message never sits
+            // in memory. A read error ends the stream short; the collector
+            // then refuses the blob (size/hash mismatch) and the batch is
+            // retried.
+            let first = sha.clone();
+            let chunks = futures::stream::unfold(
+                (file, 0u64, false),
+                move |(mut f, sent, done)| {
+                    let first = first.clone();
+                    async move {
+                        if done {
+                            return None;
+                        }
+                        let mut buf = vec![0u8; BLOB_CHUNK];
+                        let mut n = 0;
+                        while n < BLOB_CHUNK {
+                            match tokio::io::AsyncReadExt::read(&mut f, &mut buf[n..]).await {
+                                Ok(0) => break,
+                                Ok(k) => n += k,
+                                Err(e) => {
+                                    tracing::error!(sha256 = %first, error = %e, "reading a blob from the buffer");
+                                    break;
+                                }
+                            }
+                        }
+                        buf.truncate(n);
+                        let is_first = sent == 0;
+                        if n == 0 && !is_first {
+                            return None;
+                        }
+                        let chunk = BlobChunk {
+                            sha256: if is_first { first } else { String::new() },
+                            size: if is_first { size } else { 0 },
+                            data: buf,
+                        };
+                        Some((chunk, (f, sent + n as u64, n < BLOB_CHUNK)))
+                    }
+                },
+            );
+            client.put_blob(chunks).await?;
             tracing::debug!(sha256 = %sha, size, "blob uploaded");
         }
         Ok(())

@@ -2,7 +2,7 @@
 in end-to-end tests. Every accepted message is written byte-for-byte to
 OUT_DIR/<n>.eml with its envelope in OUT_DIR/<n>.json.
 
-usage: upstream_smtp.py PORT OUT_DIR [--auth]
+usage: upstream_smtp.py PORT OUT_DIR [--auth] [--max-size BYTES]
 
 With --auth it offers AUTH PLAIN, LOGIN (alice / s3cret) and XOAUTH2
 (token "good-token"; a bad token gets the XOAUTH2 error continuation, a
@@ -69,6 +69,8 @@ def main():
     port, out = int(sys.argv[1]), sys.argv[2]
     os.makedirs(out, exist_ok=True)
     extra = {}
+    if "--max-size" in sys.argv[3:]:
+        extra["data_size_limit"] = int(sys.argv[sys.argv.index("--max-size") + 1])
     if "--auth" in sys.argv[3:]:
         extra = dict(authenticator=authenticator, auth_require_tls=False)
     controller = Controller(Saver(out), hostname="127.0.0.1", port=port, decode_data=False, **extra)
