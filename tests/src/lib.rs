@@ -4,6 +4,7 @@
 //! in a temp dir. Every process is killed when its guard drops; the temp
 //! dir goes with the [`Env`].
 
+pub mod load;
 pub mod mta;
 
 use std::io::Read;
@@ -22,10 +23,12 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 /// collector packages have integration tests of their own.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target directory");
+    // Tests run from target/<profile>/deps, harness binaries (benchmarks)
+    // from target/<profile>.
+    let mut dir = exe.parent().expect("target directory");
+    if dir.ends_with("deps") {
+        dir = dir.parent().expect("target directory");
+    }
     let p = dir.join(name);
     assert!(
         p.exists(),
@@ -75,6 +78,10 @@ impl Proc {
     }
 
     /// `kill -9`: no chance to flush or say goodbye.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -49,6 +49,11 @@ impl Postfix {
     }
 
     pub fn start(env: &Env) -> anyhow::Result<Postfix> {
+        Postfix::start_with_limit(env, 20_480_000)
+    }
+
+    /// With Postfix's `message_size_limit` set to `limit` bytes.
+    pub fn start_with_limit(env: &Env, limit: u64) -> anyhow::Result<Postfix> {
         let dir = env.path().join("postfix");
         for d in ["queue", "data", "sasl"] {
             std::fs::create_dir_all(dir.join(d))?;
@@ -98,7 +103,7 @@ smtpd_tls_auth_only = yes
 smtpd_tls_security_level = may
 smtpd_tls_cert_file = {d}/cert.pem
 smtpd_tls_key_file = {d}/key.pem
-message_size_limit = 20480000
+message_size_limit = {limit}
 "
             ),
         )?;

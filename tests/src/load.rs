@@ -1,0 +1,133 @@
+//! SMTP load for benchmarks: N workers, each one connection sending
+//! transactions back to back with a minimal client of its own (so the
+//! client is never the bottleneck), timing each transaction from MAIL to
+//! the final reply.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedReadHalf;
+
+/// Reads one SMTP reply: (code, text).
+pub async fn reply(r: &mut BufReader<OwnedReadHalf>) -> anyhow::Result<(u16, String)> {
+    let mut text = String::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).await? == 0 {
+            bail!("connection closed");
+        }
+        text.push_str(&line);
+        if line.as_bytes().get(3) != Some(&b'-') {
+            let code = line
+                .get(..3)
+                .and_then(|c| c.parse().ok())
+                .context("bad reply")?;
+            return Ok((code, text));
+        }
+    }
+}
+
+/// A test message of about `size` bytes (CRLF lines, no leading dots).
+pub fn message(n: usize, size: usize) -> Vec<u8> {
+    let mut m = format!(
+        "From: load@example.com\r\nTo: sink@example.test\r\nSubject: load test {n}\r\nMessage-ID: <load-{n}-{}@example.com>\r\n\r\n",
+        kiroku_common::now_ms()
+    )
+    .into_bytes();
+    let line = b"The quick brown fox jumps over the lazy dog 0123456789 abcdefghij\r\n";
+    while m.len() < size {
+        m.extend_from_slice(line);
+    }
+    m
+}
+
+#[derive(Debug, Clone)]
+pub struct Stats {
+    pub mails: usize,
+    pub seconds: f64,
+    /// Per transaction, MAIL sent → end-of-data reply.
+    pub latencies: Vec<Duration>,
+}
+
+impl Stats {
+    pub fn per_second(&self) -> f64 {
+        self.mails as f64 / self.seconds
+    }
+
+    /// Latency quantile in milliseconds.
+    pub fn ms(&self, q: f64) -> f64 {
+        let mut l = self.latencies.clone();
+        l.sort();
+        if l.is_empty() {
+            return 0.0;
+        }
+        l[((l.len() as f64 * q) as usize).min(l.len() - 1)].as_secs_f64() * 1000.0
+    }
+}
+
+/// Sends `mails` messages of `size` bytes to `addr` over `concurrency`
+/// connections. Fails on any reply other than the expected ones.
+pub async fn run(
+    addr: &str,
+    mails: usize,
+    concurrency: usize,
+    size: usize,
+) -> anyhow::Result<Stats> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let (next, addr) = (next.clone(), addr.to_owned());
+        workers.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let s = TcpStream::connect(&addr).await?;
+            s.set_nodelay(true)?;
+            let (r, mut w) = s.into_split();
+            let mut r = BufReader::new(r);
+            reply(&mut r).await?;
+            w.write_all(b"EHLO loadgen.example.com\r\n").await?;
+            reply(&mut r).await?;
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= mails {
+                    break;
+                }
+                let mut m = message(n, size);
+                m.extend_from_slice(b".\r\n");
+                let t0 = Instant::now();
+                for (cmd, want) in [
+                    (&b"MAIL FROM:<load@example.com>\r\n"[..], 250),
+                    (b"RCPT TO:<sink@example.test>\r\n", 250),
+                    (b"DATA\r\n", 354),
+                ] {
+                    w.write_all(cmd).await?;
+                    let (code, text) = reply(&mut r).await?;
+                    if code != want {
+                        bail!("mail {n}: {text}");
+                    }
+                }
+                w.write_all(&m).await?;
+                let (code, text) = reply(&mut r).await?;
+                if code != 250 {
+                    bail!("mail {n}: {text}");
+                }
+                lat.push(t0.elapsed());
+            }
+            w.write_all(b"QUIT\r\n").await?;
+            anyhow::Ok(lat)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for w in workers {
+        latencies.extend(w.await??);
+    }
+    Ok(Stats {
+        mails,
+        seconds: started.elapsed().as_secs_f64(),
+        latencies,
+    })
+}
