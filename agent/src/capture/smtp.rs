@@ -17,6 +17,7 @@
 //!   the process behind a loopback client.
 
 mod auth;
+mod mime;
 mod peer;
 pub mod record;
 mod session;

@@ -4,6 +4,7 @@
 //! are kept regardless (the caller stores them as the blob).
 
 use std::collections::HashSet;
+use std::path::Path;
 
 use kiroku_proto::{Attachment, EmailEvent, Recipient};
 use mailparse::{DispositionType, MailAddr, MailHeaderMap, ParsedMail};
@@ -60,35 +61,87 @@ pub fn envelope_only(env: &Envelope) -> EmailEvent {
     }
 }
 
-/// Builds the record of a message spooled to `path`.
-pub fn build_from_file(env: &Envelope, path: &std::path::Path) -> EmailEvent {
-    match std::fs::read(path) {
-        Ok(raw) => build(env, &raw),
-        Err(e) => EmailEvent {
-            parse_warnings: vec![format!(
-                "cannot read spooled message {}: {e}",
-                path.display()
-            )],
-            ..envelope_only(env)
-        },
-    }
-}
-
 /// Builds the record. Never panics, whatever `raw` holds.
 pub fn build(env: &Envelope, raw: &[u8]) -> EmailEvent {
-    let mut ev = EmailEvent {
+    let ev = EmailEvent {
         message_size: raw.len() as u64,
         raw_sha256: kiroku_common::sha256_hex(raw),
         ..envelope_only(env)
     };
+    let parsed = std::panic::catch_unwind(|| parse_into(raw));
+    complete(env, ev, parsed)
+}
+
+/// Messages up to this size are parsed in memory; larger ones in one
+/// streaming pass over the file (bounded memory, same record).
+pub const IN_MEMORY_PARSE: u64 = 8 * 1024 * 1024;
+
+/// Builds the record of a message spooled to `path` (`size` bytes with
+/// SHA-256 `sha256`).
+pub fn build_from_file(env: &Envelope, path: &Path, size: u64, sha256: &str) -> EmailEvent {
+    let unreadable = |e: std::io::Error| EmailEvent {
+        message_size: size,
+        raw_sha256: sha256.to_owned(),
+        parse_warnings: vec![format!(
+            "cannot read spooled message {}: {e}",
+            path.display()
+        )],
+        ..envelope_only(env)
+    };
+    if size <= IN_MEMORY_PARSE {
+        return match std::fs::read(path) {
+            Ok(raw) => build(env, &raw),
+            Err(e) => unreadable(e),
+        };
+    }
+    build_streamed(env, path, size, sha256)
+}
+
+/// The streaming path of [`build_from_file`], whatever the size.
+fn build_streamed(env: &Envelope, path: &Path, size: u64, sha256: &str) -> EmailEvent {
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) => {
+            return EmailEvent {
+                message_size: size,
+                raw_sha256: sha256.to_owned(),
+                parse_warnings: vec![format!(
+                    "cannot read spooled message {}: {e}",
+                    path.display()
+                )],
+                ..envelope_only(env)
+            };
+        }
+    };
+    let ev = EmailEvent {
+        message_size: size,
+        raw_sha256: sha256.to_owned(),
+        ..envelope_only(env)
+    };
+    let parsed = std::panic::catch_unwind(move || {
+        let mut r = std::io::BufReader::with_capacity(64 * 1024, file);
+        let scan = super::mime::scan(&mut r, TEXT_KEEP).map_err(|e| e.to_string())?;
+        parse_scan(&scan).map_err(|e| e.to_string())
+    });
+    complete(env, ev, parsed)
+}
+
+/// Decoded text bytes kept per text part in the streaming path (charsets
+/// can take several bytes per character).
+const TEXT_KEEP: usize = 4 * MAX_BODY_TEXT;
+
+/// Fills the parsed fields into `ev`, then Bcc and counts.
+fn complete<E: std::fmt::Display>(
+    env: &Envelope,
+    mut ev: EmailEvent,
+    parsed: std::thread::Result<Result<Parsed, E>>,
+) -> EmailEvent {
     let accepted: Vec<&str> = env
         .rcpt
         .iter()
         .filter(|r| (200..300).contains(&r.reply_code))
         .map(|r| r.address.as_str())
         .collect();
-
-    let parsed = std::panic::catch_unwind(|| parse_into(raw));
     match parsed {
         Ok(Ok(p)) => {
             ev.from = p.from;
@@ -144,11 +197,51 @@ struct Parsed {
 fn parse_into(raw: &[u8]) -> Result<Parsed, mailparse::MailParseError> {
     let mail = mailparse::parse_mail(raw)?;
     let mut p = Parsed::default();
-    if mail.headers.is_empty() || !starts_with_header(raw) {
+    header_fields(&mail.headers, raw, &mut p);
+    let mut bodies = Bodies::default();
+    walk(&mail, &mut p, &mut bodies);
+    bodies.into_text(&mut p);
+    Ok(p)
+}
+
+/// The streaming path: the same fields from a [`super::mime::Scan`].
+fn parse_scan(scan: &super::mime::Scan) -> Result<Parsed, mailparse::MailParseError> {
+    let (headers, _) = mailparse::parse_headers(&scan.top_headers)?;
+    let mut p = Parsed::default();
+    header_fields(&headers, &scan.top_headers, &mut p);
+    let mut bodies = Bodies::default();
+    for leaf in &scan.leaves {
+        let (h, _) = mailparse::parse_headers(&leaf.headers)?;
+        let disp = h
+            .get_first_value("Content-Disposition")
+            .map(|v| mailparse::parse_content_disposition(&v))
+            .unwrap_or_default();
+        let body = match (&leaf.error, &leaf.text) {
+            (Some(e), _) => Err(e.clone()),
+            (None, Some(t)) if !is_attachment(&disp, &leaf.ctype) => {
+                Ok(LeafBody::Text(decode_text(t, &leaf.ctype)))
+            }
+            (None, _) => Ok(LeafBody::Digest(leaf.size, leaf.sha256.clone())),
+        };
+        classify(&disp, &leaf.ctype, body, &mut p, &mut bodies);
+    }
+    bodies.into_text(&mut p);
+    Ok(p)
+}
+
+/// Text of a decoded body in its declared charset, as mailparse does it.
+fn decode_text(bytes: &[u8], ctype: &mailparse::ParsedContentType) -> String {
+    match charset::Charset::for_label(ctype.charset.as_bytes()) {
+        Some(cs) => cs.decode(bytes).0.into_owned(),
+        None => charset::decode_ascii(bytes).into_owned(),
+    }
+}
+
+fn header_fields(h: &[mailparse::MailHeader<'_>], raw: &[u8], p: &mut Parsed) {
+    if h.is_empty() || !starts_with_header(raw) {
         p.warnings
             .push("message has no headers (does not start with a `Name: value` line)".into());
     }
-    let h = &mail.headers;
     p.from = addresses(h, "From", &mut p.warnings);
     p.to = addresses(h, "To", &mut p.warnings);
     p.cc = addresses(h, "Cc", &mut p.warnings);
@@ -165,25 +258,33 @@ fn parse_into(raw: &[u8]) -> Result<Parsed, mailparse::MailParseError> {
         }
         p.date = date;
     }
-    let mut plain = None;
-    let mut html = None;
-    walk(&mail, &mut p, &mut plain, &mut html);
-    let body = match (plain, html) {
-        (Some(t), _) => t,
-        (None, Some(h)) => html_to_text(&h),
-        (None, None) => String::new(),
-    };
-    if body.len() > MAX_BODY_TEXT {
-        let mut cut = MAX_BODY_TEXT;
-        while !body.is_char_boundary(cut) {
-            cut -= 1;
+}
+
+/// The first plain and HTML text bodies met.
+#[derive(Default)]
+struct Bodies {
+    plain: Option<String>,
+    html: Option<String>,
+}
+
+impl Bodies {
+    fn into_text(self, p: &mut Parsed) {
+        let body = match (self.plain, self.html) {
+            (Some(t), _) => t,
+            (None, Some(h)) => html_to_text(&h),
+            (None, None) => String::new(),
+        };
+        if body.len() > MAX_BODY_TEXT {
+            let mut cut = MAX_BODY_TEXT;
+            while !body.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            p.body_text = body[..cut].to_owned();
+            p.body_truncated = format!("body text cut at {MAX_BODY_TEXT} of {} bytes", body.len());
+        } else {
+            p.body_text = body;
         }
-        p.body_text = body[..cut].to_owned();
-        p.body_truncated = format!("body text cut at {MAX_BODY_TEXT} of {} bytes", body.len());
-    } else {
-        p.body_text = body;
     }
-    Ok(p)
 }
 
 /// True when the first line is a header field: a name of printable ASCII
@@ -218,61 +319,92 @@ fn addresses(
     out
 }
 
-fn walk(
-    part: &ParsedMail<'_>,
-    p: &mut Parsed,
-    plain: &mut Option<String>,
-    html: &mut Option<String>,
-) {
+fn walk(part: &ParsedMail<'_>, p: &mut Parsed, bodies: &mut Bodies) {
     if !part.subparts.is_empty() {
         for sub in &part.subparts {
-            walk(sub, p, plain, html);
+            walk(sub, p, bodies);
         }
         return;
     }
     let disp = part.get_content_disposition();
+    let mimetype = part.ctype.mimetype.to_lowercase();
+    let attachment = is_attachment(&disp, &part.ctype);
+    // Decode only what the record uses.
+    let body = if !attachment && mimetype.starts_with("text/") {
+        part.get_body()
+            .map(LeafBody::Text)
+            .map_err(|e| e.to_string())
+    } else if attachment {
+        part.get_body_raw()
+            .map(|d| LeafBody::Digest(d.len() as u64, kiroku_common::sha256_hex(&d)))
+            .map_err(|e| e.to_string())
+    } else {
+        Ok(LeafBody::Digest(0, String::new()))
+    };
+    classify(&disp, &part.ctype, body, p, bodies);
+}
+
+/// A leaf's decoded body as the record needs it.
+enum LeafBody {
+    Text(String),
+    /// Size and SHA-256 of the decoded bytes.
+    Digest(u64, String),
+}
+
+fn is_attachment(
+    disp: &mailparse::ParsedContentDisposition,
+    ctype: &mailparse::ParsedContentType,
+) -> bool {
+    disp.disposition == DispositionType::Attachment
+        || disp.params.contains_key("filename")
+        || ctype.params.contains_key("name")
+}
+
+/// One leaf into the record: the first plain/HTML text becomes the body,
+/// attachments (a disposition of attachment, or a file name) are listed
+/// with size and hash; other parts are skipped.
+fn classify(
+    disp: &mailparse::ParsedContentDisposition,
+    ctype: &mailparse::ParsedContentType,
+    body: Result<LeafBody, String>,
+    p: &mut Parsed,
+    bodies: &mut Bodies,
+) {
     let filename = disp
         .params
         .get("filename")
-        .or_else(|| part.ctype.params.get("name"))
+        .or_else(|| ctype.params.get("name"))
         .cloned();
-    let mimetype = part.ctype.mimetype.to_lowercase();
-    let is_attachment = disp.disposition == DispositionType::Attachment || filename.is_some();
-    if !is_attachment && mimetype.starts_with("text/") {
-        let text = match part.get_body() {
-            Ok(t) => t,
-            Err(e) => {
-                p.warnings.push(format!("{mimetype} body: {e}"));
-                return;
+    let mimetype = ctype.mimetype.to_lowercase();
+    let attachment = is_attachment(disp, ctype);
+    if !attachment && mimetype.starts_with("text/") {
+        match body {
+            Ok(LeafBody::Text(text)) => {
+                if mimetype == "text/html" {
+                    bodies.html.get_or_insert(text);
+                } else {
+                    bodies.plain.get_or_insert(text);
+                }
             }
-        };
-        if mimetype == "text/html" {
-            html.get_or_insert(text);
-        } else {
-            plain.get_or_insert(text);
+            Ok(LeafBody::Digest(..)) => {}
+            Err(e) => p.warnings.push(format!("{mimetype} body: {e}")),
         }
         return;
     }
-    if !is_attachment && mimetype == "message/rfc822" {
+    if !attachment {
         return;
     }
-    if !is_attachment {
-        return;
+    match body {
+        Ok(LeafBody::Digest(size, sha256)) => p.attachments.push(Attachment {
+            filename: filename.unwrap_or_default(),
+            content_type: mimetype,
+            size,
+            sha256,
+            inline: disp.disposition == DispositionType::Inline,
+        }),
+        Ok(LeafBody::Text(_)) => {}
+        Err(e) => p.warnings.push(format!("attachment {filename:?}: {e}")),
     }
-    let data = match part.get_body_raw() {
-        Ok(d) => d,
-        Err(e) => {
-            p.warnings.push(format!("attachment {filename:?}: {e}"));
-            return;
-        }
-    };
-    p.attachments.push(Attachment {
-        filename: filename.unwrap_or_default(),
-        content_type: mimetype,
-        size: data.len() as u64,
-        sha256: kiroku_common::sha256_hex(&data),
-        inline: disp.disposition == DispositionType::Inline,
-    });
 }
 
 /// Text of an HTML body: tags dropped, entities for the common characters
@@ -356,6 +488,76 @@ mod tests {
                 })
                 .collect(),
             ..Default::default()
+        }
+    }
+
+    /// The streaming path gives the record the in-memory path gives.
+    fn same_both_ways(raw: &[u8]) {
+        let env = env(&["x@example.com"]);
+        let want = build(&env, raw);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("m");
+        std::fs::write(&path, raw).expect("write");
+        let got = build_streamed(&env, &path, raw.len() as u64, &want.raw_sha256);
+        assert_eq!(
+            got,
+            want,
+            "{}",
+            String::from_utf8_lossy(&raw[..raw.len().min(300)])
+        );
+    }
+
+    #[test]
+    fn streaming_scan_matches_in_memory_parse() {
+        let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7919 % 251) as u8).collect();
+        let b64 = {
+            use base64::Engine;
+            let s = base64::engine::general_purpose::STANDARD.encode(&big);
+            s.as_bytes()
+                .chunks(76)
+                .map(|l| String::from_utf8_lossy(l).into_owned())
+                .collect::<Vec<_>>()
+                .join("\r\n")
+        };
+        let mixed = format!(
+            "From: A <a@example.com>\r\nTo: b@example.com\r\nSubject: =?UTF-8?B?5aOy5LiK?=\r\n\
+             Date: Mon, 23 Nov 2026 01:00:00 +0000\r\nMIME-Version: 1.0\r\n\
+             Content-Type: multipart/mixed; boundary=\"ab\"\r\n\r\npreamble\r\n\
+             --ab\r\nContent-Type: multipart/alternative; boundary=\"abc\"\r\n\r\n\
+             --abc\r\nContent-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n\
+             caf=E9 soft=\r\nbreak\r\n.dot\r\n\
+             --abc\r\nContent-Type: text/html\r\n\r\n<p>html</p>\r\n--abc--\r\nepilogue\r\n\
+             --ab\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\
+             Content-Disposition: attachment; filename*=UTF-8''%E5%A3%B2%E4%B8%8A.bin\r\n\r\n{b64}\r\n\
+             --ab\r\nContent-Type: text/csv; name=\"t.csv\"\r\n\r\na,b\r\n1,2\r\n\
+             --ab\r\nContent-Type: text/plain\r\nContent-Disposition: inline; filename=\"i.txt\"\r\n\r\ninline\r\n\
+             --ab--\r\n"
+        );
+        let cases: Vec<Vec<u8>> = vec![
+            mixed.into_bytes(),
+            b"Subject: plain\r\n\r\nbody\r\nno final newline".to_vec(),
+            b"Subject: b64\r\nContent-Transfer-Encoding: base64\r\n\r\naGVsbG8g\r\nd29ybGQ=\r\n".to_vec(),
+            b"Subject: unterminated\r\nContent-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\nContent-Type: text/plain\r\n\r\nno close\r\n".to_vec(),
+            b"Subject: digest\r\nContent-Type: multipart/digest; boundary=d\r\n\r\n--d\r\n\r\nFrom: x@y\r\n\r\ninner\r\n--d--\r\n".to_vec(),
+            b"no headers at all\r\n".to_vec(),
+            b"".to_vec(),
+            b"Subject: bad b64\r\nContent-Type: application/pdf; name=a.pdf\r\nContent-Transfer-Encoding: base64\r\n\r\n!!!notbase64\r\n".to_vec(),
+            b"Subject: boundary with junk\r\nContent-Type: multipart/mixed; boundary=q\r\n\r\n--q trailing junk\r\nContent-Disposition: attachment; filename=a\r\n\r\nA\r\n--q--junk\r\n".to_vec(),
+        ];
+        for c in &cases {
+            same_both_ways(c);
+        }
+        // The corpus of tricky real messages, when installed.
+        if let Ok(dir) = std::fs::read_dir("/usr/lib/python3.11/test/test_email/data") {
+            for e in dir.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !(name.starts_with("msg_") && name.ends_with(".txt")) {
+                    continue;
+                }
+                if let Ok(raw) = std::fs::read(e.path()) {
+                    same_both_ways(&raw);
+                }
+            }
         }
     }
 

@@ -1011,9 +1011,9 @@ impl Session<'_> {
     /// off the async threads).
     async fn build_event(&self, env: &record::Envelope, spooled: Option<&Spooled>) -> Event {
         let env2 = env.clone();
-        let path = spooled.map(|s| s.path().to_owned());
-        let email = tokio::task::spawn_blocking(move || match path {
-            Some(p) => record::build_from_file(&env2, &p),
+        let file = spooled.map(|s| (s.path().to_owned(), s.size, s.sha256.clone()));
+        let email = tokio::task::spawn_blocking(move || match file {
+            Some((path, size, sha)) => record::build_from_file(&env2, &path, size, &sha),
             None => record::build(&env2, b""),
         })
         .await
