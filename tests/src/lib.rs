@@ -433,6 +433,11 @@ impl Upstream {
         })
     }
 
+    /// Kills the server (SIGKILL): the relay's connection to it drops.
+    pub fn kill(&mut self) {
+        self._proc.kill9();
+    }
+
     /// Messages received so far, in order: (raw bytes, envelope JSON).
     pub fn messages(&self) -> Vec<(Vec<u8>, serde_json::Value)> {
         let mut names: Vec<PathBuf> = std::fs::read_dir(&self.out)

@@ -524,3 +524,46 @@ async fn clients_get_starttls_and_injected_plaintext_is_refused() -> anyhow::Res
     assert_eq!(out.trim(), "closed", "{out}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn smtp_source_load_through_the_relay_is_all_delivered_and_recorded() -> anyhow::Result<()> {
+    need_postfix!();
+    let env = Env::new()?;
+    let pf = Postfix::start(&env)?;
+    let _collector = env.start_collector()?;
+    let (_agent, smtp) = relay_agent(&env, &pf, "pc-load", "")?;
+    // Postfix's own load generator: 8 sessions, 200 messages, several per
+    // connection (-d).
+    let (ok, out) = run_client(
+        Command::new("smtp-source")
+            .args(["-d", "-s", "8", "-m", "200", "-l", "4096"])
+            .args(["-f", "load@sender.test", "-t", "sink@example.test"])
+            .args(["-S", "smtp-source load"])
+            .arg(format!("127.0.0.1:{smtp}")),
+        None,
+    )?;
+    assert!(ok, "smtp-source: {out}");
+    let events = env
+        .wait_for(
+            SearchRequest {
+                sender: "load@sender.test".into(),
+                outcome: "delivered".into(),
+                ..Default::default()
+            },
+            200,
+            Duration::from_secs(60),
+        )
+        .await?;
+    assert_eq!(events.len(), 200);
+    let mut ids: Vec<&str> = events
+        .iter()
+        .map(|e| email(e).upstream_queue_id.as_str())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 200, "one Postfix queue id per recorded mail");
+    for id in ids.iter().step_by(40) {
+        assert!(pf.queued(id)?.contains("smtp-source load"));
+    }
+    Ok(())
+}
