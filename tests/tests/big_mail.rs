@@ -39,7 +39,12 @@ async fn a_20_mb_attachment_streams_through_and_is_recorded() -> anyhow::Result<
     assert_eq!(sent.code, 250, "{sent:?}");
     let got = up.messages();
     assert_eq!(got.len(), 1);
-    assert!(got[0].0 == raw, "upstream copy differs ({} vs {} bytes)", got[0].0.len(), raw.len());
+    assert!(
+        got[0].0 == raw,
+        "upstream copy differs ({} vs {} bytes)",
+        got[0].0.len(),
+        raw.len()
+    );
 
     let ev = env
         .wait_for(
@@ -61,6 +66,9 @@ async fn a_20_mb_attachment_streams_through_and_is_recorded() -> anyhow::Result<
     assert_eq!(a.filename, "dump.bin");
     assert_eq!(a.size, payload.len() as u64);
     assert_eq!(a.sha256, hex::encode(Sha256::digest(&payload)));
-    assert!(env.raw(&ev[0].event_id).await? == raw, "collector raw differs");
+    assert!(
+        env.raw(&ev[0].event_id).await? == raw,
+        "collector raw differs"
+    );
     Ok(())
 }
