@@ -186,6 +186,15 @@ pub struct Buffer {
     stream_id: String,
     max_bytes: u64,
     appended: Notify,
+    /// Group commit: writers take a ticket after their write; one flush
+    /// covers every ticket taken before it started.
+    flush_tickets: AtomicU64,
+    flushed_upto: AtomicU64,
+    flush_lock: tokio::sync::Mutex<()>,
+    flush_done: Notify,
+    /// A blob file was renamed into place since the last flush: the blob
+    /// directory needs an fsync too.
+    blob_dir_dirty: std::sync::atomic::AtomicBool,
     /// Highest sequence number known to be on disk. The shipper never reads
     /// past it: an event shipped before it is durable here could, after a
     /// crash, come back under another sequence number and be mistaken for
@@ -264,6 +273,11 @@ impl Buffer {
             stream_id,
             max_bytes,
             appended: Notify::new(),
+            flush_tickets: AtomicU64::new(0),
+            flushed_upto: AtomicU64::new(0),
+            flush_lock: tokio::sync::Mutex::new(()),
+            flush_done: Notify::new(),
+            blob_dir_dirty: std::sync::atomic::AtomicBool::new(false),
             durable_seq: AtomicU64::new(0),
         };
         buffer.recover_inflight()?;
@@ -325,12 +339,61 @@ impl Buffer {
         Ok(())
     }
 
-    /// fsync everything written so far. Concurrent callers share one flush.
+    /// fsync everything written so far (the blob directory, then sled).
+    /// Group commit: concurrent callers share flushes, so N sessions
+    /// finishing together cost one round of fsyncs, not N.
     async fn flush(&self) -> Result<(), BufferError> {
+        // Every write of this caller happened before this ticket.
+        let ticket = self.flush_tickets.fetch_add(1, Ordering::SeqCst) + 1;
+        loop {
+            if self.flushed_upto.load(Ordering::SeqCst) >= ticket {
+                return Ok(());
+            }
+            let done = self.flush_done.notified();
+            let Ok(_leader) = self.flush_lock.try_lock() else {
+                // Another caller is flushing; its flush may not cover our
+                // ticket, so check again when it ends.
+                done.await;
+                continue;
+            };
+            // Writes of every ticket taken so far are complete: one flush
+            // covers them all.
+            let upto = self.flush_tickets.load(Ordering::SeqCst);
+            let result = self.flush_now().await;
+            if result.is_ok() {
+                self.flushed_upto.fetch_max(upto, Ordering::SeqCst);
+            }
+            self.flush_done.notify_waiters();
+            result?;
+        }
+    }
+
+    async fn flush_now(&self) -> Result<(), BufferError> {
         let db = self.db.clone();
-        match tokio::task::spawn_blocking(move || db.flush()).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(self.sled_err(e)),
+        let dir = self
+            .blob_dir_dirty
+            .swap(false, Ordering::SeqCst)
+            .then(|| self.blob_dir.clone());
+        let task = move || -> Result<(), (Option<std::io::Error>, Option<sled::Error>)> {
+            if let Some(dir) = &dir {
+                std::fs::File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| (Some(e), None))?;
+            }
+            db.flush().map_err(|e| (None, Some(e)))?;
+            Ok(())
+        };
+        match tokio::task::spawn_blocking(task).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err((Some(source), _))) => {
+                self.blob_dir_dirty.store(true, Ordering::SeqCst);
+                Err(BufferError::Io {
+                    path: self.blob_dir.clone(),
+                    source,
+                })
+            }
+            Ok(Err((None, Some(e)))) => Err(self.sled_err(e)),
+            Ok(Err((None, None))) => Ok(()),
             Err(e) => Err(BufferError::Task {
                 path: self.path.clone(),
                 message: e.to_string(),
@@ -421,9 +484,9 @@ impl Buffer {
         f.write_all(raw).map_err(io)?;
         f.sync_all().map_err(io)?;
         std::fs::rename(&tmp, &path).map_err(io)?;
-        std::fs::File::open(&self.blob_dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io)?;
+        // The rename becomes durable with the next flush, which the caller
+        // awaits before anyone relies on the blob.
+        self.blob_dir_dirty.store(true, Ordering::SeqCst);
         self.blob_bytes
             .fetch_add(raw.len() as u64, Ordering::Relaxed);
         Ok(())
@@ -444,9 +507,8 @@ impl Buffer {
             source,
         };
         std::fs::rename(&from, &path).map_err(io)?;
-        std::fs::File::open(&self.blob_dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io)?;
+        // Durable with the flush that follows in `begin`.
+        self.blob_dir_dirty.store(true, Ordering::SeqCst);
         self.blob_bytes.fetch_add(sp.size, Ordering::Relaxed);
         Ok(sha)
     }
