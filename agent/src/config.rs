@@ -240,6 +240,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_packaged_example_is_a_valid_config() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/agent.example.toml");
+        let cfg = AgentConfig::load(&p).expect("packaging/agent.example.toml must load");
+        assert_eq!(cfg.smtp.upstream_tls, UpstreamTls::Required);
+    }
+
+    #[test]
     fn unknown_keys_are_refused_with_the_file_name() {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("agent.toml");
