@@ -179,10 +179,16 @@ fn read_headers<R: BufRead>(lines: &mut Lines<'_, R>) -> std::io::Result<(Vec<u8
         block.extend_from_slice(&seg.bytes);
     }
     // mailparse decides where the headers really end (a line that is not
-    // a header ends them early); the rest is body.
+    // a header ends them early); the rest is body. A block it cannot parse
+    // fails the whole message, as it does for mailparse.
     let end = match mailparse::parse_headers(&block) {
         Ok((_, ix)) => ix.min(block.len()),
-        Err(_) => 0,
+        Err(e) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                e.to_string(),
+            ));
+        }
     };
     let rest = block.split_off(end);
     Ok((block, rest))
