@@ -507,6 +507,61 @@ mod tests {
         );
     }
 
+    fn unhex(h: &str) -> Vec<u8> {
+        (0..h.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&h[i..i + 2], 16).expect("hex"))
+            .collect()
+    }
+
+    /// Japanese mail as real Japanese clients send it: ISO-2022-JP (the
+    /// classic), Shift_JIS and EUC-JP, in encoded-word subjects, text
+    /// bodies and an RFC 2231 file name; decoded into the record both ways.
+    #[test]
+    fn japanese_legacy_charsets_are_decoded() {
+        let body = "本文です。機密資料を添付します。";
+        let bodies = [
+            (
+                "iso-2022-jp",
+                "1b24424b5c4a3824472439212335214c293b714e412472453a49552437245e243921231b2842",
+            ),
+            (
+                "shift_jis",
+                "967b95b682c582b781428b4096a78e9197bf82f09359957482b582dc82b78142",
+            ),
+            (
+                "euc-jp",
+                "cbdccab8a4c7a4b9a1a3b5a1cca9bbf1cec1a4f2c5bac9d5a4b7a4dea4b9a1a3",
+            ),
+        ];
+        let subjects = [
+            "=?ISO-2022-JP?B?GyRCR2Q+ZUpzOXAbKEI=?=",
+            "=?Shift_JIS?B?lISP45XxjZA=?=",
+            "=?EUC-JP?B?x+S+5crzufA=?=",
+        ];
+        for ((cs, hex), subject) in bodies.iter().zip(subjects) {
+            let mut raw = format!(
+                "From: =?ISO-2022-JP?B?GyRCR2Q+ZUpzOXAbKEI=?= <sales@example.jp>\r\nTo: boss@example.jp\r\n\
+                 Subject: {subject}\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"J\"\r\n\r\n\
+                 --J\r\nContent-Type: text/plain; charset={cs}\r\nContent-Transfer-Encoding: 7bit\r\n\r\n"
+            )
+            .into_bytes();
+            raw.extend_from_slice(&unhex(hex));
+            raw.extend_from_slice(
+                b"\r\n--J\r\nContent-Type: application/vnd.ms-excel\r\nContent-Transfer-Encoding: base64\r\n\
+                  Content-Disposition: attachment; filename*=ISO-2022-JP''%1B%24BGd%3EeI%3D%1B%28B.xlsx\r\n\r\n\
+                  UEsDBA==\r\n--J--\r\n",
+            );
+            let m = build(&env(&["boss@example.jp"]), &raw);
+            assert_eq!(m.subject, "売上報告", "{cs}");
+            assert_eq!(m.body_text.trim(), body, "{cs}");
+            assert_eq!(m.from, ["sales@example.jp"]);
+            assert_eq!(m.attachments.len(), 1, "{cs}: {:?}", m.parse_warnings);
+            assert_eq!(m.attachments[0].filename, "売上表.xlsx", "{cs}");
+            same_both_ways(&raw);
+        }
+    }
+
     #[test]
     fn streaming_scan_matches_in_memory_parse() {
         let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7919 % 251) as u8).collect();
