@@ -457,6 +457,12 @@ async fn upstream_tls_policies_verified_opportunistic_and_off() -> anyhow::Resul
     assert_eq!(sent.code, 250, "{sent:?}");
     let m = one(&env, "opportunistic").await?;
     assert!(m.upstream_tls.ends_with("unverified"), "{}", m.upstream_tls);
+    // Postfix offers AUTH after STARTTLS, but the relay does not pass
+    // passwords over TLS it could not verify.
+    let (mut t, _) = Talk::connect(opp)?;
+    let (_, ehlo) = t.cmd("EHLO desk.sender.test")?;
+    assert!(!ehlo.contains("AUTH"), "{ehlo}");
+    t.cmd("QUIT")?;
 
     // Off: plain text; Postfix then offers no AUTH, and neither do we.
     let off = free_port();

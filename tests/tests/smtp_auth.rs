@@ -21,7 +21,14 @@ async fn xoauth2_plain_and_login_pass_through_with_every_continuation_form() -> 
     let up = Upstream::start_with(&env, &["--auth"])?;
     let _collector = env.start_collector()?;
     let smtp = free_port();
-    let _agent = env.start_agent("pc-oauth", smtp, &Mode::Relay(up.port))?;
+    // aiosmtpd speaks plain text only: the operator says so explicitly,
+    // otherwise no AUTH would be passed through (see the Postfix tests).
+    let _agent = env.start_agent_in_smtp(
+        "pc-oauth",
+        smtp,
+        &Mode::Relay(up.port),
+        "upstream_tls = \"off\"\n",
+    )?;
 
     let (mut t, _) = Talk::connect(smtp)?;
     let (_, ehlo) = t.cmd("EHLO desk.example")?;

@@ -16,13 +16,13 @@
 //! - `wire.rs` — strict framing; `record.rs` — MIME → record; `peer.rs` —
 //!   the process behind a loopback client.
 
-mod auth;
+pub mod auth;
 mod mime;
 mod peer;
 pub mod record;
 mod session;
 mod tls;
-mod upstream;
+pub mod upstream;
 pub mod wire;
 
 use std::collections::BTreeMap;

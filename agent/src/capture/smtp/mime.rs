@@ -52,7 +52,7 @@ pub struct Scan {
 pub fn scan(r: &mut impl BufRead, keep_text: usize) -> std::io::Result<Scan> {
     let mut lines = Lines::new(r);
     let mut out = Scan::default();
-    let (top, rest) = read_headers(&mut lines)?;
+    let (top, rest) = read_headers(&mut lines, &[])?;
     out.top_headers = top.clone();
     // Boundaries of the open multiparts, outermost first.
     let mut stack: Vec<Frame> = Vec::new();
@@ -75,16 +75,38 @@ pub fn scan(r: &mut impl BufRead, keep_text: usize) -> std::io::Result<Scan> {
             if let Some(l) = leaf.take() {
                 out.leaves.push(l.finish(false));
             }
-            let after = &seg.bytes[stack[level].delimiter.len()..];
+            let after = seg.bytes[stack[level].delimiter.len()..].to_vec();
             let digest = stack[level].digest;
+            let first = !stack[level].opened;
+            stack[level].opened = true;
+            // mailparse works on the multipart's own slice, which ends at
+            // the next outer boundary, less the line break before it. What
+            // is left of that slice after this delimiter decides: fewer
+            // than two bytes (or "--") closes the multipart, and a part
+            // follows only if a line break does.
+            let next = lines.peek_kind(&stack[..level])?;
+            let eol = if after.ends_with(b"\r\n") {
+                2
+            } else {
+                usize::from(after.ends_with(b"\n"))
+            };
+            let (left, newline) = match next {
+                Next::OuterBoundary => (after.len() - eol, false),
+                Next::Eof => (after.len(), seg.line_end),
+                Next::Other => (usize::MAX, true),
+            };
+            let close = !first && (after.starts_with(b"--") || left < 2);
             skipping = !seg.line_end;
-            if after.starts_with(b"--") {
+            if close {
                 // Close delimiter: that multipart is over; what follows is
                 // its epilogue, ignored until an outer boundary.
                 stack.truncate(level);
                 continue;
             }
             stack.truncate(level + 1);
+            if !newline {
+                continue;
+            }
             if !seg.line_end {
                 // Skip the rest of the boundary line first.
                 while let Some(s) = lines.next()? {
@@ -94,7 +116,7 @@ pub fn scan(r: &mut impl BufRead, keep_text: usize) -> std::io::Result<Scan> {
                 }
                 skipping = false;
             }
-            let (headers, rest) = read_headers(&mut lines)?;
+            let (headers, rest) = read_headers(&mut lines, &stack)?;
             leaf = start_part(headers, rest, digest, &mut stack, keep_text);
             continue;
         }
@@ -112,6 +134,17 @@ pub fn scan(r: &mut impl BufRead, keep_text: usize) -> std::io::Result<Scan> {
 struct Frame {
     delimiter: String,
     digest: bool,
+    /// Its first delimiter was seen (mailparse takes the first one as an
+    /// opening delimiter even when it ends in "--").
+    opened: bool,
+}
+
+/// What follows the current segment.
+enum Next {
+    Eof,
+    /// A line starting with the delimiter of an enclosing multipart.
+    OuterBoundary,
+    Other,
 }
 
 /// A piece of one line: at most [`SEGMENT`] bytes.
@@ -135,6 +168,24 @@ impl<'a, R: BufRead> Lines<'a, R> {
             at_start: true,
             back: Vec::new(),
         }
+    }
+
+    /// Looks at the next segment without taking it.
+    fn peek_kind(&mut self, outer: &[Frame]) -> std::io::Result<Next> {
+        let Some(seg) = self.next()? else {
+            return Ok(Next::Eof);
+        };
+        let kind = if seg.line_start
+            && outer
+                .iter()
+                .any(|f| seg.bytes.starts_with(f.delimiter.as_bytes()))
+        {
+            Next::OuterBoundary
+        } else {
+            Next::Other
+        };
+        self.back.push(seg);
+        Ok(kind)
     }
 
     fn next(&mut self) -> std::io::Result<Option<Seg>> {
@@ -164,9 +215,22 @@ impl<'a, R: BufRead> Lines<'a, R> {
 /// Reads a header block up to and including the empty line. Returns the
 /// block and the segments that follow it but that mailparse would not take
 /// as headers (to be fed to the body).
-fn read_headers<R: BufRead>(lines: &mut Lines<'_, R>) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
+fn read_headers<R: BufRead>(
+    lines: &mut Lines<'_, R>,
+    stack: &[Frame],
+) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
     let mut block = Vec::new();
     while let Some(seg) = lines.next()? {
+        // A boundary ends the part, headers and all (mailparse cuts the
+        // part out first, then parses its headers).
+        if seg.line_start
+            && stack
+                .iter()
+                .any(|f| seg.bytes.starts_with(f.delimiter.as_bytes()))
+        {
+            lines.back.push(seg);
+            break;
+        }
         let blank = seg.line_start && seg.line_end && (seg.bytes == b"\r\n" || seg.bytes == b"\n");
         if blank {
             block.extend_from_slice(&seg.bytes);
@@ -229,6 +293,7 @@ fn start_part(
         stack.push(Frame {
             delimiter: format!("--{b}"),
             digest: ctype.mimetype == "multipart/digest",
+            opened: false,
         });
         // The preamble (and `rest`) before the first boundary is not a part.
         return None;
@@ -330,8 +395,7 @@ impl LeafState {
 
 enum Decoder {
     Identity,
-    /// Base64 characters not yet decoded (fewer than a block).
-    Base64(Vec<u8>),
+    Base64(Base64),
     /// Quoted-printable input not yet decoded (up to a line end).
     QuotedPrintable(Vec<u8>),
 }
@@ -339,7 +403,7 @@ enum Decoder {
 impl Decoder {
     fn new(cte: Option<&str>) -> Decoder {
         match cte {
-            Some("base64") => Decoder::Base64(Vec::new()),
+            Some("base64") => Decoder::Base64(Base64::default()),
             Some("quoted-printable") => Decoder::QuotedPrintable(Vec::new()),
             _ => Decoder::Identity,
         }
@@ -348,17 +412,7 @@ impl Decoder {
     fn decode(&mut self, raw: &[u8]) -> Result<Vec<u8>, String> {
         match self {
             Decoder::Identity => Ok(raw.to_vec()),
-            Decoder::Base64(held) => {
-                held.extend(raw.iter().copied().filter(|&b| b >= 0x21));
-                if held.len() < SEGMENT {
-                    return Ok(Vec::new());
-                }
-                let n = held.len() / 4 * 4;
-                let block: Vec<u8> = held.drain(..n).collect();
-                data_encoding::BASE64_MIME_PERMISSIVE
-                    .decode(&block)
-                    .map_err(|e| mailparse::MailParseError::from(e).to_string())
-            }
+            Decoder::Base64(b) => Ok(b.decode(raw)),
             Decoder::QuotedPrintable(held) => {
                 held.extend_from_slice(raw);
                 // Decode whole lines only: a soft break (`=` at the end of a
@@ -380,13 +434,68 @@ impl Decoder {
     fn flush(&mut self) -> Result<Vec<u8>, String> {
         match self {
             Decoder::Identity => Ok(Vec::new()),
-            Decoder::Base64(held) => data_encoding::BASE64_MIME_PERMISSIVE
-                .decode(&std::mem::take(held))
-                .map_err(|e| mailparse::MailParseError::from(e).to_string()),
+            Decoder::Base64(b) => b.flush(),
             Decoder::QuotedPrintable(held) => {
                 quoted_printable::decode(std::mem::take(held), quoted_printable::ParseMode::Robust)
                     .map_err(|e| mailparse::MailParseError::from(e).to_string())
             }
+        }
+    }
+}
+
+/// Streaming base64 exactly as mailparse decodes a whole body: ASCII
+/// whitespace removed, then `BASE64_MIME_PERMISSIVE`. Decoded in blocks of
+/// whole 4-character groups; errors are reported at the end as the
+/// whole-body decode would: a bad total length first, else the first bad
+/// symbol, at its position in the whole body.
+#[derive(Default)]
+struct Base64 {
+    /// Characters not yet decoded (less than a block).
+    held: Vec<u8>,
+    /// Characters decoded (or skipped after an error) so far.
+    done: usize,
+    error: Option<data_encoding::DecodeError>,
+}
+
+impl Base64 {
+    fn decode(&mut self, raw: &[u8]) -> Vec<u8> {
+        self.held
+            .extend(raw.iter().copied().filter(|b| !b.is_ascii_whitespace()));
+        if self.held.len() < SEGMENT {
+            return Vec::new();
+        }
+        let n = self.held.len() / 4 * 4;
+        let block: Vec<u8> = self.held.drain(..n).collect();
+        self.block(&block)
+    }
+
+    fn block(&mut self, block: &[u8]) -> Vec<u8> {
+        let offset = self.done;
+        self.done += block.len();
+        if self.error.is_some() {
+            return Vec::new();
+        }
+        match data_encoding::BASE64_MIME_PERMISSIVE.decode(block) {
+            Ok(v) => v,
+            Err(mut e) => {
+                e.position += offset;
+                self.error = Some(e);
+                Vec::new()
+            }
+        }
+    }
+
+    fn flush(&mut self) -> Result<Vec<u8>, String> {
+        let total = self.done + self.held.len();
+        let fail = |e: data_encoding::DecodeError| mailparse::MailParseError::from(e).to_string();
+        data_encoding::BASE64_MIME_PERMISSIVE
+            .decode_len(total)
+            .map_err(fail)?;
+        let rest = std::mem::take(&mut self.held);
+        let out = self.block(&rest);
+        match self.error.take() {
+            Some(e) => Err(fail(e)),
+            None => Ok(out),
         }
     }
 }

@@ -97,8 +97,9 @@ pub fn build_from_file(env: &Envelope, path: &Path, size: u64, sha256: &str) -> 
     build_streamed(env, path, size, sha256)
 }
 
-/// The streaming path of [`build_from_file`], whatever the size.
-fn build_streamed(env: &Envelope, path: &Path, size: u64, sha256: &str) -> EmailEvent {
+/// The streaming path of [`build_from_file`], whatever the size (public
+/// for the differential fuzz target, which checks both paths agree).
+pub fn build_streamed(env: &Envelope, path: &Path, size: u64, sha256: &str) -> EmailEvent {
     let file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) => {
@@ -597,8 +598,31 @@ mod tests {
             b"no headers at all\r\n".to_vec(),
             b"".to_vec(),
             b"Subject: bad b64\r\nContent-Type: application/pdf; name=a.pdf\r\nContent-Transfer-Encoding: base64\r\n\r\n!!!notbase64\r\n".to_vec(),
+            // Found by fuzz/mime_record: a part whose header block is cut
+            // by the next boundary (no blank line) must end there.
+            b"Content-Type: multipart/mixed; boundary=\"ab\"\r\n\r\n--ab\r\nContent-Type: multipart/alt=\r\nbreak\r--a\nbc--\r\n--ab\r\nContent-Type: application/pdf; name=a.pdf\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0=\r\n--ab--\r\n".to_vec(),
+            // Found by fuzz/mime_record: base64 with NUL bytes (not
+            // whitespace to mailparse) and a bad length: same warning.
+            b"Content-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi\x01\0\0\0\0\0\0\x000=\r\n--ab--\r\n".to_vec(),
+            b"Content-Transfer-Encoding: base64\r\n\r\nQUJD\r\nRA\r\n".to_vec(),
+            b"Content-Transfer-Encoding: base64\r\n\r\nQU*D\r\nRA\r\n".to_vec(),
+            // Found by fuzz/mime_record: mailparse takes a multipart's first
+            // delimiter as opening even when it ends in "--", and an inner
+            // delimiter just before an outer boundary as closing.
+            b"Content-Type: multipart/digest; boundary=d\r\n\r\npre\r\n--d--\r\nContent-Type: text/plain\r\n\r\nafter first close\r\n".to_vec(),
+            b"Content-Type: multipart/mixed; boundary=o\r\n\r\n--o\r\nContent-Type: multipart/mixed; boundary=i\r\n\r\n--i\r\n\r\none\r\n--i\r\n--o\r\nContent-Type: text/plain\r\n\r\ntwo\r\n--o--\r\n".to_vec(),
+            b"Content-Type: multipart/mixed; boundary=o\r\n\r\n--o\r\nContent-Type: multipart/mixed; boundary=i\r\n\r\n--i\r\n--o\r\n\r\nthree\r\n--o\n".to_vec(),
             b"Subject: boundary with junk\r\nContent-Type: multipart/mixed; boundary=q\r\n\r\n--q trailing junk\r\nContent-Disposition: attachment; filename=a\r\n\r\nA\r\n--q--junk\r\n".to_vec(),
         ];
+        // Bad symbols and bad lengths far into a body several blocks long.
+        for (at, junk) in [(300_000, "*"), (200_000, "A")] {
+            let mut bad = b64.clone();
+            bad.insert_str(at, junk);
+            let raw = format!(
+                "Content-Type: application/zip; name=z.zip\r\nContent-Transfer-Encoding: base64\r\n\r\n{bad}\r\n"
+            );
+            same_both_ways(raw.as_bytes());
+        }
         for c in &cases {
             same_both_ways(c);
         }

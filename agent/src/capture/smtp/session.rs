@@ -21,7 +21,7 @@ use super::upstream::{self, Caps, Upstream};
 use super::wire::{self, Reply, WireError};
 use super::{SmtpCapture, auth, peer, record, tls};
 use crate::buffer::{Blob, BufferError, Spooled};
-use crate::config::SmtpMode;
+use crate::config::{SmtpMode, UpstreamTls};
 
 /// RFC 5321 section 4.5.3.2 server timeout while waiting for a command.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
@@ -477,7 +477,16 @@ impl Session<'_> {
             .upstream
             .as_ref()
             .is_some_and(|s| s.credentials.is_none());
-        if !relayed || !safe || self.auth.is_some() {
+        // The client's password goes on to the upstream: only over TLS we
+        // verified, or in plain text where the operator chose that
+        // (`upstream_tls = "off"`). Opportunistic TLS that ended up plain
+        // or unverified would hand it to anyone in the middle.
+        let upstream_ok = self.cap.cfg.upstream_tls == UpstreamTls::Off
+            || self
+                .upstream
+                .as_ref()
+                .is_some_and(|u| !u.tls.is_empty() && !u.tls.ends_with("unverified"));
+        if !relayed || !safe || !upstream_ok || self.auth.is_some() {
             return Vec::new();
         }
         caps.auth_mechanisms()
