@@ -98,6 +98,14 @@ pub struct SmtpConfig {
     /// loopback (passwords would cross the network in clear). Default off.
     #[serde(default)]
     pub allow_plaintext_auth: bool,
+    /// How long a client may stay silent when a command is due (RFC 5321
+    /// 4.5.3.2: 5 minutes) before it gets 421 and is disconnected.
+    #[serde(default = "default_command_timeout")]
+    pub command_timeout_secs: u64,
+    /// How long a client may stay silent in the middle of message data
+    /// (RFC 5321 4.5.3.2 data block: 3 minutes).
+    #[serde(default = "default_data_block_timeout")]
+    pub data_block_timeout_secs: u64,
 }
 
 /// How the relay protects its connection to the upstream.
@@ -136,6 +144,8 @@ impl Default for SmtpConfig {
             tls_cert: None,
             tls_key: None,
             allow_plaintext_auth: false,
+            command_timeout_secs: default_command_timeout(),
+            data_block_timeout_secs: default_data_block_timeout(),
         }
     }
 }
@@ -176,6 +186,12 @@ fn default_listen() -> Vec<SocketAddr> {
 }
 fn default_max_message() -> u64 {
     50 * 1024 * 1024
+}
+fn default_command_timeout() -> u64 {
+    300
+}
+fn default_data_block_timeout() -> u64 {
+    180
 }
 fn default_max_connections() -> usize {
     256

@@ -564,6 +564,16 @@ impl Talk {
         self.reply()
     }
 
+    /// True when the server has sent something not read yet (waits at most
+    /// 10 ms).
+    pub fn pending(&self) -> bool {
+        let mut b = [0u8; 1];
+        let _ = self.w.set_read_timeout(Some(Duration::from_millis(10)));
+        let ready = !self.r.buffer().is_empty() || matches!(self.w.peek(&mut b), Ok(n) if n > 0);
+        let _ = self.w.set_read_timeout(Some(Duration::from_secs(60)));
+        ready
+    }
+
     /// True when the server closed the connection (EOF before any byte).
     pub fn closed(&mut self) -> bool {
         use std::io::BufRead;

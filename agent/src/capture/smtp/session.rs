@@ -23,12 +23,10 @@ use super::{SmtpCapture, auth, peer, record, tls};
 use crate::buffer::{Blob, BufferError, Spooled};
 use crate::config::{SmtpMode, UpstreamTls};
 
-/// RFC 5321 section 4.5.3.2 server timeout while waiting for a command.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
-/// Whole DATA phase from a client (generous; a stuck client is cut off),
-/// and the longest wait for any one block of it (RFC 5321 4.5.3.2).
+/// Whole DATA phase from a client (generous; a stuck client is cut off).
+/// The waits for a command and for each block of data come from the config
+/// (`smtp.command_timeout_secs`, `smtp.data_block_timeout_secs`).
 const DATA_TIMEOUT: Duration = Duration::from_secs(1800);
-const DATA_BLOCK_TIMEOUT: Duration = Duration::from_secs(180);
 const TLS_TIMEOUT: Duration = Duration::from_secs(60);
 /// No connection lives longer than this, however busy: a client cannot pin
 /// a session slot forever.
@@ -145,7 +143,8 @@ impl Session<'_> {
     }
 
     async fn read_client_line(&mut self, max: usize) -> Result<Vec<u8>, End> {
-        match tokio::time::timeout(COMMAND_TIMEOUT, wire::read_line(&mut self.client, max)).await {
+        let limit = Duration::from_secs(self.cap.cfg.command_timeout_secs);
+        match tokio::time::timeout(limit, wire::read_line(&mut self.client, max)).await {
             Err(_) => {
                 self.send(&Reply::new(
                     421,
@@ -749,9 +748,10 @@ impl Session<'_> {
             None
         };
         let deadline = tokio::time::Instant::now() + DATA_TIMEOUT;
+        let block_timeout = Duration::from_secs(self.cap.cfg.data_block_timeout_secs);
         loop {
             let next = tokio::time::timeout_at(
-                deadline.min(tokio::time::Instant::now() + DATA_BLOCK_TIMEOUT),
+                deadline.min(tokio::time::Instant::now() + block_timeout),
                 reader.next(&mut self.client),
             )
             .await;
