@@ -100,10 +100,10 @@ pub fn scan(r: &mut impl BufRead, keep_text: usize) -> std::io::Result<Scan> {
             if close {
                 // Close delimiter: that multipart is over; what follows is
                 // its epilogue, ignored until an outer boundary.
-                stack.truncate(level);
+                close_frames(&mut stack, level, &mut out);
                 continue;
             }
-            stack.truncate(level + 1);
+            close_frames(&mut stack, level + 1, &mut out);
             if !newline {
                 continue;
             }
@@ -128,6 +128,7 @@ pub fn scan(r: &mut impl BufRead, keep_text: usize) -> std::io::Result<Scan> {
         // No closing boundary: the part runs to the end, line break and all.
         out.leaves.push(l.finish(true));
     }
+    close_frames(&mut stack, 0, &mut out);
     Ok(out)
 }
 
@@ -137,6 +138,21 @@ struct Frame {
     /// Its first delimiter was seen (mailparse takes the first one as an
     /// opening delimiter even when it ends in "--").
     opened: bool,
+    /// The leaf it becomes if it ends unopened.
+    empty: Option<Leaf>,
+}
+
+/// Ends the multiparts above `keep` levels; one that never saw its
+/// boundary becomes an empty leaf, as in mailparse.
+fn close_frames(stack: &mut Vec<Frame>, keep: usize, out: &mut Scan) {
+    while stack.len() > keep {
+        if let Some(f) = stack.pop()
+            && !f.opened
+            && let Some(l) = f.empty
+        {
+            out.leaves.push(l);
+        }
+    }
 }
 
 /// What follows the current segment.
@@ -290,10 +306,24 @@ fn start_part(
         && let Some(b) = ctype.params.get("boundary")
         && stack.len() < MAX_DEPTH
     {
+        // Should its boundary never appear, mailparse takes the multipart
+        // as a leaf with an empty body.
+        let empty = Leaf {
+            headers: headers.clone(),
+            ctype: ParsedContentType {
+                mimetype: ctype.mimetype.clone(),
+                charset: ctype.charset.clone(),
+                params: ctype.params.clone(),
+            },
+            sha256: hex::encode(Sha256::digest(b"")),
+            text: None,
+            ..Default::default()
+        };
         stack.push(Frame {
             delimiter: format!("--{b}"),
             digest: ctype.mimetype == "multipart/digest",
             opened: false,
+            empty: Some(empty),
         });
         // The preamble (and `rest`) before the first boundary is not a part.
         return None;

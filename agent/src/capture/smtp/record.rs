@@ -612,6 +612,10 @@ mod tests {
             b"Content-Type: multipart/digest; boundary=d\r\n\r\npre\r\n--d--\r\nContent-Type: text/plain\r\n\r\nafter first close\r\n".to_vec(),
             b"Content-Type: multipart/mixed; boundary=o\r\n\r\n--o\r\nContent-Type: multipart/mixed; boundary=i\r\n\r\n--i\r\n\r\none\r\n--i\r\n--o\r\nContent-Type: text/plain\r\n\r\ntwo\r\n--o--\r\n".to_vec(),
             b"Content-Type: multipart/mixed; boundary=o\r\n\r\n--o\r\nContent-Type: multipart/mixed; boundary=i\r\n\r\n--i\r\n--o\r\n\r\nthree\r\n--o\n".to_vec(),
+            // Found by fuzz/mime_record: a multipart whose boundary never
+            // appears is, to mailparse, a leaf with an empty body.
+            b"Content-Type: multipart/mixed; boundary=nowhere; name=a.pdf\r\n\r\nJVBERi0=\r\n--ab--\r\n".to_vec(),
+            b"Content-Type: multipart/mixed; boundary=o\r\n\r\n--o\r\nContent-Type: multipart/mixed; boundary=never; name=inner.bin\r\n\r\nbody\r\n--o\r\nContent-Disposition: attachment; filename=b\r\n\r\nB\r\n--o--\r\n".to_vec(),
             b"Subject: boundary with junk\r\nContent-Type: multipart/mixed; boundary=q\r\n\r\n--q trailing junk\r\nContent-Disposition: attachment; filename=a\r\n\r\nA\r\n--q--junk\r\n".to_vec(),
         ];
         // Bad symbols and bad lengths far into a body several blocks long.
