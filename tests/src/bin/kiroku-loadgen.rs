@@ -8,11 +8,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::Parser;
 use kiroku_proto::GetEventRequest;
 use kiroku_proto::query_client::QueryClient;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use kiroku_tests::load::{message, reply};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
@@ -40,37 +41,6 @@ struct Args {
     cert: Option<String>,
     #[arg(long)]
     key: Option<String>,
-}
-
-async fn reply(r: &mut BufReader<tokio::net::tcp::OwnedReadHalf>) -> anyhow::Result<(u16, String)> {
-    let mut text = String::new();
-    loop {
-        let mut line = String::new();
-        if r.read_line(&mut line).await? == 0 {
-            bail!("connection closed");
-        }
-        text.push_str(&line);
-        if line.as_bytes().get(3) != Some(&b'-') {
-            let code = line
-                .get(..3)
-                .and_then(|c| c.parse().ok())
-                .context("bad reply")?;
-            return Ok((code, text));
-        }
-    }
-}
-
-fn message(n: usize, size: usize) -> Vec<u8> {
-    let mut m = format!(
-        "From: load@example.com\r\nTo: sink@example.org\r\nSubject: load test {n}\r\nMessage-ID: <load-{n}-{}@example.com>\r\n\r\n",
-        kiroku_common::now_ms()
-    )
-    .into_bytes();
-    let line = b"The quick brown fox jumps over the lazy dog 0123456789 abcdefghij\r\n";
-    while m.len() < size {
-        m.extend_from_slice(line);
-    }
-    m
 }
 
 async fn query(a: &Args) -> anyhow::Result<Option<QueryClient<Channel>>> {

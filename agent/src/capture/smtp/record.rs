@@ -79,7 +79,25 @@ pub const IN_MEMORY_PARSE: u64 = 8 * 1024 * 1024;
 /// Builds the record of a message spooled to `path` (`size` bytes with
 /// SHA-256 `sha256`).
 pub fn build_from_file(env: &Envelope, path: &Path, size: u64, sha256: &str) -> EmailEvent {
-    let unreadable = |e: std::io::Error| EmailEvent {
+    if size <= IN_MEMORY_PARSE {
+        return match std::fs::read(path) {
+            Ok(raw) => build(env, &raw),
+            Err(e) => unreadable(env, path, size, sha256, &e),
+        };
+    }
+    build_streamed(env, path, size, sha256)
+}
+
+/// The record when the spooled content cannot be read back: the envelope,
+/// what is known of the content, and why.
+fn unreadable(
+    env: &Envelope,
+    path: &Path,
+    size: u64,
+    sha256: &str,
+    e: &std::io::Error,
+) -> EmailEvent {
+    EmailEvent {
         message_size: size,
         raw_sha256: sha256.to_owned(),
         parse_warnings: vec![format!(
@@ -87,14 +105,7 @@ pub fn build_from_file(env: &Envelope, path: &Path, size: u64, sha256: &str) -> 
             path.display()
         )],
         ..envelope_only(env)
-    };
-    if size <= IN_MEMORY_PARSE {
-        return match std::fs::read(path) {
-            Ok(raw) => build(env, &raw),
-            Err(e) => unreadable(e),
-        };
     }
-    build_streamed(env, path, size, sha256)
 }
 
 /// The streaming path of [`build_from_file`], whatever the size (public
@@ -102,17 +113,7 @@ pub fn build_from_file(env: &Envelope, path: &Path, size: u64, sha256: &str) -> 
 pub fn build_streamed(env: &Envelope, path: &Path, size: u64, sha256: &str) -> EmailEvent {
     let file = match std::fs::File::open(path) {
         Ok(f) => f,
-        Err(e) => {
-            return EmailEvent {
-                message_size: size,
-                raw_sha256: sha256.to_owned(),
-                parse_warnings: vec![format!(
-                    "cannot read spooled message {}: {e}",
-                    path.display()
-                )],
-                ..envelope_only(env)
-            };
-        }
+        Err(e) => return unreadable(env, path, size, sha256, &e),
     };
     let ev = EmailEvent {
         message_size: size,
