@@ -70,9 +70,10 @@ pub struct SmtpConfig {
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
     /// TLS towards the upstream: "off", "opportunistic" (STARTTLS when the
-    /// upstream offers it, certificate not verified: RFC 7435), "required"
-    /// (STARTTLS must succeed and the certificate must verify) or
-    /// "implicit" (TLS from the first byte, port 465; verified).
+    /// upstream offers it; the certificate is checked and the result
+    /// recorded but not enforced: RFC 7435), "required" (STARTTLS must
+    /// succeed and the certificate must verify) or "implicit" (TLS from the
+    /// first byte, port 465; verified).
     #[serde(default)]
     pub upstream_tls: UpstreamTls,
     /// PEM bundle of CAs that may sign the upstream's certificate (default:

@@ -464,6 +464,38 @@ async fn upstream_tls_policies_verified_opportunistic_and_off() -> anyhow::Resul
     assert!(!ehlo.contains("AUTH"), "{ehlo}");
     t.cmd("QUIT")?;
 
+    // Opportunistic with a certificate that does verify: noted as verified,
+    // so AUTH passes through (the default config must not break AUTH for
+    // smarthosts with proper certificates).
+    let opp_ok = free_port();
+    let _d = env.start_agent_in_smtp(
+        "pc-opp-ok",
+        opp_ok,
+        &Mode::Relay(pf.port),
+        &format!(
+            "upstream_ca = {:?}\nupstream_tls_name = {:?}\n",
+            pf.cert,
+            mta::TLS_NAME
+        ),
+    )?;
+    let (mut t, _) = Talk::connect(opp_ok)?;
+    let (_, ehlo) = t.cmd("EHLO desk.sender.test")?;
+    assert!(ehlo.contains("AUTH PLAIN LOGIN"), "{ehlo}");
+    t.cmd("QUIT")?;
+    let sent = send_mail(
+        opp_ok,
+        "alice@sender.test",
+        &["ok@example.test"],
+        &message("opportunistic-verified", "ok@example.test"),
+    )?;
+    assert_eq!(sent.code, 250, "{sent:?}");
+    let m = one(&env, "opportunistic-verified").await?;
+    assert!(
+        m.upstream_tls.starts_with("TLSv1_") && !m.upstream_tls.ends_with("unverified"),
+        "{}",
+        m.upstream_tls
+    );
+
     // Off: plain text; Postfix then offers no AUTH, and neither do we.
     let off = free_port();
     let _c = env.start_agent_in_smtp(

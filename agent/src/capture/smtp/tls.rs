@@ -4,6 +4,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
@@ -37,7 +38,9 @@ fn provider() -> Arc<CryptoProvider> {
 /// Client-side TLS towards the upstream.
 pub struct UpstreamTls {
     verified: TlsConnector,
-    unverified: TlsConnector,
+    /// The real (WebPKI) verifier, consulted but not enforced in
+    /// opportunistic mode.
+    webpki: Arc<dyn ServerCertVerifier>,
     name: ServerName<'static>,
 }
 
@@ -80,21 +83,21 @@ impl UpstreamTls {
                 }
             }
         }
+        let roots = Arc::new(roots);
         let verified = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
+            .with_root_certificates(roots.clone())
             .with_no_client_auth();
-        let unverified = ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider())))
-            .with_no_client_auth();
+        let webpki: Arc<dyn ServerCertVerifier> =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider())
+                .build()
+                .map_err(|e| anyhow::anyhow!("upstream TLS verifier: {e}"))?;
         let name = ServerName::try_from(name.to_owned()).map_err(|e| {
             anyhow::anyhow!("smtp.upstream_tls_name {name:?} is not a valid DNS name or IP: {e}")
         })?;
         Ok(UpstreamTls {
             verified: TlsConnector::from(Arc::new(verified)),
-            unverified: TlsConnector::from(Arc::new(unverified)),
+            webpki,
             name,
         })
     }
@@ -106,17 +109,35 @@ impl UpstreamTls {
         io: Box<dyn Io>,
         verify: bool,
     ) -> std::io::Result<(Box<dyn Io>, String)> {
-        let connector = if verify {
-            &self.verified
-        } else {
-            &self.unverified
-        };
-        let s = connector.connect(self.name.clone(), io).await?;
+        if verify {
+            let s = self.verified.connect(self.name.clone(), io).await?;
+            let desc = describe(
+                s.get_ref().1.protocol_version(),
+                s.get_ref().1.negotiated_cipher_suite(),
+            );
+            return Ok((Box::new(s), desc));
+        }
+        // Opportunistic: the certificate is checked and the result noted,
+        // but a failure does not stop the handshake (RFC 7435). A config
+        // per connection carries that connection's result.
+        let verdict = Arc::new(AtomicBool::new(false));
+        let cfg = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(std::io::Error::other)?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Noting {
+                inner: self.webpki.clone(),
+                passed: verdict.clone(),
+            }))
+            .with_no_client_auth();
+        let s = TlsConnector::from(Arc::new(cfg))
+            .connect(self.name.clone(), io)
+            .await?;
         let mut desc = describe(
             s.get_ref().1.protocol_version(),
             s.get_ref().1.negotiated_cipher_suite(),
         );
-        if !verify {
+        if !verdict.load(Ordering::SeqCst) {
             desc.push_str(" unverified");
         }
         Ok((Box::new(s), desc))
@@ -166,21 +187,30 @@ fn describe(
     )
 }
 
-/// Opportunistic TLS (RFC 7435): encrypt against passive listeners without
-/// authenticating the peer. Signatures are still checked, so the handshake
-/// itself is sound; only the chain and the name are not.
+/// Opportunistic TLS (RFC 7435): the real verifier is asked and its answer
+/// noted, but any certificate is accepted, so the session is at least
+/// encrypted against passive listeners. Handshake signatures are still
+/// checked, so the handshake itself is sound.
 #[derive(Debug)]
-struct AnyCertificate(Arc<CryptoProvider>);
+struct Noting {
+    inner: Arc<dyn ServerCertVerifier>,
+    passed: Arc<AtomicBool>,
+}
 
-impl ServerCertVerifier for AnyCertificate {
+impl ServerCertVerifier for Noting {
     fn verify_server_cert(
         &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        let ok = self
+            .inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+            .is_ok();
+        self.passed.store(ok, Ordering::SeqCst);
         Ok(ServerCertVerified::assertion())
     }
 
@@ -190,12 +220,7 @@ impl ServerCertVerifier for AnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+        self.inner.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -204,15 +229,10 @@ impl ServerCertVerifier for AnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+        self.inner.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.inner.supported_verify_schemes()
     }
 }
