@@ -23,8 +23,11 @@ pub fn claimed_user(mech: &str, first: &[u8]) -> Option<String> {
             let authzid = parts.next()?;
             let authcid = parts.next()?;
             parts.next()?;
+            // Compared as sent: invalid UTF-8 on both sides is the same
+            // identity, not a proxy login.
+            let same = authzid.is_empty() || authzid == authcid;
             let authcid = String::from_utf8_lossy(authcid).into_owned();
-            if authzid.is_empty() || authzid == authcid.as_bytes() {
+            if same {
                 authcid
             } else {
                 format!("{authcid} (as {})", String::from_utf8_lossy(authzid))
@@ -88,6 +91,18 @@ mod tests {
         assert_eq!(
             claimed_user("XOAUTH2", b64("auth=Bearer x").as_bytes()),
             None
+        );
+    }
+
+    /// fuzz/regressions/sasl_user/authzid-equals-authcid-invalid-utf8:
+    /// authzid == authcid as bytes, but not UTF-8, was taken for a proxy
+    /// login ("\u{fffd} (as \u{fffd})").
+    #[test]
+    fn same_non_utf8_authzid_is_no_proxy() {
+        let b = STANDARD.encode(b"\xf2\0\xf2\0pw");
+        assert_eq!(
+            claimed_user("PLAIN", b.as_bytes()).as_deref(),
+            Some("\u{fffd}")
         );
     }
 

@@ -216,27 +216,206 @@ fn parse_scan(scan: &super::mime::Scan) -> Result<Parsed, mailparse::MailParseEr
         let (h, _) = mailparse::parse_headers(&leaf.headers)?;
         let disp = h
             .get_first_value("Content-Disposition")
-            .map(|v| mailparse::parse_content_disposition(&v))
-            .unwrap_or_default();
+            .map(|v| mailparse::parse_content_disposition(&v));
         let body = match (&leaf.error, &leaf.text) {
             (Some(e), _) => Err(e.clone()),
-            (None, Some(t)) if !is_attachment(&disp, &leaf.ctype) => {
+            (None, Some(t)) if !is_attachment(disp.as_ref(), &leaf.ctype) => {
                 Ok(LeafBody::Text(decode_text(t, &leaf.ctype)))
             }
             (None, _) => Ok(LeafBody::Digest(leaf.size, leaf.sha256.clone())),
         };
-        classify(&disp, &leaf.ctype, body, &mut p, &mut bodies);
+        classify(disp.as_ref(), &leaf.ctype, body, &mut p, &mut bodies);
     }
     bodies.into_text(&mut p);
     Ok(p)
 }
 
-/// Text of a decoded body in its declared charset, as mailparse does it.
+/// Text of a decoded body in its declared charset, as mailparse does it
+/// (US-ASCII when the charset is unknown), with [`charset_for`]'s names.
 fn decode_text(bytes: &[u8], ctype: &mailparse::ParsedContentType) -> String {
-    match charset::Charset::for_label(ctype.charset.as_bytes()) {
+    match charset_for(&ctype.charset) {
         Some(cs) => cs.decode(bytes).0.into_owned(),
         None => charset::decode_ascii(bytes).into_owned(),
     }
+}
+
+/// The encoding a charset label names: the WHATWG labels mailparse knows,
+/// and the names Japanese and Microsoft software also write for the same
+/// encodings (`CP932` for Windows Shift_JIS, `ISO-2022-JP-MS`, `eucJP-win`),
+/// which Python's codecs know too. An RFC 2231 language (`*ja`) is ignored.
+fn charset_for(label: &str) -> Option<charset::Charset> {
+    let label = label.split('*').next().unwrap_or_default().trim();
+    charset::Charset::for_label(label.as_bytes()).or_else(|| {
+        let same = match label.to_ascii_lowercase().as_str() {
+            "cp932" | "windows-932" | "x-ms-cp932" | "sjis-win" | "sjis-open" => "shift_jis",
+            "iso-2022-jp-1" | "iso-2022-jp-2" | "iso-2022-jp-ms" | "csiso2022jp2" | "cp50220"
+            | "cp50221" | "cp50222" => "iso-2022-jp",
+            "eucjp" | "euc_jp" | "eucjp-win" | "eucjp-ms" | "eucjp-open" | "cp51932" | "ujis" => {
+                "euc-jp"
+            }
+            _ => return None,
+        };
+        charset::Charset::for_label(same.as_bytes())
+    })
+}
+
+/// What a decoded header value still shows of failed decoding: undecoded
+/// encoded-words and replacement characters.
+fn flaws(s: &str) -> usize {
+    s.matches('\u{fffd}').count() + s.matches("=?").count()
+}
+
+/// `strict` (mailparse's decoding of a header value or parameter) unless
+/// [`decode_words_lenient`] of `raw` leaves fewer [`flaws`].
+fn best_decoding(strict: String, raw: &[u8]) -> String {
+    if flaws(&strict) == 0 {
+        return strict;
+    }
+    let lenient = decode_words_lenient(raw);
+    if flaws(&lenient) < flaws(&strict) {
+        lenient
+    } else {
+        strict
+    }
+}
+
+/// RFC 2047 decoding that forgives what real mailers write: adjacent
+/// encoded-words in one charset are decoded together (a character cut
+/// between two, which RFC 2047 5 forbids), a word need not stand apart
+/// from the text around it, and charset names go through [`charset_for`].
+/// Unfolds; words it cannot decode stay as written.
+fn decode_words_lenient(raw: &[u8]) -> String {
+    let value: String = match std::str::from_utf8(raw) {
+        Ok(s) => s.to_owned(),
+        Err(_) => raw.iter().map(|&b| char::from(b)).collect(),
+    };
+    let value = value.replace(['\r', '\n'], "");
+    let mut out = String::with_capacity(value.len());
+    // The run of adjacent words being collected: charset, octets, and the
+    // white space seen after the last word (dropped if another follows).
+    let mut run: Option<(String, Vec<u8>)> = None;
+    let mut gap = String::new();
+    let flush = |run: &mut Option<(String, Vec<u8>)>, out: &mut String| {
+        if let Some((cs, bytes)) = run.take()
+            && let Some(c) = charset_for(&cs)
+        {
+            out.push_str(&c.decode_without_bom_handling(&bytes).0);
+        }
+    };
+    let mut rest = value.as_str();
+    while !rest.is_empty() {
+        if rest.starts_with("=?")
+            && let Some((cs, bytes, len)) = encoded_word(rest)
+        {
+            match &mut run {
+                Some((run_cs, run_bytes)) if run_cs.eq_ignore_ascii_case(&cs) => {
+                    run_bytes.extend_from_slice(&bytes);
+                }
+                _ => {
+                    flush(&mut run, &mut out);
+                    run = Some((cs, bytes));
+                }
+            }
+            gap.clear();
+            rest = &rest[len..];
+            continue;
+        }
+        let Some(c) = rest.chars().next() else { break };
+        if run.is_some() && (c == ' ' || c == '\t') {
+            gap.push(c);
+        } else {
+            flush(&mut run, &mut out);
+            out.push_str(&gap);
+            gap.clear();
+            out.push(c);
+        }
+        rest = &rest[c.len_utf8()..];
+    }
+    flush(&mut run, &mut out);
+    out.push_str(&gap);
+    out
+}
+
+/// The encoded-word `s` starts with, in a charset [`charset_for`] knows:
+/// (charset, decoded octets, length in `s`).
+fn encoded_word(s: &str) -> Option<(String, Vec<u8>, usize)> {
+    let body = s.strip_prefix("=?")?;
+    let q1 = body.find('?')?;
+    let charset = &body[..q1];
+    let after = &body[q1 + 1..];
+    let coding = after.get(..2)?;
+    let text = after.get(2..)?;
+    let end = text.find("?=")?;
+    let data = &text[..end];
+    if charset.is_empty()
+        || charset.contains(char::is_whitespace)
+        || data.contains(char::is_whitespace)
+        || charset_for(charset).is_none()
+    {
+        return None;
+    }
+    let bytes = match coding {
+        "B?" | "b?" => data_encoding::BASE64_MIME_PERMISSIVE
+            .decode(data.as_bytes())
+            .ok()?,
+        "Q?" | "q?" => q_decode(data.as_bytes()),
+        _ => return None,
+    };
+    Some((charset.to_owned(), bytes, 2 + q1 + 1 + 2 + end + 2))
+}
+
+/// RFC 2047 4.2 "Q" decoding; a bad escape stays as written.
+fn q_decode(data: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| char::from(b).to_digit(16);
+    let mut out = Vec::with_capacity(data.len());
+    let mut i = 0;
+    while i < data.len() {
+        match data[i] {
+            b'_' => out.push(b' '),
+            b'=' => match (
+                data.get(i + 1).and_then(|&b| hex(b)),
+                data.get(i + 2).and_then(|&b| hex(b)),
+            ) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 2;
+                }
+                _ => out.push(b'='),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    out
+}
+
+/// An RFC 2231 parameter mailparse left undecoded (`name*`, its charset
+/// unknown to it), decoded with [`charset_for`].
+fn rfc2231_param(
+    params: &std::collections::BTreeMap<String, String>,
+    name: &str,
+) -> Option<String> {
+    let value = params.get(&format!("{name}*"))?;
+    let mut parts = value.splitn(3, '\'');
+    let (cs, _lang, pct) = (parts.next()?, parts.next()?, parts.next()?);
+    let cs = charset_for(cs)?;
+    let bytes = pct.as_bytes();
+    let mut octets = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: Option<&u8>| b.and_then(|&b| char::from(b).to_digit(16));
+        match (bytes[i], hex(bytes.get(i + 1)), hex(bytes.get(i + 2))) {
+            (b'%', Some(h), Some(l)) => {
+                octets.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                octets.push(b);
+                i += 1;
+            }
+        }
+    }
+    Some(cs.decode_without_bom_handling(&octets).0.into_owned())
 }
 
 fn header_fields(h: &[mailparse::MailHeader<'_>], raw: &[u8], p: &mut Parsed) {
@@ -248,7 +427,10 @@ fn header_fields(h: &[mailparse::MailHeader<'_>], raw: &[u8], p: &mut Parsed) {
     p.to = addresses(h, "To", &mut p.warnings);
     p.cc = addresses(h, "Cc", &mut p.warnings);
     p.reply_to = addresses(h, "Reply-To", &mut p.warnings);
-    p.subject = h.get_first_value("Subject").unwrap_or_default();
+    p.subject = h
+        .get_first_header("Subject")
+        .map(|s| best_decoding(s.get_value(), s.get_value_raw()))
+        .unwrap_or_default();
     p.message_id = h
         .get_first_value("Message-ID")
         .map(|m| m.trim().to_owned())
@@ -315,7 +497,108 @@ fn addresses(
                     }
                 }
             }
-            Err(e) => warnings.push(format!("{name} header: {e}")),
+            Err(e) => {
+                // mailparse refuses the whole field for one bad entry (a
+                // bare local part such as `root`, common in local mail):
+                // keep every address that is there, entry by entry.
+                warnings.push(format!("{name} header: {e}"));
+                out.extend(lenient_addresses(header.get_value_raw()));
+            }
+        }
+    }
+    out
+}
+
+/// The addresses of a field mailparse cannot parse as a whole: the field
+/// split at top-level commas, each entry parsed on its own; an entry that
+/// still fails gives its `<...>` content or, without angle brackets, its
+/// text without comments, when that is one word (a local part without a
+/// domain, as Python's `email` package reads it too).
+fn lenient_addresses(raw: &[u8]) -> Vec<String> {
+    let value = match std::str::from_utf8(raw) {
+        Ok(s) => s.to_owned(),
+        Err(_) => raw.iter().map(|&b| char::from(b)).collect(),
+    };
+    let mut out = Vec::new();
+    for entry in top_level_entries(&value) {
+        // A group's name and end (`name: a, b;`) are not addresses.
+        let entry = entry.trim().trim_end_matches(';');
+        let entry = match entry.split_once(':') {
+            Some((name, rest)) if !name.contains(['<', '"', '(']) => rest,
+            _ => entry,
+        };
+        if let Ok(list) = mailparse::addrparse(entry) {
+            for a in list.iter() {
+                match a {
+                    MailAddr::Single(s) => out.push(s.addr.clone()),
+                    MailAddr::Group(g) => out.extend(g.addrs.iter().map(|s| s.addr.clone())),
+                }
+            }
+            continue;
+        }
+        let bare = without_comments(entry);
+        let addr = match (bare.rfind('<'), bare.rfind('>')) {
+            (Some(open), Some(close)) if open < close => bare[open + 1..close].trim().to_owned(),
+            _ => bare.trim().to_owned(),
+        };
+        if !addr.is_empty() && !addr.contains(|c: char| c.is_whitespace() || "<>\",;:".contains(c))
+        {
+            out.push(addr);
+        }
+    }
+    out
+}
+
+/// `value` split at the commas outside quoted strings, comments and angle
+/// brackets.
+fn top_level_entries(value: &str) -> Vec<&str> {
+    let (mut entries, mut start) = (Vec::new(), 0);
+    let (mut quoted, mut escaped, mut comment, mut angle) = (false, false, 0u32, false);
+    for (i, c) in value.char_indices() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' if quoted || comment > 0 => escaped = true,
+            '"' if comment == 0 => quoted = !quoted,
+            '(' if !quoted => comment += 1,
+            ')' if !quoted => comment = comment.saturating_sub(1),
+            '<' if !quoted && comment == 0 => angle = true,
+            '>' if !quoted && comment == 0 => angle = false,
+            ',' if !quoted && comment == 0 && !angle => {
+                entries.push(&value[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    entries.push(&value[start..]);
+    entries
+}
+
+/// `entry` without its comments (outside quoted strings).
+fn without_comments(entry: &str) -> String {
+    let mut out = String::with_capacity(entry.len());
+    let (mut quoted, mut escaped, mut comment) = (false, false, 0u32);
+    for c in entry.chars() {
+        if escaped {
+            escaped = false;
+            if comment == 0 {
+                out.push(c);
+            }
+            continue;
+        }
+        match c {
+            '\\' if quoted || comment > 0 => escaped = true,
+            '(' if !quoted => comment += 1,
+            ')' if !quoted && comment > 0 => comment -= 1,
+            _ if comment > 0 => {}
+            '"' => {
+                quoted = !quoted;
+                out.push(c);
+            }
+            _ => out.push(c),
         }
     }
     out
@@ -328,13 +611,18 @@ fn walk(part: &ParsedMail<'_>, p: &mut Parsed, bodies: &mut Bodies) {
         }
         return;
     }
-    let disp = part.get_content_disposition();
+    // Absent, not mailparse's default (inline): a part with a file name
+    // and no Content-Disposition is an attachment, not an inline one.
+    let disp = part
+        .headers
+        .get_first_value("Content-Disposition")
+        .map(|v| mailparse::parse_content_disposition(&v));
     let mimetype = part.ctype.mimetype.to_lowercase();
-    let attachment = is_attachment(&disp, &part.ctype);
+    let attachment = is_attachment(disp.as_ref(), &part.ctype);
     // Decode only what the record uses.
     let body = if !attachment && mimetype.starts_with("text/") {
-        part.get_body()
-            .map(LeafBody::Text)
+        part.get_body_raw()
+            .map(|b| LeafBody::Text(decode_text(&b, &part.ctype)))
             .map_err(|e| e.to_string())
     } else if attachment {
         part.get_body_raw()
@@ -343,7 +631,7 @@ fn walk(part: &ParsedMail<'_>, p: &mut Parsed, bodies: &mut Bodies) {
     } else {
         Ok(LeafBody::Digest(0, String::new()))
     };
-    classify(&disp, &part.ctype, body, p, bodies);
+    classify(disp.as_ref(), &part.ctype, body, p, bodies);
 }
 
 /// A leaf's decoded body as the record needs it.
@@ -354,29 +642,46 @@ enum LeafBody {
 }
 
 fn is_attachment(
-    disp: &mailparse::ParsedContentDisposition,
+    disp: Option<&mailparse::ParsedContentDisposition>,
     ctype: &mailparse::ParsedContentType,
 ) -> bool {
-    disp.disposition == DispositionType::Attachment
-        || disp.params.contains_key("filename")
-        || ctype.params.contains_key("name")
+    disp.is_some_and(|d| {
+        d.disposition == DispositionType::Attachment || has_param(&d.params, "filename")
+    }) || has_param(&ctype.params, "name")
+}
+
+/// `name` is among `params`, decoded or (RFC 2231, a charset mailparse
+/// does not know) not.
+fn has_param(params: &std::collections::BTreeMap<String, String>, name: &str) -> bool {
+    params.keys().any(|k| {
+        k.strip_prefix(name)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('*'))
+    })
 }
 
 /// One leaf into the record: the first plain/HTML text becomes the body,
 /// attachments (a disposition of attachment, or a file name) are listed
 /// with size and hash; other parts are skipped.
 fn classify(
-    disp: &mailparse::ParsedContentDisposition,
+    disp: Option<&mailparse::ParsedContentDisposition>,
     ctype: &mailparse::ParsedContentType,
     body: Result<LeafBody, String>,
     p: &mut Parsed,
     bodies: &mut Bodies,
 ) {
+    let param = |params: &std::collections::BTreeMap<String, String>, name: &str| {
+        params
+            .get(name)
+            .cloned()
+            .or_else(|| rfc2231_param(params, name))
+    };
     let filename = disp
-        .params
-        .get("filename")
-        .or_else(|| ctype.params.get("name"))
-        .cloned();
+        .and_then(|d| param(&d.params, "filename"))
+        .or_else(|| param(&ctype.params, "name"))
+        .map(|f| {
+            let raw = f.clone().into_bytes();
+            best_decoding(f, &raw)
+        });
     let mimetype = ctype.mimetype.to_lowercase();
     let attachment = is_attachment(disp, ctype);
     if !attachment && mimetype.starts_with("text/") {
@@ -402,7 +707,7 @@ fn classify(
             content_type: mimetype,
             size,
             sha256,
-            inline: disp.disposition == DispositionType::Inline,
+            inline: disp.is_some_and(|d| d.disposition == DispositionType::Inline),
         }),
         Ok(LeafBody::Text(_)) => {}
         Err(e) => p.warnings.push(format!("attachment {filename:?}: {e}")),
@@ -682,6 +987,107 @@ aGVsbG8=\r\n\
         );
         assert_eq!(ev.sent_at_ms, 1_751_364_000_000);
         assert!(ev.parse_warnings.is_empty(), "{:?}", ev.parse_warnings);
+    }
+
+    /// Japanese mail as Windows and some mailers write it, which
+    /// mailparse alone leaves undecoded or broken: CP932 (and other
+    /// Microsoft/Japanese names of the same encodings) as charset, a UTF-8
+    /// character cut between two encoded-words.
+    #[test]
+    fn japanese_charset_aliases_and_split_encoded_words_are_decoded() {
+        let mut raw = b"From: takahashi@example.jp\r\n\
+Subject: =?CP932?B?h0CVXA==?= =?UTF-8?B?5pel5g==?=\r\n =?UTF-8?B?nKzoqp4=?= (=?eucJP-win?Q?=BB=EA=B5=DE?=)\r\n\
+Content-Type: multipart/mixed; boundary=b\r\n\r\n\
+--b\r\nContent-Type: text/plain; charset=CP932\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+            .to_vec();
+        raw.extend_from_slice(&unhex("eee08bb48740"));
+        raw.extend_from_slice(
+            b"\r\n--b\r\nContent-Type: application/pdf\r\n\
+Content-Disposition: attachment; filename*=CP932''%87%40%8C%A9%90%CF.pdf\r\n\r\nA\r\n\
+--b\r\nContent-Type: application/pdf; name=\"=?CP932?B?kL+LgY+Rh0EucGRm?=\"\r\n\r\nB\r\n\
+--b\r\nContent-Type: application/pdf; name=\"=?ISO-2022-JP?B?GyRCOCtAURsoQg==?=.pdf\"\r\n\r\nC\r\n\
+--b--\r\n",
+        );
+        let ev = build(&env(&["kimura@example.jp"]), &raw);
+        assert_eq!(ev.subject, "①表日本語 (至急)");
+        assert_eq!(ev.body_text.trim(), "髙橋①");
+        let names: Vec<&str> = ev.attachments.iter().map(|a| a.filename.as_str()).collect();
+        assert_eq!(names, ["①見積.pdf", "請求書②.pdf", "見積.pdf"]);
+        assert_eq!(ev.attachment_count, 3);
+        same_both_ways(&raw);
+
+        // Only a better reading replaces mailparse's; nothing panics.
+        for (subject, want) in [
+            ("What is =? and ?= here", "What is =? and ?= here"),
+            ("=?x-unknown?B?aGVsbG8=?=", "=?x-unknown?B?aGVsbG8=?="),
+            ("=?UTF-8?B?5pel5g==?= tail", "日\u{fffd} tail"),
+            ("=?", "=?"),
+            ("=?UTF-8?Q?=E", "=?UTF-8?Q?=E"),
+            ("=?UTF-8?Q?=E6=97=A5=?= =?utf-8?q?=", "日 =?utf-8?q?="),
+            (
+                "=?\u{e9}?B?x?= =?UTF-8?\u{e9}?x?=",
+                "=?\u{e9}?B?x?= =?UTF-8?\u{e9}?x?=",
+            ),
+        ] {
+            let raw = format!("Subject: {subject}\r\n\r\nbody\r\n");
+            let ev = build(&env(&["x@example.com"]), raw.as_bytes());
+            assert_eq!(ev.subject, want, "{subject:?}");
+            same_both_ways(raw.as_bytes());
+        }
+    }
+
+    /// A file with a name but no Content-Disposition (scanners, scripts,
+    /// msg_44.txt of the CPython email test data) is an attachment, not
+    /// an inline part: counted, so `has_attachment` finds the mail.
+    #[test]
+    fn named_part_without_disposition_is_an_attachment() {
+        let raw = b"Subject: scan\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n\
+--b\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n\
+--b\r\nContent-Type: application/pdf; name=\"=?ISO-2022-JP?B?GyRCOCtAUUpzOXAbKEIucGRm?=\"\r\n\
+Content-Transfer-Encoding: base64\r\n\r\naGVsbG8=\r\n\
+--b\r\nContent-Type: image/png; name=logo.png\r\nContent-Disposition: inline\r\n\r\nPNG\r\n\
+--b--\r\n";
+        let ev = build(&env(&["x@example.com"]), raw);
+        let atts: Vec<(&str, bool)> = ev
+            .attachments
+            .iter()
+            .map(|a| (a.filename.as_str(), a.inline))
+            .collect();
+        assert_eq!(atts, [("見積報告.pdf", false), ("logo.png", true)]);
+        assert_eq!(ev.attachment_count, 1);
+        same_both_ways(raw);
+    }
+
+    /// mailparse refuses a whole address field for one entry without a
+    /// domain; the record keeps every address (and the bare local part, as
+    /// Python's `email` package does), so Bcc is not guessed wrong.
+    #[test]
+    fn address_field_with_a_bare_local_part_keeps_every_address() {
+        let raw = b"From: root (Cron Daemon)\r\n\
+To: Bob <bob@example.com>, postmaster, \"Doe, Jane\" <jane@example.com> (boss, really)\r\n\
+Cc: team: carol@example.com, dave;\r\n\
+Subject: local mail\r\n\r\nbody\r\n";
+        let ev = build(
+            &env(&["bob@example.com", "jane@example.com", "eve@example.com"]),
+            raw,
+        );
+        assert_eq!(ev.from, ["root"]);
+        assert_eq!(ev.to, ["bob@example.com", "postmaster", "jane@example.com"]);
+        assert_eq!(ev.cc, ["carol@example.com", "dave"]);
+        assert_eq!(ev.bcc, ["eve@example.com"]);
+        assert!(
+            ev.parse_warnings.iter().any(|w| w.starts_with("To header")),
+            "{:?}",
+            ev.parse_warnings
+        );
+        for hostile in [
+            &b"To: <>, \"unterminated, (open <a@b\r\n\r\n"[..],
+            b"To: \xff\xfe, \\, ((((, ;;;, :::, <<<>>>\r\n\r\n",
+        ] {
+            build(&env(&["x@example.com"]), hostile);
+            same_both_ways(hostile);
+        }
+        same_both_ways(raw);
     }
 
     #[test]
