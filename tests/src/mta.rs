@@ -52,9 +52,24 @@ impl Postfix {
         Postfix::start_with_limit(env, 20_480_000)
     }
 
-    /// With Postfix's `message_size_limit` set to `limit` bytes.
+    /// With Postfix's `message_size_limit` set to `limit` bytes. Postfix
+    /// needs fixed ports; one taken between choosing and binding (other
+    /// tests run in parallel) means another try with fresh ports.
     pub fn start_with_limit(env: &Env, limit: u64) -> anyhow::Result<Postfix> {
-        let dir = env.path().join("postfix");
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match Postfix::start_in(env, &format!("postfix-{attempt}"), limit) {
+                Err(e) if attempt < 4 && e.to_string().contains("Address already in use") => {
+                    continue;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn start_in(env: &Env, name: &str, limit: u64) -> anyhow::Result<Postfix> {
+        let dir = env.path().join(name);
         for d in ["queue", "data", "sasl"] {
             std::fs::create_dir_all(dir.join(d))?;
         }
