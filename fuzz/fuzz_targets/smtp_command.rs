@@ -6,11 +6,18 @@
 use kiroku_agent::capture::smtp::{auth, wire};
 use libfuzzer_sys::fuzz_target;
 
+/// One current-thread runtime for all runs (in-memory readers never wait).
+fn rt() -> &'static tokio::runtime::Runtime {
+    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+    })
+}
+
 fuzz_target!(|data: &[u8]| {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
+    rt().block_on(async {
         let mut r = tokio::io::BufReader::with_capacity(7, data);
         let mut total = 0;
         loop {

@@ -1,55 +1,211 @@
-//! Message data: the DATA reader must never end anywhere but at CRLF.CRLF,
-//! must give the same result however the input is split, and what it
-//! accepts as clean must survive dot-stuffing and reading back unchanged
-//! with no way for the content to end the data early (smuggling).
+//! Message data: `wire::read_data` / `DataReader` on arbitrary bytes, read
+//! in 1-, 3- and 4096-byte pieces and with a small and a large size limit,
+//! forwarding chunks through a `Stuffer` the way the session relays them.
+//!
+//! Invariants (S = the input with a virtual CRLF in front, since DATA
+//! content starts at a line start):
+//!
+//! 1. The data ends exactly after the first `CRLF.CRLF` in S and at no
+//!    other place: `Ok` iff S contains one, and nothing after it is
+//!    consumed (pipelined commands stay in the reader). Bare CR, bare LF and
+//!    NUL never end the data.
+//! 2. The result agrees with a plain byte-at-a-time reading of RFC 5321
+//!    (dot-unstuffing, CRLF line ends; bare CR / bare LF / NUL flagged
+//!    separately) and is the same however the input is split.
+//! 3. The size limit: `size` counts all content, `bytes` is its first
+//!    `limit` bytes, `too_big` iff `size > limit`.
+//! 4. Clean content (no flaw) has CR and LF only as CRLF, no NUL, and is
+//!    empty or ends with CRLF. (It MAY contain `CRLF.CRLF`: a stuffed
+//!    `..` line is the content line `.`.)
+//! 5. What the relay forwards upstream before the end (clean chunks,
+//!    dot-stuffed) never contains an end-of-data, so a flawed or oversized
+//!    message cut off midway can never be completed by the client's bytes;
+//!    for a clean message, forwarded bytes + finish equal
+//!    `write_data(content)`, whose only end-of-data is its last line, and
+//!    reading that back gives the content unchanged and consumes all of it.
 #![no_main]
 
-use kiroku_agent::capture::smtp::wire;
+use kiroku_agent::capture::smtp::wire::{self, DataFlaws, DataReader, Stuffer};
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let read = |cap: usize| async move {
-            let mut r = tokio::io::BufReader::with_capacity(cap, data);
-            wire::read_data(&mut r, 1 << 20)
-                .await
-                .ok()
-                .map(|d| (d.bytes, d.flaws, d.size))
+#[derive(Debug, PartialEq)]
+struct Got {
+    bytes: Vec<u8>,
+    size: u64,
+    too_big: bool,
+    flaws: DataFlaws,
+    consumed: usize,
+}
+
+/// Position just after the first end-of-data in `data` (start counts as a
+/// line start), if any.
+fn first_end(data: &[u8]) -> Option<usize> {
+    if data.starts_with(b".\r\n") {
+        return Some(3);
+    }
+    data.windows(5)
+        .position(|w| w == b"\r\n.\r\n")
+        .map(|i| i + 5)
+}
+
+/// No NUL; CR and LF only as CRLF.
+fn crlf_only(b: &[u8]) -> bool {
+    !b.contains(&0)
+        && b.iter().enumerate().all(|(i, &c)| match c {
+            b'\r' => b.get(i + 1) == Some(&b'\n'),
+            b'\n' => i > 0 && b[i - 1] == b'\r',
+            _ => true,
+        })
+}
+
+/// RFC 5321 DATA read byte by byte: (content, flaws, consumed).
+fn reference(input: &[u8]) -> Option<(Vec<u8>, DataFlaws, usize)> {
+    let (mut out, mut fl, mut at_start) = (Vec::new(), DataFlaws::default(), true);
+    let mut i = 0;
+    while i < input.len() {
+        if at_start && input[i..].starts_with(b".\r\n") {
+            return Some((out, fl, i + 3));
+        }
+        if at_start && input[i] == b'.' {
+            i += 1;
+            at_start = false;
+            continue;
+        }
+        at_start = false;
+        let b = input[i];
+        match b {
+            b'\r' if input.get(i + 1) == Some(&b'\n') => {
+                out.extend_from_slice(b"\r\n");
+                i += 2;
+                at_start = true;
+                continue;
+            }
+            // A CR at the very end may still be followed by LF.
+            b'\r' if i + 1 == input.len() => return None,
+            b'\r' => fl.bare_cr = true,
+            b'\n' => fl.bare_lf = true,
+            0 => fl.nul = true,
+            _ => {}
+        }
+        out.push(b);
+        i += 1;
+    }
+    None
+}
+
+/// Reads like the session does; returns the result and what was forwarded.
+async fn read(data: &[u8], cap: usize, limit: u64) -> (Option<Got>, Vec<u8>, Stuffer) {
+    let mut r = tokio::io::BufReader::with_capacity(cap, data);
+    let mut d = DataReader::new(limit);
+    let mut bytes = Vec::new();
+    let mut fwd = Vec::new();
+    let mut stuffer = Stuffer::default();
+    loop {
+        let chunk = match d.next(&mut r).await {
+            Ok(Some(c)) => c,
+            Ok(None) => break,
+            Err(wire::WireError::Closed) => return (None, fwd, stuffer),
+            Err(e) => panic!("unexpected error on in-memory input: {e}"),
         };
-        let a = read(1).await;
-        let b = read(3).await;
-        let c = read(4096).await;
-        assert_eq!(a, b);
-        assert_eq!(b, c);
-        let Some((content, flaws, _)) = c else { return };
-        if flaws.any() {
+        bytes.extend_from_slice(&chunk);
+        if chunk.is_empty() || d.too_big() || d.flaws().any() {
+            continue;
+        }
+        stuffer.write(&mut fwd, &chunk).await.expect("write");
+    }
+    let consumed = data.len() - r.get_ref().len() - r.buffer().len();
+    let got = Got {
+        bytes,
+        size: d.size(),
+        too_big: d.too_big(),
+        flaws: d.flaws(),
+        consumed,
+    };
+    (Some(got), fwd, stuffer)
+}
+
+/// One current-thread runtime for all runs (in-memory readers never wait).
+fn rt() -> &'static tokio::runtime::Runtime {
+    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    rt().block_on(async {
+        let want = reference(data);
+        // 1: ends at the first CRLF.CRLF, and only there.
+        assert_eq!(
+            want.as_ref().map(|w| w.2),
+            first_end(data),
+            "reference disagrees with first CRLF.CRLF"
+        );
+        let small = (data.len() / 3) as u64;
+        let mut full: Option<Got> = None;
+        for limit in [1 << 20, small] {
+            let mut first: Option<Option<Got>> = None;
+            for cap in [1, 3, 4096] {
+                let (got, fwd, mut stuffer) = read(data, cap, limit).await;
+                // 5: no end-of-data in what went upstream before the end.
+                assert_eq!(first_end(&fwd), None, "forwarded data ends early");
+                assert!(crlf_only(&fwd), "bare CR, LF or NUL forwarded");
+                // 2: reference, whatever the split.
+                let Some(g) = got else {
+                    assert!(want.is_none(), "no end found but the reference has one");
+                    continue;
+                };
+                let (ref_bytes, ref_flaws, ref_consumed) = want.clone().expect("reference end");
+                assert_eq!(g.flaws, ref_flaws, "flaws (cap {cap})");
+                assert_eq!(g.consumed, ref_consumed, "consumed (cap {cap})");
+                // 3: the limit.
+                assert_eq!(g.size, ref_bytes.len() as u64);
+                assert_eq!(g.too_big, g.size > limit);
+                let keep = ref_bytes.len().min(limit as usize);
+                assert_eq!(
+                    g.bytes,
+                    ref_bytes[..keep],
+                    "content (cap {cap}, limit {limit})"
+                );
+                if !g.flaws.any() && !g.too_big {
+                    // 5: the relayed form is exactly write_data(content).
+                    let mut relayed = fwd.clone();
+                    stuffer.finish(&mut relayed).await.expect("finish");
+                    let mut whole = Vec::new();
+                    wire::write_data(&mut whole, &g.bytes).await.expect("write");
+                    assert_eq!(relayed, whole, "chunked relay differs from write_data");
+                }
+                match &first {
+                    None => first = Some(Some(g)),
+                    Some(f) => assert_eq!(f.as_ref(), Some(&g), "split changes the result"),
+                }
+            }
+            if limit == 1 << 20 {
+                full = first.flatten();
+            }
+        }
+        let Some(g) = full else { return };
+        if g.flaws.any() {
             return;
         }
-        // Clean content: CRLF line ends only.
-        assert!(!content.windows(2).any(|w| w[1] == b'\n' && w[0] != b'\r'));
+        // 4: clean content.
+        let c = &g.bytes;
+        assert!(crlf_only(c), "bare CR, LF or NUL in clean content");
+        assert!(c.is_empty() || c.ends_with(b"\r\n"));
+        // 5: the stuffed form ends only at its last line; it reads back.
         let mut stuffed = Vec::new();
-        wire::write_data(&mut stuffed, &content)
-            .await
-            .expect("write");
-        // The only end-of-data in the stuffed form is its last line.
-        let end = if stuffed.starts_with(b".\r\n") {
-            0
-        } else {
-            stuffed.len() - 5
-        };
-        let first_end = if stuffed.starts_with(b".\r\n") {
-            Some(0)
-        } else {
-            stuffed.windows(5).position(|w| w == b"\r\n.\r\n")
-        };
-        assert_eq!(first_end, Some(end), "content could end the data early");
+        wire::write_data(&mut stuffed, c).await.expect("write");
+        assert_eq!(
+            first_end(&stuffed),
+            Some(stuffed.len()),
+            "content could end the data early"
+        );
         let mut r = stuffed.as_slice();
         let back = wire::read_data(&mut r, 1 << 20).await.expect("read back");
         assert!(!back.flaws.any());
-        assert_eq!(back.bytes, content);
+        assert_eq!(&back.bytes, c);
         assert!(r.is_empty());
     });
 });

@@ -5,11 +5,18 @@
 use kiroku_agent::capture::smtp::{upstream, wire};
 use libfuzzer_sys::fuzz_target;
 
+/// One current-thread runtime for all runs (in-memory readers never wait).
+fn rt() -> &'static tokio::runtime::Runtime {
+    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+    })
+}
+
 fuzz_target!(|data: &[u8]| {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
+    rt().block_on(async {
         let mut r = tokio::io::BufReader::with_capacity(5, data);
         for _ in 0..64 {
             match wire::read_reply(&mut r).await {
