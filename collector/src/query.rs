@@ -10,8 +10,9 @@ use std::sync::Arc;
 use futures::Stream;
 use kiroku_proto::query_server::Query;
 use kiroku_proto::{
-    Event, GetEventRequest, GetRawRequest, ListHostsRequest, ListHostsResponse, RawChunk,
-    SearchRequest, SearchResponse, event::Kind,
+    Alert, AlertsRequest, Event, ExfilReport, ExfilReportRequest, GetEventRequest, GetRawRequest,
+    ListHostsRequest, ListHostsResponse, RawChunk, SearchRequest, SearchResponse, TraceRequest,
+    TraceResponse, event::Kind,
 };
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
@@ -64,6 +65,17 @@ fn page_of(r: &SearchRequest) -> Result<(usize, usize), Status> {
         return Err(Status::invalid_argument(format!(
             "page_token {offset} is deeper than {MAX_OFFSET} results: narrow the filter (e.g. a time range) or use SearchStream"
         )));
+    }
+    if !r.kind.is_empty()
+        || !r.path.is_empty()
+        || !r.operation.is_empty()
+        || r.removable
+        || !r.alert.is_empty()
+        || r.corrected_time
+    {
+        return Err(Status::unimplemented(
+            "filters kind, path, operation, removable, alert and corrected_time are not built yet",
+        ));
     }
     let size = match r.page_size {
         0 => DEFAULT_PAGE,
@@ -215,6 +227,28 @@ impl Query for QueryService {
             .blocking(|s| s.meta.hosts().map_err(|e| Status::internal(e.to_string())))
             .await?;
         Ok(Response::new(ListHostsResponse { hosts }))
+    }
+
+    async fn trace(&self, _req: Request<TraceRequest>) -> Result<Response<TraceResponse>, Status> {
+        Err(Status::unimplemented("Trace is not built yet (issue 4)"))
+    }
+
+    type AlertsStream = Pin<Box<dyn Stream<Item = Result<Alert, Status>> + Send>>;
+
+    async fn alerts(
+        &self,
+        _req: Request<AlertsRequest>,
+    ) -> Result<Response<Self::AlertsStream>, Status> {
+        Err(Status::unimplemented("Alerts is not built yet (issue 4)"))
+    }
+
+    async fn exfil_report(
+        &self,
+        _req: Request<ExfilReportRequest>,
+    ) -> Result<Response<ExfilReport>, Status> {
+        Err(Status::unimplemented(
+            "ExfilReport is not built yet (issue 4)",
+        ))
     }
 }
 

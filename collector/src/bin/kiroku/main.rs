@@ -289,6 +289,7 @@ async fn search(connect: &client::ConnectArgs, a: SearchArgs) -> anyhow::Result<
         outcome: s(a.outcome),
         page_size: a.limit,
         page_token: String::new(),
+        ..Default::default()
     };
     let mut q = connect.query().await?;
     let mut events = Vec::new();
