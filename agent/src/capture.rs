@@ -1,5 +1,6 @@
 //! Capture sources: each turns something that happens on the host into
 //! events in the buffer. They never wait on the collector.
 
+pub mod context;
 pub mod host;
 pub mod smtp;

@@ -11,8 +11,6 @@ pub mod capture;
 pub mod config;
 pub mod shipper;
 
-use std::sync::Arc;
-
 use anyhow::Context;
 
 pub use config::AgentConfig;
@@ -48,12 +46,13 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         agent_id = %identity.name, host = %host.fqdn, queued = backlog.queued,
         buffer = %cfg.data_dir.display(), "kiroku-agent {} starting", kiroku_common::VERSION
     );
-    let ctx = Arc::new(capture::smtp::RecordContext {
-        agent_id: identity.name.clone(),
-        host: host.clone(),
-        agent_user: capture::host::own_user(),
-        custom: cfg.custom.clone(),
-    });
+    let ctx = capture::context::CaptureContext::new(
+        identity.name.clone(),
+        host.clone(),
+        capture::host::own_user(),
+        cfg.custom.clone(),
+        capture::context::Clock::from_env(),
+    );
     let smtp = capture::smtp::SmtpCapture::new(cfg.smtp.clone(), buffer.clone(), ctx)?;
     let listeners = smtp.bind().await?;
     let shipper = shipper::Shipper {

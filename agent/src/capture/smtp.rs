@@ -25,32 +25,23 @@ mod tls;
 pub mod upstream;
 pub mod wire;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kiroku_proto::HostIdentity;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::buffer::Buffer;
+use crate::capture::context::CaptureContext;
 use crate::config::{SmtpConfig, SmtpMode, UpstreamTls};
-
-/// Facts attached to every event this capture records.
-pub struct RecordContext {
-    pub agent_id: String,
-    pub host: HostIdentity,
-    pub agent_user: String,
-    pub custom: BTreeMap<String, String>,
-}
 
 pub struct SmtpCapture {
     cfg: SmtpConfig,
     buffer: Arc<Buffer>,
-    ctx: Arc<RecordContext>,
+    ctx: Arc<CaptureContext>,
     hostname: String,
     /// Relay mode only.
     upstream: Option<upstream::Settings>,
@@ -64,12 +55,12 @@ impl SmtpCapture {
     pub fn new(
         cfg: SmtpConfig,
         buffer: Arc<Buffer>,
-        ctx: Arc<RecordContext>,
+        ctx: Arc<CaptureContext>,
     ) -> anyhow::Result<Arc<SmtpCapture>> {
         let hostname = cfg
             .hostname
             .clone()
-            .unwrap_or_else(|| ctx.host.fqdn.clone());
+            .unwrap_or_else(|| ctx.host().fqdn.clone());
         let upstream = match (&cfg.mode, &cfg.upstream) {
             (SmtpMode::Relay, Some(addr)) => {
                 let name = cfg

@@ -1034,23 +1034,14 @@ impl Session<'_> {
     }
 
     fn event(&self, mut email: EmailEvent) -> Event {
-        let ctx = &self.cap.ctx;
         let user = match &self.local_peer {
             Some(p) => {
                 email.application = p.application.clone();
                 p.user.clone()
             }
-            None => ctx.agent_user.clone(),
+            None => String::new(),
         };
-        Event {
-            agent_id: ctx.agent_id.clone(),
-            observed_at_ms: kiroku_common::now_ms(),
-            host: Some(ctx.host.clone()),
-            user,
-            custom: ctx.custom.clone().into_iter().collect(),
-            kind: Some(Kind::Email(email)),
-            ..Default::default()
-        }
+        self.cap.ctx.event(user, Kind::Email(email))
     }
 }
 

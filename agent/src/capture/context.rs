@@ -1,0 +1,161 @@
+//! What every capture source stamps on its events: the agent's identity,
+//! the host's current identity (replaced when it changes), the agent's
+//! clock and its measured offset to the collector, operator-defined
+//! `custom` fields.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use kiroku_proto::{Event, HostIdentity, event::Kind};
+
+/// Environment variable that shifts the agent's clock, for tests of clock
+/// offset detection only. Milliseconds, may be negative.
+pub const TEST_CLOCK_SKEW_ENV: &str = "KIROKU_TEST_CLOCK_SKEW_MS";
+
+/// The agent's clock and its last measured offset to the collector.
+#[derive(Debug, Default)]
+pub struct Clock {
+    skew_ms: i64,
+    offset_ms: AtomicI64,
+    known: AtomicBool,
+}
+
+impl Clock {
+    /// The system clock, shifted by `KIROKU_TEST_CLOCK_SKEW_MS` when set.
+    pub fn from_env() -> Clock {
+        let skew_ms = std::env::var(TEST_CLOCK_SKEW_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        if skew_ms != 0 {
+            tracing::warn!(
+                skew_ms,
+                "{TEST_CLOCK_SKEW_ENV} is set: this agent's clock is deliberately wrong (tests only)"
+            );
+        }
+        Clock {
+            skew_ms,
+            ..Default::default()
+        }
+    }
+
+    /// Agent time, milliseconds since the Unix epoch.
+    pub fn now_ms(&self) -> i64 {
+        kiroku_common::now_ms() + self.skew_ms
+    }
+
+    /// Agent time, microseconds since the Unix epoch.
+    pub fn now_us(&self) -> i64 {
+        let us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as i64)
+            .unwrap_or(0);
+        us + self.skew_ms * 1000
+    }
+
+    /// Records a measurement: agent − collector.
+    pub fn set_offset_ms(&self, offset_ms: i64) {
+        self.offset_ms.store(offset_ms, Ordering::Relaxed);
+        self.known.store(true, Ordering::Release);
+    }
+
+    /// agent − collector, if measured since start.
+    pub fn offset_ms(&self) -> Option<i64> {
+        self.known
+            .load(Ordering::Acquire)
+            .then(|| self.offset_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// Shared by every capture source (cheap to clone through the `Arc`).
+#[derive(Debug)]
+pub struct CaptureContext {
+    pub agent_id: String,
+    /// The user the agent runs as, for events with no better attribution.
+    pub agent_user: String,
+    pub custom: BTreeMap<String, String>,
+    pub clock: Clock,
+    host: RwLock<Arc<HostIdentity>>,
+}
+
+impl CaptureContext {
+    pub fn new(
+        agent_id: String,
+        host: HostIdentity,
+        agent_user: String,
+        custom: BTreeMap<String, String>,
+        clock: Clock,
+    ) -> Arc<CaptureContext> {
+        Arc::new(CaptureContext {
+            agent_id,
+            agent_user,
+            custom,
+            clock,
+            host: RwLock::new(Arc::new(host)),
+        })
+    }
+
+    /// The host identity as last observed.
+    pub fn host(&self) -> Arc<HostIdentity> {
+        match self.host.read() {
+            Ok(h) => h.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn set_host(&self, host: HostIdentity) {
+        let host = Arc::new(host);
+        match self.host.write() {
+            Ok(mut h) => *h = host,
+            Err(poisoned) => *poisoned.into_inner() = host,
+        }
+    }
+
+    /// A new event of `kind` observed now, by `user` (empty: the agent's
+    /// own user), stamped with host, clock offset and custom fields. The
+    /// buffer assigns stream and sequence; the collector the event id.
+    pub fn event(&self, user: String, kind: Kind) -> Event {
+        let offset = self.clock.offset_ms();
+        Event {
+            agent_id: self.agent_id.clone(),
+            observed_at_ms: self.clock.now_ms(),
+            clock_offset_ms: offset.unwrap_or(0),
+            clock_offset_known: offset.is_some(),
+            host: Some((*self.host()).clone()),
+            user: if user.is_empty() {
+                self.agent_user.clone()
+            } else {
+                user
+            },
+            custom: self.custom.clone().into_iter().collect(),
+            kind: Some(kind),
+            ..Default::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_carry_the_offset_once_measured() {
+        let ctx = CaptureContext::new(
+            "a".into(),
+            HostIdentity::default(),
+            "me".into(),
+            BTreeMap::new(),
+            Clock::default(),
+        );
+        let kind = || Kind::HostChange(Default::default());
+        let e = ctx.event(String::new(), kind());
+        assert!(!e.clock_offset_known);
+        assert_eq!(e.user, "me");
+        ctx.clock.set_offset_ms(-1500);
+        let e = ctx.event("alice".into(), kind());
+        assert!(e.clock_offset_known);
+        assert_eq!(e.clock_offset_ms, -1500);
+        assert_eq!(e.user, "alice");
+    }
+}
