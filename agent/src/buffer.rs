@@ -7,11 +7,14 @@
 //!   - `queue`:    seq (u64 BE) → prost-encoded `Event`, ready to ship;
 //!   - `inflight`: id (u64 BE) → `Event` recorded before the upstream answered;
 //!   - `blobrefs`: sha256 hex → number of queued/in-flight events using it;
+//!   - `smallblobs`: sha256 hex → raw messages up to [`INLINE_MAX`] bytes,
+//!     written in the same transaction (and the same fsync) as their event;
 //!   - `meta`:     `stream_id`, `next_seq`;
-//! - `blobs/<sha256>`: raw messages, content-addressed plain files (fsynced
-//!   before the event that references them is recorded). Keeping them out
-//!   of sled halves sled's memory under a backlog (measured with
-//!   `examples/buffer_rss.rs`) and lets large messages bypass it.
+//! - `blobs/<sha256>`: larger raw messages, content-addressed plain files
+//!   (fsynced before the event that references them is recorded). Keeping
+//!   them out of sled halves sled's memory under a backlog (measured with
+//!   `examples/buffer_rss.rs`) and lets large messages bypass it; small ones
+//!   inline save a file create, an fsync and a directory fsync per mail.
 //!
 //! Architecture invariant: nothing is removed from `queue` except by
 //! [`Buffer::ack`] with a sequence number the collector acknowledged, and
@@ -80,10 +83,17 @@ impl From<&[u8]> for Blob {
     }
 }
 
-/// A message being written to the blob directory while it arrives, hashed
-/// on the way, so a message of any size costs bounded memory.
+/// Raw messages up to this size are kept in memory while they arrive and
+/// stored inside sled with their event (one fsync); larger ones go to a
+/// spool file in the blob directory as they arrive.
+pub const INLINE_MAX: usize = 64 * 1024;
+
+/// A message being captured while it arrives, hashed on the way: in memory
+/// up to [`INLINE_MAX`], then in a file in the blob directory, so a message
+/// of any size costs bounded memory.
 pub struct Spool {
-    file: tokio::io::BufWriter<tokio::fs::File>,
+    mem: Vec<u8>,
+    file: Option<tokio::io::BufWriter<tokio::fs::File>>,
     path: PathBuf,
     hasher: sha2::Sha256,
     size: u64,
@@ -95,17 +105,32 @@ impl Spool {
         use tokio::io::AsyncWriteExt;
         self.hasher.update(chunk);
         self.size += chunk.len() as u64;
-        self.file
-            .write_all(chunk)
-            .await
-            .map_err(|source| BufferError::Io {
-                path: self.path.clone(),
-                source,
-            })
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| BufferError::Io { path, source }
+        };
+        if self.file.is_none() {
+            if self.mem.len() + chunk.len() <= INLINE_MAX {
+                self.mem.extend_from_slice(chunk);
+                return Ok(());
+            }
+            let f = tokio::fs::File::create(&self.path)
+                .await
+                .map_err(io(&self.path))?;
+            let mut f = tokio::io::BufWriter::with_capacity(64 * 1024, f);
+            f.write_all(&std::mem::take(&mut self.mem))
+                .await
+                .map_err(io(&self.path))?;
+            self.file = Some(f);
+        }
+        if let Some(f) = self.file.as_mut() {
+            f.write_all(chunk).await.map_err(io(&self.path))?;
+        }
+        Ok(())
     }
 
-    /// Flushes and fsyncs the file; the content is then ready to be
-    /// referenced by [`Buffer::begin`].
+    /// Completes the content: a spool file is flushed and fsynced. It is
+    /// then ready to be referenced by [`Buffer::begin`].
     pub async fn finish(mut self) -> Result<Spooled, BufferError> {
         use sha2::Digest;
         use tokio::io::AsyncWriteExt;
@@ -113,39 +138,52 @@ impl Spool {
             let path = path.to_owned();
             move |source| BufferError::Io { path, source }
         };
-        self.file.flush().await.map_err(io(&self.path))?;
-        self.file
-            .get_ref()
-            .sync_all()
-            .await
-            .map_err(io(&self.path))?;
         let sha = hex::encode(std::mem::take(&mut self.hasher).finalize());
+        let Some(mut file) = self.file.take() else {
+            self.path = PathBuf::new();
+            return Ok(Spooled {
+                sha256: sha,
+                size: self.size,
+                path: PathBuf::new(),
+                inline: Some(std::mem::take(&mut self.mem).into()),
+            });
+        };
+        file.flush().await.map_err(io(&self.path))?;
+        file.get_ref().sync_all().await.map_err(io(&self.path))?;
         Ok(Spooled {
             sha256: sha,
             size: self.size,
             path: std::mem::take(&mut self.path),
+            inline: None,
         })
     }
 }
 
 impl Drop for Spool {
     fn drop(&mut self) {
-        if !self.path.as_os_str().is_empty() {
+        if self.file.is_some() {
             let _ = std::fs::remove_file(&self.path);
         }
     }
 }
 
-/// Spooled, fsynced content not yet referenced by an event. Dropped
-/// unreferenced, its file is removed.
+/// Captured content not yet referenced by an event: in memory (small) or
+/// in an fsynced spool file. Dropped unreferenced, its file is removed.
 pub struct Spooled {
     pub sha256: String,
     pub size: u64,
     path: PathBuf,
+    inline: Option<Arc<[u8]>>,
 }
 
 impl Spooled {
-    /// Where the content is, for parsing it into the record.
+    /// The content when it is small enough to be held in memory.
+    pub fn bytes(&self) -> Option<&Arc<[u8]>> {
+        self.inline.as_ref()
+    }
+
+    /// Where the content is, for parsing it into the record, when it is
+    /// not in memory.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -157,6 +195,14 @@ impl Drop for Spooled {
             let _ = std::fs::remove_file(&self.path);
         }
     }
+}
+
+/// Where a blob's content is, for the shipper.
+pub enum BlobSource {
+    /// Stored inline (small): the content.
+    Bytes(Vec<u8>),
+    /// A file and its size.
+    File(tokio::fs::File, u64),
 }
 
 /// Handle of an event recorded before its outcome is known.
@@ -182,6 +228,7 @@ pub struct Buffer {
     blob_lock: Mutex<()>,
     blob_bytes: AtomicU64,
     blobrefs: sled::Tree,
+    smallblobs: sled::Tree,
     meta: sled::Tree,
     stream_id: String,
     max_bytes: u64,
@@ -218,8 +265,17 @@ impl Buffer {
             source,
         })?;
         let path = &dir.join("sled");
-        let db = match Self::open_db(path, cache_bytes) {
+        let db = match Self::open_db_waiting(path, cache_bytes) {
             Ok(db) => db,
+            Err(e) if is_lock_error(&e) => {
+                // Never move aside a buffer another process is using.
+                return Err(BufferError::Io {
+                    path: path.to_owned(),
+                    source: std::io::Error::other(
+                        "the buffer is in use by another process: is another kiroku-agent running with the same data_dir? Stop it or give this one its own data_dir",
+                    ),
+                });
+            }
             Err(e) => {
                 let aside = PathBuf::from(format!(
                     "{}.broken-{}",
@@ -242,10 +298,11 @@ impl Buffer {
             source,
         };
         let tree = |name: &str| db.open_tree(name).map_err(err);
-        let (queue, inflight, blobrefs, meta) = (
+        let (queue, inflight, blobrefs, smallblobs, meta) = (
             tree("queue")?,
             tree("inflight")?,
             tree("blobrefs")?,
+            tree("smallblobs")?,
             tree("meta")?,
         );
         let stream_id = match meta.get(STREAM_ID).map_err(err)? {
@@ -269,6 +326,7 @@ impl Buffer {
             blob_lock: Mutex::new(()),
             blob_bytes: AtomicU64::new(0),
             blobrefs,
+            smallblobs,
             meta,
             stream_id,
             max_bytes,
@@ -290,6 +348,20 @@ impl Buffer {
             .unwrap_or(0);
         buffer.durable_seq.store(last, Ordering::SeqCst);
         Ok(Arc::new(buffer))
+    }
+
+    /// Opens sled, waiting up to 5 s for its file lock (a previous handle in
+    /// this process may still be closing).
+    fn open_db_waiting(path: &Path, cache_bytes: u64) -> Result<sled::Db, BufferError> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match Self::open_db(path, cache_bytes) {
+                Err(e) if is_lock_error(&e) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => return other,
+            }
+        }
     }
 
     fn open_db(path: &Path, cache_bytes: u64) -> Result<sled::Db, BufferError> {
@@ -407,14 +479,9 @@ impl Buffer {
         self.check_space()?;
         let name = format!("{:016x}.spool", rand::random::<u64>());
         let path = self.blob_dir.join(name);
-        let file = tokio::fs::File::create(&path)
-            .await
-            .map_err(|source| BufferError::Io {
-                path: path.clone(),
-                source,
-            })?;
         Ok(Spool {
-            file: tokio::io::BufWriter::with_capacity(64 * 1024, file),
+            mem: Vec::new(),
+            file: None,
             path,
             hasher: Default::default(),
             size: 0,
@@ -434,20 +501,33 @@ impl Buffer {
         let this = self.clone();
         let task = move || -> Result<(), BufferError> {
             let _guard = this.blob_lock.lock().unwrap_or_else(|p| p.into_inner());
-            let sha = match raw {
-                None => None,
+            // (sha, content to store inline with the event)
+            let (sha, inline): (Option<String>, Option<Arc<[u8]>>) = match raw {
+                None => (None, None),
                 Some(Blob::Bytes(raw)) => {
                     let sha = kiroku_common::sha256_hex(&raw);
-                    this.write_blob(&sha, &raw)?;
-                    Some(sha)
+                    if raw.len() <= INLINE_MAX {
+                        (Some(sha), Some(raw))
+                    } else {
+                        this.write_blob(&sha, &raw)?;
+                        (Some(sha), None)
+                    }
                 }
-                Some(Blob::Spooled(sp)) => Some(this.adopt_blob(sp)?),
+                Some(Blob::Spooled(mut sp)) => match sp.inline.take() {
+                    Some(raw) => (Some(std::mem::take(&mut sp.sha256)), Some(raw)),
+                    None => (Some(this.adopt_blob(sp)?), None),
+                },
             };
-            (&this.inflight, &this.blobrefs)
-                .transaction(|(inflight, blobrefs)| -> TxResult<()> {
+            (&this.inflight, &this.blobrefs, &this.smallblobs)
+                .transaction(|(inflight, blobrefs, smallblobs)| -> TxResult<()> {
                     if let Some(sha) = &sha {
                         let refs = read_u64(blobrefs.get(sha.as_bytes())?.as_deref());
                         blobrefs.insert(sha.as_bytes(), &(refs + 1).to_be_bytes())?;
+                        if let Some(raw) = &inline
+                            && refs == 0
+                        {
+                            smallblobs.insert(sha.as_bytes(), raw.as_ref())?;
+                        }
                     }
                     inflight.insert(&id.to_be_bytes(), bytes.as_slice())?;
                     Ok(())
@@ -647,14 +727,18 @@ impl Buffer {
         Ok(out)
     }
 
-    /// The file of a blob still referenced by a queued event, opened, with
-    /// its size.
-    pub async fn blob_file(
-        &self,
-        sha256: &str,
-    ) -> Result<Option<(tokio::fs::File, u64)>, BufferError> {
+    /// A blob still referenced by a queued event: its bytes when stored
+    /// inline, else its file, opened, with its size.
+    pub async fn blob_file(&self, sha256: &str) -> Result<Option<BlobSource>, BufferError> {
         if !kiroku_common::is_sha256_hex(sha256) {
             return Ok(None);
+        }
+        if let Some(v) = self
+            .smallblobs
+            .get(sha256.as_bytes())
+            .map_err(|e| self.sled_err(e))?
+        {
+            return Ok(Some(BlobSource::Bytes(v.to_vec())));
         }
         let path = self.blob_path(sha256);
         let io = |source| BufferError::Io {
@@ -664,7 +748,7 @@ impl Buffer {
         match tokio::fs::File::open(&path).await {
             Ok(f) => {
                 let size = f.metadata().await.map_err(io)?.len();
-                Ok(Some((f, size)))
+                Ok(Some(BlobSource::File(f, size)))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io(e)),
@@ -675,6 +759,13 @@ impl Buffer {
     pub fn blob(&self, sha256: &str) -> Result<Option<Vec<u8>>, BufferError> {
         if !kiroku_common::is_sha256_hex(sha256) {
             return Ok(None);
+        }
+        if let Some(v) = self
+            .smallblobs
+            .get(sha256.as_bytes())
+            .map_err(|e| self.sled_err(e))?
+        {
+            return Ok(Some(v.to_vec()));
         }
         match std::fs::read(self.blob_path(sha256)) {
             Ok(v) => Ok(Some(v)),
@@ -717,14 +808,15 @@ impl Buffer {
             let event = self.decode(&v, "queue")?;
             let sha = raw_sha(&event);
             let _guard = self.blob_lock.lock().unwrap_or_else(|p| p.into_inner());
-            let unreferenced = (&self.queue, &self.blobrefs)
-                .transaction(|(queue, blobrefs)| -> TxResult<bool> {
+            let unreferenced = (&self.queue, &self.blobrefs, &self.smallblobs)
+                .transaction(|(queue, blobrefs, smallblobs)| -> TxResult<bool> {
                     queue.remove(&k)?;
                     let Some(sha) = &sha else { return Ok(false) };
                     let refs = read_u64(blobrefs.get(sha.as_bytes())?.as_deref());
                     if refs <= 1 {
                         blobrefs.remove(sha.as_bytes())?;
-                        return Ok(true);
+                        // Inline content goes with its last reference.
+                        return Ok(smallblobs.remove(sha.as_bytes())?.is_none());
                     }
                     blobrefs.insert(sha.as_bytes(), &(refs - 1).to_be_bytes())?;
                     Ok(false)
@@ -767,6 +859,12 @@ pub fn raw_sha(event: &Event) -> Option<String> {
         }
         _ => None,
     }
+}
+
+/// sled could not take its file lock: another process has the database.
+fn is_lock_error(e: &BufferError) -> bool {
+    matches!(e, BufferError::Sled { source: sled::Error::Io(io), .. }
+        if io.to_string().contains("could not acquire lock"))
 }
 
 fn read_u64(v: Option<&[u8]>) -> u64 {
@@ -855,6 +953,78 @@ mod tests {
         assert_eq!(outcome(&batch[0]), Outcome::Delivered as i32);
         assert_eq!(outcome(&batch[1]), Outcome::Unknown as i32);
         assert_eq!(b.backlog().inflight, 0);
+    }
+
+    #[tokio::test]
+    async fn small_messages_are_stored_inline_large_ones_as_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let b = Buffer::open(&dir.path().join("buf"), u64::MAX, 1 << 20).expect("open");
+        let files = || {
+            std::fs::read_dir(dir.path().join("buf").join("blobs"))
+                .expect("blobs dir")
+                .count()
+        };
+        let small = vec![b'a'; INLINE_MAX];
+        let large = vec![b'b'; INLINE_MAX + 1];
+        let mut shas = Vec::new();
+        for raw in [&small, &large, &small] {
+            let mut sp = b.spool().await.expect("spool");
+            for chunk in raw.chunks(1000) {
+                sp.write(chunk).await.expect("write");
+            }
+            let sp = sp.finish().await.expect("finish");
+            assert_eq!(sp.sha256, kiroku_common::sha256_hex(raw));
+            assert_eq!(sp.bytes().is_some(), raw.len() <= INLINE_MAX);
+            shas.push(sp.sha256.clone());
+            b.append(&mail(raw), Some(Blob::Spooled(sp)))
+                .await
+                .expect("append");
+        }
+        assert_eq!(files(), 1, "only the large message has a file");
+        assert_eq!(b.blob(&shas[0]).expect("blob"), Some(small.clone()));
+        assert_eq!(b.blob(&shas[1]).expect("blob"), Some(large.clone()));
+        assert!(matches!(
+            b.blob_file(&shas[0]).await.expect("source"),
+            Some(BlobSource::Bytes(v)) if v == small
+        ));
+        // The first small event goes; its content stays for the third.
+        b.ack(1).await.expect("ack");
+        assert_eq!(b.blob(&shas[0]).expect("blob"), Some(small.clone()));
+        b.ack(3).await.expect("ack");
+        assert_eq!(b.blob(&shas[0]).expect("blob"), None);
+        assert_eq!(b.blob(&shas[1]).expect("blob"), None);
+        assert_eq!(files(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_buffer_in_use_is_refused_not_moved_aside() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("buf");
+        let first = Buffer::open(&path, u64::MAX, 1 << 20).expect("open");
+        let id = first.stream_id().to_owned();
+        // sled's lock is per process (flock on an fd): take it from a child.
+        let mut child = std::process::Command::new("flock")
+            .args(["-x", "-o"])
+            .arg(path.join("sled").join("db"))
+            .args(["sleep", "30"])
+            .spawn()
+            .expect("flock");
+        drop(first);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let err = Buffer::open(&path, u64::MAX, 1 << 20).err();
+        let _ = child.kill();
+        let _ = child.wait();
+        let err = err.expect("a locked buffer must not open").to_string();
+        assert!(err.contains("in use by another process"), "{err}");
+        assert!(
+            !std::fs::read_dir(dir.path().join("buf"))
+                .expect("dir")
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().contains("broken")),
+            "moved aside"
+        );
+        let again = Buffer::open(&path, u64::MAX, 1 << 20).expect("reopen once free");
+        assert_eq!(again.stream_id(), id);
     }
 
     #[tokio::test]

@@ -15,6 +15,9 @@ use anyhow::Context;
 
 pub use config::AgentConfig;
 
+/// How often the host identity is re-read for changes.
+const HOST_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Runs the agent until SIGINT/SIGTERM.
 pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let identity = cfg.collector.tls.own_identity().with_context(|| {
@@ -53,18 +56,25 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         cfg.custom.clone(),
         capture::context::Clock::from_env(),
     );
-    let smtp = capture::smtp::SmtpCapture::new(cfg.smtp.clone(), buffer.clone(), ctx)?;
+    let smtp = capture::smtp::SmtpCapture::new(cfg.smtp.clone(), buffer.clone(), ctx.clone())?;
     let listeners = smtp.bind().await?;
     let shipper = shipper::Shipper {
         buffer: buffer.clone(),
         endpoint: cfg.collector.endpoint.clone(),
         tls,
-        host,
+        ctx: ctx.clone(),
     };
     let shipper = tokio::spawn(shipper.run());
+    let host_watch = tokio::spawn(capture::host::watch(
+        ctx.clone(),
+        buffer.clone(),
+        cfg.host.domain.clone(),
+        HOST_CHECK_EVERY,
+    ));
     smtp.serve(listeners, kiroku_common::shutdown_signal())
         .await;
     tracing::info!("kiroku-agent stopping");
+    host_watch.abort();
     shipper.abort();
     let _ = shipper.await;
     Ok(())

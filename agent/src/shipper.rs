@@ -4,14 +4,20 @@
 //! once durable. Blobs referenced by a batch are uploaded first, and only
 //! those the collector does not have. The buffer drops only acknowledged
 //! events. Failures reconnect with exponential backoff and jitter.
+//!
+//! On the same stream the agent measures its clock offset to the collector
+//! (NTP-style probes right after Welcome and every [`PROBE_EVERY`]; the
+//! best of [`PROBES`] round trips wins) and reports its backlog (`Status`).
+//! The agent keeps at most one request outstanding (a batch or a probe), so
+//! each response answers the request before it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use kiroku_proto::ingest_client::IngestClient;
 use kiroku_proto::{
-    Batch, BlobChunk, Hello, HostIdentity, MissingBlobsRequest, ShipRequest, ship_request,
-    ship_response,
+    Batch, BlobChunk, Hello, MissingBlobsRequest, ShipRequest, ShipResponse, Status, TimeProbe,
+    ship_request, ship_response,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -19,6 +25,7 @@ use tonic::codec::CompressionEncoding;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::buffer::{self, Buffer};
+use crate::capture::context::CaptureContext;
 
 /// Events per batch and encoded bytes per batch (under the 4 MiB gRPC
 /// default message limit).
@@ -29,12 +36,19 @@ const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// Longest wait for an acknowledgement before the stream is considered dead.
 const ACK_TIMEOUT: Duration = Duration::from_secs(120);
+/// Clock probes per measurement; the one with the shortest round trip is
+/// used (its offset error is at most half its round trip).
+const PROBES: usize = 4;
+const PROBE_EVERY: Duration = Duration::from_secs(60);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+type Responses = tonic::Streaming<ShipResponse>;
 
 pub struct Shipper {
     pub buffer: Arc<Buffer>,
     pub endpoint: String,
     pub tls: ClientTlsConfig,
-    pub host: HostIdentity,
+    pub ctx: Arc<CaptureContext>,
 }
 
 impl Shipper {
@@ -83,7 +97,7 @@ impl Shipper {
         tx.send(ShipRequest {
             msg: Some(ship_request::Msg::Hello(Hello {
                 stream_id: self.buffer.stream_id().to_owned(),
-                host: Some(self.host.clone()),
+                host: Some((*self.ctx.host()).clone()),
                 agent_version: kiroku_common::VERSION.to_owned(),
             })),
         })
@@ -98,12 +112,18 @@ impl Shipper {
         tracing::info!(collector = %self.endpoint, agent_id = %welcome.agent_id, stored_seq = welcome.stored_seq, "connected to collector");
         self.buffer.ack(welcome.stored_seq).await?;
         let mut sent = welcome.stored_seq;
+        self.measure_clock(&tx, &mut responses).await?;
+        let mut next_probe = tokio::time::Instant::now() + PROBE_EVERY;
         loop {
+            if tokio::time::Instant::now() >= next_probe {
+                self.measure_clock(&tx, &mut responses).await?;
+                next_probe = tokio::time::Instant::now() + PROBE_EVERY;
+            }
             let batch = self.buffer.read_batch(sent, BATCH_EVENTS, BATCH_BYTES)?;
             if batch.is_empty() {
                 tokio::select! {
                     _ = self.buffer.appended() => {}
-                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    _ = tokio::time::sleep_until(next_probe) => {}
                 }
                 continue;
             }
@@ -142,6 +162,71 @@ impl Shipper {
         }
     }
 
+    /// Measures the clock offset (agent − collector) with [`PROBES`] probes,
+    /// keeps the one with the shortest round trip, stamps it on new events
+    /// and reports it with the backlog in a `Status`.
+    async fn measure_clock(
+        &self,
+        tx: &mpsc::Sender<ShipRequest>,
+        responses: &mut Responses,
+    ) -> anyhow::Result<()> {
+        let clock = &self.ctx.clock;
+        let mut best: Option<(i64, i64)> = None; // (rtt, offset), µs
+        for _ in 0..PROBES {
+            let t1 = clock.now_us();
+            tx.send(ShipRequest {
+                msg: Some(ship_request::Msg::TimeProbe(TimeProbe { t1_us: t1 })),
+            })
+            .await
+            .map_err(|_| anyhow::anyhow!("stream to collector closed"))?;
+            let reply = match tokio::time::timeout(PROBE_TIMEOUT, responses.message()).await {
+                Err(_) => {
+                    anyhow::bail!("no answer to a clock probe in {}s", PROBE_TIMEOUT.as_secs())
+                }
+                Ok(r) => r?,
+            };
+            let t4 = clock.now_us();
+            let r = match reply {
+                Some(ShipResponse {
+                    msg: Some(ship_response::Msg::TimeReply(r)),
+                }) => r,
+                other => anyhow::bail!("collector sent {other:?} instead of TimeReply"),
+            };
+            if r.t1_us != t1 {
+                anyhow::bail!("collector answered clock probe {} to probe {t1}", r.t1_us);
+            }
+            let (rtt, offset) = offset_us(t1, r.t2_us, r.t3_us, t4);
+            if best.is_none_or(|(b, _)| rtt < b) {
+                best = Some((rtt, offset));
+            }
+        }
+        let Some((rtt_us, offset_us)) = best else {
+            return Ok(());
+        };
+        let offset_ms = offset_us.div_euclid(1000);
+        let previous = clock.offset_ms();
+        clock.set_offset_ms(offset_ms);
+        if previous.is_none_or(|p| (p - offset_ms).abs() >= 100) {
+            tracing::info!(
+                offset_ms,
+                rtt_us,
+                "clock offset to the collector (agent - collector)"
+            );
+        }
+        let backlog = self.buffer.backlog();
+        tx.send(ShipRequest {
+            msg: Some(ship_request::Msg::Status(Status {
+                backlog_events: backlog.queued as u64,
+                backlog_bytes: backlog.bytes_on_disk,
+                clock_offset_ms: offset_ms,
+                rtt_us,
+            })),
+        })
+        .await
+        .map_err(|_| anyhow::anyhow!("stream to collector closed"))?;
+        Ok(())
+    }
+
     async fn upload_blobs(
         &self,
         client: &mut IngestClient<Channel>,
@@ -159,11 +244,38 @@ impl Shipper {
             .into_inner()
             .sha256;
         for sha in missing {
-            let Some((file, size)) = self.buffer.blob_file(&sha).await? else {
-                // Recorded without content (e.g. over the size limit): the
-                // event says so; nothing to upload.
-                tracing::warn!(sha256 = %sha, "blob referenced by an event is not in the buffer");
-                continue;
+            let (file, size) = match self.buffer.blob_file(&sha).await? {
+                Some(buffer::BlobSource::File(f, size)) => (f, size),
+                Some(buffer::BlobSource::Bytes(data)) => {
+                    let size = data.len() as u64;
+                    let chunks: Vec<BlobChunk> = data
+                        .chunks(BLOB_CHUNK)
+                        .enumerate()
+                        .map(|(i, c)| BlobChunk {
+                            sha256: if i == 0 { sha.clone() } else { String::new() },
+                            size: if i == 0 { size } else { 0 },
+                            data: c.to_vec(),
+                        })
+                        .collect();
+                    let chunks = if chunks.is_empty() {
+                        vec![BlobChunk {
+                            sha256: sha.clone(),
+                            size: 0,
+                            data: Vec::new(),
+                        }]
+                    } else {
+                        chunks
+                    };
+                    client.put_blob(futures::stream::iter(chunks)).await?;
+                    tracing::debug!(sha256 = %sha, size, "blob uploaded");
+                    continue;
+                }
+                None => {
+                    // Recorded without content (e.g. over the size limit): the
+                    // event says so; nothing to upload.
+                    tracing::warn!(sha256 = %sha, "blob referenced by an event is not in the buffer");
+                    continue;
+                }
             };
             // Read and sent one chunk at a time: a 50 MB message never sits
             // in memory. A read error ends the stream short; the collector
@@ -208,5 +320,26 @@ impl Shipper {
             tracing::debug!(sha256 = %sha, size, "blob uploaded");
         }
         Ok(())
+    }
+}
+
+/// Round trip and offset (agent − collector) of one probe, µs: t1 and t4 on
+/// the agent's clock, t2 and t3 on the collector's (RFC 5905 on-wire).
+fn offset_us(t1: i64, t2: i64, t3: i64, t4: i64) -> (i64, i64) {
+    let rtt = (t4 - t1) - (t3 - t2);
+    let collector_minus_agent = ((t2 - t1) + (t3 - t4)) / 2;
+    (rtt.max(0), -collector_minus_agent)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn offset_is_agent_minus_collector() {
+        // Agent 5 s ahead; 2 ms each way; collector holds it 1 ms.
+        let (t1, t2, t3, t4) = (105_000_000, 100_002_000, 100_003_000, 105_005_000);
+        assert_eq!(super::offset_us(t1, t2, t3, t4), (4_000, 5_000_000));
+        // Agent 5 s behind.
+        let (t1, t2, t3, t4) = (95_000_000, 100_002_000, 100_003_000, 95_005_000);
+        assert_eq!(super::offset_us(t1, t2, t3, t4), (4_000, -5_000_000));
     }
 }

@@ -20,6 +20,17 @@ pub struct CollectorConfig {
     /// Largest blob (raw message) accepted, in bytes.
     #[serde(default = "default_max_blob")]
     pub max_blob_bytes: u64,
+    /// Hosts whose clock differs from the collector's by more than this
+    /// (milliseconds) are flagged in `kiroku hosts` and their events tagged
+    /// `clock-skew`.
+    #[serde(default = "default_clock_threshold")]
+    pub clock_offset_threshold_ms: i64,
+}
+
+pub const DEFAULT_CLOCK_THRESHOLD_MS: i64 = 2000;
+
+fn default_clock_threshold() -> i64 {
+    DEFAULT_CLOCK_THRESHOLD_MS
 }
 
 fn default_listen() -> SocketAddr {

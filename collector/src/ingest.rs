@@ -15,7 +15,7 @@ use kiroku_common::pki::PeerIdentity;
 use kiroku_proto::ingest_server::Ingest;
 use kiroku_proto::{
     Ack, BlobChunk, Event, HostInfo, MissingBlobsRequest, MissingBlobsResponse, PutBlobResponse,
-    ShipRequest, ShipResponse, Welcome, ship_request, ship_response,
+    ShipRequest, ShipResponse, TimeReply, Welcome, event::Kind, ship_request, ship_response,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::StreamExt;
@@ -176,6 +176,7 @@ pub struct IngestService {
     store: Arc<Store>,
     committer: Committer,
     max_blob_bytes: u64,
+    clock_threshold_ms: i64,
 }
 
 impl IngestService {
@@ -184,8 +185,48 @@ impl IngestService {
             store,
             committer,
             max_blob_bytes,
+            clock_threshold_ms: crate::config::DEFAULT_CLOCK_THRESHOLD_MS,
         }
     }
+
+    /// Hosts whose clock is further than this from the collector's are
+    /// flagged, and their events tagged `clock-skew`.
+    pub fn with_clock_threshold(mut self, ms: i64) -> Self {
+        self.clock_threshold_ms = ms;
+        self
+    }
+}
+
+/// Tag on events from a host whose clock offset is beyond the threshold.
+pub const CLOCK_SKEW_TAG: &str = "clock-skew";
+
+/// What one Ship stream knows about its agent's clock.
+#[derive(Default, Clone, Copy)]
+struct SessionClock {
+    /// agent − collector, from the agent's last Status.
+    offset_ms: Option<i64>,
+}
+
+fn micros_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+/// Updates the stored host record with `f` (blocking: sled).
+fn update_host(store: &Store, agent_id: &str, f: impl FnOnce(&mut HostInfo)) -> Result<(), Status> {
+    let mut info = store
+        .meta
+        .host(agent_id)
+        .map_err(|e| Status::internal(e.to_string()))?
+        .unwrap_or_default();
+    info.agent_id = agent_id.to_owned();
+    f(&mut info);
+    store
+        .meta
+        .put_host(&info)
+        .map_err(|e| Status::internal(e.to_string()))
 }
 
 fn valid_stream_id(s: &str) -> bool {
@@ -193,6 +234,22 @@ fn valid_stream_id(s: &str) -> bool {
         && s.len() <= 64
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Tags an event from a host whose clock is off beyond the threshold. An
+/// event recorded before its agent measured the offset is judged by the
+/// offset the agent reported on this stream (the event itself is not
+/// changed: `clock_offset_known` stays false).
+fn check_clock(e: &mut Event, session: SessionClock, threshold_ms: i64) {
+    let offset = if e.clock_offset_known {
+        Some(e.clock_offset_ms)
+    } else {
+        session.offset_ms
+    };
+    if offset.is_some_and(|o| o.abs() > threshold_ms) && !e.tags.iter().any(|t| t == CLOCK_SKEW_TAG)
+    {
+        e.tags.push(CLOCK_SKEW_TAG.to_owned());
+    }
 }
 
 /// Checks one event of a batch and fills in what the collector owns.
@@ -258,21 +315,10 @@ impl Ingest for IngestService {
         let stored_seq = {
             let (store, id, hello) = (store.clone(), id.clone(), hello.clone());
             tokio::task::spawn_blocking(move || -> Result<u64, Status> {
-                let mut info = store
-                    .meta
-                    .host(&id.name)
-                    .map_err(|e| Status::internal(e.to_string()))?
-                    .unwrap_or_default();
-                info = HostInfo {
-                    agent_id: id.name.clone(),
-                    host: hello.host.clone(),
-                    last_seen_ms: kiroku_common::now_ms(),
-                    ..info
-                };
-                store
-                    .meta
-                    .put_host(&info)
-                    .map_err(|e| Status::internal(e.to_string()))?;
+                update_host(&store, &id.name, |info| {
+                    info.host = hello.host.clone();
+                    info.last_seen_ms = kiroku_common::now_ms();
+                })?;
                 store
                     .meta
                     .stored_seq(&id.name, &hello.stream_id)
@@ -294,7 +340,11 @@ impl Ingest for IngestService {
         .await
         .map_err(|_| Status::cancelled("client went away"))?;
         let committer = self.committer.clone();
+        let threshold = self.clock_threshold_ms;
+        let live = store.meta.connected(&id.name);
         tokio::spawn(async move {
+            let _live = live;
+            let mut clock = SessionClock::default();
             loop {
                 let msg = match inbound.message().await {
                     Ok(Some(m)) => m,
@@ -304,11 +354,56 @@ impl Ingest for IngestService {
                         break;
                     }
                 };
-                let Some(ship_request::Msg::Batch(batch)) = msg.msg else {
-                    let _ = tx
-                        .send(Err(Status::invalid_argument("expected a Batch")))
+                let batch = match msg.msg {
+                    Some(ship_request::Msg::Batch(b)) => b,
+                    Some(ship_request::Msg::TimeProbe(p)) => {
+                        let t2 = micros_now();
+                        let reply = TimeReply {
+                            t1_us: p.t1_us,
+                            t2_us: t2,
+                            t3_us: micros_now(),
+                        };
+                        let msg = ShipResponse {
+                            msg: Some(ship_response::Msg::TimeReply(reply)),
+                        };
+                        if tx.send(Ok(msg)).await.is_err() {
+                            break;
+                        }
+                        continue;
+                    }
+                    Some(ship_request::Msg::Status(st)) => {
+                        clock.offset_ms = Some(st.clock_offset_ms);
+                        let flagged = st.clock_offset_ms.abs() > threshold;
+                        if flagged {
+                            tracing::warn!(agent_id = %id.name, offset_ms = st.clock_offset_ms, threshold_ms = threshold, "agent clock is off beyond the threshold; its events are tagged {CLOCK_SKEW_TAG}");
+                        }
+                        let (store, name) = (store.clone(), id.name.clone());
+                        let res = tokio::task::spawn_blocking(move || {
+                            update_host(&store, &name, |info| {
+                                info.clock_offset_ms = st.clock_offset_ms;
+                                info.clock_offset_known = true;
+                                info.clock_flagged = flagged;
+                                info.backlog_events = st.backlog_events;
+                                info.backlog_bytes = st.backlog_bytes;
+                                info.last_seen_ms = kiroku_common::now_ms();
+                            })
+                        })
                         .await;
-                    break;
+                        if let Ok(Err(e)) | Err(e) =
+                            res.map_err(|e| Status::internal(e.to_string()))
+                        {
+                            tracing::error!(agent_id = %id.name, error = %e, "cannot update host record");
+                        }
+                        continue;
+                    }
+                    _ => {
+                        let _ = tx
+                            .send(Err(Status::invalid_argument(
+                                "expected a Batch, TimeProbe or Status",
+                            )))
+                            .await;
+                        break;
+                    }
                 };
                 let now = kiroku_common::now_ms();
                 let mut events = batch.events;
@@ -319,7 +414,21 @@ impl Ingest for IngestService {
                     let _ = tx.send(Err(status)).await;
                     break;
                 }
+                for e in &mut events {
+                    check_clock(e, clock, threshold);
+                }
+                let newest_host = events.iter().rev().find_map(|e| match &e.kind {
+                    Some(Kind::HostChange(h)) => h.identity.clone(),
+                    _ => None,
+                });
                 let res = committer.store(&id.name, &stream_id, events).await;
+                if let (Ok(_), Some(identity)) = (&res, newest_host) {
+                    let (store, name) = (store.clone(), id.name.clone());
+                    let _ = tokio::task::spawn_blocking(move || {
+                        update_host(&store, &name, |info| info.host = Some(identity))
+                    })
+                    .await;
+                }
                 let stop = res.is_err();
                 let resp = res.map(|ack| ShipResponse {
                     msg: Some(ship_response::Msg::Ack(ack)),

@@ -44,11 +44,10 @@ pub async fn serve(
     );
     let (committer, committer_thread) = Committer::start(store.clone())?;
 
-    let ingest = IngestServer::new(IngestService::new(
-        store.clone(),
-        committer,
-        cfg.max_blob_bytes,
-    ))
+    let ingest = IngestServer::new(
+        IngestService::new(store.clone(), committer, cfg.max_blob_bytes)
+            .with_clock_threshold(cfg.clock_offset_threshold_ms),
+    )
     .accept_compressed(CompressionEncoding::Zstd)
     .send_compressed(CompressionEncoding::Zstd)
     .max_decoding_message_size(MAX_MESSAGE);

@@ -192,6 +192,24 @@ impl Env {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// Runs the `kiroku` CLI against this collector as the investigator.
+    pub fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
+        let cfg = self.path().join("kiroku-cli.toml");
+        if !cfg.exists() {
+            std::fs::write(
+                &cfg,
+                format!(
+                    "endpoint = \"https://127.0.0.1:{}\"\nserver_name = \"localhost\"\n[tls]\nca = \"pki/ca.pem\"\ncert = \"pki/investigator-inv.pem\"\nkey = \"pki/investigator-inv.key\"\n",
+                    self.grpc
+                ),
+            )?;
+        }
+        let cfg = cfg.to_string_lossy().into_owned();
+        let mut all = vec!["--config", cfg.as_str()];
+        all.extend_from_slice(args);
+        self.kiroku(&all)
+    }
+
     pub fn issue(
         &self,
         role: &str,
@@ -271,6 +289,17 @@ impl Env {
         self.start_agent_full(name, smtp, mode, smtp_extra, "")
     }
 
+    /// Like [`Env::start_agent`], with extra environment variables.
+    pub fn start_agent_env(
+        &self,
+        name: &str,
+        smtp: u16,
+        mode: &Mode,
+        envs: &[(&str, &str)],
+    ) -> anyhow::Result<Proc> {
+        self.start_agent_envs(name, smtp, mode, "", "", envs)
+    }
+
     fn start_agent_full(
         &self,
         name: &str,
@@ -278,6 +307,18 @@ impl Env {
         mode: &Mode,
         smtp_extra: &str,
         extra: &str,
+    ) -> anyhow::Result<Proc> {
+        self.start_agent_envs(name, smtp, mode, smtp_extra, extra, &[])
+    }
+
+    fn start_agent_envs(
+        &self,
+        name: &str,
+        smtp: u16,
+        mode: &Mode,
+        smtp_extra: &str,
+        extra: &str,
+        envs: &[(&str, &str)],
     ) -> anyhow::Result<Proc> {
         let pki = self.pki();
         if !pki.join(format!("agent-{name}.pem")).exists() {
@@ -300,7 +341,10 @@ impl Env {
         )?;
         let mut p = Proc::spawn(
             &format!("agent {name}"),
-            Command::new(bin("kiroku-agent")).arg("--config").arg(&cfg),
+            Command::new(bin("kiroku-agent"))
+                .arg("--config")
+                .arg(&cfg)
+                .envs(envs.iter().copied()),
             &self.path().join(format!("agent-{name}.log")),
         )?;
         p.wait_port(smtp)?;

@@ -216,6 +216,7 @@ async fn delivered_and_recorded(
 
     let query = SearchRequest {
         agent_id: agent_id.into(),
+        kind: "email".into(),
         ..Default::default()
     };
     let events = env

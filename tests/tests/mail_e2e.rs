@@ -238,6 +238,8 @@ async fn relayed_mail_is_delivered_identical_and_searchable() -> anyhow::Result<
                 .as_ref()
                 .map(|h| h.hostname.clone())
                 .unwrap_or_default(),
+            // The host's identity records match the host too.
+            kind: "email".into(),
             ..Default::default()
         },
         SearchRequest {
@@ -248,6 +250,7 @@ async fn relayed_mail_is_delivered_identical_and_searchable() -> anyhow::Result<
         SearchRequest {
             from_ms: e.observed_at_ms - 1000,
             to_ms: e.observed_at_ms + 1000,
+            kind: "email".into(),
             ..Default::default()
         },
     ];

@@ -29,6 +29,8 @@ pub fn snapshot(domain_override: Option<&str>) -> HostIdentity {
                 .ip_networks()
                 .iter()
                 .map(|n| n.addr.to_string())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
                 .collect(),
         })
         .collect();
@@ -44,7 +46,133 @@ pub fn snapshot(domain_override: Option<&str>) -> HostIdentity {
             .unwrap_or_default(),
         interfaces,
         agent_version: kiroku_common::VERSION.to_owned(),
-        logged_in_users: Vec::new(),
+        logged_in_users: logged_in_users(),
+    }
+}
+
+/// Users with a login session: systemd-logind's session files when logind
+/// runs, else the utmp file. Sorted, each user once.
+pub fn logged_in_users() -> Vec<String> {
+    let mut users = logind_users(std::path::Path::new("/run/systemd/sessions"))
+        .or_else(|| {
+            ["/run/utmp", "/var/run/utmp"]
+                .iter()
+                .find_map(|p| std::fs::read(p).ok())
+                .map(|b| utmp_users(&b))
+        })
+        .unwrap_or_default();
+    users.sort();
+    users.dedup();
+    users
+}
+
+fn logind_users(dir: &std::path::Path) -> Option<Vec<String>> {
+    let entries = std::fs::read_dir(dir).ok()?;
+    let mut users = Vec::new();
+    for entry in entries.flatten() {
+        let Ok(text) = std::fs::read_to_string(entry.path()) else {
+            continue;
+        };
+        let field = |k: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(k)?.strip_prefix('='))
+                .map(str::to_owned)
+        };
+        // Sessions being torn down are not logged in any more.
+        if field("STATE").as_deref() == Some("closing") {
+            continue;
+        }
+        if let Some(u) = field("USER").filter(|u| !u.is_empty()) {
+            users.push(u);
+        }
+    }
+    Some(users)
+}
+
+/// glibc's `struct utmp` on 64-bit Linux: 384 bytes; `ut_type` (i16) at 0,
+/// `ut_user` (32 bytes, NUL-padded) at 44. USER_PROCESS = 7.
+const UTMP_RECORD: usize = 384;
+const UTMP_USER: std::ops::Range<usize> = 44..76;
+const USER_PROCESS: i16 = 7;
+
+fn utmp_users(bytes: &[u8]) -> Vec<String> {
+    bytes
+        .chunks_exact(UTMP_RECORD)
+        .filter(|r| i16::from_ne_bytes([r[0], r[1]]) == USER_PROCESS)
+        .filter_map(|r| {
+            let name = &r[UTMP_USER];
+            let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+            let name = String::from_utf8_lossy(&name[..end]).into_owned();
+            (!name.is_empty()).then_some(name)
+        })
+        .collect()
+}
+
+/// What differs between two identities, for the change record ("" = same).
+pub fn changes(old: &HostIdentity, new: &HostIdentity) -> String {
+    let mut what = Vec::new();
+    let fields: [(&str, bool); 9] = [
+        ("hostname", old.hostname != new.hostname),
+        ("fqdn", old.fqdn != new.fqdn),
+        ("domain", old.domain != new.domain),
+        ("os", old.os != new.os),
+        ("kernel", old.kernel != new.kernel),
+        ("machine_id", old.machine_id != new.machine_id),
+        ("interfaces", old.interfaces != new.interfaces),
+        ("agent_version", old.agent_version != new.agent_version),
+        (
+            "logged_in_users",
+            old.logged_in_users != new.logged_in_users,
+        ),
+    ];
+    for (name, differs) in fields {
+        if differs {
+            what.push(name);
+        }
+    }
+    what.join(", ")
+}
+
+/// Records the identity at start, then re-reads it every `every` and
+/// records each change (a `HostEvent`), so the collector keeps the history.
+/// The shared context carries the newest identity for later events.
+pub async fn watch(
+    ctx: std::sync::Arc<crate::capture::context::CaptureContext>,
+    buffer: std::sync::Arc<crate::buffer::Buffer>,
+    domain_override: Option<String>,
+    every: std::time::Duration,
+) {
+    let record = |reason: String, identity: HostIdentity| {
+        let event = ctx.event(
+            String::new(),
+            kiroku_proto::event::Kind::HostChange(kiroku_proto::HostEvent {
+                reason,
+                identity: Some(identity),
+            }),
+        );
+        let buffer = buffer.clone();
+        async move {
+            if let Err(e) = buffer.append(&event, None).await {
+                tracing::error!(error = %e, "cannot record the host identity");
+            }
+        }
+    };
+    record("start".into(), (*ctx.host()).clone()).await;
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let domain = domain_override.clone();
+        let Ok(now) = tokio::task::spawn_blocking(move || snapshot(domain.as_deref())).await else {
+            continue;
+        };
+        let what = changes(&ctx.host(), &now);
+        if what.is_empty() {
+            continue;
+        }
+        tracing::info!(changed = %what, "host identity changed");
+        ctx.set_host(now.clone());
+        record(format!("changed: {what}"), now).await;
     }
 }
 
@@ -101,5 +229,47 @@ mod tests {
                 .any(|i| i.ips.iter().any(|ip| ip == "127.0.0.1"))
         );
         assert_eq!(super::user_name(0), "root");
+    }
+
+    #[test]
+    fn utmp_records_give_logged_in_users() {
+        let mut bytes = vec![0u8; super::UTMP_RECORD * 3];
+        let mut put = |i: usize, kind: i16, user: &str| {
+            let r = &mut bytes[i * super::UTMP_RECORD..(i + 1) * super::UTMP_RECORD];
+            r[..2].copy_from_slice(&kind.to_ne_bytes());
+            r[44..44 + user.len()].copy_from_slice(user.as_bytes());
+        };
+        put(0, 7, "alice");
+        put(1, 8, "gone"); // DEAD_PROCESS
+        put(2, 7, "bob");
+        assert_eq!(super::utmp_users(&bytes), ["alice", "bob"]);
+        // A torn final record is ignored.
+        assert_eq!(super::utmp_users(&bytes[..500]), ["alice"]);
+    }
+
+    #[test]
+    fn logind_sessions_give_users_except_closing_ones() {
+        let dir = tempfile::tempdir().expect("test setup");
+        std::fs::write(
+            dir.path().join("1"),
+            "UID=1000\nUSER=alice\nACTIVE=1\nSTATE=active\n",
+        )
+        .expect("test setup");
+        std::fs::write(dir.path().join("2"), "USER=carol\nSTATE=closing\n").expect("test setup");
+        std::fs::write(dir.path().join("3"), "USER=bob\nSTATE=online\n").expect("test setup");
+        let mut u = super::logind_users(dir.path()).expect("test setup");
+        u.sort();
+        assert_eq!(u, ["alice", "bob"]);
+        assert!(super::logind_users(&dir.path().join("none")).is_none());
+    }
+
+    #[test]
+    fn changes_name_the_fields_that_differ() {
+        let a = super::snapshot(None);
+        let mut b = a.clone();
+        assert_eq!(super::changes(&a, &b), "");
+        b.logged_in_users.push("mallory".into());
+        b.interfaces.clear();
+        assert_eq!(super::changes(&a, &b), "interfaces, logged_in_users");
     }
 }

@@ -3,6 +3,10 @@
 //! `GetEvent` reads from. Adding an event first deletes any document with
 //! the same `event_id` in the same commit, which makes re-indexing after a
 //! crash idempotent.
+//!
+//! Because the events are stored whole, a schema change costs no data: an
+//! index written with another schema is rebuilt from its stored events on
+//! open ([`EventIndex::open`]), with progress in the log.
 
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
@@ -41,6 +45,7 @@ struct Fields {
     agent_id: Field,
     kind: Field,
     observed_at: Field,
+    corrected_at: Field,
     host: Field,
     user: Field,
     sender: Field,
@@ -76,6 +81,8 @@ fn schema() -> (Schema, Fields) {
         agent_id: b.add_text_field("agent_id", STRING),
         kind: b.add_text_field("kind", STRING),
         observed_at: b.add_i64_field("observed_at", INDEXED | FAST),
+        // observed_at - clock_offset_ms: the collector's timeline.
+        corrected_at: b.add_i64_field("corrected_at", INDEXED | FAST),
         host: b.add_text_field("host", STRING),
         user: b.add_text_field("user", STRING),
         sender: b.add_text_field("sender", STRING),
@@ -91,6 +98,27 @@ fn schema() -> (Schema, Fields) {
         event: b.add_bytes_field("event", STORED),
     };
     (b.build(), f)
+}
+
+/// Event kinds as the `kind` filter names them.
+pub const KINDS: [&str; 3] = ["email", "file", "host_change"];
+
+fn other(path: &Path, e: &dyn std::fmt::Display) -> IndexError {
+    IndexError::Other {
+        path: path.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+/// The event's time on the collector's clock: observed_at corrected by the
+/// agent's measured offset (agent − collector), or observed_at when the
+/// offset was not measured.
+pub fn corrected_ms(e: &Event) -> i64 {
+    if e.clock_offset_known {
+        e.observed_at_ms - e.clock_offset_ms
+    } else {
+        e.observed_at_ms
+    }
 }
 
 /// Lower-cased outcome name as used in filters and the CLI.
@@ -115,11 +143,40 @@ impl EventIndex {
             message: e.to_string(),
         })?;
         let (schema, f) = schema();
-        let dir = tantivy::directory::MmapDirectory::open(path).map_err(|e| IndexError::Other {
+        let rebuild = path.with_extension("rebuild");
+        let old = path.with_extension("old");
+        // A crash between the two renames below leaves the finished rebuild
+        // beside the old index: finish the swap.
+        if old.exists() && rebuild.exists() && !path.join("meta.json").exists() {
+            let _ = std::fs::remove_dir_all(path);
+            std::fs::rename(&rebuild, path).map_err(|e| other(path, &e))?;
+        }
+        let _ = std::fs::remove_dir_all(&rebuild);
+        let _ = std::fs::remove_dir_all(&old);
+        std::fs::create_dir_all(path).map_err(|e| other(path, &e))?;
+        let dir = tantivy::directory::MmapDirectory::open(path).map_err(|e| other(path, &e))?;
+        let index = if Index::exists(&dir).map_err(|e| other(path, &e))? {
+            let index = Index::open(dir).map_err(terr)?;
+            if index.schema() == schema {
+                index
+            } else {
+                drop(index);
+                Self::rebuild(path, &rebuild, &old)?;
+                let dir =
+                    tantivy::directory::MmapDirectory::open(path).map_err(|e| other(path, &e))?;
+                Index::open(dir).map_err(terr)?
+            }
+        } else {
+            Index::create(dir, schema, Default::default()).map_err(terr)?
+        };
+        Self::from_index(path, index, f)
+    }
+
+    fn from_index(path: &Path, index: Index, f: Fields) -> Result<EventIndex, IndexError> {
+        let terr = |source| IndexError::Tantivy {
             path: path.to_owned(),
-            message: e.to_string(),
-        })?;
-        let index = Index::open_or_create(dir, schema).map_err(terr)?;
+            source,
+        };
         let writer = index
             .writer_with_num_threads(1, WRITER_HEAP)
             .map_err(terr)?;
@@ -137,6 +194,60 @@ impl EventIndex {
         })
     }
 
+    /// Rebuilds the index at `path`, written with an older schema, into
+    /// `rebuild` from the events it stores, then swaps it in (the old one
+    /// passes through `old` and is removed). Idempotent after a crash.
+    fn rebuild(path: &Path, rebuild: &Path, old: &Path) -> Result<(), IndexError> {
+        let terr = |source| IndexError::Tantivy {
+            path: path.to_owned(),
+            source,
+        };
+        tracing::warn!(index = %path.display(), "index schema changed: rebuilding it from the stored events");
+        let source = Index::open_in_dir(path).map_err(terr)?;
+        let event_field = source.schema().get_field("event").map_err(terr)?;
+        let searcher = source.reader().map_err(terr)?.searcher();
+        let total: u64 = searcher.num_docs();
+        std::fs::create_dir_all(rebuild).map_err(|e| other(rebuild, &e))?;
+        let (schema, f) = schema();
+        let target = Index::create_in_dir(rebuild, schema).map_err(terr)?;
+        let target = Self::from_index(rebuild, target, f)?;
+        let mut done = 0u64;
+        let mut batch = Vec::new();
+        for (ord, seg) in searcher.segment_readers().iter().enumerate() {
+            for doc in seg.doc_ids_alive() {
+                let d: TantivyDocument = searcher
+                    .doc(DocAddress::new(ord as u32, doc))
+                    .map_err(terr)?;
+                let bytes = d
+                    .get_first(event_field)
+                    .and_then(|v| v.as_bytes())
+                    .unwrap_or_default();
+                match Event::decode(bytes) {
+                    Ok(e) => batch.push(e),
+                    Err(e) => {
+                        tracing::error!(index = %path.display(), error = %e, "a stored event does not decode; it is left out of the rebuilt index")
+                    }
+                }
+                done += 1;
+                if batch.len() >= 10_000 {
+                    target.add(&batch)?;
+                    batch.clear();
+                    tracing::info!(done, total, "rebuilding the index");
+                }
+            }
+        }
+        target.add(&batch)?;
+        target.commit()?;
+        drop(target);
+        drop(searcher);
+        drop(source);
+        std::fs::rename(path, old).map_err(|e| other(path, &e))?;
+        std::fs::rename(rebuild, path).map_err(|e| other(path, &e))?;
+        let _ = std::fs::remove_dir_all(old);
+        tracing::info!(events = done, index = %path.display(), "index rebuilt");
+        Ok(())
+    }
+
     fn terr(&self, source: tantivy::TantivyError) -> IndexError {
         IndexError::Tantivy {
             path: self.path.clone(),
@@ -150,6 +261,7 @@ impl EventIndex {
         d.add_text(f.event_id, &e.event_id);
         d.add_text(f.agent_id, &e.agent_id);
         d.add_i64(f.observed_at, e.observed_at_ms);
+        d.add_i64(f.corrected_at, corrected_ms(e));
         if let Some(h) = &e.host {
             for name in [&h.hostname, &h.fqdn] {
                 if !name.is_empty() {
@@ -162,6 +274,9 @@ impl EventIndex {
         }
         for t in &e.tags {
             d.add_text(f.tag, t);
+        }
+        if let Some(Kind::HostChange(_)) = &e.kind {
+            d.add_text(f.kind, "host_change");
         }
         if let Some(Kind::Email(m)) = &e.kind {
             d.add_text(f.kind, "email");
@@ -294,6 +409,16 @@ impl EventIndex {
         if !r.agent_id.is_empty() {
             must.push(term(f.agent_id, &r.agent_id));
         }
+        if !r.kind.is_empty() {
+            let kind = r.kind.trim().to_lowercase();
+            if !KINDS.contains(&kind.as_str()) {
+                return Err(IndexError::BadQuery {
+                    field: "kind",
+                    message: format!("unknown kind {:?}: use one of {}", r.kind, KINDS.join(", ")),
+                });
+            }
+            must.push(term(f.kind, &kind));
+        }
         if !r.tag.is_empty() {
             must.push(term(f.tag, &r.tag));
         }
@@ -304,13 +429,18 @@ impl EventIndex {
             )));
         }
         if r.from_ms != 0 || r.to_ms != 0 {
+            let time = if r.corrected_time {
+                f.corrected_at
+            } else {
+                f.observed_at
+            };
             let lo = if r.from_ms != 0 {
-                Bound::Included(Term::from_field_i64(f.observed_at, r.from_ms))
+                Bound::Included(Term::from_field_i64(time, r.from_ms))
             } else {
                 Bound::Unbounded
             };
             let hi = if r.to_ms != 0 {
-                Bound::Excluded(Term::from_field_i64(f.observed_at, r.to_ms))
+                Bound::Excluded(Term::from_field_i64(time, r.to_ms))
             } else {
                 Bound::Unbounded
             };
@@ -359,7 +489,14 @@ impl EventIndex {
                 &(
                     TopDocs::with_limit(limit.max(1))
                         .and_offset(offset)
-                        .order_by_fast_field::<i64>("observed_at", Order::Desc),
+                        .order_by_fast_field::<i64>(
+                            if r.corrected_time {
+                                "corrected_at"
+                            } else {
+                                "observed_at"
+                            },
+                            Order::Desc,
+                        ),
                     Count,
                 ),
             )
@@ -537,5 +674,76 @@ mod tests {
             ),
             Err(IndexError::BadQuery { .. })
         ));
+    }
+
+    #[test]
+    fn corrected_time_orders_by_the_collector_clock() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let idx = EventIndex::open(dir.path()).expect("open");
+        // Host A's clock is 120 s ahead: its mail at collector time 1000 s
+        // says 1120 s. Host B (no skew) mails one second later.
+        let mut a = mail("a/s/1", 1_120_000, "a@x", "r@y", "first", None);
+        a.clock_offset_ms = 120_000;
+        a.clock_offset_known = true;
+        let mut b = mail("b/s/1", 1_001_000, "b@x", "r@y", "second", None);
+        b.clock_offset_known = true;
+        idx.add(&[a, b]).expect("add");
+        idx.commit().expect("commit");
+        let ids = |r: &SearchRequest| -> Vec<String> {
+            let (ev, _, _) = idx.search(r, 0, 10).expect("search");
+            ev.into_iter().map(|e| e.event_id).collect()
+        };
+        let mut r = SearchRequest::default();
+        assert_eq!(ids(&r), ["a/s/1", "b/s/1"], "agent clocks: a looks newer");
+        r.corrected_time = true;
+        assert_eq!(ids(&r), ["b/s/1", "a/s/1"], "corrected: b is newer");
+        r.from_ms = 1_000_500;
+        assert_eq!(ids(&r), ["b/s/1"]);
+        r.corrected_time = false;
+        assert_eq!(ids(&r), ["a/s/1", "b/s/1"]);
+    }
+
+    #[test]
+    fn an_index_with_another_schema_is_rebuilt_from_its_events() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("index");
+        {
+            // An older layout: only the id and the stored event.
+            let mut b = Schema::builder();
+            let id = b.add_text_field("event_id", STRING | STORED);
+            let ev = b.add_bytes_field("event", STORED);
+            std::fs::create_dir_all(&path).expect("mkdir");
+            let old = Index::create_in_dir(&path, b.build()).expect("create");
+            let mut w: IndexWriter = old.writer_with_num_threads(1, 15_000_000).expect("writer");
+            for i in 1..=3 {
+                let e = mail(
+                    &format!("a1/s/{i}"),
+                    i * 1000,
+                    "alice@x.com",
+                    "bob@y.com",
+                    "old",
+                    Some("q.xlsx"),
+                );
+                let mut d = TantivyDocument::default();
+                d.add_text(id, &e.event_id);
+                d.add_bytes(ev, &e.encode_to_vec());
+                w.add_document(d).expect("add");
+            }
+            w.commit().expect("commit");
+        }
+        let idx = EventIndex::open(&path).expect("open rebuilds");
+        let r = SearchRequest {
+            sender: "alice@x.com".into(),
+            ..Default::default()
+        };
+        let (events, total, _) = idx.search(&r, 0, 10).expect("search");
+        assert_eq!(total, 3);
+        assert_eq!(events[0].event_id, "a1/s/3");
+        assert!(!path.with_extension("rebuild").exists());
+        assert!(!path.with_extension("old").exists());
+        drop(idx);
+        // Opening again keeps it (same schema now).
+        let idx = EventIndex::open(&path).expect("reopen");
+        assert_eq!(idx.search(&r, 0, 10).expect("search").1, 3);
     }
 }

@@ -1,7 +1,9 @@
 //! Collector metadata in sled: per-(agent, stream) high-water sequence
 //! numbers (the exactly-once guarantee) and known hosts.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use kiroku_proto::HostInfo;
 use prost::Message;
@@ -14,6 +16,8 @@ pub struct MetaError {
 }
 
 pub struct MetaStore {
+    /// Open Ship streams per agent (not persisted: a restart has none).
+    live: Arc<Mutex<HashMap<String, usize>>>,
     path: PathBuf,
     db: sled::Db,
     streams: sled::Tree,
@@ -32,6 +36,7 @@ impl MetaStore {
             .open()
             .map_err(err)?;
         Ok(MetaStore {
+            live: Arc::default(),
             path: path.to_owned(),
             streams: db.open_tree("streams").map_err(err)?,
             hosts: db.open_tree("hosts").map_err(err)?,
@@ -88,20 +93,52 @@ impl MetaStore {
         Ok(())
     }
 
+    /// Known hosts, `connected` set for those with an open Ship stream.
     pub fn hosts(&self) -> Result<Vec<HostInfo>, MetaError> {
+        let live = self.live.lock().map(|l| l.clone()).unwrap_or_default();
         self.hosts
             .iter()
             .values()
             .map(|v| {
-                v.map_err(|e| self.err(e))
-                    .map(|v| HostInfo::decode(v.as_ref()).unwrap_or_default())
+                v.map_err(|e| self.err(e)).map(|v| {
+                    let mut h = HostInfo::decode(v.as_ref()).unwrap_or_default();
+                    h.connected = live.get(&h.agent_id).is_some_and(|n| *n > 0);
+                    h
+                })
             })
             .collect()
+    }
+
+    /// Marks `agent_id` connected until the guard is dropped.
+    pub fn connected(&self, agent_id: &str) -> Connected {
+        if let Ok(mut l) = self.live.lock() {
+            *l.entry(agent_id.to_owned()).or_default() += 1;
+        }
+        Connected {
+            live: self.live.clone(),
+            agent_id: agent_id.to_owned(),
+        }
     }
 
     /// fsync.
     pub fn flush(&self) -> Result<(), MetaError> {
         self.db.flush().map_err(|e| self.err(e))?;
         Ok(())
+    }
+}
+
+/// An open Ship stream; see [`MetaStore::connected`].
+pub struct Connected {
+    live: Arc<Mutex<HashMap<String, usize>>>,
+    agent_id: String,
+}
+
+impl Drop for Connected {
+    fn drop(&mut self) {
+        if let Ok(mut l) = self.live.lock()
+            && let Some(n) = l.get_mut(&self.agent_id)
+        {
+            *n = n.saturating_sub(1);
+        }
     }
 }

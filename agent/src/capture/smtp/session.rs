@@ -1020,9 +1020,13 @@ impl Session<'_> {
     /// off the async threads).
     async fn build_event(&self, env: &record::Envelope, spooled: Option<&Spooled>) -> Event {
         let env2 = env.clone();
-        let file = spooled.map(|s| (s.path().to_owned(), s.size, s.sha256.clone()));
-        let email = tokio::task::spawn_blocking(move || match file {
-            Some((path, size, sha)) => record::build_from_file(&env2, &path, size, &sha),
+        let content = spooled.map(|s| match s.bytes() {
+            Some(b) => Err(b.clone()),
+            None => Ok((s.path().to_owned(), s.size, s.sha256.clone())),
+        });
+        let email = tokio::task::spawn_blocking(move || match content {
+            Some(Ok((path, size, sha))) => record::build_from_file(&env2, &path, size, &sha),
+            Some(Err(bytes)) => record::build(&env2, &bytes),
             None => record::build(&env2, b""),
         })
         .await

@@ -124,6 +124,13 @@ struct SearchArgs {
     /// delivered, rejected, aborted, unknown or captured.
     #[arg(long)]
     outcome: Option<String>,
+    /// Only events of this kind: email, file or host_change.
+    #[arg(long)]
+    kind: Option<String>,
+    /// Filter and order by corrected time (each agent's clock corrected by
+    /// its measured offset to the collector) instead of the agents' clocks.
+    #[arg(long)]
+    corrected_time: bool,
     /// Most events to show.
     #[arg(long, default_value_t = 50)]
     limit: u32,
@@ -289,6 +296,8 @@ async fn search(connect: &client::ConnectArgs, a: SearchArgs) -> anyhow::Result<
         outcome: s(a.outcome),
         page_size: a.limit,
         page_token: String::new(),
+        corrected_time: a.corrected_time,
+        kind: s(a.kind),
         ..Default::default()
     };
     let mut q = connect.query().await?;

@@ -104,6 +104,19 @@ pub fn detail(e: &Event) -> String {
     line("agent", &e.agent_id);
     line("observed", &time(e.observed_at_ms));
     line("received", &time(e.received_at_ms));
+    if e.clock_offset_known {
+        line(
+            "clock offset",
+            &format!(
+                "{:+.3} s (agent - collector)",
+                e.clock_offset_ms as f64 / 1000.0
+            ),
+        );
+        line(
+            "corrected time",
+            &time(kiroku_collector::store::index::corrected_ms(e)),
+        );
+    }
     line("user", &e.user);
     if let Some(h) = &e.host {
         line("host", &format!("{} ({})", h.hostname, h.fqdn));
@@ -177,6 +190,24 @@ pub fn detail(e: &Event) -> String {
     out
 }
 
+/// "+1.250 s", "-120.000 s !" (beyond the collector's threshold), "-".
+fn clock_offset(h: &HostInfo) -> String {
+    if !h.clock_offset_known {
+        return "-".into();
+    }
+    let flag = if h.clock_flagged { " !" } else { "" };
+    format!("{:+.3} s{flag}", h.clock_offset_ms as f64 / 1000.0)
+}
+
+fn bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / f64::from(1u32 << 30)),
+        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / f64::from(1u32 << 20)),
+        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{n} B"),
+    }
+}
+
 pub fn hosts(hosts: &[HostInfo]) -> String {
     let mut t = Table::new();
     t.load_preset(UTF8_BORDERS_ONLY)
@@ -188,6 +219,8 @@ pub fn hosts(hosts: &[HostInfo]) -> String {
             "addresses",
             "agent version",
             "last seen",
+            "clock offset",
+            "backlog",
             "events",
         ]);
     for h in hosts {
@@ -204,7 +237,17 @@ pub fn hosts(hosts: &[HostInfo]) -> String {
             id.domain,
             shorten(&ips.join(", "), 40),
             id.agent_version,
-            time(h.last_seen_ms),
+            format!(
+                "{}{}",
+                time(h.last_seen_ms),
+                if h.connected { " (connected)" } else { "" }
+            ),
+            clock_offset(h),
+            if h.backlog_events == 0 && h.backlog_bytes == 0 {
+                "0".into()
+            } else {
+                format!("{} ({})", h.backlog_events, bytes(h.backlog_bytes))
+            },
             h.events_stored.to_string(),
         ]);
     }
