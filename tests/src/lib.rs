@@ -4,8 +4,10 @@
 //! in a temp dir. Every process is killed when its guard drops; the temp
 //! dir goes with the [`Env`].
 
+pub mod faultproxy;
 pub mod load;
 pub mod mta;
+pub mod reliability;
 
 use std::io::Read;
 use std::net::TcpStream;
@@ -136,6 +138,27 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+/// Additions to an agent's config and environment.
+struct Extra<'a> {
+    /// TOML inside `[smtp]`.
+    smtp_extra: &'a str,
+    /// TOML appended at the end.
+    extra: &'a str,
+    envs: &'a [(&'a str, &'a str)],
+    collector_port: u16,
+}
+
+impl Extra<'_> {
+    fn new(collector_port: u16) -> Extra<'static> {
+        Extra {
+            smtp_extra: "",
+            extra: "",
+            envs: &[],
+            collector_port,
+        }
     }
 }
 
@@ -297,7 +320,27 @@ impl Env {
         mode: &Mode,
         envs: &[(&str, &str)],
     ) -> anyhow::Result<Proc> {
-        self.start_agent_envs(name, smtp, mode, "", "", envs)
+        self.start_agent_envs(
+            name,
+            smtp,
+            mode,
+            Extra {
+                envs,
+                ..Extra::new(self.grpc)
+            },
+        )
+    }
+
+    /// Like [`Env::start_agent`], shipping to 127.0.0.1:`collector_port`
+    /// (e.g. a fault proxy in front of the collector).
+    pub fn start_agent_via(
+        &self,
+        name: &str,
+        smtp: u16,
+        mode: &Mode,
+        collector_port: u16,
+    ) -> anyhow::Result<Proc> {
+        self.start_agent_envs(name, smtp, mode, Extra::new(collector_port))
     }
 
     fn start_agent_full(
@@ -308,7 +351,16 @@ impl Env {
         smtp_extra: &str,
         extra: &str,
     ) -> anyhow::Result<Proc> {
-        self.start_agent_envs(name, smtp, mode, smtp_extra, extra, &[])
+        self.start_agent_envs(
+            name,
+            smtp,
+            mode,
+            Extra {
+                smtp_extra,
+                extra,
+                ..Extra::new(self.grpc)
+            },
+        )
     }
 
     fn start_agent_envs(
@@ -316,10 +368,14 @@ impl Env {
         name: &str,
         smtp: u16,
         mode: &Mode,
-        smtp_extra: &str,
-        extra: &str,
-        envs: &[(&str, &str)],
+        x: Extra<'_>,
     ) -> anyhow::Result<Proc> {
+        let Extra {
+            smtp_extra,
+            extra,
+            envs,
+            collector_port,
+        } = x;
         let pki = self.pki();
         if !pki.join(format!("agent-{name}.pem")).exists() {
             self.issue("agent", name, &[])?;
@@ -333,7 +389,7 @@ impl Env {
             &cfg,
             format!(
                 "data_dir = \"agent-{name}\"\n[collector]\nendpoint = \"https://127.0.0.1:{}\"\nserver_name = \"localhost\"\n[collector.tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n[smtp]\nlisten = [\"127.0.0.1:{smtp}\"]\n{mode}{smtp_extra}[custom]\ndepartment = \"finance\"\n{extra}",
-                self.grpc,
+                collector_port,
                 pki.join("ca.pem"),
                 pki.join(format!("agent-{name}.pem")),
                 pki.join(format!("agent-{name}.key")),

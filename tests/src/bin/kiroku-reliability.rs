@@ -1,0 +1,90 @@
+//! The reliability table (RELIABILITY.md): runs the fault-injection
+//! scenarios of `kiroku_tests::reliability` against the real binaries and
+//! prints one Markdown row per run. Quick mode runs each scenario once (as
+//! the test suite does); `--soak-minutes N` repeats them until N minutes
+//! have passed. Exit status 1 if any run lost or duplicated anything.
+//!
+//! Run: `scripts/reliability.sh [--soak-minutes N]` (builds first).
+
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use kiroku_tests::Env;
+use kiroku_tests::reliability::{self, Row};
+
+#[derive(Parser)]
+struct Args {
+    /// Repeat the scenarios until this many minutes have passed (0: once).
+    #[arg(long, default_value_t = 0)]
+    soak_minutes: u64,
+    /// SIGKILLs per crash scenario run.
+    #[arg(long, default_value_t = 20)]
+    kills: usize,
+    /// Fault rounds per network scenario run.
+    #[arg(long, default_value_t = 3)]
+    net_rounds: usize,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let a = Args::parse();
+    let started = Instant::now();
+    let until = started + Duration::from_secs(a.soak_minutes * 60);
+    println!(
+        "Machine: {} cores, Linux {}; started {}; mode: {}\n",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim(),
+        kiroku_common::now_ms() / 1000,
+        if a.soak_minutes == 0 {
+            "quick".to_owned()
+        } else {
+            format!("soak {} min", a.soak_minutes)
+        }
+    );
+    println!("{}", Row::markdown_header());
+    let mut failed = false;
+    let mut runs = 0;
+    loop {
+        for scenario in 0..3 {
+            // A fresh installation per run: every run starts from empty
+            // stores, and a failure cannot leak into the next.
+            let env = Env::new()?;
+            let row = match scenario {
+                0 => reliability::agent_crashes(&env, a.kills).await,
+                1 => reliability::collector_crashes(&env, a.kills).await,
+                _ => reliability::network_faults(&env, a.net_rounds).await,
+            };
+            let row = match row {
+                Ok(r) => r,
+                Err(e) => {
+                    failed = true;
+                    eprintln!("scenario {scenario} could not run: {e:#}");
+                    continue;
+                }
+            };
+            failed |= !row.ok();
+            println!("{}", row.markdown());
+            eprintln!(
+                "[{:.0} s] {} done",
+                started.elapsed().as_secs_f64(),
+                row.scenario
+            );
+        }
+        runs += 1;
+        if Instant::now() >= until {
+            break;
+        }
+    }
+    println!(
+        "\n{runs} round(s) of the three scenarios in {:.1} min.",
+        started.elapsed().as_secs_f64() / 60.0
+    );
+    if failed {
+        std::process::exit(1);
+    }
+    Ok(())
+}
