@@ -17,6 +17,10 @@ pub struct CollectorConfig {
     pub data_dir: PathBuf,
     /// CA, server certificate (role `collector`) and key.
     pub tls: TlsFiles,
+    /// Certificate revocation list (PEM) written by `kiroku certs revoke`;
+    /// reloaded when it changes, no restart needed.
+    #[serde(default)]
+    pub crl: Option<PathBuf>,
     /// Largest blob (raw message) accepted, in bytes.
     #[serde(default = "default_max_blob")]
     pub max_blob_bytes: u64,
@@ -45,6 +49,9 @@ impl CollectorConfig {
         let mut cfg: CollectorConfig = kiroku_common::config::load_toml(path)?;
         cfg.data_dir = kiroku_common::config::resolve_relative(path, &cfg.data_dir);
         cfg.tls = cfg.tls.resolved(path);
+        cfg.crl = cfg
+            .crl
+            .map(|c| kiroku_common::config::resolve_relative(path, &c));
         Ok(cfg)
     }
 }

@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod config;
 pub mod ingest;
+pub mod listener;
 pub mod query;
 pub mod server;
 pub mod store;

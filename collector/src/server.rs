@@ -24,7 +24,7 @@ pub async fn serve(
     cfg: CollectorConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let tls = cfg.tls.server_config()?;
+    let tls = crate::listener::TlsSource::new(cfg.tls.clone(), cfg.crl.clone())?;
     let own = cfg
         .tls
         .own_identity()
@@ -83,8 +83,8 @@ pub async fn serve(
         listen = %cfg.listen, data_dir = %cfg.data_dir.display(), events = store.index.count(),
         "kiroku-collector {} serving (mTLS)", kiroku_common::VERSION
     );
+    tls.spawn_reloader();
     Server::builder()
-        .tls_config(tls)?
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
         .add_service(InterceptedService::new(
             ingest,
@@ -97,10 +97,7 @@ pub async fn serve(
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            shutdown,
-        )
+        .serve_with_incoming_shutdown(crate::listener::incoming(listener, tls), shutdown)
         .await?;
     tracing::info!("kiroku-collector stopping");
     drop(store);

@@ -261,12 +261,17 @@ impl Env {
     }
 
     pub fn start_collector(&self) -> anyhow::Result<Proc> {
+        self.start_collector_with("")
+    }
+
+    /// Like [`Env::start_collector`], with top-level TOML `top` added.
+    pub fn start_collector_with(&self, top: &str) -> anyhow::Result<Proc> {
         let pki = self.pki();
         let cfg = self.path().join("collector.toml");
         std::fs::write(
             &cfg,
             format!(
-                "listen = \"127.0.0.1:{}\"\ndata_dir = \"collector\"\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
+                "listen = \"127.0.0.1:{}\"\ndata_dir = \"collector\"\n{top}\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
                 self.grpc,
                 pki.join("ca.pem"),
                 pki.join("collector-localhost.pem"),

@@ -81,6 +81,20 @@ enum CertsCmd {
         #[arg(long, default_value_t = 825)]
         days: u32,
     },
+    /// Revoke a certificate: adds it to the CA's revocation list and
+    /// rewrites crl.pem. A collector with `crl = ".../crl.pem"` picks it up
+    /// within seconds, without a restart. With no --cert, only rewrites
+    /// crl.pem (to create an empty one, or renew it before it expires).
+    Revoke {
+        #[arg(long, default_value = "kiroku-pki", env = "KIROKU_PKI")]
+        dir: PathBuf,
+        /// The certificate to revoke (PEM).
+        #[arg(long)]
+        cert: Option<PathBuf>,
+        /// Days until the list's nextUpdate.
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -232,6 +246,23 @@ fn certs(cmd: CertsCmd) -> anyhow::Result<()> {
                 cert.display(),
                 key.display()
             );
+        }
+        CertsCmd::Revoke { dir, cert, days } => {
+            let pki = PkiDir::new(&dir);
+            match cert {
+                Some(cert) => {
+                    let (crl, who) = pki.revoke(&cert, days)?;
+                    println!(
+                        "revoked {who} ({}); wrote {}",
+                        cert.display(),
+                        crl.display()
+                    );
+                }
+                None => {
+                    let crl = pki.write_crl(days)?;
+                    println!("wrote {}", crl.display());
+                }
+            }
         }
     }
     Ok(())

@@ -1,0 +1,173 @@
+//! The collector's TLS policy with real handshakes: a revoked certificate
+//! is refused as soon as the revocation list changes (no restart), a bad
+//! new list leaves the old one in force, expired and not-yet-valid client
+//! certificates are refused, and so is anything below TLS 1.2.
+
+use std::time::{Duration, Instant};
+
+use kiroku_proto::SearchRequest;
+use kiroku_proto::query_client::QueryClient;
+use kiroku_tests::{Env, data_dir};
+
+/// Polls until a Search with this identity succeeds (true) or fails with
+/// a transport/TLS error (false), up to 15 s for the expected outcome.
+async fn can_query(env: &Env, name: &str, want: bool) -> anyhow::Result<bool> {
+    let pki = env.pki();
+    let (cert, key) = (
+        pki.join(format!("investigator-{name}.pem")),
+        pki.join(format!("investigator-{name}.key")),
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let ok = match env.channel(Some((&cert, &key)), None).await {
+            Ok(ch) => QueryClient::new(ch)
+                .search(SearchRequest::default())
+                .await
+                .is_ok(),
+            Err(_) => false,
+        };
+        if ok == want || Instant::now() > deadline {
+            return Ok(ok);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revocation_takes_effect_without_restart_and_bad_lists_are_refused() -> anyhow::Result<()> {
+    let env = Env::new()?;
+    let pki = env.pki();
+    let p = pki.to_string_lossy().into_owned();
+    env.issue("investigator", "carol", &[])?;
+    env.issue("investigator", "dave", &[])?;
+    env.kiroku(&["certs", "revoke", "--dir", &p])?; // an empty list
+    let crl = pki.join("crl.pem");
+    let collector = env.start_collector_with(&format!("crl = {:?}", crl.to_string_lossy()))?;
+    assert!(
+        can_query(&env, "carol", true).await?,
+        "carol before revocation"
+    );
+
+    let out = env.kiroku(&[
+        "certs",
+        "revoke",
+        "--dir",
+        &p,
+        "--cert",
+        &pki.join("investigator-carol.pem").to_string_lossy(),
+    ])?;
+    assert!(out.contains("investigator/carol"), "{out}");
+    assert!(
+        !can_query(&env, "carol", false).await?,
+        "carol after revocation"
+    );
+    assert!(can_query(&env, "dave", true).await?, "dave is not revoked");
+    let log = collector.log_text();
+    assert!(log.contains("TLS configuration reloaded"), "{log}");
+    assert!(log.contains("refused at TLS handshake"), "{log}");
+
+    // A broken list is refused; the previous one stays in force.
+    std::fs::write(
+        &crl,
+        "-----BEGIN X509 CRL-----\ngarbage\n-----END X509 CRL-----\n",
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !collector.log_text().contains("new TLS files refused") {
+        anyhow::ensure!(Instant::now() < deadline, "bad CRL not reported");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        !can_query(&env, "carol", false).await?,
+        "carol stays revoked"
+    );
+    assert!(can_query(&env, "dave", true).await?, "dave still works");
+    Ok(())
+}
+
+/// A client certificate signed by the real CA but outside its validity.
+fn issue_with_validity(
+    env: &Env,
+    name: &str,
+    from: time::OffsetDateTime,
+    to: time::OffsetDateTime,
+) -> anyhow::Result<()> {
+    let pki = env.pki();
+    let ca_key = rcgen::KeyPair::from_pem(&std::fs::read_to_string(pki.join("ca.key"))?)?;
+    let issuer =
+        rcgen::Issuer::from_ca_cert_pem(&std::fs::read_to_string(pki.join("ca.pem"))?, ca_key)?;
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    params.subject_alt_names.push(rcgen::SanType::URI(
+        format!("kiroku://investigator/{name}").try_into()?,
+    ));
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    params.is_ca = rcgen::IsCa::ExplicitNoCa;
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    params.use_authority_key_identifier_extension = true;
+    params.not_before = from;
+    params.not_after = to;
+    let key = rcgen::KeyPair::generate()?;
+    let cert = params.signed_by(&key, &issuer)?;
+    std::fs::write(pki.join(format!("investigator-{name}.pem")), cert.pem())?;
+    std::fs::write(
+        pki.join(format!("investigator-{name}.key")),
+        key.serialize_pem(),
+    )?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_and_not_yet_valid_certificates_are_refused() -> anyhow::Result<()> {
+    let env = Env::new()?;
+    let now = time::OffsetDateTime::now_utc();
+    let day = time::Duration::days(1);
+    issue_with_validity(&env, "old", now - day * 30, now - day)?;
+    issue_with_validity(&env, "future", now + day, now + day * 30)?;
+    issue_with_validity(&env, "current", now - day, now + day)?;
+    let collector = env.start_collector()?;
+    assert!(
+        can_query(&env, "current", true).await?,
+        "control: valid dates work"
+    );
+    assert!(!can_query(&env, "old", false).await?, "expired");
+    assert!(!can_query(&env, "future", false).await?, "not yet valid");
+    let log = collector.log_text();
+    assert!(log.contains("refused at TLS handshake"), "{log}");
+    assert!(log.to_lowercase().contains("expired"), "{log}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_below_1_2_and_plain_text_are_refused() -> anyhow::Result<()> {
+    let env = Env::new()?;
+    let collector = env.start_collector()?;
+    let pki = env.pki();
+    let out = std::process::Command::new("python3")
+        .arg(data_dir().join("tls_probe.py"))
+        .arg(env.grpc.to_string())
+        .arg(pki.join("ca.pem"))
+        .arg(pki.join("investigator-inv.pem"))
+        .arg(pki.join("investigator-inv.key"))
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The probe proves the server, not the client, refused old versions:
+    // the same client negotiates TLS 1.2 and 1.3 fine.
+    for line in [
+        "TLSv1.2 accepted",
+        "TLSv1.3 accepted",
+        "TLSv1.1 refused",
+        "TLSv1 refused",
+        "plain refused",
+    ] {
+        assert!(text.contains(line), "{line}:\n{text}");
+    }
+    let log = collector.log_text();
+    assert!(log.contains("refused at TLS handshake"), "{log}");
+    Ok(())
+}
