@@ -350,7 +350,10 @@ impl Ingest for IngestService {
                     Ok(Some(m)) => m,
                     Ok(None) => break,
                     Err(e) => {
-                        tracing::debug!(agent_id = %id.name, error = %e, "ship stream ended");
+                        // Tell the agent why (e.g. a message over the size
+                        // limit) rather than ending the stream silently.
+                        tracing::warn!(agent_id = %id.name, error = %e, "ship stream ended with an error");
+                        let _ = tx.send(Err(e)).await;
                         break;
                     }
                 };

@@ -179,3 +179,130 @@ async fn roles_are_enforced_from_certificates() -> anyhow::Result<()> {
     assert!(log.contains("investigator/inv"), "{log}");
     Ok(())
 }
+
+/// Ships `events` on a new Ship stream as `cert`; returns the acks or the
+/// error that ended the stream.
+async fn ship(
+    env: &Env,
+    cert: (&std::path::Path, &std::path::Path),
+    stream_id: &str,
+    batches: Vec<Vec<Event>>,
+) -> anyhow::Result<Result<Vec<kiroku_proto::Ack>, tonic::Status>> {
+    let ch = env.channel(Some(cert), None).await?;
+    let mut msgs = vec![ShipRequest {
+        msg: Some(ship_request::Msg::Hello(Hello {
+            stream_id: stream_id.into(),
+            ..Default::default()
+        })),
+    }];
+    let n = batches.len();
+    msgs.extend(batches.into_iter().map(|events| ShipRequest {
+        msg: Some(ship_request::Msg::Batch(Batch { events })),
+    }));
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    for m in msgs {
+        tx.send(m).await?;
+    }
+    let mut responses = IngestClient::new(ch)
+        .max_encoding_message_size(64 << 20)
+        .ship(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    let mut acks = Vec::new();
+    loop {
+        match responses.message().await {
+            Ok(Some(kiroku_proto::ShipResponse {
+                msg: Some(kiroku_proto::ship_response::Msg::Ack(a)),
+            })) => {
+                acks.push(a);
+                if acks.len() == n {
+                    drop(tx);
+                    return Ok(Ok(acks));
+                }
+            }
+            Ok(Some(_)) => continue,
+            Ok(None) => return Ok(Ok(acks)),
+            Err(e) => return Ok(Err(e)),
+        }
+    }
+}
+
+fn mail_event(stream: &str, seq: u64, subject: &str) -> Event {
+    Event {
+        stream_id: stream.into(),
+        seq,
+        kind: Some(Kind::Email(EmailEvent {
+            subject: subject.into(),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replayed_batches_are_stored_once_and_oversized_messages_refused() -> anyhow::Result<()> {
+    let env = Env::new()?;
+    let collector = env.start_collector()?;
+    let (cert, key) = env.issue("agent", "replayer", &[])?;
+    let batch: Vec<Event> = (1..=3)
+        .map(|i| mail_event("replay1", i, &format!("replayed {i}")))
+        .collect();
+    // The same batch three times: once in one stream, twice more on a
+    // second stream (a reconnect replaying what it sent before).
+    let first = ship(&env, (&cert, &key), "replay1", vec![batch.clone()]).await?;
+    let first = first.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    assert_eq!((first[0].stored, first[0].duplicates), (3, 0));
+    let again = ship(&env, (&cert, &key), "replay1", vec![batch.clone(), batch]).await?;
+    let again = again.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    assert!(
+        again.iter().all(|a| a.stored == 0 && a.duplicates == 3),
+        "{again:?}"
+    );
+    let mut q = env.investigator().await?;
+    let hits = q
+        .search(SearchRequest {
+            subject: "replayed".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .total_hits;
+    assert_eq!(hits, 3, "each event once");
+
+    // A batch over the collector's message limit (16 MiB) is refused with
+    // a clear status, nothing of it is stored, and the collector serves on.
+    let big = vec![Event {
+        custom: [("blob".to_owned(), "x".repeat(20 << 20))]
+            .into_iter()
+            .collect(),
+        ..mail_event("big1", 1, "oversized")
+    }];
+    let res = ship(&env, (&cert, &key), "big1", vec![big]).await?;
+    let err = res.expect_err("an oversized batch must be refused");
+    assert!(
+        matches!(err.code(), Code::OutOfRange | Code::ResourceExhausted)
+            && err.message().contains("too large"),
+        "{err:?}"
+    );
+    let hits = q
+        .search(SearchRequest {
+            subject: "oversized".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .total_hits;
+    assert_eq!(hits, 0);
+    assert_eq!(
+        env.investigator()
+            .await?
+            .search(search())
+            .await?
+            .into_inner()
+            .total_hits,
+        3,
+        "the collector still answers"
+    );
+    drop(collector);
+    Ok(())
+}
