@@ -8,6 +8,8 @@
 //!   - `inflight`: id (u64 BE) → `Event` recorded before the upstream answered;
 //!   - `blobrefs`: sha256 hex → number of queued/in-flight events using it;
 //!   - `meta`:     `stream_id`, `next_seq`;
+//!   - `file_hashes`, `file_hash_age`: file capture's hash → path memory
+//!     (see `capture/files/hashes.rs`), not part of the queue;
 //! - `blobs/<sha256>`: raw messages, content-addressed plain files (fsynced
 //!   before the event that references them is recorded). Keeping them out
 //!   of sled halves sled's memory under a backlog (measured with
@@ -302,6 +304,13 @@ impl Buffer {
                 path: path.to_owned(),
                 source,
             })
+    }
+
+    /// A tree of the buffer's database for a capture source's own small
+    /// state (file capture: `file_hashes`, `file_hash_age`). Written without
+    /// the buffer's fsync guarantees: sled flushes it within a second.
+    pub fn aux_tree(&self, name: &str) -> Result<sled::Tree, BufferError> {
+        self.db.open_tree(name).map_err(|e| self.sled_err(e))
     }
 
     /// Identifies this buffer incarnation towards the collector.
