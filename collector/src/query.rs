@@ -66,15 +66,9 @@ fn page_of(r: &SearchRequest) -> Result<(usize, usize), Status> {
             "page_token {offset} is deeper than {MAX_OFFSET} results: narrow the filter (e.g. a time range) or use SearchStream"
         )));
     }
-    if !r.kind.is_empty()
-        || !r.path.is_empty()
-        || !r.operation.is_empty()
-        || r.removable
-        || !r.alert.is_empty()
-        || r.corrected_time
-    {
+    if !r.alert.is_empty() || r.corrected_time {
         return Err(Status::unimplemented(
-            "filters kind, path, operation, removable, alert and corrected_time are not built yet",
+            "filters alert and corrected_time are not built yet",
         ));
     }
     let size = match r.page_size {

@@ -11,7 +11,9 @@ use std::sync::Mutex;
 use kiroku_proto::{Event, SearchRequest, event::Kind};
 use prost::Message;
 use tantivy::collector::{Count, TopDocs};
-use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, QueryParser, RangeQuery, TermQuery};
+use tantivy::query::{
+    AllQuery, BooleanQuery, Occur, PhraseQuery, Query, QueryParser, RangeQuery, TermQuery,
+};
 use tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TEXT, Value,
 };
@@ -54,6 +56,9 @@ struct Fields {
     tag: Field,
     outcome: Field,
     event: Field,
+    path: Field,
+    operation: Field,
+    removable: Field,
 }
 
 pub struct EventIndex {
@@ -68,6 +73,8 @@ pub struct EventIndex {
 const WRITER_HEAP: usize = 64 * 1024 * 1024;
 pub const MAX_PAGE: u32 = 1000;
 pub const DEFAULT_PAGE: u32 = 50;
+/// Values of the `kind` filter.
+pub const KINDS: [&str; 3] = ["email", "file", "host_change"];
 
 fn schema() -> (Schema, Fields) {
     let mut b = Schema::builder();
@@ -89,6 +96,9 @@ fn schema() -> (Schema, Fields) {
         tag: b.add_text_field("tag", STRING),
         outcome: b.add_text_field("outcome", STRING),
         event: b.add_bytes_field("event", STORED),
+        path: b.add_text_field("path", TEXT),
+        operation: b.add_text_field("operation", STRING),
+        removable: b.add_bool_field("removable", INDEXED),
     };
     (b.build(), f)
 }
@@ -198,8 +208,55 @@ impl EventIndex {
                 d.add_text(f.sha256, &m.raw_sha256);
             }
         }
+        match &e.kind {
+            Some(Kind::File(file)) => {
+                d.add_text(f.kind, "file");
+                d.add_text(f.operation, &file.operation);
+                for p in [&file.path, &file.old_path] {
+                    if !p.is_empty() {
+                        d.add_text(f.path, p);
+                    }
+                }
+                d.add_bool(f.removable, file.removable);
+                // The same field as attachment hashes: `--sha256` finds a
+                // file wherever it went, by mail or on disk.
+                if !file.sha256.is_empty() {
+                    d.add_text(f.sha256, &file.sha256);
+                }
+            }
+            Some(Kind::HostChange(_)) => d.add_text(f.kind, "host_change"),
+            _ => {}
+        }
         d.add_bytes(f.event, &e.encode_to_vec());
         d
+    }
+
+    /// Words of a path as a phrase: `alice/q3 report.pdf` finds
+    /// `/home/alice/Q3 Report.pdf`. Built from the field's own tokenizer,
+    /// so path characters are never query syntax.
+    fn path_query(&self, text: &str) -> Result<Box<dyn Query>, IndexError> {
+        let mut analyzer = self
+            .index
+            .tokenizer_for_field(self.f.path)
+            .map_err(|e| self.terr(e))?;
+        let mut stream = analyzer.token_stream(text);
+        let mut terms = Vec::new();
+        while stream.advance() {
+            terms.push(Term::from_field_text(self.f.path, &stream.token().text));
+        }
+        Ok(match terms.len() {
+            0 => {
+                return Err(IndexError::BadQuery {
+                    field: "path",
+                    message: format!("{text:?} has no words to search for"),
+                });
+            }
+            1 => Box::new(TermQuery::new(
+                terms.remove(0),
+                IndexRecordOption::Basic,
+            )),
+            _ => Box::new(PhraseQuery::new(terms)),
+        })
     }
 
     /// Adds events (replacing any with the same id). Not visible or durable
@@ -290,6 +347,28 @@ impl EventIndex {
             if !v.is_empty() {
                 must.push(term(field, &v.trim().to_lowercase()));
             }
+        }
+        if !r.kind.is_empty() {
+            let kind = r.kind.trim().to_lowercase();
+            if !KINDS.contains(&kind.as_str()) {
+                return Err(IndexError::BadQuery {
+                    field: "kind",
+                    message: format!("unknown kind {kind:?}: use one of {}", KINDS.join(", ")),
+                });
+            }
+            must.push(term(f.kind, &kind));
+        }
+        if !r.operation.is_empty() {
+            must.push(term(f.operation, &r.operation.trim().to_lowercase()));
+        }
+        if r.removable {
+            must.push(Box::new(TermQuery::new(
+                Term::from_field_bool(f.removable, true),
+                IndexRecordOption::Basic,
+            )));
+        }
+        if !r.path.trim().is_empty() {
+            must.push(self.path_query(&r.path)?);
         }
         if !r.agent_id.is_empty() {
             must.push(term(f.agent_id, &r.agent_id));
@@ -537,5 +616,133 @@ mod tests {
             ),
             Err(IndexError::BadQuery { .. })
         ));
+    }
+
+    fn file(id: &str, at: i64, op: &str, path: &str, old: &str, removable: bool) -> Event {
+        Event {
+            event_id: id.into(),
+            agent_id: "a1".into(),
+            observed_at_ms: at,
+            kind: Some(Kind::File(kiroku_proto::FileEvent {
+                operation: op.into(),
+                path: path.into(),
+                old_path: old.into(),
+                removable,
+                sha256: if op == "copy_to_removable" {
+                    "cd".repeat(32)
+                } else {
+                    String::new()
+                },
+                uid: -1,
+                mechanism: "inotify".into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn file_event_filters() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let idx = EventIndex::open(dir.path()).expect("open");
+        idx.add(&[
+            mail("m/1", 500, "alice@x.com", "bob@y.com", "hi", None),
+            file("f/1", 1000, "create", "/home/alice/Q3 Report.pdf", "", false),
+            file(
+                "f/2",
+                2000,
+                "rename",
+                "/home/alice/final.pdf",
+                "/home/alice/Q3 Report.pdf",
+                false,
+            ),
+            file(
+                "f/3",
+                3000,
+                "copy_to_removable",
+                "/media/usb/final (1).pdf",
+                "",
+                true,
+            ),
+        ])
+        .expect("add");
+        idx.commit().expect("commit");
+        let ids = |r: SearchRequest| -> Vec<String> {
+            idx.search(&r, 0, 10)
+                .expect("search")
+                .0
+                .into_iter()
+                .map(|e| e.event_id)
+                .collect()
+        };
+        let cases: Vec<(SearchRequest, Vec<&str>)> = vec![
+            (
+                SearchRequest {
+                    kind: "file".into(),
+                    ..Default::default()
+                },
+                vec!["f/3", "f/2", "f/1"],
+            ),
+            (
+                SearchRequest {
+                    kind: "Email".into(),
+                    ..Default::default()
+                },
+                vec!["m/1"],
+            ),
+            (
+                SearchRequest {
+                    path: "q3 report".into(),
+                    ..Default::default()
+                },
+                vec!["f/2", "f/1"],
+            ),
+            (
+                SearchRequest {
+                    path: "final (1).pdf".into(),
+                    ..Default::default()
+                },
+                vec!["f/3"],
+            ),
+            (
+                SearchRequest {
+                    operation: "rename".into(),
+                    ..Default::default()
+                },
+                vec!["f/2"],
+            ),
+            (
+                SearchRequest {
+                    removable: true,
+                    ..Default::default()
+                },
+                vec!["f/3"],
+            ),
+            (
+                SearchRequest {
+                    sha256: "cd".repeat(32),
+                    ..Default::default()
+                },
+                vec!["f/3"],
+            ),
+        ];
+        for (req, want) in cases {
+            assert_eq!(ids(req.clone()), want, "{req:?}");
+        }
+        for bad in [
+            SearchRequest {
+                kind: "fax".into(),
+                ..Default::default()
+            },
+            SearchRequest {
+                path: "/".into(),
+                ..Default::default()
+            },
+        ] {
+            assert!(
+                matches!(idx.search(&bad, 0, 1), Err(IndexError::BadQuery { .. })),
+                "{bad:?}"
+            );
+        }
     }
 }

@@ -116,7 +116,7 @@ struct SearchArgs {
     /// Words of an attachment's file name.
     #[arg(long)]
     attachment: Option<String>,
-    /// SHA-256 of an attachment or of a raw message.
+    /// SHA-256 of an attachment, a raw message or a file.
     #[arg(long)]
     sha256: Option<String>,
     #[arg(long)]
@@ -124,6 +124,19 @@ struct SearchArgs {
     /// delivered, rejected, aborted, unknown or captured.
     #[arg(long)]
     outcome: Option<String>,
+    /// email, file or host_change.
+    #[arg(long)]
+    kind: Option<String>,
+    /// File events: words of the path or old path ("alice/q3 report").
+    #[arg(long)]
+    path: Option<String>,
+    /// File events: create, modify, delete, rename, copy_to_removable,
+    /// overflow, watch_lost, volume_mounted, volume_unmounted.
+    #[arg(long = "op")]
+    operation: Option<String>,
+    /// File events on removable volumes only.
+    #[arg(long)]
+    removable: bool,
     /// Most events to show.
     #[arg(long, default_value_t = 50)]
     limit: u32,
@@ -287,6 +300,10 @@ async fn search(connect: &client::ConnectArgs, a: SearchArgs) -> anyhow::Result<
         sha256: s(a.sha256).to_lowercase(),
         tag: s(a.tag),
         outcome: s(a.outcome),
+        kind: s(a.kind),
+        path: s(a.path),
+        operation: s(a.operation),
+        removable: a.removable,
         page_size: a.limit,
         page_token: String::new(),
         ..Default::default()
