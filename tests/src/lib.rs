@@ -257,7 +257,19 @@ impl Env {
         mode: &Mode,
         extra: &str,
     ) -> anyhow::Result<Proc> {
-        self.start_agent_full(name, smtp, mode, "", extra)
+        self.start_agent_full(name, smtp, mode, "", extra, &[])
+    }
+
+    /// Like [`Env::start_agent_with`], with extra environment variables
+    /// (test hooks such as `KIROKU_TEST_FILES_PAUSE`).
+    pub fn start_agent_env(
+        &self,
+        name: &str,
+        smtp: u16,
+        extra: &str,
+        envs: &[(&str, &Path)],
+    ) -> anyhow::Result<Proc> {
+        self.start_agent_full(name, smtp, &Mode::CaptureOnly, "", extra, envs)
     }
 
     /// Like [`Env::start_agent`], with `smtp_extra` TOML inside `[smtp]`.
@@ -268,7 +280,7 @@ impl Env {
         mode: &Mode,
         smtp_extra: &str,
     ) -> anyhow::Result<Proc> {
-        self.start_agent_full(name, smtp, mode, smtp_extra, "")
+        self.start_agent_full(name, smtp, mode, smtp_extra, "", &[])
     }
 
     fn start_agent_full(
@@ -278,6 +290,7 @@ impl Env {
         mode: &Mode,
         smtp_extra: &str,
         extra: &str,
+        envs: &[(&str, &Path)],
     ) -> anyhow::Result<Proc> {
         let pki = self.pki();
         if !pki.join(format!("agent-{name}.pem")).exists() {
@@ -300,7 +313,10 @@ impl Env {
         )?;
         let mut p = Proc::spawn(
             &format!("agent {name}"),
-            Command::new(bin("kiroku-agent")).arg("--config").arg(&cfg),
+            Command::new(bin("kiroku-agent"))
+                .arg("--config")
+                .arg(&cfg)
+                .envs(envs.iter().copied()),
             &self.path().join(format!("agent-{name}.log")),
         )?;
         p.wait_port(smtp)?;
