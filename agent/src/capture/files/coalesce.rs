@@ -152,8 +152,8 @@ impl Coalescer {
             .min()
     }
 
-    pub fn len(&self) -> usize {
-        self.pending.len()
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
     }
 }
 
@@ -275,9 +275,14 @@ mod tests {
     }
     use Step::*;
 
-    /// Runs steps on a 100 ms window, 1 s hold; returns (ms, path, op,
-    /// count, closed) for every record as it became due.
-    fn run(steps: &[Step]) -> Vec<(u64, String, WriteOp, u32, bool)> {
+    /// (ms when due, path, op, count, closed).
+    type Due<P> = (u64, P, WriteOp, u32, bool);
+    /// (name, steps, records expected).
+    type Case = (&'static str, Vec<Step>, Vec<Due<&'static str>>);
+
+    /// Runs steps on a 100 ms window, 1 s hold; returns every record as it
+    /// became due.
+    fn run(steps: &[Step]) -> Vec<Due<String>> {
         let t0 = Instant::now();
         let mut c = Coalescer::new(Duration::from_millis(100), Duration::from_millis(1000));
         let mut now = 0u64;
@@ -303,7 +308,7 @@ mod tests {
     fn coalescing() {
         use WriteOp::Create as C;
         use WriteOp::Modify as M;
-        let cases: Vec<(&str, Vec<Step>, Vec<(u64, &str, WriteOp, u32, bool)>)> = vec![
+        let cases: Vec<Case> = vec![
             (
                 "touch: create + close, due after the window",
                 vec![Create("/a"), Close("/a"), Wait(50), Wait(60)],
@@ -391,7 +396,7 @@ mod tests {
             c.take(Path::new("/d/a")).map(|r| r.op),
             Some(WriteOp::Create)
         );
-        assert_eq!(c.len(), 0);
+        assert!(c.is_empty());
     }
 
     #[test]
