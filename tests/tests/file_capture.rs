@@ -98,7 +98,10 @@ fn req(op: &str, path: &str) -> SearchRequest {
 /// The one event matching, waiting for it.
 async fn one(env: &Env, r: SearchRequest) -> anyhow::Result<Event> {
     let events = env.wait_for(r.clone(), 1, WAIT).await?;
-    anyhow::ensure!(events.len() == 1, "expected one event for {r:?}: {events:#?}");
+    anyhow::ensure!(
+        events.len() == 1,
+        "expected one event for {r:?}: {events:#?}"
+    );
     Ok(events.into_iter().next().expect("one event"))
 }
 
@@ -122,10 +125,14 @@ async fn file_operations_are_recorded_and_searchable() -> anyhow::Result<()> {
         std::fs::create_dir_all(d)?;
     }
     let pause = env.path().join("pause-inotify");
+    // Two more roots: one missing from the start, one deleted later.
+    let missing = env.path().join("not-there");
+    let doomed = env.path().join("doomed");
+    std::fs::create_dir_all(&doomed)?;
     // The removable root is in the test's temp dir; automatic detection is
     // off so the machine's own media never mix in.
     let extra = format!(
-        "[files]\nwatch = [{watched:?}]\nexclude = [\"**/*.swp\", \"**/.cache/**\"]\ncoalesce_ms = 200\nremovable_roots = [{media:?}]\nremovable_auto = false\n"
+        "[files]\nwatch = [{watched:?}, {missing:?}, {doomed:?}]\nexclude = [\"**/*.swp\", \"**/.cache/**\"]\ncoalesce_ms = 200\nremovable_roots = [{media:?}]\nremovable_auto = false\n"
     );
     let mut agent = env.start_agent_env(
         "pc-files",
@@ -134,6 +141,22 @@ async fn file_operations_are_recorded_and_searchable() -> anyhow::Result<()> {
         &[("KIROKU_TEST_FILES_PAUSE", pause.as_path())],
     )?;
     wait_watching(&mut agent)?;
+
+    // A root that cannot be watched is a record, not a silent gap (and not
+    // a dead agent).
+    let e = one(&env, req("watch_lost", "not there")).await?;
+    assert!(
+        file(&e).detail.contains("cannot watch") && file(&e).detail.contains("every 30 s"),
+        "{:?}",
+        file(&e)
+    );
+    std::fs::remove_dir(&doomed)?;
+    let e = one(&env, req("watch_lost", "doomed")).await?;
+    assert!(
+        file(&e).detail.contains("no longer watched"),
+        "{:?}",
+        file(&e)
+    );
 
     // Create: content hashed after close.
     let report: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
@@ -286,7 +309,12 @@ async fn file_operations_are_recorded_and_searchable() -> anyhow::Result<()> {
     ])?;
     assert!(table.contains(&e.event_id), "{table}");
     let shown = env.kiroku(&["--config", &cli, "show", &e.event_id])?;
-    for want in ["copy_to_removable", "copy.pdf", "Q3 report.pdf", "inotify does not tell"] {
+    for want in [
+        "copy_to_removable",
+        "copy.pdf",
+        "Q3 report.pdf",
+        "inotify does not tell",
+    ] {
         assert!(shown.contains(want), "{want} missing in:\n{shown}");
     }
 
