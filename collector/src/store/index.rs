@@ -115,7 +115,88 @@ pub fn outcome_name(v: i32) -> &'static str {
 }
 
 impl EventIndex {
+    /// Opens (or creates) the index. An index written with another schema
+    /// (a collector version with fewer fields) is rebuilt from the events
+    /// its documents store; the old one is kept beside it.
     pub fn open(path: &Path) -> Result<EventIndex, IndexError> {
+        match Self::open_exact(path) {
+            Err(IndexError::Tantivy {
+                source: tantivy::TantivyError::SchemaError(_),
+                ..
+            }) => {
+                Self::rebuild(path)?;
+                Self::open_exact(path)
+            }
+            r => r,
+        }
+    }
+
+    /// Re-indexes every stored event of the index at `path` under the
+    /// current schema, into a new directory that then takes its place; the
+    /// old one moves to `<path>.pre-<unix time>`.
+    fn rebuild(path: &Path) -> Result<(), IndexError> {
+        let terr = |source| IndexError::Tantivy {
+            path: path.to_owned(),
+            source,
+        };
+        let other = |message: String| IndexError::Other {
+            path: path.to_owned(),
+            message,
+        };
+        tracing::warn!(index = %path.display(), "the index was written with another schema: rebuilding it from its stored events");
+        let old = Index::open_in_dir(path).map_err(terr)?;
+        let event = old.schema().get_field("event").map_err(|_| {
+            other("the index has another schema and no stored events to rebuild from: move the directory aside and start the collector again".into())
+        })?;
+        let fresh_path = path.with_extension("rebuilding");
+        if fresh_path.exists() {
+            std::fs::remove_dir_all(&fresh_path)
+                .map_err(|e| other(format!("removing {}: {e}", fresh_path.display())))?;
+        }
+        let fresh = Self::open_exact(&fresh_path)?;
+        let reader = old.reader().map_err(terr)?;
+        let searcher = reader.searcher();
+        let mut batch = Vec::new();
+        let mut n = 0u64;
+        for (ord, seg) in searcher.segment_readers().iter().enumerate() {
+            for doc in seg.doc_ids_alive() {
+                let d: TantivyDocument = searcher
+                    .doc(DocAddress::new(ord as u32, doc))
+                    .map_err(terr)?;
+                let bytes = d
+                    .get_first(event)
+                    .and_then(|v| v.as_bytes())
+                    .unwrap_or_default();
+                batch.push(
+                    Event::decode(bytes)
+                        .map_err(|e| other(format!("stored event does not decode: {e}")))?,
+                );
+                if batch.len() >= 10_000 {
+                    fresh.add(&batch)?;
+                    fresh.commit()?;
+                    n += batch.len() as u64;
+                    batch.clear();
+                }
+            }
+        }
+        fresh.add(&batch)?;
+        fresh.commit()?;
+        n += batch.len() as u64;
+        drop((fresh, searcher, reader, old));
+        let aside = path.with_extension(format!("pre-{}", kiroku_common::now_ms() / 1000));
+        std::fs::rename(path, &aside)
+            .map_err(|e| other(format!("moving the old index to {}: {e}", aside.display())))?;
+        std::fs::rename(&fresh_path, path).map_err(|e| {
+            other(format!(
+                "moving the rebuilt index {} into place: {e}",
+                fresh_path.display()
+            ))
+        })?;
+        tracing::warn!(index = %path.display(), events = n, old = %aside.display(), "index rebuilt; delete the old copy once satisfied");
+        Ok(())
+    }
+
+    fn open_exact(path: &Path) -> Result<EventIndex, IndexError> {
         let terr = |source| IndexError::Tantivy {
             path: path.to_owned(),
             source,
@@ -251,10 +332,7 @@ impl EventIndex {
                     message: format!("{text:?} has no words to search for"),
                 });
             }
-            1 => Box::new(TermQuery::new(
-                terms.remove(0),
-                IndexRecordOption::Basic,
-            )),
+            1 => Box::new(TermQuery::new(terms.remove(0), IndexRecordOption::Basic)),
             _ => Box::new(PhraseQuery::new(terms)),
         })
     }
@@ -647,7 +725,14 @@ mod tests {
         let idx = EventIndex::open(dir.path()).expect("open");
         idx.add(&[
             mail("m/1", 500, "alice@x.com", "bob@y.com", "hi", None),
-            file("f/1", 1000, "create", "/home/alice/Q3 Report.pdf", "", false),
+            file(
+                "f/1",
+                1000,
+                "create",
+                "/home/alice/Q3 Report.pdf",
+                "",
+                false,
+            ),
             file(
                 "f/2",
                 2000,
@@ -744,5 +829,47 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn an_index_with_an_older_schema_is_rebuilt_from_stored_events() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("index");
+        {
+            // What an older collector wrote: fewer fields.
+            let mut b = Schema::builder();
+            let id = b.add_text_field("event_id", STRING | STORED);
+            let event = b.add_bytes_field("event", STORED);
+            std::fs::create_dir_all(&path).expect("mkdir");
+            let index = Index::create_in_dir(&path, b.build()).expect("create");
+            let mut w: IndexWriter = index
+                .writer_with_num_threads(1, 15_000_000)
+                .expect("writer");
+            let e = file("f/1", 1000, "create", "/home/a/plan.txt", "", false);
+            let mut d = TantivyDocument::default();
+            d.add_text(id, &e.event_id);
+            d.add_bytes(event, &e.encode_to_vec());
+            w.add_document(d).expect("add");
+            w.commit().expect("commit");
+        }
+        let idx = EventIndex::open(&path).expect("rebuilt");
+        assert_eq!(idx.count(), 1);
+        let (found, _, _) = idx
+            .search(
+                &SearchRequest {
+                    kind: "file".into(),
+                    path: "plan".into(),
+                    ..Default::default()
+                },
+                0,
+                10,
+            )
+            .expect("search");
+        assert_eq!(found.len(), 1, "new fields are indexed");
+        let kept = std::fs::read_dir(dir.path())
+            .expect("ls")
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with("index.pre-"));
+        assert!(kept, "the old index is kept beside the new one");
     }
 }
