@@ -11,12 +11,16 @@
 //!    remembers hash → path for files elsewhere;
 //! 3. an async task appends the records to the buffer (durable on return).
 //!
-//! inotify does not report who acted: records carry `mechanism =
-//! "inotify"`, `uid = -1`, no process and an empty user. Gaps are records
-//! too: `overflow` when the kernel dropped events, `watch_lost` when a root
+//! inotify does not report who acted: its records carry `mechanism =
+//! "inotify"`, `uid = -1`, no process and an empty user. When the agent is
+//! privileged, fanotify names the writer of created/modified files and
+//! copies to removable media (`mechanism = "fanotify"`, pid, process, exe,
+//! uid, user); deletes and renames stay unattributed. Gaps are records too:
+//! `overflow` when the kernel dropped events, `watch_lost` when a root
 //! vanished or watches ran out.
 
 pub mod coalesce;
+pub mod fanotify;
 pub mod hasher;
 pub mod volumes;
 mod watch;

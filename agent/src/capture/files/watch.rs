@@ -5,8 +5,10 @@
 //! dropped silently; the mount table followed through `/proc/self/mountinfo`
 //! (which signals `POLLPRI` when it changes).
 //!
-//! inotify does not tell which process or user acted: every record says
-//! `mechanism = "inotify"`, `uid = -1`.
+//! inotify does not tell which process or user acted: records say
+//! `mechanism = "inotify"`, `uid = -1`, unless the fanotify side
+//! (`fanotify.rs`, privileged agents only) saw who closed the file after
+//! writing it.
 
 use std::collections::HashMap;
 use std::io::{Read, Seek};
@@ -23,6 +25,7 @@ use kiroku_proto::event::Kind;
 use rustix::event::{PollFd, PollFlags};
 
 use super::coalesce::{Coalescer, Exclusions, MovePairs, MovedFrom, Ready, WriteOp};
+use super::fanotify::{Attribution, attribute};
 use super::volumes::{Mount, System, volume_of};
 use super::{HashPlan, Observed, TEST_PAUSE_ENV};
 use crate::capture::context::CaptureContext;
@@ -102,6 +105,8 @@ pub(super) struct Watcher {
     /// report, and when that was.
     enospc: (u64, Option<Instant>),
     last_retry: Instant,
+    /// Writers of files, when fanotify is available.
+    fan: Option<Attribution>,
 }
 
 impl Watcher {
@@ -155,6 +160,7 @@ impl Watcher {
             pause,
             enospc: (0, None),
             last_retry: Instant::now(),
+            fan: None,
         })
     }
 
@@ -164,6 +170,18 @@ impl Watcher {
             Ok(f) => Some(f),
             Err(e) => {
                 tracing::error!(error = %e, "cannot read /proc/self/mountinfo: removable media are not detected");
+                None
+            }
+        };
+        self.fan = match Attribution::init() {
+            Ok(a) => {
+                tracing::info!(
+                    "fanotify available: writes are recorded with their process and user"
+                );
+                Some(a)
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "fanotify unavailable (needs CAP_SYS_ADMIN): file records carry no process or user (inotify only)");
                 None
             }
         };
@@ -197,7 +215,11 @@ impl Watcher {
             } else {
                 wake.saturating_duration_since(now)
             };
-            let (readable, mounts_changed) = self.poll(timeout, paused);
+            let (readable, mounts_changed, fan) = self.poll(timeout, paused);
+            // Writers first, so records emitted below can name them.
+            if fan && let Some(a) = self.fan.as_mut() {
+                a.read();
+            }
             if readable {
                 self.read(&mut buf);
             }
@@ -232,34 +254,43 @@ impl Watcher {
         tracing::info!("file capture stopped");
     }
 
-    fn poll(&mut self, timeout: Duration, paused: bool) -> (bool, bool) {
+    /// Waits for (inotify readable, mount table changed, fanotify readable).
+    fn poll(&mut self, timeout: Duration, paused: bool) -> (bool, bool, bool) {
         let ts = rustix::event::Timespec::try_from(timeout).unwrap_or_default();
         let ino = self.inotify.as_fd();
-        let mut fds = Vec::with_capacity(2);
+        let fan = self.fan.as_ref().map(|a| a.fd());
+        let mut fds = Vec::with_capacity(3);
+        let mut slots = [None; 3];
         if !paused {
+            slots[0] = Some(fds.len());
             fds.push(PollFd::new(&ino, PollFlags::IN));
         }
         if let Some(m) = &self.mountinfo {
+            slots[1] = Some(fds.len());
             fds.push(PollFd::new(m, PollFlags::PRI));
+        }
+        if let Some(f) = &fan
+            && !paused
+        {
+            slots[2] = Some(fds.len());
+            fds.push(PollFd::new(f, PollFlags::IN));
         }
         if let Err(e) = rustix::event::poll(&mut fds, Some(&ts)) {
             if e != rustix::io::Errno::INTR {
                 tracing::warn!(error = %e, "poll on inotify failed");
                 std::thread::sleep(Duration::from_millis(100));
             }
-            return (false, false);
+            return (false, false, false);
         }
-        let mut readable = false;
-        let mut mounts = false;
-        let mut i = 0;
-        if !paused {
-            readable = !fds[0].revents().is_empty();
-            i = 1;
-        }
-        if let Some(f) = fds.get(i) {
-            mounts = f.revents().intersects(PollFlags::PRI | PollFlags::ERR);
-        }
-        (readable, mounts)
+        let ready = |slot: Option<usize>, flags: PollFlags| {
+            slot.and_then(|i| fds.get(i))
+                .is_some_and(|f| f.revents().intersects(flags))
+        };
+        (
+            ready(slots[0], PollFlags::IN | PollFlags::ERR),
+            ready(slots[1], PollFlags::PRI | PollFlags::ERR),
+            ready(slots[2], PollFlags::IN | PollFlags::ERR),
+        )
     }
 
     fn read(&mut self, buf: &mut [u8]) {
@@ -537,6 +568,9 @@ impl Watcher {
     fn add_watch(&mut self, dir: &Path) -> std::io::Result<()> {
         match self.inotify.watches().add(dir, MASK) {
             Ok(wd) => {
+                if let Some(a) = self.fan.as_mut() {
+                    a.mark_dir(dir);
+                }
                 self.dirs.insert(
                     wd,
                     Dir {
@@ -784,6 +818,17 @@ impl Watcher {
     fn emit_ready(&mut self, r: Ready, now_at: Option<PathBuf>) {
         let content = now_at.unwrap_or_else(|| r.path.clone());
         let mut event = self.file_event("", &r.path, |_| {});
+        let writer = self
+            .fan
+            .as_ref()
+            .and_then(|a| a.writer_of(&r.path).or_else(|| a.writer_of(&content)))
+            .cloned();
+        if let (Some(w), Some(Kind::File(f))) = (&writer, event.kind.as_mut()) {
+            attribute(f, w);
+            if let Some(uid) = w.uid {
+                event.user = crate::capture::host::user_name(uid);
+            }
+        }
         if let Some(Kind::File(f)) = event.kind.as_mut() {
             f.coalesced = r.count;
             f.operation = match (r.op, f.removable && r.closed) {
