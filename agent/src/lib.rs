@@ -56,6 +56,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let files = match cfg.files.clone() {
         Some(f) if f.enabled() => Some(capture::files::FileCapture::start(
             f,
+            &cfg.data_dir,
             buffer.clone(),
             ctx.clone(),
         )?),

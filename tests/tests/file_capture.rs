@@ -129,10 +129,13 @@ async fn file_operations_are_recorded_and_searchable() -> anyhow::Result<()> {
     let missing = env.path().join("not-there");
     let doomed = env.path().join("doomed");
     std::fs::create_dir_all(&doomed)?;
+    // The agent's own data directory, watched by mistake: its buffer
+    // writes must not be recorded (they would feed themselves).
+    let own = env.path().join("agent-pc-files");
     // The removable root is in the test's temp dir; automatic detection is
     // off so the machine's own media never mix in.
     let extra = format!(
-        "[files]\nwatch = [{watched:?}, {missing:?}, {doomed:?}]\nexclude = [\"**/*.swp\", \"**/.cache/**\"]\ncoalesce_ms = 200\nremovable_roots = [{media:?}]\nremovable_auto = false\n"
+        "[files]\nwatch = [{watched:?}, {missing:?}, {doomed:?}, {own:?}]\nexclude = [\"**/*.swp\", \"**/.cache/**\"]\ncoalesce_ms = 200\nremovable_roots = [{media:?}]\nremovable_auto = false\n"
     );
     let mut agent = env.start_agent_env(
         "pc-files",
@@ -358,6 +361,42 @@ async fn file_operations_are_recorded_and_searchable() -> anyhow::Result<()> {
         assert_eq!(file(&e).volume, usb.display().to_string());
     }
 
+    // Throughput: a burst of distinct files, until all are searchable.
+    let bulk = 2000;
+    std::fs::create_dir_all(watched.join("bulk"))?;
+    one(&env, req("create", "bulk")).await?;
+    let started = Instant::now();
+    for i in 0..bulk {
+        std::fs::write(watched.join(format!("bulk/b{i}.dat")), i.to_string())?;
+    }
+    let written = started.elapsed();
+    let mut q = env.investigator().await?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let total = q
+            .search(SearchRequest {
+                page_size: 1,
+                ..req("create", "bulk")
+            })
+            .await?
+            .into_inner()
+            .total_hits;
+        // The files and the directory itself.
+        if total > bulk {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {total} of {bulk} bulk files recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let all_in = started.elapsed();
+    eprintln!(
+        "throughput: {bulk} files written in {written:?}, all recorded, shipped and searchable after {all_in:?} ({:.0} files/s end to end)",
+        bulk as f64 / all_in.as_secs_f64()
+    );
+
     // Kernel queue overflow: the agent stops reading while the pause file
     // exists; more events than the kernel queues are generated (on excluded
     // names, so only the gap itself is recorded).
@@ -414,7 +453,16 @@ async fn file_operations_are_recorded_and_searchable() -> anyhow::Result<()> {
             !p.ends_with(".swp") && !p.contains("/.cache"),
             "excluded path recorded: {p}"
         );
+        assert!(
+            !Path::new(p).starts_with(&own),
+            "the agent recorded its own data directory: {p}"
+        );
     }
     agent.terminate();
+    assert!(
+        agent.log_text().contains("file capture stopped"),
+        "file capture did not stop cleanly:\n{}",
+        agent.log_text()
+    );
     Ok(())
 }

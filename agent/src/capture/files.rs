@@ -74,13 +74,19 @@ impl FileCapture {
     /// Starts watching. Fails only on what the operator must fix (bad
     /// exclusion patterns, no inotify); a missing root is a `watch_lost`
     /// record instead, so mail capture and the other roots keep running.
+    /// `data_dir` (the agent's own) is never recorded.
     pub fn start(
         cfg: FilesConfig,
+        data_dir: &std::path::Path,
         buffer: Arc<Buffer>,
         ctx: Arc<CaptureContext>,
     ) -> anyhow::Result<FileCapture> {
-        let exclude =
-            coalesce::Exclusions::new(&cfg.exclude).context("invalid pattern in files.exclude")?;
+        let mut exclude = coalesce::Exclusions::new(&cfg.exclude)
+            .context("invalid pattern in files.exclude")?
+            .with_tree(data_dir.to_owned());
+        if let Ok(real) = std::fs::canonicalize(data_dir) {
+            exclude = exclude.with_tree(real);
+        }
         let memory = HashMemory::new(
             buffer.aux_tree("file_hashes")?,
             buffer.aux_tree("file_hash_age")?,

@@ -231,6 +231,9 @@ impl MovePairs {
 pub struct Exclusions {
     paths: globset::GlobSet,
     dirs: globset::GlobSet,
+    /// Trees never recorded whatever the patterns say: the agent's own data
+    /// directory (recording its own buffer writes would feed itself).
+    trees: Vec<PathBuf>,
 }
 
 impl Exclusions {
@@ -248,17 +251,28 @@ impl Exclusions {
         Ok(Exclusions {
             paths: paths.build()?,
             dirs: dirs.build()?,
+            trees: Vec::new(),
         })
+    }
+
+    /// Also excludes `dir` and everything below it.
+    pub fn with_tree(mut self, dir: PathBuf) -> Exclusions {
+        self.trees.push(dir);
+        self
+    }
+
+    fn in_tree(&self, p: &Path) -> bool {
+        self.trees.iter().any(|t| p.starts_with(t))
     }
 
     /// Operations on this path are not recorded.
     pub fn path(&self, p: &Path) -> bool {
-        self.paths.is_match(p)
+        self.in_tree(p) || self.paths.is_match(p)
     }
 
     /// This directory is not watched at all.
     pub fn dir(&self, p: &Path) -> bool {
-        self.paths.is_match(p) || self.dirs.is_match(p)
+        self.in_tree(p) || self.paths.is_match(p) || self.dirs.is_match(p)
     }
 }
 
@@ -426,7 +440,8 @@ mod tests {
             "**/.cache/**".to_owned(),
             "/w/build/*.o".to_owned(),
         ])
-        .expect("globs");
+        .expect("globs")
+        .with_tree(PathBuf::from("/w/agent-data"));
         // (path, excluded as a path, excluded as a directory to watch)
         let cases = [
             ("/w/doc.txt", false, false),
@@ -437,6 +452,9 @@ mod tests {
             ("/w/cache/x", false, false),
             ("/w/build/a.o", true, true),
             ("/w/build/a.c", false, false),
+            ("/w/agent-data", true, true),
+            ("/w/agent-data/sled/db", true, true),
+            ("/w/agent-database", false, false),
         ];
         for (p, path, dir) in cases {
             assert_eq!(
