@@ -96,11 +96,40 @@ impl FileCapture {
         let stop = Arc::new(AtomicBool::new(false));
         let (obs_tx, obs_rx) = std::sync::mpsc::sync_channel::<Observed>(65_536);
         let (ev_tx, ev_rx) = tokio::sync::mpsc::channel::<Event>(1024);
+        let (ctx2, obs_tx2) = (ctx.clone(), obs_tx.clone());
         let w = watch::Watcher::new(cfg.clone(), ctx, obs_tx, stop.clone(), exclude)
             .context("cannot start inotify (check fs.inotify.max_user_instances)")?;
         let watcher = std::thread::Builder::new()
             .name("files-watch".into())
-            .spawn(move || w.run())
+            .spawn(move || {
+                let run = std::panic::AssertUnwindSafe(|| w.run());
+                if let Err(panic) = std::panic::catch_unwind(run) {
+                    // Never a silent end: the gap is a record.
+                    let why = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    tracing::error!(error = %why, "file capture failed and stopped");
+                    let mut event = ctx2.event(
+                        String::new(),
+                        Kind::File(kiroku_proto::FileEvent {
+                            operation: "watch_lost".into(),
+                            uid: -1,
+                            mechanism: "inotify".into(),
+                            detail: format!(
+                                "file capture stopped after an internal error ({why}): nothing is recorded until the agent restarts. Restart kiroku-agent and report the error with its log."
+                            ),
+                            ..Default::default()
+                        }),
+                    );
+                    event.user.clear();
+                    let _ = obs_tx2.send(Observed {
+                        event,
+                        hash: HashPlan::None,
+                    });
+                }
+            })
             .context("starting the file watcher thread")?;
         let mut h = Hasher::new(cfg.hash_max_bytes, cfg.hash_rate_mb_per_sec);
         let hasher = std::thread::Builder::new()
