@@ -35,6 +35,8 @@ pub struct Ready {
     pub count: u32,
     /// The writer closed the file: hash it.
     pub closed: bool,
+    /// The first kernel event merged into it.
+    pub first: Instant,
 }
 
 /// Merges create/modify/close-write events per path. A record is due
@@ -163,6 +165,7 @@ fn ready(path: PathBuf, p: Pending) -> Ready {
         op: p.op,
         count: p.count,
         closed: p.closed,
+        first: p.first,
     }
 }
 

@@ -30,6 +30,9 @@ pub struct Actor {
 /// coalescing window plus the hold of a file open for writing).
 const REMEMBER: Duration = Duration::from_secs(120);
 const MAX_REMEMBERED: usize = 50_000;
+/// How much earlier than a record's first inotify event its writer's
+/// fanotify event may have been read.
+const SLACK: Duration = Duration::from_secs(1);
 
 pub struct Attribution {
     fan: Fanotify,
@@ -121,11 +124,14 @@ impl Attribution {
         self.recent.insert(path, (now, actor));
     }
 
-    /// The last writer of `path`, if it closed it recently.
-    pub fn writer_of(&self, path: &Path) -> Option<&Actor> {
+    /// The last writer of `path`, if it closed it no earlier than `since`
+    /// (the record's first kernel event, give or take `SLACK`: both queues
+    /// are read in the same loop, fanotify first): an older writer is not
+    /// the one this record is about.
+    pub fn writer_of(&self, path: &Path, since: Instant) -> Option<&Actor> {
         self.recent
             .get(path)
-            .filter(|(at, _)| at.elapsed() < REMEMBER)
+            .filter(|(at, _)| *at + SLACK >= since && at.elapsed() < REMEMBER)
             .map(|(_, a)| a)
     }
 }

@@ -821,7 +821,10 @@ impl Watcher {
         let writer = self
             .fan
             .as_ref()
-            .and_then(|a| a.writer_of(&r.path).or_else(|| a.writer_of(&content)))
+            .and_then(|a| {
+                a.writer_of(&r.path, r.first)
+                    .or_else(|| a.writer_of(&content, r.first))
+            })
             .cloned();
         if let (Some(w), Some(Kind::File(f))) = (&writer, event.kind.as_mut()) {
             attribute(f, w);
