@@ -10,6 +10,8 @@
 //!   - `smallblobs`: sha256 hex → raw messages up to [`INLINE_MAX`] bytes,
 //!     written in the same transaction (and the same fsync) as their event;
 //!   - `meta`:     `stream_id`, `next_seq`;
+//!   - `file_hashes`, `file_hash_age`: file capture's hash → path memory
+//!     (see `capture/files/hashes.rs`), not part of the queue;
 //! - `blobs/<sha256>`: larger raw messages, content-addressed plain files
 //!   (fsynced before the event that references them is recorded). Keeping
 //!   them out of sled halves sled's memory under a backlog (measured with
@@ -412,6 +414,13 @@ impl Buffer {
     /// Changes the inline threshold (benchmarks compare the two paths).
     pub fn set_inline_max(&self, bytes: usize) {
         self.inline_max.store(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// A tree of the buffer's database for a capture source's own small
+    /// state (file capture: `file_hashes`, `file_hash_age`). Written without
+    /// the buffer's fsync guarantees: sled flushes it within a second.
+    pub fn aux_tree(&self, name: &str) -> Result<sled::Tree, BufferError> {
+        self.db.open_tree(name).map_err(|e| self.sled_err(e))
     }
 
     /// Identifies this buffer incarnation towards the collector.

@@ -2,5 +2,6 @@
 //! events in the buffer. They never wait on the collector.
 
 pub mod context;
+pub mod files;
 pub mod host;
 pub mod smtp;

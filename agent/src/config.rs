@@ -20,6 +20,9 @@ pub struct AgentConfig {
     pub buffer: BufferConfig,
     #[serde(default)]
     pub host: HostConfig,
+    /// File capture; absent: off.
+    #[serde(default)]
+    pub files: Option<FilesConfig>,
     /// Operator-defined key/values attached to every event.
     #[serde(default)]
     pub custom: BTreeMap<String, String>,
@@ -182,6 +185,87 @@ pub struct HostConfig {
     pub domain: Option<String>,
 }
 
+/// File capture (`[files]`). Off without the section, and off when `watch`
+/// is empty and removable-media handling is off too (`removable_auto =
+/// false`, `removable_roots = []`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesConfig {
+    /// Directories watched recursively (absolute, or relative to the config
+    /// file). New subdirectories are watched as they appear.
+    #[serde(default)]
+    pub watch: Vec<PathBuf>,
+    /// Glob patterns of paths not recorded (`**/*.swp`, `**/.cache/**`).
+    /// A pattern ending in `/**` also keeps the matching directory itself
+    /// from being watched.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Files larger than this are not hashed (`hash_skipped` says so).
+    #[serde(default = "default_hash_max")]
+    pub hash_max_bytes: u64,
+    /// Hashing reads at most this many MiB per second (0 = unlimited), so a
+    /// bulk copy does not take a whole core.
+    #[serde(default = "default_hash_rate")]
+    pub hash_rate_mb_per_sec: u64,
+    /// Kernel events on one file within this many milliseconds of each
+    /// other become one record (`coalesced` counts them).
+    #[serde(default = "default_coalesce_ms")]
+    pub coalesce_ms: u64,
+    /// Directories under which mounted volumes count as removable media
+    /// (watched recursively, with every volume mounted below them).
+    #[serde(default = "default_removable_roots")]
+    pub removable_roots: Vec<PathBuf>,
+    /// Also watch volumes mounted elsewhere whose block device is removable
+    /// (`/sys/block/<dev>/removable`) or attached over USB.
+    #[serde(default = "default_true")]
+    pub removable_auto: bool,
+    /// Most content hashes remembered (hash → path) to name the source of a
+    /// copy to removable media; kept in the agent's buffer database.
+    #[serde(default = "default_hash_memory")]
+    pub hash_memory: u64,
+}
+
+impl Default for FilesConfig {
+    fn default() -> Self {
+        FilesConfig {
+            watch: Vec::new(),
+            exclude: Vec::new(),
+            hash_max_bytes: default_hash_max(),
+            hash_rate_mb_per_sec: default_hash_rate(),
+            coalesce_ms: default_coalesce_ms(),
+            removable_roots: default_removable_roots(),
+            removable_auto: true,
+            hash_memory: default_hash_memory(),
+        }
+    }
+}
+
+impl FilesConfig {
+    /// Whether there is anything to watch.
+    pub fn enabled(&self) -> bool {
+        !self.watch.is_empty() || self.removable_auto || !self.removable_roots.is_empty()
+    }
+}
+
+fn default_hash_max() -> u64 {
+    1024 * 1024 * 1024
+}
+fn default_hash_rate() -> u64 {
+    64
+}
+fn default_coalesce_ms() -> u64 {
+    500
+}
+fn default_removable_roots() -> Vec<PathBuf> {
+    vec![PathBuf::from("/media"), PathBuf::from("/run/media")]
+}
+fn default_true() -> bool {
+    true
+}
+fn default_hash_memory() -> u64 {
+    100_000
+}
+
 fn default_listen() -> Vec<SocketAddr> {
     vec![SocketAddr::from(([127, 0, 0, 1], 2525))]
 }
@@ -225,6 +309,30 @@ impl AgentConfig {
         resolve(&mut cfg.smtp.upstream_ca);
         resolve(&mut cfg.smtp.tls_cert);
         resolve(&mut cfg.smtp.tls_key);
+        if let Some(files) = cfg.files.as_mut() {
+            for p in files
+                .watch
+                .iter_mut()
+                .chain(files.removable_roots.iter_mut())
+            {
+                *p = kiroku_common::config::resolve_relative(path, p);
+            }
+            for (i, pattern) in files.exclude.iter().enumerate() {
+                if let Err(e) = globset::Glob::new(pattern) {
+                    anyhow::bail!(
+                        "invalid config file {}: field `files.exclude[{i}]` ({pattern:?}): {e} (use globs such as \"**/*.swp\" or \"**/.cache/**\")",
+                        path.display()
+                    );
+                }
+            }
+            if files.coalesce_ms == 0 || files.coalesce_ms > 60_000 {
+                anyhow::bail!(
+                    "invalid config file {}: field `files.coalesce_ms`: {} is out of range, use 1 to 60000 (milliseconds; default 500)",
+                    path.display(),
+                    files.coalesce_ms
+                );
+            }
+        }
         if let Some(a) = cfg.smtp.upstream_auth.as_mut() {
             a.password_file = kiroku_common::config::resolve_relative(path, &a.password_file);
         }
@@ -261,6 +369,12 @@ mod tests {
         let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/agent.example.toml");
         let cfg = AgentConfig::load(&p).expect("packaging/agent.example.toml must load");
         assert_eq!(cfg.smtp.upstream_tls, UpstreamTls::Required);
+        let files = cfg.files.expect("the example has a [files] section");
+        assert_eq!(
+            files.watch,
+            vec![PathBuf::from("/home"), PathBuf::from("/srv/share")]
+        );
+        assert!(files.enabled() && files.removable_auto);
     }
 
     #[test]

@@ -56,6 +56,21 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         cfg.custom.clone(),
         capture::context::Clock::from_env(),
     );
+    let files = match cfg.files.clone() {
+        Some(f) if f.enabled() => Some(capture::files::FileCapture::start(
+            f,
+            &cfg.data_dir,
+            buffer.clone(),
+            ctx.clone(),
+        )?),
+        Some(_) => {
+            tracing::warn!(
+                "[files] has nothing to watch (no watch roots, removable media off): file capture is off"
+            );
+            None
+        }
+        None => None,
+    };
     let smtp = capture::smtp::SmtpCapture::new(cfg.smtp.clone(), buffer.clone(), ctx.clone())?;
     let listeners = smtp.bind().await?;
     let shipper = shipper::Shipper {
@@ -75,6 +90,9 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         .await;
     tracing::info!("kiroku-agent stopping");
     host_watch.abort();
+    if let Some(files) = files {
+        files.stop().await;
+    }
     shipper.abort();
     let _ = shipper.await;
     Ok(())

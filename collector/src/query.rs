@@ -66,10 +66,8 @@ fn page_of(r: &SearchRequest) -> Result<(usize, usize), Status> {
             "page_token {offset} is deeper than {MAX_OFFSET} results: narrow the filter (e.g. a time range) or use SearchStream"
         )));
     }
-    if !r.path.is_empty() || !r.operation.is_empty() || r.removable || !r.alert.is_empty() {
-        return Err(Status::unimplemented(
-            "filters path, operation, removable and alert are not built yet",
-        ));
+    if !r.alert.is_empty() {
+        return Err(Status::unimplemented("the alert filter is not built yet"));
     }
     let size = match r.page_size {
         0 => DEFAULT_PAGE,

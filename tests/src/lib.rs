@@ -306,6 +306,27 @@ impl Env {
         self.start_agent_full(name, smtp, mode, "", extra)
     }
 
+    /// Capture-only agent with `extra` TOML and environment variables
+    /// (test hooks such as `KIROKU_TEST_FILES_PAUSE`).
+    pub fn start_agent_with_env(
+        &self,
+        name: &str,
+        smtp: u16,
+        extra: &str,
+        envs: &[(&str, &str)],
+    ) -> anyhow::Result<Proc> {
+        self.start_agent_envs(
+            name,
+            smtp,
+            &Mode::CaptureOnly,
+            Extra {
+                extra,
+                envs,
+                ..Extra::new(self.grpc)
+            },
+        )
+    }
+
     /// Like [`Env::start_agent`], with `smtp_extra` TOML inside `[smtp]`.
     pub fn start_agent_in_smtp(
         &self,

@@ -130,7 +130,7 @@ struct SearchArgs {
     /// Words of an attachment's file name.
     #[arg(long)]
     attachment: Option<String>,
-    /// SHA-256 of an attachment or of a raw message.
+    /// SHA-256 of an attachment, a raw message or a file.
     #[arg(long)]
     sha256: Option<String>,
     #[arg(long)]
@@ -138,9 +138,19 @@ struct SearchArgs {
     /// delivered, rejected, aborted, unknown or captured.
     #[arg(long)]
     outcome: Option<String>,
-    /// Only events of this kind: email, file or host_change.
+    /// email, file or host_change.
     #[arg(long)]
     kind: Option<String>,
+    /// File events: words of the path or old path ("alice/q3 report").
+    #[arg(long)]
+    path: Option<String>,
+    /// File events: create, modify, delete, rename, copy_to_removable,
+    /// overflow, watch_lost, volume_mounted, volume_unmounted.
+    #[arg(long = "op")]
+    operation: Option<String>,
+    /// File events on removable volumes only.
+    #[arg(long)]
+    removable: bool,
     /// Filter and order by corrected time (each agent's clock corrected by
     /// its measured offset to the collector) instead of the agents' clocks.
     #[arg(long)]
@@ -325,10 +335,13 @@ async fn search(connect: &client::ConnectArgs, a: SearchArgs) -> anyhow::Result<
         sha256: s(a.sha256).to_lowercase(),
         tag: s(a.tag),
         outcome: s(a.outcome),
+        kind: s(a.kind),
+        path: s(a.path),
+        operation: s(a.operation),
+        removable: a.removable,
         page_size: a.limit,
         page_token: String::new(),
         corrected_time: a.corrected_time,
-        kind: s(a.kind),
         ..Default::default()
     };
     let mut q = connect.query().await?;

@@ -4,7 +4,7 @@
 
 use comfy_table::{ContentArrangement, Table, presets::UTF8_BORDERS_ONLY};
 use kiroku_collector::store::index::outcome_name;
-use kiroku_proto::{EmailEvent, Event, HostInfo, event::Kind};
+use kiroku_proto::{EmailEvent, Event, FileEvent, HostInfo, event::Kind};
 
 pub fn time(ms: i64) -> String {
     if ms == 0 {
@@ -24,17 +24,46 @@ fn email(e: &Event) -> Option<&EmailEvent> {
     }
 }
 
+fn file(e: &Event) -> Option<&FileEvent> {
+    match &e.kind {
+        Some(Kind::File(f)) => Some(f),
+        _ => None,
+    }
+}
+
+/// Who did it, as far as the mechanism tells.
+fn actor(f: &FileEvent) -> String {
+    if f.uid < 0 && f.pid == 0 {
+        return format!("unknown ({} does not tell)", f.mechanism);
+    }
+    let mut s = if f.process.is_empty() {
+        format!("pid {}", f.pid)
+    } else {
+        format!("{} (pid {})", f.process, f.pid)
+    };
+    if f.uid >= 0 {
+        s.push_str(&format!(", uid {}", f.uid));
+    }
+    s
+}
+
 /// The event as proto-style JSON.
 pub fn json(e: &Event) -> serde_json::Value {
     let mut v = serde_json::to_value(e).unwrap_or_default();
     let Some(obj) = v.as_object_mut() else {
         return v;
     };
-    if let Some(mut m) = obj.remove("kind").and_then(|k| k.get("Email").cloned()) {
+    let kind = obj.remove("kind");
+    if let Some(mut m) = kind.as_ref().and_then(|k| k.get("Email").cloned()) {
         if let Some(o) = m.get("outcome").and_then(|o| o.as_i64()) {
             m["outcome"] = serde_json::Value::from(outcome_name(o as i32));
         }
         obj.insert("email".into(), m);
+    }
+    for (variant, name) in [("File", "file"), ("HostChange", "host_change")] {
+        if let Some(v) = kind.as_ref().and_then(|k| k.get(variant)) {
+            obj.insert(name.into(), v.clone());
+        }
     }
     v
 }
@@ -53,7 +82,15 @@ pub fn table(events: &[Event]) -> String {
     t.load_preset(UTF8_BORDERS_ONLY)
         .set_content_arrangement(ContentArrangement::Dynamic)
         .set_header([
-            "time", "event id", "host", "user", "from", "to", "subject", "att", "outcome",
+            "time",
+            "event id",
+            "host",
+            "user",
+            "from / old path",
+            "to / path",
+            "subject / sha256",
+            "att / size",
+            "outcome / op",
         ]);
     for e in events {
         let host = e
@@ -61,8 +98,32 @@ pub fn table(events: &[Event]) -> String {
             .as_ref()
             .map(|h| h.hostname.clone())
             .unwrap_or_default();
-        let row = match email(e) {
-            Some(m) => {
+        let row = match (email(e), file(e)) {
+            (_, Some(f)) => {
+                // Files use the same columns: from = old path, to = path,
+                // subject = hash, att = size, outcome = operation.
+                let what = if f.detail.is_empty() || !f.sha256.is_empty() {
+                    shorten(&f.sha256, 16)
+                } else {
+                    shorten(&f.detail, 40)
+                };
+                [
+                    time(e.observed_at_ms),
+                    e.event_id.clone(),
+                    host,
+                    e.user.clone(),
+                    shorten(&f.old_path, 30),
+                    shorten(&f.path, 40),
+                    what,
+                    f.size.to_string(),
+                    if f.removable {
+                        format!("{} (removable)", f.operation)
+                    } else {
+                        f.operation.clone()
+                    },
+                ]
+            }
+            (Some(m), None) => {
                 let to: Vec<&str> = m.rcpt_to.iter().map(|r| r.address.as_str()).collect();
                 [
                     time(e.observed_at_ms),
@@ -76,7 +137,7 @@ pub fn table(events: &[Event]) -> String {
                     outcome_name(m.outcome).to_owned(),
                 ]
             }
-            None => [
+            (None, None) => [
                 time(e.observed_at_ms),
                 e.event_id.clone(),
                 host,
@@ -134,6 +195,34 @@ pub fn detail(e: &Event) -> String {
         line(&format!("custom.{k}"), v);
     }
     line("tags", &e.tags.join(", "));
+    if let Some(f) = file(e) {
+        line("operation", &f.operation);
+        line("path", &f.path);
+        line("old path", &f.old_path);
+        if f.size > 0 || !f.sha256.is_empty() {
+            line("size", &format!("{} bytes", f.size));
+        }
+        if f.mtime_ms != 0 {
+            line("modified", &time(f.mtime_ms));
+        }
+        line("sha256", &f.sha256);
+        line("not hashed", &f.hash_skipped);
+        line("source", &f.source_path);
+        let mut volume = f.volume.clone();
+        if f.removable {
+            volume.push_str(" (removable)");
+        }
+        line("volume", &volume);
+        line("device", &f.device);
+        line("label", &f.volume_label);
+        line("process", &actor(f));
+        line("exe", &f.exe);
+        line("mechanism", &f.mechanism);
+        if f.coalesced > 1 {
+            line("coalesced", &format!("{} kernel events", f.coalesced));
+        }
+        line("detail", &f.detail);
+    }
     if let Some(m) = email(e) {
         line("protocol", &m.protocol);
         line("client", &format!("{}:{}", m.client_ip, m.client_port));
