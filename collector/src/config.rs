@@ -20,6 +20,10 @@ pub struct CollectorConfig {
     /// Largest blob (raw message) accepted, in bytes.
     #[serde(default = "default_max_blob")]
     pub max_blob_bytes: u64,
+    /// Alert rules and notifications (see `crate::alerts::AlertsConfig`);
+    /// without it no alert fires.
+    #[serde(default)]
+    pub alerts: Option<crate::alerts::AlertsConfig>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -34,6 +38,9 @@ impl CollectorConfig {
         let mut cfg: CollectorConfig = kiroku_common::config::load_toml(path)?;
         cfg.data_dir = kiroku_common::config::resolve_relative(path, &cfg.data_dir);
         cfg.tls = cfg.tls.resolved(path);
+        if let Some(a) = &mut cfg.alerts {
+            a.resolve(path);
+        }
         Ok(cfg)
     }
 }
