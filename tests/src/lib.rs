@@ -220,12 +220,18 @@ impl Env {
     }
 
     pub fn start_collector(&self) -> anyhow::Result<Proc> {
+        self.start_collector_with("")
+    }
+
+    /// Like [`Env::start_collector`], with extra TOML appended to the
+    /// collector config (e.g. an `[alerts]` section).
+    pub fn start_collector_with(&self, extra: &str) -> anyhow::Result<Proc> {
         let pki = self.pki();
         let cfg = self.path().join("collector.toml");
         std::fs::write(
             &cfg,
             format!(
-                "listen = \"127.0.0.1:{}\"\ndata_dir = \"collector\"\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
+                "listen = \"127.0.0.1:{}\"\ndata_dir = \"collector\"\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n{extra}",
                 self.grpc,
                 pki.join("ca.pem"),
                 pki.join("collector-localhost.pem"),

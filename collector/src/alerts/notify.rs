@@ -239,11 +239,16 @@ pub fn mail(cfg: MailConfig) -> anyhow::Result<(Sink, JoinHandle<()>)> {
             let mut body = String::new();
             for a in &batch {
                 body.push_str(&format!(
-                    "rule:     {} ({})\nevent:    {}\nsummary:  {}\n\n",
-                    a.rule, a.kind, a.event_id, a.summary
+                    "rule:     {} ({})\r\nevent:    {}\r\nsummary:  {}\r\n\r\n",
+                    a.rule,
+                    a.kind,
+                    a.event_id,
+                    a.summary.chars().take(900).collect::<String>()
                 ));
             }
-            body.push_str("Details: kiroku show EVENT_ID; all alerts: kiroku alerts --since 1d\n");
+            body.push_str(
+                "Details: kiroku show EVENT_ID; all alerts: kiroku alerts --since 1d\r\n",
+            );
             let mut b = lettre::Message::builder()
                 .from(from.clone())
                 .subject(subject.chars().take(200).collect::<String>())
