@@ -320,10 +320,9 @@ impl Query for QueryService {
     ) -> Result<Response<ExfilReport>, Status> {
         let who = auth::caller(&req)?;
         let r = req.into_inner();
-        let r2 = r.clone();
         let report = self
             .blocking(move |s| {
-                investigate::exfil_report(&s.index, &r2).map_err(Status::invalid_argument)
+                investigate::exfil_report(&s.index, &r).map_err(Status::invalid_argument)
             })
             .await?;
         tracing::info!(target: "audit", identity = %who, call = "ExfilReport", from_ms = r.from_ms, to_ms = r.to_ms, files = report.files.len(), "query");
