@@ -29,6 +29,10 @@ pub struct CollectorConfig {
     /// `clock-skew`.
     #[serde(default = "default_clock_threshold")]
     pub clock_offset_threshold_ms: i64,
+    /// Alert rules and notifications (see `crate::alerts::AlertsConfig`);
+    /// without it no alert fires.
+    #[serde(default)]
+    pub alerts: Option<crate::alerts::AlertsConfig>,
 }
 
 pub const DEFAULT_CLOCK_THRESHOLD_MS: i64 = 2000;
@@ -52,6 +56,9 @@ impl CollectorConfig {
         cfg.crl = cfg
             .crl
             .map(|c| kiroku_common::config::resolve_relative(path, &c));
+        if let Some(a) = &mut cfg.alerts {
+            a.resolve(path);
+        }
         Ok(cfg)
     }
 }

@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::alerts::Alerting;
 use crate::auth;
 use crate::store::Store;
 
@@ -40,11 +41,14 @@ pub struct Committer {
 
 impl Committer {
     /// Starts the committer thread; it ends when every handle is dropped.
-    pub fn start(store: Arc<Store>) -> std::io::Result<(Committer, std::thread::JoinHandle<()>)> {
+    pub fn start(
+        store: Arc<Store>,
+        alerting: Arc<Alerting>,
+    ) -> std::io::Result<(Committer, std::thread::JoinHandle<()>)> {
         let (tx, rx) = mpsc::channel(256);
         let handle = std::thread::Builder::new()
             .name("kiroku-committer".into())
-            .spawn(move || committer_loop(&store, rx))?;
+            .spawn(move || committer_loop(&store, &alerting, rx))?;
         Ok((Committer { tx }, handle))
     }
 
@@ -69,7 +73,7 @@ impl Committer {
     }
 }
 
-fn committer_loop(store: &Store, mut rx: mpsc::Receiver<Job>) {
+fn committer_loop(store: &Store, alerting: &Alerting, mut rx: mpsc::Receiver<Job>) {
     while let Some(first) = rx.blocking_recv() {
         let mut jobs = vec![first];
         while jobs.len() < 256 {
@@ -78,17 +82,19 @@ fn committer_loop(store: &Store, mut rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        commit_jobs(store, jobs);
+        commit_jobs(store, alerting, jobs);
     }
 }
 
-fn commit_jobs(store: &Store, jobs: Vec<Job>) {
+fn commit_jobs(store: &Store, alerting: &Alerting, jobs: Vec<Job>) {
     let started = std::time::Instant::now();
     let mut index_done = started;
     // High-water marks as they will be after this group, per stream.
     let mut hw: HashMap<(String, String), u64> = HashMap::new();
     let mut acks = Vec::with_capacity(jobs.len());
     let mut per_agent: HashMap<String, u64> = HashMap::new();
+    // Alerts of this group: dispatched only once it is durable.
+    let mut alerts = Vec::new();
     let result = (|| -> Result<(), String> {
         for job in &jobs {
             let key = (job.agent_id.clone(), job.stream_id.clone());
@@ -115,6 +121,9 @@ fn commit_jobs(store: &Store, jobs: Vec<Job>) {
                     "gap in sequence numbers: events were lost on the agent before shipping"
                 );
             }
+            // Only newly stored events reach the rules (duplicates were
+            // dropped above); their tags are indexed with them.
+            alerts.extend(alerting.evaluate(&mut fresh)?);
             store.index.add(&fresh).map_err(|e| e.to_string())?;
             *per_agent.entry(job.agent_id.clone()).or_default() += fresh.len() as u64;
             acks.push(Ack {
@@ -159,10 +168,12 @@ fn commit_jobs(store: &Store, jobs: Vec<Job>) {
             for (job, ack) in jobs.into_iter().zip(acks) {
                 let _ = job.reply.send(Ok(ack));
             }
+            alerting.dispatch(alerts);
         }
         Err(e) => {
             tracing::error!(error = %e, "storing a batch failed; agents will resend it");
             let _ = store.index.rollback();
+            alerting.discard(&alerts);
             for job in jobs {
                 let _ = job.reply.send(Err(Status::unavailable(format!(
                     "collector could not store the batch: {e}"

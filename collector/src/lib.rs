@@ -1,13 +1,17 @@
 //! Kiroku collector: the Ingest service (`ingest`), the Query service
 //! (`query`), authorisation by certificate role (`auth`), and the embedded
-//! store (`store`: blobs, index, metadata), served by `server`.
+//! store (`store`: blobs, index, metadata), served by `server`; alert
+//! rules and notifiers (`alerts`); trace and exfiltration report
+//! (`investigate`).
 //!
 //! Architecture invariant: nothing is acknowledged to an agent before it is
 //! durable; callers are identified only by their client certificate.
 
+pub mod alerts;
 pub mod auth;
 pub mod config;
 pub mod ingest;
+pub mod investigate;
 pub mod listener;
 pub mod query;
 pub mod server;

@@ -28,6 +28,12 @@ fn main() -> std::process::ExitCode {
         }
     };
     if cli.check {
+        if let Some(a) = &cfg.alerts
+            && let Err(e) = kiroku_collector::alerts::RuleSet::load(&a.rules)
+        {
+            eprintln!("kiroku-collector: {e}");
+            return std::process::ExitCode::from(2);
+        }
         println!("{}: configuration OK", cli.config.display());
         return std::process::ExitCode::SUCCESS;
     }

@@ -1,5 +1,6 @@
 //! The Query service for investigators: search with filters (newest first,
-//! paged or streamed), one event, the original message, known hosts. Every
+//! paged or streamed), one event, the original message, known hosts, a
+//! hash's trace, alerts (replay and live) and the exfiltration report. Every
 //! call is logged with the caller's identity, the filter and the result
 //! count (the tamper-evident audit log is its own piece of work).
 
@@ -17,7 +18,9 @@ use kiroku_proto::{
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
+use crate::alerts::Alerting;
 use crate::auth;
+use crate::investigate::{self, TRACE_DEFAULT, TRACE_MAX};
 use crate::store::Store;
 use crate::store::index::{DEFAULT_PAGE, IndexError, MAX_PAGE};
 
@@ -28,11 +31,12 @@ const MAX_OFFSET: usize = 100_000;
 
 pub struct QueryService {
     store: Arc<Store>,
+    alerting: Arc<Alerting>,
 }
 
 impl QueryService {
-    pub fn new(store: Arc<Store>) -> Self {
-        QueryService { store }
+    pub fn new(store: Arc<Store>, alerting: Arc<Alerting>) -> Self {
+        QueryService { store, alerting }
     }
 
     async fn blocking<T: Send + 'static>(
@@ -65,9 +69,6 @@ fn page_of(r: &SearchRequest) -> Result<(usize, usize), Status> {
         return Err(Status::invalid_argument(format!(
             "page_token {offset} is deeper than {MAX_OFFSET} results: narrow the filter (e.g. a time range) or use SearchStream"
         )));
-    }
-    if !r.alert.is_empty() {
-        return Err(Status::unimplemented("the alert filter is not built yet"));
     }
     let size = match r.page_size {
         0 => DEFAULT_PAGE,
@@ -221,26 +222,101 @@ impl Query for QueryService {
         Ok(Response::new(ListHostsResponse { hosts }))
     }
 
-    async fn trace(&self, _req: Request<TraceRequest>) -> Result<Response<TraceResponse>, Status> {
-        Err(Status::unimplemented("Trace is not built yet (issue 4)"))
+    async fn trace(&self, req: Request<TraceRequest>) -> Result<Response<TraceResponse>, Status> {
+        let who = auth::caller(&req)?;
+        let r = req.into_inner();
+        let sha = r.sha256.trim().to_lowercase();
+        if !kiroku_common::is_sha256_hex(&sha) {
+            return Err(Status::invalid_argument(format!(
+                "sha256 {:?} is not a SHA-256 (64 hex digits)",
+                r.sha256
+            )));
+        }
+        let limit = match r.limit {
+            0 => TRACE_DEFAULT,
+            n => (n as usize).min(TRACE_MAX),
+        };
+        let sha2 = sha.clone();
+        let (events, truncated) = self
+            .blocking(move |s| investigate::trace(&s.index, &sha2, limit).map_err(index_status))
+            .await?;
+        tracing::info!(target: "audit", identity = %who, call = "Trace", sha256 = %sha, results = events.len(), truncated, "query");
+        Ok(Response::new(TraceResponse { events, truncated }))
     }
 
     type AlertsStream = Pin<Box<dyn Stream<Item = Result<Alert, Status>> + Send>>;
 
     async fn alerts(
         &self,
-        _req: Request<AlertsRequest>,
+        req: Request<AlertsRequest>,
     ) -> Result<Response<Self::AlertsStream>, Status> {
-        Err(Status::unimplemented("Alerts is not built yet (issue 4)"))
+        let who = auth::caller(&req)?;
+        let r = req.into_inner();
+        tracing::info!(target: "audit", identity = %who, call = "Alerts", from_ms = r.from_ms, follow = r.follow, "query");
+        // Subscribe before reading the log so nothing falls in between;
+        // what is in both is sent once.
+        let mut live = r.follow.then(|| self.alerting.subscribe());
+        let replay = if r.from_ms > 0 {
+            let alerting = self.alerting.clone();
+            let from = r.from_ms;
+            tokio::task::spawn_blocking(move || alerting.replay(from))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(Status::internal)?
+        } else {
+            Vec::new()
+        };
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            let mut sent = std::collections::HashSet::new();
+            for a in replay {
+                sent.insert((a.event_id.clone(), a.rule.clone()));
+                if tx.send(Ok(a)).await.is_err() {
+                    return;
+                }
+            }
+            let Some(live) = live.as_mut() else {
+                return;
+            };
+            loop {
+                let next = tokio::select! {
+                    n = live.recv() => n,
+                    _ = tx.closed() => return,
+                };
+                match next {
+                    Ok(a) => {
+                        if sent.remove(&(a.event_id.clone(), a.rule.clone())) {
+                            continue;
+                        }
+                        if tx.send(Ok(a)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(identity = %who, missed = n, "Alerts follower too slow, alerts skipped (they are in the replay log)");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn exfil_report(
         &self,
-        _req: Request<ExfilReportRequest>,
+        req: Request<ExfilReportRequest>,
     ) -> Result<Response<ExfilReport>, Status> {
-        Err(Status::unimplemented(
-            "ExfilReport is not built yet (issue 4)",
-        ))
+        let who = auth::caller(&req)?;
+        let r = req.into_inner();
+        let report = self
+            .blocking(move |s| {
+                investigate::exfil_report(&s.index, &r).map_err(Status::invalid_argument)
+            })
+            .await?;
+        tracing::info!(target: "audit", identity = %who, call = "ExfilReport", from_ms = r.from_ms, to_ms = r.to_ms, files = report.files.len(), "query");
+        Ok(Response::new(report))
     }
 }
 

@@ -11,6 +11,7 @@ use tonic::codec::CompressionEncoding;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 
+use crate::alerts::{Alerting, RuleSet, notify};
 use crate::auth;
 use crate::config::CollectorConfig;
 use crate::ingest::{Committer, IngestService};
@@ -42,7 +43,16 @@ pub async fn serve(
             .await?
             .with_context(|| format!("opening the store in {}", cfg.data_dir.display()))?,
     );
-    let (committer, committer_thread) = Committer::start(store.clone())?;
+    let (alerting, notifier_tasks) = start_alerting(&cfg, &store)?;
+    let (stop_watch, watch_rx) = tokio::sync::watch::channel(false);
+    let rules_watcher = cfg.alerts.as_ref().map(|a| {
+        tokio::spawn(alerting.clone().watch(
+            a.rules.clone(),
+            std::time::Duration::from_secs(a.reload_secs),
+            watch_rx,
+        ))
+    });
+    let (committer, committer_thread) = Committer::start(store.clone(), alerting.clone())?;
 
     let ingest = IngestServer::new(
         IngestService::new(store.clone(), committer, cfg.max_blob_bytes)
@@ -51,7 +61,7 @@ pub async fn serve(
     .accept_compressed(CompressionEncoding::Zstd)
     .send_compressed(CompressionEncoding::Zstd)
     .max_decoding_message_size(MAX_MESSAGE);
-    let query = QueryServer::new(QueryService::new(store.clone()))
+    let query = QueryServer::new(QueryService::new(store.clone(), alerting.clone()))
         .accept_compressed(CompressionEncoding::Zstd)
         .send_compressed(CompressionEncoding::Zstd)
         .max_decoding_message_size(MAX_MESSAGE);
@@ -103,5 +113,58 @@ pub async fn serve(
     drop(store);
     // The committer ends once the services (and their handles) are gone.
     let _ = tokio::task::spawn_blocking(move || committer_thread.join()).await;
+    // Notifiers get a moment to deliver what is queued once nothing can
+    // add to their queues any more.
+    let _ = stop_watch.send(true);
+    if let Some(w) = rules_watcher {
+        let _ = w.await;
+    }
+    drop(alerting);
+    for t in notifier_tasks {
+        let abort = t.abort_handle();
+        if tokio::time::timeout(std::time::Duration::from_secs(5), t)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
+    }
     Ok(())
+}
+
+/// The alert engine with the configured rules and notifiers. A rules file
+/// that does not load stops the start (the error names file, line, field).
+fn start_alerting(
+    cfg: &CollectorConfig,
+    store: &Store,
+) -> anyhow::Result<(Arc<Alerting>, Vec<tokio::task::JoinHandle<()>>)> {
+    let Some(a) = &cfg.alerts else {
+        return Ok((
+            Arc::new(Alerting::new(
+                &store.meta,
+                RuleSet::default(),
+                Vec::new(),
+                10_000,
+            )?),
+            Vec::new(),
+        ));
+    };
+    let rules = RuleSet::load(&a.rules)?;
+    let mut sinks = Vec::new();
+    let mut tasks = Vec::new();
+    if let Some(w) = &a.webhook {
+        let (s, t) = notify::webhook(w.clone())?;
+        sinks.push(s);
+        tasks.push(t);
+    }
+    if let Some(m) = &a.mail {
+        let (s, t) = notify::mail(m.clone())?;
+        sinks.push(s);
+        tasks.push(t);
+    }
+    tracing::info!(rules_file = %a.rules.display(), rules = rules.rules.len(), notifiers = sinks.len(), "alerting");
+    Ok((
+        Arc::new(Alerting::new(&store.meta, rules, sinks, a.keep)?),
+        tasks,
+    ))
 }

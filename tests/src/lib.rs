@@ -264,14 +264,24 @@ impl Env {
         self.start_collector_with("")
     }
 
-    /// Like [`Env::start_collector`], with top-level TOML `top` added.
-    pub fn start_collector_with(&self, top: &str) -> anyhow::Result<Proc> {
+    /// Like [`Env::start_collector`], with extra TOML appended to the
+    /// collector config (e.g. an `[alerts]` section).
+    pub fn start_collector_with(&self, extra: &str) -> anyhow::Result<Proc> {
+        self.start_collector_full("", extra)
+    }
+
+    /// Like [`Env::start_collector`], with top-level keys (`crl = ...`).
+    pub fn start_collector_top(&self, top: &str) -> anyhow::Result<Proc> {
+        self.start_collector_full(top, "")
+    }
+
+    fn start_collector_full(&self, top: &str, extra: &str) -> anyhow::Result<Proc> {
         let pki = self.pki();
         let cfg = self.path().join("collector.toml");
         std::fs::write(
             &cfg,
             format!(
-                "listen = \"127.0.0.1:{}\"\ndata_dir = \"collector\"\n{top}\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
+                "listen = \"127.0.0.1:{}\"\ndata_dir = \"collector\"\n{top}\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n{extra}",
                 self.grpc,
                 pki.join("ca.pem"),
                 pki.join("collector-localhost.pem"),

@@ -42,7 +42,7 @@ async fn revocation_takes_effect_without_restart_and_bad_lists_are_refused() -> 
     env.issue("investigator", "dave", &[])?;
     env.kiroku(&["certs", "revoke", "--dir", &p])?; // an empty list
     let crl = pki.join("crl.pem");
-    let collector = env.start_collector_with(&format!("crl = {:?}", crl.to_string_lossy()))?;
+    let collector = env.start_collector_top(&format!("crl = {:?}", crl.to_string_lossy()))?;
     assert!(
         can_query(&env, "carol", true).await?,
         "carol before revocation"

@@ -60,6 +60,9 @@ struct Fields {
     path: Field,
     operation: Field,
     removable: Field,
+    // Investigations (trace, exfil report).
+    source_path: Field,
+    exfil: Field,
 }
 
 pub struct EventIndex {
@@ -113,6 +116,10 @@ fn schema() -> (Schema, Fields) {
         path: b.add_text_field("path", TEXT),
         operation: b.add_text_field("operation", STRING),
         removable: b.add_bool_field("removable", INDEXED),
+        // Investigations: a file event's `source_path` (exact), and the
+        // channel by which content left ("mail", "removable").
+        source_path: b.add_text_field("source_path", STRING),
+        exfil: b.add_text_field("exfil", STRING),
     };
     (b.build(), f)
 }
@@ -337,8 +344,16 @@ impl EventIndex {
                 if !file.sha256.is_empty() {
                     d.add_text(f.sha256, &file.sha256);
                 }
+                // Investigations (trace, exfil report).
+                if !file.source_path.is_empty() {
+                    d.add_text(f.source_path, &file.source_path);
+                }
+                if file.operation == "copy_to_removable" {
+                    d.add_text(f.exfil, "removable");
+                }
             }
             Some(Kind::HostChange(_)) => d.add_text(f.kind, "host_change"),
+            Some(Kind::Email(m)) if !m.attachments.is_empty() => d.add_text(f.exfil, "mail"),
             _ => {}
         }
         d.add_bytes(f.event, &e.encode_to_vec());
@@ -487,6 +502,15 @@ impl EventIndex {
         if !r.tag.is_empty() {
             must.push(term(f.tag, &r.tag));
         }
+        match r.alert.trim() {
+            "" => {}
+            // Any alert: every tag from "alert:" up to (not including) "alert;".
+            "*" => must.push(Box::new(RangeQuery::new(
+                Bound::Included(Term::from_field_text(f.tag, "alert:")),
+                Bound::Excluded(Term::from_field_text(f.tag, "alert;")),
+            ))),
+            rule => must.push(term(f.tag, &format!("alert:{rule}"))),
+        }
         if r.has_attachment {
             must.push(Box::new(TermQuery::new(
                 Term::from_field_bool(f.has_attachment, true),
@@ -537,6 +561,77 @@ impl EventIndex {
                 must.into_iter().map(|q| (Occur::Must, q)).collect(),
             )),
         })
+    }
+
+    /// Every event matching `q`, newest first, at most `cap`; true when
+    /// there were more.
+    fn all_matching(&self, q: &dyn Query, cap: usize) -> Result<(Vec<Event>, bool), IndexError> {
+        let searcher = self.reader.searcher();
+        let hits = searcher
+            .search(
+                q,
+                &TopDocs::with_limit(cap + 1)
+                    .order_by_fast_field::<i64>("observed_at", Order::Desc),
+            )
+            .map_err(|e| self.terr(e))?;
+        let more = hits.len() > cap;
+        let events = hits
+            .iter()
+            .take(cap)
+            .map(|(_, addr)| self.decode(&searcher, *addr))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((events, more))
+    }
+
+    /// Events carrying content `sha256`: attachment, raw message or file.
+    pub fn by_hash(&self, sha256: &str, cap: usize) -> Result<(Vec<Event>, bool), IndexError> {
+        let q = TermQuery::new(
+            Term::from_field_text(self.f.sha256, sha256),
+            IndexRecordOption::Basic,
+        );
+        self.all_matching(&q, cap)
+    }
+
+    /// File events whose `source_path` is `path` (copies of that file).
+    pub fn by_source_path(&self, path: &str, cap: usize) -> Result<(Vec<Event>, bool), IndexError> {
+        let q = TermQuery::new(
+            Term::from_field_text(self.f.source_path, path),
+            IndexRecordOption::Basic,
+        );
+        self.all_matching(&q, cap)
+    }
+
+    /// Mails with attachments and copies to removable media observed in
+    /// [from_ms, to_ms).
+    pub fn exfil_candidates(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        cap: usize,
+    ) -> Result<(Vec<Event>, bool), IndexError> {
+        let channel = BooleanQuery::new(
+            ["mail", "removable"]
+                .into_iter()
+                .map(|c| -> (Occur, Box<dyn Query>) {
+                    (
+                        Occur::Should,
+                        Box::new(TermQuery::new(
+                            Term::from_field_text(self.f.exfil, c),
+                            IndexRecordOption::Basic,
+                        )),
+                    )
+                })
+                .collect(),
+        );
+        let range = RangeQuery::new(
+            Bound::Included(Term::from_field_i64(self.f.observed_at, from_ms)),
+            Bound::Excluded(Term::from_field_i64(self.f.observed_at, to_ms)),
+        );
+        let q = BooleanQuery::new(vec![
+            (Occur::Must, Box::new(channel)),
+            (Occur::Must, Box::new(range)),
+        ]);
+        self.all_matching(&q, cap)
     }
 
     /// Newest first. Returns (events, total hits, next offset if more).

@@ -120,6 +120,12 @@ impl MetaStore {
         }
     }
 
+    /// A tree of its own for another component (alerts), flushed with the
+    /// rest by [`MetaStore::flush`].
+    pub fn tree(&self, name: &str) -> Result<sled::Tree, MetaError> {
+        self.db.open_tree(name).map_err(|e| self.err(e))
+    }
+
     /// fsync.
     pub fn flush(&self) -> Result<(), MetaError> {
         self.db.flush().map_err(|e| self.err(e))?;

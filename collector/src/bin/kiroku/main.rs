@@ -1,8 +1,9 @@
 //! `kiroku`: the investigator and admin CLI — certificates, search, show,
-//! raw download, hosts — and `kiroku quickstart`, which runs a collector and
+//! raw download, hosts, trace, alerts, reports — and `kiroku quickstart`, which runs a collector and
 //! an agent on loopback in one command.
 
 mod client;
+mod investigate;
 mod output;
 mod quickstart;
 
@@ -51,6 +52,16 @@ enum Cmd {
     Hosts {
         #[arg(long)]
         json: bool,
+    },
+    /// Everywhere a content hash went (mail attachments, files, copies to
+    /// removable media), oldest first.
+    Trace(investigate::TraceArgs),
+    /// Alerts fired by the collector's rules (replay, then --follow).
+    Alerts(investigate::AlertsArgs),
+    /// Reports over a time range.
+    Report {
+        #[command(subcommand)]
+        cmd: investigate::ReportCmd,
     },
     /// Start a collector and an agent on loopback, ready to capture mail.
     Quickstart(quickstart::Args),
@@ -135,6 +146,9 @@ struct SearchArgs {
     sha256: Option<String>,
     #[arg(long)]
     tag: Option<String>,
+    /// Events tagged by this alert rule ("*" for any alert).
+    #[arg(long)]
+    alert: Option<String>,
     /// delivered, rejected, aborted, unknown or captured.
     #[arg(long)]
     outcome: Option<String>,
@@ -202,6 +216,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Certs { cmd } => certs(cmd),
         Cmd::Quickstart(args) => quickstart::run(args).await,
         Cmd::Search(args) => search(&cli.connect, *args).await,
+        Cmd::Trace(args) => investigate::trace(&cli.connect, args).await,
+        Cmd::Alerts(args) => investigate::alerts(&cli.connect, args).await,
+        Cmd::Report { cmd } => investigate::report(&cli.connect, cmd).await,
         Cmd::Show { event_id, json } => {
             let mut q = cli.connect.query().await?;
             let ev = q
@@ -334,6 +351,7 @@ async fn search(connect: &client::ConnectArgs, a: SearchArgs) -> anyhow::Result<
         attachment_name: s(a.attachment),
         sha256: s(a.sha256).to_lowercase(),
         tag: s(a.tag),
+        alert: s(a.alert),
         outcome: s(a.outcome),
         kind: s(a.kind),
         path: s(a.path),
@@ -342,7 +360,6 @@ async fn search(connect: &client::ConnectArgs, a: SearchArgs) -> anyhow::Result<
         page_size: a.limit,
         page_token: String::new(),
         corrected_time: a.corrected_time,
-        ..Default::default()
     };
     let mut q = connect.query().await?;
     let mut events = Vec::new();

@@ -1,0 +1,366 @@
+//! The alert rules file: its format, loading with errors that name the
+//! file, the line, the rule and the field, and the pure matching helpers
+//! the engine uses. `packaging/alert-rules.example.toml` is a filled-in
+//! copy; every field is documented on [`RuleDef`].
+
+use std::path::{Path, PathBuf};
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use kiroku_proto::{EmailEvent, Event, event::Kind};
+use serde::Deserialize;
+
+/// What a rule looks for (the `kind` key of a `[[rule]]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleKind {
+    /// A mail with at least one attachment to a recipient whose domain is
+    /// not in `internal_domains`.
+    ExternalAttachment,
+    /// An attachment, raw message or file whose SHA-256 is in `sha256`.
+    SensitiveHash,
+    /// Content first seen in a file under one of `paths` (globs), then the
+    /// same content anywhere else: another path, a mail, removable media.
+    SensitiveDir,
+    /// A file copied onto removable media.
+    RemovableCopy,
+    /// More than `max_per_hour` mails to external recipients by one user
+    /// within any hour (sliding window); fires once per crossing.
+    MailRate,
+}
+
+impl RuleKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            RuleKind::ExternalAttachment => "external_attachment",
+            RuleKind::SensitiveHash => "sensitive_hash",
+            RuleKind::SensitiveDir => "sensitive_dir",
+            RuleKind::RemovableCopy => "removable_copy",
+            RuleKind::MailRate => "mail_rate",
+        }
+    }
+}
+
+/// The file: `[[rule]]` tables.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RulesFile {
+    #[serde(default)]
+    rule: Vec<toml::Spanned<RuleDef>>,
+}
+
+/// One `[[rule]]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleDef {
+    /// Unique name; events it matches get the tag `alert:<name>`.
+    /// Letters, digits, `-`, `_`, `.`.
+    pub name: String,
+    /// One of external_attachment, sensitive_hash, sensitive_dir,
+    /// removable_copy, mail_rate.
+    pub kind: RuleKind,
+    /// external_attachment, mail_rate: the organisation's own mail domains;
+    /// subdomains are included. A recipient in any other domain is external.
+    #[serde(default)]
+    pub internal_domains: Vec<String>,
+    /// sensitive_hash: lower-case hex SHA-256 values.
+    #[serde(default)]
+    pub sha256: Vec<String>,
+    /// sensitive_dir: globs of sensitive files, e.g. "/srv/hr/**".
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// mail_rate: the most external mails per user per hour that are fine.
+    #[serde(default)]
+    pub max_per_hour: Option<u32>,
+    /// Set to false to keep a rule in the file without it firing.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A validated rule.
+#[derive(Debug)]
+pub struct Rule {
+    pub name: String,
+    pub kind: RuleKind,
+    pub internal_domains: Vec<String>,
+    pub sha256: std::collections::HashSet<String>,
+    pub paths: GlobSet,
+    pub max_per_hour: u32,
+}
+
+/// The rules in force.
+#[derive(Debug, Default)]
+pub struct RuleSet {
+    pub rules: Vec<Rule>,
+    /// Where they came from (for messages).
+    pub source: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RulesError {
+    #[error("cannot read alert rules file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid alert rules file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error(
+        "invalid alert rules file {path}, line {line}, rule {rule:?}, field `{field}`: {message}"
+    )]
+    Field {
+        path: PathBuf,
+        line: usize,
+        rule: String,
+        field: &'static str,
+        message: String,
+    },
+}
+
+impl RuleSet {
+    pub fn load(path: &Path) -> Result<RuleSet, RulesError> {
+        let text = std::fs::read_to_string(path).map_err(|source| RulesError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        RuleSet::parse(path, &text)
+    }
+
+    /// Parses and validates the text of a rules file named `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<RuleSet, RulesError> {
+        let file: RulesFile = toml::from_str(text).map_err(|e| RulesError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let mut rules: Vec<Rule> = Vec::new();
+        for spanned in file.rule {
+            let line = text[..spanned.span().start.min(text.len())].lines().count() + 1;
+            let def = spanned.into_inner();
+            let bad = |field: &'static str, message: String| RulesError::Field {
+                path: path.to_owned(),
+                line,
+                rule: def.name.clone(),
+                field,
+                message,
+            };
+            if def.name.is_empty()
+                || !def
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                return Err(bad(
+                    "name",
+                    "use 1 or more letters, digits, '-', '_' or '.'".into(),
+                ));
+            }
+            if rules.iter().any(|r| r.name == def.name) {
+                return Err(bad("name", "another rule already has this name".into()));
+            }
+            let needs = |field: &'static str, given: bool, kinds: &[RuleKind]| match (
+                given,
+                kinds.contains(&def.kind),
+            ) {
+                (false, true) => Err(bad(field, format!("required for kind {}", def.kind.name()))),
+                (true, false) => Err(bad(
+                    field,
+                    format!("not used by kind {}: remove it", def.kind.name()),
+                )),
+                _ => Ok(()),
+            };
+            needs(
+                "internal_domains",
+                !def.internal_domains.is_empty(),
+                &[RuleKind::ExternalAttachment, RuleKind::MailRate],
+            )?;
+            needs("sha256", !def.sha256.is_empty(), &[RuleKind::SensitiveHash])?;
+            needs("paths", !def.paths.is_empty(), &[RuleKind::SensitiveDir])?;
+            needs(
+                "max_per_hour",
+                def.max_per_hour.is_some(),
+                &[RuleKind::MailRate],
+            )?;
+            let mut sha256 = std::collections::HashSet::new();
+            for s in &def.sha256 {
+                let s = s.trim().to_lowercase();
+                if !kiroku_common::is_sha256_hex(&s) {
+                    return Err(bad(
+                        "sha256",
+                        format!("{s:?} is not a SHA-256 (64 hex digits)"),
+                    ));
+                }
+                sha256.insert(s);
+            }
+            let mut globs = GlobSetBuilder::new();
+            for p in &def.paths {
+                let g = Glob::new(p)
+                    .map_err(|e| bad("paths", format!("{p:?} is not a valid glob: {e}")))?;
+                globs.add(g);
+            }
+            let paths = globs
+                .build()
+                .map_err(|e| bad("paths", format!("cannot build the globs: {e}")))?;
+            let mut internal_domains = Vec::new();
+            for d in &def.internal_domains {
+                let d = d.trim().trim_start_matches('@').to_lowercase();
+                if d.is_empty() || d.contains(['@', ' ', '/']) {
+                    return Err(bad(
+                        "internal_domains",
+                        format!("{d:?} is not a domain name"),
+                    ));
+                }
+                internal_domains.push(d);
+            }
+            if def.max_per_hour == Some(0) {
+                return Err(bad("max_per_hour", "must be at least 1".into()));
+            }
+            if !def.enabled {
+                continue;
+            }
+            rules.push(Rule {
+                name: def.name,
+                kind: def.kind,
+                internal_domains,
+                sha256,
+                paths,
+                max_per_hour: def.max_per_hour.unwrap_or(0),
+            });
+        }
+        Ok(RuleSet {
+            rules,
+            source: Some(path.to_owned()),
+        })
+    }
+}
+
+/// Is `address` outside every one of `internal` (domains, subdomains
+/// included)? An address without a domain is internal (local delivery).
+pub fn is_external(address: &str, internal: &[String]) -> bool {
+    let Some((_, domain)) = address.rsplit_once('@') else {
+        return false;
+    };
+    let domain = domain
+        .trim_end_matches('>')
+        .trim_end_matches('.')
+        .to_lowercase();
+    !internal
+        .iter()
+        .any(|d| domain == *d || domain.ends_with(&format!(".{d}")))
+}
+
+/// Envelope recipients the upstream (or capture) accepted: a reply code of
+/// 0 (not recorded) or 2xx.
+pub fn accepted_recipients(m: &EmailEvent) -> impl Iterator<Item = &str> {
+    m.rcpt_to
+        .iter()
+        .filter(|r| r.reply_code == 0 || (200..300).contains(&r.reply_code))
+        .map(|r| r.address.as_str())
+}
+
+/// External accepted recipients of a mail.
+pub fn external_recipients<'a>(m: &'a EmailEvent, internal: &'a [String]) -> Vec<&'a str> {
+    accepted_recipients(m)
+        .filter(|a| is_external(a, internal))
+        .collect()
+}
+
+/// Attachments in the proper sense (not inline images of the body).
+pub fn real_attachments(m: &EmailEvent) -> impl Iterator<Item = &kiroku_proto::Attachment> {
+    m.attachments.iter().filter(|a| !a.inline)
+}
+
+/// Every content hash an event carries: attachments, the raw message, a
+/// file's content.
+pub fn hashes(e: &Event) -> Vec<&str> {
+    let mut out: Vec<&str> = match &e.kind {
+        Some(Kind::Email(m)) => m
+            .attachments
+            .iter()
+            .map(|a| a.sha256.as_str())
+            .chain(std::iter::once(m.raw_sha256.as_str()))
+            .collect(),
+        Some(Kind::File(f)) => vec![f.sha256.as_str()],
+        _ => Vec::new(),
+    };
+    out.retain(|h| !h.is_empty());
+    out.dedup();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_rules_file_loads() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/alert-rules.example.toml");
+        let set = RuleSet::load(&path).expect("packaging/alert-rules.example.toml loads");
+        let kinds: Vec<RuleKind> = set.rules.iter().map(|r| r.kind).collect();
+        for k in [
+            RuleKind::ExternalAttachment,
+            RuleKind::SensitiveHash,
+            RuleKind::SensitiveDir,
+            RuleKind::RemovableCopy,
+            RuleKind::MailRate,
+        ] {
+            assert!(kinds.contains(&k), "the example shows {}", k.name());
+        }
+    }
+
+    #[test]
+    fn bad_rules_name_file_line_rule_and_field() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "[[rule]]\nname = \"a\"\nkind = \"sensitive_hash\"\nsha256 = [\"xyz\"]\n",
+                "line 1, rule \"a\", field `sha256`",
+            ),
+            (
+                "[[rule]]\nname = \"ok\"\nkind = \"removable_copy\"\n\n[[rule]]\nname = \"b\"\nkind = \"mail_rate\"\ninternal_domains = [\"x.com\"]\n",
+                "line 5, rule \"b\", field `max_per_hour`",
+            ),
+            (
+                "[[rule]]\nname = \"c\"\nkind = \"sensitive_dir\"\npaths = [\"/a/[\"]\n",
+                "field `paths`",
+            ),
+            (
+                "[[rule]]\nname = \"d\"\nkind = \"removable_copy\"\nsha256 = [\"ab\"]\n",
+                "field `sha256`: not used by kind removable_copy",
+            ),
+            ("[[rule]]\nname = \"e\"\nkind = \"nonsense\"\n", "line 3"),
+            (
+                "[[rule]]\nname = \"f\"\nkind = \"removable_copy\"\ncolour = 1\n",
+                "colour",
+            ),
+            (
+                "[[rule]]\nname = \"g\"\nkind = \"removable_copy\"\n[[rule]]\nname = \"g\"\nkind = \"removable_copy\"\n",
+                "already has this name",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = RuleSet::parse(Path::new("/etc/kiroku/rules.toml"), text)
+                .expect_err(text)
+                .to_string();
+            assert!(err.contains("/etc/kiroku/rules.toml"), "{err}");
+            assert!(err.contains(want), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn external_domains() {
+        let internal = vec!["example.com".to_owned()];
+        for (addr, ext) in [
+            ("bob@example.com", false),
+            ("bob@mail.example.com", false),
+            ("bob@EXAMPLE.COM", false),
+            ("bob@notexample.com", true),
+            ("bob@example.org", true),
+            ("postmaster", false),
+        ] {
+            assert_eq!(is_external(addr, &internal), ext, "{addr}");
+        }
+    }
+}
