@@ -11,9 +11,9 @@ use std::sync::Arc;
 use futures::Stream;
 use kiroku_proto::query_server::Query;
 use kiroku_proto::{
-    Alert, AlertsRequest, Event, ExfilReport, ExfilReportRequest, GetEventRequest, GetRawRequest,
-    ListHostsRequest, ListHostsResponse, RawChunk, SearchRequest, SearchResponse, TraceRequest,
-    TraceResponse, event::Kind,
+    Alert, AlertsRequest, AuditRequest, AuditResponse, Event, ExfilReport, ExfilReportRequest,
+    GetEventRequest, GetRawRequest, ListHostsRequest, ListHostsResponse, RawChunk, SearchRequest,
+    SearchResponse, TraceRequest, TraceResponse, event::Kind,
 };
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
@@ -37,6 +37,28 @@ pub struct QueryService {
 impl QueryService {
     pub fn new(store: Arc<Store>, alerting: Arc<Alerting>) -> Self {
         QueryService { store, alerting }
+    }
+
+    /// Records a query in the audit log (durable) before it is answered;
+    /// a query that cannot be recorded is refused.
+    async fn audit(
+        &self,
+        who: &kiroku_common::pki::PeerIdentity,
+        call: &'static str,
+        filter: String,
+        results: u64,
+    ) -> Result<(), Status> {
+        let who = who.to_string();
+        tracing::info!(target: "audit", identity = %who, call, filter = %filter, results, "query");
+        self.blocking(move |s| {
+            s.audit_query(&who, call, &filter, results).map_err(|e| {
+                tracing::error!(error = %e, "cannot write the audit log; the query is refused");
+                Status::unavailable(format!(
+                    "the query cannot be recorded in the audit log ({e}); try again later"
+                ))
+            })
+        })
+        .await
     }
 
     async fn blocking<T: Send + 'static>(
@@ -93,7 +115,7 @@ impl Query for QueryService {
         let (events, total, next) = self
             .blocking(move |s| s.index.search(&r2, offset, size).map_err(index_status))
             .await?;
-        tracing::info!(target: "audit", identity = %who, call = "Search", filter = ?r, results = events.len(), total, "query");
+        self.audit(&who, "Search", format!("{r:?}"), total).await?;
         Ok(Response::new(SearchResponse {
             events,
             next_page_token: next.map(|n| n.to_string()).unwrap_or_default(),
@@ -111,7 +133,8 @@ impl Query for QueryService {
         let r = req.into_inner();
         let (mut offset, _) = page_of(&r)?;
         // The stream pages internally; only the client's start is bounded.
-        tracing::info!(target: "audit", identity = %who, call = "SearchStream", filter = ?r, "query");
+        self.audit(&who, "SearchStream", format!("{r:?} (streamed)"), 0)
+            .await?;
         let (tx, rx) = mpsc::channel(64);
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || {
@@ -143,7 +166,8 @@ impl Query for QueryService {
     async fn get_event(&self, req: Request<GetEventRequest>) -> Result<Response<Event>, Status> {
         let who = auth::caller(&req)?;
         let id = req.into_inner().event_id;
-        tracing::info!(target: "audit", identity = %who, call = "GetEvent", event_id = %id, "query");
+        self.audit(&who, "GetEvent", format!("event_id: {id:?}"), 1)
+            .await?;
         let id2 = id.clone();
         let ev = self
             .blocking(move |s| s.index.get(&id2).map_err(index_status))
@@ -157,7 +181,8 @@ impl Query for QueryService {
     async fn get_raw(&self, req: Request<GetRawRequest>) -> Result<Response<RawStream>, Status> {
         let who = auth::caller(&req)?;
         let id = req.into_inner().event_id;
-        tracing::info!(target: "audit", identity = %who, call = "GetRaw", event_id = %id, "query");
+        self.audit(&who, "GetRaw", format!("event_id: {id:?}"), 1)
+            .await?;
         let id2 = id.clone();
         let ev = self
             .blocking(move |s| s.index.get(&id2).map_err(index_status))
@@ -215,7 +240,7 @@ impl Query for QueryService {
         req: Request<ListHostsRequest>,
     ) -> Result<Response<ListHostsResponse>, Status> {
         let who = auth::caller(&req)?;
-        tracing::info!(target: "audit", identity = %who, call = "ListHosts", "query");
+        self.audit(&who, "ListHosts", String::new(), 0).await?;
         let hosts = self
             .blocking(|s| s.meta.hosts().map_err(|e| Status::internal(e.to_string())))
             .await?;
@@ -240,7 +265,13 @@ impl Query for QueryService {
         let (events, truncated) = self
             .blocking(move |s| investigate::trace(&s.index, &sha2, limit).map_err(index_status))
             .await?;
-        tracing::info!(target: "audit", identity = %who, call = "Trace", sha256 = %sha, results = events.len(), truncated, "query");
+        self.audit(
+            &who,
+            "Trace",
+            format!("sha256: {sha:?}, limit: {limit}"),
+            events.len() as u64,
+        )
+        .await?;
         Ok(Response::new(TraceResponse { events, truncated }))
     }
 
@@ -252,7 +283,7 @@ impl Query for QueryService {
     ) -> Result<Response<Self::AlertsStream>, Status> {
         let who = auth::caller(&req)?;
         let r = req.into_inner();
-        tracing::info!(target: "audit", identity = %who, call = "Alerts", from_ms = r.from_ms, follow = r.follow, "query");
+        self.audit(&who, "Alerts", format!("{r:?}"), 0).await?;
         // Subscribe before reading the log so nothing falls in between;
         // what is in both is sent once.
         let mut live = r.follow.then(|| self.alerting.subscribe());
@@ -315,8 +346,37 @@ impl Query for QueryService {
                 investigate::exfil_report(&s.index, &r).map_err(Status::invalid_argument)
             })
             .await?;
-        tracing::info!(target: "audit", identity = %who, call = "ExfilReport", from_ms = r.from_ms, to_ms = r.to_ms, files = report.files.len(), "query");
+        self.audit(
+            &who,
+            "ExfilReport",
+            format!("from_ms: {}, to_ms: {}", r.from_ms, r.to_ms),
+            report.files.len() as u64,
+        )
+        .await?;
         Ok(Response::new(report))
+    }
+
+    async fn audit(&self, req: Request<AuditRequest>) -> Result<Response<AuditResponse>, Status> {
+        let who = auth::caller(&req)?;
+        if who.role != kiroku_common::pki::Role::Admin {
+            tracing::warn!(identity = %who, "refused: the audit log is for admins only");
+            return Err(Status::permission_denied(format!(
+                "{who} may not read the audit log: admins only"
+            )));
+        }
+        let r = req.into_inner();
+        QueryService::audit(self, &who, "Audit", format!("{r:?}"), 0).await?;
+        let limit = match r.limit {
+            0 => 100,
+            n => (n as usize).min(10_000),
+        };
+        let resp = self
+            .blocking(move |s| {
+                s.read_audit(r.from_ms, limit)
+                    .map_err(|e| Status::internal(e.to_string()))
+            })
+            .await?;
+        Ok(Response::new(resp))
     }
 }
 

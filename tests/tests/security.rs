@@ -306,3 +306,70 @@ async fn replayed_batches_are_stored_once_and_oversized_messages_refused() -> an
     drop(collector);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn queries_are_in_a_tamper_evident_audit_log_only_admins_read() -> anyhow::Result<()> {
+    let env = Env::new()?;
+    let _collector = env.start_collector()?;
+    let mut inv = env.investigator().await?;
+    inv.search(SearchRequest {
+        sender: "alice@example.com".into(),
+        ..Default::default()
+    })
+    .await?;
+    let _ = inv
+        .get_event(kiroku_proto::GetEventRequest {
+            event_id: "nope/1/1".into(),
+        })
+        .await;
+    let err = inv
+        .audit(kiroku_proto::AuditRequest::default())
+        .await
+        .expect_err("investigators may not read the audit log");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+
+    let pki = env.pki();
+    let admin = env
+        .channel(
+            Some((&pki.join("admin-boss.pem"), &pki.join("admin-boss.key"))),
+            None,
+        )
+        .await?;
+    let r = QueryClient::new(admin.clone())
+        .audit(kiroku_proto::AuditRequest::default())
+        .await?
+        .into_inner();
+    assert!(r.chain_ok, "{r:?}");
+    let search = r
+        .entries
+        .iter()
+        .find(|e| e.call == "Search")
+        .expect("the search is logged");
+    assert_eq!(search.identity, "investigator/inv");
+    assert!(search.filter.contains("alice@example.com"), "{search:?}");
+    assert!(
+        r.entries
+            .iter()
+            .any(|e| e.call == "GetEvent" && e.filter.contains("nope/1/1"))
+    );
+    assert!(
+        r.entries
+            .iter()
+            .any(|e| e.call == "Audit" && e.identity == "admin/boss")
+    );
+
+    // Someone edits the log on disk: the chain shows where.
+    let log = env.path().join("collector").join("audit.log");
+    let text = std::fs::read_to_string(&log)?;
+    std::fs::write(
+        &log,
+        text.replacen("alice@example.com", "bob@example.com", 1),
+    )?;
+    let r = QueryClient::new(admin)
+        .audit(kiroku_proto::AuditRequest::default())
+        .await?
+        .into_inner();
+    assert!(!r.chain_ok, "{r:?}");
+    assert!(r.problem.contains("seq 1"), "{}", r.problem);
+    Ok(())
+}

@@ -126,6 +126,26 @@ impl MetaStore {
         self.db.open_tree(name).map_err(|e| self.err(e))
     }
 
+    /// Remembers the audit log's newest (sequence, hash).
+    pub fn set_audit_head(&self, seq: u64, hash: &str) -> Result<(), MetaError> {
+        let mut v = seq.to_be_bytes().to_vec();
+        v.extend_from_slice(hash.as_bytes());
+        self.db.insert(b"audit_head", v).map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// The audit log's newest (sequence, hash) as last written.
+    pub fn audit_head(&self) -> Result<Option<(u64, String)>, MetaError> {
+        Ok(self
+            .db
+            .get(b"audit_head")
+            .map_err(|e| self.err(e))?
+            .and_then(|v| {
+                let seq = u64::from_be_bytes(v.get(..8)?.try_into().ok()?);
+                Some((seq, String::from_utf8_lossy(&v[8..]).into_owned()))
+            }))
+    }
+
     /// fsync.
     pub fn flush(&self) -> Result<(), MetaError> {
         self.db.flush().map_err(|e| self.err(e))?;

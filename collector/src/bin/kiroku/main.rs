@@ -63,6 +63,18 @@ enum Cmd {
         #[command(subcommand)]
         cmd: investigate::ReportCmd,
     },
+    /// The audit log of queries, its hash chain checked (admins only).
+    /// Exits with status 3 when the chain is broken.
+    Audit {
+        /// Entries since: RFC 3339, a date, or relative (24h, 7d).
+        #[arg(long)]
+        since: Option<String>,
+        /// Newest entries to show.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
     /// Start a collector and an agent on loopback, ready to capture mail.
     Quickstart(quickstart::Args),
 }
@@ -244,6 +256,36 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", output::hosts(&hosts));
             }
             Ok(())
+        }
+        Cmd::Audit { since, limit, json } => {
+            let now = kiroku_common::now_ms();
+            let from_ms = since
+                .as_deref()
+                .map(|t| parse_time(t, now))
+                .transpose()?
+                .unwrap_or(0);
+            let mut q = cli.connect.query().await?;
+            let r = q
+                .audit(kiroku_proto::AuditRequest { from_ms, limit })
+                .await?
+                .into_inner();
+            if json {
+                for e in &r.entries {
+                    println!("{}", serde_json::to_string(e)?);
+                }
+            } else {
+                println!("{}", output::audit(&r.entries));
+            }
+            if r.chain_ok {
+                eprintln!(
+                    "audit chain intact: {} entries, head {} (keep a copy elsewhere to anchor it)",
+                    r.total, r.head_hash
+                );
+                Ok(())
+            } else {
+                eprintln!("AUDIT CHAIN BROKEN: {}", r.problem);
+                std::process::exit(3);
+            }
         }
     }
 }

@@ -342,3 +342,21 @@ pub fn hosts(hosts: &[HostInfo]) -> String {
     }
     t.to_string()
 }
+
+pub fn audit(entries: &[kiroku_proto::AuditEntry]) -> String {
+    let mut t = Table::new();
+    t.load_preset(UTF8_BORDERS_ONLY)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(["seq", "time", "identity", "call", "results", "filter"]);
+    for e in entries {
+        t.add_row([
+            e.seq.to_string(),
+            time(e.at_ms),
+            e.identity.clone(),
+            e.call.clone(),
+            e.results.to_string(),
+            shorten(&e.filter, 60),
+        ]);
+    }
+    t.to_string()
+}
