@@ -246,15 +246,7 @@ impl PkiDir {
         let identity = identity_from_der(&pem.contents)?;
         let serial = hex::encode(cert.raw_serial());
         let list = self.revoked_list();
-        let mut serials: Vec<String> = match std::fs::read_to_string(&list) {
-            Ok(t) => t
-                .lines()
-                .map(|l| l.trim().to_owned())
-                .filter(|l| !l.is_empty())
-                .collect(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(source) => return Err(PkiError::Io { path: list, source }),
-        };
+        let mut serials = self.revoked_serials()?;
         if !serials.contains(&serial) {
             serials.push(serial);
         }
@@ -262,19 +254,24 @@ impl PkiDir {
         Ok((self.write_crl(days)?, identity))
     }
 
-    /// Writes `crl.pem` listing every serial in `revoked.txt` (none: an
-    /// empty list), signed by the CA, valid for `days`.
-    pub fn write_crl(&self, days: u32) -> Result<PathBuf, PkiError> {
+    /// Serial numbers (hex) listed in `revoked.txt`; none when it is absent.
+    fn revoked_serials(&self) -> Result<Vec<String>, PkiError> {
         let list = self.revoked_list();
-        let serials: Vec<String> = match std::fs::read_to_string(&list) {
-            Ok(t) => t
+        match std::fs::read_to_string(&list) {
+            Ok(t) => Ok(t
                 .lines()
                 .map(|l| l.trim().to_owned())
                 .filter(|l| !l.is_empty())
-                .collect(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(source) => return Err(PkiError::Io { path: list, source }),
-        };
+                .collect()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(source) => Err(PkiError::Io { path: list, source }),
+        }
+    }
+
+    /// Writes `crl.pem` listing every serial in `revoked.txt` (none: an
+    /// empty list), signed by the CA, valid for `days`.
+    pub fn write_crl(&self, days: u32) -> Result<PathBuf, PkiError> {
+        let serials = self.revoked_serials()?;
         let ca_key = KeyPair::from_pem(&read_string(&self.ca_key())?)?;
         let issuer = Issuer::from_ca_cert_pem(&read_string(&self.ca_cert())?, ca_key)?;
         let now = time::OffsetDateTime::now_utc();

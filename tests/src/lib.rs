@@ -748,3 +748,51 @@ pub fn run_client(cmd: &mut Command, stdin: Option<&[u8]>) -> anyhow::Result<(bo
         ),
     ))
 }
+
+/// Whether the tests run as root (some need it: mounts, fanotify).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// A tmpfs mounted for a test (a stand-in removable volume); unmounted on
+/// drop, also when the test fails. Needs root.
+pub struct TmpfsMount(PathBuf);
+
+impl TmpfsMount {
+    pub fn mount(at: &Path) -> anyhow::Result<TmpfsMount> {
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=8m", "kiroku-test"])
+            .arg(at)
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "mount tmpfs on {}: {}",
+            at.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(TmpfsMount(at.to_owned()))
+    }
+
+    /// Unmounts now; true when it worked.
+    pub fn unmount(&mut self) -> bool {
+        Command::new("umount")
+            .arg(&self.0)
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+}
+
+impl Drop for TmpfsMount {
+    fn drop(&mut self) {
+        if !self.unmount() {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+}

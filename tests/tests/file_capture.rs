@@ -8,12 +8,11 @@
 //! queue overflow reported as an `overflow` record.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use kiroku_proto::{Event, FileEvent, SearchRequest, event::Kind};
-use kiroku_tests::{Env, Proc, free_port, skip};
+use kiroku_tests::{Env, Proc, TmpfsMount, free_port, is_root, skip};
 use sha2::{Digest, Sha256};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -22,52 +21,6 @@ fn file(e: &Event) -> &FileEvent {
     match &e.kind {
         Some(Kind::File(f)) => f,
         _ => panic!("event {} is not a file event: {e:?}", e.event_id),
-    }
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
-}
-
-/// A tmpfs mounted for the test; unmounted on drop, also when the test
-/// fails.
-struct TmpfsMount(PathBuf);
-
-impl TmpfsMount {
-    fn mount(at: &Path) -> anyhow::Result<TmpfsMount> {
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=8m", "kiroku-test"])
-            .arg(at)
-            .output()?;
-        anyhow::ensure!(
-            out.status.success(),
-            "mount tmpfs on {}: {}",
-            at.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(TmpfsMount(at.to_owned()))
-    }
-
-    fn unmount(&mut self) -> bool {
-        Command::new("umount")
-            .arg(&self.0)
-            .status()
-            .is_ok_and(|s| s.success())
-    }
-}
-
-impl Drop for TmpfsMount {
-    fn drop(&mut self) {
-        if !self.unmount() {
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        }
     }
 }
 

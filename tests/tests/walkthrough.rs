@@ -6,57 +6,13 @@
 //! counts both exits. Needs root for the removable volume (a tmpfs);
 //! without it the removable steps are skipped and said so.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use kiroku_proto::{SearchRequest, event::Kind};
-use kiroku_tests::{Env, Mode, Upstream, free_port, send_mail, skip};
+use kiroku_tests::{Env, Mode, TmpfsMount, Upstream, free_port, is_root, send_mail, skip};
 use sha2::{Digest, Sha256};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
-}
-
-/// A tmpfs mounted for the test, unmounted on drop (also on failure).
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(at: &Path) -> anyhow::Result<Tmpfs> {
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=8m", "kiroku-usb"])
-            .arg(at)
-            .output()?;
-        anyhow::ensure!(
-            out.status.success(),
-            "mount tmpfs on {}: {}",
-            at.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(Tmpfs(at.to_owned()))
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let ok = Command::new("umount")
-            .arg(&self.0)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        }
-    }
-}
 
 fn mail_with(name: &str, data: &[u8]) -> Vec<u8> {
     use base64::Engine;
@@ -162,7 +118,7 @@ kind = "removable_copy"
 
     // 3. Copied onto a USB stick (a tmpfs mounted under the removable root).
     let _mount = if is_root() {
-        let m = Tmpfs::mount(&usb)?;
+        let m = TmpfsMount::mount(&usb)?;
         env.wait_for(
             SearchRequest {
                 kind: "file".into(),
