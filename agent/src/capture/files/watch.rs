@@ -762,7 +762,7 @@ impl Watcher {
             f.detail = fstype;
         });
         self.send(Observed {
-            event: ev,
+            event: Box::new(ev),
             hash: HashPlan::None,
         });
     }
@@ -810,7 +810,10 @@ impl Watcher {
         hash: HashPlan,
     ) {
         let event = self.file_event(op, path, fill);
-        self.send(Observed { event, hash });
+        self.send(Observed {
+            event: Box::new(event),
+            hash,
+        });
     }
 
     /// A coalesced record; `now_at` is where the content is now when the
@@ -849,7 +852,10 @@ impl Watcher {
         } else {
             HashPlan::Stat(content)
         };
-        self.send(Observed { event, hash });
+        self.send(Observed {
+            event: Box::new(event),
+            hash,
+        });
     }
 
     fn send(&mut self, o: Observed) {
