@@ -1,10 +1,11 @@
-//! TLS material for tonic: the collector's server config (client
-//! certificates required, signed by our CA) and the client config used by
-//! agents and the CLI. Paths are named in every error.
+//! TLS material: the collector's rustls server config (client certificates
+//! required, signed by our CA, checked against the revocation list) and the
+//! tonic client config used by agents and the CLI. Paths are named in every
+//! error.
 
 use std::path::{Path, PathBuf};
 
-use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -58,16 +59,6 @@ impl TlsFiles {
             read("certificate", &self.cert)?,
             read("private key", &self.key)?,
         ])
-    }
-
-    /// Server side: present our certificate, require a client certificate
-    /// signed by the CA.
-    pub fn server_config(&self) -> Result<ServerTlsConfig, TlsError> {
-        let [ca, cert, key] = self.read()?;
-        Ok(ServerTlsConfig::new()
-            .identity(Identity::from_pem(cert, key))
-            .client_ca_root(Certificate::from_pem(ca))
-            .client_auth_optional(false))
     }
 
     /// Server side as a rustls config for our own acceptor: TLS 1.2 and
