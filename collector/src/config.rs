@@ -29,6 +29,12 @@ pub struct CollectorConfig {
     /// `clock-skew`.
     #[serde(default = "default_clock_threshold")]
     pub clock_offset_threshold_ms: i64,
+    /// Free-space reserve of the data directory's file system, in bytes:
+    /// below it ingest pauses (batches refused, agents keep buffering and
+    /// resend) instead of filling the disk, and resumes by itself once
+    /// space returns. `kiroku hosts` shows the pause.
+    #[serde(default = "default_min_free")]
+    pub min_free_bytes: u64,
     /// Alert rules and notifications (see `crate::alerts::AlertsConfig`);
     /// without it no alert fires.
     #[serde(default)]
@@ -43,6 +49,9 @@ fn default_clock_threshold() -> i64 {
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 7443))
+}
+fn default_min_free() -> u64 {
+    256 * 1024 * 1024
 }
 fn default_max_blob() -> u64 {
     256 * 1024 * 1024

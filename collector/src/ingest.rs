@@ -95,7 +95,12 @@ fn commit_jobs(store: &Store, alerting: &Alerting, jobs: Vec<Job>) {
     let mut per_agent: HashMap<String, u64> = HashMap::new();
     // Alerts of this group: dispatched only once it is durable.
     let mut alerts = Vec::new();
+    // Every newly stored event of the group, for the journal.
+    let mut journal = Vec::new();
     let result = (|| -> Result<(), String> {
+        // A full disk pauses ingest before anything is written; agents
+        // keep their batches and resend.
+        store.disk.check(0)?;
         for job in &jobs {
             let key = (job.agent_id.clone(), job.stream_id.clone());
             let stored = match hw.get(&key) {
@@ -132,7 +137,9 @@ fn commit_jobs(store: &Store, alerting: &Alerting, jobs: Vec<Job>) {
                 duplicates: (job.events.len() - fresh.len()) as u32,
             });
             hw.insert(key, top);
+            journal.extend(fresh);
         }
+        store.journal.append(&journal).map_err(|e| e.to_string())?;
         store.index.commit().map_err(|e| e.to_string())?;
         index_done = std::time::Instant::now();
         for ((agent, stream), seq) in &hw {
@@ -160,7 +167,7 @@ fn commit_jobs(store: &Store, alerting: &Alerting, jobs: Vec<Job>) {
         Ok(()) => {
             tracing::debug!(
                 batches = jobs.len(),
-                events = acks.iter().map(|a| a.stored).sum::<u32>(),
+                events = journal.len(),
                 index_ms = (index_done - started).as_secs_f64() * 1e3,
                 meta_ms = index_done.elapsed().as_secs_f64() * 1e3,
                 "group committed"
@@ -501,6 +508,12 @@ impl Ingest for IngestService {
                 self.max_blob_bytes
             )));
         }
+        // A full disk pauses blob uploads too; the agent keeps the blob.
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.disk.check(size))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(Status::unavailable)?;
         // Grow with what actually arrives: an announced size is not a
         // reason to reserve memory.
         let mut data = Vec::with_capacity((size as usize).min(8 << 20));
@@ -525,9 +538,16 @@ impl Ingest for IngestService {
         let stored = tokio::task::spawn_blocking(move || store.blobs.put(&sha2, &data))
             .await
             .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|e| {
-                tracing::warn!(identity = %id, error = %e, "blob refused");
-                Status::invalid_argument(e.to_string())
+            .map_err(|e| match e {
+                // The disk, not the agent, is at fault: it retries later.
+                crate::store::blobs::BlobError::Io { .. } => {
+                    tracing::error!(identity = %id, error = %e, "storing a blob failed");
+                    Status::unavailable(format!("collector could not store the blob: {e}"))
+                }
+                e => {
+                    tracing::warn!(identity = %id, error = %e, "blob refused");
+                    Status::invalid_argument(e.to_string())
+                }
             })?;
         Ok(Response::new(PutBlobResponse {
             sha256: sha,

@@ -15,6 +15,23 @@ struct Cli {
     /// Check the configuration and exit.
     #[arg(long)]
     check: bool,
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(clap::Subcommand)]
+enum Cmd {
+    /// Check a stopped collector's data directory and recover what can be
+    /// recovered: verifies the event journal, the index (rebuilt from the
+    /// journal when damaged, incomplete or missing), the metadata (rebuilt
+    /// from the journal when it does not open), every blob and the audit
+    /// chain. Exits 0 when everything is sound or was recovered, 1 when
+    /// something is lost (the report says what).
+    Repair {
+        /// Rebuild the index from the journal even if it looks sound.
+        #[arg(long)]
+        rebuild_index: bool,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -27,6 +44,9 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    if let Some(Cmd::Repair { rebuild_index }) = cli.cmd {
+        return repair(&cfg, rebuild_index);
+    }
     if cli.check {
         if let Some(a) = &cfg.alerts
             && let Err(e) = kiroku_collector::alerts::RuleSet::load(&a.rules)
@@ -54,6 +74,56 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("kiroku-collector: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn repair(cfg: &kiroku_collector::CollectorConfig, rebuild_index: bool) -> std::process::ExitCode {
+    use kiroku_collector::store::repair;
+    let dir = &cfg.data_dir;
+    // A running collector holds the metadata store's lock: refuse to repair
+    // under it.
+    if std::net::TcpStream::connect_timeout(&cfg.listen, std::time::Duration::from_millis(300))
+        .is_ok()
+    {
+        eprintln!(
+            "kiroku-collector: something is listening on {} (the collector?); stop it before repairing {}",
+            cfg.listen,
+            dir.display()
+        );
+        return std::process::ExitCode::from(2);
+    }
+    eprintln!("repairing {}", dir.display());
+    match repair::repair(
+        dir,
+        repair::RepairOptions {
+            rebuild_index,
+            quiet: false,
+        },
+    ) {
+        Ok(r) => {
+            for l in &r.lines {
+                println!("{l}");
+            }
+            if r.problems.is_empty() {
+                println!(
+                    "OK: everything in {} is sound or was recovered",
+                    dir.display()
+                );
+                std::process::ExitCode::SUCCESS
+            } else {
+                for p in &r.problems {
+                    println!("LOST: {p}");
+                }
+                std::process::ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!(
+                "kiroku-collector: repair of {} failed: {e:#}",
+                dir.display()
+            );
             std::process::ExitCode::FAILURE
         }
     }

@@ -75,7 +75,13 @@ impl QueryService {
 fn index_status(e: IndexError) -> Status {
     match e {
         IndexError::BadQuery { .. } => Status::invalid_argument(e.to_string()),
-        _ => Status::internal(e.to_string()),
+        _ => {
+            tracing::error!(error = %e, "reading the index failed; {}", crate::store::REPAIR_HINT);
+            Status::internal(format!(
+                "{e} (the collector's index may be damaged; its operator can {})",
+                crate::store::REPAIR_HINT
+            ))
+        }
     }
 }
 
@@ -244,7 +250,10 @@ impl Query for QueryService {
         let hosts = self
             .blocking(|s| s.meta.hosts().map_err(|e| Status::internal(e.to_string())))
             .await?;
-        Ok(Response::new(ListHostsResponse { hosts }))
+        Ok(Response::new(ListHostsResponse {
+            hosts,
+            ingest_paused: self.store.disk.paused().unwrap_or_default(),
+        }))
     }
 
     async fn trace(&self, req: Request<TraceRequest>) -> Result<Response<TraceResponse>, Status> {

@@ -43,6 +43,7 @@ pub async fn serve(
             .await?
             .with_context(|| format!("opening the store in {}", cfg.data_dir.display()))?,
     );
+    store.disk.set_min_free(cfg.min_free_bytes);
     let (alerting, notifier_tasks) = start_alerting(&cfg, &store)?;
     let (stop_watch, watch_rx) = tokio::sync::watch::channel(false);
     let rules_watcher = cfg.alerts.as_ref().map(|a| {

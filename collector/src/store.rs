@@ -1,41 +1,79 @@
 //! The collector's embedded store: one data directory holding
-//! `blobs/` (content-addressed, zstd), `index/` (tantivy, also holds the
-//! events themselves) and `meta/` (sled: per-stream high-water sequence
-//! numbers, hosts). No external service.
+//! `journal/` (the append-only event journal: the copy of record),
+//! `blobs/` (content-addressed, zstd), `index/` (tantivy, derived from the
+//! journal and rebuildable from it) and `meta/` (sled: per-stream
+//! high-water sequence numbers, hosts). No external service.
 //!
 //! Architecture invariant: an event is acknowledged to its agent only after
-//! its blob, its index commit and its high-water mark are all durable, in
-//! that order. A crash in between at worst re-indexes an event under the
-//! same id, which replaces rather than duplicates it.
+//! its blob, its journal record, its index commit and its high-water mark
+//! are all durable, in that order. A crash in between at worst journals or
+//! re-indexes an event again under the same id; readers of the journal and
+//! the index replace by id rather than duplicate.
 
 pub mod audit;
 pub mod blobs;
 pub mod index;
+pub mod journal;
 pub mod meta;
+pub mod repair;
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
 pub struct Store {
     pub dir: PathBuf,
+    pub journal: journal::Journal,
     pub blobs: blobs::BlobStore,
     pub meta: meta::MetaStore,
     pub index: index::EventIndex,
     pub audit: audit::AuditLog,
+    pub disk: DiskGuard,
 }
+
+/// How to repair a data directory whose index does not open.
+pub const REPAIR_HINT: &str = "stop the collector and run `kiroku-collector --config <collector.toml> repair`: it checks every part of the data directory and rebuilds the index from the event journal";
 
 impl Store {
     pub fn open(dir: &Path) -> anyhow::Result<Store> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating collector data directory {}", dir.display()))?;
-        Ok(Store {
+        let journal = journal::Journal::open(&dir.join("journal"))?;
+        let index = index::EventIndex::open(&dir.join("index"))
+            .with_context(|| format!("the index does not open; {REPAIR_HINT}"))?;
+        let store = Store {
             dir: dir.to_owned(),
+            journal,
             blobs: blobs::BlobStore::open(&dir.join("blobs"))?,
             meta: meta::MetaStore::open(&dir.join("meta"))?,
-            index: index::EventIndex::open(&dir.join("index"))?,
+            index,
             audit: audit::AuditLog::open(&dir.join("audit.log"))?,
-        })
+            disk: DiskGuard::new(dir),
+        };
+        if store.journal.is_empty() && store.index.count() > 0 {
+            // A data directory from before the journal existed: its events
+            // are only in the index. Copy them out once.
+            let n = store.index.count();
+            tracing::warn!(
+                events = n,
+                "writing the event journal from the index (first start of this version)"
+            );
+            let mut batch = Vec::new();
+            store.index.for_each_stored(|e| {
+                batch.push(e);
+                if batch.len() >= 10_000 {
+                    store.journal.append(&batch)?;
+                    batch.clear();
+                }
+                Ok(())
+            })?;
+            store.journal.append(&batch)?;
+            tracing::info!(events = n, journal = %store.journal.dir().display(), "event journal written");
+        }
+        Ok(store)
     }
 
     /// Records a query in the audit log and its new head in the metadata
@@ -71,5 +109,97 @@ impl Store {
             chain_ok: v.problem.is_empty(),
             problem: v.problem,
         })
+    }
+}
+
+/// Keeps the collector's disk from filling: ingest pauses while the data
+/// directory's file system has less than `min_free` bytes available, and
+/// resumes by itself once space returns. Agents keep buffering meanwhile
+/// (their batches are refused, never acknowledged).
+pub struct DiskGuard {
+    dir: PathBuf,
+    min_free: AtomicU64,
+    state: Mutex<GuardState>,
+}
+
+#[derive(Default)]
+struct GuardState {
+    paused: Option<String>,
+    logged: Option<Instant>,
+}
+
+impl DiskGuard {
+    fn new(dir: &Path) -> DiskGuard {
+        DiskGuard {
+            dir: dir.to_owned(),
+            min_free: AtomicU64::new(0),
+            state: Mutex::new(GuardState::default()),
+        }
+    }
+
+    pub fn set_min_free(&self, bytes: u64) {
+        self.min_free.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Bytes available to the collector in the data directory's file system.
+    pub fn available(&self) -> std::io::Result<u64> {
+        let st = rustix::fs::statvfs(&self.dir)?;
+        Ok(st.f_bavail.saturating_mul(st.f_frsize))
+    }
+
+    /// Ok when `need` more bytes can be written without going below the
+    /// reserve; otherwise ingest is paused and the message says why and
+    /// what to do.
+    pub fn check(&self, need: u64) -> Result<(), String> {
+        let min_free = self.min_free.load(Ordering::Relaxed);
+        let avail = match self.available() {
+            Ok(a) => a,
+            // Cannot tell: let the write itself fail if it must.
+            Err(_) => return Ok(()),
+        };
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if avail >= min_free.saturating_add(need) {
+            if st.paused.take().is_some() {
+                tracing::info!(data_dir = %self.dir.display(), available_mb = avail / 1_000_000, "disk space is back: ingest resumed");
+            }
+            return Ok(());
+        }
+        let why = if avail >= min_free {
+            format!(
+                "{} kB free, not enough for {} kB more above the reserve of {} MB (min_free_bytes)",
+                avail / 1000,
+                need.div_ceil(1000),
+                min_free / 1_000_000
+            )
+        } else {
+            format!(
+                "{} MB free, below the reserve of {} MB (min_free_bytes)",
+                avail / 1_000_000,
+                min_free / 1_000_000
+            )
+        };
+        let msg = format!(
+            "collector ingest paused: the data directory {} has {why}; agents keep buffering and resend. Free disk space there (or lower min_free_bytes) and ingest resumes by itself",
+            self.dir.display(),
+        );
+        let log_now = st
+            .logged
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(30))
+            || st.paused.is_none();
+        if log_now {
+            tracing::error!("{msg}");
+            st.logged = Some(Instant::now());
+        }
+        st.paused = Some(msg.clone());
+        Err(msg)
+    }
+
+    /// Why ingest is paused, if it is.
+    pub fn paused(&self) -> Option<String> {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .paused
+            .clone()
     }
 }

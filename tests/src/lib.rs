@@ -767,8 +767,13 @@ pub struct TmpfsMount(PathBuf);
 
 impl TmpfsMount {
     pub fn mount(at: &Path) -> anyhow::Result<TmpfsMount> {
+        Self::mount_sized(at, "8m")
+    }
+
+    /// Mounts a tmpfs of `size` (`mount -o size=`, e.g. "64m").
+    pub fn mount_sized(at: &Path, size: &str) -> anyhow::Result<TmpfsMount> {
         let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=8m", "kiroku-test"])
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "kiroku-test"])
             .arg(at)
             .output()?;
         anyhow::ensure!(

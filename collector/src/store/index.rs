@@ -447,6 +447,40 @@ impl EventIndex {
         }
     }
 
+    /// Calls `f` with every stored event (unordered).
+    pub fn for_each_stored(
+        &self,
+        mut f: impl FnMut(Event) -> Result<(), super::journal::JournalError>,
+    ) -> anyhow::Result<()> {
+        let searcher = self.reader.searcher();
+        for (ord, seg) in searcher.segment_readers().iter().enumerate() {
+            for doc in seg.doc_ids_alive() {
+                f(self.decode(&searcher, DocAddress::new(ord as u32, doc))?)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks every index file against its checksum; returns the damaged
+    /// files (empty when the index is sound).
+    pub fn damaged_files(path: &Path) -> Result<Vec<PathBuf>, IndexError> {
+        let terr = |source| IndexError::Tantivy {
+            path: path.to_owned(),
+            source,
+        };
+        let index = Index::open_in_dir(path).map_err(terr)?;
+        let bad = index.validate_checksum().map_err(terr)?;
+        let mut v: Vec<PathBuf> = bad.into_iter().map(|p| path.join(p)).collect();
+        v.sort();
+        Ok(v)
+    }
+
+    /// Creates an empty index of the current schema at `path` (which must
+    /// not hold one), for a rebuild.
+    pub fn create(path: &Path) -> Result<EventIndex, IndexError> {
+        Self::open_exact(path)
+    }
+
     /// Number of indexed events.
     pub fn count(&self) -> u64 {
         self.reader.searcher().num_docs()

@@ -247,7 +247,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Raw { event_id, output } => raw(&cli.connect, event_id, output).await,
         Cmd::Hosts { json } => {
             let mut q = cli.connect.query().await?;
-            let hosts = q.list_hosts(ListHostsRequest {}).await?.into_inner().hosts;
+            let resp = q.list_hosts(ListHostsRequest {}).await?.into_inner();
+            let hosts = resp.hosts;
+            if !resp.ingest_paused.is_empty() {
+                eprintln!("WARNING: {}", resp.ingest_paused);
+            }
             if json {
                 for h in &hosts {
                     println!("{}", serde_json::to_string(h)?);

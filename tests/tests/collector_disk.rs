@@ -1,0 +1,312 @@
+//! The collector's disk: a full disk pauses ingest (agents keep buffering,
+//! nothing acknowledged is lost) and it resumes when space returns; a
+//! damaged index is found and `kiroku-collector repair` rebuilds it from
+//! the event journal.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use kiroku_proto::SearchRequest;
+use kiroku_tests::{Env, Mode, Proc, TmpfsMount, bin, email, free_port, is_root, send_mail, skip};
+
+fn mail(tag: &str, n: usize) -> Vec<u8> {
+    format!(
+        "From: load@example.com\r\nTo: sink@example.org\r\nSubject: {tag} {n}\r\nMessage-ID: <{tag}-{n}@example.com>\r\n\r\nbody {n}\r\n"
+    )
+    .into_bytes()
+}
+
+fn send(smtp: u16, tag: &str, n: usize) -> anyhow::Result<()> {
+    for i in 0..n {
+        let s = send_mail(
+            smtp,
+            "load@example.com",
+            &["sink@example.org"],
+            &mail(tag, i),
+        )?;
+        anyhow::ensure!(s.code == 250, "mail {tag} {i}: {s:?}");
+    }
+    Ok(())
+}
+
+/// Waits until the collector holds `n` mails tagged `tag`, then checks each
+/// Message-ID is there exactly once.
+async fn exactly_once(env: &Env, tag: &str, n: usize, within: Duration) -> anyhow::Result<()> {
+    let req = SearchRequest {
+        subject: tag.into(),
+        ..Default::default()
+    };
+    env.wait_for(req.clone(), n, within).await?;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let events = env.wait_for(req, n, Duration::from_secs(5)).await?;
+    let mut ids: Vec<String> = events.iter().map(|e| email(e).message_id.clone()).collect();
+    ids.sort();
+    let mut want: Vec<String> = (0..n).map(|i| format!("<{tag}-{i}@example.com>")).collect();
+    want.sort();
+    assert_eq!(ids, want, "each {tag} message exactly once");
+    Ok(())
+}
+
+async fn count(env: &Env, tag: &str) -> anyhow::Result<usize> {
+    let mut q = env.investigator().await?;
+    Ok(q.search(SearchRequest {
+        subject: tag.into(),
+        page_size: 1000,
+        ..Default::default()
+    })
+    .await?
+    .into_inner()
+    .events
+    .len())
+}
+
+fn available(path: &Path) -> anyhow::Result<u64> {
+    let out = Command::new("df")
+        .args(["--output=avail", "-B1"])
+        .arg(path)
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("df {}: {text}", path.display()))
+}
+
+/// Fills the file system of `dir` until `leave` bytes are available.
+fn ballast(dir: &Path, leave: u64) -> anyhow::Result<()> {
+    let path = dir.join("ballast");
+    let avail = available(dir)?;
+    let size = avail.saturating_sub(leave);
+    let st = Command::new("fallocate")
+        .args(["-l", &size.to_string()])
+        .arg(&path)
+        .status()?;
+    anyhow::ensure!(st.success(), "fallocate {size} bytes at {}", path.display());
+    if leave == 0 {
+        // Whatever fallocate left (rounding): take it too.
+        let _ = Command::new("dd")
+            .args(["if=/dev/zero", "bs=4096"])
+            .arg(format!("of={}", dir.join("ballast2").display()))
+            .output();
+    }
+    Ok(())
+}
+
+async fn wait_log(p: &Proc, what: &str, within: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    while !p.log_text().contains(what) {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "collector log never said {what:?}:\n{}",
+            p.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_collector_disk_pauses_ingest_and_loses_nothing() -> anyhow::Result<()> {
+    if !is_root() {
+        skip(
+            "a_full_collector_disk_pauses_ingest_and_loses_nothing",
+            "mounting a small tmpfs needs root",
+        );
+        return Ok(());
+    }
+    let env = Env::new()?;
+    let data = env.path().join("collector");
+    std::fs::create_dir_all(&data)?;
+    let _fs = TmpfsMount::mount_sized(&data, "96m")?;
+    let collector = env.start_collector_top("min_free_bytes = 24000000")?;
+    let smtp = free_port();
+    let _agent = env.start_agent("pc-disk", smtp, &Mode::CaptureOnly)?;
+    send(smtp, "before", 3)?;
+    exactly_once(&env, "before", 3, Duration::from_secs(30)).await?;
+
+    // Below the reserve: ingest pauses, the relay keeps accepting.
+    ballast(&data, 12_000_000)?;
+    send(smtp, "during", 10)?;
+    wait_log(&collector, "ingest paused", Duration::from_secs(30)).await?;
+    let hosts = env.cli(&["hosts"])?;
+    let out = Command::new(bin("kiroku"))
+        .arg("--config")
+        .arg(env.path().join("kiroku-cli.toml"))
+        .arg("hosts")
+        .current_dir(env.path())
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("ingest paused") && stderr.contains("min_free_bytes"),
+        "kiroku hosts must show the pause: {stderr} / {hosts:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        count(&env, "during").await?,
+        0,
+        "nothing stored while paused"
+    );
+
+    // Space returns: everything arrives, once.
+    std::fs::remove_file(data.join("ballast"))?;
+    exactly_once(&env, "during", 10, Duration::from_secs(90)).await?;
+    wait_log(&collector, "ingest resumed", Duration::from_secs(5)).await?;
+    drop(collector);
+
+    // No reserve at all: the disk really fills and the committer's own
+    // writes (journal, index, metadata) meet ENOSPC. The mails share one
+    // raw message (the blob is already stored, so no upload is refused
+    // first) and differ by recipient.
+    let mut collector = env.start_collector_top("min_free_bytes = 0")?;
+    let raw = mail("enospc", 0);
+    let rcpt = |i: usize| format!("rcpt{i}@example.org");
+    let s = send_mail(smtp, "load@example.com", &[&rcpt(0)], &raw)?;
+    assert_eq!(s.code, 250, "{s:?}");
+    env.wait_for(
+        SearchRequest {
+            recipient: rcpt(0),
+            ..Default::default()
+        },
+        1,
+        Duration::from_secs(30),
+    )
+    .await?;
+    let log_before = collector.log_text().len();
+    ballast(&data, 0)?;
+    for i in 1..10 {
+        let s = send_mail(smtp, "load@example.com", &[&rcpt(i)], &raw)?;
+        assert_eq!(s.code, 250, "{s:?}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = collector.log_text();
+        if let Some(line) = log[log_before.min(log.len())..]
+            .lines()
+            .find(|l| l.contains("storing a batch failed"))
+        {
+            eprintln!("refusal at a full disk: {line}");
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "no refusal logged:\n{log}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(collector.is_running(), "the collector survives a full disk");
+    let _ = std::fs::remove_file(data.join("ballast"));
+    let _ = std::fs::remove_file(data.join("ballast2"));
+    let events = env
+        .wait_for(
+            SearchRequest {
+                subject: "enospc".into(),
+                ..Default::default()
+            },
+            10,
+            Duration::from_secs(90),
+        )
+        .await?;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let mut got: Vec<String> = events
+        .iter()
+        .flat_map(|e| email(e).rcpt_to.iter().map(|r| r.address.clone()))
+        .collect();
+    got.sort();
+    let mut want: Vec<String> = (0..10).map(rcpt).collect();
+    want.sort();
+    assert_eq!(got, want, "each recipient's mail exactly once");
+    exactly_once(&env, "before", 3, Duration::from_secs(5)).await?;
+    exactly_once(&env, "during", 10, Duration::from_secs(5)).await?;
+    assert!(collector.is_running());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn repair_rebuilds_a_damaged_index_from_the_journal() -> anyhow::Result<()> {
+    let env = Env::new()?;
+    let mut collector = env.start_collector()?;
+    let smtp = free_port();
+    let mut agent = env.start_agent("pc-repair", smtp, &Mode::CaptureOnly)?;
+    send(smtp, "kept", 20)?;
+    exactly_once(&env, "kept", 20, Duration::from_secs(30)).await?;
+    let cfg = env.path().join("collector.toml");
+    let repair = |extra: &[&str]| -> anyhow::Result<(i32, String)> {
+        let out = Command::new(bin("kiroku-collector"))
+            .arg("--config")
+            .arg(&cfg)
+            .arg("repair")
+            .args(extra)
+            .output()?;
+        Ok((
+            out.status.code().unwrap_or(-1),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        ))
+    };
+    // Never under a running collector.
+    let (code, out) = repair(&[])?;
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("stop it"), "{out}");
+    agent.terminate();
+    collector.terminate();
+
+    // Damage every index data file (as a bad disk would).
+    let index = env.path().join("collector/index");
+    let mut damaged = 0;
+    for entry in std::fs::read_dir(&index)? {
+        let p = entry?.path();
+        if p.extension()
+            .is_some_and(|x| x == "store" || x == "idx" || x == "term")
+        {
+            let mut b = std::fs::read(&p)?;
+            if b.len() > 64 {
+                let at = b.len() / 2;
+                b[at] ^= 0x5a;
+                std::fs::write(&p, &b)?;
+                damaged += 1;
+            }
+        }
+    }
+    assert!(damaged > 0, "no index files found in {}", index.display());
+    let (code, out) = repair(&[])?;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("damaged files"), "{out}");
+    // 20 mails and the agent's host record.
+    assert!(out.contains("21 distinct events"), "{out}");
+    assert!(out.contains("rebuilt from the journal, 21 events"), "{out}");
+
+    // The index gone entirely: rebuilt as well.
+    std::fs::remove_dir_all(&index)?;
+    let (code, out) = repair(&[])?;
+    assert_eq!(code, 0, "{out}");
+    // 20 mails and the agent's host record.
+    assert!(out.contains("21 distinct events"), "{out}");
+    assert!(out.contains("rebuilt from the journal, 21 events"), "{out}");
+
+    let _collector = env.start_collector()?;
+    exactly_once(&env, "kept", 20, Duration::from_secs(30)).await?;
+    // The raw messages are intact and still reachable.
+    let ev = env
+        .wait_for(
+            SearchRequest {
+                subject: "kept 7".into(),
+                ..Default::default()
+            },
+            1,
+            Duration::from_secs(5),
+        )
+        .await?;
+    let raw = env.raw(&ev[0].event_id).await?;
+    assert!(
+        String::from_utf8_lossy(&raw).contains("<kept-7@example.com>"),
+        "raw of kept 7"
+    );
+    // An agent shipping again is not stored twice.
+    let _agent = env.start_agent("pc-repair", smtp, &Mode::CaptureOnly)?;
+    send(smtp, "after", 2)?;
+    exactly_once(&env, "after", 2, Duration::from_secs(30)).await?;
+    exactly_once(&env, "kept", 20, Duration::from_secs(5)).await?;
+    Ok(())
+}
