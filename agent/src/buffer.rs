@@ -10,6 +10,9 @@
 //!   - `smallblobs`: sha256 hex → raw messages up to [`INLINE_MAX`] bytes,
 //!     written in the same transaction (and the same fsync) as their event;
 //!   - `meta`:     `stream_id`, `next_seq`;
+//! - `sequence`: the highest durable sequence number, written once a second
+//!   outside sled, so a damaged sled log (which sled silently cuts at the
+//!   damage) is noticed and numbers are never reused;
 //!   - `file_hashes`, `file_hash_age`: file capture's hash → path memory
 //!     (see `capture/files/hashes.rs`), not part of the queue;
 //! - `blobs/<sha256>`: larger raw messages, content-addressed plain files
@@ -162,6 +165,12 @@ impl Spool {
     }
 }
 
+impl Drop for Buffer {
+    fn drop(&mut self) {
+        self.persist_seq();
+    }
+}
+
 impl Drop for Spool {
     fn drop(&mut self) {
         if self.file.is_some() {
@@ -252,6 +261,28 @@ pub struct Buffer {
     /// crash, come back under another sequence number and be mistaken for
     /// a duplicate of what the collector already stored.
     durable_seq: AtomicU64,
+    /// The durable sequence number last written to the side file
+    /// (`<dir>/sequence`), which outlives damage to sled's log.
+    seq_mark: AtomicU64,
+    seq_file: PathBuf,
+    /// Damage found at open (what was lost), for the agent to report.
+    damage: Option<String>,
+}
+
+/// The side file: `KIROKU-SEQ1 <stream_id> <highest durable seq>`. sled
+/// treats a damaged spot in its log as the end of the log and silently
+/// drops everything after it; this file, written at most once a second
+/// from the durable sequence number, is how such a loss is noticed (and
+/// sequence numbers are never reused after it).
+const SEQ_MAGIC: &str = "KIROKU-SEQ1";
+
+fn read_seq_file(path: &Path) -> Option<(String, u64)> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut it = text.split_whitespace();
+    (it.next()? == SEQ_MAGIC).then_some(())?;
+    let stream = it.next()?.to_owned();
+    let seq = it.next()?.parse().ok()?;
+    Some((stream, seq))
 }
 
 /// sled's segment (io buffer) size. sled writes anything over a quarter of
@@ -361,7 +392,12 @@ impl Buffer {
             flush_done: Notify::new(),
             blob_dir_dirty: std::sync::atomic::AtomicBool::new(false),
             durable_seq: AtomicU64::new(0),
+            seq_mark: AtomicU64::new(0),
+            seq_file: dir.join("sequence"),
+            damage: None,
         };
+        let mut buffer = buffer;
+        buffer.damage = buffer.check_sequence()?;
         buffer.recover_inflight()?;
         buffer.collect_orphan_blobs()?;
         let last = buffer
@@ -371,7 +407,87 @@ impl Buffer {
             .map(|(k, _)| read_u64(Some(&k)))
             .unwrap_or(0);
         buffer.durable_seq.store(last, Ordering::SeqCst);
-        Ok(Arc::new(buffer))
+        let buffer = Arc::new(buffer);
+        let weak = Arc::downgrade(&buffer);
+        // The side file follows the durable sequence number, once a second,
+        // for as long as the buffer is open.
+        let _ = std::thread::Builder::new()
+            .name("kiroku-buffer-seq".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                    let Some(b) = weak.upgrade() else { break };
+                    b.persist_seq();
+                }
+            });
+        Ok(buffer)
+    }
+
+    /// Damage found when the buffer was opened: which sequence numbers were
+    /// lost. `None` for a sound buffer.
+    pub fn damage(&self) -> Option<&str> {
+        self.damage.as_deref()
+    }
+
+    /// Compares sled's next sequence number with the side file. If sled's
+    /// log ends before a number that was already durable, records after a
+    /// damaged spot were dropped: say so, and continue numbering after the
+    /// lost ones so none is ever reused (the collector would take a reused
+    /// number for a duplicate).
+    fn check_sequence(&self) -> Result<Option<String>, BufferError> {
+        let next = read_u64(
+            self.meta
+                .get(NEXT_SEQ)
+                .map_err(|e| self.sled_err(e))?
+                .as_deref(),
+        )
+        .max(1);
+        self.seq_mark.store(next - 1, Ordering::SeqCst);
+        let Some((stream, mark)) = read_seq_file(&self.seq_file) else {
+            return Ok(None);
+        };
+        if stream != self.stream_id || mark < next {
+            return Ok(None);
+        }
+        let msg = format!(
+            "agent buffer {} is damaged: sled's log ends before sequence number {mark}, which was durable; events {next}..={mark} that were not yet acknowledged by the collector are lost. The buffer keeps working and numbering continues at {}; check the disk",
+            self.path.display(),
+            mark + 1
+        );
+        tracing::error!("{msg}");
+        self.meta
+            .insert(NEXT_SEQ, &(mark + 1).to_be_bytes())
+            .map_err(|e| self.sled_err(e))?;
+        self.db.flush().map_err(|e| self.sled_err(e))?;
+        self.seq_mark.store(mark, Ordering::SeqCst);
+        Ok(Some(msg))
+    }
+
+    /// Writes the durable sequence number to the side file if it moved.
+    fn persist_seq(&self) {
+        let seq = self.durable_seq.load(Ordering::SeqCst);
+        if seq <= self.seq_mark.load(Ordering::SeqCst) {
+            return;
+        }
+        let tmp = self.seq_file.with_extension("tmp");
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&tmp)?;
+            writeln!(f, "{SEQ_MAGIC} {} {seq}", self.stream_id)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &self.seq_file)?;
+            if let Some(dir) = self.seq_file.parent() {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            Ok(())
+        };
+        match write() {
+            Ok(()) => {
+                self.seq_mark.fetch_max(seq, Ordering::SeqCst);
+            }
+            Err(e) => {
+                tracing::warn!(path = %self.seq_file.display(), error = %e, "cannot write the buffer's sequence file")
+            }
+        }
     }
 
     /// Opens sled, waiting up to 5 s for its file lock (a previous handle in
@@ -1075,6 +1191,55 @@ mod tests {
             ),
             Some(524288)
         );
+    }
+
+    #[tokio::test]
+    async fn damage_that_sled_silently_cuts_is_detected_and_numbers_are_not_reused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("buf");
+        let last = {
+            let b = Buffer::open(&path, u64::MAX, 1 << 20).expect("open");
+            let mut last = 0;
+            for i in 0..300 {
+                let e = Event {
+                    event_id: format!("e{i}"),
+                    user: "x".repeat(200),
+                    ..Default::default()
+                };
+                last = b.append(&e, None).await.expect("append");
+            }
+            assert!(b.damage().is_none());
+            last
+        };
+        // Flip bytes in the middle of sled's log, as a bad disk would.
+        let db = path.join("sled").join("db");
+        let mut bytes = std::fs::read(&db).expect("read");
+        let mid = bytes.len() / 2;
+        for b in &mut bytes[mid..mid + 16] {
+            *b ^= 0x55;
+        }
+        std::fs::write(&db, &bytes).expect("write");
+        let b = Buffer::open(&path, u64::MAX, 1 << 20).expect("reopen");
+        let read = b.read_batch(0, 10_000, usize::MAX).expect("read");
+        assert!(
+            read.len() < 300,
+            "sled cut its log at the damage ({} left)",
+            read.len()
+        );
+        let damage = b.damage().expect("the loss is detected").to_owned();
+        assert!(damage.contains(&format!("..={last}")), "{damage}");
+        let next = b
+            .append(&Event::default(), None)
+            .await
+            .expect("append after damage");
+        // (An in-flight record the cut log brought back may take `last + 1`.)
+        assert!(
+            next > last,
+            "sequence numbers are not reused: {next} after {damage}"
+        );
+        drop(b);
+        let b = Buffer::open(&path, u64::MAX, 1 << 20).expect("reopen again");
+        assert!(b.damage().is_none(), "reported once");
     }
 
     #[tokio::test]

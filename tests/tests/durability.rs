@@ -291,3 +291,90 @@ async fn crash_while_upstream_decides_leaves_a_record_with_unknown_outcome() -> 
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_damaged_agent_buffer_is_detected_and_reported_and_capture_goes_on() -> anyhow::Result<()>
+{
+    let env = Env::new()?;
+    let smtp = free_port();
+    // No collector yet: everything stays in the agent's buffer.
+    let mut agent = env.start_agent("pc-rot", smtp, &Mode::CaptureOnly)?;
+    for i in 0..40 {
+        let s = send_mail(
+            smtp,
+            "load@example.com",
+            &["sink@example.org"],
+            &mail("rot", i),
+        )?;
+        assert_eq!(s.code, 250, "{s:?}");
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    agent.terminate();
+    // A bad disk flips bytes in the middle of sled's log.
+    let db = env.path().join("agent-pc-rot/sled/db");
+    let db = if db.exists() {
+        db
+    } else {
+        find_file(env.path(), "db")?
+    };
+    let mut bytes = std::fs::read(&db)?;
+    let mid = bytes.len() / 2;
+    for b in &mut bytes[mid..mid + 32] {
+        *b ^= 0x55;
+    }
+    std::fs::write(&db, &bytes)?;
+
+    let _collector = env.start_collector()?;
+    let _agent = env.start_agent("pc-rot", smtp, &Mode::CaptureOnly)?;
+    for i in 0..2 {
+        let s = send_mail(
+            smtp,
+            "load@example.com",
+            &["sink@example.org"],
+            &mail("fresh", i),
+        )?;
+        assert_eq!(s.code, 250, "{s:?}");
+    }
+    assert_exactly_once(&env, "fresh", 2).await?;
+    let hosts = env
+        .wait_for(
+            SearchRequest {
+                kind: "host_change".into(),
+                ..Default::default()
+            },
+            2,
+            Duration::from_secs(30),
+        )
+        .await?;
+    let reasons: Vec<String> = hosts
+        .iter()
+        .filter_map(|e| match &e.kind {
+            Some(kiroku_proto::event::Kind::HostChange(h)) => Some(h.reason.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("is damaged") && r.contains("are lost")),
+        "the loss is on the collector's record: {reasons:?}"
+    );
+    Ok(())
+}
+
+/// The first file called `name` under `dir`.
+fn find_file(dir: &std::path::Path, name: &str) -> anyhow::Result<std::path::PathBuf> {
+    for entry in std::fs::read_dir(dir)? {
+        let p = entry?.path();
+        if p.is_dir() {
+            if let Ok(f) = find_file(&p, name) {
+                return Ok(f);
+            }
+        } else if p.file_name().is_some_and(|n| n == name)
+            && p.parent().is_some_and(|d| d.ends_with("sled"))
+        {
+            return Ok(p);
+        }
+    }
+    anyhow::bail!("no {name} under {}", dir.display())
+}

@@ -157,7 +157,13 @@ pub async fn watch(
             }
         }
     };
-    record("start".into(), (*ctx.host()).clone()).await;
+    // A buffer found damaged at open says so in the start record, so the
+    // loss is on the collector's record too, not only in the agent's log.
+    let start = match buffer.damage() {
+        Some(d) => format!("start; {d}"),
+        None => "start".into(),
+    };
+    record(start, (*ctx.host()).clone()).await;
     let mut tick = tokio::time::interval(every);
     tick.tick().await;
     loop {
