@@ -44,7 +44,7 @@ impl Row {
     }
 
     pub fn markdown_header() -> &'static str {
-        "| scenario | injected | sent (250) | stored | duplicated | lost | result | notes |\n|---|---|---|---|---|---|---|---|"
+        "| scenario | injected | sent (250 or written) | stored | duplicated | lost | result | notes |\n|---|---|---|---|---|---|---|---|"
     }
 
     pub fn markdown(&self) -> String {
@@ -290,6 +290,175 @@ async fn compare(
     })
 }
 
+/// A file this run wrote: its content hash.
+#[derive(Debug, Clone)]
+struct Written {
+    sha256: String,
+}
+
+/// Writes new files (unique names and contents) into a watched directory
+/// at a steady pace from its own thread; can be held (no writes) around a
+/// kill so that what it wrote was captured before the agent died.
+pub struct FileWriter {
+    stop: Arc<AtomicBool>,
+    hold: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<BTreeMap<String, Written>>>,
+}
+
+impl FileWriter {
+    /// Starts writing `tag-<n>.txt` files into `dir`, about `per_sec` a second.
+    pub fn start(dir: &std::path::Path, tag: &str, per_sec: u64) -> FileWriter {
+        let stop = Arc::new(AtomicBool::new(false));
+        let hold = Arc::new(AtomicBool::new(false));
+        let (dir, tag) = (dir.to_owned(), tag.to_owned());
+        let (s, h) = (stop.clone(), hold.clone());
+        let thread = std::thread::spawn(move || {
+            let mut written = BTreeMap::new();
+            let mut n = 0u64;
+            while !s.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(1000 / per_sec.max(1)));
+                if h.load(Ordering::Relaxed) {
+                    continue;
+                }
+                let path = dir.join(format!("{tag}-{n}.txt"));
+                let body = format!("file {n} of {tag}, {}\n", rand::random::<u64>());
+                if std::fs::write(&path, &body).is_ok() {
+                    written.insert(
+                        path.to_string_lossy().into_owned(),
+                        Written {
+                            sha256: kiroku_common::sha256_hex(body.as_bytes()),
+                        },
+                    );
+                }
+                n += 1;
+            }
+            written
+        });
+        FileWriter {
+            stop,
+            hold,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn hold(&self, on: bool) {
+        self.hold.store(on, Ordering::Relaxed);
+    }
+
+    /// Stops writing; returns what was written (path → content hash).
+    fn stop(mut self) -> BTreeMap<String, Written> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default()
+    }
+}
+
+/// Compares the files written with the `create` records the collector
+/// holds for them (by path, content hash and event id), waiting up to
+/// `within`.
+async fn check_files(
+    env: &Env,
+    scenario: &str,
+    injected: &str,
+    dir: &std::path::Path,
+    written: &BTreeMap<String, Written>,
+    within: Duration,
+) -> anyhow::Result<Row> {
+    let deadline = Instant::now() + within;
+    loop {
+        let row = compare_files(env, scenario, injected, dir, written).await?;
+        if row.ok() || Instant::now() > deadline {
+            return Ok(row);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn compare_files(
+    env: &Env,
+    scenario: &str,
+    injected: &str,
+    dir: &std::path::Path,
+    written: &BTreeMap<String, Written>,
+) -> anyhow::Result<Row> {
+    let mut q = env.investigator().await?;
+    let mut stream = q
+        .search_stream(SearchRequest {
+            kind: "file".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let prefix = dir.to_string_lossy().into_owned();
+    let mut by_path: HashMap<String, Vec<String>> = HashMap::new();
+    let mut event_ids = std::collections::HashSet::new();
+    let mut repeated_event_ids = 0;
+    let mut other_ops = 0;
+    while let Some(e) = stream.message().await? {
+        let Some(kiroku_proto::event::Kind::File(f)) = &e.kind else {
+            continue;
+        };
+        if !f.path.starts_with(&prefix) {
+            continue;
+        }
+        if !event_ids.insert(e.event_id.clone()) {
+            repeated_event_ids += 1;
+        }
+        if f.operation == "create" {
+            by_path
+                .entry(f.path.clone())
+                .or_default()
+                .push(f.sha256.clone());
+        } else {
+            other_ops += 1;
+        }
+    }
+    let (mut stored, mut duplicated, mut lost) = (0, 0, 0);
+    for (path, w) in written {
+        match by_path.get(path).map(Vec::as_slice) {
+            Some([sha]) if *sha == w.sha256 => stored += 1,
+            Some([_]) | None | Some([]) => lost += 1,
+            Some(_) => {
+                stored += 1;
+                duplicated += 1;
+            }
+        }
+    }
+    let mut notes = format!("{other_ops} records of other operations");
+    if repeated_event_ids > 0 {
+        notes.push_str(&format!("; {repeated_event_ids} repeated event ids"));
+        duplicated += repeated_event_ids;
+    }
+    Ok(Row {
+        scenario: scenario.into(),
+        injected: injected.into(),
+        sent: written.len(),
+        stored,
+        duplicated,
+        lost,
+        notes,
+    })
+}
+
+/// Waits until the agent's log shows file capture watching for the
+/// `nth` time (its log is appended across restarts).
+async fn wait_watching(agent: &Proc, nth: usize) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while agent.log_text().matches("file capture watching").count() < nth {
+        if Instant::now() > deadline {
+            bail!("agent never started watching:\n{}", agent.log_text());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+fn files_config(dir: &std::path::Path) -> String {
+    format!("[files]\nwatch = [{dir:?}]\ncoalesce_ms = 100\nremovable_auto = false\n")
+}
+
 fn pause(rng: &mut impl Rng, lo_ms: u64, hi_ms: u64) -> Duration {
     Duration::from_millis(rng.random_range(lo_ms..=hi_ms))
 }
@@ -311,48 +480,81 @@ fn opened_cleanly(p: &Proc) -> anyhow::Result<()> {
 }
 
 /// `kill -9` of the agent `kills` times at random points while mail flows
-/// through it; the collector stays up.
-pub async fn agent_crashes(env: &Env, kills: usize) -> anyhow::Result<Row> {
+/// through it and files are written in a directory it watches; the
+/// collector stays up. File writes pause 800 ms before each kill, so every
+/// file counted was captured (recorded in the buffer) before the agent died;
+/// files written while it was down are not captured and not counted.
+pub async fn agent_crashes(env: &Env, kills: usize) -> anyhow::Result<Vec<Row>> {
     let tag = "relagentkill";
     let upstream = Upstream::start(env)?;
     let _collector = env.start_collector()?;
     let smtp = free_port();
+    let watched = env.path().join("watched-agentkill");
+    std::fs::create_dir_all(&watched)?;
+    let files = files_config(&watched);
     let mut rng = rand::rng();
     let mut all = SentMails {
         mails: BTreeMap::new(),
         failed: 0,
     };
-    for _ in 0..kills {
-        let mut agent = env.start_agent("crashy", smtp, &Mode::Relay(upstream.port))?;
+    let mut written = BTreeMap::new();
+    for i in 0..kills {
+        let mut agent =
+            env.start_agent_with("crashy", smtp, &Mode::Relay(upstream.port), &files)?;
         opened_cleanly(&agent)?;
+        wait_watching(&agent, i + 1).await?;
+        let writer = FileWriter::start(&watched, &format!("f{i}"), 50);
         let sender = Sender::start(smtp, tag, 3);
         tokio::time::sleep(pause(&mut rng, 100, 700)).await;
+        writer.hold(true);
+        tokio::time::sleep(Duration::from_millis(800)).await;
         agent.kill9();
+        written.extend(writer.stop());
         let got = sender.stop().await;
         all.failed += got.failed;
         all.mails.extend(got.mails);
     }
-    let agent = env.start_agent("crashy", smtp, &Mode::Relay(upstream.port))?;
+    let agent = env.start_agent_with("crashy", smtp, &Mode::Relay(upstream.port), &files)?;
+    let injected = format!("{kills} × SIGKILL of the agent under mail and file load");
     let row = check(
         env,
         "agent kill -9",
-        format!("{kills} × SIGKILL of the agent under mail load"),
+        injected.clone(),
         tag,
         &all,
         Duration::from_secs(60),
     )
     .await?;
+    let files_row = check_files(
+        env,
+        "agent kill -9 (file events)",
+        &injected,
+        &watched,
+        &written,
+        Duration::from_secs(30),
+    )
+    .await?;
     opened_cleanly(&agent)?;
-    Ok(row)
+    Ok(vec![row, files_row])
 }
 
 /// `kill -9` of the collector `kills` times at random points while mail
-/// flows through an agent that keeps shipping.
-pub async fn collector_crashes(env: &Env, kills: usize) -> anyhow::Result<Row> {
+/// flows through an agent that keeps shipping and files are written in a
+/// directory it watches.
+pub async fn collector_crashes(env: &Env, kills: usize) -> anyhow::Result<Vec<Row>> {
     let tag = "relcollectorkill";
     let upstream = Upstream::start(env)?;
     let smtp = free_port();
-    let _agent = env.start_agent("steady", smtp, &Mode::Relay(upstream.port))?;
+    let watched = env.path().join("watched-collectorkill");
+    std::fs::create_dir_all(&watched)?;
+    let agent = env.start_agent_with(
+        "steady",
+        smtp,
+        &Mode::Relay(upstream.port),
+        &files_config(&watched),
+    )?;
+    wait_watching(&agent, 1).await?;
+    let writer = FileWriter::start(&watched, "c", 30);
     let sender = Sender::start(smtp, tag, 3);
     let mut rng = rand::rng();
     for _ in 0..kills {
@@ -363,18 +565,30 @@ pub async fn collector_crashes(env: &Env, kills: usize) -> anyhow::Result<Row> {
         tokio::time::sleep(pause(&mut rng, 0, 300)).await;
     }
     let sent = sender.stop().await;
+    let written = writer.stop();
     let collector = env.start_collector()?;
+    let injected =
+        format!("{kills} × SIGKILL of the collector while the agent ships mail and file events");
     let row = check(
         env,
         "collector kill -9",
-        format!("{kills} × SIGKILL of the collector while the agent ships"),
+        injected.clone(),
         tag,
         &sent,
         Duration::from_secs(90),
     )
     .await?;
+    let files_row = check_files(
+        env,
+        "collector kill -9 (file events)",
+        &injected,
+        &watched,
+        &written,
+        Duration::from_secs(60),
+    )
+    .await?;
     opened_cleanly(&collector)?;
-    Ok(row)
+    Ok(vec![row, files_row])
 }
 
 /// Network faults between agent and collector (a TCP proxy): delay,

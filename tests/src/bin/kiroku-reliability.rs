@@ -53,12 +53,14 @@ async fn main() -> anyhow::Result<()> {
             // A fresh installation per run: every run starts from empty
             // stores, and a failure cannot leak into the next.
             let env = Env::new()?;
-            let row = match scenario {
+            let rows = match scenario {
                 0 => reliability::agent_crashes(&env, a.kills).await,
                 1 => reliability::collector_crashes(&env, a.kills).await,
-                _ => reliability::network_faults(&env, a.net_rounds).await,
+                _ => reliability::network_faults(&env, a.net_rounds)
+                    .await
+                    .map(|r| vec![r]),
             };
-            let row = match row {
+            let rows = match rows {
                 Ok(r) => r,
                 Err(e) => {
                     failed = true;
@@ -66,13 +68,15 @@ async fn main() -> anyhow::Result<()> {
                     continue;
                 }
             };
-            failed |= !row.ok();
-            println!("{}", row.markdown());
-            eprintln!(
-                "[{:.0} s] {} done",
-                started.elapsed().as_secs_f64(),
-                row.scenario
-            );
+            for row in rows {
+                failed |= !row.ok();
+                println!("{}", row.markdown());
+                eprintln!(
+                    "[{:.0} s] {} done",
+                    started.elapsed().as_secs_f64(),
+                    row.scenario
+                );
+            }
         }
         runs += 1;
         if Instant::now() >= until {
