@@ -29,6 +29,40 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
 fi
 
+# Exim and OpenSMTPD as further real upstreams. Debian's exim4, opensmtpd
+# and postfix packages exclude each other, so their packages are unpacked
+# (not installed) under target/peers/<name>, and the users and directories
+# their binaries are built for are added, as the packages would.
+unpack_peer() { # name binary-path packages...
+  local name=$1 bin=$2 root=target/peers/$1 debs
+  shift 2
+  [ -x "$root/$bin" ] && return 0
+  [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null || return 0
+  echo "unpacking Debian's $name under $root" >&2
+  debs=$(mktemp -d)
+  if (cd "$debs" && { apt-get download -qq "$@" >/dev/null 2>&1 \
+      || { apt-get update -qq >/dev/null && apt-get download -qq "$@" >/dev/null; }; }); then
+    mkdir -p "$root"
+    for d in "$debs"/*.deb; do dpkg -x "$d" "$root"; done
+  else
+    echo "warning: could not download $name; its tests will be counted as skipped" >&2
+  fi
+  rm -rf "$debs"
+}
+system_user() {
+  id "$1" >/dev/null 2>&1 || useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$1"
+}
+unpack_peer exim usr/sbin/exim4 exim4-daemon-light exim4-base
+unpack_peer opensmtpd usr/sbin/smtpd opensmtpd
+if [ "$(id -u)" = 0 ]; then
+  [ -x target/peers/exim/usr/sbin/exim4 ] && system_user Debian-exim
+  if [ -x target/peers/opensmtpd/usr/sbin/smtpd ]; then
+    system_user opensmtpd
+    system_user opensmtpq
+    mkdir -p /var/lib/opensmtpd/empty /var/spool/smtpd
+  fi
+fi
+
 # Tests that cannot run here (a missing peer) write a line to this file and
 # are counted as skipped, not passed.
 export KIROKU_SKIP_LOG

@@ -277,3 +277,367 @@ fn chmod(p: &Path, mode: u32) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
 }
+
+/// A private Exim 4 as the relay's upstream: its own configuration, spool
+/// and logs under the test's temp dir, listening on loopback with STARTTLS
+/// and implicit TLS, AUTH PLAIN and LOGIN (offered only after TLS), and
+/// ACLs for the same refusals as [`Postfix`]. Mail stays in Exim's queue
+/// (`queue_only`); a test reads it back with `exim -Mvh`/`-Mvb` by the
+/// queue id the relay recorded.
+///
+/// Debian's Postfix and Exim packages exclude each other, so
+/// `scripts/test.sh` unpacks Exim's packages (without installing them)
+/// under `target/peers/exim` and adds the `Debian-exim` user the binary
+/// is built for. `KIROKU_EXIM` names another exim binary.
+pub struct Exim {
+    pub dir: PathBuf,
+    /// STARTTLS port.
+    pub port: u16,
+    /// Implicit TLS port.
+    pub smtps: u16,
+    pub cert: PathBuf,
+    bin: PathBuf,
+    child: std::process::Child,
+}
+
+impl Exim {
+    fn binary() -> PathBuf {
+        if let Some(p) = std::env::var_os("KIROKU_EXIM") {
+            return PathBuf::from(p);
+        }
+        let unpacked =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/peers/exim/usr/sbin/exim4");
+        if unpacked.exists() {
+            return unpacked;
+        }
+        PathBuf::from("/usr/sbin/exim4")
+    }
+
+    /// Why Exim tests cannot run here, if they cannot.
+    pub fn unavailable() -> Option<String> {
+        let bin = Exim::binary();
+        if !bin.exists() {
+            return Some(format!(
+                "no exim binary at {} (scripts/test.sh unpacks Debian's exim4-daemon-light there)",
+                bin.display()
+            ));
+        }
+        let uid = Command::new("id").arg("-u").output().ok();
+        let root = uid.is_some_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+        if !root {
+            return Some("Exim needs root to start".into());
+        }
+        let user = Command::new("id").arg("Debian-exim").output().ok();
+        (!user.is_some_and(|o| o.status.success()))
+            .then(|| "user Debian-exim missing (scripts/test.sh adds it)".into())
+    }
+
+    pub fn start(env: &Env) -> anyhow::Result<Exim> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match Exim::start_in(env, &format!("exim-{attempt}")) {
+                Err(e) if attempt < 4 && e.to_string().contains("Address already in use") => {
+                    continue;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn start_in(env: &Env, name: &str) -> anyhow::Result<Exim> {
+        let dir = env.path().join(name);
+        for d in ["spool", "log"] {
+            std::fs::create_dir_all(dir.join(d))?;
+        }
+        for p in [env.path(), &dir] {
+            chmod(p, 0o755)?;
+        }
+        let (port, smtps) = (free_port(), free_port());
+        let cert = dir.join("cert.pem");
+        let key = dir.join("key.pem");
+        let ck = rcgen::generate_simple_self_signed(vec![TLS_NAME.into(), "127.0.0.1".into()])?;
+        std::fs::write(&cert, ck.cert.pem())?;
+        std::fs::write(&key, ck.signing_key.serialize_pem())?;
+        let bin = Exim::binary();
+        // Exim's expansion syntax is full of braces: placeholders instead
+        // of format!.
+        let conf = r#"exim_path = @BIN@
+spool_directory = @DIR@/spool
+log_file_path = @DIR@/log/%slog
+primary_hostname = @NAME@
+daemon_smtp_ports = @PORT@ : @SMTPS@
+tls_on_connect_ports = @SMTPS@
+local_interfaces = 127.0.0.1
+keep_environment =
+queue_only = true
+message_size_limit = 20M
+tls_advertise_hosts = *
+tls_certificate = @DIR@/cert.pem
+tls_privatekey = @DIR@/key.pem
+acl_smtp_mail = acl_mail
+acl_smtp_rcpt = acl_rcpt
+acl_smtp_data = acl_data
+
+begin acl
+acl_mail:
+  deny senders = @REFUSED_SENDER@
+       message = 5.7.1 sender blocked by policy
+  accept
+acl_rcpt:
+  deny recipients = @REFUSED_RCPT@
+       message = 5.1.1 no such user here
+  accept domains = @LOCAL@
+  accept authenticated = *
+  deny message = 5.7.1 relay not permitted
+acl_data:
+  deny condition = ${if match{$h_subject:}{@REFUSED_SUBJECT@}}
+       message = 5.7.1 content refused by policy
+  accept
+
+begin routers
+begin transports
+
+begin authenticators
+plain:
+  driver = plaintext
+  public_name = PLAIN
+  server_prompts = :
+  server_condition = ${if and {{eq{$auth2}{@USER@}}{eq{$auth3}{@PASSWORD@}}}}
+  server_set_id = $auth2
+  server_advertise_condition = ${if def:tls_in_cipher}
+login:
+  driver = plaintext
+  public_name = LOGIN
+  server_prompts = <| Username: | Password:
+  server_condition = ${if and {{eq{$auth1}{@USER@}}{eq{$auth2}{@PASSWORD@}}}}
+  server_set_id = $auth1
+  server_advertise_condition = ${if def:tls_in_cipher}
+"#
+        .replace("@BIN@", &bin.display().to_string())
+        .replace("@DIR@", &dir.display().to_string())
+        .replace("@NAME@", TLS_NAME)
+        .replace("@PORT@", &port.to_string())
+        .replace("@SMTPS@", &smtps.to_string())
+        .replace("@REFUSED_SENDER@", REFUSED_SENDER)
+        .replace("@REFUSED_RCPT@", REFUSED_RCPT)
+        .replace("@LOCAL@", LOCAL_DOMAIN)
+        .replace("@REFUSED_SUBJECT@", REFUSED_SUBJECT)
+        .replace("@USER@", USER)
+        .replace("@PASSWORD@", PASSWORD);
+        std::fs::write(dir.join("exim.conf"), conf)?;
+        for p in ["spool", "log", "key.pem"] {
+            let st = Command::new("chown")
+                .arg("Debian-exim:Debian-exim")
+                .arg(dir.join(p))
+                .status()?;
+            if !st.success() {
+                bail!("chown Debian-exim {p} failed");
+            }
+        }
+        let child = Command::new(&bin)
+            .arg("-C")
+            .arg(dir.join("exim.conf"))
+            .arg("-bdf")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join("stderr.log"))?)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let mut ex = Exim {
+            dir,
+            port,
+            smtps,
+            cert,
+            bin,
+            child,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+            || std::net::TcpStream::connect(("127.0.0.1", smtps)).is_err()
+        {
+            if Instant::now() > deadline || ex.child.try_wait()?.is_some() {
+                bail!("exim did not listen on {port}/{smtps}:\n{}", ex.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(ex)
+    }
+
+    /// Exim's main, reject and panic logs and its stderr.
+    pub fn log(&self) -> String {
+        ["log/mainlog", "log/rejectlog", "log/paniclog", "stderr.log"]
+            .iter()
+            .map(|f| std::fs::read_to_string(self.dir.join(f)).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Header and body of queued message `id` as Exim holds it (its own
+    /// Received: line first).
+    pub fn queued(&self, id: &str) -> anyhow::Result<String> {
+        let mut text = String::new();
+        for part in ["-Mvh", "-Mvb"] {
+            let out = Command::new(&self.bin)
+                .arg("-C")
+                .arg(self.dir.join("exim.conf"))
+                .args([part, id])
+                .output()?;
+            if !out.status.success() {
+                bail!("exim {part} {id}: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            text.push_str(&String::from_utf8_lossy(&out.stdout));
+        }
+        Ok(text)
+    }
+}
+
+impl Drop for Exim {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- exim logs ---\n{}", self.log());
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A private OpenSMTPD as the relay's upstream, plain SMTP only: Debian
+/// 12's OpenSMTPD 6.8 cannot do TLS with OpenSSL 3 (upstream issues
+/// OpenSMTPD#1171 and #1239), so STARTTLS is tested against [`Postfix`]
+/// and [`Exim`]. It does not advertise PIPELINING, which makes it the
+/// upstream that proves the relay never pipelines to a server that did
+/// not offer it. Mail to [`LOCAL_DOMAIN`] is accepted and stays queued
+/// (its relay target is a closed port); any other domain is refused at
+/// RCPT with `550 Invalid recipient`.
+///
+/// Its spool and control-socket paths are compiled in (/var/spool/smtpd,
+/// /run), so each instance runs in its own mount namespace (`unshare -m`)
+/// with private directories bound over them. Like [`Exim`], its Debian
+/// package is unpacked by `scripts/test.sh` under `target/peers/opensmtpd`
+/// (it excludes Postfix) and its users and chroot directory are added.
+pub struct OpenSmtpd {
+    pub dir: PathBuf,
+    pub port: u16,
+    child: std::process::Child,
+}
+
+impl OpenSmtpd {
+    fn binary() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/peers/opensmtpd/usr/sbin/smtpd")
+    }
+
+    /// Why OpenSMTPD tests cannot run here, if they cannot.
+    pub fn unavailable() -> Option<String> {
+        let bin = OpenSmtpd::binary();
+        if !bin.exists() {
+            return Some(format!(
+                "no smtpd at {} (scripts/test.sh unpacks Debian's opensmtpd there)",
+                bin.display()
+            ));
+        }
+        let uid = Command::new("id").arg("-u").output().ok();
+        let root = uid.is_some_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+        if !root {
+            return Some("OpenSMTPD needs root to start".into());
+        }
+        for user in ["opensmtpd", "opensmtpq"] {
+            let ok = Command::new("id")
+                .arg(user)
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if !ok {
+                return Some(format!("user {user} missing (scripts/test.sh adds it)"));
+            }
+        }
+        for d in ["/var/lib/opensmtpd/empty", "/var/spool/smtpd"] {
+            if !Path::new(d).is_dir() {
+                return Some(format!("{d} missing (scripts/test.sh creates it)"));
+            }
+        }
+        None
+    }
+
+    pub fn start(env: &Env) -> anyhow::Result<OpenSmtpd> {
+        let dir = env.path().join("opensmtpd");
+        for d in ["spool", "run"] {
+            std::fs::create_dir_all(dir.join(d))?;
+        }
+        chmod(&dir.join("spool"), 0o711)?;
+        for p in [env.path(), &dir] {
+            chmod(p, 0o755)?;
+        }
+        let port = free_port();
+        std::fs::write(
+            dir.join("smtpd.conf"),
+            format!(
+                "listen on 127.0.0.1 port {port} hostname {TLS_NAME}\n\
+                 action \"out\" relay host smtp://127.0.0.1:9\n\
+                 match from any for domain \"{LOCAL_DOMAIN}\" action \"out\"\n"
+            ),
+        )?;
+        let d = dir.display();
+        let child = Command::new("unshare")
+            .args(["-m", "sh", "-c"])
+            .arg(format!(
+                "mount --bind {d}/spool /var/spool/smtpd && mount --bind {d}/run /run && exec {} -d -f {d}/smtpd.conf",
+                OpenSmtpd::binary().display()
+            ))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::fs::File::create(dir.join("smtpd.log"))?)
+            .stderr(std::fs::File::create(dir.join("stderr.log"))?)
+            .spawn()
+            .context("starting OpenSMTPD in its own mount namespace (unshare -m)")?;
+        let mut s = OpenSmtpd { dir, port, child };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline || s.child.try_wait()?.is_some() {
+                bail!("OpenSMTPD did not listen on {port}:\n{}", s.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(s)
+    }
+
+    pub fn log(&self) -> String {
+        ["smtpd.log", "stderr.log"]
+            .iter()
+            .map(|f| std::fs::read_to_string(self.dir.join(f)).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Queued message `id` as OpenSMTPD holds it (its own Received: line
+    /// first, lines ending in LF).
+    pub fn queued(&self, id: &str) -> anyhow::Result<String> {
+        let bucket = id.get(..2).unwrap_or(id);
+        let p = self
+            .dir
+            .join("spool/queue")
+            .join(bucket)
+            .join(id)
+            .join("message");
+        std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
+    }
+}
+
+impl Drop for OpenSmtpd {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- OpenSMTPD log ---\n{}", self.log());
+        }
+        // smtpd's own processes (it forks several, privilege-separated)
+        // stop when their parent does; SIGTERM lets it tell them.
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
