@@ -37,8 +37,19 @@ pub struct CollectorConfig {
     /// endpoint's host).
     #[serde(default)]
     pub server_name: Option<String>,
+    /// Seconds between HTTP/2 keep-alive pings on the connection to the
+    /// collector; a ping unanswered for two thirds of this (at least one
+    /// second) ends the connection and the agent reconnects. This is how
+    /// a path that silently drops everything (a NAT or firewall that forgot
+    /// the flow) is noticed.
+    #[serde(default = "default_keepalive")]
+    pub keepalive_secs: u64,
     /// CA, certificate and key of this agent (role `agent`).
     pub tls: TlsFiles,
+}
+
+fn default_keepalive() -> u64 {
+    30
 }
 
 /// What the SMTP listener does with accepted mail.
@@ -340,6 +351,13 @@ impl AgentConfig {
             anyhow::bail!(
                 "invalid config file {}: fields `smtp.tls_cert` and `smtp.tls_key`: give both (PEM certificate and its key) to offer STARTTLS to clients, or neither",
                 path.display()
+            );
+        }
+        if !(1..=3600).contains(&cfg.collector.keepalive_secs) {
+            anyhow::bail!(
+                "invalid config file {}: field `collector.keepalive_secs`: {} is out of range, use 1 to 3600 (seconds; default 30)",
+                path.display(),
+                cfg.collector.keepalive_secs
             );
         }
         if cfg.smtp.listen.is_empty() {

@@ -78,6 +78,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         endpoint: cfg.collector.endpoint.clone(),
         tls,
         ctx: ctx.clone(),
+        keepalive: std::time::Duration::from_secs(cfg.collector.keepalive_secs),
     };
     let shipper = tokio::spawn(shipper.run());
     let host_watch = tokio::spawn(capture::host::watch(

@@ -49,6 +49,8 @@ pub struct Shipper {
     pub endpoint: String,
     pub tls: ClientTlsConfig,
     pub ctx: Arc<CaptureContext>,
+    /// HTTP/2 keep-alive ping interval (`collector.keepalive_secs`).
+    pub keepalive: Duration,
 }
 
 impl Shipper {
@@ -81,9 +83,9 @@ impl Shipper {
         let channel = Endpoint::from_shared(self.endpoint.clone())?
             .tls_config(self.tls.clone())?
             .connect_timeout(Duration::from_secs(10))
-            .tcp_keepalive(Some(Duration::from_secs(30)))
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_timeout(Duration::from_secs(20))
+            .tcp_keepalive(Some(self.keepalive))
+            .http2_keep_alive_interval(self.keepalive)
+            .keep_alive_timeout((self.keepalive * 2 / 3).max(Duration::from_secs(1)))
             .connect()
             .await?;
         Ok(IngestClient::new(channel)

@@ -26,6 +26,11 @@ pub enum Fault {
     /// Let each connection carry this many bytes (both directions
     /// together), then reset it.
     CutAfter(u64),
+    /// Strand the connections accepted before the `n`-th (counting from
+    /// 0, as [`FaultProxy::accepted`] does): they forward nothing and close
+    /// nothing from now on, even after the fault changes, as when a NAT or
+    /// firewall silently forgets a flow. Later connections pass.
+    Strand(u64),
 }
 
 /// Handle of a running proxy; dropping it stops the proxy and closes its
@@ -54,11 +59,11 @@ impl FaultProxy {
                 let Ok((client, _)) = listener.accept().await else {
                     continue;
                 };
-                acc.fetch_add(1, Ordering::Relaxed);
+                let id = acc.fetch_add(1, Ordering::Relaxed);
                 let rx = rx.clone();
                 let lg = lg.clone();
                 conns.spawn(async move {
-                    if let Err(e) = connection(client, target, rx).await
+                    if let Err(e) = connection(client, id, target, rx).await
                         && let Ok(mut l) = lg.lock()
                     {
                         l.push(e.to_string());
@@ -99,6 +104,7 @@ fn reset(s: &TcpStream) {
 
 async fn connection(
     client: TcpStream,
+    id: u64,
     target: u16,
     mut fault: watch::Receiver<Fault>,
 ) -> anyhow::Result<()> {
@@ -112,8 +118,9 @@ async fn connection(
     let (cr, cw) = client.into_split();
     let (ur, uw) = upstream.into_split();
     let moved = Arc::new(AtomicU64::new(0));
-    let up = pump(cr, uw, fault.clone(), moved.clone());
-    let down = pump(ur, cw, fault.clone(), moved);
+    let stranded = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let up = pump(cr, uw, fault.clone(), moved.clone(), id, stranded.clone());
+    let down = pump(ur, cw, fault.clone(), moved, id, stranded);
     let resets = async {
         loop {
             if fault.changed().await.is_err() {
@@ -138,10 +145,19 @@ async fn pump(
     mut to: tokio::net::tcp::OwnedWriteHalf,
     fault: watch::Receiver<Fault>,
     moved: Arc<AtomicU64>,
+    id: u64,
+    stranded: Arc<std::sync::atomic::AtomicBool>,
 ) -> anyhow::Result<()> {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         let n = from.read(&mut buf).await?;
+        if stranded.load(Ordering::Relaxed) {
+            // Whatever arrives now is swallowed; nothing is closed.
+            if n == 0 {
+                return std::future::pending().await;
+            }
+            continue;
+        }
         if n == 0 {
             to.shutdown().await?;
             return Ok(());
@@ -150,6 +166,11 @@ async fn pump(
         loop {
             let f = *fault.borrow();
             match f {
+                Fault::Strand(before) if id < before => {
+                    stranded.store(true, Ordering::Relaxed);
+                    break;
+                }
+                Fault::Strand(_) => break,
                 Fault::Pass => break,
                 Fault::Delay(d) => {
                     tokio::time::sleep(d).await;
@@ -175,6 +196,9 @@ async fn pump(
                     break;
                 }
             }
+        }
+        if stranded.load(Ordering::Relaxed) {
+            continue;
         }
         moved.fetch_add(chunk.len() as u64, Ordering::Relaxed);
         to.write_all(chunk).await?;

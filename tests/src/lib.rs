@@ -147,6 +147,8 @@ struct Extra<'a> {
     smtp_extra: &'a str,
     /// TOML appended at the end.
     extra: &'a str,
+    /// TOML inside `[collector]`.
+    collector_extra: &'a str,
     envs: &'a [(&'a str, &'a str)],
     collector_port: u16,
 }
@@ -156,6 +158,7 @@ impl Extra<'_> {
         Extra {
             smtp_extra: "",
             extra: "",
+            collector_extra: "",
             envs: &[],
             collector_port,
         }
@@ -379,6 +382,29 @@ impl Env {
         self.start_agent_envs(name, smtp, mode, Extra::new(collector_port))
     }
 
+    /// Like [`Env::start_agent_via`], with TOML added inside `[collector]`
+    /// and at the end of the config.
+    pub fn start_agent_via_with(
+        &self,
+        name: &str,
+        smtp: u16,
+        mode: &Mode,
+        collector_port: u16,
+        collector_extra: &str,
+        extra: &str,
+    ) -> anyhow::Result<Proc> {
+        self.start_agent_envs(
+            name,
+            smtp,
+            mode,
+            Extra {
+                collector_extra,
+                extra,
+                ..Extra::new(collector_port)
+            },
+        )
+    }
+
     fn start_agent_full(
         &self,
         name: &str,
@@ -409,6 +435,7 @@ impl Env {
         let Extra {
             smtp_extra,
             extra,
+            collector_extra,
             envs,
             collector_port,
         } = x;
@@ -424,7 +451,7 @@ impl Env {
         std::fs::write(
             &cfg,
             format!(
-                "data_dir = \"agent-{name}\"\n[collector]\nendpoint = \"https://127.0.0.1:{}\"\nserver_name = \"localhost\"\n[collector.tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n[smtp]\nlisten = [\"127.0.0.1:{smtp}\"]\n{mode}{smtp_extra}[custom]\ndepartment = \"finance\"\n{extra}",
+                "data_dir = \"agent-{name}\"\n[collector]\nendpoint = \"https://127.0.0.1:{}\"\nserver_name = \"localhost\"\n{collector_extra}[collector.tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n[smtp]\nlisten = [\"127.0.0.1:{smtp}\"]\n{mode}{smtp_extra}[custom]\ndepartment = \"finance\"\n{extra}",
                 collector_port,
                 pki.join("ca.pem"),
                 pki.join(format!("agent-{name}.pem")),

@@ -227,6 +227,24 @@ pub async fn check(
     }
 }
 
+/// How many mails tagged `tag` the collector holds now.
+async fn stored(env: &Env, tag: &str) -> anyhow::Result<usize> {
+    let mut q = env.investigator().await?;
+    let mut stream = q
+        .search_stream(SearchRequest {
+            subject: tag.into(),
+            kind: "email".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let mut n = 0;
+    while stream.message().await?.is_some() {
+        n += 1;
+    }
+    Ok(n)
+}
+
 async fn compare(
     env: &Env,
     scenario: &str,
@@ -601,7 +619,15 @@ pub async fn network_faults(env: &Env, rounds: usize) -> anyhow::Result<Row> {
     let _collector = env.start_collector()?;
     let proxy = FaultProxy::start(env.grpc).await?;
     let smtp = free_port();
-    let _agent = env.start_agent_via("netfault", smtp, &Mode::Relay(upstream.port), proxy.port)?;
+    // Keep-alive every 2 s: a stranded connection is noticed in ~3.3 s.
+    let agent = env.start_agent_via_with(
+        "netfault",
+        smtp,
+        &Mode::Relay(upstream.port),
+        proxy.port,
+        "keepalive_secs = 2\n",
+        "",
+    )?;
     let sender = Sender::start(smtp, tag, 2);
     let mut rng = rand::rng();
     let normal_from = Instant::now();
@@ -622,6 +648,41 @@ pub async fn network_faults(env: &Env, rounds: usize) -> anyhow::Result<Row> {
         proxy.set(Fault::Pass);
         tokio::time::sleep(pause(&mut rng, 300, 1000)).await;
     }
+    // The open connection silently forgotten by the path (no RST, no FIN,
+    // nothing forwarded ever again): the agent must notice by itself and
+    // connect anew while mail keeps flowing.
+    // First a settled, working connection: no new connection for a
+    // second while mail kept arriving at the collector through it.
+    let settle_by = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (a, n) = (
+            proxy.accepted.load(Ordering::Relaxed),
+            stored(env, tag).await?,
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if proxy.accepted.load(Ordering::Relaxed) == a && stored(env, tag).await? > n {
+            break;
+        }
+        if Instant::now() > settle_by {
+            bail!("the agent never settled on a working connection after the faults");
+        }
+    }
+    let before = proxy.accepted.load(Ordering::Relaxed);
+    let stranded_at = Instant::now();
+    proxy.set(Fault::Strand(before));
+    let reconnect = loop {
+        if proxy.accepted.load(Ordering::Relaxed) > before {
+            break stranded_at.elapsed();
+        }
+        if stranded_at.elapsed() > Duration::from_secs(60) {
+            bail!(
+                "the agent never left a stranded connection to the collector:\n{}",
+                agent.log_text()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let sent = sender.stop().await;
     let normal = sent.p50_between(normal_from, normal_to);
     let mut during: Vec<Duration> = outage
@@ -634,7 +695,7 @@ pub async fn network_faults(env: &Env, rounds: usize) -> anyhow::Result<Row> {
         env,
         "network faults agent ↔ collector",
         format!(
-            "{rounds} × (200 ms delay, blackhole 1.5–3 s, resets, stream cut after 0.5–20 KB); {} connections",
+            "{rounds} × (200 ms delay, blackhole 1.5–3 s, resets, stream cut after 0.5–20 KB), then the open connection stranded for good; {} connections",
             proxy.accepted.load(Ordering::Relaxed)
         ),
         tag,
@@ -647,9 +708,10 @@ pub async fn network_faults(env: &Env, rounds: usize) -> anyhow::Result<Row> {
             .unwrap_or_else(|| "-".into())
     };
     row.notes = format!(
-        "relay p50 normal {}, during blackhole {}; {}",
+        "relay p50 normal {}, during blackhole {}; stranded connection left after {:.1} s (keep-alive 2 s); {}",
         ms(normal),
         ms(during),
+        reconnect.as_secs_f64(),
         row.notes
     );
     Ok(row)
