@@ -29,7 +29,8 @@ pub struct CollectorConfig {
     /// `clock-skew`.
     #[serde(default = "default_clock_threshold")]
     pub clock_offset_threshold_ms: i64,
-    /// Free-space reserve of the data directory's file system, in bytes:
+    /// Free-space reserve of every file system the data directory spans
+    /// (it, and its meta, index, journal and blobs parts if mounted apart), in bytes:
     /// below it ingest pauses (batches refused, agents keep buffering and
     /// resend) instead of filling the disk, and resumes by itself once
     /// space returns. `kiroku hosts` shows the pause.

@@ -179,6 +179,7 @@ fn commit_jobs(store: &Store, alerting: &Alerting, jobs: Vec<Job>) {
         }
         Err(e) => {
             tracing::error!(error = %e, "storing a batch failed; agents will resend it");
+            store.exit_if_meta_failed();
             let _ = store.index.rollback();
             alerting.discard(&alerts);
             for job in jobs {

@@ -53,6 +53,7 @@ impl QueryService {
         self.blocking(move |s| {
             s.audit_query(&who, call, &filter, results).map_err(|e| {
                 tracing::error!(error = %e, "cannot write the audit log; the query is refused");
+                s.exit_if_meta_failed();
                 Status::unavailable(format!(
                     "the query cannot be recorded in the audit log ({e}); try again later"
                 ))

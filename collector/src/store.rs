@@ -116,6 +116,9 @@ impl Store {
 /// directory's file system has less than `min_free` bytes available, and
 /// resumes by itself once space returns. Agents keep buffering meanwhile
 /// (their batches are refused, never acknowledged).
+/// Subdirectories of the data directory that the guard watches besides it.
+const STORE_PARTS: [&str; 4] = ["meta", "index", "journal", "blobs"];
+
 pub struct DiskGuard {
     dir: PathBuf,
     min_free: AtomicU64,
@@ -143,8 +146,28 @@ impl DiskGuard {
 
     /// Bytes available to the collector in the data directory's file system.
     pub fn available(&self) -> std::io::Result<u64> {
-        let st = rustix::fs::statvfs(&self.dir)?;
-        Ok(st.f_bavail.saturating_mul(st.f_frsize))
+        Ok(self.fullest()?.0)
+    }
+
+    /// The store directory with the least space available, and that space.
+    /// The parts of the data directory (metadata, index, journal, blobs)
+    /// may be separate volumes; the fullest one decides.
+    fn fullest(&self) -> std::io::Result<(u64, PathBuf)> {
+        let mut best: Option<(u64, PathBuf)> = None;
+        for d in
+            std::iter::once(self.dir.clone()).chain(STORE_PARTS.iter().map(|p| self.dir.join(p)))
+        {
+            let st = match rustix::fs::statvfs(&d) {
+                Ok(st) => st,
+                Err(_) if d != self.dir => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let avail = st.f_bavail.saturating_mul(st.f_frsize);
+            if best.as_ref().is_none_or(|(a, _)| avail < *a) {
+                best = Some((avail, d));
+            }
+        }
+        best.ok_or_else(|| std::io::Error::other("no store directory"))
     }
 
     /// Ok when `need` more bytes can be written without going below the
@@ -152,7 +175,7 @@ impl DiskGuard {
     /// what to do.
     pub fn check(&self, need: u64) -> Result<(), String> {
         let min_free = self.min_free.load(Ordering::Relaxed);
-        let avail = match self.available() {
+        let (avail, fullest) = match self.fullest() {
             Ok(a) => a,
             // Cannot tell: let the write itself fail if it must.
             Err(_) => return Ok(()),
@@ -179,8 +202,8 @@ impl DiskGuard {
             )
         };
         let msg = format!(
-            "collector ingest paused: the data directory {} has {why}; agents keep buffering and resend. Free disk space there (or lower min_free_bytes) and ingest resumes by itself",
-            self.dir.display(),
+            "collector ingest paused: {} has {why}; agents keep buffering and resend. Free disk space there (or lower min_free_bytes) and ingest resumes by itself",
+            fullest.display(),
         );
         let log_now = st
             .logged
@@ -201,5 +224,24 @@ impl DiskGuard {
             .unwrap_or_else(|p| p.into_inner())
             .paused
             .clone()
+    }
+}
+
+impl Store {
+    /// Ends the process when the metadata store met an I/O error (a full
+    /// or failing disk under it): sled refuses every write after one, even
+    /// once space is back, so going on would refuse all ingest and every
+    /// audited query forever. A restart (systemd: `Restart=always`)
+    /// reopens it at its last durable state; nothing acknowledged is lost,
+    /// and agents resend what was not acknowledged.
+    pub fn exit_if_meta_failed(&self) {
+        if let Some(why) = self.meta.failed() {
+            tracing::error!(
+                meta = %self.dir.join("meta").display(),
+                error = %why,
+                "the collector's metadata store failed to write and cannot continue in this process; exiting (status 75) so the service manager restarts it. Check free space and the disk under it; nothing acknowledged is lost"
+            );
+            std::process::exit(75);
+        }
     }
 }

@@ -310,3 +310,129 @@ async fn repair_rebuilds_a_damaged_index_from_the_journal() -> anyhow::Result<()
     exactly_once(&env, "kept", 20, Duration::from_secs(5)).await?;
     Ok(())
 }
+
+/// The metadata (sled) on a volume of its own that fills: the reserve
+/// covers it too (ingest pauses, naming it, and resumes).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_metadata_volume_pauses_ingest_and_it_resumes() -> anyhow::Result<()> {
+    if !is_root() {
+        skip(
+            "a_full_metadata_volume_pauses_ingest_and_it_resumes",
+            "mounting a small tmpfs needs root",
+        );
+        return Ok(());
+    }
+    let env = Env::new()?;
+    let meta = env.path().join("collector").join("meta");
+    std::fs::create_dir_all(&meta)?;
+    let _fs = TmpfsMount::mount_sized(&meta, "16m")?;
+    let collector = env.start_collector_top("min_free_bytes = 4000000")?;
+    let smtp = free_port();
+    let _agent = env.start_agent("pc-meta", smtp, &Mode::CaptureOnly)?;
+    send(smtp, "metabefore", 3)?;
+    exactly_once(&env, "metabefore", 3, Duration::from_secs(30)).await?;
+
+    // Below the reserve on the metadata volume alone: paused, and the
+    // message names that volume.
+    ballast(&meta, 2_000_000)?;
+    send(smtp, "metapause", 5)?;
+    wait_log(&collector, "ingest paused", Duration::from_secs(30)).await?;
+    let log = collector.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("ingest paused") && l.contains("/collector/meta has")),
+        "{log}"
+    );
+    std::fs::remove_file(meta.join("ballast"))?;
+    exactly_once(&env, "metapause", 5, Duration::from_secs(60)).await?;
+    exactly_once(&env, "metabefore", 3, Duration::from_secs(5)).await?;
+    Ok(())
+}
+
+/// Without a reserve sled meets ENOSPC, after which it refuses every write
+/// even once space is back: the collector exits (status 75) for the
+/// service manager to restart it, and after the restart everything
+/// arrives exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_metadata_write_error_restarts_the_collector_and_loses_nothing() -> anyhow::Result<()> {
+    if !is_root() {
+        skip(
+            "a_metadata_write_error_restarts_the_collector_and_loses_nothing",
+            "mounting a small tmpfs needs root",
+        );
+        return Ok(());
+    }
+    let env = Env::new()?;
+    let meta = env.path().join("collector").join("meta");
+    std::fs::create_dir_all(&meta)?;
+    let _fs = TmpfsMount::mount_sized(&meta, "16m")?;
+    let smtp = free_port();
+    // No reserve and no space left: sled itself meets ENOSPC. The mails
+    // share one raw message already stored (no blob upload to refuse
+    // first) and differ by recipient, so each reaches the committer.
+    let mut collector = env.start_collector_top("min_free_bytes = 0")?;
+    let _agent = env.start_agent("pc-meta", smtp, &Mode::CaptureOnly)?;
+    let raw = mail("metafull", 0);
+    let rcpt = |i: usize| format!("rcpt{i}@example.org");
+    let s = send_mail(smtp, "load@example.com", &[&rcpt(0)], &raw)?;
+    assert_eq!(s.code, 250, "{s:?}");
+    env.wait_for(
+        SearchRequest {
+            recipient: rcpt(0),
+            ..Default::default()
+        },
+        1,
+        Duration::from_secs(30),
+    )
+    .await?;
+    ballast(&meta, 0)?;
+    // sled needs a new page only every few KB of updates: send until it
+    // does (each mail is one small commit).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut sent = 1;
+    let code = loop {
+        if let Some(code) = collector.exit_code() {
+            break code;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline && sent < 400,
+            "the collector neither failed nor exited after {sent} mails:\n{}",
+            collector.log_text()
+        );
+        let s = send_mail(smtp, "load@example.com", &[&rcpt(sent)], &raw)?;
+        assert_eq!(s.code, 250, "{s:?}");
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    eprintln!("the collector exited with {code} after {sent} mails");
+    let log = collector.log_text();
+    assert_eq!(code, 75, "{log}");
+    assert!(
+        log.contains("metadata store failed to write") && log.contains("No space left"),
+        "{log}"
+    );
+    // Space returns and the service manager restarts it.
+    let _ = std::fs::remove_file(meta.join("ballast"));
+    let _ = std::fs::remove_file(meta.join("ballast2"));
+    let _collector = env.start_collector_top("min_free_bytes = 0")?;
+    let events = env
+        .wait_for(
+            SearchRequest {
+                subject: "metafull".into(),
+                ..Default::default()
+            },
+            sent,
+            Duration::from_secs(90),
+        )
+        .await?;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let mut got: Vec<String> = events
+        .iter()
+        .flat_map(|e| email(e).rcpt_to.iter().map(|r| r.address.clone()))
+        .collect();
+    got.sort();
+    let mut want: Vec<String> = (0..sent).map(rcpt).collect();
+    want.sort();
+    assert_eq!(got, want, "each recipient's mail exactly once");
+    Ok(())
+}

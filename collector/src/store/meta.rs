@@ -22,6 +22,9 @@ pub struct MetaStore {
     db: sled::Db,
     streams: sled::Tree,
     hosts: sled::Tree,
+    /// The first I/O error sled reported. sled does not recover from one
+    /// in-process (every later call returns it, even after space is back).
+    failed: Mutex<Option<String>>,
 }
 
 impl MetaStore {
@@ -41,10 +44,17 @@ impl MetaStore {
             streams: db.open_tree("streams").map_err(err)?,
             hosts: db.open_tree("hosts").map_err(err)?,
             db,
+            failed: Mutex::new(None),
         })
     }
 
     fn err(&self, source: sled::Error) -> MetaError {
+        if matches!(source, sled::Error::Io(_)) {
+            let mut f = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+            if f.is_none() {
+                *f = Some(source.to_string());
+            }
+        }
         MetaError {
             path: self.path.clone(),
             source,
@@ -147,6 +157,15 @@ impl MetaStore {
     }
 
     /// fsync.
+    /// The I/O error that broke this store, if one did: sled refuses
+    /// every later write, so the process must restart to go on.
+    pub fn failed(&self) -> Option<String> {
+        self.failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     pub fn flush(&self) -> Result<(), MetaError> {
         self.db.flush().map_err(|e| self.err(e))?;
         Ok(())
