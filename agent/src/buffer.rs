@@ -267,6 +267,9 @@ pub struct Buffer {
     seq_file: PathBuf,
     /// Damage found at open (what was lost), for the agent to report.
     damage: Option<String>,
+    /// The first I/O error sled reported: sled refuses every write after
+    /// one, even once space is back, so the agent must restart.
+    failed: Mutex<Option<String>>,
 }
 
 /// The side file: `KIROKU-SEQ1 <stream_id> <highest durable seq>`. sled
@@ -395,6 +398,7 @@ impl Buffer {
             seq_mark: AtomicU64::new(0),
             seq_file: dir.join("sequence"),
             damage: None,
+            failed: Mutex::new(None),
         };
         let mut buffer = buffer;
         buffer.damage = buffer.check_sequence()?;
@@ -427,6 +431,19 @@ impl Buffer {
     /// lost. `None` for a sound buffer.
     pub fn damage(&self) -> Option<&str> {
         self.damage.as_deref()
+    }
+
+    /// The buffer's directory.
+    pub fn dir(&self) -> &Path {
+        &self.path
+    }
+
+    /// The I/O error that broke sled, if one did (see the `failed` field).
+    pub fn failed(&self) -> Option<String> {
+        self.failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Compares sled's next sequence number with the side file. If sled's
@@ -545,6 +562,12 @@ impl Buffer {
     }
 
     fn sled_err(&self, source: sled::Error) -> BufferError {
+        if matches!(source, sled::Error::Io(_)) {
+            let mut f = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+            if f.is_none() {
+                *f = Some(source.to_string());
+            }
+        }
         BufferError::Sled {
             path: self.path.clone(),
             source,

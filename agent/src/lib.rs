@@ -87,8 +87,27 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         cfg.host.domain.clone(),
         HOST_CHECK_EVERY,
     ));
+    // After an I/O error sled refuses every write, even once space is back:
+    // mail would be refused until a restart, so restart now (the service
+    // manager brings the agent back; the buffer reopens at its last
+    // durable state).
+    let watchdog_buffer = buffer.clone();
+    let watchdog = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            if let Some(why) = watchdog_buffer.failed() {
+                tracing::error!(
+                    buffer = %watchdog_buffer.dir().display(),
+                    error = %why,
+                    "the agent buffer failed to write and cannot continue in this process; exiting (status 75) so the service manager restarts the agent. Check free space and the disk under it; nothing recorded is lost"
+                );
+                std::process::exit(75);
+            }
+        }
+    });
     smtp.serve(listeners, kiroku_common::shutdown_signal())
         .await;
+    watchdog.abort();
     tracing::info!("kiroku-agent stopping");
     host_watch.abort();
     if let Some(files) = files {

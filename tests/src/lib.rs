@@ -833,3 +833,48 @@ impl Drop for TmpfsMount {
         }
     }
 }
+
+/// Bytes available to unprivileged writers in the file system of `path`.
+pub fn available(path: &Path) -> anyhow::Result<u64> {
+    let out = Command::new("df")
+        .args(["--output=avail", "-B1"])
+        .arg(path)
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("df {}: {text}", path.display()))
+}
+
+/// Fills the file system of `dir` with `ballast` files until `leave`
+/// bytes are available (0: full, to the last block).
+pub fn fill_disk(dir: &Path, leave: u64) -> anyhow::Result<()> {
+    // Only ever a test tmpfs: never the machine's own disk by mistake.
+    let fstype = Command::new("stat")
+        .args(["-f", "-c", "%T"])
+        .arg(dir)
+        .output()?;
+    let fstype = String::from_utf8_lossy(&fstype.stdout).trim().to_owned();
+    anyhow::ensure!(
+        fstype == "tmpfs",
+        "refusing to fill {}: it is on {fstype:?}, not a test tmpfs",
+        dir.display()
+    );
+    let path = dir.join("ballast");
+    let avail = available(dir)?;
+    let size = avail.saturating_sub(leave);
+    let st = Command::new("fallocate")
+        .args(["-l", &size.to_string()])
+        .arg(&path)
+        .status()?;
+    anyhow::ensure!(st.success(), "fallocate {size} bytes at {}", path.display());
+    if leave == 0 {
+        // Whatever fallocate left (rounding): take it too.
+        let _ = Command::new("dd")
+            .args(["if=/dev/zero", "bs=4096"])
+            .arg(format!("of={}", dir.join("ballast2").display()))
+            .output();
+    }
+    Ok(())
+}

@@ -3,12 +3,13 @@
 //! damaged index is found and `kiroku-collector repair` rebuilds it from
 //! the event journal.
 
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use kiroku_proto::SearchRequest;
-use kiroku_tests::{Env, Mode, Proc, TmpfsMount, bin, email, free_port, is_root, send_mail, skip};
+use kiroku_tests::{
+    Env, Mode, Proc, TmpfsMount, bin, email, fill_disk, free_port, is_root, send_mail, skip,
+};
 
 fn mail(tag: &str, n: usize) -> Vec<u8> {
     format!(
@@ -61,38 +62,6 @@ async fn count(env: &Env, tag: &str) -> anyhow::Result<usize> {
     .len())
 }
 
-fn available(path: &Path) -> anyhow::Result<u64> {
-    let out = Command::new("df")
-        .args(["--output=avail", "-B1"])
-        .arg(path)
-        .output()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .nth(1)
-        .and_then(|l| l.trim().parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("df {}: {text}", path.display()))
-}
-
-/// Fills the file system of `dir` until `leave` bytes are available.
-fn ballast(dir: &Path, leave: u64) -> anyhow::Result<()> {
-    let path = dir.join("ballast");
-    let avail = available(dir)?;
-    let size = avail.saturating_sub(leave);
-    let st = Command::new("fallocate")
-        .args(["-l", &size.to_string()])
-        .arg(&path)
-        .status()?;
-    anyhow::ensure!(st.success(), "fallocate {size} bytes at {}", path.display());
-    if leave == 0 {
-        // Whatever fallocate left (rounding): take it too.
-        let _ = Command::new("dd")
-            .args(["if=/dev/zero", "bs=4096"])
-            .arg(format!("of={}", dir.join("ballast2").display()))
-            .output();
-    }
-    Ok(())
-}
-
 async fn wait_log(p: &Proc, what: &str, within: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + within;
     while !p.log_text().contains(what) {
@@ -126,7 +95,7 @@ async fn a_full_collector_disk_pauses_ingest_and_loses_nothing() -> anyhow::Resu
     exactly_once(&env, "before", 3, Duration::from_secs(30)).await?;
 
     // Below the reserve: ingest pauses, the relay keeps accepting.
-    ballast(&data, 12_000_000)?;
+    fill_disk(&data, 12_000_000)?;
     send(smtp, "during", 10)?;
     wait_log(&collector, "ingest paused", Duration::from_secs(30)).await?;
     let hosts = env.cli(&["hosts"])?;
@@ -173,7 +142,7 @@ async fn a_full_collector_disk_pauses_ingest_and_loses_nothing() -> anyhow::Resu
     )
     .await?;
     let log_before = collector.log_text().len();
-    ballast(&data, 0)?;
+    fill_disk(&data, 0)?;
     for i in 1..10 {
         let s = send_mail(smtp, "load@example.com", &[&rcpt(i)], &raw)?;
         assert_eq!(s.code, 250, "{s:?}");
@@ -334,7 +303,7 @@ async fn a_full_metadata_volume_pauses_ingest_and_it_resumes() -> anyhow::Result
 
     // Below the reserve on the metadata volume alone: paused, and the
     // message names that volume.
-    ballast(&meta, 2_000_000)?;
+    fill_disk(&meta, 2_000_000)?;
     send(smtp, "metapause", 5)?;
     wait_log(&collector, "ingest paused", Duration::from_secs(30)).await?;
     let log = collector.log_text();
@@ -385,7 +354,7 @@ async fn a_metadata_write_error_restarts_the_collector_and_loses_nothing() -> an
         Duration::from_secs(30),
     )
     .await?;
-    ballast(&meta, 0)?;
+    fill_disk(&meta, 0)?;
     // sled needs a new page only every few KB of updates: send until it
     // does (each mail is one small commit).
     let deadline = Instant::now() + Duration::from_secs(120);
