@@ -248,11 +248,21 @@ fn update_host(store: &Store, agent_id: &str, f: impl FnOnce(&mut HostInfo)) -> 
         .map_err(|e| Status::internal(e.to_string()))
 }
 
-fn valid_stream_id(s: &str) -> bool {
+/// Whether a Hello's `stream_id` is acceptable (public for the fuzz
+/// targets in `fuzz/`).
+#[doc(hidden)]
+pub fn valid_stream_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Whether an agent clock offset (agent − collector) is beyond the
+/// threshold either way.
+#[doc(hidden)]
+pub fn clock_flagged(offset_ms: i64, threshold_ms: i64) -> bool {
+    offset_ms.abs() > threshold_ms
 }
 
 /// Tags an event from a host whose clock is off beyond the threshold. An
@@ -265,7 +275,8 @@ fn check_clock(e: &mut Event, session: SessionClock, threshold_ms: i64) {
     } else {
         session.offset_ms
     };
-    if offset.is_some_and(|o| o.abs() > threshold_ms) && !e.tags.iter().any(|t| t == CLOCK_SKEW_TAG)
+    if offset.is_some_and(|o| clock_flagged(o, threshold_ms))
+        && !e.tags.iter().any(|t| t == CLOCK_SKEW_TAG)
     {
         e.tags.push(CLOCK_SKEW_TAG.to_owned());
     }
@@ -298,6 +309,32 @@ fn admit(e: &mut Event, id: &PeerIdentity, stream_id: &str, now: i64) -> Result<
     e.agent_id = id.name.clone();
     e.event_id = format!("{}/{}/{}", id.name, stream_id, e.seq);
     e.received_at_ms = now;
+    Ok(())
+}
+
+/// Everything the collector checks and fills in on a decoded batch before
+/// it goes to the committer: [`admit`] on each event (identity from the
+/// certificate, stream, sequence number, kind), then the clock-skew tag
+/// (`session_offset_ms`: the offset the agent last reported on this
+/// stream). Public for the fuzz targets in `fuzz/`; the Ship stream uses it.
+#[doc(hidden)]
+pub fn admit_batch(
+    events: &mut [Event],
+    id: &PeerIdentity,
+    stream_id: &str,
+    session_offset_ms: Option<i64>,
+    threshold_ms: i64,
+    now_ms: i64,
+) -> Result<(), Status> {
+    events
+        .iter_mut()
+        .try_for_each(|e| admit(e, id, stream_id, now_ms))?;
+    let session = SessionClock {
+        offset_ms: session_offset_ms,
+    };
+    for e in events.iter_mut() {
+        check_clock(e, session, threshold_ms);
+    }
     Ok(())
 }
 
@@ -395,7 +432,7 @@ impl Ingest for IngestService {
                     }
                     Some(ship_request::Msg::Status(st)) => {
                         clock.offset_ms = Some(st.clock_offset_ms);
-                        let flagged = st.clock_offset_ms.abs() > threshold;
+                        let flagged = clock_flagged(st.clock_offset_ms, threshold);
                         if flagged {
                             tracing::warn!(agent_id = %id.name, offset_ms = st.clock_offset_ms, threshold_ms = threshold, "agent clock is off beyond the threshold; its events are tagged {CLOCK_SKEW_TAG}");
                         }
@@ -427,17 +464,17 @@ impl Ingest for IngestService {
                         break;
                     }
                 };
-                let now = kiroku_common::now_ms();
                 let mut events = batch.events;
-                if let Err(status) = events
-                    .iter_mut()
-                    .try_for_each(|e| admit(e, &id, &stream_id, now))
-                {
+                if let Err(status) = admit_batch(
+                    &mut events,
+                    &id,
+                    &stream_id,
+                    clock.offset_ms,
+                    threshold,
+                    kiroku_common::now_ms(),
+                ) {
                     let _ = tx.send(Err(status)).await;
                     break;
-                }
-                for e in &mut events {
-                    check_clock(e, clock, threshold);
                 }
                 let newest_host = events.iter().rev().find_map(|e| match &e.kind {
                     Some(Kind::HostChange(h)) => h.identity.clone(),

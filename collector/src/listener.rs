@@ -6,12 +6,22 @@
 //! previous configuration stays in force. Handshakes that fail (no client
 //! certificate, another CA, a revoked or expired certificate, plain text,
 //! TLS below 1.2) are logged with the peer address and the reason.
+//!
+//! After the handshake a [`Checked`] connection watches the bytes: a peer
+//! that does not open with the HTTP/2 preface (an HTTP/1.1 client, garbage
+//! inside TLS) is cut at once, and a connection the HTTP/2 layer closes
+//! for a protocol error (garbage frames) is logged with the peer address
+//! too; tonic itself would only say so at debug level, without the peer.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use kiroku_common::tls::TlsFiles;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
@@ -127,7 +137,7 @@ impl TlsSource {
 pub fn incoming(
     listener: TcpListener,
     tls: Arc<TlsSource>,
-) -> tokio_stream::wrappers::ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
+) -> tokio_stream::wrappers::ReceiverStream<Result<Checked, std::io::Error>> {
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
         loop {
@@ -149,7 +159,7 @@ pub fn incoming(
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
-                        let _ = tx.send(Ok(stream)).await;
+                        let _ = tx.send(Ok(Checked::new(stream, peer))).await;
                     }
                     Ok(Err(e)) => {
                         tracing::warn!(peer = %peer, error = %e, "refused at TLS handshake")
@@ -164,4 +174,184 @@ pub fn incoming(
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// What every HTTP/2 client sends first (RFC 9113, 3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// HTTP/2 frame type GOAWAY.
+const H2_GOAWAY: u8 = 7;
+
+/// A handshaken connection handed to the gRPC server, checked on the way:
+/// the client's first 24 bytes must be the HTTP/2 preface (otherwise the
+/// read fails, which ends the connection, and the refusal is logged with
+/// the peer address), and a GOAWAY the server sends with an error code
+/// (the HTTP/2 layer refusing garbage frames, a flood of resets, ...) is
+/// logged with the peer address.
+pub struct Checked {
+    inner: TlsStream<TcpStream>,
+    peer: SocketAddr,
+    /// Preface bytes seen so far (24: checked).
+    preface: usize,
+    /// Where the server's outgoing frames are.
+    out: FrameScan,
+}
+
+impl Checked {
+    fn new(inner: TlsStream<TcpStream>, peer: SocketAddr) -> Checked {
+        Checked {
+            inner,
+            peer,
+            preface: 0,
+            out: FrameScan::default(),
+        }
+    }
+}
+
+impl tonic::transport::server::Connected for Checked {
+    type ConnectInfo = <TlsStream<TcpStream> as tonic::transport::server::Connected>::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+impl AsyncRead for Checked {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let res = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if this.preface < H2_PREFACE.len()
+            && let Poll::Ready(Ok(())) = &res
+        {
+            let new = &buf.filled()[before..];
+            let n = new.len().min(H2_PREFACE.len() - this.preface);
+            if new[..n] != H2_PREFACE[this.preface..this.preface + n] {
+                tracing::warn!(
+                    peer = %this.peer,
+                    first_bytes = %String::from_utf8_lossy(&new[..n.min(16)]).escape_debug(),
+                    "refused: not HTTP/2 after the TLS handshake (gRPC needs HTTP/2; an HTTP/1.1 client or garbage?)"
+                );
+                return Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{}: no HTTP/2 preface", this.peer),
+                )));
+            }
+            this.preface += n;
+        }
+        res
+    }
+}
+
+impl AsyncWrite for Checked {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let res = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &res
+            && let Some(code) = this.out.feed(&buf[..*n])
+            && code != 0
+        {
+            tracing::warn!(
+                peer = %this.peer,
+                h2_error = code,
+                "closing the connection: HTTP/2 protocol error by the peer (GOAWAY sent)"
+            );
+        }
+        res
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// Follows the frame boundaries of an HTTP/2 byte stream written in
+/// arbitrary pieces, to find GOAWAY frames and their error code.
+#[derive(Default)]
+struct FrameScan {
+    /// The current frame header (9 bytes) as far as seen.
+    header: [u8; 9],
+    header_len: usize,
+    /// Payload bytes of the current frame still to come.
+    payload_left: usize,
+    /// The first 8 payload bytes of a GOAWAY (last stream id, error code).
+    goaway: Option<Vec<u8>>,
+}
+
+impl FrameScan {
+    /// Feeds written bytes; returns the error code of a GOAWAY completed
+    /// in them.
+    fn feed(&mut self, mut bytes: &[u8]) -> Option<u32> {
+        let mut found = None;
+        while !bytes.is_empty() {
+            if self.header_len < 9 {
+                let n = bytes.len().min(9 - self.header_len);
+                self.header[self.header_len..self.header_len + n].copy_from_slice(&bytes[..n]);
+                self.header_len += n;
+                bytes = &bytes[n..];
+                if self.header_len == 9 {
+                    let h = self.header;
+                    self.payload_left =
+                        (usize::from(h[0]) << 16) | (usize::from(h[1]) << 8) | usize::from(h[2]);
+                    self.goaway = (h[3] == H2_GOAWAY).then(Vec::new);
+                }
+            } else {
+                let n = bytes.len().min(self.payload_left);
+                if let Some(g) = &mut self.goaway
+                    && g.len() < 8
+                {
+                    let take = n.min(8 - g.len());
+                    g.extend_from_slice(&bytes[..take]);
+                    if g.len() == 8 {
+                        found = Some(u32::from_be_bytes([g[4], g[5], g[6], g[7]]));
+                    }
+                }
+                self.payload_left -= n;
+                bytes = &bytes[n..];
+            }
+            if self.header_len == 9 && self.payload_left == 0 {
+                self.header_len = 0;
+                self.goaway = None;
+            }
+        }
+        found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+        let len = payload.len();
+        let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, 0, 0, 0, 0, 0];
+        f.extend_from_slice(payload);
+        f
+    }
+
+    #[test]
+    fn goaway_error_codes_are_found_however_the_writes_are_cut() {
+        let mut stream = frame(4, &[0, 3, 0, 0, 0, 100]); // SETTINGS
+        stream.extend(frame(0, &[7; 40])); // DATA
+        stream.extend(frame(4, &[])); // empty SETTINGS ack
+        stream.extend(frame(H2_GOAWAY, &[0, 0, 0, 1, 0, 0, 0, 1, b'x'])); // PROTOCOL_ERROR
+        for piece in [1, 2, 5, 9, 10, 1000] {
+            let mut scan = FrameScan::default();
+            let found: Vec<u32> = stream.chunks(piece).filter_map(|c| scan.feed(c)).collect();
+            assert_eq!(found, vec![1], "pieces of {piece}");
+        }
+        let mut scan = FrameScan::default();
+        assert_eq!(scan.feed(&frame(H2_GOAWAY, &[0, 0, 0, 0, 0, 0, 0, 0])), Some(0));
+    }
 }

@@ -86,7 +86,10 @@ fn index_status(e: IndexError) -> Status {
     }
 }
 
-fn page_of(r: &SearchRequest) -> Result<(usize, usize), Status> {
+/// (offset, page size) of a Search: the page token checked and bounded.
+/// Public for the fuzz targets in `fuzz/`.
+#[doc(hidden)]
+pub fn page_of(r: &SearchRequest) -> Result<(usize, usize), Status> {
     let offset = if r.page_token.is_empty() {
         0
     } else {
@@ -104,6 +107,24 @@ fn page_of(r: &SearchRequest) -> Result<(usize, usize), Status> {
         n => n.min(MAX_PAGE),
     };
     Ok((offset, size as usize))
+}
+
+/// (hash, limit) of a Trace: the hash normalised and checked, the limit
+/// bounded. Public for the fuzz targets in `fuzz/`.
+#[doc(hidden)]
+pub fn trace_args(r: &TraceRequest) -> Result<(String, usize), Status> {
+    let sha = r.sha256.trim().to_lowercase();
+    if !kiroku_common::is_sha256_hex(&sha) {
+        return Err(Status::invalid_argument(format!(
+            "sha256 {:?} is not a SHA-256 (64 hex digits)",
+            r.sha256
+        )));
+    }
+    let limit = match r.limit {
+        0 => TRACE_DEFAULT,
+        n => (n as usize).min(TRACE_MAX),
+    };
+    Ok((sha, limit))
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<Event, Status>> + Send>>;
@@ -259,18 +280,7 @@ impl Query for QueryService {
 
     async fn trace(&self, req: Request<TraceRequest>) -> Result<Response<TraceResponse>, Status> {
         let who = auth::caller(&req)?;
-        let r = req.into_inner();
-        let sha = r.sha256.trim().to_lowercase();
-        if !kiroku_common::is_sha256_hex(&sha) {
-            return Err(Status::invalid_argument(format!(
-                "sha256 {:?} is not a SHA-256 (64 hex digits)",
-                r.sha256
-            )));
-        }
-        let limit = match r.limit {
-            0 => TRACE_DEFAULT,
-            n => (n as usize).min(TRACE_MAX),
-        };
+        let (sha, limit) = trace_args(&req.into_inner())?;
         let sha2 = sha.clone();
         let (events, truncated) = self
             .blocking(move |s| investigate::trace(&s.index, &sha2, limit).map_err(index_status))

@@ -5,6 +5,9 @@
 //! the relay answered 250), stored, duplicated and lost, checked per mail
 //! by Message-ID, raw SHA-256 and event id. Used by `tests/reliability.rs`
 //! (quick mode, in CI) and `kiroku-reliability` (soak mode, RELIABILITY.md).
+//! [`many_agents`] is the overload scenario: 1,000 agent streams at once.
+
+pub mod many_agents;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -36,11 +39,14 @@ pub struct Row {
     pub lost: usize,
     /// Extra facts (records of mails the client never saw accepted, ...).
     pub notes: String,
+    /// A check beyond the counts that failed (memory, query latency,
+    /// errors in a log), if any.
+    pub failure: Option<String>,
 }
 
 impl Row {
     pub fn ok(&self) -> bool {
-        self.duplicated == 0 && self.lost == 0 && self.stored == self.sent
+        self.duplicated == 0 && self.lost == 0 && self.stored == self.sent && self.failure.is_none()
     }
 
     pub fn markdown_header() -> &'static str {
@@ -305,6 +311,7 @@ async fn compare(
         duplicated,
         lost,
         notes,
+        failure: None,
     })
 }
 

@@ -2,7 +2,9 @@
 //! scenarios of `kiroku_tests::reliability` against the real binaries and
 //! prints one Markdown row per run. Quick mode runs each scenario once (as
 //! the test suite does); `--soak-minutes N` repeats them until N minutes
-//! have passed. Exit status 1 if any run lost or duplicated anything.
+//! have passed (the overload scenario, `--agents N` concurrent agent
+//! streams, runs in each round too; `--agents 0` leaves it out). Exit
+//! status 1 if any run lost or duplicated anything or failed a check.
 //!
 //! Run: `scripts/reliability.sh [--soak-minutes N]` (builds first).
 
@@ -23,6 +25,15 @@ struct Args {
     /// Fault rounds per network scenario run.
     #[arg(long, default_value_t = 3)]
     net_rounds: usize,
+    /// Concurrent agent streams in the overload scenario (0: skip it).
+    #[arg(long, default_value_t = 1000)]
+    agents: usize,
+    /// Batches each of those streams ships.
+    #[arg(long, default_value_t = 10)]
+    agent_batches: usize,
+    /// Events per batch in the overload scenario.
+    #[arg(long, default_value_t = 20)]
+    agent_batch_events: usize,
 }
 
 #[tokio::main]
@@ -49,16 +60,27 @@ async fn main() -> anyhow::Result<()> {
     let mut failed = false;
     let mut runs = 0;
     loop {
-        for scenario in 0..3 {
+        let scenarios = if a.agents > 0 { 4 } else { 3 };
+        for scenario in 0..scenarios {
             // A fresh installation per run: every run starts from empty
             // stores, and a failure cannot leak into the next.
             let env = Env::new()?;
             let rows = match scenario {
                 0 => reliability::agent_crashes(&env, a.kills).await,
                 1 => reliability::collector_crashes(&env, a.kills).await,
-                _ => reliability::network_faults(&env, a.net_rounds)
+                2 => reliability::network_faults(&env, a.net_rounds)
                     .await
                     .map(|r| vec![r]),
+                _ => {
+                    let load = reliability::many_agents::Load {
+                        agents: a.agents,
+                        batches: a.agent_batches,
+                        per_batch: a.agent_batch_events,
+                    };
+                    reliability::many_agents::run(&env, load)
+                        .await
+                        .map(|r| vec![r])
+                }
             };
             let rows = match rows {
                 Ok(r) => r,
