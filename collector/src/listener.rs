@@ -9,12 +9,14 @@
 //!
 //! After the handshake a [`Checked`] connection watches the bytes: a peer
 //! that does not open with the HTTP/2 preface (an HTTP/1.1 client, garbage
-//! inside TLS) is cut at once, and a connection the HTTP/2 layer closes
+//! inside TLS) is cut at once, one that sends no preface within the
+//! handshake timeout is cut then, and a connection the HTTP/2 layer closes
 //! for a protocol error (garbage frames) is logged with the peer address
 //! too; tonic itself would only say so at debug level, without the peer.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
@@ -192,6 +194,8 @@ pub struct Checked {
     peer: SocketAddr,
     /// Preface bytes seen so far (24: checked).
     preface: usize,
+    /// When a peer that has not sent the whole preface is cut.
+    preface_deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Where the server's outgoing frames are.
     out: FrameScan,
 }
@@ -202,6 +206,7 @@ impl Checked {
             inner,
             peer,
             preface: 0,
+            preface_deadline: Some(Box::pin(tokio::time::sleep(HANDSHAKE_TIMEOUT))),
             out: FrameScan::default(),
         }
     }
@@ -222,6 +227,20 @@ impl AsyncRead for Checked {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
+        if let Some(deadline) = &mut this.preface_deadline
+            && deadline.as_mut().poll(cx).is_ready()
+        {
+            tracing::warn!(
+                peer = %this.peer,
+                "refused: no HTTP/2 preface within {}s after the TLS handshake",
+                HANDSHAKE_TIMEOUT.as_secs()
+            );
+            this.preface_deadline = None;
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("{}: no HTTP/2 preface in time", this.peer),
+            )));
+        }
         let before = buf.filled().len();
         let res = Pin::new(&mut this.inner).poll_read(cx, buf);
         if this.preface < H2_PREFACE.len()
@@ -241,6 +260,9 @@ impl AsyncRead for Checked {
                 )));
             }
             this.preface += n;
+            if this.preface == H2_PREFACE.len() {
+                this.preface_deadline = None;
+            }
         }
         res
     }

@@ -5,8 +5,10 @@
 //! the relay answered 250), stored, duplicated and lost, checked per mail
 //! by Message-ID, raw SHA-256 and event id. Used by `tests/reliability.rs`
 //! (quick mode, in CI) and `kiroku-reliability` (soak mode, RELIABILITY.md).
-//! [`many_agents`] is the overload scenario: 1,000 agent streams at once.
+//! [`many_agents`] is the overload scenario: 1,000 agent streams at once;
+//! [`hostile_port`] sends hostile bytes to the gRPC port.
 
+pub mod hostile_port;
 pub mod many_agents;
 
 use std::collections::{BTreeMap, HashMap};
@@ -464,6 +466,7 @@ async fn compare_files(
         duplicated,
         lost,
         notes,
+        failure: None,
     })
 }
 

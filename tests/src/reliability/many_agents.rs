@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use kiroku_common::pki::{PkiDir, Role};
 use kiroku_proto::ingest_client::IngestClient;
+use kiroku_proto::query_client::QueryClient;
 use kiroku_proto::{
     Batch, EmailEvent, Event, Hello, SearchRequest, ShipRequest, ShipResponse, event::Kind,
     ship_request, ship_response,
@@ -46,90 +47,78 @@ const ATTEMPTS: usize = 5;
 
 /// What one agent stream reports.
 #[derive(Default)]
-struct StreamOutcome {
+pub(super) struct StreamOutcome {
     /// Attempts beyond the first (the stream or connection failed).
-    retries: usize,
+    pub(super) retries: usize,
     /// Errors seen on failed attempts (first few, for the notes).
-    errors: Vec<String>,
+    pub(super) errors: Vec<String>,
     /// Events acknowledged (stored + duplicates).
-    acked: u64,
-    connect: Duration,
+    pub(super) acked: u64,
+    pub(super) connect: Duration,
 }
 
 pub async fn run(env: &Env, load: Load) -> anyhow::Result<Row> {
     let tag = "relmanyagents";
     let started = Instant::now();
-    let names = issue_agents(env, load.agents).await?;
+    let names = issue_agents(env, "many", load.agents).await?;
     let issued_in = started.elapsed();
     let mut collector = env.start_collector()?;
     let pid = collector.pid();
-    let ca = std::fs::read(env.pki().join("ca.pem"))?;
 
-    // The investigator connects before the load and keeps asking.
-    let mut inv = env.investigator().await?;
+    // The investigator connects before the load and keeps asking, on a
+    // thread and runtime of its own: its latency is the collector's, not
+    // this process's scheduler queue behind 1,000 client streams.
+    let idle = query_latencies(env, tag, 20).await?;
+    let idle_rss = vm_hwm(pid);
     let stop = Arc::new(AtomicBool::new(false));
     let query_errors = Arc::new(AtomicUsize::new(0));
     let querier = {
-        let (stop, query_errors) = (stop.clone(), query_errors.clone());
-        tokio::spawn(async move {
-            let mut lat = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                let t0 = Instant::now();
-                let res = tokio::time::timeout(
-                    Duration::from_secs(30),
-                    inv.search(SearchRequest {
-                        subject: tag.into(),
-                        page_size: 10,
-                        ..Default::default()
-                    }),
-                )
-                .await;
-                match res {
-                    Ok(Ok(_)) => lat.push(t0.elapsed()),
-                    _ => {
-                        query_errors.fetch_add(1, Ordering::Relaxed);
+        let (stop, query_errors, env_grpc) = (stop.clone(), query_errors.clone(), env.grpc);
+        let pki = env.pki();
+        std::thread::spawn(move || -> anyhow::Result<Vec<(Duration, Duration)>> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async move {
+                let mut inv = investigator(env_grpc, &pki).await?;
+                let t_start = Instant::now();
+                let mut lat = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let t0 = Instant::now();
+                    let res = tokio::time::timeout(
+                        Duration::from_secs(30),
+                        inv.search(search(tag)),
+                    )
+                    .await;
+                    match res {
+                        Ok(Ok(_)) => lat.push((t0 - t_start, t0.elapsed())),
+                        _ => {
+                            query_errors.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            lat
+                Ok(lat)
+            })
         })
     };
 
     let load_started = Instant::now();
-    let mut streams = tokio::task::JoinSet::new();
-    for name in &names {
-        let (cert, key) = (
-            std::fs::read(env.pki().join(format!("agent-{name}.pem")))?,
-            std::fs::read(env.pki().join(format!("agent-{name}.key")))?,
-        );
-        let (ca, name, port) = (ca.clone(), name.clone(), env.grpc);
-        streams.spawn(async move {
-            let r = agent_stream(port, &ca, &cert, &key, &name, tag, load).await;
-            (name, r)
-        });
-    }
-    let mut outcomes = Vec::new();
-    let mut failed_streams = Vec::new();
-    while let Some(j) = streams.join_next().await {
-        match j {
-            Ok((_, Ok(o))) => outcomes.push(o),
-            Ok((name, Err(e))) => failed_streams.push(format!("{name}: {e:#}")),
-            Err(e) => failed_streams.push(format!("task: {e}")),
-        }
-    }
+    let (outcomes, failed_streams) = ship_all(env, &names, tag, load, Duration::ZERO).await?;
     let shipped_in = load_started.elapsed();
     stop.store(true, Ordering::Relaxed);
-    let mut lat = querier.await.unwrap_or_default();
+    let timeline = querier
+        .join()
+        .map_err(|_| anyhow::anyhow!("the querier thread panicked"))??;
+    // The slowest searches and when (since the load started) they began.
+    let mut slowest = timeline.clone();
+    slowest.sort_by_key(|(_, d)| std::cmp::Reverse(*d));
+    slowest.truncate(3);
+    let mut lat: Vec<Duration> = timeline.iter().map(|(_, d)| *d).collect();
     lat.sort();
 
     // Exactly once, by event id.
-    let expected: HashSet<String> = names
-        .iter()
-        .flat_map(|n| {
-            (1..=(load.batches * load.per_batch) as u64).map(move |s| format!("{n}/{n}/{s}"))
-        })
-        .collect();
+    let expected = expected_ids(&names, load);
     let (stored, duplicated, unexpected) = stored_events(env, tag, &expected).await?;
     let rss = vm_hwm(pid);
     let log = collector.log_text();
@@ -151,10 +140,7 @@ pub async fn run(env: &Env, load: Load) -> anyhow::Result<Row> {
     if rss.is_some_and(|r| r > RSS_LIMIT_BYTES) {
         problems.push(format!("collector peak RSS over {} MiB", RSS_LIMIT_BYTES >> 20));
     }
-    let p = |q: f64| {
-        lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1)))
-            .copied()
-    };
+    let p = |q: f64| percentile(&lat, q);
     if lat.is_empty() || p(0.99).is_some_and(|d| d > QUERY_P99_LIMIT) {
         problems.push(format!(
             "queries starved (p99 over {} s, or none answered)",
@@ -188,15 +174,22 @@ pub async fn run(env: &Env, load: Load) -> anyhow::Result<Row> {
         .unwrap_or_default();
     let acked: u64 = outcomes.iter().map(|o| o.acked).sum();
     let mut notes = format!(
-        "shipped in {:.1} s ({:.0} events/s); collector peak RSS {}; {} searches during the load: p50 {}, p99 {}, max {}; TLS connect + Welcome p50 {}, max {}; {retries} reconnects{first_error}; {acked} events acked; {} certificates issued in {:.1} s",
+        "shipped in {:.1} s ({:.0} events/s); collector peak RSS {} (idle {}); {} searches during the load: p50 {}, p99 {}, max {} (slowest began at {}; idle p50 {}, max {}); TLS connect + Welcome p50 {}, max {}; {retries} reconnects{first_error}; {acked} events acked; {} certificates issued in {:.1} s",
         shipped_in.as_secs_f64(),
         sent as f64 / shipped_in.as_secs_f64().max(1e-3),
-        rss.map(|r| format!("{:.0} MiB", r as f64 / (1 << 20) as f64))
-            .unwrap_or_else(|| "unknown".into()),
+        mib(rss),
+        mib(idle_rss),
         lat.len(),
         ms(p(0.5)),
         ms(p(0.99)),
         ms(lat.last().copied()),
+        slowest
+            .iter()
+            .map(|(at, d)| format!("{:.1} s ({:.1} s)", at.as_secs_f64(), d.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(", "),
+        ms(percentile(&idle, 0.5)),
+        ms(idle.last().copied()),
         ms(connects.get(connects.len() / 2).copied()),
         ms(connects.last().copied()),
         names.len(),
@@ -221,11 +214,60 @@ pub async fn run(env: &Env, load: Load) -> anyhow::Result<Row> {
     })
 }
 
+/// Every agent in `names` ships its events at once, each on its own
+/// connection, `pause` between batches; the outcomes of the streams that
+/// finished and a line for each that gave up.
+pub(super) async fn ship_all(
+    env: &Env,
+    names: &[String],
+    tag: &'static str,
+    load: Load,
+    pause: Duration,
+) -> anyhow::Result<(Vec<StreamOutcome>, Vec<String>)> {
+    let ca = std::fs::read(env.pki().join("ca.pem"))?;
+    let mut streams = tokio::task::JoinSet::new();
+    for name in names {
+        let (cert, key) = (
+            std::fs::read(env.pki().join(format!("agent-{name}.pem")))?,
+            std::fs::read(env.pki().join(format!("agent-{name}.key")))?,
+        );
+        let (ca, name, port) = (ca.clone(), name.clone(), env.grpc);
+        streams.spawn(async move {
+            let r = agent_stream(port, &ca, &cert, &key, &name, tag, load, pause).await;
+            (name, r)
+        });
+    }
+    let mut outcomes = Vec::new();
+    let mut failed_streams = Vec::new();
+    while let Some(j) = streams.join_next().await {
+        match j {
+            Ok((_, Ok(o))) => outcomes.push(o),
+            Ok((name, Err(e))) => failed_streams.push(format!("{name}: {e:#}")),
+            Err(e) => failed_streams.push(format!("task: {e}")),
+        }
+    }
+    Ok((outcomes, failed_streams))
+}
+
+/// The event ids `names` ship under `load` (agent id = stream id = name).
+pub(super) fn expected_ids(names: &[String], load: Load) -> HashSet<String> {
+    names
+        .iter()
+        .flat_map(|n| {
+            (1..=(load.batches * load.per_batch) as u64).map(move |s| format!("{n}/{n}/{s}"))
+        })
+        .collect()
+}
+
 /// Issues `n` agent certificates in-process with the same code as
 /// `kiroku certs issue` (spawning the CLI 1,000 times takes minutes in a
 /// debug build), spread over the blocking pool.
-async fn issue_agents(env: &Env, n: usize) -> anyhow::Result<Vec<String>> {
-    let names: Vec<String> = (0..n).map(|i| format!("many{i:04}")).collect();
+pub(super) async fn issue_agents(
+    env: &Env,
+    prefix: &str,
+    n: usize,
+) -> anyhow::Result<Vec<String>> {
+    let names: Vec<String> = (0..n).map(|i| format!("{prefix}{i:04}")).collect();
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let mut tasks = tokio::task::JoinSet::new();
     for chunk in names.chunks(n.div_ceil(threads).max(1)) {
@@ -244,6 +286,49 @@ async fn issue_agents(env: &Env, n: usize) -> anyhow::Result<Vec<String>> {
     Ok(names)
 }
 
+fn mib(bytes: Option<u64>) -> String {
+    bytes
+        .map(|r| format!("{:.0} MiB", r as f64 / (1 << 20) as f64))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The `q` quantile of sorted durations.
+fn percentile(sorted: &[Duration], q: f64) -> Option<Duration> {
+    sorted
+        .get(((sorted.len() as f64 * q) as usize).min(sorted.len().saturating_sub(1)))
+        .copied()
+}
+
+fn search(tag: &str) -> SearchRequest {
+    SearchRequest {
+        subject: tag.into(),
+        page_size: 10,
+        ..Default::default()
+    }
+}
+
+/// `n` searches one after the other on an idle collector, sorted.
+async fn query_latencies(env: &Env, tag: &str, n: usize) -> anyhow::Result<Vec<Duration>> {
+    let mut inv = env.investigator().await?;
+    let mut lat = Vec::new();
+    for _ in 0..n {
+        let t0 = Instant::now();
+        inv.search(search(tag)).await?;
+        lat.push(t0.elapsed());
+    }
+    lat.sort();
+    Ok(lat)
+}
+
+/// The investigator's client, like [`Env::investigator`] but without an
+/// `Env` (for the querier's own thread).
+async fn investigator(port: u16, pki: &std::path::Path) -> anyhow::Result<QueryClient<Channel>> {
+    let ca = std::fs::read(pki.join("ca.pem"))?;
+    let cert = std::fs::read(pki.join("investigator-inv.pem"))?;
+    let key = std::fs::read(pki.join("investigator-inv.key"))?;
+    Ok(QueryClient::new(connect(port, &ca, &cert, &key).await?))
+}
+
 /// Peak resident set size of a process (VmHWM), in bytes.
 pub fn vm_hwm(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -258,7 +343,7 @@ pub fn vm_hwm(pid: u32) -> Option<u64> {
 }
 
 /// (stored once, duplicated, not sent) for the events of this run.
-async fn stored_events(
+pub(super) async fn stored_events(
     env: &Env,
     tag: &str,
     expected: &HashSet<String>,
@@ -329,6 +414,7 @@ async fn agent_stream(
     name: &str,
     tag: &str,
     load: Load,
+    pause: Duration,
 ) -> anyhow::Result<StreamOutcome> {
     let mut out = StreamOutcome::default();
     let last = (load.batches * load.per_batch) as u64;
@@ -338,7 +424,7 @@ async fn agent_stream(
             tokio::time::sleep(Duration::from_millis(200 * attempt as u64)).await;
         }
         let t0 = Instant::now();
-        match ship_once(port, ca, cert, key, name, tag, load, last, &mut out).await {
+        match ship_once(port, ca, cert, key, name, tag, load, last, pause, &mut out).await {
             Ok(()) => return Ok(out),
             Err(e) => {
                 if out.errors.len() < 3 {
@@ -365,6 +451,7 @@ async fn ship_once(
     tag: &str,
     load: Load,
     last: u64,
+    pause: Duration,
     out: &mut StreamOutcome,
 ) -> anyhow::Result<()> {
     let t0 = Instant::now();
@@ -393,6 +480,9 @@ async fn ship_once(
         out.connect = t0.elapsed();
     }
     while next <= last {
+        if !pause.is_zero() && next > 1 {
+            tokio::time::sleep(pause).await;
+        }
         let upto = (next + load.per_batch as u64 - 1).min(last);
         let events = (next..=upto).map(|s| event(name, s, tag)).collect();
         tx.send(ShipRequest {
