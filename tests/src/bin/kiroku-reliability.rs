@@ -3,7 +3,8 @@
 //! prints one Markdown row per run. Quick mode runs each scenario once (as
 //! the test suite does); `--soak-minutes N` repeats them until N minutes
 //! have passed (the overload scenario, `--agents N` concurrent agent
-//! streams, runs in each round too; `--agents 0` leaves it out). Exit
+//! streams, and the hostile-port scenario run in each round too; `--only
+//! NAME` picks scenarios). Exit
 //! status 1 if any run lost or duplicated anything or failed a check.
 //!
 //! Run: `scripts/reliability.sh [--soak-minutes N]` (builds first).
@@ -29,12 +30,27 @@ struct Args {
     #[arg(long, default_value_t = 1000)]
     agents: usize,
     /// Batches each of those streams ships.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 5)]
     agent_batches: usize,
     /// Events per batch in the overload scenario.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 10)]
     agent_batch_events: usize,
+    /// Hostile connections in the hostile-port scenario (0: skip it).
+    #[arg(long, default_value_t = 200)]
+    hostile_connections: usize,
+    /// Run only these scenarios (repeatable): agent-kill, collector-kill,
+    /// network, overload, hostile-port.
+    #[arg(long)]
+    only: Vec<String>,
 }
+
+const SCENARIOS: [&str; 5] = [
+    "agent-kill",
+    "collector-kill",
+    "network",
+    "overload",
+    "hostile-port",
+];
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -60,15 +76,23 @@ async fn main() -> anyhow::Result<()> {
     let mut failed = false;
     let mut runs = 0;
     loop {
-        let scenarios = if a.agents > 0 { 4 } else { 3 };
-        for scenario in 0..scenarios {
+        for scenario in SCENARIOS {
+            if (!a.only.is_empty() && !a.only.iter().any(|o| o == scenario))
+                || (scenario == "overload" && a.agents == 0)
+                || (scenario == "hostile-port" && a.hostile_connections == 0)
+            {
+                continue;
+            }
             // A fresh installation per run: every run starts from empty
             // stores, and a failure cannot leak into the next.
             let env = Env::new()?;
             let rows = match scenario {
-                0 => reliability::agent_crashes(&env, a.kills).await,
-                1 => reliability::collector_crashes(&env, a.kills).await,
-                2 => reliability::network_faults(&env, a.net_rounds)
+                "agent-kill" => reliability::agent_crashes(&env, a.kills).await,
+                "collector-kill" => reliability::collector_crashes(&env, a.kills).await,
+                "network" => reliability::network_faults(&env, a.net_rounds)
+                    .await
+                    .map(|r| vec![r]),
+                "hostile-port" => reliability::hostile_port::run(&env, a.hostile_connections)
                     .await
                     .map(|r| vec![r]),
                 _ => {
@@ -106,7 +130,7 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     println!(
-        "\n{runs} round(s) of the three scenarios in {:.1} min.",
+        "\n{runs} round(s) of the scenarios in {:.1} min.",
         started.elapsed().as_secs_f64() / 60.0
     );
     if failed {

@@ -171,8 +171,7 @@ impl Clients {
 
 /// A TLS ClientHello as a real client would send it first.
 fn client_hello(cfg: Arc<rustls::ClientConfig>) -> anyhow::Result<Vec<u8>> {
-    let mut c =
-        rustls::ClientConnection::new(cfg, ServerName::try_from("localhost")?.to_owned())?;
+    let mut c = rustls::ClientConnection::new(cfg, ServerName::try_from("localhost")?.to_owned())?;
     let mut out = Vec::new();
     while c.wants_write() {
         c.write_tls(&mut out)?;
@@ -222,9 +221,7 @@ pub async fn probe(port: u16, p: Probe, clients: &Clients) -> anyhow::Result<See
                 Probe::Http1AfterMtls => HTTP1.to_vec(),
                 Probe::GarbageAfterMtls => garbage(4096),
                 // A valid start, then frames of random bytes.
-                Probe::GarbageH2FramesAfterMtls => {
-                    [PREFACE, SETTINGS, &garbage_frames()].concat()
-                }
+                Probe::GarbageH2FramesAfterMtls => [PREFACE, SETTINGS, &garbage_frames()].concat(),
                 _ => Vec::new(),
             };
             if !payload.is_empty() {
@@ -305,10 +302,16 @@ fn logged(log: &str, local: SocketAddr) -> bool {
 
 /// Log phrases that name what happened (checked once each kind ran).
 const NAMED: [(&str, &str); 4] = [
-    ("not HTTP/2 after the TLS handshake", "HTTP/1.1 or garbage inside TLS"),
+    (
+        "not HTTP/2 after the TLS handshake",
+        "HTTP/1.1 or garbage inside TLS",
+    ),
     ("HTTP/2 protocol error", "garbage HTTP/2 frames"),
     ("no TLS handshake within", "a silent connection"),
-    ("no HTTP/2 preface within", "a silent connection after the handshake"),
+    (
+        "no HTTP/2 preface within",
+        "a silent connection after the handshake",
+    ),
 ];
 
 /// The scenario: `connections` hostile connections (the fast kinds in
@@ -426,8 +429,7 @@ pub async fn run(env: &Env, connections: usize) -> anyhow::Result<Row> {
         ));
     }
     let expected = many_agents::expected_ids(&names, load);
-    let (stored, duplicated, unexpected) =
-        many_agents::stored_events(env, tag, &expected).await?;
+    let (stored, duplicated, unexpected) = many_agents::stored_events(env, tag, &expected).await?;
     if unexpected > 0 {
         problems.push(format!("{unexpected} events stored that nobody sent"));
     }
@@ -465,7 +467,10 @@ pub async fn run(env: &Env, connections: usize) -> anyhow::Result<Row> {
         silent_cut.iter().copied().fold(f64::INFINITY, f64::min),
         silent_cut.iter().copied().fold(0.0, f64::max),
         query_sorted.len(),
-        query_sorted.get(query_sorted.len() / 2).copied().unwrap_or(0.0),
+        query_sorted
+            .get(query_sorted.len() / 2)
+            .copied()
+            .unwrap_or(0.0),
         query_sorted.last().copied().unwrap_or(0.0),
     );
     if !problems.is_empty() {
