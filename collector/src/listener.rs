@@ -14,9 +14,9 @@
 //! for a protocol error (garbage frames) is logged with the peer address
 //! too; tonic itself would only say so at debug level, without the peer.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
@@ -357,7 +357,17 @@ mod tests {
 
     fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
         let len = payload.len();
-        let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, 0, 0, 0, 0, 0];
+        let mut f = vec![
+            (len >> 16) as u8,
+            (len >> 8) as u8,
+            len as u8,
+            kind,
+            0,
+            0,
+            0,
+            0,
+            0,
+        ];
         f.extend_from_slice(payload);
         f
     }
@@ -374,6 +384,9 @@ mod tests {
             assert_eq!(found, vec![1], "pieces of {piece}");
         }
         let mut scan = FrameScan::default();
-        assert_eq!(scan.feed(&frame(H2_GOAWAY, &[0, 0, 0, 0, 0, 0, 0, 0])), Some(0));
+        assert_eq!(
+            scan.feed(&frame(H2_GOAWAY, &[0, 0, 0, 0, 0, 0, 0, 0])),
+            Some(0)
+        );
     }
 }
