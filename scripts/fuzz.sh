@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 secs=${1:-60}; shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(smtp_command smtp_reply smtp_data mime_record sasl_user)
+[ ${#targets[@]} -gt 0 ] || targets=(smtp_command smtp_reply smtp_data mime_record sasl_user grpc_ingest grpc_query)
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 export RUSTC_BOOTSTRAP=1
 failed=()
