@@ -1,7 +1,7 @@
 //! Hostile bytes on the collector's gRPC port (the scenario is
 //! `kiroku_tests::reliability::hostile_port`, also a row of the
 //! reliability table): garbage, HTTP/1.1, HTTP/2 without TLS, ClientHello
-//! + garbage, HTTP/1.1 / random bytes / garbage frames inside mTLS, and
+//! and garbage, HTTP/1.1 / random bytes / garbage frames inside mTLS, and
 //! connections that never finish, while agents ship. Each is closed, never
 //! answered in plain text, logged with the peer address; nothing leaks and
 //! every event of the agents is stored exactly once.

@@ -412,6 +412,7 @@ fn event(name: &str, seq: u64, tag: &str) -> Event {
 
 /// One agent: Hello, then its batches one at a time, each acknowledged
 /// before the next; reconnects and resumes from `stored_seq` on failure.
+#[allow(clippy::too_many_arguments)]
 async fn agent_stream(
     port: u16,
     ca: &[u8],
