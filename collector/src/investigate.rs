@@ -25,7 +25,8 @@ const DAY_MS: i64 = 86_400_000;
 /// The event's time on the collector's clock.
 pub fn event_time(e: &Event) -> i64 {
     if e.clock_offset_known {
-        e.observed_at_ms - e.clock_offset_ms
+        // Saturating: both come from the agent (see `corrected_ms`).
+        e.observed_at_ms.saturating_sub(e.clock_offset_ms)
     } else if e.received_at_ms != 0 {
         e.received_at_ms
     } else {

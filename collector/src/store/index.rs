@@ -84,8 +84,11 @@ pub const KINDS: [&str; 3] = ["email", "file", "host_change"];
 /// agent's measured offset (agent − collector), or observed_at when the
 /// offset was not measured.
 pub fn corrected_ms(e: &Event) -> i64 {
+    // Both come from the agent: saturate rather than overflow (a panic in
+    // a debug build, a time wrapped to the other end of the range in a
+    // release build; found by fuzz/grpc_query).
     if e.clock_offset_known {
-        e.observed_at_ms - e.clock_offset_ms
+        e.observed_at_ms.saturating_sub(e.clock_offset_ms)
     } else {
         e.observed_at_ms
     }
@@ -709,6 +712,34 @@ impl EventIndex {
 mod tests {
     use super::*;
     use kiroku_proto::{Attachment, EmailEvent, Recipient};
+
+    /// Found by fuzz/grpc_query: an agent's extreme time and clock offset
+    /// overflowed (a panic while indexing, in a debug build).
+    #[test]
+    fn extreme_agent_times_and_offsets_are_indexed_and_searched() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let idx = EventIndex::open(&dir.path().join("index")).expect("index");
+        let mut events = Vec::new();
+        for (i, (at, offset)) in [(i64::MIN, 1), (i64::MAX, -1), (-86_400_000, i64::MAX)]
+            .into_iter()
+            .enumerate()
+        {
+            let mut e = mail(&format!("a1/s1/{i}"), at, "a@x", "b@y", "budget", None);
+            e.clock_offset_ms = offset;
+            e.clock_offset_known = true;
+            assert_eq!(corrected_ms(&e), at.saturating_sub(offset));
+            assert_eq!(crate::investigate::event_time(&e), corrected_ms(&e));
+            events.push(e);
+        }
+        idx.add(&events).expect("add");
+        idx.commit().expect("commit");
+        let r = SearchRequest {
+            text: "budget".into(),
+            ..Default::default()
+        };
+        let (found, total, _) = idx.search(&r, 0, 10).expect("search");
+        assert_eq!((found.len(), total), (3, 3));
+    }
 
     fn mail(id: &str, at: i64, from: &str, to: &str, subject: &str, att: Option<&str>) -> Event {
         Event {
