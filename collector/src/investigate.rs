@@ -17,6 +17,9 @@ use crate::store::index::{EventIndex, IndexError};
 
 /// Most index hits one investigation reads.
 const SCAN_CAP: usize = 100_000;
+/// Most files one exfiltration report lists (rows are small: no event is
+/// loaded for them).
+const ROW_CAP: usize = 1_000_000;
 /// Default and largest `TraceRequest.limit`.
 pub const TRACE_DEFAULT: usize = 1000;
 pub const TRACE_MAX: usize = 10_000;
@@ -116,6 +119,48 @@ fn mail_left(m: &kiroku_proto::EmailEvent) -> bool {
     left && accepted_recipients(m).next().is_some()
 }
 
+/// The files `e` sent out, as report rows without their `day` (which
+/// depends on the reader's UTC offset): each attachment of a mail that
+/// left, or a copy to removable media. A pure function of the event, so
+/// the index can keep the rows beside it.
+pub fn exfil_files(e: &Event) -> Vec<ExfilFile> {
+    let base = || ExfilFile {
+        user: event_user(e),
+        host: host_of(e),
+        event_id: e.event_id.clone(),
+        at_ms: event_time(e),
+        ..Default::default()
+    };
+    match &e.kind {
+        Some(Kind::Email(m)) if mail_left(m) => {
+            let to = accepted_recipients(m).collect::<Vec<_>>().join(", ");
+            real_attachments(m)
+                .map(|a| ExfilFile {
+                    method: "mail".into(),
+                    filename: a.filename.clone(),
+                    sha256: a.sha256.clone(),
+                    size: a.size,
+                    destination: to.clone(),
+                    ..base()
+                })
+                .collect()
+        }
+        Some(Kind::File(f)) if f.operation == "copy_to_removable" => vec![ExfilFile {
+            method: "removable".into(),
+            filename: f.path.clone(),
+            sha256: f.sha256.clone(),
+            size: f.size,
+            destination: if f.volume_label.is_empty() {
+                f.volume.clone()
+            } else {
+                format!("{} ({})", f.volume, f.volume_label)
+            },
+            ..base()
+        }],
+        _ => Vec::new(),
+    }
+}
+
 /// Files that left in [from_ms, to_ms) by mail or on removable media.
 pub fn exfil_report(index: &EventIndex, r: &ExfilReportRequest) -> Result<ExfilReport, String> {
     if r.to_ms <= r.from_ms {
@@ -131,65 +176,29 @@ pub fn exfil_report(index: &EventIndex, r: &ExfilReportRequest) -> Result<ExfilR
         ));
     }
     // The index knows the agent's clock; a day's margin catches events whose
-    // corrected time falls inside the range.
-    let (events, more) = index
-        .exfil_candidates(
+    // corrected time falls inside the range. The rows were computed by
+    // `exfil_files` when the event was indexed.
+    let (rows, more) = index
+        .exfil_rows(
             r.from_ms.saturating_sub(DAY_MS),
             r.to_ms.saturating_add(DAY_MS),
-            SCAN_CAP,
+            ROW_CAP,
         )
         .map_err(|e| e.to_string())?;
     if more {
         tracing::warn!(
             from_ms = r.from_ms,
             to_ms = r.to_ms,
-            "exfil report: more than {SCAN_CAP} events in range, the oldest are left out; narrow the range"
+            "exfil report: more than {ROW_CAP} files in range, the oldest are left out; narrow the range"
         );
     }
     let mut files = Vec::new();
-    for e in &events {
-        let at = event_time(e);
-        if at < r.from_ms || at >= r.to_ms {
+    for mut f in rows {
+        if f.at_ms < r.from_ms || f.at_ms >= r.to_ms {
             continue;
         }
-        let base = ExfilFile {
-            day: day(at, r.utc_offset_minutes),
-            user: event_user(e),
-            host: host_of(e),
-            event_id: e.event_id.clone(),
-            at_ms: at,
-            ..Default::default()
-        };
-        match &e.kind {
-            Some(Kind::Email(m)) if mail_left(m) => {
-                let to = accepted_recipients(m).collect::<Vec<_>>().join(", ");
-                for a in real_attachments(m) {
-                    files.push(ExfilFile {
-                        method: "mail".into(),
-                        filename: a.filename.clone(),
-                        sha256: a.sha256.clone(),
-                        size: a.size,
-                        destination: to.clone(),
-                        ..base.clone()
-                    });
-                }
-            }
-            Some(Kind::File(f)) if f.operation == "copy_to_removable" => {
-                files.push(ExfilFile {
-                    method: "removable".into(),
-                    filename: f.path.clone(),
-                    sha256: f.sha256.clone(),
-                    size: f.size,
-                    destination: if f.volume_label.is_empty() {
-                        f.volume.clone()
-                    } else {
-                        format!("{} ({})", f.volume, f.volume_label)
-                    },
-                    ..base
-                });
-            }
-            _ => {}
-        }
+        f.day = day(f.at_ms, r.utc_offset_minutes);
+        files.push(f);
     }
     files.sort_by(|a, b| (a.at_ms, &a.event_id).cmp(&(b.at_ms, &b.event_id)));
     let count = |key: fn(&ExfilFile) -> &String| {

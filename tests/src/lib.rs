@@ -24,6 +24,29 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 /// `cargo test --workspace` builds them first because the agent and
 /// collector packages have integration tests of their own.
 pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run the tests with `cargo test --workspace`",
+        p.display()
+    );
+    p
+}
+
+/// Path of a workspace example program (`target/<profile>/examples/`),
+/// such as the collector's `bulk_load`; examples are built by `cargo test
+/// --workspace` or `cargo build --examples`.
+pub fn example_bin(name: &str) -> PathBuf {
+    let p = bin_dir().join("examples").join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: build it with `cargo build -p kiroku-collector --example {name}` (add --release for benchmarks)",
+        p.display()
+    );
+    p
+}
+
+fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     // Tests run from target/<profile>/deps, harness binaries (benchmarks)
     // from target/<profile>.
@@ -31,13 +54,7 @@ pub fn bin(name: &str) -> PathBuf {
     if dir.ends_with("deps") {
         dir = dir.parent().expect("target directory");
     }
-    let p = dir.join(name);
-    assert!(
-        p.exists(),
-        "{} is missing: run the tests with `cargo test --workspace`",
-        p.display()
-    );
-    p
+    dir.to_owned()
 }
 
 /// Directory of test fixtures and peer scripts.
@@ -283,14 +300,32 @@ impl Env {
         self.start_collector_full(top, "")
     }
 
+    /// Like [`Env::start_collector`], on an existing data directory (the
+    /// query benchmark's bulk-loaded one), optionally another build of the
+    /// collector (to compare before and after a change).
+    pub fn start_collector_on(&self, data_dir: &Path, exe: Option<&Path>) -> anyhow::Result<Proc> {
+        self.start_collector_in(data_dir, "", "", exe)
+    }
+
     fn start_collector_full(&self, top: &str, extra: &str) -> anyhow::Result<Proc> {
+        self.start_collector_in(Path::new("collector"), top, extra, None)
+    }
+
+    fn start_collector_in(
+        &self,
+        data_dir: &Path,
+        top: &str,
+        extra: &str,
+        exe: Option<&Path>,
+    ) -> anyhow::Result<Proc> {
         let pki = self.pki();
         let cfg = self.path().join("collector.toml");
         std::fs::write(
             &cfg,
             format!(
-                "listen = \"127.0.0.1:{}\"\ndata_dir = \"collector\"\n{top}\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n{extra}",
+                "listen = \"127.0.0.1:{}\"\ndata_dir = {:?}\n{top}\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n{extra}",
                 self.grpc,
+                data_dir,
                 pki.join("ca.pem"),
                 pki.join("collector-localhost.pem"),
                 pki.join("collector-localhost.key"),
@@ -298,7 +333,7 @@ impl Env {
         )?;
         let mut p = Proc::spawn(
             "collector",
-            Command::new(bin("kiroku-collector"))
+            Command::new(exe.map(Path::to_path_buf).unwrap_or_else(|| bin("kiroku-collector")))
                 .arg("--config")
                 .arg(&cfg),
             &self.path().join("collector.log"),

@@ -8,11 +8,12 @@ use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use kiroku_proto::{Event, SearchRequest, event::Kind};
+use kiroku_proto::{Event, ExfilFile, ExfilReport, SearchRequest, event::Kind};
 use prost::Message;
 use tantivy::collector::{Count, TopDocs};
 use tantivy::query::{
-    AllQuery, BooleanQuery, Occur, PhraseQuery, Query, QueryParser, RangeQuery, TermQuery,
+    AllQuery, BooleanQuery, EnableScoring, Occur, PhraseQuery, Query, QueryParser, RangeQuery,
+    TermQuery,
 };
 use tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TEXT, Value,
@@ -63,6 +64,7 @@ struct Fields {
     // Investigations (trace, exfil report).
     source_path: Field,
     exfil: Field,
+    exfil_rows: Field,
 }
 
 pub struct EventIndex {
@@ -123,6 +125,10 @@ fn schema() -> (Schema, Fields) {
         // channel by which content left ("mail", "removable").
         source_path: b.add_text_field("source_path", STRING),
         exfil: b.add_text_field("exfil", STRING),
+        // The exfiltration report's rows of this event (prost
+        // `ExfilReport.files`, without the day), a fast field: the report
+        // reads these instead of loading and decoding whole events.
+        exfil_rows: b.add_bytes_field("exfil_rows", FAST),
     };
     (b.build(), f)
 }
@@ -358,6 +364,14 @@ impl EventIndex {
             Some(Kind::HostChange(_)) => d.add_text(f.kind, "host_change"),
             Some(Kind::Email(m)) if !m.attachments.is_empty() => d.add_text(f.exfil, "mail"),
             _ => {}
+        }
+        let rows = crate::investigate::exfil_files(e);
+        if !rows.is_empty() {
+            let rows = ExfilReport {
+                files: rows,
+                ..Default::default()
+            };
+            d.add_bytes(f.exfil_rows, &rows.encode_to_vec());
         }
         d.add_bytes(f.event, &e.encode_to_vec());
         d
@@ -638,14 +652,17 @@ impl EventIndex {
         self.all_matching(&q, cap)
     }
 
-    /// Mails with attachments and copies to removable media observed in
-    /// [from_ms, to_ms).
-    pub fn exfil_candidates(
+    /// Exfiltration report rows (`investigate::exfil_files`) of the mails
+    /// with attachments and copies to removable media observed in
+    /// [from_ms, to_ms), read from the `exfil_rows` fast field: no stored
+    /// event is loaded or decoded. At most `cap` rows (the newest); true
+    /// when there were more.
+    pub fn exfil_rows(
         &self,
         from_ms: i64,
         to_ms: i64,
         cap: usize,
-    ) -> Result<(Vec<Event>, bool), IndexError> {
+    ) -> Result<(Vec<ExfilFile>, bool), IndexError> {
         let channel = BooleanQuery::new(
             ["mail", "removable"]
                 .into_iter()
@@ -668,7 +685,57 @@ impl EventIndex {
             (Occur::Must, Box::new(channel)),
             (Occur::Must, Box::new(range)),
         ]);
-        self.all_matching(&q, cap)
+        let searcher = self.reader.searcher();
+        let weight = q
+            .weight(EnableScoring::disabled_from_searcher(&searcher))
+            .map_err(|e| self.terr(e))?;
+        let mut rows = Vec::new();
+        let mut ords = Vec::new();
+        for seg in searcher.segment_readers() {
+            let Some(col) = seg
+                .fast_fields()
+                .bytes("exfil_rows")
+                .map_err(|e| self.terr(e))?
+            else {
+                continue;
+            };
+            let alive = seg.alive_bitset();
+            ords.clear();
+            weight
+                .for_each_no_score(seg, &mut |docs| {
+                    for &d in docs {
+                        if alive.is_none_or(|a| a.is_alive(d)) {
+                            ords.extend(col.term_ords(d));
+                        }
+                    }
+                })
+                .map_err(|e| self.terr(e))?;
+            // The dictionary is read in one pass when asked in order.
+            ords.sort_unstable();
+            ords.dedup();
+            let mut bad = None;
+            col.dictionary()
+                .sorted_ords_to_term_cb(&ords, |b| match ExfilReport::decode(b) {
+                    Ok(r) => rows.extend(r.files),
+                    Err(e) => bad = Some(e),
+                })
+                .map_err(|e| IndexError::Other {
+                    path: self.path.clone(),
+                    message: format!("reading exfil_rows: {e}"),
+                })?;
+            if let Some(e) = bad {
+                return Err(IndexError::Other {
+                    path: self.path.clone(),
+                    message: format!("exfil_rows does not decode: {e}"),
+                });
+            }
+        }
+        let more = rows.len() > cap;
+        if more {
+            rows.sort_unstable_by_key(|r| std::cmp::Reverse(r.at_ms));
+            rows.truncate(cap);
+        }
+        Ok((rows, more))
     }
 
     /// Newest first. Returns (events, total hits, next offset if more).

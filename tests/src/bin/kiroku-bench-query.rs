@@ -1,0 +1,403 @@
+//! Query benchmark (issue 6, part 3): a real `kiroku-collector` on a
+//! bulk-loaded data directory, queried over mTLS gRPC as an investigator.
+//!
+//! 1. Loads (or continues loading) the data directory with the collector's
+//!    `bulk_load` example (the store's own code, large batches), unless
+//!    `--no-load`; reports the load rate and the directory's size.
+//! 2. Starts the collector on it and measures, after one cold query and a
+//!    warm-up: Search by address + time range (p50/p99 over `--queries`
+//!    different addresses and ranges), full-text Search over subject and
+//!    body (common, mid-frequency and rare words), the 30-day ExfilReport,
+//!    and GetRaw of the large message (MB/s).
+//!
+//! Prints a Markdown table (and appends it to `--out` when given).
+//!
+//! Run: `scripts/bench-query.sh [--tiny | --mails N --files M]`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use kiroku_proto::query_client::QueryClient;
+use kiroku_proto::{ExfilReportRequest, GetRawRequest, SearchRequest};
+use kiroku_tests::{Env, example_bin};
+use rand::rngs::StdRng;
+use rand::seq::IndexedRandom;
+use rand::{Rng, SeedableRng};
+use tonic::transport::Channel;
+
+const DAY_MS: i64 = 86_400_000;
+
+#[derive(Parser)]
+struct Args {
+    /// Collector data directory (created and loaded if needed).
+    #[arg(long)]
+    data: PathBuf,
+    /// Mail events to load.
+    #[arg(long, default_value_t = 1_000_000)]
+    mails: u64,
+    /// File events to load.
+    #[arg(long, default_value_t = 10_000_000)]
+    files: u64,
+    /// 10,000 mails and 100,000 file events, 50 queries: the size CI runs.
+    #[arg(long)]
+    tiny: bool,
+    /// Size of the large raw message, MB.
+    #[arg(long, default_value_t = 10)]
+    big_raw_mb: u64,
+    /// Use the data directory as it is.
+    #[arg(long)]
+    no_load: bool,
+    /// Measured queries per search kind (after a warm-up of 20).
+    #[arg(long, default_value_t = 200)]
+    queries: usize,
+    /// GetRaw repetitions (at least 5).
+    #[arg(long, default_value_t = 5)]
+    raw_runs: usize,
+    /// Collector binary to run (default: the one built with this; another
+    /// build compares before and after a change).
+    #[arg(long)]
+    collector: Option<PathBuf>,
+    /// Append the results table here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// (file bytes, allocated bytes) under `p`.
+fn du(p: &Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(rd) = std::fs::read_dir(p) else {
+        return std::fs::metadata(p)
+            .map(|m| (m.len(), m.blocks() * 512))
+            .unwrap_or((0, 0));
+    };
+    rd.flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => du(&e.path()),
+            _ => e
+                .metadata()
+                .map(|m| (m.len(), m.blocks() * 512))
+                .unwrap_or((0, 0)),
+        })
+        .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+}
+
+fn mb(b: u64) -> String {
+    format!("{:.1} MB", b as f64 / 1e6)
+}
+
+struct Lat(Vec<f64>);
+
+impl Lat {
+    fn pct(&self, p: f64) -> f64 {
+        let mut v = self.0.clone();
+        v.sort_by(f64::total_cmp);
+        if v.is_empty() {
+            return f64::NAN;
+        }
+        v[((v.len() - 1) as f64 * p).round() as usize]
+    }
+    fn summary(&self) -> String {
+        format!(
+            "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (n={})",
+            self.pct(0.5),
+            self.pct(0.99),
+            self.pct(1.0),
+            self.0.len()
+        )
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+async fn timed_search(q: &mut QueryClient<Channel>, r: SearchRequest) -> anyhow::Result<(f64, u64)> {
+    let t = Instant::now();
+    let resp = q
+        .search(r.clone())
+        .await
+        .with_context(|| format!("Search {r:?}"))?
+        .into_inner();
+    Ok((ms(t.elapsed()), resp.total_hits))
+}
+
+/// Size of the raw message and the rates (MB/s, ascending) of `runs`
+/// GetRaw calls.
+async fn get_raw(
+    mut q: QueryClient<Channel>,
+    id: &str,
+    runs: usize,
+) -> anyhow::Result<(usize, Vec<f64>)> {
+    let mut rates = Vec::new();
+    let mut size = 0;
+    for _ in 0..runs {
+        let t = Instant::now();
+        let mut s = q
+            .get_raw(GetRawRequest {
+                event_id: id.to_owned(),
+            })
+            .await
+            .with_context(|| format!("GetRaw {id}"))?
+            .into_inner();
+        size = 0;
+        while let Some(c) = s.message().await? {
+            size += c.data.len();
+        }
+        rates.push(size as f64 / 1e6 / t.elapsed().as_secs_f64());
+    }
+    rates.sort_by(f64::total_cmp);
+    Ok((size, rates))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut a = Args::parse();
+    if a.tiny {
+        a.mails = 10_000;
+        a.files = 100_000;
+        a.queries = a.queries.min(50);
+    }
+    let mut report = Vec::<String>::new();
+    let mut row = |k: &str, v: String| {
+        println!("| {k} | {v} |");
+        report.push(format!("| {k} | {v} |"));
+    };
+    println!("| figure | result |\n|---|---|");
+
+    if !a.no_load {
+        let t = Instant::now();
+        let st = Command::new(example_bin("bulk_load"))
+            .arg("--dir")
+            .arg(&a.data)
+            .args(["--mails", &a.mails.to_string()])
+            .args(["--files", &a.files.to_string()])
+            .args(["--big-raw-mb", &a.big_raw_mb.to_string()])
+            .status()
+            .context("running bulk_load")?;
+        if !st.success() {
+            bail!("bulk_load failed ({st})");
+        }
+        eprintln!("load step took {:.1} s", t.elapsed().as_secs_f64());
+    }
+    let manifest_path = a.data.join("bench-manifest.json");
+    let m: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&manifest_path)
+            .with_context(|| format!("reading {}", manifest_path.display()))?,
+    )
+    .with_context(|| format!("parsing {}", manifest_path.display()))?;
+    let field = |k: &str| {
+        m[k].as_i64()
+            .with_context(|| format!("{}: field `{k}` missing or not a number", manifest_path.display()))
+    };
+    let (from, to) = (field("from_ms")?, field("to_ms")?);
+    let docs = field("indexed_docs")?;
+    row(
+        "data",
+        format!(
+            "{} mails + {} file events ({docs} documents) over {} days, {} users",
+            m["mails"], m["files"], (to - from) / DAY_MS, m["users"]
+        ),
+    );
+    if let Some(runs) = m["load_runs"].as_array() {
+        for r in runs {
+            row(
+                "bulk load (store code, batches of 100k)",
+                format!(
+                    "{} events in {:.0} s = {:.0} events/s",
+                    r["events"],
+                    r["seconds"].as_f64().unwrap_or(0.0),
+                    r["events_per_s"].as_f64().unwrap_or(0.0)
+                ),
+            );
+        }
+    }
+    let (idx, blobs, meta) = (
+        du(&a.data.join("index")),
+        du(&a.data.join("blobs")),
+        du(&a.data.join("meta")),
+    );
+    let all = (idx.0 + blobs.0 + meta.0, idx.1 + blobs.1 + meta.1);
+    row(
+        "data dir on disk (file bytes; allocated)",
+        format!(
+            "index {} ({}), blobs {} ({}), meta {} ({}); {:.0} bytes/event ({:.0} allocated), index alone {:.0}",
+            mb(idx.0),
+            mb(idx.1),
+            mb(blobs.0),
+            mb(blobs.1),
+            mb(meta.0),
+            mb(meta.1),
+            all.0 as f64 / docs.max(1) as f64,
+            all.1 as f64 / docs.max(1) as f64,
+            idx.0 as f64 / docs.max(1) as f64
+        ),
+    );
+
+    let env = Env::new()?;
+    let t = Instant::now();
+    let mut collector = env.start_collector_on(&std::fs::canonicalize(&a.data)?, a.collector.as_deref())?;
+    row(
+        "collector start (index open) to listening",
+        format!("{:.0} ms", ms(t.elapsed())),
+    );
+    // As the `kiroku` CLI connects: responses zstd-compressed.
+    let mut q = env
+        .investigator()
+        .await?
+        .accept_compressed(tonic::codec::CompressionEncoding::Zstd);
+    let mut rng = StdRng::seed_from_u64(7);
+    let addresses: Vec<String> = m["addresses"]
+        .as_array()
+        .map(|v| v.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+        .unwrap_or_default();
+    anyhow::ensure!(!addresses.is_empty(), "{}: no addresses", manifest_path.display());
+    let addr_query = |rng: &mut StdRng| {
+        let days = rng.random_range(1..=30);
+        let start = rng.random_range(from..to - days * DAY_MS);
+        SearchRequest {
+            address: addresses.choose(rng).cloned().unwrap_or_default(),
+            from_ms: start,
+            to_ms: start + days * DAY_MS,
+            page_size: 50,
+            ..Default::default()
+        }
+    };
+
+    // Cold: the first query after start.
+    let (cold, hits) = timed_search(&mut q, addr_query(&mut rng)).await?;
+    row(
+        "first query after start (address + range)",
+        format!("{cold:.1} ms ({hits} hits)"),
+    );
+    for _ in 0..20 {
+        timed_search(&mut q, addr_query(&mut rng)).await?;
+    }
+    let mut lat = Lat(Vec::new());
+    let mut hits = Vec::new();
+    for _ in 0..a.queries {
+        let (l, h) = timed_search(&mut q, addr_query(&mut rng)).await?;
+        lat.0.push(l);
+        hits.push(h);
+    }
+    hits.sort_unstable();
+    row(
+        "Search address + time range (1–30 days), page 50",
+        format!(
+            "{}; median hits {}",
+            lat.summary(),
+            hits.get(hits.len() / 2).copied().unwrap_or(0)
+        ),
+    );
+
+    let words = |k: &str| -> Vec<String> {
+        m["words"][k]
+            .as_array()
+            .map(|v| v.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+            .unwrap_or_default()
+    };
+    let (common, mid, rare) = (words("common"), words("mid"), words("rare"));
+    anyhow::ensure!(
+        !common.is_empty() && !mid.is_empty() && !rare.is_empty(),
+        "{}: no words",
+        manifest_path.display()
+    );
+    let text_query = |rng: &mut StdRng, i: usize| -> SearchRequest {
+        let pick = |v: &Vec<String>, rng: &mut StdRng| v.choose(rng).cloned().unwrap_or_default();
+        // A third each: one common word, a mid + a common word, a rare word.
+        let text = match i % 3 {
+            0 => pick(&common, rng),
+            1 => format!("{} {}", pick(&mid, rng), pick(&common, rng)),
+            _ => pick(&rare, rng),
+        };
+        SearchRequest {
+            text,
+            page_size: 50,
+            ..Default::default()
+        }
+    };
+    for i in 0..20 {
+        timed_search(&mut q, text_query(&mut rng, i)).await?;
+    }
+    let mut lat = Lat(Vec::new());
+    let mut hits = Vec::new();
+    for i in 0..a.queries {
+        let (l, h) = timed_search(&mut q, text_query(&mut rng, i)).await?;
+        lat.0.push(l);
+        hits.push(h);
+    }
+    hits.sort_unstable();
+    row(
+        "Search full text (subject + body), page 50",
+        format!(
+            "{}; hits median {}, max {}",
+            lat.summary(),
+            hits.get(hits.len() / 2).copied().unwrap_or(0),
+            hits.last().copied().unwrap_or(0)
+        ),
+    );
+
+    let mut lat = Lat(Vec::new());
+    let mut files = 0;
+    for i in 0..(a.queries / 20).max(3) as i64 {
+        // 30-day windows ending at different days.
+        let end = to - (i % 60) * DAY_MS;
+        let t = Instant::now();
+        let rep = q
+            .exfil_report(ExfilReportRequest {
+                from_ms: end - 30 * DAY_MS,
+                to_ms: end,
+                utc_offset_minutes: 540,
+            })
+            .await
+            .context("ExfilReport")?
+            .into_inner();
+        lat.0.push(ms(t.elapsed()));
+        files = rep.files.len();
+    }
+    row(
+        "ExfilReport, 30 days",
+        format!("{}; {files} files in the last report", lat.summary()),
+    );
+
+    if let Some(id) = m["big_raw_event_id"].as_str() {
+        // Both ways a client may ask: accepting zstd (the server then
+        // compresses every chunk again) and without compression.
+        let plain = env.investigator().await?;
+        for (how, client) in [("zstd accepted", q.clone()), ("no compression", plain)] {
+            let (size, rates) = get_raw(client, id, a.raw_runs.max(5)).await?;
+            row(
+                &format!("GetRaw of the large message, {how}"),
+                format!(
+                    "{} in median {:.0} MB/s (min {:.0}, max {:.0}, {} runs)",
+                    mb(size as u64),
+                    rates[rates.len() / 2],
+                    rates[0],
+                    rates[rates.len() - 1],
+                    rates.len()
+                ),
+            );
+        }
+    }
+    let rss = std::fs::read_to_string(format!("/proc/{}/status", collector.pid()))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmHWM"))
+        .map(|l| l.split_whitespace().nth(1).unwrap_or("?").to_owned() + " kB")
+        .unwrap_or_default();
+    row("collector peak RSS (VmHWM)", rss);
+    collector.terminate();
+    if let Some(out) = a.out {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&out)
+            .with_context(|| format!("opening {}", out.display()))?;
+        writeln!(f, "| figure | result |\n|---|---|\n{}", report.join("\n"))
+            .with_context(|| format!("writing {}", out.display()))?;
+    }
+    Ok(())
+}
