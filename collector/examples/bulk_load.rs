@@ -1,8 +1,9 @@
 //! Bulk loader for the query benchmark (issue 6, part 3): writes a real
-//! collector data directory (blobs, index, meta) with synthetic but
+//! collector data directory (blobs, journal, index, meta) with synthetic but
 //! realistic events, through the collector's own store code — the same
-//! `EventIndex::add` / `commit`, `BlobStore::put` and high-water marks the
-//! committer uses — in large batches instead of over gRPC, so that 11
+//! `BlobStore::put`, `Journal::append`, `EventIndex::add` / `commit`,
+//! high-water marks and host records the committer uses, in its order — in
+//! large batches instead of over gRPC, so that 11
 //! million events load in minutes rather than hours.
 //!
 //! It is an example of the collector crate (not a test binary) because it
@@ -74,8 +75,8 @@ struct Args {
     /// the current UTC day, recorded in the manifest for resumed runs.
     #[arg(long)]
     end_ms: Option<i64>,
-    /// Events per commit.
-    #[arg(long, default_value_t = 100_000)]
+    /// Events per commit (journal append and index commit).
+    #[arg(long, default_value_t = 250_000)]
     batch: u64,
     /// Size of the one large raw message (MB) for GetRaw; 0 for none.
     #[arg(long, default_value_t = 10)]
@@ -86,6 +87,9 @@ struct Args {
     /// Threads writing blobs (each blob costs two fsyncs).
     #[arg(long, default_value_t = 16)]
     blob_threads: usize,
+    /// Stop before a batch when the disk has less than this free (GB).
+    #[arg(long, default_value_t = 2)]
+    min_free_gb: u64,
     /// Seed of the generator.
     #[arg(long, default_value_t = 6)]
     seed: u64,
@@ -104,6 +108,9 @@ fn main() -> anyhow::Result<()> {
     };
     let store = Store::open(&args.dir)
         .with_context(|| format!("opening the data directory {}", args.dir.display()))?;
+    // Stop (resumably) rather than fill the disk: the journal, the index
+    // and the blobs of 11 million events take tens of GB.
+    store.disk.set_min_free(args.min_free_gb * 1_000_000_000);
     let progress = store.meta.tree(PROGRESS_TREE)?;
     let world = World::new(&args, end_ms);
     let total = args.mails + args.files;
@@ -133,10 +140,12 @@ fn main() -> anyhow::Result<()> {
             batch.raws.push(raw);
         }
         raw_bytes += batch.raws.iter().map(|r| r.len() as u64).sum::<u64>();
-        // Blobs first (durable), then the index, then the high-water marks:
-        // the committer's order. Blobs are written by many threads while
-        // this one indexes: their cost is two fsyncs each (file and
-        // directory), waiting rather than CPU.
+        // The committer's order: blobs (durable), the journal record (the
+        // copy of record, synced), the index commit, then high-water marks
+        // and hosts. Blobs are written by many threads while this one
+        // indexes: their cost is fsyncs (file and directory), waiting
+        // rather than CPU.
+        store.disk.check(0).map_err(anyhow::Error::msg)?;
         std::thread::scope(|s| -> anyhow::Result<()> {
             let per = batch.raws.len().div_ceil(args.blob_threads.max(1)).max(1);
             let writers: Vec<_> = batch
@@ -160,11 +169,24 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         })?;
+        store.journal.append(&batch.events)?;
         store.index.commit()?;
         for (agent, seq) in &seqs {
             store
                 .meta
                 .set_stored_seq(&world.users[*agent].host, STREAM, *seq)?;
+        }
+        // Host records, as the committer keeps them (events stored = the
+        // stream's high-water mark: every agent's sequence starts at 1).
+        for (agent, seq) in &seqs {
+            store.meta.put_host(&HostInfo {
+                agent_id: world.users[*agent].host.clone(),
+                host: Some(world.host_identity(*agent)),
+                last_seen_ms: end_ms,
+                events_stored: *seq,
+                clock_offset_known: true,
+                ..Default::default()
+            })?;
         }
         progress.insert(PROGRESS_KEY, &(b + 1).to_be_bytes())?;
         store.meta.flush()?;
@@ -177,23 +199,6 @@ fn main() -> anyhow::Result<()> {
             b + 1,
             secs
         );
-    }
-    // Hosts, as the committer keeps them.
-    let mut per_agent: HashMap<usize, u64> = HashMap::new();
-    for i in 0..world.users.len() {
-        let n = store.meta.stored_seq(&world.users[i].host, STREAM)?;
-        per_agent.insert(i, n);
-    }
-    for (i, n) in &per_agent {
-        let u = &world.users[*i];
-        store.meta.put_host(&HostInfo {
-            agent_id: u.host.clone(),
-            host: Some(world.host_identity(*i)),
-            last_seen_ms: end_ms,
-            events_stored: *n,
-            clock_offset_known: true,
-            ..Default::default()
-        })?;
     }
     store.meta.flush()?;
     let secs = started.elapsed().as_secs_f64();

@@ -204,12 +204,13 @@ async fn main() -> anyhow::Result<()> {
     if let Some(runs) = m["load_runs"].as_array() {
         for r in runs {
             row(
-                "bulk load (store code, batches of 100k)",
+                "bulk load (store code)",
                 format!(
-                    "{} events in {:.0} s = {:.0} events/s",
+                    "{} events in {:.0} s = {:.0} events/s, batches of {}",
                     r["events"],
                     r["seconds"].as_f64().unwrap_or(0.0),
-                    r["events_per_s"].as_f64().unwrap_or(0.0)
+                    r["events_per_s"].as_f64().unwrap_or(0.0),
+                    r["batch"]
                 ),
             );
         }
