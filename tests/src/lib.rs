@@ -333,9 +333,12 @@ impl Env {
         )?;
         let mut p = Proc::spawn(
             "collector",
-            Command::new(exe.map(Path::to_path_buf).unwrap_or_else(|| bin("kiroku-collector")))
-                .arg("--config")
-                .arg(&cfg),
+            Command::new(
+                exe.map(Path::to_path_buf)
+                    .unwrap_or_else(|| bin("kiroku-collector")),
+            )
+            .arg("--config")
+            .arg(&cfg),
             &self.path().join("collector.log"),
         )?;
         p.wait_port(self.grpc)?;

@@ -114,7 +114,10 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-async fn timed_search(q: &mut QueryClient<Channel>, r: SearchRequest) -> anyhow::Result<(f64, u64)> {
+async fn timed_search(
+    q: &mut QueryClient<Channel>,
+    r: SearchRequest,
+) -> anyhow::Result<(f64, u64)> {
     let t = Instant::now();
     let resp = q
         .search(r.clone())
@@ -189,8 +192,12 @@ async fn main() -> anyhow::Result<()> {
     )
     .with_context(|| format!("parsing {}", manifest_path.display()))?;
     let field = |k: &str| {
-        m[k].as_i64()
-            .with_context(|| format!("{}: field `{k}` missing or not a number", manifest_path.display()))
+        m[k].as_i64().with_context(|| {
+            format!(
+                "{}: field `{k}` missing or not a number",
+                manifest_path.display()
+            )
+        })
     };
     let (from, to) = (field("from_ms")?, field("to_ms")?);
     let docs = field("indexed_docs")?;
@@ -198,7 +205,10 @@ async fn main() -> anyhow::Result<()> {
         "data",
         format!(
             "{} mails + {} file events ({docs} documents) over {} days, {} users",
-            m["mails"], m["files"], (to - from) / DAY_MS, m["users"]
+            m["mails"],
+            m["files"],
+            (to - from) / DAY_MS,
+            m["users"]
         ),
     );
     if let Some(runs) = m["load_runs"].as_array() {
@@ -215,16 +225,22 @@ async fn main() -> anyhow::Result<()> {
             );
         }
     }
-    let (idx, blobs, meta) = (
+    let (idx, blobs, meta, journal) = (
         du(&a.data.join("index")),
         du(&a.data.join("blobs")),
         du(&a.data.join("meta")),
+        du(&a.data.join("journal")),
     );
-    let all = (idx.0 + blobs.0 + meta.0, idx.1 + blobs.1 + meta.1);
+    let all = (
+        idx.0 + blobs.0 + meta.0 + journal.0,
+        idx.1 + blobs.1 + meta.1 + journal.1,
+    );
     row(
         "data dir on disk (file bytes; allocated)",
         format!(
-            "index {} ({}), blobs {} ({}), meta {} ({}); {:.0} bytes/event ({:.0} allocated), index alone {:.0}",
+            "journal {} ({}), index {} ({}), blobs {} ({}), meta {} ({}); {:.0} bytes/event ({:.0} allocated), index alone {:.0}",
+            mb(journal.0),
+            mb(journal.1),
             mb(idx.0),
             mb(idx.1),
             mb(blobs.0),
@@ -239,7 +255,8 @@ async fn main() -> anyhow::Result<()> {
 
     let env = Env::new()?;
     let t = Instant::now();
-    let mut collector = env.start_collector_on(&std::fs::canonicalize(&a.data)?, a.collector.as_deref())?;
+    let mut collector =
+        env.start_collector_on(&std::fs::canonicalize(&a.data)?, a.collector.as_deref())?;
     row(
         "collector start (index open) to listening",
         format!("{:.0} ms", ms(t.elapsed())),
@@ -252,9 +269,17 @@ async fn main() -> anyhow::Result<()> {
     let mut rng = StdRng::seed_from_u64(7);
     let addresses: Vec<String> = m["addresses"]
         .as_array()
-        .map(|v| v.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+        .map(|v| {
+            v.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default();
-    anyhow::ensure!(!addresses.is_empty(), "{}: no addresses", manifest_path.display());
+    anyhow::ensure!(
+        !addresses.is_empty(),
+        "{}: no addresses",
+        manifest_path.display()
+    );
     let addr_query = |rng: &mut StdRng| {
         let days = rng.random_range(1..=30);
         let start = rng.random_range(from..to - days * DAY_MS);
@@ -296,7 +321,11 @@ async fn main() -> anyhow::Result<()> {
     let words = |k: &str| -> Vec<String> {
         m["words"][k]
             .as_array()
-            .map(|v| v.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+            .map(|v| {
+                v.iter()
+                    .filter_map(|s| s.as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let (common, mid, rare) = (words("common"), words("mid"), words("rare"));
@@ -363,7 +392,24 @@ async fn main() -> anyhow::Result<()> {
         format!("{}; {files} files in the last report", lat.summary()),
     );
 
-    if let Some(id) = m["big_raw_event_id"].as_str() {
+    // A load resumed after its first batch does not know the large
+    // message's id: find it by its subject.
+    let big_id = match m["big_raw_event_id"].as_str() {
+        Some(id) => Some(id.to_owned()),
+        None => q
+            .search(SearchRequest {
+                subject: "bigraw archive".into(),
+                page_size: 1,
+                ..Default::default()
+            })
+            .await
+            .context("Search for the large message")?
+            .into_inner()
+            .events
+            .first()
+            .map(|e| e.event_id.clone()),
+    };
+    if let Some(id) = big_id.as_deref() {
         // Both ways a client may ask: accepting zstd (the server then
         // compresses every chunk again) and without compression.
         let plain = env.investigator().await?;
