@@ -24,7 +24,9 @@
 //! Architecture invariant: nothing is removed from `queue` except by
 //! [`Buffer::ack`] with a sequence number the collector acknowledged, and
 //! every write that the SMTP relay relies on is flushed (fsync) before the
-//! call returns. On open, left-over in-flight records (a crash between
+//! call returns — except [`Buffer::settle`], whose flush the caller runs
+//! with [`Buffer::make_durable`]; the shipper never sees an event before
+//! it is durable. On open, left-over in-flight records (a crash between
 //! "recorded" and "upstream answered") move to the queue with outcome
 //! `unknown`: a crash never leaves no record.
 
@@ -220,6 +222,13 @@ pub enum BlobSource {
 /// Handle of an event recorded before its outcome is known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InflightId(u64);
+
+/// An outcome committed by [`Buffer::settle`], not yet on disk.
+#[derive(Debug)]
+#[must_use = "the outcome is not durable until `Buffer::make_durable` returns"]
+pub struct Settled {
+    seq: u64,
+}
 
 /// Backlog figures for logs and the hosts view.
 #[derive(Debug, Clone, Copy, Default)]
@@ -812,6 +821,20 @@ impl Buffer {
         id: InflightId,
         update: impl FnOnce(&mut Event),
     ) -> Result<u64, BufferError> {
+        let settled = self.settle(id, update)?;
+        self.make_durable(settled).await
+    }
+
+    /// The first half of [`Buffer::finish`]: the outcome is committed (in
+    /// memory; the shipper does not see it yet) but not flushed. A crash
+    /// before [`Buffer::make_durable`] returns leaves the in-flight record,
+    /// recovered with outcome `unknown`. The relay uses it to send its
+    /// reply while the flush runs.
+    pub fn settle(
+        &self,
+        id: InflightId,
+        update: impl FnOnce(&mut Event),
+    ) -> Result<Settled, BufferError> {
         let key = id.0.to_be_bytes();
         let Some(bytes) = self.inflight.get(key).map_err(|e| self.sled_err(e))? else {
             return Err(BufferError::Corrupt {
@@ -823,6 +846,13 @@ impl Buffer {
         let mut event = self.decode(&bytes, &format!("inflight/{}", id.0))?;
         update(&mut event);
         let seq = self.move_to_queue(&key, &event)?;
+        Ok(Settled { seq })
+    }
+
+    /// The second half of [`Buffer::finish`]: flushes (group commit) and
+    /// hands the event to the shipper. Returns its sequence number.
+    pub async fn make_durable(&self, settled: Settled) -> Result<u64, BufferError> {
+        let Settled { seq } = settled;
         self.flush().await?;
         // One flush covers every transaction committed before it, and
         // sequence numbers are assigned in commit order.

@@ -312,6 +312,49 @@ async fn postfix_refusals_reach_the_client_verbatim_and_are_recorded() -> anyhow
     }
     assert_eq!(codes, [250, 250, 354, 250, 250, 250, 354, 250, 221]);
 
+    // A pipelined envelope with a refused recipient in the middle, relayed
+    // to Postfix (which offers PIPELINING) as one group: the replies come
+    // back in order and each recipient is recorded with its own.
+    let (mut t, _) = Talk::connect(smtp)?;
+    t.cmd("EHLO desk.sender.test")?;
+    t.send(
+        format!(
+            "MAIL FROM:<alice@sender.test>\r\nRCPT TO:<ok@example.test>\r\nRCPT TO:<{}>\r\nRCPT TO:<ok2@example.test>\r\nDATA\r\n",
+            mta::REFUSED_RCPT
+        )
+        .as_bytes(),
+    )?;
+    let mut replies = Vec::new();
+    for _ in 0..5 {
+        replies.push(t.reply()?);
+    }
+    let codes: Vec<u16> = replies.iter().map(|r| r.0).collect();
+    assert_eq!(codes[..2], [250, 250], "{replies:?}");
+    assert!(
+        codes[2] >= 500 && replies[2].1.contains("no such user here"),
+        "{replies:?}"
+    );
+    assert_eq!(codes[3..], [250, 354], "{replies:?}");
+    t.send(b"Subject: pipelined-partial\r\n\r\nbody\r\n.\r\n")?;
+    assert_eq!(t.reply()?.0, 250);
+    assert_eq!(t.cmd("QUIT")?.0, 221);
+    let m = one(&env, "pipelined-partial").await?;
+    assert_eq!(m.outcome, Outcome::Delivered as i32);
+    let rcpt: Vec<(&str, bool)> = m
+        .rcpt_to
+        .iter()
+        .map(|r| (r.address.as_str(), r.reply_code == 250))
+        .collect();
+    assert_eq!(
+        rcpt,
+        [
+            ("ok@example.test", true),
+            (mta::REFUSED_RCPT, false),
+            ("ok2@example.test", true)
+        ]
+    );
+    assert_eq!(m.rcpt_to[1].reply_code, u32::from(codes[2]));
+
     let rejected = env
         .wait_for(
             SearchRequest {

@@ -6,8 +6,10 @@
 //!
 //! The promise, in relay mode: the message is durable in the buffer before
 //! the end-of-data goes to the upstream, and the upstream's outcome is
-//! durable before its reply goes back to the client. Recipients come from
-//! RCPT TO only.
+//! committed before its reply goes back to the client and durable before
+//! anything further is said to that client (its flush overlaps the reply;
+//! a crash in that window leaves outcome `unknown`, as a crash while the
+//! upstream decides does). Recipients come from RCPT TO only.
 //!
 //! - `session.rs` — one client connection: the command state machine.
 //! - `upstream.rs` — the connection to the upstream MTA (TLS, EHLO, login).

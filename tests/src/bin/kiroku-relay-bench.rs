@@ -23,9 +23,22 @@ struct Args {
     /// Mails per round for 1 MB messages.
     #[arg(long, default_value_t = 64)]
     big: usize,
-    /// Size of the single large message, in MB.
+    /// Size of the single large message, in MB (0: skip it).
     #[arg(long, default_value_t = 50)]
     huge_mb: usize,
+    /// How the load sends each envelope (both ways of sending go to both
+    /// targets alike).
+    #[arg(long, value_enum, default_value_t = load::Submit::LockStep)]
+    submit: load::Submit,
+    /// Only these message sizes in bytes (default: 10240 and 1000000).
+    #[arg(long, value_delimiter = ',')]
+    sizes: Vec<usize>,
+    /// Only these numbers of concurrent clients (default: 1 and 32).
+    #[arg(long, value_delimiter = ',')]
+    clients: Vec<usize>,
+    /// Keep the run's directory (agent log, buffer) and print its path.
+    #[arg(long)]
+    keep: bool,
 }
 
 fn kb(pid: u32, field: &str) -> u64 {
@@ -76,30 +89,40 @@ async fn main() -> anyhow::Result<()> {
     );
 
     // Memory first, on a fresh agent, so the peak is this message's.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let pid = agent.pid();
-    let idle = kb(pid, "VmRSS");
-    let huge = load::run(&relay, 1, 1, a.huge_mb * 1_000_000).await?;
-    let hwm = kb(pid, "VmHWM");
-    println!(
-        "\n{} MB message through the relay: {:.2} s; agent RSS idle {} kB, peak (VmHWM) {} kB, growth {} kB",
-        a.huge_mb,
-        huge.seconds,
-        idle,
-        hwm,
-        hwm.saturating_sub(idle)
-    );
+    if a.huge_mb > 0 {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let pid = agent.pid();
+        let idle = kb(pid, "VmRSS");
+        let huge = load::run(&relay, 1, 1, a.huge_mb * 1_000_000, a.submit).await?;
+        let hwm = kb(pid, "VmHWM");
+        println!(
+            "\n{} MB message through the relay: {:.2} s; agent RSS idle {} kB, peak (VmHWM) {} kB, growth {} kB",
+            a.huge_mb,
+            huge.seconds,
+            idle,
+            hwm,
+            hwm.saturating_sub(idle)
+        );
+    }
+    println!("\nenvelope: {:?}", a.submit);
 
     println!(
         "\n| size | clients | direct mails/s | relay mails/s | relay/direct | direct p50 ms | relay p50 ms | added p50 ms | direct p99 ms | relay p99 ms |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
+    let wanted = |list: &[usize], x: usize| list.is_empty() || list.contains(&x);
     for (size, label, mails) in [(10_240, "10 KB", a.small), (1_000_000, "1 MB", a.big)] {
+        if !wanted(&a.sizes, size) {
+            continue;
+        }
         for clients in [1, 32] {
+            if !wanted(&a.clients, clients) {
+                continue;
+            }
             let (mut d, mut r) = (Vec::new(), Vec::new());
             for _ in 0..a.rounds {
-                d.push(load::run(&direct, mails, clients, size).await?);
-                r.push(load::run(&relay, mails, clients, size).await?);
+                d.push(load::run(&direct, mails, clients, size, a.submit).await?);
+                r.push(load::run(&relay, mails, clients, size, a.submit).await?);
             }
             let m = |v: &[load::Stats], f: &dyn Fn(&load::Stats) -> f64| {
                 median(v.iter().map(f).collect())
@@ -113,6 +136,11 @@ async fn main() -> anyhow::Result<()> {
                 r50 - d50
             );
         }
+    }
+    drop(agent);
+    drop(pf);
+    if a.keep {
+        println!("\nkept: {}", env.dir.keep().display());
     }
     Ok(())
 }

@@ -1,9 +1,11 @@
 //! One client connection: the SMTP command state machine of the relay (or
-//! of capture-only mode). Commands are handled one at a time in the order
-//! the client sent them, each relayed to the upstream and answered with the
-//! upstream's reply before the next is read, so pipelined commands are
-//! matched one by one to their replies and the upstream never sees
-//! pipelining it did not offer.
+//! of capture-only mode). Commands are handled in the order the client
+//! sent them, each relayed to the upstream and answered with the
+//! upstream's reply before the next is read — except a group the client
+//! pipelined (RFC 2920: MAIL, RCPTs, DATA last), which goes to an upstream
+//! that offered PIPELINING in one write, its replies read one by one and
+//! returned in order. The upstream never sees pipelining it did not offer,
+//! and commands go to it as the lines we parsed, CRLF added by us.
 //!
 //! Every transaction is recorded: delivered or refused at end-of-data (with
 //! the message), refused at MAIL, RCPT or DATA, or abandoned by the client
@@ -51,6 +53,8 @@ pub async fn run(cap: &SmtpCapture, stream: TcpStream, peer: SocketAddr, local: 
         esmtp: false,
         auth: None,
         txn: None,
+        phases: Phases::default(),
+        outcome_flush: None,
         closing: false,
         started: Instant::now(),
     };
@@ -60,6 +64,7 @@ pub async fn run(cap: &SmtpCapture, stream: TcpStream, peer: SocketAddr, local: 
         _ => "DISCONNECT",
     };
     s.end_txn(Outcome::Aborted, None, stage).await;
+    s.outcome_durable().await;
     if let Err(e) = end {
         tracing::debug!(peer = %peer, error = %e, "SMTP session ended");
     }
@@ -87,6 +92,89 @@ async fn identify(peer: SocketAddr, local: SocketAddr) -> (Option<peer::LocalPee
     }
 }
 
+/// Where a relayed transaction's time went, logged at debug level under
+/// the target `relay_timing` when it ends with a message (see
+/// BENCHMARKS.md, "Relay overhead"). Taking the times costs a few
+/// `Instant::now()` calls per transaction.
+#[derive(Debug, Default, Clone, Copy)]
+struct Phases {
+    /// MAIL relayed to the upstream and its reply read (with the RCPTs and
+    /// DATA of a pipelined group).
+    mail: Duration,
+    /// Every RCPT relayed (sum).
+    rcpt: Duration,
+    /// DATA relayed, 354 read.
+    data_cmd: Duration,
+    /// From our 354 to the client's end-of-data, body streamed upstream.
+    body: Duration,
+    /// Spool completed (and fsynced, for a spool file).
+    spool: Duration,
+    /// MIME → record.
+    parse: Duration,
+    /// `buffer.begin`: the record made durable.
+    begin: Duration,
+    /// End-of-data sent upstream, its reply read.
+    eod: Duration,
+    /// The outcome committed (its flush runs while the reply goes out).
+    finish: Duration,
+    /// The reply written to the client.
+    reply: Duration,
+}
+
+impl Phases {
+    fn log(&self) {
+        let us = |d: Duration| d.as_micros() as u64;
+        tracing::debug!(
+            target: "relay_timing",
+            mail_us = us(self.mail),
+            rcpt_us = us(self.rcpt),
+            data_cmd_us = us(self.data_cmd),
+            body_us = us(self.body),
+            spool_us = us(self.spool),
+            parse_us = us(self.parse),
+            begin_us = us(self.begin),
+            eod_us = us(self.eod),
+            finish_us = us(self.finish),
+            reply_us = us(self.reply),
+            "relay transaction phases"
+        );
+    }
+}
+
+/// A command pipelined behind MAIL that joins its group (see
+/// `Session::pipelined_after_mail`).
+enum Piped {
+    /// The line as read (without CRLF) and its parsed path.
+    Rcpt {
+        line: Vec<u8>,
+        addr: String,
+        params: String,
+    },
+    /// DATA, always the last of a group.
+    Data,
+}
+
+/// The next command waiting complete in `buf`, if it may join a pipelined
+/// group: a CRLF-terminated line with no other CR, no NUL, within the
+/// length limit, that is a well-formed RCPT or exactly DATA. Anything
+/// else (including a line still arriving) ends the group.
+fn peek_piped(buf: &[u8]) -> Option<Piped> {
+    let nl = memchr::memchr(b'\n', buf)?;
+    let line = buf[..nl].strip_suffix(b"\r")?;
+    if line.len() > wire::MAX_COMMAND_LINE || line.iter().any(|&b| b == b'\r' || b == 0) {
+        return None;
+    }
+    if line.eq_ignore_ascii_case(b"DATA") {
+        return Some(Piped::Data);
+    }
+    let (addr, params) = parse_path(line, "RCPT TO:")?;
+    Some(Piped::Rcpt {
+        line: Vec::new(),
+        addr,
+        params,
+    })
+}
+
 /// The envelope of the transaction in progress.
 struct Txn {
     mail_from: String,
@@ -110,6 +198,10 @@ struct Session<'a> {
     /// (user, mechanism) the client authenticated as through the relay.
     auth: Option<(String, String)>,
     txn: Option<Txn>,
+    phases: Phases,
+    /// The flush that makes the last end-of-data outcome durable, running
+    /// while its reply goes out; awaited before any further reply.
+    outcome_flush: Option<tokio::task::JoinHandle<()>>,
     /// A 421 was sent: the session ends after the current command.
     closing: bool,
     started: Instant,
@@ -129,14 +221,39 @@ enum End {
 }
 
 impl Session<'_> {
+    /// Waits for the flush of the last outcome, if one is running.
+    async fn outcome_durable(&mut self) {
+        if let Some(flush) = self.outcome_flush.take() {
+            let _ = flush.await;
+        }
+    }
+
     fn relay(&self) -> bool {
         self.cap.cfg.mode == SmtpMode::Relay
     }
 
+    /// Sends a reply once the previous transaction's outcome is durable.
     async fn send(&mut self, reply: &Reply) -> Result<(), End> {
-        self.client.write_all(&reply.to_wire()).await?;
+        self.outcome_durable().await;
+        self.send_now(reply).await
+    }
+
+    async fn send_now(&mut self, reply: &Reply) -> Result<(), End> {
+        self.send_all_now(std::slice::from_ref(reply)).await
+    }
+
+    /// Sends replies in one write (a pipelined group's) once the previous
+    /// transaction's outcome is durable.
+    async fn send_all(&mut self, replies: &[Reply]) -> Result<(), End> {
+        self.outcome_durable().await;
+        self.send_all_now(replies).await
+    }
+
+    async fn send_all_now(&mut self, replies: &[Reply]) -> Result<(), End> {
+        let out: Vec<u8> = replies.iter().flat_map(Reply::to_wire).collect();
+        self.client.write_all(&out).await?;
         self.client.flush().await?;
-        if reply.code == 421 {
+        if replies.iter().any(|r| r.code == 421) {
             self.closing = true;
         }
         Ok(())
@@ -653,26 +770,39 @@ impl Session<'_> {
                     .await;
             }
         }
-        let reply = self.exchange(line, "MAIL").await;
-        if self.txn.is_none() {
-            let txn = Txn {
-                mail_from: addr,
-                mail_params: params,
-                rcpt: Vec::new(),
-            };
-            if reply.is_positive() {
-                self.txn = Some(txn);
-            } else {
-                self.txn = Some(txn);
-                let outcome = if reply.code >= 400 {
-                    Outcome::Rejected
-                } else {
-                    Outcome::Aborted
-                };
-                self.end_txn(outcome, Some(&reply), "MAIL").await;
-            }
+        let group = self.pipelined_after_mail().await?;
+        if !group.is_empty() {
+            return self.relay_group(line, addr, params, group).await;
         }
+        let t = Instant::now();
+        let reply = self.exchange(line, "MAIL").await;
+        self.phases = Phases {
+            mail: t.elapsed(),
+            ..Phases::default()
+        };
+        self.mail_replied(addr, params, &reply).await;
         self.send(&reply).await
+    }
+
+    /// Opens the transaction of a MAIL the upstream answered with `reply`
+    /// (and records it at once if refused).
+    async fn mail_replied(&mut self, addr: String, params: String, reply: &Reply) {
+        if self.txn.is_some() {
+            return;
+        }
+        self.txn = Some(Txn {
+            mail_from: addr,
+            mail_params: params,
+            rcpt: Vec::new(),
+        });
+        if !reply.is_positive() {
+            let outcome = if reply.code >= 400 {
+                Outcome::Rejected
+            } else {
+                Outcome::Aborted
+            };
+            self.end_txn(outcome, Some(reply), "MAIL").await;
+        }
     }
 
     async fn rcpt(&mut self, line: &[u8]) -> Result<(), End> {
@@ -686,7 +816,15 @@ impl Session<'_> {
                 .send(&Reply::new(503, "5.5.1 Need MAIL before RCPT"))
                 .await;
         }
+        let t = Instant::now();
         let reply = self.exchange(line, "RCPT").await;
+        self.phases.rcpt += t.elapsed();
+        self.rcpt_replied(addr, params, &reply);
+        self.send(&reply).await
+    }
+
+    /// Keeps a recipient with the upstream's reply to it.
+    fn rcpt_replied(&mut self, addr: String, params: String, reply: &Reply) {
         if let Some(txn) = self.txn.as_mut() {
             txn.rcpt.push(Recipient {
                 address: addr,
@@ -695,7 +833,6 @@ impl Session<'_> {
                 reply: reply.text(),
             });
         }
-        self.send(&reply).await
     }
 
     async fn data_command(&mut self, line: &[u8]) -> Result<(), End> {
@@ -708,9 +845,19 @@ impl Session<'_> {
                 .send(&Reply::new(503, "5.5.1 Need RCPT before DATA"))
                 .await;
         }
+        let t = Instant::now();
         let reply = self.exchange(line, "DATA").await;
+        self.phases.data_cmd = t.elapsed();
+        self.data_replied(reply, Vec::new()).await
+    }
+
+    /// Goes on after the upstream's reply to DATA: the message on 354, else
+    /// the refused transaction recorded. `earlier` are the replies to the
+    /// rest of a pipelined group, sent in the same write.
+    async fn data_replied(&mut self, reply: Reply, mut earlier: Vec<Reply>) -> Result<(), End> {
         if reply.code == 354 {
-            self.send(&reply).await?;
+            earlier.push(reply);
+            self.send_all(&earlier).await?;
             return self.data().await;
         }
         // Refused before any content: the transaction is over for the record.
@@ -720,15 +867,126 @@ impl Session<'_> {
             Outcome::Aborted
         };
         self.end_txn(outcome, Some(&reply), "DATA").await;
-        self.send(&reply).await
+        earlier.push(reply);
+        self.send_all(&earlier).await
+    }
+
+    /// The RCPT and DATA commands a client pipelined (RFC 2920) behind a
+    /// MAIL, when they can go to the upstream in one write: relay mode,
+    /// an ESMTP client (it saw our PIPELINING) and an upstream that offered
+    /// PIPELINING. Only complete, clean lines already received are taken
+    /// (never waiting for more), up to and including a DATA, which ends a
+    /// group; anything else stays for the lock-step path.
+    async fn pipelined_after_mail(&mut self) -> Result<Vec<Piped>, End> {
+        let upstream_pipelines = self
+            .upstream
+            .as_ref()
+            .is_some_and(|u| u.caps.has("PIPELINING"));
+        let mut group = Vec::new();
+        if !self.relay() || !self.esmtp || !upstream_pipelines {
+            return Ok(group);
+        }
+        while let Some(next) = peek_piped(self.client.buffer()) {
+            // The line is complete and clean in the buffer: reading it
+            // cannot wait nor fail.
+            let line = self.read_client_line(wire::MAX_COMMAND_LINE).await?;
+            let data = matches!(next, Piped::Data);
+            group.push(match next {
+                Piped::Rcpt { addr, params, .. } => Piped::Rcpt { line, addr, params },
+                Piped::Data => Piped::Data,
+            });
+            if data {
+                break;
+            }
+        }
+        Ok(group)
+    }
+
+    /// Relays MAIL and the commands pipelined behind it in one write and
+    /// reads the upstream's replies one by one, in order; each is handled
+    /// as in lock-step (recipients recorded with their own reply) and the
+    /// client gets them all in order, in one write. If the upstream fails
+    /// part-way, the commands left unanswered get a temporary failure.
+    async fn relay_group(
+        &mut self,
+        mail: &[u8],
+        addr: String,
+        params: String,
+        group: Vec<Piped>,
+    ) -> Result<(), End> {
+        let t = Instant::now();
+        let mut lines: Vec<&[u8]> = vec![mail];
+        for p in &group {
+            lines.push(match p {
+                Piped::Rcpt { line, .. } => line.as_slice(),
+                Piped::Data => b"DATA".as_slice(),
+            });
+        }
+        let mut replies = Vec::with_capacity(lines.len());
+        let sent = match self.upstream.as_mut() {
+            Some(up) => up.send_lines(&lines).await,
+            None => Err("no upstream connection".into()),
+        };
+        match sent {
+            Err(e) => {
+                self.upstream = None;
+                replies.resize(lines.len(), temp_failure(&e));
+            }
+            Ok(()) => {
+                for p in std::iter::once(None).chain(group.iter().map(Some)) {
+                    let limit = match p {
+                        Some(Piped::Data) => upstream::DATA_INIT_TIMEOUT,
+                        _ => upstream::COMMAND_TIMEOUT,
+                    };
+                    let Some(up) = self.upstream.as_mut() else {
+                        replies.push(temp_failure("upstream connection lost mid-group"));
+                        continue;
+                    };
+                    match up.reply(limit).await {
+                        Ok(r) => {
+                            if r.code == 421 {
+                                self.upstream = None;
+                            }
+                            replies.push(r);
+                        }
+                        Err(e) => {
+                            self.upstream = None;
+                            replies.push(temp_failure(&e));
+                        }
+                    }
+                }
+            }
+        }
+        // The envelope's round trip is shared; it is counted as MAIL's.
+        self.phases = Phases {
+            mail: t.elapsed(),
+            ..Phases::default()
+        };
+        let mut replies = replies.into_iter();
+        let mut out = Vec::with_capacity(lines.len());
+        let mail_reply = replies.next().unwrap_or_else(|| temp_failure("no reply"));
+        self.mail_replied(addr, params, &mail_reply).await;
+        out.push(mail_reply);
+        for p in group {
+            let reply = replies.next().unwrap_or_else(|| temp_failure("no reply"));
+            match p {
+                Piped::Rcpt { addr, params, .. } => {
+                    self.rcpt_replied(addr, params, &reply);
+                    out.push(reply);
+                }
+                Piped::Data => return self.data_replied(reply, out).await,
+            }
+        }
+        self.send_all(&out).await
     }
 
     /// Reads the message after 354 in chunks: each goes to the buffer's
     /// spool file and, relaying, straight on to the upstream (dot-stuffed
     /// again), so memory stays bounded whatever the size. At the client's
     /// end-of-data: the message is made durable and recorded, and only then
-    /// does the upstream get its end-of-data; its outcome is recorded before
-    /// the client gets the reply. Data with bare CR/LF or NUL, or over the
+    /// does the upstream get its end-of-data; its outcome is committed
+    /// before the client gets the reply and flushed while the reply goes
+    /// out (any later reply waits for that flush). Data with bare CR/LF or NUL, or over the
     /// size limit, never gets an end-of-data upstream (the connection is
     /// dropped, so nothing is delivered).
     async fn data(&mut self) -> Result<(), End> {
@@ -747,6 +1005,7 @@ impl Session<'_> {
         } else {
             None
         };
+        let body_started = Instant::now();
         let deadline = tokio::time::Instant::now() + DATA_TIMEOUT;
         let block_timeout = Duration::from_secs(self.cap.cfg.data_block_timeout_secs);
         loop {
@@ -843,6 +1102,8 @@ impl Session<'_> {
         }
 
         // The content is complete: make it durable.
+        self.phases.body = body_started.elapsed();
+        let t = Instant::now();
         let spooled = match spool.take() {
             Some(sp) => sp.finish().await,
             None => Err(spool_err.unwrap_or(BufferError::Task {
@@ -857,7 +1118,10 @@ impl Session<'_> {
                 return self.send(&buffer_failure(&e)).await;
             }
         };
+        self.phases.spool = t.elapsed();
+        let t = Instant::now();
         let mut ev = self.build_event(&env, Some(&spooled)).await;
+        self.phases.parse = t.elapsed();
         if let Some(Kind::Email(m)) = &mut ev.kind {
             m.ended_at = "END-OF-DATA".into();
             for w in &m.parse_warnings {
@@ -889,6 +1153,7 @@ impl Session<'_> {
         }
 
         // Relay: durable first, then end-of-data to the upstream.
+        let t = Instant::now();
         let id = match self
             .cap
             .buffer
@@ -901,13 +1166,16 @@ impl Session<'_> {
                 return self.send(&buffer_failure(&e)).await;
             }
         };
+        self.phases.begin = t.elapsed();
         // Failing before our end-of-data means the upstream discarded the
         // message: not delivered. Failing after it: we cannot know.
+        let t = Instant::now();
         let outcome = match (forward_err, self.upstream.as_mut()) {
             (Some(e), _) => Err((false, e)),
             (None, Some(up)) => up.data_end(&mut stuffer).await.map_err(|e| (true, e)),
             (None, None) => Err((false, "no upstream connection".to_owned())),
         };
+        self.phases.eod = t.elapsed();
         if outcome.is_err() {
             self.upstream = None;
         }
@@ -929,24 +1197,36 @@ impl Session<'_> {
             Err((true, e)) => (0, e.clone(), Outcome::Unknown, String::new(), "UPSTREAM"),
             Err((false, e)) => (451, e.clone(), Outcome::Aborted, String::new(), "UPSTREAM"),
         };
-        if let Err(e) = self
-            .cap
-            .buffer
-            .finish(id, |ev| {
-                if let Some(Kind::Email(m)) = &mut ev.kind {
-                    m.outcome = result as i32;
-                    m.reply_code = u32::from(code);
-                    m.upstream_reply = text.clone();
-                    m.upstream_queue_id = queue_id.clone();
-                    m.ended_at = stage.into();
-                }
-            })
-            .await
-        {
-            // The record exists (in flight) and is recovered with outcome
-            // unknown at the next start.
-            tracing::error!(peer = %self.peer, error = %e, "could not record the upstream's outcome");
+        // The outcome is committed now and flushed while the reply goes
+        // out (the next reply to this client waits for that flush). A
+        // crash in between leaves the in-flight record, recovered with
+        // outcome unknown, as a crash while the upstream decides does.
+        let t = Instant::now();
+        let settled = self.cap.buffer.settle(id, |ev| {
+            if let Some(Kind::Email(m)) = &mut ev.kind {
+                m.outcome = result as i32;
+                m.reply_code = u32::from(code);
+                m.upstream_reply = text.clone();
+                m.upstream_queue_id = queue_id.clone();
+                m.ended_at = stage.into();
+            }
+        });
+        match settled {
+            Ok(settled) => {
+                let (buffer, peer) = (self.cap.buffer.clone(), self.peer);
+                self.outcome_flush = Some(tokio::spawn(async move {
+                    if let Err(e) = buffer.make_durable(settled).await {
+                        // The record exists (in flight, durable) and is
+                        // recovered with outcome unknown at the next start.
+                        tracing::error!(peer = %peer, error = %e, "could not record the upstream's outcome");
+                    }
+                }));
+            }
+            Err(e) => {
+                tracing::error!(peer = %self.peer, error = %e, "could not record the upstream's outcome");
+            }
         }
+        self.phases.finish = t.elapsed();
         let reply = match outcome {
             Ok(r) => r,
             Err((after_end, e)) => {
@@ -964,7 +1244,11 @@ impl Session<'_> {
                 }
             }
         };
-        self.send(&reply).await
+        let t = Instant::now();
+        let sent = self.send_now(&reply).await;
+        self.phases.reply = t.elapsed();
+        self.phases.log();
+        sent
     }
 
     fn envelope(&self, txn: Txn) -> record::Envelope {
@@ -1097,6 +1381,39 @@ fn parse_path(line: &[u8], prefix: &str) -> Option<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_may_join_a_pipelined_group() {
+        // (buffered input, joins as: None, Some("RCPT <addr>") or Some("DATA"))
+        let cases: &[(&[u8], Option<&str>)] = &[
+            (b"RCPT TO:<b@x>\r\nDATA\r\n", Some("RCPT b@x")),
+            (b"rcpt to:<b@x> NOTIFY=NEVER\r\n", Some("RCPT b@x")),
+            (b"DATA\r\nSubject: early\r\n", Some("DATA")),
+            (b"data\r\n", Some("DATA")),
+            // Incomplete, bare LF, stray CR, NUL: left to the lock-step path.
+            (b"RCPT TO:<b@x>", None),
+            (b"RCPT TO:<b@x>\n", None),
+            (b"RCPT TO:<b@x>\rX\r\n", None),
+            (b"RCPT TO:<b\0@x>\r\n", None),
+            // Malformed RCPT, other commands, DATA with an argument.
+            (b"RCPT TO:\r\n", None),
+            (b"RSET\r\n", None),
+            (b"AUTH PLAIN AGFAYg==\r\n", None),
+            (b"STARTTLS\r\n", None),
+            (b"DATA x\r\n", None),
+            (b"BDAT 10 LAST\r\n", None),
+            (b"", None),
+        ];
+        for (buf, want) in cases {
+            let got = peek_piped(buf).map(|p| match p {
+                Piped::Rcpt { addr, .. } => format!("RCPT {addr}"),
+                Piped::Data => "DATA".into(),
+            });
+            assert_eq!(got.as_deref(), *want, "{}", String::from_utf8_lossy(buf));
+        }
+        let long = [b"RCPT TO:<".as_slice(), &[b'a'; 5000], b">\r\n"].concat();
+        assert!(peek_piped(&long).is_none(), "over the line limit");
+    }
 
     #[test]
     fn paths() {

@@ -1,7 +1,9 @@
 //! The relay's connection to the upstream MTA: connect (plain or implicit
 //! TLS), EHLO with STARTTLS per policy, the agent's own smarthost login,
-//! and lock-step commands with RFC 5321 section 4.5.3.2 timeouts. We never
-//! pipeline to the upstream: each command waits for its reply.
+//! and commands with RFC 5321 section 4.5.3.2 timeouts. Commands go one
+//! at a time, each waiting for its reply, except a client's pipelined
+//! MAIL/RCPT/DATA group, which the session sends in one write with
+//! [`Upstream::send_lines`] only to an upstream that offered PIPELINING.
 
 use std::time::Duration;
 
@@ -126,9 +128,18 @@ impl Upstream {
 
     /// Sends one line (CRLF added) without waiting for a reply.
     pub async fn send_line(&mut self, line: &[u8]) -> Result<(), String> {
-        let mut out = Vec::with_capacity(line.len() + 2);
-        out.extend_from_slice(line);
-        out.extend_from_slice(b"\r\n");
+        self.send_lines(&[line]).await
+    }
+
+    /// Sends lines (each CRLF-terminated here) in one write without
+    /// waiting for replies: one line, or a pipelined group (RFC 2920) for
+    /// an upstream that offered PIPELINING.
+    pub async fn send_lines(&mut self, lines: &[&[u8]]) -> Result<(), String> {
+        let mut out = Vec::with_capacity(lines.iter().map(|l| l.len() + 2).sum());
+        for line in lines {
+            out.extend_from_slice(line);
+            out.extend_from_slice(b"\r\n");
+        }
         let w = async {
             self.conn.write_all(&out).await?;
             self.conn.flush().await
