@@ -65,7 +65,7 @@ async fn agent_killed_before_shipping_delivers_exactly_once_after_restart() -> a
     assert_eq!(
         email(&ev[0]).outcome,
         kiroku_proto::Outcome::Delivered as i32,
-        "outcome was durable before the 250"
+        "outcome was durable before the next reply (smtplib's QUIT got its 221 before the kill)"
     );
     assert_eq!(upstream.messages().len(), 1);
     Ok(())

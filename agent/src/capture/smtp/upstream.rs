@@ -234,6 +234,10 @@ impl Upstream {
                 })?;
         self.conn = tls::conn(io);
         self.tls = desc;
+        // What the server offered in plain text is forgotten (RFC 3207
+        // 4.2): until the EHLO over TLS answers, nothing (PIPELINING
+        // included) counts as offered.
+        self.caps = Caps::default();
         Ok(())
     }
 
