@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 /// Reads one SMTP reply: (code, text).
 pub async fn reply(r: &mut BufReader<OwnedReadHalf>) -> anyhow::Result<(u16, String)> {
@@ -80,6 +80,76 @@ impl Stats {
     }
 }
 
+/// One SMTP connection after EHLO: (reader, writer).
+type Conn = (BufReader<OwnedReadHalf>, OwnedWriteHalf);
+
+async fn connect(addr: &str) -> anyhow::Result<Conn> {
+    let s = TcpStream::connect(addr).await?;
+    s.set_nodelay(true)?;
+    let (r, mut w) = s.into_split();
+    let mut r = BufReader::new(r);
+    reply(&mut r).await?;
+    w.write_all(b"EHLO loadgen.example.com\r\n").await?;
+    reply(&mut r).await?;
+    Ok((r, w))
+}
+
+/// One transaction (MAIL, RCPT, DATA, message `n` of `size` bytes); its
+/// time from MAIL to the end-of-data reply.
+async fn transaction(
+    r: &mut BufReader<OwnedReadHalf>,
+    w: &mut OwnedWriteHalf,
+    n: usize,
+    size: usize,
+    submit: Submit,
+) -> anyhow::Result<Duration> {
+    let mut m = message(n, size);
+    m.extend_from_slice(b".\r\n");
+    let envelope = [
+        (&b"MAIL FROM:<load@example.com>\r\n"[..], 250),
+        (b"RCPT TO:<sink@example.test>\r\n", 250),
+        (b"DATA\r\n", 354),
+    ];
+    let t0 = Instant::now();
+    if submit == Submit::Pipelined {
+        w.write_all(&envelope.map(|(cmd, _)| cmd).concat()).await?;
+    }
+    for (cmd, want) in envelope {
+        if submit == Submit::LockStep {
+            w.write_all(cmd).await?;
+        }
+        let (code, text) = reply(r).await?;
+        if code != want {
+            bail!("mail {n}: {text}");
+        }
+    }
+    w.write_all(&m).await?;
+    let (code, text) = reply(r).await?;
+    if code != 250 {
+        bail!("mail {n}: {text}");
+    }
+    Ok(t0.elapsed())
+}
+
+/// Sends `mails` messages of `size` bytes over one connection at `rate`
+/// per second (each transaction starts at its due time, or at once when
+/// the previous one ran late).
+pub async fn paced(addr: &str, mails: usize, size: usize, rate: f64) -> anyhow::Result<Stats> {
+    let (mut r, mut w) = connect(addr).await?;
+    let started = Instant::now();
+    let mut latencies = Vec::with_capacity(mails);
+    for n in 0..mails {
+        tokio::time::sleep_until((started + Duration::from_secs_f64(n as f64 / rate)).into()).await;
+        latencies.push(transaction(&mut r, &mut w, n, size, Submit::LockStep).await?);
+    }
+    w.write_all(b"QUIT\r\n").await?;
+    Ok(Stats {
+        mails,
+        seconds: started.elapsed().as_secs_f64(),
+        latencies,
+    })
+}
+
 /// Sends `mails` messages of `size` bytes to `addr` over `concurrency`
 /// connections. Fails on any reply other than the expected ones.
 pub async fn run(
@@ -96,44 +166,13 @@ pub async fn run(
         let (next, addr) = (next.clone(), addr.to_owned());
         workers.push(tokio::spawn(async move {
             let mut lat = Vec::new();
-            let s = TcpStream::connect(&addr).await?;
-            s.set_nodelay(true)?;
-            let (r, mut w) = s.into_split();
-            let mut r = BufReader::new(r);
-            reply(&mut r).await?;
-            w.write_all(b"EHLO loadgen.example.com\r\n").await?;
-            reply(&mut r).await?;
+            let (mut r, mut w) = connect(&addr).await?;
             loop {
                 let n = next.fetch_add(1, Ordering::Relaxed);
                 if n >= mails {
                     break;
                 }
-                let mut m = message(n, size);
-                m.extend_from_slice(b".\r\n");
-                let envelope = [
-                    (&b"MAIL FROM:<load@example.com>\r\n"[..], 250),
-                    (b"RCPT TO:<sink@example.test>\r\n", 250),
-                    (b"DATA\r\n", 354),
-                ];
-                let t0 = Instant::now();
-                if submit == Submit::Pipelined {
-                    w.write_all(&envelope.map(|(cmd, _)| cmd).concat()).await?;
-                }
-                for (cmd, want) in envelope {
-                    if submit == Submit::LockStep {
-                        w.write_all(cmd).await?;
-                    }
-                    let (code, text) = reply(&mut r).await?;
-                    if code != want {
-                        bail!("mail {n}: {text}");
-                    }
-                }
-                w.write_all(&m).await?;
-                let (code, text) = reply(&mut r).await?;
-                if code != 250 {
-                    bail!("mail {n}: {text}");
-                }
-                lat.push(t0.elapsed());
+                lat.push(transaction(&mut r, &mut w, n, size, submit).await?);
             }
             w.write_all(b"QUIT\r\n").await?;
             anyhow::Ok(lat)
