@@ -27,10 +27,14 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use crate::buffer::{self, Buffer};
 use crate::capture::context::CaptureContext;
 
-/// Events per batch and encoded bytes per batch (under the 4 MiB gRPC
-/// default message limit).
-const BATCH_EVENTS: usize = 1000;
-const BATCH_BYTES: usize = 2 * 1024 * 1024;
+/// Events per batch and encoded bytes per batch (under the collector's
+/// 16 MiB message limit). Each batch costs the collector one group commit
+/// (journal fdatasync + tantivy commit, ~0.2-0.5 s on a busy disk) while
+/// the agent waits for its ack, so batches are large: 1,000 events per
+/// batch held one agent's backlog drain to ~1,500 small events/s
+/// (BENCHMARKS.md, issue 6).
+const BATCH_EVENTS: usize = 10_000;
+const BATCH_BYTES: usize = 8 * 1024 * 1024;
 const BLOB_CHUNK: usize = 1024 * 1024;
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);

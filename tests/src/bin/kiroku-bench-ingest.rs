@@ -48,9 +48,6 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
-/// The agent shipper's batch limits (agent/src/shipper.rs).
-const BATCH_EVENTS: usize = 1000;
-const BATCH_BYTES: usize = 2 * 1024 * 1024;
 const BLOB_CHUNK: usize = 1024 * 1024;
 
 #[derive(Parser)]
@@ -96,6 +93,16 @@ struct Args {
     /// into this directory (one file per run).
     #[arg(long)]
     perf_dir: Option<PathBuf>,
+    /// Events per batch of a simulated agent (the agent's shipper: 10,000;
+    /// before issue 6: 1,000).
+    #[arg(long, default_value_t = 10_000)]
+    batch_events: usize,
+    /// Encoded bytes per batch, MiB (the agent's shipper: 8; before: 2).
+    #[arg(long, default_value_t = 8)]
+    batch_mib: usize,
+    /// Keep the temp dir (logs, data dirs) and print its path.
+    #[arg(long)]
+    keep: bool,
 }
 
 impl Args {
@@ -109,6 +116,13 @@ impl Args {
         self.paced_secs = 1;
         self.dedup_mails = 5;
         self.dedup_mb = 1;
+    }
+
+    fn limits(&self) -> BatchLimits {
+        BatchLimits {
+            events: self.batch_events.max(1),
+            bytes: self.batch_mib.max(1) * 1024 * 1024,
+        }
     }
 
     fn section(&self, name: &str) -> bool {
@@ -238,10 +252,43 @@ impl Drop for Perf {
 // ---------------------------------------------------------------- payloads
 
 const WORDS: &[&str] = &[
-    "quarterly", "report", "budget", "meeting", "review", "contract", "invoice", "customer",
-    "delivery", "schedule", "project", "update", "the", "and", "for", "with", "please", "attached",
-    "numbers", "forecast", "draft", "final", "revenue", "team", "office", "next", "week", "monday",
-    "approval", "legal", "pricing", "offer", "summary", "notes", "action", "items", "regards",
+    "quarterly",
+    "report",
+    "budget",
+    "meeting",
+    "review",
+    "contract",
+    "invoice",
+    "customer",
+    "delivery",
+    "schedule",
+    "project",
+    "update",
+    "the",
+    "and",
+    "for",
+    "with",
+    "please",
+    "attached",
+    "numbers",
+    "forecast",
+    "draft",
+    "final",
+    "revenue",
+    "team",
+    "office",
+    "next",
+    "week",
+    "monday",
+    "approval",
+    "legal",
+    "pricing",
+    "offer",
+    "summary",
+    "notes",
+    "action",
+    "items",
+    "regards",
 ];
 
 /// Text of random words in CRLF lines of about 70 characters.
@@ -312,7 +359,11 @@ fn mail_event(
     attachment: Option<&[u8]>,
 ) -> (Event, Vec<u8>) {
     let from = format!("user{agent:03}@corp.example");
-    let to = format!("partner{}@ext{}.example", rng.random_range(0..1000), seq % 7);
+    let to = format!(
+        "partner{}@ext{}.example",
+        rng.random_range(0..1000),
+        seq % 7
+    );
     let subject = text(rng, 40).replace("\r\n", " ");
     let message_id = format!("<bench-{agent}-{seq}-{}@corp.example>", rng.random::<u32>());
     let mut raw = format!(
@@ -419,13 +470,14 @@ fn make_load(kind: EventKind, agent: usize, n: usize) -> Load {
                 } else {
                     // Random bytes (incompressible, like a PDF or a zip):
                     // ~1 MB raw once base64-encoded.
-                    att = (0..750 * 1024).map(|_| rng.random::<u8>()).collect::<Vec<_>>();
+                    att = (0..750 * 1024)
+                        .map(|_| rng.random::<u8>())
+                        .collect::<Vec<_>>();
                     (0, Some(att.as_slice()))
                 };
                 let (e, raw) = mail_event(&mut rng, agent, seq, size, attachment);
                 load.logical_bytes += raw.len() as u64;
-                load.blobs
-                    .insert(kiroku_common::sha256_hex(&raw), raw);
+                load.blobs.insert(kiroku_common::sha256_hex(&raw), raw);
                 load.events.push(e);
             }
         }
@@ -433,14 +485,21 @@ fn make_load(kind: EventKind, agent: usize, n: usize) -> Load {
     load
 }
 
+/// Batch limits of a simulated agent's shipper.
+#[derive(Clone, Copy)]
+struct BatchLimits {
+    events: usize,
+    bytes: usize,
+}
+
 /// Splits events into batches as the agent's shipper does.
-fn batches(events: Vec<Event>) -> Vec<Vec<Event>> {
+fn batches(events: Vec<Event>, limits: BatchLimits) -> Vec<Vec<Event>> {
     let mut out = Vec::new();
     let mut cur = Vec::new();
     let mut bytes = 0;
     for e in events {
         let len = e.encoded_len();
-        if !cur.is_empty() && (cur.len() >= BATCH_EVENTS || bytes + len > BATCH_BYTES) {
+        if !cur.is_empty() && (cur.len() >= limits.events || bytes + len > limits.bytes) {
             out.push(std::mem::take(&mut cur));
             bytes = 0;
         }
@@ -523,8 +582,16 @@ impl Stream {
 
     /// Uploads the blobs of `batch` the collector lacks, sends the batch,
     /// waits for its ack.
-    async fn ship(&mut self, batch: Vec<Event>, blobs: &HashMap<String, Vec<u8>>) -> anyhow::Result<()> {
-        let mut shas: Vec<String> = batch.iter().filter_map(raw_sha).map(str::to_owned).collect();
+    async fn ship(
+        &mut self,
+        batch: Vec<Event>,
+        blobs: &HashMap<String, Vec<u8>>,
+    ) -> anyhow::Result<()> {
+        let mut shas: Vec<String> = batch
+            .iter()
+            .filter_map(raw_sha)
+            .map(str::to_owned)
+            .collect();
         shas.sort();
         shas.dedup();
         if !shas.is_empty() {
@@ -560,7 +627,10 @@ impl Stream {
             Some(kiroku_proto::ShipResponse {
                 msg: Some(ship_response::Msg::Ack(a)),
             }) if a.stored_seq >= last => Ok(()),
-            other => bail!("agent {}: expected an ack of {last}, got {other:?}", self.name),
+            other => bail!(
+                "agent {}: expected an ack of {last}, got {other:?}",
+                self.name
+            ),
         }
     }
 }
@@ -633,6 +703,7 @@ async fn ingest_run(
     kind: EventKind,
     agents: usize,
     total: usize,
+    limits: BatchLimits,
     perf_dir: Option<&Path>,
 ) -> anyhow::Result<IngestResult> {
     let per = total.div_ceil(agents);
@@ -648,11 +719,15 @@ async fn ingest_run(
         logical += l.logical_bytes;
         events += l.events.len();
         let s = Stream::open(env, &format!("sim-{:03}", i + 1), i + 1).await?;
-        streams.push((s, batches(l.events), l.blobs));
+        streams.push((s, batches(l.events, limits), l.blobs));
     }
     let pid = c.proc.pid();
     let stop = Arc::new(AtomicBool::new(false));
-    let perf = Perf::start(perf_dir, pid, &format!("{}-{agents}", kind.label().replace(' ', "_")));
+    let perf = Perf::start(
+        perf_dir,
+        pid,
+        &format!("{}-{agents}", kind.label().replace(' ', "_")),
+    );
     let cpu0 = cpu_seconds(pid);
     let t0 = Instant::now();
     let mut tasks = Vec::new();
@@ -690,7 +765,14 @@ async fn ingest_run(
 
 async fn section_ingest(env: &Env, a: &Args) -> anyhow::Result<()> {
     println!("\n### Ingest end to end: simulated agents (real gRPC Ship streams)\n");
-    println!("| events | agents | count | seconds | events/s | MB/s (raw mail or encoded event) | probe p50 ms | probe p99 ms | probes not found | collector CPU (cores) | collector peak RSS MB |");
+    println!(
+        "Batches of at most {} events / {} MiB per agent, one outstanding.\n",
+        a.limits().events,
+        a.limits().bytes >> 20
+    );
+    println!(
+        "| events | agents | count | seconds | events/s | MB/s (raw mail or encoded event) | probe p50 ms | probe p99 ms | probes not found | collector CPU (cores) | collector peak RSS MB |"
+    );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let mut storage = Vec::new();
     let mut c: Option<Collector> = None;
@@ -703,7 +785,8 @@ async fn section_ingest(env: &Env, a: &Args) -> anyhow::Result<()> {
         };
         for &n in &a.agents {
             let col = fresh_collector(env, c.take())?;
-            let r = ingest_run(env, &col, kind, n, total, a.perf_dir.as_deref()).await?;
+            let r =
+                ingest_run(env, &col, kind, n, total, a.limits(), a.perf_dir.as_deref()).await?;
             println!(
                 "| {} | {n} | {} | {:.2} | {:.0} | {:.1} | {:.1} | {:.1} | {} of {} | {:.2} | {:.0} |",
                 kind.label(),
@@ -719,7 +802,12 @@ async fn section_ingest(env: &Env, a: &Args) -> anyhow::Result<()> {
                 r.rss_peak_kb as f64 / 1024.0
             );
             if n == a.agents[0] {
-                storage.push((kind, r.events + r.probe.len(), r.logical, du_parts(&col.data)));
+                storage.push((
+                    kind,
+                    r.events + r.probe.len(),
+                    r.logical,
+                    du_parts(&col.data),
+                ));
             }
             c = Some(col);
         }
@@ -727,8 +815,13 @@ async fn section_ingest(env: &Env, a: &Args) -> anyhow::Result<()> {
     if let Some(mut c) = c {
         c.proc.terminate();
     }
-    println!("\n### Storage per event kind (collector data dir after the {}-agent run)\n", a.agents[0]);
-    println!("| events | count | logical MB | blobs/ MB | index/ MB | meta/ MB | total MB | bytes on disk per event | logical / physical |");
+    println!(
+        "\n### Storage per event kind (collector data dir after the {}-agent run)\n",
+        a.agents[0]
+    );
+    println!(
+        "| events | count | logical MB | blobs/ MB | index/ MB | meta/ MB | total MB | bytes on disk per event | logical / physical |"
+    );
     println!("|---|---|---|---|---|---|---|---|---|");
     for (kind, n, logical, parts) in storage {
         let total: u64 = parts.iter().map(|p| p.1).sum();
@@ -809,14 +902,19 @@ async fn section_drain(env: &Env, a: &Args) -> anyhow::Result<()> {
             break Instant::now();
         }
         if Instant::now() > deadline {
-            bail!("drain: {n} of {} mails searchable after 600 s", a.drain_mails);
+            bail!(
+                "drain: {n} of {} mails searchable after 600 s",
+                a.drain_mails
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let (t_first, n_first) = first.unwrap_or((t_start, 0));
     let rest = a.drain_mails as u64 - n_first;
     let span = (done - t_first).as_secs_f64().max(1e-3);
-    println!("\n### Ingest from a real agent's buffer (capture-only agent, collector down, then started)\n");
+    println!(
+        "\n### Ingest from a real agent's buffer (capture-only agent, collector down, then started)\n"
+    );
     println!(
         "{} × 10 KB mails captured at {:.0} mails/s with the collector down (agent buffer {:.1} MB on disk); collector started: first {} searchable after {:.2} s (agent reconnect backoff included), the remaining {} in {:.2} s = {:.0} mails/s ({:.1} MB/s of raw mail); all searchable {:.2} s after the collector started. Agent peak RSS {:.1} MB.",
         a.drain_mails,
@@ -855,7 +953,9 @@ async fn section_footprint(env: &Env, a: &Args) -> anyhow::Result<()> {
     let idle = t0.elapsed().as_secs_f64();
     let idle_cpu = cpu_seconds(pid) - cpu0;
     let rss1 = status_kb(pid, "VmRSS");
-    println!("\n### Agent footprint (real kiroku-agent, capture-only SMTP, connected to the collector)\n");
+    println!(
+        "\n### Agent footprint (real kiroku-agent, capture-only SMTP, connected to the collector)\n"
+    );
     println!("| measurement | result |");
     println!("|---|---|");
     println!(
@@ -908,7 +1008,9 @@ async fn section_footprint(env: &Env, a: &Args) -> anyhow::Result<()> {
 async fn section_dedup(env: &Env, a: &Args) -> anyhow::Result<()> {
     let c = fresh_collector(env, None)?;
     let mut rng = StdRng::seed_from_u64(5);
-    let att: Vec<u8> = (0..a.dedup_mb * 1024 * 1024).map(|_| rng.random::<u8>()).collect();
+    let att: Vec<u8> = (0..a.dedup_mb * 1024 * 1024)
+        .map(|_| rng.random::<u8>())
+        .collect();
     let mut load = Load {
         events: Vec::new(),
         blobs: HashMap::new(),
@@ -921,12 +1023,15 @@ async fn section_dedup(env: &Env, a: &Args) -> anyhow::Result<()> {
         load.events.push(e);
     }
     let mut s = Stream::open(env, "sim-001", 1).await?;
-    for b in batches(load.events) {
+    for b in batches(load.events, a.limits()) {
         s.ship(b, &load.blobs).await?;
     }
     let (blobs, _) = du(&c.data.join("blobs"));
     let total: u64 = du_parts(&c.data).iter().map(|p| p.1).sum();
-    println!("\n### One {} MB attachment in {} different mails\n", a.dedup_mb, a.dedup_mails);
+    println!(
+        "\n### One {} MB attachment in {} different mails\n",
+        a.dedup_mb, a.dedup_mails
+    );
     println!(
         "attachment bytes {:.1} MB × {} = {:.1} MB; raw mail (logical) {:.1} MB; blobs/ on disk {:.1} MB (logical / physical = {:.2}; attachment bytes / physical = {:.2}); whole data dir {:.1} MB",
         mb(att.len() as u64),
@@ -1084,11 +1189,17 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_default()
         .lines()
         .next()
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+        })
         .unwrap_or(0);
     println!(
         "machine: {} cores, {:.1} GiB RAM, Linux {}; kiroku {} ({})",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
         mem_kb as f64 / 1024.0 / 1024.0,
         std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .unwrap_or_default()
@@ -1114,6 +1225,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if a.section("rsyslog") {
         section_rsyslog(&env, &a).await?;
+    }
+    if a.keep {
+        eprintln!("kept {}", env.dir.keep().display());
     }
     Ok(())
 }
