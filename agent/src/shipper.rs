@@ -14,6 +14,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use kiroku_proto::ingest_client::IngestClient;
 use kiroku_proto::{
     Batch, BlobChunk, Hello, MissingBlobsRequest, ShipRequest, ShipResponse, Status, TimeProbe,
@@ -36,6 +37,8 @@ use crate::capture::context::CaptureContext;
 const BATCH_EVENTS: usize = 10_000;
 const BATCH_BYTES: usize = 8 * 1024 * 1024;
 const BLOB_CHUNK: usize = 1024 * 1024;
+/// Blob uploads in flight at once (each holds at most one chunk in memory).
+const UPLOADS_IN_FLIGHT: usize = 8;
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// Longest wait for an acknowledgement before the stream is considered dead.
@@ -249,82 +252,98 @@ impl Shipper {
             .await?
             .into_inner()
             .sha256;
-        for sha in missing {
-            let (file, size) = match self.buffer.blob_file(&sha).await? {
-                Some(buffer::BlobSource::File(f, size)) => (f, size),
-                Some(buffer::BlobSource::Bytes(data)) => {
-                    let size = data.len() as u64;
-                    let chunks: Vec<BlobChunk> = data
-                        .chunks(BLOB_CHUNK)
-                        .enumerate()
-                        .map(|(i, c)| BlobChunk {
-                            sha256: if i == 0 { sha.clone() } else { String::new() },
-                            size: if i == 0 { size } else { 0 },
-                            data: c.to_vec(),
-                        })
-                        .collect();
-                    let chunks = if chunks.is_empty() {
-                        vec![BlobChunk {
-                            sha256: sha.clone(),
-                            size: 0,
-                            data: Vec::new(),
-                        }]
-                    } else {
-                        chunks
-                    };
-                    client.put_blob(futures::stream::iter(chunks)).await?;
-                    tracing::debug!(sha256 = %sha, size, "blob uploaded");
-                    continue;
-                }
-                None => {
-                    // Recorded without content (e.g. over the size limit): the
-                    // event says so; nothing to upload.
-                    tracing::warn!(sha256 = %sha, "blob referenced by an event is not in the buffer");
-                    continue;
-                }
-            };
-            // Read and sent one chunk at a time: a 50 MB message never sits
-            // in memory. A read error ends the stream short; the collector
-            // then refuses the blob (size/hash mismatch) and the batch is
-            // retried.
-            let first = sha.clone();
-            let chunks = futures::stream::unfold(
-                (file, 0u64, false),
-                move |(mut f, sent, done)| {
-                    let first = first.clone();
-                    async move {
-                        if done {
-                            return None;
-                        }
-                        let mut buf = vec![0u8; BLOB_CHUNK];
-                        let mut n = 0;
-                        while n < BLOB_CHUNK {
-                            match tokio::io::AsyncReadExt::read(&mut f, &mut buf[n..]).await {
-                                Ok(0) => break,
-                                Ok(k) => n += k,
-                                Err(e) => {
-                                    tracing::error!(sha256 = %first, error = %e, "reading a blob from the buffer");
-                                    break;
-                                }
-                            }
-                        }
-                        buf.truncate(n);
-                        let is_first = sent == 0;
-                        if n == 0 && !is_first {
-                            return None;
-                        }
-                        let chunk = BlobChunk {
-                            sha256: if is_first { first } else { String::new() },
-                            size: if is_first { size } else { 0 },
-                            data: buf,
-                        };
-                        Some((chunk, (f, sent + n as u64, n < BLOB_CHUNK)))
-                    }
-                },
-            );
-            client.put_blob(chunks).await?;
-            tracing::debug!(sha256 = %sha, size, "blob uploaded");
+        // Several uploads at once: the collector makes each blob durable
+        // (two fsyncs) before answering, and concurrent fsyncs share the
+        // file system's journal commits; one at a time held a single agent
+        // to ~100 mails/s (BENCHMARKS.md, issue 6).
+        let uploads = missing.into_iter().map(|sha| {
+            let client = client.clone();
+            async move { self.upload_blob(client, sha).await }
+        });
+        let mut uploads = futures::stream::iter(uploads).buffer_unordered(UPLOADS_IN_FLIGHT);
+        while let Some(r) = uploads.next().await {
+            r?;
         }
+        Ok(())
+    }
+
+    /// Uploads one blob from the buffer.
+    async fn upload_blob(
+        &self,
+        mut client: IngestClient<Channel>,
+        sha: String,
+    ) -> anyhow::Result<()> {
+        let (file, size) = match self.buffer.blob_file(&sha).await? {
+            Some(buffer::BlobSource::File(f, size)) => (f, size),
+            Some(buffer::BlobSource::Bytes(data)) => {
+                let size = data.len() as u64;
+                let chunks: Vec<BlobChunk> = data
+                    .chunks(BLOB_CHUNK)
+                    .enumerate()
+                    .map(|(i, c)| BlobChunk {
+                        sha256: if i == 0 { sha.clone() } else { String::new() },
+                        size: if i == 0 { size } else { 0 },
+                        data: c.to_vec(),
+                    })
+                    .collect();
+                let chunks = if chunks.is_empty() {
+                    vec![BlobChunk {
+                        sha256: sha.clone(),
+                        size: 0,
+                        data: Vec::new(),
+                    }]
+                } else {
+                    chunks
+                };
+                client.put_blob(futures::stream::iter(chunks)).await?;
+                tracing::debug!(sha256 = %sha, size, "blob uploaded");
+                return Ok(());
+            }
+            None => {
+                // Recorded without content (e.g. over the size limit): the
+                // event says so; nothing to upload.
+                tracing::warn!(sha256 = %sha, "blob referenced by an event is not in the buffer");
+                return Ok(());
+            }
+        };
+        // Read and sent one chunk at a time: a 50 MB message never sits
+        // in memory. A read error ends the stream short; the collector
+        // then refuses the blob (size/hash mismatch) and the batch is
+        // retried.
+        let first = sha.clone();
+        let chunks = futures::stream::unfold((file, 0u64, false), move |(mut f, sent, done)| {
+            let first = first.clone();
+            async move {
+                if done {
+                    return None;
+                }
+                let mut buf = vec![0u8; BLOB_CHUNK];
+                let mut n = 0;
+                while n < BLOB_CHUNK {
+                    match tokio::io::AsyncReadExt::read(&mut f, &mut buf[n..]).await {
+                        Ok(0) => break,
+                        Ok(k) => n += k,
+                        Err(e) => {
+                            tracing::error!(sha256 = %first, error = %e, "reading a blob from the buffer");
+                            break;
+                        }
+                    }
+                }
+                buf.truncate(n);
+                let is_first = sent == 0;
+                if n == 0 && !is_first {
+                    return None;
+                }
+                let chunk = BlobChunk {
+                    sha256: if is_first { first } else { String::new() },
+                    size: if is_first { size } else { 0 },
+                    data: buf,
+                };
+                Some((chunk, (f, sent + n as u64, n < BLOB_CHUNK)))
+            }
+        });
+        client.put_blob(chunks).await?;
+        tracing::debug!(sha256 = %sha, size, "blob uploaded");
         Ok(())
     }
 }

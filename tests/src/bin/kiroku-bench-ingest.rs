@@ -27,12 +27,13 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use base64::Engine;
 use clap::Parser;
+use futures::StreamExt;
 use kiroku_proto::ingest_client::IngestClient;
 use kiroku_proto::{
     Attachment, Batch, BlobChunk, EmailEvent, Event, FileEvent, GetEventRequest, Hello,
@@ -48,6 +49,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
+/// Blob uploads in flight per simulated agent (`--uploads-in-flight`).
+static UPLOADS_IN_FLIGHT: AtomicUsize = AtomicUsize::new(8);
 const BLOB_CHUNK: usize = 1024 * 1024;
 
 #[derive(Parser)]
@@ -100,6 +103,10 @@ struct Args {
     /// Encoded bytes per batch, MiB (the agent's shipper: 8; before: 2).
     #[arg(long, default_value_t = 8)]
     batch_mib: usize,
+    /// Blob uploads in flight per simulated agent (the agent's shipper: 8;
+    /// before issue 6: 1).
+    #[arg(long, default_value_t = 8)]
+    uploads_in_flight: usize,
     /// Keep the temp dir (logs, data dirs) and print its path.
     #[arg(long)]
     keep: bool,
@@ -546,6 +553,7 @@ async fn agent_channel(env: &Env, name: &str) -> anyhow::Result<Channel> {
 /// One open Ship stream of a simulated agent.
 struct Stream {
     name: String,
+    uploads_in_flight: usize,
     client: IngestClient<Channel>,
     tx: mpsc::Sender<ShipRequest>,
     responses: tonic::Streaming<kiroku_proto::ShipResponse>,
@@ -574,6 +582,7 @@ impl Stream {
         }
         Ok(Stream {
             name: name.to_owned(),
+            uploads_in_flight: UPLOADS_IN_FLIGHT.load(Ordering::Relaxed),
             client,
             tx,
             responses,
@@ -601,19 +610,30 @@ impl Stream {
                 .await?
                 .into_inner()
                 .sha256;
-            for sha in missing {
-                let data = blobs
-                    .get(&sha)
-                    .with_context(|| format!("agent {}: no blob {sha}", self.name))?;
-                let chunks: Vec<BlobChunk> = data
-                    .chunks(BLOB_CHUNK)
-                    .map(|c| BlobChunk {
-                        sha256: sha.clone(),
-                        size: data.len() as u64,
-                        data: c.to_vec(),
-                    })
-                    .collect();
-                self.client.put_blob(tokio_stream::iter(chunks)).await?;
+            // As the agent's shipper: several uploads in flight.
+            let uploads = missing.into_iter().map(|sha| {
+                let mut client = self.client.clone();
+                let name = &self.name;
+                async move {
+                    let data = blobs
+                        .get(&sha)
+                        .with_context(|| format!("agent {name}: no blob {sha}"))?;
+                    let chunks: Vec<BlobChunk> = data
+                        .chunks(BLOB_CHUNK)
+                        .map(|c| BlobChunk {
+                            sha256: sha.clone(),
+                            size: data.len() as u64,
+                            data: c.to_vec(),
+                        })
+                        .collect();
+                    client.put_blob(tokio_stream::iter(chunks)).await?;
+                    anyhow::Ok(())
+                }
+            });
+            let mut uploads =
+                futures::stream::iter(uploads).buffer_unordered(self.uploads_in_flight);
+            while let Some(r) = uploads.next().await {
+                r?;
             }
         }
         let last = batch.last().map_or(0, |e| e.seq);
@@ -766,9 +786,10 @@ async fn ingest_run(
 async fn section_ingest(env: &Env, a: &Args) -> anyhow::Result<()> {
     println!("\n### Ingest end to end: simulated agents (real gRPC Ship streams)\n");
     println!(
-        "Batches of at most {} events / {} MiB per agent, one outstanding.\n",
+        "Batches of at most {} events / {} MiB per agent, one outstanding; {} blob uploads in flight.\n",
         a.limits().events,
-        a.limits().bytes >> 20
+        a.limits().bytes >> 20,
+        a.uploads_in_flight
     );
     println!(
         "| events | agents | count | seconds | events/s | MB/s (raw mail or encoded event) | probe p50 ms | probe p99 ms | probes not found | collector CPU (cores) | collector peak RSS MB |"
@@ -820,16 +841,17 @@ async fn section_ingest(env: &Env, a: &Args) -> anyhow::Result<()> {
         a.agents[0]
     );
     println!(
-        "| events | count | logical MB | blobs/ MB | index/ MB | meta/ MB | total MB | bytes on disk per event | logical / physical |"
+        "| events | count | logical MB | journal/ MB | blobs/ MB | index/ MB | meta/ MB | total MB | bytes on disk per event | logical / physical |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for (kind, n, logical, parts) in storage {
         let total: u64 = parts.iter().map(|p| p.1).sum();
         let get = |name: &str| parts.iter().find(|p| p.0 == name).map_or(0, |p| p.1);
         println!(
-            "| {} | {n} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.2} |",
+            "| {} | {n} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.2} |",
             kind.label(),
             mb(logical),
+            mb(get("journal")),
             mb(get("blobs")),
             mb(get("index")),
             mb(get("meta")),
@@ -1179,6 +1201,7 @@ async fn main() -> anyhow::Result<()> {
         a.shrink_for_ci();
     }
     anyhow::ensure!(!a.agents.is_empty(), "--agents needs at least one count");
+    UPLOADS_IN_FLIGHT.store(a.uploads_in_flight.max(1), Ordering::Relaxed);
     let env = Env::new()?;
     let max_agents = a.agents.iter().copied().max().unwrap_or(1);
     for i in 1..=max_agents {
