@@ -540,14 +540,12 @@ async fn agent_channel(env: &Env, name: &str) -> anyhow::Result<Channel> {
             read(pki.join(format!("agent-{name}.pem")))?,
             read(pki.join(format!("agent-{name}.key")))?,
         ));
-    Ok(
-        Endpoint::from_shared(format!("https://127.0.0.1:{}", env.grpc))?
-            .tls_config(tls)?
-            .connect_timeout(Duration::from_secs(10))
-            .connect()
-            .await
-            .with_context(|| format!("agent {name} connecting to the collector"))?,
-    )
+    Endpoint::from_shared(format!("https://127.0.0.1:{}", env.grpc))?
+        .tls_config(tls)?
+        .connect_timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .with_context(|| format!("agent {name} connecting to the collector"))
 }
 
 /// One open Ship stream of a simulated agent.
