@@ -3,8 +3,10 @@
 //!
 //! 1. Ingest end to end. (a) N simulated agents (distinct agent
 //!    certificates, one `Ingest.Ship` stream each, batches exactly as the
-//!    agent's shipper builds them: ≤ 1,000 events and ≤ 2 MiB, zstd, one
-//!    batch outstanding, missing blobs uploaded before their batch) for
+//!    agent's shipper builds them: ≤ 10,000 events and ≤ 8 MiB, zstd, one
+//!    batch outstanding, missing blobs uploaded before their batch, up to
+//!    8 at once; `--batch-events`, `--batch-mib`, `--uploads-in-flight`
+//!    give the figures before issue 6: 1,000, 2, 1) for
 //!    small file events, 10 KB mails and 1 MB mails with an attachment;
 //!    time from the first batch to the last acknowledgement (an ack means
 //!    stored, indexed, committed and searchable). A probe agent ships one
