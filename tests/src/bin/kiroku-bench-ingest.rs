@@ -903,7 +903,14 @@ async fn section_drain(env: &Env, a: &Args) -> anyhow::Result<()> {
     }
     let smtp = free_port();
     let mut agent = env.start_agent("drain", smtp, &Mode::CaptureOnly)?;
-    let sent = load::run(&format!("127.0.0.1:{smtp}"), a.drain_mails, 8, 10 * 1024).await?;
+    let sent = load::run(
+        &format!("127.0.0.1:{smtp}"),
+        a.drain_mails,
+        8,
+        10 * 1024,
+        load::Submit::LockStep,
+    )
+    .await?;
     let agent_dir = env.path().join("agent-drain");
     let buffered = du(&agent_dir).0;
     let mut c = env.start_collector()?;
