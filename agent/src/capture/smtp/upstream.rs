@@ -332,14 +332,26 @@ pub fn queue_id(reply: &Reply) -> String {
     }
     if let Some(i) = lower.find("message accepted") {
         // The word just before, unless it is the enhanced status code.
+        // (An id may be all digits, as OpenSMTPD's hex ids sometimes are;
+        // an enhanced status code is class.subject.detail.)
         let before: Vec<&str> = text[..i].split_whitespace().collect();
         if let Some(w) = before.last()
-            && !w.chars().all(|c| c.is_ascii_digit() || c == '.')
+            && !is_enhanced_status(w)
         {
             return clean(w);
         }
     }
     String::new()
+}
+
+/// `2.0.0`-style enhanced status code (RFC 3463): three dot-separated
+/// numbers.
+fn is_enhanced_status(w: &str) -> bool {
+    let parts: Vec<&str> = w.split('.').collect();
+    parts.len() == 3
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 #[cfg(test)]
@@ -368,6 +380,11 @@ mod tests {
             "5e8f9c1a"
         );
         assert_eq!(queue_id(&r("250 Message accepted for delivery")), "");
+        // OpenSMTPD's hex id that happens to be all digits.
+        assert_eq!(
+            queue_id(&r("250 2.0.0 49429899 Message accepted for delivery")),
+            "49429899"
+        );
         assert_eq!(queue_id(&r("250 2.0.0 Ok")), "");
     }
 
