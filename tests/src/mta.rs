@@ -26,6 +26,58 @@ pub const REFUSED_SENDER: &str = "blocked@sender.test";
 /// Subject marker refused by Postfix's header_checks at end-of-data.
 pub const REFUSED_SUBJECT: &str = "REJECT-ME";
 
+/// Skips the calling test (loudly, counted as skipped) when the peer
+/// (`Postfix`, `Exim`, `OpenSmtpd`) cannot run here.
+#[macro_export]
+macro_rules! need_peer {
+    ($peer:ty) => {
+        if let Some(why) = <$peer>::unavailable() {
+            fn here() {}
+            let name = std::any::type_name_of_val(&here).trim_end_matches("::here");
+            $crate::skip(name, &why);
+            return Ok(());
+        }
+    };
+}
+
+/// A small test message with a dot-stuffed line (`.leading dot line`).
+pub fn message(subject: &str, to: &str) -> Vec<u8> {
+    format!(
+        "From: Alice <alice@sender.test>\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: <{subject}@sender.test>\r\n\r\nBody of {subject}.\r\n.leading dot line\r\n"
+    )
+    .into_bytes()
+}
+
+/// The one mail record with `subject` (waits up to 30 s).
+pub async fn one(env: &Env, subject: &str) -> anyhow::Result<kiroku_proto::EmailEvent> {
+    let ev = env
+        .wait_for(
+            kiroku_proto::SearchRequest {
+                subject: subject.into(),
+                ..Default::default()
+            },
+            1,
+            Duration::from_secs(30),
+        )
+        .await?;
+    assert_eq!(ev.len(), 1, "one record for {subject}");
+    Ok(crate::email(&ev[0]).clone())
+}
+
+/// swaks to 127.0.0.1:`port`, message on stdin, optional AUTH
+/// (mechanism, user, password).
+pub fn swaks(port: u16, to: &str, auth: Option<(&str, &str, &str)>) -> Command {
+    let mut c = Command::new("swaks");
+    c.args(["--server", &format!("127.0.0.1:{port}")])
+        .args(["--from", "alice@sender.test", "--to", to])
+        .args(["--helo", "desk.sender.test"])
+        .args(["--data", "-"]);
+    if let Some((mech, user, pw)) = auth {
+        c.args(["--auth", mech, "--auth-user", user, "--auth-password", pw]);
+    }
+    c
+}
+
 pub struct Postfix {
     pub dir: PathBuf,
     /// STARTTLS port (AUTH offered only after TLS).
@@ -43,9 +95,7 @@ impl Postfix {
         {
             return Some("postfix or sasl2-bin not installed (.ci/run installs them)".into());
         }
-        let uid = Command::new("id").arg("-u").output().ok();
-        let root = uid.is_some_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-        (!root).then(|| "Postfix needs root to start".into())
+        (!crate::is_root()).then(|| "Postfix needs root to start".into())
     }
 
     pub fn start(env: &Env) -> anyhow::Result<Postfix> {
@@ -322,9 +372,7 @@ impl Exim {
                 bin.display()
             ));
         }
-        let uid = Command::new("id").arg("-u").output().ok();
-        let root = uid.is_some_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-        if !root {
+        if !crate::is_root() {
             return Some("Exim needs root to start".into());
         }
         let user = Command::new("id").arg("Debian-exim").output().ok();
@@ -536,9 +584,7 @@ impl OpenSmtpd {
                 bin.display()
             ));
         }
-        let uid = Command::new("id").arg("-u").output().ok();
-        let root = uid.is_some_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-        if !root {
+        if !crate::is_root() {
             return Some("OpenSMTPD needs root to start".into());
         }
         for user in ["opensmtpd", "opensmtpq"] {

@@ -9,43 +9,9 @@
 use std::process::Command;
 use std::time::Duration;
 
-use kiroku_proto::{EmailEvent, Outcome, SearchRequest};
-use kiroku_tests::mta::{self, Exim};
+use kiroku_proto::{Outcome, SearchRequest};
+use kiroku_tests::mta::{self, Exim, message, one, swaks};
 use kiroku_tests::{Env, Mode, Proc, Talk, email, free_port, run_client, send_mail};
-
-/// Skips (loudly) when Exim cannot run here.
-macro_rules! need_exim {
-    () => {
-        if let Some(why) = Exim::unavailable() {
-            fn here() {}
-            let name = std::any::type_name_of_val(&here).trim_end_matches("::here");
-            kiroku_tests::skip(name, &why);
-            return Ok(());
-        }
-    };
-}
-
-fn message(subject: &str, to: &str) -> Vec<u8> {
-    format!(
-        "From: Alice <alice@sender.test>\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: <{subject}@sender.test>\r\n\r\nBody of {subject}.\r\n.leading dot line\r\n"
-    )
-    .into_bytes()
-}
-
-async fn one(env: &Env, subject: &str) -> anyhow::Result<EmailEvent> {
-    let ev = env
-        .wait_for(
-            SearchRequest {
-                subject: subject.into(),
-                ..Default::default()
-            },
-            1,
-            Duration::from_secs(30),
-        )
-        .await?;
-    assert_eq!(ev.len(), 1, "one record for {subject}");
-    Ok(email(&ev[0]).clone())
-}
 
 fn relay_agent(
     env: &Env,
@@ -64,21 +30,9 @@ fn relay_agent(
     Ok((agent, smtp))
 }
 
-fn swaks(port: u16, to: &str, auth: Option<(&str, &str, &str)>) -> Command {
-    let mut c = Command::new("swaks");
-    c.args(["--server", &format!("127.0.0.1:{port}")])
-        .args(["--from", "alice@sender.test", "--to", to])
-        .args(["--helo", "desk.sender.test"])
-        .args(["--data", "-"]);
-    if let Some((mech, user, pw)) = auth {
-        c.args(["--auth", mech, "--auth-user", user, "--auth-password", pw]);
-    }
-    c
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn exim_upstream_auth_refusals_and_unsupported_extensions_hidden() -> anyhow::Result<()> {
-    need_exim!();
+    kiroku_tests::need_peer!(Exim);
     let env = Env::new()?;
     let ex = Exim::start(&env)?;
     let _collector = env.start_collector()?;
@@ -260,7 +214,7 @@ async fn exim_upstream_auth_refusals_and_unsupported_extensions_hidden() -> anyh
 
 #[tokio::test(flavor = "multi_thread")]
 async fn implicit_tls_to_exim_with_the_agents_own_login() -> anyhow::Result<()> {
-    need_exim!();
+    kiroku_tests::need_peer!(Exim);
     let env = Env::new()?;
     let ex = Exim::start(&env)?;
     let _collector = env.start_collector()?;

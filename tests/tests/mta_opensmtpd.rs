@@ -6,38 +6,9 @@
 //! not offered pipelining. What OpenSMTPD queued is read back from its
 //! spool by the queue id the relay recorded.
 
-use std::time::Duration;
-
-use kiroku_proto::{EmailEvent, Outcome, SearchRequest};
-use kiroku_tests::mta::OpenSmtpd;
-use kiroku_tests::{Env, Mode, Talk, email, free_port, send_mail};
-
-/// Skips (loudly) when OpenSMTPD cannot run here.
-macro_rules! need_opensmtpd {
-    () => {
-        if let Some(why) = OpenSmtpd::unavailable() {
-            fn here() {}
-            let name = std::any::type_name_of_val(&here).trim_end_matches("::here");
-            kiroku_tests::skip(name, &why);
-            return Ok(());
-        }
-    };
-}
-
-async fn one(env: &Env, subject: &str) -> anyhow::Result<EmailEvent> {
-    let ev = env
-        .wait_for(
-            SearchRequest {
-                subject: subject.into(),
-                ..Default::default()
-            },
-            1,
-            Duration::from_secs(30),
-        )
-        .await?;
-    assert_eq!(ev.len(), 1, "one record for {subject}");
-    Ok(email(&ev[0]).clone())
-}
+use kiroku_proto::Outcome;
+use kiroku_tests::mta::{OpenSmtpd, one};
+use kiroku_tests::{Env, Mode, Talk, free_port, send_mail};
 
 /// What OpenSMTPD queued, without its Received: header, with CRLF line
 /// ends as sent (it adds nothing else when Date and Message-ID are there).
@@ -53,7 +24,7 @@ fn as_sent(queued: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn opensmtpd_upstream_without_pipelining_gets_one_command_at_a_time() -> anyhow::Result<()> {
-    need_opensmtpd!();
+    kiroku_tests::need_peer!(OpenSmtpd);
     let env = Env::new()?;
     let os = OpenSmtpd::start(&env)?;
     let _collector = env.start_collector()?;

@@ -7,43 +7,9 @@
 use std::process::Command;
 use std::time::Duration;
 
-use kiroku_proto::{EmailEvent, Outcome, SearchRequest};
-use kiroku_tests::mta::{self, Postfix};
+use kiroku_proto::{Outcome, SearchRequest};
+use kiroku_tests::mta::{self, Postfix, message, one, swaks};
 use kiroku_tests::{Env, Mode, Proc, Talk, email, free_port, run_client, send_mail};
-
-/// Skips (loudly) when Postfix cannot run here.
-macro_rules! need_postfix {
-    () => {
-        if let Some(why) = Postfix::unavailable() {
-            fn here() {}
-            let name = std::any::type_name_of_val(&here).trim_end_matches("::here");
-            kiroku_tests::skip(name, &why);
-            return Ok(());
-        }
-    };
-}
-
-fn message(subject: &str, to: &str) -> Vec<u8> {
-    format!(
-        "From: Alice <alice@sender.test>\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: <{subject}@sender.test>\r\n\r\nBody of {subject}.\r\n.leading dot line\r\n"
-    )
-    .into_bytes()
-}
-
-async fn one(env: &Env, subject: &str) -> anyhow::Result<EmailEvent> {
-    let ev = env
-        .wait_for(
-            SearchRequest {
-                subject: subject.into(),
-                ..Default::default()
-            },
-            1,
-            Duration::from_secs(30),
-        )
-        .await?;
-    assert_eq!(ev.len(), 1, "one record for {subject}");
-    Ok(email(&ev[0]).clone())
-}
 
 /// Agent relaying to `pf` with TLS verified against Postfix's certificate.
 fn relay_agent(env: &Env, pf: &Postfix, name: &str, extra: &str) -> anyhow::Result<(Proc, u16)> {
@@ -55,18 +21,6 @@ fn relay_agent(env: &Env, pf: &Postfix, name: &str, extra: &str) -> anyhow::Resu
     );
     let agent = env.start_agent_in_smtp(name, smtp, &Mode::Relay(pf.port), &cfg)?;
     Ok((agent, smtp))
-}
-
-fn swaks(port: u16, to: &str, auth: Option<(&str, &str, &str)>) -> Command {
-    let mut c = Command::new("swaks");
-    c.args(["--server", &format!("127.0.0.1:{port}")])
-        .args(["--from", "alice@sender.test", "--to", to])
-        .args(["--helo", "desk.sender.test"])
-        .args(["--data", "-"]);
-    if let Some((mech, user, pw)) = auth {
-        c.args(["--auth", mech, "--auth-user", user, "--auth-password", pw]);
-    }
-    c
 }
 
 fn queue_id_in(transcript: &str) -> Option<String> {
@@ -81,7 +35,7 @@ fn queue_id_in(transcript: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn auth_through_the_relay_to_postfix_with_swaks_msmtp_and_curl() -> anyhow::Result<()> {
-    need_postfix!();
+    kiroku_tests::need_peer!(Postfix);
     let env = Env::new()?;
     let pf = Postfix::start(&env)?;
     let _collector = env.start_collector()?;
@@ -209,7 +163,7 @@ async fn auth_through_the_relay_to_postfix_with_swaks_msmtp_and_curl() -> anyhow
 
 #[tokio::test(flavor = "multi_thread")]
 async fn postfix_refusals_reach_the_client_verbatim_and_are_recorded() -> anyhow::Result<()> {
-    need_postfix!();
+    kiroku_tests::need_peer!(Postfix);
     let env = Env::new()?;
     let pf = Postfix::start(&env)?;
     let _collector = env.start_collector()?;
@@ -421,7 +375,7 @@ async fn postfix_refusals_reach_the_client_verbatim_and_are_recorded() -> anyhow
 
 #[tokio::test(flavor = "multi_thread")]
 async fn implicit_tls_with_the_agents_own_smarthost_login() -> anyhow::Result<()> {
-    need_postfix!();
+    kiroku_tests::need_peer!(Postfix);
     let env = Env::new()?;
     let pf = Postfix::start(&env)?;
     let _collector = env.start_collector()?;
@@ -461,7 +415,7 @@ async fn implicit_tls_with_the_agents_own_smarthost_login() -> anyhow::Result<()
 
 #[tokio::test(flavor = "multi_thread")]
 async fn upstream_tls_policies_verified_opportunistic_and_off() -> anyhow::Result<()> {
-    need_postfix!();
+    kiroku_tests::need_peer!(Postfix);
     let env = Env::new()?;
     let pf = Postfix::start(&env)?;
     let _collector = env.start_collector()?;
@@ -564,7 +518,7 @@ async fn upstream_tls_policies_verified_opportunistic_and_off() -> anyhow::Resul
 
 #[tokio::test(flavor = "multi_thread")]
 async fn clients_get_starttls_and_injected_plaintext_is_refused() -> anyhow::Result<()> {
-    need_postfix!();
+    kiroku_tests::need_peer!(Postfix);
     let env = Env::new()?;
     let pf = Postfix::start(&env)?;
     let _collector = env.start_collector()?;
@@ -608,7 +562,7 @@ async fn clients_get_starttls_and_injected_plaintext_is_refused() -> anyhow::Res
 
 #[tokio::test(flavor = "multi_thread")]
 async fn smtp_source_load_through_the_relay_is_all_delivered_and_recorded() -> anyhow::Result<()> {
-    need_postfix!();
+    kiroku_tests::need_peer!(Postfix);
     let env = Env::new()?;
     let pf = Postfix::start(&env)?;
     let _collector = env.start_collector()?;
