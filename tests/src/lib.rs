@@ -916,3 +916,10 @@ pub fn fill_disk(dir: &Path, leave: u64) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Removes what [`fill_disk`] wrote in `dir`.
+pub fn unfill_disk(dir: &Path) {
+    for f in ["ballast", "ballast2"] {
+        let _ = std::fs::remove_file(dir.join(f));
+    }
+}

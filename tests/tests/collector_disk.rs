@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use kiroku_proto::SearchRequest;
 use kiroku_tests::{
     Env, Mode, Proc, TmpfsMount, bin, email, fill_disk, free_port, is_root, send_mail, skip,
+    unfill_disk,
 };
 
 fn mail(tag: &str, n: usize) -> Vec<u8> {
@@ -60,6 +61,54 @@ async fn count(env: &Env, tag: &str) -> anyhow::Result<usize> {
     .into_inner()
     .events
     .len())
+}
+
+/// Recipient `i` of the mails that share one raw message.
+fn rcpt(i: usize) -> String {
+    format!("rcpt{i}@example.org")
+}
+
+/// Sends `raw` to `rcpt(0)` and waits until it is stored, so its blob is
+/// on the collector: later mails with the same raw upload nothing and go
+/// straight to the committer.
+async fn store_shared_raw(env: &Env, smtp: u16, raw: &[u8]) -> anyhow::Result<()> {
+    let s = send_mail(smtp, "load@example.com", &[&rcpt(0)], raw)?;
+    assert_eq!(s.code, 250, "{s:?}");
+    env.wait_for(
+        SearchRequest {
+            recipient: rcpt(0),
+            ..Default::default()
+        },
+        1,
+        Duration::from_secs(30),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Waits for the `n` mails with `subject` sent to `rcpt(0..n)`, then
+/// checks each recipient's mail is there exactly once.
+async fn each_recipient_once(env: &Env, subject: &str, n: usize) -> anyhow::Result<()> {
+    let events = env
+        .wait_for(
+            SearchRequest {
+                subject: subject.into(),
+                ..Default::default()
+            },
+            n,
+            Duration::from_secs(90),
+        )
+        .await?;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let mut got: Vec<String> = events
+        .iter()
+        .flat_map(|e| email(e).rcpt_to.iter().map(|r| r.address.clone()))
+        .collect();
+    got.sort();
+    let mut want: Vec<String> = (0..n).map(rcpt).collect();
+    want.sort();
+    assert_eq!(got, want, "each recipient's mail exactly once");
+    Ok(())
 }
 
 async fn wait_log(p: &Proc, what: &str, within: Duration) -> anyhow::Result<()> {
@@ -129,18 +178,7 @@ async fn a_full_collector_disk_pauses_ingest_and_loses_nothing() -> anyhow::Resu
     // first) and differ by recipient.
     let mut collector = env.start_collector_top("min_free_bytes = 0")?;
     let raw = mail("enospc", 0);
-    let rcpt = |i: usize| format!("rcpt{i}@example.org");
-    let s = send_mail(smtp, "load@example.com", &[&rcpt(0)], &raw)?;
-    assert_eq!(s.code, 250, "{s:?}");
-    env.wait_for(
-        SearchRequest {
-            recipient: rcpt(0),
-            ..Default::default()
-        },
-        1,
-        Duration::from_secs(30),
-    )
-    .await?;
+    store_shared_raw(&env, smtp, &raw).await?;
     let log_before = collector.log_text().len();
     fill_disk(&data, 0)?;
     for i in 1..10 {
@@ -162,27 +200,8 @@ async fn a_full_collector_disk_pauses_ingest_and_loses_nothing() -> anyhow::Resu
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(collector.is_running(), "the collector survives a full disk");
-    let _ = std::fs::remove_file(data.join("ballast"));
-    let _ = std::fs::remove_file(data.join("ballast2"));
-    let events = env
-        .wait_for(
-            SearchRequest {
-                subject: "enospc".into(),
-                ..Default::default()
-            },
-            10,
-            Duration::from_secs(90),
-        )
-        .await?;
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    let mut got: Vec<String> = events
-        .iter()
-        .flat_map(|e| email(e).rcpt_to.iter().map(|r| r.address.clone()))
-        .collect();
-    got.sort();
-    let mut want: Vec<String> = (0..10).map(rcpt).collect();
-    want.sort();
-    assert_eq!(got, want, "each recipient's mail exactly once");
+    unfill_disk(&data);
+    each_recipient_once(&env, "enospc", 10).await?;
     exactly_once(&env, "before", 3, Duration::from_secs(5)).await?;
     exactly_once(&env, "during", 10, Duration::from_secs(5)).await?;
     assert!(collector.is_running());
@@ -342,18 +361,7 @@ async fn a_metadata_write_error_restarts_the_collector_and_loses_nothing() -> an
     let mut collector = env.start_collector_top("min_free_bytes = 0")?;
     let _agent = env.start_agent("pc-meta", smtp, &Mode::CaptureOnly)?;
     let raw = mail("metafull", 0);
-    let rcpt = |i: usize| format!("rcpt{i}@example.org");
-    let s = send_mail(smtp, "load@example.com", &[&rcpt(0)], &raw)?;
-    assert_eq!(s.code, 250, "{s:?}");
-    env.wait_for(
-        SearchRequest {
-            recipient: rcpt(0),
-            ..Default::default()
-        },
-        1,
-        Duration::from_secs(30),
-    )
-    .await?;
+    store_shared_raw(&env, smtp, &raw).await?;
     fill_disk(&meta, 0)?;
     // sled needs a new page only every few KB of updates: send until it
     // does (each mail is one small commit).
@@ -381,27 +389,8 @@ async fn a_metadata_write_error_restarts_the_collector_and_loses_nothing() -> an
         "{log}"
     );
     // Space returns and the service manager restarts it.
-    let _ = std::fs::remove_file(meta.join("ballast"));
-    let _ = std::fs::remove_file(meta.join("ballast2"));
+    unfill_disk(&meta);
     let _collector = env.start_collector_top("min_free_bytes = 0")?;
-    let events = env
-        .wait_for(
-            SearchRequest {
-                subject: "metafull".into(),
-                ..Default::default()
-            },
-            sent,
-            Duration::from_secs(90),
-        )
-        .await?;
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    let mut got: Vec<String> = events
-        .iter()
-        .flat_map(|e| email(e).rcpt_to.iter().map(|r| r.address.clone()))
-        .collect();
-    got.sort();
-    let mut want: Vec<String> = (0..sent).map(rcpt).collect();
-    want.sort();
-    assert_eq!(got, want, "each recipient's mail exactly once");
+    each_recipient_once(&env, "metafull", sent).await?;
     Ok(())
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use kiroku_proto::SearchRequest;
 use kiroku_tests::{
     Env, Mode, TmpfsMount, Upstream, email, fill_disk, free_port, is_root, send_mail, skip,
+    unfill_disk,
 };
 
 fn mail(tag: &str, n: usize) -> Vec<u8> {
@@ -462,9 +463,7 @@ async fn a_full_agent_disk_refuses_mail_temporarily_and_loses_nothing() -> anyho
     eprintln!("exited after {n} mails, {refused} refused with 4xx");
 
     // Space returns; the service manager restarts the agent.
-    for f in ["ballast", "ballast2"] {
-        let _ = std::fs::remove_file(dir.join(f));
-    }
+    unfill_disk(&dir);
     let _agent = env.start_agent("pc-full", smtp, &Mode::CaptureOnly)?;
     for i in n..n + 3 {
         assert_eq!(try_send(i, &mut accepted), 250);
