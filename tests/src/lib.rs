@@ -582,6 +582,17 @@ impl Env {
         }
     }
 
+    /// Every event matching `req`, streamed (no page limit).
+    pub async fn search_all(&self, req: SearchRequest) -> anyhow::Result<Vec<Event>> {
+        let mut q = self.investigator().await?;
+        let mut stream = q.search_stream(req).await?.into_inner();
+        let mut events = Vec::new();
+        while let Some(e) = stream.message().await? {
+            events.push(e);
+        }
+        Ok(events)
+    }
+
     pub async fn raw(&self, event_id: &str) -> anyhow::Result<Vec<u8>> {
         let mut q = self.investigator().await?;
         let mut s = q

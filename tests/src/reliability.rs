@@ -235,22 +235,18 @@ pub async fn check(
     }
 }
 
+/// The mails of a run: `tag` is in every subject.
+pub(crate) fn tagged_mail(tag: &str) -> SearchRequest {
+    SearchRequest {
+        subject: tag.into(),
+        kind: "email".into(),
+        ..Default::default()
+    }
+}
+
 /// How many mails tagged `tag` the collector holds now.
 async fn stored(env: &Env, tag: &str) -> anyhow::Result<usize> {
-    let mut q = env.investigator().await?;
-    let mut stream = q
-        .search_stream(SearchRequest {
-            subject: tag.into(),
-            kind: "email".into(),
-            ..Default::default()
-        })
-        .await?
-        .into_inner();
-    let mut n = 0;
-    while stream.message().await?.is_some() {
-        n += 1;
-    }
-    Ok(n)
+    Ok(env.search_all(tagged_mail(tag)).await?.len())
 }
 
 async fn compare(
@@ -260,19 +256,10 @@ async fn compare(
     tag: &str,
     sent: &SentMails,
 ) -> anyhow::Result<Row> {
-    let mut q = env.investigator().await?;
-    let mut stream = q
-        .search_stream(SearchRequest {
-            subject: tag.into(),
-            kind: "email".into(),
-            ..Default::default()
-        })
-        .await?
-        .into_inner();
     let mut by_id: HashMap<String, Vec<(String, String)>> = HashMap::new();
     let mut event_ids = std::collections::HashSet::new();
     let mut repeated_event_ids = 0;
-    while let Some(e) = stream.message().await? {
+    for e in env.search_all(tagged_mail(tag)).await? {
         if !event_ids.insert(e.event_id.clone()) {
             repeated_event_ids += 1;
         }
@@ -410,20 +397,18 @@ async fn compare_files(
     dir: &std::path::Path,
     written: &BTreeMap<String, Written>,
 ) -> anyhow::Result<Row> {
-    let mut q = env.investigator().await?;
-    let mut stream = q
-        .search_stream(SearchRequest {
+    let files = env
+        .search_all(SearchRequest {
             kind: "file".into(),
             ..Default::default()
         })
-        .await?
-        .into_inner();
+        .await?;
     let prefix = dir.to_string_lossy().into_owned();
     let mut by_path: HashMap<String, Vec<String>> = HashMap::new();
     let mut event_ids = std::collections::HashSet::new();
     let mut repeated_event_ids = 0;
     let mut other_ops = 0;
-    while let Some(e) = stream.message().await? {
+    for e in files {
         let Some(kiroku_proto::event::Kind::File(f)) = &e.kind else {
             continue;
         };

@@ -354,18 +354,9 @@ pub(super) async fn stored_events(
     tag: &str,
     expected: &HashSet<String>,
 ) -> anyhow::Result<(usize, usize, usize)> {
-    let mut q = env.investigator().await?;
-    let mut stream = q
-        .search_stream(SearchRequest {
-            subject: tag.into(),
-            kind: "email".into(),
-            ..Default::default()
-        })
-        .await?
-        .into_inner();
     let mut seen = HashSet::new();
     let (mut duplicated, mut unexpected) = (0, 0);
-    while let Some(e) = stream.message().await? {
+    for e in env.search_all(super::tagged_mail(tag)).await? {
         if !expected.contains(&e.event_id) {
             unexpected += 1;
         } else if !seen.insert(e.event_id) {
