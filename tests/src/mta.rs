@@ -106,33 +106,14 @@ impl Postfix {
     /// needs fixed ports; one taken between choosing and binding (other
     /// tests run in parallel) means another try with fresh ports.
     pub fn start_with_limit(env: &Env, limit: u64) -> anyhow::Result<Postfix> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match Postfix::start_in(env, &format!("postfix-{attempt}"), limit) {
-                Err(e) if attempt < 4 && e.to_string().contains("Address already in use") => {
-                    continue;
-                }
-                other => return other,
-            }
-        }
+        retry_port_clash(|attempt| Postfix::start_in(env, &format!("postfix-{attempt}"), limit))
     }
 
     fn start_in(env: &Env, name: &str, limit: u64) -> anyhow::Result<Postfix> {
-        let dir = env.path().join(name);
-        for d in ["queue", "data", "sasl"] {
-            std::fs::create_dir_all(dir.join(d))?;
-        }
         // Postfix's processes run as user postfix: they must reach the dir.
-        for p in [env.path(), &dir] {
-            chmod(p, 0o755)?;
-        }
+        let dir = peer_dir(env, name, &["queue", "data", "sasl"])?;
         let (port, smtps) = (free_port(), free_port());
-        let cert = dir.join("cert.pem");
-        let key = dir.join("key.pem");
-        let ck = rcgen::generate_simple_self_signed(vec![TLS_NAME.into(), "127.0.0.1".into()])?;
-        std::fs::write(&cert, ck.cert.pem())?;
-        std::fs::write(&key, ck.signing_key.serialize_pem())?;
+        let cert = upstream_cert(&dir)?;
         let d = dir.display();
         std::fs::write(
             dir.join("main.cf"),
@@ -323,6 +304,41 @@ impl Drop for Postfix {
     }
 }
 
+/// Starts a peer on fresh ports, again with others if one was taken
+/// between choosing and binding (tests run in parallel).
+fn retry_port_clash<T>(mut start: impl FnMut(usize) -> anyhow::Result<T>) -> anyhow::Result<T> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match start(attempt) {
+            Err(e) if attempt < 4 && e.to_string().contains("Address already in use") => continue,
+            other => return other,
+        }
+    }
+}
+
+/// `<env>/<name>` with `subdirs`, reachable by a peer's own users.
+fn peer_dir(env: &Env, name: &str, subdirs: &[&str]) -> anyhow::Result<PathBuf> {
+    let dir = env.path().join(name);
+    for d in subdirs {
+        std::fs::create_dir_all(dir.join(d))?;
+    }
+    for p in [env.path(), &dir] {
+        chmod(p, 0o755)?;
+    }
+    Ok(dir)
+}
+
+/// A self-signed certificate for [`TLS_NAME`] and 127.0.0.1 as
+/// `dir/cert.pem` and `dir/key.pem`; returns the certificate's path.
+fn upstream_cert(dir: &Path) -> anyhow::Result<PathBuf> {
+    let ck = rcgen::generate_simple_self_signed(vec![TLS_NAME.into(), "127.0.0.1".into()])?;
+    let cert = dir.join("cert.pem");
+    std::fs::write(&cert, ck.cert.pem())?;
+    std::fs::write(dir.join("key.pem"), ck.signing_key.serialize_pem())?;
+    Ok(cert)
+}
+
 fn chmod(p: &Path, mode: u32) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
@@ -381,32 +397,13 @@ impl Exim {
     }
 
     pub fn start(env: &Env) -> anyhow::Result<Exim> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match Exim::start_in(env, &format!("exim-{attempt}")) {
-                Err(e) if attempt < 4 && e.to_string().contains("Address already in use") => {
-                    continue;
-                }
-                other => return other,
-            }
-        }
+        retry_port_clash(|attempt| Exim::start_in(env, &format!("exim-{attempt}")))
     }
 
     fn start_in(env: &Env, name: &str) -> anyhow::Result<Exim> {
-        let dir = env.path().join(name);
-        for d in ["spool", "log"] {
-            std::fs::create_dir_all(dir.join(d))?;
-        }
-        for p in [env.path(), &dir] {
-            chmod(p, 0o755)?;
-        }
+        let dir = peer_dir(env, name, &["spool", "log"])?;
         let (port, smtps) = (free_port(), free_port());
-        let cert = dir.join("cert.pem");
-        let key = dir.join("key.pem");
-        let ck = rcgen::generate_simple_self_signed(vec![TLS_NAME.into(), "127.0.0.1".into()])?;
-        std::fs::write(&cert, ck.cert.pem())?;
-        std::fs::write(&key, ck.signing_key.serialize_pem())?;
+        let cert = upstream_cert(&dir)?;
         let bin = Exim::binary();
         // Exim's expansion syntax is full of braces: placeholders instead
         // of format!.
