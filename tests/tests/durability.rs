@@ -226,6 +226,92 @@ async fn identical_content_is_stored_once() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Mails written by Python's email package (as a real client encodes
+/// them), each different, all carrying the same 1 MB attachment: the
+/// collector stores the attachment once and every mail comes back
+/// byte-identical.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_attachment_in_different_mails_is_stored_once() -> anyhow::Result<()> {
+    let env = Env::new()?;
+    let _collector = env.start_collector()?;
+    let smtp = free_port();
+    let _agent = env.start_agent("pc-att", smtp, &Mode::CaptureOnly)?;
+    let dir = env.path().join("mails");
+    std::fs::create_dir_all(&dir)?;
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            r#"
+import sys, random
+from email.message import EmailMessage
+from email import policy
+random.seed(7)
+att = bytes(random.getrandbits(8) for _ in range(1024 * 1024))
+for i in range(4):
+    m = EmailMessage()
+    m["From"] = "a@example.com"
+    m["To"] = f"partner{i}@example.org"
+    m["Subject"] = f"contract copy {i}"
+    m.set_content(f"see attached, mail {i}")
+    m.add_attachment(att, maintype="application", subtype="pdf", filename="contract.pdf")
+    open(f"{sys.argv[1]}/{i}.eml", "wb").write(m.as_bytes(policy=policy.SMTP))
+"#,
+        )
+        .arg(&dir)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "python: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut raws = Vec::new();
+    for i in 0..4 {
+        let raw = std::fs::read(dir.join(format!("{i}.eml")))?;
+        let to = format!("partner{i}@example.org");
+        assert_eq!(send_mail(smtp, "a@example.com", &[&to], &raw)?.code, 250);
+        raws.push(raw);
+    }
+    let events = env
+        .wait_for(
+            SearchRequest {
+                subject: "contract copy".into(),
+                ..Default::default()
+            },
+            4,
+            Duration::from_secs(60),
+        )
+        .await?;
+    assert_eq!(events.len(), 4);
+    for e in &events {
+        let back = env.raw(&e.event_id).await?;
+        assert!(
+            raws.contains(&back),
+            "{} comes back byte-identical",
+            e.event_id
+        );
+    }
+    let blobs = walk(&env.path().join("collector/blobs"));
+    let size = |ext: &str| -> u64 {
+        blobs
+            .iter()
+            .filter(|p| p.extension().is_some_and(|x| x == ext))
+            .filter_map(|p| p.metadata().ok())
+            .map(|m| m.len())
+            .sum()
+    };
+    let whole: Vec<_> = blobs
+        .iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "zst"))
+        .collect();
+    assert_eq!(whole.len(), 1, "the attachment once: {blobs:?}");
+    let (manifests, attachment) = (size("krm"), size("zst"));
+    assert!(
+        attachment > 1024 * 1024 && manifests < 16 * 1024,
+        "attachment {attachment} B once, four manifests {manifests} B"
+    );
+    Ok(())
+}
+
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {

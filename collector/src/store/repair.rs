@@ -26,6 +26,7 @@ use kiroku_proto::{Event, HostInfo, event::Kind};
 use prost::Message;
 use sha2::{Digest, Sha256};
 
+use super::blobs::BlobStore;
 use super::index::EventIndex;
 use super::journal;
 use super::meta::MetaStore;
@@ -381,19 +382,29 @@ fn blob_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
         let p = entry.path();
         if entry.file_type()?.is_dir() {
             blob_files(&p, out)?;
-        } else if p.extension().is_some_and(|x| x == "zst") {
+        } else if p.extension().is_some_and(|x| x == "zst" || x == "krm") {
             out.push(p);
         }
     }
     Ok(())
 }
 
-fn blob_sound(path: &Path, sha: &str) -> bool {
-    let Ok(f) = std::fs::File::open(path) else {
-        return false;
-    };
-    let Ok(mut dec) = zstd::stream::read::Decoder::new(f) else {
-        return false;
+/// A blob is sound when it decompresses to content of its hash; a manifest
+/// (`.krm`) when it reads back, attachments and all, to its hash.
+fn blob_sound(blobs: &BlobStore, path: &Path, sha: &str) -> bool {
+    let mut dec: Box<dyn Read> = if path.extension().is_some_and(|x| x == "krm") {
+        match blobs.reader(sha) {
+            Ok(r) => r,
+            Err(_) => return false,
+        }
+    } else {
+        let Ok(f) = std::fs::File::open(path) else {
+            return false;
+        };
+        match zstd::stream::read::Decoder::new(f) {
+            Ok(d) => Box::new(d),
+            Err(_) => return false,
+        }
     };
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];
@@ -413,6 +424,9 @@ fn check_blobs(dir: &Path, idir: &Path, quiet: bool, r: &mut RepairReport) -> an
     if bdir.is_dir() {
         blob_files(&bdir, &mut files).with_context(|| format!("listing {}", bdir.display()))?;
     }
+    // Whole blobs (attachments among them) before the manifests naming them.
+    files.sort_by_key(|p| p.extension().is_some_and(|x| x == "krm"));
+    let blobs = BlobStore::open(&bdir)?;
     let total: u64 = files
         .iter()
         .filter_map(|p| std::fs::metadata(p).ok())
@@ -425,10 +439,10 @@ fn check_blobs(dir: &Path, idir: &Path, quiet: bool, r: &mut RepairReport) -> an
         let sha = p
             .file_name()
             .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_suffix(".zst"))
+            .and_then(|n| n.strip_suffix(".zst").or_else(|| n.strip_suffix(".krm")))
             .unwrap_or_default()
             .to_owned();
-        if !blob_sound(p, &sha) {
+        if !blob_sound(&blobs, p, &sha) {
             damaged.push((p.clone(), sha));
         }
     }
@@ -602,5 +616,48 @@ mod tests {
         assert_eq!(r.problems.len(), 1, "{r:?}");
         assert!(r.problems[0].contains(&sha));
         assert!(!files[0].exists());
+    }
+
+    #[test]
+    fn a_damaged_attachment_names_the_mails_that_shared_it() {
+        use base64::Engine;
+        let d = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(d.path()).expect("open");
+        let att: Vec<u8> = (0..200_000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
+            .collect();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&att);
+        let mut shas = Vec::new();
+        for i in 0..2 {
+            let mut m = format!("Subject: {i}\r\n\r\n");
+            for l in b64.as_bytes().chunks(76) {
+                m.push_str(std::str::from_utf8(l).expect("ascii"));
+                m.push_str("\r\n");
+            }
+            let sha = hex::encode(Sha256::digest(m.as_bytes()));
+            s.blobs.put(&sha, m.as_bytes()).expect("put");
+            shas.push(sha);
+        }
+        drop(s);
+        let r = repair(d.path(), QUIET).expect("repair");
+        assert!(r.problems.is_empty(), "sound store: {r:?}");
+        let mut files = Vec::new();
+        blob_files(&d.path().join("blobs"), &mut files).expect("ls");
+        let part = files
+            .iter()
+            .find(|p| p.extension().is_some_and(|x| x == "zst"))
+            .expect("attachment blob");
+        let mut b = std::fs::read(part).expect("read");
+        let n = b.len();
+        b[n / 2] ^= 0xff;
+        std::fs::write(part, &b).expect("write");
+        let r = repair(d.path(), QUIET).expect("repair");
+        assert_eq!(r.problems.len(), 3, "the attachment and both mails: {r:?}");
+        for sha in &shas {
+            assert!(
+                r.problems.iter().any(|p| p.contains(sha.as_str())),
+                "{sha}: {r:?}"
+            );
+        }
     }
 }
