@@ -511,12 +511,12 @@ pub async fn agent_crashes(env: &Env, kills: usize) -> anyhow::Result<Vec<Row>> 
         let sender = Sender::start(smtp, tag, 3);
         tokio::time::sleep(pause(&mut rng, 100, 700)).await;
         agent.kill9();
-        // Files go on being written for a moment while the agent is down.
-        tokio::time::sleep(pause(&mut rng, 0, 100)).await;
-        written.extend(writer.stop());
         let got = sender.stop().await;
         all.failed += got.failed;
         all.mails.extend(got.mails);
+        // Files go on being written for a moment while the agent is down.
+        tokio::time::sleep(pause(&mut rng, 0, 100)).await;
+        written.extend(writer.stop());
     }
     let agent = env.start_agent_with("crashy", smtp, &Mode::Relay(upstream.port), &files)?;
     let injected = format!("{kills} × SIGKILL of the agent under mail and file load");
