@@ -9,7 +9,8 @@
 //!   - `blobrefs`: sha256 hex → number of queued/in-flight events using it;
 //!   - `smallblobs`: sha256 hex → raw messages up to [`INLINE_MAX`] bytes,
 //!     written in the same transaction (and the same fsync) as their event;
-//!   - `meta`:     `stream_id`, `next_seq`;
+//!   - `meta`:     `stream_id`, `next_seq`, and `note/<name>` notes of what
+//!     could not be recorded (pending gap records, see `gaps.rs`);
 //! - `sequence`: the highest durable sequence number, written once a second
 //!   outside sled, so a damaged sled log (which sled silently cuts at the
 //!   damage) is noticed and numbers are never reused;
@@ -318,7 +319,23 @@ fn created_with_segment_size(msg: &str) -> Option<usize> {
 const NEXT_SEQ: &[u8] = b"next_seq";
 const STREAM_ID: &[u8] = b"stream_id";
 
-type TxResult<T> = Result<T, ConflictableTransactionError<String>>;
+/// The result of a closure run inside a buffer transaction.
+pub type TxResult<T> = Result<T, ConflictableTransactionError<String>>;
+
+/// When a [`Buffer::note`] must be on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Before `note` returns (one group-committed flush).
+    Now,
+    /// Within a second (sled's own flush), or with the next flush.
+    Soon,
+}
+
+/// Notes live in `meta` under their own prefix, apart from the queue's
+/// bookkeeping (`next_seq`, `stream_id`).
+fn note_key(key: &str) -> String {
+    format!("note/{key}")
+}
 
 impl Buffer {
     /// Opens (or creates) the buffer in `dir`. If sled cannot open its
@@ -871,17 +888,135 @@ impl Buffer {
         self.finish(id, |_| {}).await
     }
 
+    /// Whether the buffer is at its bound (`max_bytes`): new records are
+    /// then refused with [`BufferError::Full`].
+    pub fn is_full(&self) -> bool {
+        matches!(self.check_space(), Err(BufferError::Full { .. }))
+    }
+
+    /// Records `event` unless `decide` says not to, in one transaction with
+    /// what `decide` writes to `aux` (a capture source's own tree, e.g. file
+    /// capture's last known state of each file), so the record and that
+    /// state are durable together or not at all. `decide` may run more
+    /// than once (transaction retries) and must only touch `aux`. Returns
+    /// the sequence number (None: not recorded) and what `decide` returned.
+    /// Durable on return.
+    pub async fn append_with<T, F>(
+        self: &Arc<Self>,
+        event: Event,
+        aux: sled::Tree,
+        decide: F,
+    ) -> Result<(Option<u64>, T), BufferError>
+    where
+        T: Send + 'static,
+        F: Fn(&sled::transaction::TransactionalTree) -> TxResult<(bool, T)> + Send + 'static,
+    {
+        self.check_space()?;
+        let this = self.clone();
+        let task = move || -> Result<(Option<u64>, T), BufferError> {
+            (&this.queue, &this.meta, &aux)
+                .transaction(|(queue, meta, aux)| {
+                    let (record, t) = decide(aux)?;
+                    if !record {
+                        return Ok((None, t));
+                    }
+                    Ok((Some(this.queue_in_tx(queue, meta, &event)?), t))
+                })
+                .map_err(|e| this.tx_err(e))
+        };
+        let (seq, t) =
+            tokio::task::spawn_blocking(task)
+                .await
+                .map_err(|e| BufferError::Task {
+                    path: self.path.clone(),
+                    message: e.to_string(),
+                })??;
+        if let Some(seq) = seq {
+            self.make_durable(Settled { seq }).await?;
+        }
+        Ok((seq, t))
+    }
+
+    /// Updates a small note kept in the `meta` tree under `key` (e.g. a
+    /// pending gap record) with `update` (old value → new value), outside
+    /// the bound: notes are how the agent remembers what it could not
+    /// record. With [`Durability::Now`] it is on disk on return; with
+    /// [`Durability::Soon`] sled writes it within a second.
+    pub async fn note(
+        &self,
+        key: &str,
+        durability: Durability,
+        update: impl Fn(Option<&[u8]>) -> Vec<u8>,
+    ) -> Result<(), BufferError> {
+        let key = note_key(key);
+        self.meta
+            .update_and_fetch(key.as_bytes(), |old| Some(update(old)))
+            .map_err(|e| self.sled_err(e))?;
+        if durability == Durability::Now {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Turns the note under `key` into a queued event (`make` builds it
+    /// from the note; None leaves the note) and removes the note, in one
+    /// transaction. Refused with [`BufferError::Full`] while the buffer is
+    /// at its bound. Returns the event's sequence number, None when there
+    /// was no note. Durable on return.
+    pub async fn take_note(
+        &self,
+        key: &str,
+        make: impl Fn(&[u8]) -> Option<Event>,
+    ) -> Result<Option<u64>, BufferError> {
+        let key = note_key(key);
+        if !self
+            .meta
+            .contains_key(key.as_bytes())
+            .map_err(|e| self.sled_err(e))?
+        {
+            return Ok(None);
+        }
+        self.check_space()?;
+        let seq = (&self.queue, &self.meta)
+            .transaction(|(queue, meta)| -> TxResult<Option<u64>> {
+                let Some(note) = meta.get(key.as_bytes())? else {
+                    return Ok(None);
+                };
+                let Some(event) = make(&note) else {
+                    return Ok(None);
+                };
+                meta.remove(key.as_bytes())?;
+                Ok(Some(self.queue_in_tx(queue, meta, &event)?))
+            })
+            .map_err(|e| self.tx_err(e))?;
+        if let Some(seq) = seq {
+            self.make_durable(Settled { seq }).await?;
+        }
+        Ok(seq)
+    }
+
+    /// Inside a transaction: queues `event` under the next sequence number.
+    fn queue_in_tx(
+        &self,
+        queue: &sled::transaction::TransactionalTree,
+        meta: &sled::transaction::TransactionalTree,
+        event: &Event,
+    ) -> TxResult<u64> {
+        let seq = read_u64(meta.get(NEXT_SEQ)?.as_deref()).max(1);
+        let mut e = event.clone();
+        e.seq = seq;
+        e.stream_id = self.stream_id.clone();
+        queue.insert(&seq.to_be_bytes(), e.encode_to_vec())?;
+        meta.insert(NEXT_SEQ, &(seq + 1).to_be_bytes())?;
+        Ok(seq)
+    }
+
     fn move_to_queue(&self, inflight_key: &[u8], event: &Event) -> Result<u64, BufferError> {
         let (queue, inflight, meta) = (&self.queue, &self.inflight, &self.meta);
         (queue, inflight, meta)
             .transaction(|(queue, inflight, meta)| -> TxResult<u64> {
-                let seq = read_u64(meta.get(NEXT_SEQ)?.as_deref()).max(1);
-                let mut e = event.clone();
-                e.seq = seq;
-                e.stream_id = self.stream_id.clone();
-                queue.insert(&seq.to_be_bytes(), e.encode_to_vec())?;
+                let seq = self.queue_in_tx(queue, meta, event)?;
                 inflight.remove(inflight_key)?;
-                meta.insert(NEXT_SEQ, &(seq + 1).to_be_bytes())?;
                 Ok(seq)
             })
             .map_err(|e| self.tx_err(e))

@@ -168,11 +168,21 @@ impl Default for SmtpConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BufferConfig {
-    /// Disk bound of the buffer in bytes. When the buffer holds this much,
-    /// new mail is refused with a temporary error (452 4.3.1) so clients
-    /// retry later: nothing passes unrecorded and nothing stored is dropped.
+    /// Disk bound of the buffer in bytes (sled database and raw-message
+    /// files). What happens to new mail when it is reached is `when_full`;
+    /// nothing already buffered is ever dropped to make room.
     #[serde(default = "default_max_bytes")]
     pub max_bytes: u64,
+    /// What the SMTP relay does while the buffer is at `max_bytes`:
+    /// `"refuse"` (default): new mail gets `452 4.3.1` so clients retry
+    /// later and nothing passes unrecorded; `"relay_unrecorded"`: mail
+    /// keeps flowing to the upstream without being recorded, each one
+    /// counted (sender, recipients, outcome) and reported as a `gap` record
+    /// once the buffer has room again. File events cannot be refused: under
+    /// either policy they are counted into a `gap` record the same way.
+    /// Capture-only mode has nothing to relay and always refuses.
+    #[serde(default)]
+    pub when_full: WhenFull,
     /// sled page cache in bytes (sled's default of 1 GiB is far too big for
     /// an endpoint agent).
     #[serde(default = "default_cache")]
@@ -183,9 +193,21 @@ impl Default for BufferConfig {
     fn default() -> Self {
         BufferConfig {
             max_bytes: default_max_bytes(),
+            when_full: WhenFull::default(),
             cache_bytes: default_cache(),
         }
     }
+}
+
+/// The full-buffer policy (`buffer.when_full`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Refuse new mail with a temporary error (452 4.3.1).
+    #[default]
+    Refuse,
+    /// Relay new mail unrecorded; count it and report the gap.
+    RelayUnrecorded,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -234,6 +256,16 @@ pub struct FilesConfig {
     /// copy to removable media; kept in the agent's buffer database.
     #[serde(default = "default_hash_memory")]
     pub hash_memory: u64,
+    /// Most files whose last known state (size, mtime, SHA-256) the agent
+    /// keeps, in its buffer database (about 100 bytes each), so that the
+    /// catch-up scan at start can report what changed while it was not
+    /// running. Files beyond it are not tracked; the scan says so.
+    #[serde(default = "default_state_max")]
+    pub state_max: u64,
+    /// Longest the catch-up scan at start may run, in seconds; if it is cut
+    /// short, a record says where it stopped.
+    #[serde(default = "default_catchup_max_secs")]
+    pub catchup_max_secs: u64,
 }
 
 impl Default for FilesConfig {
@@ -247,6 +279,8 @@ impl Default for FilesConfig {
             removable_roots: default_removable_roots(),
             removable_auto: true,
             hash_memory: default_hash_memory(),
+            state_max: default_state_max(),
+            catchup_max_secs: default_catchup_max_secs(),
         }
     }
 }
@@ -275,6 +309,12 @@ fn default_true() -> bool {
 }
 fn default_hash_memory() -> u64 {
     100_000
+}
+fn default_state_max() -> u64 {
+    1_000_000
+}
+fn default_catchup_max_secs() -> u64 {
+    600
 }
 
 fn default_listen() -> Vec<SocketAddr> {
@@ -343,6 +383,11 @@ impl AgentConfig {
                     files.coalesce_ms
                 );
             }
+        }
+        if cfg.buffer.when_full == WhenFull::RelayUnrecorded && cfg.smtp.mode != SmtpMode::Relay {
+            tracing::warn!(
+                "buffer.when_full = \"relay_unrecorded\" has no effect on mail in capture-only mode (nothing to relay): a full buffer refuses mail with 452"
+            );
         }
         if let Some(a) = cfg.smtp.upstream_auth.as_mut() {
             a.password_file = kiroku_common::config::resolve_relative(path, &a.password_file);

@@ -9,11 +9,15 @@
 pub mod buffer;
 pub mod capture;
 pub mod config;
+pub mod gaps;
 pub mod shipper;
 
 use anyhow::Context;
 
 pub use config::AgentConfig;
+
+/// How often pending gap records are retried while the buffer is full.
+const GAP_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How often the host identity is re-read for changes.
 const HOST_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
@@ -56,11 +60,13 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         cfg.custom.clone(),
         capture::context::Clock::from_env(),
     );
+    let gaps = gaps::Gaps::new(buffer.clone(), ctx.clone());
     let files = match cfg.files.clone() {
         Some(f) if f.enabled() => Some(capture::files::FileCapture::start(
             f,
             &cfg.data_dir,
             buffer.clone(),
+            gaps.clone(),
             ctx.clone(),
         )?),
         Some(_) => {
@@ -71,7 +77,14 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let smtp = capture::smtp::SmtpCapture::new(cfg.smtp.clone(), buffer.clone(), ctx.clone())?;
+    let smtp = capture::smtp::SmtpCapture::new(
+        cfg.smtp.clone(),
+        buffer.clone(),
+        cfg.buffer.when_full,
+        gaps.clone(),
+        ctx.clone(),
+    )?;
+    let gap_writer = tokio::spawn(gaps.clone().run(GAP_CHECK_EVERY));
     let listeners = smtp.bind().await?;
     let shipper = shipper::Shipper {
         buffer: buffer.clone(),
@@ -109,6 +122,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         .await;
     watchdog.abort();
     tracing::info!("kiroku-agent stopping");
+    gap_writer.abort();
     host_watch.abort();
     if let Some(files) = files {
         files.stop().await;

@@ -32,6 +32,18 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// A Unix time in milliseconds as RFC 3339 UTC (`2026-11-23T10:15:02.123Z`);
+/// the number itself when out of range.
+pub fn rfc3339_ms(ms: i64) -> String {
+    let fmt = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&fmt).ok())
+        .unwrap_or_else(|| ms.to_string())
+}
+
 /// Version string reported by every Kiroku binary.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 

@@ -311,11 +311,9 @@ struct Written {
 }
 
 /// Writes new files (unique names and contents) into a watched directory
-/// at a steady pace from its own thread; can be held (no writes) around a
-/// kill so that what it wrote was captured before the agent died.
+/// at a steady pace from its own thread.
 pub struct FileWriter {
     stop: Arc<AtomicBool>,
-    hold: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<BTreeMap<String, Written>>>,
 }
 
@@ -323,17 +321,13 @@ impl FileWriter {
     /// Starts writing `tag-<n>.txt` files into `dir`, about `per_sec` a second.
     pub fn start(dir: &std::path::Path, tag: &str, per_sec: u64) -> FileWriter {
         let stop = Arc::new(AtomicBool::new(false));
-        let hold = Arc::new(AtomicBool::new(false));
         let (dir, tag) = (dir.to_owned(), tag.to_owned());
-        let (s, h) = (stop.clone(), hold.clone());
+        let s = stop.clone();
         let thread = std::thread::spawn(move || {
             let mut written = BTreeMap::new();
             let mut n = 0u64;
             while !s.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(1000 / per_sec.max(1)));
-                if h.load(Ordering::Relaxed) {
-                    continue;
-                }
                 let path = dir.join(format!("{tag}-{n}.txt"));
                 let body = format!("file {n} of {tag}, {}\n", rand::random::<u64>());
                 if std::fs::write(&path, &body).is_ok() {
@@ -350,13 +344,8 @@ impl FileWriter {
         });
         FileWriter {
             stop,
-            hold,
             thread: Some(thread),
         }
-    }
-
-    pub fn hold(&self, on: bool) {
-        self.hold.store(on, Ordering::Relaxed);
     }
 
     /// Stops writing; returns what was written (path → content hash).
@@ -493,10 +482,12 @@ fn opened_cleanly(p: &Proc) -> anyhow::Result<()> {
 }
 
 /// `kill -9` of the agent `kills` times at random points while mail flows
-/// through it and files are written in a directory it watches; the
-/// collector stays up. File writes pause 800 ms before each kill, so every
-/// file counted was captured (recorded in the buffer) before the agent died;
-/// files written while it was down are not captured and not counted.
+/// through it and files are written in a directory it watches, right up to
+/// the kill and on while it is down; the collector stays up. Every file
+/// written counts: those the agent recorded before it died, and those it
+/// missed (written around the kill or while it was down), which the
+/// catch-up scan at the next start reports. Each must be stored exactly
+/// once as a `create` with its content hash.
 pub async fn agent_crashes(env: &Env, kills: usize) -> anyhow::Result<Vec<Row>> {
     let tag = "relagentkill";
     let upstream = Upstream::start(env)?;
@@ -519,13 +510,13 @@ pub async fn agent_crashes(env: &Env, kills: usize) -> anyhow::Result<Vec<Row>> 
         let writer = FileWriter::start(&watched, &format!("f{i}"), 50);
         let sender = Sender::start(smtp, tag, 3);
         tokio::time::sleep(pause(&mut rng, 100, 700)).await;
-        writer.hold(true);
-        tokio::time::sleep(Duration::from_millis(800)).await;
         agent.kill9();
-        written.extend(writer.stop());
         let got = sender.stop().await;
         all.failed += got.failed;
         all.mails.extend(got.mails);
+        // Files go on being written for a moment while the agent is down.
+        tokio::time::sleep(pause(&mut rng, 0, 100)).await;
+        written.extend(writer.stop());
     }
     let agent = env.start_agent_with("crashy", smtp, &Mode::Relay(upstream.port), &files)?;
     let injected = format!("{kills} × SIGKILL of the agent under mail and file load");

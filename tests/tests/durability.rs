@@ -574,3 +574,254 @@ async fn a_full_agent_disk_refuses_mail_temporarily_and_loses_nothing() -> anyho
     assert_eq!(ids, want, "every mail that got a 250, exactly once");
     Ok(())
 }
+
+/// A mail of about 1 MiB (a base64 attachment): stored as its own blob
+/// file in the agent buffer, so a few fill a small bound and the space
+/// comes back when the collector acknowledges them.
+fn big_mail(tag: &str, n: usize) -> Vec<u8> {
+    let line = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9wcXJzdHV2d3h5ejAxMjM0\r\n";
+    format!(
+        "From: load@example.com\r\nTo: sink@example.org\r\nSubject: {tag} {n}\r\nMessage-ID: <{tag}-{n}@example.com>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nbody {n}\r\n--b\r\nContent-Type: application/octet-stream; name=\"{tag}-{n}.bin\"\r\nContent-Disposition: attachment; filename=\"{tag}-{n}.bin\"\r\nContent-Transfer-Encoding: base64\r\n\r\n{}--b--\r\n",
+        line.repeat(13_500)
+    )
+    .into_bytes()
+}
+
+/// A relay agent whose buffer bound (24 MiB) a few dozen big mails reach
+/// while no collector runs.
+const SMALL_BOUND: &str = "[buffer]\nmax_bytes = 25165824\n";
+
+/// Waits until the collector holds exactly the mails `ids` of `tag`, each
+/// once (by Message-ID).
+async fn assert_stored_once(env: &Env, tag: &str, ids: &[usize]) -> anyhow::Result<()> {
+    let req = SearchRequest {
+        subject: tag.into(),
+        kind: "email".into(),
+        ..Default::default()
+    };
+    env.wait_for(req.clone(), ids.len(), Duration::from_secs(90))
+        .await?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let events = env.search_all(req).await?;
+    let mut got: Vec<String> = events.iter().map(|e| email(e).message_id.clone()).collect();
+    got.sort();
+    let mut want: Vec<String> = ids
+        .iter()
+        .map(|i| format!("<{tag}-{i}@example.com>"))
+        .collect();
+    want.sort();
+    assert_eq!(got, want, "each recorded mail exactly once");
+    Ok(())
+}
+
+/// `buffer.when_full = "refuse"` (the default): once the bound is reached
+/// new mail gets 452 4.3.1 and nothing reaches the upstream unrecorded;
+/// when the collector drains the buffer, the same mail is accepted.
+#[tokio::test(flavor = "multi_thread")]
+async fn full_buffer_refuse_policy_answers_4xx_then_accepts_once_drained() -> anyhow::Result<()> {
+    let env = Env::new()?;
+    let upstream = Upstream::start(&env)?;
+    let smtp = free_port();
+    let agent = env.start_agent_with(
+        "pc-refuse",
+        smtp,
+        &Mode::Relay(upstream.port),
+        &format!("{SMALL_BOUND}when_full = \"refuse\"\n"),
+    )?;
+    let tag = "refusepolicy";
+    let mut accepted = Vec::new();
+    let mut refused = None;
+    for i in 0..60 {
+        let sent = send_mail(
+            smtp,
+            "load@example.com",
+            &["sink@example.org"],
+            &big_mail(tag, i),
+        )?;
+        match sent.code {
+            250 => accepted.push(i),
+            452 => {
+                assert!(sent.reply.contains("4.3.1"), "{sent:?}");
+                refused = Some(i);
+                break;
+            }
+            other => anyhow::bail!("unexpected reply {other}: {sent:?}"),
+        }
+    }
+    let refused = refused
+        .ok_or_else(|| anyhow::anyhow!("the bound was never reached:\n{}", agent.log_text()))?;
+    assert!(!accepted.is_empty(), "{}", agent.log_text());
+    assert_eq!(
+        upstream.messages().len(),
+        accepted.len(),
+        "a refused mail must not reach the upstream"
+    );
+    assert!(agent.log_text().contains("buffer is full"));
+
+    // The collector comes back, acknowledges, the buffer has room again:
+    // the client's retry of the refused mail goes through.
+    let _collector = env.start_collector()?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let sent = send_mail(
+            smtp,
+            "load@example.com",
+            &["sink@example.org"],
+            &big_mail(tag, refused),
+        )?;
+        if sent.code == 250 {
+            accepted.push(refused);
+            break;
+        }
+        assert_eq!(sent.code, 452, "{sent:?}");
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "still refused after the collector drained the buffer:\n{}",
+            agent.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_stored_once(&env, tag, &accepted).await?;
+    assert_eq!(upstream.messages().len(), accepted.len());
+    let gaps = env
+        .search_all(SearchRequest {
+            kind: "gap".into(),
+            ..Default::default()
+        })
+        .await?;
+    assert!(gaps.is_empty(), "refuse leaves no gap: {gaps:?}");
+    Ok(())
+}
+
+/// `buffer.when_full = "relay_unrecorded"`: once the bound is reached mail
+/// keeps flowing to the upstream, unrecorded; each one is counted and,
+/// when the buffer has room again, a gap record with the count, the span
+/// and the envelope addresses reaches the collector. File events the full
+/// buffer could not take are a gap record too. Everything recorded before
+/// is stored exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn full_buffer_relay_unrecorded_policy_delivers_and_reports_the_gap() -> anyhow::Result<()> {
+    let env = Env::new()?;
+    let upstream = Upstream::start(&env)?;
+    let smtp = free_port();
+    let watched = env.path().join("watched-gap");
+    std::fs::create_dir_all(&watched)?;
+    let agent = env.start_agent_with(
+        "pc-unrec",
+        smtp,
+        &Mode::Relay(upstream.port),
+        &format!(
+            "{SMALL_BOUND}when_full = \"relay_unrecorded\"\n[files]\nwatch = [{watched:?}]\ncoalesce_ms = 100\nremovable_auto = false\nremovable_roots = []\n"
+        ),
+    )?;
+    let tag = "unrecpolicy";
+    let unrecorded_lines = || agent.log_text().matches("mail relayed UNRECORDED").count();
+    let (mut recorded, mut unrecorded) = (Vec::new(), Vec::new());
+    for i in 0..80 {
+        let before = unrecorded_lines();
+        let sent = send_mail(
+            smtp,
+            "load@example.com",
+            &["sink@example.org", "other@example.net"],
+            &big_mail(tag, i),
+        )?;
+        assert_eq!(sent.code, 250, "mail keeps flowing: {sent:?}");
+        if unrecorded_lines() > before {
+            unrecorded.push(i);
+            if unrecorded.len() == 3 {
+                break;
+            }
+        } else {
+            recorded.push(i);
+        }
+    }
+    anyhow::ensure!(
+        unrecorded.len() == 3,
+        "the bound was never reached:\n{}",
+        agent.log_text()
+    );
+    assert!(!recorded.is_empty());
+    assert_eq!(
+        upstream.messages().len(),
+        recorded.len() + unrecorded.len(),
+        "every mail reached the upstream"
+    );
+    let log = agent.log_text();
+    assert!(
+        log.contains("agent buffer is full") && log.contains("gap record"),
+        "the policy is reported with what to do:\n{log}"
+    );
+    // File events while full: counted, not recorded.
+    for n in 0..2 {
+        std::fs::write(watched.join(format!("while-full-{n}.txt")), b"x")?;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // The collector comes back: the recorded mails, once each, and the gap.
+    let _collector = env.start_collector()?;
+    assert_stored_once(&env, tag, &recorded).await?;
+    let gap_req = SearchRequest {
+        kind: "gap".into(),
+        ..Default::default()
+    };
+    let gaps = env
+        .wait_for(gap_req.clone(), 2, Duration::from_secs(60))
+        .await?;
+    let gap_of = |source: &str| {
+        gaps.iter()
+            .find_map(|e| match &e.kind {
+                Some(kiroku_proto::event::Kind::Gap(g)) if g.source == source => Some(g.clone()),
+                _ => None,
+            })
+            .ok_or_else(|| anyhow::anyhow!("no {source} gap in {gaps:?}"))
+    };
+    let mail_gap = gap_of("smtp")?;
+    assert_eq!(mail_gap.count, 3, "{mail_gap:?}");
+    assert_eq!(mail_gap.delivered, 3, "{mail_gap:?}");
+    assert!(mail_gap.first_ms > 0 && mail_gap.first_ms <= mail_gap.last_ms);
+    assert_eq!(mail_gap.senders, vec!["load@example.com".to_owned()]);
+    assert_eq!(
+        mail_gap.recipients,
+        vec![
+            "sink@example.org".to_owned(),
+            "other@example.net".to_owned()
+        ]
+    );
+    assert!(
+        mail_gap.detail.contains("3 SMTP transactions"),
+        "{mail_gap:?}"
+    );
+    let file_gap = gap_of("files")?;
+    assert!(file_gap.count >= 2, "{file_gap:?}");
+    assert!(
+        file_gap
+            .paths
+            .iter()
+            .any(|p| p.ends_with("while-full-0.txt")),
+        "{file_gap:?}"
+    );
+    // An investigator looking for mail to a recipient finds the gap too.
+    let by_rcpt = env
+        .search_all(SearchRequest {
+            kind: "gap".into(),
+            recipient: "other@example.net".into(),
+            ..Default::default()
+        })
+        .await?;
+    assert_eq!(by_rcpt.len(), 1, "{by_rcpt:?}");
+
+    // Room again: mail is recorded again, and the gap was reported once.
+    let sent = send_mail(
+        smtp,
+        "load@example.com",
+        &["sink@example.org"],
+        &mail(tag, 1000),
+    )?;
+    assert_eq!(sent.code, 250);
+    let mut all = recorded.clone();
+    all.push(1000);
+    assert_stored_once(&env, tag, &all).await?;
+    let gaps = env.search_all(gap_req).await?;
+    assert_eq!(gaps.len(), 2, "one gap record per source: {gaps:?}");
+    Ok(())
+}

@@ -5,7 +5,8 @@
 //! subdirectory, an excluded file, a copy onto a removable volume (a tmpfs
 //! mounted under a removable root when running as root, else a plain
 //! directory there) linked to its source by SHA-256, and a forced kernel
-//! queue overflow reported as an `overflow` record.
+//! queue overflow reported as an `overflow` record. Also what changed
+//! while the agent was killed, reported by the catch-up scan at start.
 
 use std::io::Write;
 use std::path::Path;
@@ -417,6 +418,127 @@ async fn file_operations_are_recorded_and_searchable() -> anyhow::Result<()> {
         agent.log_text().contains("file capture stopped"),
         "file capture did not stop cleanly:\n{}",
         agent.log_text()
+    );
+    Ok(())
+}
+
+/// Waits until the agent's log shows the catch-up scan finished `n` times
+/// (the log is appended across restarts).
+fn wait_scanned(agent: &Proc, n: usize) -> anyhow::Result<()> {
+    let deadline = Instant::now() + WAIT;
+    while agent.log_text().matches("file catch-up scan done").count() < n {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the catch-up scan never finished:\n{}",
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+fn mtime_ms(p: &Path) -> anyhow::Result<i64> {
+    let t = std::fs::metadata(p)?.modified()?;
+    Ok(t.duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64)
+}
+
+/// Files created, modified and deleted while the agent is down (killed
+/// with SIGKILL) are reported at its next start by the catch-up scan,
+/// once, marked `mechanism = "scan"`, created/modified ones at their mtime;
+/// what was there before the first start is not reported as created, what
+/// the watcher recorded before the kill is not reported again, and a
+/// restart without changes reports nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_while_the_agent_was_down_are_reported_at_start_once() -> anyhow::Result<()> {
+    if !Path::new("/proc/sys/fs/inotify/max_queued_events").exists() {
+        skip("file_capture catch-up", "no inotify on this system");
+        return Ok(());
+    }
+    let env = Env::new()?;
+    let _collector = env.start_collector()?;
+    let watched = env.path().join("watched-down");
+    std::fs::create_dir_all(watched.join("sub"))?;
+    let cfg = format!(
+        "[files]\nwatch = [{watched:?}]\ncoalesce_ms = 100\nremovable_auto = false\nremovable_roots = []\n"
+    );
+    let p = |name: &str| watched.join(name);
+    let s = |name: &str| p(name).display().to_string();
+    for name in ["kept.txt", "old.txt", "gone.txt", "sub/deep.txt"] {
+        std::fs::write(p(name), format!("{name} before the first start"))?;
+    }
+    let smtp = free_port();
+    let mut agent = env.start_agent_with_env("pc-down", smtp, &cfg, &[])?;
+    wait_watching(&mut agent)?;
+    wait_scanned(&agent, 1)?;
+    std::fs::write(p("seen.txt"), b"seen by inotify")?;
+    let seen = one(&env, req("create", &s("seen.txt"))).await?;
+    assert_ne!(file(&seen).mechanism, "scan", "seen by the watcher");
+
+    agent.kill9();
+    std::fs::write(p("new.txt"), b"created while down")?;
+    std::fs::write(p("sub/new2.txt"), b"also created while down")?;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(p("old.txt"))?
+        .write_all(b", and changed while down")?;
+    std::fs::remove_file(p("gone.txt"))?;
+    let new_mtime = mtime_ms(&p("new.txt"))?;
+
+    let agent = env.start_agent_with_env("pc-down", smtp, &cfg, &[])?;
+    wait_scanned(&agent, 2)?;
+    let created = one(&env, req("create", &s("new.txt"))).await?;
+    let f = file(&created);
+    assert_eq!(f.mechanism, "scan", "{f:?}");
+    assert_eq!(f.sha256, sha(b"created while down"));
+    assert!(f.detail.contains("catch-up scan"), "{f:?}");
+    assert_eq!(
+        created.observed_at_ms, new_mtime,
+        "the event time is the mtime"
+    );
+    let deep = one(&env, req("create", &s("sub/new2.txt"))).await?;
+    assert_eq!(file(&deep).sha256, sha(b"also created while down"));
+    let modified = one(&env, req("modify", &s("old.txt"))).await?;
+    assert_eq!(
+        file(&modified).sha256,
+        sha(b"old.txt before the first start, and changed while down")
+    );
+    assert_eq!(file(&modified).mechanism, "scan");
+    let deleted = one(&env, req("delete", &s("gone.txt"))).await?;
+    assert_eq!(file(&deleted).mechanism, "scan");
+
+    // A clean restart with nothing changed reports nothing more.
+    let mut agent = agent;
+    agent.terminate();
+    let agent = env.start_agent_with_env("pc-down", smtp, &cfg, &[])?;
+    wait_scanned(&agent, 3)?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let all = env
+        .search_all(SearchRequest {
+            kind: "file".into(),
+            ..Default::default()
+        })
+        .await?;
+    let mut got: Vec<(String, String)> = all
+        .iter()
+        .map(file)
+        .filter(|f| f.path.starts_with(&s("")))
+        .map(|f| (f.operation.clone(), f.path.clone()))
+        .collect();
+    got.sort();
+    let mut want: Vec<(String, String)> = [
+        ("create", "new.txt"),
+        ("create", "seen.txt"),
+        ("create", "sub/new2.txt"),
+        ("delete", "gone.txt"),
+        ("modify", "old.txt"),
+    ]
+    .iter()
+    .map(|(op, name)| ((*op).to_owned(), s(name)))
+    .collect();
+    want.sort();
+    assert_eq!(
+        got, want,
+        "each change once; nothing from before the first start"
     );
     Ok(())
 }

@@ -17,11 +17,19 @@
 //! copies to removable media (`mechanism = "fanotify"`, pid, process, exe,
 //! uid, user); deletes and renames stay unattributed. Gaps are records too:
 //! `overflow` when the kernel dropped events, `watch_lost` when a root
-//! vanished or watches ran out.
+//! vanished or watches ran out; events the full buffer could not take are
+//! counted into a `GapEvent` (`gaps.rs`).
+//!
+//! What changed while the agent was not running is reported at start by
+//! the catch-up scan (`catchup.rs`, a fourth thread), against the last
+//! known state of each file, which the writer updates in the same buffer
+//! transaction as each record (`state.rs`).
 
+mod catchup;
 pub mod coalesce;
 pub mod fanotify;
 pub mod hasher;
+pub mod state;
 pub mod volumes;
 mod watch;
 
@@ -37,7 +45,9 @@ use kiroku_proto::event::Kind;
 use crate::buffer::{Buffer, BufferError};
 use crate::capture::context::CaptureContext;
 use crate::config::FilesConfig;
+use crate::gaps::{Gaps, Missed, Source};
 use hasher::{HashMemory, Hasher};
+use state::{Change, FileState, Origin, Remembered};
 
 /// Environment variable naming a file: while it exists, the watcher stops
 /// reading kernel events (tests use it to overflow the kernel queue
@@ -66,6 +76,7 @@ pub struct FileCapture {
     stop: Arc<AtomicBool>,
     watcher: std::thread::JoinHandle<()>,
     hasher: std::thread::JoinHandle<()>,
+    catchup: std::thread::JoinHandle<()>,
     writer: tokio::task::JoinHandle<()>,
 }
 
@@ -81,6 +92,7 @@ impl FileCapture {
         cfg: FilesConfig,
         data_dir: &std::path::Path,
         buffer: Arc<Buffer>,
+        gaps: Arc<Gaps>,
         ctx: Arc<CaptureContext>,
     ) -> anyhow::Result<FileCapture> {
         let mut exclude = coalesce::Exclusions::new(&cfg.exclude)
@@ -95,12 +107,25 @@ impl FileCapture {
             cfg.hash_memory,
         )
         .context("opening the file hash memory in the agent buffer")?;
+        let state = FileState::open(&buffer, cfg.state_max)
+            .context("opening the file state memory in the agent buffer")?;
         let stop = Arc::new(AtomicBool::new(false));
         let (obs_tx, obs_rx) = std::sync::mpsc::sync_channel::<Observed>(65_536);
-        let (ev_tx, ev_rx) = tokio::sync::mpsc::channel::<Event>(1024);
+        let (ev_tx, ev_rx) = tokio::sync::mpsc::channel::<(Event, Change)>(1024);
         let (ctx2, obs_tx2) = (ctx.clone(), obs_tx.clone());
-        let w = watch::Watcher::new(cfg.clone(), ctx, obs_tx, stop.clone(), exclude)
+        let catchup = catchup::CatchUp {
+            roots: cfg.watch.clone(),
+            exclude: exclude.clone(),
+            state: state.clone(),
+            ctx: ctx.clone(),
+            out: obs_tx.clone(),
+            stop: stop.clone(),
+            max: std::time::Duration::from_secs(cfg.catchup_max_secs),
+        };
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let mut w = watch::Watcher::new(cfg.clone(), ctx, obs_tx, stop.clone(), exclude)
             .context("cannot start inotify (check fs.inotify.max_user_instances)")?;
+        w.tell_when_watching(ready_tx);
         let watcher = std::thread::Builder::new()
             .name("files-watch".into())
             .spawn(move || {
@@ -133,6 +158,10 @@ impl FileCapture {
                 }
             })
             .context("starting the file watcher thread")?;
+        let catchup = std::thread::Builder::new()
+            .name("files-catchup".into())
+            .spawn(move || catchup.run(ready_rx))
+            .context("starting the file catch-up scan thread")?;
         let mut h = Hasher::new(cfg.hash_max_bytes, cfg.hash_rate_mb_per_sec);
         let hasher = std::thread::Builder::new()
             .name("files-hash".into())
@@ -146,11 +175,12 @@ impl FileCapture {
                 }
             })
             .context("starting the file hasher thread")?;
-        let writer = tokio::spawn(write(ev_rx, buffer));
+        let writer = tokio::spawn(write(ev_rx, buffer, state, gaps));
         Ok(FileCapture {
             stop,
             watcher,
             hasher,
+            catchup,
             writer,
         })
     }
@@ -161,6 +191,7 @@ impl FileCapture {
         self.stop.store(true, Ordering::Relaxed);
         let threads = tokio::task::spawn_blocking(move || {
             let _ = self.watcher.join();
+            let _ = self.catchup.join();
             let _ = self.hasher.join();
         });
         let all = async {
@@ -176,14 +207,18 @@ impl FileCapture {
     }
 }
 
-/// Hashes or stats the file and completes the record.
-fn finish(o: Observed, h: &mut Hasher, memory: &mut HashMemory) -> Event {
+/// Hashes or stats the file and completes the record; says what it
+/// changes in the remembered state of files.
+fn finish(o: Observed, h: &mut Hasher, memory: &mut HashMemory) -> (Event, Change) {
     let mut event = *o.event;
     let Some(Kind::File(f)) = event.kind.as_mut() else {
-        return event;
+        return (event, Change::None);
     };
     let got = match &o.hash {
-        HashPlan::None => return event,
+        HashPlan::None => {
+            let change = change_of(f, false);
+            return (event, change);
+        }
         HashPlan::Stat(p) => Hasher::stat(p),
         HashPlan::Hash(p) => h.hash(p),
     };
@@ -191,10 +226,24 @@ fn finish(o: Observed, h: &mut Hasher, memory: &mut HashMemory) -> Event {
     f.mtime_ms = got.mtime_ms;
     f.sha256 = got.sha256;
     if f.hash_skipped.is_empty() && matches!(o.hash, HashPlan::Hash(_)) {
-        f.hash_skipped = got.skipped;
+        f.hash_skipped = got.skipped.clone();
     }
+    // Gone, unreadable or not a regular file: nothing to remember.
+    let is_file = !got.is_dir
+        && !["deleted", "not a regular", "unreadable"]
+            .iter()
+            .any(|s| got.skipped.starts_with(s));
+    let change = change_of(f, is_file);
+    // What the scan found happened while the agent was down: its time is
+    // the file's.
+    if f.mechanism == "scan" && f.mtime_ms > 0 {
+        event.observed_at_ms = f.mtime_ms;
+    }
+    let Some(Kind::File(f)) = event.kind.as_mut() else {
+        return (event, change);
+    };
     if f.sha256.is_empty() {
-        return event;
+        return (event, change);
     }
     if f.operation == "copy_to_removable" {
         match memory.get(&f.sha256) {
@@ -207,29 +256,84 @@ fn finish(o: Observed, h: &mut Hasher, memory: &mut HashMemory) -> Event {
     {
         tracing::warn!(error = %e, "file hash memory not updated");
     }
-    event
+    (event, change)
 }
 
-/// Appends records to the buffer, several at once so they share fsyncs.
-async fn write(rx: tokio::sync::mpsc::Receiver<Event>, buffer: Arc<Buffer>) {
-    let mut full_reported = false;
+/// What a completed record changes in the remembered state of files
+/// (`state.rs`). Removable volumes are not remembered (the scan does not
+/// walk them). `is_file`: the path is a regular file as hashed or stat'ed.
+fn change_of(f: &kiroku_proto::FileEvent, is_file: bool) -> Change {
+    let origin = if f.mechanism == "scan" {
+        Origin::Scan
+    } else {
+        Origin::Watch
+    };
+    let state = || Remembered {
+        size: f.size,
+        mtime_ms: f.mtime_ms,
+        origin,
+        sha256: f.sha256.clone(),
+    };
+    if f.removable {
+        return Change::None;
+    }
+    match f.operation.as_str() {
+        "create" | "modify" if is_file => Change::Put {
+            path: f.path.clone(),
+            state: state(),
+        },
+        "delete" => Change::Remove {
+            path: f.path.clone(),
+            only_if_known: origin == Origin::Scan,
+        },
+        "rename" => Change::Rename {
+            from: f.old_path.clone(),
+            to: f.path.clone(),
+            state: is_file.then(state),
+        },
+        _ => Change::None,
+    }
+}
+
+/// Appends records to the buffer, several at once so they share fsyncs,
+/// each with the state it leaves. What a full buffer cannot take is
+/// counted into a gap record.
+async fn write(
+    rx: tokio::sync::mpsc::Receiver<(Event, Change)>,
+    buffer: Arc<Buffer>,
+    state: Arc<FileState>,
+    gaps: Arc<Gaps>,
+) {
     let mut results = tokio_stream::wrappers::ReceiverStream::new(rx)
-        .map(|ev| {
-            let buffer = buffer.clone();
-            async move { buffer.append(&ev, None).await.map_err(|e| (e, ev)) }
+        .map(|(ev, change)| {
+            let (buffer, state) = (buffer.clone(), state.clone());
+            let path = match &ev.kind {
+                Some(Kind::File(f)) => f.path.clone(),
+                _ => String::new(),
+            };
+            let at = ev.observed_at_ms;
+            async move {
+                state
+                    .record(&buffer, ev, change)
+                    .await
+                    .map_err(|e| (e, path, at))
+            }
         })
         .buffer_unordered(WRITES_IN_FLIGHT);
     while let Some(r) = results.next().await {
         match r {
-            Ok(_) => full_reported = false,
-            Err((e @ BufferError::Full { .. }, _)) => {
-                if !full_reported {
-                    tracing::error!(error = %e, "file events are being dropped");
-                    full_reported = true;
+            Ok(_) => {}
+            Err((BufferError::Full { .. }, path, _)) => {
+                let missed = Missed {
+                    path: Some(&path),
+                    ..Default::default()
+                };
+                if let Err(e) = gaps.missed(Source::Files, missed).await {
+                    tracing::error!(error = %e, path, "a file event could not be recorded or counted");
                 }
             }
-            Err((e, ev)) => {
-                tracing::error!(error = %e, observed_at_ms = ev.observed_at_ms, "a file event could not be recorded");
+            Err((e, path, at)) => {
+                tracing::error!(error = %e, path, observed_at_ms = at, "a file event could not be recorded");
             }
         }
     }

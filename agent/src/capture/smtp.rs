@@ -38,11 +38,16 @@ use tokio::task::JoinSet;
 
 use crate::buffer::Buffer;
 use crate::capture::context::CaptureContext;
-use crate::config::{SmtpConfig, SmtpMode, UpstreamTls};
+use crate::config::{SmtpConfig, SmtpMode, UpstreamTls, WhenFull};
+use crate::gaps::Gaps;
 
 pub struct SmtpCapture {
     cfg: SmtpConfig,
     buffer: Arc<Buffer>,
+    /// What a full buffer does to new mail (`buffer.when_full`).
+    when_full: WhenFull,
+    /// Where mail relayed unrecorded is counted.
+    gaps: Arc<Gaps>,
     ctx: Arc<CaptureContext>,
     hostname: String,
     /// Relay mode only.
@@ -57,6 +62,8 @@ impl SmtpCapture {
     pub fn new(
         cfg: SmtpConfig,
         buffer: Arc<Buffer>,
+        when_full: WhenFull,
+        gaps: Arc<Gaps>,
         ctx: Arc<CaptureContext>,
     ) -> anyhow::Result<Arc<SmtpCapture>> {
         let hostname = cfg
@@ -105,6 +112,8 @@ impl SmtpCapture {
         Ok(Arc::new(SmtpCapture {
             cfg,
             buffer,
+            when_full,
+            gaps,
             ctx,
             hostname,
             upstream,

@@ -80,7 +80,7 @@ const WRITER_HEAP: usize = 64 * 1024 * 1024;
 pub const MAX_PAGE: u32 = 1000;
 pub const DEFAULT_PAGE: u32 = 50;
 /// Values of the `kind` filter.
-pub const KINDS: [&str; 3] = ["email", "file", "host_change"];
+pub const KINDS: [&str; 4] = ["email", "file", "host_change", "gap"];
 
 /// The event's time on the collector's clock: observed_at corrected by the
 /// agent's measured offset (agent − collector), or observed_at when the
@@ -362,6 +362,24 @@ impl EventIndex {
                 }
             }
             Some(Kind::HostChange(_)) => d.add_text(f.kind, "host_change"),
+            Some(Kind::Gap(g)) => {
+                // What the agent could not record: found by the addresses
+                // and paths it names, as the records it stands for would be.
+                d.add_text(f.kind, "gap");
+                d.add_text(f.operation, &g.reason);
+                for a in g.senders.iter().filter(|a| !a.is_empty()) {
+                    d.add_text(f.sender, a.to_lowercase());
+                    d.add_text(f.address, a.to_lowercase());
+                }
+                for a in g.recipients.iter().filter(|a| !a.is_empty()) {
+                    d.add_text(f.recipient, a.to_lowercase());
+                    d.add_text(f.address, a.to_lowercase());
+                }
+                for p in g.paths.iter().filter(|p| !p.is_empty()) {
+                    d.add_text(f.path, p);
+                }
+                d.add_text(f.body, &g.detail);
+            }
             Some(Kind::Email(m)) if !m.attachments.is_empty() => d.add_text(f.exfil, "mail"),
             _ => {}
         }

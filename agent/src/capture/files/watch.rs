@@ -107,6 +107,9 @@ pub(super) struct Watcher {
     last_retry: Instant,
     /// Writers of files, when fanotify is available.
     fan: Option<Attribution>,
+    /// Told when the initial watches are in place (Unix ms), for the
+    /// catch-up scan.
+    ready: Option<std::sync::mpsc::Sender<i64>>,
 }
 
 impl Watcher {
@@ -161,7 +164,13 @@ impl Watcher {
             enospc: (0, None),
             last_retry: Instant::now(),
             fan: None,
+            ready: None,
         })
+    }
+
+    /// Who to tell when the initial watches are in place.
+    pub(super) fn tell_when_watching(&mut self, ready: std::sync::mpsc::Sender<i64>) {
+        self.ready = Some(ready);
     }
 
     /// Runs until the stop flag is set, then reports what is pending.
@@ -199,6 +208,9 @@ impl Watcher {
             roots = self.roots.iter().filter(|r| r.watched).count(),
             "file capture watching"
         );
+        if let Some(ready) = self.ready.take() {
+            let _ = ready.send(kiroku_common::now_ms());
+        }
         let mut buf = vec![0u8; 64 * 1024];
         while !self.stop.load(Ordering::Relaxed) {
             let paused = self.pause.as_ref().is_some_and(|p| p.exists());

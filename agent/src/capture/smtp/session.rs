@@ -23,7 +23,8 @@ use super::upstream::{self, Caps, Upstream};
 use super::wire::{self, Reply, WireError};
 use super::{SmtpCapture, auth, peer, record, tls};
 use crate::buffer::{Blob, BufferError, Spooled};
-use crate::config::{SmtpMode, UpstreamTls};
+use crate::config::{SmtpMode, UpstreamTls, WhenFull};
+use crate::gaps::{self, Missed, Source};
 
 /// Whole DATA phase from a client (generous; a stuck client is cut off).
 /// The waits for a command and for each block of data come from the config
@@ -993,11 +994,16 @@ impl Session<'_> {
         let limit = self.cap.cfg.max_message_bytes;
         let mut reader = wire::DataReader::new(limit);
         // Without a spool (buffer full, disk error) the data is still read
-        // to its end, then refused with a temporary error.
+        // to its end, then refused with a temporary error — unless the
+        // buffer is full and the policy is to relay unrecorded: then the
+        // data goes on to the upstream and the mail is counted as a gap.
         let (mut spool, mut spool_err) = match self.cap.buffer.spool().await {
             Ok(s) => (Some(s), None),
             Err(e) => (None, Some(e)),
         };
+        let unrecorded = spool.is_none()
+            && matches!(spool_err, Some(BufferError::Full { .. }))
+            && self.may_relay_unrecorded();
         let mut stuffer = wire::Stuffer::default();
         // Why forwarding stopped early, if it did.
         let mut forward_err: Option<String> = if self.relay() && self.upstream.is_none() {
@@ -1046,7 +1052,7 @@ impl Session<'_> {
             if self.relay()
                 && forward_err.is_none()
                 && clean
-                && spool.is_some()
+                && (spool.is_some() || unrecorded)
                 && let Some(up) = self.upstream.as_mut()
                 && let Err(e) = up.data_chunk(&mut stuffer, &chunk).await
             {
@@ -1095,7 +1101,7 @@ impl Session<'_> {
                 }
             }
             if let Err(e) = self.cap.buffer.append(&ev, kept.map(Blob::Spooled)).await {
-                tracing::error!(peer = %self.peer, error = %e, "could not record a refused message");
+                self.not_recorded(&env, &e, "a refused message").await;
             }
             tracing::warn!(peer = %self.peer, reply = %reply.text(), "message refused");
             return self.send(&reply).await;
@@ -1113,6 +1119,9 @@ impl Session<'_> {
         };
         let spooled = match spooled {
             Ok(s) => s,
+            Err(_) if unrecorded => {
+                return self.relay_unrecorded(env, &mut stuffer, forward_err).await;
+            }
             Err(e) => {
                 self.upstream = None;
                 return self.send(&buffer_failure(&e)).await;
@@ -1161,6 +1170,9 @@ impl Session<'_> {
             .await
         {
             Ok(id) => id,
+            Err(BufferError::Full { .. }) if self.may_relay_unrecorded() => {
+                return self.relay_unrecorded(env, &mut stuffer, forward_err).await;
+            }
             Err(e) => {
                 self.upstream = None;
                 return self.send(&buffer_failure(&e)).await;
@@ -1227,7 +1239,18 @@ impl Session<'_> {
             }
         }
         self.phases.finish = t.elapsed();
-        let reply = match outcome {
+        let reply = self.final_reply(outcome);
+        let t = Instant::now();
+        let sent = self.send_now(&reply).await;
+        self.phases.reply = t.elapsed();
+        self.phases.log();
+        sent
+    }
+
+    /// The client's reply for the upstream's answer to end-of-data (or
+    /// the failure that kept it from answering).
+    fn final_reply(&self, outcome: Result<Reply, (bool, String)>) -> Reply {
+        match outcome {
             Ok(r) => r,
             Err((after_end, e)) => {
                 tracing::warn!(peer = %self.peer, error = %e, "upstream failed during delivery");
@@ -1243,12 +1266,86 @@ impl Session<'_> {
                     )
                 }
             }
+        }
+    }
+
+    /// Whether mail goes on unrecorded while the buffer is full
+    /// (`buffer.when_full = "relay_unrecorded"`, relay mode only).
+    fn may_relay_unrecorded(&self) -> bool {
+        self.relay() && self.cap.when_full == WhenFull::RelayUnrecorded
+    }
+
+    /// The buffer is full and the policy is to relay anyway: the mail is
+    /// counted as a gap (durably, before the upstream gets end-of-data, as
+    /// a recorded mail is stored before it), then completed at the
+    /// upstream, whose answer the client gets verbatim.
+    async fn relay_unrecorded(
+        &mut self,
+        env: record::Envelope,
+        stuffer: &mut wire::Stuffer,
+        forward_err: Option<String>,
+    ) -> Result<(), End> {
+        let accepted: Vec<String> = env
+            .rcpt
+            .iter()
+            .filter(|r| (200..300).contains(&r.reply_code))
+            .map(|r| r.address.clone())
+            .collect();
+        let missed = Missed {
+            sender: Some(&env.mail_from),
+            recipients: &accepted,
+            path: None,
         };
-        let t = Instant::now();
-        let sent = self.send_now(&reply).await;
-        self.phases.reply = t.elapsed();
-        self.phases.log();
-        sent
+        if let Err(e) = self.cap.gaps.missed(Source::Smtp, missed).await {
+            // Not even countable: refuse, as the refuse policy would.
+            self.upstream = None;
+            return self.send(&buffer_failure(&e)).await;
+        }
+        let outcome = match (forward_err, self.upstream.as_mut()) {
+            (Some(e), _) => Err((false, e)),
+            (None, Some(up)) => up.data_end(stuffer).await.map_err(|e| (true, e)),
+            (None, None) => Err((false, "no upstream connection".to_owned())),
+        };
+        match &outcome {
+            Ok(r) if (200..300).contains(&r.code) => {
+                self.cap
+                    .gaps
+                    .upstream_answered(gaps::Upstream::Delivered)
+                    .await;
+            }
+            Ok(_) => {
+                self.cap
+                    .gaps
+                    .upstream_answered(gaps::Upstream::Rejected)
+                    .await
+            }
+            Err(_) => self.upstream = None,
+        }
+        tracing::warn!(
+            peer = %self.peer,
+            mail_from = %env.mail_from,
+            recipients = accepted.len(),
+            reply = outcome.as_ref().map(|r| r.code).unwrap_or(0),
+            "mail relayed UNRECORDED: the agent buffer is full and buffer.when_full = \"relay_unrecorded\"; it is counted in a gap record sent to the collector once the buffer has room (raise buffer.max_bytes or fix the collector connection)"
+        );
+        let reply = self.final_reply(outcome);
+        self.send(&reply).await
+    }
+
+    /// A record could not be written: logged, and counted as a gap when
+    /// the buffer is full and mail goes on unrecorded.
+    async fn not_recorded(&self, env: &record::Envelope, e: &BufferError, what: &str) {
+        if matches!(e, BufferError::Full { .. }) && self.may_relay_unrecorded() {
+            let missed = Missed {
+                sender: Some(&env.mail_from),
+                recipients: &[],
+                path: None,
+            };
+            if self.cap.gaps.missed(Source::Smtp, missed).await.is_ok() {
+                return;
+            }
+        }
+        tracing::error!(peer = %self.peer, error = %e, "could not record {what}");
     }
 
     fn envelope(&self, txn: Txn) -> record::Envelope {
@@ -1296,7 +1393,8 @@ impl Session<'_> {
         let ev = self.event(email);
         tracing::info!(peer = %self.peer, stage, outcome = ?outcome, "transaction ended without a message; recorded");
         if let Err(e) = self.cap.buffer.append(&ev, None).await {
-            tracing::error!(peer = %self.peer, error = %e, "could not record an unfinished transaction");
+            self.not_recorded(&env, &e, "an unfinished transaction")
+                .await;
         }
     }
 

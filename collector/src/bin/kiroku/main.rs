@@ -164,7 +164,7 @@ struct SearchArgs {
     /// delivered, rejected, aborted, unknown or captured.
     #[arg(long)]
     outcome: Option<String>,
-    /// email, file or host_change.
+    /// email, file, host_change or gap (what an agent could not record).
     #[arg(long)]
     kind: Option<String>,
     /// File events: words of the path or old path ("alice/q3 report").

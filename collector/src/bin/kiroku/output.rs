@@ -4,7 +4,7 @@
 
 use comfy_table::{ContentArrangement, Table, presets::UTF8_BORDERS_ONLY};
 use kiroku_collector::store::index::outcome_name;
-use kiroku_proto::{EmailEvent, Event, FileEvent, HostInfo, event::Kind};
+use kiroku_proto::{EmailEvent, Event, FileEvent, GapEvent, HostInfo, event::Kind};
 
 pub fn time(ms: i64) -> String {
     if ms == 0 {
@@ -27,6 +27,13 @@ fn email(e: &Event) -> Option<&EmailEvent> {
 fn file(e: &Event) -> Option<&FileEvent> {
     match &e.kind {
         Some(Kind::File(f)) => Some(f),
+        _ => None,
+    }
+}
+
+fn gap(e: &Event) -> Option<&GapEvent> {
+    match &e.kind {
+        Some(Kind::Gap(g)) => Some(g),
         _ => None,
     }
 }
@@ -60,7 +67,11 @@ pub fn json(e: &Event) -> serde_json::Value {
         }
         obj.insert("email".into(), m);
     }
-    for (variant, name) in [("File", "file"), ("HostChange", "host_change")] {
+    for (variant, name) in [
+        ("File", "file"),
+        ("HostChange", "host_change"),
+        ("Gap", "gap"),
+    ] {
         if let Some(v) = kind.as_ref().and_then(|k| k.get(variant)) {
             obj.insert(name.into(), v.clone());
         }
@@ -135,6 +146,27 @@ pub fn table(events: &[Event]) -> String {
                     shorten(&m.subject, 40),
                     m.attachment_count.to_string(),
                     outcome_name(m.outcome).to_owned(),
+                ]
+            }
+            (None, None) if gap(e).is_some() => {
+                let g = gap(e).cloned().unwrap_or_default();
+                // A gap: from = senders, to = recipients (or paths),
+                // subject = the span, att = the count.
+                let to = if g.recipients.is_empty() {
+                    g.paths.join(", ")
+                } else {
+                    g.recipients.join(", ")
+                };
+                [
+                    time(e.observed_at_ms),
+                    e.event_id.clone(),
+                    host,
+                    e.user.clone(),
+                    shorten(&g.senders.join(", "), 30),
+                    shorten(&to, 40),
+                    format!("{} .. {}", time(g.first_ms), time(g.last_ms)),
+                    g.count.to_string(),
+                    format!("gap: {} unrecorded", g.source),
                 ]
             }
             (None, None) => [
@@ -222,6 +254,23 @@ pub fn detail(e: &Event) -> String {
             line("coalesced", &format!("{} kernel events", f.coalesced));
         }
         line("detail", &f.detail);
+    }
+    if let Some(g) = gap(e) {
+        line("gap", &format!("{} ({})", g.source, g.reason));
+        line("not recorded", &g.count.to_string());
+        line("first", &time(g.first_ms));
+        line("last", &time(g.last_ms));
+        if g.source == "smtp" {
+            line("delivered", &g.delivered.to_string());
+            line("rejected", &g.rejected.to_string());
+        }
+        line("senders", &g.senders.join(", "));
+        line("recipients", &g.recipients.join(", "));
+        line("paths", &g.paths.join(", "));
+        if g.truncated {
+            line("lists", "truncated (more distinct values than listed)");
+        }
+        line("detail", &g.detail);
     }
     if let Some(m) = email(e) {
         line("protocol", &m.protocol);

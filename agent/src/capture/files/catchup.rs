@@ -1,0 +1,280 @@
+//! The catch-up scan at start: what changed in the watched roots while the
+//! agent was not running, from the last known state of each file
+//! (`state.rs`).
+//!
+//! It runs on its own thread once the watcher has its watches (so nothing
+//! is missed between the two), walks each `files.watch` root (not following
+//! symlinks, not crossing into other file systems, skipping
+//! `files.exclude`), and reports files that are new (`create`), changed
+//! (`modify`, size or mtime differ) or gone (`delete`), with `mechanism =
+//! "scan"`; create/modify take the file's mtime as their time. Files whose
+//! mtime is after the watches began are left to the watcher. Records go
+//! through the same hasher and writer as the watcher's, and the writer
+//! drops one that leaves a file exactly as the other mechanism already
+//! recorded it. The first scan of a root records nothing: it remembers
+//! what is there (a new agent does not report a whole disk as created).
+//!
+//! Bounded: memory by the directory stack, time by `files.catchup_max_secs`
+//! (a cut-short scan is an `overflow` record saying where it stopped);
+//! progress is logged every 10 s. Mail capture never waits on it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::time::{Duration, Instant};
+
+use kiroku_proto::FileEvent;
+use kiroku_proto::event::Kind;
+
+use super::coalesce::Exclusions;
+use super::state::FileState;
+use super::{HashPlan, Observed};
+use crate::capture::context::CaptureContext;
+
+/// What the scan does with what it finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// First scan of a root: remember, record nothing.
+    Baseline,
+    /// Report what changed since the remembered state.
+    Report,
+}
+
+/// How one scan went, for its log line.
+#[derive(Debug, Default)]
+struct Tally {
+    checked: u64,
+    created: u64,
+    modified: u64,
+    deleted: u64,
+    untracked: u64,
+}
+
+pub(super) struct CatchUp {
+    pub roots: Vec<PathBuf>,
+    pub exclude: Exclusions,
+    pub state: Arc<FileState>,
+    pub ctx: Arc<CaptureContext>,
+    pub out: SyncSender<Observed>,
+    pub stop: Arc<AtomicBool>,
+    pub max: Duration,
+}
+
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+const DETAIL_CHANGED: &str = "detected at start by the catch-up scan: changed while the agent was not running; the time is the file's mtime (approximate)";
+const DETAIL_DELETED: &str = "detected at start by the catch-up scan: deleted while the agent was not running; the time is when the agent noticed";
+
+fn mtime_ms(m: &std::fs::Metadata) -> i64 {
+    m.modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl CatchUp {
+    /// Waits until the watcher has its watches (`ready` carries that time,
+    /// Unix ms), then scans every root.
+    pub fn run(self, ready: Receiver<i64>) {
+        let watching_since = loop {
+            match ready.recv_timeout(Duration::from_millis(200)) {
+                Ok(t) => break t,
+                Err(RecvTimeoutError::Timeout) if !self.stop.load(Ordering::Relaxed) => {}
+                Err(_) => return,
+            }
+        };
+        let started = Instant::now();
+        self.state.count();
+        let deadline = started + self.max;
+        for root in &self.roots {
+            if self.stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let Ok(meta) = std::fs::metadata(root) else {
+                // A missing root is the watcher's `watch_lost`; its files
+                // are not reported deleted one by one.
+                continue;
+            };
+            let key = root.display().to_string();
+            let pass = if self.state.root_known(&key) {
+                Pass::Report
+            } else {
+                Pass::Baseline
+            };
+            let mut tally = Tally::default();
+            let complete = self.scan(root, &meta, pass, watching_since, deadline, &mut tally);
+            if complete && pass == Pass::Report {
+                self.deleted(&key, deadline, &mut tally);
+            }
+            if complete && pass == Pass::Baseline {
+                self.state.root_done(&key, kiroku_common::now_ms());
+            }
+            if tally.untracked > 0 {
+                self.gap(
+                    root,
+                    format!(
+                        "the catch-up scan at start found {} files the agent does not track (files.state_max = {} reached): changes made to them while the agent was not running are not reported. Raise files.state_max or watch fewer directories.",
+                        tally.untracked,
+                        self.state.tracked()
+                    ),
+                );
+            }
+            tracing::info!(
+                root = %root.display(),
+                pass = ?pass,
+                checked = tally.checked,
+                created = tally.created,
+                modified = tally.modified,
+                deleted = tally.deleted,
+                untracked = tally.untracked,
+                complete,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "file catch-up scan done"
+            );
+            if !complete {
+                if !self.stop.load(Ordering::Relaxed) {
+                    self.gap(
+                        root,
+                        format!(
+                            "the catch-up scan at start stopped after files.catchup_max_secs = {} s, having checked {} files: changes made while the agent was not running to files it did not reach are not reported. Raise files.catchup_max_secs or watch fewer directories.",
+                            self.max.as_secs(),
+                            tally.checked
+                        ),
+                    );
+                }
+                return;
+            }
+        }
+    }
+
+    /// Walks `root`; false when cut short (deadline or stop).
+    fn scan(
+        &self,
+        root: &Path,
+        root_meta: &std::fs::Metadata,
+        pass: Pass,
+        watching_since: i64,
+        deadline: Instant,
+        tally: &mut Tally,
+    ) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let dev = root_meta.dev();
+        let mut stack = vec![root.to_owned()];
+        let mut next_progress = Instant::now() + PROGRESS_EVERY;
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                if self.stop.load(Ordering::Relaxed) {
+                    return false;
+                }
+                let now = Instant::now();
+                if now >= deadline {
+                    return false;
+                }
+                if now >= next_progress {
+                    next_progress = now + PROGRESS_EVERY;
+                    tracing::info!(root = %root.display(), checked = tally.checked, created = tally.created, modified = tally.modified, "file catch-up scan in progress");
+                }
+                let Ok(t) = e.file_type() else { continue };
+                let p = e.path();
+                if t.is_dir() {
+                    if !self.exclude.dir(&p)
+                        && let Ok(m) = e.metadata()
+                        && m.dev() == dev
+                    {
+                        stack.push(p);
+                    }
+                    continue;
+                }
+                if !t.is_file() || self.exclude.path(&p) {
+                    continue;
+                }
+                let Ok(m) = e.metadata() else { continue };
+                tally.checked += 1;
+                let (size, mtime) = (m.len(), mtime_ms(&m));
+                let path = p.display().to_string();
+                if pass == Pass::Baseline {
+                    self.state.baseline(&path, size, mtime);
+                    continue;
+                }
+                // Changed since the watches began: the watcher reports it.
+                if mtime >= watching_since {
+                    continue;
+                }
+                let op = match self.state.get(&path) {
+                    Some(r) if r.unchanged(size, mtime) => continue,
+                    Some(_) => {
+                        tally.modified += 1;
+                        "modify"
+                    }
+                    None if !self.state.has_room() => {
+                        tally.untracked += 1;
+                        continue;
+                    }
+                    None => {
+                        tally.created += 1;
+                        "create"
+                    }
+                };
+                self.emit(op, &p, DETAIL_CHANGED, HashPlan::Hash(p.clone()));
+            }
+        }
+        true
+    }
+
+    /// Remembered files under `root` that no longer exist.
+    fn deleted(&self, root: &str, deadline: Instant, tally: &mut Tally) {
+        for path in self.state.paths_under(root) {
+            if self.stop.load(Ordering::Relaxed) || Instant::now() >= deadline {
+                return;
+            }
+            let p = PathBuf::from(&path);
+            if self.exclude.path(&p) {
+                continue;
+            }
+            if let Err(e) = std::fs::symlink_metadata(&p)
+                && e.kind() == std::io::ErrorKind::NotFound
+            {
+                tally.deleted += 1;
+                self.emit("delete", &p, DETAIL_DELETED, HashPlan::None);
+            }
+        }
+    }
+
+    fn emit(&self, op: &str, path: &Path, detail: &str, hash: HashPlan) {
+        let mut event = self.ctx.event(
+            String::new(),
+            Kind::File(FileEvent {
+                operation: op.into(),
+                path: path.display().to_string(),
+                uid: -1,
+                mechanism: "scan".into(),
+                coalesced: 1,
+                detail: detail.into(),
+                ..Default::default()
+            }),
+        );
+        // Nothing tells who acted while the agent was down.
+        event.user.clear();
+        if self
+            .out
+            .send(Observed {
+                event: Box::new(event),
+                hash,
+            })
+            .is_err()
+        {
+            self.stop.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// A gap in what the scan could report, as the watcher's gaps are.
+    fn gap(&self, root: &Path, detail: String) {
+        tracing::warn!(root = %root.display(), "{detail}");
+        self.emit("overflow", root, &detail, HashPlan::None);
+    }
+}
