@@ -121,6 +121,27 @@ pub struct SmtpConfig {
     /// (RFC 5321 4.5.3.2 data block: 3 minutes).
     #[serde(default = "default_data_block_timeout")]
     pub data_block_timeout_secs: u64,
+    /// What happens to a bare CR or bare LF inside message data (commands
+    /// must end in CRLF whatever this says): "reject" (default: the message
+    /// is refused with 554 5.6.0 after end-of-data and nothing is delivered)
+    /// or "normalise" (each becomes CRLF in what goes upstream and in the
+    /// recorded message, which is then marked as normalised). Normalising
+    /// changes the message, so it can break DKIM signatures; NUL is refused
+    /// either way, and only the client's own `CRLF.CRLF` ends the data.
+    #[serde(default)]
+    pub bare_line_endings: BareLineEndings,
+}
+
+/// What DATA does with a bare CR or bare LF (`smtp.bare_line_endings`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum BareLineEndings {
+    /// Refuse the message (RFC 5321 section 2.3.8).
+    #[default]
+    Reject,
+    /// Convert each to CRLF and mark the record.
+    #[serde(alias = "normalize")]
+    Normalise,
 }
 
 /// How the relay protects its connection to the upstream.
@@ -161,6 +182,7 @@ impl Default for SmtpConfig {
             allow_plaintext_auth: false,
             command_timeout_secs: default_command_timeout(),
             data_block_timeout_secs: default_data_block_timeout(),
+            bare_line_endings: BareLineEndings::default(),
         }
     }
 }
@@ -432,6 +454,7 @@ mod tests {
         let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/agent.example.toml");
         let cfg = AgentConfig::load(&p).expect("packaging/agent.example.toml must load");
         assert_eq!(cfg.smtp.upstream_tls, UpstreamTls::Required);
+        assert_eq!(cfg.smtp.bare_line_endings, BareLineEndings::Reject);
         let files = cfg.files.expect("the example has a [files] section");
         assert_eq!(
             files.watch,
@@ -451,5 +474,41 @@ mod tests {
         .expect("write");
         let err = AgentConfig::load(&p).expect_err("must fail").to_string();
         assert!(err.contains("agent.toml") && err.contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn bare_line_endings_values() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("agent.toml");
+        let base = "data_dir = \"d\"\n[collector]\nendpoint = \"https://x:1\"\n[collector.tls]\nca=\"a\"\ncert=\"b\"\nkey=\"c\"\n[smtp]\n";
+        for (value, want) in [
+            ("", Some(BareLineEndings::Reject)),
+            (
+                "bare_line_endings = \"reject\"\n",
+                Some(BareLineEndings::Reject),
+            ),
+            (
+                "bare_line_endings = \"normalise\"\n",
+                Some(BareLineEndings::Normalise),
+            ),
+            (
+                "bare_line_endings = \"normalize\"\n",
+                Some(BareLineEndings::Normalise),
+            ),
+            ("bare_line_endings = \"accept\"\n", None),
+        ] {
+            std::fs::write(&p, format!("{base}{value}")).expect("write");
+            match (AgentConfig::load(&p), want) {
+                (Ok(cfg), Some(w)) => assert_eq!(cfg.smtp.bare_line_endings, w, "{value}"),
+                (Err(e), None) => {
+                    let e = format!("{e:#}");
+                    assert!(
+                        e.contains("bare_line_endings") || e.contains("accept"),
+                        "{e}"
+                    );
+                }
+                (got, _) => panic!("{value}: {:?}", got.map(|c| c.smtp.bare_line_endings)),
+            }
+        }
     }
 }

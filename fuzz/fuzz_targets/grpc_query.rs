@@ -149,7 +149,10 @@ fuzz_target!(|data: &[u8]| {
             roundtrip(&r);
             if let Ok(rep) = exfil_report(idx, &r) {
                 for f in &rep.files {
-                    assert!(f.at_ms >= r.from_ms && f.at_ms < r.to_ms, "{f:?} outside {r:?}");
+                    assert!(
+                        f.at_ms >= r.from_ms && f.at_ms < r.to_ms,
+                        "{f:?} outside {r:?}"
+                    );
                 }
             }
         }

@@ -106,10 +106,28 @@ impl Postfix {
     /// needs fixed ports; one taken between choosing and binding (other
     /// tests run in parallel) means another try with fresh ports.
     pub fn start_with_limit(env: &Env, limit: u64) -> anyhow::Result<Postfix> {
-        retry_port_clash(|attempt| Postfix::start_in(env, &format!("postfix-{attempt}"), limit))
+        Postfix::start_with_main_cf(env, limit, "")
     }
 
-    fn start_in(env: &Env, name: &str, limit: u64) -> anyhow::Result<Postfix> {
+    /// Postfix refusing every line that ends in a bare LF, also from
+    /// loopback (`smtpd_forbid_bare_newline = reject`, no exclusions): a
+    /// bare LF that reached it would fail the message with 550.
+    pub fn start_refusing_bare_lf(env: &Env) -> anyhow::Result<Postfix> {
+        Postfix::start_with_main_cf(
+            env,
+            20_480_000,
+            "smtpd_forbid_bare_newline = reject\nsmtpd_forbid_bare_newline_exclusions =\n",
+        )
+    }
+
+    /// With `extra` appended to main.cf.
+    fn start_with_main_cf(env: &Env, limit: u64, extra: &str) -> anyhow::Result<Postfix> {
+        retry_port_clash(|attempt| {
+            Postfix::start_in(env, &format!("postfix-{attempt}"), limit, extra)
+        })
+    }
+
+    fn start_in(env: &Env, name: &str, limit: u64, extra: &str) -> anyhow::Result<Postfix> {
         // Postfix's processes run as user postfix: they must reach the dir.
         let dir = peer_dir(env, name, &["queue", "data", "sasl"])?;
         let (port, smtps) = (free_port(), free_port());
@@ -150,7 +168,7 @@ smtpd_tls_security_level = may
 smtpd_tls_cert_file = {d}/cert.pem
 smtpd_tls_key_file = {d}/key.pem
 message_size_limit = {limit}
-"
+{extra}"
             ),
         )?;
         std::fs::write(
@@ -258,6 +276,23 @@ message_size_limit = {limit}
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("maillog")).unwrap_or_default()
+    }
+
+    /// The messages in Postfix's queue (`postqueue -j`: one JSON object
+    /// each, with `queue_id`, `sender`, `recipients`).
+    pub fn queue(&self) -> anyhow::Result<Vec<serde_json::Value>> {
+        let out = Command::new("postqueue")
+            .arg("-c")
+            .arg(&self.dir)
+            .arg("-j")
+            .output()?;
+        if !out.status.success() {
+            bail!("postqueue -j: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).context("postqueue -j output"))
+            .collect()
     }
 
     /// Header and body of queued message `id` as Postfix holds it (with its

@@ -1,15 +1,37 @@
 //! SMTP smuggling (CVE-2023-51764/51765/51766): every published end-of-data
-//! variant is sent through the agent to a real upstream (aiosmtpd). The
-//! relay must never let a second message through: flawed messages are
-//! refused (554 5.6.0), recorded as aborted, and nothing reaches the
-//! upstream.
+//! variant is sent through the agent to a real upstream (aiosmtpd; Postfix
+//! too where it can run). The relay must never let a second message
+//! through. By default flawed messages are refused (554 5.6.0), recorded
+//! as aborted, and nothing reaches the upstream; with
+//! `bare_line_endings = "normalise"` each is one message, delivered with
+//! clean CRLF lines and the smuggled text inside its body, and recorded as
+//! normalised.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use kiroku_proto::{Outcome, SearchRequest};
-use kiroku_tests::{Env, Mode, Upstream, email, free_port};
+use kiroku_proto::{Event, Outcome, SearchRequest};
+use kiroku_tests::mta::{LOCAL_DOMAIN, Postfix};
+use kiroku_tests::{Env, Mode, Talk, Upstream, email, free_port};
+
+/// The published end-of-data variants; the NUL one is refused in both
+/// modes.
+const VARIANTS: &[&[u8]] = &[
+    b"\n.\n",
+    b"\r.\r",
+    b"\r.\n",
+    b"\n.\r",
+    b"\n.\r\n",
+    b"\r\n.\n",
+    b"\r.\r\n",
+    b"\r\n.\r",
+    b"\r\n\x00.\r\n",
+    b"\r\r\n",
+];
+
+const NORMALISE: &str = "bare_line_endings = \"normalise\"\n";
+const VICTIM: &str = "victim@example.org";
 
 /// Reads one (possibly multi-line) reply; returns its code.
 fn reply(r: &mut impl BufRead) -> anyhow::Result<u16> {
@@ -24,9 +46,10 @@ fn reply(r: &mut impl BufRead) -> anyhow::Result<u16> {
     }
 }
 
-/// One transaction whose DATA contains `ending` followed by a smuggled
-/// transaction, then the real CRLF.CRLF. Returns the reply to the data.
-fn attempt(port: u16, n: usize, ending: &[u8]) -> anyhow::Result<u16> {
+/// One transaction to `rcpt` whose DATA contains `ending` followed by a
+/// smuggled transaction, then the real CRLF.CRLF. Returns the reply to the
+/// data.
+fn attempt(port: u16, n: usize, ending: &[u8], rcpt: &str) -> anyhow::Result<u16> {
     let s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut w = s.try_clone()?;
@@ -35,7 +58,7 @@ fn attempt(port: u16, n: usize, ending: &[u8]) -> anyhow::Result<u16> {
     for (cmd, want) in [
         ("EHLO attacker.test\r\n", 250),
         (&*format!("MAIL FROM:<attacker{n}@example.com>\r\n"), 250),
-        ("RCPT TO:<victim@example.org>\r\n", 250),
+        (&*format!("RCPT TO:<{rcpt}>\r\n"), 250),
         ("DATA\r\n", 354),
     ] {
         w.write_all(cmd.as_bytes())?;
@@ -45,7 +68,7 @@ fn attempt(port: u16, n: usize, ending: &[u8]) -> anyhow::Result<u16> {
         format!("From: attacker{n}@example.com\r\nSubject: smuggle {n}\r\n\r\nfirst").into_bytes();
     data.extend_from_slice(ending);
     data.extend_from_slice(
-        b"MAIL FROM:<ceo@example.com>\r\nRCPT TO:<victim@example.org>\r\nDATA\r\nFrom: ceo@example.com\r\nSubject: SMUGGLED\r\n\r\nwire the money\r\n.\r\n",
+        format!("MAIL FROM:<ceo@example.com>\r\nRCPT TO:<{rcpt}>\r\nDATA\r\nFrom: ceo@example.com\r\nSubject: SMUGGLED\r\n\r\nwire the money\r\n.\r\n").as_bytes(),
     );
     // The real end, in case the relay did not treat the variant as one.
     data.extend_from_slice(b"\r\n.\r\n");
@@ -62,20 +85,9 @@ async fn no_end_of_data_variant_smuggles_a_second_message() -> anyhow::Result<()
     let upstream = Upstream::start(&env)?;
     let smtp = free_port();
     let mut agent = env.start_agent("pc-s", smtp, &Mode::Relay(upstream.port))?;
-    let variants: &[&[u8]] = &[
-        b"\n.\n",
-        b"\r.\r",
-        b"\r.\n",
-        b"\n.\r",
-        b"\n.\r\n",
-        b"\r\n.\n",
-        b"\r.\r\n",
-        b"\r\n.\r",
-        b"\r\n\x00.\r\n",
-        b"\r\r\n",
-    ];
+    let variants = VARIANTS;
     for (n, v) in variants.iter().enumerate() {
-        let code = attempt(smtp, n, v)?;
+        let code = attempt(smtp, n, v, VICTIM)?;
         assert_eq!(code, 554, "variant {v:?} must be refused");
     }
     let got = upstream.messages();
@@ -132,6 +144,171 @@ async fn no_end_of_data_variant_smuggles_a_second_message() -> anyhow::Result<()
     assert_eq!(got.len(), 2);
     assert_eq!(got[0].0, b"Subject: one\r\n\r\nx\r\n");
     assert_eq!(got[1].0, b"Subject: two\r\n\r\ny\r\n");
+    assert!(agent.is_running());
+    Ok(())
+}
+
+fn has_nul(v: &[u8]) -> bool {
+    v.contains(&0)
+}
+
+/// CR and LF only as CRLF, no NUL.
+fn crlf_only(b: &[u8]) -> bool {
+    !b.contains(&0)
+        && b.iter().enumerate().all(|(i, &c)| match c {
+            b'\r' => b.get(i + 1) == Some(&b'\n'),
+            b'\n' => i > 0 && b[i - 1] == b'\r',
+            _ => true,
+        })
+}
+
+/// What every normalised attempt must look like as one message: its own
+/// headers, then the smuggled transaction as body text.
+fn is_one_message_with_the_smuggled_text(raw: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(raw);
+    text.starts_with("From: attacker")
+        && text.contains("MAIL FROM:<ceo@example.com>")
+        && text.contains("Subject: SMUGGLED")
+        && text.contains("wire the money")
+}
+
+/// Records of the attempts, one per variant, checked: the NUL one refused
+/// and unmarked, every other delivered and marked normalised. Returns
+/// (subject, record) of the delivered ones.
+async fn normalised_records(env: &Env) -> anyhow::Result<Vec<(String, Event)>> {
+    let events = env
+        .wait_for(
+            SearchRequest {
+                subject: "smuggle".into(),
+                ..Default::default()
+            },
+            VARIANTS.len(),
+            Duration::from_secs(30),
+        )
+        .await?;
+    assert_eq!(events.len(), VARIANTS.len());
+    let mut delivered = Vec::new();
+    for e in events {
+        let m = email(&e);
+        let n: usize = m
+            .subject
+            .trim_start_matches("smuggle ")
+            .parse()
+            .expect("subject smuggle <n>");
+        let v = VARIANTS[n];
+        if has_nul(v) {
+            assert_eq!(m.outcome, Outcome::Aborted as i32, "{v:?}");
+            assert_eq!(m.reply_code, 554, "{v:?}");
+            continue;
+        }
+        assert_eq!(m.outcome, Outcome::Delivered as i32, "{v:?}: {m:?}");
+        assert!(!m.line_endings_normalised.is_empty(), "{v:?} not marked");
+        assert!(
+            e.tags.iter().any(|t| t == "normalised-line-endings"),
+            "{v:?}: tags {:?}",
+            e.tags
+        );
+        assert_eq!(m.rcpt_to.len(), 1, "{v:?}: one recipient, the real one");
+        delivered.push((m.subject.clone(), e));
+    }
+    assert_eq!(delivered.len(), VARIANTS.len() - 1);
+    Ok(delivered)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn normalising_relay_delivers_each_variant_as_one_clean_message() -> anyhow::Result<()> {
+    let env = Env::new()?;
+    let _collector = env.start_collector()?;
+    let upstream = Upstream::start(&env)?;
+    let smtp = free_port();
+    let mut agent =
+        env.start_agent_in_smtp("pc-n", smtp, &Mode::Relay(upstream.port), NORMALISE)?;
+    for (n, v) in VARIANTS.iter().enumerate() {
+        let code = attempt(smtp, n, v, VICTIM)?;
+        let want = if has_nul(v) { 554 } else { 250 };
+        assert_eq!(code, want, "variant {v:?}");
+    }
+    // Exactly one message per attempt reached the upstream, from the
+    // attacker to the victim, with clean CRLF lines (aiosmtpd keeps the line
+    // endings it received) and the smuggled transaction inside its body.
+    let got = upstream.messages();
+    assert_eq!(got.len(), VARIANTS.len() - 1, "one message per attempt");
+    for (raw, envelope) in &got {
+        let text = String::from_utf8_lossy(raw);
+        assert!(crlf_only(raw), "bare CR/LF reached the upstream: {text:?}");
+        assert!(is_one_message_with_the_smuggled_text(raw), "{text:?}");
+        assert_eq!(
+            envelope["rcpt_tos"],
+            serde_json::json!([VICTIM]),
+            "{text:?}"
+        );
+        let from = envelope["mail_from"].as_str().unwrap_or_default();
+        assert!(from.starts_with("attacker"), "{from}");
+    }
+    // The record is marked, and its raw message is exactly what went
+    // upstream (not the client's bytes).
+    for (subject, e) in normalised_records(&env).await? {
+        let sent = got
+            .iter()
+            .find(|(raw, _)| {
+                String::from_utf8_lossy(raw).contains(&format!("Subject: {subject}\r\n"))
+            })
+            .map(|(raw, _)| raw.clone())
+            .unwrap_or_default();
+        assert_eq!(env.raw(&e.event_id).await?, sent, "{subject}");
+    }
+    // Commands are not DATA: a command line with a bare LF still gets 421.
+    let (mut t, (code, _)) = Talk::connect(smtp)?;
+    assert_eq!(code, 220);
+    t.send(b"NOOP\n")?;
+    assert_eq!(t.reply()?.0, 421);
+    assert!(agent.is_running());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn normalising_relay_in_front_of_postfix_refusing_bare_lf() -> anyhow::Result<()> {
+    kiroku_tests::need_peer!(Postfix);
+    let env = Env::new()?;
+    // Postfix itself refuses any line ending in a bare LF (550), so an
+    // attempt it accepts carried none.
+    let pf = Postfix::start_refusing_bare_lf(&env)?;
+    let _collector = env.start_collector()?;
+    let smtp = free_port();
+    let mut agent = env.start_agent_in_smtp("pc-np", smtp, &Mode::Relay(pf.port), NORMALISE)?;
+    let rcpt = format!("victim@{LOCAL_DOMAIN}");
+    for (n, v) in VARIANTS.iter().enumerate() {
+        let code = attempt(smtp, n, v, &rcpt)?;
+        let want = if has_nul(v) { 554 } else { 250 };
+        assert_eq!(code, want, "variant {v:?}\n{}", pf.log());
+    }
+    // Each delivered record names the message Postfix queued; it holds the
+    // smuggled transaction as body.
+    for (subject, e) in normalised_records(&env).await? {
+        let m = email(&e);
+        assert!(!m.upstream_queue_id.is_empty(), "{subject}: {m:?}");
+        let queued = pf.queued(&m.upstream_queue_id)?;
+        let body = queued.split_once("\n\n").map_or("", |(_, b)| b);
+        for want in [
+            "MAIL FROM:<ceo@example.com>",
+            "Subject: SMUGGLED",
+            "wire the money",
+        ] {
+            assert!(
+                body.contains(want),
+                "{subject}: {want:?} not in the body: {queued}"
+            );
+        }
+    }
+    // No second message: Postfix holds one per delivered attempt, each
+    // from its attacker, none from the smuggled sender.
+    let queue = pf.queue()?;
+    assert_eq!(queue.len(), VARIANTS.len() - 1, "{queue:?}");
+    for q in &queue {
+        let sender = q["sender"].as_str().unwrap_or_default();
+        assert!(sender.starts_with("attacker"), "{q}");
+    }
+    assert!(!pf.log().contains("bare <LF>"), "{}", pf.log());
     assert!(agent.is_running());
     Ok(())
 }

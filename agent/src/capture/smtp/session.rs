@@ -23,7 +23,7 @@ use super::upstream::{self, Caps, Upstream};
 use super::wire::{self, Reply, WireError};
 use super::{SmtpCapture, auth, peer, record, tls};
 use crate::buffer::{Blob, BufferError, Spooled};
-use crate::config::{SmtpMode, UpstreamTls, WhenFull};
+use crate::config::{BareLineEndings, SmtpMode, UpstreamTls, WhenFull};
 use crate::gaps::{self, Missed, Source};
 
 /// Whole DATA phase from a client (generous; a stuck client is cut off).
@@ -987,12 +987,13 @@ impl Session<'_> {
     /// end-of-data: the message is made durable and recorded, and only then
     /// does the upstream get its end-of-data; its outcome is committed
     /// before the client gets the reply and flushed while the reply goes
-    /// out (any later reply waits for that flush). Data with bare CR/LF or NUL, or over the
-    /// size limit, never gets an end-of-data upstream (the connection is
-    /// dropped, so nothing is delivered).
+    /// out (any later reply waits for that flush). Data that is refused
+    /// (NUL; bare CR/LF unless `smtp.bare_line_endings` normalises them)
+    /// or over the size limit never gets an end-of-data upstream (the
+    /// connection is dropped, so nothing is delivered).
     async fn data(&mut self) -> Result<(), End> {
         let limit = self.cap.cfg.max_message_bytes;
-        let mut reader = wire::DataReader::new(limit);
+        let mut reader = wire::DataReader::new(limit, self.cap.cfg.bare_line_endings);
         // Without a spool (buffer full, disk error) the data is still read
         // to its end, then refused with a temporary error — unless the
         // buffer is full and the policy is to relay unrecorded: then the
@@ -1048,10 +1049,9 @@ impl Session<'_> {
                 spool_err = Some(e);
                 spool = None;
             }
-            let clean = !reader.flaws().any();
             if self.relay()
                 && forward_err.is_none()
-                && clean
+                && !reader.refused()
                 && (spool.is_some() || unrecorded)
                 && let Some(up) = self.upstream.as_mut()
                 && let Err(e) = up.data_chunk(&mut stuffer, &chunk).await
@@ -1066,9 +1066,9 @@ impl Session<'_> {
             rcpt: Vec::new(),
         });
         let env = self.envelope(txn);
-        let flaws = reader.flaws();
+        let normalised = reader.normalised();
 
-        if reader.too_big() || flaws.any() {
+        if reader.too_big() || reader.refused() {
             // Refused by us: the upstream never sees an end-of-data, so we
             // drop its connection (it discards the partial message).
             self.upstream = None;
@@ -1077,6 +1077,8 @@ impl Session<'_> {
                     552,
                     &format!("5.3.4 Message size exceeds fixed limit of {limit} bytes"),
                 )
+            } else if self.cap.cfg.bare_line_endings == BareLineEndings::Normalise {
+                Reply::new(554, "5.6.0 Message contains NUL; refused")
             } else {
                 Reply::new(
                     554,
@@ -1088,6 +1090,7 @@ impl Session<'_> {
                 _ => None,
             };
             let mut ev = self.build_event(&env, kept.as_ref()).await;
+            mark_normalised(&mut ev, &normalised);
             if let Some(Kind::Email(m)) = &mut ev.kind {
                 m.outcome = Outcome::Aborted as i32;
                 m.reply_code = u32::from(reply.code);
@@ -1130,6 +1133,7 @@ impl Session<'_> {
         self.phases.spool = t.elapsed();
         let t = Instant::now();
         let mut ev = self.build_event(&env, Some(&spooled)).await;
+        mark_normalised(&mut ev, &normalised);
         self.phases.parse = t.elapsed();
         if let Some(Kind::Email(m)) = &mut ev.kind {
             m.ended_at = "END-OF-DATA".into();
@@ -1429,6 +1433,22 @@ impl Session<'_> {
         };
         self.cap.ctx.event(user, Kind::Email(email))
     }
+}
+
+/// Tag of a record whose raw message is not the client's bytes: bare CR /
+/// bare LF were converted to CRLF (`smtp.bare_line_endings = "normalise"`).
+pub const NORMALISED_TAG: &str = "normalised-line-endings";
+
+/// Marks a record whose content was normalised (`what` names what was
+/// converted; empty: nothing was), in the email record and as a tag.
+fn mark_normalised(ev: &mut Event, what: &str) {
+    if what.is_empty() {
+        return;
+    }
+    if let Some(Kind::Email(m)) = &mut ev.kind {
+        m.line_endings_normalised = what.to_owned();
+    }
+    ev.tags.push(NORMALISED_TAG.to_owned());
 }
 
 fn temp_failure(err: &str) -> Reply {

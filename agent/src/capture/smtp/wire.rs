@@ -1,10 +1,14 @@
 //! SMTP framing, strict in both directions so the relay can never be used
 //! for SMTP smuggling: command lines must end in CRLF and contain no NUL;
 //! message data ends only at `CRLF.CRLF`; bare CR, bare LF and NUL inside
-//! data are detected; dot-stuffing is removed on the way in and applied
-//! again on the way out, so the upstream only ever sees clean CRLF lines.
+//! data are detected (and, in the opt-in normalising mode, bare CR and bare
+//! LF become CRLF in the content); dot-stuffing is removed on the way in
+//! and applied again on the way out, so the upstream only ever sees clean
+//! CRLF lines.
 
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
+
+pub use crate::config::BareLineEndings;
 
 /// Longest command line accepted (RFC 5321 says 512; extensions need more).
 pub const MAX_COMMAND_LINE: usize = 4096;
@@ -160,6 +164,30 @@ impl DataFlaws {
     pub fn any(&self) -> bool {
         self.bare_cr || self.bare_lf || self.nul
     }
+
+    /// Whether the message must be refused under `mode`: NUL always, bare
+    /// CR / bare LF unless they were normalised.
+    pub fn refused(&self, mode: BareLineEndings) -> bool {
+        match mode {
+            BareLineEndings::Reject => self.any(),
+            BareLineEndings::Normalise => self.nul,
+        }
+    }
+
+    /// What was converted to CRLF under `mode` ("bare CR", "bare LF",
+    /// "bare CR, bare LF"), empty when the content is the client's own.
+    pub fn normalised(&self, mode: BareLineEndings) -> String {
+        if mode == BareLineEndings::Reject {
+            return String::new();
+        }
+        let kinds = [(self.bare_cr, "bare CR"), (self.bare_lf, "bare LF")];
+        kinds
+            .iter()
+            .filter(|(seen, _)| *seen)
+            .map(|(_, name)| *name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 /// Message data read up to `CRLF.CRLF`, with dot-stuffing removed.
@@ -185,21 +213,31 @@ enum St {
 /// (dot-unstuffed, at most one read buffer each), so a message of any size
 /// passes with bounded memory. Only `CRLF.CRLF` ends the data; bare CR,
 /// bare LF and NUL are flagged, never taken as line ends.
+///
+/// With [`BareLineEndings::Normalise`] a bare CR or bare LF is handed out
+/// as CRLF, and nothing else changes: the framing (where the data ends,
+/// which dots are stuffing) is the same in both modes, decided on the
+/// client's bytes. So a "line" that began after a bare line ending is not
+/// a line start for SMTP: its leading dot is content (`a\n.\nb` becomes
+/// `a\r\n.\r\nb`, whose "." line the [`Stuffer`] sends on as ".."),
+/// and it can never end the data.
 pub struct DataReader {
     st: St,
     size: u64,
     limit: u64,
+    mode: BareLineEndings,
     flaws: DataFlaws,
     done: bool,
 }
 
 impl DataReader {
     /// `limit`: bytes past it are counted but not handed out.
-    pub fn new(limit: u64) -> DataReader {
+    pub fn new(limit: u64, mode: BareLineEndings) -> DataReader {
         DataReader {
             st: St::LineStart,
             size: 0,
             limit,
+            mode,
             flaws: DataFlaws::default(),
             done: false,
         }
@@ -215,6 +253,17 @@ impl DataReader {
 
     pub fn flaws(&self) -> DataFlaws {
         self.flaws
+    }
+
+    /// Whether what was read so far means the message must be refused
+    /// (and nothing more of it forwarded).
+    pub fn refused(&self) -> bool {
+        self.flaws.refused(self.mode)
+    }
+
+    /// What was converted to CRLF so far; empty when nothing was.
+    pub fn normalised(&self) -> String {
+        self.flaws.normalised(self.mode)
     }
 
     /// The next chunk of content (possibly empty), or `None` once the
@@ -259,8 +308,7 @@ impl DataReader {
                 (St::DotCr, _) => {
                     // ".\r" followed by something else: a bare CR after a
                     // stuffed dot. Keep the CR as content and go on.
-                    self.flaws.bare_cr = true;
-                    self.push(&mut out, b"\r");
+                    self.bare_cr(&mut out);
                     self.normal(b, &mut out)
                 }
                 (St::Cr, b'\n') => {
@@ -268,8 +316,7 @@ impl DataReader {
                     St::LineStart
                 }
                 (St::Cr, _) => {
-                    self.flaws.bare_cr = true;
-                    self.push(&mut out, b"\r");
+                    self.bare_cr(&mut out);
                     self.normal(b, &mut out)
                 }
                 // A leading dot is removed (dot-unstuffing); the byte after
@@ -294,14 +341,29 @@ impl DataReader {
         self.size += b.len() as u64;
     }
 
+    /// A CR not followed by LF: flagged, and content as itself or (when
+    /// normalising) as CRLF.
+    fn bare_cr(&mut self, out: &mut Vec<u8>) {
+        self.flaws.bare_cr = true;
+        self.push_line_end(out, b"\r");
+    }
+
+    fn push_line_end(&mut self, out: &mut Vec<u8>, bare: &[u8]) {
+        match self.mode {
+            BareLineEndings::Reject => self.push(out, bare),
+            BareLineEndings::Normalise => self.push(out, b"\r\n"),
+        }
+    }
+
     fn normal(&mut self, b: u8, out: &mut Vec<u8>) -> St {
         match b {
             b'\r' => St::Cr,
             b'\n' => {
                 // A bare LF does not start a line: only CRLF does, so
-                // "\n.\r\n" can never end the data.
+                // "\n.\r\n" can never end the data, also when the LF is
+                // handed out as CRLF.
                 self.flaws.bare_lf = true;
-                self.push(out, b"\n");
+                self.push_line_end(out, b"\n");
                 St::Normal
             }
             _ => {
@@ -314,8 +376,12 @@ impl DataReader {
 
 /// Reads DATA content until the only valid terminator, `CRLF.CRLF`, into
 /// memory. Bytes past `limit` are counted but not kept.
-pub async fn read_data<R: AsyncBufRead + Unpin>(r: &mut R, limit: u64) -> Result<Data, WireError> {
-    let mut d = DataReader::new(limit);
+pub async fn read_data<R: AsyncBufRead + Unpin>(
+    r: &mut R,
+    limit: u64,
+    mode: BareLineEndings,
+) -> Result<Data, WireError> {
+    let mut d = DataReader::new(limit, mode);
     let mut bytes = Vec::new();
     while let Some(chunk) = d.next(r).await? {
         bytes.extend_from_slice(&chunk);
@@ -411,9 +477,14 @@ pub async fn write_data<W: AsyncWrite + Unpin>(w: &mut W, data: &[u8]) -> std::i
 mod tests {
     use super::*;
 
+    use tokio::io::AsyncReadExt;
+
+    const REJECT: BareLineEndings = BareLineEndings::Reject;
+    const NORMALISE: BareLineEndings = BareLineEndings::Normalise;
+
     async fn data(input: &[u8]) -> Result<Data, WireError> {
         let mut r = tokio::io::BufReader::with_capacity(3, input);
-        read_data(&mut r, 1 << 20).await
+        read_data(&mut r, 1 << 20, REJECT).await
     }
 
     #[tokio::test]
@@ -426,24 +497,26 @@ mod tests {
         assert_eq!(data(b".\r\n").await.expect("empty").bytes, b"");
     }
 
+    /// The published end-of-data variants of SMTP smuggling.
+    const VARIANTS: &[&[u8]] = &[
+        b"\n.\n",
+        b"\r.\r",
+        b"\r.\n",
+        b"\n.\r",
+        b"\n.\r\n",
+        b"\r\n.\n",
+        b"\r.\r\n",
+        b"\r\n.\r",
+        b"\r\n\x00.\r\n",
+        b"\r\r\n",
+    ];
+
     #[tokio::test]
     async fn smuggling_variants_never_end_data() {
         // Each of these must be read as content (flagged), with the message
         // ending only at the final CRLF.CRLF, so the "smuggled" command is
         // never seen as a command.
-        let variants: &[&[u8]] = &[
-            b"\n.\n",
-            b"\r.\r",
-            b"\r.\n",
-            b"\n.\r",
-            b"\n.\r\n",
-            b"\r\n.\n",
-            b"\r.\r\n",
-            b"\r\n.\r",
-            b"\r\n\x00.\r\n",
-            b"\r\r\n",
-        ];
-        for v in variants {
+        for v in VARIANTS {
             let mut input = b"a".to_vec();
             input.extend_from_slice(v);
             input.extend_from_slice(b"MAIL FROM:<evil>\r\n\r\n.\r\n");
@@ -476,9 +549,174 @@ mod tests {
         }
     }
 
+    /// Position just after the first end-of-data in `wire` (its start
+    /// counts as a line start), if any.
+    fn first_end(wire: &[u8]) -> Option<usize> {
+        if wire.starts_with(b".\r\n") {
+            return Some(3);
+        }
+        wire.windows(5)
+            .position(|w| w == b"\r\n.\r\n")
+            .map(|i| i + 5)
+    }
+
+    /// No NUL; CR and LF only as CRLF.
+    fn crlf_only(b: &[u8]) -> bool {
+        !b.contains(&0)
+            && b.iter().enumerate().all(|(i, &c)| match c {
+                b'\r' => b.get(i + 1) == Some(&b'\n'),
+                b'\n' => i > 0 && b[i - 1] == b'\r',
+                _ => true,
+            })
+    }
+
+    /// What one read of `input` in `mode` gave, read as the session does:
+    /// content, flaws, what the relay forwarded (chunks through a
+    /// `Stuffer` while the message is not refused, then `finish`) and the
+    /// bytes left after the end-of-data.
+    #[derive(Debug, PartialEq)]
+    struct Relayed {
+        content: Vec<u8>,
+        refused: bool,
+        normalised: String,
+        forwarded: Vec<u8>,
+        rest: Vec<u8>,
+    }
+
+    async fn relay<R: AsyncBufRead + Unpin>(mut r: R, mode: BareLineEndings) -> Relayed {
+        let mut d = DataReader::new(1 << 20, mode);
+        let (mut content, mut forwarded) = (Vec::new(), Vec::new());
+        let mut stuffer = Stuffer::default();
+        while let Some(chunk) = d.next(&mut r).await.expect("data") {
+            content.extend_from_slice(&chunk);
+            if !d.refused() {
+                stuffer.write(&mut forwarded, &chunk).await.expect("write");
+            }
+        }
+        if !d.refused() {
+            stuffer.finish(&mut forwarded).await.expect("finish");
+        }
+        let mut rest = Vec::new();
+        r.read_to_end(&mut rest).await.expect("rest");
+        Relayed {
+            content,
+            refused: d.refused(),
+            normalised: d.normalised(),
+            forwarded,
+            rest,
+        }
+    }
+
+    #[tokio::test]
+    async fn normalising_keeps_every_variant_inside_one_message() {
+        // (variant, content, what was normalised). Dots are unstuffed only
+        // at a line begun by a real CRLF, as in reject mode; a dot after a
+        // bare line ending is content, so a "." line appears that the
+        // writer must stuff.
+        let evil = "MAIL FROM:<evil>\r\n";
+        let dot_line = format!("a\r\n.\r\n{evil}");
+        let empty_line = format!("a\r\n\r\n{evil}");
+        let cases: Vec<(&[u8], String, &str)> = vec![
+            (b"\n.\n", dot_line.clone(), "bare LF"),
+            (b"\r.\r", dot_line.clone(), "bare CR"),
+            (b"\r.\n", dot_line.clone(), "bare CR, bare LF"),
+            (b"\n.\r", dot_line.clone(), "bare CR, bare LF"),
+            (b"\n.\r\n", dot_line.clone(), "bare LF"),
+            (b"\r\n.\n", empty_line.clone(), "bare LF"),
+            (b"\r.\r\n", dot_line.clone(), "bare CR"),
+            (b"\r\n.\r", empty_line.clone(), "bare CR"),
+            (b"\r\r\n", empty_line.clone(), "bare CR"),
+        ];
+        assert_eq!(cases.len() + 1, VARIANTS.len(), "all but the NUL one");
+        for (v, content, what) in &cases {
+            let mut input = b"a".to_vec();
+            input.extend_from_slice(v);
+            input.extend_from_slice(b"MAIL FROM:<evil>\r\n.\r\nQUIT\r\n");
+            let want_content = content.as_bytes();
+            let mut want_wire = Vec::new();
+            write_data(&mut want_wire, want_content)
+                .await
+                .expect("write");
+            // Every two-chunk split, and every read size from one byte.
+            let mut runs = Vec::new();
+            for at in 0..=input.len() {
+                runs.push(relay((&input[..at]).chain(&input[at..]), NORMALISE).await);
+            }
+            for cap in [1, 2, 3, 4096] {
+                let r = tokio::io::BufReader::with_capacity(cap, input.as_slice());
+                runs.push(relay(r, NORMALISE).await);
+            }
+            for (i, got) in runs.iter().enumerate() {
+                let at = format!("{v:?}, run {i}");
+                assert_eq!(got.content, want_content, "{at}");
+                assert!(!got.refused, "{at}");
+                assert_eq!(got.normalised, *what, "{at}");
+                assert_eq!(
+                    got.rest, b"QUIT\r\n",
+                    "{at}: ends at the real CRLF.CRLF only"
+                );
+                // The upstream gets clean CRLF lines, the "." line stuffed,
+                // and exactly one end-of-data: the last line.
+                assert_eq!(got.forwarded, want_wire, "{at}");
+                assert!(crlf_only(&got.forwarded), "{at}");
+                assert_eq!(first_end(&got.forwarded), Some(got.forwarded.len()), "{at}");
+                if content == &dot_line {
+                    assert!(
+                        got.forwarded.windows(6).any(|w| w == b"\r\n..\r\n"),
+                        "{at}: the normalised \".\" line must go out stuffed"
+                    );
+                }
+            }
+            // Read back by a strict reader (the upstream's view): one
+            // flawless message with the smuggled command inside.
+            let mut up = want_wire.as_slice();
+            let back = read_data(&mut up, 1 << 20, REJECT)
+                .await
+                .expect("read back");
+            assert!(!back.flaws.any() && up.is_empty(), "{v:?}");
+            assert_eq!(back.bytes, want_content, "{v:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn nul_is_refused_when_normalising_too() {
+        let input = b"a\r\n\x00.\r\nb\nc\r\n.\r\nQUIT\r\n";
+        for at in 0..=input.len() {
+            let got = relay((&input[..at]).chain(&input[at..]), NORMALISE).await;
+            assert!(got.refused, "split {at}");
+            assert_eq!(got.rest, b"QUIT\r\n", "split {at}");
+            // Forwarding stops at the chunk that showed the NUL, and what
+            // went out never ends the data.
+            assert_eq!(first_end(&got.forwarded), None, "split {at}");
+            assert!(crlf_only(&got.forwarded), "split {at}");
+        }
+        // In reject mode every variant is refused, and nothing after the
+        // flaw is forwarded.
+        for v in VARIANTS {
+            let mut input = b"a".to_vec();
+            input.extend_from_slice(v);
+            input.extend_from_slice(b"x\r\n.\r\n");
+            let got = relay(input.as_slice(), REJECT).await;
+            assert!(got.refused && got.normalised.is_empty(), "{v:?}");
+            assert_eq!(first_end(&got.forwarded), None, "{v:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn clean_data_is_the_same_in_both_modes() {
+        let input = b"Subject: a\r\n\r\n..dot\r\n.x\r\nend\r\n.\r\nMAIL FROM:<x>\r\n";
+        let (a, b) = (
+            relay(&input[..], REJECT).await,
+            relay(&input[..], NORMALISE).await,
+        );
+        assert_eq!(a, b);
+        assert!(a.normalised.is_empty() && !a.refused);
+    }
+
     /// The plain byte-at-a-time reading of RFC 5321 DATA the fast path
-    /// must agree with: (content, flaws) or None when no terminator.
-    fn reference(input: &[u8]) -> Option<(Vec<u8>, bool)> {
+    /// must agree with: (content, flaws) or None when no terminator. A
+    /// bare CR or LF is content as itself, or as CRLF when normalising.
+    fn reference(input: &[u8], mode: BareLineEndings) -> Option<(Vec<u8>, bool)> {
         let (mut out, mut flawed, mut at_start) = (Vec::new(), false, true);
         let mut i = 0;
         while i < input.len() {
@@ -501,7 +739,10 @@ mod tests {
                 return None;
             }
             flawed |= b == 0 || b == b'\r' || b == b'\n';
-            out.push(b);
+            match (b, mode) {
+                (b'\r' | b'\n', BareLineEndings::Normalise) => out.extend_from_slice(b"\r\n"),
+                _ => out.push(b),
+            }
             at_start = false;
             i += 1;
         }
@@ -526,14 +767,16 @@ mod tests {
                 input.push(alphabet[(x >> 33) as usize % alphabet.len()]);
             }
             input.extend_from_slice(b"\r\n.\r\n");
-            let want = reference(&input);
-            for cap in [1, 2, 3, 64] {
-                let mut r = tokio::io::BufReader::with_capacity(cap, input.as_slice());
-                let got = read_data(&mut r, 1 << 20)
-                    .await
-                    .ok()
-                    .map(|d| (d.bytes, d.flaws.any()));
-                assert_eq!(got, want, "{input:?} cap {cap}");
+            for mode in [REJECT, NORMALISE] {
+                let want = reference(&input, mode);
+                for cap in [1, 2, 3, 64] {
+                    let mut r = tokio::io::BufReader::with_capacity(cap, input.as_slice());
+                    let got = read_data(&mut r, 1 << 20, mode)
+                        .await
+                        .ok()
+                        .map(|d| (d.bytes, d.flaws.any()));
+                    assert_eq!(got, want, "{input:?} cap {cap} {mode:?}");
+                }
             }
         }
     }

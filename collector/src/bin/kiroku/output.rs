@@ -301,6 +301,15 @@ pub fn detail(e: &Event) -> String {
         line("Message-ID", &m.message_id);
         line("size", &format!("{} bytes", m.message_size));
         line("raw sha256", &m.raw_sha256);
+        if !m.line_endings_normalised.is_empty() {
+            line(
+                "normalised",
+                &format!(
+                    "{} converted to CRLF (raw message is not the client's bytes)",
+                    m.line_endings_normalised
+                ),
+            );
+        }
         for a in &m.attachments {
             line(
                 "attachment",
