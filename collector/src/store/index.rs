@@ -96,6 +96,19 @@ pub fn corrected_ms(e: &Event) -> i64 {
     }
 }
 
+/// Bytes of the SHA-256 `hex` indexed and looked up: the first 16 bytes
+/// (128 bits: a collision needs about 2^64 hashes, and every caller that
+/// shows a match shows the event's full hash). Anything that is not 64
+/// hex digits is indexed as its own bytes, so it still finds itself.
+pub fn sha_key(hex: &str) -> Vec<u8> {
+    let hex = hex.trim();
+    let mut key = vec![0u8; 16];
+    if hex.len() == 64 && hex::decode_to_slice(&hex[..32], &mut key).is_ok() {
+        return key;
+    }
+    hex.as_bytes().to_vec()
+}
+
 fn schema() -> (Schema, Fields) {
     let mut b = Schema::builder();
     let f = Fields {
@@ -114,7 +127,12 @@ fn schema() -> (Schema, Fields) {
         body: b.add_text_field("body", TEXT),
         has_attachment: b.add_bool_field("has_attachment", INDEXED),
         attachment_name: b.add_text_field("attachment_name", TEXT),
-        sha256: b.add_text_field("sha256", STRING),
+        // Content hashes as the first 16 bytes of the SHA-256 (see
+        // [`sha_key`]): a third of the index bytes of a file event was the
+        // 64-character hex term, and building its dictionary the largest
+        // CPU cost of ingest (BENCHMARKS.md, "Profile of small-event
+        // ingest").
+        sha256: b.add_bytes_field("sha256", INDEXED),
         tag: b.add_text_field("tag", STRING),
         outcome: b.add_text_field("outcome", STRING),
         event: b.add_bytes_field("event", STORED),
@@ -332,10 +350,10 @@ impl EventIndex {
             d.add_bool(f.has_attachment, m.attachment_count > 0);
             for a in &m.attachments {
                 d.add_text(f.attachment_name, &a.filename);
-                d.add_text(f.sha256, &a.sha256);
+                d.add_bytes(f.sha256, &sha_key(&a.sha256));
             }
             if !m.raw_sha256.is_empty() {
-                d.add_text(f.sha256, &m.raw_sha256);
+                d.add_bytes(f.sha256, &sha_key(&m.raw_sha256));
             }
         }
         match &e.kind {
@@ -351,7 +369,7 @@ impl EventIndex {
                 // The same field as attachment hashes: `--sha256` finds a
                 // file wherever it went, by mail or on disk.
                 if !file.sha256.is_empty() {
-                    d.add_text(f.sha256, &file.sha256);
+                    d.add_bytes(f.sha256, &sha_key(&file.sha256));
                 }
                 // Investigations (trace, exfil report).
                 if !file.source_path.is_empty() {
@@ -536,12 +554,17 @@ impl EventIndex {
             (f.address, &r.address),
             (f.sender, &r.sender),
             (f.recipient, &r.recipient),
-            (f.sha256, &r.sha256),
             (f.outcome, &r.outcome),
         ] {
             if !v.is_empty() {
                 must.push(term(field, &v.trim().to_lowercase()));
             }
+        }
+        if !r.sha256.is_empty() {
+            must.push(Box::new(TermQuery::new(
+                Term::from_field_bytes(f.sha256, &sha_key(&r.sha256)),
+                IndexRecordOption::Basic,
+            )));
         }
         if !r.kind.is_empty() {
             let kind = r.kind.trim().to_lowercase();
@@ -655,7 +678,7 @@ impl EventIndex {
     /// Events carrying content `sha256`: attachment, raw message or file.
     pub fn by_hash(&self, sha256: &str, cap: usize) -> Result<(Vec<Event>, bool), IndexError> {
         let q = TermQuery::new(
-            Term::from_field_text(self.f.sha256, sha256),
+            Term::from_field_bytes(self.f.sha256, &sha_key(sha256)),
             IndexRecordOption::Basic,
         );
         self.all_matching(&q, cap)
@@ -824,6 +847,40 @@ mod tests {
         };
         let (found, total, _) = idx.search(&r, 0, 10).expect("search");
         assert_eq!((found.len(), total), (3, 3));
+    }
+
+    #[test]
+    fn hashes_are_found_by_their_hex_in_either_case_and_others_by_themselves() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let idx = EventIndex::open(&dir.path().join("index")).expect("index");
+        let a = mail("a1/s1/1", 1_000, "a@x", "b@y", "one", Some("x.pdf"));
+        let mut b = mail("a1/s1/2", 2_000, "a@x", "b@y", "two", Some("y.pdf"));
+        if let Some(Kind::Email(m)) = b.kind.as_mut() {
+            m.attachments[0].sha256 = "cd".repeat(32);
+            m.raw_sha256 = "not-a-hash".into();
+        }
+        idx.add(&[a, b]).expect("add");
+        idx.commit().expect("commit");
+        let find = |sha: &str| {
+            let r = SearchRequest {
+                sha256: sha.into(),
+                ..Default::default()
+            };
+            let (found, _, _) = idx.search(&r, 0, 10).expect("search");
+            found.into_iter().map(|e| e.event_id).collect::<Vec<_>>()
+        };
+        assert_eq!(find(&"ab".repeat(32)), ["a1/s1/1"]);
+        assert_eq!(find(&"AB".repeat(32)), ["a1/s1/1"], "upper-case hex");
+        assert_eq!(find(&"cd".repeat(32)), ["a1/s1/2"]);
+        assert_eq!(find("not-a-hash"), ["a1/s1/2"]);
+        assert!(find(&"ef".repeat(32)).is_empty());
+        assert!(
+            find(&"ab".repeat(16)).is_empty(),
+            "half a hash is not a hash"
+        );
+        let (by, _) = idx.by_hash(&"cd".repeat(32), 10).expect("by_hash");
+        assert_eq!(by.len(), 1);
+        assert_eq!(sha_key(&"ab".repeat(32)), vec![0xab; 16]);
     }
 
     fn mail(id: &str, at: i64, from: &str, to: &str, subject: &str, att: Option<&str>) -> Event {
