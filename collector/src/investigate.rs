@@ -6,24 +6,36 @@
 //! Time is the *corrected* event time: the agent's clock minus its measured
 //! offset when the offset is known, else the collector's receipt time.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use kiroku_proto::{
     Event, ExfilCount, ExfilFile, ExfilReport, ExfilReportRequest, Outcome, event::Kind,
 };
 
 use crate::alerts::rules::{accepted_recipients, real_attachments};
-use crate::store::index::{EventIndex, IndexError};
+use crate::store::index::{EventIndex, ExfilEvent, ExfilScan, IndexError};
 
 /// Most index hits one investigation reads.
 const SCAN_CAP: usize = 100_000;
-/// Most files one exfiltration report lists (rows are small: no event is
-/// loaded for them).
-const ROW_CAP: usize = 1_000_000;
 /// Default and largest `TraceRequest.limit`.
 pub const TRACE_DEFAULT: usize = 1000;
 pub const TRACE_MAX: usize = 10_000;
+/// Default and largest `ExfilReportRequest.max_files`: a report is read by
+/// a person; every file is exported through the ExfilFiles stream.
+pub const EXFIL_FILES_DEFAULT: usize = 1000;
+pub const EXFIL_FILES_MAX: usize = 10_000;
+/// Events whose files make one ExfilFiles message (a few hundred KB).
+pub const EXFIL_BATCH: usize = 2000;
 const DAY_MS: i64 = 86_400_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExfilError {
+    /// The request cannot be answered as asked; the message says why.
+    #[error("{0}")]
+    BadRequest(String),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+}
 
 /// The event's time on the collector's clock.
 pub fn event_time(e: &Event) -> i64 {
@@ -100,11 +112,22 @@ pub fn trace(
 
 /// `YYYY-MM-DD` of `ms` at `offset_min` from UTC.
 pub fn day(ms: i64, offset_min: i32) -> String {
-    let t = ms + i64::from(offset_min) * 60_000;
-    let days = t.div_euclid(DAY_MS);
-    time::Date::from_julian_day(2_440_588 + days as i32)
+    day_name(day_number(ms, offset_min))
+}
+
+/// Days since 1970-01-01 of `ms` at `offset_min` from UTC.
+fn day_number(ms: i64, offset_min: i32) -> i64 {
+    ms.saturating_add(i64::from(offset_min) * 60_000)
+        .div_euclid(DAY_MS)
+}
+
+fn day_name(days: i64) -> String {
+    i32::try_from(days)
+        .ok()
+        .and_then(|d| d.checked_add(2_440_588))
+        .and_then(|j| time::Date::from_julian_day(j).ok())
         .map(|d| d.to_string())
-        .unwrap_or_else(|_| "?".into())
+        .unwrap_or_else(|| "?".into())
 }
 
 /// Did this mail leave? Delivered and captured mail did; `unknown` (the
@@ -161,67 +184,139 @@ pub fn exfil_files(e: &Event) -> Vec<ExfilFile> {
     }
 }
 
-/// Files that left in [from_ms, to_ms) by mail or on removable media.
-pub fn exfil_report(index: &EventIndex, r: &ExfilReportRequest) -> Result<ExfilReport, String> {
+/// The events whose files left in [from_ms, to_ms) by mail or on
+/// removable media, the request checked. What the report and the
+/// ExfilFiles stream read; `files_total` of a scan says how many files.
+pub fn exfil_scan(index: &EventIndex, r: &ExfilReportRequest) -> Result<ExfilScan, ExfilError> {
     if r.to_ms <= r.from_ms {
-        return Err(format!(
+        return Err(ExfilError::BadRequest(format!(
             "to_ms ({}) must be after from_ms ({})",
             r.to_ms, r.from_ms
-        ));
+        )));
     }
     if r.utc_offset_minutes.abs() > 14 * 60 {
-        return Err(format!(
+        return Err(ExfilError::BadRequest(format!(
             "utc_offset_minutes {} is not a UTC offset (-840..=840)",
             r.utc_offset_minutes
-        ));
+        )));
     }
-    // The index knows the agent's clock; a day's margin catches events whose
-    // corrected time falls inside the range. The rows were computed by
-    // `exfil_files` when the event was indexed.
-    let (rows, more) = index
-        .exfil_rows(
-            r.from_ms.saturating_sub(DAY_MS),
-            r.to_ms.saturating_add(DAY_MS),
-            ROW_CAP,
-        )
-        .map_err(|e| e.to_string())?;
-    if more {
-        tracing::warn!(
-            from_ms = r.from_ms,
-            to_ms = r.to_ms,
-            "exfil report: more than {ROW_CAP} files in range, the oldest are left out; narrow the range"
-        );
-    }
-    let mut files = Vec::new();
-    for mut f in rows {
-        if f.at_ms < r.from_ms || f.at_ms >= r.to_ms {
-            continue;
+    Ok(index.exfil_scan(r.from_ms, r.to_ms)?)
+}
+
+/// Files the events of a scan sent.
+pub fn files_total(events: &[ExfilEvent]) -> u64 {
+    events.iter().map(|e| e.files).sum()
+}
+
+/// Files that left in [from_ms, to_ms) by mail or on removable media:
+/// totals per day and per user over all of them, and the newest
+/// `max_files` (default [`EXFIL_FILES_DEFAULT`]) listed oldest first.
+pub fn exfil_report(index: &EventIndex, r: &ExfilReportRequest) -> Result<ExfilReport, ExfilError> {
+    let mut scan = exfil_scan(index, r)?;
+    let max = match r.max_files {
+        0 => EXFIL_FILES_DEFAULT,
+        n => (n as usize).min(EXFIL_FILES_MAX),
+    };
+    let mut events = std::mem::take(&mut scan.events);
+    let (per_day, per_user) = totals(&scan, &events, r.utc_offset_minutes);
+    let files_total = files_total(&events);
+    // Every event sent at least one file: the newest `max` events hold the
+    // newest `max` files.
+    let newest = match events.len().checked_sub(max) {
+        Some(cut) if cut > 0 => {
+            events.select_nth_unstable_by_key(cut, ExfilEvent::time_order);
+            &events[cut..]
         }
-        f.day = day(f.at_ms, r.utc_offset_minutes);
-        files.push(f);
+        _ => &events[..],
+    };
+    let mut files = scan.rows(newest)?;
+    in_time_order(&mut files, r.utc_offset_minutes);
+    if files.len() > max {
+        files.drain(..files.len() - max);
+    }
+    Ok(ExfilReport {
+        per_day,
+        per_user,
+        files_truncated: (files.len() as u64) < files_total,
+        files_total,
+        files,
+    })
+}
+
+/// Every file of a scan, oldest first, handed to `send` about
+/// [`EXFIL_BATCH`] events' files at a time until it returns false.
+pub fn each_exfil_batch(
+    mut scan: ExfilScan,
+    utc_offset_minutes: i32,
+    mut send: impl FnMut(Vec<ExfilFile>) -> bool,
+) -> Result<(), IndexError> {
+    let mut events = std::mem::take(&mut scan.events);
+    // A batch is a time window: within a segment its rows are consecutive
+    // dictionary terms (see `store/index/exfil.rs`).
+    events.sort_unstable_by_key(ExfilEvent::time_order);
+    for batch in events.chunks(EXFIL_BATCH) {
+        let mut files = scan.rows(batch)?;
+        in_time_order(&mut files, utc_offset_minutes);
+        if !send(files) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Sets each file's day and sorts them by time.
+fn in_time_order(files: &mut [ExfilFile], utc_offset_minutes: i32) {
+    for f in files.iter_mut() {
+        f.day = day(f.at_ms, utc_offset_minutes);
     }
     files.sort_by(|a, b| (a.at_ms, &a.event_id).cmp(&(b.at_ms, &b.event_id)));
-    let count = |key: fn(&ExfilFile) -> &String| {
-        let mut m: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
-        for f in &files {
-            let c = m.entry((key(f).clone(), f.method.clone())).or_default();
-            c.0 += 1;
-            c.1 += f.size;
+}
+
+/// (per day, per user) counts of files and bytes by channel, sorted by
+/// key then channel.
+fn totals(
+    scan: &ExfilScan,
+    events: &[ExfilEvent],
+    utc_offset_minutes: i32,
+) -> (Vec<ExfilCount>, Vec<ExfilCount>) {
+    let mut days: HashMap<(i64, u32), (u64, u64)> = HashMap::new();
+    let mut users: HashMap<(u32, u32), (u64, u64)> = HashMap::new();
+    for e in events {
+        let day = day_number(e.at_ms, utc_offset_minutes);
+        for c in [
+            days.entry((day, e.method)).or_default(),
+            users.entry((e.user, e.method)).or_default(),
+        ] {
+            c.0 += e.files;
+            c.1 = c.1.saturating_add(e.bytes);
         }
-        m.into_iter()
-            .map(|((key, method), (files, bytes))| ExfilCount {
+    }
+    let counts = |rows: Vec<(String, u32, (u64, u64))>| {
+        let mut out: Vec<ExfilCount> = rows
+            .into_iter()
+            .map(|(key, method, (files, bytes))| ExfilCount {
                 key,
-                method,
+                method: scan.name(method).to_owned(),
                 files,
                 bytes,
             })
-            .collect::<Vec<_>>()
+            .collect();
+        out.sort_by(|a, b| (&a.key, &a.method).cmp(&(&b.key, &b.method)));
+        out
     };
-    Ok(ExfilReport {
-        per_day: count(|f| &f.day),
-        per_user: count(|f| &f.user),
-        files,
-    })
+    (
+        counts(
+            days.into_iter()
+                .map(|((d, m), c)| (day_name(d), m, c))
+                .collect(),
+        ),
+        counts(
+            users
+                .into_iter()
+                .map(|((u, m), c)| (scan.name(u).to_owned(), m, c))
+                .collect(),
+        ),
+    )
 }
 
 #[cfg(test)]
@@ -318,10 +413,11 @@ mod tests {
             &ExfilReportRequest {
                 from_ms: 0,
                 to_ms: 10_000,
-                utc_offset_minutes: 0,
+                ..Default::default()
             },
         )
         .expect("report");
+        assert_eq!((rep.files_total, rep.files_truncated), (2, false));
         let got: Vec<(&str, &str)> = rep
             .files
             .iter()
@@ -336,10 +432,215 @@ mod tests {
                 &ExfilReportRequest {
                     from_ms: 5,
                     to_ms: 5,
-                    utc_offset_minutes: 0
+                    ..Default::default()
                 }
             )
             .is_err()
         );
+    }
+
+    /// A mail at `at` with `n` attachments of 10 bytes each.
+    fn mail_with(n: usize) -> Kind {
+        let Kind::Email(mut m) = mail(Outcome::Delivered, "") else {
+            unreachable!()
+        };
+        m.attachments = (0..n)
+            .map(|i| Attachment {
+                filename: format!("f{i}.pdf"),
+                size: 10,
+                sha256: format!("{i:064x}"),
+                ..Default::default()
+            })
+            .collect();
+        m.attachment_count = n as u32;
+        Kind::Email(m)
+    }
+
+    /// Five mails of two files (t = 1..=5 h), three copies to removable
+    /// media (t = 1.5, 2.5, 3.5 h) by bob, in two segments, one event
+    /// indexed twice (the first copy deleted), and a rejected mail.
+    fn report_index() -> (tempfile::TempDir, EventIndex) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let idx = EventIndex::open(dir.path()).expect("open");
+        const H: i64 = 3_600_000;
+        let mails: Vec<Event> = (1..=5)
+            .map(|i| ev(&format!("pc/m/{i}"), i * H, mail_with(2)))
+            .collect();
+        let copies: Vec<Event> = (1..=3)
+            .map(|i| {
+                let mut e = ev(
+                    &format!("pc/c/{i}"),
+                    i * H + H / 2,
+                    file("copy_to_removable", &format!("/media/usb/{i}"), "", ""),
+                );
+                e.user = "bob".into();
+                e
+            })
+            .collect();
+        idx.add(&mails[..3]).expect("add");
+        idx.add(&copies).expect("add");
+        idx.commit().expect("commit");
+        idx.add(&mails[2..]).expect("add");
+        idx.add(&[ev("pc/m/9", 4 * H, mail(Outcome::Rejected, "ab"))])
+            .expect("add");
+        idx.commit().expect("commit");
+        (dir, idx)
+    }
+
+    fn ids(files: &[ExfilFile]) -> Vec<String> {
+        files
+            .iter()
+            .map(|f| format!("{}:{}", f.event_id, f.filename))
+            .collect()
+    }
+
+    #[test]
+    fn the_report_lists_the_newest_files_and_counts_them_all() {
+        let (_dir, idx) = report_index();
+        let every = ids(&exfil_report(
+            &idx,
+            &ExfilReportRequest {
+                from_ms: 0,
+                to_ms: 10 * 3_600_000,
+                max_files: 100,
+                ..Default::default()
+            },
+        )
+        .expect("report")
+        .files);
+        assert_eq!(every.len(), 13, "{every:?}");
+        assert_eq!(every[0], "pc/m/1:f0.pdf");
+        assert_eq!(every[2], "pc/c/1:/media/usb/1");
+        // (max_files, files listed: the newest, oldest first)
+        for (max, want) in [
+            (0, 13),
+            (1, 1),
+            (4, 4),
+            (5, 5),
+            // The oldest listed is the second file of a mail.
+            (6, 6),
+            (13, 13),
+            (20_000, 13),
+        ] {
+            let rep = exfil_report(
+                &idx,
+                &ExfilReportRequest {
+                    from_ms: 0,
+                    to_ms: 10 * 3_600_000,
+                    utc_offset_minutes: 540,
+                    max_files: max,
+                },
+            )
+            .expect("report");
+            assert_eq!(ids(&rep.files), every[13 - want..], "max_files {max}");
+            assert_eq!(rep.files_total, 13, "max_files {max}");
+            assert_eq!(rep.files_truncated, want < 13, "max_files {max}");
+            // The totals do not depend on what is listed.
+            let sum = |c: &[ExfilCount]| {
+                c.iter()
+                    .fold((0, 0), |(f, b), c| (f + c.files, b + c.bytes))
+            };
+            assert_eq!(sum(&rep.per_day), (13, 10 * 10 + 3 * 5));
+            assert_eq!(sum(&rep.per_user), (13, 10 * 10 + 3 * 5));
+            let users: Vec<(&str, &str, u64)> = rep
+                .per_user
+                .iter()
+                .map(|c| (c.key.as_str(), c.method.as_str(), c.files))
+                .collect();
+            assert_eq!(users, [("alice", "mail", 10), ("bob", "removable", 3)]);
+            // At UTC+9 every one of these is on 1970-01-01.
+            assert_eq!(rep.per_day.len(), 2);
+            assert!(rep.files.iter().all(|f| f.day == "1970-01-01"));
+        }
+    }
+
+    #[test]
+    fn days_split_at_the_offset() {
+        let (_dir, idx) = report_index();
+        // At UTC-03:00, t < 3 h is still 1969-12-31.
+        let rep = exfil_report(
+            &idx,
+            &ExfilReportRequest {
+                from_ms: 0,
+                to_ms: 10 * 3_600_000,
+                utc_offset_minutes: -180,
+                ..Default::default()
+            },
+        )
+        .expect("report");
+        let days: Vec<(&str, &str, u64, u64)> = rep
+            .per_day
+            .iter()
+            .map(|c| (c.key.as_str(), c.method.as_str(), c.files, c.bytes))
+            .collect();
+        assert_eq!(
+            days,
+            [
+                ("1969-12-31", "mail", 4, 40),
+                ("1969-12-31", "removable", 2, 10),
+                ("1970-01-01", "mail", 6, 60),
+                ("1970-01-01", "removable", 1, 5),
+            ]
+        );
+        // A range cuts by the files' corrected time.
+        let rep = exfil_report(
+            &idx,
+            &ExfilReportRequest {
+                from_ms: 2 * 3_600_000,
+                to_ms: 3 * 3_600_000,
+                max_files: 1,
+                ..Default::default()
+            },
+        )
+        .expect("report");
+        assert_eq!(ids(&rep.files), ["pc/c/2:/media/usb/2"]);
+        assert_eq!((rep.files_total, rep.files_truncated), (3, true));
+    }
+
+    #[test]
+    fn the_stream_gives_every_file_oldest_first() {
+        let (_dir, idx) = report_index();
+        let r = ExfilReportRequest {
+            from_ms: 0,
+            to_ms: 10 * 3_600_000,
+            max_files: 1,
+            ..Default::default()
+        };
+        let listed = exfil_report(
+            &idx,
+            &ExfilReportRequest {
+                max_files: 100,
+                ..r
+            },
+        )
+        .expect("report")
+        .files;
+        let scan = exfil_scan(&idx, &r).expect("scan");
+        assert_eq!(files_total(&scan.events), 13);
+        let mut streamed = Vec::new();
+        each_exfil_batch(scan, 0, |files| {
+            streamed.extend(files);
+            true
+        })
+        .expect("stream");
+        assert_eq!(streamed, listed);
+        // A receiver that goes away stops the stream.
+        let mut batches = 0;
+        each_exfil_batch(exfil_scan(&idx, &r).expect("scan"), 0, |_| {
+            batches += 1;
+            false
+        })
+        .expect("stream");
+        assert_eq!(batches, 1);
+        assert!(matches!(
+            exfil_scan(
+                &idx,
+                &ExfilReportRequest {
+                    utc_offset_minutes: 900,
+                    ..r
+                }
+            ),
+            Err(ExfilError::BadRequest(_))
+        ));
     }
 }

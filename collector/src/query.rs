@@ -1,6 +1,7 @@
 //! The Query service for investigators: search with filters (newest first,
 //! paged or streamed), one event, the original message, known hosts, a
-//! hash's trace, alerts (replay and live) and the exfiltration report. Every
+//! hash's trace, alerts (replay and live) and the exfiltration report (its
+//! totals and newest files, or every file streamed). Every
 //! call is logged with the caller's identity, the filter and the result
 //! count (the tamper-evident audit log is its own piece of work).
 
@@ -11,16 +12,16 @@ use std::sync::Arc;
 use futures::Stream;
 use kiroku_proto::query_server::Query;
 use kiroku_proto::{
-    Alert, AlertsRequest, AuditRequest, AuditResponse, Event, ExfilReport, ExfilReportRequest,
-    GetEventRequest, GetRawRequest, ListHostsRequest, ListHostsResponse, RawChunk, SearchRequest,
-    SearchResponse, TraceRequest, TraceResponse, event::Kind,
+    Alert, AlertsRequest, AuditRequest, AuditResponse, Event, ExfilFileBatch, ExfilReport,
+    ExfilReportRequest, GetEventRequest, GetRawRequest, ListHostsRequest, ListHostsResponse,
+    RawChunk, SearchRequest, SearchResponse, TraceRequest, TraceResponse, event::Kind,
 };
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
 use crate::alerts::Alerting;
 use crate::auth;
-use crate::investigate::{self, TRACE_DEFAULT, TRACE_MAX};
+use crate::investigate::{self, ExfilError, TRACE_DEFAULT, TRACE_MAX};
 use crate::store::Store;
 use crate::store::index::{DEFAULT_PAGE, IndexError, MAX_PAGE};
 
@@ -86,6 +87,21 @@ fn index_status(e: IndexError) -> Status {
     }
 }
 
+fn exfil_status(e: ExfilError) -> Status {
+    match e {
+        ExfilError::BadRequest(m) => Status::invalid_argument(m),
+        ExfilError::Index(e) => index_status(e),
+    }
+}
+
+/// An exfiltration request as the audit log records it.
+fn exfil_filter(r: &ExfilReportRequest) -> String {
+    format!(
+        "from_ms: {}, to_ms: {}, utc_offset_minutes: {}, max_files: {}",
+        r.from_ms, r.to_ms, r.utc_offset_minutes, r.max_files
+    )
+}
+
 /// (offset, page size) of a Search: the page token checked and bounded.
 /// Public for the fuzz targets in `fuzz/`.
 #[doc(hidden)]
@@ -129,6 +145,7 @@ pub fn trace_args(r: &TraceRequest) -> Result<(String, usize), Status> {
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<Event, Status>> + Send>>;
 type RawStream = Pin<Box<dyn Stream<Item = Result<RawChunk, Status>> + Send>>;
+type ExfilStream = Pin<Box<dyn Stream<Item = Result<ExfilFileBatch, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Query for QueryService {
@@ -361,19 +378,49 @@ impl Query for QueryService {
     ) -> Result<Response<ExfilReport>, Status> {
         let who = auth::caller(&req)?;
         let r = req.into_inner();
+        let filter = exfil_filter(&r);
         let report = self
-            .blocking(move |s| {
-                investigate::exfil_report(&s.index, &r).map_err(Status::invalid_argument)
-            })
+            .blocking(move |s| investigate::exfil_report(&s.index, &r).map_err(exfil_status))
+            .await?;
+        self.audit(&who, "ExfilReport", filter, report.files_total)
+            .await?;
+        Ok(Response::new(report))
+    }
+
+    type ExfilFilesStream = ExfilStream;
+
+    async fn exfil_files(
+        &self,
+        req: Request<ExfilReportRequest>,
+    ) -> Result<Response<ExfilStream>, Status> {
+        let who = auth::caller(&req)?;
+        let r = req.into_inner();
+        let filter = format!("{} (streamed)", exfil_filter(&r));
+        let offset = r.utc_offset_minutes;
+        // The scan (fast fields only) counts the files, so the audit entry
+        // says how many the caller is about to receive.
+        let scan = self
+            .blocking(move |s| investigate::exfil_scan(&s.index, &r).map_err(exfil_status))
             .await?;
         self.audit(
             &who,
-            "ExfilReport",
-            format!("from_ms: {}, to_ms: {}", r.from_ms, r.to_ms),
-            report.files.len() as u64,
+            "ExfilFiles",
+            filter,
+            investigate::files_total(&scan.events),
         )
         .await?;
-        Ok(Response::new(report))
+        let (tx, rx) = mpsc::channel(4);
+        tokio::task::spawn_blocking(move || {
+            let sent = investigate::each_exfil_batch(scan, offset, |files| {
+                tx.blocking_send(Ok(ExfilFileBatch { files })).is_ok()
+            });
+            if let Err(e) = sent {
+                let _ = tx.blocking_send(Err(index_status(e)));
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn audit(&self, req: Request<AuditRequest>) -> Result<Response<AuditResponse>, Status> {

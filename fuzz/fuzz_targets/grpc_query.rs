@@ -13,12 +13,13 @@
 //! message re-encodes to one that decodes the same; a search returns at
 //! most the page size and never more than its total; an index error is a
 //! bad query (the caller's fault), never an internal one; a trace returns
-//! at most its limit, oldest first.
+//! at most its limit, oldest first; an exfiltration report lists at most
+//! `EXFIL_FILES_MAX` files, all in its range, and no more than it counts.
 #![no_main]
 
 use std::sync::OnceLock;
 
-use kiroku_collector::investigate::{exfil_report, trace};
+use kiroku_collector::investigate::{EXFIL_FILES_MAX, ExfilError, exfil_report, trace};
 use kiroku_collector::query::{page_of, trace_args};
 use kiroku_collector::store::index::{EventIndex, IndexError};
 use kiroku_proto::{
@@ -147,13 +148,21 @@ fuzz_target!(|data: &[u8]| {
                 return;
             };
             roundtrip(&r);
-            if let Ok(rep) = exfil_report(idx, &r) {
-                for f in &rep.files {
-                    assert!(
-                        f.at_ms >= r.from_ms && f.at_ms < r.to_ms,
-                        "{f:?} outside {r:?}"
-                    );
+            match exfil_report(idx, &r) {
+                Ok(rep) => {
+                    for f in &rep.files {
+                        assert!(
+                            f.at_ms >= r.from_ms && f.at_ms < r.to_ms,
+                            "{f:?} outside {r:?}"
+                        );
+                    }
+                    assert!(rep.files.len() <= EXFIL_FILES_MAX);
+                    let listed = rep.files.len() as u64;
+                    assert!(listed <= rep.files_total, "{rep:?}");
+                    assert_eq!(rep.files_truncated, listed < rep.files_total);
                 }
+                Err(ExfilError::BadRequest(_)) => {}
+                Err(e) => panic!("internal error for {r:?}: {e}"),
             }
         }
     }

@@ -538,6 +538,17 @@ impl Env {
         )
     }
 
+    /// A channel with the admin certificate (`admin/boss`): may ingest,
+    /// query and read the audit log.
+    pub async fn admin(&self) -> anyhow::Result<Channel> {
+        let pki = self.pki();
+        self.channel(
+            Some((&pki.join("admin-boss.pem"), &pki.join("admin-boss.key"))),
+            None,
+        )
+        .await
+    }
+
     pub async fn investigator(&self) -> anyhow::Result<QueryClient<Channel>> {
         let pki = self.pki();
         let ch = self

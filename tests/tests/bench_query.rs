@@ -34,6 +34,7 @@ fn query_bench_runs_on_a_tiny_load() {
         "GetRaw of the large message, no compression",
         "data dir on disk",
         "ExfilReport",
+        "ExfilFiles (every file streamed), 30 days",
     ] {
         assert!(stdout.contains(figure), "no {figure:?} in:\n{stdout}");
     }

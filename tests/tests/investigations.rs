@@ -16,9 +16,10 @@ use std::time::{Duration, Instant};
 
 use kiroku_common::sha256_hex;
 use kiroku_proto::ingest_client::IngestClient;
+use kiroku_proto::query_client::QueryClient;
 use kiroku_proto::{
-    Batch, Event, FileEvent, Hello, HostIdentity, SearchRequest, ShipRequest, TraceRequest,
-    event::Kind, ship_request, ship_response,
+    AuditRequest, Batch, Event, ExfilReportRequest, FileEvent, Hello, HostIdentity, SearchRequest,
+    ShipRequest, TraceRequest, event::Kind, ship_request, ship_response,
 };
 use kiroku_tests::{Env, Mode, Proc, Upstream, bin, free_port, send_mail};
 
@@ -690,9 +691,11 @@ async fn trace_and_exfil_report() -> anyhow::Result<()> {
     assert_eq!(json.lines().count(), 5);
 
     // The report: one file by mail, two on removable media, today.
-    let rep: serde_json::Value = serde_json::from_str(&env.kiroku(&[
-        "--config", &cli, "report", "exfil", "--from", "1d", "--json",
-    ])?)?;
+    let report = |more: &[&str]| {
+        let base = ["--config", &cli, "report", "exfil", "--from", "1d"];
+        env.kiroku(&[&base[..], more].concat())
+    };
+    let rep: serde_json::Value = serde_json::from_str(&report(&["--json"])?)?;
     let files = rep["files"].as_array().cloned().unwrap_or_default();
     let methods: Vec<&str> = files.iter().filter_map(|f| f["method"].as_str()).collect();
     assert_eq!(methods, ["mail", "removable", "removable"], "{rep}");
@@ -702,23 +705,99 @@ async fn trace_and_exfil_report() -> anyhow::Result<()> {
     let per_day = rep["per_day"].as_array().cloned().unwrap_or_default();
     assert_eq!(per_day.len(), 2, "{rep}");
     assert_eq!(rep["per_user"].as_array().map(|a| a.len()), Some(2));
-    let csv = env.kiroku(&["--config", &cli, "report", "exfil", "--from", "1d", "--csv"])?;
+    assert_eq!(
+        (
+            rep["files_total"].as_u64(),
+            rep["files_truncated"].as_bool()
+        ),
+        (Some(3), Some(false)),
+        "{rep}"
+    );
+    let csv = report(&["--csv"])?;
     let mut lines = csv.lines();
     assert_eq!(
         lines.next(),
         Some("day,time,method,user,host,file,sha256,size,destination,event_id")
     );
     assert_eq!(lines.count(), 3);
-    let text = env.kiroku(&[
-        "--config",
-        &cli,
-        "report",
-        "exfil",
-        "--from",
-        "1d",
-        "--utc-offset",
-        "+09:00",
-    ])?;
+
+    // Bounded: the totals count every file, the list holds the newest, and
+    // the stream returns every file, oldest first, as the full list does.
+    let range = ExfilReportRequest {
+        from_ms: now - 86_400_000,
+        to_ms: kiroku_common::now_ms() + 60_000,
+        ..Default::default()
+    };
+    let full = q.exfil_report(range).await?.into_inner();
+    assert_eq!(
+        (full.files.len(), full.files_total, full.files_truncated),
+        (3, 3, false)
+    );
+    let one = q
+        .exfil_report(ExfilReportRequest {
+            max_files: 1,
+            ..range
+        })
+        .await?
+        .into_inner();
+    assert_eq!((one.files_total, one.files_truncated), (3, true));
+    assert_eq!(one.files, full.files[2..]);
+    assert_eq!(one.files[0].event_id, "pc-1/files-e2e/5");
+    assert_eq!(
+        (one.per_day.clone(), one.per_user.clone()),
+        (full.per_day.clone(), full.per_user.clone())
+    );
+    let mut stream = q.exfil_files(range).await?.into_inner();
+    let mut streamed = Vec::new();
+    while let Some(batch) = stream.message().await? {
+        streamed.extend(batch.files);
+    }
+    assert_eq!(streamed, full.files);
+    let bad = q
+        .exfil_files(ExfilReportRequest {
+            to_ms: range.from_ms,
+            ..range
+        })
+        .await;
+    assert_eq!(
+        bad.err().map(|e| e.code()),
+        Some(tonic::Code::InvalidArgument)
+    );
+    // The CLI lists the newest and says what it leaves out; --all-files
+    // streams the rest.
+    let text = report(&["--max-files", "1"])?;
+    assert!(
+        text.contains("3 files; the newest 1 are listed, 2 earlier ones are not: --all-files"),
+        "{text}"
+    );
+    assert!(
+        text.contains("q3-copy.pdf") && !text.contains("bob@other.org"),
+        "{text}"
+    );
+    let all: serde_json::Value =
+        serde_json::from_str(&report(&["--max-files", "1", "--all-files", "--json"])?)?;
+    assert_eq!(all["files"].as_array().map(|a| a.len()), Some(3), "{all}");
+    assert_eq!(all["files_truncated"], false, "{all}");
+    // Both calls are audited with the number of files they cover.
+    let admin = env.admin().await?;
+    let audit = QueryClient::new(admin)
+        .audit(AuditRequest {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    for call in ["ExfilReport", "ExfilFiles"] {
+        assert!(
+            audit
+                .entries
+                .iter()
+                .any(|e| e.call == call && e.results == 3 && e.filter.contains("max_files")),
+            "no {call} in {:?}",
+            audit.entries
+        );
+    }
+    let text = report(&["--utc-offset", "+09:00"])?;
     assert!(text.contains('█') && text.contains('▒'), "{text}");
     assert!(text.contains("/media/usb (KINGSTON)"), "{text}");
     // An empty range is refused with a reason.

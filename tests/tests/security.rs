@@ -48,12 +48,7 @@ async fn roles_are_enforced_from_certificates() -> anyhow::Result<()> {
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
     // ... but may query; an admin may do both.
     QueryClient::new(inv).search(search()).await?;
-    let admin = env
-        .channel(
-            Some((&pki.join("admin-boss.pem"), &pki.join("admin-boss.key"))),
-            None,
-        )
-        .await?;
+    let admin = env.admin().await?;
     QueryClient::new(admin.clone()).search(search()).await?;
     IngestClient::new(admin)
         .missing_blobs(MissingBlobsRequest { sha256: vec![] })
@@ -156,12 +151,7 @@ async fn roles_are_enforced_from_certificates() -> anyhow::Result<()> {
         .await
         .expect_err("bad query syntax");
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
-    let admin = env
-        .channel(
-            Some((&pki.join("admin-boss.pem"), &pki.join("admin-boss.key"))),
-            None,
-        )
-        .await?;
+    let admin = env.admin().await?;
     let err = IngestClient::new(admin)
         .missing_blobs(MissingBlobsRequest {
             sha256: vec!["../../etc/passwd".into()],
@@ -328,13 +318,7 @@ async fn queries_are_in_a_tamper_evident_audit_log_only_admins_read() -> anyhow:
         .expect_err("investigators may not read the audit log");
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
 
-    let pki = env.pki();
-    let admin = env
-        .channel(
-            Some((&pki.join("admin-boss.pem"), &pki.join("admin-boss.key"))),
-            None,
-        )
-        .await?;
+    let admin = env.admin().await?;
     let r = QueryClient::new(admin.clone())
         .audit(kiroku_proto::AuditRequest::default())
         .await?

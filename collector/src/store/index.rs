@@ -8,12 +8,11 @@ use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use kiroku_proto::{Event, ExfilFile, ExfilReport, SearchRequest, event::Kind};
+use kiroku_proto::{Event, SearchRequest, event::Kind};
 use prost::Message;
 use tantivy::collector::{Count, TopDocs};
 use tantivy::query::{
-    AllQuery, BooleanQuery, EnableScoring, Occur, PhraseQuery, Query, QueryParser, RangeQuery,
-    TermQuery,
+    AllQuery, BooleanQuery, Occur, PhraseQuery, Query, QueryParser, RangeQuery, TermQuery,
 };
 use tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TEXT, Value,
@@ -21,6 +20,9 @@ use tantivy::schema::{
 use tantivy::{
     DocAddress, Index, IndexReader, IndexWriter, Order, ReloadPolicy, TantivyDocument, Term,
 };
+
+mod exfil;
+pub use exfil::{ExfilEvent, ExfilScan};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -64,6 +66,10 @@ struct Fields {
     // Investigations (trace, exfil report).
     source_path: Field,
     exfil: Field,
+    exfil_user: Field,
+    exfil_at: Field,
+    exfil_files: Field,
+    exfil_bytes: Field,
     exfil_rows: Field,
 }
 
@@ -139,13 +145,18 @@ fn schema() -> (Schema, Fields) {
         path: b.add_text_field("path", TEXT),
         operation: b.add_text_field("operation", STRING),
         removable: b.add_bool_field("removable", INDEXED),
-        // Investigations: a file event's `source_path` (exact), and the
-        // channel by which content left ("mail", "removable").
+        // Investigations: a file event's `source_path` (exact).
         source_path: b.add_text_field("source_path", STRING),
-        exfil: b.add_text_field("exfil", STRING),
-        // The exfiltration report's rows of this event (prost
-        // `ExfilReport.files`, without the day), a fast field: the report
-        // reads these instead of loading and decoding whole events.
+        // The exfiltration report (`index/exfil.rs`), only on events that
+        // sent files out: the channel ("mail", "removable"), who, when
+        // (the rows' corrected time), how many files and bytes — the
+        // totals per day and per user are column reads — and the rows
+        // themselves, read only for the files a report lists or streams.
+        exfil: b.add_text_field("exfil", FAST),
+        exfil_user: b.add_text_field("exfil_user", FAST),
+        exfil_at: b.add_i64_field("exfil_at", FAST),
+        exfil_files: b.add_u64_field("exfil_files", FAST),
+        exfil_bytes: b.add_u64_field("exfil_bytes", FAST),
         exfil_rows: b.add_bytes_field("exfil_rows", FAST),
     };
     (b.build(), f)
@@ -371,12 +382,9 @@ impl EventIndex {
                 if !file.sha256.is_empty() {
                     d.add_bytes(f.sha256, &sha_key(&file.sha256));
                 }
-                // Investigations (trace, exfil report).
+                // Investigations (trace).
                 if !file.source_path.is_empty() {
                     d.add_text(f.source_path, &file.source_path);
-                }
-                if file.operation == "copy_to_removable" {
-                    d.add_text(f.exfil, "removable");
                 }
             }
             Some(Kind::HostChange(_)) => d.add_text(f.kind, "host_change"),
@@ -398,17 +406,9 @@ impl EventIndex {
                 }
                 d.add_text(f.body, &g.detail);
             }
-            Some(Kind::Email(m)) if !m.attachments.is_empty() => d.add_text(f.exfil, "mail"),
             _ => {}
         }
-        let rows = crate::investigate::exfil_files(e);
-        if !rows.is_empty() {
-            let rows = ExfilReport {
-                files: rows,
-                ..Default::default()
-            };
-            d.add_bytes(f.exfil_rows, &rows.encode_to_vec());
-        }
+        exfil::add_fields(f, &mut d, &crate::investigate::exfil_files(e));
         d.add_bytes(f.event, &e.encode_to_vec());
         d
     }
@@ -691,92 +691,6 @@ impl EventIndex {
             IndexRecordOption::Basic,
         );
         self.all_matching(&q, cap)
-    }
-
-    /// Exfiltration report rows (`investigate::exfil_files`) of the mails
-    /// with attachments and copies to removable media observed in
-    /// [from_ms, to_ms), read from the `exfil_rows` fast field: no stored
-    /// event is loaded or decoded. At most `cap` rows (the newest); true
-    /// when there were more.
-    pub fn exfil_rows(
-        &self,
-        from_ms: i64,
-        to_ms: i64,
-        cap: usize,
-    ) -> Result<(Vec<ExfilFile>, bool), IndexError> {
-        let channel = BooleanQuery::new(
-            ["mail", "removable"]
-                .into_iter()
-                .map(|c| -> (Occur, Box<dyn Query>) {
-                    (
-                        Occur::Should,
-                        Box::new(TermQuery::new(
-                            Term::from_field_text(self.f.exfil, c),
-                            IndexRecordOption::Basic,
-                        )),
-                    )
-                })
-                .collect(),
-        );
-        let range = RangeQuery::new(
-            Bound::Included(Term::from_field_i64(self.f.observed_at, from_ms)),
-            Bound::Excluded(Term::from_field_i64(self.f.observed_at, to_ms)),
-        );
-        let q = BooleanQuery::new(vec![
-            (Occur::Must, Box::new(channel)),
-            (Occur::Must, Box::new(range)),
-        ]);
-        let searcher = self.reader.searcher();
-        let weight = q
-            .weight(EnableScoring::disabled_from_searcher(&searcher))
-            .map_err(|e| self.terr(e))?;
-        let mut rows = Vec::new();
-        let mut ords = Vec::new();
-        for seg in searcher.segment_readers() {
-            let Some(col) = seg
-                .fast_fields()
-                .bytes("exfil_rows")
-                .map_err(|e| self.terr(e))?
-            else {
-                continue;
-            };
-            let alive = seg.alive_bitset();
-            ords.clear();
-            weight
-                .for_each_no_score(seg, &mut |docs| {
-                    for &d in docs {
-                        if alive.is_none_or(|a| a.is_alive(d)) {
-                            ords.extend(col.term_ords(d));
-                        }
-                    }
-                })
-                .map_err(|e| self.terr(e))?;
-            // The dictionary is read in one pass when asked in order.
-            ords.sort_unstable();
-            ords.dedup();
-            let mut bad = None;
-            col.dictionary()
-                .sorted_ords_to_term_cb(&ords, |b| match ExfilReport::decode(b) {
-                    Ok(r) => rows.extend(r.files),
-                    Err(e) => bad = Some(e),
-                })
-                .map_err(|e| IndexError::Other {
-                    path: self.path.clone(),
-                    message: format!("reading exfil_rows: {e}"),
-                })?;
-            if let Some(e) = bad {
-                return Err(IndexError::Other {
-                    path: self.path.clone(),
-                    message: format!("exfil_rows does not decode: {e}"),
-                });
-            }
-        }
-        let more = rows.len() > cap;
-        if more {
-            rows.sort_unstable_by_key(|r| std::cmp::Reverse(r.at_ms));
-            rows.truncate(cap);
-        }
-        Ok((rows, more))
     }
 
     /// Newest first. Returns (events, total hits, next offset if more).

@@ -6,7 +6,8 @@ use comfy_table::{ContentArrangement, Table, presets::UTF8_BORDERS_ONLY};
 use kiroku_collector::alerts::notify::alert_json;
 use kiroku_collector::investigate::{event_time, event_user};
 use kiroku_proto::{
-    Alert, AlertsRequest, Event, ExfilReport, ExfilReportRequest, TraceRequest, event::Kind,
+    Alert, AlertsRequest, Event, ExfilFile, ExfilReport, ExfilReportRequest, TraceRequest,
+    event::Kind,
 };
 use tokio_stream::StreamExt;
 
@@ -42,7 +43,8 @@ pub struct AlertsArgs {
 #[derive(clap::Subcommand, Debug)]
 pub enum ReportCmd {
     /// Files that left by mail or on removable media: per day and per user,
-    /// a daily bar chart, and every file.
+    /// a daily bar chart, and the newest files (--all-files or --csv: every
+    /// file).
     Exfil(ExfilArgs),
 }
 
@@ -57,10 +59,16 @@ pub struct ExfilArgs {
     /// Day boundaries at this offset from UTC: +09:00, -05:30 or minutes.
     #[arg(long, default_value = "+00:00", allow_hyphen_values = true)]
     utc_offset: String,
+    /// Newest files to list; the totals always count every file.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    max_files: u32,
+    /// List every file (streamed from the collector), not only the newest.
+    #[arg(long)]
+    all_files: bool,
     /// The report as JSON.
     #[arg(long, conflicts_with = "csv")]
     json: bool,
-    /// The files as CSV.
+    /// Every file as CSV (streamed from the collector), without the totals.
     #[arg(long)]
     csv: bool,
 }
@@ -264,6 +272,36 @@ pub fn bar_chart(r: &ExfilReport) -> String {
     out
 }
 
+/// Every file of the report, oldest first, as the collector streams them.
+async fn every_file(
+    q: &mut kiroku_proto::query_client::QueryClient<tonic::transport::Channel>,
+    req: ExfilReportRequest,
+    mut each: impl FnMut(ExfilFile) -> anyhow::Result<()>,
+) -> anyhow::Result<u64> {
+    let mut stream = q.exfil_files(req).await?.into_inner();
+    let mut n = 0;
+    while let Some(batch) = stream.next().await {
+        for f in batch?.files {
+            each(f)?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+const CSV_HEADER: [&str; 10] = [
+    "day",
+    "time",
+    "method",
+    "user",
+    "host",
+    "file",
+    "sha256",
+    "size",
+    "destination",
+    "event_id",
+];
+
 pub async fn report(connect: &ConnectArgs, cmd: ReportCmd) -> anyhow::Result<()> {
     let ReportCmd::Exfil(a) = cmd;
     let now = kiroku_common::now_ms();
@@ -275,29 +313,16 @@ pub async fn report(connect: &ConnectArgs, cmd: ReportCmd) -> anyhow::Result<()>
             None => now,
         },
         utc_offset_minutes: offset,
+        // With every file streamed, the report itself need list none (0
+        // would mean the collector's default).
+        max_files: if a.all_files { 1 } else { a.max_files },
     };
     let (from, to) = (req.from_ms, req.to_ms);
     let mut q = connect.query().await?;
-    let r = q.exfil_report(req).await?.into_inner();
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
-        return Ok(());
-    }
     if a.csv {
         let mut w = csv::Writer::from_writer(std::io::stdout().lock());
-        w.write_record([
-            "day",
-            "time",
-            "method",
-            "user",
-            "host",
-            "file",
-            "sha256",
-            "size",
-            "destination",
-            "event_id",
-        ])?;
-        for f in &r.files {
+        w.write_record(CSV_HEADER)?;
+        let n = every_file(&mut q, req, |f| {
             w.write_record([
                 f.day.as_str(),
                 &output::time(f.at_ms),
@@ -310,8 +335,25 @@ pub async fn report(connect: &ConnectArgs, cmd: ReportCmd) -> anyhow::Result<()>
                 &f.destination,
                 &f.event_id,
             ])?;
-        }
+            Ok(())
+        })
+        .await?;
         w.flush()?;
+        eprintln!("{n} files");
+        return Ok(());
+    }
+    let mut r = q.exfil_report(req).await?.into_inner();
+    if a.all_files {
+        r.files.clear();
+        every_file(&mut q, req, |f| {
+            r.files.push(f);
+            Ok(())
+        })
+        .await?;
+        r.files_truncated = false;
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(());
     }
     println!(
@@ -351,8 +393,23 @@ pub async fn report(connect: &ConnectArgs, cmd: ReportCmd) -> anyhow::Result<()>
         ]);
     }
     println!("\n{files}");
-    eprintln!("{} files", r.files.len());
+    println!("{}", files_note(&r));
     Ok(())
+}
+
+/// How many files the report counts and how many it lists.
+fn files_note(r: &ExfilReport) -> String {
+    let listed = r.files.len() as u64;
+    // A collector older than `files_total` lists every file.
+    let total = r.files_total.max(listed);
+    if total > listed {
+        format!(
+            "{total} files; the newest {listed} are listed, {} earlier ones are not: --all-files lists every file, --csv exports them",
+            total - listed
+        )
+    } else {
+        format!("{total} files")
+    }
 }
 
 #[cfg(test)]
@@ -369,5 +426,26 @@ mod tests {
             report_time("1970-01-02", 0, 540).ok(),
             Some(86_400_000 - 540 * 60_000)
         );
+    }
+
+    #[test]
+    fn files_note_says_what_is_left_out() {
+        let listed = |n: usize, total: u64| ExfilReport {
+            files: vec![ExfilFile::default(); n],
+            files_total: total,
+            files_truncated: total > n as u64,
+            ..Default::default()
+        };
+        for (r, want) in [
+            (listed(3, 3), "3 files".to_string()),
+            // An older collector: no total, every file listed.
+            (listed(3, 0), "3 files".to_string()),
+            (
+                listed(100, 212_802),
+                "212802 files; the newest 100 are listed, 212702 earlier ones are not: --all-files lists every file, --csv exports them".to_string(),
+            ),
+        ] {
+            assert_eq!(files_note(&r), want);
+        }
     }
 }
