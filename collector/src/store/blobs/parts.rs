@@ -47,8 +47,22 @@ pub enum Seg {
     },
 }
 
+/// The base64 alphabet (without `=`) as a table: the scan tests every
+/// byte of every candidate line; as a chain of comparisons it was the
+/// largest single cost of storing 1 MB mails (BENCHMARKS.md).
+const B64: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric() || b == b'+' || b == b'/';
+        i += 1;
+    }
+    t
+};
+
 fn b64_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'+' || b == b'/'
+    B64[b as usize]
 }
 
 /// A full line of a run: `len` alphabet characters, no padding.
