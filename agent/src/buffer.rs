@@ -747,14 +747,23 @@ impl Buffer {
                 })
                 .map_err(|e| this.tx_err(e))
         };
-        tokio::task::spawn_blocking(task)
+        self.blocking(task).await?;
+        self.flush().await?;
+        Ok(InflightId(id))
+    }
+
+    /// Runs a buffer job (sled transactions, file I/O) on the blocking
+    /// pool; a job that panicked is a `Task` error naming the buffer.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> Result<T, BufferError> + Send + 'static,
+    ) -> Result<T, BufferError> {
+        tokio::task::spawn_blocking(job)
             .await
             .map_err(|e| BufferError::Task {
                 path: self.path.clone(),
                 message: e.to_string(),
-            })??;
-        self.flush().await?;
-        Ok(InflightId(id))
+            })?
     }
 
     fn blob_path(&self, sha: &str) -> PathBuf {
@@ -924,13 +933,7 @@ impl Buffer {
                 })
                 .map_err(|e| this.tx_err(e))
         };
-        let (seq, t) =
-            tokio::task::spawn_blocking(task)
-                .await
-                .map_err(|e| BufferError::Task {
-                    path: self.path.clone(),
-                    message: e.to_string(),
-                })??;
+        let (seq, t) = self.blocking(task).await?;
         if let Some(seq) = seq {
             self.make_durable(Settled { seq }).await?;
         }
@@ -1133,12 +1136,7 @@ impl Buffer {
     /// stored them durably. Blobs no longer referenced go with them.
     pub async fn ack(self: &Arc<Self>, seq: u64) -> Result<usize, BufferError> {
         let this = self.clone();
-        let removed = tokio::task::spawn_blocking(move || this.ack_blocking(seq))
-            .await
-            .map_err(|e| BufferError::Task {
-                path: self.path.clone(),
-                message: e.to_string(),
-            })??;
+        let removed = self.blocking(move || this.ack_blocking(seq)).await?;
         if removed > 0 {
             self.flush().await?;
         }

@@ -122,10 +122,8 @@ impl BlobStore {
         for s in &segs {
             if let parts::Seg::Part { decoded, .. } = s {
                 let part: [u8; 32] = Sha256::digest(decoded).into();
-                let hex_sha = hex::encode(part);
-                if !self.path(&hex_sha)?.exists() {
-                    self.write_atomic(&self.path(&hex_sha)?, decoded)?;
-                }
+                // An attachment already stored (another mail) is kept as is.
+                self.write_atomic(&self.path(&hex::encode(part))?, decoded)?;
                 part_shas.push(part);
             }
         }

@@ -102,14 +102,14 @@ pub fn corrected_ms(e: &Event) -> i64 {
     }
 }
 
-/// Bytes of the SHA-256 `hex` indexed and looked up: the first 16 bytes
-/// (128 bits: a collision needs about 2^64 hashes, and every caller that
-/// shows a match shows the event's full hash). Anything that is not 64
-/// hex digits is indexed as its own bytes, so it still finds itself.
+/// Bytes of the SHA-256 `hex` (lower case, as agents record it and
+/// queries normalise it) indexed and looked up: the first 16 bytes (128
+/// bits: a collision needs about 2^64 hashes, and every caller that shows
+/// a match shows the event's full hash). Anything else is indexed as its
+/// own bytes, so it still finds itself.
 pub fn sha_key(hex: &str) -> Vec<u8> {
-    let hex = hex.trim();
     let mut key = vec![0u8; 16];
-    if hex.len() == 64 && hex::decode_to_slice(&hex[..32], &mut key).is_ok() {
+    if kiroku_common::is_sha256_hex(hex) && hex::decode_to_slice(&hex[..32], &mut key).is_ok() {
         return key;
     }
     hex.as_bytes().to_vec()
@@ -562,7 +562,7 @@ impl EventIndex {
         }
         if !r.sha256.is_empty() {
             must.push(Box::new(TermQuery::new(
-                Term::from_field_bytes(f.sha256, &sha_key(&r.sha256)),
+                Term::from_field_bytes(f.sha256, &sha_key(&r.sha256.trim().to_lowercase())),
                 IndexRecordOption::Basic,
             )));
         }

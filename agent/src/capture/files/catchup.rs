@@ -28,6 +28,7 @@ use kiroku_proto::FileEvent;
 use kiroku_proto::event::Kind;
 
 use super::coalesce::Exclusions;
+use super::hasher::mtime_ms;
 use super::state::FileState;
 use super::{HashPlan, Observed};
 use crate::capture::context::CaptureContext;
@@ -65,14 +66,6 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
 const DETAIL_CHANGED: &str = "detected at start by the catch-up scan: changed while the agent was not running; the time is the file's mtime (approximate)";
 const DETAIL_DELETED: &str = "detected at start by the catch-up scan: deleted while the agent was not running; the time is when the agent noticed";
-
-fn mtime_ms(m: &std::fs::Metadata) -> i64 {
-    m.modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 impl CatchUp {
     /// Waits until the watcher has its watches (`ready` carries that time,

@@ -19,7 +19,7 @@ pub struct Hashed {
     pub is_dir: bool,
 }
 
-fn mtime_ms(m: &std::fs::Metadata) -> i64 {
+pub(super) fn mtime_ms(m: &std::fs::Metadata) -> i64 {
     m.modified()
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
