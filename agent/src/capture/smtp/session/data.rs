@@ -1,0 +1,411 @@
+//! DATA: the message read, made durable, and completed at the upstream.
+
+use std::time::{Duration, Instant};
+
+use kiroku_proto::{Outcome, event::Kind};
+
+use super::record;
+use super::recording::mark_normalised;
+use super::upstream;
+use super::wire::{self, Reply};
+use super::{DATA_TIMEOUT, End, Session, Txn, buffer_failure};
+use crate::buffer::{Blob, BufferError};
+use crate::config::{BareLineEndings, WhenFull};
+use crate::gaps::{self, Missed, Source};
+
+impl Session<'_> {
+    pub(super) async fn data_command(&mut self, line: &[u8]) -> Result<(), End> {
+        let accepted = self
+            .txn
+            .as_ref()
+            .is_some_and(|t| t.rcpt.iter().any(|r| (200..300).contains(&r.reply_code)));
+        if !self.relay() && !accepted {
+            return self
+                .send(&Reply::new(503, "5.5.1 Need RCPT before DATA"))
+                .await;
+        }
+        let t = Instant::now();
+        let reply = self.exchange(line, "DATA").await;
+        self.phases.data_cmd = t.elapsed();
+        self.data_replied(reply, Vec::new()).await
+    }
+
+    /// Goes on after the upstream's reply to DATA: the message on 354, else
+    /// the refused transaction recorded. `earlier` are the replies to the
+    /// rest of a pipelined group, sent in the same write.
+    pub(super) async fn data_replied(
+        &mut self,
+        reply: Reply,
+        mut earlier: Vec<Reply>,
+    ) -> Result<(), End> {
+        if reply.code == 354 {
+            earlier.push(reply);
+            self.send_all(&earlier).await?;
+            return self.data().await;
+        }
+        // Refused before any content: the transaction is over for the record.
+        let outcome = if reply.code >= 400 {
+            Outcome::Rejected
+        } else {
+            Outcome::Aborted
+        };
+        self.end_txn(outcome, Some(&reply), "DATA").await;
+        earlier.push(reply);
+        self.send_all(&earlier).await
+    }
+
+    /// Reads the message after 354 in chunks: each goes to the buffer's
+    /// spool file and, relaying, straight on to the upstream (dot-stuffed
+    /// again), so memory stays bounded whatever the size. At the client's
+    /// end-of-data: the message is made durable and recorded, and only then
+    /// does the upstream get its end-of-data; its outcome is committed
+    /// before the client gets the reply and flushed while the reply goes
+    /// out (any later reply waits for that flush). Data that is refused
+    /// (NUL; bare CR/LF unless `smtp.bare_line_endings` normalises them)
+    /// or over the size limit never gets an end-of-data upstream (the
+    /// connection is dropped, so nothing is delivered).
+    pub(super) async fn data(&mut self) -> Result<(), End> {
+        let limit = self.cap.cfg.max_message_bytes;
+        let mut reader = wire::DataReader::new(limit, self.cap.cfg.bare_line_endings);
+        // Without a spool (buffer full, disk error) the data is still read
+        // to its end, then refused with a temporary error — unless the
+        // buffer is full and the policy is to relay unrecorded: then the
+        // data goes on to the upstream and the mail is counted as a gap.
+        let (mut spool, mut spool_err) = match self.cap.buffer.spool().await {
+            Ok(s) => (Some(s), None),
+            Err(e) => (None, Some(e)),
+        };
+        let unrecorded = spool.is_none()
+            && matches!(spool_err, Some(BufferError::Full { .. }))
+            && self.may_relay_unrecorded();
+        let mut stuffer = wire::Stuffer::default();
+        // Why forwarding stopped early, if it did.
+        let mut forward_err: Option<String> = if self.relay() && self.upstream.is_none() {
+            Some("no upstream connection".into())
+        } else {
+            None
+        };
+        let body_started = Instant::now();
+        let deadline = tokio::time::Instant::now() + DATA_TIMEOUT;
+        let block_timeout = Duration::from_secs(self.cap.cfg.data_block_timeout_secs);
+        loop {
+            let next = tokio::time::timeout_at(
+                deadline.min(tokio::time::Instant::now() + block_timeout),
+                reader.next(&mut self.client),
+            )
+            .await;
+            let chunk = match next {
+                Err(_) => {
+                    self.upstream = None;
+                    self.send(&Reply::new(
+                        421,
+                        "4.4.2 Timeout reading message data, closing",
+                    ))
+                    .await?;
+                    return Err(End::Timeout);
+                }
+                Ok(Err(e)) => {
+                    // The client went away mid-message: the upstream gets no
+                    // end-of-data, so nothing is delivered.
+                    self.upstream = None;
+                    return Err(End::Client(e));
+                }
+                Ok(Ok(None)) => break,
+                Ok(Ok(Some(c))) => c,
+            };
+            if chunk.is_empty() || reader.too_big() {
+                continue;
+            }
+            if let Some(sp) = spool.as_mut()
+                && let Err(e) = sp.write(&chunk).await
+            {
+                spool_err = Some(e);
+                spool = None;
+            }
+            if self.relay()
+                && forward_err.is_none()
+                && !reader.refused()
+                && (spool.is_some() || unrecorded)
+                && let Some(up) = self.upstream.as_mut()
+                && let Err(e) = up.data_chunk(&mut stuffer, &chunk).await
+            {
+                forward_err = Some(e);
+                self.upstream = None;
+            }
+        }
+        let txn = self.txn.take().unwrap_or(Txn {
+            mail_from: String::new(),
+            mail_params: String::new(),
+            rcpt: Vec::new(),
+        });
+        let env = self.envelope(txn);
+        let normalised = reader.normalised();
+
+        if reader.too_big() || reader.refused() {
+            // Refused by us: the upstream never sees an end-of-data, so we
+            // drop its connection (it discards the partial message).
+            self.upstream = None;
+            let reply = if reader.too_big() {
+                Reply::new(
+                    552,
+                    &format!("5.3.4 Message size exceeds fixed limit of {limit} bytes"),
+                )
+            } else if self.cap.cfg.bare_line_endings == BareLineEndings::Normalise {
+                Reply::new(554, "5.6.0 Message contains NUL; refused")
+            } else {
+                Reply::new(
+                    554,
+                    "5.6.0 Message contains bare CR, bare LF or NUL (RFC 5321 section 2.3.8); refused",
+                )
+            };
+            let kept = match spool.take() {
+                Some(sp) if !reader.too_big() => sp.finish().await.ok(),
+                _ => None,
+            };
+            let mut ev = self.build_event(&env, kept.as_ref()).await;
+            mark_normalised(&mut ev, &normalised);
+            if let Some(Kind::Email(m)) = &mut ev.kind {
+                m.outcome = Outcome::Aborted as i32;
+                m.reply_code = u32::from(reply.code);
+                m.upstream_reply = reply.text();
+                m.ended_at = "END-OF-DATA".into();
+                if kept.is_none() {
+                    m.raw_sha256.clear();
+                    m.message_size = reader.size();
+                    m.parse_warnings
+                        .push("message over the size limit; content not kept".into());
+                }
+            }
+            if let Err(e) = self.cap.buffer.append(&ev, kept.map(Blob::Spooled)).await {
+                self.not_recorded(&env, &e, "a refused message").await;
+            }
+            tracing::warn!(peer = %self.peer, reply = %reply.text(), "message refused");
+            return self.send(&reply).await;
+        }
+
+        // The content is complete: make it durable.
+        self.phases.body = body_started.elapsed();
+        let t = Instant::now();
+        let spooled = match spool.take() {
+            Some(sp) => sp.finish().await,
+            None => Err(spool_err.unwrap_or(BufferError::Task {
+                path: Default::default(),
+                message: "no spool".into(),
+            })),
+        };
+        let spooled = match spooled {
+            Ok(s) => s,
+            Err(_) if unrecorded => {
+                return self.relay_unrecorded(env, &mut stuffer, forward_err).await;
+            }
+            Err(e) => {
+                self.upstream = None;
+                return self.send(&buffer_failure(&e)).await;
+            }
+        };
+        self.phases.spool = t.elapsed();
+        let t = Instant::now();
+        let mut ev = self.build_event(&env, Some(&spooled)).await;
+        mark_normalised(&mut ev, &normalised);
+        self.phases.parse = t.elapsed();
+        if let Some(Kind::Email(m)) = &mut ev.kind {
+            m.ended_at = "END-OF-DATA".into();
+            for w in &m.parse_warnings {
+                tracing::info!(peer = %self.peer, warning = %w, "message recorded with parse warning");
+            }
+        }
+
+        if !self.relay() {
+            if let Some(Kind::Email(m)) = &mut ev.kind {
+                m.outcome = Outcome::Captured as i32;
+                m.reply_code = 250;
+            }
+            let reply = match self
+                .cap
+                .buffer
+                .append(&ev, Some(Blob::Spooled(spooled)))
+                .await
+            {
+                Ok(seq) => Reply::new(
+                    250,
+                    &format!(
+                        "2.0.0 Ok: captured as {}/{seq}",
+                        self.cap.buffer.stream_id()
+                    ),
+                ),
+                Err(e) => buffer_failure(&e),
+            };
+            return self.send(&reply).await;
+        }
+
+        // Relay: durable first, then end-of-data to the upstream.
+        let t = Instant::now();
+        let id = match self
+            .cap
+            .buffer
+            .begin(&ev, Some(Blob::Spooled(spooled)))
+            .await
+        {
+            Ok(id) => id,
+            Err(BufferError::Full { .. }) if self.may_relay_unrecorded() => {
+                return self.relay_unrecorded(env, &mut stuffer, forward_err).await;
+            }
+            Err(e) => {
+                self.upstream = None;
+                return self.send(&buffer_failure(&e)).await;
+            }
+        };
+        self.phases.begin = t.elapsed();
+        // Failing before our end-of-data means the upstream discarded the
+        // message: not delivered. Failing after it: we cannot know.
+        let t = Instant::now();
+        let outcome = match (forward_err, self.upstream.as_mut()) {
+            (Some(e), _) => Err((false, e)),
+            (None, Some(up)) => up.data_end(&mut stuffer).await.map_err(|e| (true, e)),
+            (None, None) => Err((false, "no upstream connection".to_owned())),
+        };
+        self.phases.eod = t.elapsed();
+        if outcome.is_err() {
+            self.upstream = None;
+        }
+        let (code, text, result, queue_id, stage) = match &outcome {
+            Ok(r) if (200..300).contains(&r.code) => (
+                r.code,
+                r.text(),
+                Outcome::Delivered,
+                upstream::queue_id(r),
+                "END-OF-DATA",
+            ),
+            Ok(r) => (
+                r.code,
+                r.text(),
+                Outcome::Rejected,
+                String::new(),
+                "END-OF-DATA",
+            ),
+            Err((true, e)) => (0, e.clone(), Outcome::Unknown, String::new(), "UPSTREAM"),
+            Err((false, e)) => (451, e.clone(), Outcome::Aborted, String::new(), "UPSTREAM"),
+        };
+        // The outcome is committed now and flushed while the reply goes
+        // out (the next reply to this client waits for that flush). A
+        // crash in between leaves the in-flight record, recovered with
+        // outcome unknown, as a crash while the upstream decides does.
+        let t = Instant::now();
+        let settled = self.cap.buffer.settle(id, |ev| {
+            if let Some(Kind::Email(m)) = &mut ev.kind {
+                m.outcome = result as i32;
+                m.reply_code = u32::from(code);
+                m.upstream_reply = text.clone();
+                m.upstream_queue_id = queue_id.clone();
+                m.ended_at = stage.into();
+            }
+        });
+        match settled {
+            Ok(settled) => {
+                let (buffer, peer) = (self.cap.buffer.clone(), self.peer);
+                self.outcome_flush = Some(tokio::spawn(async move {
+                    if let Err(e) = buffer.make_durable(settled).await {
+                        // The record exists (in flight, durable) and is
+                        // recovered with outcome unknown at the next start.
+                        tracing::error!(peer = %peer, error = %e, "could not record the upstream's outcome");
+                    }
+                }));
+            }
+            Err(e) => {
+                tracing::error!(peer = %self.peer, error = %e, "could not record the upstream's outcome");
+            }
+        }
+        self.phases.finish = t.elapsed();
+        let reply = self.final_reply(outcome);
+        let t = Instant::now();
+        let sent = self.send_now(&reply).await;
+        self.phases.reply = t.elapsed();
+        self.phases.log();
+        sent
+    }
+
+    /// The client's reply for the upstream's answer to end-of-data (or
+    /// the failure that kept it from answering).
+    pub(super) fn final_reply(&self, outcome: Result<Reply, (bool, String)>) -> Reply {
+        match outcome {
+            Ok(r) => r,
+            Err((after_end, e)) => {
+                tracing::warn!(peer = %self.peer, error = %e, "upstream failed during delivery");
+                if after_end {
+                    Reply::new(
+                        451,
+                        "4.4.2 Upstream connection lost during delivery; outcome unknown, try again later",
+                    )
+                } else {
+                    Reply::new(
+                        451,
+                        "4.4.1 Upstream connection lost before the end of the message; not delivered, try again later",
+                    )
+                }
+            }
+        }
+    }
+
+    /// Whether mail goes on unrecorded while the buffer is full
+    /// (`buffer.when_full = "relay_unrecorded"`, relay mode only).
+    pub(super) fn may_relay_unrecorded(&self) -> bool {
+        self.relay() && self.cap.when_full == WhenFull::RelayUnrecorded
+    }
+
+    /// The buffer is full and the policy is to relay anyway: the mail is
+    /// counted as a gap (durably, before the upstream gets end-of-data, as
+    /// a recorded mail is stored before it), then completed at the
+    /// upstream, whose answer the client gets verbatim.
+    pub(super) async fn relay_unrecorded(
+        &mut self,
+        env: record::Envelope,
+        stuffer: &mut wire::Stuffer,
+        forward_err: Option<String>,
+    ) -> Result<(), End> {
+        let accepted: Vec<String> = env
+            .rcpt
+            .iter()
+            .filter(|r| (200..300).contains(&r.reply_code))
+            .map(|r| r.address.clone())
+            .collect();
+        let missed = Missed {
+            sender: Some(&env.mail_from),
+            recipients: &accepted,
+            path: None,
+        };
+        if let Err(e) = self.cap.gaps.missed(Source::Smtp, missed).await {
+            // Not even countable: refuse, as the refuse policy would.
+            self.upstream = None;
+            return self.send(&buffer_failure(&e)).await;
+        }
+        let outcome = match (forward_err, self.upstream.as_mut()) {
+            (Some(e), _) => Err((false, e)),
+            (None, Some(up)) => up.data_end(stuffer).await.map_err(|e| (true, e)),
+            (None, None) => Err((false, "no upstream connection".to_owned())),
+        };
+        match &outcome {
+            Ok(r) if (200..300).contains(&r.code) => {
+                self.cap
+                    .gaps
+                    .upstream_answered(gaps::Upstream::Delivered)
+                    .await;
+            }
+            Ok(_) => {
+                self.cap
+                    .gaps
+                    .upstream_answered(gaps::Upstream::Rejected)
+                    .await
+            }
+            Err(_) => self.upstream = None,
+        }
+        tracing::warn!(
+            peer = %self.peer,
+            mail_from = %env.mail_from,
+            recipients = accepted.len(),
+            reply = outcome.as_ref().map(|r| r.code).unwrap_or(0),
+            "mail relayed UNRECORDED: the agent buffer is full and buffer.when_full = \"relay_unrecorded\"; it is counted in a gap record sent to the collector once the buffer has room (raise buffer.max_bytes or fix the collector connection)"
+        );
+        let reply = self.final_reply(outcome);
+        self.send(&reply).await
+    }
+}
