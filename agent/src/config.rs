@@ -80,7 +80,10 @@ pub struct SmtpConfig {
     /// Name used in our own greeting (capture-only mode).
     #[serde(default)]
     pub hostname: Option<String>,
-    /// Most simultaneous client connections.
+    /// Most simultaneous client connections. When all are in use, a new
+    /// client takes the slot of the connection idle longest with no
+    /// transaction open, else of one stalled in a transaction; it is
+    /// refused (421) only when every connection is doing real work.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
     /// TLS towards the upstream: "off", "opportunistic" (STARTTLS when the
@@ -121,6 +124,20 @@ pub struct SmtpConfig {
     /// (RFC 5321 4.5.3.2 data block: 3 minutes).
     #[serde(default = "default_data_block_timeout")]
     pub data_block_timeout_secs: u64,
+    /// Longest the whole of a message's data may take, however steadily it
+    /// arrives (default 1800 s); the client then gets 421 and the
+    /// transaction is recorded as abandoned, nothing delivered.
+    #[serde(default = "default_data_timeout")]
+    pub data_timeout_secs: u64,
+    /// Slowest average rate accepted for message data, in bytes per second
+    /// (default 500, Postfix's `smtpd_min_data_rate`; 0: off). A client
+    /// gets `data_block_timeout_secs` for free and then must keep up this
+    /// rate, so a trickle that stays just under the block timeout still
+    /// ends: it gets 421 and its transaction is recorded as abandoned,
+    /// nothing delivered. Also decides which DATA connections count as
+    /// stalled when connection slots run out.
+    #[serde(default = "default_data_min_rate")]
+    pub data_min_rate_bytes_per_sec: u64,
     /// What happens to a bare CR or bare LF inside message data (commands
     /// must end in CRLF whatever this says): "reject" (default: the message
     /// is refused with 554 5.6.0 after end-of-data and nothing is delivered)
@@ -182,6 +199,8 @@ impl Default for SmtpConfig {
             allow_plaintext_auth: false,
             command_timeout_secs: default_command_timeout(),
             data_block_timeout_secs: default_data_block_timeout(),
+            data_timeout_secs: default_data_timeout(),
+            data_min_rate_bytes_per_sec: default_data_min_rate(),
             bare_line_endings: BareLineEndings::default(),
         }
     }
@@ -350,6 +369,12 @@ fn default_command_timeout() -> u64 {
 }
 fn default_data_block_timeout() -> u64 {
     180
+}
+fn default_data_timeout() -> u64 {
+    1800
+}
+fn default_data_min_rate() -> u64 {
+    500
 }
 fn default_max_connections() -> usize {
     256

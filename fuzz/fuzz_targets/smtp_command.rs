@@ -1,5 +1,5 @@
-//! Client command lines: the strict line reader (CRLF only, no NUL, length
-//! cap) on arbitrary bytes, read in odd-sized pieces, and the SASL user
+//! Client command lines: the strict line reader (CRLF only, no bare CR, no
+//! NUL, length cap) on arbitrary bytes, read in odd-sized pieces, and the SASL user
 //! extraction on every line read.
 #![no_main]
 
@@ -25,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
                 Ok(line) => {
                     // Invariants: no CR/LF/NUL in a line, never longer than
                     // the cap plus nothing.
-                    assert!(!line.contains(&b'\n') && !line.contains(&0));
+                    assert!(!line.contains(&b'\n') && !line.contains(&b'\r') && !line.contains(&0));
                     assert!(line.len() <= 512);
                     total += line.len() + 2;
                     assert!(total <= data.len());

@@ -312,3 +312,53 @@ async fn normalising_relay_in_front_of_postfix_refusing_bare_lf() -> anyhow::Res
     assert!(agent.is_running());
     Ok(())
 }
+
+/// A bare CR inside a command line is refused (500) and never reaches the
+/// upstream, where a server that takes CR as a line end would see a second
+/// command; an HTTP request on the SMTP port is answered and closed
+/// (issue 15, low findings).
+#[tokio::test(flavor = "multi_thread")]
+async fn bare_cr_commands_and_http_requests_are_refused() -> anyhow::Result<()> {
+    let env = Env::new()?;
+    let _collector = env.start_collector()?;
+    let upstream = Upstream::start(&env)?;
+    let smtp = free_port();
+    let _agent = env.start_agent("pc-cr", smtp, &Mode::Relay(upstream.port))?;
+
+    let (mut t, _) = Talk::connect(smtp)?;
+    assert_eq!(t.cmd("EHLO client.test")?.0, 250);
+    assert_eq!(t.cmd("MAIL FROM:<a@example.com>")?.0, 250);
+    for line in [
+        format!("RCPT TO:<b@example.org>\rRCPT TO:<{VICTIM}>"),
+        format!("NOOP\rRCPT TO:<{VICTIM}>"),
+        format!("RCPT TO:<{VICTIM}>\r"),
+    ] {
+        let (code, text) = t.cmd(&line)?;
+        assert_eq!(code, 500, "{line:?}: {text}");
+        assert!(text.contains("Bare CR"), "{line:?}: {text}");
+    }
+    // The session goes on cleanly after the refusals.
+    assert_eq!(t.cmd("RCPT TO:<c@example.org>")?.0, 250);
+    assert_eq!(t.cmd("DATA")?.0, 354);
+    assert_eq!(t.cmd("Subject: after bare CR\r\n\r\nok\r\n.")?.0, 250);
+    let got = upstream.messages();
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        got[0].1["rcpt_tos"],
+        serde_json::json!(["c@example.org"]),
+        "only the clean recipient reached the upstream"
+    );
+
+    for request in [
+        "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        "POST /submit HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n",
+        "CONNECT smtp.example.com:25 HTTP/1.1\r\n\r\n",
+    ] {
+        let (mut t, _) = Talk::connect(smtp)?;
+        t.send(request.as_bytes())?;
+        let (code, text) = t.reply()?;
+        assert!((500..600).contains(&code), "{request:?}: {text}");
+        assert!(t.closed(), "{request:?}: connection closed");
+    }
+    Ok(())
+}

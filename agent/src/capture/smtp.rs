@@ -11,7 +11,10 @@
 //! a crash in that window leaves outcome `unknown`, as a crash while the
 //! upstream decides does). Recipients come from RCPT TO only.
 //!
-//! - `session.rs` — one client connection: the command state machine.
+//! - `session.rs` — one client connection: the command state machine
+//!   (`session/` holds one file per verb).
+//! - `slots.rs` — connection slots, and which idle or stalled connection
+//!   makes room when they run out.
 //! - `upstream.rs` — the connection to the upstream MTA (TLS, EHLO, login).
 //! - `tls.rs` — plain/TLS streams and rustls configurations.
 //! - `auth.rs` — AUTH pass-through helpers (who authenticated).
@@ -23,6 +26,7 @@ mod mime;
 mod peer;
 pub mod record;
 mod session;
+mod slots;
 mod tls;
 pub mod upstream;
 pub mod wire;
@@ -33,7 +37,6 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::buffer::Buffer;
@@ -141,7 +144,10 @@ impl SmtpCapture {
         listeners: Vec<TcpListener>,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
-        let limit = Arc::new(Semaphore::new(self.cfg.max_connections));
+        let slots = slots::Slots::new(
+            self.cfg.max_connections,
+            self.cfg.data_min_rate_bytes_per_sec,
+        );
         let mut sessions = JoinSet::new();
         let (tx, mut rx) = tokio::sync::mpsc::channel::<(TcpStream, SocketAddr, SocketAddr)>(64);
         let mut acceptors = JoinSet::new();
@@ -175,14 +181,21 @@ impl SmtpCapture {
                 conn = rx.recv() => {
                     let Some((stream, peer, local)) = conn else { break };
                     let this = self.clone();
-                    let Ok(permit) = limit.clone().try_acquire_owned() else {
-                        let mut s = stream;
-                        let _ = s.write_all(b"421 4.7.0 Too many connections, try again later\r\n").await;
-                        continue;
+                    let slot = match slots.admit() {
+                        slots::Admission::Free(slot) => slot,
+                        slots::Admission::Evicted(slot) => {
+                            tracing::info!(peer = %peer, "SMTP connections all in use: an idle or stalled one was closed to make room");
+                            slot
+                        }
+                        slots::Admission::Full => {
+                            tracing::warn!(peer = %peer, max = self.cfg.max_connections, "SMTP connections all in use and none idle; new client refused (raise smtp.max_connections if this is normal load)");
+                            let mut s = stream;
+                            let _ = s.write_all(b"421 4.7.0 Too many connections, try again later\r\n").await;
+                            continue;
+                        }
                     };
                     sessions.spawn(async move {
-                        let _permit = permit;
-                        this.session(stream, peer, local).await;
+                        this.session(stream, peer, local, slot).await;
                     });
                 }
             }
@@ -197,8 +210,14 @@ impl SmtpCapture {
         }
     }
 
-    async fn session(&self, stream: TcpStream, peer: SocketAddr, local: SocketAddr) {
+    async fn session(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        local: SocketAddr,
+        slot: slots::Slot,
+    ) {
         let _ = stream.set_nodelay(true);
-        session::run(self, stream, peer, local).await;
+        session::run(self, stream, peer, local, slot).await;
     }
 }

@@ -34,16 +34,17 @@ use kiroku_proto::{Outcome, Recipient};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use super::slots::{Phase, Slot};
 use super::upstream::{self, Upstream};
 use super::wire::{self, Reply, WireError};
 use super::{SmtpCapture, peer, record, tls};
 use crate::buffer::BufferError;
 use crate::config::SmtpMode;
 
-/// Whole DATA phase from a client (generous; a stuck client is cut off).
-/// The waits for a command and for each block of data come from the config
-/// (`smtp.command_timeout_secs`, `smtp.data_block_timeout_secs`).
-const DATA_TIMEOUT: Duration = Duration::from_secs(1800);
+/// The waits for a command, for each block of data, for the whole data
+/// and its slowest rate come from the config (`smtp.command_timeout_secs`,
+/// `smtp.data_block_timeout_secs`, `smtp.data_timeout_secs`,
+/// `smtp.data_min_rate_bytes_per_sec`).
 const TLS_TIMEOUT: Duration = Duration::from_secs(60);
 /// No connection lives longer than this, however busy: a client cannot pin
 /// a session slot forever.
@@ -53,8 +54,16 @@ const MAX_AUTH_LINE: usize = 16 * 1024;
 const REVERSE_DNS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serves one client connection to its end. An unfinished transaction is
-/// recorded as aborted.
-pub async fn run(cap: &SmtpCapture, stream: TcpStream, peer: SocketAddr, local: SocketAddr) {
+/// recorded as aborted. `slot` is the connection slot it holds (and tells
+/// what it is doing, so that an idle or stalled session can be told to make
+/// room for a newcomer).
+pub async fn run(
+    cap: &SmtpCapture,
+    stream: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    slot: Slot,
+) {
     let (local_peer, client_host) = identify(peer, local).await;
     let mut s = Session {
         cap,
@@ -72,10 +81,11 @@ pub async fn run(cap: &SmtpCapture, stream: TcpStream, peer: SocketAddr, local: 
         outcome_flush: None,
         closing: false,
         started: Instant::now(),
+        slot,
     };
     let end = s.serve().await;
     let stage = match &end {
-        Err(End::Timeout) => "TIMEOUT",
+        Err(End::Timeout | End::Evicted) => "TIMEOUT",
         _ => "DISCONNECT",
     };
     s.end_txn(Outcome::Aborted, None, stage).await;
@@ -186,6 +196,7 @@ struct Session<'a> {
     /// A 421 was sent: the session ends after the current command.
     closing: bool,
     started: Instant,
+    slot: Slot,
 }
 
 /// Why a session ends early.
@@ -197,6 +208,10 @@ enum End {
     Io(#[from] std::io::Error),
     #[error("timed out")]
     Timeout,
+    #[error(
+        "closed to make room for a new connection (idle or stalled while all slots were in use)"
+    )]
+    Evicted,
     #[error("closed: {0}")]
     Closed(String),
 }
@@ -240,9 +255,25 @@ impl Session<'_> {
         Ok(())
     }
 
+    /// Reads the client's next line. While it waits, the session counts as
+    /// idle (or as waiting inside a transaction) for the connection slots,
+    /// and may be told to make room for a newcomer.
     async fn read_client_line(&mut self, max: usize) -> Result<Vec<u8>, End> {
         let limit = Duration::from_secs(self.cap.cfg.command_timeout_secs);
-        match tokio::time::timeout(limit, wire::read_line(&mut self.client, max)).await {
+        self.slot.set(if self.txn.is_some() {
+            Phase::InTransaction
+        } else {
+            Phase::Idle
+        });
+        let read = tokio::select! {
+            r = tokio::time::timeout(limit, wire::read_line(&mut self.client, max)) => Some(r),
+            () = self.slot.evicted() => None,
+        };
+        self.slot.set(Phase::Busy);
+        let Some(read) = read else {
+            return self.evict().await;
+        };
+        match read {
             Err(_) => {
                 self.send(&Reply::new(
                     421,
@@ -259,9 +290,56 @@ impl Session<'_> {
                 .await?;
                 Err(End::Client(e))
             }
+            Ok(Err(WireError::BareCr)) => {
+                // The whole line up to its CRLF was read, so the framing
+                // holds: the line is refused, never relayed, and the
+                // session goes on.
+                self.send(&Reply::new(
+                    500,
+                    "5.5.2 Bare CR in command line (RFC 5321 section 2.3.8); refused",
+                ))
+                .await?;
+                Err(End::Client(WireError::BareCr))
+            }
             Ok(Err(e)) => Err(End::Client(e)),
             Ok(Ok(l)) => Ok(l),
         }
+    }
+
+    /// Ends the connection after a final reply when the client may still
+    /// be sending (the rest of an HTTP request): our side is shut first and
+    /// what the client still sends is read and dropped for a moment, so the
+    /// reply is not lost to the reset that closing over unread input
+    /// causes.
+    async fn close_gently(&mut self) {
+        use tokio::io::AsyncBufReadExt;
+        let _ = self.client.shutdown().await;
+        let drain = async {
+            let mut seen = 0usize;
+            while seen < 64 * 1024 {
+                let n = match self.client.fill_buf().await {
+                    Ok(b) if !b.is_empty() => b.len(),
+                    _ => break,
+                };
+                self.client.consume(n);
+                seen += n;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+    }
+
+    /// This session was chosen to make room for a new connection: the
+    /// client is told to go (its transaction, if any, is recorded as
+    /// abandoned when the session ends) and the upstream gets no more.
+    async fn evict<T>(&mut self) -> Result<T, End> {
+        tracing::info!(peer = %self.peer, in_transaction = self.txn.is_some(), "closing an idle or stalled SMTP connection to make room for a new one");
+        self.upstream = None;
+        self.send(&Reply::new(
+            421,
+            "4.7.0 All connections in use and this one is idle; closing, reconnect later",
+        ))
+        .await?;
+        Err(End::Evicted)
     }
 
     async fn serve(&mut self) -> Result<(), End> {
@@ -310,6 +388,8 @@ impl Session<'_> {
                     .await?;
                     continue;
                 }
+                // Already answered; the next line is read as usual.
+                Err(End::Client(WireError::BareCr)) => continue,
                 other => other?,
             };
             let go_on = self.command(line).await?;
@@ -354,6 +434,20 @@ impl Session<'_> {
                     "5.5.1 BDAT not supported here (CHUNKING is not offered); use DATA",
                 ))
                 .await?;
+            }
+            // An HTTP request sent to the SMTP port (a browser, a proxy
+            // probe, a cross-protocol attack): answered and closed, as
+            // Postfix does, never relayed.
+            "GET" | "POST" | "HEAD" | "PUT" | "DELETE" | "OPTIONS" | "PATCH" | "TRACE"
+            | "CONNECT" | "PRI" | "HOST:" | "USER-AGENT:" => {
+                tracing::info!(peer = %self.peer, verb = %verb, "HTTP request on the SMTP port; closing");
+                self.send(&Reply::new(
+                    500,
+                    "5.5.1 This is an SMTP server, not HTTP; closing",
+                ))
+                .await?;
+                self.close_gently().await;
+                return Ok(false);
             }
             "EXPN" | "ETRN" | "TURN" | "ATRN" => {
                 self.send(&Reply::new(502, "5.5.1 Command not implemented"))

@@ -1,5 +1,6 @@
 //! SMTP framing, strict in both directions so the relay can never be used
-//! for SMTP smuggling: command lines must end in CRLF and contain no NUL;
+//! for SMTP smuggling: command lines must end in CRLF and contain no other
+//! CR and no NUL;
 //! message data ends only at `CRLF.CRLF`; bare CR, bare LF and NUL inside
 //! data are detected (and, in the opt-in normalising mode, bare CR and bare
 //! LF become CRLF in the content); dot-stuffing is removed on the way in
@@ -21,6 +22,8 @@ pub enum WireError {
     TooLong(usize),
     #[error("line not terminated by CRLF (bare LF)")]
     BareLf,
+    #[error("bare CR inside a line")]
+    BareCr,
     #[error("NUL byte in command")]
     Nul,
     #[error("malformed reply from upstream: {0:?}")]
@@ -29,7 +32,10 @@ pub enum WireError {
     Io(#[from] std::io::Error),
 }
 
-/// Reads one CRLF-terminated line, without the CRLF.
+/// Reads one CRLF-terminated line, without the CRLF. A line holding
+/// another CR is consumed to its CRLF and refused (`BareCr`): some
+/// servers take a bare CR as a line end, so passing it on would let one
+/// line smuggle a second command past the relay.
 pub async fn read_line<R: AsyncBufRead + Unpin>(
     r: &mut R,
     max: usize,
@@ -62,6 +68,9 @@ pub async fn read_line<R: AsyncBufRead + Unpin>(
     }
     if line.contains(&0) {
         return Err(WireError::Nul);
+    }
+    if line.contains(&b'\r') {
+        return Err(WireError::BareCr);
     }
     Ok(line)
 }
@@ -813,5 +822,19 @@ mod tests {
             read_line(&mut nul, 100).await,
             Err(WireError::Nul)
         ));
+        // A bare CR inside a line is refused, and the line is consumed up to
+        // its CRLF so the next one reads cleanly.
+        for bad in [
+            b"RCPT TO:<a@x>\rRCPT TO:<b@y>\r\nNOOP\r\n".as_slice(),
+            b"NOOP\r\r\nNOOP\r\n",
+            b"\rNOOP\r\nNOOP\r\n",
+        ] {
+            let mut r = bad;
+            assert!(
+                matches!(read_line(&mut r, 100).await, Err(WireError::BareCr)),
+                "{bad:?}"
+            );
+            assert_eq!(read_line(&mut r, 100).await.expect("next line"), b"NOOP");
+        }
     }
 }

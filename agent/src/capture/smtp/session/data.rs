@@ -8,7 +8,7 @@ use super::record;
 use super::recording::mark_normalised;
 use super::upstream;
 use super::wire::{self, Reply};
-use super::{DATA_TIMEOUT, End, Session, Txn, buffer_failure};
+use super::{End, Phase, Session, Txn, buffer_failure};
 use crate::buffer::{Blob, BufferError};
 use crate::config::{BareLineEndings, WhenFull};
 use crate::gaps::{self, Missed, Source};
@@ -86,22 +86,25 @@ impl Session<'_> {
             None
         };
         let body_started = Instant::now();
-        let deadline = tokio::time::Instant::now() + DATA_TIMEOUT;
-        let block_timeout = Duration::from_secs(self.cap.cfg.data_block_timeout_secs);
+        let limits = DataLimits::new(&self.cap.cfg);
+        self.slot.set(Phase::Data);
         loop {
-            let next = tokio::time::timeout_at(
-                deadline.min(tokio::time::Instant::now() + block_timeout),
-                reader.next(&mut self.client),
-            )
-            .await;
+            let (until, why) = limits.next_deadline(tokio::time::Instant::now(), reader.size());
+            let next = tokio::select! {
+                r = tokio::time::timeout_at(until, reader.next(&mut self.client)) => r,
+                () = self.slot.evicted() => return self.evict().await,
+            };
             let chunk = match next {
                 Err(_) => {
+                    // Too slow: the upstream gets no end-of-data (nothing is
+                    // delivered) and the transaction is recorded as
+                    // abandoned, with the reply that says why.
                     self.upstream = None;
-                    self.send(&Reply::new(
-                        421,
-                        "4.4.2 Timeout reading message data, closing",
-                    ))
-                    .await?;
+                    let reply = limits.reply(why);
+                    tracing::info!(peer = %self.peer, received = reader.size(), reply = %reply.text(), "message data too slow; transaction abandoned");
+                    self.end_txn(Outcome::Aborted, Some(&reply), "TIMEOUT")
+                        .await;
+                    self.send(&reply).await?;
                     return Err(End::Timeout);
                 }
                 Ok(Err(e)) => {
@@ -113,6 +116,7 @@ impl Session<'_> {
                 Ok(Ok(None)) => break,
                 Ok(Ok(Some(c))) => c,
             };
+            self.slot.data_progress(reader.size());
             if chunk.is_empty() || reader.too_big() {
                 continue;
             }
@@ -133,6 +137,7 @@ impl Session<'_> {
                 self.upstream = None;
             }
         }
+        self.slot.set(Phase::Busy);
         let txn = self.txn.take().unwrap_or(Txn {
             mail_from: String::new(),
             mail_params: String::new(),
@@ -407,5 +412,118 @@ impl Session<'_> {
         );
         let reply = self.final_reply(outcome);
         self.send(&reply).await
+    }
+}
+
+/// Which limit ended a client's message data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Limit {
+    /// Nothing for `smtp.data_block_timeout_secs`.
+    Block,
+    /// Slower than `smtp.data_min_rate_bytes_per_sec` on average.
+    Rate,
+    /// Longer than `smtp.data_timeout_secs` in all.
+    Total,
+}
+
+/// How long message data may take (RFC 5321 4.5.3.2 gives a client 3
+/// minutes per block, which alone lets a trickle of one byte every few
+/// minutes hold a connection forever). A client gets the block timeout for
+/// free; each byte then buys `1 / min_rate` seconds more, and the whole is
+/// capped by the total deadline.
+struct DataLimits {
+    started: tokio::time::Instant,
+    block: Duration,
+    total: Duration,
+    min_rate: u64,
+}
+
+impl DataLimits {
+    fn new(cfg: &crate::config::SmtpConfig) -> DataLimits {
+        DataLimits {
+            started: tokio::time::Instant::now(),
+            block: Duration::from_secs(cfg.data_block_timeout_secs),
+            total: Duration::from_secs(cfg.data_timeout_secs),
+            min_rate: cfg.data_min_rate_bytes_per_sec,
+        }
+    }
+
+    /// When the next read must have finished, after `received` bytes, and
+    /// which limit that is.
+    fn next_deadline(
+        &self,
+        now: tokio::time::Instant,
+        received: u64,
+    ) -> (tokio::time::Instant, Limit) {
+        let mut best = (now + self.block, Limit::Block);
+        if self.min_rate > 0 {
+            let credit = Duration::from_secs_f64(received as f64 / self.min_rate as f64);
+            let t = self.started + self.block + credit;
+            if t < best.0 {
+                best = (t, Limit::Rate);
+            }
+        }
+        let t = self.started + self.total;
+        if t < best.0 {
+            best = (t, Limit::Total);
+        }
+        best
+    }
+
+    /// The client's reply when `why` ends its data.
+    fn reply(&self, why: Limit) -> Reply {
+        let text = match why {
+            Limit::Block => "4.4.2 Timeout reading message data, closing".to_owned(),
+            Limit::Rate => format!(
+                "4.4.2 Message data arriving too slowly (under {} bytes/s); not delivered, closing",
+                self.min_rate
+            ),
+            Limit::Total => format!(
+                "4.4.2 Message data took longer than {} s; not delivered, closing",
+                self.total.as_secs()
+            ),
+        };
+        Reply::new(421, &text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_limits() {
+        let limits = DataLimits {
+            started: tokio::time::Instant::now(),
+            block: Duration::from_secs(180),
+            total: Duration::from_secs(1800),
+            min_rate: 500,
+        };
+        let at = |s: u64| limits.started + Duration::from_secs(s);
+        // (seconds since DATA, bytes received, deadline in seconds, limit)
+        let cases = [
+            // At first only the block timeout applies.
+            (0, 0, 180, Limit::Block),
+            // A byte every 5 s (the finding): 60 bytes after 300 s buy
+            // 0.12 s, so the rate limit ends it at once.
+            (300, 60, 180, Limit::Rate),
+            // Keeping 500 B/s, the block timeout stays the nearer limit.
+            (300, 150_000, 480, Limit::Block),
+            // Just under the block timeout but far under the rate.
+            (170, 10, 180, Limit::Rate),
+            // Fast enough, but the whole may not pass the total.
+            (1700, 10_000_000, 1800, Limit::Total),
+        ];
+        for (now, received, want, limit) in cases {
+            let (until, why) = limits.next_deadline(at(now), received);
+            assert_eq!(why, limit, "at {now} s with {received} bytes");
+            let got = (until - limits.started).as_secs();
+            assert_eq!(got, want, "at {now} s with {received} bytes");
+        }
+        let off = DataLimits {
+            min_rate: 0,
+            ..limits
+        };
+        assert_eq!(off.next_deadline(at(300), 0).1, Limit::Block);
     }
 }

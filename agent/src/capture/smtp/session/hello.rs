@@ -4,7 +4,7 @@ use kiroku_proto::Outcome;
 
 use super::upstream::Caps;
 use super::wire::Reply;
-use super::{End, Session, TLS_TIMEOUT, temp_failure};
+use super::{End, Phase, Session, TLS_TIMEOUT, temp_failure};
 use crate::capture::smtp::{auth, tls};
 use crate::config::UpstreamTls;
 
@@ -162,7 +162,15 @@ impl Session<'_> {
             return Ok(false);
         }
         let io = std::mem::replace(&mut self.client, tls::placeholder()).into_inner();
-        match tokio::time::timeout(TLS_TIMEOUT, tls::accept(&acceptor, io)).await {
+        // The handshake waits on the client: it counts as idle, so a client
+        // that starts TLS and stalls can be made to give its slot up.
+        self.slot.set(Phase::Idle);
+        let accepted = tokio::select! {
+            r = tokio::time::timeout(TLS_TIMEOUT, tls::accept(&acceptor, io)) => r,
+            () = self.slot.evicted() => return Err(End::Evicted),
+        };
+        self.slot.set(Phase::Busy);
+        match accepted {
             Ok(Ok((io, desc))) => {
                 self.client = tls::conn(io);
                 tracing::debug!(peer = %self.peer, tls = %desc, "client started TLS");
