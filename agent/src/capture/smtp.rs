@@ -18,10 +18,12 @@
 //! - `upstream.rs` — the connection to the upstream MTA (TLS, EHLO, login).
 //! - `tls.rs` — plain/TLS streams and rustls configurations.
 //! - `auth.rs` — AUTH pass-through helpers (who authenticated).
+//! - `config.rs` — the `[smtp]` configuration.
 //! - `wire.rs` — strict framing; `record.rs` — MIME → record; `peer.rs` —
 //!   the process behind a loopback client.
 
 pub mod auth;
+pub mod config;
 mod mime;
 mod peer;
 pub mod record;
