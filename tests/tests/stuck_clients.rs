@@ -236,3 +236,60 @@ async fn data_trickles_end_at_the_minimum_rate_and_the_deadline() -> anyhow::Res
     }
     Ok(())
 }
+
+/// Connections stalled inside a transaction give their slots up too, but
+/// only once stalled (10 s without progress): a newcomer is refused while
+/// every transaction is fresh, and served once they have stalled; the cut
+/// transaction is recorded as aborted with the 421 it got.
+#[tokio::test(flavor = "multi_thread")]
+async fn stalled_transactions_give_their_slots_up_once_stalled() -> anyhow::Result<()> {
+    const SLOTS: usize = 4;
+    let env = Env::new()?;
+    let up = Upstream::start(&env)?;
+    let _collector = env.start_collector()?;
+    let smtp = free_port();
+    let _agent = env.start_agent_in_smtp(
+        "pc-stalled",
+        smtp,
+        &Mode::Relay(up.port),
+        &format!("max_connections = {SLOTS}\n"),
+    )?;
+    let mut stalled = Vec::new();
+    for n in 0..SLOTS {
+        let (mut t, _) = Talk::connect(smtp)?;
+        t.cmd("EHLO stall.example")?;
+        assert_eq!(
+            t.cmd(&format!("MAIL FROM:<stalled{n}@example.com>"))?.0,
+            250
+        );
+        assert_eq!(t.cmd("RCPT TO:<x@example.org>")?.0, 250);
+        stalled.push(t);
+    }
+    let (_, (code, text)) = Talk::connect(smtp)?;
+    assert_eq!(
+        code, 421,
+        "fresh transactions are not cut for a newcomer: {text}"
+    );
+
+    std::thread::sleep(Duration::from_secs(11));
+    assert!(one_mail(smtp, 100)?, "served once the others stalled");
+    let cut: Vec<usize> = (0..SLOTS).filter(|&n| stalled[n].pending()).collect();
+    assert_eq!(cut.len(), 1, "one stalled connection made room");
+    let (code, text) = stalled[cut[0]].reply()?;
+    assert_eq!(code, 421, "{text}");
+    assert!(text.contains("4.7.0"), "{text}");
+    let ev = env
+        .wait_for(
+            SearchRequest {
+                sender: format!("stalled{}@example.com", cut[0]),
+                ..Default::default()
+            },
+            1,
+            Duration::from_secs(30),
+        )
+        .await?;
+    let m = email(&ev[0]);
+    assert_eq!(m.outcome, Outcome::Aborted as i32);
+    assert_eq!(m.reply_code, 421);
+    Ok(())
+}

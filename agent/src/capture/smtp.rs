@@ -150,6 +150,7 @@ impl SmtpCapture {
             self.cfg.max_connections,
             self.cfg.data_min_rate_bytes_per_sec,
         );
+        let mut pressure = slots::PressureLog::default();
         let mut sessions = JoinSet::new();
         let (tx, mut rx) = tokio::sync::mpsc::channel::<(TcpStream, SocketAddr, SocketAddr)>(64);
         let mut acceptors = JoinSet::new();
@@ -183,14 +184,18 @@ impl SmtpCapture {
                 conn = rx.recv() => {
                     let Some((stream, peer, local)) = conn else { break };
                     let this = self.clone();
-                    let slot = match slots.admit() {
-                        slots::Admission::Free(slot) => slot,
-                        slots::Admission::Evicted(slot) => {
-                            tracing::info!(peer = %peer, "SMTP connections all in use: an idle or stalled one was closed to make room");
-                            slot
-                        }
+                    let admission = slots.admit();
+                    if let Some((evicted, refused)) = pressure.note(&admission) {
+                        tracing::warn!(
+                            evicted,
+                            refused,
+                            max = self.cfg.max_connections,
+                            "SMTP connections all in use: idle or stalled ones closed to make room (evicted), new clients refused because every connection was working (refused), since the last report; a flood of idle connections, or raise smtp.max_connections if this is normal load"
+                        );
+                    }
+                    let slot = match admission {
+                        slots::Admission::Free(slot) | slots::Admission::Evicted(slot) => slot,
                         slots::Admission::Full => {
-                            tracing::warn!(peer = %peer, max = self.cfg.max_connections, "SMTP connections all in use and none idle; new client refused (raise smtp.max_connections if this is normal load)");
                             let mut s = stream;
                             let _ = s.write_all(b"421 4.7.0 Too many connections, try again later\r\n").await;
                             continue;

@@ -332,13 +332,15 @@ impl Session<'_> {
     /// client is told to go (its transaction, if any, is recorded as
     /// abandoned when the session ends) and the upstream gets no more.
     async fn evict<T>(&mut self) -> Result<T, End> {
-        tracing::info!(peer = %self.peer, in_transaction = self.txn.is_some(), "closing an idle or stalled SMTP connection to make room for a new one");
+        tracing::debug!(peer = %self.peer, in_transaction = self.txn.is_some(), "closing an idle or stalled SMTP connection to make room for a new one");
         self.upstream = None;
-        self.send(&Reply::new(
+        let reply = Reply::new(
             421,
             "4.7.0 All connections in use and this one is idle; closing, reconnect later",
-        ))
-        .await?;
+        );
+        self.end_txn(Outcome::Aborted, Some(&reply), "TIMEOUT")
+            .await;
+        self.send(&reply).await?;
         Err(End::Evicted)
     }
 

@@ -279,6 +279,37 @@ impl Drop for Slot {
     }
 }
 
+/// Counts evictions and refusals so that a flood of connections makes one
+/// log line a minute, not one per connection.
+#[derive(Debug, Default)]
+pub struct PressureLog {
+    evicted: u64,
+    refused: u64,
+    last: Option<Instant>,
+}
+
+impl PressureLog {
+    /// How often the counts are reported while slots are short.
+    const EVERY: Duration = Duration::from_secs(60);
+
+    /// Counts `admission`; returns the counts (evicted, refused) since the
+    /// last report when one is due (the first at once).
+    pub fn note(&mut self, admission: &Admission) -> Option<(u64, u64)> {
+        match admission {
+            Admission::Free(_) => return None,
+            Admission::Evicted(_) => self.evicted += 1,
+            Admission::Full => self.refused += 1,
+        }
+        if self.last.is_some_and(|t| t.elapsed() < Self::EVERY) {
+            return None;
+        }
+        self.last = Some(Instant::now());
+        let counts = (self.evicted, self.refused);
+        (self.evicted, self.refused) = (0, 0);
+        Some(counts)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -334,7 +365,7 @@ mod tests {
             (&[s(Data, 30, 20, 100)], 0, Some(0)),
             // Young DATA is not judged on its rate yet.
             (&[s(Data, 3, 0, 10)], 500, None),
-            // The stalled one with the least progress goes first.
+            // Among stalled ones, the longest without progress goes first.
             (
                 &[s(Data, 40, 12, 0), s(InTransaction, 30, 30, 0)],
                 500,
@@ -345,6 +376,23 @@ mod tests {
             let got = victim(conns.iter().copied().enumerate(), *rate);
             assert_eq!(got, *want, "case {i}: {conns:?}");
         }
+    }
+
+    #[test]
+    fn pressure_is_reported_once_a_minute() {
+        let slots = Slots::new(1, 0);
+        let mut log = PressureLog::default();
+        let free = slots.admit();
+        assert_eq!(log.note(&free), None, "a free slot is not pressure");
+        assert_eq!(
+            log.note(&Admission::Full),
+            Some((0, 1)),
+            "the first at once"
+        );
+        assert_eq!(log.note(&Admission::Full), None);
+        assert_eq!(log.note(&Admission::Full), None);
+        log.last = Instant::now().checked_sub(PressureLog::EVERY);
+        assert_eq!(log.note(&Admission::Full), Some((0, 3)), "then counted");
     }
 
     #[tokio::test]
