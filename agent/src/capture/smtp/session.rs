@@ -328,9 +328,10 @@ impl Session<'_> {
         let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
     }
 
-    /// This session was chosen to make room for a new connection: the
-    /// client is told to go (its transaction, if any, is recorded as
-    /// abandoned when the session ends) and the upstream gets no more.
+    /// This session was chosen to make room for a new connection: its
+    /// transaction, if any, is recorded as abandoned with the reply, the
+    /// client is told to go, and the upstream gets no more (its connection
+    /// is dropped, so nothing half-sent is delivered).
     async fn evict<T>(&mut self) -> Result<T, End> {
         tracing::debug!(peer = %self.peer, in_transaction = self.txn.is_some(), "closing an idle or stalled SMTP connection to make room for a new one");
         self.upstream = None;

@@ -440,10 +440,13 @@ struct DataLimits {
 
 impl DataLimits {
     fn new(cfg: &crate::config::SmtpConfig) -> DataLimits {
+        // A year is "no limit" for a connection; capping keeps the instant
+        // arithmetic below from overflowing on an absurd setting.
+        let secs = |v: u64| Duration::from_secs(v.min(365 * 24 * 3600));
         DataLimits {
             started: tokio::time::Instant::now(),
-            block: Duration::from_secs(cfg.data_block_timeout_secs),
-            total: Duration::from_secs(cfg.data_timeout_secs),
+            block: secs(cfg.data_block_timeout_secs),
+            total: secs(cfg.data_timeout_secs),
             min_rate: cfg.data_min_rate_bytes_per_sec,
         }
     }
