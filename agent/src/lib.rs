@@ -38,13 +38,17 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         );
     }
     let tls = cfg.collector.tls.client_config(&cfg.server_name())?;
+    // A buffer that cannot be opened for want of space (or another I/O
+    // reason) does not stop the agent: it runs, refuses mail with 451 and
+    // opens the buffer once it can (see `buffer`'s invariants).
     let buffer = tokio::task::spawn_blocking({
-        let (dir, max, cache) = (
-            cfg.data_dir.clone(),
-            cfg.buffer.max_bytes,
-            cfg.buffer.cache_bytes,
-        );
-        move || buffer::Buffer::open(&dir, max, cache)
+        let dir = cfg.data_dir.clone();
+        let limits = buffer::Limits {
+            max_bytes: cfg.buffer.max_bytes,
+            min_free_bytes: cfg.buffer.min_free_bytes,
+            cache_bytes: cfg.buffer.cache_bytes,
+        };
+        move || buffer::Buffer::open_with(&dir, limits)
     })
     .await??;
     let host = capture::host::snapshot(cfg.host.domain.as_deref());
@@ -100,27 +104,8 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         cfg.host.domain.clone(),
         HOST_CHECK_EVERY,
     ));
-    // After an I/O error sled refuses every write, even once space is back:
-    // mail would be refused until a restart, so restart now (the service
-    // manager brings the agent back; the buffer reopens at its last
-    // durable state).
-    let watchdog_buffer = buffer.clone();
-    let watchdog = tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-            if let Some(why) = watchdog_buffer.failed() {
-                tracing::error!(
-                    buffer = %watchdog_buffer.dir().display(),
-                    error = %why,
-                    "the agent buffer failed to write and cannot continue in this process; exiting (status 75) so the service manager restarts the agent. Check free space and the disk under it; nothing recorded is lost"
-                );
-                std::process::exit(75);
-            }
-        }
-    });
     smtp.serve(listeners, kiroku_common::shutdown_signal())
         .await;
-    watchdog.abort();
     tracing::info!("kiroku-agent stopping");
     gap_writer.abort();
     host_watch.abort();

@@ -101,6 +101,9 @@ impl Shipper {
     }
 
     async fn session(&self) -> anyhow::Result<()> {
+        // The stream id comes from the buffer's database: wait until it
+        // could be opened (a full disk at start).
+        self.buffer.opened().await;
         let mut client = self.connect().await?;
         let (tx, rx) = mpsc::channel::<ShipRequest>(4);
         tx.send(ShipRequest {
@@ -226,7 +229,8 @@ impl Shipper {
         tx.send(ShipRequest {
             msg: Some(ship_request::Msg::Status(Status {
                 backlog_events: backlog.queued as u64,
-                backlog_bytes: backlog.bytes_on_disk,
+                backlog_bytes: backlog.bytes,
+                buffer_problem: backlog.problem.unwrap_or_default(),
                 clock_offset_ms: offset_ms,
                 rtt_us,
             })),
