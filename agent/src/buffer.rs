@@ -418,11 +418,16 @@ impl Buffer {
     /// The buffer is closed (not open, or sled refused a write): records
     /// are refused until it reopens.
     fn fail_closed(&self, why: String) {
-        tracing::error!(
-            buffer = %self.dir.display(), error = %why,
-            "the agent buffer cannot be written: new mail is refused with 451 and file events are counted as gaps until it can. Nothing buffered is deleted or moved; the agent reopens the buffer by itself once the disk takes writes (free space on it)"
-        );
-        *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.clone());
+        let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        // Said once per cause, not at every retry.
+        if failed.as_deref() != Some(why.as_str()) {
+            tracing::error!(
+                buffer = %self.dir.display(), error = %why,
+                "the agent buffer cannot be written: new mail is refused with 451 and file events are counted as gaps until it can. Nothing buffered is deleted or moved; the agent reopens the buffer by itself once the disk takes writes (free space on it)"
+            );
+        }
+        *failed = Some(why.clone());
+        drop(failed);
         let mut slot = self.slot.write().unwrap_or_else(|p| p.into_inner());
         if matches!(*slot, Slot::Closed(_)) {
             *slot = Slot::Closed(why);
