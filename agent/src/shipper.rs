@@ -122,9 +122,11 @@ impl Shipper {
             other => anyhow::bail!("collector sent {other:?} instead of Welcome"),
         };
         tracing::info!(collector = %self.endpoint, agent_id = %welcome.agent_id, stored_seq = welcome.stored_seq, "connected to collector");
+        // The Status (with any buffer problem) goes first: the collector
+        // hears of a buffer that cannot be written even if this ack fails.
+        self.measure_clock(&tx, &mut responses).await?;
         self.buffer.ack(welcome.stored_seq).await?;
         let mut sent = welcome.stored_seq;
-        self.measure_clock(&tx, &mut responses).await?;
         let mut next_probe = tokio::time::Instant::now() + PROBE_EVERY;
         loop {
             if tokio::time::Instant::now() >= next_probe {
