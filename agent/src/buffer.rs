@@ -93,7 +93,7 @@ mod writer;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use kiroku_proto::Event;
 use prost::Message;
@@ -195,8 +195,14 @@ pub struct Buffer {
     /// Bumped when a failed database is reopened: a write made before
     /// that may be lost, so a flush that spans it reports an error.
     reopens: AtomicU64,
-    /// Set once the first generation opens; the same for every later one.
-    stream_id: OnceLock<String>,
+    /// The stream this buffer ships as: from its database, or before that
+    /// could be opened from the `sequence` side file (so the shipper can
+    /// connect and report why the buffer is closed). Empty when neither
+    /// is known yet.
+    stream_id: RwLock<String>,
+    /// Whether `stream_id` came from an opened database (then every later
+    /// generation or reopen must carry the same).
+    stream_confirmed: AtomicBool,
     ledger: Ledger,
     /// Serialises "ensure file + reference" against "unreference + delete
     /// file" for the same content.
@@ -279,7 +285,8 @@ impl Buffer {
             limits,
             slot: Arc::new(RwLock::new(Slot::Closed("not opened yet".into()))),
             reopens: AtomicU64::new(0),
-            stream_id: OnceLock::new(),
+            stream_id: RwLock::new(String::new()),
+            stream_confirmed: AtomicBool::new(false),
             ledger: Ledger::new(dir.join("sequence")),
             blob_lock: Mutex::new(()),
             inline_max: AtomicU64::new(INLINE_MAX as u64),
@@ -311,6 +318,11 @@ impl Buffer {
         match opened {
             Ok(store) => buffer.activate(store, true)?,
             Err(e) => buffer.fail_closed(format!("cannot open {}: {e}", path.display())),
+        }
+        if !buffer.is_open()
+            && let Some(stream) = buffer.ledger.side_file_stream()
+        {
+            *buffer.stream_id.write().unwrap_or_else(|p| p.into_inner()) = stream;
         }
         let buffer = Arc::new(buffer);
         let weak = Arc::downgrade(&buffer);
@@ -394,16 +406,16 @@ impl Buffer {
                 id
             }
         };
-        if let Some(known) = self.stream_id.get()
-            && *known != stream_id
-        {
+        let known = self.stream_id();
+        if self.stream_confirmed.load(Ordering::SeqCst) && known != stream_id {
             return Err(BufferError::Corrupt {
                 path: store.path.clone(),
                 key: "meta/stream_id".into(),
                 message: format!("reopened with stream {stream_id}, was {known}"),
             });
         }
-        let _ = self.stream_id.set(stream_id.clone());
+        *self.stream_id.write().unwrap_or_else(|p| p.into_inner()) = stream_id.clone();
+        self.stream_confirmed.store(true, Ordering::SeqCst);
         if let Some(d) = self.ledger.check_sequence(store, &stream_id)? {
             *self.damage.lock().unwrap_or_else(|p| p.into_inner()) = Some(d);
         }
@@ -630,14 +642,33 @@ impl Buffer {
     }
 
     /// Identifies this buffer incarnation towards the collector; empty
-    /// until the database could be opened once.
-    pub fn stream_id(&self) -> &str {
-        self.stream_id.get().map_or("", String::as_str)
+    /// while unknown (a new buffer whose database could not be created).
+    pub fn stream_id(&self) -> String {
+        self.stream_id
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
-    /// Resolves once the buffer has a stream id (its database opened).
+    /// Resolves once the buffer has a stream id to ship as.
+    pub async fn stream_known(&self) {
+        while self.stream_id().is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Whether the database is open (it may still refuse writes, see
+    /// [`Buffer::problem`]).
+    pub fn is_open(&self) -> bool {
+        matches!(
+            *self.slot.read().unwrap_or_else(|p| p.into_inner()),
+            Slot::Open(_)
+        )
+    }
+
+    /// Resolves once the database has been opened.
     pub async fn opened(&self) {
-        while self.stream_id.get().is_none() {
+        while !self.is_open() {
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
     }

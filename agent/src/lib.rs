@@ -65,21 +65,45 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         capture::context::Clock::from_env(),
     );
     let gaps = gaps::Gaps::new(buffer.clone(), ctx.clone());
-    let files = match cfg.files.clone() {
-        Some(f) if f.enabled() => Some(capture::files::FileCapture::start(
-            f,
-            &cfg.data_dir,
+    // File capture reads its state from the buffer. A buffer that could not
+    // be opened at start (a full disk) defers it until the buffer opens, so
+    // the relay still answers (451) meanwhile instead of the agent exiting.
+    let start_files = {
+        let (f, data_dir, buffer, gaps, ctx) = (
+            cfg.files.clone(),
+            cfg.data_dir.clone(),
             buffer.clone(),
             gaps.clone(),
             ctx.clone(),
-        )?),
-        Some(_) => {
-            tracing::warn!(
-                "[files] has nothing to watch (no watch roots, removable media off): file capture is off"
-            );
-            None
+        );
+        move || -> anyhow::Result<Option<capture::files::FileCapture>> {
+            match f {
+                Some(f) if f.enabled() => Ok(Some(capture::files::FileCapture::start(
+                    f, &data_dir, buffer, gaps, ctx,
+                )?)),
+                Some(_) => {
+                    tracing::warn!(
+                        "[files] has nothing to watch (no watch roots, removable media off): file capture is off"
+                    );
+                    Ok(None)
+                }
+                None => Ok(None),
+            }
         }
-        None => None,
+    };
+    let files = if !buffer.is_open() {
+        let buffer = buffer.clone();
+        tokio::spawn(async move {
+            buffer.opened().await;
+            tracing::info!("the agent buffer opened: starting file capture");
+            start_files().unwrap_or_else(|e| {
+                tracing::error!(error = %format!("{e:#}"), "file capture could not start");
+                None
+            })
+        })
+    } else {
+        let files = start_files()?;
+        tokio::spawn(async move { files })
     };
     let smtp = capture::smtp::SmtpCapture::new(
         cfg.smtp.clone(),
@@ -109,7 +133,10 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     tracing::info!("kiroku-agent stopping");
     gap_writer.abort();
     host_watch.abort();
-    if let Some(files) = files {
+    if !files.is_finished() {
+        files.abort();
+    }
+    if let Ok(Some(files)) = files.await {
         files.stop().await;
     }
     shipper.abort();

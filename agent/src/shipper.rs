@@ -101,14 +101,14 @@ impl Shipper {
     }
 
     async fn session(&self) -> anyhow::Result<()> {
-        // The stream id comes from the buffer's database: wait until it
-        // could be opened (a full disk at start).
-        self.buffer.opened().await;
+        // A new buffer whose database could not be created yet (a full
+        // disk at the first start) has no stream to ship as.
+        self.buffer.stream_known().await;
         let mut client = self.connect().await?;
         let (tx, rx) = mpsc::channel::<ShipRequest>(4);
         tx.send(ShipRequest {
             msg: Some(ship_request::Msg::Hello(Hello {
-                stream_id: self.buffer.stream_id().to_owned(),
+                stream_id: self.buffer.stream_id(),
                 host: Some((*self.ctx.host()).clone()),
                 agent_version: kiroku_common::VERSION.to_owned(),
             })),

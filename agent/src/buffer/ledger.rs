@@ -154,6 +154,11 @@ impl Ledger {
         Ok(())
     }
 
+    /// The stream the side file was written for.
+    pub fn side_file_stream(&self) -> Option<String> {
+        read_seq_file(&self.seq_file).map(|(stream, _)| stream)
+    }
+
     /// Free bytes for an unprivileged writer on the file system of `dir`.
     pub fn free_space(&self, dir: &Path) -> Option<u64> {
         let st = rustix::fs::statvfs(dir).ok()?;
@@ -227,7 +232,9 @@ impl Ledger {
 
 impl Buffer {
     pub(super) fn persist_seq(&self) {
-        self.ledger.persist_seq(self.stream_id());
+        if self.stream_confirmed.load(Ordering::SeqCst) {
+            self.ledger.persist_seq(&self.stream_id());
+        }
     }
 
     /// Refuses a new record when the buffer holds `max_bytes` (its bound)

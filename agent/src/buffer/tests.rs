@@ -345,12 +345,13 @@ async fn a_write_error_closes_the_buffer_until_it_reopens_by_itself() {
 #[tokio::test]
 async fn an_io_error_at_open_is_not_damage() {
     let dir = tempfile::tempdir().expect("tempdir");
-    {
+    let id = {
         let b = Buffer::open(dir.path(), u64::MAX, 1 << 20).expect("open");
         b.append(&mail(b"kept"), Some(b"kept"[..].into()))
             .await
             .expect("append");
-    }
+        b.stream_id()
+    };
     // sled cannot open its directory while something else is in the way.
     let real = dir.path().join("sled");
     let away = dir.path().join("elsewhere");
@@ -358,7 +359,12 @@ async fn an_io_error_at_open_is_not_damage() {
     std::fs::write(&real, b"not a directory").expect("write");
     let b = Buffer::open(dir.path(), u64::MAX, 1 << 20).expect("opens closed");
     assert!(b.failed().is_some(), "closed");
-    assert_eq!(b.stream_id(), "");
+    assert!(!b.is_open());
+    assert_eq!(
+        b.stream_id(),
+        id,
+        "known from the side file, for the shipper's status"
+    );
     assert!(
         b.append(&mail(b"x"), None)
             .await

@@ -404,7 +404,7 @@ impl Buffer {
         let seq = read_u64(meta.get(NEXT_SEQ)?.as_deref()).max(1);
         let mut e = event.clone();
         e.seq = seq;
-        e.stream_id = self.stream_id().to_owned();
+        e.stream_id = self.stream_id();
         let bytes = e.encode_to_vec();
         queue.insert(&seq.to_be_bytes(), bytes.as_slice())?;
         meta.insert(NEXT_SEQ, &(seq + 1).to_be_bytes())?;
