@@ -512,12 +512,17 @@ impl Buffer {
     }
 
     /// Starts a fresh generation when the buffer has drained and sled has
-    /// grown past what it holds (see the module's invariants). `force`:
-    /// whenever drained and larger than when opened (tests).
+    /// grown past what it holds (see the module's invariants): past twice
+    /// the size of its last fresh copy and at least 32 MiB — or, while
+    /// the file system is short of space (under twice
+    /// `buffer.min_free_bytes`), 1 MiB past that copy. A generation
+    /// opened as found counts as a fresh copy of size 0, so a database
+    /// that grew under an earlier version is compacted at its first
+    /// drain. `force`: whenever drained and larger than that copy (tests).
     pub(crate) fn compact_if_worthwhile(&self, force: bool) -> bool {
-        /// Growth past the size at open that is worth a new generation.
+        /// Below this sled is left as it is (unless the disk is short).
         const SLACK: u64 = 32 * 1024 * 1024;
-        /// The same while the disk is short of space.
+        /// Growth worth a new generation while the disk is short of space.
         const SLACK_UNDER_PRESSURE: u64 = 1024 * 1024;
         let due = {
             let slot = self.slot.read().unwrap_or_else(|p| p.into_inner());
@@ -529,14 +534,15 @@ impl Buffer {
                 .ledger
                 .free_space(&self.dir)
                 .is_some_and(|f| f < self.limits.min_free_bytes.saturating_mul(2));
-            let slack = if force {
-                0
+            let base = store.base_size;
+            let limit = if force {
+                base
             } else if pressure {
-                SLACK_UNDER_PRESSURE
+                base.saturating_add(SLACK_UNDER_PRESSURE)
             } else {
-                SLACK
+                base.saturating_mul(2).max(SLACK)
             };
-            size > store.base_size.saturating_add(slack) && self.drained(store)
+            size > limit && self.drained(store)
         };
         if !due || !self.attempt_due(force) {
             return false;

@@ -32,8 +32,9 @@ pub(super) struct Store {
     pub blobrefs: sled::Tree,
     pub smallblobs: sled::Tree,
     pub meta: sled::Tree,
-    /// sled's size on disk right after open or a fresh generation: what
-    /// the live data costs, the base the next compaction is measured from.
+    /// sled's size on disk when this generation was made fresh (what its
+    /// live data costs), the base the next one is measured from; 0 for a
+    /// generation opened as found (its live size is unknown).
     pub base_size: u64,
 }
 
@@ -192,11 +193,15 @@ impl Store {
                 other => break other?,
             }
         };
-        Store::from_db(path, n, db)
+        Store::from_db(path, n, db, 0)
     }
 
-    fn from_db(path: PathBuf, generation: u64, db: sled::Db) -> Result<Store, sled::Error> {
-        let base_size = db.size_on_disk().unwrap_or(0);
+    fn from_db(
+        path: PathBuf,
+        generation: u64,
+        db: sled::Db,
+        base_size: u64,
+    ) -> Result<Store, sled::Error> {
         Ok(Store {
             queue: db.open_tree("queue")?,
             inflight: db.open_tree("inflight")?,
@@ -242,7 +247,8 @@ impl Store {
                 to.apply_batch(batch).map_err(sled_err)?;
             }
             db.flush().map_err(sled_err)?;
-            let store = Store::from_db(path.clone(), n, db).map_err(sled_err)?;
+            let size = db.size_on_disk().map_err(sled_err)?;
+            let store = Store::from_db(path.clone(), n, db, size).map_err(sled_err)?;
             // The switch: from here on a restart opens the new generation.
             match set_current_generation(dir, n) {
                 Ok(()) => Ok(store),
