@@ -300,3 +300,116 @@ async fn a_buffer_that_was_full_takes_mail_again_once_drained() -> anyhow::Resul
     assert_eq!(upstream.messages().len(), accepted.len());
     Ok(())
 }
+
+/// Issue 15, finding 1, the write error inside sled: small mails (stored
+/// inline in sled, no spool file) into a disk filled to the last block
+/// while the agent runs. sled's write fails with ENOSPC and poisons its
+/// handle; the agent keeps running and refuses with 451, then reopens the
+/// same database in-process once a filler file is removed. Every mail that
+/// got 250 is stored exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sled_write_error_is_recovered_in_process() -> anyhow::Result<()> {
+    if !is_root() {
+        skip(
+            "a_sled_write_error_is_recovered_in_process",
+            "mounting a small tmpfs needs root",
+        );
+        return Ok(());
+    }
+    let env = Env::new()?;
+    let data = env.path().join("agent-pc-poison");
+    std::fs::create_dir_all(&data)?;
+    let _fs = TmpfsMount::mount_sized(&data, "20m")?;
+    let smtp = free_port();
+    let agent = env.start_agent_with(
+        "pc-poison",
+        smtp,
+        &Mode::CaptureOnly,
+        "[buffer]\nmin_free_bytes = 0\n",
+    )?;
+    let small = |n: usize| {
+        format!(
+            "From: load@example.com\r\nTo: sink@example.org\r\nSubject: poison {n}\r\nMessage-ID: <poison-{n}@example.com>\r\n\r\n{}\r\n",
+            format!("line {n} of a small mail\r\n").repeat(200)
+        )
+        .into_bytes()
+    };
+    let send = |n: usize| {
+        send_mail(smtp, "load@example.com", &["sink@example.org"], &small(n))
+            .map(|s| (s.code, s.reply))
+            .unwrap_or((0, String::new()))
+    };
+    let mut accepted = Vec::new();
+    for n in 0..5 {
+        assert_eq!(send(n).0, 250);
+        accepted.push(n);
+    }
+    fill_disk(&data, 0)?;
+    let mut n = 5;
+    let mut refused = 0;
+    while refused < 3 {
+        anyhow::ensure!(n < 2000, "never refused:\n{}", agent.log_text());
+        let (code, reply) = send(n);
+        match code {
+            250 => accepted.push(n),
+            451 => {
+                assert!(reply.contains("disk is full"), "{reply}");
+                refused += 1;
+            }
+            other => anyhow::bail!("mail {n}: {other} {reply}"),
+        }
+        n += 1;
+    }
+    let log = agent.log_text();
+    assert!(
+        log.contains("could not write"),
+        "sled's write failed:\n{log}"
+    );
+    unfill_disk(&data);
+    let start = Instant::now();
+    loop {
+        let (code, reply) = send(n);
+        n += 1;
+        if code == 250 {
+            accepted.push(n - 1);
+            break;
+        }
+        anyhow::ensure!(code == 451, "{code} {reply}");
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(30),
+            "still refused:\n{}",
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(agent.log_text().contains("writable again"));
+    assert!(moved_aside(&data).is_empty());
+    eprintln!(
+        "{} accepted; sled write error recovered in {:?}",
+        accepted.len(),
+        start.elapsed()
+    );
+    let _collector = env.start_collector()?;
+    let req = SearchRequest {
+        subject: "poison".into(),
+        kind: "email".into(),
+        ..Default::default()
+    };
+    env.wait_for(req.clone(), accepted.len(), Duration::from_secs(60))
+        .await?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut got: Vec<String> = env
+        .search_all(req)
+        .await?
+        .iter()
+        .map(|e| email(e).message_id.clone())
+        .collect();
+    got.sort();
+    let mut want: Vec<String> = accepted
+        .iter()
+        .map(|i| format!("<poison-{i}@example.com>"))
+        .collect();
+    want.sort();
+    assert_eq!(got, want, "every mail that got a 250, exactly once");
+    Ok(())
+}
