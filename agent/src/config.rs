@@ -59,11 +59,21 @@ fn default_keepalive() -> u64 {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BufferConfig {
-    /// Disk bound of the buffer in bytes (sled database and raw-message
-    /// files). What happens to new mail when it is reached is `when_full`;
-    /// nothing already buffered is ever dropped to make room.
+    /// Bound of the buffer in bytes: what it holds (the events not yet
+    /// acknowledged by the collector and the raw messages they reference),
+    /// not the size of its files. What happens to new mail when it is
+    /// reached is `when_full`; nothing already buffered is ever dropped to
+    /// make room, and the bound clears as soon as the collector has
+    /// acknowledged.
     #[serde(default = "default_max_bytes")]
     pub max_bytes: u64,
+    /// Free space kept on the file system of `data_dir`: below it new mail
+    /// is refused with `451 4.3.1` (agent disk full) and file events are
+    /// counted as gaps, until space is freed, so the buffer never has to
+    /// write into a full disk. 0 disables the check (a write that then
+    /// fails for want of space has the same effect until space returns).
+    #[serde(default = "default_min_free")]
+    pub min_free_bytes: u64,
     /// What the SMTP relay does while the buffer is at `max_bytes`:
     /// `"refuse"` (default): new mail gets `452 4.3.1` so clients retry
     /// later and nothing passes unrecorded; `"relay_unrecorded"`: mail
@@ -84,6 +94,7 @@ impl Default for BufferConfig {
     fn default() -> Self {
         BufferConfig {
             max_bytes: default_max_bytes(),
+            min_free_bytes: default_min_free(),
             when_full: WhenFull::default(),
             cache_bytes: default_cache(),
         }
@@ -210,6 +221,9 @@ fn default_catchup_max_secs() -> u64 {
 
 fn default_max_bytes() -> u64 {
     2 * 1024 * 1024 * 1024
+}
+fn default_min_free() -> u64 {
+    8 * 1024 * 1024
 }
 fn default_cache() -> u64 {
     16 * 1024 * 1024

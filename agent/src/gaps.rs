@@ -197,7 +197,8 @@ impl Gaps {
                         "the agent buffer has room again: the gap record of what was not recorded meanwhile is queued for the collector (kiroku search --kind gap)"
                     );
                 }
-                Ok(None) | Err(BufferError::Full { .. }) => {}
+                Ok(None) => {}
+                Err(e) if e.refused_for_space() => {}
                 Err(e) => {
                     tracing::error!(source = source.name(), error = %e, "could not queue a gap record; it stays pending")
                 }

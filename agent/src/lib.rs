@@ -38,13 +38,17 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         );
     }
     let tls = cfg.collector.tls.client_config(&cfg.server_name())?;
+    // A buffer that cannot be opened for want of space (or another I/O
+    // reason) does not stop the agent: it runs, refuses mail with 451 and
+    // opens the buffer once it can (see `buffer`'s invariants).
     let buffer = tokio::task::spawn_blocking({
-        let (dir, max, cache) = (
-            cfg.data_dir.clone(),
-            cfg.buffer.max_bytes,
-            cfg.buffer.cache_bytes,
-        );
-        move || buffer::Buffer::open(&dir, max, cache)
+        let dir = cfg.data_dir.clone();
+        let limits = buffer::Limits {
+            max_bytes: cfg.buffer.max_bytes,
+            min_free_bytes: cfg.buffer.min_free_bytes,
+            cache_bytes: cfg.buffer.cache_bytes,
+        };
+        move || buffer::Buffer::open_with(&dir, limits)
     })
     .await??;
     let host = capture::host::snapshot(cfg.host.domain.as_deref());
@@ -61,21 +65,45 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         capture::context::Clock::from_env(),
     );
     let gaps = gaps::Gaps::new(buffer.clone(), ctx.clone());
-    let files = match cfg.files.clone() {
-        Some(f) if f.enabled() => Some(capture::files::FileCapture::start(
-            f,
-            &cfg.data_dir,
+    // File capture reads its state from the buffer. A buffer that could not
+    // be opened at start (a full disk) defers it until the buffer opens, so
+    // the relay still answers (451) meanwhile instead of the agent exiting.
+    let start_files = {
+        let (f, data_dir, buffer, gaps, ctx) = (
+            cfg.files.clone(),
+            cfg.data_dir.clone(),
             buffer.clone(),
             gaps.clone(),
             ctx.clone(),
-        )?),
-        Some(_) => {
-            tracing::warn!(
-                "[files] has nothing to watch (no watch roots, removable media off): file capture is off"
-            );
-            None
+        );
+        move || -> anyhow::Result<Option<capture::files::FileCapture>> {
+            match f {
+                Some(f) if f.enabled() => Ok(Some(capture::files::FileCapture::start(
+                    f, &data_dir, buffer, gaps, ctx,
+                )?)),
+                Some(_) => {
+                    tracing::warn!(
+                        "[files] has nothing to watch (no watch roots, removable media off): file capture is off"
+                    );
+                    Ok(None)
+                }
+                None => Ok(None),
+            }
         }
-        None => None,
+    };
+    let files = if !buffer.is_open() {
+        let buffer = buffer.clone();
+        tokio::spawn(async move {
+            buffer.opened().await;
+            tracing::info!("the agent buffer opened: starting file capture");
+            start_files().unwrap_or_else(|e| {
+                tracing::error!(error = %format!("{e:#}"), "file capture could not start");
+                None
+            })
+        })
+    } else {
+        let files = start_files()?;
+        tokio::spawn(async move { files })
     };
     let smtp = capture::smtp::SmtpCapture::new(
         cfg.smtp.clone(),
@@ -100,31 +128,15 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         cfg.host.domain.clone(),
         HOST_CHECK_EVERY,
     ));
-    // After an I/O error sled refuses every write, even once space is back:
-    // mail would be refused until a restart, so restart now (the service
-    // manager brings the agent back; the buffer reopens at its last
-    // durable state).
-    let watchdog_buffer = buffer.clone();
-    let watchdog = tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-            if let Some(why) = watchdog_buffer.failed() {
-                tracing::error!(
-                    buffer = %watchdog_buffer.dir().display(),
-                    error = %why,
-                    "the agent buffer failed to write and cannot continue in this process; exiting (status 75) so the service manager restarts the agent. Check free space and the disk under it; nothing recorded is lost"
-                );
-                std::process::exit(75);
-            }
-        }
-    });
     smtp.serve(listeners, kiroku_common::shutdown_signal())
         .await;
-    watchdog.abort();
     tracing::info!("kiroku-agent stopping");
     gap_writer.abort();
     host_watch.abort();
-    if let Some(files) = files {
+    if !files.is_finished() {
+        files.abort();
+    }
+    if let Ok(Some(files)) = files.await {
         files.stop().await;
     }
     shipper.abort();

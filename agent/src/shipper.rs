@@ -101,11 +101,14 @@ impl Shipper {
     }
 
     async fn session(&self) -> anyhow::Result<()> {
+        // A new buffer whose database could not be created yet (a full
+        // disk at the first start) has no stream to ship as.
+        self.buffer.stream_known().await;
         let mut client = self.connect().await?;
         let (tx, rx) = mpsc::channel::<ShipRequest>(4);
         tx.send(ShipRequest {
             msg: Some(ship_request::Msg::Hello(Hello {
-                stream_id: self.buffer.stream_id().to_owned(),
+                stream_id: self.buffer.stream_id(),
                 host: Some((*self.ctx.host()).clone()),
                 agent_version: kiroku_common::VERSION.to_owned(),
             })),
@@ -119,9 +122,11 @@ impl Shipper {
             other => anyhow::bail!("collector sent {other:?} instead of Welcome"),
         };
         tracing::info!(collector = %self.endpoint, agent_id = %welcome.agent_id, stored_seq = welcome.stored_seq, "connected to collector");
+        // The Status (with any buffer problem) goes first: the collector
+        // hears of a buffer that cannot be written even if this ack fails.
+        self.measure_clock(&tx, &mut responses).await?;
         self.buffer.ack(welcome.stored_seq).await?;
         let mut sent = welcome.stored_seq;
-        self.measure_clock(&tx, &mut responses).await?;
         let mut next_probe = tokio::time::Instant::now() + PROBE_EVERY;
         loop {
             if tokio::time::Instant::now() >= next_probe {
@@ -226,7 +231,8 @@ impl Shipper {
         tx.send(ShipRequest {
             msg: Some(ship_request::Msg::Status(Status {
                 backlog_events: backlog.queued as u64,
-                backlog_bytes: backlog.bytes_on_disk,
+                backlog_bytes: backlog.bytes,
+                buffer_problem: backlog.problem.unwrap_or_default(),
                 clock_offset_ms: offset_ms,
                 rtt_us,
             })),

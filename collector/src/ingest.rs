@@ -436,6 +436,9 @@ impl Ingest for IngestService {
                         if flagged {
                             tracing::warn!(agent_id = %id.name, offset_ms = st.clock_offset_ms, threshold_ms = threshold, "agent clock is off beyond the threshold; its events are tagged {CLOCK_SKEW_TAG}");
                         }
+                        if !st.buffer_problem.is_empty() {
+                            tracing::warn!(agent_id = %id.name, problem = %st.buffer_problem, "the agent reports that its buffer refuses new records");
+                        }
                         let (store, name) = (store.clone(), id.name.clone());
                         let res = tokio::task::spawn_blocking(move || {
                             update_host(&store, &name, |info| {
@@ -444,6 +447,7 @@ impl Ingest for IngestService {
                                 info.clock_flagged = flagged;
                                 info.backlog_events = st.backlog_events;
                                 info.backlog_bytes = st.backlog_bytes;
+                                info.buffer_problem = st.buffer_problem;
                                 info.last_seen_ms = kiroku_common::now_ms();
                             })
                         })

@@ -4,10 +4,7 @@
 use std::time::Duration;
 
 use kiroku_proto::SearchRequest;
-use kiroku_tests::{
-    Env, Mode, TmpfsMount, Upstream, email, fill_disk, free_port, is_root, send_mail, skip,
-    unfill_disk,
-};
+use kiroku_tests::{Env, Mode, Upstream, email, free_port, send_mail};
 
 fn mail(tag: &str, n: usize) -> Vec<u8> {
     format!(
@@ -468,112 +465,7 @@ fn find_file(dir: &std::path::Path, name: &str) -> anyhow::Result<std::path::Pat
     anyhow::bail!("no {name} under {}", dir.display())
 }
 
-/// The agent's own disk fills: mail is refused with a 4xx (clients retry).
-/// sled cannot go on after a write error (it refuses every write even once
-/// space is back), so the agent exits with status 75 for its service
-/// manager to restart it. Every mail that got a 250 is stored exactly once.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_full_agent_disk_refuses_mail_temporarily_and_loses_nothing() -> anyhow::Result<()> {
-    if !is_root() {
-        skip(
-            "a_full_agent_disk_refuses_mail_temporarily_and_loses_nothing",
-            "mounting a small tmpfs needs root",
-        );
-        return Ok(());
-    }
-    let env = Env::new()?;
-    let _collector = env.start_collector()?;
-    let dir = env.path().join("agent-pc-full");
-    std::fs::create_dir_all(&dir)?;
-    let _fs = TmpfsMount::mount_sized(&dir, "32m")?;
-    let smtp = free_port();
-    let mut agent = env.start_agent("pc-full", smtp, &Mode::CaptureOnly)?;
-    let tag = "agentfull";
-    let mut accepted = Vec::new();
-    let try_send = |i: usize, accepted: &mut Vec<usize>| -> u16 {
-        let code = send_mail(
-            smtp,
-            "load@example.com",
-            &["sink@example.org"],
-            &mail(tag, i),
-        )
-        .map(|s| s.code)
-        .unwrap_or(0);
-        if code == 250 {
-            accepted.push(i);
-        }
-        code
-    };
-    for i in 0..3 {
-        assert_eq!(try_send(i, &mut accepted), 250);
-    }
-    env.wait_for(
-        SearchRequest {
-            subject: tag.into(),
-            ..Default::default()
-        },
-        3,
-        Duration::from_secs(30),
-    )
-    .await?;
-
-    fill_disk(&dir, 0)?;
-    let mut n = 3;
-    let mut refused = 0;
-    let code = loop {
-        if let Some(code) = agent.exit_code() {
-            break code;
-        }
-        anyhow::ensure!(
-            n < 200,
-            "the agent neither failed a write nor exited after {n} mails:\n{}",
-            agent.log_text()
-        );
-        let code = try_send(n, &mut accepted);
-        if code != 250 && code != 0 {
-            assert!(
-                (400..500).contains(&code),
-                "a full disk is temporary: {code}"
-            );
-            refused += 1;
-        }
-        n += 1;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let log = agent.log_text();
-    assert_eq!(code, 75, "{log}");
-    assert!(
-        log.contains("agent buffer failed to write") && log.contains("No space left"),
-        "{log}"
-    );
-    eprintln!("exited after {n} mails, {refused} refused with 4xx");
-
-    // Space returns; the service manager restarts the agent.
-    unfill_disk(&dir);
-    let _agent = env.start_agent("pc-full", smtp, &Mode::CaptureOnly)?;
-    for i in n..n + 3 {
-        assert_eq!(try_send(i, &mut accepted), 250);
-    }
-    let req = SearchRequest {
-        subject: tag.into(),
-        ..Default::default()
-    };
-    env.wait_for(req.clone(), accepted.len(), Duration::from_secs(60))
-        .await?;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let events = env
-        .wait_for(req, accepted.len(), Duration::from_secs(5))
-        .await?;
-    let mut ids: Vec<String> = events.iter().map(|e| email(e).message_id.clone()).collect();
-    ids.sort();
-    let mut want: Vec<String> = accepted
-        .iter()
-        .map(|i| format!("<{tag}-{i}@example.com>"))
-        .collect();
-    want.sort();
-    assert_eq!(ids, want, "every mail that got a 250, exactly once");
-    Ok(())
-}
+// A full agent disk: tests/tests/agent_buffer.rs.
 
 /// A mail of about 1 MiB (a base64 attachment): stored as its own blob
 /// file in the agent buffer, so a few fill a small bound and the space

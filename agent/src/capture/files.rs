@@ -42,7 +42,7 @@ use futures::StreamExt;
 use kiroku_proto::Event;
 use kiroku_proto::event::Kind;
 
-use crate::buffer::{Buffer, BufferError};
+use crate::buffer::Buffer;
 use crate::capture::context::CaptureContext;
 use crate::config::FilesConfig;
 use crate::gaps::{Gaps, Missed, Source};
@@ -102,8 +102,8 @@ impl FileCapture {
             exclude = exclude.with_tree(real);
         }
         let memory = HashMemory::new(
-            buffer.aux_tree("file_hashes")?,
-            buffer.aux_tree("file_hash_age")?,
+            buffer.keyed_state("file_hashes"),
+            buffer.keyed_state("file_hash_age"),
             cfg.hash_memory,
         )
         .context("opening the file hash memory in the agent buffer")?;
@@ -323,7 +323,7 @@ async fn write(
     while let Some(r) = results.next().await {
         match r {
             Ok(_) => {}
-            Err((BufferError::Full { .. }, path, _)) => {
+            Err((e, path, _)) if e.refused_for_space() => {
                 let missed = Missed {
                     path: Some(&path),
                     ..Default::default()

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
+use crate::buffer::{BufferError, KeyedState};
+
 /// What hashing a file gave.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Hashed {
@@ -139,13 +141,13 @@ fn gone_or(e: &std::io::Error) -> String {
     }
 }
 
-/// Bounded memory of content hash → last path seen with it, in two sled
-/// trees of the agent's buffer database: `file_hashes` (sha256 hex →
+/// Bounded memory of content hash → last path seen with it, in two keyed
+/// states of the agent's buffer: `file_hashes` (sha256 hex →
 /// 8-byte age stamp + path) and `file_hash_age` (stamp → sha256), so the
 /// oldest entries go first when `cap` is exceeded. Survives restarts.
 pub struct HashMemory {
-    by_hash: sled::Tree,
-    by_age: sled::Tree,
+    by_hash: KeyedState,
+    by_age: KeyedState,
     next: u64,
     len: u64,
     cap: u64,
@@ -153,10 +155,10 @@ pub struct HashMemory {
 
 impl HashMemory {
     pub fn new(
-        by_hash: sled::Tree,
-        by_age: sled::Tree,
+        by_hash: KeyedState,
+        by_age: KeyedState,
         cap: u64,
-    ) -> Result<HashMemory, sled::Error> {
+    ) -> Result<HashMemory, BufferError> {
         let next = match by_age.last()? {
             Some((k, _)) => stamp(&k) + 1,
             None => 1,
@@ -172,7 +174,7 @@ impl HashMemory {
     }
 
     /// The last path seen with this content.
-    pub fn get(&self, sha256: &str) -> Result<Option<String>, sled::Error> {
+    pub fn get(&self, sha256: &str) -> Result<Option<String>, BufferError> {
         Ok(self
             .by_hash
             .get(sha256.as_bytes())?
@@ -180,7 +182,7 @@ impl HashMemory {
             .map(|v| String::from_utf8_lossy(&v[8..]).into_owned()))
     }
 
-    pub fn put(&mut self, sha256: &str, path: &str) -> Result<(), sled::Error> {
+    pub fn put(&mut self, sha256: &str, path: &str) -> Result<(), BufferError> {
         if let Some(old) = self.by_hash.get(sha256.as_bytes())? {
             if old.len() >= 8 && &old[8..] == path.as_bytes() {
                 return Ok(());
@@ -269,10 +271,10 @@ mod tests {
     fn hash_memory_is_bounded_and_persistent() {
         let dir = tempfile::tempdir().expect("tempdir");
         let open = || {
-            let db = sled::Config::new().path(dir.path()).open().expect("sled");
+            let db = crate::buffer::Buffer::open(dir.path(), u64::MAX, 1 << 20).expect("buffer");
             let m = HashMemory::new(
-                db.open_tree("file_hashes").expect("tree"),
-                db.open_tree("file_hash_age").expect("tree"),
+                db.keyed_state("file_hashes"),
+                db.keyed_state("file_hash_age"),
                 2,
             )
             .expect("memory");
@@ -287,7 +289,8 @@ mod tests {
             assert_eq!(m.get("h1").expect("get").as_deref(), Some("/a2"));
             assert_eq!(m.get("h2").expect("get"), None);
             assert_eq!(m.get("h3").expect("get").as_deref(), Some("/c"));
-            db.flush().expect("flush");
+            drop(m);
+            drop(db);
         }
         let (_db, m) = open();
         assert_eq!(

@@ -2,7 +2,7 @@
 //! in the agent's buffer database so that the catch-up scan at start
 //! (`catchup.rs`) can tell what changed while the agent was not running.
 //!
-//! Trees (in the buffer's sled database, an on-disk boundary):
+//! Keyed state in the agent's buffer (an on-disk boundary):
 //! - `file_state`: path → [`Remembered`] (`size u64 BE | mtime_ms i64 BE |
 //!   origin u8 | sha256 hex`);
 //! - `file_state_roots`: watch root → when its first (silent) baseline scan
@@ -17,10 +17,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use crate::buffer::{Buffer, BufferError, KeyedState, StateTx, TxResult};
 use kiroku_proto::Event;
-use sled::transaction::TransactionalTree;
-
-use crate::buffer::{Buffer, BufferError, TxResult};
 
 /// Who last set a file's remembered state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,8 +108,8 @@ pub enum Change {
 }
 
 pub struct FileState {
-    tree: sled::Tree,
-    roots: sled::Tree,
+    tree: KeyedState,
+    roots: KeyedState,
     /// Entries in `tree` (approximate: counted at the catch-up scan).
     tracked: AtomicU64,
     max: u64,
@@ -119,10 +117,10 @@ pub struct FileState {
 }
 
 impl FileState {
-    pub fn open(buffer: &Buffer, max: u64) -> Result<Arc<FileState>, BufferError> {
+    pub fn open(buffer: &Arc<Buffer>, max: u64) -> Result<Arc<FileState>, BufferError> {
         Ok(Arc::new(FileState {
-            tree: buffer.aux_tree("file_state")?,
-            roots: buffer.aux_tree("file_state_roots")?,
+            tree: buffer.keyed_state("file_state"),
+            roots: buffer.keyed_state("file_state_roots"),
             tracked: AtomicU64::new(0),
             max,
             full_warned: AtomicBool::new(false),
@@ -154,7 +152,7 @@ impl FileState {
 
     pub fn get(&self, path: &str) -> Option<Remembered> {
         self.tree
-            .get(path.as_bytes())
+            .get(path)
             .ok()
             .flatten()
             .and_then(|v| Remembered::decode(&v))
@@ -164,9 +162,9 @@ impl FileState {
     pub fn paths_under(&self, dir: &str) -> impl Iterator<Item = String> + use<> {
         let prefix = format!("{}/", dir.trim_end_matches('/'));
         self.tree
-            .scan_prefix(prefix.as_bytes())
-            .keys()
-            .filter_map(|k| k.ok())
+            .keys_with_prefix(prefix)
+            .unwrap_or_default()
+            .into_iter()
             .map(|k| String::from_utf8_lossy(&k).into_owned())
     }
 
@@ -182,21 +180,18 @@ impl FileState {
             origin: Origin::Baseline,
             sha256: String::new(),
         };
-        if let Ok(Ok(())) =
-            self.tree
-                .compare_and_swap(path.as_bytes(), None::<&[u8]>, Some(state.encode()))
-        {
+        if let Ok(true) = self.tree.insert_new(path, state.encode()) {
             self.tracked.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// Whether the root had its baseline scan.
     pub fn root_known(&self, root: &str) -> bool {
-        self.roots.contains_key(root.as_bytes()).unwrap_or(false)
+        self.roots.contains_key(root).unwrap_or(false)
     }
 
     pub fn root_done(&self, root: &str, at_ms: i64) {
-        if let Err(e) = self.roots.insert(root.as_bytes(), &at_ms.to_be_bytes()) {
+        if let Err(e) = self.roots.insert(root, at_ms.to_be_bytes()) {
             tracing::warn!(root, error = %e, "cannot remember that the root was scanned");
         }
     }
@@ -215,7 +210,7 @@ impl FileState {
         let room = self.has_room();
         let decide_change = change.clone();
         let (seq, delta) = buffer
-            .append_with(event, self.tree.clone(), move |tx| {
+            .append_with(event, &self.tree, move |tx| {
                 decide(&decide_change, tx, room)
             })
             .await?;
@@ -247,7 +242,7 @@ impl FileState {
         match change {
             Change::Remove { path, .. } => {
                 for k in self.paths_under(path) {
-                    if let Ok(Some(_)) = self.tree.remove(k.as_bytes()) {
+                    if let Ok(Some(_)) = self.tree.remove(&k) {
                         self.untrack(1);
                     }
                 }
@@ -263,8 +258,8 @@ impl FileState {
                         continue;
                     };
                     let new = format!("{}/{rest}", to.trim_end_matches('/'));
-                    if let Ok(Some(v)) = self.tree.remove(k.as_bytes()) {
-                        let _ = self.tree.insert(new.as_bytes(), v);
+                    if let Ok(Some(v)) = self.tree.remove(&k) {
+                        let _ = self.tree.insert(&new, v);
                     }
                 }
             }
@@ -275,11 +270,9 @@ impl FileState {
 
 /// Inside the record's transaction: whether to record, and how many
 /// entries were added (negative: removed).
-fn decide(change: &Change, tx: &TransactionalTree, room: bool) -> TxResult<(bool, i64)> {
+fn decide(change: &Change, tx: &StateTx<'_>, room: bool) -> TxResult<(bool, i64)> {
     let old = |path: &str| -> TxResult<Option<Remembered>> {
-        Ok(tx
-            .get(path.as_bytes())?
-            .and_then(|v| Remembered::decode(&v)))
+        Ok(tx.get(path)?.and_then(|v| Remembered::decode(&v)))
     };
     match change {
         Change::None => Ok((true, 0)),
@@ -294,26 +287,26 @@ fn decide(change: &Change, tx: &TransactionalTree, room: bool) -> TxResult<(bool
             if old.is_none() && !room {
                 return Ok((true, 0));
             }
-            tx.insert(path.as_bytes(), state.encode())?;
+            tx.insert(path, state.encode())?;
             Ok((true, i64::from(old.is_none())))
         }
         Change::Remove {
             path,
             only_if_known,
         } => {
-            let known = tx.remove(path.as_bytes())?.is_some();
+            let known = tx.remove(path)?.is_some();
             if !known && *only_if_known {
                 return Ok((false, 0));
             }
             Ok((true, -i64::from(known)))
         }
         Change::Rename { from, to, state } => {
-            let known = tx.remove(from.as_bytes())?.is_some();
+            let known = tx.remove(from)?.is_some();
             let mut delta = -i64::from(known);
             if let Some(state) = state
                 && (room || known)
             {
-                let had = tx.insert(to.as_bytes(), state.encode())?.is_some();
+                let had = tx.insert(to, state.encode())?.is_some();
                 delta += i64::from(!had);
             }
             Ok((true, delta))

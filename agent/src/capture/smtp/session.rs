@@ -480,6 +480,12 @@ fn buffer_failure(e: &BufferError) -> Reply {
             452,
             "4.3.1 Insufficient system storage (recording buffer full), try again later",
         ),
+        // The whole transaction is refused (451, not 452: no recipient
+        // could be taken) until the agent's disk takes writes again.
+        e if e.unwritable() => Reply::new(
+            451,
+            "4.3.1 Recording agent's disk is full or its buffer cannot be written; mail is refused until space is freed on the agent host, try again later",
+        ),
         _ => Reply::new(
             451,
             "4.3.0 Local error recording the message, try again later",

@@ -390,10 +390,11 @@ pub fn hosts(hosts: &[HostInfo]) -> String {
                 if h.connected { " (connected)" } else { "" }
             ),
             clock_offset(h),
-            if h.backlog_events == 0 && h.backlog_bytes == 0 {
-                "0".into()
-            } else {
-                format!("{} ({})", h.backlog_events, bytes(h.backlog_bytes))
+            match (h.backlog_events, h.backlog_bytes, h.buffer_problem.as_str()) {
+                (0, 0, "") => "0".into(),
+                (n, b, "") => format!("{n} ({})", bytes(b)),
+                // What keeps the agent from recording (its disk is full).
+                (n, b, problem) => format!("{n} ({}); {}", bytes(b), shorten(problem, 80)),
             },
             h.events_stored.to_string(),
         ]);
