@@ -187,12 +187,13 @@ impl DiskGuard {
 }
 
 /// Size of the audit log's own reserve.
-const AUDIT_RESERVE: u64 = 8 << 20;
+const AUDIT_RESERVE: u64 = 16 << 20;
 /// Given back from the reserve at a time, when less than
-/// [`AUDIT_LOW_WATER`] is free: room for many audit entries and the
-/// metadata write that follows each.
-const AUDIT_PIECE: u64 = 1 << 20;
-const AUDIT_LOW_WATER: u64 = 2 << 20;
+/// [`AUDIT_LOW_WATER`] is free: room for thousands of audit entries and
+/// the metadata writes that follow them (the low-water mark is below the
+/// piece, so one piece lasts until it is used up).
+const AUDIT_PIECE: u64 = 2 << 20;
+const AUDIT_LOW_WATER: u64 = 1 << 20;
 
 /// The audit log's reserve file (see the module documentation).
 pub struct AuditReserve {
