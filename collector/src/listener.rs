@@ -191,23 +191,32 @@ impl TlsSource {
     }
 
     /// The revocation list in force and when it expires, for status output
-    /// (`kiroku hosts`); empty without one.
-    pub fn crl_status(&self) -> String {
+    /// (`kiroku hosts`), and whether it has expired; empty without one.
+    pub fn crl_status(&self) -> (String, bool) {
         let Some(path) = &self.crl else {
-            return String::new();
+            return (String::new(), false);
         };
         let next = self.crl_expiry.lock().map(|e| e.0).unwrap_or(None);
         match next {
-            None => format!("revocation list {}: no expiry date", path.display()),
-            Some(ms) if ms <= kiroku_common::now_ms() => format!(
-                "revocation list {} EXPIRED at {} (still enforced; renew it with `kiroku certs revoke --dir <pki>` and copy crl.pem)",
-                path.display(),
-                kiroku_common::rfc3339_ms(ms)
+            None => (
+                format!("revocation list {}: no expiry date", path.display()),
+                false,
             ),
-            Some(ms) => format!(
-                "revocation list {} valid until {}",
-                path.display(),
-                kiroku_common::rfc3339_ms(ms)
+            Some(ms) if ms <= kiroku_common::now_ms() => (
+                format!(
+                    "revocation list {} EXPIRED at {} (still enforced; renew it with `kiroku certs revoke --dir <pki>` and copy crl.pem)",
+                    path.display(),
+                    kiroku_common::rfc3339_ms(ms)
+                ),
+                true,
+            ),
+            Some(ms) => (
+                format!(
+                    "revocation list {} valid until {}",
+                    path.display(),
+                    kiroku_common::rfc3339_ms(ms)
+                ),
+                false,
             ),
         }
     }

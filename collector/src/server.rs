@@ -71,10 +71,14 @@ pub async fn serve(
     .accept_compressed(CompressionEncoding::Zstd)
     .send_compressed(CompressionEncoding::Zstd)
     .max_decoding_message_size(MAX_MESSAGE);
-    let query = QueryServer::new(QueryService::new(store.clone(), alerting.clone()))
-        .accept_compressed(CompressionEncoding::Zstd)
-        .send_compressed(CompressionEncoding::Zstd)
-        .max_decoding_message_size(MAX_MESSAGE);
+    let tls_status = tls.clone();
+    let query = QueryServer::new(
+        QueryService::new(store.clone(), alerting.clone())
+            .with_tls_status(Arc::new(move || tls_status.crl_status())),
+    )
+    .accept_compressed(CompressionEncoding::Zstd)
+    .send_compressed(CompressionEncoding::Zstd)
+    .max_decoding_message_size(MAX_MESSAGE);
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<IngestServer<IngestService>>()

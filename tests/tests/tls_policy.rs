@@ -280,3 +280,77 @@ async fn revocation_cuts_connections_opened_before_it() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Issue 15 (low): an expired revocation list was enforced with no word
+/// about it. It is still enforced, but the collector warns at load and
+/// `kiroku hosts` says when the list expires (a warning once it has).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_revocation_list_is_enforced_and_warned_about() -> anyhow::Result<()> {
+    let env = Env::new()?;
+    let pki = env.pki();
+    let p = pki.to_string_lossy().into_owned();
+    env.issue("investigator", "gina", &[])?;
+    env.kiroku(&[
+        "certs",
+        "revoke",
+        "--dir",
+        &p,
+        "--cert",
+        &pki.join("investigator-gina.pem").to_string_lossy(),
+    ])?;
+    let crl = pki.join("crl.pem");
+    let collector = env.start_collector_top(&format!("crl = {:?}", crl.to_string_lossy()))?;
+    let hosts = env.cli(&["hosts"])?;
+    assert!(hosts.contains("valid until"), "{hosts}");
+
+    // The same revocation, in a list whose nextUpdate has passed.
+    let ca_key = rcgen::KeyPair::from_pem(&std::fs::read_to_string(pki.join("ca.key"))?)?;
+    let issuer =
+        rcgen::Issuer::from_ca_cert_pem(&std::fs::read_to_string(pki.join("ca.pem"))?, ca_key)?;
+    // `certs revoke` keeps the revoked serial numbers (hex) here.
+    let listed = std::fs::read_to_string(pki.join("revoked.txt"))?;
+    let serial = rcgen::SerialNumber::from_slice(&hex::decode(listed.trim())?);
+    let now = time::OffsetDateTime::now_utc();
+    let params = rcgen::CertificateRevocationListParams {
+        this_update: now - time::Duration::days(10),
+        next_update: now - time::Duration::days(1),
+        crl_number: rcgen::SerialNumber::from(now.unix_timestamp().unsigned_abs()),
+        issuing_distribution_point: None,
+        revoked_certs: vec![rcgen::RevokedCertParams {
+            serial_number: serial,
+            revocation_time: now - time::Duration::days(10),
+            reason_code: None,
+            invalidity_date: None,
+        }],
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    };
+    std::fs::write(&crl, params.signed_by(&issuer)?.pem()?)?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !collector
+        .log_text()
+        .contains("the revocation list has expired")
+    {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "no warning about the expired list:\n{}",
+            collector.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let out = std::process::Command::new(kiroku_tests::bin("kiroku"))
+        .arg("--config")
+        .arg(env.path().join("kiroku-cli.toml"))
+        .arg("hosts")
+        .current_dir(env.path())
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.contains("WARNING") && stderr.contains("EXPIRED"),
+        "{stderr}"
+    );
+    assert!(
+        !can_query(&env, "gina", false).await?,
+        "still enforced: gina stays revoked"
+    );
+    Ok(())
+}
