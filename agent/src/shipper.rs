@@ -460,6 +460,30 @@ fn offset_us(t1: i64, t2: i64, t3: i64, t4: i64) -> (i64, i64) {
 
 #[cfg(test)]
 mod tests {
+    use kiroku_proto::{EmailEvent, Event, event::Kind};
+
+    #[test]
+    fn only_events_whose_blob_is_lost_are_marked() {
+        let mail = |seq, sha: &str| Event {
+            seq,
+            kind: Some(Kind::Email(EmailEvent {
+                raw_sha256: sha.into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let batch = vec![mail(1, "aa"), mail(2, "bb"), mail(3, ""), mail(4, "aa")];
+        let marked = super::mark_lost(batch, &["aa".to_owned()]);
+        let not_kept: Vec<bool> = marked
+            .iter()
+            .map(|e| match &e.kind {
+                Some(Kind::Email(m)) => !m.raw_not_kept.is_empty(),
+                _ => false,
+            })
+            .collect();
+        assert_eq!(not_kept, vec![true, false, false, true]);
+    }
+
     #[test]
     fn offset_is_agent_minus_collector() {
         // Agent 5 s ahead; 2 ms each way; collector holds it 1 ms.

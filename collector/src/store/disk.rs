@@ -321,3 +321,33 @@ fn allocate(f: &std::fs::File, len: u64) -> std::io::Result<()> {
         Err(e) => Err(e.into()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uploads_in_progress_count_against_the_reserve() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let guard = DiskGuard::new(dir.path());
+        let Ok(avail) = guard.available() else {
+            return;
+        };
+        const GB: u64 = 1 << 30;
+        if avail < 2 * GB {
+            return; // Not enough room to tell apart from other writers.
+        }
+        // A gigabyte above the reserve: one 600 MB upload fits, a second
+        // one alongside does not, and fits again once the first is done.
+        guard.set_min_free(avail - GB);
+        let first = guard.reserve(600 << 20).expect("first upload fits");
+        assert!(guard.reserve(600 << 20).is_err());
+        assert!(guard.headroom().is_some_and(|h| h < 500 << 20));
+        drop(first);
+        assert!(guard.reserve(600 << 20).is_ok());
+        // A blob too big for what is left is refused without pausing ingest.
+        assert!(guard.reserve(2 * GB).is_err());
+        assert!(guard.paused().is_none());
+        assert!(guard.check(0).is_ok());
+    }
+}
