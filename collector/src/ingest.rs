@@ -254,23 +254,34 @@ fn held_raw(e: &Event) -> Option<&str> {
     }
 }
 
+/// Whether the collector holds blob `sha` as far as `uploader` may know:
+/// stored, and uploaded by that identity itself. Whether another host's
+/// content is stored is not the business of an agent (it would be an
+/// oracle for "was this document ever mailed?"); the price is that two
+/// agents with the same raw message each upload it once (stored once).
+/// Blocking (file system, sled).
+fn held_for(store: &Store, uploader: &str, sha: &str) -> bool {
+    store.blobs.has(sha) && store.meta.uploaded_by(uploader, sha).unwrap_or(false)
+}
+
 /// Cuts a batch just before its first event whose raw message the
-/// collector does not hold, and names the missing blobs from there on (at
-/// most [`MISSING_BLOBS_MAX`]). An event is never acknowledged before its
-/// blob is stored: its agent uploads the blobs (or states that it lost
-/// them) and sends the rest again. Blocking (file system).
-fn cut_at_missing_blob(store: &Store, events: &mut Vec<Event>) -> Vec<String> {
-    fn missing(store: &Store, e: &Event) -> Option<String> {
+/// collector does not hold (for `uploader`, see [`held_for`]), and names
+/// the missing blobs from there on (at most [`MISSING_BLOBS_MAX`]). An
+/// event is never acknowledged before its blob is stored: its agent
+/// uploads the blobs (or states that it lost them) and sends the rest
+/// again. Blocking (file system).
+fn cut_at_missing_blob(store: &Store, uploader: &str, events: &mut Vec<Event>) -> Vec<String> {
+    let missing = |e: &Event| {
         held_raw(e)
-            .filter(|sha| !store.blobs.has(sha))
+            .filter(|sha| !held_for(store, uploader, sha))
             .map(str::to_owned)
-    }
-    let Some(first) = events.iter().position(|e| missing(store, e).is_some()) else {
+    };
+    let Some(first) = events.iter().position(|e| missing(e).is_some()) else {
         return Vec::new();
     };
     let mut shas: Vec<String> = events[first..]
         .iter()
-        .filter_map(|e| missing(store, e))
+        .filter_map(missing)
         .take(MISSING_BLOBS_MAX)
         .collect();
     shas.sort();
@@ -558,9 +569,9 @@ impl Ingest for IngestService {
                     Some(Kind::HostChange(h)) => h.identity.clone(),
                     _ => None,
                 });
-                let (st, mut events) = (store.clone(), events);
+                let (st, mut events, uploader) = (store.clone(), events, id.to_string());
                 let held = tokio::task::spawn_blocking(move || {
-                    let missing = cut_at_missing_blob(&st, &mut events);
+                    let missing = cut_at_missing_blob(&st, &uploader, &mut events);
                     (events, missing)
                 })
                 .await;
@@ -608,7 +619,7 @@ impl Ingest for IngestService {
         &self,
         req: Request<MissingBlobsRequest>,
     ) -> Result<Response<MissingBlobsResponse>, Status> {
-        auth::caller(&req)?;
+        let uploader = auth::caller(&req)?.to_string();
         let shas = req.into_inner().sha256;
         if let Some(bad) = shas.iter().find(|s| !kiroku_common::is_sha256_hex(s)) {
             return Err(Status::invalid_argument(format!(
@@ -618,7 +629,7 @@ impl Ingest for IngestService {
         let store = self.store.clone();
         let missing = tokio::task::spawn_blocking(move || {
             shas.into_iter()
-                .filter(|s| !store.blobs.has(s))
+                .filter(|s| !held_for(&store, &uploader, s))
                 .collect::<Vec<_>>()
         })
         .await
@@ -680,10 +691,17 @@ impl Ingest for IngestService {
             )));
         }
         let store = self.store.clone();
-        let sha2 = sha.clone();
+        let (sha2, uploader) = (sha.clone(), id.to_string());
+        // `already_stored` only tells the agent about its own uploads.
         let stored = tokio::task::spawn_blocking(move || {
-            let stored = store.blobs.put(&sha2, &data);
+            let before = held_for(&store, &uploader, &sha2);
+            let stored = store.blobs.put(&sha2, &data).map(|_| before);
             drop(reservation);
+            if stored.is_ok()
+                && let Err(e) = store.meta.note_uploader(&uploader, &sha2)
+            {
+                tracing::error!(identity = %uploader, error = %e, "cannot note the blob's uploader; it will be asked for again");
+            }
             stored
         })
         .await
@@ -701,7 +719,7 @@ impl Ingest for IngestService {
         })?;
         Ok(Response::new(PutBlobResponse {
             sha256: sha,
-            already_stored: !stored,
+            already_stored: stored,
         }))
     }
 }

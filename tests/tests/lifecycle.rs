@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use kiroku_proto::ingest_client::IngestClient;
 use kiroku_proto::query_client::QueryClient;
 use kiroku_proto::{
-    Ack, Batch, BlobChunk, EmailEvent, Event, GetEventRequest, Hello, SearchRequest, ShipRequest,
-    event::Kind, ship_request, ship_response,
+    Ack, Batch, BlobChunk, EmailEvent, Event, GetEventRequest, Hello, MissingBlobsRequest,
+    SearchRequest, ShipRequest, event::Kind, ship_request, ship_response,
 };
 use kiroku_tests::{Env, Mode, Proc, email, free_port, send_mail};
 
@@ -278,6 +278,43 @@ async fn events_are_acknowledged_only_once_their_raw_message_is_held() -> anyhow
     assert_eq!(acks[0].stored_seq, 3, "{:?}", acks[0]);
     assert!(acks[0].missing_blobs.is_empty());
     assert_eq!(env.raw("blobless/s1/2").await?, raw);
+
+    // Another agent is not told whether this content is stored: for it the
+    // blob is missing, and its own upload is not "already stored".
+    let (ncert, nkey) = env.issue("agent", "nosy", &[])?;
+    let mut nosy = IngestClient::new(env.channel(Some((&ncert, &nkey)), None).await?);
+    let ask = || MissingBlobsRequest {
+        sha256: vec![sha.clone()],
+    };
+    assert_eq!(
+        nosy.missing_blobs(ask()).await?.into_inner().sha256,
+        vec![sha.clone()]
+    );
+    let mut owner = IngestClient::new(env.channel(Some((&cert, &key)), None).await?);
+    assert!(
+        owner
+            .missing_blobs(ask())
+            .await?
+            .into_inner()
+            .sha256
+            .is_empty()
+    );
+    let upload = || {
+        tokio_stream::iter(vec![BlobChunk {
+            sha256: sha.clone(),
+            size: raw.len() as u64,
+            data: raw.clone(),
+        }])
+    };
+    assert!(!nosy.put_blob(upload()).await?.into_inner().already_stored);
+    assert!(nosy.put_blob(upload()).await?.into_inner().already_stored);
+    assert!(
+        nosy.missing_blobs(ask())
+            .await?
+            .into_inner()
+            .sha256
+            .is_empty()
+    );
 
     // Content the agent no longer has: stored, saying so.
     let gone = kiroku_common::sha256_hex(b"never uploaded");
