@@ -175,6 +175,11 @@ async fn a_raw_message_lost_on_the_agent_is_stored_as_lost_and_shipping_goes_on(
         "nothing to return for it"
     );
     assert!(agent.log_text().contains("not in the buffer"));
+    let shown = env.cli(&["show", &lost.event_id])?;
+    assert!(
+        shown.contains("raw not kept") && shown.contains("lost on the agent"),
+        "kiroku show says why: {shown}"
+    );
     // Shipping goes on after it.
     send(smtp, "lostraw", 2)?;
     env.wait_for(by_subject("lostraw"), 3, Duration::from_secs(30))
