@@ -10,6 +10,15 @@
 //! best of [`PROBES`] round trips wins) and reports its backlog (`Status`).
 //! The agent keeps at most one request outstanding (a batch or a probe), so
 //! each response answers the request before it.
+//!
+//! The collector acknowledges an event that names a raw message only once
+//! it holds that blob: an `Ack` with `missing_blobs` covers the batch up
+//! to the first such event, and the agent uploads the blobs and sends the
+//! rest again. A blob the agent no longer has (lost from its buffer) is
+//! said so on the event (`raw_not_kept`), which the collector then stores
+//! without it, so the stream never stalls on it. A collector that shuts
+//! down says so (`Shutdown`): the agent reconnects every second or so for
+//! a while instead of backing off, to be back as soon as it restarts.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,6 +57,20 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(120);
 const PROBES: usize = 4;
 const PROBE_EVERY: Duration = Duration::from_secs(60);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+/// After the collector said it shuts down, reconnect attempts stay this
+/// frequent (instead of backing off) for [`QUICK_RECONNECT_FOR`].
+const QUICK_RECONNECT_MAX: Duration = Duration::from_secs(5);
+const QUICK_RECONNECT_FOR: Duration = Duration::from_secs(120);
+/// What an event whose raw message the agent lost says (`raw_not_kept`).
+const LOST_ON_AGENT: &str = "lost on the agent: the raw message was no longer in the agent's buffer when the event was shipped";
+
+/// The collector ended the stream because it shuts down (`Shutdown`).
+#[derive(Debug, thiserror::Error)]
+#[error("the collector is shutting down ({reason})")]
+struct GoingAway {
+    reason: String,
+    reconnect_after: Duration,
+}
 
 type Responses = tonic::Streaming<ShipResponse>;
 
@@ -64,24 +87,38 @@ impl Shipper {
     /// Runs until the task is dropped.
     pub async fn run(self) {
         let mut backoff = BACKOFF_MIN;
+        let mut quick_until = None;
         loop {
             let started = tokio::time::Instant::now();
-            match self.session().await {
-                Ok(()) => {}
-                Err(e) => {
-                    let backlog = self.buffer.backlog();
-                    tracing::warn!(
-                        collector = %self.endpoint, error = %format!("{e:#}"), queued = backlog.queued,
-                        "shipping to the collector failed; events stay buffered, retrying"
-                    );
-                }
-            }
+            let e = self
+                .session()
+                .await
+                .err()
+                .unwrap_or_else(|| anyhow::anyhow!("the stream ended"));
+            let backlog = self.buffer.backlog();
             // A session that ran a while was healthy: start backoff afresh.
             if started.elapsed() > Duration::from_secs(30) {
                 backoff = BACKOFF_MIN;
             }
+            if let Some(g) = e.downcast_ref::<GoingAway>() {
+                tracing::info!(
+                    collector = %self.endpoint, reason = %g.reason, queued = backlog.queued,
+                    "the collector is shutting down; events stay buffered, reconnecting soon"
+                );
+                backoff = g.reconnect_after.clamp(BACKOFF_MIN, QUICK_RECONNECT_MAX);
+                quick_until = Some(tokio::time::Instant::now() + QUICK_RECONNECT_FOR);
+            } else {
+                tracing::warn!(
+                    collector = %self.endpoint, error = %format!("{e:#}"), queued = backlog.queued,
+                    "shipping to the collector failed; events stay buffered, retrying"
+                );
+            }
             let jitter = rand::random_range(0.5..1.5);
             tokio::time::sleep(backoff.mul_f64(jitter)).await;
+            if quick_until.is_some_and(|t| tokio::time::Instant::now() < t) {
+                continue;
+            }
+            quick_until = None;
             backoff = (backoff * 2).min(BACKOFF_MAX);
         }
     }
@@ -115,10 +152,8 @@ impl Shipper {
         })
         .await?;
         let mut responses = client.ship(ReceiverStream::new(rx)).await?.into_inner();
-        let welcome = match responses.message().await? {
-            Some(kiroku_proto::ShipResponse {
-                msg: Some(ship_response::Msg::Welcome(w)),
-            }) => w,
+        let welcome = match next_msg(&mut responses).await? {
+            ship_response::Msg::Welcome(w) => w,
             other => anyhow::bail!("collector sent {other:?} instead of Welcome"),
         };
         tracing::info!(collector = %self.endpoint, agent_id = %welcome.agent_id, stored_seq = welcome.stored_seq, "connected to collector");
@@ -128,6 +163,9 @@ impl Shipper {
         self.buffer.ack(welcome.stored_seq).await?;
         let mut sent = welcome.stored_seq;
         let mut next_probe = tokio::time::Instant::now() + PROBE_EVERY;
+        // Blobs the last Ack said were missing, to notice a collector that
+        // keeps asking for the same ones.
+        let mut asked: Vec<String> = Vec::new();
         loop {
             if tokio::time::Instant::now() >= next_probe {
                 self.measure_clock(&tx, &mut responses).await?;
@@ -135,13 +173,18 @@ impl Shipper {
             }
             let batch = self.buffer.read_batch(sent, BATCH_EVENTS, BATCH_BYTES)?;
             if batch.is_empty() {
+                // Idle, but listening: the collector may say it shuts down.
                 tokio::select! {
                     _ = self.buffer.appended() => {}
                     _ = tokio::time::sleep_until(next_probe) => {}
+                    m = next_msg(&mut responses) => {
+                        anyhow::bail!("collector sent {:?} unasked", m?);
+                    }
                 }
                 continue;
             }
-            self.upload_blobs(&mut client, &batch).await?;
+            let lost = self.upload_blobs(&mut client, &batch).await?;
+            let batch = mark_lost(batch, &lost);
             let last = batch.last().map_or(sent, |e| e.seq);
             let n = batch.len();
             tx.send(ShipRequest {
@@ -149,16 +192,34 @@ impl Shipper {
             })
             .await
             .map_err(|_| anyhow::anyhow!("stream to collector closed"))?;
-            let ack = match tokio::time::timeout(ACK_TIMEOUT, responses.message()).await {
+            let ack = match tokio::time::timeout(ACK_TIMEOUT, next_msg(&mut responses)).await {
                 Err(_) => anyhow::bail!("no acknowledgement in {}s", ACK_TIMEOUT.as_secs()),
                 Ok(r) => r?,
             };
             let ack = match ack {
-                Some(kiroku_proto::ShipResponse {
-                    msg: Some(ship_response::Msg::Ack(a)),
-                }) => a,
+                ship_response::Msg::Ack(a) => a,
                 other => anyhow::bail!("collector sent {other:?} instead of Ack"),
             };
+            if !ack.missing_blobs.is_empty() {
+                // Stored up to an event whose blob the collector lacks:
+                // the next round uploads it (or marks it lost) and sends
+                // the rest again.
+                if ack.stored_seq <= sent && ack.missing_blobs == asked {
+                    anyhow::bail!(
+                        "the collector still lacks blob {} after it was uploaded",
+                        ack.missing_blobs[0]
+                    );
+                }
+                tracing::info!(
+                    stored_seq = ack.stored_seq, missing = ack.missing_blobs.len(), first = %ack.missing_blobs[0],
+                    "the collector lacks raw messages of this batch; uploading them again"
+                );
+                self.buffer.ack(ack.stored_seq).await?;
+                sent = sent.max(ack.stored_seq);
+                asked = ack.missing_blobs;
+                continue;
+            }
+            asked.clear();
             if ack.stored_seq < last {
                 anyhow::bail!(
                     "collector acknowledged {} but {last} was sent",
@@ -193,7 +254,7 @@ impl Shipper {
             })
             .await
             .map_err(|_| anyhow::anyhow!("stream to collector closed"))?;
-            let reply = match tokio::time::timeout(PROBE_TIMEOUT, responses.message()).await {
+            let reply = match tokio::time::timeout(PROBE_TIMEOUT, next_msg(responses)).await {
                 Err(_) => {
                     anyhow::bail!("no answer to a clock probe in {}s", PROBE_TIMEOUT.as_secs())
                 }
@@ -201,9 +262,7 @@ impl Shipper {
             };
             let t4 = clock.now_us();
             let r = match reply {
-                Some(ShipResponse {
-                    msg: Some(ship_response::Msg::TimeReply(r)),
-                }) => r,
+                ship_response::Msg::TimeReply(r) => r,
                 other => anyhow::bail!("collector sent {other:?} instead of TimeReply"),
             };
             if r.t1_us != t1 {
@@ -242,16 +301,18 @@ impl Shipper {
         Ok(())
     }
 
+    /// Uploads the blobs of `batch` the collector does not have; returns
+    /// those it lacks that the buffer no longer holds either.
     async fn upload_blobs(
         &self,
         client: &mut IngestClient<Channel>,
         batch: &[kiroku_proto::Event],
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Vec<String>> {
         let mut shas: Vec<String> = batch.iter().filter_map(buffer::raw_sha).collect();
         shas.sort();
         shas.dedup();
         if shas.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let missing = client
             .missing_blobs(MissingBlobsRequest { sha256: shas })
@@ -264,21 +325,26 @@ impl Shipper {
         // to ~100 mails/s (BENCHMARKS.md, issue 6).
         let uploads = missing.into_iter().map(|sha| {
             let client = client.clone();
-            async move { self.upload_blob(client, sha).await }
+            async move {
+                let uploaded = self.upload_blob(client, sha.clone()).await?;
+                anyhow::Ok((!uploaded).then_some(sha))
+            }
         });
         let mut uploads = futures::stream::iter(uploads).buffer_unordered(UPLOADS_IN_FLIGHT);
+        let mut lost = Vec::new();
         while let Some(r) = uploads.next().await {
-            r?;
+            lost.extend(r?);
         }
-        Ok(())
+        Ok(lost)
     }
 
-    /// Uploads one blob from the buffer.
+    /// Uploads one blob from the buffer; false when the buffer does not
+    /// have it.
     async fn upload_blob(
         &self,
         mut client: IngestClient<Channel>,
         sha: String,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<bool> {
         let (file, size) = match self.buffer.blob_file(&sha).await? {
             Some(buffer::BlobSource::File(f, size)) => (f, size),
             Some(buffer::BlobSource::Bytes(data)) => {
@@ -303,13 +369,14 @@ impl Shipper {
                 };
                 client.put_blob(futures::stream::iter(chunks)).await?;
                 tracing::debug!(sha256 = %sha, size, "blob uploaded");
-                return Ok(());
+                return Ok(true);
             }
             None => {
-                // Recorded without content (e.g. over the size limit): the
-                // event says so; nothing to upload.
-                tracing::warn!(sha256 = %sha, "blob referenced by an event is not in the buffer");
-                return Ok(());
+                // The event names content the buffer no longer has: it is
+                // shipped saying so (`mark_lost`) rather than held back
+                // forever.
+                tracing::error!(sha256 = %sha, "blob referenced by an event is not in the buffer; the event is shipped marked as lost on the agent");
+                return Ok(false);
             }
         };
         // Read and sent one chunk at a time: a 50 MB message never sits
@@ -350,8 +417,43 @@ impl Shipper {
         });
         client.put_blob(chunks).await?;
         tracing::debug!(sha256 = %sha, size, "blob uploaded");
-        Ok(())
+        Ok(true)
     }
+}
+
+/// The next message on the Ship stream; `Shutdown` becomes [`GoingAway`].
+/// Cancel-safe (only awaits the stream).
+async fn next_msg(responses: &mut Responses) -> anyhow::Result<ship_response::Msg> {
+    match responses.message().await? {
+        Some(ShipResponse {
+            msg: Some(ship_response::Msg::Shutdown(s)),
+        }) => Err(GoingAway {
+            reason: s.reason,
+            reconnect_after: Duration::from_millis(u64::from(s.reconnect_after_ms)),
+        }
+        .into()),
+        Some(ShipResponse { msg: Some(m) }) => Ok(m),
+        Some(ShipResponse { msg: None }) => anyhow::bail!("collector sent an empty message"),
+        None => anyhow::bail!("collector ended the stream"),
+    }
+}
+
+/// Marks the events of `batch` whose raw message is in `lost` (the
+/// collector lacks it and the buffer no longer has it): they go out with
+/// `raw_not_kept` saying so, which the collector stores as such.
+fn mark_lost(mut batch: Vec<kiroku_proto::Event>, lost: &[String]) -> Vec<kiroku_proto::Event> {
+    if lost.is_empty() {
+        return batch;
+    }
+    for e in &mut batch {
+        if let Some(kiroku_proto::event::Kind::Email(m)) = &mut e.kind
+            && lost.contains(&m.raw_sha256)
+        {
+            tracing::error!(seq = e.seq, sha256 = %m.raw_sha256, "event shipped without its raw message (lost on the agent)");
+            m.raw_not_kept = LOST_ON_AGENT.to_owned();
+        }
+    }
+    batch
 }
 
 /// Round trip and offset (agent − collector) of one probe, µs: t1 and t4 on
@@ -364,6 +466,30 @@ fn offset_us(t1: i64, t2: i64, t3: i64, t4: i64) -> (i64, i64) {
 
 #[cfg(test)]
 mod tests {
+    use kiroku_proto::{EmailEvent, Event, event::Kind};
+
+    #[test]
+    fn only_events_whose_blob_is_lost_are_marked() {
+        let mail = |seq, sha: &str| Event {
+            seq,
+            kind: Some(Kind::Email(EmailEvent {
+                raw_sha256: sha.into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let batch = vec![mail(1, "aa"), mail(2, "bb"), mail(3, ""), mail(4, "aa")];
+        let marked = super::mark_lost(batch, &["aa".to_owned()]);
+        let not_kept: Vec<bool> = marked
+            .iter()
+            .map(|e| match &e.kind {
+                Some(Kind::Email(m)) => !m.raw_not_kept.is_empty(),
+                _ => false,
+            })
+            .collect();
+        assert_eq!(not_kept, vec![true, false, false, true]);
+    }
+
     #[test]
     fn offset_is_agent_minus_collector() {
         // Agent 5 s ahead; 2 ms each way; collector holds it 1 ms.

@@ -135,6 +135,7 @@ fn commit_jobs(store: &Store, alerting: &Alerting, jobs: Vec<Job>) {
                 stored_seq: top,
                 stored: fresh.len() as u32,
                 duplicates: (job.events.len() - fresh.len()) as u32,
+                missing_blobs: Vec::new(),
             });
             hw.insert(key, top);
             journal.extend(fresh);
@@ -196,6 +197,8 @@ pub struct IngestService {
     committer: Committer,
     max_blob_bytes: u64,
     clock_threshold_ms: i64,
+    /// Becomes true when the collector shuts down (see [`Self::with_shutdown`]).
+    stopping: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl IngestService {
@@ -205,7 +208,16 @@ impl IngestService {
             committer,
             max_blob_bytes,
             clock_threshold_ms: crate::config::DEFAULT_CLOCK_THRESHOLD_MS,
+            stopping: None,
         }
+    }
+
+    /// When `stopping` becomes true, each Ship stream finishes the batch in
+    /// hand, sends its agent `Shutdown` and ends, so a shutdown does not
+    /// wait for idle agents.
+    pub fn with_shutdown(mut self, stopping: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.stopping = Some(stopping);
+        self
     }
 
     /// Hosts whose clock is further than this from the collector's are
@@ -214,6 +226,68 @@ impl IngestService {
         self.clock_threshold_ms = ms;
         self
     }
+}
+
+/// How soon an agent told to go away (`Shutdown`) should try again.
+const RECONNECT_AFTER_SHUTDOWN_MS: u32 = 1000;
+/// Most missing blobs named in one Ack.
+const MISSING_BLOBS_MAX: usize = 1000;
+
+/// Resolves once `stopping` is true; never without a shutdown signal.
+async fn stopped(stopping: &mut Option<tokio::sync::watch::Receiver<bool>>) {
+    if let Some(rx) = stopping
+        && rx.wait_for(|s| *s).await.is_ok()
+    {
+        return;
+    }
+    std::future::pending().await
+}
+
+/// The raw message an event says the collector holds: `raw_sha256`, unless
+/// the agent stated that the content could not be kept (`raw_not_kept`).
+fn held_raw(e: &Event) -> Option<&str> {
+    match &e.kind {
+        Some(Kind::Email(m)) if !m.raw_sha256.is_empty() && m.raw_not_kept.is_empty() => {
+            Some(&m.raw_sha256)
+        }
+        _ => None,
+    }
+}
+
+/// Whether the collector holds blob `sha` as far as `uploader` may know:
+/// stored, and uploaded by that identity itself. Whether another host's
+/// content is stored is not the business of an agent (it would be an
+/// oracle for "was this document ever mailed?"); the price is that two
+/// agents with the same raw message each upload it once (stored once).
+/// Blocking (file system, sled).
+fn held_for(store: &Store, uploader: &str, sha: &str) -> bool {
+    store.blobs.has(sha) && store.meta.uploaded_by(uploader, sha).unwrap_or(false)
+}
+
+/// Cuts a batch just before its first event whose raw message the
+/// collector does not hold (for `uploader`, see [`held_for`]), and names
+/// the missing blobs from there on (at most [`MISSING_BLOBS_MAX`]). An
+/// event is never acknowledged before its blob is stored: its agent
+/// uploads the blobs (or states that it lost them) and sends the rest
+/// again. Blocking (file system).
+fn cut_at_missing_blob(store: &Store, uploader: &str, events: &mut Vec<Event>) -> Vec<String> {
+    let missing = |e: &Event| {
+        held_raw(e)
+            .filter(|sha| !held_for(store, uploader, sha))
+            .map(str::to_owned)
+    };
+    let Some(first) = events.iter().position(|e| missing(e).is_some()) else {
+        return Vec::new();
+    };
+    let mut shas: Vec<String> = events[first..]
+        .iter()
+        .filter_map(missing)
+        .take(MISSING_BLOBS_MAX)
+        .collect();
+    shas.sort();
+    shas.dedup();
+    events.truncate(first);
+    shas
 }
 
 /// Tag on events from a host whose clock offset is beyond the threshold.
@@ -398,11 +472,26 @@ impl Ingest for IngestService {
         let committer = self.committer.clone();
         let threshold = self.clock_threshold_ms;
         let live = store.meta.connected(&id.name);
+        let mut stopping = self.stopping.clone();
         tokio::spawn(async move {
             let _live = live;
             let mut clock = SessionClock::default();
             loop {
-                let msg = match inbound.message().await {
+                // Between requests (never while a batch is being stored)
+                // a shutdown ends the stream with `Shutdown`.
+                let next = tokio::select! {
+                    m = inbound.message() => m,
+                    () = stopped(&mut stopping) => {
+                        tracing::info!(agent_id = %id.name, stream_id = %stream_id, "ship stream ended: collector shutting down");
+                        let bye = ship_response::Msg::Shutdown(kiroku_proto::Shutdown {
+                            reason: "collector shutting down".into(),
+                            reconnect_after_ms: RECONNECT_AFTER_SHUTDOWN_MS,
+                        });
+                        let _ = tx.send(Ok(ShipResponse { msg: Some(bye) })).await;
+                        break;
+                    }
+                };
+                let msg = match next {
                     Ok(Some(m)) => m,
                     Ok(None) => break,
                     Err(e) => {
@@ -484,7 +573,31 @@ impl Ingest for IngestService {
                     Some(Kind::HostChange(h)) => h.identity.clone(),
                     _ => None,
                 });
-                let res = committer.store(&id.name, &stream_id, events).await;
+                let (st, mut events, uploader) = (store.clone(), events, id.to_string());
+                let held = tokio::task::spawn_blocking(move || {
+                    let missing = cut_at_missing_blob(&st, &uploader, &mut events);
+                    (events, missing)
+                })
+                .await;
+                let Ok((events, missing_blobs)) = held else {
+                    let _ = tx
+                        .send(Err(Status::internal("checking blobs failed")))
+                        .await;
+                    break;
+                };
+                if !missing_blobs.is_empty() {
+                    tracing::info!(
+                        agent_id = %id.name, missing = missing_blobs.len(), first = %missing_blobs[0],
+                        "batch stored only up to an event whose raw message the collector does not hold; the agent is asked to upload it"
+                    );
+                }
+                let res = committer
+                    .store(&id.name, &stream_id, events)
+                    .await
+                    .map(|ack| Ack {
+                        missing_blobs,
+                        ..ack
+                    });
                 if let (Ok(_), Some(identity)) = (&res, newest_host) {
                     let (store, name) = (store.clone(), id.name.clone());
                     let _ = tokio::task::spawn_blocking(move || {
@@ -510,7 +623,7 @@ impl Ingest for IngestService {
         &self,
         req: Request<MissingBlobsRequest>,
     ) -> Result<Response<MissingBlobsResponse>, Status> {
-        auth::caller(&req)?;
+        let uploader = auth::caller(&req)?.to_string();
         let shas = req.into_inner().sha256;
         if let Some(bad) = shas.iter().find(|s| !kiroku_common::is_sha256_hex(s)) {
             return Err(Status::invalid_argument(format!(
@@ -520,7 +633,7 @@ impl Ingest for IngestService {
         let store = self.store.clone();
         let missing = tokio::task::spawn_blocking(move || {
             shas.into_iter()
-                .filter(|s| !store.blobs.has(s))
+                .filter(|s| !held_for(&store, &uploader, s))
                 .collect::<Vec<_>>()
         })
         .await
@@ -550,12 +663,18 @@ impl Ingest for IngestService {
                 self.max_blob_bytes
             )));
         }
-        // A full disk pauses blob uploads too; the agent keeps the blob.
+        // A full disk pauses blob uploads too; the agent keeps the blob and
+        // uploads it again. The space stays promised to this upload until
+        // it is stored, so concurrent uploads cannot together pass the
+        // reserve.
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.disk.check(size))
+        let reservation = tokio::task::spawn_blocking(move || store.disk.reserve(size))
             .await
             .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(Status::unavailable)?;
+            .map_err(|why| {
+                tracing::warn!(identity = %id, sha256 = %sha, size, "blob upload refused: {why}");
+                Status::unavailable(why)
+            })?;
         // Grow with what actually arrives: an announced size is not a
         // reason to reserve memory.
         let mut data = Vec::with_capacity((size as usize).min(8 << 20));
@@ -576,24 +695,35 @@ impl Ingest for IngestService {
             )));
         }
         let store = self.store.clone();
-        let sha2 = sha.clone();
-        let stored = tokio::task::spawn_blocking(move || store.blobs.put(&sha2, &data))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|e| match e {
-                // The disk, not the agent, is at fault: it retries later.
-                crate::store::blobs::BlobError::Io { .. } => {
-                    tracing::error!(identity = %id, error = %e, "storing a blob failed");
-                    Status::unavailable(format!("collector could not store the blob: {e}"))
-                }
-                e => {
-                    tracing::warn!(identity = %id, error = %e, "blob refused");
-                    Status::invalid_argument(e.to_string())
-                }
-            })?;
+        let (sha2, uploader) = (sha.clone(), id.to_string());
+        // `already_stored` only tells the agent about its own uploads.
+        let stored = tokio::task::spawn_blocking(move || {
+            let before = held_for(&store, &uploader, &sha2);
+            let stored = store.blobs.put(&sha2, &data).map(|_| before);
+            drop(reservation);
+            if stored.is_ok()
+                && let Err(e) = store.meta.note_uploader(&uploader, &sha2)
+            {
+                tracing::error!(identity = %uploader, error = %e, "cannot note the blob's uploader; it will be asked for again");
+            }
+            stored
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| match e {
+            // The disk, not the agent, is at fault: it retries later.
+            crate::store::blobs::BlobError::Io { .. } => {
+                tracing::error!(identity = %id, error = %e, "storing a blob failed");
+                Status::unavailable(format!("collector could not store the blob: {e}"))
+            }
+            e => {
+                tracing::warn!(identity = %id, error = %e, "blob refused");
+                Status::invalid_argument(e.to_string())
+            }
+        })?;
         Ok(Response::new(PutBlobResponse {
             sha256: sha,
-            already_stored: !stored,
+            already_stored: stored,
         }))
     }
 }

@@ -7,6 +7,14 @@
 //! certificate, another CA, a revoked or expired certificate, plain text,
 //! TLS below 1.2) are logged with the peer address and the reason.
 //!
+//! A handshake is not a licence for the life of the connection: every
+//! connection is kept with its peer's certificate chain ([`LiveConns`]),
+//! and when the configuration is rebuilt (a new CRL or CA) — and every
+//! minute, for certificates that expire — each chain is verified again;
+//! a connection whose certificate is now refused is cut at once and
+//! logged with peer, identity and reason. A graceful shutdown ends by
+//! cutting whatever is still open.
+//!
 //! After the handshake a [`Checked`] connection watches the bytes: a peer
 //! that does not open with the HTTP/2 preface (an HTTP/1.1 client, garbage
 //! inside TLS) is cut at once, one that sends no preface within the
@@ -18,9 +26,9 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use kiroku_common::tls::TlsFiles;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -29,25 +37,45 @@ use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
+mod live;
+
+pub use live::LiveConns;
+
 /// Longest a client may take to complete the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const RELOAD_CHECK: Duration = Duration::from_secs(2);
+/// How often live connections are checked again without a file change
+/// (a certificate that expires while its connection is open).
+const RECHECK_EVERY: Duration = Duration::from_secs(60);
+/// How often an expired revocation list is warned about again.
+const CRL_WARN_EVERY: Duration = Duration::from_secs(3600);
 
-/// The current TLS configuration and what it was built from.
+type Verifier = Arc<dyn rustls::server::danger::ClientCertVerifier>;
+
+/// The current TLS configuration, what it was built from, and the live
+/// connections it must keep accepting.
 pub struct TlsSource {
     files: TlsFiles,
     crl: Option<PathBuf>,
-    current: RwLock<Arc<rustls::ServerConfig>>,
+    current: RwLock<(Arc<rustls::ServerConfig>, Verifier)>,
     stamp: RwLock<Vec<Option<SystemTime>>>,
+    /// The revocation list's `nextUpdate` (ms), and when an expired list
+    /// was last warned about.
+    crl_expiry: Mutex<(Option<i64>, Option<Instant>)>,
+    /// Every connection past its handshake, with its peer's certificates.
+    pub live: Arc<LiveConns>,
 }
 
 impl TlsSource {
     /// Builds the first configuration; an error here stops the collector.
     pub fn new(files: TlsFiles, crl: Option<PathBuf>) -> anyhow::Result<Arc<TlsSource>> {
-        let cfg = files.server_rustls(crl.as_deref())?;
+        let verifier = files.client_verifier(crl.as_deref())?;
+        let cfg = files.server_rustls(verifier.clone())?;
         let src = TlsSource {
             stamp: RwLock::new(Vec::new()),
-            current: RwLock::new(Arc::new(cfg)),
+            current: RwLock::new((Arc::new(cfg), verifier)),
+            crl_expiry: Mutex::new((None, None)),
+            live: Arc::default(),
             files,
             crl,
         };
@@ -55,6 +83,7 @@ impl TlsSource {
         if let Ok(mut s) = src.stamp.write() {
             *s = stamp;
         }
+        src.crl_loaded();
         Ok(Arc::new(src))
     }
 
@@ -69,15 +98,20 @@ impl TlsSource {
             .collect()
     }
 
-    fn acceptor(&self) -> TlsAcceptor {
-        let cfg = match self.current.read() {
+    fn current(&self) -> (Arc<rustls::ServerConfig>, Verifier) {
+        match self.current.read() {
             Ok(c) => c.clone(),
             Err(p) => p.into_inner().clone(),
-        };
-        TlsAcceptor::from(cfg)
+        }
     }
 
-    /// Rebuilds the configuration if a file changed (or `force`).
+    fn acceptor(&self) -> TlsAcceptor {
+        TlsAcceptor::from(self.current().0)
+    }
+
+    /// Rebuilds the configuration if a file changed (or `force`), then
+    /// cuts every live connection whose certificate the new configuration
+    /// refuses.
     pub fn reload(&self, force: bool) {
         let now = self.stamps();
         let changed = self.stamp.read().map(|s| *s != now).unwrap_or(true);
@@ -87,19 +121,102 @@ impl TlsSource {
         if let Ok(mut s) = self.stamp.write() {
             *s = now;
         }
-        match self.files.server_rustls(self.crl.as_deref()) {
-            Ok(cfg) => {
+        let built = self
+            .files
+            .client_verifier(self.crl.as_deref())
+            .and_then(|v| Ok((Arc::new(self.files.server_rustls(v.clone())?), v)));
+        match built {
+            Ok(new) => {
+                let verifier = new.1.clone();
                 if let Ok(mut c) = self.current.write() {
-                    *c = Arc::new(cfg);
+                    *c = new;
                 }
                 tracing::info!(
                     crl = ?self.crl, ca = %self.files.ca.display(),
                     "TLS configuration reloaded (certificates / revocation list)"
                 );
+                self.crl_loaded();
+                let cut = self.live.recheck(&*verifier);
+                if cut > 0 {
+                    tracing::warn!(
+                        connections = cut,
+                        "live connections cut after the TLS reload"
+                    );
+                }
             }
             Err(e) => tracing::error!(
                 error = %e,
                 "new TLS files refused; the previous configuration stays in force (fix the file and it is picked up again)"
+            ),
+        }
+    }
+
+    /// Checks every live connection against the configuration in force
+    /// (certificates expire while connected too).
+    fn recheck(&self) {
+        self.live.recheck(&*self.current().1);
+    }
+
+    /// Notes the loaded revocation list's expiry and warns at once if it
+    /// has passed.
+    fn crl_loaded(&self) {
+        let next = self
+            .crl
+            .as_deref()
+            .and_then(kiroku_common::tls::crl_next_update_ms);
+        if let Ok(mut e) = self.crl_expiry.lock() {
+            *e = (next, None);
+        }
+        self.warn_if_crl_expired();
+    }
+
+    /// An expired revocation list is still enforced (what it revokes stays
+    /// refused), but it is a sign that revocations are not being
+    /// published: said at load and every [`CRL_WARN_EVERY`] after.
+    fn warn_if_crl_expired(&self) {
+        let Ok(mut e) = self.crl_expiry.lock() else {
+            return;
+        };
+        let (Some(next), Some(path)) = (e.0, &self.crl) else {
+            return;
+        };
+        if next > kiroku_common::now_ms() || e.1.is_some_and(|t| t.elapsed() < CRL_WARN_EVERY) {
+            return;
+        }
+        e.1 = Some(Instant::now());
+        tracing::warn!(
+            crl = %path.display(), next_update_ms = next,
+            "the revocation list has expired (its nextUpdate has passed); it is still enforced. Renew it with `kiroku certs revoke --dir <pki>` and copy crl.pem here"
+        );
+    }
+
+    /// The revocation list in force and when it expires, for status output
+    /// (`kiroku hosts`), and whether it has expired; empty without one.
+    pub fn crl_status(&self) -> (String, bool) {
+        let Some(path) = &self.crl else {
+            return (String::new(), false);
+        };
+        let next = self.crl_expiry.lock().map(|e| e.0).unwrap_or(None);
+        match next {
+            None => (
+                format!("revocation list {}: no expiry date", path.display()),
+                false,
+            ),
+            Some(ms) if ms <= kiroku_common::now_ms() => (
+                format!(
+                    "revocation list {} EXPIRED at {} (still enforced; renew it with `kiroku certs revoke --dir <pki>` and copy crl.pem)",
+                    path.display(),
+                    kiroku_common::rfc3339_ms(ms)
+                ),
+                true,
+            ),
+            Some(ms) => (
+                format!(
+                    "revocation list {} valid until {}",
+                    path.display(),
+                    kiroku_common::rfc3339_ms(ms)
+                ),
+                false,
             ),
         }
     }
@@ -111,6 +228,7 @@ impl TlsSource {
             #[cfg(unix)]
             let mut hup =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+            let mut last_recheck = Instant::now();
             loop {
                 #[cfg(unix)]
                 let forced = match hup.as_mut() {
@@ -129,7 +247,18 @@ impl TlsSource {
                     false
                 };
                 let t = this.clone();
-                let _ = tokio::task::spawn_blocking(move || t.reload(forced)).await;
+                let recheck = last_recheck.elapsed() >= RECHECK_EVERY;
+                if recheck {
+                    last_recheck = Instant::now();
+                }
+                let _ = tokio::task::spawn_blocking(move || {
+                    t.reload(forced);
+                    if recheck {
+                        t.recheck();
+                        t.warn_if_crl_expired();
+                    }
+                })
+                .await;
             }
         });
     }
@@ -143,7 +272,15 @@ pub fn incoming(
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
         loop {
-            let (tcp, peer) = match listener.accept().await {
+            // The server drops the receiving end when it shuts down: then
+            // the listening socket closes at once, so a reconnecting agent
+            // is refused rather than left hanging on a server that no
+            // longer serves.
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = tx.closed() => return,
+            };
+            let (tcp, peer) = match accepted {
                 Ok(c) => c,
                 Err(e) => {
                     // Out of file descriptors and the like: wait, go on.
@@ -153,15 +290,20 @@ pub fn incoming(
                 }
             };
             let _ = tcp.set_nodelay(true);
-            if tx.is_closed() {
-                return;
-            }
             let acceptor = tls.acceptor();
             let tx = tx.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
-                        let _ = tx.send(Ok(Checked::new(stream, peer))).await;
+                        let certs = stream
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .map(<[_]>::to_vec)
+                            .unwrap_or_default();
+                        let live = tls.live.register(peer, certs);
+                        let _ = tx.send(Ok(Checked::new(stream, peer, live))).await;
                     }
                     Ok(Err(e)) => {
                         tracing::warn!(peer = %peer, error = %e, "refused at TLS handshake")
@@ -198,13 +340,16 @@ pub struct Checked {
     preface_deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Where the server's outgoing frames are.
     out: FrameScan,
+    /// Its place among the live connections (cut on revocation, shutdown).
+    live: live::Registration,
 }
 
 impl Checked {
-    fn new(inner: TlsStream<TcpStream>, peer: SocketAddr) -> Checked {
+    fn new(inner: TlsStream<TcpStream>, peer: SocketAddr, live: live::Registration) -> Checked {
         Checked {
             inner,
             peer,
+            live,
             preface: 0,
             preface_deadline: Some(Box::pin(tokio::time::sleep(HANDSHAKE_TIMEOUT))),
             out: FrameScan::default(),
@@ -227,6 +372,9 @@ impl AsyncRead for Checked {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
+        if let Some(reason) = this.live.poll_cut(cx) {
+            return Poll::Ready(Err(cut_error(this.peer, this.live.identity(), &reason)));
+        }
         if let Some(deadline) = &mut this.preface_deadline
             && deadline.as_mut().poll(cx).is_ready()
         {
@@ -275,6 +423,9 @@ impl AsyncWrite for Checked {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
+        if let Some(reason) = this.live.poll_cut(cx) {
+            return Poll::Ready(Err(cut_error(this.peer, this.live.identity(), &reason)));
+        }
         let res = Pin::new(&mut this.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = &res
             && let Some(code) = this.out.feed(&buf[..*n])
@@ -296,6 +447,14 @@ impl AsyncWrite for Checked {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
+}
+
+/// The I/O error that ends a connection cut by the collector.
+fn cut_error(peer: SocketAddr, identity: &str, reason: &str) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::ConnectionAborted,
+        format!("{peer} ({identity}): connection cut: {reason}"),
+    )
 }
 
 /// Follows the frame boundaries of an HTTP/2 byte stream written in

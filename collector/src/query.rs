@@ -33,11 +33,23 @@ const MAX_OFFSET: usize = 100_000;
 pub struct QueryService {
     store: Arc<Store>,
     alerting: Arc<Alerting>,
+    tls_status: Arc<dyn Fn() -> (String, bool) + Send + Sync>,
 }
 
 impl QueryService {
     pub fn new(store: Arc<Store>, alerting: Arc<Alerting>) -> Self {
-        QueryService { store, alerting }
+        QueryService {
+            store,
+            alerting,
+            tls_status: Arc::new(|| (String::new(), false)),
+        }
+    }
+
+    /// What `ListHosts` says about the revocation list: its description
+    /// and whether it has expired (see `listener::TlsSource::crl_status`).
+    pub fn with_tls_status(mut self, f: Arc<dyn Fn() -> (String, bool) + Send + Sync>) -> Self {
+        self.tls_status = f;
+        self
     }
 
     /// Records a query in the audit log (durable) before it is answered;
@@ -289,9 +301,12 @@ impl Query for QueryService {
         let hosts = self
             .blocking(|s| s.meta.hosts().map_err(|e| Status::internal(e.to_string())))
             .await?;
+        let (revocation_list, revocation_list_expired) = (self.tls_status)();
         Ok(Response::new(ListHostsResponse {
             hosts,
             ingest_paused: self.store.disk.paused().unwrap_or_default(),
+            revocation_list,
+            revocation_list_expired,
         }))
     }
 

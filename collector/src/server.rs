@@ -20,6 +20,11 @@ use crate::store::Store;
 
 /// Largest gRPC message accepted (a batch or a blob chunk).
 const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+/// How long a shutdown waits for connections to close by themselves (Ship
+/// streams end as soon as their agent's current batch is answered; a
+/// query in progress finishes) before the rest are cut. The systemd unit
+/// allows 60 s.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 pub async fn serve(
     cfg: CollectorConfig,
@@ -54,18 +59,26 @@ pub async fn serve(
         ))
     });
     let (committer, committer_thread) = Committer::start(store.clone(), alerting.clone())?;
+    // Set when the shutdown signal arrives: Ship streams tell their agents
+    // to go away and come back (`Shutdown`).
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
 
     let ingest = IngestServer::new(
         IngestService::new(store.clone(), committer, cfg.max_blob_bytes)
-            .with_clock_threshold(cfg.clock_offset_threshold_ms),
+            .with_clock_threshold(cfg.clock_offset_threshold_ms)
+            .with_shutdown(stopping),
     )
     .accept_compressed(CompressionEncoding::Zstd)
     .send_compressed(CompressionEncoding::Zstd)
     .max_decoding_message_size(MAX_MESSAGE);
-    let query = QueryServer::new(QueryService::new(store.clone(), alerting.clone()))
-        .accept_compressed(CompressionEncoding::Zstd)
-        .send_compressed(CompressionEncoding::Zstd)
-        .max_decoding_message_size(MAX_MESSAGE);
+    let tls_status = tls.clone();
+    let query = QueryServer::new(
+        QueryService::new(store.clone(), alerting.clone())
+            .with_tls_status(Arc::new(move || tls_status.crl_status())),
+    )
+    .accept_compressed(CompressionEncoding::Zstd)
+    .send_compressed(CompressionEncoding::Zstd)
+    .max_decoding_message_size(MAX_MESSAGE);
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<IngestServer<IngestService>>()
@@ -95,6 +108,23 @@ pub async fn serve(
         "kiroku-collector {} serving (mTLS)", kiroku_common::VERSION
     );
     tls.spawn_reloader();
+    let live = tls.live.clone();
+    let shutdown = async move {
+        shutdown.await;
+        tracing::info!(
+            connections = live.len(),
+            "shutting down: no new connections; agents are told to reconnect later"
+        );
+        let _ = stopping_tx.send(true);
+        // Whatever is still open after the grace period (a live alert
+        // tail, a client that ignores GOAWAY) is cut, so the shutdown is
+        // bounded; commits in progress still finish (the committer is
+        // joined below).
+        tokio::spawn(async move {
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+            live.cut_all("collector shutting down");
+        });
+    };
     Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
         .add_service(InterceptedService::new(
@@ -108,7 +138,7 @@ pub async fn serve(
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(crate::listener::incoming(listener, tls), shutdown)
+        .serve_with_incoming_shutdown(crate::listener::incoming(listener, tls.clone()), shutdown)
         .await?;
     tracing::info!("kiroku-collector stopping");
     drop(store);

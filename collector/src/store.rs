@@ -12,17 +12,18 @@
 
 pub mod audit;
 pub mod blobs;
+mod disk;
 pub mod index;
 pub mod journal;
 pub mod meta;
 pub mod repair;
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use anyhow::Context;
+
+pub use disk::{AuditReserve, DiskGuard, Reservation};
 
 pub struct Store {
     pub dir: PathBuf,
@@ -31,7 +32,9 @@ pub struct Store {
     pub meta: meta::MetaStore,
     pub index: index::EventIndex,
     pub audit: audit::AuditLog,
-    pub disk: DiskGuard,
+    pub disk: Arc<DiskGuard>,
+    /// Space set aside so that queries can still be audited on a full disk.
+    pub audit_reserve: AuditReserve,
 }
 
 /// How to repair a data directory whose index does not open.
@@ -44,6 +47,11 @@ impl Store {
         let journal = journal::Journal::open(&dir.join("journal"))?;
         let index = index::EventIndex::open(&dir.join("index"))
             .with_context(|| format!("the index does not open; {REPAIR_HINT}"))?;
+        let disk = Arc::new(DiskGuard::new(dir));
+        // Merges write a whole new segment before the old ones go: never
+        // below the reserve.
+        let room = disk.clone();
+        index.limit_merges(Arc::new(move || room.headroom()));
         let store = Store {
             dir: dir.to_owned(),
             journal,
@@ -51,7 +59,8 @@ impl Store {
             meta: meta::MetaStore::open(&dir.join("meta"))?,
             index,
             audit: audit::AuditLog::open(&dir.join("audit.log"))?,
-            disk: DiskGuard::new(dir),
+            audit_reserve: AuditReserve::open(dir, disk.clone()),
+            disk,
         };
         if store.journal.is_empty() && store.index.count() > 0 {
             // A data directory from before the journal existed: its events
@@ -85,6 +94,9 @@ impl Store {
         filter: &str,
         results: u64,
     ) -> anyhow::Result<()> {
+        // On a full disk the audit log (and its head in the metadata)
+        // writes into space given back from its own reserve.
+        self.audit_reserve.make_room();
         let e = self.audit.record(identity, call, filter, results)?;
         self.meta.set_audit_head(e.seq, &e.hash)?;
         self.meta.flush()?;
@@ -109,121 +121,6 @@ impl Store {
             chain_ok: v.problem.is_empty(),
             problem: v.problem,
         })
-    }
-}
-
-/// Keeps the collector's disk from filling: ingest pauses while the data
-/// directory's file system has less than `min_free` bytes available, and
-/// resumes by itself once space returns. Agents keep buffering meanwhile
-/// (their batches are refused, never acknowledged).
-/// Subdirectories of the data directory that the guard watches besides it.
-const STORE_PARTS: [&str; 4] = ["meta", "index", "journal", "blobs"];
-
-pub struct DiskGuard {
-    dir: PathBuf,
-    min_free: AtomicU64,
-    state: Mutex<GuardState>,
-}
-
-#[derive(Default)]
-struct GuardState {
-    paused: Option<String>,
-    logged: Option<Instant>,
-}
-
-impl DiskGuard {
-    fn new(dir: &Path) -> DiskGuard {
-        DiskGuard {
-            dir: dir.to_owned(),
-            min_free: AtomicU64::new(0),
-            state: Mutex::new(GuardState::default()),
-        }
-    }
-
-    pub fn set_min_free(&self, bytes: u64) {
-        self.min_free.store(bytes, Ordering::Relaxed);
-    }
-
-    /// Bytes available to the collector in the data directory's file system.
-    pub fn available(&self) -> std::io::Result<u64> {
-        Ok(self.fullest()?.0)
-    }
-
-    /// The store directory with the least space available, and that space.
-    /// The parts of the data directory (metadata, index, journal, blobs)
-    /// may be separate volumes; the fullest one decides.
-    fn fullest(&self) -> std::io::Result<(u64, PathBuf)> {
-        let mut best: Option<(u64, PathBuf)> = None;
-        for d in
-            std::iter::once(self.dir.clone()).chain(STORE_PARTS.iter().map(|p| self.dir.join(p)))
-        {
-            let st = match rustix::fs::statvfs(&d) {
-                Ok(st) => st,
-                Err(_) if d != self.dir => continue,
-                Err(e) => return Err(e.into()),
-            };
-            let avail = st.f_bavail.saturating_mul(st.f_frsize);
-            if best.as_ref().is_none_or(|(a, _)| avail < *a) {
-                best = Some((avail, d));
-            }
-        }
-        best.ok_or_else(|| std::io::Error::other("no store directory"))
-    }
-
-    /// Ok when `need` more bytes can be written without going below the
-    /// reserve; otherwise ingest is paused and the message says why and
-    /// what to do.
-    pub fn check(&self, need: u64) -> Result<(), String> {
-        let min_free = self.min_free.load(Ordering::Relaxed);
-        let (avail, fullest) = match self.fullest() {
-            Ok(a) => a,
-            // Cannot tell: let the write itself fail if it must.
-            Err(_) => return Ok(()),
-        };
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if avail >= min_free.saturating_add(need) {
-            if st.paused.take().is_some() {
-                tracing::info!(data_dir = %self.dir.display(), available_mb = avail / 1_000_000, "disk space is back: ingest resumed");
-            }
-            return Ok(());
-        }
-        let why = if avail >= min_free {
-            format!(
-                "{} kB free, not enough for {} kB more above the reserve of {} MB (min_free_bytes)",
-                avail / 1000,
-                need.div_ceil(1000),
-                min_free / 1_000_000
-            )
-        } else {
-            format!(
-                "{} MB free, below the reserve of {} MB (min_free_bytes)",
-                avail / 1_000_000,
-                min_free / 1_000_000
-            )
-        };
-        let msg = format!(
-            "collector ingest paused: {} has {why}; agents keep buffering and resend. Free disk space there (or lower min_free_bytes) and ingest resumes by itself",
-            fullest.display(),
-        );
-        let log_now = st
-            .logged
-            .is_none_or(|t| t.elapsed() >= Duration::from_secs(30))
-            || st.paused.is_none();
-        if log_now {
-            tracing::error!("{msg}");
-            st.logged = Some(Instant::now());
-        }
-        st.paused = Some(msg.clone());
-        Err(msg)
-    }
-
-    /// Why ingest is paused, if it is.
-    pub fn paused(&self) -> Option<String> {
-        self.state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .paused
-            .clone()
     }
 }
 

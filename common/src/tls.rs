@@ -4,6 +4,7 @@
 //! error.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
@@ -61,35 +62,26 @@ impl TlsFiles {
         ])
     }
 
-    /// Server side as a rustls config for our own acceptor: TLS 1.2 and
-    /// 1.3 only (rustls has nothing older), a client certificate signed by
-    /// the CA required, and checked against the CRL in `crl` (PEM, from
-    /// `kiroku certs revoke`) when given; ALPN h2 for gRPC.
-    pub fn server_rustls(&self, crl: Option<&Path>) -> Result<rustls::ServerConfig, TlsError> {
+    /// The verifier of client certificates: signed by the CA, and not
+    /// listed in the CRL in `crl` (PEM, from `kiroku certs revoke`) when
+    /// given. The collector keeps it to check the certificates of live
+    /// connections again when the CA or the CRL changes.
+    pub fn client_verifier(
+        &self,
+        crl: Option<&Path>,
+    ) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+        use rustls_pki_types::CertificateRevocationListDer;
         use rustls_pki_types::pem::PemObject;
-        use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
-        let invalid = |what, path: &Path, e: &dyn std::fmt::Display| TlsError::Invalid {
-            what,
-            path: path.to_owned(),
-            message: e.to_string(),
-        };
-        let certs = |what, path: &Path| -> Result<Vec<CertificateDer<'static>>, TlsError> {
-            let all: Result<Vec<_>, _> = CertificateDer::pem_file_iter(path)
-                .map_err(|e| invalid(what, path, &e))?
-                .collect();
-            let all = all.map_err(|e| invalid(what, path, &e))?;
-            if all.is_empty() {
-                return Err(invalid(what, path, &"no PEM certificate in it"));
-            }
-            Ok(all)
-        };
         let mut roots = rustls::RootCertStore::empty();
-        for c in certs("CA certificate", &self.ca)? {
+        for c in pem_certs("CA certificate", &self.ca)? {
             roots
                 .add(c)
                 .map_err(|e| invalid("CA certificate", &self.ca, &e))?;
         }
-        let mut builder = rustls::server::WebPkiClientVerifier::builder(roots.into());
+        let mut builder = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            roots.into(),
+            rustls::crypto::ring::default_provider().into(),
+        );
         if let Some(crl) = crl {
             let crls: Result<Vec<_>, _> = CertificateRevocationListDer::pem_file_iter(crl)
                 .map_err(|e| invalid("revocation list", crl, &e))?
@@ -100,9 +92,20 @@ impl TlsFiles {
             }
             builder = builder.with_crls(crls);
         }
-        let verifier = builder
+        builder
             .build()
-            .map_err(|e| invalid("CA certificate or revocation list", &self.ca, &e))?;
+            .map_err(|e| invalid("CA certificate or revocation list", &self.ca, &e))
+    }
+
+    /// Server side as a rustls config for our own acceptor: TLS 1.2 and
+    /// 1.3 only (rustls has nothing older), client certificates checked by
+    /// `verifier` (see [`TlsFiles::client_verifier`]); ALPN h2 for gRPC.
+    pub fn server_rustls(
+        &self,
+        verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    ) -> Result<rustls::ServerConfig, TlsError> {
+        use rustls_pki_types::PrivateKeyDer;
+        use rustls_pki_types::pem::PemObject;
         let key = PrivateKeyDer::from_pem_file(&self.key)
             .map_err(|e| invalid("private key", &self.key, &e))?;
         let mut cfg = rustls::ServerConfig::builder_with_provider(
@@ -111,7 +114,7 @@ impl TlsFiles {
         .with_safe_default_protocol_versions()
         .map_err(|e| invalid("TLS setup for", &self.cert, &e))?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(certs("certificate", &self.cert)?, key)
+        .with_single_cert(pem_certs("certificate", &self.cert)?, key)
         .map_err(|e| invalid("certificate and key", &self.cert, &e))?;
         cfg.alpn_protocols = vec![b"h2".to_vec()];
         Ok(cfg)
@@ -131,4 +134,45 @@ impl TlsFiles {
     pub fn own_identity(&self) -> Result<crate::pki::PeerIdentity, crate::pki::PkiError> {
         crate::pki::identity_from_pem_file(&self.cert)
     }
+}
+
+fn invalid(what: &'static str, path: &Path, e: &dyn std::fmt::Display) -> TlsError {
+    TlsError::Invalid {
+        what,
+        path: path.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+/// Every certificate in a PEM file (at least one).
+fn pem_certs(
+    what: &'static str,
+    path: &Path,
+) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, TlsError> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let all: Result<Vec<_>, _> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| invalid(what, path, &e))?
+        .collect();
+    let all = all.map_err(|e| invalid(what, path, &e))?;
+    if all.is_empty() {
+        return Err(invalid(what, path, &"no PEM certificate in it"));
+    }
+    Ok(all)
+}
+
+/// When a revocation list (PEM) says it should be replaced by a newer one
+/// (its `nextUpdate`), in ms since the epoch; `None` when it names no
+/// such time or does not parse.
+pub fn crl_next_update_ms(path: &Path) -> Option<i64> {
+    use rustls_pki_types::CertificateRevocationListDer;
+    use rustls_pki_types::pem::PemObject;
+    let der = CertificateRevocationListDer::pem_file_iter(path)
+        .ok()?
+        .next()?
+        .ok()?;
+    use x509_parser::prelude::FromDer;
+    let (_, crl) = x509_parser::revocation_list::CertificateRevocationList::from_der(&der).ok()?;
+    let next = crl.next_update()?;
+    Some(next.timestamp().saturating_mul(1000))
 }

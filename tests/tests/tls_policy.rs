@@ -1,13 +1,14 @@
 //! The collector's TLS policy with real handshakes: a revoked certificate
 //! is refused as soon as the revocation list changes (no restart), a bad
 //! new list leaves the old one in force, expired and not-yet-valid client
-//! certificates are refused, and so is anything below TLS 1.2.
+//! certificates are refused, and so is anything below TLS 1.2. Revocation
+//! also reaches connections opened before it.
 
 use std::time::{Duration, Instant};
 
 use kiroku_proto::SearchRequest;
 use kiroku_proto::query_client::QueryClient;
-use kiroku_tests::{Env, data_dir};
+use kiroku_tests::{Env, Mode, data_dir, free_port, send_mail};
 
 /// Polls until a Search with this identity succeeds (true) or fails with
 /// a transport/TLS error (false), up to 15 s for the expected outcome.
@@ -169,5 +170,187 @@ async fn tls_below_1_2_and_plain_text_are_refused() -> anyhow::Result<()> {
     }
     let log = collector.log_text();
     assert!(log.contains("refused at TLS handshake"), "{log}");
+    Ok(())
+}
+
+/// Issue 15, finding 6: an investigator that keeps one channel open and
+/// queries on it, and an agent on its long-lived Ship stream, kept working
+/// for minutes after `certs revoke` (only new handshakes were refused).
+/// Now the reload checks every live connection again: both are cut within
+/// seconds and the cut is logged with the identity; a connection of a
+/// certificate that is not revoked stays up.
+#[tokio::test(flavor = "multi_thread")]
+async fn revocation_cuts_connections_opened_before_it() -> anyhow::Result<()> {
+    let env = Env::new()?;
+    let pki = env.pki();
+    let p = pki.to_string_lossy().into_owned();
+    env.issue("investigator", "erin", &[])?;
+    env.issue("investigator", "frank", &[])?;
+    env.kiroku(&["certs", "revoke", "--dir", &p])?; // an empty list
+    let crl = pki.join("crl.pem");
+    let collector = env.start_collector_top(&format!("crl = {:?}", crl.to_string_lossy()))?;
+    let smtp = free_port();
+    let _agent = env.start_agent("revoked-pc", smtp, &Mode::CaptureOnly)?;
+    let mail = |subject: &str| {
+        format!("From: a@example.com\r\nTo: b@example.org\r\nSubject: {subject}\r\n\r\nbody\r\n")
+            .into_bytes()
+    };
+    let by_subject = |s: &str| SearchRequest {
+        subject: s.into(),
+        ..Default::default()
+    };
+    send_mail(
+        smtp,
+        "a@example.com",
+        &["b@example.org"],
+        &mail("shipped before"),
+    )?;
+    env.wait_for(by_subject("before"), 1, Duration::from_secs(30))
+        .await?;
+
+    // Two investigators, each with one channel held open.
+    let env = &env;
+    let open = |name: &str| {
+        let (cert, key) = (
+            pki.join(format!("investigator-{name}.pem")),
+            pki.join(format!("investigator-{name}.key")),
+        );
+        async move {
+            anyhow::Ok(QueryClient::new(
+                env.channel(Some((&cert, &key)), None).await?,
+            ))
+        }
+    };
+    let mut erin = open("erin").await?;
+    let mut frank = open("frank").await?;
+    erin.search(SearchRequest::default()).await?;
+    frank.search(SearchRequest::default()).await?;
+
+    for who in ["investigator-erin.pem", "agent-revoked-pc.pem"] {
+        env.kiroku(&[
+            "certs",
+            "revoke",
+            "--dir",
+            &p,
+            "--cert",
+            &pki.join(who).to_string_lossy(),
+        ])?;
+    }
+    let revoked = Instant::now();
+    while erin.search(SearchRequest::default()).await.is_ok() {
+        anyhow::ensure!(
+            revoked.elapsed() < Duration::from_secs(15),
+            "a revoked investigator kept querying on the connection it opened before the revocation"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("erin cut {:?} after the revocation", revoked.elapsed());
+    // It stays cut: the channel's new handshake is refused.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(erin.search(SearchRequest::default()).await.is_err());
+    frank
+        .search(SearchRequest::default())
+        .await
+        .map_err(|e| anyhow::anyhow!("frank is not revoked, his connection must stay: {e}"))?;
+
+    // The agent's stream was cut in the same check: what it captures now
+    // does not reach the collector.
+    send_mail(
+        smtp,
+        "a@example.com",
+        &["b@example.org"],
+        &mail("shipped after"),
+    )?;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut q = env.investigator().await?;
+    let after = q.search(by_subject("after")).await?.into_inner().total_hits;
+    assert_eq!(after, 0, "a revoked agent must not ship on its old stream");
+    let log = collector.log_text();
+    for who in ["investigator/erin", "agent/revoked-pc"] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("connection cut") && l.contains(who)),
+            "the cut of {who} is logged with its identity:\n{log}"
+        );
+    }
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("connection cut") && l.contains("investigator/frank")),
+        "{log}"
+    );
+    Ok(())
+}
+
+/// Issue 15 (low): an expired revocation list was enforced with no word
+/// about it. It is still enforced, but the collector warns at load and
+/// `kiroku hosts` says when the list expires (a warning once it has).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_revocation_list_is_enforced_and_warned_about() -> anyhow::Result<()> {
+    let env = Env::new()?;
+    let pki = env.pki();
+    let p = pki.to_string_lossy().into_owned();
+    env.issue("investigator", "gina", &[])?;
+    env.kiroku(&[
+        "certs",
+        "revoke",
+        "--dir",
+        &p,
+        "--cert",
+        &pki.join("investigator-gina.pem").to_string_lossy(),
+    ])?;
+    let crl = pki.join("crl.pem");
+    let collector = env.start_collector_top(&format!("crl = {:?}", crl.to_string_lossy()))?;
+    let hosts = env.cli(&["hosts"])?;
+    assert!(hosts.contains("valid until"), "{hosts}");
+
+    // The same revocation, in a list whose nextUpdate has passed.
+    let ca_key = rcgen::KeyPair::from_pem(&std::fs::read_to_string(pki.join("ca.key"))?)?;
+    let issuer =
+        rcgen::Issuer::from_ca_cert_pem(&std::fs::read_to_string(pki.join("ca.pem"))?, ca_key)?;
+    // `certs revoke` keeps the revoked serial numbers (hex) here.
+    let listed = std::fs::read_to_string(pki.join("revoked.txt"))?;
+    let serial = rcgen::SerialNumber::from_slice(&hex::decode(listed.trim())?);
+    let now = time::OffsetDateTime::now_utc();
+    let params = rcgen::CertificateRevocationListParams {
+        this_update: now - time::Duration::days(10),
+        next_update: now - time::Duration::days(1),
+        crl_number: rcgen::SerialNumber::from(now.unix_timestamp().unsigned_abs()),
+        issuing_distribution_point: None,
+        revoked_certs: vec![rcgen::RevokedCertParams {
+            serial_number: serial,
+            revocation_time: now - time::Duration::days(10),
+            reason_code: None,
+            invalidity_date: None,
+        }],
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    };
+    std::fs::write(&crl, params.signed_by(&issuer)?.pem()?)?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !collector
+        .log_text()
+        .contains("the revocation list has expired")
+    {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "no warning about the expired list:\n{}",
+            collector.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let out = std::process::Command::new(kiroku_tests::bin("kiroku"))
+        .arg("--config")
+        .arg(env.path().join("kiroku-cli.toml"))
+        .arg("hosts")
+        .current_dir(env.path())
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.contains("WARNING") && stderr.contains("EXPIRED"),
+        "{stderr}"
+    );
+    assert!(
+        !can_query(&env, "gina", false).await?,
+        "still enforced: gina stays revoked"
+    );
     Ok(())
 }

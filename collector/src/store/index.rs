@@ -22,7 +22,9 @@ use tantivy::{
 };
 
 mod exfil;
+mod merges;
 pub use exfil::{ExfilEvent, ExfilScan};
+pub use merges::Headroom;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -450,6 +452,16 @@ impl EventIndex {
             w.add_document(self.document(e)).map_err(|e| self.terr(e))?;
         }
         Ok(())
+    }
+
+    /// Holds merges back while they would not fit above the free-space
+    /// reserve (`headroom`: bytes that may still be written).
+    pub fn limit_merges(&self, headroom: Headroom) {
+        let policy = merges::ReserveMergePolicy::new(self.path.clone(), headroom);
+        match self.writer.lock() {
+            Ok(w) => w.set_merge_policy(Box::new(policy)),
+            Err(p) => p.into_inner().set_merge_policy(Box::new(policy)),
+        }
     }
 
     /// Durable commit (tantivy fsyncs), then makes the new events searchable.

@@ -136,6 +136,25 @@ impl MetaStore {
         self.db.open_tree(name).map_err(|e| self.err(e))
     }
 
+    /// Notes that `uploader` (an identity, `role/name`) sent the blob
+    /// `sha`. Not flushed by itself: a note lost in a crash only makes
+    /// that agent upload the blob once more.
+    pub fn note_uploader(&self, uploader: &str, sha: &str) -> Result<(), MetaError> {
+        self.db
+            .open_tree(BLOB_UPLOADERS)
+            .and_then(|t| t.insert(uploader_key(uploader, sha), &[]))
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Whether `uploader` sent the blob `sha` (see [`MetaStore::note_uploader`]).
+    pub fn uploaded_by(&self, uploader: &str, sha: &str) -> Result<bool, MetaError> {
+        self.db
+            .open_tree(BLOB_UPLOADERS)
+            .and_then(|t| t.contains_key(uploader_key(uploader, sha)))
+            .map_err(|e| self.err(e))
+    }
+
     /// Remembers the audit log's newest (sequence, hash).
     pub fn set_audit_head(&self, seq: u64, hash: &str) -> Result<(), MetaError> {
         let mut v = seq.to_be_bytes().to_vec();
@@ -170,6 +189,18 @@ impl MetaStore {
         self.db.flush().map_err(|e| self.err(e))?;
         Ok(())
     }
+}
+
+/// Tree of (uploader, blob) pairs: an agent is told only about blobs it
+/// uploaded itself, so `MissingBlobs`, `PutBlob` and the Ack cannot tell
+/// it whether some other host's content is stored.
+const BLOB_UPLOADERS: &str = "blob_uploaders";
+
+fn uploader_key(uploader: &str, sha: &str) -> Vec<u8> {
+    let mut k = uploader.as_bytes().to_vec();
+    k.push(b'\n');
+    k.extend_from_slice(sha.as_bytes());
+    k
 }
 
 /// An open Ship stream; see [`MetaStore::connected`].

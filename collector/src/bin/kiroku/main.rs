@@ -259,6 +259,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 println!("{}", output::hosts(&hosts));
             }
+            if resp.revocation_list_expired {
+                eprintln!("WARNING: {}", resp.revocation_list);
+            } else if !resp.revocation_list.is_empty() && !json {
+                println!("{}", resp.revocation_list);
+            }
             Ok(())
         }
         Cmd::Audit { since, limit, json } => {

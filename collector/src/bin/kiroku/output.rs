@@ -301,6 +301,8 @@ pub fn detail(e: &Event) -> String {
         line("Message-ID", &m.message_id);
         line("size", &format!("{} bytes", m.message_size));
         line("raw sha256", &m.raw_sha256);
+        // `line` skips empty values: shown only for a raw message not kept.
+        line("raw not kept", &m.raw_not_kept);
         if !m.line_endings_normalised.is_empty() {
             line(
                 "normalised",
