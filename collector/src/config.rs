@@ -31,9 +31,11 @@ pub struct CollectorConfig {
     pub clock_offset_threshold_ms: i64,
     /// Free-space reserve of every file system the data directory spans
     /// (it, and its meta, index, journal and blobs parts if mounted apart), in bytes:
-    /// below it ingest pauses (batches refused, agents keep buffering and
-    /// resend) instead of filling the disk, and resumes by itself once
-    /// space returns. `kiroku hosts` shows the pause.
+    /// below it ingest pauses (batches and blob uploads refused, agents
+    /// keep buffering and resend; index merges wait) instead of filling
+    /// the disk, and resumes by itself once space returns. `kiroku hosts`
+    /// shows the pause. The audit log keeps a reserve of its own
+    /// (`audit.reserve`, see `store::disk`) so queries go on regardless.
     #[serde(default = "default_min_free")]
     pub min_free_bytes: u64,
     /// Alert rules and notifications (see `crate::alerts::AlertsConfig`);

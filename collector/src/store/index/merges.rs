@@ -109,6 +109,45 @@ impl MergePolicy for ReserveMergePolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kiroku_proto::{EmailEvent, Event, event::Kind};
+
+    fn event(i: u64) -> Event {
+        Event {
+            event_id: format!("pc/s/{i}"),
+            agent_id: "pc".into(),
+            stream_id: "s".into(),
+            seq: i,
+            kind: Some(Kind::Email(EmailEvent {
+                subject: format!("merge {i}"),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn merges_wait_without_room_and_resume_with_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let idx = super::super::EventIndex::open(dir.path()).expect("index");
+        let segments = || idx.index.searchable_segment_ids().expect("segments").len();
+        // No room above the reserve: every commit leaves a segment.
+        idx.limit_merges(Arc::new(|| Some(0)));
+        for i in 1..=12 {
+            idx.add(&[event(i)]).expect("add");
+            idx.commit().expect("commit");
+        }
+        let held = segments();
+        assert!(held >= 12, "no merge may start: {held} segments");
+        // Room again: the next commit lets tantivy's policy merge them.
+        idx.limit_merges(Arc::new(|| Some(u64::MAX)));
+        idx.add(&[event(13)]).expect("add");
+        idx.commit().expect("commit");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while segments() > held / 2 {
+            assert!(std::time::Instant::now() < deadline, "merges never resumed");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
 
     #[test]
     fn merges_that_do_not_fit_above_the_reserve_are_not_started() {
