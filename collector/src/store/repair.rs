@@ -225,6 +225,9 @@ pub fn repair(dir: &Path, opts: RepairOptions) -> anyhow::Result<RepairReport> {
         }
     }
     drop(index_state);
+    // The damage is reported here (and what it covered is recovered from
+    // the index or listed as lost below): a start no longer repeats it.
+    journal::mark_reviewed(&jdir, &report.damaged)?;
     if rebuild {
         let n = rebuild_index(&idir, &jdir, opts.quiet)?;
         r.say(format!(
