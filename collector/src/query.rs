@@ -451,7 +451,11 @@ impl Query for QueryService {
         let filter = exfil_filter(&r);
         let report = self
             .blocking(move |s| investigate::exfil_report(&s.index, &r).map_err(exfil_status))
-            .await?;
+            .await;
+        let report = match report {
+            Ok(r) => r,
+            Err(st) => return Err(self.refuse(&who, "ExfilReport", filter, st).await),
+        };
         self.audit(&who, "ExfilReport", filter, report.files_total)
             .await?;
         Ok(Response::new(report))
@@ -471,7 +475,11 @@ impl Query for QueryService {
         // says how many the caller is about to receive.
         let scan = self
             .blocking(move |s| investigate::exfil_scan(&s.index, &r).map_err(exfil_status))
-            .await?;
+            .await;
+        let scan = match scan {
+            Ok(s) => s,
+            Err(st) => return Err(self.refuse(&who, "ExfilFiles", filter, st).await),
+        };
         self.audit(
             &who,
             "ExfilFiles",
