@@ -480,7 +480,21 @@ async fn repair_names_the_events_whose_blobs_are_missing() -> anyhow::Result<()>
 #[tokio::test(flavor = "multi_thread")]
 async fn agents_cannot_stamp_the_collectors_tags() -> anyhow::Result<()> {
     let env = Env::new()?;
-    let _collector = env.start_collector()?;
+    std::fs::write(
+        env.path().join("rules.toml"),
+        "[[rule]]\nname = \"usb-copy\"\nkind = \"removable_copy\"\n",
+    )?;
+    let _collector = env.start_collector_with("[alerts]\nrules = \"rules.toml\"\n")?;
+    let copy = Event {
+        kind: Some(Kind::File(kiroku_proto::FileEvent {
+            operation: "copy_to_removable".into(),
+            path: "/media/usb/q3.xlsx".into(),
+            removable: true,
+            volume: "/media/usb".into(),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
     let forged = Event {
         tags: vec![
             "alert:usb-copy".into(),
@@ -490,18 +504,22 @@ async fn agents_cannot_stamp_the_collectors_tags() -> anyhow::Result<()> {
         ],
         ..mail("forged alert", "")
     };
-    let ids = ship(&env, "tagger", "tags1", vec![forged]).await?;
+    let ids = ship(&env, "tagger", "tags1", vec![forged, copy]).await?;
     let (code, out, err) = cli_as(
         &env,
         "investigator-inv",
         &["search", "--alert", "usb-copy", "--json"],
     )?;
     assert_eq!(code, 0, "{err}");
-    assert!(out.trim().is_empty(), "no forged alert: {out}");
+    let found: Vec<&str> = out.lines().collect();
+    assert!(
+        found.len() == 1 && found[0].contains(&format!("\"{}\"", ids[1])),
+        "only the collector's own alert, not the forged one: {out}"
+    );
     let mut q = env.investigator().await?;
     for (tag, n) in [
         ("clock-skew", 0),
-        ("alert:usb-copy", 0),
+        ("alert:usb-copy", 1),
         ("agent:alert:usb-copy", 1),
         ("normalised-line-endings", 1),
     ] {
@@ -532,16 +550,26 @@ async fn agents_cannot_stamp_the_collectors_tags() -> anyhow::Result<()> {
         "kept, apart from the collector's"
     );
 
-    // A streamed search is audited with what it matched.
+    // Streamed calls are audited with what they matched or replayed.
     let (code, _, err) = cli_as(&env, "investigator-inv", &["search", "--all"])?;
     assert_eq!(code, 0, "{err}");
+    let (code, out, err) = cli_as(&env, "investigator-inv", &["alerts", "--json"])?;
+    assert_eq!((code, out.lines().count()), (0, 1), "{out}{err}");
     let log = audit(&env).await?;
-    let streamed = log
-        .entries
-        .iter()
-        .rev()
-        .find(|e| e.call == "SearchStream")
-        .expect("audited");
-    assert_eq!(streamed.results, 1, "{streamed:?}");
+    let last = |call: &str| {
+        log.entries
+            .iter()
+            .rev()
+            .find(|e| e.call == call)
+            .cloned()
+            .expect("audited")
+    };
+    assert_eq!(
+        last("SearchStream").results,
+        2,
+        "{:?}",
+        last("SearchStream")
+    );
+    assert_eq!(last("Alerts").results, 1, "{:?}", last("Alerts"));
     Ok(())
 }
