@@ -19,8 +19,10 @@ for t in "${targets[@]}"; do
   dirs=("corpus/$t" "seeds/$t")
   [ -d "regressions/$t" ] && dirs+=("regressions/$t")
   log="artifacts/$t.log"
+  extra=()
+  [ -f "dicts/$t.dict" ] && extra+=("-dict=dicts/$t.dict")
   echo "== $t (${secs}s)"
-  if cargo fuzz run "$t" "${dirs[@]}" -- -max_total_time="$secs" -rss_limit_mb=2048 >"$log" 2>&1; then
+  if cargo fuzz run "$t" "${dirs[@]}" -- -max_total_time="$secs" -rss_limit_mb=2048 "${extra[@]}" >"$log" 2>&1; then
     grep -E "^#[0-9]+[[:space:]]+DONE|^Done [0-9]+ runs" "$log" || tail -n 3 "$log"
   else
     grep -E "panicked|ERROR|SUMMARY|Test unit written" "$log" || tail -n 20 "$log"

@@ -383,7 +383,18 @@ fn admit(e: &mut Event, id: &PeerIdentity, stream_id: &str, now: i64) -> Result<
     e.agent_id = id.name.clone();
     e.event_id = format!("{}/{}/{}", id.name, stream_id, e.seq);
     e.received_at_ms = now;
+    confine_tags(e, id);
     Ok(())
+}
+
+/// Tags in the collector's namespaces (`alert:…`, `clock-skew`) come only
+/// from the collector: whatever else an agent sent is kept under `agent:`
+/// (`kiroku_common::vocabulary`), before the collector adds its own.
+fn confine_tags(e: &mut Event, id: &PeerIdentity) {
+    let moved = kiroku_common::vocabulary::confine_agent_tags(&mut e.tags);
+    if moved > 0 {
+        tracing::debug!(identity = %id, event_id = %e.event_id, moved, "tags an agent may not set kept under agent:");
+    }
 }
 
 /// Everything the collector checks and fills in on a decoded batch before

@@ -1,9 +1,17 @@
 //! The Query service for investigators: search with filters (newest first,
 //! paged or streamed), one event, the original message, known hosts, a
 //! hash's trace, alerts (replay and live) and the exfiltration report (its
-//! totals and newest files, or every file streamed). Every
-//! call is logged with the caller's identity, the filter and the result
-//! count (the tamper-evident audit log is its own piece of work).
+//! totals and newest files, or every file streamed). Every call is
+//! recorded in the audit log (`store/audit.rs`) with the caller's
+//! identity, the filter and the result count before it is answered, and
+//! so is every request refused as invalid (with why). A streamed call's
+//! count is what matched when the stream began; a followed alert stream
+//! records a second entry with what it sent when it ends.
+//!
+//! Invariant: no request field reaches a parser unbounded (search limits
+//! in `store/index/limits.rs`), no error message echoes a whole input
+//! (`kiroku_common::quote`), and raw content is checked against its hash
+//! while it streams: the last chunk is sent only after the check passed.
 
 use std::io::Read;
 use std::pin::Pin;
@@ -23,12 +31,16 @@ use crate::alerts::Alerting;
 use crate::auth;
 use crate::investigate::{self, ExfilError, TRACE_DEFAULT, TRACE_MAX};
 use crate::store::Store;
+use crate::store::audit::bounded_filter;
 use crate::store::index::{DEFAULT_PAGE, IndexError, MAX_PAGE};
+use kiroku_common::quote::quote;
 
 const RAW_CHUNK: usize = 256 * 1024;
 /// Deepest page offset a client may ask for; the search keeps offset + page
 /// results in memory. Deeper reads use SearchStream or a narrower filter.
 const MAX_OFFSET: usize = 100_000;
+/// Longest event id accepted (agent id, stream id and sequence number).
+const MAX_EVENT_ID: usize = 512;
 
 pub struct QueryService {
     store: Arc<Store>,
@@ -61,18 +73,27 @@ impl QueryService {
         filter: String,
         results: u64,
     ) -> Result<(), Status> {
-        let who = who.to_string();
-        tracing::info!(target: "audit", identity = %who, call, filter = %filter, results, "query");
-        self.blocking(move |s| {
-            s.audit_query(&who, call, &filter, results).map_err(|e| {
-                tracing::error!(error = %e, "cannot write the audit log; the query is refused");
-                s.exit_if_meta_failed();
-                Status::unavailable(format!(
-                    "the query cannot be recorded in the audit log ({e}); try again later"
-                ))
-            })
-        })
-        .await
+        audit_entry(self.store.clone(), who.to_string(), call, filter, results).await
+    }
+
+    /// Records a request refused with `status` (the caller, what was
+    /// asked, why) and returns the refusal. A refusal that cannot be
+    /// recorded is still a refusal; the failure to record it is logged.
+    async fn refuse(
+        &self,
+        who: &kiroku_common::pki::PeerIdentity,
+        call: &'static str,
+        filter: String,
+        status: Status,
+    ) -> Status {
+        tracing::warn!(identity = %who, call, code = ?status.code(), reason = %status.message(), "query refused");
+        let entry = format!(
+            "REFUSED {:?}: {} | {filter}",
+            status.code(),
+            status.message()
+        );
+        let _ = self.audit(who, call, entry, 0).await;
+        status
     }
 
     async fn blocking<T: Send + 'static>(
@@ -84,6 +105,43 @@ impl QueryService {
             .await
             .map_err(|e| Status::internal(e.to_string()))?
     }
+}
+
+/// Writes one audit entry (durable) from async code; the error refuses
+/// the query.
+async fn audit_entry(
+    store: Arc<Store>,
+    who: String,
+    call: &'static str,
+    filter: String,
+    results: u64,
+) -> Result<(), Status> {
+    let filter = bounded_filter(&filter);
+    tracing::info!(target: "audit", identity = %who, call, filter = %filter, results, "query");
+    tokio::task::spawn_blocking(move || {
+        store
+            .audit_query(&who, call, &filter, results)
+            .map_err(|e| {
+                tracing::error!(error = %e, "cannot write the audit log; the query is refused");
+                store.exit_if_meta_failed();
+                Status::unavailable(format!(
+                    "the query cannot be recorded in the audit log ({e}); try again later"
+                ))
+            })
+    })
+    .await
+    .map_err(|e| Status::internal(e.to_string()))?
+}
+
+/// An event id as a request names it: bounded before it is looked up.
+fn event_id_arg(id: &str) -> Result<(), Status> {
+    if id.len() > MAX_EVENT_ID {
+        return Err(Status::invalid_argument(format!(
+            "event_id is {} bytes; at most {MAX_EVENT_ID} are accepted",
+            id.len()
+        )));
+    }
+    Ok(())
 }
 
 fn index_status(e: IndexError) -> Status {
@@ -122,7 +180,7 @@ pub fn page_of(r: &SearchRequest) -> Result<(usize, usize), Status> {
         0
     } else {
         r.page_token.parse().map_err(|_| {
-            Status::invalid_argument(format!("invalid page_token {:?}", r.page_token))
+            Status::invalid_argument(format!("invalid page_token {}", quote(&r.page_token)))
         })?
     };
     if offset > MAX_OFFSET {
@@ -144,8 +202,8 @@ pub fn trace_args(r: &TraceRequest) -> Result<(String, usize), Status> {
     let sha = r.sha256.trim().to_lowercase();
     if !kiroku_common::is_sha256_hex(&sha) {
         return Err(Status::invalid_argument(format!(
-            "sha256 {:?} is not a SHA-256 (64 hex digits)",
-            r.sha256
+            "sha256 {} is not a SHA-256 (64 hex digits)",
+            quote(&r.sha256)
         )));
     }
     let limit = match r.limit {
@@ -167,12 +225,20 @@ impl Query for QueryService {
     ) -> Result<Response<SearchResponse>, Status> {
         let who = auth::caller(&req)?;
         let r = req.into_inner();
-        let (offset, size) = page_of(&r)?;
+        let filter = format!("{r:?}");
+        let (offset, size) = match check_search(&r) {
+            Ok(p) => p,
+            Err(st) => return Err(self.refuse(&who, "Search", filter, st).await),
+        };
         let r2 = r.clone();
-        let (events, total, next) = self
+        let found = self
             .blocking(move |s| s.index.search(&r2, offset, size).map_err(index_status))
-            .await?;
-        self.audit(&who, "Search", format!("{r:?}"), total).await?;
+            .await;
+        let (events, total, next) = match found {
+            Ok(f) => f,
+            Err(st) => return Err(self.refuse(&who, "Search", filter, st).await),
+        };
+        self.audit(&who, "Search", filter, total).await?;
         Ok(Response::new(SearchResponse {
             events,
             next_page_token: next.map(|n| n.to_string()).unwrap_or_default(),
@@ -188,30 +254,50 @@ impl Query for QueryService {
     ) -> Result<Response<EventStream>, Status> {
         let who = auth::caller(&req)?;
         let r = req.into_inner();
-        let (mut offset, _) = page_of(&r)?;
+        let filter = format!("{r:?} (streamed; results: the matches when it began)");
         // The stream pages internally; only the client's start is bounded.
-        self.audit(&who, "SearchStream", format!("{r:?} (streamed)"), 0)
-            .await?;
+        let offset = match check_search(&r) {
+            Ok((offset, _)) => offset,
+            Err(st) => return Err(self.refuse(&who, "SearchStream", filter, st).await),
+        };
+        // The first page is read before the audit entry, so the entry says
+        // how many events the caller is about to receive.
+        let r2 = r.clone();
+        let first = self
+            .blocking(move |s| {
+                s.index
+                    .search(&r2, offset, MAX_PAGE as usize)
+                    .map_err(index_status)
+            })
+            .await;
+        let (events, total, mut next) = match first {
+            Ok(f) => f,
+            Err(st) => return Err(self.refuse(&who, "SearchStream", filter, st).await),
+        };
+        self.audit(
+            &who,
+            "SearchStream",
+            filter,
+            total.saturating_sub(offset as u64),
+        )
+        .await?;
         let (tx, rx) = mpsc::channel(64);
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || {
+            let mut page = events;
             loop {
+                for e in page {
+                    if tx.blocking_send(Ok(e)).is_err() {
+                        return;
+                    }
+                }
+                let Some(offset) = next else { return };
                 match store.index.search(&r, offset, MAX_PAGE as usize) {
                     Err(e) => {
                         let _ = tx.blocking_send(Err(index_status(e)));
                         return;
                     }
-                    Ok((events, _, next)) => {
-                        for e in events {
-                            if tx.blocking_send(Ok(e)).is_err() {
-                                return;
-                            }
-                        }
-                        match next {
-                            Some(n) => offset = n,
-                            None => return,
-                        }
-                    }
+                    Ok((events, _, n)) => (page, next) = (events, n),
                 }
             }
         });
@@ -223,13 +309,16 @@ impl Query for QueryService {
     async fn get_event(&self, req: Request<GetEventRequest>) -> Result<Response<Event>, Status> {
         let who = auth::caller(&req)?;
         let id = req.into_inner().event_id;
-        self.audit(&who, "GetEvent", format!("event_id: {id:?}"), 1)
-            .await?;
+        let filter = format!("event_id: {id:?}");
+        if let Err(st) = event_id_arg(&id) {
+            return Err(self.refuse(&who, "GetEvent", filter, st).await);
+        }
+        self.audit(&who, "GetEvent", filter, 1).await?;
         let id2 = id.clone();
         let ev = self
             .blocking(move |s| s.index.get(&id2).map_err(index_status))
             .await?
-            .ok_or_else(|| Status::not_found(format!("no event {id:?}")))?;
+            .ok_or_else(|| Status::not_found(format!("no event {}", quote(&id))))?;
         Ok(Response::new(ev))
     }
 
@@ -238,55 +327,36 @@ impl Query for QueryService {
     async fn get_raw(&self, req: Request<GetRawRequest>) -> Result<Response<RawStream>, Status> {
         let who = auth::caller(&req)?;
         let id = req.into_inner().event_id;
-        self.audit(&who, "GetRaw", format!("event_id: {id:?}"), 1)
-            .await?;
+        let filter = format!("event_id: {id:?}");
+        if let Err(st) = event_id_arg(&id) {
+            return Err(self.refuse(&who, "GetRaw", filter, st).await);
+        }
+        self.audit(&who, "GetRaw", filter, 1).await?;
         let id2 = id.clone();
         let ev = self
             .blocking(move |s| s.index.get(&id2).map_err(index_status))
             .await?
-            .ok_or_else(|| Status::not_found(format!("no event {id:?}")))?;
+            .ok_or_else(|| Status::not_found(format!("no event {}", quote(&id))))?;
         let sha = match &ev.kind {
             Some(Kind::Email(m)) if !m.raw_sha256.is_empty() => m.raw_sha256.clone(),
             _ => {
                 return Err(Status::not_found(format!(
-                    "event {id:?} has no raw message"
+                    "event {} has no raw message",
+                    quote(&id)
                 )));
             }
         };
-        let mut reader = {
-            let sha = sha.clone();
+        let reader = {
+            let (sha, id) = (sha.clone(), id.clone());
             self.blocking(move |s| {
                 s.blobs.reader(&sha).map_err(|e| {
-                    Status::not_found(format!("raw message {sha} of event {id:?}: {e}"))
+                    Status::not_found(format!("raw message {sha} of event {}: {e}", quote(&id)))
                 })
             })
             .await?
         };
         let (tx, rx) = mpsc::channel(8);
-        tokio::task::spawn_blocking(move || {
-            let mut buf = vec![0u8; RAW_CHUNK];
-            loop {
-                match read_full(&mut reader, &mut buf) {
-                    Ok(0) => return,
-                    Ok(n) => {
-                        if tx
-                            .blocking_send(Ok(RawChunk {
-                                data: buf[..n].to_vec(),
-                            }))
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        let _ = tx.blocking_send(Err(Status::data_loss(format!(
-                            "reading blob {sha}: {e}"
-                        ))));
-                        return;
-                    }
-                }
-            }
-        });
+        tokio::task::spawn_blocking(move || stream_verified(reader, &sha, &id, &tx));
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
@@ -312,7 +382,11 @@ impl Query for QueryService {
 
     async fn trace(&self, req: Request<TraceRequest>) -> Result<Response<TraceResponse>, Status> {
         let who = auth::caller(&req)?;
-        let (sha, limit) = trace_args(&req.into_inner())?;
+        let r = req.into_inner();
+        let (sha, limit) = match trace_args(&r) {
+            Ok(a) => a,
+            Err(st) => return Err(self.refuse(&who, "Trace", format!("{r:?}"), st).await),
+        };
         let sha2 = sha.clone();
         let (events, truncated) = self
             .blocking(move |s| investigate::trace(&s.index, &sha2, limit).map_err(index_status))
@@ -335,7 +409,6 @@ impl Query for QueryService {
     ) -> Result<Response<Self::AlertsStream>, Status> {
         let who = auth::caller(&req)?;
         let r = req.into_inner();
-        self.audit(&who, "Alerts", format!("{r:?}"), 0).await?;
         // Subscribe before reading the log so nothing falls in between;
         // what is in both is sent once.
         let mut live = r.follow.then(|| self.alerting.subscribe());
@@ -349,7 +422,15 @@ impl Query for QueryService {
         } else {
             Vec::new()
         };
+        let filter = if r.follow {
+            format!("{r:?} (results: the alerts replayed; the live ones are recorded when it ends)")
+        } else {
+            format!("{r:?}")
+        };
+        self.audit(&who, "Alerts", filter.clone(), replay.len() as u64)
+            .await?;
         let (tx, rx) = mpsc::channel(64);
+        let store = self.store.clone();
         tokio::spawn(async move {
             let mut sent = std::collections::HashSet::new();
             for a in replay {
@@ -361,26 +442,15 @@ impl Query for QueryService {
             let Some(live) = live.as_mut() else {
                 return;
             };
-            loop {
-                let next = tokio::select! {
-                    n = live.recv() => n,
-                    _ = tx.closed() => return,
-                };
-                match next {
-                    Ok(a) => {
-                        if sent.remove(&(a.event_id.clone(), a.rule.clone())) {
-                            continue;
-                        }
-                        if tx.send(Ok(a)).await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::warn!(identity = %who, missed = n, "Alerts follower too slow, alerts skipped (they are in the replay log)");
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                }
-            }
+            let followed = follow_alerts(live, &tx, sent, &who).await;
+            let _ = audit_entry(
+                store,
+                who.to_string(),
+                "Alerts",
+                format!("{filter} ended: live alerts sent"),
+                followed,
+            )
+            .await;
         });
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
@@ -396,7 +466,11 @@ impl Query for QueryService {
         let filter = exfil_filter(&r);
         let report = self
             .blocking(move |s| investigate::exfil_report(&s.index, &r).map_err(exfil_status))
-            .await?;
+            .await;
+        let report = match report {
+            Ok(r) => r,
+            Err(st) => return Err(self.refuse(&who, "ExfilReport", filter, st).await),
+        };
         self.audit(&who, "ExfilReport", filter, report.files_total)
             .await?;
         Ok(Response::new(report))
@@ -416,7 +490,11 @@ impl Query for QueryService {
         // says how many the caller is about to receive.
         let scan = self
             .blocking(move |s| investigate::exfil_scan(&s.index, &r).map_err(exfil_status))
-            .await?;
+            .await;
+        let scan = match scan {
+            Ok(s) => s,
+            Err(st) => return Err(self.refuse(&who, "ExfilFiles", filter, st).await),
+        };
         self.audit(
             &who,
             "ExfilFiles",
@@ -459,6 +537,84 @@ impl Query for QueryService {
             })
             .await?;
         Ok(Response::new(resp))
+    }
+}
+
+/// Sends live alerts until the caller goes away or the collector stops;
+/// returns how many were sent. `sent` holds the replayed ones, sent once.
+async fn follow_alerts(
+    live: &mut tokio::sync::broadcast::Receiver<Alert>,
+    tx: &mpsc::Sender<Result<Alert, Status>>,
+    mut sent: std::collections::HashSet<(String, String)>,
+    who: &kiroku_common::pki::PeerIdentity,
+) -> u64 {
+    let mut n = 0;
+    loop {
+        let next = tokio::select! {
+            n = live.recv() => n,
+            _ = tx.closed() => return n,
+        };
+        match next {
+            Ok(a) => {
+                if sent.remove(&(a.event_id.clone(), a.rule.clone())) {
+                    continue;
+                }
+                if tx.send(Ok(a)).await.is_err() {
+                    return n;
+                }
+                n += 1;
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!(identity = %who, missed, "Alerts follower too slow, alerts skipped (they are in the replay log)");
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return n,
+        }
+    }
+}
+
+/// The checks of a search request before anything reads the index: its
+/// page, and every field within its bounds (`store/index/limits.rs`).
+fn check_search(r: &SearchRequest) -> Result<(usize, usize), Status> {
+    crate::store::index::check_search(r).map_err(index_status)?;
+    page_of(r)
+}
+
+/// Streams a raw message, verified: each chunk is sent only once the read
+/// after it succeeded, so the last one goes out only after the whole
+/// content matched its hash. On a mismatch (or a read error) the stream
+/// ends with `DataLoss` naming the blob and what to do.
+fn stream_verified(
+    mut reader: Box<dyn Read + Send>,
+    sha: &str,
+    id: &str,
+    tx: &mpsc::Sender<Result<RawChunk, Status>>,
+) {
+    let mut pending: Option<Vec<u8>> = None;
+    loop {
+        let mut buf = vec![0u8; RAW_CHUNK];
+        match read_full(&mut reader, &mut buf) {
+            Ok(n) => {
+                if let Some(data) = pending.take()
+                    && tx.blocking_send(Ok(RawChunk { data })).is_err()
+                {
+                    return;
+                }
+                if n == 0 {
+                    return;
+                }
+                buf.truncate(n);
+                pending = Some(buf);
+            }
+            Err(e) => {
+                tracing::error!(blob = sha, event_id = %id, error = %e, "a stored raw message is damaged; the download was stopped. {}", crate::store::REPAIR_HINT);
+                let _ = tx.blocking_send(Err(Status::data_loss(format!(
+                    "raw message {sha} of event {} is damaged and was not served whole: {e}. The collector's operator should {}; it moves damaged blobs aside and names the events they belong to",
+                    quote(id),
+                    crate::store::REPAIR_HINT
+                ))));
+                return;
+            }
+        }
     }
 }
 

@@ -52,16 +52,19 @@ impl Store {
         // below the reserve.
         let room = disk.clone();
         index.limit_merges(Arc::new(move || room.headroom()));
+        let meta = meta::MetaStore::open(&dir.join("meta"))?;
+        let (audit, opened) = audit::AuditLog::open(&dir.join("audit.log"), meta.audit_head()?)?;
         let store = Store {
             dir: dir.to_owned(),
             journal,
             blobs: blobs::BlobStore::open(&dir.join("blobs"))?,
-            meta: meta::MetaStore::open(&dir.join("meta"))?,
+            meta,
             index,
-            audit: audit::AuditLog::open(&dir.join("audit.log"))?,
+            audit,
             audit_reserve: AuditReserve::open(dir, disk.clone()),
             disk,
         };
+        store.audit_opened(opened)?;
         if store.journal.is_empty() && store.index.count() > 0 {
             // A data directory from before the journal existed: its events
             // are only in the index. Copy them out once.
@@ -97,23 +100,50 @@ impl Store {
         // On a full disk the audit log (and its head in the metadata)
         // writes into space given back from its own reserve.
         self.audit_reserve.make_room();
-        let e = self.audit.record(identity, call, filter, results)?;
-        self.meta.set_audit_head(e.seq, &e.hash)?;
-        self.meta.flush()?;
+        self.audit
+            .record(identity, call, filter, results, |seq, hash| {
+                self.meta
+                    .set_audit_head(seq, hash)
+                    .and_then(|()| self.meta.flush())
+                    .map_err(|e| e.to_string())
+            })?;
+        Ok(())
+    }
+
+    /// What the audit log's check at open found: new damage is logged as
+    /// an error and recorded in the log itself (kept, never cut); the head
+    /// in the metadata is brought up to the log's.
+    fn audit_opened(&self, opened: audit::Opened) -> anyhow::Result<()> {
+        let path = self.dir.join("audit.log");
+        if opened.known_problems > 0 {
+            tracing::warn!(path = %path.display(), breaks = opened.known_problems, "the audit log holds damage found and recorded at an earlier start; it is kept as evidence (`kiroku audit` shows it)");
+        }
+        if !opened.new_problems.is_empty() {
+            let what = audit::describe(&opened.new_problems);
+            tracing::error!(path = %path.display(), problem = %what, "the audit log was tampered with or damaged; it is kept as it is, the damage is recorded in it, and new entries continue after it (`kiroku audit` reports it)");
+            self.audit_query(audit::COLLECTOR_IDENTITY, audit::TAMPER_CALL, &what, 0)
+                .context("recording the audit log's damage in it")?;
+            return Ok(());
+        }
+        let (seq, hash) = self.audit.head();
+        if seq > 0 && self.meta.audit_head()? != Some((seq, hash.clone())) {
+            self.meta.set_audit_head(seq, &hash)?;
+            self.meta.flush()?;
+        }
         Ok(())
     }
 
     /// The newest `limit` audit entries since `from_ms`, with the chain
-    /// checked against the head kept in the metadata.
+    /// checked against the head the collector holds and the one kept in
+    /// the metadata.
     pub fn read_audit(
         &self,
         from_ms: i64,
         limit: usize,
     ) -> anyhow::Result<kiroku_proto::AuditResponse> {
-        let head = self.meta.audit_head()?;
-        let (entries, v) =
-            self.audit
-                .read(from_ms, limit, head.as_ref().map(|(s, h)| (*s, h.as_str())))?;
+        let (entries, v) = self
+            .audit
+            .read(from_ms, limit, || self.meta.audit_head().ok().flatten())?;
         Ok(kiroku_proto::AuditResponse {
             entries,
             total: v.entries,

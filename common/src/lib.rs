@@ -6,7 +6,9 @@
 
 pub mod config;
 pub mod pki;
+pub mod quote;
 pub mod tls;
+pub mod vocabulary;
 
 pub use kiroku_proto as proto;
 

@@ -3,21 +3,50 @@
 //! identity, call, filter, result count), fsynced before the query is
 //! answered. Each line carries the SHA-256 of the previous line's hash and
 //! its own content, so editing, inserting or removing a line breaks the
-//! chain; the newest (sequence, hash) is also kept in the metadata store,
-//! so cutting lines off the end shows too. Readable through
-//! `Query.Audit`, by admins only. An attacker with write access to both
-//! the file and the metadata can still rewrite history: export the head
-//! hash (`kiroku audit`) to somewhere else to anchor it.
+//! chain; the newest (sequence, hash) is also kept in the metadata store
+//! (written under the same lock as the line, so it trails the file by at
+//! most the one entry being written when the collector stopped), so
+//! cutting lines off the end shows too. Readable through `Query.Audit`, by
+//! admins only. An attacker with write access to both the file and the
+//! metadata can still rewrite history: export the head hash (`kiroku
+//! audit`) to somewhere else to anchor it.
+//!
+//! Damage is evidence, so nothing is ever cut from the log except a torn
+//! final write: bytes after the last newline, when the head kept in the
+//! metadata shows that the entry before them is the last one the collector
+//! completed (a crash in the middle of appending; that query was never
+//! answered). Anything else the check at open finds — a line that is not
+//! an entry, a broken link, entries cut off the end — is logged as an
+//! error, kept, and written into the log itself as an entry of its own
+//! (call [`TAMPER_CALL`], identity `collector`), and the collector goes on
+//! serving: new entries link to the last line as it is (`chain.rs`) and
+//! continue the numbering past the head the metadata kept, so a cut-off
+//! tail stays visible as a gap. `kiroku audit` reports every break, and
+//! the entries recording them, for as long as the log is kept.
 
-use std::io::{BufRead, Write};
+mod chain;
+
+use std::io::{BufRead, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use kiroku_proto::AuditEntry;
 use sha2::{Digest, Sha256};
 
+pub use chain::{Problem, describe};
+
 /// Hash of the (empty) chain before the first entry.
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The call of an entry in which the collector records damage it found in
+/// this log at start.
+pub const TAMPER_CALL: &str = "AuditLogDamaged";
+
+/// The identity of entries the collector writes itself.
+pub const COLLECTOR_IDENTITY: &str = "collector";
+
+/// A filter longer than this is stored cut, with its length and SHA-256.
+pub const MAX_FILTER_BYTES: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 #[error("audit log {path}: {message}")]
@@ -30,6 +59,8 @@ struct Head {
     file: std::fs::File,
     seq: u64,
     hash: String,
+    /// Bytes of the file that hold complete lines.
+    len: u64,
 }
 
 pub struct AuditLog {
@@ -40,10 +71,25 @@ pub struct AuditLog {
 /// What a verification found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
+    /// Entries in the log.
     pub entries: u64,
+    /// The link of the last line: what the next entry will follow.
     pub head_hash: String,
     /// Empty when the chain is intact; else where and how it breaks.
     pub problem: String,
+    pub problems: Vec<Problem>,
+}
+
+/// What [`AuditLog::open`] found, for the caller to record and log.
+#[derive(Debug, Default)]
+pub struct Opened {
+    /// Breaks not recorded in the log before: the caller records them
+    /// ([`AuditLog::record`] with [`TAMPER_CALL`]).
+    pub new_problems: Vec<Problem>,
+    /// Breaks an earlier start already recorded.
+    pub known_problems: usize,
+    /// Bytes of a torn final write that were cut off.
+    pub torn_bytes: u64,
 }
 
 /// The hash of an entry: over the previous hash and every field but
@@ -63,6 +109,25 @@ pub fn entry_hash(e: &AuditEntry) -> String {
         h.update(part.as_bytes());
     }
     hex::encode(h.finalize())
+}
+
+/// A filter as the log stores it: whole up to [`MAX_FILTER_BYTES`], else
+/// its beginning, its length and the SHA-256 of all of it (so a filter seen
+/// elsewhere can still be matched to the entry).
+pub fn bounded_filter(filter: &str) -> String {
+    if filter.len() <= MAX_FILTER_BYTES {
+        return filter.to_owned();
+    }
+    let mut cut = MAX_FILTER_BYTES;
+    while !filter.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!(
+        "{}… [{} bytes in all, sha256 {}]",
+        &filter[..cut],
+        filter.len(),
+        kiroku_common::sha256_hex(filter.as_bytes())
+    )
 }
 
 fn to_json(e: &AuditEntry) -> String {
@@ -87,58 +152,163 @@ fn from_json(line: &str) -> Option<AuditEntry> {
     })
 }
 
+/// Reads the complete lines of `r` (up to `len` bytes) through `chain`,
+/// keeping the entries with `at_ms >= from_ms` (at most `limit` of the
+/// newest). Returns the entries and the bytes after the last newline.
+fn read_lines(
+    r: impl Read,
+    len: u64,
+    chain: &mut chain::Chain,
+    from_ms: i64,
+    limit: usize,
+) -> std::io::Result<(Vec<AuditEntry>, Vec<u8>)> {
+    let mut r = std::io::BufReader::new(r.take(len));
+    let mut out = std::collections::VecDeque::new();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if r.read_until(b'\n', &mut line)? == 0 {
+            return Ok((out.into(), Vec::new()));
+        }
+        if line.last() != Some(&b'\n') {
+            return Ok((out.into(), line));
+        }
+        line.pop();
+        if let Some(e) = chain.push(&line)
+            && e.at_ms >= from_ms
+            && limit > 0
+        {
+            out.push_back(e);
+            if out.len() > limit {
+                out.pop_front();
+            }
+        }
+    }
+}
+
+/// Checks the log file at `path` without changing it (for `repair` and
+/// tests): every line, and that it ends at `expected_head` when given,
+/// allowing the head to trail by one entry (a stop between writing an
+/// entry and noting it). A torn final write is reported as such.
+pub fn verify_file(
+    path: &Path,
+    expected_head: Option<(u64, String)>,
+) -> Result<Verdict, AuditError> {
+    let err = |message: String| AuditError {
+        path: path.to_owned(),
+        message,
+    };
+    let mut chain = chain::Chain::new(expected_head);
+    let tail = match std::fs::File::open(path) {
+        Ok(f) => {
+            read_lines(f, u64::MAX, &mut chain, 0, 0)
+                .map_err(|e| err(e.to_string()))?
+                .1
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(err(e.to_string())),
+    };
+    let lines = chain.lines();
+    let (mut problems, entries, head_hash) = chain.finish(1);
+    if !tail.is_empty() {
+        problems.push(Problem {
+            line: lines + 1,
+            what: format!(
+                "the log ends in {} bytes without a newline (a torn last write, which the collector cuts at its next start if nothing else is wrong, or an edit)",
+                tail.len()
+            ),
+            recorded: false,
+        });
+    }
+    Ok(Verdict {
+        entries,
+        head_hash,
+        problem: chain::describe(&problems),
+        problems,
+    })
+}
+
 impl AuditLog {
-    /// Opens the log, continuing its chain. A torn last line (a crash in
-    /// the middle of a write) is cut off, with a warning.
-    pub fn open(path: &Path) -> Result<AuditLog, AuditError> {
+    /// Opens the log, checking its whole chain and that it ends at
+    /// `expected_head` (the head the metadata kept; None when it kept
+    /// none), and continues it. Only a torn final write is cut (see the
+    /// module documentation); every other problem is returned in
+    /// [`Opened`] for the caller to log and record, and the log is kept as
+    /// it is.
+    pub fn open(
+        path: &Path,
+        expected_head: Option<(u64, String)>,
+    ) -> Result<(AuditLog, Opened), AuditError> {
         let err = |message: String| AuditError {
             path: path.to_owned(),
             message,
         };
-        let (mut seq, mut hash, mut good_len) = (0u64, GENESIS.to_owned(), 0u64);
-        if let Ok(f) = std::fs::File::open(path) {
-            let mut r = std::io::BufReader::new(f);
-            let mut line = String::new();
-            loop {
-                line.clear();
-                let n = r.read_line(&mut line).map_err(|e| err(e.to_string()))?;
-                if n == 0 || !line.ends_with('\n') {
-                    break;
-                }
-                match from_json(line.trim_end()) {
-                    Some(e) => {
-                        seq = e.seq;
-                        hash = e.hash;
-                        good_len += n as u64;
-                    }
-                    None => break,
-                }
-            }
-        }
-        let file = std::fs::OpenOptions::new()
+        let mut file = std::fs::OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
             .open(path)
             .map_err(|e| err(format!("cannot open for appending: {e}")))?;
-        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-        if len > good_len {
-            tracing::warn!(path = %path.display(), bytes = len - good_len, "audit log ends in a torn or unreadable line (a crash while writing?); it is cut off");
-            file.set_len(good_len)
-                .map_err(|e| err(format!("cannot cut the torn line: {e}")))?;
+        let mut chain = chain::Chain::new(expected_head.clone());
+        file.rewind().map_err(|e| err(e.to_string()))?;
+        let (_, tail) = read_lines(&mut file, u64::MAX, &mut chain, 0, 0)
+            .map_err(|e| err(format!("cannot read: {e}")))?;
+        let len = file.metadata().map_err(|e| err(e.to_string()))?.len();
+        let mut opened = Opened::default();
+        let complete = len - tail.len() as u64;
+        // A torn final write follows the last entry the collector
+        // completed: the kept head is the last entry (or, when the
+        // metadata keeps none, nothing says otherwise).
+        let torn = !tail.is_empty() && head_is_last(&chain, &expected_head);
+        if torn {
+            tracing::warn!(path = %path.display(), bytes = tail.len(), "the audit log ends in a torn write (the collector stopped while appending; that query was not answered); it is cut off");
+            file.set_len(complete)
+                .and_then(|()| file.sync_data())
+                .map_err(|e| err(format!("cannot cut the torn write: {e}")))?;
+            opened.torn_bytes = tail.len() as u64;
+        } else if !tail.is_empty() {
+            // Kept as a line of its own: the next entry starts on a new
+            // line and links to it.
+            chain.push(&tail);
+            file.write_all(b"\n")
+                .and_then(|()| file.sync_data())
+                .map_err(|e| err(format!("cannot end the last line: {e}")))?;
         }
-        Ok(AuditLog {
-            path: path.to_owned(),
-            head: Mutex::new(Head { file, seq, hash }),
-        })
+        let last_recorded = chain.last_recorded;
+        let (seq, hash) = (chain.next_seq() - 1, chain.link().to_owned());
+        let (problems, _, _) = chain.finish(1);
+        for p in problems {
+            if p.recorded || p.line <= last_recorded {
+                opened.known_problems += usize::from(!p.recorded);
+            } else {
+                opened.new_problems.push(p);
+            }
+        }
+        let len = file.metadata().map_err(|e| err(e.to_string()))?.len();
+        Ok((
+            AuditLog {
+                path: path.to_owned(),
+                head: Mutex::new(Head {
+                    file,
+                    seq,
+                    hash,
+                    len,
+                }),
+            },
+            opened,
+        ))
     }
 
-    /// Appends one entry, durable on return; returns it.
+    /// Appends one entry, durable on return, and runs `keep_head` with the
+    /// new (sequence, hash) before anyone else can append, so the head
+    /// kept elsewhere never goes backwards. Returns the entry.
     pub fn record(
         &self,
         identity: &str,
         call: &str,
         filter: &str,
         results: u64,
+        keep_head: impl FnOnce(u64, &str) -> Result<(), String>,
     ) -> Result<AuditEntry, AuditError> {
         let mut head = self.head.lock().unwrap_or_else(|p| p.into_inner());
         let mut e = AuditEntry {
@@ -146,7 +316,7 @@ impl AuditLog {
             at_ms: kiroku_common::now_ms(),
             identity: identity.to_owned(),
             call: call.to_owned(),
-            filter: filter.to_owned(),
+            filter: bounded_filter(filter),
             results,
             prev_hash: head.hash.clone(),
             hash: String::new(),
@@ -157,12 +327,22 @@ impl AuditLog {
             path: self.path.clone(),
             message,
         };
-        head.file
+        let before = head.len;
+        if let Err(error) = head
+            .file
             .write_all(line.as_bytes())
             .and_then(|()| head.file.sync_data())
-            .map_err(|e| err(e.to_string()))?;
+        {
+            // Take back a partial line (a full disk), so the next entry
+            // starts clean; if that fails too, the next start finds a
+            // torn write after the last entry and cuts it.
+            let _ = head.file.set_len(before);
+            return Err(err(error.to_string()));
+        }
         head.seq = e.seq;
         head.hash = e.hash.clone();
+        head.len = before + line.len() as u64;
+        keep_head(e.seq, &e.hash).map_err(err)?;
         Ok(e)
     }
 
@@ -172,70 +352,70 @@ impl AuditLog {
         (head.seq, head.hash.clone())
     }
 
-    /// Reads the whole log, checking the chain (and that it ends at
-    /// `expected_head` when given); returns the entries with `at_ms >=
-    /// from_ms`, newest last, at most `limit` of the newest.
+    /// Reads the whole log as the collector has written it so far,
+    /// checking the chain and that it ends at the head the collector
+    /// holds; `kept_head` (called under the log's lock, so no entry slips
+    /// in between) is the head the metadata keeps, which must be the same.
+    /// Returns the entries with `at_ms >= from_ms`, newest last, at most
+    /// `limit` of the newest.
     pub fn read(
         &self,
         from_ms: i64,
         limit: usize,
-        expected_head: Option<(u64, &str)>,
+        kept_head: impl FnOnce() -> Option<(u64, String)>,
     ) -> Result<(Vec<AuditEntry>, Verdict), AuditError> {
         let err = |message: String| AuditError {
             path: self.path.clone(),
             message,
         };
+        let (len, seq, hash, kept) = {
+            let head = self.head.lock().unwrap_or_else(|p| p.into_inner());
+            (head.len, head.seq, head.hash.clone(), kept_head())
+        };
         let f = std::fs::File::open(&self.path).map_err(|e| err(e.to_string()))?;
-        let mut out = std::collections::VecDeque::new();
-        let (mut prev, mut seq, mut problem) = (GENESIS.to_owned(), 0u64, String::new());
-        for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
-            let line = line.map_err(|e| err(e.to_string()))?;
-            let Some(e) = from_json(&line) else {
-                problem = format!("line {} is not an audit entry", i + 1);
-                break;
-            };
-            if problem.is_empty() {
-                if e.seq != seq + 1 {
-                    problem = format!("line {}: sequence {} follows {seq}", i + 1, e.seq);
-                } else if e.prev_hash != prev {
-                    problem = format!(
-                        "line {} (seq {}): does not follow the previous entry (a line was changed, inserted or removed before it)",
-                        i + 1,
-                        e.seq
-                    );
-                } else if entry_hash(&e) != e.hash {
-                    problem = format!(
-                        "line {} (seq {}): content does not match its hash (the entry was edited)",
-                        i + 1,
-                        e.seq
-                    );
-                }
-            }
-            prev = e.hash.clone();
-            seq = e.seq;
-            if e.at_ms >= from_ms {
-                out.push_back(e);
-                if out.len() > limit.max(1) {
-                    out.pop_front();
-                }
-            }
+        // Only an empty log has no head to end at.
+        let expect = (seq > 0).then(|| (seq, hash.clone()));
+        let mut chain = chain::Chain::new(expect);
+        let (entries, tail) = read_lines(f, len, &mut chain, from_ms, limit.max(1))
+            .map_err(|e| err(e.to_string()))?;
+        let lines = chain.lines();
+        let (mut problems, total, head_hash) = chain.finish(0);
+        if !tail.is_empty() || std::fs::metadata(&self.path).is_ok_and(|m| m.len() < len) {
+            problems.push(Problem {
+                line: lines + 1,
+                what: "the file is shorter than the collector wrote it: it was cut or replaced"
+                    .into(),
+                recorded: false,
+            });
         }
-        if problem.is_empty()
-            && let Some((want_seq, want_hash)) = expected_head
-            && (want_seq != seq || want_hash != prev)
-        {
-            problem = format!(
-                "the log ends at seq {seq} but the collector last wrote seq {want_seq} (lines were cut off the end, or the file was replaced)"
-            );
+        if seq > 0 && kept.as_ref() != Some(&(seq, hash.clone())) {
+            problems.push(Problem {
+                line: lines + 1,
+                what: format!(
+                    "the head kept in the metadata ({}) is not the collector's (seq {seq}): the metadata was changed or restored",
+                    kept.map_or("none".to_owned(), |(s, _)| format!("seq {s}"))
+                ),
+                recorded: false,
+            });
         }
         Ok((
-            out.into(),
+            entries,
             Verdict {
-                entries: seq,
-                head_hash: prev,
-                problem,
+                entries: total,
+                head_hash,
+                problem: chain::describe(&problems),
+                problems,
             },
         ))
+    }
+}
+
+/// True when the head kept elsewhere is the last entry read (or none is
+/// kept): what a torn write after it requires.
+fn head_is_last(chain: &chain::Chain, expected: &Option<(u64, String)>) -> bool {
+    match expected {
+        None => true,
+        Some((seq, hash)) => chain.link() == hash && chain.next_seq() == seq + 1,
     }
 }
 
@@ -243,67 +423,182 @@ impl AuditLog {
 mod tests {
     use super::*;
 
+    fn no_head(_: u64, _: &str) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Opens the log as the store does, recording new damage in it.
+    fn open(path: &Path, head: Option<(u64, String)>) -> (AuditLog, Opened) {
+        let (log, opened) = AuditLog::open(path, head).expect("open");
+        if !opened.new_problems.is_empty() {
+            let what = describe(&opened.new_problems);
+            log.record(COLLECTOR_IDENTITY, TAMPER_CALL, &what, 0, no_head)
+                .expect("record damage");
+        }
+        (log, opened)
+    }
+
+    fn fill(path: &Path, n: u64) -> (u64, String) {
+        let (log, _) = open(path, None);
+        for i in 0..n {
+            log.record("investigator/inv", "Search", &format!("f{i}"), i, no_head)
+                .expect("record");
+        }
+        log.head()
+    }
+
+    fn lines(path: &Path) -> Vec<String> {
+        std::fs::read_to_string(path)
+            .expect("read")
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn write_lines(path: &Path, lines: &[String]) {
+        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        std::fs::write(path, text).expect("write");
+    }
+
     #[test]
     fn the_chain_detects_edits_insertions_and_truncation() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("audit.log");
-        let log = AuditLog::open(&path).expect("open");
-        for i in 0..5 {
-            log.record("investigator/inv", "Search", &format!("f{i}"), i)
-                .expect("record");
-        }
-        let head = log.head();
-        let (entries, v) = log.read(0, 100, Some((head.0, &head.1))).expect("read");
-        assert_eq!((entries.len(), v.entries, v.problem.as_str()), (5, 5, ""));
-        drop(log);
-        // Reopened, the chain continues.
-        let log = AuditLog::open(&path).expect("reopen");
-        log.record("admin/boss", "Audit", "", 5).expect("record");
-        let head = log.head();
-        assert_eq!(head.0, 6);
+        let head = fill(&path, 5);
+        let v = verify_file(&path, Some(head.clone())).expect("verify");
+        assert_eq!((v.entries, v.problem.as_str()), (5, ""));
         let text = std::fs::read_to_string(&path).expect("read");
 
         // An edited result count.
         std::fs::write(&path, text.replacen("\"results\":2", "\"results\":0", 1)).expect("w");
-        let (_, v) = log.read(0, 100, Some((head.0, &head.1))).expect("read");
+        let v = verify_file(&path, Some(head.clone())).expect("verify");
         assert!(v.problem.contains("edited"), "{v:?}");
         // A removed line.
-        let lines: Vec<&str> = text.lines().collect();
-        let without: String = lines
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| *i != 2)
-            .map(|(_, l)| format!("{l}\n"))
-            .collect();
-        std::fs::write(&path, without).expect("w");
-        let (_, v) = log.read(0, 100, Some((head.0, &head.1))).expect("read");
-        assert!(!v.problem.is_empty(), "{v:?}");
+        let mut without = lines(&path);
+        without.remove(2);
+        write_lines(&path, &without);
+        let v = verify_file(&path, Some(head.clone())).expect("verify");
+        assert!(v.problem.contains("line 3"), "{v:?}");
         // The last line cut off: only the head kept elsewhere shows it.
-        let cut: String = lines[..5].iter().map(|l| format!("{l}\n")).collect();
-        std::fs::write(&path, cut).expect("w");
-        let (_, v) = log.read(0, 100, None).expect("read");
-        assert_eq!(v.problem, "", "a prefix is a valid chain by itself");
-        let (_, v) = log.read(0, 100, Some((head.0, &head.1))).expect("read");
+        std::fs::write(&path, &text).expect("w");
+        let mut cut = lines(&path);
+        cut.pop();
+        write_lines(&path, &cut);
+        assert_eq!(verify_file(&path, None).expect("verify").problem, "");
+        let v = verify_file(&path, Some(head)).expect("verify");
         assert!(v.problem.contains("cut off"), "{v:?}");
     }
 
     #[test]
-    fn a_torn_last_line_is_cut_and_the_chain_goes_on() {
+    fn only_a_torn_write_after_the_last_entry_is_cut() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("audit.log");
-        let log = AuditLog::open(&path).expect("open");
-        log.record("a", "Search", "", 1).expect("record");
-        drop(log);
+        let head = fill(&path, 1);
         let mut f = std::fs::OpenOptions::new()
             .append(true)
             .open(&path)
             .expect("open");
         f.write_all(b"{\"seq\":2,\"at_ms\"").expect("w");
         drop(f);
-        let log = AuditLog::open(&path).expect("reopen");
-        let e = log.record("a", "Search", "", 2).expect("record");
+        let (log, opened) = open(&path, Some(head));
+        assert!(
+            opened.torn_bytes > 0 && opened.new_problems.is_empty(),
+            "{opened:?}"
+        );
+        let e = log.record("a", "Search", "", 2, no_head).expect("record");
         assert_eq!(e.seq, 2);
-        let (entries, v) = log.read(0, 10, None).expect("read");
+        let (entries, v) = {
+            let h = log.head();
+            log.read(0, 10, move || Some(h))
+        }
+        .expect("read");
         assert_eq!((entries.len(), v.problem.as_str()), (2, ""));
+    }
+
+    #[test]
+    fn a_line_edited_into_garbage_mid_file_is_kept_recorded_and_followed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit.log");
+        let head = fill(&path, 10);
+        let mut l = lines(&path);
+        l[3] = l[3].replacen('{', "[", 1);
+        write_lines(&path, &l);
+        let (log, opened) = open(&path, Some(head));
+        assert_eq!(opened.torn_bytes, 0);
+        assert!(
+            opened
+                .new_problems
+                .iter()
+                .any(|p| p.what.contains("line 4")),
+            "{opened:?}"
+        );
+        log.record("a", "Search", "after", 1, no_head)
+            .expect("record");
+        let after = lines(&path);
+        assert_eq!(
+            after.len(),
+            12,
+            "nothing cut: 10 lines, the record of the damage, one more"
+        );
+        assert_eq!(after[3], l[3], "the damaged line is kept");
+        let (entries, v) = {
+            let h = log.head();
+            log.read(0, 100, move || Some(h))
+        }
+        .expect("read");
+        assert_eq!(entries.len(), 11);
+        assert!(v.problem.contains("line 4 is not an audit entry"), "{v:?}");
+        assert!(v.problem.contains("collector found"), "{v:?}");
+        assert!(
+            !v.problem.contains("line 12"),
+            "the entries after the damage chain correctly: {v:?}"
+        );
+        // A second start finds nothing new to record.
+        let head = log.head();
+        drop(log);
+        let (_, opened) = open(&path, Some(head));
+        assert!(opened.new_problems.is_empty(), "{opened:?}");
+        assert!(opened.known_problems > 0);
+    }
+
+    #[test]
+    fn a_tail_removed_cleanly_is_found_at_open_and_leaves_a_gap() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit.log");
+        let head = fill(&path, 10);
+        let mut l = lines(&path);
+        l.truncate(6);
+        write_lines(&path, &l);
+        let (log, opened) = open(&path, Some(head));
+        assert!(
+            opened
+                .new_problems
+                .iter()
+                .any(|p| p.what.contains("cut off")),
+            "{opened:?}"
+        );
+        assert_eq!(
+            lines(&path).len(),
+            7,
+            "the damage is recorded, nothing else changes"
+        );
+        assert_eq!(log.head().0, 11, "numbering continues past the kept head");
+        let (_, v) = {
+            let h = log.head();
+            log.read(0, 100, move || Some(h))
+        }
+        .expect("read");
+        assert!(v.problem.contains("4 entries missing"), "{v:?}");
+    }
+
+    #[test]
+    fn long_filters_are_bounded_and_hashed() {
+        let f = "x".repeat(100_000);
+        let b = bounded_filter(&f);
+        assert!(b.len() < MAX_FILTER_BYTES + 200, "{}", b.len());
+        assert!(b.contains("100000 bytes") && b.contains(&kiroku_common::sha256_hex(f.as_bytes())));
+        assert_eq!(bounded_filter("short"), "short");
+        let multi = "é".repeat(5000);
+        assert!(bounded_filter(&multi).starts_with('é'));
     }
 }

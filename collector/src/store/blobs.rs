@@ -163,11 +163,16 @@ impl BlobStore {
 
     /// A streaming reader of the original content: a whole blob
     /// decompressed, or a manifest with its parts encoded back in place.
+    /// The content is checked against `sha` as it streams: the read that
+    /// reaches the end fails (`InvalidData`, naming the blob file) when it
+    /// does not match, so a damaged or forged blob is never read as if
+    /// it were whole.
     pub fn reader(&self, sha: &str) -> Result<Box<dyn Read + Send>, BlobError> {
         let path = self.path(sha)?;
         if path.exists() {
             let f = std::fs::File::open(&path).map_err(io(&path))?;
-            return Ok(Box::new(zstd::Decoder::new(f).map_err(io(&path))?));
+            let dec = zstd::Decoder::new(f).map_err(io(&path))?;
+            return Ok(Box::new(Verified::new(dec, sha, path)));
         }
         let mpath = self.manifest_path(sha)?;
         let f = std::fs::File::open(&mpath).map_err(|source| BlobError::Io {
@@ -184,9 +189,30 @@ impl BlobStore {
             let f = std::fs::File::open(&p).map_err(|e| {
                 std::io::Error::new(e.kind(), format!("attachment blob {}: {e}", p.display()))
             })?;
-            Ok(Box::new(zstd::Decoder::new(f)?) as Box<dyn Read + Send>)
+            let dec = zstd::Decoder::new(f)?;
+            Ok(Box::new(Verified::new(dec, part, p)) as Box<dyn Read + Send>)
         });
-        Ok(Box::new(parts::ManifestReader::new(manifest, open)))
+        let whole = parts::ManifestReader::new(manifest, open);
+        Ok(Box::new(Verified::new(whole, sha, mpath)))
+    }
+
+    /// The attachment blobs a manifest names (empty for a whole blob), and
+    /// whether each is present: what `repair` checks before reading one.
+    pub fn manifest_parts(&self, sha: &str) -> Result<Vec<(String, bool)>, BlobError> {
+        let mpath = self.manifest_path(sha)?;
+        if !mpath.exists() {
+            return Ok(Vec::new());
+        }
+        let f = std::fs::File::open(&mpath).map_err(io(&mpath))?;
+        let shas =
+            parts::part_shas(zstd::Decoder::new(f).map_err(io(&mpath))?).map_err(io(&mpath))?;
+        Ok(shas
+            .into_iter()
+            .map(|p| {
+                let present = self.path(&p).is_ok_and(|p| p.exists());
+                (p, present)
+            })
+            .collect())
     }
 
     /// Bytes on disk (compressed) of one blob, or of its manifest (the
@@ -196,6 +222,50 @@ impl BlobStore {
             .iter()
             .find_map(|p| p.metadata().ok())
             .map(|m| m.len())
+    }
+}
+
+/// A reader that hashes what passes through it and fails at the end when
+/// the content is not what its name says.
+struct Verified<R> {
+    inner: R,
+    hasher: Sha256,
+    sha: String,
+    path: PathBuf,
+}
+
+impl<R: Read> Verified<R> {
+    fn new(inner: R, sha: &str, path: PathBuf) -> Self {
+        Verified {
+            inner,
+            hasher: Sha256::new(),
+            sha: sha.to_owned(),
+            path,
+        }
+    }
+}
+
+impl<R: Read> Read for Verified<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("blob {}: {e}", self.path.display()))
+        })?;
+        if n > 0 || buf.is_empty() {
+            self.hasher.update(&buf[..n]);
+            return Ok(n);
+        }
+        let actual = hex::encode(self.hasher.clone().finalize());
+        if actual != self.sha {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "blob {} is damaged: its content hashes to {actual}, not to the {} it is stored under",
+                    self.path.display(),
+                    self.sha
+                ),
+            ));
+        }
+        Ok(0)
     }
 }
 
@@ -232,6 +302,51 @@ mod tests {
             s.put("../../etc", b""),
             Err(BlobError::HashMismatch { .. }) | Err(BlobError::BadHash(_))
         ));
+    }
+
+    fn forge(path: &Path, content: &[u8]) {
+        let forged = zstd::encode_all(content, 3).expect("compress");
+        std::fs::write(path, forged).expect("write");
+    }
+
+    fn read_all(s: &BlobStore, sha: &str) -> std::io::Result<Vec<u8>> {
+        let mut back = Vec::new();
+        s.reader(sha).expect("reader").read_to_end(&mut back)?;
+        Ok(back)
+    }
+
+    #[test]
+    fn a_forged_blob_or_attachment_fails_at_the_end_of_reading() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = BlobStore::open(dir.path()).expect("open");
+        let data = b"Subject: pay invoice to account 1234\r\n\r\nbody\r\n".repeat(50);
+        let sha = kiroku_common::sha256_hex(&data);
+        s.put(&sha, &data).expect("put");
+        let whole = files(dir.path(), "zst").remove(0);
+        let altered = String::from_utf8_lossy(&data).replace("1234", "9999");
+        forge(&whole, altered.as_bytes());
+        let e = read_all(&s, &sha).expect_err("a forged blob");
+        assert!(
+            e.to_string().contains("damaged") && e.to_string().contains(&sha),
+            "{e}"
+        );
+
+        // A manifest whose attachment blob was replaced.
+        let att: Vec<u8> = (0..200_000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 9) as u8)
+            .collect();
+        let mut m = b"Subject: a\r\n\r\n".to_vec();
+        parts::encode_lines(&att, 76, &mut m);
+        let msha = kiroku_common::sha256_hex(&m);
+        s.put(&msha, &m).expect("put");
+        assert_eq!(read_all(&s, &msha).expect("sound"), m);
+        let part_sha = kiroku_common::sha256_hex(&att);
+        let part = s.path(&part_sha).expect("path");
+        let mut other = att.clone();
+        other[1000] ^= 1;
+        forge(&part, &other);
+        let e = read_all(&s, &msha).expect_err("a forged attachment");
+        assert!(e.to_string().contains(&part_sha), "{e}");
     }
 
     fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {

@@ -8,6 +8,7 @@ use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use kiroku_common::vocabulary;
 use kiroku_proto::{Event, SearchRequest, event::Kind};
 use prost::Message;
 use tantivy::collector::{Count, TopDocs};
@@ -22,8 +23,10 @@ use tantivy::{
 };
 
 mod exfil;
+mod limits;
 mod merges;
 pub use exfil::{ExfilEvent, ExfilScan};
+pub use limits::check_search;
 pub use merges::Headroom;
 
 #[derive(Debug, thiserror::Error)]
@@ -432,7 +435,10 @@ impl EventIndex {
             0 => {
                 return Err(IndexError::BadQuery {
                     field: "path",
-                    message: format!("{text:?} has no words to search for"),
+                    message: format!(
+                        "{} has no words to search for",
+                        kiroku_common::quote::quote(text)
+                    ),
                 });
             }
             1 => Box::new(TermQuery::new(terms.remove(0), IndexRecordOption::Basic)),
@@ -552,6 +558,7 @@ impl EventIndex {
     }
 
     fn build_query(&self, r: &SearchRequest) -> Result<Box<dyn Query>, IndexError> {
+        check_search(r)?;
         let f = &self.f;
         let mut must: Vec<Box<dyn Query>> = Vec::new();
         let term = |field: Field, v: &str| -> Box<dyn Query> {
@@ -583,13 +590,28 @@ impl EventIndex {
             if !KINDS.contains(&kind.as_str()) {
                 return Err(IndexError::BadQuery {
                     field: "kind",
-                    message: format!("unknown kind {kind:?}: use one of {}", KINDS.join(", ")),
+                    message: format!(
+                        "unknown kind {}: use one of {}",
+                        kiroku_common::quote::quote(&kind),
+                        KINDS.join(", ")
+                    ),
                 });
             }
             must.push(term(f.kind, &kind));
         }
         if !r.operation.is_empty() {
-            must.push(term(f.operation, &r.operation.trim().to_lowercase()));
+            let op = r.operation.trim().to_lowercase();
+            if !vocabulary::is_file_operation(&op) {
+                return Err(IndexError::BadQuery {
+                    field: "operation",
+                    message: format!(
+                        "unknown file operation {}: use one of {}",
+                        kiroku_common::quote::quote(&op),
+                        vocabulary::FILE_OPERATIONS.join(", ")
+                    ),
+                });
+            }
+            must.push(term(f.operation, &op));
         }
         if r.removable {
             must.push(Box::new(TermQuery::new(
@@ -1094,6 +1116,20 @@ mod tests {
             },
             SearchRequest {
                 path: "/".into(),
+                ..Default::default()
+            },
+            SearchRequest {
+                operation: "bogus".into(),
+                ..Default::default()
+            },
+            // fuzz/regressions/grpc_query/text-3000-nested-parens: this
+            // overflowed the parser's stack (an abort, not a panic).
+            SearchRequest {
+                text: format!("{}a{}", "(".repeat(3000), ")".repeat(3000)),
+                ..Default::default()
+            },
+            SearchRequest {
+                subject: "NOT ".repeat(500) + "a",
                 ..Default::default()
             },
         ] {

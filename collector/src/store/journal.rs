@@ -13,6 +13,12 @@
 //!
 //! The journal may hold an event more than once (a batch whose ack was lost
 //! is stored again); readers de-duplicate by `event_id`, as the index does.
+//!
+//! Damage is never rewritten away (the journal is the copy of record):
+//! `repair` reports it, recovers what the index still holds, and notes the
+//! stretches it dealt with in `journal/damage.reviewed` (`<segment>
+//! <offset> <length>` per line), so a start after it logs them as known
+//! instead of as a new error every time.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -28,6 +34,8 @@ const HEADER: usize = 12;
 pub const SEGMENT_BYTES: u64 = 128 * 1024 * 1024;
 /// No single event is larger than this (the gRPC message limit is 16 MiB).
 const MAX_RECORD: usize = 64 * 1024 * 1024;
+/// Damaged stretches `repair` has reported and dealt with.
+const REVIEWED: &str = "damage.reviewed";
 
 #[derive(Debug, thiserror::Error)]
 #[error("event journal {path}: {message}")]
@@ -219,10 +227,18 @@ impl Journal {
         let mut report = ScanReport::default();
         let (valid_end, damaged) = scan_buf(&buf, &path, &mut report, &mut |_| {});
         if damaged {
-            tracing::error!(
-                journal = %path.display(), stretches = report.damaged.len(),
-                "the event journal has damaged records; run `kiroku-collector repair` to see what they cover"
-            );
+            let new = unreviewed(dir, &report.damaged);
+            if new.is_empty() {
+                tracing::info!(
+                    journal = %path.display(), stretches = report.damaged.len(),
+                    "the event journal has damaged stretches that `kiroku-collector repair` already reported and dealt with"
+                );
+            } else {
+                tracing::error!(
+                    journal = %path.display(), stretches = new.len(),
+                    "the event journal has damaged records; run `kiroku-collector repair` to see what they cover"
+                );
+            }
         }
         if valid_end < buf.len() {
             tracing::warn!(
@@ -302,6 +318,47 @@ impl Journal {
         t.len = before + buf.len() as u64;
         Ok(())
     }
+}
+
+fn reviewed_key(path: &Path, at: u64, len: u64) -> String {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    format!("{} {at} {len}", name.unwrap_or_default())
+}
+
+/// The damaged stretches (segment, offset, length) not yet reviewed by
+/// `repair`.
+pub fn unreviewed<'a>(
+    dir: &Path,
+    damaged: &'a [(PathBuf, u64, u64)],
+) -> Vec<&'a (PathBuf, u64, u64)> {
+    let known = std::fs::read_to_string(dir.join(REVIEWED)).unwrap_or_default();
+    let known: std::collections::HashSet<&str> = known.lines().collect();
+    damaged
+        .iter()
+        .filter(|(p, at, len)| !known.contains(reviewed_key(p, *at, *len).as_str()))
+        .collect()
+}
+
+/// Notes damaged stretches as reported and dealt with (by `repair`), so
+/// the collector's start no longer reports them as new.
+pub fn mark_reviewed(dir: &Path, damaged: &[(PathBuf, u64, u64)]) -> Result<(), JournalError> {
+    let new = unreviewed(dir, damaged);
+    if new.is_empty() {
+        return Ok(());
+    }
+    let path = dir.join(REVIEWED);
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(|e| jerr(&path, e))?;
+    let text: String = new
+        .iter()
+        .map(|(p, at, len)| format!("{}\n", reviewed_key(p, *at, *len)))
+        .collect();
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| jerr(&path, e))
 }
 
 fn sync_dir(dir: &Path) -> Result<(), JournalError> {
@@ -384,6 +441,13 @@ mod tests {
         assert_eq!(v, ["e0", "e1", "e2", "e4", "e5", "e7", "e8", "e9"]);
         assert_eq!(r.damaged.len(), 2, "{r:?}");
         assert_eq!(r.torn_tail, 0);
+        // Once repair has reported it, the damage is known, not new.
+        assert_eq!(unreviewed(d.path(), &r.damaged).len(), 2);
+        mark_reviewed(d.path(), &r.damaged[..1]).expect("mark");
+        assert_eq!(unreviewed(d.path(), &r.damaged).len(), 1);
+        mark_reviewed(d.path(), &r.damaged).expect("mark");
+        assert!(unreviewed(d.path(), &r.damaged).is_empty());
+        assert_eq!(segments(d.path()).expect("segments"), [1], "not a segment");
     }
 
     #[test]

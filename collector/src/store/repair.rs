@@ -225,6 +225,9 @@ pub fn repair(dir: &Path, opts: RepairOptions) -> anyhow::Result<RepairReport> {
         }
     }
     drop(index_state);
+    // The damage is reported here (and what it covered is recovered from
+    // the index or listed as lost below): a start no longer repeats it.
+    journal::mark_reviewed(&jdir, &report.damaged)?;
     if rebuild {
         let n = rebuild_index(&idir, &jdir, opts.quiet)?;
         r.say(format!(
@@ -242,18 +245,22 @@ pub fn repair(dir: &Path, opts: RepairOptions) -> anyhow::Result<RepairReport> {
     // 3. Meta.
     repair_meta(&dir.join("meta"), &facts, &mut r)?;
 
-    // 4. Blobs.
-    check_blobs(dir, &idir, opts.quiet, &mut r)?;
+    // 4. Blobs: those present, then those the events need.
+    let checked = check_blobs(dir, &idir, opts.quiet, &mut r)?;
+    check_references(dir, &jdir, &checked, &mut r)?;
 
-    // 5. The audit log (read only).
-    match super::audit::AuditLog::open(&dir.join("audit.log")) {
-        Ok(log) => match log.read(0, 0, None) {
-            Ok((_, v)) if v.problem.is_empty() => {
-                r.say(format!("audit log: chain intact, {} entries", v.entries))
-            }
-            Ok((_, v)) => r.problems.push(format!("audit log: {}", v.problem)),
-            Err(e) => r.problems.push(format!("audit log: {e}")),
-        },
+    // 5. The audit log (read only: damage there is evidence).
+    let head = MetaStore::open(&dir.join("meta"))
+        .ok()
+        .and_then(|m| m.audit_head().ok().flatten());
+    match super::audit::verify_file(&dir.join("audit.log"), head) {
+        Ok(v) if v.problem.is_empty() => {
+            r.say(format!("audit log: chain intact, {} entries", v.entries))
+        }
+        Ok(v) => r.problems.push(format!(
+            "audit log: {} (kept as it is: it is evidence; `kiroku audit` shows it)",
+            v.problem
+        )),
         Err(e) => r.problems.push(format!("audit log: {e}")),
     }
     Ok(r)
@@ -418,7 +425,22 @@ fn blob_sound(blobs: &BlobStore, path: &Path, sha: &str) -> bool {
     hex::encode(h.finalize()) == sha
 }
 
-fn check_blobs(dir: &Path, idir: &Path, quiet: bool, r: &mut RepairReport) -> anyhow::Result<()> {
+/// What the blob check found, for the reference check after it.
+#[derive(Default)]
+struct BlobCheck {
+    /// Blobs found damaged (and moved aside, already reported).
+    damaged: HashSet<String>,
+    /// Manifests whose attachment blobs are missing: manifest → parts.
+    missing_parts: HashMap<String, Vec<String>>,
+}
+
+fn check_blobs(
+    dir: &Path,
+    idir: &Path,
+    quiet: bool,
+    r: &mut RepairReport,
+) -> anyhow::Result<BlobCheck> {
+    let mut checked = BlobCheck::default();
     let bdir = dir.join("blobs");
     let mut files = Vec::new();
     if bdir.is_dir() {
@@ -442,14 +464,33 @@ fn check_blobs(dir: &Path, idir: &Path, quiet: bool, r: &mut RepairReport) -> an
             .and_then(|n| n.strip_suffix(".zst").or_else(|| n.strip_suffix(".krm")))
             .unwrap_or_default()
             .to_owned();
-        if !blob_sound(&blobs, p, &sha) {
+        // A manifest whose attachment blob is missing is not damaged
+        // itself: it stays, and the events it serves are named below.
+        let missing: Vec<String> = match blobs.manifest_parts(&sha) {
+            Ok(parts) => parts
+                .into_iter()
+                .filter(|(_, present)| !present)
+                .map(|(p, _)| p)
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        if !missing.is_empty() {
+            checked.missing_parts.insert(sha, missing);
+        } else if !blob_sound(&blobs, p, &sha) {
             damaged.push((p.clone(), sha));
         }
     }
     pb.finish_and_clear();
+    checked
+        .damaged
+        .extend(damaged.iter().map(|(_, sha)| sha.clone()));
     if damaged.is_empty() {
-        r.say(format!("blobs {}: {} sound", bdir.display(), files.len()));
-        return Ok(());
+        r.say(format!(
+            "blobs {}: {} present and sound",
+            bdir.display(),
+            files.len()
+        ));
+        return Ok(checked);
     }
     let aside = dir.join("blobs.damaged");
     std::fs::create_dir_all(&aside).with_context(|| format!("creating {}", aside.display()))?;
@@ -479,11 +520,117 @@ fn check_blobs(dir: &Path, idir: &Path, quiet: bool, r: &mut RepairReport) -> an
         ));
     }
     r.say(format!(
-        "blobs {}: {} sound, {} damaged",
+        "blobs {}: {} present and sound, {} damaged",
         bdir.display(),
         files.len() - damaged.len(),
         damaged.len()
     ));
+    Ok(checked)
+}
+
+/// The blobs an event needs the collector to hold: its raw message.
+/// (Attachments live inside the raw message's blob, or in blobs its
+/// manifest names, which [`check_blobs`] follows.)
+fn referenced_blobs(e: &Event) -> Option<String> {
+    match &e.kind {
+        // An event that says its raw message could not be kept (lost on
+        // the agent) names a hash the store never had: not a missing blob.
+        Some(Kind::Email(m)) if !m.raw_sha256.is_empty() && m.raw_not_kept.is_empty() => {
+            Some(m.raw_sha256.to_lowercase())
+        }
+        _ => None,
+    }
+}
+
+/// Events naming one unavailable blob: how many, and the first few ids.
+#[derive(Default)]
+struct Affected {
+    ids: HashSet<String>,
+}
+
+const NAMED_EVENTS: usize = 20;
+
+impl Affected {
+    fn describe(&self) -> String {
+        let mut ids: Vec<&String> = self.ids.iter().collect();
+        ids.sort();
+        let mut s = ids
+            .iter()
+            .take(NAMED_EVENTS)
+            .map(|i| i.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        if ids.len() > NAMED_EVENTS {
+            s.push_str(&format!(" and {} more", ids.len() - NAMED_EVENTS));
+        }
+        s
+    }
+}
+
+/// Every blob a journalled event references must be present (a damaged
+/// one was reported by [`check_blobs`]); the events whose raw message is
+/// missing, or whose manifest names a missing attachment blob, are named.
+fn check_references(
+    dir: &Path,
+    jdir: &Path,
+    checked: &BlobCheck,
+    r: &mut RepairReport,
+) -> anyhow::Result<()> {
+    let blobs = BlobStore::open(&dir.join("blobs"))?;
+    let mut missing: HashMap<String, Affected> = HashMap::new();
+    let mut partless: HashMap<String, Affected> = HashMap::new();
+    let mut refs = 0u64;
+    let mut present: HashSet<String> = HashSet::new();
+    journal::scan(jdir, |e| {
+        let Some(sha) = referenced_blobs(&e) else {
+            return;
+        };
+        refs += 1;
+        if checked.missing_parts.contains_key(&sha) {
+            partless.entry(sha).or_default().ids.insert(e.event_id);
+        } else if checked.damaged.contains(&sha) || present.contains(&sha) {
+            // Reported with the blob check, or known present.
+        } else if let Some(a) = missing.get_mut(&sha) {
+            a.ids.insert(e.event_id);
+        } else if blobs.has(&sha) {
+            // Remember a bounded number; past it the check is a stat each.
+            if present.len() < 100_000 {
+                present.insert(sha);
+            }
+        } else {
+            missing.entry(sha).or_default().ids.insert(e.event_id);
+        }
+    })?;
+    let mut shas: Vec<&String> = missing.keys().collect();
+    shas.sort();
+    for sha in shas {
+        r.problems.push(format!(
+            "blob {sha} is missing: it is the raw message of event(s) {}, which cannot be served (restore {} from a backup if there is one)",
+            missing[sha].describe(),
+            Path::new("blobs")
+                .join(&sha[..2.min(sha.len())])
+                .join(sha.get(2..4).unwrap_or_default())
+                .join(format!("{sha}.zst"))
+                .display()
+        ));
+    }
+    let mut manifests: Vec<&String> = checked.missing_parts.keys().collect();
+    manifests.sort();
+    for m in manifests {
+        r.problems.push(format!(
+            "raw message {m} names attachment blob(s) {} that are missing: event(s) {} cannot be served",
+            checked.missing_parts[m].join(", "),
+            partless
+                .get(m)
+                .map(Affected::describe)
+                .unwrap_or_else(|| "none found".into())
+        ));
+    }
+    if missing.is_empty() && checked.missing_parts.is_empty() {
+        r.say(format!(
+            "blobs: every one of {refs} references from stored events is present"
+        ));
+    }
     Ok(())
 }
 

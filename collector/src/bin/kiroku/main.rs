@@ -210,8 +210,15 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             if let Some(status) = e.downcast_ref::<tonic::Status>() {
+                // What the CLI was doing (a context), then the refusal.
+                let doing = e
+                    .chain()
+                    .next()
+                    .filter(|c| c.downcast_ref::<tonic::Status>().is_none())
+                    .map(|c| format!("{c}: "))
+                    .unwrap_or_default();
                 eprintln!(
-                    "kiroku: collector refused: {:?}: {}",
+                    "kiroku: {doing}collector refused: {:?}: {}",
                     status.code(),
                     status.message()
                 );
@@ -412,6 +419,16 @@ async fn search(connect: &client::ConnectArgs, a: SearchArgs) -> anyhow::Result<
         page_token: String::new(),
         corrected_time: a.corrected_time,
     };
+    if !req.operation.is_empty() {
+        let op = req.operation.trim().to_lowercase();
+        anyhow::ensure!(
+            kiroku_common::vocabulary::is_file_operation(&op),
+            "unknown file operation {} for --op: use one of {}",
+            kiroku_common::quote::quote(&op),
+            kiroku_common::vocabulary::FILE_OPERATIONS.join(", ")
+        );
+        req.operation = op;
+    }
     let mut q = connect.query().await?;
     let mut events = Vec::new();
     let total;
@@ -467,13 +484,33 @@ async fn raw(
         )
     };
     let mut n = 0u64;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk?;
-        n += chunk.data.len() as u64;
-        out.write_all(&chunk.data)?;
+    let copied: anyhow::Result<()> = async {
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            n += chunk.data.len() as u64;
+            out.write_all(&chunk.data)?;
+        }
+        out.flush()?;
+        Ok(())
     }
-    out.flush()?;
+    .await;
     drop(out);
+    if let Err(e) = copied {
+        // Never leave part of a message behind as if it were the message
+        // (the collector ends the stream with DataLoss when the stored
+        // copy does not match its hash).
+        if !to_stdout {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        return Err(e.context(format!(
+            "{event_id}: the download failed after {n} bytes{}",
+            if to_stdout {
+                "; what was written to standard output is incomplete and must not be used"
+            } else {
+                "; nothing was kept"
+            }
+        )));
+    }
     if !to_stdout {
         std::fs::rename(&tmp, &output)
             .with_context(|| format!("cannot write {}", output.display()))?;

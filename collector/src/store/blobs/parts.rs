@@ -215,6 +215,41 @@ pub fn manifest(data: &[u8], segs: &[Seg], mut part_sha: impl FnMut(&[u8]) -> [u
     m
 }
 
+/// The SHA-256 (hex) of every part a manifest names, in order, without
+/// opening the parts.
+pub fn part_shas(mut manifest: impl Read) -> std::io::Result<Vec<String>> {
+    let mut magic = [0u8; 4];
+    if read_full(&mut manifest, &mut magic)? != 4 || &magic != MAGIC {
+        return Err(bad("not a Kiroku blob manifest (no KRM1)".into()));
+    }
+    let mut shas = Vec::new();
+    let mut tag = [0u8; 1];
+    while read_full(&mut manifest, &mut tag)? == 1 {
+        match tag[0] {
+            LITERAL => {
+                let mut len = [0u8; 8];
+                if read_full(&mut manifest, &mut len)? != 8 {
+                    return Err(bad("manifest cut inside a literal".into()));
+                }
+                let len = u64::from_le_bytes(len);
+                let skipped = std::io::copy(&mut (&mut manifest).take(len), &mut std::io::sink())?;
+                if skipped != len {
+                    return Err(bad("manifest cut inside a literal".into()));
+                }
+            }
+            PART => {
+                let mut head = [0u8; 44];
+                if read_full(&mut manifest, &mut head)? != 44 {
+                    return Err(bad("manifest cut inside a part".into()));
+                }
+                shas.push(hex::encode(&head[..32]));
+            }
+            t => return Err(bad(format!("manifest: unknown segment type {t}"))),
+        }
+    }
+    Ok(shas)
+}
+
 /// Opens a part's decoded content by its SHA-256 (hex).
 pub type OpenPart = Box<dyn Fn(&str) -> std::io::Result<Box<dyn Read + Send>> + Send>;
 

@@ -115,7 +115,7 @@ impl Session<'_> {
 
 /// Tag of a record whose raw message is not the client's bytes: bare CR /
 /// bare LF were converted to CRLF (`smtp.bare_line_endings = "normalise"`).
-pub const NORMALISED_TAG: &str = "normalised-line-endings";
+pub const NORMALISED_TAG: &str = kiroku_common::vocabulary::NORMALISED_LINE_ENDINGS;
 
 /// Marks a record whose content was normalised (`what` names what was
 /// converted; empty: nothing was), in the email record and as a tag.

@@ -1,0 +1,98 @@
+//! The fixed words of the event model that more than one crate checks:
+//! file operations (recorded by the agent, filtered on by the collector and
+//! the CLI) and the tag namespaces (which tags an agent may set, which only
+//! the collector sets).
+//!
+//! Tags are how the collector marks events for investigators (`alert:<rule>`
+//! from the alert rules, `clock-skew` for a host whose clock is off), so an
+//! agent must not be able to forge them: a compromised or buggy agent that
+//! stamps `alert:usb-copy` on its own events would otherwise appear in
+//! `kiroku search --alert usb-copy`. An agent may set the tags in
+//! [`AGENT_TAGS`]; any other tag it sends is kept (nothing an agent sends is
+//! dropped) but moved into the `agent:` namespace, which the collector never
+//! uses for its own tags.
+
+use std::borrow::Cow;
+
+/// Every `FileEvent.operation` an agent records.
+pub const FILE_OPERATIONS: [&str; 9] = [
+    "create",
+    "modify",
+    "delete",
+    "rename",
+    "copy_to_removable",
+    "overflow",
+    "watch_lost",
+    "volume_mounted",
+    "volume_unmounted",
+];
+
+/// True when `op` is one of [`FILE_OPERATIONS`].
+pub fn is_file_operation(op: &str) -> bool {
+    FILE_OPERATIONS.contains(&op)
+}
+
+/// The agent tagged a mail whose bare CR/LF line endings it normalised to
+/// CRLF before relaying (`smtp.bare_line_endings = "normalise"`).
+pub const NORMALISED_LINE_ENDINGS: &str = "normalised-line-endings";
+
+/// The tags an agent may set on its events, stored as sent.
+pub const AGENT_TAGS: [&str; 1] = [NORMALISED_LINE_ENDINGS];
+
+/// Prefix of every tag an agent sent that is not in [`AGENT_TAGS`]; the
+/// collector never sets a tag of its own in it.
+pub const AGENT_TAG_PREFIX: &str = "agent:";
+
+/// The tag the collector stores for `tag` as an agent sent it: an allowed
+/// agent tag or one already in the agent namespace unchanged, anything
+/// else (`alert:usb-copy`, `clock-skew`, `urgent`) prefixed with `agent:`.
+pub fn agent_tag(tag: &str) -> Cow<'_, str> {
+    if AGENT_TAGS.contains(&tag) || tag.starts_with(AGENT_TAG_PREFIX) {
+        Cow::Borrowed(tag)
+    } else {
+        Cow::Owned(format!("{AGENT_TAG_PREFIX}{tag}"))
+    }
+}
+
+/// Moves every tag an agent may not set into the agent namespace, in place
+/// (order kept). Returns how many were moved.
+pub fn confine_agent_tags(tags: &mut [String]) -> usize {
+    let mut moved = 0;
+    for t in tags.iter_mut() {
+        if let Cow::Owned(confined) = agent_tag(t) {
+            *t = confined;
+            moved += 1;
+        }
+    }
+    moved
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_tags_stay_and_everything_else_is_confined() {
+        for (sent, stored) in [
+            ("normalised-line-endings", "normalised-line-endings"),
+            ("alert:usb-copy", "agent:alert:usb-copy"),
+            ("alert:", "agent:alert:"),
+            ("clock-skew", "agent:clock-skew"),
+            ("agent:mine", "agent:mine"),
+            ("", "agent:"),
+            ("Normalised-Line-Endings", "agent:Normalised-Line-Endings"),
+        ] {
+            assert_eq!(agent_tag(sent), stored, "{sent:?}");
+        }
+        let mut tags = vec!["clock-skew".to_owned(), NORMALISED_LINE_ENDINGS.to_owned()];
+        assert_eq!(confine_agent_tags(&mut tags), 1);
+        assert_eq!(tags, ["agent:clock-skew", NORMALISED_LINE_ENDINGS]);
+    }
+
+    #[test]
+    fn file_operations() {
+        assert!(is_file_operation("copy_to_removable"));
+        assert!(!is_file_operation("bogus"));
+        assert!(!is_file_operation("Create"));
+    }
+}
