@@ -504,3 +504,26 @@ async fn blobs_are_kept_while_a_moved_aside_buffer_exists() {
         "collected once dealt with"
     );
 }
+
+/// Below `buffer.min_free_bytes` free on the file system new records are
+/// refused as unwritable (the relay's 451), and the problem says why.
+#[tokio::test]
+async fn below_the_free_space_reserve_records_are_refused_as_disk_full() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = Buffer::open_with(
+        dir.path(),
+        Limits {
+            max_bytes: u64::MAX,
+            min_free_bytes: u64::MAX,
+            cache_bytes: 1 << 20,
+        },
+    )
+    .expect("open");
+    let err = b.append(&mail(b"x"), None).await.expect_err("refused");
+    assert!(matches!(err, BufferError::DiskFull { .. }), "{err}");
+    assert!(err.unwritable() && err.refused_for_space());
+    assert!(b.spool().await.is_err(), "not even spooled");
+    let problem = b.problem().expect("a problem");
+    assert!(problem.contains("disk is full"), "{problem}");
+    assert!(!b.is_full(), "not the buffer's own bound");
+}
