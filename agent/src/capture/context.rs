@@ -9,10 +9,6 @@ use std::sync::{Arc, RwLock};
 
 use kiroku_proto::{Event, HostIdentity, event::Kind};
 
-/// Environment variable that shifts the agent's clock, for tests of clock
-/// offset detection only. Milliseconds, may be negative.
-pub const TEST_CLOCK_SKEW_ENV: &str = "KIROKU_TEST_CLOCK_SKEW_MS";
-
 /// The agent's clock and its last measured offset to the collector.
 #[derive(Debug, Default)]
 pub struct Clock {
@@ -22,18 +18,10 @@ pub struct Clock {
 }
 
 impl Clock {
-    /// The system clock, shifted by `KIROKU_TEST_CLOCK_SKEW_MS` when set.
+    /// The system clock (shifted by a test hook in test builds only, see
+    /// `test_hooks`).
     pub fn from_env() -> Clock {
-        let skew_ms = std::env::var(TEST_CLOCK_SKEW_ENV)
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
-        if skew_ms != 0 {
-            tracing::warn!(
-                skew_ms,
-                "{TEST_CLOCK_SKEW_ENV} is set: this agent's clock is deliberately wrong (tests only)"
-            );
-        }
+        let skew_ms = crate::test_hooks::clock_skew_ms();
         Clock {
             skew_ms,
             ..Default::default()

@@ -32,6 +32,7 @@ pub mod hasher;
 pub mod state;
 pub mod volumes;
 mod watch;
+mod writers;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -48,11 +49,6 @@ use crate::config::FilesConfig;
 use crate::gaps::{Gaps, Missed, Source};
 use hasher::{HashMemory, Hasher};
 use state::{Change, FileState, Origin, Remembered};
-
-/// Environment variable naming a file: while it exists, the watcher stops
-/// reading kernel events (tests use it to overflow the kernel queue
-/// without changing system settings). Tests only.
-pub const TEST_PAUSE_ENV: &str = "KIROKU_TEST_FILES_PAUSE";
 
 /// What the watcher hands to the hasher.
 pub(crate) struct Observed {
@@ -123,8 +119,15 @@ impl FileCapture {
             max: std::time::Duration::from_secs(cfg.catchup_max_secs),
         };
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let mut w = watch::Watcher::new(cfg.clone(), ctx, obs_tx, stop.clone(), exclude)
-            .context("cannot start inotify (check fs.inotify.max_user_instances)")?;
+        let mut w = watch::Watcher::new(
+            cfg.clone(),
+            ctx,
+            obs_tx,
+            stop.clone(),
+            exclude,
+            state.clone(),
+        )
+        .context("cannot start inotify (check fs.inotify.max_user_instances)")?;
         w.tell_when_watching(ready_tx);
         let watcher = std::thread::Builder::new()
             .name("files-watch".into())
