@@ -104,22 +104,36 @@ impl CaptureContext {
     /// own user), stamped with host, clock offset and custom fields. The
     /// buffer assigns stream and sequence; the collector the event id.
     pub fn event(&self, user: String, kind: Kind) -> Event {
+        let mut event = self.bare_event(user, kind);
+        self.stamp(&mut event);
+        event
+    }
+
+    /// Like [`CaptureContext::event`] without the host identity and the
+    /// custom fields, which [`CaptureContext::stamp`] adds later: for
+    /// records that may wait in a long queue (a burst of file events), so
+    /// that thousands of copies of the host identity are never held at once.
+    pub fn bare_event(&self, user: String, kind: Kind) -> Event {
         let offset = self.clock.offset_ms();
         Event {
             agent_id: self.agent_id.clone(),
             observed_at_ms: self.clock.now_ms(),
             clock_offset_ms: offset.unwrap_or(0),
             clock_offset_known: offset.is_some(),
-            host: Some((*self.host()).clone()),
             user: if user.is_empty() {
                 self.agent_user.clone()
             } else {
                 user
             },
-            custom: self.custom.clone().into_iter().collect(),
             kind: Some(kind),
             ..Default::default()
         }
+    }
+
+    /// Adds the host identity and the custom fields to a bare event.
+    pub fn stamp(&self, event: &mut Event) {
+        event.host = Some((*self.host()).clone());
+        event.custom = self.custom.clone().into_iter().collect();
     }
 }
 

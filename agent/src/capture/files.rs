@@ -53,7 +53,10 @@ use state::{Change, FileState, Origin, Remembered};
 /// What the watcher hands to the hasher.
 pub(crate) struct Observed {
     /// Boxed: the channel below preallocates all its slots, and an inline
-    /// `Event` (~1.3 KB) made 65,536 of them cost ~85 MB of RSS.
+    /// `Event` (~1.3 KB) made 65,536 of them cost ~85 MB of RSS. Bare (no
+    /// host identity, no custom fields: `CaptureContext::bare_event`) until
+    /// the hasher hands it on, so a burst queued here holds one small
+    /// record per file, not a copy of the host identity each.
     pub event: Box<Event>,
     pub hash: HashPlan,
 }
@@ -108,7 +111,7 @@ impl FileCapture {
         let stop = Arc::new(AtomicBool::new(false));
         let (obs_tx, obs_rx) = std::sync::mpsc::sync_channel::<Observed>(65_536);
         let (ev_tx, ev_rx) = tokio::sync::mpsc::channel::<(Event, Change)>(1024);
-        let (ctx2, obs_tx2) = (ctx.clone(), obs_tx.clone());
+        let (ctx2, obs_tx2, stamp) = (ctx.clone(), obs_tx.clone(), ctx.clone());
         let catchup = catchup::CatchUp {
             roots: cfg.watch.clone(),
             exclude: exclude.clone(),
@@ -141,7 +144,7 @@ impl FileCapture {
                         .or_else(|| panic.downcast_ref::<String>().cloned())
                         .unwrap_or_default();
                     tracing::error!(error = %why, "file capture failed and stopped");
-                    let mut event = ctx2.event(
+                    let mut event = ctx2.bare_event(
                         String::new(),
                         Kind::File(kiroku_proto::FileEvent {
                             operation: "watch_lost".into(),
@@ -171,7 +174,8 @@ impl FileCapture {
             .spawn(move || {
                 let mut memory = memory;
                 for o in obs_rx {
-                    let ev = finish(o, &mut h, &mut memory);
+                    let mut ev = finish(o, &mut h, &mut memory);
+                    stamp.stamp(&mut ev.0);
                     if ev_tx.blocking_send(ev).is_err() {
                         return;
                     }

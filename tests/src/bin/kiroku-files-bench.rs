@@ -360,16 +360,26 @@ async fn post_burst(env: &Env, a: &Args) -> anyhow::Result<()> {
     }
     let after = status_kb(pid, "VmRSS");
     let peak = status_kb(pid, "VmHWM");
+    let overflows = count(
+        env,
+        &SearchRequest {
+            operation: "overflow".into(),
+            path: String::new(),
+            ..creates.clone()
+        },
+    )
+    .await?;
     tokio::time::sleep(Duration::from_secs(a.idle_secs)).await;
     let later = status_kb(pid, "VmRSS");
     println!(
-        "\npost-burst memory: watching {} files, agent RSS idle {} kB; {} new files written in {:.2} s, {} recorded after {:.2} s: RSS {} kB (peak {} kB); after {} s idle: RSS {} kB = {:.2}x idle (target: within 2x)",
+        "\npost-burst memory: watching {} files, agent RSS idle {} kB; {} new files written in {:.2} s, {} recorded after {:.2} s ({} overflow records): RSS {} kB (peak {} kB); after {} s idle: RSS {} kB = {:.2}x idle (target: within 2x)",
         a.idle_files,
         idle,
         a.burst,
         written.as_secs_f64(),
         last.0,
         (last.1 - t0).as_secs_f64(),
+        overflows,
         after,
         peak,
         a.idle_secs,

@@ -322,7 +322,8 @@ impl CatchUp {
     }
 
     fn emit(&self, op: &str, path: &Path, detail: &str, hash: HashPlan) {
-        let mut event = self.ctx.event(
+        // Stamped with the host identity when it leaves the queue.
+        let mut event = self.ctx.bare_event(
             String::new(),
             Kind::File(FileEvent {
                 operation: op.into(),

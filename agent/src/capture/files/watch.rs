@@ -452,7 +452,8 @@ impl Watcher {
         // a removable root (nothing mounted there) lies on the volume below
         // it, which `volume_of` already classified.
         fill(&mut f);
-        let mut ev = self.ctx.event(String::new(), Kind::File(f));
+        // Stamped with the host identity when it leaves the queue.
+        let mut ev = self.ctx.bare_event(String::new(), Kind::File(f));
         // inotify does not say who acted; the agent's own account did not.
         ev.user.clear();
         ev
