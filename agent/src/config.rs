@@ -230,6 +230,30 @@ fn default_cache() -> u64 {
 }
 
 impl AgentConfig {
+    /// What `--check` warns about without refusing the configuration: the
+    /// state of the machine rather than the file, which the running agent
+    /// reports and recovers from by itself (a missing `files.watch` root is
+    /// a `watch_lost` record, watched as soon as it appears).
+    pub fn warnings(&self) -> Vec<String> {
+        let Some(files) = &self.files else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (i, root) in files.watch.iter().enumerate() {
+            let problem = match std::fs::metadata(root) {
+                Ok(m) if m.is_dir() => continue,
+                Ok(_) => "is not a directory".to_owned(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => "does not exist".to_owned(),
+                Err(e) => format!("cannot be read ({e})"),
+            };
+            out.push(format!(
+                "field `files.watch[{i}]`: {} {problem}: nothing below it is recorded until it can be watched (the agent records a `watch_lost` event at start, watches for the directory to appear and then records what is in it). Create it, give the agent access, or remove it from files.watch.",
+                root.display()
+            ));
+        }
+        out
+    }
+
     /// Loads and checks the config; relative paths are resolved against the
     /// config file's directory.
     pub fn load(path: &Path) -> anyhow::Result<AgentConfig> {

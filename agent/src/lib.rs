@@ -11,6 +11,7 @@ pub mod capture;
 pub mod config;
 pub mod gaps;
 pub mod shipper;
+pub mod test_hooks;
 
 use anyhow::Context;
 
@@ -51,6 +52,11 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         move || buffer::Buffer::open_with(&dir, limits)
     })
     .await??;
+    if test_hooks::ENABLED {
+        tracing::warn!(
+            "this kiroku-agent is a test build (test hooks compiled in): not for production"
+        );
+    }
     let host = capture::host::snapshot(cfg.host.domain.as_deref());
     let backlog = buffer.backlog();
     tracing::info!(

@@ -7,7 +7,7 @@ use clap::Parser;
 /// Kiroku endpoint agent: captures outgoing mail, buffers it durably and
 /// ships it to the collector over mutually authenticated gRPC.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version = kiroku_agent::test_hooks::VERSION, about)]
 struct Cli {
     /// Agent configuration file (TOML); see packaging/agent.example.toml.
     #[arg(short, long, env = "KIROKU_AGENT_CONFIG")]
@@ -28,7 +28,21 @@ fn main() -> std::process::ExitCode {
         }
     };
     if cli.check {
-        println!("{}: configuration OK", cli.config.display());
+        // Warnings describe the machine, not the file: the agent starts and
+        // reports them itself, so they do not fail the check (exit 0), but
+        // they are never hidden behind a plain "OK".
+        let warnings = cfg.warnings();
+        for w in &warnings {
+            eprintln!("kiroku-agent: warning: {}: {w}", cli.config.display());
+        }
+        match warnings.len() {
+            0 => println!("{}: configuration OK", cli.config.display()),
+            n => println!(
+                "{}: configuration valid, with {n} warning{} (see above)",
+                cli.config.display(),
+                if n == 1 { "" } else { "s" }
+            ),
+        }
         return std::process::ExitCode::SUCCESS;
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()

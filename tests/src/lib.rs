@@ -46,6 +46,23 @@ pub fn example_bin(name: &str) -> PathBuf {
     p
 }
 
+/// Fails unless the agent under test was built with its test hooks (a
+/// test that sets a `KIROKU_TEST_*` knob would otherwise test nothing:
+/// production builds ignore them).
+pub fn ensure_test_hooks() -> anyhow::Result<()> {
+    let out = Command::new(bin("kiroku-agent"))
+        .arg("--version")
+        .output()?;
+    let version = String::from_utf8_lossy(&out.stdout);
+    anyhow::ensure!(
+        version.contains("test hooks"),
+        "{} was built without test hooks ({}): run the tests with scripts/test.sh or `cargo test --workspace --features kiroku-agent/test-hooks`",
+        bin("kiroku-agent").display(),
+        version.trim()
+    );
+    Ok(())
+}
+
 fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     // Tests run from target/<profile>/deps, harness binaries (benchmarks)
@@ -482,6 +499,9 @@ impl Env {
             envs,
             collector_port,
         } = x;
+        if envs.iter().any(|(k, _)| k.starts_with("KIROKU_TEST_")) {
+            ensure_test_hooks()?;
+        }
         let pki = self.pki();
         if !pki.join(format!("agent-{name}.pem")).exists() {
             self.issue("agent", name, &[])?;

@@ -9,10 +9,6 @@ use std::sync::{Arc, RwLock};
 
 use kiroku_proto::{Event, HostIdentity, event::Kind};
 
-/// Environment variable that shifts the agent's clock, for tests of clock
-/// offset detection only. Milliseconds, may be negative.
-pub const TEST_CLOCK_SKEW_ENV: &str = "KIROKU_TEST_CLOCK_SKEW_MS";
-
 /// The agent's clock and its last measured offset to the collector.
 #[derive(Debug, Default)]
 pub struct Clock {
@@ -22,18 +18,10 @@ pub struct Clock {
 }
 
 impl Clock {
-    /// The system clock, shifted by `KIROKU_TEST_CLOCK_SKEW_MS` when set.
+    /// The system clock (shifted by a test hook in test builds only, see
+    /// `test_hooks`).
     pub fn from_env() -> Clock {
-        let skew_ms = std::env::var(TEST_CLOCK_SKEW_ENV)
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
-        if skew_ms != 0 {
-            tracing::warn!(
-                skew_ms,
-                "{TEST_CLOCK_SKEW_ENV} is set: this agent's clock is deliberately wrong (tests only)"
-            );
-        }
+        let skew_ms = crate::test_hooks::clock_skew_ms();
         Clock {
             skew_ms,
             ..Default::default()
@@ -116,22 +104,36 @@ impl CaptureContext {
     /// own user), stamped with host, clock offset and custom fields. The
     /// buffer assigns stream and sequence; the collector the event id.
     pub fn event(&self, user: String, kind: Kind) -> Event {
+        let mut event = self.bare_event(user, kind);
+        self.stamp(&mut event);
+        event
+    }
+
+    /// Like [`CaptureContext::event`] without the host identity and the
+    /// custom fields, which [`CaptureContext::stamp`] adds later: for
+    /// records that may wait in a long queue (a burst of file events), so
+    /// that thousands of copies of the host identity are never held at once.
+    pub fn bare_event(&self, user: String, kind: Kind) -> Event {
         let offset = self.clock.offset_ms();
         Event {
             agent_id: self.agent_id.clone(),
             observed_at_ms: self.clock.now_ms(),
             clock_offset_ms: offset.unwrap_or(0),
             clock_offset_known: offset.is_some(),
-            host: Some((*self.host()).clone()),
             user: if user.is_empty() {
                 self.agent_user.clone()
             } else {
                 user
             },
-            custom: self.custom.clone().into_iter().collect(),
             kind: Some(kind),
             ..Default::default()
         }
+    }
+
+    /// Adds the host identity and the custom fields to a bare event.
+    pub fn stamp(&self, event: &mut Event) {
+        event.host = Some((*self.host()).clone());
+        event.custom = self.custom.clone().into_iter().collect();
     }
 }
 

@@ -32,6 +32,7 @@ pub mod hasher;
 pub mod state;
 pub mod volumes;
 mod watch;
+mod writers;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -49,15 +50,13 @@ use crate::gaps::{Gaps, Missed, Source};
 use hasher::{HashMemory, Hasher};
 use state::{Change, FileState, Origin, Remembered};
 
-/// Environment variable naming a file: while it exists, the watcher stops
-/// reading kernel events (tests use it to overflow the kernel queue
-/// without changing system settings). Tests only.
-pub const TEST_PAUSE_ENV: &str = "KIROKU_TEST_FILES_PAUSE";
-
 /// What the watcher hands to the hasher.
 pub(crate) struct Observed {
     /// Boxed: the channel below preallocates all its slots, and an inline
-    /// `Event` (~1.3 KB) made 65,536 of them cost ~85 MB of RSS.
+    /// `Event` (~1.3 KB) made 65,536 of them cost ~85 MB of RSS. Bare (no
+    /// host identity, no custom fields: `CaptureContext::bare_event`) until
+    /// the hasher hands it on, so a burst queued here holds one small
+    /// record per file, not a copy of the host identity each.
     pub event: Box<Event>,
     pub hash: HashPlan,
 }
@@ -112,7 +111,7 @@ impl FileCapture {
         let stop = Arc::new(AtomicBool::new(false));
         let (obs_tx, obs_rx) = std::sync::mpsc::sync_channel::<Observed>(65_536);
         let (ev_tx, ev_rx) = tokio::sync::mpsc::channel::<(Event, Change)>(1024);
-        let (ctx2, obs_tx2) = (ctx.clone(), obs_tx.clone());
+        let (ctx2, obs_tx2, stamp) = (ctx.clone(), obs_tx.clone(), ctx.clone());
         let catchup = catchup::CatchUp {
             roots: cfg.watch.clone(),
             exclude: exclude.clone(),
@@ -123,8 +122,15 @@ impl FileCapture {
             max: std::time::Duration::from_secs(cfg.catchup_max_secs),
         };
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let mut w = watch::Watcher::new(cfg.clone(), ctx, obs_tx, stop.clone(), exclude)
-            .context("cannot start inotify (check fs.inotify.max_user_instances)")?;
+        let mut w = watch::Watcher::new(
+            cfg.clone(),
+            ctx,
+            obs_tx,
+            stop.clone(),
+            exclude,
+            state.clone(),
+        )
+        .context("cannot start inotify (check fs.inotify.max_user_instances)")?;
         w.tell_when_watching(ready_tx);
         let watcher = std::thread::Builder::new()
             .name("files-watch".into())
@@ -138,7 +144,7 @@ impl FileCapture {
                         .or_else(|| panic.downcast_ref::<String>().cloned())
                         .unwrap_or_default();
                     tracing::error!(error = %why, "file capture failed and stopped");
-                    let mut event = ctx2.event(
+                    let mut event = ctx2.bare_event(
                         String::new(),
                         Kind::File(kiroku_proto::FileEvent {
                             operation: "watch_lost".into(),
@@ -168,7 +174,8 @@ impl FileCapture {
             .spawn(move || {
                 let mut memory = memory;
                 for o in obs_rx {
-                    let ev = finish(o, &mut h, &mut memory);
+                    let mut ev = finish(o, &mut h, &mut memory);
+                    stamp.stamp(&mut ev.0);
                     if ev_tx.blocking_send(ev).is_err() {
                         return;
                     }

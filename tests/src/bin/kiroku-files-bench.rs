@@ -1,7 +1,9 @@
 //! File capture benchmark (issue 4): file events captured per second
 //! without loss and the agent's CPU while doing so; agent RSS with 100,000
-//! watched files; time to hash and record a 1 GB file copy. Real agent and
-//! collector, real inotify, files in a temp dir.
+//! watched files; time to hash and record a 1 GB file copy; the agent's
+//! RSS idle, right after a burst of new files and a minute later (issue
+//! 15: memory a burst took must be given back, within 2x of idle). Real
+//! agent and collector, real inotify, files in a temp dir.
 //!
 //! Run: `scripts/bench-files.sh` (builds release first).
 
@@ -23,6 +25,17 @@ struct Args {
     /// Size of the large copy, MB.
     #[arg(long, default_value_t = 1000)]
     big_mb: usize,
+    /// Files watched (in 1,000-file directories) before the post-burst
+    /// memory test's burst.
+    #[arg(long, default_value_t = 21_000)]
+    idle_files: usize,
+    /// Seconds the agent stays idle after that burst before its RSS is
+    /// read again.
+    #[arg(long, default_value_t = 60)]
+    idle_secs: u64,
+    /// Parts to run, comma-separated: rate, tree, big, post-burst.
+    #[arg(long, default_value = "rate,tree,big,post-burst")]
+    parts: String,
 }
 
 fn status_kb(pid: u32, field: &str) -> u64 {
@@ -91,10 +104,27 @@ async fn main() -> anyhow::Result<()> {
             .trim()
     );
 
-    // 1. A burst of new files, as fast as one writer can.
+    let parts: Vec<&str> = a.parts.split(',').map(str::trim).collect();
+    if parts.contains(&"rate") {
+        rate(&env, &a).await?;
+    }
+    if parts.contains(&"tree") {
+        tree(&env, &a).await?;
+    }
+    if parts.contains(&"big") {
+        big(&env, &a).await?;
+    }
+    if parts.contains(&"post-burst") {
+        post_burst(&env, &a).await?;
+    }
+    Ok(())
+}
+
+/// Part 1: a burst of new files, as fast as one writer can; then paced rates.
+async fn rate(env: &Env, a: &Args) -> anyhow::Result<()> {
     let root = env.path().join("burst");
     std::fs::create_dir_all(&root)?;
-    let agent = start(&env, "burst", &root, "")?;
+    let agent = start(env, "burst", &root, "")?;
     let pid = agent.pid();
     let cpu0 = cpu_seconds(pid);
     let t0 = Instant::now();
@@ -115,7 +145,7 @@ async fn main() -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(300);
     let mut last = (0, Instant::now());
     loop {
-        let n = count(&env, &creates).await?;
+        let n = count(env, &creates).await?;
         if n != last.0 {
             last = (n, Instant::now());
         }
@@ -130,7 +160,7 @@ async fn main() -> anyhow::Result<()> {
     let recorded = last.0;
     let all = last.1 - t0;
     let cpu = cpu_seconds(pid) - cpu0;
-    let overflows = count(&env, &overflow).await?;
+    let overflows = count(env, &overflow).await?;
     println!(
         "\nburst: {} files written in {:.2} s ({:.0}/s); {} recorded and searchable after {:.2} s ({:.0}/s end to end), {} lost, {} overflow records; agent CPU {:.2} s ({:.0}% of one core over that time)",
         a.burst,
@@ -164,7 +194,7 @@ async fn main() -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(120);
         let mut last = (0, Instant::now());
         loop {
-            let got = count(&env, &paced).await?;
+            let got = count(env, &paced).await?;
             if got != last.0 {
                 last = (got, Instant::now());
             }
@@ -188,11 +218,14 @@ async fn main() -> anyhow::Result<()> {
     }
     println!(
         "overflow records after the paced runs: {} (the first is the burst's)",
-        count(&env, &overflow).await?
+        count(env, &overflow).await?
     );
     drop(agent);
+    Ok(())
+}
 
-    // 2. Memory with many watched files.
+/// Part 2: memory with many watched files.
+async fn tree(env: &Env, a: &Args) -> anyhow::Result<()> {
     let big_tree = env.path().join("tree");
     for d in 0..1000 {
         let dir = big_tree.join(format!("d{d:03}"));
@@ -202,7 +235,7 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let t = Instant::now();
-    let agent = start(&env, "tree", &big_tree, "")?;
+    let agent = start(env, "tree", &big_tree, "")?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     println!(
         "\nwatched tree: {} files in 1,000 directories; watching after {:.2} s; agent RSS {} kB (peak {} kB)",
@@ -212,9 +245,12 @@ async fn main() -> anyhow::Result<()> {
         status_kb(agent.pid(), "VmHWM")
     );
     drop(agent);
+    Ok(())
+}
 
-    // 3. A large copy: hashed after the writer closes it, rate-limited by
-    // default (64 MB/s), then unlimited.
+/// Part 3: a large copy: hashed after the writer closes it, rate-limited by the
+/// default 64 MB/s, then unlimited.
+async fn big(env: &Env, a: &Args) -> anyhow::Result<()> {
     let src = env.path().join(format!("big-{}mb.bin", a.big_mb));
     {
         use std::io::Write;
@@ -230,7 +266,7 @@ async fn main() -> anyhow::Result<()> {
     ] {
         let root = env.path().join(name);
         std::fs::create_dir_all(&root)?;
-        let agent = start(&env, name, &root, rate)?;
+        let agent = start(env, name, &root, rate)?;
         let cpu0 = cpu_seconds(agent.pid());
         let t0 = Instant::now();
         std::fs::copy(&src, root.join("copy.bin"))?;
@@ -274,5 +310,82 @@ async fn main() -> anyhow::Result<()> {
             status_kb(agent.pid(), "VmHWM")
         );
     }
+    Ok(())
+}
+
+/// Part 4: memory given back after a burst: the agent watches `idle_files`
+/// files; its RSS idle, right after `burst` new files written as fast as
+/// one writer can are all recorded, and after `idle_secs` idle.
+async fn post_burst(env: &Env, a: &Args) -> anyhow::Result<()> {
+    let root = env.path().join("post-burst");
+    for d in 0..a.idle_files.div_ceil(1000) {
+        let dir = root.join(format!("d{d:03}"));
+        std::fs::create_dir_all(&dir)?;
+        for f in 0..1000.min(a.idle_files - d * 1000) {
+            std::fs::write(dir.join(format!("f{f:04}")), b"x")?;
+        }
+    }
+    let burst_dir = root.join("burst");
+    std::fs::create_dir_all(&burst_dir)?;
+    let agent = start(env, "post-burst", &root, "")?;
+    let pid = agent.pid();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let idle = status_kb(pid, "VmRSS");
+    let t0 = Instant::now();
+    for i in 0..a.burst {
+        std::fs::write(burst_dir.join(format!("n{i:06}.txt")), format!("new {i}\n"))?;
+    }
+    let written = t0.elapsed();
+    let creates = SearchRequest {
+        kind: "file".into(),
+        agent_id: "post-burst".into(),
+        operation: "create".into(),
+        path: "burst".into(),
+        ..Default::default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut last = (0, Instant::now());
+    loop {
+        let n = count(env, &creates).await?;
+        if n != last.0 {
+            last = (n, Instant::now());
+        }
+        if n as usize >= a.burst
+            || Instant::now() > deadline
+            || last.1.elapsed() > Duration::from_secs(20)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let after = status_kb(pid, "VmRSS");
+    let peak = status_kb(pid, "VmHWM");
+    let overflows = count(
+        env,
+        &SearchRequest {
+            operation: "overflow".into(),
+            path: String::new(),
+            ..creates.clone()
+        },
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(a.idle_secs)).await;
+    let later = status_kb(pid, "VmRSS");
+    println!(
+        "\npost-burst memory: watching {} files, agent RSS idle {} kB; {} new files written in {:.2} s, {} recorded after {:.2} s ({} overflow records): RSS {} kB (peak {} kB); after {} s idle: RSS {} kB = {:.2}x idle (target: within 2x)",
+        a.idle_files,
+        idle,
+        a.burst,
+        written.as_secs_f64(),
+        last.0,
+        (last.1 - t0).as_secs_f64(),
+        overflows,
+        after,
+        peak,
+        a.idle_secs,
+        later,
+        later as f64 / idle.max(1) as f64
+    );
+    drop(agent);
     Ok(())
 }

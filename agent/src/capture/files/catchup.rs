@@ -14,6 +14,13 @@
 //! recorded it. The first scan of a root records nothing: it remembers
 //! what is there (a new agent does not report a whole disk as created).
 //!
+//! A configured root that does not exist is remembered as known and empty:
+//! when it appears (the watcher tells, `Watching::Appeared`, while running;
+//! or it is there at the next start) the same thread scans it, so files
+//! written into it before its watch existed are recorded as created, and
+//! files with kept state are compared as at start. Only a root that existed
+//! when first watched (one added to the configuration) is learned silently.
+//!
 //! Bounded: memory by the directory stack, time by `files.catchup_max_secs`
 //! (a cut-short scan is an `overflow` record saying where it stopped);
 //! progress is logged every 10 s. Mail capture never waits on it.
@@ -42,6 +49,31 @@ enum Pass {
     Report,
 }
 
+/// One walk of a root.
+#[derive(Clone, Copy)]
+struct Walk<'a> {
+    root: &'a Path,
+    pass: Pass,
+    /// Unix ms: files changed since are the watcher's.
+    watching_since: i64,
+    deadline: Instant,
+    why: &'a Occasion,
+}
+
+/// What the watcher tells the scan.
+#[derive(Debug)]
+pub(super) enum Watching {
+    /// The initial watches are in place since `since_ms` (Unix ms);
+    /// `missing` configured roots do not exist.
+    Started {
+        since_ms: i64,
+        missing: Vec<PathBuf>,
+    },
+    /// A configured root that was missing or lost is watched since
+    /// `since_ms`.
+    Appeared { root: PathBuf, since_ms: i64 },
+}
+
 /// How one scan went, for its log line.
 #[derive(Debug, Default)]
 struct Tally {
@@ -64,95 +96,146 @@ pub(super) struct CatchUp {
 
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
-const DETAIL_CHANGED: &str = "detected at start by the catch-up scan: changed while the agent was not running; the time is the file's mtime (approximate)";
-const DETAIL_DELETED: &str = "detected at start by the catch-up scan: deleted while the agent was not running; the time is when the agent noticed";
+/// Why a root is scanned: its log line and what its records say.
+struct Occasion {
+    done: &'static str,
+    changed: &'static str,
+    deleted: &'static str,
+}
+
+const AT_START: Occasion = Occasion {
+    done: "file catch-up scan done",
+    changed: "detected at start by the catch-up scan: changed while the agent was not running; the time is the file's mtime (approximate)",
+    deleted: "detected at start by the catch-up scan: deleted while the agent was not running; the time is when the agent noticed",
+};
+
+const ROOT_APPEARED: Occasion = Occasion {
+    done: "file catch-up scan of a watch root that appeared done",
+    changed: "detected by the catch-up scan of a watch root that was missing or lost and appeared: changed before the root was watched; the time is the file's mtime (approximate)",
+    deleted: "detected by the catch-up scan of a watch root that was missing or lost and appeared: deleted while the root was not watched; the time is when the agent noticed",
+};
 
 impl CatchUp {
-    /// Waits until the watcher has its watches (`ready` carries that time,
-    /// Unix ms), then scans every root.
-    pub fn run(self, ready: Receiver<i64>) {
-        let watching_since = loop {
-            match ready.recv_timeout(Duration::from_millis(200)) {
-                Ok(t) => break t,
+    /// Waits until the watcher has its watches, scans every root, then
+    /// scans the roots that appear later until the agent stops.
+    pub fn run(self, watching: Receiver<Watching>) {
+        let (since_ms, missing) = loop {
+            match watching.recv_timeout(Duration::from_millis(200)) {
+                Ok(Watching::Started { since_ms, missing }) => break (since_ms, missing),
+                Ok(Watching::Appeared { .. }) => {}
                 Err(RecvTimeoutError::Timeout) if !self.stop.load(Ordering::Relaxed) => {}
                 Err(_) => return,
             }
         };
-        let started = Instant::now();
+        for root in &missing {
+            // Nothing is there: whatever appears there later is new.
+            let key = root.display().to_string();
+            if !self.state.root_known(&key) {
+                self.state.root_done(&key, kiroku_common::now_ms());
+            }
+        }
         self.state.count();
-        let deadline = started + self.max;
+        let deadline = Instant::now() + self.max;
         for root in &self.roots {
             if self.stop.load(Ordering::Relaxed) {
                 return;
             }
-            let Ok(meta) = std::fs::metadata(root) else {
-                // A missing root is the watcher's `watch_lost`; its files
-                // are not reported deleted one by one.
-                continue;
-            };
-            let key = root.display().to_string();
-            let pass = if self.state.root_known(&key) {
-                Pass::Report
-            } else {
-                Pass::Baseline
-            };
-            let mut tally = Tally::default();
-            let complete = self.scan(root, &meta, pass, watching_since, deadline, &mut tally);
-            if complete && pass == Pass::Report {
-                self.deleted(&key, deadline, &mut tally);
+            if missing.contains(root) {
+                continue; // Scanned when it appears.
             }
-            if complete && pass == Pass::Baseline {
-                self.state.root_done(&key, kiroku_common::now_ms());
+            if !self.scan_root(root, since_ms, deadline, &AT_START) {
+                break;
             }
-            if tally.untracked > 0 {
-                self.gap(
-                    root,
-                    format!(
-                        "the catch-up scan at start found {} files the agent does not track (files.state_max = {} reached): changes made to them while the agent was not running are not reported. Raise files.state_max or watch fewer directories.",
-                        tally.untracked,
-                        self.state.tracked()
-                    ),
-                );
-            }
-            tracing::info!(
-                root = %root.display(),
-                pass = ?pass,
-                checked = tally.checked,
-                created = tally.created,
-                modified = tally.modified,
-                deleted = tally.deleted,
-                untracked = tally.untracked,
-                complete,
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "file catch-up scan done"
-            );
-            if !complete {
-                if !self.stop.load(Ordering::Relaxed) {
-                    self.gap(
-                        root,
-                        format!(
-                            "the catch-up scan at start stopped after files.catchup_max_secs = {} s, having checked {} files: changes made while the agent was not running to files it did not reach are not reported. Raise files.catchup_max_secs or watch fewer directories.",
-                            self.max.as_secs(),
-                            tally.checked
-                        ),
-                    );
+        }
+        while !self.stop.load(Ordering::Relaxed) {
+            match watching.recv_timeout(Duration::from_millis(200)) {
+                Ok(Watching::Appeared { root, since_ms }) => {
+                    let deadline = Instant::now() + self.max;
+                    self.scan_root(&root, since_ms, deadline, &ROOT_APPEARED);
                 }
-                return;
+                Ok(Watching::Started { .. }) | Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
             }
         }
     }
 
+    /// Scans one root: reports what changed since its kept state, or only
+    /// learns it if it never had a first scan. False when cut short
+    /// (`files.catchup_max_secs`, or the agent stopping).
+    fn scan_root(&self, root: &Path, since_ms: i64, deadline: Instant, why: &Occasion) -> bool {
+        let started = Instant::now();
+        let Ok(meta) = std::fs::metadata(root) else {
+            // A missing root is the watcher's `watch_lost`; its files
+            // are not reported deleted one by one.
+            return true;
+        };
+        let key = root.display().to_string();
+        let pass = if self.state.root_known(&key) {
+            Pass::Report
+        } else {
+            Pass::Baseline
+        };
+        let mut tally = Tally::default();
+        let walk = Walk {
+            root,
+            pass,
+            watching_since: since_ms,
+            deadline,
+            why,
+        };
+        let complete = self.scan(&walk, &meta, &mut tally);
+        if complete && pass == Pass::Report {
+            self.deleted(&key, deadline, why, &mut tally);
+        }
+        if complete && pass == Pass::Baseline {
+            self.state.root_done(&key, kiroku_common::now_ms());
+        }
+        if tally.untracked > 0 {
+            self.gap(
+                root,
+                format!(
+                    "the catch-up scan found {} files the agent does not track (files.state_max = {} reached): changes made to them while they were not watched are not reported. Raise files.state_max or watch fewer directories.",
+                    tally.untracked,
+                    self.state.tracked()
+                ),
+            );
+        }
+        tracing::info!(
+            root = %root.display(),
+            pass = ?pass,
+            checked = tally.checked,
+            created = tally.created,
+            modified = tally.modified,
+            deleted = tally.deleted,
+            untracked = tally.untracked,
+            complete,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "{}",
+            why.done
+        );
+        if !complete && !self.stop.load(Ordering::Relaxed) {
+            self.gap(
+                root,
+                format!(
+                    "the catch-up scan stopped after files.catchup_max_secs = {} s, having checked {} files: changes made while they were not watched to files it did not reach are not reported. Raise files.catchup_max_secs or watch fewer directories.",
+                    self.max.as_secs(),
+                    tally.checked
+                ),
+            );
+        }
+        complete
+    }
+
     /// Walks `root`; false when cut short (deadline or stop).
-    fn scan(
-        &self,
-        root: &Path,
-        root_meta: &std::fs::Metadata,
-        pass: Pass,
-        watching_since: i64,
-        deadline: Instant,
-        tally: &mut Tally,
-    ) -> bool {
+    fn scan(&self, walk: &Walk<'_>, root_meta: &std::fs::Metadata, tally: &mut Tally) -> bool {
         use std::os::unix::fs::MetadataExt;
+        let Walk {
+            root,
+            pass,
+            watching_since,
+            deadline,
+            why,
+        } = *walk;
         let dev = root_meta.dev();
         let mut stack = vec![root.to_owned()];
         let mut next_progress = Instant::now() + PROGRESS_EVERY;
@@ -213,14 +296,14 @@ impl CatchUp {
                         "create"
                     }
                 };
-                self.emit(op, &p, DETAIL_CHANGED, HashPlan::Hash(p.clone()));
+                self.emit(op, &p, why.changed, HashPlan::Hash(p.clone()));
             }
         }
         true
     }
 
     /// Remembered files under `root` that no longer exist.
-    fn deleted(&self, root: &str, deadline: Instant, tally: &mut Tally) {
+    fn deleted(&self, root: &str, deadline: Instant, why: &Occasion, tally: &mut Tally) {
         for path in self.state.paths_under(root) {
             if self.stop.load(Ordering::Relaxed) || Instant::now() >= deadline {
                 return;
@@ -233,13 +316,14 @@ impl CatchUp {
                 && e.kind() == std::io::ErrorKind::NotFound
             {
                 tally.deleted += 1;
-                self.emit("delete", &p, DETAIL_DELETED, HashPlan::None);
+                self.emit("delete", &p, why.deleted, HashPlan::None);
             }
         }
     }
 
     fn emit(&self, op: &str, path: &Path, detail: &str, hash: HashPlan) {
-        let mut event = self.ctx.event(
+        // Stamped with the host identity when it leaves the queue.
+        let mut event = self.ctx.bare_event(
             String::new(),
             Kind::File(FileEvent {
                 operation: op.into(),

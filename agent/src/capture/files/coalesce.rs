@@ -24,6 +24,9 @@ struct Pending {
     open: bool,
     /// Closed after writing at least once: its content is final for now.
     closed: bool,
+    /// Someone was found holding it open for writing after a quiet window
+    /// (so it is not asked about again: it waits for its close).
+    writer_seen: bool,
 }
 
 /// A record ready to go out.
@@ -42,6 +45,13 @@ pub struct Ready {
 /// Merges create/modify/close-write events per path. A record is due
 /// `window` after its last event, unless the file is still open for writing;
 /// then it waits for the close, at most `max_hold` from its first event.
+///
+/// inotify does not say whether a file written without a close seen is
+/// still open: `truncate(2)` by path is a lone `IN_MODIFY`. A file quiet
+/// for `window` with no close is therefore [`Coalescer::unconfirmed`]: the
+/// caller looks for a process holding it open for writing and answers with
+/// [`Coalescer::writer`]; with none, the content is final and the record is
+/// due (and hashed) at once.
 #[derive(Debug)]
 pub struct Coalescer {
     window: Duration,
@@ -69,6 +79,7 @@ impl Coalescer {
                 count: 0,
                 open: false,
                 closed: false,
+                writer_seen: false,
             });
         p.count += 1;
         p.last = now;
@@ -89,6 +100,38 @@ impl Coalescer {
         let p = self.touch(path, WriteOp::Modify, now);
         p.open = false;
         p.closed = true;
+    }
+
+    /// Files quiet for the window, written without a close seen, whose
+    /// writer has not been looked for yet.
+    pub fn unconfirmed(&self, now: Instant) -> Vec<PathBuf> {
+        self.pending
+            .iter()
+            .filter(|(_, p)| p.open && !p.writer_seen && now >= p.last + self.window)
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// Answers [`Coalescer::unconfirmed`]: whether a process still has
+    /// `path` open for writing. Without one the content is final: the
+    /// record is due and hashed, as after a close.
+    pub fn writer(&mut self, path: &Path, open: bool) {
+        if let Some(p) = self.pending.get_mut(path) {
+            if open {
+                p.writer_seen = true;
+            } else {
+                p.open = false;
+                p.closed = true;
+            }
+        }
+    }
+
+    /// Gives back the memory a burst left in the table (a `HashMap` never
+    /// shrinks by itself): called when the watcher is idle.
+    pub fn compact(&mut self) {
+        if self.pending.capacity() > 4 * self.pending.len().max(256) {
+            self.pending.shrink_to_fit();
+        }
     }
 
     /// The pending record of `path`, out of turn (before a delete or a
@@ -145,9 +188,10 @@ impl Coalescer {
             .values()
             .map(|p| {
                 let quiet = p.last + self.window;
-                if p.open {
+                if p.open && p.writer_seen {
                     quiet.max(p.first + self.max_hold)
                 } else {
+                    // Due, or due to be asked about its writer.
                     quiet
                 }
             })
@@ -226,6 +270,13 @@ impl MovePairs {
     pub fn next_deadline(&self) -> Option<Instant> {
         self.waiting.front().map(|(_, at, _)| *at + self.grace)
     }
+
+    /// Gives back the memory a burst of renames left in the queue.
+    pub fn compact(&mut self) {
+        if self.waiting.capacity() > 4 * self.waiting.len().max(256) {
+            self.waiting.shrink_to_fit();
+        }
+    }
 }
 
 /// `files.exclude` compiled. Patterns ending in `/**` also exclude the
@@ -287,7 +338,10 @@ mod tests {
         Create(&'static str),
         Modify(&'static str),
         Close(&'static str),
-        /// Advance the clock (ms) and collect what is due.
+        /// From now on a process holds the file open for writing.
+        Held(&'static str),
+        /// Advance the clock (ms), answer the writer checks and collect
+        /// what is due.
         Wait(u64),
     }
     use Step::*;
@@ -304,15 +358,22 @@ mod tests {
         let mut c = Coalescer::new(Duration::from_millis(100), Duration::from_millis(1000));
         let mut now = 0u64;
         let mut out = Vec::new();
+        let mut held = Vec::new();
         for s in steps {
             let at = t0 + Duration::from_millis(now);
             match s {
                 Create(p) => c.create(Path::new(p), at),
                 Modify(p) => c.modify(Path::new(p), at),
                 Close(p) => c.close_write(Path::new(p), at),
+                Held(p) => held.push(PathBuf::from(p)),
                 Wait(ms) => {
                     now += ms;
-                    for r in c.due(t0 + Duration::from_millis(now)) {
+                    let at = t0 + Duration::from_millis(now);
+                    for p in c.unconfirmed(at) {
+                        let open = held.contains(&p);
+                        c.writer(&p, open);
+                    }
+                    for r in c.due(at) {
                         out.push((now, r.path.display().to_string(), r.op, r.count, r.closed));
                     }
                 }
@@ -360,6 +421,7 @@ mod tests {
                 "an open file waits for its close (up to the hold)",
                 vec![
                     Create("/a"),
+                    Held("/a"),
                     Wait(500),
                     Modify("/a"),
                     Wait(200),
@@ -370,8 +432,26 @@ mod tests {
             ),
             (
                 "a file never closed is reported after the hold, unhashed",
-                vec![Create("/a"), Wait(600), Modify("/a"), Wait(600)],
+                vec![Create("/a"), Held("/a"), Wait(600), Modify("/a"), Wait(600)],
                 vec![(1200, "/a", C, 2, false)],
+            ),
+            (
+                "a modify nobody holds open (truncate by path) is complete after the window",
+                vec![Modify("/a"), Wait(50), Wait(60)],
+                vec![(110, "/a", M, 1, true)],
+            ),
+            (
+                "a writer found once is not asked about again; its close ends the wait",
+                vec![
+                    Modify("/a"),
+                    Held("/a"),
+                    Wait(150),
+                    Modify("/a"),
+                    Wait(150),
+                    Close("/a"),
+                    Wait(100),
+                ],
+                vec![(400, "/a", M, 3, true)],
             ),
             (
                 "different files are different records",
@@ -408,6 +488,12 @@ mod tests {
         );
         let taken = c.take_under(Path::new("/d/sub"));
         assert_eq!(taken.len(), 1);
+        assert_eq!(
+            c.next_deadline(),
+            Some(t0 + Duration::from_millis(100)),
+            "the open file is asked about after the window"
+        );
+        c.writer(Path::new("/d/a"), true);
         assert_eq!(c.next_deadline(), Some(t0 + Duration::from_millis(1000)));
         assert_eq!(
             c.take(Path::new("/d/a")).map(|r| r.op),

@@ -124,6 +124,15 @@ impl Attribution {
         self.recent.insert(path, (now, actor));
     }
 
+    /// Forgets writers too old to name any record and gives back the
+    /// memory a burst left in the table (called when the watcher is idle).
+    pub fn compact(&mut self, now: Instant) {
+        self.recent.retain(|_, (at, _)| now < *at + REMEMBER);
+        if self.recent.capacity() > 4 * self.recent.len().max(256) {
+            self.recent.shrink_to_fit();
+        }
+    }
+
     /// The last writer of `path`, if it closed it no earlier than `since`
     /// (the record's first kernel event, give or take `SLACK`: both queues
     /// are read in the same loop, fanotify first): an older writer is not

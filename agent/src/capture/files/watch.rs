@@ -9,9 +9,15 @@
 //! `mechanism = "inotify"`, `uid = -1`, unless the fanotify side
 //! (`fanotify.rs`, privileged agents only) saw who closed the file after
 //! writing it.
+//!
+//! Split by concern: `events.rs` (kernel events → records), `roots.rs`
+//! (watches, missing and lost roots), `mounts.rs` (removable volumes).
+
+mod events;
+mod mounts;
+mod roots;
 
 use std::collections::HashMap;
-use std::io::{Read, Seek};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,15 +25,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::time::{Duration, Instant};
 
-use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
+use inotify::{Inotify, WatchDescriptor, WatchMask};
 use kiroku_proto::FileEvent;
 use kiroku_proto::event::Kind;
 use rustix::event::{PollFd, PollFlags};
 
-use super::coalesce::{Coalescer, Exclusions, MovePairs, MovedFrom, Ready, WriteOp};
+use super::catchup::Watching;
+use super::coalesce::{Coalescer, Exclusions, MovePairs, Ready, WriteOp};
 use super::fanotify::{Attribution, attribute};
+use super::state::FileState;
 use super::volumes::{Mount, System, volume_of};
-use super::{HashPlan, Observed, TEST_PAUSE_ENV};
+use super::{HashPlan, Observed, writers};
 use crate::capture::context::CaptureContext;
 use crate::config::FilesConfig;
 
@@ -67,6 +75,9 @@ struct Root {
     path: PathBuf,
     kind: RootKind,
     watched: bool,
+    /// The last attempt to watch it found nothing there (not another
+    /// error): whatever appears there later is new.
+    absent: bool,
     /// A mount id for volumes.
     mount_id: u32,
 }
@@ -84,6 +95,15 @@ enum Scan {
     /// A directory that just appeared: what is inside was created (before
     /// its watch existed).
     Report,
+}
+
+/// Which of the watcher's descriptors have something to read.
+#[derive(Debug, Default)]
+struct Readiness {
+    inotify: bool,
+    mounts: bool,
+    fan: bool,
+    parents: bool,
 }
 
 pub(super) struct Watcher {
@@ -107,10 +127,25 @@ pub(super) struct Watcher {
     last_retry: Instant,
     /// Writers of files, when fanotify is available.
     fan: Option<Attribution>,
-    /// Told when the initial watches are in place (Unix ms), for the
-    /// catch-up scan.
-    ready: Option<std::sync::mpsc::Sender<i64>>,
+    /// The catch-up scan: told when the initial watches are in place and
+    /// when a missing or lost root is watched again.
+    scans: Option<std::sync::mpsc::Sender<Watching>>,
+    /// The last known state of files (a directory moved out of the tree
+    /// takes the files known below it with it).
+    state: Arc<FileState>,
+    /// A second inotify instance watching the nearest existing parent of
+    /// each root that is not watched, so its appearance is noticed at once
+    /// rather than at the next retry (None: inotify instances ran out).
+    parents: Option<Inotify>,
+    parent_watches: HashMap<PathBuf, WatchDescriptor>,
+    /// Something appeared near a missing root: retry roots now.
+    retry_now: bool,
+    /// When the watcher last gave back memory a burst left behind.
+    last_compact: Instant,
 }
+
+/// How often an idle watcher gives back memory left from a burst.
+const COMPACT_EVERY: Duration = Duration::from_secs(5);
 
 impl Watcher {
     pub(super) fn new(
@@ -119,6 +154,7 @@ impl Watcher {
         out: SyncSender<Observed>,
         stop: Arc<AtomicBool>,
         exclude: Exclusions,
+        state: Arc<FileState>,
     ) -> std::io::Result<Watcher> {
         let inotify = Inotify::init()?;
         let window = Duration::from_millis(cfg.coalesce_ms);
@@ -128,6 +164,7 @@ impl Watcher {
                 path: p.clone(),
                 kind: RootKind::Configured,
                 watched: false,
+                absent: false,
                 mount_id: 0,
             });
         }
@@ -136,16 +173,17 @@ impl Watcher {
                 path: p.clone(),
                 kind: RootKind::RemovableRoot,
                 watched: false,
+                absent: false,
                 mount_id: 0,
             });
         }
-        let pause = std::env::var_os(TEST_PAUSE_ENV).map(PathBuf::from);
-        if let Some(p) = &pause {
-            tracing::warn!(
-                pause_file = %p.display(),
-                "{TEST_PAUSE_ENV} is set: file capture stops reading kernel events while that file exists (tests only)"
-            );
-        }
+        // A test build's hook only (`test_hooks.rs`); None in production.
+        let pause = crate::test_hooks::files_pause();
+        let parents = Inotify::init()
+            .inspect_err(|e| {
+                tracing::warn!(error = %e, "no second inotify instance: a missing files.watch root is noticed only at the next retry (every 30 s)");
+            })
+            .ok();
         Ok(Watcher {
             cfg,
             ctx,
@@ -164,13 +202,19 @@ impl Watcher {
             enospc: (0, None),
             last_retry: Instant::now(),
             fan: None,
-            ready: None,
+            scans: None,
+            state,
+            parents,
+            parent_watches: HashMap::new(),
+            retry_now: false,
+            last_compact: Instant::now(),
         })
     }
 
-    /// Who to tell when the initial watches are in place.
-    pub(super) fn tell_when_watching(&mut self, ready: std::sync::mpsc::Sender<i64>) {
-        self.ready = Some(ready);
+    /// Who to tell when the initial watches are in place and when a root
+    /// appears later.
+    pub(super) fn tell_when_watching(&mut self, scans: std::sync::mpsc::Sender<Watching>) {
+        self.scans = Some(scans);
     }
 
     /// Runs until the stop flag is set, then reports what is pending.
@@ -208,9 +252,17 @@ impl Watcher {
             roots = self.roots.iter().filter(|r| r.watched).count(),
             "file capture watching"
         );
-        if let Some(ready) = self.ready.take() {
-            let _ = ready.send(kiroku_common::now_ms());
-        }
+        let missing = self
+            .roots
+            .iter()
+            .filter(|r| r.kind == RootKind::Configured && r.absent)
+            .map(|r| r.path.clone())
+            .collect();
+        self.tell(Watching::Started {
+            since_ms: kiroku_common::now_ms(),
+            missing,
+        });
+        self.watch_parents();
         let mut buf = vec![0u8; 64 * 1024];
         while !self.stop.load(Ordering::Relaxed) {
             let paused = self.pause.as_ref().is_some_and(|p| p.exists());
@@ -227,16 +279,21 @@ impl Watcher {
             } else {
                 wake.saturating_duration_since(now)
             };
-            let (readable, mounts_changed, fan) = self.poll(timeout, paused);
+            let ready = self.poll(timeout, paused);
             // Writers first, so records emitted below can name them.
-            if fan && let Some(a) = self.fan.as_mut() {
+            if ready.fan
+                && let Some(a) = self.fan.as_mut()
+            {
                 a.read();
             }
-            if readable {
+            if ready.inotify {
                 self.read(&mut buf);
             }
-            if mounts_changed {
+            if ready.mounts {
                 self.mounts_changed();
+            }
+            if ready.parents {
+                self.parents_changed(&mut buf);
             }
             let now = Instant::now();
             if !paused {
@@ -244,18 +301,17 @@ impl Watcher {
                     self.moved_out(f);
                 }
             }
+            self.check_writers(now);
             for r in self.coalescer.due(now) {
                 self.emit_ready(r, None);
             }
-            if now >= self.last_retry + RETRY {
+            if self.retry_now || now >= self.last_retry + RETRY {
+                self.retry_now = false;
                 self.last_retry = now;
-                for i in 0..self.roots.len() {
-                    if !self.roots[i].watched && self.roots[i].kind != RootKind::Volume {
-                        self.watch_root(i, false);
-                    }
-                }
+                self.retry_roots();
             }
             self.report_enospc(now);
+            self.compact(now);
         }
         for f in self.moves.drain() {
             self.moved_out(f);
@@ -266,13 +322,49 @@ impl Watcher {
         tracing::info!("file capture stopped");
     }
 
-    /// Waits for (inotify readable, mount table changed, fanotify readable).
-    fn poll(&mut self, timeout: Duration, paused: bool) -> (bool, bool, bool) {
+    /// Files written without a close seen, quiet for the window: complete
+    /// unless a process still holds them open for writing (`writers.rs`).
+    fn check_writers(&mut self, now: Instant) {
+        let unconfirmed = self.coalescer.unconfirmed(now);
+        if unconfirmed.is_empty() {
+            return;
+        }
+        let writers = writers::open_for_writing(&unconfirmed);
+        for p in &unconfirmed {
+            // Unknown: wait for the close (or the hold), as for a writer.
+            let open = writers.as_ref().is_none_or(|w| w.contains(p));
+            self.coalescer.writer(p, open);
+        }
+    }
+
+    /// When idle, gives back the memory a burst left in the watcher's
+    /// tables and, through the allocator, to the system.
+    fn compact(&mut self, now: Instant) {
+        if now < self.last_compact + COMPACT_EVERY || !self.coalescer.is_empty() {
+            return;
+        }
+        self.last_compact = now;
+        self.coalescer.compact();
+        self.moves.compact();
+        if let Some(a) = self.fan.as_mut() {
+            a.compact(now);
+        }
+    }
+
+    fn tell(&self, w: Watching) {
+        if let Some(s) = &self.scans {
+            let _ = s.send(w);
+        }
+    }
+
+    /// Waits for any of the watcher's descriptors.
+    fn poll(&mut self, timeout: Duration, paused: bool) -> Readiness {
         let ts = rustix::event::Timespec::try_from(timeout).unwrap_or_default();
         let ino = self.inotify.as_fd();
         let fan = self.fan.as_ref().map(|a| a.fd());
-        let mut fds = Vec::with_capacity(3);
-        let mut slots = [None; 3];
+        let parents = self.parents.as_ref().map(|p| p.as_fd());
+        let mut fds = Vec::with_capacity(4);
+        let mut slots = [None; 4];
         if !paused {
             slots[0] = Some(fds.len());
             fds.push(PollFd::new(&ino, PollFlags::IN));
@@ -287,22 +379,27 @@ impl Watcher {
             slots[2] = Some(fds.len());
             fds.push(PollFd::new(f, PollFlags::IN));
         }
+        if let Some(p) = &parents {
+            slots[3] = Some(fds.len());
+            fds.push(PollFd::new(p, PollFlags::IN));
+        }
         if let Err(e) = rustix::event::poll(&mut fds, Some(&ts)) {
             if e != rustix::io::Errno::INTR {
                 tracing::warn!(error = %e, "poll on inotify failed");
                 std::thread::sleep(Duration::from_millis(100));
             }
-            return (false, false, false);
+            return Readiness::default();
         }
         let ready = |slot: Option<usize>, flags: PollFlags| {
             slot.and_then(|i| fds.get(i))
                 .is_some_and(|f| f.revents().intersects(flags))
         };
-        (
-            ready(slots[0], PollFlags::IN | PollFlags::ERR),
-            ready(slots[1], PollFlags::PRI | PollFlags::ERR),
-            ready(slots[2], PollFlags::IN | PollFlags::ERR),
-        )
+        Readiness {
+            inotify: ready(slots[0], PollFlags::IN | PollFlags::ERR),
+            mounts: ready(slots[1], PollFlags::PRI | PollFlags::ERR),
+            fan: ready(slots[2], PollFlags::IN | PollFlags::ERR),
+            parents: ready(slots[3], PollFlags::IN | PollFlags::ERR),
+        }
     }
 
     fn read(&mut self, buf: &mut [u8]) {
@@ -324,459 +421,6 @@ impl Watcher {
                 self.handle(ev, now);
             }
         }
-    }
-
-    // ------------------------------------------------------------ events --
-
-    fn handle(&mut self, ev: inotify::EventOwned, now: Instant) {
-        if ev.mask.contains(EventMask::Q_OVERFLOW) {
-            self.overflow();
-            return;
-        }
-        let Some(dir) = self.dirs.get(&ev.wd) else {
-            return; // A watch we already dropped.
-        };
-        let dir_path = dir.path.clone();
-        if ev.mask.contains(EventMask::IGNORED) {
-            self.dirs.remove(&ev.wd);
-            if let Some(i) = self.root_index(&dir_path)
-                && !self.dirs.values().any(|d| d.path == dir_path)
-            {
-                self.root_lost(
-                    i,
-                    "is no longer watched (deleted, or its filesystem was unmounted)",
-                );
-            }
-            return;
-        }
-        if ev
-            .mask
-            .intersects(EventMask::DELETE_SELF | EventMask::UNMOUNT)
-        {
-            return; // IN_IGNORED follows; the parent reports the delete.
-        }
-        if ev.mask.contains(EventMask::MOVE_SELF) {
-            if let Some(i) = self.root_index(&dir_path) {
-                self.unwatch_under(&dir_path);
-                self.root_lost(i, "was moved or renamed");
-            }
-            return;
-        }
-        let Some(name) = ev.name else { return };
-        let path = dir_path.join(name);
-        let is_dir = ev.mask.contains(EventMask::ISDIR);
-        let excluded = if is_dir {
-            self.exclude.dir(&path)
-        } else {
-            self.exclude.path(&path)
-        };
-        if excluded {
-            return;
-        }
-        if ev.mask.contains(EventMask::CREATE) {
-            if is_dir {
-                self.emit_now(
-                    "create",
-                    &path,
-                    |f| f.detail = "directory".into(),
-                    HashPlan::Stat(path.clone()),
-                );
-                self.watch_tree(&path, Scan::Report, now);
-            } else {
-                self.coalescer.create(&path, now);
-            }
-        } else if ev.mask.contains(EventMask::MODIFY) {
-            self.coalescer.modify(&path, now);
-        } else if ev.mask.contains(EventMask::CLOSE_WRITE) {
-            self.coalescer.close_write(&path, now);
-        } else if ev.mask.contains(EventMask::DELETE) {
-            self.flush_path(&path, is_dir, None);
-            self.emit_now(
-                "delete",
-                &path,
-                |f| {
-                    if is_dir {
-                        f.detail = "directory".into();
-                    }
-                },
-                HashPlan::None,
-            );
-        } else if ev.mask.contains(EventMask::MOVED_FROM) {
-            self.moves
-                .moved_from(ev.cookie, MovedFrom { path, is_dir }, now);
-        } else if ev.mask.contains(EventMask::MOVED_TO) {
-            match self.moves.moved_to(ev.cookie) {
-                Some(from) => self.renamed(from, path),
-                None => self.moved_in(path, is_dir, now),
-            }
-        }
-    }
-
-    /// Reports what is pending for `path` (and below, for a directory)
-    /// before a delete or rename of it. `moved_to` is where the content is
-    /// now, for hashing.
-    fn flush_path(&mut self, path: &Path, is_dir: bool, moved_to: Option<&Path>) {
-        let ready = if is_dir {
-            self.coalescer.take_under(path)
-        } else {
-            self.coalescer.take(path).into_iter().collect()
-        };
-        for r in ready {
-            let now_at = moved_to.map(|to| match r.path.strip_prefix(path) {
-                Ok(rest) if !rest.as_os_str().is_empty() => to.join(rest),
-                _ => to.to_owned(),
-            });
-            self.emit_ready(r, now_at);
-        }
-    }
-
-    fn renamed(&mut self, from: MovedFrom, to: PathBuf) {
-        self.flush_path(&from.path, from.is_dir, Some(&to));
-        if from.is_dir {
-            for d in self.dirs.values_mut() {
-                if let Ok(rest) = d.path.strip_prefix(&from.path) {
-                    d.path = if rest.as_os_str().is_empty() {
-                        to.clone()
-                    } else {
-                        to.join(rest)
-                    };
-                }
-            }
-        }
-        let old = from.path.display().to_string();
-        let plan = if from.is_dir {
-            HashPlan::Stat(to.clone())
-        } else {
-            HashPlan::Hash(to.clone())
-        };
-        self.emit_now(
-            "rename",
-            &to,
-            |f| {
-                f.old_path = old;
-                if from.is_dir {
-                    f.detail = "directory".into();
-                }
-            },
-            plan,
-        );
-    }
-
-    fn moved_in(&mut self, path: PathBuf, is_dir: bool, now: Instant) {
-        if is_dir {
-            self.emit_now(
-                "create",
-                &path,
-                |f| f.detail = "directory moved into the watched tree".into(),
-                HashPlan::Stat(path.clone()),
-            );
-            self.watch_tree(&path, Scan::Report, now);
-        } else {
-            self.coalescer.create(&path, now);
-            self.coalescer.close_write(&path, now);
-        }
-    }
-
-    fn moved_out(&mut self, from: MovedFrom) {
-        self.flush_path(&from.path, from.is_dir, None);
-        if from.is_dir {
-            self.unwatch_under(&from.path);
-        }
-        let detail = if from.is_dir {
-            "directory moved away (out of the watched tree, or to an excluded name)"
-        } else {
-            "moved away (out of the watched tree, or to an excluded name)"
-        };
-        self.emit_now(
-            "delete",
-            &from.path,
-            |f| f.detail = detail.into(),
-            HashPlan::None,
-        );
-    }
-
-    fn overflow(&mut self) {
-        let max = std::fs::read_to_string("/proc/sys/fs/inotify/max_queued_events")
-            .map(|s| s.trim().to_owned())
-            .unwrap_or_else(|_| "?".into());
-        tracing::error!(
-            max_queued_events = %max,
-            "inotify queue overflow: the kernel dropped file events"
-        );
-        // Renames whose other half was dropped can never be paired.
-        for f in self.moves.drain() {
-            self.moved_out(f);
-        }
-        let detail = format!(
-            "the kernel's inotify queue overflowed (fs.inotify.max_queued_events = {max}) and dropped file events: operations around this time are missing from the record. The agent re-added watches for directories created meanwhile. To prevent it: raise fs.inotify.max_queued_events (sysctl), exclude busy paths with files.exclude, or watch fewer directories."
-        );
-        let root = self
-            .roots
-            .iter()
-            .find(|r| r.watched)
-            .map(|r| r.path.clone())
-            .unwrap_or_default();
-        self.emit_now("overflow", &root, |f| f.detail = detail, HashPlan::None);
-        // Directories created while events were lost have no watch yet.
-        let now = Instant::now();
-        let watched: Vec<PathBuf> = self
-            .roots
-            .iter()
-            .filter(|r| r.watched)
-            .map(|r| r.path.clone())
-            .collect();
-        for r in watched {
-            self.watch_tree(&r, Scan::Silent, now);
-        }
-    }
-
-    // ----------------------------------------------------------- watches --
-
-    fn root_index(&self, path: &Path) -> Option<usize> {
-        self.roots.iter().position(|r| r.watched && r.path == path)
-    }
-
-    fn watch_root(&mut self, i: usize, first: bool) {
-        let path = self.roots[i].path.clone();
-        let kind = self.roots[i].kind;
-        match self.add_watch(&path) {
-            Ok(()) => {
-                self.roots[i].watched = true;
-                self.watch_tree(&path, Scan::Silent, Instant::now());
-                if !first {
-                    tracing::info!(root = %path.display(), "watching again");
-                }
-            }
-            Err(e) => {
-                if kind == RootKind::Configured && first {
-                    let detail = format!(
-                        "cannot watch {}: {e}. File operations below it are not recorded. Create the directory or give the agent access (or fix files.watch); the agent tries again every 30 s.",
-                        path.display()
-                    );
-                    tracing::error!(root = %path.display(), error = %e, "cannot watch a files.watch root");
-                    self.emit_now("watch_lost", &path, |f| f.detail = detail, HashPlan::None);
-                }
-            }
-        }
-    }
-
-    fn root_lost(&mut self, i: usize, why: &str) {
-        let root = &mut self.roots[i];
-        root.watched = false;
-        let path = root.path.clone();
-        let kind = root.kind;
-        if kind == RootKind::Volume {
-            // The unmount is reported from the mount table.
-            return;
-        }
-        let detail = format!(
-            "{} {why}: file operations below it are no longer recorded. The agent tries to watch it again every 30 s; restore the directory (or fix files.watch).",
-            path.display()
-        );
-        tracing::error!(root = %path.display(), "{why}");
-        self.emit_now("watch_lost", &path, |f| f.detail = detail, HashPlan::None);
-    }
-
-    fn add_watch(&mut self, dir: &Path) -> std::io::Result<()> {
-        match self.inotify.watches().add(dir, MASK) {
-            Ok(wd) => {
-                if let Some(a) = self.fan.as_mut() {
-                    a.mark_dir(dir);
-                }
-                self.dirs.insert(
-                    wd,
-                    Dir {
-                        path: dir.to_owned(),
-                    },
-                );
-                Ok(())
-            }
-            Err(e) => {
-                if e.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error()) {
-                    self.enospc.0 += 1;
-                }
-                Err(e)
-            }
-        }
-    }
-
-    /// Watches `top` and every directory below it (not following symlinks,
-    /// skipping excluded ones). With [`Scan::Report`] whatever is found is
-    /// reported as created.
-    fn watch_tree(&mut self, top: &Path, scan: Scan, now: Instant) {
-        let mut stack = vec![top.to_owned()];
-        while let Some(dir) = stack.pop() {
-            if dir != top && self.exclude.dir(&dir) {
-                continue;
-            }
-            if let Err(e) = self.add_watch(&dir) {
-                tracing::debug!(dir = %dir.display(), error = %e, "cannot watch directory");
-                continue;
-            }
-            let Ok(entries) = std::fs::read_dir(&dir) else {
-                continue;
-            };
-            for e in entries.flatten() {
-                let Ok(t) = e.file_type() else { continue };
-                let p = e.path();
-                if t.is_dir() {
-                    if scan == Scan::Report && !self.exclude.dir(&p) {
-                        self.emit_now(
-                            "create",
-                            &p,
-                            |f| f.detail = "directory".into(),
-                            HashPlan::Stat(p.clone()),
-                        );
-                    }
-                    stack.push(p);
-                } else if scan == Scan::Report && !self.exclude.path(&p) {
-                    self.coalescer.create(&p, now);
-                    self.coalescer.close_write(&p, now);
-                }
-            }
-        }
-    }
-
-    /// Drops the watches of `dir` and below (moved out of the tree: the
-    /// kernel's watches follow the inodes, our paths would be wrong).
-    fn unwatch_under(&mut self, dir: &Path) {
-        let wds: Vec<WatchDescriptor> = self
-            .dirs
-            .iter()
-            .filter(|(_, d)| d.path.starts_with(dir))
-            .map(|(w, _)| w.clone())
-            .collect();
-        for wd in wds {
-            self.dirs.remove(&wd);
-            let _ = self.inotify.watches().remove(wd);
-        }
-    }
-
-    fn report_enospc(&mut self, now: Instant) {
-        let (n, last) = self.enospc;
-        if n == 0 || last.is_some_and(|t| now < t + ENOSPC_REPORT_EVERY) {
-            return;
-        }
-        self.enospc = (0, Some(now));
-        let max = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_watches")
-            .map(|s| s.trim().to_owned())
-            .unwrap_or_else(|_| "?".into());
-        let detail = format!(
-            "{n} directories could not be watched: the kernel's limit of inotify watches per user is reached (fs.inotify.max_user_watches = {max}). File operations in them are not recorded. Raise fs.inotify.max_user_watches (sysctl) or exclude large trees with files.exclude."
-        );
-        tracing::error!(directories = n, max_user_watches = %max, "out of inotify watches");
-        let root = self
-            .roots
-            .first()
-            .map(|r| r.path.clone())
-            .unwrap_or_default();
-        self.emit_now("watch_lost", &root, |f| f.detail = detail, HashPlan::None);
-    }
-
-    // ------------------------------------------------------------ mounts --
-
-    fn read_mounts(&mut self) -> Vec<Mount> {
-        let Some(f) = self.mountinfo.as_mut() else {
-            return Vec::new();
-        };
-        let mut text = String::new();
-        if f.rewind()
-            .and_then(|_| f.read_to_string(&mut text))
-            .is_err()
-        {
-            return self.mounts.clone();
-        }
-        self.sys.mounts(&text, &self.cfg.removable_roots)
-    }
-
-    fn mounts_changed(&mut self) {
-        let new = self.read_mounts();
-        let old = std::mem::replace(&mut self.mounts, new.clone());
-        for m in &old {
-            if !new.iter().any(|n| n.mount_id == m.mount_id) {
-                self.volume_gone(m);
-            }
-        }
-        for m in &new {
-            if !old.iter().any(|o| o.mount_id == m.mount_id) {
-                self.volume_appeared(m, "");
-            }
-        }
-    }
-
-    fn volume_appeared(&mut self, m: &Mount, when: &str) {
-        let under_root = self
-            .cfg
-            .removable_roots
-            .iter()
-            .any(|r| m.mount_point.starts_with(r));
-        let wanted = m.removable && (self.cfg.removable_auto || under_root);
-        if !wanted {
-            // A filesystem mounted inside a watched tree is watched too.
-            let inside = self
-                .roots
-                .iter()
-                .any(|r| r.watched && m.mount_point.starts_with(&r.path));
-            if inside && !when.is_empty() {
-                return; // Covered by the initial walk.
-            }
-            if inside {
-                self.watch_tree(&m.mount_point, Scan::Silent, Instant::now());
-            }
-            return;
-        }
-        if self.exclude.dir(&m.mount_point) {
-            return;
-        }
-        self.roots.push(Root {
-            path: m.mount_point.clone(),
-            kind: RootKind::Volume,
-            watched: true,
-            mount_id: m.mount_id,
-        });
-        self.watch_tree(&m.mount_point, Scan::Silent, Instant::now());
-        let mut detail = format!("removable ({}), {}", m.removable_reason, m.fstype);
-        if !when.is_empty() {
-            detail.push_str(&format!("; {when}"));
-        }
-        tracing::info!(volume = %m.mount_point.display(), device = %m.source, "removable volume mounted");
-        self.emit_now(
-            "volume_mounted",
-            &m.mount_point.clone(),
-            |f| f.detail = detail,
-            HashPlan::None,
-        );
-    }
-
-    fn volume_gone(&mut self, m: &Mount) {
-        let Some(i) = self
-            .roots
-            .iter()
-            .position(|r| r.kind == RootKind::Volume && r.mount_id == m.mount_id)
-        else {
-            return;
-        };
-        self.roots.remove(i);
-        self.flush_path(&m.mount_point, true, None);
-        tracing::info!(volume = %m.mount_point.display(), device = %m.source, "removable volume unmounted");
-        let (point, source, label, fstype) = (
-            m.mount_point.clone(),
-            m.source.clone(),
-            m.label.clone(),
-            m.fstype.clone(),
-        );
-        // The mount is gone from the table: describe it from what we knew.
-        let ev = self.file_event("volume_unmounted", &point, |f| {
-            f.volume = point.display().to_string();
-            f.removable = true;
-            f.device = source;
-            f.volume_label = label;
-            f.detail = fstype;
-        });
-        self.send(Observed {
-            event: Box::new(ev),
-            hash: HashPlan::None,
-        });
     }
 
     // ----------------------------------------------------------- records --
@@ -804,11 +448,12 @@ impl Watcher {
                 f.volume_label = m.label.clone();
             }
         }
-        if self.cfg.removable_roots.iter().any(|r| path.starts_with(r)) {
-            f.removable = true;
-        }
+        // Only a mounted volume is removable media: a plain directory under
+        // a removable root (nothing mounted there) lies on the volume below
+        // it, which `volume_of` already classified.
         fill(&mut f);
-        let mut ev = self.ctx.event(String::new(), Kind::File(f));
+        // Stamped with the host identity when it leaves the queue.
+        let mut ev = self.ctx.bare_event(String::new(), Kind::File(f));
         // inotify does not say who acted; the agent's own account did not.
         ev.user.clear();
         ev

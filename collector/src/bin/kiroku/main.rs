@@ -171,7 +171,8 @@ struct SearchArgs {
     #[arg(long)]
     path: Option<String>,
     /// File events: create, modify, delete, rename, copy_to_removable,
-    /// overflow, watch_lost, volume_mounted, volume_unmounted.
+    /// overflow, watch_lost, watch_restored, volume_mounted,
+    /// volume_unmounted.
     #[arg(long = "op")]
     operation: Option<String>,
     /// File events on removable volumes only.
