@@ -15,7 +15,7 @@
 use std::borrow::Cow;
 
 /// Every `FileEvent.operation` an agent records.
-pub const FILE_OPERATIONS: [&str; 9] = [
+pub const FILE_OPERATIONS: [&str; 10] = [
     "create",
     "modify",
     "delete",
@@ -23,6 +23,7 @@ pub const FILE_OPERATIONS: [&str; 9] = [
     "copy_to_removable",
     "overflow",
     "watch_lost",
+    "watch_restored",
     "volume_mounted",
     "volume_unmounted",
 ];
