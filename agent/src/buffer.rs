@@ -235,6 +235,9 @@ pub struct Buffer {
     live_inflight: Mutex<HashSet<u64>>,
     /// When maintenance last tried a reopen or a new generation.
     last_attempt: Mutex<Option<std::time::Instant>>,
+    /// Set when reopening found the database damaged: only a restart (which
+    /// moves it aside) lets the agent record again.
+    needs_restart: Mutex<Option<String>>,
 }
 
 const NEXT_SEQ: &[u8] = b"next_seq";
@@ -305,6 +308,7 @@ impl Buffer {
             failed: Mutex::new(None),
             live_inflight: Mutex::new(HashSet::new()),
             last_attempt: Mutex::new(None),
+            needs_restart: Mutex::new(None),
         };
         let path = store::generation_dir(dir, generation);
         let opened = match Store::open(dir, generation, limits.cache_bytes) {
@@ -484,6 +488,16 @@ impl Buffer {
     /// The I/O error that closed the buffer, while it is closed.
     pub fn failed(&self) -> Option<String> {
         self.failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Why only a restart of the process lets the buffer record again (a
+    /// reopen found the database damaged); `None` otherwise — every I/O
+    /// error is recovered in-process.
+    pub fn needs_restart(&self) -> Option<String> {
+        self.needs_restart
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()

@@ -134,8 +134,26 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         cfg.host.domain.clone(),
         HOST_CHECK_EVERY,
     ));
+    // Every I/O error in the buffer is recovered in-process (it reopens once
+    // the disk takes writes). Only a database found damaged when reopened
+    // needs a restart, which moves it aside: exit with status 75 for the
+    // service manager (the packaged unit restarts the agent).
+    let restart_buffer = buffer.clone();
+    let watchdog = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            if let Some(why) = restart_buffer.needs_restart() {
+                tracing::error!(
+                    buffer = %restart_buffer.dir().display(), error = %why,
+                    "the agent buffer cannot be used by this process any more; exiting (status 75) so the service manager restarts the agent, which moves the damaged database aside (raw messages are kept)"
+                );
+                std::process::exit(75);
+            }
+        }
+    });
     smtp.serve(listeners, kiroku_common::shutdown_signal())
         .await;
+    watchdog.abort();
     tracing::info!("kiroku-agent stopping");
     gap_writer.abort();
     host_watch.abort();

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use kiroku_proto::SearchRequest;
+use kiroku_proto::{ListHostsRequest, SearchRequest};
 use kiroku_tests::{
     Env, Mode, Proc, TmpfsMount, Upstream, email, fill_disk, free_port, is_root, send_mail, skip,
     unfill_disk,
@@ -128,9 +128,10 @@ fn moved_aside(data: &std::path::Path) -> Vec<String> {
 /// free-space reserve, so sled and the spool really hit ENOSPC): mail is
 /// refused with 451 naming the full disk; a restart on the full disk keeps
 /// refusing with 451 (no crash loop, nothing moved aside, no blob
-/// deleted); once a filler file is removed mail is accepted again by the
-/// same process; with the collector back every mail that got 250 is stored
-/// exactly once with its raw message.
+/// deleted), and the collector, started then, is told why (the agent's
+/// Status); once a filler file is removed mail is accepted again by the
+/// same process, and every mail that got 250 is stored exactly once with
+/// its raw message.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_agent_disk_refuses_with_451_and_loses_nothing() -> anyhow::Result<()> {
     if !is_root() {
@@ -202,6 +203,31 @@ async fn a_full_agent_disk_refuses_with_451_and_loses_nothing() -> anyhow::Resul
     );
     assert_eq!(blob_files(&data), blobs, "no raw message deleted");
 
+    // The collector hears why this agent records nothing (its Status).
+    let _collector = env.start_collector()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let hosts = env
+            .investigator()
+            .await?
+            .list_hosts(ListHostsRequest {})
+            .await?
+            .into_inner()
+            .hosts;
+        if hosts
+            .iter()
+            .any(|h| h.buffer_problem.contains("unwritable"))
+        {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "no buffer problem reported: {hosts:?}\n{}",
+            agent.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
     // Space returns: the same process takes mail again.
     unfill_disk(&data);
     let took = until_accepted(smtp, tag, &mut n, 451, Duration::from_secs(30), &agent)?;
@@ -212,12 +238,11 @@ async fn a_full_agent_disk_refuses_with_451_and_loses_nothing() -> anyhow::Resul
     assert!(!log.contains("moving it aside"), "{log}");
     for l in log
         .lines()
-        .filter(|l| l.contains("buffer") && !l.contains(" INFO "))
+        .filter(|l| l.contains("buffer cannot be written") || l.contains("writable again"))
     {
         eprintln!("agent: {l}");
     }
 
-    let _collector = env.start_collector()?;
     stored_once_with_raw(&env, tag, &accepted).await?;
     assert!(moved_aside(&data).is_empty());
     Ok(())

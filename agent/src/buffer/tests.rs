@@ -1,7 +1,7 @@
 //! The buffer's behaviour as a whole: recording, shipping order,
 //! durability, recovery after a crash, damage and write errors.
 
-use super::store::created_with_segment_size;
+use super::store::{self, created_with_segment_size};
 use super::*;
 use kiroku_proto::{EmailEvent, Outcome, event::Kind};
 
@@ -526,4 +526,74 @@ async fn below_the_free_space_reserve_records_are_refused_as_disk_full() {
     let problem = b.problem().expect("a problem");
     assert!(problem.contains("disk is full"), "{problem}");
     assert!(!b.is_full(), "not the buffer's own bound");
+}
+
+/// A buffer written by the version before generations and the ledger
+/// (`sled/` with the same trees, no `generation` file) opens unchanged:
+/// its queued events ship in order with their raw messages, and the
+/// ledger counts them.
+#[tokio::test]
+async fn a_buffer_from_the_previous_version_opens_and_ships() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let big = vec![b'q'; INLINE_MAX + 5];
+    let (small_sha, big_sha) = (
+        kiroku_common::sha256_hex(b"small"),
+        kiroku_common::sha256_hex(&big),
+    );
+    {
+        let db = sled::Config::new()
+            .path(dir.path().join("sled"))
+            .segment_size(store::SEGMENT_SIZE)
+            .open()
+            .expect("db");
+        let t = |n: &str| db.open_tree(n).expect("tree");
+        let meta = t("meta");
+        meta.insert(STREAM_ID, &b"00000000000000aa"[..])
+            .expect("id");
+        meta.insert(NEXT_SEQ, &3u64.to_be_bytes()).expect("seq");
+        for (seq, raw) in [(1u64, &b"small"[..]), (2, &big[..])] {
+            let mut e = mail(raw);
+            e.seq = seq;
+            e.stream_id = "00000000000000aa".into();
+            t("queue")
+                .insert(seq.to_be_bytes(), e.encode_to_vec())
+                .expect("queue");
+        }
+        t("blobrefs")
+            .insert(small_sha.as_bytes(), &1u64.to_be_bytes())
+            .expect("ref");
+        t("blobrefs")
+            .insert(big_sha.as_bytes(), &1u64.to_be_bytes())
+            .expect("ref");
+        t("smallblobs")
+            .insert(small_sha.as_bytes(), &b"small"[..])
+            .expect("inline");
+        t("file_state")
+            .insert(b"/etc/hosts", &b"state"[..])
+            .expect("state");
+        db.flush().expect("flush");
+        std::fs::create_dir_all(dir.path().join("blobs")).expect("blobs");
+        std::fs::write(dir.path().join("blobs").join(&big_sha), &big).expect("blob");
+    }
+    let b = Buffer::open(dir.path(), u64::MAX, 1 << 20).expect("open");
+    assert_eq!(b.stream_id(), "00000000000000aa");
+    let got = b.read_batch(0, 10, 1 << 20).expect("read");
+    assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(
+        b.blob(&small_sha).expect("blob").as_deref(),
+        Some(&b"small"[..])
+    );
+    assert_eq!(b.blob(&big_sha).expect("blob"), Some(big.clone()));
+    assert!(b.held_bytes() > big.len() as u64, "counted by the ledger");
+    assert_eq!(
+        b.keyed_state("file_state")
+            .get("/etc/hosts")
+            .expect("state")
+            .as_deref(),
+        Some(&b"state"[..])
+    );
+    assert_eq!(b.append(&mail(b"new"), None).await.expect("append"), 3);
+    b.ack(3).await.expect("ack");
+    assert_eq!(b.held_bytes(), 0);
+    assert!(!dir.path().join("blobs").join(&big_sha).exists());
 }

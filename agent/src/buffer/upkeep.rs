@@ -69,7 +69,13 @@ impl Buffer {
                     Err(e) => self.fail_closed(e.to_string()),
                 }
             }
-            // Damage is only acted on at a start (moved aside there).
+            // Damage is only acted on at a start (moved aside there): the
+            // process cannot go on recording, so it asks for a restart.
+            Err(e) if store::is_damage(&e) => {
+                let why = format!("the database is damaged ({e})");
+                self.fail_closed(why.clone());
+                *self.needs_restart.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+            }
             Err(e) => self.fail_closed(format!("cannot reopen: {e}")),
         }
     }

@@ -157,6 +157,9 @@ pub async fn watch(
             }
         }
     };
+    // A buffer that could not be opened at start (a full disk) takes the
+    // start record once it opens, rather than losing it.
+    buffer.opened().await;
     // A buffer found damaged at open says so in the start record, so the
     // loss is on the collector's record too, not only in the agent's log.
     let start = match buffer.damage() {
