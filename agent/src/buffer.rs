@@ -281,12 +281,7 @@ impl Buffer {
             source,
         })?;
         let generation = store::current_generation(dir)?;
-        for stale in store::stale_generations(dir, generation) {
-            tracing::info!(path = %stale.display(), "removing a buffer generation left by an interrupted switch (it held no queued events)");
-            if let Err(e) = std::fs::remove_dir_all(&stale) {
-                tracing::warn!(path = %stale.display(), error = %e, "cannot remove an old buffer generation; it is retried at the next start");
-            }
-        }
+        let unshipped = store::settle_stale_generations(dir, generation);
         let buffer = Buffer {
             dir: dir.to_owned(),
             blob_dir,
@@ -304,7 +299,7 @@ impl Buffer {
             flush_lock: tokio::sync::Mutex::new(()),
             flush_done: Notify::new(),
             blob_dir_dirty: AtomicBool::new(false),
-            damage: Mutex::new(None),
+            damage: Mutex::new((!unshipped.is_empty()).then(|| unshipped.join("; "))),
             failed: Mutex::new(None),
             live_inflight: Mutex::new(HashSet::new()),
             last_attempt: Mutex::new(None),
@@ -375,7 +370,12 @@ impl Buffer {
             path: path.clone(),
             source,
         })?;
-        *self.damage.lock().unwrap_or_else(|p| p.into_inner()) = Some(msg);
+        let mut damage = self.damage.lock().unwrap_or_else(|p| p.into_inner());
+        *damage = Some(match damage.take() {
+            Some(earlier) => format!("{earlier}; {msg}"),
+            None => msg,
+        });
+        drop(damage);
         Ok(Store::open(&self.dir, generation, self.limits.cache_bytes))
     }
 

@@ -54,16 +54,18 @@ async fn audit(env: &Env) -> anyhow::Result<kiroku_proto::AuditResponse> {
         .into_inner())
 }
 
-/// Uploads `data` as a blob (as the admin, who may ingest); returns its
+/// Uploads `data` as a blob as agent `agent` (the collector counts a blob
+/// as held for an agent only once that agent uploaded it); returns its
 /// SHA-256.
-async fn put_blob(env: &Env, data: &[u8]) -> anyhow::Result<String> {
+async fn put_blob(env: &Env, agent: &str, data: &[u8]) -> anyhow::Result<String> {
     let sha = kiroku_common::sha256_hex(data);
     let chunk = BlobChunk {
         sha256: sha.clone(),
         size: data.len() as u64,
         data: data.to_vec(),
     };
-    IngestClient::new(env.admin().await?)
+    let (cert, key) = env.issue("agent", agent, &[])?;
+    IngestClient::new(env.channel(Some((&cert, &key)), None).await?)
         .max_encoding_message_size(64 << 20)
         .put_blob(tokio_stream::iter(vec![chunk]))
         .await?;
@@ -148,7 +150,10 @@ async fn store_two_mails(env: &Env) -> anyhow::Result<(Vec<String>, Vec<String>,
         big.extend_from_slice(b"\r\n");
     }
     big.extend_from_slice(b"--b--\r\n");
-    let shas = vec![put_blob(env, &small).await?, put_blob(env, &big).await?];
+    let shas = vec![
+        put_blob(env, "mailer", &small).await?,
+        put_blob(env, "mailer", &big).await?,
+    ];
     let ids = ship(
         env,
         "mailer",
@@ -167,7 +172,7 @@ async fn store_two_mails(env: &Env) -> anyhow::Result<(Vec<String>, Vec<String>,
 /// Replaces a stored blob file with another valid one (the stored form of
 /// `content`): a forged copy that decompresses without error.
 async fn forge(env: &Env, victim: &Path, content: &[u8]) -> anyhow::Result<()> {
-    let sha = put_blob(env, content).await?;
+    let sha = put_blob(env, "forger", content).await?;
     std::fs::copy(blob_file(env, &sha, "zst"), victim)?;
     Ok(())
 }

@@ -83,10 +83,13 @@ fn set_current_generation(dir: &Path, n: u64) -> std::io::Result<()> {
 
 /// Generation directories other than the current one: a drained old
 /// generation (a crash after the switch, before its removal) or an
-/// unfinished new one (a crash before the switch). Neither holds a queued
-/// event: a switch happens only with the queue and in-flight trees empty,
-/// under the buffer's write lock.
-pub(super) fn stale_generations(dir: &Path, current: u64) -> Vec<PathBuf> {
+/// unfinished new one (a crash before the switch). Normally neither holds
+/// a queued event (a switch happens only with the queue and in-flight
+/// trees empty, under the buffer's write lock), but that is checked, not
+/// assumed: a `generation` file restored from a backup, or an older agent
+/// version run after a switch (it knows only `sled/`), leaves a stale
+/// directory that holds mail.
+fn stale_generations(dir: &Path, current: u64) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -104,7 +107,56 @@ pub(super) fn stale_generations(dir: &Path, current: u64) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Directories a damaged buffer was moved to (`sled.broken-<time>`): the
+/// What became of the generation directories other than the current one:
+/// a stale generation is removed only when it provably holds nothing to
+/// ship (it opens, and its `queue` and `inflight` trees are empty).
+/// Otherwise it is renamed `<name>.unshipped-<unix time>`, kept like a
+/// damaged buffer moved aside (the raw messages it references stay in
+/// `blobs/`), and described in the returned messages for the start record.
+pub(super) fn settle_stale_generations(dir: &Path, current: u64) -> Vec<String> {
+    let mut kept = Vec::new();
+    for stale in stale_generations(dir, current) {
+        match holds_records(&stale) {
+            Ok(false) => {
+                tracing::info!(path = %stale.display(), "removing a buffer generation left by an interrupted switch (it holds no queued events)");
+                if let Err(e) = std::fs::remove_dir_all(&stale) {
+                    tracing::warn!(path = %stale.display(), error = %e, "cannot remove an old buffer generation; it is retried at the next start");
+                }
+            }
+            found => {
+                let why = match found {
+                    Ok(_) => "it holds events not yet acknowledged by the collector".to_owned(),
+                    Err(e) => format!("it cannot be checked ({e})"),
+                };
+                let aside = PathBuf::from(format!(
+                    "{}.unshipped-{}",
+                    stale.display(),
+                    kiroku_common::now_ms() / 1000
+                ));
+                let msg = format!(
+                    "agent buffer generation {} is not the current one but {why}; kept as {} with the raw messages it references (was the agent downgraded, or its `generation` file restored?). Its events are not shipped: inspect it, then delete it",
+                    stale.display(),
+                    aside.display()
+                );
+                tracing::error!("{msg}");
+                if let Err(e) = std::fs::rename(&stale, &aside) {
+                    tracing::error!(path = %stale.display(), error = %e, "cannot rename a stale buffer generation aside; it is left where it is");
+                }
+                kept.push(msg);
+            }
+        }
+    }
+    kept
+}
+
+/// Whether a database directory holds queued or in-flight records.
+fn holds_records(path: &Path) -> Result<bool, sled::Error> {
+    let db = open_db(path, 1 << 20)?;
+    Ok(!db.open_tree("queue")?.is_empty() || !db.open_tree("inflight")?.is_empty())
+}
+
+/// Directories a damaged buffer was moved to (`sled.broken-<time>`), or a
+/// stale generation holding records (`.unshipped-<time>`): the
 /// events in them may still reference raw messages in `blobs/`.
 pub(super) fn moved_aside(dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -112,7 +164,10 @@ pub(super) fn moved_aside(dir: &Path) -> Vec<PathBuf> {
     };
     entries
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().contains(".broken-"))
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.contains(".broken-") || name.contains(".unshipped-")
+        })
         .map(|e| e.path())
         .collect()
 }

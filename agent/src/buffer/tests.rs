@@ -597,3 +597,37 @@ async fn a_buffer_from_the_previous_version_opens_and_ships() {
     assert_eq!(b.held_bytes(), 0);
     assert!(!dir.path().join("blobs").join(&big_sha).exists());
 }
+
+/// A generation directory that is not the current one but still holds
+/// queued records (a restored `generation` file, or an older agent run
+/// after a switch) is kept aside with its raw messages, never removed, and
+/// named in the start record; an empty one is removed.
+#[tokio::test]
+async fn a_stale_generation_holding_records_is_kept_not_removed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let big = vec![b'q'; INLINE_MAX + 1];
+    let sha = kiroku_common::sha256_hex(&big);
+    {
+        let b = Buffer::open(dir.path(), u64::MAX, 1 << 20).expect("open");
+        b.append(&mail(&big), Some(big[..].into()))
+            .await
+            .expect("append");
+    }
+    // An empty stale generation next to it.
+    drop(sled::open(dir.path().join("sled-3")).expect("empty generation"));
+    std::fs::write(dir.path().join("generation"), "KIROKU-GEN1 5\n").expect("generation");
+    let b = Buffer::open(dir.path(), u64::MAX, 1 << 20).expect("open generation 5");
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().any(|n| n.starts_with("sled.unshipped-")),
+        "kept aside: {names:?}"
+    );
+    assert!(!names.iter().any(|n| n == "sled-3"), "empty one removed: {names:?}");
+    assert!(dir.path().join("blobs").join(&sha).exists(), "its raw message kept");
+    let damage = b.damage().expect("reported");
+    assert!(damage.contains("not yet acknowledged"), "{damage}");
+}
