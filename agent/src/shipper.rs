@@ -302,12 +302,13 @@ impl Shipper {
     }
 
     /// Uploads the blobs of `batch` the collector does not have; returns
-    /// those it lacks that the buffer no longer holds either.
+    /// those that cannot be supplied (the buffer no longer holds them, or
+    /// the collector refuses them for good), each with the reason.
     async fn upload_blobs(
         &self,
         client: &mut IngestClient<Channel>,
         batch: &[kiroku_proto::Event],
-    ) -> anyhow::Result<Vec<String>> {
+    ) -> anyhow::Result<Vec<(String, String)>> {
         let mut shas: Vec<String> = batch.iter().filter_map(buffer::raw_sha).collect();
         shas.sort();
         shas.dedup();
@@ -326,8 +327,8 @@ impl Shipper {
         let uploads = missing.into_iter().map(|sha| {
             let client = client.clone();
             async move {
-                let uploaded = self.upload_blob(client, sha.clone()).await?;
-                anyhow::Ok((!uploaded).then_some(sha))
+                let unsupplied = self.upload_blob(client, sha.clone()).await?;
+                anyhow::Ok(unsupplied.map(|why| (sha, why)))
             }
         });
         let mut uploads = futures::stream::iter(uploads).buffer_unordered(UPLOADS_IN_FLIGHT);
@@ -338,13 +339,39 @@ impl Shipper {
         Ok(lost)
     }
 
-    /// Uploads one blob from the buffer; false when the buffer does not
-    /// have it.
+    /// Uploads one blob from the buffer. `Some(reason)` when it cannot be
+    /// supplied: the buffer does not have it, or the collector refuses it
+    /// in a way no retry changes (its hash or size does not match what was
+    /// read, it is over the collector's `max_blob_bytes`). Holding the
+    /// event back for those would stall the stream for good, fill the
+    /// buffer and make the relay refuse mail; transient refusals (a full
+    /// collector disk: `Unavailable`) are errors, retried.
     async fn upload_blob(
         &self,
-        mut client: IngestClient<Channel>,
+        client: IngestClient<Channel>,
         sha: String,
-    ) -> anyhow::Result<bool> {
+    ) -> anyhow::Result<Option<String>> {
+        match self.send_blob(client, &sha).await {
+            Ok(outcome) => Ok(outcome),
+            Err(e) => match e.downcast_ref::<tonic::Status>() {
+                Some(s) if refused_for_good(s.code()) => {
+                    tracing::error!(sha256 = %sha, code = ?s.code(), error = %s.message(), "the collector refuses this blob for good; its event is shipped saying so");
+                    Ok(Some(format!(
+                        "refused by the collector: {}",
+                        kiroku_common::quote::quote(s.message())
+                    )))
+                }
+                _ => Err(e),
+            },
+        }
+    }
+
+    async fn send_blob(
+        &self,
+        mut client: IngestClient<Channel>,
+        sha: &str,
+    ) -> anyhow::Result<Option<String>> {
+        let sha = sha.to_owned();
         let (file, size) = match self.buffer.blob_file(&sha).await? {
             Some(buffer::BlobSource::File(f, size)) => (f, size),
             Some(buffer::BlobSource::Bytes(data)) => {
@@ -369,14 +396,14 @@ impl Shipper {
                 };
                 client.put_blob(futures::stream::iter(chunks)).await?;
                 tracing::debug!(sha256 = %sha, size, "blob uploaded");
-                return Ok(true);
+                return Ok(None);
             }
             None => {
                 // The event names content the buffer no longer has: it is
                 // shipped saying so (`mark_lost`) rather than held back
                 // forever.
                 tracing::error!(sha256 = %sha, "blob referenced by an event is not in the buffer; the event is shipped marked as lost on the agent");
-                return Ok(false);
+                return Ok(Some(LOST_ON_AGENT.to_owned()));
             }
         };
         // Read and sent one chunk at a time: a 50 MB message never sits
@@ -417,7 +444,7 @@ impl Shipper {
         });
         client.put_blob(chunks).await?;
         tracing::debug!(sha256 = %sha, size, "blob uploaded");
-        Ok(true)
+        Ok(None)
     }
 }
 
@@ -438,19 +465,30 @@ async fn next_msg(responses: &mut Responses) -> anyhow::Result<ship_response::Ms
     }
 }
 
+/// A PutBlob refusal that no retry of the same bytes changes.
+fn refused_for_good(code: tonic::Code) -> bool {
+    matches!(
+        code,
+        tonic::Code::InvalidArgument | tonic::Code::ResourceExhausted | tonic::Code::OutOfRange
+    )
+}
+
 /// Marks the events of `batch` whose raw message is in `lost` (the
-/// collector lacks it and the buffer no longer has it): they go out with
-/// `raw_not_kept` saying so, which the collector stores as such.
-fn mark_lost(mut batch: Vec<kiroku_proto::Event>, lost: &[String]) -> Vec<kiroku_proto::Event> {
+/// collector lacks it and it cannot be supplied): they go out with
+/// `raw_not_kept` saying why, which the collector stores as such.
+fn mark_lost(
+    mut batch: Vec<kiroku_proto::Event>,
+    lost: &[(String, String)],
+) -> Vec<kiroku_proto::Event> {
     if lost.is_empty() {
         return batch;
     }
     for e in &mut batch {
         if let Some(kiroku_proto::event::Kind::Email(m)) = &mut e.kind
-            && lost.contains(&m.raw_sha256)
+            && let Some((_, why)) = lost.iter().find(|(sha, _)| *sha == m.raw_sha256)
         {
-            tracing::error!(seq = e.seq, sha256 = %m.raw_sha256, "event shipped without its raw message (lost on the agent)");
-            m.raw_not_kept = LOST_ON_AGENT.to_owned();
+            tracing::error!(seq = e.seq, sha256 = %m.raw_sha256, reason = %why, "event shipped without its raw message");
+            m.raw_not_kept = why.clone();
         }
     }
     batch
@@ -479,7 +517,7 @@ mod tests {
             ..Default::default()
         };
         let batch = vec![mail(1, "aa"), mail(2, "bb"), mail(3, ""), mail(4, "aa")];
-        let marked = super::mark_lost(batch, &["aa".to_owned()]);
+        let marked = super::mark_lost(batch, &[("aa".to_owned(), super::LOST_ON_AGENT.to_owned())]);
         let not_kept: Vec<bool> = marked
             .iter()
             .map(|e| match &e.kind {

@@ -302,6 +302,20 @@ impl Env {
         ))
     }
 
+    /// The certificate of `role`/`name`, issued on first use (a test that
+    /// acts as one identity over several connections).
+    pub fn identity(&self, role: &str, name: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
+        let pki = self.pki();
+        let (cert, key) = (
+            pki.join(format!("{role}-{name}.pem")),
+            pki.join(format!("{role}-{name}.key")),
+        );
+        if cert.exists() && key.exists() {
+            return Ok((cert, key));
+        }
+        self.issue(role, name, &[])
+    }
+
     pub fn start_collector(&self) -> anyhow::Result<Proc> {
         self.start_collector_with("")
     }

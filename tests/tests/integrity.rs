@@ -64,7 +64,7 @@ async fn put_blob(env: &Env, agent: &str, data: &[u8]) -> anyhow::Result<String>
         size: data.len() as u64,
         data: data.to_vec(),
     };
-    let (cert, key) = env.issue("agent", agent, &[])?;
+    let (cert, key) = env.identity("agent", agent)?;
     IngestClient::new(env.channel(Some((&cert, &key)), None).await?)
         .max_encoding_message_size(64 << 20)
         .put_blob(tokio_stream::iter(vec![chunk]))
@@ -80,7 +80,7 @@ async fn ship(
     stream: &str,
     mut events: Vec<Event>,
 ) -> anyhow::Result<Vec<String>> {
-    let (cert, key) = env.issue("agent", agent, &[])?;
+    let (cert, key) = env.identity("agent", agent)?;
     for (i, e) in events.iter_mut().enumerate() {
         e.stream_id = stream.into();
         e.seq = i as u64 + 1;

@@ -187,6 +187,40 @@ async fn a_raw_message_lost_on_the_agent_is_stored_as_lost_and_shipping_goes_on(
     Ok(())
 }
 
+/// A raw message the collector refuses for good (here: over its
+/// `max_blob_bytes`) must not hold its stream back forever (the buffer
+/// would fill and the relay refuse mail): the event is stored saying why
+/// its raw message is not kept, and the mails after it ship.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_raw_message_the_collector_refuses_for_good_does_not_stall_the_stream()
+-> anyhow::Result<()> {
+    let env = Env::new()?;
+    let smtp = free_port();
+    let _collector = env.start_collector_top("max_blob_bytes = 100000")?;
+    let _agent = env.start_agent("pc-refused", smtp, &Mode::CaptureOnly)?;
+    let raw = big_mail("refusedraw", 0);
+    assert!(raw.len() > 100_000);
+    let s = send_mail(smtp, "load@example.com", &["sink@example.org"], &raw)?;
+    assert_eq!(s.code, 250, "{s:?}");
+    send(smtp, "refusedraw", 1)?;
+    let events = env
+        .wait_for(by_subject("refusedraw"), 2, Duration::from_secs(30))
+        .await?;
+    let refused = events
+        .iter()
+        .find(|e| email(e).message_id == "<refusedraw-0@example.com>")
+        .ok_or_else(|| anyhow::anyhow!("the mail whose raw message was refused is stored"))?;
+    let m = email(refused);
+    assert!(
+        m.raw_not_kept.contains("refused by the collector"),
+        "the event says why its raw message is not kept: {m:?}"
+    );
+    send(smtp, "refusedraw", 2)?;
+    env.wait_for(by_subject("refusedraw"), 3, Duration::from_secs(30))
+        .await?;
+    Ok(())
+}
+
 /// Ships `batches` on one Ship stream as `cert`; the acks, in order.
 async fn ship(
     env: &Env,

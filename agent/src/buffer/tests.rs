@@ -626,8 +626,14 @@ async fn a_stale_generation_holding_records_is_kept_not_removed() {
         names.iter().any(|n| n.starts_with("sled.unshipped-")),
         "kept aside: {names:?}"
     );
-    assert!(!names.iter().any(|n| n == "sled-3"), "empty one removed: {names:?}");
-    assert!(dir.path().join("blobs").join(&sha).exists(), "its raw message kept");
+    assert!(
+        !names.iter().any(|n| n == "sled-3"),
+        "empty one removed: {names:?}"
+    );
+    assert!(
+        dir.path().join("blobs").join(&sha).exists(),
+        "its raw message kept"
+    );
     let damage = b.damage().expect("reported");
     assert!(damage.contains("not yet acknowledged"), "{damage}");
 }
