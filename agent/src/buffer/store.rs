@@ -302,6 +302,15 @@ impl Store {
                 to.apply_batch(batch).map_err(sled_err)?;
             }
             db.flush().map_err(sled_err)?;
+            // sled fsyncs its files; the directory entries of the new
+            // generation's files must be durable too before the switch
+            // names it, or a power loss could leave it naming an empty one.
+            std::fs::File::open(&path)
+                .and_then(|d| d.sync_all())
+                .map_err(|source| BufferError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
             let size = db.size_on_disk().map_err(sled_err)?;
             let store = Store::from_db(path.clone(), n, db, size).map_err(sled_err)?;
             // The switch: from here on a restart opens the new generation.

@@ -8,6 +8,9 @@ use std::sync::atomic::Ordering;
 use super::store::{self, Store};
 use super::{Buffer, Slot};
 
+/// Free space at which a database sled refused to write to is reopened.
+const REOPEN_MIN_FREE: u64 = 1 << 20;
+
 impl Buffer {
     /// One round of upkeep: the sequence side file; a failed database is
     /// reopened once the disk has room; a drained one is replaced by a
@@ -34,13 +37,17 @@ impl Buffer {
     }
 
     /// Reopens a database sled refused to write to (or that could not be
-    /// opened), once the file system has the reserve free again.
+    /// opened), once the file system has a little room again. Not the
+    /// whole reserve: new records stay refused below it anyway (the
+    /// writer's space check), but shipping and acknowledgements need the
+    /// database open, and they are what frees the agent's own blobs when
+    /// those filled the disk.
     fn try_reopen(&self) {
         if !self.attempt_due(false) {
             return;
         }
         if let Some(free) = self.ledger.free_space(&self.dir)
-            && free < self.limits.min_free_bytes.max(1)
+            && free < self.limits.min_free_bytes.clamp(1, REOPEN_MIN_FREE)
         {
             return;
         }
