@@ -78,6 +78,12 @@ pub struct Gaps {
     /// A "buffer full, not recording" line was logged for the episode in
     /// progress (per source).
     reported: [AtomicBool; 2],
+    /// Counts of file events missed while the buffer could not be written
+    /// at all (a full disk: not even the note can be stored), kept in
+    /// memory until the note can be, and then merged into it. A crash
+    /// meanwhile forgets them; the next start's catch-up scan reports the
+    /// files whose state still differs.
+    held: std::sync::Mutex<[GapEvent; 2]>,
 }
 
 fn push_distinct(list: &mut Vec<String>, value: &str, truncated: &mut bool) {
@@ -103,6 +109,7 @@ impl Gaps {
             buffer,
             ctx,
             reported: [AtomicBool::new(false), AtomicBool::new(false)],
+            held: std::sync::Mutex::new([GapEvent::default(), GapEvent::default()]),
         })
     }
 
@@ -117,28 +124,71 @@ impl Gaps {
                 source.what()
             );
         }
-        self.buffer
+        let one = |g: &mut GapEvent| {
+            if g.count == 0 {
+                g.first_ms = now;
+            }
+            g.count += 1;
+            g.last_ms = g.last_ms.max(now);
+            let mut truncated = g.truncated;
+            if let Some(s) = m.sender {
+                push_distinct(&mut g.senders, s, &mut truncated);
+            }
+            for r in m.recipients {
+                push_distinct(&mut g.recipients, r, &mut truncated);
+            }
+            if let Some(p) = m.path {
+                push_distinct(&mut g.paths, p, &mut truncated);
+            }
+            g.truncated = truncated;
+        };
+        let written = self
+            .buffer
             .note(&source.note_key(), Durability::Now, |old| {
                 let mut g = decode(old);
-                if g.count == 0 {
-                    g.first_ms = now;
-                }
-                g.count += 1;
-                g.last_ms = g.last_ms.max(now);
-                let mut truncated = g.truncated;
-                if let Some(s) = m.sender {
-                    push_distinct(&mut g.senders, s, &mut truncated);
-                }
-                for r in m.recipients {
-                    push_distinct(&mut g.recipients, r, &mut truncated);
-                }
-                if let Some(p) = m.path {
-                    push_distinct(&mut g.paths, p, &mut truncated);
-                }
-                g.truncated = truncated;
+                one(&mut g);
                 g.encode_to_vec()
             })
-            .await
+            .await;
+        match written {
+            // A mail relayed unrecorded must be counted durably before its
+            // end-of-data goes upstream: the relay refuses it instead.
+            Err(e) if source == Source::Files && e.unwritable() => {
+                let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+                one(&mut held[source as usize]);
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// Merges the counts held in memory (the buffer could not be written)
+    /// into the durable note, once it can be.
+    async fn store_held(&self, source: Source) {
+        let held = {
+            let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+            held[source as usize].clone()
+        };
+        if held.count == 0 {
+            return;
+        }
+        let r = self
+            .buffer
+            .note(&source.note_key(), Durability::Now, |old| {
+                let mut g = decode(old);
+                merge(&mut g, &held);
+                g.encode_to_vec()
+            })
+            .await;
+        if r.is_ok() {
+            let mut now = self.held.lock().unwrap_or_else(|p| p.into_inner());
+            // Only what was merged: events counted meanwhile stay held.
+            let g = &mut now[source as usize];
+            g.count = g.count.saturating_sub(held.count);
+            if g.count == 0 {
+                *g = GapEvent::default();
+            }
+        }
     }
 
     /// Adds the upstream's answer to a mail counted by [`Gaps::missed`]
@@ -173,6 +223,7 @@ impl Gaps {
     /// Queues each pending gap record if the buffer has room.
     pub async fn flush_pending(&self) {
         for source in [Source::Smtp, Source::Files] {
+            self.store_held(source).await;
             let ctx = self.ctx.clone();
             let made = self
                 .buffer
@@ -207,6 +258,28 @@ impl Gaps {
     }
 }
 
+/// Adds the counts of `from` to `into`.
+fn merge(into: &mut GapEvent, from: &GapEvent) {
+    if into.count == 0 || (from.first_ms != 0 && from.first_ms < into.first_ms) {
+        into.first_ms = from.first_ms;
+    }
+    into.count += from.count;
+    into.last_ms = into.last_ms.max(from.last_ms);
+    into.delivered += from.delivered;
+    into.rejected += from.rejected;
+    let mut truncated = into.truncated || from.truncated;
+    for s in &from.senders {
+        push_distinct(&mut into.senders, s, &mut truncated);
+    }
+    for r in &from.recipients {
+        push_distinct(&mut into.recipients, r, &mut truncated);
+    }
+    for p in &from.paths {
+        push_distinct(&mut into.paths, p, &mut truncated);
+    }
+    into.truncated = truncated;
+}
+
 /// The sentence an investigator reads.
 fn detail(source: Source, g: &GapEvent) -> String {
     let span = format!(
@@ -228,7 +301,7 @@ fn detail(source: Source, g: &GapEvent) -> String {
             }
         ),
         Source::Files => format!(
-            "{} file events {span} were not recorded: the agent buffer was full{}. The paths listed are some of them; the next start's catch-up scan reports files whose state still differs. Raise buffer.max_bytes or fix the collector connection that let the buffer fill.",
+            "{} file events {span} were not recorded: the agent buffer was full or its disk could not be written{}. The paths listed are some of them; the next start's catch-up scan reports files whose state still differs. Raise buffer.max_bytes or fix the collector connection that let the buffer fill.",
             g.count,
             if g.truncated {
                 " (paths truncated)"
@@ -236,5 +309,34 @@ fn detail(source: Source, g: &GapEvent) -> String {
                 ""
             }
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_counts_merge_into_the_note() {
+        let mut note = GapEvent {
+            count: 2,
+            first_ms: 2_000,
+            last_ms: 3_000,
+            paths: vec!["/a".into()],
+            ..Default::default()
+        };
+        let held = GapEvent {
+            count: 3,
+            first_ms: 1_000,
+            last_ms: 5_000,
+            paths: vec!["/a".into(), "/b".into()],
+            ..Default::default()
+        };
+        merge(&mut note, &held);
+        assert_eq!((note.count, note.first_ms, note.last_ms), (5, 1_000, 5_000));
+        assert_eq!(note.paths, vec!["/a".to_owned(), "/b".to_owned()]);
+        let mut empty = GapEvent::default();
+        merge(&mut empty, &held);
+        assert_eq!((empty.count, empty.first_ms), (3, 1_000));
     }
 }
