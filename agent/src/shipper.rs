@@ -143,9 +143,10 @@ impl Shipper {
         self.buffer.stream_known().await;
         let mut client = self.connect().await?;
         let (tx, rx) = mpsc::channel::<ShipRequest>(4);
+        let stream = self.buffer.stream_id();
         tx.send(ShipRequest {
             msg: Some(ship_request::Msg::Hello(Hello {
-                stream_id: self.buffer.stream_id(),
+                stream_id: stream.clone(),
                 host: Some((*self.ctx.host()).clone()),
                 agent_version: kiroku_common::VERSION.to_owned(),
             })),
@@ -160,7 +161,7 @@ impl Shipper {
         // The Status (with any buffer problem) goes first: the collector
         // hears of a buffer that cannot be written even if this ack fails.
         self.measure_clock(&tx, &mut responses).await?;
-        self.buffer.ack(welcome.stored_seq).await?;
+        self.buffer.ack_stream(&stream, welcome.stored_seq).await?;
         let mut sent = welcome.stored_seq;
         let mut next_probe = tokio::time::Instant::now() + PROBE_EVERY;
         // Blobs the last Ack said were missing, to notice a collector that
@@ -214,7 +215,7 @@ impl Shipper {
                     stored_seq = ack.stored_seq, missing = ack.missing_blobs.len(), first = %ack.missing_blobs[0],
                     "the collector lacks raw messages of this batch; uploading them again"
                 );
-                self.buffer.ack(ack.stored_seq).await?;
+                self.buffer.ack_stream(&stream, ack.stored_seq).await?;
                 sent = sent.max(ack.stored_seq);
                 asked = ack.missing_blobs;
                 continue;
@@ -226,7 +227,7 @@ impl Shipper {
                     ack.stored_seq
                 );
             }
-            self.buffer.ack(ack.stored_seq).await?;
+            self.buffer.ack_stream(&stream, ack.stored_seq).await?;
             tracing::debug!(
                 events = n,
                 stored_seq = ack.stored_seq,

@@ -287,6 +287,28 @@ impl Buffer {
 
     /// Drops every queued event up to and including `seq`: the collector has
     /// stored them durably. Blobs no longer referenced go with them.
+    /// [`Buffer::ack`] of a position the collector gave for `stream`, the
+    /// stream the shipper said Hello with. Refused when the buffer has
+    /// since been reopened on a database of another stream (its sequence
+    /// numbers are not the collector's positions for that stream); the
+    /// shipper then reconnects under the new one.
+    pub async fn ack_stream(
+        self: &Arc<Self>,
+        stream: &str,
+        seq: u64,
+    ) -> Result<usize, BufferError> {
+        let current = self.stream_id();
+        if current != stream {
+            return Err(BufferError::Unavailable {
+                path: self.dir().to_owned(),
+                why: format!(
+                    "the buffer now holds stream {current}, not {stream} that this session ships; reconnecting"
+                ),
+            });
+        }
+        self.ack(seq).await
+    }
+
     pub async fn ack(self: &Arc<Self>, seq: u64) -> Result<usize, BufferError> {
         let epoch = self.reopens.load(Ordering::SeqCst);
         let this = self.clone();
