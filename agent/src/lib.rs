@@ -10,6 +10,7 @@ pub mod buffer;
 pub mod capture;
 pub mod config;
 pub mod gaps;
+pub mod memory;
 pub mod shipper;
 pub mod test_hooks;
 

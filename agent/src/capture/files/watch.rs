@@ -142,10 +142,20 @@ pub(super) struct Watcher {
     retry_now: bool,
     /// When the watcher last gave back memory a burst left behind.
     last_compact: Instant,
+    /// Records sent since a burst was last noticed, and until when memory
+    /// is given back to the system after one.
+    sent: u64,
+    trim_until: Option<Instant>,
 }
 
 /// How often an idle watcher gives back memory left from a burst.
 const COMPACT_EVERY: Duration = Duration::from_secs(5);
+/// Records within one compaction interval that make a burst: memory is
+/// then given back to the system (`memory::trim`) at every idle interval
+/// for [`TRIM_FOR`], while the hasher and the buffer writer catch up and
+/// free what the burst queued.
+const BURST: u64 = 1000;
+const TRIM_FOR: Duration = Duration::from_secs(90);
 
 impl Watcher {
     pub(super) fn new(
@@ -208,6 +218,8 @@ impl Watcher {
             parent_watches: HashMap::new(),
             retry_now: false,
             last_compact: Instant::now(),
+            sent: 0,
+            trim_until: None,
         })
     }
 
@@ -349,6 +361,14 @@ impl Watcher {
         if let Some(a) = self.fan.as_mut() {
             a.compact(now);
         }
+        if std::mem::take(&mut self.sent) >= BURST {
+            self.trim_until = Some(now + TRIM_FOR);
+        }
+        match self.trim_until {
+            Some(until) if now <= until => crate::memory::trim(),
+            Some(_) => self.trim_until = None,
+            None => {}
+        }
     }
 
     fn tell(&self, w: Watching) {
@@ -486,6 +506,12 @@ impl Watcher {
                     .or_else(|| a.writer_of(&content, r.first))
             })
             .cloned();
+        if writer.is_some()
+            && let Some(a) = self.fan.as_mut()
+        {
+            a.forget(&r.path);
+            a.forget(&content);
+        }
         if let (Some(w), Some(Kind::File(f))) = (&writer, event.kind.as_mut()) {
             attribute(f, w);
             if let Some(uid) = w.uid {
@@ -516,6 +542,7 @@ impl Watcher {
     }
 
     fn send(&mut self, o: Observed) {
+        self.sent += 1;
         // Blocks when the hasher is behind: the kernel queue then fills and
         // an overflow is reported, rather than memory growing unbounded.
         if self.out.send(o).is_err() {
