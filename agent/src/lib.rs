@@ -49,7 +49,8 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         move || buffer::Buffer::open(&dir, max, cache)
     })
     .await??;
-    if test_hooks::ENABLED {
+    #[cfg(feature = "test-hooks")]
+    {
         tracing::warn!(
             "this kiroku-agent is a test build (test hooks compiled in): not for production"
         );
