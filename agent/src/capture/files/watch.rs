@@ -274,7 +274,9 @@ impl Watcher {
             since_ms: kiroku_common::now_ms(),
             missing,
         });
-        self.watch_parents();
+        // Follows the parents of missing roots (and catches one that
+        // appeared since its first try).
+        self.retry_roots();
         let mut buf = vec![0u8; 64 * 1024];
         while !self.stop.load(Ordering::Relaxed) {
             let paused = self.pause.as_ref().is_some_and(|p| p.exists());
