@@ -231,6 +231,23 @@ impl Watcher {
 
     /// Runs until the stop flag is set, then reports what is pending.
     pub(super) fn run(mut self) {
+        self.start_watching();
+        let mut buf = vec![0u8; 64 * 1024];
+        while !self.stop.load(Ordering::Relaxed) {
+            self.step(&mut buf);
+        }
+        for f in self.moves.drain() {
+            self.moved_out(f);
+        }
+        for r in self.coalescer.drain() {
+            self.emit_ready(r, None);
+        }
+        tracing::info!("file capture stopped");
+    }
+
+    /// Opens the mount table and fanotify, watches the roots and the
+    /// removable volumes, and tells the catch-up scan.
+    fn start_watching(&mut self) {
         self.mountinfo = match std::fs::File::open("/proc/self/mountinfo") {
             Ok(f) => Some(f),
             Err(e) => {
@@ -277,63 +294,58 @@ impl Watcher {
         // Follows the parents of missing roots (and catches one that
         // appeared since its first try).
         self.retry_roots();
-        let mut buf = vec![0u8; 64 * 1024];
-        while !self.stop.load(Ordering::Relaxed) {
-            let paused = self.pause.as_ref().is_some_and(|p| p.exists());
-            let now = Instant::now();
-            let mut wake = now + Duration::from_millis(500);
-            for d in [self.coalescer.next_deadline(), self.moves.next_deadline()]
-                .into_iter()
-                .flatten()
-            {
-                wake = wake.min(d);
-            }
-            let timeout = if paused {
-                Duration::from_millis(50)
-            } else {
-                wake.saturating_duration_since(now)
-            };
-            let ready = self.poll(timeout, paused);
-            // Writers first, so records emitted below can name them.
-            if ready.fan
-                && let Some(a) = self.fan.as_mut()
-            {
-                a.read();
-            }
-            if ready.inotify {
-                self.read(&mut buf);
-            }
-            if ready.mounts {
-                self.mounts_changed();
-            }
-            if ready.parents {
-                self.parents_changed(&mut buf);
-            }
-            let now = Instant::now();
-            if !paused {
-                for f in self.moves.expired(now) {
-                    self.moved_out(f);
-                }
-            }
-            self.check_writers(now);
-            for r in self.coalescer.due(now) {
-                self.emit_ready(r, None);
-            }
-            if self.retry_now || now >= self.last_retry + RETRY {
-                self.retry_now = false;
-                self.last_retry = now;
-                self.retry_roots();
-            }
-            self.report_enospc(now);
-            self.compact(now);
+    }
+
+    /// One turn of the loop: waits for the kernel (or the next deadline)
+    /// and handles what is due.
+    fn step(&mut self, buf: &mut [u8]) {
+        let paused = self.pause.as_ref().is_some_and(|p| p.exists());
+        let now = Instant::now();
+        let mut wake = now + Duration::from_millis(500);
+        for d in [self.coalescer.next_deadline(), self.moves.next_deadline()]
+            .into_iter()
+            .flatten()
+        {
+            wake = wake.min(d);
         }
-        for f in self.moves.drain() {
-            self.moved_out(f);
+        let timeout = if paused {
+            Duration::from_millis(50)
+        } else {
+            wake.saturating_duration_since(now)
+        };
+        let ready = self.poll(timeout, paused);
+        // Writers first, so records emitted below can name them.
+        if ready.fan
+            && let Some(a) = self.fan.as_mut()
+        {
+            a.read();
         }
-        for r in self.coalescer.drain() {
+        if ready.inotify {
+            self.read(buf);
+        }
+        if ready.mounts {
+            self.mounts_changed();
+        }
+        if ready.parents {
+            self.parents_changed(buf);
+        }
+        let now = Instant::now();
+        if !paused {
+            for f in self.moves.expired(now) {
+                self.moved_out(f);
+            }
+        }
+        self.check_writers(now);
+        for r in self.coalescer.due(now) {
             self.emit_ready(r, None);
         }
-        tracing::info!("file capture stopped");
+        if self.retry_now || now >= self.last_retry + RETRY {
+            self.retry_now = false;
+            self.last_retry = now;
+            self.retry_roots();
+        }
+        self.report_enospc(now);
+        self.compact(now);
     }
 
     /// Files written without a close seen, quiet for the window: complete
