@@ -10,6 +10,7 @@ pub mod buffer;
 pub mod capture;
 pub mod config;
 pub mod gaps;
+pub mod memory;
 pub mod shipper;
 pub mod test_hooks;
 
@@ -52,7 +53,8 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         move || buffer::Buffer::open_with(&dir, limits)
     })
     .await??;
-    if test_hooks::ENABLED {
+    #[cfg(feature = "test-hooks")]
+    {
         tracing::warn!(
             "this kiroku-agent is a test build (test hooks compiled in): not for production"
         );

@@ -18,6 +18,7 @@ struct Cli {
 }
 
 fn main() -> std::process::ExitCode {
+    kiroku_agent::memory::limit_arenas();
     let cli = Cli::parse();
     kiroku_common::init_logging("info");
     let cfg = match kiroku_agent::AgentConfig::load(&cli.config) {

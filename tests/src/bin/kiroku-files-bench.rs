@@ -33,6 +33,10 @@ struct Args {
     /// read again.
     #[arg(long, default_value_t = 60)]
     idle_secs: u64,
+    /// TOML appended to the post-burst agent's configuration (such as
+    /// "[buffer]\ncache_bytes = 1048576"), to see what holds memory.
+    #[arg(long, default_value = "")]
+    agent_extra: String,
     /// Parts to run, comma-separated: rate, tree, big, post-burst.
     #[arg(long, default_value = "rate,tree,big,post-burst")]
     parts: String,
@@ -327,7 +331,7 @@ async fn post_burst(env: &Env, a: &Args) -> anyhow::Result<()> {
     }
     let burst_dir = root.join("burst");
     std::fs::create_dir_all(&burst_dir)?;
-    let agent = start(env, "post-burst", &root, "")?;
+    let agent = start(env, "post-burst", &root, &format!("\n{}\n", a.agent_extra))?;
     let pid = agent.pid();
     tokio::time::sleep(Duration::from_secs(10)).await;
     let idle = status_kb(pid, "VmRSS");

@@ -133,6 +133,13 @@ impl Attribution {
         }
     }
 
+    /// Forgets the writer of `path` once a record named it: the next
+    /// record of that path needs a close of its own anyway, and a burst of
+    /// files must not keep 20,000 entries alive for two minutes.
+    pub fn forget(&mut self, path: &Path) {
+        self.recent.remove(path);
+    }
+
     /// The last writer of `path`, if it closed it no earlier than `since`
     /// (the record's first kernel event, give or take `SLACK`: both queues
     /// are read in the same loop, fanotify first): an older writer is not

@@ -142,10 +142,20 @@ pub(super) struct Watcher {
     retry_now: bool,
     /// When the watcher last gave back memory a burst left behind.
     last_compact: Instant,
+    /// Records sent since a burst was last noticed, and until when memory
+    /// is given back to the system after one.
+    sent: u64,
+    trim_until: Option<Instant>,
 }
 
 /// How often an idle watcher gives back memory left from a burst.
 const COMPACT_EVERY: Duration = Duration::from_secs(5);
+/// Records within one compaction interval that make a burst: memory is
+/// then given back to the system (`memory::trim`) at every idle interval
+/// for [`TRIM_FOR`], while the hasher and the buffer writer catch up and
+/// free what the burst queued.
+const BURST: u64 = 1000;
+const TRIM_FOR: Duration = Duration::from_secs(90);
 
 impl Watcher {
     pub(super) fn new(
@@ -208,6 +218,8 @@ impl Watcher {
             parent_watches: HashMap::new(),
             retry_now: false,
             last_compact: Instant::now(),
+            sent: 0,
+            trim_until: None,
         })
     }
 
@@ -219,6 +231,23 @@ impl Watcher {
 
     /// Runs until the stop flag is set, then reports what is pending.
     pub(super) fn run(mut self) {
+        self.start_watching();
+        let mut buf = vec![0u8; 64 * 1024];
+        while !self.stop.load(Ordering::Relaxed) {
+            self.step(&mut buf);
+        }
+        for f in self.moves.drain() {
+            self.moved_out(f);
+        }
+        for r in self.coalescer.drain() {
+            self.emit_ready(r, None);
+        }
+        tracing::info!("file capture stopped");
+    }
+
+    /// Opens the mount table and fanotify, watches the roots and the
+    /// removable volumes, and tells the catch-up scan.
+    fn start_watching(&mut self) {
         self.mountinfo = match std::fs::File::open("/proc/self/mountinfo") {
             Ok(f) => Some(f),
             Err(e) => {
@@ -262,64 +291,61 @@ impl Watcher {
             since_ms: kiroku_common::now_ms(),
             missing,
         });
-        self.watch_parents();
-        let mut buf = vec![0u8; 64 * 1024];
-        while !self.stop.load(Ordering::Relaxed) {
-            let paused = self.pause.as_ref().is_some_and(|p| p.exists());
-            let now = Instant::now();
-            let mut wake = now + Duration::from_millis(500);
-            for d in [self.coalescer.next_deadline(), self.moves.next_deadline()]
-                .into_iter()
-                .flatten()
-            {
-                wake = wake.min(d);
-            }
-            let timeout = if paused {
-                Duration::from_millis(50)
-            } else {
-                wake.saturating_duration_since(now)
-            };
-            let ready = self.poll(timeout, paused);
-            // Writers first, so records emitted below can name them.
-            if ready.fan
-                && let Some(a) = self.fan.as_mut()
-            {
-                a.read();
-            }
-            if ready.inotify {
-                self.read(&mut buf);
-            }
-            if ready.mounts {
-                self.mounts_changed();
-            }
-            if ready.parents {
-                self.parents_changed(&mut buf);
-            }
-            let now = Instant::now();
-            if !paused {
-                for f in self.moves.expired(now) {
-                    self.moved_out(f);
-                }
-            }
-            self.check_writers(now);
-            for r in self.coalescer.due(now) {
-                self.emit_ready(r, None);
-            }
-            if self.retry_now || now >= self.last_retry + RETRY {
-                self.retry_now = false;
-                self.last_retry = now;
-                self.retry_roots();
-            }
-            self.report_enospc(now);
-            self.compact(now);
+        // Follows the parents of missing roots (and catches one that
+        // appeared since its first try).
+        self.retry_roots();
+    }
+
+    /// One turn of the loop: waits for the kernel (or the next deadline)
+    /// and handles what is due.
+    fn step(&mut self, buf: &mut [u8]) {
+        let paused = self.pause.as_ref().is_some_and(|p| p.exists());
+        let now = Instant::now();
+        let mut wake = now + Duration::from_millis(500);
+        for d in [self.coalescer.next_deadline(), self.moves.next_deadline()]
+            .into_iter()
+            .flatten()
+        {
+            wake = wake.min(d);
         }
-        for f in self.moves.drain() {
-            self.moved_out(f);
+        let timeout = if paused {
+            Duration::from_millis(50)
+        } else {
+            wake.saturating_duration_since(now)
+        };
+        let ready = self.poll(timeout, paused);
+        // Writers first, so records emitted below can name them.
+        if ready.fan
+            && let Some(a) = self.fan.as_mut()
+        {
+            a.read();
         }
-        for r in self.coalescer.drain() {
+        if ready.inotify {
+            self.read(buf);
+        }
+        if ready.mounts {
+            self.mounts_changed();
+        }
+        if ready.parents {
+            self.parents_changed(buf);
+        }
+        let now = Instant::now();
+        if !paused {
+            for f in self.moves.expired(now) {
+                self.moved_out(f);
+            }
+        }
+        self.check_writers(now);
+        for r in self.coalescer.due(now) {
             self.emit_ready(r, None);
         }
-        tracing::info!("file capture stopped");
+        if self.retry_now || now >= self.last_retry + RETRY {
+            self.retry_now = false;
+            self.last_retry = now;
+            self.retry_roots();
+        }
+        self.report_enospc(now);
+        self.compact(now);
     }
 
     /// Files written without a close seen, quiet for the window: complete
@@ -348,6 +374,14 @@ impl Watcher {
         self.moves.compact();
         if let Some(a) = self.fan.as_mut() {
             a.compact(now);
+        }
+        if std::mem::take(&mut self.sent) >= BURST {
+            self.trim_until = Some(now + TRIM_FOR);
+        }
+        match self.trim_until {
+            Some(until) if now <= until => crate::memory::trim(),
+            Some(_) => self.trim_until = None,
+            None => {}
         }
     }
 
@@ -486,6 +520,12 @@ impl Watcher {
                     .or_else(|| a.writer_of(&content, r.first))
             })
             .cloned();
+        if writer.is_some()
+            && let Some(a) = self.fan.as_mut()
+        {
+            a.forget(&r.path);
+            a.forget(&content);
+        }
         if let (Some(w), Some(Kind::File(f))) = (&writer, event.kind.as_mut()) {
             attribute(f, w);
             if let Some(uid) = w.uid {
@@ -516,6 +556,7 @@ impl Watcher {
     }
 
     fn send(&mut self, o: Observed) {
+        self.sent += 1;
         // Blocks when the hasher is behind: the kernel queue then fills and
         // an overflow is reported, rather than memory growing unbounded.
         if self.out.send(o).is_err() {

@@ -82,20 +82,28 @@ impl Watcher {
     /// Tries again the roots that are not watched, then follows the
     /// nearest existing parent of those still missing.
     pub(super) fn retry_roots(&mut self) {
-        for i in 0..self.roots.len() {
-            if !self.roots[i].watched && self.roots[i].kind != RootKind::Volume {
-                self.watch_root(i, false);
+        // A parent watched only now says nothing of what appeared before
+        // its watch existed: try the roots again until no new parent
+        // watch was needed (bounded by the depth of the missing paths).
+        for _ in 0..16 {
+            for i in 0..self.roots.len() {
+                if !self.roots[i].watched && self.roots[i].kind != RootKind::Volume {
+                    self.watch_root(i, false);
+                }
+            }
+            if !self.watch_parents() {
+                break;
             }
         }
-        self.watch_parents();
     }
 
     /// Keeps a watch (on the second inotify instance) on the nearest
     /// existing parent of each root that is not watched: the directory
     /// appearing, or a missing parent of it, wakes [`Watcher::retry_roots`].
-    pub(super) fn watch_parents(&mut self) {
+    /// True when it added a watch.
+    pub(super) fn watch_parents(&mut self) -> bool {
         let Some(parents) = self.parents.as_mut() else {
-            return;
+            return false;
         };
         let wanted: HashSet<PathBuf> = self
             .roots
@@ -111,6 +119,7 @@ impl Watcher {
             }
             keep
         });
+        let mut added = false;
         for dir in wanted {
             if self.parent_watches.contains_key(&dir) {
                 continue;
@@ -118,12 +127,14 @@ impl Watcher {
             match parents.watches().add(&dir, PARENT_MASK) {
                 Ok(wd) => {
                     self.parent_watches.insert(dir, wd);
+                    added = true;
                 }
                 Err(e) => {
                     tracing::debug!(dir = %dir.display(), error = %e, "cannot watch the parent of a missing root: it is retried every 30 s");
                 }
             }
         }
+        added
     }
 
     /// Something changed in the parent of a missing root: retry at once.
@@ -161,7 +172,8 @@ impl Watcher {
         );
         tracing::error!(root = %path.display(), "{why}");
         self.emit_now("watch_lost", &path, |f| f.detail = detail, HashPlan::None);
-        self.watch_parents();
+        // The main loop then follows its nearest existing parent.
+        self.retry_now = true;
     }
 
     pub(super) fn add_watch(&mut self, dir: &Path) -> std::io::Result<()> {
