@@ -6,6 +6,7 @@
 //! waiting, indexes them, and makes them durable with a single commit
 //! (group commit), so many agents share the cost of one fsync.
 
+use kiroku_common::quote::quote;
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -361,14 +362,16 @@ fn admit(e: &mut Event, id: &PeerIdentity, stream_id: &str, now: i64) -> Result<
     if !e.agent_id.is_empty() && e.agent_id != id.name {
         tracing::warn!(identity = %id, claimed = %e.agent_id, "refused: agent tried to submit events as another agent");
         return Err(Status::permission_denied(format!(
-            "{id} may only submit its own events, not events of agent {:?}",
-            e.agent_id
+            "{id} may only submit its own events, not events of agent {}",
+            quote(&e.agent_id)
         )));
     }
     if e.stream_id != stream_id {
         return Err(Status::invalid_argument(format!(
-            "event seq {} names stream {:?} but this stream is {:?}",
-            e.seq, e.stream_id, stream_id
+            "event seq {} names stream {} but this stream is {}",
+            e.seq,
+            quote(&e.stream_id),
+            quote(stream_id)
         )));
     }
     if e.seq == 0 {
@@ -447,8 +450,8 @@ impl Ingest for IngestService {
         };
         if !valid_stream_id(&hello.stream_id) {
             return Err(Status::invalid_argument(format!(
-                "invalid stream_id {:?}: 1-64 characters of letters, digits, '-' and '_'",
-                hello.stream_id
+                "invalid stream_id {}: 1-64 characters of letters, digits, '-' and '_'",
+                quote(&hello.stream_id)
             )));
         }
         let stream_id = hello.stream_id.clone();
@@ -638,7 +641,8 @@ impl Ingest for IngestService {
         let shas = req.into_inner().sha256;
         if let Some(bad) = shas.iter().find(|s| !kiroku_common::is_sha256_hex(s)) {
             return Err(Status::invalid_argument(format!(
-                "not a lower-case hex sha256: {bad:?}"
+                "not a lower-case hex sha256: {}",
+                quote(bad)
             )));
         }
         let store = self.store.clone();
@@ -665,7 +669,8 @@ impl Ingest for IngestService {
         let (sha, size) = (first.sha256.clone(), first.size);
         if !kiroku_common::is_sha256_hex(&sha) {
             return Err(Status::invalid_argument(format!(
-                "not a lower-case hex sha256: {sha:?}"
+                "not a lower-case hex sha256: {}",
+                quote(&sha)
             )));
         }
         if size > self.max_blob_bytes {
