@@ -196,8 +196,15 @@ impl Buffer {
         let id = self.blocking(task).await?;
         if let Err(e) = self.flush(epoch).await {
             // Not durable: the session gives up on it; a reopen or the next
-            // start recovers whatever reached the disk.
+            // start recovers whatever reached the disk. A reopen that ran
+            // between the write and this failure skipped it as live, so
+            // it is recovered now if the buffer is open (else at the next
+            // reopen): never stranded in `inflight` until a restart.
             self.forget_inflight(id);
+            let this = self.clone();
+            let _ = self
+                .blocking(move || this.with_store(|s| this.recover_inflight(s)))
+                .await;
             return Err(e);
         }
         Ok(InflightId(id))
