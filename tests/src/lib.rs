@@ -152,6 +152,21 @@ impl Proc {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits until the process's log contains `what`, for at most `within`.
+    pub async fn wait_log(&self, what: &str, within: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + within;
+        while !self.log_text().contains(what) {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "{} log never said {what:?}:\n{}",
+                self.name,
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok(())
+    }
+
     /// Waits until `port` accepts connections or the process dies.
     pub fn wait_port(&mut self, port: u16) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);

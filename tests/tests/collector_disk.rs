@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 
 use kiroku_proto::SearchRequest;
 use kiroku_tests::{
-    Env, Mode, Proc, TmpfsMount, bin, email, fill_disk, free_port, is_root, send_mail, skip,
-    unfill_disk,
+    Env, Mode, TmpfsMount, bin, email, fill_disk, free_port, is_root, send_mail, skip, unfill_disk,
 };
 
 fn mail(tag: &str, n: usize) -> Vec<u8> {
@@ -111,20 +110,6 @@ async fn each_recipient_once(env: &Env, subject: &str, n: usize) -> anyhow::Resu
     Ok(())
 }
 
-async fn wait_log(p: &Proc, what: &str, within: Duration) -> anyhow::Result<()> {
-    let deadline = Instant::now() + within;
-    while !p.log_text().contains(what) {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "{} log never said {what:?}:\n{}",
-            p.name,
-            p.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    Ok(())
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_collector_disk_pauses_ingest_and_loses_nothing() -> anyhow::Result<()> {
     if !is_root() {
@@ -147,7 +132,9 @@ async fn a_full_collector_disk_pauses_ingest_and_loses_nothing() -> anyhow::Resu
     // Below the reserve: ingest pauses, the relay keeps accepting.
     fill_disk(&data, 12_000_000)?;
     send(smtp, "during", 10)?;
-    wait_log(&collector, "ingest paused", Duration::from_secs(30)).await?;
+    collector
+        .wait_log("ingest paused", Duration::from_secs(30))
+        .await?;
     let hosts = env.cli(&["hosts"])?;
     let out = Command::new(bin("kiroku"))
         .arg("--config")
@@ -170,7 +157,9 @@ async fn a_full_collector_disk_pauses_ingest_and_loses_nothing() -> anyhow::Resu
     // Space returns: everything arrives, once.
     std::fs::remove_file(data.join("ballast"))?;
     exactly_once(&env, "during", 10, Duration::from_secs(90)).await?;
-    wait_log(&collector, "ingest resumed", Duration::from_secs(5)).await?;
+    collector
+        .wait_log("ingest resumed", Duration::from_secs(5))
+        .await?;
     drop(collector);
 
     // No reserve at all: the disk really fills and the committer's own
@@ -325,7 +314,9 @@ async fn a_full_metadata_volume_pauses_ingest_and_it_resumes() -> anyhow::Result
     // message names that volume.
     fill_disk(&meta, 2_000_000)?;
     send(smtp, "metapause", 5)?;
-    wait_log(&collector, "ingest paused", Duration::from_secs(30)).await?;
+    collector
+        .wait_log("ingest paused", Duration::from_secs(30))
+        .await?;
     let log = collector.log_text();
     assert!(
         log.lines()
@@ -437,12 +428,9 @@ async fn blob_uploads_wait_for_the_reserve_and_queries_go_on_on_a_full_disk() ->
         raw.as_bytes(),
     )?;
     assert_eq!(s.code, 250, "{s:?}");
-    wait_log(
-        &agent,
-        "shipping to the collector failed",
-        Duration::from_secs(30),
-    )
-    .await?;
+    agent
+        .wait_log("shipping to the collector failed", Duration::from_secs(30))
+        .await?;
     assert_eq!(
         count_files(&data.join("blobs")),
         blobs_before,
@@ -471,12 +459,12 @@ async fn blob_uploads_wait_for_the_reserve_and_queries_go_on_on_a_full_disk() ->
         .await
         .map_err(|e| anyhow::anyhow!("query {i} on a full disk refused: {e}"))?;
     }
-    wait_log(
-        &collector,
-        "audit log writes into its own reserve",
-        Duration::from_secs(5),
-    )
-    .await?;
+    collector
+        .wait_log(
+            "audit log writes into its own reserve",
+            Duration::from_secs(5),
+        )
+        .await?;
 
     let log = collector.log_text();
     assert!(log.contains("blob upload refused"), "{log}");

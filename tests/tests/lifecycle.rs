@@ -12,7 +12,7 @@ use kiroku_proto::{
     Ack, Batch, BlobChunk, EmailEvent, Event, GetEventRequest, Hello, MissingBlobsRequest,
     SearchRequest, ShipRequest, event::Kind, ship_request, ship_response,
 };
-use kiroku_tests::{Env, Mode, Proc, email, free_port, send_mail};
+use kiroku_tests::{Env, Mode, email, free_port, send_mail};
 
 fn mail(tag: &str, n: usize) -> Vec<u8> {
     format!(
@@ -37,20 +37,6 @@ fn by_subject(tag: &str) -> SearchRequest {
         subject: tag.into(),
         ..Default::default()
     }
-}
-
-async fn wait_log(p: &Proc, what: &str, within: Duration) -> anyhow::Result<()> {
-    let deadline = Instant::now() + within;
-    while !p.log_text().contains(what) {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "{} log never said {what:?}:\n{}",
-            p.name,
-            p.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    Ok(())
 }
 
 /// Issue 15, finding 11: with agents connected and idle, SIGTERM made the
@@ -97,7 +83,8 @@ async fn sigterm_with_idle_agents_exits_promptly_and_they_come_back() -> anyhow:
         term.elapsed()
     );
     for a in &agents {
-        wait_log(a, "the collector is shutting down", Duration::from_secs(5)).await?;
+        a.wait_log("the collector is shutting down", Duration::from_secs(5))
+            .await?;
     }
 
     // Mail goes on while the collector is away, and arrives once it is back.
