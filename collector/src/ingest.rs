@@ -277,12 +277,15 @@ fn cut_at_missing_blob(store: &Store, uploader: &str, events: &mut Vec<Event>) -
             .filter(|sha| !held_for(store, uploader, sha))
             .map(str::to_owned)
     };
-    let Some(first) = events.iter().position(|e| missing(e).is_some()) else {
+    let Some((first, sha)) = events
+        .iter()
+        .enumerate()
+        .find_map(|(i, e)| missing(e).map(|sha| (i, sha)))
+    else {
         return Vec::new();
     };
-    let mut shas: Vec<String> = events[first..]
-        .iter()
-        .filter_map(missing)
+    let mut shas: Vec<String> = std::iter::once(sha)
+        .chain(events[first + 1..].iter().filter_map(missing))
         .take(MISSING_BLOBS_MAX)
         .collect();
     shas.sort();

@@ -22,6 +22,8 @@ pub struct MetaStore {
     db: sled::Db,
     streams: sled::Tree,
     hosts: sled::Tree,
+    /// Which identity uploaded which blob (`MetaStore::note_uploader`).
+    uploaders: sled::Tree,
     /// The first I/O error sled reported. sled does not recover from one
     /// in-process (every later call returns it, even after space is back).
     failed: Mutex<Option<String>>,
@@ -43,6 +45,7 @@ impl MetaStore {
             path: path.to_owned(),
             streams: db.open_tree("streams").map_err(err)?,
             hosts: db.open_tree("hosts").map_err(err)?,
+            uploaders: db.open_tree(BLOB_UPLOADERS).map_err(err)?,
             db,
             failed: Mutex::new(None),
         })
@@ -140,18 +143,16 @@ impl MetaStore {
     /// `sha`. Not flushed by itself: a note lost in a crash only makes
     /// that agent upload the blob once more.
     pub fn note_uploader(&self, uploader: &str, sha: &str) -> Result<(), MetaError> {
-        self.db
-            .open_tree(BLOB_UPLOADERS)
-            .and_then(|t| t.insert(uploader_key(uploader, sha), &[]))
+        self.uploaders
+            .insert(uploader_key(uploader, sha), &[])
             .map_err(|e| self.err(e))?;
         Ok(())
     }
 
     /// Whether `uploader` sent the blob `sha` (see [`MetaStore::note_uploader`]).
     pub fn uploaded_by(&self, uploader: &str, sha: &str) -> Result<bool, MetaError> {
-        self.db
-            .open_tree(BLOB_UPLOADERS)
-            .and_then(|t| t.contains_key(uploader_key(uploader, sha)))
+        self.uploaders
+            .contains_key(uploader_key(uploader, sha))
             .map_err(|e| self.err(e))
     }
 
