@@ -9,7 +9,6 @@
 //! do not shrink when records are removed, and a bound on them stayed
 //! "full" after the collector had drained the buffer.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -208,18 +207,10 @@ impl Ledger {
         if seq <= self.seq_mark.load(Ordering::SeqCst) || stream_id.is_empty() {
             return;
         }
-        let tmp = self.seq_file.with_extension("tmp");
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
-            writeln!(f, "{SEQ_MAGIC} {stream_id} {seq}")?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &self.seq_file)?;
-            if let Some(dir) = self.seq_file.parent() {
-                std::fs::File::open(dir)?.sync_all()?;
-            }
-            Ok(())
-        };
-        match write() {
+        match super::store::replace_durably(
+            &self.seq_file,
+            &format!("{SEQ_MAGIC} {stream_id} {seq}"),
+        ) {
             Ok(()) => {
                 self.seq_mark.fetch_max(seq, Ordering::SeqCst);
             }

@@ -72,13 +72,25 @@ pub(super) fn current_generation(dir: &Path) -> Result<u64, BufferError> {
 /// Points the buffer at generation `n` durably (temp file, fsync, rename,
 /// directory fsync): the switch to a new generation is this one rename.
 fn set_current_generation(dir: &Path, n: u64) -> std::io::Result<()> {
-    let path = dir.join(GENERATION_FILE);
-    let tmp = dir.join(format!("{GENERATION_FILE}.tmp"));
+    replace_durably(
+        &dir.join(GENERATION_FILE),
+        &format!("{GENERATION_MAGIC} {n}"),
+    )
+}
+
+/// Replaces the small file `path` with the line `line`, durably: a temp
+/// file beside it, fsync, rename, then an fsync of its directory. A crash
+/// leaves either the old content or the new, never a torn one.
+pub(super) fn replace_durably(path: &Path, line: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
     let mut f = std::fs::File::create(&tmp)?;
-    writeln!(f, "{GENERATION_MAGIC} {n}")?;
+    writeln!(f, "{line}")?;
     f.sync_all()?;
-    std::fs::rename(&tmp, &path)?;
-    std::fs::File::open(dir)?.sync_all()
+    std::fs::rename(&tmp, path)?;
+    match path.parent() {
+        Some(dir) => std::fs::File::open(dir)?.sync_all(),
+        None => Ok(()),
+    }
 }
 
 /// Generation directories other than the current one: a drained old
