@@ -33,6 +33,21 @@ pub fn is_file_operation(op: &str) -> bool {
     FILE_OPERATIONS.contains(&op)
 }
 
+/// `op` as a search names it (trimmed, lower case) when it is one of
+/// [`FILE_OPERATIONS`]; otherwise a message naming it and the valid ones.
+pub fn file_operation(op: &str) -> Result<String, String> {
+    let op = op.trim().to_lowercase();
+    if is_file_operation(&op) {
+        Ok(op)
+    } else {
+        Err(format!(
+            "unknown file operation {}: use one of {}",
+            crate::quote::quote(&op),
+            FILE_OPERATIONS.join(", ")
+        ))
+    }
+}
+
 /// The agent tagged a mail whose bare CR/LF line endings it normalised to
 /// CRLF before relaying (`smtp.bare_line_endings = "normalise"`).
 pub const NORMALISED_LINE_ENDINGS: &str = "normalised-line-endings";

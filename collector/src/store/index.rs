@@ -600,17 +600,12 @@ impl EventIndex {
             must.push(term(f.kind, &kind));
         }
         if !r.operation.is_empty() {
-            let op = r.operation.trim().to_lowercase();
-            if !vocabulary::is_file_operation(&op) {
-                return Err(IndexError::BadQuery {
+            let op = vocabulary::file_operation(&r.operation).map_err(|message| {
+                IndexError::BadQuery {
                     field: "operation",
-                    message: format!(
-                        "unknown file operation {}: use one of {}",
-                        kiroku_common::quote::quote(&op),
-                        vocabulary::FILE_OPERATIONS.join(", ")
-                    ),
-                });
-            }
+                    message,
+                }
+            })?;
             must.push(term(f.operation, &op));
         }
         if r.removable {

@@ -421,14 +421,8 @@ async fn search(connect: &client::ConnectArgs, a: SearchArgs) -> anyhow::Result<
         corrected_time: a.corrected_time,
     };
     if !req.operation.is_empty() {
-        let op = req.operation.trim().to_lowercase();
-        anyhow::ensure!(
-            kiroku_common::vocabulary::is_file_operation(&op),
-            "unknown file operation {} for --op: use one of {}",
-            kiroku_common::quote::quote(&op),
-            kiroku_common::vocabulary::FILE_OPERATIONS.join(", ")
-        );
-        req.operation = op;
+        req.operation = kiroku_common::vocabulary::file_operation(&req.operation)
+            .map_err(|e| anyhow::anyhow!("{}", e.replacen(": use", " for --op: use", 1)))?;
     }
     let mut q = connect.query().await?;
     let mut events = Vec::new();
