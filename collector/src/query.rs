@@ -116,8 +116,9 @@ async fn audit_entry(
     filter: String,
     results: u64,
 ) -> Result<(), Status> {
-    let filter = bounded_filter(&filter);
-    tracing::info!(target: "audit", identity = %who, call, filter = %filter, results, "query");
+    // The log line gets the bounded form; the audit log bounds (and
+    // hashes) the whole filter itself, so it is handed the original.
+    tracing::info!(target: "audit", identity = %who, call, filter = %bounded_filter(&filter), results, "query");
     tokio::task::spawn_blocking(move || {
         store
             .audit_query(&who, call, &filter, results)
