@@ -1,0 +1,171 @@
+//! A `SearchRequest` as a tantivy query.
+
+use std::ops::Bound;
+
+use kiroku_common::vocabulary;
+use kiroku_proto::SearchRequest;
+use tantivy::Term;
+use tantivy::query::{
+    AllQuery, BooleanQuery, Occur, PhraseQuery, Query, QueryParser, RangeQuery, TermQuery,
+};
+use tantivy::schema::{Field, IndexRecordOption};
+
+use super::{EventIndex, IndexError, KINDS, check_search, sha_key};
+
+impl EventIndex {
+    /// Words of a path as a phrase: `alice/q3 report.pdf` finds
+    /// `/home/alice/Q3 Report.pdf`. Built from the field's own tokenizer,
+    /// so path characters are never query syntax.
+    pub(super) fn path_query(&self, text: &str) -> Result<Box<dyn Query>, IndexError> {
+        let mut analyzer = self
+            .index
+            .tokenizer_for_field(self.f.path)
+            .map_err(|e| self.terr(e))?;
+        let mut stream = analyzer.token_stream(text);
+        let mut terms = Vec::new();
+        while stream.advance() {
+            terms.push(Term::from_field_text(self.f.path, &stream.token().text));
+        }
+        Ok(match terms.len() {
+            0 => {
+                return Err(IndexError::BadQuery {
+                    field: "path",
+                    message: format!(
+                        "{} has no words to search for",
+                        kiroku_common::quote::quote(text)
+                    ),
+                });
+            }
+            1 => Box::new(TermQuery::new(terms.remove(0), IndexRecordOption::Basic)),
+            _ => Box::new(PhraseQuery::new(terms)),
+        })
+    }
+
+    /// The query of a search request: every filter set must match.
+    pub(super) fn build_query(&self, r: &SearchRequest) -> Result<Box<dyn Query>, IndexError> {
+        check_search(r)?;
+        let f = &self.f;
+        let mut must: Vec<Box<dyn Query>> = Vec::new();
+        let term = |field: Field, v: &str| -> Box<dyn Query> {
+            Box::new(TermQuery::new(
+                Term::from_field_text(field, v),
+                IndexRecordOption::Basic,
+            ))
+        };
+        for (field, v) in [
+            (f.host, &r.host),
+            (f.user, &r.user),
+            (f.address, &r.address),
+            (f.sender, &r.sender),
+            (f.recipient, &r.recipient),
+            (f.outcome, &r.outcome),
+        ] {
+            if !v.is_empty() {
+                must.push(term(field, &v.trim().to_lowercase()));
+            }
+        }
+        if !r.sha256.is_empty() {
+            must.push(Box::new(TermQuery::new(
+                Term::from_field_bytes(f.sha256, &sha_key(&r.sha256.trim().to_lowercase())),
+                IndexRecordOption::Basic,
+            )));
+        }
+        if !r.kind.is_empty() {
+            let kind = r.kind.trim().to_lowercase();
+            if !KINDS.contains(&kind.as_str()) {
+                return Err(IndexError::BadQuery {
+                    field: "kind",
+                    message: format!(
+                        "unknown kind {}: use one of {}",
+                        kiroku_common::quote::quote(&kind),
+                        KINDS.join(", ")
+                    ),
+                });
+            }
+            must.push(term(f.kind, &kind));
+        }
+        if !r.operation.is_empty() {
+            let op = vocabulary::file_operation(&r.operation).map_err(|message| {
+                IndexError::BadQuery {
+                    field: "operation",
+                    message,
+                }
+            })?;
+            must.push(term(f.operation, &op));
+        }
+        if r.removable {
+            must.push(Box::new(TermQuery::new(
+                Term::from_field_bool(f.removable, true),
+                IndexRecordOption::Basic,
+            )));
+        }
+        if !r.path.trim().is_empty() {
+            must.push(self.path_query(&r.path)?);
+        }
+        if !r.agent_id.is_empty() {
+            must.push(term(f.agent_id, &r.agent_id));
+        }
+        if !r.tag.is_empty() {
+            must.push(term(f.tag, &r.tag));
+        }
+        match r.alert.trim() {
+            "" => {}
+            // Any alert: every tag from "alert:" up to (not including) "alert;".
+            "*" => must.push(Box::new(RangeQuery::new(
+                Bound::Included(Term::from_field_text(f.tag, "alert:")),
+                Bound::Excluded(Term::from_field_text(f.tag, "alert;")),
+            ))),
+            rule => must.push(term(f.tag, &format!("alert:{rule}"))),
+        }
+        if r.has_attachment {
+            must.push(Box::new(TermQuery::new(
+                Term::from_field_bool(f.has_attachment, true),
+                IndexRecordOption::Basic,
+            )));
+        }
+        if r.from_ms != 0 || r.to_ms != 0 {
+            let time = if r.corrected_time {
+                f.corrected_at
+            } else {
+                f.observed_at
+            };
+            let lo = if r.from_ms != 0 {
+                Bound::Included(Term::from_field_i64(time, r.from_ms))
+            } else {
+                Bound::Unbounded
+            };
+            let hi = if r.to_ms != 0 {
+                Bound::Excluded(Term::from_field_i64(time, r.to_ms))
+            } else {
+                Bound::Unbounded
+            };
+            must.push(Box::new(RangeQuery::new(lo, hi)));
+        }
+        for (name, fields, text) in [
+            ("text", vec![f.subject, f.body], &r.text),
+            ("subject", vec![f.subject], &r.subject),
+            (
+                "attachment_name",
+                vec![f.attachment_name],
+                &r.attachment_name,
+            ),
+        ] {
+            if text.trim().is_empty() {
+                continue;
+            }
+            let mut qp = QueryParser::for_index(&self.index, fields);
+            qp.set_conjunction_by_default();
+            let q = qp.parse_query(text).map_err(|e| IndexError::BadQuery {
+                field: name,
+                message: e.to_string(),
+            })?;
+            must.push(q);
+        }
+        Ok(match must.len() {
+            0 => Box::new(AllQuery),
+            _ => Box::new(BooleanQuery::new(
+                must.into_iter().map(|q| (Occur::Must, q)).collect(),
+            )),
+        })
+    }
+}
