@@ -9,6 +9,7 @@ pub mod pki;
 pub mod quote;
 pub mod tls;
 pub mod vocabulary;
+pub mod zone;
 
 pub use kiroku_proto as proto;
 
