@@ -12,8 +12,12 @@ use kiroku_proto::{
     Event, ExfilCount, ExfilFile, ExfilReport, ExfilReportRequest, Outcome, event::Kind,
 };
 
+use kiroku_common::zone::{self, Days, day_name};
+
 use crate::alerts::rules::{accepted_recipients, real_attachments};
-use crate::store::index::{EventIndex, ExfilEvent, ExfilScan, IndexError};
+use crate::store::index::{
+    EventIndex, ExfilEvent, ExfilFilter, ExfilScan, IndexError, check_exfil,
+};
 
 /// Most index hits one investigation reads.
 const SCAN_CAP: usize = 100_000;
@@ -26,7 +30,6 @@ pub const EXFIL_FILES_DEFAULT: usize = 1000;
 pub const EXFIL_FILES_MAX: usize = 10_000;
 /// Events whose files make one ExfilFiles message (a few hundred KB).
 pub const EXFIL_BATCH: usize = 2000;
-const DAY_MS: i64 = 86_400_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExfilError {
@@ -112,22 +115,7 @@ pub fn trace(
 
 /// `YYYY-MM-DD` of `ms` at `offset_min` from UTC.
 pub fn day(ms: i64, offset_min: i32) -> String {
-    day_name(day_number(ms, offset_min))
-}
-
-/// Days since 1970-01-01 of `ms` at `offset_min` from UTC.
-fn day_number(ms: i64, offset_min: i32) -> i64 {
-    ms.saturating_add(i64::from(offset_min) * 60_000)
-        .div_euclid(DAY_MS)
-}
-
-fn day_name(days: i64) -> String {
-    i32::try_from(days)
-        .ok()
-        .and_then(|d| d.checked_add(2_440_588))
-        .and_then(|j| time::Date::from_julian_day(j).ok())
-        .map(|d| d.to_string())
-        .unwrap_or_else(|| "?".into())
+    day_name(Days::fixed(offset_min).day(ms))
 }
 
 /// Did this mail leave? Delivered and captured mail did; `unknown` (the
@@ -184,23 +172,60 @@ pub fn exfil_files(e: &Event) -> Vec<ExfilFile> {
     }
 }
 
-/// The events whose files left in [from_ms, to_ms) by mail or on
-/// removable media, the request checked. What the report and the
-/// ExfilFiles stream read; `files_total` of a scan says how many files.
-pub fn exfil_scan(index: &EventIndex, r: &ExfilReportRequest) -> Result<ExfilScan, ExfilError> {
-    if r.to_ms <= r.from_ms {
-        return Err(ExfilError::BadRequest(format!(
-            "to_ms ({}) must be after from_ms ({})",
-            r.to_ms, r.from_ms
-        )));
-    }
+/// The methods (channels) files leave by.
+pub const EXFIL_METHODS: [&str; 2] = ["mail", "removable"];
+
+/// How a request cuts days: in its IANA `time_zone`, else at its
+/// `utc_offset_minutes`. Both set is ambiguous and refused.
+pub fn exfil_days(r: &ExfilReportRequest) -> Result<Days, ExfilError> {
     if r.utc_offset_minutes.abs() > 14 * 60 {
         return Err(ExfilError::BadRequest(format!(
             "utc_offset_minutes {} is not a UTC offset (-840..=840)",
             r.utc_offset_minutes
         )));
     }
-    Ok(index.exfil_scan(r.from_ms, r.to_ms)?)
+    if r.time_zone.trim().is_empty() {
+        return Ok(Days::fixed(r.utc_offset_minutes));
+    }
+    if r.utc_offset_minutes != 0 {
+        return Err(ExfilError::BadRequest(format!(
+            "both time_zone {} and utc_offset_minutes {} are set: send one",
+            kiroku_common::quote::quote(&r.time_zone),
+            r.utc_offset_minutes
+        )));
+    }
+    zone::lookup(&r.time_zone)
+        .map(Days::new)
+        .map_err(|e| ExfilError::BadRequest(format!("time_zone: {e}")))
+}
+
+/// The events whose files left in [from_ms, to_ms) by mail or on
+/// removable media and match the request's method, user and host, the
+/// request checked. What the report and the ExfilFiles stream read;
+/// `files_total` of a scan says how many files.
+pub fn exfil_scan(index: &EventIndex, r: &ExfilReportRequest) -> Result<ExfilScan, ExfilError> {
+    check_exfil(r)?;
+    if r.to_ms <= r.from_ms {
+        return Err(ExfilError::BadRequest(format!(
+            "to_ms ({}) must be after from_ms ({})",
+            r.to_ms, r.from_ms
+        )));
+    }
+    exfil_days(r)?;
+    let method = r.method.trim().to_lowercase();
+    if !method.is_empty() && !EXFIL_METHODS.contains(&method.as_str()) {
+        return Err(ExfilError::BadRequest(format!(
+            "unknown method {}: use {}",
+            kiroku_common::quote::quote(&r.method),
+            EXFIL_METHODS.join(" or ")
+        )));
+    }
+    let filter = ExfilFilter {
+        method,
+        user: r.user.clone(),
+        host: r.host.clone(),
+    };
+    Ok(index.exfil_scan(r.from_ms, r.to_ms, &filter)?)
 }
 
 /// Files the events of a scan sent.
@@ -209,16 +234,19 @@ pub fn files_total(events: &[ExfilEvent]) -> u64 {
 }
 
 /// Files that left in [from_ms, to_ms) by mail or on removable media:
-/// totals per day and per user over all of them, and the newest
-/// `max_files` (default [`EXFIL_FILES_DEFAULT`]) listed oldest first.
+/// totals per day and per user over all of them (users by volume, cut to
+/// `top_users`), and the newest `max_files` (default
+/// [`EXFIL_FILES_DEFAULT`]) listed oldest first.
 pub fn exfil_report(index: &EventIndex, r: &ExfilReportRequest) -> Result<ExfilReport, ExfilError> {
     let mut scan = exfil_scan(index, r)?;
+    let mut days = exfil_days(r)?;
     let max = match r.max_files {
         0 => EXFIL_FILES_DEFAULT,
         n => (n as usize).min(EXFIL_FILES_MAX),
     };
     let mut events = std::mem::take(&mut scan.events);
-    let (per_day, per_user) = totals(&scan, &events, r.utc_offset_minutes);
+    let (per_day, mut per_user) = totals(&scan, &events, &mut days);
+    let users_total = by_volume(&mut per_user, r.top_users);
     let files_total = files_total(&events);
     // Every event sent at least one file: the newest `max` events hold the
     // newest `max` files.
@@ -230,7 +258,7 @@ pub fn exfil_report(index: &EventIndex, r: &ExfilReportRequest) -> Result<ExfilR
         _ => &events[..],
     };
     let mut files = scan.rows(newest)?;
-    in_time_order(&mut files, r.utc_offset_minutes);
+    in_time_order(&mut files, &mut days);
     if files.len() > max {
         files.drain(..files.len() - max);
     }
@@ -240,14 +268,51 @@ pub fn exfil_report(index: &EventIndex, r: &ExfilReportRequest) -> Result<ExfilR
         files_truncated: (files.len() as u64) < files_total,
         files_total,
         files,
+        users_total,
     })
+}
+
+/// Orders per-user counts by the user's volume over every method (most
+/// files, then most bytes, then name), each user's methods by name, and
+/// keeps the first `top` users (0: all). Returns how many users there were.
+fn by_volume(per_user: &mut Vec<ExfilCount>, top: u32) -> u64 {
+    let mut volume: HashMap<String, (u64, u64)> = HashMap::new();
+    for c in per_user.iter() {
+        let v = volume.entry(c.key.clone()).or_default();
+        v.0 += c.files;
+        v.1 = v.1.saturating_add(c.bytes);
+    }
+    let users = volume.len();
+    per_user.sort_by(|a, b| {
+        let (va, vb) = (volume[&a.key], volume[&b.key]);
+        (vb.0, vb.1)
+            .cmp(&(va.0, va.1))
+            .then_with(|| a.key.cmp(&b.key))
+            .then_with(|| a.method.cmp(&b.method))
+    });
+    if top > 0 && (top as usize) < users {
+        let mut kept = 0;
+        let mut last: Option<&str> = None;
+        let cut = per_user
+            .iter()
+            .position(|c| {
+                if last != Some(c.key.as_str()) {
+                    kept += 1;
+                    last = Some(c.key.as_str());
+                }
+                kept > top as usize
+            })
+            .unwrap_or(per_user.len());
+        per_user.truncate(cut);
+    }
+    users as u64
 }
 
 /// Every file of a scan, oldest first, handed to `send` about
 /// [`EXFIL_BATCH`] events' files at a time until it returns false.
 pub fn each_exfil_batch(
     mut scan: ExfilScan,
-    utc_offset_minutes: i32,
+    mut days: Days,
     mut send: impl FnMut(Vec<ExfilFile>) -> bool,
 ) -> Result<(), IndexError> {
     let mut events = std::mem::take(&mut scan.events);
@@ -256,7 +321,7 @@ pub fn each_exfil_batch(
     events.sort_unstable_by_key(ExfilEvent::time_order);
     for batch in events.chunks(EXFIL_BATCH) {
         let mut files = scan.rows(batch)?;
-        in_time_order(&mut files, utc_offset_minutes);
+        in_time_order(&mut files, &mut days);
         if !send(files) {
             break;
         }
@@ -265,9 +330,9 @@ pub fn each_exfil_batch(
 }
 
 /// Sets each file's day and sorts them by time.
-fn in_time_order(files: &mut [ExfilFile], utc_offset_minutes: i32) {
+fn in_time_order(files: &mut [ExfilFile], days: &mut Days) {
     for f in files.iter_mut() {
-        f.day = day(f.at_ms, utc_offset_minutes);
+        f.day = day_name(days.day(f.at_ms));
     }
     files.sort_by(|a, b| (a.at_ms, &a.event_id).cmp(&(b.at_ms, &b.event_id)));
 }
@@ -277,12 +342,12 @@ fn in_time_order(files: &mut [ExfilFile], utc_offset_minutes: i32) {
 fn totals(
     scan: &ExfilScan,
     events: &[ExfilEvent],
-    utc_offset_minutes: i32,
+    days_of: &mut Days,
 ) -> (Vec<ExfilCount>, Vec<ExfilCount>) {
     let mut days: HashMap<(i64, u32), (u64, u64)> = HashMap::new();
     let mut users: HashMap<(u32, u32), (u64, u64)> = HashMap::new();
     for e in events {
-        let day = day_number(e.at_ms, utc_offset_minutes);
+        let day = days_of.day(e.at_ms);
         for c in [
             days.entry((day, e.method)).or_default(),
             users.entry((e.user, e.method)).or_default(),
@@ -529,6 +594,7 @@ mod tests {
                     to_ms: 10 * 3_600_000,
                     utc_offset_minutes: 540,
                     max_files: max,
+                    ..Default::default()
                 },
             )
             .expect("report");
@@ -610,7 +676,7 @@ mod tests {
             &idx,
             &ExfilReportRequest {
                 max_files: 100,
-                ..r
+                ..r.clone()
             },
         )
         .expect("report")
@@ -618,7 +684,7 @@ mod tests {
         let scan = exfil_scan(&idx, &r).expect("scan");
         assert_eq!(files_total(&scan.events), 13);
         let mut streamed = Vec::new();
-        each_exfil_batch(scan, 0, |files| {
+        each_exfil_batch(scan, Days::fixed(0), |files| {
             streamed.extend(files);
             true
         })
@@ -626,7 +692,7 @@ mod tests {
         assert_eq!(streamed, listed);
         // A receiver that goes away stops the stream.
         let mut batches = 0;
-        each_exfil_batch(exfil_scan(&idx, &r).expect("scan"), 0, |_| {
+        each_exfil_batch(exfil_scan(&idx, &r).expect("scan"), Days::fixed(0), |_| {
             batches += 1;
             false
         })
@@ -637,10 +703,184 @@ mod tests {
                 &idx,
                 &ExfilReportRequest {
                     utc_offset_minutes: 900,
-                    ..r
+                    ..r.clone()
                 }
             ),
             Err(ExfilError::BadRequest(_))
         ));
+    }
+
+    fn report(r: ExfilReportRequest) -> Result<ExfilReport, ExfilError> {
+        let (_dir, idx) = report_index();
+        exfil_report(
+            &idx,
+            &ExfilReportRequest {
+                from_ms: 0,
+                to_ms: 10 * 3_600_000,
+                max_files: 100,
+                ..r
+            },
+        )
+    }
+
+    #[test]
+    fn days_cut_in_a_named_zone() {
+        // America/Sao_Paulo was UTC-03:00 in 1970 (no summer time then):
+        // the same days as a fixed -180.
+        let rep = report(ExfilReportRequest {
+            time_zone: "America/Sao_Paulo".into(),
+            ..Default::default()
+        })
+        .expect("report");
+        let days: Vec<(&str, u64)> = rep
+            .per_day
+            .iter()
+            .map(|c| (c.key.as_str(), c.files))
+            .collect();
+        assert_eq!(
+            days,
+            [
+                ("1969-12-31", 4),
+                ("1969-12-31", 2),
+                ("1970-01-01", 6),
+                ("1970-01-01", 1)
+            ]
+        );
+        assert_eq!(rep.files[0].day, "1969-12-31");
+        // (request, what is wrong with it)
+        for (r, want) in [
+            (
+                ExfilReportRequest {
+                    time_zone: "Asia/Tokio".into(),
+                    ..Default::default()
+                },
+                "time_zone: unknown time zone \"Asia/Tokio\"",
+            ),
+            (
+                ExfilReportRequest {
+                    time_zone: "Asia/Tokyo".into(),
+                    utc_offset_minutes: 540,
+                    ..Default::default()
+                },
+                "both time_zone \"Asia/Tokyo\" and utc_offset_minutes 540 are set",
+            ),
+            (
+                ExfilReportRequest {
+                    method: "usb".into(),
+                    ..Default::default()
+                },
+                "unknown method \"usb\": use mail or removable",
+            ),
+        ] {
+            match report(r) {
+                Err(ExfilError::BadRequest(m)) => assert!(m.starts_with(want), "{m}"),
+                other => panic!("{want}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            report(ExfilReportRequest {
+                host: "h".repeat(5000),
+                ..Default::default()
+            }),
+            Err(ExfilError::Index(IndexError::BadQuery {
+                field: "host",
+                ..
+            }))
+        ));
+    }
+
+    #[test]
+    fn filters_keep_their_method_user_and_host() {
+        // (filter, files kept, users listed)
+        for (r, files, users) in [
+            (ExfilReportRequest::default(), 13, vec!["alice", "bob"]),
+            (
+                ExfilReportRequest {
+                    method: "Removable".into(),
+                    ..Default::default()
+                },
+                3,
+                vec!["bob"],
+            ),
+            (
+                ExfilReportRequest {
+                    method: "mail".into(),
+                    user: "ALICE".into(),
+                    ..Default::default()
+                },
+                10,
+                vec!["alice"],
+            ),
+            (
+                ExfilReportRequest {
+                    method: "mail".into(),
+                    user: "bob".into(),
+                    ..Default::default()
+                },
+                0,
+                vec![],
+            ),
+            // The events carry no hostname: the agent id names the host.
+            (
+                ExfilReportRequest {
+                    host: "pc".into(),
+                    ..Default::default()
+                },
+                13,
+                vec!["alice", "bob"],
+            ),
+            (
+                ExfilReportRequest {
+                    host: "other".into(),
+                    ..Default::default()
+                },
+                0,
+                vec![],
+            ),
+        ] {
+            let what = format!("{r:?}");
+            let rep = report(r).expect("report");
+            assert_eq!(rep.files_total, files, "{what}");
+            assert_eq!(rep.files.len() as u64, files, "{what}");
+            let listed: Vec<&str> = rep.per_user.iter().map(|c| c.key.as_str()).collect();
+            assert_eq!(listed, users, "{what}");
+        }
+    }
+
+    #[test]
+    fn users_by_volume_and_the_top_ones() {
+        let c = |key: &str, method: &str, files, bytes| ExfilCount {
+            key: key.into(),
+            method: method.into(),
+            files,
+            bytes,
+        };
+        let all = vec![
+            c("alice", "mail", 2, 10),
+            c("bob", "mail", 1, 1),
+            c("bob", "removable", 2, 100),
+            c("carol", "removable", 3, 50),
+            c("dave", "mail", 1, 5),
+        ];
+        // (top, users in order) — bob and carol have 3 files each, bob more bytes.
+        for (top, want) in [
+            (0, vec!["bob", "bob", "carol", "alice", "dave"]),
+            (1, vec!["bob", "bob"]),
+            (2, vec!["bob", "bob", "carol"]),
+            (4, vec!["bob", "bob", "carol", "alice", "dave"]),
+            (9, vec!["bob", "bob", "carol", "alice", "dave"]),
+        ] {
+            let mut v = all.clone();
+            assert_eq!(by_volume(&mut v, top), 4, "top {top}");
+            let keys: Vec<&str> = v.iter().map(|c| c.key.as_str()).collect();
+            assert_eq!(keys, want, "top {top}");
+        }
+        let rep = report(ExfilReportRequest {
+            top_users: 1,
+            ..Default::default()
+        })
+        .expect("report");
+        assert_eq!((rep.per_user.len(), rep.users_total), (1, 2));
+        assert_eq!(rep.per_user[0].key, "alice");
     }
 }

@@ -168,8 +168,16 @@ fn exfil_status(e: ExfilError) -> Status {
 /// An exfiltration request as the audit log records it.
 fn exfil_filter(r: &ExfilReportRequest) -> String {
     format!(
-        "from_ms: {}, to_ms: {}, utc_offset_minutes: {}, max_files: {}",
-        r.from_ms, r.to_ms, r.utc_offset_minutes, r.max_files
+        "from_ms: {}, to_ms: {}, utc_offset_minutes: {}, time_zone: {}, method: {}, user: {}, host: {}, max_files: {}, top_users: {}",
+        r.from_ms,
+        r.to_ms,
+        r.utc_offset_minutes,
+        quote(&r.time_zone),
+        quote(&r.method),
+        quote(&r.user),
+        quote(&r.host),
+        r.max_files,
+        r.top_users
     )
 }
 
@@ -486,13 +494,16 @@ impl Query for QueryService {
         let who = auth::caller(&req)?;
         let r = req.into_inner();
         let filter = format!("{} (streamed)", exfil_filter(&r));
-        let offset = r.utc_offset_minutes;
         // The scan (fast fields only) counts the files, so the audit entry
         // says how many the caller is about to receive.
         let scan = self
-            .blocking(move |s| investigate::exfil_scan(&s.index, &r).map_err(exfil_status))
+            .blocking(move |s| {
+                let days = investigate::exfil_days(&r).map_err(exfil_status)?;
+                let scan = investigate::exfil_scan(&s.index, &r).map_err(exfil_status)?;
+                Ok((scan, days))
+            })
             .await;
-        let scan = match scan {
+        let (scan, days) = match scan {
             Ok(s) => s,
             Err(st) => return Err(self.refuse(&who, "ExfilFiles", filter, st).await),
         };
@@ -505,7 +516,7 @@ impl Query for QueryService {
         .await?;
         let (tx, rx) = mpsc::channel(4);
         tokio::task::spawn_blocking(move || {
-            let sent = investigate::each_exfil_batch(scan, offset, |files| {
+            let sent = investigate::each_exfil_batch(scan, days, |files| {
                 tx.blocking_send(Ok(ExfilFileBatch { files })).is_ok()
             });
             if let Err(e) = sent {

@@ -47,6 +47,9 @@ pub fn snapshot(domain_override: Option<&str>) -> HostIdentity {
         interfaces,
         agent_version: kiroku_common::VERSION.to_owned(),
         logged_in_users: logged_in_users(),
+        // The zone the host's own programs (and logs) use: an investigator
+        // comparing their times with ours needs it.
+        time_zone: kiroku_common::zone::system_zone_name(),
     }
 }
 
@@ -111,7 +114,7 @@ fn utmp_users(bytes: &[u8]) -> Vec<String> {
 /// What differs between two identities, for the change record ("" = same).
 pub fn changes(old: &HostIdentity, new: &HostIdentity) -> String {
     let mut what = Vec::new();
-    let fields: [(&str, bool); 9] = [
+    let fields: [(&str, bool); 10] = [
         ("hostname", old.hostname != new.hostname),
         ("fqdn", old.fqdn != new.fqdn),
         ("domain", old.domain != new.domain),
@@ -124,6 +127,7 @@ pub fn changes(old: &HostIdentity, new: &HostIdentity) -> String {
             "logged_in_users",
             old.logged_in_users != new.logged_in_users,
         ),
+        ("time_zone", old.time_zone != new.time_zone),
     ];
     for (name, differs) in fields {
         if differs {
@@ -238,6 +242,13 @@ mod tests {
                 .any(|i| i.ips.iter().any(|ip| ip == "127.0.0.1"))
         );
         assert_eq!(super::user_name(0), "root");
+        // This machine's zone (UTC, Europe/Berlin, …) is looked up like
+        // any IANA name.
+        assert!(
+            kiroku_common::zone::lookup(&h.time_zone).is_ok() || h.time_zone.starts_with("UTC"),
+            "{:?}",
+            h.time_zone
+        );
     }
 
     #[test]
@@ -278,7 +289,11 @@ mod tests {
         let mut b = a.clone();
         assert_eq!(super::changes(&a, &b), "");
         b.logged_in_users.push("mallory".into());
+        b.time_zone = "Asia/Tokyo".into();
         b.interfaces.clear();
-        assert_eq!(super::changes(&a, &b), "interfaces, logged_in_users");
+        assert_eq!(
+            super::changes(&a, &b),
+            "interfaces, logged_in_users, time_zone"
+        );
     }
 }

@@ -22,6 +22,11 @@ pub struct CliConfig {
     pub server_name: Option<String>,
     /// CA, and an investigator or admin certificate and key.
     pub tls: TlsFiles,
+    /// The time zone times are shown and read in (an IANA name such as
+    /// `Asia/Tokyo`); `--tz` overrides it, and without it the `TZ`
+    /// variable, then the system's zone, apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
 }
 
 /// Where quickstart leaves the CLI config by default.
@@ -47,14 +52,20 @@ pub struct ConnectArgs {
 }
 
 impl ConnectArgs {
-    fn resolve(&self) -> anyhow::Result<CliConfig> {
-        let from_file = match &self.config {
+    /// The CLI config file: `--config` (or `KIROKU_CLI_CONFIG`), else
+    /// quickstart's when it exists, else none.
+    pub fn config_file(&self) -> anyhow::Result<Option<CliConfig>> {
+        Ok(match &self.config {
             Some(p) => Some(load(p)?),
             None if Path::new(DEFAULT_CLI_CONFIG).exists() => {
                 Some(load(Path::new(DEFAULT_CLI_CONFIG))?)
             }
             None => None,
-        };
+        })
+    }
+
+    fn resolve(&self) -> anyhow::Result<CliConfig> {
+        let from_file = self.config_file()?;
         let endpoint = self
             .collector
             .clone()
@@ -76,6 +87,7 @@ impl ConnectArgs {
                 cert: pick(&self.cert, |t| &t.cert, "cert")?,
                 key: pick(&self.key, |t| &t.key, "key")?,
             },
+            timezone: from_file.as_ref().and_then(|c| c.timezone.clone()),
             server_name: from_file.and_then(|c| c.server_name),
             endpoint,
         })

@@ -12,7 +12,8 @@ use kiroku_proto::{
 use tokio_stream::StreamExt;
 
 use crate::client::ConnectArgs;
-use crate::output;
+use crate::output::{self, count, safe, safe_row};
+use crate::zone::{self, Zone, format as time};
 
 #[derive(clap::Args, Debug)]
 pub struct TraceArgs {
@@ -50,15 +51,32 @@ pub enum ReportCmd {
 
 #[derive(clap::Args, Debug)]
 pub struct ExfilArgs {
-    /// Start: a date (midnight at --utc-offset), RFC 3339 or relative (7d).
+    /// Start: a date (midnight in the --tz zone), a local time, RFC 3339 or
+    /// relative (7d).
     #[arg(long)]
     from: String,
     /// End (exclusive), same forms; default now.
     #[arg(long)]
     to: Option<String>,
-    /// Day boundaries at this offset from UTC: +09:00, -05:30 or minutes.
-    #[arg(long, default_value = "+00:00", allow_hyphen_values = true)]
-    utc_offset: String,
+    /// Days cut at this fixed offset from UTC (+09:00, -05:30 or minutes)
+    /// instead of in the CLI's time zone (--tz, which follows
+    /// daylight-saving changes). Not together with --tz.
+    #[arg(long, allow_hyphen_values = true)]
+    utc_offset: Option<String>,
+    /// Only files that left by this method: mail or removable.
+    #[arg(long, value_parser = ["mail", "removable"])]
+    method: Option<String>,
+    /// Only files of this user (as the report names users).
+    #[arg(long)]
+    user: Option<String>,
+    /// Only files from this host (hostname or FQDN; the agent id for a
+    /// host without a name).
+    #[arg(long)]
+    host: Option<String>,
+    /// Only the N users with the most files (then bytes) in the per-user
+    /// totals; the per-day totals and the file list are not cut.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    top: Option<u32>,
     /// Newest files to list; the totals always count every file.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     max_files: u32,
@@ -113,7 +131,7 @@ fn what(e: &Event, sha: &str) -> String {
     }
 }
 
-pub async fn trace(connect: &ConnectArgs, a: TraceArgs) -> anyhow::Result<()> {
+pub async fn trace(connect: &ConnectArgs, a: TraceArgs, zone: &Zone) -> anyhow::Result<()> {
     let sha = a.sha256.trim().to_lowercase();
     let mut q = connect.query().await?;
     let resp = q
@@ -139,19 +157,19 @@ pub async fn trace(connect: &ConnectArgs, a: TraceArgs) -> anyhow::Result<()> {
                 .map(|h| h.hostname.clone())
                 .filter(|h| !h.is_empty())
                 .unwrap_or_else(|| e.agent_id.clone());
-            t.add_row([
-                output::time(event_time(e)),
+            t.add_row(safe_row([
+                time(event_time(e), zone),
                 host,
                 event_user(e),
                 what(e, &sha),
                 e.event_id.clone(),
-            ]);
+            ]));
         }
         println!("{t}");
     }
     eprintln!(
-        "{} events{}",
-        resp.events.len(),
+        "{}{}",
+        count(resp.events.len() as u64, "event", "events"),
         if resp.truncated {
             " (truncated: more matched; raise --limit)"
         } else {
@@ -161,25 +179,25 @@ pub async fn trace(connect: &ConnectArgs, a: TraceArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_alert(a: &Alert, json: bool) {
+fn print_alert(a: &Alert, json: bool, zone: &Zone) {
     if json {
         println!("{}", alert_json(a));
     } else {
         println!(
             "{}  {:<20} {:<20} {}  {}",
-            output::time(a.fired_at_ms),
-            a.rule,
-            a.kind,
-            a.event_id,
-            a.summary
+            time(a.fired_at_ms, zone),
+            safe(&a.rule),
+            safe(&a.kind),
+            safe(&a.event_id),
+            safe(&a.summary)
         );
     }
 }
 
-pub async fn alerts(connect: &ConnectArgs, a: AlertsArgs) -> anyhow::Result<()> {
+pub async fn alerts(connect: &ConnectArgs, a: AlertsArgs, zone: &Zone) -> anyhow::Result<()> {
     let now = kiroku_common::now_ms();
     let since = match (&a.since, a.follow) {
-        (Some(s), _) => crate::parse_time(s, now)?,
+        (Some(s), _) => zone::parse_time(s, now, zone)?,
         (None, false) => now - 86_400_000,
         (None, true) => 0,
     };
@@ -193,11 +211,11 @@ pub async fn alerts(connect: &ConnectArgs, a: AlertsArgs) -> anyhow::Result<()> 
         .into_inner();
     let mut n = 0u64;
     while let Some(alert) = stream.next().await {
-        print_alert(&alert?, a.json);
+        print_alert(&alert?, a.json, zone);
         n += 1;
     }
     if !a.follow {
-        eprintln!("{n} alerts");
+        eprintln!("{}", count(n, "alert", "alerts"));
     }
     Ok(())
 }
@@ -220,15 +238,66 @@ fn parse_offset(s: &str) -> anyhow::Result<i32> {
     }
 }
 
-/// A time argument; a bare date is midnight at `offset_min`.
-fn report_time(s: &str, now: i64, offset_min: i32) -> anyhow::Result<i64> {
-    let date_fmt = time::macros::format_description!("[year]-[month]-[day]");
-    if let Ok(d) = time::Date::parse(s.trim(), &date_fmt) {
-        return Ok(
-            d.midnight().assume_utc().unix_timestamp() * 1000 - i64::from(offset_min) * 60_000
-        );
+/// A time argument of the report. With `--utc-offset`, a date or a local
+/// time is at that offset (as the report's days are); else in the zone.
+fn report_time(s: &str, now: i64, days: &Days, zone: &Zone) -> anyhow::Result<i64> {
+    match days {
+        Days::Offset(minutes) => zone::parse_time(s, now, &Zone::fixed(*minutes)),
+        Days::Zone(_) | Days::CurrentOffset(_) => zone::parse_time(s, now, zone),
     }
-    crate::parse_time(s, now)
+}
+
+/// How the report cuts days.
+#[derive(Debug, PartialEq)]
+enum Days {
+    /// `--utc-offset`: a fixed offset, in minutes.
+    Offset(i32),
+    /// The CLI's zone, by its IANA name.
+    Zone(String),
+    /// The CLI's zone has no IANA name (a POSIX `TZ` rule): its offset now.
+    CurrentOffset(i32),
+}
+
+impl Days {
+    fn of(utc_offset: Option<&str>, zone: &Zone, tz_flag: bool) -> anyhow::Result<Days> {
+        if let Some(off) = utc_offset {
+            if tz_flag {
+                anyhow::bail!(
+                    "--tz and --utc-offset both cut the report's days: give one (--tz follows daylight-saving changes, --utc-offset is fixed)"
+                );
+            }
+            return Ok(Days::Offset(parse_offset(off)?));
+        }
+        Ok(match zone.iana_name() {
+            Some(name) => Days::Zone(name.to_owned()),
+            None => Days::CurrentOffset(zone.offset_minutes_now()),
+        })
+    }
+
+    /// (time_zone, utc_offset_minutes) of the request.
+    fn request(&self) -> (String, i32) {
+        match self {
+            Days::Offset(m) | Days::CurrentOffset(m) => (String::new(), *m),
+            Days::Zone(name) => (name.clone(), 0),
+        }
+    }
+
+    /// How the report's heading names its days.
+    fn describe(&self) -> String {
+        let offset = |m: &i32| {
+            format!(
+                "UTC{}{:02}:{:02}",
+                if *m < 0 { '-' } else { '+' },
+                m.abs() / 60,
+                m.abs() % 60
+            )
+        };
+        match self {
+            Days::Offset(m) => offset(m),
+            Days::Zone(name) => name.clone(),
+            Days::CurrentOffset(m) => format!("{} (the zone's offset now)", offset(m)),
+        }
+    }
 }
 
 fn human_bytes(n: u64) -> String {
@@ -263,9 +332,9 @@ pub fn bar_chart(r: &ExfilReport) -> String {
         let bar = if c.method == "mail" { "█" } else { "▒" };
         out.push_str(&format!(
             "{day:<10}  {:<9} {} {} ({})\n",
-            c.method,
+            safe(&c.method),
             bar.repeat(len),
-            c.files,
+            count(c.files, "file", "files"),
             human_bytes(c.bytes)
         ));
     }
@@ -302,17 +371,36 @@ const CSV_HEADER: [&str; 10] = [
     "event_id",
 ];
 
-pub async fn report(connect: &ConnectArgs, cmd: ReportCmd) -> anyhow::Result<()> {
+pub async fn report(
+    connect: &ConnectArgs,
+    cmd: ReportCmd,
+    zone: &Zone,
+    tz_flag: bool,
+) -> anyhow::Result<()> {
     let ReportCmd::Exfil(a) = cmd;
     let now = kiroku_common::now_ms();
-    let offset = parse_offset(&a.utc_offset)?;
+    let days = Days::of(a.utc_offset.as_deref(), zone, tz_flag)?;
+    if let Days::CurrentOffset(_) = days {
+        eprintln!(
+            "note: the time zone {} ({}) has no IANA name: days are cut at its offset now, which is wrong across a daylight-saving change; give --tz with a name such as Europe/Berlin",
+            zone.describe(),
+            zone.source()
+        );
+    }
+    let (time_zone, utc_offset_minutes) = days.request();
+    let s = |o: &Option<String>| o.clone().unwrap_or_default();
     let req = ExfilReportRequest {
-        from_ms: report_time(&a.from, now, offset)?,
+        from_ms: report_time(&a.from, now, &days, zone)?,
         to_ms: match &a.to {
-            Some(t) => report_time(t, now, offset)?,
+            Some(t) => report_time(t, now, &days, zone)?,
             None => now,
         },
-        utc_offset_minutes: offset,
+        utc_offset_minutes,
+        time_zone,
+        method: s(&a.method),
+        user: s(&a.user),
+        host: s(&a.host),
+        top_users: a.top.unwrap_or(0),
         // With every file streamed, the report itself need list none (0
         // would mean the collector's default).
         max_files: if a.all_files { 1 } else { a.max_files },
@@ -320,12 +408,13 @@ pub async fn report(connect: &ConnectArgs, cmd: ReportCmd) -> anyhow::Result<()>
     let (from, to) = (req.from_ms, req.to_ms);
     let mut q = connect.query().await?;
     if a.csv {
+        // CSV is for scripts: exact values, times in UTC.
         let mut w = csv::Writer::from_writer(std::io::stdout().lock());
         w.write_record(CSV_HEADER)?;
         let n = every_file(&mut q, req, |f| {
             w.write_record([
                 f.day.as_str(),
-                &output::time(f.at_ms),
+                &kiroku_common::rfc3339_ms(f.at_ms),
                 &f.method,
                 &f.user,
                 &f.host,
@@ -339,10 +428,10 @@ pub async fn report(connect: &ConnectArgs, cmd: ReportCmd) -> anyhow::Result<()>
         })
         .await?;
         w.flush()?;
-        eprintln!("{n} files");
+        eprintln!("{}", count(n, "file", "files"));
         return Ok(());
     }
-    let mut r = q.exfil_report(req).await?.into_inner();
+    let mut r = q.exfil_report(req.clone()).await?.into_inner();
     if a.all_files {
         r.files.clear();
         every_file(&mut q, req, |f| {
@@ -357,10 +446,10 @@ pub async fn report(connect: &ConnectArgs, cmd: ReportCmd) -> anyhow::Result<()>
         return Ok(());
     }
     println!(
-        "Files that left from {} to {} (days at UTC{}):\n",
-        output::time(from),
-        output::time(to),
-        a.utc_offset
+        "Files that left from {} to {} (days in {}):\n",
+        time(from, zone),
+        time(to, zone),
+        days.describe()
     );
     print!("{}", bar_chart(&r));
     let mut users = Table::new();
@@ -368,29 +457,42 @@ pub async fn report(connect: &ConnectArgs, cmd: ReportCmd) -> anyhow::Result<()>
         .load_preset(UTF8_BORDERS_ONLY)
         .set_header(["user", "method", "files", "bytes"]);
     for c in &r.per_user {
-        users.add_row([
+        users.add_row(safe_row([
             c.key.clone(),
             c.method.clone(),
             c.files.to_string(),
             human_bytes(c.bytes),
-        ]);
+        ]));
     }
     println!("\n{users}");
+    if (r.per_user.len() as u64) < r.users_total || a.top.is_some() {
+        let shown = r
+            .per_user
+            .iter()
+            .map(|c| c.key.as_str())
+            .collect::<std::collections::HashSet<_>>()
+            .len() as u64;
+        println!(
+            "top {} of {} by files, then bytes",
+            shown,
+            count(r.users_total, "user", "users")
+        );
+    }
     let mut files = Table::new();
     files
         .load_preset(UTF8_BORDERS_ONLY)
         .set_content_arrangement(ContentArrangement::Dynamic)
         .set_header(["time", "method", "user", "host", "file", "size", "to"]);
     for f in &r.files {
-        files.add_row([
-            output::time(f.at_ms),
+        files.add_row(safe_row([
+            time(f.at_ms, zone),
             f.method.clone(),
             f.user.clone(),
             f.host.clone(),
             f.filename.clone(),
             human_bytes(f.size),
             f.destination.clone(),
-        ]);
+        ]));
     }
     println!("\n{files}");
     println!("{}", files_note(&r));
@@ -404,11 +506,14 @@ fn files_note(r: &ExfilReport) -> String {
     let total = r.files_total.max(listed);
     if total > listed {
         format!(
-            "{total} files; the newest {listed} are listed, {} earlier ones are not: --all-files lists every file, --csv exports them",
-            total - listed
+            "{}; the newest {listed} {} listed, {} {} not: --all-files lists every file, --csv exports them",
+            count(total, "file", "files"),
+            if listed == 1 { "is" } else { "are" },
+            count(total - listed, "earlier one", "earlier ones"),
+            if total - listed == 1 { "is" } else { "are" },
         )
     } else {
-        format!("{total} files")
+        count(total, "file", "files")
     }
 }
 
@@ -422,9 +527,48 @@ mod tests {
             assert_eq!(parse_offset(s).ok(), Some(m), "{s}");
         }
         assert!(parse_offset("JST").is_err());
+        let tokyo = Zone::fixed(540);
         assert_eq!(
-            report_time("1970-01-02", 0, 540).ok(),
+            report_time("1970-01-02", 0, &Days::Offset(540), &Zone::utc()).ok(),
             Some(86_400_000 - 540 * 60_000)
+        );
+        assert_eq!(
+            report_time("1970-01-02", 0, &Days::Zone("UTC".into()), &tokyo).ok(),
+            Some(86_400_000 - 540 * 60_000)
+        );
+    }
+
+    #[test]
+    fn days_of_the_report() {
+        let tokyo = crate::zone::zone(Some("Asia/Tokyo"), None).expect("zone");
+        // (--utc-offset, --tz given, days, request)
+        for (offset, tz_flag, want, request) in [
+            (
+                None,
+                true,
+                Days::Zone("Asia/Tokyo".into()),
+                ("Asia/Tokyo", 0),
+            ),
+            (
+                None,
+                false,
+                Days::Zone("Asia/Tokyo".into()),
+                ("Asia/Tokyo", 0),
+            ),
+            // A zone from the config or TZ gives way to an explicit offset.
+            (Some("-05:00"), false, Days::Offset(-300), ("", -300)),
+        ] {
+            let days = Days::of(offset, &tokyo, tz_flag).expect("days");
+            let (zone, minutes) = days.request();
+            assert_eq!(days, want);
+            assert_eq!((zone.as_str(), minutes), request);
+        }
+        let e = Days::of(Some("+09:00"), &tokyo, true).expect_err("both");
+        assert!(e.to_string().starts_with("--tz and --utc-offset"), "{e}");
+        assert_eq!(Days::Offset(-330).describe(), "UTC-05:30");
+        assert_eq!(
+            Days::of(None, &Zone::fixed(540), false).expect("days"),
+            Days::CurrentOffset(540)
         );
     }
 
@@ -438,6 +582,11 @@ mod tests {
         };
         for (r, want) in [
             (listed(3, 3), "3 files".to_string()),
+            (listed(1, 1), "1 file".to_string()),
+            (
+                listed(1, 2),
+                "2 files; the newest 1 is listed, 1 earlier one is not: --all-files lists every file, --csv exports them".to_string(),
+            ),
             // An older collector: no total, every file listed.
             (listed(3, 0), "3 files".to_string()),
             (

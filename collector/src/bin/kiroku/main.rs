@@ -6,6 +6,7 @@ mod client;
 mod investigate;
 mod output;
 mod quickstart;
+mod zone;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use kiroku_common::pki::{PkiDir, Role};
+use kiroku_common::quote::terminal;
 use kiroku_proto::{GetEventRequest, GetRawRequest, ListHostsRequest, SearchRequest};
 use tokio_stream::StreamExt;
 
@@ -21,6 +23,11 @@ use tokio_stream::StreamExt;
 struct Cli {
     #[command(flatten)]
     connect: client::ConnectArgs,
+    /// Time zone to show and read times in, an IANA name (Asia/Tokyo).
+    /// Default: `timezone` in the CLI config, then TZ, then the system's
+    /// zone, then UTC. --json and --csv stay in UTC.
+    #[arg(long, global = true, value_name = "ZONE")]
+    tz: Option<String>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -122,7 +129,9 @@ enum CertsCmd {
 
 #[derive(clap::Args, Debug)]
 struct SearchArgs {
-    /// Start of the time range: RFC 3339, YYYY-MM-DD, or relative (30m, 24h, 7d).
+    /// Start of the time range: a date (YYYY-MM-DD, midnight in the --tz
+    /// zone), a local time (YYYY-MM-DD HH:MM), RFC 3339 with an offset, or
+    /// relative (30m, 24h, 7d).
     #[arg(long)]
     from: Option<String>,
     /// End of the time range (exclusive), same forms as --from.
@@ -219,12 +228,13 @@ fn main() -> std::process::ExitCode {
                     .map(|c| format!("{c}: "))
                     .unwrap_or_default();
                 eprintln!(
-                    "kiroku: {doing}collector refused: {:?}: {}",
+                    "kiroku: {}collector refused: {:?}: {}",
+                    terminal(&doing),
                     status.code(),
-                    status.message()
+                    terminal(status.message())
                 );
             } else {
-                eprintln!("kiroku: {e:#}");
+                eprintln!("kiroku: {}", terminal(&format!("{e:#}")));
             }
             std::process::ExitCode::FAILURE
         }
@@ -232,14 +242,20 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    // Commands that show or read times resolve the zone first, so a wrong
+    // zone is reported before anything is asked of the collector.
+    let zone = || zone::zone(cli.tz.as_deref(), cli.connect.config_file()?.as_ref());
     match cli.cmd {
         Cmd::Certs { cmd } => certs(cmd),
         Cmd::Quickstart(args) => quickstart::run(args).await,
-        Cmd::Search(args) => search(&cli.connect, *args).await,
-        Cmd::Trace(args) => investigate::trace(&cli.connect, args).await,
-        Cmd::Alerts(args) => investigate::alerts(&cli.connect, args).await,
-        Cmd::Report { cmd } => investigate::report(&cli.connect, cmd).await,
+        Cmd::Search(args) => search(&cli.connect, *args, &zone()?).await,
+        Cmd::Trace(args) => investigate::trace(&cli.connect, args, &zone()?).await,
+        Cmd::Alerts(args) => investigate::alerts(&cli.connect, args, &zone()?).await,
+        Cmd::Report { cmd } => {
+            investigate::report(&cli.connect, cmd, &zone()?, cli.tz.is_some()).await
+        }
         Cmd::Show { event_id, json } => {
+            let zone = zone()?;
             let mut q = cli.connect.query().await?;
             let ev = q
                 .get_event(GetEventRequest { event_id })
@@ -248,37 +264,39 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if json {
                 println!("{}", output::json(&ev));
             } else {
-                print!("{}", output::detail(&ev));
+                print!("{}", output::detail(&ev, &zone));
             }
             Ok(())
         }
         Cmd::Raw { event_id, output } => raw(&cli.connect, event_id, output).await,
         Cmd::Hosts { json } => {
+            let zone = zone()?;
             let mut q = cli.connect.query().await?;
             let resp = q.list_hosts(ListHostsRequest {}).await?.into_inner();
             let hosts = resp.hosts;
             if !resp.ingest_paused.is_empty() {
-                eprintln!("WARNING: {}", resp.ingest_paused);
+                eprintln!("WARNING: {}", terminal(&resp.ingest_paused));
             }
             if json {
                 for h in &hosts {
                     println!("{}", serde_json::to_string(h)?);
                 }
             } else {
-                println!("{}", output::hosts(&hosts));
+                println!("{}", output::hosts(&hosts, &zone));
             }
             if resp.revocation_list_expired {
-                eprintln!("WARNING: {}", resp.revocation_list);
+                eprintln!("WARNING: {}", terminal(&resp.revocation_list));
             } else if !resp.revocation_list.is_empty() && !json {
-                println!("{}", resp.revocation_list);
+                println!("{}", terminal(&resp.revocation_list));
             }
             Ok(())
         }
         Cmd::Audit { since, limit, json } => {
+            let zone = zone()?;
             let now = kiroku_common::now_ms();
             let from_ms = since
                 .as_deref()
-                .map(|t| parse_time(t, now))
+                .map(|t| zone::parse_time(t, now, &zone))
                 .transpose()?
                 .unwrap_or(0);
             let mut q = cli.connect.query().await?;
@@ -291,16 +309,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     println!("{}", serde_json::to_string(e)?);
                 }
             } else {
-                println!("{}", output::audit(&r.entries));
+                println!("{}", output::audit(&r.entries, &zone));
             }
             if r.chain_ok {
                 eprintln!(
-                    "audit chain intact: {} entries, head {} (keep a copy elsewhere to anchor it)",
-                    r.total, r.head_hash
+                    "audit chain intact: {}, head {} (keep a copy elsewhere to anchor it)",
+                    output::count(r.total, "entry", "entries"),
+                    r.head_hash
                 );
                 Ok(())
             } else {
-                eprintln!("AUDIT CHAIN BROKEN: {}", r.problem);
+                eprintln!("AUDIT CHAIN BROKEN: {}", terminal(&r.problem));
                 std::process::exit(3);
             }
         }
@@ -354,48 +373,24 @@ fn certs(cmd: CertsCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Parses a time argument into Unix milliseconds.
-fn parse_time(s: &str, now_ms: i64) -> anyhow::Result<i64> {
-    let s = s.trim();
-    let units = [
-        ("ms", 1i64),
-        ("s", 1000),
-        ("m", 60_000),
-        ("h", 3_600_000),
-        ("d", 86_400_000),
-        ("w", 604_800_000),
-    ];
-    for (suffix, mult) in units.iter().rev() {
-        if let Some(n) = s.strip_suffix(suffix).and_then(|n| n.parse::<i64>().ok()) {
-            return Ok(now_ms - n * mult);
-        }
-    }
-    if let Ok(t) = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339) {
-        return Ok((t.unix_timestamp_nanos() / 1_000_000) as i64);
-    }
-    let date_fmt = time::macros::format_description!("[year]-[month]-[day]");
-    if let Ok(d) = time::Date::parse(s, &date_fmt) {
-        return Ok(d.midnight().assume_utc().unix_timestamp() * 1000);
-    }
-    anyhow::bail!(
-        "cannot read time {s:?}: use RFC 3339 (2026-11-22T10:00:00Z), a date (2026-11-22) or a relative time (30m, 24h, 7d)"
-    )
-}
-
-async fn search(connect: &client::ConnectArgs, a: SearchArgs) -> anyhow::Result<()> {
+async fn search(
+    connect: &client::ConnectArgs,
+    a: SearchArgs,
+    zone: &zone::Zone,
+) -> anyhow::Result<()> {
     let now = kiroku_common::now_ms();
     let s = |o: Option<String>| o.unwrap_or_default();
     let mut req = SearchRequest {
         from_ms: a
             .from
             .as_deref()
-            .map(|t| parse_time(t, now))
+            .map(|t| zone::parse_time(t, now, zone))
             .transpose()?
             .unwrap_or(0),
         to_ms: a
             .to
             .as_deref()
-            .map(|t| parse_time(t, now))
+            .map(|t| zone::parse_time(t, now, zone))
             .transpose()?
             .unwrap_or(0),
         host: s(a.host),
@@ -450,8 +445,12 @@ async fn search(connect: &client::ConnectArgs, a: SearchArgs) -> anyhow::Result<
         events = resp.events;
     }
     if !a.json {
-        println!("{}", output::table(&events));
-        eprintln!("{} of {} matching events", events.len(), total);
+        println!("{}", output::table(&events, zone));
+        eprintln!(
+            "{} of {}",
+            events.len(),
+            output::count(total, "matching event", "matching events")
+        );
     }
     Ok(())
 }
@@ -512,23 +511,4 @@ async fn raw(
         eprintln!("wrote {n} bytes of {event_id} to {}", output.display());
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn time_arguments() {
-        let now = 1_000_000_000_000;
-        assert_eq!(
-            super::parse_time("7d", now).ok(),
-            Some(now - 7 * 86_400_000)
-        );
-        assert_eq!(super::parse_time("30m", now).ok(), Some(now - 1_800_000));
-        assert_eq!(super::parse_time("1970-01-02", now).ok(), Some(86_400_000));
-        assert_eq!(
-            super::parse_time("1970-01-01T00:00:01Z", now).ok(),
-            Some(1000)
-        );
-        assert!(super::parse_time("last tuesday", now).is_err());
-    }
 }

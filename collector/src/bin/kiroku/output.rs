@@ -1,20 +1,33 @@
 //! Rendering events for people (tables, detail view) and for scripts (JSON
 //! lines with the proto's field names; enums as their names, as in the
 //! protobuf JSON mapping).
+//!
+//! Invariant: everything printed for people that came from outside (a
+//! mail, a file name, an agent, a rule) passes through [`safe`] (tables:
+//! every cell; the detail view: every line), so control characters and
+//! bidirectional overrides reach the terminal only as visible escapes.
+//! JSON is never escaped beyond JSON's own rules: it stays exact.
 
 use comfy_table::{ContentArrangement, Table, presets::UTF8_BORDERS_ONLY};
 use kiroku_collector::store::index::outcome_name;
+use kiroku_common::quote::terminal;
 use kiroku_proto::{EmailEvent, Event, FileEvent, GapEvent, HostInfo, event::Kind};
 
-pub fn time(ms: i64) -> String {
-    if ms == 0 {
-        return "-".into();
-    }
-    let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]Z");
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&fmt).ok())
-        .unwrap_or_else(|| ms.to_string())
+use crate::zone::{Zone, format as time};
+
+/// Outside text as printed for people: controls made visible.
+pub fn safe(s: &str) -> String {
+    terminal(s).into_owned()
+}
+
+/// A table row with every cell made [`safe`].
+pub fn safe_row<const N: usize>(cells: [String; N]) -> [String; N] {
+    cells.map(|c| safe(&c))
+}
+
+/// "1 file", "2 files", "0 files".
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 fn email(e: &Event) -> Option<&EmailEvent> {
@@ -79,16 +92,19 @@ pub fn json(e: &Event) -> serde_json::Value {
     v
 }
 
-fn shorten(s: &str, n: usize) -> String {
+/// At most `n` characters of `s` (escaped first, see [`safe`]), a cut one
+/// ending in `…`.
+pub fn shorten(s: &str, n: usize) -> String {
+    let s = terminal(s);
     if s.chars().count() <= n {
-        return s.to_owned();
+        return s.into_owned();
     }
     let mut out: String = s.chars().take(n.saturating_sub(1)).collect();
     out.push('…');
     out
 }
 
-pub fn table(events: &[Event]) -> String {
+pub fn table(events: &[Event], zone: &Zone) -> String {
     let mut t = Table::new();
     t.load_preset(UTF8_BORDERS_ONLY)
         .set_content_arrangement(ContentArrangement::Dynamic)
@@ -119,7 +135,7 @@ pub fn table(events: &[Event]) -> String {
                     shorten(&f.detail, 40)
                 };
                 [
-                    time(e.observed_at_ms),
+                    time(e.observed_at_ms, zone),
                     e.event_id.clone(),
                     host,
                     e.user.clone(),
@@ -137,7 +153,7 @@ pub fn table(events: &[Event]) -> String {
             (Some(m), None) => {
                 let to: Vec<&str> = m.rcpt_to.iter().map(|r| r.address.as_str()).collect();
                 [
-                    time(e.observed_at_ms),
+                    time(e.observed_at_ms, zone),
                     e.event_id.clone(),
                     host,
                     e.user.clone(),
@@ -158,19 +174,19 @@ pub fn table(events: &[Event]) -> String {
                     g.recipients.join(", ")
                 };
                 [
-                    time(e.observed_at_ms),
+                    time(e.observed_at_ms, zone),
                     e.event_id.clone(),
                     host,
                     e.user.clone(),
                     shorten(&g.senders.join(", "), 30),
                     shorten(&to, 40),
-                    format!("{} .. {}", time(g.first_ms), time(g.last_ms)),
+                    format!("{} .. {}", time(g.first_ms, zone), time(g.last_ms, zone)),
                     g.count.to_string(),
                     format!("gap: {} unrecorded", g.source),
                 ]
             }
             (None, None) => [
-                time(e.observed_at_ms),
+                time(e.observed_at_ms, zone),
                 e.event_id.clone(),
                 host,
                 e.user.clone(),
@@ -181,18 +197,21 @@ pub fn table(events: &[Event]) -> String {
                 String::new(),
             ],
         };
-        t.add_row(row);
+        t.add_row(safe_row(row));
     }
     t.to_string()
 }
 
-pub fn detail(e: &Event) -> String {
+pub fn detail(e: &Event, zone: &Zone) -> String {
     let mut out = String::new();
+    // Every line's key and value are made safe here: nothing an agent or a
+    // mail sends can end a line early and forge the next one.
     let mut line = |k: &str, v: &str| {
         if !v.is_empty() {
-            out.push_str(&format!("{k:>16}: {v}\n"));
+            out.push_str(&format!("{:>16}: {}\n", terminal(k), terminal(v)));
         }
     };
+    let time = |ms: i64| time(ms, zone);
     line("event id", &e.event_id);
     line("agent", &e.agent_id);
     line("observed", &time(e.observed_at_ms));
@@ -222,6 +241,7 @@ pub fn detail(e: &Event) -> String {
             .map(|i| format!("{} {} [{}]", i.name, i.mac, i.ips.join(", ")))
             .collect();
         line("interfaces", &addrs.join("; "));
+        line("time zone", &h.time_zone);
     }
     for (k, v) in &e.custom {
         line(&format!("custom.{k}"), v);
@@ -251,7 +271,10 @@ pub fn detail(e: &Event) -> String {
         line("exe", &f.exe);
         line("mechanism", &f.mechanism);
         if f.coalesced > 1 {
-            line("coalesced", &format!("{} kernel events", f.coalesced));
+            line(
+                "coalesced",
+                &count(u64::from(f.coalesced), "kernel event", "kernel events"),
+            );
         }
         line("detail", &f.detail);
     }
@@ -332,9 +355,26 @@ pub fn detail(e: &Event) -> String {
         }
         if !m.body_text.is_empty() {
             out.push('\n');
-            out.push_str(&shorten(&m.body_text, 4000));
-            out.push('\n');
+            out.push_str(&body(&m.body_text, 4000));
         }
+    }
+    out
+}
+
+/// The first `max` characters of a mail body, one line per line, each
+/// marked `  │ ` so no line of a body can pass for a field of the detail
+/// view, and made [`safe`] (a CR, an escape sequence, a bidi override
+/// inside a line is shown, not obeyed).
+fn body(text: &str, max: usize) -> String {
+    let cut: String = text.chars().take(max).collect();
+    let mut out = String::new();
+    for l in cut.lines() {
+        out.push_str("  │ ");
+        out.push_str(&terminal(l));
+        out.push('\n');
+    }
+    if text.chars().nth(max).is_some() {
+        out.push_str("  │ …\n");
     }
     out
 }
@@ -357,7 +397,7 @@ fn bytes(n: u64) -> String {
     }
 }
 
-pub fn hosts(hosts: &[HostInfo]) -> String {
+pub fn hosts(hosts: &[HostInfo], zone: &Zone) -> String {
     let mut t = Table::new();
     t.load_preset(UTF8_BORDERS_ONLY)
         .set_content_arrangement(ContentArrangement::Dynamic)
@@ -367,6 +407,7 @@ pub fn hosts(hosts: &[HostInfo]) -> String {
             "domain",
             "addresses",
             "agent version",
+            "time zone",
             "last seen",
             "clock offset",
             "backlog",
@@ -380,15 +421,16 @@ pub fn hosts(hosts: &[HostInfo]) -> String {
             .flat_map(|i| i.ips.iter().cloned())
             .filter(|ip| ip != "127.0.0.1" && ip != "::1")
             .collect();
-        t.add_row([
+        t.add_row(safe_row([
             h.agent_id.clone(),
             id.hostname,
             id.domain,
             shorten(&ips.join(", "), 40),
             id.agent_version,
+            id.time_zone,
             format!(
                 "{}{}",
-                time(h.last_seen_ms),
+                time(h.last_seen_ms, zone),
                 if h.connected { " (connected)" } else { "" }
             ),
             clock_offset(h),
@@ -399,25 +441,119 @@ pub fn hosts(hosts: &[HostInfo]) -> String {
                 (n, b, problem) => format!("{n} ({}); {}", bytes(b), shorten(problem, 80)),
             },
             h.events_stored.to_string(),
-        ]);
+        ]));
     }
     t.to_string()
 }
 
-pub fn audit(entries: &[kiroku_proto::AuditEntry]) -> String {
+pub fn audit(entries: &[kiroku_proto::AuditEntry], zone: &Zone) -> String {
     let mut t = Table::new();
     t.load_preset(UTF8_BORDERS_ONLY)
         .set_content_arrangement(ContentArrangement::Dynamic)
         .set_header(["seq", "time", "identity", "call", "results", "filter"]);
     for e in entries {
-        t.add_row([
+        t.add_row(safe_row([
             e.seq.to_string(),
-            time(e.at_ms),
+            time(e.at_ms, zone),
             e.identity.clone(),
             e.call.clone(),
             e.results.to_string(),
             shorten(&e.filter, 60),
-        ]);
+        ]));
     }
     t.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiroku_proto::{Attachment, HostIdentity};
+
+    /// What a hostile mail and agent could send: escape sequences, BEL,
+    /// CR/LF that would start a forged line, bidi overrides.
+    const EVIL: &str =
+        "Hi\u{1b}[2J\u{1b}[H\u{7}\r\n         outcome: rejected\u{202e}fdp.exe\u{2066}";
+
+    fn evil_event() -> Event {
+        Event {
+            event_id: "pc/s/1".into(),
+            user: EVIL.into(),
+            observed_at_ms: 1_796_429_582_123,
+            host: Some(HostIdentity {
+                hostname: EVIL.into(),
+                time_zone: EVIL.into(),
+                ..Default::default()
+            }),
+            tags: vec![EVIL.into()],
+            custom: [(EVIL.to_string(), EVIL.to_string())].into(),
+            kind: Some(Kind::Email(EmailEvent {
+                subject: EVIL.into(),
+                mail_from: EVIL.into(),
+                body_text: format!("line one\r\n{EVIL}\n"),
+                attachments: vec![Attachment {
+                    filename: EVIL.into(),
+                    ..Default::default()
+                }],
+                upstream_reply: EVIL.into(),
+                outcome: kiroku_proto::Outcome::Delivered as i32,
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+    }
+
+    fn assert_inert(out: &str) {
+        for c in out.chars() {
+            assert!(
+                c == '\n'
+                    || !(c.is_control()
+                        || ('\u{202a}'..='\u{202e}').contains(&c)
+                        || ('\u{2066}'..='\u{2069}').contains(&c)),
+                "{c:?} in {out}"
+            );
+        }
+    }
+
+    #[test]
+    fn outside_text_cannot_drive_the_terminal_or_forge_a_line() {
+        let zone = crate::zone::zone(Some("Asia/Tokyo"), None).expect("zone");
+        let e = evil_event();
+        let d = detail(&e, &zone);
+        assert_inert(&d);
+        // Only the real outcome starts a line.
+        let outcomes: Vec<&str> = d
+            .lines()
+            .filter(|l| l.trim_start().starts_with("outcome:"))
+            .collect();
+        assert_eq!(outcomes, ["         outcome: delivered"], "{d}");
+        assert!(d.contains("Hi\\u{1b}[2J"), "{d}");
+        assert!(
+            d.contains("observed: 2026-12-05 09:13:02.123 +09:00"),
+            "{d}"
+        );
+        assert!(d.contains("  │ line one\n"), "{d}");
+        let t = table(&[e], &zone);
+        assert_inert(&t);
+        assert!(t.contains("\\u{202e}"), "{t}");
+        let h = hosts(
+            &[HostInfo {
+                agent_id: EVIL.into(),
+                host: evil_event().host,
+                buffer_problem: EVIL.into(),
+                ..Default::default()
+            }],
+            &zone,
+        );
+        assert_inert(&h);
+        // JSON keeps the exact text.
+        assert_eq!(json(&evil_event())["email"]["subject"], EVIL);
+    }
+
+    #[test]
+    fn counts_agree_with_their_number() {
+        for (n, want) in [(0, "0 files"), (1, "1 file"), (2, "2 files")] {
+            assert_eq!(count(n, "file", "files"), want);
+        }
+        assert_eq!(count(1, "entry", "entries"), "1 entry");
+    }
 }

@@ -21,7 +21,8 @@ use std::path::{Path, PathBuf};
 use kiroku_proto::{ExfilFile, ExfilReport};
 use prost::Message;
 use tantivy::columnar::Dictionary;
-use tantivy::query::{EnableScoring, Query, RangeQuery};
+use tantivy::query::{BooleanQuery, EnableScoring, Occur, Query, RangeQuery, TermQuery};
+use tantivy::schema::IndexRecordOption;
 use tantivy::{Searcher, TantivyDocument, Term};
 
 use super::{EventIndex, Fields, IndexError};
@@ -84,6 +85,28 @@ impl ExfilEvent {
     }
 }
 
+/// Which events a scan keeps besides its time range; empty strings keep
+/// every event.
+#[derive(Clone, Debug, Default)]
+pub struct ExfilFilter {
+    /// The channel: `mail` or `removable`.
+    pub method: String,
+    /// The report's user (`investigate::event_user`), any case.
+    pub user: String,
+    /// A hostname or FQDN (any case), or an agent id.
+    pub host: String,
+}
+
+impl ExfilFilter {
+    /// Term ordinals of a segment dictionary of names `ids` that pass
+    /// `want` (empty: all do).
+    fn keep(want: &str, ids: &[u32], names: &Names) -> Vec<bool> {
+        ids.iter()
+            .map(|&id| want.is_empty() || names.list[id as usize].to_lowercase() == want)
+            .collect()
+    }
+}
+
 /// The events of one time range on one snapshot of the index; their rows
 /// are read from the same snapshot.
 pub struct ExfilScan {
@@ -119,15 +142,50 @@ impl Names {
 }
 
 impl EventIndex {
-    /// Every event whose files left in [from_ms, to_ms) (corrected time),
-    /// read from fast fields only; see [`ExfilScan::rows`] for the files.
-    pub fn exfil_scan(&self, from_ms: i64, to_ms: i64) -> Result<ExfilScan, IndexError> {
+    /// Every event whose files left in [from_ms, to_ms) (corrected time)
+    /// and that `filter` keeps, read from fast fields only (the host from
+    /// the indexed `host` and `agent_id`); see [`ExfilScan::rows`] for the
+    /// files.
+    pub fn exfil_scan(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        filter: &ExfilFilter,
+    ) -> Result<ExfilScan, IndexError> {
         let searcher = self.reader.searcher();
         let range = RangeQuery::new(
             Bound::Included(Term::from_field_i64(self.f.exfil_at, from_ms)),
             Bound::Excluded(Term::from_field_i64(self.f.exfil_at, to_ms)),
         );
-        let weight = range
+        let query: Box<dyn Query> = match filter.host.trim() {
+            "" => Box::new(range),
+            host => {
+                let term = |t: Term| -> Box<dyn Query> {
+                    Box::new(TermQuery::new(t, IndexRecordOption::Basic))
+                };
+                // The report names a host by its hostname, or by the agent
+                // id when the agent sent none.
+                let either = BooleanQuery::new(vec![
+                    (
+                        Occur::Should,
+                        term(Term::from_field_text(self.f.host, &host.to_lowercase())),
+                    ),
+                    (
+                        Occur::Should,
+                        term(Term::from_field_text(self.f.agent_id, host)),
+                    ),
+                ]);
+                Box::new(BooleanQuery::new(vec![
+                    (Occur::Must, Box::new(range) as Box<dyn Query>),
+                    (Occur::Must, Box::new(either)),
+                ]))
+            }
+        };
+        let (want_method, want_user) = (
+            filter.method.trim().to_lowercase(),
+            filter.user.trim().to_lowercase(),
+        );
+        let weight = query
             .weight(EnableScoring::disabled_from_searcher(&searcher))
             .map_err(|e| self.terr(e))?;
         let io = |what: &str, e: std::io::Error| other(&self.path, format!("reading {what}: {e}"));
@@ -153,6 +211,8 @@ impl EventIndex {
             let users = names
                 .intern_all(user.dictionary())
                 .map_err(|e| io("exfil_user", e))?;
+            let method_kept = ExfilFilter::keep(&want_method, &methods, &names);
+            let user_kept = ExfilFilter::keep(&want_user, &users, &names);
             let alive = seg.alive_bitset();
             weight
                 .for_each_no_score(seg, &mut |docs| {
@@ -168,6 +228,10 @@ impl EventIndex {
                         ) else {
                             continue;
                         };
+                        let kept = |k: &[bool], ord: u64| k.get(ord as usize) == Some(&true);
+                        if !kept(&method_kept, m) || !kept(&user_kept, u) {
+                            continue;
+                        }
                         events.push(ExfilEvent {
                             at_ms,
                             method: methods.get(m as usize).copied().unwrap_or_default(),

@@ -214,6 +214,20 @@ pub fn check_search(r: &SearchRequest) -> Result<(), IndexError> {
     Ok(())
 }
 
+/// Checks the strings of an exfiltration report request against their
+/// limits, before any is looked up.
+pub fn check_exfil(r: &kiroku_proto::ExfilReportRequest) -> Result<(), IndexError> {
+    for (field, v) in [
+        ("time_zone", &r.time_zone),
+        ("method", &r.method),
+        ("user", &r.user),
+        ("host", &r.host),
+    ] {
+        check_len(field, v, MAX_TERM_BYTES)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
