@@ -204,7 +204,8 @@ pub fn exfil_days(r: &ExfilReportRequest) -> Result<Days, ExfilError> {
 /// request checked. What the report and the ExfilFiles stream read;
 /// `files_total` of a scan says how many files.
 pub fn exfil_scan(index: &EventIndex, r: &ExfilReportRequest) -> Result<ExfilScan, ExfilError> {
-    check_exfil(r)?;
+    // A bound exceeded is the caller's mistake, like any other bad field.
+    check_exfil(r).map_err(|e| ExfilError::BadRequest(e.to_string()))?;
     if r.to_ms <= r.from_ms {
         return Err(ExfilError::BadRequest(format!(
             "to_ms ({}) must be after from_ms ({})",
