@@ -497,7 +497,8 @@ async fn raw(
             let _ = std::fs::remove_file(&tmp);
         }
         return Err(e.context(format!(
-            "{event_id}: the download failed after {n} bytes{}",
+            "{event_id}: the download failed after {}{}",
+            output::count(n, "byte", "bytes"),
             if to_stdout {
                 "; what was written to standard output is incomplete and must not be used"
             } else {
@@ -508,7 +509,11 @@ async fn raw(
     if !to_stdout {
         std::fs::rename(&tmp, &output)
             .with_context(|| format!("cannot write {}", output.display()))?;
-        eprintln!("wrote {n} bytes of {event_id} to {}", output.display());
+        eprintln!(
+            "wrote {} of {event_id} to {}",
+            output::count(n, "byte", "bytes"),
+            output.display()
+        );
     }
     Ok(())
 }

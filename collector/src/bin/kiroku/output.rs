@@ -252,7 +252,7 @@ pub fn detail(e: &Event, zone: &Zone) -> String {
         line("path", &f.path);
         line("old path", &f.old_path);
         if f.size > 0 || !f.sha256.is_empty() {
-            line("size", &format!("{} bytes", f.size));
+            line("size", &count(f.size, "byte", "bytes"));
         }
         if f.mtime_ms != 0 {
             line("modified", &time(f.mtime_ms));
@@ -322,7 +322,7 @@ pub fn detail(e: &Event, zone: &Zone) -> String {
         line("Subject", &m.subject);
         line("Date", &m.date);
         line("Message-ID", &m.message_id);
-        line("size", &format!("{} bytes", m.message_size));
+        line("size", &count(m.message_size, "byte", "bytes"));
         line("raw sha256", &m.raw_sha256);
         // `line` skips empty values: shown only for a raw message not kept.
         line("raw not kept", &m.raw_not_kept);
@@ -339,8 +339,11 @@ pub fn detail(e: &Event, zone: &Zone) -> String {
             line(
                 "attachment",
                 &format!(
-                    "{} ({}, {} bytes) sha256 {}",
-                    a.filename, a.content_type, a.size, a.sha256
+                    "{} ({}, {}) sha256 {}",
+                    a.filename,
+                    a.content_type,
+                    count(a.size, "byte", "bytes"),
+                    a.sha256
                 ),
             );
         }
