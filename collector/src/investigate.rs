@@ -3,8 +3,8 @@
 //! removable media over a time range). Pure functions of the index; the
 //! Query service calls them on a blocking thread.
 //!
-//! Time is the *corrected* event time: the agent's clock minus its measured
-//! offset when the offset is known, else the collector's receipt time.
+//! Time is the *corrected* event time, `kiroku_common::mail::corrected_ms`
+//! (the same as the index orders a search by).
 
 use std::collections::{HashMap, HashSet};
 
@@ -12,8 +12,8 @@ use kiroku_proto::{
     Event, ExfilCount, ExfilFile, ExfilReport, ExfilReportRequest, Outcome, event::Kind,
 };
 
-use crate::alerts::rules::{accepted_recipients, real_attachments};
 use crate::store::index::{EventIndex, ExfilEvent, ExfilScan, IndexError};
+use kiroku_common::mail::{accepted_recipients, corrected_ms, event_user, real_attachments};
 
 /// Most index hits one investigation reads.
 const SCAN_CAP: usize = 100_000;
@@ -35,30 +35,6 @@ pub enum ExfilError {
     BadRequest(String),
     #[error(transparent)]
     Index(#[from] IndexError),
-}
-
-/// The event's time on the collector's clock.
-pub fn event_time(e: &Event) -> i64 {
-    if e.clock_offset_known {
-        // Saturating: both come from the agent (see `corrected_ms`).
-        e.observed_at_ms.saturating_sub(e.clock_offset_ms)
-    } else if e.received_at_ms != 0 {
-        e.received_at_ms
-    } else {
-        e.observed_at_ms
-    }
-}
-
-/// Who did it: the desktop account, else the SMTP login, else the sender.
-pub fn event_user(e: &Event) -> String {
-    if !e.user.is_empty() {
-        return e.user.clone();
-    }
-    match &e.kind {
-        Some(Kind::Email(m)) if !m.auth_user.is_empty() => m.auth_user.clone(),
-        Some(Kind::Email(m)) if !m.mail_from.is_empty() => m.mail_from.clone(),
-        _ => "(unknown)".into(),
-    }
 }
 
 fn host_of(e: &Event) -> String {
@@ -102,7 +78,7 @@ pub fn trace(
             }
         }
     }
-    events.sort_by(|a, b| (event_time(a), &a.event_id).cmp(&(event_time(b), &b.event_id)));
+    events.sort_by(|a, b| (corrected_ms(a), &a.event_id).cmp(&(corrected_ms(b), &b.event_id)));
     if events.len() > limit {
         events.truncate(limit);
         truncated = true;
@@ -151,7 +127,7 @@ pub fn exfil_files(e: &Event) -> Vec<ExfilFile> {
         user: event_user(e),
         host: host_of(e),
         event_id: e.event_id.clone(),
-        at_ms: event_time(e),
+        at_ms: corrected_ms(e),
         ..Default::default()
     };
     match &e.kind {
@@ -200,7 +176,18 @@ pub fn exfil_scan(index: &EventIndex, r: &ExfilReportRequest) -> Result<ExfilSca
             r.utc_offset_minutes
         )));
     }
-    Ok(index.exfil_scan(r.from_ms, r.to_ms)?)
+    let recipients = match r.recipients.trim().to_lowercase().as_str() {
+        "" => None,
+        "external" => Some(index.recipients_query(true)?),
+        "internal" => Some(index.recipients_query(false)?),
+        other => {
+            return Err(ExfilError::BadRequest(format!(
+                "recipients {} is not internal or external",
+                kiroku_common::quote::quote(other)
+            )));
+        }
+    };
+    Ok(index.exfil_scan(r.from_ms, r.to_ms, recipients)?)
 }
 
 /// Files the events of a scan sent.
@@ -529,6 +516,7 @@ mod tests {
                     to_ms: 10 * 3_600_000,
                     utc_offset_minutes: 540,
                     max_files: max,
+                    ..Default::default()
                 },
             )
             .expect("report");
@@ -610,7 +598,7 @@ mod tests {
             &idx,
             &ExfilReportRequest {
                 max_files: 100,
-                ..r
+                ..r.clone()
             },
         )
         .expect("report")

@@ -1,12 +1,16 @@
 //! Code shared by the agent, the collector and the CLI: PKI and roles
 //! (`pki`), TLS configuration for tonic (`tls`), TOML config loading
-//! (`config`), hashing and time helpers, logging set-up. The event model
+//! (`config`), the mail notions every crate shares (`mail`: corrected
+//! time, accepted recipients, internal domains), what search filter values
+//! mean (`search`), hashing and time helpers, logging set-up. The event model
 //! itself is the protobuf in `kiroku-proto`; this crate adds the behaviour
 //! around it.
 
 pub mod config;
+pub mod mail;
 pub mod pki;
 pub mod quote;
+pub mod search;
 pub mod tls;
 pub mod vocabulary;
 

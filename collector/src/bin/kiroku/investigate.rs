@@ -4,7 +4,7 @@
 
 use comfy_table::{ContentArrangement, Table, presets::UTF8_BORDERS_ONLY};
 use kiroku_collector::alerts::notify::alert_json;
-use kiroku_collector::investigate::{event_time, event_user};
+use kiroku_common::mail::{corrected_ms, event_user, outcome_name};
 use kiroku_proto::{
     Alert, AlertsRequest, Event, ExfilFile, ExfilReport, ExfilReportRequest, TraceRequest,
     event::Kind,
@@ -71,6 +71,14 @@ pub struct ExfilArgs {
     /// Every file as CSV (streamed from the collector), without the totals.
     #[arg(long)]
     csv: bool,
+    /// Only mail with a recipient outside the collector's internal_domains
+    /// (removable copies are left out).
+    #[arg(long, conflicts_with = "internal")]
+    external: bool,
+    /// Only mail whose recipients are all inside the collector's
+    /// internal_domains (removable copies are left out).
+    #[arg(long)]
+    internal: bool,
 }
 
 /// What an event did with the content, in one line.
@@ -92,7 +100,7 @@ fn what(e: &Event, sha: &str) -> String {
                 m.mail_from,
                 to.join(", "),
                 names.join(", "),
-                kiroku_collector::store::index::outcome_name(m.outcome)
+                outcome_name(m.outcome)
             )
         }
         Some(Kind::File(f)) => match f.operation.as_str() {
@@ -140,7 +148,7 @@ pub async fn trace(connect: &ConnectArgs, a: TraceArgs) -> anyhow::Result<()> {
                 .filter(|h| !h.is_empty())
                 .unwrap_or_else(|| e.agent_id.clone());
             t.add_row([
-                output::time(event_time(e)),
+                output::time(corrected_ms(e)),
                 host,
                 event_user(e),
                 what(e, &sha),
@@ -316,6 +324,11 @@ pub async fn report(connect: &ConnectArgs, cmd: ReportCmd) -> anyhow::Result<()>
         // With every file streamed, the report itself need list none (0
         // would mean the collector's default).
         max_files: if a.all_files { 1 } else { a.max_files },
+        recipients: match (a.external, a.internal) {
+            (true, _) => "external".into(),
+            (_, true) => "internal".into(),
+            _ => String::new(),
+        },
     };
     let (from, to) = (req.from_ms, req.to_ms);
     let mut q = connect.query().await?;
@@ -342,7 +355,7 @@ pub async fn report(connect: &ConnectArgs, cmd: ReportCmd) -> anyhow::Result<()>
         eprintln!("{n} files");
         return Ok(());
     }
-    let mut r = q.exfil_report(req).await?.into_inner();
+    let mut r = q.exfil_report(req.clone()).await?.into_inner();
     if a.all_files {
         r.files.clear();
         every_file(&mut q, req, |f| {

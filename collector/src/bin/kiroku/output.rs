@@ -3,7 +3,7 @@
 //! protobuf JSON mapping).
 
 use comfy_table::{ContentArrangement, Table, presets::UTF8_BORDERS_ONLY};
-use kiroku_collector::store::index::outcome_name;
+use kiroku_common::mail::{corrected_ms, outcome_name};
 use kiroku_proto::{EmailEvent, Event, FileEvent, GapEvent, HostInfo, event::Kind};
 
 pub fn time(ms: i64) -> String {
@@ -205,10 +205,7 @@ pub fn detail(e: &Event) -> String {
                 e.clock_offset_ms as f64 / 1000.0
             ),
         );
-        line(
-            "corrected time",
-            &time(kiroku_collector::store::index::corrected_ms(e)),
-        );
+        line("corrected time", &time(corrected_ms(e)));
     }
     line("user", &e.user);
     if let Some(h) = &e.host {

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use kiroku_proto::{ExfilFile, ExfilReport};
 use prost::Message;
 use tantivy::columnar::Dictionary;
-use tantivy::query::{EnableScoring, Query, RangeQuery};
+use tantivy::query::{BooleanQuery, EnableScoring, Occur, Query, RangeQuery};
 use tantivy::{Searcher, TantivyDocument, Term};
 
 use super::{EventIndex, Fields, IndexError};
@@ -121,13 +121,27 @@ impl Names {
 impl EventIndex {
     /// Every event whose files left in [from_ms, to_ms) (corrected time),
     /// read from fast fields only; see [`ExfilScan::rows`] for the files.
-    pub fn exfil_scan(&self, from_ms: i64, to_ms: i64) -> Result<ExfilScan, IndexError> {
+    pub fn exfil_scan(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        also: Option<Box<dyn Query>>,
+    ) -> Result<ExfilScan, IndexError> {
         let searcher = self.reader.searcher();
-        let range = RangeQuery::new(
+        let range: Box<dyn Query> = Box::new(RangeQuery::new(
             Bound::Included(Term::from_field_i64(self.f.exfil_at, from_ms)),
             Bound::Excluded(Term::from_field_i64(self.f.exfil_at, to_ms)),
-        );
-        let weight = range
+        ));
+        // `also`: a further condition the events must meet (the report's
+        // internal/external recipients).
+        let query: Box<dyn Query> = match also {
+            None => range,
+            Some(q) => Box::new(BooleanQuery::new(vec![
+                (Occur::Must, range),
+                (Occur::Must, q),
+            ])),
+        };
+        let weight = query
             .weight(EnableScoring::disabled_from_searcher(&searcher))
             .map_err(|e| self.terr(e))?;
         let io = |what: &str, e: std::io::Error| other(&self.path, format!("reading {what}: {e}"));
