@@ -61,6 +61,8 @@ pub struct RuleDef {
     pub kind: RuleKind,
     /// external_attachment, mail_rate: the organisation's own mail domains;
     /// subdomains are included. A recipient in any other domain is external.
+    /// Default: the collector's `internal_domains`; a list here overrides it
+    /// for this rule.
     #[serde(default)]
     pub internal_domains: Vec<String>,
     /// sensitive_hash: lower-case hex SHA-256 values.

@@ -186,6 +186,22 @@ pub fn table(events: &[Event]) -> String {
     t.to_string()
 }
 
+/// The user of an event with where it comes from, when the record says
+/// (mail: the socket owner of a local client, the SMTP login of a remote
+/// one, or nobody, and why).
+fn user_line(e: &Event) -> String {
+    use kiroku_common::mail::user_source;
+    let source = email(e).map(|m| m.user_source.as_str()).unwrap_or_default();
+    match source {
+        user_source::LOCAL_SOCKET => format!("{} (owner of the local client's socket)", e.user),
+        user_source::SMTP_AUTH => format!("{} (SMTP AUTH login of a remote client)", e.user),
+        user_source::REMOTE_UNKNOWN => {
+            "(none: a client on another machine without SMTP AUTH; who used it is not known to the agent)".into()
+        }
+        _ => e.user.clone(),
+    }
+}
+
 pub fn detail(e: &Event) -> String {
     let mut out = String::new();
     let mut line = |k: &str, v: &str| {
@@ -207,7 +223,7 @@ pub fn detail(e: &Event) -> String {
         );
         line("corrected time", &time(corrected_ms(e)));
     }
-    line("user", &e.user);
+    line("user", &user_line(e));
     if let Some(h) = &e.host {
         line("host", &format!("{} ({})", h.hostname, h.fqdn));
         line("domain", &h.domain);
