@@ -24,6 +24,7 @@
 pub mod notify;
 pub mod rules;
 
+use kiroku_common::vocabulary::file_op;
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -237,7 +238,7 @@ impl Alerting {
                 .map(|h| format!("sensitive content {h} {}", describe(e))),
             (RuleKind::SensitiveDir, _) => self.sensitive_dir(rule, e)?,
             (RuleKind::RemovableCopy, Some(Kind::File(f)))
-                if f.operation == "copy_to_removable" =>
+                if f.operation == file_op::COPY_TO_REMOVABLE =>
             {
                 Some(format!(
                     "{who} copied {} to removable volume {}{}",
@@ -467,7 +468,7 @@ fn describe(e: &Event) -> String {
             event_user(e),
             accepted_recipients(m).collect::<Vec<_>>().join(", ")
         ),
-        Some(Kind::File(f)) if f.operation == "copy_to_removable" => {
+        Some(Kind::File(f)) if f.operation == file_op::COPY_TO_REMOVABLE => {
             format!("copied to removable {} on {host}", f.path)
         }
         Some(Kind::File(f)) if !f.old_path.is_empty() => {

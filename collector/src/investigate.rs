@@ -6,6 +6,7 @@
 //! Time is the *corrected* event time, `kiroku_common::mail::corrected_ms`
 //! (the same as the index orders a search by).
 
+use kiroku_common::vocabulary::file_op;
 use std::collections::{HashMap, HashSet};
 
 use kiroku_proto::{
@@ -144,7 +145,7 @@ pub fn exfil_files(e: &Event) -> Vec<ExfilFile> {
                 })
                 .collect()
         }
-        Some(Kind::File(f)) if f.operation == "copy_to_removable" => vec![ExfilFile {
+        Some(Kind::File(f)) if f.operation == file_op::COPY_TO_REMOVABLE => vec![ExfilFile {
             method: "removable".into(),
             filename: f.path.clone(),
             sha256: f.sha256.clone(),
@@ -176,10 +177,20 @@ pub fn exfil_scan(index: &EventIndex, r: &ExfilReportRequest) -> Result<ExfilSca
             r.utc_offset_minutes
         )));
     }
+    // A filter the collector cannot apply (no internal_domains set) is the
+    // request's fault, not the index's.
+    let recipients_query = |external| {
+        index.recipients_query(external).map_err(|e| match e {
+            IndexError::BadQuery { message, .. } => {
+                ExfilError::BadRequest(format!("recipients: {message}"))
+            }
+            e => ExfilError::Index(e),
+        })
+    };
     let recipients = match r.recipients.trim().to_lowercase().as_str() {
         "" => None,
-        "external" => Some(index.recipients_query(true)?),
-        "internal" => Some(index.recipients_query(false)?),
+        "external" => Some(recipients_query(true)?),
+        "internal" => Some(recipients_query(false)?),
         other => {
             return Err(ExfilError::BadRequest(format!(
                 "recipients {} is not internal or external",

@@ -167,10 +167,19 @@ fn exfil_status(e: ExfilError) -> Status {
 
 /// An exfiltration request as the audit log records it.
 fn exfil_filter(r: &ExfilReportRequest) -> String {
-    format!(
+    let mut f = format!(
         "from_ms: {}, to_ms: {}, utc_offset_minutes: {}, max_files: {}",
         r.from_ms, r.to_ms, r.utc_offset_minutes, r.max_files
-    )
+    );
+    if !r.recipients.is_empty() {
+        // Outside input, bounded: the audit log does not grow by what a
+        // caller sends.
+        f.push_str(&format!(
+            ", recipients: {}",
+            kiroku_common::quote::quote(&r.recipients)
+        ));
+    }
+    f
 }
 
 /// (offset, page size) of a Search: the page token checked and bounded.

@@ -728,7 +728,7 @@ async fn trace_and_exfil_report() -> anyhow::Result<()> {
         to_ms: kiroku_common::now_ms() + 60_000,
         ..Default::default()
     };
-    let full = q.exfil_report(range).await?.into_inner();
+    let full = q.exfil_report(range.clone()).await?.into_inner();
     assert_eq!(
         (full.files.len(), full.files_total, full.files_truncated),
         (3, 3, false)
@@ -736,7 +736,7 @@ async fn trace_and_exfil_report() -> anyhow::Result<()> {
     let one = q
         .exfil_report(ExfilReportRequest {
             max_files: 1,
-            ..range
+            ..range.clone()
         })
         .await?
         .into_inner();
@@ -747,7 +747,7 @@ async fn trace_and_exfil_report() -> anyhow::Result<()> {
         (one.per_day.clone(), one.per_user.clone()),
         (full.per_day.clone(), full.per_user.clone())
     );
-    let mut stream = q.exfil_files(range).await?.into_inner();
+    let mut stream = q.exfil_files(range.clone()).await?.into_inner();
     let mut streamed = Vec::new();
     while let Some(batch) = stream.message().await? {
         streamed.extend(batch.files);

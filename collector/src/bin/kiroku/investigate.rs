@@ -5,6 +5,7 @@
 use comfy_table::{ContentArrangement, Table, presets::UTF8_BORDERS_ONLY};
 use kiroku_collector::alerts::notify::alert_json;
 use kiroku_common::mail::{corrected_ms, event_user, outcome_name};
+use kiroku_common::vocabulary::file_op;
 use kiroku_proto::{
     Alert, AlertsRequest, Event, ExfilFile, ExfilReport, ExfilReportRequest, TraceRequest,
     event::Kind,
@@ -104,7 +105,7 @@ fn what(e: &Event, sha: &str) -> String {
             )
         }
         Some(Kind::File(f)) => match f.operation.as_str() {
-            "copy_to_removable" => {
+            file_op::COPY_TO_REMOVABLE => {
                 let mut s = format!("copy to removable {}: {}", f.volume, f.path);
                 if !f.volume_label.is_empty() {
                     s.push_str(&format!(" [{}]", f.volume_label));
@@ -114,7 +115,7 @@ fn what(e: &Event, sha: &str) -> String {
                 }
                 s
             }
-            "rename" => format!("rename {} → {}", f.old_path, f.path),
+            file_op::RENAME => format!("rename {} → {}", f.old_path, f.path),
             op => format!("{op} {}", f.path),
         },
         _ => String::new(),
