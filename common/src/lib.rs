@@ -50,6 +50,18 @@ pub fn rfc3339_ms(ms: i64) -> String {
         .unwrap_or_else(|| ms.to_string())
 }
 
+/// An alert as JSON: the webhook body and `kiroku alerts --json` alike.
+pub fn alert_json(a: &kiroku_proto::Alert) -> serde_json::Value {
+    serde_json::json!({
+        "rule": a.rule,
+        "kind": a.kind,
+        "event_id": a.event_id,
+        "fired_at_ms": a.fired_at_ms,
+        "summary": a.summary,
+        "event": a.event,
+    })
+}
+
 /// Version string reported by every Kiroku binary.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 

@@ -3,7 +3,7 @@
 //! JSON / CSV for scripts.
 
 use comfy_table::{ContentArrangement, Table, presets::UTF8_BORDERS_ONLY};
-use kiroku_collector::alerts::notify::alert_json;
+use kiroku_common::alert_json;
 use kiroku_common::mail::{corrected_ms, event_user, outcome_name};
 use kiroku_common::vocabulary::file_op;
 use kiroku_proto::{
