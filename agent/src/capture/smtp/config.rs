@@ -262,4 +262,30 @@ mod tests {
             .expect_err("a misspelt key is refused");
         assert!(err.to_string().contains("data_min_rate"), "{err}");
     }
+
+    #[test]
+    fn which_clients_are_this_host() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("ip");
+        let default: SmtpConfig = toml::from_str("").expect("default");
+        let only_one: SmtpConfig =
+            toml::from_str("local_clients = [\"127.0.0.1\", \"10.9.0.0/16\"]\n").expect("list");
+        for (client, by_default, by_list) in [
+            ("127.0.0.1", true, true),
+            ("127.0.0.2", true, false),
+            ("::1", true, false),
+            ("::ffff:127.0.0.1", true, true),
+            ("10.9.3.4", false, true),
+            ("192.0.2.1", false, false),
+        ] {
+            assert_eq!(default.is_local_client(ip(client)), by_default, "{client}");
+            assert_eq!(only_one.is_local_client(ip(client)), by_list, "{client}");
+        }
+        let err = toml::from_str::<SmtpConfig>("local_clients = [\"localhost\"]\n")
+            .expect_err("not an address");
+        assert!(
+            err.to_string()
+                .contains("\"localhost\" is not an IP address"),
+            "{err}"
+        );
+    }
 }
