@@ -24,6 +24,7 @@
 pub mod notify;
 pub mod rules;
 
+use kiroku_common::vocabulary::file_op;
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -35,8 +36,10 @@ use prost::Message;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
-use crate::investigate::{event_time, event_user};
 use crate::store::meta::{MetaError, MetaStore};
+use kiroku_common::mail::{
+    InternalDomains, accepted_recipients, corrected_ms, event_user, outcome_name, real_attachments,
+};
 pub use rules::{Rule, RuleKind, RuleSet, RulesError};
 
 /// `[alerts]` in the collector config.
@@ -107,9 +110,19 @@ pub struct Alerting {
     logged: AtomicUsize,
     seq: AtomicU64,
     keep: usize,
+    /// The collector's `internal_domains`: the rules' default.
+    internal_default: InternalDomains,
 }
 
 impl Alerting {
+    /// The collector's `internal_domains`, the default of every rule
+    /// that compares with internal domains and names none of its own (a
+    /// reload of the rules uses it too).
+    pub fn with_internal_domains(mut self, domains: InternalDomains) -> Self {
+        self.internal_default = domains;
+        self
+    }
+
     /// An engine with `rules`, its replay log and sensitive-hash set in the
     /// collector's meta store.
     pub fn new(
@@ -137,6 +150,7 @@ impl Alerting {
             sensitive,
             seq: AtomicU64::new(next_seq),
             keep: keep.max(1),
+            internal_default: InternalDomains::default(),
         })
     }
 
@@ -207,16 +221,14 @@ impl Alerting {
         let who = event_user(e);
         Ok(match (rule.kind, &e.kind) {
             (RuleKind::ExternalAttachment, Some(Kind::Email(m))) => {
-                let names: Vec<&str> = rules::real_attachments(m)
-                    .map(|a| a.filename.as_str())
-                    .collect();
-                let ext = rules::external_recipients(m, &rule.internal_domains);
+                let names: Vec<&str> = real_attachments(m).map(|a| a.filename.as_str()).collect();
+                let ext = rule.internal_domains.external_recipients(m);
                 (!names.is_empty() && !ext.is_empty()).then(|| {
                     format!(
                         "{who} mailed {} to {} ({})",
                         names.join(", "),
                         ext.join(", "),
-                        crate::store::index::outcome_name(m.outcome)
+                        outcome_name(m.outcome)
                     )
                 })
             }
@@ -226,7 +238,7 @@ impl Alerting {
                 .map(|h| format!("sensitive content {h} {}", describe(e))),
             (RuleKind::SensitiveDir, _) => self.sensitive_dir(rule, e)?,
             (RuleKind::RemovableCopy, Some(Kind::File(f)))
-                if f.operation == "copy_to_removable" =>
+                if f.operation == file_op::COPY_TO_REMOVABLE =>
             {
                 Some(format!(
                     "{who} copied {} to removable volume {}{}",
@@ -244,10 +256,10 @@ impl Alerting {
                 ))
             }
             (RuleKind::MailRate, Some(Kind::Email(m))) => {
-                if rules::external_recipients(m, &rule.internal_domains).is_empty() {
+                if rule.internal_domains.external_recipients(m).is_empty() {
                     return Ok(None);
                 }
-                self.mail_rate(rule, &who, event_time(e), &e.event_id)
+                self.mail_rate(rule, &who, corrected_ms(e), &e.event_id)
                     .map(|n| {
                         format!(
                             "{who} sent {n} mails to external recipients within an hour (limit {})",
@@ -382,7 +394,7 @@ impl Alerting {
     /// Loads `path`; on success the new rules are in force. On failure the
     /// old rules stay and the error (naming file, line and field) returns.
     pub fn reload(&self, path: &Path) -> Result<usize, RulesError> {
-        let set = RuleSet::load(path)?;
+        let set = RuleSet::load(path, &self.internal_default)?;
         let n = set.rules.len();
         self.set_rules(set);
         Ok(n)
@@ -454,9 +466,9 @@ fn describe(e: &Event) -> String {
         Some(Kind::Email(m)) => format!(
             "mailed by {} to {} (on {host})",
             event_user(e),
-            rules::accepted_recipients(m).collect::<Vec<_>>().join(", ")
+            accepted_recipients(m).collect::<Vec<_>>().join(", ")
         ),
-        Some(Kind::File(f)) if f.operation == "copy_to_removable" => {
+        Some(Kind::File(f)) if f.operation == file_op::COPY_TO_REMOVABLE => {
             format!("copied to removable {} on {host}", f.path)
         }
         Some(Kind::File(f)) if !f.old_path.is_empty() => {
@@ -475,7 +487,8 @@ mod tests {
     fn engine(rules: &str) -> (tempfile::TempDir, Alerting) {
         let dir = tempfile::tempdir().expect("tempdir");
         let meta = MetaStore::open(&dir.path().join("meta")).expect("meta");
-        let set = RuleSet::parse(Path::new("rules.toml"), rules).expect("rules");
+        let set = RuleSet::parse(Path::new("rules.toml"), rules, &InternalDomains::default())
+            .expect("rules");
         let a = Alerting::new(&meta, set, Vec::new(), 100).expect("engine");
         (dir, a)
     }

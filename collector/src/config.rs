@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use kiroku_common::mail::InternalDomains;
 use kiroku_common::tls::TlsFiles;
 use serde::{Deserialize, Serialize};
 
@@ -42,6 +43,17 @@ pub struct CollectorConfig {
     /// without it no alert fires.
     #[serde(default)]
     pub alerts: Option<crate::alerts::AlertsConfig>,
+    /// The organisation's own mail domains (each with its subdomains),
+    /// e.g. `["corp.example", "corp-jp.example"]`. Mail to any other
+    /// domain is external: `kiroku search --external` / `--internal` /
+    /// `--direction`, `kiroku report exfil --recipients`, and the default
+    /// of the alert rules that compare with internal domains
+    /// (`external_attachment`, `mail_rate`; a rule's own list overrides
+    /// it). Applied when a query runs, so a change holds for mail stored
+    /// before it too. Empty: nothing is known to be internal, and those
+    /// filters say so.
+    #[serde(default)]
+    pub internal_domains: Vec<String>,
 }
 
 pub const DEFAULT_CLOCK_THRESHOLD_MS: i64 = 2000;
@@ -71,6 +83,13 @@ impl CollectorConfig {
         if let Some(a) = &mut cfg.alerts {
             a.resolve(path);
         }
+        cfg.internal()
+            .map_err(|m| anyhow::anyhow!("{}: field `internal_domains`: {m}", path.display()))?;
         Ok(cfg)
+    }
+
+    /// `internal_domains` checked and normalised.
+    pub fn internal(&self) -> Result<InternalDomains, String> {
+        InternalDomains::new(&self.internal_domains)
     }
 }

@@ -3,18 +3,19 @@
 //! removable media over a time range). Pure functions of the index; the
 //! Query service calls them on a blocking thread.
 //!
-//! Time is the *corrected* event time: the agent's clock minus its measured
-//! offset when the offset is known, else the collector's receipt time.
+//! Time is the *corrected* event time, `kiroku_common::mail::corrected_ms`
+//! (the same as the index orders a search by).
 
+use kiroku_common::vocabulary::file_op;
 use std::collections::{HashMap, HashSet};
 
 use kiroku_proto::{
     Event, ExfilCount, ExfilFile, ExfilReport, ExfilReportRequest, Outcome, event::Kind,
 };
 
+use kiroku_common::mail::{accepted_recipients, corrected_ms, event_user, real_attachments};
 use kiroku_common::zone::{self, Days, day_name};
 
-use crate::alerts::rules::{accepted_recipients, real_attachments};
 use crate::store::index::{
     EventIndex, ExfilEvent, ExfilFilter, ExfilScan, IndexError, check_exfil,
 };
@@ -38,30 +39,6 @@ pub enum ExfilError {
     BadRequest(String),
     #[error(transparent)]
     Index(#[from] IndexError),
-}
-
-/// The event's time on the collector's clock.
-pub fn event_time(e: &Event) -> i64 {
-    if e.clock_offset_known {
-        // Saturating: both come from the agent (see `corrected_ms`).
-        e.observed_at_ms.saturating_sub(e.clock_offset_ms)
-    } else if e.received_at_ms != 0 {
-        e.received_at_ms
-    } else {
-        e.observed_at_ms
-    }
-}
-
-/// Who did it: the desktop account, else the SMTP login, else the sender.
-pub fn event_user(e: &Event) -> String {
-    if !e.user.is_empty() {
-        return e.user.clone();
-    }
-    match &e.kind {
-        Some(Kind::Email(m)) if !m.auth_user.is_empty() => m.auth_user.clone(),
-        Some(Kind::Email(m)) if !m.mail_from.is_empty() => m.mail_from.clone(),
-        _ => "(unknown)".into(),
-    }
 }
 
 fn host_of(e: &Event) -> String {
@@ -105,7 +82,7 @@ pub fn trace(
             }
         }
     }
-    events.sort_by(|a, b| (event_time(a), &a.event_id).cmp(&(event_time(b), &b.event_id)));
+    events.sort_by(|a, b| (corrected_ms(a), &a.event_id).cmp(&(corrected_ms(b), &b.event_id)));
     if events.len() > limit {
         events.truncate(limit);
         truncated = true;
@@ -139,7 +116,7 @@ pub fn exfil_files(e: &Event) -> Vec<ExfilFile> {
         user: event_user(e),
         host: host_of(e),
         event_id: e.event_id.clone(),
-        at_ms: event_time(e),
+        at_ms: corrected_ms(e),
         ..Default::default()
     };
     match &e.kind {
@@ -156,7 +133,7 @@ pub fn exfil_files(e: &Event) -> Vec<ExfilFile> {
                 })
                 .collect()
         }
-        Some(Kind::File(f)) if f.operation == "copy_to_removable" => vec![ExfilFile {
+        Some(Kind::File(f)) if f.operation == file_op::COPY_TO_REMOVABLE => vec![ExfilFile {
             method: "removable".into(),
             filename: f.path.clone(),
             sha256: f.sha256.clone(),
@@ -226,7 +203,28 @@ pub fn exfil_scan(index: &EventIndex, r: &ExfilReportRequest) -> Result<ExfilSca
         user: r.user.clone(),
         host: r.host.clone(),
     };
-    Ok(index.exfil_scan(r.from_ms, r.to_ms, &filter)?)
+    // A filter the collector cannot apply (no internal_domains set) is the
+    // request's fault, not the index's.
+    let recipients_query = |external| {
+        index.recipients_query(external).map_err(|e| match e {
+            IndexError::BadQuery { message, .. } => {
+                ExfilError::BadRequest(format!("recipients: {message}"))
+            }
+            e => ExfilError::Index(e),
+        })
+    };
+    let recipients = match r.recipients.trim().to_lowercase().as_str() {
+        "" => None,
+        "external" => Some(recipients_query(true)?),
+        "internal" => Some(recipients_query(false)?),
+        other => {
+            return Err(ExfilError::BadRequest(format!(
+                "recipients {} is not internal or external",
+                kiroku_common::quote::quote(other)
+            )));
+        }
+    };
+    Ok(index.exfil_scan(r.from_ms, r.to_ms, &filter, recipients)?)
 }
 
 /// Files the events of a scan sent.

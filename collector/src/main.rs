@@ -49,7 +49,9 @@ fn main() -> std::process::ExitCode {
     }
     if cli.check {
         if let Some(a) = &cfg.alerts
-            && let Err(e) = kiroku_collector::alerts::RuleSet::load(&a.rules)
+            && let Err(e) = cfg.internal().map_err(|m| m.to_string()).and_then(|d| {
+                kiroku_collector::alerts::RuleSet::load(&a.rules, &d).map_err(|e| e.to_string())
+            })
         {
             eprintln!("kiroku-collector: {e}");
             return std::process::ExitCode::from(2);

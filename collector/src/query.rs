@@ -168,7 +168,7 @@ fn exfil_status(e: ExfilError) -> Status {
 /// An exfiltration request as the audit log records it.
 fn exfil_filter(r: &ExfilReportRequest) -> String {
     format!(
-        "from_ms: {}, to_ms: {}, utc_offset_minutes: {}, time_zone: {}, method: {}, user: {}, host: {}, max_files: {}, top_users: {}",
+        "from_ms: {}, to_ms: {}, utc_offset_minutes: {}, time_zone: {}, method: {}, user: {}, host: {}, recipients: {}, max_files: {}, top_users: {}",
         r.from_ms,
         r.to_ms,
         r.utc_offset_minutes,
@@ -176,6 +176,7 @@ fn exfil_filter(r: &ExfilReportRequest) -> String {
         quote(&r.method),
         quote(&r.user),
         quote(&r.host),
+        quote(&r.recipients),
         r.max_files,
         r.top_users
     )

@@ -49,6 +49,10 @@ pub async fn serve(
             .with_context(|| format!("opening the store in {}", cfg.data_dir.display()))?,
     );
     store.disk.set_min_free(cfg.min_free_bytes);
+    let internal = cfg
+        .internal()
+        .map_err(|m| anyhow::anyhow!("the config's field `internal_domains`: {m}"))?;
+    store.index.set_internal_domains(internal);
     let (alerting, notifier_tasks) = start_alerting(&cfg, &store)?;
     let (stop_watch, watch_rx) = tokio::sync::watch::channel(false);
     let rules_watcher = cfg.alerts.as_ref().map(|a| {
@@ -171,16 +175,15 @@ fn start_alerting(
 ) -> anyhow::Result<(Arc<Alerting>, Vec<tokio::task::JoinHandle<()>>)> {
     let Some(a) = &cfg.alerts else {
         return Ok((
-            Arc::new(Alerting::new(
-                &store.meta,
-                RuleSet::default(),
-                Vec::new(),
-                10_000,
-            )?),
+            Arc::new(
+                Alerting::new(&store.meta, RuleSet::default(), Vec::new(), 10_000)?
+                    .with_internal_domains(store.index.internal_domains().as_ref().clone()),
+            ),
             Vec::new(),
         ));
     };
-    let rules = RuleSet::load(&a.rules)?;
+    let internal = store.index.internal_domains().as_ref().clone();
+    let rules = RuleSet::load(&a.rules, &internal)?;
     let mut sinks = Vec::new();
     let mut tasks = Vec::new();
     if let Some(w) = &a.webhook {
@@ -195,7 +198,7 @@ fn start_alerting(
     }
     tracing::info!(rules_file = %a.rules.display(), rules = rules.rules.len(), notifiers = sinks.len(), "alerting");
     Ok((
-        Arc::new(Alerting::new(&store.meta, rules, sinks, a.keep)?),
+        Arc::new(Alerting::new(&store.meta, rules, sinks, a.keep)?.with_internal_domains(internal)),
         tasks,
     ))
 }

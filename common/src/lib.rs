@@ -1,12 +1,16 @@
 //! Code shared by the agent, the collector and the CLI: PKI and roles
 //! (`pki`), TLS configuration for tonic (`tls`), TOML config loading
-//! (`config`), hashing and time helpers, logging set-up. The event model
+//! (`config`), the mail notions every crate shares (`mail`: corrected
+//! time, accepted recipients, internal domains), what search filter values
+//! mean (`search`), hashing and time helpers, logging set-up. The event model
 //! itself is the protobuf in `kiroku-proto`; this crate adds the behaviour
 //! around it.
 
 pub mod config;
+pub mod mail;
 pub mod pki;
 pub mod quote;
+pub mod search;
 pub mod tls;
 pub mod vocabulary;
 pub mod zone;
@@ -45,6 +49,18 @@ pub fn rfc3339_ms(ms: i64) -> String {
         .ok()
         .and_then(|t| t.format(&fmt).ok())
         .unwrap_or_else(|| ms.to_string())
+}
+
+/// An alert as JSON: the webhook body and `kiroku alerts --json` alike.
+pub fn alert_json(a: &kiroku_proto::Alert) -> serde_json::Value {
+    serde_json::json!({
+        "rule": a.rule,
+        "kind": a.kind,
+        "event_id": a.event_id,
+        "fired_at_ms": a.fired_at_ms,
+        "summary": a.summary,
+        "event": a.event,
+    })
 }
 
 /// Version string reported by every Kiroku binary.

@@ -14,18 +14,34 @@
 
 use std::borrow::Cow;
 
+/// The names of file operations (`FileEvent.operation`), written once:
+/// the agent records them, the collector and the CLI match on them (they
+/// are `&str` constants so they serve as `match` patterns too).
+pub mod file_op {
+    pub const CREATE: &str = "create";
+    pub const MODIFY: &str = "modify";
+    pub const DELETE: &str = "delete";
+    pub const RENAME: &str = "rename";
+    pub const COPY_TO_REMOVABLE: &str = "copy_to_removable";
+    pub const OVERFLOW: &str = "overflow";
+    pub const WATCH_LOST: &str = "watch_lost";
+    pub const WATCH_RESTORED: &str = "watch_restored";
+    pub const VOLUME_MOUNTED: &str = "volume_mounted";
+    pub const VOLUME_UNMOUNTED: &str = "volume_unmounted";
+}
+
 /// Every `FileEvent.operation` an agent records.
 pub const FILE_OPERATIONS: [&str; 10] = [
-    "create",
-    "modify",
-    "delete",
-    "rename",
-    "copy_to_removable",
-    "overflow",
-    "watch_lost",
-    "watch_restored",
-    "volume_mounted",
-    "volume_unmounted",
+    file_op::CREATE,
+    file_op::MODIFY,
+    file_op::DELETE,
+    file_op::RENAME,
+    file_op::COPY_TO_REMOVABLE,
+    file_op::OVERFLOW,
+    file_op::WATCH_LOST,
+    file_op::WATCH_RESTORED,
+    file_op::VOLUME_MOUNTED,
+    file_op::VOLUME_UNMOUNTED,
 ];
 
 /// True when `op` is one of [`FILE_OPERATIONS`].

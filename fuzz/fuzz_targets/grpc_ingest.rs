@@ -5,7 +5,7 @@
 //! (`ingest::valid_stream_id`), a Batch's admission (`ingest::admit_batch`:
 //! identity from the certificate, stream, sequence number, kind, the
 //! clock-skew tag), then the times computed from each admitted event
-//! (`index::corrected_ms`, `investigate::event_time`, `investigate::day`),
+//! (`mail::corrected_ms`, `investigate::day`),
 //! and a Status's clock offset against the threshold.
 //!
 //! Checked: no panic (an overflow is a panic here: debug assertions are
@@ -17,8 +17,8 @@
 #![no_main]
 
 use kiroku_collector::ingest::{CLOCK_SKEW_TAG, admit_batch, valid_stream_id};
-use kiroku_collector::investigate::{day, event_time};
-use kiroku_collector::store::index::corrected_ms;
+use kiroku_collector::investigate::day;
+use kiroku_common::mail::corrected_ms;
 use kiroku_common::pki::{PeerIdentity, Role};
 use kiroku_proto::{BlobChunk, MissingBlobsRequest, ShipRequest, ship_request};
 use libfuzzer_sys::fuzz_target;
@@ -87,8 +87,7 @@ fuzz_target!(|data: &[u8]| {
                         assert_eq!(e.event_id, format!("{}/{}/{}", id.name, stream, e.seq));
                         assert_eq!(e.received_at_ms, NOW);
                         assert!(e.tags.iter().filter(|t| *t == CLOCK_SKEW_TAG).count() <= 1);
-                        let at = event_time(e);
-                        let _ = corrected_ms(e);
+                        let at = corrected_ms(e);
                         for off in [-840, 0, 540, 840] {
                             let d = day(at, off);
                             assert!(d == "?" || d.len() >= 10, "{d}");

@@ -4,6 +4,10 @@ OUT_DIR/<n>.eml with its envelope in OUT_DIR/<n>.json.
 
 usage: upstream_smtp.py PORT OUT_DIR [--auth] [--max-size BYTES]
 
+A recipient whose local part starts with "reject" is refused (550); a
+message with a header "X-Test-Reply: <code> <text>" gets that final reply
+and is not kept.
+
 With --auth it offers AUTH PLAIN, LOGIN (alice / s3cret) and XOAUTH2
 (token "good-token"; a bad token gets the XOAUTH2 error continuation, a
 334 with a base64 JSON status, before the 535), and records the login in
@@ -43,7 +47,23 @@ class Saver:
         await server.challenge_auth(error, encode_to_b64=True)
         return AuthResult(success=False, handled=False, message="535 5.7.8 Username and Password not accepted")
 
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        # A test can have a recipient refused: any local part starting with
+        # "reject" gets a 550.
+        if address.lower().startswith("reject"):
+            return "550 5.1.1 <%s>: mailbox unavailable" % address
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 OK"  # what aiosmtpd answers without a handler
+
     async def handle_DATA(self, server, session, envelope):
+        # A test can choose the final reply: a header "X-Test-Reply: 451 ..."
+        # is answered with that line and the message is not kept.
+        for line in envelope.original_content.split(b"\r\n"):
+            if line == b"":
+                break
+            if line.lower().startswith(b"x-test-reply: "):
+                return line[len(b"x-test-reply: "):].decode("utf-8", "replace")
         self.n += 1
         base = os.path.join(self.out, "%06d" % self.n)
         # A test can ask for a slow answer after end-of-data: the message is

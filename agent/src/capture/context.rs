@@ -109,6 +109,14 @@ impl CaptureContext {
         event
     }
 
+    /// Like [`CaptureContext::event`], but by exactly `user`: empty stays
+    /// empty (a record whose user is not known, and says why elsewhere).
+    pub fn event_as(&self, user: String, kind: Kind) -> Event {
+        let mut event = self.event(String::new(), kind);
+        event.user = user;
+        event
+    }
+
     /// Like [`CaptureContext::event`] without the host identity and the
     /// custom fields, which [`CaptureContext::stamp`] adds later: for
     /// records that may wait in a long queue (a burst of file events), so

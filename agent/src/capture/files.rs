@@ -34,6 +34,7 @@ pub mod volumes;
 mod watch;
 mod writers;
 
+use kiroku_common::vocabulary::file_op;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -147,7 +148,7 @@ impl FileCapture {
                     let mut event = ctx2.bare_event(
                         String::new(),
                         Kind::File(kiroku_proto::FileEvent {
-                            operation: "watch_lost".into(),
+                            operation: file_op::WATCH_LOST.into(),
                             uid: -1,
                             mechanism: "inotify".into(),
                             detail: format!(
@@ -252,7 +253,7 @@ fn finish(o: Observed, h: &mut Hasher, memory: &mut HashMemory) -> (Event, Chang
     if f.sha256.is_empty() {
         return (event, change);
     }
-    if f.operation == "copy_to_removable" {
+    if f.operation == file_op::COPY_TO_REMOVABLE {
         match memory.get(&f.sha256) {
             Ok(Some(src)) => f.source_path = src,
             Ok(None) => {}
@@ -285,15 +286,15 @@ fn change_of(f: &kiroku_proto::FileEvent, is_file: bool) -> Change {
         return Change::None;
     }
     match f.operation.as_str() {
-        "create" | "modify" if is_file => Change::Put {
+        file_op::CREATE | file_op::MODIFY if is_file => Change::Put {
             path: f.path.clone(),
             state: state(),
         },
-        "delete" => Change::Remove {
+        file_op::DELETE => Change::Remove {
             path: f.path.clone(),
             only_if_known: origin == Origin::Scan,
         },
-        "rename" => Change::Rename {
+        file_op::RENAME => Change::Rename {
             from: f.old_path.clone(),
             to: f.path.clone(),
             state: is_file.then(state),

@@ -107,17 +107,9 @@ fn backoff(n: u32) -> Duration {
         .min(Duration::from_secs(30))
 }
 
-/// The webhook body of an alert.
-pub fn alert_json(a: &Alert) -> serde_json::Value {
-    serde_json::json!({
-        "rule": a.rule,
-        "kind": a.kind,
-        "event_id": a.event_id,
-        "fired_at_ms": a.fired_at_ms,
-        "summary": a.summary,
-        "event": a.event,
-    })
-}
+/// The JSON form of an alert (webhook body, `kiroku alerts --json`): one
+/// definition in `common`.
+pub use kiroku_common::alert_json;
 
 /// Starts the webhook notifier.
 pub fn webhook(cfg: WebhookConfig) -> anyhow::Result<(Sink, JoinHandle<()>)> {

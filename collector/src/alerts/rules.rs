@@ -6,7 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
-use kiroku_proto::{EmailEvent, Event, event::Kind};
+use kiroku_common::mail::InternalDomains;
+use kiroku_proto::{Event, event::Kind};
 use serde::Deserialize;
 
 /// What a rule looks for (the `kind` key of a `[[rule]]`).
@@ -60,6 +61,8 @@ pub struct RuleDef {
     pub kind: RuleKind,
     /// external_attachment, mail_rate: the organisation's own mail domains;
     /// subdomains are included. A recipient in any other domain is external.
+    /// Default: the collector's `internal_domains`; a list here overrides it
+    /// for this rule.
     #[serde(default)]
     pub internal_domains: Vec<String>,
     /// sensitive_hash: lower-case hex SHA-256 values.
@@ -85,7 +88,8 @@ fn yes() -> bool {
 pub struct Rule {
     pub name: String,
     pub kind: RuleKind,
-    pub internal_domains: Vec<String>,
+    /// The rule's own `internal_domains`, else the collector's.
+    pub internal_domains: InternalDomains,
     pub sha256: std::collections::HashSet<String>,
     pub paths: GlobSet,
     pub max_per_hour: u32,
@@ -121,16 +125,20 @@ pub enum RulesError {
 }
 
 impl RuleSet {
-    pub fn load(path: &Path) -> Result<RuleSet, RulesError> {
+    pub fn load(path: &Path, default_internal: &InternalDomains) -> Result<RuleSet, RulesError> {
         let text = std::fs::read_to_string(path).map_err(|source| RulesError::Read {
             path: path.to_owned(),
             source,
         })?;
-        RuleSet::parse(path, &text)
+        RuleSet::parse(path, &text, default_internal)
     }
 
     /// Parses and validates the text of a rules file named `path`.
-    pub fn parse(path: &Path, text: &str) -> Result<RuleSet, RulesError> {
+    pub fn parse(
+        path: &Path,
+        text: &str,
+        default_internal: &InternalDomains,
+    ) -> Result<RuleSet, RulesError> {
         let file: RulesFile = toml::from_str(text).map_err(|e| RulesError::Parse {
             path: path.to_owned(),
             message: e.to_string(),
@@ -171,11 +179,23 @@ impl RuleSet {
                 )),
                 _ => Ok(()),
             };
-            needs(
-                "internal_domains",
-                !def.internal_domains.is_empty(),
-                &[RuleKind::ExternalAttachment, RuleKind::MailRate],
-            )?;
+            // A rule's own list overrides the collector's `internal_domains`;
+            // a rule that compares with internal domains needs one of them.
+            let mail_kinds = [RuleKind::ExternalAttachment, RuleKind::MailRate];
+            if default_internal.is_empty() || !def.internal_domains.is_empty() {
+                needs(
+                    "internal_domains",
+                    !def.internal_domains.is_empty(),
+                    &mail_kinds,
+                )
+                .map_err(|e| match e {
+                    RulesError::Field { message, .. } if message.starts_with("required") => bad(
+                        "internal_domains",
+                        format!("{message} (or set internal_domains in the collector's config)"),
+                    ),
+                    e => e,
+                })?;
+            }
             needs("sha256", !def.sha256.is_empty(), &[RuleKind::SensitiveHash])?;
             needs("paths", !def.paths.is_empty(), &[RuleKind::SensitiveDir])?;
             needs(
@@ -203,17 +223,14 @@ impl RuleSet {
             let paths = globs
                 .build()
                 .map_err(|e| bad("paths", format!("cannot build the globs: {e}")))?;
-            let mut internal_domains = Vec::new();
-            for d in &def.internal_domains {
-                let d = d.trim().trim_start_matches('@').to_lowercase();
-                if d.is_empty() || d.contains(['@', ' ', '/']) {
-                    return Err(bad(
-                        "internal_domains",
-                        format!("{d:?} is not a domain name"),
-                    ));
-                }
-                internal_domains.push(d);
-            }
+            let internal_domains = if !def.internal_domains.is_empty() {
+                InternalDomains::new(&def.internal_domains)
+                    .map_err(|m| bad("internal_domains", m))?
+            } else if mail_kinds.contains(&def.kind) {
+                default_internal.clone()
+            } else {
+                InternalDomains::default()
+            };
             if def.max_per_hour == Some(0) {
                 return Err(bad("max_per_hour", "must be at least 1".into()));
             }
@@ -234,42 +251,6 @@ impl RuleSet {
             source: Some(path.to_owned()),
         })
     }
-}
-
-/// Is `address` outside every one of `internal` (domains, subdomains
-/// included)? An address without a domain is internal (local delivery).
-pub fn is_external(address: &str, internal: &[String]) -> bool {
-    let Some((_, domain)) = address.rsplit_once('@') else {
-        return false;
-    };
-    let domain = domain
-        .trim_end_matches('>')
-        .trim_end_matches('.')
-        .to_lowercase();
-    !internal
-        .iter()
-        .any(|d| domain == *d || domain.ends_with(&format!(".{d}")))
-}
-
-/// Envelope recipients the upstream (or capture) accepted: a reply code of
-/// 0 (not recorded) or 2xx.
-pub fn accepted_recipients(m: &EmailEvent) -> impl Iterator<Item = &str> {
-    m.rcpt_to
-        .iter()
-        .filter(|r| r.reply_code == 0 || (200..300).contains(&r.reply_code))
-        .map(|r| r.address.as_str())
-}
-
-/// External accepted recipients of a mail.
-pub fn external_recipients<'a>(m: &'a EmailEvent, internal: &'a [String]) -> Vec<&'a str> {
-    accepted_recipients(m)
-        .filter(|a| is_external(a, internal))
-        .collect()
-}
-
-/// Attachments in the proper sense (not inline images of the body).
-pub fn real_attachments(m: &EmailEvent) -> impl Iterator<Item = &kiroku_proto::Attachment> {
-    m.attachments.iter().filter(|a| !a.inline)
 }
 
 /// Every content hash an event carries: attachments, the raw message, a
@@ -298,7 +279,8 @@ mod tests {
     fn example_rules_file_loads() {
         let path =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/alert-rules.example.toml");
-        let set = RuleSet::load(&path).expect("packaging/alert-rules.example.toml loads");
+        let set = RuleSet::load(&path, &InternalDomains::default())
+            .expect("packaging/alert-rules.example.toml loads");
         let kinds: Vec<RuleKind> = set.rules.iter().map(|r| r.kind).collect();
         for k in [
             RuleKind::ExternalAttachment,
@@ -341,26 +323,44 @@ mod tests {
             ),
         ];
         for (text, want) in cases {
-            let err = RuleSet::parse(Path::new("/etc/kiroku/rules.toml"), text)
-                .expect_err(text)
-                .to_string();
+            let err = RuleSet::parse(
+                Path::new("/etc/kiroku/rules.toml"),
+                text,
+                &InternalDomains::default(),
+            )
+            .expect_err(text)
+            .to_string();
             assert!(err.contains("/etc/kiroku/rules.toml"), "{err}");
             assert!(err.contains(want), "{text:?}: {err}");
         }
     }
 
     #[test]
-    fn external_domains() {
-        let internal = vec!["example.com".to_owned()];
-        for (addr, ext) in [
-            ("bob@example.com", false),
-            ("bob@mail.example.com", false),
-            ("bob@EXAMPLE.COM", false),
-            ("bob@notexample.com", true),
-            ("bob@example.org", true),
-            ("postmaster", false),
-        ] {
-            assert_eq!(is_external(addr, &internal), ext, "{addr}");
-        }
+    fn a_rule_defaults_to_the_collectors_internal_domains() {
+        let path = Path::new("rules.toml");
+        let text = "[[rule]]\nname = \"ext\"\nkind = \"external_attachment\"\n\n[[rule]]\nname = \"own\"\nkind = \"mail_rate\"\nmax_per_hour = 5\ninternal_domains = [\"own.example\"]\n\n[[rule]]\nname = \"usb\"\nkind = \"removable_copy\"\n";
+        let err = RuleSet::parse(path, text, &InternalDomains::default())
+            .expect_err("no internal domains anywhere")
+            .to_string();
+        assert!(
+            err.contains("rule \"ext\"") && err.contains("collector's config"),
+            "{err}"
+        );
+        let collector = InternalDomains::new(&["corp.example"]).expect("domains");
+        let set = RuleSet::parse(path, text, &collector).expect("rules");
+        let domains: Vec<&[String]> = set
+            .rules
+            .iter()
+            .map(|r| r.internal_domains.domains())
+            .collect();
+        assert_eq!(
+            domains,
+            [
+                &["corp.example".to_owned()][..],
+                &["own.example".to_owned()],
+                &[]
+            ],
+            "the collector's list, the rule's own override, none for a file rule"
+        );
     }
 }

@@ -5,7 +5,9 @@
 //! crash idempotent.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
+
+use kiroku_common::mail::InternalDomains;
 
 use kiroku_proto::{Event, SearchRequest};
 use prost::Message;
@@ -19,11 +21,13 @@ use tantivy::{
 mod exfil;
 mod filters;
 mod limits;
+mod mailflow;
 mod merges;
 mod rebuild;
 mod schema;
 pub use exfil::{ExfilEvent, ExfilFilter, ExfilScan};
 pub use limits::{check_exfil, check_search};
+pub use mailflow::{DIRECTIONS, message_id_key};
 pub use merges::Headroom;
 use schema::Fields;
 pub use schema::{corrected_ms, outcome_name, sha_key};
@@ -50,6 +54,9 @@ pub struct EventIndex {
     writer: Mutex<IndexWriter>,
     reader: IndexReader,
     f: Fields,
+    /// The collector's `internal_domains`, read by every query that asks
+    /// for internal or external mail (see `index/mailflow.rs`).
+    internal: RwLock<Arc<InternalDomains>>,
 }
 
 /// Writer heap (tantivy splits it across its indexing threads).
@@ -106,7 +113,26 @@ impl EventIndex {
             writer: Mutex::new(writer),
             reader,
             f,
+            internal: RwLock::default(),
         })
+    }
+
+    /// Sets the organisation's own mail domains (the collector's
+    /// `internal_domains`); queries from then on use them.
+    pub fn set_internal_domains(&self, domains: InternalDomains) {
+        let domains = Arc::new(domains);
+        match self.internal.write() {
+            Ok(mut d) => *d = domains,
+            Err(p) => *p.into_inner() = domains,
+        }
+    }
+
+    /// The internal domains queries compare with.
+    pub fn internal_domains(&self) -> Arc<InternalDomains> {
+        match self.internal.read() {
+            Ok(d) => d.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
     }
 
     fn terr(&self, source: tantivy::TantivyError) -> IndexError {
@@ -265,7 +291,8 @@ impl EventIndex {
         self.all_matching(&q, cap)
     }
 
-    /// Newest first. Returns (events, total hits, next offset if more).
+    /// Newest first (oldest first with `ascending`). Returns (events,
+    /// total hits, next offset if more).
     pub fn search(
         &self,
         r: &SearchRequest,
@@ -286,7 +313,7 @@ impl EventIndex {
                             } else {
                                 "observed_at"
                             },
-                            Order::Desc,
+                            if r.ascending { Order::Asc } else { Order::Desc },
                         ),
                     Count,
                 ),

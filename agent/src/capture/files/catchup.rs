@@ -25,6 +25,7 @@
 //! (a cut-short scan is an `overflow` record saying where it stopped);
 //! progress is logged every 10 s. Mail capture never waits on it.
 
+use kiroku_common::vocabulary::file_op;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -285,7 +286,7 @@ impl CatchUp {
                     Some(r) if r.unchanged(size, mtime) => continue,
                     Some(_) => {
                         tally.modified += 1;
-                        "modify"
+                        file_op::MODIFY
                     }
                     None if !self.state.has_room() => {
                         tally.untracked += 1;
@@ -293,7 +294,7 @@ impl CatchUp {
                     }
                     None => {
                         tally.created += 1;
-                        "create"
+                        file_op::CREATE
                     }
                 };
                 self.emit(op, &p, why.changed, HashPlan::Hash(p.clone()));
@@ -316,7 +317,7 @@ impl CatchUp {
                 && e.kind() == std::io::ErrorKind::NotFound
             {
                 tally.deleted += 1;
-                self.emit("delete", &p, why.deleted, HashPlan::None);
+                self.emit(file_op::DELETE, &p, why.deleted, HashPlan::None);
             }
         }
     }
@@ -352,6 +353,6 @@ impl CatchUp {
     /// A gap in what the scan could report, as the watcher's gaps are.
     fn gap(&self, root: &Path, detail: String) {
         tracing::warn!(root = %root.display(), "{detail}");
-        self.emit("overflow", root, &detail, HashPlan::None);
+        self.emit(file_op::OVERFLOW, root, &detail, HashPlan::None);
     }
 }

@@ -17,6 +17,7 @@ mod events;
 mod mounts;
 mod roots;
 
+use kiroku_common::vocabulary::file_op;
 use std::collections::HashMap;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -535,9 +536,9 @@ impl Watcher {
         if let Some(Kind::File(f)) = event.kind.as_mut() {
             f.coalesced = r.count;
             f.operation = match (r.op, f.removable && r.closed) {
-                (_, true) => "copy_to_removable",
-                (WriteOp::Create, false) => "create",
-                (WriteOp::Modify, false) => "modify",
+                (_, true) => file_op::COPY_TO_REMOVABLE,
+                (WriteOp::Create, false) => file_op::CREATE,
+                (WriteOp::Modify, false) => file_op::MODIFY,
             }
             .into();
             if !r.closed {

@@ -104,6 +104,55 @@ pub struct SmtpConfig {
     /// either way, and only the client's own `CRLF.CRLF` ends the data.
     #[serde(default)]
     pub bare_line_endings: BareLineEndings,
+    /// Client addresses that are this host (addresses or networks, e.g.
+    /// `["127.0.0.1", "::1"]`; default: every loopback address). For such
+    /// a client the record's `user` is the owner of its socket (found in
+    /// /proc); for any other, the client's SMTP AUTH login, or no user at
+    /// all (the record says why: `user_source`), never the agent's own
+    /// account, since the agent cannot know who sat at another machine.
+    #[serde(
+        default = "default_local_clients",
+        deserialize_with = "local_clients",
+        serialize_with = "local_clients_out"
+    )]
+    pub local_clients: Vec<ipnet::IpNet>,
+}
+
+fn default_local_clients() -> Vec<ipnet::IpNet> {
+    ["127.0.0.0/8", "::1/128"]
+        .iter()
+        .filter_map(|n| n.parse().ok())
+        .collect()
+}
+
+/// `smtp.local_clients`: each entry an address or a network in CIDR
+/// notation.
+fn local_clients<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
+    let list: Vec<String> = Deserialize::deserialize(d)?;
+    list.iter()
+        .map(|v| {
+            v.parse::<ipnet::IpNet>()
+                .or_else(|_| v.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "{v:?} is not an IP address or network (write 127.0.0.1 or 10.0.0.0/8)"
+                    ))
+                })
+        })
+        .collect()
+}
+
+fn local_clients_out<S: serde::Serializer>(v: &[ipnet::IpNet], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(ToString::to_string))
+}
+
+impl SmtpConfig {
+    /// Is a client at `ip` on this host (`local_clients`)? An IPv4 client
+    /// of an IPv6 listener (`::ffff:127.0.0.1`) counts as its IPv4 address.
+    pub fn is_local_client(&self, ip: std::net::IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.local_clients.iter().any(|n| n.contains(&ip))
+    }
 }
 
 /// What DATA does with a bare CR or bare LF (`smtp.bare_line_endings`).
@@ -159,6 +208,7 @@ impl Default for SmtpConfig {
             data_timeout_secs: default_data_timeout(),
             data_min_rate_bytes_per_sec: default_data_min_rate(),
             bare_line_endings: BareLineEndings::default(),
+            local_clients: default_local_clients(),
         }
     }
 }
@@ -211,5 +261,31 @@ mod tests {
         let err = toml::from_str::<SmtpConfig>("data_min_rate = 10\n")
             .expect_err("a misspelt key is refused");
         assert!(err.to_string().contains("data_min_rate"), "{err}");
+    }
+
+    #[test]
+    fn which_clients_are_this_host() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("ip");
+        let default: SmtpConfig = toml::from_str("").expect("default");
+        let only_one: SmtpConfig =
+            toml::from_str("local_clients = [\"127.0.0.1\", \"10.9.0.0/16\"]\n").expect("list");
+        for (client, by_default, by_list) in [
+            ("127.0.0.1", true, true),
+            ("127.0.0.2", true, false),
+            ("::1", true, false),
+            ("::ffff:127.0.0.1", true, true),
+            ("10.9.3.4", false, true),
+            ("192.0.2.1", false, false),
+        ] {
+            assert_eq!(default.is_local_client(ip(client)), by_default, "{client}");
+            assert_eq!(only_one.is_local_client(ip(client)), by_list, "{client}");
+        }
+        let err = toml::from_str::<SmtpConfig>("local_clients = [\"localhost\"]\n")
+            .expect_err("not an address");
+        assert!(
+            err.to_string()
+                .contains("\"localhost\" is not an IP address"),
+            "{err}"
+        );
     }
 }

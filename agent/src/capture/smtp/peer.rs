@@ -1,4 +1,4 @@
-//! Who is on the other end of a loopback SMTP connection: the local user
+//! Who is on the other end of an SMTP connection from this host: the local user
 //! (uid) owning the client socket and, when we may read it, the process.
 //! Linux only, via /proc/net/tcp{,6} and /proc/<pid>/fd; best effort.
 
@@ -13,11 +13,9 @@ pub struct LocalPeer {
     pub application: String,
 }
 
-/// Looks up the owner of the TCP socket `client` → `server` on this host.
+/// Looks up the owner of the TCP socket `client` → `server` on this host
+/// (the caller decides which clients are on this host: `smtp.local_clients`).
 pub fn lookup(client: SocketAddr, server: SocketAddr) -> Option<LocalPeer> {
-    if !client.ip().is_loopback() {
-        return None;
-    }
     let (uid, inode) = ["/proc/net/tcp", "/proc/net/tcp6"]
         .iter()
         .find_map(|f| find_socket(&std::fs::read_to_string(f).ok()?, client, server))?;

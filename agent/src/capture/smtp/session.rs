@@ -64,7 +64,7 @@ pub async fn run(
     local: SocketAddr,
     slot: Slot,
 ) {
-    let (local_peer, client_host) = identify(peer, local).await;
+    let (local_peer, client_host) = identify(cap.cfg.is_local_client(peer.ip()), peer, local).await;
     let mut s = Session {
         cap,
         client: tls::conn(stream),
@@ -95,10 +95,14 @@ pub async fn run(
     }
 }
 
-/// The process and user behind a loopback client, or the reverse DNS name
-/// of a remote one.
-async fn identify(peer: SocketAddr, local: SocketAddr) -> (Option<peer::LocalPeer>, String) {
-    if peer.ip().is_loopback() {
+/// The process and user behind a client on this host (`smtp.local_clients`),
+/// or the reverse DNS name of a remote one.
+async fn identify(
+    is_local: bool,
+    peer: SocketAddr,
+    local: SocketAddr,
+) -> (Option<peer::LocalPeer>, String) {
+    if is_local {
         let p = tokio::task::spawn_blocking(move || peer::lookup(peer, local))
             .await
             .ok()

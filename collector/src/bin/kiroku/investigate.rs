@@ -3,8 +3,9 @@
 //! JSON / CSV for scripts.
 
 use comfy_table::{ContentArrangement, Table, presets::UTF8_BORDERS_ONLY};
-use kiroku_collector::alerts::notify::alert_json;
-use kiroku_collector::investigate::{event_time, event_user};
+use kiroku_common::alert_json;
+use kiroku_common::mail::{corrected_ms, event_user, outcome_name};
+use kiroku_common::vocabulary::file_op;
 use kiroku_proto::{
     Alert, AlertsRequest, Event, ExfilFile, ExfilReport, ExfilReportRequest, TraceRequest,
     event::Kind,
@@ -89,6 +90,14 @@ pub struct ExfilArgs {
     /// Every file as CSV (streamed from the collector), without the totals.
     #[arg(long)]
     csv: bool,
+    /// Only mail with a recipient outside the collector's internal_domains
+    /// (removable copies are left out).
+    #[arg(long, conflicts_with = "internal")]
+    external: bool,
+    /// Only mail whose recipients are all inside the collector's
+    /// internal_domains (removable copies are left out).
+    #[arg(long)]
+    internal: bool,
 }
 
 /// What an event did with the content, in one line.
@@ -110,11 +119,11 @@ fn what(e: &Event, sha: &str) -> String {
                 m.mail_from,
                 to.join(", "),
                 names.join(", "),
-                kiroku_collector::store::index::outcome_name(m.outcome)
+                outcome_name(m.outcome)
             )
         }
         Some(Kind::File(f)) => match f.operation.as_str() {
-            "copy_to_removable" => {
+            file_op::COPY_TO_REMOVABLE => {
                 let mut s = format!("copy to removable {}: {}", f.volume, f.path);
                 if !f.volume_label.is_empty() {
                     s.push_str(&format!(" [{}]", f.volume_label));
@@ -124,7 +133,7 @@ fn what(e: &Event, sha: &str) -> String {
                 }
                 s
             }
-            "rename" => format!("rename {} → {}", f.old_path, f.path),
+            file_op::RENAME => format!("rename {} → {}", f.old_path, f.path),
             op => format!("{op} {}", f.path),
         },
         _ => String::new(),
@@ -158,7 +167,7 @@ pub async fn trace(connect: &ConnectArgs, a: TraceArgs, zone: &Zone) -> anyhow::
                 .filter(|h| !h.is_empty())
                 .unwrap_or_else(|| e.agent_id.clone());
             t.add_row(safe_row([
-                time(event_time(e), zone),
+                time(corrected_ms(e), zone),
                 host,
                 event_user(e),
                 what(e, &sha),
@@ -404,6 +413,11 @@ pub async fn report(
         // With every file streamed, the report itself need list none (0
         // would mean the collector's default).
         max_files: if a.all_files { 1 } else { a.max_files },
+        recipients: match (a.external, a.internal) {
+            (true, _) => "external".into(),
+            (_, true) => "internal".into(),
+            _ => String::new(),
+        },
     };
     let (from, to) = (req.from_ms, req.to_ms);
     let mut q = connect.query().await?;

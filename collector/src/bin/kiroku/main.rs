@@ -143,16 +143,51 @@ struct SearchArgs {
     user: Option<String>,
     #[arg(long)]
     agent: Option<String>,
-    /// Any envelope or header address.
+    /// Any envelope or header address; wildcards * and ? ('*@gmail.com').
     #[arg(long)]
     address: Option<String>,
-    /// MAIL FROM or From:.
+    /// MAIL FROM or From:; wildcards * and ? ('bob*@example.com').
     #[arg(long)]
     sender: Option<String>,
-    /// RCPT TO, To:, Cc: or Bcc.
+    /// RCPT TO, To:, Cc: or Bcc; wildcards * and ? ('*@gmail.com': that
+    /// domain exactly).
     #[arg(long)]
     recipient: Option<String>,
-    /// Full text over subject and body.
+    /// A sender's domain, subdomains included (example.com finds
+    /// bob@mx.example.com).
+    #[arg(long)]
+    sender_domain: Option<String>,
+    /// A recipient's domain, subdomains included.
+    #[arg(long)]
+    recipient_domain: Option<String>,
+    /// SMTP client address or network: 10.1.2.3, 10.1.0.0/16, 2001:db8::/32.
+    #[arg(long)]
+    client_ip: Option<String>,
+    /// Message-ID header (with or without <>).
+    #[arg(long)]
+    message_id: Option<String>,
+    /// The upstream's queue id ("queued as ...").
+    #[arg(long)]
+    queue_id: Option<String>,
+    /// Reply code (550) or class (4xx, 5xx): the final reply or any
+    /// recipient's.
+    #[arg(long)]
+    reply_code: Option<String>,
+    /// SMTP AUTH login of the client.
+    #[arg(long)]
+    auth_user: Option<String>,
+    /// Mail flow by the collector's internal_domains: outbound, inbound,
+    /// internal or transit.
+    #[arg(long)]
+    direction: Option<String>,
+    /// Mail with a recipient outside the collector's internal_domains.
+    #[arg(long, conflicts_with = "internal")]
+    external: bool,
+    /// Mail whose recipients are all inside the collector's
+    /// internal_domains.
+    #[arg(long)]
+    internal: bool,
+    /// Full text over subject, body and the upstream's replies.
     #[arg(long)]
     text: Option<String>,
     #[arg(long)]
@@ -191,6 +226,9 @@ struct SearchArgs {
     /// its measured offset to the collector) instead of the agents' clocks.
     #[arg(long)]
     corrected_time: bool,
+    /// Oldest first (default: newest first).
+    #[arg(long)]
+    asc: bool,
     /// Most events to show.
     #[arg(long, default_value_t = 50)]
     limit: u32,
@@ -414,11 +452,23 @@ async fn search(
         page_size: a.limit,
         page_token: String::new(),
         corrected_time: a.corrected_time,
+        sender_domain: s(a.sender_domain),
+        recipient_domain: s(a.recipient_domain),
+        client_ip: s(a.client_ip),
+        message_id: s(a.message_id),
+        queue_id: s(a.queue_id),
+        reply_code: s(a.reply_code),
+        auth_user: s(a.auth_user),
+        direction: s(a.direction),
+        external: a.external,
+        internal: a.internal,
+        ascending: a.asc,
     };
     if !req.operation.is_empty() {
         req.operation = kiroku_common::vocabulary::file_operation(&req.operation)
             .map_err(|e| anyhow::anyhow!("{}", e.replacen(": use", " for --op: use", 1)))?;
     }
+    check_search_flags(&req)?;
     let mut q = connect.query().await?;
     let mut events = Vec::new();
     let total;
@@ -451,6 +501,38 @@ async fn search(
             events.len(),
             output::count(total, "matching event", "matching events")
         );
+    }
+    Ok(())
+}
+
+/// Checks the values of the mail-flow flags before anything is sent, so
+/// the error names the flag (the collector checks them again).
+fn check_search_flags(r: &SearchRequest) -> anyhow::Result<()> {
+    use kiroku_common::{mail, search};
+    let flag =
+        |name: &str, res: Result<(), String>| res.map_err(|m| anyhow::anyhow!("--{name}: {m}"));
+    for (name, v) in [
+        ("address", &r.address),
+        ("sender", &r.sender),
+        ("recipient", &r.recipient),
+    ] {
+        if !v.trim().is_empty() {
+            flag(name, search::AddressPattern::parse(v).map(drop))?;
+        }
+    }
+    for (name, v) in [
+        ("sender-domain", &r.sender_domain),
+        ("recipient-domain", &r.recipient_domain),
+    ] {
+        if !v.trim().is_empty() {
+            flag(name, mail::normalise_domain(v).map(drop))?;
+        }
+    }
+    if !r.client_ip.trim().is_empty() {
+        flag("client-ip", search::ip_range(&r.client_ip).map(drop))?;
+    }
+    if !r.reply_code.trim().is_empty() {
+        flag("reply-code", search::reply_codes(&r.reply_code).map(drop))?;
     }
     Ok(())
 }
@@ -516,4 +598,52 @@ async fn raw(
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn bad_flag_values_name_the_flag() {
+        use kiroku_proto::SearchRequest;
+        for (r, flag) in [
+            (
+                SearchRequest {
+                    client_ip: "10.1.0.0/40".into(),
+                    ..Default::default()
+                },
+                "--client-ip",
+            ),
+            (
+                SearchRequest {
+                    reply_code: "7xx".into(),
+                    ..Default::default()
+                },
+                "--reply-code",
+            ),
+            (
+                SearchRequest {
+                    recipient_domain: "not a domain".into(),
+                    ..Default::default()
+                },
+                "--recipient-domain",
+            ),
+            (
+                SearchRequest {
+                    sender: "*".repeat(9),
+                    ..Default::default()
+                },
+                "--sender",
+            ),
+        ] {
+            let e = super::check_search_flags(&r).expect_err(flag).to_string();
+            assert!(e.starts_with(flag), "{e}");
+        }
+        let ok = SearchRequest {
+            client_ip: "2001:db8::/32".into(),
+            reply_code: "4xx".into(),
+            recipient: "*@gmail.com".into(),
+            ..Default::default()
+        };
+        super::check_search_flags(&ok).expect("valid values");
+    }
 }

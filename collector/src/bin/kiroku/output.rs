@@ -9,7 +9,7 @@
 //! JSON is never escaped beyond JSON's own rules: it stays exact.
 
 use comfy_table::{ContentArrangement, Table, presets::UTF8_BORDERS_ONLY};
-use kiroku_collector::store::index::outcome_name;
+use kiroku_common::mail::{corrected_ms, outcome_name};
 use kiroku_common::quote::terminal;
 use kiroku_proto::{EmailEvent, Event, FileEvent, GapEvent, HostInfo, event::Kind};
 
@@ -202,6 +202,22 @@ pub fn table(events: &[Event], zone: &Zone) -> String {
     t.to_string()
 }
 
+/// The user of an event with where it comes from, when the record says
+/// (mail: the socket owner of a local client, the SMTP login of a remote
+/// one, or nobody, and why).
+fn user_line(e: &Event) -> String {
+    use kiroku_common::mail::user_source;
+    let source = email(e).map(|m| m.user_source.as_str()).unwrap_or_default();
+    match source {
+        user_source::LOCAL_SOCKET => format!("{} (owner of the local client's socket)", e.user),
+        user_source::SMTP_AUTH => format!("{} (SMTP AUTH login of a remote client)", e.user),
+        user_source::REMOTE_UNKNOWN => {
+            "(none: a client on another machine without SMTP AUTH; who used it is not known to the agent)".into()
+        }
+        _ => e.user.clone(),
+    }
+}
+
 pub fn detail(e: &Event, zone: &Zone) -> String {
     let mut out = String::new();
     // Every line's key and value are made safe here: nothing an agent or a
@@ -224,12 +240,9 @@ pub fn detail(e: &Event, zone: &Zone) -> String {
                 e.clock_offset_ms as f64 / 1000.0
             ),
         );
-        line(
-            "corrected time",
-            &time(kiroku_collector::store::index::corrected_ms(e)),
-        );
+        line("corrected time", &time(corrected_ms(e)));
     }
-    line("user", &e.user);
+    line("user", &user_line(e));
     if let Some(h) = &e.host {
         line("host", &format!("{} ({})", h.hostname, h.fqdn));
         line("domain", &h.domain);

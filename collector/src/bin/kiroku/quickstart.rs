@@ -186,7 +186,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     );
 
     let outcome = tokio::select! {
-        _ = kiroku_collector::shutdown_signal() => Ok(()),
+        _ = kiroku_common::shutdown_signal() => Ok(()),
         s = collector.wait() => Err(anyhow::anyhow!("the collector exited ({s:?}); see {}", data.join("collector.log").display())),
         s = agent_child.wait() => Err(anyhow::anyhow!("the agent exited ({s:?}); see {}", data.join("agent.log").display())),
     };

@@ -144,21 +144,23 @@ impl Names {
 impl EventIndex {
     /// Every event whose files left in [from_ms, to_ms) (corrected time)
     /// and that `filter` keeps, read from fast fields only (the host from
-    /// the indexed `host` and `agent_id`); see [`ExfilScan::rows`] for the
-    /// files.
+    /// the indexed `host` and `agent_id`), and that match `also` when given
+    /// (the report's internal/external recipients); see
+    /// [`ExfilScan::rows`] for the files.
     pub fn exfil_scan(
         &self,
         from_ms: i64,
         to_ms: i64,
         filter: &ExfilFilter,
+        also: Option<Box<dyn Query>>,
     ) -> Result<ExfilScan, IndexError> {
         let searcher = self.reader.searcher();
-        let range = RangeQuery::new(
+        let range: Box<dyn Query> = Box::new(RangeQuery::new(
             Bound::Included(Term::from_field_i64(self.f.exfil_at, from_ms)),
             Bound::Excluded(Term::from_field_i64(self.f.exfil_at, to_ms)),
-        );
+        ));
         let query: Box<dyn Query> = match filter.host.trim() {
-            "" => Box::new(range),
+            "" => range,
             host => {
                 let term = |t: Term| -> Box<dyn Query> {
                     Box::new(TermQuery::new(t, IndexRecordOption::Basic))
@@ -176,10 +178,17 @@ impl EventIndex {
                     ),
                 ]);
                 Box::new(BooleanQuery::new(vec![
-                    (Occur::Must, Box::new(range) as Box<dyn Query>),
+                    (Occur::Must, range),
                     (Occur::Must, Box::new(either)),
                 ]))
             }
+        };
+        let query: Box<dyn Query> = match also {
+            None => query,
+            Some(q) => Box::new(BooleanQuery::new(vec![
+                (Occur::Must, query),
+                (Occur::Must, q),
+            ])),
         };
         let (want_method, want_user) = (
             filter.method.trim().to_lowercase(),

@@ -55,15 +55,22 @@ impl EventIndex {
         for (field, v) in [
             (f.host, &r.host),
             (f.user, &r.user),
-            (f.address, &r.address),
-            (f.sender, &r.sender),
-            (f.recipient, &r.recipient),
             (f.outcome, &r.outcome),
         ] {
             if !v.is_empty() {
                 must.push(term(field, &v.trim().to_lowercase()));
             }
         }
+        // Addresses (with wildcards), domains, client IP, Message-ID,
+        // queue id, reply codes, SMTP login, internal/external, direction.
+        let internal = self.internal_domains();
+        must.extend(
+            super::mailflow::Flow {
+                f,
+                internal: &internal,
+            }
+            .queries(r)?,
+        );
         if !r.sha256.is_empty() {
             must.push(Box::new(TermQuery::new(
                 Term::from_field_bytes(f.sha256, &sha_key(&r.sha256.trim().to_lowercase())),
@@ -142,7 +149,9 @@ impl EventIndex {
             must.push(Box::new(RangeQuery::new(lo, hi)));
         }
         for (name, fields, text) in [
-            ("text", vec![f.subject, f.body], &r.text),
+            // Free text covers the upstream's replies too ("connection
+            // refused", "mailbox full").
+            ("text", vec![f.subject, f.body, f.replies], &r.text),
             ("subject", vec![f.subject], &r.subject),
             (
                 "attachment_name",

@@ -196,6 +196,14 @@ pub fn check_search(r: &SearchRequest) -> Result<(), IndexError> {
         ("kind", &r.kind),
         ("operation", &r.operation),
         ("alert", &r.alert),
+        ("sender_domain", &r.sender_domain),
+        ("recipient_domain", &r.recipient_domain),
+        ("client_ip", &r.client_ip),
+        ("message_id", &r.message_id),
+        ("queue_id", &r.queue_id),
+        ("reply_code", &r.reply_code),
+        ("auth_user", &r.auth_user),
+        ("direction", &r.direction),
     ] {
         check_len(field, v, MAX_TERM_BYTES)?;
     }

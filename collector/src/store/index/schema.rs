@@ -5,7 +5,7 @@ use prost::Message;
 use tantivy::TantivyDocument;
 use tantivy::schema::{FAST, Field, INDEXED, STORED, STRING, Schema, TEXT};
 
-use super::{EventIndex, exfil};
+use super::{EventIndex, exfil, mailflow};
 
 #[derive(Clone, Copy)]
 pub(super) struct Fields {
@@ -38,21 +38,23 @@ pub(super) struct Fields {
     pub(super) exfil_files: Field,
     pub(super) exfil_bytes: Field,
     pub(super) exfil_rows: Field,
+    // Mail flow (`index/mailflow.rs`).
+    pub(super) sender_domain: Field,
+    pub(super) recipient_domain: Field,
+    pub(super) sender_rdomain: Field,
+    pub(super) recipient_rdomain: Field,
+    pub(super) envelope_sender_rdomain: Field,
+    pub(super) accepted_rdomain: Field,
+    pub(super) accepted_count: Field,
+    pub(super) client_ip: Field,
+    pub(super) message_id: Field,
+    pub(super) queue_id: Field,
+    pub(super) reply_code: Field,
+    pub(super) auth_user: Field,
+    pub(super) replies: Field,
 }
 
-/// The event's time on the collector's clock: observed_at corrected by the
-/// agent's measured offset (agent − collector), or observed_at when the
-/// offset was not measured.
-pub fn corrected_ms(e: &Event) -> i64 {
-    // Both come from the agent: saturate rather than overflow (a panic in
-    // a debug build, a time wrapped to the other end of the range in a
-    // release build; found by fuzz/grpc_query).
-    if e.clock_offset_known {
-        e.observed_at_ms.saturating_sub(e.clock_offset_ms)
-    } else {
-        e.observed_at_ms
-    }
-}
+pub use kiroku_common::mail::{corrected_ms, outcome_name};
 
 /// Bytes of the SHA-256 `hex` (lower case, as agents record it and
 /// queries normalise it) indexed and looked up: the first 16 bytes (128
@@ -110,19 +112,31 @@ pub(super) fn schema() -> (Schema, Fields) {
         exfil_files: b.add_u64_field("exfil_files", FAST),
         exfil_bytes: b.add_u64_field("exfil_bytes", FAST),
         exfil_rows: b.add_bytes_field("exfil_rows", FAST),
+        // Mail flow (`index/mailflow.rs`): each sender's and recipient's
+        // domain exact (and a column, to count by), and with its labels
+        // reversed (`com.example.mx.`) so that a domain and its
+        // subdomains are one range of terms; the envelope sender's and the
+        // accepted recipients' reversed domains, which internal/external
+        // and direction compare with the collector's internal domains at
+        // query time; the client address (IPv4 as IPv4-mapped IPv6), the
+        // Message-ID, the upstream's queue id, every reply code (final
+        // and per recipient), the client's SMTP login, and the words of
+        // the upstream's replies.
+        sender_domain: b.add_text_field("sender_domain", STRING | FAST),
+        recipient_domain: b.add_text_field("recipient_domain", STRING | FAST),
+        sender_rdomain: b.add_text_field("sender_rdomain", STRING),
+        recipient_rdomain: b.add_text_field("recipient_rdomain", STRING),
+        envelope_sender_rdomain: b.add_text_field("envelope_sender_rdomain", STRING),
+        accepted_rdomain: b.add_text_field("accepted_rdomain", STRING),
+        accepted_count: b.add_u64_field("accepted_count", INDEXED),
+        client_ip: b.add_ip_addr_field("client_ip", INDEXED | FAST),
+        message_id: b.add_text_field("message_id", STRING),
+        queue_id: b.add_text_field("queue_id", STRING),
+        reply_code: b.add_u64_field("reply_code", INDEXED | FAST),
+        auth_user: b.add_text_field("auth_user", STRING),
+        replies: b.add_text_field("replies", TEXT),
     };
     (b.build(), f)
-}
-
-/// Lower-cased outcome name as used in filters and the CLI.
-pub fn outcome_name(v: i32) -> &'static str {
-    match kiroku_proto::Outcome::try_from(v) {
-        Ok(kiroku_proto::Outcome::Delivered) => "delivered",
-        Ok(kiroku_proto::Outcome::Rejected) => "rejected",
-        Ok(kiroku_proto::Outcome::Aborted) => "aborted",
-        Ok(kiroku_proto::Outcome::Captured) => "captured",
-        _ => "unknown",
-    }
 }
 
 impl EventIndex {
@@ -180,6 +194,7 @@ impl EventIndex {
             if !m.raw_sha256.is_empty() {
                 d.add_bytes(f.sha256, &sha_key(&m.raw_sha256));
             }
+            mailflow::add_email(f, &mut d, m);
         }
         match &e.kind {
             Some(Kind::File(file)) => {
@@ -215,6 +230,7 @@ impl EventIndex {
                     d.add_text(f.recipient, a.to_lowercase());
                     d.add_text(f.address, a.to_lowercase());
                 }
+                mailflow::add_domains(f, &mut d, &g.senders, &g.recipients);
                 for p in g.paths.iter().filter(|p| !p.is_empty()) {
                     d.add_text(f.path, p);
                 }

@@ -2,6 +2,7 @@
 //! coalescer), deletes, renames paired by cookie (moves out of or into the
 //! tree become delete/create), queue overflows.
 
+use kiroku_common::vocabulary::file_op;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -61,7 +62,7 @@ impl Watcher {
         if ev.mask.contains(EventMask::CREATE) {
             if is_dir {
                 self.emit_now(
-                    "create",
+                    file_op::CREATE,
                     &path,
                     |f| f.detail = "directory".into(),
                     HashPlan::Stat(path.clone()),
@@ -77,7 +78,7 @@ impl Watcher {
         } else if ev.mask.contains(EventMask::DELETE) {
             self.flush_path(&path, is_dir, None);
             self.emit_now(
-                "delete",
+                file_op::DELETE,
                 &path,
                 |f| {
                     if is_dir {
@@ -142,7 +143,7 @@ impl Watcher {
                 continue;
             }
             self.emit_now(
-                "delete",
+                file_op::DELETE,
                 &p,
                 |f| {
                     f.detail = format!(
@@ -175,7 +176,7 @@ impl Watcher {
             HashPlan::Hash(to.clone())
         };
         self.emit_now(
-            "rename",
+            file_op::RENAME,
             &to,
             |f| {
                 f.old_path = old;
@@ -190,7 +191,7 @@ impl Watcher {
     pub(super) fn moved_in(&mut self, path: PathBuf, is_dir: bool, now: Instant) {
         if is_dir {
             self.emit_now(
-                "create",
+                file_op::CREATE,
                 &path,
                 |f| f.detail = "directory moved into the watched tree".into(),
                 HashPlan::Stat(path.clone()),
@@ -214,7 +215,7 @@ impl Watcher {
             "moved away (out of the watched tree, or to an excluded name)"
         };
         self.emit_now(
-            "delete",
+            file_op::DELETE,
             &from.path,
             |f| f.detail = detail.into(),
             HashPlan::None,
@@ -242,7 +243,12 @@ impl Watcher {
             .find(|r| r.watched)
             .map(|r| r.path.clone())
             .unwrap_or_default();
-        self.emit_now("overflow", &root, |f| f.detail = detail, HashPlan::None);
+        self.emit_now(
+            file_op::OVERFLOW,
+            &root,
+            |f| f.detail = detail,
+            HashPlan::None,
+        );
         // Directories created while events were lost have no watch yet.
         let now = Instant::now();
         let watched: Vec<PathBuf> = self

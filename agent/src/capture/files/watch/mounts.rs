@@ -1,6 +1,7 @@
 //! The mount table followed through `/proc/self/mountinfo`: removable
 //! volumes watched while mounted, their mounts and unmounts recorded.
 
+use kiroku_common::vocabulary::file_op;
 use std::io::{Read, Seek};
 use std::time::Instant;
 
@@ -76,7 +77,7 @@ impl Watcher {
         }
         tracing::info!(volume = %m.mount_point.display(), device = %m.source, "removable volume mounted");
         self.emit_now(
-            "volume_mounted",
+            file_op::VOLUME_MOUNTED,
             &m.mount_point.clone(),
             |f| f.detail = detail,
             HashPlan::None,
@@ -101,7 +102,7 @@ impl Watcher {
             m.fstype.clone(),
         );
         // The mount is gone from the table: describe it from what we knew.
-        let ev = self.file_event("volume_unmounted", &point, |f| {
+        let ev = self.file_event(file_op::VOLUME_UNMOUNTED, &point, |f| {
             f.volume = point.display().to_string();
             f.removable = true;
             f.device = source;

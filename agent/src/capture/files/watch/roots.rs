@@ -2,6 +2,7 @@
 //! missing or lost (retried, and noticed early through a watch on their
 //! nearest existing parent), and the kernel's watch limit.
 
+use kiroku_common::vocabulary::file_op;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -47,7 +48,12 @@ impl Watcher {
                         path.display()
                     );
                     tracing::error!(root = %path.display(), error = %e, "cannot watch a files.watch root");
-                    self.emit_now("watch_lost", &path, |f| f.detail = detail, HashPlan::None);
+                    self.emit_now(
+                        file_op::WATCH_LOST,
+                        &path,
+                        |f| f.detail = detail,
+                        HashPlan::None,
+                    );
                 }
             }
         }
@@ -68,7 +74,7 @@ impl Watcher {
             path.display()
         );
         self.emit_now(
-            "watch_restored",
+            file_op::WATCH_RESTORED,
             path,
             |f| f.detail = detail,
             HashPlan::None,
@@ -171,7 +177,12 @@ impl Watcher {
             path.display()
         );
         tracing::error!(root = %path.display(), "{why}");
-        self.emit_now("watch_lost", &path, |f| f.detail = detail, HashPlan::None);
+        self.emit_now(
+            file_op::WATCH_LOST,
+            &path,
+            |f| f.detail = detail,
+            HashPlan::None,
+        );
         // The main loop then follows its nearest existing parent.
         self.retry_now = true;
     }
@@ -221,7 +232,7 @@ impl Watcher {
                 if t.is_dir() {
                     if scan == Scan::Report && !self.exclude.dir(&p) {
                         self.emit_now(
-                            "create",
+                            file_op::CREATE,
                             &p,
                             |f| f.detail = "directory".into(),
                             HashPlan::Stat(p.clone()),
@@ -269,6 +280,11 @@ impl Watcher {
             .first()
             .map(|r| r.path.clone())
             .unwrap_or_default();
-        self.emit_now("watch_lost", &root, |f| f.detail = detail, HashPlan::None);
+        self.emit_now(
+            file_op::WATCH_LOST,
+            &root,
+            |f| f.detail = detail,
+            HashPlan::None,
+        );
     }
 }

@@ -1,12 +1,13 @@
 //! What a session records: the envelope, the event of a transaction
 //! ended without content, the event built from a spooled message.
 
+use kiroku_common::mail::user_source;
 use kiroku_proto::{EmailEvent, Event, Outcome, event::Kind};
 
 use super::wire::Reply;
 use super::{Session, Txn};
 use crate::buffer::{BufferError, Spooled};
-use crate::capture::smtp::record;
+use crate::capture::smtp::{peer, record};
 use crate::gaps::{Missed, Source};
 
 impl Session<'_> {
@@ -30,7 +31,7 @@ impl Session<'_> {
         let (auth_user, auth_mechanism) = match (&self.auth, self.upstream.as_ref()) {
             (Some((u, m)), _) => (u.clone(), m.clone()),
             (None, Some(up)) => match &up.agent_auth {
-                Some(u) => (u.clone(), "agent-credentials".into()),
+                Some(u) => (u.clone(), kiroku_common::mail::AGENT_CREDENTIALS.into()),
                 None => Default::default(),
             },
             _ => Default::default(),
@@ -101,15 +102,63 @@ impl Session<'_> {
         self.event(email)
     }
 
+    /// The event of a transaction, attributed to a user: see [`attribute`].
     pub(super) fn event(&self, mut email: EmailEvent) -> Event {
-        let user = match &self.local_peer {
-            Some(p) => {
+        let local = self.cap.cfg.is_local_client(self.peer.ip());
+        match attribute(local, self.local_peer.as_ref(), &email) {
+            Attribution::Local(p) => {
                 email.application = p.application.clone();
-                p.user.clone()
+                email.user_source = user_source::LOCAL_SOCKET.into();
+                self.cap.ctx.event(p.user.clone(), Kind::Email(email))
             }
-            None => String::new(),
-        };
-        self.cap.ctx.event(user, Kind::Email(email))
+            // A local client whose socket owner was not found: the
+            // agent's account, as for any record without a better one.
+            Attribution::LocalUnknown => self.cap.ctx.event(String::new(), Kind::Email(email)),
+            Attribution::Remote { user, source } => {
+                email.user_source = source.into();
+                self.cap.ctx.event_as(user, Kind::Email(email))
+            }
+        }
+    }
+}
+
+/// Who a transaction is attributed to.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Attribution<'a> {
+    /// A client on this host: the owner of its socket.
+    Local(&'a peer::LocalPeer),
+    /// A client on this host whose socket owner was not found.
+    LocalUnknown,
+    /// A client on another machine: its SMTP AUTH login, or nobody.
+    Remote { user: String, source: &'static str },
+}
+
+/// The user of a transaction: for a client on this host
+/// (`smtp.local_clients`) the owner of its socket; for a client on another
+/// machine its own SMTP AUTH login, else nobody — never the agent's
+/// account, which would count all mail from a network under the service
+/// the agent runs as, and never the agent's own smarthost login.
+pub(super) fn attribute<'a>(
+    local: bool,
+    peer: Option<&'a peer::LocalPeer>,
+    email: &EmailEvent,
+) -> Attribution<'a> {
+    match (local, peer) {
+        (true, Some(p)) => Attribution::Local(p),
+        (true, None) => Attribution::LocalUnknown,
+        (false, _)
+            if !email.auth_user.is_empty()
+                && email.auth_mechanism != kiroku_common::mail::AGENT_CREDENTIALS =>
+        {
+            Attribution::Remote {
+                user: email.auth_user.clone(),
+                source: user_source::SMTP_AUTH,
+            }
+        }
+        (false, _) => Attribution::Remote {
+            user: String::new(),
+            source: user_source::REMOTE_UNKNOWN,
+        },
     }
 }
 
@@ -127,4 +176,52 @@ pub(super) fn mark_normalised(ev: &mut Event, what: &str) {
         m.line_endings_normalised = what.to_owned();
     }
     ev.tags.push(NORMALISED_TAG.to_owned());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn who_a_transaction_is_attributed_to() {
+        let p = peer::LocalPeer {
+            uid: Some(1000),
+            user: "alice".into(),
+            ..Default::default()
+        };
+        let mail = |user: &str, mech: &str| EmailEvent {
+            auth_user: user.into(),
+            auth_mechanism: mech.into(),
+            ..Default::default()
+        };
+        let remote = |user: &str, source| Attribution::Remote {
+            user: user.into(),
+            source,
+        };
+        for (local, peer, email, want) in [
+            (true, Some(&p), mail("", ""), Attribution::Local(&p)),
+            (true, Some(&p), mail("bob", "PLAIN"), Attribution::Local(&p)),
+            (true, None, mail("", ""), Attribution::LocalUnknown),
+            (
+                false,
+                None,
+                mail("bob", "PLAIN"),
+                remote("bob", user_source::SMTP_AUTH),
+            ),
+            (
+                false,
+                None,
+                mail("", ""),
+                remote("", user_source::REMOTE_UNKNOWN),
+            ),
+            (
+                false,
+                None,
+                mail("relay", kiroku_common::mail::AGENT_CREDENTIALS),
+                remote("", user_source::REMOTE_UNKNOWN),
+            ),
+        ] {
+            assert_eq!(attribute(local, peer, &email), want, "{email:?}");
+        }
+    }
 }
