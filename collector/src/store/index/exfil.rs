@@ -24,7 +24,18 @@ use tantivy::columnar::Dictionary;
 use tantivy::query::{EnableScoring, Query, RangeQuery};
 use tantivy::{Searcher, TantivyDocument, Term};
 
-use super::{EventIndex, Fields, IndexError};
+use super::{Fields, IndexError, TantivyIndex};
+
+/// The index fields the report reads (an index of an older schema that
+/// lacks one cannot answer it).
+pub(super) const FIELDS: &[&str] = &[
+    "exfil",
+    "exfil_user",
+    "exfil_at",
+    "exfil_files",
+    "exfil_bytes",
+    "exfil_rows",
+];
 
 /// Bytes of time in front of an event's rows in `exfil_rows`.
 const TIME_KEY: usize = 8;
@@ -118,7 +129,7 @@ impl Names {
     }
 }
 
-impl EventIndex {
+impl TantivyIndex {
     /// Every event whose files left in [from_ms, to_ms) (corrected time),
     /// read from fast fields only; see [`ExfilScan::rows`] for the files.
     pub fn exfil_scan(&self, from_ms: i64, to_ms: i64) -> Result<ExfilScan, IndexError> {

@@ -10,9 +10,9 @@ use tantivy::query::{
 };
 use tantivy::schema::{Field, IndexRecordOption};
 
-use super::{EventIndex, IndexError, KINDS, check_search, sha_key};
+use super::{IndexError, KINDS, TantivyIndex, check_search, sha_key};
 
-impl EventIndex {
+impl TantivyIndex {
     /// Words of a path as a phrase: `alice/q3 report.pdf` finds
     /// `/home/alice/Q3 Report.pdf`. Built from the field's own tokenizer,
     /// so path characters are never query syntax.
