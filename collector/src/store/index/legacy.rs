@@ -12,7 +12,10 @@ use kiroku_proto::SearchRequest;
 /// answer `r`; None when it can.
 pub(super) fn refusal(r: &SearchRequest, missing: &[String]) -> Option<String> {
     // The request as far as the legacy filters go: a request that sets
-    // anything else differs from it.
+    // anything else differs from it. (While the proto has no other field
+    // the struct update is empty, hence the `allow`; it is what leaves
+    // every field added later at its default here.)
+    #[allow(clippy::needless_update)]
     let legacy = SearchRequest {
         from_ms: r.from_ms,
         to_ms: r.to_ms,
