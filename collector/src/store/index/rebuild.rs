@@ -276,10 +276,12 @@ impl Shared {
                 return Err(other(&next, "the new index has no writer".into()));
             };
             building.commit_with(writer)?;
-            if let Some(writer) = w.take() {
-                writer
-                    .wait_merging_threads()
-                    .map_err(|e| building.terr(e))?;
+            if let Some(writer) = w.take()
+                && let Err(e) = writer.wait_merging_threads()
+            {
+                // The commit above stands; a merge that failed only leaves
+                // more segments.
+                tracing::warn!(index = %next.display(), error = %e, "a merge of the rebuilt index failed");
             }
         }
         let reopen_next = |ix: &mut Indexes| match TantivyIndex::open_current(&next) {
@@ -362,9 +364,10 @@ fn finish_interrupted_switch(path: &Path) {
     let complete = |p: &Path| -> bool {
         if p == next {
             // Only a successor whose last commit says it is complete.
-            TantivyIndex::open_current(p)
+            tantivy::Index::open_in_dir(p)
+                .and_then(|ix| ix.load_metas())
                 .ok()
-                .and_then(|ix| Progress::of(&ix))
+                .and_then(|m| serde_json::from_str::<Progress>(m.payload.as_deref()?).ok())
                 .is_some_and(|p| p.complete)
         } else {
             p.join("meta.json").exists()
