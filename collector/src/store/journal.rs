@@ -133,8 +133,9 @@ pub struct Position {
     pub offset: u64,
 }
 
-/// Bytes read at a time by [`read_from`] (more when one record is larger).
-const READ_CHUNK: u64 = 8 << 20;
+/// Bytes read at a time by [`read_from`] (more when one record is larger);
+/// in unit tests a few records, so that reads cut records.
+const READ_CHUNK: u64 = if cfg!(test) { 40 } else { 8 << 20 };
 
 /// Reads up to `max` events from `from`, never past `end` (a position of
 /// the journal taken earlier, up to which it is durable); returns them and
@@ -571,6 +572,57 @@ mod tests {
         mark_reviewed(d.path(), &r.damaged).expect("mark");
         assert!(unreviewed(d.path(), &r.damaged).is_empty());
         assert_eq!(segments(d.path()).expect("segments"), [1], "not a segment");
+    }
+
+    #[test]
+    fn read_from_goes_in_batches_across_segments_past_damage_up_to_an_end() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let j = Journal::open(d.path()).expect("open");
+        for i in 0..6u64 {
+            j.append(&[ev(&format!("e{i}"), i)]).expect("append");
+        }
+        j.tail.lock().expect("lock").len = SEGMENT_BYTES;
+        for i in 6..10u64 {
+            j.append(&[ev(&format!("e{i}"), i)]).expect("append");
+        }
+        let end = j.end();
+        j.append(&[ev("after-the-end", 10)]).expect("append");
+        drop(j);
+        // Damage inside the third record of the first segment.
+        let seg = segment_path(d.path(), 1);
+        let mut bytes = std::fs::read(&seg).expect("read");
+        let rec = bytes.len() / 6;
+        bytes[2 * rec + HEADER + 1] ^= 0xff;
+        std::fs::write(&seg, &bytes).expect("write");
+
+        let read_all = |batch: usize| {
+            let (mut at, mut seen, mut calls) = (Position::default(), Vec::new(), 0);
+            loop {
+                let (events, next) = read_from(d.path(), at, end, batch).expect("read");
+                calls += 1;
+                if events.is_empty() {
+                    assert!(next >= end, "no events only at the end: {next:?}");
+                    break;
+                }
+                assert!(events.len() <= batch && next > at);
+                seen.extend(events.into_iter().map(|e| e.event_id));
+                at = next;
+            }
+            (seen, calls)
+        };
+        let want = ["e0", "e1", "e3", "e4", "e5", "e6", "e7", "e8", "e9"];
+        for (batch, calls) in [(1, 10), (4, 4), (100, 2)] {
+            let (seen, n) = read_all(batch);
+            assert_eq!(seen, want, "batches of {batch}");
+            assert_eq!(n, calls, "batches of {batch}");
+        }
+        // From the middle of the second segment.
+        let (from_e7, _) = {
+            let (_, p) = read_from(d.path(), Position::default(), end, 6).expect("read");
+            read_from(d.path(), p, end, 100).expect("read")
+        };
+        let ids: Vec<_> = from_e7.iter().map(|e| e.event_id.as_str()).collect();
+        assert_eq!(ids, ["e7", "e8", "e9"]);
     }
 
     #[test]
