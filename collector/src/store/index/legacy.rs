@@ -91,11 +91,7 @@ pub(super) fn refusal(r: &SearchRequest, missing: &[String]) -> Option<String> {
         ("the filter --outcome", !r.outcome.is_empty(), &["outcome"]),
         ("the filter --kind", !r.kind.is_empty(), &["kind"]),
         ("the filter --path", !r.path.trim().is_empty(), &["path"]),
-        (
-            "the filter --operation",
-            !r.operation.is_empty(),
-            &["operation"],
-        ),
+        ("the filter --op", !r.operation.is_empty(), &["operation"]),
         ("the filter --removable", r.removable, &["removable"]),
     ];
     used.iter()
