@@ -101,9 +101,10 @@ async fn an_older_index_serves_while_rebuilt_and_a_kill_in_the_middle_loses_noth
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/data-bdddeb9"),
         &data,
     )?;
-    // One event per batch, a second each: the fixture's seven events take
-    // about seven seconds to rebuild.
-    let slow = [("KIROKU_TEST_REBUILD_DELAY_MS", "1000")];
+    // One event per batch, two seconds each: the fixture's seven events
+    // take about fourteen seconds to rebuild, time enough to query, ingest
+    // and kill the collector in the middle even on a loaded machine.
+    let slow = [("KIROKU_TEST_REBUILD_DELAY_MS", "2000")];
     let mut collector = env.start_collector_on_env(&data, &slow)?;
 
     // It listens at once and answers from the old index.
@@ -149,7 +150,8 @@ async fn an_older_index_serves_while_rebuilt_and_a_kill_in_the_middle_loses_noth
     );
 
     // Restart: the rebuild resumes; more mail meanwhile.
-    let _collector = env.start_collector_on_env(&data, &slow)?;
+    let _collector =
+        env.start_collector_on_env(&data, &[("KIROKU_TEST_REBUILD_DELAY_MS", "1000")])?;
     let log = std::fs::read_to_string(env.path().join("collector.log"))?;
     let resumed = log
         .lines()
