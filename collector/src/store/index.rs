@@ -283,12 +283,17 @@ impl EventIndex {
         limit: usize,
     ) -> Result<(Vec<Event>, u64, Option<usize>), IndexError> {
         let s = self.serving();
-        if !s.is_current()
-            && let Some(what) = legacy::refusal(r, &s.missing)
-        {
+        if s.is_current() {
+            return s.search(r, offset, limit);
+        }
+        if let Some(what) = legacy::refusal(r, &s.missing) {
             return Err(self.needs_rebuild(&what));
         }
-        s.search(r, offset, limit)
+        // A legacy filter whose query came to read a field added since
+        // (its handle is not in the old schema, where tantivy panics on
+        // it) is refused like a new filter rather than failing obscurely.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.search(r, offset, limit)))
+            .unwrap_or_else(|_| Err(self.needs_rebuild("this search")))
     }
 
     /// Where the rebuild of an index of an older schema stands; None when
