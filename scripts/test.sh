@@ -70,12 +70,13 @@ KIROKU_SKIP_LOG=$(mktemp)
 
 # --workspace builds every binary first (the agent and collector packages
 # have integration tests), which the end-to-end tests in tests/ then run.
-# The agent is built with its test hooks (a wrong clock, a paused file
-# watcher; agent/src/test_hooks.rs), which release builds never have.
+# The agent and the collector are built with their test hooks (a wrong
+# clock, a paused file watcher: agent/src/test_hooks.rs; a slowed index
+# rebuild: collector/src/test_hooks.rs), which release builds never have.
 log=$(mktemp)
 trap 'rm -f "$log" "$KIROKU_SKIP_LOG"' EXIT
 set +e
-cargo test --workspace --locked --features kiroku-agent/test-hooks "$@" 2>&1 | tee "$log"
+cargo test --workspace --locked --features kiroku-agent/test-hooks,kiroku-collector/test-hooks "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 # One closing line for the whole suite (cargo prints one per test binary).

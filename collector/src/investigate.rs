@@ -203,20 +203,10 @@ pub fn exfil_scan(index: &EventIndex, r: &ExfilReportRequest) -> Result<ExfilSca
         user: r.user.clone(),
         host: r.host.clone(),
     };
-    // A filter the collector cannot apply (no internal_domains set) is the
-    // request's fault, not the index's.
-    let recipients_query = |external| {
-        index.recipients_query(external).map_err(|e| match e {
-            IndexError::BadQuery { message, .. } => {
-                ExfilError::BadRequest(format!("recipients: {message}"))
-            }
-            e => ExfilError::Index(e),
-        })
-    };
     let recipients = match r.recipients.trim().to_lowercase().as_str() {
         "" => None,
-        "external" => Some(recipients_query(true)?),
-        "internal" => Some(recipients_query(false)?),
+        "external" => Some(true),
+        "internal" => Some(false),
         other => {
             return Err(ExfilError::BadRequest(format!(
                 "recipients {} is not internal or external",
@@ -224,7 +214,16 @@ pub fn exfil_scan(index: &EventIndex, r: &ExfilReportRequest) -> Result<ExfilSca
             )));
         }
     };
-    Ok(index.exfil_scan(r.from_ms, r.to_ms, &filter, recipients)?)
+    // A filter the collector cannot apply (no internal_domains set) is the
+    // request's fault, not the index's.
+    index
+        .exfil_scan(r.from_ms, r.to_ms, &filter, recipients)
+        .map_err(|e| match e {
+            IndexError::BadQuery { message, .. } => {
+                ExfilError::BadRequest(format!("recipients: {message}"))
+            }
+            e => ExfilError::Index(e),
+        })
 }
 
 /// Files the events of a scan sent.

@@ -16,6 +16,7 @@ pub mod listener;
 pub mod query;
 pub mod server;
 pub mod store;
+pub mod test_hooks;
 
 pub use config::CollectorConfig;
 

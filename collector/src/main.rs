@@ -7,7 +7,7 @@ use clap::Parser;
 /// Kiroku collector: receives events from agents over mTLS gRPC, stores,
 /// de-duplicates and indexes them, and answers investigators' queries.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version = kiroku_collector::test_hooks::VERSION, about)]
 struct Cli {
     /// Collector configuration file (TOML); see packaging/collector.example.toml.
     #[arg(short, long, env = "KIROKU_COLLECTOR_CONFIG")]

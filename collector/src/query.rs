@@ -21,8 +21,9 @@ use futures::Stream;
 use kiroku_proto::query_server::Query;
 use kiroku_proto::{
     Alert, AlertsRequest, AuditRequest, AuditResponse, Event, ExfilFileBatch, ExfilReport,
-    ExfilReportRequest, GetEventRequest, GetRawRequest, ListHostsRequest, ListHostsResponse,
-    RawChunk, SearchRequest, SearchResponse, TraceRequest, TraceResponse, event::Kind,
+    ExfilReportRequest, GetEventRequest, GetRawRequest, IndexRebuild, ListHostsRequest,
+    ListHostsResponse, RawChunk, SearchRequest, SearchResponse, TraceRequest, TraceResponse,
+    event::Kind,
 };
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
@@ -148,6 +149,7 @@ fn event_id_arg(id: &str) -> Result<(), Status> {
 fn index_status(e: IndexError) -> Status {
     match e {
         IndexError::BadQuery { .. } => Status::invalid_argument(e.to_string()),
+        IndexError::NeedsRebuild { .. } => Status::failed_precondition(e.to_string()),
         _ => {
             tracing::error!(error = %e, "reading the index failed; {}", crate::store::REPAIR_HINT);
             Status::internal(format!(
@@ -387,6 +389,17 @@ impl Query for QueryService {
             ingest_paused: self.store.disk.paused().unwrap_or_default(),
             revocation_list,
             revocation_list_expired,
+            index_rebuild: self.store.index.rebuild_status().map(|r| IndexRebuild {
+                state: r.state.name().into(),
+                events_done: r.events_done,
+                events_total: r.events_total,
+                percent: r.percent,
+                events_per_second: r.events_per_second,
+                from_version: r.from_version,
+                to_version: r.to_version,
+                message: r.describe(),
+                reason: r.reason,
+            }),
         }))
     }
 

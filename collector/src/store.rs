@@ -85,6 +85,9 @@ impl Store {
             store.journal.append(&batch)?;
             tracing::info!(events = n, journal = %store.journal.dir().display(), "event journal written");
         }
+        // An index of an older schema keeps serving while its successor is
+        // built from the journal (`store/index/rebuild.rs`).
+        store.index.start_rebuild(&store.journal)?;
         Ok(store)
     }
 

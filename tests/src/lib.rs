@@ -63,6 +63,23 @@ pub fn ensure_test_hooks() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Fails unless the collector under test was built with its test hooks
+/// (`--features kiroku-collector/test-hooks`; see
+/// `collector/src/test_hooks.rs`).
+pub fn ensure_collector_test_hooks() -> anyhow::Result<()> {
+    let out = Command::new(bin("kiroku-collector"))
+        .arg("--version")
+        .output()?;
+    let version = String::from_utf8_lossy(&out.stdout);
+    anyhow::ensure!(
+        version.contains("test hooks"),
+        "{} was built without test hooks ({}): run the tests with scripts/test.sh or `cargo test --workspace --features kiroku-agent/test-hooks,kiroku-collector/test-hooks`",
+        bin("kiroku-collector").display(),
+        version.trim()
+    );
+    Ok(())
+}
+
 fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     // Tests run from target/<profile>/deps, harness binaries (benchmarks)
@@ -350,11 +367,21 @@ impl Env {
     /// query benchmark's bulk-loaded one), optionally another build of the
     /// collector (to compare before and after a change).
     pub fn start_collector_on(&self, data_dir: &Path, exe: Option<&Path>) -> anyhow::Result<Proc> {
-        self.start_collector_in(data_dir, "", "", exe)
+        self.start_collector_in(data_dir, "", "", exe, &[])
+    }
+
+    /// Like [`Env::start_collector_on`] with environment variables (test
+    /// hooks such as `KIROKU_TEST_REBUILD_DELAY_MS`).
+    pub fn start_collector_on_env(
+        &self,
+        data_dir: &Path,
+        envs: &[(&str, &str)],
+    ) -> anyhow::Result<Proc> {
+        self.start_collector_in(data_dir, "", "", None, envs)
     }
 
     fn start_collector_full(&self, top: &str, extra: &str) -> anyhow::Result<Proc> {
-        self.start_collector_in(Path::new("collector"), top, extra, None)
+        self.start_collector_in(Path::new("collector"), top, extra, None, &[])
     }
 
     fn start_collector_in(
@@ -363,6 +390,7 @@ impl Env {
         top: &str,
         extra: &str,
         exe: Option<&Path>,
+        envs: &[(&str, &str)],
     ) -> anyhow::Result<Proc> {
         let pki = self.pki();
         let cfg = self.path().join("collector.toml");
@@ -384,7 +412,8 @@ impl Env {
                     .unwrap_or_else(|| bin("kiroku-collector")),
             )
             .arg("--config")
-            .arg(&cfg),
+            .arg(&cfg)
+            .envs(envs.iter().copied()),
             &self.path().join("collector.log"),
         )?;
         p.wait_port(self.grpc)?;

@@ -114,6 +114,120 @@ fn record_at(buf: &[u8], at: usize) -> Option<(std::ops::Range<usize>, usize)> {
     (crc32fast::hash(payload) == crc).then_some((start..start + len, start + len))
 }
 
+/// A place in the journal: a segment and a byte offset in it (the start
+/// of a record, or the segment's end).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+pub struct Position {
+    pub segment: u64,
+    pub offset: u64,
+}
+
+/// Bytes read at a time by [`read_from`] (more when one record is larger);
+/// in unit tests a few records, so that reads cut records.
+const READ_CHUNK: u64 = if cfg!(test) { 40 } else { 8 << 20 };
+
+/// Reads up to `max` events from `from`, never past `end` (a position of
+/// the journal taken earlier, up to which it is durable); returns them and
+/// the position after the last record read. Damage is skipped as by
+/// [`scan`] (without a report: `repair` reports it). Returns no events
+/// only at `end`.
+pub fn read_from(
+    dir: &Path,
+    from: Position,
+    end: Position,
+    max: usize,
+) -> Result<(Vec<Event>, Position), JournalError> {
+    let mut at = from;
+    let mut events = Vec::new();
+    while at < end && events.len() < max {
+        let path = segment_path(dir, at.segment);
+        let limit = if at.segment == end.segment {
+            end.offset
+        } else {
+            match std::fs::metadata(&path) {
+                Ok(m) => m.len(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+                Err(e) => return Err(jerr(&path, e)),
+            }
+        };
+        if at.offset >= limit {
+            // The end of this segment: on to the next one there is.
+            at = match segments(dir)?.into_iter().find(|n| *n > at.segment) {
+                Some(next) => Position {
+                    segment: next,
+                    offset: 0,
+                },
+                None => end,
+            };
+            continue;
+        }
+        let mut want = READ_CHUNK.min(limit - at.offset);
+        loop {
+            let buf = read_range(&path, at.offset, want)?;
+            let whole = at.offset + want == limit;
+            let (got, next) = records_in(&buf, whole, max - events.len());
+            if got.is_empty() && next == 0 && !whole {
+                // A record larger than what was read: read more.
+                want = (want * 2).min(limit - at.offset);
+                continue;
+            }
+            events.extend(got);
+            at.offset += next as u64;
+            break;
+        }
+    }
+    Ok((events, at))
+}
+
+fn read_range(path: &Path, offset: u64, len: u64) -> Result<Vec<u8>, JournalError> {
+    let mut f = File::open(path).map_err(|e| jerr(path, e))?;
+    f.seek(SeekFrom::Start(offset)).map_err(|e| jerr(path, e))?;
+    let mut buf = Vec::with_capacity(len as usize);
+    f.take(len)
+        .read_to_end(&mut buf)
+        .map_err(|e| jerr(path, e))?;
+    Ok(buf)
+}
+
+/// Up to `max` events from the start of `buf` and the offset after the
+/// last record used. `whole`: `buf` runs to the end of what may be read,
+/// so bytes that are no record are damage, skipped up to the next record
+/// (or to the end); otherwise they may be a record cut by the read and
+/// reading stops before them.
+fn records_in(buf: &[u8], whole: bool, max: usize) -> (Vec<Event>, usize) {
+    let mut events = Vec::new();
+    let mut at = 0;
+    while at < buf.len() && events.len() < max {
+        if let Some((payload, next)) = record_at(buf, at) {
+            // A record whose payload does not decode is damage too.
+            if let Ok(e) = Event::decode(&buf[payload]) {
+                events.push(e);
+            }
+            at = next;
+            continue;
+        }
+        if !whole && buf.len() - at < HEADER + MAX_RECORD {
+            break;
+        }
+        at = memchr::memmem::find_iter(&buf[at + 1..], &MAGIC)
+            .map(|off| at + 1 + off)
+            .find(|cand| record_at(buf, *cand).is_some())
+            .unwrap_or(buf.len());
+    }
+    (events, at)
+}
+
 /// What reading a segment found.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ScanReport {
@@ -265,6 +379,16 @@ impl Journal {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Where the next record will be written: everything before it is
+    /// durable.
+    pub fn end(&self) -> Position {
+        let t = self.tail.lock().unwrap_or_else(|p| p.into_inner());
+        Position {
+            segment: t.number,
+            offset: t.len,
+        }
     }
 
     /// True when nothing was ever written.
@@ -448,6 +572,57 @@ mod tests {
         mark_reviewed(d.path(), &r.damaged).expect("mark");
         assert!(unreviewed(d.path(), &r.damaged).is_empty());
         assert_eq!(segments(d.path()).expect("segments"), [1], "not a segment");
+    }
+
+    #[test]
+    fn read_from_goes_in_batches_across_segments_past_damage_up_to_an_end() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let j = Journal::open(d.path()).expect("open");
+        for i in 0..6u64 {
+            j.append(&[ev(&format!("e{i}"), i)]).expect("append");
+        }
+        j.tail.lock().expect("lock").len = SEGMENT_BYTES;
+        for i in 6..10u64 {
+            j.append(&[ev(&format!("e{i}"), i)]).expect("append");
+        }
+        let end = j.end();
+        j.append(&[ev("after-the-end", 10)]).expect("append");
+        drop(j);
+        // Damage inside the third record of the first segment.
+        let seg = segment_path(d.path(), 1);
+        let mut bytes = std::fs::read(&seg).expect("read");
+        let rec = bytes.len() / 6;
+        bytes[2 * rec + HEADER + 1] ^= 0xff;
+        std::fs::write(&seg, &bytes).expect("write");
+
+        let read_all = |batch: usize| {
+            let (mut at, mut seen, mut calls) = (Position::default(), Vec::new(), 0);
+            loop {
+                let (events, next) = read_from(d.path(), at, end, batch).expect("read");
+                calls += 1;
+                if events.is_empty() {
+                    assert!(next >= end, "no events only at the end: {next:?}");
+                    break;
+                }
+                assert!(events.len() <= batch && next > at);
+                seen.extend(events.into_iter().map(|e| e.event_id));
+                at = next;
+            }
+            (seen, calls)
+        };
+        let want = ["e0", "e1", "e3", "e4", "e5", "e6", "e7", "e8", "e9"];
+        for (batch, calls) in [(1, 10), (4, 4), (100, 2)] {
+            let (seen, n) = read_all(batch);
+            assert_eq!(seen, want, "batches of {batch}");
+            assert_eq!(n, calls, "batches of {batch}");
+        }
+        // From the middle of the second segment.
+        let (from_e7, _) = {
+            let (_, p) = read_from(d.path(), Position::default(), end, 6).expect("read");
+            read_from(d.path(), p, end, 100).expect("read")
+        };
+        let ids: Vec<_> = from_e7.iter().map(|e| e.event_id.as_str()).collect();
+        assert_eq!(ids, ["e7", "e8", "e9"]);
     }
 
     #[test]

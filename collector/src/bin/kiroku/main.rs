@@ -322,6 +322,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 println!("{}", output::hosts(&hosts, &zone));
             }
+            // The index rebuild after a schema change: on stdout with the
+            // table, on stderr beside JSON lines (which are hosts only).
+            if let Some(r) = &resp.index_rebuild {
+                if json {
+                    eprintln!("{}", r.message);
+                } else {
+                    println!("{}", r.message);
+                }
+            }
             if resp.revocation_list_expired {
                 eprintln!("WARNING: {}", terminal(&resp.revocation_list));
             } else if !resp.revocation_list.is_empty() && !json {

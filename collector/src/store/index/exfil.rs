@@ -25,7 +25,18 @@ use tantivy::query::{BooleanQuery, EnableScoring, Occur, Query, RangeQuery, Term
 use tantivy::schema::IndexRecordOption;
 use tantivy::{Searcher, TantivyDocument, Term};
 
-use super::{EventIndex, Fields, IndexError};
+use super::{Fields, IndexError, TantivyIndex};
+
+/// The index fields the report reads (an index of an older schema that
+/// lacks one cannot answer it).
+pub(super) const FIELDS: &[&str] = &[
+    "exfil",
+    "exfil_user",
+    "exfil_at",
+    "exfil_files",
+    "exfil_bytes",
+    "exfil_rows",
+];
 
 /// Bytes of time in front of an event's rows in `exfil_rows`.
 const TIME_KEY: usize = 8;
@@ -141,7 +152,7 @@ impl Names {
     }
 }
 
-impl EventIndex {
+impl TantivyIndex {
     /// Every event whose files left in [from_ms, to_ms) (corrected time)
     /// and that `filter` keeps, read from fast fields only (the host from
     /// the indexed `host` and `agent_id`), and that match `also` when given

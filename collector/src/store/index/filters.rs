@@ -2,6 +2,7 @@
 
 use std::ops::Bound;
 
+use kiroku_common::mail::InternalDomains;
 use kiroku_common::vocabulary;
 use kiroku_proto::SearchRequest;
 use tantivy::Term;
@@ -10,9 +11,9 @@ use tantivy::query::{
 };
 use tantivy::schema::{Field, IndexRecordOption};
 
-use super::{EventIndex, IndexError, KINDS, check_search, sha_key};
+use super::{IndexError, KINDS, TantivyIndex, check_search, sha_key};
 
-impl EventIndex {
+impl TantivyIndex {
     /// Words of a path as a phrase: `alice/q3 report.pdf` finds
     /// `/home/alice/Q3 Report.pdf`. Built from the field's own tokenizer,
     /// so path characters are never query syntax.
@@ -42,7 +43,11 @@ impl EventIndex {
     }
 
     /// The query of a search request: every filter set must match.
-    pub(super) fn build_query(&self, r: &SearchRequest) -> Result<Box<dyn Query>, IndexError> {
+    pub(super) fn build_query(
+        &self,
+        r: &SearchRequest,
+        internal: &InternalDomains,
+    ) -> Result<Box<dyn Query>, IndexError> {
         check_search(r)?;
         let f = &self.f;
         let mut must: Vec<Box<dyn Query>> = Vec::new();
@@ -63,14 +68,7 @@ impl EventIndex {
         }
         // Addresses (with wildcards), domains, client IP, Message-ID,
         // queue id, reply codes, SMTP login, internal/external, direction.
-        let internal = self.internal_domains();
-        must.extend(
-            super::mailflow::Flow {
-                f,
-                internal: &internal,
-            }
-            .queries(r)?,
-        );
+        must.extend(super::mailflow::Flow { f, internal }.queries(r)?);
         if !r.sha256.is_empty() {
             must.push(Box::new(TermQuery::new(
                 Term::from_field_bytes(f.sha256, &sha_key(&r.sha256.trim().to_lowercase())),
@@ -151,7 +149,17 @@ impl EventIndex {
         for (name, fields, text) in [
             // Free text covers the upstream's replies too ("connection
             // refused", "mailbox full").
-            ("text", vec![f.subject, f.body, f.replies], &r.text),
+            (
+                "text",
+                // An index of an older schema (serving while its successor
+                // is rebuilt) has no `replies`: its text is subject and body.
+                if self.missing.iter().any(|m| m == "replies") {
+                    vec![f.subject, f.body]
+                } else {
+                    vec![f.subject, f.body, f.replies]
+                },
+                &r.text,
+            ),
             ("subject", vec![f.subject], &r.subject),
             (
                 "attachment_name",

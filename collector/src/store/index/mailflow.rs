@@ -26,7 +26,7 @@ use tantivy::schema::{Field, IndexRecordOption};
 use tantivy::{TantivyDocument, Term};
 
 use super::schema::Fields;
-use super::{EventIndex, IndexError};
+use super::{IndexError, TantivyIndex};
 
 /// Values of `SearchRequest.direction`.
 pub const DIRECTIONS: [&str; 4] = ["outbound", "inbound", "internal", "transit"];
@@ -349,14 +349,20 @@ impl Flow<'_> {
     }
 }
 
-impl EventIndex {
+/// The index fields [`TantivyIndex::recipients_query`] reads.
+pub(super) const RECIPIENT_FIELDS: &[&str] = &["accepted_rdomain", "accepted_count"];
+
+impl TantivyIndex {
     /// The query of mail whose accepted recipients are external (or all
     /// internal), for the exfiltration report's `recipients` filter.
-    pub fn recipients_query(&self, external: bool) -> Result<Box<dyn Query>, IndexError> {
-        let internal = self.internal_domains();
+    pub(super) fn recipients_query(
+        &self,
+        external: bool,
+        internal: &InternalDomains,
+    ) -> Result<Box<dyn Query>, IndexError> {
         Flow {
             f: &self.f,
-            internal: &internal,
+            internal,
         }
         .recipients(external)
     }

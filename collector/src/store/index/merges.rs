@@ -129,7 +129,13 @@ mod tests {
     fn merges_wait_without_room_and_resume_with_it() {
         let dir = tempfile::tempdir().expect("tempdir");
         let idx = super::super::EventIndex::open(dir.path()).expect("index");
-        let segments = || idx.index.searchable_segment_ids().expect("segments").len();
+        let segments = || {
+            idx.serving()
+                .index
+                .searchable_segment_ids()
+                .expect("segments")
+                .len()
+        };
         // No room above the reserve: every commit leaves a segment.
         idx.limit_merges(Arc::new(|| Some(0)));
         for i in 1..=12 {

@@ -3,9 +3,22 @@
 use kiroku_proto::{Event, event::Kind};
 use prost::Message;
 use tantivy::TantivyDocument;
-use tantivy::schema::{FAST, Field, INDEXED, STORED, STRING, Schema, TEXT};
+use tantivy::schema::{
+    BytesOptions, DateOptions, FAST, FacetOptions, Field, FieldEntry, INDEXED, IpAddrOptions,
+    JsonObjectOptions, NumericOptions, STORED, STRING, Schema, SchemaBuilder, TEXT, TextOptions,
+};
 
-use super::{EventIndex, exfil, mailflow};
+/// The version of the index schema: its fields, their options and the
+/// analyzers of its text fields. Bump it with every change to any of them
+/// (in [`schema`] or the tokenizers): an index written under another
+/// version is rebuilt from the journal in the background at the next start
+/// (`index/rebuild.rs`) while it keeps serving queries.
+///
+/// History: 1 — bdddeb9 and before (those indexes carry no version file);
+/// 2 — the version file itself (forces one rebuild).
+pub const SCHEMA_VERSION: u32 = 2;
+
+use super::{TantivyIndex, exfil, mailflow};
 
 #[derive(Clone, Copy)]
 pub(super) struct Fields {
@@ -69,8 +82,22 @@ pub fn sha_key(hex: &str) -> Vec<u8> {
     hex.as_bytes().to_vec()
 }
 
+/// The current schema and its fields.
 pub(super) fn schema() -> (Schema, Fields) {
-    let mut b = Schema::builder();
+    let (schema, f, _) = schema_fields(None);
+    (schema, f)
+}
+
+/// The fields of the current schema found by name in `old`, the schema
+/// of an index written under an older version, and the names of those it
+/// lacks (or has with another type); their handles must not be used.
+pub(super) fn fields_in(old: &Schema) -> (Fields, Vec<String>) {
+    let (_, f, missing) = schema_fields(Some(old));
+    (f, missing)
+}
+
+fn schema_fields(old: Option<&Schema>) -> (Schema, Fields, Vec<String>) {
+    let mut b = FieldSource::new(old);
     let f = Fields {
         event_id: b.add_text_field("event_id", STRING | STORED),
         agent_id: b.add_text_field("agent_id", STRING),
@@ -136,10 +163,88 @@ pub(super) fn schema() -> (Schema, Fields) {
         auth_user: b.add_text_field("auth_user", STRING),
         replies: b.add_text_field("replies", TEXT),
     };
-    (b.build(), f)
+    let (schema, missing) = b.finish();
+    (schema, f, missing)
 }
 
-impl EventIndex {
+/// Builds the current schema or, given an older index's schema, finds each
+/// field in it by name; with the same `add_*_field` calls as tantivy's
+/// `SchemaBuilder`, so the list of fields is written once.
+struct FieldSource<'a> {
+    builder: SchemaBuilder,
+    old: Option<&'a Schema>,
+    missing: Vec<String>,
+}
+
+impl<'a> FieldSource<'a> {
+    fn new(old: Option<&'a Schema>) -> FieldSource<'a> {
+        FieldSource {
+            builder: Schema::builder(),
+            old,
+            missing: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, entry: FieldEntry) -> Field {
+        let name = entry.name().to_owned();
+        let ty = entry.field_type().value_type();
+        let built = self.builder.add_field(entry);
+        let Some(old) = self.old else {
+            return built;
+        };
+        match old.get_field(&name) {
+            Ok(f) if old.get_field_entry(f).field_type().value_type() == ty => f,
+            _ => {
+                self.missing.push(name);
+                // Never used: queries that need a missing field are
+                // refused before they are built (`index/legacy.rs`).
+                Field::from_field_id(u32::MAX - self.missing.len() as u32)
+            }
+        }
+    }
+
+    fn finish(self) -> (Schema, Vec<String>) {
+        (self.builder.build(), self.missing)
+    }
+
+    fn add_text_field<T: Into<TextOptions>>(&mut self, name: &str, o: T) -> Field {
+        self.add(FieldEntry::new_text(name.into(), o.into()))
+    }
+    fn add_u64_field<T: Into<NumericOptions>>(&mut self, name: &str, o: T) -> Field {
+        self.add(FieldEntry::new_u64(name.into(), o.into()))
+    }
+    fn add_i64_field<T: Into<NumericOptions>>(&mut self, name: &str, o: T) -> Field {
+        self.add(FieldEntry::new_i64(name.into(), o.into()))
+    }
+    #[allow(dead_code)]
+    fn add_f64_field<T: Into<NumericOptions>>(&mut self, name: &str, o: T) -> Field {
+        self.add(FieldEntry::new_f64(name.into(), o.into()))
+    }
+    fn add_bool_field<T: Into<NumericOptions>>(&mut self, name: &str, o: T) -> Field {
+        self.add(FieldEntry::new_bool(name.into(), o.into()))
+    }
+    #[allow(dead_code)]
+    fn add_date_field<T: Into<DateOptions>>(&mut self, name: &str, o: T) -> Field {
+        self.add(FieldEntry::new_date(name.into(), o.into()))
+    }
+    #[allow(dead_code)]
+    fn add_ip_addr_field<T: Into<IpAddrOptions>>(&mut self, name: &str, o: T) -> Field {
+        self.add(FieldEntry::new_ip_addr(name.into(), o.into()))
+    }
+    fn add_bytes_field<T: Into<BytesOptions>>(&mut self, name: &str, o: T) -> Field {
+        self.add(FieldEntry::new_bytes(name.into(), o.into()))
+    }
+    #[allow(dead_code)]
+    fn add_json_field<T: Into<JsonObjectOptions>>(&mut self, name: &str, o: T) -> Field {
+        self.add(FieldEntry::new_json(name.into(), o.into()))
+    }
+    #[allow(dead_code)]
+    fn add_facet_field(&mut self, name: &str, o: impl Into<FacetOptions>) -> Field {
+        self.add(FieldEntry::new_facet(name.into(), o.into()))
+    }
+}
+
+impl TantivyIndex {
     pub(super) fn document(&self, e: &Event) -> TantivyDocument {
         let f = &self.f;
         let mut d = TantivyDocument::default();

@@ -1,7 +1,6 @@
 use super::*;
 use kiroku_proto::event::Kind;
 use kiroku_proto::{Attachment, EmailEvent, Recipient};
-use tantivy::schema::{STORED, STRING, Schema};
 
 /// Found by fuzz/grpc_query: an agent's extreme time and clock offset
 /// overflowed (a panic while indexing, in a debug build).
@@ -371,48 +370,6 @@ fn file_event_filters() {
             "{bad:?}"
         );
     }
-}
-
-#[test]
-fn an_index_with_an_older_schema_is_rebuilt_from_stored_events() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("index");
-    {
-        // What an older collector wrote: fewer fields.
-        let mut b = Schema::builder();
-        let id = b.add_text_field("event_id", STRING | STORED);
-        let event = b.add_bytes_field("event", STORED);
-        std::fs::create_dir_all(&path).expect("mkdir");
-        let index = Index::create_in_dir(&path, b.build()).expect("create");
-        let mut w: IndexWriter = index
-            .writer_with_num_threads(1, 15_000_000)
-            .expect("writer");
-        let e = file("f/1", 1000, "create", "/home/a/plan.txt", "", false);
-        let mut d = TantivyDocument::default();
-        d.add_text(id, &e.event_id);
-        d.add_bytes(event, &e.encode_to_vec());
-        w.add_document(d).expect("add");
-        w.commit().expect("commit");
-    }
-    let idx = EventIndex::open(&path).expect("rebuilt");
-    assert_eq!(idx.count(), 1);
-    let (found, _, _) = idx
-        .search(
-            &SearchRequest {
-                kind: "file".into(),
-                path: "plan".into(),
-                ..Default::default()
-            },
-            0,
-            10,
-        )
-        .expect("search");
-    assert_eq!(found.len(), 1, "new fields are indexed");
-    let kept = std::fs::read_dir(dir.path())
-        .expect("ls")
-        .flatten()
-        .any(|e| e.file_name().to_string_lossy().starts_with("index.pre-"));
-    assert!(kept, "the old index is kept beside the new one");
 }
 
 #[test]

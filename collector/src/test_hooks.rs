@@ -1,0 +1,47 @@
+//! Knobs that only the test suite may turn: a slowed index rebuild (so a
+//! test can query, ingest and kill the collector in the middle of one).
+//! They exist only in builds with the `test-hooks` Cargo feature, which
+//! `scripts/test.sh` enables and `cargo build --release` never does (as in
+//! `agent/src/test_hooks.rs`).
+//!
+//! Architecture invariant: without the feature, nothing here reads the
+//! environment and no knob's name is even in the binary (`.ci/run` checks
+//! the default build with `grep`). With it, `kiroku-collector --version`
+//! says so and every knob that is set is logged as an error.
+
+/// Whether this build honours test hooks (shown by `--version`).
+pub const ENABLED: bool = cfg!(feature = "test-hooks");
+
+/// The collector's version line: test builds say they are test builds.
+pub const VERSION: &str = if ENABLED {
+    concat!(
+        env!("CARGO_PKG_VERSION"),
+        " (test hooks compiled in: a test build, not for production)"
+    )
+} else {
+    env!("CARGO_PKG_VERSION")
+};
+
+/// A pause after each batch of an index rebuild, whose batches are then
+/// one event each (`KIROKU_TEST_REBUILD_DELAY_MS`); None in production
+/// builds.
+pub fn rebuild_delay() -> Option<std::time::Duration> {
+    #[cfg(feature = "test-hooks")]
+    {
+        const NAME: &str = "KIROKU_TEST_REBUILD_DELAY_MS";
+        let ms: u64 = std::env::var(NAME)
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        if ms > 0 {
+            tracing::error!(
+                delay_ms = ms,
+                "TEST HOOK ACTIVE: {NAME} is set, the index rebuild is slowed down deliberately (test build only)"
+            );
+            return Some(std::time::Duration::from_millis(ms));
+        }
+        None
+    }
+    #[cfg(not(feature = "test-hooks"))]
+    None
+}
