@@ -16,6 +16,7 @@ use tantivy::{
     DocAddress, Index, IndexReader, IndexWriter, Order, ReloadPolicy, TantivyDocument, Term,
 };
 
+pub mod analyzer;
 mod exfil;
 mod filters;
 mod limits;
@@ -92,6 +93,7 @@ impl EventIndex {
             message: e.to_string(),
         })?;
         let index = Index::open_or_create(dir, schema).map_err(terr)?;
+        analyzer::register(&index);
         let writer = index
             .writer_with_num_threads(1, WRITER_HEAP)
             .map_err(terr)?;

@@ -3,9 +3,11 @@
 use kiroku_proto::{Event, event::Kind};
 use prost::Message;
 use tantivy::TantivyDocument;
-use tantivy::schema::{FAST, Field, INDEXED, STORED, STRING, Schema, TEXT};
+use tantivy::schema::{
+    FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions,
+};
 
-use super::{EventIndex, exfil};
+use super::{EventIndex, analyzer, exfil};
 
 #[derive(Clone, Copy)]
 pub(super) struct Fields {
@@ -67,6 +69,17 @@ pub fn sha_key(hex: &str) -> Vec<u8> {
     hex.as_bytes().to_vec()
 }
 
+/// Options of a full-text field: the CJK-aware analyzer
+/// ([`analyzer::NAME`]) with positions, for phrases. Every field searched
+/// by words uses it, so one query syntax and one normalisation hold for all.
+pub(super) fn full_text() -> TextOptions {
+    TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default()
+            .set_tokenizer(analyzer::NAME)
+            .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+    )
+}
+
 pub(super) fn schema() -> (Schema, Fields) {
     let mut b = Schema::builder();
     let f = Fields {
@@ -81,10 +94,10 @@ pub(super) fn schema() -> (Schema, Fields) {
         sender: b.add_text_field("sender", STRING),
         recipient: b.add_text_field("recipient", STRING),
         address: b.add_text_field("address", STRING),
-        subject: b.add_text_field("subject", TEXT),
-        body: b.add_text_field("body", TEXT),
+        subject: b.add_text_field("subject", full_text()),
+        body: b.add_text_field("body", full_text()),
         has_attachment: b.add_bool_field("has_attachment", INDEXED),
-        attachment_name: b.add_text_field("attachment_name", TEXT),
+        attachment_name: b.add_text_field("attachment_name", full_text()),
         // Content hashes as the first 16 bytes of the SHA-256 (see
         // [`sha_key`]): a third of the index bytes of a file event was the
         // 64-character hex term, and building its dictionary the largest
@@ -94,7 +107,7 @@ pub(super) fn schema() -> (Schema, Fields) {
         tag: b.add_text_field("tag", STRING),
         outcome: b.add_text_field("outcome", STRING),
         event: b.add_bytes_field("event", STORED),
-        path: b.add_text_field("path", TEXT),
+        path: b.add_text_field("path", full_text()),
         operation: b.add_text_field("operation", STRING),
         removable: b.add_bool_field("removable", INDEXED),
         // Investigations: a file event's `source_path` (exact).
