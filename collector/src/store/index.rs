@@ -17,6 +17,7 @@ use tantivy::{
 };
 
 pub mod analyzer;
+mod exclusions;
 mod exfil;
 mod filters;
 mod limits;

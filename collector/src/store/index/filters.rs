@@ -11,7 +11,7 @@ use tantivy::query::{
 use tantivy::schema::{Field, FieldType, IndexRecordOption};
 use tantivy::tokenizer::{TextAnalyzer, TokenStream};
 
-use super::{EventIndex, IndexError, KINDS, analyzer, check_search, sha_key};
+use super::{EventIndex, IndexError, KINDS, analyzer, check_search, exclusions, sha_key};
 
 impl EventIndex {
     /// Words of a path as a phrase: `alice/q3 report.pdf` finds
@@ -179,7 +179,7 @@ impl EventIndex {
                     field: name,
                     message: e.to_string(),
                 })?;
-            must.push(q);
+            must.push(exclusions::guard(q));
         }
         Ok(match must.len() {
             0 => Box::new(AllQuery),

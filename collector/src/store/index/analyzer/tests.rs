@@ -221,6 +221,12 @@ fn query_syntax_in_japanese_and_english() {
         ("subject", "\"売上報告\"", "m1"),
         ("subject", "至急 OR 案内", "m1 m2"),
         ("subject", "売上 -至急", "m2 m3"),
+        // Excluded phrases, matching and matching nothing (tantivy's
+        // phrase exclusion, see index/exclusions.rs).
+        ("subject", "売上 -報告会", "m1 m3"),
+        ("subject", "売上 -予算案", "m1 m2 m3"),
+        ("attachment", "pdf -見積書", ""),
+        ("text", "report -\"sales report\"", "m2 m3"),
         ("text", "sales report", "m1 m2"),
         ("text", "\"sales report\"", "m1"),
         ("text", "quarterly OR week", "m1 m2"),
