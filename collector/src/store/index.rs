@@ -112,6 +112,21 @@ impl EventIndex {
         })
     }
 
+    /// The index at `path` with `text` as the analyzer of every full-text
+    /// field in place of [`analyzer::index_analyzer`]. Only for the
+    /// analyzer cost benchmark (`collector/examples/analyzer_cost.rs`),
+    /// which indexes the same events with tantivy's default analyzer and
+    /// with ours; the collector never calls it.
+    #[doc(hidden)]
+    pub fn open_with_analyzer(
+        path: &Path,
+        text: tantivy::tokenizer::TextAnalyzer,
+    ) -> Result<EventIndex, IndexError> {
+        let idx = Self::open_exact(path)?;
+        idx.index.tokenizers().register(analyzer::NAME, text);
+        Ok(idx)
+    }
+
     fn terr(&self, source: tantivy::TantivyError) -> IndexError {
         IndexError::Tantivy {
             path: self.path.clone(),
