@@ -5,7 +5,8 @@
 //! tokens of 40 bytes or more dropped) and once with
 //! `store::index::analyzer` (NFKC, CJK bigrams and unigrams). Prints the
 //! ingest rate (events per second of `add` + `commit`, generation not
-//! counted) and the index's bytes on disk for each.
+//! counted; the merges those commits started are waited for and counted)
+//! and the bytes of the index's segments for each.
 //!
 //! The events: mail (four in five) with a subject, a body of several
 //! sentences and up to two attachment names, and file events with a path;
@@ -26,7 +27,7 @@ use kiroku_collector::store::index::{EventIndex, analyzer};
 use kiroku_proto::{Attachment, EmailEvent, Event, FileEvent, event::Kind};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tantivy::tokenizer::TokenizerManager;
+use tantivy::tokenizer::{TokenStream, TokenizerManager};
 
 #[derive(Parser)]
 #[command(about = "Index the same events with tantivy's default analyzer and Kiroku's")]
@@ -293,9 +294,23 @@ fn index_bytes(p: &Path) -> anyhow::Result<(u64, usize)> {
     Ok((n, live.len()))
 }
 
+/// The full-text fields' values of an event.
+fn texts(e: &Event) -> Vec<&str> {
+    match &e.kind {
+        Some(Kind::Email(m)) => [m.subject.as_str(), m.body_text.as_str()]
+            .into_iter()
+            .chain(m.attachments.iter().map(|a| a.filename.as_str()))
+            .collect(),
+        Some(Kind::File(f)) => vec![f.path.as_str()],
+        _ => Vec::new(),
+    }
+}
+
 struct Run {
     name: &'static str,
     took: Duration,
+    analysis: Duration,
+    tokens: u64,
     bytes: u64,
     segments: usize,
     text_bytes: u64,
@@ -310,7 +325,9 @@ fn run(
     if path.exists() {
         std::fs::remove_dir_all(&path)?;
     }
+    let mut analysis_only = text.clone();
     let idx = EventIndex::open_with_analyzer(&path, text)?;
+    let (mut analysis, mut tokens) = (Duration::ZERO, 0u64);
     let mut rng = StdRng::seed_from_u64(16);
     let mut took = Duration::ZERO;
     let mut text_bytes = 0u64;
@@ -318,20 +335,22 @@ fn run(
     while i < args.events {
         let n = args.batch.min(args.events - i);
         let batch: Vec<Event> = (i..i + n).map(|k| event(&mut rng, k)).collect();
+        text_bytes += batch
+            .iter()
+            .flat_map(texts)
+            .map(|s| s.len() as u64)
+            .sum::<u64>();
+        // The analyzer alone over the same text (not part of `took`).
+        let t = Instant::now();
         for e in &batch {
-            text_bytes += match &e.kind {
-                Some(Kind::Email(m)) => {
-                    (m.subject.len()
-                        + m.body_text.len()
-                        + m.attachments
-                            .iter()
-                            .map(|a| a.filename.len())
-                            .sum::<usize>()) as u64
+            for s in texts(e) {
+                let mut stream = analysis_only.token_stream(s);
+                while stream.advance() {
+                    tokens += 1;
                 }
-                Some(Kind::File(f)) => f.path.len() as u64,
-                _ => 0,
-            };
+            }
         }
+        analysis += t.elapsed();
         let t = Instant::now();
         idx.add(&batch)?;
         idx.commit()?;
@@ -339,7 +358,9 @@ fn run(
         i += n;
     }
     anyhow::ensure!(idx.count() == args.events, "indexed {} events", idx.count());
-    drop(idx);
+    let t = Instant::now();
+    idx.close_after_merges()?;
+    took += t.elapsed();
     let (bytes, segments) = index_bytes(&path)?;
     if !args.keep {
         std::fs::remove_dir_all(&path)?;
@@ -347,6 +368,8 @@ fn run(
     Ok(Run {
         name,
         took,
+        analysis,
+        tokens,
         bytes,
         segments,
         text_bytes,
@@ -369,15 +392,19 @@ fn main() -> anyhow::Result<()> {
         runs[0].text_bytes as f64 / 1e6,
         args.batch
     );
-    println!("analyzer   events/s   index MB   bytes/event   segments");
+    println!(
+        "analyzer   events/s   index MB   bytes/event   segments   tokens/event   analysis alone MB/s"
+    );
     for r in &runs {
         println!(
-            "{:<9} {:>9.0} {:>10.1} {:>13.0} {:>10}",
+            "{:<9} {:>9.0} {:>10.1} {:>13.0} {:>10} {:>14.1} {:>21.1}",
             r.name,
             args.events as f64 / r.took.as_secs_f64(),
             r.bytes as f64 / 1e6,
             r.bytes as f64 / args.events as f64,
-            r.segments
+            r.segments,
+            r.tokens as f64 / args.events as f64,
+            r.text_bytes as f64 / 1e6 / r.analysis.as_secs_f64()
         );
     }
     Ok(())

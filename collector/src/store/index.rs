@@ -127,6 +127,20 @@ impl EventIndex {
         Ok(idx)
     }
 
+    /// Waits for the merges in progress and closes the index. Only for
+    /// the analyzer cost benchmark, whose figures include the merges its
+    /// commits started.
+    #[doc(hidden)]
+    pub fn close_after_merges(self) -> Result<(), IndexError> {
+        let path = self.path.clone();
+        let w = self.writer.into_inner().map_err(|_| IndexError::Other {
+            path: path.clone(),
+            message: "index writer lock poisoned".into(),
+        })?;
+        w.wait_merging_threads()
+            .map_err(|source| IndexError::Tantivy { path, source })
+    }
+
     fn terr(&self, source: tantivy::TantivyError) -> IndexError {
         IndexError::Tantivy {
             path: self.path.clone(),

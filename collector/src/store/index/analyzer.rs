@@ -185,8 +185,16 @@ fn normalise(text: &str, out: &mut Vec<NormChar>) {
     }
 }
 
+/// The most frequent characters of Japanese text: kana and the main Han
+/// block. Each is already NFKC, has no case, and is a stable boundary
+/// (nothing before it can compose with it), so the table look-ups below
+/// are skipped for them.
+fn is_plain_cjk(c: char) -> bool {
+    matches!(c as u32, 0x3041..=0x3096 | 0x30A1..=0x30FA | 0x30FC | 0x4E00..=0x9FFF)
+}
+
 fn is_stable_boundary(c: char) -> bool {
-    if c.is_ascii() {
+    if c.is_ascii() || is_plain_cjk(c) {
         return true;
     }
     let mut first = None;
@@ -207,6 +215,12 @@ fn push_segment(seg: &str, from: usize, out: &mut Vec<NormChar>) {
     };
     let mut one = seg.chars();
     match (one.next(), one.next()) {
+        (Some(c), None) if is_plain_cjk(c) => out.push(NormChar { c, from, to }),
+        (Some(c), None) if c.is_ascii() => out.push(NormChar {
+            c: c.to_ascii_lowercase(),
+            from,
+            to,
+        }),
         // Most segments are one character that is already normal.
         (Some(c), None)
             if c.is_ascii() || is_nfkc_quick(std::iter::once(c)) == IsNormalized::Yes =>
