@@ -41,10 +41,11 @@
 //! tantivy 0.27 ships no CJK bigram tokenizer (its `NgramTokenizer` makes
 //! n-grams of every word regardless of script and positions them all at
 //! 0, so phrase semantics are lost). The crates that analyse Japanese for
-//! tantivy are morphological (lindera, which needs a dictionary download
-//! at build time or a very large dictionary crate; tinysegmenter, written
-//! for tantivy 0.10) or Chinese (cang-jie / jieba); none does bigrams, and
-//! none applies NFKC. The normalisation itself is the well-kept
+//! tantivy are morphological (lindera, whose dictionaries must be built or
+//! fetched, and which misses a query cutting across the words it
+//! segmented; tantivy-tokenizer-tiny-segmenter, last released for tantivy
+//! 0.10) or Chinese (cang-jie / jieba); none does bigrams, and none
+//! applies NFKC. The normalisation itself is the well-kept
 //! `unicode-normalization` crate.
 
 use tantivy::tokenizer::{TextAnalyzer, Token, TokenStream, Tokenizer, TokenizerManager};
