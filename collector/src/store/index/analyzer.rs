@@ -131,21 +131,33 @@ impl CjkTokenizer {
 /// The tokens of one text, produced when the stream is made.
 pub struct CjkTokenStream<'a> {
     tokens: &'a mut [Token],
+    /// Tokens handed out so far; the current one is `next - 1`.
     next: usize,
+    /// What `token()` shows before the first `advance()` or after the
+    /// last, as tantivy's own streams do.
+    none: Token,
 }
 
 impl TokenStream for CjkTokenStream<'_> {
     fn advance(&mut self) -> bool {
-        self.next += 1;
+        if self.next <= self.tokens.len() {
+            self.next += 1;
+        }
         self.next <= self.tokens.len()
     }
 
     fn token(&self) -> &Token {
-        &self.tokens[self.next - 1]
+        match self.next.checked_sub(1) {
+            Some(i) if i < self.tokens.len() => &self.tokens[i],
+            _ => &self.none,
+        }
     }
 
     fn token_mut(&mut self) -> &mut Token {
-        &mut self.tokens[self.next - 1]
+        match self.next.checked_sub(1) {
+            Some(i) if i < self.tokens.len() => &mut self.tokens[i],
+            _ => &mut self.none,
+        }
     }
 }
 
@@ -163,6 +175,7 @@ impl Tokenizer for CjkTokenizer {
         CjkTokenStream {
             tokens: &mut self.tokens[..used],
             next: 0,
+            none: Token::default(),
         }
     }
 }

@@ -137,6 +137,39 @@ fn segmented_normalisation_equals_whole_text_nfkc() {
     }
 }
 
+/// Random text from characters that stress normalisation and cutting:
+/// no panic, every token's offsets are a non-empty slice of the text, and
+/// positions never go backwards.
+#[test]
+fn random_text_never_breaks_the_stream() {
+    use rand::{Rng, SeedableRng};
+    let pool: Vec<char> = "aZ9 .-_/\t\n売上報告株ｶﾞﾃﾞｰﾀﾞﾟ゙゚ーｰ・㈱①ＡＢＣｑ３e\u{301}\u{323}İß한\u{1100}\u{1161}\u{11a8}ﬁ\u{fffd}😀\u{200b}"
+        .chars()
+        .collect();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    for _ in 0..2000 {
+        let len = rng.random_range(0..40);
+        let text: String = (0..len)
+            .map(|_| pool[rng.random_range(0..pool.len())])
+            .collect();
+        for mode in [Mode::Index, Mode::Query] {
+            let mut t = CjkTokenizer::new(mode);
+            let mut s = t.token_stream(&text);
+            assert_eq!(s.token().text, "", "before the first advance");
+            let mut last = 0;
+            while s.advance() {
+                let tok = s.token();
+                assert!(!tok.text.is_empty(), "{text:?}");
+                assert!(tok.position >= last, "{text:?}: {tok:?}");
+                last = tok.position;
+                let src = text.get(tok.offset_from..tok.offset_to);
+                assert!(src.is_some_and(|s| !s.is_empty()), "{text:?}: {tok:?}");
+            }
+            assert!(!s.advance(), "stays at the end");
+        }
+    }
+}
+
 fn mail(id: &str, subject: &str, body: &str, attachment: &str) -> Event {
     Event {
         event_id: id.into(),
