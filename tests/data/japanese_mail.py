@@ -28,8 +28,9 @@ from email import charset as cs
 from email.header import Header
 from email.mime.application import MIMEApplication
 from email.mime.multipart import MIMEMultipart
+from email.message import EmailMessage
 from email.mime.text import MIMEText
-from email.policy import compat32
+from email.policy import SMTP, compat32
 
 # (name, charset, transfer encoding, subject, body, attachment name)
 MAILS = [
@@ -87,6 +88,13 @@ MAILS = [
      "出張報告書の提出",
      "大阪出張の報告書を提出します。",
      "出張報告.docx"),
+    # The modern API (EmailMessage, policy SMTP): a long subject folded
+    # into several encoded-words, a long file name in RFC 2231
+    # continuations (filename*0*=utf-8''...; filename*1*=...).
+    ("utf8-modern", "iso-2022-jp", "modern",
+     "新年度の人材育成研修プログラムに関するアンケート調査へのご協力のお願いと回答期限のお知らせ",
+     "研修の参加者は回答してください。",
+     "人材育成研修プログラム実施報告書と来年度計画案および参加者アンケート集計結果.xlsx"),
     # 売上 and 報告 both present, never adjacent: 売上報告 must not find it.
     ("utf8-apart", "utf-8", "base64",
      "売上の件と報告会のご案内",
@@ -129,7 +137,22 @@ def charset(name, cte):
     return c
 
 
+def build_modern(name, charset_name, subject, body, attachment):
+    msg = EmailMessage(policy=SMTP)
+    msg["From"] = "sender@example.jp"
+    msg["To"] = "rcpt@example.co.jp"
+    msg["Subject"] = subject
+    msg["Message-ID"] = f"<jp-{name}@kiroku.test>"
+    msg["Date"] = "Mon, 07 Dec 2026 09:30:00 +0900"
+    msg.set_content(body, charset=charset_name)
+    msg.add_attachment(b"PK test attachment", maintype="application",
+                       subtype="octet-stream", filename=attachment)
+    return msg.as_bytes()
+
+
 def build(name, charset_name, cte, subject, body, attachment):
+    if cte == "modern":
+        return build_modern(name, charset_name, subject, body, attachment)
     c = charset(charset_name, cte)
     msg = MIMEMultipart()
     msg["From"] = "sender@example.jp"

@@ -1,7 +1,8 @@
 //! Japanese full-text search, end to end: mail built by Python's `email`
 //! package in ISO-2022-JP, Shift_JIS, CP932, EUC-JP and UTF-8 (base64 and
-//! quoted-printable bodies and headers, RFC 2231 and encoded-word
-//! attachment names) goes through the real agent to the collector, is
+//! quoted-printable bodies and headers, RFC 2231 (also continued) and
+//! encoded-word attachment names, Python's own codec names as labels)
+//! goes through the real agent to the collector, is
 //! decoded to the text that was written, and is found by the substrings
 //! an investigator types — over gRPC and with the `kiroku` CLI.
 //!
@@ -91,6 +92,10 @@ const CASES: &[(&str, &str, &str)] = &[
     ("subject", "ｑ３売上ＲＥＰＯＲＴ", "utf8-qp"),
     ("attachment", "q3売上report.xlsx", "utf8-qp"),
     ("subject", "Q3売上reports", ""),
+    // A subject folded into several encoded-words and a file name in RFC
+    // 2231 continuations (Python's EmailMessage).
+    ("subject", "アンケート調査へのご協力", "utf8-modern"),
+    ("attachment", "参加者アンケート集計結果", "utf8-modern"),
     // Hangul.
     ("text", "한국어", "utf8-b64"),
     // Query syntax: words ANDed, OR, -word, quoted phrases.
