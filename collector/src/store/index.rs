@@ -26,6 +26,8 @@ use tantivy::{
     DocAddress, Index, IndexReader, IndexWriter, Order, ReloadPolicy, TantivyDocument, Term,
 };
 
+pub mod analyzer;
+mod exclusions;
 mod exfil;
 mod filters;
 mod legacy;
@@ -140,6 +142,46 @@ impl EventIndex {
         match self.internal.write() {
             Ok(mut d) => *d = domains,
             Err(p) => *p.into_inner() = domains,
+        }
+    }
+
+    /// The index at `path` with `text` as the analyzer of every full-text
+    /// field in place of [`analyzer::index_analyzer`]. Only for the
+    /// analyzer cost benchmark (`collector/examples/analyzer_cost.rs`),
+    /// which indexes the same events with tantivy's default analyzer and
+    /// with ours; the collector never calls it.
+    #[doc(hidden)]
+    pub fn open_with_analyzer(
+        path: &Path,
+        text: tantivy::tokenizer::TextAnalyzer,
+    ) -> Result<EventIndex, IndexError> {
+        let idx = Self::open(path)?;
+        idx.serving()
+            .index
+            .tokenizers()
+            .register(analyzer::NAME, text);
+        Ok(idx)
+    }
+
+    /// Waits for the merges in progress and closes the index. Only for
+    /// the analyzer cost benchmark, whose figures include the merges its
+    /// commits started.
+    #[doc(hidden)]
+    pub fn close_after_merges(self) -> Result<(), IndexError> {
+        let serving = self.serving();
+        let writer = serving
+            .writer
+            .lock()
+            .map_err(|_| poisoned(&serving.path))?
+            .take();
+        match writer {
+            Some(w) => w
+                .wait_merging_threads()
+                .map_err(|source| IndexError::Tantivy {
+                    path: serving.path.clone(),
+                    source,
+                }),
+            None => Ok(()),
         }
     }
 
@@ -400,6 +442,9 @@ impl TantivyIndex {
         missing: Vec<String>,
         payload: Option<String>,
     ) -> Result<TantivyIndex, IndexError> {
+        // Every index knows the CJK analyzer: the current schema's text
+        // fields name it (an older schema's fields keep their own).
+        analyzer::register(&index);
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)

@@ -242,17 +242,26 @@ fn decode_text(bytes: &[u8], ctype: &mailparse::ParsedContentType) -> String {
 /// The encoding a charset label names: the WHATWG labels mailparse knows,
 /// and the names Japanese and Microsoft software also write for the same
 /// encodings (`CP932` for Windows Shift_JIS, `ISO-2022-JP-MS`, `eucJP-win`),
-/// which Python's codecs know too. An RFC 2231 language (`*ja`) is ignored.
+/// which Python's codecs know too. Python's `email` package writes its own
+/// codec name as the label when a program names the charset that way
+/// (`iso2022_jp`, `shift_jis_2004`, `euc_jisx0213`), so `_` is read as
+/// `-`. The JIS X 0213 variants (`*-2004`, `*x0213`, `iso-2022-jp-3`) and
+/// ISO-2022-JP-1/2 are decoded as their JIS X 0208 base, which holds
+/// nearly every character written in them: the rest become U+FFFD rather
+/// than the whole text being read as US-ASCII. An RFC 2231 language
+/// (`*ja`) is ignored.
 fn charset_for(label: &str) -> Option<charset::Charset> {
     let label = label.split('*').next().unwrap_or_default().trim();
     charset::Charset::for_label(label.as_bytes()).or_else(|| {
-        let same = match label.to_ascii_lowercase().as_str() {
-            "cp932" | "windows-932" | "x-ms-cp932" | "sjis-win" | "sjis-open" => "shift_jis",
-            "iso-2022-jp-1" | "iso-2022-jp-2" | "iso-2022-jp-ms" | "csiso2022jp2" | "cp50220"
-            | "cp50221" | "cp50222" => "iso-2022-jp",
-            "eucjp" | "euc_jp" | "eucjp-win" | "eucjp-ms" | "eucjp-open" | "cp51932" | "ujis" => {
-                "euc-jp"
-            }
+        let same = match label.to_ascii_lowercase().replace('_', "-").as_str() {
+            "cp932" | "windows-932" | "x-ms-cp932" | "sjis-win" | "sjis-open" | "mskanji"
+            | "shift-jis-2004" | "shift-jisx0213" | "sjis-2004" => "shift_jis",
+            "iso2022-jp" | "iso-2022-jp-1" | "iso2022-jp-1" | "iso-2022-jp-2" | "iso2022-jp-2"
+            | "iso-2022-jp-3" | "iso2022-jp-3" | "iso-2022-jp-2004" | "iso2022-jp-2004"
+            | "iso-2022-jp-ext" | "iso2022-jp-ext" | "iso-2022-jp-ms" | "csiso2022jp2"
+            | "cp50220" | "cp50221" | "cp50222" => "iso-2022-jp",
+            "eucjp" | "euc-jp" | "eucjp-win" | "eucjp-ms" | "eucjp-open" | "cp51932" | "ujis"
+            | "euc-jis-2004" | "euc-jisx0213" => "euc-jp",
             _ => return None,
         };
         charset::Charset::for_label(same.as_bytes())
@@ -867,6 +876,67 @@ mod tests {
             assert_eq!(m.attachments[0].filename, "売上表.xlsx", "{cs}");
             same_both_ways(&raw);
         }
+    }
+
+    /// Every label Japanese mailers, Windows and Python's `email` package
+    /// write for the three Japanese encodings names one encoding_rs knows.
+    #[test]
+    fn japanese_charset_labels_and_aliases() {
+        let sjis = unhex("94848fe3");
+        let jis = unhex("1b244247643e651b2842");
+        let euc = unhex("c7e4bee5");
+        let table: [(&[&str], &[u8]); 3] = [
+            (
+                &[
+                    "Shift_JIS",
+                    "sjis",
+                    "x-sjis",
+                    "ms932",
+                    "windows-31j",
+                    "CP932",
+                    "cp932",
+                    "mskanji",
+                    "shift_jis_2004",
+                    "shift_jisx0213",
+                    "SJIS-win",
+                ],
+                &sjis,
+            ),
+            (
+                &[
+                    "ISO-2022-JP",
+                    "iso2022_jp",
+                    "iso2022_jp_1",
+                    "iso2022_jp_2",
+                    "iso2022_jp_3",
+                    "iso2022_jp_2004",
+                    "iso2022_jp_ext",
+                    "ISO-2022-JP-MS",
+                    "cp50221",
+                ],
+                &jis,
+            ),
+            (
+                &[
+                    "EUC-JP",
+                    "euc_jp",
+                    "eucjp",
+                    "eucJP-win",
+                    "ujis",
+                    "euc_jis_2004",
+                    "euc_jisx0213",
+                    "x-euc-jp",
+                ],
+                &euc,
+            ),
+        ];
+        for (labels, bytes) in table {
+            for label in labels {
+                let cs = charset_for(label).unwrap_or_else(|| panic!("{label} unknown"));
+                assert_eq!(cs.decode_without_bom_handling(bytes).0, "売上", "{label}");
+            }
+        }
+        assert!(charset_for("x-no-such-charset").is_none());
     }
 
     #[test]

@@ -9,23 +9,24 @@ use tantivy::Term;
 use tantivy::query::{
     AllQuery, BooleanQuery, Occur, PhraseQuery, Query, QueryParser, RangeQuery, TermQuery,
 };
-use tantivy::schema::{Field, IndexRecordOption};
+use tantivy::schema::{Field, FieldType, IndexRecordOption};
+use tantivy::tokenizer::{TextAnalyzer, TokenStream};
 
-use super::{IndexError, KINDS, TantivyIndex, check_search, sha_key};
+use super::{IndexError, KINDS, TantivyIndex, analyzer, check_search, exclusions, sha_key};
 
 impl TantivyIndex {
     /// Words of a path as a phrase: `alice/q3 report.pdf` finds
-    /// `/home/alice/Q3 Report.pdf`. Built from the field's own tokenizer,
-    /// so path characters are never query syntax.
+    /// `/home/alice/Q3 Report.pdf`. Built from the field's own analyzer in
+    /// its query mode, each term at its position (a run of CJK characters
+    /// leaves gaps the index fills), so path characters are never query
+    /// syntax.
     pub(super) fn path_query(&self, text: &str) -> Result<Box<dyn Query>, IndexError> {
-        let mut analyzer = self
-            .index
-            .tokenizer_for_field(self.f.path)
-            .map_err(|e| self.terr(e))?;
+        let mut analyzer = self.query_analyzer(self.f.path)?;
         let mut stream = analyzer.token_stream(text);
         let mut terms = Vec::new();
         while stream.advance() {
-            terms.push(Term::from_field_text(self.f.path, &stream.token().text));
+            let t = stream.token();
+            terms.push((t.position, Term::from_field_text(self.f.path, &t.text)));
         }
         Ok(match terms.len() {
             0 => {
@@ -37,9 +38,25 @@ impl TantivyIndex {
                     ),
                 });
             }
-            1 => Box::new(TermQuery::new(terms.remove(0), IndexRecordOption::Basic)),
-            _ => Box::new(PhraseQuery::new(terms)),
+            1 => Box::new(TermQuery::new(terms.remove(0).1, IndexRecordOption::Basic)),
+            _ => Box::new(PhraseQuery::new_with_offset(terms)),
         })
+    }
+
+    /// The analyzer a query for `field` is cut with: the field's own,
+    /// in its query mode.
+    fn query_analyzer(&self, field: Field) -> Result<TextAnalyzer, IndexError> {
+        let schema = self.index.schema();
+        let entry = schema.get_field_entry(field);
+        let name = match entry.field_type() {
+            FieldType::Str(o) => o.get_indexing_options().map(|i| i.tokenizer().to_owned()),
+            _ => None,
+        };
+        name.and_then(|n| analyzer::query_tokenizers().get(&n))
+            .ok_or_else(|| IndexError::Other {
+                path: self.path.clone(),
+                message: format!("field `{}` has no text analyzer", entry.name()),
+            })
     }
 
     /// The query of a search request: every filter set must match.
@@ -170,13 +187,16 @@ impl TantivyIndex {
             if text.trim().is_empty() {
                 continue;
             }
-            let mut qp = QueryParser::for_index(&self.index, fields);
+            let mut qp =
+                QueryParser::new(self.index.schema(), fields, analyzer::query_tokenizers());
             qp.set_conjunction_by_default();
-            let q = qp.parse_query(text).map_err(|e| IndexError::BadQuery {
-                field: name,
-                message: e.to_string(),
-            })?;
-            must.push(q);
+            let q = qp
+                .parse_query(&ascii_spaces(text))
+                .map_err(|e| IndexError::BadQuery {
+                    field: name,
+                    message: e.to_string(),
+                })?;
+            must.push(exclusions::guard(q));
         }
         Ok(match must.len() {
             0 => Box::new(AllQuery),
@@ -184,5 +204,19 @@ impl TantivyIndex {
                 must.into_iter().map(|q| (Occur::Must, q)).collect(),
             )),
         })
+    }
+}
+
+/// The query with every Unicode space as an ASCII one: the query parser
+/// separates words only at ASCII spaces, and a Japanese input method types
+/// the ideographic space U+3000 between words.
+fn ascii_spaces(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.chars().any(|c| c.is_whitespace() && c != ' ') {
+        text.chars()
+            .map(|c| if c.is_whitespace() { ' ' } else { c })
+            .collect::<String>()
+            .into()
+    } else {
+        text.into()
     }
 }

@@ -4,8 +4,9 @@ use kiroku_proto::{Event, event::Kind};
 use prost::Message;
 use tantivy::TantivyDocument;
 use tantivy::schema::{
-    BytesOptions, DateOptions, FAST, FacetOptions, Field, FieldEntry, INDEXED, IpAddrOptions,
-    JsonObjectOptions, NumericOptions, STORED, STRING, Schema, SchemaBuilder, TEXT, TextOptions,
+    BytesOptions, DateOptions, FAST, FacetOptions, Field, FieldEntry, INDEXED, IndexRecordOption,
+    IpAddrOptions, JsonObjectOptions, NumericOptions, STORED, STRING, Schema, SchemaBuilder,
+    TextFieldIndexing, TextOptions,
 };
 
 /// The version of the index schema: its fields, their options and the
@@ -15,10 +16,13 @@ use tantivy::schema::{
 /// (`index/rebuild.rs`) while it keeps serving queries.
 ///
 /// History: 1 — bdddeb9 and before (those indexes carry no version file);
-/// 2 — the version file itself (forces one rebuild).
+/// 2 — issue 16 (2026-12-05): the version file, the CJK analyzer on every
+/// full-text field, the mail-flow fields (domains, client IP, Message-ID,
+/// queue id, reply codes, SMTP login, replies) and the `by_*` grouping
+/// columns.
 pub const SCHEMA_VERSION: u32 = 2;
 
-use super::{TantivyIndex, exfil, mailflow};
+use super::{TantivyIndex, analyzer, exfil, mailflow};
 
 #[derive(Clone, Copy)]
 pub(super) struct Fields {
@@ -82,6 +86,17 @@ pub fn sha_key(hex: &str) -> Vec<u8> {
     hex.as_bytes().to_vec()
 }
 
+/// Options of a full-text field: the CJK-aware analyzer
+/// ([`analyzer::NAME`]) with positions, for phrases. Every field searched
+/// by words uses it, so one query syntax and one normalisation hold for all.
+pub(super) fn full_text() -> TextOptions {
+    TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default()
+            .set_tokenizer(analyzer::NAME)
+            .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+    )
+}
+
 /// The current schema and its fields.
 pub(super) fn schema() -> (Schema, Fields) {
     let (schema, f, _) = schema_fields(None);
@@ -110,10 +125,10 @@ fn schema_fields(old: Option<&Schema>) -> (Schema, Fields, Vec<String>) {
         sender: b.add_text_field("sender", STRING),
         recipient: b.add_text_field("recipient", STRING),
         address: b.add_text_field("address", STRING),
-        subject: b.add_text_field("subject", TEXT),
-        body: b.add_text_field("body", TEXT),
+        subject: b.add_text_field("subject", full_text()),
+        body: b.add_text_field("body", full_text()),
         has_attachment: b.add_bool_field("has_attachment", INDEXED),
-        attachment_name: b.add_text_field("attachment_name", TEXT),
+        attachment_name: b.add_text_field("attachment_name", full_text()),
         // Content hashes as the first 16 bytes of the SHA-256 (see
         // [`sha_key`]): a third of the index bytes of a file event was the
         // 64-character hex term, and building its dictionary the largest
@@ -123,7 +138,7 @@ fn schema_fields(old: Option<&Schema>) -> (Schema, Fields, Vec<String>) {
         tag: b.add_text_field("tag", STRING),
         outcome: b.add_text_field("outcome", STRING),
         event: b.add_bytes_field("event", STORED),
-        path: b.add_text_field("path", TEXT),
+        path: b.add_text_field("path", full_text()),
         operation: b.add_text_field("operation", STRING),
         removable: b.add_bool_field("removable", INDEXED),
         // Investigations: a file event's `source_path` (exact).
@@ -161,7 +176,7 @@ fn schema_fields(old: Option<&Schema>) -> (Schema, Fields, Vec<String>) {
         queue_id: b.add_text_field("queue_id", STRING),
         reply_code: b.add_u64_field("reply_code", INDEXED | FAST),
         auth_user: b.add_text_field("auth_user", STRING),
-        replies: b.add_text_field("replies", TEXT),
+        replies: b.add_text_field("replies", full_text()),
     };
     let (schema, missing) = b.finish();
     (schema, f, missing)
