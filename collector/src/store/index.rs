@@ -22,11 +22,15 @@ mod limits;
 mod merges;
 mod rebuild;
 mod schema;
+mod stats;
 pub use exfil::{ExfilEvent, ExfilScan};
 pub use limits::check_search;
 pub use merges::Headroom;
 use schema::Fields;
 pub use schema::{corrected_ms, outcome_name, sha_key};
+pub use stats::{
+    DEFAULT_TOP, GROUP_BYS, Group, GroupBy, MAX_TOP, Stats, StatsQuery, Tally, domain_of,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {

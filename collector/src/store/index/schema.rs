@@ -5,7 +5,7 @@ use prost::Message;
 use tantivy::TantivyDocument;
 use tantivy::schema::{FAST, Field, INDEXED, STORED, STRING, Schema, TEXT};
 
-use super::{EventIndex, exfil};
+use super::{EventIndex, exfil, stats};
 
 #[derive(Clone, Copy)]
 pub(super) struct Fields {
@@ -38,6 +38,8 @@ pub(super) struct Fields {
     pub(super) exfil_files: Field,
     pub(super) exfil_bytes: Field,
     pub(super) exfil_rows: Field,
+    // Counts and charts (`index/stats.rs`): fast-only grouping columns.
+    pub(super) stats: stats::StatsFields,
 }
 
 /// The event's time on the collector's clock: observed_at corrected by the
@@ -110,6 +112,7 @@ pub(super) fn schema() -> (Schema, Fields) {
         exfil_files: b.add_u64_field("exfil_files", FAST),
         exfil_bytes: b.add_u64_field("exfil_bytes", FAST),
         exfil_rows: b.add_bytes_field("exfil_rows", FAST),
+        stats: stats::schema_fields(&mut b),
     };
     (b.build(), f)
 }
@@ -223,6 +226,7 @@ impl EventIndex {
             _ => {}
         }
         exfil::add_fields(f, &mut d, &crate::investigate::exfil_files(e));
+        stats::add_fields(&f.stats, &mut d, e);
         d.add_bytes(f.event, &e.encode_to_vec());
         d
     }
