@@ -539,7 +539,11 @@ impl SegmentCollector for ValueSegment {
             .sorted_ords_to_term_cb(&seen, |term| {
                 let key = String::from_utf8_lossy(term).into_owned();
                 if let Some(&o) = seen.get(i) {
-                    values.groups.entry(key).or_default().merge(self.tallies[o as usize]);
+                    values
+                        .groups
+                        .entry(key)
+                        .or_default()
+                        .merge(self.tallies[o as usize]);
                 }
                 i += 1;
             })
@@ -766,7 +770,11 @@ fn time_buckets(found: Slots, q: &StatsQuery) -> Stats {
     let mut none = found.none;
     for (slot, tally) in found.slots {
         match bucket(q.by, slot, &q.zone) {
-            Some((start, key)) => buckets.entry(start).or_insert((key, Tally::default())).1.merge(tally),
+            Some((start, key)) => buckets
+                .entry(start)
+                .or_insert((key, Tally::default()))
+                .1
+                .merge(tally),
             // A time no calendar holds (beyond year ±9999).
             None => none.merge(tally),
         }
