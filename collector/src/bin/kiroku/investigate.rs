@@ -231,7 +231,7 @@ fn report_time(s: &str, now: i64, offset_min: i32) -> anyhow::Result<i64> {
     crate::parse_time(s, now)
 }
 
-fn human_bytes(n: u64) -> String {
+pub fn human_bytes(n: u64) -> String {
     let units = ["B", "KB", "MB", "GB", "TB"];
     let mut v = n as f64;
     let mut u = 0;

@@ -6,6 +6,7 @@ mod client;
 mod investigate;
 mod output;
 mod quickstart;
+mod stats;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -33,7 +34,10 @@ enum Cmd {
         cmd: CertsCmd,
     },
     /// Search events, newest first.
-    Search(Box<SearchArgs>),
+    Search(Box<SearchCmd>),
+    /// Count the events a search matches, grouped (by user, domain, client
+    /// IP, outcome, hour, ...), with bytes and a bar chart.
+    Stats(Box<stats::StatsArgs>),
     /// Show one event in full.
     Show {
         event_id: String,
@@ -121,6 +125,22 @@ enum CertsCmd {
 }
 
 #[derive(clap::Args, Debug)]
+struct SearchCmd {
+    #[command(flatten)]
+    filter: SearchArgs,
+    /// Most events to show.
+    #[arg(long, default_value_t = 50)]
+    limit: u32,
+    /// Every match (streamed), ignoring --limit.
+    #[arg(long)]
+    all: bool,
+    /// JSON lines instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The filters of a search (also those of `stats`).
+#[derive(clap::Args, Debug)]
 struct SearchArgs {
     /// Start of the time range: RFC 3339, YYYY-MM-DD, or relative (30m, 24h, 7d).
     #[arg(long)]
@@ -182,15 +202,6 @@ struct SearchArgs {
     /// its measured offset to the collector) instead of the agents' clocks.
     #[arg(long)]
     corrected_time: bool,
-    /// Most events to show.
-    #[arg(long, default_value_t = 50)]
-    limit: u32,
-    /// Every match (streamed), ignoring --limit.
-    #[arg(long)]
-    all: bool,
-    /// JSON lines instead of a table.
-    #[arg(long)]
-    json: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -236,6 +247,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Certs { cmd } => certs(cmd),
         Cmd::Quickstart(args) => quickstart::run(args).await,
         Cmd::Search(args) => search(&cli.connect, *args).await,
+        Cmd::Stats(args) => stats::run(&cli.connect, *args).await,
         Cmd::Trace(args) => investigate::trace(&cli.connect, args).await,
         Cmd::Alerts(args) => investigate::alerts(&cli.connect, args).await,
         Cmd::Report { cmd } => investigate::report(&cli.connect, cmd).await,
@@ -382,7 +394,44 @@ fn parse_time(s: &str, now_ms: i64) -> anyhow::Result<i64> {
     )
 }
 
-async fn search(connect: &client::ConnectArgs, a: SearchArgs) -> anyhow::Result<()> {
+async fn search(connect: &client::ConnectArgs, cmd: SearchCmd) -> anyhow::Result<()> {
+    let mut req = search_request(cmd.filter)?;
+    req.page_size = cmd.limit;
+    let (all, json) = (cmd.all, cmd.json);
+    let mut q = connect.query().await?;
+    let mut events = Vec::new();
+    let total;
+    if all {
+        req.page_size = 0;
+        let mut stream = q.search_stream(req).await?.into_inner();
+        while let Some(e) = stream.next().await {
+            let e = e?;
+            if json {
+                println!("{}", output::json(&e));
+            } else {
+                events.push(e);
+            }
+        }
+        total = events.len() as u64;
+    } else {
+        let resp = q.search(req).await?.into_inner();
+        total = resp.total_hits;
+        if json {
+            for e in &resp.events {
+                println!("{}", output::json(e));
+            }
+        }
+        events = resp.events;
+    }
+    if !json {
+        println!("{}", output::table(&events));
+        eprintln!("{} of {} matching events", events.len(), total);
+    }
+    Ok(())
+}
+
+/// The search request of the filter flags (no page set).
+fn search_request(a: SearchArgs) -> anyhow::Result<SearchRequest> {
     let now = kiroku_common::now_ms();
     let s = |o: Option<String>| o.unwrap_or_default();
     let mut req = SearchRequest {
@@ -416,7 +465,7 @@ async fn search(connect: &client::ConnectArgs, a: SearchArgs) -> anyhow::Result<
         path: s(a.path),
         operation: s(a.operation),
         removable: a.removable,
-        page_size: a.limit,
+        page_size: 0,
         page_token: String::new(),
         corrected_time: a.corrected_time,
     };
@@ -424,36 +473,7 @@ async fn search(connect: &client::ConnectArgs, a: SearchArgs) -> anyhow::Result<
         req.operation = kiroku_common::vocabulary::file_operation(&req.operation)
             .map_err(|e| anyhow::anyhow!("{}", e.replacen(": use", " for --op: use", 1)))?;
     }
-    let mut q = connect.query().await?;
-    let mut events = Vec::new();
-    let total;
-    if a.all {
-        req.page_size = 0;
-        let mut stream = q.search_stream(req).await?.into_inner();
-        while let Some(e) = stream.next().await {
-            let e = e?;
-            if a.json {
-                println!("{}", output::json(&e));
-            } else {
-                events.push(e);
-            }
-        }
-        total = events.len() as u64;
-    } else {
-        let resp = q.search(req).await?.into_inner();
-        total = resp.total_hits;
-        if a.json {
-            for e in &resp.events {
-                println!("{}", output::json(e));
-            }
-        }
-        events = resp.events;
-    }
-    if !a.json {
-        println!("{}", output::table(&events));
-        eprintln!("{} of {} matching events", events.len(), total);
-    }
-    Ok(())
+    Ok(req)
 }
 
 async fn raw(
