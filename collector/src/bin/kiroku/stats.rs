@@ -143,14 +143,14 @@ fn fit(s: &str, max: usize) -> String {
 
 /// A bar of `value / max` of `width` columns, in eighths of a column.
 fn bar(value: u64, max: u64, width: usize) -> String {
-    const PARTS: [char; 8] = ['▏', '▎', '▍', '▌', '▋', '▊', '▉', '█'];
+    const PARTS: [char; 7] = ['▏', '▎', '▍', '▌', '▋', '▊', '▉'];
     if max == 0 || value == 0 {
         return String::new();
     }
     let eighths = (u128::from(value) * (width as u128) * 8).div_ceil(u128::from(max)) as usize;
     let mut s = "█".repeat(eighths / 8);
-    if eighths % 8 > 0 {
-        s.push(PARTS[eighths % 8 - 1]);
+    if let Some(part) = (eighths % 8).checked_sub(1) {
+        s.push(PARTS[part]);
     }
     s
 }
