@@ -40,7 +40,7 @@ fn main() -> anyhow::Result<()> {
         store += seg.store().total().get_bytes();
     }
     let mut rows: Vec<_> = per.into_iter().filter(|(_, b)| *b > 0).collect();
-    rows.sort_by(|a, b| b.1.cmp(&a.1));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.1));
     println!(
         "total {} bytes in {} segments, document store {store}",
         usage.total().get_bytes(),
