@@ -79,9 +79,27 @@ pub(super) fn schema_fields(b: &mut SchemaBuilder) -> StatsFields {
     }
 }
 
+/// Bytes of a grouping value kept: names come from mails and agents, and
+/// every group's name goes into a response (up to [`MAX_TOP`] of them).
+pub const MAX_KEY_BYTES: usize = 256;
+
+/// `v` cut to [`MAX_KEY_BYTES`] at a character boundary, an ellipsis
+/// marking the cut (values that share their first 250 bytes or so share
+/// a group).
+fn key(v: &str) -> std::borrow::Cow<'_, str> {
+    if v.len() <= MAX_KEY_BYTES {
+        return v.into();
+    }
+    let mut end = MAX_KEY_BYTES - '…'.len_utf8();
+    while !v.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &v[..end]).into()
+}
+
 fn put(d: &mut TantivyDocument, field: Field, v: &str) {
     if !v.is_empty() {
-        d.add_text(field, v);
+        d.add_text(field, key(v).as_ref());
     }
 }
 

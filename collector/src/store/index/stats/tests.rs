@@ -482,3 +482,45 @@ fn domains_of_addresses() {
         assert_eq!(domain_of(a).as_deref(), d, "{a}");
     }
 }
+
+#[test]
+fn long_values_are_cut_to_a_bounded_key() {
+    assert_eq!(key("q3.xlsx"), "q3.xlsx");
+    let exact = "a".repeat(MAX_KEY_BYTES);
+    assert_eq!(key(&exact), exact.as_str());
+    for long in [
+        "b".repeat(10_000),
+        "報".repeat(1_000),
+        format!("a{}", "報".repeat(100)),
+    ] {
+        let k = key(&long);
+        assert!(k.len() <= MAX_KEY_BYTES, "{}", k.len());
+        assert!(k.len() > MAX_KEY_BYTES - 8, "{}", k.len());
+        assert!(k.ends_with('…'));
+        assert!(long.starts_with(k.trim_end_matches('…')));
+    }
+    // Indexed: a 10,000-byte attachment name is a group of a bounded name.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let idx = EventIndex::open(&dir.path().join("index")).expect("index");
+    let name = "x".repeat(10_000);
+    let m = Mail {
+        at: T0,
+        user: "alice",
+        host: "pc-1",
+        from: "alice@corp.example",
+        to: &["bob@partner.example"],
+        ip: "127.0.0.1",
+        outcome: Outcome::Delivered,
+        code: 250,
+        size: 1,
+        attachments: &[(&name, "aa")],
+    };
+    idx.add(&[mail(1, &m)]).expect("add");
+    idx.commit().expect("commit");
+    let s = run(&idx, &SearchRequest::default(), "attachment-name", 0, "");
+    assert_eq!(s.groups.len(), 1);
+    assert_eq!(
+        s.groups[0].key,
+        format!("{}…", "x".repeat(MAX_KEY_BYTES - 3))
+    );
+}
