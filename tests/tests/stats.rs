@@ -2,7 +2,8 @@
 //! agent (Python smtplib → agent relay → aiosmtpd): counts by recipient
 //! domain, sender and hour (in a zone), with a filter, as a chart, JSON
 //! and CSV from the CLI, and from a standard gRPC client (Python grpcio);
-//! every call is in the audit log, a refused one too.
+//! then every grouping from both, alike and as the mails say; every call
+//! is in the audit log, a refused one too.
 
 use std::time::Duration;
 
@@ -10,12 +11,27 @@ use kiroku_proto::query_client::QueryClient;
 use kiroku_proto::{AuditRequest, SearchRequest};
 use kiroku_tests::{Env, Mode, Upstream, free_port, send_mail};
 
+/// The attachment of mail "three".
+const XLSX: &[u8] = b"PK\x03\x04 q3 spreadsheet bytes";
+
 fn mail(from: &str, to: &[&str], subject: &str, body_bytes: usize) -> Vec<u8> {
+    // Lines of 50 bytes: SMTP limits a line to 998.
+    let body = format!("{}\r\n", "x".repeat(48)).repeat(body_bytes / 50);
+    let head = format!(
+        "From: {from}\r\nTo: {}\r\nSubject: {subject}\r\nMessage-ID: <{subject}@stats.test>\r\n",
+        to.join(", ")
+    );
+    if subject != "three" {
+        return format!("{head}\r\n{body}").into_bytes();
+    }
+    use base64::Engine;
     format!(
-        "From: {from}\r\nTo: {}\r\nSubject: {subject}\r\nMessage-ID: <{subject}@stats.test>\r\n\r\n{}\r\n",
-        to.join(", "),
-        // Lines of 50 bytes: SMTP limits a line to 998.
-        format!("{}\r\n", "x".repeat(48)).repeat(body_bytes / 50)
+        "{head}MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n\
+--b\r\nContent-Type: text/plain\r\n\r\n{body}\
+--b\r\nContent-Type: application/octet-stream\r\n\
+Content-Disposition: attachment; filename=\"q3.xlsx\"\r\n\
+Content-Transfer-Encoding: base64\r\n\r\n{}\r\n--b--\r\n",
+        base64::engine::general_purpose::STANDARD.encode(XLSX)
     )
     .into_bytes()
 }
@@ -32,7 +48,7 @@ fn chart_row(chart: &str, key: &str) -> Option<(u64, String)> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn stats_by_domain_sender_and_hour_from_the_cli_and_grpcio() -> anyhow::Result<()> {
+async fn stats_by_every_grouping_from_the_cli_and_grpcio() -> anyhow::Result<()> {
     let env = Env::new()?;
     let _collector = env.start_collector()?;
     let upstream = Upstream::start(&env)?;
@@ -205,6 +221,122 @@ async fn stats_by_domain_sender_and_hour_from_the_cli_and_grpcio() -> anyhow::Re
         "{v}"
     );
 
+    // Every grouping, from the CLI (--json) and from grpcio alike, against
+    // the known mails; the agent's host identity is the one other event.
+    let xlsx = kiroku_common::sha256_hex(XLSX);
+    let host = mails[0]
+        .host
+        .as_ref()
+        .map(|h| h.hostname.to_lowercase())
+        .unwrap_or_default();
+    let user = mails[0].user.to_lowercase();
+    let fours = [
+        ("sender", vec![(alice, 3), (bob, 1)]),
+        (
+            "sender-domain",
+            vec![("corp.example", 3), ("sales.corp.example", 1)],
+        ),
+        (
+            "recipient-domain",
+            vec![("partner.example", 3), ("gmail.com", 2)],
+        ),
+        ("client-ip", vec![("127.0.0.1", 4)]),
+        ("outcome", vec![("delivered", 4)]),
+        ("reply-code", vec![("250", 4)]),
+        ("attachment-name", vec![("q3.xlsx", 1)]),
+        ("attachment-sha256", vec![(xlsx.as_str(), 1)]),
+    ];
+    let mut expected: Vec<(&str, Option<Vec<(&str, u64)>>)> = fours
+        .into_iter()
+        .map(|(by, groups)| (by, Some(groups)))
+        .collect();
+    expected.extend([
+        ("host", Some(vec![(host.as_str(), all)])),
+        ("kind", Some(vec![("email", 4), ("host_change", all - 4)])),
+        ("user", None),
+        ("hour", None),
+        ("day", None),
+        ("hour-of-day", None),
+        ("weekday", None),
+    ]);
+    assert_eq!(expected.len(), 15, "every grouping");
+    let requests: Vec<String> = expected
+        .iter()
+        .map(|(by, _)| format!(r#"{{"by": "{by}", "time_zone": "Asia/Tokyo"}}"#))
+        .collect();
+    let out = std::process::Command::new("python3")
+        .arg(kiroku_tests::data_dir().join("grpc_aggregate.py"))
+        .arg(format!("127.0.0.1:{}", env.grpc))
+        .arg(pki.join("ca.pem"))
+        .arg(pki.join("investigator-inv.pem"))
+        .arg(pki.join("investigator-inv.key"))
+        .args(&requests)
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let py: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    for (i, (by, want)) in expected.iter().enumerate() {
+        let cli: serde_json::Value = serde_json::from_str(&env.cli(&[
+            "stats",
+            "--by",
+            by,
+            "--tz",
+            "Asia/Tokyo",
+            "--json",
+        ])?)?;
+        let grpc = &py[i]["response"];
+        // (key, count) as text: the JSON mapping writes uint64 as strings.
+        let groups = |v: &serde_json::Value| -> Vec<(String, String)> {
+            v["groups"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|g| {
+                            let count = match &g["count"] {
+                                serde_json::Value::String(s) => s.clone(),
+                                n => n.to_string(),
+                            };
+                            (g["key"].as_str().unwrap_or_default().to_string(), count)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let got = groups(&cli);
+        assert_eq!(got, groups(grpc), "by {by}: the CLI and grpcio differ");
+        assert_eq!(cli["total_count"], all, "by {by}");
+        assert_eq!(grpc["total_count"], all.to_string(), "by {by}");
+        if let Some(want) = want {
+            let want: Vec<(String, String)> = want
+                .iter()
+                .map(|(k, n)| (k.to_string(), n.to_string()))
+                .collect();
+            assert_eq!(got, want, "by {by}");
+        }
+        let counted: u64 = got.iter().filter_map(|g| g.1.parse::<u64>().ok()).sum();
+        let none = cli["none_count"].as_u64().unwrap_or(0);
+        match *by {
+            "recipient-domain" => assert_eq!(counted, 5, "gmail.com + partner.example"),
+            "user" => {
+                assert_eq!(counted + none, all, "by user: {cli}");
+                assert!(
+                    user.is_empty() || got.iter().any(|g| g.0 == user),
+                    "{user} in {got:?}"
+                );
+            }
+            _ => assert_eq!(counted + none, all, "by {by}: {cli}"),
+        }
+        match *by {
+            "hour-of-day" => assert_eq!(got.len(), 24),
+            "weekday" => assert_eq!(got.len(), 7),
+            "hour" | "day" => assert!(!got.is_empty() && got.len() <= 2, "{got:?}"),
+            _ => {}
+        }
+    }
+
     // Every call is in the audit log, with who asked, what and how many.
     let audit = QueryClient::new(env.admin().await?)
         .audit(AuditRequest {
@@ -220,8 +352,8 @@ async fn stats_by_domain_sender_and_hour_from_the_cli_and_grpcio() -> anyhow::Re
         .collect();
     assert_eq!(
         calls.len(),
-        8,
-        "4 from the CLI (it refuses a wrong --by itself), 4 from grpcio: {calls:#?}"
+        8 + 30,
+        "4 from the CLI (it refuses a wrong --by itself), 4 from grpcio, then 15 from each: {calls:#?}"
     );
     assert!(calls.iter().all(|e| e.identity == "investigator/inv"));
     assert!(
