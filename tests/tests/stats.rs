@@ -11,6 +11,9 @@ use kiroku_proto::query_client::QueryClient;
 use kiroku_proto::{AuditRequest, SearchRequest};
 use kiroku_tests::{Env, Mode, Upstream, free_port, send_mail};
 
+/// (key, count) of the groups a grouping should show.
+type Groups<'a> = Vec<(&'a str, u64)>;
+
 /// The attachment of mail "three".
 const XLSX: &[u8] = b"PK\x03\x04 q3 spreadsheet bytes";
 
@@ -246,7 +249,7 @@ async fn stats_by_every_grouping_from_the_cli_and_grpcio() -> anyhow::Result<()>
         ("attachment-name", vec![("q3.xlsx", 1)]),
         ("attachment-sha256", vec![(xlsx.as_str(), 1)]),
     ];
-    let mut expected: Vec<(&str, Option<Vec<(&str, u64)>>)> = fours
+    let mut expected: Vec<(&str, Option<Groups>)> = fours
         .into_iter()
         .map(|(by, groups)| (by, Some(groups)))
         .collect();
