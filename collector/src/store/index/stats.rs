@@ -392,7 +392,11 @@ impl EventIndex {
                 let found = searcher
                     .search(&query, &ValueCollector { column })
                     .map_err(|e| self.terr(e))?;
-                Ok(top_values(found, q.top))
+                let values = found.map_err(|message| IndexError::Other {
+                    path: self.path.clone(),
+                    message,
+                })?;
+                Ok(top_values(values, q.top))
             }
             None => {
                 let field = if filter.corrected_time {
@@ -448,8 +452,8 @@ impl Collector for ValueCollector {
         reader: &SegmentReader,
     ) -> tantivy::Result<ValueSegment> {
         let ff = reader.fast_fields();
-        // A segment written before a column existed simply lacks it: its
-        // events count as having no value.
+        // A segment none of whose events has a value for the grouping has
+        // no column for it: its events count as having none.
         let column = ff.str(self.column)?;
         let size = ff.column_opt::<u64>("size")?;
         let terms = column.as_ref().map_or(0, |c| c.num_terms());
@@ -571,16 +575,7 @@ impl SegmentCollector for ValueSegment {
 }
 
 /// The `top` largest groups (ties by key), the rest summed.
-fn top_values(found: Result<Values, String>, top: u32) -> Stats {
-    // A dictionary that cannot be read is a damaged index; the groups it
-    // would have named are counted under "other" rather than lost.
-    let (values, damaged) = match found {
-        Ok(v) => (v, None),
-        Err(e) => (Values::default(), Some(e)),
-    };
-    if let Some(e) = damaged {
-        tracing::error!(error = %e, "stats: {}", crate::store::REPAIR_HINT);
-    }
+fn top_values(values: Values, top: u32) -> Stats {
     let top = match top {
         0 => DEFAULT_TOP,
         n => n.min(MAX_TOP),
