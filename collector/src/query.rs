@@ -1,7 +1,8 @@
 //! The Query service for investigators: search with filters (newest first,
 //! paged or streamed), one event, the original message, known hosts, a
 //! hash's trace, alerts (replay and live) and the exfiltration report (its
-//! totals and newest files, or every file streamed). Every call is
+//! totals and newest files, or every file streamed) and counts of the
+//! events a filter matches, grouped (Aggregate). Every call is
 //! recorded in the audit log (`store/audit.rs`) with the caller's
 //! identity, the filter and the result count before it is answered, and
 //! so is every request refused as invalid (with why). A streamed call's
@@ -20,10 +21,10 @@ use std::sync::Arc;
 use futures::Stream;
 use kiroku_proto::query_server::Query;
 use kiroku_proto::{
-    Alert, AlertsRequest, AuditRequest, AuditResponse, Event, ExfilFileBatch, ExfilReport,
-    ExfilReportRequest, GetEventRequest, GetRawRequest, IndexRebuild, ListHostsRequest,
-    ListHostsResponse, RawChunk, SearchRequest, SearchResponse, TraceRequest, TraceResponse,
-    event::Kind,
+    AggregateGroup, AggregateRequest, AggregateResponse, Alert, AlertsRequest, AuditRequest,
+    AuditResponse, Event, ExfilFileBatch, ExfilReport, ExfilReportRequest, GetEventRequest,
+    GetRawRequest, IndexRebuild, ListHostsRequest, ListHostsResponse, RawChunk, SearchRequest,
+    SearchResponse, TraceRequest, TraceResponse, event::Kind,
 };
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
@@ -33,7 +34,7 @@ use crate::auth;
 use crate::investigate::{self, ExfilError, TRACE_DEFAULT, TRACE_MAX};
 use crate::store::Store;
 use crate::store::audit::bounded_filter;
-use crate::store::index::{DEFAULT_PAGE, IndexError, MAX_PAGE};
+use crate::store::index::{DEFAULT_PAGE, IndexError, MAX_PAGE, Stats, StatsQuery};
 use kiroku_common::quote::quote;
 
 const RAW_CHUNK: usize = 256 * 1024;
@@ -542,6 +543,30 @@ impl Query for QueryService {
         )))
     }
 
+    async fn aggregate(
+        &self,
+        req: Request<AggregateRequest>,
+    ) -> Result<Response<AggregateResponse>, Status> {
+        let who = auth::caller(&req)?;
+        let r = req.into_inner();
+        let filter = format!("{r:?}");
+        let (search, q) = match aggregate_args(&r) {
+            Ok(a) => a,
+            Err(st) => return Err(self.refuse(&who, "Aggregate", filter, st).await),
+        };
+        let q2 = q.clone();
+        let found = self
+            .blocking(move |s| s.index.stats(&search, &q2).map_err(index_status))
+            .await;
+        let stats = match found {
+            Ok(s) => s,
+            Err(st) => return Err(self.refuse(&who, "Aggregate", filter, st).await),
+        };
+        self.audit(&who, "Aggregate", filter, stats.total.count)
+            .await?;
+        Ok(Response::new(aggregate_response(&q, stats)))
+    }
+
     async fn audit(&self, req: Request<AuditRequest>) -> Result<Response<AuditResponse>, Status> {
         let who = auth::caller(&req)?;
         if who.role != kiroku_common::pki::Role::Admin {
@@ -603,6 +628,43 @@ async fn follow_alerts(
 fn check_search(r: &SearchRequest) -> Result<(usize, usize), Status> {
     crate::store::index::check_search(r).map_err(index_status)?;
     page_of(r)
+}
+
+/// The filter and the grouping of an Aggregate call, checked before
+/// anything reads the index: the filter with the search's limits
+/// (`store/index/limits.rs`), `by`, `top` and the zone with the stats'
+/// (`store/index/stats.rs`). Public for the fuzz targets in `fuzz/`.
+#[doc(hidden)]
+pub fn aggregate_args(r: &AggregateRequest) -> Result<(SearchRequest, StatsQuery), Status> {
+    let filter = r.filter.clone().unwrap_or_default();
+    crate::store::index::check_search(&filter).map_err(index_status)?;
+    let q = StatsQuery::parse(&r.by, r.top, &r.time_zone).map_err(index_status)?;
+    Ok((filter, q))
+}
+
+fn aggregate_response(q: &StatsQuery, s: Stats) -> AggregateResponse {
+    AggregateResponse {
+        by: q.by.name().to_string(),
+        groups: s
+            .groups
+            .into_iter()
+            .map(|g| AggregateGroup {
+                key: g.key,
+                count: g.tally.count,
+                bytes: g.tally.bytes,
+                start_ms: g.start_ms.unwrap_or_default(),
+            })
+            .collect(),
+        other_count: s.other.count,
+        other_bytes: s.other.bytes,
+        other_groups: s.other_groups,
+        total_count: s.total.count,
+        total_bytes: s.total.bytes,
+        none_count: s.none.count,
+        none_bytes: s.none.bytes,
+        multi_valued: q.by.multi_valued(),
+        time_zone: q.zone_name.clone(),
+    }
 }
 
 /// Streams a raw message, verified: each chunk is sent only once the read

@@ -99,6 +99,30 @@ pub fn confine_agent_tags(tags: &mut [String]) -> usize {
     moved
 }
 
+/// What `kiroku stats` (the collector's Aggregate call) counts by, as
+/// requests and the CLI spell it: a value of the events, or a time bucket
+/// ([`STATS_TIME_BUCKETS`]).
+pub const STATS_GROUP_BYS: [&str; 15] = [
+    "user",
+    "sender",
+    "sender-domain",
+    "recipient-domain",
+    "host",
+    "client-ip",
+    "outcome",
+    "reply-code",
+    "attachment-name",
+    "attachment-sha256",
+    "kind",
+    "hour",
+    "day",
+    "hour-of-day",
+    "weekday",
+];
+
+/// The groupings of [`STATS_GROUP_BYS`] cut in a time zone.
+pub const STATS_TIME_BUCKETS: [&str; 4] = ["hour", "day", "hour-of-day", "weekday"];
+
 #[cfg(test)]
 mod tests {
     use super::*;

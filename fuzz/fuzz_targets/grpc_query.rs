@@ -1,11 +1,13 @@
 //! The collector's Query requests as they come off the wire, run against a
 //! real (temporary) index: the first byte picks the request type, the rest
-//! is decoded (prost) as a `SearchRequest`, `TraceRequest` or
-//! `ExfilReportRequest` and handled as the Query service does without the
+//! is decoded (prost) as a `SearchRequest`, `TraceRequest`,
+//! `ExfilReportRequest` or `AggregateRequest` and handled as the Query
+//! service does without the
 //! server: Search's page bounds (`query::page_of`) and the index search
 //! with its query building (`EventIndex::search`: filters, full-text
 //! syntax, time ranges, order), Trace's argument check (`query::trace_args`)
-//! and `investigate::trace`, and `investigate::exfil_report`. The index
+//! and `investigate::trace`, `investigate::exfil_report`, and Aggregate's
+//! argument check (`query::aggregate_args`) and `EventIndex::stats`. The index
 //! holds a few events of every kind, some with extreme times and offsets
 //! (which an agent may send).
 //!
@@ -22,17 +24,20 @@
 //! most the page size and never more than its total; an index error is a
 //! bad query (the caller's fault), never an internal one; a trace returns
 //! at most its limit, oldest first; an exfiltration report lists at most
-//! `EXFIL_FILES_MAX` files, all in its range, and no more than it counts.
+//! `EXFIL_FILES_MAX` files, all in its range, and no more than it counts;
+//! an aggregate returns at most its top (time buckets: `MAX_TOP`) groups,
+//! and for a grouping with one value per event its groups, the rest and
+//! the events without a value add up to the total.
 #![no_main]
 
 use std::sync::OnceLock;
 
 use kiroku_collector::investigate::{EXFIL_FILES_MAX, ExfilError, exfil_report, trace};
-use kiroku_collector::query::{page_of, trace_args};
-use kiroku_collector::store::index::{EventIndex, IndexError};
+use kiroku_collector::query::{aggregate_args, page_of, trace_args};
+use kiroku_collector::store::index::{DEFAULT_TOP, EventIndex, IndexError, MAX_TOP};
 use kiroku_proto::{
-    Attachment, EmailEvent, Event, ExfilReportRequest, FileEvent, Recipient, SearchRequest,
-    TraceRequest, event::Kind,
+    AggregateRequest, Attachment, EmailEvent, Event, ExfilReportRequest, FileEvent, Recipient,
+    SearchRequest, TraceRequest, event::Kind,
 };
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
@@ -119,7 +124,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let idx = index();
-    match which % 3 {
+    match which % 4 {
         0 => {
             let Ok(mut r) = SearchRequest::decode(rest) else {
                 return;
@@ -156,6 +161,32 @@ fuzz_target!(|data: &[u8]| {
             };
             let (events, _) = trace(idx, &sha, limit).expect("trace of a valid hash");
             assert!(events.len() <= limit);
+        }
+        3 => {
+            let Ok(r) = AggregateRequest::decode(rest) else {
+                return;
+            };
+            roundtrip(&r);
+            let Ok((filter, q)) = aggregate_args(&r) else {
+                return;
+            };
+            match idx.stats(&filter, &q) {
+                Ok(s) => {
+                    let top = match (q.top, q.by.name()) {
+                        (0, "hour" | "day") => MAX_TOP,
+                        (0, _) => DEFAULT_TOP,
+                        (n, _) => n,
+                    };
+                    let cyclic = matches!(q.by.name(), "hour-of-day" | "weekday");
+                    assert!(cyclic || s.groups.len() <= top as usize, "{s:?}");
+                    if !q.by.multi_valued() {
+                        let counted: u64 = s.groups.iter().map(|g| g.tally.count).sum();
+                        assert_eq!(counted + s.other.count + s.none.count, s.total.count, "{s:?}");
+                    }
+                }
+                Err(IndexError::BadQuery { .. }) => {}
+                Err(e) => panic!("internal error for {r:?}: {e}"),
+            }
         }
         _ => {
             let Ok(r) = ExfilReportRequest::decode(rest) else {

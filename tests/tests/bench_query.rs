@@ -35,6 +35,9 @@ fn query_bench_runs_on_a_tiny_load() {
         "data dir on disk",
         "ExfilReport",
         "ExfilFiles (every file streamed), 30 days",
+        "Aggregate, 30 days, by recipient-domain, top 20",
+        "Aggregate, 30 days, by day in Asia/Tokyo",
+        "kiroku stats --by recipient-domain --top 20 --from 30d (the CLI, end to end)",
     ] {
         assert!(stdout.contains(figure), "no {figure:?} in:\n{stdout}");
     }

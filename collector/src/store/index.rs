@@ -36,6 +36,7 @@ mod mailflow;
 mod merges;
 mod rebuild;
 mod schema;
+mod stats;
 pub use exfil::{ExfilEvent, ExfilFilter, ExfilScan};
 pub use limits::{check_exfil, check_search};
 pub use mailflow::{DIRECTIONS, message_id_key};
@@ -43,6 +44,7 @@ pub use merges::Headroom;
 pub use rebuild::{RebuildState, RebuildStatus};
 use schema::Fields;
 pub use schema::{SCHEMA_VERSION, corrected_ms, outcome_name, sha_key};
+pub use stats::{DEFAULT_TOP, GROUP_BYS, Group, GroupBy, MAX_TOP, Stats, StatsQuery, Tally};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {

@@ -9,7 +9,9 @@
 //!    different addresses and ranges), full-text Search over subject and
 //!    body (common, mid-frequency and rare words), the 30-day ExfilReport
 //!    (totals, newest files) and the same 30 days' ExfilFiles stream,
-//!    and GetRaw of the large message (MB/s).
+//!    Aggregate over 30 days (`kiroku stats`: by recipient domain top 20,
+//!    by user top 20, by day in Asia/Tokyo) and GetRaw of the large
+//!    message (MB/s).
 //!
 //! Prints a Markdown table (and appends it to `--out` when given).
 //!
@@ -22,7 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Parser;
 use kiroku_proto::query_client::QueryClient;
-use kiroku_proto::{ExfilReportRequest, GetRawRequest, SearchRequest};
+use kiroku_proto::{AggregateRequest, ExfilReportRequest, GetRawRequest, SearchRequest};
 use kiroku_tests::{Env, example_bin};
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
@@ -64,6 +66,10 @@ struct Args {
     /// Append the results table here.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Measure only the Aggregate calls (`kiroku stats`), not searches,
+    /// reports or GetRaw.
+    #[arg(long)]
+    aggregate_only: bool,
 }
 
 /// (file bytes, allocated bytes) under `p`.
@@ -256,7 +262,7 @@ async fn main() -> anyhow::Result<()> {
 
     let env = Env::new()?;
     let t = Instant::now();
-    let mut collector =
+    let collector =
         env.start_collector_on(&std::fs::canonicalize(&a.data)?, a.collector.as_deref())?;
     row(
         "collector start (index open) to listening",
@@ -293,6 +299,10 @@ async fn main() -> anyhow::Result<()> {
         }
     };
 
+    if a.aggregate_only {
+        aggregates(&env, &mut q, from, to, a.queries, &mut row).await?;
+        return finish(collector, &report, a.out.as_deref());
+    }
     // Cold: the first query after start.
     let (cold, hits) = timed_search(&mut q, addr_query(&mut rng)).await?;
     row(
@@ -425,6 +435,8 @@ async fn main() -> anyhow::Result<()> {
         format!("{}; {streamed} files in the last stream", lat.summary()),
     );
 
+    aggregates(&env, &mut q, from, to, a.queries, &mut row).await?;
+
     // A load resumed after its first batch does not know the large
     // message's id: find it by its subject.
     let big_id = match m["big_raw_event_id"].as_str() {
@@ -461,23 +473,137 @@ async fn main() -> anyhow::Result<()> {
             );
         }
     }
+    finish(collector, &report, a.out.as_deref())
+}
+
+/// The collector's peak memory, then the table appended to `out`.
+fn finish(
+    mut collector: kiroku_tests::Proc,
+    report: &[String],
+    out: Option<&Path>,
+) -> anyhow::Result<()> {
     let rss = std::fs::read_to_string(format!("/proc/{}/status", collector.pid()))
         .unwrap_or_default()
         .lines()
         .find(|l| l.starts_with("VmHWM"))
         .map(|l| l.split_whitespace().nth(1).unwrap_or("?").to_owned() + " kB")
         .unwrap_or_default();
-    row("collector peak RSS (VmHWM)", rss);
+    println!("| collector peak RSS (VmHWM) | {rss} |");
     collector.terminate();
-    if let Some(out) = a.out {
+    if let Some(out) = out {
         use std::io::Write;
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&out)
+            .open(out)
             .with_context(|| format!("opening {}", out.display()))?;
-        writeln!(f, "| figure | result |\n|---|---|\n{}", report.join("\n"))
-            .with_context(|| format!("writing {}", out.display()))?;
+        writeln!(
+            f,
+            "| figure | result |\n|---|---|\n{}\n| collector peak RSS (VmHWM) | {rss} |",
+            report.join("\n")
+        )
+        .with_context(|| format!("writing {}", out.display()))?;
     }
+    Ok(())
+}
+
+/// Aggregate (`kiroku stats`) over 30-day windows ending on different days
+/// of the data: by recipient domain and by user (top 20 each), and by day
+/// in Asia/Tokyo; the first call is the cold one, then a warm-up of 10.
+/// Then the command an investigator types, `kiroku stats --by
+/// recipient-domain --top 20 --from 30d`, end to end (process start, TLS,
+/// the call, the chart).
+async fn aggregates(
+    env: &Env,
+    q: &mut QueryClient<Channel>,
+    from: i64,
+    to: i64,
+    queries: usize,
+    row: &mut impl FnMut(&str, String),
+) -> anyhow::Result<()> {
+    let mut rng = StdRng::seed_from_u64(11);
+    let span = (to - from) / DAY_MS;
+    let mut window = |by: &str, top: u32, zone: &str| {
+        let end = to - rng.random_range(0..(span - 30).max(1)) * DAY_MS;
+        AggregateRequest {
+            filter: Some(SearchRequest {
+                from_ms: end - 30 * DAY_MS,
+                to_ms: end,
+                ..Default::default()
+            }),
+            by: by.into(),
+            top,
+            time_zone: zone.into(),
+        }
+    };
+    let mut first = true;
+    for (by, top, zone, n) in [
+        ("recipient-domain", 20, "", queries),
+        ("user", 20, "", queries / 2),
+        ("day", 0, "Asia/Tokyo", queries / 2),
+    ] {
+        let mut lat = Lat(Vec::new());
+        let mut last = None;
+        for i in 0..(n.max(5) + 10) {
+            let r = window(by, top, zone);
+            let t = Instant::now();
+            let resp = q
+                .aggregate(r.clone())
+                .await
+                .with_context(|| format!("Aggregate {r:?}"))?
+                .into_inner();
+            let took = ms(t.elapsed());
+            if first {
+                row(
+                    "first Aggregate after start (30 days, by recipient domain, top 20)",
+                    format!("{took:.1} ms"),
+                );
+                first = false;
+            }
+            if i >= 10 {
+                lat.0.push(took);
+            }
+            last = Some(resp);
+        }
+        let last = last.unwrap_or_default();
+        row(
+            &format!(
+                "Aggregate, 30 days, by {by}{}",
+                match (top, zone) {
+                    (0, "") => String::new(),
+                    (0, z) => format!(" in {z}"),
+                    (t, _) => format!(", top {t}"),
+                }
+            ),
+            format!(
+                "{}; the last: {} events counted, {} groups + {} others",
+                lat.summary(),
+                last.total_count,
+                last.groups.len(),
+                last.other_groups
+            ),
+        );
+    }
+    let mut lat = Lat(Vec::new());
+    let args = [
+        "stats",
+        "--by",
+        "recipient-domain",
+        "--top",
+        "20",
+        "--from",
+        "30d",
+    ];
+    let mut chart = String::new();
+    for _ in 0..(queries / 5).max(5) {
+        let t = Instant::now();
+        chart = env.cli(&args)?;
+        lat.0.push(ms(t.elapsed()));
+    }
+    eprintln!("{chart}");
+    row(
+        "kiroku stats --by recipient-domain --top 20 --from 30d (the CLI, end to end)",
+        lat.summary(),
+    );
     Ok(())
 }

@@ -6,6 +6,7 @@ mod client;
 mod investigate;
 mod output;
 mod quickstart;
+mod stats;
 mod zone;
 
 use std::io::Write;
@@ -40,7 +41,10 @@ enum Cmd {
         cmd: CertsCmd,
     },
     /// Search events, newest first.
-    Search(Box<SearchArgs>),
+    Search(Box<SearchCmd>),
+    /// Count the events a search matches, grouped (by user, domain, client
+    /// IP, outcome, hour, ...), with bytes and a bar chart.
+    Stats(Box<stats::StatsArgs>),
     /// Show one event in full.
     Show {
         event_id: String,
@@ -127,6 +131,25 @@ enum CertsCmd {
     },
 }
 
+#[derive(clap::Args, Debug)]
+struct SearchCmd {
+    #[command(flatten)]
+    filter: SearchArgs,
+    /// Most events to show.
+    #[arg(long, default_value_t = 50)]
+    limit: u32,
+    /// Every match (streamed), ignoring --limit.
+    #[arg(long)]
+    all: bool,
+    /// JSON lines instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Oldest first (default: newest first).
+    #[arg(long)]
+    asc: bool,
+}
+
+/// The filters of a search (also those of `stats`).
 #[derive(clap::Args, Debug)]
 struct SearchArgs {
     /// Start of the time range: a date (YYYY-MM-DD, midnight in the --tz
@@ -226,18 +249,6 @@ struct SearchArgs {
     /// its measured offset to the collector) instead of the agents' clocks.
     #[arg(long)]
     corrected_time: bool,
-    /// Oldest first (default: newest first).
-    #[arg(long)]
-    asc: bool,
-    /// Most events to show.
-    #[arg(long, default_value_t = 50)]
-    limit: u32,
-    /// Every match (streamed), ignoring --limit.
-    #[arg(long)]
-    all: bool,
-    /// JSON lines instead of a table.
-    #[arg(long)]
-    json: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -287,6 +298,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Certs { cmd } => certs(cmd),
         Cmd::Quickstart(args) => quickstart::run(args).await,
         Cmd::Search(args) => search(&cli.connect, *args, &zone()?).await,
+        Cmd::Stats(args) => stats::run(&cli.connect, *args, &zone()?).await,
         Cmd::Trace(args) => investigate::trace(&cli.connect, args, &zone()?).await,
         Cmd::Alerts(args) => investigate::alerts(&cli.connect, args, &zone()?).await,
         Cmd::Report { cmd } => {
@@ -422,9 +434,51 @@ fn certs(cmd: CertsCmd) -> anyhow::Result<()> {
 
 async fn search(
     connect: &client::ConnectArgs,
-    a: SearchArgs,
+    cmd: SearchCmd,
     zone: &zone::Zone,
 ) -> anyhow::Result<()> {
+    let mut req = search_request(cmd.filter, zone)?;
+    req.page_size = cmd.limit;
+    req.ascending = cmd.asc;
+    let (all, json) = (cmd.all, cmd.json);
+    let mut q = connect.query().await?;
+    let mut events = Vec::new();
+    let total;
+    if all {
+        req.page_size = 0;
+        let mut stream = q.search_stream(req).await?.into_inner();
+        while let Some(e) = stream.next().await {
+            let e = e?;
+            if json {
+                println!("{}", output::json(&e));
+            } else {
+                events.push(e);
+            }
+        }
+        total = events.len() as u64;
+    } else {
+        let resp = q.search(req).await?.into_inner();
+        total = resp.total_hits;
+        if json {
+            for e in &resp.events {
+                println!("{}", output::json(e));
+            }
+        }
+        events = resp.events;
+    }
+    if !json {
+        println!("{}", output::table(&events, zone));
+        eprintln!(
+            "{} of {}",
+            events.len(),
+            output::count(total, "matching event", "matching events")
+        );
+    }
+    Ok(())
+}
+
+/// The search request of the filter flags (no page set).
+fn search_request(a: SearchArgs, zone: &zone::Zone) -> anyhow::Result<SearchRequest> {
     let now = kiroku_common::now_ms();
     let s = |o: Option<String>| o.unwrap_or_default();
     let mut req = SearchRequest {
@@ -458,7 +512,7 @@ async fn search(
         path: s(a.path),
         operation: s(a.operation),
         removable: a.removable,
-        page_size: a.limit,
+        page_size: 0,
         page_token: String::new(),
         corrected_time: a.corrected_time,
         sender_domain: s(a.sender_domain),
@@ -471,47 +525,14 @@ async fn search(
         direction: s(a.direction),
         external: a.external,
         internal: a.internal,
-        ascending: a.asc,
+        ascending: false,
     };
     if !req.operation.is_empty() {
         req.operation = kiroku_common::vocabulary::file_operation(&req.operation)
             .map_err(|e| anyhow::anyhow!("{}", e.replacen(": use", " for --op: use", 1)))?;
     }
     check_search_flags(&req)?;
-    let mut q = connect.query().await?;
-    let mut events = Vec::new();
-    let total;
-    if a.all {
-        req.page_size = 0;
-        let mut stream = q.search_stream(req).await?.into_inner();
-        while let Some(e) = stream.next().await {
-            let e = e?;
-            if a.json {
-                println!("{}", output::json(&e));
-            } else {
-                events.push(e);
-            }
-        }
-        total = events.len() as u64;
-    } else {
-        let resp = q.search(req).await?.into_inner();
-        total = resp.total_hits;
-        if a.json {
-            for e in &resp.events {
-                println!("{}", output::json(e));
-            }
-        }
-        events = resp.events;
-    }
-    if !a.json {
-        println!("{}", output::table(&events, zone));
-        eprintln!(
-            "{} of {}",
-            events.len(),
-            output::count(total, "matching event", "matching events")
-        );
-    }
-    Ok(())
+    Ok(req)
 }
 
 /// Checks the values of the mail-flow flags before anything is sent, so

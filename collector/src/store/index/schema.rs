@@ -22,7 +22,7 @@ use tantivy::schema::{
 /// columns.
 pub const SCHEMA_VERSION: u32 = 2;
 
-use super::{TantivyIndex, analyzer, exfil, mailflow};
+use super::{TantivyIndex, analyzer, exfil, mailflow, stats};
 
 #[derive(Clone, Copy)]
 pub(super) struct Fields {
@@ -69,6 +69,8 @@ pub(super) struct Fields {
     pub(super) reply_code: Field,
     pub(super) auth_user: Field,
     pub(super) replies: Field,
+    // Counts and charts (`index/stats.rs`): fast-only grouping columns.
+    pub(super) stats: stats::StatsFields,
 }
 
 pub use kiroku_common::mail::{corrected_ms, outcome_name};
@@ -177,6 +179,8 @@ fn schema_fields(old: Option<&Schema>) -> (Schema, Fields, Vec<String>) {
         reply_code: b.add_u64_field("reply_code", INDEXED | FAST),
         auth_user: b.add_text_field("auth_user", STRING),
         replies: b.add_text_field("replies", full_text()),
+        // Counts and charts (`index/stats.rs`): fast-only grouping columns.
+        stats: stats::schema_fields(&mut b),
     };
     let (schema, missing) = b.finish();
     (schema, f, missing)
@@ -185,7 +189,7 @@ fn schema_fields(old: Option<&Schema>) -> (Schema, Fields, Vec<String>) {
 /// Builds the current schema or, given an older index's schema, finds each
 /// field in it by name; with the same `add_*_field` calls as tantivy's
 /// `SchemaBuilder`, so the list of fields is written once.
-struct FieldSource<'a> {
+pub(super) struct FieldSource<'a> {
     builder: SchemaBuilder,
     old: Option<&'a Schema>,
     missing: Vec<String>,
@@ -222,10 +226,10 @@ impl<'a> FieldSource<'a> {
         (self.builder.build(), self.missing)
     }
 
-    fn add_text_field<T: Into<TextOptions>>(&mut self, name: &str, o: T) -> Field {
+    pub(super) fn add_text_field<T: Into<TextOptions>>(&mut self, name: &str, o: T) -> Field {
         self.add(FieldEntry::new_text(name.into(), o.into()))
     }
-    fn add_u64_field<T: Into<NumericOptions>>(&mut self, name: &str, o: T) -> Field {
+    pub(super) fn add_u64_field<T: Into<NumericOptions>>(&mut self, name: &str, o: T) -> Field {
         self.add(FieldEntry::new_u64(name.into(), o.into()))
     }
     fn add_i64_field<T: Into<NumericOptions>>(&mut self, name: &str, o: T) -> Field {
@@ -242,7 +246,6 @@ impl<'a> FieldSource<'a> {
     fn add_date_field<T: Into<DateOptions>>(&mut self, name: &str, o: T) -> Field {
         self.add(FieldEntry::new_date(name.into(), o.into()))
     }
-    #[allow(dead_code)]
     fn add_ip_addr_field<T: Into<IpAddrOptions>>(&mut self, name: &str, o: T) -> Field {
         self.add(FieldEntry::new_ip_addr(name.into(), o.into()))
     }
@@ -359,6 +362,7 @@ impl TantivyIndex {
             _ => {}
         }
         exfil::add_fields(f, &mut d, &crate::investigate::exfil_files(e));
+        stats::add_fields(&f.stats, &mut d, e);
         d.add_bytes(f.event, &e.encode_to_vec());
         d
     }
