@@ -123,6 +123,18 @@ async fn an_older_index_serves_while_rebuilt_and_a_kill_in_the_middle_loses_noth
             && hosts.contains("events"),
         "{hosts}"
     );
+    // Filters and counts the old index has no fields for are refused,
+    // saying why, not answered wrongly.
+    for args in [
+        &["search", "--sender-domain", "corp.example"][..],
+        &["stats", "--by", "recipient-domain"][..],
+    ] {
+        let refused = env.cli(args).expect_err("refused during the rebuild");
+        assert!(
+            refused.to_string().contains("needs the rebuilt index"),
+            "{args:?}: {refused}"
+        );
+    }
 
     // Mail through an agent during the rebuild.
     let smtp = free_port();
@@ -196,6 +208,19 @@ async fn an_older_index_serves_while_rebuilt_and_a_kill_in_the_middle_loses_noth
     assert_eq!(after.len(), FIXTURE_EVENTS + 3, "{:?}", ids(&after));
     let out = env.cli(&["search", "--sender", "alice@corp.example"])?;
     assert!(out.contains("alice@corp.example"), "{out}");
+    // The rebuilt index has what the old one lacked: the new filters, the
+    // counts, and Japanese words inside a run of kanji (the fixture's
+    // subject 第3四半期の売上報告と来期予算について（至急）).
+    let out = env.cli(&["search", "--sender-domain", "corp.example", "--json"])?;
+    assert!(
+        out.contains("alice@corp.example") && out.contains("newcomer@corp.example"),
+        "{out}"
+    );
+    let out = env.cli(&["stats", "--by", "recipient-domain", "--json"])?;
+    assert!(out.contains("partner.example"), "{out}");
+    let out = env.cli(&["search", "--subject", "売上", "--json"])?;
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.contains("fx2@corp.example"), "{out}");
     let hosts = env.cli(&["hosts"])?;
     assert!(
         hosts.contains("): done,") && hosts.contains("queries use the new index"),
