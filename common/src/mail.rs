@@ -76,6 +76,14 @@ pub mod user_source {
     pub const REMOTE_UNKNOWN: &str = "remote_unknown";
 }
 
+/// The SMTP login of the client that sent mail `m`, when it logged in
+/// itself: the agent's own smarthost login (`AGENT_CREDENTIALS`) is not a
+/// user, so nothing (search, counts, reports) counts mail under it.
+pub fn client_login(m: &EmailEvent) -> Option<&str> {
+    (!m.auth_user.is_empty() && m.auth_mechanism != AGENT_CREDENTIALS)
+        .then_some(m.auth_user.as_str())
+}
+
 /// Who did it, for reports and rates: the account the event names, else
 /// the client's SMTP login (never the agent's own smarthost account), else
 /// the envelope sender.

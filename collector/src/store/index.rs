@@ -100,6 +100,8 @@ pub struct TantivyIndex {
     /// Written with every commit (tantivy keeps only the last commit's):
     /// a rebuild's progress through the journal.
     payload: Mutex<Option<String>>,
+    /// Of the current schema version, all its fields, and written to.
+    current: bool,
 }
 
 /// Writer heap (tantivy splits it across its indexing threads).
@@ -348,14 +350,21 @@ impl EventIndex {
         filter: &ExfilFilter,
         external: Option<bool>,
     ) -> Result<ExfilScan, IndexError> {
+        // One index for the whole call: a query built with one index's
+        // field handles must never run on another (the rebuild's switch may
+        // come in between two lookups of the serving index).
         let s = self.serving_with("the exfiltration report", exfil::FIELDS)?;
         let also = match external {
             None => None,
             Some(external) => {
-                let s = self.serving_with(
-                    "the exfiltration report's internal/external filter",
-                    mailflow::RECIPIENT_FIELDS,
-                )?;
+                if mailflow::RECIPIENT_FIELDS
+                    .iter()
+                    .any(|f| s.missing.iter().any(|m| m == f))
+                {
+                    return Err(
+                        self.needs_rebuild("the exfiltration report's internal/external filter")
+                    );
+                }
                 Some(s.recipients_query(external, &self.internal_domains())?)
             }
         };
@@ -455,9 +464,12 @@ impl TantivyIndex {
                 path: path.to_owned(),
                 source,
             })?;
+        let version = rebuild::read_version(path);
+        let current = version == SCHEMA_VERSION && missing.is_empty() && writer.is_some();
         Ok(TantivyIndex {
             path: path.to_owned(),
-            version: rebuild::read_version(path),
+            current,
+            version,
             index,
             writer: Mutex::new(writer),
             reader,
@@ -467,16 +479,11 @@ impl TantivyIndex {
         })
     }
 
-    /// Written under the current schema (and so never rebuilt).
+    /// Written under the current schema (and so never rebuilt). Decided
+    /// when the index is opened: the query path never waits on the
+    /// writer's lock, which a commit holds.
     fn is_current(&self) -> bool {
-        self.version == SCHEMA_VERSION && self.missing.is_empty() && self.has_writer()
-    }
-
-    fn has_writer(&self) -> bool {
-        self.writer
-            .lock()
-            .map(|w| w.is_some())
-            .unwrap_or_else(|p| p.into_inner().is_some())
+        self.current
     }
 
     fn terr(&self, source: tantivy::TantivyError) -> IndexError {

@@ -40,6 +40,8 @@ pub(super) fn refusal(r: &SearchRequest, missing: &[String]) -> Option<String> {
         removable: r.removable,
         alert: r.alert.clone(),
         corrected_time: r.corrected_time,
+        // Oldest first reads the same time column as newest first.
+        ascending: r.ascending,
         ..Default::default()
     };
     if &legacy != r {

@@ -622,6 +622,62 @@ fn open_next(next: &Path) -> Result<TantivyIndex, IndexError> {
     TantivyIndex::open_current(next)
 }
 
+/// Events the old index answers that the journal replay did not bring
+/// into the new one (a record the journal lost to damage, an event of a
+/// data directory older than the journal): copied from the old index's
+/// stored events before the switch, so the switch never loses what
+/// queries found before it. Their event ids are read from the old index's
+/// term dictionary and looked up in the new one; only missing ones are
+/// decoded. Returns how many were copied (logged: `repair` writes them to
+/// the journal).
+fn carry_over(shared: &Shared, building: &TantivyIndex) -> Result<u64, IndexError> {
+    let old = shared
+        .indexes
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .serving
+        .clone();
+    let terr = |e: tantivy::TantivyError| other(&old.path, e.to_string());
+    let io = |e: std::io::Error| other(&old.path, format!("reading event ids: {e}"));
+    building.commit()?;
+    let fresh = building.reader.searcher();
+    let searcher = old.reader.searcher();
+    let (mut batch, mut copied) = (Vec::new(), 0u64);
+    for seg in searcher.segment_readers() {
+        let ids = seg.inverted_index(old.f.event_id).map_err(terr)?;
+        let mut terms = ids.terms().stream().map_err(io)?;
+        while terms.advance() {
+            let Ok(id) = std::str::from_utf8(terms.key()) else {
+                continue;
+            };
+            let t = tantivy::Term::from_field_text(building.f.event_id, id);
+            if fresh.doc_freq(&t).map_err(terr)? > 0 {
+                continue;
+            }
+            if let Some(e) = old.get(id)? {
+                batch.push(e);
+            }
+            if batch.len() >= 10_000 {
+                building.add(&batch)?;
+                copied += batch.len() as u64;
+                batch.clear();
+            }
+        }
+    }
+    if !batch.is_empty() {
+        building.add(&batch)?;
+        copied += batch.len() as u64;
+    }
+    if copied > 0 {
+        building.commit()?;
+        tracing::warn!(
+            index = %shared.path.display(), events = copied,
+            "events the old index held but the journal did not were copied into the rebuilt index; run `kiroku-collector repair` to write them to the journal"
+        );
+    }
+    Ok(copied)
+}
+
 /// The rebuild thread: batches until caught up, then the switch; pauses
 /// while the disk has no room; logs progress every [`LOG_EVERY`].
 fn run(shared: &Shared, mut job: Job) {
@@ -636,22 +692,24 @@ fn run(shared: &Shared, mut job: Job) {
                 (RebuildState::Rebuilding, String::new())
             }
             Ok(Step::Paused(why)) => (RebuildState::PausedForSpace, why),
-            Ok(Step::CaughtUp) => match shared.switch() {
-                Ok(aside) => {
-                    let s = job.status(RebuildState::Done, String::new());
-                    tracing::warn!(
-                        index = %shared.path.display(), old = %aside.display(), events = s.events_done,
-                        seconds = job.started.elapsed().as_secs(),
-                        "index rebuilt for schema version {SCHEMA_VERSION}: queries use it now; the old index is kept (delete it once satisfied)"
-                    );
-                    shared.set_status(s);
-                    return;
+            Ok(Step::CaughtUp) => {
+                match carry_over(shared, &job.building).and_then(|_| shared.switch()) {
+                    Ok(aside) => {
+                        let s = job.status(RebuildState::Done, String::new());
+                        tracing::warn!(
+                            index = %shared.path.display(), old = %aside.display(), events = s.events_done,
+                            seconds = job.started.elapsed().as_secs(),
+                            "index rebuilt for schema version {SCHEMA_VERSION}: queries use it now; the old index is kept (delete it once satisfied)"
+                        );
+                        shared.set_status(s);
+                        return;
+                    }
+                    Err(e) => (
+                        RebuildState::Failed,
+                        format!("switching to the new index: {e}"),
+                    ),
                 }
-                Err(e) => (
-                    RebuildState::Failed,
-                    format!("switching to the new index: {e}"),
-                ),
-            },
+            }
             Err(e) => (RebuildState::Failed, e.to_string()),
         };
         let status = job.status(state, reason);

@@ -287,9 +287,10 @@ impl TantivyIndex {
             d.add_text(f.kind, "email");
             d.add_text(f.outcome, outcome_name(m.outcome));
             // Who logged in to the mail server is a user too: `--user`
-            // finds mail by the desktop account or the SMTP login.
-            if !m.auth_user.is_empty() {
-                d.add_text(f.user, m.auth_user.to_lowercase());
+            // finds mail by the desktop account or the client's SMTP login
+            // (never the agent's own smarthost login).
+            if let Some(login) = kiroku_common::mail::client_login(m) {
+                d.add_text(f.user, login.to_lowercase());
             }
             let senders = std::iter::once(&m.mail_from).chain(&m.from);
             let recipients = m

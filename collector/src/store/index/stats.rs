@@ -130,9 +130,10 @@ pub(super) fn add_fields(f: &StatsFields, d: &mut TantivyDocument, e: &Event) {
     let mut size = 0;
     let kind = match &e.kind {
         Some(Kind::Email(m)) => {
-            // The record's user, else who logged in to the mail server.
+            // The record's user, else the client's own SMTP login (never
+            // the agent's smarthost login).
             let user = if e.user.is_empty() {
-                &m.auth_user
+                kiroku_common::mail::client_login(m).unwrap_or_default()
             } else {
                 &e.user
             };

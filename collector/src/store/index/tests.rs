@@ -398,3 +398,50 @@ fn corrected_time_orders_by_the_collector_clock() {
     r.corrected_time = false;
     assert_eq!(ids(&r), ["a/s/1", "b/s/1"]);
 }
+
+/// Review of issue 16: mail relayed with the agent's own smarthost login
+/// from a client that did not log in is nobody's: neither `--user` nor the
+/// counts by user put it under that login.
+#[test]
+fn the_agents_smarthost_login_is_not_a_user() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let idx = EventIndex::open(dir.path()).expect("open");
+    let mut relayed = mail("a1/s/1", 1000, "x@corp.example", "y@z.example", "hi", None);
+    relayed.user = String::new();
+    let mut own = mail("a1/s/2", 2000, "x@corp.example", "y@z.example", "hi", None);
+    own.user = String::new();
+    for (e, login, mechanism) in [
+        (
+            &mut relayed,
+            "relay",
+            kiroku_common::mail::AGENT_CREDENTIALS,
+        ),
+        (&mut own, "carol", "PLAIN"),
+    ] {
+        if let Some(Kind::Email(m)) = e.kind.as_mut() {
+            m.auth_user = login.into();
+            m.auth_mechanism = mechanism.into();
+        }
+    }
+    idx.add(&[relayed, own]).expect("add");
+    idx.commit().expect("commit");
+    let by_user = |u: &str| {
+        let r = SearchRequest {
+            user: u.into(),
+            ..Default::default()
+        };
+        idx.search(&r, 0, 10).expect("search").1
+    };
+    assert_eq!(by_user("relay"), 0);
+    assert_eq!(by_user("carol"), 1);
+    let q = StatsQuery {
+        by: GroupBy::User,
+        top: 0,
+        zone: jiff::tz::TimeZone::UTC,
+        zone_name: "UTC".into(),
+    };
+    let s = idx.stats(&SearchRequest::default(), &q).expect("stats");
+    let keys: Vec<&str> = s.groups.iter().map(|g| g.key.as_str()).collect();
+    assert_eq!(keys, ["carol"]);
+    assert_eq!(s.none.count, 1, "the relayed mail has no user");
+}

@@ -270,3 +270,35 @@ fn a_successor_of_another_version_is_started_over() {
         .expect("job");
     assert_eq!(job.progress, Progress::default(), "started over");
 }
+
+#[test]
+fn events_only_the_old_index_holds_are_carried_over_before_the_switch() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let all: Vec<Event> = (1..=7)
+        .map(|i| mail(&format!("a/s/{i}"), 1000 + i, "alice@corp.example"))
+        .collect();
+    // The journal lost two of the old index's events (damage it skipped,
+    // or a data directory from before the journal).
+    let journal = Journal::open(&d.path().join("journal")).expect("journal");
+    journal.append(&all[..5]).expect("append");
+    let path = d.path().join("index");
+    {
+        let idx = EventIndex::create(&path).expect("create");
+        idx.add(&all).expect("add");
+        idx.commit().expect("commit");
+    }
+    std::fs::remove_file(path.join(VERSION_FILE)).expect("no version");
+    let idx = EventIndex::open(&path).expect("open");
+    assert_eq!(idx.count(), 7, "the old index holds seven");
+    let mut job = idx
+        .prepare_rebuild(&journal)
+        .expect("prepare")
+        .expect("a rebuild is needed");
+    while job.step(&idx.shared).expect("step") == Step::Batch {}
+    assert_eq!(job.progress.events, 5, "the journal has five");
+    assert_eq!(carry_over(&idx.shared, &job.building).expect("carry"), 2);
+    idx.shared.switch().expect("switch");
+    assert_eq!(idx.count(), 7, "nothing the old index answered is lost");
+    assert!(idx.get("a/s/6").expect("get").is_some());
+    assert_eq!(carry_over(&idx.shared, &idx.serving()).expect("again"), 0);
+}
