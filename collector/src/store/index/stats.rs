@@ -109,6 +109,18 @@ fn put(d: &mut TantivyDocument, field: Field, v: &str) {
     }
 }
 
+/// An address in its usual form (an IPv4-mapped IPv6 address as IPv4);
+/// anything that is not an address as it is.
+fn canonical_ip(ip: &str) -> String {
+    match ip.trim().parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) => v6
+            .to_ipv4_mapped()
+            .map_or_else(|| v6.to_string(), |v4| v4.to_string()),
+        Ok(v4) => v4.to_string(),
+        Err(_) => ip.to_owned(),
+    }
+}
+
 /// Sorted, without repeats and empties: an event counts once per value.
 fn distinct(values: impl Iterator<Item = String>) -> Vec<String> {
     let mut v: Vec<String> = values.filter(|s| !s.is_empty()).collect();
@@ -146,7 +158,9 @@ pub(super) fn add_fields(f: &StatsFields, d: &mut TantivyDocument, e: &Event) {
             for dom in distinct(m.rcpt_to.iter().filter_map(|r| domain_of(&r.address))) {
                 put(d, f.recipient_domain, &dom);
             }
-            put(d, f.client_ip, &m.client_ip);
+            // One group per address however the agent wrote it
+            // (`::ffff:10.1.2.3` is 10.1.2.3), as `--client-ip` matches it.
+            put(d, f.client_ip, &canonical_ip(&m.client_ip));
             put(d, f.outcome, outcome_name(m.outcome));
             if m.reply_code != 0 {
                 put(d, f.reply_code, &m.reply_code.to_string());

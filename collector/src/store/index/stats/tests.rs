@@ -536,3 +536,11 @@ fn the_cli_vocabulary_names_every_grouping() {
         ));
     }
 }
+
+#[test]
+fn client_addresses_group_in_their_usual_form() {
+    assert_eq!(canonical_ip("::ffff:10.1.2.3"), "10.1.2.3");
+    assert_eq!(canonical_ip("10.1.2.3"), "10.1.2.3");
+    assert_eq!(canonical_ip("2001:DB8::1"), "2001:db8::1");
+    assert_eq!(canonical_ip("not an address"), "not an address");
+}
