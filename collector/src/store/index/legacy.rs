@@ -54,7 +54,26 @@ pub(super) fn refusal(r: &SearchRequest, missing: &[String]) -> Option<String> {
     } else {
         "observed_at"
     };
-    let used: [(&str, bool, &[&str]); 20] = [
+    // `*@domain` in --sender / --recipient reads the exact domain column,
+    // which an older index does not have.
+    let domain_pattern = |v: &str| {
+        !v.trim().is_empty()
+            && matches!(
+                kiroku_common::search::AddressPattern::parse(v),
+                Ok(kiroku_common::search::AddressPattern::Domain(_))
+            )
+    };
+    let used: [(&str, bool, &[&str]); 22] = [
+        (
+            "the filter --sender with *@domain",
+            domain_pattern(&r.sender),
+            &["sender_domain"],
+        ),
+        (
+            "the filter --recipient with *@domain",
+            domain_pattern(&r.recipient),
+            &["recipient_domain"],
+        ),
         ("the time range", r.from_ms != 0 || r.to_ms != 0, &[time]),
         ("ordering by this time", true, &[time, "event"]),
         ("the filter --host", !r.host.is_empty(), &["host"]),
@@ -166,5 +185,21 @@ mod tests {
         for (what, r, missing, want) in table {
             assert_eq!(refusal(r, missing).as_deref(), want, "{what}");
         }
+    }
+
+    #[test]
+    fn a_domain_pattern_needs_the_domain_column() {
+        let missing = vec!["sender_domain".to_string(), "recipient_domain".to_string()];
+        let r = SearchRequest {
+            recipient: "*@gmail.com".into(),
+            ..Default::default()
+        };
+        assert!(refusal(&r, &missing).is_some_and(|w| w.contains("--recipient")));
+        let exact = SearchRequest {
+            recipient: "bob@gmail.com".into(),
+            ascending: true,
+            ..Default::default()
+        };
+        assert_eq!(refusal(&exact, &missing), None);
     }
 }
