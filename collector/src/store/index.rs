@@ -241,9 +241,21 @@ impl EventIndex {
         &self,
         f: impl FnOnce(&TantivyIndex) -> Result<T, IndexError>,
     ) -> Result<T, IndexError> {
-        // Held across the call: the rebuild's switch waits for it.
-        let ix = self.indexes();
-        f(ix.building.as_ref().unwrap_or(&ix.serving))
+        // Held across the call: the rebuild's switch waits for it. While
+        // the switch runs (it may wait minutes for the new index's merges),
+        // writers wait here, queries do not.
+        loop {
+            let ix = self.indexes();
+            if !self
+                .shared
+                .switching
+                .load(std::sync::atomic::Ordering::SeqCst)
+            {
+                return f(ix.building.as_ref().unwrap_or(&ix.serving));
+            }
+            drop(ix);
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 
     /// Adds events (replacing any with the same id). Not visible or durable

@@ -186,6 +186,9 @@ pub(super) struct Shared {
     pub(super) headroom: Mutex<Option<Headroom>>,
     status: Mutex<Option<RebuildStatus>>,
     stop: AtomicBool,
+    /// Set while the switch runs: adds and commits wait for it (see
+    /// `EventIndex::writing`), queries do not.
+    pub(super) switching: AtomicBool,
 }
 
 impl Shared {
@@ -199,6 +202,7 @@ impl Shared {
             headroom: Mutex::new(None),
             status: Mutex::new(None),
             stop: AtomicBool::new(false),
+            switching: AtomicBool::new(false),
         }
     }
 
@@ -260,13 +264,32 @@ impl Shared {
     /// documentation), under the write lock: no add or commit runs
     /// meanwhile, and none can reach the index being moved.
     fn switch(&self) -> Result<PathBuf, IndexError> {
-        let mut ix = self.indexes.write().unwrap_or_else(|p| p.into_inner());
-        let Some(building) = ix.building.clone() else {
+        // From here adds and commits wait until the switch is over; taking
+        // the write lock once lets those already running finish. Queries
+        // go on meanwhile: the merges still running in the new index, which
+        // the switch must wait for (they write into its directory), can
+        // take minutes after a large rebuild.
+        struct Switching<'a>(&'a AtomicBool);
+        impl Drop for Switching<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::SeqCst);
+            }
+        }
+        self.switching.store(true, Ordering::SeqCst);
+        let _switching = Switching(&self.switching);
+        let building = self
+            .indexes
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .building
+            .clone();
+        let Some(building) = building else {
             return Err(other(&self.path, "no rebuild to finish".into()));
         };
         let next = building.path.clone();
         // The last commit, marked complete; then the writer is closed (it
-        // holds the directory's lock and its path).
+        // holds the directory's lock and its path) once its merges are
+        // done, no new one started.
         {
             let mut progress = Progress::of(&building).unwrap_or_default();
             progress.complete = true;
@@ -275,6 +298,7 @@ impl Shared {
             let Some(writer) = w.as_mut() else {
                 return Err(other(&next, "the new index has no writer".into()));
             };
+            writer.set_merge_policy(Box::new(tantivy::indexer::NoMergePolicy));
             building.commit_with(writer)?;
             if let Some(writer) = w.take()
                 && let Err(e) = writer.wait_merging_threads()
@@ -284,6 +308,7 @@ impl Shared {
                 tracing::warn!(index = %next.display(), error = %e, "a merge of the rebuilt index failed");
             }
         }
+        let mut ix = self.indexes.write().unwrap_or_else(|p| p.into_inner());
         let reopen_next = |ix: &mut Indexes| match TantivyIndex::open_current(&next) {
             Ok(b) => ix.building = Some(Arc::new(b)),
             Err(e) => {
