@@ -155,7 +155,8 @@ pub const EXFIL_METHODS: [&str; 2] = ["mail", "removable"];
 /// How a request cuts days: in its IANA `time_zone`, else at its
 /// `utc_offset_minutes`. Both set is ambiguous and refused.
 pub fn exfil_days(r: &ExfilReportRequest) -> Result<Days, ExfilError> {
-    if r.utc_offset_minutes.abs() > 14 * 60 {
+    // unsigned_abs: i32::MIN has no positive counterpart (an overflow).
+    if r.utc_offset_minutes.unsigned_abs() > 14 * 60 {
         return Err(ExfilError::BadRequest(format!(
             "utc_offset_minutes {} is not a UTC offset (-840..=840)",
             r.utc_offset_minutes
@@ -877,5 +878,26 @@ mod tests {
         .expect("report");
         assert_eq!((rep.per_user.len(), rep.users_total), (1, 2));
         assert_eq!(rep.per_user[0].key, "alice");
+    }
+
+    /// Review of issue 16: the offset's absolute value overflowed on
+    /// `i32::MIN` (a panic in a debug build).
+    #[test]
+    fn the_most_negative_offset_is_refused_not_overflowed() {
+        for minutes in [i32::MIN, i32::MAX, 841, -841] {
+            let r = ExfilReportRequest {
+                utc_offset_minutes: minutes,
+                ..Default::default()
+            };
+            assert!(
+                matches!(exfil_days(&r), Err(ExfilError::BadRequest(_))),
+                "{minutes}"
+            );
+        }
+        let ok = ExfilReportRequest {
+            utc_offset_minutes: -840,
+            ..Default::default()
+        };
+        assert!(exfil_days(&ok).is_ok());
     }
 }

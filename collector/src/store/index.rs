@@ -167,10 +167,10 @@ impl EventIndex {
         Ok(idx)
     }
 
-    /// Waits for the merges in progress and closes the index. Only for
-    /// the analyzer cost benchmark, whose figures include the merges its
-    /// commits started.
-    #[doc(hidden)]
+    /// Waits for the merges in progress and closes the index: for `repair`,
+    /// which moves the directory next (a merge still running would write
+    /// into a path that is gone), and the analyzer cost benchmark, whose
+    /// figures include the merges its commits started.
     pub fn close_after_merges(self) -> Result<(), IndexError> {
         let serving = self.serving();
         let writer = serving
@@ -271,7 +271,21 @@ impl EventIndex {
 
     /// Drops uncommitted additions (after a failed batch).
     pub fn rollback(&self) -> Result<(), IndexError> {
-        self.writing(|ix| ix.rollback())
+        // tantivy's rollback replaces the writer, and its merge policy with
+        // the default: the reserve's policy is set again.
+        let headroom = self
+            .shared
+            .headroom
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        self.writing(|ix| {
+            ix.rollback()?;
+            if let Some(h) = headroom {
+                ix.limit_merges(h);
+            }
+            Ok(())
+        })
     }
 
     /// Holds merges back while they would not fit above the free-space

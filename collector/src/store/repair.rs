@@ -324,7 +324,8 @@ pub fn rebuild_index(idir: &Path, jdir: &Path, quiet: bool) -> anyhow::Result<u6
     fresh.commit()?;
     pb.finish_and_clear();
     let n = fresh.count();
-    drop(fresh);
+    // Its merges finish before the directory moves.
+    fresh.close_after_merges()?;
     if idir.exists() {
         let aside = idir.with_extension(format!("damaged-{}", stamp()));
         std::fs::rename(idir, &aside)
