@@ -519,6 +519,18 @@ impl Collector for ValueCollector {
     }
 }
 
+/// The first value of `column` for each of `docs` into `out`; none for
+/// every doc of a segment without the column.
+fn first_vals<T>(column: &Option<Column<T>>, docs: &[DocId], out: &mut [Option<T>])
+where
+    T: tantivy::columnar::MonotonicallyMappableToU64 + PartialOrd,
+{
+    match column {
+        Some(c) => c.first_vals(docs, out),
+        None => out.fill(None),
+    }
+}
+
 impl SegmentCollector for ValueSegment {
     type Fruit = Result<Values, String>;
 
@@ -529,10 +541,7 @@ impl SegmentCollector for ValueSegment {
     fn collect_block(&mut self, docs: &[DocId]) {
         for docs in docs.chunks(BLOCK) {
             let sizes = &mut self.sizes[..docs.len()];
-            match &self.size {
-                Some(c) => c.first_vals(docs, sizes),
-                None => sizes.fill(None),
-            }
+            first_vals(&self.size, docs, sizes);
             let Some(col) = &self.column else {
                 for s in sizes.iter() {
                     self.total.add(s.unwrap_or(0));

@@ -90,15 +90,9 @@ impl SegmentCollector for TimeSegment {
     fn collect_block(&mut self, docs: &[DocId]) {
         for docs in docs.chunks(BLOCK) {
             let sizes = &mut self.sizes[..docs.len()];
-            match &self.size {
-                Some(c) => c.first_vals(docs, sizes),
-                None => sizes.fill(None),
-            }
+            super::first_vals(&self.size, docs, sizes);
             let times = &mut self.times[..docs.len()];
-            match &self.time {
-                Some(c) => c.first_vals(docs, times),
-                None => times.fill(None),
-            }
+            super::first_vals(&self.time, docs, times);
             for (t, s) in times.iter().zip(sizes.iter()) {
                 let bytes = s.unwrap_or(0);
                 self.total.add(bytes);
