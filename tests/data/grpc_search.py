@@ -12,29 +12,15 @@ import json
 import sys
 
 import grpc
-from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from google.protobuf import json_format
+
+from grpc_reflect import connect
 
 
 def main():
     target, ca, cert, key = sys.argv[1:5]
     requests = json.load(sys.stdin)
-    creds = grpc.ssl_channel_credentials(
-        root_certificates=open(ca, "rb").read(),
-        private_key=open(key, "rb").read(),
-        certificate_chain=open(cert, "rb").read(),
-    )
-    ch = grpc.secure_channel(target, creds, options=[("grpc.ssl_target_name_override", "localhost")])
-    grpc.channel_ready_future(ch).result(timeout=20)
-    refl = reflection_pb2_grpc.ServerReflectionStub(ch)
-    resp = next(refl.ServerReflectionInfo(iter([
-        reflection_pb2.ServerReflectionRequest(file_containing_symbol="kiroku.v1.Query")])))
-    pool = descriptor_pool.DescriptorPool()
-    for b in resp.file_descriptor_response.file_descriptor_proto:
-        pool.Add(descriptor_pb2.FileDescriptorProto.FromString(b))
-
-    def cls(name):
-        return message_factory.GetMessageClass(pool.FindMessageTypeByName("kiroku.v1." + name))
+    ch, cls = connect(target, ca, cert, key)
 
     def call(method, req, resp):
         return ch.unary_unary(
