@@ -784,6 +784,7 @@ impl World {
                         size: rng.random_range(2_000..3_000_000),
                         sha256: sha,
                         inline: false,
+                        ..Default::default()
                     }
                 })
                 .collect()
@@ -969,6 +970,7 @@ impl World {
                 size: content.len() as u64,
                 sha256: att_sha,
                 inline: false,
+                ..Default::default()
             }],
             message_size: raw.len() as u64,
             recipient_count: 1,

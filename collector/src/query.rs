@@ -21,10 +21,11 @@ use std::sync::Arc;
 use futures::Stream;
 use kiroku_proto::query_server::Query;
 use kiroku_proto::{
-    AggregateGroup, AggregateRequest, AggregateResponse, Alert, AlertsRequest, AuditRequest,
-    AuditResponse, Event, ExfilFileBatch, ExfilReport, ExfilReportRequest, GetEventRequest,
-    GetRawRequest, IndexRebuild, ListHostsRequest, ListHostsResponse, RawChunk, SearchRequest,
-    SearchResponse, TraceRequest, TraceResponse, event::Kind,
+    AggregateGroup, AggregateRequest, AggregateResponse, Alert, AlertsRequest, Annotations,
+    AuditRequest, AuditResponse, Event, ExfilFileBatch, ExfilReport, ExfilReportRequest,
+    GetAnnotationsRequest, GetEventRequest, GetRawRequest, IndexRebuild, ListHostsRequest,
+    ListHostsResponse, RawChunk, SearchRequest, SearchResponse, TraceRequest, TraceResponse,
+    event::Kind,
 };
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
@@ -541,6 +542,19 @@ impl Query for QueryService {
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
+    }
+
+    async fn get_annotations(
+        &self,
+        req: Request<GetAnnotationsRequest>,
+    ) -> Result<Response<Annotations>, Status> {
+        auth::caller(&req)?;
+        // Issue 17's collector analysis fills this in; until it lands no
+        // event has annotations.
+        Ok(Response::new(Annotations {
+            event_id: req.into_inner().event_id,
+            ..Default::default()
+        }))
     }
 
     async fn aggregate(

@@ -68,8 +68,21 @@ pub fn file_operation(op: &str) -> Result<String, String> {
 /// CRLF before relaying (`smtp.bare_line_endings = "normalise"`).
 pub const NORMALISED_LINE_ENDINGS: &str = "normalised-line-endings";
 
+/// The agent repaired something to read the mail (damaged base64, a bad
+/// header line in a part, ...): `EmailEvent.decode_warnings` lists what.
+pub const MIME_REPAIRED: &str = "mime-repaired";
+
+/// An attachment was given more than one distinct name (RFC 2231 and
+/// plain, Content-Type and Content-Disposition): `Attachment.name_candidates`
+/// lists them.
+pub const ATTACHMENT_NAME_MISMATCH: &str = "attachment-name-mismatch";
+
 /// The tags an agent may set on its events, stored as sent.
-pub const AGENT_TAGS: [&str; 1] = [NORMALISED_LINE_ENDINGS];
+pub const AGENT_TAGS: [&str; 3] = [
+    NORMALISED_LINE_ENDINGS,
+    MIME_REPAIRED,
+    ATTACHMENT_NAME_MISMATCH,
+];
 
 /// Prefix of every tag an agent sent that is not in [`AGENT_TAGS`]; the
 /// collector never sets a tag of its own in it.

@@ -404,6 +404,7 @@ fn mail_event(
                 size: att.len() as u64,
                 sha256: kiroku_common::sha256_hex(att),
                 inline: false,
+                ..Default::default()
             });
         }
     }

@@ -523,6 +523,7 @@ fn classify(
             size,
             sha256,
             inline: disp.is_some_and(|d| d.disposition == DispositionType::Inline),
+            ..Default::default()
         }),
         Ok(LeafBody::Text(_)) => {}
         Err(e) => p.warnings.push(format!("attachment {filename:?}: {e}")),

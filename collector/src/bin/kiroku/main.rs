@@ -526,6 +526,7 @@ fn search_request(a: SearchArgs, zone: &zone::Zone) -> anyhow::Result<SearchRequ
         external: a.external,
         internal: a.internal,
         ascending: false,
+        attachment_text: String::new(),
     };
     if !req.operation.is_empty() {
         req.operation = kiroku_common::vocabulary::file_operation(&req.operation)
