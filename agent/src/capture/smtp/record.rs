@@ -9,8 +9,7 @@ use std::path::Path;
 use kiroku_proto::{Attachment, EmailEvent, Recipient};
 use mailparse::{DispositionType, MailAddr, MailHeaderMap, ParsedMail};
 
-mod words;
-use words::{best_decoding, decode_text, rfc2231_param};
+use kiroku_common::mime::words::{best_decoding, decode_text, rfc2231_param};
 
 /// Body text kept in the record (and the index); the raw blob has it all.
 pub const MAX_BODY_TEXT: usize = 256 * 1024;
@@ -223,7 +222,7 @@ fn parse_scan(scan: &super::mime::Scan) -> Result<Parsed, mailparse::MailParseEr
         let body = match (&leaf.error, &leaf.text) {
             (Some(e), _) => Err(e.clone()),
             (None, Some(t)) if !is_attachment(disp.as_ref(), &leaf.ctype) => {
-                Ok(LeafBody::Text(decode_text(t, &leaf.ctype)))
+                Ok(LeafBody::Text(decode_text(t, &leaf.ctype.charset)))
             }
             (None, _) => Ok(LeafBody::Digest(leaf.size, leaf.sha256.clone())),
         };
@@ -437,7 +436,7 @@ fn walk(part: &ParsedMail<'_>, p: &mut Parsed, bodies: &mut Bodies) {
     // Decode only what the record uses.
     let body = if !attachment && mimetype.starts_with("text/") {
         part.get_body_raw()
-            .map(|b| LeafBody::Text(decode_text(&b, &part.ctype)))
+            .map(|b| LeafBody::Text(decode_text(&b, &part.ctype.charset)))
             .map_err(|e| e.to_string())
     } else if attachment {
         part.get_body_raw()

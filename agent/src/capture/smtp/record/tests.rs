@@ -1,5 +1,5 @@
-use super::words::charset_for;
 use super::*;
+use kiroku_common::mime::words::charset_for;
 
 fn env(rcpts: &[&str]) -> Envelope {
     Envelope {
