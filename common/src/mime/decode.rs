@@ -4,14 +4,19 @@
 //! input in pieces of any size and gives the same output as one call with
 //! the whole body (the differential tests feed them in varied pieces).
 //!
-//! The base64 decoder follows CPython's `binascii.a2b_base64` in
+//! The base64 decoder reads like CPython's `binascii.a2b_base64` in
 //! non-strict mode, which Python's `email` package falls back to for
 //! damaged parts (`email._encoded_words.decode_b`): unknown characters are
-//! skipped, and a complete padding ends the data. Where Python gives up
-//! (one character left over) the decoder drops it, as mail clients do,
-//! instead of returning the encoded text. data-encoding, which mailparse
-//! uses, rejects the whole part on one stray character; base64 0.22's
-//! decoders work on complete input only.
+//! skipped, a last group without padding is decoded. It departs from it
+//! twice: when the line after a complete `=` padding is base64 again, it
+//! is decoded too (Python stops at the padding, so a sender could hide a
+//! second stream, a whole second file, behind one `=`; text that is not
+//! base64, such as a signature, still ends the data), and where Python
+//! gives up (one character left over) it
+//! drops that character, as mail clients do, instead of returning the
+//! encoded text. data-encoding, which mailparse uses, rejects the whole
+//! part on one stray character; base64 0.22's decoders work on complete
+//! input only.
 
 /// Which decoding a part needs, from its Content-Transfer-Encoding.
 pub fn kind(cte: &str) -> Kind {
@@ -101,11 +106,26 @@ pub struct Base64 {
     quad: [u8; 4],
     quad_pos: usize,
     pads: usize,
-    /// A complete padding was seen: the data is over.
-    ended: bool,
+    state: B64State,
     invalid: u64,
-    after_end: u64,
+    /// Characters decoded after a complete padding.
+    after_pad: u64,
+    /// Characters ignored after the data ended.
+    ignored: u64,
 }
+
+#[derive(Default)]
+enum B64State {
+    #[default]
+    Data,
+    /// After a complete padding: the line being read decides whether the
+    /// data goes on (another base64 stream) or is over.
+    Tail(Vec<u8>),
+    Ended,
+}
+
+/// Longest line looked at after a padding before it is judged.
+const B64_TAIL: usize = 1024;
 
 fn sextet(b: u8) -> Option<u8> {
     match b {
@@ -118,42 +138,79 @@ fn sextet(b: u8) -> Option<u8> {
     }
 }
 
+fn is_white(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+}
+
 impl Base64 {
     pub fn decode(&mut self, raw: &[u8], out: &mut Vec<u8>) {
         for &b in raw {
-            let white = matches!(b, b' ' | b'\t' | b'\r' | b'\n');
-            if self.ended {
-                if !white && b != b'=' {
-                    self.after_end += 1;
-                }
-                continue;
-            }
-            if b == b'=' {
-                if self.quad_pos >= 2 {
-                    self.pads += 1;
-                    if self.quad_pos + self.pads >= 4 {
-                        self.partial(out);
-                        self.ended = true;
+            match &mut self.state {
+                B64State::Data => self.data_byte(b, out),
+                B64State::Tail(line) => {
+                    if b != b'\n' {
+                        line.push(b);
+                    }
+                    if b == b'\n' || line.len() >= B64_TAIL {
+                        let line = std::mem::take(line);
+                        self.tail_line(&line, out);
                     }
                 }
-                continue;
-            }
-            let Some(v) = sextet(b) else {
-                if !white {
-                    self.invalid += 1;
+                B64State::Ended => {
+                    if !is_white(b) {
+                        self.ignored += 1;
+                    }
                 }
-                continue;
-            };
-            self.quad[self.quad_pos] = v;
-            self.quad_pos += 1;
-            if self.quad_pos == 4 {
-                let q = self.quad;
-                out.push((q[0] << 2) | (q[1] >> 4));
-                out.push((q[1] << 4) | (q[2] >> 2));
-                out.push((q[2] << 6) | q[3]);
-                self.quad_pos = 0;
-                self.pads = 0;
             }
+        }
+    }
+
+    fn data_byte(&mut self, b: u8, out: &mut Vec<u8>) {
+        if b == b'=' {
+            if self.quad_pos >= 2 {
+                self.pads += 1;
+                if self.quad_pos + self.pads >= 4 {
+                    self.partial(out);
+                    self.pads = 0;
+                    self.state = B64State::Tail(Vec::new());
+                }
+            }
+            return;
+        }
+        let Some(v) = sextet(b) else {
+            if !is_white(b) {
+                self.invalid += 1;
+            }
+            return;
+        };
+        self.quad[self.quad_pos] = v;
+        self.quad_pos += 1;
+        if self.quad_pos == 4 {
+            let q = self.quad;
+            out.push((q[0] << 2) | (q[1] >> 4));
+            out.push((q[1] << 4) | (q[2] >> 2));
+            out.push((q[2] << 6) | q[3]);
+            self.quad_pos = 0;
+            self.pads = 0;
+        }
+    }
+
+    /// A line after a complete padding: base64 again (only alphabet
+    /// characters and `=`) resumes the data; anything else ends it.
+    fn tail_line(&mut self, line: &[u8], out: &mut Vec<u8>) {
+        let text: Vec<u8> = line.iter().copied().filter(|&b| !is_white(b)).collect();
+        if text.is_empty() {
+            return;
+        }
+        if text.iter().all(|&b| b == b'=' || sextet(b).is_some()) {
+            self.state = B64State::Data;
+            self.after_pad += text.len() as u64;
+            for &b in &text {
+                self.data_byte(b, out);
+            }
+        } else {
+            self.state = B64State::Ended;
+            self.ignored += text.len() as u64;
         }
     }
 
@@ -170,29 +227,36 @@ impl Base64 {
     }
 
     pub fn finish(&mut self, out: &mut Vec<u8>, notes: &mut Vec<String>) {
+        if let B64State::Tail(line) = &mut self.state {
+            let line = std::mem::take(line);
+            self.tail_line(&line, out);
+        }
         if self.invalid > 0 {
             notes.push(format!(
                 "base64: {} character(s) outside the alphabet skipped",
                 self.invalid
             ));
         }
-        if self.after_end > 0 {
+        if self.after_pad > 0 {
             notes.push(format!(
-                "base64: {} character(s) after the end padding ignored",
-                self.after_end
+                "base64: a second stream after an `=` padding decoded too ({} characters)",
+                self.after_pad
             ));
         }
-        if !self.ended {
-            match self.quad_pos {
-                0 => {}
-                1 => notes.push("base64: 1 dangling character at the end dropped".into()),
-                _ => {
-                    notes.push("base64: `=` padding missing at the end; decoded without".into());
-                    self.partial(out);
-                }
+        if self.ignored > 0 {
+            notes.push(format!(
+                "base64: {} character(s) of text after the data ignored",
+                self.ignored
+            ));
+        }
+        match self.quad_pos {
+            0 => {}
+            1 => notes.push("base64: 1 dangling character at the end dropped".into()),
+            _ => {
+                notes.push("base64: `=` padding missing at the end; decoded without".into());
+                self.partial(out);
             }
         }
-        self.quad_pos = 0;
     }
 }
 

@@ -80,18 +80,19 @@ pub struct Block {
 
 /// The name of a header field line (`Name:` with printable ASCII, white
 /// space before the colon tolerated as RFC 5322's obsolete syntax allows).
-fn field_name(line: &[u8]) -> Option<(&str, usize)> {
+fn field_name(line: &[u8]) -> Option<(&str, usize, bool)> {
     let colon = line.iter().position(|&b| b == b':')?;
     let name = &line[..colon];
     let trimmed_len = name
         .iter()
         .rposition(|b| *b != b' ' && *b != b'\t')
         .map_or(0, |e| e + 1);
+    let spaced = trimmed_len < name.len();
     let name = &name[..trimmed_len];
     if name.is_empty() || !name.iter().all(|&b| (33..=126).contains(&b)) {
         return None;
     }
-    Some((std::str::from_utf8(name).ok()?, colon + 1))
+    Some((std::str::from_utf8(name).ok()?, colon + 1, spaced))
 }
 
 /// Parses the lines of a header block (each with its line break; the
@@ -101,13 +102,20 @@ fn field_name(line: &[u8]) -> Option<(&str, usize)> {
 /// line is skipped.
 pub fn parse_block(lines: &[Vec<u8>], ended_by_blank: bool, top: bool) -> Block {
     let mut block = Block::default();
-    let kinds: Vec<Option<(String, usize)>> = lines
+    let kinds: Vec<Option<(String, usize, bool)>> = lines
         .iter()
-        .map(|l| field_name(l).map(|(n, at)| (n.to_owned(), at)))
+        .map(|l| field_name(l).map(|(n, at, spaced)| (n.to_owned(), at, spaced)))
         .collect();
     let is_cont = |l: &Vec<u8>| l.first().is_some_and(|&b| b == b' ' || b == b'\t');
     for (i, line) in lines.iter().enumerate() {
-        if let Some((name, at)) = &kinds[i] {
+        if let Some((name, at, spaced)) = &kinds[i] {
+            if *spaced {
+                // Python's `email` ends the header block here; clients
+                // and RFC 5322's obsolete syntax accept it.
+                block
+                    .notes
+                    .push(format!("header field {name}: white space before the colon"));
+            }
             block.fields.push(Header {
                 name: name.clone(),
                 raw: line[*at..].to_vec(),

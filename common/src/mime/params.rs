@@ -241,14 +241,18 @@ fn assemble(pieces: Vec<Piece>, out: &mut Structured) {
         if !sections.is_empty() {
             sections.sort_by_key(|p| p.section);
             sections.dedup_by_key(|p| p.section);
-            let contiguous = sections
+            // Sections after a gap are dropped, as Python's `email` does
+            // (RFC 2231 numbers them from 0 without gaps).
+            let run = sections
                 .iter()
                 .enumerate()
-                .all(|(i, p)| p.section == Some(i as u32));
-            if !contiguous {
+                .take_while(|(i, p)| p.section == Some(*i as u32))
+                .count();
+            if run < sections.len() {
                 out.notes.push(format!(
-                    "parameter {name}: RFC 2231 sections not numbered 0, 1, ...; joined in order"
+                    "parameter {name}: RFC 2231 sections not numbered 0, 1, ...; those after the gap dropped"
                 ));
+                sections.truncate(run);
             }
             let v = join_sections(&sections, &name, &mut out.notes);
             push_value(&mut values, v, true);

@@ -70,7 +70,10 @@ pub(super) fn run<R: BufRead, V: Visitor>(
         if buf.is_empty() {
             break;
         }
-        e.segment(&buf, at_start, line_end);
+        // A last line without a line break is complete too (a closing
+        // boundary at the very end of a message often has none).
+        let complete = line_end || buf.len() < SEGMENT;
+        e.segment(&buf, at_start, line_end, complete);
         at_start = line_end;
     }
     e.eof();
@@ -167,8 +170,8 @@ fn label(info: &PartInfo) -> String {
 }
 
 impl<V: Visitor> Engine<'_, V> {
-    fn segment(&mut self, bytes: &[u8], start: bool, end: bool) {
-        if start && end && bytes.len() <= MAX_BOUNDARY_LINE && bytes.starts_with(b"--") {
+    fn segment(&mut self, bytes: &[u8], start: bool, end: bool, complete: bool) {
+        if start && complete && bytes.len() <= MAX_BOUNDARY_LINE && bytes.starts_with(b"--") {
             let hit = (0..self.stack.len())
                 .rev()
                 .find_map(|l| boundary_match(bytes, &self.stack[l].delimiter).map(|c| (l, c)));
@@ -371,8 +374,24 @@ fn part_info(
         }
         default_type.to_owned()
     };
+    // Clients take the first token of the field (Python's `email` compares
+    // the whole value, so `base64; x=y` or `base64 (c)` stay encoded there:
+    // an easy way to hide a file from a parser that is not a client).
     let cte = headers::first(&fields, "Content-Transfer-Encoding")
-        .map(|h| params::parse(&h.unfolded()).value)
+        .map(|h| {
+            let raw = String::from_utf8_lossy(&h.unfolded()).to_ascii_lowercase();
+            let token: String = raw
+                .split(|c: char| c == ';' || c == '(' || c.is_whitespace())
+                .find(|t| !t.is_empty())
+                .unwrap_or_default()
+                .to_owned();
+            if token != raw {
+                notes.push(format!(
+                    "Content-Transfer-Encoding {raw:?} read as {token:?}"
+                ));
+            }
+            token
+        })
         .unwrap_or_default();
     let transfer_encoding = match decode::kind(&cte) {
         decode::Kind::Uuencode => "uuencode".to_owned(),
@@ -385,10 +404,27 @@ fn part_info(
         Some("attachment") => Disposition::Attachment,
         Some(_) => Disposition::Other,
     };
+    // Names from the fields used first, then from conflicting duplicate
+    // fields (a decoy a parser reading the last field would show).
+    let later = |name: &str| -> Vec<Structured> {
+        headers::all(&fields, name)
+            .skip(1)
+            .map(|h| params::parse(&h.unfolded()))
+            .collect()
+    };
+    let later_disp = later("Content-Disposition");
+    let later_ctype = later("Content-Type");
+    let sources: Vec<(&Structured, &str)> = disp
+        .iter()
+        .map(|d| (d, "filename"))
+        .chain([(&ctype, "name")])
+        .chain(later_disp.iter().map(|d| (d, "filename")))
+        .chain(later_ctype.iter().map(|c| (c, "name")))
+        .collect();
     let mut candidates = Vec::new();
     let mut named = false;
-    for (s, name) in [(disp.as_ref(), "filename"), (Some(&ctype), "name")] {
-        for pv in s.map(|s| s.values(name)).unwrap_or_default() {
+    for (s, name) in sources {
+        for pv in s.values(name) {
             named = true;
             let v = if pv.value.contains("=?") {
                 decode_words_lenient(pv.value.as_bytes())

@@ -2,8 +2,8 @@
 //! charset names mail really carries (Japanese and Microsoft aliases,
 //! Python's codec names), RFC 2047 encoded words decoded leniently when
 //! mailparse leaves them raw (raw 8-bit bytes inside a word are kept as the
-//! octets they are, as Python's `email` package does), and RFC 2231
-//! parameters in charsets mailparse does not know.
+//! octets they are, as Python's `email` package does). RFC 2231
+//! parameters are read in `params`.
 
 /// Text of a decoded body in its declared charset, as mailparse does it
 /// (US-ASCII when the charset is unknown), with [`charset_for`]'s names.
@@ -194,33 +194,4 @@ pub fn q_decode(data: &[u8]) -> Vec<u8> {
         i += 1;
     }
     out
-}
-
-/// An RFC 2231 parameter mailparse left undecoded (`name*`, its charset
-/// unknown to it), decoded with [`charset_for`].
-pub fn rfc2231_param(
-    params: &std::collections::BTreeMap<String, String>,
-    name: &str,
-) -> Option<String> {
-    let value = params.get(&format!("{name}*"))?;
-    let mut parts = value.splitn(3, '\'');
-    let (cs, _lang, pct) = (parts.next()?, parts.next()?, parts.next()?);
-    let cs = charset_for(cs)?;
-    let bytes = pct.as_bytes();
-    let mut octets = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: Option<&u8>| b.and_then(|&b| char::from(b).to_digit(16));
-        match (bytes[i], hex(bytes.get(i + 1)), hex(bytes.get(i + 2))) {
-            (b'%', Some(h), Some(l)) => {
-                octets.push((h * 16 + l) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                octets.push(b);
-                i += 1;
-            }
-        }
-    }
-    Some(cs.decode_without_bom_handling(&octets).0.into_owned())
 }
