@@ -387,3 +387,83 @@ pub(crate) fn same_in_any_chunks(raw: &[u8]) {
         assert_eq!(bodies, want_bodies, "chunks of {n}");
     }
 }
+
+/// Readings where the walker follows mail clients (and says so in a
+/// warning) where Python's `email` reads otherwise.
+#[test]
+fn client_readings() {
+    let pk = b"PK\x03\x04" as &[u8];
+    let both = b"PK\x03\x04PK\x03\x04" as &[u8];
+    // (what, part headers and body, content, candidates, warning)
+    type Case<'a> = (&'a str, &'a str, &'a [u8], &'a [&'a str], &'a str);
+    let cases: [Case; 6] = [
+        (
+            "a second base64 stream after a padding",
+            "Content-Disposition: attachment; filename=a.zip\r\nContent-Transfer-Encoding: base64\r\n\r\nUEsDBA==\r\nUEsDBA==",
+            both,
+            &["a.zip"],
+            "second stream",
+        ),
+        (
+            "a signature after the base64 data",
+            "Content-Disposition: attachment; filename=a.zip\r\nContent-Transfer-Encoding: base64\r\n\r\nUEsDBA==\r\n-- \r\nsent from my phone",
+            pk,
+            &["a.zip"],
+            "text after the data ignored",
+        ),
+        (
+            "Content-Transfer-Encoding with a parameter",
+            "Content-Disposition: attachment; filename=a.zip\r\nContent-Transfer-Encoding: base64; x=y\r\n\r\nUEsDBA==",
+            pk,
+            &["a.zip"],
+            "read as \"base64\"",
+        ),
+        (
+            "Content-Transfer-Encoding with a comment",
+            "Content-Disposition: attachment; filename=a.zip\r\nContent-Transfer-Encoding: base64 (y)\r\n\r\nUEsDBA==",
+            pk,
+            &["a.zip"],
+            "read as \"base64\"",
+        ),
+        (
+            "two Content-Disposition fields",
+            "Content-Disposition: attachment; filename=a.pdf\r\nContent-Disposition: attachment; filename=a.exe\r\nContent-Transfer-Encoding: base64\r\n\r\nUEsDBA==",
+            pk,
+            &["a.pdf", "a.exe"],
+            "conflicting Content-Disposition",
+        ),
+        (
+            "RFC 2231 sections with a gap",
+            "Content-Disposition: attachment; filename*0=\"gap-\"; filename*2=\"x.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\nUEsDBA==",
+            pk,
+            &["gap-"],
+            "after the gap dropped",
+        ),
+    ];
+    for (what, part, content, candidates, warning) in cases {
+        // No line break after the closing boundary: it still closes.
+        let raw = format!(
+            "Subject: c\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\n{part}\r\n--B--"
+        );
+        let (walk, bodies) = walk_all(raw.as_bytes());
+        assert_eq!(walk.parts.len(), 1, "{what}: {:?}", walk.parts);
+        let (info, end) = &walk.parts[0];
+        assert_eq!(bodies[0], content, "{what}");
+        assert_eq!(end.sha256, crate::sha256_hex(content), "{what}");
+        assert_eq!(info.name_candidates, candidates, "{what}");
+        assert!(
+            walk.warnings.iter().any(|w| w.contains(warning)),
+            "{what}: {:?}",
+            walk.warnings
+        );
+        assert!(
+            !walk
+                .warnings
+                .iter()
+                .any(|w| w.contains("no closing boundary")),
+            "{what}: {:?}",
+            walk.warnings
+        );
+        same_in_any_chunks(raw.as_bytes());
+    }
+}
