@@ -156,16 +156,17 @@ fn child_path(parent: &str, n: usize) -> String {
     }
 }
 
-/// "part 2 (report.zip)" / "part 1 (text/plain)", for warnings.
+/// "part 2 (report.zip)" / "part 1 (text/plain)" / "message
+/// (multipart/mixed)" (the message's own header block), for warnings.
 fn label(info: &PartInfo) -> String {
-    let path = if info.path.is_empty() {
-        "1"
-    } else {
-        &info.path
+    let what = match &info.filename {
+        Some(n) => n,
+        None => &info.content_type,
     };
-    match &info.filename {
-        Some(n) => format!("part {path} ({n})"),
-        None => format!("part {path} ({})", info.content_type),
+    if info.path.is_empty() {
+        format!("message ({what})")
+    } else {
+        format!("part {} ({what})", info.path)
     }
 }
 
@@ -197,8 +198,12 @@ impl<V: Visitor> Engine<'_, V> {
                 if c.size > self.limits.max_header_block {
                     let path = c.path.clone();
                     self.ctx.out.warnings.push(format!(
-                        "part {}: header block longer than {} bytes; the rest is read as body",
-                        if path.is_empty() { "1" } else { &path },
+                        "{}: header block longer than {} bytes; the rest is read as body",
+                        if path.is_empty() {
+                            "message".to_owned()
+                        } else {
+                            format!("part {path}")
+                        },
                         self.limits.max_header_block
                     ));
                     self.end_headers(None);
@@ -492,7 +497,7 @@ impl Leaf {
         let scan = (info.content_type == "text/plain"
             && !info.is_attachment
             && kind != decode::Kind::Uuencode)
-            .then(|| UuScan::new(info.path.clone()));
+            .then(|| UuScan::new(info.path.clone(), info.depth));
         Leaf {
             decode: want || deferred || scan.is_some(),
             deferred,
@@ -608,6 +613,7 @@ impl Leaf {
 /// Finds uuencoded blocks in decoded text.
 struct UuScan {
     parent: String,
+    depth: usize,
     line: Vec<u8>,
     /// The current line is too long to be a `begin` or data line.
     overlong: bool,
@@ -627,9 +633,10 @@ struct UuBlock {
 const UU_SCAN_LINE: usize = 1024;
 
 impl UuScan {
-    fn new(parent: String) -> UuScan {
+    fn new(parent: String, depth: usize) -> UuScan {
         UuScan {
             parent,
+            depth,
             line: Vec::new(),
             overlong: false,
             found: 0,
@@ -677,7 +684,7 @@ impl UuScan {
             let info = PartInfo {
                 index: ctx.next_index,
                 path: format!("{}.u{}", self.parent, self.found),
-                depth: 0,
+                depth: self.depth,
                 headers: Vec::new(),
                 content_type: "application/octet-stream".into(),
                 charset: String::new(),
