@@ -21,6 +21,8 @@ use super::{Disposition, Limits, PartEnd, PartInfo, Visitor, Walk};
 
 /// Longest piece of a line handled at once.
 const SEGMENT: usize = 64 * 1024;
+/// Body bytes gathered before they are decoded and delivered.
+const RAW_BATCH: usize = 32 * 1024;
 /// Longest line that can be a boundary line (70 characters of boundary,
 /// `--` twice, white space).
 const MAX_BOUNDARY_LINE: usize = 1024;
@@ -479,6 +481,8 @@ struct Leaf {
     /// belongs to the boundary.
     pending_eol: &'static [u8],
     scan: Option<UuScan>,
+    /// Body bytes not yet decoded (less than [`RAW_BATCH`]).
+    raw: Vec<u8>,
     buf: Vec<u8>,
     /// An `x-uuencode` part: `part_start` waits for its `begin` line,
     /// whose name is one of the part's names.
@@ -507,6 +511,7 @@ impl Leaf {
             size: 0,
             pending_eol: b"",
             scan,
+            raw: Vec::new(),
             buf: Vec::new(),
             info,
         }
@@ -528,9 +533,20 @@ impl Leaf {
             return;
         }
         let pending = std::mem::replace(&mut self.pending_eol, eol);
+        self.raw.extend_from_slice(pending);
+        self.raw.extend_from_slice(body);
+        if self.raw.len() >= RAW_BATCH {
+            self.flush_raw(ctx);
+        }
+    }
+
+    /// Decodes and delivers the body bytes gathered so far (lines are
+    /// gathered into batches: one decoder call and one visitor call per
+    /// batch instead of per line).
+    fn flush_raw<V: Visitor>(&mut self, ctx: &mut Ctx<'_, V>) {
         self.buf.clear();
-        self.decoder.decode(pending, &mut self.buf);
-        self.decoder.decode(body, &mut self.buf);
+        self.decoder.decode(&self.raw, &mut self.buf);
+        self.raw.clear();
         self.deliver(ctx);
     }
 
@@ -578,13 +594,14 @@ impl Leaf {
     fn end<V: Visitor>(mut self, ctx: &mut Ctx<'_, V>, to_end: bool) {
         let mut notes = Vec::new();
         if self.decode {
-            self.buf.clear();
             if to_end {
                 // No closing boundary: the part runs to the end, line
                 // break and all.
                 let pending = std::mem::take(&mut self.pending_eol);
-                self.decoder.decode(pending, &mut self.buf);
+                self.raw.extend_from_slice(pending);
             }
+            self.flush_raw(ctx);
+            self.buf.clear();
             self.decoder.finish(&mut self.buf, &mut notes);
             self.deliver(ctx);
             self.undefer(ctx, true);
