@@ -147,7 +147,8 @@ pub trait Visitor {
 pub struct Walk {
     /// The message's header fields.
     pub top_headers: Vec<Header>,
-    /// Every leaf met, in order, with its end.
+    /// Every leaf met, in the order they started (by `index`), with its
+    /// end.
     pub parts: Vec<(PartInfo, PartEnd)>,
     /// Every repair made and every oddity tolerated, naming the part:
     /// "part 2 (report.zip): base64: 1 character(s) outside the alphabet
@@ -162,6 +163,10 @@ pub struct Limits {
     pub max_header_block: usize,
     /// Multipart nesting beyond this is read as a leaf.
     pub max_depth: usize,
+    /// Leaves reported at most; the rest of the message is skipped (with
+    /// a warning), so a message of a million tiny parts cannot grow the
+    /// walk's result without bound.
+    pub max_parts: usize,
 }
 
 impl Default for Limits {
@@ -169,6 +174,7 @@ impl Default for Limits {
         Limits {
             max_header_block: 1024 * 1024,
             max_depth: 64,
+            max_parts: 10_000,
         }
     }
 }
