@@ -100,8 +100,10 @@ pub struct PartInfo {
     /// (RFC 2231), then `filename`, then Content-Type `name*`, then `name`,
     /// then a uuencode `begin` line. Python's `email` takes whichever of
     /// `filename*` and `filename` comes first in the field; Thunderbird
-    /// prefers the RFC 2231 form, which RFC 2231 says supersedes the other,
-    /// and so does this walker.
+    /// (Mozilla's MIME parameter parser, netwerk/mime; its tests for bug
+    /// 588781) takes the RFC 2231 form whatever the order, then joined
+    /// `filename*0`, `filename*1` sections (stopping at a gap), then the
+    /// first plain value; so does this walker.
     pub filename: Option<String>,
     /// Every distinct name the part was given, in the order above,
     /// RFC 2047/2231 decoded and trimmed.
