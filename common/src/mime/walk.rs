@@ -671,6 +671,8 @@ struct UuScan {
 struct UuBlock {
     info: PartInfo,
     want: bool,
+    /// Data followed the `begin` line: the block is reported as a part.
+    started: bool,
     uu: Uu,
     hasher: Sha256,
     size: u64,
@@ -713,6 +715,28 @@ impl UuScan {
         if let Some(b) = self.block.as_mut() {
             let mut out = Vec::new();
             let ok = b.uu.line_done(line, &mut out);
+            if !b.started {
+                // A `begin` line is a file only when uuencoded data
+                // follows it: prose that happens to start with "begin 644"
+                // is not reported as an attachment.
+                if !ok || b.uu.ended() {
+                    self.block = None;
+                    return;
+                }
+                if out.is_empty() {
+                    return;
+                }
+                self.found += 1;
+                b.info.path = format!("{}.u{}", self.parent, self.found);
+                let who = label(&b.info);
+                let Some(index) = ctx.take_index(&who) else {
+                    self.block = None;
+                    return;
+                };
+                b.info.index = index;
+                b.want = ctx.v.part_start(&b.info);
+                b.started = true;
+            }
             if !out.is_empty() {
                 b.hasher.update(&out);
                 b.size += out.len() as u64;
@@ -727,14 +751,9 @@ impl UuScan {
         }
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if let Some(name) = decode::begin_line(line) {
-            self.found += 1;
-            let path = format!("{}.u{}", self.parent, self.found);
-            let Some(index) = ctx.take_index(&format!("part {path} ({name})")) else {
-                return;
-            };
             let info = PartInfo {
-                index,
-                path,
+                index: 0,
+                path: String::new(),
                 depth: self.depth,
                 headers: Vec::new(),
                 content_type: "application/octet-stream".into(),
@@ -746,10 +765,10 @@ impl UuScan {
                 is_attachment: true,
                 embedded: true,
             };
-            let want = ctx.v.part_start(&info);
             self.block = Some(UuBlock {
                 info,
-                want,
+                want: false,
+                started: false,
                 uu: Uu::new(false),
                 hasher: Sha256::new(),
                 size: 0,
@@ -761,6 +780,9 @@ impl UuScan {
         let Some(mut b) = self.block.take() else {
             return;
         };
+        if !b.started {
+            return;
+        }
         let mut notes = Vec::new();
         let mut out = Vec::new();
         b.uu.finish(&mut out, &mut notes);
