@@ -219,3 +219,126 @@ async fn attached_mail_and_tnef_are_opened_searched_traced_and_alerted_on() -> a
     );
     Ok(())
 }
+
+fn tnef_mail(subject: &str) -> Vec<u8> {
+    format!(
+        "From: alice@corp.example\r\nTo: bob@corp.example\r\nSubject: {subject}\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=A\r\n\r\n--A\r\nContent-Type: text/plain\r\n\r\nfrom Outlook\r\n--A\r\nContent-Type: application/ms-tnef; name=\"winmail.dat\"\r\nContent-Disposition: attachment; filename=\"winmail.dat\"\r\nContent-Transfer-Encoding: base64\r\n\r\n{}--A--\r\n",
+        b64(&tnef())
+    )
+    .into_bytes()
+}
+
+const PAUSED: (&str, &str) = ("KIROKU_TEST_ANALYSIS_PAUSED", "1");
+
+fn rfc3339(ms: i64) -> anyhow::Result<String> {
+    Ok(
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)?
+            .format(&time::format_description::well_known::Rfc3339)?,
+    )
+}
+
+/// Pending analysis survives a kill -9 of the collector (it is queued in
+/// the same durable step as the mail), and `kiroku-collector reanalyse`
+/// analyses stored mail of a time range, once.
+#[tokio::test(flavor = "multi_thread")]
+async fn pending_analysis_survives_kill_9_and_reanalyse_applies_it() -> anyhow::Result<()> {
+    kiroku_tests::ensure_collector_test_hooks()?;
+    let env = Env::new()?;
+    let data = std::path::Path::new("collector");
+    let mut collector = env.start_collector_on_env(data, &[PAUSED])?;
+    let smtp = free_port();
+    let _agent = env.start_agent("pc-1", smtp, &Mode::CaptureOnly)?;
+    let sent = send_mail(
+        smtp,
+        "alice@corp.example",
+        &["bob@corp.example"],
+        &tnef_mail("one"),
+    )?;
+    assert_eq!(sent.code, 250, "{sent:?}");
+    let first = env
+        .wait_for(
+            SearchRequest {
+                subject: "one".into(),
+                ..Default::default()
+            },
+            1,
+            Duration::from_secs(30),
+        )
+        .await?[0]
+        .event_id
+        .clone();
+    let none = env
+        .investigator()
+        .await?
+        .get_annotations(GetAnnotationsRequest {
+            event_id: first.clone(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(none.version, 0, "analysis is held back: {none:?}");
+    collector.kill9();
+
+    // The restarted collector finds the mail still queued and analyses it.
+    let mut collector = env.start_collector_on_env(data, &[])?;
+    let a = annotations(&env, &first, Duration::from_secs(30)).await?;
+    let inside: Vec<&str> = a.attachments.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(inside, ["winmail.dat", "AUTHORS", "README"]);
+    collector.terminate();
+
+    // A second mail stored while analysis is held back, then the
+    // collector stopped: reanalyse over the range after the first mail
+    // analyses only the second.
+    let between = kiroku_common::now_ms();
+    let mut collector = env.start_collector_on_env(data, &[PAUSED])?;
+    send_mail(
+        smtp,
+        "alice@corp.example",
+        &["bob@corp.example"],
+        &tnef_mail("two"),
+    )?;
+    let second = env
+        .wait_for(
+            SearchRequest {
+                subject: "two".into(),
+                ..Default::default()
+            },
+            1,
+            Duration::from_secs(30),
+        )
+        .await?[0]
+        .event_id
+        .clone();
+    collector.terminate();
+    let cfg = env.path().join("collector.toml");
+    let reanalyse = |from: &str| {
+        let out = std::process::Command::new(kiroku_tests::bin("kiroku-collector"))
+            .arg("--config")
+            .arg(&cfg)
+            .args(["reanalyse", "--quiet", "--from", from])
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "reanalyse failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        anyhow::Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let from = rfc3339(between)?;
+    let out = reanalyse(&from)?;
+    assert!(
+        out.starts_with("reanalysed 1 mails of 1 in the range"),
+        "{out}"
+    );
+    // Idempotent: nothing left to do in the range, nor before it.
+    let out = reanalyse("1970-01-01")?;
+    assert!(
+        out.starts_with("reanalysed 0 mails of 2 in the range"),
+        "{out}"
+    );
+    // Analysis is still held back in the collector: the annotations are
+    // reanalyse's.
+    let _collector = env.start_collector_on_env(data, &[PAUSED])?;
+    let b = annotations(&env, &second, Duration::from_secs(5)).await?;
+    assert_eq!(b.attachments.len(), 3, "{b:?}");
+    Ok(())
+}

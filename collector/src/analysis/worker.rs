@@ -128,6 +128,12 @@ impl Drop for Workers {
 }
 
 fn run(s: &Shared) {
+    if crate::test_hooks::analysis_paused() {
+        while !s.stop.load(Ordering::SeqCst) {
+            s.store.analysis.wait(Duration::from_millis(200));
+        }
+        return;
+    }
     while !s.stop.load(Ordering::SeqCst) {
         let batch = match take(s) {
             Ok(b) => b,
