@@ -57,7 +57,7 @@ fn mail(f: &Fixture) -> Event {
     );
     let raw_sha = kiroku_common::sha256_hex(raw.as_bytes());
     f.blobs.put(&raw_sha, raw.as_bytes()).expect("put raw");
-    let inner_leaf = read::walk(raw.as_bytes(), 1 << 20)
+    let inner_leaf = read::walk_all(raw.as_bytes(), 1 << 20)
         .leaves
         .into_iter()
         .find(|l| l.content_type == types::MESSAGE)
