@@ -13,8 +13,9 @@
 //! start redoes them (without firing twice: the alerts are logged in the
 //! same flush as the annotations that mark the work done).
 //!
-//! A failure of the store (full disk, I/O error) leaves the batch queued
-//! and pauses the worker ([`RETRY`]); it resumes by itself.
+//! Below the free-space reserve the workers wait, as ingest does. A
+//! failure of the store (I/O error) leaves the batch queued and pauses the
+//! worker ([`RETRY`]); it resumes by itself.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -135,6 +136,13 @@ fn run(s: &Shared) {
         return;
     }
     while !s.stop.load(Ordering::SeqCst) {
+        // Below the free-space reserve analysis waits like ingest does (it
+        // writes annotations and index segments); it resumes by itself.
+        if let Err(why) = s.store.disk.check(0) {
+            tracing::debug!(reason = %why, "analysis paused: disk below the reserve");
+            s.store.analysis.wait(RETRY);
+            continue;
+        }
         let batch = match take(s) {
             Ok(b) => b,
             Err(e) => {
