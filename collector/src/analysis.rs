@@ -505,37 +505,6 @@ impl Run<'_> {
     }
 }
 
-/// What [`after_analysis`] did beyond the event's own annotations.
-#[derive(Default)]
-pub struct After {
-    /// Alerts to dispatch once the batch is durable.
-    pub alerts: Vec<(Vec<u8>, kiroku_proto::Alert)>,
-    /// Other events whose annotations were changed and stored (a link
-    /// added to an earlier mail): the worker re-indexes them with the
-    /// batch.
-    pub reindex: Vec<String>,
-}
-
-/// What runs once an event is analysed, before its annotations are
-/// stored: the rules on what was found inside it (sensitive content), and
-/// the correlations with other stored mail (the PPAP link of the archives
-/// work plugs in here: it may add tags and links to `annotations` and to
-/// other events' stored annotations, naming those in `After::reindex`).
-pub fn after_analysis(
-    store: &crate::store::Store,
-    alerting: &crate::alerts::Alerting,
-    event: &Event,
-    annotations: &mut Annotations,
-) -> anyhow::Result<After> {
-    let _ = store;
-    Ok(After {
-        alerts: alerting
-            .evaluate_derived(event, annotations)
-            .map_err(anyhow::Error::msg)?,
-        reindex: Vec::new(),
-    })
-}
-
 /// Every content hash analysis found inside an event's attachments (files
 /// in attached messages and TNEF, archive members), with where each is:
 /// what the index adds to the attachment hashes and the sensitive-content

@@ -206,8 +206,6 @@ fn log_progress(s: &Shared) {
 fn process(s: &Shared, batch: &[Pending]) -> anyhow::Result<()> {
     let mut events: Vec<Event> = Vec::new();
     let mut alerts = Vec::new();
-    // Other events whose annotations the correlations changed.
-    let mut others: Vec<String> = Vec::new();
     for p in batch {
         let Some(e) = s.store.index.get(&p.event_id)? else {
             tracing::warn!(event_id = %p.event_id, "queued for analysis but not in the index; skipped (a rebuild or `reanalyse` brings it back)");
@@ -217,9 +215,11 @@ fn process(s: &Shared, batch: &[Pending]) -> anyhow::Result<()> {
         let mut indexed = before.as_ref().is_some_and(adds_to_index);
         if before.is_none_or(|a| a.version != VERSION) {
             let mut ann = analyse(&e, &s.store.blobs, &s.store.analysis, &s.limits)?;
-            let after = super::after_analysis(&s.store, &s.alerting, &e, &mut ann)?;
-            alerts.extend(after.alerts);
-            others.extend(after.reindex);
+            alerts.extend(
+                s.alerting
+                    .evaluate_derived(&e, &mut ann)
+                    .map_err(anyhow::Error::msg)?,
+            );
             s.store.analysis.put_annotations(&ann)?;
             s.store
                 .analysis
@@ -232,13 +232,6 @@ fn process(s: &Shared, batch: &[Pending]) -> anyhow::Result<()> {
         // an attachment, no derived tag, no text) keeps the document it
         // was indexed with at ingest: no second add and commit for it.
         if indexed {
-            events.push(e);
-        }
-    }
-    for id in others {
-        if !events.iter().any(|e| e.event_id == id)
-            && let Some(e) = s.store.index.get(&id)?
-        {
             events.push(e);
         }
     }
