@@ -1,0 +1,1 @@
+//! PPAP (placeholder)
