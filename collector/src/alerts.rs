@@ -36,7 +36,7 @@ use prost::Message;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
-use crate::analysis::ppap::{self, Correlator, Derived, MailFacts};
+use crate::analysis::ppap::{self, Correlator, Derived, MailFacts, Observed};
 use crate::store::meta::{MetaError, MetaStore};
 use kiroku_common::mail::{
     InternalDomains, accepted_recipients, corrected_ms, event_user, outcome_name, real_attachments,
@@ -97,6 +97,16 @@ struct RateWindow {
     mails: VecDeque<(i64, String)>,
     /// The count is above the limit and the crossing has fired.
     above: bool,
+}
+
+/// What [`Alerting::analysed`] gives the analysis worker.
+#[derive(Debug, Default)]
+pub struct Analysed {
+    /// Tags and links for this mail's annotations and its partner's.
+    pub derived: Derived,
+    /// Logged alerts, to [`Alerting::dispatch`] once the meta store is
+    /// flushed (or [`Alerting::discard`] if the batch failed).
+    pub alerts: Vec<(Vec<u8>, Alert)>,
 }
 
 /// The alert engine shared by the committer (evaluate, then dispatch) and
@@ -217,16 +227,19 @@ impl Alerting {
 
     /// Evaluates the rules that need what the analysis worker derived from
     /// a stored mail (`encrypted_attachment`, `ppap`), once its
-    /// annotations `a` are written; logs and sends what fires (the event
-    /// is durable already). Returns the tags and links to add to the
-    /// annotations of this mail and of the mail it was paired with. A mail
-    /// analysed again fires nothing again.
-    pub fn analysed(&self, e: &Event, a: &Annotations) -> Result<Derived, String> {
+    /// annotations `a` are stored (a pair is only made with a mail whose
+    /// annotations are there to link). Logs what fires, for
+    /// [`Alerting::dispatch`] after the worker's meta flush, and returns
+    /// the tags and links to add to the annotations of this mail and of
+    /// the mail it was paired with ([`crate::analysis::ppap::apply`]). A
+    /// mail analysed again gets its tags and links again and fires nothing.
+    pub fn analysed(&self, e: &Event, a: &Annotations) -> Result<Analysed, String> {
         let rules = self.rules();
         let encrypted = ppap::encrypted_archives(a);
         let now = kiroku_common::now_ms();
         let mut derived = Derived::default();
         let mut fired = Vec::new();
+        let state = |e: sled::Error| format!("alert state (meta tree alert_ppap): {e}");
         for rule in &rules.rules {
             match (rule.kind, &rule.ppap) {
                 (RuleKind::EncryptedAttachment, _) => {
@@ -235,33 +248,38 @@ impl Alerting {
                     else {
                         continue;
                     };
-                    if !self
+                    derived.tag(&e.event_id, &format!("alert:{}", rule.name));
+                    if self
                         .ppap
                         .first_time(&rule.name, &e.event_id)
-                        .map_err(|e| format!("ppap state: {e}"))?
+                        .map_err(state)?
                     {
-                        continue;
+                        fired.push(Alert {
+                            rule: rule.name.clone(),
+                            kind: rule.kind.name().into(),
+                            event_id: e.event_id.clone(),
+                            fired_at_ms: now,
+                            summary,
+                            event: Some(e.clone()),
+                        });
                     }
-                    derived.tag(&e.event_id, &format!("alert:{}", rule.name));
-                    fired.push(Alert {
-                        rule: rule.name.clone(),
-                        kind: rule.kind.name().into(),
-                        event_id: e.event_id.clone(),
-                        fired_at_ms: now,
-                        summary,
-                        event: Some(e.clone()),
-                    });
                 }
                 (RuleKind::Ppap, Some(settings)) => {
                     let Some(facts) = MailFacts::of(e, !encrypted.is_empty(), settings) else {
                         continue;
                     };
-                    let pair = self
+                    match self
                         .ppap
                         .observe(&rule.name, settings.window_ms, &facts)
-                        .map_err(|e| format!("ppap state: {e}"))?;
-                    if let Some(pair) = pair {
-                        fired.push(ppap::pair_alert(&rule.name, e, &pair, now, &mut derived));
+                        .map_err(state)?
+                    {
+                        Observed::Paired(pair) => {
+                            fired.push(ppap::pair_alert(&rule.name, e, &pair, now, &mut derived))
+                        }
+                        Observed::PairedBefore(partner) => {
+                            ppap::pair_annotations(&rule.name, &facts, &partner, &mut derived)
+                        }
+                        Observed::Waiting => {}
                     }
                 }
                 _ => {}
@@ -272,8 +290,10 @@ impl Alerting {
             logged.push(self.log_alert(a)?);
         }
         self.logged.fetch_add(logged.len(), Ordering::Relaxed);
-        self.dispatch(logged);
-        Ok(derived)
+        Ok(Analysed {
+            derived,
+            alerts: logged,
+        })
     }
 
     /// Writes `a` to the replay log; its key.
@@ -285,6 +305,100 @@ impl Alerting {
             .map_err(|e| format!("alert log: {e}"))?;
         tracing::info!(rule = %a.rule, kind = %a.kind, event_id = %a.event_id, summary = %a.summary, "alert");
         Ok((key, a))
+    }
+
+    /// The sensitive-content rules (`sensitive_hash`, `sensitive_dir`) on
+    /// what analysis found inside an event's attachments (files in
+    /// attached mail and TNEF, archive members): a confidential file
+    /// zipped before mailing. Runs once per event and analysis (the worker
+    /// skips events already analysed by this version); hashes the event
+    /// itself carries were checked at ingest and are left out. Tags the
+    /// annotations `alert:<rule>` and logs the alerts, durable with the
+    /// worker's meta flush; [`Alerting::dispatch`] them after it.
+    pub fn evaluate_derived(
+        &self,
+        e: &Event,
+        annotations: &mut kiroku_proto::Annotations,
+    ) -> Result<Vec<(Vec<u8>, Alert)>, String> {
+        let rules = self.rules();
+        let own = rules::hashes(e);
+        let found: Vec<(String, String)> = crate::analysis::derived_files(annotations)
+            .into_iter()
+            .filter(|(_, h)| !own.contains(h))
+            .map(|(p, h)| (p, h.to_owned()))
+            .collect();
+        if rules.rules.is_empty() || found.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = kiroku_common::now_ms();
+        let mut out = Vec::new();
+        for rule in &rules.rules {
+            let summary = match rule.kind {
+                RuleKind::SensitiveHash => found
+                    .iter()
+                    .find(|(_, h)| rule.sha256.contains(h.as_str()))
+                    .map(|(p, h)| format!("sensitive content {h} inside {p} {}", describe(e))),
+                RuleKind::SensitiveDir => self.sensitive_inside(rule, e, &found)?,
+                _ => None,
+            };
+            let Some(summary) = summary else {
+                continue;
+            };
+            let tag = format!("alert:{}", rule.name);
+            if !annotations.tags.contains(&tag) {
+                annotations.tags.push(tag);
+            }
+            let a = Alert {
+                rule: rule.name.clone(),
+                kind: rule.kind.name().into(),
+                event_id: e.event_id.clone(),
+                fired_at_ms: now,
+                summary,
+                event: Some(e.clone()),
+            };
+            let mut key = a.fired_at_ms.to_be_bytes().to_vec();
+            key.extend_from_slice(&self.seq.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+            self.log
+                .insert(&key, a.encode_to_vec())
+                .map_err(|e| format!("alert log: {e}"))?;
+            tracing::info!(rule = %a.rule, kind = %a.kind, event_id = %a.event_id, summary = %a.summary, "alert");
+            out.push((key, a));
+        }
+        self.logged.fetch_add(out.len(), Ordering::Relaxed);
+        Ok(out)
+    }
+
+    /// A `sensitive_dir` rule on files found inside an event: content
+    /// first seen under the rule's paths, or a member whose own path (as
+    /// the archive stores it, e.g. `srv/hr/pay.xlsx`) is under them.
+    fn sensitive_inside(
+        &self,
+        rule: &Rule,
+        e: &Event,
+        found: &[(String, String)],
+    ) -> Result<Option<String>, String> {
+        for (path, h) in found {
+            let key = format!("{}\0{h}", rule.name).into_bytes();
+            if let Some(first) = self
+                .sensitive
+                .get(key)
+                .map_err(|e| format!("sensitive hash set: {e}"))?
+            {
+                return Ok(Some(format!(
+                    "content first seen at {}, inside {path} {}",
+                    String::from_utf8_lossy(&first),
+                    describe(e)
+                )));
+            }
+            let inner = path.split_once('/').map_or(path.as_str(), |(_, p)| p);
+            if rule.paths.is_match(inner) || rule.paths.is_match(format!("/{inner}")) {
+                return Ok(Some(format!(
+                    "file from a sensitive directory, {path}, {}",
+                    describe(e)
+                )));
+            }
+        }
+        Ok(None)
     }
 
     /// The summary line when `rule` matches `e`.

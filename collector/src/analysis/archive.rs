@@ -97,8 +97,16 @@ pub struct Listing {
 impl Listing {
     /// A limit cut the listing: the attachment is tagged `archive-bounded`.
     pub fn is_bounded(&self) -> bool {
-        self.status.split("; ").any(|s| s.starts_with(BOUNDED))
+        is_bounded(&self.status)
     }
+}
+
+/// Whether a listing's status (as kept in `members_status`) says a limit
+/// cut it, rather than damage or hidden names.
+pub fn is_bounded(status: &str) -> bool {
+    status
+        .split("; ")
+        .any(|s| s.starts_with(BOUNDED) || s.starts_with("cut at depth"))
 }
 
 const BOUNDED: &str = "bounded:";
@@ -399,22 +407,10 @@ impl<'a> Walk<'a> {
     }
 }
 
-/// A member's type from its first bytes.
-// The collector's own detection (analysis/types.rs) replaces this once it
-// is merged; `infer` is what it builds on.
+/// A member's type from its first bytes, as the collector types every
+/// file (analysis/types.rs).
 fn detect_type(head: &[u8]) -> String {
-    if head.is_empty() {
-        return "application/x-empty".into();
-    }
-    match infer::get(head) {
-        Some(t) => t.mime_type().into(),
-        None if std::str::from_utf8(head).is_ok()
-            || std::str::from_utf8(&head[..head.len().saturating_sub(3)]).is_ok() =>
-        {
-            "text/plain".into()
-        }
-        None => "application/octet-stream".into(),
-    }
+    super::types::detect(head).to_owned()
 }
 
 /// "1 GiB", "64 MiB", "512 KiB" or bytes, for statuses.

@@ -33,6 +33,8 @@ use std::sync::Mutex;
 use kiroku_common::mail::{InternalDomains, accepted_recipients, corrected_ms, event_user};
 use kiroku_proto::{Alert, Annotations, EmailEvent, Event, Link, event::Kind};
 use regex::Regex;
+
+use super::store::{AnnotationError, AnnotationStore};
 use unicode_normalization::UnicodeNormalization;
 
 /// The annotation tag of both mails of a PPAP pair.
@@ -234,6 +236,17 @@ impl Pair {
     }
 }
 
+/// What [`Correlator::observe`] made of a mail.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Observed {
+    /// It completes a pair: fire.
+    Paired(Pair),
+    /// It was paired before (analysed again): its partner's event id.
+    PairedBefore(String),
+    /// No partner yet: remembered.
+    Waiting,
+}
+
 /// The durable correlation state (a tree of the collector's meta store):
 /// unpaired mails by (rule, sender, role, sent time), and the paired marks.
 ///
@@ -279,20 +292,18 @@ impl Correlator {
     }
 
     /// Matches `mail` with the unpaired mails of the other role under
-    /// `rule`: Some(pair) the first time it completes a pair, None when it
-    /// is left waiting or was paired before.
+    /// `rule`.
     pub fn observe(
         &self,
         rule: &str,
         window_ms: i64,
         mail: &MailFacts,
-    ) -> Result<Option<Pair>, sled::Error> {
+    ) -> Result<Observed, sled::Error> {
         let _held = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        if self
-            .tree
-            .contains_key(Self::done_key(rule, &mail.event_id))?
-        {
-            return Ok(None);
+        if let Some(partner) = self.tree.get(Self::done_key(rule, &mail.event_id))? {
+            return Ok(Observed::PairedBefore(
+                String::from_utf8_lossy(&partner).into_owned(),
+            ));
         }
         let own = Self::prefix(rule, &mail.sender, mail.role);
         self.prune(&own, mail.at_ms - KEEP_MS)?;
@@ -333,7 +344,7 @@ impl Correlator {
             k.extend_from_slice(&ordered(mail.at_ms));
             k.extend_from_slice(mail.event_id.as_bytes());
             self.tree.insert(k, encode_recipients(&mail.recipients))?;
-            return Ok(None);
+            return Ok(Observed::Waiting);
         };
         let mut batch = sled::Batch::default();
         batch.remove(key);
@@ -346,7 +357,7 @@ impl Correlator {
             mail.event_id.as_bytes(),
         );
         self.tree.apply_batch(batch)?;
-        Ok(Some(match mail.role {
+        Ok(Observed::Paired(match mail.role {
             Role::Archive => Pair {
                 archive: mine,
                 notice: partner,
@@ -426,6 +437,44 @@ impl Derived {
     }
 }
 
+/// Adds `derived`'s tags and links to the stored annotations of the events
+/// they name (this mail's, stored just before, and its partner's, stored
+/// when it was analysed). Returns the ids of the events changed, to be
+/// re-indexed so that `kiroku search --tag ppap` finds them.
+pub fn apply(store: &AnnotationStore, derived: &Derived) -> Result<Vec<String>, AnnotationError> {
+    let mut ids: Vec<&str> = derived
+        .tags
+        .iter()
+        .map(|(id, _)| id.as_str())
+        .chain(derived.links.iter().map(|(id, _)| id.as_str()))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut changed = Vec::new();
+    for id in ids {
+        let Some(mut a) = store.annotations(id)? else {
+            tracing::warn!(event_id = %id, "no annotations to add PPAP links to; `kiroku-collector reanalyse` adds them");
+            continue;
+        };
+        let before = (a.tags.len(), a.links.len());
+        for (_, tag) in derived.tags.iter().filter(|(e, _)| e == id) {
+            if !a.tags.contains(tag) {
+                a.tags.push(tag.clone());
+            }
+        }
+        for (_, l) in derived.links.iter().filter(|(e, _)| e == id) {
+            if !a.links.contains(l) {
+                a.links.push(l.clone());
+            }
+        }
+        if (a.tags.len(), a.links.len()) != before {
+            store.put_annotations(&a)?;
+            changed.push(id.to_owned());
+        }
+    }
+    Ok(changed)
+}
+
 /// What a rule of kind `encrypted_attachment` says of a mail, if it fires.
 pub fn encrypted_attachment(
     e: &Event,
@@ -454,28 +503,37 @@ pub fn encrypted_attachment(
     ))
 }
 
+/// The tags and link of one mail of a pair.
+fn link(rule: &str, id: &str, role: Role, partner: &str, out: &mut Derived) {
+    out.tag(id, TAG_PPAP);
+    out.tag(id, &format!("alert:{rule}"));
+    let reason = match role {
+        Role::Archive => format!("ppap: password notice in {partner}"),
+        Role::Notice => format!("ppap: password notice for {partner}"),
+    };
+    let l = (
+        id.to_owned(),
+        Link {
+            event_id: partner.to_owned(),
+            reason,
+        },
+    );
+    if !out.links.contains(&l) {
+        out.links.push(l);
+    }
+}
+
+/// The tags and link of a mail paired before, analysed again.
+pub fn pair_annotations(rule: &str, mail: &MailFacts, partner: &str, out: &mut Derived) {
+    link(rule, &mail.event_id, mail.role, partner, out);
+}
+
 /// The alert, tags and links of a completed pair under `rule`.
 pub fn pair_alert(rule: &str, e: &Event, pair: &Pair, now_ms: i64, out: &mut Derived) -> Alert {
     let a = &pair.archive.event_id;
     let n = &pair.notice.event_id;
-    for id in [a, n] {
-        out.tag(id, TAG_PPAP);
-        out.tag(id, &format!("alert:{rule}"));
-    }
-    out.links.push((
-        a.clone(),
-        Link {
-            event_id: n.clone(),
-            reason: format!("ppap: password notice in {n}"),
-        },
-    ));
-    out.links.push((
-        n.clone(),
-        Link {
-            event_id: a.clone(),
-            reason: format!("ppap: password notice for {a}"),
-        },
-    ));
+    link(rule, a, Role::Archive, n, out);
+    link(rule, n, Role::Notice, a, out);
     let minutes = (pair.notice.at_ms - pair.archive.at_ms).max(0) / 60_000;
     Alert {
         rule: rule.to_owned(),
