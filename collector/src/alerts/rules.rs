@@ -89,9 +89,9 @@ pub struct RuleDef {
     #[serde(default)]
     pub max_per_hour: Option<u32>,
     /// ppap: how long after the archive mail its password notice may be
-    /// sent, minutes (default 30).
+    /// sent, minutes (default 30; fractions allowed, at most a week).
     #[serde(default)]
-    pub window_minutes: Option<u64>,
+    pub window_minutes: Option<f64>,
     /// ppap: regular expressions of a password notice, matched without
     /// case on the NFKC form of subject and body (default: パスワード, 解凍,
     /// 暗号化, 暗証番号, password, passwd, passphrase, passcode, pw, pwd).

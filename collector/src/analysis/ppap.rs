@@ -40,7 +40,7 @@ use unicode_normalization::UnicodeNormalization;
 /// The annotation tag of both mails of a PPAP pair.
 pub const TAG_PPAP: &str = "ppap";
 /// Default of `window_minutes`.
-pub const DEFAULT_WINDOW_MINUTES: u64 = 30;
+pub const DEFAULT_WINDOW_MINUTES: f64 = 30.0;
 /// Default of `max_body_chars`: a password notice is short, but Japanese
 /// business mail carries a salutation and a signature block.
 pub const DEFAULT_MAX_BODY_CHARS: usize = 1000;
@@ -73,15 +73,17 @@ pub struct PpapSettings {
 impl PpapSettings {
     /// From the rule's fields; `Err((field, message))` names what is wrong.
     pub fn new(
-        window_minutes: Option<u64>,
+        window_minutes: Option<f64>,
         patterns: &[String],
         max_body_chars: Option<usize>,
     ) -> Result<PpapSettings, (&'static str, String)> {
         let minutes = window_minutes.unwrap_or(DEFAULT_WINDOW_MINUTES);
-        if minutes == 0 || minutes > 7 * 24 * 60 {
+        // Fractions are allowed (0.5: 30 seconds); at most a week, as long
+        // as an unpaired mail is kept (KEEP_MS).
+        if !(minutes > 0.0 && minutes <= (KEEP_MS / 60_000) as f64) {
             return Err((
                 "window_minutes",
-                "use 1 to 10080 minutes (a week)".to_owned(),
+                format!("{minutes} is not between 0 and 10080 minutes (a week)"),
             ));
         }
         let max_body_chars = max_body_chars.unwrap_or(DEFAULT_MAX_BODY_CHARS);
@@ -108,7 +110,7 @@ impl PpapSettings {
             compiled.push(re);
         }
         Ok(PpapSettings {
-            window_ms: minutes as i64 * 60_000,
+            window_ms: ((minutes * 60_000.0).round() as i64).max(1),
             max_body_chars,
             patterns: compiled,
         })

@@ -40,12 +40,13 @@ fn password_notices_are_short_and_worded_so() {
     }
     let long = format!("password: x\n{}", "signature line\n".repeat(100));
     assert!(!s.is_password_notice("", &long), "a long body is no notice");
-    let own = PpapSettings::new(Some(5), &["kennwort".into()], Some(50)).expect("own");
+    let own = PpapSettings::new(Some(5.0), &["kennwort".into()], Some(50)).expect("own");
     assert_eq!(own.window_ms, 5 * 60_000);
     assert!(own.is_password_notice("", "Das Kennwort: x"));
     assert!(!own.is_password_notice("", "password: x"));
     for (w, p, m, field) in [
-        (Some(0), vec![], None, "window_minutes"),
+        (Some(0.0), vec![], None, "window_minutes"),
+        (Some(20_000.0), vec![], None, "window_minutes"),
         (None, vec!["(".to_owned()], None, "password_patterns"),
         (None, vec![], Some(0), "max_body_chars"),
     ] {
