@@ -26,6 +26,7 @@
 
 pub mod archive;
 pub mod crypto;
+pub mod ppap;
 pub mod read;
 pub mod reanalyse;
 pub mod store;
@@ -65,6 +66,9 @@ pub struct AnalysisConfig {
     /// Files larger than this are typed from their first 64 KiB only and
     /// not opened (their analysis says so).
     pub max_file_bytes: u64,
+    /// `[analysis.archives]`: the bounds of one attachment's archive
+    /// listing (zip bombs), see [`archive::ArchiveLimits`].
+    pub archives: archive::ArchiveLimits,
 }
 
 impl Default for AnalysisConfig {
@@ -72,6 +76,7 @@ impl Default for AnalysisConfig {
         AnalysisConfig {
             workers: 0,
             max_file_bytes: 64 << 20,
+            archives: archive::ArchiveLimits::default(),
         }
     }
 }
@@ -116,6 +121,7 @@ impl Limits {
     pub fn from_config(c: &AnalysisConfig) -> Limits {
         Limits {
             max_file_bytes: c.max_file_bytes,
+            archive: c.archives.clone(),
             ..Limits::default()
         }
     }
@@ -382,7 +388,7 @@ impl Run<'_> {
         if a.encrypted || a.members.iter().any(|m| m.encrypted) {
             self.tags.insert(TAG_ENCRYPTED_ATTACHMENT.into());
         }
-        if !a.members_status.is_empty() {
+        if archive::is_bounded(&a.members_status) {
             self.tags.insert(TAG_ARCHIVE_BOUNDED.into());
         }
         if a.text_status.starts_with("unreadable") {

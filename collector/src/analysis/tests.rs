@@ -117,7 +117,12 @@ fn opens_attached_messages_and_tnef_and_types_every_file() {
             want("", "winmail.dat", "tnef", ""),
             want("winmail.dat", "AUTHORS", "", ""),
             want("winmail.dat", "README", "", ""),
-            want("", "report.pdf", "", "name .pdf, content application/zip"),
+            want(
+                "",
+                "report.pdf",
+                "zip",
+                "name .pdf, content application/zip"
+            ),
         ]
     );
     assert_eq!(

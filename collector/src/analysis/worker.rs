@@ -206,6 +206,7 @@ fn log_progress(s: &Shared) {
 fn process(s: &Shared, batch: &[Pending]) -> anyhow::Result<()> {
     let mut events: Vec<Event> = Vec::new();
     let mut alerts = Vec::new();
+    let mut relinked: Vec<String> = Vec::new();
     for p in batch {
         let Some(e) = s.store.index.get(&p.event_id)? else {
             tracing::warn!(event_id = %p.event_id, "queued for analysis but not in the index; skipped (a rebuild or `reanalyse` brings it back)");
@@ -221,6 +222,12 @@ fn process(s: &Shared, batch: &[Pending]) -> anyhow::Result<()> {
                     .map_err(anyhow::Error::msg)?,
             );
             s.store.analysis.put_annotations(&ann)?;
+            // Encrypted attachments and PPAP pairs, once the annotations
+            // are stored (a pair links two stored annotations): ppap.rs.
+            // The events it changes (this one too) are re-indexed below.
+            let done = s.alerting.analysed(&e, &ann).map_err(anyhow::Error::msg)?;
+            alerts.extend(done.alerts);
+            relinked.extend(super::ppap::apply(&s.store.analysis, &done.derived)?);
             s.store
                 .analysis
                 .progress
@@ -232,6 +239,15 @@ fn process(s: &Shared, batch: &[Pending]) -> anyhow::Result<()> {
         // an attachment, no derived tag, no text) keeps the document it
         // was indexed with at ingest: no second add and commit for it.
         if indexed {
+            events.push(e);
+        }
+    }
+    // The partner of a PPAP pair, analysed earlier, is re-indexed with
+    // its new tag.
+    for id in relinked {
+        if !events.iter().any(|e| e.event_id == id)
+            && let Some(e) = s.store.index.get(&id)?
+        {
             events.push(e);
         }
     }
