@@ -253,6 +253,8 @@ impl Run<'_> {
                 read::walk(
                     std::io::BufReader::with_capacity(256 * 1024, r),
                     self.limits.max_file_bytes,
+                    // Every attachment its own blob: none is decoded here.
+                    !needed.is_empty(),
                     |sha| needed.contains(sha),
                 )
             });

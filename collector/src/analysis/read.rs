@@ -135,6 +135,9 @@ fn always_kept(content_type: &str) -> bool {
 /// lenient streaming walker of agent and collector).
 struct Collect<K> {
     max: u64,
+    /// Whether any attachment may be kept at all (else their bodies are
+    /// not even decoded).
+    attachments: bool,
     keep: K,
     walked: Walked,
     /// The leaf being read: its bytes so far (the first [`HEAD`] only once
@@ -159,7 +162,7 @@ impl<K: Fn(&str) -> bool> mime::Visitor for Collect<K> {
     fn part_start(&mut self, part: &mime::PartInfo) -> bool {
         self.buf.clear();
         self.over = false;
-        part.is_attachment || always_kept(&part.content_type)
+        (self.attachments && part.is_attachment) || always_kept(&part.content_type)
     }
 
     fn body(&mut self, _part: &mime::PartInfo, decoded: &[u8]) {
@@ -208,12 +211,19 @@ impl<K: Fn(&str) -> bool> mime::Visitor for Collect<K> {
 }
 
 /// Walks a message streamed from `raw`: the attachments whose decoded
-/// SHA-256 `keep` accepts, and every attached mail and S/MIME or PGP part,
-/// each held whole up to `max` bytes (else its size and first [`HEAD`]
-/// bytes). Memory: the kept leaves plus the one being read.
-pub fn walk(raw: impl BufRead, max: u64, keep: impl Fn(&str) -> bool) -> std::io::Result<Walked> {
+/// SHA-256 `keep` accepts (none, not even decoded, when `attachments` is
+/// false), and every attached mail and S/MIME or PGP part, each held whole
+/// up to `max` bytes (else its size and first [`HEAD`] bytes). Memory: the
+/// kept leaves plus the one being read.
+pub fn walk(
+    raw: impl BufRead,
+    max: u64,
+    attachments: bool,
+    keep: impl Fn(&str) -> bool,
+) -> std::io::Result<Walked> {
     let mut c = Collect {
         max,
+        attachments,
         keep,
         walked: Walked::default(),
         buf: Vec::new(),
@@ -226,7 +236,7 @@ pub fn walk(raw: impl BufRead, max: u64, keep: impl Fn(&str) -> bool) -> std::io
 /// Walks a message held in memory, keeping every attachment.
 pub fn walk_all(raw: &[u8], max: u64) -> Walked {
     // Reading from memory cannot fail.
-    walk(raw, max, |_| true).unwrap_or_default()
+    walk(raw, max, true, |_| true).unwrap_or_default()
 }
 
 /// The decoded Subject of a message ("" without one).
@@ -295,10 +305,17 @@ mod tests {
             ]
         );
         // Only the leaves asked for are kept; over the limit, the head.
-        let w = walk(&raw[..], 4, |sha| sha == zip_sha).expect("walk");
+        let w = walk(&raw[..], 4, true, |sha| sha == zip_sha).expect("walk");
         assert_eq!(w.leaves.len(), 1);
         assert_eq!(w.leaves[0].content.size(), 4);
-        let w = walk(&raw[..], 3, |sha| sha == zip_sha).expect("walk");
+        let w = walk(&raw[..], 3, true, |sha| sha == zip_sha).expect("walk");
+        assert!(matches!(
+            w.leaves[0].content,
+            Content::TooLarge { size: 4, .. }
+        ));
+        let w = walk(&raw[..], 1 << 20, false, |_| true).expect("walk");
+        assert!(w.leaves.is_empty(), "no attachment wanted");
+        let w = walk(&raw[..], 3, true, |sha| sha == zip_sha).expect("walk");
         assert!(matches!(
             w.leaves[0].content,
             Content::TooLarge { size: 4, .. }
