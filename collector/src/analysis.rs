@@ -175,7 +175,7 @@ pub fn analyse(
     run.tags.extend(crypto.tags.iter().map(|t| (*t).to_owned()));
     run.out.signer = crypto.signer;
     for att in &m.attachments {
-        let content = run.content_of(&att.sha256, &walked);
+        let content = run.content_of(&att.sha256, att.size, &walked);
         let name = if att.filename.is_empty() {
             default_name(&att.content_type, content.as_ref())
         } else {
@@ -265,9 +265,31 @@ impl Run<'_> {
     }
 
     /// An attachment's bytes: its own blob, else the walked leaf with its
-    /// hash.
-    fn content_of(&self, sha256: &str, walked: &Walked) -> Option<Content> {
-        if let Some(r) = read::from_blob(self.blobs, sha256, self.limits.max_file_bytes) {
+    /// hash. Of a blob the record already says is over the limit only the
+    /// head is read (decompressing it whole just to count it is waste).
+    fn content_of(&self, sha256: &str, size: u64, walked: &Walked) -> Option<Content> {
+        let max = self.limits.max_file_bytes;
+        if size > max && self.blobs.has(sha256) {
+            let head = self
+                .blobs
+                .reader(sha256)
+                .map_err(std::io::Error::other)
+                .and_then(|r| {
+                    let mut head = Vec::new();
+                    std::io::Read::read_to_end(
+                        &mut std::io::Read::take(r, read::HEAD as u64),
+                        &mut head,
+                    )
+                    .map(|_| head)
+                });
+            match head {
+                Ok(head) => return Some(Content::TooLarge { size, head }),
+                Err(e) => {
+                    tracing::warn!(event_id = %self.out.event_id, sha256, error = %e, "attachment blob not readable for analysis")
+                }
+            }
+        }
+        if let Some(r) = read::from_blob(self.blobs, sha256, max) {
             match r {
                 Ok(c) => return Some(c),
                 Err(e) => {
