@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use kiroku_common::sha256_hex;
-use kiroku_proto::{Event, SearchRequest, TraceRequest, event::Kind};
+use kiroku_proto::{Event, GetAnnotationsRequest, SearchRequest, TraceRequest, event::Kind};
 use kiroku_tests::faultproxy::{Fault, FaultProxy};
 use kiroku_tests::{Env, Mode, email, free_port, send_mail, skip};
 
@@ -363,6 +363,68 @@ async fn ppap_pairs_fire_once_and_unrelated_mails_do_not() -> anyhow::Result<()>
     assert_eq!(got, want);
     let events = by_subject(&env).await?;
     assert_eq!(events.len(), 11, "every mail stored: {:?}", events.keys());
+    // The pair's mails link to each other; the archives say how they are
+    // encrypted and which names they list.
+    let id = |subject: &str| events[subject].event_id.clone();
+    let mut q = env.investigator().await?;
+    let mut annotations = HashMap::new();
+    for subject in ["見積書送付", "パスワードのお知らせ", "contract", "図面"] {
+        let a = q
+            .get_annotations(GetAnnotationsRequest {
+                event_id: id(subject),
+            })
+            .await?
+            .into_inner();
+        annotations.insert(subject, a);
+    }
+    let links = |subject: &str| -> Vec<(String, String)> {
+        annotations[subject]
+            .links
+            .iter()
+            .map(|l| (l.event_id.clone(), l.reason.clone()))
+            .collect()
+    };
+    let (archive, notice) = (id("見積書送付"), id("パスワードのお知らせ"));
+    assert_eq!(
+        links("見積書送付"),
+        [(notice.clone(), format!("ppap: password notice in {notice}"))]
+    );
+    assert_eq!(
+        links("パスワードのお知らせ"),
+        [(
+            archive.clone(),
+            format!("ppap: password notice for {archive}")
+        )]
+    );
+    let archive_of = |subject: &str| {
+        annotations[subject]
+            .attachments
+            .iter()
+            .find(|a| !a.container.is_empty())
+            .cloned()
+            .unwrap_or_default()
+    };
+    for (subject, encryption, names) in [
+        (
+            "見積書送付",
+            "zipcrypto",
+            vec!["docs/plan.txt", "docs/見積書.txt"],
+        ),
+        (
+            "contract",
+            "aes-256",
+            vec!["docs/plan.txt", "docs/見積書.txt"],
+        ),
+        ("図面", "7z-aes, names hidden", vec![]),
+    ] {
+        let a = archive_of(subject);
+        assert!(a.encrypted, "{subject}: {a:?}");
+        assert_eq!(a.encryption, encryption, "{subject}");
+        let mut got: Vec<&str> = a.members.iter().map(|m| m.path.as_str()).collect();
+        got.sort();
+        assert_eq!(got, names, "{subject}");
+        assert!(a.members.iter().all(|m| m.encrypted && m.sha256.is_empty()));
+    }
     // The encrypted archives are tagged so, the colleague's too.
     let enc = tagged(&env, "encrypted-attachment", 5, Duration::from_secs(10)).await?;
     assert_eq!(enc.len(), 5, "{enc:?}");
@@ -495,5 +557,25 @@ async fn zipped_secrets_are_traced_and_bombs_are_bounded() -> anyhow::Result<()>
     );
     let events = by_subject(&env).await?;
     assert!((0..20).all(|i| events.contains_key(&format!("after {i}"))));
+    let a = env
+        .investigator()
+        .await?
+        .get_annotations(GetAnnotationsRequest {
+            event_id: events["bomb"].event_id.clone(),
+        })
+        .await?
+        .into_inner();
+    let zip = a
+        .attachments
+        .iter()
+        .find(|x| x.container == "zip")
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        zip.members_status.contains("bounded: 32 MiB expanded"),
+        "{zip:?}"
+    );
+    assert_eq!(zip.members.len(), 1, "{zip:?}");
+    assert!(zip.members[0].sha256.is_empty() && zip.members[0].status.contains("bound"));
     Ok(())
 }

@@ -242,8 +242,8 @@ fn process(s: &Shared, batch: &[Pending]) -> anyhow::Result<()> {
             events.push(e);
         }
     }
-    // The partner of a PPAP pair, analysed earlier, is re-indexed with
-    // its new tag.
+    // Both mails of a PPAP pair get new tags (the partner analysed
+    // earlier, this one after its own annotations): re-indexed.
     for id in relinked {
         if !events.iter().any(|e| e.event_id == id)
             && let Some(e) = s.store.index.get(&id)?
