@@ -799,6 +799,80 @@ max_per_hour = 2
     }
 
     #[test]
+    fn sensitive_rules_look_inside_attachments_once_analysed() {
+        use kiroku_proto::{Annotations, ArchiveMember, AttachmentAnalysis};
+        let (secret, hr_doc, own) = ("ab".repeat(32), "cd".repeat(32), "ef".repeat(32));
+        let (_d, a) = engine(&format!(
+            "[[rule]]\nname = \"hash\"\nkind = \"sensitive_hash\"\nsha256 = [\"{secret}\", \"{own}\"]\n[[rule]]\nname = \"dir\"\nkind = \"sensitive_dir\"\npaths = [\"/srv/hr/**\"]\n"
+        ));
+        // Content first seen under /srv/hr is remembered by the dir rule.
+        let mut f = [file("f1", "create", "/srv/hr/pay.xlsx", &hr_doc)];
+        assert!(fired(&a, &mut f).is_empty());
+        let member = |path: &str, sha: &str| ArchiveMember {
+            path: path.into(),
+            sha256: sha.into(),
+            ..Default::default()
+        };
+        let ann = |files: Vec<AttachmentAnalysis>| Annotations {
+            event_id: "m1".into(),
+            attachments: files,
+            ..Default::default()
+        };
+        let zip = |members: Vec<ArchiveMember>| AttachmentAnalysis {
+            name: "plan.zip".into(),
+            container: "zip".into(),
+            members,
+            ..Default::default()
+        };
+        let nested = |path: &str, name: &str, sha: &str| AttachmentAnalysis {
+            path: path.into(),
+            name: name.into(),
+            sha256: sha.into(),
+            ..Default::default()
+        };
+        let e = mail("m1", 1_000, "eve@other.org", Some(&own));
+        let cases: Vec<(&str, Annotations, Vec<&str>, &str)> = vec![
+            (
+                "a sensitive file inside a forwarded mail",
+                ann(vec![nested("fwd.eml", "contract.pdf", &secret)]),
+                vec!["hash"],
+                "inside fwd.eml/contract.pdf",
+            ),
+            (
+                "content first seen under /srv/hr, zipped",
+                ann(vec![zip(vec![member("pay.xlsx", &hr_doc)])]),
+                vec!["dir"],
+                "inside plan.zip/pay.xlsx",
+            ),
+            (
+                "a member stored under srv/hr/ in the archive",
+                ann(vec![zip(vec![member(
+                    "srv/hr/other.xlsx",
+                    &"11".repeat(32),
+                )])]),
+                vec!["dir"],
+                "plan.zip/srv/hr/other.xlsx",
+            ),
+            (
+                "the mail's own attachment was checked at ingest",
+                ann(vec![nested("fwd.eml", "copy.pdf", &own)]),
+                vec![],
+                "",
+            ),
+            ("nothing inside", ann(vec![]), vec![], ""),
+        ];
+        for (what, mut an, want, summary) in cases {
+            let got = a.evaluate_derived(&e, &mut an).expect("evaluate");
+            let rules: Vec<&str> = got.iter().map(|(_, x)| x.rule.as_str()).collect();
+            assert_eq!(rules, want, "{what}");
+            for (_, x) in &got {
+                assert!(x.summary.contains(summary), "{what}: {}", x.summary);
+                assert!(an.tags.contains(&format!("alert:{}", x.rule)), "{what}");
+            }
+        }
+    }
+
+    #[test]
     fn replay_log_is_bounded_and_discard_forgets() {
         let (_d, a) = engine("[[rule]]\nname = \"usb\"\nkind = \"removable_copy\"\n");
         for i in 0..150 {

@@ -13,8 +13,9 @@
 //! start redoes them (without firing twice: the alerts are logged in the
 //! same flush as the annotations that mark the work done).
 //!
-//! A failure of the store (full disk, I/O error) leaves the batch queued
-//! and pauses the worker ([`RETRY`]); it resumes by itself.
+//! Below the free-space reserve the workers wait, as ingest does. A
+//! failure of the store (I/O error) leaves the batch queued and pauses the
+//! worker ([`RETRY`]); it resumes by itself.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -135,6 +136,13 @@ fn run(s: &Shared) {
         return;
     }
     while !s.stop.load(Ordering::SeqCst) {
+        // Below the free-space reserve analysis waits like ingest does (it
+        // writes annotations and index segments); it resumes by itself.
+        if let Err(why) = s.store.disk.check(0) {
+            tracing::debug!(reason = %why, "analysis paused: disk below the reserve");
+            s.store.analysis.wait(RETRY);
+            continue;
+        }
         let batch = match take(s) {
             Ok(b) => b,
             Err(e) => {
@@ -216,6 +224,7 @@ fn process(s: &Shared, batch: &[Pending]) -> anyhow::Result<()> {
             s.store.analysis.put_annotations(&ann)?;
             // Encrypted attachments and PPAP pairs, once the annotations
             // are stored (a pair links two stored annotations): ppap.rs.
+            // The events it changes (this one too) are re-indexed below.
             let done = s.alerting.analysed(&e, &ann).map_err(anyhow::Error::msg)?;
             alerts.extend(done.alerts);
             relinked.extend(super::ppap::apply(&s.store.analysis, &done.derived)?);
