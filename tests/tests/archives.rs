@@ -339,6 +339,14 @@ async fn ppap_pairs_fire_once_and_unrelated_mails_do_not() -> anyhow::Result<()>
     ];
     want.sort();
     assert_eq!(pairs, want);
+    // They are found by the rule's name as well (`kiroku search --alert`).
+    let by_rule = env
+        .search_all(SearchRequest {
+            alert: "ppap".into(),
+            ..Default::default()
+        })
+        .await?;
+    assert_eq!(by_rule.len(), 8, "--alert ppap");
     // Analysis of every mail is done (the last one was paired): the
     // alerts are all there, each exactly once.
     let got = alerts(&env, &cli).await?;
