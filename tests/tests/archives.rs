@@ -287,7 +287,6 @@ async fn ppap_pairs_fire_once_and_unrelated_mails_do_not() -> anyhow::Result<()>
     // minutes, outside `ppap-short`'s 15 s), after two mails that are no
     // password notice: one to someone else, one without password wording.
     let hal = ["hal@partner.example"];
-    let sent_at = Instant::now();
     send(
         smtp,
         "gina@corp.example",
@@ -296,6 +295,9 @@ async fn ppap_pairs_fire_once_and_unrelated_mails_do_not() -> anyhow::Result<()>
         "資料を添付します。",
         Some(("資料.zip", &zc)),
     )?;
+    // Taken once the agent has answered: the archive's time is before it,
+    // so the password below is sent at least 16 s after the archive.
+    let sent_at = Instant::now();
     send(
         smtp,
         "gina@corp.example",
