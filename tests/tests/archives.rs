@@ -287,7 +287,6 @@ async fn ppap_pairs_fire_once_and_unrelated_mails_do_not() -> anyhow::Result<()>
     // minutes, outside `ppap-short`'s 15 s), after two mails that are no
     // password notice: one to someone else, one without password wording.
     let hal = ["hal@partner.example"];
-    let sent_at = Instant::now();
     send(
         smtp,
         "gina@corp.example",
@@ -296,6 +295,9 @@ async fn ppap_pairs_fire_once_and_unrelated_mails_do_not() -> anyhow::Result<()>
         "資料を添付します。",
         Some(("資料.zip", &zc)),
     )?;
+    // Taken once the agent has answered: the archive's time is before it,
+    // so the password below is sent at least 16 s after the archive.
+    let sent_at = Instant::now();
     send(
         smtp,
         "gina@corp.example",
@@ -339,6 +341,14 @@ async fn ppap_pairs_fire_once_and_unrelated_mails_do_not() -> anyhow::Result<()>
     ];
     want.sort();
     assert_eq!(pairs, want);
+    // They are found by the rule's name as well (`kiroku search --alert`).
+    let by_rule = env
+        .search_all(SearchRequest {
+            alert: "ppap".into(),
+            ..Default::default()
+        })
+        .await?;
+    assert_eq!(by_rule.len(), 8, "--alert ppap");
     // Analysis of every mail is done (the last one was paired): the
     // alerts are all there, each exactly once.
     let got = alerts(&env, &cli).await?;

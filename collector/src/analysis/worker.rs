@@ -214,27 +214,33 @@ fn process(s: &Shared, batch: &[Pending]) -> anyhow::Result<()> {
         };
         let before = s.store.analysis.annotations(&e.event_id)?;
         let mut indexed = before.as_ref().is_some_and(adds_to_index);
-        if before.is_none_or(|a| a.version != VERSION) {
-            let mut ann = analyse(&e, &s.store.blobs, &s.store.analysis, &s.limits)?;
-            alerts.extend(
-                s.alerting
-                    .evaluate_derived(&e, &mut ann)
-                    .map_err(anyhow::Error::msg)?,
-            );
-            s.store.analysis.put_annotations(&ann)?;
-            // Encrypted attachments and PPAP pairs, once the annotations
-            // are stored (a pair links two stored annotations): ppap.rs.
-            // The events it changes (this one too) are re-indexed below.
-            let done = s.alerting.analysed(&e, &ann).map_err(anyhow::Error::msg)?;
-            alerts.extend(done.alerts);
-            relinked.extend(super::ppap::apply(&s.store.analysis, &done.derived)?);
-            s.store
-                .analysis
-                .progress
-                .analysed
-                .fetch_add(1, Ordering::Relaxed);
-            indexed |= adds_to_index(&ann);
-        }
+        let ann = match before {
+            Some(a) if a.version == VERSION => a,
+            _ => {
+                let mut ann = analyse(&e, &s.store.blobs, &s.store.analysis, &s.limits)?;
+                alerts.extend(
+                    s.alerting
+                        .evaluate_derived(&e, &mut ann)
+                        .map_err(anyhow::Error::msg)?,
+                );
+                s.store.analysis.put_annotations(&ann)?;
+                s.store
+                    .analysis
+                    .progress
+                    .analysed
+                    .fetch_add(1, Ordering::Relaxed);
+                indexed |= adds_to_index(&ann);
+                ann
+            }
+        };
+        // Encrypted attachments and PPAP pairs, once the annotations are
+        // stored (a pair links two stored annotations): ppap.rs. Also for
+        // annotations stored before a crash (their pairing may not have
+        // been): idempotent, nothing fires twice. The events it changes
+        // (this one too) are re-indexed below.
+        let done = s.alerting.analysed(&e, &ann).map_err(anyhow::Error::msg)?;
+        alerts.extend(done.alerts);
+        relinked.extend(super::ppap::apply(&s.store.analysis, &done.derived)?);
         // A mail in which analysis found nothing to index (no file inside
         // an attachment, no derived tag, no text) keeps the document it
         // was indexed with at ingest: no second add and commit for it.
