@@ -8,6 +8,7 @@
 //! durable; callers are identified only by their client certificate.
 
 pub mod alerts;
+pub mod analysis;
 pub mod auth;
 pub mod config;
 pub mod ingest;
