@@ -216,6 +216,100 @@ impl Alerting {
         Ok(out)
     }
 
+    /// The sensitive-content rules (`sensitive_hash`, `sensitive_dir`) on
+    /// what analysis found inside an event's attachments (files in
+    /// attached mail and TNEF, archive members): a confidential file
+    /// zipped before mailing. Runs once per event and analysis (the worker
+    /// skips events already analysed by this version); hashes the event
+    /// itself carries were checked at ingest and are left out. Tags the
+    /// annotations `alert:<rule>` and logs the alerts, durable with the
+    /// worker's meta flush; [`Alerting::dispatch`] them after it.
+    pub fn evaluate_derived(
+        &self,
+        e: &Event,
+        annotations: &mut kiroku_proto::Annotations,
+    ) -> Result<Vec<(Vec<u8>, Alert)>, String> {
+        let rules = self.rules();
+        let own = rules::hashes(e);
+        let found: Vec<(String, String)> = crate::analysis::derived_files(annotations)
+            .into_iter()
+            .filter(|(_, h)| !own.contains(h))
+            .map(|(p, h)| (p, h.to_owned()))
+            .collect();
+        if rules.rules.is_empty() || found.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = kiroku_common::now_ms();
+        let mut out = Vec::new();
+        for rule in &rules.rules {
+            let summary = match rule.kind {
+                RuleKind::SensitiveHash => found
+                    .iter()
+                    .find(|(_, h)| rule.sha256.contains(h.as_str()))
+                    .map(|(p, h)| format!("sensitive content {h} inside {p} {}", describe(e))),
+                RuleKind::SensitiveDir => self.sensitive_inside(rule, e, &found)?,
+                _ => None,
+            };
+            let Some(summary) = summary else {
+                continue;
+            };
+            let tag = format!("alert:{}", rule.name);
+            if !annotations.tags.contains(&tag) {
+                annotations.tags.push(tag);
+            }
+            let a = Alert {
+                rule: rule.name.clone(),
+                kind: rule.kind.name().into(),
+                event_id: e.event_id.clone(),
+                fired_at_ms: now,
+                summary,
+                event: Some(e.clone()),
+            };
+            let mut key = a.fired_at_ms.to_be_bytes().to_vec();
+            key.extend_from_slice(&self.seq.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+            self.log
+                .insert(&key, a.encode_to_vec())
+                .map_err(|e| format!("alert log: {e}"))?;
+            tracing::info!(rule = %a.rule, kind = %a.kind, event_id = %a.event_id, summary = %a.summary, "alert");
+            out.push((key, a));
+        }
+        self.logged.fetch_add(out.len(), Ordering::Relaxed);
+        Ok(out)
+    }
+
+    /// A `sensitive_dir` rule on files found inside an event: content
+    /// first seen under the rule's paths, or a member whose own path (as
+    /// the archive stores it, e.g. `srv/hr/pay.xlsx`) is under them.
+    fn sensitive_inside(
+        &self,
+        rule: &Rule,
+        e: &Event,
+        found: &[(String, String)],
+    ) -> Result<Option<String>, String> {
+        for (path, h) in found {
+            let key = format!("{}\0{h}", rule.name).into_bytes();
+            if let Some(first) = self
+                .sensitive
+                .get(key)
+                .map_err(|e| format!("sensitive hash set: {e}"))?
+            {
+                return Ok(Some(format!(
+                    "content first seen at {}, inside {path} {}",
+                    String::from_utf8_lossy(&first),
+                    describe(e)
+                )));
+            }
+            let inner = path.split_once('/').map_or(path.as_str(), |(_, p)| p);
+            if rule.paths.is_match(inner) || rule.paths.is_match(format!("/{inner}")) {
+                return Ok(Some(format!(
+                    "file from a sensitive directory, {path}, {}",
+                    describe(e)
+                )));
+            }
+        }
+        Ok(None)
+    }
+
     /// The summary line when `rule` matches `e`.
     fn check(&self, rule: &Rule, e: &Event) -> Result<Option<String>, String> {
         let who = event_user(e);

@@ -1,3 +1,532 @@
-//! What the collector derives from the mail it stores (issue 17).
+//! Analysis: what the collector derives from stored mail content, off the
+//! ingest path — files inside attached messages and TNEF, archive members
+//! (`archive`), real types and mismatches (`types`), S/MIME and PGP
+//! (`crypto`), attachment text (`text`) — kept as annotations beside the
+//! event (`store`), never as edits of the event the agent recorded.
+//!
+//! Flow: the committer queues every stored mail whose raw message the
+//! collector holds, in the same durable step as the event
+//! (`store::AnnotationStore::enqueue`); the worker pool (`worker`) takes
+//! queued events, runs [`analyse`], stores the annotations, evaluates the
+//! sensitive-content alert rules on what was found inside, re-indexes the
+//! event with the derived fields (member and nested file hashes with the
+//! attachment hashes, their names with the attachment names, the derived
+//! tags; see `store::index::Derived`), and only then removes the queue
+//! entry. A crash at any point redoes the entry; analysing again is
+//! idempotent (an event whose annotations are of the current
+//! [`VERSION`] is only re-indexed).
+//!
+//! What a file holds depends only on its bytes, so the content part of an
+//! analysis is kept by SHA-256 (`AnnotationStore::file`) and reused by
+//! every other mail with the same file, by re-indexing and by a rebuild.
+//!
+//! Architecture invariant: analysis never fails a mail. A file that cannot
+//! be read, opened or typed is recorded with a status saying why; only the
+//! annotation store itself failing keeps an entry queued (retried).
 
+pub mod archive;
+pub mod crypto;
+pub mod read;
+pub mod store;
 pub mod text;
+pub mod tnef;
+pub mod types;
+pub mod worker;
+
+use std::collections::BTreeSet;
+
+use kiroku_proto::{Annotations, ArchiveMember, AttachmentAnalysis, Event, event::Kind};
+use serde::{Deserialize, Serialize};
+
+use crate::store::blobs::BlobStore;
+use read::{Content, Walked};
+use store::{AnnotationError, AnnotationStore};
+
+/// The analysis version: bump it when what [`analyse`] derives changes, so
+/// `kiroku-collector reanalyse` and the per-file cache know that older
+/// annotations are stale.
+pub const VERSION: u32 = 1;
+
+pub const TAG_TYPE_MISMATCH: &str = "type-mismatch";
+pub const TAG_ENCRYPTED_ATTACHMENT: &str = "encrypted-attachment";
+pub const TAG_ARCHIVE_BOUNDED: &str = "archive-bounded";
+pub const TAG_TEXT_UNREADABLE: &str = "attachment-text-unreadable";
+
+/// `[analysis]` in the collector config.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnalysisConfig {
+    /// Worker threads analysing stored mail (0: one per two cores, at
+    /// least one, at most four). Each holds at most `max_file_bytes` of a
+    /// file in memory (plus what archive listing and text extraction
+    /// expand, bounded by their own limits).
+    pub workers: usize,
+    /// Files larger than this are typed from their first 64 KiB only and
+    /// not opened (their analysis says so).
+    pub max_file_bytes: u64,
+}
+
+impl Default for AnalysisConfig {
+    fn default() -> Self {
+        AnalysisConfig {
+            workers: 0,
+            max_file_bytes: 64 << 20,
+        }
+    }
+}
+
+impl AnalysisConfig {
+    pub fn worker_count(&self) -> usize {
+        if self.workers > 0 {
+            return self.workers;
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (cores / 2).clamp(1, 4)
+    }
+}
+
+/// Bounds of one event's analysis.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest file read into memory ([`read`]).
+    pub max_file_bytes: u64,
+    /// Largest raw message walked in memory to find attachments that are
+    /// not blobs of their own (mailparse needs it whole; the streaming
+    /// walker of `kiroku_common::mime` will lift this).
+    pub max_message_bytes: u64,
+    /// Deepest nesting of attached messages and TNEF opened.
+    pub max_depth: u32,
+    /// Most files found inside one mail's attachments (attached messages,
+    /// TNEF) that are analysed.
+    pub max_nested_files: usize,
+    pub archive: archive::ArchiveLimits,
+    pub text: text::TextLimits,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_file_bytes: 64 << 20,
+            max_message_bytes: 256 << 20,
+            max_depth: 4,
+            max_nested_files: 500,
+            archive: archive::ArchiveLimits::default(),
+            text: text::TextLimits::default(),
+        }
+    }
+}
+
+impl Limits {
+    pub fn from_config(c: &AnalysisConfig) -> Limits {
+        Limits {
+            max_file_bytes: c.max_file_bytes,
+            ..Limits::default()
+        }
+    }
+}
+
+/// Whether the committer queues `e` for analysis: mail whose raw message
+/// the collector holds.
+pub fn wanted(e: &Event) -> bool {
+    matches!(&e.kind, Some(Kind::Email(m)) if !m.raw_sha256.is_empty() && m.raw_not_kept.is_empty())
+}
+
+/// One event's analysis in progress.
+struct Run<'a> {
+    blobs: &'a BlobStore,
+    store: &'a AnnotationStore,
+    limits: &'a Limits,
+    out: Annotations,
+    tags: BTreeSet<String>,
+    nested: usize,
+}
+
+/// Analyses one event: every attachment (and every file inside attached
+/// messages and TNEF, recursively), S/MIME and PGP. Stores the per-file
+/// analyses and texts; returns the event's annotations (not stored: the
+/// worker adds the alert tags first). Errors only when the annotation
+/// store fails.
+pub fn analyse(
+    event: &Event,
+    blobs: &BlobStore,
+    store: &AnnotationStore,
+    limits: &Limits,
+) -> Result<Annotations, AnnotationError> {
+    let mut run = Run {
+        blobs,
+        store,
+        limits,
+        out: Annotations {
+            event_id: event.event_id.clone(),
+            version: VERSION,
+            analysed_at_ms: kiroku_common::now_ms(),
+            ..Default::default()
+        },
+        tags: BTreeSet::new(),
+        nested: 0,
+    };
+    let Some(Kind::Email(m)) = &event.kind else {
+        return Ok(run.out);
+    };
+    let walked = run.walk_raw(m);
+    let crypto = crypto::classify(&walked, &m.body_text);
+    run.tags.extend(crypto.tags.iter().map(|t| (*t).to_owned()));
+    run.out.signer = crypto.signer;
+    for att in &m.attachments {
+        let content = run.content_of(&att.sha256, &walked);
+        let name = if att.filename.is_empty() {
+            default_name(&att.content_type, content.as_ref())
+        } else {
+            att.filename.clone()
+        };
+        run.file(&name, &att.content_type, &att.sha256, content, "", 0)?;
+    }
+    let mut out = run.out;
+    out.tags = run.tags.into_iter().collect();
+    Ok(out)
+}
+
+/// The name of an unnamed attachment: an attached mail is named after its
+/// subject (else "message.eml"), anything else "attachment".
+fn default_name(declared: &str, content: Option<&Content>) -> String {
+    let head = content.map(Content::head).unwrap_or_default();
+    if declared.to_ascii_lowercase().starts_with(types::MESSAGE)
+        || types::detect(head) == types::MESSAGE
+    {
+        message_name(&read::subject(head))
+    } else {
+        "attachment".into()
+    }
+}
+
+/// A name for an attached message from its subject.
+fn message_name(subject: &str) -> String {
+    let clean: String = subject
+        .chars()
+        .map(|c| {
+            if "/\\\0".contains(c) || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
+        .take(80)
+        .collect();
+    let clean = clean.trim();
+    if clean.is_empty() {
+        "message.eml".into()
+    } else {
+        format!("{clean}.eml")
+    }
+}
+
+impl Run<'_> {
+    /// The raw message walked (its leaves kept up to the file limit);
+    /// empty when it cannot be read (each attachment's status says so).
+    fn walk_raw(&mut self, m: &kiroku_proto::EmailEvent) -> Walked {
+        let max = self.limits.max_file_bytes;
+        match self.blobs.reader(&m.raw_sha256) {
+            Ok(r) => match read::read_bounded(r, self.limits.max_message_bytes) {
+                Ok(Content::Whole(raw)) => read::walk(&raw, max),
+                Ok(Content::TooLarge { size, .. }) => {
+                    tracing::info!(event_id = %self.out.event_id, size, "raw message too large to walk; only attachments stored as blobs of their own are analysed");
+                    Walked::default()
+                }
+                Err(e) => {
+                    tracing::warn!(event_id = %self.out.event_id, error = %e, "cannot read the raw message for analysis");
+                    Walked::default()
+                }
+            },
+            Err(e) => {
+                tracing::warn!(event_id = %self.out.event_id, error = %e, "raw message not readable for analysis");
+                Walked::default()
+            }
+        }
+    }
+
+    /// An attachment's bytes: its own blob, else the walked leaf with its
+    /// hash.
+    fn content_of(&self, sha256: &str, walked: &Walked) -> Option<Content> {
+        if let Some(r) = read::from_blob(self.blobs, sha256, self.limits.max_file_bytes) {
+            match r {
+                Ok(c) => return Some(c),
+                Err(e) => {
+                    tracing::warn!(event_id = %self.out.event_id, sha256, error = %e, "attachment blob not readable for analysis")
+                }
+            }
+        }
+        walked
+            .leaves
+            .iter()
+            .find(|l| l.sha256 == sha256)
+            .map(|l| l.content.clone())
+    }
+
+    /// Analyses one file (`path` is where it sits: "" for an attachment of
+    /// the mail, else its container's path) and records it; files inside
+    /// attached messages and TNEF follow it, each analysed the same way.
+    fn file(
+        &mut self,
+        name: &str,
+        declared: &str,
+        sha256: &str,
+        content: Option<Content>,
+        path: &str,
+        depth: u32,
+    ) -> Result<(), AnnotationError> {
+        let mut a = AttachmentAnalysis {
+            sha256: sha256.to_owned(),
+            path: path.to_owned(),
+            name: name.to_owned(),
+            declared_type: declared.to_owned(),
+            ..Default::default()
+        };
+        let Some(content) = content else {
+            a.text_status = "unreadable: content not found in the stored message".into();
+            a.members_status = a.text_status.clone();
+            self.out.attachments.push(a);
+            return Ok(());
+        };
+        a.size = content.size();
+        let detected = types::detect(content.head());
+        a.detected_type = detected.to_owned();
+        if let Some(why) = types::mismatch(name, declared, detected) {
+            a.type_mismatch = why;
+            self.tags.insert(TAG_TYPE_MISMATCH.into());
+        }
+        let inner_path = if path.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{path}/{name}")
+        };
+        let index = self.out.attachments.len();
+        self.out.attachments.push(a);
+        let data = match &content {
+            Content::Whole(d) => d.as_slice(),
+            Content::TooLarge { size, .. } => {
+                let why = format!(
+                    "not opened: {size} bytes, over analysis.max_file_bytes ({})",
+                    self.limits.max_file_bytes
+                );
+                let a = &mut self.out.attachments[index];
+                a.text_status = format!("unreadable: {why}");
+                a.members_status = why;
+                return Ok(());
+            }
+        };
+        if types::is_message(name, declared, detected) {
+            return self.open_message(index, data, &inner_path, depth);
+        }
+        if types::is_tnef(declared, detected) {
+            return self.open_tnef(index, data, &inner_path, depth);
+        }
+        self.leaf(index, data)
+    }
+
+    /// Archive listing and text of a file that is no message or TNEF:
+    /// reused from the per-file store when this version did it before.
+    fn leaf(&mut self, index: usize, data: &[u8]) -> Result<(), AnnotationError> {
+        let a = &self.out.attachments[index];
+        let known = self.store.file(&a.sha256, VERSION)?;
+        let content = match known {
+            Some(k) => k,
+            None => {
+                let mut k = AttachmentAnalysis {
+                    sha256: a.sha256.clone(),
+                    size: a.size,
+                    detected_type: a.detected_type.clone(),
+                    ..Default::default()
+                };
+                if let Some(l) = archive::list(data, &a.name, &self.limits.archive) {
+                    k.container = l.container;
+                    k.encrypted = l.encrypted;
+                    k.encryption = l.encryption;
+                    k.members = l.members;
+                    k.members_status = l.status;
+                }
+                let t = text::extract(
+                    data,
+                    &a.name,
+                    &a.declared_type,
+                    &a.detected_type,
+                    &self.limits.text,
+                );
+                if !t.text.is_empty() {
+                    k.text_bytes = self.store.put_text(&a.sha256, &t.text)? as u64;
+                }
+                k.text_status = t.status;
+                self.store.put_file(&k, VERSION)?;
+                k
+            }
+        };
+        let a = &mut self.out.attachments[index];
+        a.container = content.container;
+        a.encrypted = content.encrypted;
+        a.encryption = content.encryption;
+        a.members = content.members;
+        a.members_status = content.members_status;
+        a.text_status = content.text_status;
+        a.text_bytes = content.text_bytes;
+        if a.encrypted || a.members.iter().any(|m| m.encrypted) {
+            self.tags.insert(TAG_ENCRYPTED_ATTACHMENT.into());
+        }
+        if !a.members_status.is_empty() {
+            self.tags.insert(TAG_ARCHIVE_BOUNDED.into());
+        }
+        if a.text_status.starts_with("unreadable") {
+            self.tags.insert(TAG_TEXT_UNREADABLE.into());
+        }
+        Ok(())
+    }
+
+    /// Whether another nested file may be opened; records why not.
+    fn room(&mut self, index: usize, depth: u32) -> bool {
+        let why = if depth >= self.limits.max_depth {
+            format!("cut at depth {}", self.limits.max_depth)
+        } else if self.nested >= self.limits.max_nested_files {
+            format!(
+                "bounded: {} files inside this mail's attachments analysed",
+                self.limits.max_nested_files
+            )
+        } else {
+            return true;
+        };
+        let a = &mut self.out.attachments[index];
+        if a.members_status.is_empty() {
+            a.members_status = why;
+        }
+        self.tags.insert(TAG_ARCHIVE_BOUNDED.into());
+        false
+    }
+
+    /// An attached mail: its files, each recorded and analysed as if
+    /// attached directly, under `path`.
+    fn open_message(
+        &mut self,
+        index: usize,
+        data: &[u8],
+        path: &str,
+        depth: u32,
+    ) -> Result<(), AnnotationError> {
+        self.out.attachments[index].container = "message".into();
+        if !self.room(index, depth) {
+            return Ok(());
+        }
+        let walked = read::walk(data, self.limits.max_file_bytes);
+        let files: Vec<_> = walked
+            .leaves
+            .into_iter()
+            .filter(|l| l.attachment || l.content_type == types::MESSAGE)
+            .collect();
+        let mut members = Vec::new();
+        for (n, leaf) in files.into_iter().enumerate() {
+            if !self.room(index, depth) {
+                break;
+            }
+            self.nested += 1;
+            let name = if !leaf.name.is_empty() {
+                leaf.name.clone()
+            } else if leaf.content_type == types::MESSAGE {
+                message_name(&read::subject(leaf.content.head()))
+            } else {
+                format!("part-{}", n + 1)
+            };
+            members.push(ArchiveMember {
+                path: name.clone(),
+                size: leaf.content.size(),
+                sha256: leaf.sha256.clone(),
+                detected_type: types::detect(leaf.content.head()).into(),
+                depth: 1,
+                ..Default::default()
+            });
+            self.file(
+                &name,
+                &leaf.content_type,
+                &leaf.sha256,
+                Some(leaf.content),
+                path,
+                depth + 1,
+            )?;
+        }
+        self.out.attachments[index].members = members;
+        Ok(())
+    }
+
+    /// TNEF: its attachments, each recorded and analysed as if attached
+    /// directly, under `path`.
+    fn open_tnef(
+        &mut self,
+        index: usize,
+        data: &[u8],
+        path: &str,
+        depth: u32,
+    ) -> Result<(), AnnotationError> {
+        self.out.attachments[index].container = "tnef".into();
+        let Some(unpacked) = tnef::unpack(data) else {
+            self.out.attachments[index].members_status = "not a TNEF stream (no signature)".into();
+            return Ok(());
+        };
+        self.out.attachments[index].members_status = unpacked.status.clone();
+        if !self.room(index, depth) {
+            return Ok(());
+        }
+        let mut members = Vec::new();
+        for f in unpacked.files {
+            if !self.room(index, depth) {
+                break;
+            }
+            self.nested += 1;
+            let sha = kiroku_common::sha256_hex(&f.data);
+            members.push(ArchiveMember {
+                path: f.name.clone(),
+                size: f.data.len() as u64,
+                sha256: sha.clone(),
+                detected_type: types::detect(&f.data).into(),
+                depth: 1,
+                ..Default::default()
+            });
+            let content = if f.data.len() as u64 > self.limits.max_file_bytes {
+                let size = f.data.len() as u64;
+                let mut head = f.data;
+                head.truncate(read::HEAD);
+                Content::TooLarge { size, head }
+            } else {
+                Content::Whole(f.data)
+            };
+            self.file(&f.name, &f.mime_type, &sha, Some(content), path, depth + 1)?;
+        }
+        self.out.attachments[index].members = members;
+        Ok(())
+    }
+}
+
+/// Every content hash analysis found inside an event's attachments (files
+/// in attached messages and TNEF, archive members), with where each is:
+/// what the index adds to the attachment hashes and the sensitive-content
+/// rules check.
+pub fn derived_files(a: &Annotations) -> Vec<(String, &str)> {
+    let mut out = Vec::new();
+    for f in &a.attachments {
+        let base = if f.path.is_empty() {
+            f.name.clone()
+        } else {
+            format!("{}/{}", f.path, f.name)
+        };
+        if !f.path.is_empty() && !f.sha256.is_empty() {
+            out.push((base.clone(), f.sha256.as_str()));
+        }
+        if f.container == "message" || f.container == "tnef" {
+            // Their files are entries of their own (above).
+            continue;
+        }
+        for m in &f.members {
+            if !m.sha256.is_empty() {
+                out.push((format!("{base}/{}", m.path), m.sha256.as_str()));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

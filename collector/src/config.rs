@@ -54,6 +54,10 @@ pub struct CollectorConfig {
     /// filters say so.
     #[serde(default)]
     pub internal_domains: Vec<String>,
+    /// Analysis of stored mail (attached messages, TNEF, archives, types,
+    /// S/MIME and PGP, attachment text): see `crate::analysis::AnalysisConfig`.
+    #[serde(default)]
+    pub analysis: crate::analysis::AnalysisConfig,
 }
 
 pub const DEFAULT_CLOCK_THRESHOLD_MS: i64 = 2000;

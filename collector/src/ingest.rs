@@ -88,6 +88,8 @@ fn committer_loop(store: &Store, alerting: &Alerting, mut rx: mpsc::Receiver<Job
 }
 
 fn commit_jobs(store: &Store, alerting: &Alerting, jobs: Vec<Job>) {
+    // The analysis worker re-indexes between groups, never inside one.
+    let _group = store.index.write_group();
     let started = std::time::Instant::now();
     let mut index_done = started;
     // High-water marks as they will be after this group, per stream.
@@ -144,6 +146,18 @@ fn commit_jobs(store: &Store, alerting: &Alerting, jobs: Vec<Job>) {
         store.journal.append(&journal).map_err(|e| e.to_string())?;
         store.index.commit().map_err(|e| e.to_string())?;
         index_done = std::time::Instant::now();
+        // Queued in the meta store, so the flush below makes the pending
+        // analysis durable together with the high-water marks: an
+        // acknowledged mail is always analysed, even after a kill -9.
+        store
+            .analysis
+            .enqueue(
+                journal
+                    .iter()
+                    .filter(|e| crate::analysis::wanted(e))
+                    .map(|e| e.event_id.as_str()),
+            )
+            .map_err(|e| e.to_string())?;
         for ((agent, stream), seq) in &hw {
             store
                 .meta
@@ -178,6 +192,7 @@ fn commit_jobs(store: &Store, alerting: &Alerting, jobs: Vec<Job>) {
                 let _ = job.reply.send(Ok(ack));
             }
             alerting.dispatch(alerts);
+            store.analysis.notify();
         }
         Err(e) => {
             tracing::error!(error = %e, "storing a batch failed; agents will resend it");

@@ -63,6 +63,12 @@ pub async fn serve(
         ))
     });
     let (committer, committer_thread) = Committer::start(store.clone(), alerting.clone())?;
+    let analysis = crate::analysis::worker::Workers::start(
+        store.clone(),
+        alerting.clone(),
+        crate::analysis::Limits::from_config(&cfg.analysis),
+        cfg.analysis.worker_count(),
+    )?;
     // Set when the shutdown signal arrives: Ship streams tell their agents
     // to go away and come back (`Shutdown`).
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
@@ -145,6 +151,8 @@ pub async fn serve(
         .serve_with_incoming_shutdown(crate::listener::incoming(listener, tls.clone()), shutdown)
         .await?;
     tracing::info!("kiroku-collector stopping");
+    // The workers finish the batch in hand; what is left stays queued.
+    tokio::task::spawn_blocking(move || analysis.stop()).await?;
     drop(store);
     // The committer ends once the services (and their handles) are gone.
     let _ = tokio::task::spawn_blocking(move || committer_thread.join()).await;

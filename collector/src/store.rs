@@ -31,6 +31,9 @@ pub struct Store {
     pub blobs: blobs::BlobStore,
     pub meta: meta::MetaStore,
     pub index: index::EventIndex,
+    /// What analysis derived from stored content, and its queue
+    /// (`analysis/store.rs`).
+    pub analysis: crate::analysis::store::AnnotationStore,
     pub audit: audit::AuditLog,
     pub disk: Arc<DiskGuard>,
     /// Space set aside so that queries can still be audited on a full disk.
@@ -53,6 +56,8 @@ impl Store {
         let room = disk.clone();
         index.limit_merges(Arc::new(move || room.headroom()));
         let meta = meta::MetaStore::open(&dir.join("meta"))?;
+        let analysis = crate::analysis::store::AnnotationStore::open(&meta)?;
+        index.set_derived(analysis.derived_source());
         let (audit, opened) = audit::AuditLog::open(&dir.join("audit.log"), meta.audit_head()?)?;
         let store = Store {
             dir: dir.to_owned(),
@@ -60,6 +65,7 @@ impl Store {
             blobs: blobs::BlobStore::open(&dir.join("blobs"))?,
             meta,
             index,
+            analysis,
             audit,
             audit_reserve: AuditReserve::open(dir, disk.clone()),
             disk,

@@ -46,6 +46,23 @@ use schema::Fields;
 pub use schema::{SCHEMA_VERSION, corrected_ms, outcome_name, sha_key};
 pub use stats::{DEFAULT_TOP, GROUP_BYS, Group, GroupBy, MAX_TOP, Stats, StatsQuery, Tally};
 
+/// What the collector derived from an event's content (its annotations,
+/// `analysis/store.rs`), indexed with the event: the hashes of files
+/// inside its attachments go with the attachment hashes, their names with
+/// the attachment names, the derived tags with the tags.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Derived {
+    pub annotations: kiroku_proto::Annotations,
+    /// Text extracted from the event's attachments (the text work of
+    /// issue 17 indexes it).
+    pub texts: Vec<String>,
+}
+
+/// Where the index finds an event's [`Derived`] fields whenever it adds
+/// the event (ingest, re-index after analysis, rebuild): the annotation
+/// store, so a rebuild takes what was derived instead of redoing it.
+pub type DerivedSource = Arc<dyn Fn(&Event) -> Option<Derived> + Send + Sync>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
     #[error("index {path}: {source}")]
@@ -74,6 +91,10 @@ pub struct EventIndex {
     /// The collector's `internal_domains`, read by every query that asks
     /// for internal or external mail (see `index/mailflow.rs`).
     internal: RwLock<Arc<InternalDomains>>,
+    /// Held by whoever adds and commits a group (the committer, the
+    /// analysis worker's re-index), so one's rollback never drops the
+    /// other's additions and neither commits the other's half-done group.
+    group: Mutex<()>,
 }
 
 /// What serves queries and what new events go into.
@@ -126,6 +147,7 @@ impl EventIndex {
         Ok(EventIndex {
             shared: Arc::new(rebuild::Shared::open(path)?),
             internal: RwLock::default(),
+            group: Mutex::new(()),
         })
     }
 
@@ -136,6 +158,7 @@ impl EventIndex {
         Ok(EventIndex {
             shared: Arc::new(rebuild::Shared::new(path, one)),
             internal: RwLock::default(),
+            group: Mutex::new(()),
         })
     }
 
@@ -258,10 +281,23 @@ impl EventIndex {
         }
     }
 
-    /// Adds events (replacing any with the same id). Not visible or durable
-    /// until [`EventIndex::commit`].
+    /// Adds events (replacing any with the same id), each with its derived
+    /// fields ([`EventIndex::set_derived`]). Not visible or durable until
+    /// [`EventIndex::commit`].
     pub fn add(&self, events: &[Event]) -> Result<(), IndexError> {
-        self.writing(|ix| ix.add(events))
+        let derive = self.shared.derived();
+        self.writing(|ix| ix.add(events, derive.as_ref()))
+    }
+
+    /// Sets where the derived fields of each added event come from.
+    pub fn set_derived(&self, source: DerivedSource) {
+        self.shared.set_derived(source);
+    }
+
+    /// The lock of a group of adds and its commit (or rollback); see
+    /// `group`.
+    pub fn write_group(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.group.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Durable commit (tantivy fsyncs), then makes the new events searchable.
@@ -534,14 +570,21 @@ impl TantivyIndex {
         }
     }
 
-    fn add(&self, events: &[Event]) -> Result<(), IndexError> {
-        self.with_writer(|w| self.add_with(w, events))
+    fn add(&self, events: &[Event], derive: Option<&DerivedSource>) -> Result<(), IndexError> {
+        self.with_writer(|w| self.add_with(w, events, derive))
     }
 
-    fn add_with(&self, w: &mut IndexWriter, events: &[Event]) -> Result<(), IndexError> {
+    fn add_with(
+        &self,
+        w: &mut IndexWriter,
+        events: &[Event],
+        derive: Option<&DerivedSource>,
+    ) -> Result<(), IndexError> {
         for e in events {
+            let derived = derive.and_then(|d| d(e));
             w.delete_term(Term::from_field_text(self.f.event_id, &e.event_id));
-            w.add_document(self.document(e)).map_err(|e| self.terr(e))?;
+            w.add_document(self.document(e, derived.as_ref()))
+                .map_err(|e| self.terr(e))?;
         }
         Ok(())
     }

@@ -301,6 +301,20 @@ pub fn rebuild_index(idir: &Path, jdir: &Path, quiet: bool) -> anyhow::Result<u6
             .with_context(|| format!("removing {}", fresh_path.display()))?;
     }
     let fresh = EventIndex::create(&fresh_path)?;
+    // The analysis' derived fields come from the annotations in the meta
+    // store (closed again before the meta check runs); without it the
+    // index is rebuilt without them, and `reanalyse` brings them back.
+    let meta = idir
+        .parent()
+        .map(|d| d.join("meta"))
+        .filter(|m| m.exists())
+        .and_then(|m| super::meta::MetaStore::open(&m).ok());
+    if let Some(a) = meta
+        .as_ref()
+        .and_then(|m| crate::analysis::store::AnnotationStore::open(m).ok())
+    {
+        fresh.set_derived(a.derived_source());
+    }
     let pb = bar(journal_bytes(jdir), "index", quiet);
     let mut batch = Vec::new();
     let mut failed = None;
@@ -323,6 +337,7 @@ pub fn rebuild_index(idir: &Path, jdir: &Path, quiet: bool) -> anyhow::Result<u6
     fresh.add(&batch)?;
     fresh.commit()?;
     pb.finish_and_clear();
+    drop(meta);
     let n = fresh.count();
     // Its merges finish before the directory moves.
     fresh.close_after_merges()?;

@@ -37,7 +37,9 @@ use std::time::{Duration, Instant};
 use kiroku_proto::Event;
 
 use super::super::journal::{self, Journal, Position};
-use super::{EventIndex, Headroom, IndexError, Indexes, SCHEMA_VERSION, TantivyIndex};
+use super::{
+    DerivedSource, EventIndex, Headroom, IndexError, Indexes, SCHEMA_VERSION, TantivyIndex,
+};
 
 /// The file in an index directory that holds its schema version.
 const VERSION_FILE: &str = "kiroku-schema";
@@ -184,6 +186,9 @@ pub(super) struct Shared {
     path: PathBuf,
     pub(super) indexes: RwLock<Indexes>,
     pub(super) headroom: Mutex<Option<Headroom>>,
+    /// Where every index (the one being rebuilt too) gets an event's
+    /// derived fields: the annotation store, never a new analysis.
+    derived: RwLock<Option<DerivedSource>>,
     status: Mutex<Option<RebuildStatus>>,
     stop: AtomicBool,
     /// Set while the switch runs: adds and commits wait for it (see
@@ -200,6 +205,7 @@ impl Shared {
                 building: None,
             }),
             headroom: Mutex::new(None),
+            derived: RwLock::new(None),
             status: Mutex::new(None),
             stop: AtomicBool::new(false),
             switching: AtomicBool::new(false),
@@ -226,6 +232,17 @@ impl Shared {
             "the index was written under another schema: it serves queries as it is while its successor is rebuilt from the journal"
         );
         Ok(Shared::new(path, old))
+    }
+
+    pub(super) fn derived(&self) -> Option<DerivedSource> {
+        self.derived
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(super) fn set_derived(&self, source: DerivedSource) {
+        *self.derived.write().unwrap_or_else(|p| p.into_inner()) = Some(source);
     }
 
     pub(super) fn status(&self) -> Option<RebuildStatus> {
@@ -427,9 +444,14 @@ impl TantivyIndex {
     /// Adds a batch from the journal and commits it with the progress it
     /// reached, under one hold of the writer (a rollback of the
     /// committer's cannot drop it in between).
-    fn add_and_commit(&self, events: &[Event], progress: &Progress) -> Result<(), IndexError> {
+    fn add_and_commit(
+        &self,
+        events: &[Event],
+        progress: &Progress,
+        derive: Option<&DerivedSource>,
+    ) -> Result<(), IndexError> {
         self.with_writer(|w| {
-            self.add_with(w, events)?;
+            self.add_with(w, events, derive)?;
             self.set_progress(progress);
             self.commit_with(w)
         })?;
@@ -532,7 +554,8 @@ impl Job {
             events: self.progress.events + events.len() as u64,
             complete: false,
         };
-        self.building.add_and_commit(&events, &progress)?;
+        self.building
+            .add_and_commit(&events, &progress, shared.derived().as_ref())?;
         self.progress = progress;
         Ok(Step::Batch)
     }
@@ -668,6 +691,7 @@ fn carry_over(shared: &Shared, building: &TantivyIndex) -> Result<u64, IndexErro
     let fresh = building.reader.searcher();
     let searcher = old.reader.searcher();
     let (mut batch, mut copied) = (Vec::new(), 0u64);
+    let derive = shared.derived();
     for seg in searcher.segment_readers() {
         let ids = seg.inverted_index(old.f.event_id).map_err(terr)?;
         let mut terms = ids.terms().stream().map_err(io)?;
@@ -683,14 +707,14 @@ fn carry_over(shared: &Shared, building: &TantivyIndex) -> Result<u64, IndexErro
                 batch.push(e);
             }
             if batch.len() >= 10_000 {
-                building.add(&batch)?;
+                building.add(&batch, derive.as_ref())?;
                 copied += batch.len() as u64;
                 batch.clear();
             }
         }
     }
     if !batch.is_empty() {
-        building.add(&batch)?;
+        building.add(&batch, derive.as_ref())?;
         copied += batch.len() as u64;
     }
     if copied > 0 {

@@ -22,7 +22,7 @@ use tantivy::schema::{
 /// columns.
 pub const SCHEMA_VERSION: u32 = 2;
 
-use super::{TantivyIndex, analyzer, exfil, mailflow, stats};
+use super::{Derived, TantivyIndex, analyzer, exfil, mailflow, stats};
 
 #[derive(Clone, Copy)]
 pub(super) struct Fields {
@@ -263,7 +263,7 @@ impl<'a> FieldSource<'a> {
 }
 
 impl TantivyIndex {
-    pub(super) fn document(&self, e: &Event) -> TantivyDocument {
+    pub(super) fn document(&self, e: &Event, derived: Option<&Derived>) -> TantivyDocument {
         let f = &self.f;
         let mut d = TantivyDocument::default();
         d.add_text(f.event_id, &e.event_id);
@@ -362,9 +362,35 @@ impl TantivyIndex {
             }
             _ => {}
         }
+        if let Some(x) = derived {
+            add_derived(f, &mut d, x);
+        }
         exfil::add_fields(f, &mut d, &crate::investigate::exfil_files(e));
         stats::add_fields(&f.stats, &mut d, e);
         d.add_bytes(f.event, &e.encode_to_vec());
         d
+    }
+}
+
+/// The derived fields of an event (its annotations): files found inside
+/// its attachments searchable by hash and name like attachments, the
+/// collector's derived tags like tags.
+fn add_derived(f: &Fields, d: &mut TantivyDocument, x: &Derived) {
+    for t in &x.annotations.tags {
+        d.add_text(f.tag, t);
+    }
+    for a in &x.annotations.attachments {
+        if !a.path.is_empty() {
+            d.add_text(f.attachment_name, &a.name);
+            if !a.sha256.is_empty() {
+                d.add_bytes(f.sha256, &sha_key(&a.sha256));
+            }
+        }
+        for m in &a.members {
+            d.add_text(f.attachment_name, &m.path);
+            if !m.sha256.is_empty() {
+                d.add_bytes(f.sha256, &sha_key(&m.sha256));
+            }
+        }
     }
 }

@@ -1,0 +1,227 @@
+//! The analysis workers: a small pool of threads that takes queued events
+//! off the annotation store's queue, analyses them, and re-indexes them
+//! with their derived fields, off the ingest path.
+//!
+//! Per batch: take up to [`BATCH`] queued events not taken by another
+//! worker; for each, skip the analysis when its annotations are of the
+//! current version (a crash after they were stored, a resent event) or
+//! run [`analyse`](super::analyse), evaluate the sensitive-content rules
+//! on what it found, and store the annotations; then re-index the batch
+//! under the index's group lock and commit; then remove the queue entries
+//! and flush the meta store; then hand the alerts to the notifiers. A
+//! crash anywhere before the flush leaves the entries queued: the next
+//! start redoes them (without firing twice: the alerts are logged in the
+//! same flush as the annotations that mark the work done).
+//!
+//! A failure of the store (full disk, I/O error) leaves the batch queued
+//! and pauses the worker ([`RETRY`]); it resumes by itself.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kiroku_proto::Event;
+
+use super::store::Pending;
+use super::{Limits, VERSION, analyse};
+use crate::alerts::Alerting;
+use crate::store::Store;
+
+/// Events one worker takes at a time (one index commit).
+pub const BATCH: usize = 32;
+/// Pause after a failure of the store or index.
+const RETRY: Duration = Duration::from_secs(10);
+/// Progress is logged this often while events wait.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// What the pool has done since the collector started.
+#[derive(Default)]
+pub struct Progress {
+    pub analysed: AtomicU64,
+    pub reindexed: AtomicU64,
+    pub failed_batches: AtomicU64,
+}
+
+/// The running pool; stops its threads when dropped (after their batch).
+pub struct Workers {
+    shared: Arc<Shared>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+struct Shared {
+    store: Arc<Store>,
+    alerting: Arc<Alerting>,
+    limits: Limits,
+    busy: Mutex<HashSet<String>>,
+    stop: AtomicBool,
+    progress: Progress,
+    last_log: Mutex<Instant>,
+}
+
+impl Workers {
+    /// Starts `n` worker threads (at least one).
+    pub fn start(
+        store: Arc<Store>,
+        alerting: Arc<Alerting>,
+        limits: Limits,
+        n: usize,
+    ) -> std::io::Result<Workers> {
+        let shared = Arc::new(Shared {
+            store,
+            alerting,
+            limits,
+            busy: Mutex::default(),
+            stop: AtomicBool::new(false),
+            progress: Progress::default(),
+            last_log: Mutex::new(Instant::now()),
+        });
+        let pending = shared.store.analysis.pending();
+        tracing::info!(
+            workers = n.max(1),
+            pending,
+            version = VERSION,
+            "analysis workers started"
+        );
+        let mut threads = Vec::new();
+        for i in 0..n.max(1) {
+            let s = shared.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("analysis-{i}"))
+                    .spawn(move || run(&s))?,
+            );
+        }
+        Ok(Workers { shared, threads })
+    }
+
+    /// Events analysed and re-indexed so far, and waiting.
+    pub fn status(&self) -> (u64, usize) {
+        (
+            self.shared.progress.analysed.load(Ordering::Relaxed),
+            self.shared.store.analysis.pending(),
+        )
+    }
+
+    /// Stops the threads after the batch in hand and waits for them.
+    pub fn stop(mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.store.analysis.notify();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.store.analysis.notify();
+    }
+}
+
+fn run(s: &Shared) {
+    while !s.stop.load(Ordering::SeqCst) {
+        let batch = match take(s) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "analysis queue not readable; retrying in {} s", RETRY.as_secs());
+                s.store.analysis.wait(RETRY);
+                continue;
+            }
+        };
+        if batch.is_empty() {
+            s.store.analysis.wait(Duration::from_secs(1));
+            continue;
+        }
+        let result = process(s, &batch);
+        release(s, &batch);
+        if let Err(e) = result {
+            s.progress.failed_batches.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %e, events = batch.len(), "analysis batch failed; it stays queued and is retried in {} s", RETRY.as_secs());
+            s.store.exit_if_meta_failed();
+            s.store.analysis.wait(RETRY);
+        }
+        log_progress(s);
+    }
+}
+
+/// Takes a batch of queued events no other worker holds.
+fn take(s: &Shared) -> Result<Vec<Pending>, super::store::AnnotationError> {
+    let mut busy = s.busy.lock().unwrap_or_else(|p| p.into_inner());
+    let batch = s.store.analysis.next_batch(BATCH, &busy)?;
+    busy.extend(batch.iter().map(|p| p.event_id.clone()));
+    Ok(batch)
+}
+
+fn release(s: &Shared, batch: &[Pending]) {
+    let mut busy = s.busy.lock().unwrap_or_else(|p| p.into_inner());
+    for p in batch {
+        busy.remove(&p.event_id);
+    }
+}
+
+fn log_progress(s: &Shared) {
+    let mut last = s.last_log.lock().unwrap_or_else(|p| p.into_inner());
+    if last.elapsed() < LOG_EVERY {
+        return;
+    }
+    *last = Instant::now();
+    let pending = s.store.analysis.pending();
+    tracing::info!(
+        analysed = s.progress.analysed.load(Ordering::Relaxed),
+        reindexed = s.progress.reindexed.load(Ordering::Relaxed),
+        pending,
+        "analysis progress"
+    );
+}
+
+/// Analyses (or finds analysed) and re-indexes one batch; see the module
+/// documentation for the order.
+fn process(s: &Shared, batch: &[Pending]) -> anyhow::Result<()> {
+    let mut events: Vec<Event> = Vec::new();
+    let mut alerts = Vec::new();
+    for p in batch {
+        let Some(e) = s.store.index.get(&p.event_id)? else {
+            tracing::warn!(event_id = %p.event_id, "queued for analysis but not in the index; skipped (a rebuild or `reanalyse` brings it back)");
+            continue;
+        };
+        let current = s
+            .store
+            .analysis
+            .annotations(&e.event_id)?
+            .is_some_and(|a| a.version == VERSION);
+        if !current {
+            let mut ann = analyse(&e, &s.store.blobs, &s.store.analysis, &s.limits)?;
+            alerts.extend(
+                s.alerting
+                    .evaluate_derived(&e, &mut ann)
+                    .map_err(anyhow::Error::msg)?,
+            );
+            s.store.analysis.put_annotations(&ann)?;
+            s.progress.analysed.fetch_add(1, Ordering::Relaxed);
+        }
+        events.push(e);
+    }
+    let indexed = {
+        let _group = s.store.index.write_group();
+        s.store
+            .index
+            .add(&events)
+            .and_then(|()| s.store.index.commit())
+            .inspect_err(|_| {
+                let _ = s.store.index.rollback();
+            })
+    };
+    if let Err(e) = indexed {
+        s.alerting.discard(&alerts);
+        return Err(e.into());
+    }
+    s.progress
+        .reindexed
+        .fetch_add(events.len() as u64, Ordering::Relaxed);
+    s.store.analysis.done(batch)?;
+    s.store.meta.flush()?;
+    s.alerting.dispatch(alerts);
+    Ok(())
+}
