@@ -7,7 +7,20 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use kiroku_collector::analysis::text::{EXTRACTED, TextLimits, extract};
+use kiroku_collector::analysis::text::{EXTRACTED, TextLimits};
+
+/// `text::extract` as the dispatcher calls it: with the type detected
+/// from the bytes.
+fn extract(
+    data: &[u8],
+    name: &str,
+    declared: &str,
+    _detected: &str,
+    limits: &TextLimits,
+) -> kiroku_collector::analysis::text::Extracted {
+    let detected = kiroku_collector::analysis::types::detect(data);
+    kiroku_collector::analysis::text::extract(data, name, declared, detected, limits)
+}
 
 fn limits() -> TextLimits {
     TextLimits {

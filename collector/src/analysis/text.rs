@@ -6,9 +6,10 @@
 //! mark, UTF-8, else the charset chardetng detects — Shift_JIS, EUC-JP and
 //! ISO-2022-JP included), HTML (its text, without markup, scripts and
 //! styles), PDF, DOCX, PPTX, XLSX and the legacy XLS. The format is taken
-//! from the bytes first (`%PDF-`, a ZIP holding an Office document, an OLE
-//! compound file); names and declared types only decide between plain
-//! text, HTML and nothing, which have no signature.
+//! from the bytes first (`%PDF-`, a ZIP holding an Office document's main
+//! part, an OLE compound file that its type or name calls a workbook);
+//! names and types otherwise only decide between plain text, HTML and
+//! nothing, which have no signature.
 //!
 //! Bounds, per attachment ([`TextLimits`]): an attachment over
 //! `max_input_bytes` is not read (plain text: only its beginning); the text
@@ -107,7 +108,8 @@ pub enum Format {
     Plain,
     Html,
     Pdf,
-    /// A ZIP: DOCX, PPTX or XLSX by the parts it holds, else no text.
+    /// A ZIP said to be an Office document: DOCX, PPTX or XLSX by the
+    /// parts it holds, else no text.
     Ooxml,
     /// An OLE compound file that claims to be an Excel 97–2003 workbook.
     Xls,
@@ -147,15 +149,28 @@ impl Format {
         if memchr::memmem::find(head, b"%PDF-").is_some() {
             return Some(Format::Pdf);
         }
-        if data.starts_with(b"PK\x03\x04") {
-            return Some(Format::Ooxml);
-        }
         let ext = name
             .rsplit_once('.')
             .map(|(_, e)| e.to_ascii_lowercase())
             .unwrap_or_default();
         let types = [mime_essence(declared_type), mime_essence(detected_type)];
         let is_type = |t: &str| types.iter().any(|x| x == t);
+        if data.starts_with(b"PK\x03\x04") {
+            // A ZIP is read when it holds the main part of an Office
+            // document: part names are stored uncompressed, so a scan of
+            // the bytes finds them without opening the ZIP here (nor
+            // trusting the name, or `infer`, which looks at the first
+            // entries only and calls many real DOCX files a ZIP). A plain
+            // archive (listed by analysis/archive.rs) costs no reader.
+            let office = [
+                "word/document.xml",
+                "xl/workbook.xml",
+                "ppt/presentation.xml",
+            ]
+            .iter()
+            .any(|part| memchr::memmem::find(data, part.as_bytes()).is_some());
+            return office.then_some(Format::Ooxml);
+        }
         if data.starts_with(OLE) {
             // Word 97 documents, Outlook items and PowerPoint decks are OLE
             // files too; only a workbook is read.
