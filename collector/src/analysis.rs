@@ -27,6 +27,7 @@
 pub mod archive;
 pub mod crypto;
 pub mod read;
+pub mod reanalyse;
 pub mod store;
 pub mod text;
 pub mod tnef;
@@ -180,6 +181,17 @@ pub fn analyse(
             att.filename.clone()
         };
         run.file(&name, &att.content_type, &att.sha256, content, "", 0)?;
+    }
+    // An attached mail the record does not list (a message/rfc822 part
+    // without a disposition or name) is opened all the same: what it
+    // carries must not escape the record by how it is attached.
+    let listed: BTreeSet<&str> = m.attachments.iter().map(|a| a.sha256.as_str()).collect();
+    for leaf in &walked.leaves {
+        if leaf.content_type == types::MESSAGE && !listed.contains(leaf.sha256.as_str()) {
+            let name = message_name(&read::subject(leaf.content.head()));
+            let content = Some(leaf.content.clone());
+            run.file(&name, types::MESSAGE, &leaf.sha256, content, "", 0)?;
+        }
     }
     let mut out = run.out;
     out.tags = run.tags.into_iter().collect();

@@ -32,6 +32,23 @@ enum Cmd {
         #[arg(long)]
         rebuild_index: bool,
     },
+    /// Apply the current analysis (attached mail, TNEF, archives, types,
+    /// S/MIME and PGP, attachment text) to mail already stored, with the
+    /// collector stopped. Resumable: mail already analysed by this version
+    /// is skipped, and what an interrupted run left queued the collector
+    /// finishes at its next start.
+    Reanalyse {
+        /// From this time (RFC 3339, or a date: midnight UTC); default: the
+        /// beginning.
+        #[arg(long)]
+        from: Option<String>,
+        /// Up to this time, excluded; default: now.
+        #[arg(long)]
+        to: Option<String>,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -50,8 +67,10 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    if let Some(Cmd::Repair { rebuild_index }) = cli.cmd {
-        return repair(&cfg, rebuild_index);
+    match cli.cmd {
+        Some(Cmd::Repair { rebuild_index }) => return repair(&cfg, rebuild_index),
+        Some(Cmd::Reanalyse { from, to, quiet }) => return reanalyse(&cfg, from, to, quiet),
+        None => {}
     }
     if cli.check {
         if let Some(a) = &cfg.alerts
@@ -87,19 +106,67 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// Whether something listens on the collector's address: a running
+/// collector holds the metadata store's lock, so `repair` and
+/// `reanalyse` refuse to run under it.
+fn collector_running(cfg: &kiroku_collector::CollectorConfig, what: &str) -> bool {
+    let up =
+        std::net::TcpStream::connect_timeout(&cfg.listen, std::time::Duration::from_millis(300))
+            .is_ok();
+    if up {
+        eprintln!(
+            "kiroku-collector: something is listening on {} (the collector?); stop it before {what} {}",
+            cfg.listen,
+            cfg.data_dir.display()
+        );
+    }
+    up
+}
+
+fn reanalyse(
+    cfg: &kiroku_collector::CollectorConfig,
+    from: Option<String>,
+    to: Option<String>,
+    quiet: bool,
+) -> std::process::ExitCode {
+    use kiroku_collector::analysis::reanalyse;
+    if collector_running(cfg, "reanalysing") {
+        return std::process::ExitCode::from(2);
+    }
+    let parse =
+        |s: Option<String>, default: i64| s.map_or(Ok(default), |s| reanalyse::parse_time(&s));
+    let (from_ms, to_ms) = match (parse(from, i64::MIN), parse(to, kiroku_common::now_ms())) {
+        (Ok(f), Ok(t)) => (f, t),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("kiroku-collector: reanalyse: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match reanalyse::run(&cfg.data_dir, &cfg.analysis, from_ms, to_ms, quiet) {
+        Ok(r) => {
+            println!(
+                "reanalysed {} mails of {} in the range ({} were already analysed by analysis version {})",
+                r.analysed,
+                r.in_range,
+                r.up_to_date,
+                kiroku_collector::analysis::VERSION
+            );
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!(
+                "kiroku-collector: reanalyse of {} failed: {e:#}",
+                cfg.data_dir.display()
+            );
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 fn repair(cfg: &kiroku_collector::CollectorConfig, rebuild_index: bool) -> std::process::ExitCode {
     use kiroku_collector::store::repair;
     let dir = &cfg.data_dir;
-    // A running collector holds the metadata store's lock: refuse to repair
-    // under it.
-    if std::net::TcpStream::connect_timeout(&cfg.listen, std::time::Duration::from_millis(300))
-        .is_ok()
-    {
-        eprintln!(
-            "kiroku-collector: something is listening on {} (the collector?); stop it before repairing {}",
-            cfg.listen,
-            dir.display()
-        );
+    if collector_running(cfg, "repairing") {
         return std::process::ExitCode::from(2);
     }
     eprintln!("repairing {}", dir.display());

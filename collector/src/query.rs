@@ -402,6 +402,7 @@ impl Query for QueryService {
                 message: r.describe(),
                 reason: r.reason,
             }),
+            analysis: Some(self.store.analysis.status()),
         }))
     }
 
@@ -548,13 +549,28 @@ impl Query for QueryService {
         &self,
         req: Request<GetAnnotationsRequest>,
     ) -> Result<Response<Annotations>, Status> {
-        auth::caller(&req)?;
-        // Issue 17's collector analysis fills this in; until it lands no
-        // event has annotations.
-        Ok(Response::new(Annotations {
-            event_id: req.into_inner().event_id,
+        let who = auth::caller(&req)?;
+        let id = req.into_inner().event_id;
+        let filter = format!("event_id: {id:?}");
+        if let Err(st) = event_id_arg(&id) {
+            return Err(self.refuse(&who, "GetAnnotations", filter, st).await);
+        }
+        self.audit(&who, "GetAnnotations", filter, 1).await?;
+        let id2 = id.clone();
+        let found = self
+            .blocking(move |s| {
+                s.analysis.annotations(&id2).map_err(|e| {
+                    tracing::error!(error = %e, "reading annotations failed");
+                    s.exit_if_meta_failed();
+                    Status::internal(e.to_string())
+                })
+            })
+            .await?;
+        // Nothing yet (not analysed, or not a mail): empty, with the id.
+        Ok(Response::new(found.unwrap_or(Annotations {
+            event_id: id,
             ..Default::default()
-        }))
+        })))
     }
 
     async fn aggregate(

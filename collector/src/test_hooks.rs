@@ -45,3 +45,22 @@ pub fn rebuild_delay() -> Option<std::time::Duration> {
     #[cfg(not(feature = "test-hooks"))]
     None
 }
+
+/// Analysis held back: the workers take nothing from the queue
+/// (`KIROKU_TEST_ANALYSIS_PAUSED=1`), so a test can kill the collector
+/// while mail waits for analysis; false in production builds.
+pub fn analysis_paused() -> bool {
+    #[cfg(feature = "test-hooks")]
+    {
+        const NAME: &str = "KIROKU_TEST_ANALYSIS_PAUSED";
+        let on = std::env::var(NAME).is_ok_and(|v| v.trim() == "1");
+        if on {
+            tracing::error!(
+                "TEST HOOK ACTIVE: {NAME} is set, analysis of stored mail is held back deliberately (test build only)"
+            );
+        }
+        on
+    }
+    #[cfg(not(feature = "test-hooks"))]
+    false
+}

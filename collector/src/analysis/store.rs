@@ -78,6 +78,18 @@ pub struct AnnotationStore {
     next: Arc<AtomicU64>,
     /// Bumped by every enqueue; the worker waits on it when idle.
     wake: Arc<(Mutex<u64>, Condvar)>,
+    /// What the workers did since the collector started.
+    pub progress: Arc<Progress>,
+}
+
+/// What the analysis workers did since the collector started (`kiroku
+/// hosts`, the log).
+#[derive(Default)]
+pub struct Progress {
+    pub analysed: AtomicU64,
+    pub reindexed: AtomicU64,
+    pub failed_batches: AtomicU64,
+    pub workers: AtomicU64,
 }
 
 impl AnnotationStore {
@@ -95,6 +107,7 @@ impl AnnotationStore {
             queue,
             next: Arc::new(AtomicU64::new(next)),
             wake: Arc::default(),
+            progress: Arc::default(),
         })
     }
 
@@ -252,6 +265,32 @@ impl AnnotationStore {
         let _ = c.wait_timeout_while(g, timeout, |n| *n == seen);
     }
 
+    /// Where the analysis stands, for `ListHosts`.
+    pub fn status(&self) -> kiroku_proto::AnalysisStatus {
+        let p = &self.progress;
+        let pending = self.pending() as u64;
+        let analysed = p.analysed.load(Ordering::Relaxed);
+        let failed_batches = p.failed_batches.load(Ordering::Relaxed);
+        let workers = p.workers.load(Ordering::Relaxed) as u32;
+        let mut message = format!(
+            "analysis (version {}): {pending} mails waiting, {analysed} analysed since start, {workers} workers",
+            super::VERSION
+        );
+        if failed_batches > 0 {
+            message.push_str(&format!(
+                "; {failed_batches} batches failed and were retried (see the collector's log)"
+            ));
+        }
+        kiroku_proto::AnalysisStatus {
+            pending,
+            analysed,
+            failed_batches,
+            version: super::VERSION,
+            workers,
+            message,
+        }
+    }
+
     /// Events waiting for analysis.
     pub fn pending(&self) -> usize {
         self.queue.len()
@@ -367,7 +406,16 @@ mod tests {
             s.done(&got[..1]).expect("done");
             meta.flush().expect("flush");
         }
-        let meta = MetaStore::open(&dir.path().join("meta")).expect("meta");
+        // sled's flusher thread can hold the database's lock a moment
+        // after the last handle is dropped.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let meta = loop {
+            match MetaStore::open(&dir.path().join("meta")) {
+                Ok(m) => break m,
+                Err(e) if std::time::Instant::now() > deadline => panic!("reopening: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        };
         let s = AnnotationStore::open(&meta).expect("store");
         assert_eq!(s.pending(), 2);
         s.enqueue(["e4"]).expect("enqueue");

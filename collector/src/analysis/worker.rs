@@ -17,7 +17,7 @@
 //! and pauses the worker ([`RETRY`]); it resumes by itself.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,14 +35,6 @@ const RETRY: Duration = Duration::from_secs(10);
 /// Progress is logged this often while events wait.
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// What the pool has done since the collector started.
-#[derive(Default)]
-pub struct Progress {
-    pub analysed: AtomicU64,
-    pub reindexed: AtomicU64,
-    pub failed_batches: AtomicU64,
-}
-
 /// The running pool; stops its threads when dropped (after their batch).
 pub struct Workers {
     shared: Arc<Shared>,
@@ -55,7 +47,6 @@ struct Shared {
     limits: Limits,
     busy: Mutex<HashSet<String>>,
     stop: AtomicBool,
-    progress: Progress,
     last_log: Mutex<Instant>,
 }
 
@@ -73,7 +64,6 @@ impl Workers {
             limits,
             busy: Mutex::default(),
             stop: AtomicBool::new(false),
-            progress: Progress::default(),
             last_log: Mutex::new(Instant::now()),
         });
         let pending = shared.store.analysis.pending();
@@ -83,6 +73,12 @@ impl Workers {
             version = VERSION,
             "analysis workers started"
         );
+        shared
+            .store
+            .analysis
+            .progress
+            .workers
+            .store(n.max(1) as u64, Ordering::Relaxed);
         let mut threads = Vec::new();
         for i in 0..n.max(1) {
             let s = shared.clone();
@@ -98,7 +94,12 @@ impl Workers {
     /// Events analysed and re-indexed so far, and waiting.
     pub fn status(&self) -> (u64, usize) {
         (
-            self.shared.progress.analysed.load(Ordering::Relaxed),
+            self.shared
+                .store
+                .analysis
+                .progress
+                .analysed
+                .load(Ordering::Relaxed),
             self.shared.store.analysis.pending(),
         )
     }
@@ -110,6 +111,12 @@ impl Workers {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+        self.shared
+            .store
+            .analysis
+            .progress
+            .workers
+            .store(0, Ordering::Relaxed);
     }
 }
 
@@ -121,6 +128,12 @@ impl Drop for Workers {
 }
 
 fn run(s: &Shared) {
+    if crate::test_hooks::analysis_paused() {
+        while !s.stop.load(Ordering::SeqCst) {
+            s.store.analysis.wait(Duration::from_millis(200));
+        }
+        return;
+    }
     while !s.stop.load(Ordering::SeqCst) {
         let batch = match take(s) {
             Ok(b) => b,
@@ -137,7 +150,11 @@ fn run(s: &Shared) {
         let result = process(s, &batch);
         release(s, &batch);
         if let Err(e) = result {
-            s.progress.failed_batches.fetch_add(1, Ordering::Relaxed);
+            s.store
+                .analysis
+                .progress
+                .failed_batches
+                .fetch_add(1, Ordering::Relaxed);
             tracing::error!(error = %e, events = batch.len(), "analysis batch failed; it stays queued and is retried in {} s", RETRY.as_secs());
             s.store.exit_if_meta_failed();
             s.store.analysis.wait(RETRY);
@@ -169,8 +186,8 @@ fn log_progress(s: &Shared) {
     *last = Instant::now();
     let pending = s.store.analysis.pending();
     tracing::info!(
-        analysed = s.progress.analysed.load(Ordering::Relaxed),
-        reindexed = s.progress.reindexed.load(Ordering::Relaxed),
+        analysed = s.store.analysis.progress.analysed.load(Ordering::Relaxed),
+        reindexed = s.store.analysis.progress.reindexed.load(Ordering::Relaxed),
         pending,
         "analysis progress"
     );
@@ -186,12 +203,9 @@ fn process(s: &Shared, batch: &[Pending]) -> anyhow::Result<()> {
             tracing::warn!(event_id = %p.event_id, "queued for analysis but not in the index; skipped (a rebuild or `reanalyse` brings it back)");
             continue;
         };
-        let current = s
-            .store
-            .analysis
-            .annotations(&e.event_id)?
-            .is_some_and(|a| a.version == VERSION);
-        if !current {
+        let before = s.store.analysis.annotations(&e.event_id)?;
+        let mut indexed = before.as_ref().is_some_and(adds_to_index);
+        if before.is_none_or(|a| a.version != VERSION) {
             let mut ann = analyse(&e, &s.store.blobs, &s.store.analysis, &s.limits)?;
             alerts.extend(
                 s.alerting
@@ -199,11 +213,23 @@ fn process(s: &Shared, batch: &[Pending]) -> anyhow::Result<()> {
                     .map_err(anyhow::Error::msg)?,
             );
             s.store.analysis.put_annotations(&ann)?;
-            s.progress.analysed.fetch_add(1, Ordering::Relaxed);
+            s.store
+                .analysis
+                .progress
+                .analysed
+                .fetch_add(1, Ordering::Relaxed);
+            indexed |= adds_to_index(&ann);
         }
-        events.push(e);
+        // A mail in which analysis found nothing to index (no file inside
+        // an attachment, no derived tag, no text) keeps the document it
+        // was indexed with at ingest: no second add and commit for it.
+        if indexed {
+            events.push(e);
+        }
     }
-    let indexed = {
+    let indexed = if events.is_empty() {
+        Ok(())
+    } else {
         let _group = s.store.index.write_group();
         s.store
             .index
@@ -217,11 +243,22 @@ fn process(s: &Shared, batch: &[Pending]) -> anyhow::Result<()> {
         s.alerting.discard(&alerts);
         return Err(e.into());
     }
-    s.progress
+    s.store
+        .analysis
+        .progress
         .reindexed
         .fetch_add(events.len() as u64, Ordering::Relaxed);
     s.store.analysis.done(batch)?;
     s.store.meta.flush()?;
     s.alerting.dispatch(alerts);
     Ok(())
+}
+
+/// Whether annotations add anything to the event's index document (see
+/// `store::index::schema::add_derived`).
+fn adds_to_index(a: &kiroku_proto::Annotations) -> bool {
+    !a.tags.is_empty()
+        || a.attachments
+            .iter()
+            .any(|f| !f.path.is_empty() || !f.members.is_empty() || f.text_bytes > 0)
 }

@@ -101,7 +101,7 @@ pub struct ExfilArgs {
 }
 
 /// What an event did with the content, in one line.
-fn what(e: &Event, sha: &str) -> String {
+fn what(e: &Event, sha: &str, inside: &[String]) -> String {
     match &e.kind {
         Some(Kind::Email(m)) => {
             let to: Vec<&str> = m.rcpt_to.iter().map(|r| r.address.as_str()).collect();
@@ -114,6 +114,7 @@ fn what(e: &Event, sha: &str) -> String {
             if m.raw_sha256 == sha {
                 names.push("(the raw message)");
             }
+            names.extend(inside.iter().map(|p| p.as_str()));
             format!(
                 "mail {} → {}: {} [{}]",
                 m.mail_from,
@@ -140,6 +141,36 @@ fn what(e: &Event, sha: &str) -> String {
     }
 }
 
+/// Where `sha` sits inside a mail's attachments when it is none of them
+/// (a file in an attached mail, TNEF or an archive), from the mail's
+/// annotations.
+async fn inside(
+    q: &mut kiroku_proto::query_client::QueryClient<tonic::transport::Channel>,
+    e: &Event,
+    sha: &str,
+) -> anyhow::Result<Vec<String>> {
+    let Some(Kind::Email(m)) = &e.kind else {
+        return Ok(Vec::new());
+    };
+    if m.raw_sha256 == sha || m.attachments.iter().any(|a| a.sha256 == sha) {
+        return Ok(Vec::new());
+    }
+    let a = match q
+        .get_annotations(kiroku_proto::GetAnnotationsRequest {
+            event_id: e.event_id.clone(),
+        })
+        .await
+    {
+        Ok(a) => a.into_inner(),
+        Err(s) if s.code() == tonic::Code::Unimplemented => return Ok(Vec::new()),
+        Err(s) => return Err(s.into()),
+    };
+    Ok(crate::annotations::paths_with(&a, sha)
+        .into_iter()
+        .map(|p| format!("inside {p}"))
+        .collect())
+}
+
 pub async fn trace(connect: &ConnectArgs, a: TraceArgs, zone: &Zone) -> anyhow::Result<()> {
     let sha = a.sha256.trim().to_lowercase();
     let mut q = connect.query().await?;
@@ -160,6 +191,7 @@ pub async fn trace(connect: &ConnectArgs, a: TraceArgs, zone: &Zone) -> anyhow::
             .set_content_arrangement(ContentArrangement::Dynamic)
             .set_header(["time", "host", "user", "what", "event id"]);
         for e in &resp.events {
+            let inside = inside(&mut q, e, &sha).await?;
             let host = e
                 .host
                 .as_ref()
@@ -170,7 +202,7 @@ pub async fn trace(connect: &ConnectArgs, a: TraceArgs, zone: &Zone) -> anyhow::
                 time(corrected_ms(e), zone),
                 host,
                 event_user(e),
-                what(e, &sha),
+                what(e, &sha, &inside),
                 e.event_id.clone(),
             ]));
         }

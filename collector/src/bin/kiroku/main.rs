@@ -2,6 +2,7 @@
 //! raw download, hosts, trace, alerts, reports — and `kiroku quickstart`, which runs a collector and
 //! an agent on loopback in one command.
 
+mod annotations;
 mod client;
 mod investigate;
 mod output;
@@ -313,13 +314,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let zone = zone()?;
             let mut q = cli.connect.query().await?;
             let ev = q
-                .get_event(GetEventRequest { event_id })
+                .get_event(GetEventRequest {
+                    event_id: event_id.clone(),
+                })
                 .await?
                 .into_inner();
+            // What the collector derived from the mail's content; a
+            // collector without the call still shows the event.
+            let ann = match q
+                .get_annotations(kiroku_proto::GetAnnotationsRequest { event_id })
+                .await
+            {
+                Ok(a) => Some(a.into_inner()),
+                Err(s) if s.code() == tonic::Code::Unimplemented => None,
+                Err(s) => return Err(s.into()),
+            };
             if json {
-                println!("{}", output::json(&ev));
+                let mut v = output::json(&ev);
+                if let (Some(a), Some(o)) = (&ann, v.as_object_mut()) {
+                    o.insert("annotations".into(), serde_json::to_value(a)?);
+                }
+                println!("{v}");
             } else {
                 print!("{}", output::detail(&ev, &zone));
+                if let Some(a) = &ann {
+                    print!("{}", annotations::detail(a));
+                }
             }
             Ok(())
         }
@@ -346,6 +366,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     eprintln!("{}", r.message);
                 } else {
                     println!("{}", r.message);
+                }
+            }
+            // The analysis of stored mail, when it is behind.
+            if let Some(a) = resp
+                .analysis
+                .as_ref()
+                .filter(|a| a.pending > 0 || a.failed_batches > 0)
+            {
+                if json {
+                    eprintln!("{}", a.message);
+                } else {
+                    println!("{}", a.message);
                 }
             }
             if resp.revocation_list_expired {

@@ -302,3 +302,66 @@ fn events_only_the_old_index_holds_are_carried_over_before_the_switch() {
     assert!(idx.get("a/s/6").expect("get").is_some());
     assert_eq!(carry_over(&idx.shared, &idx.serving()).expect("again"), 0);
 }
+
+/// The rebuild indexes each event with its derived fields from the
+/// annotation store (the source the store sets), never by analysing again:
+/// a file found inside a mail is searchable by hash, name and tag after
+/// the switch, and the source was asked once per event.
+#[test]
+fn the_rebuild_takes_derived_fields_from_the_annotation_store() {
+    use kiroku_proto::{Annotations, ArchiveMember, AttachmentAnalysis};
+    let d = tempfile::tempdir().expect("tempdir");
+    let old: Vec<Event> = (1..=3)
+        .map(|i| mail(&format!("a/s/{i}"), 1000 + i, "alice@corp.example"))
+        .collect();
+    let journal = previous(d.path(), &old);
+    let path = d.path().join("index");
+    let idx = EventIndex::open(&path).expect("open");
+    let member = "ab".repeat(32);
+    let asked = Arc::new(AtomicU64::new(0));
+    let (m, n) = (member.clone(), asked.clone());
+    idx.set_derived(Arc::new(move |e: &Event| {
+        n.fetch_add(1, Ordering::Relaxed);
+        (e.event_id == "a/s/2").then(|| super::super::Derived {
+            annotations: Annotations {
+                event_id: e.event_id.clone(),
+                tags: vec!["type-mismatch".into()],
+                attachments: vec![AttachmentAnalysis {
+                    name: "plan.zip".into(),
+                    members: vec![ArchiveMember {
+                        path: "hr/payroll.xlsx".into(),
+                        sha256: m.clone(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+            texts: Vec::new(),
+        })
+    }));
+    let mut job = idx
+        .prepare_rebuild(&journal)
+        .expect("prepare")
+        .expect("a rebuild is needed");
+    while job.step(&idx.shared).expect("step") == Step::Batch {}
+    idx.shared.switch().expect("switch");
+    let want = vec!["a/s/2".to_owned()];
+    for r in [
+        SearchRequest {
+            sha256: member.clone(),
+            ..Default::default()
+        },
+        SearchRequest {
+            tag: "type-mismatch".into(),
+            ..Default::default()
+        },
+        SearchRequest {
+            attachment_name: "payroll.xlsx".into(),
+            ..Default::default()
+        },
+    ] {
+        assert_eq!(ids(&idx, &r), want, "{r:?}");
+    }
+    assert_eq!(asked.load(Ordering::Relaxed), 3, "once per event");
+}
