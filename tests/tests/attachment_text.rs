@@ -147,7 +147,11 @@ async fn attachment_text_is_found_by_attachment_text_and_text() -> anyhow::Resul
         request(|r| r.text = "売上報告".into()),
         request(|r| r.attachment_text = "\"confidential quarterly forecast\"".into()),
     ] {
-        assert_eq!(subjects(&env.search_all(r.clone()).await?), with_text, "{r:?}");
+        assert_eq!(
+            subjects(&env.search_all(r.clone()).await?),
+            with_text,
+            "{r:?}"
+        );
     }
     // Not subject or body: the filter reads attachment text only.
     let body = request(|r| r.attachment_text = "Please".into());
