@@ -48,8 +48,8 @@ pub use runner::{SUBCOMMAND, child_main};
 /// What extraction may spend on one attachment.
 #[derive(Debug, Clone)]
 pub struct TextLimits {
-    /// An attachment larger than this is not read (plain text and HTML:
-    /// only this many bytes of it).
+    /// A document larger than this is not read (plain text and HTML: only
+    /// the beginning that can fill `max_text_bytes` is read anyway).
     pub max_input_bytes: usize,
     /// Text kept per attachment, in bytes of UTF-8; the rest is cut.
     pub max_text_bytes: usize,
@@ -66,7 +66,7 @@ pub struct TextLimits {
 impl Default for TextLimits {
     fn default() -> TextLimits {
         TextLimits {
-            max_input_bytes: 32 << 20,
+            max_input_bytes: 64 << 20,
             max_text_bytes: 1 << 20,
             timeout: Duration::from_secs(10),
             max_memory_bytes: 1 << 30,
@@ -273,12 +273,34 @@ pub fn extract(
 fn read(format: Format, data: &[u8], charset: Option<&str>, max_text: usize) -> Extracted {
     let mut out = sink::Sink::new(max_text);
     let result = match format {
-        Format::Plain => {
-            out.push(&plain::decode(data, charset));
-            Ok(())
-        }
-        Format::Html => {
-            html::text(&plain::decode_html(data, charset), &mut out);
+        Format::Plain | Format::Html => {
+            // Only the beginning that can fill the text kept is decoded: a
+            // byte of text takes at most 4 bytes of plain text (UTF-16,
+            // ISO-2022-JP's escapes) — HTML's markup is allowed 16 —, so a
+            // large file costs no more than a small one.
+            let ratio = if format == Format::Plain { 4 } else { 16 };
+            let keep = max_text.saturating_mul(ratio).saturating_add(4);
+            let cut = data.len() > keep;
+            let data = &data[..data.len().min(keep)];
+            let text = if format == Format::Plain {
+                plain::decode(data, charset)
+            } else {
+                plain::decode_html(data, charset)
+            };
+            // A character cut at the end of the input decodes as U+FFFD.
+            let text = if cut {
+                text.trim_end_matches('\u{fffd}')
+            } else {
+                &text
+            };
+            if format == Format::Plain {
+                out.push(text);
+            } else {
+                html::text(text, &mut out);
+            }
+            if cut {
+                out.mark_cut();
+            }
             Ok(())
         }
         Format::Pdf => pdf::text(data, &mut out),

@@ -65,6 +65,11 @@ impl Sink {
         self.push("\n")
     }
 
+    /// Records that the input was cut before its text was all read.
+    pub(super) fn mark_cut(&mut self) {
+        self.cut = true;
+    }
+
     pub(super) fn is_empty(&self) -> bool {
         self.text.is_empty()
     }

@@ -316,6 +316,19 @@ fn text_is_cut_at_its_limit_on_a_character_boundary() {
     }
     let got = read(Format::Plain, text.as_bytes(), None, 900);
     assert_eq!(got.status, EXTRACTED);
+    // A large plain text is decoded only as far as the text kept needs;
+    // its cut Shift_JIS character at the end is dropped, not replaced.
+    // (One ASCII byte first, so that the cut falls inside a character.)
+    let sjis = SHIFT_JIS
+        .encode(&format!("a{}", "社外秘".repeat(10_000)))
+        .0
+        .into_owned();
+    let got = read(Format::Plain, &sjis, None, 1000);
+    assert_eq!(got.status, format!("cut at {} bytes", got.text.len()));
+    assert!(
+        got.text.len() <= 1000 && !got.text.contains('\u{fffd}'),
+        "{got:?}"
+    );
     // Documents too: the reader stops when the text is full.
     let got = read(Format::Ooxml, fixture!("report.docx"), None, 20);
     assert_eq!(got.status, format!("cut at {} bytes", got.text.len()));
