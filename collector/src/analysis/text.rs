@@ -173,7 +173,8 @@ impl Format {
         }
         if data.starts_with(OLE) {
             // Word 97 documents, Outlook items and PowerPoint decks are OLE
-            // files too; only a workbook is read.
+            // files too; only a workbook is read (the detected type names
+            // one: analysis/types.rs reads the OLE directory).
             let excel = matches!(ext.as_str(), "xls" | "xlt" | "xla")
                 || types.iter().any(|t| t.contains("ms-excel"));
             return excel.then_some(Format::Xls);
@@ -194,11 +195,23 @@ impl Format {
             return Some(Format::Html);
         }
         // Declared or detected as another type with content of its own
-        // (an image, audio): not text, whatever the bytes look like.
+        // (an image, audio), an attached mail (its files are analysed one
+        // by one; its raw text would index base64 and headers) or PGP and
+        // S/MIME armour: not text, whatever the bytes look like.
         let other = types.iter().any(|t| {
-            ["image/", "audio/", "video/", "font/", "model/"]
-                .iter()
-                .any(|p| t.starts_with(p))
+            [
+                "image/",
+                "audio/",
+                "video/",
+                "font/",
+                "model/",
+                "message/",
+                "application/pgp",
+                "application/pkcs7",
+                "application/x-pkcs7",
+            ]
+            .iter()
+            .any(|p| t.starts_with(p))
         });
         if other && !matches!(ext.as_str(), "txt" | "csv") {
             return None;

@@ -220,7 +220,16 @@ fn what_has_no_text() {
     let ole = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1\0\0\0\0".as_slice();
     // (what, data, name, declared type, format, status)
     type Case<'a> = (&'a str, &'a [u8], &'a str, &'a str, Option<Format>, &'a str);
-    let cases: [Case; 5] = [
+    let mail = b"From: a@example.com\r\nSubject: fwd\r\n\r\nbody\r\n".as_slice();
+    let cases: [Case; 6] = [
+        (
+            "an attached mail",
+            mail,
+            "fwd.eml",
+            "message/rfc822",
+            None,
+            NONE,
+        ),
         ("an image", png, "photo.png", "image/png", None, NONE),
         (
             "an image named .txt",
