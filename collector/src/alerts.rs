@@ -31,11 +31,12 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use kiroku_proto::{Alert, Event, event::Kind};
+use kiroku_proto::{Alert, Annotations, Event, event::Kind};
 use prost::Message;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
+use crate::analysis::ppap::{self, Correlator, Derived, MailFacts, Observed};
 use crate::store::meta::{MetaError, MetaStore};
 use kiroku_common::mail::{
     InternalDomains, accepted_recipients, corrected_ms, event_user, outcome_name, real_attachments,
@@ -98,6 +99,16 @@ struct RateWindow {
     above: bool,
 }
 
+/// What [`Alerting::analysed`] gives the analysis worker.
+#[derive(Debug, Default)]
+pub struct Analysed {
+    /// Tags and links for this mail's annotations and its partner's.
+    pub derived: Derived,
+    /// Logged alerts, to [`Alerting::dispatch`] once the meta store is
+    /// flushed (or [`Alerting::discard`] if the batch failed).
+    pub alerts: Vec<(Vec<u8>, Alert)>,
+}
+
 /// The alert engine shared by the committer (evaluate, then dispatch) and
 /// the Query service (replay, live subscription).
 pub struct Alerting {
@@ -112,6 +123,8 @@ pub struct Alerting {
     keep: usize,
     /// The collector's `internal_domains`: the rules' default.
     internal_default: InternalDomains,
+    /// PPAP pairs in progress, and which analysed mails fired already.
+    ppap: Correlator,
 }
 
 impl Alerting {
@@ -133,6 +146,7 @@ impl Alerting {
     ) -> Result<Alerting, MetaError> {
         let log = meta.tree("alerts")?;
         let sensitive = meta.tree("alert_sensitive")?;
+        let ppap = Correlator::new(meta.tree("alert_ppap")?);
         let next_seq = log
             .last()
             .ok()
@@ -151,6 +165,7 @@ impl Alerting {
             seq: AtomicU64::new(next_seq),
             keep: keep.max(1),
             internal_default: InternalDomains::default(),
+            ppap,
         })
     }
 
@@ -204,16 +219,92 @@ impl Alerting {
         let mut out = Vec::with_capacity(fired.len());
         for mut a in fired {
             a.event = events.iter().find(|e| e.event_id == a.event_id).cloned();
-            let mut key = a.fired_at_ms.to_be_bytes().to_vec();
-            key.extend_from_slice(&self.seq.fetch_add(1, Ordering::Relaxed).to_be_bytes());
-            self.log
-                .insert(&key, a.encode_to_vec())
-                .map_err(|e| format!("alert log: {e}"))?;
-            tracing::info!(rule = %a.rule, kind = %a.kind, event_id = %a.event_id, summary = %a.summary, "alert");
-            out.push((key, a));
+            out.push(self.log_alert(a)?);
         }
         self.logged.fetch_add(out.len(), Ordering::Relaxed);
         Ok(out)
+    }
+
+    /// Evaluates the rules that need what the analysis worker derived from
+    /// a stored mail (`encrypted_attachment`, `ppap`), once its
+    /// annotations `a` are stored (a pair is only made with a mail whose
+    /// annotations are there to link). Logs what fires, for
+    /// [`Alerting::dispatch`] after the worker's meta flush, and returns
+    /// the tags and links to add to the annotations of this mail and of
+    /// the mail it was paired with ([`crate::analysis::ppap::apply`]). A
+    /// mail analysed again gets its tags and links again and fires nothing.
+    pub fn analysed(&self, e: &Event, a: &Annotations) -> Result<Analysed, String> {
+        let rules = self.rules();
+        let encrypted = ppap::encrypted_archives(a);
+        let now = kiroku_common::now_ms();
+        let mut derived = Derived::default();
+        let mut fired = Vec::new();
+        let state = |e: sled::Error| format!("alert state (meta tree alert_ppap): {e}");
+        for rule in &rules.rules {
+            match (rule.kind, &rule.ppap) {
+                (RuleKind::EncryptedAttachment, _) => {
+                    let Some(summary) =
+                        ppap::encrypted_attachment(e, &encrypted, &rule.internal_domains)
+                    else {
+                        continue;
+                    };
+                    derived.tag(&e.event_id, &format!("alert:{}", rule.name));
+                    if self
+                        .ppap
+                        .first_time(&rule.name, &e.event_id)
+                        .map_err(state)?
+                    {
+                        fired.push(Alert {
+                            rule: rule.name.clone(),
+                            kind: rule.kind.name().into(),
+                            event_id: e.event_id.clone(),
+                            fired_at_ms: now,
+                            summary,
+                            event: Some(e.clone()),
+                        });
+                    }
+                }
+                (RuleKind::Ppap, Some(settings)) => {
+                    let Some(facts) = MailFacts::of(e, !encrypted.is_empty(), settings) else {
+                        continue;
+                    };
+                    match self
+                        .ppap
+                        .observe(&rule.name, settings.window_ms, &facts)
+                        .map_err(state)?
+                    {
+                        Observed::Paired(pair) => {
+                            fired.push(ppap::pair_alert(&rule.name, e, &pair, now, &mut derived))
+                        }
+                        Observed::PairedBefore(partner) => {
+                            ppap::pair_annotations(&rule.name, &facts, &partner, &mut derived)
+                        }
+                        Observed::Waiting => {}
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut logged = Vec::with_capacity(fired.len());
+        for a in fired {
+            logged.push(self.log_alert(a)?);
+        }
+        self.logged.fetch_add(logged.len(), Ordering::Relaxed);
+        Ok(Analysed {
+            derived,
+            alerts: logged,
+        })
+    }
+
+    /// Writes `a` to the replay log; its key.
+    fn log_alert(&self, a: Alert) -> Result<(Vec<u8>, Alert), String> {
+        let mut key = a.fired_at_ms.to_be_bytes().to_vec();
+        key.extend_from_slice(&self.seq.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+        self.log
+            .insert(&key, a.encode_to_vec())
+            .map_err(|e| format!("alert log: {e}"))?;
+        tracing::info!(rule = %a.rule, kind = %a.kind, event_id = %a.event_id, summary = %a.summary, "alert");
+        Ok((key, a))
     }
 
     /// The sensitive-content rules (`sensitive_hash`, `sensitive_dir`) on
@@ -705,6 +796,80 @@ max_per_hour = 2
         assert!(fired(&a, &mut m).is_empty());
         let mut m = [mail("r2", 2, "x@y.z", None)];
         assert_eq!(fired(&a, &mut m).len(), 1);
+    }
+
+    #[test]
+    fn sensitive_rules_look_inside_attachments_once_analysed() {
+        use kiroku_proto::{Annotations, ArchiveMember, AttachmentAnalysis};
+        let (secret, hr_doc, own) = ("ab".repeat(32), "cd".repeat(32), "ef".repeat(32));
+        let (_d, a) = engine(&format!(
+            "[[rule]]\nname = \"hash\"\nkind = \"sensitive_hash\"\nsha256 = [\"{secret}\", \"{own}\"]\n[[rule]]\nname = \"dir\"\nkind = \"sensitive_dir\"\npaths = [\"/srv/hr/**\"]\n"
+        ));
+        // Content first seen under /srv/hr is remembered by the dir rule.
+        let mut f = [file("f1", "create", "/srv/hr/pay.xlsx", &hr_doc)];
+        assert!(fired(&a, &mut f).is_empty());
+        let member = |path: &str, sha: &str| ArchiveMember {
+            path: path.into(),
+            sha256: sha.into(),
+            ..Default::default()
+        };
+        let ann = |files: Vec<AttachmentAnalysis>| Annotations {
+            event_id: "m1".into(),
+            attachments: files,
+            ..Default::default()
+        };
+        let zip = |members: Vec<ArchiveMember>| AttachmentAnalysis {
+            name: "plan.zip".into(),
+            container: "zip".into(),
+            members,
+            ..Default::default()
+        };
+        let nested = |path: &str, name: &str, sha: &str| AttachmentAnalysis {
+            path: path.into(),
+            name: name.into(),
+            sha256: sha.into(),
+            ..Default::default()
+        };
+        let e = mail("m1", 1_000, "eve@other.org", Some(&own));
+        let cases: Vec<(&str, Annotations, Vec<&str>, &str)> = vec![
+            (
+                "a sensitive file inside a forwarded mail",
+                ann(vec![nested("fwd.eml", "contract.pdf", &secret)]),
+                vec!["hash"],
+                "inside fwd.eml/contract.pdf",
+            ),
+            (
+                "content first seen under /srv/hr, zipped",
+                ann(vec![zip(vec![member("pay.xlsx", &hr_doc)])]),
+                vec!["dir"],
+                "inside plan.zip/pay.xlsx",
+            ),
+            (
+                "a member stored under srv/hr/ in the archive",
+                ann(vec![zip(vec![member(
+                    "srv/hr/other.xlsx",
+                    &"11".repeat(32),
+                )])]),
+                vec!["dir"],
+                "plan.zip/srv/hr/other.xlsx",
+            ),
+            (
+                "the mail's own attachment was checked at ingest",
+                ann(vec![nested("fwd.eml", "copy.pdf", &own)]),
+                vec![],
+                "",
+            ),
+            ("nothing inside", ann(vec![]), vec![], ""),
+        ];
+        for (what, mut an, want, summary) in cases {
+            let got = a.evaluate_derived(&e, &mut an).expect("evaluate");
+            let rules: Vec<&str> = got.iter().map(|(_, x)| x.rule.as_str()).collect();
+            assert_eq!(rules, want, "{what}");
+            for (_, x) in &got {
+                assert!(x.summary.contains(summary), "{what}: {}", x.summary);
+                assert!(an.tags.contains(&format!("alert:{}", x.rule)), "{what}");
+            }
+        }
     }
 
     #[test]

@@ -26,6 +26,7 @@
 
 pub mod archive;
 pub mod crypto;
+pub mod ppap;
 pub mod read;
 pub mod reanalyse;
 pub mod store;
@@ -65,6 +66,9 @@ pub struct AnalysisConfig {
     /// Files larger than this are typed from their first 64 KiB only and
     /// not opened (their analysis says so).
     pub max_file_bytes: u64,
+    /// `[analysis.archives]`: the bounds of one attachment's archive
+    /// listing (zip bombs), see [`archive::ArchiveLimits`].
+    pub archives: archive::ArchiveLimits,
 }
 
 impl Default for AnalysisConfig {
@@ -72,6 +76,7 @@ impl Default for AnalysisConfig {
         AnalysisConfig {
             workers: 0,
             max_file_bytes: 64 << 20,
+            archives: archive::ArchiveLimits::default(),
         }
     }
 }
@@ -91,10 +96,6 @@ impl AnalysisConfig {
 pub struct Limits {
     /// Largest file read into memory ([`read`]).
     pub max_file_bytes: u64,
-    /// Largest raw message walked in memory to find attachments that are
-    /// not blobs of their own (mailparse needs it whole; the streaming
-    /// walker of `kiroku_common::mime` will lift this).
-    pub max_message_bytes: u64,
     /// Deepest nesting of attached messages and TNEF opened.
     pub max_depth: u32,
     /// Most files found inside one mail's attachments (attached messages,
@@ -108,7 +109,6 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_file_bytes: 64 << 20,
-            max_message_bytes: 256 << 20,
             max_depth: 4,
             max_nested_files: 500,
             archive: archive::ArchiveLimits::default(),
@@ -121,6 +121,7 @@ impl Limits {
     pub fn from_config(c: &AnalysisConfig) -> Limits {
         Limits {
             max_file_bytes: c.max_file_bytes,
+            archive: c.archives.clone(),
             ..Limits::default()
         }
     }
@@ -174,7 +175,7 @@ pub fn analyse(
     run.tags.extend(crypto.tags.iter().map(|t| (*t).to_owned()));
     run.out.signer = crypto.signer;
     for att in &m.attachments {
-        let content = run.content_of(&att.sha256, &walked);
+        let content = run.content_of(&att.sha256, att.size, &walked);
         let name = if att.filename.is_empty() {
             default_name(&att.content_type, content.as_ref())
         } else {
@@ -233,33 +234,62 @@ fn message_name(subject: &str) -> String {
 }
 
 impl Run<'_> {
-    /// The raw message walked (its leaves kept up to the file limit);
-    /// empty when it cannot be read (each attachment's status says so).
+    /// The raw message walked, streamed: the attachments that are not
+    /// blobs of their own, attached mail and S/MIME/PGP parts kept (each
+    /// up to the file limit); empty when it cannot be read (each
+    /// attachment's status then says so).
     fn walk_raw(&mut self, m: &kiroku_proto::EmailEvent) -> Walked {
-        let max = self.limits.max_file_bytes;
-        match self.blobs.reader(&m.raw_sha256) {
-            Ok(r) => match read::read_bounded(r, self.limits.max_message_bytes) {
-                Ok(Content::Whole(raw)) => read::walk(&raw, max),
-                Ok(Content::TooLarge { size, .. }) => {
-                    tracing::info!(event_id = %self.out.event_id, size, "raw message too large to walk; only attachments stored as blobs of their own are analysed");
-                    Walked::default()
-                }
-                Err(e) => {
-                    tracing::warn!(event_id = %self.out.event_id, error = %e, "cannot read the raw message for analysis");
-                    Walked::default()
-                }
-            },
-            Err(e) => {
-                tracing::warn!(event_id = %self.out.event_id, error = %e, "raw message not readable for analysis");
-                Walked::default()
-            }
-        }
+        let needed: BTreeSet<&str> = m
+            .attachments
+            .iter()
+            .map(|a| a.sha256.as_str())
+            .filter(|s| !self.blobs.has(s))
+            .collect();
+        let walked = self
+            .blobs
+            .reader(&m.raw_sha256)
+            .map_err(std::io::Error::other)
+            .and_then(|r| {
+                read::walk(
+                    std::io::BufReader::with_capacity(256 * 1024, r),
+                    self.limits.max_file_bytes,
+                    // Every attachment its own blob: none is decoded here.
+                    !needed.is_empty(),
+                    |sha| needed.contains(sha),
+                )
+            });
+        walked.unwrap_or_else(|e| {
+            tracing::warn!(event_id = %self.out.event_id, raw_sha256 = %m.raw_sha256, error = %e, "the raw message cannot be read for analysis; its attachments are recorded as unreadable");
+            Walked::default()
+        })
     }
 
     /// An attachment's bytes: its own blob, else the walked leaf with its
-    /// hash.
-    fn content_of(&self, sha256: &str, walked: &Walked) -> Option<Content> {
-        if let Some(r) = read::from_blob(self.blobs, sha256, self.limits.max_file_bytes) {
+    /// hash. Of a blob the record already says is over the limit only the
+    /// head is read (decompressing it whole just to count it is waste).
+    fn content_of(&self, sha256: &str, size: u64, walked: &Walked) -> Option<Content> {
+        let max = self.limits.max_file_bytes;
+        if size > max && self.blobs.has(sha256) {
+            let head = self
+                .blobs
+                .reader(sha256)
+                .map_err(std::io::Error::other)
+                .and_then(|r| {
+                    let mut head = Vec::new();
+                    std::io::Read::read_to_end(
+                        &mut std::io::Read::take(r, read::HEAD as u64),
+                        &mut head,
+                    )
+                    .map(|_| head)
+                });
+            match head {
+                Ok(head) => return Some(Content::TooLarge { size, head }),
+                Err(e) => {
+                    tracing::warn!(event_id = %self.out.event_id, sha256, error = %e, "attachment blob not readable for analysis")
+                }
+            }
+        }
+        if let Some(r) = read::from_blob(self.blobs, sha256, max) {
             match r {
                 Ok(c) => return Some(c),
                 Err(e) => {
@@ -382,7 +412,7 @@ impl Run<'_> {
         if a.encrypted || a.members.iter().any(|m| m.encrypted) {
             self.tags.insert(TAG_ENCRYPTED_ATTACHMENT.into());
         }
-        if !a.members_status.is_empty() {
+        if archive::is_bounded(&a.members_status) {
             self.tags.insert(TAG_ARCHIVE_BOUNDED.into());
         }
         if a.text_status.starts_with("unreadable") {
@@ -424,7 +454,7 @@ impl Run<'_> {
         if !self.room(index, depth) {
             return Ok(());
         }
-        let walked = read::walk(data, self.limits.max_file_bytes);
+        let walked = read::walk_all(data, self.limits.max_file_bytes);
         let files: Vec<_> = walked
             .leaves
             .into_iter()
@@ -497,14 +527,7 @@ impl Run<'_> {
                 depth: 1,
                 ..Default::default()
             });
-            let content = if f.data.len() as u64 > self.limits.max_file_bytes {
-                let size = f.data.len() as u64;
-                let mut head = f.data;
-                head.truncate(read::HEAD);
-                Content::TooLarge { size, head }
-            } else {
-                Content::Whole(f.data)
-            };
+            let content = Content::of(f.data, self.limits.max_file_bytes);
             self.file(&f.name, &f.mime_type, &sha, Some(content), path, depth + 1)?;
         }
         self.out.attachments[index].members = members;

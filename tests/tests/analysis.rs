@@ -203,6 +203,11 @@ async fn attached_mail_and_tnef_are_opened_searched_traced_and_alerted_on() -> a
         assert!(shown.contains(want), "{want:?} missing in\n{shown}");
     }
 
+    let json: serde_json::Value = serde_json::from_str(env.cli(&["show", &id, "--json"])?.trim())?;
+    assert_eq!(
+        json["annotations"]["attachments"][2]["path"], "forwarded.eml/inner.eml",
+        "{json}"
+    );
     // A restart keeps the annotations and analyses nothing again (no
     // second alert).
     collector.terminate();

@@ -10,6 +10,8 @@ use kiroku_common::mail::InternalDomains;
 use kiroku_proto::{Event, event::Kind};
 use serde::Deserialize;
 
+use crate::analysis::ppap::PpapSettings;
+
 /// What a rule looks for (the `kind` key of a `[[rule]]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -27,6 +29,15 @@ pub enum RuleKind {
     /// More than `max_per_hour` mails to external recipients by one user
     /// within any hour (sliding window); fires once per crossing.
     MailRate,
+    /// A mail carrying an encrypted archive (ZipCrypto or AES ZIP, 7z) to
+    /// a recipient outside `internal_domains`. Evaluated once the
+    /// collector has opened the attachments (analysis/ppap.rs).
+    EncryptedAttachment,
+    /// A mail with an encrypted archive, then a short password notice
+    /// (`password_patterns`) from the same sender to an overlapping set of
+    /// recipients within `window_minutes`: fires once per pair, in either
+    /// order of arrival (analysis/ppap.rs).
+    Ppap,
 }
 
 impl RuleKind {
@@ -37,6 +48,8 @@ impl RuleKind {
             RuleKind::SensitiveDir => "sensitive_dir",
             RuleKind::RemovableCopy => "removable_copy",
             RuleKind::MailRate => "mail_rate",
+            RuleKind::EncryptedAttachment => "encrypted_attachment",
+            RuleKind::Ppap => "ppap",
         }
     }
 }
@@ -57,9 +70,10 @@ pub struct RuleDef {
     /// Letters, digits, `-`, `_`, `.`.
     pub name: String,
     /// One of external_attachment, sensitive_hash, sensitive_dir,
-    /// removable_copy, mail_rate.
+    /// removable_copy, mail_rate, encrypted_attachment, ppap.
     pub kind: RuleKind,
-    /// external_attachment, mail_rate: the organisation's own mail domains;
+    /// external_attachment, mail_rate, encrypted_attachment: the
+    /// organisation's own mail domains;
     /// subdomains are included. A recipient in any other domain is external.
     /// Default: the collector's `internal_domains`; a list here overrides it
     /// for this rule.
@@ -74,6 +88,19 @@ pub struct RuleDef {
     /// mail_rate: the most external mails per user per hour that are fine.
     #[serde(default)]
     pub max_per_hour: Option<u32>,
+    /// ppap: how long after the archive mail its password notice may be
+    /// sent, minutes (default 30; fractions allowed, at most a week).
+    #[serde(default)]
+    pub window_minutes: Option<f64>,
+    /// ppap: regular expressions of a password notice, matched without
+    /// case on the NFKC form of subject and body (default: パスワード, 解凍,
+    /// 暗号化, 暗証番号, password, passwd, passphrase, passcode, pw, pwd).
+    #[serde(default)]
+    pub password_patterns: Vec<String>,
+    /// ppap: a longer body is not a password notice (default 1000
+    /// characters).
+    #[serde(default)]
+    pub max_body_chars: Option<usize>,
     /// Set to false to keep a rule in the file without it firing.
     #[serde(default = "yes")]
     pub enabled: bool,
@@ -93,6 +120,8 @@ pub struct Rule {
     pub sha256: std::collections::HashSet<String>,
     pub paths: GlobSet,
     pub max_per_hour: u32,
+    /// ppap: the validated window and patterns.
+    pub ppap: Option<PpapSettings>,
 }
 
 /// The rules in force.
@@ -181,7 +210,11 @@ impl RuleSet {
             };
             // A rule's own list overrides the collector's `internal_domains`;
             // a rule that compares with internal domains needs one of them.
-            let mail_kinds = [RuleKind::ExternalAttachment, RuleKind::MailRate];
+            let mail_kinds = [
+                RuleKind::ExternalAttachment,
+                RuleKind::MailRate,
+                RuleKind::EncryptedAttachment,
+            ];
             if default_internal.is_empty() || !def.internal_domains.is_empty() {
                 needs(
                     "internal_domains",
@@ -231,6 +264,31 @@ impl RuleSet {
             } else {
                 InternalDomains::default()
             };
+            // The ppap settings are optional, and refused on other kinds.
+            for (field, given) in [
+                ("window_minutes", def.window_minutes.is_some()),
+                ("password_patterns", !def.password_patterns.is_empty()),
+                ("max_body_chars", def.max_body_chars.is_some()),
+            ] {
+                if given && def.kind != RuleKind::Ppap {
+                    return Err(bad(
+                        field,
+                        format!("not used by kind {}: remove it", def.kind.name()),
+                    ));
+                }
+            }
+            let ppap = if def.kind == RuleKind::Ppap {
+                Some(
+                    PpapSettings::new(
+                        def.window_minutes,
+                        &def.password_patterns,
+                        def.max_body_chars,
+                    )
+                    .map_err(|(field, message)| bad(field, message))?,
+                )
+            } else {
+                None
+            };
             if def.max_per_hour == Some(0) {
                 return Err(bad("max_per_hour", "must be at least 1".into()));
             }
@@ -244,6 +302,7 @@ impl RuleSet {
                 sha256,
                 paths,
                 max_per_hour: def.max_per_hour.unwrap_or(0),
+                ppap,
             });
         }
         Ok(RuleSet {
@@ -288,6 +347,8 @@ mod tests {
             RuleKind::SensitiveDir,
             RuleKind::RemovableCopy,
             RuleKind::MailRate,
+            RuleKind::EncryptedAttachment,
+            RuleKind::Ppap,
         ] {
             assert!(kinds.contains(&k), "the example shows {}", k.name());
         }

@@ -4,7 +4,10 @@
 //!   own (`store/blobs/parts.rs`): `blobs.reader(sha256)` gives its decoded
 //!   content, verified against the hash.
 //! - Anything else is found by walking the raw message (or an attached
-//!   message) and taking the leaf whose decoded SHA-256 is the file's.
+//!   message) with `kiroku_common::mime`, the one lenient streaming walker
+//!   of agent and collector (so the collector finds what the agent
+//!   recorded, damaged base64 and uuencode included), and taking the leaf
+//!   whose decoded SHA-256 is the file's.
 //!
 //! Memory: a file is read into memory up to `Limits::max_file_bytes`
 //! (default 64 MiB) — the hooks (`archive::list`, `text::extract`) take a
@@ -12,9 +15,9 @@
 //! detection), its analysis saying it was too large. With the worker pool
 //! bounded (`analysis.workers`), that is the most the analysis holds.
 
-use std::io::Read;
+use std::io::{BufRead, Read};
 
-use sha2::{Digest, Sha256};
+use kiroku_common::mime;
 
 use crate::store::blobs::BlobStore;
 
@@ -44,7 +47,8 @@ impl Content {
             Content::TooLarge { size, .. } => *size,
         }
     }
-    fn of(data: Vec<u8>, max: u64) -> Content {
+    /// `data` whole when it is at most `max` bytes, else its size and head.
+    pub fn of(data: Vec<u8>, max: u64) -> Content {
         if data.len() as u64 <= max {
             Content::Whole(data)
         } else {
@@ -115,73 +119,144 @@ pub struct Walked {
     pub protocol: String,
     pub smime_type: String,
     pub subject: String,
+    /// The leaves kept (see [`walk`]), in order.
     pub leaves: Vec<Leaf>,
 }
 
-/// Walks a message held in memory: every leaf, decoded, each kept whole up
-/// to `max` bytes.
-pub fn walk(raw: &[u8], max: u64) -> Walked {
-    let Ok(mail) = mailparse::parse_mail(raw) else {
-        return Walked::default();
-    };
-    use mailparse::MailHeaderMap;
-    let mut w = Walked {
-        content_type: mail.ctype.mimetype.to_ascii_lowercase(),
-        protocol: param(&mail.ctype.params, "protocol"),
-        smime_type: param(&mail.ctype.params, "smime-type"),
-        subject: mail.headers.get_first_value("Subject").unwrap_or_default(),
-        leaves: Vec::new(),
-    };
-    let mut stack = vec![&mail];
-    let mut order = Vec::new();
-    while let Some(p) = stack.pop() {
-        if p.ctype
-            .mimetype
-            .to_ascii_lowercase()
-            .starts_with("multipart/")
-        {
-            stack.extend(p.subparts.iter().rev());
-        } else {
-            order.push(p);
+/// Leaves whose bytes the analysis always needs: attached mail, and the
+/// S/MIME and PGP parts (for the tags and the signer).
+fn always_kept(content_type: &str) -> bool {
+    content_type == super::types::MESSAGE
+        || content_type.contains("pkcs7")
+        || content_type.starts_with("application/pgp")
+}
+
+/// Collects the kept leaves of a walk (`kiroku_common::mime`, the one
+/// lenient streaming walker of agent and collector).
+struct Collect<K> {
+    max: u64,
+    /// Whether any attachment may be kept at all (else their bodies are
+    /// not even decoded).
+    attachments: bool,
+    keep: K,
+    walked: Walked,
+    /// The leaf being read: its bytes so far (the first [`HEAD`] only once
+    /// it is over `max`) and whether it is over.
+    buf: Vec<u8>,
+    over: bool,
+}
+
+impl<K: Fn(&str) -> bool> mime::Visitor for Collect<K> {
+    fn top_headers(&mut self, headers: &[mime::Header]) {
+        if let Some(h) = mime::headers::first(headers, "Content-Type") {
+            let ct = mime::params::parse(&h.unfolded());
+            self.walked.content_type = ct.value.clone();
+            self.walked.protocol = ct.param("protocol").unwrap_or("").to_ascii_lowercase();
+            self.walked.smime_type = ct.param("smime-type").unwrap_or("").to_ascii_lowercase();
+        }
+        if let Some(h) = mime::headers::first(headers, "Subject") {
+            self.walked.subject = h.text();
         }
     }
-    for p in order {
-        let data = p.get_body_raw().unwrap_or_default();
-        let disp = p.get_content_disposition();
-        let name = disp
-            .params
-            .get("filename")
-            .or_else(|| p.ctype.params.get("name"))
-            .cloned()
+
+    fn part_start(&mut self, part: &mime::PartInfo) -> bool {
+        self.buf.clear();
+        self.over = false;
+        (self.attachments && part.is_attachment) || always_kept(&part.content_type)
+    }
+
+    fn body(&mut self, _part: &mime::PartInfo, decoded: &[u8]) {
+        if !self.over && (self.buf.len() + decoded.len()) as u64 > self.max {
+            self.over = true;
+            self.buf.truncate(HEAD);
+        }
+        if self.over {
+            let room = HEAD.saturating_sub(self.buf.len());
+            self.buf
+                .extend_from_slice(&decoded[..room.min(decoded.len())]);
+        } else {
+            self.buf.extend_from_slice(decoded);
+        }
+    }
+
+    fn part_end(&mut self, part: &mime::PartInfo, end: &mime::PartEnd) {
+        if !end.decoded
+            || !(always_kept(&part.content_type)
+                || (part.is_attachment && (self.keep)(&end.sha256)))
+        {
+            return;
+        }
+        let bytes = std::mem::take(&mut self.buf);
+        let content = if self.over {
+            Content::TooLarge {
+                size: end.size,
+                head: bytes,
+            }
+        } else {
+            Content::Whole(bytes)
+        };
+        let smime_type = mime::headers::first(&part.headers, "Content-Type")
+            .map(|h| mime::params::parse(&h.unfolded()))
+            .and_then(|ct| ct.param("smime-type").map(str::to_ascii_lowercase))
             .unwrap_or_default();
-        let attachment =
-            !name.is_empty() || matches!(disp.disposition, mailparse::DispositionType::Attachment);
-        w.leaves.push(Leaf {
-            content_type: p.ctype.mimetype.to_ascii_lowercase(),
-            smime_type: param(&p.ctype.params, "smime-type"),
-            name,
-            attachment,
-            sha256: hex::encode(Sha256::digest(&data)),
-            content: Content::of(data, max),
+        self.walked.leaves.push(Leaf {
+            content_type: part.content_type.clone(),
+            smime_type,
+            name: part.filename.clone().unwrap_or_default(),
+            attachment: part.is_attachment,
+            sha256: end.sha256.clone(),
+            content,
         });
     }
-    w
+}
+
+/// Walks a message streamed from `raw`: the attachments whose decoded
+/// SHA-256 `keep` accepts (none, not even decoded, when `attachments` is
+/// false), and every attached mail and S/MIME or PGP part, each held whole
+/// up to `max` bytes (else its size and first [`HEAD`] bytes). Memory: the
+/// kept leaves plus the one being read.
+pub fn walk(
+    raw: impl BufRead,
+    max: u64,
+    attachments: bool,
+    keep: impl Fn(&str) -> bool,
+) -> std::io::Result<Walked> {
+    let mut c = Collect {
+        max,
+        attachments,
+        keep,
+        walked: Walked::default(),
+        buf: Vec::new(),
+        over: false,
+    };
+    mime::walk(raw, &mut c)?;
+    Ok(c.walked)
+}
+
+/// Walks a message held in memory, keeping every attachment.
+pub fn walk_all(raw: &[u8], max: u64) -> Walked {
+    // Reading from memory cannot fail.
+    walk(raw, max, true, |_| true).unwrap_or_default()
 }
 
 /// The decoded Subject of a message ("" without one).
 pub fn subject(raw: &[u8]) -> String {
-    use mailparse::MailHeaderMap;
-    mailparse::parse_headers(raw)
-        .ok()
-        .and_then(|(h, _)| h.get_first_value("Subject"))
-        .unwrap_or_default()
-}
-
-fn param(params: &std::collections::BTreeMap<String, String>, name: &str) -> String {
-    params
-        .get(name)
-        .map(|v| v.trim().to_ascii_lowercase())
-        .unwrap_or_default()
+    struct Top(String);
+    impl mime::Visitor for Top {
+        fn top_headers(&mut self, headers: &[mime::Header]) {
+            if let Some(h) = mime::headers::first(headers, "Subject") {
+                self.0 = h.text();
+            }
+        }
+        fn part_start(&mut self, _: &mime::PartInfo) -> bool {
+            false
+        }
+        fn body(&mut self, _: &mime::PartInfo, _: &[u8]) {}
+        fn part_end(&mut self, _: &mime::PartInfo, _: &mime::PartEnd) {}
+    }
+    let mut t = Top(String::new());
+    let _ = mime::walk(raw, &mut t);
+    t.0
 }
 
 #[cfg(test)]
@@ -205,16 +280,45 @@ mod tests {
     }
 
     #[test]
-    fn walks_leaves_with_their_hashes() {
-        let raw = b"From: a@b.example\r\nSubject: Fwd: plan\r\nContent-Type: multipart/mixed; boundary=XX\r\n\r\n--XX\r\nContent-Type: text/plain\r\n\r\nhello\r\n--XX\r\nContent-Type: application/pdf; name=\"a.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n--XX--\r\n";
-        let w = walk(raw, 1 << 20);
+    fn walks_the_attachments_with_their_hashes_leniently_and_bounded() {
+        // The second attachment's base64 has a stray character and no
+        // padding: a mail client shows it, so the walk finds it.
+        let raw = b"From: a@b.example\r\nSubject: Fwd: plan\r\nContent-Type: multipart/mixed; boundary=XX\r\n\r\n--XX\r\nContent-Type: text/plain\r\n\r\nhello\r\n--XX\r\nContent-Type: application/pdf; name=\"a.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n--XX\r\nContent-Type: application/zip\r\nContent-Disposition: attachment; filename=b.zip\r\nContent-Transfer-Encoding: base64\r\n\r\nUEsD!BA\r\n--XX--\r\n";
+        let w = walk_all(raw, 1 << 20);
         assert_eq!(w.content_type, "multipart/mixed");
         assert_eq!(w.subject, "Fwd: plan");
-        assert_eq!(w.leaves.len(), 2);
-        let pdf = &w.leaves[1];
-        assert_eq!(pdf.name, "a.pdf");
-        assert!(pdf.attachment);
-        assert_eq!(pdf.content, Content::Whole(b"%PDF-1.4\n".to_vec()));
-        assert_eq!(pdf.sha256, kiroku_common::sha256_hex(b"%PDF-1.4\n"));
+        let got: Vec<(&str, &Content, &str)> = w
+            .leaves
+            .iter()
+            .map(|l| (l.name.as_str(), &l.content, l.sha256.as_str()))
+            .collect();
+        let (pdf, zip) = (b"%PDF-1.4\n".to_vec(), b"PK\x03\x04".to_vec());
+        let (pdf_sha, zip_sha) = (
+            kiroku_common::sha256_hex(&pdf),
+            kiroku_common::sha256_hex(&zip),
+        );
+        assert_eq!(
+            got,
+            vec![
+                ("a.pdf", &Content::Whole(pdf), pdf_sha.as_str()),
+                ("b.zip", &Content::Whole(zip), zip_sha.as_str()),
+            ]
+        );
+        // Only the leaves asked for are kept; over the limit, the head.
+        let w = walk(&raw[..], 4, true, |sha| sha == zip_sha).expect("walk");
+        assert_eq!(w.leaves.len(), 1);
+        assert_eq!(w.leaves[0].content.size(), 4);
+        let w = walk(&raw[..], 3, true, |sha| sha == zip_sha).expect("walk");
+        assert!(matches!(
+            w.leaves[0].content,
+            Content::TooLarge { size: 4, .. }
+        ));
+        let w = walk(&raw[..], 1 << 20, false, |_| true).expect("walk");
+        assert!(w.leaves.is_empty(), "no attachment wanted");
+        let w = walk(&raw[..], 3, true, |sha| sha == zip_sha).expect("walk");
+        assert!(matches!(
+            w.leaves[0].content,
+            Content::TooLarge { size: 4, .. }
+        ));
     }
 }

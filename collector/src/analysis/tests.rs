@@ -57,7 +57,7 @@ fn mail(f: &Fixture) -> Event {
     );
     let raw_sha = kiroku_common::sha256_hex(raw.as_bytes());
     f.blobs.put(&raw_sha, raw.as_bytes()).expect("put raw");
-    let inner_leaf = read::walk(raw.as_bytes(), 1 << 20)
+    let inner_leaf = read::walk_all(raw.as_bytes(), 1 << 20)
         .leaves
         .into_iter()
         .find(|l| l.content_type == types::MESSAGE)
@@ -117,7 +117,12 @@ fn opens_attached_messages_and_tnef_and_types_every_file() {
             want("", "winmail.dat", "tnef", ""),
             want("winmail.dat", "AUTHORS", "", ""),
             want("winmail.dat", "README", "", ""),
-            want("", "report.pdf", "", "name .pdf, content application/zip"),
+            want(
+                "",
+                "report.pdf",
+                "zip",
+                "name .pdf, content application/zip"
+            ),
         ]
     );
     assert_eq!(
@@ -192,4 +197,54 @@ fn other_events_have_empty_annotations() {
     let a = analyse(&e, &f.blobs, &f.store, &Limits::default()).expect("analyse");
     assert!(a.attachments.is_empty() && a.tags.is_empty());
     assert_eq!(a.version, VERSION);
+}
+
+#[test]
+fn a_large_attachment_is_read_from_its_own_blob() {
+    let f = fixture();
+    // 100 KB in canonical base64 lines: stored as a blob of its own.
+    let mut zip = b"PK\x03\x04".to_vec();
+    zip.extend((0..100_000u32).map(|i| (i * 31 % 251) as u8));
+    let raw = format!(
+        "From: a@corp.example\r\nContent-Type: multipart/mixed; boundary=Z\r\n\r\n--Z\r\nContent-Type: application/pdf; name=\"big.pdf\"\r\nContent-Disposition: attachment; filename=\"big.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\n{}--Z--\r\n",
+        b64(&zip)
+    );
+    let raw_sha = kiroku_common::sha256_hex(raw.as_bytes());
+    f.blobs.put(&raw_sha, raw.as_bytes()).expect("put raw");
+    let zip_sha = kiroku_common::sha256_hex(&zip);
+    assert!(f.blobs.has(&zip_sha), "split out as its own blob");
+    let e = Event {
+        event_id: "a/s/9".into(),
+        kind: Some(Kind::Email(EmailEvent {
+            raw_sha256: raw_sha,
+            attachments: vec![Attachment {
+                filename: "big.pdf".into(),
+                content_type: "application/pdf".into(),
+                size: zip.len() as u64,
+                sha256: zip_sha,
+                ..Default::default()
+            }],
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    for max in [1 << 20, 1000] {
+        let limits = Limits {
+            max_file_bytes: max,
+            ..Limits::default()
+        };
+        let a = analyse(&e, &f.blobs, &f.store, &limits).expect("analyse");
+        let big = &a.attachments[0];
+        assert_eq!(
+            (big.size, big.detected_type.as_str()),
+            (zip.len() as u64, types::ZIP),
+            "{max}"
+        );
+        assert_eq!(big.type_mismatch, "name .pdf, content application/zip");
+        assert_eq!(
+            big.members_status.starts_with("not opened"),
+            max == 1000,
+            "{big:?}"
+        );
+    }
 }

@@ -13,8 +13,9 @@
 //! start redoes them (without firing twice: the alerts are logged in the
 //! same flush as the annotations that mark the work done).
 //!
-//! A failure of the store (full disk, I/O error) leaves the batch queued
-//! and pauses the worker ([`RETRY`]); it resumes by itself.
+//! Below the free-space reserve the workers wait, as ingest does. A
+//! failure of the store (I/O error) leaves the batch queued and pauses the
+//! worker ([`RETRY`]); it resumes by itself.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -135,6 +136,13 @@ fn run(s: &Shared) {
         return;
     }
     while !s.stop.load(Ordering::SeqCst) {
+        // Below the free-space reserve analysis waits like ingest does (it
+        // writes annotations and index segments); it resumes by itself.
+        if let Err(why) = s.store.disk.check(0) {
+            tracing::debug!(reason = %why, "analysis paused: disk below the reserve");
+            s.store.analysis.wait(RETRY);
+            continue;
+        }
         let batch = match take(s) {
             Ok(b) => b,
             Err(e) => {
@@ -198,6 +206,7 @@ fn log_progress(s: &Shared) {
 fn process(s: &Shared, batch: &[Pending]) -> anyhow::Result<()> {
     let mut events: Vec<Event> = Vec::new();
     let mut alerts = Vec::new();
+    let mut relinked: Vec<String> = Vec::new();
     for p in batch {
         let Some(e) = s.store.index.get(&p.event_id)? else {
             tracing::warn!(event_id = %p.event_id, "queued for analysis but not in the index; skipped (a rebuild or `reanalyse` brings it back)");
@@ -213,6 +222,12 @@ fn process(s: &Shared, batch: &[Pending]) -> anyhow::Result<()> {
                     .map_err(anyhow::Error::msg)?,
             );
             s.store.analysis.put_annotations(&ann)?;
+            // Encrypted attachments and PPAP pairs, once the annotations
+            // are stored (a pair links two stored annotations): ppap.rs.
+            // The events it changes (this one too) are re-indexed below.
+            let done = s.alerting.analysed(&e, &ann).map_err(anyhow::Error::msg)?;
+            alerts.extend(done.alerts);
+            relinked.extend(super::ppap::apply(&s.store.analysis, &done.derived)?);
             s.store
                 .analysis
                 .progress
@@ -224,6 +239,15 @@ fn process(s: &Shared, batch: &[Pending]) -> anyhow::Result<()> {
         // an attachment, no derived tag, no text) keeps the document it
         // was indexed with at ingest: no second add and commit for it.
         if indexed {
+            events.push(e);
+        }
+    }
+    // Both mails of a PPAP pair get new tags (the partner analysed
+    // earlier, this one after its own annotations): re-indexed.
+    for id in relinked {
+        if !events.iter().any(|e| e.event_id == id)
+            && let Some(e) = s.store.index.get(&id)?
+        {
             events.push(e);
         }
     }

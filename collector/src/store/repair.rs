@@ -364,7 +364,7 @@ fn repair_meta(mdir: &Path, facts: &JournalFacts, r: &mut RepairReport) -> anyho
             std::fs::rename(mdir, &aside)
                 .with_context(|| format!("moving {} to {}", mdir.display(), aside.display()))?;
             r.say(format!(
-                "meta does not open ({e}); moved to {} and rebuilt from the journal (alert history and audit head start afresh)",
+                "meta does not open ({e}); moved to {} and rebuilt from the journal (alert history, audit head and the analysis' annotations start afresh: run `kiroku-collector reanalyse` to analyse stored mail again)",
                 aside.display()
             ));
             MetaStore::open(mdir)?

@@ -21,6 +21,8 @@ use super::{Disposition, Limits, PartEnd, PartInfo, Visitor, Walk};
 
 /// Longest piece of a line handled at once.
 const SEGMENT: usize = 64 * 1024;
+/// Body bytes gathered before they are decoded and delivered.
+const RAW_BATCH: usize = 32 * 1024;
 /// Longest line that can be a boundary line (70 characters of boundary,
 /// `--` twice, white space).
 const MAX_BOUNDARY_LINE: usize = 1024;
@@ -35,6 +37,7 @@ pub(super) fn run<R: BufRead, V: Visitor>(
             v,
             out: Walk::default(),
             next_index: 0,
+            max_parts: limits.max_parts,
         },
         limits,
         stack: Vec::new(),
@@ -77,6 +80,9 @@ pub(super) fn run<R: BufRead, V: Visitor>(
         at_start = line_end;
     }
     e.eof();
+    // Leaves end in nesting order (a uuencoded block before its text
+    // part); the result lists them in the order they started.
+    e.ctx.out.parts.sort_by_key(|(p, _)| p.index);
     Ok(e.ctx.out)
 }
 
@@ -84,6 +90,27 @@ struct Ctx<'v, V> {
     v: &'v mut V,
     out: Walk,
     next_index: usize,
+    max_parts: usize,
+}
+
+impl<V> Ctx<'_, V> {
+    /// The index of a new leaf, or None past [`Limits::max_parts`] (the
+    /// first refusal is noted).
+    fn take_index(&mut self, who: &str) -> Option<usize> {
+        if self.next_index > self.max_parts {
+            return None;
+        }
+        let i = self.next_index;
+        self.next_index += 1;
+        if i == self.max_parts {
+            self.out.warnings.push(format!(
+                "{who}: more than {} parts; the rest is not read",
+                self.max_parts
+            ));
+            return None;
+        }
+        Some(i)
+    }
 }
 
 struct Engine<'v, V> {
@@ -156,16 +183,17 @@ fn child_path(parent: &str, n: usize) -> String {
     }
 }
 
-/// "part 2 (report.zip)" / "part 1 (text/plain)", for warnings.
+/// "part 2 (report.zip)" / "part 1 (text/plain)" / "message
+/// (multipart/mixed)" (the message's own header block), for warnings.
 fn label(info: &PartInfo) -> String {
-    let path = if info.path.is_empty() {
-        "1"
-    } else {
-        &info.path
+    let what = match &info.filename {
+        Some(n) => n,
+        None => &info.content_type,
     };
-    match &info.filename {
-        Some(n) => format!("part {path} ({n})"),
-        None => format!("part {path} ({})", info.content_type),
+    if info.path.is_empty() {
+        format!("message ({what})")
+    } else {
+        format!("part {} ({what})", info.path)
     }
 }
 
@@ -197,8 +225,12 @@ impl<V: Visitor> Engine<'_, V> {
                 if c.size > self.limits.max_header_block {
                     let path = c.path.clone();
                     self.ctx.out.warnings.push(format!(
-                        "part {}: header block longer than {} bytes; the rest is read as body",
-                        if path.is_empty() { "1" } else { &path },
+                        "{}: header block longer than {} bytes; the rest is read as body",
+                        if path.is_empty() {
+                            "message".to_owned()
+                        } else {
+                            format!("part {path}")
+                        },
                         self.limits.max_header_block
                     ));
                     self.end_headers(None);
@@ -252,9 +284,11 @@ impl<V: Visitor> Engine<'_, V> {
                     label(&f.info),
                     String::from_utf8_lossy(&f.delimiter[2..])
                 ));
+                let Some(index) = self.ctx.take_index(&label(&f.info)) else {
+                    continue;
+                };
                 let mut info = f.info;
-                info.index = self.ctx.next_index;
-                self.ctx.next_index += 1;
+                info.index = index;
                 self.ctx.v.part_start(&info);
                 let end = PartEnd::default();
                 self.ctx.v.part_end(&info, &end);
@@ -323,7 +357,11 @@ impl<V: Visitor> Engine<'_, V> {
                 return;
             }
         }
+        let Some(index) = self.ctx.take_index(&who) else {
+            return;
+        };
         let mut info = info;
+        info.index = index;
         if info.path.is_empty() {
             info.path = "1".into();
         }
@@ -474,6 +512,8 @@ struct Leaf {
     /// belongs to the boundary.
     pending_eol: &'static [u8],
     scan: Option<UuScan>,
+    /// Body bytes not yet decoded (less than [`RAW_BATCH`]).
+    raw: Vec<u8>,
     buf: Vec<u8>,
     /// An `x-uuencode` part: `part_start` waits for its `begin` line,
     /// whose name is one of the part's names.
@@ -481,9 +521,8 @@ struct Leaf {
 }
 
 impl Leaf {
-    fn start<V: Visitor>(ctx: &mut Ctx<'_, V>, mut info: PartInfo) -> Leaf {
-        info.index = ctx.next_index;
-        ctx.next_index += 1;
+    /// `info.index` is already taken ([`Ctx::take_index`]).
+    fn start<V: Visitor>(ctx: &mut Ctx<'_, V>, info: PartInfo) -> Leaf {
         let kind = decode::kind(&info.transfer_encoding);
         let deferred = kind == decode::Kind::Uuencode;
         let want = !deferred && ctx.v.part_start(&info);
@@ -492,7 +531,7 @@ impl Leaf {
         let scan = (info.content_type == "text/plain"
             && !info.is_attachment
             && kind != decode::Kind::Uuencode)
-            .then(|| UuScan::new(info.path.clone()));
+            .then(|| UuScan::new(info.path.clone(), info.depth));
         Leaf {
             decode: want || deferred || scan.is_some(),
             deferred,
@@ -502,6 +541,7 @@ impl Leaf {
             size: 0,
             pending_eol: b"",
             scan,
+            raw: Vec::new(),
             buf: Vec::new(),
             info,
         }
@@ -523,9 +563,20 @@ impl Leaf {
             return;
         }
         let pending = std::mem::replace(&mut self.pending_eol, eol);
+        self.raw.extend_from_slice(pending);
+        self.raw.extend_from_slice(body);
+        if self.raw.len() >= RAW_BATCH {
+            self.flush_raw(ctx);
+        }
+    }
+
+    /// Decodes and delivers the body bytes gathered so far (lines are
+    /// gathered into batches: one decoder call and one visitor call per
+    /// batch instead of per line).
+    fn flush_raw<V: Visitor>(&mut self, ctx: &mut Ctx<'_, V>) {
         self.buf.clear();
-        self.decoder.decode(pending, &mut self.buf);
-        self.decoder.decode(body, &mut self.buf);
+        self.decoder.decode(&self.raw, &mut self.buf);
+        self.raw.clear();
         self.deliver(ctx);
     }
 
@@ -573,13 +624,14 @@ impl Leaf {
     fn end<V: Visitor>(mut self, ctx: &mut Ctx<'_, V>, to_end: bool) {
         let mut notes = Vec::new();
         if self.decode {
-            self.buf.clear();
             if to_end {
                 // No closing boundary: the part runs to the end, line
                 // break and all.
                 let pending = std::mem::take(&mut self.pending_eol);
-                self.decoder.decode(pending, &mut self.buf);
+                self.raw.extend_from_slice(pending);
             }
+            self.flush_raw(ctx);
+            self.buf.clear();
             self.decoder.finish(&mut self.buf, &mut notes);
             self.deliver(ctx);
             self.undefer(ctx, true);
@@ -608,6 +660,7 @@ impl Leaf {
 /// Finds uuencoded blocks in decoded text.
 struct UuScan {
     parent: String,
+    depth: usize,
     line: Vec<u8>,
     /// The current line is too long to be a `begin` or data line.
     overlong: bool,
@@ -627,9 +680,10 @@ struct UuBlock {
 const UU_SCAN_LINE: usize = 1024;
 
 impl UuScan {
-    fn new(parent: String) -> UuScan {
+    fn new(parent: String, depth: usize) -> UuScan {
         UuScan {
             parent,
+            depth,
             line: Vec::new(),
             overlong: false,
             found: 0,
@@ -674,10 +728,14 @@ impl UuScan {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if let Some(name) = decode::begin_line(line) {
             self.found += 1;
+            let path = format!("{}.u{}", self.parent, self.found);
+            let Some(index) = ctx.take_index(&format!("part {path} ({name})")) else {
+                return;
+            };
             let info = PartInfo {
-                index: ctx.next_index,
-                path: format!("{}.u{}", self.parent, self.found),
-                depth: 0,
+                index,
+                path,
+                depth: self.depth,
                 headers: Vec::new(),
                 content_type: "application/octet-stream".into(),
                 charset: String::new(),
@@ -688,7 +746,6 @@ impl UuScan {
                 is_attachment: true,
                 embedded: true,
             };
-            ctx.next_index += 1;
             let want = ctx.v.part_start(&info);
             self.block = Some(UuBlock {
                 info,

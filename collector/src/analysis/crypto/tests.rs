@@ -1,5 +1,5 @@
 use super::*;
-use crate::analysis::read::walk;
+use crate::analysis::read::walk_all;
 
 fn sample(name: &str) -> Vec<u8> {
     let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -49,7 +49,7 @@ fn smime_and_pgp_are_told_apart() {
         ("plain", plain, "hello", vec![], ""),
     ];
     for (what, raw, body, tags, signer) in cases {
-        let c = classify(&walk(&raw, 1 << 20), body);
+        let c = classify(&walk_all(&raw, 1 << 20), body);
         assert_eq!(c.tags, tags, "{what}");
         assert_eq!(c.signer, signer, "{what}");
     }
@@ -60,6 +60,6 @@ fn enveloped_data_without_smime_type_is_read_from_the_bytes() {
     let raw = String::from_utf8(sample("encrypted.eml"))
         .expect("ascii")
         .replace(" smime-type=enveloped-data;", "");
-    let c = classify(&walk(raw.as_bytes(), 1 << 20), "");
+    let c = classify(&walk_all(raw.as_bytes(), 1 << 20), "");
     assert_eq!(c.tags, vec![SMIME_ENCRYPTED]);
 }
