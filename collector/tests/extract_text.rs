@@ -99,7 +99,7 @@ fn a_reader_past_its_deadline_is_killed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let l = TextLimits {
         program: Some(script(&dir, "exec sleep 60")),
-        timeout: Duration::from_secs(1),
+        timeout_secs: 1,
         ..TextLimits::default()
     };
     let start = Instant::now();

@@ -41,25 +41,30 @@ mod sheet;
 mod sink;
 
 use std::path::PathBuf;
-use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
 
 pub use runner::{SUBCOMMAND, child_main};
 
-/// What extraction may spend on one attachment.
-#[derive(Debug, Clone)]
+/// What extraction may spend on one attachment: `[analysis.text]` in the
+/// collector config (every key optional).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct TextLimits {
     /// A document larger than this is not read (plain text and HTML: only
     /// the beginning that can fill `max_text_bytes` is read anyway).
     pub max_input_bytes: usize,
     /// Text kept per attachment, in bytes of UTF-8; the rest is cut.
     pub max_text_bytes: usize,
-    /// Wall-clock time a document's reader may take before it is killed.
-    pub timeout: Duration,
+    /// Wall-clock seconds a document's reader may take before it is
+    /// killed.
+    pub timeout_secs: u64,
     /// Address space of the reader's subprocess: a document that makes it
     /// allocate more is recorded as unreadable.
     pub max_memory_bytes: u64,
     /// The program run as the reader (`<program> extract-text …`); None:
-    /// the running executable, which is `kiroku-collector`.
+    /// the running executable, which is `kiroku-collector`. Tests set it.
+    #[serde(skip)]
     pub program: Option<PathBuf>,
 }
 
@@ -68,7 +73,7 @@ impl Default for TextLimits {
         TextLimits {
             max_input_bytes: 64 << 20,
             max_text_bytes: 1 << 20,
-            timeout: Duration::from_secs(10),
+            timeout_secs: 10,
             max_memory_bytes: 1 << 30,
             program: None,
         }

@@ -31,7 +31,7 @@ pub(super) fn run(format: Format, data: &[u8], limits: &TextLimits) -> Extracted
             Err(e) => return Extracted::unreadable(format!("the reader cannot start ({e})")),
         },
     };
-    let secs = limits.timeout.as_secs().max(1);
+    let secs = limits.timeout_secs.max(1);
     let child = Command::new(&program)
         .arg(SUBCOMMAND)
         .arg(format.word())
@@ -64,11 +64,11 @@ pub(super) fn run(format: Format, data: &[u8], limits: &TextLimits) -> Extracted
         });
         let out = s.spawn(move || read_bounded(stdout, max_out));
         let err = s.spawn(move || read_bounded(stderr, STDERR_KEPT));
-        let exit = wait_until(&mut child, Instant::now() + limits.timeout);
+        let exit = wait_until(&mut child, Instant::now() + Duration::from_secs(secs));
         let out = out.join().unwrap_or_default();
         let err = err.join().unwrap_or_default();
         match exit {
-            None => Extracted::status(format!("timed out after {} s", limits.timeout.as_secs())),
+            None => Extracted::status(format!("timed out after {} s", limits.timeout_secs.max(1))),
             Some(status) => answer(status, &out, &err, limits),
         }
     })
@@ -129,7 +129,7 @@ fn answer(status: ExitStatus, out: &[u8], err: &[u8], limits: &TextLimits) -> Ex
     }
     match status.signal() {
         Some(s) if s == rustix::process::Signal::XCPU.as_raw() => {
-            Extracted::status(format!("timed out after {} s", limits.timeout.as_secs()))
+            Extracted::status(format!("timed out after {} s", limits.timeout_secs.max(1)))
         }
         Some(s) => Extracted::unreadable(format!("the reader stopped on signal {s} {last_err}")),
         None => Extracted::unreadable(format!(

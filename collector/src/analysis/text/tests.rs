@@ -342,3 +342,18 @@ fn text_is_cut_at_its_limit_on_a_character_boundary() {
     let got = read(Format::Ooxml, fixture!("report.docx"), None, 20);
     assert_eq!(got.status, format!("cut at {} bytes", got.text.len()));
 }
+
+#[test]
+fn limits_are_configured_by_name_and_unknown_keys_refused() {
+    let l: super::TextLimits =
+        toml::from_str("timeout_secs = 3\nmax_text_bytes = 4096\n").expect("[analysis.text]");
+    assert_eq!((l.timeout_secs, l.max_text_bytes), (3, 4096));
+    assert_eq!(
+        l.max_input_bytes,
+        super::TextLimits::default().max_input_bytes
+    );
+    let e = toml::from_str::<super::TextLimits>("timeout = 3").expect_err("unknown key");
+    assert!(e.to_string().contains("timeout"), "{e}");
+    let e = toml::from_str::<super::TextLimits>("program = \"/bin/sh\"").expect_err("not a key");
+    assert!(e.to_string().contains("program"), "{e}");
+}
