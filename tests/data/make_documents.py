@@ -3,7 +3,7 @@
 
 Run once by hand; its output is committed, so CI installs no office suite.
 Needs (here only, never in CI):
-    pip install python-docx openpyxl python-pptx reportlab
+    pip install python-docx openpyxl python-pptx reportlab msoffcrypto-tool
     apt-get install fonts-ipafont libreoffice-calc-nogui libreoffice-writer-nogui
 
     python3 tests/data/make_documents.py tests/fixtures/documents
@@ -152,6 +152,12 @@ def main():
         wb.save(src)
         libreoffice(src, "xls", p("report.xls"))
     corrupt_pdf(p("corrupt.pdf"), p("report.pdf"))
+    # A DOCX with a password to open (Office's "Encrypt with Password"):
+    # an OLE file holding the encrypted package. Password: himitsu.
+    import msoffcrypto.format.ooxml
+
+    with open(p("report.docx"), "rb") as src, open(p("encrypted.docx"), "wb") as out:
+        msoffcrypto.format.ooxml.OOXMLFile(src).encrypt("himitsu", out)
     # Plain text in Shift_JIS, as a Japanese Windows editor saves it.
     with open(p("memo-sjis.txt"), "wb") as f:
         f.write(f"{JAPANESE}\r\n{ENGLISH} (fennel)\r\n半角ｶﾀｶﾅも含む\r\n".encode("shift_jis"))

@@ -118,6 +118,9 @@ pub enum Format {
     Ooxml,
     /// An OLE compound file that claims to be an Excel 97–2003 workbook.
     Xls,
+    /// A password-protected Office document (OOXML inside an OLE file's
+    /// `EncryptedPackage`): no text without the password.
+    Encrypted,
 }
 
 impl Format {
@@ -129,6 +132,7 @@ impl Format {
             Format::Pdf => "pdf",
             Format::Ooxml => "ooxml",
             Format::Xls => "xls",
+            Format::Encrypted => "encrypted",
         }
     }
 
@@ -139,6 +143,7 @@ impl Format {
             Format::Pdf,
             Format::Ooxml,
             Format::Xls,
+            Format::Encrypted,
         ]
         .into_iter()
         .find(|f| f.word() == w)
@@ -175,6 +180,13 @@ impl Format {
             .iter()
             .any(|part| memchr::memmem::find(data, part.as_bytes()).is_some());
             return office.then_some(Format::Ooxml);
+        }
+        // The stream name `EncryptedPackage` (UTF-16LE in the OLE
+        // directory) is what Office writes for a document with a password
+        // to open.
+        const ENCRYPTED: &[u8] = b"E\0n\0c\0r\0y\0p\0t\0e\0d\0P\0a\0c\0k\0a\0g\0e\0";
+        if data.starts_with(OLE) && memchr::memmem::find(data, ENCRYPTED).is_some() {
+            return Some(Format::Encrypted);
         }
         if data.starts_with(OLE) {
             // Word 97 documents, Outlook items and PowerPoint decks are OLE
@@ -276,6 +288,7 @@ pub fn extract(
                 limits.max_text_bytes,
             )
         }
+        Format::Encrypted => Extracted::unreadable("a password-protected Office document"),
         _ if data.len() > limits.max_input_bytes => Extracted::unreadable(format!(
             "{} bytes, over the limit of {} bytes for documents",
             data.len(),
@@ -324,6 +337,7 @@ fn read(format: Format, data: &[u8], charset: Option<&str>, max_text: usize) -> 
         Format::Pdf => pdf::text(data, &mut out),
         Format::Ooxml => ooxml::text(data, &mut out),
         Format::Xls => sheet::xls(data, &mut out),
+        Format::Encrypted => Err(sink::unreadable("a password-protected Office document")),
     };
     out.finish(result)
 }

@@ -268,8 +268,14 @@ fn what_has_no_text() {
 fn unreadable_documents_say_why() {
     let docx = fixture!("report.docx");
     let pdf = fixture!("report.pdf");
-    let cases: [(&str, &[u8], &str, &str); 5] = [
+    let cases: [(&str, &[u8], &str, &str); 6] = [
         ("corrupt PDF", fixture!("corrupt.pdf"), "report.pdf", "PDF"),
+        (
+            "DOCX with a password",
+            fixture!("encrypted.docx"),
+            "report.docx",
+            "password-protected",
+        ),
         ("PDF header only", &pdf[..400], "report.pdf", "PDF"),
         (
             "truncated DOCX",
