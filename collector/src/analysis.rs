@@ -69,6 +69,9 @@ pub struct AnalysisConfig {
     /// `[analysis.archives]`: the bounds of one attachment's archive
     /// listing (zip bombs), see [`archive::ArchiveLimits`].
     pub archives: archive::ArchiveLimits,
+    /// `[analysis.text]`: the bounds of one attachment's text extraction
+    /// (size, text kept, time, memory), see [`text::TextLimits`].
+    pub text: text::TextLimits,
 }
 
 impl Default for AnalysisConfig {
@@ -77,6 +80,7 @@ impl Default for AnalysisConfig {
             workers: 0,
             max_file_bytes: 64 << 20,
             archives: archive::ArchiveLimits::default(),
+            text: text::TextLimits::default(),
         }
     }
 }
@@ -122,6 +126,7 @@ impl Limits {
         Limits {
             max_file_bytes: c.max_file_bytes,
             archive: c.archives.clone(),
+            text: c.text.clone(),
             ..Limits::default()
         }
     }

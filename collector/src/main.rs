@@ -52,6 +52,12 @@ enum Cmd {
 }
 
 fn main() -> std::process::ExitCode {
+    // The attachment text reader's subprocess (analysis/text/runner.rs):
+    // no configuration, no logging, only stdin to stdout.
+    let mut args = std::env::args();
+    if args.nth(1).as_deref() == Some(kiroku_collector::analysis::text::SUBCOMMAND) {
+        return kiroku_collector::analysis::text::child_main(args);
+    }
     let cli = Cli::parse();
     kiroku_common::init_logging("info");
     let cfg = match kiroku_collector::CollectorConfig::load(&cli.config) {

@@ -198,7 +198,7 @@ async fn attached_mail_and_tnef_are_opened_searched_traced_and_alerted_on() -> a
     for want in [
         "inside: forwarded.eml/inner.eml/contract.pdf",
         "TYPE MISMATCH: name .pdf, content application/zip",
-        "derived tags: type-mismatch, alert:secret",
+        "derived tags: attachment-text-unreadable, type-mismatch, alert:secret",
     ] {
         assert!(shown.contains(want), "{want:?} missing in\n{shown}");
     }

@@ -211,7 +211,8 @@ struct SearchArgs {
     /// internal_domains.
     #[arg(long)]
     internal: bool,
-    /// Full text over subject, body and the upstream's replies.
+    /// Full text over subject, body, the text of the attachments and the
+    /// upstream's replies.
     #[arg(long)]
     text: Option<String>,
     #[arg(long)]
@@ -221,6 +222,10 @@ struct SearchArgs {
     /// Words of an attachment's file name.
     #[arg(long)]
     attachment: Option<String>,
+    /// Words in the text of an attachment (PDF, Word, Excel, PowerPoint,
+    /// text, HTML), searchable once the collector has read it.
+    #[arg(long)]
+    attachment_text: Option<String>,
     /// SHA-256 of an attachment, a raw message or a file.
     #[arg(long)]
     sha256: Option<String>,
@@ -558,7 +563,7 @@ fn search_request(a: SearchArgs, zone: &zone::Zone) -> anyhow::Result<SearchRequ
         external: a.external,
         internal: a.internal,
         ascending: false,
-        attachment_text: String::new(),
+        attachment_text: s(a.attachment_text),
     };
     if !req.operation.is_empty() {
         req.operation = kiroku_common::vocabulary::file_operation(&req.operation)

@@ -163,25 +163,30 @@ impl TantivyIndex {
             };
             must.push(Box::new(RangeQuery::new(lo, hi)));
         }
+        let has = |field: &str| !self.missing.iter().any(|m| m == field);
+        // Free text: subject, body, the text of the attachments, and the
+        // upstream's replies ("connection refused", "mailbox full"). An
+        // index of an older schema (serving while its successor is
+        // rebuilt) searches the fields it has.
+        let mut text_fields = vec![f.subject, f.body];
+        if has("attachment_text") {
+            text_fields.push(f.attachment_text);
+        }
+        if has("replies") {
+            text_fields.push(f.replies);
+        }
         for (name, fields, text) in [
-            // Free text covers the upstream's replies too ("connection
-            // refused", "mailbox full").
-            (
-                "text",
-                // An index of an older schema (serving while its successor
-                // is rebuilt) has no `replies`: its text is subject and body.
-                if self.missing.iter().any(|m| m == "replies") {
-                    vec![f.subject, f.body]
-                } else {
-                    vec![f.subject, f.body, f.replies]
-                },
-                &r.text,
-            ),
+            ("text", text_fields, &r.text),
             ("subject", vec![f.subject], &r.subject),
             (
                 "attachment_name",
                 vec![f.attachment_name],
                 &r.attachment_name,
+            ),
+            (
+                "attachment_text",
+                vec![f.attachment_text],
+                &r.attachment_text,
             ),
         ] {
             if text.trim().is_empty() {

@@ -18,7 +18,8 @@ use kiroku_proto::SearchRequest;
 
 use super::IndexError;
 
-/// Bytes of a full-text query (`text`, `subject`, `attachment_name`).
+/// Bytes of a full-text query (`text`, `subject`, `attachment_name`,
+/// `attachment_text`).
 pub const MAX_QUERY_BYTES: usize = 2048;
 /// Nesting of a full-text query: open parentheses plus `NOT`s in effect.
 pub const MAX_QUERY_DEPTH: usize = 16;
@@ -179,6 +180,7 @@ pub fn check_search(r: &SearchRequest) -> Result<(), IndexError> {
         ("text", &r.text),
         ("subject", &r.subject),
         ("attachment_name", &r.attachment_name),
+        ("attachment_text", &r.attachment_text),
     ] {
         check_text(field, v)?;
     }
@@ -265,11 +267,12 @@ mod tests {
     #[test]
     fn limits_name_the_field_and_the_limit() {
         let deep = format!("{}a{}", "(".repeat(3000), ")".repeat(3000));
-        for field in ["text", "subject", "attachment_name"] {
+        for field in ["text", "subject", "attachment_name", "attachment_text"] {
             let mut r = SearchRequest::default();
             match field {
                 "text" => r.text = deep.clone(),
                 "subject" => r.subject = deep.clone(),
+                "attachment_text" => r.attachment_text = deep.clone(),
                 _ => r.attachment_name = deep.clone(),
             }
             let e = check_search(&r).expect_err("refused").to_string();

@@ -19,8 +19,10 @@ use tantivy::schema::{
 /// 2 — issue 16 (2026-12-05): the version file, the CJK analyzer on every
 /// full-text field, the mail-flow fields (domains, client IP, Message-ID,
 /// queue id, reply codes, SMTP login, replies) and the `by_*` grouping
-/// columns.
-pub const SCHEMA_VERSION: u32 = 2;
+/// columns; 3 — issue 17 (2026-12-05): `attachment_text` (the text of
+/// the attachments, from the annotation store) and the fields derived by
+/// analysis.
+pub const SCHEMA_VERSION: u32 = 3;
 
 use super::{Derived, TantivyIndex, analyzer, exfil, mailflow, stats};
 
@@ -40,6 +42,7 @@ pub(super) struct Fields {
     pub(super) body: Field,
     pub(super) has_attachment: Field,
     pub(super) attachment_name: Field,
+    pub(super) attachment_text: Field,
     pub(super) sha256: Field,
     pub(super) tag: Field,
     pub(super) outcome: Field,
@@ -131,6 +134,10 @@ fn schema_fields(old: Option<&Schema>) -> (Schema, Fields, Vec<String>) {
         body: b.add_text_field("body", full_text()),
         has_attachment: b.add_bool_field("has_attachment", INDEXED),
         attachment_name: b.add_text_field("attachment_name", full_text()),
+        // The text extracted from the attachments (analysis/text.rs), kept
+        // by the annotation store and added whenever the event is indexed
+        // after its analysis; not stored (the store has it).
+        attachment_text: b.add_text_field("attachment_text", full_text()),
         // Content hashes as the first 16 bytes of the SHA-256 (see
         // [`sha_key`]): a third of the index bytes of a file event was the
         // 64-character hex term, and building its dictionary the largest
@@ -381,6 +388,9 @@ impl TantivyIndex {
 /// its attachments searchable by hash and name like attachments, the
 /// collector's derived tags like tags.
 fn add_derived(f: &Fields, d: &mut TantivyDocument, x: &Derived) {
+    for t in &x.texts {
+        d.add_text(f.attachment_text, t);
+    }
     for t in &x.annotations.tags {
         d.add_text(f.tag, t);
     }
