@@ -39,8 +39,8 @@ use futures::StreamExt;
 use kiroku_proto::ingest_client::IngestClient;
 use kiroku_proto::{
     Attachment, Batch, BlobChunk, EmailEvent, Event, FileEvent, GetEventRequest, Hello,
-    HostIdentity, MissingBlobsRequest, Recipient, SearchRequest, ShipRequest, event::Kind,
-    ship_request, ship_response,
+    HostIdentity, ListHostsRequest, MissingBlobsRequest, Recipient, SearchRequest, ShipRequest,
+    event::Kind, ship_request, ship_response,
 };
 use kiroku_tests::{Env, Mode, Proc, bin, free_port, load};
 use prost::Message;
@@ -50,6 +50,15 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+// Beside this file rather than in src/bin/, where cargo would take it for
+// a binary of its own.
+#[path = "kiroku-bench-ingest/docs.rs"]
+mod docs;
+
+/// Another build of the collector to run (`--collector-exe`), to compare
+/// before and after a change side by side.
+static COLLECTOR_EXE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
 
 /// Blob uploads in flight per simulated agent (`--uploads-in-flight`).
 static UPLOADS_IN_FLIGHT: AtomicUsize = AtomicUsize::new(8);
@@ -112,6 +121,10 @@ struct Args {
     /// Keep the temp dir (logs, data dirs) and print its path.
     #[arg(long)]
     keep: bool,
+    /// Run this collector executable instead of the one built beside the
+    /// benchmark (an older build, for a before/after comparison).
+    #[arg(long)]
+    collector_exe: Option<PathBuf>,
 }
 
 impl Args {
@@ -144,6 +157,9 @@ enum EventKind {
     Small,
     Mail10k,
     Mail1m,
+    /// 1 MB mails carrying a real PDF and a real XLSX, different in every
+    /// mail: what the collector's analysis (types, text) opens.
+    Mail1mDocs,
 }
 
 impl EventKind {
@@ -152,7 +168,8 @@ impl EventKind {
             "small" => EventKind::Small,
             "mail10k" => EventKind::Mail10k,
             "mail1m" => EventKind::Mail1m,
-            other => bail!("unknown kind {other:?}: small, mail10k or mail1m"),
+            "mail1m-docs" => EventKind::Mail1mDocs,
+            other => bail!("unknown kind {other:?}: small, mail10k, mail1m or mail1m-docs"),
         })
     }
 
@@ -161,6 +178,7 @@ impl EventKind {
             EventKind::Small => "small file event",
             EventKind::Mail10k => "10 KB mail",
             EventKind::Mail1m => "1 MB mail + attachment",
+            EventKind::Mail1mDocs => "1 MB mail + PDF + XLSX",
         }
     }
 }
@@ -367,6 +385,18 @@ fn mail_event(
     size: usize,
     attachment: Option<&[u8]>,
 ) -> (Event, Vec<u8>) {
+    let files = attachment.map(|a| ("contract.pdf", "application/pdf", a));
+    mail_with_files(rng, agent, seq, size, files.as_slice())
+}
+
+/// A mail with these attachments (name, type, content), base64-encoded.
+fn mail_with_files(
+    rng: &mut StdRng,
+    agent: usize,
+    seq: u64,
+    size: usize,
+    files: &[(&str, &str, &[u8])],
+) -> (Event, Vec<u8>) {
     let from = format!("user{agent:03}@corp.example");
     let to = format!(
         "partner{}@ext{}.example",
@@ -380,32 +410,35 @@ fn mail_event(
     );
     let mut attachments = Vec::new();
     let body;
-    match attachment {
+    match files.first() {
         None => {
             body = text(rng, size.saturating_sub(raw.len() + 40));
             raw.push_str("Content-Type: text/plain; charset=utf-8\r\n\r\n");
             raw.push_str(&body);
             raw.push_str("\r\n");
         }
-        Some(att) => {
+        Some(_) => {
             body = text(rng, 600);
-            let b64 = base64::engine::general_purpose::STANDARD.encode(att);
             raw.push_str("Content-Type: multipart/mixed; boundary=\"BENCHBOUNDARY\"\r\n\r\n--BENCHBOUNDARY\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n");
             raw.push_str(&body);
-            raw.push_str("\r\n--BENCHBOUNDARY\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=\"contract.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\n");
-            for line in b64.as_bytes().chunks(76) {
-                raw.push_str(std::str::from_utf8(line).unwrap_or_default());
-                raw.push_str("\r\n");
+            raw.push_str("\r\n");
+            for (name, ctype, att) in files {
+                let b64 = base64::engine::general_purpose::STANDARD.encode(att);
+                raw.push_str(&format!("--BENCHBOUNDARY\r\nContent-Type: {ctype}\r\nContent-Disposition: attachment; filename=\"{name}\"\r\nContent-Transfer-Encoding: base64\r\n\r\n"));
+                for line in b64.as_bytes().chunks(76) {
+                    raw.push_str(std::str::from_utf8(line).unwrap_or_default());
+                    raw.push_str("\r\n");
+                }
+                attachments.push(Attachment {
+                    filename: (*name).into(),
+                    content_type: (*ctype).into(),
+                    size: att.len() as u64,
+                    sha256: kiroku_common::sha256_hex(att),
+                    inline: false,
+                    ..Default::default()
+                });
             }
             raw.push_str("--BENCHBOUNDARY--\r\n");
-            attachments.push(Attachment {
-                filename: "contract.pdf".into(),
-                content_type: "application/pdf".into(),
-                size: att.len() as u64,
-                sha256: kiroku_common::sha256_hex(att),
-                inline: false,
-                ..Default::default()
-            });
         }
     }
     let raw = raw.into_bytes();
@@ -486,6 +519,28 @@ fn make_load(kind: EventKind, agent: usize, n: usize) -> Load {
                     (0, Some(att.as_slice()))
                 };
                 let (e, raw) = mail_event(&mut rng, agent, seq, size, attachment);
+                load.logical_bytes += raw.len() as u64;
+                load.blobs.insert(kiroku_common::sha256_hex(&raw), raw);
+                load.events.push(e);
+            }
+            EventKind::Mail1mDocs => {
+                // About 440 KB of PDF and 300 KB of XLSX: ~1 MB once
+                // base64-encoded, with ~2,000 words of text each.
+                let words: Vec<String> = (0..150).map(|_| text(&mut rng, 80)).collect();
+                let pdf = docs::pdf(&mut rng, &words.join("\r\n"), 420 * 1024);
+                let xlsx = match docs::xlsx(&mut rng, &words, 280 * 1024) {
+                    Ok(x) => x,
+                    Err(e) => panic!("building the benchmark's XLSX in memory: {e}"),
+                };
+                let files = [
+                    ("forecast.pdf", "application/pdf", pdf.as_slice()),
+                    (
+                        "forecast.xlsx",
+                        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+                        xlsx.as_slice(),
+                    ),
+                ];
+                let (e, raw) = mail_with_files(&mut rng, agent, seq, 0, &files);
                 load.logical_bytes += raw.len() as u64;
                 load.blobs.insert(kiroku_common::sha256_hex(&raw), raw);
                 load.events.push(e);
@@ -688,6 +743,31 @@ async fn probe(env: &Env, stop: Arc<AtomicBool>) -> anyhow::Result<(Vec<Duration
 
 // ---------------------------------------------------------------- collector
 
+/// Waits until the collector's analysis queue is empty; the number of mails
+/// it analysed, or None when the collector reports no analysis (a build
+/// from before it existed).
+async fn analysis_drained(env: &Env, limit: Duration) -> anyhow::Result<Option<u64>> {
+    let mut q = env.investigator().await?;
+    let t0 = Instant::now();
+    loop {
+        let hosts = q.list_hosts(ListHostsRequest {}).await?.into_inner();
+        let Some(status) = hosts.analysis else {
+            return Ok(None);
+        };
+        if status.pending == 0 {
+            return Ok(Some(status.analysed));
+        }
+        if t0.elapsed() > limit {
+            bail!(
+                "the collector's analysis still had {} mails pending after {limit:?}: {}",
+                status.pending,
+                status.message
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// The collector under test, started on a fresh data directory.
 struct Collector {
     proc: Proc,
@@ -702,10 +782,11 @@ fn fresh_collector(env: &Env, old: Option<Collector>) -> anyhow::Result<Collecto
     if data.exists() {
         std::fs::remove_dir_all(&data).with_context(|| format!("removing {}", data.display()))?;
     }
-    Ok(Collector {
-        proc: env.start_collector()?,
-        data,
-    })
+    let proc = match COLLECTOR_EXE.get() {
+        Some(exe) => env.start_collector_on(Path::new("collector"), Some(exe))?,
+        None => env.start_collector()?,
+    };
+    Ok(Collector { proc, data })
 }
 
 struct IngestResult {
@@ -803,7 +884,7 @@ async fn section_ingest(env: &Env, a: &Args) -> anyhow::Result<()> {
         let total = match kind {
             EventKind::Small => a.small,
             EventKind::Mail10k => a.mails_10k,
-            EventKind::Mail1m => a.mails_1m,
+            EventKind::Mail1m | EventKind::Mail1mDocs => a.mails_1m,
         };
         for &n in &a.agents {
             let col = fresh_collector(env, c.take())?;
@@ -823,6 +904,18 @@ async fn section_ingest(env: &Env, a: &Args) -> anyhow::Result<()> {
                 r.cpu / r.secs,
                 r.rss_peak_kb as f64 / 1024.0
             );
+            if kind == EventKind::Mail1mDocs {
+                let t0 = Instant::now();
+                let cpu0 = cpu_seconds(col.proc.pid());
+                match analysis_drained(env, Duration::from_secs(1800)).await? {
+                    Some(analysed) => println!(
+                        "\n(the analysis of those mails, {analysed} analysed: done {:.1} s after the last acknowledgement; collector CPU in that time {:.1} s)\n",
+                        t0.elapsed().as_secs_f64(),
+                        cpu_seconds(col.proc.pid()) - cpu0
+                    ),
+                    None => println!("\n(this collector build has no attachment analysis)\n"),
+                }
+            }
             if n == a.agents[0] {
                 storage.push((
                     kind,
@@ -1205,6 +1298,9 @@ fn memchr_count(b: &[u8]) -> usize {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut a = Args::parse();
+    if let Some(exe) = a.collector_exe.clone() {
+        let _ = COLLECTOR_EXE.set(exe);
+    }
     if a.tiny {
         a.shrink_for_ci();
     }
