@@ -122,6 +122,9 @@ impl<'a> Cursor<'a> {
     fn done(&self) -> bool {
         self.pos >= self.data.len()
     }
+    fn remaining(&self) -> usize {
+        self.data.len().saturating_sub(self.pos)
+    }
 }
 
 /// Unpacks the attachments of a TNEF stream; None when `data` is not one.
@@ -244,6 +247,15 @@ fn mapi_props(body: &[u8], codepage: u32, b: &mut Building) -> Result<(), String
     let mut c = Cursor { data: body, pos: 0 };
     let cut = || "cut short".to_owned();
     let count = c.u32().ok_or_else(cut)?;
+    // Every property takes at least its 4-byte tag: a count beyond what
+    // the bytes can hold is damage, and the loop below is bounded by the
+    // input's length, never by a number the sender wrote.
+    if count as usize > c.remaining() / 4 {
+        return Err(format!(
+            "{count} properties, more than the {} bytes left can hold",
+            c.remaining()
+        ));
+    }
     for _ in 0..count {
         let ty = c.u16().ok_or_else(cut)?;
         let id = c.u16().ok_or_else(cut)?;
@@ -265,6 +277,22 @@ fn mapi_props(body: &[u8], codepage: u32, b: &mut Building) -> Result<(), String
         } else {
             1
         };
+        // A count is only believed when the bytes left can hold that many
+        // values: each takes its fixed size or at least its 4-byte length.
+        // A multi-valued type of size 0 (PT_NULL) would loop up to 4e9
+        // times over nothing, so it is refused (no real writer makes one).
+        let per_value = fixed_size(base).unwrap_or(4);
+        if per_value == 0 && values > 1 {
+            return Err(format!(
+                "property 0x{id:04x}: {values} values of a zero-size type 0x{ty:04x}"
+            ));
+        }
+        if values > c.remaining() / per_value.max(1) {
+            return Err(format!(
+                "property 0x{id:04x}: {values} values, more than the {} bytes left can hold",
+                c.remaining()
+            ));
+        }
         for _ in 0..values {
             if let Some(n) = fixed_size(base) {
                 c.take(n).ok_or_else(cut)?;

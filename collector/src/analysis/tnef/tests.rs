@@ -90,3 +90,87 @@ fn long_names_and_damage() {
         }
     }
 }
+
+/// A TNEF stream with one attachment whose `attAttachment` attribute has
+/// `props` as its body.
+fn with_props(props: &[u8]) -> Vec<u8> {
+    let mut t = SIGNATURE.to_vec();
+    t.extend_from_slice(&[0x01, 0x00]); // legacy key
+    let mut attr = |level: u8, id: u32, body: &[u8]| {
+        t.push(level);
+        t.extend_from_slice(&id.to_le_bytes());
+        t.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        t.extend_from_slice(body);
+        let sum = body.iter().map(|&b| u32::from(b)).sum::<u32>() as u16;
+        t.extend_from_slice(&sum.to_le_bytes());
+    };
+    attr(
+        LVL_ATTACHMENT,
+        0x0006_0000 | u32::from(ATT_ATTACH_REND_DATA),
+        &[0; 14],
+    );
+    attr(
+        LVL_ATTACHMENT,
+        0x0001_0000 | u32::from(ATT_ATTACH_DATA),
+        b"hello",
+    );
+    attr(
+        LVL_ATTACHMENT,
+        0x0006_0000 | u32::from(ATT_ATTACHMENT),
+        props,
+    );
+    t
+}
+
+/// Hostile property counts are refused at once, not looped over: the
+/// 12-byte property of the review (multi-valued PT_NULL, 0xffffffff
+/// values) took about 4e9 iterations per property before; a count of
+/// multi-valued strings or of properties larger than the bytes left is
+/// refused the same way. What was read before is kept.
+#[test]
+fn hostile_property_counts_are_refused() {
+    let cases: &[(&str, Vec<u8>, &str)] = &[
+        (
+            "multi-valued PT_NULL, 4e9 values",
+            [
+                &1u32.to_le_bytes()[..],
+                &[0x01, 0x10, 0x01, 0x37],
+                &[0xff; 4],
+            ]
+            .concat(),
+            "zero-size type",
+        ),
+        (
+            "multi-valued string, 4e9 values",
+            [
+                &1u32.to_le_bytes()[..],
+                &[0x1e, 0x10, 0x07, 0x37],
+                &[0xff; 4],
+            ]
+            .concat(),
+            "more than the",
+        ),
+        (
+            "multi-valued LONG, 4e9 values",
+            [
+                &1u32.to_le_bytes()[..],
+                &[0x03, 0x10, 0x07, 0x37],
+                &[0xff; 4],
+            ]
+            .concat(),
+            "more than the",
+        ),
+        (
+            "4e9 properties",
+            [0xff; 12].to_vec(),
+            "properties, more than",
+        ),
+    ];
+    for (what, props, says) in cases {
+        let data = with_props(props);
+        let got = unpack(&data).expect("a TNEF stream");
+        assert!(got.status.contains(says), "{what}: {}", got.status);
+        assert_eq!(got.files.len(), 1, "{what}: the data read before is kept");
+        assert_eq!(got.files[0].data, b"hello", "{what}");
+    }
+}
