@@ -87,7 +87,14 @@ fn push_text(mut s: &str, out: &mut Sink) {
     while let Some(amp) = s.find('&') {
         out.push(&s[..amp]);
         s = &s[amp..];
-        let semi = s[..s.len().min(12)].find(';');
+        // An entity name is short: look for its `;` in the next 12 bytes,
+        // cut at a character boundary (`R&D部門` has a 3-byte character
+        // across byte 12, and slicing a str inside one panics).
+        let mut end = s.len().min(12);
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        let semi = s[..end].find(';');
         let decoded = semi.and_then(|i| entity(&s[1..i]).map(|c| (c, i + 1)));
         match decoded {
             Some((c, len)) => {

@@ -206,6 +206,21 @@ fn html_is_its_text() {
     assert_eq!((f, got.text.trim()), (Some(Format::Html), "社外秘"));
 }
 
+/// An `&` followed by multi-byte characters within the 12 bytes where an
+/// entity's `;` is looked for: once a panic (a str cut inside a character)
+/// that killed an analysis worker. Every offset of a 3-byte character
+/// across the cut is tried.
+#[test]
+fn ampersand_before_multibyte_text() {
+    for pad in ["", "x", "xy"] {
+        let html = format!("<p>R&D{pad}部門の報告; 社外秘</p>");
+        let (f, got) = read_as(html.as_bytes(), "report.html", "text/html; charset=utf-8");
+        assert_eq!(f, Some(Format::Html));
+        assert_eq!(got.status, EXTRACTED);
+        assert_eq!(got.text.trim(), format!("R&D{pad}部門の報告; 社外秘"));
+    }
+}
+
 #[test]
 fn what_has_no_text() {
     let mut zip = Vec::new();
