@@ -53,6 +53,13 @@ pub const TAG_TYPE_MISMATCH: &str = "type-mismatch";
 pub const TAG_ENCRYPTED_ATTACHMENT: &str = "encrypted-attachment";
 pub const TAG_ARCHIVE_BOUNDED: &str = "archive-bounded";
 pub const TAG_TEXT_UNREADABLE: &str = "attachment-text-unreadable";
+/// Part of the mail was not analysed: the event's budget ran out.
+pub const TAG_EVENT_BUDGET: &str = "analysis-budget";
+/// The analysis of the mail failed (a panic, see worker.rs).
+pub const TAG_ANALYSIS_FAILED: &str = "analysis-failed";
+
+/// How the status of a file that the event's budget left out begins.
+pub const EVENT_BUDGET: &str = "not analysed: event budget";
 
 /// `[analysis]` in the collector config.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -72,6 +79,17 @@ pub struct AnalysisConfig {
     /// `[analysis.text]`: the bounds of one attachment's text extraction
     /// (size, text kept, time, memory), see [`text::TextLimits`].
     pub text: text::TextLimits,
+    /// Wall time one mail's analysis may take, all its attachments
+    /// together (milliseconds); the files not reached are recorded as
+    /// "not analysed: event budget" and retried by `reanalyse`.
+    pub max_event_millis: u64,
+    /// Bytes of files and archive members one mail's analysis may go
+    /// through, all its attachments together.
+    pub max_event_expanded_bytes: u64,
+    /// Attachment text indexed for one mail, all its attachments together
+    /// (bytes of UTF-8): the index document of a mail with 500 documents
+    /// stays bounded.
+    pub max_event_text_bytes: u64,
 }
 
 impl Default for AnalysisConfig {
@@ -81,6 +99,9 @@ impl Default for AnalysisConfig {
             max_file_bytes: 64 << 20,
             archives: archive::ArchiveLimits::default(),
             text: text::TextLimits::default(),
+            max_event_millis: 120_000,
+            max_event_expanded_bytes: 4 << 30,
+            max_event_text_bytes: 8 << 20,
         }
     }
 }
@@ -107,16 +128,33 @@ pub struct Limits {
     pub max_nested_files: usize,
     pub archive: archive::ArchiveLimits,
     pub text: text::TextLimits,
+    /// The event's budget: wall time, bytes gone through, text indexed
+    /// (see [`AnalysisConfig`]).
+    pub max_event_millis: u64,
+    pub max_event_expanded_bytes: u64,
+    pub max_event_text_bytes: u64,
+    /// Ignore the per-file cache and analyse again mail analysed by this
+    /// version (`reanalyse --force`): every file is opened and read again.
+    pub fresh: bool,
+    /// Analyse again mail whose annotations are marked for it
+    /// (`Annotations.retry`: `reanalyse`).
+    pub redo_retry: bool,
 }
 
 impl Default for Limits {
     fn default() -> Self {
+        let c = AnalysisConfig::default();
         Limits {
-            max_file_bytes: 64 << 20,
+            max_file_bytes: c.max_file_bytes,
             max_depth: 4,
             max_nested_files: 500,
-            archive: archive::ArchiveLimits::default(),
-            text: text::TextLimits::default(),
+            archive: c.archives,
+            text: c.text,
+            max_event_millis: c.max_event_millis,
+            max_event_expanded_bytes: c.max_event_expanded_bytes,
+            max_event_text_bytes: c.max_event_text_bytes,
+            fresh: false,
+            redo_retry: false,
         }
     }
 }
@@ -127,9 +165,46 @@ impl Limits {
             max_file_bytes: c.max_file_bytes,
             archive: c.archives.clone(),
             text: c.text.clone(),
+            max_event_millis: c.max_event_millis,
+            max_event_expanded_bytes: c.max_event_expanded_bytes,
+            max_event_text_bytes: c.max_event_text_bytes,
             ..Limits::default()
         }
     }
+}
+
+impl Limits {
+    /// Whether a mail with these annotations is analysed again.
+    pub fn redo(&self, a: &Annotations) -> bool {
+        a.version != VERSION || self.fresh || (self.redo_retry && a.retry)
+    }
+}
+
+/// Whether a status says that something outside the file stopped the
+/// work (a reader that timed out or could not start, a time bound): such
+/// a result is not kept in the per-file cache and marks the event's
+/// annotations for `reanalyse` (`Annotations.retry`).
+pub fn transient(status: &str) -> bool {
+    status.split("; ").any(|s| {
+        s.starts_with("timed out after")
+            || (s.starts_with("unreadable: the reader") && s.contains("cannot start"))
+            || (s.starts_with("bounded: ") && s.contains(" ms spent"))
+            || s.starts_with(&format!("{EVENT_BUDGET}: time"))
+    })
+}
+
+/// The key the text of `sha256` read as `format` is kept under: what
+/// decides the text is the bytes, the format chosen (from the bytes, but
+/// also from the name and declared type) and, for plain text and HTML,
+/// the charset declared.
+fn text_key(sha256: &str, format: text::Format, declared: &str) -> String {
+    let charset = match format {
+        text::Format::Plain | text::Format::Html => text::charset_param(declared)
+            .unwrap_or("")
+            .to_ascii_lowercase(),
+        _ => String::new(),
+    };
+    format!("{sha256}:{}:{charset}", format.word())
 }
 
 /// Whether the committer queues `e` for analysis: mail whose raw message
@@ -146,6 +221,10 @@ struct Run<'a> {
     out: Annotations,
     tags: BTreeSet<String>,
     nested: usize,
+    /// The event's budget spent so far.
+    started: std::time::Instant,
+    expanded: u64,
+    text_indexed: u64,
 }
 
 /// Analyses one event: every attachment (and every file inside attached
@@ -171,6 +250,9 @@ pub fn analyse(
         },
         tags: BTreeSet::new(),
         nested: 0,
+        started: std::time::Instant::now(),
+        expanded: 0,
+        text_indexed: 0,
     };
     let Some(Kind::Email(m)) = &event.kind else {
         return Ok(run.out);
@@ -202,6 +284,50 @@ pub fn analyse(
     let mut out = run.out;
     out.tags = run.tags.into_iter().collect();
     Ok(out)
+}
+
+/// The annotations of a mail whose analysis panicked: each attachment
+/// says so, with the panic's message, and the mail is tagged
+/// `analysis-failed` (and marked for `reanalyse`, which a fixed build
+/// runs).
+pub fn failed(event: &Event, why: &str) -> Annotations {
+    let status = format!("not analysed: analysis failed: panic: {why}");
+    let attachments = match &event.kind {
+        Some(Kind::Email(m)) => m
+            .attachments
+            .iter()
+            .map(|att| AttachmentAnalysis {
+                sha256: att.sha256.clone(),
+                name: att.filename.clone(),
+                size: att.size,
+                declared_type: att.content_type.clone(),
+                text_status: status.clone(),
+                members_status: status.clone(),
+                ..Default::default()
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    Annotations {
+        event_id: event.event_id.clone(),
+        version: VERSION,
+        analysed_at_ms: kiroku_common::now_ms(),
+        attachments,
+        tags: vec![TAG_ANALYSIS_FAILED.into()],
+        retry: true,
+        ..Default::default()
+    }
+}
+
+/// The message of a caught panic.
+pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic without a message".into()
+    }
 }
 
 /// The name of an unnamed attachment: an attached mail is named after its
@@ -264,6 +390,7 @@ impl Run<'_> {
                 )
             });
         walked.unwrap_or_else(|e| {
+            self.out.retry = true;
             tracing::warn!(event_id = %self.out.event_id, raw_sha256 = %m.raw_sha256, error = %e, "the raw message cannot be read for analysis; its attachments are recorded as unreadable");
             Walked::default()
         })
@@ -272,7 +399,7 @@ impl Run<'_> {
     /// An attachment's bytes: its own blob, else the walked leaf with its
     /// hash. Of a blob the record already says is over the limit only the
     /// head is read (decompressing it whole just to count it is waste).
-    fn content_of(&self, sha256: &str, size: u64, walked: &Walked) -> Option<Content> {
+    fn content_of(&mut self, sha256: &str, size: u64, walked: &Walked) -> Option<Content> {
         let max = self.limits.max_file_bytes;
         if size > max && self.blobs.has(sha256) {
             let head = self
@@ -290,6 +417,7 @@ impl Run<'_> {
             match head {
                 Ok(head) => return Some(Content::TooLarge { size, head }),
                 Err(e) => {
+                    self.out.retry = true;
                     tracing::warn!(event_id = %self.out.event_id, sha256, error = %e, "attachment blob not readable for analysis")
                 }
             }
@@ -298,6 +426,7 @@ impl Run<'_> {
             match r {
                 Ok(c) => return Some(c),
                 Err(e) => {
+                    self.out.retry = true;
                     tracing::warn!(event_id = %self.out.event_id, sha256, error = %e, "attachment blob not readable for analysis")
                 }
             }
@@ -341,6 +470,17 @@ impl Run<'_> {
             a.type_mismatch = why;
             self.tags.insert(TAG_TYPE_MISMATCH.into());
         }
+        crate::test_hooks::analysis_panic(name);
+        // Typing a file costs only its head; opening and reading it is
+        // what the event's budget bounds.
+        if let Some(why) = self.over_budget() {
+            a.text_status = format!("{EVENT_BUDGET}: {why}");
+            a.members_status = a.text_status.clone();
+            self.tags.insert(TAG_EVENT_BUDGET.into());
+            self.out.attachments.push(a);
+            return Ok(());
+        }
+        self.expanded = self.expanded.saturating_add(a.size);
         let inner_path = if path.is_empty() {
             name.to_owned()
         } else {
@@ -370,12 +510,40 @@ impl Run<'_> {
         self.leaf(index, data)
     }
 
-    /// Archive listing and text of a file that is no message or TNEF:
-    /// reused from the per-file store when this version did it before.
+    /// Why the event's budget allows no more work, if it does not (a time
+    /// bound marks the annotations for `reanalyse`).
+    fn over_budget(&mut self) -> Option<String> {
+        let l = self.limits;
+        if self.started.elapsed().as_millis() >= u128::from(l.max_event_millis) {
+            self.out.retry = true;
+            return Some(format!(
+                "time: {} ms spent on this mail (analysis.max_event_millis)",
+                l.max_event_millis
+            ));
+        }
+        if self.expanded >= l.max_event_expanded_bytes {
+            return Some(format!(
+                "{} bytes of files and archive members gone through in this mail (analysis.max_event_expanded_bytes)",
+                l.max_event_expanded_bytes
+            ));
+        }
+        None
+    }
+
+    /// Archive listing and text of a file that is no message or TNEF. The
+    /// listing depends on the bytes only and is reused from the per-file
+    /// store when this version did it before; the text also depends on
+    /// the format chosen (name, declared type) and charset, and is kept
+    /// under that key ([`text_key`]). Results that something outside the
+    /// file cut short ([`transient`]) are not kept: the next analysis
+    /// tries again.
     fn leaf(&mut self, index: usize, data: &[u8]) -> Result<(), AnnotationError> {
-        let a = &self.out.attachments[index];
-        let known = self.store.file(&a.sha256, VERSION)?;
-        let content = match known {
+        let a = self.out.attachments[index].clone();
+        let known = match self.limits.fresh {
+            true => None,
+            false => self.store.file(&a.sha256, VERSION)?,
+        };
+        let listing = match known {
             Some(k) => k,
             None => {
                 let mut k = AttachmentAnalysis {
@@ -391,29 +559,26 @@ impl Run<'_> {
                     k.members = l.members;
                     k.members_status = l.status;
                 }
-                let t = text::extract(
-                    data,
-                    &a.name,
-                    &a.declared_type,
-                    &a.detected_type,
-                    &self.limits.text,
-                );
-                if !t.text.is_empty() {
-                    k.text_bytes = self.store.put_text(&a.sha256, &t.text)? as u64;
+                if transient(&k.members_status) {
+                    self.out.retry = true;
+                } else {
+                    self.store.put_file(&k, VERSION)?;
                 }
-                k.text_status = t.status;
-                self.store.put_file(&k, VERSION)?;
                 k
             }
         };
+        let members_size: u64 = listing.members.iter().map(|m| m.size).sum();
+        self.expanded = self.expanded.saturating_add(members_size);
+        let (text_key, text_status, text_bytes) = self.text(&a, data)?;
         let a = &mut self.out.attachments[index];
-        a.container = content.container;
-        a.encrypted = content.encrypted;
-        a.encryption = content.encryption;
-        a.members = content.members;
-        a.members_status = content.members_status;
-        a.text_status = content.text_status;
-        a.text_bytes = content.text_bytes;
+        a.container = listing.container;
+        a.encrypted = listing.encrypted;
+        a.encryption = listing.encryption;
+        a.members = listing.members;
+        a.members_status = listing.members_status;
+        a.text_key = text_key;
+        a.text_status = text_status;
+        a.text_bytes = text_bytes;
         if a.encrypted || a.members.iter().any(|m| m.encrypted) {
             self.tags.insert(TAG_ENCRYPTED_ATTACHMENT.into());
         }
@@ -423,7 +588,68 @@ impl Run<'_> {
         if a.text_status.starts_with("unreadable") {
             self.tags.insert(TAG_TEXT_UNREADABLE.into());
         }
+        if a.text_status.contains(EVENT_BUDGET) {
+            self.tags.insert(TAG_EVENT_BUDGET.into());
+        }
         Ok(())
+    }
+
+    /// The text of the file `a` (its bytes `data`): (text key, status,
+    /// bytes this event indexes), within the event's text budget.
+    fn text(
+        &mut self,
+        a: &AttachmentAnalysis,
+        data: &[u8],
+    ) -> Result<(String, String, u64), AnnotationError> {
+        let Some(format) = text::Format::of(data, &a.name, &a.declared_type, &a.detected_type)
+        else {
+            return Ok((String::new(), text::NONE.into(), 0));
+        };
+        let max = self.limits.max_event_text_bytes;
+        let left = max.saturating_sub(self.text_indexed);
+        if left == 0 {
+            let why = format!(
+                "{EVENT_BUDGET}: {max} bytes of attachment text indexed in this mail (analysis.max_event_text_bytes)"
+            );
+            return Ok((String::new(), why, 0));
+        }
+        let key = text_key(&a.sha256, format, &a.declared_type);
+        let known = match self.limits.fresh {
+            true => None,
+            false => self.store.file(&key, VERSION)?,
+        };
+        let (status, bytes) = match known {
+            Some(k) => (k.text_status, k.text_bytes),
+            None => {
+                let t = text::extract_as(Some(format), data, &a.declared_type, &self.limits.text);
+                let bytes = if t.text.is_empty() {
+                    0
+                } else {
+                    self.store.put_text(&key, &t.text)? as u64
+                };
+                let k = AttachmentAnalysis {
+                    sha256: key.clone(),
+                    text_status: t.status.clone(),
+                    text_bytes: bytes,
+                    ..Default::default()
+                };
+                if transient(&t.status) {
+                    self.out.retry = true;
+                } else {
+                    self.store.put_file(&k, VERSION)?;
+                }
+                (t.status, bytes)
+            }
+        };
+        if bytes > left {
+            self.text_indexed = max;
+            let why = format!(
+                "{status}; cut at {left} bytes: {EVENT_BUDGET} ({max} bytes of attachment text per mail, analysis.max_event_text_bytes)"
+            );
+            return Ok((key, why, left));
+        }
+        self.text_indexed += bytes;
+        Ok((key, status, bytes))
     }
 
     /// Whether another nested file may be opened; records why not.

@@ -35,8 +35,9 @@ enum Cmd {
     /// Apply the current analysis (attached mail, TNEF, archives, types,
     /// S/MIME and PGP, attachment text) to mail already stored, with the
     /// collector stopped. Resumable: mail already analysed by this version
-    /// is skipped, and what an interrupted run left queued the collector
-    /// finishes at its next start.
+    /// is skipped (unless something outside the mail cut its analysis
+    /// short: a reader's timeout, an I/O error), and what an interrupted
+    /// run left queued the collector finishes at its next start.
     Reanalyse {
         /// From this time (RFC 3339, or a date: midnight UTC); default: the
         /// beginning.
@@ -48,6 +49,11 @@ enum Cmd {
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
+        /// Analyse again every mail in the range, also those this version
+        /// analysed, and read every file again (the per-file cache is not
+        /// used): after a reader was fixed or a limit raised.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -69,7 +75,12 @@ fn main() -> std::process::ExitCode {
     };
     match cli.cmd {
         Some(Cmd::Repair { rebuild_index }) => return repair(&cfg, rebuild_index),
-        Some(Cmd::Reanalyse { from, to, quiet }) => return reanalyse(&cfg, from, to, quiet),
+        Some(Cmd::Reanalyse {
+            from,
+            to,
+            quiet,
+            force,
+        }) => return reanalyse(&cfg, from, to, quiet, force),
         None => {}
     }
     if cli.check {
@@ -128,6 +139,7 @@ fn reanalyse(
     from: Option<String>,
     to: Option<String>,
     quiet: bool,
+    force: bool,
 ) -> std::process::ExitCode {
     use kiroku_collector::analysis::reanalyse;
     if collector_running(cfg, "reanalysing") {
@@ -142,10 +154,10 @@ fn reanalyse(
             return std::process::ExitCode::from(2);
         }
     };
-    match reanalyse::run(&cfg.data_dir, &cfg.analysis, from_ms, to_ms, quiet) {
+    match reanalyse::run(&cfg.data_dir, &cfg.analysis, from_ms, to_ms, quiet, force) {
         Ok(r) => {
             println!(
-                "reanalysed {} mails of {} in the range ({} were already analysed by analysis version {})",
+                "reanalysed {} mails of {} in the range ({} were already analysed by analysis version {} and left as they are)",
                 r.analysed,
                 r.in_range,
                 r.up_to_date,

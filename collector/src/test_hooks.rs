@@ -64,3 +64,25 @@ pub fn analysis_paused() -> bool {
     #[cfg(not(feature = "test-hooks"))]
     false
 }
+
+/// A panic in the analysis of a file whose name contains the value of
+/// `KIROKU_TEST_ANALYSIS_PANIC`, so a test can check that a panic in one
+/// mail's analysis is recorded and does not stop the queue; nothing in
+/// production builds.
+pub fn analysis_panic(name: &str) {
+    #[cfg(feature = "test-hooks")]
+    {
+        const NAME: &str = "KIROKU_TEST_ANALYSIS_PANIC";
+        if let Ok(v) = std::env::var(NAME)
+            && !v.is_empty()
+            && name.contains(v.as_str())
+        {
+            tracing::error!(
+                "TEST HOOK ACTIVE: {NAME} is set, the analysis of {name:?} panics deliberately (test build only)"
+            );
+            panic!("test hook {NAME}: deliberate panic analysing {name:?}");
+        }
+    }
+    #[cfg(not(feature = "test-hooks"))]
+    let _ = name;
+}

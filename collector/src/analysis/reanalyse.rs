@@ -20,7 +20,7 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use kiroku_common::mail::corrected_ms;
 
-use super::{AnalysisConfig, Limits, VERSION, wanted};
+use super::{AnalysisConfig, Limits, wanted};
 use crate::alerts::{Alerting, RuleSet};
 use crate::store::{Store, journal};
 
@@ -35,14 +35,22 @@ pub struct Report {
     pub analysed: u64,
 }
 
-/// Reanalyses the mail of `[from_ms, to_ms)` in the data directory `dir`.
+/// Reanalyses the mail of `[from_ms, to_ms)` in the data directory `dir`:
+/// mail not analysed by the current version, or whose analysis something
+/// outside the mail cut short (`Annotations.retry`: a reader's timeout, an
+/// I/O error); with `force`, every mail, and every file read again (the
+/// per-file cache is not used).
 pub fn run(
     dir: &Path,
     cfg: &AnalysisConfig,
     from_ms: i64,
     to_ms: i64,
     quiet: bool,
+    force: bool,
 ) -> anyhow::Result<Report> {
+    let mut limits = Limits::from_config(cfg);
+    limits.fresh = force;
+    limits.redo_retry = true;
     let store = Arc::new(Store::open(dir).context("opening the data directory")?);
     let mut report = Report::default();
     let mut seen = HashSet::new();
@@ -58,7 +66,7 @@ pub fn run(
         }
         report.in_range += 1;
         match store.analysis.annotations(&e.event_id) {
-            Ok(Some(a)) if a.version == VERSION => report.up_to_date += 1,
+            Ok(Some(a)) if !limits.redo(&a) => report.up_to_date += 1,
             Ok(_) => stale.push(e.event_id),
             Err(err) => failed = Some(err),
         }
@@ -90,12 +98,8 @@ pub fn run(
         Vec::new(),
         10_000,
     )?);
-    let workers = super::worker::Workers::start(
-        store.clone(),
-        alerting,
-        Limits::from_config(cfg),
-        cfg.worker_count(),
-    )?;
+    let workers =
+        super::worker::Workers::start(store.clone(), alerting, limits, cfg.worker_count())?;
     loop {
         let pending = store.analysis.pending() as u64;
         pb.set_position(total.saturating_sub(pending));

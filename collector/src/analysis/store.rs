@@ -90,6 +90,10 @@ pub struct Progress {
     pub reindexed: AtomicU64,
     pub failed_batches: AtomicU64,
     pub workers: AtomicU64,
+    /// Events whose analysis panicked (recorded as failed, see worker.rs).
+    pub panics: AtomicU64,
+    /// Worker threads that died and were started again.
+    pub restarts: AtomicU64,
 }
 
 impl AnnotationStore {
@@ -163,7 +167,8 @@ impl AnnotationStore {
         Ok(())
     }
 
-    /// The text extracted from the content `sha256`.
+    /// The text extracted from the content `sha256` (or kept under a text
+    /// key, see `AttachmentAnalysis.text_key`).
     pub fn text(&self, sha256: &str) -> Result<Option<String>, AnnotationError> {
         let Some(v) = self
             .texts
@@ -220,8 +225,20 @@ impl AnnotationStore {
         };
         let mut texts = Vec::new();
         for a in annotations.attachments.iter().filter(|a| a.text_bytes > 0) {
-            if let Ok(Some(t)) = self.text(&a.sha256) {
-                texts.push(t);
+            let key = if a.text_key.is_empty() {
+                &a.sha256
+            } else {
+                &a.text_key
+            };
+            if let Ok(Some(t)) = self.text(key) {
+                // `text_bytes` is what this event may index of it (the
+                // event's text budget may allow less than was kept).
+                let keep = cut_at_char(&t, a.text_bytes as usize);
+                texts.push(if keep.len() == t.len() {
+                    t
+                } else {
+                    keep.to_owned()
+                });
             }
         }
         Some(crate::store::index::Derived { annotations, texts })
@@ -276,6 +293,18 @@ impl AnnotationStore {
             "analysis (version {}): {pending} mails waiting, {analysed} analysed since start, {workers} workers",
             super::VERSION
         );
+        let panics = p.panics.load(Ordering::Relaxed);
+        let restarts = p.restarts.load(Ordering::Relaxed);
+        if panics > 0 {
+            message.push_str(&format!(
+                "; the analysis of {panics} mails failed with a panic (recorded in their annotations, see the collector's log)"
+            ));
+        }
+        if restarts > 0 {
+            message.push_str(&format!(
+                "; {restarts} workers died and were restarted (see the collector's log)"
+            ));
+        }
         if failed_batches > 0 {
             message.push_str(&format!(
                 "; {failed_batches} batches failed and were retried (see the collector's log)"

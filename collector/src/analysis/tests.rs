@@ -248,3 +248,221 @@ fn a_large_attachment_is_read_from_its_own_blob() {
         );
     }
 }
+
+/// A stored mail with the given attachments (name, declared type, bytes),
+/// each in the raw message only.
+fn simple_mail(f: &Fixture, id: &str, files: &[(&str, &str, &[u8])]) -> Event {
+    let mut raw = String::from(
+        "From: a@corp.example\r\nContent-Type: multipart/mixed; boundary=Z\r\n\r\n--Z\r\nContent-Type: text/plain\r\n\r\nhello\r\n",
+    );
+    for (name, ct, data) in files {
+        raw.push_str(&format!(
+            "--Z\r\nContent-Type: {ct}; name=\"{name}\"\r\nContent-Disposition: attachment; filename=\"{name}\"\r\nContent-Transfer-Encoding: base64\r\n\r\n{}",
+            b64(data)
+        ));
+    }
+    raw.push_str("--Z--\r\n");
+    let raw_sha = kiroku_common::sha256_hex(raw.as_bytes());
+    f.blobs.put(&raw_sha, raw.as_bytes()).expect("put raw");
+    let attachments = files
+        .iter()
+        .map(|(name, ct, data)| Attachment {
+            filename: (*name).into(),
+            content_type: (*ct).into(),
+            size: data.len() as u64,
+            sha256: kiroku_common::sha256_hex(data),
+            ..Default::default()
+        })
+        .collect();
+    Event {
+        event_id: id.into(),
+        kind: Some(Kind::Email(EmailEvent {
+            raw_sha256: raw_sha,
+            attachments,
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+/// The same bytes sent first as a photo, then as the text file they are:
+/// the text decision of the first (no text) must not stick to the bytes
+/// (a sender could switch extraction off that way). The text is kept by
+/// the bytes, the format and the charset.
+#[test]
+fn the_text_of_the_same_bytes_follows_how_they_are_sent() {
+    let f = fixture();
+    let secret = "社外秘: the merger closes in March\n".as_bytes();
+    let photo = simple_mail(&f, "a/s/20", &[("photo.jpg", "image/jpeg", secret)]);
+    let a = analyse(&photo, &f.blobs, &f.store, &Limits::default()).expect("analyse");
+    assert_eq!(
+        (
+            a.attachments[0].text_status.as_str(),
+            a.attachments[0].text_bytes
+        ),
+        (text::NONE, 0)
+    );
+    let txt = simple_mail(
+        &f,
+        "a/s/21",
+        &[("secret.txt", "text/plain; charset=utf-8", secret)],
+    );
+    let a = analyse(&txt, &f.blobs, &f.store, &Limits::default()).expect("analyse");
+    assert_eq!(a.attachments[0].text_status, text::EXTRACTED, "{a:?}");
+    assert_eq!(a.attachments[0].text_bytes, secret.len() as u64);
+    f.store.put_annotations(&a).expect("put");
+    let d = f.store.derived(&txt).expect("derived");
+    assert_eq!(d.texts, vec![String::from_utf8_lossy(secret).into_owned()]);
+    // And the photo again: still no text, the text kept is not its.
+    let a = analyse(&photo, &f.blobs, &f.store, &Limits::default()).expect("analyse");
+    assert_eq!(a.attachments[0].text_bytes, 0);
+}
+
+/// A result that something outside the file caused (here a reader that
+/// cannot start; likewise a timeout, a time bound, an unreadable blob) is
+/// not cached and marks the annotations for `reanalyse`; a result the
+/// file caused is cached and marks nothing.
+#[test]
+fn results_caused_by_the_environment_are_not_cached() {
+    let f = fixture();
+    let pdf = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/documents/report.pdf"),
+    )
+    .expect("report.pdf fixture");
+    let e = simple_mail(&f, "a/s/30", &[("report.pdf", "application/pdf", &pdf)]);
+    let mut broken = Limits::default();
+    broken.text.program = Some("/nonexistent/kiroku-reader".into());
+    let a = analyse(&e, &f.blobs, &f.store, &broken).expect("analyse");
+    let att = &a.attachments[0];
+    assert!(
+        att.text_status.contains("cannot start"),
+        "{}",
+        att.text_status
+    );
+    assert!(transient(&att.text_status));
+    assert!(a.retry, "marked for reanalyse");
+    assert_eq!(f.store.file(&att.text_key, VERSION).expect("read"), None);
+    // The byte-derived part (no archive) is cached all the same.
+    assert!(f.store.file(&att.sha256, VERSION).expect("read").is_some());
+    // Damage is the file's: cached, no retry.
+    let bad = simple_mail(
+        &f,
+        "a/s/31",
+        &[("bad.pdf", "application/pdf", b"%PDF-1.4 junk")],
+    );
+    let mut no_reader = Limits::default();
+    no_reader.text.max_input_bytes = 4;
+    let a = analyse(&bad, &f.blobs, &f.store, &no_reader).expect("analyse");
+    assert!(a.attachments[0].text_status.starts_with("unreadable"));
+    assert!(!a.retry, "{a:?}");
+    assert!(
+        f.store
+            .file(&a.attachments[0].text_key, VERSION)
+            .expect("read")
+            .is_some()
+    );
+    // A raw message that cannot be read: recorded, and retried later.
+    let mut gone = simple_mail(&f, "a/s/32", &[("x.txt", "text/plain", b"x")]);
+    if let Some(Kind::Email(m)) = &mut gone.kind {
+        m.raw_sha256 = "ee".repeat(32);
+    }
+    let a = analyse(&gone, &f.blobs, &f.store, &Limits::default()).expect("analyse");
+    assert!(a.retry);
+    for status in [
+        "timed out after 10 s",
+        "unreadable: the reader /x cannot start (No such file)",
+        "zip; bounded: 10000 ms spent; zip bomb?",
+        "not analysed: event budget: time: 1 ms spent on this mail",
+    ] {
+        assert!(transient(status), "{status}");
+    }
+    for status in [
+        "extracted",
+        "unreadable: damaged",
+        "bounded: 20000 members listed; zip bomb?",
+    ] {
+        assert!(!transient(status), "{status}");
+    }
+}
+
+/// The event's budget: text indexed, bytes gone through and time, all
+/// attachments together; what is past it says so.
+#[test]
+fn the_event_budget_bounds_all_attachments_together() {
+    let f = fixture();
+    let texts: Vec<Vec<u8>> = (0..3)
+        .map(|i| {
+            format!("{i} confidential report text ")
+                .repeat(4)
+                .into_bytes()
+        })
+        .collect();
+    let names = ["a.txt", "b.txt", "c.txt"];
+    let files: Vec<(&str, &str, &[u8])> = names
+        .iter()
+        .zip(&texts)
+        .map(|(n, t)| (*n, "text/plain", t.as_slice()))
+        .collect();
+    let e = simple_mail(&f, "a/s/40", &files);
+    let one = texts[0].len() as u64;
+    let limits = Limits {
+        max_event_text_bytes: one + one / 2,
+        ..Limits::default()
+    };
+    let a = analyse(&e, &f.blobs, &f.store, &limits).expect("analyse");
+    let got: Vec<(u64, bool)> = a
+        .attachments
+        .iter()
+        .map(|x| (x.text_bytes, x.text_status.contains(EVENT_BUDGET)))
+        .collect();
+    assert_eq!(got, vec![(one, false), (one / 2, true), (0, true)], "{a:?}");
+    assert!(a.attachments[2].text_status.starts_with(EVENT_BUDGET));
+    assert!(a.tags.contains(&TAG_EVENT_BUDGET.to_owned()));
+    f.store.put_annotations(&a).expect("put");
+    let d = f.store.derived(&e).expect("derived");
+    let indexed: usize = d.texts.iter().map(String::len).sum();
+    assert_eq!(indexed as u64, one + one / 2);
+    // Bytes gone through: the first file uses the budget up.
+    let limits = Limits {
+        max_event_expanded_bytes: 10,
+        ..Limits::default()
+    };
+    let a = analyse(&e, &f.blobs, &f.store, &limits).expect("analyse");
+    let past: Vec<bool> = a
+        .attachments
+        .iter()
+        .map(|x| x.members_status.starts_with(EVENT_BUDGET))
+        .collect();
+    assert_eq!(past, vec![false, true, true], "{a:?}");
+    assert!(!a.retry, "a byte budget is the mail's own: not retried");
+    // Time: nothing is opened, and the mail is marked for reanalyse.
+    let limits = Limits {
+        max_event_millis: 0,
+        ..Limits::default()
+    };
+    let a = analyse(&e, &f.blobs, &f.store, &limits).expect("analyse");
+    assert!(
+        a.attachments
+            .iter()
+            .all(|x| x.text_status.starts_with(EVENT_BUDGET) && x.text_bytes == 0),
+        "{a:?}"
+    );
+    assert!(a.retry);
+    assert_eq!(a.attachments[0].detected_type, "text/plain", "still typed");
+}
+
+#[test]
+fn a_failed_analysis_is_recorded_per_attachment() {
+    let f = fixture();
+    let e = simple_mail(&f, "a/s/50", &[("r.html", "text/html", b"<p>x</p>")]);
+    let a = failed(&e, "boom");
+    assert_eq!(a.tags, vec![TAG_ANALYSIS_FAILED.to_owned()]);
+    assert_eq!(a.version, VERSION);
+    assert!(a.retry);
+    assert_eq!(
+        a.attachments[0].text_status,
+        "not analysed: analysis failed: panic: boom"
+    );
+    assert_eq!(a.attachments[0].name, "r.html");
+}

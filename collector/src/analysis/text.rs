@@ -125,7 +125,7 @@ pub enum Format {
 
 impl Format {
     /// The word the reader subprocess is told the format by.
-    fn word(self) -> &'static str {
+    pub fn word(self) -> &'static str {
         match self {
             Format::Plain => "plain",
             Format::Html => "html",
@@ -257,7 +257,7 @@ fn mime_essence(t: &str) -> String {
 }
 
 /// The `charset` parameter of a declared type, if any.
-fn charset_param(t: &str) -> Option<&str> {
+pub fn charset_param(t: &str) -> Option<&str> {
     t.split(';').skip(1).find_map(|p| {
         let (k, v) = p.split_once('=')?;
         k.trim()
@@ -275,7 +275,19 @@ pub fn extract(
     detected_type: &str,
     limits: &TextLimits,
 ) -> Extracted {
-    let Some(format) = Format::of(data, name, declared_type, detected_type) else {
+    let format = Format::of(data, name, declared_type, detected_type);
+    extract_as(format, data, declared_type, limits)
+}
+
+/// [`extract`] with the format already chosen by [`Format::of`] (the
+/// dispatcher keys the text it keeps by the format and charset).
+pub fn extract_as(
+    format: Option<Format>,
+    data: &[u8],
+    declared_type: &str,
+    limits: &TextLimits,
+) -> Extracted {
+    let Some(format) = format else {
         return Extracted::status(NONE);
     };
     match format {

@@ -18,6 +18,7 @@
 //! worker ([`RETRY`]); it resumes by itself.
 
 use std::collections::HashSet;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -155,7 +156,22 @@ fn run(s: &Shared) {
             s.store.analysis.wait(Duration::from_secs(1));
             continue;
         }
-        let result = process(s, &batch);
+        // A panic outside an event's analysis (each of those is caught in
+        // `process`) must not kill the worker either: the batch stays
+        // queued, its events are released, and the worker goes on as if
+        // restarted.
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| process(s, &batch)))
+            .unwrap_or_else(|p| {
+                s.store
+                    .analysis
+                    .progress
+                    .restarts
+                    .fetch_add(1, Ordering::Relaxed);
+                Err(anyhow::anyhow!(
+                    "the analysis worker panicked outside an event's analysis ({}); restarted",
+                    super::panic_message(p.as_ref())
+                ))
+            });
         release(s, &batch);
         if let Err(e) = result {
             s.store
@@ -215,14 +231,37 @@ fn process(s: &Shared, batch: &[Pending]) -> anyhow::Result<()> {
         let before = s.store.analysis.annotations(&e.event_id)?;
         let mut indexed = before.as_ref().is_some_and(adds_to_index);
         let ann = match before {
-            Some(a) if a.version == VERSION => a,
+            Some(a) if !s.limits.redo(&a) => a,
             _ => {
-                let mut ann = analyse(&e, &s.store.blobs, &s.store.analysis, &s.limits)?;
-                alerts.extend(
-                    s.alerting
+                // A panic in one mail's analysis (a reader's bug on a
+                // hostile file) is recorded in its annotations as a failed
+                // analysis, so that its queue entry leaves like any other
+                // and the worker goes on with the next mail.
+                let analysed = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    let mut ann = analyse(&e, &s.store.blobs, &s.store.analysis, &s.limits)?;
+                    let fired = s
+                        .alerting
                         .evaluate_derived(&e, &mut ann)
-                        .map_err(anyhow::Error::msg)?,
-                );
+                        .map_err(anyhow::Error::msg)?;
+                    anyhow::Ok((ann, fired))
+                }));
+                let ann = match analysed {
+                    Ok(done) => {
+                        let (ann, fired) = done?;
+                        alerts.extend(fired);
+                        ann
+                    }
+                    Err(p) => {
+                        let why = super::panic_message(p.as_ref());
+                        s.store
+                            .analysis
+                            .progress
+                            .panics
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(event_id = %e.event_id, panic = %why, "the analysis of this mail panicked; recorded as failed in its annotations, the worker goes on (please report this with the mail)");
+                        super::failed(&e, &why)
+                    }
+                };
                 s.store.analysis.put_annotations(&ann)?;
                 s.store
                     .analysis
@@ -238,9 +277,25 @@ fn process(s: &Shared, batch: &[Pending]) -> anyhow::Result<()> {
         // annotations stored before a crash (their pairing may not have
         // been): idempotent, nothing fires twice. The events it changes
         // (this one too) are re-indexed below.
-        let done = s.alerting.analysed(&e, &ann).map_err(anyhow::Error::msg)?;
-        alerts.extend(done.alerts);
-        relinked.extend(super::ppap::apply(&s.store.analysis, &done.derived)?);
+        // The alert hook is contained the same way: its panic costs this
+        // mail's encrypted-attachment and PPAP alerts (logged), not the
+        // worker.
+        let hook = std::panic::catch_unwind(AssertUnwindSafe(|| s.alerting.analysed(&e, &ann)));
+        match hook {
+            Ok(done) => {
+                let done = done.map_err(anyhow::Error::msg)?;
+                alerts.extend(done.alerts);
+                relinked.extend(super::ppap::apply(&s.store.analysis, &done.derived)?);
+            }
+            Err(p) => {
+                s.store
+                    .analysis
+                    .progress
+                    .panics
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::error!(event_id = %e.event_id, panic = %super::panic_message(p.as_ref()), "the alert rules on this mail's analysis panicked; its encrypted-attachment and PPAP alerts are skipped, the worker goes on (please report this with the mail)");
+            }
+        }
         // A mail in which analysis found nothing to index (no file inside
         // an attachment, no derived tag, no text) keeps the document it
         // was indexed with at ingest: no second add and commit for it.
