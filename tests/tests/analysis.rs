@@ -347,3 +347,83 @@ async fn pending_analysis_survives_kill_9_and_reanalyse_applies_it() -> anyhow::
     assert_eq!(b.attachments.len(), 3, "{b:?}");
     Ok(())
 }
+
+/// A mail with one base64 attachment.
+fn one_file_mail(subject: &str, name: &str, ctype: &str, data: &[u8]) -> Vec<u8> {
+    format!(
+        "From: alice@corp.example\r\nTo: bob@corp.example\r\nSubject: {subject}\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=A\r\n\r\n--A\r\nContent-Type: text/plain\r\n\r\nsee the file\r\n--A\r\nContent-Type: {ctype}; name=\"{name}\"\r\nContent-Disposition: attachment; filename=\"{name}\"\r\nContent-Transfer-Encoding: base64\r\n\r\n{}--A--\r\n",
+        b64(data)
+    )
+    .into_bytes()
+}
+
+/// A panic in one mail's analysis (forced by a test hook) is recorded in
+/// that mail's annotations and the queue goes on: the mails after it are
+/// analysed, among them a Japanese HTML attachment (`R&D部門の報告`) whose
+/// reading once panicked and killed the worker for good.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_panic_in_one_mail_does_not_stop_the_analysis_queue() -> anyhow::Result<()> {
+    kiroku_tests::ensure_collector_test_hooks()?;
+    let env = Env::new()?;
+    let hook = ("KIROKU_TEST_ANALYSIS_PANIC", "panic-here");
+    let _collector = env.start_collector_on_env(std::path::Path::new("collector"), &[hook])?;
+    let smtp = free_port();
+    let _agent = env.start_agent("pc-1", smtp, &Mode::CaptureOnly)?;
+    let html = "<html><body><p>R&D部門の報告 quarterly zebrafinch</p></body></html>";
+    let mails = [
+        one_file_mail("first", "panic-here.bin", "application/octet-stream", b"x"),
+        one_file_mail(
+            "second",
+            "report.html",
+            "text/html; charset=utf-8",
+            html.as_bytes(),
+        ),
+        one_file_mail("third", "notes.txt", "text/plain", b"plain notes"),
+    ];
+    for raw in &mails {
+        let sent = send_mail(smtp, "alice@corp.example", &["bob@corp.example"], raw)?;
+        assert_eq!(sent.code, 250, "{sent:?}");
+    }
+    let events = env
+        .wait_for(
+            SearchRequest {
+                sender: "alice@corp.example".into(),
+                ..Default::default()
+            },
+            3,
+            Duration::from_secs(30),
+        )
+        .await?;
+    let id = |subject: &str| {
+        events
+            .iter()
+            .find(|e| email(e).subject == subject)
+            .map(|e| e.event_id.clone())
+            .ok_or_else(|| anyhow::anyhow!("no mail {subject:?}"))
+    };
+    let failed = annotations(&env, &id("first")?, Duration::from_secs(30)).await?;
+    assert_eq!(failed.tags, ["analysis-failed"], "{failed:?}");
+    assert!(
+        failed.attachments[0]
+            .text_status
+            .starts_with("not analysed: analysis failed: panic: test hook"),
+        "{failed:?}"
+    );
+    let html_a = annotations(&env, &id("second")?, Duration::from_secs(30)).await?;
+    assert_eq!(html_a.attachments[0].text_status, "extracted", "{html_a:?}");
+    let third = annotations(&env, &id("third")?, Duration::from_secs(30)).await?;
+    assert_eq!(third.attachments[0].text_status, "extracted", "{third:?}");
+    // The HTML's text is searchable.
+    let found = env
+        .wait_for(
+            SearchRequest {
+                attachment_text: "zebrafinch".into(),
+                ..Default::default()
+            },
+            1,
+            Duration::from_secs(30),
+        )
+        .await?;
+    assert_eq!(email(&found[0]).subject, "second");
+    Ok(())
+}
