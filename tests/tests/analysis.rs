@@ -315,11 +315,12 @@ async fn pending_analysis_survives_kill_9_and_reanalyse_applies_it() -> anyhow::
         .clone();
     collector.terminate();
     let cfg = env.path().join("collector.toml");
-    let reanalyse = |from: &str| {
+    let reanalyse_with = |from: &str, more: &[&str]| {
         let out = std::process::Command::new(kiroku_tests::bin("kiroku-collector"))
             .arg("--config")
             .arg(&cfg)
             .args(["reanalyse", "--quiet", "--from", from])
+            .args(more)
             .output()?;
         anyhow::ensure!(
             out.status.success(),
@@ -328,6 +329,7 @@ async fn pending_analysis_survives_kill_9_and_reanalyse_applies_it() -> anyhow::
         );
         anyhow::Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     };
+    let reanalyse = |from: &str| reanalyse_with(from, &[]);
     let from = rfc3339(between)?;
     let out = reanalyse(&from)?;
     assert!(
@@ -340,11 +342,22 @@ async fn pending_analysis_survives_kill_9_and_reanalyse_applies_it() -> anyhow::
         out.starts_with("reanalysed 0 mails of 2 in the range"),
         "{out}"
     );
+    // --force: every mail in the range again, analysed anew.
+    let forced_at = kiroku_common::now_ms();
+    let out = reanalyse_with("1970-01-01", &["--force"])?;
+    assert!(
+        out.starts_with("reanalysed 2 mails of 2 in the range"),
+        "{out}"
+    );
     // Analysis is still held back in the collector: the annotations are
     // reanalyse's.
     let _collector = env.start_collector_on_env(data, &[PAUSED])?;
     let b = annotations(&env, &second, Duration::from_secs(5)).await?;
     assert_eq!(b.attachments.len(), 3, "{b:?}");
+    assert!(
+        b.analysed_at_ms >= forced_at,
+        "analysed again by --force: {b:?}"
+    );
     Ok(())
 }
 
