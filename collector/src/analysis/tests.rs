@@ -466,3 +466,36 @@ fn a_failed_analysis_is_recorded_per_attachment() {
     );
     assert_eq!(a.attachments[0].name, "r.html");
 }
+
+/// The `[analysis]` block of packaging/collector.example.toml, uncommented,
+/// is a valid configuration with the documented defaults.
+#[test]
+fn the_example_analysis_config_parses_and_states_the_defaults() {
+    let example = include_str!("../../../packaging/collector.example.toml");
+    let block: String = example
+        .split("#[analysis]\n")
+        .nth(1)
+        .expect("an [analysis] block in the example")
+        .lines()
+        .take_while(|l| !l.is_empty())
+        .filter(|l| l.starts_with('#') && !l.starts_with("# ") && l.contains(" = "))
+        .map(|l| format!("{}\n", l.trim_start_matches('#')))
+        .collect();
+    let parsed: AnalysisConfig = toml::from_str(&block).expect("parses");
+    let d = AnalysisConfig::default();
+    assert!(block.contains("max_event_text_bytes"), "{block}");
+    assert_eq!(
+        (
+            parsed.max_event_millis,
+            parsed.max_event_expanded_bytes,
+            parsed.max_event_text_bytes,
+            parsed.max_file_bytes
+        ),
+        (
+            d.max_event_millis,
+            d.max_event_expanded_bytes,
+            d.max_event_text_bytes,
+            d.max_file_bytes
+        )
+    );
+}
