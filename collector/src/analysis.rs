@@ -530,6 +530,28 @@ impl Run<'_> {
         None
     }
 
+    /// Milliseconds left of the event's time budget.
+    fn millis_left(&self) -> u64 {
+        let spent = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.limits.max_event_millis.saturating_sub(spent)
+    }
+
+    /// The archive limits for the next listing: the configured ones,
+    /// lowered to what is left of the event's budget (time, bytes); true
+    /// when lowered.
+    fn archive_limits(&self) -> (archive::ArchiveLimits, bool) {
+        let mut l = self.limits.archive.clone();
+        let bytes_left = self
+            .limits
+            .max_event_expanded_bytes
+            .saturating_sub(self.expanded);
+        let millis_left = self.millis_left().max(1);
+        let capped = bytes_left < l.max_expanded_bytes || millis_left < l.max_millis;
+        l.max_expanded_bytes = l.max_expanded_bytes.min(bytes_left);
+        l.max_millis = l.max_millis.min(millis_left);
+        (l, capped)
+    }
+
     /// Archive listing and text of a file that is no message or TNEF. The
     /// listing depends on the bytes only and is reused from the per-file
     /// store when this version did it before; the text also depends on
@@ -552,14 +574,27 @@ impl Run<'_> {
                     detected_type: a.detected_type.clone(),
                     ..Default::default()
                 };
-                if let Some(l) = archive::list(data, &a.name, &self.limits.archive) {
+                // What is left of the event's budget caps this listing too
+                // (a single zip bomb cannot take the mail past it); a
+                // listing cut by the event's budget rather than the
+                // archive's own bounds is this mail's, not the file's, and
+                // is not kept for the file.
+                let (limits, capped) = self.archive_limits();
+                if let Some(l) = archive::list(data, &a.name, &limits) {
                     k.container = l.container;
                     k.encrypted = l.encrypted;
                     k.encryption = l.encryption;
                     k.members = l.members;
                     k.members_status = l.status;
                 }
-                if transient(&k.members_status) {
+                let by_budget = capped && archive::is_bounded(&k.members_status);
+                if by_budget {
+                    k.members_status = format!(
+                        "{}; {EVENT_BUDGET}: what is left of this mail's budget bounded the listing",
+                        k.members_status
+                    );
+                }
+                if by_budget || transient(&k.members_status) {
                     self.out.retry = true;
                 } else {
                     self.store.put_file(&k, VERSION)?;
@@ -588,7 +623,7 @@ impl Run<'_> {
         if a.text_status.starts_with("unreadable") {
             self.tags.insert(TAG_TEXT_UNREADABLE.into());
         }
-        if a.text_status.contains(EVENT_BUDGET) {
+        if a.text_status.contains(EVENT_BUDGET) || a.members_status.contains(EVENT_BUDGET) {
             self.tags.insert(TAG_EVENT_BUDGET.into());
         }
         Ok(())
@@ -621,7 +656,12 @@ impl Run<'_> {
         let (status, bytes) = match known {
             Some(k) => (k.text_status, k.text_bytes),
             None => {
-                let t = text::extract_as(Some(format), data, &a.declared_type, &self.limits.text);
+                // A reader's timeout is capped by what is left of the
+                // event's time (a timeout is not kept: retried later).
+                let mut limits = self.limits.text.clone();
+                let left_ms = self.millis_left();
+                limits.timeout_secs = limits.timeout_secs.min(left_ms.div_ceil(1000).max(1));
+                let t = text::extract_as(Some(format), data, &a.declared_type, &limits);
                 let bytes = if t.text.is_empty() {
                     0
                 } else {

@@ -499,3 +499,36 @@ fn the_example_analysis_config_parses_and_states_the_defaults() {
         )
     );
 }
+
+/// A zip bomb's listing is capped by what is left of the mail's byte
+/// budget, not only by the per-attachment bound; such a listing is this
+/// mail's and is not kept for the file (the next mail lists it whole).
+#[test]
+fn the_event_budget_caps_an_archive_listing_and_is_not_cached() {
+    let f = fixture();
+    let mut zip = Vec::new();
+    {
+        let mut w = zip::ZipWriter::new(std::io::Cursor::new(&mut zip));
+        let o = zip::write::SimpleFileOptions::default();
+        for name in ["a.bin", "b.bin"] {
+            w.start_file(name, o).expect("zip");
+            std::io::Write::write_all(&mut w, &[0u8; 200_000]).expect("zip");
+        }
+        w.finish().expect("zip");
+    }
+    let e = simple_mail(&f, "a/s/60", &[("bomb.zip", "application/zip", &zip)]);
+    let limits = Limits {
+        max_event_expanded_bytes: zip.len() as u64 + 1000,
+        ..Limits::default()
+    };
+    let a = analyse(&e, &f.blobs, &f.store, &limits).expect("analyse");
+    let att = &a.attachments[0];
+    assert!(att.members_status.contains(EVENT_BUDGET), "{att:?}");
+    assert!(a.tags.contains(&TAG_EVENT_BUDGET.to_owned()), "{a:?}");
+    assert_eq!(f.store.file(&att.sha256, VERSION).expect("read"), None);
+    let a = analyse(&e, &f.blobs, &f.store, &Limits::default()).expect("analyse");
+    let att = &a.attachments[0];
+    assert_eq!(att.members.len(), 2, "{att:?}");
+    assert!(!att.members_status.contains(EVENT_BUDGET), "{att:?}");
+    assert!(f.store.file(&att.sha256, VERSION).expect("read").is_some());
+}
