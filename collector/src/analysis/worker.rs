@@ -129,7 +129,31 @@ impl Drop for Workers {
     }
 }
 
+/// A worker thread: [`work`] under a supervisor, so that a panic that
+/// escapes it (none should: each event's analysis and each batch are
+/// caught) restarts the loop instead of ending the thread. Counted and
+/// shown in the analysis status.
 fn run(s: &Shared) {
+    loop {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| work(s))) {
+            Ok(()) => return,
+            Err(p) => {
+                s.store
+                    .analysis
+                    .progress
+                    .restarts
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::error!(panic = %super::panic_message(p.as_ref()), "an analysis worker panicked; restarted in {} s", RETRY.as_secs());
+                if s.stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                s.store.analysis.wait(RETRY);
+            }
+        }
+    }
+}
+
+fn work(s: &Shared) {
     if crate::test_hooks::analysis_paused() {
         while !s.stop.load(Ordering::SeqCst) {
             s.store.analysis.wait(Duration::from_millis(200));
