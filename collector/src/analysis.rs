@@ -46,8 +46,11 @@ use store::{AnnotationError, AnnotationStore};
 
 /// The analysis version: bump it when what [`analyse`] derives changes, so
 /// `kiroku-collector reanalyse` and the per-file cache know that older
-/// annotations are stale.
-pub const VERSION: u32 = 1;
+/// annotations are stale. 2: text kept by format and charset
+/// (`text_key`), results the environment caused no longer cached, the
+/// per-mail budget (version 1's per-file cache may hold a text decision
+/// a sender forced, or a timeout, for good).
+pub const VERSION: u32 = 2;
 
 pub const TAG_TYPE_MISMATCH: &str = "type-mismatch";
 pub const TAG_ENCRYPTED_ATTACHMENT: &str = "encrypted-attachment";
