@@ -264,7 +264,7 @@ fn agreement(corpus: &str, rows: &[Row]) {
     let agree = rows.iter().filter(|(_, r)| r.is_ok()).count();
     for (name, r) in rows {
         if let Err(why) = r {
-            eprintln!("differs from Python: {corpus}/{name}: {why}");
+            eprintln!("differs from Python: {name}: {why}");
         }
     }
     eprintln!(
@@ -443,7 +443,10 @@ fn corpus_files(base: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> an
     for p in entries {
         if p.is_dir() {
             corpus_files(base, &p, out)?;
-        } else if p.extension().is_some_and(|x| x == "eml" || x == "txt") {
+        } else if p
+            .extension()
+            .is_some_and(|x| ["eml", "txt", "msg", "raw"].iter().any(|e| x == *e))
+        {
             let name = p.strip_prefix(base)?.to_string_lossy().into_owned();
             out.push((name, p));
         }
@@ -481,6 +484,10 @@ async fn public_corpora_agree_with_python_except_where_listed() -> anyhow::Resul
             // RFC 5321 2.3.8: the agent refuses NUL in mail data (with a
             // 554), so such a message has no record to compare.
             eprintln!("{name}: contains NUL, which SMTP refuses; not sent");
+        } else if raw.split(|&b| b == b'\n').any(|l| l.len() > 1000) {
+            // RFC 5321 4.5.3.1.6: a text line is at most 1000 octets with
+            // its CRLF; longer ones are refused on the way.
+            eprintln!("{name}: has a line over 1000 octets, which SMTP refuses; not sent");
         } else if seen.insert(kiroku_common::sha256_hex(&raw)) {
             sent.push((name.clone(), raw));
         } else {
