@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod mail;
+pub mod mime;
 pub mod pki;
 pub mod quote;
 pub mod search;

@@ -24,7 +24,6 @@
 
 pub mod auth;
 pub mod config;
-mod mime;
 mod peer;
 pub mod record;
 mod session;

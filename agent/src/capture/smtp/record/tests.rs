@@ -1,5 +1,5 @@
-use super::words::charset_for;
 use super::*;
+use kiroku_common::mime::words::charset_for;
 
 fn env(rcpts: &[&str]) -> Envelope {
     Envelope {
@@ -17,7 +17,8 @@ fn env(rcpts: &[&str]) -> Envelope {
     }
 }
 
-/// The streaming path gives the record the in-memory path gives.
+/// The streaming path gives the record the in-memory path gives, and so
+/// does a walk that reads the message a few bytes at a time.
 fn same_both_ways(raw: &[u8]) {
     let env = env(&["x@example.com"]);
     let want = build(&env, raw);
@@ -25,12 +26,31 @@ fn same_both_ways(raw: &[u8]) {
     let path = dir.path().join("m");
     std::fs::write(&path, raw).expect("write");
     let got = build_streamed(&env, &path, raw.len() as u64, &want.raw_sha256);
-    assert_eq!(
-        got,
-        want,
-        "{}",
-        String::from_utf8_lossy(&raw[..raw.len().min(300)])
-    );
+    let start = String::from_utf8_lossy(&raw[..raw.len().min(300)]).into_owned();
+    assert_eq!(got, want, "{start}");
+    let trickled = EmailEvent {
+        message_size: raw.len() as u64,
+        raw_sha256: want.raw_sha256.clone(),
+        ..envelope_only(&env)
+    };
+    let reader = std::io::BufReader::with_capacity(5, Trickle { data: raw, n: 3 });
+    let trickled = complete(&env, trickled, Ok(parse(reader)));
+    assert_eq!(trickled, want, "{start}");
+}
+
+/// A reader that hands out `n` bytes at a time.
+struct Trickle<'a> {
+    data: &'a [u8],
+    n: usize,
+}
+
+impl std::io::Read for Trickle<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.n.min(buf.len()).min(self.data.len());
+        buf[..n].copy_from_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        Ok(n)
+    }
 }
 
 fn unhex(h: &str) -> Vec<u8> {
@@ -393,4 +413,170 @@ fn html_only_body_becomes_text() {
         html_to_text("<html><style>p{}</style><p>Hello&nbsp;<b>world</b> &amp; co</p></html>"),
         "Hello world & co"
     );
+}
+
+/// Every message of the MIME corpus (tests/data/mime, filled by the
+/// corpus tests of issue 17) and of CPython's email test data gives the
+/// same record in memory, streamed from a file and read in small pieces.
+#[test]
+fn differential_over_corpora() {
+    // KIROKU_MIME_CORPUS: another copy of that corpus to check.
+    let ours = std::env::var_os("KIROKU_MIME_CORPUS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/mime"));
+    let cpython = Path::new("/usr/lib/python3.11/test/test_email/data");
+    let mut files = Vec::new();
+    let mut dirs = vec![ours.clone(), cpython.to_owned()];
+    while let Some(d) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if d.starts_with(cpython)
+                || p.extension()
+                    .is_some_and(|x| x == "eml" || x == "msg" || x == "txt")
+            {
+                files.push(p);
+            }
+        }
+    }
+    for f in &files {
+        let raw = std::fs::read(f).expect("corpus file");
+        same_both_ways(&raw);
+    }
+    eprintln!("{} corpus files agree in memory and streamed", files.len());
+}
+
+/// The defects issue 17 names, through the record: the file with every
+/// name and the hash of its decoded content, the repairs listed, the tags.
+#[test]
+fn lenient_mime_defects_in_the_record() {
+    let zip = kiroku_common::sha256_hex(b"PK\x03\x04");
+    let part = |hdrs: &str, body: &str| {
+        format!(
+            "From: a@example.com\r\nTo: b@example.com\r\nSubject: s\r\n\
+             Content-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\n\
+             Content-Type: text/plain\r\n\r\nhi\r\n--B\r\n{hdrs}\r\n\r\n{body}\r\n--B--\r\n"
+        )
+    };
+    let b64 = "Content-Transfer-Encoding: base64";
+    // (what, message, display name, candidates, tags)
+    type Case<'a> = (&'a str, String, &'a str, &'a [&'a str], &'a [&'a str]);
+    let cases: Vec<Case> = vec![
+        (
+            "stray base64 character",
+            part(
+                &format!("Content-Disposition: attachment; filename=a.zip\r\n{b64}"),
+                "UEs.DBA==",
+            ),
+            "a.zip",
+            &["a.zip"],
+            &[MIME_REPAIRED],
+        ),
+        (
+            "missing padding",
+            part(
+                &format!("Content-Disposition: attachment; filename=a.zip\r\n{b64}"),
+                "UEsDBA",
+            ),
+            "a.zip",
+            &["a.zip"],
+            &[MIME_REPAIRED],
+        ),
+        (
+            "empty-charset RFC 2231",
+            part(
+                &format!("Content-Disposition: attachment; filename*=''x.zip\r\n{b64}"),
+                "UEsDBA==",
+            ),
+            "x.zip",
+            &["x.zip"],
+            &[],
+        ),
+        (
+            "empty-charset RFC 2231 continuations",
+            part(
+                &format!(
+                    "Content-Disposition: attachment; filename*0*=''x; filename*1=.zip\r\n{b64}"
+                ),
+                "UEsDBA==",
+            ),
+            "x.zip",
+            &["x.zip"],
+            &[],
+        ),
+        (
+            "RFC 2231 plus decoy",
+            part(
+                &format!(
+                    "Content-Disposition: attachment; filename*=UTF-8''q3-forecast.zip; filename=\"holiday.png\"\r\n{b64}"
+                ),
+                "UEsDBA==",
+            ),
+            "q3-forecast.zip",
+            &["q3-forecast.zip", "holiday.png"],
+            &[ATTACHMENT_NAME_MISMATCH],
+        ),
+        (
+            "bad header line in a part",
+            part(
+                &format!(
+                    "Content-Type: application/zip\r\nnot a header\r\nContent-Disposition: attachment; filename=a.zip\r\n{b64}"
+                ),
+                "UEsDBA==",
+            ),
+            "a.zip",
+            &["a.zip"],
+            &[MIME_REPAIRED],
+        ),
+    ];
+    for (what, raw, name, candidates, want_tags) in cases {
+        let ev = build(&env(&["b@example.com"]), raw.as_bytes());
+        assert_eq!(ev.subject, "s", "{what}");
+        assert_eq!(ev.to, ["b@example.com"], "{what}");
+        assert_eq!(ev.attachments.len(), 1, "{what}: {ev:?}");
+        let a = &ev.attachments[0];
+        assert_eq!(a.filename, name, "{what}");
+        assert_eq!(a.name_candidates, candidates, "{what}");
+        assert_eq!(a.sha256, zip, "{what}");
+        assert_eq!(a.size, 4, "{what}");
+        assert_eq!(a.transfer_encoding, "base64", "{what}");
+        assert_eq!(tags(&ev), want_tags, "{what}: {:?}", ev.decode_warnings);
+        assert_eq!(
+            ev.decode_warnings.is_empty(),
+            !want_tags.contains(&MIME_REPAIRED),
+            "{what}: {:?}",
+            ev.decode_warnings
+        );
+        assert!(
+            ev.parse_warnings.is_empty(),
+            "{what}: {:?}",
+            ev.parse_warnings
+        );
+        same_both_ways(raw.as_bytes());
+    }
+
+    // Addresses and encoded words.
+    let raw = b"From: a@example.com\r\nTo: , carol@example.com\r\n\
+Subject: =?utf-8?q?caf\xc3\xa9?=\r\n\r\nhi\r\n";
+    let ev = build(&env(&["carol@example.com"]), raw);
+    assert_eq!(ev.to, ["carol@example.com"]);
+    assert!(ev.bcc.is_empty());
+    assert_eq!(ev.subject, "café");
+    assert_eq!(tags(&ev), [MIME_REPAIRED], "{:?}", ev.decode_warnings);
+    same_both_ways(raw);
+
+    // A uuencoded file in a text body is recorded as the file.
+    let raw = b"Subject: uu\r\n\r\nsee below\r\nbegin 644 t.bin\r\n$4$L#!```\r\n`\r\nend\r\n";
+    let ev = build(&env(&["x@example.com"]), raw);
+    assert_eq!(ev.attachments.len(), 1, "{ev:?}");
+    assert_eq!(ev.attachments[0].filename, "t.bin");
+    assert_eq!(ev.attachments[0].sha256, zip);
+    assert_eq!(ev.attachments[0].transfer_encoding, "uuencode");
+    assert!(ev.body_text.starts_with("see below"));
+    assert_eq!(ev.attachment_count, 1);
+    same_both_ways(raw);
 }

@@ -99,7 +99,12 @@ impl Session<'_> {
             parse_warnings: vec!["record builder failed".into()],
             ..record::envelope_only(env)
         });
-        self.event(email)
+        // What the content showed (repairs, conflicting file names) is
+        // searchable as tags, as the line-ending normalisation is.
+        let tags = record::tags(&email);
+        let mut ev = self.event(email);
+        ev.tags.extend(tags.into_iter().map(str::to_owned));
+        ev
     }
 
     /// The event of a transaction, attributed to a user: see [`attribute`].

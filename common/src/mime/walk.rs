@@ -1,0 +1,726 @@
+//! The walker's engine: lines in, parts out.
+//!
+//! Structure follows Python's `email.feedparser`: a boundary line is
+//! `--boundary`, optionally `--`, then only white space; the innermost
+//! multipart whose boundary a line matches takes it, and a boundary of an
+//! enclosing multipart ends every part inside it; the line break before a
+//! boundary belongs to the boundary; a part without a closing boundary
+//! runs to the end of the input. Lines are cut into segments of at most
+//! [`SEGMENT`] bytes at the same places whatever the reader's buffer size,
+//! so the result never depends on how the input was chunked.
+
+use std::io::BufRead;
+
+use sha2::{Digest, Sha256};
+
+use super::decode::{self, Decoder, Uu};
+use super::headers::{self, Header};
+use super::params::{self, Structured};
+use super::words::decode_words_lenient;
+use super::{Disposition, Limits, PartEnd, PartInfo, Visitor, Walk};
+
+/// Longest piece of a line handled at once.
+const SEGMENT: usize = 64 * 1024;
+/// Longest line that can be a boundary line (70 characters of boundary,
+/// `--` twice, white space).
+const MAX_BOUNDARY_LINE: usize = 1024;
+
+pub(super) fn run<R: BufRead, V: Visitor>(
+    mut r: R,
+    v: &mut V,
+    limits: Limits,
+) -> std::io::Result<Walk> {
+    let mut e = Engine {
+        ctx: Ctx {
+            v,
+            out: Walk::default(),
+            next_index: 0,
+        },
+        limits,
+        stack: Vec::new(),
+        mode: Mode::Headers(Collect::new(String::new(), 0, false, true)),
+    };
+    let mut buf = Vec::with_capacity(4096);
+    let mut at_start = true;
+    loop {
+        buf.clear();
+        let mut line_end = false;
+        loop {
+            let avail = r.fill_buf()?;
+            if avail.is_empty() {
+                break;
+            }
+            let take = avail.len().min(SEGMENT - buf.len());
+            match memchr::memchr(b'\n', &avail[..take]) {
+                Some(i) => {
+                    buf.extend_from_slice(&avail[..=i]);
+                    r.consume(i + 1);
+                    line_end = true;
+                    break;
+                }
+                None => {
+                    buf.extend_from_slice(&avail[..take]);
+                    r.consume(take);
+                    if buf.len() == SEGMENT {
+                        break;
+                    }
+                }
+            }
+        }
+        if buf.is_empty() {
+            break;
+        }
+        // A last line without a line break is complete too (a closing
+        // boundary at the very end of a message often has none).
+        let complete = line_end || buf.len() < SEGMENT;
+        e.segment(&buf, at_start, line_end, complete);
+        at_start = line_end;
+    }
+    e.eof();
+    Ok(e.ctx.out)
+}
+
+struct Ctx<'v, V> {
+    v: &'v mut V,
+    out: Walk,
+    next_index: usize,
+}
+
+struct Engine<'v, V> {
+    ctx: Ctx<'v, V>,
+    limits: Limits,
+    stack: Vec<Frame>,
+    mode: Mode,
+}
+
+/// An open multipart.
+struct Frame {
+    /// `--` and the boundary.
+    delimiter: Vec<u8>,
+    digest: bool,
+    path: String,
+    depth: usize,
+    /// Parts opened so far.
+    count: usize,
+    /// The multipart as a leaf, should its boundary never appear.
+    info: PartInfo,
+}
+
+enum Mode {
+    Headers(Collect),
+    Leaf(Box<Leaf>),
+    /// A preamble or an epilogue: ignored.
+    Skip,
+}
+
+/// A header block being collected.
+struct Collect {
+    lines: Vec<Vec<u8>>,
+    size: usize,
+    path: String,
+    depth: usize,
+    digest: bool,
+    top: bool,
+}
+
+impl Collect {
+    fn new(path: String, depth: usize, digest: bool, top: bool) -> Collect {
+        Collect {
+            lines: Vec::new(),
+            size: 0,
+            path,
+            depth,
+            digest,
+            top,
+        }
+    }
+}
+
+/// `--b` / `--b--` with only white space after it: Some(closing).
+fn boundary_match(line: &[u8], delimiter: &[u8]) -> Option<bool> {
+    let rest = line.strip_prefix(delimiter)?;
+    let (close, rest) = match rest.strip_prefix(b"--") {
+        Some(r) => (true, r),
+        None => (false, rest),
+    };
+    rest.iter()
+        .all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+        .then_some(close)
+}
+
+fn child_path(parent: &str, n: usize) -> String {
+    if parent.is_empty() {
+        n.to_string()
+    } else {
+        format!("{parent}.{n}")
+    }
+}
+
+/// "part 2 (report.zip)" / "part 1 (text/plain)", for warnings.
+fn label(info: &PartInfo) -> String {
+    let path = if info.path.is_empty() {
+        "1"
+    } else {
+        &info.path
+    };
+    match &info.filename {
+        Some(n) => format!("part {path} ({n})"),
+        None => format!("part {path} ({})", info.content_type),
+    }
+}
+
+impl<V: Visitor> Engine<'_, V> {
+    fn segment(&mut self, bytes: &[u8], start: bool, end: bool, complete: bool) {
+        if start && complete && bytes.len() <= MAX_BOUNDARY_LINE && bytes.starts_with(b"--") {
+            let hit = (0..self.stack.len())
+                .rev()
+                .find_map(|l| boundary_match(bytes, &self.stack[l].delimiter).map(|c| (l, c)));
+            if let Some((level, close)) = hit {
+                self.boundary(level, close);
+                return;
+            }
+        }
+        match &mut self.mode {
+            Mode::Skip => {}
+            Mode::Leaf(leaf) => leaf.feed(&mut self.ctx, bytes, end),
+            Mode::Headers(c) => {
+                let blank = start && end && (bytes == b"\r\n" || bytes == b"\n");
+                if blank {
+                    self.end_headers(true);
+                    return;
+                }
+                match (start, c.lines.last_mut()) {
+                    (false, Some(last)) => last.extend_from_slice(bytes),
+                    _ => c.lines.push(bytes.to_vec()),
+                }
+                c.size += bytes.len();
+                if c.size > self.limits.max_header_block {
+                    let path = c.path.clone();
+                    self.ctx.out.warnings.push(format!(
+                        "part {}: header block longer than {} bytes; the rest is read as body",
+                        if path.is_empty() { "1" } else { &path },
+                        self.limits.max_header_block
+                    ));
+                    self.end_headers(false);
+                }
+            }
+        }
+    }
+
+    /// Ends whatever is open at this level (a header block, a leaf).
+    fn end_current(&mut self, to_end: bool) {
+        if matches!(self.mode, Mode::Headers(_)) {
+            self.end_headers(false);
+        }
+        if let Mode::Leaf(leaf) = std::mem::replace(&mut self.mode, Mode::Skip) {
+            leaf.end(&mut self.ctx, to_end);
+        }
+        self.mode = Mode::Skip;
+    }
+
+    fn boundary(&mut self, level: usize, close: bool) {
+        self.end_current(false);
+        self.pop_to(level + 1);
+        if close {
+            if let Some(f) = self.stack.pop()
+                && f.count == 0
+            {
+                self.ctx.out.warnings.push(format!(
+                    "{}: closing boundary before any part",
+                    label(&f.info)
+                ));
+            }
+            self.mode = Mode::Skip;
+            return;
+        }
+        let f = &mut self.stack[level];
+        f.count += 1;
+        let path = child_path(&f.path, f.count);
+        self.mode = Mode::Headers(Collect::new(path, f.depth + 1, f.digest, false));
+    }
+
+    /// Closes the multiparts above `keep` levels (ended by an outer
+    /// boundary or by the end of input).
+    fn pop_to(&mut self, keep: usize) {
+        while self.stack.len() > keep {
+            let Some(f) = self.stack.pop() else { break };
+            if f.count == 0 {
+                // Its boundary never appeared: Python's `email` makes it a
+                // leaf of its body; its body was the preamble, not kept.
+                self.ctx.out.warnings.push(format!(
+                    "{}: boundary {:?} never appears; read as an empty part",
+                    label(&f.info),
+                    String::from_utf8_lossy(&f.delimiter[2..])
+                ));
+                let mut info = f.info;
+                info.index = self.ctx.next_index;
+                self.ctx.next_index += 1;
+                self.ctx.v.part_start(&info);
+                let end = PartEnd::default();
+                self.ctx.v.part_end(&info, &end);
+                self.ctx.out.parts.push((info, end));
+            } else {
+                self.ctx
+                    .out
+                    .warnings
+                    .push(format!("{}: no closing boundary", label(&f.info)));
+            }
+        }
+    }
+
+    fn eof(&mut self) {
+        self.end_current(true);
+        self.pop_to(0);
+    }
+
+    /// The header block is complete: start the part it heads.
+    fn end_headers(&mut self, ended_by_blank: bool) {
+        let Mode::Headers(c) = std::mem::replace(&mut self.mode, Mode::Skip) else {
+            return;
+        };
+        let block = headers::parse_block(&c.lines, ended_by_blank, c.top);
+        let body_from = c.lines.len() - block.body_lines;
+        let (info, ctype, mut notes) = part_info(block.fields, &c, self.ctx.next_index);
+        notes.splice(0..0, block.notes);
+        let who = label(&info);
+        for n in notes {
+            self.ctx.out.warnings.push(format!("{who}: {n}"));
+        }
+        if c.top {
+            self.ctx.out.top_headers = info.headers.clone();
+            self.ctx.v.top_headers(&info.headers);
+        }
+        if info.content_type.starts_with("multipart/") {
+            let boundary = ctype.param("boundary").unwrap_or_default().to_owned();
+            if boundary.is_empty() {
+                self.ctx.out.warnings.push(format!(
+                    "{who}: multipart without a boundary; read as one part"
+                ));
+            } else if c.depth >= self.limits.max_depth {
+                self.ctx.out.warnings.push(format!(
+                    "{who}: nested deeper than {}; read as one part",
+                    self.limits.max_depth
+                ));
+            } else {
+                // The lines after a header block that ended early are the
+                // preamble, ignored like the rest of it.
+                self.stack.push(Frame {
+                    delimiter: format!("--{boundary}").into_bytes(),
+                    digest: info.content_type == "multipart/digest",
+                    path: c.path.clone(),
+                    depth: c.depth,
+                    count: 0,
+                    info,
+                });
+                self.mode = Mode::Skip;
+                return;
+            }
+        }
+        let mut info = info;
+        if info.path.is_empty() {
+            info.path = "1".into();
+        }
+        let mut leaf = Leaf::start(&mut self.ctx, info);
+        for line in &c.lines[body_from..] {
+            let end = line.ends_with(b"\n");
+            leaf.feed(&mut self.ctx, line, end);
+        }
+        self.mode = Mode::Leaf(Box::new(leaf));
+    }
+}
+
+/// What a part's header fields say about it; notes for `decode_warnings`.
+fn part_info(
+    fields: Vec<Header>,
+    c: &Collect,
+    index: usize,
+) -> (PartInfo, Structured, Vec<String>) {
+    let mut notes = Vec::new();
+    for name in [
+        "Content-Type",
+        "Content-Transfer-Encoding",
+        "Content-Disposition",
+    ] {
+        let values: Vec<Vec<u8>> = headers::all(&fields, name).map(Header::unfolded).collect();
+        if values.iter().skip(1).any(|v| *v != values[0]) {
+            notes.push(format!(
+                "{} conflicting {name} fields; the first is used",
+                values.len()
+            ));
+        }
+    }
+    let parsed = |name: &str, notes: &mut Vec<String>| {
+        headers::first(&fields, name).map(|h| {
+            let s = params::parse(&h.unfolded());
+            notes.extend(s.notes.iter().map(|n| format!("{name}: {n}")));
+            s
+        })
+    };
+    let ctype = parsed("Content-Type", &mut notes).unwrap_or_default();
+    let disp = parsed("Content-Disposition", &mut notes);
+    let default_type = if c.digest {
+        "message/rfc822"
+    } else {
+        "text/plain"
+    };
+    let content_type = if ctype.value.contains('/') && !ctype.value.starts_with('/') {
+        ctype.value.clone()
+    } else {
+        if !ctype.value.is_empty() {
+            notes.push(format!(
+                "Content-Type {:?} is not a MIME type; read as {default_type}",
+                ctype.value
+            ));
+        }
+        default_type.to_owned()
+    };
+    // Clients take the first token of the field (Python's `email` compares
+    // the whole value, so `base64; x=y` or `base64 (c)` stay encoded there:
+    // an easy way to hide a file from a parser that is not a client).
+    let cte = headers::first(&fields, "Content-Transfer-Encoding")
+        .map(|h| {
+            let raw = String::from_utf8_lossy(&h.unfolded()).to_ascii_lowercase();
+            let token: String = raw
+                .split(|c: char| c == ';' || c == '(' || c.is_whitespace())
+                .find(|t| !t.is_empty())
+                .unwrap_or_default()
+                .to_owned();
+            if token != raw {
+                notes.push(format!(
+                    "Content-Transfer-Encoding {raw:?} read as {token:?}"
+                ));
+            }
+            token
+        })
+        .unwrap_or_default();
+    let transfer_encoding = match decode::kind(&cte) {
+        decode::Kind::Uuencode => "uuencode".to_owned(),
+        _ if cte.is_empty() => "7bit".to_owned(),
+        _ => cte,
+    };
+    let disposition = match disp.as_ref().map(|d| d.value.as_str()) {
+        None => Disposition::None,
+        Some("inline") => Disposition::Inline,
+        Some("attachment") => Disposition::Attachment,
+        Some(_) => Disposition::Other,
+    };
+    // Names from the fields used first, then from conflicting duplicate
+    // fields (a decoy a parser reading the last field would show).
+    let later = |name: &str| -> Vec<Structured> {
+        headers::all(&fields, name)
+            .skip(1)
+            .map(|h| params::parse(&h.unfolded()))
+            .collect()
+    };
+    let later_disp = later("Content-Disposition");
+    let later_ctype = later("Content-Type");
+    let sources: Vec<(&Structured, &str)> = disp
+        .iter()
+        .map(|d| (d, "filename"))
+        .chain([(&ctype, "name")])
+        .chain(later_disp.iter().map(|d| (d, "filename")))
+        .chain(later_ctype.iter().map(|c| (c, "name")))
+        .collect();
+    let mut candidates = Vec::new();
+    let mut named = false;
+    for (s, name) in sources {
+        for pv in s.values(name) {
+            named = true;
+            let v = if pv.value.contains("=?") {
+                decode_words_lenient(pv.value.as_bytes())
+            } else {
+                pv.value.clone()
+            };
+            let v = v.trim().to_owned();
+            if !v.is_empty() && !candidates.contains(&v) {
+                candidates.push(v);
+            }
+        }
+    }
+    let info = PartInfo {
+        index,
+        path: c.path.clone(),
+        depth: c.depth,
+        headers: fields,
+        content_type,
+        charset: ctype.param("charset").unwrap_or_default().to_owned(),
+        disposition,
+        filename: candidates.first().cloned(),
+        name_candidates: candidates,
+        transfer_encoding,
+        is_attachment: disposition == Disposition::Attachment || named,
+        embedded: false,
+    };
+    (info, ctype, notes)
+}
+
+/// A leaf whose body is being read.
+struct Leaf {
+    info: PartInfo,
+    want: bool,
+    /// Decoded at all (wanted, or scanned for uuencode).
+    decode: bool,
+    decoder: Decoder,
+    hasher: Sha256,
+    size: u64,
+    /// The line break of the last line, held back: before a boundary it
+    /// belongs to the boundary.
+    pending_eol: &'static [u8],
+    scan: Option<UuScan>,
+    buf: Vec<u8>,
+    /// An `x-uuencode` part: `part_start` waits for its `begin` line,
+    /// whose name is one of the part's names.
+    deferred: bool,
+}
+
+impl Leaf {
+    fn start<V: Visitor>(ctx: &mut Ctx<'_, V>, mut info: PartInfo) -> Leaf {
+        info.index = ctx.next_index;
+        ctx.next_index += 1;
+        let kind = decode::kind(&info.transfer_encoding);
+        let deferred = kind == decode::Kind::Uuencode;
+        let want = !deferred && ctx.v.part_start(&info);
+        // Plain text is scanned for uuencoded files (`begin 644 name`), as
+        // clients such as Thunderbird show them as attachments.
+        let scan = (info.content_type == "text/plain"
+            && !info.is_attachment
+            && kind != decode::Kind::Uuencode)
+            .then(|| UuScan::new(info.path.clone()));
+        Leaf {
+            decode: want || deferred || scan.is_some(),
+            deferred,
+            want,
+            decoder: Decoder::new(kind),
+            hasher: Sha256::new(),
+            size: 0,
+            pending_eol: b"",
+            scan,
+            buf: Vec::new(),
+            info,
+        }
+    }
+
+    fn feed<V: Visitor>(&mut self, ctx: &mut Ctx<'_, V>, bytes: &[u8], line_end: bool) {
+        if !self.decode {
+            return;
+        }
+        let eol: &'static [u8] = if !line_end {
+            b""
+        } else if bytes.ends_with(b"\r\n") {
+            b"\r\n"
+        } else {
+            b"\n"
+        };
+        let body = &bytes[..bytes.len() - eol.len()];
+        if body.is_empty() && eol.is_empty() {
+            return;
+        }
+        let pending = std::mem::replace(&mut self.pending_eol, eol);
+        self.buf.clear();
+        self.decoder.decode(pending, &mut self.buf);
+        self.decoder.decode(body, &mut self.buf);
+        self.deliver(ctx);
+    }
+
+    /// Starts a deferred `x-uuencode` part once its `begin` line was read
+    /// (or at its end without one).
+    fn undefer<V: Visitor>(&mut self, ctx: &mut Ctx<'_, V>, at_end: bool) {
+        let name = match &self.decoder {
+            Decoder::Uuencode(u) => u.name.clone(),
+            _ => None,
+        };
+        if !self.deferred || (name.is_none() && !at_end) {
+            return;
+        }
+        self.deferred = false;
+        if let Some(n) = name {
+            let n = n.trim().to_owned();
+            if !n.is_empty() && !self.info.name_candidates.contains(&n) {
+                self.info.name_candidates.push(n.clone());
+            }
+            if self.info.filename.is_none() {
+                self.info.filename = Some(n);
+            }
+            self.info.is_attachment = true;
+        }
+        self.want = ctx.v.part_start(&self.info);
+    }
+
+    fn deliver<V: Visitor>(&mut self, ctx: &mut Ctx<'_, V>) {
+        if self.deferred {
+            self.undefer(ctx, false);
+        }
+        if self.buf.is_empty() {
+            return;
+        }
+        self.hasher.update(&self.buf);
+        self.size += self.buf.len() as u64;
+        if self.want {
+            ctx.v.body(&self.info, &self.buf);
+        }
+        if let Some(s) = self.scan.as_mut() {
+            s.feed(ctx, &self.buf);
+        }
+    }
+
+    fn end<V: Visitor>(mut self, ctx: &mut Ctx<'_, V>, to_end: bool) {
+        let mut notes = Vec::new();
+        if self.decode {
+            self.buf.clear();
+            if to_end {
+                // No closing boundary: the part runs to the end, line
+                // break and all.
+                let pending = std::mem::take(&mut self.pending_eol);
+                self.decoder.decode(pending, &mut self.buf);
+            }
+            self.decoder.finish(&mut self.buf, &mut notes);
+            self.deliver(ctx);
+            self.undefer(ctx, true);
+            if let Some(s) = self.scan.take() {
+                s.finish(ctx);
+            }
+        }
+        let who = label(&self.info);
+        for n in notes {
+            ctx.out.warnings.push(format!("{who}: {n}"));
+        }
+        let end = if self.decode {
+            PartEnd {
+                decoded: true,
+                size: self.size,
+                sha256: hex::encode(self.hasher.finalize()),
+            }
+        } else {
+            PartEnd::default()
+        };
+        ctx.v.part_end(&self.info, &end);
+        ctx.out.parts.push((self.info, end));
+    }
+}
+
+/// Finds uuencoded blocks in decoded text.
+struct UuScan {
+    parent: String,
+    line: Vec<u8>,
+    /// The current line is too long to be a `begin` or data line.
+    overlong: bool,
+    found: usize,
+    block: Option<UuBlock>,
+}
+
+struct UuBlock {
+    info: PartInfo,
+    want: bool,
+    uu: Uu,
+    hasher: Sha256,
+    size: u64,
+}
+
+/// Longest line looked at for uuencode (data lines are 61 characters).
+const UU_SCAN_LINE: usize = 1024;
+
+impl UuScan {
+    fn new(parent: String) -> UuScan {
+        UuScan {
+            parent,
+            line: Vec::new(),
+            overlong: false,
+            found: 0,
+            block: None,
+        }
+    }
+
+    fn feed<V: Visitor>(&mut self, ctx: &mut Ctx<'_, V>, decoded: &[u8]) {
+        for &b in decoded {
+            if b == b'\n' {
+                if !self.overlong {
+                    let line = std::mem::take(&mut self.line);
+                    self.line_done(ctx, &line);
+                    self.line = line;
+                }
+                self.line.clear();
+                self.overlong = false;
+            } else if self.line.len() < UU_SCAN_LINE {
+                self.line.push(b);
+            } else {
+                self.overlong = true;
+            }
+        }
+    }
+
+    fn line_done<V: Visitor>(&mut self, ctx: &mut Ctx<'_, V>, line: &[u8]) {
+        if let Some(b) = self.block.as_mut() {
+            let mut out = Vec::new();
+            let ok = b.uu.line_done(line, &mut out);
+            if !out.is_empty() {
+                b.hasher.update(&out);
+                b.size += out.len() as u64;
+                if b.want {
+                    ctx.v.body(&b.info, &out);
+                }
+            }
+            if b.uu.ended() || !ok {
+                self.end_block(ctx);
+            }
+            return;
+        }
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if let Some(name) = decode::begin_line(line) {
+            self.found += 1;
+            let info = PartInfo {
+                index: ctx.next_index,
+                path: format!("{}.u{}", self.parent, self.found),
+                depth: 0,
+                headers: Vec::new(),
+                content_type: "application/octet-stream".into(),
+                charset: String::new(),
+                disposition: Disposition::Attachment,
+                filename: Some(name.clone()),
+                name_candidates: vec![name],
+                transfer_encoding: "uuencode".into(),
+                is_attachment: true,
+                embedded: true,
+            };
+            ctx.next_index += 1;
+            let want = ctx.v.part_start(&info);
+            self.block = Some(UuBlock {
+                info,
+                want,
+                uu: Uu::new(false),
+                hasher: Sha256::new(),
+                size: 0,
+            });
+        }
+    }
+
+    fn end_block<V: Visitor>(&mut self, ctx: &mut Ctx<'_, V>) {
+        let Some(mut b) = self.block.take() else {
+            return;
+        };
+        let mut notes = Vec::new();
+        let mut out = Vec::new();
+        b.uu.finish(&mut out, &mut notes);
+        let who = label(&b.info);
+        ctx.out
+            .warnings
+            .push(format!("{who}: uuencoded file inside a text part decoded"));
+        for n in notes {
+            ctx.out.warnings.push(format!("{who}: {n}"));
+        }
+        let end = PartEnd {
+            decoded: true,
+            size: b.size,
+            sha256: hex::encode(b.hasher.finalize()),
+        };
+        ctx.v.part_end(&b.info, &end);
+        ctx.out.parts.push((b.info, end));
+    }
+
+    fn finish<V: Visitor>(mut self, ctx: &mut Ctx<'_, V>) {
+        if !self.line.is_empty() && !self.overlong {
+            let line = std::mem::take(&mut self.line);
+            self.line_done(ctx, &line);
+        }
+        self.end_block(ctx);
+    }
+}
