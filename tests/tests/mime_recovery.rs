@@ -402,6 +402,57 @@ async fn defect_table_recovered_and_found_by_the_decoded_hash() -> anyhow::Resul
                 "{}: kiroku trace {sha}:\n{cli}",
                 c.name
             );
+            let cli = r
+                .env
+                .cli(&["search", "--sha256", sha, "--has-attachment", "--json"])?;
+            assert!(
+                cli.lines().count() == 1 && cli.contains(&e.event_id),
+                "{}: kiroku search --sha256 {sha} --has-attachment:\n{cli}",
+                c.name
+            );
+            // Every name the part was given finds it, not only the one
+            // shown (a decoy name must not hide the real one, nor the
+            // other way round).
+            for name in strs(&a["name_candidates"]) {
+                let found: Vec<String> = q
+                    .search(SearchRequest {
+                        agent_id: agent_id.into(),
+                        attachment_name: name.clone(),
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_inner()
+                    .events
+                    .into_iter()
+                    .map(|e| e.event_id)
+                    .collect();
+                assert!(
+                    found.contains(&e.event_id),
+                    "{}: not found by --attachment {name:?}",
+                    c.name
+                );
+            }
+        }
+        // Repaired mail is found by its tag.
+        for tag in strs(&c.want["tags"]) {
+            let found: Vec<String> = q
+                .search(SearchRequest {
+                    agent_id: agent_id.into(),
+                    tag: tag.clone(),
+                    page_size: 1000,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner()
+                .events
+                .into_iter()
+                .map(|e| e.event_id)
+                .collect();
+            assert!(
+                found.contains(&e.event_id),
+                "{}: not found by --tag {tag}",
+                c.name
+            );
         }
         // --recipient finds the addresses recovered from the To header.
         for to in strs(&c.want["to"]) {

@@ -313,6 +313,11 @@ impl TantivyIndex {
             d.add_bool(f.has_attachment, m.attachment_count > 0);
             for a in &m.attachments {
                 d.add_text(f.attachment_name, &a.filename);
+                // The part's other names too (issue 17): a decoy name must
+                // not hide the real one from --attachment.
+                for n in a.name_candidates.iter().filter(|n| **n != a.filename) {
+                    d.add_text(f.attachment_name, n);
+                }
                 d.add_bytes(f.sha256, &sha_key(&a.sha256));
             }
             if !m.raw_sha256.is_empty() {
