@@ -186,7 +186,7 @@ impl<V: Visitor> Engine<'_, V> {
             Mode::Headers(c) => {
                 let blank = start && end && (bytes == b"\r\n" || bytes == b"\n");
                 if blank {
-                    self.end_headers(true);
+                    self.end_headers(Some(bytes));
                     return;
                 }
                 match (start, c.lines.last_mut()) {
@@ -201,7 +201,7 @@ impl<V: Visitor> Engine<'_, V> {
                         if path.is_empty() { "1" } else { &path },
                         self.limits.max_header_block
                     ));
-                    self.end_headers(false);
+                    self.end_headers(None);
                 }
             }
         }
@@ -210,7 +210,7 @@ impl<V: Visitor> Engine<'_, V> {
     /// Ends whatever is open at this level (a header block, a leaf).
     fn end_current(&mut self, to_end: bool) {
         if matches!(self.mode, Mode::Headers(_)) {
-            self.end_headers(false);
+            self.end_headers(None);
         }
         if let Mode::Leaf(leaf) = std::mem::replace(&mut self.mode, Mode::Skip) {
             leaf.end(&mut self.ctx, to_end);
@@ -273,13 +273,20 @@ impl<V: Visitor> Engine<'_, V> {
         self.pop_to(0);
     }
 
-    /// The header block is complete: start the part it heads.
-    fn end_headers(&mut self, ended_by_blank: bool) {
-        let Mode::Headers(c) = std::mem::replace(&mut self.mode, Mode::Skip) else {
+    /// The header block is complete (`blank`: the blank line that ended
+    /// it, if one did): start the part it heads.
+    fn end_headers(&mut self, blank: Option<&[u8]>) {
+        let Mode::Headers(mut c) = std::mem::replace(&mut self.mode, Mode::Skip) else {
             return;
         };
-        let block = headers::parse_block(&c.lines, ended_by_blank, c.top);
+        let block = headers::parse_block(&c.lines, blank.is_some(), c.top);
         let body_from = c.lines.len() - block.body_lines;
+        // Headers that ended before the blank line: that line is body too.
+        if block.body_lines > 0
+            && let Some(b) = blank
+        {
+            c.lines.push(b.to_vec());
+        }
         let (info, ctype, mut notes) = part_info(block.fields, &c, self.ctx.next_index);
         notes.splice(0..0, block.notes);
         let who = label(&info);
