@@ -308,7 +308,11 @@ def evasion():
     d = P("two-boundary-params-second")
     case("two-boundary-params-second-used", "two boundary parameters; the parts use the second",
          mixed([text_part("C"), std_att(d, "second.pdf", "C")], "C",
-               'multipart/mixed; boundary="B"; boundary="C"'))
+               'multipart/mixed; boundary="B"; boundary="C"'),
+         [att("second.pdf", d)],
+         python_differs="Python uses the first of two boundary parameters and finds no parts; mailparse (the "
+         "agent's parser before issue 17) used the last. Readers disagree, so the record must show the file "
+         "either reading finds: a delimiter of any of the declared boundaries delimits")
     d = P("boundary-case")
     case("boundary-case-differs", "the delimiter differs in case from the declared boundary",
          mixed([text_part("abc"), std_att(d, "case.pdf", "abc")], "abc",
@@ -621,6 +625,55 @@ def evasion():
     d = P("double-dash-boundary")
     case("boundary-starting-with-dashes", "a boundary that itself starts with two dashes",
          mixed([text_part("--x"), std_att(d, "dashes.pdf", "--x")], "--x"))
+    # --- Parameter forms MIME-tools flags as ambiguous (its
+    # ambiguous_content(), and CPANSA-MIME-tools-2026-116266: an encoded
+    # word inside a boundary) ---------------------------------------------
+    ENCODED_BOUNDARY = ("Python decodes an encoded word in the boundary parameter and finds no parts; encoded "
+                        "words are not allowed in parameters (RFC 2047 5), Thunderbird splits on the literal "
+                        "value and shows the file (the evasion behind CPANSA-MIME-tools-2026-116266)")
+    RFC2231_BOUNDARY = ("boundary and boundary* disagree: Python uses the first, a reader that prefers the RFC 2231 "
+                        "form (as RFC 2231 intends and Thunderbird does for names) the other; each shows a "
+                        "different message, so the record must show the file either reading finds (multi-view "
+                        "extraction, draft-chen-email-mime-ambiguity-defense)")
+    for slug, param, used, what, differs in [
+        ("boundary-encoded-word", 'boundary="=?us-ascii?Q?enc?="', "=?us-ascii?Q?enc?=",
+         "an RFC 2047 encoded word as the boundary; the parts use it literally", ENCODED_BOUNDARY),
+        ("boundary-encoded-word-decoded", 'boundary="=?us-ascii?Q?enc?="', "enc",
+         "an RFC 2047 encoded word as the boundary; the parts use its decoded form", None),
+        ("boundary-partly-encoded-literal", 'boundary="abc=?us-ascii?Q?def?="', "abc=?us-ascii?Q?def?=",
+         "a boundary partly an encoded word; the parts use it literally", None),
+        ("boundary-partly-encoded-decoded", 'boundary="abc=?us-ascii?Q?def?="', "abcdef",
+         "a boundary partly an encoded word; the parts use its decoded form",
+         "Python and Thunderbird take the value literally and find no parts; MIME-tools (and Claws Mail) decode "
+         "encoded words in the boundary, so their users see the file: the record shows it"),
+        ("boundary-unquoted-then-junk", "boundary=b1 junk", "b1",
+         "an unquoted boundary followed by white space and junk", None),
+        ("boundary-comment-before-equals", 'boundary(c)="b1"', "b1",
+         "a comment between the parameter name and '='", None),
+        ("boundary-plain-and-rfc2231-first", "boundary=\"P1\"; boundary*=''P2", "P1",
+         "boundary and boundary* with different values; the parts use the plain one", None),
+        ("boundary-plain-and-rfc2231-second", "boundary=\"P1\"; boundary*=''P2", "P2",
+         "boundary and boundary* with different values; the parts use the RFC 2231 one", RFC2231_BOUNDARY),
+    ]:
+        d = P(slug)
+        expect = dict(expect=[att(slug + ".pdf", d)], python_differs=differs) if differs else {}
+        case(slug, what, mixed([text_part(used), std_att(d, slug + ".pdf", used)], used,
+                               "multipart/mixed; " + param), **expect)
+    d = P("filename-comment-before-equals")
+    case("filename-comment-before-equals", "a comment between filename and '='",
+         mixed([text_part(), att_part(["Content-Type: application/pdf",
+                                       'Content-Disposition: attachment; filename(c)="fcomment.pdf"',
+                                       "Content-Transfer-Encoding: base64"], b64(d))]))
+    d = P("part-first-header-continuation")
+    case("part-first-header-is-continuation", "a part whose first header line starts with white space",
+         mixed([text_part(), att_part([" X-Folded: nothing to fold onto", "Content-Type: application/pdf",
+                                       'Content-Disposition: attachment; filename="cont.pdf"',
+                                       "Content-Transfer-Encoding: base64"], b64(d))]))
+    d = P("quoted-printable-named-soft-breaks")
+    case("filename-folded-in-quotes", "a quoted file name folded over two lines",
+         mixed([text_part(), att_part(["Content-Type: application/pdf",
+                                       'Content-Disposition: attachment; filename="quarterly\r\n report.pdf"',
+                                       "Content-Transfer-Encoding: base64"], b64(d))]))
     c.write("evasion")
 
 
