@@ -674,6 +674,58 @@ def evasion():
          mixed([text_part(), att_part(["Content-Type: application/pdf",
                                        'Content-Disposition: attachment; filename="quarterly\r\n report.pdf"',
                                        "Content-Transfer-Encoding: base64"], b64(d))]))
+    # --- More header-block and delimiter forms --------------------------
+    d = P("whitespace-separator")
+    case("whitespace-only-separator-line", "a line of one space between a part's headers and its body",
+         mixed([text_part(), "--b1\r\nContent-Type: application/pdf\r\n"
+                "Content-Disposition: attachment; filename=\"wsline.pdf\"\r\n"
+                "Content-Transfer-Encoding: base64\r\n \r\n" + b64(d) + "\r\n"]),
+         [att("wsline.pdf", d)],
+         python_differs="Python takes the line of white space for a continuation of the Content-Transfer-Encoding "
+         "field ('base64 ' then matches no encoding) and records the base64 text as the file; the line holds no "
+         "field, and ending the header block there gives the file the sender attached")
+    d = P("type-without-subtype")
+    case("content-type-without-subtype", "Content-Type: application (no subtype) with a name",
+         mixed([text_part(), att_part(['Content-Type: application; name="nosub.pdf"',
+                                       "Content-Transfer-Encoding: base64"], b64(d))]))
+    d = P("no-preamble")
+    raw = mixed([text_part(), std_att(d, "nopre.pdf")]).replace(
+        "This is a multi-part message in MIME format.\r\n", "")
+    case("no-preamble", "the first delimiter right after the header block", raw)
+    d = P("delimiter-garbage")
+    case("delimiter-followed-by-text", "a delimiter line followed by text is not a delimiter",
+         mixed([text_part("b1", "before"), std_att(d, "garbage.pdf").replace("--b1\r\n", "--b1 trailing words\r\n"),
+                std_att(P("after-garbage"), "after.pdf")]))
+    d = P("close-extra-dashes")
+    case("close-delimiter-extra-dashes", "a closing delimiter with extra dashes, then a hidden part",
+         top('multipart/mixed; boundary="b1"') + text_part() + std_att(d, "dashes2.pdf") + "--b1----\r\n"
+         + std_att(P("after-close"), "afterclose.exe") + "--b1--\r\n")
+    d = P("latin1-text-attachment")
+    case("latin1-text-attachment", "a Latin-1 text attachment in quoted-printable (the file is its bytes)",
+         mixed([text_part(), att_part(["Content-Type: text/plain; charset=iso-8859-1; name=\"notes.txt\"",
+                                       'Content-Disposition: attachment; filename="notes.txt"',
+                                       "Content-Transfer-Encoding: quoted-printable"],
+                                      "caf=E9 cr=E8me br=FBl=E9e=\r\n soft break\r\nline two ")]),
+         [att("notes.txt", b"caf\xe9 cr\xe8me br\xfbl\xe9e soft break\r\nline two")],
+         python_differs="RFC 2045 6.7 (3): trailing white space on a quoted-printable line was added in transport "
+         "and is deleted when decoding (an encoder writes a meant one as =20); Python keeps it")
+    d = P("split-encoded-words")
+    case("filename-two-encoded-words", "a file name in two RFC 2047 encoded words",
+         mixed([text_part(), att_part(["Content-Type: application/pdf",
+                                       'Content-Disposition: attachment; filename="=?UTF-8?B?5pel5pys?= =?UTF-8?B?6KqeLnBkZg==?="',
+                                       "Content-Transfer-Encoding: base64"], b64(d))]))
+    d = P("encoded-word-unknown-charset")
+    case("filename-encoded-word-unknown-charset", "an encoded-word file name in an unknown charset",
+         mixed([text_part(), att_part(["Content-Type: application/pdf",
+                                       'Content-Disposition: attachment; filename="=?x-unknown?Q?ukw.pdf?="',
+                                       "Content-Transfer-Encoding: base64"], b64(d))]))
+    d = P("empty-boundary")
+    case("empty-boundary", 'boundary="" (empty) with parts delimited by "--"',
+         mixed([text_part(""), std_att(d, "emptybnd.pdf", "")], "", 'multipart/mixed; boundary=""'))
+    d = P("digest")
+    inner = top("text/plain").replace("Message-ID: <case@example.com>", "Message-ID: <d1@example.com>") + "digest text\r\n"
+    case("multipart-digest", "a multipart/digest whose parts default to message/rfc822",
+         mixed(["--dg\r\n\r\n" + inner, std_att(d, "digest.pdf", "dg")], "dg", 'multipart/digest; boundary="dg"'))
     c.write("evasion")
 
 
