@@ -223,6 +223,8 @@ struct Extra<'a> {
     collector_extra: &'a str,
     envs: &'a [(&'a str, &'a str)],
     collector_port: u16,
+    /// The agent binary (default: this build's `kiroku-agent`).
+    program: Option<&'a Path>,
 }
 
 impl Extra<'_> {
@@ -233,6 +235,7 @@ impl Extra<'_> {
             collector_extra: "",
             envs: &[],
             collector_port,
+            program: None,
         }
     }
 }
@@ -544,6 +547,28 @@ impl Env {
         )
     }
 
+    /// Like [`Env::start_agent_in_smtp`], running the agent binary at
+    /// `program` (benchmarks compare two builds side by side).
+    pub fn start_agent_program(
+        &self,
+        program: &Path,
+        name: &str,
+        smtp: u16,
+        mode: &Mode,
+        smtp_extra: &str,
+    ) -> anyhow::Result<Proc> {
+        self.start_agent_envs(
+            name,
+            smtp,
+            mode,
+            Extra {
+                smtp_extra,
+                program: Some(program),
+                ..Extra::new(self.grpc)
+            },
+        )
+    }
+
     fn start_agent_envs(
         &self,
         name: &str,
@@ -557,6 +582,7 @@ impl Env {
             collector_extra,
             envs,
             collector_port,
+            program,
         } = x;
         if envs.iter().any(|(k, _)| k.starts_with("KIROKU_TEST_")) {
             ensure_test_hooks()?;
@@ -582,7 +608,7 @@ impl Env {
         )?;
         let mut p = Proc::spawn(
             &format!("agent {name}"),
-            Command::new(bin("kiroku-agent"))
+            Command::new(program.map_or_else(|| bin("kiroku-agent"), Path::to_owned))
                 .arg("--config")
                 .arg(&cfg)
                 .envs(envs.iter().copied()),

@@ -359,6 +359,20 @@ pub fn detail(e: &Event, zone: &Zone) -> String {
                     a.sha256
                 ),
             );
+            // The other names the part was given (decoys, or the real
+            // name behind a decoy); the display name is listed above.
+            let others: Vec<&str> = a
+                .name_candidates
+                .iter()
+                .map(String::as_str)
+                .filter(|n| *n != a.filename)
+                .collect();
+            if !others.is_empty() {
+                line("  also named", &others.join(", "));
+            }
+        }
+        for w in &m.decode_warnings {
+            line("repaired", w);
         }
         line("outcome", outcome_name(m.outcome));
         line("ended at", &m.ended_at);

@@ -313,8 +313,8 @@ impl TantivyIndex {
             d.add_bool(f.has_attachment, m.attachment_count > 0);
             for a in &m.attachments {
                 d.add_text(f.attachment_name, &a.filename);
-                // The part's other names too (issue 17): a decoy name must
-                // not hide the real one from --attachment.
+                // Every other name the part was given (a decoy, or the
+                // real name behind one) finds the mail too.
                 for n in a.name_candidates.iter().filter(|n| **n != a.filename) {
                     d.add_text(f.attachment_name, n);
                 }

@@ -445,3 +445,42 @@ fn the_agents_smarthost_login_is_not_a_user() {
     assert_eq!(keys, ["carol"]);
     assert_eq!(s.none.count, 1, "the relayed mail has no user");
 }
+
+/// A file's other names (`name_candidates`: a decoy plain name beside the
+/// RFC 2231 one) are searchable like its display name.
+#[test]
+fn every_name_candidate_is_searchable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let idx = EventIndex::open(dir.path()).expect("open");
+    let mut ev = mail(
+        "a1/s/1",
+        1000,
+        "a@x.com",
+        "b@y.com",
+        "q3",
+        Some("q3-forecast.zip"),
+    );
+    if let Some(Kind::Email(m)) = &mut ev.kind {
+        m.attachments[0].name_candidates = vec!["q3-forecast.zip".into(), "holiday.png".into()];
+    }
+    idx.add(&[
+        ev,
+        mail("a1/s/2", 2000, "a@x.com", "b@y.com", "x", Some("other.pdf")),
+    ])
+    .expect("add");
+    idx.commit().expect("commit");
+    for name in ["holiday.png", "forecast", "holiday"] {
+        let r = SearchRequest {
+            attachment_name: name.into(),
+            ..Default::default()
+        };
+        let found: Vec<String> = idx
+            .search(&r, 0, 10)
+            .expect("search")
+            .0
+            .into_iter()
+            .map(|e| e.event_id)
+            .collect();
+        assert_eq!(found, ["a1/s/1"], "{name}");
+    }
+}
