@@ -127,14 +127,22 @@ enum B64State {
 /// Longest line looked at after a padding before it is judged.
 const B64_TAIL: usize = 1024;
 
+/// The value of each base64 character; 0xFF for anything else.
+const SEXTETS: [u8; 256] = {
+    let mut t = [0xFFu8; 256];
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut i = 0;
+    while i < 64 {
+        t[alphabet[i] as usize] = i as u8;
+        i += 1;
+    }
+    t
+};
+
 fn sextet(b: u8) -> Option<u8> {
-    match b {
-        b'A'..=b'Z' => Some(b - b'A'),
-        b'a'..=b'z' => Some(b - b'a' + 26),
-        b'0'..=b'9' => Some(b - b'0' + 52),
-        b'+' => Some(62),
-        b'/' => Some(63),
-        _ => None,
+    match SEXTETS[usize::from(b)] {
+        0xFF => None,
+        v => Some(v),
     }
 }
 
@@ -144,7 +152,35 @@ fn is_white(b: u8) -> bool {
 
 impl Base64 {
     pub fn decode(&mut self, raw: &[u8], out: &mut Vec<u8>) {
-        for &b in raw {
+        out.reserve(raw.len() / 4 * 3 + 3);
+        let mut i = 0;
+        while i < raw.len() {
+            // Fast path: whole groups of four alphabet characters.
+            if matches!(self.state, B64State::Data) && self.quad_pos == 0 {
+                while let Some(g) = raw.get(i..i + 4) {
+                    let (a, b, c, d) = (
+                        SEXTETS[usize::from(g[0])],
+                        SEXTETS[usize::from(g[1])],
+                        SEXTETS[usize::from(g[2])],
+                        SEXTETS[usize::from(g[3])],
+                    );
+                    if (a | b | c | d) & 0x80 != 0 {
+                        break;
+                    }
+                    out.extend_from_slice(&[
+                        (a << 2) | (b >> 4),
+                        (b << 4) | (c >> 2),
+                        (c << 6) | d,
+                    ]);
+                    self.pads = 0;
+                    i += 4;
+                }
+                if i >= raw.len() {
+                    break;
+                }
+            }
+            let b = raw[i];
+            i += 1;
             match &mut self.state {
                 B64State::Data => self.data_byte(b, out),
                 B64State::Tail(line) => {

@@ -21,6 +21,8 @@ use super::{Disposition, Limits, PartEnd, PartInfo, Visitor, Walk};
 
 /// Longest piece of a line handled at once.
 const SEGMENT: usize = 64 * 1024;
+/// Body bytes gathered before they are decoded and delivered.
+const RAW_BATCH: usize = 32 * 1024;
 /// Longest line that can be a boundary line (70 characters of boundary,
 /// `--` twice, white space).
 const MAX_BOUNDARY_LINE: usize = 1024;
@@ -156,16 +158,17 @@ fn child_path(parent: &str, n: usize) -> String {
     }
 }
 
-/// "part 2 (report.zip)" / "part 1 (text/plain)", for warnings.
+/// "part 2 (report.zip)" / "part 1 (text/plain)" / "message
+/// (multipart/mixed)" (the message's own header block), for warnings.
 fn label(info: &PartInfo) -> String {
-    let path = if info.path.is_empty() {
-        "1"
-    } else {
-        &info.path
+    let what = match &info.filename {
+        Some(n) => n,
+        None => &info.content_type,
     };
-    match &info.filename {
-        Some(n) => format!("part {path} ({n})"),
-        None => format!("part {path} ({})", info.content_type),
+    if info.path.is_empty() {
+        format!("message ({what})")
+    } else {
+        format!("part {} ({what})", info.path)
     }
 }
 
@@ -197,8 +200,12 @@ impl<V: Visitor> Engine<'_, V> {
                 if c.size > self.limits.max_header_block {
                     let path = c.path.clone();
                     self.ctx.out.warnings.push(format!(
-                        "part {}: header block longer than {} bytes; the rest is read as body",
-                        if path.is_empty() { "1" } else { &path },
+                        "{}: header block longer than {} bytes; the rest is read as body",
+                        if path.is_empty() {
+                            "message".to_owned()
+                        } else {
+                            format!("part {path}")
+                        },
                         self.limits.max_header_block
                     ));
                     self.end_headers(None);
@@ -474,6 +481,8 @@ struct Leaf {
     /// belongs to the boundary.
     pending_eol: &'static [u8],
     scan: Option<UuScan>,
+    /// Body bytes not yet decoded (less than [`RAW_BATCH`]).
+    raw: Vec<u8>,
     buf: Vec<u8>,
     /// An `x-uuencode` part: `part_start` waits for its `begin` line,
     /// whose name is one of the part's names.
@@ -492,7 +501,7 @@ impl Leaf {
         let scan = (info.content_type == "text/plain"
             && !info.is_attachment
             && kind != decode::Kind::Uuencode)
-            .then(|| UuScan::new(info.path.clone()));
+            .then(|| UuScan::new(info.path.clone(), info.depth));
         Leaf {
             decode: want || deferred || scan.is_some(),
             deferred,
@@ -502,6 +511,7 @@ impl Leaf {
             size: 0,
             pending_eol: b"",
             scan,
+            raw: Vec::new(),
             buf: Vec::new(),
             info,
         }
@@ -523,9 +533,20 @@ impl Leaf {
             return;
         }
         let pending = std::mem::replace(&mut self.pending_eol, eol);
+        self.raw.extend_from_slice(pending);
+        self.raw.extend_from_slice(body);
+        if self.raw.len() >= RAW_BATCH {
+            self.flush_raw(ctx);
+        }
+    }
+
+    /// Decodes and delivers the body bytes gathered so far (lines are
+    /// gathered into batches: one decoder call and one visitor call per
+    /// batch instead of per line).
+    fn flush_raw<V: Visitor>(&mut self, ctx: &mut Ctx<'_, V>) {
         self.buf.clear();
-        self.decoder.decode(pending, &mut self.buf);
-        self.decoder.decode(body, &mut self.buf);
+        self.decoder.decode(&self.raw, &mut self.buf);
+        self.raw.clear();
         self.deliver(ctx);
     }
 
@@ -573,13 +594,14 @@ impl Leaf {
     fn end<V: Visitor>(mut self, ctx: &mut Ctx<'_, V>, to_end: bool) {
         let mut notes = Vec::new();
         if self.decode {
-            self.buf.clear();
             if to_end {
                 // No closing boundary: the part runs to the end, line
                 // break and all.
                 let pending = std::mem::take(&mut self.pending_eol);
-                self.decoder.decode(pending, &mut self.buf);
+                self.raw.extend_from_slice(pending);
             }
+            self.flush_raw(ctx);
+            self.buf.clear();
             self.decoder.finish(&mut self.buf, &mut notes);
             self.deliver(ctx);
             self.undefer(ctx, true);
@@ -608,6 +630,7 @@ impl Leaf {
 /// Finds uuencoded blocks in decoded text.
 struct UuScan {
     parent: String,
+    depth: usize,
     line: Vec<u8>,
     /// The current line is too long to be a `begin` or data line.
     overlong: bool,
@@ -627,9 +650,10 @@ struct UuBlock {
 const UU_SCAN_LINE: usize = 1024;
 
 impl UuScan {
-    fn new(parent: String) -> UuScan {
+    fn new(parent: String, depth: usize) -> UuScan {
         UuScan {
             parent,
+            depth,
             line: Vec::new(),
             overlong: false,
             found: 0,
@@ -677,7 +701,7 @@ impl UuScan {
             let info = PartInfo {
                 index: ctx.next_index,
                 path: format!("{}.u{}", self.parent, self.found),
-                depth: 0,
+                depth: self.depth,
                 headers: Vec::new(),
                 content_type: "application/octet-stream".into(),
                 charset: String::new(),

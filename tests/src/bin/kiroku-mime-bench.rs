@@ -178,7 +178,7 @@ fn main() -> anyhow::Result<()> {
     let mut agents = Vec::new();
     let mut sinks = Vec::new();
     for (label, program) in &builds {
-        let sink = Upstream::start(&env)?;
+        let sink = Upstream::start_with(&env, &["--max-size", "200000000"])?;
         let smtp = free_port();
         let agent = env.start_agent_program(
             program,
