@@ -100,8 +100,10 @@ pub struct PartInfo {
     /// (RFC 2231), then `filename`, then Content-Type `name*`, then `name`,
     /// then a uuencode `begin` line. Python's `email` takes whichever of
     /// `filename*` and `filename` comes first in the field; Thunderbird
-    /// prefers the RFC 2231 form, which RFC 2231 says supersedes the other,
-    /// and so does this walker.
+    /// (Mozilla's MIME parameter parser, netwerk/mime; its tests for bug
+    /// 588781) takes the RFC 2231 form whatever the order, then joined
+    /// `filename*0`, `filename*1` sections (stopping at a gap), then the
+    /// first plain value; so does this walker.
     pub filename: Option<String>,
     /// Every distinct name the part was given, in the order above,
     /// RFC 2047/2231 decoded and trimmed.
@@ -147,7 +149,8 @@ pub trait Visitor {
 pub struct Walk {
     /// The message's header fields.
     pub top_headers: Vec<Header>,
-    /// Every leaf met, in order, with its end.
+    /// Every leaf met, in the order they started (by `index`), with its
+    /// end.
     pub parts: Vec<(PartInfo, PartEnd)>,
     /// Every repair made and every oddity tolerated, naming the part:
     /// "part 2 (report.zip): base64: 1 character(s) outside the alphabet
@@ -162,6 +165,10 @@ pub struct Limits {
     pub max_header_block: usize,
     /// Multipart nesting beyond this is read as a leaf.
     pub max_depth: usize,
+    /// Leaves reported at most; the rest of the message is skipped (with
+    /// a warning), so a message of a million tiny parts cannot grow the
+    /// walk's result without bound.
+    pub max_parts: usize,
 }
 
 impl Default for Limits {
@@ -169,6 +176,7 @@ impl Default for Limits {
         Limits {
             max_header_block: 1024 * 1024,
             max_depth: 64,
+            max_parts: 10_000,
         }
     }
 }

@@ -241,8 +241,9 @@ fn assemble(pieces: Vec<Piece>, out: &mut Structured) {
         if !sections.is_empty() {
             sections.sort_by_key(|p| p.section);
             sections.dedup_by_key(|p| p.section);
-            // Sections after a gap are dropped, as Python's `email` does
-            // (RFC 2231 numbers them from 0 without gaps).
+            // Sections after a gap are dropped, as Python's `email` and
+            // Mozilla's parser do (RFC 2231 numbers them from 0 without
+            // gaps).
             let run = sections
                 .iter()
                 .enumerate()

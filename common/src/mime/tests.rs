@@ -510,3 +510,43 @@ fn base64_pieces_agree() {
         assert_eq!(pieces, data, "round {round} in pieces");
     }
 }
+
+/// Past `max_parts` leaves the rest is skipped, with one warning.
+#[test]
+fn parts_are_bounded() {
+    let mut raw = String::from("Content-Type: multipart/mixed; boundary=B\r\n\r\n");
+    for i in 0..5 {
+        raw.push_str(&format!(
+            "--B\r\nContent-Type: text/plain\r\n\r\nbegin 644 f{i}\r\n$4$L#!```\r\n`\r\nend\r\n"
+        ));
+    }
+    raw.push_str("--B--\r\n");
+    struct Count(usize);
+    impl Visitor for Count {
+        fn part_start(&mut self, _part: &PartInfo) -> bool {
+            self.0 += 1;
+            true
+        }
+        fn body(&mut self, _part: &PartInfo, _decoded: &[u8]) {}
+        fn part_end(&mut self, _part: &PartInfo, _end: &PartEnd) {}
+    }
+    let limits = Limits {
+        max_parts: 3,
+        ..Limits::default()
+    };
+    let mut count = Count(0);
+    let walk = walk_with(raw.as_bytes(), &mut count, limits).expect("in memory");
+    assert_eq!(count.0, 3);
+    assert_eq!(walk.parts.len(), 3);
+    let indices: Vec<usize> = walk.parts.iter().map(|(p, _)| p.index).collect();
+    assert_eq!(indices, [0, 1, 2]);
+    let over: Vec<&String> = walk
+        .warnings
+        .iter()
+        .filter(|w| w.contains("more than 3 parts"))
+        .collect();
+    assert_eq!(over.len(), 1, "{:?}", walk.warnings);
+    // Unbounded, every text part and its uuencoded file.
+    let all = super::walk(raw.as_bytes(), &mut Count(0)).expect("in memory");
+    assert_eq!(all.parts.len(), 10);
+}

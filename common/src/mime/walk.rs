@@ -37,6 +37,7 @@ pub(super) fn run<R: BufRead, V: Visitor>(
             v,
             out: Walk::default(),
             next_index: 0,
+            max_parts: limits.max_parts,
         },
         limits,
         stack: Vec::new(),
@@ -79,6 +80,9 @@ pub(super) fn run<R: BufRead, V: Visitor>(
         at_start = line_end;
     }
     e.eof();
+    // Leaves end in nesting order (a uuencoded block before its text
+    // part); the result lists them in the order they started.
+    e.ctx.out.parts.sort_by_key(|(p, _)| p.index);
     Ok(e.ctx.out)
 }
 
@@ -86,6 +90,27 @@ struct Ctx<'v, V> {
     v: &'v mut V,
     out: Walk,
     next_index: usize,
+    max_parts: usize,
+}
+
+impl<V> Ctx<'_, V> {
+    /// The index of a new leaf, or None past [`Limits::max_parts`] (the
+    /// first refusal is noted).
+    fn take_index(&mut self, who: &str) -> Option<usize> {
+        if self.next_index > self.max_parts {
+            return None;
+        }
+        let i = self.next_index;
+        self.next_index += 1;
+        if i == self.max_parts {
+            self.out.warnings.push(format!(
+                "{who}: more than {} parts; the rest is not read",
+                self.max_parts
+            ));
+            return None;
+        }
+        Some(i)
+    }
 }
 
 struct Engine<'v, V> {
@@ -259,9 +284,11 @@ impl<V: Visitor> Engine<'_, V> {
                     label(&f.info),
                     String::from_utf8_lossy(&f.delimiter[2..])
                 ));
+                let Some(index) = self.ctx.take_index(&label(&f.info)) else {
+                    continue;
+                };
                 let mut info = f.info;
-                info.index = self.ctx.next_index;
-                self.ctx.next_index += 1;
+                info.index = index;
                 self.ctx.v.part_start(&info);
                 let end = PartEnd::default();
                 self.ctx.v.part_end(&info, &end);
@@ -330,7 +357,11 @@ impl<V: Visitor> Engine<'_, V> {
                 return;
             }
         }
+        let Some(index) = self.ctx.take_index(&who) else {
+            return;
+        };
         let mut info = info;
+        info.index = index;
         if info.path.is_empty() {
             info.path = "1".into();
         }
@@ -490,9 +521,8 @@ struct Leaf {
 }
 
 impl Leaf {
-    fn start<V: Visitor>(ctx: &mut Ctx<'_, V>, mut info: PartInfo) -> Leaf {
-        info.index = ctx.next_index;
-        ctx.next_index += 1;
+    /// `info.index` is already taken ([`Ctx::take_index`]).
+    fn start<V: Visitor>(ctx: &mut Ctx<'_, V>, info: PartInfo) -> Leaf {
         let kind = decode::kind(&info.transfer_encoding);
         let deferred = kind == decode::Kind::Uuencode;
         let want = !deferred && ctx.v.part_start(&info);
@@ -698,9 +728,13 @@ impl UuScan {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if let Some(name) = decode::begin_line(line) {
             self.found += 1;
+            let path = format!("{}.u{}", self.parent, self.found);
+            let Some(index) = ctx.take_index(&format!("part {path} ({name})")) else {
+                return;
+            };
             let info = PartInfo {
-                index: ctx.next_index,
-                path: format!("{}.u{}", self.parent, self.found),
+                index,
+                path,
                 depth: self.depth,
                 headers: Vec::new(),
                 content_type: "application/octet-stream".into(),
@@ -712,7 +746,6 @@ impl UuScan {
                 is_attachment: true,
                 embedded: true,
             };
-            ctx.next_index += 1;
             let want = ctx.v.part_start(&info);
             self.block = Some(UuBlock {
                 info,
