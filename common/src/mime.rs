@@ -50,9 +50,15 @@
 //! assert!(!walk.warnings.is_empty()); // the stray `!` and the padding
 //! ```
 //!
-//! The API (`walk`, `extract_leaf`, `Visitor`, `PartInfo`, `PartEnd`,
-//! `Walk`, `Disposition`, `Header`) is stable: the collector's analysis
-//! depends on it.
+//! To read every file of a stored message, want `|p| p.is_attachment`
+//! and keep the pieces by `p.index`; the returned [`Walk::parts`] gives
+//! each one's SHA-256 (the record's `Attachment.sha256`) to match them
+//! with. The agent's record lists attachments in the same order
+//! (`parts` filtered by `is_attachment`).
+//!
+//! The API (`walk`, `walk_with`, `extract_leaf`, `Visitor`, `PartInfo`,
+//! `PartEnd`, `Walk`, `Limits`, `Disposition`, `Header`) is stable: the
+//! collector's analysis depends on it.
 
 use std::io::BufRead;
 

@@ -550,3 +550,12 @@ fn parts_are_bounded() {
     let all = super::walk(raw.as_bytes(), &mut Count(0)).expect("in memory");
     assert_eq!(all.parts.len(), 10);
 }
+
+/// Prose that starts a line with "begin 644" is not a file.
+#[test]
+fn begin_line_without_data_is_prose() {
+    let raw = b"Subject: how-to\r\n\r\nTo share a file, type\r\nbegin 644 notes.txt\r\nfollowed by the data.\r\n";
+    let (walk, _) = walk_all(raw);
+    assert_eq!(walk.parts.len(), 1, "{:?}", walk.parts);
+    assert!(walk.warnings.is_empty(), "{:?}", walk.warnings);
+}

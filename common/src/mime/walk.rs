@@ -13,11 +13,14 @@ use std::io::BufRead;
 
 use sha2::{Digest, Sha256};
 
-use super::decode::{self, Decoder, Uu};
+use super::decode::{self, Decoder};
 use super::headers::{self, Header};
 use super::params::{self, Structured};
 use super::words::decode_words_lenient;
 use super::{Disposition, Limits, PartEnd, PartInfo, Visitor, Walk};
+
+mod uuscan;
+use uuscan::UuScan;
 
 /// Longest piece of a line handled at once.
 const SEGMENT: usize = 64 * 1024;
@@ -449,10 +452,36 @@ fn part_info(
         Some("attachment") => Disposition::Attachment,
         Some(_) => Disposition::Other,
     };
+    let (candidates, named) = name_candidates(&fields, disp.as_ref(), &ctype);
+    let info = PartInfo {
+        index,
+        path: c.path.clone(),
+        depth: c.depth,
+        headers: fields,
+        content_type,
+        charset: ctype.param("charset").unwrap_or_default().to_owned(),
+        disposition,
+        filename: candidates.first().cloned(),
+        name_candidates: candidates,
+        transfer_encoding,
+        is_attachment: disposition == Disposition::Attachment || named,
+        embedded: false,
+    };
+    (info, ctype, notes)
+}
+
+/// Every name the part was given, in the order a client prefers them (see
+/// [`PartInfo::filename`]), decoded, trimmed, without duplicates; and
+/// whether any name parameter was there at all (even an empty one).
+fn name_candidates(
+    fields: &[Header],
+    disp: Option<&Structured>,
+    ctype: &Structured,
+) -> (Vec<String>, bool) {
     // Names from the fields used first, then from conflicting duplicate
     // fields (a decoy a parser reading the last field would show).
     let later = |name: &str| -> Vec<Structured> {
-        headers::all(&fields, name)
+        headers::all(fields, name)
             .skip(1)
             .map(|h| params::parse(&h.unfolded()))
             .collect()
@@ -460,9 +489,9 @@ fn part_info(
     let later_disp = later("Content-Disposition");
     let later_ctype = later("Content-Type");
     let sources: Vec<(&Structured, &str)> = disp
-        .iter()
+        .into_iter()
         .map(|d| (d, "filename"))
-        .chain([(&ctype, "name")])
+        .chain([(ctype, "name")])
         .chain(later_disp.iter().map(|d| (d, "filename")))
         .chain(later_ctype.iter().map(|c| (c, "name")))
         .collect();
@@ -482,21 +511,7 @@ fn part_info(
             }
         }
     }
-    let info = PartInfo {
-        index,
-        path: c.path.clone(),
-        depth: c.depth,
-        headers: fields,
-        content_type,
-        charset: ctype.param("charset").unwrap_or_default().to_owned(),
-        disposition,
-        filename: candidates.first().cloned(),
-        name_candidates: candidates,
-        transfer_encoding,
-        is_attachment: disposition == Disposition::Attachment || named,
-        embedded: false,
-    };
-    (info, ctype, notes)
+    (candidates, named)
 }
 
 /// A leaf whose body is being read.
@@ -654,137 +669,5 @@ impl Leaf {
         };
         ctx.v.part_end(&self.info, &end);
         ctx.out.parts.push((self.info, end));
-    }
-}
-
-/// Finds uuencoded blocks in decoded text.
-struct UuScan {
-    parent: String,
-    depth: usize,
-    line: Vec<u8>,
-    /// The current line is too long to be a `begin` or data line.
-    overlong: bool,
-    found: usize,
-    block: Option<UuBlock>,
-}
-
-struct UuBlock {
-    info: PartInfo,
-    want: bool,
-    uu: Uu,
-    hasher: Sha256,
-    size: u64,
-}
-
-/// Longest line looked at for uuencode (data lines are 61 characters).
-const UU_SCAN_LINE: usize = 1024;
-
-impl UuScan {
-    fn new(parent: String, depth: usize) -> UuScan {
-        UuScan {
-            parent,
-            depth,
-            line: Vec::new(),
-            overlong: false,
-            found: 0,
-            block: None,
-        }
-    }
-
-    fn feed<V: Visitor>(&mut self, ctx: &mut Ctx<'_, V>, decoded: &[u8]) {
-        for &b in decoded {
-            if b == b'\n' {
-                if !self.overlong {
-                    let line = std::mem::take(&mut self.line);
-                    self.line_done(ctx, &line);
-                    self.line = line;
-                }
-                self.line.clear();
-                self.overlong = false;
-            } else if self.line.len() < UU_SCAN_LINE {
-                self.line.push(b);
-            } else {
-                self.overlong = true;
-            }
-        }
-    }
-
-    fn line_done<V: Visitor>(&mut self, ctx: &mut Ctx<'_, V>, line: &[u8]) {
-        if let Some(b) = self.block.as_mut() {
-            let mut out = Vec::new();
-            let ok = b.uu.line_done(line, &mut out);
-            if !out.is_empty() {
-                b.hasher.update(&out);
-                b.size += out.len() as u64;
-                if b.want {
-                    ctx.v.body(&b.info, &out);
-                }
-            }
-            if b.uu.ended() || !ok {
-                self.end_block(ctx);
-            }
-            return;
-        }
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if let Some(name) = decode::begin_line(line) {
-            self.found += 1;
-            let path = format!("{}.u{}", self.parent, self.found);
-            let Some(index) = ctx.take_index(&format!("part {path} ({name})")) else {
-                return;
-            };
-            let info = PartInfo {
-                index,
-                path,
-                depth: self.depth,
-                headers: Vec::new(),
-                content_type: "application/octet-stream".into(),
-                charset: String::new(),
-                disposition: Disposition::Attachment,
-                filename: Some(name.clone()),
-                name_candidates: vec![name],
-                transfer_encoding: "uuencode".into(),
-                is_attachment: true,
-                embedded: true,
-            };
-            let want = ctx.v.part_start(&info);
-            self.block = Some(UuBlock {
-                info,
-                want,
-                uu: Uu::new(false),
-                hasher: Sha256::new(),
-                size: 0,
-            });
-        }
-    }
-
-    fn end_block<V: Visitor>(&mut self, ctx: &mut Ctx<'_, V>) {
-        let Some(mut b) = self.block.take() else {
-            return;
-        };
-        let mut notes = Vec::new();
-        let mut out = Vec::new();
-        b.uu.finish(&mut out, &mut notes);
-        let who = label(&b.info);
-        ctx.out
-            .warnings
-            .push(format!("{who}: uuencoded file inside a text part decoded"));
-        for n in notes {
-            ctx.out.warnings.push(format!("{who}: {n}"));
-        }
-        let end = PartEnd {
-            decoded: true,
-            size: b.size,
-            sha256: hex::encode(b.hasher.finalize()),
-        };
-        ctx.v.part_end(&b.info, &end);
-        ctx.out.parts.push((b.info, end));
-    }
-
-    fn finish<V: Visitor>(mut self, ctx: &mut Ctx<'_, V>) {
-        if !self.line.is_empty() && !self.overlong {
-            let line = std::mem::take(&mut self.line);
-            self.line_done(ctx, &line);
-        }
-        self.end_block(ctx);
     }
 }
