@@ -726,6 +726,9 @@ def evasion():
     inner = top("text/plain").replace("Message-ID: <case@example.com>", "Message-ID: <d1@example.com>") + "digest text\r\n"
     case("multipart-digest", "a multipart/digest whose parts default to message/rfc822",
          mixed(["--dg\r\n\r\n" + inner, std_att(d, "digest.pdf", "dg")], "dg", 'multipart/digest; boundary="dg"'))
+    case("begin-line-in-prose", "prose that mentions 'begin 644 notes.txt' is not a uuencoded file",
+         top("text/plain; charset=us-ascii") + "To send a file the old way, write\r\n"
+         "begin 644 notes.txt\r\nand then the encoded lines; nothing follows here.\r\n")
     c.write("evasion")
 
 
