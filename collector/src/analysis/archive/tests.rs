@@ -499,3 +499,43 @@ fn limits_config_has_defaults_and_refuses_unknown_keys() {
     assert!(toml::from_str::<ArchiveLimits>("depth = 2").is_err());
     let _ = Path::new("");
 }
+
+/// Review finding 3: the `tar` crate reads a GNU long-name (`L`) entry
+/// whole into memory, as large as its header says; a `.tar.gz` whose `L`
+/// entry declares 1 GiB made each worker hold up to the expanded bound.
+/// Made by hand: a GNU header of type `L` declaring 1 GiB, then 4 MiB of
+/// name bytes (all the test needs to pass the bound), gzipped.
+#[test]
+fn a_tar_long_name_entry_declaring_a_gibibyte_is_bounded() {
+    use std::io::Write;
+    let mut long = tar::Header::new_gnu();
+    long.set_entry_type(tar::EntryType::GNULongName);
+    long.as_gnu_mut().expect("gnu").name[..13].copy_from_slice(b"././@LongLink");
+    long.set_size(1 << 30);
+    long.set_mode(0o644);
+    long.set_cksum();
+    let mut plain = long.as_bytes().to_vec();
+    plain.resize(plain.len() + (4 << 20), b'a');
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&plain).expect("gzip");
+    let data = gz.finish().expect("gzip");
+    let l = list_default(&data, "evil.tar.gz");
+    assert_eq!(l.container, "tar");
+    assert!(l.members.is_empty(), "{l:?}");
+    assert!(l.is_bounded(), "{l:?}");
+    assert!(
+        l.status.contains("tar header or extension data over 1 MiB"),
+        "{}",
+        l.status
+    );
+    // A tar with a real long name (GNU tar writes `L` entries for names
+    // over 100 bytes) and a directory is still listed.
+    let s = Scratch::new();
+    let deep = format!("{}/report.txt", "d".repeat(150));
+    s.write(&deep, REPORT);
+    s.run("tar", &["--format=gnu", "-czf", "long.tgz", &deep]);
+    let l = list_default(&s.read("long.tgz"), "long.tgz");
+    assert_eq!(l.status, "");
+    assert_eq!(paths(&l), [deep.as_str()]);
+    assert_eq!(member(&l, &deep).sha256, sha(REPORT));
+}
