@@ -13,6 +13,18 @@
 //! start redoes them (without firing twice: the alerts are logged in the
 //! same flush as the annotations that mark the work done).
 //!
+//! Alerts are never lost to a failed batch: the annotations and correlator
+//! marks written before the failure keep the retry from firing them again,
+//! so each alert is marked *held* in the meta store as it is logged
+//! ([`Alerting::hold`]). A failed batch keeps its alerts for the next
+//! successful batch of any worker to dispatch; held alerts left by a crash
+//! are dispatched at start-up.
+//!
+//! An event's annotations are written only under [`Shared::annotating`],
+//! held from storing them through the PPAP pairing and [`super::ppap::apply`]:
+//! two workers pairing with the same mail would otherwise each
+//! read-modify-write its annotations and lose the other's tag or link.
+//!
 //! Below the free-space reserve the workers wait, as ingest does. A
 //! failure of the store (I/O error) leaves the batch queued and pauses the
 //! worker ([`RETRY`]); it resumes by itself.
@@ -22,7 +34,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kiroku_proto::Event;
+use kiroku_proto::{Alert, Event};
 
 use super::store::Pending;
 use super::{Limits, VERSION, analyse};
@@ -47,6 +59,11 @@ struct Shared {
     alerting: Arc<Alerting>,
     limits: Limits,
     busy: Mutex<HashSet<String>>,
+    /// Held across storing an event's annotations, its PPAP pairing and
+    /// the tags and links that adds (see the module documentation).
+    annotating: Mutex<()>,
+    /// Alerts of failed batches, dispatched after the next successful one.
+    undispatched: Mutex<Vec<(Vec<u8>, Alert)>>,
     stop: AtomicBool,
     last_log: Mutex<Instant>,
 }
@@ -64,9 +81,12 @@ impl Workers {
             alerting,
             limits,
             busy: Mutex::default(),
+            annotating: Mutex::default(),
+            undispatched: Mutex::default(),
             stop: AtomicBool::new(false),
             last_log: Mutex::new(Instant::now()),
         });
+        dispatch_held(&shared);
         let pending = shared.store.analysis.pending();
         tracing::info!(
             workers = n.max(1),
@@ -155,9 +175,12 @@ fn run(s: &Shared) {
             s.store.analysis.wait(Duration::from_secs(1));
             continue;
         }
-        let result = process(s, &batch);
+        let mut alerts = Vec::new();
+        let result = process(s, &batch, &mut alerts);
         release(s, &batch);
         if let Err(e) = result {
+            // Logged and held: dispatched after the next successful batch.
+            lock(&s.undispatched).extend(alerts);
             s.store
                 .analysis
                 .progress
@@ -168,6 +191,33 @@ fn run(s: &Shared) {
             s.store.analysis.wait(RETRY);
         }
         log_progress(s);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Dispatches the alerts a crash left held (see the module documentation).
+/// Not by an engine without rules (`reanalyse`, which has no notifiers
+/// either): those stay held for the collector.
+fn dispatch_held(s: &Shared) {
+    if s.alerting.rules().rules.is_empty() {
+        return;
+    }
+    match s.alerting.take_held() {
+        Ok(held) if held.is_empty() => {}
+        Ok(held) => {
+            tracing::info!(
+                alerts = held.len(),
+                "dispatching alerts logged before the last stop but not yet notified"
+            );
+            s.alerting.unhold(&held);
+            s.alerting.dispatch(held);
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "held alerts not readable; they stay in the replay log")
+        }
     }
 }
 
@@ -202,11 +252,20 @@ fn log_progress(s: &Shared) {
 }
 
 /// Analyses (or finds analysed) and re-indexes one batch; see the module
-/// documentation for the order.
-fn process(s: &Shared, batch: &[Pending]) -> anyhow::Result<()> {
+/// documentation for the order. The alerts logged are put in `alerts`
+/// (held), for the caller to keep when this fails.
+fn process(
+    s: &Shared,
+    batch: &[Pending],
+    alerts: &mut Vec<(Vec<u8>, Alert)>,
+) -> anyhow::Result<()> {
     let mut events: Vec<Event> = Vec::new();
-    let mut alerts = Vec::new();
     let mut relinked: Vec<String> = Vec::new();
+    let held = |fired: Vec<(Vec<u8>, Alert)>, alerts: &mut Vec<_>| -> anyhow::Result<()> {
+        let r = s.alerting.hold(&fired);
+        alerts.extend(fired);
+        r.map_err(anyhow::Error::msg)
+    };
     for p in batch {
         let Some(e) = s.store.index.get(&p.event_id)? else {
             tracing::warn!(event_id = %p.event_id, "queued for analysis but not in the index; skipped (a rebuild or `reanalyse` brings it back)");
@@ -214,15 +273,31 @@ fn process(s: &Shared, batch: &[Pending]) -> anyhow::Result<()> {
         };
         let before = s.store.analysis.annotations(&e.event_id)?;
         let mut indexed = before.as_ref().is_some_and(adds_to_index);
-        let ann = match before {
-            Some(a) if a.version == VERSION => a,
-            _ => {
-                let mut ann = analyse(&e, &s.store.blobs, &s.store.analysis, &s.limits)?;
-                alerts.extend(
-                    s.alerting
-                        .evaluate_derived(&e, &mut ann)
-                        .map_err(anyhow::Error::msg)?,
-                );
+        // The analysis itself runs outside the lock; storing its result,
+        // pairing and applying the pair's tags and links inside.
+        let fresh = match &before {
+            Some(a) if a.version == VERSION => None,
+            _ => Some(analyse(&e, &s.store.blobs, &s.store.analysis, &s.limits)?),
+        };
+        let _annotating = lock(&s.annotating);
+        let ann = match fresh {
+            None => s
+                .store
+                .analysis
+                .annotations(&e.event_id)?
+                .or(before)
+                .unwrap_or_default(),
+            Some(mut ann) => {
+                let fired = s
+                    .alerting
+                    .evaluate_derived(&e, &mut ann)
+                    .map_err(anyhow::Error::msg)?;
+                held(fired, alerts)?;
+                // Tags and links the alerts gave the earlier annotations
+                // (read again: a partner may have added some meanwhile).
+                if let Some(old) = s.store.analysis.annotations(&e.event_id)? {
+                    super::ppap::carry_over(&old, &mut ann);
+                }
                 s.store.analysis.put_annotations(&ann)?;
                 s.store
                     .analysis
@@ -239,8 +314,9 @@ fn process(s: &Shared, batch: &[Pending]) -> anyhow::Result<()> {
         // been): idempotent, nothing fires twice. The events it changes
         // (this one too) are re-indexed below.
         let done = s.alerting.analysed(&e, &ann).map_err(anyhow::Error::msg)?;
-        alerts.extend(done.alerts);
+        held(done.alerts, alerts)?;
         relinked.extend(super::ppap::apply(&s.store.analysis, &done.derived)?);
+        drop(_annotating);
         // A mail in which analysis found nothing to index (no file inside
         // an attachment, no derived tag, no text) keeps the document it
         // was indexed with at ingest: no second add and commit for it.
@@ -257,9 +333,7 @@ fn process(s: &Shared, batch: &[Pending]) -> anyhow::Result<()> {
             events.push(e);
         }
     }
-    let indexed = if events.is_empty() {
-        Ok(())
-    } else {
+    if !events.is_empty() {
         let _group = s.store.index.write_group();
         s.store
             .index
@@ -267,11 +341,7 @@ fn process(s: &Shared, batch: &[Pending]) -> anyhow::Result<()> {
             .and_then(|()| s.store.index.commit())
             .inspect_err(|_| {
                 let _ = s.store.index.rollback();
-            })
-    };
-    if let Err(e) = indexed {
-        s.alerting.discard(&alerts);
-        return Err(e.into());
+            })?;
     }
     s.store
         .analysis
@@ -280,7 +350,12 @@ fn process(s: &Shared, batch: &[Pending]) -> anyhow::Result<()> {
         .fetch_add(events.len() as u64, Ordering::Relaxed);
     s.store.analysis.done(batch)?;
     s.store.meta.flush()?;
-    s.alerting.dispatch(alerts);
+    // This batch's alerts and those of earlier failed batches: their
+    // events' annotations are durable now.
+    let mut out = std::mem::take(alerts);
+    out.append(&mut lock(&s.undispatched));
+    s.alerting.unhold(&out);
+    s.alerting.dispatch(out);
     Ok(())
 }
 
