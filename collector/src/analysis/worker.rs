@@ -338,7 +338,15 @@ fn process(
         s.store
             .index
             .add(&events)
-            .and_then(|()| s.store.index.commit())
+            .and_then(|()| {
+                if crate::test_hooks::fail_analysis_commit() {
+                    return Err(crate::store::index::IndexError::Other {
+                        path: "analysis re-index".into(),
+                        message: "test hook: index commit failed".into(),
+                    });
+                }
+                s.store.index.commit()
+            })
             .inspect_err(|_| {
                 let _ = s.store.index.rollback();
             })?;
