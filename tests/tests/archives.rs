@@ -595,6 +595,9 @@ async fn zipped_secrets_are_traced_and_bombs_are_bounded() -> anyhow::Result<()>
 /// (the retry fires nothing). With the first commit failing on purpose
 /// (`KIROKU_TEST_FAIL_ANALYSIS_COMMITS=1`), the `encrypted_attachment`
 /// alert still reaches a live follower, exactly once, after the retry.
+/// Review finding 14 on the same collector: a password-protected ZIP with
+/// an extra `[Content_Types].xml` entry (dressed as an Office document)
+/// fires `encrypted_attachment` too.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_alert_survives_a_failed_analysis_commit() -> anyhow::Result<()> {
     const TEST: &str = "an_alert_survives_a_failed_analysis_commit";
@@ -606,6 +609,21 @@ async fn an_alert_survives_a_failed_analysis_commit() -> anyhow::Result<()> {
     let dir = workdir(&env)?;
     run(&dir, "zip", &["-q", "-r", "-P", "Xy7pQ", "zc.zip", "docs"])?;
     let zc = std::fs::read(dir.join("zc.zip"))?;
+    std::fs::write(dir.join("confidential.xlsx"), "売上見込み\n")?;
+    std::fs::write(dir.join("[Content_Types].xml"), "<Types/>")?;
+    run(
+        &dir,
+        "zip",
+        &[
+            "-q",
+            "-P",
+            "pw",
+            "secret.zip",
+            "confidential.xlsx",
+            "[Content_Types].xml",
+        ],
+    )?;
+    let dressed = std::fs::read(dir.join("secret.zip"))?;
     std::fs::write(env.path().join("rules.toml"), PPAP_RULES)?;
     let collector = env.start_collector_with_env(
         "[alerts]\nrules = \"rules.toml\"\n",
@@ -643,6 +661,14 @@ async fn an_alert_survives_a_failed_analysis_commit() -> anyhow::Result<()> {
         "見積書をお送りします。",
         Some(("見積書.zip", &zc)),
     )?;
+    send(
+        smtp,
+        "alice@corp.example",
+        &["carol@partner.example"],
+        "dressed as a document",
+        "see attached",
+        Some(("secret.zip", &dressed)),
+    )?;
     let fired = || {
         std::fs::read_to_string(&follow_log)
             .unwrap_or_default()
@@ -661,9 +687,12 @@ async fn an_alert_survives_a_failed_analysis_commit() -> anyhow::Result<()> {
             .contains("test hook: index commit failed"),
         "the injected failure happened"
     );
-    // Nothing fires twice; the mail is tagged as before.
-    tagged(&env, "alert:enc-out", 1, Duration::from_secs(15)).await?;
+    // Nothing fires twice; the mails are tagged as before.
+    assert_eq!(
+        tagged(&env, "alert:enc-out", 2, Duration::from_secs(15)).await?,
+        ["dressed as a document", "見積書送付"]
+    );
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(fired(), 1, "{}", std::fs::read_to_string(&follow_log)?);
+    assert_eq!(fired(), 2, "{}", std::fs::read_to_string(&follow_log)?);
     Ok(())
 }
