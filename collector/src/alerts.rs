@@ -117,6 +117,9 @@ pub struct Alerting {
     live: broadcast::Sender<Alert>,
     sinks: Vec<notify::Sink>,
     log: sled::Tree,
+    /// Keys of logged alerts an analysis worker has not dispatched yet
+    /// (see [`Alerting::hold`]).
+    held: sled::Tree,
     sensitive: sled::Tree,
     logged: AtomicUsize,
     seq: AtomicU64,
@@ -145,6 +148,7 @@ impl Alerting {
         keep: usize,
     ) -> Result<Alerting, MetaError> {
         let log = meta.tree("alerts")?;
+        let held = meta.tree("alerts_held")?;
         let sensitive = meta.tree("alert_sensitive")?;
         let ppap = Correlator::new(meta.tree("alert_ppap")?);
         let next_seq = log
@@ -161,6 +165,7 @@ impl Alerting {
             sinks,
             logged: AtomicUsize::new(log.len()),
             log,
+            held,
             sensitive,
             seq: AtomicU64::new(next_seq),
             keep: keep.max(1),
@@ -520,6 +525,52 @@ impl Alerting {
         }
         w.above = true;
         Some(n)
+    }
+
+    /// Marks alerts logged by an analysis worker as not dispatched yet,
+    /// in the meta store beside the annotations and correlator marks that
+    /// keep them from firing again: a batch that fails after them (index
+    /// commit, store error, crash) must not lose them, since its retry
+    /// fires nothing. [`Alerting::unhold`] after dispatching them;
+    /// [`Alerting::take_held`] gives the ones left at start-up.
+    pub fn hold(&self, alerts: &[(Vec<u8>, Alert)]) -> Result<(), String> {
+        for (key, _) in alerts {
+            self.held
+                .insert(key, &[][..])
+                .map_err(|e| format!("alert log (held): {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// The alerts were dispatched: no longer held.
+    pub fn unhold(&self, alerts: &[(Vec<u8>, Alert)]) {
+        for (key, _) in alerts {
+            if let Err(e) = self.held.remove(key) {
+                tracing::warn!(error = %e, "alert log (held): cannot clear a dispatched alert; it may be notified again at the next start");
+            }
+        }
+    }
+
+    /// Every held alert (see [`Alerting::hold`]) with its logged content,
+    /// for dispatching at start-up.
+    pub fn take_held(&self) -> Result<Vec<(Vec<u8>, Alert)>, String> {
+        let mut out = Vec::new();
+        for key in self.held.iter().keys() {
+            let key = key.map_err(|e| format!("alert log (held): {e}"))?;
+            match self.log.get(&key) {
+                Ok(Some(v)) => {
+                    if let Ok(a) = Alert::decode(v.as_ref()) {
+                        out.push((key.to_vec(), a));
+                    }
+                }
+                // Pruned from the replay log: nothing left to notify.
+                Ok(None) => {
+                    let _ = self.held.remove(&key);
+                }
+                Err(e) => return Err(format!("alert log: {e}")),
+            }
+        }
+        Ok(out)
     }
 
     /// The group of these alerts failed to commit: forget them (the agent

@@ -86,3 +86,36 @@ pub fn analysis_panic(name: &str) {
     #[cfg(not(feature = "test-hooks"))]
     let _ = name;
 }
+
+/// The analysis worker's next `n` index commits fail
+/// (`KIROKU_TEST_FAIL_ANALYSIS_COMMITS=n`), so a test can check that a
+/// failed batch loses no alert; false in production builds.
+pub fn fail_analysis_commit() -> bool {
+    #[cfg(feature = "test-hooks")]
+    {
+        use std::sync::atomic::{AtomicI64, Ordering};
+        const NAME: &str = "KIROKU_TEST_FAIL_ANALYSIS_COMMITS";
+        // -1: not read from the environment yet.
+        static LEFT: AtomicI64 = AtomicI64::new(-1);
+        if LEFT.load(Ordering::SeqCst) < 0 {
+            let n: i64 = std::env::var(NAME)
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            let _ = LEFT.compare_exchange(-1, n.max(0), Ordering::SeqCst, Ordering::SeqCst);
+        }
+        let failed = LEFT
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n > 0).then(|| n - 1)
+            })
+            .is_ok();
+        if failed {
+            tracing::error!(
+                "TEST HOOK ACTIVE: {NAME} is set, this analysis index commit fails deliberately (test build only)"
+            );
+        }
+        failed
+    }
+    #[cfg(not(feature = "test-hooks"))]
+    false
+}

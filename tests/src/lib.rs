@@ -362,6 +362,16 @@ impl Env {
         self.start_collector_full("", extra)
     }
 
+    /// Like [`Env::start_collector_with`] with environment variables (test
+    /// hooks such as `KIROKU_TEST_FAIL_ANALYSIS_COMMITS`).
+    pub fn start_collector_with_env(
+        &self,
+        extra: &str,
+        envs: &[(&str, &str)],
+    ) -> anyhow::Result<Proc> {
+        self.start_collector_in(Path::new("collector"), "", extra, None, envs)
+    }
+
     /// Like [`Env::start_collector`], with top-level keys (`crl = ...`).
     pub fn start_collector_top(&self, top: &str) -> anyhow::Result<Proc> {
         self.start_collector_full(top, "")

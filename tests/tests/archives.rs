@@ -589,3 +589,110 @@ async fn zipped_secrets_are_traced_and_bombs_are_bounded() -> anyhow::Result<()>
     assert!(zip.members[0].sha256.is_empty() && zip.members[0].status.contains("bound"));
     Ok(())
 }
+
+/// Review finding 4: an analysis batch whose index commit fails after its
+/// annotations and correlator marks were written used to drop its alerts
+/// (the retry fires nothing). With the first commit failing on purpose
+/// (`KIROKU_TEST_FAIL_ANALYSIS_COMMITS=1`), the `encrypted_attachment`
+/// alert still reaches a live follower, exactly once, after the retry.
+/// Review finding 14 on the same collector: a password-protected ZIP with
+/// an extra `[Content_Types].xml` entry (dressed as an Office document)
+/// fires `encrypted_attachment` too.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_alert_survives_a_failed_analysis_commit() -> anyhow::Result<()> {
+    const TEST: &str = "an_alert_survives_a_failed_analysis_commit";
+    if !tools(TEST) {
+        return Ok(());
+    }
+    kiroku_tests::ensure_test_hooks()?;
+    let env = Env::new()?;
+    let dir = workdir(&env)?;
+    run(&dir, "zip", &["-q", "-r", "-P", "Xy7pQ", "zc.zip", "docs"])?;
+    let zc = std::fs::read(dir.join("zc.zip"))?;
+    std::fs::write(dir.join("confidential.xlsx"), "売上見込み\n")?;
+    std::fs::write(dir.join("[Content_Types].xml"), "<Types/>")?;
+    run(
+        &dir,
+        "zip",
+        &[
+            "-q",
+            "-P",
+            "pw",
+            "secret.zip",
+            "confidential.xlsx",
+            "[Content_Types].xml",
+        ],
+    )?;
+    let dressed = std::fs::read(dir.join("secret.zip"))?;
+    std::fs::write(env.path().join("rules.toml"), PPAP_RULES)?;
+    let collector = env.start_collector_with_env(
+        "[alerts]\nrules = \"rules.toml\"\n",
+        &[("KIROKU_TEST_FAIL_ANALYSIS_COMMITS", "1")],
+    )?;
+    let cli = cli_config(&env)?;
+    let follow_log = env.path().join("follow.log");
+    let _follower = kiroku_tests::Proc::spawn(
+        "kiroku alerts --follow",
+        Command::new(kiroku_tests::bin("kiroku"))
+            .args(["--config", &cli, "alerts", "--follow", "--json"])
+            .current_dir(env.path()),
+        &follow_log,
+    )?;
+    let until = |what: &str, within: Duration, ok: &dyn Fn() -> bool| -> anyhow::Result<()> {
+        let end = Instant::now() + within;
+        while !ok() {
+            anyhow::ensure!(Instant::now() < end, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    };
+    until(
+        "the follower's subscription",
+        Duration::from_secs(15),
+        &|| collector.log_text().contains("call=\"Alerts\""),
+    )?;
+    let smtp = free_port();
+    let _agent = env.start_agent("pc-1", smtp, &Mode::CaptureOnly)?;
+    send(
+        smtp,
+        "alice@corp.example",
+        &["bob@partner.example"],
+        "見積書送付",
+        "見積書をお送りします。",
+        Some(("見積書.zip", &zc)),
+    )?;
+    send(
+        smtp,
+        "alice@corp.example",
+        &["carol@partner.example"],
+        "dressed as a document",
+        "see attached",
+        Some(("secret.zip", &dressed)),
+    )?;
+    let fired = || {
+        std::fs::read_to_string(&follow_log)
+            .unwrap_or_default()
+            .matches("\"encrypted_attachment\"")
+            .count()
+    };
+    // The worker pauses 10 s after the failed batch, then retries.
+    until(
+        "the alert after the retry",
+        Duration::from_secs(45),
+        &|| fired() > 0,
+    )?;
+    assert!(
+        collector
+            .log_text()
+            .contains("test hook: index commit failed"),
+        "the injected failure happened"
+    );
+    // Nothing fires twice; the mails are tagged as before.
+    assert_eq!(
+        tagged(&env, "alert:enc-out", 2, Duration::from_secs(15)).await?,
+        ["dressed as a document", "見積書送付"]
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(fired(), 2, "{}", std::fs::read_to_string(&follow_log)?);
+    Ok(())
+}

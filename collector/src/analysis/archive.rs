@@ -22,8 +22,14 @@
 //! Nothing here panics on hostile input or writes anything anywhere.
 //!
 //! OOXML and ODF files (docx, xlsx, pptx, odt...) are ZIP files by format
-//! but documents by meaning: [`list`] answers `None` for them, as for any
-//! other file that is not an archive, and they are not opened when nested.
+//! but documents by meaning: they are listed like any ZIP (an extra
+//! `[Content_Types].xml` must not hide an encrypted archive's members, and
+//! a document's embedded files are mailed files too), with the container
+//! labelled "document" unless an entry is encrypted.
+//!
+//! A ZIP is recognised by its first bytes or by its end-of-central-directory
+//! record near its end (bytes prepended: a self-extractor, a script, a
+//! polyglot), as `unzip`, 7-Zip and the `zip` crate open it.
 
 mod sevenz;
 mod stream;
@@ -77,7 +83,9 @@ impl Default for ArchiveLimits {
 /// What [`list`] found in one attachment.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Listing {
-    /// "zip", "7z", "tar" or "gzip" (a gzip holding a tar is "tar").
+    /// "zip", "7z", "tar" or "gzip" (a gzip holding a tar is "tar");
+    /// "document" for an OOXML or ODF document (a ZIP without encrypted
+    /// entries whose members say it is one; its members are listed too).
     pub container: String,
     /// Some member, at any depth, is encrypted, or the names are.
     pub encrypted: bool,
@@ -112,21 +120,35 @@ pub fn is_bounded(status: &str) -> bool {
 const BOUNDED: &str = "bounded:";
 
 /// Lists the archive `data` (an attachment named `name`). `None`: not an
-/// archive (OOXML and ODF documents included).
+/// archive.
 pub fn list(data: &[u8], name: &str, limits: &ArchiveLimits) -> Option<Listing> {
-    let container = container_of(data)?;
+    let container = container_of(data).or_else(|| zip_by_tail(data))?;
     let mut walk = Walk::new(limits);
     let opened = walk.open(container, data, name, "", 1);
-    if opened == Opened::Document {
+    if opened == Opened::NotArchive {
         return None;
     }
     Some(walk.finish(opened))
+}
+
+/// A ZIP's end-of-central-directory record is in its last 22 bytes plus
+/// at most a 64 KiB comment.
+const EOCD_SEARCH: usize = 22 + 0xFFFF;
+
+/// A ZIP recognised by its end-of-central-directory record only (its first
+/// bytes are something else): opened leniently, see [`Container::ZipTail`].
+fn zip_by_tail(data: &[u8]) -> Option<Container> {
+    let tail = &data[data.len().saturating_sub(EOCD_SEARCH)..];
+    memchr::memmem::rfind(tail, b"PK\x05\x06").map(|_| Container::ZipTail)
 }
 
 /// The container format the bytes start with, if any.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Container {
     Zip,
+    /// Bytes that end like a ZIP but do not start like one; when the `zip`
+    /// crate cannot open them they are no archive (not a damaged one).
+    ZipTail,
     SevenZ,
     Gzip,
     Tar,
@@ -156,8 +178,9 @@ fn is_tar(head: &[u8]) -> bool {
 enum Opened {
     /// Listed (maybe partly: the walk's notes say why): its format name.
     Listed(&'static str),
-    /// An OOXML or ODF document, not an archive.
-    Document,
+    /// Not an archive after all (a [`Container::ZipTail`] that does not
+    /// open).
+    NotArchive,
 }
 
 /// One attachment's listing in progress: the members found so far and the
@@ -206,7 +229,7 @@ impl<'a> Walk<'a> {
     fn finish(self, opened: Opened) -> Listing {
         let container = match opened {
             Opened::Listed(c) => c,
-            Opened::Document => "",
+            Opened::NotArchive => "",
         };
         Listing {
             container: container.into(),
@@ -256,7 +279,8 @@ impl<'a> Walk<'a> {
         depth: u32,
     ) -> Opened {
         match container {
-            Container::Zip => zipfile::list(self, data, prefix, depth),
+            Container::Zip => zipfile::list(self, data, prefix, depth, false),
+            Container::ZipTail => zipfile::list(self, data, prefix, depth, true),
             Container::SevenZ => sevenz::list(self, data, prefix, depth),
             Container::Gzip => stream::gzip(self, data, name, prefix, depth),
             Container::Tar => stream::tar(self, std::io::Cursor::new(data), prefix, depth, true).0,
@@ -302,8 +326,8 @@ impl<'a> Walk<'a> {
             path: path.clone(),
         });
         if let (Some(kind), Some(data)) = (nested, read.kept) {
-            // A nested document (a docx in a zip) answers Document and
-            // lists nothing: it stays one member.
+            // A nested document (a docx in a zip) is listed like any ZIP:
+            // its embedded files are mailed files too.
             self.open(kind, &data, &path, &format!("{path}/"), depth + 1);
         }
     }

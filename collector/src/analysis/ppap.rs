@@ -477,6 +477,24 @@ pub fn apply(store: &AnnotationStore, derived: &Derived) -> Result<Vec<String>, 
     Ok(changed)
 }
 
+/// Carries what the alerts added to an event's earlier annotations
+/// (`alert:*` and `ppap` tags, PPAP links) over to its new annotations
+/// `new`: `kiroku-collector reanalyse` runs without rules (old mail is not
+/// alerted on again) and replaces the annotations whole, which erased
+/// them; a new analysis version must not either.
+pub fn carry_over(old: &Annotations, new: &mut Annotations) {
+    for tag in &old.tags {
+        if (tag.starts_with("alert:") || tag == TAG_PPAP) && !new.tags.contains(tag) {
+            new.tags.push(tag.clone());
+        }
+    }
+    for l in &old.links {
+        if !new.links.contains(l) {
+            new.links.push(l.clone());
+        }
+    }
+}
+
 /// What a rule of kind `encrypted_attachment` says of a mail, if it fires.
 pub fn encrypted_attachment(
     e: &Event,

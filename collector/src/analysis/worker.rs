@@ -13,6 +13,18 @@
 //! start redoes them (without firing twice: the alerts are logged in the
 //! same flush as the annotations that mark the work done).
 //!
+//! Alerts are never lost to a failed batch: the annotations and correlator
+//! marks written before the failure keep the retry from firing them again,
+//! so each alert is marked *held* in the meta store as it is logged
+//! ([`Alerting::hold`]). A failed batch keeps its alerts for the next
+//! successful batch of any worker to dispatch; held alerts left by a crash
+//! are dispatched at start-up.
+//!
+//! An event's annotations are written only under [`Shared::annotating`],
+//! held from storing them through the PPAP pairing and [`super::ppap::apply`]:
+//! two workers pairing with the same mail would otherwise each
+//! read-modify-write its annotations and lose the other's tag or link.
+//!
 //! Below the free-space reserve the workers wait, as ingest does. A
 //! failure of the store (I/O error) leaves the batch queued and pauses the
 //! worker ([`RETRY`]); it resumes by itself.
@@ -23,7 +35,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kiroku_proto::Event;
+use kiroku_proto::{Alert, Event};
 
 use super::store::Pending;
 use super::{Limits, VERSION, analyse};
@@ -48,6 +60,11 @@ struct Shared {
     alerting: Arc<Alerting>,
     limits: Limits,
     busy: Mutex<HashSet<String>>,
+    /// Held across storing an event's annotations, its PPAP pairing and
+    /// the tags and links that adds (see the module documentation).
+    annotating: Mutex<()>,
+    /// Alerts of failed batches, dispatched after the next successful one.
+    undispatched: Mutex<Vec<(Vec<u8>, Alert)>>,
     stop: AtomicBool,
     last_log: Mutex<Instant>,
 }
@@ -65,9 +82,12 @@ impl Workers {
             alerting,
             limits,
             busy: Mutex::default(),
+            annotating: Mutex::default(),
+            undispatched: Mutex::default(),
             stop: AtomicBool::new(false),
             last_log: Mutex::new(Instant::now()),
         });
+        dispatch_held(&shared);
         let pending = shared.store.analysis.pending();
         tracing::info!(
             workers = n.max(1),
@@ -184,7 +204,8 @@ fn work(s: &Shared) {
         // `process`) must not kill the worker either: the batch stays
         // queued, its events are released, and the worker goes on as if
         // restarted.
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| process(s, &batch)))
+        let mut alerts = Vec::new();
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| process(s, &batch, &mut alerts)))
             .unwrap_or_else(|p| {
                 s.store
                     .analysis
@@ -198,6 +219,8 @@ fn work(s: &Shared) {
             });
         release(s, &batch);
         if let Err(e) = result {
+            // Logged and held: dispatched after the next successful batch.
+            lock(&s.undispatched).extend(alerts);
             s.store
                 .analysis
                 .progress
@@ -208,6 +231,33 @@ fn work(s: &Shared) {
             s.store.analysis.wait(RETRY);
         }
         log_progress(s);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Dispatches the alerts a crash left held (see the module documentation).
+/// Not by an engine without rules (`reanalyse`, which has no notifiers
+/// either): those stay held for the collector.
+fn dispatch_held(s: &Shared) {
+    if s.alerting.rules().rules.is_empty() {
+        return;
+    }
+    match s.alerting.take_held() {
+        Ok(held) if held.is_empty() => {}
+        Ok(held) => {
+            tracing::info!(
+                alerts = held.len(),
+                "dispatching alerts logged before the last stop but not yet notified"
+            );
+            s.alerting.unhold(&held);
+            s.alerting.dispatch(held);
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "held alerts not readable; they stay in the replay log")
+        }
     }
 }
 
@@ -242,11 +292,20 @@ fn log_progress(s: &Shared) {
 }
 
 /// Analyses (or finds analysed) and re-indexes one batch; see the module
-/// documentation for the order.
-fn process(s: &Shared, batch: &[Pending]) -> anyhow::Result<()> {
+/// documentation for the order. The alerts logged are put in `alerts`
+/// (held), for the caller to keep when this fails.
+fn process(
+    s: &Shared,
+    batch: &[Pending],
+    alerts: &mut Vec<(Vec<u8>, Alert)>,
+) -> anyhow::Result<()> {
     let mut events: Vec<Event> = Vec::new();
-    let mut alerts = Vec::new();
     let mut relinked: Vec<String> = Vec::new();
+    let held = |fired: Vec<(Vec<u8>, Alert)>, alerts: &mut Vec<_>| -> anyhow::Result<()> {
+        let r = s.alerting.hold(&fired);
+        alerts.extend(fired);
+        r.map_err(anyhow::Error::msg)
+    };
     for p in batch {
         let Some(e) = s.store.index.get(&p.event_id)? else {
             tracing::warn!(event_id = %p.event_id, "queued for analysis but not in the index; skipped (a rebuild or `reanalyse` brings it back)");
@@ -254,27 +313,19 @@ fn process(s: &Shared, batch: &[Pending]) -> anyhow::Result<()> {
         };
         let before = s.store.analysis.annotations(&e.event_id)?;
         let mut indexed = before.as_ref().is_some_and(adds_to_index);
-        let ann = match before {
-            Some(a) if !s.limits.redo(&a) => a,
-            _ => {
-                // A panic in one mail's analysis (a reader's bug on a
-                // hostile file) is recorded in its annotations as a failed
-                // analysis, so that its queue entry leaves like any other
-                // and the worker goes on with the next mail.
-                let analysed = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    let mut ann = analyse(&e, &s.store.blobs, &s.store.analysis, &s.limits)?;
-                    let fired = s
-                        .alerting
-                        .evaluate_derived(&e, &mut ann)
-                        .map_err(anyhow::Error::msg)?;
-                    anyhow::Ok((ann, fired))
-                }));
-                let ann = match analysed {
-                    Ok(done) => {
-                        let (ann, fired) = done?;
-                        alerts.extend(fired);
-                        ann
-                    }
+        // The analysis itself runs outside the lock; storing its result,
+        // pairing and applying the pair's tags and links inside. A panic
+        // in one mail's analysis (a reader's bug on a hostile file) is
+        // recorded in its annotations as a failed analysis, so that its
+        // queue entry leaves like any other and the worker goes on with
+        // the next mail.
+        let fresh = match &before {
+            Some(a) if !s.limits.redo(a) => None,
+            _ => Some(
+                match std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    analyse(&e, &s.store.blobs, &s.store.analysis, &s.limits)
+                })) {
+                    Ok(done) => done?,
                     Err(p) => {
                         let why = super::panic_message(p.as_ref());
                         s.store
@@ -285,7 +336,37 @@ fn process(s: &Shared, batch: &[Pending]) -> anyhow::Result<()> {
                         tracing::error!(event_id = %e.event_id, panic = %why, "the analysis of this mail panicked; recorded as failed in its annotations, the worker goes on (please report this with the mail)");
                         super::failed(&e, &why)
                     }
-                };
+                },
+            ),
+        };
+        let _annotating = lock(&s.annotating);
+        let ann = match fresh {
+            None => s
+                .store
+                .analysis
+                .annotations(&e.event_id)?
+                .or(before)
+                .unwrap_or_default(),
+            Some(mut ann) => {
+                let fired = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    s.alerting.evaluate_derived(&e, &mut ann)
+                }));
+                match fired {
+                    Ok(fired) => held(fired.map_err(anyhow::Error::msg)?, alerts)?,
+                    Err(p) => {
+                        s.store
+                            .analysis
+                            .progress
+                            .panics
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(event_id = %e.event_id, panic = %super::panic_message(p.as_ref()), "the rules on files inside this mail panicked; its sensitive-file alerts are skipped, the worker goes on (please report this with the mail)");
+                    }
+                }
+                // Tags and links the alerts gave the earlier annotations
+                // (read again: a partner may have added some meanwhile).
+                if let Some(old) = s.store.analysis.annotations(&e.event_id)? {
+                    super::ppap::carry_over(&old, &mut ann);
+                }
                 s.store.analysis.put_annotations(&ann)?;
                 s.store
                     .analysis
@@ -308,7 +389,7 @@ fn process(s: &Shared, batch: &[Pending]) -> anyhow::Result<()> {
         match hook {
             Ok(done) => {
                 let done = done.map_err(anyhow::Error::msg)?;
-                alerts.extend(done.alerts);
+                held(done.alerts, alerts)?;
                 relinked.extend(super::ppap::apply(&s.store.analysis, &done.derived)?);
             }
             Err(p) => {
@@ -320,6 +401,7 @@ fn process(s: &Shared, batch: &[Pending]) -> anyhow::Result<()> {
                 tracing::error!(event_id = %e.event_id, panic = %super::panic_message(p.as_ref()), "the alert rules on this mail's analysis panicked; its encrypted-attachment and PPAP alerts are skipped, the worker goes on (please report this with the mail)");
             }
         }
+        drop(_annotating);
         // A mail in which analysis found nothing to index (no file inside
         // an attachment, no derived tag, no text) keeps the document it
         // was indexed with at ingest: no second add and commit for it.
@@ -336,21 +418,23 @@ fn process(s: &Shared, batch: &[Pending]) -> anyhow::Result<()> {
             events.push(e);
         }
     }
-    let indexed = if events.is_empty() {
-        Ok(())
-    } else {
+    if !events.is_empty() {
         let _group = s.store.index.write_group();
         s.store
             .index
             .add(&events)
-            .and_then(|()| s.store.index.commit())
+            .and_then(|()| {
+                if crate::test_hooks::fail_analysis_commit() {
+                    return Err(crate::store::index::IndexError::Other {
+                        path: "analysis re-index".into(),
+                        message: "test hook: index commit failed".into(),
+                    });
+                }
+                s.store.index.commit()
+            })
             .inspect_err(|_| {
                 let _ = s.store.index.rollback();
-            })
-    };
-    if let Err(e) = indexed {
-        s.alerting.discard(&alerts);
-        return Err(e.into());
+            })?;
     }
     s.store
         .analysis
@@ -359,7 +443,12 @@ fn process(s: &Shared, batch: &[Pending]) -> anyhow::Result<()> {
         .fetch_add(events.len() as u64, Ordering::Relaxed);
     s.store.analysis.done(batch)?;
     s.store.meta.flush()?;
-    s.alerting.dispatch(alerts);
+    // This batch's alerts and those of earlier failed batches: their
+    // events' annotations are durable now.
+    let mut out = std::mem::take(alerts);
+    out.append(&mut lock(&s.undispatched));
+    s.alerting.unhold(&out);
+    s.alerting.dispatch(out);
     Ok(())
 }
 

@@ -2,7 +2,9 @@
 //! under its stored name, else the attachment's name without `.gz`); a
 //! gzip holding a tar (`.tar.gz`, `.tgz`) is listed as the tar.
 
+use std::cell::Cell;
 use std::io::{self, Read};
+use std::rc::Rc;
 use std::time::Instant;
 
 use flate2::read::MultiGzDecoder;
@@ -138,6 +140,48 @@ fn ungzipped_name(name: &str) -> String {
     }
 }
 
+/// Bytes a tar may take between two members' contents: headers, GNU
+/// long names and links, PAX extensions and padding. The `tar` crate reads
+/// a long name or PAX entry whole into memory (`read_all`), as large as its
+/// header declares: a `.tar.gz` whose `L` entry declares 1 GiB of zeros
+/// would be held in memory. Real ones are a few KiB.
+pub(super) const TAR_HEADER_BYTES: u64 = 1 << 20;
+
+/// What [`Gap`] and the walk share: whether a member's content is being
+/// read, and the bytes read since the last member's content.
+#[derive(Default)]
+struct GapState {
+    in_member: Cell<bool>,
+    used: Cell<u64>,
+}
+
+/// Bounds what the `tar` crate reads outside a member's content (headers
+/// and extension data, see [`TAR_HEADER_BYTES`]); member contents are
+/// metered by the walk as usual.
+struct Gap<R> {
+    inner: R,
+    state: Rc<GapState>,
+}
+
+impl<R: Read> Read for Gap<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.state.in_member.get() {
+            return self.inner.read(buf);
+        }
+        let room = TAR_HEADER_BYTES.saturating_sub(self.state.used.get());
+        if room == 0 {
+            return Err(io::Error::other(BoundHit(TAR_HEADER)));
+        }
+        let want = buf.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        self.state.used.set(self.state.used.get() + n as u64);
+        Ok(n)
+    }
+}
+
+/// The [`BoundHit`] of [`Gap`].
+const TAR_HEADER: &str = "tar header";
+
 /// Lists a tar read from `source`, and gives `source` back. `meter`:
 /// `source` is the raw tar, whose members are counted as they are read;
 /// otherwise a [`Metered`] stream below counts them already.
@@ -148,14 +192,19 @@ pub(super) fn tar<R: Read>(
     depth: u32,
     meter: bool,
 ) -> (Opened, R) {
-    let mut archive = tar::Archive::new(source);
-    list_tar(walk, &mut archive, prefix, depth, meter);
-    (Opened::Listed("tar"), archive.into_inner())
+    let state = Rc::new(GapState::default());
+    let mut archive = tar::Archive::new(Gap {
+        inner: source,
+        state: state.clone(),
+    });
+    list_tar(walk, &mut archive, &state, prefix, depth, meter);
+    (Opened::Listed("tar"), archive.into_inner().inner)
 }
 
 fn list_tar<R: Read>(
     walk: &mut Walk,
-    archive: &mut tar::Archive<R>,
+    archive: &mut tar::Archive<Gap<R>>,
+    gap: &GapState,
     prefix: &str,
     depth: u32,
     meter: bool,
@@ -174,17 +223,37 @@ fn list_tar<R: Read>(
         let mut entry = match entry {
             Ok(e) => e,
             Err(e) => {
-                if bound_hit(&e).is_none() {
-                    walk.note(format!("damaged: {}tar: {e}", at(prefix)));
+                match bound_hit(&e) {
+                    Some(TAR_HEADER) => walk.bound(format!(
+                        "{}tar header or extension data over {}",
+                        at(prefix),
+                        human_bytes(TAR_HEADER_BYTES)
+                    )),
+                    Some(_) => {}
+                    None => walk.note(format!("damaged: {}tar: {e}", at(prefix))),
                 }
                 break;
             }
         };
-        if !entry.header().entry_type().is_file() {
-            continue;
+        // From here to the next header the bytes are this entry's content:
+        // metered as content, not as header.
+        gap.in_member.set(true);
+        if entry.header().entry_type().is_file() {
+            let path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            let size = entry.size();
+            walk.member(format!("{prefix}{path}"), size, depth, &mut entry, meter);
+        } else {
+            // Not a file (a directory, link, sparse file...): its content,
+            // if any, is read past here as content, so that the `tar`
+            // crate's skip does not count against the header bound.
+            let drained = io::copy(&mut (&mut entry).take(u64::MAX), &mut io::sink());
+            if let Err(e) = drained
+                && bound_hit(&e).is_none()
+            {
+                walk.note(format!("damaged: {}tar: {e}", at(prefix)));
+            }
         }
-        let path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-        let size = entry.size();
-        walk.member(format!("{prefix}{path}"), size, depth, &mut entry, meter);
+        gap.in_member.set(false);
+        gap.used.set(0);
     }
 }

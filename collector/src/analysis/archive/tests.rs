@@ -237,10 +237,11 @@ fn archives_inside_archives_are_listed_with_their_path() {
 }
 
 #[test]
-fn documents_are_not_archives() {
+fn documents_are_labelled_and_listed_with_their_embedded_files() {
     let s = Scratch::new();
     s.write("[Content_Types].xml", b"<Types/>")
         .write("word/document.xml", b"<w:document/>")
+        .write("word/embeddings/secret.xlsx", REPORT)
         .write("mimetype", b"application/vnd.oasis.opendocument.text")
         .write("content.xml", b"<office:document-content/>");
     s.run(
@@ -251,17 +252,47 @@ fn documents_are_not_archives() {
             "doc.docx",
             "[Content_Types].xml",
             "word/document.xml",
+            "word/embeddings/secret.xlsx",
         ],
     );
     s.run("zip", &["-q", "-X", "-0", "doc.odt", "mimetype"]);
     s.run("zip", &["-q", "-X", "doc.odt", "content.xml"]);
     s.run("zip", &["-q", "mail.zip", "doc.docx", "doc.odt"]);
-    let limits = ArchiveLimits::default();
-    assert_eq!(list(&s.read("doc.docx"), "doc.docx", &limits), None);
-    assert_eq!(list(&s.read("doc.odt"), "doc.odt", &limits), None);
-    // Inside an archive a document is one member, not opened.
+    let docx = list_default(&s.read("doc.docx"), "doc.docx");
+    assert_eq!(
+        (docx.container.as_str(), docx.encrypted),
+        ("document", false)
+    );
+    assert_eq!(
+        paths(&docx),
+        [
+            "[Content_Types].xml",
+            "word/document.xml",
+            "word/embeddings/secret.xlsx"
+        ]
+    );
+    assert_eq!(
+        member(&docx, "word/embeddings/secret.xlsx").sha256,
+        sha(REPORT)
+    );
+    let odt = list_default(&s.read("doc.odt"), "doc.odt");
+    assert_eq!(odt.container, "document");
+    assert_eq!(paths(&odt), ["content.xml", "mimetype"]);
+    // Inside an archive a document is opened like any ZIP: its embedded
+    // file is found at depth 2.
     let l = list_default(&s.read("mail.zip"), "mail.zip");
-    assert_eq!(paths(&l), ["doc.docx", "doc.odt"]);
+    assert_eq!(l.container, "zip");
+    let embedded = member(&l, "doc.docx/word/embeddings/secret.xlsx");
+    assert_eq!(
+        (embedded.depth, embedded.sha256.as_str()),
+        (2, sha(REPORT).as_str())
+    );
+    assert!(
+        paths(&l).contains(&"doc.odt/content.xml"),
+        "{:?}",
+        paths(&l)
+    );
+    let limits = ArchiveLimits::default();
     for not_archive in [&b""[..], b"hello", PLAN, b"PK", b"\x1f\x8bnot gzip"] {
         let got = list(not_archive, "x", &limits);
         assert!(
@@ -269,6 +300,95 @@ fn documents_are_not_archives() {
             "{not_archive:?}: {got:?}"
         );
     }
+}
+
+/// Review finding 14: one extra `[Content_Types].xml` (or ODF `mimetype`)
+/// entry made an encrypted ZIP pass for a document, listed as nothing.
+#[test]
+fn an_encrypted_zip_dressed_as_a_document_is_an_encrypted_archive() {
+    let s = Scratch::new();
+    s.write("confidential.xlsx", REPORT)
+        .write("[Content_Types].xml", b"<Types/>")
+        .write("mimetype", b"application/vnd.oasis.opendocument.text");
+    s.run(
+        "zip",
+        &[
+            "-q",
+            "-P",
+            "pw",
+            "secret.zip",
+            "confidential.xlsx",
+            "[Content_Types].xml",
+        ],
+    );
+    s.run(
+        "zip",
+        &["-q", "-X", "-0", "-P", "pw", "odf.zip", "mimetype"],
+    );
+    s.run(
+        "zip",
+        &["-q", "-X", "-P", "pw", "odf.zip", "confidential.xlsx"],
+    );
+    for file in ["secret.zip", "odf.zip"] {
+        let l = list_default(&s.read(file), file);
+        assert_eq!(
+            (l.container.as_str(), l.encrypted, l.encryption.as_str()),
+            ("zip", true, "zipcrypto"),
+            "{file}"
+        );
+        let m = member(&l, "confidential.xlsx");
+        assert!(m.encrypted, "{file}: {m:?}");
+        assert_eq!(m.status, "encrypted", "{file}");
+    }
+    // Encryption is seen even when the member bound stops the listing
+    // before the encrypted entry.
+    s.write("a.txt", PLAN);
+    s.run("zip", &["-q", "-X", "mixed.zip", "a.txt"]);
+    s.run(
+        "zip",
+        &["-q", "-X", "-P", "pw", "mixed.zip", "confidential.xlsx"],
+    );
+    let limits = ArchiveLimits {
+        max_members: 1,
+        ..ArchiveLimits::default()
+    };
+    let l = list(&s.read("mixed.zip"), "mixed.zip", &limits).expect("a zip");
+    assert!(l.encrypted && l.is_bounded(), "{l:?}");
+}
+
+/// Review finding 15: a ZIP with bytes before it (a self-extractor, a
+/// script, one junk byte) is found by its end-of-central-directory record.
+#[test]
+fn a_zip_with_bytes_prepended_is_found_by_its_end_record() {
+    let s = Scratch::new();
+    sample(&s);
+    s.run("zip", &["-q", "-r", "-X", "a.zip", "report.txt", "docs"]);
+    let zip = s.read("a.zip");
+    let script = b"#!/bin/sh\nexec unzip -o \"$0\"\nexit 0\n".to_vec();
+    for prefix in [b"x".to_vec(), script] {
+        let mut data = prefix.clone();
+        data.extend_from_slice(&zip);
+        let l = list_default(&data, "a.zip");
+        assert_eq!(l.container, "zip", "{prefix:?}");
+        assert_eq!(paths(&l), ["docs/plan.pdf", "report.txt"], "{prefix:?}");
+        assert_eq!(member(&l, "report.txt").sha256, sha(REPORT), "{prefix:?}");
+    }
+    // An encrypted one too, with its offsets adjusted as `zip -A` does for
+    // a self-extractor.
+    s.run("zip", &["-q", "-X", "-P", "pw", "enc.zip", "report.txt"]);
+    let mut sfx = b"MZ self-extractor stub".to_vec();
+    sfx.extend_from_slice(&s.read("enc.zip"));
+    s.write("sfx.exe", &sfx);
+    s.run("zip", &["-q", "-A", "sfx.exe"]);
+    let l = list_default(&s.read("sfx.exe"), "sfx.exe");
+    assert!(l.encrypted, "{l:?}");
+    assert_eq!(paths(&l), ["report.txt"]);
+    // The end record's signature alone, or bytes that end like a ZIP but
+    // do not open, are no archive.
+    let limits = ArchiveLimits::default();
+    let mut fake = PLAN.to_vec();
+    fake.extend_from_slice(b"PK\x05\x06 not really");
+    assert_eq!(list(&fake, "x.pdf", &limits), None);
 }
 
 #[test]
@@ -378,4 +498,44 @@ fn limits_config_has_defaults_and_refuses_unknown_keys() {
     assert_eq!((l.max_depth, l.max_members), (2, 20_000));
     assert!(toml::from_str::<ArchiveLimits>("depth = 2").is_err());
     let _ = Path::new("");
+}
+
+/// Review finding 3: the `tar` crate reads a GNU long-name (`L`) entry
+/// whole into memory, as large as its header says; a `.tar.gz` whose `L`
+/// entry declares 1 GiB made each worker hold up to the expanded bound.
+/// Made by hand: a GNU header of type `L` declaring 1 GiB, then 4 MiB of
+/// name bytes (all the test needs to pass the bound), gzipped.
+#[test]
+fn a_tar_long_name_entry_declaring_a_gibibyte_is_bounded() {
+    use std::io::Write;
+    let mut long = tar::Header::new_gnu();
+    long.set_entry_type(tar::EntryType::GNULongName);
+    long.as_gnu_mut().expect("gnu").name[..13].copy_from_slice(b"././@LongLink");
+    long.set_size(1 << 30);
+    long.set_mode(0o644);
+    long.set_cksum();
+    let mut plain = long.as_bytes().to_vec();
+    plain.resize(plain.len() + (4 << 20), b'a');
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&plain).expect("gzip");
+    let data = gz.finish().expect("gzip");
+    let l = list_default(&data, "evil.tar.gz");
+    assert_eq!(l.container, "tar");
+    assert!(l.members.is_empty(), "{l:?}");
+    assert!(l.is_bounded(), "{l:?}");
+    assert!(
+        l.status.contains("tar header or extension data over 1 MiB"),
+        "{}",
+        l.status
+    );
+    // A tar with a real long name (GNU tar writes `L` entries for names
+    // over 100 bytes) and a directory is still listed.
+    let s = Scratch::new();
+    let deep = format!("{}/report.txt", "d".repeat(150));
+    s.write(&deep, REPORT);
+    s.run("tar", &["--format=gnu", "-czf", "long.tgz", &deep]);
+    let l = list_default(&s.read("long.tgz"), "long.tgz");
+    assert_eq!(l.status, "");
+    assert_eq!(paths(&l), [deep.as_str()]);
+    assert_eq!(member(&l, &deep).sha256, sha(REPORT));
 }

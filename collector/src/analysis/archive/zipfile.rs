@@ -1,6 +1,13 @@
 //! ZIP: members from the central directory (names and encryption are
 //! there even when the content is encrypted), content through the `zip`
 //! crate's decoders.
+//!
+//! Every ZIP's members are listed, documents (OOXML, ODF) included: being
+//! a document is only a label ("document" as the container), because one
+//! extra `[Content_Types].xml` or `mimetype` entry must not hide an
+//! encrypted archive's members, and a document's embedded files
+//! (`word/embeddings/*`, `xl/embeddings/*`) are files that were mailed. A
+//! ZIP with any encrypted entry is never labelled a document.
 
 use std::borrow::Cow;
 use std::io::Cursor;
@@ -9,17 +16,35 @@ use zip::ZipArchive;
 
 use super::{Opened, Walk, at};
 
-/// Lists a ZIP's members into `walk`.
-pub(super) fn list(walk: &mut Walk, data: &[u8], prefix: &str, depth: u32) -> Opened {
+/// Lists a ZIP's members into `walk`. `by_tail`: the ZIP was recognised
+/// only by its end-of-central-directory record (data before it: a
+/// self-extractor, a polyglot); when the `zip` crate cannot open it, it is
+/// taken for no archive at all rather than a damaged one.
+pub(super) fn list(
+    walk: &mut Walk,
+    data: &[u8],
+    prefix: &str,
+    depth: u32,
+    by_tail: bool,
+) -> Opened {
     let mut archive = match ZipArchive::new(Cursor::new(data)) {
         Ok(a) => a,
+        Err(_) if by_tail => return Opened::NotArchive,
         Err(e) => {
             walk.note(format!("damaged: {}zip: {e}", at(prefix)));
             return Opened::Listed("zip");
         }
     };
-    if is_document(&mut archive) {
-        return Opened::Document;
+    let document = is_document(&mut archive);
+    // The encryption flags come from the central directory, read in full
+    // by `ZipArchive::new`: all are looked at, even when a bound stops the
+    // listing below before the encrypted entry.
+    let mut any_encrypted = false;
+    for i in 0..archive.len() {
+        if archive.by_index_raw(i).is_ok_and(|f| f.encrypted()) {
+            any_encrypted = true;
+            walk.encryption.insert(encryption_of(&mut archive, i));
+        }
     }
     for i in 0..archive.len() {
         if !walk.may_list() {
@@ -41,11 +66,6 @@ pub(super) fn list(walk: &mut Walk, data: &[u8], prefix: &str, depth: u32) -> Op
             continue;
         }
         if encrypted {
-            let kind = match archive.get_aes_verification_key_and_salt(i) {
-                Ok(Some(aes)) => format!("aes-{}", aes_bits(aes.aes_mode)),
-                _ => "zipcrypto".to_owned(),
-            };
-            walk.encryption.insert(kind);
             walk.unread(path, size, depth, true, "encrypted");
             continue;
         }
@@ -54,7 +74,19 @@ pub(super) fn list(walk: &mut Walk, data: &[u8], prefix: &str, depth: u32) -> Op
             Err(e) => walk.unread(path, size, depth, false, &format!("unreadable: {e}")),
         }
     }
-    Opened::Listed("zip")
+    if document && !any_encrypted {
+        Opened::Listed("document")
+    } else {
+        Opened::Listed("zip")
+    }
+}
+
+/// "zipcrypto" or "aes-<bits>": how entry `i` is encrypted.
+fn encryption_of(archive: &mut ZipArchive<Cursor<&[u8]>>, i: usize) -> String {
+    match archive.get_aes_verification_key_and_salt(i) {
+        Ok(Some(aes)) => format!("aes-{}", aes_bits(aes.aes_mode)),
+        _ => "zipcrypto".to_owned(),
+    }
 }
 
 /// An OOXML (docx, xlsx, pptx) or ODF (odt, ods, odp) document: a ZIP by

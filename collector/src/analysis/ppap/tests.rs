@@ -285,3 +285,88 @@ fn encrypted_attachment_fires_for_outside_recipients_only() {
             .contains(&("out".into(), "alert:enc-out".into()))
     );
 }
+
+/// Review finding 8: `reanalyse` (no rules) replaced the annotations whole
+/// and erased the PPAP and alert tags and links; they are carried over,
+/// nothing else is.
+#[test]
+fn a_new_analysis_keeps_the_alert_tags_and_links() {
+    let link = Link {
+        event_id: "partner".into(),
+        reason: "ppap".into(),
+    };
+    let old = Annotations {
+        event_id: "a".into(),
+        version: 1,
+        tags: vec![
+            "ppap".into(),
+            "alert:enc-out".into(),
+            "archive-bounded".into(),
+        ],
+        links: vec![link.clone()],
+        ..Default::default()
+    };
+    let mut new = Annotations {
+        event_id: "a".into(),
+        version: 2,
+        tags: vec!["encrypted-attachment".into(), "alert:enc-out".into()],
+        ..Default::default()
+    };
+    carry_over(&old, &mut new);
+    assert_eq!(
+        new.tags,
+        ["encrypted-attachment", "alert:enc-out", "ppap"],
+        "alert tags carried once, analysis tags of the old version not"
+    );
+    assert_eq!(new.links, [link]);
+}
+
+/// Review finding 4: a worker batch that fails after its alerts were
+/// logged (index commit error) is retried, and the retry fires nothing
+/// (the correlator remembers the mail): the alerts the first attempt
+/// logged are held in the meta store and survive a restart until
+/// dispatched.
+#[test]
+fn alerts_of_a_failed_batch_are_held_until_dispatched() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let open = || {
+        let meta = MetaStore::open(&dir.path().join("meta")).expect("meta");
+        let set = RuleSet::parse(Path::new("rules.toml"), RULES, &InternalDomains::default())
+            .expect("rules");
+        Alerting::new(&meta, set, Vec::new(), 100).expect("engine")
+    };
+    let (e, ann) = mail(
+        "enc",
+        "taro@corp.example",
+        &["x@other.example"],
+        0,
+        "",
+        true,
+    );
+    {
+        let a = open();
+        let done = a.analysed(&e, &ann).expect("analysed");
+        assert_eq!(done.alerts.len(), 1, "encrypted_attachment fires");
+        a.hold(&done.alerts).expect("hold");
+        // The batch fails here: no dispatch. The retry fires nothing.
+        let again = a.analysed(&e, &ann).expect("analysed");
+        assert!(again.alerts.is_empty());
+    }
+    // Restarted: the held alert is there to dispatch, once.
+    let a = open();
+    let held = a.take_held().expect("held");
+    assert_eq!(
+        held.iter()
+            .map(|(_, x)| (x.kind.as_str(), x.event_id.as_str()))
+            .collect::<Vec<_>>(),
+        [("encrypted_attachment", "enc")]
+    );
+    let mut rx = a.subscribe();
+    a.unhold(&held);
+    a.dispatch(held);
+    assert_eq!(
+        rx.try_recv().map(|x| x.event_id).ok().as_deref(),
+        Some("enc")
+    );
+    assert!(a.take_held().expect("held").is_empty());
+}
