@@ -26,9 +26,10 @@ use uuscan::UuScan;
 const SEGMENT: usize = 64 * 1024;
 /// Body bytes gathered before they are decoded and delivered.
 const RAW_BATCH: usize = 32 * 1024;
-/// Longest line that can be a boundary line (70 characters of boundary,
-/// `--` twice, white space).
-const MAX_BOUNDARY_LINE: usize = 1024;
+/// Distinct names kept per part (see [`PartInfo::name_candidates`]).
+pub(super) const MAX_NAME_CANDIDATES: usize = 16;
+/// Warnings kept per walk (see [`Ctx::warn`]).
+pub(super) const MAX_WARNINGS: usize = 200;
 
 pub(super) fn run<R: BufRead, V: Visitor>(
     mut r: R,
@@ -41,6 +42,7 @@ pub(super) fn run<R: BufRead, V: Visitor>(
             out: Walk::default(),
             next_index: 0,
             max_parts: limits.max_parts,
+            dropped_warnings: 0,
         },
         limits,
         stack: Vec::new(),
@@ -83,6 +85,10 @@ pub(super) fn run<R: BufRead, V: Visitor>(
         at_start = line_end;
     }
     e.eof();
+    if e.ctx.dropped_warnings > 0 {
+        let more = e.ctx.dropped_warnings;
+        e.ctx.out.warnings.push(format!("… and {more} more"));
+    }
     // Leaves end in nesting order (a uuencoded block before its text
     // part); the result lists them in the order they started.
     e.ctx.out.parts.sort_by_key(|(p, _)| p.index);
@@ -94,9 +100,23 @@ struct Ctx<'v, V> {
     out: Walk,
     next_index: usize,
     max_parts: usize,
+    /// Warnings past [`MAX_WARNINGS`], counted only.
+    dropped_warnings: usize,
 }
 
 impl<V> Ctx<'_, V> {
+    /// Notes a repair or oddity, up to [`MAX_WARNINGS`]; past that only
+    /// counts it (the count is reported at the end of the walk), so a
+    /// message of many damaged parts cannot make its record larger than
+    /// the collector accepts.
+    pub(super) fn warn(&mut self, w: String) {
+        if self.out.warnings.len() < MAX_WARNINGS {
+            self.out.warnings.push(w);
+        } else {
+            self.dropped_warnings += 1;
+        }
+    }
+
     /// The index of a new leaf, or None past [`Limits::max_parts`] (the
     /// first refusal is noted).
     fn take_index(&mut self, who: &str) -> Option<usize> {
@@ -106,10 +126,11 @@ impl<V> Ctx<'_, V> {
         let i = self.next_index;
         self.next_index += 1;
         if i == self.max_parts {
-            self.out.warnings.push(format!(
+            let w = format!(
                 "{who}: more than {} parts; the rest is not read",
                 self.max_parts
-            ));
+            );
+            self.warn(w);
             return None;
         }
         Some(i)
@@ -202,7 +223,11 @@ fn label(info: &PartInfo) -> String {
 
 impl<V: Visitor> Engine<'_, V> {
     fn segment(&mut self, bytes: &[u8], start: bool, end: bool, complete: bool) {
-        if start && complete && bytes.len() <= MAX_BOUNDARY_LINE && bytes.starts_with(b"--") {
+        // Any length: a boundary longer than RFC 2046's 70 characters, or
+        // followed by a thousand spaces, still splits the message for
+        // Python's `email` (`[ \t]*$`) and Thunderbird, so it must here;
+        // a line is compared in one segment ([`SEGMENT`] bytes).
+        if start && complete && bytes.starts_with(b"--") {
             let hit = (0..self.stack.len())
                 .rev()
                 .find_map(|l| boundary_match(bytes, &self.stack[l].delimiter).map(|c| (l, c)));
@@ -227,7 +252,7 @@ impl<V: Visitor> Engine<'_, V> {
                 c.size += bytes.len();
                 if c.size > self.limits.max_header_block {
                     let path = c.path.clone();
-                    self.ctx.out.warnings.push(format!(
+                    self.ctx.warn(format!(
                         "{}: header block longer than {} bytes; the rest is read as body",
                         if path.is_empty() {
                             "message".to_owned()
@@ -260,7 +285,7 @@ impl<V: Visitor> Engine<'_, V> {
             if let Some(f) = self.stack.pop()
                 && f.count == 0
             {
-                self.ctx.out.warnings.push(format!(
+                self.ctx.warn(format!(
                     "{}: closing boundary before any part",
                     label(&f.info)
                 ));
@@ -282,7 +307,7 @@ impl<V: Visitor> Engine<'_, V> {
             if f.count == 0 {
                 // Its boundary never appeared: Python's `email` makes it a
                 // leaf of its body; its body was the preamble, not kept.
-                self.ctx.out.warnings.push(format!(
+                self.ctx.warn(format!(
                     "{}: boundary {:?} never appears; read as an empty part",
                     label(&f.info),
                     String::from_utf8_lossy(&f.delimiter[2..])
@@ -298,9 +323,7 @@ impl<V: Visitor> Engine<'_, V> {
                 self.ctx.out.parts.push((info, end));
             } else {
                 self.ctx
-                    .out
-                    .warnings
-                    .push(format!("{}: no closing boundary", label(&f.info)));
+                    .warn(format!("{}: no closing boundary", label(&f.info)));
             }
         }
     }
@@ -328,7 +351,7 @@ impl<V: Visitor> Engine<'_, V> {
         notes.splice(0..0, block.notes);
         let who = label(&info);
         for n in notes {
-            self.ctx.out.warnings.push(format!("{who}: {n}"));
+            self.ctx.warn(format!("{who}: {n}"));
         }
         if c.top {
             self.ctx.out.top_headers = info.headers.clone();
@@ -336,12 +359,26 @@ impl<V: Visitor> Engine<'_, V> {
         }
         if info.content_type.starts_with("multipart/") {
             let boundary = ctype.param("boundary").unwrap_or_default().to_owned();
+            if let Some(other) = ctype
+                .values("boundary")
+                .iter()
+                .map(|v| &v.value)
+                .find(|v| **v != boundary)
+            {
+                // `boundary="A"; boundary*=''B`: Thunderbird follows the
+                // RFC 2231 form (as here), Python's `email` the plain
+                // one; a parser that follows the other sees other parts.
+                self.ctx.warn(format!(
+                    "{who}: conflicting boundary parameters: {boundary:?} followed, \
+                     {other:?} ignored (other parsers follow it)"
+                ));
+            }
             if boundary.is_empty() {
-                self.ctx.out.warnings.push(format!(
+                self.ctx.warn(format!(
                     "{who}: multipart without a boundary; read as one part"
                 ));
             } else if c.depth >= self.limits.max_depth {
-                self.ctx.out.warnings.push(format!(
+                self.ctx.warn(format!(
                     "{who}: nested deeper than {}; read as one part",
                     self.limits.max_depth
                 ));
@@ -506,7 +543,9 @@ fn name_candidates(
                 pv.value.clone()
             };
             let v = v.trim().to_owned();
-            if !v.is_empty() && !candidates.contains(&v) {
+            // Bounded: a field of thousands of `name=` parameters must not
+            // cost a comparison with every earlier one for each.
+            if !v.is_empty() && candidates.len() < MAX_NAME_CANDIDATES && !candidates.contains(&v) {
                 candidates.push(v);
             }
         }
@@ -656,7 +695,7 @@ impl Leaf {
         }
         let who = label(&self.info);
         for n in notes {
-            ctx.out.warnings.push(format!("{who}: {n}"));
+            ctx.warn(format!("{who}: {n}"));
         }
         let end = if self.decode {
             PartEnd {
