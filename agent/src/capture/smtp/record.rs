@@ -14,10 +14,12 @@ use std::path::Path;
 use kiroku_common::vocabulary::{ATTACHMENT_NAME_MISMATCH, MIME_REPAIRED};
 use kiroku_proto::{EmailEvent, Recipient};
 
+mod bounds;
 mod fields;
 mod html;
 mod visit;
 
+pub use bounds::MAX_RECORD;
 pub use html::html_to_text;
 
 /// Body text kept in the record (and the index); the raw blob has it all.
@@ -207,6 +209,7 @@ fn complete<E: std::fmt::Display>(
         .filter(|a| !shown.contains(&a.to_lowercase()))
         .map(|a| a.to_string())
         .collect();
+    bounds::bound(&mut ev);
     ev
 }
 

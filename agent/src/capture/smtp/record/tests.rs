@@ -580,3 +580,63 @@ Subject: =?utf-8?q?caf\xc3\xa9?=\r\n\r\nhi\r\n";
     assert_eq!(ev.attachment_count, 1);
     same_both_ways(raw);
 }
+
+/// A mail built to make its record huge: a subject of 200 KB, a To: of
+/// 60,000 addresses, 3,000 parts each with three 1,000-byte names and a
+/// damaged base64 line. The record stays under [`MAX_RECORD`] (the
+/// collector refuses a gRPC message over 16 MiB, which would stop the
+/// agent's shipping), still counts every attachment, says what was cut,
+/// and both paths agree.
+#[test]
+fn hostile_mail_record_stays_bounded() {
+    let mut raw = String::from("From: a@example.com\r\nSubject: ");
+    raw.push_str(&"s".repeat(200_000));
+    raw.push_str("\r\nTo: ");
+    for i in 0..60_000 {
+        raw.push_str(&format!("u{i}@x.jp,"));
+    }
+    raw.push_str("\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n");
+    raw.push_str("--B\r\nContent-Type: text/plain\r\n\r\nhello\r\n");
+    for i in 0..3_000 {
+        let long = "n".repeat(1_000);
+        raw.push_str(&format!(
+            "--B\r\nContent-Type: application/octet-stream; name=\"a{i}{long}.bin\"\r\n\
+             Content-Disposition: attachment; filename=\"b{i}{long}.bin\"; filename*=''c{i}{long}.bin\r\n\
+             Content-Transfer-Encoding: base64\r\n\r\nQUJD!\r\n"
+        ));
+    }
+    raw.push_str("--B--\r\n");
+    let raw = raw.into_bytes();
+    let ev = build(&env(&["x@example.com"]), &raw);
+    let size = prost::Message::encoded_len(&ev);
+    assert!(size <= MAX_RECORD, "record of {size} bytes");
+    assert_eq!(
+        ev.attachment_count,
+        3_000,
+        "{:?} {:?}",
+        ev.parse_warnings,
+        &ev.decode_warnings[..ev.decode_warnings.len().min(5)]
+    );
+    assert!(!ev.attachments.is_empty());
+    assert_eq!(ev.to.len(), 1_000);
+    assert_eq!(ev.subject.len(), 16 * 1024);
+    assert!(
+        ev.decode_warnings.len() <= 201,
+        "{}",
+        ev.decode_warnings.len()
+    );
+    let note = ev
+        .parse_warnings
+        .iter()
+        .find(|w| w.starts_with("record size bounded"))
+        .expect("a note of what was cut");
+    for what in [
+        "subject cut",
+        "To: 1000 of 60000 addresses kept",
+        "attachments keep at most 2 name candidates",
+    ] {
+        assert!(note.contains(what), "{what}: {note}");
+    }
+    assert!(tags(&ev).contains(&ATTACHMENT_NAME_MISMATCH));
+    same_both_ways(&raw);
+}
