@@ -43,6 +43,8 @@ pub(super) fn run<R: BufRead, V: Visitor>(
             next_index: 0,
             max_parts: limits.max_parts,
             dropped_warnings: 0,
+            plain_taken: false,
+            html_taken: false,
         },
         limits,
         stack: Vec::new(),
@@ -102,9 +104,50 @@ struct Ctx<'v, V> {
     max_parts: usize,
     /// Warnings past [`MAX_WARNINGS`], counted only.
     dropped_warnings: usize,
+    /// The body's text/plain and text/html leaves were met.
+    plain_taken: bool,
+    html_taken: bool,
 }
 
 impl<V> Ctx<'_, V> {
+    /// Decides whether a leaf is the message's body text or a file: the
+    /// first text/plain and the first text/html leaf that are not files
+    /// by their headers are the body; every other leaf is a file (review
+    /// finding 11: an unnamed `application/zip`, an inline zip without a
+    /// name, a disposition `attachmnt` were recorded nowhere). A file
+    /// without a name gets one made from its place and type,
+    /// `part-1.2.zip`, the way Thunderbird shows "Part 1.2"; its
+    /// `name_candidates` stay empty, which says no name was given.
+    /// Returns whether the leaf is a file by its own header fields (a
+    /// text part that is not, body or not, is scanned for uuencoded files
+    /// as clients show them inline).
+    fn file_or_body(&mut self, info: &mut PartInfo) -> bool {
+        let by_headers = info.is_attachment;
+        if info.transfer_encoding == "uuencode" {
+            // Named by its `begin` line, when it has one (`Leaf::undefer`).
+            info.is_attachment = true;
+            return by_headers;
+        }
+        if !info.is_attachment {
+            let taken = match info.content_type.as_str() {
+                "text/plain" => Some(&mut self.plain_taken),
+                "text/html" => Some(&mut self.html_taken),
+                _ => None,
+            };
+            if let Some(taken) = taken
+                && !*taken
+            {
+                *taken = true;
+                return by_headers;
+            }
+            info.is_attachment = true;
+        }
+        if info.filename.is_none() {
+            info.filename = Some(generated_name(&info.path, &info.content_type));
+        }
+        by_headers
+    }
+
     /// Notes a repair or oddity, up to [`MAX_WARNINGS`]; past that only
     /// counts it (the count is reported at the end of the walk), so a
     /// message of many damaged parts cannot make its record larger than
@@ -197,6 +240,41 @@ fn boundary_match(line: &[u8], delimiter: &[u8]) -> Option<bool> {
     rest.iter()
         .all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
         .then_some(close)
+}
+
+/// The display name of a file given none: `part-` and its path, and an
+/// extension from its type where the type is a common one (a display name
+/// only; a table of the types mail carries is enough, no crate needed).
+fn generated_name(path: &str, content_type: &str) -> String {
+    let ext = match content_type {
+        "application/zip" | "application/x-zip-compressed" => ".zip",
+        "application/pdf" => ".pdf",
+        "application/x-7z-compressed" => ".7z",
+        "application/gzip" | "application/x-gzip" => ".gz",
+        "application/x-tar" => ".tar",
+        "application/x-rar-compressed" | "application/vnd.rar" => ".rar",
+        "application/ms-tnef" | "application/vnd.ms-tnef" => ".dat",
+        "application/msword" => ".doc",
+        "application/vnd.ms-excel" => ".xls",
+        "application/vnd.ms-powerpoint" => ".ppt",
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document" => ".docx",
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet" => ".xlsx",
+        "application/vnd.openxmlformats-officedocument.presentationml.presentation" => ".pptx",
+        "application/octet-stream" => ".bin",
+        "application/pkcs7-mime" | "application/x-pkcs7-mime" => ".p7m",
+        "application/pkcs7-signature" | "application/x-pkcs7-signature" => ".p7s",
+        "application/pgp-encrypted" | "application/pgp-signature" => ".asc",
+        "message/rfc822" => ".eml",
+        "text/plain" => ".txt",
+        "text/html" => ".html",
+        "text/calendar" => ".ics",
+        "text/csv" => ".csv",
+        "image/png" => ".png",
+        "image/jpeg" => ".jpg",
+        "image/gif" => ".gif",
+        _ => "",
+    };
+    format!("part-{path}{ext}")
 }
 
 fn child_path(parent: &str, n: usize) -> String {
@@ -405,7 +483,8 @@ impl<V: Visitor> Engine<'_, V> {
         if info.path.is_empty() {
             info.path = "1".into();
         }
-        let mut leaf = Leaf::start(&mut self.ctx, info);
+        let file_by_headers = self.ctx.file_or_body(&mut info);
+        let mut leaf = Leaf::start(&mut self.ctx, info, file_by_headers);
         for line in &c.lines[body_from..] {
             let end = line.ends_with(b"\n");
             leaf.feed(&mut self.ctx, line, end);
@@ -489,6 +568,7 @@ fn part_info(
         Some("attachment") => Disposition::Attachment,
         Some(_) => Disposition::Other,
     };
+    // RFC 2183: an unknown disposition (`attachmnt`) is read as attachment.
     let (candidates, named) = name_candidates(&fields, disp.as_ref(), &ctype);
     let info = PartInfo {
         index,
@@ -501,7 +581,7 @@ fn part_info(
         filename: candidates.first().cloned(),
         name_candidates: candidates,
         transfer_encoding,
-        is_attachment: disposition == Disposition::Attachment || named,
+        is_attachment: matches!(disposition, Disposition::Attachment | Disposition::Other) || named,
         embedded: false,
     };
     (info, ctype, notes)
@@ -576,14 +656,16 @@ struct Leaf {
 
 impl Leaf {
     /// `info.index` is already taken ([`Ctx::take_index`]).
-    fn start<V: Visitor>(ctx: &mut Ctx<'_, V>, info: PartInfo) -> Leaf {
+    /// `file_by_headers`: its header fields make it a file (see
+    /// [`Ctx::file_or_body`]).
+    fn start<V: Visitor>(ctx: &mut Ctx<'_, V>, info: PartInfo, file_by_headers: bool) -> Leaf {
         let kind = decode::kind(&info.transfer_encoding);
         let deferred = kind == decode::Kind::Uuencode;
         let want = !deferred && ctx.v.part_start(&info);
         // Plain text is scanned for uuencoded files (`begin 644 name`), as
         // clients such as Thunderbird show them as attachments.
         let scan = (info.content_type == "text/plain"
-            && !info.is_attachment
+            && !file_by_headers
             && kind != decode::Kind::Uuencode)
             .then(|| UuScan::new(info.path.clone(), info.depth));
         Leaf {
@@ -654,6 +736,9 @@ impl Leaf {
                 self.info.filename = Some(n);
             }
             self.info.is_attachment = true;
+        }
+        if self.info.filename.is_none() {
+            self.info.filename = Some(generated_name(&self.info.path, &self.info.content_type));
         }
         self.want = ctx.v.part_start(&self.info);
     }

@@ -196,7 +196,14 @@ fn complete<E: std::fmt::Display>(
             .parse_warnings
             .push("MIME parser panicked; only the envelope was recorded".into()),
     }
-    ev.attachment_count = ev.attachments.iter().filter(|a| !a.inline).count() as u32;
+    // Inline images belong to an HTML body; every other file counts, an
+    // inline zip or PDF too (an inline disposition must not hide a file
+    // from `--has-attachment`).
+    ev.attachment_count = ev
+        .attachments
+        .iter()
+        .filter(|a| !a.inline || !a.content_type.starts_with("image/"))
+        .count() as u32;
     // Bcc: envelope recipients the headers do not show.
     let shown: HashSet<String> = ev
         .to

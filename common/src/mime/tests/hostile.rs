@@ -172,3 +172,70 @@ fn conflicting_boundaries_are_warned() {
         walk.warnings
     );
 }
+
+/// Every leaf that is not the body's first text/plain or text/html part is
+/// a file, named after its place and type when it has no name (review
+/// finding 11).
+#[test]
+fn unnamed_parts_are_files() {
+    // (what, part headers, recorded name)
+    let cases = [
+        (
+            "base64 zip without name or disposition",
+            "Content-Type: application/zip\r\nContent-Transfer-Encoding: base64",
+            "part-2.zip",
+        ),
+        (
+            "inline zip without name",
+            "Content-Type: application/zip\r\nContent-Disposition: inline\r\n\
+             Content-Transfer-Encoding: base64",
+            "part-2.zip",
+        ),
+        (
+            "inline pdf without name",
+            "Content-Type: application/pdf\r\nContent-Disposition: inline\r\n\
+             Content-Transfer-Encoding: base64",
+            "part-2.pdf",
+        ),
+        (
+            "unknown disposition on text",
+            "Content-Type: text/plain\r\nContent-Disposition: attachmnt",
+            "part-2.txt",
+        ),
+        (
+            "a second text/plain part",
+            "Content-Type: text/plain",
+            "part-2.txt",
+        ),
+        (
+            "an unknown type",
+            "Content-Type: application/x-secret\r\nContent-Transfer-Encoding: base64",
+            "part-2",
+        ),
+    ];
+    for (what, headers, name) in cases {
+        let raw = format!(
+            "Content-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\n\
+             Content-Type: text/plain\r\n\r\nbody\r\n--B\r\n{headers}\r\n\r\nUEsDBA==\r\n--B--\r\n"
+        );
+        let (walk, _) = walk_all(raw.as_bytes());
+        assert_eq!(walk.parts.len(), 2, "{what}");
+        assert!(!walk.parts[0].0.is_attachment, "{what}: the body");
+        let (p, end) = &walk.parts[1];
+        assert!(p.is_attachment, "{what}");
+        assert_eq!(p.filename.as_deref(), Some(name), "{what}");
+        assert!(p.name_candidates.is_empty(), "{what}");
+        assert!(end.decoded && end.size > 0, "{what}");
+    }
+    // A single-part message of a zip is a file; the text and HTML of an
+    // alternative are the body.
+    let raw =
+        b"Content-Type: application/zip\r\nContent-Transfer-Encoding: base64\r\n\r\nUEsDBA==\r\n";
+    let (walk, _) = walk_all(raw);
+    assert_eq!(walk.parts[0].0.filename.as_deref(), Some("part-1.zip"));
+    assert_eq!(walk.parts[0].1.sha256, crate::sha256_hex(b"PK\x03\x04"));
+    let raw = b"Content-Type: multipart/alternative; boundary=B\r\n\r\n--B\r\n\
+Content-Type: text/plain\r\n\r\nhi\r\n--B\r\nContent-Type: text/html\r\n\r\n<p>hi</p>\r\n--B--\r\n";
+    let (walk, _) = walk_all(raw);
+    assert!(walk.parts.iter().all(|(p, _)| !p.is_attachment));
+}

@@ -640,3 +640,32 @@ fn hostile_mail_record_stays_bounded() {
     assert!(tags(&ev).contains(&ATTACHMENT_NAME_MISMATCH));
     same_both_ways(&raw);
 }
+
+/// An unnamed zip, an inline PDF without a name and a part with the
+/// disposition `attachmnt` are files of the record, hashed and counted
+/// (review finding 11); an inline image of an HTML body is listed but not
+/// counted.
+#[test]
+fn unnamed_and_inline_files_are_recorded_and_counted() {
+    let raw = b"From: a@example.com\r\nTo: b@example.com\r\n\
+Content-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\n\
+Content-Type: text/plain\r\n\r\nsee attached\r\n--B\r\n\
+Content-Type: application/zip\r\nContent-Transfer-Encoding: base64\r\n\r\nUEsDBA==\r\n--B\r\n\
+Content-Type: application/pdf\r\nContent-Disposition: inline\r\n\r\n%PDF-1.4\r\n--B\r\n\
+Content-Type: application/octet-stream\r\nContent-Disposition: attachmnt\r\n\r\nx\r\n--B\r\n\
+Content-Type: image/png\r\nContent-Disposition: inline\r\nContent-ID: <i1>\r\n\r\npng\r\n--B--\r\n";
+    let ev = build(&env(&["b@example.com"]), raw);
+    let names: Vec<&str> = ev.attachments.iter().map(|a| a.filename.as_str()).collect();
+    assert_eq!(
+        names,
+        ["part-2.zip", "part-3.pdf", "part-4.bin", "part-5.png"]
+    );
+    assert_eq!(
+        ev.attachments[0].sha256,
+        kiroku_common::sha256_hex(b"PK\x03\x04")
+    );
+    assert_eq!(ev.attachment_count, 3);
+    assert_eq!(ev.body_text, "see attached");
+    assert!(ev.attachments.iter().all(|a| a.name_candidates.is_empty()));
+    same_both_ways(raw);
+}
