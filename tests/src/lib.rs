@@ -6,6 +6,7 @@
 
 pub mod faultproxy;
 pub mod load;
+pub mod mailcorpus;
 pub mod mta;
 pub mod reliability;
 
