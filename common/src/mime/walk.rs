@@ -128,7 +128,9 @@ impl<V> Ctx<'_, V> {
             info.is_attachment = true;
             return by_headers;
         }
-        if !info.is_attachment {
+        // A multipart read as a leaf (no boundary, or nested too deep) is
+        // structure, not a file, unless its headers make it one.
+        if !info.is_attachment && !info.content_type.starts_with("multipart/") {
             let taken = match info.content_type.as_str() {
                 "text/plain" => Some(&mut self.plain_taken),
                 "text/html" => Some(&mut self.html_taken),
@@ -142,7 +144,7 @@ impl<V> Ctx<'_, V> {
             }
             info.is_attachment = true;
         }
-        if info.filename.is_none() {
+        if info.is_attachment && info.filename.is_none() {
             info.filename = Some(generated_name(&info.path, &info.content_type));
         }
         by_headers
@@ -436,12 +438,20 @@ impl<V: Visitor> Engine<'_, V> {
             self.ctx.v.top_headers(&info.headers);
         }
         if info.content_type.starts_with("multipart/") {
-            let boundary = ctype.param("boundary").unwrap_or_default().to_owned();
+            // RFC 2046's boundary cannot end in white space (white space
+            // after it on a delimiter line is transport padding); Python's
+            // `email` strips it too, so a line without the trailing
+            // spaces still delimits.
+            let boundary = ctype
+                .param("boundary")
+                .unwrap_or_default()
+                .trim_end_matches([' ', '\t'])
+                .to_owned();
             if let Some(other) = ctype
                 .values("boundary")
                 .iter()
-                .map(|v| &v.value)
-                .find(|v| **v != boundary)
+                .map(|v| v.value.trim_end_matches([' ', '\t']))
+                .find(|v| *v != boundary)
             {
                 // `boundary="A"; boundary*=''B`: Thunderbird follows the
                 // RFC 2231 form (as here), Python's `email` the plain
@@ -483,7 +493,14 @@ impl<V: Visitor> Engine<'_, V> {
         if info.path.is_empty() {
             info.path = "1".into();
         }
-        let file_by_headers = self.ctx.file_or_body(&mut info);
+        // A part with nothing at all (a boundary line right after another)
+        // is no file: nothing can hide in it.
+        let empty = blank.is_none() && c.lines.is_empty();
+        let file_by_headers = if empty {
+            false
+        } else {
+            self.ctx.file_or_body(&mut info)
+        };
         let mut leaf = Leaf::start(&mut self.ctx, info, file_by_headers);
         for line in &c.lines[body_from..] {
             let end = line.ends_with(b"\n");
@@ -563,7 +580,7 @@ fn part_info(
         _ => cte,
     };
     let disposition = match disp.as_ref().map(|d| d.value.as_str()) {
-        None => Disposition::None,
+        None | Some("") => Disposition::None,
         Some("inline") => Disposition::Inline,
         Some("attachment") => Disposition::Attachment,
         Some(_) => Disposition::Other,

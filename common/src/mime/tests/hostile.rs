@@ -239,3 +239,17 @@ Content-Type: text/plain\r\n\r\nhi\r\n--B\r\nContent-Type: text/html\r\n\r\n<p>h
     let (walk, _) = walk_all(raw);
     assert!(walk.parts.iter().all(|(p, _)| !p.is_attachment));
 }
+
+/// A boundary parameter ending in spaces delimits without them (RFC 2046:
+/// a boundary does not end in white space; Python strips it too), so a
+/// part cannot hide behind a delimiter line one space short.
+#[test]
+fn boundary_trailing_spaces_are_stripped() {
+    let raw = b"Content-Type: multipart/mixed; boundary=\"B  \"\r\n\r\n--B \r\n\
+Content-Type: text/plain\r\n\r\nbody\r\n--B\r\n\
+Content-Type: application/zip; name=hidden.zip\r\n\r\nPK\r\n--B--\r\n";
+    let (walk, bodies) = walk_all(raw);
+    assert_eq!(walk.parts.len(), 2, "{:?}", walk.warnings);
+    assert_eq!(walk.parts[1].0.filename.as_deref(), Some("hidden.zip"));
+    assert_eq!(bodies[0], b"body");
+}
