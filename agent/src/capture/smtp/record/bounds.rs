@@ -22,6 +22,8 @@ const MAX_TYPE: usize = 256;
 const MAX_ADDRESSES: usize = 1_000;
 /// Warnings kept per list (parse_warnings, decode_warnings).
 const MAX_WARNINGS: usize = 200;
+/// Envelope recipients kept when the record is still too large.
+const MAX_RCPT: usize = 10_000;
 /// Name candidates kept per attachment.
 const MAX_CANDIDATES: usize = 16;
 
@@ -103,6 +105,14 @@ pub(super) fn bound(ev: &mut EmailEvent) {
         cap_warnings(list);
     }
     shrink_attachments(ev, &mut notes);
+    // The envelope's recipients are the record's core; only a transaction
+    // of tens of thousands of RCPT commands reaches this bound (the
+    // recipient count stays true).
+    if ev.encoded_len() > MAX_RECORD
+        && let Some(len) = cap_list(&mut ev.rcpt_to, MAX_RCPT)
+    {
+        notes.push(format!("{MAX_RCPT} of {len} envelope recipients kept"));
+    }
     if !notes.is_empty() {
         ev.parse_warnings.push(format!(
             "record size bounded (the raw message has it all): {}",

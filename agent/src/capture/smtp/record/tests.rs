@@ -669,3 +669,25 @@ Content-Type: image/png\r\nContent-Disposition: inline\r\nContent-ID: <i1>\r\n\r
     assert!(ev.attachments.iter().all(|a| a.name_candidates.is_empty()));
     same_both_ways(raw);
 }
+
+/// A transaction of 100,000 RCPT commands: the record keeps the first
+/// 10,000 envelope recipients (the count stays true) and stays under
+/// [`MAX_RECORD`].
+#[test]
+fn huge_envelope_stays_bounded() {
+    let rcpts: Vec<String> = (0..100_000)
+        .map(|i| format!("recipient-{i:06}-with-a-longish-name@example.com"))
+        .collect();
+    let refs: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+    let ev = build(&env(&refs), b"Subject: hi\r\n\r\nbody\r\n");
+    assert!(prost::Message::encoded_len(&ev) <= MAX_RECORD);
+    assert_eq!(ev.rcpt_to.len(), 10_000);
+    assert_eq!(ev.recipient_count, 100_000);
+    assert!(
+        ev.parse_warnings
+            .iter()
+            .any(|w| w.contains("10000 of 100000 envelope recipients kept")),
+        "{:?}",
+        ev.parse_warnings
+    );
+}
