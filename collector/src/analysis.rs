@@ -266,10 +266,16 @@ pub fn analyse(
     run.out.signer = crypto.signer;
     for att in &m.attachments {
         let content = run.content_of(&att.sha256, att.size, &walked);
-        let name = if att.filename.is_empty() {
-            default_name(&att.content_type, content.as_ref())
-        } else {
-            att.filename.clone()
+        // A file the sender gave no name has an empty filename (events
+        // recorded before the agent named such files) or one the agent
+        // made up, `part-1.2.eml`, with no name candidates: an attached
+        // mail is then named after its subject.
+        let unnamed = att.name_candidates.is_empty()
+            && (att.filename.is_empty() || att.filename.starts_with("part-"));
+        let name = match default_name(&att.content_type, content.as_ref()) {
+            Some(n) if unnamed => n,
+            _ if att.filename.is_empty() => "attachment".into(),
+            _ => att.filename.clone(),
         };
         run.file(&name, &att.content_type, &att.sha256, content, "", 0)?;
     }
@@ -333,17 +339,13 @@ pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// The name of an unnamed attachment: an attached mail is named after its
-/// subject (else "message.eml"), anything else "attachment".
-fn default_name(declared: &str, content: Option<&Content>) -> String {
+/// The name of an unnamed attached mail: after its subject (else
+/// "message.eml"); None for anything else.
+fn default_name(declared: &str, content: Option<&Content>) -> Option<String> {
     let head = content.map(Content::head).unwrap_or_default();
-    if declared.to_ascii_lowercase().starts_with(types::MESSAGE)
-        || types::detect(head) == types::MESSAGE
-    {
-        message_name(&read::subject(head))
-    } else {
-        "attachment".into()
-    }
+    (declared.to_ascii_lowercase().starts_with(types::MESSAGE)
+        || types::detect(head) == types::MESSAGE)
+        .then(|| message_name(&read::subject(head)))
 }
 
 /// A name for an attached message from its subject.

@@ -104,7 +104,8 @@ pub struct PartInfo {
     pub disposition: Disposition,
     /// The name a mail client shows: Content-Disposition `filename*`
     /// (RFC 2231), then `filename`, then Content-Type `name*`, then `name`,
-    /// then a uuencode `begin` line. Python's `email` takes whichever of
+    /// then a uuencode `begin` line, else a made-up `part-1.2.zip` for a
+    /// file (see `is_attachment`). Python's `email` takes whichever of
     /// `filename*` and `filename` comes first in the field; Thunderbird
     /// (Mozilla's MIME parameter parser, netwerk/mime; its tests for bug
     /// 588781) takes the RFC 2231 form whatever the order, then joined
@@ -118,7 +119,12 @@ pub struct PartInfo {
     /// "base64", "quoted-printable", "uuencode" (any of its spellings, and
     /// blocks found in text), "7bit" when absent, else as written.
     pub transfer_encoding: String,
-    /// A file as a client shows it: disposition attachment, or a name.
+    /// A file: disposition attachment (or an unknown one such as
+    /// `attachmnt`, RFC 2183), or a name, or any leaf that is not the
+    /// body's first text/plain or first text/html part (an unnamed zip,
+    /// an inline PDF). A file without a name has `filename`
+    /// `part-<path><.ext from the type>` (`part-1.2.zip`, as Thunderbird
+    /// shows "Part 1.2") and no `name_candidates`.
     pub is_attachment: bool,
     /// A uuencoded block found inside a text part (reported while that
     /// text part is open: its `part_start` .. `part_end` nest inside).

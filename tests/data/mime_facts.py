@@ -7,10 +7,10 @@ prints: [{"file", "count", "error",
           "attachments": [{"filename", "name_candidates", "content_type",
                            "inline", "size", "sha256"}]}, ...]
 
-Attachments are found as in email_facts.py (the leaves the agent records:
-an attached message/rfc822 is one leaf; a leaf is an attachment when its
-disposition is "attachment" or it has a file name). `filename` is
-get_filename() ("" when there is none); `name_candidates` lists every
+Attachments are found as in email_facts.py (`files`: the agent's rule of
+which leaves are files, applied to Python's reading). `filename` is
+get_filename(), or the agent's made-up "part-1.2.zip" for a file without
+a name; `name_candidates` lists every
 filename and name parameter as Python decodes it, duplicates included
 once, in header order (Content-Disposition first). `count` is the number
 of attachments. A message Python cannot read at all has "error" set and no
@@ -23,7 +23,7 @@ import hashlib
 import json
 import sys
 
-from email_facts import has_param, leaves
+from email_facts import files
 
 
 def candidates(part):
@@ -48,15 +48,13 @@ def facts(path):
     out = {"file": path, "count": 0, "error": None, "attachments": []}
     try:
         msg = email.message_from_bytes(raw, policy=email.policy.default)
-        for part in leaves(msg):
+        for _, part, name, is_file in files(msg):
             disp = part.get_content_disposition()
-            if not (disp == "attachment"
-                    or has_param(part, "filename", "content-disposition")
-                    or has_param(part, "name", "content-type")):
+            if not is_file:
                 continue
             data = None if part.is_multipart() else part.get_payload(decode=True)
             out["attachments"].append({
-                "filename": part.get_filename() or "",
+                "filename": name or "",
                 "name_candidates": candidates(part),
                 "content_type": part.get_content_type(),
                 "inline": disp == "inline",

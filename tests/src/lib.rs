@@ -936,22 +936,40 @@ pub fn run_client(cmd: &mut Command, stdin: Option<&[u8]>) -> anyhow::Result<(bo
     if let (Some(mut i), Some(data)) = (child.stdin.take(), stdin) {
         std::io::Write::write_all(&mut i, data)?;
     }
+    // Drained while the child runs: output larger than a pipe's buffer
+    // (64 KiB) would otherwise block the child until the deadline.
+    fn drain<R: std::io::Read + Send + 'static>(r: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut buf);
+            }
+            buf
+        })
+    }
+    drop(child.stdin.take());
+    let out = drain(child.stdout.take());
+    let err = drain(child.stderr.take());
     let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait()?.is_none() {
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
             bail!("{cmd:?} timed out");
         }
         std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output()?;
+    };
+    let out = out.join().unwrap_or_default();
+    let err = err.join().unwrap_or_default();
     Ok((
-        out.status.success(),
+        status.success(),
         format!(
             "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            String::from_utf8_lossy(&out),
+            String::from_utf8_lossy(&err)
         ),
     ))
 }

@@ -103,7 +103,15 @@ fn disagreements(m: &EmailEvent, py: &Value) -> Vec<String> {
     }
     let not_inline = want
         .iter()
-        .filter(|w| w["inline"].as_bool() != Some(true))
+        // The record counts every file but the inline images of an HTML
+        // body.
+        .filter(|w| {
+            w["inline"].as_bool() != Some(true)
+                || !w["content_type"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with("image/")
+        })
         .count();
     if m.attachment_count as usize != not_inline {
         out.push(format!(
@@ -194,6 +202,15 @@ async fn cpython_corpus_relayed_identical_and_recorded_as_python_reads_it() -> a
         // what the lenient walker is for).
         ("msg_15.txt", "attachments"),
         ("msg_15.txt", "attachment_count"),
+        // Repeated boundary lines make empty parts: the walker counts them
+        // in its part numbers, Python drops them, so the three unnamed
+        // text/x-* files are part-1, part-3, part-7 here and part-1,
+        // part-2, part-3 there (same files, same hashes).
+        ("msg_37.txt", "attachments"),
+        // Inner multiparts reuse the enclosing boundary: the walker finds
+        // all six unnamed patch parts (patch1..patch6), Python two.
+        ("msg_39.txt", "attachments"),
+        ("msg_39.txt", "attachment_count"),
         // `From: MAILER DAEMON <>`: Python shows the null address as "<>",
         // the record has no address.
         ("msg_43.txt", "from"),

@@ -102,19 +102,25 @@ fn field_name(line: &[u8]) -> Option<(&str, usize, bool)> {
 /// line is skipped.
 pub fn parse_block(lines: &[Vec<u8>], ended_by_blank: bool, top: bool) -> Block {
     let mut block = Block::default();
+    let mut dropped = 0usize;
     let kinds: Vec<Option<(String, usize, bool)>> = lines
         .iter()
         .map(|l| field_name(l).map(|(n, at, spaced)| (n.to_owned(), at, spaced)))
         .collect();
     let is_cont = |l: &Vec<u8>| l.first().is_some_and(|&b| b == b' ' || b == b'\t');
+    // Whether a field follows line i is "i is before the last field": one
+    // pass, so a block of half a million junk lines and one field costs
+    // linear time (scanning the rest of the block for each junk line was
+    // quadratic: minutes for one such part).
+    let last_field = kinds.iter().rposition(Option::is_some);
     for (i, line) in lines.iter().enumerate() {
         if let Some((name, at, spaced)) = &kinds[i] {
             if *spaced {
                 // Python's `email` ends the header block here; clients
                 // and RFC 5322's obsolete syntax accept it.
-                block
-                    .notes
-                    .push(format!("header field {name}: white space before the colon"));
+                note(&mut block.notes, &mut dropped, || {
+                    format!("header field {name}: white space before the colon")
+                });
             }
             block.fields.push(Header {
                 name: name.clone(),
@@ -125,10 +131,12 @@ pub fn parse_block(lines: &[Vec<u8>], ended_by_blank: bool, top: bool) -> Block 
         if is_cont(line) {
             match block.fields.last_mut() {
                 Some(h) => h.raw.extend_from_slice(line),
-                None => block.notes.push(format!(
-                    "continuation line before any header field skipped: {}",
-                    excerpt(line)
-                )),
+                None => note(&mut block.notes, &mut dropped, || {
+                    format!(
+                        "continuation line before any header field skipped: {}",
+                        excerpt(line)
+                    )
+                }),
             }
             continue;
         }
@@ -138,28 +146,59 @@ pub fn parse_block(lines: &[Vec<u8>], ended_by_blank: bool, top: bool) -> Block 
         }
         // A line that is not a field. Skip it when fields follow it before
         // the blank line; else the header block ends here.
-        let fields_follow = ended_by_blank && kinds[i + 1..].iter().any(Option::is_some);
+        let fields_follow = ended_by_blank && last_field.is_some_and(|l| l > i);
         if fields_follow {
-            block.notes.push(format!(
-                "header line {} is not a `Name: value` field; skipped: {}",
-                i + 1,
-                excerpt(line)
-            ));
+            note(&mut block.notes, &mut dropped, || {
+                format!(
+                    "header line {} is not a `Name: value` field; skipped: {}",
+                    i + 1,
+                    excerpt(line)
+                )
+            });
             continue;
         }
         // A part whose body starts right after its boundary line (no
         // headers, no blank line) is common and not worth a note.
         if !(block.fields.is_empty() && i == 0 && !top) || ended_by_blank {
-            block.notes.push(format!(
-                "header block ends at line {}, which is not a header field: {}",
-                i + 1,
-                excerpt(line)
-            ));
+            note(&mut block.notes, &mut dropped, || {
+                format!(
+                    "header block ends at line {}, which is not a header field: {}",
+                    i + 1,
+                    excerpt(line)
+                )
+            });
         }
         block.body_lines = lines.len() - i;
         break;
     }
+    if dropped > 0 {
+        block.notes.push(format!("… and {dropped} more"));
+    }
     block
+}
+
+/// Notes kept per header block: enough to show what was wrong, while a
+/// block of junk lines cannot fill the record with one note per line.
+pub const MAX_BLOCK_NOTES: usize = 20;
+
+/// Adds a note while the block has fewer than [`MAX_BLOCK_NOTES`]; counts
+/// it otherwise (the note is not even formatted).
+fn note(notes: &mut Vec<String>, dropped: &mut usize, make: impl FnOnce() -> String) {
+    if notes.len() < MAX_BLOCK_NOTES {
+        notes.push(make());
+    } else {
+        *dropped += 1;
+    }
+}
+
+/// Keeps the first `max` notes and replaces the rest by one that says how
+/// many were left out ("… and 499980 more").
+pub fn cap_notes(notes: &mut Vec<String>, max: usize) {
+    if notes.len() > max {
+        let more = notes.len() - max;
+        notes.truncate(max);
+        notes.push(format!("… and {more} more"));
+    }
 }
 
 /// The start of a line, for a note.

@@ -98,6 +98,7 @@ pub fn parse(raw: &[u8]) -> Structured {
         });
     }
     assemble(pieces, &mut out);
+    super::headers::cap_notes(&mut out.notes, super::headers::MAX_BLOCK_NOTES);
     out
 }
 
@@ -223,15 +224,20 @@ fn split_params(text: &[u8]) -> Vec<Vec<u8>> {
 
 /// Joins RFC 2231 continuations and decodes every value.
 fn assemble(pieces: Vec<Piece>, out: &mut Structured) {
-    let mut names: Vec<String> = Vec::new();
+    // Pieces grouped by name in one pass, names in order of appearance (a
+    // field of a hundred thousand distinct parameters must not cost a
+    // scan of all pieces per name).
+    let mut groups: Vec<(String, Vec<&Piece>)> = Vec::new();
+    let mut by_name: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     for p in &pieces {
-        if !names.contains(&p.name) {
-            names.push(p.name.clone());
-        }
+        let at = *by_name.entry(p.name.as_str()).or_insert_with(|| {
+            groups.push((p.name.clone(), Vec::new()));
+            groups.len() - 1
+        });
+        groups[at].1.push(p);
     }
-    for name in names {
+    for (name, mine) in groups {
         let mut values: Vec<ParamValue> = Vec::new();
-        let mine: Vec<&Piece> = pieces.iter().filter(|p| p.name == name).collect();
         // `name*=` values, then the sections `name*0`, `name*1`... joined.
         for p in mine.iter().filter(|p| p.extended && p.section.is_none()) {
             let v = decode_extended(&p.value, &name, &mut out.notes);

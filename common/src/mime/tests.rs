@@ -559,3 +559,5 @@ fn begin_line_without_data_is_prose() {
     assert_eq!(walk.parts.len(), 1, "{:?}", walk.parts);
     assert!(walk.warnings.is_empty(), "{:?}", walk.warnings);
 }
+
+mod hostile;

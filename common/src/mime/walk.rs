@@ -26,9 +26,10 @@ use uuscan::UuScan;
 const SEGMENT: usize = 64 * 1024;
 /// Body bytes gathered before they are decoded and delivered.
 const RAW_BATCH: usize = 32 * 1024;
-/// Longest line that can be a boundary line (70 characters of boundary,
-/// `--` twice, white space).
-const MAX_BOUNDARY_LINE: usize = 1024;
+/// Distinct names kept per part (see [`PartInfo::name_candidates`]).
+pub(super) const MAX_NAME_CANDIDATES: usize = 16;
+/// Warnings kept per walk (see [`Ctx::warn`]).
+pub(super) const MAX_WARNINGS: usize = 200;
 
 pub(super) fn run<R: BufRead, V: Visitor>(
     mut r: R,
@@ -41,6 +42,9 @@ pub(super) fn run<R: BufRead, V: Visitor>(
             out: Walk::default(),
             next_index: 0,
             max_parts: limits.max_parts,
+            dropped_warnings: 0,
+            plain_taken: false,
+            html_taken: false,
         },
         limits,
         stack: Vec::new(),
@@ -83,6 +87,10 @@ pub(super) fn run<R: BufRead, V: Visitor>(
         at_start = line_end;
     }
     e.eof();
+    if e.ctx.dropped_warnings > 0 {
+        let more = e.ctx.dropped_warnings;
+        e.ctx.out.warnings.push(format!("… and {more} more"));
+    }
     // Leaves end in nesting order (a uuencoded block before its text
     // part); the result lists them in the order they started.
     e.ctx.out.parts.sort_by_key(|(p, _)| p.index);
@@ -94,9 +102,66 @@ struct Ctx<'v, V> {
     out: Walk,
     next_index: usize,
     max_parts: usize,
+    /// Warnings past [`MAX_WARNINGS`], counted only.
+    dropped_warnings: usize,
+    /// The body's text/plain and text/html leaves were met.
+    plain_taken: bool,
+    html_taken: bool,
 }
 
 impl<V> Ctx<'_, V> {
+    /// Decides whether a leaf is the message's body text or a file: the
+    /// first text/plain and the first text/html leaf that are not files
+    /// by their headers are the body; every other leaf is a file (review
+    /// finding 11: an unnamed `application/zip`, an inline zip without a
+    /// name, a disposition `attachmnt` were recorded nowhere). A file
+    /// without a name gets one made from its place and type,
+    /// `part-1.2.zip`, the way Thunderbird shows "Part 1.2"; its
+    /// `name_candidates` stay empty, which says no name was given.
+    /// Returns whether the leaf is a file by its own header fields (a
+    /// text part that is not, body or not, is scanned for uuencoded files
+    /// as clients show them inline).
+    fn file_or_body(&mut self, info: &mut PartInfo) -> bool {
+        let by_headers = info.is_attachment;
+        if info.transfer_encoding == "uuencode" {
+            // Named by its `begin` line, when it has one (`Leaf::undefer`).
+            info.is_attachment = true;
+            return by_headers;
+        }
+        // A multipart read as a leaf (no boundary, or nested too deep) is
+        // structure, not a file, unless its headers make it one.
+        if !info.is_attachment && !info.content_type.starts_with("multipart/") {
+            let taken = match info.content_type.as_str() {
+                "text/plain" => Some(&mut self.plain_taken),
+                "text/html" => Some(&mut self.html_taken),
+                _ => None,
+            };
+            if let Some(taken) = taken
+                && !*taken
+            {
+                *taken = true;
+                return by_headers;
+            }
+            info.is_attachment = true;
+        }
+        if info.is_attachment && info.filename.is_none() {
+            info.filename = Some(generated_name(&info.path, &info.content_type));
+        }
+        by_headers
+    }
+
+    /// Notes a repair or oddity, up to [`MAX_WARNINGS`]; past that only
+    /// counts it (the count is reported at the end of the walk), so a
+    /// message of many damaged parts cannot make its record larger than
+    /// the collector accepts.
+    pub(super) fn warn(&mut self, w: String) {
+        if self.out.warnings.len() < MAX_WARNINGS {
+            self.out.warnings.push(w);
+        } else {
+            self.dropped_warnings += 1;
+        }
+    }
+
     /// The index of a new leaf, or None past [`Limits::max_parts`] (the
     /// first refusal is noted).
     fn take_index(&mut self, who: &str) -> Option<usize> {
@@ -106,10 +171,11 @@ impl<V> Ctx<'_, V> {
         let i = self.next_index;
         self.next_index += 1;
         if i == self.max_parts {
-            self.out.warnings.push(format!(
+            let w = format!(
                 "{who}: more than {} parts; the rest is not read",
                 self.max_parts
-            ));
+            );
+            self.warn(w);
             return None;
         }
         Some(i)
@@ -178,6 +244,41 @@ fn boundary_match(line: &[u8], delimiter: &[u8]) -> Option<bool> {
         .then_some(close)
 }
 
+/// The display name of a file given none: `part-` and its path, and an
+/// extension from its type where the type is a common one (a display name
+/// only; a table of the types mail carries is enough, no crate needed).
+fn generated_name(path: &str, content_type: &str) -> String {
+    let ext = match content_type {
+        "application/zip" | "application/x-zip-compressed" => ".zip",
+        "application/pdf" => ".pdf",
+        "application/x-7z-compressed" => ".7z",
+        "application/gzip" | "application/x-gzip" => ".gz",
+        "application/x-tar" => ".tar",
+        "application/x-rar-compressed" | "application/vnd.rar" => ".rar",
+        "application/ms-tnef" | "application/vnd.ms-tnef" => ".dat",
+        "application/msword" => ".doc",
+        "application/vnd.ms-excel" => ".xls",
+        "application/vnd.ms-powerpoint" => ".ppt",
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document" => ".docx",
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet" => ".xlsx",
+        "application/vnd.openxmlformats-officedocument.presentationml.presentation" => ".pptx",
+        "application/octet-stream" => ".bin",
+        "application/pkcs7-mime" | "application/x-pkcs7-mime" => ".p7m",
+        "application/pkcs7-signature" | "application/x-pkcs7-signature" => ".p7s",
+        "application/pgp-encrypted" | "application/pgp-signature" => ".asc",
+        "message/rfc822" => ".eml",
+        "text/plain" => ".txt",
+        "text/html" => ".html",
+        "text/calendar" => ".ics",
+        "text/csv" => ".csv",
+        "image/png" => ".png",
+        "image/jpeg" => ".jpg",
+        "image/gif" => ".gif",
+        _ => "",
+    };
+    format!("part-{path}{ext}")
+}
+
 fn child_path(parent: &str, n: usize) -> String {
     if parent.is_empty() {
         n.to_string()
@@ -202,7 +303,11 @@ fn label(info: &PartInfo) -> String {
 
 impl<V: Visitor> Engine<'_, V> {
     fn segment(&mut self, bytes: &[u8], start: bool, end: bool, complete: bool) {
-        if start && complete && bytes.len() <= MAX_BOUNDARY_LINE && bytes.starts_with(b"--") {
+        // Any length: a boundary longer than RFC 2046's 70 characters, or
+        // followed by a thousand spaces, still splits the message for
+        // Python's `email` (`[ \t]*$`) and Thunderbird, so it must here;
+        // a line is compared in one segment ([`SEGMENT`] bytes).
+        if start && complete && bytes.starts_with(b"--") {
             let hit = (0..self.stack.len())
                 .rev()
                 .find_map(|l| boundary_match(bytes, &self.stack[l].delimiter).map(|c| (l, c)));
@@ -227,7 +332,7 @@ impl<V: Visitor> Engine<'_, V> {
                 c.size += bytes.len();
                 if c.size > self.limits.max_header_block {
                     let path = c.path.clone();
-                    self.ctx.out.warnings.push(format!(
+                    self.ctx.warn(format!(
                         "{}: header block longer than {} bytes; the rest is read as body",
                         if path.is_empty() {
                             "message".to_owned()
@@ -260,7 +365,7 @@ impl<V: Visitor> Engine<'_, V> {
             if let Some(f) = self.stack.pop()
                 && f.count == 0
             {
-                self.ctx.out.warnings.push(format!(
+                self.ctx.warn(format!(
                     "{}: closing boundary before any part",
                     label(&f.info)
                 ));
@@ -282,7 +387,7 @@ impl<V: Visitor> Engine<'_, V> {
             if f.count == 0 {
                 // Its boundary never appeared: Python's `email` makes it a
                 // leaf of its body; its body was the preamble, not kept.
-                self.ctx.out.warnings.push(format!(
+                self.ctx.warn(format!(
                     "{}: boundary {:?} never appears; read as an empty part",
                     label(&f.info),
                     String::from_utf8_lossy(&f.delimiter[2..])
@@ -298,9 +403,7 @@ impl<V: Visitor> Engine<'_, V> {
                 self.ctx.out.parts.push((info, end));
             } else {
                 self.ctx
-                    .out
-                    .warnings
-                    .push(format!("{}: no closing boundary", label(&f.info)));
+                    .warn(format!("{}: no closing boundary", label(&f.info)));
             }
         }
     }
@@ -328,20 +431,42 @@ impl<V: Visitor> Engine<'_, V> {
         notes.splice(0..0, block.notes);
         let who = label(&info);
         for n in notes {
-            self.ctx.out.warnings.push(format!("{who}: {n}"));
+            self.ctx.warn(format!("{who}: {n}"));
         }
         if c.top {
             self.ctx.out.top_headers = info.headers.clone();
             self.ctx.v.top_headers(&info.headers);
         }
         if info.content_type.starts_with("multipart/") {
-            let boundary = ctype.param("boundary").unwrap_or_default().to_owned();
+            // RFC 2046's boundary cannot end in white space (white space
+            // after it on a delimiter line is transport padding); Python's
+            // `email` strips it too, so a line without the trailing
+            // spaces still delimits.
+            let boundary = ctype
+                .param("boundary")
+                .unwrap_or_default()
+                .trim_end_matches([' ', '\t'])
+                .to_owned();
+            if let Some(other) = ctype
+                .values("boundary")
+                .iter()
+                .map(|v| v.value.trim_end_matches([' ', '\t']))
+                .find(|v| *v != boundary)
+            {
+                // `boundary="A"; boundary*=''B`: Thunderbird follows the
+                // RFC 2231 form (as here), Python's `email` the plain
+                // one; a parser that follows the other sees other parts.
+                self.ctx.warn(format!(
+                    "{who}: conflicting boundary parameters: {boundary:?} followed, \
+                     {other:?} ignored (other parsers follow it)"
+                ));
+            }
             if boundary.is_empty() {
-                self.ctx.out.warnings.push(format!(
+                self.ctx.warn(format!(
                     "{who}: multipart without a boundary; read as one part"
                 ));
             } else if c.depth >= self.limits.max_depth {
-                self.ctx.out.warnings.push(format!(
+                self.ctx.warn(format!(
                     "{who}: nested deeper than {}; read as one part",
                     self.limits.max_depth
                 ));
@@ -368,7 +493,15 @@ impl<V: Visitor> Engine<'_, V> {
         if info.path.is_empty() {
             info.path = "1".into();
         }
-        let mut leaf = Leaf::start(&mut self.ctx, info);
+        // A part with nothing at all (a boundary line right after another)
+        // is no file: nothing can hide in it.
+        let empty = blank.is_none() && c.lines.is_empty();
+        let file_by_headers = if empty {
+            false
+        } else {
+            self.ctx.file_or_body(&mut info)
+        };
+        let mut leaf = Leaf::start(&mut self.ctx, info, file_by_headers);
         for line in &c.lines[body_from..] {
             let end = line.ends_with(b"\n");
             leaf.feed(&mut self.ctx, line, end);
@@ -447,11 +580,12 @@ fn part_info(
         _ => cte,
     };
     let disposition = match disp.as_ref().map(|d| d.value.as_str()) {
-        None => Disposition::None,
+        None | Some("") => Disposition::None,
         Some("inline") => Disposition::Inline,
         Some("attachment") => Disposition::Attachment,
         Some(_) => Disposition::Other,
     };
+    // RFC 2183: an unknown disposition (`attachmnt`) is read as attachment.
     let (candidates, named) = name_candidates(&fields, disp.as_ref(), &ctype);
     let info = PartInfo {
         index,
@@ -464,7 +598,7 @@ fn part_info(
         filename: candidates.first().cloned(),
         name_candidates: candidates,
         transfer_encoding,
-        is_attachment: disposition == Disposition::Attachment || named,
+        is_attachment: matches!(disposition, Disposition::Attachment | Disposition::Other) || named,
         embedded: false,
     };
     (info, ctype, notes)
@@ -506,7 +640,9 @@ fn name_candidates(
                 pv.value.clone()
             };
             let v = v.trim().to_owned();
-            if !v.is_empty() && !candidates.contains(&v) {
+            // Bounded: a field of thousands of `name=` parameters must not
+            // cost a comparison with every earlier one for each.
+            if !v.is_empty() && candidates.len() < MAX_NAME_CANDIDATES && !candidates.contains(&v) {
                 candidates.push(v);
             }
         }
@@ -537,14 +673,16 @@ struct Leaf {
 
 impl Leaf {
     /// `info.index` is already taken ([`Ctx::take_index`]).
-    fn start<V: Visitor>(ctx: &mut Ctx<'_, V>, info: PartInfo) -> Leaf {
+    /// `file_by_headers`: its header fields make it a file (see
+    /// [`Ctx::file_or_body`]).
+    fn start<V: Visitor>(ctx: &mut Ctx<'_, V>, info: PartInfo, file_by_headers: bool) -> Leaf {
         let kind = decode::kind(&info.transfer_encoding);
         let deferred = kind == decode::Kind::Uuencode;
         let want = !deferred && ctx.v.part_start(&info);
         // Plain text is scanned for uuencoded files (`begin 644 name`), as
         // clients such as Thunderbird show them as attachments.
         let scan = (info.content_type == "text/plain"
-            && !info.is_attachment
+            && !file_by_headers
             && kind != decode::Kind::Uuencode)
             .then(|| UuScan::new(info.path.clone(), info.depth));
         Leaf {
@@ -616,6 +754,9 @@ impl Leaf {
             }
             self.info.is_attachment = true;
         }
+        if self.info.filename.is_none() {
+            self.info.filename = Some(generated_name(&self.info.path, &self.info.content_type));
+        }
         self.want = ctx.v.part_start(&self.info);
     }
 
@@ -656,7 +797,7 @@ impl Leaf {
         }
         let who = label(&self.info);
         for n in notes {
-            ctx.out.warnings.push(format!("{who}: {n}"));
+            ctx.warn(format!("{who}: {n}"));
         }
         let end = if self.decode {
             PartEnd {

@@ -589,7 +589,9 @@ def evasion():
     case("attachment-without-name", "Content-Disposition: attachment without any name",
          mixed([text_part(), att_part(["Content-Type: application/octet-stream",
                                        "Content-Disposition: attachment",
-                                       "Content-Transfer-Encoding: base64"], b64(d))]))
+                                       "Content-Transfer-Encoding: base64"], b64(d))]),
+         note="a file without a name is recorded as part-<path><ext> (part-2.bin; Thunderbird shows 'Part 1.2'), "
+         "not with an empty name (review finding 11 of issue 17)")
     d = P("text-part-exe")
     case("text-plain-named-exe", "a text/plain part named as an executable",
          mixed([text_part(), att_part(["Content-Type: text/plain",
@@ -621,7 +623,9 @@ def evasion():
                                           "Content-Transfer-Encoding: base64"], b64(d), "r1")],
                "r1", 'multipart/related; boundary="r1"'))
     case("part-without-headers", "a part with no headers at all (text/plain by default)",
-         mixed([text_part(), "--b1\r\n\r\nJust text, no headers.\r\n"]))
+         mixed([text_part(), "--b1\r\n\r\nJust text, no headers.\r\n"]),
+         note="every leaf but the body's first text/plain and text/html part is a file, so this second text "
+         "part is part-2.txt (Python's iter_attachments lists it too; review finding 11 of issue 17)")
     d = P("double-dash-boundary")
     case("boundary-starting-with-dashes", "a boundary that itself starts with two dashes",
          mixed([text_part("--x"), std_att(d, "dashes.pdf", "--x")], "--x"))
@@ -725,7 +729,10 @@ def evasion():
     d = P("digest")
     inner = top("text/plain").replace("Message-ID: <case@example.com>", "Message-ID: <d1@example.com>") + "digest text\r\n"
     case("multipart-digest", "a multipart/digest whose parts default to message/rfc822",
-         mixed(["--dg\r\n\r\n" + inner, std_att(d, "digest.pdf", "dg")], "dg", 'multipart/digest; boundary="dg"'))
+         mixed(["--dg\r\n\r\n" + inner, std_att(d, "digest.pdf", "dg")], "dg", 'multipart/digest; boundary="dg"'),
+         [att("part-1.eml", inner.encode()[:-2]), att("digest.pdf", d)],
+         python_differs="the digest's unnamed message/rfc822 part is a file too (an attached message, as "
+         "Thunderbird shows it; named part-1.eml); Python does not decode an attached message (no bytes, no hash)")
     case("begin-line-in-prose", "prose that mentions 'begin 644 notes.txt' is not a uuencoded file",
          top("text/plain; charset=us-ascii") + "To send a file the old way, write\r\n"
          "begin 644 notes.txt\r\nand then the encoded lines; nothing follows here.\r\n")

@@ -14,10 +14,12 @@ use std::path::Path;
 use kiroku_common::vocabulary::{ATTACHMENT_NAME_MISMATCH, MIME_REPAIRED};
 use kiroku_proto::{EmailEvent, Recipient};
 
+mod bounds;
 mod fields;
 mod html;
 mod visit;
 
+pub use bounds::MAX_RECORD;
 pub use html::html_to_text;
 
 /// Body text kept in the record (and the index); the raw blob has it all.
@@ -194,7 +196,14 @@ fn complete<E: std::fmt::Display>(
             .parse_warnings
             .push("MIME parser panicked; only the envelope was recorded".into()),
     }
-    ev.attachment_count = ev.attachments.iter().filter(|a| !a.inline).count() as u32;
+    // Inline images belong to an HTML body; every other file counts, an
+    // inline zip or PDF too (an inline disposition must not hide a file
+    // from `--has-attachment`).
+    ev.attachment_count = ev
+        .attachments
+        .iter()
+        .filter(|a| !a.inline || !a.content_type.starts_with("image/"))
+        .count() as u32;
     // Bcc: envelope recipients the headers do not show.
     let shown: HashSet<String> = ev
         .to
@@ -207,6 +216,7 @@ fn complete<E: std::fmt::Display>(
         .filter(|a| !shown.contains(&a.to_lowercase()))
         .map(|a| a.to_string())
         .collect();
+    bounds::bound(&mut ev);
     ev
 }
 

@@ -138,11 +138,9 @@ impl UuScan {
         let mut out = Vec::new();
         b.uu.finish(&mut out, &mut notes);
         let who = label(&b.info);
-        ctx.out
-            .warnings
-            .push(format!("{who}: uuencoded file inside a text part decoded"));
+        ctx.warn(format!("{who}: uuencoded file inside a text part decoded"));
         for n in notes {
-            ctx.out.warnings.push(format!("{who}: {n}"));
+            ctx.warn(format!("{who}: {n}"));
         }
         let end = PartEnd {
             decoded: true,

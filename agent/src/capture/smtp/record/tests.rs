@@ -580,3 +580,114 @@ Subject: =?utf-8?q?caf\xc3\xa9?=\r\n\r\nhi\r\n";
     assert_eq!(ev.attachment_count, 1);
     same_both_ways(raw);
 }
+
+/// A mail built to make its record huge: a subject of 200 KB, a To: of
+/// 60,000 addresses, 3,000 parts each with three 1,000-byte names and a
+/// damaged base64 line. The record stays under [`MAX_RECORD`] (the
+/// collector refuses a gRPC message over 16 MiB, which would stop the
+/// agent's shipping), still counts every attachment, says what was cut,
+/// and both paths agree.
+#[test]
+fn hostile_mail_record_stays_bounded() {
+    let mut raw = String::from("From: a@example.com\r\nSubject: ");
+    raw.push_str(&"s".repeat(200_000));
+    raw.push_str("\r\nTo: ");
+    for i in 0..60_000 {
+        raw.push_str(&format!("u{i}@x.jp,"));
+    }
+    raw.push_str("\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n");
+    raw.push_str("--B\r\nContent-Type: text/plain\r\n\r\nhello\r\n");
+    for i in 0..3_000 {
+        let long = "n".repeat(1_000);
+        raw.push_str(&format!(
+            "--B\r\nContent-Type: application/octet-stream; name=\"a{i}{long}.bin\"\r\n\
+             Content-Disposition: attachment; filename=\"b{i}{long}.bin\"; filename*=''c{i}{long}.bin\r\n\
+             Content-Transfer-Encoding: base64\r\n\r\nQUJD!\r\n"
+        ));
+    }
+    raw.push_str("--B--\r\n");
+    let raw = raw.into_bytes();
+    let ev = build(&env(&["x@example.com"]), &raw);
+    let size = prost::Message::encoded_len(&ev);
+    assert!(size <= MAX_RECORD, "record of {size} bytes");
+    assert_eq!(
+        ev.attachment_count,
+        3_000,
+        "{:?} {:?}",
+        ev.parse_warnings,
+        &ev.decode_warnings[..ev.decode_warnings.len().min(5)]
+    );
+    assert!(!ev.attachments.is_empty());
+    assert_eq!(ev.to.len(), 1_000);
+    assert_eq!(ev.subject.len(), 16 * 1024);
+    assert!(
+        ev.decode_warnings.len() <= 201,
+        "{}",
+        ev.decode_warnings.len()
+    );
+    let note = ev
+        .parse_warnings
+        .iter()
+        .find(|w| w.starts_with("record size bounded"))
+        .expect("a note of what was cut");
+    for what in [
+        "subject cut",
+        "To: 1000 of 60000 addresses kept",
+        "attachments keep at most 2 name candidates",
+    ] {
+        assert!(note.contains(what), "{what}: {note}");
+    }
+    assert!(tags(&ev).contains(&ATTACHMENT_NAME_MISMATCH));
+    same_both_ways(&raw);
+}
+
+/// An unnamed zip, an inline PDF without a name and a part with the
+/// disposition `attachmnt` are files of the record, hashed and counted
+/// (review finding 11); an inline image of an HTML body is listed but not
+/// counted.
+#[test]
+fn unnamed_and_inline_files_are_recorded_and_counted() {
+    let raw = b"From: a@example.com\r\nTo: b@example.com\r\n\
+Content-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\n\
+Content-Type: text/plain\r\n\r\nsee attached\r\n--B\r\n\
+Content-Type: application/zip\r\nContent-Transfer-Encoding: base64\r\n\r\nUEsDBA==\r\n--B\r\n\
+Content-Type: application/pdf\r\nContent-Disposition: inline\r\n\r\n%PDF-1.4\r\n--B\r\n\
+Content-Type: application/octet-stream\r\nContent-Disposition: attachmnt\r\n\r\nx\r\n--B\r\n\
+Content-Type: image/png\r\nContent-Disposition: inline\r\nContent-ID: <i1>\r\n\r\npng\r\n--B--\r\n";
+    let ev = build(&env(&["b@example.com"]), raw);
+    let names: Vec<&str> = ev.attachments.iter().map(|a| a.filename.as_str()).collect();
+    assert_eq!(
+        names,
+        ["part-2.zip", "part-3.pdf", "part-4.bin", "part-5.png"]
+    );
+    assert_eq!(
+        ev.attachments[0].sha256,
+        kiroku_common::sha256_hex(b"PK\x03\x04")
+    );
+    assert_eq!(ev.attachment_count, 3);
+    assert_eq!(ev.body_text, "see attached");
+    assert!(ev.attachments.iter().all(|a| a.name_candidates.is_empty()));
+    same_both_ways(raw);
+}
+
+/// A transaction of 100,000 RCPT commands: the record keeps the first
+/// 10,000 envelope recipients (the count stays true) and stays under
+/// [`MAX_RECORD`].
+#[test]
+fn huge_envelope_stays_bounded() {
+    let rcpts: Vec<String> = (0..100_000)
+        .map(|i| format!("recipient-{i:06}-with-a-longish-name@example.com"))
+        .collect();
+    let refs: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+    let ev = build(&env(&refs), b"Subject: hi\r\n\r\nbody\r\n");
+    assert!(prost::Message::encoded_len(&ev) <= MAX_RECORD);
+    assert_eq!(ev.rcpt_to.len(), 10_000);
+    assert_eq!(ev.recipient_count, 100_000);
+    assert!(
+        ev.parse_warnings
+            .iter()
+            .any(|w| w.contains("10000 of 100000 envelope recipients kept")),
+        "{:?}",
+        ev.parse_warnings
+    );
+}

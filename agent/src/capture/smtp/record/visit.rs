@@ -1,6 +1,8 @@
 //! The record's visitor of the MIME walk: the first plain and HTML text
-//! bodies become the body text, files (a disposition of attachment, or a
-//! name) are listed with their names, size and SHA-256.
+//! bodies become the body text, every other leaf is a file (the walker
+//! decides: `PartInfo::is_attachment`, with a made-up name such as
+//! `part-1.2.zip` when it has none) listed with its names, size and
+//! SHA-256.
 
 use kiroku_common::mime::words::decode_text;
 use kiroku_common::mime::{Disposition, PartEnd, PartInfo, Visitor};
