@@ -310,15 +310,30 @@ async fn relay_cases(sub: &str, agent_id: &str) -> anyhow::Result<(Relay, Vec<Ca
     });
     let mut wrong = Vec::new();
     let mut matching = 0;
+    let mut open = 0;
     for (c, e) in cases.iter().zip(&r.events) {
         let found = against_expectation(email(e), &e.tags, &c.want);
         matching += usize::from(found.is_empty());
+        // A known gap (`open`, with its reason) must still differ: once it
+        // is fixed the mark goes, so the list of gaps stays true.
+        if let Some(why) = c.want.get("open").and_then(Value::as_str) {
+            open += 1;
+            if found.is_empty() {
+                wrong.push(format!(
+                    "{sub}/{}: recorded as expected although marked open ({why}): remove its `open` in make_cases.py",
+                    c.name
+                ));
+            } else {
+                eprintln!("open {sub}/{}: {why}: {}", c.name, found.join("; "));
+            }
+            continue;
+        }
         for d in found {
             wrong.push(format!("{sub}/{}: {d}", c.name));
         }
     }
     eprintln!(
-        "expectation | {sub} | {} | {matching} | {} |",
+        "expectation | {sub} | {} | {matching} | {} | open {open} |",
         cases.len(),
         cases.len() - matching
     );

@@ -30,7 +30,10 @@ expect.json: {"cases": [{
   "absent_tags":     tags it must not carry,
   "to", "subject":   optional, the record's To addresses and subject,
   "python":          {"filenames": [...], "sha256": [...]} Python's reading,
-  "python_differs":  why the expectation differs from Python (or absent)
+  "python_differs":  why the expectation differs from Python (or absent),
+  "open":            why Kiroku does not yet record what the expectation says
+                     (a known gap: the test checks it still differs, so the
+                     mark is removed once it is fixed)
 }]}
 """
 import base64
@@ -43,6 +46,18 @@ import os
 import sys
 
 sys.dont_write_bytecode = True
+
+# Known gaps of the walker (cases whose record still differs from the
+# expectation), by corpus and case number, with the reason.
+OPEN = {"evasion": {
+  "05": "two plain boundary parameters, the parts use the second: the walker follows one boundary per multipart; following every candidate boundary is not built yet",
+  "80": "a boundary given as an encoded word whose parts use the decoded value: the walker matches the literal parameter only",
+  "82": "a boundary partly an encoded word, the parts use the decoded value: the walker matches the literal parameter only",
+  "83": "an unquoted boundary followed by junk (`boundary=b1 junk`): the walker keeps the whole value; Python cuts at the white space",
+  "85": "`boundary=\"P1\"; boundary*=''P2` with parts on P1: the walker follows the RFC 2231 value (as Thunderbird), records a warning naming both; following both readings is not built yet",
+  "97": "a file name as an encoded word in an unknown charset: kept as the encoded word; Python decodes it as ASCII",
+  "98": "an empty boundary (`boundary=\"\"`): the walker takes it as no boundary; Python splits on `--`"
+ }}
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 import mime_facts  # noqa: E402
@@ -157,6 +172,8 @@ class Cases:
                 if want != got:
                     sys.exit("%s/%s: expectation %s differs from Python %s without a reason"
                              % (sub, c["file"], want, got))
+            if c["file"][:2] in OPEN.get(sub, {}):
+                c["open"] = OPEN[sub][c["file"][:2]]
             out.append(c)
         with open(os.path.join(d, "expect.json"), "w") as f:
             json.dump({"cases": out}, f, indent=1, ensure_ascii=False)
