@@ -204,8 +204,10 @@ async fn a_full_agent_disk_refuses_with_451_and_loses_nothing() -> anyhow::Resul
     assert_eq!(blob_files(&data), blobs, "no raw message deleted");
 
     // The collector hears why this agent records nothing (its Status).
+    // The agent has been failing to connect for a while, so its next try
+    // may be up to the shipper's longest backoff (30 s, plus jitter) away.
     let _collector = env.start_collector()?;
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(75);
     loop {
         let hosts = env
             .investigator()
