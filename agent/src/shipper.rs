@@ -189,7 +189,10 @@ impl Shipper {
             let last = batch.last().map_or(sent, |e| e.seq);
             let n = batch.len();
             tx.send(ShipRequest {
-                msg: Some(ship_request::Msg::Batch(Batch { events: batch })),
+                msg: Some(ship_request::Msg::Batch(Batch {
+                    events: batch,
+                    ..Default::default()
+                })),
             })
             .await
             .map_err(|_| anyhow::anyhow!("stream to collector closed"))?;
@@ -295,6 +298,7 @@ impl Shipper {
                 buffer_problem: backlog.problem.unwrap_or_default(),
                 clock_offset_ms: offset_ms,
                 rtt_us,
+                ..Default::default()
             })),
         })
         .await

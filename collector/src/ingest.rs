@@ -139,6 +139,7 @@ fn commit_jobs(store: &Store, alerting: &Alerting, jobs: Vec<Job>) {
                 stored: fresh.len() as u32,
                 duplicates: (job.events.len() - fresh.len()) as u32,
                 missing_blobs: Vec::new(),
+                checkpoint: Vec::new(),
             });
             hw.insert(key, top);
             journal.extend(fresh);

@@ -12,6 +12,7 @@ pub mod analysis;
 pub mod auth;
 pub mod config;
 pub mod ingest;
+pub mod integrity;
 pub mod investigate;
 pub mod listener;
 pub mod query;

@@ -230,6 +230,10 @@ pub fn trace_args(r: &TraceRequest) -> Result<(String, usize), Status> {
 type EventStream = Pin<Box<dyn Stream<Item = Result<Event, Status>> + Send>>;
 type RawStream = Pin<Box<dyn Stream<Item = Result<RawChunk, Status>> + Send>>;
 type ExfilStream = Pin<Box<dyn Stream<Item = Result<ExfilFileBatch, Status>> + Send>>;
+pub(crate) type VerifyStream =
+    Pin<Box<dyn Stream<Item = Result<kiroku_proto::VerifyResponse, Status>> + Send>>;
+pub(crate) type ExportStream =
+    Pin<Box<dyn Stream<Item = Result<kiroku_proto::ExportCaseChunk, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Query for QueryService {
@@ -543,6 +547,30 @@ impl Query for QueryService {
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
+    }
+
+    type VerifyStream = VerifyStream;
+    type ExportCaseStream = ExportStream;
+
+    async fn verify(
+        &self,
+        req: Request<kiroku_proto::VerifyRequest>,
+    ) -> Result<Response<VerifyStream>, Status> {
+        crate::integrity::rpc::verify(self, req).await
+    }
+
+    async fn export_case(
+        &self,
+        req: Request<kiroku_proto::ExportCaseRequest>,
+    ) -> Result<Response<ExportStream>, Status> {
+        crate::integrity::rpc::export_case(self, req).await
+    }
+
+    async fn get_proof(
+        &self,
+        req: Request<GetEventRequest>,
+    ) -> Result<Response<kiroku_proto::InclusionProof>, Status> {
+        crate::integrity::rpc::get_proof(self, req).await
     }
 
     async fn get_annotations(

@@ -49,6 +49,7 @@ async fn audit(env: &Env) -> anyhow::Result<kiroku_proto::AuditResponse> {
         .audit(AuditRequest {
             from_ms: 0,
             limit: 10_000,
+            ..Default::default()
         })
         .await?
         .into_inner())
@@ -97,7 +98,10 @@ async fn ship(
             })),
         },
         ShipRequest {
-            msg: Some(ship_request::Msg::Batch(Batch { events })),
+            msg: Some(ship_request::Msg::Batch(Batch {
+                events,
+                ..Default::default()
+            })),
         },
     ];
     let ch = env.channel(Some((&cert, &key)), None).await?;

@@ -92,7 +92,10 @@ async fn ship_file_events(
             })),
         },
         ShipRequest {
-            msg: Some(ship_request::Msg::Batch(Batch { events })),
+            msg: Some(ship_request::Msg::Batch(Batch {
+                events,
+                ..Default::default()
+            })),
         },
     ];
     let mut resp = IngestClient::new(ch)

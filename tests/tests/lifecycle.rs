@@ -232,7 +232,10 @@ async fn ship(
     // One batch at a time, each after the previous one's ack, as agents do.
     for events in batches {
         tx.send(ShipRequest {
-            msg: Some(ship_request::Msg::Batch(Batch { events })),
+            msg: Some(ship_request::Msg::Batch(Batch {
+                events,
+                ..Default::default()
+            })),
         })
         .await?;
         loop {

@@ -70,6 +70,7 @@ async fn roles_are_enforced_from_certificates() -> anyhow::Result<()> {
                 kind: Some(Kind::Email(EmailEvent::default())),
                 ..Default::default()
             }],
+            ..Default::default()
         })),
     };
     let mut responses = IngestClient::new(ch)
@@ -187,7 +188,10 @@ async fn ship(
     }];
     let n = batches.len();
     msgs.extend(batches.into_iter().map(|events| ShipRequest {
-        msg: Some(ship_request::Msg::Batch(Batch { events })),
+        msg: Some(ship_request::Msg::Batch(Batch {
+            events,
+            ..Default::default()
+        })),
     }));
     let (tx, rx) = tokio::sync::mpsc::channel(8);
     for m in msgs {

@@ -345,6 +345,7 @@ async fn stats_by_every_grouping_from_the_cli_and_grpcio() -> anyhow::Result<()>
         .audit(AuditRequest {
             from_ms: 0,
             limit: 10_000,
+            ..Default::default()
         })
         .await?
         .into_inner();

@@ -148,6 +148,8 @@ fn from_json(line: &str) -> Option<AuditEntry> {
         filter: v["filter"].as_str()?.to_owned(),
         results: v["results"].as_u64()?,
         prev_hash: v["prev_hash"].as_str()?.to_owned(),
+        kind: v["kind"].as_str().unwrap_or_default().to_owned(),
+        detail: v["detail"].as_str().unwrap_or_default().to_owned(),
         hash: v["hash"].as_str()?.to_owned(),
     })
 }
@@ -320,6 +322,8 @@ impl AuditLog {
             results,
             prev_hash: head.hash.clone(),
             hash: String::new(),
+            kind: String::new(),
+            detail: String::new(),
         };
         e.hash = entry_hash(&e);
         let line = format!("{}\n", to_json(&e));

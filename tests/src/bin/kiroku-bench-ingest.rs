@@ -695,7 +695,10 @@ impl Stream {
         let last = batch.last().map_or(0, |e| e.seq);
         self.tx
             .send(ShipRequest {
-                msg: Some(ship_request::Msg::Batch(Batch { events: batch })),
+                msg: Some(ship_request::Msg::Batch(Batch {
+                    events: batch,
+                    ..Default::default()
+                })),
             })
             .await
             .map_err(|_| anyhow::anyhow!("agent {}: stream closed", self.name))?;

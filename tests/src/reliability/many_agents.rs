@@ -484,7 +484,10 @@ async fn ship_once(
         let upto = (next + load.per_batch as u64 - 1).min(last);
         let events = (next..=upto).map(|s| event(name, s, tag)).collect();
         tx.send(ShipRequest {
-            msg: Some(ship_request::Msg::Batch(Batch { events })),
+            msg: Some(ship_request::Msg::Batch(Batch {
+                events,
+                ..Default::default()
+            })),
         })
         .await
         .context("sending a batch")?;

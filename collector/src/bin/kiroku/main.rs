@@ -397,7 +397,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .unwrap_or(0);
             let mut q = cli.connect.query().await?;
             let r = q
-                .audit(kiroku_proto::AuditRequest { from_ms, limit })
+                .audit(kiroku_proto::AuditRequest {
+                    from_ms,
+                    limit,
+                    ..Default::default()
+                })
                 .await?
                 .into_inner();
             if json {

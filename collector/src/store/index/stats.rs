@@ -180,6 +180,7 @@ pub(super) fn add_fields(f: &StatsFields, d: &mut TantivyDocument, e: &Event) {
         }
         Some(Kind::HostChange(_)) => "host_change",
         Some(Kind::Gap(_)) => "gap",
+        Some(Kind::Integrity(_)) => "integrity",
         None => "",
     };
     if !matches!(e.kind, Some(Kind::Email(_))) {
