@@ -498,6 +498,8 @@ impl Ingest for IngestService {
                 stored_seq,
                 agent_id: id.name.clone(),
                 collector_time_ms: kiroku_common::now_ms(),
+                // Set once ingest reads `Batch.recorded` (issue 18, journal).
+                accepts_recorded: false,
             })),
         }))
         .await
