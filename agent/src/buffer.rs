@@ -120,6 +120,8 @@ mod keyed;
 mod ledger;
 mod reader;
 mod store;
+#[cfg(feature = "test-hooks")]
+mod tamper;
 #[cfg(test)]
 mod tests;
 mod upkeep;

@@ -221,3 +221,41 @@ async fn a_buffer_moved_aside_restarts_the_chain_saying_why() {
     );
     assert_linked(&records);
 }
+
+/// The test tool's rewrite (test-hooks builds) changes the queued bytes
+/// through sled and leaves the chain as it was: the next event's link no
+/// longer matches, which is what the collector detects.
+#[cfg(feature = "test-hooks")]
+#[tokio::test]
+async fn a_rewrite_without_fixing_the_chain_breaks_the_next_link() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let b = Buffer::open(dir.path(), u64::MAX, 1 << 20).expect("open");
+        for raw in [&b"one"[..], b"two", b"three"] {
+            b.append(&mail(raw), None).await.expect("append");
+        }
+    }
+    let b = Buffer::open(dir.path(), u64::MAX, 1 << 20).expect("reopen");
+    let before = all(&b);
+    let (old, new) = b
+        .rewrite_queued(2, |e| {
+            if let Some(kiroku_proto::event::Kind::Email(m)) = &mut e.kind {
+                m.subject = "forged".into();
+            }
+            Ok(())
+        })
+        .expect("rewrite");
+    assert_ne!(old, new);
+    assert!(b.rewrite_queued(9, |_| Ok(())).is_err(), "no such event");
+    drop(b);
+    let b = Buffer::open(dir.path(), u64::MAX, 1 << 20).expect("reopen");
+    let after = all(&b);
+    assert_eq!(hex::encode(sha(&after[1].bytes)), new);
+    assert_eq!(after[1].event.prev_hash, before[1].event.prev_hash);
+    assert_eq!(after[2].bytes, before[2].bytes, "the next event untouched");
+    assert_ne!(
+        after[2].event.prev_hash,
+        sha(&after[1].bytes),
+        "its link no longer matches"
+    );
+}
