@@ -347,6 +347,15 @@ async fn signed_checkpoints_rotate_and_prove_and_a_foreign_signer_fails() -> any
     // The proof of an event leads to the signed root.
     let p = get_proof(&env, "a1/s1/2").await?;
     proof_holds(&env, "a1/s1/2", &p)?;
+    // Sizes for BENCHMARKS.md (a signed checkpoint with one stream head).
+    let file = ckp_dir(&env).join(format!("{:020}.ckp", p.checkpoint));
+    eprintln!(
+        "checkpoint file {} bytes; proof of a1/s1/2: {} path hashes, entry {} bytes, encoded {} bytes",
+        std::fs::metadata(&file)?.len(),
+        p.path.len(),
+        p.entry.len(),
+        p.encoded_len()
+    );
 
     // An agent gets the newest checkpoint in its Ack, signed.
     let ack = ship(&env, "s1", 4, 1).await?;
@@ -521,6 +530,11 @@ async fn checkpoints_are_time_stamped_and_a_token_for_another_hash_fails() -> an
     let path = ckp_dir(&env).join(format!("{n:020}.ckp"));
     let (s, cp) = read_ckp(&path)?;
     assert!(!s.timestamp_token.is_empty(), "no time stamp");
+    eprintln!(
+        "time-stamped checkpoint file {} bytes (token {} bytes)",
+        std::fs::metadata(&path)?.len(),
+        s.timestamp_token.len()
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     let announced = loop {
         let found = bodies.lock().ok().and_then(|b| {
