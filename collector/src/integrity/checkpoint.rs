@@ -352,8 +352,7 @@ impl Writer {
                 _ = stop.wait_for(|s| *s) => true,
             };
             match self.clone().write_one(next).await {
-                Ok(Some(n)) => next = n,
-                Ok(None) => {}
+                Ok((n, _)) => next = n,
                 Err(e) => {
                     tracing::error!(error = %format!("{e:#}"), number = next.number, "writing a checkpoint failed; trying again at the next interval")
                 }
@@ -365,11 +364,20 @@ impl Writer {
     }
 
     /// Writes the next checkpoint if there is something new; returns where
-    /// the one after starts.
-    async fn write_one(self: Arc<Self>, next: Next) -> anyhow::Result<Option<Next>> {
+    /// the one after starts and whether one was written.
+    async fn write_one(self: Arc<Self>, next: Next) -> anyhow::Result<(Next, bool)> {
+        // An earlier attempt that failed after writing the file (a full
+        // disk at the journal mark, say) is finished or set aside first,
+        // as at start.
+        let next = if self.ledger.path(next.number).exists() {
+            let w = self.clone();
+            tokio::task::spawn_blocking(move || w.open()).await??
+        } else {
+            next
+        };
         let w = self.clone();
         let Some((cp, range)) = tokio::task::spawn_blocking(move || w.build(next)).await?? else {
-            return Ok(None);
+            return Ok((next, false));
         };
         let bytes = cp.encode_to_vec();
         let mut signed = SignedCheckpoint {
@@ -417,7 +425,7 @@ impl Writer {
                 "UNSIGNED checkpoint written (no [checkpoint] signing key): it proves nothing against someone who can write the data directory"
             );
         }
-        Ok(Some(Next::after(Some(&record))))
+        Ok((Next::after(Some(&record)), true))
     }
 
     /// The new checkpoint on the alert webhook (rule and kind
