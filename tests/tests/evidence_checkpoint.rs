@@ -342,6 +342,15 @@ async fn signed_checkpoints_rotate_and_prove_and_a_foreign_signer_fails() -> any
         .await?;
     let ack = ship(&env, "s1", 1, 3).await?;
     assert!(ack.checkpoint.is_empty(), "no checkpoint exists yet");
+    // The signer certificate signs; it never opens a connection.
+    let as_signer = async {
+        let ch = env.channel(Some((&old.0, &old.1)), None).await?;
+        kiroku_proto::query_client::QueryClient::new(ch)
+            .list_hosts(kiroku_proto::ListHostsRequest::default())
+            .await?;
+        anyhow::Ok(())
+    };
+    assert!(as_signer.await.is_err(), "a signer certificate was let in");
     let first = wait_checkpoint(&env, 0, Duration::from_secs(20)).await?;
 
     // The proof of an event leads to the signed root.
