@@ -16,8 +16,9 @@ fi
 # clients (swaks, msmtp, curl); `tnef`, the oracle of the TNEF reader's test;
 # zip and 7z, which the archive tests make their archives with (zip -P, 7z
 # AES, 7z with encrypted headers); openssl, the local RFC 3161 time-stamp
-# authority (`openssl ts`) and the standard-tools check of a case bundle.
-# Installed when missing and we may.
+# authority (`openssl ts`), the independent check of checkpoint signatures
+# and the standard-tools check of a case bundle. Installed when missing and
+# we may.
 need=()
 for c in /usr/sbin/postfix:postfix /usr/sbin/saslpasswd2:sasl2-bin /usr/bin/swaks:swaks /usr/bin/msmtp:msmtp /usr/bin/curl:curl /usr/bin/tnef:tnef /usr/bin/zip:zip /usr/bin/7z:p7zip-full /usr/bin/openssl:openssl /usr/lib/python3.11/test/test_email/data:libpython3.11-testsuite; do
   [ -e "${c%%:*}" ] || need+=("${c##*:}")

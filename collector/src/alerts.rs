@@ -445,6 +445,19 @@ impl Alerting {
                     }
                 ))
             }
+            (RuleKind::Integrity, Some(Kind::Integrity(i))) => Some(format!(
+                "{} in stream {} of {} (seq {}–{}): {}",
+                if i.tampering {
+                    "chain of custody broken"
+                } else {
+                    "loss reported by the agent"
+                },
+                i.stream_id,
+                e.agent_id,
+                i.first_seq,
+                i.last_seq,
+                i.what
+            )),
             (RuleKind::MailRate, Some(Kind::Email(m))) => {
                 if rule.internal_domains.external_recipients(m).is_empty() {
                     return Ok(None);
@@ -607,6 +620,15 @@ impl Alerting {
                 }
                 _ => break,
             }
+        }
+    }
+
+    /// Sends `a` to the webhook only, outside the rules and the replay
+    /// log: the collector's own announcements (each new signed checkpoint,
+    /// so its head is kept outside the collector). Never blocks.
+    pub fn announce(&self, a: &Alert) {
+        for s in self.sinks.iter().filter(|s| s.name() == "webhook") {
+            s.offer(a);
         }
     }
 

@@ -81,6 +81,9 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     issue_once(&pki, Role::Agent, &agent, &[])?;
     issue_once(&pki, Role::Investigator, "investigator", &[])?;
     issue_once(&pki, Role::Admin, "admin", &[])?;
+    // Checkpoints are signed from the first start (README, "Signed
+    // checkpoints of the journal").
+    issue_once(&pki, Role::Signer, "localhost", &[])?;
 
     let endpoint = format!("https://{}", a.grpc);
     let tls = |role: Role, name: &str| {
@@ -95,10 +98,12 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     write(
         &collector_toml,
         &format!(
-            "# Written by `kiroku quickstart`.\nlisten = \"{}\"\ndata_dir = {:?}\n\n{}",
+            "# Written by `kiroku quickstart`.\nlisten = \"{}\"\ndata_dir = {:?}\n\n{}\n[checkpoint]\nsigning_cert = {:?}\nsigning_key = {:?}\n",
             a.grpc,
             data.join("collector"),
-            tls(Role::Collector, "localhost").replace("{section}", "tls")
+            tls(Role::Collector, "localhost").replace("{section}", "tls"),
+            pki.cert(Role::Signer, "localhost"),
+            pki.key(Role::Signer, "localhost")
         ),
     )?;
     let (mode, upstream) = match &a.upstream {
