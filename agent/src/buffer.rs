@@ -495,6 +495,13 @@ impl Buffer {
             self.collect_orphan_blobs(&store.blobrefs)?;
         }
         self.ledger.recount(store, &self.blob_dir)?;
+        // What a database holds when opened is on disk, the chain head
+        // included: a drained buffer still reports it after a restart.
+        if let Some(head) = chain::stored_head(store)? {
+            self.ledger
+                .durable_seq
+                .fetch_max(head.seq, Ordering::SeqCst);
+        }
         Ok(())
     }
 

@@ -112,6 +112,19 @@ pub(super) fn advance_in_tx(meta: &TransactionalTree, seq: u64, bytes: &[u8]) ->
     Ok(())
 }
 
+/// The head stored in a database's `meta` (what the last queued event
+/// made it), if any is readable.
+pub(super) fn stored_head(store: &Store) -> Result<Option<ChainHead>, BufferError> {
+    let v = store
+        .meta
+        .get(CHAIN_HEAD)
+        .map_err(|source| BufferError::Sled {
+            path: store.path.clone(),
+            source,
+        })?;
+    Ok(v.and_then(|v| ChainHead::decode(&v)))
+}
+
 impl Buffer {
     /// The head of the stream's chain as far as it is durable: the newest
     /// durable event's sequence number and hash, for `Status`. `None`
@@ -120,12 +133,7 @@ impl Buffer {
         let durable = self.ledger.durable_seq.load(Ordering::SeqCst);
         self.with_store(|s| {
             let err = |e| self.sled_err(e);
-            let head = s
-                .meta
-                .get(CHAIN_HEAD)
-                .map_err(err)?
-                .and_then(|v| ChainHead::decode(&v));
-            match head {
+            match stored_head(s)? {
                 Some(h) if h.seq <= durable => Ok(Some(h)),
                 // A newer event is committed but not flushed yet: report
                 // the newest durable one, while it is still queued.

@@ -107,6 +107,25 @@ async fn the_reported_head_is_durable() {
     assert_eq!(b.chain_head().expect("head").seq, 2);
 }
 
+/// A buffer drained by acknowledgements still reports its head after a
+/// restart (everything a database holds when opened is durable).
+#[tokio::test]
+async fn a_drained_buffer_reports_its_head_after_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let head = {
+        let b = Buffer::open(dir.path(), u64::MAX, 1 << 20).expect("open");
+        b.append(&mail(b"one"), None).await.expect("append");
+        b.append(&mail(b"two"), None).await.expect("append");
+        let head = b.chain_head().expect("head");
+        b.ack(2).await.expect("ack");
+        head
+    };
+    let b = Buffer::open(dir.path(), u64::MAX, 1 << 20).expect("reopen");
+    assert_eq!(b.backlog().queued, 0);
+    assert_eq!(b.chain_head(), Some(head));
+    assert!(b.read_batch(0, 10, 1 << 20).expect("read").is_empty());
+}
+
 /// A drained buffer moved to a fresh generation keeps its chain: the next
 /// event links to the last one acknowledged in the old generation, also
 /// after a restart.
