@@ -5,9 +5,14 @@
 //! All writes go through one committer thread that takes every batch
 //! waiting, indexes them, and makes them durable with a single commit
 //! (group commit), so many agents share the cost of one fsync.
+//!
+//! Agents from issue 18 on send each event as their buffer recorded it
+//! (`Batch.recorded`): the collector decodes a copy to check and index it,
+//! and journals the agent's bytes untouched beside its own additions
+//! (`store/journal/entry.rs`). Older agents' decoded events are
+//! re-encoded.
 
 use kiroku_common::quote::quote;
-use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -15,199 +20,23 @@ use futures::Stream;
 use kiroku_common::pki::PeerIdentity;
 use kiroku_proto::ingest_server::Ingest;
 use kiroku_proto::{
-    Ack, BlobChunk, Event, HostInfo, MissingBlobsRequest, MissingBlobsResponse, PutBlobResponse,
-    ShipRequest, ShipResponse, TimeReply, Welcome, event::Kind, ship_request, ship_response,
+    Ack, Batch, BlobChunk, Event, HostInfo, MissingBlobsRequest, MissingBlobsResponse,
+    PutBlobResponse, ShipRequest, ShipResponse, TimeReply, Welcome, event::Kind, ship_request,
+    ship_response,
 };
-use tokio::sync::{mpsc, oneshot};
+use prost::Message;
+use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::alerts::Alerting;
 use crate::auth;
 use crate::store::Store;
 
-/// One batch on its way to the committer.
-struct Job {
-    agent_id: String,
-    stream_id: String,
-    events: Vec<Event>,
-    reply: oneshot::Sender<Result<Ack, Status>>,
-}
+mod chain;
+mod commit;
 
-/// Handle to the committer thread.
-#[derive(Clone)]
-pub struct Committer {
-    tx: mpsc::Sender<Job>,
-}
-
-impl Committer {
-    /// Starts the committer thread; it ends when every handle is dropped.
-    pub fn start(
-        store: Arc<Store>,
-        alerting: Arc<Alerting>,
-    ) -> std::io::Result<(Committer, std::thread::JoinHandle<()>)> {
-        let (tx, rx) = mpsc::channel(256);
-        let handle = std::thread::Builder::new()
-            .name("kiroku-committer".into())
-            .spawn(move || committer_loop(&store, &alerting, rx))?;
-        Ok((Committer { tx }, handle))
-    }
-
-    async fn store(
-        &self,
-        agent_id: &str,
-        stream_id: &str,
-        events: Vec<Event>,
-    ) -> Result<Ack, Status> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Job {
-                agent_id: agent_id.to_owned(),
-                stream_id: stream_id.to_owned(),
-                events,
-                reply,
-            })
-            .await
-            .map_err(|_| Status::unavailable("collector is shutting down"))?;
-        rx.await
-            .map_err(|_| Status::internal("committer stopped"))?
-    }
-}
-
-fn committer_loop(store: &Store, alerting: &Alerting, mut rx: mpsc::Receiver<Job>) {
-    while let Some(first) = rx.blocking_recv() {
-        let mut jobs = vec![first];
-        while jobs.len() < 256 {
-            match rx.try_recv() {
-                Ok(j) => jobs.push(j),
-                Err(_) => break,
-            }
-        }
-        commit_jobs(store, alerting, jobs);
-    }
-}
-
-fn commit_jobs(store: &Store, alerting: &Alerting, jobs: Vec<Job>) {
-    // The analysis worker re-indexes between groups, never inside one.
-    let _group = store.index.write_group();
-    let started = std::time::Instant::now();
-    let mut index_done = started;
-    // High-water marks as they will be after this group, per stream.
-    let mut hw: HashMap<(String, String), u64> = HashMap::new();
-    let mut acks = Vec::with_capacity(jobs.len());
-    let mut per_agent: HashMap<String, u64> = HashMap::new();
-    // Alerts of this group: dispatched only once it is durable.
-    let mut alerts = Vec::new();
-    // Every newly stored event of the group, for the journal.
-    let mut journal = Vec::new();
-    let result = (|| -> Result<(), String> {
-        // A full disk pauses ingest before anything is written; agents
-        // keep their batches and resend.
-        store.disk.check(0)?;
-        for job in &jobs {
-            let key = (job.agent_id.clone(), job.stream_id.clone());
-            let stored = match hw.get(&key) {
-                Some(v) => *v,
-                None => store
-                    .meta
-                    .stored_seq(&job.agent_id, &job.stream_id)
-                    .map_err(|e| e.to_string())?,
-            };
-            let mut top = stored;
-            let mut fresh = Vec::new();
-            for e in &job.events {
-                if e.seq > top {
-                    top = e.seq;
-                    fresh.push(e.clone());
-                }
-            }
-            if let Some(first) = fresh.first()
-                && first.seq != stored + 1
-            {
-                tracing::warn!(
-                    agent_id = %job.agent_id, stream_id = %job.stream_id, expected = stored + 1, got = first.seq,
-                    "gap in sequence numbers: events were lost on the agent before shipping"
-                );
-            }
-            // Only newly stored events reach the rules (duplicates were
-            // dropped above); their tags are indexed with them.
-            alerts.extend(alerting.evaluate(&mut fresh)?);
-            store.index.add(&fresh).map_err(|e| e.to_string())?;
-            *per_agent.entry(job.agent_id.clone()).or_default() += fresh.len() as u64;
-            acks.push(Ack {
-                stored_seq: top,
-                stored: fresh.len() as u32,
-                duplicates: (job.events.len() - fresh.len()) as u32,
-                missing_blobs: Vec::new(),
-                checkpoint: Vec::new(),
-            });
-            hw.insert(key, top);
-            journal.extend(fresh);
-        }
-        store.journal.append(&journal).map_err(|e| e.to_string())?;
-        store.index.commit().map_err(|e| e.to_string())?;
-        index_done = std::time::Instant::now();
-        // Queued in the meta store, so the flush below makes the pending
-        // analysis durable together with the high-water marks: an
-        // acknowledged mail is always analysed, even after a kill -9.
-        store
-            .analysis
-            .enqueue(
-                journal
-                    .iter()
-                    .filter(|e| crate::analysis::wanted(e))
-                    .map(|e| e.event_id.as_str()),
-            )
-            .map_err(|e| e.to_string())?;
-        for ((agent, stream), seq) in &hw {
-            store
-                .meta
-                .set_stored_seq(agent, stream, *seq)
-                .map_err(|e| e.to_string())?;
-        }
-        let now = kiroku_common::now_ms();
-        for (agent, n) in &per_agent {
-            let mut info = store
-                .meta
-                .host(agent)
-                .map_err(|e| e.to_string())?
-                .unwrap_or_default();
-            info.agent_id = agent.clone();
-            info.last_seen_ms = now;
-            info.events_stored += n;
-            store.meta.put_host(&info).map_err(|e| e.to_string())?;
-        }
-        store.meta.flush().map_err(|e| e.to_string())?;
-        Ok(())
-    })();
-    match result {
-        Ok(()) => {
-            tracing::debug!(
-                batches = jobs.len(),
-                events = journal.len(),
-                index_ms = (index_done - started).as_secs_f64() * 1e3,
-                meta_ms = index_done.elapsed().as_secs_f64() * 1e3,
-                "group committed"
-            );
-            for (job, ack) in jobs.into_iter().zip(acks) {
-                let _ = job.reply.send(Ok(ack));
-            }
-            alerting.dispatch(alerts);
-            store.analysis.notify();
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "storing a batch failed; agents will resend it");
-            store.exit_if_meta_failed();
-            let _ = store.index.rollback();
-            alerting.discard(&alerts);
-            for job in jobs {
-                let _ = job.reply.send(Err(Status::unavailable(format!(
-                    "collector could not store the batch: {e}"
-                ))));
-            }
-        }
-    }
-}
+pub use commit::Committer;
+use commit::Incoming;
 
 pub struct IngestService {
     store: Arc<Store>,
@@ -287,9 +116,9 @@ fn held_for(store: &Store, uploader: &str, sha: &str) -> bool {
 /// event is never acknowledged before its blob is stored: its agent
 /// uploads the blobs (or states that it lost them) and sends the rest
 /// again. Blocking (file system).
-fn cut_at_missing_blob(store: &Store, uploader: &str, events: &mut Vec<Event>) -> Vec<String> {
-    let missing = |e: &Event| {
-        held_raw(e)
+fn cut_at_missing_blob(store: &Store, uploader: &str, events: &mut Vec<Incoming>) -> Vec<String> {
+    let missing = |i: &Incoming| {
+        held_raw(&i.event)
             .filter(|sha| !held_for(store, uploader, sha))
             .map(str::to_owned)
     };
@@ -309,6 +138,10 @@ fn cut_at_missing_blob(store: &Store, uploader: &str, events: &mut Vec<Event>) -
     events.truncate(first);
     shas
 }
+
+/// The stream of the integrity records the collector writes about an
+/// agent's streams (its own sequence numbers per agent).
+pub const INTEGRITY_STREAM: &str = "integrity";
 
 /// Tag on events from a host whose clock offset is beyond the threshold.
 pub const CLOCK_SKEW_TAG: &str = "clock-skew";
@@ -402,6 +235,12 @@ fn admit(e: &mut Event, id: &PeerIdentity, stream_id: &str, now: i64) -> Result<
             e.seq
         )));
     }
+    if matches!(e.kind, Some(Kind::Integrity(_))) {
+        return Err(Status::invalid_argument(format!(
+            "event seq {} is an integrity record: only the collector writes those",
+            e.seq
+        )));
+    }
     e.agent_id = id.name.clone();
     e.event_id = format!("{}/{}/{}", id.name, stream_id, e.seq);
     e.received_at_ms = now;
@@ -445,6 +284,69 @@ pub fn admit_batch(
     Ok(())
 }
 
+/// A batch decoded and admitted ([`admit_batch`]), each event with the
+/// bytes to journal: `Batch.recorded` as the agent's buffer holds them
+/// (the shipper's `raw_not_kept` note set in the merged view), or an
+/// older agent's `Batch.events` encoded as received (before the
+/// collector's additions).
+fn admit_incoming(
+    batch: Batch,
+    id: &PeerIdentity,
+    stream_id: &str,
+    session_offset_ms: Option<i64>,
+    threshold_ms: i64,
+    now_ms: i64,
+) -> Result<Vec<Incoming>, Status> {
+    if !batch.events.is_empty() && !batch.recorded.is_empty() {
+        return Err(Status::invalid_argument(
+            "a batch carries either events or recorded events, not both",
+        ));
+    }
+    let reencoded = batch.recorded.is_empty();
+    let (mut events, mut raw) = (Vec::new(), Vec::new());
+    if reencoded {
+        raw = batch
+            .events
+            .iter()
+            .map(|e| (e.encode_to_vec(), String::new()))
+            .collect();
+        events = batch.events;
+    } else {
+        for (n, r) in batch.recorded.into_iter().enumerate() {
+            let mut e = Event::decode(r.event.as_slice()).map_err(|err| {
+                Status::invalid_argument(format!(
+                    "recorded event {n} of the batch does not decode as an Event: {err}"
+                ))
+            })?;
+            if !r.raw_not_kept.is_empty()
+                && let Some(Kind::Email(m)) = &mut e.kind
+            {
+                m.raw_not_kept.clone_from(&r.raw_not_kept);
+            }
+            events.push(e);
+            raw.push((r.event, r.raw_not_kept));
+        }
+    }
+    admit_batch(
+        &mut events,
+        id,
+        stream_id,
+        session_offset_ms,
+        threshold_ms,
+        now_ms,
+    )?;
+    Ok(events
+        .into_iter()
+        .zip(raw)
+        .map(|(event, (recorded, raw_not_kept))| Incoming {
+            event,
+            recorded,
+            raw_not_kept,
+            reencoded,
+        })
+        .collect())
+}
+
 type ShipStream = Pin<Box<dyn Stream<Item = Result<ShipResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -467,6 +369,11 @@ impl Ingest for IngestService {
                 ));
             }
         };
+        if hello.stream_id == INTEGRITY_STREAM {
+            return Err(Status::invalid_argument(format!(
+                "stream_id {INTEGRITY_STREAM} is the collector's own (its integrity records); an agent stream must be named otherwise"
+            )));
+        }
         if !valid_stream_id(&hello.stream_id) {
             return Err(Status::invalid_argument(format!(
                 "invalid stream_id {}: 1-64 characters of letters, digits, '-' and '_'",
@@ -498,8 +405,9 @@ impl Ingest for IngestService {
                 stored_seq,
                 agent_id: id.name.clone(),
                 collector_time_ms: kiroku_common::now_ms(),
-                // Set once ingest reads `Batch.recorded` (issue 18, journal).
-                accepts_recorded: false,
+                // Agents send their buffer's bytes (`Batch.recorded`) only
+                // to a collector that says it reads them.
+                accepts_recorded: true,
             })),
         }))
         .await
@@ -563,6 +471,7 @@ impl Ingest for IngestService {
                         if !st.buffer_problem.is_empty() {
                             tracing::warn!(agent_id = %id.name, problem = %st.buffer_problem, "the agent reports that its buffer refuses new records");
                         }
+                        let head = (st.chain_head_seq, st.chain_head.clone());
                         let (store, name) = (store.clone(), id.name.clone());
                         let res = tokio::task::spawn_blocking(move || {
                             update_host(&store, &name, |info| {
@@ -581,6 +490,23 @@ impl Ingest for IngestService {
                         {
                             tracing::error!(agent_id = %id.name, error = %e, "cannot update host record");
                         }
+                        // The stream's chain head: checked against what is
+                        // stored, or kept until that event arrives.
+                        if head.0 > 0 {
+                            match <[u8; 32]>::try_from(head.1.as_slice()) {
+                                Ok(hash) => {
+                                    if let Err(e) =
+                                        committer.head(&id.name, &stream_id, head.0, hash).await
+                                    {
+                                        tracing::error!(agent_id = %id.name, stream_id = %stream_id, error = %e, "cannot keep the chain head the agent reported");
+                                    }
+                                }
+                                Err(_) => tracing::warn!(
+                                    agent_id = %id.name, stream_id = %stream_id, bytes = head.1.len(),
+                                    "the agent's status names a chain head that is no SHA-256 (not 32 bytes); ignored"
+                                ),
+                            }
+                        }
                         continue;
                     }
                     _ => {
@@ -592,19 +518,21 @@ impl Ingest for IngestService {
                         break;
                     }
                 };
-                let mut events = batch.events;
-                if let Err(status) = admit_batch(
-                    &mut events,
+                let events = match admit_incoming(
+                    batch,
                     &id,
                     &stream_id,
                     clock.offset_ms,
                     threshold,
                     kiroku_common::now_ms(),
                 ) {
-                    let _ = tx.send(Err(status)).await;
-                    break;
-                }
-                let newest_host = events.iter().rev().find_map(|e| match &e.kind {
+                    Ok(events) => events,
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        break;
+                    }
+                };
+                let newest_host = events.iter().rev().find_map(|i| match &i.event.kind {
                     Some(Kind::HostChange(h)) => h.identity.clone(),
                     _ => None,
                 });

@@ -237,7 +237,7 @@ struct SearchArgs {
     /// delivered, rejected, aborted, unknown or captured.
     #[arg(long)]
     outcome: Option<String>,
-    /// email, file, host_change or gap (what an agent could not record).
+    /// email, file, host_change, gap (unrecorded) or integrity (a chain break).
     #[arg(long)]
     kind: Option<String>,
     /// File events: words of the path or old path ("alice/q3 report").
