@@ -82,7 +82,6 @@ async fn shipped_events_carry_the_stream_chain() -> anyhow::Result<()> {
 /// as altered when the stream reaches the collector; a second agent whose
 /// buffer nobody touched reports nothing.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs the collector's stream chain check (i18-journal)"]
 async fn an_event_rewritten_in_the_agent_buffer_is_reported() -> anyhow::Result<()> {
     kiroku_tests::ensure_test_hooks()?;
     let env = Env::new()?;
