@@ -4,7 +4,8 @@
 //! on the agent host could, with the test-only
 //! `kiroku-agent-buffer-rewrite` — is reported by the collector as an
 //! `integrity` record naming the stream and the sequence number, while an
-//! untouched stream reports nothing.
+//! untouched stream reports nothing; a buffer damaged on disk is an
+//! agent-reported loss, not tampering.
 
 use std::process::Command;
 use std::time::Duration;
@@ -153,5 +154,52 @@ async fn an_event_rewritten_in_the_agent_buffer_is_reported() -> anyhow::Result<
             .any(|s| (found.first_seq..=last).contains(s)),
         "names event {seq}: {found:?}"
     );
+    Ok(())
+}
+
+/// A buffer damaged on the agent's disk (bytes flipped in sled's log: sled
+/// cuts the log there, or declares the database damaged and the agent
+/// moves it aside) is an agent-reported loss: the agent restarts its chain
+/// saying why, and the collector records that without calling it
+/// tampering.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_damaged_agent_buffer_is_a_reported_loss_not_tampering() -> anyhow::Result<()> {
+    let env = Env::new()?;
+    let smtp = free_port();
+    // No collector yet: everything stays in the agent's buffer.
+    let mut agent = env.start_agent("pc-rot", smtp, &Mode::CaptureOnly)?;
+    send(smtp, "rotten", 40)?;
+    // The side file names the highest durable number within a second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    agent.terminate();
+    let db = env.path().join("agent-pc-rot").join("sled").join("db");
+    let mut bytes = std::fs::read(&db)?;
+    let mid = bytes.len() / 2;
+    for b in &mut bytes[mid..mid + 32] {
+        *b ^= 0x55;
+    }
+    std::fs::write(&db, &bytes)?;
+
+    let _collector = env.start_collector()?;
+    let _agent = env.start_agent("pc-rot", smtp, &Mode::CaptureOnly)?;
+    send(smtp, "fresh", 2)?;
+    env.wait_for(by_subject("fresh"), 2, Duration::from_secs(60))
+        .await?;
+    let integrity = SearchRequest {
+        kind: "integrity".into(),
+        ..Default::default()
+    };
+    env.wait_for(integrity.clone(), 1, Duration::from_secs(30))
+        .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let reports = env.search_all(integrity).await?;
+    for r in &reports {
+        let Some(Kind::Integrity(found)) = &r.kind else {
+            anyhow::bail!("not an integrity record: {r:?}");
+        };
+        assert_eq!(found.what, "agent_reported_loss", "{found:?}");
+        assert!(!found.tampering, "{found:?}");
+        assert!(found.detail.contains("damaged"), "{found:?}");
+    }
     Ok(())
 }
