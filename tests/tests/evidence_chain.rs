@@ -159,7 +159,10 @@ fn cli(env: &Env, args: &[&str]) -> anyhow::Result<String> {
 
 /// The integrity records `kiroku search --kind integrity --json` lists, as
 /// (what, stream, first seq, last seq, tampering), oldest first.
-fn integrity_records(env: &Env) -> anyhow::Result<Vec<(String, String, u64, u64, bool)>> {
+/// An integrity record as (what, stream, first seq, last seq, tampering).
+type Record = (String, String, u64, u64, bool);
+
+fn integrity_records(env: &Env) -> anyhow::Result<Vec<Record>> {
     let out = cli(
         env,
         &["search", "--kind", "integrity", "--json", "--all", "--asc"],
@@ -330,9 +333,9 @@ async fn chain_breaks_on_the_wire_are_integrity_records_and_identical_resends_ar
     // The journal holds the agent's bytes, the future field included, in
     // an unbroken chain; the forged 2 was never stored.
     let j = journal(&env.path().join("collector/journal"))?;
-    assert_eq!(j["pc-chain/chain1/3"], [e3.1.clone()], "byte for byte");
-    assert_eq!(j["pc-chain/chain1/2"], [e2.1.clone()]);
-    assert_eq!(j["pc-chain/chain1/8"], [e8.1.clone()]);
+    assert_eq!(j["pc-chain/chain1/3"], [e3.1], "byte for byte");
+    assert_eq!(j["pc-chain/chain1/2"], [e2.1]);
+    assert_eq!(j["pc-chain/chain1/8"], [e8.1]);
     assert_eq!(
         j.keys()
             .filter(|k| k.starts_with("pc-chain/integrity/"))
