@@ -3,6 +3,7 @@
 //! an agent on loopback in one command.
 
 mod annotations;
+mod checkpoint;
 mod client;
 mod investigate;
 mod output;
@@ -87,6 +88,9 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Signed checkpoints of the journal, checked offline.
+    #[command(subcommand)]
+    Checkpoint(checkpoint::CheckpointCmd),
     /// Start a collector and an agent on loopback, ready to capture mail.
     Quickstart(quickstart::Args),
 }
@@ -102,7 +106,8 @@ enum CertsCmd {
     Issue {
         #[arg(long, default_value = "kiroku-pki", env = "KIROKU_PKI")]
         dir: PathBuf,
-        /// agent, investigator, admin or collector.
+        /// agent, investigator, admin, collector or signer (the collector's
+        /// checkpoint signing key: `[checkpoint] signing_cert/signing_key`).
         #[arg(long)]
         role: Role,
         /// Agent id, user name or collector host name.
@@ -302,6 +307,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let zone = || zone::zone(cli.tz.as_deref(), cli.connect.config_file()?.as_ref());
     match cli.cmd {
         Cmd::Certs { cmd } => certs(cmd),
+        Cmd::Checkpoint(cmd) => checkpoint::run(cmd),
         Cmd::Quickstart(args) => quickstart::run(args).await,
         Cmd::Search(args) => search(&cli.connect, *args, &zone()?).await,
         Cmd::Stats(args) => stats::run(&cli.connect, *args, &zone()?).await,
