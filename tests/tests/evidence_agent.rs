@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use kiroku_proto::{Event, SearchRequest, event::Kind};
 use kiroku_tests::{Env, Mode, bin, email, free_port, send_mail};
+use sha2::Digest;
 
 fn mail(tag: &str, n: usize) -> Vec<u8> {
     format!(
@@ -201,5 +202,60 @@ async fn a_damaged_agent_buffer_is_a_reported_loss_not_tampering() -> anyhow::Re
         assert!(!found.tampering, "{found:?}");
         assert!(found.detail.contains("damaged"), "{found:?}");
     }
+    Ok(())
+}
+
+/// The agent keeps the collector's signed checkpoints byte for byte as the
+/// collector wrote them (`Ack.checkpoint`), so a copy of the heads exists
+/// outside the collector.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agent_keeps_the_collectors_checkpoints() -> anyhow::Result<()> {
+    kiroku_tests::ensure_test_hooks()?;
+    let env = Env::new()?;
+    let _collector = env.start_collector_with("[checkpoint]\ninterval = \"1s\"\n")?;
+    let smtp = free_port();
+    let mut agent = env.start_agent("pc-ckp", smtp, &Mode::CaptureOnly)?;
+    send(smtp, "kept", 1)?;
+    env.wait_for(by_subject("kept"), 1, Duration::from_secs(60))
+        .await?;
+    // A checkpoint covers that event; the next acknowledgement carries it.
+    let dir = env.path().join("collector").join("checkpoints");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_some()) {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint written in {}",
+            dir.display()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    send(smtp, "again", 1)?;
+    agent
+        .wait_log(
+            "kept the collector's signed checkpoint",
+            Duration::from_secs(30),
+        )
+        .await?;
+    agent.terminate();
+
+    let data = env.path().join("agent-pc-ckp");
+    let kept = rewrite_tool(&["--data", data.to_str().unwrap_or_default(), "--checkpoints"])?;
+    let mut matched = 0;
+    for line in kept.lines() {
+        let (number, sha) = line
+            .split_once('\t')
+            .ok_or_else(|| anyhow::anyhow!("unexpected line {line:?}"))?;
+        let number: u64 = number.parse()?;
+        let file = dir.join(format!("{number:020}.ckp"));
+        let bytes = std::fs::read(&file)?;
+        assert_eq!(
+            hex::encode(sha2::Sha256::digest(&bytes)),
+            sha,
+            "checkpoint {number} kept as {} holds it",
+            file.display()
+        );
+        matched += 1;
+    }
+    assert!(matched >= 1, "no checkpoint kept:\n{kept}");
     Ok(())
 }
