@@ -65,13 +65,29 @@ impl ChainHead {
 }
 
 /// What the event queued under `seq` links to: `(prev_hash, chain_restart)`.
-/// Inside the queueing transaction.
-pub(super) fn link_in_tx(meta: &TransactionalTree, seq: u64) -> SledTx<(Vec<u8>, String)> {
+/// Inside the queueing transaction. A buffer written by a version before
+/// the chain has no head: its newest queued event (if still queued) is
+/// taken as one, so the chain starts at the upgrade, not at the next event.
+pub(super) fn link_in_tx(
+    queue: &TransactionalTree,
+    meta: &TransactionalTree,
+    seq: u64,
+) -> SledTx<(Vec<u8>, String)> {
     let pending = meta
         .get(CHAIN_RESTART)?
         .map(|v| String::from_utf8_lossy(&v).into_owned());
-    let head = meta.get(CHAIN_HEAD)?;
-    let head = head.as_deref().map(ChainHead::decode);
+    let head = match meta.get(CHAIN_HEAD)? {
+        Some(v) => Some(ChainHead::decode(&v)),
+        None => match seq.checked_sub(1) {
+            Some(before) if before > 0 => queue.get(before.to_be_bytes())?.map(|v| {
+                Some(ChainHead {
+                    seq: before,
+                    sha256: Sha256::digest(&v).into(),
+                })
+            }),
+            _ => None,
+        },
+    };
     Ok(link(head, pending, seq))
 }
 
