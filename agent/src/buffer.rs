@@ -112,8 +112,9 @@
 //!   or sled's log cut short at a damaged spot (`sequence` check). The
 //!   reason waits in `meta` until the next event takes it, so a restart in
 //!   between keeps it. A buffer written by a version before the chain has
-//!   no head: its first new event links to the newest event still queued. `Status` reports the head of the newest durable
-//!   event; the collector checks each event it later receives against it.
+//!   no head: its first new event links to the newest event still queued.
+//!   `Status` reports the head of the newest durable event; the collector
+//!   checks each event it later receives against it.
 
 mod blobs;
 mod chain;
