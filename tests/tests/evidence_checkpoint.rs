@@ -8,8 +8,11 @@
 //! says so; `GetProof` gives a proof that leads to the signed root; agents
 //! get the newest checkpoint in their Ack.
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kiroku_proto::ingest_client::IngestClient;
@@ -278,6 +281,45 @@ fn proof_holds(env: &Env, id: &str, p: &InclusionProof) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A tiny HTTP server that answers every POST 200 and keeps its JSON body
+/// (the alert webhook's receiver).
+fn webhook() -> anyhow::Result<(u16, Arc<Mutex<Vec<serde_json::Value>>>)> {
+    let l = TcpListener::bind("127.0.0.1:0")?;
+    let port = l.local_addr()?.port();
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let b = bodies.clone();
+    // The thread ends with the test process; it only ever accepts.
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+            let Ok(mut w) = s.try_clone() else { continue };
+            let mut rd = BufReader::new(s);
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if rd.read_line(&mut line).unwrap_or(0) == 0 || line.trim_end().is_empty() {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; len];
+            if rd.read_exact(&mut body).is_ok()
+                && let Ok(v) = serde_json::from_slice(&body)
+                && let Ok(mut all) = b.lock()
+            {
+                all.push(v);
+            }
+            let _ = write!(
+                w,
+                "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
+    });
+    Ok((port, bodies))
+}
+
 fn have_peers(test: &str) -> bool {
     if !openssl_present() {
         skip(test, "openssl is not installed");
@@ -305,6 +347,15 @@ async fn signed_checkpoints_rotate_and_prove_and_a_foreign_signer_fails() -> any
     // The proof of an event leads to the signed root.
     let p = get_proof(&env, "a1/s1/2").await?;
     proof_holds(&env, "a1/s1/2", &p)?;
+    // Sizes for BENCHMARKS.md (a signed checkpoint with one stream head).
+    let file = ckp_dir(&env).join(format!("{:020}.ckp", p.checkpoint));
+    eprintln!(
+        "checkpoint file {} bytes; proof of a1/s1/2: {} path hashes, entry {} bytes, encoded {} bytes",
+        std::fs::metadata(&file)?.len(),
+        p.path.len(),
+        p.entry.len(),
+        p.encoded_len()
+    );
 
     // An agent gets the newest checkpoint in its Ack, signed.
     let ack = ship(&env, "s1", 4, 1).await?;
@@ -464,12 +515,46 @@ async fn checkpoints_are_time_stamped_and_a_token_for_another_hash_fails() -> an
     let tsa = Tsa::start(&env)?;
     let signer = env.issue("signer", "c1", &[])?;
     let extra = format!("tsa_url = {:?}\ntsa_ca_cert = {:?}\n", tsa.url(), tsa.ca());
-    let _c = env.start_collector_with(&checkpoint_toml("1s", Some(&signer), &extra))?;
+    // Each checkpoint is announced on the alert webhook too.
+    let (hook, bodies) = webhook()?;
+    std::fs::write(env.path().join("rules.toml"), "")?;
+    let alerts = format!(
+        "[alerts]\nrules = \"rules.toml\"\n[alerts.webhook]\nurl = \"http://127.0.0.1:{hook}/hook\"\n"
+    );
+    let _c = env.start_collector_with(&format!(
+        "{alerts}{}",
+        checkpoint_toml("1s", Some(&signer), &extra)
+    ))?;
     ship(&env, "s1", 1, 2).await?;
     let n = wait_checkpoint(&env, 0, Duration::from_secs(20)).await?;
     let path = ckp_dir(&env).join(format!("{n:020}.ckp"));
-    let (s, _) = read_ckp(&path)?;
+    let (s, cp) = read_ckp(&path)?;
     assert!(!s.timestamp_token.is_empty(), "no time stamp");
+    eprintln!(
+        "time-stamped checkpoint file {} bytes (token {} bytes)",
+        std::fs::metadata(&path)?.len(),
+        s.timestamp_token.len()
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let announced = loop {
+        let found = bodies.lock().ok().and_then(|b| {
+            b.iter()
+                .find(|v| v["rule"] == "checkpoint")
+                .and_then(|v| v["summary"].as_str().map(str::to_owned))
+        });
+        if let Some(f) = found {
+            break f;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "no checkpoint on the webhook");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        announced.starts_with(&format!("checkpoint {n} of localhost"))
+            && announced.contains(&hex::encode(&cp.merkle_root))
+            && announced.contains(&hex::encode(Sha256::digest(&s.checkpoint)))
+            && announced.contains("signed by signer/c1, time-stamped"),
+        "{announced}"
+    );
 
     // Kiroku's check, and OpenSSL's own `ts -verify`, accept the token.
     let ca = env.pki().join("ca.pem");

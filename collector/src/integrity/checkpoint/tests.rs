@@ -39,6 +39,7 @@ impl Fixture {
             tsa: None,
             collector: "c1".into(),
             feed: CheckpointFeed::default(),
+            alerting: None,
         })
     }
 
