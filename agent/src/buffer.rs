@@ -111,8 +111,10 @@
 //!   reason names the old one), a stale generation kept aside unshipped,
 //!   or sled's log cut short at a damaged spot (`sequence` check). The
 //!   reason waits in `meta` until the next event takes it, so a restart in
-//!   between keeps it. `Status` reports the head of the newest durable
-//!   event; the collector checks each event it later receives against it.
+//!   between keeps it. A buffer written by a version before the chain has
+//!   no head: its first new event links to the newest event still queued.
+//!   `Status` reports the head of the newest durable event; the collector
+//!   checks each event it later receives against it.
 
 mod blobs;
 mod chain;
@@ -495,6 +497,13 @@ impl Buffer {
             self.collect_orphan_blobs(&store.blobrefs)?;
         }
         self.ledger.recount(store, &self.blob_dir)?;
+        // What a database holds when opened is on disk, the chain head
+        // included: a drained buffer still reports it after a restart.
+        if let Some(head) = chain::stored_head(store)? {
+            self.ledger
+                .durable_seq
+                .fetch_max(head.seq, Ordering::SeqCst);
+        }
         Ok(())
     }
 

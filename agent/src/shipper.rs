@@ -27,9 +27,9 @@
 //! `Status` carries the chain's durable head, and the signed checkpoints
 //! the collector sends back (`Ack.checkpoint`) are kept in the buffer.
 //!
-//! A collector that shuts
-//! down says so (`Shutdown`): the agent reconnects every second or so for
-//! a while instead of backing off, to be back as soon as it restarts.
+//! A collector that shuts down says so (`Shutdown`): the agent reconnects
+//! every second or so for a while instead of backing off, to be back as
+//! soon as it restarts.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -219,6 +219,13 @@ impl Shipper {
                 ship_response::Msg::Ack(a) => a,
                 other => anyhow::bail!("collector sent {other:?} instead of Ack"),
             };
+            // Sent once per checkpoint, whatever else the Ack says.
+            if !ack.checkpoint.is_empty()
+                && let Err(e) = self.buffer.keep_checkpoint(&ack.checkpoint)
+            {
+                // Keeping it is a safeguard, not a condition of shipping.
+                tracing::warn!(error = %e, "cannot keep the collector's checkpoint");
+            }
             if !ack.missing_blobs.is_empty() {
                 // Stored up to an event whose blob the collector lacks:
                 // the next round uploads it (or marks it lost) and sends
@@ -239,12 +246,6 @@ impl Shipper {
                 continue;
             }
             asked.clear();
-            if !ack.checkpoint.is_empty()
-                && let Err(e) = self.buffer.keep_checkpoint(&ack.checkpoint)
-            {
-                // Keeping it is a safeguard, not a condition of shipping.
-                tracing::warn!(error = %e, "cannot keep the collector's checkpoint");
-            }
             if ack.stored_seq < last {
                 anyhow::bail!(
                     "collector acknowledged {} but {last} was sent",

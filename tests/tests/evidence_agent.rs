@@ -4,13 +4,15 @@
 //! on the agent host could, with the test-only
 //! `kiroku-agent-buffer-rewrite` — is reported by the collector as an
 //! `integrity` record naming the stream and the sequence number, while an
-//! untouched stream reports nothing.
+//! untouched stream reports nothing; a buffer damaged on disk is an
+//! agent-reported loss, not tampering.
 
 use std::process::Command;
 use std::time::Duration;
 
 use kiroku_proto::{Event, SearchRequest, event::Kind};
 use kiroku_tests::{Env, Mode, bin, email, free_port, send_mail};
+use sha2::Digest;
 
 fn mail(tag: &str, n: usize) -> Vec<u8> {
     format!(
@@ -82,7 +84,6 @@ async fn shipped_events_carry_the_stream_chain() -> anyhow::Result<()> {
 /// as altered when the stream reaches the collector; a second agent whose
 /// buffer nobody touched reports nothing.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs the collector's stream chain check (i18-journal)"]
 async fn an_event_rewritten_in_the_agent_buffer_is_reported() -> anyhow::Result<()> {
     kiroku_tests::ensure_test_hooks()?;
     let env = Env::new()?;
@@ -154,5 +155,107 @@ async fn an_event_rewritten_in_the_agent_buffer_is_reported() -> anyhow::Result<
             .any(|s| (found.first_seq..=last).contains(s)),
         "names event {seq}: {found:?}"
     );
+    Ok(())
+}
+
+/// A buffer damaged on the agent's disk (bytes flipped in sled's log: sled
+/// cuts the log there, or declares the database damaged and the agent
+/// moves it aside) is an agent-reported loss: the agent restarts its chain
+/// saying why, and the collector records that without calling it
+/// tampering.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_damaged_agent_buffer_is_a_reported_loss_not_tampering() -> anyhow::Result<()> {
+    let env = Env::new()?;
+    let smtp = free_port();
+    // No collector yet: everything stays in the agent's buffer.
+    let mut agent = env.start_agent("pc-rot", smtp, &Mode::CaptureOnly)?;
+    send(smtp, "rotten", 40)?;
+    // The side file names the highest durable number within a second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    agent.terminate();
+    let db = env.path().join("agent-pc-rot").join("sled").join("db");
+    let mut bytes = std::fs::read(&db)?;
+    let mid = bytes.len() / 2;
+    for b in &mut bytes[mid..mid + 32] {
+        *b ^= 0x55;
+    }
+    std::fs::write(&db, &bytes)?;
+
+    let _collector = env.start_collector()?;
+    let _agent = env.start_agent("pc-rot", smtp, &Mode::CaptureOnly)?;
+    send(smtp, "fresh", 2)?;
+    env.wait_for(by_subject("fresh"), 2, Duration::from_secs(60))
+        .await?;
+    let integrity = SearchRequest {
+        kind: "integrity".into(),
+        ..Default::default()
+    };
+    env.wait_for(integrity.clone(), 1, Duration::from_secs(30))
+        .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let reports = env.search_all(integrity).await?;
+    for r in &reports {
+        let Some(Kind::Integrity(found)) = &r.kind else {
+            anyhow::bail!("not an integrity record: {r:?}");
+        };
+        assert_eq!(found.what, "agent_reported_loss", "{found:?}");
+        assert!(!found.tampering, "{found:?}");
+        assert!(found.detail.contains("damaged"), "{found:?}");
+    }
+    Ok(())
+}
+
+/// The agent keeps the collector's signed checkpoints byte for byte as the
+/// collector wrote them (`Ack.checkpoint`), so a copy of the heads exists
+/// outside the collector.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agent_keeps_the_collectors_checkpoints() -> anyhow::Result<()> {
+    kiroku_tests::ensure_test_hooks()?;
+    let env = Env::new()?;
+    let _collector = env.start_collector_with("[checkpoint]\ninterval = \"1s\"\n")?;
+    let smtp = free_port();
+    let mut agent = env.start_agent("pc-ckp", smtp, &Mode::CaptureOnly)?;
+    send(smtp, "kept", 1)?;
+    env.wait_for(by_subject("kept"), 1, Duration::from_secs(60))
+        .await?;
+    // A checkpoint covers that event; the next acknowledgement carries it.
+    let dir = env.path().join("collector").join("checkpoints");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_some()) {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint written in {}",
+            dir.display()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    send(smtp, "again", 1)?;
+    agent
+        .wait_log(
+            "kept the collector's signed checkpoint",
+            Duration::from_secs(30),
+        )
+        .await?;
+    agent.terminate();
+
+    let data = env.path().join("agent-pc-ckp");
+    let kept = rewrite_tool(&["--data", data.to_str().unwrap_or_default(), "--checkpoints"])?;
+    let mut matched = 0;
+    for line in kept.lines() {
+        let (number, sha) = line
+            .split_once('\t')
+            .ok_or_else(|| anyhow::anyhow!("unexpected line {line:?}"))?;
+        let number: u64 = number.parse()?;
+        let file = dir.join(format!("{number:020}.ckp"));
+        let bytes = std::fs::read(&file)?;
+        assert_eq!(
+            hex::encode(sha2::Sha256::digest(&bytes)),
+            sha,
+            "checkpoint {number} kept as {} holds it",
+            file.display()
+        );
+        matched += 1;
+    }
+    assert!(matched >= 1, "no checkpoint kept:\n{kept}");
     Ok(())
 }

@@ -2,7 +2,8 @@
 //! event queued in a stopped agent's buffer, through the buffer's own API
 //! and without fixing the stream hash chain, as an attacker with root on
 //! the agent host could. The evidence tests use it to show the collector
-//! catches such a rewrite. Built only with the agent's `test-hooks`
+//! catches such a rewrite (and to list what the buffer holds: queued
+//! events, kept checkpoints). Built only with the agent's `test-hooks`
 //! feature (`required-features` in Cargo.toml): never in a release.
 
 use std::path::PathBuf;
@@ -23,11 +24,15 @@ struct Cli {
     /// instead of rewriting one.
     #[arg(long, conflicts_with_all = ["seq", "subject"])]
     list: bool,
+    /// Lists the collector's checkpoints the agent kept (`<number>
+    /// <sha256 of the encoded SignedCheckpoint>`, tab-separated).
+    #[arg(long, conflicts_with_all = ["seq", "subject", "list"])]
+    checkpoints: bool,
     /// Sequence number of the queued event to rewrite.
-    #[arg(long, required_unless_present = "list")]
+    #[arg(long, required_unless_present_any = ["list", "checkpoints"])]
     seq: Option<u64>,
     /// The new subject.
-    #[arg(long, required_unless_present = "list")]
+    #[arg(long, required_unless_present_any = ["list", "checkpoints"])]
     subject: Option<String>,
 }
 
@@ -43,6 +48,9 @@ fn main() -> ExitCode {
     };
     if cli.list {
         return list(&buffer);
+    }
+    if cli.checkpoints {
+        return checkpoints(&buffer);
     }
     let (Some(seq), Some(subject)) = (cli.seq, cli.subject) else {
         eprintln!("kiroku-agent-buffer-rewrite: --seq and --subject are required");
@@ -84,6 +92,27 @@ fn list(buffer: &kiroku_agent::buffer::Buffer) -> ExitCode {
                     None => ("none", ""),
                 };
                 println!("{}\t{kind}\t{subject}", e.seq);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("kiroku-agent-buffer-rewrite: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints every kept checkpoint: its number and the SHA-256 of its bytes.
+fn checkpoints(buffer: &kiroku_agent::buffer::Buffer) -> ExitCode {
+    use prost::Message;
+    match buffer.checkpoints() {
+        Ok(kept) => {
+            for signed in kept {
+                let number = kiroku_proto::SignedCheckpoint::decode(signed.as_slice())
+                    .ok()
+                    .and_then(|s| kiroku_proto::Checkpoint::decode(s.checkpoint.as_slice()).ok())
+                    .map_or(0, |c| c.number);
+                println!("{number}\t{}", kiroku_common::sha256_hex(&signed));
             }
             ExitCode::SUCCESS
         }

@@ -65,13 +65,29 @@ impl ChainHead {
 }
 
 /// What the event queued under `seq` links to: `(prev_hash, chain_restart)`.
-/// Inside the queueing transaction.
-pub(super) fn link_in_tx(meta: &TransactionalTree, seq: u64) -> SledTx<(Vec<u8>, String)> {
+/// Inside the queueing transaction. A buffer written by a version before
+/// the chain has no head: its newest queued event (if still queued) is
+/// taken as one, so the chain starts at the upgrade, not at the next event.
+pub(super) fn link_in_tx(
+    queue: &TransactionalTree,
+    meta: &TransactionalTree,
+    seq: u64,
+) -> SledTx<(Vec<u8>, String)> {
     let pending = meta
         .get(CHAIN_RESTART)?
         .map(|v| String::from_utf8_lossy(&v).into_owned());
-    let head = meta.get(CHAIN_HEAD)?;
-    let head = head.as_deref().map(ChainHead::decode);
+    let head = match meta.get(CHAIN_HEAD)? {
+        Some(v) => Some(ChainHead::decode(&v)),
+        None => match seq.checked_sub(1) {
+            Some(before) if before > 0 => queue.get(before.to_be_bytes())?.map(|v| {
+                Some(ChainHead {
+                    seq: before,
+                    sha256: Sha256::digest(&v).into(),
+                })
+            }),
+            _ => None,
+        },
+    };
     Ok(link(head, pending, seq))
 }
 
@@ -112,6 +128,19 @@ pub(super) fn advance_in_tx(meta: &TransactionalTree, seq: u64, bytes: &[u8]) ->
     Ok(())
 }
 
+/// The head stored in a database's `meta` (what the last queued event
+/// made it), if any is readable.
+pub(super) fn stored_head(store: &Store) -> Result<Option<ChainHead>, BufferError> {
+    let v = store
+        .meta
+        .get(CHAIN_HEAD)
+        .map_err(|source| BufferError::Sled {
+            path: store.path.clone(),
+            source,
+        })?;
+    Ok(v.and_then(|v| ChainHead::decode(&v)))
+}
+
 impl Buffer {
     /// The head of the stream's chain as far as it is durable: the newest
     /// durable event's sequence number and hash, for `Status`. `None`
@@ -120,12 +149,7 @@ impl Buffer {
         let durable = self.ledger.durable_seq.load(Ordering::SeqCst);
         self.with_store(|s| {
             let err = |e| self.sled_err(e);
-            let head = s
-                .meta
-                .get(CHAIN_HEAD)
-                .map_err(err)?
-                .and_then(|v| ChainHead::decode(&v));
-            match head {
+            match stored_head(s)? {
                 Some(h) if h.seq <= durable => Ok(Some(h)),
                 // A newer event is committed but not flushed yet: report
                 // the newest durable one, while it is still queued.

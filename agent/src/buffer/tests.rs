@@ -604,6 +604,17 @@ async fn a_buffer_from_the_previous_version_opens_and_ships() {
         Some(&b"state"[..])
     );
     assert_eq!(b.append(&mail(b"new"), None).await.expect("append"), 3);
+    // The stream's chain starts at the upgrade: the first event recorded
+    // by this version links to the newest one still queued.
+    let queued = b.read_recorded(0, 10, usize::MAX).expect("read");
+    assert_eq!(
+        queued[2].event.prev_hash,
+        <sha2::Sha256 as sha2::Digest>::digest(&queued[1].bytes).to_vec()
+    );
+    assert!(
+        queued[1].event.prev_hash.is_empty(),
+        "written before chains"
+    );
     b.ack(3).await.expect("ack");
     assert_eq!(b.held_bytes(), 0);
     assert!(!dir.path().join("blobs").join(&big_sha).exists());

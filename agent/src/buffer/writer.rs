@@ -413,7 +413,7 @@ impl Buffer {
         event: &Event,
     ) -> SledTx<(u64, usize)> {
         let seq = read_u64(meta.get(NEXT_SEQ)?.as_deref()).max(1);
-        let (prev_hash, chain_restart) = chain::link_in_tx(meta, seq)?;
+        let (prev_hash, chain_restart) = chain::link_in_tx(queue, meta, seq)?;
         let mut e = event.clone();
         e.seq = seq;
         e.stream_id = self.stream_id();

@@ -107,6 +107,25 @@ async fn the_reported_head_is_durable() {
     assert_eq!(b.chain_head().expect("head").seq, 2);
 }
 
+/// A buffer drained by acknowledgements still reports its head after a
+/// restart (everything a database holds when opened is durable).
+#[tokio::test]
+async fn a_drained_buffer_reports_its_head_after_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let head = {
+        let b = Buffer::open(dir.path(), u64::MAX, 1 << 20).expect("open");
+        b.append(&mail(b"one"), None).await.expect("append");
+        b.append(&mail(b"two"), None).await.expect("append");
+        let head = b.chain_head().expect("head");
+        b.ack(2).await.expect("ack");
+        head
+    };
+    let b = Buffer::open(dir.path(), u64::MAX, 1 << 20).expect("reopen");
+    assert_eq!(b.backlog().queued, 0);
+    assert_eq!(b.chain_head(), Some(head));
+    assert!(b.read_batch(0, 10, 1 << 20).expect("read").is_empty());
+}
+
 /// A drained buffer moved to a fresh generation keeps its chain: the next
 /// event links to the last one acknowledged in the old generation, also
 /// after a restart.
@@ -258,4 +277,39 @@ async fn a_rewrite_without_fixing_the_chain_breaks_the_next_link() {
         sha(&after[1].bytes),
         "its link no longer matches"
     );
+}
+
+/// The collector's signed checkpoints are kept by number, the newest
+/// [`CHECKPOINTS_KEPT`], across a restart; one that does not decode is
+/// refused and nothing is kept for it.
+#[tokio::test]
+async fn the_newest_checkpoints_are_kept() {
+    use super::super::CHECKPOINTS_KEPT;
+    use kiroku_proto::{Checkpoint, SignedCheckpoint};
+    use prost::Message;
+    let signed = |number: u64| {
+        SignedCheckpoint {
+            checkpoint: Checkpoint {
+                number,
+                leaves: 10,
+                ..Default::default()
+            }
+            .encode_to_vec(),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let b = Buffer::open(dir.path(), u64::MAX, 1 << 20).expect("open");
+        for n in 1..=(CHECKPOINTS_KEPT as u64 + 5) {
+            assert_eq!(b.keep_checkpoint(&signed(n)).expect("kept"), n);
+        }
+        assert!(b.keep_checkpoint(b"\xff\xff not a checkpoint").is_err());
+    }
+    let b = Buffer::open(dir.path(), u64::MAX, 1 << 20).expect("reopen");
+    let kept = b.checkpoints().expect("checkpoints");
+    assert_eq!(kept.len(), CHECKPOINTS_KEPT);
+    assert_eq!(kept.first(), Some(&signed(6)), "the oldest went");
+    assert_eq!(kept.last(), Some(&signed(CHECKPOINTS_KEPT as u64 + 5)));
 }
