@@ -52,7 +52,8 @@ pub fn check_fresh(
     if recorded {
         check_link(state, stream, seq, prev_hash, chain_restart, &mut found);
         if let Some((pseq, phash)) = state.pending {
-            if pseq == seq && phash != sha {
+            // A restarted chain is already reported as the agent's loss.
+            if pseq == seq && phash != sha && chain_restart.is_empty() {
                 found.push(Finding {
                     what: "head_mismatch",
                     first_seq: seq,
