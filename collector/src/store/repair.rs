@@ -263,7 +263,46 @@ pub fn repair(dir: &Path, opts: RepairOptions) -> anyhow::Result<RepairReport> {
         )),
         Err(e) => r.problems.push(format!("audit log: {e}")),
     }
+    if let Err(e) = audit_repair(dir, opts, &r) {
+        r.problems.push(format!(
+            "audit log: this repair could not be recorded: {e:#}"
+        ));
+    }
     Ok(r)
+}
+
+/// Records the repair in the audit log (an admin entry: who ran it, the
+/// options, what it found), its head noted in the metadata like the
+/// collector's own entries. Damage in the log is left for the collector's
+/// next start to record (`AuditLog::open`'s findings are not acted on
+/// here); a torn final write is cut as at a start.
+fn audit_repair(dir: &Path, opts: RepairOptions, r: &RepairReport) -> anyhow::Result<()> {
+    use super::audit::{AuditLog, admin_call, local_identity};
+    let meta = MetaStore::open(&dir.join("meta"))?;
+    let (log, _) = AuditLog::open(&dir.join("audit.log"), meta.audit_head()?)?;
+    let keeper = meta.clone();
+    log.keep_head_with(Box::new(move |seq, hash| {
+        keeper
+            .set_audit_head(seq, hash)
+            .and_then(|()| keeper.flush())
+            .map_err(|e| e.to_string())
+    }));
+    let outcome = if r.problems.is_empty() {
+        "everything sound or recovered".to_owned()
+    } else {
+        format!("LOST: {}", r.problems.join("; "))
+    };
+    let detail = format!(
+        "repair{}: {outcome}; {}",
+        if opts.rebuild_index {
+            " --rebuild-index"
+        } else {
+            ""
+        },
+        r.lines.join("; ")
+    );
+    log.append_admin(&local_identity(), admin_call::REPAIR, &detail)?;
+    Ok(())
 }
 
 fn check_index(idir: &Path, r: &mut RepairReport) -> Result<EventIndex, ()> {
