@@ -12,4 +12,6 @@
 //! - `export.rs` — case bundles and their offline check.
 //! - `rpc.rs` — the Query calls `Verify`, `ExportCase`, `GetProof`.
 
+pub mod merkle;
 pub mod rpc;
+pub mod signing;
