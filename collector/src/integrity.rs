@@ -15,3 +15,4 @@
 pub mod merkle;
 pub mod rpc;
 pub mod signing;
+pub mod verify;

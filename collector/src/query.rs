@@ -49,6 +49,9 @@ pub struct QueryService {
     store: Arc<Store>,
     alerting: Arc<Alerting>,
     tls_status: Arc<dyn Fn() -> (String, bool) + Send + Sync>,
+    /// The CA certificate (PEM): what `Verify` checks checkpoint signers
+    /// against.
+    ca_pem: Arc<Vec<u8>>,
 }
 
 impl QueryService {
@@ -57,7 +60,22 @@ impl QueryService {
             store,
             alerting,
             tls_status: Arc::new(|| (String::new(), false)),
+            ca_pem: Arc::default(),
         }
+    }
+
+    /// The CA certificate (PEM) checkpoint signatures are checked against.
+    pub fn with_ca_pem(mut self, pem: Vec<u8>) -> Self {
+        self.ca_pem = Arc::new(pem);
+        self
+    }
+
+    pub(crate) fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    pub(crate) fn ca_pem(&self) -> Arc<Vec<u8>> {
+        self.ca_pem.clone()
     }
 
     /// What `ListHosts` says about the revocation list: its description

@@ -125,7 +125,11 @@ pub async fn serve(
     let tls_status = tls.clone();
     let query = QueryServer::new(
         QueryService::new(store.clone(), alerting.clone())
-            .with_tls_status(Arc::new(move || tls_status.crl_status())),
+            .with_tls_status(Arc::new(move || tls_status.crl_status()))
+            .with_ca_pem(
+                std::fs::read(&cfg.tls.ca)
+                    .with_context(|| format!("reading {}", cfg.tls.ca.display()))?,
+            ),
     )
     .accept_compressed(CompressionEncoding::Zstd)
     .send_compressed(CompressionEncoding::Zstd)

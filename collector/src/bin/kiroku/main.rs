@@ -9,6 +9,7 @@ mod investigate;
 mod output;
 mod quickstart;
 mod stats;
+mod verify;
 mod zone;
 
 use std::io::Write;
@@ -79,6 +80,9 @@ enum Cmd {
     /// The audit log of queries and administrative actions, its hash chain
     /// checked (admins only). Exits with status 3 when the chain is broken.
     Audit(audit::AuditArgs),
+    /// Check the store: chains, checkpoints, blobs, index, audit log
+    /// (admins only). Exits with status 3 when anything was altered.
+    Verify(verify::VerifyArgs),
     /// Start a collector and an agent on loopback, ready to capture mail.
     Quickstart(quickstart::Args),
 }
@@ -381,6 +385,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Audit(args) => audit::run(&cli.connect, args, &zone()?).await,
+        Cmd::Verify(args) => verify::run(&cli.connect, args, &zone()?).await,
     }
 }
 
