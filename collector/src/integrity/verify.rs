@@ -101,6 +101,9 @@ pub struct Findings {
     pub list: Vec<VerifyFinding>,
     /// Leaves already found altered, removed, inserted or reordered.
     pub flagged: BTreeSet<u64>,
+    /// The event ids those entries hold (the index check does not report
+    /// them again).
+    pub flagged_ids: HashSet<String>,
 }
 
 impl Findings {
@@ -128,6 +131,19 @@ impl Findings {
 
     fn chain_break(&mut self, b: Break) {
         self.flagged.extend(b.leaves());
+        match &b {
+            Break::Altered { link, .. } | Break::Inserted { link } | Break::Unlinked { link } => {
+                self.flagged_ids.insert(link.name.clone());
+            }
+            Break::Reordered { links } => {
+                self.flagged_ids.extend(links.iter().map(|l| l.name.clone()));
+            }
+            Break::Damaged { damage, .. } => {
+                self.flagged_ids
+                    .extend(damage.holds.as_ref().map(|h| h.1.clone()));
+            }
+            Break::Missing { .. } => {}
+        }
         match b {
             Break::Altered { link, successor } => {
                 let why = if link.inconsistent {
@@ -706,6 +722,10 @@ fn check_index(
             return Ok(());
         }
         let id = keys.key(e.event_id.as_bytes());
+        if f.flagged_ids.contains(&e.event_id) {
+            seen.insert(id);
+            return Ok(());
+        }
         match pass.events.get(&id) {
             None => only_index.push(e.event_id),
             Some((content, ordinal)) => {
