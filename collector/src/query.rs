@@ -87,7 +87,7 @@ impl QueryService {
 
     /// Records a query in the audit log (durable) before it is answered;
     /// a query that cannot be recorded is refused.
-    async fn audit(
+    pub(crate) async fn audit(
         &self,
         who: &kiroku_common::pki::PeerIdentity,
         call: &'static str,
@@ -100,7 +100,7 @@ impl QueryService {
     /// Records a request refused with `status` (the caller, what was
     /// asked, why) and returns the refusal. A refusal that cannot be
     /// recorded is still a refusal; the failure to record it is logged.
-    async fn refuse(
+    pub(crate) async fn refuse(
         &self,
         who: &kiroku_common::pki::PeerIdentity,
         call: &'static str,
@@ -117,7 +117,7 @@ impl QueryService {
         status
     }
 
-    async fn blocking<T: Send + 'static>(
+    pub(crate) async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Store) -> Result<T, Status> + Send + 'static,
     ) -> Result<T, Status> {

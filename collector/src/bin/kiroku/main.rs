@@ -4,6 +4,7 @@
 
 mod annotations;
 mod audit;
+mod checkpoint;
 mod client;
 mod investigate;
 mod output;
@@ -83,6 +84,9 @@ enum Cmd {
     /// Check the store: chains, checkpoints, blobs, index, audit log
     /// (admins only). Exits with status 3 when anything was altered.
     Verify(verify::VerifyArgs),
+    /// Signed checkpoints of the journal, checked offline.
+    #[command(subcommand)]
+    Checkpoint(checkpoint::CheckpointCmd),
     /// Start a collector and an agent on loopback, ready to capture mail.
     Quickstart(quickstart::Args),
 }
@@ -234,7 +238,7 @@ struct SearchArgs {
     /// delivered, rejected, aborted, unknown or captured.
     #[arg(long)]
     outcome: Option<String>,
-    /// email, file, host_change or gap (what an agent could not record).
+    /// email, file, host_change, gap (unrecorded) or integrity (a chain break).
     #[arg(long)]
     kind: Option<String>,
     /// File events: words of the path or old path ("alice/q3 report").
@@ -299,6 +303,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let zone = || zone::zone(cli.tz.as_deref(), cli.connect.config_file()?.as_ref());
     match cli.cmd {
         Cmd::Certs { cmd } => certs(cmd),
+        Cmd::Checkpoint(cmd) => checkpoint::run(cmd),
         Cmd::Quickstart(args) => quickstart::run(args).await,
         Cmd::Search(args) => search(&cli.connect, *args, &zone()?).await,
         Cmd::Stats(args) => stats::run(&cli.connect, *args, &zone()?).await,
