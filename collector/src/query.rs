@@ -52,6 +52,8 @@ pub struct QueryService {
     /// The CA certificate (PEM): what `Verify` checks checkpoint signers
     /// against.
     ca_pem: Arc<Vec<u8>>,
+    /// The TSA's CA certificate (PEM), when checkpoints are time-stamped.
+    tsa_ca: Option<Arc<Vec<u8>>>,
 }
 
 impl QueryService {
@@ -61,13 +63,20 @@ impl QueryService {
             alerting,
             tls_status: Arc::new(|| (String::new(), false)),
             ca_pem: Arc::default(),
+            tsa_ca: None,
         }
     }
 
-    /// The CA certificate (PEM) checkpoint signatures are checked against.
-    pub fn with_ca_pem(mut self, pem: Vec<u8>) -> Self {
+    /// The CA certificate (PEM) checkpoint signatures are checked against,
+    /// and the TSA's CA certificate their time stamps are.
+    pub fn with_ca_pem(mut self, pem: Vec<u8>, tsa_ca: Option<Vec<u8>>) -> Self {
         self.ca_pem = Arc::new(pem);
+        self.tsa_ca = tsa_ca.map(Arc::new);
         self
+    }
+
+    pub(crate) fn tsa_ca(&self) -> Option<Arc<Vec<u8>>> {
+        self.tsa_ca.clone()
     }
 
     pub(crate) fn store(&self) -> &Arc<Store> {

@@ -139,6 +139,11 @@ pub async fn serve(
             .with_ca_pem(
                 std::fs::read(&cfg.tls.ca)
                     .with_context(|| format!("reading {}", cfg.tls.ca.display()))?,
+                cfg.checkpoint
+                    .tsa_ca_cert
+                    .as_ref()
+                    .map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display())))
+                    .transpose()?,
             ),
     )
     .accept_compressed(CompressionEncoding::Zstd)

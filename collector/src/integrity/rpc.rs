@@ -25,6 +25,7 @@ pub async fn verify(
     let opts = crate::integrity::verify::Options::from(&r);
     let store = svc.store().clone();
     let ca = svc.ca_pem();
+    let tsa_ca = svc.tsa_ca();
     let identity = who.to_string();
     let asked = format!("verify {r:?}");
     {
@@ -47,7 +48,8 @@ pub async fn verify(
             let _ = tx.blocking_send(Ok(m));
         };
         let ca = (!ca.is_empty()).then_some(ca.as_slice());
-        let outcome = match crate::integrity::verify::run(&store, ca, &opts, &mut send) {
+        let tsa_ca = tsa_ca.as_ref().map(|t| t.as_slice());
+        let outcome = match crate::integrity::verify::run(&store, ca, tsa_ca, &opts, &mut send) {
             Ok(s) => {
                 tracing::info!(identity = %identity, alterations = s.alterations, "{}", s.message);
                 s.message

@@ -136,7 +136,8 @@ impl Findings {
                 self.flagged_ids.insert(link.name.clone());
             }
             Break::Reordered { links } => {
-                self.flagged_ids.extend(links.iter().map(|l| l.name.clone()));
+                self.flagged_ids
+                    .extend(links.iter().map(|l| l.name.clone()));
             }
             Break::Damaged { damage, .. } => {
                 self.flagged_ids
@@ -301,6 +302,7 @@ struct JournalPass {
 pub fn run(
     store: &Store,
     ca_pem: Option<&[u8]>,
+    tsa_ca: Option<&[u8]>,
     opts: &Options,
     out: &mut dyn FnMut(VerifyResponse),
 ) -> anyhow::Result<VerifySummary> {
@@ -341,7 +343,7 @@ pub fn run(
     );
     let mut damaged_users: HashMap<String, Vec<String>> = HashMap::new();
 
-    let mut ckps = checkpoints::load(&store.dir.join("checkpoints"), ca_pem, &mut f)?;
+    let mut ckps = checkpoints::load(&store.dir.join("checkpoints"), ca_pem, tsa_ca, &mut f)?;
     let mut streams = streams::Streams::default();
     let mut chain = ChainCheck::default();
     let mut pass = JournalPass {
@@ -502,6 +504,7 @@ pub fn run(
     // Blobs: damaged (named with their events) and missing.
     if let Some(scan) = &blob_scan {
         for (path, sha) in &scan.damaged {
+            let path = path.strip_prefix(&store.dir).unwrap_or(path);
             let ids = damaged_users.remove(sha).unwrap_or_default();
             f.add(
                 "blob_altered",

@@ -14,8 +14,8 @@ use kiroku_proto::{Checkpoint, CheckpointMark, Event, SignedCheckpoint};
 use prost::Message;
 
 use super::{Findings, hex8, where_at};
+use crate::integrity::check;
 use crate::integrity::merkle::{TreeBuilder, leaf_hash};
-use crate::integrity::signing;
 use crate::store::Store;
 use crate::store::journal::Position;
 
@@ -78,7 +78,12 @@ fn sha256(b: &[u8]) -> [u8; 32] {
 }
 
 /// Reads every checkpoint file in `dir` and checks what needs no journal.
-pub fn load(dir: &Path, ca_pem: Option<&[u8]>, f: &mut Findings) -> anyhow::Result<Checkpoints> {
+pub fn load(
+    dir: &Path,
+    ca_pem: Option<&[u8]>,
+    tsa_ca: Option<&[u8]>,
+    f: &mut Findings,
+) -> anyhow::Result<Checkpoints> {
     let mut c = Checkpoints::default();
     let rd = match std::fs::read_dir(dir) {
         Ok(rd) => rd,
@@ -132,19 +137,17 @@ pub fn load(dir: &Path, ca_pem: Option<&[u8]>, f: &mut Findings) -> anyhow::Resu
                 ),
             );
         }
-        if signed.signature.is_empty() {
+        if let Some(ca) = ca_pem {
+            match check::check_checkpoint(&signed, ca, tsa_ca) {
+                Ok(_) => {}
+                Err(check::Problem::Unsigned { reason, .. }) => {
+                    c.unsigned.push((l.ckp.number, reason));
+                }
+                Err(p) => l.problem(p.finding(), p.to_string()),
+            }
+        } else if signed.signature.is_empty() {
             c.unsigned
                 .push((l.ckp.number, signed.unsigned_reason.clone()));
-        } else if let Some(ca) = ca_pem {
-            if let Err(e) = signing::verify_at(
-                &signed.checkpoint,
-                &signed.signature,
-                &signed.signer_cert_der,
-                ca,
-                Some(l.ckp.at_ms),
-            ) {
-                l.problem(e.finding(), format!("signature: {e}"));
-            }
         }
         c.list.push(l);
     }
@@ -318,18 +321,16 @@ impl Checkpoints {
                 }
             }
             match self.marks.get(&n) {
-                Some((sha, leaf, at)) if *sha != l.sha => {
-                    if !f.flagged.contains(leaf) {
-                        l.problem(
-                            "altered",
-                            format!(
-                                "the journal marked checkpoint {n} at {} with hash {}…, the file hashes to {}… (the file was replaced or forged)",
-                                where_at(*at),
-                                hex8(sha),
-                                hex8(&l.sha)
-                            ),
-                        );
-                    }
+                Some((sha, leaf, at)) if *sha != l.sha && !f.flagged.contains(leaf) => {
+                    l.problem(
+                        "altered",
+                        format!(
+                            "the journal marked checkpoint {n} at {} with hash {}…, the file hashes to {}… (the file was replaced or forged)",
+                            where_at(*at),
+                            hex8(sha),
+                            hex8(&l.sha)
+                        ),
+                    );
                 }
                 Some(_) => {}
                 // The newest one's mark may follow the head verify began at.
