@@ -235,9 +235,13 @@ mod tests {
         [b; 32]
     }
 
-    /// Feeds `events` (seq, prev_hash, chain_restart, sha) to a fresh
-    /// stream and returns what was found, as (what, first, last).
-    fn run(events: &[(u64, Option<u8>, &str, u8)]) -> Vec<(&'static str, u64, u64)> {
+    /// An event as (seq, prev_hash byte, chain_restart, sha byte).
+    type Ev = (u64, Option<u8>, &'static str, u8);
+    /// A finding as (what, first seq, last seq).
+    type Found = (&'static str, u64, u64);
+
+    /// Feeds `events` to a fresh stream and returns what was found.
+    fn run(events: &[Ev]) -> Vec<Found> {
         let mut st = ChainState::default();
         let mut out = Vec::new();
         for (seq, prev, restart, sha) in events {
@@ -251,7 +255,7 @@ mod tests {
 
     #[test]
     fn breaks_in_a_chain_are_named() {
-        let cases: &[(&str, &[(u64, Option<u8>, &str, u8)], &[(&str, u64, u64)])] = &[
+        let cases: &[(&str, &[Ev], &[Found])] = &[
             (
                 "intact",
                 &[(1, None, "", 1), (2, Some(1), "", 2), (3, Some(2), "", 3)],

@@ -216,6 +216,8 @@ impl Next {
 pub struct CheckpointWriter {
     stop: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    /// The key checkpoints are signed with (case bundles use it too).
+    signer: Option<Arc<Signer>>,
 }
 
 /// What one checkpoint is made with.
@@ -264,9 +266,16 @@ impl CheckpointWriter {
             tokio::task::spawn_blocking(move || w.open()).await??
         };
         let feed = w.feed.clone();
+        let signer = w.signer.clone();
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(w.run(interval, next, stopped));
-        Ok((CheckpointWriter { stop, task }, feed))
+        Ok((CheckpointWriter { stop, task, signer }, feed))
+    }
+
+    /// The signing key (None: checkpoints are unsigned), for case bundles
+    /// (`QueryService::with_signer`).
+    pub fn signer(&self) -> Option<Arc<Signer>> {
+        self.signer.clone()
     }
 
     /// Writes a last checkpoint if there is anything new, and stops. Call
