@@ -112,6 +112,23 @@ pub async fn serve(
         &ca_pem,
     )
     .await?;
+    if let Some(signer) = checkpoints.signer() {
+        let detail = format!(
+            "checkpoint signer {} loaded: certificate {}",
+            signer.identity(),
+            crate::store::audit::file_digest(signer.cert_path())
+        );
+        let s = store.clone();
+        tokio::task::spawn_blocking(move || {
+            s.audit_admin(
+                crate::store::audit::COLLECTOR_IDENTITY,
+                crate::store::audit::admin_call::SIGNER_CERT_LOADED,
+                &detail,
+            )
+        })
+        .await?
+        .context("recording the signer certificate in the audit log")?;
+    }
     let (committer, committer_thread) = Committer::start(store.clone(), alerting.clone())?;
     let analysis = crate::analysis::worker::Workers::start(
         store.clone(),
