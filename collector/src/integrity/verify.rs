@@ -497,6 +497,7 @@ pub fn run(
     summary.events = pass.event_count;
     summary.bytes += pass.bytes;
 
+    streams.check_meta(&store.meta, &mut f);
     streams.finish(&mut f);
     summary.streams = streams.count();
     summary.checkpoints = ckps.finish(store, &mut f)?;

@@ -82,6 +82,38 @@ impl Streams {
         self.last.insert(key, (e.seq, sha, leaf));
     }
 
+    /// Compares each stream's newest journalled event with what ingest
+    /// noted for it in the metadata (its seq and recorded hash): the
+    /// newest events are those no successor and perhaps no checkpoint
+    /// covers yet. Only equal sequence numbers are compared: the metadata
+    /// is written after the journal, so it may trail it (a crash) or be
+    /// ahead of the head this run read (ingest goes on).
+    pub fn check_meta(&self, meta: &crate::store::meta::MetaStore, f: &mut Findings) {
+        for ((agent, stream), (seq, hash, leaf)) in &self.last {
+            let Ok(state) = meta.chain(agent, stream) else {
+                continue;
+            };
+            if state.seq != *seq || f.flagged.contains(leaf) {
+                continue;
+            }
+            if let Some(noted) = state.hash
+                && noted != *hash
+            {
+                f.add(
+                    "altered",
+                    format!("stream {agent}/{stream} seq {seq}"),
+                    "",
+                    format!(
+                        "the stream's newest event (leaf {leaf}) hashes to {}…, ingest noted {}… when it stored it: it was changed after ingest",
+                        hex8(hash),
+                        hex8(&noted)
+                    ),
+                    true,
+                );
+            }
+        }
+    }
+
     /// Reports what ingest recorded, and the breaks nothing accounts for
     /// (unless they concern entries the journal check already named).
     pub fn finish(&mut self, f: &mut Findings) {
