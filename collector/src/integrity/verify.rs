@@ -295,6 +295,8 @@ struct JournalPass {
     entries: u64,
     event_count: u64,
     bytes: u64,
+    /// The journal head this run reads up to.
+    head_end: Position,
 }
 
 /// Runs every check; `out` receives progress as it goes, then each
@@ -353,6 +355,7 @@ pub fn run(
         entries: 0,
         event_count: 0,
         bytes: 0,
+        head_end: head.end,
     };
     let jdir = store.journal.dir().to_owned();
     let total = journal_bytes(&jdir, head.end);
@@ -775,6 +778,26 @@ fn check_index(
             format!("the last {not_yet} journalled events are not in the index yet (stored just before a crash; the agents' resend indexes them)"),
             false,
         );
+    }
+    // Ingest goes on while this runs: events journalled after the head
+    // this run read may be indexed already. They are in the journal past
+    // that head.
+    if !only_index.is_empty() {
+        let mut later: HashSet<String> = only_index.iter().cloned().collect();
+        let (mut at, end) = (pass.head_end, store.journal.head().end);
+        while at < end && !later.is_empty() {
+            let (reads, next) = journal::read_entries(store.journal.dir(), at, end, 10_000)?;
+            for r in &reads {
+                if let Some(Ok((e, _))) = journal::event_of(r) {
+                    later.remove(&e.event_id);
+                }
+            }
+            if next == at {
+                break;
+            }
+            at = next;
+        }
+        only_index.retain(|id| later.contains(id));
     }
     only_index.sort();
     // Removed journal entries leave their events in the index: those
