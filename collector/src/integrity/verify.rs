@@ -48,7 +48,7 @@ use kiroku_proto::{
 use prost::Message;
 
 use crate::store::Store;
-use crate::store::journal::{self, EntryRead, Position};
+use crate::store::journal::{self, Position};
 use crate::store::repair::blob_check;
 
 pub use chain::{Break, ChainCheck, Damage, Link};
@@ -345,7 +345,7 @@ pub fn run(
     );
     let mut damaged_users: HashMap<String, Vec<String>> = HashMap::new();
 
-    let mut ckps = checkpoints::load(&store.dir.join("checkpoints"), ca_pem, tsa_ca, &mut f)?;
+    let mut ckps = checkpoints::load(&store.dir.join("checkpoints"), ca_pem, tsa_ca)?;
     let mut streams = streams::Streams::default();
     let mut chain = ChainCheck::default();
     let mut pass = JournalPass {
@@ -402,7 +402,6 @@ pub fn run(
                 } else if let Ok(e) = Event::decode(read.bytes.as_slice()) {
                     note_event(
                         &e,
-                        &read,
                         opts,
                         &keys,
                         &mut pass,
@@ -437,7 +436,6 @@ pub fn run(
                         ckps.stream_event(&e, recorded_sha);
                         note_event(
                             &e,
-                            &read,
                             opts,
                             &keys,
                             &mut pass,
@@ -602,7 +600,6 @@ pub fn run(
 #[allow(clippy::too_many_arguments)]
 fn note_event(
     e: &Event,
-    read: &EntryRead,
     opts: &Options,
     keys: &Keys,
     pass: &mut JournalPass,
@@ -632,7 +629,6 @@ fn note_event(
         pass.events.insert(id, (content_key(keys, e), pass.ordinal));
         pass.names.entry(id).or_insert_with(|| e.event_id.clone());
     }
-    let _ = read;
 }
 
 fn segment_of(path: &Path) -> u64 {

@@ -82,7 +82,6 @@ pub fn load(
     dir: &Path,
     ca_pem: Option<&[u8]>,
     tsa_ca: Option<&[u8]>,
-    f: &mut Findings,
 ) -> anyhow::Result<Checkpoints> {
     let mut c = Checkpoints::default();
     let rd = match std::fs::read_dir(dir) {
@@ -212,7 +211,6 @@ pub fn load(
             );
         }
     }
-    let _ = f;
     Ok(c)
 }
 
