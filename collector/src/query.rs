@@ -49,6 +49,11 @@ pub struct QueryService {
     store: Arc<Store>,
     alerting: Arc<Alerting>,
     tls_status: Arc<dyn Fn() -> (String, bool) + Send + Sync>,
+    /// The CA certificate (PEM): what `Verify` checks checkpoint signers
+    /// against.
+    ca_pem: Arc<Vec<u8>>,
+    /// The TSA's CA certificate (PEM), when checkpoints are time-stamped.
+    tsa_ca: Option<Arc<Vec<u8>>>,
 }
 
 impl QueryService {
@@ -57,7 +62,29 @@ impl QueryService {
             store,
             alerting,
             tls_status: Arc::new(|| (String::new(), false)),
+            ca_pem: Arc::default(),
+            tsa_ca: None,
         }
+    }
+
+    /// The CA certificate (PEM) checkpoint signatures are checked against,
+    /// and the TSA's CA certificate their time stamps are.
+    pub fn with_ca_pem(mut self, pem: Vec<u8>, tsa_ca: Option<Vec<u8>>) -> Self {
+        self.ca_pem = Arc::new(pem);
+        self.tsa_ca = tsa_ca.map(Arc::new);
+        self
+    }
+
+    pub(crate) fn tsa_ca(&self) -> Option<Arc<Vec<u8>>> {
+        self.tsa_ca.clone()
+    }
+
+    pub(crate) fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    pub(crate) fn ca_pem(&self) -> Arc<Vec<u8>> {
+        self.ca_pem.clone()
     }
 
     /// What `ListHosts` says about the revocation list: its description
@@ -634,6 +661,12 @@ impl Query for QueryService {
             )));
         }
         let r = req.into_inner();
+        if !matches!(r.kind.as_str(), "" | "query" | "admin") {
+            return Err(Status::invalid_argument(format!(
+                "audit kind {}: expected query, admin or empty (both)",
+                kiroku_common::quote::quote(&r.kind)
+            )));
+        }
         QueryService::audit(self, &who, "Audit", format!("{r:?}"), 0).await?;
         let limit = match r.limit {
             0 => 100,
@@ -641,7 +674,7 @@ impl Query for QueryService {
         };
         let resp = self
             .blocking(move |s| {
-                s.read_audit(r.from_ms, limit)
+                s.read_audit(r.from_ms, limit, &r.kind)
                     .map_err(|e| Status::internal(e.to_string()))
             })
             .await?;

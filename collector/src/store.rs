@@ -34,7 +34,8 @@ pub struct Store {
     /// What analysis derived from stored content, and its queue
     /// (`analysis/store.rs`).
     pub analysis: crate::analysis::store::AnnotationStore,
-    pub audit: audit::AuditLog,
+    /// Shared with the index, which records its rebuilds in it.
+    pub audit: Arc<audit::AuditLog>,
     pub disk: Arc<DiskGuard>,
     /// Space set aside so that queries can still be audited on a full disk.
     pub audit_reserve: AuditReserve,
@@ -59,6 +60,20 @@ impl Store {
         let analysis = crate::analysis::store::AnnotationStore::open(&meta)?;
         index.set_derived(analysis.derived_source());
         let (audit, opened) = audit::AuditLog::open(&dir.join("audit.log"), meta.audit_head()?)?;
+        let keeper = meta.clone();
+        audit.keep_head_with(Box::new(move |seq, hash| {
+            keeper
+                .set_audit_head(seq, hash)
+                .and_then(|()| keeper.flush())
+                .map_err(|e| e.to_string())
+        }));
+        let audit = Arc::new(audit);
+        let log = audit.clone();
+        index.audit_rebuilds_with(Box::new(move |call, detail| {
+            if let Err(e) = log.append_admin(audit::COLLECTOR_IDENTITY, call, detail) {
+                tracing::error!(error = %e, call, "the index rebuild could not be recorded in the audit log");
+            }
+        }));
         let store = Store {
             dir: dir.to_owned(),
             journal,
@@ -140,6 +155,15 @@ impl Store {
         Ok(())
     }
 
+    /// Records an administrative action in the audit log (kind `admin`;
+    /// see [`audit::AuditLog::append_admin`]), durable with its head in the
+    /// metadata, writing into the audit reserve on a full disk.
+    pub fn audit_admin(&self, identity: &str, call: &str, detail: &str) -> anyhow::Result<()> {
+        self.audit_reserve.make_room();
+        self.audit.append_admin(identity, call, detail)?;
+        Ok(())
+    }
+
     /// What the audit log's check at open found: new damage is logged as
     /// an error and recorded in the log itself (kept, never cut); the head
     /// in the metadata is brought up to the log's.
@@ -166,14 +190,16 @@ impl Store {
     /// The newest `limit` audit entries since `from_ms`, with the chain
     /// checked against the head the collector holds and the one kept in
     /// the metadata.
+    /// `kind`: `query`, `admin`, or empty for both.
     pub fn read_audit(
         &self,
         from_ms: i64,
         limit: usize,
+        kind: &str,
     ) -> anyhow::Result<kiroku_proto::AuditResponse> {
-        let (entries, v) = self
-            .audit
-            .read(from_ms, limit, || self.meta.audit_head().ok().flatten())?;
+        let (entries, v) = self.audit.read(from_ms, limit, kind, || {
+            self.meta.audit_head().ok().flatten()
+        })?;
         Ok(kiroku_proto::AuditResponse {
             entries,
             total: v.entries,

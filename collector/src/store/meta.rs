@@ -70,6 +70,9 @@ impl ChainState {
     }
 }
 
+/// Cheap to clone: every clone is a handle on the same database (the
+/// audit log keeps one to note its head after each entry).
+#[derive(Clone)]
 pub struct MetaStore {
     /// Open Ship streams per agent (not persisted: a restart has none).
     live: Arc<Mutex<HashMap<String, usize>>>,
@@ -83,7 +86,7 @@ pub struct MetaStore {
     uploaders: sled::Tree,
     /// The first I/O error sled reported. sled does not recover from one
     /// in-process (every later call returns it, even after space is back).
-    failed: Mutex<Option<String>>,
+    failed: Arc<Mutex<Option<String>>>,
 }
 
 impl MetaStore {
@@ -105,7 +108,7 @@ impl MetaStore {
             hosts: db.open_tree("hosts").map_err(err)?,
             uploaders: db.open_tree(BLOB_UPLOADERS).map_err(err)?,
             db,
-            failed: Mutex::new(None),
+            failed: Arc::default(),
         })
     }
 
@@ -267,6 +270,23 @@ impl MetaStore {
         let mut v = seq.to_be_bytes().to_vec();
         v.extend_from_slice(hash.as_bytes());
         self.db.insert(b"audit_head", v).map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// The SHA-256 (hex) of the certificate `agent_id` last connected
+    /// with, noted by [`MetaStore::note_agent_cert`].
+    pub fn agent_cert(&self, agent_id: &str) -> Result<Option<String>, MetaError> {
+        Ok(self
+            .db
+            .get(format!("agent_cert\0{agent_id}"))
+            .map_err(|e| self.err(e))?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    pub fn note_agent_cert(&self, agent_id: &str, sha256: &str) -> Result<(), MetaError> {
+        self.db
+            .insert(format!("agent_cert\0{agent_id}"), sha256.as_bytes())
+            .map_err(|e| self.err(e))?;
         Ok(())
     }
 

@@ -3,12 +3,14 @@
 //! an agent on loopback in one command.
 
 mod annotations;
+mod audit;
 mod checkpoint;
 mod client;
 mod investigate;
 mod output;
 mod quickstart;
 mod stats;
+mod verify;
 mod zone;
 
 use std::io::Write;
@@ -76,18 +78,12 @@ enum Cmd {
         #[command(subcommand)]
         cmd: investigate::ReportCmd,
     },
-    /// The audit log of queries, its hash chain checked (admins only).
-    /// Exits with status 3 when the chain is broken.
-    Audit {
-        /// Entries since: RFC 3339, a date, or relative (24h, 7d).
-        #[arg(long)]
-        since: Option<String>,
-        /// Newest entries to show.
-        #[arg(long, default_value_t = 100)]
-        limit: u32,
-        #[arg(long)]
-        json: bool,
-    },
+    /// The audit log of queries and administrative actions, its hash chain
+    /// checked (admins only). Exits with status 3 when the chain is broken.
+    Audit(audit::AuditArgs),
+    /// Check the store: chains, checkpoints, blobs, index, audit log
+    /// (admins only). Exits with status 3 when anything was altered.
+    Verify(verify::VerifyArgs),
     /// Signed checkpoints of the journal, checked offline.
     #[command(subcommand)]
     Checkpoint(checkpoint::CheckpointCmd),
@@ -393,42 +389,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Cmd::Audit { since, limit, json } => {
-            let zone = zone()?;
-            let now = kiroku_common::now_ms();
-            let from_ms = since
-                .as_deref()
-                .map(|t| zone::parse_time(t, now, &zone))
-                .transpose()?
-                .unwrap_or(0);
-            let mut q = cli.connect.query().await?;
-            let r = q
-                .audit(kiroku_proto::AuditRequest {
-                    from_ms,
-                    limit,
-                    ..Default::default()
-                })
-                .await?
-                .into_inner();
-            if json {
-                for e in &r.entries {
-                    println!("{}", serde_json::to_string(e)?);
-                }
-            } else {
-                println!("{}", output::audit(&r.entries, &zone));
-            }
-            if r.chain_ok {
-                eprintln!(
-                    "audit chain intact: {}, head {} (keep a copy elsewhere to anchor it)",
-                    output::count(r.total, "entry", "entries"),
-                    r.head_hash
-                );
-                Ok(())
-            } else {
-                eprintln!("AUDIT CHAIN BROKEN: {}", terminal(&r.problem));
-                std::process::exit(3);
-            }
-        }
+        Cmd::Audit(args) => audit::run(&cli.connect, args, &zone()?).await,
+        Cmd::Verify(args) => verify::run(&cli.connect, args, &zone()?).await,
     }
 }
 
