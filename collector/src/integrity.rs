@@ -12,4 +12,5 @@
 //! - `export.rs` — case bundles and their offline check.
 //! - `rpc.rs` — the Query calls `Verify`, `ExportCase`, `GetProof`.
 
+pub mod export;
 pub mod rpc;
