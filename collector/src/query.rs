@@ -634,6 +634,12 @@ impl Query for QueryService {
             )));
         }
         let r = req.into_inner();
+        if !matches!(r.kind.as_str(), "" | "query" | "admin") {
+            return Err(Status::invalid_argument(format!(
+                "audit kind {}: expected query, admin or empty (both)",
+                kiroku_common::quote::quote(&r.kind)
+            )));
+        }
         QueryService::audit(self, &who, "Audit", format!("{r:?}"), 0).await?;
         let limit = match r.limit {
             0 => 100,
@@ -641,7 +647,7 @@ impl Query for QueryService {
         };
         let resp = self
             .blocking(move |s| {
-                s.read_audit(r.from_ms, limit)
+                s.read_audit(r.from_ms, limit, &r.kind)
                     .map_err(|e| Status::internal(e.to_string()))
             })
             .await?;

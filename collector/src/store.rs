@@ -59,6 +59,13 @@ impl Store {
         let analysis = crate::analysis::store::AnnotationStore::open(&meta)?;
         index.set_derived(analysis.derived_source());
         let (audit, opened) = audit::AuditLog::open(&dir.join("audit.log"), meta.audit_head()?)?;
+        let keeper = meta.clone();
+        audit.keep_head_with(Box::new(move |seq, hash| {
+            keeper
+                .set_audit_head(seq, hash)
+                .and_then(|()| keeper.flush())
+                .map_err(|e| e.to_string())
+        }));
         let store = Store {
             dir: dir.to_owned(),
             journal,
@@ -119,6 +126,15 @@ impl Store {
         Ok(())
     }
 
+    /// Records an administrative action in the audit log (kind `admin`;
+    /// see [`audit::AuditLog::append_admin`]), durable with its head in the
+    /// metadata, writing into the audit reserve on a full disk.
+    pub fn audit_admin(&self, identity: &str, call: &str, detail: &str) -> anyhow::Result<()> {
+        self.audit_reserve.make_room();
+        self.audit.append_admin(identity, call, detail)?;
+        Ok(())
+    }
+
     /// What the audit log's check at open found: new damage is logged as
     /// an error and recorded in the log itself (kept, never cut); the head
     /// in the metadata is brought up to the log's.
@@ -145,14 +161,16 @@ impl Store {
     /// The newest `limit` audit entries since `from_ms`, with the chain
     /// checked against the head the collector holds and the one kept in
     /// the metadata.
+    /// `kind`: `query`, `admin`, or empty for both.
     pub fn read_audit(
         &self,
         from_ms: i64,
         limit: usize,
+        kind: &str,
     ) -> anyhow::Result<kiroku_proto::AuditResponse> {
-        let (entries, v) = self
-            .audit
-            .read(from_ms, limit, || self.meta.audit_head().ok().flatten())?;
+        let (entries, v) = self.audit.read(from_ms, limit, kind, || {
+            self.meta.audit_head().ok().flatten()
+        })?;
         Ok(kiroku_proto::AuditResponse {
             entries,
             total: v.entries,

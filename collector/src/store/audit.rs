@@ -23,6 +23,16 @@
 //! continue the numbering past the head the metadata kept, so a cut-off
 //! tail stays visible as a gap. `kiroku audit` reports every break, and
 //! the entries recording them, for as long as the log is kept.
+//!
+//! Two kinds of entries share the one chain (issue 18): `query` (an
+//! investigator's call; entries written before issue 18 have no kind and
+//! count as queries) and `admin` (an administrative action: a rules, CRL
+//! or TLS reload with the file's SHA-256, a repair, a re-analysis, a
+//! verify or an export, an index rebuild starting or switching over, a
+//! new agent identity or a signer certificate seen), written with
+//! [`AuditLog::append_admin`]; its `detail` says what changed. The hash
+//! covers `kind` and `detail` only when one of them is set, so the entries
+//! written before they existed keep verifying unchanged.
 
 mod chain;
 
@@ -45,6 +55,47 @@ pub const TAMPER_CALL: &str = "AuditLogDamaged";
 /// The identity of entries the collector writes itself.
 pub const COLLECTOR_IDENTITY: &str = "collector";
 
+/// `AuditEntry.kind` of an investigator's call (empty in older entries).
+pub const KIND_QUERY: &str = "query";
+
+/// `AuditEntry.kind` of an administrative action.
+pub const KIND_ADMIN: &str = "admin";
+
+/// The calls of admin entries, one name per action, so `kiroku audit
+/// --kind admin` reads the same whoever wrote them.
+pub mod admin_call {
+    /// The alert rules file was (re)loaded; detail: path and SHA-256.
+    pub const RULES_RELOAD: &str = "RulesReload";
+    /// The certificate revocation list changed; detail: path and SHA-256.
+    pub const CRL_RELOAD: &str = "CrlReload";
+    /// The TLS certificate or key was reloaded; detail: paths and SHA-256.
+    pub const TLS_RELOAD: &str = "TlsReload";
+    /// The configuration was (re)loaded; detail: path and SHA-256.
+    pub const CONFIG_RELOAD: &str = "ConfigReload";
+    /// `kiroku-collector repair` ran (offline); detail: options and outcome.
+    pub const REPAIR: &str = "Repair";
+    /// `kiroku-collector reanalyse` ran; detail: what was queued.
+    pub const REANALYSE: &str = "Reanalyse";
+    /// `kiroku verify` ran; detail: the range and the outcome.
+    pub const VERIFY: &str = "Verify";
+    /// A case bundle was exported; detail: case name, filter, events.
+    pub const EXPORT: &str = "ExportCase";
+    /// A background index rebuild started; detail: the schema versions.
+    pub const INDEX_REBUILD_START: &str = "IndexRebuildStart";
+    /// The rebuilt index replaced the old one; detail: versions, events.
+    pub const INDEX_REBUILD_SWITCH: &str = "IndexRebuildSwitch";
+    /// An agent identity connected for the first time; detail: the
+    /// certificate's serial and SHA-256.
+    pub const AGENT_IDENTITY_SEEN: &str = "AgentIdentitySeen";
+    /// A checkpoint signing certificate was loaded; detail: its subject
+    /// and SHA-256.
+    pub const SIGNER_CERT_LOADED: &str = "SignerCertLoaded";
+}
+
+/// Called with the new (sequence, hash) after each entry, under the log's
+/// lock: the collector keeps the head in its metadata store.
+pub type HeadKeeper = Box<dyn Fn(u64, &str) -> Result<(), String> + Send + Sync>;
+
 /// A filter longer than this is stored cut, with its length and SHA-256.
 pub const MAX_FILTER_BYTES: usize = 4096;
 
@@ -66,6 +117,9 @@ struct Head {
 pub struct AuditLog {
     path: PathBuf,
     head: Mutex<Head>,
+    /// Notes the head after [`AuditLog::append_admin`] (see
+    /// [`AuditLog::keep_head_with`]).
+    keeper: std::sync::OnceLock<HeadKeeper>,
 }
 
 /// What a verification found.
@@ -93,22 +147,40 @@ pub struct Opened {
 }
 
 /// The hash of an entry: over the previous hash and every field but
-/// `hash` itself, in a fixed order.
+/// `hash` itself, in a fixed order, each prefixed with its length. `kind`
+/// and `detail` are covered when either is set; entries from before they
+/// existed have neither, and hash as they always did. Clearing both in a
+/// newer entry changes what is hashed, so it shows as an edit.
 pub fn entry_hash(e: &AuditEntry) -> String {
     let mut h = Sha256::new();
-    for part in [
+    let (seq, at, results) = (
+        e.seq.to_string(),
+        e.at_ms.to_string(),
+        e.results.to_string(),
+    );
+    let mut parts = vec![
         e.prev_hash.as_str(),
-        &e.seq.to_string(),
-        &e.at_ms.to_string(),
+        &seq,
+        &at,
         &e.identity,
         &e.call,
         &e.filter,
-        &e.results.to_string(),
-    ] {
+        &results,
+    ];
+    if !e.kind.is_empty() || !e.detail.is_empty() {
+        parts.extend([e.kind.as_str(), &e.detail]);
+    }
+    for part in parts {
         h.update((part.len() as u64).to_be_bytes());
         h.update(part.as_bytes());
     }
     hex::encode(h.finalize())
+}
+
+/// True when the entry is of `kind` as `AuditRequest.kind` asks: empty
+/// matches all, and an entry without a kind (older) is a query.
+pub fn is_kind(e: &AuditEntry, kind: &str) -> bool {
+    kind.is_empty() || e.kind == kind || (kind == KIND_QUERY && e.kind.is_empty())
 }
 
 /// A filter as the log stores it: whole up to [`MAX_FILTER_BYTES`], else
@@ -131,11 +203,17 @@ pub fn bounded_filter(filter: &str) -> String {
 }
 
 fn to_json(e: &AuditEntry) -> String {
-    serde_json::json!({
+    let mut v = serde_json::json!({
         "seq": e.seq, "at_ms": e.at_ms, "identity": e.identity, "call": e.call,
         "filter": e.filter, "results": e.results, "prev_hash": e.prev_hash, "hash": e.hash,
-    })
-    .to_string()
+    });
+    // Written only when set, so an entry without them reads back as it
+    // was written and hashes the same.
+    if !e.kind.is_empty() || !e.detail.is_empty() {
+        v["kind"] = e.kind.clone().into();
+        v["detail"] = e.detail.clone().into();
+    }
+    v.to_string()
 }
 
 fn from_json(line: &str) -> Option<AuditEntry> {
@@ -148,22 +226,43 @@ fn from_json(line: &str) -> Option<AuditEntry> {
         filter: v["filter"].as_str()?.to_owned(),
         results: v["results"].as_u64()?,
         prev_hash: v["prev_hash"].as_str()?.to_owned(),
+        // Absent in entries from before issue 18; a value of another type
+        // is an edit the hash shows, so it reads as empty.
         kind: v["kind"].as_str().unwrap_or_default().to_owned(),
         detail: v["detail"].as_str().unwrap_or_default().to_owned(),
         hash: v["hash"].as_str()?.to_owned(),
     })
 }
 
+/// Which entries a read keeps: `at_ms >= from_ms`, of `kind` (empty:
+/// all, see [`is_kind`]), at most `limit` of the newest.
+#[derive(Debug, Clone, Copy)]
+struct Keep<'a> {
+    from_ms: i64,
+    limit: usize,
+    kind: &'a str,
+}
+
+const KEEP_NONE: Keep<'static> = Keep {
+    from_ms: 0,
+    limit: 0,
+    kind: "",
+};
+
 /// Reads the complete lines of `r` (up to `len` bytes) through `chain`,
-/// keeping the entries with `at_ms >= from_ms` (at most `limit` of the
-/// newest). Returns the entries and the bytes after the last newline.
+/// keeping the entries `keep` asks for. Returns the entries and the bytes
+/// after the last newline.
 fn read_lines(
     r: impl Read,
     len: u64,
     chain: &mut chain::Chain,
-    from_ms: i64,
-    limit: usize,
+    keep: Keep<'_>,
 ) -> std::io::Result<(Vec<AuditEntry>, Vec<u8>)> {
+    let Keep {
+        from_ms,
+        limit,
+        kind,
+    } = keep;
     let mut r = std::io::BufReader::new(r.take(len));
     let mut out = std::collections::VecDeque::new();
     let mut line = Vec::new();
@@ -179,6 +278,7 @@ fn read_lines(
         if let Some(e) = chain.push(&line)
             && e.at_ms >= from_ms
             && limit > 0
+            && is_kind(&e, kind)
         {
             out.push_back(e);
             if out.len() > limit {
@@ -203,7 +303,7 @@ pub fn verify_file(
     let mut chain = chain::Chain::new(expected_head);
     let tail = match std::fs::File::open(path) {
         Ok(f) => {
-            read_lines(f, u64::MAX, &mut chain, 0, 0)
+            read_lines(f, u64::MAX, &mut chain, KEEP_NONE)
                 .map_err(|e| err(e.to_string()))?
                 .1
         }
@@ -253,7 +353,7 @@ impl AuditLog {
             .map_err(|e| err(format!("cannot open for appending: {e}")))?;
         let mut chain = chain::Chain::new(expected_head.clone());
         file.rewind().map_err(|e| err(e.to_string()))?;
-        let (_, tail) = read_lines(&mut file, u64::MAX, &mut chain, 0, 0)
+        let (_, tail) = read_lines(&mut file, u64::MAX, &mut chain, KEEP_NONE)
             .map_err(|e| err(format!("cannot read: {e}")))?;
         let len = file.metadata().map_err(|e| err(e.to_string()))?.len();
         let mut opened = Opened::default();
@@ -296,14 +396,23 @@ impl AuditLog {
                     hash,
                     len,
                 }),
+                keeper: std::sync::OnceLock::new(),
             },
             opened,
         ))
     }
 
-    /// Appends one entry, durable on return, and runs `keep_head` with the
-    /// new (sequence, hash) before anyone else can append, so the head
-    /// kept elsewhere never goes backwards. Returns the entry.
+    /// Has [`AuditLog::append_admin`] note each new head with `keeper`
+    /// (the store sets it to its metadata when it opens). Once only; a
+    /// second keeper is ignored.
+    pub fn keep_head_with(&self, keeper: HeadKeeper) {
+        let _ = self.keeper.set(keeper);
+    }
+
+    /// Appends one investigator query (kind `query`), durable on return,
+    /// and runs `keep_head` with the new (sequence, hash) before anyone
+    /// else can append, so the head kept elsewhere never goes backwards.
+    /// Returns the entry.
     pub fn record(
         &self,
         identity: &str,
@@ -312,19 +421,54 @@ impl AuditLog {
         results: u64,
         keep_head: impl FnOnce(u64, &str) -> Result<(), String>,
     ) -> Result<AuditEntry, AuditError> {
-        let mut head = self.head.lock().unwrap_or_else(|p| p.into_inner());
-        let mut e = AuditEntry {
-            seq: head.seq + 1,
-            at_ms: kiroku_common::now_ms(),
+        let e = AuditEntry {
             identity: identity.to_owned(),
             call: call.to_owned(),
             filter: bounded_filter(filter),
             results,
-            prev_hash: head.hash.clone(),
-            hash: String::new(),
-            kind: String::new(),
-            detail: String::new(),
+            kind: KIND_QUERY.to_owned(),
+            ..Default::default()
         };
+        self.append(e, keep_head)
+    }
+
+    /// Appends one administrative action (kind `admin`): `identity` is who
+    /// did it (`admin/alice`, or `collector` for what the collector does on
+    /// its own, such as a rules file reloaded on a change), `call` one of
+    /// [`admin_call`], `detail` what changed (with a file's SHA-256 where a
+    /// file is concerned). Durable on return; the head is noted by the
+    /// keeper given to [`AuditLog::keep_head_with`], if any.
+    pub fn append_admin(
+        &self,
+        identity: &str,
+        call: &str,
+        detail: &str,
+    ) -> Result<AuditEntry, AuditError> {
+        tracing::info!(target: "audit", identity, call, detail = %bounded_filter(detail), "admin");
+        let e = AuditEntry {
+            identity: identity.to_owned(),
+            call: call.to_owned(),
+            detail: bounded_filter(detail),
+            kind: KIND_ADMIN.to_owned(),
+            ..Default::default()
+        };
+        self.append(e, |seq, hash| match self.keeper.get() {
+            Some(k) => k(seq, hash),
+            None => Ok(()),
+        })
+    }
+
+    /// Numbers, links and hashes `e`, appends it (durable on return), then
+    /// runs `keep_head` under the lock.
+    fn append(
+        &self,
+        mut e: AuditEntry,
+        keep_head: impl FnOnce(u64, &str) -> Result<(), String>,
+    ) -> Result<AuditEntry, AuditError> {
+        let mut head = self.head.lock().unwrap_or_else(|p| p.into_inner());
+        e.seq = head.seq + 1;
+        e.at_ms = kiroku_common::now_ms();
+        e.prev_hash = head.hash.clone();
         e.hash = entry_hash(&e);
         let line = format!("{}\n", to_json(&e));
         let err = |message: String| AuditError {
@@ -360,12 +504,13 @@ impl AuditLog {
     /// checking the chain and that it ends at the head the collector
     /// holds; `kept_head` (called under the log's lock, so no entry slips
     /// in between) is the head the metadata keeps, which must be the same.
-    /// Returns the entries with `at_ms >= from_ms`, newest last, at most
-    /// `limit` of the newest.
+    /// Returns the entries with `at_ms >= from_ms` of `kind` (empty: all;
+    /// see [`is_kind`]), newest last, at most `limit` of the newest.
     pub fn read(
         &self,
         from_ms: i64,
         limit: usize,
+        kind: &str,
         kept_head: impl FnOnce() -> Option<(u64, String)>,
     ) -> Result<(Vec<AuditEntry>, Verdict), AuditError> {
         let err = |message: String| AuditError {
@@ -380,8 +525,13 @@ impl AuditLog {
         // Only an empty log has no head to end at.
         let expect = (seq > 0).then(|| (seq, hash.clone()));
         let mut chain = chain::Chain::new(expect);
-        let (entries, tail) = read_lines(f, len, &mut chain, from_ms, limit.max(1))
-            .map_err(|e| err(e.to_string()))?;
+        let keep = Keep {
+            from_ms,
+            limit: limit.max(1),
+            kind,
+        };
+        let (entries, tail) =
+            read_lines(f, len, &mut chain, keep).map_err(|e| err(e.to_string()))?;
         let lines = chain.lines();
         let (mut problems, total, head_hash) = chain.finish(0);
         if !tail.is_empty() || std::fs::metadata(&self.path).is_ok_and(|m| m.len() < len) {
@@ -513,7 +663,7 @@ mod tests {
         assert_eq!(e.seq, 2);
         let (entries, v) = {
             let h = log.head();
-            log.read(0, 10, move || Some(h))
+            log.read(0, 10, "", move || Some(h))
         }
         .expect("read");
         assert_eq!((entries.len(), v.problem.as_str()), (2, ""));
@@ -547,7 +697,7 @@ mod tests {
         assert_eq!(after[3], l[3], "the damaged line is kept");
         let (entries, v) = {
             let h = log.head();
-            log.read(0, 100, move || Some(h))
+            log.read(0, 100, "", move || Some(h))
         }
         .expect("read");
         assert_eq!(entries.len(), 11);
@@ -589,10 +739,102 @@ mod tests {
         assert_eq!(log.head().0, 11, "numbering continues past the kept head");
         let (_, v) = {
             let h = log.head();
-            log.read(0, 100, move || Some(h))
+            log.read(0, 100, "", move || Some(h))
         }
         .expect("read");
         assert!(v.problem.contains("4 entries missing"), "{v:?}");
+    }
+
+    #[test]
+    fn admin_entries_chain_with_queries_and_old_entries_keep_verifying() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit.log");
+        // A line as a collector before issue 18 wrote it: no kind, no
+        // detail, hashed over the seven fields alone (the pinned value was
+        // computed independently, with Python's hashlib over the same
+        // length-prefixed fields).
+        let mut old = AuditEntry {
+            seq: 1,
+            at_ms: 1_700_000_000_000,
+            identity: "investigator/inv".into(),
+            call: "Search".into(),
+            filter: "subject:seed".into(),
+            results: 3,
+            prev_hash: GENESIS.into(),
+            ..Default::default()
+        };
+        old.hash = entry_hash(&old);
+        assert_eq!(
+            old.hash, "d04fbb034b90edbfcc936e5d0dd77db05dc99745ef8aa128d710747d5e60ea1a",
+            "the hash of an entry without kind and detail must never change"
+        );
+        let line = to_json(&old);
+        assert!(!line.contains("kind"), "{line}");
+        std::fs::write(&path, format!("{line}\n")).expect("write");
+        let (log, opened) = open(&path, Some((1, old.hash.clone())));
+        assert!(opened.new_problems.is_empty(), "{opened:?}");
+        let keeps = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let k = keeps.clone();
+        log.keep_head_with(Box::new(move |seq, hash| {
+            k.lock().expect("lock").push((seq, hash.to_owned()));
+            Ok(())
+        }));
+        let a = log
+            .append_admin(
+                "admin/root",
+                admin_call::RULES_RELOAD,
+                "rules /etc/kiroku/rules.toml sha256 ab12",
+            )
+            .expect("admin");
+        let q = log
+            .record("investigator/inv", "GetRaw", "id", 1, no_head)
+            .expect("query");
+        assert_eq!(
+            (a.seq, a.kind.as_str(), q.kind.as_str()),
+            (2, "admin", "query")
+        );
+        assert_eq!(
+            keeps.lock().expect("lock").as_slice(),
+            &[(2, a.hash.clone())],
+            "append_admin notes its head with the keeper"
+        );
+        let head = log.head();
+        let read = |kind: &str| {
+            let h = head.clone();
+            log.read(0, 100, kind, move || Some(h)).expect("read")
+        };
+        let (all, v) = read("");
+        assert_eq!((all.len(), v.problem.as_str()), (3, ""));
+        let (admins, _) = read("admin");
+        assert_eq!(admins.len(), 1);
+        assert_eq!(admins[0].detail, "rules /etc/kiroku/rules.toml sha256 ab12");
+        let (queries, v) = read("query");
+        assert_eq!(
+            queries.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [1, 3],
+            "an entry without a kind is a query"
+        );
+        assert_eq!(v.entries, 3, "the total counts the whole log");
+        drop(log);
+
+        // Editing an admin entry's detail, or clearing its kind and detail
+        // (which would make it hash like an old entry), breaks the chain.
+        let text = std::fs::read_to_string(&path).expect("read");
+        for edited in [
+            text.replace("sha256 ab12", "sha256 cd34"),
+            text.replace(",\"kind\":\"admin\"", "").replace(
+                ",\"detail\":\"rules /etc/kiroku/rules.toml sha256 ab12\"",
+                "",
+            ),
+        ] {
+            assert_ne!(edited, text);
+            std::fs::write(&path, &edited).expect("w");
+            let v = verify_file(&path, Some(head.clone())).expect("verify");
+            assert!(
+                v.problem.contains("line 2 (seq 2)") && v.problem.contains("edited"),
+                "{v:?}"
+            );
+        }
     }
 
     #[test]

@@ -15,6 +15,9 @@ pub struct MetaError {
     source: sled::Error,
 }
 
+/// Cheap to clone: every clone is a handle on the same database (the
+/// audit log keeps one to note its head after each entry).
+#[derive(Clone)]
 pub struct MetaStore {
     /// Open Ship streams per agent (not persisted: a restart has none).
     live: Arc<Mutex<HashMap<String, usize>>>,
@@ -26,7 +29,7 @@ pub struct MetaStore {
     uploaders: sled::Tree,
     /// The first I/O error sled reported. sled does not recover from one
     /// in-process (every later call returns it, even after space is back).
-    failed: Mutex<Option<String>>,
+    failed: Arc<Mutex<Option<String>>>,
 }
 
 impl MetaStore {
@@ -47,7 +50,7 @@ impl MetaStore {
             hosts: db.open_tree("hosts").map_err(err)?,
             uploaders: db.open_tree(BLOB_UPLOADERS).map_err(err)?,
             db,
-            failed: Mutex::new(None),
+            failed: Arc::default(),
         })
     }
 

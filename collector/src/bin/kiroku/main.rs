@@ -3,6 +3,7 @@
 //! an agent on loopback in one command.
 
 mod annotations;
+mod audit;
 mod client;
 mod export;
 mod filters;
@@ -77,18 +78,9 @@ enum Cmd {
         #[command(subcommand)]
         cmd: investigate::ReportCmd,
     },
-    /// The audit log of queries, its hash chain checked (admins only).
-    /// Exits with status 3 when the chain is broken.
-    Audit {
-        /// Entries since: RFC 3339, a date, or relative (24h, 7d).
-        #[arg(long)]
-        since: Option<String>,
-        /// Newest entries to show.
-        #[arg(long, default_value_t = 100)]
-        limit: u32,
-        #[arg(long)]
-        json: bool,
-    },
+    /// The audit log of queries and administrative actions, its hash chain
+    /// checked (admins only). Exits with status 3 when the chain is broken.
+    Audit(audit::AuditArgs),
     /// Start a collector and an agent on loopback, ready to capture mail.
     Quickstart(quickstart::Args),
 }
@@ -282,42 +274,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Cmd::Audit { since, limit, json } => {
-            let zone = zone()?;
-            let now = kiroku_common::now_ms();
-            let from_ms = since
-                .as_deref()
-                .map(|t| zone::parse_time(t, now, &zone))
-                .transpose()?
-                .unwrap_or(0);
-            let mut q = cli.connect.query().await?;
-            let r = q
-                .audit(kiroku_proto::AuditRequest {
-                    from_ms,
-                    limit,
-                    ..Default::default()
-                })
-                .await?
-                .into_inner();
-            if json {
-                for e in &r.entries {
-                    println!("{}", serde_json::to_string(e)?);
-                }
-            } else {
-                println!("{}", output::audit(&r.entries, &zone));
-            }
-            if r.chain_ok {
-                eprintln!(
-                    "audit chain intact: {}, head {} (keep a copy elsewhere to anchor it)",
-                    output::count(r.total, "entry", "entries"),
-                    r.head_hash
-                );
-                Ok(())
-            } else {
-                eprintln!("AUDIT CHAIN BROKEN: {}", terminal(&r.problem));
-                std::process::exit(3);
-            }
-        }
+        Cmd::Audit(args) => audit::run(&cli.connect, args, &zone()?).await,
     }
 }
 

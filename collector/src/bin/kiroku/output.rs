@@ -480,15 +480,31 @@ pub fn audit(entries: &[kiroku_proto::AuditEntry], zone: &Zone) -> String {
     let mut t = Table::new();
     t.load_preset(UTF8_BORDERS_ONLY)
         .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_header(["seq", "time", "identity", "call", "results", "filter"]);
+        .set_header([
+            "seq",
+            "time",
+            "kind",
+            "identity",
+            "call",
+            "results",
+            "filter / detail",
+        ]);
     for e in entries {
+        // Admin entries say what changed in `detail` and count nothing;
+        // entries from before kinds existed are queries.
+        let admin = e.kind == "admin";
         t.add_row(safe_row([
             e.seq.to_string(),
             time(e.at_ms, zone),
+            if admin { "admin" } else { "query" }.to_owned(),
             e.identity.clone(),
             e.call.clone(),
-            e.results.to_string(),
-            shorten(&e.filter, 60),
+            if admin {
+                String::new()
+            } else {
+                e.results.to_string()
+            },
+            shorten(if admin { &e.detail } else { &e.filter }, 80),
         ]));
     }
     t.to_string()
