@@ -67,6 +67,11 @@ impl QueryService {
         self
     }
 
+    /// The store, for the calls of `integrity/rpc.rs`.
+    pub(crate) fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
     /// Records a query in the audit log (durable) before it is answered;
     /// a query that cannot be recorded is refused.
     async fn audit(
@@ -82,7 +87,7 @@ impl QueryService {
     /// Records a request refused with `status` (the caller, what was
     /// asked, why) and returns the refusal. A refusal that cannot be
     /// recorded is still a refusal; the failure to record it is logged.
-    async fn refuse(
+    pub(crate) async fn refuse(
         &self,
         who: &kiroku_common::pki::PeerIdentity,
         call: &'static str,
@@ -148,7 +153,7 @@ fn event_id_arg(id: &str) -> Result<(), Status> {
     Ok(())
 }
 
-fn index_status(e: IndexError) -> Status {
+pub(crate) fn index_status(e: IndexError) -> Status {
     match e {
         IndexError::BadQuery { .. } => Status::invalid_argument(e.to_string()),
         IndexError::NeedsRebuild { .. } => Status::failed_precondition(e.to_string()),

@@ -72,7 +72,7 @@
 //! (`kiroku verify`, `kiroku audit`), whose checkpoints sign its head.
 
 mod audit_select;
-mod build;
+pub mod build;
 pub mod check;
 pub mod layout;
 pub mod manifest;
@@ -91,7 +91,9 @@ pub enum ExportError {
     #[error("reading {what}: {error}")]
     Read { what: String, error: String },
     #[error("the search failed: {0}")]
-    Search(String),
+    Search(#[from] crate::store::index::IndexError),
+    #[error("the search matches {0} events; a bundle holds at most {max}: narrow it (a time range) and export the case in parts", max = build::MAX_EVENTS)]
+    TooMany(u64),
     #[error("signing the manifest: {0}")]
     Sign(String),
     #[error("{0}")]

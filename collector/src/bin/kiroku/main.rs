@@ -81,6 +81,13 @@ enum Cmd {
     /// The audit log of queries and administrative actions, its hash chain
     /// checked (admins only). Exits with status 3 when the chain is broken.
     Audit(audit::AuditArgs),
+    /// A case bundle: the events a search selects, with their raw mail,
+    /// recorded bytes, proofs, checkpoints and audit entries, in a signed
+    /// manifest, written into a new or empty directory (admins only).
+    Export(Box<export::ExportArgs>),
+    /// Check a case bundle offline with the CA certificate (--ca) alone.
+    /// Exits with status 3 when anything is missing, extra or altered.
+    VerifyBundle(export::VerifyBundleArgs),
     /// Start a collector and an agent on loopback, ready to capture mail.
     Quickstart(quickstart::Args),
 }
@@ -275,6 +282,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Audit(args) => audit::run(&cli.connect, args, &zone()?).await,
+        Cmd::Export(args) => export::export(&cli.connect, *args, &zone()?).await,
+        Cmd::VerifyBundle(args) => export::verify_bundle(&cli.connect, args),
     }
 }
 
@@ -432,4 +441,3 @@ async fn raw(
     }
     Ok(())
 }
-

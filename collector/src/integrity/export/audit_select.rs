@@ -193,20 +193,35 @@ mod tests {
             (entry("GetRaw", r#"event_id: "h/s/1""#.into()), true),
             (entry("GetEvent", r#"event_id: "h/s/10""#.into()), false),
             (entry("GetEvent", r#"event_id: "x/h/s/1""#.into()), false),
-            (entry("Trace", format!("sha256: {:?}, limit: 10", file_sha.to_uppercase())), true),
-            (entry("Trace", format!("sha256: {:?}, limit: 10", "ef".repeat(32))), false),
+            (
+                entry(
+                    "Trace",
+                    format!("sha256: {:?}, limit: 10", file_sha.to_uppercase()),
+                ),
+                true,
+            ),
+            (
+                entry("Trace", format!("sha256: {:?}, limit: 10", "ef".repeat(32))),
+                false,
+            ),
             (entry("Search", search(same(0, 0, 50))), true),
             (entry("Search", search(same(5_500, 0, 10))), true),
             (entry("Search", search(same(7_000, 0, 10))), false),
             (entry("Search", search(same(0, 5_000, 10))), false),
             (
-                entry("SearchStream", format!("{} (streamed; results: …)", search(same(0, 0, 0)))),
+                entry(
+                    "SearchStream",
+                    format!("{} (streamed; results: …)", search(same(0, 0, 0))),
+                ),
                 true,
             ),
             (
                 entry(
                     "Aggregate",
-                    format!("AggregateRequest {{ filter: Some({}), by: \"user\" }}", search(same(0, 0, 0))),
+                    format!(
+                        "AggregateRequest {{ filter: Some({}), by: \"user\" }}",
+                        search(same(0, 0, 0))
+                    ),
                 ),
                 true,
             ),

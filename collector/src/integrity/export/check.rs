@@ -154,7 +154,11 @@ fn read_manifest(
     r: &mut Report,
 ) -> Option<(Manifest, Vec<u8>)> {
     if !present.contains(layout::MANIFEST) {
-        r.find("missing", layout::MANIFEST, "no manifest: not a case bundle, or it was removed");
+        r.find(
+            "missing",
+            layout::MANIFEST,
+            "no manifest: not a case bundle, or it was removed",
+        );
         return None;
     }
     let bytes = read_small(dir, layout::MANIFEST, r)?;
@@ -173,7 +177,11 @@ fn read_manifest(
             None
         }
         Err(e) => {
-            r.find("bad_manifest", layout::MANIFEST, format!("not a bundle manifest: {e}"));
+            r.find(
+                "bad_manifest",
+                layout::MANIFEST,
+                format!("not a bundle manifest: {e}"),
+            );
             None
         }
     }
@@ -249,7 +257,11 @@ fn files(
         }
         listed.insert(f.path.clone());
         if !present.contains(&f.path) {
-            r.find("missing", &f.path, "listed in the manifest, not in the bundle");
+            r.find(
+                "missing",
+                &f.path,
+                "listed in the manifest, not in the bundle",
+            );
             continue;
         }
         match hash_file(&dir.join(&f.path)) {
@@ -257,7 +269,11 @@ fn files(
             Ok((sha, size)) => {
                 r.bytes += size;
                 if size != f.bytes {
-                    let how = if size < f.bytes { "truncated" } else { "padded" };
+                    let how = if size < f.bytes {
+                        "truncated"
+                    } else {
+                        "padded"
+                    };
                     r.find(
                         "altered",
                         &f.path,
@@ -306,7 +322,11 @@ fn checkpoints(
         let signed = match SignedCheckpoint::decode(bytes.as_slice()) {
             Ok(s) => s,
             Err(e) => {
-                r.find("bad_checkpoint", &path, format!("not a signed checkpoint: {e}"));
+                r.find(
+                    "bad_checkpoint",
+                    &path,
+                    format!("not a signed checkpoint: {e}"),
+                );
                 continue;
             }
         };
@@ -358,7 +378,9 @@ fn event(
         r.find("bad_manifest", &e.event, "not JSON");
         return;
     };
-    if let Some(raw_sha) = json.pointer("/kind/Email/raw_sha256").and_then(|v| v.as_str())
+    if let Some(raw_sha) = json
+        .pointer("/kind/Email/raw_sha256")
+        .and_then(|v| v.as_str())
         && !raw_sha.is_empty()
         && !e.mail.is_empty()
         && let Some(got) = hashes.get(&e.mail)
@@ -392,15 +414,35 @@ fn event(
     if proof.event_id != e.event_id || adds.event_id != e.event_id {
         r.find("mismatch", &e.proof, "is the proof of another event");
     } else if entry.leaf != leaf || proof.leaf != leaf {
-        r.find("mismatch", &e.proof, format!("is for leaf {}, the manifest says {leaf}", entry.leaf));
+        r.find(
+            "mismatch",
+            &e.proof,
+            format!("is for leaf {}, the manifest says {leaf}", entry.leaf),
+        );
     } else if stored.recorded != recorded {
-        r.find("mismatch", &e.recorded, "is not the agent's bytes in the journal entry");
+        r.find(
+            "mismatch",
+            &e.recorded,
+            "is not the agent's bytes in the journal entry",
+        );
     } else if adds.recorded_sha256 != sha.as_slice() {
-        r.find("mismatch", &e.recorded, "its SHA-256 is not the additions' recorded_sha256");
+        r.find(
+            "mismatch",
+            &e.recorded,
+            "its SHA-256 is not the additions' recorded_sha256",
+        );
     } else if Additions::decode(additions.as_slice()).ok().as_ref() != Some(&adds) {
-        r.find("mismatch", &e.additions, "is not the additions in the journal entry");
+        r.find(
+            "mismatch",
+            &e.additions,
+            "is not the additions in the journal entry",
+        );
     } else if !merged_is(stored, &json) {
-        r.find("mismatch", &e.event, "is not the merged view of the recorded bytes and additions");
+        r.find(
+            "mismatch",
+            &e.event,
+            "is not the merged view of the recorded bytes and additions",
+        );
     } else {
         prove(e, &proof, checkpoints, r);
     }
@@ -408,8 +450,8 @@ fn event(
 
 fn decode_proof(bytes: &[u8]) -> Result<(InclusionProof, JournalEntry), String> {
     let proof = InclusionProof::decode(bytes).map_err(|e| format!("not a proof: {e}"))?;
-    let entry =
-        JournalEntry::decode(proof.entry.as_slice()).map_err(|e| format!("its entry is not a journal entry: {e}"))?;
+    let entry = JournalEntry::decode(proof.entry.as_slice())
+        .map_err(|e| format!("its entry is not a journal entry: {e}"))?;
     Ok((proof, entry))
 }
 
@@ -470,7 +512,11 @@ fn audit(dir: &Path, m: &Manifest, hashes: &BTreeMap<String, String>, r: &mut Re
             continue;
         }
         let Some(e) = trust::audit_entry(line) else {
-            r.find("bad_audit", layout::AUDIT, format!("line {} is not an audit entry", i + 1));
+            r.find(
+                "bad_audit",
+                layout::AUDIT,
+                format!("line {} is not an audit entry", i + 1),
+            );
             continue;
         };
         r.audit_entries += 1;
@@ -511,7 +557,11 @@ fn read_small(dir: &Path, path: &str, r: &mut Report) -> Option<Vec<u8>> {
         .and_then(|f| f.take(MAX_READ + 1).read_to_end(&mut data));
     match read {
         Ok(_) if data.len() as u64 > MAX_READ => {
-            r.find("bad_manifest", path, "larger than 64 MiB; not a file a bundle holds");
+            r.find(
+                "bad_manifest",
+                path,
+                "larger than 64 MiB; not a file a bundle holds",
+            );
             None
         }
         Ok(_) => Some(data),
@@ -544,8 +594,8 @@ fn hash_file(p: &Path) -> std::io::Result<(String, u64)> {
 
 /// The DER of the one certificate in a PEM file.
 pub fn pem_to_der(pem: &[u8]) -> Result<Vec<u8>, String> {
-    let (_, p) = x509_parser::pem::parse_x509_pem(pem)
-        .map_err(|e| format!("not a PEM certificate: {e}"))?;
+    let (_, p) =
+        x509_parser::pem::parse_x509_pem(pem).map_err(|e| format!("not a PEM certificate: {e}"))?;
     if p.label != "CERTIFICATE" {
         return Err(format!("a PEM {}, not a CERTIFICATE", p.label));
     }

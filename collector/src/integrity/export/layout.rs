@@ -171,12 +171,17 @@ mod tests {
             check_path(&p).expect(id);
         }
         assert_eq!(event_path("h/s/1", EventFile::Mail), "mail/h/s/1.eml");
-        assert_eq!(checkpoint_path(3, "sig"), "checkpoints/00000000000000000003.sig");
+        assert_eq!(
+            checkpoint_path(3, "sig"),
+            "checkpoints/00000000000000000003.sig"
+        );
     }
 
     #[test]
     fn distinct_ids_distinct_paths() {
-        let ids = ["a/b/1", "a%2Fb/1", "a/b%2F1", "a.b/1", "a/.b/1", "a/%2Eb/1", "a//1", "a/%/1"];
+        let ids = [
+            "a/b/1", "a%2Fb/1", "a/b%2F1", "a.b/1", "a/.b/1", "a/%2Eb/1", "a//1", "a/%/1",
+        ];
         let paths: std::collections::HashSet<_> =
             ids.iter().map(|i| event_path(i, EventFile::Json)).collect();
         assert_eq!(paths.len(), ids.len());
@@ -202,7 +207,12 @@ mod tests {
             assert!(e.to_string().contains(why), "{p}: {e}");
         }
         check_path(&"a".repeat(MAX_PATH + 1)).expect_err("long");
-        for ok in ["manifest.json", "events/h/s/1.json", "checkpoints/1.ckp", "a-b_c.d/e%2E"] {
+        for ok in [
+            "manifest.json",
+            "events/h/s/1.json",
+            "checkpoints/1.ckp",
+            "a-b_c.d/e%2E",
+        ] {
             check_path(ok).expect(ok);
         }
     }

@@ -169,6 +169,9 @@ mod tests {
         v["extra"] = serde_json::json!(1);
         assert!(serde_json::from_value::<Manifest>(v).is_err());
         let listed = sums_files(&m, &bytes);
-        assert_eq!(listed.last().map(|f| f.path.as_str()), Some(layout::MANIFEST));
+        assert_eq!(
+            listed.last().map(|f| f.path.as_str()),
+            Some(layout::MANIFEST)
+        );
     }
 }

@@ -43,8 +43,7 @@ pub fn merged(stored: &StoredEvent) -> Result<Event, String> {
 /// One line of the audit log (`audit.log`, and `audit/entries.jsonl` of a
 /// bundle, which holds the log's lines verbatim).
 pub fn audit_entry(line: &[u8]) -> Option<kiroku_proto::AuditEntry> {
-    let _ = line;
-    None
+    crate::store::audit::parse_line(line)
 }
 
 /// The hash an audit entry must carry (over its own fields and the
