@@ -13,4 +13,6 @@
 //! - `rpc.rs` — the Query calls `Verify`, `ExportCase`, `GetProof`.
 
 pub mod export;
+pub mod merkle;
 pub mod rpc;
+pub mod signing;

@@ -15,6 +15,11 @@ use rcgen::{
 /// URI scheme of the identity SAN.
 pub const SAN_SCHEME: &str = "kiroku://";
 
+/// id-kp-documentSigning (RFC 9336, 1.3.6.1.5.5.7.3.36): the only extended
+/// key usage of a signer certificate. Standard tools name it, and rustls
+/// refuses such a certificate for TLS (it lacks clientAuth and serverAuth).
+pub const DOCUMENT_SIGNING_OID: &[u64] = &[1, 3, 6, 1, 5, 5, 7, 3, 36];
+
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
     #[error("{path}: {source}")]
@@ -30,7 +35,7 @@ pub enum PkiError {
     BadCert { what: String, message: String },
     #[error("invalid name {0:?}: use 1 to 64 characters from letters, digits, '.', '-' and '_'")]
     BadName(String),
-    #[error("unknown role {0:?}: expected agent, investigator, admin or collector")]
+    #[error("unknown role {0:?}: expected agent, investigator, admin, collector or signer")]
     BadRole(String),
 }
 
@@ -46,6 +51,11 @@ pub enum Role {
     Admin,
     /// The collector's server certificate.
     Collector,
+    /// The collector's checkpoint and manifest signing key (issue 18). Its
+    /// certificate carries only the document-signing purpose, never client
+    /// or server authentication, and no service admits the role: a signer
+    /// key can sign evidence but can never open a connection.
+    Signer,
 }
 
 impl Role {
@@ -55,6 +65,7 @@ impl Role {
             Role::Investigator => "investigator",
             Role::Admin => "admin",
             Role::Collector => "collector",
+            Role::Signer => "signer",
         }
     }
 }
@@ -73,6 +84,7 @@ impl FromStr for Role {
             "investigator" => Ok(Role::Investigator),
             "admin" => Ok(Role::Admin),
             "collector" => Ok(Role::Collector),
+            "signer" => Ok(Role::Signer),
             other => Err(PkiError::BadRole(other.to_owned())),
         }
     }
@@ -197,15 +209,27 @@ impl PkiDir {
         dn.push(DnType::OrganizationName, "Kiroku");
         params.distinguished_name = dn;
         params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
+        params.key_usages = match role {
+            // Signatures that stand as evidence: nonRepudiation
+            // (contentCommitment) beside digitalSignature, nothing for key
+            // exchange.
+            Role::Signer => vec![
+                KeyUsagePurpose::DigitalSignature,
+                KeyUsagePurpose::ContentCommitment,
+            ],
+            _ => vec![
+                KeyUsagePurpose::DigitalSignature,
+                KeyUsagePurpose::KeyEncipherment,
+            ],
+        };
         params.extended_key_usages = match role {
             Role::Collector => vec![
                 ExtendedKeyUsagePurpose::ServerAuth,
                 ExtendedKeyUsagePurpose::ClientAuth,
             ],
+            Role::Signer => vec![ExtendedKeyUsagePurpose::Other(
+                DOCUMENT_SIGNING_OID.to_vec(),
+            )],
             _ => vec![ExtendedKeyUsagePurpose::ClientAuth],
         };
         params.use_authority_key_identifier_extension = true;
@@ -420,6 +444,7 @@ mod tests {
             Role::Investigator,
             Role::Admin,
             Role::Collector,
+            Role::Signer,
         ] {
             let (cert, _) = pki
                 .issue(role, "host-1.example", &["127.0.0.1".into()], 30)
@@ -437,6 +462,32 @@ mod tests {
             pki.issue(Role::Agent, "../evil", &[], 30),
             Err(PkiError::BadName(_))
         ));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn signer_certificate_signs_documents_and_nothing_else() {
+        let dir = tempfile_dir();
+        let pki = PkiDir::new(&dir);
+        pki.init_ca("test CA").expect("init");
+        let (cert, _) = pki.issue(Role::Signer, "c1", &[], 30).expect("issue");
+        let pem = std::fs::read(&cert).expect("read");
+        let (_, pem) = x509_parser::pem::parse_x509_pem(&pem).expect("pem");
+        let (_, x) = x509_parser::parse_x509_certificate(&pem.contents).expect("der");
+        let eku = x
+            .extended_key_usage()
+            .expect("eku parses")
+            .expect("eku present")
+            .value;
+        assert!(!eku.client_auth && !eku.server_auth && !eku.any);
+        let oid =
+            x509_parser::oid_registry::Oid::from(&[1, 3, 6, 1, 5, 5, 7, 3, 36][..]).expect("oid");
+        assert_eq!(eku.other, vec![oid]);
+        assert_eq!(
+            identity_from_der(&pem.contents).expect("id").role,
+            Role::Signer
+        );
+        assert_eq!("signer".parse::<Role>().expect("parse"), Role::Signer);
         std::fs::remove_dir_all(&dir).ok();
     }
 

@@ -103,7 +103,8 @@ enum CertsCmd {
     Issue {
         #[arg(long, default_value = "kiroku-pki", env = "KIROKU_PKI")]
         dir: PathBuf,
-        /// agent, investigator, admin or collector.
+        /// agent, investigator, admin, collector or signer (the collector's
+        /// checkpoint signing key: `[checkpoint] signing_cert/signing_key`).
         #[arg(long)]
         role: Role,
         /// Agent id, user name or collector host name.
