@@ -5,6 +5,12 @@
 //! All writes go through one committer thread that takes every batch
 //! waiting, indexes them, and makes them durable with a single commit
 //! (group commit), so many agents share the cost of one fsync.
+//!
+//! Agents from issue 18 on send each event as their buffer recorded it
+//! (`Batch.recorded`): the collector decodes a copy to check and index it,
+//! and journals the agent's bytes untouched beside its own additions
+//! (`store/journal/entry.rs`). Older agents' decoded events are
+//! re-encoded.
 
 use kiroku_common::quote::quote;
 use std::collections::HashMap;
@@ -15,9 +21,11 @@ use futures::Stream;
 use kiroku_common::pki::PeerIdentity;
 use kiroku_proto::ingest_server::Ingest;
 use kiroku_proto::{
-    Ack, BlobChunk, Event, HostInfo, MissingBlobsRequest, MissingBlobsResponse, PutBlobResponse,
-    ShipRequest, ShipResponse, TimeReply, Welcome, event::Kind, ship_request, ship_response,
+    Ack, Batch, BlobChunk, Event, HostInfo, MissingBlobsRequest, MissingBlobsResponse,
+    PutBlobResponse, ShipRequest, ShipResponse, StoredEvent, TimeReply, Welcome, event::Kind,
+    ship_request, ship_response,
 };
+use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
@@ -25,12 +33,35 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::alerts::Alerting;
 use crate::auth;
 use crate::store::Store;
+use crate::store::journal::entry;
+
+/// One event on its way to the store: the merged view (decoded, admitted:
+/// what the index, search and alerts see) and the bytes to journal.
+struct Incoming {
+    event: Event,
+    /// The agent's encoded event, byte for byte (or the collector's
+    /// encoding of an older agent's decoded event: `reencoded`).
+    recorded: Vec<u8>,
+    /// The shipper's note that the raw message is gone (`Batch.recorded`).
+    raw_not_kept: String,
+    reencoded: bool,
+}
+
+/// What the journal stores for `i`, whose merged view is now `e` (the
+/// alert rules have added their tags).
+fn stored_event(e: &Event, i: &Incoming) -> StoredEvent {
+    let sha = entry::sha256(&i.recorded);
+    StoredEvent {
+        recorded: i.recorded.clone(),
+        additions: Some(entry::additions_of(e, &i.raw_not_kept, sha, i.reencoded)),
+    }
+}
 
 /// One batch on its way to the committer.
 struct Job {
     agent_id: String,
     stream_id: String,
-    events: Vec<Event>,
+    events: Vec<Incoming>,
     reply: oneshot::Sender<Result<Ack, Status>>,
 }
 
@@ -57,7 +88,7 @@ impl Committer {
         &self,
         agent_id: &str,
         stream_id: &str,
-        events: Vec<Event>,
+        events: Vec<Incoming>,
     ) -> Result<Ack, Status> {
         let (reply, rx) = oneshot::channel();
         self.tx
@@ -99,11 +130,16 @@ fn commit_jobs(store: &Store, alerting: &Alerting, jobs: Vec<Job>) {
     // Alerts of this group: dispatched only once it is durable.
     let mut alerts = Vec::new();
     // Every newly stored event of the group, for the journal.
-    let mut journal = Vec::new();
+    let mut journal: Vec<StoredEvent> = Vec::new();
+    // Their merged views, for the analysis queue.
+    let mut stored_events: Vec<Event> = Vec::new();
     let result = (|| -> Result<(), String> {
         // A full disk pauses ingest before anything is written; agents
         // keep their batches and resend.
         store.disk.check(0)?;
+        // The journal's end is held from here to the append: each event
+        // is indexed with the leaf it gets.
+        let mut writer = store.journal.writer();
         for job in &jobs {
             let key = (job.agent_id.clone(), job.stream_id.clone());
             let stored = match hw.get(&key) {
@@ -115,10 +151,12 @@ fn commit_jobs(store: &Store, alerting: &Alerting, jobs: Vec<Job>) {
             };
             let mut top = stored;
             let mut fresh = Vec::new();
-            for e in &job.events {
-                if e.seq > top {
-                    top = e.seq;
-                    fresh.push(e.clone());
+            let mut incoming = Vec::new();
+            for i in &job.events {
+                if i.event.seq > top {
+                    top = i.event.seq;
+                    fresh.push(i.event.clone());
+                    incoming.push(i);
                 }
             }
             if let Some(first) = fresh.first()
@@ -133,6 +171,7 @@ fn commit_jobs(store: &Store, alerting: &Alerting, jobs: Vec<Job>) {
             // dropped above); their tags are indexed with them.
             alerts.extend(alerting.evaluate(&mut fresh)?);
             store.index.add(&fresh).map_err(|e| e.to_string())?;
+            journal.extend(fresh.iter().zip(&incoming).map(|(e, i)| stored_event(e, i)));
             *per_agent.entry(job.agent_id.clone()).or_default() += fresh.len() as u64;
             acks.push(Ack {
                 stored_seq: top,
@@ -142,9 +181,12 @@ fn commit_jobs(store: &Store, alerting: &Alerting, jobs: Vec<Job>) {
                 checkpoint: Vec::new(),
             });
             hw.insert(key, top);
-            journal.extend(fresh);
+            stored_events.extend(fresh);
         }
-        store.journal.append(&journal).map_err(|e| e.to_string())?;
+        writer
+            .append_stored(std::mem::take(&mut journal))
+            .map_err(|e| e.to_string())?;
+        drop(writer);
         store.index.commit().map_err(|e| e.to_string())?;
         index_done = std::time::Instant::now();
         // Queued in the meta store, so the flush below makes the pending
@@ -153,7 +195,7 @@ fn commit_jobs(store: &Store, alerting: &Alerting, jobs: Vec<Job>) {
         store
             .analysis
             .enqueue(
-                journal
+                stored_events
                     .iter()
                     .filter(|e| crate::analysis::wanted(e))
                     .map(|e| e.event_id.as_str()),
@@ -184,7 +226,7 @@ fn commit_jobs(store: &Store, alerting: &Alerting, jobs: Vec<Job>) {
         Ok(()) => {
             tracing::debug!(
                 batches = jobs.len(),
-                events = journal.len(),
+                events = stored_events.len(),
                 index_ms = (index_done - started).as_secs_f64() * 1e3,
                 meta_ms = index_done.elapsed().as_secs_f64() * 1e3,
                 "group committed"
@@ -287,9 +329,9 @@ fn held_for(store: &Store, uploader: &str, sha: &str) -> bool {
 /// event is never acknowledged before its blob is stored: its agent
 /// uploads the blobs (or states that it lost them) and sends the rest
 /// again. Blocking (file system).
-fn cut_at_missing_blob(store: &Store, uploader: &str, events: &mut Vec<Event>) -> Vec<String> {
-    let missing = |e: &Event| {
-        held_raw(e)
+fn cut_at_missing_blob(store: &Store, uploader: &str, events: &mut Vec<Incoming>) -> Vec<String> {
+    let missing = |i: &Incoming| {
+        held_raw(&i.event)
             .filter(|sha| !held_for(store, uploader, sha))
             .map(str::to_owned)
     };
@@ -309,6 +351,10 @@ fn cut_at_missing_blob(store: &Store, uploader: &str, events: &mut Vec<Event>) -
     events.truncate(first);
     shas
 }
+
+/// The stream of the integrity records the collector writes about an
+/// agent's streams (its own sequence numbers per agent).
+pub const INTEGRITY_STREAM: &str = "integrity";
 
 /// Tag on events from a host whose clock offset is beyond the threshold.
 pub const CLOCK_SKEW_TAG: &str = "clock-skew";
@@ -402,6 +448,12 @@ fn admit(e: &mut Event, id: &PeerIdentity, stream_id: &str, now: i64) -> Result<
             e.seq
         )));
     }
+    if matches!(e.kind, Some(Kind::Integrity(_))) {
+        return Err(Status::invalid_argument(format!(
+            "event seq {} is an integrity record: only the collector writes those",
+            e.seq
+        )));
+    }
     e.agent_id = id.name.clone();
     e.event_id = format!("{}/{}/{}", id.name, stream_id, e.seq);
     e.received_at_ms = now;
@@ -445,6 +497,69 @@ pub fn admit_batch(
     Ok(())
 }
 
+/// A batch decoded and admitted ([`admit_batch`]), each event with the
+/// bytes to journal: `Batch.recorded` as the agent's buffer holds them
+/// (the shipper's `raw_not_kept` note set in the merged view), or an
+/// older agent's `Batch.events` encoded as received (before the
+/// collector's additions).
+fn admit_incoming(
+    batch: Batch,
+    id: &PeerIdentity,
+    stream_id: &str,
+    session_offset_ms: Option<i64>,
+    threshold_ms: i64,
+    now_ms: i64,
+) -> Result<Vec<Incoming>, Status> {
+    if !batch.events.is_empty() && !batch.recorded.is_empty() {
+        return Err(Status::invalid_argument(
+            "a batch carries either events or recorded events, not both",
+        ));
+    }
+    let reencoded = batch.recorded.is_empty();
+    let (mut events, mut raw) = (Vec::new(), Vec::new());
+    if reencoded {
+        raw = batch
+            .events
+            .iter()
+            .map(|e| (e.encode_to_vec(), String::new()))
+            .collect();
+        events = batch.events;
+    } else {
+        for (n, r) in batch.recorded.into_iter().enumerate() {
+            let mut e = Event::decode(r.event.as_slice()).map_err(|err| {
+                Status::invalid_argument(format!(
+                    "recorded event {n} of the batch does not decode as an Event: {err}"
+                ))
+            })?;
+            if !r.raw_not_kept.is_empty()
+                && let Some(Kind::Email(m)) = &mut e.kind
+            {
+                m.raw_not_kept.clone_from(&r.raw_not_kept);
+            }
+            events.push(e);
+            raw.push((r.event, r.raw_not_kept));
+        }
+    }
+    admit_batch(
+        &mut events,
+        id,
+        stream_id,
+        session_offset_ms,
+        threshold_ms,
+        now_ms,
+    )?;
+    Ok(events
+        .into_iter()
+        .zip(raw)
+        .map(|(event, (recorded, raw_not_kept))| Incoming {
+            event,
+            recorded,
+            raw_not_kept,
+            reencoded,
+        })
+        .collect())
+}
+
 type ShipStream = Pin<Box<dyn Stream<Item = Result<ShipResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -467,6 +582,11 @@ impl Ingest for IngestService {
                 ));
             }
         };
+        if hello.stream_id == INTEGRITY_STREAM {
+            return Err(Status::invalid_argument(format!(
+                "stream_id {INTEGRITY_STREAM} is the collector's own (its integrity records); an agent stream must be named otherwise"
+            )));
+        }
         if !valid_stream_id(&hello.stream_id) {
             return Err(Status::invalid_argument(format!(
                 "invalid stream_id {}: 1-64 characters of letters, digits, '-' and '_'",
@@ -498,6 +618,9 @@ impl Ingest for IngestService {
                 stored_seq,
                 agent_id: id.name.clone(),
                 collector_time_ms: kiroku_common::now_ms(),
+                // Agents send their buffer's bytes (`Batch.recorded`) only
+                // to a collector that says it reads them.
+                accepts_recorded: true,
             })),
         }))
         .await
@@ -590,19 +713,21 @@ impl Ingest for IngestService {
                         break;
                     }
                 };
-                let mut events = batch.events;
-                if let Err(status) = admit_batch(
-                    &mut events,
+                let events = match admit_incoming(
+                    batch,
                     &id,
                     &stream_id,
                     clock.offset_ms,
                     threshold,
                     kiroku_common::now_ms(),
                 ) {
-                    let _ = tx.send(Err(status)).await;
-                    break;
-                }
-                let newest_host = events.iter().rev().find_map(|e| match &e.kind {
+                    Ok(events) => events,
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        break;
+                    }
+                };
+                let newest_host = events.iter().rev().find_map(|i| match &i.event.kind {
                     Some(Kind::HostChange(h)) => h.identity.clone(),
                     _ => None,
                 });
