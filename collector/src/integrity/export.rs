@@ -74,6 +74,7 @@
 mod audit_select;
 pub mod build;
 pub mod check;
+mod evidence;
 pub mod layout;
 pub mod manifest;
 pub mod sink;

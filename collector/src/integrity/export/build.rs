@@ -4,17 +4,20 @@
 //! signatures. Runs on a blocking thread; memory holds the events' merged
 //! views and the file list, never a whole raw message.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use kiroku_proto::event::Kind;
-use kiroku_proto::{AuditEntry, Event, SearchRequest};
+use kiroku_proto::journal_entry::Entry;
+use kiroku_proto::{AuditEntry, Event, InclusionProof, SearchRequest};
+use prost::Message;
 
-use super::ExportError;
 use super::audit_select::Concern;
 use super::layout::{self, EventFile, event_path};
 use super::manifest::{self, Manifest, ManifestEvent};
 use super::sink::{ChunkOut, Sink};
+use super::{ExportError, evidence};
 use crate::store::Store;
+use crate::store::journal::{self, EntryRead, Position};
 
 /// Most events one bundle holds; a larger case is exported in parts (by
 /// time range).
@@ -82,15 +85,34 @@ pub fn build(
     out: impl ChunkOut,
 ) -> Result<Summary, ExportError> {
     let mut sink = Sink::new(out);
+    let end = store.journal.head().end;
+    let checkpoints = evidence::checkpoints(&store.dir)?;
+    let wanted: HashMap<String, usize> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.event_id.clone(), i))
+        .collect();
+    let total_leaves = store.journal.head().next_leaf;
+    let found = evidence::find(store, &wanted, &checkpoints, end, |n| {
+        sink.progress("journal", n, total_leaves)
+    })?;
     let mut listed = Vec::with_capacity(events.len());
-    let checkpoints = BTreeSet::new();
-    for (i, e) in events.iter().enumerate() {
+    let mut used = BTreeSet::new();
+    for (i, (e, f)) in events.iter().zip(&found).enumerate() {
         if i % 100 == 0 {
             sink.progress("events", i as u64, events.len() as u64)?;
         }
-        listed.push(event_files(store, e, &mut sink)?);
+        let m = event_files(store, e, f.as_ref(), end, &mut sink)?;
+        used.extend(m.checkpoint);
+        listed.push(m);
     }
     sink.progress("events", events.len() as u64, events.len() as u64)?;
+    for c in checkpoints
+        .iter()
+        .filter(|c| used.contains(&c.content.number))
+    {
+        checkpoint_files(c, &mut sink)?;
+    }
     audit_lines(store, case, events, own, &mut sink)?;
     if let Some((pem, _)) = &who.signer {
         sink.file(layout::SIGNER_PEM, pem.as_bytes())?;
@@ -115,7 +137,7 @@ pub fn build(
             who.unsigned_reason.clone()
         },
         events: listed,
-        checkpoints: checkpoints.into_iter().collect(),
+        checkpoints: used.into_iter().collect(),
         files,
     };
     let manifest_bytes = manifest::to_bytes(&m);
@@ -135,16 +157,21 @@ pub fn build(
     })
 }
 
-/// One event's files; its manifest entry.
+/// One event's files; its manifest entry. The JSON is the merged view of
+/// the journal entry (what the proof covers); an event the journal scan
+/// did not find is exported from the index, with a note.
 fn event_files<S: ChunkOut>(
     store: &Store,
     e: &Event,
+    found: Option<&evidence::Found>,
+    end: Position,
     sink: &mut Sink<S>,
 ) -> Result<ManifestEvent, ExportError> {
+    let id = &e.event_id;
     let mut m = ManifestEvent {
-        event_id: e.event_id.clone(),
+        event_id: id.clone(),
         kind: kind_name(e).into(),
-        event: event_path(&e.event_id, EventFile::Json),
+        event: event_path(id, EventFile::Json),
         recorded: String::new(),
         additions: String::new(),
         proof: String::new(),
@@ -153,18 +180,29 @@ fn event_files<S: ChunkOut>(
         checkpoint: None,
         notes: Vec::new(),
     };
-    let json = serde_json::to_vec_pretty(e).map_err(|x| ExportError::Internal(x.to_string()))?;
+    let view = match found {
+        None => {
+            m.notes.push("not found in the event journal (damaged? `kiroku verify` tells); exported as the index holds it".into());
+            e.clone()
+        }
+        Some(f) => {
+            let read = evidence::read_at(store, f.at, end)?;
+            stored_files(id, &read, f, &mut m, sink)?
+        }
+    };
+    let json =
+        serde_json::to_vec_pretty(&view).map_err(|x| ExportError::Internal(x.to_string()))?;
     sink.file(&m.event, &json)?;
-    if let Some(Kind::Email(mail)) = &e.kind {
+    if let Some(Kind::Email(mail)) = &view.kind {
         if !mail.raw_sha256.is_empty() && store.blobs.has(&mail.raw_sha256) {
             let reader = store
                 .blobs
                 .reader(&mail.raw_sha256)
                 .map_err(|x| ExportError::Read {
-                    what: format!("raw message {} of {}", mail.raw_sha256, e.event_id),
+                    what: format!("raw message {} of {id}", mail.raw_sha256),
                     error: x.to_string(),
                 })?;
-            m.mail = event_path(&e.event_id, EventFile::Mail);
+            m.mail = event_path(id, EventFile::Mail);
             sink.stream(&m.mail, reader)?;
         } else {
             m.notes.push(if mail.raw_not_kept.is_empty() {
@@ -175,6 +213,78 @@ fn event_files<S: ChunkOut>(
         }
     }
     Ok(m)
+}
+
+/// The recorded bytes, additions and proof of a journalled event; its
+/// merged view.
+fn stored_files<S: ChunkOut>(
+    id: &str,
+    read: &EntryRead,
+    f: &evidence::Found,
+    m: &mut ManifestEvent,
+    sink: &mut Sink<S>,
+) -> Result<Event, ExportError> {
+    let bad = |why: String| ExportError::Read {
+        what: format!("the journal entry of {id}"),
+        error: why,
+    };
+    let Some(entry) = &read.entry else {
+        m.notes.push(
+            "stored before the journal was hash-chained (KRJ1): no recorded bytes, no proof".into(),
+        );
+        return Event::decode(read.bytes.as_slice()).map_err(|e| bad(e.to_string()));
+    };
+    let Some(Entry::Event(stored)) = &entry.entry else {
+        return Err(bad("not an event entry".into()));
+    };
+    let view = journal::merged(stored).map_err(|e| bad(e.to_string()))?;
+    m.leaf = f.leaf;
+    m.recorded = event_path(id, EventFile::Recorded);
+    sink.file(&m.recorded, &stored.recorded)?;
+    m.additions = event_path(id, EventFile::Additions);
+    let additions = stored.additions.clone().unwrap_or_default();
+    sink.file(&m.additions, &additions.encode_to_vec())?;
+    let (checkpoint, path) = match &f.proof {
+        Some((n, path)) => (*n, path.iter().map(|h| h.to_vec()).collect()),
+        None => {
+            m.notes.push("not yet covered by a checkpoint when exported: the manifest signature covers it, no Merkle proof".into());
+            (0, Vec::new())
+        }
+    };
+    m.checkpoint = f.proof.as_ref().map(|(n, _)| *n);
+    let proof = InclusionProof {
+        event_id: id.to_owned(),
+        checkpoint,
+        leaf: f.leaf.unwrap_or_default(),
+        entry: read.bytes.clone(),
+        path,
+    };
+    m.proof = event_path(id, EventFile::Proof);
+    sink.file(&m.proof, &proof.encode_to_vec())?;
+    Ok(view)
+}
+
+/// A checkpoint as stored, and its parts for `openssl`.
+fn checkpoint_files<S: ChunkOut>(
+    c: &evidence::StoredCheckpoint,
+    sink: &mut Sink<S>,
+) -> Result<(), ExportError> {
+    let n = c.content.number;
+    sink.file(
+        &layout::checkpoint_path(n, "ckp"),
+        &c.signed.encode_to_vec(),
+    )?;
+    sink.file(&layout::checkpoint_path(n, "bin"), &c.signed.checkpoint)?;
+    for (ext, part) in [
+        ("sig", &c.signed.signature),
+        ("der", &c.signed.signer_cert_der),
+        ("tsr", &c.signed.timestamp_token),
+    ] {
+        if !part.is_empty() {
+            sink.file(&layout::checkpoint_path(n, ext), part)?;
+        }
+    }
+    Ok(())
 }
 
 /// `audit/entries.jsonl`: the lines of the audit log up to the export's

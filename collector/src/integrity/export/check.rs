@@ -229,7 +229,7 @@ fn signatures(dir: &Path, m: &Manifest, manifest_bytes: &[u8], ca_pem: &[u8], r:
         let (Some(data), Some(sig)) = (data, read_small(dir, sig_path, r)) else {
             continue;
         };
-        match trust::verify_signature(&data, &sig, &cert, ca_pem) {
+        match trust::verify_signature(&data, &sig, &cert, ca_pem, m.exported_at_ms) {
             Ok(signer) => r.signer = Some(signer),
             Err(e) => r.find(
                 "bad_signature",
