@@ -445,6 +445,19 @@ impl Alerting {
                     }
                 ))
             }
+            (RuleKind::Integrity, Some(Kind::Integrity(i))) => Some(format!(
+                "{} in stream {} of {} (seq {}–{}): {}",
+                if i.tampering {
+                    "chain of custody broken"
+                } else {
+                    "loss reported by the agent"
+                },
+                i.stream_id,
+                e.agent_id,
+                i.first_seq,
+                i.last_seq,
+                i.what
+            )),
             (RuleKind::MailRate, Some(Kind::Email(m))) => {
                 if rule.internal_domains.external_recipients(m).is_empty() {
                     return Ok(None);

@@ -13,7 +13,6 @@
 //! re-encoded.
 
 use kiroku_common::quote::quote;
-use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -22,234 +21,22 @@ use kiroku_common::pki::PeerIdentity;
 use kiroku_proto::ingest_server::Ingest;
 use kiroku_proto::{
     Ack, Batch, BlobChunk, Event, HostInfo, MissingBlobsRequest, MissingBlobsResponse,
-    PutBlobResponse, ShipRequest, ShipResponse, StoredEvent, TimeReply, Welcome, event::Kind,
-    ship_request, ship_response,
+    PutBlobResponse, ShipRequest, ShipResponse, TimeReply, Welcome, event::Kind, ship_request,
+    ship_response,
 };
 use prost::Message;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::alerts::Alerting;
 use crate::auth;
 use crate::store::Store;
-use crate::store::journal::entry;
 
-/// One event on its way to the store: the merged view (decoded, admitted:
-/// what the index, search and alerts see) and the bytes to journal.
-struct Incoming {
-    event: Event,
-    /// The agent's encoded event, byte for byte (or the collector's
-    /// encoding of an older agent's decoded event: `reencoded`).
-    recorded: Vec<u8>,
-    /// The shipper's note that the raw message is gone (`Batch.recorded`).
-    raw_not_kept: String,
-    reencoded: bool,
-}
+mod chain;
+mod commit;
 
-/// What the journal stores for `i`, whose merged view is now `e` (the
-/// alert rules have added their tags).
-fn stored_event(e: &Event, i: &Incoming) -> StoredEvent {
-    let sha = entry::sha256(&i.recorded);
-    StoredEvent {
-        recorded: i.recorded.clone(),
-        additions: Some(entry::additions_of(e, &i.raw_not_kept, sha, i.reencoded)),
-    }
-}
-
-/// One batch on its way to the committer.
-struct Job {
-    agent_id: String,
-    stream_id: String,
-    events: Vec<Incoming>,
-    reply: oneshot::Sender<Result<Ack, Status>>,
-}
-
-/// Handle to the committer thread.
-#[derive(Clone)]
-pub struct Committer {
-    tx: mpsc::Sender<Job>,
-}
-
-impl Committer {
-    /// Starts the committer thread; it ends when every handle is dropped.
-    pub fn start(
-        store: Arc<Store>,
-        alerting: Arc<Alerting>,
-    ) -> std::io::Result<(Committer, std::thread::JoinHandle<()>)> {
-        let (tx, rx) = mpsc::channel(256);
-        let handle = std::thread::Builder::new()
-            .name("kiroku-committer".into())
-            .spawn(move || committer_loop(&store, &alerting, rx))?;
-        Ok((Committer { tx }, handle))
-    }
-
-    async fn store(
-        &self,
-        agent_id: &str,
-        stream_id: &str,
-        events: Vec<Incoming>,
-    ) -> Result<Ack, Status> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Job {
-                agent_id: agent_id.to_owned(),
-                stream_id: stream_id.to_owned(),
-                events,
-                reply,
-            })
-            .await
-            .map_err(|_| Status::unavailable("collector is shutting down"))?;
-        rx.await
-            .map_err(|_| Status::internal("committer stopped"))?
-    }
-}
-
-fn committer_loop(store: &Store, alerting: &Alerting, mut rx: mpsc::Receiver<Job>) {
-    while let Some(first) = rx.blocking_recv() {
-        let mut jobs = vec![first];
-        while jobs.len() < 256 {
-            match rx.try_recv() {
-                Ok(j) => jobs.push(j),
-                Err(_) => break,
-            }
-        }
-        commit_jobs(store, alerting, jobs);
-    }
-}
-
-fn commit_jobs(store: &Store, alerting: &Alerting, jobs: Vec<Job>) {
-    // The analysis worker re-indexes between groups, never inside one.
-    let _group = store.index.write_group();
-    let started = std::time::Instant::now();
-    let mut index_done = started;
-    // High-water marks as they will be after this group, per stream.
-    let mut hw: HashMap<(String, String), u64> = HashMap::new();
-    let mut acks = Vec::with_capacity(jobs.len());
-    let mut per_agent: HashMap<String, u64> = HashMap::new();
-    // Alerts of this group: dispatched only once it is durable.
-    let mut alerts = Vec::new();
-    // Every newly stored event of the group, for the journal.
-    let mut journal: Vec<StoredEvent> = Vec::new();
-    // Their merged views, for the analysis queue.
-    let mut stored_events: Vec<Event> = Vec::new();
-    let result = (|| -> Result<(), String> {
-        // A full disk pauses ingest before anything is written; agents
-        // keep their batches and resend.
-        store.disk.check(0)?;
-        // The journal's end is held from here to the append: each event
-        // is indexed with the leaf it gets.
-        let mut writer = store.journal.writer();
-        for job in &jobs {
-            let key = (job.agent_id.clone(), job.stream_id.clone());
-            let stored = match hw.get(&key) {
-                Some(v) => *v,
-                None => store
-                    .meta
-                    .stored_seq(&job.agent_id, &job.stream_id)
-                    .map_err(|e| e.to_string())?,
-            };
-            let mut top = stored;
-            let mut fresh = Vec::new();
-            let mut incoming = Vec::new();
-            for i in &job.events {
-                if i.event.seq > top {
-                    top = i.event.seq;
-                    fresh.push(i.event.clone());
-                    incoming.push(i);
-                }
-            }
-            if let Some(first) = fresh.first()
-                && first.seq != stored + 1
-            {
-                tracing::warn!(
-                    agent_id = %job.agent_id, stream_id = %job.stream_id, expected = stored + 1, got = first.seq,
-                    "gap in sequence numbers: events were lost on the agent before shipping"
-                );
-            }
-            // Only newly stored events reach the rules (duplicates were
-            // dropped above); their tags are indexed with them.
-            alerts.extend(alerting.evaluate(&mut fresh)?);
-            store.index.add(&fresh).map_err(|e| e.to_string())?;
-            journal.extend(fresh.iter().zip(&incoming).map(|(e, i)| stored_event(e, i)));
-            *per_agent.entry(job.agent_id.clone()).or_default() += fresh.len() as u64;
-            acks.push(Ack {
-                stored_seq: top,
-                stored: fresh.len() as u32,
-                duplicates: (job.events.len() - fresh.len()) as u32,
-                missing_blobs: Vec::new(),
-                checkpoint: Vec::new(),
-            });
-            hw.insert(key, top);
-            stored_events.extend(fresh);
-        }
-        writer
-            .append_stored(std::mem::take(&mut journal))
-            .map_err(|e| e.to_string())?;
-        drop(writer);
-        store.index.commit().map_err(|e| e.to_string())?;
-        index_done = std::time::Instant::now();
-        // Queued in the meta store, so the flush below makes the pending
-        // analysis durable together with the high-water marks: an
-        // acknowledged mail is always analysed, even after a kill -9.
-        store
-            .analysis
-            .enqueue(
-                stored_events
-                    .iter()
-                    .filter(|e| crate::analysis::wanted(e))
-                    .map(|e| e.event_id.as_str()),
-            )
-            .map_err(|e| e.to_string())?;
-        for ((agent, stream), seq) in &hw {
-            store
-                .meta
-                .set_stored_seq(agent, stream, *seq)
-                .map_err(|e| e.to_string())?;
-        }
-        let now = kiroku_common::now_ms();
-        for (agent, n) in &per_agent {
-            let mut info = store
-                .meta
-                .host(agent)
-                .map_err(|e| e.to_string())?
-                .unwrap_or_default();
-            info.agent_id = agent.clone();
-            info.last_seen_ms = now;
-            info.events_stored += n;
-            store.meta.put_host(&info).map_err(|e| e.to_string())?;
-        }
-        store.meta.flush().map_err(|e| e.to_string())?;
-        Ok(())
-    })();
-    match result {
-        Ok(()) => {
-            tracing::debug!(
-                batches = jobs.len(),
-                events = stored_events.len(),
-                index_ms = (index_done - started).as_secs_f64() * 1e3,
-                meta_ms = index_done.elapsed().as_secs_f64() * 1e3,
-                "group committed"
-            );
-            for (job, ack) in jobs.into_iter().zip(acks) {
-                let _ = job.reply.send(Ok(ack));
-            }
-            alerting.dispatch(alerts);
-            store.analysis.notify();
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "storing a batch failed; agents will resend it");
-            store.exit_if_meta_failed();
-            let _ = store.index.rollback();
-            alerting.discard(&alerts);
-            for job in jobs {
-                let _ = job.reply.send(Err(Status::unavailable(format!(
-                    "collector could not store the batch: {e}"
-                ))));
-            }
-        }
-    }
-}
+pub use commit::Committer;
+use commit::Incoming;
 
 pub struct IngestService {
     store: Arc<Store>,
@@ -684,6 +471,7 @@ impl Ingest for IngestService {
                         if !st.buffer_problem.is_empty() {
                             tracing::warn!(agent_id = %id.name, problem = %st.buffer_problem, "the agent reports that its buffer refuses new records");
                         }
+                        let head = (st.chain_head_seq, st.chain_head.clone());
                         let (store, name) = (store.clone(), id.name.clone());
                         let res = tokio::task::spawn_blocking(move || {
                             update_host(&store, &name, |info| {
@@ -701,6 +489,23 @@ impl Ingest for IngestService {
                             res.map_err(|e| Status::internal(e.to_string()))
                         {
                             tracing::error!(agent_id = %id.name, error = %e, "cannot update host record");
+                        }
+                        // The stream's chain head: checked against what is
+                        // stored, or kept until that event arrives.
+                        if head.0 > 0 {
+                            match <[u8; 32]>::try_from(head.1.as_slice()) {
+                                Ok(hash) => {
+                                    if let Err(e) =
+                                        committer.head(&id.name, &stream_id, head.0, hash).await
+                                    {
+                                        tracing::error!(agent_id = %id.name, stream_id = %stream_id, error = %e, "cannot keep the chain head the agent reported");
+                                    }
+                                }
+                                Err(_) => tracing::warn!(
+                                    agent_id = %id.name, stream_id = %stream_id, bytes = head.1.len(),
+                                    "the agent's status names a chain head that is no SHA-256 (not 32 bytes); ignored"
+                                ),
+                            }
                         }
                         continue;
                     }

@@ -104,6 +104,27 @@ impl Store {
         Ok(store)
     }
 
+    /// Chains stored annotations into the journal: an `AnnotationMark`
+    /// with the SHA-256 of their encoding as the annotation store holds it
+    /// (the annotations themselves stay out of the journal).
+    pub fn mark_annotations(&self, a: &kiroku_proto::Annotations) -> anyhow::Result<()> {
+        use prost::Message;
+        let mark = kiroku_proto::AnnotationMark {
+            event_id: a.event_id.clone(),
+            annotations_sha256: journal::entry::sha256(&a.encode_to_vec()).to_vec(),
+        };
+        self.journal
+            .append_entries(vec![kiroku_proto::journal_entry::Entry::Annotations(mark)])?;
+        Ok(())
+    }
+
+    /// The journal leaf of event `event_id` (what a Merkle inclusion proof
+    /// is about): none for an unknown event or one journalled before the
+    /// journal was chained (issue 18). Read from the index.
+    pub fn leaf_of(&self, event_id: &str) -> anyhow::Result<Option<u64>> {
+        Ok(self.index.provenance(event_id)?.and_then(|p| p.leaf))
+    }
+
     /// Records a query in the audit log and its new head in the metadata
     /// (so a log cut short is detected), both durable.
     pub fn audit_query(

@@ -38,6 +38,10 @@ pub enum RuleKind {
     /// recipients within `window_minutes`: fires once per pair, in either
     /// order of arrival (analysis/ppap.rs).
     Ppap,
+    /// A break in a chain of custody the collector found on ingest (an
+    /// `integrity` record: events removed, altered or sent twice with
+    /// different content on an agent, or a loss the agent reported).
+    Integrity,
 }
 
 impl RuleKind {
@@ -50,6 +54,7 @@ impl RuleKind {
             RuleKind::MailRate => "mail_rate",
             RuleKind::EncryptedAttachment => "encrypted_attachment",
             RuleKind::Ppap => "ppap",
+            RuleKind::Integrity => "integrity",
         }
     }
 }
@@ -70,7 +75,7 @@ pub struct RuleDef {
     /// Letters, digits, `-`, `_`, `.`.
     pub name: String,
     /// One of external_attachment, sensitive_hash, sensitive_dir,
-    /// removable_copy, mail_rate, encrypted_attachment, ppap.
+    /// removable_copy, mail_rate, encrypted_attachment, ppap, integrity.
     pub kind: RuleKind,
     /// external_attachment, mail_rate, encrypted_attachment: the
     /// organisation's own mail domains;
@@ -349,6 +354,7 @@ mod tests {
             RuleKind::MailRate,
             RuleKind::EncryptedAttachment,
             RuleKind::Ppap,
+            RuleKind::Integrity,
         ] {
             assert!(kinds.contains(&k), "the example shows {}", k.name());
         }

@@ -368,6 +368,7 @@ fn process(
                     super::ppap::carry_over(&old, &mut ann);
                 }
                 s.store.analysis.put_annotations(&ann)?;
+                s.store.mark_annotations(&ann)?;
                 s.store
                     .analysis
                     .progress

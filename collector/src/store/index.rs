@@ -17,6 +17,8 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use kiroku_common::mail::InternalDomains;
 
+use super::journal::Provenance;
+
 use kiroku_proto::{Event, SearchRequest};
 use prost::Message;
 use tantivy::collector::{Count, TopDocs};
@@ -34,6 +36,7 @@ mod legacy;
 mod limits;
 mod mailflow;
 mod merges;
+mod provenance;
 mod rebuild;
 mod schema;
 mod stats;
@@ -130,7 +133,7 @@ const WRITER_HEAP: usize = 64 * 1024 * 1024;
 pub const MAX_PAGE: u32 = 1000;
 pub const DEFAULT_PAGE: u32 = 50;
 /// Values of the `kind` filter.
-pub const KINDS: [&str; 4] = ["email", "file", "host_change", "gap"];
+pub const KINDS: [&str; 5] = ["email", "file", "host_change", "gap", "integrity"];
 
 fn poisoned(path: &Path) -> IndexError {
     IndexError::Other {
@@ -282,11 +285,23 @@ impl EventIndex {
     }
 
     /// Adds events (replacing any with the same id), each with its derived
-    /// fields ([`EventIndex::set_derived`]). Not visible or durable until
-    /// [`EventIndex::commit`].
+    /// fields ([`EventIndex::set_derived`]) and the journal provenance the
+    /// replaced document had (a re-index after analysis keeps it). Not
+    /// visible or durable until [`EventIndex::commit`].
     pub fn add(&self, events: &[Event]) -> Result<(), IndexError> {
         let derive = self.shared.derived();
-        self.writing(|ix| ix.add(events, derive.as_ref()))
+        self.writing(|ix| ix.add(events, derive.as_ref(), None))
+    }
+
+    /// [`EventIndex::add`] with each event's place in the journal
+    /// (`provenance[i]` is that of `events[i]`).
+    pub fn add_recorded(
+        &self,
+        events: &[Event],
+        provenance: &[Provenance],
+    ) -> Result<(), IndexError> {
+        let derive = self.shared.derived();
+        self.writing(|ix| ix.add(events, derive.as_ref(), Some(provenance)))
     }
 
     /// Sets where the derived fields of each added event come from.
@@ -570,21 +585,38 @@ impl TantivyIndex {
         }
     }
 
-    fn add(&self, events: &[Event], derive: Option<&DerivedSource>) -> Result<(), IndexError> {
-        self.with_writer(|w| self.add_with(w, events, derive))
+    fn add(
+        &self,
+        events: &[Event],
+        derive: Option<&DerivedSource>,
+        provenance: Option<&[Provenance]>,
+    ) -> Result<(), IndexError> {
+        self.with_writer(|w| self.add_with(w, events, derive, provenance))
     }
 
+    /// Adds `events`; without `provenance`, each keeps the one its
+    /// replaced document had.
     fn add_with(
         &self,
         w: &mut IndexWriter,
         events: &[Event],
         derive: Option<&DerivedSource>,
+        provenance: Option<&[Provenance]>,
     ) -> Result<(), IndexError> {
-        for e in events {
+        let searcher = provenance.is_none().then(|| self.reader.searcher());
+        for (i, e) in events.iter().enumerate() {
             let derived = derive.and_then(|d| d(e));
+            let prov = match (provenance, &searcher) {
+                (Some(p), _) => p.get(i).copied(),
+                (None, Some(s)) => self.provenance_in(s, &e.event_id)?,
+                (None, None) => None,
+            };
+            let mut doc = self.document(e, derived.as_ref());
+            if let Some(p) = prov {
+                self.add_provenance(&mut doc, &p);
+            }
             w.delete_term(Term::from_field_text(self.f.event_id, &e.event_id));
-            w.add_document(self.document(e, derived.as_ref()))
-                .map_err(|e| self.terr(e))?;
+            w.add_document(doc).map_err(|e| self.terr(e))?;
         }
         Ok(())
     }

@@ -1,5 +1,7 @@
 //! Collector metadata in sled: per-(agent, stream) high-water sequence
-//! numbers (the exactly-once guarantee) and known hosts.
+//! numbers (the exactly-once guarantee) and, next to them, the stream's
+//! hash chain state (issue 18: the last stored event's hash, the head the
+//! agent last reported), and known hosts.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -15,6 +17,60 @@ pub struct MetaError {
     source: sled::Error,
 }
 
+/// What the collector knows of a stream's hash chain (`ingest/chain.rs`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChainState {
+    /// The newest stored event's sequence number.
+    pub seq: u64,
+    /// The SHA-256 of its recorded bytes, when the agent sent them as
+    /// recorded (none for an older agent's re-encoded event).
+    pub hash: Option<[u8; 32]>,
+    /// An event of the stream carried a `prev_hash`: from then on one
+    /// without is reported.
+    pub chained: bool,
+    /// The head the agent reported for a sequence number not stored yet:
+    /// checked when that event arrives.
+    pub pending: Option<(u64, [u8; 32])>,
+}
+
+impl ChainState {
+    const LEN: usize = 8 + 1 + 32 + 8 + 32;
+
+    fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(Self::LEN);
+        v.extend_from_slice(&self.seq.to_be_bytes());
+        let flags = u8::from(self.hash.is_some())
+            | u8::from(self.chained) << 1
+            | u8::from(self.pending.is_some()) << 2;
+        v.push(flags);
+        v.extend_from_slice(&self.hash.unwrap_or_default());
+        let (pseq, phash) = self.pending.unwrap_or_default();
+        v.extend_from_slice(&pseq.to_be_bytes());
+        v.extend_from_slice(&phash);
+        v
+    }
+
+    fn decode(v: &[u8]) -> Option<ChainState> {
+        if v.len() != Self::LEN {
+            return None;
+        }
+        let u64_at = |at: usize| v[at..at + 8].try_into().ok().map(u64::from_be_bytes);
+        let hash_at = |at: usize| <[u8; 32]>::try_from(&v[at..at + 32]).ok();
+        let flags = v[8];
+        Some(ChainState {
+            seq: u64_at(0)?,
+            hash: if flags & 1 != 0 { hash_at(9) } else { None },
+            chained: flags & 2 != 0,
+            pending: if flags & 4 != 0 {
+                Some((u64_at(41)?, hash_at(49)?))
+            } else {
+                None
+            },
+        })
+    }
+}
+
+
 /// Cheap to clone: every clone is a handle on the same database (the
 /// audit log keeps one to note its head after each entry).
 #[derive(Clone)]
@@ -24,6 +80,8 @@ pub struct MetaStore {
     path: PathBuf,
     db: sled::Db,
     streams: sled::Tree,
+    /// Per stream: [`ChainState`] (same keys as `streams`).
+    chains: sled::Tree,
     hosts: sled::Tree,
     /// Which identity uploaded which blob (`MetaStore::note_uploader`).
     uploaders: sled::Tree,
@@ -47,6 +105,7 @@ impl MetaStore {
             live: Arc::default(),
             path: path.to_owned(),
             streams: db.open_tree("streams").map_err(err)?,
+            chains: db.open_tree("chains").map_err(err)?,
             hosts: db.open_tree("hosts").map_err(err)?,
             uploaders: db.open_tree(BLOB_UPLOADERS).map_err(err)?,
             db,
@@ -92,6 +151,54 @@ impl MetaStore {
             .insert(Self::stream_key(agent_id, stream_id), &seq.to_be_bytes())
             .map_err(|e| self.err(e))?;
         Ok(())
+    }
+
+    /// The stream's hash chain state (default: nothing known, e.g. a
+    /// stream stored before issue 18).
+    pub fn chain(&self, agent_id: &str, stream_id: &str) -> Result<ChainState, MetaError> {
+        Ok(self
+            .chains
+            .get(Self::stream_key(agent_id, stream_id))
+            .map_err(|e| self.err(e))?
+            .and_then(|v| ChainState::decode(&v))
+            .unwrap_or_default())
+    }
+
+    /// Stored with the high-water marks (made durable by [`MetaStore::flush`]).
+    pub fn set_chain(
+        &self,
+        agent_id: &str,
+        stream_id: &str,
+        state: &ChainState,
+    ) -> Result<(), MetaError> {
+        self.chains
+            .insert(Self::stream_key(agent_id, stream_id), state.encode())
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// The head of every agent stream whose last stored event's hash is
+    /// known (for checkpoints): agent, stream, seq, SHA-256.
+    pub fn stream_heads(&self) -> Result<Vec<kiroku_proto::StreamHead>, MetaError> {
+        let mut heads = Vec::new();
+        for kv in self.chains.iter() {
+            let (k, v) = kv.map_err(|e| self.err(e))?;
+            let key = String::from_utf8_lossy(&k);
+            let (Some((agent, stream)), Some(state)) =
+                (key.split_once('\0'), ChainState::decode(&v))
+            else {
+                continue;
+            };
+            if let Some(h) = state.hash {
+                heads.push(kiroku_proto::StreamHead {
+                    agent_id: agent.to_owned(),
+                    stream_id: stream.to_owned(),
+                    seq: state.seq,
+                    sha256: h.to_vec(),
+                });
+            }
+        }
+        Ok(heads)
     }
 
     pub fn host(&self, agent_id: &str) -> Result<Option<HostInfo>, MetaError> {

@@ -316,25 +316,31 @@ pub fn rebuild_index(idir: &Path, jdir: &Path, quiet: bool) -> anyhow::Result<u6
         fresh.set_derived(a.derived_source());
     }
     let pb = bar(journal_bytes(jdir), "index", quiet);
-    let mut batch = Vec::new();
+    let (mut batch, mut provenance) = (Vec::new(), Vec::new());
     let mut failed = None;
-    journal::scan(jdir, |e| {
+    // Each event is indexed with its place in the journal chain.
+    journal::scan_events(jdir, |e, p| {
         if failed.is_some() {
             return;
         }
         pb.inc(e.encoded_len() as u64 + 12);
         batch.push(e);
+        provenance.push(p);
         if batch.len() >= 50_000 {
-            if let Err(e) = fresh.add(&batch).and_then(|_| fresh.commit()) {
+            if let Err(e) = fresh
+                .add_recorded(&batch, &provenance)
+                .and_then(|_| fresh.commit())
+            {
                 failed = Some(e);
             }
             batch.clear();
+            provenance.clear();
         }
     })?;
     if let Some(e) = failed {
         return Err(e.into());
     }
-    fresh.add(&batch)?;
+    fresh.add_recorded(&batch, &provenance)?;
     fresh.commit()?;
     pb.finish_and_clear();
     drop(meta);

@@ -93,7 +93,7 @@ pub struct SearchArgs {
     /// delivered, rejected, aborted, unknown or captured.
     #[arg(long)]
     pub outcome: Option<String>,
-    /// email, file, host_change or gap (what an agent could not record).
+    /// email, file, host_change, gap (unrecorded) or integrity (a chain break).
     #[arg(long)]
     pub kind: Option<String>,
     /// File events: words of the path or old path ("alice/q3 report").

@@ -44,6 +44,13 @@ fn file(e: &Event) -> Option<&FileEvent> {
     }
 }
 
+fn integrity(e: &Event) -> Option<&kiroku_proto::IntegrityEvent> {
+    match &e.kind {
+        Some(Kind::Integrity(i)) => Some(i),
+        _ => None,
+    }
+}
+
 fn gap(e: &Event) -> Option<&GapEvent> {
     match &e.kind {
         Some(Kind::Gap(g)) => Some(g),
@@ -84,6 +91,7 @@ pub fn json(e: &Event) -> serde_json::Value {
         ("File", "file"),
         ("HostChange", "host_change"),
         ("Gap", "gap"),
+        ("Integrity", "integrity"),
     ] {
         if let Some(v) = kind.as_ref().and_then(|k| k.get(variant)) {
             obj.insert(name.into(), v.clone());
@@ -183,6 +191,26 @@ pub fn table(events: &[Event], zone: &Zone) -> String {
                     format!("{} .. {}", time(g.first_ms, zone), time(g.last_ms, zone)),
                     g.count.to_string(),
                     format!("gap: {} unrecorded", g.source),
+                ]
+            }
+            (None, None) if integrity(e).is_some() => {
+                let i = integrity(e).cloned().unwrap_or_default();
+                // A chain break: to = the stream, subject = what did not
+                // match, att = how many sequence numbers it covers.
+                [
+                    time(e.observed_at_ms, zone),
+                    e.event_id.clone(),
+                    host,
+                    e.user.clone(),
+                    String::new(),
+                    format!("stream {}", i.stream_id),
+                    shorten(&i.detail, 40),
+                    format!("seq {}–{}", i.first_seq, i.last_seq),
+                    format!(
+                        "integrity: {}{}",
+                        i.what,
+                        if i.tampering { "" } else { " (not tampering)" }
+                    ),
                 ]
             }
             (None, None) => [
@@ -290,6 +318,22 @@ pub fn detail(e: &Event, zone: &Zone) -> String {
             );
         }
         line("detail", &f.detail);
+    }
+    if let Some(i) = integrity(e) {
+        line("integrity", &i.what);
+        line("stream", &i.stream_id);
+        line("sequence", &format!("{}–{}", i.first_seq, i.last_seq));
+        line("expected sha256", &i.expected_sha256);
+        line("got sha256", &i.got_sha256);
+        line(
+            "tampering",
+            if i.tampering {
+                "yes"
+            } else {
+                "no (reported by the agent)"
+            },
+        );
+        line("detail", &i.detail);
     }
     if let Some(g) = gap(e) {
         line("gap", &format!("{} ({})", g.source, g.reason));

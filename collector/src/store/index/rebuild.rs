@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use kiroku_proto::Event;
 
-use super::super::journal::{self, Journal, Position};
+use super::super::journal::{self, Journal, Position, Provenance};
 use super::{
     DerivedSource, EventIndex, Headroom, IndexError, Indexes, SCHEMA_VERSION, TantivyIndex,
 };
@@ -446,12 +446,13 @@ impl TantivyIndex {
     /// committer's cannot drop it in between).
     fn add_and_commit(
         &self,
-        events: &[Event],
+        events: Vec<(Event, Provenance)>,
         progress: &Progress,
         derive: Option<&DerivedSource>,
     ) -> Result<(), IndexError> {
+        let (events, provenance): (Vec<Event>, Vec<Provenance>) = events.into_iter().unzip();
         self.with_writer(|w| {
-            self.add_with(w, events, derive)?;
+            self.add_with(w, &events, derive, Some(&provenance))?;
             self.set_progress(progress);
             self.commit_with(w)
         })?;
@@ -547,7 +548,7 @@ impl Job {
             }
         }
         let (events, at) =
-            journal::read_from(&self.journal, self.progress.at, self.end, self.batch)
+            journal::read_events(&self.journal, self.progress.at, self.end, self.batch)
                 .map_err(|e| other(&self.journal, e.to_string()))?;
         let progress = Progress {
             at,
@@ -555,7 +556,7 @@ impl Job {
             complete: false,
         };
         self.building
-            .add_and_commit(&events, &progress, shared.derived().as_ref())?;
+            .add_and_commit(events, &progress, shared.derived().as_ref())?;
         self.progress = progress;
         Ok(Step::Batch)
     }
@@ -707,14 +708,14 @@ fn carry_over(shared: &Shared, building: &TantivyIndex) -> Result<u64, IndexErro
                 batch.push(e);
             }
             if batch.len() >= 10_000 {
-                building.add(&batch, derive.as_ref())?;
+                building.add(&batch, derive.as_ref(), None)?;
                 copied += batch.len() as u64;
                 batch.clear();
             }
         }
     }
     if !batch.is_empty() {
-        building.add(&batch, derive.as_ref())?;
+        building.add(&batch, derive.as_ref(), None)?;
         copied += batch.len() as u64;
     }
     if copied > 0 {

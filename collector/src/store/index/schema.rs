@@ -21,8 +21,10 @@ use tantivy::schema::{
 /// queue id, reply codes, SMTP login, replies) and the `by_*` grouping
 /// columns; 3 — issue 17 (2026-12-05): `attachment_text` (the text of
 /// the attachments, from the annotation store) and the fields derived by
-/// analysis.
-pub const SCHEMA_VERSION: u32 = 3;
+/// analysis; 4 — issue 18 (2026-12-06): `recorded_sha256`, `journal_leaf`
+/// and `recorded_reencoded` (where the event is in the journal chain) and
+/// the `integrity` kind.
+pub const SCHEMA_VERSION: u32 = 4;
 
 use super::{Derived, TantivyIndex, analyzer, exfil, mailflow, stats};
 
@@ -72,6 +74,10 @@ pub(super) struct Fields {
     pub(super) reply_code: Field,
     pub(super) auth_user: Field,
     pub(super) replies: Field,
+    // Where the event is in the journal (`index/provenance.rs`).
+    pub(super) recorded_sha256: Field,
+    pub(super) journal_leaf: Field,
+    pub(super) recorded_reencoded: Field,
     // Counts and charts (`index/stats.rs`): fast-only grouping columns.
     pub(super) stats: stats::StatsFields,
 }
@@ -186,6 +192,13 @@ fn schema_fields(old: Option<&Schema>) -> (Schema, Fields, Vec<String>) {
         reply_code: b.add_u64_field("reply_code", INDEXED | FAST),
         auth_user: b.add_text_field("auth_user", STRING),
         replies: b.add_text_field("replies", full_text()),
+        // Where the event is in the journal (`index/provenance.rs`): the
+        // SHA-256 of the bytes its agent recorded, its leaf in the journal
+        // chain (none for an event journalled before issue 18) and whether
+        // the collector re-encoded it; stored only, read by event id.
+        recorded_sha256: b.add_bytes_field("recorded_sha256", STORED),
+        journal_leaf: b.add_u64_field("journal_leaf", STORED),
+        recorded_reencoded: b.add_bool_field("recorded_reencoded", STORED),
         // Counts and charts (`index/stats.rs`): fast-only grouping columns.
         stats: stats::schema_fields(&mut b),
     };
@@ -353,6 +366,15 @@ impl TantivyIndex {
                 }
             }
             Some(Kind::HostChange(_)) => d.add_text(f.kind, "host_change"),
+            Some(Kind::Integrity(i)) => {
+                // A break in a chain of custody: found by what broke and
+                // by the words of its description, which names the stream
+                // and the sequence numbers.
+                d.add_text(f.kind, "integrity");
+                d.add_text(f.operation, &i.what);
+                d.add_text(f.body, &i.detail);
+                d.add_text(f.path, &i.stream_id);
+            }
             Some(Kind::Gap(g)) => {
                 // What the agent could not record: found by the addresses
                 // and paths it names, as the records it stands for would be.
