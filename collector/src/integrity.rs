@@ -16,3 +16,4 @@ pub mod export;
 pub mod merkle;
 pub mod rpc;
 pub mod signing;
+pub mod tsa;
