@@ -49,6 +49,8 @@ pub struct QueryService {
     store: Arc<Store>,
     alerting: Arc<Alerting>,
     tls_status: Arc<dyn Fn() -> (String, bool) + Send + Sync>,
+    /// The collector's signing key (case bundles); None: unsigned.
+    signer: Option<Arc<crate::integrity::signing::Signer>>,
 }
 
 impl QueryService {
@@ -57,7 +59,20 @@ impl QueryService {
             store,
             alerting,
             tls_status: Arc::new(|| (String::new(), false)),
+            signer: None,
         }
+    }
+
+    /// The key case bundles are signed with (`[checkpoint]
+    /// signing_cert/signing_key`, the checkpoints' key).
+    pub fn with_signer(mut self, signer: Option<Arc<crate::integrity::signing::Signer>>) -> Self {
+        self.signer = signer;
+        self
+    }
+
+    /// The signing key, for the calls of `integrity/rpc.rs`.
+    pub(crate) fn signer(&self) -> Option<&Arc<crate::integrity::signing::Signer>> {
+        self.signer.as_ref()
     }
 
     /// What `ListHosts` says about the revocation list: its description

@@ -100,3 +100,6 @@ pub enum ExportError {
     #[error("{0}")]
     Internal(String),
 }
+
+#[cfg(test)]
+mod tests;

@@ -74,12 +74,14 @@ pub async fn export_case(
     })?;
     let (tx, rx) = mpsc::channel(16);
     let store = svc.store().clone();
+    let signer = svc.signer().cloned();
     tokio::task::spawn_blocking(move || {
         let exporter = export::Exporter {
             identity: who.to_string(),
-            collector: String::new(),
-            signer: None,
-            unsigned_reason: "the collector has no signing key".into(),
+            signer: signer.as_deref(),
+            unsigned_reason:
+                "the collector has no signing key ([checkpoint] signing_cert and signing_key)"
+                    .into(),
         };
         let send = |c| tx.blocking_send(Ok(c)).is_ok();
         match export::build(&store, &case, &exporter, &events, &own, send) {

@@ -70,7 +70,6 @@ impl ChainState {
     }
 }
 
-
 /// Cheap to clone: every clone is a handle on the same database (the
 /// audit log keeps one to note its head after each entry).
 #[derive(Clone)]

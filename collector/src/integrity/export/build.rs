@@ -16,6 +16,7 @@ use super::layout::{self, EventFile, event_path};
 use super::manifest::{self, Manifest, ManifestEvent};
 use super::sink::{ChunkOut, Sink};
 use super::{ExportError, evidence};
+use crate::integrity::signing::Signer;
 use crate::store::Store;
 use crate::store::journal::{self, EntryRead, Position};
 
@@ -34,15 +35,9 @@ pub struct Case {
 /// Who exports, and with which key the collector signs.
 pub struct Exporter<'a> {
     pub identity: String,
-    /// The collector's name.
-    pub collector: String,
-    /// The signing certificate (PEM) and a function signing with its key;
-    /// None: the collector has no signing key (the bundle says so).
-    pub signer: Option<(
-        String,
-        &'a (dyn Fn(&[u8]) -> Result<Vec<u8>, String> + Sync),
-    )>,
-    /// Why there is no signer.
+    /// The collector's signing key (its certificate names the collector);
+    /// None: the collector has none, and the bundle says why.
+    pub signer: Option<&'a Signer>,
     pub unsigned_reason: String,
 }
 
@@ -114,8 +109,8 @@ pub fn build(
         checkpoint_files(c, &mut sink)?;
     }
     audit_lines(store, case, events, own, &mut sink)?;
-    if let Some((pem, _)) = &who.signer {
-        sink.file(layout::SIGNER_PEM, pem.as_bytes())?;
+    if let Some(signer) = who.signer {
+        sink.file(layout::SIGNER_PEM, signer.cert_pem().as_bytes())?;
     }
     sink.file(layout::README, include_bytes!("README.txt"))?;
     let mut files = sink.files().to_vec();
@@ -126,7 +121,10 @@ pub fn build(
         reason: case.reason.clone(),
         filter: serde_json::to_value(&case.filter).unwrap_or_default(),
         exporter: who.identity.clone(),
-        collector: who.collector.clone(),
+        collector: who
+            .signer
+            .map(|s| s.identity().name.clone())
+            .unwrap_or_default(),
         exported_at: kiroku_common::rfc3339_ms(own.at_ms),
         exported_at_ms: own.at_ms,
         audit_seq: own.seq,
@@ -144,11 +142,10 @@ pub fn build(
     let sums = manifest::sums(&manifest::sums_files(&m, &manifest_bytes));
     sink.file(layout::MANIFEST, &manifest_bytes)?;
     sink.file(layout::SUMS, sums.as_bytes())?;
-    if let Some((_, sign)) = &who.signer {
-        let sig = sign(&manifest_bytes).map_err(ExportError::Sign)?;
-        sink.file(layout::MANIFEST_SIG, &sig)?;
-        let sig = sign(sums.as_bytes()).map_err(ExportError::Sign)?;
-        sink.file(layout::SUMS_SIG, &sig)?;
+    if let Some(signer) = who.signer {
+        let sign = |b: &[u8]| signer.sign(b).map_err(|e| ExportError::Sign(e.to_string()));
+        sink.file(layout::MANIFEST_SIG, &sign(&manifest_bytes)?)?;
+        sink.file(layout::SUMS_SIG, &sign(sums.as_bytes())?)?;
     }
     Ok(Summary {
         events: events.len(),
