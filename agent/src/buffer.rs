@@ -11,14 +11,19 @@
 //!   small notes of what could not be recorded ([`Buffer::note`],
 //!   [`Buffer::take_note`]);
 //! - the **reader** (`buffer/reader.rs`), for the shipper: batches of
-//!   durable events after a sequence number ([`Buffer::read_batch`]), the
+//!   durable events after a sequence number, byte for byte as queued
+//!   ([`Buffer::read_recorded`]), the
 //!   raw content they reference ([`Buffer::blob_file`]);
 //! - the **ledger** (`buffer/ledger.rs`): the acknowledged position
 //!   ([`Buffer::ack`]), the durable position, and the bytes the buffer
 //!   holds, which is what `buffer.max_bytes` bounds;
 //! - **keyed state** (`buffer/keyed.rs`): a capture source's own small
 //!   key → value memory (file capture's last known state of each file),
-//!   written in the same transaction as a record when they must agree.
+//!   written in the same transaction as a record when they must agree;
+//! - the **chain** (`buffer/chain.rs`): the stream hash chain every queued
+//!   event carries (`Event.prev_hash`), its head for `Status`
+//!   ([`Buffer::chain_head`]), and the collector's signed checkpoints the
+//!   agent keeps ([`Buffer::keep_checkpoint`]).
 //!
 //! Behind them: `buffer/store.rs` (one sled generation: opening it, damage
 //! versus an I/O error, a fresh generation), `buffer/blobs.rs` (spools and
@@ -31,13 +36,20 @@
 //!   the file `generation` (`KIROKU-GEN1 <n>`; absent: 0, the layout of
 //!   versions before generations, which opens unchanged). A sled database
 //!   with trees
-//!   - `queue`:    seq (u64 BE) → prost-encoded `Event`, ready to ship;
+//!   - `queue`:    seq (u64 BE) → prost-encoded `Event`, ready to ship
+//!     byte for byte as stored (the stream chain hashes these bytes);
 //!   - `inflight`: id (u64 BE) → `Event` recorded before the upstream answered;
 //!   - `blobrefs`: sha256 hex → number of queued/in-flight events using it;
 //!   - `smallblobs`: sha256 hex → raw messages up to [`INLINE_MAX`] bytes,
 //!     written in the same transaction (and the same fsync) as their event;
-//!   - `meta`:     `stream_id`, `next_seq`, and `note/<name>` notes of what
-//!     could not be recorded (pending gap records, see `gaps.rs`);
+//!   - `meta`:     `stream_id`, `next_seq`, `chain_head` (the newest
+//!     queued event: seq u64 BE + SHA-256 of its queued bytes, 40 bytes),
+//!     `chain_restart` (why the next event starts the chain again, until
+//!     one takes it), and `note/<name>` notes of what could not be
+//!     recorded (pending gap records, see `gaps.rs`);
+//!   - `checkpoints`: checkpoint number (u64 BE) → the collector's encoded
+//!     `SignedCheckpoint` (`Ack.checkpoint`), the newest
+//!     [`CHECKPOINTS_KEPT`];
 //!   - any other tree: a capture source's keyed state (`file_state`,
 //!     `file_state_roots`, `file_hashes`, `file_hash_age`).
 //! - `sequence`: the highest durable sequence number, written once a second
@@ -82,14 +94,34 @@
 //!   short of space), everything it still holds (bookkeeping, notes, keyed
 //!   state) is copied to a fresh generation, which becomes current with
 //!   one atomic rename of `generation`, and the old directory is removed.
-//!   Stream id and sequence numbers carry over: to the collector it is the
-//!   same stream.
+//!   Stream id, sequence numbers and the chain head carry over (they are
+//!   in `meta`): to the collector it is the same stream, its chain unbroken.
+//! - The stream hash chain: the one place a sequence number is assigned
+//!   (`queue_in_tx`, inside the queueing sled transaction) also sets the
+//!   event's `prev_hash` to the SHA-256 of the previous queued event's
+//!   bytes and moves `chain_head` to this one, so the queued bytes are
+//!   final once durable and never edited after: the shipper sends them as
+//!   they are (`Batch.recorded`), and a note about them (a raw message the
+//!   agent lost) travels beside them. Every path (append, finish, notes,
+//!   keyed-state records, in-flight recovery after a crash) goes through
+//!   it; concurrent writers are ordered by sled's transactions, as their
+//!   sequence numbers are. The chain starts again, with `prev_hash` empty
+//!   and `chain_restart` saying why, only after the buffer lost events: a
+//!   damaged database moved aside (the new database is a new stream; the
+//!   reason names the old one), a stale generation kept aside unshipped,
+//!   or sled's log cut short at a damaged spot (`sequence` check). The
+//!   reason waits in `meta` until the next event takes it, so a restart in
+//!   between keeps it. `Status` reports the head of the newest durable
+//!   event; the collector checks each event it later receives against it.
 
 mod blobs;
+mod chain;
 mod keyed;
 mod ledger;
 mod reader;
 mod store;
+#[cfg(feature = "test-hooks")]
+mod tamper;
 #[cfg(test)]
 mod tests;
 mod upkeep;
@@ -105,8 +137,10 @@ use prost::Message;
 use tokio::sync::Notify;
 
 pub use blobs::{Blob, BlobSource, INLINE_MAX, Spool, Spooled};
+pub use chain::{CHECKPOINTS_KEPT, ChainHead};
 pub use keyed::{KeyedState, StateTx, TxError, TxResult};
 pub use ledger::Backlog;
+pub use reader::Recorded;
 pub use writer::{Durability, InflightId, Settled};
 
 use ledger::Ledger;
@@ -238,6 +272,10 @@ pub struct Buffer {
     /// Set when reopening found the database damaged: only a restart (which
     /// moves it aside) lets the agent record again.
     needs_restart: Mutex<Option<String>>,
+    /// Why the stream's hash chain must start again (events were lost or
+    /// set aside), until the database being made current records it in
+    /// its `meta` for the next event (see `buffer/chain.rs`).
+    chain_break: Mutex<Option<String>>,
 }
 
 const NEXT_SEQ: &[u8] = b"next_seq";
@@ -304,7 +342,14 @@ impl Buffer {
             live_inflight: Mutex::new(HashSet::new()),
             last_attempt: Mutex::new(None),
             needs_restart: Mutex::new(None),
+            chain_break: Mutex::new(None),
         };
+        if !unshipped.is_empty() {
+            buffer.break_chain(format!(
+                "events of the agent's buffer were set aside unshipped: {}",
+                unshipped.join("; ")
+            ));
+        }
         let path = store::generation_dir(dir, generation);
         let opened = match Store::open(dir, generation, limits.cache_bytes) {
             Err(e) if store::is_lock_error(&e) => {
@@ -370,6 +415,13 @@ impl Buffer {
             path: path.clone(),
             source,
         })?;
+        let ended = match self.ledger.side_file_stream() {
+            Some(stream) => format!("stream {stream} ended there and "),
+            None => String::new(),
+        };
+        self.break_chain(format!(
+            "the agent's buffer was declared damaged and moved aside: {ended}its events not yet acknowledged by the collector are lost ({msg})"
+        ));
         let mut damage = self.damage.lock().unwrap_or_else(|p| p.into_inner());
         *damage = Some(match damage.take() {
             Some(earlier) => format!("{earlier}; {msg}"),
@@ -426,7 +478,17 @@ impl Buffer {
         *self.stream_id.write().unwrap_or_else(|p| p.into_inner()) = stream_id.clone();
         self.stream_confirmed.store(true, Ordering::SeqCst);
         if let Some(d) = self.ledger.check_sequence(store, &stream_id)? {
+            self.break_chain(d.clone());
             *self.damage.lock().unwrap_or_else(|p| p.into_inner()) = Some(d);
+        }
+        let pending = self
+            .chain_break
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(why) = pending {
+            self.restart_chain(store, &why)?;
+            *self.chain_break.lock().unwrap_or_else(|p| p.into_inner()) = None;
         }
         self.recover_inflight(store)?;
         if at_start {
@@ -434,6 +496,16 @@ impl Buffer {
         }
         self.ledger.recount(store, &self.blob_dir)?;
         Ok(())
+    }
+
+    /// Notes that the stream's hash chain must start again, and why (several
+    /// reasons at one open are joined).
+    fn break_chain(&self, why: String) {
+        let mut pending = self.chain_break.lock().unwrap_or_else(|p| p.into_inner());
+        *pending = Some(match pending.take() {
+            Some(earlier) => format!("{earlier}; {why}"),
+            None => why,
+        });
     }
 
     /// The buffer is closed (not open, or sled refused a write): records

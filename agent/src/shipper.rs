@@ -15,8 +15,19 @@
 //! it holds that blob: an `Ack` with `missing_blobs` covers the batch up
 //! to the first such event, and the agent uploads the blobs and sends the
 //! rest again. A blob the agent no longer has (lost from its buffer) is
-//! said so on the event (`raw_not_kept`), which the collector then stores
-//! without it, so the stream never stalls on it. A collector that shuts
+//! said so beside the event (`RecordedEvent.raw_not_kept`), which the
+//! collector then stores without it, so the stream never stalls on it.
+//!
+//! Events go out byte for byte as the buffer queued them
+//! (`Batch.recorded`): their stream hash chain (`Event.prev_hash`, see
+//! `buffer/chain.rs`) covers those bytes, so the shipper never edits or
+//! re-encodes one. Only a collector that does not say it reads them
+//! (`Welcome.accepts_recorded` unset: an older version) gets decoded
+//! `Batch.events`, with `raw_not_kept` set on the decoded copy. The
+//! `Status` carries the chain's durable head, and the signed checkpoints
+//! the collector sends back (`Ack.checkpoint`) are kept in the buffer.
+//!
+//! A collector that shuts
 //! down says so (`Shutdown`): the agent reconnects every second or so for
 //! a while instead of backing off, to be back as soon as it restarts.
 
@@ -26,15 +37,15 @@ use std::time::Duration;
 use futures::StreamExt;
 use kiroku_proto::ingest_client::IngestClient;
 use kiroku_proto::{
-    Batch, BlobChunk, Hello, MissingBlobsRequest, ShipRequest, ShipResponse, Status, TimeProbe,
-    ship_request, ship_response,
+    Batch, BlobChunk, Hello, MissingBlobsRequest, RecordedEvent, ShipRequest, ShipResponse, Status,
+    TimeProbe, ship_request, ship_response,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
-use crate::buffer::{self, Buffer};
+use crate::buffer::{self, Buffer, Recorded};
 use crate::capture::context::CaptureContext;
 
 /// Events per batch and encoded bytes per batch (under the collector's
@@ -157,7 +168,10 @@ impl Shipper {
             ship_response::Msg::Welcome(w) => w,
             other => anyhow::bail!("collector sent {other:?} instead of Welcome"),
         };
-        tracing::info!(collector = %self.endpoint, agent_id = %welcome.agent_id, stored_seq = welcome.stored_seq, "connected to collector");
+        tracing::info!(collector = %self.endpoint, agent_id = %welcome.agent_id, stored_seq = welcome.stored_seq, recorded = welcome.accepts_recorded, "connected to collector");
+        if !welcome.accepts_recorded {
+            tracing::warn!(collector = %self.endpoint, "the collector does not read events as the agent recorded them (an older version): they are shipped decoded, and it cannot check this agent's stream hash chain; upgrade the collector");
+        }
         // The Status (with any buffer problem) goes first: the collector
         // hears of a buffer that cannot be written even if this ack fails.
         self.measure_clock(&tx, &mut responses).await?;
@@ -172,7 +186,7 @@ impl Shipper {
                 self.measure_clock(&tx, &mut responses).await?;
                 next_probe = tokio::time::Instant::now() + PROBE_EVERY;
             }
-            let batch = self.buffer.read_batch(sent, BATCH_EVENTS, BATCH_BYTES)?;
+            let batch = self.buffer.read_recorded(sent, BATCH_EVENTS, BATCH_BYTES)?;
             if batch.is_empty() {
                 // Idle, but listening: the collector may say it shuts down.
                 tokio::select! {
@@ -185,14 +199,15 @@ impl Shipper {
                 continue;
             }
             let lost = self.upload_blobs(&mut client, &batch).await?;
-            let batch = mark_lost(batch, &lost);
-            let last = batch.last().map_or(sent, |e| e.seq);
+            let last = batch.last().map_or(sent, |r| r.seq);
             let n = batch.len();
+            let batch = if welcome.accepts_recorded {
+                recorded_batch(batch, &lost)
+            } else {
+                decoded_batch(batch, &lost)
+            };
             tx.send(ShipRequest {
-                msg: Some(ship_request::Msg::Batch(Batch {
-                    events: batch,
-                    ..Default::default()
-                })),
+                msg: Some(ship_request::Msg::Batch(batch)),
             })
             .await
             .map_err(|_| anyhow::anyhow!("stream to collector closed"))?;
@@ -224,6 +239,12 @@ impl Shipper {
                 continue;
             }
             asked.clear();
+            if !ack.checkpoint.is_empty()
+                && let Err(e) = self.buffer.keep_checkpoint(&ack.checkpoint)
+            {
+                // Keeping it is a safeguard, not a condition of shipping.
+                tracing::warn!(error = %e, "cannot keep the collector's checkpoint");
+            }
             if ack.stored_seq < last {
                 anyhow::bail!(
                     "collector acknowledged {} but {last} was sent",
@@ -291,6 +312,7 @@ impl Shipper {
             );
         }
         let backlog = self.buffer.backlog();
+        let head = self.buffer.chain_head();
         tx.send(ShipRequest {
             msg: Some(ship_request::Msg::Status(Status {
                 backlog_events: backlog.queued as u64,
@@ -298,7 +320,8 @@ impl Shipper {
                 buffer_problem: backlog.problem.unwrap_or_default(),
                 clock_offset_ms: offset_ms,
                 rtt_us,
-                ..Default::default()
+                chain_head_seq: head.map_or(0, |h| h.seq),
+                chain_head: head.map(|h| h.sha256.to_vec()).unwrap_or_default(),
             })),
         })
         .await
@@ -312,9 +335,12 @@ impl Shipper {
     async fn upload_blobs(
         &self,
         client: &mut IngestClient<Channel>,
-        batch: &[kiroku_proto::Event],
+        batch: &[Recorded],
     ) -> anyhow::Result<Vec<(String, String)>> {
-        let mut shas: Vec<String> = batch.iter().filter_map(buffer::raw_sha).collect();
+        let mut shas: Vec<String> = batch
+            .iter()
+            .filter_map(|r| buffer::raw_sha(&r.event))
+            .collect();
         shas.sort();
         shas.dedup();
         if shas.is_empty() {
@@ -405,7 +431,7 @@ impl Shipper {
             }
             None => {
                 // The event names content the buffer no longer has: it is
-                // shipped saying so (`mark_lost`) rather than held back
+                // shipped saying so (`lost_reason`) rather than held back
                 // forever.
                 tracing::error!(sha256 = %sha, "blob referenced by an event is not in the buffer; the event is shipped marked as lost on the agent");
                 return Ok(Some(LOST_ON_AGENT.to_owned()));
@@ -478,25 +504,51 @@ fn refused_for_good(code: tonic::Code) -> bool {
     )
 }
 
-/// Marks the events of `batch` whose raw message is in `lost` (the
-/// collector lacks it and it cannot be supplied): they go out with
-/// `raw_not_kept` saying why, which the collector stores as such.
-fn mark_lost(
-    mut batch: Vec<kiroku_proto::Event>,
-    lost: &[(String, String)],
-) -> Vec<kiroku_proto::Event> {
-    if lost.is_empty() {
-        return batch;
+/// Why the raw message `event` names cannot be supplied, if it is in
+/// `lost` (the collector lacks it and the agent cannot send it).
+fn lost_reason<'a>(event: &kiroku_proto::Event, lost: &'a [(String, String)]) -> Option<&'a str> {
+    let sha = buffer::raw_sha(event)?;
+    let (_, why) = lost.iter().find(|(s, _)| *s == sha)?;
+    tracing::error!(seq = event.seq, sha256 = %sha, reason = %why, "event shipped without its raw message");
+    Some(why)
+}
+
+/// The batch as recorded: each event's queued bytes untouched, a lost raw
+/// message said beside it (`RecordedEvent.raw_not_kept`).
+fn recorded_batch(batch: Vec<Recorded>, lost: &[(String, String)]) -> Batch {
+    let recorded = batch
+        .into_iter()
+        .map(|r| RecordedEvent {
+            raw_not_kept: lost_reason(&r.event, lost).unwrap_or_default().to_owned(),
+            event: r.bytes,
+        })
+        .collect();
+    Batch {
+        recorded,
+        ..Default::default()
     }
-    for e in &mut batch {
-        if let Some(kiroku_proto::event::Kind::Email(m)) = &mut e.kind
-            && let Some((_, why)) = lost.iter().find(|(sha, _)| *sha == m.raw_sha256)
-        {
-            tracing::error!(seq = e.seq, sha256 = %m.raw_sha256, reason = %why, "event shipped without its raw message");
-            m.raw_not_kept = why.clone();
-        }
+}
+
+/// The batch decoded, for a collector that does not read recorded bytes:
+/// a lost raw message is said on the decoded copy
+/// (`EmailEvent.raw_not_kept`), which the collector then stores as such.
+fn decoded_batch(batch: Vec<Recorded>, lost: &[(String, String)]) -> Batch {
+    let events = batch
+        .into_iter()
+        .map(|r| {
+            let mut e = r.event;
+            if let Some(why) = lost_reason(&e, lost)
+                && let Some(kiroku_proto::event::Kind::Email(m)) = &mut e.kind
+            {
+                m.raw_not_kept = why.to_owned();
+            }
+            e
+        })
+        .collect();
+    Batch {
+        events,
+        ..Default::default()
     }
-    batch
 }
 
 /// Round trip and offset (agent − collector) of one probe, µs: t1 and t4 on
@@ -510,20 +562,47 @@ fn offset_us(t1: i64, t2: i64, t3: i64, t4: i64) -> (i64, i64) {
 #[cfg(test)]
 mod tests {
     use kiroku_proto::{EmailEvent, Event, event::Kind};
+    use prost::Message;
 
+    /// Recorded batches carry the queued bytes untouched and say a lost
+    /// raw message beside the event; decoded batches (older collectors)
+    /// say it on the decoded copy. Only events whose blob is lost.
     #[test]
     fn only_events_whose_blob_is_lost_are_marked() {
-        let mail = |seq, sha: &str| Event {
-            seq,
-            kind: Some(Kind::Email(EmailEvent {
-                raw_sha256: sha.into(),
+        let mail = |seq, sha: &str| {
+            let event = Event {
+                seq,
+                kind: Some(Kind::Email(EmailEvent {
+                    raw_sha256: sha.into(),
+                    ..Default::default()
+                })),
                 ..Default::default()
-            })),
-            ..Default::default()
+            };
+            super::Recorded {
+                seq,
+                bytes: event.encode_to_vec(),
+                event,
+            }
         };
-        let batch = vec![mail(1, "aa"), mail(2, "bb"), mail(3, ""), mail(4, "aa")];
-        let marked = super::mark_lost(batch, &[("aa".to_owned(), super::LOST_ON_AGENT.to_owned())]);
-        let not_kept: Vec<bool> = marked
+        let aa = "a".repeat(64);
+        let bb = "b".repeat(64);
+        let batch = vec![mail(1, &aa), mail(2, &bb), mail(3, ""), mail(4, &aa)];
+        let lost = [(aa.clone(), super::LOST_ON_AGENT.to_owned())];
+        let recorded = super::recorded_batch(batch.clone(), &lost);
+        assert!(recorded.events.is_empty());
+        let marked: Vec<bool> = recorded
+            .recorded
+            .iter()
+            .map(|r| !r.raw_not_kept.is_empty())
+            .collect();
+        assert_eq!(marked, vec![true, false, false, true]);
+        for (r, b) in recorded.recorded.iter().zip(&batch) {
+            assert_eq!(r.event, b.bytes, "shipped untouched");
+        }
+        let decoded = super::decoded_batch(batch, &lost);
+        assert!(decoded.recorded.is_empty());
+        let not_kept: Vec<bool> = decoded
+            .events
             .iter()
             .map(|e| match &e.kind {
                 Some(Kind::Email(m)) => !m.raw_not_kept.is_empty(),

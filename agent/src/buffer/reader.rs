@@ -8,16 +8,26 @@ use kiroku_proto::Event;
 use super::blobs::BlobSource;
 use super::{Buffer, BufferError, read_u64};
 
+/// A queued event as the buffer holds it: the bytes its chain hashes (what
+/// the shipper sends, untouched) and, for the shipper's own use (blobs to
+/// upload, sequence numbers), their decoded copy.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub seq: u64,
+    pub bytes: Vec<u8>,
+    pub event: Event,
+}
+
 impl Buffer {
-    /// Up to `max_events` queued events after `after_seq`, stopping once
-    /// `max_bytes` of encoded events are collected (at least one is
-    /// returned). Only durable events are returned.
-    pub fn read_batch(
+    /// Up to `max_events` queued events after `after_seq`, exactly as
+    /// queued, stopping once `max_bytes` of them are collected (at least
+    /// one is returned). Only durable events are returned.
+    pub fn read_recorded(
         &self,
         after_seq: u64,
         max_events: usize,
         max_bytes: usize,
-    ) -> Result<Vec<Event>, BufferError> {
+    ) -> Result<Vec<Recorded>, BufferError> {
         let durable = self.ledger.durable_seq.load(Ordering::SeqCst);
         if after_seq >= durable {
             return Ok(Vec::new());
@@ -34,10 +44,30 @@ impl Buffer {
                     break;
                 }
                 bytes += v.len();
-                out.push(self.decode(&v, &format!("queue/{}", read_u64(Some(&k))))?);
+                let seq = read_u64(Some(&k));
+                let event = self.decode(&v, &format!("queue/{seq}"))?;
+                out.push(Recorded {
+                    seq,
+                    bytes: v.to_vec(),
+                    event,
+                });
             }
             Ok(out)
         })
+    }
+
+    /// [`Buffer::read_recorded`], decoded.
+    pub fn read_batch(
+        &self,
+        after_seq: u64,
+        max_events: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Event>, BufferError> {
+        Ok(self
+            .read_recorded(after_seq, max_events, max_bytes)?
+            .into_iter()
+            .map(|r| r.event)
+            .collect())
     }
 
     /// Resolves when an event was queued since the last call (or the

@@ -5,6 +5,8 @@ use super::store::{self, created_with_segment_size};
 use super::*;
 use kiroku_proto::{EmailEvent, Outcome, event::Kind};
 
+mod chain;
+
 fn mail(raw: &[u8]) -> Event {
     Event {
         kind: Some(Kind::Email(EmailEvent {
@@ -199,6 +201,15 @@ async fn damage_that_sled_silently_cuts_is_detected_and_numbers_are_not_reused()
     assert!(
         next > last,
         "sequence numbers are not reused: {next} after {damage}"
+    );
+    // The first event after the loss starts the stream's chain again,
+    // saying why (the collector records an agent-reported loss).
+    let after = b.read_batch(last, 10, usize::MAX).expect("read");
+    assert!(after[0].prev_hash.is_empty());
+    assert!(
+        after[0].chain_restart.contains("lost"),
+        "{}",
+        after[0].chain_restart
     );
     drop(b);
     let b = Buffer::open(&path, u64::MAX, 1 << 20).expect("reopen again");

@@ -10,6 +10,7 @@ use prost::Message;
 use sled::Transactional;
 
 use super::blobs::{Blob, Spool};
+use super::chain;
 use super::keyed::{KeyedState, SledTx, StateTx, TxResult};
 use super::ledger::Delta;
 use super::store::Store;
@@ -400,8 +401,11 @@ impl Buffer {
         Ok(Some(seq))
     }
 
-    /// Inside a transaction: queues `event` under the next sequence number.
-    /// Returns it and the encoded size.
+    /// Inside a transaction: queues `event` under the next sequence number,
+    /// linked to the stream's hash chain (see `buffer/chain.rs`): its
+    /// `prev_hash` (or `chain_restart`) is set here, with the number, so
+    /// the queued bytes are final when durable. Every queued event passes
+    /// here. Returns the number and the encoded size.
     fn queue_in_tx(
         &self,
         queue: &sled::transaction::TransactionalTree,
@@ -409,12 +413,16 @@ impl Buffer {
         event: &Event,
     ) -> SledTx<(u64, usize)> {
         let seq = read_u64(meta.get(NEXT_SEQ)?.as_deref()).max(1);
+        let (prev_hash, chain_restart) = chain::link_in_tx(meta, seq)?;
         let mut e = event.clone();
         e.seq = seq;
         e.stream_id = self.stream_id();
+        e.prev_hash = prev_hash;
+        e.chain_restart = chain_restart;
         let bytes = e.encode_to_vec();
         queue.insert(&seq.to_be_bytes(), bytes.as_slice())?;
         meta.insert(NEXT_SEQ, &(seq + 1).to_be_bytes())?;
+        chain::advance_in_tx(meta, seq, &bytes)?;
         Ok((seq, bytes.len()))
     }
 
