@@ -650,12 +650,15 @@ impl Alerting {
     }
 
     /// Re-reads the rules file when its content changes (checked every
-    /// `every`) and on SIGHUP, until `shutdown`.
+    /// `every`) and on SIGHUP, until `shutdown`. Each reload, applied or
+    /// refused, is an admin entry in `store`'s audit log with the file's
+    /// SHA-256.
     pub async fn watch(
         self: Arc<Self>,
         path: PathBuf,
         every: Duration,
         shutdown: tokio::sync::watch::Receiver<bool>,
+        store: Arc<crate::store::Store>,
     ) {
         let mut shutdown = shutdown;
         let mut last = std::fs::read(&path).ok();
@@ -687,17 +690,50 @@ impl Alerting {
             if !forced && now == last {
                 continue;
             }
+            // The hash is of the content that triggered the reload; should
+            // the file change again before it is parsed, the next check
+            // sees a difference and reloads (and audits) once more.
+            let digest = match &now {
+                Some(bytes) => format!(
+                    "{} sha256 {}",
+                    path.display(),
+                    kiroku_common::sha256_hex(bytes)
+                ),
+                None => format!("{} unreadable", path.display()),
+            };
             last = now;
             let this = self.clone();
             let p = path.clone();
-            match tokio::task::spawn_blocking(move || this.reload(&p)).await {
+            let why = if forced { "SIGHUP" } else { "file changed" };
+            let detail = match tokio::task::spawn_blocking(move || this.reload(&p)).await {
                 Ok(Ok(n)) => {
-                    tracing::info!(file = %path.display(), rules = n, sighup = forced, "alert rules reloaded")
+                    tracing::info!(file = %path.display(), rules = n, sighup = forced, "alert rules reloaded");
+                    format!("rules {digest}: {n} rules in force ({why})")
                 }
-                Ok(Err(e)) => tracing::error!(
-                    "alert rules NOT reloaded, the previous rules stay in force: {e}"
-                ),
-                Err(e) => tracing::error!(error = %e, "alert rules reload failed"),
+                Ok(Err(e)) => {
+                    tracing::error!(
+                        "alert rules NOT reloaded, the previous rules stay in force: {e}"
+                    );
+                    format!(
+                        "rules {digest}: refused, the previous rules stay in force ({why}): {e}"
+                    )
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "alert rules reload failed");
+                    format!("rules {digest}: reload failed ({why}): {e}")
+                }
+            };
+            let s = store.clone();
+            let audited = tokio::task::spawn_blocking(move || {
+                s.audit_admin(
+                    crate::store::audit::COLLECTOR_IDENTITY,
+                    crate::store::audit::admin_call::RULES_RELOAD,
+                    &detail,
+                )
+            })
+            .await;
+            if let Ok(Err(e)) = audited {
+                tracing::error!(error = %e, "the rules reload could not be recorded in the audit log");
             }
         }
     }

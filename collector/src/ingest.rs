@@ -161,6 +161,64 @@ fn micros_now() -> i64 {
 }
 
 /// Updates the stored host record with `f` (blocking: sled).
+/// Records in the audit log an agent identity seen for the first time, or
+/// connecting with another certificate than before (issued anew).
+fn audit_identity(
+    store: &Store,
+    id: &kiroku_common::pki::PeerIdentity,
+    hello: &kiroku_proto::Hello,
+    cert_sha: &str,
+) -> Result<(), Status> {
+    use crate::store::audit::admin_call;
+    let internal = |e: String| Status::internal(e);
+    let known = store
+        .meta
+        .host(&id.name)
+        .map_err(|e| internal(e.to_string()))?
+        .is_some();
+    let before = store
+        .meta
+        .agent_cert(&id.name)
+        .map_err(|e| internal(e.to_string()))?;
+    let host = hello.host.as_ref().map_or("", |h| h.hostname.as_str());
+    let entry = if !known {
+        Some((
+            admin_call::AGENT_IDENTITY_SEEN,
+            format!(
+                "agent identity {id} connected for the first time: stream {}, host {}, certificate sha256 {cert_sha}",
+                hello.stream_id,
+                quote(host)
+            ),
+        ))
+    } else if before.as_deref().is_some_and(|b| b != cert_sha) {
+        Some((
+            admin_call::AGENT_CERT_CHANGED,
+            format!(
+                "agent identity {id} connected with another certificate: sha256 {cert_sha}, before {}",
+                before.as_deref().unwrap_or_default()
+            ),
+        ))
+    } else {
+        None
+    };
+    if let Some((call, detail)) = entry {
+        store
+            .audit_admin(&id.to_string(), call, &detail)
+            .map_err(|e| {
+                Status::unavailable(format!(
+                    "the collector cannot record this agent in its audit log ({e}); try again later"
+                ))
+            })?;
+    }
+    if before.as_deref() != Some(cert_sha) && !cert_sha.is_empty() {
+        store
+            .meta
+            .note_agent_cert(&id.name, cert_sha)
+            .map_err(|e| internal(e.to_string()))?;
+    }
+    Ok(())
+}
+
 fn update_host(store: &Store, agent_id: &str, f: impl FnOnce(&mut HostInfo)) -> Result<(), Status> {
     let mut info = store
         .meta
@@ -358,6 +416,10 @@ impl Ingest for IngestService {
         req: Request<Streaming<ShipRequest>>,
     ) -> Result<Response<ShipStream>, Status> {
         let id = auth::caller(&req)?;
+        let cert_sha = req
+            .peer_certs()
+            .and_then(|c| c.first().map(|c| kiroku_common::sha256_hex(c.as_ref())))
+            .unwrap_or_default();
         let mut inbound = req.into_inner();
         let hello = match inbound.message().await? {
             Some(ShipRequest {
@@ -385,6 +447,7 @@ impl Ingest for IngestService {
         let stored_seq = {
             let (store, id, hello) = (store.clone(), id.clone(), hello.clone());
             tokio::task::spawn_blocking(move || -> Result<u64, Status> {
+                audit_identity(&store, &id, &hello, &cert_sha)?;
                 update_host(&store, &id.name, |info| {
                     info.host = hello.host.clone();
                     info.last_seen_ms = kiroku_common::now_ms();

@@ -64,7 +64,16 @@ pub struct TlsSource {
     crl_expiry: Mutex<(Option<i64>, Option<Instant>)>,
     /// Every connection past its handshake, with its peer's certificates.
     pub live: Arc<LiveConns>,
+    /// Records a reload in the audit log: (admin call, detail). Set by the
+    /// server once the store is open ([`TlsSource::audit_reloads_with`]).
+    audit: std::sync::OnceLock<AuditHook>,
+    /// What the files held at the last load, as the audit log names them
+    /// (`store::audit::file_digest`): CA, certificate, key, CRL.
+    digests: Mutex<Vec<String>>,
 }
+
+/// Records an admin action: (call, detail).
+pub type AuditHook = Box<dyn Fn(&str, &str) + Send + Sync>;
 
 impl TlsSource {
     /// Builds the first configuration; an error here stops the collector.
@@ -76,9 +85,14 @@ impl TlsSource {
             current: RwLock::new((Arc::new(cfg), verifier)),
             crl_expiry: Mutex::new((None, None)),
             live: Arc::default(),
+            audit: std::sync::OnceLock::new(),
+            digests: Mutex::new(Vec::new()),
             files,
             crl,
         };
+        if let Ok(mut d) = src.digests.lock() {
+            *d = src.digests();
+        }
         let stamp = src.stamps();
         if let Ok(mut s) = src.stamp.write() {
             *s = stamp;
@@ -96,6 +110,69 @@ impl TlsSource {
             .into_iter()
             .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
             .collect()
+    }
+
+    /// The files' paths and hashes: CA, certificate, key, then the CRL.
+    fn digests(&self) -> Vec<String> {
+        let mut paths = vec![&self.files.ca, &self.files.cert, &self.files.key];
+        if let Some(c) = &self.crl {
+            paths.push(c);
+        }
+        paths
+            .into_iter()
+            .map(|p| crate::store::audit::file_digest(p))
+            .collect()
+    }
+
+    /// Has every reload recorded through `hook` (once; later calls are
+    /// ignored).
+    pub fn audit_reloads_with(&self, hook: AuditHook) {
+        let _ = self.audit.set(hook);
+    }
+
+    /// Records a reload: a changed revocation list as a CRL change, any
+    /// other file (or none, on SIGHUP) as a TLS reload, each with the
+    /// files' hashes.
+    fn audit_reload(&self, outcome: &str, forced: bool) {
+        let Some(hook) = self.audit.get() else {
+            return;
+        };
+        let now = self.digests();
+        let before = self
+            .digests
+            .lock()
+            .map(|mut d| std::mem::replace(&mut *d, now.clone()))
+            .unwrap_or_default();
+        let why = if forced { "SIGHUP" } else { "files changed" };
+        let changed: Vec<&String> = now
+            .iter()
+            .enumerate()
+            .filter(|(i, d)| before.get(*i) != Some(*d))
+            .map(|(_, d)| d)
+            .collect();
+        let crl_changed = self.crl.is_some() && before.get(3) != now.get(3);
+        let tls_changed = changed.len() > usize::from(crl_changed);
+        if crl_changed {
+            hook(
+                crate::store::audit::admin_call::CRL_RELOAD,
+                &format!("revocation list {}: {outcome} ({why})", now[3]),
+            );
+        }
+        if tls_changed || !crl_changed {
+            let files = if changed.is_empty() {
+                format!("files unchanged: {}", now.join(", "))
+            } else {
+                changed
+                    .iter()
+                    .map(|d| d.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            hook(
+                crate::store::audit::admin_call::TLS_RELOAD,
+                &format!("TLS {outcome} ({why}): {files}"),
+            );
+        }
     }
 
     fn current(&self) -> (Arc<rustls::ServerConfig>, Verifier) {
@@ -143,11 +220,18 @@ impl TlsSource {
                         "live connections cut after the TLS reload"
                     );
                 }
+                self.audit_reload(&format!("reloaded, {cut} live connections cut"), force);
             }
-            Err(e) => tracing::error!(
-                error = %e,
-                "new TLS files refused; the previous configuration stays in force (fix the file and it is picked up again)"
-            ),
+            Err(e) => {
+                tracing::error!(
+                    error = %e,
+                    "new TLS files refused; the previous configuration stays in force (fix the file and it is picked up again)"
+                );
+                self.audit_reload(
+                    &format!("refused, the previous configuration stays in force: {e}"),
+                    force,
+                );
+            }
         }
     }
 

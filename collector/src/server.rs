@@ -18,6 +18,45 @@ use crate::ingest::{Committer, IngestService};
 use crate::query::QueryService;
 use crate::store::Store;
 
+/// Records in the audit log what the collector starts with (the TLS
+/// files, the revocation list and the rules file, each with its SHA-256),
+/// and has every later TLS / CRL reload recorded too.
+async fn audit_start(
+    cfg: &CollectorConfig,
+    store: &Arc<Store>,
+    tls: &Arc<crate::listener::TlsSource>,
+) -> anyhow::Result<()> {
+    use crate::store::audit::{COLLECTOR_IDENTITY, admin_call, file_digest};
+    let mut files = vec![
+        format!("ca {}", file_digest(&cfg.tls.ca)),
+        format!("cert {}", file_digest(&cfg.tls.cert)),
+    ];
+    if let Some(crl) = &cfg.crl {
+        files.push(format!("crl {}", file_digest(crl)));
+    }
+    if let Some(a) = &cfg.alerts {
+        files.push(format!("rules {}", file_digest(&a.rules)));
+    }
+    let detail = format!(
+        "kiroku-collector {} started: {}",
+        kiroku_common::VERSION,
+        files.join(", ")
+    );
+    let s = store.clone();
+    tokio::task::spawn_blocking(move || {
+        s.audit_admin(COLLECTOR_IDENTITY, admin_call::CONFIG_RELOAD, &detail)
+    })
+    .await?
+    .context("recording the collector's start in the audit log")?;
+    let s = store.clone();
+    tls.audit_reloads_with(Box::new(move |call, detail| {
+        if let Err(e) = s.audit_admin(COLLECTOR_IDENTITY, call, detail) {
+            tracing::error!(error = %e, call, "the TLS reload could not be recorded in the audit log");
+        }
+    }));
+    Ok(())
+}
+
 /// Largest gRPC message accepted (a batch or a blob chunk).
 const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 /// How long a shutdown waits for connections to close by themselves (Ship
@@ -54,12 +93,14 @@ pub async fn serve(
         .map_err(|m| anyhow::anyhow!("the config's field `internal_domains`: {m}"))?;
     store.index.set_internal_domains(internal);
     let (alerting, notifier_tasks) = start_alerting(&cfg, &store)?;
+    audit_start(&cfg, &store, &tls).await?;
     let (stop_watch, watch_rx) = tokio::sync::watch::channel(false);
     let rules_watcher = cfg.alerts.as_ref().map(|a| {
         tokio::spawn(alerting.clone().watch(
             a.rules.clone(),
             std::time::Duration::from_secs(a.reload_secs),
             watch_rx,
+            store.clone(),
         ))
     });
     let (committer, committer_thread) = Committer::start(store.clone(), alerting.clone())?;

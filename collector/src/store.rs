@@ -34,7 +34,8 @@ pub struct Store {
     /// What analysis derived from stored content, and its queue
     /// (`analysis/store.rs`).
     pub analysis: crate::analysis::store::AnnotationStore,
-    pub audit: audit::AuditLog,
+    /// Shared with the index, which records its rebuilds in it.
+    pub audit: Arc<audit::AuditLog>,
     pub disk: Arc<DiskGuard>,
     /// Space set aside so that queries can still be audited on a full disk.
     pub audit_reserve: AuditReserve,
@@ -65,6 +66,13 @@ impl Store {
                 .set_audit_head(seq, hash)
                 .and_then(|()| keeper.flush())
                 .map_err(|e| e.to_string())
+        }));
+        let audit = Arc::new(audit);
+        let log = audit.clone();
+        index.audit_rebuilds_with(Box::new(move |call, detail| {
+            if let Err(e) = log.append_admin(audit::COLLECTOR_IDENTITY, call, detail) {
+                tracing::error!(error = %e, call, "the index rebuild could not be recorded in the audit log");
+            }
         }));
         let store = Store {
             dir: dir.to_owned(),

@@ -394,7 +394,8 @@ impl Env {
         self.start_collector_in(data_dir, "", "", None, envs)
     }
 
-    fn start_collector_full(&self, top: &str, extra: &str) -> anyhow::Result<Proc> {
+    /// With top-level keys (`crl = ...`) and extra sections alike.
+    pub fn start_collector_full(&self, top: &str, extra: &str) -> anyhow::Result<Proc> {
         self.start_collector_in(Path::new("collector"), top, extra, None, &[])
     }
 

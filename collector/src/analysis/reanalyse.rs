@@ -78,6 +78,24 @@ pub fn run(
     store.analysis.enqueue(stale.iter().map(String::as_str))?;
     store.meta.flush()?;
     report.analysed = stale.len() as u64;
+    store
+        .audit_admin(
+            &crate::store::audit::local_identity(),
+            crate::store::audit::admin_call::REANALYSE,
+            &format!(
+                "reanalyse [{}, {}){}: {} mails in the range, {} queued",
+                if from_ms == i64::MIN {
+                    "the first mail".to_owned()
+                } else {
+                    kiroku_common::rfc3339_ms(from_ms)
+                },
+                kiroku_common::rfc3339_ms(to_ms),
+                if force { " --force" } else { "" },
+                report.in_range,
+                report.analysed
+            ),
+        )
+        .context("recording the reanalysis in the audit log")?;
     let total = store.analysis.pending() as u64;
     let pb = if quiet {
         ProgressBar::hidden()

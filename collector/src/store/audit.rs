@@ -84,12 +84,45 @@ pub mod admin_call {
     pub const INDEX_REBUILD_START: &str = "IndexRebuildStart";
     /// The rebuilt index replaced the old one; detail: versions, events.
     pub const INDEX_REBUILD_SWITCH: &str = "IndexRebuildSwitch";
-    /// An agent identity connected for the first time; detail: the
-    /// certificate's serial and SHA-256.
+    /// An agent identity connected for the first time; detail: its
+    /// stream, host and the certificate's SHA-256.
     pub const AGENT_IDENTITY_SEEN: &str = "AgentIdentitySeen";
+    /// A known agent identity connected with another certificate than
+    /// before (reissued); detail: both SHA-256s.
+    pub const AGENT_CERT_CHANGED: &str = "AgentCertificateChanged";
     /// A checkpoint signing certificate was loaded; detail: its subject
     /// and SHA-256.
     pub const SIGNER_CERT_LOADED: &str = "SignerCertLoaded";
+}
+
+/// A file as admin entries name it: its path and the SHA-256 of its
+/// content, or why it could not be read.
+pub fn file_digest(path: &Path) -> String {
+    let read = std::fs::File::open(path).and_then(|mut f| {
+        let mut h = Sha256::new();
+        std::io::copy(&mut f, &mut h)?;
+        Ok(hex::encode(h.finalize()))
+    });
+    match read {
+        Ok(sha) => format!("{} sha256 {sha}", path.display()),
+        Err(e) => format!("{} unreadable ({e})", path.display()),
+    }
+}
+
+/// Who runs an offline command (`repair`, `reanalyse`) on this host, as
+/// admin entries name them: `local/<user>`, with the user `sudo` was run
+/// by when there is one. The environment can lie; these commands need
+/// write access to the data directory anyway, and the entry records that
+/// they ran, whoever it was.
+pub fn local_identity() -> String {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let user = var("USER")
+        .or_else(|| var("LOGNAME"))
+        .unwrap_or_else(|| "unknown".to_owned());
+    match var("SUDO_USER") {
+        Some(by) => format!("local/{user} (sudo by {by})"),
+        None => format!("local/{user}"),
+    }
 }
 
 /// Called with the new (sequence, hash) after each entry, under the log's

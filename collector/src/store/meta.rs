@@ -273,6 +273,23 @@ impl MetaStore {
         Ok(())
     }
 
+    /// The SHA-256 (hex) of the certificate `agent_id` last connected
+    /// with, noted by [`MetaStore::note_agent_cert`].
+    pub fn agent_cert(&self, agent_id: &str) -> Result<Option<String>, MetaError> {
+        Ok(self
+            .db
+            .get(format!("agent_cert\0{agent_id}"))
+            .map_err(|e| self.err(e))?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    pub fn note_agent_cert(&self, agent_id: &str, sha256: &str) -> Result<(), MetaError> {
+        self.db
+            .insert(format!("agent_cert\0{agent_id}"), sha256.as_bytes())
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
     /// The audit log's newest (sequence, hash) as last written.
     pub fn audit_head(&self) -> Result<Option<(u64, String)>, MetaError> {
         Ok(self

@@ -17,19 +17,19 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use kiroku_proto::{Event, HostInfo, event::Kind};
 use prost::Message;
-use sha2::{Digest, Sha256};
 
 use super::blobs::BlobStore;
 use super::index::EventIndex;
 use super::journal;
 use super::meta::MetaStore;
+
+pub mod blob_check;
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct RepairOptions {
@@ -263,7 +263,46 @@ pub fn repair(dir: &Path, opts: RepairOptions) -> anyhow::Result<RepairReport> {
         )),
         Err(e) => r.problems.push(format!("audit log: {e}")),
     }
+    if let Err(e) = audit_repair(dir, opts, &r) {
+        r.problems.push(format!(
+            "audit log: this repair could not be recorded: {e:#}"
+        ));
+    }
     Ok(r)
+}
+
+/// Records the repair in the audit log (an admin entry: who ran it, the
+/// options, what it found), its head noted in the metadata like the
+/// collector's own entries. Damage in the log is left for the collector's
+/// next start to record (`AuditLog::open`'s findings are not acted on
+/// here); a torn final write is cut as at a start.
+fn audit_repair(dir: &Path, opts: RepairOptions, r: &RepairReport) -> anyhow::Result<()> {
+    use super::audit::{AuditLog, admin_call, local_identity};
+    let meta = MetaStore::open(&dir.join("meta"))?;
+    let (log, _) = AuditLog::open(&dir.join("audit.log"), meta.audit_head()?)?;
+    let keeper = meta.clone();
+    log.keep_head_with(Box::new(move |seq, hash| {
+        keeper
+            .set_audit_head(seq, hash)
+            .and_then(|()| keeper.flush())
+            .map_err(|e| e.to_string())
+    }));
+    let outcome = if r.problems.is_empty() {
+        "everything sound or recovered".to_owned()
+    } else {
+        format!("LOST: {}", r.problems.join("; "))
+    };
+    let detail = format!(
+        "repair{}: {outcome}; {}",
+        if opts.rebuild_index {
+            " --rebuild-index"
+        } else {
+            ""
+        },
+        r.lines.join("; ")
+    );
+    log.append_admin(&local_identity(), admin_call::REPAIR, &detail)?;
+    Ok(())
 }
 
 fn check_index(idir: &Path, r: &mut RepairReport) -> Result<EventIndex, ()> {
@@ -405,112 +444,31 @@ fn repair_meta(mdir: &Path, facts: &JournalFacts, r: &mut RepairReport) -> anyho
     Ok(())
 }
 
-fn blob_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let p = entry.path();
-        if entry.file_type()?.is_dir() {
-            blob_files(&p, out)?;
-        } else if p.extension().is_some_and(|x| x == "zst" || x == "krm") {
-            out.push(p);
-        }
-    }
-    Ok(())
-}
-
-/// A blob is sound when it decompresses to content of its hash; a manifest
-/// (`.krm`) when it reads back, attachments and all, to its hash.
-fn blob_sound(blobs: &BlobStore, path: &Path, sha: &str) -> bool {
-    let mut dec: Box<dyn Read> = if path.extension().is_some_and(|x| x == "krm") {
-        match blobs.reader(sha) {
-            Ok(r) => r,
-            Err(_) => return false,
-        }
-    } else {
-        let Ok(f) = std::fs::File::open(path) else {
-            return false;
-        };
-        match zstd::stream::read::Decoder::new(f) {
-            Ok(d) => Box::new(d),
-            Err(_) => return false,
-        }
-    };
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        match dec.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => h.update(&buf[..n]),
-            Err(_) => return false,
-        }
-    }
-    hex::encode(h.finalize()) == sha
-}
-
-/// What the blob check found, for the reference check after it.
-#[derive(Default)]
-struct BlobCheck {
-    /// Blobs found damaged (and moved aside, already reported).
-    damaged: HashSet<String>,
-    /// Manifests whose attachment blobs are missing: manifest → parts.
-    missing_parts: HashMap<String, Vec<String>>,
-}
-
+/// The blob check of `repair`: the shared scan (`repair/blob_check.rs`,
+/// which `kiroku verify` runs too), then damaged blobs are moved aside and
+/// the events whose raw content they held are named.
 fn check_blobs(
     dir: &Path,
     idir: &Path,
     quiet: bool,
     r: &mut RepairReport,
 ) -> anyhow::Result<BlobCheck> {
-    let mut checked = BlobCheck::default();
     let bdir = dir.join("blobs");
-    let mut files = Vec::new();
-    if bdir.is_dir() {
-        blob_files(&bdir, &mut files).with_context(|| format!("listing {}", bdir.display()))?;
-    }
-    // Whole blobs (attachments among them) before the manifests naming them.
-    files.sort_by_key(|p| p.extension().is_some_and(|x| x == "krm"));
     let blobs = BlobStore::open(&bdir)?;
-    let total: u64 = files
-        .iter()
-        .filter_map(|p| std::fs::metadata(p).ok())
-        .map(|m| m.len())
-        .sum();
+    let total = blob_check::total_bytes(&bdir)?;
     let pb = bar(total, "blobs", quiet);
-    let mut damaged = Vec::new();
-    for p in &files {
-        pb.inc(std::fs::metadata(p).map(|m| m.len()).unwrap_or(0));
-        let sha = p
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_suffix(".zst").or_else(|| n.strip_suffix(".krm")))
-            .unwrap_or_default()
-            .to_owned();
-        // A manifest whose attachment blob is missing is not damaged
-        // itself: it stays, and the events it serves are named below.
-        let missing: Vec<String> = match blobs.manifest_parts(&sha) {
-            Ok(parts) => parts
-                .into_iter()
-                .filter(|(_, present)| !present)
-                .map(|(p, _)| p)
-                .collect(),
-            Err(_) => Vec::new(),
-        };
-        if !missing.is_empty() {
-            checked.missing_parts.insert(sha, missing);
-        } else if !blob_sound(&blobs, p, &sha) {
-            damaged.push((p.clone(), sha));
-        }
-    }
+    let scan = blob_check::scan(&bdir, &blobs, |n| pb.inc(n))?;
     pb.finish_and_clear();
-    checked
-        .damaged
-        .extend(damaged.iter().map(|(_, sha)| sha.clone()));
+    let checked = BlobCheck {
+        damaged: scan.damaged.iter().map(|(_, sha)| sha.clone()).collect(),
+        missing_parts: scan.missing_parts.clone(),
+    };
+    let damaged = scan.damaged;
     if damaged.is_empty() {
         r.say(format!(
             "blobs {}: {} present and sound",
             bdir.display(),
-            files.len()
+            scan.files
         ));
         return Ok(checked);
     }
@@ -544,49 +502,10 @@ fn check_blobs(
     r.say(format!(
         "blobs {}: {} present and sound, {} damaged",
         bdir.display(),
-        files.len() - damaged.len(),
+        scan.files - damaged.len() as u64,
         damaged.len()
     ));
     Ok(checked)
-}
-
-/// The blobs an event needs the collector to hold: its raw message.
-/// (Attachments live inside the raw message's blob, or in blobs its
-/// manifest names, which [`check_blobs`] follows.)
-fn referenced_blobs(e: &Event) -> Option<String> {
-    match &e.kind {
-        // An event that says its raw message could not be kept (lost on
-        // the agent) names a hash the store never had: not a missing blob.
-        Some(Kind::Email(m)) if !m.raw_sha256.is_empty() && m.raw_not_kept.is_empty() => {
-            Some(m.raw_sha256.to_lowercase())
-        }
-        _ => None,
-    }
-}
-
-/// Events naming one unavailable blob: how many, and the first few ids.
-#[derive(Default)]
-struct Affected {
-    ids: HashSet<String>,
-}
-
-const NAMED_EVENTS: usize = 20;
-
-impl Affected {
-    fn describe(&self) -> String {
-        let mut ids: Vec<&String> = self.ids.iter().collect();
-        ids.sort();
-        let mut s = ids
-            .iter()
-            .take(NAMED_EVENTS)
-            .map(|i| i.as_str())
-            .collect::<Vec<_>>()
-            .join(", ");
-        if ids.len() > NAMED_EVENTS {
-            s.push_str(&format!(" and {} more", ids.len() - NAMED_EVENTS));
-        }
-        s
-    }
 }
 
 /// Every blob a journalled event references must be present (a damaged
@@ -599,67 +518,50 @@ fn check_references(
     r: &mut RepairReport,
 ) -> anyhow::Result<()> {
     let blobs = BlobStore::open(&dir.join("blobs"))?;
-    let mut missing: HashMap<String, Affected> = HashMap::new();
-    let mut partless: HashMap<String, Affected> = HashMap::new();
-    let mut refs = 0u64;
-    let mut present: HashSet<String> = HashSet::new();
-    journal::scan(jdir, |e| {
-        let Some(sha) = referenced_blobs(&e) else {
-            return;
-        };
-        refs += 1;
-        if checked.missing_parts.contains_key(&sha) {
-            partless.entry(sha).or_default().ids.insert(e.event_id);
-        } else if checked.damaged.contains(&sha) || present.contains(&sha) {
-            // Reported with the blob check, or known present.
-        } else if let Some(a) = missing.get_mut(&sha) {
-            a.ids.insert(e.event_id);
-        } else if blobs.has(&sha) {
-            // Remember a bounded number; past it the check is a stat each.
-            if present.len() < 100_000 {
-                present.insert(sha);
-            }
-        } else {
-            missing.entry(sha).or_default().ids.insert(e.event_id);
-        }
-    })?;
-    let mut shas: Vec<&String> = missing.keys().collect();
-    shas.sort();
-    for sha in shas {
+    let mut refs = blob_check::References::new(&checked.damaged, &checked.missing_parts);
+    journal::scan(jdir, |e| refs.note(&blobs, &e))?;
+    let found = refs.finish();
+    for (sha, ids) in &found.missing {
         r.problems.push(format!(
             "blob {sha} is missing: it is the raw message of event(s) {}, which cannot be served (restore {} from a backup if there is one)",
-            missing[sha].describe(),
-            Path::new("blobs")
-                .join(&sha[..2.min(sha.len())])
-                .join(sha.get(2..4).unwrap_or_default())
-                .join(format!("{sha}.zst"))
-                .display()
+            blob_check::describe_ids(ids),
+            blob_check::blob_path(sha).display()
         ));
     }
-    let mut manifests: Vec<&String> = checked.missing_parts.keys().collect();
-    manifests.sort();
-    for m in manifests {
+    for (m, parts, ids) in &found.partless {
         r.problems.push(format!(
             "raw message {m} names attachment blob(s) {} that are missing: event(s) {} cannot be served",
-            checked.missing_parts[m].join(", "),
-            partless
-                .get(m)
-                .map(Affected::describe)
-                .unwrap_or_else(|| "none found".into())
+            parts.join(", "),
+            if ids.is_empty() {
+                "none found".to_owned()
+            } else {
+                blob_check::describe_ids(ids)
+            }
         ));
     }
-    if missing.is_empty() && checked.missing_parts.is_empty() {
+    if found.missing.is_empty() && found.partless.is_empty() {
         r.say(format!(
-            "blobs: every one of {refs} references from stored events is present"
+            "blobs: every one of {} references from stored events is present",
+            found.refs
         ));
     }
     Ok(())
+}
+
+/// What the blob check found, for the reference check after it.
+#[derive(Default)]
+struct BlobCheck {
+    /// Blobs found damaged (and moved aside, already reported).
+    damaged: HashSet<String>,
+    /// Manifests whose attachment blobs are missing: manifest → parts.
+    missing_parts: HashMap<String, Vec<String>>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::Store;
+    use sha2::{Digest, Sha256};
 
     fn mail(agent: &str, seq: u64) -> Event {
         Event {
@@ -775,8 +677,7 @@ mod tests {
         let sha = hex::encode(Sha256::digest(&data));
         s.blobs.put(&sha, &data).expect("put");
         drop(s);
-        let mut files = Vec::new();
-        blob_files(&d.path().join("blobs"), &mut files).expect("ls");
+        let files = blob_check::files(&d.path().join("blobs")).expect("ls");
         let mut b = std::fs::read(&files[0]).expect("read");
         let n = b.len();
         b[n - 3] ^= 0xff;
@@ -810,8 +711,7 @@ mod tests {
         drop(s);
         let r = repair(d.path(), QUIET).expect("repair");
         assert!(r.problems.is_empty(), "sound store: {r:?}");
-        let mut files = Vec::new();
-        blob_files(&d.path().join("blobs"), &mut files).expect("ls");
+        let files = blob_check::files(&d.path().join("blobs")).expect("ls");
         let part = files
             .iter()
             .find(|p| p.extension().is_some_and(|x| x == "zst"))

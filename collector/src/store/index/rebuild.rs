@@ -194,7 +194,13 @@ pub(super) struct Shared {
     /// Set while the switch runs: adds and commits wait for it (see
     /// `EventIndex::writing`), queries do not.
     pub(super) switching: AtomicBool,
+    /// Records a rebuild starting and switching over in the audit log:
+    /// (admin call, detail). See [`EventIndex::audit_rebuilds_with`].
+    audit: std::sync::OnceLock<RebuildAudit>,
 }
+
+/// Records an admin action: (call, detail).
+pub type RebuildAudit = Box<dyn Fn(&str, &str) + Send + Sync>;
 
 impl Shared {
     pub(super) fn new(path: &Path, serving: TantivyIndex) -> Shared {
@@ -209,6 +215,13 @@ impl Shared {
             status: Mutex::new(None),
             stop: AtomicBool::new(false),
             switching: AtomicBool::new(false),
+            audit: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn audit(&self, call: &str, detail: &str) {
+        if let Some(hook) = self.audit.get() {
+            hook(call, detail);
         }
     }
 
@@ -563,6 +576,12 @@ impl Job {
 }
 
 impl EventIndex {
+    /// Has a rebuild's start and switch recorded through `hook` (the store
+    /// sets it to its audit log before [`EventIndex::start_rebuild`]).
+    pub fn audit_rebuilds_with(&self, hook: RebuildAudit) {
+        let _ = self.shared.audit.set(hook);
+    }
+
     /// When the serving index is of an older schema: builds its successor
     /// from the journal `journal` in a background thread, resuming a
     /// rebuild a crash interrupted (see the module documentation). New
@@ -572,6 +591,18 @@ impl EventIndex {
         let Some(job) = self.prepare_rebuild(journal)? else {
             return Ok(());
         };
+        self.shared.audit(
+            crate::store::audit::admin_call::INDEX_REBUILD_START,
+            &format!(
+                "index {} rebuilding from schema version {} to {SCHEMA_VERSION}{}",
+                self.shared.path.display(),
+                job.from_version,
+                match job.progress.events {
+                    0 => String::new(),
+                    n => format!(" (resumed after {n} events)"),
+                }
+            ),
+        );
         let shared = self.shared.clone();
         std::thread::Builder::new()
             .name("index-rebuild".into())
@@ -750,6 +781,15 @@ fn run(shared: &Shared, mut job: Job) {
                             index = %shared.path.display(), old = %aside.display(), events = s.events_done,
                             seconds = job.started.elapsed().as_secs(),
                             "index rebuilt for schema version {SCHEMA_VERSION}: queries use it now; the old index is kept (delete it once satisfied)"
+                        );
+                        shared.audit(
+                            crate::store::audit::admin_call::INDEX_REBUILD_SWITCH,
+                            &format!(
+                                "index {} rebuilt for schema version {SCHEMA_VERSION} ({} events) serves queries now; the old one is kept at {}",
+                                shared.path.display(),
+                                s.events_done,
+                                aside.display()
+                            ),
                         );
                         shared.set_status(s);
                         return;
