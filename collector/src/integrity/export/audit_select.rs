@@ -13,9 +13,10 @@
 use std::collections::HashSet;
 use std::sync::LazyLock;
 
-use kiroku_proto::event::Kind;
-use kiroku_proto::{AuditEntry, Event, SearchRequest};
+use kiroku_proto::{AuditEntry, SearchRequest};
 use regex::Regex;
+
+use super::build::Selected;
 
 /// The paging and time fields of a `SearchRequest`'s `Debug` text.
 static VARYING: LazyLock<Regex> = LazyLock::new(|| {
@@ -43,30 +44,15 @@ pub struct Concern {
 }
 
 impl Concern {
-    pub fn new(filter: &SearchRequest, events: &[Event]) -> Concern {
-        let mut hashes = HashSet::new();
-        let mut times = Vec::new();
-        for e in events {
-            times.push(e.observed_at_ms);
-            times.push(kiroku_common::mail::corrected_ms(e));
-            match &e.kind {
-                Some(Kind::Email(m)) => {
-                    hashes.insert(m.raw_sha256.to_lowercase());
-                    for a in &m.attachments {
-                        hashes.insert(a.sha256.to_lowercase());
-                    }
-                }
-                Some(Kind::File(f)) => {
-                    hashes.insert(f.sha256.to_lowercase());
-                }
-                _ => {}
-            }
-        }
-        hashes.remove("");
+    pub fn new(filter: &SearchRequest, events: &[Selected]) -> Concern {
+        let mut times: Vec<i64> = events.iter().flat_map(|e| e.times).collect();
         times.sort_unstable();
         Concern {
             ids: events.iter().map(|e| format!("{:?}", e.event_id)).collect(),
-            hashes,
+            hashes: events
+                .iter()
+                .flat_map(|e| e.hashes.iter().cloned())
+                .collect(),
             search: fixed(&format!("{filter:?}")),
             times,
         }
@@ -137,7 +123,8 @@ fn field_i64(text: &str, name: &str) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kiroku_proto::{EmailEvent, FileEvent};
+    use kiroku_proto::event::Kind;
+    use kiroku_proto::{EmailEvent, Event, FileEvent};
 
     fn mail(id: &str, at: i64, raw: &str) -> Event {
         Event {
@@ -180,7 +167,7 @@ mod tests {
                 ..Default::default()
             },
         ];
-        let c = Concern::new(&filter, &events);
+        let c = Concern::new(&filter, &events.map(|e| Selected::of(&e)));
         let search = |f: SearchRequest| format!("{f:?}");
         let same = |from_ms, to_ms, page_size| SearchRequest {
             from_ms,

@@ -1,8 +1,8 @@
 //! The collector's side of an export: the selected events' evidence read
 //! from the store and sent as bundle files, then the audit entries, the
 //! signer's certificate, the README, the manifest, `SHA256SUMS` and their
-//! signatures. Runs on a blocking thread; memory holds the events' merged
-//! views and the file list, never a whole raw message.
+//! signatures. Runs on a blocking thread; memory holds a small record per
+//! event and the file list, never a whole event or raw message.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -49,9 +49,42 @@ pub struct Summary {
     pub bytes: u64,
 }
 
-/// The events `filter` selects, oldest first (merged views from the
-/// index), at most [`MAX_EVENTS`].
-pub fn select(store: &Store, filter: &SearchRequest) -> Result<Vec<Event>, ExportError> {
+/// What the export keeps of each selected event while it works (the
+/// content is read again from the journal, one event at a time, so a case
+/// of large mails does not sit in memory).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selected {
+    pub event_id: String,
+    pub kind: &'static str,
+    /// The agent's clock and the corrected time.
+    pub times: [i64; 2],
+    /// SHA-256s of its content: raw message, attachments, file.
+    pub hashes: Vec<String>,
+}
+
+impl Selected {
+    pub fn of(e: &Event) -> Selected {
+        let mut hashes = Vec::new();
+        match &e.kind {
+            Some(Kind::Email(m)) => {
+                hashes.push(m.raw_sha256.to_lowercase());
+                hashes.extend(m.attachments.iter().map(|a| a.sha256.to_lowercase()));
+            }
+            Some(Kind::File(f)) => hashes.push(f.sha256.to_lowercase()),
+            _ => {}
+        }
+        hashes.retain(|h| !h.is_empty());
+        Selected {
+            event_id: e.event_id.clone(),
+            kind: kind_name(e),
+            times: [e.observed_at_ms, kiroku_common::mail::corrected_ms(e)],
+            hashes,
+        }
+    }
+}
+
+/// The events `filter` selects, oldest first, at most [`MAX_EVENTS`].
+pub fn select(store: &Store, filter: &SearchRequest) -> Result<Vec<Selected>, ExportError> {
     let mut r = filter.clone();
     r.ascending = true;
     r.page_token.clear();
@@ -63,7 +96,7 @@ pub fn select(store: &Store, filter: &SearchRequest) -> Result<Vec<Event>, Expor
         if total > MAX_EVENTS as u64 {
             return Err(ExportError::TooMany(total));
         }
-        out.extend(events);
+        out.extend(events.iter().map(Selected::of));
         offset = next;
     }
     Ok(out)
@@ -75,7 +108,7 @@ pub fn build(
     store: &Store,
     case: &Case,
     who: &Exporter<'_>,
-    events: &[Event],
+    events: &[Selected],
     own: &AuditEntry,
     out: impl ChunkOut,
 ) -> Result<Summary, ExportError> {
@@ -156,10 +189,10 @@ pub fn build(
 
 /// One event's files; its manifest entry. The JSON is the merged view of
 /// the journal entry (what the proof covers); an event the journal scan
-/// did not find is exported from the index, with a note.
+/// did not find is exported as the index holds it, with a note.
 fn event_files<S: ChunkOut>(
     store: &Store,
-    e: &Event,
+    e: &Selected,
     found: Option<&evidence::Found>,
     end: Position,
     sink: &mut Sink<S>,
@@ -167,7 +200,7 @@ fn event_files<S: ChunkOut>(
     let id = &e.event_id;
     let mut m = ManifestEvent {
         event_id: id.clone(),
-        kind: kind_name(e).into(),
+        kind: e.kind.into(),
         event: event_path(id, EventFile::Json),
         recorded: String::new(),
         additions: String::new(),
@@ -180,7 +213,10 @@ fn event_files<S: ChunkOut>(
     let view = match found {
         None => {
             m.notes.push("not found in the event journal (damaged? `kiroku verify` tells); exported as the index holds it".into());
-            e.clone()
+            store
+                .index
+                .get(id)?
+                .ok_or_else(|| ExportError::Internal(format!("event {id} left the index")))?
         }
         Some(f) => {
             let read = evidence::read_at(store, f.at, end)?;
@@ -289,7 +325,7 @@ fn checkpoint_files<S: ChunkOut>(
 fn audit_lines<S: ChunkOut>(
     store: &Store,
     case: &Case,
-    events: &[Event],
+    events: &[Selected],
     own: &AuditEntry,
     sink: &mut Sink<S>,
 ) -> Result<(), ExportError> {
