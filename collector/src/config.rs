@@ -58,6 +58,11 @@ pub struct CollectorConfig {
     /// S/MIME and PGP, attachment text): see `crate::analysis::AnalysisConfig`.
     #[serde(default)]
     pub analysis: crate::analysis::AnalysisConfig,
+    /// Signed (and optionally time-stamped) Merkle checkpoints of the
+    /// journal: see `crate::integrity::checkpoint::CheckpointConfig`.
+    /// Absent: every 10 minutes, unsigned (said loudly at start).
+    #[serde(default)]
+    pub checkpoint: crate::integrity::checkpoint::CheckpointConfig,
 }
 
 pub const DEFAULT_CLOCK_THRESHOLD_MS: i64 = 2000;
@@ -89,6 +94,9 @@ impl CollectorConfig {
         }
         cfg.internal()
             .map_err(|m| anyhow::anyhow!("{}: field `internal_domains`: {m}", path.display()))?;
+        cfg.checkpoint
+            .resolve(path)
+            .map_err(|m| anyhow::anyhow!("{}: [checkpoint] {m}", path.display()))?;
         Ok(cfg)
     }
 

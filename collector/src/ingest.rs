@@ -45,6 +45,8 @@ pub struct IngestService {
     clock_threshold_ms: i64,
     /// Becomes true when the collector shuts down (see [`Self::with_shutdown`]).
     stopping: Option<tokio::sync::watch::Receiver<bool>>,
+    /// The newest signed checkpoint, sent once per Ship stream in an Ack.
+    checkpoints: crate::integrity::checkpoint::CheckpointFeed,
 }
 
 impl IngestService {
@@ -55,7 +57,15 @@ impl IngestService {
             max_blob_bytes,
             clock_threshold_ms: crate::config::DEFAULT_CLOCK_THRESHOLD_MS,
             stopping: None,
+            checkpoints: Default::default(),
         }
+    }
+
+    /// Each Ship stream sends its agent every new checkpoint once
+    /// (`Ack.checkpoint`), so its heads are kept outside the collector.
+    pub fn with_checkpoints(mut self, feed: crate::integrity::checkpoint::CheckpointFeed) -> Self {
+        self.checkpoints = feed;
+        self
     }
 
     /// When `stopping` becomes true, each Ship stream finishes the batch in
@@ -479,6 +489,8 @@ impl Ingest for IngestService {
         let threshold = self.clock_threshold_ms;
         let live = store.meta.connected(&id.name);
         let mut stopping = self.stopping.clone();
+        let checkpoints = self.checkpoints.clone();
+        let mut checkpoint_sent = 0u64;
         tokio::spawn(async move {
             let _live = live;
             let mut clock = SessionClock::default();
@@ -622,6 +634,7 @@ impl Ingest for IngestService {
                     .await
                     .map(|ack| Ack {
                         missing_blobs,
+                        checkpoint: checkpoints.newer(&mut checkpoint_sent),
                         ..ack
                     });
                 if let (Ok(_), Some(identity)) = (&res, newest_host) {

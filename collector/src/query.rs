@@ -89,7 +89,7 @@ impl QueryService {
 
     /// Records a query in the audit log (durable) before it is answered;
     /// a query that cannot be recorded is refused.
-    async fn audit(
+    pub(crate) async fn audit(
         &self,
         who: &kiroku_common::pki::PeerIdentity,
         call: &'static str,
@@ -119,7 +119,7 @@ impl QueryService {
         status
     }
 
-    async fn blocking<T: Send + 'static>(
+    pub(crate) async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Store) -> Result<T, Status> + Send + 'static,
     ) -> Result<T, Status> {

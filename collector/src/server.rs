@@ -103,6 +103,15 @@ pub async fn serve(
             store.clone(),
         ))
     });
+    let ca_pem = std::fs::read(&cfg.tls.ca)
+        .with_context(|| format!("reading the CA certificate {}", cfg.tls.ca.display()))?;
+    let (checkpoints, checkpoint_feed) = crate::integrity::checkpoint::CheckpointWriter::start(
+        store.clone(),
+        &cfg.checkpoint,
+        &own.name,
+        &ca_pem,
+    )
+    .await?;
     let (committer, committer_thread) = Committer::start(store.clone(), alerting.clone())?;
     let analysis = crate::analysis::worker::Workers::start(
         store.clone(),
@@ -117,7 +126,8 @@ pub async fn serve(
     let ingest = IngestServer::new(
         IngestService::new(store.clone(), committer, cfg.max_blob_bytes)
             .with_clock_threshold(cfg.clock_offset_threshold_ms)
-            .with_shutdown(stopping),
+            .with_shutdown(stopping)
+            .with_checkpoints(checkpoint_feed),
     )
     .accept_compressed(CompressionEncoding::Zstd)
     .send_compressed(CompressionEncoding::Zstd)
@@ -125,7 +135,8 @@ pub async fn serve(
     let tls_status = tls.clone();
     let query = QueryServer::new(
         QueryService::new(store.clone(), alerting.clone())
-            .with_tls_status(Arc::new(move || tls_status.crl_status())),
+            .with_tls_status(Arc::new(move || tls_status.crl_status()))
+            .with_signer(checkpoints.signer()),
     )
     .accept_compressed(CompressionEncoding::Zstd)
     .send_compressed(CompressionEncoding::Zstd)
@@ -197,6 +208,8 @@ pub async fn serve(
     drop(store);
     // The committer ends once the services (and their handles) are gone.
     let _ = tokio::task::spawn_blocking(move || committer_thread.join()).await;
+    // Nothing appends any more: a last checkpoint covers what is new.
+    checkpoints.shutdown().await;
     // Notifiers get a moment to deliver what is queued once nothing can
     // add to their queues any more.
     let _ = stop_watch.send(true);

@@ -146,9 +146,28 @@ fn export_status(e: ExportError) -> Status {
     }
 }
 
+/// The event's journal entry and its RFC 6962 path in the newest
+/// checkpoint that covers it (`checkpoint` 0 and an empty path when none
+/// does yet). Investigators may call it, as they may `GetEvent`: the entry
+/// holds the same event. Audited.
 pub async fn get_proof(
-    _svc: &QueryService,
-    _req: Request<GetEventRequest>,
+    svc: &QueryService,
+    req: Request<GetEventRequest>,
 ) -> Result<Response<InclusionProof>, Status> {
-    Err(Status::unimplemented("GetProof is being built (issue 18)"))
+    let who = crate::auth::caller(&req)?;
+    let id = req.into_inner().event_id;
+    let filter = format!("event_id: {id:?}");
+    if id.is_empty() || id.len() > 512 {
+        let st = Status::invalid_argument("event_id: 1 to 512 bytes");
+        return Err(svc.refuse(&who, "GetProof", filter, st).await);
+    }
+    svc.audit(&who, "GetProof", filter, 1).await?;
+    let proof = svc
+        .blocking(move |s| {
+            crate::integrity::proof::prove_event(s, &id)
+                .map(|p| p.proof)
+                .map_err(Status::from)
+        })
+        .await?;
+    Ok(Response::new(proof))
 }

@@ -41,6 +41,10 @@ pub struct ExportArgs {
 pub struct VerifyBundleArgs {
     /// The bundle directory.
     dir: PathBuf,
+    /// The CA certificate (PEM) of the time-stamping authority, to check
+    /// the checkpoints' RFC 3161 time stamps too.
+    #[arg(long, value_name = "PEM")]
+    tsa_ca: Option<PathBuf>,
 }
 
 /// Exit status when a bundle check finds anything wrong.
@@ -80,7 +84,7 @@ pub async fn export(connect: &ConnectArgs, a: ExportArgs, zone: &Zone) -> anyhow
     // The bundle is checked as its recipient will check it, with the CA
     // this CLI trusts.
     match ca_file(connect) {
-        Ok(ca) => report(&a.out, &ca),
+        Ok(ca) => report(&a.out, &ca, None),
         Err(e) => {
             eprintln!("not checked: {e:#}");
             Ok(())
@@ -90,7 +94,7 @@ pub async fn export(connect: &ConnectArgs, a: ExportArgs, zone: &Zone) -> anyhow
 
 pub fn verify_bundle(connect: &ConnectArgs, a: VerifyBundleArgs) -> anyhow::Result<()> {
     let ca = ca_file(connect)?;
-    report(&a.dir, &ca)
+    report(&a.dir, &ca, a.tsa_ca.as_deref())
 }
 
 /// The CA certificate: `--ca` (or `KIROKU_CA`), else the CLI config's.
@@ -105,10 +109,13 @@ fn ca_file(connect: &ConnectArgs) -> anyhow::Result<PathBuf> {
 
 /// Checks the bundle, prints every finding and a summary; exits with
 /// status 3 when anything is wrong.
-fn report(dir: &Path, ca: &Path) -> anyhow::Result<()> {
-    let ca_pem = std::fs::read(ca)
-        .with_context(|| format!("cannot read the CA certificate {}", ca.display()))?;
-    let r = export::check_bundle(dir, &ca_pem)
+fn report(dir: &Path, ca: &Path, tsa_ca: Option<&Path>) -> anyhow::Result<()> {
+    let read = |p: &Path, what: &str| {
+        std::fs::read(p).with_context(|| format!("cannot read the {what} {}", p.display()))
+    };
+    let ca_pem = read(ca, "CA certificate")?;
+    let tsa_pem = tsa_ca.map(|p| read(p, "TSA CA certificate")).transpose()?;
+    let r = export::check_bundle(dir, &ca_pem, tsa_pem.as_deref())
         .with_context(|| format!("cannot check the bundle {}", dir.display()))?;
     for f in &r.findings {
         println!(
@@ -143,6 +150,12 @@ fn report(dir: &Path, ca: &Path) -> anyhow::Result<()> {
             .map(terminal)
             .unwrap_or("nobody verified".into()),
     );
+    if r.unchecked_timestamps > 0 {
+        eprintln!(
+            "{} not checked: give --tsa-ca (the time-stamping authority's CA certificate)",
+            output::count(r.unchecked_timestamps as u64, "time stamp", "time stamps")
+        );
+    }
     if r.ok() {
         println!("BUNDLE INTACT: {summary}");
         return Ok(());

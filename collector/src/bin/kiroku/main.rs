@@ -4,6 +4,7 @@
 
 mod annotations;
 mod audit;
+mod checkpoint;
 mod client;
 mod export;
 mod filters;
@@ -88,6 +89,9 @@ enum Cmd {
     /// Check a case bundle offline with the CA certificate (--ca) alone.
     /// Exits with status 3 when anything is missing, extra or altered.
     VerifyBundle(export::VerifyBundleArgs),
+    /// Signed checkpoints of the journal, checked offline.
+    #[command(subcommand)]
+    Checkpoint(checkpoint::CheckpointCmd),
     /// Start a collector and an agent on loopback, ready to capture mail.
     Quickstart(quickstart::Args),
 }
@@ -197,6 +201,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let zone = || zone::zone(cli.tz.as_deref(), cli.connect.config_file()?.as_ref());
     match cli.cmd {
         Cmd::Certs { cmd } => certs(cmd),
+        Cmd::Checkpoint(cmd) => checkpoint::run(cmd),
         Cmd::Quickstart(args) => quickstart::run(args).await,
         Cmd::Search(args) => search(&cli.connect, *args, &zone()?).await,
         Cmd::Stats(args) => stats::run(&cli.connect, *args, &zone()?).await,

@@ -56,6 +56,9 @@ pub struct Report {
     /// Events whose proof led to a signed checkpoint.
     pub proven: usize,
     pub checkpoints: usize,
+    /// Checkpoints whose RFC 3161 time stamp was not checked (no TSA CA
+    /// given): not a problem of the bundle.
+    pub unchecked_timestamps: usize,
     pub audit_entries: usize,
 }
 
@@ -81,8 +84,13 @@ pub struct CheckError {
     pub error: String,
 }
 
-/// Checks the bundle in `dir` against the CA certificate `ca_pem`.
-pub fn check_bundle(dir: &Path, ca_pem: &[u8]) -> Result<Report, CheckError> {
+/// Checks the bundle in `dir` against the CA certificate `ca_pem` (and
+/// the checkpoints' time stamps against `tsa_ca`, the TSA's CA, if given).
+pub fn check_bundle(
+    dir: &Path,
+    ca_pem: &[u8],
+    tsa_ca: Option<&[u8]>,
+) -> Result<Report, CheckError> {
     let mut r = Report::default();
     let present = walk(dir, &mut r)?;
     let Some((m, manifest_bytes)) = read_manifest(dir, &present, &mut r) else {
@@ -90,7 +98,7 @@ pub fn check_bundle(dir: &Path, ca_pem: &[u8]) -> Result<Report, CheckError> {
     };
     signatures(dir, &m, &manifest_bytes, ca_pem, &mut r);
     let hashes = files(dir, &m, &present, &mut r);
-    let checkpoints = checkpoints(dir, &m, &hashes, ca_pem, &mut r);
+    let checkpoints = checkpoints(dir, &m, &hashes, (ca_pem, tsa_ca), &mut r);
     for e in &m.events {
         event(dir, e, &hashes, &checkpoints, &mut r);
     }
@@ -312,7 +320,7 @@ fn checkpoints(
     dir: &Path,
     m: &Manifest,
     hashes: &BTreeMap<String, String>,
-    ca_pem: &[u8],
+    (ca_pem, tsa_ca): (&[u8], Option<&[u8]>),
     r: &mut Report,
 ) -> BTreeMap<u64, Checkpoint> {
     let mut out = BTreeMap::new();
@@ -349,12 +357,13 @@ fn checkpoints(
                 r.find("mismatch", &p, format!("is not the {ext} part of {path}"));
             }
         }
-        match trust::check_checkpoint(&signed, ca_pem) {
-            Ok(c) if c.number == n => {
+        match trust::check_checkpoint(&signed, ca_pem, tsa_ca) {
+            Ok((c, unchecked_stamp)) if c.number == n => {
                 r.checkpoints += 1;
+                r.unchecked_timestamps += usize::from(unchecked_stamp);
                 out.insert(n, c);
             }
-            Ok(c) => r.find(
+            Ok((c, _)) => r.find(
                 "bad_checkpoint",
                 &path,
                 format!("holds checkpoint {}, not {n}", c.number),
@@ -475,30 +484,16 @@ fn prove(
         // Covered by the manifest signature only; the manifest says why.
         return;
     };
-    let Some(c) = checkpoints.get(&n).filter(|_| proof.checkpoint == n) else {
+    let Some(c) = checkpoints.get(&n) else {
         return r.find(
             "bad_proof",
             &e.proof,
             format!("checkpoint {n} is not in the bundle or did not verify"),
         );
     };
-    let in_range = proof.leaf >= c.first_leaf && proof.leaf - c.first_leaf < c.leaves;
-    if in_range
-        && trust::inclusion_ok(
-            &proof.entry,
-            proof.leaf - c.first_leaf,
-            c.leaves,
-            &proof.path,
-            &c.merkle_root,
-        )
-    {
-        r.proven += 1;
-    } else {
-        r.find(
-            "bad_proof",
-            &e.proof,
-            format!("does not lead to the signed root of checkpoint {n}"),
-        );
+    match trust::check_proof(proof, c) {
+        Ok(()) => r.proven += 1,
+        Err(why) => r.find("bad_proof", &e.proof, why),
     }
 }
 

@@ -256,7 +256,7 @@ fn edit(dir: &Path, path: &str, f: impl FnOnce(&mut Vec<u8>)) {
 #[test]
 fn an_intact_bundle_verifies() {
     let fx = fixture();
-    let r = check_bundle(&fx.bundle, &fx.ca_pem).expect("check");
+    let r = check_bundle(&fx.bundle, &fx.ca_pem, None).expect("check");
     assert!(r.ok(), "{:#?}", r.findings);
     assert_eq!(r.events, 4);
     assert_eq!(
@@ -423,7 +423,7 @@ fn every_alteration_is_found() {
         std::fs::create_dir_all(&dir).expect("mkdir");
         copy_dir(&fx.bundle, &dir);
         change(&dir);
-        let r = check_bundle(&dir, &fx.ca_pem).expect("check");
+        let r = check_bundle(&dir, &fx.ca_pem, None).expect("check");
         assert!(
             r.findings
                 .iter()

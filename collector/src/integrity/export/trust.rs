@@ -4,10 +4,9 @@
 //! (`integrity::merkle`), and the merged view of a stored event
 //! (`store::journal`). The bundle code calls only these.
 
-use kiroku_proto::{Checkpoint, Event, SignedCheckpoint, StoredEvent};
-use prost::Message;
+use kiroku_proto::{Checkpoint, Event, InclusionProof, SignedCheckpoint, StoredEvent};
 
-use crate::integrity::{merkle, signing};
+use crate::integrity::{check, signing};
 
 /// Checks `sig` over `data` with the certificate `cert_der`, which must
 /// chain to the CA in `ca_pem`, carry the signer role and have been valid
@@ -26,37 +25,25 @@ pub fn verify_signature(
 }
 
 /// A signed checkpoint checked against the CA (signature by a signer
-/// certificate valid when it was written): its content.
-pub fn check_checkpoint(signed: &SignedCheckpoint, ca_pem: &[u8]) -> Result<Checkpoint, String> {
-    let c = Checkpoint::decode(signed.checkpoint.as_slice())
-        .map_err(|e| format!("not a checkpoint: {e}"))?;
-    if signed.signature.is_empty() {
-        return Err(format!(
-            "checkpoint {} is unsigned ({})",
-            c.number, signed.unsigned_reason
-        ));
-    }
-    verify_signature(
-        &signed.checkpoint,
-        &signed.signature,
-        &signed.signer_cert_der,
-        ca_pem,
-        c.at_ms,
-    )?;
-    Ok(c)
+/// certificate valid when it was written) and, with `tsa_ca`, its RFC 3161
+/// time stamp: its content, and whether a time stamp went unchecked for
+/// want of a TSA CA.
+pub fn check_checkpoint(
+    signed: &SignedCheckpoint,
+    ca_pem: &[u8],
+    tsa_ca: Option<&[u8]>,
+) -> Result<(Checkpoint, bool), String> {
+    check::inspect_checkpoint(signed, ca_pem, tsa_ca)
+        .map(|c| (c.checkpoint, c.timestamp_unchecked))
+        .map_err(|e| e.to_string())
 }
 
-/// Whether `proof` leads from the leaf hash of `entry` (leaf `index` of a
-/// tree of `size` leaves) to `root`.
-pub fn inclusion_ok(entry: &[u8], index: u64, size: u64, proof: &[Vec<u8>], root: &[u8]) -> bool {
-    let hash = |b: &[u8]| merkle::Hash::try_from(b).ok();
-    let (Some(path), Some(root)) = (
-        proof.iter().map(|p| hash(p)).collect::<Option<Vec<_>>>(),
-        hash(root),
-    ) else {
-        return false;
-    };
-    merkle::verify_inclusion(&merkle::leaf_hash(entry), index, size, &path, &root).is_ok()
+/// Whether `proof` (its entry and audit path) leads to `checkpoint`'s
+/// signed Merkle root.
+pub fn check_proof(proof: &InclusionProof, checkpoint: &Checkpoint) -> Result<(), String> {
+    check::check_proof(proof, checkpoint)
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 /// The event as search serves it: the agent's bytes with the collector's
