@@ -296,6 +296,7 @@ async fn case_bundle_verifies_offline_and_alterations_fail() -> anyhow::Result<(
 
     // Checked by kiroku.
     let o = verify_bundle(&env, &bundle)?;
+    eprintln!("verify-bundle: {}", text(&o));
     assert!(o.status.success(), "verify-bundle: {}", text(&o));
     assert!(
         String::from_utf8_lossy(&o.stdout).contains("BUNDLE INTACT"),
@@ -355,6 +356,7 @@ async fn case_bundle_verifies_offline_and_alterations_fail() -> anyhow::Result<(
         copy_dir(&bundle, &dir)?;
         change(&dir, &mail_path)?;
         let o = verify_bundle(&env, &dir)?;
+        eprintln!("{what}: {}", text(&o));
         assert_eq!(o.status.code(), Some(3), "{what}: {}", text(&o));
         let out = String::from_utf8_lossy(&o.stdout);
         let want = if sums_pass {
