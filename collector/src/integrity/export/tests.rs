@@ -126,6 +126,10 @@ fn write_chunks(dir: &Path, chunks: &[ExportCaseChunk]) {
 }
 
 fn fixture() -> Fixture {
+    fixture_signed(true)
+}
+
+fn fixture_signed(signed: bool) -> Fixture {
     let tmp = tempfile::tempdir().expect("tmp");
     let (ca_pem, signer) = pki(&tmp.path().join("pki"), "c1");
     let (_, other_signer) = pki(&tmp.path().join("other-pki"), "c1");
@@ -183,8 +187,8 @@ fn fixture() -> Fixture {
     };
     let who = Exporter {
         identity: "admin/alice".into(),
-        signer: Some(&signer),
-        unsigned_reason: String::new(),
+        signer: signed.then_some(&signer),
+        unsigned_reason: "no signing key".into(),
     };
     build(&store, &case, &who, &events, &own, |c| {
         chunks.push(c);
@@ -432,4 +436,18 @@ fn every_alteration_is_found() {
             r.findings
         );
     }
+}
+
+#[test]
+fn an_unsigned_bundle_says_so() {
+    let fx = fixture_signed(false);
+    let r = check_bundle(&fx.bundle, &fx.ca_pem, None).expect("check");
+    let whats: Vec<(&str, &str)> = r
+        .findings
+        .iter()
+        .map(|f| (f.what, f.path.as_str()))
+        .collect();
+    assert_eq!(whats, vec![("unsigned", layout::MANIFEST)], "{:#?}", r.findings);
+    assert!(r.findings[0].detail.contains("no signing key"));
+    assert_eq!(r.proven, 3, "the checkpoints still prove the events");
 }
