@@ -146,6 +146,24 @@ fn main() -> anyhow::Result<()> {
         // indexes: their cost is fsyncs (file and directory), waiting
         // rather than CPU.
         store.disk.check(0).map_err(anyhow::Error::msg)?;
+        // As ingest: each event indexed with its journal leaf (the end of
+        // the journal held until the append).
+        let mut journal = store.journal.writer();
+        let stored: Vec<_> = batch
+            .events
+            .iter()
+            .map(kiroku_collector::store::journal::entry::reencoded)
+            .collect();
+        let provenance: Vec<_> = stored
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                kiroku_collector::store::journal::entry::provenance(
+                    s,
+                    Some(journal.next_leaf() + i as u64),
+                )
+            })
+            .collect();
         std::thread::scope(|s| -> anyhow::Result<()> {
             let per = batch.raws.len().div_ceil(args.blob_threads.max(1)).max(1);
             let writers: Vec<_> = batch
@@ -162,14 +180,15 @@ fn main() -> anyhow::Result<()> {
                     })
                 })
                 .collect();
-            store.index.add(&batch.events)?;
+            store.index.add_recorded(&batch.events, &provenance)?;
             for w in writers {
                 w.join()
                     .map_err(|_| anyhow::anyhow!("a blob writer thread panicked"))??;
             }
             Ok(())
         })?;
-        store.journal.append(&batch.events)?;
+        journal.append_stored(stored)?;
+        drop(journal);
         store.index.commit()?;
         for (agent, seq) in &seqs {
             store

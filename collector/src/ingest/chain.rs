@@ -189,6 +189,29 @@ pub fn check_resend(
     })
 }
 
+/// Conflicts of consecutive sequence numbers as one finding each run (a
+/// batch sent again with other content under numbers already stored is
+/// one break, not one per event); the hashes named are the first's.
+pub fn merge_conflicts(stream: &str, conflicts: Vec<Finding>) -> Vec<Finding> {
+    let mut out: Vec<Finding> = Vec::new();
+    for f in conflicts {
+        match out.last_mut() {
+            Some(last) if last.last_seq + 1 == f.first_seq => last.last_seq = f.last_seq,
+            _ => out.push(f),
+        }
+    }
+    for f in out.iter_mut().filter(|f| f.first_seq != f.last_seq) {
+        f.detail = format!(
+            "stream {stream}: different events were sent under sequence numbers {}–{}, already stored (the first stored with SHA-256 {}…, received {}…); the stored events are kept, the others dropped; check the agent host",
+            f.first_seq,
+            f.last_seq,
+            f.expected.as_ref().map(short).unwrap_or_default(),
+            f.got.as_ref().map(short).unwrap_or_default()
+        );
+    }
+    out
+}
+
 /// A head the agent reported (`seq`, `hash`): checked at once against
 /// the stored event (`stored_hash(seq)`, when it is stored as recorded),
 /// or kept in `state` until that event arrives.
@@ -235,9 +258,13 @@ mod tests {
         [b; 32]
     }
 
-    /// Feeds `events` (seq, prev_hash, chain_restart, sha) to a fresh
-    /// stream and returns what was found, as (what, first, last).
-    fn run(events: &[(u64, Option<u8>, &str, u8)]) -> Vec<(&'static str, u64, u64)> {
+    /// An event as (seq, prev_hash byte, chain_restart, sha byte).
+    type Ev = (u64, Option<u8>, &'static str, u8);
+    /// A finding as (what, first seq, last seq).
+    type Found = (&'static str, u64, u64);
+
+    /// Feeds `events` to a fresh stream and returns what was found.
+    fn run(events: &[Ev]) -> Vec<Found> {
         let mut st = ChainState::default();
         let mut out = Vec::new();
         for (seq, prev, restart, sha) in events {
@@ -251,7 +278,7 @@ mod tests {
 
     #[test]
     fn breaks_in_a_chain_are_named() {
-        let cases: &[(&str, &[(u64, Option<u8>, &str, u8)], &[(&str, u64, u64)])] = &[
+        let cases: &[(&str, &[Ev], &[Found])] = &[
             (
                 "intact",
                 &[(1, None, "", 1), (2, Some(1), "", 2), (3, Some(2), "", 3)],
@@ -318,6 +345,16 @@ mod tests {
             (f.what, f.first_seq, f.expected, f.got),
             ("conflict", 3, Some(h(3)), Some(h(4)))
         );
+        // A run of them is one finding; a gap starts another.
+        let all = [3u8, 4, 5, 8]
+            .into_iter()
+            .filter_map(|n| check_resend("s", u64::from(n), h(n + 100), Some(h(n))))
+            .collect();
+        let merged: Vec<_> = merge_conflicts("s", all)
+            .into_iter()
+            .map(|f| (f.first_seq, f.last_seq))
+            .collect();
+        assert_eq!(merged, [(3, 5), (8, 8)]);
     }
 
     #[test]

@@ -168,9 +168,14 @@ impl Group<'_> {
             .meta
             .chain(&key.0, &key.1)
             .map_err(|e| e.to_string())?;
-        // A stream stored before its chain was kept: its high-water mark,
-        // no hash.
-        c.seq = c.seq.max(self.stored_seq(key)?);
+        // A stream stored before its chain was kept, or whose high-water
+        // mark `repair` raised from the journal: the newest stored event's
+        // hash is not known, so the next event's link is not checked.
+        let hw = self.stored_seq(key)?;
+        if hw > c.seq {
+            c.seq = hw;
+            c.hash = None;
+        }
         Ok(c)
     }
 
@@ -227,6 +232,7 @@ impl Group<'_> {
         let mut chain = self.chain(key)?;
         let mut top = stored;
         let mut findings = Vec::new();
+        let mut conflicts: Vec<Finding> = Vec::new();
         let (mut fresh, mut sources) = (Vec::new(), Vec::new());
         let total = incoming.len();
         for i in incoming {
@@ -237,7 +243,7 @@ impl Group<'_> {
                 // A resend: normal unless its bytes differ.
                 if recorded {
                     let was = self.stored_hash(key, seq)?;
-                    findings.extend(chain::check_resend(&key.1, seq, sha, was));
+                    conflicts.extend(chain::check_resend(&key.1, seq, sha, was));
                 }
                 continue;
             }
@@ -266,6 +272,7 @@ impl Group<'_> {
                 "gap in sequence numbers: events were lost on the agent before shipping"
             );
         }
+        findings.splice(0..0, chain::merge_conflicts(&key.1, conflicts));
         let n = fresh.len();
         self.add(fresh, sources)?;
         *self.per_agent.entry(key.0.clone()).or_default() += n as u64;

@@ -45,6 +45,7 @@ use kiroku_proto::{
 use kiroku_tests::{Env, Mode, Proc, bin, free_port, load};
 use prost::Message;
 use rand::{Rng, SeedableRng, rngs::StdRng};
+use sha2::Digest;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -613,6 +614,11 @@ struct Stream {
     client: IngestClient<Channel>,
     tx: mpsc::Sender<ShipRequest>,
     responses: tonic::Streaming<kiroku_proto::ShipResponse>,
+    /// The collector reads `Batch.recorded` (issue 18): events are sent as
+    /// an agent's buffer holds them, chained (`head`: the SHA-256 of the
+    /// previous event's bytes), as the agent's shipper does.
+    recorded: bool,
+    head: Option<[u8; 32]>,
 }
 
 impl Stream {
@@ -630,19 +636,47 @@ impl Stream {
         })
         .await?;
         let mut responses = client.ship(ReceiverStream::new(rx)).await?.into_inner();
-        match responses.message().await? {
+        let recorded = match responses.message().await? {
             Some(kiroku_proto::ShipResponse {
-                msg: Some(ship_response::Msg::Welcome(_)),
-            }) => {}
+                msg: Some(ship_response::Msg::Welcome(w)),
+            }) => w.accepts_recorded,
             other => bail!("agent {name}: collector sent {other:?} instead of Welcome"),
-        }
+        };
         Ok(Stream {
             name: name.to_owned(),
             uploads_in_flight: UPLOADS_IN_FLIGHT.load(Ordering::Relaxed),
             client,
             tx,
             responses,
+            recorded,
+            head: None,
         })
+    }
+
+    /// `batch` as the Batch an agent's shipper sends this collector.
+    fn batch(&mut self, batch: Vec<Event>) -> Batch {
+        if !self.recorded {
+            return Batch {
+                events: batch,
+                ..Default::default()
+            };
+        }
+        let recorded = batch
+            .into_iter()
+            .map(|mut e| {
+                e.prev_hash = self.head.map(|h| h.to_vec()).unwrap_or_default();
+                let event = e.encode_to_vec();
+                self.head = Some(sha2::Sha256::digest(&event).into());
+                kiroku_proto::RecordedEvent {
+                    event,
+                    raw_not_kept: String::new(),
+                }
+            })
+            .collect();
+        Batch {
+            recorded,
+            ..Default::default()
+        }
     }
 
     /// Uploads the blobs of `batch` the collector lacks, sends the batch,
@@ -693,12 +727,10 @@ impl Stream {
             }
         }
         let last = batch.last().map_or(0, |e| e.seq);
+        let batch = self.batch(batch);
         self.tx
             .send(ShipRequest {
-                msg: Some(ship_request::Msg::Batch(Batch {
-                    events: batch,
-                    ..Default::default()
-                })),
+                msg: Some(ship_request::Msg::Batch(batch)),
             })
             .await
             .map_err(|_| anyhow::anyhow!("agent {}: stream closed", self.name))?;
