@@ -15,9 +15,11 @@ fi
 # Debian peers: a real Postfix (with Cyrus SASL) as upstream, and real
 # clients (swaks, msmtp, curl); `tnef`, the oracle of the TNEF reader's test;
 # zip and 7z, which the archive tests make their archives with (zip -P, 7z
-# AES, 7z with encrypted headers). Installed when missing and we may.
+# AES, 7z with encrypted headers); openssl, the local RFC 3161 time-stamp
+# authority and the independent check of checkpoint signatures
+# (evidence_checkpoint). Installed when missing and we may.
 need=()
-for c in /usr/sbin/postfix:postfix /usr/sbin/saslpasswd2:sasl2-bin /usr/bin/swaks:swaks /usr/bin/msmtp:msmtp /usr/bin/curl:curl /usr/bin/tnef:tnef /usr/bin/zip:zip /usr/bin/7z:p7zip-full /usr/lib/python3.11/test/test_email/data:libpython3.11-testsuite; do
+for c in /usr/sbin/postfix:postfix /usr/sbin/saslpasswd2:sasl2-bin /usr/bin/swaks:swaks /usr/bin/msmtp:msmtp /usr/bin/curl:curl /usr/bin/tnef:tnef /usr/bin/zip:zip /usr/bin/7z:p7zip-full /usr/bin/openssl:openssl /usr/lib/python3.11/test/test_email/data:libpython3.11-testsuite; do
   [ -e "${c%%:*}" ] || need+=("${c##*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then

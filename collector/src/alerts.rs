@@ -623,6 +623,15 @@ impl Alerting {
         }
     }
 
+    /// Sends `a` to the webhook only, outside the rules and the replay
+    /// log: the collector's own announcements (each new signed checkpoint,
+    /// so its head is kept outside the collector). Never blocks.
+    pub fn announce(&self, a: &Alert) {
+        for s in self.sinks.iter().filter(|s| s.name() == "webhook") {
+            s.offer(a);
+        }
+    }
+
     /// Alerts fired at or after `from_ms`, oldest first.
     pub fn replay(&self, from_ms: i64) -> Result<Vec<Alert>, String> {
         let start = from_ms.max(0).to_be_bytes().to_vec();

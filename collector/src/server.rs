@@ -110,6 +110,7 @@ pub async fn serve(
         &cfg.checkpoint,
         &own.name,
         &ca_pem,
+        alerting.clone(),
     )
     .await?;
     let (committer, committer_thread) = Committer::start(store.clone(), alerting.clone())?;

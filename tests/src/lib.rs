@@ -9,6 +9,7 @@ pub mod load;
 pub mod mailcorpus;
 pub mod mta;
 pub mod reliability;
+pub mod tsa;
 
 use std::io::Read;
 use std::net::TcpStream;

@@ -91,6 +91,11 @@ pub struct Sink {
 }
 
 impl Sink {
+    /// "webhook" or "mail".
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
     /// Queues an alert without waiting.
     pub fn offer(&self, a: &Alert) {
         if self.tx.try_send(a.clone()).is_err() {

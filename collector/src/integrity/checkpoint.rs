@@ -228,6 +228,8 @@ struct Writer {
     tsa: Option<TsaClient>,
     collector: String,
     feed: CheckpointFeed,
+    /// Each new checkpoint is announced on the alert webhook.
+    alerting: Option<Arc<crate::alerts::Alerting>>,
 }
 
 impl CheckpointWriter {
@@ -239,6 +241,7 @@ impl CheckpointWriter {
         cfg: &CheckpointConfig,
         collector: &str,
         ca_pem: &[u8],
+        alerting: Arc<crate::alerts::Alerting>,
     ) -> anyhow::Result<(CheckpointWriter, CheckpointFeed)> {
         let interval = cfg
             .interval()
@@ -260,6 +263,7 @@ impl CheckpointWriter {
             tsa,
             collector: collector.to_owned(),
             feed: CheckpointFeed::default(),
+            alerting: Some(alerting),
         });
         let next = {
             let w = w.clone();
@@ -348,8 +352,7 @@ impl Writer {
                 _ = stop.wait_for(|s| *s) => true,
             };
             match self.clone().write_one(next).await {
-                Ok(Some(n)) => next = n,
-                Ok(None) => {}
+                Ok((n, _)) => next = n,
                 Err(e) => {
                     tracing::error!(error = %format!("{e:#}"), number = next.number, "writing a checkpoint failed; trying again at the next interval")
                 }
@@ -361,11 +364,20 @@ impl Writer {
     }
 
     /// Writes the next checkpoint if there is something new; returns where
-    /// the one after starts.
-    async fn write_one(self: Arc<Self>, next: Next) -> anyhow::Result<Option<Next>> {
+    /// the one after starts and whether one was written.
+    async fn write_one(self: Arc<Self>, next: Next) -> anyhow::Result<(Next, bool)> {
+        // An earlier attempt that failed after writing the file (a full
+        // disk at the journal mark, say) is finished or set aside first,
+        // as at start.
+        let next = if self.ledger.path(next.number).exists() {
+            let w = self.clone();
+            tokio::task::spawn_blocking(move || w.open()).await??
+        } else {
+            next
+        };
         let w = self.clone();
         let Some((cp, range)) = tokio::task::spawn_blocking(move || w.build(next)).await?? else {
-            return Ok(None);
+            return Ok((next, false));
         };
         let bytes = cp.encode_to_vec();
         let mut signed = SignedCheckpoint {
@@ -396,8 +408,10 @@ impl Writer {
         }
         let w = self.clone();
         let cp2 = cp.clone();
+        let stamped = !signed.timestamp_token.is_empty();
         let record =
             tokio::task::spawn_blocking(move || w.store_one(&cp2, &signed, &range)).await??;
+        self.announce(&cp, &record, stamped);
         if self.signer.is_some() {
             tracing::info!(
                 number = cp.number, first_leaf = cp.first_leaf, leaves = cp.leaves,
@@ -411,7 +425,36 @@ impl Writer {
                 "UNSIGNED checkpoint written (no [checkpoint] signing key): it proves nothing against someone who can write the data directory"
             );
         }
-        Ok(Some(Next::after(Some(&record))))
+        Ok((Next::after(Some(&record)), true))
+    }
+
+    /// The new checkpoint on the alert webhook (rule and kind
+    /// `checkpoint`), so its head is kept outside the collector.
+    fn announce(&self, cp: &Checkpoint, record: &Record, stamped: bool) {
+        let Some(alerting) = &self.alerting else {
+            return;
+        };
+        let signer = self.signer.as_ref().map_or("UNSIGNED".to_owned(), |s| {
+            format!("signed by {}", s.identity())
+        });
+        let summary = format!(
+            "checkpoint {} of {}: leaves {}..{}, root {}, checkpoint sha256 {}, {signer}{}",
+            cp.number,
+            cp.collector,
+            cp.first_leaf,
+            cp.first_leaf + cp.leaves,
+            hex::encode(&cp.merkle_root),
+            hex::encode(record.sha256),
+            if stamped { ", time-stamped" } else { "" }
+        );
+        alerting.announce(&kiroku_proto::Alert {
+            rule: "checkpoint".into(),
+            kind: "checkpoint".into(),
+            event_id: String::new(),
+            fired_at_ms: cp.at_ms,
+            summary,
+            event: None,
+        });
     }
 
     /// The checkpoint over what is new since `next`, if anything is.

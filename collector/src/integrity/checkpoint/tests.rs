@@ -39,6 +39,7 @@ impl Fixture {
             tsa: None,
             collector: "c1".into(),
             feed: CheckpointFeed::default(),
+            alerting: None,
         })
     }
 
@@ -106,28 +107,18 @@ async fn checkpoints_cover_every_leaf_once_verify_and_prove() {
     let f = Fixture::new();
     let w = f.writer(true);
     let next = w.open().expect("open");
-    assert!(
-        w.clone().write_one(next).await.expect("write").is_none(),
-        "empty journal"
-    );
+    let (next, wrote) = w.clone().write_one(next).await.expect("write");
+    assert!(!wrote, "empty journal");
 
     f.append(5);
-    let next = w
-        .clone()
-        .write_one(next)
-        .await
-        .expect("write")
-        .expect("checkpoint 1");
+    let (next, wrote) = w.clone().write_one(next).await.expect("write");
+    assert!(wrote && next.number == 2, "checkpoint 1");
     // Only checkpoint 1's own mark is new: nothing to write.
-    assert!(w.clone().write_one(next).await.expect("write").is_none());
+    let (next, wrote) = w.clone().write_one(next).await.expect("write");
+    assert!(!wrote && next.number == 2);
     f.append(7);
-    let next = w
-        .clone()
-        .write_one(next)
-        .await
-        .expect("write")
-        .expect("checkpoint 2");
-    assert_eq!(next.number, 3);
+    let (next, wrote) = w.clone().write_one(next).await.expect("write");
+    assert!(wrote && next.number == 3, "checkpoint 2");
 
     let all = f.all_leaf_hashes();
     let r1 = w.ledger.get(1).expect("get").expect("record 1");
@@ -181,11 +172,7 @@ async fn unsigned_checkpoints_say_so() {
     let w = f.writer(false);
     let next = w.open().expect("open");
     f.append(2);
-    w.clone()
-        .write_one(next)
-        .await
-        .expect("write")
-        .expect("checkpoint");
+    assert!(w.clone().write_one(next).await.expect("write").1);
     let s = w.ledger.read(1).expect("file");
     assert!(s.signature.is_empty() && !s.unsigned_reason.is_empty());
     let e = check_checkpoint(&s, &f.ca_pem, None).expect_err("unsigned");
@@ -228,11 +215,7 @@ async fn a_checkpoint_cut_short_is_finished_or_set_aside_at_start() {
     assert_eq!(next.number, 2);
     // Checkpoint 2 is written again, after the first.
     f.append(1);
-    w2.clone()
-        .write_one(next)
-        .await
-        .expect("write")
-        .expect("checkpoint 2");
+    assert!(w2.clone().write_one(next).await.expect("write").1);
     let r2 = w2.ledger.get(2).expect("get").expect("record 2");
     assert_eq!((r2.first_leaf, r2.leaves), (3, 2));
     let c2 = check_checkpoint(&w2.ledger.read(2).expect("file"), &f.ca_pem, None).expect("holds");
@@ -265,4 +248,30 @@ fn intervals_read_as_people_write_them() {
         CheckpointConfig::default().interval().map(|d| d.as_secs()),
         Ok(600)
     );
+}
+
+#[tokio::test]
+async fn a_write_that_failed_after_its_file_is_retried() {
+    let f = Fixture::new();
+    let w = f.writer(true);
+    let next = w.open().expect("open");
+    f.append(2);
+    // Checkpoint 1's file exists without its mark and record (the journal
+    // append failed); the next attempt sets it aside and writes it anew.
+    let (cp, _) = w.build(next).expect("build").expect("new");
+    let stale = SignedCheckpoint {
+        checkpoint: cp.encode_to_vec(),
+        ..Default::default()
+    };
+    w.ledger.write(1, &stale).expect("file");
+    let (next, wrote) = w.clone().write_one(next).await.expect("write");
+    assert!(wrote && next.number == 2);
+    let s = w.ledger.read(1).expect("file");
+    check_checkpoint(&s, &f.ca_pem, None).expect("the new checkpoint 1 holds");
+    let aside = std::fs::read_dir(w.ledger.dir())
+        .expect("dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".ckp.unfinished-"))
+        .count();
+    assert_eq!(aside, 1);
 }
