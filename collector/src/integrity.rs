@@ -26,5 +26,6 @@ pub mod proof;
 pub mod rpc;
 pub mod signing;
 pub mod tsa;
+pub mod verify;
 
 pub use check::{Problem, check_checkpoint};

@@ -49,6 +49,11 @@ pub struct QueryService {
     store: Arc<Store>,
     alerting: Arc<Alerting>,
     tls_status: Arc<dyn Fn() -> (String, bool) + Send + Sync>,
+    /// The CA certificate (PEM): what `Verify` checks checkpoint signers
+    /// against.
+    ca_pem: Arc<Vec<u8>>,
+    /// The TSA's CA certificate (PEM), when checkpoints are time-stamped.
+    tsa_ca: Option<Arc<Vec<u8>>>,
     /// The collector's signing key (case bundles); None: unsigned.
     signer: Option<Arc<crate::integrity::signing::Signer>>,
 }
@@ -60,6 +65,8 @@ impl QueryService {
             alerting,
             tls_status: Arc::new(|| (String::new(), false)),
             signer: None,
+            ca_pem: Arc::default(),
+            tsa_ca: None,
         }
     }
 
@@ -75,16 +82,31 @@ impl QueryService {
         self.signer.as_ref()
     }
 
+    /// The CA certificate (PEM) checkpoint signatures are checked against,
+    /// and the TSA's CA certificate their time stamps are.
+    pub fn with_ca_pem(mut self, pem: Vec<u8>, tsa_ca: Option<Vec<u8>>) -> Self {
+        self.ca_pem = Arc::new(pem);
+        self.tsa_ca = tsa_ca.map(Arc::new);
+        self
+    }
+
+    pub(crate) fn tsa_ca(&self) -> Option<Arc<Vec<u8>>> {
+        self.tsa_ca.clone()
+    }
+
+    pub(crate) fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    pub(crate) fn ca_pem(&self) -> Arc<Vec<u8>> {
+        self.ca_pem.clone()
+    }
+
     /// What `ListHosts` says about the revocation list: its description
     /// and whether it has expired (see `listener::TlsSource::crl_status`).
     pub fn with_tls_status(mut self, f: Arc<dyn Fn() -> (String, bool) + Send + Sync>) -> Self {
         self.tls_status = f;
         self
-    }
-
-    /// The store, for the calls of `integrity/rpc.rs`.
-    pub(crate) fn store(&self) -> &Arc<Store> {
-        &self.store
     }
 
     /// Records a query in the audit log (durable) before it is answered;

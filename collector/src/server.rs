@@ -113,6 +113,23 @@ pub async fn serve(
         alerting.clone(),
     )
     .await?;
+    if let Some(signer) = checkpoints.signer() {
+        let detail = format!(
+            "checkpoint signer {} loaded: certificate {}",
+            signer.identity(),
+            crate::store::audit::file_digest(signer.cert_path())
+        );
+        let s = store.clone();
+        tokio::task::spawn_blocking(move || {
+            s.audit_admin(
+                crate::store::audit::COLLECTOR_IDENTITY,
+                crate::store::audit::admin_call::SIGNER_CERT_LOADED,
+                &detail,
+            )
+        })
+        .await?
+        .context("recording the signer certificate in the audit log")?;
+    }
     let (committer, committer_thread) = Committer::start(store.clone(), alerting.clone())?;
     let analysis = crate::analysis::worker::Workers::start(
         store.clone(),
@@ -137,6 +154,15 @@ pub async fn serve(
     let query = QueryServer::new(
         QueryService::new(store.clone(), alerting.clone())
             .with_tls_status(Arc::new(move || tls_status.crl_status()))
+            .with_ca_pem(
+                std::fs::read(&cfg.tls.ca)
+                    .with_context(|| format!("reading {}", cfg.tls.ca.display()))?,
+                cfg.checkpoint
+                    .tsa_ca_cert
+                    .as_ref()
+                    .map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display())))
+                    .transpose()?,
+            )
             .with_signer(checkpoints.signer()),
     )
     .accept_compressed(CompressionEncoding::Zstd)

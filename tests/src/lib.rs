@@ -5,6 +5,7 @@
 //! dir goes with the [`Env`].
 
 pub mod faultproxy;
+pub mod journal_edit;
 pub mod load;
 pub mod mailcorpus;
 pub mod mta;

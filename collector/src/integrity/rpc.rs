@@ -12,11 +12,71 @@ use crate::integrity::export::{self, ExportError};
 use crate::query::{ExportStream, QueryService, VerifyStream, index_status};
 use crate::store::audit::admin_call;
 
+/// Checks the store (`integrity/verify.rs`) in a blocking task, streaming
+/// progress, then the findings, then the summary. Admins only; recorded in
+/// the audit log before it starts and with its outcome when done.
 pub async fn verify(
-    _svc: &QueryService,
-    _req: Request<VerifyRequest>,
+    svc: &QueryService,
+    req: Request<VerifyRequest>,
 ) -> Result<Response<VerifyStream>, Status> {
-    Err(Status::unimplemented("Verify is being built (issue 18)"))
+    use crate::store::audit::admin_call;
+    let who = crate::auth::caller(&req)?;
+    if who.role != kiroku_common::pki::Role::Admin {
+        tracing::warn!(identity = %who, "refused: Verify is for admins only");
+        return Err(Status::permission_denied(format!(
+            "{who} may not verify the store: admins only"
+        )));
+    }
+    let r = req.into_inner();
+    let opts = crate::integrity::verify::Options::from(&r);
+    let store = svc.store().clone();
+    let ca = svc.ca_pem();
+    let tsa_ca = svc.tsa_ca();
+    let identity = who.to_string();
+    let asked = format!("verify {r:?}");
+    {
+        let (store, identity) = (store.clone(), identity.clone());
+        tokio::task::spawn_blocking(move || {
+            store.audit_admin(&identity, admin_call::VERIFY, &asked)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| {
+            Status::unavailable(format!(
+                "the verification cannot be recorded in the audit log ({e}); try again later"
+            ))
+        })?;
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::task::spawn_blocking(move || {
+        let mut send = |m: kiroku_proto::VerifyResponse| {
+            // The caller may be gone; the run finishes and is recorded.
+            let _ = tx.blocking_send(Ok(m));
+        };
+        let ca = (!ca.is_empty()).then_some(ca.as_slice());
+        let tsa_ca = tsa_ca.as_ref().map(|t| t.as_slice());
+        let outcome = match crate::integrity::verify::run(&store, ca, tsa_ca, &opts, &mut send) {
+            Ok(s) => {
+                tracing::info!(identity = %identity, alterations = s.alterations, "{}", s.message);
+                s.message
+            }
+            Err(e) => {
+                tracing::error!(identity = %identity, error = %format!("{e:#}"), "verify failed");
+                let _ = tx.blocking_send(Err(Status::internal(format!("verify failed: {e:#}"))));
+                format!("failed: {e:#}")
+            }
+        };
+        if let Err(e) = store.audit_admin(
+            &identity,
+            admin_call::VERIFY,
+            &format!("verify done: {outcome}"),
+        ) {
+            tracing::error!(error = %e, "the verification's outcome could not be recorded in the audit log");
+        }
+    });
+    Ok(Response::new(Box::pin(
+        tokio_stream::wrappers::ReceiverStream::new(rx),
+    )))
 }
 
 /// A case bundle (`integrity/export.rs`), admins only: the filter checked

@@ -533,6 +533,36 @@ impl AuditLog {
         Ok(e)
     }
 
+    /// The hash of the entry numbered `seq` as the log holds it (the
+    /// first such line), if any: what a checkpoint's audit head is
+    /// checked against.
+    pub fn hash_at(&self, seq: u64) -> Result<Option<String>, AuditError> {
+        let err = |message: String| AuditError {
+            path: self.path.clone(),
+            message,
+        };
+        let len = self.head.lock().unwrap_or_else(|p| p.into_inner()).len;
+        let f = std::fs::File::open(&self.path).map_err(|e| err(e.to_string()))?;
+        let mut r = std::io::BufReader::new(f.take(len));
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            if r.read_until(b'\n', &mut line)
+                .map_err(|e| err(e.to_string()))?
+                == 0
+            {
+                return Ok(None);
+            }
+            if let Some(e) = std::str::from_utf8(line.trim_ascii_end())
+                .ok()
+                .and_then(from_json)
+                && e.seq == seq
+            {
+                return Ok(Some(e.hash));
+            }
+        }
+    }
+
     /// The newest (sequence number, hash).
     pub fn head(&self) -> (u64, String) {
         let head = self.head.lock().unwrap_or_else(|p| p.into_inner());

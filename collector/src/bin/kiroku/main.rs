@@ -12,6 +12,7 @@ mod investigate;
 mod output;
 mod quickstart;
 mod stats;
+mod verify;
 mod zone;
 
 use std::io::Write;
@@ -82,6 +83,9 @@ enum Cmd {
     /// The audit log of queries and administrative actions, its hash chain
     /// checked (admins only). Exits with status 3 when the chain is broken.
     Audit(audit::AuditArgs),
+    /// Check the store: chains, checkpoints, blobs, index, audit log
+    /// (admins only). Exits with status 3 when anything was altered.
+    Verify(verify::VerifyArgs),
     /// A case bundle: the events a search selects, with their raw mail,
     /// recorded bytes, proofs, checkpoints and audit entries, in a signed
     /// manifest, written into a new or empty directory (admins only).
@@ -288,6 +292,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Audit(args) => audit::run(&cli.connect, args, &zone()?).await,
+        Cmd::Verify(args) => verify::run(&cli.connect, args, &zone()?).await,
         Cmd::Export(args) => export::export(&cli.connect, *args, &zone()?).await,
         Cmd::VerifyBundle(args) => export::verify_bundle(&cli.connect, args),
     }
