@@ -8,7 +8,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use kiroku_proto::event::Kind;
 use kiroku_proto::journal_entry::Entry;
-use kiroku_proto::{AuditEntry, Event, InclusionProof, SearchRequest};
+use kiroku_proto::{AuditEntry, Event, InclusionProof, SearchRequest, SignedCheckpoint};
 use prost::Message;
 
 use super::audit_select::Concern;
@@ -114,14 +114,14 @@ pub fn build(
 ) -> Result<Summary, ExportError> {
     let mut sink = Sink::new(out);
     let end = store.journal.head().end;
-    let checkpoints = evidence::checkpoints(&store.dir)?;
+    let (ledger, records) = evidence::checkpoints(store)?;
     let wanted: HashMap<String, usize> = events
         .iter()
         .enumerate()
         .map(|(i, e)| (e.event_id.clone(), i))
         .collect();
     let total_leaves = store.journal.head().next_leaf;
-    let found = evidence::find(store, &wanted, &checkpoints, end, |n| {
+    let found = evidence::find(store, &wanted, &records, end, |n| {
         sink.progress("journal", n, total_leaves)
     })?;
     let mut listed = Vec::with_capacity(events.len());
@@ -135,11 +135,12 @@ pub fn build(
         listed.push(m);
     }
     sink.progress("events", events.len() as u64, events.len() as u64)?;
-    for c in checkpoints
-        .iter()
-        .filter(|c| used.contains(&c.content.number))
-    {
-        checkpoint_files(c, &mut sink)?;
+    for &n in &used {
+        let signed = ledger.read(n).map_err(|e| ExportError::Read {
+            what: format!("checkpoint {n}"),
+            error: e.to_string(),
+        })?;
+        checkpoint_files(n, &signed, &mut sink)?;
     }
     audit_lines(store, case, events, own, &mut sink)?;
     if let Some(signer) = who.signer {
@@ -299,19 +300,16 @@ fn stored_files<S: ChunkOut>(
 
 /// A checkpoint as stored, and its parts for `openssl`.
 fn checkpoint_files<S: ChunkOut>(
-    c: &evidence::StoredCheckpoint,
+    n: u64,
+    signed: &SignedCheckpoint,
     sink: &mut Sink<S>,
 ) -> Result<(), ExportError> {
-    let n = c.content.number;
-    sink.file(
-        &layout::checkpoint_path(n, "ckp"),
-        &c.signed.encode_to_vec(),
-    )?;
-    sink.file(&layout::checkpoint_path(n, "bin"), &c.signed.checkpoint)?;
+    sink.file(&layout::checkpoint_path(n, "ckp"), &signed.encode_to_vec())?;
+    sink.file(&layout::checkpoint_path(n, "bin"), &signed.checkpoint)?;
     for (ext, part) in [
-        ("sig", &c.signed.signature),
-        ("der", &c.signed.signer_cert_der),
-        ("tsr", &c.signed.timestamp_token),
+        ("sig", &signed.signature),
+        ("der", &signed.signer_cert_der),
+        ("tsr", &signed.timestamp_token),
     ] {
         if !part.is_empty() {
             sink.file(&layout::checkpoint_path(n, ext), part)?;

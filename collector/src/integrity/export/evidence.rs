@@ -1,35 +1,31 @@
 //! Where each exported event is in the journal, and its inclusion proof:
-//! one pass over the journal up to its head (taken when the export
-//! starts), so the cost does not depend on how many events a case holds.
-//! The leaves of each checkpoint's range are hashed as they pass; when a
-//! range that holds an exported event ends, the proofs of its events are
-//! cut from those hashes and the hashes dropped, so memory is one range's
-//! leaves (32 bytes each) at most.
+//! one pass over the stretches of the journal that hold them, up to its
+//! head taken when the export starts. When the index knows every event's
+//! leaf (`Store::leaf_of`), those stretches are the checkpoint ranges
+//! (`checkpoint/ledger.rs`) holding an exported event and the part after
+//! the newest checkpoint; else (events stored before the journal was
+//! chained) the whole journal. The leaves of each range are hashed as they
+//! pass; when a range that holds an exported event ends, the proofs of its
+//! events are cut from those hashes and the hashes dropped, so memory is
+//! one range's leaves (32 bytes each) at most.
 //!
 //! The journal may hold an event twice (a batch stored again after a lost
 //! ack); the last copy is taken, as the index serves it.
 
 use std::collections::HashMap;
-use std::path::Path;
 
+use kiroku_proto::Event;
 use kiroku_proto::journal_entry::Entry;
-use kiroku_proto::{Checkpoint, Event, SignedCheckpoint};
 use prost::Message;
 
 use super::ExportError;
+use crate::integrity::checkpoint::ledger::{Ledger, LedgerError, Record};
 use crate::integrity::merkle;
 use crate::store::Store;
 use crate::store::journal::{self, EntryRead, Position};
 
 /// Records read from the journal at a time.
 const BATCH: usize = 4096;
-
-/// One signed checkpoint as stored (`checkpoints/<n>.ckp`), decoded.
-#[derive(Debug, Clone)]
-pub struct StoredCheckpoint {
-    pub signed: SignedCheckpoint,
-    pub content: Checkpoint,
-}
 
 /// Where an exported event's journal entry is, and its proof.
 #[derive(Debug, Clone, Default)]
@@ -41,44 +37,56 @@ pub struct Found {
     pub proof: Option<(u64, Vec<merkle::Hash>)>,
 }
 
-/// The signed checkpoints of a data directory, by first leaf. A file that
-/// does not decode is skipped with an error in the log (`kiroku verify`
-/// reports it); the events it covered go without proof.
-pub fn checkpoints(data_dir: &Path) -> Result<Vec<StoredCheckpoint>, ExportError> {
-    let dir = data_dir.join("checkpoints");
-    let read_err = |e: std::io::Error| ExportError::Read {
-        what: dir.display().to_string(),
+/// The checkpoints that exist (`checkpoint/ledger.rs`: a checkpoint exists
+/// once its record does), oldest first.
+pub fn checkpoints(store: &Store) -> Result<(Ledger, Vec<Record>), ExportError> {
+    let err = |e: LedgerError| ExportError::Read {
+        what: "the checkpoint records".into(),
         error: e.to_string(),
     };
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(read_err(e)),
-    };
-    let mut out = Vec::new();
-    for ent in entries {
-        let path = ent.map_err(read_err)?.path();
-        if path.extension().is_none_or(|x| x != "ckp") {
-            continue;
-        }
-        let bytes = std::fs::read(&path).map_err(read_err)?;
-        let decoded = SignedCheckpoint::decode(bytes.as_slice()).and_then(|signed| {
-            Checkpoint::decode(signed.checkpoint.as_slice()).map(|content| (signed, content))
-        });
-        match decoded {
-            Ok((signed, content)) => out.push(StoredCheckpoint { signed, content }),
-            Err(e) => {
-                tracing::error!(path = %path.display(), error = %e, "a checkpoint file does not decode; the events it covers are exported without proof (run kiroku verify)");
-            }
+    let ledger = Ledger::open(&store.dir, &store.meta).map_err(err)?;
+    let records = ledger.all().map_err(err)?;
+    Ok((ledger, records))
+}
+
+/// The stretches of the journal to read: when every event's leaf is known
+/// (the index keeps it), only the checkpoint ranges holding one and the
+/// part after the newest checkpoint if one lies there; else all of it.
+fn spans(
+    store: &Store,
+    wanted: &HashMap<String, usize>,
+    records: &[Record],
+    end: Position,
+) -> Vec<(Position, Position)> {
+    let whole = vec![(Position::default(), end)];
+    let mut leaves = Vec::with_capacity(wanted.len());
+    for id in wanted.keys() {
+        match store.leaf_of(id) {
+            Ok(Some(l)) => leaves.push(l),
+            _ => return whole,
         }
     }
-    out.sort_by_key(|c| c.content.first_leaf);
-    Ok(out)
+    leaves.sort_unstable();
+    let mut out: Vec<(Position, Position)> = Vec::new();
+    let mut rest = leaves.as_slice();
+    for r in records {
+        let before = rest.partition_point(|l| *l < r.first_leaf);
+        rest = &rest[before..];
+        let inside = rest.partition_point(|l| *l < r.next_leaf());
+        if inside > 0 {
+            out.push((r.start, r.end));
+        }
+        rest = &rest[inside..];
+    }
+    if !rest.is_empty() {
+        out.push((records.last().map(|r| r.end).unwrap_or_default(), end));
+    }
+    out
 }
 
 /// The leaves being hashed: one checkpoint's range.
 struct Range {
-    checkpoint: usize,
+    record: usize,
     hashes: Vec<merkle::Hash>,
     /// Exported events in it: (index into `wanted`'s values, leaf).
     wanted: Vec<(usize, u64)>,
@@ -90,51 +98,65 @@ struct Range {
 pub fn find(
     store: &Store,
     wanted: &HashMap<String, usize>,
-    checkpoints: &[StoredCheckpoint],
+    records: &[Record],
     end: Position,
     mut progress: impl FnMut(u64) -> Result<(), ExportError>,
 ) -> Result<Vec<Option<Found>>, ExportError> {
     let dir = store.journal.dir();
     let mut found: Vec<Option<Found>> = vec![None; wanted.len()];
     let mut range: Option<Range> = None;
-    let mut at = Position::default();
-    let mut records = 0u64;
-    loop {
-        let (batch, next) =
-            journal::read_entries(dir, at, end, BATCH).map_err(|e| ExportError::Read {
-                what: "the event journal".into(),
-                error: e.to_string(),
-            })?;
-        if batch.is_empty() {
-            break;
-        }
-        for r in &batch {
-            let idx = event_id(r).and_then(|id| wanted.get(&id).copied());
-            if let Some(leaf) = r.leaf {
-                step_range(&mut range, leaf, checkpoints, &mut found);
-                if let Some(rg) = range.as_mut() {
-                    rg.hashes.push(merkle::leaf_hash(&r.bytes));
-                    if let Some(i) = idx {
-                        rg.wanted.push((i, leaf));
-                    }
-                }
+    let mut read = 0u64;
+    for (from, until) in spans(store, wanted, records, end) {
+        let mut at = from;
+        while at < until {
+            let (batch, next) =
+                journal::read_entries(dir, at, until, BATCH).map_err(|e| ExportError::Read {
+                    what: "the event journal".into(),
+                    error: e.to_string(),
+                })?;
+            if batch.is_empty() {
+                break;
             }
-            if let Some(i) = idx {
-                found[i] = Some(Found {
-                    at: r.at,
-                    leaf: r.leaf,
-                    proof: None,
-                });
+            for r in &batch {
+                take(r, wanted, records, &mut range, &mut found);
             }
+            read += batch.len() as u64;
+            progress(read)?;
+            at = next;
         }
-        records += batch.len() as u64;
-        progress(records)?;
-        at = next;
     }
     if let Some(rg) = range.take() {
-        finish_range(rg, checkpoints, &mut found);
+        finish_range(rg, records, &mut found);
     }
     Ok(found)
+}
+
+/// One journal record: hashed into its checkpoint's range, and noted when
+/// it is a wanted event.
+fn take(
+    r: &EntryRead,
+    wanted: &HashMap<String, usize>,
+    records: &[Record],
+    range: &mut Option<Range>,
+    found: &mut [Option<Found>],
+) {
+    let idx = event_id(r).and_then(|id| wanted.get(&id).copied());
+    if let Some(leaf) = r.leaf {
+        step_range(range, leaf, records, found);
+        if let Some(rg) = range.as_mut() {
+            rg.hashes.push(merkle::leaf_hash(&r.bytes));
+            if let Some(i) = idx {
+                rg.wanted.push((i, leaf));
+            }
+        }
+    }
+    if let Some(i) = idx {
+        found[i] = Some(Found {
+            at: r.at,
+            leaf: r.leaf,
+            proof: None,
+        });
+    }
 }
 
 /// Moves the range being hashed to the one covering `leaf` (None when no
@@ -142,25 +164,22 @@ pub fn find(
 fn step_range(
     range: &mut Option<Range>,
     leaf: u64,
-    checkpoints: &[StoredCheckpoint],
+    records: &[Record],
     found: &mut [Option<Found>],
 ) {
-    let covers = |c: &StoredCheckpoint| {
-        leaf >= c.content.first_leaf && leaf - c.content.first_leaf < c.content.leaves
-    };
     if range
         .as_ref()
-        .is_some_and(|rg| covers(&checkpoints[rg.checkpoint]))
+        .is_some_and(|rg| records[rg.record].covers(leaf))
     {
         return;
     }
     if let Some(rg) = range.take() {
-        finish_range(rg, checkpoints, found);
+        finish_range(rg, records, found);
     }
-    let i = checkpoints.partition_point(|c| c.content.first_leaf + c.content.leaves <= leaf);
-    if checkpoints.get(i).is_some_and(covers) {
+    let i = records.partition_point(|r| r.next_leaf() <= leaf);
+    if records.get(i).is_some_and(|r| r.covers(leaf)) {
         *range = Some(Range {
-            checkpoint: i,
+            record: i,
             hashes: Vec::new(),
             wanted: Vec::new(),
         });
@@ -169,8 +188,8 @@ fn step_range(
 
 /// The proofs of the range's exported events, when the journal held the
 /// whole range (a damaged stretch leaves them without).
-fn finish_range(rg: Range, checkpoints: &[StoredCheckpoint], found: &mut [Option<Found>]) {
-    let c = &checkpoints[rg.checkpoint].content;
+fn finish_range(rg: Range, records: &[Record], found: &mut [Option<Found>]) {
+    let c = &records[rg.record];
     if rg.wanted.is_empty() {
         return;
     }

@@ -16,6 +16,7 @@ use prost::Message;
 use super::layout::{self, EventFile, event_path};
 use super::manifest::{self, Manifest};
 use super::{Case, Exporter, build, check_bundle};
+use crate::integrity::checkpoint::ledger::{Ledger, Record};
 use crate::integrity::{merkle, signing::Signer};
 use crate::store::Store;
 use crate::store::journal::{self, Position};
@@ -106,9 +107,19 @@ fn checkpoint(store: &Store, signer: &Signer) {
         checkpoint: bytes,
         ..Default::default()
     };
-    let dir = store.dir.join("checkpoints");
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    std::fs::write(dir.join("00000000000000000001.ckp"), signed.encode_to_vec()).expect("ckp");
+    let ledger = Ledger::open(&store.dir, &store.meta).expect("ledger");
+    ledger.write(1, &signed).expect("ckp");
+    ledger
+        .put(&Record {
+            number: 1,
+            first_leaf: 0,
+            leaves: leaves.len() as u64,
+            start: Position::default(),
+            end: head.end,
+            sha256: journal::entry::sha256(&signed.checkpoint),
+            mark_leaf: leaves.len() as u64,
+        })
+        .expect("record");
 }
 
 fn write_chunks(dir: &Path, chunks: &[ExportCaseChunk]) {
@@ -447,7 +458,12 @@ fn an_unsigned_bundle_says_so() {
         .iter()
         .map(|f| (f.what, f.path.as_str()))
         .collect();
-    assert_eq!(whats, vec![("unsigned", layout::MANIFEST)], "{:#?}", r.findings);
+    assert_eq!(
+        whats,
+        vec![("unsigned", layout::MANIFEST)],
+        "{:#?}",
+        r.findings
+    );
     assert!(r.findings[0].detail.contains("no signing key"));
     assert_eq!(r.proven, 3, "the checkpoints still prove the events");
 }
