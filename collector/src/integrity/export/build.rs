@@ -1,8 +1,9 @@
 //! The collector's side of an export: the selected events' evidence read
 //! from the store and sent as bundle files, then the audit entries, the
 //! signer's certificate, the README, the manifest, `SHA256SUMS` and their
-//! signatures. Runs on a blocking thread; memory holds a small record per
-//! event and the file list, never a whole event or raw message.
+//! signatures. Runs on a blocking thread; memory holds a small record and the
+//! journal entry (recorded bytes + additions) of each exported event and
+//! the file list, never a raw message.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -18,7 +19,7 @@ use super::sink::{ChunkOut, Sink};
 use super::{ExportError, evidence};
 use crate::integrity::signing::Signer;
 use crate::store::Store;
-use crate::store::journal::{self, EntryRead, Position};
+use crate::store::journal::{self, EntryRead};
 
 /// Most events one bundle holds; a larger case is exported in parts (by
 /// time range).
@@ -130,7 +131,7 @@ pub fn build(
         if i % 100 == 0 {
             sink.progress("events", i as u64, events.len() as u64)?;
         }
-        let m = event_files(store, e, f.as_ref(), end, &mut sink)?;
+        let m = event_files(store, e, f.as_ref(), &mut sink)?;
         used.extend(m.checkpoint);
         listed.push(m);
     }
@@ -195,7 +196,6 @@ fn event_files<S: ChunkOut>(
     store: &Store,
     e: &Selected,
     found: Option<&evidence::Found>,
-    end: Position,
     sink: &mut Sink<S>,
 ) -> Result<ManifestEvent, ExportError> {
     let id = &e.event_id;
@@ -219,10 +219,7 @@ fn event_files<S: ChunkOut>(
                 .get(id)?
                 .ok_or_else(|| ExportError::Internal(format!("event {id} left the index")))?
         }
-        Some(f) => {
-            let read = evidence::read_at(store, f.at, end)?;
-            stored_files(id, &read, f, &mut m, sink)?
-        }
+        Some(f) => stored_files(id, &f.read, f, &mut m, sink)?,
     };
     let json =
         serde_json::to_vec_pretty(&view).map_err(|x| ExportError::Internal(x.to_string()))?;

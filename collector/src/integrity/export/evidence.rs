@@ -28,9 +28,11 @@ use crate::store::journal::{self, EntryRead, Position};
 const BATCH: usize = 4096;
 
 /// Where an exported event's journal entry is, and its proof.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Found {
-    pub at: Position,
+    /// The record as read (kept: reading one record again costs a whole
+    /// read-ahead chunk of the journal).
+    pub read: EntryRead,
     /// None: a `KRJ1` record, outside the chain.
     pub leaf: Option<u64>,
     /// The checkpoint covering the leaf and the audit path in its tree.
@@ -152,7 +154,7 @@ fn take(
     }
     if let Some(i) = idx {
         found[i] = Some(Found {
-            at: r.at,
+            read: r.clone(),
             leaf: r.leaf,
             proof: None,
         });
@@ -220,24 +222,5 @@ fn event_id(r: &EntryRead) -> Option<String> {
             _ => None,
         },
         None => Event::decode(r.bytes.as_slice()).ok().map(|e| e.event_id),
-    }
-}
-
-/// The record at `at` (read again for its files).
-pub fn read_at(store: &Store, at: Position, end: Position) -> Result<EntryRead, ExportError> {
-    let err = |error: String| ExportError::Read {
-        what: format!(
-            "the journal record at segment {} offset {}",
-            at.segment, at.offset
-        ),
-        error,
-    };
-    let (mut batch, _) =
-        journal::read_entries(store.journal.dir(), at, end, 1).map_err(|e| err(e.to_string()))?;
-    match batch.pop() {
-        Some(r) if r.at == at => Ok(r),
-        _ => Err(err(
-            "it is no longer there (damaged since the export began?)".into(),
-        )),
     }
 }
