@@ -20,6 +20,7 @@
 
 pub mod check;
 pub mod checkpoint;
+pub mod export;
 pub mod merkle;
 pub mod proof;
 pub mod rpc;

@@ -54,6 +54,8 @@ pub struct QueryService {
     ca_pem: Arc<Vec<u8>>,
     /// The TSA's CA certificate (PEM), when checkpoints are time-stamped.
     tsa_ca: Option<Arc<Vec<u8>>>,
+    /// The collector's signing key (case bundles); None: unsigned.
+    signer: Option<Arc<crate::integrity::signing::Signer>>,
 }
 
 impl QueryService {
@@ -62,9 +64,22 @@ impl QueryService {
             store,
             alerting,
             tls_status: Arc::new(|| (String::new(), false)),
+            signer: None,
             ca_pem: Arc::default(),
             tsa_ca: None,
         }
+    }
+
+    /// The key case bundles are signed with (`[checkpoint]
+    /// signing_cert/signing_key`, the checkpoints' key).
+    pub fn with_signer(mut self, signer: Option<Arc<crate::integrity::signing::Signer>>) -> Self {
+        self.signer = signer;
+        self
+    }
+
+    /// The signing key, for the calls of `integrity/rpc.rs`.
+    pub(crate) fn signer(&self) -> Option<&Arc<crate::integrity::signing::Signer>> {
+        self.signer.as_ref()
     }
 
     /// The CA certificate (PEM) checkpoint signatures are checked against,
@@ -175,7 +190,7 @@ fn event_id_arg(id: &str) -> Result<(), Status> {
     Ok(())
 }
 
-fn index_status(e: IndexError) -> Status {
+pub(crate) fn index_status(e: IndexError) -> Status {
     match e {
         IndexError::BadQuery { .. } => Status::invalid_argument(e.to_string()),
         IndexError::NeedsRebuild { .. } => Status::failed_precondition(e.to_string()),

@@ -162,7 +162,8 @@ pub async fn serve(
                     .as_ref()
                     .map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display())))
                     .transpose()?,
-            ),
+            )
+            .with_signer(checkpoints.signer()),
     )
     .accept_compressed(CompressionEncoding::Zstd)
     .send_compressed(CompressionEncoding::Zstd)

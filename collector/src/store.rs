@@ -158,10 +158,14 @@ impl Store {
     /// Records an administrative action in the audit log (kind `admin`;
     /// see [`audit::AuditLog::append_admin`]), durable with its head in the
     /// metadata, writing into the audit reserve on a full disk.
-    pub fn audit_admin(&self, identity: &str, call: &str, detail: &str) -> anyhow::Result<()> {
+    pub fn audit_admin(
+        &self,
+        identity: &str,
+        call: &str,
+        detail: &str,
+    ) -> anyhow::Result<kiroku_proto::AuditEntry> {
         self.audit_reserve.make_room();
-        self.audit.append_admin(identity, call, detail)?;
-        Ok(())
+        Ok(self.audit.append_admin(identity, call, detail)?)
     }
 
     /// What the audit log's check at open found: new damage is logged as

@@ -249,6 +249,12 @@ fn to_json(e: &AuditEntry) -> String {
     v.to_string()
 }
 
+/// One line of the log as an entry (None: not an entry). Case bundles
+/// carry lines verbatim and are checked with this.
+pub fn parse_line(line: &[u8]) -> Option<AuditEntry> {
+    from_json(std::str::from_utf8(line).ok()?)
+}
+
 fn from_json(line: &str) -> Option<AuditEntry> {
     let v: serde_json::Value = serde_json::from_str(line).ok()?;
     Some(AuditEntry {
@@ -561,6 +567,32 @@ impl AuditLog {
     pub fn head(&self) -> (u64, String) {
         let head = self.head.lock().unwrap_or_else(|p| p.into_inner());
         (head.seq, head.hash.clone())
+    }
+
+    /// Calls `f` with each line that is an entry, as stored (without its
+    /// newline), and the entry, in log order, up to and including the
+    /// entry numbered `last_seq` (a case export takes its lines verbatim).
+    /// Reads what was complete when called; appends go on meanwhile.
+    pub fn each_line_until(
+        &self,
+        last_seq: u64,
+        mut f: impl FnMut(&[u8], &AuditEntry),
+    ) -> std::io::Result<()> {
+        let len = self.head.lock().unwrap_or_else(|p| p.into_inner()).len;
+        let mut r = std::io::BufReader::new(std::fs::File::open(&self.path)?.take(len));
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            if r.read_until(b'\n', &mut line)? == 0 || line.pop() != Some(b'\n') {
+                return Ok(());
+            }
+            if let Some(e) = parse_line(&line) {
+                f(&line, &e);
+                if e.seq >= last_seq {
+                    return Ok(());
+                }
+            }
+        }
     }
 
     /// Reads the whole log as the collector has written it so far,

@@ -6,6 +6,8 @@ mod annotations;
 mod audit;
 mod checkpoint;
 mod client;
+mod export;
+mod filters;
 mod investigate;
 mod output;
 mod quickstart;
@@ -20,7 +22,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use kiroku_common::pki::{PkiDir, Role};
 use kiroku_common::quote::terminal;
-use kiroku_proto::{GetEventRequest, GetRawRequest, ListHostsRequest, SearchRequest};
+use kiroku_proto::{GetEventRequest, GetRawRequest, ListHostsRequest};
 use tokio_stream::StreamExt;
 
 #[derive(Parser)]
@@ -84,6 +86,13 @@ enum Cmd {
     /// Check the store: chains, checkpoints, blobs, index, audit log
     /// (admins only). Exits with status 3 when anything was altered.
     Verify(verify::VerifyArgs),
+    /// A case bundle: the events a search selects, with their raw mail,
+    /// recorded bytes, proofs, checkpoints and audit entries, in a signed
+    /// manifest, written into a new or empty directory (admins only).
+    Export(Box<export::ExportArgs>),
+    /// Check a case bundle offline with the CA certificate (--ca) alone.
+    /// Exits with status 3 when anything is missing, extra or altered.
+    VerifyBundle(export::VerifyBundleArgs),
     /// Signed checkpoints of the journal, checked offline.
     #[command(subcommand)]
     Checkpoint(checkpoint::CheckpointCmd),
@@ -136,7 +145,7 @@ enum CertsCmd {
 #[derive(clap::Args, Debug)]
 struct SearchCmd {
     #[command(flatten)]
-    filter: SearchArgs,
+    filter: filters::SearchArgs,
     /// Most events to show.
     #[arg(long, default_value_t = 50)]
     limit: u32,
@@ -149,113 +158,6 @@ struct SearchCmd {
     /// Oldest first (default: newest first).
     #[arg(long)]
     asc: bool,
-}
-
-/// The filters of a search (also those of `stats`).
-#[derive(clap::Args, Debug)]
-struct SearchArgs {
-    /// Start of the time range: a date (YYYY-MM-DD, midnight in the --tz
-    /// zone), a local time (YYYY-MM-DD HH:MM), RFC 3339 with an offset, or
-    /// relative (30m, 24h, 7d).
-    #[arg(long)]
-    from: Option<String>,
-    /// End of the time range (exclusive), same forms as --from.
-    #[arg(long)]
-    to: Option<String>,
-    #[arg(long)]
-    host: Option<String>,
-    #[arg(long)]
-    user: Option<String>,
-    #[arg(long)]
-    agent: Option<String>,
-    /// Any envelope or header address; wildcards * and ? ('*@gmail.com').
-    #[arg(long)]
-    address: Option<String>,
-    /// MAIL FROM or From:; wildcards * and ? ('bob*@example.com').
-    #[arg(long)]
-    sender: Option<String>,
-    /// RCPT TO, To:, Cc: or Bcc; wildcards * and ? ('*@gmail.com': that
-    /// domain exactly).
-    #[arg(long)]
-    recipient: Option<String>,
-    /// A sender's domain, subdomains included (example.com finds
-    /// bob@mx.example.com).
-    #[arg(long)]
-    sender_domain: Option<String>,
-    /// A recipient's domain, subdomains included.
-    #[arg(long)]
-    recipient_domain: Option<String>,
-    /// SMTP client address or network: 10.1.2.3, 10.1.0.0/16, 2001:db8::/32.
-    #[arg(long)]
-    client_ip: Option<String>,
-    /// Message-ID header (with or without <>).
-    #[arg(long)]
-    message_id: Option<String>,
-    /// The upstream's queue id ("queued as ...").
-    #[arg(long)]
-    queue_id: Option<String>,
-    /// Reply code (550) or class (4xx, 5xx): the final reply or any
-    /// recipient's.
-    #[arg(long)]
-    reply_code: Option<String>,
-    /// SMTP AUTH login of the client.
-    #[arg(long)]
-    auth_user: Option<String>,
-    /// Mail flow by the collector's internal_domains: outbound, inbound,
-    /// internal or transit.
-    #[arg(long)]
-    direction: Option<String>,
-    /// Mail with a recipient outside the collector's internal_domains.
-    #[arg(long, conflicts_with = "internal")]
-    external: bool,
-    /// Mail whose recipients are all inside the collector's
-    /// internal_domains.
-    #[arg(long)]
-    internal: bool,
-    /// Full text over subject, body, the text of the attachments and the
-    /// upstream's replies.
-    #[arg(long)]
-    text: Option<String>,
-    #[arg(long)]
-    subject: Option<String>,
-    #[arg(long)]
-    has_attachment: bool,
-    /// Words of an attachment's file name.
-    #[arg(long)]
-    attachment: Option<String>,
-    /// Words in the text of an attachment (PDF, Word, Excel, PowerPoint,
-    /// text, HTML), searchable once the collector has read it.
-    #[arg(long)]
-    attachment_text: Option<String>,
-    /// SHA-256 of an attachment, a raw message or a file.
-    #[arg(long)]
-    sha256: Option<String>,
-    #[arg(long)]
-    tag: Option<String>,
-    /// Events tagged by this alert rule ("*" for any alert).
-    #[arg(long)]
-    alert: Option<String>,
-    /// delivered, rejected, aborted, unknown or captured.
-    #[arg(long)]
-    outcome: Option<String>,
-    /// email, file, host_change, gap (unrecorded) or integrity (a chain break).
-    #[arg(long)]
-    kind: Option<String>,
-    /// File events: words of the path or old path ("alice/q3 report").
-    #[arg(long)]
-    path: Option<String>,
-    /// File events: create, modify, delete, rename, copy_to_removable,
-    /// overflow, watch_lost, watch_restored, volume_mounted,
-    /// volume_unmounted.
-    #[arg(long = "op")]
-    operation: Option<String>,
-    /// File events on removable volumes only.
-    #[arg(long)]
-    removable: bool,
-    /// Filter and order by corrected time (each agent's clock corrected by
-    /// its measured offset to the collector) instead of the agents' clocks.
-    #[arg(long)]
-    corrected_time: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -391,6 +293,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Audit(args) => audit::run(&cli.connect, args, &zone()?).await,
         Cmd::Verify(args) => verify::run(&cli.connect, args, &zone()?).await,
+        Cmd::Export(args) => export::export(&cli.connect, *args, &zone()?).await,
+        Cmd::VerifyBundle(args) => export::verify_bundle(&cli.connect, args),
     }
 }
 
@@ -446,7 +350,7 @@ async fn search(
     cmd: SearchCmd,
     zone: &zone::Zone,
 ) -> anyhow::Result<()> {
-    let mut req = search_request(cmd.filter, zone)?;
+    let mut req = filters::search_request(cmd.filter, zone)?;
     req.page_size = cmd.limit;
     req.ascending = cmd.asc;
     let (all, json) = (cmd.all, cmd.json);
@@ -482,97 +386,6 @@ async fn search(
             events.len(),
             output::count(total, "matching event", "matching events")
         );
-    }
-    Ok(())
-}
-
-/// The search request of the filter flags (no page set).
-fn search_request(a: SearchArgs, zone: &zone::Zone) -> anyhow::Result<SearchRequest> {
-    let now = kiroku_common::now_ms();
-    let s = |o: Option<String>| o.unwrap_or_default();
-    let mut req = SearchRequest {
-        from_ms: a
-            .from
-            .as_deref()
-            .map(|t| zone::parse_time(t, now, zone))
-            .transpose()?
-            .unwrap_or(0),
-        to_ms: a
-            .to
-            .as_deref()
-            .map(|t| zone::parse_time(t, now, zone))
-            .transpose()?
-            .unwrap_or(0),
-        host: s(a.host),
-        user: s(a.user),
-        agent_id: s(a.agent),
-        address: s(a.address),
-        sender: s(a.sender),
-        recipient: s(a.recipient),
-        text: s(a.text),
-        subject: s(a.subject),
-        has_attachment: a.has_attachment,
-        attachment_name: s(a.attachment),
-        sha256: s(a.sha256).to_lowercase(),
-        tag: s(a.tag),
-        alert: s(a.alert),
-        outcome: s(a.outcome),
-        kind: s(a.kind),
-        path: s(a.path),
-        operation: s(a.operation),
-        removable: a.removable,
-        page_size: 0,
-        page_token: String::new(),
-        corrected_time: a.corrected_time,
-        sender_domain: s(a.sender_domain),
-        recipient_domain: s(a.recipient_domain),
-        client_ip: s(a.client_ip),
-        message_id: s(a.message_id),
-        queue_id: s(a.queue_id),
-        reply_code: s(a.reply_code),
-        auth_user: s(a.auth_user),
-        direction: s(a.direction),
-        external: a.external,
-        internal: a.internal,
-        ascending: false,
-        attachment_text: s(a.attachment_text),
-    };
-    if !req.operation.is_empty() {
-        req.operation = kiroku_common::vocabulary::file_operation(&req.operation)
-            .map_err(|e| anyhow::anyhow!("{}", e.replacen(": use", " for --op: use", 1)))?;
-    }
-    check_search_flags(&req)?;
-    Ok(req)
-}
-
-/// Checks the values of the mail-flow flags before anything is sent, so
-/// the error names the flag (the collector checks them again).
-fn check_search_flags(r: &SearchRequest) -> anyhow::Result<()> {
-    use kiroku_common::{mail, search};
-    let flag =
-        |name: &str, res: Result<(), String>| res.map_err(|m| anyhow::anyhow!("--{name}: {m}"));
-    for (name, v) in [
-        ("address", &r.address),
-        ("sender", &r.sender),
-        ("recipient", &r.recipient),
-    ] {
-        if !v.trim().is_empty() {
-            flag(name, search::AddressPattern::parse(v).map(drop))?;
-        }
-    }
-    for (name, v) in [
-        ("sender-domain", &r.sender_domain),
-        ("recipient-domain", &r.recipient_domain),
-    ] {
-        if !v.trim().is_empty() {
-            flag(name, mail::normalise_domain(v).map(drop))?;
-        }
-    }
-    if !r.client_ip.trim().is_empty() {
-        flag("client-ip", search::ip_range(&r.client_ip).map(drop))?;
-    }
-    if !r.reply_code.trim().is_empty() {
-        flag("reply-code", search::reply_codes(&r.reply_code).map(drop))?;
     }
     Ok(())
 }
@@ -638,52 +451,4 @@ async fn raw(
         );
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn bad_flag_values_name_the_flag() {
-        use kiroku_proto::SearchRequest;
-        for (r, flag) in [
-            (
-                SearchRequest {
-                    client_ip: "10.1.0.0/40".into(),
-                    ..Default::default()
-                },
-                "--client-ip",
-            ),
-            (
-                SearchRequest {
-                    reply_code: "7xx".into(),
-                    ..Default::default()
-                },
-                "--reply-code",
-            ),
-            (
-                SearchRequest {
-                    recipient_domain: "not a domain".into(),
-                    ..Default::default()
-                },
-                "--recipient-domain",
-            ),
-            (
-                SearchRequest {
-                    sender: "*".repeat(9),
-                    ..Default::default()
-                },
-                "--sender",
-            ),
-        ] {
-            let e = super::check_search_flags(&r).expect_err(flag).to_string();
-            assert!(e.starts_with(flag), "{e}");
-        }
-        let ok = SearchRequest {
-            client_ip: "2001:db8::/32".into(),
-            reply_code: "4xx".into(),
-            recipient: "*@gmail.com".into(),
-            ..Default::default()
-        };
-        super::check_search_flags(&ok).expect("valid values");
-    }
 }

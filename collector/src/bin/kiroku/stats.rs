@@ -29,11 +29,11 @@ pub struct StatsArgs {
     #[arg(long)]
     csv: bool,
     #[command(flatten)]
-    filter: super::SearchArgs,
+    filter: crate::filters::SearchArgs,
 }
 
 pub async fn run(connect: &ConnectArgs, a: StatsArgs, zone: &Zone) -> anyhow::Result<()> {
-    let filter = super::search_request(a.filter, zone)?;
+    let filter = crate::filters::search_request(a.filter, zone)?;
     // The collector cuts hours and days in an IANA zone; a POSIX `TZ`
     // rule has no name to send.
     let time_zone = match zone.iana_name() {
