@@ -248,8 +248,9 @@ impl BundleWriter {
             .with_context(|| format!("cannot write {}", terminal(path)))?;
         self.bytes += c.data.len() as u64;
         if c.end_of_file {
-            file.sync_all()
-                .with_context(|| format!("cannot write {}", terminal(path)))?;
+            // Made durable all at once in `finish` (one syncfs): an fsync
+            // per file cost about five per event and held a day's export
+            // to some 25 events a second.
             self.open = None;
         }
         Ok(())
@@ -298,8 +299,14 @@ impl BundleWriter {
             self.files.iter().any(|f| f.ends_with(layout::MANIFEST)),
             "the collector sent no manifest"
         );
-        std::fs::File::open(&self.root)
-            .and_then(|d| d.sync_all())
+        // Every file and directory of the bundle is on the root's file
+        // system: one syncfs makes them all durable, then the root's own
+        // entry is synced.
+        let root = std::fs::File::open(&self.root)
+            .with_context(|| format!("cannot open {}", self.root.display()))?;
+        rustix::fs::syncfs(&root)
+            .map_err(std::io::Error::from)
+            .and_then(|()| root.sync_all())
             .with_context(|| format!("cannot sync {}", self.root.display()))?;
         Ok(())
     }
