@@ -68,7 +68,10 @@ pub fn check_fresh(
                     tampering: true,
                 });
             }
-            if seq >= pseq {
+            // A restart means the agent lost events: a head it reported
+            // before may name a number it has since given to another
+            // event, so the old claim is dropped rather than held against it.
+            if seq >= pseq || !chain_restart.is_empty() {
                 state.pending = None;
             }
         }
@@ -230,6 +233,9 @@ pub fn check_head(
         state.pending = Some((seq, hash));
         return None;
     }
+    // An agent's durable head only goes back after it lost data (a cut
+    // sled log): a head it reported earlier above this one is stale.
+    state.pending = None;
     let stored = if seq == state.seq {
         state.hash
     } else {
@@ -356,6 +362,30 @@ mod tests {
             .map(|f| (f.first_seq, f.last_seq))
             .collect();
         assert_eq!(merged, [(3, 5), (8, 8)]);
+    }
+
+    /// An agent that lost data reports a lower head, or restarts its
+    /// chain: a head it reported before for a number not stored yet is
+    /// stale (that number may go to another event) and must not be held
+    /// against the event that later gets it.
+    #[test]
+    fn a_stale_pending_head_is_dropped_after_the_agent_lost_data() {
+        let mut st = ChainState::default();
+        check_fresh(&mut st, "s", 1, &[], "", h(1), true);
+        check_fresh(&mut st, "s", 2, &h(1), "", h(2), true);
+        assert_eq!(check_head(&mut st, "s", 5, h(5), |_| None), None);
+        assert_eq!(st.pending, Some((5, h(5))));
+        // The agent's log was cut back: it now reports head 2.
+        assert_eq!(check_head(&mut st, "s", 2, h(2), |_| None), None);
+        assert_eq!(st.pending, None);
+        // Or it restarts its chain (its loss is reported as such).
+        check_head(&mut st, "s", 5, h(5), |_| None);
+        let f = check_fresh(&mut st, "s", 3, &[], "buffer moved aside", h(3), true);
+        assert_eq!(st.pending, None);
+        assert!(f.iter().all(|f| !f.tampering));
+        for (seq, prev, sha) in [(4, 3, 4), (5, 4, 8)] {
+            assert!(check_fresh(&mut st, "s", seq, &h(prev), "", h(sha), true).is_empty());
+        }
     }
 
     #[test]

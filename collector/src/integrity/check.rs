@@ -151,7 +151,7 @@ pub fn check_proof(
     }
     let (first, end) = (
         checkpoint.first_leaf,
-        checkpoint.first_leaf + checkpoint.leaves,
+        checkpoint.first_leaf.saturating_add(checkpoint.leaves),
     );
     if proof.leaf < first || proof.leaf >= end {
         return Err(ProofProblem::NotCovered {

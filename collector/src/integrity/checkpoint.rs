@@ -442,7 +442,7 @@ impl Writer {
             cp.number,
             cp.collector,
             cp.first_leaf,
-            cp.first_leaf + cp.leaves,
+            cp.first_leaf.saturating_add(cp.leaves),
             hex::encode(&cp.merkle_root),
             hex::encode(record.sha256),
             if stamped { ", time-stamped" } else { "" }

@@ -21,13 +21,13 @@ pub async fn verify(
 ) -> Result<Response<VerifyStream>, Status> {
     use crate::store::audit::admin_call;
     let who = crate::auth::caller(&req)?;
+    let r = req.into_inner();
     if who.role != kiroku_common::pki::Role::Admin {
         tracing::warn!(identity = %who, "refused: Verify is for admins only");
-        return Err(Status::permission_denied(format!(
-            "{who} may not verify the store: admins only"
-        )));
+        // A refused call is audited like any other (who tried what).
+        let st = Status::permission_denied(format!("{who} may not verify the store: admins only"));
+        return Err(svc.refuse(&who, "Verify", format!("{r:?}"), st).await);
     }
-    let r = req.into_inner();
     let opts = crate::integrity::verify::Options::from(&r);
     let store = svc.store().clone();
     let ca = svc.ca_pem();

@@ -432,7 +432,7 @@ pub fn run(
                     let recorded_sha = journal::entry::sha256(&s.recorded);
                     link.inconsistent = a.recorded_sha256.as_slice() != recorded_sha;
                     if let Ok(e) = journal::merged(s) {
-                        streams.note(&e, recorded_sha, entry.leaf, read.at, opts);
+                        streams.note(&e, recorded_sha, a.reencoded, entry.leaf, read.at, opts);
                         ckps.stream_event(&e, recorded_sha);
                         note_event(
                             &e,

@@ -194,7 +194,7 @@ fn complete(
     };
     let sha = crate::store::journal::entry::sha256(&signed.checkpoint);
     let start = prev.map_or(Position::default(), |r| r.end);
-    let last_leaf = (cp.first_leaf + cp.leaves).checked_sub(1);
+    let last_leaf = cp.first_leaf.saturating_add(cp.leaves).checked_sub(1);
     let mut end = start;
     let mut at = start;
     while at < until {

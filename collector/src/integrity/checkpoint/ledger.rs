@@ -44,7 +44,7 @@ impl Record {
 
     /// The first leaf the next checkpoint covers.
     pub fn next_leaf(&self) -> u64 {
-        self.first_leaf + self.leaves
+        self.first_leaf.saturating_add(self.leaves)
     }
 
     /// Whether `leaf` is one of this checkpoint's.

@@ -28,10 +28,15 @@ struct StreamBreak {
     got: Vec<u8>,
 }
 
+/// A stream's last event: seq, recorded hash (none when re-encoded), leaf.
+type Last = (u64, Option<[u8; 32]>, u64);
+
 #[derive(Default)]
 pub struct Streams {
-    /// (agent, stream) → (last seq, its recorded hash, its leaf).
-    last: HashMap<(String, String), (u64, [u8; 32], u64)>,
+    /// (agent, stream) → (last seq, its recorded hash, its leaf); no hash
+    /// for an event the collector re-encoded (an older agent's): its
+    /// successor cannot link to those bytes, and ingest does not check it.
+    last: HashMap<(String, String), Last>,
     breaks: Vec<StreamBreak>,
     /// Integrity events ingest journaled: (agent, event, leaf, at, id).
     recorded: Vec<(String, IntegrityEvent, Position, String)>,
@@ -43,7 +48,15 @@ impl Streams {
     }
 
     /// One event (merged view) whose recorded bytes hash to `sha`.
-    pub fn note(&mut self, e: &Event, sha: [u8; 32], leaf: u64, at: Position, opts: &Options) {
+    pub fn note(
+        &mut self,
+        e: &Event,
+        sha: [u8; 32],
+        reencoded: bool,
+        leaf: u64,
+        at: Position,
+        opts: &Options,
+    ) {
         if let Some(Kind::Integrity(ie)) = &e.kind {
             self.recorded
                 .push((e.agent_id.clone(), ie.clone(), at, e.event_id.clone()));
@@ -58,7 +71,7 @@ impl Streams {
             // A resend of an event already stored (at-least-once): the
             // journal may hold it twice.
             Some((last, _, _)) if e.seq <= last => return,
-            Some((last, hash, last_leaf)) => {
+            Some((last, Some(hash), last_leaf)) => {
                 // Only a chained event right after its predecessor can be
                 // checked; a gap (skipped seq) is ingest's to record.
                 let chained = !e.prev_hash.is_empty() && e.chain_restart.is_empty();
@@ -77,9 +90,10 @@ impl Streams {
                     });
                 }
             }
-            None => {}
+            Some((_, None, _)) | None => {}
         }
-        self.last.insert(key, (e.seq, sha, leaf));
+        self.last
+            .insert(key, (e.seq, (!reencoded).then_some(sha), leaf));
     }
 
     /// Compares each stream's newest journalled event with what ingest
@@ -90,6 +104,9 @@ impl Streams {
     /// ahead of the head this run read (ingest goes on).
     pub fn check_meta(&self, meta: &crate::store::meta::MetaStore, f: &mut Findings) {
         for ((agent, stream), (seq, hash, leaf)) in &self.last {
+            let Some(hash) = hash else {
+                continue;
+            };
             let Ok(state) = meta.chain(agent, stream) else {
                 continue;
             };
