@@ -61,6 +61,11 @@ pub struct Checked {
     pub timestamp_unchecked: bool,
 }
 
+/// How far a checkpoint's own time may be from its time stamp's: the
+/// writer asks a TSA right after making it (a request times out in 20 s),
+/// and clocks of the collector and the TSA may differ by a few minutes.
+pub const STAMP_TOLERANCE_MS: i64 = 10 * 60 * 1000;
+
 /// Checks `signed`: the signature by a signer certificate `ca_pem` issued
 /// (valid at the checkpoint's time), and, with `tsa_ca`, the time stamp
 /// over exactly the checkpoint bytes. Returns the checkpoint.
@@ -102,13 +107,23 @@ pub fn inspect_checkpoint(
     let (timestamp, timestamp_unchecked) = match (signed.timestamp_token.is_empty(), tsa_ca) {
         (true, _) => (None, false),
         (false, None) => (None, true),
-        (false, Some(ca)) => (
-            Some(
-                tsa::verify_token(&signed.timestamp_token, &signed.checkpoint, ca)
-                    .map_err(Problem::Timestamp)?,
-            ),
-            false,
-        ),
+        (false, Some(ca)) => {
+            let ts = tsa::verify_token(&signed.timestamp_token, &signed.checkpoint, ca)
+                .map_err(Problem::Timestamp)?;
+            // The signer's certificate is judged at the checkpoint's own
+            // time; the time stamp is what proves that time, so the two
+            // must agree (the writer asks for the stamp as soon as the
+            // checkpoint is made). Otherwise a leaked, expired key could
+            // sign a backdated checkpoint and get a genuine fresh stamp.
+            if (ts.at_ms - checkpoint.at_ms).abs() > STAMP_TOLERANCE_MS {
+                return Err(Problem::Timestamp(tsa::TimestampError::TimeMismatch {
+                    claimed_ms: checkpoint.at_ms,
+                    stamped_ms: ts.at_ms,
+                    tolerance_ms: STAMP_TOLERANCE_MS,
+                }));
+            }
+            (Some(ts), false)
+        }
     };
     Ok(Checked {
         checkpoint,

@@ -85,6 +85,14 @@ pub enum TimestampError {
         "no certificate in the token is a time-stamping certificate of the TSA CA that signed it: {0}"
     )]
     Untrusted(String),
+    #[error(
+        "the checkpoint says it was made at {claimed_ms} ms but the time stamp was made at {stamped_ms} ms (more than {tolerance_ms} ms apart): its time was changed after it was stamped"
+    )]
+    TimeMismatch {
+        claimed_ms: i64,
+        stamped_ms: i64,
+        tolerance_ms: i64,
+    },
 }
 
 /// What a token that holds says.
