@@ -295,6 +295,33 @@ impl Env {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// Runs the `kiroku` CLI against this collector with the certificate
+    /// `pki/<cert>.pem` (e.g. `admin-boss`), failing or not; returns (exit
+    /// code, stdout, stderr).
+    pub fn cli_as(&self, cert: &str, args: &[&str]) -> anyhow::Result<(i32, String, String)> {
+        let cfg = self.path().join(format!("kiroku-{cert}.toml"));
+        if !cfg.exists() {
+            std::fs::write(
+                &cfg,
+                format!(
+                    "endpoint = \"https://127.0.0.1:{}\"\nserver_name = \"localhost\"\n[tls]\nca = \"pki/ca.pem\"\ncert = \"pki/{cert}.pem\"\nkey = \"pki/{cert}.key\"\n",
+                    self.grpc
+                ),
+            )?;
+        }
+        let out = Command::new(bin("kiroku"))
+            .arg("--config")
+            .arg(&cfg)
+            .args(args)
+            .current_dir(self.path())
+            .output()?;
+        Ok((
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+
     /// Runs the `kiroku` CLI against this collector as the investigator.
     pub fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
         let cfg = self.path().join("kiroku-cli.toml");

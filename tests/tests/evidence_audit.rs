@@ -12,27 +12,7 @@ use sha2::{Digest, Sha256};
 
 /// Runs `kiroku` as the admin; returns (exit code, stdout, stderr).
 fn admin_cli(env: &Env, args: &[&str]) -> anyhow::Result<(i32, String, String)> {
-    let cfg = env.path().join("kiroku-admin.toml");
-    if !cfg.exists() {
-        std::fs::write(
-            &cfg,
-            format!(
-                "endpoint = \"https://127.0.0.1:{}\"\nserver_name = \"localhost\"\n[tls]\nca = \"pki/ca.pem\"\ncert = \"pki/admin-boss.pem\"\nkey = \"pki/admin-boss.key\"\n",
-                env.grpc
-            ),
-        )?;
-    }
-    let out = Command::new(bin("kiroku"))
-        .arg("--config")
-        .arg(&cfg)
-        .args(args)
-        .current_dir(env.path())
-        .output()?;
-    Ok((
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    ))
+    env.cli_as("admin-boss", args)
 }
 
 /// The entries `kiroku audit --kind KIND --json` prints (the chain intact).

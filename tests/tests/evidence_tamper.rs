@@ -11,7 +11,6 @@
 //! collector on it and runs `kiroku verify`.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use kiroku_proto::ingest_client::IngestClient;
@@ -20,7 +19,7 @@ use kiroku_proto::{
     ShipRequest, SignedCheckpoint, event::Kind, journal_entry::Entry, ship_request, ship_response,
 };
 use kiroku_tests::journal_edit::{self, Record};
-use kiroku_tests::{Env, Mode, bin, free_port, send_mail};
+use kiroku_tests::{Env, Mode, free_port, send_mail};
 use prost::Message;
 use sha2::{Digest, Sha256};
 
@@ -28,27 +27,7 @@ const EVENTS: u64 = 8;
 
 /// Runs `kiroku` as the admin; returns (exit code, stdout, stderr).
 fn admin_cli(env: &Env, args: &[&str]) -> anyhow::Result<(i32, String, String)> {
-    let cfg = env.path().join("kiroku-admin.toml");
-    if !cfg.exists() {
-        std::fs::write(
-            &cfg,
-            format!(
-                "endpoint = \"https://127.0.0.1:{}\"\nserver_name = \"localhost\"\n[tls]\nca = \"pki/ca.pem\"\ncert = \"pki/admin-boss.pem\"\nkey = \"pki/admin-boss.key\"\n",
-                env.grpc
-            ),
-        )?;
-    }
-    let out = Command::new(bin("kiroku"))
-        .arg("--config")
-        .arg(&cfg)
-        .args(args)
-        .current_dir(env.path())
-        .output()?;
-    Ok((
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    ))
+    env.cli_as("admin-boss", args)
 }
 
 /// What `kiroku verify --json` said: exit code and findings.

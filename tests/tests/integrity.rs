@@ -21,27 +21,7 @@ use tonic::Code;
 /// Runs the `kiroku` CLI with `cert` (role-name) against this collector;
 /// returns (exit code, stdout, stderr).
 fn cli_as(env: &Env, cert: &str, args: &[&str]) -> anyhow::Result<(i32, String, String)> {
-    let cfg = env.path().join(format!("kiroku-{cert}.toml"));
-    if !cfg.exists() {
-        std::fs::write(
-            &cfg,
-            format!(
-                "endpoint = \"https://127.0.0.1:{}\"\nserver_name = \"localhost\"\n[tls]\nca = \"pki/ca.pem\"\ncert = \"pki/{cert}.pem\"\nkey = \"pki/{cert}.key\"\n",
-                env.grpc
-            ),
-        )?;
-    }
-    let out = Command::new(bin("kiroku"))
-        .arg("--config")
-        .arg(&cfg)
-        .args(args)
-        .current_dir(env.path())
-        .output()?;
-    Ok((
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    ))
+    env.cli_as(cert, args)
 }
 
 async fn audit(env: &Env) -> anyhow::Result<kiroku_proto::AuditResponse> {
