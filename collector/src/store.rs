@@ -115,15 +115,28 @@ impl Store {
     /// Chains stored annotations into the journal: an `AnnotationMark`
     /// with the SHA-256 of their encoding as the annotation store holds it
     /// (the annotations themselves stay out of the journal).
-    pub fn mark_annotations(&self, a: &kiroku_proto::Annotations) -> anyhow::Result<()> {
+    pub fn mark_annotations(&self, marks: Vec<kiroku_proto::AnnotationMark>) -> anyhow::Result<()> {
+        if marks.is_empty() {
+            return Ok(());
+        }
+        // One append (one fdatasync) for a whole batch of analysed mail.
+        self.journal.append_entries(
+            marks
+                .into_iter()
+                .map(kiroku_proto::journal_entry::Entry::Annotations)
+                .collect(),
+        )?;
+        Ok(())
+    }
+
+    /// The mark of annotations as the annotation store holds them: their
+    /// event and the SHA-256 of their encoding.
+    pub fn annotation_mark(a: &kiroku_proto::Annotations) -> kiroku_proto::AnnotationMark {
         use prost::Message;
-        let mark = kiroku_proto::AnnotationMark {
+        kiroku_proto::AnnotationMark {
             event_id: a.event_id.clone(),
             annotations_sha256: journal::entry::sha256(&a.encode_to_vec()).to_vec(),
-        };
-        self.journal
-            .append_entries(vec![kiroku_proto::journal_entry::Entry::Annotations(mark)])?;
-        Ok(())
+        }
     }
 
     /// The journal leaf of event `event_id` (what a Merkle inclusion proof

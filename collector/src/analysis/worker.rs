@@ -301,115 +301,125 @@ fn process(
 ) -> anyhow::Result<()> {
     let mut events: Vec<Event> = Vec::new();
     let mut relinked: Vec<String> = Vec::new();
+    // Marks of the annotations stored, journalled together after the loop
+    // (before the queue entries go, so a stored analysis is always marked).
+    let mut marks = Vec::new();
     let held = |fired: Vec<(Vec<u8>, Alert)>, alerts: &mut Vec<_>| -> anyhow::Result<()> {
         let r = s.alerting.hold(&fired);
         alerts.extend(fired);
         r.map_err(anyhow::Error::msg)
     };
-    for p in batch {
-        let Some(e) = s.store.index.get(&p.event_id)? else {
-            tracing::warn!(event_id = %p.event_id, "queued for analysis but not in the index; skipped (a rebuild or `reanalyse` brings it back)");
-            continue;
-        };
-        let before = s.store.analysis.annotations(&e.event_id)?;
-        let mut indexed = before.as_ref().is_some_and(adds_to_index);
-        // The analysis itself runs outside the lock; storing its result,
-        // pairing and applying the pair's tags and links inside. A panic
-        // in one mail's analysis (a reader's bug on a hostile file) is
-        // recorded in its annotations as a failed analysis, so that its
-        // queue entry leaves like any other and the worker goes on with
-        // the next mail.
-        let fresh = match &before {
-            Some(a) if !s.limits.redo(a) => None,
-            _ => Some(
-                match std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    analyse(&e, &s.store.blobs, &s.store.analysis, &s.limits)
-                })) {
-                    Ok(done) => done?,
-                    Err(p) => {
-                        let why = super::panic_message(p.as_ref());
-                        s.store
-                            .analysis
-                            .progress
-                            .panics
-                            .fetch_add(1, Ordering::Relaxed);
-                        tracing::error!(event_id = %e.event_id, panic = %why, "the analysis of this mail panicked; recorded as failed in its annotations, the worker goes on (please report this with the mail)");
-                        super::failed(&e, &why)
-                    }
-                },
-            ),
-        };
-        let _annotating = lock(&s.annotating);
-        let ann = match fresh {
-            None => s
-                .store
-                .analysis
-                .annotations(&e.event_id)?
-                .or(before)
-                .unwrap_or_default(),
-            Some(mut ann) => {
-                let fired = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    s.alerting.evaluate_derived(&e, &mut ann)
-                }));
-                match fired {
-                    Ok(fired) => held(fired.map_err(anyhow::Error::msg)?, alerts)?,
-                    Err(p) => {
-                        s.store
-                            .analysis
-                            .progress
-                            .panics
-                            .fetch_add(1, Ordering::Relaxed);
-                        tracing::error!(event_id = %e.event_id, panic = %super::panic_message(p.as_ref()), "the rules on files inside this mail panicked; its sensitive-file alerts are skipped, the worker goes on (please report this with the mail)");
-                    }
-                }
-                // Tags and links the alerts gave the earlier annotations
-                // (read again: a partner may have added some meanwhile).
-                if let Some(old) = s.store.analysis.annotations(&e.event_id)? {
-                    super::ppap::carry_over(&old, &mut ann);
-                }
-                s.store.analysis.put_annotations(&ann)?;
-                s.store.mark_annotations(&ann)?;
-                s.store
+    // A failure part-way still marks what was stored before it (a retry
+    // finds those annotations current and does not store them again).
+    let looped = (|| -> anyhow::Result<()> {
+        for p in batch {
+            let Some(e) = s.store.index.get(&p.event_id)? else {
+                tracing::warn!(event_id = %p.event_id, "queued for analysis but not in the index; skipped (a rebuild or `reanalyse` brings it back)");
+                continue;
+            };
+            let before = s.store.analysis.annotations(&e.event_id)?;
+            let mut indexed = before.as_ref().is_some_and(adds_to_index);
+            // The analysis itself runs outside the lock; storing its result,
+            // pairing and applying the pair's tags and links inside. A panic
+            // in one mail's analysis (a reader's bug on a hostile file) is
+            // recorded in its annotations as a failed analysis, so that its
+            // queue entry leaves like any other and the worker goes on with
+            // the next mail.
+            let fresh = match &before {
+                Some(a) if !s.limits.redo(a) => None,
+                _ => Some(
+                    match std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        analyse(&e, &s.store.blobs, &s.store.analysis, &s.limits)
+                    })) {
+                        Ok(done) => done?,
+                        Err(p) => {
+                            let why = super::panic_message(p.as_ref());
+                            s.store
+                                .analysis
+                                .progress
+                                .panics
+                                .fetch_add(1, Ordering::Relaxed);
+                            tracing::error!(event_id = %e.event_id, panic = %why, "the analysis of this mail panicked; recorded as failed in its annotations, the worker goes on (please report this with the mail)");
+                            super::failed(&e, &why)
+                        }
+                    },
+                ),
+            };
+            let _annotating = lock(&s.annotating);
+            let ann = match fresh {
+                None => s
+                    .store
                     .analysis
-                    .progress
-                    .analysed
-                    .fetch_add(1, Ordering::Relaxed);
-                indexed |= adds_to_index(&ann);
-                ann
+                    .annotations(&e.event_id)?
+                    .or(before)
+                    .unwrap_or_default(),
+                Some(mut ann) => {
+                    let fired = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        s.alerting.evaluate_derived(&e, &mut ann)
+                    }));
+                    match fired {
+                        Ok(fired) => held(fired.map_err(anyhow::Error::msg)?, alerts)?,
+                        Err(p) => {
+                            s.store
+                                .analysis
+                                .progress
+                                .panics
+                                .fetch_add(1, Ordering::Relaxed);
+                            tracing::error!(event_id = %e.event_id, panic = %super::panic_message(p.as_ref()), "the rules on files inside this mail panicked; its sensitive-file alerts are skipped, the worker goes on (please report this with the mail)");
+                        }
+                    }
+                    // Tags and links the alerts gave the earlier annotations
+                    // (read again: a partner may have added some meanwhile).
+                    if let Some(old) = s.store.analysis.annotations(&e.event_id)? {
+                        super::ppap::carry_over(&old, &mut ann);
+                    }
+                    s.store.analysis.put_annotations(&ann)?;
+                    marks.push(crate::store::Store::annotation_mark(&ann));
+                    s.store
+                        .analysis
+                        .progress
+                        .analysed
+                        .fetch_add(1, Ordering::Relaxed);
+                    indexed |= adds_to_index(&ann);
+                    ann
+                }
+            };
+            // Encrypted attachments and PPAP pairs, once the annotations are
+            // stored (a pair links two stored annotations): ppap.rs. Also for
+            // annotations stored before a crash (their pairing may not have
+            // been): idempotent, nothing fires twice. The events it changes
+            // (this one too) are re-indexed below.
+            // The alert hook is contained the same way: its panic costs this
+            // mail's encrypted-attachment and PPAP alerts (logged), not the
+            // worker.
+            let hook = std::panic::catch_unwind(AssertUnwindSafe(|| s.alerting.analysed(&e, &ann)));
+            match hook {
+                Ok(done) => {
+                    let done = done.map_err(anyhow::Error::msg)?;
+                    held(done.alerts, alerts)?;
+                    relinked.extend(super::ppap::apply(&s.store.analysis, &done.derived)?);
+                }
+                Err(p) => {
+                    s.store
+                        .analysis
+                        .progress
+                        .panics
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(event_id = %e.event_id, panic = %super::panic_message(p.as_ref()), "the alert rules on this mail's analysis panicked; its encrypted-attachment and PPAP alerts are skipped, the worker goes on (please report this with the mail)");
+                }
             }
-        };
-        // Encrypted attachments and PPAP pairs, once the annotations are
-        // stored (a pair links two stored annotations): ppap.rs. Also for
-        // annotations stored before a crash (their pairing may not have
-        // been): idempotent, nothing fires twice. The events it changes
-        // (this one too) are re-indexed below.
-        // The alert hook is contained the same way: its panic costs this
-        // mail's encrypted-attachment and PPAP alerts (logged), not the
-        // worker.
-        let hook = std::panic::catch_unwind(AssertUnwindSafe(|| s.alerting.analysed(&e, &ann)));
-        match hook {
-            Ok(done) => {
-                let done = done.map_err(anyhow::Error::msg)?;
-                held(done.alerts, alerts)?;
-                relinked.extend(super::ppap::apply(&s.store.analysis, &done.derived)?);
-            }
-            Err(p) => {
-                s.store
-                    .analysis
-                    .progress
-                    .panics
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::error!(event_id = %e.event_id, panic = %super::panic_message(p.as_ref()), "the alert rules on this mail's analysis panicked; its encrypted-attachment and PPAP alerts are skipped, the worker goes on (please report this with the mail)");
+            drop(_annotating);
+            // A mail in which analysis found nothing to index (no file inside
+            // an attachment, no derived tag, no text) keeps the document it
+            // was indexed with at ingest: no second add and commit for it.
+            if indexed {
+                events.push(e);
             }
         }
-        drop(_annotating);
-        // A mail in which analysis found nothing to index (no file inside
-        // an attachment, no derived tag, no text) keeps the document it
-        // was indexed with at ingest: no second add and commit for it.
-        if indexed {
-            events.push(e);
-        }
-    }
+        Ok(())
+    })();
+    s.store.mark_annotations(marks)?;
+    looped?;
     // Both mails of a PPAP pair get new tags (the partner analysed
     // earlier, this one after its own annotations): re-indexed.
     for id in relinked {
