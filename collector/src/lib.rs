@@ -7,15 +7,21 @@
 //! Architecture invariant: nothing is acknowledged to an agent before it is
 //! durable; callers are identified only by their client certificate.
 
+pub mod admin;
+pub mod agents;
 pub mod alerts;
 pub mod analysis;
 pub mod auth;
+pub mod clock;
 pub mod config;
+pub mod holds;
 pub mod ingest;
 pub mod integrity;
 pub mod investigate;
 pub mod listener;
+pub mod maintenance;
 pub mod query;
+pub mod retention;
 pub mod server;
 pub mod store;
 pub mod test_hooks;

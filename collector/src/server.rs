@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use kiroku_proto::admin_server::AdminServer;
 use kiroku_proto::ingest_server::IngestServer;
 use kiroku_proto::query_server::QueryServer;
 use tonic::codec::CompressionEncoding;
@@ -168,6 +169,13 @@ pub async fn serve(
     .accept_compressed(CompressionEncoding::Zstd)
     .send_compressed(CompressionEncoding::Zstd)
     .max_decoding_message_size(MAX_MESSAGE);
+    let admin = AdminServer::new(crate::admin::AdminService::new(
+        store.clone(),
+        alerting.clone(),
+    ))
+    .accept_compressed(CompressionEncoding::Zstd)
+    .send_compressed(CompressionEncoding::Zstd)
+    .max_decoding_message_size(MAX_MESSAGE);
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<IngestServer<IngestService>>()
@@ -223,6 +231,10 @@ pub async fn serve(
         .add_service(InterceptedService::new(
             query,
             auth::require("Query", auth::QUERY_ROLES),
+        ))
+        .add_service(InterceptedService::new(
+            admin,
+            auth::require("Admin", auth::QUERY_ROLES),
         ))
         .add_service(health)
         .add_service(reflection_v1)

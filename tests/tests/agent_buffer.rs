@@ -212,7 +212,7 @@ async fn a_full_agent_disk_refuses_with_451_and_loses_nothing() -> anyhow::Resul
         let hosts = env
             .investigator()
             .await?
-            .list_hosts(ListHostsRequest {})
+            .list_hosts(ListHostsRequest::default())
             .await?
             .into_inner()
             .hosts;

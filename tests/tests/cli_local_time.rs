@@ -262,7 +262,7 @@ async fn the_cli_speaks_local_time_and_prints_outside_text_inert() -> anyhow::Re
     let hosts = env
         .investigator()
         .await?
-        .list_hosts(ListHostsRequest {})
+        .list_hosts(ListHostsRequest::default())
         .await?
         .into_inner()
         .hosts;

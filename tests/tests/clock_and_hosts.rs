@@ -23,7 +23,7 @@ async fn hosts_with_offsets(env: &Env, n: usize) -> anyhow::Result<Vec<kiroku_pr
         let hosts = env
             .investigator()
             .await?
-            .list_hosts(ListHostsRequest {})
+            .list_hosts(ListHostsRequest::default())
             .await?
             .into_inner()
             .hosts;

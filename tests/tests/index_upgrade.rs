@@ -33,7 +33,7 @@ fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
 
 async fn rebuild_status(env: &Env) -> anyhow::Result<Option<IndexRebuild>> {
     let mut q = env.investigator().await?;
-    Ok(q.list_hosts(ListHostsRequest {})
+    Ok(q.list_hosts(ListHostsRequest::default())
         .await?
         .into_inner()
         .index_rebuild)
@@ -65,7 +65,11 @@ async fn wait_stored(env: &Env, name: &str, n: u64) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let mut q = env.investigator().await?;
-        let hosts = q.list_hosts(ListHostsRequest {}).await?.into_inner().hosts;
+        let hosts = q
+            .list_hosts(ListHostsRequest::default())
+            .await?
+            .into_inner()
+            .hosts;
         if hosts
             .iter()
             .any(|h| h.agent_id == name && h.events_stored >= n)

@@ -785,7 +785,10 @@ async fn analysis_drained(env: &Env, limit: Duration) -> anyhow::Result<Option<u
     let mut q = env.investigator().await?;
     let t0 = Instant::now();
     loop {
-        let hosts = q.list_hosts(ListHostsRequest {}).await?.into_inner();
+        let hosts = q
+            .list_hosts(ListHostsRequest::default())
+            .await?
+            .into_inner();
         let Some(status) = hosts.analysis else {
             return Ok(None);
         };

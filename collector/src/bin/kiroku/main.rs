@@ -251,7 +251,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Hosts { json } => {
             let zone = zone()?;
             let mut q = cli.connect.query().await?;
-            let resp = q.list_hosts(ListHostsRequest {}).await?.into_inner();
+            let resp = q
+                .list_hosts(ListHostsRequest::default())
+                .await?
+                .into_inner();
             let hosts = resp.hosts;
             if !resp.ingest_paused.is_empty() {
                 eprintln!("WARNING: {}", terminal(&resp.ingest_paused));

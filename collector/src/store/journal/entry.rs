@@ -36,6 +36,8 @@ pub fn apply_additions(e: &mut Event, a: &Additions) {
     e.agent_id.clone_from(&a.agent_id);
     e.received_at_ms = a.received_at_ms;
     e.tags.clone_from(&a.tags);
+    // The group is the certificate's, never the agent's own say.
+    e.agent_group.clone_from(&a.agent_group);
     if !a.raw_not_kept.is_empty()
         && let Some(Kind::Email(m)) = &mut e.kind
     {
@@ -72,6 +74,7 @@ pub fn additions_of(
         raw_not_kept: raw_not_kept.to_owned(),
         recorded_sha256: recorded_sha256.to_vec(),
         reencoded,
+        agent_group: e.agent_group.clone(),
     }
 }
 
