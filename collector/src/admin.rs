@@ -17,6 +17,8 @@ use kiroku_proto::{
 use tonic::{Request, Response, Status};
 
 use crate::alerts::Alerting;
+use crate::holds::Holds;
+use crate::retention::Retention;
 use crate::store::Store;
 
 /// What the Admin calls share. Fields are added by the concepts that need
@@ -25,11 +27,23 @@ use crate::store::Store;
 pub struct AdminService {
     pub store: Arc<Store>,
     pub alerting: Arc<Alerting>,
+    pub retention: Arc<Retention>,
+    pub holds: Arc<Holds>,
 }
 
 impl AdminService {
-    pub fn new(store: Arc<Store>, alerting: Arc<Alerting>) -> Self {
-        AdminService { store, alerting }
+    pub fn new(
+        store: Arc<Store>,
+        alerting: Arc<Alerting>,
+        retention: Arc<Retention>,
+        holds: Arc<Holds>,
+    ) -> Self {
+        AdminService {
+            store,
+            alerting,
+            retention,
+            holds,
+        }
     }
 }
 

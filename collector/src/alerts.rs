@@ -216,6 +216,7 @@ impl Alerting {
                     fired_at_ms: now,
                     summary,
                     event: None,
+                    ..Default::default()
                 });
             }
         }
@@ -266,6 +267,7 @@ impl Alerting {
                             fired_at_ms: now,
                             summary,
                             event: Some(e.clone()),
+                            ..Default::default()
                         });
                     }
                 }
@@ -360,6 +362,7 @@ impl Alerting {
                 fired_at_ms: now,
                 summary,
                 event: Some(e.clone()),
+                ..Default::default()
             };
             let mut key = a.fired_at_ms.to_be_bytes().to_vec();
             key.extend_from_slice(&self.seq.fetch_add(1, Ordering::Relaxed).to_be_bytes());

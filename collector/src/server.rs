@@ -169,9 +169,13 @@ pub async fn serve(
     .accept_compressed(CompressionEncoding::Zstd)
     .send_compressed(CompressionEncoding::Zstd)
     .max_decoding_message_size(MAX_MESSAGE);
+    let retention = crate::retention::Retention::new(Default::default());
+    let holds = Arc::new(crate::holds::Holds::open(&store.meta)?);
     let admin = AdminServer::new(crate::admin::AdminService::new(
         store.clone(),
         alerting.clone(),
+        retention.clone(),
+        holds.clone(),
     ))
     .accept_compressed(CompressionEncoding::Zstd)
     .send_compressed(CompressionEncoding::Zstd)

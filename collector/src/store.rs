@@ -16,6 +16,7 @@ mod disk;
 pub mod index;
 pub mod journal;
 pub mod meta;
+pub mod purge;
 pub mod repair;
 
 use std::path::{Path, PathBuf};

@@ -566,6 +566,7 @@ pub fn pair_alert(rule: &str, e: &Event, pair: &Pair, now_ms: i64, out: &mut Der
             pair.common_recipients().join(", ")
         ),
         event: Some(e.clone()),
+        ..Default::default()
     }
 }
 

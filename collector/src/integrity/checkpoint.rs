@@ -454,6 +454,7 @@ impl Writer {
             fired_at_ms: cp.at_ms,
             summary,
             event: None,
+            ..Default::default()
         });
     }
 
