@@ -43,9 +43,7 @@ pub enum PkiError {
     BadName(String),
     #[error("unknown role {0:?}: expected agent, investigator, admin, collector or signer")]
     BadRole(String),
-    #[error(
-        "invalid group {0:?}: use 1 to 64 characters from letters, digits, '.', '-' and '_'"
-    )]
+    #[error("invalid group {0:?}: use 1 to 64 characters from letters, digits, '.', '-' and '_'")]
     BadGroup(String),
     #[error("a group is for agent certificates only, not for role {0}")]
     GroupNotAgent(Role),
