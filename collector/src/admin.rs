@@ -29,6 +29,8 @@ pub struct AdminService {
     pub alerting: Arc<Alerting>,
     pub retention: Arc<Retention>,
     pub holds: Arc<Holds>,
+    /// The agents' issuing CA, when configured (`[agents_ca]`).
+    pub agents_ca: Option<Arc<crate::agents::AgentsCa>>,
 }
 
 impl AdminService {
@@ -43,7 +45,14 @@ impl AdminService {
             alerting,
             retention,
             holds,
+            agents_ca: None,
         }
+    }
+
+    /// With the agents' issuing CA (retiring agents revokes through it).
+    pub fn with_agents_ca(mut self, ca: Option<Arc<crate::agents::AgentsCa>>) -> Self {
+        self.agents_ca = ca;
+        self
     }
 }
 

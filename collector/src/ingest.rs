@@ -440,6 +440,10 @@ impl Ingest for IngestService {
         // The agent's group, from its certificate: set on every event it
         // ships (over whatever the agent put there) and on its host record.
         let group = auth::peer_group(&req)?;
+        let cert_der = req
+            .peer_certs()
+            .and_then(|c| c.first().map(|c| c.as_ref().to_vec()))
+            .unwrap_or_default();
         let mut inbound = req.into_inner();
         let hello = match inbound.message().await? {
             Some(ShipRequest {
@@ -468,6 +472,7 @@ impl Ingest for IngestService {
             let (store, id, hello) = (store.clone(), id.clone(), hello.clone());
             let group = group.clone();
             tokio::task::spawn_blocking(move || -> Result<u64, Status> {
+                crate::agents::on_connect(&store, &id, &cert_der)?;
                 audit_identity(&store, &id, &hello, &cert_sha)?;
                 update_host(&store, &id.name, |info| {
                     info.host = hello.host.clone();

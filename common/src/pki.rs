@@ -3,6 +3,8 @@
 //! caller's identity from the verified client certificate with
 //! [`identity_from_der`]; nothing in a payload is trusted for it.
 
+pub mod crl;
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -368,11 +370,15 @@ impl PkiDir {
         self.dir.join("revoked.txt")
     }
 
-    /// Revokes the certificate in `cert_pem` (one issued by this CA): adds
-    /// its serial number to `revoked.txt` and writes a new `crl.pem`,
-    /// signed by the CA, valid for `days`. Revoking twice is harmless.
-    /// Returns the CRL's path and the revoked identity.
-    pub fn revoke(&self, cert_pem: &Path, days: u32) -> Result<(PathBuf, PeerIdentity), PkiError> {
+    /// Revokes the certificate in `cert_pem` (one issued by this CA: a
+    /// person's, the collector's, an agent's from before the agents CA, or
+    /// the agents' issuing CA itself): adds its serial number to
+    /// `revoked.txt` and writes a new `crl.pem`, signed by the CA, valid
+    /// for `days`. Revoking twice is harmless. An agent certificate from
+    /// the agents' issuing CA is refused: the collector revokes those
+    /// (`kiroku agents retire`). Returns the CRL's path and what was
+    /// revoked (the identity, or the CA's name).
+    pub fn revoke(&self, cert_pem: &Path, days: u32) -> Result<(PathBuf, String), PkiError> {
         let pem = std::fs::read(cert_pem).map_err(|source| PkiError::Io {
             path: cert_pem.to_owned(),
             source,
@@ -384,7 +390,29 @@ impl PkiDir {
         let (_, pem) = x509_parser::pem::parse_x509_pem(&pem).map_err(|e| bad(e.to_string()))?;
         let (_, cert) =
             x509_parser::parse_x509_certificate(&pem.contents).map_err(|e| bad(e.to_string()))?;
-        let identity = identity_from_der(&pem.contents)?;
+        let root_pem = std::fs::read(self.ca_cert()).map_err(|source| PkiError::Io {
+            path: self.ca_cert(),
+            source,
+        })?;
+        let (_, root_pem) =
+            x509_parser::pem::parse_x509_pem(&root_pem).map_err(|e| bad(e.to_string()))?;
+        let (_, root) = x509_parser::parse_x509_certificate(&root_pem.contents)
+            .map_err(|e| bad(e.to_string()))?;
+        if cert.issuer() != root.subject() {
+            let identity = identity_from_der(&pem.contents)
+                .map(|i| i.to_string())
+                .unwrap_or_else(|_| "it".into());
+            return Err(bad(format!(
+                "{identity} was issued by {}, not by this CA ({}); an agent certificate from the agents' issuing CA is revoked by the collector: `kiroku agents retire NAME --reason ...`",
+                cert.issuer(),
+                root.subject()
+            )));
+        }
+        let identity = match identity_from_der(&pem.contents) {
+            Ok(id) => id.to_string(),
+            Err(_) if cert.is_ca() => format!("the CA {}", cert.subject()),
+            Err(e) => return Err(e),
+        };
         let serial = hex::encode(cert.raw_serial());
         let list = self.revoked_list();
         let mut serials = self.revoked_serials()?;

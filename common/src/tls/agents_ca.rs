@@ -182,3 +182,116 @@ fn refused(message: String) -> rustls::Error {
         NotAnAgent(message),
     ))))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::crl::{CrlSigner, Revoked};
+    use crate::pki::{PkiDir, Role};
+    use crate::tls::TlsFiles;
+
+    fn chain(path: &Path) -> Vec<CertificateDer<'static>> {
+        use rustls_pki_types::pem::PemObject;
+        CertificateDer::pem_file_iter(path)
+            .expect("open")
+            .map(|c| c.expect("pem"))
+            .collect()
+    }
+
+    fn verdict(v: &dyn ClientCertVerifier, path: &Path) -> Result<(), String> {
+        let c = chain(path);
+        v.verify_client_cert(&c[0], &c[1..], UnixTime::now())
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// rustls/webpki with the agents CA as intermediate and two lists:
+    /// who gets in, who does not, and that a new agents' list revokes.
+    #[test]
+    fn agents_ca_admits_agents_only_and_its_list_revokes() {
+        let tmp = std::env::temp_dir().join(format!("kiroku-scoped-{}", rand::random::<u64>()));
+        let pki = PkiDir::new(tmp.join("pki"));
+        pki.init_ca("root").expect("root");
+        // A legacy agent, issued by the root before the agents CA existed.
+        let (legacy, _) = pki.issue(Role::Agent, "legacy", &[], 30).expect("legacy");
+        pki.init_agents_ca("agents", 30).expect("agents ca");
+        let (agent, _) = pki.issue(Role::Agent, "a1", &[], 30).expect("agent");
+        let (agent2, _) = pki.issue(Role::Agent, "a2", &[], 30).expect("agent");
+        let (admin, _) = pki.issue(Role::Admin, "boss", &[], 30).expect("admin");
+        // An admin certificate the agents CA signed (a stolen collector key).
+        let rogue = PkiDir::new(tmp.join("rogue"));
+        std::fs::create_dir_all(&rogue.dir).expect("mkdir");
+        std::fs::copy(pki.agents_ca_cert(), rogue.ca_cert()).expect("cp");
+        std::fs::copy(pki.agents_ca_key(), rogue.ca_key()).expect("cp");
+        let (evil, _) = rogue.issue(Role::Admin, "evil", &[], 30).expect("evil");
+        let mut with_chain = std::fs::read(&evil).expect("read");
+        with_chain.extend(std::fs::read(pki.agents_ca_cert()).expect("read"));
+        std::fs::write(&evil, with_chain).expect("write");
+        // Another root altogether.
+        let other = PkiDir::new(tmp.join("other"));
+        other.init_ca("other").expect("other");
+        let (stranger, _) = other.issue(Role::Agent, "x", &[], 30).expect("x");
+
+        let read_s = |p: PathBuf| std::fs::read_to_string(p).expect("read");
+        let signer = CrlSigner::new(
+            &read_s(pki.agents_ca_cert()),
+            &read_s(pki.agents_ca_key()),
+            "agents CA",
+        )
+        .expect("signer");
+        let crl = pki.agents_crl();
+        let now = crate::now_ms() / 1000;
+        std::fs::write(&crl, signer.sign(&[], now, 30, 1).expect("sign")).expect("write");
+        let files = TlsFiles {
+            ca: pki.ca_cert(),
+            cert: PathBuf::new(),
+            key: PathBuf::new(),
+        };
+        let agents = AgentsCaFiles {
+            cert: pki.agents_ca_cert(),
+            crl: crl.clone(),
+        };
+        pki.write_crl(30).expect("root crl");
+        for root_crl in [None, Some(pki.crl())] {
+            let v = files
+                .client_verifier_with(root_crl.as_deref(), Some(&agents))
+                .expect("verifier");
+            for ok in [&legacy, &agent, &agent2, &admin] {
+                assert_eq!(verdict(&*v, ok), Ok(()), "{} {root_crl:?}", ok.display());
+            }
+            let e = verdict(&*v, &evil).expect_err("admin from the agents CA");
+            assert!(e.contains("agent certificates only"), "{e}");
+            assert!(verdict(&*v, &stranger).is_err());
+        }
+        // Without the agents CA configured, its agents are strangers.
+        let plain = files.client_verifier(Some(&pki.crl())).expect("verifier");
+        assert!(verdict(&*plain, &agent).is_err());
+        assert_eq!(verdict(&*plain, &legacy), Ok(()));
+
+        // Revoke a1 in the agents' list: a1 refused, a2 still in.
+        let der = chain(&agent).remove(0);
+        let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).expect("parse");
+        let gone = Revoked {
+            serial: cert.raw_serial().to_vec(),
+            at_s: now,
+        };
+        std::fs::write(&crl, signer.sign(&[gone], now, 30, 2).expect("sign")).expect("write");
+        let v = files
+            .client_verifier_with(Some(&pki.crl()), Some(&agents))
+            .expect("verifier");
+        let e = verdict(&*v, &agent).expect_err("revoked");
+        assert!(e.to_lowercase().contains("revoked"), "{e}");
+        assert_eq!(verdict(&*v, &agent2), Ok(()));
+        // The root's list revoking the agents CA itself shuts out its agents
+        // (and only them).
+        pki.revoke(&pki.agents_ca_cert(), 30)
+            .expect("revoke agents CA");
+        let v = files
+            .client_verifier_with(Some(&pki.crl()), Some(&agents))
+            .expect("verifier");
+        assert!(verdict(&*v, &agent2).is_err());
+        assert_eq!(verdict(&*v, &legacy), Ok(()));
+        assert_eq!(verdict(&*v, &admin), Ok(()));
+        std::fs::remove_dir_all(&tmp).ok();
+    }
+}

@@ -2,6 +2,7 @@
 //! raw download, hosts, trace, alerts, reports — and `kiroku quickstart`, which runs a collector and
 //! an agent on loopback in one command.
 
+mod agents;
 mod annotations;
 mod audit;
 mod certs;
@@ -69,6 +70,15 @@ enum Cmd {
     Hosts {
         #[arg(long)]
         json: bool,
+        /// Only agents not seen for at least this long (silent agents), and
+        /// not connected or retired: e.g. 30d, 12h, 2w.
+        #[arg(long, value_name = "SPAN", value_parser = stale_span)]
+        stale: Option<i64>,
+    },
+    /// Agents as accounts: retire one that no longer reports (admins).
+    Agents {
+        #[command(subcommand)]
+        cmd: agents::AgentsCmd,
     },
     /// Everywhere a content hash went (mail attachments, files, copies to
     /// removable media), oldest first.
@@ -206,11 +216,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Raw { event_id, output } => raw(&cli.connect, event_id, output).await,
-        Cmd::Hosts { json } => {
+        Cmd::Agents { cmd } => agents::run(&cli.connect, cmd).await,
+        Cmd::Hosts { json, stale } => {
             let zone = zone()?;
             let mut q = cli.connect.query().await?;
             let resp = q
-                .list_hosts(ListHostsRequest::default())
+                .list_hosts(ListHostsRequest {
+                    stale_ms: stale.unwrap_or(0),
+                })
                 .await?
                 .into_inner();
             let hosts = resp.hosts;
@@ -257,6 +270,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Export(args) => export::export(&cli.connect, *args, &zone()?).await,
         Cmd::VerifyBundle(args) => export::verify_bundle(&cli.connect, args),
     }
+}
+
+/// `--stale 30d` in milliseconds.
+fn stale_span(s: &str) -> Result<i64, String> {
+    kiroku_collector::agents::parse_span(s)
 }
 
 async fn search(
