@@ -3,7 +3,9 @@
 //! retiring an agent (`agents/rpc.rs`), and silent agents ([`stale`]).
 //!
 //! The meta tree `agents` keeps, per agent id, the DER of the certificate
-//! it last connected with (`cert\0<id>`: what `RetireAgent` revokes), and
+//! it last connected with (`cert\0<id>`: what `RetireAgent` revokes), of
+//! every certificate it used (`seen\0<id>\0<sha256>`: all revoked at
+//! retirement when the agents' CA issued them, all refused after it), and
 //! the SHA-256 of the certificate it was retired with (`retired\0<id>`: a
 //! connection with that certificate is refused even in the seconds before
 //! the new revocation list is in force).
@@ -184,15 +186,48 @@ fn retired_key(agent_id: &str) -> String {
     format!("retired\0{agent_id}")
 }
 
+fn seen_prefix(agent_id: &str) -> String {
+    format!("seen\0{agent_id}\0")
+}
+
 /// Keeps the certificate (DER) `agent_id` connected with, for
-/// `RetireAgent`. Only written when it changed.
+/// `RetireAgent`: as its current one, and among every one it used
+/// (`seen\0<id>\0<sha256>`). Only written when new.
 pub fn note_cert(store: &Store, agent_id: &str, der: &[u8]) -> anyhow::Result<()> {
     let tree = store.meta.tree(TREE)?;
     let key = cert_key(agent_id);
     if tree.get(&key)?.as_deref() != Some(der) {
         tree.insert(key, der)?;
     }
+    let seen = format!(
+        "{}{}",
+        seen_prefix(agent_id),
+        kiroku_common::sha256_hex(der)
+    );
+    if !tree.contains_key(&seen)? {
+        tree.insert(seen, der)?;
+    }
     Ok(())
+}
+
+/// Every certificate (DER) `agent_id` has connected with.
+pub fn seen_certs(store: &Store, agent_id: &str) -> anyhow::Result<Vec<Vec<u8>>> {
+    store
+        .meta
+        .tree(TREE)?
+        .scan_prefix(seen_prefix(agent_id))
+        .values()
+        .map(|v| Ok(v?.to_vec()))
+        .collect()
+}
+
+/// Whether `agent_id` connected with the certificate whose SHA-256 is
+/// `sha` before.
+fn seen(store: &Store, agent_id: &str, sha: &str) -> anyhow::Result<bool> {
+    Ok(store
+        .meta
+        .tree(TREE)?
+        .contains_key(format!("{}{sha}", seen_prefix(agent_id)))?)
 }
 
 /// The certificate (DER) `agent_id` last connected with.
@@ -227,11 +262,12 @@ pub fn retired_cert(store: &Store, agent_id: &str) -> anyhow::Result<Option<Stri
         .map(|v| String::from_utf8_lossy(&v).into_owned()))
 }
 
-/// At an agent's Hello, before its host record is updated: the
-/// certificate it was retired with is refused (also in the seconds before
-/// the new revocation list is in force); a retired agent back with a new
-/// certificate (issued anew) is active again, and that is audited; the
-/// certificate is kept for `RetireAgent`.
+/// At an agent's Hello, before its host record is updated: a retired
+/// agent's certificates — the one it was retired with and any other it
+/// used before — are refused (also in the seconds before the new
+/// revocation list is in force); a retired agent back with a certificate
+/// never seen before (issued anew) is active again, and that is audited;
+/// the certificate is kept for `RetireAgent`.
 pub fn on_connect(
     store: &Store,
     id: &kiroku_common::pki::PeerIdentity,
@@ -244,10 +280,12 @@ pub fn on_connect(
     let internal = |e: anyhow::Error| Status::internal(format!("{e:#}"));
     let sha = kiroku_common::sha256_hex(der);
     if let Some(retired_with) = retired_cert(store, &id.name).map_err(internal)? {
-        if retired_with == sha {
-            tracing::warn!(identity = %id, "refused: this agent was retired with this certificate");
+        // Any certificate it used before its retirement stays refused,
+        // not only the one revoked: only a new one brings it back.
+        if retired_with == sha || seen(store, &id.name, &sha).map_err(internal)? {
+            tracing::warn!(identity = %id, "refused: this agent was retired, and this certificate is one it used before");
             return Err(Status::permission_denied(format!(
-                "{id} was retired (`kiroku agents retire`) and its certificate revoked; issue a new certificate to bring it back"
+                "{id} was retired (`kiroku agents retire`) and its certificates revoked; issue a new certificate to bring it back"
             )));
         }
         let mut host = store

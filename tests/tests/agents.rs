@@ -294,6 +294,12 @@ async fn agents_ca_issues_agents_only_and_retiring_revokes() -> anyhow::Result<(
             .all(|e| e.agent_group == if e.agent_id == "a1" { "ops" } else { "" }),
         "{events:?}"
     );
+    // a1 gets a new certificate; the one it used so far stays valid.
+    let (c, k) = agent_files(&env, "a1");
+    let (old_c, old_k) = (env.pki().join("a1-old.pem"), env.pki().join("a1-old.key"));
+    std::fs::rename(&c, &old_c)?;
+    std::fs::rename(&k, &old_k)?;
+    issue_in_group(&env, "a1", Some("ops"))?;
     // An admin certificate from the agents CA gets nothing.
     let (code, _, err) = env.cli_as("admin-evil", &["hosts"])?;
     assert_ne!(code, 0, "an admin from the agents CA was let in: {err}");
@@ -355,6 +361,12 @@ async fn agents_ca_issues_agents_only_and_retiring_revokes() -> anyhow::Result<(
     let again = ship_as(&env, &c, &k, 3, 1, "").await;
     assert!(again.is_err(), "a retired agent shipped again: {again:?}");
     println!("retired agent refused: {:?}", again.err());
+    // Nor with the certificate it used before (revoked too).
+    let older = ship_as(&env, &old_c, &old_k, 3, 1, "").await;
+    assert!(
+        older.is_err(),
+        "a retired agent's older certificate shipped: {older:?}"
+    );
     // Its events stay searchable; the host says it is retired.
     let kept = env
         .search_all(SearchRequest {

@@ -125,6 +125,17 @@ fn retire_blocking(
         })?;
     let done = (|| -> anyhow::Result<bool> {
         let newly = if by_root { false } else { ca.revoke(&serial)? };
+        // Older certificates it used, when the agents' CA issued them
+        // (connections with them are refused after the retirement anyway:
+        // `agents::on_connect`).
+        for old in super::seen_certs(store, &r.agent_id)? {
+            if old != der
+                && ca.issued(&old)
+                && let Ok((_, c)) = x509_parser::parse_x509_certificate(&old)
+            {
+                ca.revoke(c.raw_serial())?;
+            }
+        }
         super::note_retired(store, &r.agent_id, &sha)?;
         host.retired_at_ms = crate::clock::now_ms();
         host.retired_reason = reason.to_owned();
