@@ -8,6 +8,7 @@ mod checkpoint;
 mod client;
 mod export;
 mod filters;
+mod holds;
 mod investigate;
 mod output;
 mod quickstart;
@@ -98,6 +99,10 @@ enum Cmd {
     Checkpoint(checkpoint::CheckpointCmd),
     /// Start a collector and an agent on loopback, ready to capture mail.
     Quickstart(quickstart::Args),
+    /// Legal holds: events a case's filter matches are never purged while
+    /// the hold is in force (release: admins only).
+    #[command(subcommand)]
+    Hold(holds::HoldCmd),
 }
 
 #[derive(Subcommand)]
@@ -298,6 +303,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Verify(args) => verify::run(&cli.connect, args, &zone()?).await,
         Cmd::Export(args) => export::export(&cli.connect, *args, &zone()?).await,
         Cmd::VerifyBundle(args) => export::verify_bundle(&cli.connect, args),
+        Cmd::Hold(cmd) => holds::run(&cli.connect, cmd, &zone()?).await,
     }
 }
 
