@@ -71,6 +71,10 @@ struct Args {
     /// Keep the data directory.
     #[arg(long)]
     keep: bool,
+    /// Stop a run (`Maintenance stop`) after this many seconds; the
+    /// figures are then of the part it did (the report says so).
+    #[arg(long, default_value_t = 3600)]
+    max_run_secs: u64,
 }
 
 /// File bytes under `p`.
@@ -207,6 +211,11 @@ async fn probe(
     let t = Instant::now();
     for i in 0u64.. {
         let stop = match admin.as_deref_mut() {
+            Some(a) if i % 10 == 0 && t.elapsed() >= Duration::from_secs(secs) => {
+                stop_run(a).await?;
+                wait_finished(a).await?;
+                true
+            }
             Some(a) => i % 10 == 0 && finished(a).await?.is_some(),
             None => t.elapsed() >= Duration::from_secs(secs),
         };
@@ -247,6 +256,18 @@ async fn start(admin: &mut AdminClient<Channel>) -> anyhow::Result<String> {
         .unwrap_or_default();
     eprintln!("maintenance: {} (run {id})", s.message);
     Ok(id)
+}
+
+async fn stop_run(admin: &mut AdminClient<Channel>) -> anyhow::Result<()> {
+    let s = admin
+        .maintenance(MaintenanceRequest {
+            action: "stop".into(),
+        })
+        .await
+        .context("Maintenance stop")?
+        .into_inner();
+    eprintln!("maintenance: {}", s.message);
+    Ok(())
 }
 
 /// The last report once no run is in progress.
@@ -414,7 +435,17 @@ async fn main() -> anyhow::Result<()> {
 
     // Run 1: verify and mark.
     start(&mut admin).await?;
-    let r1 = wait_finished(&mut admin).await?;
+    let t1 = Instant::now();
+    let r1 = loop {
+        if let Some(r) = finished(&mut admin).await? {
+            break r;
+        }
+        if t1.elapsed() >= Duration::from_secs(a.max_run_secs) {
+            stop_run(&mut admin).await?;
+            break wait_finished(&mut admin).await?;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     row("run 1 (verify + mark)", report_line(&r1));
     row("run 1: events verified per second", rate(r1.verified, &r1));
     row("run 1: events marked per second", rate(r1.marked, &r1));
@@ -422,7 +453,14 @@ async fn main() -> anyhow::Result<()> {
     // Past the grace period: run 2 purges, with the probes running.
     set_clock(&clock, 8 * DAY_MS + 2 * HOUR_MS)?;
     start(&mut admin).await?;
-    let (ingest1, search1) = probe(&mut ship, &mut q, &mut query, 0, Some(&mut admin)).await?;
+    let (ingest1, search1) = probe(
+        &mut ship,
+        &mut q,
+        &mut query,
+        a.max_run_secs,
+        Some(&mut admin),
+    )
+    .await?;
     let r2 = wait_finished(&mut admin).await?;
     row("run 2 (verify + purge)", report_line(&r2));
     row("run 2: events purged per second", rate(r2.purged, &r2));
