@@ -10,6 +10,7 @@ mod checkpoint;
 mod client;
 mod export;
 mod filters;
+mod holds;
 mod investigate;
 mod output;
 mod quickstart;
@@ -108,6 +109,10 @@ enum Cmd {
     Checkpoint(checkpoint::CheckpointCmd),
     /// Start a collector and an agent on loopback, ready to capture mail.
     Quickstart(quickstart::Args),
+    /// Legal holds: events a case's filter matches are never purged while
+    /// the hold is in force (release: admins only).
+    #[command(subcommand)]
+    Hold(holds::HoldCmd),
 }
 
 #[derive(clap::Args, Debug)]
@@ -269,6 +274,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Verify(args) => verify::run(&cli.connect, args, &zone()?).await,
         Cmd::Export(args) => export::export(&cli.connect, *args, &zone()?).await,
         Cmd::VerifyBundle(args) => export::verify_bundle(&cli.connect, args),
+        Cmd::Hold(cmd) => holds::run(&cli.connect, cmd, &zone()?).await,
     }
 }
 
