@@ -63,6 +63,11 @@ pub struct CollectorConfig {
     /// Absent: every 10 minutes, unsigned (said loudly at start).
     #[serde(default)]
     pub checkpoint: crate::integrity::checkpoint::CheckpointConfig,
+    /// The daily maintenance window (`start`, `end`, `time_zone`): see
+    /// `crate::maintenance::MaintenanceConfig`. Absent: 03:00–06:00 in
+    /// the host's zone.
+    #[serde(default)]
+    pub maintenance: crate::maintenance::MaintenanceConfig,
 }
 
 pub const DEFAULT_CLOCK_THRESHOLD_MS: i64 = 2000;
