@@ -6,6 +6,7 @@
 pub mod marks;
 pub mod policy;
 pub mod rpc;
+pub mod step;
 
 use std::sync::Arc;
 
@@ -29,4 +30,9 @@ impl Retention {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
+}
+
+/// A time for people in messages and reasons (UTC, RFC 3339).
+pub fn fmt_ms(ms: i64) -> String {
+    kiroku_common::rfc3339_ms(ms)
 }

@@ -93,6 +93,12 @@ pub mod admin_call {
     /// A checkpoint signing certificate was loaded; detail: its subject
     /// and SHA-256.
     pub const SIGNER_CERT_LOADED: &str = "SignerCertLoaded";
+    /// The retention policy purged events (identity `collector`); detail:
+    /// how many, the tombstones' leaves (`tombstones at leaves A-B`), the
+    /// reasons, the first event ids (`store/purge.rs`).
+    pub const RETENTION: &str = "Retention";
+    /// An admin erased events on request; detail as for [`RETENTION`].
+    pub const ERASURE: &str = "Erasure";
 }
 
 /// A file as admin entries name it: its path and the SHA-256 of its
