@@ -80,6 +80,7 @@ pub struct Maintenance {
     alerting: Arc<Alerting>,
     retention: Arc<Retention>,
     holds: Arc<Holds>,
+    marks: crate::retention::marks::Marks,
     schedule: Schedule,
     state: State,
     stale_after_ms: i64,
@@ -99,7 +100,9 @@ impl Maintenance {
     ) -> anyhow::Result<Arc<Maintenance>> {
         let schedule = Schedule::from_config(cfg).map_err(anyhow::Error::msg)?;
         let state = State::open(&store.meta)?;
+        let marks = crate::retention::marks::Marks::open(&store.meta)?;
         let m = Maintenance {
+            marks,
             store,
             alerting,
             retention,
@@ -329,6 +332,7 @@ impl Maintenance {
             store: &self.store,
             retention: &self.retention,
             holds: &self.holds,
+            marks: &self.marks,
             state: &self.state,
             should_stop: &should_stop,
         };
@@ -486,6 +490,10 @@ impl Maintenance {
 
     pub fn holds(&self) -> &Arc<Holds> {
         &self.holds
+    }
+
+    pub fn marks(&self) -> &crate::retention::marks::Marks {
+        &self.marks
     }
 }
 
