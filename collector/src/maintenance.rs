@@ -147,6 +147,8 @@ impl Maintenance {
                 let run = self.state.run()?;
                 self.state.close_part(&part, run.as_ref())?;
                 self.audit_part(&part, "ended");
+                let body = summary::text(&part, &|ms| self.show(ms));
+                self.alerting.announce(&summary::alert(&part, body));
                 tracing::warn!(run = %part.run_id, to_leaf = part.to_leaf, "a maintenance run was interrupted by a crash; it resumes where it stopped");
             }
         }
@@ -215,11 +217,9 @@ impl Maintenance {
         if self.state.last_window()? == Some(w.day) {
             return Ok(true);
         }
-        let trigger = if first && now - w.start_ms > 60_000 {
-            "startup"
-        } else {
-            "scheduled"
-        };
+        // The first tick of a process inside a window: the window began
+        // while the collector was down (or starting).
+        let trigger = if first { "startup" } else { "scheduled" };
         if let Err(e) = self.start_run(trigger, Some(w), COLLECTOR_IDENTITY) {
             tracing::error!(error = %e, "the scheduled maintenance run could not start");
         }
