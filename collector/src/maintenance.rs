@@ -133,8 +133,8 @@ impl Maintenance {
             }
             if now - hb > PROTECT_AFTER_MS {
                 reasons.push(format!(
-                    "the collector was not running for {} hours (last heartbeat {}), more than 24",
-                    (now - hb) / HOUR_MS,
+                    "the collector was not running for {} hours (last heartbeat {}), more than 24 hours",
+                    (now - hb + HOUR_MS / 2) / HOUR_MS,
                     self.show(hb)
                 ));
             }

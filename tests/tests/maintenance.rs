@@ -196,7 +196,7 @@ impl Setup {
         QueryClient::new(self.env.admin().await?)
             .search(SearchRequest {
                 text: "mail".into(),
-                limit: 50,
+                page_size: 50,
                 ..Default::default()
             })
             .await?;
