@@ -63,6 +63,11 @@ pub struct CollectorConfig {
     /// Absent: every 10 minutes, unsigned (said loudly at start).
     #[serde(default)]
     pub checkpoint: crate::integrity::checkpoint::CheckpointConfig,
+    /// How long events are kept: `[retention] policy = "retention.toml"`
+    /// (see `crate::retention::RetentionConfig`). Absent: the built-in
+    /// defaults (every kind kept for years).
+    #[serde(default)]
+    pub retention: crate::retention::RetentionConfig,
 }
 
 pub const DEFAULT_CLOCK_THRESHOLD_MS: i64 = 2000;
@@ -92,6 +97,7 @@ impl CollectorConfig {
         if let Some(a) = &mut cfg.alerts {
             a.resolve(path);
         }
+        cfg.retention.resolve(path);
         cfg.internal()
             .map_err(|m| anyhow::anyhow!("{}: field `internal_domains`: {m}", path.display()))?;
         cfg.checkpoint

@@ -169,7 +169,15 @@ pub async fn serve(
     .accept_compressed(CompressionEncoding::Zstd)
     .send_compressed(CompressionEncoding::Zstd)
     .max_decoding_message_size(MAX_MESSAGE);
-    let retention = crate::retention::Retention::new(Default::default());
+    let retention = {
+        let (s, c) = (store.clone(), cfg.retention.clone());
+        tokio::task::spawn_blocking(move || crate::retention::Retention::open(&s, &c)).await??
+    };
+    let retention_watcher = tokio::spawn(retention.clone().watch(
+        std::time::Duration::from_secs(cfg.retention.reload_secs),
+        stop_watch.subscribe(),
+        store.clone(),
+    ));
     let holds = Arc::new(crate::holds::Holds::open(&store.meta)?);
     let admin = AdminServer::new(crate::admin::AdminService::new(
         store.clone(),
@@ -259,6 +267,7 @@ pub async fn serve(
     if let Some(w) = rules_watcher {
         let _ = w.await;
     }
+    let _ = retention_watcher.await;
     drop(alerting);
     for t in notifier_tasks {
         let abort = t.abort_handle();
