@@ -29,6 +29,8 @@ pub struct AdminService {
     pub alerting: Arc<Alerting>,
     pub retention: Arc<Retention>,
     pub holds: Arc<Holds>,
+    /// The maintenance window (`with_maintenance`).
+    pub maintenance: Option<Arc<crate::maintenance::Maintenance>>,
 }
 
 impl AdminService {
@@ -43,7 +45,13 @@ impl AdminService {
             alerting,
             retention,
             holds,
+            maintenance: None,
         }
+    }
+
+    pub fn with_maintenance(mut self, m: Arc<crate::maintenance::Maintenance>) -> Self {
+        self.maintenance = Some(m);
+        self
     }
 }
 

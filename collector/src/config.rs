@@ -68,6 +68,11 @@ pub struct CollectorConfig {
     /// defaults (every kind kept for years).
     #[serde(default)]
     pub retention: crate::retention::RetentionConfig,
+    /// The daily maintenance window (`start`, `end`, `time_zone`): see
+    /// `crate::maintenance::MaintenanceConfig`. Absent: 03:00–06:00 in
+    /// the host's zone.
+    #[serde(default)]
+    pub maintenance: crate::maintenance::MaintenanceConfig,
 }
 
 pub const DEFAULT_CLOCK_THRESHOLD_MS: i64 = 2000;

@@ -179,12 +179,22 @@ pub async fn serve(
         store.clone(),
     ));
     let holds = Arc::new(crate::holds::Holds::open(&store.meta)?);
-    let admin = AdminServer::new(crate::admin::AdminService::new(
+    let maintenance = crate::maintenance::Maintenance::open(
         store.clone(),
         alerting.clone(),
         retention.clone(),
         holds.clone(),
-    ))
+        &cfg.maintenance,
+    )?;
+    let admin = AdminServer::new(
+        crate::admin::AdminService::new(
+            store.clone(),
+            alerting.clone(),
+            retention.clone(),
+            holds.clone(),
+        )
+        .with_maintenance(maintenance.clone()),
+    )
     .accept_compressed(CompressionEncoding::Zstd)
     .send_compressed(CompressionEncoding::Zstd)
     .max_decoding_message_size(MAX_MESSAGE);
@@ -217,6 +227,7 @@ pub async fn serve(
         "kiroku-collector {} serving (mTLS)", kiroku_common::VERSION
     );
     tls.spawn_reloader();
+    let maintenance_scheduler = maintenance.spawn();
     let live = tls.live.clone();
     let shutdown = async move {
         shutdown.await;
@@ -254,6 +265,9 @@ pub async fn serve(
         .serve_with_incoming_shutdown(crate::listener::incoming(listener, tls.clone()), shutdown)
         .await?;
     tracing::info!("kiroku-collector stopping");
+    // A maintenance run stops after its batch and resumes next window.
+    maintenance.shutdown().await;
+    let _ = maintenance_scheduler.await;
     // The workers finish the batch in hand; what is left stays queued.
     tokio::task::spawn_blocking(move || analysis.stop()).await?;
     drop(store);
@@ -261,6 +275,7 @@ pub async fn serve(
     let _ = tokio::task::spawn_blocking(move || committer_thread.join()).await;
     // Nothing appends any more: a last checkpoint covers what is new.
     checkpoints.shutdown().await;
+    maintenance.mark_clean();
     // Notifiers get a moment to deliver what is queued once nothing can
     // add to their queues any more.
     let _ = stop_watch.send(true);

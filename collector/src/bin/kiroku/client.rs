@@ -94,6 +94,21 @@ impl ConnectArgs {
     }
 
     pub async fn query(&self) -> anyhow::Result<QueryClient<Channel>> {
+        Ok(QueryClient::new(self.channel().await?)
+            .accept_compressed(CompressionEncoding::Zstd)
+            .max_decoding_message_size(64 * 1024 * 1024))
+    }
+
+    /// The Admin service (retention, holds, maintenance, agents).
+    pub async fn admin(&self) -> anyhow::Result<kiroku_proto::admin_client::AdminClient<Channel>> {
+        Ok(
+            kiroku_proto::admin_client::AdminClient::new(self.channel().await?)
+                .accept_compressed(CompressionEncoding::Zstd)
+                .max_decoding_message_size(64 * 1024 * 1024),
+        )
+    }
+
+    async fn channel(&self) -> anyhow::Result<Channel> {
         let cfg = self.resolve()?;
         let server_name = cfg
             .server_name
@@ -107,9 +122,7 @@ impl ConnectArgs {
             .connect()
             .await
             .with_context(|| format!("cannot connect to the collector at {}", cfg.endpoint))?;
-        Ok(QueryClient::new(channel)
-            .accept_compressed(CompressionEncoding::Zstd)
-            .max_decoding_message_size(64 * 1024 * 1024))
+        Ok(channel)
     }
 }
 

@@ -9,6 +9,7 @@ mod client;
 mod export;
 mod filters;
 mod investigate;
+mod maintenance;
 mod output;
 mod quickstart;
 mod stats;
@@ -98,6 +99,11 @@ enum Cmd {
     Checkpoint(checkpoint::CheckpointCmd),
     /// Start a collector and an agent on loopback, ready to capture mail.
     Quickstart(quickstart::Args),
+    /// The daily maintenance window: status, start, stop, report.
+    Maintenance {
+        #[command(subcommand)]
+        cmd: maintenance::MaintenanceCmd,
+    },
 }
 
 #[derive(Subcommand)]
@@ -298,6 +304,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Verify(args) => verify::run(&cli.connect, args, &zone()?).await,
         Cmd::Export(args) => export::export(&cli.connect, *args, &zone()?).await,
         Cmd::VerifyBundle(args) => export::verify_bundle(&cli.connect, args),
+        Cmd::Maintenance { cmd } => maintenance::run(&cli.connect, cmd, &zone()?).await,
     }
 }
 
