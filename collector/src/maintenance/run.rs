@@ -232,7 +232,7 @@ impl<'a> Part<'a> {
         }
         self.run.next_leaf = leaf + 1;
         self.run.segment = r.at.segment;
-        self.run.last_hash = hex::encode(r.sha256());
+        self.run.last_hash = hex::encode(r.entry_hash());
     }
 
     /// Events in the journal but not in the index are indexed again (with

@@ -12,6 +12,7 @@ mod investigate;
 mod maintenance;
 mod output;
 mod quickstart;
+mod retention;
 mod stats;
 mod verify;
 mod zone;
@@ -99,6 +100,14 @@ enum Cmd {
     Checkpoint(checkpoint::CheckpointCmd),
     /// Start a collector and an agent on loopback, ready to capture mail.
     Quickstart(quickstart::Args),
+    /// Retention: what the policy (or a candidate) would mark and free.
+    Retention {
+        #[command(subcommand)]
+        cmd: retention::RetentionCmd,
+    },
+    /// Erase a person's records on request (--user, --address or any
+    /// search filter; --reason; holds win), or `purge undo` (admins only).
+    Purge(Box<retention::PurgeArgs>),
     /// The daily maintenance window: status, start, stop, report.
     Maintenance {
         #[command(subcommand)]
@@ -304,6 +313,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Verify(args) => verify::run(&cli.connect, args, &zone()?).await,
         Cmd::Export(args) => export::export(&cli.connect, *args, &zone()?).await,
         Cmd::VerifyBundle(args) => export::verify_bundle(&cli.connect, args),
+        Cmd::Retention { cmd } => retention::retention(&cli.connect, cmd, &zone()?).await,
+        Cmd::Purge(args) => retention::purge(&cli.connect, *args, &zone()?).await,
         Cmd::Maintenance { cmd } => maintenance::run(&cli.connect, cmd, &zone()?).await,
     }
 }
