@@ -27,8 +27,23 @@ pub fn retain(
     now_ms: i64,
     protect: bool,
 ) -> anyhow::Result<Retained> {
-    // Retention's `step` is wired here once it exists (i19-retention):
-    // until then a run verifies and repairs only.
-    let _ = (store, retention.policy(), held, events, now_ms, protect);
-    Ok(Retained::default())
+    let marks = crate::retention::marks::Marks::open(&store.meta)?;
+    let policy = retention.policy();
+    let r = crate::retention::step::step(store, &policy, &marks, held, events, now_ms, protect);
+    if !r.deferred.is_empty() {
+        // Not a problem (an index rebuild in progress, say): the events
+        // stay marked and the next run takes them.
+        tracing::info!(
+            deferred = r.deferred.len(),
+            first = ?r.deferred.first(),
+            "due events not purged in this run"
+        );
+    }
+    Ok(Retained {
+        marked: r.marked,
+        purged: r.purged,
+        held_back: r.held_back,
+        bytes_freed: r.bytes_freed,
+        problems: r.problems,
+    })
 }
