@@ -73,6 +73,15 @@ pub struct CollectorConfig {
     /// the host's zone.
     #[serde(default)]
     pub maintenance: crate::maintenance::MaintenanceConfig,
+    /// The agents' issuing CA the collector holds (`kiroku certs
+    /// agents-ca`): see `crate::agents::AgentsCaConfig`. With it, agents'
+    /// certificates from that CA are accepted (role agent only) and
+    /// `kiroku agents retire` revokes through its revocation list.
+    #[serde(default)]
+    pub agents_ca: Option<crate::agents::AgentsCaConfig>,
+    /// Silent agents: see `crate::agents::AgentsConfig`.
+    #[serde(default)]
+    pub agents: crate::agents::AgentsConfig,
 }
 
 pub const DEFAULT_CLOCK_THRESHOLD_MS: i64 = 2000;
@@ -105,6 +114,12 @@ impl CollectorConfig {
         cfg.retention.resolve(path);
         cfg.internal()
             .map_err(|m| anyhow::anyhow!("{}: field `internal_domains`: {m}", path.display()))?;
+        if let Some(a) = &mut cfg.agents_ca {
+            a.resolve(path);
+        }
+        cfg.agents
+            .check()
+            .map_err(|m| anyhow::anyhow!("{}: {m}", path.display()))?;
         cfg.checkpoint
             .resolve(path)
             .map_err(|m| anyhow::anyhow!("{}: [checkpoint] {m}", path.display()))?;

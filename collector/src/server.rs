@@ -35,6 +35,10 @@ async fn audit_start(
     if let Some(crl) = &cfg.crl {
         files.push(format!("crl {}", file_digest(crl)));
     }
+    if let Some(a) = &cfg.agents_ca {
+        files.push(format!("agents_ca {}", file_digest(&a.cert)));
+        files.push(format!("agents_crl {}", file_digest(&a.crl)));
+    }
     if let Some(a) = &cfg.alerts {
         files.push(format!("rules {}", file_digest(&a.rules)));
     }
@@ -70,7 +74,14 @@ pub async fn serve(
     cfg: CollectorConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let tls = crate::listener::TlsSource::new(cfg.tls.clone(), cfg.crl.clone())?;
+    // The agents' issuing CA first: it writes its revocation list when
+    // there is none yet, which the TLS configuration then reads.
+    let agents_ca = crate::agents::open_ca(&cfg)?;
+    let tls = crate::listener::TlsSource::with_agents(
+        cfg.tls.clone(),
+        cfg.crl.clone(),
+        cfg.agents_ca.as_ref().map(|a| a.files()),
+    )?;
     let own = cfg
         .tls
         .own_identity()
@@ -193,7 +204,8 @@ pub async fn serve(
             retention.clone(),
             holds.clone(),
         )
-        .with_maintenance(maintenance.clone()),
+        .with_maintenance(maintenance.clone())
+        .with_agents_ca(agents_ca),
     )
     .accept_compressed(CompressionEncoding::Zstd)
     .send_compressed(CompressionEncoding::Zstd)
