@@ -31,6 +31,8 @@ pub struct AdminService {
     pub holds: Arc<Holds>,
     /// The maintenance window (`with_maintenance`).
     pub maintenance: Option<Arc<crate::maintenance::Maintenance>>,
+    /// The agents' issuing CA, when configured (`[agents_ca]`).
+    pub agents_ca: Option<Arc<crate::agents::AgentsCa>>,
 }
 
 impl AdminService {
@@ -46,11 +48,18 @@ impl AdminService {
             retention,
             holds,
             maintenance: None,
+            agents_ca: None,
         }
     }
 
     pub fn with_maintenance(mut self, m: Arc<crate::maintenance::Maintenance>) -> Self {
         self.maintenance = Some(m);
+        self
+    }
+
+    /// With the agents' issuing CA (retiring agents revokes through it).
+    pub fn with_agents_ca(mut self, ca: Option<Arc<crate::agents::AgentsCa>>) -> Self {
+        self.agents_ca = ca;
         self
     }
 }

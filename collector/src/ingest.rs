@@ -317,6 +317,9 @@ fn admit(e: &mut Event, id: &PeerIdentity, stream_id: &str, now: i64) -> Result<
     e.agent_id = id.name.clone();
     e.event_id = format!("{}/{}/{}", id.name, stream_id, e.seq);
     e.received_at_ms = now;
+    // The group is the certificate's ([`admit_incoming`] sets it), never
+    // the agent's own say.
+    e.agent_group.clear();
     confine_tags(e, id);
     Ok(())
 }
@@ -365,6 +368,7 @@ pub fn admit_batch(
 fn admit_incoming(
     batch: Batch,
     id: &PeerIdentity,
+    group: &str,
     stream_id: &str,
     session_offset_ms: Option<i64>,
     threshold_ms: i64,
@@ -408,6 +412,9 @@ fn admit_incoming(
         threshold_ms,
         now_ms,
     )?;
+    for e in &mut events {
+        group.clone_into(&mut e.agent_group);
+    }
     Ok(events
         .into_iter()
         .zip(raw)
@@ -435,6 +442,13 @@ impl Ingest for IngestService {
             .peer_certs()
             .and_then(|c| c.first().map(|c| kiroku_common::sha256_hex(c.as_ref())))
             .unwrap_or_default();
+        // The agent's group, from its certificate: set on every event it
+        // ships (over whatever the agent put there) and on its host record.
+        let group = auth::peer_group(&req)?;
+        let cert_der = req
+            .peer_certs()
+            .and_then(|c| c.first().map(|c| c.as_ref().to_vec()))
+            .unwrap_or_default();
         let mut inbound = req.into_inner();
         let hello = match inbound.message().await? {
             Some(ShipRequest {
@@ -461,11 +475,14 @@ impl Ingest for IngestService {
         let store = self.store.clone();
         let stored_seq = {
             let (store, id, hello) = (store.clone(), id.clone(), hello.clone());
+            let group = group.clone();
             tokio::task::spawn_blocking(move || -> Result<u64, Status> {
+                crate::agents::on_connect(&store, &id, &cert_der)?;
                 audit_identity(&store, &id, &hello, &cert_sha)?;
                 update_host(&store, &id.name, |info| {
                     info.host = hello.host.clone();
                     info.last_seen_ms = kiroku_common::now_ms();
+                    info.agent_group = group;
                 })?;
                 store
                     .meta
@@ -601,6 +618,7 @@ impl Ingest for IngestService {
                 let events = match admit_incoming(
                     batch,
                     &id,
+                    &group,
                     &stream_id,
                     clock.offset_ms,
                     threshold,

@@ -35,6 +35,10 @@ async fn audit_start(
     if let Some(crl) = &cfg.crl {
         files.push(format!("crl {}", file_digest(crl)));
     }
+    if let Some(a) = &cfg.agents_ca {
+        files.push(format!("agents_ca {}", file_digest(&a.cert)));
+        files.push(format!("agents_crl {}", file_digest(&a.crl)));
+    }
     if let Some(a) = &cfg.alerts {
         files.push(format!("rules {}", file_digest(&a.rules)));
     }
@@ -70,7 +74,14 @@ pub async fn serve(
     cfg: CollectorConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let tls = crate::listener::TlsSource::new(cfg.tls.clone(), cfg.crl.clone())?;
+    // The agents' issuing CA first: it writes its revocation list when
+    // there is none yet, which the TLS configuration then reads.
+    let agents_ca = crate::agents::open_ca(&cfg)?;
+    let tls = crate::listener::TlsSource::with_agents(
+        cfg.tls.clone(),
+        cfg.crl.clone(),
+        cfg.agents_ca.as_ref().map(|a| a.files()),
+    )?;
     let own = cfg
         .tls
         .own_identity()
@@ -169,7 +180,15 @@ pub async fn serve(
     .accept_compressed(CompressionEncoding::Zstd)
     .send_compressed(CompressionEncoding::Zstd)
     .max_decoding_message_size(MAX_MESSAGE);
-    let retention = crate::retention::Retention::new(Default::default());
+    let retention = {
+        let (s, c) = (store.clone(), cfg.retention.clone());
+        tokio::task::spawn_blocking(move || crate::retention::Retention::open(&s, &c)).await??
+    };
+    let retention_watcher = tokio::spawn(retention.clone().watch(
+        std::time::Duration::from_secs(cfg.retention.reload_secs),
+        stop_watch.subscribe(),
+        store.clone(),
+    ));
     let holds = Arc::new(crate::holds::Holds::open(&store.meta)?);
     let maintenance = crate::maintenance::Maintenance::open(
         store.clone(),
@@ -185,7 +204,8 @@ pub async fn serve(
             retention.clone(),
             holds.clone(),
         )
-        .with_maintenance(maintenance.clone()),
+        .with_maintenance(maintenance.clone())
+        .with_agents_ca(agents_ca),
     )
     .accept_compressed(CompressionEncoding::Zstd)
     .send_compressed(CompressionEncoding::Zstd)
@@ -274,6 +294,7 @@ pub async fn serve(
     if let Some(w) = rules_watcher {
         let _ = w.await;
     }
+    let _ = retention_watcher.await;
     drop(alerting);
     for t in notifier_tasks {
         let abort = t.abort_handle();

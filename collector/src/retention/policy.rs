@@ -141,6 +141,8 @@ pub struct Decision {
     pub expires_at_ms: Option<i64>,
     /// The rule that decided, for people: "kind email 7y", "tag alert:* 10y".
     pub rule: String,
+    /// That rule's period.
+    pub period: Period,
 }
 
 impl Decision {
@@ -419,6 +421,7 @@ impl Rules {
         Decision {
             expires_at_ms,
             rule,
+            period,
         }
     }
 

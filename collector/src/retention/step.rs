@@ -75,9 +75,6 @@ impl StepReport {
     }
 }
 
-/// Who purges by retention (the tombstones' and audit entries' `by`).
-pub const BY: &str = "retention policy";
-
 /// See the module documentation.
 pub fn step(
     store: &Store,
@@ -228,7 +225,7 @@ fn purge(store: &Store, marks: &Marks, victims: &[Victim], r: &mut StepReport) {
     if victims.is_empty() {
         return;
     }
-    match store.purge(victims, BY) {
+    match store.purge(victims, crate::store::purge::RETENTION_BY) {
         Ok(p) => {
             r.purged += p.purged;
             r.bytes_freed += p.journal_bytes_freed + p.blob_bytes_freed;

@@ -35,9 +35,7 @@ struct Fixture {
 fn fixture(events: &[Event]) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).expect("open");
-    store.journal.append(events).expect("journal");
-    store.index.add(events).expect("index");
-    store.index.commit().expect("commit");
+    index_as_ingest(&store, events);
     let marks = Marks::open(&store.meta).unwrap();
     let policy = Policy::new(
         Rules::parse(
@@ -51,6 +49,25 @@ fn fixture(events: &[Event]) -> Fixture {
         marks,
         policy,
     }
+}
+
+/// Journals and indexes `events` with their provenance, as ingest does.
+fn index_as_ingest(store: &Store, events: &[Event]) {
+    use crate::store::journal::{Provenance, entry};
+    let stored: Vec<_> = events.iter().map(entry::reencoded).collect();
+    let sha: Vec<_> = stored.iter().map(|s| entry::sha256(&s.recorded)).collect();
+    let leaves = store.journal.append_stored(stored).expect("journal");
+    let provenance: Vec<Provenance> = leaves
+        .iter()
+        .zip(sha)
+        .map(|(leaf, recorded_sha256)| Provenance {
+            recorded_sha256,
+            leaf: Some(*leaf),
+            reencoded: true,
+        })
+        .collect();
+    store.index.add_recorded(events, &provenance).expect("index");
+    store.index.commit().expect("commit");
 }
 
 fn held(ids: &[&str]) -> HeldSet {
@@ -225,8 +242,7 @@ fn due_events_whose_index_copy_is_no_longer_expired_are_kept() {
     let mut indexed = journalled.clone();
     indexed.tags.push("alert:usb".into());
     let f = fixture(std::slice::from_ref(&journalled));
-    f.store.index.add(std::slice::from_ref(&indexed)).unwrap();
-    f.store.index.commit().unwrap();
+    index_as_ingest(&f.store, std::slice::from_ref(&indexed));
     let policy = Policy::new(
         Rules::parse(
             "[kind]\nemail = \"30d\"\n[[override]]\ntag = \"alert:*\"\nperiod = \"10y\"\n",
@@ -248,4 +264,28 @@ fn due_events_whose_index_copy_is_no_longer_expired_are_kept() {
     assert_eq!((r.due, r.unmarked, r.purged), (0, 1, 0), "{r:?}");
     assert!(r.problems.is_empty(), "{:?}", r.problems);
     assert_eq!(f.store.index.count(), 1);
+}
+
+#[test]
+fn due_events_are_purged_after_the_grace_period_and_the_rest_stay() {
+    let events = vec![mail(1, "", 40), mail(2, "", 10), mail(3, "", 40)];
+    let f = fixture(&events);
+    let none = HeldSet::default();
+    let held3 = held(&["host-1/mail/3"]);
+    let r = step(&f.store, &f.policy, &f.marks, &none, &events, NOW, false);
+    assert_eq!(r.marked, 2, "{r:?}");
+    // Before the grace period ends: nothing purged.
+    let r = step(&f.store, &f.policy, &f.marks, &held3, &events, NOW + D - 1, false);
+    assert_eq!((r.due, r.purged, r.held_back), (0, 0, 1), "{r:?}");
+    // After: event 1 purged, 3 held (unmarked), 2 young.
+    let r = step(&f.store, &f.policy, &f.marks, &held3, &events, NOW + D, false);
+    assert!(r.problems.is_empty(), "{:?}", r.problems);
+    assert!(r.deferred.is_empty(), "{:?}", r.deferred);
+    assert_eq!((r.due, r.purged), (1, 1), "{r:?}");
+    assert!(r.bytes_freed > 0, "{r:?}");
+    assert!(f.store.index.get("host-1/mail/1").unwrap().is_none());
+    assert!(f.store.index.get("host-1/mail/2").unwrap().is_some());
+    assert!(f.store.index.get("host-1/mail/3").unwrap().is_some());
+    assert!(f.marks.get("host-1/mail/1").unwrap().is_none(), "mark forgotten");
+    assert_eq!(f.marks.count(), 0, "3 was unmarked by its hold");
 }
