@@ -411,3 +411,118 @@ fn verify_names_a_stub_without_tombstone_a_wrong_tombstone_and_an_unaudited_one(
         );
     }
 }
+
+/// A raw message carrying `attachment` as a base64 part large enough to be
+/// stored as a blob of its own (a `.krm` manifest names it).
+fn raw_with(n: u64, attachment: &[u8]) -> Vec<u8> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(attachment);
+    let mut lines = String::new();
+    for chunk in b64.as_bytes().chunks(76) {
+        lines.push_str(std::str::from_utf8(chunk).expect("ascii"));
+        lines.push_str("\r\n");
+    }
+    format!(
+        "From: a@example.com\r\nSubject: {n}\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nmail {n}\r\n--b\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\nContent-Disposition: attachment; filename=a.bin\r\n\r\n{lines}--b--\r\n"
+    )
+    .into_bytes()
+}
+
+fn blob_file(dir: &Path, sha: &str, ext: &str) -> std::path::PathBuf {
+    dir.join("blobs")
+        .join(&sha[..2])
+        .join(&sha[2..4])
+        .join(format!("{sha}.{ext}"))
+}
+
+fn age(path: &Path) {
+    let old =
+        std::time::SystemTime::now() - std::time::Duration::from_millis(2 * BLOB_GRACE_MS as u64);
+    std::fs::File::options()
+        .append(true)
+        .open(path)
+        .and_then(|f| f.set_modified(old))
+        .expect("age");
+}
+
+#[test]
+fn an_attachment_blob_goes_with_the_last_mail_naming_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Store::open(dir.path()).expect("open");
+    let attachment: Vec<u8> = (0..120_000u32).map(|i| (i * 7919 % 251) as u8).collect();
+    let part = kiroku_common::sha256_hex(&attachment);
+    let mut mails = Vec::new();
+    for n in [1, 2] {
+        let r = raw_with(n, &attachment);
+        let sha = kiroku_common::sha256_hex(&r);
+        s.blobs.put(&sha, &r).expect("put");
+        let mut e = mail(n, Some(&r));
+        if let Some(Kind::Email(m)) = &mut e.kind {
+            m.attachments.push(kiroku_proto::Attachment {
+                filename: "a.bin".into(),
+                sha256: part.clone(),
+                size: attachment.len() as u64,
+                ..Default::default()
+            });
+        }
+        mails.push((e, sha));
+    }
+    for (_, sha) in &mails {
+        assert!(
+            blob_file(dir.path(), sha, "krm").exists(),
+            "stored as a manifest"
+        );
+        age(&blob_file(dir.path(), sha, "krm"));
+    }
+    age(&blob_file(dir.path(), &part, "zst"));
+    store_events(&s, &[mails[0].0.clone(), mails[1].0.clone()]);
+
+    let r = s.purge(&victims([1]), RETENTION_BY).expect("purge");
+    assert_eq!(r.blobs_removed, 1, "mail 1's manifest only: {r:?}");
+    assert!(!s.blobs.has(&mails[0].1));
+    assert!(s.blobs.has(&part), "mail 2 still names the attachment");
+    let mut raw2 = Vec::new();
+    std::io::Read::read_to_end(&mut s.blobs.reader(&mails[1].1).expect("reader"), &mut raw2)
+        .expect("mail 2 reads back whole");
+
+    let r = s.purge(&victims([2]), RETENTION_BY).expect("purge");
+    assert_eq!(r.blobs_removed, 2, "manifest 2 and the attachment: {r:?}");
+    assert!(!s.blobs.has(&part));
+    let f = findings(&s);
+    assert!(alterations(&f).is_empty(), "{f:#?}");
+}
+
+#[test]
+fn a_rewrite_cut_short_is_finished_at_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let leaf = {
+        let s = Store::open(dir.path()).expect("open");
+        store_events(&s, &(1..=6).map(|i| mail(i, None)).collect::<Vec<_>>());
+        let r = promise_only(&s, [2]);
+        assert_eq!(r.tombstones, 1);
+        let (leaf, sha, _) = record_of(&s, 2);
+        // The scratch file written and its anchors noted, not renamed
+        // (the crash).
+        let seg = s.journal.end().segment;
+        s.journal.roll().expect("roll");
+        let stubs = std::iter::once((leaf, sha)).collect();
+        let rw = rewrite::prepare(s.journal.dir(), seg, &stubs)
+            .expect("prepare")
+            .expect("a stub");
+        state::State::open(&s.meta)
+            .expect("state")
+            .set_rewrite(seg, &[])
+            .expect("note");
+        s.meta.flush().expect("flush");
+        assert!(rw.scratch.exists());
+        leaf
+    };
+    let s = Store::open(dir.path()).expect("reopen");
+    assert!(!rewrite::scratch_path(s.journal.dir(), 1).exists());
+    assert_eq!(all_events(&s).len(), 5);
+    let f = findings(&s);
+    assert!(alterations(&f).is_empty(), "{f:#?}");
+    let purged: Vec<_> = f.iter().filter(|f| f.what == "purged").collect();
+    assert_eq!(purged.len(), 1, "{f:#?}");
+    assert!(purged[0].detail.contains(&format!("leaf {leaf} purged")));
+}
