@@ -148,7 +148,7 @@ impl Maintenance {
                 self.state.close_part(&part, run.as_ref())?;
                 self.audit_part(&part, "ended");
                 let body = summary::text(&part, &|ms| self.show(ms));
-                self.alerting.announce(&summary::alert(&part, body));
+                self.alerting.notify(&summary::alert(&part, body));
                 tracing::warn!(run = %part.run_id, to_leaf = part.to_leaf, "a maintenance run was interrupted by a crash; it resumes where it stopped");
             }
         }
@@ -385,7 +385,7 @@ impl Maintenance {
         self.audit_part(&r, "ended");
         let body = summary::text(&r, &|ms| self.show(ms));
         tracing::info!(run = %r.run_id, severity = %r.severity, verified = r.verified, repaired = r.repaired, marked = r.marked, purged = r.purged, stopped = %r.stopped_because, "maintenance window part ended");
-        self.alerting.announce(&summary::alert(&r, body));
+        self.alerting.notify(&summary::alert(&r, body));
         Ok(())
     }
 

@@ -10,6 +10,7 @@ mod checkpoint;
 mod client;
 mod export;
 mod filters;
+mod holds;
 mod investigate;
 mod maintenance;
 mod output;
@@ -110,6 +111,10 @@ enum Cmd {
     Checkpoint(checkpoint::CheckpointCmd),
     /// Start a collector and an agent on loopback, ready to capture mail.
     Quickstart(quickstart::Args),
+    /// Legal holds: events a case's filter matches are never purged while
+    /// the hold is in force (release: admins only).
+    #[command(subcommand)]
+    Hold(holds::HoldCmd),
     /// Retention: what the policy (or a candidate) would mark and free.
     Retention {
         #[command(subcommand)]
@@ -287,6 +292,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Retention { cmd } => retention::retention(&cli.connect, cmd, &zone()?).await,
         Cmd::Purge(args) => retention::purge(&cli.connect, *args, &zone()?).await,
         Cmd::Maintenance { cmd } => maintenance::run(&cli.connect, cmd, &zone()?).await,
+        Cmd::Hold(cmd) => holds::run(&cli.connect, cmd, &zone()?).await,
     }
 }
 
