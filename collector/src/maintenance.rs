@@ -80,6 +80,7 @@ pub struct Maintenance {
     alerting: Arc<Alerting>,
     retention: Arc<Retention>,
     holds: Arc<Holds>,
+    marks: crate::retention::marks::Marks,
     schedule: Schedule,
     state: State,
     stale_after_ms: i64,
@@ -99,7 +100,9 @@ impl Maintenance {
     ) -> anyhow::Result<Arc<Maintenance>> {
         let schedule = Schedule::from_config(cfg).map_err(anyhow::Error::msg)?;
         let state = State::open(&store.meta)?;
+        let marks = crate::retention::marks::Marks::open(&store.meta)?;
         let m = Maintenance {
+            marks,
             store,
             alerting,
             retention,
@@ -130,8 +133,8 @@ impl Maintenance {
             }
             if now - hb > PROTECT_AFTER_MS {
                 reasons.push(format!(
-                    "the collector was not running for {} hours (last heartbeat {}), more than 24",
-                    (now - hb) / HOUR_MS,
+                    "the collector was not running for {} hours (last heartbeat {}), more than 24 hours",
+                    (now - hb + HOUR_MS / 2) / HOUR_MS,
                     self.show(hb)
                 ));
             }
@@ -144,6 +147,8 @@ impl Maintenance {
                 let run = self.state.run()?;
                 self.state.close_part(&part, run.as_ref())?;
                 self.audit_part(&part, "ended");
+                let body = summary::text(&part, &|ms| self.show(ms));
+                self.alerting.announce(&summary::alert(&part, body));
                 tracing::warn!(run = %part.run_id, to_leaf = part.to_leaf, "a maintenance run was interrupted by a crash; it resumes where it stopped");
             }
         }
@@ -212,11 +217,9 @@ impl Maintenance {
         if self.state.last_window()? == Some(w.day) {
             return Ok(true);
         }
-        let trigger = if first && now - w.start_ms > 60_000 {
-            "startup"
-        } else {
-            "scheduled"
-        };
+        // The first tick of a process inside a window: the window began
+        // while the collector was down (or starting).
+        let trigger = if first { "startup" } else { "scheduled" };
         if let Err(e) = self.start_run(trigger, Some(w), COLLECTOR_IDENTITY) {
             tracing::error!(error = %e, "the scheduled maintenance run could not start");
         }
@@ -329,6 +332,7 @@ impl Maintenance {
             store: &self.store,
             retention: &self.retention,
             holds: &self.holds,
+            marks: &self.marks,
             state: &self.state,
             should_stop: &should_stop,
         };
@@ -486,6 +490,10 @@ impl Maintenance {
 
     pub fn holds(&self) -> &Arc<Holds> {
         &self.holds
+    }
+
+    pub fn marks(&self) -> &crate::retention::marks::Marks {
+        &self.marks
     }
 }
 

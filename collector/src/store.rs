@@ -155,6 +155,14 @@ impl Store {
         g
     }
 
+    /// One purge at a time: held by a purge from its tombstones to its
+    /// rewrite, and by maintenance's online index repair (which must not
+    /// take an event a purge has dropped from the index but not yet
+    /// stubbed in the journal for one missing from the index).
+    pub(crate) fn purge_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.purging.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The layout's generation: journal positions taken under one value
     /// hold while it does not change (for a reader that cannot keep
     /// [`Store::layout_read`] across its steps, like the checkpoint

@@ -7,13 +7,16 @@ use kiroku_proto::Event;
 
 use crate::holds::HeldSet;
 use crate::retention::Retention;
+use crate::retention::marks::Marks;
 use crate::store::Store;
 
 /// What retention did with one batch.
 #[derive(Clone, Debug, Default)]
 pub struct Retained {
     pub marked: u64,
+    pub would_mark: u64,
     pub purged: u64,
+    pub deferred: u64,
     pub held_back: u64,
     pub bytes_freed: u64,
     pub problems: Vec<String>,
@@ -22,26 +25,22 @@ pub struct Retained {
 pub fn retain(
     store: &Store,
     retention: &Retention,
+    marks: &Marks,
     held: &HeldSet,
     events: &[Event],
     now_ms: i64,
     protect: bool,
 ) -> anyhow::Result<Retained> {
-    let marks = crate::retention::marks::Marks::open(&store.meta)?;
     let policy = retention.policy();
-    let r = crate::retention::step::step(store, &policy, &marks, held, events, now_ms, protect);
-    if !r.deferred.is_empty() {
-        // Not a problem (an index rebuild in progress, say): the events
-        // stay marked and the next run takes them.
-        tracing::info!(
-            deferred = r.deferred.len(),
-            first = ?r.deferred.first(),
-            "due events not purged in this run"
-        );
+    let r = crate::retention::step::step(store, &policy, marks, held, events, now_ms, protect);
+    for (id, why) in &r.deferred {
+        tracing::info!(event = %id, reason = %why, "purge deferred to a later maintenance run");
     }
     Ok(Retained {
         marked: r.marked,
+        would_mark: r.would_mark,
         purged: r.purged,
+        deferred: r.deferred.len() as u64,
         held_back: r.held_back,
         bytes_freed: r.bytes_freed,
         problems: r.problems,

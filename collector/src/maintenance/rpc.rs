@@ -241,7 +241,7 @@ pub fn status(m: &Maintenance) -> anyhow::Result<MaintenanceStatus> {
         disk: disk_parts(&store.dir),
         oldest_event_ms: oldest_event_ms(m)?,
         events: store.index.count(),
-        marked: 0,
+        marked: m.marks().count() as u64,
         holds: 0,
         message,
     })

@@ -19,6 +19,7 @@ use kiroku_proto::{Event, MaintenanceReport};
 use super::state::{RunState, State};
 use crate::holds::{HeldSet, Holds};
 use crate::retention::Retention;
+use crate::retention::marks::Marks;
 use crate::store::Store;
 use crate::store::journal::{EntryRead, Position, Provenance, event_of, read_entries};
 
@@ -53,6 +54,7 @@ pub struct Env<'a> {
     pub store: &'a Store,
     pub retention: &'a Retention,
     pub holds: &'a Holds,
+    pub marks: &'a Marks,
     pub state: &'a State,
     /// Asked between batches: Some(why) = stop now.
     pub should_stop: &'a (dyn Fn() -> Option<End> + Sync),
@@ -63,8 +65,10 @@ pub struct Part<'a> {
     env: Env<'a>,
     pub run: RunState,
     pub report: MaintenanceReport,
-    /// Where the next batch probably starts (checked against its leaf).
-    pos: Option<Position>,
+    /// Where the next batch starts, valid while the journal's layout
+    /// generation is the one noted (a purge's rewrite moves offsets); it
+    /// is checked against its leaf too.
+    pos: Option<(Position, u64)>,
     held: Option<HeldSet>,
     more_problems: u64,
     more_repairs: u64,
@@ -153,9 +157,10 @@ impl<'a> Part<'a> {
         let store = self.env.store;
         let dir = store.journal.dir();
         let end = store.journal.end();
+        let generation = store.layout_generation();
         let mut reads = match self.pos {
-            Some(p) => read_entries(dir, p, end, max)?,
-            None => (Vec::new(), end),
+            Some((p, g)) if g == generation => read_entries(dir, p, end, max)?,
+            _ => (Vec::new(), end),
         };
         let need_seek = match reads.0.first() {
             None => true,
@@ -178,7 +183,7 @@ impl<'a> Part<'a> {
             }
             return Ok(false);
         }
-        self.pos = Some(next);
+        self.pos = Some((next, generation));
         let mut events: Vec<(Event, Provenance)> = Vec::new();
         let mut reached_end = false;
         for r in &reads {
@@ -199,7 +204,7 @@ impl<'a> Part<'a> {
                 None => {}
             }
         }
-        self.check_index(&events)?;
+        self.check_index(&events, generation)?;
         self.check_blobs(&events);
         self.retain(&events)?;
         Ok(!reached_end && self.run.next_leaf < self.run.end_leaf)
@@ -237,10 +242,23 @@ impl<'a> Part<'a> {
 
     /// Events in the journal but not in the index are indexed again (with
     /// their place in the journal), under the index's group lock. Not
-    /// while an index rebuild runs (it indexes the journal itself).
-    fn check_index(&mut self, events: &[(Event, Provenance)]) -> anyhow::Result<()> {
-        let index = &self.env.store.index;
+    /// while an index rebuild runs (it indexes the journal itself). A
+    /// purge drops an event from the index before it stubs its journal
+    /// records: the check holds the purge lock, and is left to the next
+    /// run when a rewrite happened since the batch was read
+    /// (`generation`), so a purged event is never indexed again.
+    fn check_index(
+        &mut self,
+        events: &[(Event, Provenance)],
+        generation: u64,
+    ) -> anyhow::Result<()> {
+        let store = self.env.store;
+        let index = &store.index;
         if index.rebuild_status().is_some() || events.is_empty() {
+            return Ok(());
+        }
+        let _no_purge = store.purge_lock();
+        if store.layout_generation() != generation {
             return Ok(());
         }
         let mut missing: Vec<(Event, Provenance)> = Vec::new();
@@ -330,6 +348,7 @@ impl<'a> Part<'a> {
         let r = super::retain::retain(
             self.env.store,
             self.env.retention,
+            self.env.marks,
             &held,
             &events,
             crate::clock::now_ms(),
@@ -339,12 +358,10 @@ impl<'a> Part<'a> {
         self.report.purged += r.purged;
         self.report.held_back += r.held_back;
         self.report.bytes_freed += r.bytes_freed;
+        self.report.would_mark += r.would_mark;
+        self.report.deferred += r.deferred;
         for p in r.problems {
             self.problem(p);
-        }
-        if r.purged > 0 {
-            // Segments were rewritten: offsets moved.
-            self.pos = None;
         }
         Ok(())
     }

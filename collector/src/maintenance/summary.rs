@@ -70,14 +70,20 @@ pub fn text(r: &MaintenanceReport, show: &dyn Fn(i64) -> String) -> String {
     ));
     if r.protect {
         s.push_str(&format!(
-            "PROTECT MODE: verified and repaired, purged and marked nothing, because {}\n",
-            r.protect_reason
+            "PROTECT MODE: verified and repaired, purged and marked nothing ({} expired events left unmarked), because {}\n",
+            r.would_mark, r.protect_reason
         ));
     }
     s.push_str(&format!(
         "verified {}, repaired {}, marked {}, purged {}, held back by holds {}, bytes freed {}\n",
         r.verified, r.repaired, r.marked, r.purged, r.held_back, r.bytes_freed
     ));
+    if r.deferred > 0 {
+        s.push_str(&format!(
+            "{} due events were not purged now (see the collector log); a later run takes them\n",
+            r.deferred
+        ));
+    }
     for (title, list) in [
         ("Problems (what to do)", &r.problems),
         ("Repairs", &r.repairs),

@@ -32,6 +32,7 @@ struct Fixture {
     store: Store,
     retention: std::sync::Arc<Retention>,
     holds: Holds,
+    marks: crate::retention::marks::Marks,
     state: State,
 }
 
@@ -47,7 +48,9 @@ fn fixture(n: u64, indexed: impl Fn(u64) -> bool) -> Fixture {
     store.index.commit().expect("commit");
     let holds = Holds::open(&store.meta).expect("holds");
     let state = State::open(&store.meta).expect("state");
+    let marks = crate::retention::marks::Marks::open(&store.meta).expect("marks");
     Fixture {
+        marks,
         _dir: dir,
         retention: Retention::new(Default::default()),
         store,
@@ -91,6 +94,7 @@ fn run_part(
         store: &f.store,
         retention: &f.retention,
         holds: &f.holds,
+        marks: &f.marks,
         state: &f.state,
         should_stop: &stop,
     };
