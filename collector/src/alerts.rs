@@ -635,6 +635,17 @@ impl Alerting {
         }
     }
 
+    /// Sends `a` to every notifier (mail and webhook), outside the rules
+    /// and the replay log: the collector's own reports to the
+    /// administrators (the maintenance summary, with its `severity` and
+    /// `body`). Never blocks; a full queue drops it from that notifier
+    /// (logged).
+    pub fn notify(&self, a: &Alert) {
+        for s in &self.sinks {
+            s.offer(a);
+        }
+    }
+
     /// Alerts fired at or after `from_ms`, oldest first.
     pub fn replay(&self, from_ms: i64) -> Result<Vec<Alert>, String> {
         let start = from_ms.max(0).to_be_bytes().to_vec();

@@ -59,9 +59,21 @@ pub fn alert_json(a: &kiroku_proto::Alert) -> serde_json::Value {
         "kind": a.kind,
         "event_id": a.event_id,
         "fired_at_ms": a.fired_at_ms,
+        "severity": alert_severity(a),
         "summary": a.summary,
+        "body": a.body,
         "event": a.event,
     })
+}
+
+/// An alert's severity: `info`, `warning` or `critical`; a rule's alert
+/// (none set) is a `warning`.
+pub fn alert_severity(a: &kiroku_proto::Alert) -> &str {
+    if a.severity.is_empty() {
+        "warning"
+    } else {
+        &a.severity
+    }
 }
 
 /// Version string reported by every Kiroku binary.

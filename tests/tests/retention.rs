@@ -193,8 +193,7 @@ fn dir_bytes(dir: &Path) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn events_expire_per_kind_group_and_tag_with_grace_undo_and_erasure() -> anyhow::Result<()>
-{
+async fn events_expire_per_kind_group_and_tag_with_grace_undo_and_erasure() -> anyhow::Result<()> {
     kiroku_tests::ensure_collector_test_hooks()?;
     let env = Env::new()?;
     let clock = env.path().join("clock-offset");
@@ -269,7 +268,10 @@ async fn events_expire_per_kind_group_and_tag_with_grace_undo_and_erasure() -> a
     let plan = s.plan().await?;
     assert_eq!(plan.would_mark, 4, "{plan:#?}");
     let out = s.admin_cli(&["retention", "plan"])?;
-    assert!(out.contains("group legal forever") && out.contains("tag alert:* 10y"), "{out}");
+    assert!(
+        out.contains("group legal forever") && out.contains("tag alert:* 10y"),
+        "{out}"
+    );
     assert!(out.contains("would mark now: 4"), "{out}");
 
     let r = s.run(1).await?;
@@ -278,7 +280,12 @@ async fn events_expire_per_kind_group_and_tag_with_grace_undo_and_erasure() -> a
 
     // Undo during the grace period (the CLI): m2 restored.
     let out = s.admin_cli(&[
-        "purge", "undo", "--sender", "bob@corp.example", "--reason", "policy too short for bob",
+        "purge",
+        "undo",
+        "--sender",
+        "bob@corp.example",
+        "--reason",
+        "policy too short for bob",
     ])?;
     assert!(out.contains("1 marked event restored"), "{out}");
 
@@ -305,31 +312,45 @@ async fn events_expire_per_kind_group_and_tag_with_grace_undo_and_erasure() -> a
     )?;
     assert_ne!(code, 0);
     assert!(err.contains("admins only"), "{err}");
-    let (code, _, err) = s.env.cli_as("admin-boss", &["purge", "--reason", "everything"])?;
+    let (code, _, err) = s
+        .env
+        .cli_as("admin-boss", &["purge", "--reason", "everything"])?;
     assert_ne!(code, 0);
     assert!(err.contains("a filter is required"), "{err}");
     let out = s.admin_cli(&[
-        "purge", "--sender", "bob@corp.example", "--reason", "GDPR request 42", "--dry-run",
+        "purge",
+        "--sender",
+        "bob@corp.example",
+        "--reason",
+        "GDPR request 42",
+        "--dry-run",
     ])?;
     assert!(out.contains("dry run: 1 would be purged"), "{out}");
     assert_eq!(s.subjects().await?.len(), 3);
     let out = s.admin_cli(&[
-        "purge", "--sender", "bob@corp.example", "--reason", "GDPR request 42",
+        "purge",
+        "--sender",
+        "bob@corp.example",
+        "--reason",
+        "GDPR request 42",
     ])?;
     assert!(out.contains("1 purged (erased on request)"), "{out}");
-    assert_eq!(
-        s.subjects().await?,
-        vec!["/media/usb/f2.txt", "m3 legal"]
-    );
+    assert_eq!(s.subjects().await?, vec!["/media/usb/f2.txt", "m3 legal"]);
 
     // The store verifies after the purges; the audit trail has them all.
     let (code, out, err) = s.env.cli_as("admin-boss", &["verify"])?;
     assert_eq!(code, 0, "verify after purging: {out}\n{err}");
     let admin = s.admin_cli(&["audit", "--kind", "admin", "--limit", "1000"])?;
     for want in ["Retention", "RetentionUndo", "Erasure", "GDPR request 42"] {
-        assert!(admin.contains(want), "{want} missing from the audit log:\n{admin}");
+        assert!(
+            admin.contains(want),
+            "{want} missing from the audit log:\n{admin}"
+        );
     }
     let queries = s.admin_cli(&["audit", "--kind", "query", "--limit", "1000"])?;
-    assert!(queries.contains("REFUSED"), "the investigator's refusal is audited");
+    assert!(
+        queries.contains("REFUSED"),
+        "the investigator's refusal is audited"
+    );
     Ok(())
 }

@@ -1,6 +1,9 @@
 //! Alert notifiers: a webhook (HTTP POST of JSON, retried with backoff)
-//! and mail to administrators (SMTP, alerts waiting in the queue go out
-//! together in one mail). Each runs as a task behind a bounded queue;
+//! and mail to administrators (SMTP, rule alerts waiting in the queue go
+//! out together in one mail; an alert with a body, the maintenance
+//! summary, in its own). Both carry the alert's severity (`info`,
+//! `warning`, `critical`): the mail subject starts with `[kiroku
+//! <severity>]`, the webhook JSON has `severity` and `body`. Each runs as a task behind a bounded queue;
 //! [`Sink::offer`] never waits: when a queue is full the alert is dropped
 //! from that notifier and logged (it stays tagged and in the replay log).
 
@@ -19,7 +22,9 @@ use tokio::task::JoinHandle;
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     /// http:// or https:// URL that receives one POST per alert with a JSON
-    /// body: rule, kind, event_id, fired_at_ms, summary, event.
+    /// body: rule, kind, event_id, fired_at_ms, severity (info, warning,
+    /// critical; a rule's alert is a warning), summary, body (a longer text,
+    /// the maintenance summary's), event.
     pub url: String,
     /// Attempts per alert before it is given up (logged), at least 1.
     #[serde(default = "default_attempts")]
@@ -220,35 +225,33 @@ pub fn mail(cfg: MailConfig) -> anyhow::Result<(Sink, JoinHandle<()>)> {
     let (tx, mut rx) = mpsc::channel::<Alert>(cfg.queue.max(1));
     let attempts = cfg.attempts.max(1);
     let task = tokio::spawn(async move {
-        while let Some(first) = rx.recv().await {
-            // Alerts that arrived together go out in one mail.
+        // An alert with a body (a maintenance summary) taken off the queue
+        // while a batch was gathered: it goes out next, in its own mail.
+        let mut next: Option<Alert> = None;
+        loop {
+            let first = match next.take() {
+                Some(a) => a,
+                None => match rx.recv().await {
+                    Some(a) => a,
+                    None => break,
+                },
+            };
+            // Rule alerts that arrived together go out in one mail.
             let mut batch = vec![first];
-            while batch.len() < 100 {
+            while batch.len() < 100 && batch[0].body.is_empty() {
                 match rx.try_recv() {
+                    Ok(a) if !a.body.is_empty() => {
+                        next = Some(a);
+                        break;
+                    }
                     Ok(a) => batch.push(a),
                     Err(_) => break,
                 }
             }
-            let subject = match batch.as_slice() {
-                [one] => format!("[kiroku alert] {}: {}", one.rule, one.summary),
-                many => format!("[kiroku alert] {} alerts", many.len()),
-            };
-            let mut body = String::new();
-            for a in &batch {
-                body.push_str(&format!(
-                    "rule:     {} ({})\r\nevent:    {}\r\nsummary:  {}\r\n\r\n",
-                    a.rule,
-                    a.kind,
-                    a.event_id,
-                    a.summary.chars().take(900).collect::<String>()
-                ));
-            }
-            body.push_str(
-                "Details: kiroku show EVENT_ID; all alerts: kiroku alerts --since 1d\r\n",
-            );
+            let (subject, body) = compose(&batch);
             let mut b = lettre::Message::builder()
                 .from(from.clone())
-                .subject(subject.chars().take(200).collect::<String>())
+                .subject(subject)
                 .header(lettre::message::header::ContentType::TEXT_PLAIN);
             for t in &to {
                 b = b.to(t.clone());
@@ -286,4 +289,125 @@ pub fn mail(cfg: MailConfig) -> anyhow::Result<(Sink, JoinHandle<()>)> {
         },
         task,
     ))
+}
+
+/// How urgent a severity is: info < warning < critical (an unknown one
+/// counts as a warning).
+fn rank(severity: &str) -> u8 {
+    match severity {
+        "info" => 0,
+        "critical" => 2,
+        _ => 1,
+    }
+}
+
+/// Subject and text of one alert mail. The subject starts with
+/// `[kiroku <severity>]` (the batch's most urgent), so mail filters can
+/// sort by urgency; an alert with a body (a maintenance summary) is mailed
+/// alone, its summary as the subject and its body as the text; rule
+/// alerts list rule, severity, event and summary each.
+pub fn compose(batch: &[Alert]) -> (String, String) {
+    let severity = batch
+        .iter()
+        .map(kiroku_common::alert_severity)
+        .max_by_key(|s| rank(s))
+        .unwrap_or("warning");
+    let one_line = |s: &str| s.replace(['\r', '\n'], " ");
+    let subject = match batch {
+        [one] if !one.body.is_empty() => {
+            format!("[kiroku {severity}] {}", one_line(&one.summary))
+        }
+        [one] => format!(
+            "[kiroku {severity}] {}: {}",
+            one_line(&one.rule),
+            one_line(&one.summary)
+        ),
+        many => format!("[kiroku {severity}] {} alerts", many.len()),
+    };
+    let mut body = String::new();
+    for a in batch {
+        if !a.body.is_empty() {
+            body.push_str(&format!(
+                "severity: {}\r\n\r\n{}\r\n",
+                kiroku_common::alert_severity(a),
+                crlf(&a.body)
+            ));
+            continue;
+        }
+        body.push_str(&format!(
+            "rule:     {} ({})\r\nseverity: {}\r\nevent:    {}\r\nsummary:  {}\r\n\r\n",
+            a.rule,
+            a.kind,
+            kiroku_common::alert_severity(a),
+            a.event_id,
+            a.summary.chars().take(900).collect::<String>()
+        ));
+    }
+    if batch.iter().any(|a| a.body.is_empty()) {
+        body.push_str("Details: kiroku show EVENT_ID; all alerts: kiroku alerts --since 1d\r\n");
+    }
+    (subject.chars().take(200).collect(), body)
+}
+
+/// Text with every line ending CRLF, as mail wants it.
+fn crlf(s: &str) -> String {
+    s.replace("\r\n", "\n").replace('\n', "\r\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alert(rule: &str, severity: &str, summary: &str, body: &str) -> Alert {
+        Alert {
+            rule: rule.into(),
+            kind: "removable_copy".into(),
+            event_id: "pc/s/1".into(),
+            severity: severity.into(),
+            summary: summary.into(),
+            body: body.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn subjects_carry_the_most_urgent_severity() {
+        let usb = alert("usb", "", "copy to E:", "");
+        let summary = |sev: &str, title: &str| {
+            alert(
+                "maintenance",
+                sev,
+                title,
+                "verified 10 entries\nno problems\n",
+            )
+        };
+        for (batch, subject) in [
+            (vec![usb.clone()], "[kiroku warning] usb: copy to E:"),
+            (
+                vec![summary("info", "Kiroku maintenance: no problems")],
+                "[kiroku info] Kiroku maintenance: no problems",
+            ),
+            (
+                vec![summary("critical", "Kiroku maintenance: needs action")],
+                "[kiroku critical] Kiroku maintenance: needs action",
+            ),
+            (
+                vec![usb.clone(), alert("hr", "critical", "x", ""), usb.clone()],
+                "[kiroku critical] 3 alerts",
+            ),
+            (
+                vec![alert("a", "info", "one\r\nInjected: yes", "")],
+                "[kiroku info] a: one  Injected: yes",
+            ),
+        ] {
+            assert_eq!(compose(&batch).0, subject);
+        }
+        let (_, text) = compose(&[summary("warning", "Kiroku maintenance: problems fixed")]);
+        assert_eq!(
+            text,
+            "severity: warning\r\n\r\nverified 10 entries\r\nno problems\r\n\r\n"
+        );
+        let (_, text) = compose(&[usb]);
+        assert!(text.starts_with("rule:     usb (removable_copy)\r\nseverity: warning\r\n"));
+    }
 }

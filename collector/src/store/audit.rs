@@ -72,6 +72,12 @@ pub mod admin_call {
     pub const TLS_RELOAD: &str = "TlsReload";
     /// The configuration was (re)loaded; detail: path and SHA-256.
     pub const CONFIG_RELOAD: &str = "ConfigReload";
+    /// A legal hold was created, or its creation refused; detail: id,
+    /// case, reason, filter, events covered (`holds/rpc.rs`).
+    pub const HOLD_CREATE: &str = "HoldCreate";
+    /// A legal hold was released, or its release refused (investigators
+    /// may not); detail: id, case, reason, filter.
+    pub const HOLD_RELEASE: &str = "HoldRelease";
     /// `kiroku-collector repair` ran (offline); detail: options and outcome.
     pub const REPAIR: &str = "Repair";
     /// `kiroku-collector reanalyse` ran; detail: what was queued.

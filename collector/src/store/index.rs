@@ -32,6 +32,7 @@ pub mod analyzer;
 mod exclusions;
 mod exfil;
 mod filters;
+mod ids;
 mod legacy;
 mod limits;
 mod mailflow;

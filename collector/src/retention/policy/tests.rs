@@ -326,3 +326,16 @@ fn a_shortening_waits_for_its_delay() {
     let f = of_kind(Kind::File(FileEvent::default()));
     assert_eq!(p.decide_at(&f, NOW).expires_at_ms, Some(NOW + 20 * YEAR_MS));
 }
+
+#[test]
+fn the_packaged_example_parses_and_keeps_the_defaults() {
+    let example = include_str!("../../../../packaging/retention.example.toml");
+    let r = Rules::parse(example).expect("packaging/retention.example.toml");
+    for (k, p) in KIND_DEFAULTS {
+        assert_eq!(r.kinds.get(*k), Some(p), "{k}");
+    }
+    assert!(
+        Rules::default().shortened_by(&r).len() == 1,
+        "only rejected mail is shortened"
+    );
+}

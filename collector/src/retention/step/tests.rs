@@ -66,7 +66,10 @@ fn index_as_ingest(store: &Store, events: &[Event]) {
             reencoded: true,
         })
         .collect();
-    store.index.add_recorded(events, &provenance).expect("index");
+    store
+        .index
+        .add_recorded(events, &provenance)
+        .expect("index");
     store.index.commit().expect("commit");
 }
 
@@ -275,10 +278,26 @@ fn due_events_are_purged_after_the_grace_period_and_the_rest_stay() {
     let r = step(&f.store, &f.policy, &f.marks, &none, &events, NOW, false);
     assert_eq!(r.marked, 2, "{r:?}");
     // Before the grace period ends: nothing purged.
-    let r = step(&f.store, &f.policy, &f.marks, &held3, &events, NOW + D - 1, false);
+    let r = step(
+        &f.store,
+        &f.policy,
+        &f.marks,
+        &held3,
+        &events,
+        NOW + D - 1,
+        false,
+    );
     assert_eq!((r.due, r.purged, r.held_back), (0, 0, 1), "{r:?}");
     // After: event 1 purged, 3 held (unmarked), 2 young.
-    let r = step(&f.store, &f.policy, &f.marks, &held3, &events, NOW + D, false);
+    let r = step(
+        &f.store,
+        &f.policy,
+        &f.marks,
+        &held3,
+        &events,
+        NOW + D,
+        false,
+    );
     assert!(r.problems.is_empty(), "{:?}", r.problems);
     assert!(r.deferred.is_empty(), "{:?}", r.deferred);
     assert_eq!((r.due, r.purged), (1, 1), "{r:?}");
@@ -286,6 +305,9 @@ fn due_events_are_purged_after_the_grace_period_and_the_rest_stay() {
     assert!(f.store.index.get("host-1/mail/1").unwrap().is_none());
     assert!(f.store.index.get("host-1/mail/2").unwrap().is_some());
     assert!(f.store.index.get("host-1/mail/3").unwrap().is_some());
-    assert!(f.marks.get("host-1/mail/1").unwrap().is_none(), "mark forgotten");
+    assert!(
+        f.marks.get("host-1/mail/1").unwrap().is_none(),
+        "mark forgotten"
+    );
     assert_eq!(f.marks.count(), 0, "3 was unmarked by its hold");
 }
