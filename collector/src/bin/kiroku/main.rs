@@ -111,25 +111,14 @@ enum Cmd {
     Checkpoint(checkpoint::CheckpointCmd),
     /// Start a collector and an agent on loopback, ready to capture mail.
     Quickstart(quickstart::Args),
-<<<<<<< HEAD
-    /// Retention: what the policy (or a candidate) would mark and free.
-    Retention {
-        #[command(subcommand)]
-        cmd: retention::RetentionCmd,
-=======
     /// Legal holds: events a case's filter matches are never purged while
     /// the hold is in force (release: admins only).
     #[command(subcommand)]
     Hold(holds::HoldCmd),
-}
-
-#[derive(Subcommand)]
-enum CertsCmd {
-    /// Create a new CA (ca.pem, ca.key) in the PKI directory.
-    Init {
-        #[arg(long, default_value = "kiroku-pki", env = "KIROKU_PKI")]
-        dir: PathBuf,
->>>>>>> i19-holds
+    /// Retention: what the policy (or a candidate) would mark and free.
+    Retention {
+        #[command(subcommand)]
+        cmd: retention::RetentionCmd,
     },
     /// Erase a person's records on request (--user, --address or any
     /// search filter; --reason; holds win), or `purge undo` (admins only).
@@ -300,13 +289,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Verify(args) => verify::run(&cli.connect, args, &zone()?).await,
         Cmd::Export(args) => export::export(&cli.connect, *args, &zone()?).await,
         Cmd::VerifyBundle(args) => export::verify_bundle(&cli.connect, args),
-<<<<<<< HEAD
+        Cmd::Hold(cmd) => holds::run(&cli.connect, cmd, &zone()?).await,
         Cmd::Retention { cmd } => retention::retention(&cli.connect, cmd, &zone()?).await,
         Cmd::Purge(args) => retention::purge(&cli.connect, *args, &zone()?).await,
         Cmd::Maintenance { cmd } => maintenance::run(&cli.connect, cmd, &zone()?).await,
-=======
-        Cmd::Hold(cmd) => holds::run(&cli.connect, cmd, &zone()?).await,
->>>>>>> i19-holds
     }
 }
 
