@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 use kiroku_proto::admin_client::AdminClient;
 use kiroku_proto::ingest_client::IngestClient;
 use kiroku_proto::{
-    Batch, EmailEvent, Event, FileEvent, Hello, MaintenanceReportsRequest, RetentionPlan,
-    RetentionPlanRequest, SearchRequest, ShipRequest, event::Kind, ship_request, ship_response,
+    Batch, BlobChunk, EmailEvent, Event, FileEvent, Hello, MaintenanceReportsRequest,
+    RetentionPlan, RetentionPlanRequest, SearchRequest, ShipRequest, event::Kind, ship_request,
+    ship_response,
 };
 use kiroku_tests::Env;
 
@@ -56,10 +57,46 @@ fn mail(seq: u64, from: &str, subject: &str) -> Event {
         kind: Some(Kind::Email(EmailEvent {
             mail_from: from.into(),
             subject: subject.into(),
+            // A body of some size, so that purging frees more journal
+            // bytes than its tombstone takes.
+            body_text: format!("{subject} ").repeat(1000),
             ..Default::default()
         })),
         ..Default::default()
     }
+}
+
+/// A mail whose raw message is the blob `raw` (uploaded first).
+fn mail_raw(seq: u64, from: &str, subject: &str, raw: &[u8]) -> Event {
+    let mut e = mail(seq, from, subject);
+    if let Some(Kind::Email(m)) = &mut e.kind {
+        m.raw_sha256 = kiroku_common::sha256_hex(raw);
+        m.message_size = raw.len() as u64;
+    }
+    e
+}
+
+async fn put_blob(env: &Env, agent: &str, data: &[u8]) -> anyhow::Result<PathBuf> {
+    let sha = kiroku_common::sha256_hex(data);
+    let pki = env.pki();
+    let (cert, key) = (
+        pki.join(format!("agent-{agent}.pem")),
+        pki.join(format!("agent-{agent}.key")),
+    );
+    IngestClient::new(env.channel(Some((&cert, &key)), None).await?)
+        .put_blob(tokio_stream::iter(vec![BlobChunk {
+            sha256: sha.clone(),
+            size: data.len() as u64,
+            data: data.to_vec(),
+        }]))
+        .await?;
+    Ok(env
+        .path()
+        .join("collector")
+        .join("blobs")
+        .join(&sha[..2])
+        .join(&sha[2..4])
+        .join(format!("{sha}.zst")))
 }
 
 fn file(seq: u64, op: &str, path: &str) -> Event {
@@ -192,6 +229,24 @@ fn dir_bytes(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// Bytes of every blob file.
+fn blob_bytes(data: &Path) -> u64 {
+    fn walk(d: &Path) -> u64 {
+        std::fs::read_dir(d)
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .map(|e| match e.file_type() {
+                        Ok(t) if t.is_dir() => walk(&e.path()),
+                        Ok(_) => e.metadata().map(|m| m.len()).unwrap_or(0),
+                        Err(_) => 0,
+                    })
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+    walk(&data.join("blobs"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_expire_per_kind_group_and_tag_with_grace_undo_and_erasure() -> anyhow::Result<()> {
     kiroku_tests::ensure_collector_test_hooks()?;
@@ -222,21 +277,30 @@ async fn events_expire_per_kind_group_and_tag_with_grace_undo_and_erasure() -> a
     let _collector =
         env.start_collector_with_env(&cfg, &[("KIROKU_TEST_CLOCK_FILE", clock_s.as_str())])?;
     let s = Setup { env, clock };
+    // Raw messages: `shared` named by an expired mail (m6) and a held one
+    // (m5), `own` by an expired one (m1) alone.
+    let shared_raw =
+        b"From: carol@corp.example\r\nSubject: shared\r\n\r\nthe same message\r\n".repeat(50);
+    let own_raw = b"From: alice@corp.example\r\nSubject: own\r\n\r\nonly m1\r\n".repeat(50);
+    let shared_blob = put_blob(&s.env, "a1", &shared_raw).await?;
+    let own_blob = put_blob(&s.env, "a1", &own_raw).await?;
+    assert!(shared_blob.exists() && own_blob.exists());
     ship(
         &s.env,
         "a1",
         vec![
-            mail(1, "alice@corp.example", "m1 alice"),
+            mail_raw(1, "alice@corp.example", "m1 alice", &own_raw),
             mail(2, "bob@corp.example", "m2 bob"),
             file(3, "create", "/home/a/f1.txt"),
             file(4, "copy_to_removable", "/media/usb/f2.txt"),
-            mail(5, "carol@corp.example", "m5 carol"),
+            mail_raw(5, "carol@corp.example", "m5 carol", &shared_raw),
+            mail_raw(6, "erin@corp.example", "m6 erin", &shared_raw),
         ],
     )
     .await?;
     ship(&s.env, "l1", vec![mail(1, "dan@corp.example", "m3 legal")]).await?;
     s.env
-        .wait_for(SearchRequest::default(), 6, Duration::from_secs(20))
+        .wait_for(SearchRequest::default(), 7, Duration::from_secs(20))
         .await?;
     let usb = s
         .env
@@ -249,13 +313,13 @@ async fn events_expire_per_kind_group_and_tag_with_grace_undo_and_erasure() -> a
 
     // The policy shortens the defaults (7y → 30d): it waits 7 days, said
     // in the audit log and the plan.
-    let admin = s.admin_cli(&["audit", "--kind", "admin"])?;
+    let admin = s.admin_cli(&["audit", "--kind", "admin", "--json"])?;
     assert!(
         admin.contains("RetentionPolicy") && admin.contains("takes effect at"),
         "{admin}"
     );
     let plan = s.plan().await?;
-    assert_eq!(plan.events_scanned, 6, "{plan:?}");
+    assert_eq!(plan.events_scanned, 7, "{plan:?}");
     assert_eq!(plan.would_mark, 0, "{plan:?}");
     assert!(
         plan.shortened.iter().any(|l| l.contains("takes effect")),
@@ -266,17 +330,17 @@ async fn events_expire_per_kind_group_and_tag_with_grace_undo_and_erasure() -> a
     // effect); the group legal and the alert-tagged copy are kept.
     s.set_offset(40 * DAY)?;
     let plan = s.plan().await?;
-    assert_eq!(plan.would_mark, 4, "{plan:#?}");
+    assert_eq!(plan.would_mark, 5, "{plan:#?}");
     let out = s.admin_cli(&["retention", "plan"])?;
     assert!(
         out.contains("group legal forever") && out.contains("tag alert:* 10y"),
         "{out}"
     );
-    assert!(out.contains("would mark now: 4"), "{out}");
+    assert!(out.contains("would mark now: 5"), "{out}");
 
     let r = s.run(1).await?;
-    assert_eq!((r.marked, r.purged, r.protect), (4, 0, false), "{r:#?}");
-    assert_eq!(s.subjects().await?.len(), 6, "marked, not purged yet");
+    assert_eq!((r.marked, r.purged, r.protect), (5, 0, false), "{r:#?}");
+    assert_eq!(s.subjects().await?.len(), 7, "marked, not purged yet");
 
     // Undo during the grace period (the CLI): m2 restored.
     let out = s.admin_cli(&[
@@ -289,19 +353,42 @@ async fn events_expire_per_kind_group_and_tag_with_grace_undo_and_erasure() -> a
     ])?;
     assert!(out.contains("1 marked event restored"), "{out}");
 
-    // Past the grace period: m1, f1 and m5 purged, m2 exempt (restored).
-    let journal = s.env.path().join("collector").join("journal");
-    let before = dir_bytes(&journal);
+    // A legal hold during the grace period saves carol's mail (m5).
+    s.admin_cli(&[
+        "hold",
+        "create",
+        "--case",
+        "Acme",
+        "--reason",
+        "litigation",
+        "--sender",
+        "carol@corp.example",
+    ])?;
+
+    // Past the grace period: m1, f1 and m6 purged; m2 exempt (restored),
+    // m5 held; the blob m5 shares with m6 stays, m1's own goes.
+    let data = s.env.path().join("collector");
+    let journal = data.join("journal");
+    let before = dir_bytes(&journal) + blob_bytes(&data);
     s.set_offset(42 * DAY)?;
     let r = s.run(2).await?;
-    assert_eq!(r.purged, 3, "{r:#?}");
+    assert_eq!((r.purged, r.held_back), (3, 1), "{r:#?}");
     assert!(r.bytes_freed > 0, "{r:#?}");
-    let after = dir_bytes(&journal);
-    println!("journal bytes before the purge {before}, after {after} (the tombstones appended)");
+    let after = dir_bytes(&journal) + blob_bytes(&data);
+    println!(
+        "journal + blob bytes before the purge {before}, after {after}; bytes freed by the run {}",
+        r.bytes_freed
+    );
+    assert!(after < before, "purging freed disk: {before} → {after}");
     assert_eq!(
         s.subjects().await?,
-        vec!["/media/usb/f2.txt", "m2 bob", "m3 legal"],
-        "expired purged; group, tag and restored kept"
+        vec!["/media/usb/f2.txt", "m2 bob", "m3 legal", "m5 carol"],
+        "expired purged; group, tag, held and restored kept"
+    );
+    assert!(shared_blob.exists(), "a blob a held mail names survives");
+    assert!(
+        !own_blob.exists(),
+        "the last reference's purge removes the blob"
     );
 
     // Erasure on request: investigators may not; an admin's dry run
@@ -326,7 +413,7 @@ async fn events_expire_per_kind_group_and_tag_with_grace_undo_and_erasure() -> a
         "--dry-run",
     ])?;
     assert!(out.contains("dry run: 1 would be purged"), "{out}");
-    assert_eq!(s.subjects().await?.len(), 3);
+    assert_eq!(s.subjects().await?.len(), 4);
     let out = s.admin_cli(&[
         "purge",
         "--sender",
@@ -335,19 +422,34 @@ async fn events_expire_per_kind_group_and_tag_with_grace_undo_and_erasure() -> a
         "GDPR request 42",
     ])?;
     assert!(out.contains("1 purged (erased on request)"), "{out}");
-    assert_eq!(s.subjects().await?, vec!["/media/usb/f2.txt", "m3 legal"]);
+    // A held event is not erased: the hold wins.
+    let out = s.admin_cli(&[
+        "purge",
+        "--sender",
+        "carol@corp.example",
+        "--reason",
+        "GDPR request 43",
+    ])?;
+    assert!(
+        out.contains("0 purged") && out.contains("1 kept under a legal hold"),
+        "{out}"
+    );
+    assert_eq!(
+        s.subjects().await?,
+        vec!["/media/usb/f2.txt", "m3 legal", "m5 carol"]
+    );
 
     // The store verifies after the purges; the audit trail has them all.
     let (code, out, err) = s.env.cli_as("admin-boss", &["verify"])?;
     assert_eq!(code, 0, "verify after purging: {out}\n{err}");
-    let admin = s.admin_cli(&["audit", "--kind", "admin", "--limit", "1000"])?;
+    let admin = s.admin_cli(&["audit", "--kind", "admin", "--limit", "1000", "--json"])?;
     for want in ["Retention", "RetentionUndo", "Erasure", "GDPR request 42"] {
         assert!(
             admin.contains(want),
             "{want} missing from the audit log:\n{admin}"
         );
     }
-    let queries = s.admin_cli(&["audit", "--kind", "query", "--limit", "1000"])?;
+    let queries = s.admin_cli(&["audit", "--kind", "query", "--limit", "1000", "--json"])?;
     assert!(
         queries.contains("REFUSED"),
         "the investigator's refusal is audited"
