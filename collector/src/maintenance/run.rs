@@ -269,7 +269,7 @@ impl<'a> Part<'a> {
             if missing.iter().any(|(m, _)| m.event_id == e.event_id) {
                 continue;
             }
-            missing.push((e.clone(), p.clone()));
+            missing.push((e.clone(), *p));
         }
         if missing.is_empty() {
             return Ok(());

@@ -185,7 +185,9 @@ mod tests {
     fn windows_in_a_zone() {
         let s = sched("03:00", "06:00", "Asia/Tokyo");
         // 03:00 JST = 18:00 UTC the day before.
-        let cases: &[(&str, Option<(&str, &str)>, &str)] = &[
+        // (now, the window it is in, the next window's start)
+        type Case<'a> = (&'a str, Option<(&'a str, &'a str)>, &'a str);
+        let cases: &[Case] = &[
             ("2026-12-05T17:59:59Z", None, "2026-12-05T18:00:00Z"),
             (
                 "2026-12-05T18:00:00Z",
