@@ -177,37 +177,40 @@ mod tests {
 
     #[test]
     fn mark_unmark_due_exempt() {
-        let dir = tempfile::tempdir().unwrap();
-        let meta = MetaStore::open(dir.path()).unwrap();
-        let marks = Marks::open(&meta).unwrap();
+        let dir = tempfile::tempdir().expect("marks");
+        let meta = MetaStore::open(dir.path()).expect("marks");
+        let marks = Marks::open(&meta).expect("marks");
         let m = |id: &str, after| Mark {
             event_id: id.into(),
             marked_at_ms: 100,
             purge_after_ms: after,
             rule: "kind email 7y".into(),
         };
-        marks.mark(&m("a/s/1", 1_000)).unwrap();
-        marks.mark(&m("a/s/2", 5_000)).unwrap();
+        marks.mark(&m("a/s/1", 1_000)).expect("marks");
+        marks.mark(&m("a/s/2", 5_000)).expect("marks");
         assert_eq!(marks.count(), 2);
-        assert_eq!(marks.get("a/s/1").unwrap(), Some(m("a/s/1", 1_000)));
+        assert_eq!(marks.get("a/s/1").expect("marks"), Some(m("a/s/1", 1_000)));
         let due: Vec<String> = marks
             .due(2_000)
-            .unwrap()
+            .expect("marks")
             .into_iter()
             .map(|m| m.event_id)
             .collect();
         assert_eq!(due, vec!["a/s/1".to_string()]);
-        assert_eq!(marks.counts(2_000).unwrap(), (2, 1));
-        assert_eq!(marks.unmark("a/s/1").unwrap(), Some(m("a/s/1", 1_000)));
-        assert_eq!(marks.unmark("a/s/1").unwrap(), None);
-        marks.exempt("a/s/1", 3_000).unwrap();
-        assert!(marks.is_exempt("a/s/1", 2_999).unwrap());
-        assert!(!marks.is_exempt("a/s/1", 3_000).unwrap());
+        assert_eq!(marks.counts(2_000).expect("marks"), (2, 1));
+        assert_eq!(
+            marks.unmark("a/s/1").expect("marks"),
+            Some(m("a/s/1", 1_000))
+        );
+        assert_eq!(marks.unmark("a/s/1").expect("marks"), None);
+        marks.exempt("a/s/1", 3_000).expect("marks");
+        assert!(marks.is_exempt("a/s/1", 2_999).expect("marks"));
+        assert!(!marks.is_exempt("a/s/1", 3_000).expect("marks"));
         assert!(
-            !marks.is_exempt("a/s/1", 0).unwrap(),
+            !marks.is_exempt("a/s/1", 0).expect("marks"),
             "expired exemptions are removed"
         );
-        marks.forget("a/s/2").unwrap();
+        marks.forget("a/s/2").expect("marks");
         assert_eq!(marks.count(), 0);
     }
 }

@@ -226,22 +226,22 @@ mod tests {
 
     #[test]
     fn a_shortening_waits_and_survives_a_restart() {
-        let dir = tempfile::tempdir().unwrap();
-        let meta = crate::store::meta::MetaStore::open(dir.path()).unwrap();
-        let s = Source::open(&meta).unwrap();
+        let dir = tempfile::tempdir().expect("policy state");
+        let meta = crate::store::meta::MetaStore::open(dir.path()).expect("policy state");
+        let s = Source::open(&meta).expect("policy state");
         let now = 1_000 * D;
         // Longer than the defaults: at once.
         let long = "[kind]\nemail = \"10y\"\n";
-        let (_, a) = s.apply(long, now).unwrap();
+        let (_, a) = s.apply(long, now).expect("policy state");
         assert_eq!(a, Applied::InForce { changed: true });
         assert_eq!(
-            s.apply(long, now).unwrap().1,
+            s.apply(long, now).expect("policy state").1,
             Applied::InForce { changed: false }
         );
         // Shorter: waits 7 d (the old policy's delay; the new one's 0 h is
         // not taken).
         let short = "shorten_delay = \"0h\"\n[kind]\nemail = \"1y\"\n";
-        let (p, a) = s.apply(short, now).unwrap();
+        let (p, a) = s.apply(short, now).expect("policy state");
         let Applied::Pending { shortened, at_ms } = a else {
             panic!("{a:?}")
         };
@@ -249,34 +249,39 @@ mod tests {
         assert_eq!(shortened.len(), 2, "{shortened:?}");
         assert!(p.pending_since().is_some());
         // Given again a day later (a restart): same time.
-        let (_, a) = s.apply(short, now + D).unwrap();
+        let (_, a) = s.apply(short, now + D).expect("policy state");
         assert!(matches!(a, Applied::Pending { at_ms, .. } if at_ms == now + 7 * D));
-        let p = s.current(now + D).unwrap();
+        let p = s.current(now + D).expect("policy state");
         assert_eq!(p.pending_since().map(|(_, at)| at), Some(now + 7 * D));
         // The time comes: in force.
-        assert!(s.promote_due(now + 7 * D).unwrap().is_some());
-        let p = s.current(now + 7 * D).unwrap();
+        assert!(s.promote_due(now + 7 * D).expect("policy state").is_some());
+        let p = s.current(now + 7 * D).expect("policy state");
         assert!(p.pending_since().is_none());
         assert_eq!(p.rules().shorten_delay, Period::Ms(0));
         // An invalid file changes nothing.
         assert!(s.apply("[kind]\nemail = \"x\"\n", now + 8 * D).is_err());
         assert_eq!(
-            s.current(now + 8 * D).unwrap().rules().shorten_delay,
+            s.current(now + 8 * D)
+                .expect("policy state")
+                .rules()
+                .shorten_delay,
             Period::Ms(0)
         );
         // Going back to the longer one: at once.
         assert!(matches!(
-            s.apply(long, now + 8 * D).unwrap().1,
+            s.apply(long, now + 8 * D).expect("policy state").1,
             Applied::InForce { changed: true }
         ));
     }
 
     #[test]
     fn preview_says_when() {
-        let dir = tempfile::tempdir().unwrap();
-        let meta = crate::store::meta::MetaStore::open(dir.path()).unwrap();
-        let s = Source::open(&meta).unwrap();
-        let (_, shortened) = s.preview("[kind]\nfile = \"90d\"\n", 0).unwrap();
+        let dir = tempfile::tempdir().expect("policy state");
+        let meta = crate::store::meta::MetaStore::open(dir.path()).expect("policy state");
+        let s = Source::open(&meta).expect("policy state");
+        let (_, shortened) = s
+            .preview("[kind]\nfile = \"90d\"\n", 0)
+            .expect("policy state");
         assert_eq!(shortened.len(), 1);
         assert!(shortened[0].contains("kind file 7y → 90d"), "{shortened:?}");
         assert!(

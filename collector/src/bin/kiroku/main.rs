@@ -289,10 +289,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Verify(args) => verify::run(&cli.connect, args, &zone()?).await,
         Cmd::Export(args) => export::export(&cli.connect, *args, &zone()?).await,
         Cmd::VerifyBundle(args) => export::verify_bundle(&cli.connect, args),
+        Cmd::Hold(cmd) => holds::run(&cli.connect, cmd, &zone()?).await,
         Cmd::Retention { cmd } => retention::retention(&cli.connect, cmd, &zone()?).await,
         Cmd::Purge(args) => retention::purge(&cli.connect, *args, &zone()?).await,
         Cmd::Maintenance { cmd } => maintenance::run(&cli.connect, cmd, &zone()?).await,
-        Cmd::Hold(cmd) => holds::run(&cli.connect, cmd, &zone()?).await,
     }
 }
 

@@ -54,7 +54,7 @@ struct PurgeFilter {
     filter: SearchArgs,
     /// Why (required): in every tombstone and in the audit log.
     #[arg(long)]
-    reason: String,
+    reason: Option<String>,
     /// Say what would happen; change nothing.
     #[arg(long)]
     dry_run: bool,
@@ -128,9 +128,13 @@ pub async fn purge(connect: &ConnectArgs, a: PurgeArgs, zone: &Zone) -> anyhow::
         Some(PurgeSub::Undo(f)) => (true, f),
         None => (false, a.args),
     };
+    // Optional for clap (the flags are shared with `undo`), required here.
+    let Some(reason) = f.reason.filter(|r| !r.trim().is_empty()) else {
+        anyhow::bail!("--reason is required: it goes into the tombstones and the audit log");
+    };
     let req = PurgeRequest {
         filter: Some(search_request(f.filter, zone)?),
-        reason: f.reason,
+        reason,
         undo,
         dry_run: f.dry_run,
     };

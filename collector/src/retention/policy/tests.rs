@@ -197,7 +197,7 @@ fn which_rule_decides() {
 
 #[test]
 fn expiry_is_from_the_later_time_and_never_before_receipt_plus_grace() {
-    let r = Rules::parse("grace = \"1d\"\n[kind]\nemail = \"30d\"\n").unwrap();
+    let r = Rules::parse("grace = \"1d\"\n[kind]\nemail = \"30d\"\n").expect("valid");
     let at = |observed: i64, offset: Option<i64>, received: i64| {
         let mut e = mail(Outcome::Delivered, "", &[]);
         e.observed_at_ms = observed;
@@ -206,7 +206,7 @@ fn expiry_is_from_the_later_time_and_never_before_receipt_plus_grace() {
             e.clock_offset_ms = o;
             e.clock_offset_known = true;
         }
-        r.decide(&e).expires_at_ms.unwrap()
+        r.decide(&e).expires_at_ms.expect("valid")
     };
     // Corrected time later than receipt: from it.
     assert_eq!(at(NOW + 5 * D, None, NOW), NOW + 35 * D);
@@ -218,12 +218,12 @@ fn expiry_is_from_the_later_time_and_never_before_receipt_plus_grace() {
     let wrong = at(NOW - 5 * YEAR_MS, None, NOW);
     assert!(wrong >= NOW + D, "expires {wrong}, received {NOW}");
     // A zero period still waits for the grace after receipt.
-    let r0 = Rules::parse("grace = \"1d\"\n[kind]\nemail = \"0d\"\n").unwrap();
+    let r0 = Rules::parse("grace = \"1d\"\n[kind]\nemail = \"0d\"\n").expect("valid");
     let mut e = mail(Outcome::Delivered, "", &[]);
     e.observed_at_ms = NOW - 100 * D;
     assert_eq!(r0.decide(&e).expires_at_ms, Some(NOW + D));
     // Forever: no expiry.
-    let rf = Rules::parse("[kind]\nemail = \"forever\"\n").unwrap();
+    let rf = Rules::parse("[kind]\nemail = \"forever\"\n").expect("valid");
     assert_eq!(rf.decide(&e).expires_at_ms, None);
     assert!(!rf.decide(&e).expired(i64::MAX));
 }
@@ -258,12 +258,12 @@ fn bad_files_are_refused_with_the_key_at_fault() {
         let err = Rules::parse(text).expect_err(text);
         assert!(err.contains(want), "{text:?}: {err}");
     }
-    assert_eq!(Rules::parse("").unwrap(), Rules::default());
+    assert_eq!(Rules::parse("").expect("valid"), Rules::default());
 }
 
 #[test]
 fn shortenings_are_found() {
-    let base = Rules::parse(POLICY).unwrap();
+    let base = Rules::parse(POLICY).expect("valid");
     let cases: &[(&str, &[&str])] = &[
         (POLICY, &[]),
         // Longer everywhere: nothing shortened.
@@ -282,12 +282,12 @@ fn shortenings_are_found() {
         ),
     ];
     for (text, want) in cases {
-        let next = Rules::parse(text).unwrap();
+        let next = Rules::parse(text).expect("valid");
         assert_eq!(base.shortened_by(&next), *want, "{text}");
     }
     // Adding an override shorter than the defaults is a shortening.
     let d = Rules::default();
-    let added = Rules::parse("[[override]]\ngroup = \"temp\"\nperiod = \"90d\"\n").unwrap();
+    let added = Rules::parse("[[override]]\ngroup = \"temp\"\nperiod = \"90d\"\n").expect("valid");
     assert_eq!(
         d.shortened_by(&added).len(),
         1,
@@ -295,7 +295,7 @@ fn shortenings_are_found() {
         d.shortened_by(&added)
     );
     // The defaults against a file lowering a kind.
-    let lower = Rules::parse("[kind]\nemail = \"90d\"\n").unwrap();
+    let lower = Rules::parse("[kind]\nemail = \"90d\"\n").expect("valid");
     assert_eq!(d.shortened_by(&lower), vec!["kind email 7y → 90d"]);
     assert!(lower.shortened_by(&d).is_empty());
 }
@@ -303,7 +303,7 @@ fn shortenings_are_found() {
 #[test]
 fn a_shortening_waits_for_its_delay() {
     let old = Rules::default();
-    let new = Rules::parse("grace = \"2h\"\n[kind]\nemail = \"30d\"\n").unwrap();
+    let new = Rules::parse("grace = \"2h\"\n[kind]\nemail = \"30d\"\n").expect("valid");
     let effective = NOW + 7 * D;
     let p = Policy::shortening(new.clone(), old.clone(), effective);
     let mut e = mail(Outcome::Delivered, "", &[]);
@@ -321,8 +321,21 @@ fn a_shortening_waits_for_its_delay() {
     assert!(after.expired(effective));
     assert_eq!(p.grace_at(effective), 2 * HOUR_MS);
     // A rule the new policy lengthens applies at once.
-    let longer = Rules::parse("[kind]\nfile = \"20y\"\nemail = \"30d\"\n").unwrap();
+    let longer = Rules::parse("[kind]\nfile = \"20y\"\nemail = \"30d\"\n").expect("valid");
     let p = Policy::shortening(longer, old, effective);
     let f = of_kind(Kind::File(FileEvent::default()));
     assert_eq!(p.decide_at(&f, NOW).expires_at_ms, Some(NOW + 20 * YEAR_MS));
+}
+
+#[test]
+fn the_packaged_example_parses_and_keeps_the_defaults() {
+    let example = include_str!("../../../../packaging/retention.example.toml");
+    let r = Rules::parse(example).expect("packaging/retention.example.toml");
+    for (k, p) in KIND_DEFAULTS {
+        assert_eq!(r.kinds.get(*k), Some(p), "{k}");
+    }
+    assert!(
+        Rules::default().shortened_by(&r).len() == 1,
+        "only rejected mail is shortened"
+    );
 }

@@ -33,15 +33,15 @@ struct Fixture {
 }
 
 fn fixture(events: &[Event]) -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("store");
     let store = Store::open(dir.path()).expect("open");
     index_as_ingest(&store, events);
-    let marks = Marks::open(&store.meta).unwrap();
+    let marks = Marks::open(&store.meta).expect("store");
     let policy = Policy::new(
         Rules::parse(
             "grace = \"1d\"\n[kind]\nemail = \"30d\"\n[[override]]\ngroup = \"legal\"\nperiod = \"5y\"\n",
         )
-        .unwrap(),
+        .expect("store"),
     );
     Fixture {
         _dir: dir,
@@ -107,7 +107,11 @@ fn expired_events_are_marked_once_and_the_rest_left_alone() {
         "{r:?}"
     );
     assert!(r.problems.is_empty(), "{:?}", r.problems);
-    let m = f.marks.get("host-1/mail/1").unwrap().expect("marked");
+    let m = f
+        .marks
+        .get("host-1/mail/1")
+        .expect("store")
+        .expect("marked");
     assert_eq!(m.marked_at_ms, NOW);
     assert_eq!(m.purge_after_ms, NOW + D);
     assert!(m.rule.contains("kind email 30d"), "{}", m.rule);
@@ -125,8 +129,8 @@ fn expired_events_are_marked_once_and_the_rest_left_alone() {
     assert_eq!(
         f.marks
             .get("host-1/mail/1")
-            .unwrap()
-            .unwrap()
+            .expect("store")
+            .expect("store")
             .purge_after_ms,
         NOW + D,
         "the grace period is not restarted"
@@ -144,7 +148,7 @@ fn protect_mode_decides_but_changes_nothing() {
             purge_after_ms: NOW - D,
             rule: "kind email 30d".into(),
         })
-        .unwrap();
+        .expect("store");
     let r = step(
         &f.store,
         &f.policy,
@@ -159,8 +163,8 @@ fn protect_mode_decides_but_changes_nothing() {
         (2, 0, 1, 1, 0),
         "{r:?}"
     );
-    assert!(f.marks.get("host-1/mail/1").unwrap().is_none());
-    assert!(f.marks.get("host-1/mail/2").unwrap().is_some());
+    assert!(f.marks.get("host-1/mail/1").expect("store").is_none());
+    assert!(f.marks.get("host-1/mail/2").expect("store").is_some());
     assert_eq!(f.store.index.count(), 2, "nothing purged");
 }
 
@@ -187,7 +191,7 @@ fn a_hold_during_the_grace_period_saves_the_event() {
         (1, 1, 0, 0),
         "{r:?}"
     );
-    assert!(f.marks.get("host-1/mail/1").unwrap().is_none());
+    assert!(f.marks.get("host-1/mail/1").expect("store").is_none());
     assert_eq!(f.store.index.count(), 1);
     // Held and expired but never marked: counted, not marked.
     let r = step(
@@ -210,7 +214,7 @@ fn a_longer_policy_unmarks_and_undo_exempts() {
     step(&f.store, &f.policy, &f.marks, &none, &events, NOW, false);
     assert_eq!(f.marks.count(), 2);
     // The admin lengthens the policy: the marks go.
-    let longer = Policy::new(Rules::parse("[kind]\nemail = \"1y\"\n").unwrap());
+    let longer = Policy::new(Rules::parse("[kind]\nemail = \"1y\"\n").expect("store"));
     let r = step(
         &f.store,
         &longer,
@@ -223,7 +227,9 @@ fn a_longer_policy_unmarks_and_undo_exempts() {
     assert_eq!((r.unmarked, r.expired), (2, 0), "{r:?}");
     assert_eq!(f.marks.count(), 0);
     // Undo of event 2 (as `kiroku purge undo` does): exempt for a while.
-    f.marks.exempt("host-1/mail/2", NOW + 30 * D).unwrap();
+    f.marks
+        .exempt("host-1/mail/2", NOW + 30 * D)
+        .expect("store");
     let r = step(
         &f.store,
         &f.policy,
@@ -234,7 +240,7 @@ fn a_longer_policy_unmarks_and_undo_exempts() {
         false,
     );
     assert_eq!((r.marked, r.exempt), (1, 1), "{r:?}");
-    assert!(f.marks.get("host-1/mail/2").unwrap().is_none());
+    assert!(f.marks.get("host-1/mail/2").expect("store").is_none());
 }
 
 #[test]
@@ -250,7 +256,7 @@ fn due_events_whose_index_copy_is_no_longer_expired_are_kept() {
         Rules::parse(
             "[kind]\nemail = \"30d\"\n[[override]]\ntag = \"alert:*\"\nperiod = \"10y\"\n",
         )
-        .unwrap(),
+        .expect("store"),
     );
     let none = HeldSet::default();
     let events = vec![journalled];
@@ -302,11 +308,11 @@ fn due_events_are_purged_after_the_grace_period_and_the_rest_stay() {
     assert!(r.deferred.is_empty(), "{:?}", r.deferred);
     assert_eq!((r.due, r.purged), (1, 1), "{r:?}");
     assert!(r.bytes_freed > 0, "{r:?}");
-    assert!(f.store.index.get("host-1/mail/1").unwrap().is_none());
-    assert!(f.store.index.get("host-1/mail/2").unwrap().is_some());
-    assert!(f.store.index.get("host-1/mail/3").unwrap().is_some());
+    assert!(f.store.index.get("host-1/mail/1").expect("store").is_none());
+    assert!(f.store.index.get("host-1/mail/2").expect("store").is_some());
+    assert!(f.store.index.get("host-1/mail/3").expect("store").is_some());
     assert!(
-        f.marks.get("host-1/mail/1").unwrap().is_none(),
+        f.marks.get("host-1/mail/1").expect("store").is_none(),
         "mark forgotten"
     );
     assert_eq!(f.marks.count(), 0, "3 was unmarked by its hold");
