@@ -78,6 +78,20 @@ pub const RETENTION_BY: &str = "retention policy";
 /// long is never removed: the event naming it may not be shipped yet.
 pub const BLOB_GRACE_MS: i64 = 24 * 3600 * 1000;
 
+/// The events a purge has tombstoned whose journal records are not stubs
+/// yet (meta tree `purge_pending`): whoever rebuilds the index from the
+/// journal (`repair`) leaves them out.
+pub fn pending_event_ids(
+    meta: &crate::store::meta::MetaStore,
+) -> anyhow::Result<std::collections::HashSet<String>> {
+    Ok(state::State::open(meta)?
+        .all()?
+        .into_iter()
+        .filter(|p| p.tombstone.is_some())
+        .map(|p| p.event_id)
+        .collect())
+}
+
 /// The part of an admin audit entry's detail naming the tombstones it
 /// covers (`verify` finds a tombstone's entry by it).
 pub fn tombstone_range(detail: &str) -> Option<(u64, u64)> {
