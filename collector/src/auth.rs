@@ -32,6 +32,19 @@ pub fn peer_identity<T>(req: &Request<T>) -> Result<PeerIdentity, Status> {
     })
 }
 
+/// The agent group the caller's certificate carries (`kiroku://group/<g>`),
+/// empty when it carries none.
+pub fn peer_group<T>(req: &Request<T>) -> Result<String, Status> {
+    let Some(leaf) = req.peer_certs().and_then(|c| c.first().cloned()) else {
+        return Ok(String::new());
+    };
+    kiroku_common::pki::group_from_der(leaf.as_ref())
+        .map(Option::unwrap_or_default)
+        .map_err(|e| {
+            Status::unauthenticated(format!("client certificate carries an invalid group: {e}"))
+        })
+}
+
 /// An interceptor admitting only `allowed` roles to `service`.
 pub fn require(
     service: &'static str,

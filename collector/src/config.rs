@@ -63,6 +63,25 @@ pub struct CollectorConfig {
     /// Absent: every 10 minutes, unsigned (said loudly at start).
     #[serde(default)]
     pub checkpoint: crate::integrity::checkpoint::CheckpointConfig,
+    /// How long events are kept: `[retention] policy = "retention.toml"`
+    /// (see `crate::retention::RetentionConfig`). Absent: the built-in
+    /// defaults (every kind kept for years).
+    #[serde(default)]
+    pub retention: crate::retention::RetentionConfig,
+    /// The daily maintenance window (`start`, `end`, `time_zone`): see
+    /// `crate::maintenance::MaintenanceConfig`. Absent: 03:00–06:00 in
+    /// the host's zone.
+    #[serde(default)]
+    pub maintenance: crate::maintenance::MaintenanceConfig,
+    /// The agents' issuing CA the collector holds (`kiroku certs
+    /// agents-ca`): see `crate::agents::AgentsCaConfig`. With it, agents'
+    /// certificates from that CA are accepted (role agent only) and
+    /// `kiroku agents retire` revokes through its revocation list.
+    #[serde(default)]
+    pub agents_ca: Option<crate::agents::AgentsCaConfig>,
+    /// Silent agents: see `crate::agents::AgentsConfig`.
+    #[serde(default)]
+    pub agents: crate::agents::AgentsConfig,
 }
 
 pub const DEFAULT_CLOCK_THRESHOLD_MS: i64 = 2000;
@@ -92,8 +111,15 @@ impl CollectorConfig {
         if let Some(a) = &mut cfg.alerts {
             a.resolve(path);
         }
+        cfg.retention.resolve(path);
         cfg.internal()
             .map_err(|m| anyhow::anyhow!("{}: field `internal_domains`: {m}", path.display()))?;
+        if let Some(a) = &mut cfg.agents_ca {
+            a.resolve(path);
+        }
+        cfg.agents
+            .check()
+            .map_err(|m| anyhow::anyhow!("{}: {m}", path.display()))?;
         cfg.checkpoint
             .resolve(path)
             .map_err(|m| anyhow::anyhow!("{}: [checkpoint] {m}", path.display()))?;

@@ -117,7 +117,12 @@ fn held_raw(e: &Event) -> Option<&str> {
 /// agents with the same raw message each upload it once (stored once).
 /// Blocking (file system, sled).
 fn held_for(store: &Store, uploader: &str, sha: &str) -> bool {
-    store.blobs.has(sha) && store.meta.uploaded_by(uploader, sha).unwrap_or(false)
+    let held = store.blobs.has(sha) && store.meta.uploaded_by(uploader, sha).unwrap_or(false);
+    // The agent goes on as if it were: a purge must spare it a while.
+    if held && let Err(e) = store.meta.claim_blob(sha, crate::clock::now_ms()) {
+        tracing::warn!(sha256 = %sha, error = %e, "cannot note a blob's claim");
+    }
+    held
 }
 
 /// Cuts a batch just before its first event whose raw message the
@@ -312,6 +317,9 @@ fn admit(e: &mut Event, id: &PeerIdentity, stream_id: &str, now: i64) -> Result<
     e.agent_id = id.name.clone();
     e.event_id = format!("{}/{}/{}", id.name, stream_id, e.seq);
     e.received_at_ms = now;
+    // The group is the certificate's ([`admit_incoming`] sets it), never
+    // the agent's own say.
+    e.agent_group.clear();
     confine_tags(e, id);
     Ok(())
 }
@@ -360,6 +368,7 @@ pub fn admit_batch(
 fn admit_incoming(
     batch: Batch,
     id: &PeerIdentity,
+    group: &str,
     stream_id: &str,
     session_offset_ms: Option<i64>,
     threshold_ms: i64,
@@ -403,6 +412,9 @@ fn admit_incoming(
         threshold_ms,
         now_ms,
     )?;
+    for e in &mut events {
+        group.clone_into(&mut e.agent_group);
+    }
     Ok(events
         .into_iter()
         .zip(raw)
@@ -430,6 +442,13 @@ impl Ingest for IngestService {
             .peer_certs()
             .and_then(|c| c.first().map(|c| kiroku_common::sha256_hex(c.as_ref())))
             .unwrap_or_default();
+        // The agent's group, from its certificate: set on every event it
+        // ships (over whatever the agent put there) and on its host record.
+        let group = auth::peer_group(&req)?;
+        let cert_der = req
+            .peer_certs()
+            .and_then(|c| c.first().map(|c| c.as_ref().to_vec()))
+            .unwrap_or_default();
         let mut inbound = req.into_inner();
         let hello = match inbound.message().await? {
             Some(ShipRequest {
@@ -456,11 +475,14 @@ impl Ingest for IngestService {
         let store = self.store.clone();
         let stored_seq = {
             let (store, id, hello) = (store.clone(), id.clone(), hello.clone());
+            let group = group.clone();
             tokio::task::spawn_blocking(move || -> Result<u64, Status> {
+                crate::agents::on_connect(&store, &id, &cert_der)?;
                 audit_identity(&store, &id, &hello, &cert_sha)?;
                 update_host(&store, &id.name, |info| {
                     info.host = hello.host.clone();
                     info.last_seen_ms = kiroku_common::now_ms();
+                    info.agent_group = group;
                 })?;
                 store
                     .meta
@@ -596,6 +618,7 @@ impl Ingest for IngestService {
                 let events = match admit_incoming(
                     batch,
                     &id,
+                    &group,
                     &stream_id,
                     clock.offset_ms,
                     threshold,
@@ -743,7 +766,10 @@ impl Ingest for IngestService {
             let stored = store.blobs.put(&sha2, &data).map(|_| before);
             drop(reservation);
             if stored.is_ok()
-                && let Err(e) = store.meta.note_uploader(&uploader, &sha2)
+                && let Err(e) = store
+                    .meta
+                    .claim_blob(&sha2, crate::clock::now_ms())
+                    .and_then(|()| store.meta.note_uploader(&uploader, &sha2))
             {
                 tracing::error!(identity = %uploader, error = %e, "cannot note the blob's uploader; it will be asked for again");
             }

@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
-use kiroku_common::tls::TlsFiles;
+use kiroku_common::tls::{AgentsCaFiles, TlsFiles};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -57,6 +57,8 @@ type Verifier = Arc<dyn rustls::server::danger::ClientCertVerifier>;
 pub struct TlsSource {
     files: TlsFiles,
     crl: Option<PathBuf>,
+    /// The agents' issuing CA and its revocation list, when configured.
+    agents: Option<AgentsCaFiles>,
     current: RwLock<(Arc<rustls::ServerConfig>, Verifier)>,
     stamp: RwLock<Vec<Option<SystemTime>>>,
     /// The revocation list's `nextUpdate` (ms), and when an expired list
@@ -78,7 +80,17 @@ pub type AuditHook = Box<dyn Fn(&str, &str) + Send + Sync>;
 impl TlsSource {
     /// Builds the first configuration; an error here stops the collector.
     pub fn new(files: TlsFiles, crl: Option<PathBuf>) -> anyhow::Result<Arc<TlsSource>> {
-        let verifier = files.client_verifier(crl.as_deref())?;
+        Self::with_agents(files, crl, None)
+    }
+
+    /// [`TlsSource::new`] with the agents' issuing CA and its revocation
+    /// list (`[agents_ca]`), watched like the other files.
+    pub fn with_agents(
+        files: TlsFiles,
+        crl: Option<PathBuf>,
+        agents: Option<AgentsCaFiles>,
+    ) -> anyhow::Result<Arc<TlsSource>> {
+        let verifier = files.client_verifier_with(crl.as_deref(), agents.as_ref())?;
         let cfg = files.server_rustls(verifier.clone())?;
         let src = TlsSource {
             stamp: RwLock::new(Vec::new()),
@@ -89,6 +101,7 @@ impl TlsSource {
             digests: Mutex::new(Vec::new()),
             files,
             crl,
+            agents,
         };
         if let Ok(mut d) = src.digests.lock() {
             *d = src.digests();
@@ -101,26 +114,37 @@ impl TlsSource {
         Ok(Arc::new(src))
     }
 
-    fn stamps(&self) -> Vec<Option<SystemTime>> {
-        let mut paths = vec![&self.files.ca, &self.files.cert, &self.files.key];
+    /// The files the configuration is built from, each with what it is:
+    /// `ca`, `cert`, `key`, then `crl` and `agents_ca`, `agents_crl` when
+    /// configured.
+    fn paths(&self) -> Vec<(&'static str, &std::path::Path)> {
+        let mut paths = vec![
+            ("ca", self.files.ca.as_path()),
+            ("cert", self.files.cert.as_path()),
+            ("key", self.files.key.as_path()),
+        ];
         if let Some(c) = &self.crl {
-            paths.push(c);
+            paths.push(("crl", c));
+        }
+        if let Some(a) = &self.agents {
+            paths.push(("agents_ca", &a.cert));
+            paths.push(("agents_crl", &a.crl));
         }
         paths
+    }
+
+    fn stamps(&self) -> Vec<Option<SystemTime>> {
+        self.paths()
             .into_iter()
-            .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+            .map(|(_, p)| std::fs::metadata(p).and_then(|m| m.modified()).ok())
             .collect()
     }
 
-    /// The files' paths and hashes: CA, certificate, key, then the CRL.
+    /// The files' paths and hashes, in the order of [`TlsSource::paths`].
     fn digests(&self) -> Vec<String> {
-        let mut paths = vec![&self.files.ca, &self.files.cert, &self.files.key];
-        if let Some(c) = &self.crl {
-            paths.push(c);
-        }
-        paths
+        self.paths()
             .into_iter()
-            .map(|p| crate::store::audit::file_digest(p))
+            .map(|(_, p)| crate::store::audit::file_digest(p))
             .collect()
     }
 
@@ -150,12 +174,22 @@ impl TlsSource {
             .filter(|(i, d)| before.get(*i) != Some(*d))
             .map(|(_, d)| d)
             .collect();
-        let crl_changed = self.crl.is_some() && before.get(3) != now.get(3);
-        let tls_changed = changed.len() > usize::from(crl_changed);
-        if crl_changed {
+        let kinds: Vec<&str> = self.paths().into_iter().map(|(k, _)| k).collect();
+        let is_list = |i: usize| matches!(kinds.get(i), Some(&"crl" | &"agents_crl"));
+        let lists: Vec<usize> = (0..now.len())
+            .filter(|&i| is_list(i) && before.get(i) != now.get(i))
+            .collect();
+        let crl_changed = !lists.is_empty();
+        let tls_changed = changed.len() > lists.len();
+        for i in lists {
+            let which = if kinds[i] == "agents_crl" {
+                "agents' revocation list"
+            } else {
+                "revocation list"
+            };
             hook(
                 crate::store::audit::admin_call::CRL_RELOAD,
-                &format!("revocation list {}: {outcome} ({why})", now[3]),
+                &format!("{which} {}: {outcome} ({why})", now[i]),
             );
         }
         if tls_changed || !crl_changed {
@@ -200,7 +234,7 @@ impl TlsSource {
         }
         let built = self
             .files
-            .client_verifier(self.crl.as_deref())
+            .client_verifier_with(self.crl.as_deref(), self.agents.as_ref())
             .and_then(|v| Ok((Arc::new(self.files.server_rustls(v.clone())?), v)));
         match built {
             Ok(new) => {

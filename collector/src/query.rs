@@ -427,10 +427,20 @@ impl Query for QueryService {
         req: Request<ListHostsRequest>,
     ) -> Result<Response<ListHostsResponse>, Status> {
         let who = auth::caller(&req)?;
-        self.audit(&who, "ListHosts", String::new(), 0).await?;
-        let hosts = self
+        let stale_ms = req.get_ref().stale_ms;
+        let filter = if stale_ms > 0 {
+            format!("stale_ms: {stale_ms}")
+        } else {
+            String::new()
+        };
+        self.audit(&who, "ListHosts", filter, 0).await?;
+        let mut hosts = self
             .blocking(|s| s.meta.hosts().map_err(|e| Status::internal(e.to_string())))
             .await?;
+        // Silent agents only (`kiroku hosts --stale 30d`).
+        if stale_ms > 0 {
+            hosts = crate::agents::stale_among(hosts, crate::clock::now_ms(), stale_ms);
+        }
         let (revocation_list, revocation_list_expired) = (self.tls_status)();
         Ok(Response::new(ListHostsResponse {
             hosts,

@@ -35,6 +35,10 @@ async fn audit_start(
     if let Some(crl) = &cfg.crl {
         files.push(format!("crl {}", file_digest(crl)));
     }
+    if let Some(a) = &cfg.agents_ca {
+        files.push(format!("agents_ca {}", file_digest(&a.cert)));
+        files.push(format!("agents_crl {}", file_digest(&a.crl)));
+    }
     if let Some(a) = &cfg.alerts {
         files.push(format!("rules {}", file_digest(&a.rules)));
     }
@@ -70,7 +74,14 @@ pub async fn serve(
     cfg: CollectorConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let tls = crate::listener::TlsSource::new(cfg.tls.clone(), cfg.crl.clone())?;
+    // The agents' issuing CA first: it writes its revocation list when
+    // there is none yet, which the TLS configuration then reads.
+    let agents_ca = crate::agents::open_ca(&cfg)?;
+    let tls = crate::listener::TlsSource::with_agents(
+        cfg.tls.clone(),
+        cfg.crl.clone(),
+        cfg.agents_ca.as_ref().map(|a| a.files()),
+    )?;
     let own = cfg
         .tls
         .own_identity()
@@ -169,14 +180,33 @@ pub async fn serve(
     .accept_compressed(CompressionEncoding::Zstd)
     .send_compressed(CompressionEncoding::Zstd)
     .max_decoding_message_size(MAX_MESSAGE);
-    let retention = crate::retention::Retention::new(Default::default());
+    let retention = {
+        let (s, c) = (store.clone(), cfg.retention.clone());
+        tokio::task::spawn_blocking(move || crate::retention::Retention::open(&s, &c)).await??
+    };
+    let retention_watcher = tokio::spawn(retention.clone().watch(
+        std::time::Duration::from_secs(cfg.retention.reload_secs),
+        stop_watch.subscribe(),
+        store.clone(),
+    ));
     let holds = Arc::new(crate::holds::Holds::open(&store.meta)?);
-    let admin = AdminServer::new(crate::admin::AdminService::new(
+    let maintenance = crate::maintenance::Maintenance::open(
         store.clone(),
         alerting.clone(),
         retention.clone(),
         holds.clone(),
-    ))
+        &cfg.maintenance,
+    )?;
+    let admin = AdminServer::new(
+        crate::admin::AdminService::new(
+            store.clone(),
+            alerting.clone(),
+            retention.clone(),
+            holds.clone(),
+        )
+        .with_maintenance(maintenance.clone())
+        .with_agents_ca(agents_ca),
+    )
     .accept_compressed(CompressionEncoding::Zstd)
     .send_compressed(CompressionEncoding::Zstd)
     .max_decoding_message_size(MAX_MESSAGE);
@@ -209,6 +239,7 @@ pub async fn serve(
         "kiroku-collector {} serving (mTLS)", kiroku_common::VERSION
     );
     tls.spawn_reloader();
+    let maintenance_scheduler = maintenance.spawn();
     let live = tls.live.clone();
     let shutdown = async move {
         shutdown.await;
@@ -246,6 +277,9 @@ pub async fn serve(
         .serve_with_incoming_shutdown(crate::listener::incoming(listener, tls.clone()), shutdown)
         .await?;
     tracing::info!("kiroku-collector stopping");
+    // A maintenance run stops after its batch and resumes next window.
+    maintenance.shutdown().await;
+    let _ = maintenance_scheduler.await;
     // The workers finish the batch in hand; what is left stays queued.
     tokio::task::spawn_blocking(move || analysis.stop()).await?;
     drop(store);
@@ -253,12 +287,14 @@ pub async fn serve(
     let _ = tokio::task::spawn_blocking(move || committer_thread.join()).await;
     // Nothing appends any more: a last checkpoint covers what is new.
     checkpoints.shutdown().await;
+    maintenance.mark_clean();
     // Notifiers get a moment to deliver what is queued once nothing can
     // add to their queues any more.
     let _ = stop_watch.send(true);
     if let Some(w) = rules_watcher {
         let _ = w.await;
     }
+    let _ = retention_watcher.await;
     drop(alerting);
     for t in notifier_tasks {
         let abort = t.abort_handle();

@@ -3,6 +3,8 @@
 //! caller's identity from the verified client certificate with
 //! [`identity_from_der`]; nothing in a payload is trusted for it.
 
+pub mod crl;
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -14,6 +16,12 @@ use rcgen::{
 
 /// URI scheme of the identity SAN.
 pub const SAN_SCHEME: &str = "kiroku://";
+
+/// Prefix of the second URI SAN an agent certificate may carry: the agent's
+/// group (`kiroku://group/<group>`), which the collector stamps on every
+/// event of the agent (retention overrides by group). It is in the
+/// certificate so that an agent cannot move itself to another group.
+pub const GROUP_URI_PREFIX: &str = "kiroku://group/";
 
 /// id-kp-documentSigning (RFC 9336, 1.3.6.1.5.5.7.3.36): the only extended
 /// key usage of a signer certificate. Standard tools name it, and rustls
@@ -37,6 +45,10 @@ pub enum PkiError {
     BadName(String),
     #[error("unknown role {0:?}: expected agent, investigator, admin, collector or signer")]
     BadRole(String),
+    #[error("invalid group {0:?}: use 1 to 64 characters from letters, digits, '.', '-' and '_'")]
+    BadGroup(String),
+    #[error("a group is for agent certificates only, not for role {0}")]
+    GroupNotAgent(Role),
 }
 
 /// What a certificate's holder may do.
@@ -158,7 +170,11 @@ impl PkiDir {
         dn.push(DnType::CommonName, common_name);
         dn.push(DnType::OrganizationName, "Kiroku");
         params.distinguished_name = dn;
-        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        // Path length 1: the root signs the agents' issuing CA, which
+        // signs only end entities. (Roots made before issue 19 say 0;
+        // webpki, which checks every client chain, does not apply a trust
+        // anchor's own constraints, so their agents CA works too.)
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
         params.key_usages = vec![
             KeyUsagePurpose::KeyCertSign,
             KeyUsagePurpose::CrlSign,
@@ -171,9 +187,11 @@ impl PkiDir {
         Ok(())
     }
 
-    /// Issues a key and certificate for `role`/`name`, signed by the CA.
-    /// `extra_sans` are DNS names or IP addresses the holder serves under
-    /// (used for the collector's server certificate).
+    /// Issues a key and certificate for `role`/`name`, signed by the CA
+    /// (an agent's by the agents' issuing CA when this directory has one:
+    /// see [`PkiDir::issue_with`]). `extra_sans` are DNS names or IP
+    /// addresses the holder serves under (used for the collector's server
+    /// certificate).
     pub fn issue(
         &self,
         role: Role,
@@ -181,15 +199,45 @@ impl PkiDir {
         extra_sans: &[String],
         days: u32,
     ) -> Result<(PathBuf, PathBuf), PkiError> {
+        self.issue_with(role, name, extra_sans, days, None)
+    }
+
+    /// [`PkiDir::issue`] with an agent's group, carried as a second URI SAN
+    /// `kiroku://group/<group>` (agents only). An agent certificate is
+    /// signed by the agents' issuing CA (`agents-ca.pem`/`agents-ca.key`,
+    /// made by [`PkiDir::init_agents_ca`]) when the directory holds one,
+    /// and its file then holds the chain (the agent's certificate, then the
+    /// agents CA's), which the agent presents; otherwise, and for every
+    /// other role, by the root CA.
+    pub fn issue_with(
+        &self,
+        role: Role,
+        name: &str,
+        extra_sans: &[String],
+        days: u32,
+        group: Option<&str>,
+    ) -> Result<(PathBuf, PathBuf), PkiError> {
         validate_name(name)?;
+        if let Some(g) = group {
+            if role != Role::Agent {
+                return Err(PkiError::GroupNotAgent(role));
+            }
+            validate_group(g)?;
+        }
         let (cert_path, key_path) = (self.cert(role, name), self.key(role, name));
         for p in [&cert_path, &key_path] {
             if p.exists() {
                 return Err(PkiError::Exists { path: p.clone() });
             }
         }
-        let ca_key_pem = read_string(&self.ca_key())?;
-        let ca_cert_pem = read_string(&self.ca_cert())?;
+        let by_agents_ca = role == Role::Agent && self.has_agents_ca();
+        let (ca_cert, ca_key) = if by_agents_ca {
+            (self.agents_ca_cert(), self.agents_ca_key())
+        } else {
+            (self.ca_cert(), self.ca_key())
+        };
+        let ca_key_pem = read_string(&ca_key)?;
+        let ca_cert_pem = read_string(&ca_cert)?;
         let ca_key = KeyPair::from_pem(&ca_key_pem)?;
         let issuer = Issuer::from_ca_cert_pem(&ca_cert_pem, ca_key)?;
 
@@ -199,10 +247,14 @@ impl PkiDir {
         }
         sans.extend(extra_sans.iter().cloned());
         let mut params = CertificateParams::new(sans)?;
+        // The identity first: collectors before issue 19 take the first
+        // `kiroku://` URI as the identity.
         let uri = format!("{SAN_SCHEME}{role}/{name}");
-        params
-            .subject_alt_names
-            .push(SanType::URI(uri.clone().try_into()?));
+        params.subject_alt_names.push(SanType::URI(uri.try_into()?));
+        if let Some(g) = group {
+            let uri = format!("{GROUP_URI_PREFIX}{g}");
+            params.subject_alt_names.push(SanType::URI(uri.try_into()?));
+        }
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, name);
         dn.push(DnType::OrganizationalUnitName, role.as_str());
@@ -236,6 +288,73 @@ impl PkiDir {
         set_validity(&mut params, days);
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &issuer)?;
+        let mut pem = cert.pem();
+        if by_agents_ca {
+            // The chain the agent presents: its certificate, then the CA
+            // that signed it (the collector trusts only the root).
+            if !pem.ends_with('\n') {
+                pem.push('\n');
+            }
+            pem.push_str(&ca_cert_pem);
+        }
+        write_private(&key_path, key.serialize_pem().as_bytes())?;
+        write_file(&cert_path, pem.as_bytes())?;
+        Ok((cert_path, key_path))
+    }
+}
+
+/// The agents' issuing CA (DESIGN.md, "Certificate custody"): an
+/// intermediate CA the root signs, whose key the collector holds online to
+/// sign agents' certificates and the agents' revocation list. The root
+/// stays offline.
+impl PkiDir {
+    pub fn agents_ca_cert(&self) -> PathBuf {
+        self.dir.join("agents-ca.pem")
+    }
+    pub fn agents_ca_key(&self) -> PathBuf {
+        self.dir.join("agents-ca.key")
+    }
+    /// The agents' revocation list as the collector writes it (the
+    /// collector's `[agents_ca] crl`; quickstart puts it here).
+    pub fn agents_crl(&self) -> PathBuf {
+        self.dir.join("agents-crl.pem")
+    }
+
+    /// Whether this directory holds an agents' issuing CA (certificate and
+    /// key).
+    pub fn has_agents_ca(&self) -> bool {
+        self.agents_ca_cert().exists() && self.agents_ca_key().exists()
+    }
+
+    /// Creates the agents' issuing CA, signed by the root (which must be in
+    /// this directory): a CA certificate that may sign only end-entity
+    /// certificates (path length 0) and revocation lists (keyCertSign,
+    /// cRLSign), valid for `days`. Refuses to overwrite an existing one.
+    pub fn init_agents_ca(
+        &self,
+        common_name: &str,
+        days: u32,
+    ) -> Result<(PathBuf, PathBuf), PkiError> {
+        let (cert_path, key_path) = (self.agents_ca_cert(), self.agents_ca_key());
+        for p in [&cert_path, &key_path] {
+            if p.exists() {
+                return Err(PkiError::Exists { path: p.clone() });
+            }
+        }
+        let root_key = KeyPair::from_pem(&read_string(&self.ca_key())?)?;
+        let issuer = Issuer::from_ca_cert_pem(&read_string(&self.ca_cert())?, root_key)?;
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, common_name);
+        dn.push(DnType::OrganizationalUnitName, "agents-ca");
+        dn.push(DnType::OrganizationName, "Kiroku");
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params.use_authority_key_identifier_extension = true;
+        set_validity(&mut params, days);
+        let cert = params.signed_by(&key, &issuer)?;
         write_private(&key_path, key.serialize_pem().as_bytes())?;
         write_file(&cert_path, cert.pem().as_bytes())?;
         Ok((cert_path, key_path))
@@ -251,11 +370,15 @@ impl PkiDir {
         self.dir.join("revoked.txt")
     }
 
-    /// Revokes the certificate in `cert_pem` (one issued by this CA): adds
-    /// its serial number to `revoked.txt` and writes a new `crl.pem`,
-    /// signed by the CA, valid for `days`. Revoking twice is harmless.
-    /// Returns the CRL's path and the revoked identity.
-    pub fn revoke(&self, cert_pem: &Path, days: u32) -> Result<(PathBuf, PeerIdentity), PkiError> {
+    /// Revokes the certificate in `cert_pem` (one issued by this CA: a
+    /// person's, the collector's, an agent's from before the agents CA, or
+    /// the agents' issuing CA itself): adds its serial number to
+    /// `revoked.txt` and writes a new `crl.pem`, signed by the CA, valid
+    /// for `days`. Revoking twice is harmless. An agent certificate from
+    /// the agents' issuing CA is refused: the collector revokes those
+    /// (`kiroku agents retire`). Returns the CRL's path and what was
+    /// revoked (the identity, or the CA's name).
+    pub fn revoke(&self, cert_pem: &Path, days: u32) -> Result<(PathBuf, String), PkiError> {
         let pem = std::fs::read(cert_pem).map_err(|source| PkiError::Io {
             path: cert_pem.to_owned(),
             source,
@@ -267,7 +390,29 @@ impl PkiDir {
         let (_, pem) = x509_parser::pem::parse_x509_pem(&pem).map_err(|e| bad(e.to_string()))?;
         let (_, cert) =
             x509_parser::parse_x509_certificate(&pem.contents).map_err(|e| bad(e.to_string()))?;
-        let identity = identity_from_der(&pem.contents)?;
+        let root_pem = std::fs::read(self.ca_cert()).map_err(|source| PkiError::Io {
+            path: self.ca_cert(),
+            source,
+        })?;
+        let (_, root_pem) =
+            x509_parser::pem::parse_x509_pem(&root_pem).map_err(|e| bad(e.to_string()))?;
+        let (_, root) = x509_parser::parse_x509_certificate(&root_pem.contents)
+            .map_err(|e| bad(e.to_string()))?;
+        if cert.issuer() != root.subject() {
+            let identity = identity_from_der(&pem.contents)
+                .map(|i| i.to_string())
+                .unwrap_or_else(|_| "it".into());
+            return Err(bad(format!(
+                "{identity} was issued by {}, not by this CA ({}); an agent certificate from the agents' issuing CA is revoked by the collector: `kiroku agents retire NAME --reason ...`",
+                cert.issuer(),
+                root.subject()
+            )));
+        }
+        let identity = match identity_from_der(&pem.contents) {
+            Ok(id) => id.to_string(),
+            Err(_) if cert.is_ca() => format!("the CA {}", cert.subject()),
+            Err(e) => return Err(e),
+        };
         let serial = hex::encode(cert.raw_serial());
         let list = self.revoked_list();
         let mut serials = self.revoked_serials()?;
@@ -388,7 +533,9 @@ pub fn identity_from_der(der: &[u8]) -> Result<PeerIdentity, PkiError> {
         .into_iter()
         .flat_map(|ext| ext.value.general_names.iter())
         .find_map(|gn| match gn {
-            x509_parser::extensions::GeneralName::URI(u) if u.starts_with(SAN_SCHEME) => {
+            x509_parser::extensions::GeneralName::URI(u)
+                if u.starts_with(SAN_SCHEME) && !u.starts_with(GROUP_URI_PREFIX) =>
+            {
                 Some(u.to_string())
             }
             _ => None,
@@ -414,6 +561,44 @@ pub fn parse_identity_uri(uri: &str) -> Result<PeerIdentity, PkiError> {
         role: role.parse()?,
         name: name.to_owned(),
     })
+}
+
+/// Groups are names like agent names.
+pub fn validate_group(group: &str) -> Result<(), PkiError> {
+    validate_name(group).map_err(|_| PkiError::BadGroup(group.to_owned()))
+}
+
+/// The agent group a DER certificate carries (`kiroku://group/<group>`),
+/// if any. Like [`identity_from_der`], for a certificate already verified.
+pub fn group_from_der(der: &[u8]) -> Result<Option<String>, PkiError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| PkiError::BadCert {
+        what: "(DER)".into(),
+        message: e.to_string(),
+    })?;
+    let sans = cert
+        .subject_alternative_name()
+        .map_err(|e| PkiError::BadCert {
+            what: "subjectAltName".into(),
+            message: e.to_string(),
+        })?;
+    let mut groups = sans
+        .into_iter()
+        .flat_map(|ext| ext.value.general_names.iter())
+        .filter_map(|gn| match gn {
+            x509_parser::extensions::GeneralName::URI(u) => u.strip_prefix(GROUP_URI_PREFIX),
+            _ => None,
+        });
+    let Some(group) = groups.next() else {
+        return Ok(None);
+    };
+    if groups.next().is_some() {
+        return Err(PkiError::BadCert {
+            what: "subjectAltName".into(),
+            message: format!("more than one {GROUP_URI_PREFIX}<group> URI"),
+        });
+    }
+    validate_group(group)?;
+    Ok(Some(group.to_owned()))
 }
 
 /// Reads the identity out of a PEM certificate file.
@@ -489,6 +674,91 @@ mod tests {
         );
         assert_eq!("signer".parse::<Role>().expect("parse"), Role::Signer);
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn group_is_carried_beside_the_identity() {
+        let dir = tempfile_dir();
+        let pki = PkiDir::new(&dir);
+        pki.init_ca("test CA").expect("init");
+        let (cert, _) = pki
+            .issue_with(Role::Agent, "a1", &[], 30, Some("sales"))
+            .expect("issue");
+        let der = first_der(&cert);
+        assert_eq!(
+            identity_from_der(&der).expect("id"),
+            PeerIdentity {
+                role: Role::Agent,
+                name: "a1".into()
+            }
+        );
+        assert_eq!(group_from_der(&der).expect("group"), Some("sales".into()));
+        let (plain, _) = pki.issue(Role::Agent, "a2", &[], 30).expect("issue");
+        assert_eq!(group_from_der(&first_der(&plain)).expect("group"), None);
+        for bad in ["../x", "", "a b", ".hidden"] {
+            assert!(
+                matches!(
+                    pki.issue_with(Role::Agent, "a3", &[], 30, Some(bad)),
+                    Err(PkiError::BadGroup(_))
+                ),
+                "{bad:?}"
+            );
+        }
+        assert!(matches!(
+            pki.issue_with(Role::Admin, "root", &[], 30, Some("sales")),
+            Err(PkiError::GroupNotAgent(Role::Admin))
+        ));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn agents_ca_signs_agents_only_and_the_file_holds_the_chain() {
+        let dir = tempfile_dir();
+        let pki = PkiDir::new(&dir);
+        pki.init_ca("test CA").expect("init");
+        assert!(!pki.has_agents_ca());
+        pki.init_agents_ca("agents CA", 365).expect("agents ca");
+        assert!(pki.has_agents_ca());
+        assert!(matches!(
+            pki.init_agents_ca("again", 365),
+            Err(PkiError::Exists { .. })
+        ));
+        let ca = x509_parser::pem::Pem::iter_from_buffer(
+            &std::fs::read(pki.agents_ca_cert()).expect("read"),
+        )
+        .next()
+        .expect("one")
+        .expect("pem");
+        let (_, ca) = x509_parser::parse_x509_certificate(&ca.contents).expect("der");
+        let bc = ca.basic_constraints().expect("bc").expect("present").value;
+        assert!(bc.ca);
+        assert_eq!(bc.path_len_constraint, Some(0));
+        let ku = ca.key_usage().expect("ku").expect("present").value;
+        assert!(ku.key_cert_sign() && ku.crl_sign() && !ku.digital_signature());
+
+        let (agent, _) = pki
+            .issue_with(Role::Agent, "a1", &[], 30, Some("ops"))
+            .expect("agent");
+        let chain = all_ders(&agent);
+        assert_eq!(chain.len(), 2, "agent certificate then the agents CA");
+        let (_, leaf) = x509_parser::parse_x509_certificate(&chain[0]).expect("leaf");
+        assert_eq!(leaf.issuer(), ca.subject());
+        let (admin, _) = pki.issue(Role::Admin, "boss", &[], 30).expect("admin");
+        let chain = all_ders(&admin);
+        assert_eq!(chain.len(), 1, "people's certificates come from the root");
+        let (_, leaf) = x509_parser::parse_x509_certificate(&chain[0]).expect("leaf");
+        assert_ne!(leaf.issuer(), ca.subject());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    fn all_ders(path: &Path) -> Vec<Vec<u8>> {
+        x509_parser::pem::Pem::iter_from_buffer(&std::fs::read(path).expect("read"))
+            .map(|p| p.expect("pem").contents)
+            .collect()
+    }
+
+    fn first_der(path: &Path) -> Vec<u8> {
+        all_ders(path).remove(0)
     }
 
     #[test]

@@ -8,6 +8,10 @@ use std::sync::Arc;
 
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
+mod agents_ca;
+
+pub use agents_ca::AgentsCaFiles;
+
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("cannot read {what} {path}: {source} (create it with `kiroku certs`)")]
@@ -70,27 +74,37 @@ impl TlsFiles {
         &self,
         crl: Option<&Path>,
     ) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
-        use rustls_pki_types::CertificateRevocationListDer;
-        use rustls_pki_types::pem::PemObject;
+        self.client_verifier_with(crl, None)
+    }
+
+    /// [`TlsFiles::client_verifier`], and with `agents` (the agents'
+    /// issuing CA and its revocation list) agents' certificates from that
+    /// CA too, while every other role is accepted only from the root
+    /// (`tls/agents_ca.rs`).
+    pub fn client_verifier_with(
+        &self,
+        crl: Option<&Path>,
+        agents: Option<&AgentsCaFiles>,
+    ) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
         let mut roots = rustls::RootCertStore::empty();
         for c in pem_certs("CA certificate", &self.ca)? {
             roots
                 .add(c)
                 .map_err(|e| invalid("CA certificate", &self.ca, &e))?;
         }
+        if let Some(agents) = agents {
+            return Ok(Arc::new(agents_ca::ScopedVerifier::new(
+                roots.into(),
+                crl,
+                agents,
+            )?));
+        }
         let mut builder = rustls::server::WebPkiClientVerifier::builder_with_provider(
             roots.into(),
             rustls::crypto::ring::default_provider().into(),
         );
         if let Some(crl) = crl {
-            let crls: Result<Vec<_>, _> = CertificateRevocationListDer::pem_file_iter(crl)
-                .map_err(|e| invalid("revocation list", crl, &e))?
-                .collect();
-            let crls = crls.map_err(|e| invalid("revocation list", crl, &e))?;
-            if crls.is_empty() {
-                return Err(invalid("revocation list", crl, &"no PEM X509 CRL in it"));
-            }
-            builder = builder.with_crls(crls);
+            builder = builder.with_crls(agents_ca::read_crls(crl)?);
         }
         builder
             .build()

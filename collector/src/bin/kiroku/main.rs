@@ -2,16 +2,20 @@
 //! raw download, hosts, trace, alerts, reports — and `kiroku quickstart`, which runs a collector and
 //! an agent on loopback in one command.
 
+mod agents;
 mod annotations;
 mod audit;
+mod certs;
 mod checkpoint;
 mod client;
 mod export;
 mod filters;
 mod holds;
 mod investigate;
+mod maintenance;
 mod output;
 mod quickstart;
+mod retention;
 mod stats;
 mod verify;
 mod zone;
@@ -21,7 +25,6 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use kiroku_common::pki::{PkiDir, Role};
 use kiroku_common::quote::terminal;
 use kiroku_proto::{GetEventRequest, GetRawRequest, ListHostsRequest};
 use tokio_stream::StreamExt;
@@ -45,7 +48,7 @@ enum Cmd {
     /// Manage the private CA and certificates.
     Certs {
         #[command(subcommand)]
-        cmd: CertsCmd,
+        cmd: certs::CertsCmd,
     },
     /// Search events, newest first.
     Search(Box<SearchCmd>),
@@ -70,6 +73,15 @@ enum Cmd {
     Hosts {
         #[arg(long)]
         json: bool,
+        /// Only agents not seen for at least this long (silent agents), and
+        /// not connected or retired: e.g. 30d, 12h, 2w.
+        #[arg(long, value_name = "SPAN", value_parser = stale_span)]
+        stale: Option<i64>,
+    },
+    /// Agents as accounts: retire one that no longer reports (admins).
+    Agents {
+        #[command(subcommand)]
+        cmd: agents::AgentsCmd,
     },
     /// Everywhere a content hash went (mail attachments, files, copies to
     /// removable media), oldest first.
@@ -103,47 +115,18 @@ enum Cmd {
     /// the hold is in force (release: admins only).
     #[command(subcommand)]
     Hold(holds::HoldCmd),
-}
-
-#[derive(Subcommand)]
-enum CertsCmd {
-    /// Create a new CA (ca.pem, ca.key) in the PKI directory.
-    Init {
-        #[arg(long, default_value = "kiroku-pki", env = "KIROKU_PKI")]
-        dir: PathBuf,
+    /// Retention: what the policy (or a candidate) would mark and free.
+    Retention {
+        #[command(subcommand)]
+        cmd: retention::RetentionCmd,
     },
-    /// Issue a key and certificate carrying a role and a name.
-    Issue {
-        #[arg(long, default_value = "kiroku-pki", env = "KIROKU_PKI")]
-        dir: PathBuf,
-        /// agent, investigator, admin, collector or signer (the collector's
-        /// checkpoint signing key: `[checkpoint] signing_cert/signing_key`).
-        #[arg(long)]
-        role: Role,
-        /// Agent id, user name or collector host name.
-        #[arg(long)]
-        name: String,
-        /// Extra DNS names or IP addresses the holder serves under
-        /// (collector certificates), repeatable.
-        #[arg(long = "san")]
-        sans: Vec<String>,
-        /// Validity in days.
-        #[arg(long, default_value_t = 825)]
-        days: u32,
-    },
-    /// Revoke a certificate: adds it to the CA's revocation list and
-    /// rewrites crl.pem. A collector with `crl = ".../crl.pem"` picks it up
-    /// within seconds, without a restart. With no --cert, only rewrites
-    /// crl.pem (to create an empty one, or renew it before it expires).
-    Revoke {
-        #[arg(long, default_value = "kiroku-pki", env = "KIROKU_PKI")]
-        dir: PathBuf,
-        /// The certificate to revoke (PEM).
-        #[arg(long)]
-        cert: Option<PathBuf>,
-        /// Days until the list's nextUpdate.
-        #[arg(long, default_value_t = 30)]
-        days: u32,
+    /// Erase a person's records on request (--user, --address or any
+    /// search filter; --reason; holds win), or `purge undo` (admins only).
+    Purge(Box<retention::PurgeArgs>),
+    /// The daily maintenance window: status, start, stop, report.
+    Maintenance {
+        #[command(subcommand)]
+        cmd: maintenance::MaintenanceCmd,
     },
 }
 
@@ -209,7 +192,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     // zone is reported before anything is asked of the collector.
     let zone = || zone::zone(cli.tz.as_deref(), cli.connect.config_file()?.as_ref());
     match cli.cmd {
-        Cmd::Certs { cmd } => certs(cmd),
+        Cmd::Certs { cmd } => certs::run(cmd),
         Cmd::Checkpoint(cmd) => checkpoint::run(cmd),
         Cmd::Quickstart(args) => quickstart::run(args).await,
         Cmd::Search(args) => search(&cli.connect, *args, &zone()?).await,
@@ -253,11 +236,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Raw { event_id, output } => raw(&cli.connect, event_id, output).await,
-        Cmd::Hosts { json } => {
+        Cmd::Agents { cmd } => agents::run(&cli.connect, cmd).await,
+        Cmd::Hosts { json, stale } => {
             let zone = zone()?;
             let mut q = cli.connect.query().await?;
             let resp = q
-                .list_hosts(ListHostsRequest::default())
+                .list_hosts(ListHostsRequest {
+                    stale_ms: stale.unwrap_or(0),
+                })
                 .await?
                 .into_inner();
             let hosts = resp.hosts;
@@ -304,54 +290,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Export(args) => export::export(&cli.connect, *args, &zone()?).await,
         Cmd::VerifyBundle(args) => export::verify_bundle(&cli.connect, args),
         Cmd::Hold(cmd) => holds::run(&cli.connect, cmd, &zone()?).await,
+        Cmd::Retention { cmd } => retention::retention(&cli.connect, cmd, &zone()?).await,
+        Cmd::Purge(args) => retention::purge(&cli.connect, *args, &zone()?).await,
+        Cmd::Maintenance { cmd } => maintenance::run(&cli.connect, cmd, &zone()?).await,
     }
 }
 
-fn certs(cmd: CertsCmd) -> anyhow::Result<()> {
-    match cmd {
-        CertsCmd::Init { dir } => {
-            let pki = PkiDir::new(&dir);
-            pki.init_ca("Kiroku CA")?;
-            println!(
-                "created CA {} (keep {} secret)",
-                pki.ca_cert().display(),
-                pki.ca_key().display()
-            );
-        }
-        CertsCmd::Issue {
-            dir,
-            role,
-            name,
-            sans,
-            days,
-        } => {
-            let pki = PkiDir::new(&dir);
-            let (cert, key) = pki.issue(role, &name, &sans, days)?;
-            println!(
-                "issued {role} certificate for {name}: {} (key {})",
-                cert.display(),
-                key.display()
-            );
-        }
-        CertsCmd::Revoke { dir, cert, days } => {
-            let pki = PkiDir::new(&dir);
-            match cert {
-                Some(cert) => {
-                    let (crl, who) = pki.revoke(&cert, days)?;
-                    println!(
-                        "revoked {who} ({}); wrote {}",
-                        cert.display(),
-                        crl.display()
-                    );
-                }
-                None => {
-                    let crl = pki.write_crl(days)?;
-                    println!("wrote {}", crl.display());
-                }
-            }
-        }
-    }
-    Ok(())
+/// `--stale 30d` in milliseconds.
+fn stale_span(s: &str) -> Result<i64, String> {
+    kiroku_collector::agents::parse_span(s)
 }
 
 async fn search(

@@ -69,7 +69,7 @@ impl Fixture {
         reads
             .iter()
             .filter(|r| r.leaf.is_some())
-            .map(|r| merkle::leaf_hash(&r.bytes))
+            .map(|r| r.leaf_hash())
             .collect()
     }
 }

@@ -1,0 +1,1 @@
+//! Purge tests: a real Store in a temp dir.
