@@ -56,9 +56,6 @@ const HOUR_MS: i64 = 3_600_000;
 /// Down longer than this (no heartbeat): the next run is in protect mode.
 pub const PROTECT_AFTER_MS: i64 = 24 * HOUR_MS;
 const HEARTBEAT_MS: i64 = 60_000;
-/// Agents not seen for this long are listed in the summary (until
-/// `[agents] stale_after` is wired).
-pub const STALE_AFTER_MS: i64 = 30 * 24 * HOUR_MS;
 
 struct Running {
     run_id: String,
@@ -97,6 +94,7 @@ impl Maintenance {
         retention: Arc<Retention>,
         holds: Arc<Holds>,
         cfg: &MaintenanceConfig,
+        stale_after_ms: i64,
     ) -> anyhow::Result<Arc<Maintenance>> {
         let schedule = Schedule::from_config(cfg).map_err(anyhow::Error::msg)?;
         let state = State::open(&store.meta)?;
@@ -109,7 +107,7 @@ impl Maintenance {
             holds,
             schedule,
             state,
-            stale_after_ms: STALE_AFTER_MS,
+            stale_after_ms,
             ctl: Mutex::default(),
         };
         m.opened()?;
@@ -148,7 +146,7 @@ impl Maintenance {
                 self.state.close_part(&part, run.as_ref())?;
                 self.audit_part(&part, "ended");
                 let body = summary::text(&part, &|ms| self.show(ms));
-                self.alerting.announce(&summary::alert(&part, body));
+                self.alerting.notify(&summary::alert(&part, body));
                 tracing::warn!(run = %part.run_id, to_leaf = part.to_leaf, "a maintenance run was interrupted by a crash; it resumes where it stopped");
             }
         }
@@ -366,10 +364,9 @@ impl Maintenance {
         r.complete = *end == End::Complete;
         r.stopped_because = end.describe();
         r.to_leaf = part.run.next_leaf;
-        if let Ok(hosts) = self.store.meta.hosts() {
-            r.stale_agents =
-                summary::stale_lines(&hosts, now, self.stale_after_ms, &|ms| self.show(ms));
-        }
+        let silent = crate::agents::stale(&self.store, now, self.stale_after_ms);
+        r.stale_agents =
+            summary::stale_lines(&silent, now, self.stale_after_ms, &|ms| self.show(ms));
         r.severity = summary::severity(&r).into();
         self.state
             .close_part(&r, (!r.complete).then_some(&part.run))?;
@@ -385,7 +382,7 @@ impl Maintenance {
         self.audit_part(&r, "ended");
         let body = summary::text(&r, &|ms| self.show(ms));
         tracing::info!(run = %r.run_id, severity = %r.severity, verified = r.verified, repaired = r.repaired, marked = r.marked, purged = r.purged, stopped = %r.stopped_because, "maintenance window part ended");
-        self.alerting.announce(&summary::alert(&r, body));
+        self.alerting.notify(&summary::alert(&r, body));
         Ok(())
     }
 

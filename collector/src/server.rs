@@ -196,6 +196,7 @@ pub async fn serve(
         retention.clone(),
         holds.clone(),
         &cfg.maintenance,
+        cfg.agents.stale_after_ms(),
     )?;
     let admin = AdminServer::new(
         crate::admin::AdminService::new(

@@ -68,10 +68,17 @@ impl Setup {
     }
 
     fn start(&self, delay_ms: u64) -> anyhow::Result<Proc> {
+        self.start_with(delay_ms, "")
+    }
+
+    /// With extra collector config (a `[retention]` section).
+    fn start_with(&self, delay_ms: u64, extra: &str) -> anyhow::Result<Proc> {
         let delay = delay_ms.to_string();
         let clock = self.clock.to_string_lossy().into_owned();
         self.env.start_collector_with_env(
-            "[maintenance]\nstart = \"03:00\"\nend = \"06:00\"\ntime_zone = \"UTC\"\n",
+            &format!(
+                "[maintenance]\nstart = \"03:00\"\nend = \"06:00\"\ntime_zone = \"UTC\"\n{extra}"
+            ),
             &[
                 ("KIROKU_TEST_CLOCK_FILE", clock.as_str()),
                 ("KIROKU_TEST_MAINTENANCE_DELAY_MS", delay.as_str()),
@@ -400,16 +407,39 @@ async fn down_through_the_start_runs_within_the_window_not_after() -> anyhow::Re
     Ok(())
 }
 
+/// Runs a manual run (`kiroku maintenance start` as admin) to its end;
+/// returns its summary.
+async fn manual_run(s: &Setup) -> anyhow::Result<MaintenanceReport> {
+    let before = s.reports().await?.len();
+    let (code, out, err) = s.cli("admin-boss", &["maintenance", "start"])?;
+    anyhow::ensure!(code == 0, "maintenance start: {out} {err}");
+    let r = s.wait_reports(before + 1, Duration::from_secs(30)).await?;
+    Ok(r[0].clone())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protect_mode_after_25_hours_down() -> anyhow::Result<()> {
     let mut s = Setup::new()?;
-    s.set_clock(s.window - HOUR)?;
-    let mut c = s.start(0)?;
+    // Mail kept one hour, purged an hour after marking. The policy
+    // shortens the defaults, so it waits the defaults' 7-day delay: the
+    // collector first runs 8 days before the window, and again once the
+    // delay is over.
+    std::fs::write(
+        s.env.path().join("retention.toml"),
+        "grace = \"1h\"\nshorten_delay = \"1h\"\n[kind]\nemail = \"1h\"\n",
+    )?;
+    let retention = "[retention]\npolicy = \"retention.toml\"\n";
+    s.set_clock(s.window - 8 * DAY - 2 * HOUR)?;
+    let mut c = s.start_with(0, retention)?;
     s.ship(10).await?;
     c.terminate();
-    // 25 h later: inside the next day's window.
-    s.set_clock(s.window - HOUR + 25 * HOUR + 1000)?;
-    let mut c = s.start(0)?;
+    let t1 = s.window - DAY - HOUR;
+    s.set_clock(t1)?;
+    let mut c = s.start_with(0, retention)?;
+    c.terminate();
+    // 25 h later: inside the window.
+    s.set_clock(t1 + 25 * HOUR)?;
+    let mut c = s.start_with(0, retention)?;
     let st = s.status().await?;
     assert!(
         st.protect_pending
@@ -418,14 +448,45 @@ async fn protect_mode_after_25_hours_down() -> anyhow::Result<()> {
         "{st:?}"
     );
     let r = s.wait_reports(1, Duration::from_secs(30)).await?;
-    assert!(r[0].protect, "{:?}", r[0]);
+    let p = &r[0];
+    assert!(p.protect, "{p:?}");
+    assert_eq!(p.trigger, "startup");
     assert!(
-        r[0].protect_reason.contains("not running for 25 hours"),
-        "{:?}",
-        r[0]
+        p.protect_reason.contains("not running for 25 hours"),
+        "{p:?}"
     );
-    assert!(!r[0].protect_reason.contains("unclean"), "{:?}", r[0]);
-    assert_eq!((r[0].marked, r[0].purged), (0, 0));
+    assert!(!p.protect_reason.contains("unclean"), "{p:?}");
+    assert!(
+        p.would_mark >= 10,
+        "protect mode decided but did not mark: {p:?}"
+    );
+    assert_eq!((p.marked, p.purged), (0, 0), "{p:?}");
+    assert_eq!(s.status().await?.marked, 0);
+    // Protect mode is over: the next run marks; an hour's grace later the
+    // one after purges and frees space.
+    let m = manual_run(&s).await?;
+    assert!(!m.protect && m.marked >= 10 && m.purged == 0, "{m:?}");
+    assert!(s.status().await?.marked >= 10);
+    s.set_clock(t1 + 25 * HOUR + 2 * HOUR)?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let journal_before = journal_bytes(&s).await?;
+    let g = manual_run(&s).await?;
+    assert!(g.purged >= 10 && g.bytes_freed > 0, "{g:?}");
+    let journal_after = journal_bytes(&s).await?;
+    println!(
+        "purged {} events: {} bytes freed, journal {journal_before} -> {journal_after} bytes",
+        g.purged, g.bytes_freed
+    );
+    assert_eq!(s.status().await?.events, 0);
     c.terminate();
     Ok(())
+}
+
+async fn journal_bytes(s: &Setup) -> anyhow::Result<u64> {
+    Ok(s.status()
+        .await?
+        .disk
+        .iter()
+        .find(|d| d.part == "journal")
+        .map_or(0, |d| d.bytes))
 }

@@ -242,7 +242,7 @@ pub fn status(m: &Maintenance) -> anyhow::Result<MaintenanceStatus> {
         oldest_event_ms: oldest_event_ms(m)?,
         events: store.index.count(),
         marked: m.marks().count() as u64,
-        holds: 0,
+        holds: m.holds().in_force()?.len() as u64,
         message,
     })
 }

@@ -72,6 +72,8 @@ pub struct Part<'a> {
     held: Option<HeldSet>,
     more_problems: u64,
     more_repairs: u64,
+    /// The holds could not be evaluated (said once per part).
+    holds_failed: bool,
 }
 
 fn push_capped(list: &mut Vec<String>, more: &mut u64, line: String) {
@@ -92,6 +94,7 @@ impl<'a> Part<'a> {
             held: None,
             more_problems: 0,
             more_repairs: 0,
+            holds_failed: false,
         }
     }
 
@@ -330,30 +333,47 @@ impl<'a> Part<'a> {
     }
 
     /// Retention over the batch (see `retain.rs`), with the events under
-    /// a hold taken again whenever a hold changed.
+    /// a hold taken again whenever a hold changed, and holds kept from
+    /// changing while the step marks and purges (`Holds::purge_guard`).
+    /// When the holds cannot be evaluated (a hold's filter does not run,
+    /// e.g. during an index rebuild) the batch is verified but nothing is
+    /// marked or purged, and the summary says so once.
     fn retain(&mut self, events: &[(Event, Provenance)]) -> anyhow::Result<()> {
         if events.is_empty() {
             return Ok(());
         }
-        let generation = self.env.holds.generation();
-        if self
-            .held
-            .as_ref()
-            .is_none_or(|h| h.generation != generation)
-        {
-            self.held = Some(self.env.holds.held_set(self.env.store)?);
-        }
-        let held = self.held.clone().unwrap_or_default();
+        let holds = self.env.holds;
         let events: Vec<Event> = events.iter().map(|(e, _)| e.clone()).collect();
-        let r = super::retain::retain(
-            self.env.store,
-            self.env.retention,
-            self.env.marks,
-            &held,
-            &events,
-            crate::clock::now_ms(),
-            self.report.protect,
-        )?;
+        let r = loop {
+            if self.held.as_ref().is_none_or(|h| !holds.is_current(h)) {
+                match holds.held_set(self.env.store) {
+                    Ok(h) => self.held = Some(h),
+                    Err(e) => {
+                        if !self.holds_failed {
+                            self.holds_failed = true;
+                            self.problem(format!(
+                                "retention skipped from leaf {}: the legal holds could not be evaluated ({e:#}); nothing was marked or purged after it. If an index rebuild is running this clears itself; otherwise check `kiroku hold list` and the collector log",
+                                self.run.next_leaf
+                            ));
+                        }
+                        return Ok(());
+                    }
+                }
+            }
+            let _no_hold_change = holds.purge_guard();
+            let Some(held) = self.held.as_ref().filter(|h| holds.is_current(h)) else {
+                continue;
+            };
+            break super::retain::retain(
+                self.env.store,
+                self.env.retention,
+                self.env.marks,
+                held,
+                &events,
+                crate::clock::now_ms(),
+                self.report.protect,
+            )?;
+        };
         self.report.marked += r.marked;
         self.report.purged += r.purged;
         self.report.held_back += r.held_back;

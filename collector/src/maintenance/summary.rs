@@ -118,7 +118,7 @@ pub fn alert(r: &MaintenanceReport, body: String) -> Alert {
 
 /// Hosts last seen before `now_ms - after_ms` (never-seen hosts too; not
 /// retired ones), as
-/// summary lines. Stands in for `agents::stale` until that lands.
+/// summary lines (fed by `agents::stale`).
 pub fn stale_lines(
     hosts: &[HostInfo],
     now_ms: i64,

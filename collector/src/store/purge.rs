@@ -103,10 +103,24 @@ impl super::Store {
                 .extend(victims.iter().map(|v| (v.event_id.clone(), why.clone())));
             return Ok(report);
         }
+        self.promise(victims, by, &mut report)?;
+        // 4.–6. Index, journal, blobs.
+        self.finish_purges(&mut report)?;
+        Ok(report)
+    }
+
+    /// Steps 1–3: what will be stubbed (flushed), the tombstones (durable,
+    /// noted), the audit entry due (written by [`Store::finish_purges`]).
+    fn promise(
+        &self,
+        victims: &[Victim],
+        by: &str,
+        report: &mut PurgeReport,
+    ) -> anyhow::Result<()> {
         let st = state::State::open(&self.meta)?;
-        let found = locate::locate(self, &st, victims, by, &mut report)?;
+        let found = locate::locate(self, &st, victims, by, report)?;
         if found.records.is_empty() {
-            return Ok(report);
+            return Ok(());
         }
         // 1. The promise: what will be stubbed, where the tombstones go.
         st.set_intent_from(Some(self.journal.end()))?;
@@ -119,16 +133,14 @@ impl super::Store {
         self.meta.flush()?;
         // 2. The tombstones, durable, then noted.
         let (first, last) = self.append_tombstones(&st, &found.records)?;
-        // 3. The admin audit entry (noted as due first: a crash before it
-        //    is written writes it at the next purge).
+        // 3. The admin audit entry, due (a crash before it is written
+        //    writes it at the next purge or start).
         let ids: Vec<String> = found.events.iter().cloned().collect();
         st.set_audit(Some(&audit_due(by, &found.records, &ids, first, last)))?;
         self.meta.flush()?;
-        report.purged = ids.len() as u64;
-        report.tombstones = found.records.len() as u64;
-        // 4.–6. Index, journal, blobs.
-        self.finish_purges(&mut report)?;
-        Ok(report)
+        report.purged += ids.len() as u64;
+        report.tombstones += found.records.len() as u64;
+        Ok(())
     }
 
     /// Why no purge can start now, if so: an index rebuild in progress

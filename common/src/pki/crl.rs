@@ -152,7 +152,7 @@ mod tests {
             at_s: 1_700_000_000,
         };
         let pem = signer
-            .sign(&[gone.clone()], 1_700_000_100, 30, 7)
+            .sign(std::slice::from_ref(&gone), 1_700_000_100, 30, 7)
             .expect("sign");
         let (back, next) = read(pem.as_bytes(), "list").expect("read");
         assert_eq!(back, vec![gone]);

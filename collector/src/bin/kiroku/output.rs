@@ -477,6 +477,7 @@ pub fn hosts(hosts: &[HostInfo], zone: &Zone) -> String {
         .set_content_arrangement(ContentArrangement::Dynamic)
         .set_header([
             "agent",
+            "group",
             "hostname",
             "domain",
             "addresses",
@@ -497,15 +498,25 @@ pub fn hosts(hosts: &[HostInfo], zone: &Zone) -> String {
             .collect();
         t.add_row(safe_row([
             h.agent_id.clone(),
+            h.agent_group.clone(),
             id.hostname,
             id.domain,
             shorten(&ips.join(", "), 40),
             id.agent_version,
             id.time_zone,
             format!(
-                "{}{}",
+                "{}{}{}",
                 time(h.last_seen_ms, zone),
-                if h.connected { " (connected)" } else { "" }
+                if h.connected { " (connected)" } else { "" },
+                if h.retired_at_ms > 0 {
+                    format!(
+                        "; retired {}: {}",
+                        time(h.retired_at_ms, zone),
+                        shorten(&h.retired_reason, 60)
+                    )
+                } else {
+                    String::new()
+                }
             ),
             clock_offset(h),
             match (h.backlog_events, h.backlog_bytes, h.buffer_problem.as_str()) {

@@ -71,6 +71,12 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         pki.init_ca("Kiroku quickstart CA")?;
         println!("created a CA in {}", pki.dir.display());
     }
+    // Agents' certificates come from an issuing CA the collector holds
+    // (it signs the agents' revocation list when an agent is retired);
+    // people's from the root (DESIGN.md, "Certificate custody").
+    if !pki.has_agents_ca() {
+        pki.init_agents_ca("Kiroku quickstart agents CA", 1825)?;
+    }
     let agent = a.agent_name.clone().unwrap_or_else(host_name);
     let collector_sans = vec![
         "127.0.0.1".to_owned(),
@@ -98,12 +104,15 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     write(
         &collector_toml,
         &format!(
-            "# Written by `kiroku quickstart`.\nlisten = \"{}\"\ndata_dir = {:?}\n\n{}\n[checkpoint]\nsigning_cert = {:?}\nsigning_key = {:?}\n",
+            "# Written by `kiroku quickstart`.\nlisten = \"{}\"\ndata_dir = {:?}\n\n{}\n[checkpoint]\nsigning_cert = {:?}\nsigning_key = {:?}\n\n[agents_ca]\ncert = {:?}\nkey = {:?}\ncrl = {:?}\n",
             a.grpc,
             data.join("collector"),
             tls(Role::Collector, "localhost").replace("{section}", "tls"),
             pki.cert(Role::Signer, "localhost"),
-            pki.key(Role::Signer, "localhost")
+            pki.key(Role::Signer, "localhost"),
+            pki.agents_ca_cert(),
+            pki.agents_ca_key(),
+            pki.agents_crl(),
         ),
     )?;
     let (mode, upstream) = match &a.upstream {
