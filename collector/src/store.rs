@@ -124,7 +124,7 @@ impl Store {
         // reads the journal (`store/purge.rs`).
         let mut finished = purge::PurgeReport::default();
         store
-            .finish_purges(&mut finished)
+            .finish_purges(&mut finished, false)
             .context("finishing a purge cut short")?;
         if finished.journal_bytes_freed > 0 || finished.index_deleted > 0 {
             tracing::warn!(

@@ -491,6 +491,13 @@ pub fn run(
     for b in std::mem::take(&mut chain.breaks) {
         f.chain_break(b);
     }
+    // A purged event is explained wherever it is still found or missing
+    // (index, blobs); its stub and tombstone are checked by `purged`.
+    let tombstoned: HashSet<String> = purged.tombstoned_ids().map(str::to_owned).collect();
+    for id in &tombstoned {
+        pass.events.remove(&keys.key(id.as_bytes()));
+        f.flagged_ids.insert(id.clone());
+    }
     purged.finish(store, &mut f)?;
     // Entries whose recorded bytes do not match their stored hash, where
     // the chain itself holds (the chain and the hash were both rewritten).
@@ -521,7 +528,11 @@ pub fn run(
             );
         }
     }
-    let unavailable = refs.finish();
+    let mut unavailable = refs.finish();
+    unavailable.missing.retain(|_, ids| {
+        ids.retain(|id| !tombstoned.contains(id));
+        !ids.is_empty()
+    });
     if !opts.skip_blobs {
         for (sha, ids) in &unavailable.missing {
             f.add(

@@ -63,6 +63,10 @@ pub struct PurgeReport {
     /// Blobs no live event names that were spared because an agent
     /// claimed them recently (removed by a later purge).
     pub blobs_spared: u64,
+    /// Purged records (tombstoned, out of the index) whose large segment
+    /// is rewritten later: once a quarter of it is purged, or by
+    /// [`Store::compact_purged`].
+    pub stubs_pending: u64,
 }
 
 /// `by` for purges the retention policy decided (its audit entries are
@@ -73,6 +77,20 @@ pub const RETENTION_BY: &str = "retention policy";
 /// A blob an agent claimed (told it is held, or uploaded it) within this
 /// long is never removed: the event naming it may not be shipped yet.
 pub const BLOB_GRACE_MS: i64 = 24 * 3600 * 1000;
+
+/// The events a purge has tombstoned whose journal records are not stubs
+/// yet (meta tree `purge_pending`): whoever rebuilds the index from the
+/// journal (`repair`) leaves them out.
+pub fn pending_event_ids(
+    meta: &crate::store::meta::MetaStore,
+) -> anyhow::Result<std::collections::HashSet<String>> {
+    Ok(state::State::open(meta)?
+        .all()?
+        .into_iter()
+        .filter(|p| p.tombstone.is_some())
+        .map(|p| p.event_id)
+        .collect())
+}
 
 /// The part of an admin audit entry's detail naming the tombstones it
 /// covers (`verify` finds a tombstone's entry by it).
@@ -93,7 +111,7 @@ impl super::Store {
     pub fn purge(&self, victims: &[Victim], by: &str) -> anyhow::Result<PurgeReport> {
         let _one = self.purging.lock().unwrap_or_else(|p| p.into_inner());
         let mut report = PurgeReport::default();
-        self.finish_purges(&mut report)?;
+        self.finish_purges(&mut report, false)?;
         if victims.is_empty() {
             return Ok(report);
         }
@@ -105,7 +123,18 @@ impl super::Store {
         }
         self.promise(victims, by, &mut report)?;
         // 4.–6. Index, journal, blobs.
-        self.finish_purges(&mut report)?;
+        self.finish_purges(&mut report, false)?;
+        Ok(report)
+    }
+
+    /// Rewrites every journal segment that still holds purged records
+    /// (those a purge left for later: [`PurgeReport::stubs_pending`]) and
+    /// removes the blobs that frees. Maintenance calls it at the end of a
+    /// run; idempotent.
+    pub fn compact_purged(&self) -> anyhow::Result<PurgeReport> {
+        let _one = self.purging.lock().unwrap_or_else(|p| p.into_inner());
+        let mut report = PurgeReport::default();
+        self.finish_purges(&mut report, true)?;
         Ok(report)
     }
 

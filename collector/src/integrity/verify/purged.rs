@@ -55,6 +55,13 @@ impl Purged {
         );
     }
 
+    /// The events a tombstone names: the journal and the index may both
+    /// lack them, or either still hold them (a purge not finished yet),
+    /// and the blobs they named may be gone.
+    pub fn tombstoned_ids(&self) -> impl Iterator<Item = &str> {
+        self.tombs.values().map(|t| t.event_id.as_str())
+    }
+
     /// The audit entries' tombstone ranges, sorted.
     fn audited(store: &Store) -> anyhow::Result<Vec<(u64, u64)>> {
         let (seq, _) = store.audit.head();

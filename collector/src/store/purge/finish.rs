@@ -15,7 +15,14 @@ use crate::store::journal::{self, rewrite};
 
 impl Store {
     /// Finishes whatever purge is pending (see the module documentation).
-    pub fn finish_purges(&self, report: &mut PurgeReport) -> anyhow::Result<()> {
+    /// `force`: rewrite every segment holding pending records now;
+    /// otherwise a large segment waits until enough of it is purged
+    /// ([`worth_rewriting`]) or [`Store::compact_purged`] is called.
+    pub(crate) fn finish_purges(
+        &self,
+        report: &mut PurgeReport,
+        force: bool,
+    ) -> anyhow::Result<()> {
         let st = State::open(&self.meta)?;
         for (segment, anchors) in st.rewrites()? {
             // A rewrite cut short: its scratch file (if the rename did not
@@ -26,9 +33,10 @@ impl Store {
             st.clear_rewrite(segment)?;
             self.meta.flush()?;
         }
-        let pending = st.all()?;
-        if !pending.is_empty() {
+        let mut pending = st.all()?;
+        if pending.iter().any(|p| p.tombstone.is_none()) {
             self.tombstones_made_sure(&st, &pending)?;
+            pending = st.all()?;
         }
         if let Some(a) = st.audit()? {
             self.audit_admin(&a.identity, &a.call, &a.detail)?;
@@ -37,7 +45,7 @@ impl Store {
             self.meta.flush()?;
         }
         if pending.is_empty() {
-            return self.sweep_blobs(&st, report);
+            return self.sweep_blobs(&st, &pending, report);
         }
         if let Some(why) = self.purge_blocked() {
             let mut ids: Vec<&str> = pending.iter().map(|p| p.event_id.as_str()).collect();
@@ -47,17 +55,29 @@ impl Store {
                 .extend(ids.into_iter().map(|i| (i.to_owned(), why.clone())));
             return Ok(());
         }
-        let mut ids: Vec<String> = pending.iter().map(|p| p.event_id.clone()).collect();
+        let mut ids: Vec<String> = pending
+            .iter()
+            .filter(|p| !p.index_done)
+            .map(|p| p.event_id.clone())
+            .collect();
         ids.sort_unstable();
         ids.dedup();
-        let room = self.disk.clone();
-        let ix = self
-            .index
-            .purge(&ids, |bytes| room.scratch_room().is_none_or(|r| r >= bytes))?;
-        report.index_deleted += ix.deleted;
-        report.index_segments_merged += ix.merged_segments;
-        self.stub_segments(&st, &pending, report)?;
-        self.sweep_blobs(&st, report)
+        if !ids.is_empty() {
+            let room = self.disk.clone();
+            let ix = self
+                .index
+                .purge(&ids, |bytes| room.scratch_room().is_none_or(|r| r >= bytes))?;
+            report.index_deleted += ix.deleted;
+            report.index_segments_merged += ix.merged_segments;
+            for p in pending.iter_mut().filter(|p| !p.index_done) {
+                p.index_done = true;
+                st.put(p)?;
+            }
+            self.meta.flush()?;
+        }
+        self.stub_segments(&st, &pending, force, report)?;
+        let left = st.all()?;
+        self.sweep_blobs(&st, &left, report)
     }
 
     /// Makes sure every pending record has its tombstone in the journal:
@@ -113,6 +133,7 @@ impl Store {
         &self,
         st: &State,
         pending: &[Pending],
+        force: bool,
         report: &mut PurgeReport,
     ) -> anyhow::Result<()> {
         let dir = self.journal.dir().to_owned();
@@ -129,6 +150,18 @@ impl Store {
         let ledger = Ledger::open(&self.dir, &self.meta)?;
         for (segment, stubs) in by_seg {
             let size = std::fs::metadata(dir.join(format!("{segment:020}.log")))?.len();
+            let purged: u64 = pending
+                .iter()
+                .filter(|p| p.segment == segment)
+                .map(|p| p.bytes)
+                .sum();
+            let erasure = pending
+                .iter()
+                .any(|p| p.segment == segment && p.by != super::RETENTION_BY);
+            if !force && !erasure && !worth_rewriting(size, purged) {
+                report.stubs_pending += stubs.len() as u64;
+                continue;
+            }
             if let Some(room) = self.disk.scratch_room()
                 && room < size
             {
@@ -221,6 +254,19 @@ impl Store {
         Ok(())
     }
 }
+
+/// Whether a segment of `size` bytes with `purged` bytes of purged records
+/// is rewritten now: a small one always (cheap), a large one once a
+/// quarter of it is purged, so a retention run that purges a segment's
+/// events batch by batch rewrites it a few times, not once per batch.
+/// The rest waits for [`Store::compact_purged`] (the end of a run).
+pub fn worth_rewriting(size: u64, purged: u64) -> bool {
+    size <= SMALL_SEGMENT || purged.saturating_mul(4) >= size
+}
+
+/// Segments up to this size are rewritten at every purge (unit tests: a
+/// few hundred records, so that both ways are tested).
+const SMALL_SEGMENT: u64 = if cfg!(test) { 16 << 10 } else { 16 << 20 };
 
 /// Where each checkpoint position in the rewritten segment is, by the leaf
 /// of the record that ends there.

@@ -110,10 +110,12 @@ pub fn locate(
                 if st.has(leaf)? {
                     continue;
                 }
-                if let Some(Ok((ev, _))) = journal::event_of(r)
-                    && let Some(sha) = referenced_blobs(&ev)
-                {
-                    found.blobs.insert(sha);
+                let blob = match journal::event_of(r) {
+                    Some(Ok((ev, _))) => referenced_blobs(&ev).unwrap_or_default(),
+                    _ => String::new(),
+                };
+                if !blob.is_empty() {
+                    found.blobs.insert(blob.clone());
                 }
                 seen.insert(a.event_id.clone());
                 found.events.insert(a.event_id.clone());
@@ -126,6 +128,9 @@ pub fn locate(
                     event_id: a.event_id.clone(),
                     reason: (*reason).to_owned(),
                     by: by.to_owned(),
+                    bytes: r.len,
+                    blob,
+                    index_done: false,
                 });
             }
             if reads.is_empty() || next <= at {

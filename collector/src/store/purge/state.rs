@@ -27,6 +27,13 @@ pub struct Pending {
     pub event_id: String,
     pub reason: String,
     pub by: String,
+    /// The record's bytes on disk (what its stub frees, roughly).
+    pub bytes: u64,
+    /// The raw message blob the record's event names (empty: none); the
+    /// blob is not removed while a record naming it is not a stub yet.
+    pub blob: String,
+    /// The event is out of the index already.
+    pub index_done: bool,
 }
 
 /// A checkpoint ledger position inside a segment being rewritten, by
@@ -99,6 +106,9 @@ impl Pending {
         put_str(&mut v, self.event_id.as_bytes());
         put_str(&mut v, self.reason.as_bytes());
         put_str(&mut v, self.by.as_bytes());
+        v.extend_from_slice(&self.bytes.to_be_bytes());
+        put_str(&mut v, self.blob.as_bytes());
+        v.push(u8::from(self.index_done));
         v
     }
 
@@ -115,6 +125,9 @@ impl Pending {
             event_id: text(take_str(&mut v)?),
             reason: text(take_str(&mut v)?),
             by: text(take_str(&mut v)?),
+            bytes: take_u64(&mut v)?,
+            blob: text(take_str(&mut v)?),
+            index_done: take(&mut v, 1)?[0] == 1,
         })
     }
 }

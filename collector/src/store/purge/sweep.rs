@@ -11,8 +11,22 @@ use super::{BLOB_GRACE_MS, PurgeReport};
 use crate::store::Store;
 
 impl Store {
-    pub(super) fn sweep_blobs(&self, st: &State, report: &mut PurgeReport) -> anyhow::Result<()> {
-        let mut queue = st.blobs()?;
+    /// `pending`: the records not yet stubs; a blob one of them names
+    /// waits (it is not unreferenced until the journal no longer holds the
+    /// event).
+    pub(super) fn sweep_blobs(
+        &self,
+        st: &State,
+        pending: &[super::Pending],
+        report: &mut PurgeReport,
+    ) -> anyhow::Result<()> {
+        let waiting: std::collections::HashSet<&str> =
+            pending.iter().map(|p| p.blob.as_str()).collect();
+        let mut queue: Vec<String> = st
+            .blobs()?
+            .into_iter()
+            .filter(|b| !waiting.contains(b.as_str()))
+            .collect();
         if queue.is_empty() {
             return Ok(());
         }

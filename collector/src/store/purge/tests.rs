@@ -526,3 +526,44 @@ fn a_rewrite_cut_short_is_finished_at_open() {
     assert_eq!(purged.len(), 1, "{f:#?}");
     assert!(purged[0].detail.contains(&format!("leaf {leaf} purged")));
 }
+
+#[test]
+fn a_large_segment_waits_for_a_quarter_purged_or_compaction() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Store::open(dir.path()).expect("open");
+    let blob = raw(7);
+    let sha = kiroku_common::sha256_hex(&blob);
+    s.blobs.put(&sha, &blob).expect("put");
+    age_blob(dir.path(), &sha);
+    let mut events: Vec<Event> = (1..=200).map(|i| mail(i, None)).collect();
+    events[0] = mail(1, Some(&blob));
+    store_events(&s, &events);
+    let before = journal_bytes(&s);
+
+    // 10 of 200 records: the segment is not rewritten yet.
+    let r = s.purge(&victims(1..=10), RETENTION_BY).expect("purge");
+    assert_eq!(
+        (r.purged, r.stubs_pending, r.journal_bytes_freed),
+        (10, 10, 0),
+        "{r:?}"
+    );
+    assert_eq!(r.index_deleted, 10);
+    assert!(s.blobs.has(&sha), "its record is still in the journal");
+    assert!(journal_bytes(&s) > before);
+    // Tombstoned, out of the index, record still whole: explained.
+    let f = findings(&s);
+    assert!(alterations(&f).is_empty(), "{f:#?}");
+    assert_eq!(f.iter().filter(|f| f.what == "purge_pending").count(), 10);
+
+    // The end of a maintenance run compacts what is left.
+    let r = s.compact_purged().expect("compact");
+    assert!(r.journal_bytes_freed > 0 && r.index_deleted == 0, "{r:?}");
+    assert_eq!(r.blobs_removed, 1);
+    let f = findings(&s);
+    assert!(alterations(&f).is_empty(), "{f:#?}");
+    assert_eq!(f.iter().filter(|f| f.what == "purged").count(), 10);
+    assert_eq!(all_events(&s).len(), 190);
+    // Erasure on request does not wait.
+    let r = s.purge(&victims([50]), "admin/alice").expect("erase");
+    assert!(r.journal_bytes_freed > 0 && r.stubs_pending == 0, "{r:?}");
+}
