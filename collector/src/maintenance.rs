@@ -345,6 +345,18 @@ impl Maintenance {
                 End::Stopped("an error".into())
             }
         };
+        if end == End::Complete && !part.report.protect {
+            // Segments whose purged records still wait for their stubs
+            // (large ones are rewritten once a quarter is purged, or now).
+            match self.store.compact_purged() {
+                Ok(c) => {
+                    part.report.bytes_freed += c.journal_bytes_freed + c.blob_bytes_freed;
+                }
+                Err(e) => part.problem(format!(
+                    "purged records could not be compacted at the end of the run: {e:#}; the next run tries again (check free space and the collector log)"
+                )),
+            }
+        }
         if let Err(e) = self.finish(&part, &end, window) {
             tracing::error!(error = %format!("{e:#}"), "the maintenance summary could not be kept");
             self.store.exit_if_meta_failed();
