@@ -123,6 +123,8 @@ impl CollectorConfig {
         cfg.checkpoint
             .resolve(path)
             .map_err(|m| anyhow::anyhow!("{}: [checkpoint] {m}", path.display()))?;
+        crate::maintenance::Schedule::from_config(&cfg.maintenance)
+            .map_err(|m| anyhow::anyhow!("{}: {m}", path.display()))?;
         Ok(cfg)
     }
 
