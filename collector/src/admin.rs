@@ -29,6 +29,8 @@ pub struct AdminService {
     pub alerting: Arc<Alerting>,
     pub retention: Arc<Retention>,
     pub holds: Arc<Holds>,
+    /// The maintenance window (`with_maintenance`).
+    pub maintenance: Option<Arc<crate::maintenance::Maintenance>>,
     /// The agents' issuing CA, when configured (`[agents_ca]`).
     pub agents_ca: Option<Arc<crate::agents::AgentsCa>>,
 }
@@ -45,8 +47,14 @@ impl AdminService {
             alerting,
             retention,
             holds,
+            maintenance: None,
             agents_ca: None,
         }
+    }
+
+    pub fn with_maintenance(mut self, m: Arc<crate::maintenance::Maintenance>) -> Self {
+        self.maintenance = Some(m);
+        self
     }
 
     /// With the agents' issuing CA (retiring agents revokes through it).

@@ -63,6 +63,16 @@ pub struct CollectorConfig {
     /// Absent: every 10 minutes, unsigned (said loudly at start).
     #[serde(default)]
     pub checkpoint: crate::integrity::checkpoint::CheckpointConfig,
+    /// How long events are kept: `[retention] policy = "retention.toml"`
+    /// (see `crate::retention::RetentionConfig`). Absent: the built-in
+    /// defaults (every kind kept for years).
+    #[serde(default)]
+    pub retention: crate::retention::RetentionConfig,
+    /// The daily maintenance window (`start`, `end`, `time_zone`): see
+    /// `crate::maintenance::MaintenanceConfig`. Absent: 03:00–06:00 in
+    /// the host's zone.
+    #[serde(default)]
+    pub maintenance: crate::maintenance::MaintenanceConfig,
     /// The agents' issuing CA the collector holds (`kiroku certs
     /// agents-ca`): see `crate::agents::AgentsCaConfig`. With it, agents'
     /// certificates from that CA are accepted (role agent only) and
@@ -101,6 +111,7 @@ impl CollectorConfig {
         if let Some(a) = &mut cfg.alerts {
             a.resolve(path);
         }
+        cfg.retention.resolve(path);
         cfg.internal()
             .map_err(|m| anyhow::anyhow!("{}: field `internal_domains`: {m}", path.display()))?;
         if let Some(a) = &mut cfg.agents_ca {
@@ -112,6 +123,8 @@ impl CollectorConfig {
         cfg.checkpoint
             .resolve(path)
             .map_err(|m| anyhow::anyhow!("{}: [checkpoint] {m}", path.display()))?;
+        crate::maintenance::Schedule::from_config(&cfg.maintenance)
+            .map_err(|m| anyhow::anyhow!("{}: {m}", path.display()))?;
         Ok(cfg)
     }
 

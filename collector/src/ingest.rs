@@ -117,7 +117,12 @@ fn held_raw(e: &Event) -> Option<&str> {
 /// agents with the same raw message each upload it once (stored once).
 /// Blocking (file system, sled).
 fn held_for(store: &Store, uploader: &str, sha: &str) -> bool {
-    store.blobs.has(sha) && store.meta.uploaded_by(uploader, sha).unwrap_or(false)
+    let held = store.blobs.has(sha) && store.meta.uploaded_by(uploader, sha).unwrap_or(false);
+    // The agent goes on as if it were: a purge must spare it a while.
+    if held && let Err(e) = store.meta.claim_blob(sha, crate::clock::now_ms()) {
+        tracing::warn!(sha256 = %sha, error = %e, "cannot note a blob's claim");
+    }
+    held
 }
 
 /// Cuts a batch just before its first event whose raw message the
@@ -761,7 +766,10 @@ impl Ingest for IngestService {
             let stored = store.blobs.put(&sha2, &data).map(|_| before);
             drop(reservation);
             if stored.is_ok()
-                && let Err(e) = store.meta.note_uploader(&uploader, &sha2)
+                && let Err(e) = store
+                    .meta
+                    .claim_blob(&sha2, crate::clock::now_ms())
+                    .and_then(|()| store.meta.note_uploader(&uploader, &sha2))
             {
                 tracing::error!(identity = %uploader, error = %e, "cannot note the blob's uploader; it will be asked for again");
             }

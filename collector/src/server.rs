@@ -180,8 +180,24 @@ pub async fn serve(
     .accept_compressed(CompressionEncoding::Zstd)
     .send_compressed(CompressionEncoding::Zstd)
     .max_decoding_message_size(MAX_MESSAGE);
-    let retention = crate::retention::Retention::new(Default::default());
+    let retention = {
+        let (s, c) = (store.clone(), cfg.retention.clone());
+        tokio::task::spawn_blocking(move || crate::retention::Retention::open(&s, &c)).await??
+    };
+    let retention_watcher = tokio::spawn(retention.clone().watch(
+        std::time::Duration::from_secs(cfg.retention.reload_secs),
+        stop_watch.subscribe(),
+        store.clone(),
+    ));
     let holds = Arc::new(crate::holds::Holds::open(&store.meta)?);
+    let maintenance = crate::maintenance::Maintenance::open(
+        store.clone(),
+        alerting.clone(),
+        retention.clone(),
+        holds.clone(),
+        &cfg.maintenance,
+        cfg.agents.stale_after_ms(),
+    )?;
     let admin = AdminServer::new(
         crate::admin::AdminService::new(
             store.clone(),
@@ -189,6 +205,7 @@ pub async fn serve(
             retention.clone(),
             holds.clone(),
         )
+        .with_maintenance(maintenance.clone())
         .with_agents_ca(agents_ca),
     )
     .accept_compressed(CompressionEncoding::Zstd)
@@ -223,6 +240,7 @@ pub async fn serve(
         "kiroku-collector {} serving (mTLS)", kiroku_common::VERSION
     );
     tls.spawn_reloader();
+    let maintenance_scheduler = maintenance.spawn();
     let live = tls.live.clone();
     let shutdown = async move {
         shutdown.await;
@@ -260,6 +278,9 @@ pub async fn serve(
         .serve_with_incoming_shutdown(crate::listener::incoming(listener, tls.clone()), shutdown)
         .await?;
     tracing::info!("kiroku-collector stopping");
+    // A maintenance run stops after its batch and resumes next window.
+    maintenance.shutdown().await;
+    let _ = maintenance_scheduler.await;
     // The workers finish the batch in hand; what is left stays queued.
     tokio::task::spawn_blocking(move || analysis.stop()).await?;
     drop(store);
@@ -267,12 +288,14 @@ pub async fn serve(
     let _ = tokio::task::spawn_blocking(move || committer_thread.join()).await;
     // Nothing appends any more: a last checkpoint covers what is new.
     checkpoints.shutdown().await;
+    maintenance.mark_clean();
     // Notifiers get a moment to deliver what is queued once nothing can
     // add to their queues any more.
     let _ = stop_watch.send(true);
     if let Some(w) = rules_watcher {
         let _ = w.await;
     }
+    let _ = retention_watcher.await;
     drop(alerting);
     for t in notifier_tasks {
         let abort = t.abort_handle();

@@ -40,6 +40,16 @@ pub struct Store {
     pub disk: Arc<DiskGuard>,
     /// Space set aside so that queries can still be audited on a full disk.
     pub audit_reserve: AuditReserve,
+    /// The journal's layout: held for reading by whoever keeps journal
+    /// positions across reads (verify, export, proofs, checkpoints, the
+    /// index rebuild), for writing by a purge's segment rewrite (rename and
+    /// the ledger's positions re-found), so no reader sees offsets move.
+    layout: std::sync::RwLock<()>,
+    /// Bumped by every segment rewrite: positions taken under an earlier
+    /// value may have moved.
+    layout_generation: std::sync::atomic::AtomicU64,
+    /// One purge at a time (`store/purge.rs`).
+    purging: std::sync::Mutex<()>,
 }
 
 /// How to repair a data directory whose index does not open.
@@ -85,6 +95,9 @@ impl Store {
             audit,
             audit_reserve: AuditReserve::open(dir, disk.clone()),
             disk,
+            layout: std::sync::RwLock::new(()),
+            layout_generation: std::sync::atomic::AtomicU64::new(0),
+            purging: std::sync::Mutex::new(()),
         };
         store.audit_opened(opened)?;
         if store.journal.is_empty() && store.index.count() > 0 {
@@ -107,10 +120,56 @@ impl Store {
             store.journal.append(&batch)?;
             tracing::info!(events = n, journal = %store.journal.dir().display(), "event journal written");
         }
+        // A purge a crash cut short is finished before anything else
+        // reads the journal (`store/purge.rs`).
+        let mut finished = purge::PurgeReport::default();
+        store
+            .finish_purges(&mut finished, false)
+            .context("finishing a purge cut short")?;
+        if finished.journal_bytes_freed > 0 || finished.index_deleted > 0 {
+            tracing::warn!(
+                index_deleted = finished.index_deleted,
+                journal_bytes_freed = finished.journal_bytes_freed,
+                "finished a purge that a stop or crash had cut short"
+            );
+        }
         // An index of an older schema keeps serving while its successor is
         // built from the journal (`store/index/rebuild.rs`).
         store.index.start_rebuild(&store.journal)?;
         Ok(store)
+    }
+
+    /// Holds the journal's layout for reading: offsets read under it do
+    /// not move (see `layout`). Hold it across a whole pass that keeps
+    /// positions between reads; a purge's rewrite waits for it.
+    pub fn layout_read(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.layout.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Holds the journal's layout for a rewrite (`store/purge.rs`); the
+    /// generation moves on with it.
+    pub(crate) fn layout_write(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
+        let g = self.layout.write().unwrap_or_else(|p| p.into_inner());
+        self.layout_generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        g
+    }
+
+    /// One purge at a time: held by a purge from its tombstones to its
+    /// rewrite, and by maintenance's online index repair (which must not
+    /// take an event a purge has dropped from the index but not yet
+    /// stubbed in the journal for one missing from the index).
+    pub(crate) fn purge_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.purging.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The layout's generation: journal positions taken under one value
+    /// hold while it does not change (for a reader that cannot keep
+    /// [`Store::layout_read`] across its steps, like the checkpoint
+    /// writer, which waits for a time stamp in between).
+    pub fn layout_generation(&self) -> u64 {
+        self.layout_generation
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Chains stored annotations into the journal: an `AnnotationMark`

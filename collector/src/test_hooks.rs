@@ -119,3 +119,27 @@ pub fn fail_analysis_commit() -> bool {
     #[cfg(not(feature = "test-hooks"))]
     false
 }
+
+/// A slowed maintenance run: batches of two journal entries, each followed
+/// by this pause (`KIROKU_TEST_MAINTENANCE_DELAY_MS`), so a test can stop,
+/// kill or outlast a run in its middle; None in production builds.
+pub fn maintenance_batch_delay() -> Option<std::time::Duration> {
+    #[cfg(feature = "test-hooks")]
+    {
+        const NAME: &str = "KIROKU_TEST_MAINTENANCE_DELAY_MS";
+        let ms: u64 = std::env::var(NAME)
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        if ms > 0 {
+            tracing::error!(
+                delay_ms = ms,
+                "TEST HOOK ACTIVE: {NAME} is set, maintenance runs are slowed down deliberately (test build only)"
+            );
+            return Some(std::time::Duration::from_millis(ms));
+        }
+        None
+    }
+    #[cfg(not(feature = "test-hooks"))]
+    None
+}

@@ -468,12 +468,18 @@ impl Writer {
         if !next.has_new(head.next_leaf) {
             return Ok(None);
         }
-        let range = build::read_range(
-            self.store.journal.dir(),
-            next.start,
-            head.end,
-            next.first_leaf,
-        )?;
+        // The start is the previous checkpoint's end as the ledger has it
+        // now (a purge may have moved it since `next` was made); held
+        // until the range is read.
+        let layout = self.store.layout_read();
+        let start = match next.number.checked_sub(1).filter(|n| *n > 0) {
+            Some(prev) => self.ledger.get(prev)?.map_or(next.start, |r| r.end),
+            None => next.start,
+        };
+        let mut range =
+            build::read_range(self.store.journal.dir(), start, head.end, next.first_leaf)?;
+        range.layout_generation = self.store.layout_generation();
+        drop(layout);
         if let Some((from, to)) = range.missing_before {
             tracing::error!(
                 from,
@@ -515,6 +521,27 @@ impl Writer {
         range: &build::Range,
     ) -> anyhow::Result<Record> {
         self.ledger.write(cp.number, signed)?;
+        // The range's positions, found again if a purge moved them since
+        // it was read (the time stamp is awaited in between). Held until
+        // the record is written.
+        let layout = self.store.layout_read();
+        let mut range = range.clone();
+        if self.store.layout_generation() != range.layout_generation {
+            if let Some(prev) = cp.number.checked_sub(1).filter(|n| *n > 0)
+                && let Some(r) = self.ledger.get(prev)?
+            {
+                range.start = r.end;
+            }
+            let last = range.first_leaf + range.leaves - 1;
+            let head = self.store.journal.head().end;
+            range.end = build::end_after_leaf(self.store.journal.dir(), range.start, head, last)?
+                .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "checkpoint {}: leaf {last} is not in the journal any more",
+                    cp.number
+                )
+            })?;
+        }
         let sha256 = crate::store::journal::entry::sha256(&signed.checkpoint);
         let mark = Entry::Checkpoint(CheckpointMark {
             number: cp.number,
@@ -532,6 +559,7 @@ impl Writer {
         };
         self.ledger.put(&record)?;
         self.store.meta.flush()?;
+        drop(layout);
         self.feed.publish(cp.number, signed);
         Ok(record)
     }

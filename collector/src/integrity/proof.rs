@@ -58,6 +58,8 @@ pub fn prove_event(store: &Store, event_id: &str) -> Result<Proven, ProveError> 
 
 /// The proof of journal leaf `leaf`.
 pub fn prove_leaf(store: &Store, leaf: u64) -> Result<Proven, ProveError> {
+    // The ledger's positions are read, then the journal at them.
+    let _layout = store.layout_read();
     let ledger = Ledger::open(&store.dir, &store.meta)?;
     let dir = store.journal.dir();
     let Some(record) = ledger.covering(leaf)? else {

@@ -33,6 +33,7 @@
 
 mod chain;
 mod checkpoints;
+mod purged;
 mod streams;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -309,6 +310,9 @@ pub fn run(
     out: &mut dyn FnMut(VerifyResponse),
 ) -> anyhow::Result<VerifySummary> {
     let started = Instant::now();
+    // One pass that keeps journal positions (the head, checkpoint ranges):
+    // a purge's segment rewrite waits for it.
+    let _layout = store.layout_read();
     let head = store.journal.head();
     let mut f = Findings::default();
     let keys = Keys::new();
@@ -348,6 +352,7 @@ pub fn run(
     let mut ckps = checkpoints::load(&store.dir.join("checkpoints"), ca_pem, tsa_ca)?;
     let mut streams = streams::Streams::default();
     let mut chain = ChainCheck::default();
+    let mut purged = purged::Purged::default();
     let mut pass = JournalPass {
         events: HashMap::new(),
         names: HashMap::new(),
@@ -415,7 +420,7 @@ pub fn run(
             };
             chain_started = true;
             pass.entries += 1;
-            let hash = read.sha256();
+            let hash = read.entry_hash();
             let mut link = Link {
                 leaf: entry.leaf,
                 hash,
@@ -424,7 +429,7 @@ pub fn run(
                 name: String::new(),
                 inconsistent: false,
             };
-            ckps.leaf(entry.leaf, &read.bytes, hash);
+            ckps.leaf(entry.leaf, read.leaf_hash(), hash);
             match &entry.entry {
                 Some(Entry::Event(s)) => {
                     let a = s.additions.clone().unwrap_or_default();
@@ -455,18 +460,12 @@ pub fn run(
                 }
                 Some(Entry::Tombstone(t)) => {
                     link.name = format!("tombstone of {}", t.event_id);
-                    f.add(
-                        "purged",
-                        where_at(read.at),
-                        &t.event_id,
-                        format!(
-                            "purged by {} at {}: {}",
-                            t.by,
-                            kiroku_common::rfc3339_ms(t.at_ms),
-                            t.reason
-                        ),
-                        false,
-                    );
+                    purged.tombstone(t, entry.leaf, read.at);
+                    ckps.stream_purged(&t.recorded_sha256);
+                }
+                None if read.is_stub() => {
+                    link.name = format!("purged leaf {}", entry.leaf);
+                    purged.stub(entry.leaf, hash, read.at);
                 }
                 None => link.name = format!("leaf {}", entry.leaf),
             }
@@ -492,6 +491,14 @@ pub fn run(
     for b in std::mem::take(&mut chain.breaks) {
         f.chain_break(b);
     }
+    // A purged event is explained wherever it is still found or missing
+    // (index, blobs); its stub and tombstone are checked by `purged`.
+    let tombstoned: HashSet<String> = purged.tombstoned_ids().map(str::to_owned).collect();
+    for id in &tombstoned {
+        pass.events.remove(&keys.key(id.as_bytes()));
+        f.flagged_ids.insert(id.clone());
+    }
+    purged.finish(store, &mut f)?;
     // Entries whose recorded bytes do not match their stored hash, where
     // the chain itself holds (the chain and the hash were both rewritten).
     summary.entries = pass.entries;
@@ -521,7 +528,11 @@ pub fn run(
             );
         }
     }
-    let unavailable = refs.finish();
+    let mut unavailable = refs.finish();
+    unavailable.missing.retain(|_, ids| {
+        ids.retain(|id| !tombstoned.contains(id));
+        !ids.is_empty()
+    });
     if !opts.skip_blobs {
         for (sha, ids) in &unavailable.missing {
             f.add(

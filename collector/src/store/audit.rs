@@ -99,6 +99,18 @@ pub mod admin_call {
     /// A checkpoint signing certificate was loaded; detail: its subject
     /// and SHA-256.
     pub const SIGNER_CERT_LOADED: &str = "SignerCertLoaded";
+    /// The retention policy purged events (identity `collector`); detail:
+    /// how many, the tombstones' leaves (`tombstones at leaves A-B`), the
+    /// reasons, the first event ids (`store/purge.rs`).
+    pub const RETENTION: &str = "Retention";
+    /// An admin erased events on request; detail as for [`RETENTION`].
+    pub const ERASURE: &str = "Erasure";
+    /// The retention policy file was (re)loaded, refused, or a shortening
+    /// it waited for took effect; detail: path, SHA-256, what changed.
+    pub const RETENTION_POLICY: &str = "RetentionPolicy";
+    /// `kiroku purge undo` restored marked events; detail: filter, reason,
+    /// how many.
+    pub const RETENTION_UNDO: &str = "RetentionUndo";
     /// An agent was retired (`kiroku agents retire`), or a retirement was
     /// refused; detail: the agent, its certificate's serial and SHA-256,
     /// the revocation list, the reason.

@@ -9,6 +9,7 @@
 //! (`parts`). Readers see the original bytes either way.
 
 mod parts;
+mod remove;
 
 use std::io::{Read, Write};
 
@@ -32,6 +33,10 @@ pub enum BlobError {
 
 pub struct BlobStore {
     dir: PathBuf,
+    /// Read-held by every store, write-held by a purge's removal, so a removal never
+    /// takes an attachment blob that a message being stored reuses
+    /// (`remove.rs`).
+    gc: std::sync::RwLock<()>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BlobError + '_ {
@@ -46,6 +51,7 @@ impl BlobStore {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         Ok(BlobStore {
             dir: dir.to_owned(),
+            gc: std::sync::RwLock::new(()),
         })
     }
 
@@ -87,6 +93,7 @@ impl BlobStore {
                 actual,
             });
         }
+        let _gc = self.gc.read().unwrap_or_else(|p| p.into_inner());
         if self.has(sha) {
             return Ok(false);
         }
@@ -122,8 +129,13 @@ impl BlobStore {
         for s in &segs {
             if let parts::Seg::Part { decoded, .. } = s {
                 let part: [u8; 32] = Sha256::digest(decoded).into();
-                // An attachment already stored (another mail) is kept as is.
-                self.write_atomic(&self.path(&hex::encode(part))?, decoded)?;
+                // An attachment already stored (another mail) is kept as
+                // is, its time of use renewed (a purge spares blobs used in
+                // the last day: `remove.rs`).
+                let ppath = self.path(&hex::encode(part))?;
+                if !self.write_atomic(&ppath, decoded)? {
+                    remove::touch(&ppath);
+                }
                 part_shas.push(part);
             }
         }
@@ -182,7 +194,10 @@ impl BlobStore {
         let manifest = zstd::Decoder::new(f).map_err(io(&mpath))?;
         let dir = self.dir.clone();
         let open: parts::OpenPart = Box::new(move |part: &str| {
-            let store = BlobStore { dir: dir.clone() };
+            let store = BlobStore {
+                dir: dir.clone(),
+                gc: std::sync::RwLock::new(()),
+            };
             let p = store
                 .path(part)
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;

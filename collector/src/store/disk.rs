@@ -82,6 +82,19 @@ impl DiskGuard {
         )
     }
 
+    /// Bytes a purge's scratch (a journal segment written again before it
+    /// replaces the old one) may still write: down to half the reserve,
+    /// which ingest may not touch, so retention frees space exactly when
+    /// ingest is paused for it. `None` when the file system cannot tell.
+    pub fn scratch_room(&self) -> Option<u64> {
+        let (avail, _) = self.fullest().ok()?;
+        Some(
+            avail
+                .saturating_sub(self.min_free.load(Ordering::Relaxed) / 2)
+                .saturating_sub(self.reserved.load(Ordering::SeqCst)),
+        )
+    }
+
     /// The store directory with the least space available, and that space.
     /// The parts of the data directory (metadata, index, journal, blobs)
     /// may be separate volumes; the fullest one decides.

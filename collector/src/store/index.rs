@@ -38,6 +38,7 @@ mod limits;
 mod mailflow;
 mod merges;
 mod provenance;
+mod purge;
 mod rebuild;
 mod schema;
 mod stats;

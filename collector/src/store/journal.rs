@@ -33,6 +33,7 @@
 
 pub mod entry;
 mod record;
+pub mod rewrite;
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -44,7 +45,7 @@ use kiroku_proto::{Event, StoredEvent};
 use prost::Message;
 
 pub use entry::{EntryError, Provenance, merged};
-pub use record::{EntryRead, ScanReport, read_entries, scan_entries};
+pub use record::{EntryRead, ScanReport, Stub, read_entries, scan_entries};
 use record::{MAGIC_V2, encode_record, scan_buf};
 
 /// A segment is closed once it grows past this.
@@ -243,7 +244,7 @@ impl Journal {
         let mut last: Option<(u64, [u8; 32])> = None;
         let (valid_end, damaged) = scan_buf(&buf, number, &path, &mut report, &mut |r| {
             if let Some(leaf) = r.leaf {
-                last = Some((leaf, r.sha256()));
+                last = Some((leaf, r.entry_hash()));
             }
             Ok(())
         })?;
@@ -336,6 +337,29 @@ impl Journal {
         }
     }
 
+    /// Closes the segment being appended to (when it holds anything) and
+    /// starts the next one, so that a purge may rewrite it. Returns the
+    /// number of the segment appended to from now on.
+    pub fn roll(&self) -> Result<u64, JournalError> {
+        let mut t = self.tail();
+        if t.len > 0 {
+            let number = t.number + 1;
+            let path = segment_path(&self.dir, number);
+            let file = OpenOptions::new()
+                .read(true)
+                .append(true)
+                .create(true)
+                .open(&path)
+                .map_err(|e| jerr(&path, e))?;
+            sync_dir(&self.dir)?;
+            t.file = file;
+            t.path = path;
+            t.number = number;
+            t.len = 0;
+        }
+        Ok(t.number)
+    }
+
     /// Appends events the collector has only decoded (see
     /// [`entry::reencoded`]) and makes them durable.
     pub fn append(&self, events: &[Event]) -> Result<Vec<u64>, JournalError> {
@@ -373,7 +397,7 @@ fn chain_end_before(
         let mut last = None;
         let (end, _) = scan_buf(&buf, *n, &path, &mut ScanReport::default(), &mut |r| {
             if let Some(leaf) = r.leaf {
-                last = Some((leaf, r.sha256()));
+                last = Some((leaf, r.entry_hash()));
             }
             Ok(())
         })?;

@@ -265,6 +265,36 @@ impl MetaStore {
             .map_err(|e| self.err(e))
     }
 
+    /// Notes that blob `sha` was claimed at `now_ms` (an agent was told the
+    /// collector holds it, or uploaded it): a purge spares a blob claimed
+    /// in the last day (`store/purge.rs`). Not flushed by itself.
+    pub fn claim_blob(&self, sha: &str, now_ms: i64) -> Result<(), MetaError> {
+        self.db
+            .open_tree(BLOB_CLAIMS)
+            .and_then(|t| t.insert(sha.as_bytes(), &now_ms.to_be_bytes()))
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// When blob `sha` was last claimed ([`MetaStore::claim_blob`]).
+    pub fn blob_claimed_ms(&self, sha: &str) -> Result<Option<i64>, MetaError> {
+        let v = self
+            .db
+            .open_tree(BLOB_CLAIMS)
+            .and_then(|t| t.get(sha.as_bytes()))
+            .map_err(|e| self.err(e))?;
+        Ok(v.and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok().map(i64::from_be_bytes)))
+    }
+
+    /// Forgets the claims of a removed blob.
+    pub fn unclaim_blob(&self, sha: &str) -> Result<(), MetaError> {
+        self.db
+            .open_tree(BLOB_CLAIMS)
+            .and_then(|t| t.remove(sha.as_bytes()))
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
     /// Remembers the audit log's newest (sequence, hash).
     pub fn set_audit_head(&self, seq: u64, hash: &str) -> Result<(), MetaError> {
         let mut v = seq.to_be_bytes().to_vec();
@@ -322,6 +352,8 @@ impl MetaStore {
 /// uploaded itself, so `MissingBlobs`, `PutBlob` and the Ack cannot tell
 /// it whether some other host's content is stored.
 const BLOB_UPLOADERS: &str = "blob_uploaders";
+/// Blob hash → when an agent last claimed it (ms, i64 BE).
+const BLOB_CLAIMS: &str = "blob_claims";
 
 fn uploader_key(uploader: &str, sha: &str) -> Vec<u8> {
     let mut k = uploader.as_bytes().to_vec();

@@ -354,6 +354,11 @@ pub fn rebuild_index(idir: &Path, jdir: &Path, quiet: bool) -> anyhow::Result<u6
     {
         fresh.set_derived(a.derived_source());
     }
+    // Events purged whose journal records are not stubs yet stay out.
+    let purged = match &meta {
+        Some(m) => crate::store::purge::pending_event_ids(m)?,
+        None => Default::default(),
+    };
     let pb = bar(journal_bytes(jdir), "index", quiet);
     let (mut batch, mut provenance) = (Vec::new(), Vec::new());
     let mut failed = None;
@@ -363,6 +368,9 @@ pub fn rebuild_index(idir: &Path, jdir: &Path, quiet: bool) -> anyhow::Result<u6
             return;
         }
         pb.inc(e.encoded_len() as u64 + 12);
+        if purged.contains(&e.event_id) {
+            return;
+        }
         batch.push(e);
         provenance.push(p);
         if batch.len() >= 50_000 {

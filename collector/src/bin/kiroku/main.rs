@@ -12,8 +12,10 @@ mod export;
 mod filters;
 mod holds;
 mod investigate;
+mod maintenance;
 mod output;
 mod quickstart;
+mod retention;
 mod stats;
 mod verify;
 mod zone;
@@ -113,6 +115,19 @@ enum Cmd {
     /// the hold is in force (release: admins only).
     #[command(subcommand)]
     Hold(holds::HoldCmd),
+    /// Retention: what the policy (or a candidate) would mark and free.
+    Retention {
+        #[command(subcommand)]
+        cmd: retention::RetentionCmd,
+    },
+    /// Erase a person's records on request (--user, --address or any
+    /// search filter; --reason; holds win), or `purge undo` (admins only).
+    Purge(Box<retention::PurgeArgs>),
+    /// The daily maintenance window: status, start, stop, report.
+    Maintenance {
+        #[command(subcommand)]
+        cmd: maintenance::MaintenanceCmd,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -275,6 +290,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Export(args) => export::export(&cli.connect, *args, &zone()?).await,
         Cmd::VerifyBundle(args) => export::verify_bundle(&cli.connect, args),
         Cmd::Hold(cmd) => holds::run(&cli.connect, cmd, &zone()?).await,
+        Cmd::Retention { cmd } => retention::retention(&cli.connect, cmd, &zone()?).await,
+        Cmd::Purge(args) => retention::purge(&cli.connect, *args, &zone()?).await,
+        Cmd::Maintenance { cmd } => maintenance::run(&cli.connect, cmd, &zone()?).await,
     }
 }
 

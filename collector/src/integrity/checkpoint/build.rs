@@ -29,6 +29,9 @@ pub struct Range {
     /// The range stopped short at a hole in the leaf numbers: the next
     /// leaf present.
     pub stopped_at_gap: Option<u64>,
+    /// The store's layout generation `start` and `end` were read under
+    /// (`Store::layout_generation`; set by the caller).
+    pub layout_generation: u64,
 }
 
 /// The leaves from `start` up to `until` (a durable journal end), expected
@@ -52,6 +55,7 @@ pub fn read_range(
         end: until,
         missing_before: None,
         stopped_at_gap: None,
+        layout_generation: 0,
     };
     let mut at = start;
     let mut next = expected;
@@ -71,8 +75,8 @@ pub fn read_range(
                 r.stopped_at_gap = Some(leaf);
                 break 'read;
             }
-            tree.push(merkle::leaf_hash(&read.bytes));
-            r.last_hash = read.sha256();
+            tree.push(read.leaf_hash());
+            r.last_hash = read.entry_hash();
             next = leaf + 1;
         }
         at = after;
@@ -98,14 +102,42 @@ pub fn leaves_of(
             let Some(leaf) = read.leaf.filter(|l| record.covers(*l)) else {
                 continue;
             };
-            hashes.push(merkle::leaf_hash(&read.bytes));
-            if leaf == want {
+            hashes.push(read.leaf_hash());
+            // A purged entry's stub proves nothing: its content is gone.
+            if leaf == want && !read.is_stub() {
                 entry = Some(read.bytes);
             }
         }
         at = after;
     }
     Ok((hashes, entry))
+}
+
+/// The position just after leaf `leaf`'s record, looked for from `from`
+/// to `until` (a range's end found again after a purge moved offsets).
+pub fn end_after_leaf(
+    dir: &Path,
+    from: Position,
+    until: Position,
+    leaf: u64,
+) -> Result<Option<Position>, JournalError> {
+    let mut at = from;
+    while at < until {
+        let (reads, after) = journal::read_entries(dir, at, until, READ_BATCH)?;
+        for read in &reads {
+            if read.leaf == Some(leaf) {
+                return Ok(Some(Position {
+                    segment: read.at.segment,
+                    offset: read.at.offset + read.len,
+                }));
+            }
+        }
+        if reads.is_empty() {
+            break;
+        }
+        at = after;
+    }
+    Ok(None)
 }
 
 /// The payload of leaf `want`, looked for from `from` to `until`.
@@ -120,7 +152,7 @@ pub fn entry_of(
         let (reads, after) = journal::read_entries(dir, at, until, READ_BATCH)?;
         for read in reads {
             if read.leaf == Some(want) {
-                return Ok(Some(read.bytes));
+                return Ok((!read.is_stub()).then_some(read.bytes));
             }
         }
         at = after;

@@ -114,6 +114,9 @@ pub fn build(
     out: impl ChunkOut,
 ) -> Result<Summary, ExportError> {
     let mut sink = Sink::new(out);
+    // Journal positions (the head, the checkpoints' ranges) are kept
+    // across the pass: a purge's rewrite waits for it.
+    let layout = store.layout_read();
     let end = store.journal.head().end;
     let (ledger, records) = evidence::checkpoints(store)?;
     let wanted: HashMap<String, usize> = events
@@ -125,6 +128,7 @@ pub fn build(
     let found = evidence::find(store, &wanted, &records, end, |n| {
         sink.progress("journal", n, total_leaves)
     })?;
+    drop(layout);
     let mut listed = Vec::with_capacity(events.len());
     let mut used = BTreeSet::new();
     for (i, (e, f)) in events.iter().zip(&found).enumerate() {

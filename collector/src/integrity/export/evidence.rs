@@ -146,7 +146,7 @@ fn take(
     if let Some(leaf) = r.leaf {
         step_range(range, leaf, records, found);
         if let Some(rg) = range.as_mut() {
-            rg.hashes.push(merkle::leaf_hash(&r.bytes));
+            rg.hashes.push(r.leaf_hash());
             if let Some(i) = idx {
                 rg.wanted.push((i, leaf));
             }

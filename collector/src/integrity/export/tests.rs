@@ -90,7 +90,7 @@ fn checkpoint(store: &Store, signer: &Signer) {
         usize::MAX,
     )
     .expect("read");
-    let leaves: Vec<_> = reads.iter().map(|r| merkle::leaf_hash(&r.bytes)).collect();
+    let leaves: Vec<_> = reads.iter().map(|r| r.leaf_hash()).collect();
     let c = Checkpoint {
         number: 1,
         collector: "c1".into(),

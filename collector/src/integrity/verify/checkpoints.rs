@@ -15,7 +15,7 @@ use prost::Message;
 
 use super::{Findings, hex8, where_at};
 use crate::integrity::check;
-use crate::integrity::merkle::{TreeBuilder, leaf_hash};
+use crate::integrity::merkle::TreeBuilder;
 use crate::store::Store;
 use crate::store::journal::Position;
 
@@ -68,6 +68,9 @@ pub struct Checkpoints {
     /// The newest checkpoint's stream heads: (agent, stream, seq) → hash,
     /// and what the journal had for them.
     heads: HashMap<(String, String, u64), Vec<u8>>,
+    /// Recorded SHA-256s of purged events (their tombstones): a head
+    /// among them is accounted for.
+    purged_heads: std::collections::HashSet<Vec<u8>>,
     found: HashMap<(String, String, u64), [u8; 32]>,
     /// Highest leaf seen in the journal.
     top_leaf: Option<u64>,
@@ -216,14 +219,16 @@ pub fn load(
 
 impl Checkpoints {
     /// One journal entry, in file order.
-    pub fn leaf(&mut self, leaf: u64, bytes: &[u8], hash: [u8; 32]) {
+    /// One journal entry: `leaf_hash` its Merkle leaf hash, `hash` the
+    /// SHA-256 of its payload (a purged entry's stub keeps both).
+    pub fn leaf(&mut self, leaf: u64, leaf_hash: [u8; 32], hash: [u8; 32]) {
         self.top_leaf = Some(self.top_leaf.map_or(leaf, |t| t.max(leaf)));
         let i = self.list.partition_point(|l| l.end() <= leaf);
         if let Some(l) = self.list.get_mut(i)
             && l.ckp.first_leaf <= leaf
             && leaf < l.end()
         {
-            l.tree.push(leaf_hash(bytes));
+            l.tree.push(leaf_hash);
             if leaf + 1 == l.end() {
                 l.last_hash = Some(hash);
             }
@@ -244,6 +249,15 @@ impl Checkpoints {
         if self.heads.contains_key(&key) {
             self.found.insert(key, recorded_sha);
         }
+    }
+
+    /// A purged event's recorded SHA-256 (its tombstone): a stream head
+    /// the newest checkpoint names with that hash is accounted for.
+    pub fn stream_purged(&mut self, recorded_sha: &[u8]) {
+        if self.heads.is_empty() {
+            return;
+        }
+        self.purged_heads.insert(recorded_sha.to_vec());
     }
 
     /// (audit seq, audit head, checkpoint number) of the newest checkpoint.
@@ -282,6 +296,7 @@ impl Checkpoints {
         }
         let heads = std::mem::take(&mut self.heads);
         let found = std::mem::take(&mut self.found);
+        let purged = std::mem::take(&mut self.purged_heads);
         for l in &mut self.list {
             let n = l.ckp.number;
             let settled = now - l.ckp.at_ms > SETTLED_MS;
@@ -344,6 +359,7 @@ impl Checkpoints {
                 for ((agent, stream, seq), want) in &heads {
                     match found.get(&(agent.clone(), stream.clone(), *seq)) {
                         Some(got) if got.as_slice() == want.as_slice() => {}
+                        None if purged.contains(want) => {}
                         Some(got) => l.problem(
                             "altered",
                             format!(

@@ -42,22 +42,37 @@ impl ReserveMergePolicy {
         }
     }
 
-    /// Bytes on disk per segment (its files are named `<uuid>.<ext>`).
     fn segment_bytes(&self) -> HashMap<String, u64> {
-        let mut sizes = HashMap::new();
-        let Ok(dir) = std::fs::read_dir(&self.dir) else {
-            return sizes;
-        };
-        for entry in dir.flatten() {
-            let name = entry.file_name();
-            let Some((uuid, _)) = name.to_str().and_then(|n| n.split_once('.')) else {
-                continue;
-            };
-            let len = entry.metadata().map_or(0, |m| m.len());
-            *sizes.entry(uuid.to_owned()).or_default() += len;
-        }
-        sizes
+        segment_sizes(&self.dir)
     }
+}
+
+/// Bytes on disk per segment of the index in `dir` (its files are named
+/// `<uuid>.<ext>`).
+fn segment_sizes(dir: &std::path::Path) -> HashMap<String, u64> {
+    let mut sizes = HashMap::new();
+    let Ok(dir) = std::fs::read_dir(dir) else {
+        return sizes;
+    };
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        let Some((uuid, _)) = name.to_str().and_then(|n| n.split_once('.')) else {
+            continue;
+        };
+        let len = entry.metadata().map_or(0, |m| m.len());
+        *sizes.entry(uuid.to_owned()).or_default() += len;
+    }
+    sizes
+}
+
+/// Bytes on disk of `segments` of the index in `dir` (what merging them
+/// writes, at most).
+pub(super) fn segments_bytes(dir: &std::path::Path, segments: &[tantivy::index::SegmentId]) -> u64 {
+    let sizes = segment_sizes(dir);
+    segments
+        .iter()
+        .map(|id| sizes.get(&id.uuid_string()).copied().unwrap_or(0))
+        .sum()
 }
 
 /// The candidates that fit in `room` bytes together, in order; each is

@@ -16,6 +16,12 @@ use super::{JournalError, Position, jerr, segment_path, segments};
 pub(super) const MAGIC_V1: [u8; 4] = *b"KRJ1";
 /// Records from issue 18 on: a prost-encoded `JournalEntry`.
 pub(super) const MAGIC_V2: [u8; 4] = *b"KRJ2";
+/// A purged entry's stub (issue 19, ARCHITECTURE.md "Tombstones"): `leaf
+/// (u64 LE) | prev (32) | SHA-256 of the entry's payload (32) | its Merkle
+/// leaf hash (32)`, no content.
+pub(super) const MAGIC_STUB: [u8; 4] = *b"KRJS";
+/// The payload length of a stub record.
+pub(super) const STUB_LEN: usize = 8 + 32 * 3;
 /// What both magics start with (resynchronisation looks for it).
 const MAGIC_PREFIX: &[u8] = b"KRJ";
 pub(super) const HEADER: usize = 12;
@@ -35,15 +41,81 @@ pub struct EntryRead {
     /// The payload: the encoded `JournalEntry` (what the chain and the
     /// Merkle leaf hash), or the bare encoded `Event` of a `KRJ1` record.
     pub bytes: Vec<u8>,
-    /// The decoded entry (`None`: a `KRJ1` record).
+    /// The decoded entry (`None`: a `KRJ1` record). For a stub, an entry
+    /// with its `prev` and `leaf` and no content (`entry: None`).
     pub entry: Option<JournalEntry>,
+    /// Set when the record is the stub of a purged entry: `bytes` is then
+    /// empty and the hashes come from the stub.
+    pub stub: Option<Stub>,
+}
+
+/// What a purged entry's stub keeps: enough for the chain and every
+/// Merkle tree over it to recompute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stub {
+    /// SHA-256 of the purged entry's payload.
+    pub entry_sha256: [u8; 32],
+    /// Its Merkle leaf hash, SHA-256(0x00 || payload).
+    pub leaf_hash: [u8; 32],
 }
 
 impl EntryRead {
-    /// SHA-256 of the payload (what the next entry's `prev` names).
-    pub fn sha256(&self) -> [u8; 32] {
-        super::entry::sha256(&self.bytes)
+    /// SHA-256 of the entry's payload (what the next entry's `prev`
+    /// names); a stub's kept hash.
+    pub fn entry_hash(&self) -> [u8; 32] {
+        match &self.stub {
+            Some(s) => s.entry_sha256,
+            None => super::entry::sha256(&self.bytes),
+        }
     }
+
+    /// The entry's Merkle leaf hash (RFC 6962); a stub's kept hash.
+    pub fn leaf_hash(&self) -> [u8; 32] {
+        match &self.stub {
+            Some(s) => s.leaf_hash,
+            None => crate::integrity::merkle::leaf_hash(&self.bytes),
+        }
+    }
+
+    /// True for a purged entry's stub.
+    pub fn is_stub(&self) -> bool {
+        self.stub.is_some()
+    }
+
+    /// True for a `KRJ1` record (an older collector's bare event, outside
+    /// the chain).
+    pub fn is_v1(&self) -> bool {
+        self.entry.is_none()
+    }
+}
+
+/// A stub's payload (see [`MAGIC_STUB`]).
+pub(super) fn stub_payload(leaf: u64, prev: &[u8; 32], entry_payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(STUB_LEN);
+    v.extend_from_slice(&leaf.to_le_bytes());
+    v.extend_from_slice(prev);
+    v.extend_from_slice(&super::entry::sha256(entry_payload));
+    v.extend_from_slice(&crate::integrity::merkle::leaf_hash(entry_payload));
+    v
+}
+
+/// A stub's payload decoded: the entry (prev and leaf, no content) and
+/// the kept hashes.
+fn decode_stub(p: &[u8]) -> Option<(JournalEntry, Stub)> {
+    if p.len() != STUB_LEN {
+        return None;
+    }
+    let leaf = u64::from_le_bytes(p[..8].try_into().ok()?);
+    let entry = JournalEntry {
+        prev: p[8..40].to_vec(),
+        leaf,
+        entry: None,
+    };
+    let stub = Stub {
+        entry_sha256: p[40..72].try_into().ok()?,
+        leaf_hash: p[72..104].try_into().ok()?,
+    };
+    Some((entry, stub))
 }
 
 pub(super) fn encode_record(out: &mut Vec<u8>, magic: [u8; 4], payload: &[u8]) {
@@ -58,7 +130,7 @@ pub(super) fn encode_record(out: &mut Vec<u8>, magic: [u8; 4], payload: &[u8]) {
 pub(super) fn record_at(buf: &[u8], at: usize) -> Option<([u8; 4], std::ops::Range<usize>, usize)> {
     let h = buf.get(at..at + HEADER)?;
     let magic = [h[0], h[1], h[2], h[3]];
-    if magic != MAGIC_V1 && magic != MAGIC_V2 {
+    if magic != MAGIC_V1 && magic != MAGIC_V2 && magic != MAGIC_STUB {
         return None;
     }
     let len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]) as usize;
@@ -85,8 +157,17 @@ fn decoded_at(
     let Some((magic, payload, next)) = record_at(buf, at) else {
         return Ok(None);
     };
-    let bytes = buf[payload].to_vec();
-    let (entry, leaf) = if magic == MAGIC_V2 {
+    let mut stub = None;
+    let mut bytes = buf[payload].to_vec();
+    let (entry, leaf) = if magic == MAGIC_STUB {
+        let Some((e, s)) = decode_stub(&bytes) else {
+            return Err(next);
+        };
+        stub = Some(s);
+        bytes = Vec::new();
+        let leaf = e.leaf;
+        (Some(e), Some(leaf))
+    } else if magic == MAGIC_V2 {
         match JournalEntry::decode(bytes.as_slice()) {
             Ok(e) => {
                 let leaf = e.leaf;
@@ -109,11 +190,16 @@ fn decoded_at(
         leaf,
         bytes,
         entry,
+        stub,
     };
     Ok(Some((read, next)))
 }
 
 /// The next offset after `at` where a record checks out, if any.
+pub(super) fn resync_at(buf: &[u8], at: usize) -> Option<usize> {
+    resync(buf, at)
+}
+
 fn resync(buf: &[u8], at: usize) -> Option<usize> {
     memchr::memmem::find_iter(&buf[at + 1..], MAGIC_PREFIX)
         .map(|off| at + 1 + off)

@@ -130,7 +130,7 @@ fn entries_are_chained_and_numbered_across_segments_and_restarts() {
             JournalEntry::decode(r.bytes.as_slice()).expect("decode"),
             *e
         );
-        prev = r.sha256();
+        prev = r.entry_hash();
     }
     assert_eq!(reads.len(), 5);
     assert_eq!(j.head().last_hash, prev);
