@@ -36,17 +36,22 @@ impl EventIndex {
             }
             ix.serving.clone()
         };
-        let _group = self.write_group();
-        serving.purge(ids, merge)
+        let deleted = {
+            let _group = self.write_group();
+            serving.delete(ids)?
+        };
+        // The merge runs without the group lock: ingest goes on meanwhile.
+        let merged_segments = serving.merge_deleted(merge)?;
+        Ok(IndexPurge {
+            deleted,
+            merged_segments,
+        })
     }
 }
 
 impl TantivyIndex {
-    fn purge(
-        &self,
-        ids: &[String],
-        merge: impl FnOnce(u64) -> bool,
-    ) -> Result<IndexPurge, IndexError> {
+    /// Deletes the documents of `ids` and commits; returns how many went.
+    fn delete(&self, ids: &[String]) -> Result<u64, IndexError> {
         let before = self.count();
         self.with_writer(|w| {
             for id in ids {
@@ -55,10 +60,12 @@ impl TantivyIndex {
             self.commit_with(w)
         })?;
         self.reader.reload().map_err(|e| self.terr(e))?;
-        let mut out = IndexPurge {
-            deleted: before.saturating_sub(self.count()),
-            merged_segments: 0,
-        };
+        Ok(before.saturating_sub(self.count()))
+    }
+
+    /// Merges the segments holding deleted documents when `merge` allows
+    /// their size; returns how many were merged.
+    fn merge_deleted(&self, merge: impl FnOnce(u64) -> bool) -> Result<u64, IndexError> {
         let searcher = self.reader.searcher();
         let segs: Vec<_> = searcher
             .segment_readers()
@@ -67,24 +74,25 @@ impl TantivyIndex {
             .map(|s| s.segment_id())
             .collect();
         if segs.is_empty() {
-            return Ok(out);
+            return Ok(0);
         }
         let bytes = super::merges::segments_bytes(&self.path, &segs);
         if !merge(bytes) {
             tracing::info!(index = %self.path.display(), segments = segs.len(), bytes, "purged documents stay in their index segments until there is room to merge them");
-            return Ok(out);
+            return Ok(0);
         }
         // Started under the writer's lock, waited for without it.
         let pending = self.with_writer(|w| Ok(w.merge(&segs)))?;
-        match pending.wait() {
-            Ok(_) => out.merged_segments = segs.len() as u64,
+        let merged = match pending.wait() {
+            Ok(_) => segs.len() as u64,
             // A segment already being merged by the merge policy: that
             // merge drops the deleted documents as well.
             Err(e) => {
-                tracing::info!(index = %self.path.display(), error = %e, "merging the segments of purged documents was not done now (a merge in progress takes them)")
+                tracing::info!(index = %self.path.display(), error = %e, "merging the segments of purged documents was not done now (a merge in progress takes them)");
+                0
             }
-        }
+        };
         self.reader.reload().map_err(|e| self.terr(e))?;
-        Ok(out)
+        Ok(merged)
     }
 }

@@ -117,11 +117,25 @@ impl Store {
         if !want.is_empty() {
             let mut rest: Vec<Pending> = want.into_values().cloned().collect();
             rest.sort_by_key(|p| p.leaf);
-            let (first, last) = self.append_tombstones(st, &rest)?;
-            let mut ids: Vec<String> = rest.iter().map(|p| p.event_id.clone()).collect();
-            ids.dedup();
-            let by = rest.first().map_or("", |p| p.by.as_str()).to_owned();
-            st.set_audit(Some(&super::audit_due(&by, &rest, &ids, first, last)))?;
+            self.append_tombstones(st, &rest)?;
+        }
+        // The audit entry was not due yet when the crash came (it is set
+        // after the tombstones): due now, over every tombstone of these
+        // records, found or appended.
+        if st.audit()?.is_none() {
+            let done: Vec<Pending> = st
+                .all()?
+                .into_iter()
+                .filter(|p| missing.iter().any(|m| m.leaf == p.leaf))
+                .collect();
+            let leaves = done.iter().filter_map(|p| p.tombstone);
+            if let (Some(first), Some(last)) = (leaves.clone().min(), leaves.max()) {
+                let mut ids: Vec<String> = done.iter().map(|p| p.event_id.clone()).collect();
+                ids.sort_unstable();
+                ids.dedup();
+                let by = done.first().map_or("", |p| p.by.as_str()).to_owned();
+                st.set_audit(Some(&super::audit_due(&by, &done, &ids, first, last)))?;
+            }
         }
         self.meta.flush()?;
         Ok(())

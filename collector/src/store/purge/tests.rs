@@ -567,3 +567,45 @@ fn a_large_segment_waits_for_a_quarter_purged_or_compaction() {
     let r = s.purge(&victims([50]), "admin/alice").expect("erase");
     assert!(r.journal_bytes_freed > 0 && r.stubs_pending == 0, "{r:?}");
 }
+
+#[test]
+fn tombstones_appended_but_not_noted_before_a_crash_get_their_audit_entry() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let s = Store::open(dir.path()).expect("open");
+        store_events(&s, &(1..=8).map(|i| mail(i, None)).collect::<Vec<_>>());
+        let st = state::State::open(&s.meta).expect("state");
+        let mut r = PurgeReport::default();
+        let found =
+            locate::locate(&s, &st, &victims([2, 5]), RETENTION_BY, &mut r).expect("locate");
+        st.set_intent_from(Some(s.journal.end())).expect("intent");
+        for p in &found.records {
+            st.put(p).expect("put");
+        }
+        s.meta.flush().expect("flush");
+        // The tombstones reach the journal; the collector dies before
+        // noting them (and before the audit entry is due).
+        let entries = found
+            .records
+            .iter()
+            .map(|p| {
+                Entry::Tombstone(Tombstone {
+                    event_id: p.event_id.clone(),
+                    recorded_sha256: p.recorded_sha256.clone(),
+                    leaf: p.leaf,
+                    entry_sha256: p.entry_sha256.to_vec(),
+                    reason: p.reason.clone(),
+                    by: p.by.clone(),
+                    at_ms: 1,
+                })
+            })
+            .collect();
+        s.journal.append_entries(entries).expect("tombstones");
+    }
+    let s = Store::open(dir.path()).expect("reopen");
+    assert_eq!(tomb_count(&s), 2, "found, not appended again");
+    assert_eq!(all_events(&s).len(), 6);
+    let f = findings(&s);
+    assert!(alterations(&f).is_empty(), "{f:#?}");
+    assert_eq!(f.iter().filter(|f| f.what == "purged").count(), 2);
+}
