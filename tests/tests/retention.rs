@@ -229,6 +229,22 @@ fn dir_bytes(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// Waits (10 s at most) for an admin audit entry containing `what`.
+async fn wait_audit(s: &Setup, what: &str) -> anyhow::Result<()> {
+    let t = Instant::now();
+    loop {
+        let admin = s.admin_cli(&["audit", "--kind", "admin", "--limit", "1000", "--json"])?;
+        if admin.contains(what) {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            t.elapsed() < Duration::from_secs(10),
+            "no audit entry with {what:?}:\n{admin}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 /// Bytes of every blob file.
 fn blob_bytes(data: &Path) -> u64 {
     fn walk(d: &Path) -> u64 {
@@ -449,6 +465,16 @@ async fn events_expire_per_kind_group_and_tag_with_grace_undo_and_erasure() -> a
             "{want} missing from the audit log:\n{admin}"
         );
     }
+    // The policy file is reloaded when it changes: a bad one is refused
+    // (the previous stays), a good one applied; both audited.
+    let file = s.env.path().join("retention.toml");
+    std::fs::write(&file, "[kind]\nemail = \"soon\"\n")?;
+    wait_audit(&s, "refused, the previous policy stays in force").await?;
+    std::fs::write(
+        &file,
+        format!("{POLICY}\n[[override]]\ngroup = \"hr\"\nperiod = \"forever\"\n"),
+    )?;
+    wait_audit(&s, "in force (longest period forever").await?;
     let queries = s.admin_cli(&["audit", "--kind", "query", "--limit", "1000", "--json"])?;
     assert!(
         queries.contains("REFUSED"),

@@ -30,29 +30,16 @@ pub fn names_a_filter(r: &SearchRequest) -> bool {
 }
 
 /// The ids of the events `filter` matches (at most [`MAX_EVENTS`]) and
-/// how many matched in all.
+/// how many matched in all (ids only: no event is read).
 pub fn matching(store: &Store, filter: &SearchRequest) -> anyhow::Result<(Vec<String>, u64)> {
-    let mut f = filter.clone();
-    f.page_token.clear();
-    f.ascending = true;
-    let page = crate::store::index::MAX_PAGE as usize;
     let mut ids = Vec::new();
-    let mut seen = HashSet::new();
-    let mut offset = 0;
-    let mut total = 0;
-    loop {
-        let (events, hits, next) = store.index.search(&f, offset, page)?;
-        total = total.max(hits);
-        for e in events {
-            if ids.len() < MAX_EVENTS && seen.insert(e.event_id.clone()) {
-                ids.push(e.event_id);
-            }
+    let total = store.index.each_matching_id(filter, |id| {
+        if ids.len() < MAX_EVENTS {
+            ids.push(id);
         }
-        match next {
-            Some(n) if ids.len() < MAX_EVENTS => offset = n,
-            _ => break,
-        }
-    }
+    })?;
+    ids.sort();
+    ids.dedup();
     Ok((ids, total))
 }
 

@@ -247,9 +247,22 @@ async fn erase(
         .await?;
     }
     let resp = blocking(svc, move |s| {
-        let held = holds.held_set(s).map_err(internal)?;
         let marks = Marks::open(&s.meta).map_err(internal)?;
-        super::erase::erase(s, &marks, &held, ids, &reason, &by, dry_run).map_err(internal)
+        // Holds do not change between the held set and the end of the
+        // purge (a hold created meanwhile waits for it).
+        loop {
+            let held = holds.held_set(s).map_err(|e| {
+                Status::failed_precondition(format!(
+                    "the legal holds cannot be evaluated now, so nothing is erased: {e:#}"
+                ))
+            })?;
+            let _no_hold_change = holds.purge_guard();
+            if !holds.is_current(&held) {
+                continue;
+            }
+            return super::erase::erase(s, &marks, &held, ids, &reason, &by, dry_run)
+                .map_err(internal);
+        }
     })
     .await?;
     tracing::info!(identity = %who, matched = resp.matched, purged = resp.purged, held_back = resp.held_back, dry_run, "erasure on request");
