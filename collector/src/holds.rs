@@ -101,6 +101,13 @@ impl Holds {
         self.change.read().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Held by `kiroku purge undo` while it unmarks: no purge (which
+    /// holds [`Holds::purge_guard`]) runs meanwhile, so an event reported
+    /// restored is never purged by a step that read its mark before.
+    pub fn undo_guard(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
+        self.change.write().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The events held now (see [`HeldSet`]). Fails, rather than answering
     /// less, when a hold's filter cannot be run (for example while the
     /// index is rebuilt for a new schema): nothing may be purged then.

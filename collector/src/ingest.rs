@@ -117,12 +117,18 @@ fn held_raw(e: &Event) -> Option<&str> {
 /// agents with the same raw message each upload it once (stored once).
 /// Blocking (file system, sled).
 fn held_for(store: &Store, uploader: &str, sha: &str) -> bool {
-    let held = store.blobs.has(sha) && store.meta.uploaded_by(uploader, sha).unwrap_or(false);
-    // The agent goes on as if it were: a purge must spare it a while.
-    if held && let Err(e) = store.meta.claim_blob(sha, crate::clock::now_ms()) {
-        tracing::warn!(sha256 = %sha, error = %e, "cannot note a blob's claim");
+    if !store.meta.uploaded_by(uploader, sha).unwrap_or(false) {
+        return false;
     }
-    held
+    // The agent goes on as if it were held: a purge must spare it a
+    // while. The claim comes before the look, and a purge reads claims
+    // under the blob store's lock as it removes: either it sees this
+    // claim, or the blob is gone before `has` and the agent uploads it.
+    if let Err(e) = store.meta.claim_blob(sha, crate::clock::now_ms()) {
+        tracing::warn!(sha256 = %sha, error = %e, "cannot note a blob's claim; not trusting the stored copy");
+        return false;
+    }
+    store.blobs.has(sha)
 }
 
 /// Cuts a batch just before its first event whose raw message the
@@ -763,13 +769,20 @@ impl Ingest for IngestService {
         // `already_stored` only tells the agent about its own uploads.
         let stored = tokio::task::spawn_blocking(move || {
             let before = held_for(&store, &uploader, &sha2);
+            // Claimed before it is stored (or found stored): a purge that
+            // removes blobs reads claims under the blob store's lock, so it
+            // either spares this blob or removes it before `put` looks.
+            if let Err(e) = store.meta.claim_blob(&sha2, crate::clock::now_ms()) {
+                tracing::error!(identity = %uploader, error = %e, "cannot note the blob's claim; it is refused for now");
+                return Err(crate::store::blobs::BlobError::Io {
+                    path: store.dir.join("meta"),
+                    source: std::io::Error::other(e.to_string()),
+                });
+            }
             let stored = store.blobs.put(&sha2, &data).map(|_| before);
             drop(reservation);
             if stored.is_ok()
-                && let Err(e) = store
-                    .meta
-                    .claim_blob(&sha2, crate::clock::now_ms())
-                    .and_then(|()| store.meta.note_uploader(&uploader, &sha2))
+                && let Err(e) = store.meta.note_uploader(&uploader, &sha2)
             {
                 tracing::error!(identity = %uploader, error = %e, "cannot note the blob's uploader; it will be asked for again");
             }

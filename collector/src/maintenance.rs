@@ -383,7 +383,11 @@ impl Maintenance {
         self.state
             .close_part(&r, (!r.complete).then_some(&part.run))?;
         let served = *end != End::Shutdown;
-        if r.protect && served {
+        // Protect mode ends only with a part that did its work: the whole
+        // store, or a window's worth of it. A part stopped at once (by an
+        // admin or an error) leaves the next run in protect mode too.
+        let protect_served = *end == End::Complete || (*end == End::WindowEnd && r.verified > 0);
+        if r.protect && protect_served {
             self.state.set_protect(None)?;
         }
         if let Some(w) = window

@@ -121,10 +121,12 @@ impl Store {
             tracing::info!(events = n, journal = %store.journal.dir().display(), "event journal written");
         }
         // A purge a crash cut short is finished before anything else
-        // reads the journal (`store/purge.rs`).
+        // reads the journal (`store/purge.rs`), its records all made
+        // stubs (`force`): an index rebuild started below reads the
+        // journal and must not find a purged event whole.
         let mut finished = purge::PurgeReport::default();
         store
-            .finish_purges(&mut finished, false)
+            .finish_purges(&mut finished, true)
             .context("finishing a purge cut short")?;
         if finished.journal_bytes_freed > 0 || finished.index_deleted > 0 {
             tracing::warn!(

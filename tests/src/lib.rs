@@ -438,6 +438,18 @@ impl Env {
     ) -> anyhow::Result<Proc> {
         let pki = self.pki();
         let cfg = self.path().join("collector.toml");
+        // The maintenance window is daily (default 03:00-06:00 in the host's
+        // zone), so a suite run at that hour would see runs and their
+        // summaries in every test: unless a test sets its own, the window
+        // opens twelve hours from now.
+        let extra = if extra.contains("[maintenance]") {
+            extra.to_owned()
+        } else {
+            let hour = (kiroku_common::now_ms().rem_euclid(86_400_000) / 3_600_000 + 12) % 24;
+            format!(
+                "{extra}\n[maintenance]\nstart = \"{hour:02}:00\"\nend = \"{hour:02}:30\"\ntime_zone = \"UTC\"\n"
+            )
+        };
         std::fs::write(
             &cfg,
             format!(

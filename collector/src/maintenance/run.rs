@@ -279,8 +279,19 @@ impl<'a> Part<'a> {
         if !missing.is_empty() {
             // Tombstoned events whose journal records are not stubs yet
             // (a large segment's rewrite waits): purged, not missing.
+            // And a copy of a purged event elsewhere in the journal is not
+            // brought back.
             let purged = crate::store::purge::pending_event_ids(&store.meta)?;
-            missing.retain(|(e, _)| !purged.contains(&e.event_id));
+            let mut kept = Vec::with_capacity(missing.len());
+            for (e, p) in missing {
+                if purged.contains(&e.event_id)
+                    || crate::store::purge::was_purged(&store.meta, &e.event_id)?
+                {
+                    continue;
+                }
+                kept.push((e, p));
+            }
+            missing = kept;
         }
         if missing.is_empty() {
             return Ok(());

@@ -297,7 +297,9 @@ async fn undo(
         )
         .await?;
     }
+    let holds = svc.holds.clone();
     blocking(svc, move |s| {
+        let _no_purge = holds.undo_guard();
         let marks = Marks::open(&s.meta).map_err(internal)?;
         super::erase::undo(&marks, ids, until, dry_run).map_err(internal)
     })

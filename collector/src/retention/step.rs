@@ -192,6 +192,21 @@ fn recheck(
 ) -> Vec<Victim> {
     let mut keep = Vec::with_capacity(victims.len());
     for v in victims {
+        // Still marked and due: an undo since the mark was read wins.
+        match marks.get(&v.event_id) {
+            Ok(Some(m)) if m.purge_after_ms <= now_ms => {}
+            Ok(_) => {
+                r.due -= 1;
+                continue;
+            }
+            Err(err) => {
+                r.deferred.push((
+                    v.event_id.clone(),
+                    format!("its mark could not be read ({err:#}); the next run tries again"),
+                ));
+                continue;
+            }
+        }
         let current = match store.index.get(&v.event_id) {
             Ok(e) => e,
             Err(err) => {

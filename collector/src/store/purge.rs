@@ -92,6 +92,18 @@ pub fn pending_event_ids(
         .collect())
 }
 
+/// Meta tree of every event id a purge has tombstoned (kept for good):
+/// a copy of it found whole elsewhere in the journal (a batch journalled
+/// twice across a segment roll) is purged, not missing from the index.
+pub const PURGED_TREE: &str = "purged_events";
+
+/// Whether a purge has tombstoned `event_id` (see [`PURGED_TREE`]).
+pub fn was_purged(meta: &crate::store::meta::MetaStore, event_id: &str) -> anyhow::Result<bool> {
+    meta.tree(PURGED_TREE)?
+        .contains_key(event_id.as_bytes())
+        .map_err(|e| anyhow::anyhow!("meta tree {PURGED_TREE}: {e}"))
+}
+
 /// The part of an admin audit entry's detail naming the tombstones it
 /// covers (`verify` finds a tombstone's entry by it).
 pub fn tombstone_range(detail: &str) -> Option<(u64, u64)> {
@@ -158,6 +170,12 @@ impl super::Store {
         }
         for sha in &found.blobs {
             st.add_blob(sha)?;
+        }
+        let purged = self.meta.tree(PURGED_TREE)?;
+        for id in &found.events {
+            purged
+                .insert(id.as_bytes(), &crate::clock::now_ms().to_be_bytes())
+                .map_err(|e| anyhow::anyhow!("meta tree {PURGED_TREE}: {e}"))?;
         }
         self.meta.flush()?;
         // 2. The tombstones, durable, then noted.

@@ -77,4 +77,48 @@ impl BlobStore {
         }
         Ok(found.then_some(out))
     }
+
+    /// Which of `parts` some stored manifest names. Part blobs are cut
+    /// from runs of base64 whatever their MIME role (`blobs/parts.rs`), so
+    /// the index cannot tell whether another message still needs one (a
+    /// large HTML body shared by a thousand copies of a newsletter names
+    /// no attachment): every manifest is read. A purge does this once per
+    /// call, for all the parts its removed manifests named; a manifest
+    /// stored meanwhile renews its parts' time of use, which the removal
+    /// checks under the lock.
+    pub fn parts_named(
+        &self,
+        parts: &std::collections::HashSet<String>,
+    ) -> Result<std::collections::HashSet<String>, BlobError> {
+        let mut named = std::collections::HashSet::new();
+        if parts.is_empty() {
+            return Ok(named);
+        }
+        let mut dirs = vec![self.dir.clone()];
+        while let Some(d) = dirs.pop() {
+            let rd = match std::fs::read_dir(&d) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io(&d)(e)),
+            };
+            for entry in rd {
+                let entry = entry.map_err(io(&d))?;
+                let path = entry.path();
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if entry.file_type().map_err(io(&path))?.is_dir() {
+                    dirs.push(path);
+                } else if let Some(sha) = name.strip_suffix(".krm")
+                    && kiroku_common::is_sha256_hex(sha)
+                {
+                    for (p, _) in self.manifest_parts(sha)? {
+                        if parts.contains(&p) {
+                            named.insert(p);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(named)
+    }
 }

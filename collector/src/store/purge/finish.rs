@@ -195,11 +195,13 @@ impl Store {
                 self.meta.flush()?;
                 continue;
             };
-            let anchors = anchors_in(&ledger, &rw)?;
-            st.set_rewrite(segment, &anchors)?;
-            self.meta.flush()?;
             {
+                // The anchors are taken under the layout lock: a checkpoint
+                // written meanwhile (under the read side) is in them.
                 let _layout = self.layout_write();
+                let anchors = anchors_in(&ledger, &rw)?;
+                st.set_rewrite(segment, &anchors)?;
+                self.meta.flush()?;
                 rw.commit(&dir)?;
                 self.reanchor(segment, &anchors)?;
             }

@@ -30,27 +30,64 @@ impl Store {
         if queue.is_empty() {
             return Ok(());
         }
-        let now = crate::clock::now_ms();
-        while let Some(sha) = queue.pop() {
+        // A candidate another stored manifest still names stays (a part
+        // spared by an earlier purge is a candidate again). Parts of
+        // manifests removed now wait for a second look at every manifest
+        // (`BlobStore::parts_named`), then go the same way.
+        let set: std::collections::HashSet<String> = queue.iter().cloned().collect();
+        let named = self.blobs.parts_named(&set)?;
+        for p in &named {
+            st.remove_blob(p)?;
+        }
+        queue.retain(|b| !named.contains(b));
+        let mut parts: Vec<String> = Vec::new();
+        let mut parts_checked = false;
+        loop {
+            let Some(sha) = queue.pop() else {
+                if parts.is_empty() || parts_checked {
+                    break;
+                }
+                let set: std::collections::HashSet<String> = parts.drain(..).collect();
+                let named = self.blobs.parts_named(&set)?;
+                for p in set {
+                    if named.contains(&p) {
+                        st.remove_blob(&p)?;
+                    } else {
+                        queue.push(p);
+                    }
+                }
+                parts_checked = true;
+                continue;
+            };
             if !kiroku_common::is_sha256_hex(&sha) {
                 st.remove_blob(&sha)?;
                 continue;
             }
-            let claimed = self.meta.blob_claimed_ms(&sha)?;
-            let used = self.blobs.last_used_ms(&sha);
-            let recent = [claimed, used]
-                .into_iter()
-                .flatten()
-                .any(|t| now.saturating_sub(t) < BLOB_GRACE_MS);
             let mut live_err = None;
+            let mut recent = false;
             let removed = self.blobs.remove_if(&sha, || {
+                // Under the blob store's lock: a claim or a reuse written
+                // before this point is seen (see `ingest.rs` `held_for`).
+                let now = crate::clock::now_ms();
+                let claimed = match self.meta.blob_claimed_ms(&sha) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        live_err = Some(e.to_string());
+                        return true;
+                    }
+                };
+                let used = self.blobs.last_used_ms(&sha);
+                recent = [claimed, used]
+                    .into_iter()
+                    .flatten()
+                    .any(|t| now.saturating_sub(t) < BLOB_GRACE_MS);
                 if recent {
                     return true;
                 }
                 match self.index.by_hash(&sha, 1) {
                     Ok((events, _)) => !events.is_empty(),
                     Err(e) => {
-                        live_err = Some(e);
+                        live_err = Some(e.to_string());
                         true
                     }
                 }
@@ -67,7 +104,12 @@ impl Store {
                     self.meta.unclaim_blob(&sha)?;
                     for p in r.parts {
                         st.add_blob(&p)?;
-                        queue.push(p);
+                        if parts_checked {
+                            // A manifest found only now: its parts wait
+                            // for the next purge's look.
+                            continue;
+                        }
+                        parts.push(p);
                     }
                     st.remove_blob(&sha)?;
                 }

@@ -609,3 +609,39 @@ fn tombstones_appended_but_not_noted_before_a_crash_get_their_audit_entry() {
     assert!(alterations(&f).is_empty(), "{f:#?}");
     assert_eq!(f.iter().filter(|f| f.what == "purged").count(), 2);
 }
+
+/// A part blob is cut from any long base64 run, not only from attachments
+/// the index knows (a large HTML body shared by many copies of one
+/// newsletter): it stays while another stored manifest names it.
+#[test]
+fn a_part_no_index_names_stays_while_another_manifest_names_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Store::open(dir.path()).expect("open");
+    let body: Vec<u8> = (0..120_000u32).map(|i| (i * 104_729 % 253) as u8).collect();
+    let part = kiroku_common::sha256_hex(&body);
+    let mut mails = Vec::new();
+    for n in [1, 2] {
+        let r = raw_with(n, &body);
+        let sha = kiroku_common::sha256_hex(&r);
+        s.blobs.put(&sha, &r).expect("put");
+        // No attachment in the event: the index cannot find the part.
+        mails.push((mail(n, Some(&r)), sha, r));
+    }
+    for (_, sha, _) in &mails {
+        age(&blob_file(dir.path(), sha, "krm"));
+    }
+    age(&blob_file(dir.path(), &part, "zst"));
+    store_events(&s, &[mails[0].0.clone(), mails[1].0.clone()]);
+
+    let r = s.purge(&victims([1]), RETENTION_BY).expect("purge");
+    assert_eq!(r.blobs_removed, 1, "mail 1's manifest only: {r:?}");
+    assert!(s.blobs.has(&part), "mail 2's manifest still names the part");
+    let mut raw2 = Vec::new();
+    std::io::Read::read_to_end(&mut s.blobs.reader(&mails[1].1).expect("reader"), &mut raw2)
+        .expect("mail 2 reads back");
+    assert_eq!(raw2, mails[1].2, "mail 2 byte-identical");
+
+    let r = s.purge(&victims([2]), RETENTION_BY).expect("purge");
+    assert_eq!(r.blobs_removed, 2, "manifest 2 and then the part: {r:?}");
+    assert!(!s.blobs.has(&part));
+}
