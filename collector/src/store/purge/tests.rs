@@ -617,7 +617,7 @@ fn tombstones_appended_but_not_noted_before_a_crash_get_their_audit_entry() {
 fn a_part_no_index_names_stays_while_another_manifest_names_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = Store::open(dir.path()).expect("open");
-    let body: Vec<u8> = (0..120_000u32).map(|i| (i * 104_729 % 253) as u8).collect();
+    let body: Vec<u8> = (0..120_000u64).map(|i| (i * 104_729 % 253) as u8).collect();
     let part = kiroku_common::sha256_hex(&body);
     let mut mails = Vec::new();
     for n in [1, 2] {
