@@ -28,19 +28,10 @@ pub const VERSION: &str = if ENABLED {
 pub fn rebuild_delay() -> Option<std::time::Duration> {
     #[cfg(feature = "test-hooks")]
     {
-        const NAME: &str = "KIROKU_TEST_REBUILD_DELAY_MS";
-        let ms: u64 = std::env::var(NAME)
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
-        if ms > 0 {
-            tracing::error!(
-                delay_ms = ms,
-                "TEST HOOK ACTIVE: {NAME} is set, the index rebuild is slowed down deliberately (test build only)"
-            );
-            return Some(std::time::Duration::from_millis(ms));
-        }
-        None
+        delay_knob(
+            "KIROKU_TEST_REBUILD_DELAY_MS",
+            "the index rebuild is slowed down",
+        )
     }
     #[cfg(not(feature = "test-hooks"))]
     None
@@ -126,20 +117,29 @@ pub fn fail_analysis_commit() -> bool {
 pub fn maintenance_batch_delay() -> Option<std::time::Duration> {
     #[cfg(feature = "test-hooks")]
     {
-        const NAME: &str = "KIROKU_TEST_MAINTENANCE_DELAY_MS";
-        let ms: u64 = std::env::var(NAME)
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
-        if ms > 0 {
-            tracing::error!(
-                delay_ms = ms,
-                "TEST HOOK ACTIVE: {NAME} is set, maintenance runs are slowed down deliberately (test build only)"
-            );
-            return Some(std::time::Duration::from_millis(ms));
-        }
-        None
+        delay_knob(
+            "KIROKU_TEST_MAINTENANCE_DELAY_MS",
+            "maintenance runs are slowed down",
+        )
     }
     #[cfg(not(feature = "test-hooks"))]
     None
+}
+
+/// A pause in milliseconds from the environment variable `name` (0 or
+/// unset: none), logged as an active test hook; `what` says what it slows.
+#[cfg(feature = "test-hooks")]
+fn delay_knob(name: &str, what: &str) -> Option<std::time::Duration> {
+    let ms: u64 = std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    if ms == 0 {
+        return None;
+    }
+    tracing::error!(
+        delay_ms = ms,
+        "TEST HOOK ACTIVE: {name} is set, {what} deliberately (test build only)"
+    );
+    Some(std::time::Duration::from_millis(ms))
 }
