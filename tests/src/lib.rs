@@ -4,6 +4,7 @@
 //! in a temp dir. Every process is killed when its guard drops; the temp
 //! dir goes with the [`Env`].
 
+pub mod bench;
 pub mod faultproxy;
 pub mod journal_edit;
 pub mod load;

@@ -17,9 +17,10 @@
 //!
 //! Run: `scripts/bench-query.sh [--tiny | --mails N --files M]`.
 
+use kiroku_tests::bench::{Lat, mb, ms};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::Parser;
@@ -89,36 +90,6 @@ fn du(p: &Path) -> (u64, u64) {
                 .unwrap_or((0, 0)),
         })
         .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
-}
-
-fn mb(b: u64) -> String {
-    format!("{:.1} MB", b as f64 / 1e6)
-}
-
-struct Lat(Vec<f64>);
-
-impl Lat {
-    fn pct(&self, p: f64) -> f64 {
-        let mut v = self.0.clone();
-        v.sort_by(f64::total_cmp);
-        if v.is_empty() {
-            return f64::NAN;
-        }
-        v[((v.len() - 1) as f64 * p).round() as usize]
-    }
-    fn summary(&self) -> String {
-        format!(
-            "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (n={})",
-            self.pct(0.5),
-            self.pct(0.99),
-            self.pct(1.0),
-            self.0.len()
-        )
-    }
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
 }
 
 async fn timed_search(
