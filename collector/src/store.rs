@@ -121,12 +121,15 @@ impl Store {
             tracing::info!(events = n, journal = %store.journal.dir().display(), "event journal written");
         }
         // A purge a crash cut short is finished before anything else
-        // reads the journal (`store/purge.rs`), its records all made
-        // stubs (`force`): an index rebuild started below reads the
-        // journal and must not find a purged event whole.
+        // reads the journal (`store/purge.rs`). When an index rebuild is
+        // about to start (an index of an older schema serves), every
+        // purged record is made a stub first (`force`): the rebuild reads
+        // the journal and must not find a purged event whole. Otherwise
+        // large segments keep waiting for their rewrite, as in a run.
+        let rebuild_due = store.index.require_current("a purge").is_err();
         let mut finished = purge::PurgeReport::default();
         store
-            .finish_purges(&mut finished, true)
+            .finish_purges(&mut finished, rebuild_due)
             .context("finishing a purge cut short")?;
         if finished.journal_bytes_freed > 0 || finished.index_deleted > 0 {
             tracing::warn!(
