@@ -14,6 +14,7 @@ pub mod analysis;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod delivery;
 pub mod holds;
 pub mod ingest;
 pub mod integrity;

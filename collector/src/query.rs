@@ -625,6 +625,13 @@ impl Query for QueryService {
         crate::integrity::rpc::get_proof(self, req).await
     }
 
+    async fn get_delivery(
+        &self,
+        req: Request<GetEventRequest>,
+    ) -> Result<Response<kiroku_proto::Delivery>, Status> {
+        crate::delivery::rpc::get_delivery(self, req).await
+    }
+
     async fn get_annotations(
         &self,
         req: Request<GetAnnotationsRequest>,

@@ -164,6 +164,11 @@ pub const KIND_DEFAULTS: &[(&str, Period)] = &[
     ("host_change", Period::Ms(10 * YEAR_MS)),
     ("gap", Period::Ms(10 * YEAR_MS)),
     ("integrity", Period::Ms(10 * YEAR_MS)),
+    // Issue 20: relay incidents and AUTH attempts are evidence of who
+    // tried what, as long as the mail; the MTA's log joins each mail's fate.
+    ("incident", Period::Ms(7 * YEAR_MS)),
+    ("auth", Period::Ms(7 * YEAR_MS)),
+    ("mta_log", Period::Ms(7 * YEAR_MS)),
 ];
 
 /// Defaults of the file's top-level keys.
@@ -182,6 +187,9 @@ pub fn kind_name(e: &Event) -> &'static str {
         Some(Kind::HostChange(_)) => "host_change",
         Some(Kind::Gap(_)) => "gap",
         Some(Kind::Integrity(_)) => "integrity",
+        Some(Kind::Incident(_)) => "incident",
+        Some(Kind::Auth(_)) => "auth",
+        Some(Kind::MtaLog(_)) => "mta_log",
         None => "",
     }
 }

@@ -135,7 +135,16 @@ const WRITER_HEAP: usize = 64 * 1024 * 1024;
 pub const MAX_PAGE: u32 = 1000;
 pub const DEFAULT_PAGE: u32 = 50;
 /// Values of the `kind` filter.
-pub const KINDS: [&str; 5] = ["email", "file", "host_change", "gap", "integrity"];
+pub const KINDS: [&str; 8] = [
+    "email",
+    "file",
+    "host_change",
+    "gap",
+    "integrity",
+    "incident",
+    "auth",
+    "mta_log",
+];
 
 fn poisoned(path: &Path) -> IndexError {
     IndexError::Other {

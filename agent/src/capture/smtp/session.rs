@@ -35,7 +35,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::slots::{Phase, Slot};
-use super::upstream::{self, Upstream};
+use super::upstream::{self, Upstream, UpstreamError};
 use super::wire::{self, Reply, WireError};
 use super::{SmtpCapture, peer, record, tls};
 use crate::buffer::BufferError;
@@ -216,8 +216,12 @@ enum End {
         "closed to make room for a new connection (idle or stalled while all slots were in use)"
     )]
     Evicted,
+    #[error("client TLS handshake failed: {0}")]
+    ClientTls(String),
+    #[error("upstream refused the connection at its greeting: {0}")]
+    UpstreamRefused(String),
     #[error("closed: {0}")]
-    Closed(String),
+    Upstream(#[from] UpstreamError),
 }
 
 impl Session<'_> {
@@ -363,7 +367,7 @@ impl Session<'_> {
                         ),
                     );
                     self.send(&r).await?;
-                    return Err(End::Closed(e));
+                    return Err(End::Upstream(e));
                 }
             }
         } else {
@@ -375,7 +379,7 @@ impl Session<'_> {
         let refuse = greeting.code != 220;
         self.send(&greeting).await?;
         if refuse {
-            return Err(End::Closed("upstream refused the connection".into()));
+            return Err(End::UpstreamRefused(greeting.text()));
         }
         loop {
             if self.started.elapsed() > MAX_SESSION {
@@ -469,7 +473,7 @@ impl Session<'_> {
     }
 }
 
-fn temp_failure(err: &str) -> Reply {
+fn temp_failure(err: impl std::fmt::Display) -> Reply {
     tracing::warn!(error = %err, "upstream failure; client told to retry");
     Reply::new(
         451,

@@ -10,6 +10,10 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+pub mod error;
+
+pub use error::{ErrorKind, Step, UpstreamError};
+
 use super::auth;
 use super::tls::{self, Conn, Io, UpstreamTls};
 use super::wire::{self, Reply};
@@ -87,19 +91,28 @@ pub struct Upstream {
 
 impl Upstream {
     /// Connects and reads the greeting.
-    pub async fn connect(s: &Settings) -> Result<(Upstream, Reply), String> {
+    pub async fn connect(s: &Settings) -> Result<(Upstream, Reply), UpstreamError> {
+        let err = |phase, kind| UpstreamError::new(&s.addr, phase, kind);
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&s.addr))
             .await
-            .map_err(|_| format!("connecting to upstream {} timed out", s.addr))?
-            .map_err(|e| format!("cannot connect to upstream {}: {e}", s.addr))?;
+            .map_err(|_| err(Step::Connect, ErrorKind::TimedOut(CONNECT_TIMEOUT)))?
+            .map_err(|e| err(Step::Connect, ErrorKind::Unreachable(e.to_string())))?;
         let _ = stream.set_nodelay(true);
         let mut io: Box<dyn Io> = Box::new(stream);
         let mut tls_desc = String::new();
         if s.policy == Policy::Implicit {
             let (t, d) = tokio::time::timeout(TLS_TIMEOUT, s.tls.handshake(io, true))
                 .await
-                .map_err(|_| format!("TLS handshake with upstream {} timed out", s.addr))?
-                .map_err(|e| format!("TLS with upstream {} failed: {e}", s.addr))?;
+                .map_err(|_| err(Step::StartTls, ErrorKind::TimedOut(TLS_TIMEOUT)))?
+                .map_err(|e| {
+                    err(
+                        Step::StartTls,
+                        ErrorKind::Tls {
+                            error: e.to_string(),
+                            verify: true,
+                        },
+                    )
+                })?;
             io = t;
             tls_desc = d;
         }
@@ -110,31 +123,37 @@ impl Upstream {
             caps: Caps::default(),
             agent_auth: None,
         };
-        let greeting = up.reply(GREETING_TIMEOUT).await?;
+        let greeting = up.reply_in(Step::Greeting, GREETING_TIMEOUT).await?;
         Ok((up, greeting))
     }
 
-    pub async fn reply(&mut self, limit: Duration) -> Result<Reply, String> {
+    fn error(&self, phase: Step, kind: ErrorKind) -> UpstreamError {
+        UpstreamError::new(&self.addr, phase, kind)
+    }
+
+    /// Reads a reply to a command.
+    pub async fn reply(&mut self, limit: Duration) -> Result<Reply, UpstreamError> {
+        self.reply_in(Step::Command, limit).await
+    }
+
+    /// Reads a reply in `phase` (which the error names).
+    pub async fn reply_in(&mut self, phase: Step, limit: Duration) -> Result<Reply, UpstreamError> {
         match tokio::time::timeout(limit, wire::read_reply(&mut self.conn)).await {
-            Err(_) => Err(format!(
-                "upstream {} did not answer in {}s",
-                self.addr,
-                limit.as_secs()
-            )),
-            Ok(Err(e)) => Err(format!("upstream {}: {e}", self.addr)),
+            Err(_) => Err(self.error(phase, ErrorKind::TimedOut(limit))),
+            Ok(Err(e)) => Err(self.error(phase, ErrorKind::Io(e.to_string()))),
             Ok(Ok(r)) => Ok(r),
         }
     }
 
     /// Sends one line (CRLF added) without waiting for a reply.
-    pub async fn send_line(&mut self, line: &[u8]) -> Result<(), String> {
+    pub async fn send_line(&mut self, line: &[u8]) -> Result<(), UpstreamError> {
         self.send_lines(&[line]).await
     }
 
     /// Sends lines (each CRLF-terminated here) in one write without
     /// waiting for replies: one line, or a pipelined group (RFC 2920) for
     /// an upstream that offered PIPELINING.
-    pub async fn send_lines(&mut self, lines: &[&[u8]]) -> Result<(), String> {
+    pub async fn send_lines(&mut self, lines: &[&[u8]]) -> Result<(), UpstreamError> {
         let mut out = Vec::with_capacity(lines.iter().map(|l| l.len() + 2).sum());
         for line in lines {
             out.extend_from_slice(line);
@@ -144,13 +163,12 @@ impl Upstream {
             self.conn.write_all(&out).await?;
             self.conn.flush().await
         };
-        tokio::time::timeout(DATA_BLOCK_TIMEOUT, w)
-            .await
-            .map_err(|_| format!("upstream {} stopped reading", self.addr))?
-            .map_err(|e| format!("upstream {}: {e}", self.addr))
+        let r = tokio::time::timeout(DATA_BLOCK_TIMEOUT, w).await;
+        r.map_err(|_| self.error(Step::Command, ErrorKind::TimedOut(DATA_BLOCK_TIMEOUT)))?
+            .map_err(|e| self.error(Step::Command, ErrorKind::Io(e.to_string())))
     }
 
-    pub async fn command(&mut self, line: &[u8], limit: Duration) -> Result<Reply, String> {
+    pub async fn command(&mut self, line: &[u8], limit: Duration) -> Result<Reply, UpstreamError> {
         self.send_line(line).await?;
         self.reply(limit).await
     }
@@ -159,47 +177,47 @@ impl Upstream {
     /// again per policy, then the agent's own login. Returns the last
     /// EHLO/HELO reply; a refusal from the upstream is returned as `Ok` for
     /// the client to see, a policy or connection failure as `Err`.
-    pub async fn hello(&mut self, name: &str, s: &Settings) -> Result<(Reply, bool), String> {
+    pub async fn hello(
+        &mut self,
+        name: &str,
+        s: &Settings,
+    ) -> Result<(Reply, bool), UpstreamError> {
         let ehlo = format!("EHLO {name}");
-        let mut r = self.command(ehlo.as_bytes(), COMMAND_TIMEOUT).await?;
+        let mut r = self.ehlo_command(ehlo.as_bytes()).await?;
         if !r.is_positive() {
             if s.policy == Policy::Required {
-                return Err(format!(
-                    "upstream {} refused EHLO ({}); STARTTLS is required by smtp.upstream_tls",
-                    self.addr,
-                    r.text()
+                return Err(self.error(
+                    Step::Ehlo,
+                    ErrorKind::StartTlsUnavailable(format!("refused EHLO ({})", r.text())),
                 ));
             }
-            let helo = self
-                .command(format!("HELO {name}").as_bytes(), COMMAND_TIMEOUT)
-                .await?;
+            let helo = self.ehlo_command(format!("HELO {name}").as_bytes()).await?;
             self.caps = Caps::default();
             return Ok((helo, false));
         }
         self.caps = Caps::parse(&r);
         if self.tls.is_empty() && s.policy != Policy::Off {
             if self.caps.has("STARTTLS") {
-                let st = self.command(b"STARTTLS", COMMAND_TIMEOUT).await?;
+                let st = self.ehlo_command(b"STARTTLS").await?;
                 if st.code == 220 {
                     self.start_tls(s).await?;
-                    r = self.command(ehlo.as_bytes(), COMMAND_TIMEOUT).await?;
+                    r = self.ehlo_command(ehlo.as_bytes()).await?;
                     if !r.is_positive() {
                         return Ok((r, true));
                     }
                     self.caps = Caps::parse(&r);
                 } else if s.policy == Policy::Required {
-                    return Err(format!(
-                        "upstream {} refused STARTTLS ({}) and smtp.upstream_tls = \"required\"",
-                        self.addr,
-                        st.text()
+                    return Err(self.error(
+                        Step::StartTls,
+                        ErrorKind::StartTlsUnavailable(format!("refused STARTTLS ({})", st.text())),
                     ));
                 } else {
                     tracing::warn!(upstream = %self.addr, reply = %st.text(), "upstream offered STARTTLS but refused it; going on in plain text");
                 }
             } else if s.policy == Policy::Required {
-                return Err(format!(
-                    "upstream {} does not offer STARTTLS and smtp.upstream_tls = \"required\"",
-                    self.addr
+                return Err(self.error(
+                    Step::Ehlo,
+                    ErrorKind::StartTlsUnavailable("does not offer STARTTLS".into()),
                 ));
             }
         }
@@ -211,26 +229,33 @@ impl Upstream {
         Ok((r, true))
     }
 
-    async fn start_tls(&mut self, s: &Settings) -> Result<(), String> {
+    /// One command of the EHLO/STARTTLS exchange (errors name that phase).
+    async fn ehlo_command(&mut self, line: &[u8]) -> Result<Reply, UpstreamError> {
+        self.send_line(line).await.map_err(|e| UpstreamError {
+            phase: Step::Ehlo,
+            ..e
+        })?;
+        self.reply_in(Step::Ehlo, COMMAND_TIMEOUT).await
+    }
+
+    async fn start_tls(&mut self, s: &Settings) -> Result<(), UpstreamError> {
         if !self.conn.buffer().is_empty() {
-            return Err(format!(
-                "upstream {} sent data before the TLS handshake (possible STARTTLS injection); giving up",
-                self.addr
-            ));
+            return Err(self.error(Step::StartTls, ErrorKind::DataBeforeTls));
         }
         let verify = s.policy != Policy::Opportunistic;
         let io = std::mem::replace(&mut self.conn, tls::placeholder());
         let (io, desc) =
             tokio::time::timeout(TLS_TIMEOUT, s.tls.handshake(io.into_inner(), verify))
                 .await
-                .map_err(|_| format!("TLS handshake with upstream {} timed out", self.addr))?
+                .map_err(|_| self.error(Step::StartTls, ErrorKind::TimedOut(TLS_TIMEOUT)))?
                 .map_err(|e| {
-                    let hint = if verify {
-                        " (check smtp.upstream_ca and smtp.upstream_tls_name)"
-                    } else {
-                        ""
-                    };
-                    format!("TLS with upstream {} failed: {e}{hint}", self.addr)
+                    self.error(
+                        Step::StartTls,
+                        ErrorKind::Tls {
+                            error: e.to_string(),
+                            verify,
+                        },
+                    )
                 })?;
         self.conn = tls::conn(io);
         self.tls = desc;
@@ -242,7 +267,7 @@ impl Upstream {
     }
 
     /// Logs in with the agent's own credentials (PLAIN, else LOGIN).
-    async fn login(&mut self, user: &str, password: &str) -> Result<(), String> {
+    async fn login(&mut self, user: &str, password: &str) -> Result<(), UpstreamError> {
         let mechs = self.caps.auth_mechanisms();
         let r = if mechs.iter().any(|m| m == "PLAIN") {
             let line = format!("AUTH PLAIN {}", auth::plain_response(user, password));
@@ -259,26 +284,30 @@ impl Upstream {
             }
             r
         } else {
-            return Err(format!(
-                "upstream {} offers no AUTH PLAIN or LOGIN (offers: {}) for smtp.upstream_auth{}",
-                self.addr,
-                if mechs.is_empty() {
-                    "none".into()
-                } else {
-                    mechs.join(" ")
-                },
-                if self.tls.is_empty() {
-                    "; many servers offer AUTH only after STARTTLS"
-                } else {
-                    ""
-                }
+            return Err(self.error(
+                Step::AgentAuth,
+                ErrorKind::AgentAuth(format!(
+                    "offers no AUTH PLAIN or LOGIN (offers: {}) for smtp.upstream_auth{}",
+                    if mechs.is_empty() {
+                        "none".into()
+                    } else {
+                        mechs.join(" ")
+                    },
+                    if self.tls.is_empty() {
+                        "; many servers offer AUTH only after STARTTLS"
+                    } else {
+                        ""
+                    }
+                )),
             ));
         };
         if r.code != 235 {
-            return Err(format!(
-                "upstream {} refused the agent's credentials for {user:?}: {} (check smtp.upstream_auth)",
-                self.addr,
-                r.text()
+            return Err(self.error(
+                Step::AgentAuth,
+                ErrorKind::AgentAuth(format!(
+                    "refused the agent's credentials for {user:?}: {} (check smtp.upstream_auth)",
+                    r.text()
+                )),
             ));
         }
         self.agent_auth = Some(user.to_owned());
@@ -290,20 +319,19 @@ impl Upstream {
         &mut self,
         stuffer: &mut wire::Stuffer,
         chunk: &[u8],
-    ) -> Result<(), String> {
-        tokio::time::timeout(DATA_BLOCK_TIMEOUT, stuffer.write(&mut self.conn, chunk))
-            .await
-            .map_err(|_| format!("upstream {} stopped reading message data", self.addr))?
-            .map_err(|e| format!("upstream {}: {e}", self.addr))
+    ) -> Result<(), UpstreamError> {
+        let r =
+            tokio::time::timeout(DATA_BLOCK_TIMEOUT, stuffer.write(&mut self.conn, chunk)).await;
+        r.map_err(|_| self.error(Step::Data, ErrorKind::TimedOut(DATA_BLOCK_TIMEOUT)))?
+            .map_err(|e| self.error(Step::Data, ErrorKind::Io(e.to_string())))
     }
 
     /// Sends the end-of-data `.`; returns the upstream's verdict.
-    pub async fn data_end(&mut self, stuffer: &mut wire::Stuffer) -> Result<Reply, String> {
-        tokio::time::timeout(DATA_BLOCK_TIMEOUT, stuffer.finish(&mut self.conn))
-            .await
-            .map_err(|_| format!("upstream {} stopped reading message data", self.addr))?
-            .map_err(|e| format!("upstream {}: {e}", self.addr))?;
-        self.reply(DATA_END_TIMEOUT).await
+    pub async fn data_end(&mut self, stuffer: &mut wire::Stuffer) -> Result<Reply, UpstreamError> {
+        let r = tokio::time::timeout(DATA_BLOCK_TIMEOUT, stuffer.finish(&mut self.conn)).await;
+        r.map_err(|_| self.error(Step::Data, ErrorKind::TimedOut(DATA_BLOCK_TIMEOUT)))?
+            .map_err(|e| self.error(Step::Data, ErrorKind::Io(e.to_string())))?;
+        self.reply_in(Step::EndOfData, DATA_END_TIMEOUT).await
     }
 }
 

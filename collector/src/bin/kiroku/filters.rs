@@ -163,6 +163,9 @@ pub fn search_request(a: SearchArgs, zone: &Zone) -> anyhow::Result<SearchReques
         internal: a.internal,
         ascending: false,
         attachment_text: s(a.attachment_text),
+        // Issue 20's filters (delivery, delay, incident, upstream) are set
+        // below as their flags are added.
+        ..Default::default()
     };
     if !req.operation.is_empty() {
         req.operation = kiroku_common::vocabulary::file_operation(&req.operation)

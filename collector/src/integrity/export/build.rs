@@ -346,12 +346,8 @@ fn audit_lines<S: ChunkOut>(
 }
 
 fn kind_name(e: &Event) -> &'static str {
-    match &e.kind {
-        Some(Kind::Email(_)) => "email",
-        Some(Kind::File(_)) => "file",
-        Some(Kind::HostChange(_)) => "host_change",
-        Some(Kind::Gap(_)) => "gap",
-        Some(Kind::Integrity(_)) => "integrity",
-        None => "none",
+    match crate::retention::policy::kind_name(e) {
+        "" => "none",
+        k => k,
     }
 }

@@ -366,6 +366,10 @@ impl TantivyIndex {
                 }
             }
             Some(Kind::HostChange(_)) => d.add_text(f.kind, "host_change"),
+            // Issue 20: the kind only, until their fields are indexed.
+            Some(Kind::Incident(_)) => d.add_text(f.kind, "incident"),
+            Some(Kind::Auth(_)) => d.add_text(f.kind, "auth"),
+            Some(Kind::MtaLog(_)) => d.add_text(f.kind, "mta_log"),
             Some(Kind::Integrity(i)) => {
                 // A break in a chain of custody: found by what broke and
                 // by the words of its description, which names the stream

@@ -181,6 +181,9 @@ pub(super) fn add_fields(f: &StatsFields, d: &mut TantivyDocument, e: &Event) {
         Some(Kind::HostChange(_)) => "host_change",
         Some(Kind::Gap(_)) => "gap",
         Some(Kind::Integrity(_)) => "integrity",
+        Some(Kind::Incident(_)) => "incident",
+        Some(Kind::Auth(_)) => "auth",
+        Some(Kind::MtaLog(_)) => "mta_log",
         None => "",
     };
     if !matches!(e.kind, Some(Kind::Email(_))) {

@@ -62,7 +62,7 @@ impl Session<'_> {
             Ok(r) => r,
             Err(e) => {
                 self.upstream = None;
-                return self.send(&temp_failure(&e)).await;
+                return self.send(&temp_failure(e)).await;
             }
         };
         while reply.code == 334 {
@@ -82,7 +82,7 @@ impl Session<'_> {
                 Ok(r) => r,
                 Err(e) => {
                     self.upstream = None;
-                    return self.send(&temp_failure(&e)).await;
+                    return self.send(&temp_failure(e)).await;
                 }
             };
         }

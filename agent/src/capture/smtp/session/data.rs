@@ -6,7 +6,7 @@ use kiroku_proto::{Outcome, event::Kind};
 
 use super::record;
 use super::recording::mark_normalised;
-use super::upstream;
+use super::upstream::{self, Step, UpstreamError};
 use super::wire::{self, Reply};
 use super::{End, Phase, Session, Txn, buffer_failure};
 use crate::buffer::{Blob, BufferError};
@@ -80,8 +80,8 @@ impl Session<'_> {
             && self.may_relay_unrecorded();
         let mut stuffer = wire::Stuffer::default();
         // Why forwarding stopped early, if it did.
-        let mut forward_err: Option<String> = if self.relay() && self.upstream.is_none() {
-            Some("no upstream connection".into())
+        let mut forward_err: Option<UpstreamError> = if self.relay() && self.upstream.is_none() {
+            Some(self.no_upstream(Step::Data))
         } else {
             None
         };
@@ -267,7 +267,7 @@ impl Session<'_> {
         let outcome = match (forward_err, self.upstream.as_mut()) {
             (Some(e), _) => Err((false, e)),
             (None, Some(up)) => up.data_end(&mut stuffer).await.map_err(|e| (true, e)),
-            (None, None) => Err((false, "no upstream connection".to_owned())),
+            (None, None) => Err((false, self.no_upstream(Step::EndOfData))),
         };
         self.phases.eod = t.elapsed();
         if outcome.is_err() {
@@ -288,8 +288,20 @@ impl Session<'_> {
                 String::new(),
                 "END-OF-DATA",
             ),
-            Err((true, e)) => (0, e.clone(), Outcome::Unknown, String::new(), "UPSTREAM"),
-            Err((false, e)) => (451, e.clone(), Outcome::Aborted, String::new(), "UPSTREAM"),
+            Err((true, e)) => (
+                0,
+                e.to_string(),
+                Outcome::Unknown,
+                String::new(),
+                "UPSTREAM",
+            ),
+            Err((false, e)) => (
+                451,
+                e.to_string(),
+                Outcome::Aborted,
+                String::new(),
+                "UPSTREAM",
+            ),
         };
         // The outcome is committed now and flushed while the reply goes
         // out (the next reply to this client waits for that flush). A
@@ -331,7 +343,7 @@ impl Session<'_> {
 
     /// The client's reply for the upstream's answer to end-of-data (or
     /// the failure that kept it from answering).
-    pub(super) fn final_reply(&self, outcome: Result<Reply, (bool, String)>) -> Reply {
+    pub(super) fn final_reply(&self, outcome: Result<Reply, (bool, UpstreamError)>) -> Reply {
         match outcome {
             Ok(r) => r,
             Err((after_end, e)) => {
@@ -365,7 +377,7 @@ impl Session<'_> {
         &mut self,
         env: record::Envelope,
         stuffer: &mut wire::Stuffer,
-        forward_err: Option<String>,
+        forward_err: Option<UpstreamError>,
     ) -> Result<(), End> {
         let accepted: Vec<String> = env
             .rcpt
@@ -386,7 +398,7 @@ impl Session<'_> {
         let outcome = match (forward_err, self.upstream.as_mut()) {
             (Some(e), _) => Err((false, e)),
             (None, Some(up)) => up.data_end(stuffer).await.map_err(|e| (true, e)),
-            (None, None) => Err((false, "no upstream connection".to_owned())),
+            (None, None) => Err((false, self.no_upstream(Step::EndOfData))),
         };
         match &outcome {
             Ok(r) if (200..300).contains(&r.code) => {

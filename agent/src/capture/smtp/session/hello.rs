@@ -176,7 +176,7 @@ impl Session<'_> {
                 tracing::debug!(peer = %self.peer, tls = %desc, "client started TLS");
                 self.client_tls = desc;
             }
-            Ok(Err(e)) => return Err(End::Closed(format!("client TLS handshake failed: {e}"))),
+            Ok(Err(e)) => return Err(End::ClientTls(e.to_string())),
             Err(_) => return Err(End::Timeout),
         }
         // Everything learnt before TLS is forgotten (RFC 3207 4.2); the

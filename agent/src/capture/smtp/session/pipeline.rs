@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use super::mail::parse_path;
-use super::upstream;
+use super::upstream::{self, Step};
 use super::wire;
 use super::{End, Phases, Session, temp_failure};
 
@@ -97,12 +97,12 @@ impl Session<'_> {
         let mut replies = Vec::with_capacity(lines.len());
         let sent = match self.upstream.as_mut() {
             Some(up) => up.send_lines(&lines).await,
-            None => Err("no upstream connection".into()),
+            None => Err(self.no_upstream(Step::Command)),
         };
         match sent {
             Err(e) => {
                 self.upstream = None;
-                replies.resize(lines.len(), temp_failure(&e));
+                replies.resize(lines.len(), temp_failure(e));
             }
             Ok(()) => {
                 for p in std::iter::once(None).chain(group.iter().map(Some)) {
@@ -123,7 +123,7 @@ impl Session<'_> {
                         }
                         Err(e) => {
                             self.upstream = None;
-                            replies.push(temp_failure(&e));
+                            replies.push(temp_failure(e));
                         }
                     }
                 }

@@ -1,14 +1,14 @@
 //! Talking to the upstream for the session: (re)connecting, relaying one
 //! command, and the replies capture-only mode gives itself.
 
-use super::upstream::{self, Upstream};
+use super::upstream::{self, ErrorKind, Step, Upstream, UpstreamError};
 use super::wire::Reply;
 use super::{Session, temp_failure};
 
 impl Session<'_> {
-    pub(super) async fn connect_upstream(&mut self) -> Result<Reply, String> {
+    pub(super) async fn connect_upstream(&mut self) -> Result<Reply, UpstreamError> {
         let Some(settings) = self.cap.upstream.as_ref() else {
-            return Err("no upstream configured".into());
+            return Err(self.no_upstream(Step::Connect));
         };
         let (up, greeting) = Upstream::connect(settings).await?;
         self.upstream = Some(up);
@@ -28,13 +28,10 @@ impl Session<'_> {
                 "4.4.1 Upstream connection lost; reconnect and authenticate again",
             ));
         }
-        let greeting = self
-            .connect_upstream()
-            .await
-            .map_err(|e| temp_failure(&e))?;
+        let greeting = self.connect_upstream().await.map_err(temp_failure)?;
         if greeting.code != 220 {
             self.upstream = None;
-            return Err(temp_failure(&format!(
+            return Err(temp_failure(format!(
                 "upstream greeting: {}",
                 greeting.text()
             )));
@@ -48,11 +45,11 @@ impl Session<'_> {
                 Ok((r, _)) if r.is_positive() => {}
                 Ok((r, _)) => {
                     self.upstream = None;
-                    return Err(temp_failure(&format!("upstream EHLO: {}", r.text())));
+                    return Err(temp_failure(format!("upstream EHLO: {}", r.text())));
                 }
                 Err(e) => {
                     self.upstream = None;
-                    return Err(temp_failure(&e));
+                    return Err(temp_failure(e));
                 }
             }
         }
@@ -73,7 +70,7 @@ impl Session<'_> {
             _ => upstream::COMMAND_TIMEOUT,
         };
         let Some(up) = self.upstream.as_mut() else {
-            return temp_failure("no upstream connection");
+            return temp_failure(self.no_upstream(Step::Command));
         };
         match up.command(line, limit).await {
             Ok(r) => {
@@ -84,9 +81,15 @@ impl Session<'_> {
             }
             Err(e) => {
                 self.upstream = None;
-                temp_failure(&e)
+                temp_failure(e)
             }
         }
+    }
+
+    /// The error for "there is no upstream connection to use".
+    pub(super) fn no_upstream(&self, step: Step) -> UpstreamError {
+        let addr = self.cap.upstream.as_ref().map_or("", |s| s.addr.as_str());
+        UpstreamError::new(addr, step, ErrorKind::NotConnected)
     }
 
     pub(super) fn local_reply(&self, verb: &str) -> Reply {
