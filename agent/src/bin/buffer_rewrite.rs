@@ -89,6 +89,9 @@ fn list(buffer: &kiroku_agent::buffer::Buffer) -> ExitCode {
                     Some(Kind::HostChange(_)) => ("host_change", ""),
                     Some(Kind::Gap(_)) => ("gap", ""),
                     Some(Kind::Integrity(_)) => ("integrity", ""),
+                    Some(Kind::Incident(i)) => ("incident", i.kind.as_str()),
+                    Some(Kind::Auth(a)) => ("auth", a.claimed_user.as_str()),
+                    Some(Kind::MtaLog(l)) => ("mta_log", l.queue_id.as_str()),
                     None => ("none", ""),
                 };
                 println!("{}\t{kind}\t{subject}", e.seq);
