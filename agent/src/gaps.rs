@@ -32,6 +32,8 @@ pub const MAX_LISTED: usize = 100;
 pub enum Source {
     Smtp,
     Files,
+    /// Relay incident records (issue 20).
+    Incidents,
 }
 
 impl Source {
@@ -39,6 +41,7 @@ impl Source {
         match self {
             Source::Smtp => "smtp",
             Source::Files => "files",
+            Source::Incidents => "incidents",
         }
     }
 
@@ -52,6 +55,7 @@ impl Source {
                 "SMTP transactions were relayed to the upstream without being recorded (buffer.when_full = \"relay_unrecorded\")"
             }
             Source::Files => "file events were not recorded",
+            Source::Incidents => "relay incident records were not written",
         }
     }
 }
@@ -77,13 +81,13 @@ pub struct Gaps {
     ctx: Arc<CaptureContext>,
     /// A "buffer full, not recording" line was logged for the episode in
     /// progress (per source).
-    reported: [AtomicBool; 2],
+    reported: [AtomicBool; 3],
     /// Counts of file events missed while the buffer could not be written
     /// at all (a full disk: not even the note can be stored), kept in
     /// memory until the note can be, and then merged into it. A crash
     /// meanwhile forgets them; the next start's catch-up scan reports the
     /// files whose state still differs.
-    held: std::sync::Mutex<[GapEvent; 2]>,
+    held: std::sync::Mutex<[GapEvent; 3]>,
 }
 
 fn push_distinct(list: &mut Vec<String>, value: &str, truncated: &mut bool) {
@@ -108,8 +112,16 @@ impl Gaps {
         Arc::new(Gaps {
             buffer,
             ctx,
-            reported: [AtomicBool::new(false), AtomicBool::new(false)],
-            held: std::sync::Mutex::new([GapEvent::default(), GapEvent::default()]),
+            reported: [
+                AtomicBool::new(false),
+                AtomicBool::new(false),
+                AtomicBool::new(false),
+            ],
+            held: std::sync::Mutex::new([
+                GapEvent::default(),
+                GapEvent::default(),
+                GapEvent::default(),
+            ]),
         })
     }
 
@@ -222,7 +234,7 @@ impl Gaps {
 
     /// Queues each pending gap record if the buffer has room.
     pub async fn flush_pending(&self) {
-        for source in [Source::Smtp, Source::Files] {
+        for source in [Source::Smtp, Source::Files, Source::Incidents] {
             self.store_held(source).await;
             let ctx = self.ctx.clone();
             let made = self
@@ -299,6 +311,11 @@ fn detail(source: Source, g: &GapEvent) -> String {
             } else {
                 ""
             }
+        ),
+        Source::Incidents => format!(
+            "{} relay incident records {span} were not written: the agent buffer was full{}. The incidents listed are some of them (kind, upstream or client, state). Raise buffer.max_bytes or fix the collector connection that let the buffer fill.",
+            g.count,
+            if g.truncated { " (list truncated)" } else { "" }
         ),
         Source::Files => format!(
             "{} file events {span} were not recorded: the agent buffer was full or its disk could not be written{}. The paths listed are some of them; the next start's catch-up scan reports files whose state still differs. Raise buffer.max_bytes or fix the collector connection that let the buffer fill.",

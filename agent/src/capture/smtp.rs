@@ -18,12 +18,15 @@
 //! - `upstream.rs` — the connection to the upstream MTA (TLS, EHLO, login).
 //! - `tls.rs` — plain/TLS streams and rustls configurations.
 //! - `auth.rs` — AUTH pass-through helpers (who authenticated).
+//! - `incidents.rs` — relay incidents (upstream down, TLS failing, clients
+//!   gone before MAIL...) coalesced into open / still_open / closed records.
 //! - `config.rs` — the `[smtp]` configuration.
 //! - `wire.rs` — strict framing; `record.rs` — MIME → record; `peer.rs` —
 //!   the process behind a loopback client.
 
 pub mod auth;
 pub mod config;
+pub mod incidents;
 mod peer;
 pub mod record;
 mod session;
@@ -58,7 +61,12 @@ pub struct SmtpCapture {
     upstream: Option<upstream::Settings>,
     /// STARTTLS towards clients, when a certificate is configured.
     acceptor: Option<tokio_rustls::TlsAcceptor>,
+    /// Relay incidents, coalesced; their writer runs with [`SmtpCapture::serve`].
+    incidents: incidents::Incidents,
 }
+
+/// Floor of `smtp.upstream_greeting_timeout_secs`.
+const MIN_GREETING_TIMEOUT_SECS: u64 = 2;
 
 impl SmtpCapture {
     /// Reads the TLS material and credentials the config names; errors
@@ -105,6 +113,10 @@ impl SmtpCapture {
                     policy: cfg.upstream_tls,
                     tls: tls::UpstreamTls::new(cfg.upstream_ca.as_deref(), &name)?,
                     credentials,
+                    greeting_timeout: Duration::from_secs(
+                        cfg.upstream_greeting_timeout_secs
+                            .max(MIN_GREETING_TIMEOUT_SECS),
+                    ),
                 })
             }
             _ => None,
@@ -113,7 +125,9 @@ impl SmtpCapture {
             (Some(c), Some(k)) => Some(tls::acceptor(c, k)?),
             _ => None,
         };
+        let incidents = incidents::Incidents::new(&cfg, buffer.clone(), ctx.clone(), gaps.clone());
         Ok(Arc::new(SmtpCapture {
+            incidents,
             cfg,
             buffer,
             when_full,
@@ -173,6 +187,17 @@ impl SmtpCapture {
             });
         }
         drop(tx);
+        let (stop_incidents, incidents_stopped) = tokio::sync::oneshot::channel::<()>();
+        let incident_writer = {
+            let this = self.clone();
+            tokio::spawn(async move {
+                this.incidents
+                    .run(async {
+                        let _ = incidents_stopped.await;
+                    })
+                    .await;
+            })
+        };
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -214,6 +239,9 @@ impl SmtpCapture {
         {
             tracing::warn!("SMTP sessions still open at shutdown were cut off");
         }
+        // Open incidents are closed ("agent stopped") and written.
+        let _ = stop_incidents.send(());
+        let _ = incident_writer.await;
     }
 
     async fn session(

@@ -116,6 +116,33 @@ pub struct SmtpConfig {
         serialize_with = "local_clients_out"
     )]
     pub local_clients: Vec<ipnet::IpNet>,
+    // --- relay incidents (issue 20) ---
+    /// A relay incident (upstream unreachable, refusing, TLS failing, a
+    /// client gone before MAIL...) is closed when it has not happened again
+    /// for this long (default 120 s; at least 1 s). Upstream incidents also
+    /// close as soon as the upstream answers a greeting and EHLO again.
+    #[serde(default = "default_incident_quiet")]
+    pub incident_quiet_secs: u64,
+    /// While an incident lasts, a `still_open` record with the count so far
+    /// is written this often (default 900 s = 15 min; at least 10 s).
+    #[serde(default = "default_incident_still_open")]
+    pub incident_still_open_secs: u64,
+    /// How long the upstream may take to greet after the connection
+    /// (RFC 5321 4.5.3.2: 5 minutes, the default; at least 2 s). A client
+    /// waits this long for its own greeting, so a shorter wait tells it
+    /// sooner that the upstream is stuck.
+    #[serde(default = "default_upstream_greeting_timeout")]
+    pub upstream_greeting_timeout_secs: u64,
+}
+
+fn default_incident_quiet() -> u64 {
+    120
+}
+fn default_incident_still_open() -> u64 {
+    900
+}
+fn default_upstream_greeting_timeout() -> u64 {
+    300
 }
 
 fn default_local_clients() -> Vec<ipnet::IpNet> {
@@ -209,6 +236,9 @@ impl Default for SmtpConfig {
             data_min_rate_bytes_per_sec: default_data_min_rate(),
             bare_line_endings: BareLineEndings::default(),
             local_clients: default_local_clients(),
+            incident_quiet_secs: default_incident_quiet(),
+            incident_still_open_secs: default_incident_still_open(),
+            upstream_greeting_timeout_secs: default_upstream_greeting_timeout(),
         }
     }
 }

@@ -16,12 +16,14 @@
 //! verb has its own file (as Stalwart's `inbound/`): `hello.rs` (HELO,
 //! EHLO, STARTTLS), `auth.rs` (AUTH passed through), `mail.rs` (MAIL,
 //! RCPT), `pipeline.rs` (a group pipelined behind MAIL), `data.rs` (DATA
-//! to the upstream's final answer); `relay.rs` talks to the upstream and
-//! `recording.rs` builds what is recorded.
+//! to the upstream's final answer); `relay.rs` talks to the upstream,
+//! `recording.rs` builds what is recorded and `incident.rs` reports the
+//! failures that are relay incidents (`super::incidents`).
 
 mod auth;
 mod data;
 mod hello;
+mod incident;
 mod mail;
 mod pipeline;
 mod recording;
@@ -54,6 +56,9 @@ const MAX_SESSION: Duration = Duration::from_secs(3600);
 /// SASL lines (XOAUTH2 tokens are long).
 const MAX_AUTH_LINE: usize = 16 * 1024;
 const REVERSE_DNS_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bad commands a client may send before it is disconnected (Postfix's
+/// `smtpd_hard_error_limit`).
+const MAX_ERRORS: u32 = 20;
 
 /// Serves one client connection to its end. An unfinished transaction is
 /// recorded as aborted. `slot` is the connection slot it holds (and tells
@@ -84,8 +89,11 @@ pub async fn run(
         closing: false,
         started: Instant::now(),
         slot,
+        mail_seen: false,
+        errors: 0,
     };
     let end = s.serve().await;
+    s.session_ended(&end);
     let stage = match &end {
         Err(End::Timeout | End::Evicted) => "TIMEOUT",
         _ => "DISCONNECT",
@@ -203,6 +211,11 @@ struct Session<'a> {
     closing: bool,
     started: Instant,
     slot: Slot,
+    /// The client sent MAIL at least once (a client gone before is a
+    /// relay incident).
+    mail_seen: bool,
+    /// Bad commands so far (a client past [`MAX_ERRORS`] is disconnected).
+    errors: u32,
 }
 
 /// Why a session ends early.
@@ -224,6 +237,8 @@ enum End {
     UpstreamRefused(String),
     #[error("closed: {0}")]
     Upstream(#[from] UpstreamError),
+    #[error("too many bad commands")]
+    TooManyErrors,
 }
 
 impl Session<'_> {
@@ -360,6 +375,7 @@ impl Session<'_> {
             match self.connect_upstream().await {
                 Ok(g) => g,
                 Err(e) => {
+                    self.upstream_failed(&e);
                     tracing::warn!(peer = %self.peer, error = %e, "upstream unavailable; client told to retry later");
                     let r = Reply::new(
                         421,
@@ -381,6 +397,7 @@ impl Session<'_> {
         let refuse = greeting.code != 220;
         self.send(&greeting).await?;
         if refuse {
+            self.upstream_refused(&greeting);
             return Err(End::UpstreamRefused(greeting.text()));
         }
         loop {
@@ -394,7 +411,7 @@ impl Session<'_> {
             }
             let line = match self.read_client_line(wire::MAX_COMMAND_LINE).await {
                 Err(End::Client(WireError::TooLong(n))) => {
-                    self.send(&Reply::new(
+                    self.bad_command(Reply::new(
                         500,
                         &format!("5.5.2 Line longer than {n} bytes"),
                     ))
@@ -402,7 +419,10 @@ impl Session<'_> {
                     continue;
                 }
                 // Already answered; the next line is read as usual.
-                Err(End::Client(WireError::BareCr)) => continue,
+                Err(End::Client(WireError::BareCr)) => {
+                    self.count_error().await?;
+                    continue;
+                }
                 other => other?,
             };
             let go_on = self.command(line).await?;
@@ -423,7 +443,10 @@ impl Session<'_> {
             "EHLO" | "HELO" => self.hello(&line, &verb).await?,
             "STARTTLS" => return self.starttls(&line).await,
             "AUTH" => self.auth(&line).await?,
-            "MAIL" => self.mail(&line).await?,
+            "MAIL" => {
+                self.mail_seen = true;
+                self.mail(&line).await?
+            }
             "RCPT" => self.rcpt(&line).await?,
             "DATA" => self.data_command(&line).await?,
             "RSET" => {
@@ -467,7 +490,7 @@ impl Session<'_> {
                     .await?;
             }
             _ => {
-                self.send(&Reply::new(500, "5.5.2 Command unrecognized"))
+                self.bad_command(Reply::new(500, "5.5.2 Command unrecognized"))
                     .await?;
             }
         }

@@ -35,6 +35,9 @@ pub struct Settings {
     pub tls: UpstreamTls,
     /// Agent-held smarthost credentials (user, password).
     pub credentials: Option<(String, String)>,
+    /// How long the greeting may take (`smtp.upstream_greeting_timeout_secs`,
+    /// [`GREETING_TIMEOUT`] by default).
+    pub greeting_timeout: Duration,
 }
 
 /// The extensions in an EHLO reply.
@@ -123,7 +126,7 @@ impl Upstream {
             caps: Caps::default(),
             agent_auth: None,
         };
-        let greeting = up.reply_in(Step::Greeting, GREETING_TIMEOUT).await?;
+        let greeting = up.reply_in(Step::Greeting, s.greeting_timeout).await?;
         Ok((up, greeting))
     }
 

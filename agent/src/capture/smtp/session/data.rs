@@ -322,8 +322,9 @@ impl Session<'_> {
             (None, None) => Err((false, self.no_upstream(Step::EndOfData))),
         };
         self.phases.eod = t.elapsed();
-        if outcome.is_err() {
+        if let Err((_, e)) = &outcome {
             self.upstream = None;
+            self.upstream_failed(e);
         }
         let t = Instant::now();
         self.commit_outcome(id, Answer::of(&outcome));
@@ -439,7 +440,10 @@ impl Session<'_> {
                     .upstream_answered(gaps::Upstream::Rejected)
                     .await
             }
-            Err(_) => self.upstream = None,
+            Err((_, e)) => {
+                self.upstream = None;
+                self.upstream_failed(e);
+            }
         }
         tracing::warn!(
             peer = %self.peer,

@@ -33,6 +33,7 @@ impl Session<'_> {
             match up.hello(&arg, settings).await {
                 Err(e) => {
                     self.upstream = None;
+                    self.upstream_failed(&e);
                     tracing::warn!(peer = %self.peer, error = %e, "upstream unusable; client told to retry later");
                     return self
                         .send(&Reply::new(
@@ -47,6 +48,7 @@ impl Session<'_> {
                 Ok((r, _)) if !r.is_positive() => return self.send(&r).await,
                 Ok((r, _)) => {
                     let caps = up.caps.clone();
+                    self.upstream_works();
                     (r, caps)
                 }
             }

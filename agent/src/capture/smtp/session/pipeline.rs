@@ -102,6 +102,7 @@ impl Session<'_> {
         match sent {
             Err(e) => {
                 self.upstream = None;
+                self.upstream_failed(&e);
                 replies.resize(lines.len(), temp_failure(e));
             }
             Ok(()) => {
@@ -123,6 +124,7 @@ impl Session<'_> {
                         }
                         Err(e) => {
                             self.upstream = None;
+                            self.upstream_failed(&e);
                             replies.push(temp_failure(e));
                         }
                     }

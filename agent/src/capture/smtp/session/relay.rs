@@ -28,9 +28,13 @@ impl Session<'_> {
                 "4.4.1 Upstream connection lost; reconnect and authenticate again",
             ));
         }
-        let greeting = self.connect_upstream().await.map_err(temp_failure)?;
+        let greeting = self.connect_upstream().await.map_err(|e| {
+            self.upstream_failed(&e);
+            temp_failure(e)
+        })?;
         if greeting.code != 220 {
             self.upstream = None;
+            self.upstream_refused(&greeting);
             return Err(temp_failure(format!(
                 "upstream greeting: {}",
                 greeting.text()
@@ -42,13 +46,14 @@ impl Session<'_> {
             self.upstream.as_mut(),
         ) {
             match up.hello(&helo, settings).await {
-                Ok((r, _)) if r.is_positive() => {}
+                Ok((r, _)) if r.is_positive() => self.upstream_works(),
                 Ok((r, _)) => {
                     self.upstream = None;
                     return Err(temp_failure(format!("upstream EHLO: {}", r.text())));
                 }
                 Err(e) => {
                     self.upstream = None;
+                    self.upstream_failed(&e);
                     return Err(temp_failure(e));
                 }
             }
@@ -81,6 +86,7 @@ impl Session<'_> {
             }
             Err(e) => {
                 self.upstream = None;
+                self.upstream_failed(&e);
                 temp_failure(e)
             }
         }

@@ -14,7 +14,6 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::super::SmtpCapture;
-use super::super::slots::{Admission, Slots};
 use crate::buffer::Buffer;
 use crate::capture::context::{CaptureContext, Clock};
 use crate::config::{SmtpConfig, SmtpMode, UpstreamTls, WhenFull};
@@ -125,15 +124,24 @@ async fn serve_scripted(s: TcpStream, script: Script, seen: Arc<std::sync::Mutex
 /// A relay (or capture-only) listener with its buffer in a temp dir; each
 /// accepted connection runs one real session.
 pub(crate) struct Harness {
+    pub cap: Arc<SmtpCapture>,
     pub buffer: Arc<Buffer>,
     pub addr: SocketAddr,
+    stop: Option<(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    )>,
     _dir: tempfile::TempDir,
 }
 
 impl Harness {
     /// A relay to `upstream` (`None`: capture-only).
     pub(crate) async fn start(upstream: Option<SocketAddr>) -> Harness {
-        let cfg = SmtpConfig {
+        Harness::with_config(Harness::config(upstream)).await
+    }
+
+    pub(crate) fn config(upstream: Option<SocketAddr>) -> SmtpConfig {
+        SmtpConfig {
             mode: if upstream.is_some() {
                 SmtpMode::Relay
             } else {
@@ -143,8 +151,7 @@ impl Harness {
             upstream_tls: UpstreamTls::Off,
             hostname: Some("relay.test".into()),
             ..SmtpConfig::default()
-        };
-        Harness::with_config(cfg).await
+        }
     }
 
     pub(crate) async fn with_config(cfg: SmtpConfig) -> Harness {
@@ -162,23 +169,28 @@ impl Harness {
             SmtpCapture::new(cfg, buffer.clone(), WhenFull::Refuse, gaps, ctx).expect("capture");
         let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = l.local_addr().expect("addr");
-        let slots = Slots::new(16, 0);
-        let serving = cap.clone();
-        tokio::spawn(async move {
-            while let Ok((s, peer)) = l.accept().await {
-                let local = s.local_addr().unwrap_or(peer);
-                let slot = match slots.admit() {
-                    Admission::Free(s) | Admission::Evicted(s) => s,
-                    Admission::Full => continue,
-                };
-                let cap = serving.clone();
-                tokio::spawn(async move { super::run(&cap, s, peer, local, slot).await });
-            }
-        });
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = tokio::spawn(cap.clone().serve(vec![l], async {
+            let _ = stopped.await;
+        }));
         Harness {
+            cap,
             buffer,
             addr,
+            stop: Some((stop, serving)),
             _dir: dir,
+        }
+    }
+
+    /// Stops the listener as the agent's shutdown does (sessions drained,
+    /// open incidents closed and written).
+    pub(crate) async fn stop(&mut self) {
+        if let Some((stop, serving)) = self.stop.take() {
+            let _ = stop.send(());
+            tokio::time::timeout(WAIT, serving)
+                .await
+                .expect("stopped in time")
+                .expect("serve");
         }
     }
 
@@ -192,6 +204,19 @@ impl Harness {
             r: BufReader::new(r),
             w,
         }
+    }
+
+    /// The incident records in the buffer so far.
+    pub(crate) fn incidents(&self) -> Vec<kiroku_proto::IncidentEvent> {
+        self.buffer
+            .read_batch(0, 10_000, 64 << 20)
+            .expect("read")
+            .into_iter()
+            .filter_map(|e| match e.kind {
+                Some(Kind::Incident(i)) => Some(i),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Waits until the buffer holds `n` records and returns them.
@@ -254,6 +279,8 @@ fn email(e: &Event) -> &kiroku_proto::EmailEvent {
         other => panic!("not a mail record: {other:?}"),
     }
 }
+
+mod incidents;
 
 const MESSAGE: &str = "Subject: hello\r\nFrom: a@example.org\r\n\r\nbody line\r\n.";
 
