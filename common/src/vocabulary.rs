@@ -64,6 +64,43 @@ pub fn file_operation(op: &str) -> Result<String, String> {
     }
 }
 
+/// Relay incident kinds (`IncidentEvent.kind`, issue 20): the agent
+/// records them (`capture/smtp/incidents.rs` names each once, and its test
+/// checks it against this list), the collector and the CLI filter on them
+/// (`--incident`). Upstream kinds are keyed by the upstream, client kinds
+/// by the client's address.
+pub const INCIDENT_KINDS: [&str; 10] = [
+    "upstream_unreachable",
+    "upstream_refused",
+    "upstream_tls",
+    "upstream_starttls_absent",
+    "upstream_timeout",
+    "upstream_lost",
+    "client_timeout",
+    "client_gone_before_mail",
+    "client_too_many_errors",
+    "client_tls",
+];
+
+/// The states of an incident's records (`IncidentEvent.state`), which
+/// `--outcome` filters on for incidents.
+pub const INCIDENT_STATES: [&str; 3] = ["open", "still_open", "closed"];
+
+/// `kind` as a search names it (trimmed, lower case) when it is one of
+/// [`INCIDENT_KINDS`]; otherwise a message naming it and the valid ones.
+pub fn incident_kind(kind: &str) -> Result<String, String> {
+    let k = kind.trim().to_lowercase();
+    if INCIDENT_KINDS.contains(&k.as_str()) {
+        Ok(k)
+    } else {
+        Err(format!(
+            "unknown incident kind {}: use one of {}",
+            crate::quote::quote(&k),
+            INCIDENT_KINDS.join(", ")
+        ))
+    }
+}
+
 /// The agent tagged a mail whose bare CR/LF line endings it normalised to
 /// CRLF before relaying (`smtp.bare_line_endings = "normalise"`).
 pub const NORMALISED_LINE_ENDINGS: &str = "normalised-line-endings";

@@ -33,6 +33,7 @@ mod exclusions;
 mod exfil;
 mod filters;
 mod ids;
+mod incidents;
 mod legacy;
 mod limits;
 mod mailflow;

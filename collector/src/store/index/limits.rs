@@ -206,6 +206,8 @@ pub fn check_search(r: &SearchRequest) -> Result<(), IndexError> {
         ("reply_code", &r.reply_code),
         ("auth_user", &r.auth_user),
         ("direction", &r.direction),
+        ("incident", &r.incident),
+        ("upstream", &r.upstream),
     ] {
         check_len(field, v, MAX_TERM_BYTES)?;
     }

@@ -23,10 +23,11 @@ use tantivy::schema::{
 /// the attachments, from the annotation store) and the fields derived by
 /// analysis; 4 — issue 18 (2026-12-06): `recorded_sha256`, `journal_leaf`
 /// and `recorded_reencoded` (where the event is in the journal chain) and
-/// the `integrity` kind.
-pub const SCHEMA_VERSION: u32 = 4;
+/// the `integrity` kind; 5 — issue 20 (2026-12-06): relay incidents
+/// (`incident`, `upstream`, `incident_count`).
+pub const SCHEMA_VERSION: u32 = 5;
 
-use super::{Derived, TantivyIndex, analyzer, exfil, mailflow, stats};
+use super::{Derived, TantivyIndex, analyzer, exfil, incidents, mailflow, stats};
 
 #[derive(Clone, Copy)]
 pub(super) struct Fields {
@@ -78,6 +79,10 @@ pub(super) struct Fields {
     pub(super) recorded_sha256: Field,
     pub(super) journal_leaf: Field,
     pub(super) recorded_reencoded: Field,
+    // Relay incidents (`index/incidents.rs`, issue 20).
+    pub(super) incident: Field,
+    pub(super) upstream: Field,
+    pub(super) incident_count: Field,
     // Counts and charts (`index/stats.rs`): fast-only grouping columns.
     pub(super) stats: stats::StatsFields,
 }
@@ -199,6 +204,11 @@ fn schema_fields(old: Option<&Schema>) -> (Schema, Fields, Vec<String>) {
         recorded_sha256: b.add_bytes_field("recorded_sha256", STORED),
         journal_leaf: b.add_u64_field("journal_leaf", STORED),
         recorded_reencoded: b.add_bool_field("recorded_reencoded", STORED),
+        // Relay incidents (`index/incidents.rs`): the incident kind, the
+        // upstream's host:port (of mail too) and the occurrences counted.
+        incident: b.add_text_field("incident", STRING),
+        upstream: b.add_text_field("upstream", STRING),
+        incident_count: b.add_u64_field("incident_count", FAST),
         // Counts and charts (`index/stats.rs`): fast-only grouping columns.
         stats: stats::schema_fields(&mut b),
     };
@@ -344,6 +354,7 @@ impl TantivyIndex {
                 d.add_bytes(f.sha256, &sha_key(&m.raw_sha256));
             }
             mailflow::add_email(f, &mut d, m);
+            incidents::add_email(f, &mut d, m);
         }
         match &e.kind {
             Some(Kind::File(file)) => {
@@ -367,7 +378,7 @@ impl TantivyIndex {
             }
             Some(Kind::HostChange(_)) => d.add_text(f.kind, "host_change"),
             // Issue 20: the kind only, until their fields are indexed.
-            Some(Kind::Incident(_)) => d.add_text(f.kind, "incident"),
+            Some(Kind::Incident(i)) => incidents::add_incident(f, &mut d, i),
             Some(Kind::Auth(_)) => d.add_text(f.kind, "auth"),
             Some(Kind::MtaLog(_)) => d.add_text(f.kind, "mta_log"),
             Some(Kind::Integrity(i)) => {

@@ -270,3 +270,9 @@ fn upstream_errors_are_classified() {
         assert_eq!(IncidentKind::of_upstream(&e), want, "{e}");
     }
 }
+
+#[test]
+fn kind_names_are_the_shared_vocabulary() {
+    let ours: Vec<&str> = IncidentKind::ALL.iter().map(|k| k.name()).collect();
+    assert_eq!(ours, kiroku_common::vocabulary::INCIDENT_KINDS);
+}
