@@ -90,10 +90,12 @@ pub struct SearchArgs {
     /// Events tagged by this alert rule ("*" for any alert).
     #[arg(long)]
     pub alert: Option<String>,
-    /// delivered, rejected, aborted, unknown or captured.
+    /// delivered, rejected, aborted, unknown or captured (mail); open,
+    /// still_open or closed (incidents).
     #[arg(long)]
     pub outcome: Option<String>,
-    /// email, file, host_change, gap (unrecorded) or integrity (a chain break).
+    /// email, file, host_change, gap (unrecorded), integrity (a chain
+    /// break), incident (relay incidents), auth or mta_log.
     #[arg(long)]
     pub kind: Option<String>,
     /// File events: words of the path or old path ("alice/q3 report").
@@ -107,6 +109,16 @@ pub struct SearchArgs {
     /// File events on removable volumes only.
     #[arg(long)]
     pub removable: bool,
+    /// Relay incidents of this kind (with --kind incident):
+    /// upstream_unreachable, upstream_refused, upstream_tls,
+    /// upstream_starttls_absent, upstream_timeout, upstream_lost,
+    /// client_timeout, client_gone_before_mail, client_too_many_errors,
+    /// client_tls. Their state (open, still_open, closed) is --outcome.
+    #[arg(long)]
+    pub incident: Option<String>,
+    /// The upstream MTA's host:port (mail relayed to it, its incidents).
+    #[arg(long)]
+    pub upstream: Option<String>,
     /// Filter and order by corrected time (each agent's clock corrected by
     /// its measured offset to the collector) instead of the agents' clocks.
     #[arg(long)]
@@ -163,8 +175,11 @@ pub fn search_request(a: SearchArgs, zone: &Zone) -> anyhow::Result<SearchReques
         internal: a.internal,
         ascending: false,
         attachment_text: s(a.attachment_text),
-        // Issue 20's filters (delivery, delay, incident, upstream) are set
-        // below as their flags are added.
+        // Issue 20: relay incidents.
+        incident: s(a.incident),
+        upstream: s(a.upstream),
+        // Issue 20's other filters (delivery, delay) are set below as
+        // their flags are added.
         ..Default::default()
     };
     if !req.operation.is_empty() {
@@ -203,6 +218,12 @@ fn check_search_flags(r: &SearchRequest) -> anyhow::Result<()> {
     }
     if !r.reply_code.trim().is_empty() {
         flag("reply-code", search::reply_codes(&r.reply_code).map(drop))?;
+    }
+    if !r.incident.trim().is_empty() {
+        flag(
+            "incident",
+            kiroku_common::vocabulary::incident_kind(&r.incident).map(drop),
+        )?;
     }
     Ok(())
 }

@@ -15,6 +15,8 @@ use kiroku_proto::{EmailEvent, Event, FileEvent, GapEvent, HostInfo, event::Kind
 
 use crate::zone::{Zone, format as time};
 
+mod incident;
+
 /// Outside text as printed for people: controls made visible.
 pub fn safe(s: &str) -> String {
     terminal(s).into_owned()
@@ -213,6 +215,21 @@ pub fn table(events: &[Event], zone: &Zone) -> String {
                     ),
                 ]
             }
+            (None, None) if incident::incident(e).is_some() => {
+                let i = incident::incident(e).cloned().unwrap_or_default();
+                let [from, to, what, n, state] = incident::row(&i);
+                [
+                    time(e.observed_at_ms, zone),
+                    e.event_id.clone(),
+                    host,
+                    e.user.clone(),
+                    from,
+                    to,
+                    what,
+                    n,
+                    state,
+                ]
+            }
             (None, None) => [
                 time(e.observed_at_ms, zone),
                 e.event_id.clone(),
@@ -334,6 +351,11 @@ pub fn detail(e: &Event, zone: &Zone) -> String {
             },
         );
         line("detail", &i.detail);
+    }
+    if let Some(i) = incident::incident(e) {
+        for (k, v) in incident::lines(i, zone) {
+            line(k, &v);
+        }
     }
     if let Some(g) = gap(e) {
         line("gap", &format!("{} ({})", g.source, g.reason));
