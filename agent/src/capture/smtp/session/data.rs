@@ -39,6 +39,7 @@ impl Session<'_> {
         mut earlier: Vec<Reply>,
     ) -> Result<(), End> {
         if reply.code == 354 {
+            self.phases.envelope_done();
             earlier.push(reply);
             self.send_all(&earlier).await?;
             return self.data().await;
@@ -308,8 +309,10 @@ impl Session<'_> {
         // crash in between leaves the in-flight record, recovered with
         // outcome unknown, as a crash while the upstream decides does.
         let t = Instant::now();
+        let timings = self.phases.record();
         let settled = self.cap.buffer.settle(id, |ev| {
             if let Some(Kind::Email(m)) = &mut ev.kind {
+                m.timings = Some(timings);
                 m.outcome = result as i32;
                 m.reply_code = u32::from(code);
                 m.upstream_reply = text.clone();
