@@ -26,6 +26,8 @@ mod mail;
 mod pipeline;
 mod recording;
 mod relay;
+#[cfg(test)]
+mod tests;
 mod timing;
 
 use std::net::SocketAddr;
