@@ -94,7 +94,9 @@ pub(super) fn delay_range(r: &SearchRequest) -> Result<Option<(u64, Option<u64>)
     if max != 0 && max <= min {
         return Err(bad(
             "max_delay_ms",
-            format!("the delay range is empty: at least {min} ms and below {max} ms; give a --max-delay above --min-delay"),
+            format!(
+                "the delay range is empty: at least {min} ms and below {max} ms; give a --max-delay above --min-delay"
+            ),
         ));
     }
     Ok(Some((min, (max != 0).then_some(max))))
@@ -113,7 +115,10 @@ mod tests {
         };
         assert_eq!(delay_range(&r(0, 0)).expect("none"), None);
         assert_eq!(delay_range(&r(5_000, 0)).expect("min"), Some((5_000, None)));
-        assert_eq!(delay_range(&r(0, 60_000)).expect("max"), Some((0, Some(60_000))));
+        assert_eq!(
+            delay_range(&r(0, 60_000)).expect("max"),
+            Some((0, Some(60_000)))
+        );
         assert_eq!(
             delay_range(&r(5_000, 60_000)).expect("both"),
             Some((5_000, Some(60_000)))

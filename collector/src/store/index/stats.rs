@@ -192,7 +192,11 @@ pub(super) fn add_fields(f: &StatsFields, d: &mut TantivyDocument, e: &Event) {
             };
             put(d, f.user, &user.to_lowercase());
             put(d, f.client_ip, &canonical_ip(&a.client_ip));
-            put(d, f.outcome, kiroku_common::vocabulary::auth_outcome::name(a.success));
+            put(
+                d,
+                f.outcome,
+                kiroku_common::vocabulary::auth_outcome::name(a.success),
+            );
             if a.reply_code != 0 {
                 put(d, f.reply_code, &a.reply_code.to_string());
             }

@@ -133,3 +133,6 @@ impl Session<'_> {
         self.send(&temp_failure(why)).await
     }
 }
+
+#[cfg(test)]
+mod tests;

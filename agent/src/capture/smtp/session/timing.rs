@@ -119,7 +119,9 @@ impl Session<'_> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::{Harness, Script, scripted_upstream};
     use super::*;
+    use kiroku_proto::event::Kind;
 
     #[test]
     fn record_in_milliseconds() {
@@ -151,5 +153,49 @@ mod tests {
         );
         // Before any MAIL there is no total.
         assert_eq!(Phases::default().record().total_ms, 0);
+    }
+
+    #[tokio::test]
+    async fn mail_records_carry_phase_timings_and_the_upstream_name() {
+        let script = Script {
+            greeting: "220 mx7.example.org ESMTP scripted".into(),
+            greeting_delay: Duration::from_millis(150),
+            ..Script::default()
+        };
+        let (up, _) = scripted_upstream(script).await;
+        let h = Harness::start(Some(up)).await;
+        for _ in 0..2 {
+            let mut c = h.client().await;
+            c.reply().await;
+            c.cmd("EHLO client.test").await;
+            for _ in 0..2 {
+                c.cmd("MAIL FROM:<a@example.org>").await;
+                c.cmd("RCPT TO:<b@example.org>").await;
+                c.cmd("DATA").await;
+                assert_eq!(c.cmd("Subject: t\r\n\r\nbody\r\n.").await.0, 250);
+            }
+            c.cmd("QUIT").await;
+        }
+        let recs = h.records(4).await;
+        assert_eq!(recs.len(), 4);
+        for (i, r) in recs.iter().enumerate() {
+            let Some(Kind::Email(m)) = &r.kind else {
+                panic!("not mail: {r:?}")
+            };
+            assert_eq!(m.upstream_name, "mx7.example.org");
+            let t = m.timings.expect("timings");
+            // The connection's greeting wait is the first transaction's only.
+            if i % 2 == 0 {
+                assert!(t.greeting_ms >= 150, "{t:?}");
+            } else {
+                assert_eq!(
+                    (t.connect_ms, t.greeting_ms, t.hello_ms),
+                    (0, 0, 0),
+                    "{t:?}"
+                );
+            }
+            assert!(t.total_ms >= t.envelope_ms + t.data_ms, "{t:?}");
+            assert!(t.total_ms < 10_000, "{t:?}");
+        }
     }
 }
