@@ -104,7 +104,166 @@ pub(super) fn delay_range(r: &SearchRequest) -> Result<Option<(u64, Option<u64>)
 
 #[cfg(test)]
 mod tests {
+    use super::super::{EventIndex, GroupBy, StatsQuery};
     use super::*;
+    use kiroku_proto::{Event, PhaseTimings, event::Kind};
+
+    fn attempt(n: u32, user: &str, ip: &str, success: bool) -> Event {
+        Event {
+            event_id: format!("a1/s/{n}"),
+            agent_id: "a1".into(),
+            observed_at_ms: i64::from(n) * 1000,
+            kind: Some(Kind::Auth(AuthEvent {
+                mechanism: "PLAIN".into(),
+                claimed_user: user.into(),
+                success,
+                reply_code: if success { 235 } else { 535 },
+                reply: if success {
+                    "235 2.7.0 Authentication successful".into()
+                } else {
+                    "535 5.7.8 Error: authentication failed".into()
+                },
+                client_ip: ip.into(),
+                upstream: "127.0.0.1:2525".into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+    }
+
+    fn mail(n: u32, total_ms: Option<u64>) -> Event {
+        Event {
+            event_id: format!("a1/m/{n}"),
+            agent_id: "a1".into(),
+            observed_at_ms: i64::from(n) * 1000,
+            kind: Some(Kind::Email(EmailEvent {
+                upstream: "MX.example.org:25".into(),
+                timings: total_ms.map(|t| PhaseTimings {
+                    total_ms: t,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn auth_records_searched_and_counted_by_user_and_client() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let idx = EventIndex::open(dir.path()).expect("open");
+        let events = [
+            attempt(1, "Alice", "127.0.0.2", false),
+            attempt(2, "alice", "127.0.0.2", false),
+            attempt(3, "alice", "127.0.0.2", true),
+            attempt(4, "bob", "127.0.0.3", false),
+            attempt(5, "", "::ffff:127.0.0.3", false),
+        ];
+        idx.add(&events).expect("add");
+        idx.commit().expect("commit");
+        let count = |r: SearchRequest| idx.search(&r, 0, 10).expect("search").1;
+        let auth = |r: SearchRequest| SearchRequest {
+            kind: "auth".into(),
+            ..r
+        };
+        let failed = || SearchRequest {
+            outcome: "failed".into(),
+            ..Default::default()
+        };
+        assert_eq!(count(auth(failed())), 4);
+        assert_eq!(
+            count(auth(SearchRequest {
+                auth_user: "ALICE".into(),
+                ..failed()
+            })),
+            2
+        );
+        assert_eq!(
+            count(auth(SearchRequest {
+                client_ip: "127.0.0.3".into(),
+                ..failed()
+            })),
+            2
+        );
+        assert_eq!(
+            count(auth(SearchRequest {
+                outcome: "succeeded".into(),
+                client_ip: "127.0.0.0/30".into(),
+                ..Default::default()
+            })),
+            1
+        );
+        assert_eq!(
+            count(auth(SearchRequest {
+                reply_code: "5xx".into(),
+                upstream: "127.0.0.1:2525".into(),
+                ..Default::default()
+            })),
+            4
+        );
+        let stats = |by| {
+            let q = StatsQuery {
+                by,
+                top: 0,
+                zone: jiff::tz::TimeZone::UTC,
+                zone_name: "UTC".into(),
+            };
+            let s = idx.stats(&auth(failed()), &q).expect("stats");
+            let mut groups: Vec<(String, u64)> = s
+                .groups
+                .iter()
+                .map(|g| (g.key.clone(), g.tally.count))
+                .collect();
+            groups.sort();
+            (groups, s.none.count)
+        };
+        assert_eq!(
+            stats(GroupBy::User),
+            (vec![("alice".into(), 2), ("bob".into(), 1)], 1)
+        );
+        assert_eq!(
+            stats(GroupBy::ClientIp),
+            (vec![("127.0.0.2".into(), 2), ("127.0.0.3".into(), 2)], 0)
+        );
+    }
+
+    #[test]
+    fn delay_and_upstream_filters() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let idx = EventIndex::open(dir.path()).expect("open");
+        let events = [
+            mail(1, Some(120)),
+            mail(2, Some(5_000)),
+            mail(3, Some(61_000)),
+            mail(4, None),
+        ];
+        idx.add(&events).expect("add");
+        idx.commit().expect("commit");
+        let ids = |min, max| {
+            let r = SearchRequest {
+                min_delay_ms: min,
+                max_delay_ms: max,
+                ascending: true,
+                ..Default::default()
+            };
+            let (found, _, _) = idx.search(&r, 0, 10).expect("search");
+            found.into_iter().map(|e| e.event_id).collect::<Vec<_>>()
+        };
+        assert_eq!(ids(5_000, 0), ["a1/m/2", "a1/m/3"]);
+        assert_eq!(ids(0, 60_000), ["a1/m/1", "a1/m/2"]);
+        assert_eq!(ids(1_000, 60_000), ["a1/m/2"]);
+        let r = SearchRequest {
+            upstream: "mx.example.org:25".into(),
+            ..Default::default()
+        };
+        assert_eq!(idx.search(&r, 0, 10).expect("search").1, 4);
+        let empty = SearchRequest {
+            min_delay_ms: 10,
+            max_delay_ms: 10,
+            ..Default::default()
+        };
+        assert!(idx.search(&empty, 0, 10).is_err());
+    }
 
     #[test]
     fn delay_ranges() {
