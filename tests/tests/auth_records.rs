@@ -68,7 +68,13 @@ async fn auth_attempts_recorded_per_user_and_ip_without_any_secret() -> anyhow::
     let agent = env.start_agent_in_smtp("pc-auth", smtp, &Mode::Relay(pf.port), &cfg)?;
 
     // 127.0.0.2: the right password once (PLAIN), two wrong ones (LOGIN).
-    assert!(attempt(smtp, "127.0.0.2", "PLAIN", mta::USER, mta::PASSWORD)?);
+    assert!(attempt(
+        smtp,
+        "127.0.0.2",
+        "PLAIN",
+        mta::USER,
+        mta::PASSWORD
+    )?);
     for pw in WRONG {
         assert!(!attempt(smtp, "127.0.0.2", "LOGIN", mta::USER, pw)?);
     }
@@ -77,7 +83,13 @@ async fn auth_attempts_recorded_per_user_and_ip_without_any_secret() -> anyhow::
     for pw in [WRONG[0], WRONG[1], WRONG[0]] {
         assert!(!attempt(smtp, "127.0.0.3", "PLAIN", "mallory", pw)?);
     }
-    assert!(attempt(smtp, "127.0.0.3", "LOGIN", mta::USER, mta::PASSWORD)?);
+    assert!(attempt(
+        smtp,
+        "127.0.0.3",
+        "LOGIN",
+        mta::USER,
+        mta::PASSWORD
+    )?);
 
     let all = env
         .wait_for(
@@ -135,7 +147,14 @@ async fn auth_attempts_recorded_per_user_and_ip_without_any_secret() -> anyhow::
     // Countable per IP and per claimed user.
     let counts = |by: &str| -> anyhow::Result<Vec<(String, u64)>> {
         let out = env.cli(&[
-            "stats", "--kind", "auth", "--outcome", "failed", "--by", by, "--json",
+            "stats",
+            "--kind",
+            "auth",
+            "--outcome",
+            "failed",
+            "--by",
+            by,
+            "--json",
         ])?;
         let v: serde_json::Value = serde_json::from_str(&out)?;
         let mut g: Vec<(String, u64)> = v["groups"]
