@@ -71,6 +71,9 @@ fn subjects(json_lines: &str) -> Vec<String> {
     json_lines
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        // Mail only: the client's AUTH attempt (an `auth` record, issue
+        // 20) matches --client-ip and --auth-user too.
+        .filter(|v| v.get("email").is_some())
         .map(|v| {
             v["email"]["subject"]
                 .as_str()

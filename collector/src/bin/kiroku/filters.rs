@@ -53,7 +53,8 @@ pub struct SearchArgs {
     /// recipient's.
     #[arg(long)]
     pub reply_code: Option<String>,
-    /// SMTP AUTH login of the client.
+    /// SMTP AUTH login of the client (--kind auth: the user an attempt
+    /// claimed).
     #[arg(long)]
     pub auth_user: Option<String>,
     /// Mail flow by the collector's internal_domains: outbound, inbound,
@@ -91,11 +92,13 @@ pub struct SearchArgs {
     #[arg(long)]
     pub alert: Option<String>,
     /// delivered, rejected, aborted, unknown or captured (mail); open,
-    /// still_open or closed (incidents).
+    /// still_open or closed (incidents); succeeded or failed (AUTH records,
+    /// --kind auth).
     #[arg(long)]
     pub outcome: Option<String>,
     /// email, file, host_change, gap (unrecorded), integrity (a chain
-    /// break), incident (relay incidents), auth or mta_log.
+    /// break), incident (relay incidents), auth (AUTH attempts through the
+    /// relay) or mta_log.
     #[arg(long)]
     pub kind: Option<String>,
     /// File events: words of the path or old path ("alice/q3 report").
@@ -116,8 +119,16 @@ pub struct SearchArgs {
     /// client_tls. Their state (open, still_open, closed) is --outcome.
     #[arg(long)]
     pub incident: Option<String>,
-    /// The upstream MTA's host:port (mail relayed to it, its incidents).
-    #[arg(long)]
+    /// Mail whose whole transaction (the client's MAIL to the verdict it
+    /// got) took at least this long: 250ms, 5s, 2m.
+    #[arg(long, value_name = "SPAN", value_parser = delay)]
+    pub min_delay: Option<u64>,
+    /// Mail whose whole transaction took less than this.
+    #[arg(long, value_name = "SPAN", value_parser = delay)]
+    pub max_delay: Option<u64>,
+    /// Mail, AUTH records and relay incidents of this upstream (host:port
+    /// as the agent's smtp.upstream names it).
+    #[arg(long, value_name = "HOST:PORT")]
     pub upstream: Option<String>,
     /// Filter and order by corrected time (each agent's clock corrected by
     /// its measured offset to the collector) instead of the agents' clocks.
@@ -175,11 +186,12 @@ pub fn search_request(a: SearchArgs, zone: &Zone) -> anyhow::Result<SearchReques
         internal: a.internal,
         ascending: false,
         attachment_text: s(a.attachment_text),
-        // Issue 20: relay incidents.
+        // Issue 20: relay incidents, delay and upstream; delivery is set
+        // below as its flag is added.
         incident: s(a.incident),
+        min_delay_ms: a.min_delay.unwrap_or(0),
+        max_delay_ms: a.max_delay.unwrap_or(0),
         upstream: s(a.upstream),
-        // Issue 20's other filters (delivery, delay) are set below as
-        // their flags are added.
         ..Default::default()
     };
     if !req.operation.is_empty() {
@@ -188,6 +200,11 @@ pub fn search_request(a: SearchArgs, zone: &Zone) -> anyhow::Result<SearchReques
     }
     check_search_flags(&req)?;
     Ok(req)
+}
+
+/// `--min-delay 5s` in milliseconds.
+fn delay(s: &str) -> Result<u64, String> {
+    kiroku_collector::agents::parse_span(s).map(|ms| ms.unsigned_abs())
 }
 
 /// Checks the values of the mail-flow flags before anything is sent, so
@@ -224,6 +241,9 @@ fn check_search_flags(r: &SearchRequest) -> anyhow::Result<()> {
             "incident",
             kiroku_common::vocabulary::incident_kind(&r.incident).map(drop),
         )?;
+    }
+    if r.max_delay_ms != 0 && r.max_delay_ms <= r.min_delay_ms {
+        anyhow::bail!("--max-delay: must be above --min-delay (the range is empty)");
     }
     Ok(())
 }

@@ -88,6 +88,8 @@ impl TantivyIndex {
         must.extend(super::mailflow::Flow { f, internal }.queries(r)?);
         // Relay incidents and the upstream (issue 20).
         must.extend(super::incidents::queries(f, r)?);
+        // Upstream, delay range (issue 20).
+        must.extend(super::relay::queries(f, r)?);
         if !r.sha256.is_empty() {
             must.push(Box::new(TermQuery::new(
                 Term::from_field_bytes(f.sha256, &sha_key(&r.sha256.trim().to_lowercase())),

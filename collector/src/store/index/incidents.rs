@@ -5,13 +5,13 @@
 //! ones listed), the upstream's reply code (`--reply-code`) and the words
 //! of its error and detail (`--text`); its count is a column.
 //!
-//! `upstream` is also indexed for mail (`EmailEvent.upstream`), so the same
-//! filter finds what went to one MTA.
+//! `upstream` is indexed for mail and AUTH records too (`index/relay.rs`),
+//! so the same filter finds what went to one MTA.
 
 use std::net::IpAddr;
 
 use kiroku_common::search::as_v6;
-use kiroku_proto::{EmailEvent, IncidentEvent, SearchRequest};
+use kiroku_proto::{IncidentEvent, SearchRequest};
 use tantivy::TantivyDocument;
 use tantivy::Term;
 use tantivy::query::{Query, TermQuery};
@@ -20,18 +20,13 @@ use tantivy::schema::IndexRecordOption;
 use super::IndexError;
 use super::schema::Fields;
 
-/// The index form of an upstream `host:port` (trimmed, lower case).
-fn upstream_key(v: &str) -> String {
-    v.trim().to_lowercase()
-}
-
 /// The fields of an incident record.
 pub(super) fn add_incident(f: &Fields, d: &mut TantivyDocument, i: &IncidentEvent) {
     d.add_text(f.kind, "incident");
     d.add_text(f.incident, &i.kind);
     d.add_text(f.outcome, &i.state);
     if !i.upstream.is_empty() {
-        d.add_text(f.upstream, upstream_key(&i.upstream));
+        d.add_text(f.upstream, super::relay::upstream_key(&i.upstream));
     }
     let mut ips: Vec<IpAddr> = std::iter::once(&i.client_ip)
         .chain(&i.client_ips)
@@ -51,14 +46,7 @@ pub(super) fn add_incident(f: &Fields, d: &mut TantivyDocument, i: &IncidentEven
     d.add_text(f.replies, &i.reply);
 }
 
-/// The upstream of a relayed mail.
-pub(super) fn add_email(f: &Fields, d: &mut TantivyDocument, m: &EmailEvent) {
-    if !m.upstream.is_empty() {
-        d.add_text(f.upstream, upstream_key(&m.upstream));
-    }
-}
-
-/// The queries of `--incident` and `--upstream`.
+/// The query of `--incident` (`--upstream` is `index/relay.rs`'s).
 pub(super) fn queries(f: &Fields, r: &SearchRequest) -> Result<Vec<Box<dyn Query>>, IndexError> {
     let term = |field, v: &str| -> Box<dyn Query> {
         Box::new(TermQuery::new(
@@ -75,9 +63,6 @@ pub(super) fn queries(f: &Fields, r: &SearchRequest) -> Result<Vec<Box<dyn Query
             }
         })?;
         must.push(term(f.incident, &kind));
-    }
-    if !r.upstream.trim().is_empty() {
-        must.push(term(f.upstream, &upstream_key(&r.upstream)));
     }
     Ok(must)
 }

@@ -211,6 +211,7 @@ pub fn check_search(r: &SearchRequest) -> Result<(), IndexError> {
     ] {
         check_len(field, v, MAX_TERM_BYTES)?;
     }
+    super::relay::delay_range(r)?;
     check_len("path", &r.path, MAX_PATH_BYTES)?;
     let words = r
         .path

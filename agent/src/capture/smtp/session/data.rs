@@ -39,6 +39,7 @@ impl Session<'_> {
         mut earlier: Vec<Reply>,
     ) -> Result<(), End> {
         if reply.code == 354 {
+            self.phases.envelope_done();
             earlier.push(reply);
             self.send_all(&earlier).await?;
             return self.data().await;
@@ -342,8 +343,10 @@ impl Session<'_> {
     /// between leaves the in-flight record, recovered with outcome
     /// unknown, as a crash while the upstream decides does.
     fn commit_outcome(&mut self, id: crate::buffer::InflightId, o: Answer) {
+        let timings = self.phases.record();
         let settled = self.cap.buffer.settle(id, |ev| {
             if let Some(Kind::Email(m)) = &mut ev.kind {
+                m.timings = Some(timings);
                 m.outcome = o.outcome as i32;
                 m.reply_code = u32::from(o.code);
                 m.upstream_reply = o.text.clone();
