@@ -65,7 +65,12 @@ pub struct Counters {
     pub unparsed: AtomicU64,
     /// The buffer is refusing (a warning once per episode).
     refusing: AtomicBool,
+    /// Lines at the last periodic report, and when it was.
+    reported: std::sync::Mutex<(u64, Option<std::time::Instant>)>,
 }
+
+/// How often a follower logs its counts while lines come in.
+const REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
 
 impl Counters {
     fn add(&self, lines: u64, unparsed: u64) {
@@ -73,6 +78,26 @@ impl Counters {
         self.unparsed.fetch_add(unparsed, Ordering::Relaxed);
         if self.refusing.swap(false, Ordering::Relaxed) {
             tracing::info!("MTA log reading resumed: the buffer takes records again");
+        }
+    }
+
+    /// Logs the counts every [`REPORT_EVERY`] while lines come in.
+    fn report_now_and_then(&self, path: &std::path::Path) {
+        let Ok(mut r) = self.reported.lock() else {
+            return;
+        };
+        let now = std::time::Instant::now();
+        let lines = self.lines.load(Ordering::Relaxed);
+        match r.1 {
+            None => *r = (lines, Some(now)),
+            Some(at) if now.duration_since(at) >= REPORT_EVERY && lines != r.0 => {
+                tracing::info!(
+                    path = %path.display(), lines, unparsed = self.unparsed.load(Ordering::Relaxed),
+                    "MTA log lines recorded so far (unparsed ones are kept verbatim)"
+                );
+                *r = (lines, Some(now));
+            }
+            Some(_) => {}
         }
     }
 
@@ -138,6 +163,7 @@ impl MtaLogCapture {
                 counters: counters.clone(),
                 stop: stop.clone(),
                 rt: tokio::runtime::Handle::current(),
+                tz: jiff::tz::TimeZone::system(),
             };
             let thread = std::thread::Builder::new()
                 .name("mta-log".into())

@@ -63,6 +63,8 @@ pub struct Follower {
     pub counters: Arc<Counters>,
     pub stop: Arc<AtomicBool>,
     pub rt: tokio::runtime::Handle,
+    /// The zone of timestamps without one (the host's).
+    pub tz: jiff::tz::TimeZone,
 }
 
 enum Read {
@@ -136,6 +138,7 @@ impl Follower {
                     continue;
                 }
             }
+            self.counters.report_now_and_then(&self.cfg.path);
             // At the end: rotated, truncated, or just idle?
             match self.rotation(cur) {
                 Ok(Rotation::None) => self.sleep(POLL),
@@ -273,7 +276,10 @@ impl Follower {
                 break;
             }
         }
-        let clock = Clock::system();
+        let clock = Clock {
+            tz: self.tz.clone(),
+            now_ms: kiroku_common::now_ms(),
+        };
         let mut events = Vec::new();
         let mut used = 0usize;
         while events.len() < BATCH_LINES {
@@ -350,7 +356,9 @@ impl Follower {
         if m.dev() != o.pos.dev || m.ino() != o.pos.ino {
             return Ok(Rotation::Replaced(now));
         }
-        if m.len() < o.pos.offset {
+        // Shorter than the position, or truncated and refilled past it
+        // between two looks (its first bytes changed).
+        if m.len() < o.pos.offset || !o.pos.matches(&o.file)? {
             return Ok(Rotation::Truncated);
         }
         Ok(Rotation::None)

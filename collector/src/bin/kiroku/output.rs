@@ -15,6 +15,8 @@ use kiroku_proto::{EmailEvent, Event, FileEvent, GapEvent, HostInfo, event::Kind
 
 use crate::zone::{Zone, format as time};
 
+mod mtalog;
+
 /// Outside text as printed for people: controls made visible.
 pub fn safe(s: &str) -> String {
     terminal(s).into_owned()
@@ -92,6 +94,7 @@ pub fn json(e: &Event) -> serde_json::Value {
         ("HostChange", "host_change"),
         ("Gap", "gap"),
         ("Integrity", "integrity"),
+        ("MtaLog", "mta_log"),
     ] {
         if let Some(v) = kind.as_ref().and_then(|k| k.get(variant)) {
             obj.insert(name.into(), v.clone());
@@ -212,6 +215,10 @@ pub fn table(events: &[Event], zone: &Zone) -> String {
                         if i.tampering { "" } else { " (not tampering)" }
                     ),
                 ]
+            }
+            (None, None) if mtalog::of(e).is_some() => {
+                let m = mtalog::of(e).cloned().unwrap_or_default();
+                mtalog::row(e, &m, host, zone)
             }
             (None, None) => [
                 time(e.observed_at_ms, zone),
@@ -351,6 +358,11 @@ pub fn detail(e: &Event, zone: &Zone) -> String {
             line("lists", "truncated (more distinct values than listed)");
         }
         line("detail", &g.detail);
+    }
+    if let Some(m) = mtalog::of(e) {
+        for (k, v) in mtalog::lines(m, zone) {
+            line(k, &v);
+        }
     }
     if let Some(m) = email(e) {
         line("protocol", &m.protocol);

@@ -369,7 +369,7 @@ impl TantivyIndex {
             // Issue 20: the kind only, until their fields are indexed.
             Some(Kind::Incident(_)) => d.add_text(f.kind, "incident"),
             Some(Kind::Auth(_)) => d.add_text(f.kind, "auth"),
-            Some(Kind::MtaLog(_)) => d.add_text(f.kind, "mta_log"),
+            Some(Kind::MtaLog(m)) => super::mtalog::add_fields(f, &mut d, m),
             Some(Kind::Integrity(i)) => {
                 // A break in a chain of custody: found by what broke and
                 // by the words of its description, which names the stream
