@@ -165,3 +165,41 @@ async fn start_at_end_skips_history_and_unparsed_lines_are_kept() {
     assert_eq!(cap.counts()[0].2, 2);
     cap.stop().await;
 }
+
+#[test]
+fn config_entries_resolve_and_refuse_duplicates() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path().join("agent.toml");
+    let base = "data_dir = \"d\"\n[collector]\nendpoint = \"https://x:1\"\n[collector.tls]\nca=\"a\"\ncert=\"b\"\nkey=\"c\"\n";
+    std::fs::write(
+        &p,
+        format!("{base}[[mta_log]]\npath = \"logs/maillog\"\nformat = \"postfix\"\n[[mta_log]]\npath = \"/var/log/exim4/mainlog\"\nformat = \"exim\"\nstart_at = \"start\"\n"),
+    )
+    .expect("write");
+    let cfg = crate::AgentConfig::load(&p).expect("load");
+    assert_eq!(cfg.mta_log.len(), 2);
+    assert_eq!(cfg.mta_log[0].path, dir.path().join("logs/maillog"));
+    assert_eq!(
+        (cfg.mta_log[0].format, cfg.mta_log[0].start_at),
+        (Format::Postfix, StartAt::End)
+    );
+    assert_eq!(
+        (cfg.mta_log[1].format, cfg.mta_log[1].start_at),
+        (Format::Exim, StartAt::Start)
+    );
+    for (bad, want) in [
+        (
+            "[[mta_log]]\npath = \"/l\"\nformat = \"postfix\"\n[[mta_log]]\npath = \"/l\"\nformat = \"exim\"\n",
+            "mta_log[1].path",
+        ),
+        (
+            "[[mta_log]]\npath = \"/l\"\nformat = \"sendmail\"\n",
+            "sendmail",
+        ),
+        ("[[mta_log]]\npath = \"/l\"\n", "format"),
+    ] {
+        std::fs::write(&p, format!("{base}{bad}")).expect("write");
+        let err = format!("{:#}", crate::AgentConfig::load(&p).expect_err("must fail"));
+        assert!(err.contains("agent.toml") && err.contains(want), "{err}");
+    }
+}
