@@ -65,6 +65,8 @@ pub struct Counters {
     pub unparsed: AtomicU64,
     /// The buffer is refusing (a warning once per episode).
     refusing: AtomicBool,
+    /// Episodes of refusal so far.
+    pub refusals: AtomicU64,
     /// Lines at the last periodic report, and when it was.
     reported: std::sync::Mutex<(u64, Option<std::time::Instant>)>,
 }
@@ -103,7 +105,11 @@ impl Counters {
 
     /// Whether this refusal starts an episode.
     fn note_refusal(&self) -> bool {
-        !self.refusing.swap(true, Ordering::Relaxed)
+        let first = !self.refusing.swap(true, Ordering::Relaxed);
+        if first {
+            self.refusals.fetch_add(1, Ordering::Relaxed);
+        }
+        first
     }
 }
 

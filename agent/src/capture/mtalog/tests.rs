@@ -203,3 +203,48 @@ fn config_entries_resolve_and_refuse_duplicates() {
         assert!(err.contains("agent.toml") && err.contains(want), "{err}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_buffer_pauses_reading_and_loses_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("maillog");
+    append(&log, 0, 0);
+    // Room for a few records only (a batch may overshoot the bound).
+    let b = Buffer::open(&dir.path().join("buf"), 2_000, 1 << 20).expect("open");
+    let cap = MtaLogCapture::start(&[cfg(&log, StartAt::Start)], b.clone(), ctx()).expect("start");
+    for i in 0..10 {
+        append(&log, i * 30, i * 30 + 30);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Nothing acknowledged yet: the follower was refused and waits.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(records(&b).len() < 300);
+    assert_eq!(
+        cap.running[0]
+            .counters
+            .refusals
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen.len() < 300 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} lines recorded",
+            seen.len()
+        );
+        let batch = b.read_batch(0, 1000, usize::MAX).expect("read");
+        if let Some(last) = batch.last() {
+            // The collector acknowledges: room again.
+            b.ack(last.seq).await.expect("ack");
+        }
+        seen.extend(batch.into_iter().filter_map(|e| match e.kind {
+            Some(Kind::MtaLog(m)) => Some(format!("{}\n", m.line)),
+            _ => None,
+        }));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen, expected(300));
+    cap.stop().await;
+}
