@@ -38,6 +38,7 @@ mod legacy;
 mod limits;
 mod mailflow;
 mod merges;
+mod mtalog;
 mod provenance;
 mod purge;
 mod rebuild;

@@ -17,6 +17,7 @@ use crate::zone::{Zone, format as time};
 
 mod incident;
 mod relay;
+mod mtalog;
 
 /// Outside text as printed for people: controls made visible.
 pub fn safe(s: &str) -> String {
@@ -95,7 +96,9 @@ pub fn json(e: &Event) -> serde_json::Value {
         ("HostChange", "host_change"),
         ("Gap", "gap"),
         ("Integrity", "integrity"),
+        ("Incident", "incident"),
         ("Auth", "auth"),
+        ("MtaLog", "mta_log"),
     ] {
         if let Some(v) = kind.as_ref().and_then(|k| k.get(variant)) {
             obj.insert(name.into(), v.clone());
@@ -235,6 +238,10 @@ pub fn table(events: &[Event], zone: &Zone) -> String {
             (None, None) if relay::auth(e).is_some() => {
                 let a = relay::auth(e).cloned().unwrap_or_default();
                 relay::auth_row(e, &a, host, zone)
+            }
+            (None, None) if mtalog::of(e).is_some() => {
+                let m = mtalog::of(e).cloned().unwrap_or_default();
+                mtalog::row(e, &m, host, zone)
             }
             (None, None) => [
                 time(e.observed_at_ms, zone),
@@ -382,6 +389,11 @@ pub fn detail(e: &Event, zone: &Zone) -> String {
     }
     if let Some(a) = relay::auth(e) {
         for (k, v) in relay::auth_lines(a) {
+            line(k, &v);
+        }
+    }
+    if let Some(m) = mtalog::of(e) {
+        for (k, v) in mtalog::lines(m, zone) {
             line(k, &v);
         }
     }

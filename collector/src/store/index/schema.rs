@@ -391,7 +391,7 @@ impl TantivyIndex {
                 d.add_text(f.kind, "auth");
                 relay::add_auth(f, &mut d, a);
             }
-            Some(Kind::MtaLog(_)) => d.add_text(f.kind, "mta_log"),
+            Some(Kind::MtaLog(m)) => super::mtalog::add_fields(f, &mut d, m),
             Some(Kind::Integrity(i)) => {
                 // A break in a chain of custody: found by what broke and
                 // by the words of its description, which names the stream
