@@ -4,4 +4,5 @@
 //! Message-ID, kept beside the event as a `Delivery` (never an edit of the
 //! event), served by `GetDelivery` and filtered by `--delivery`.
 
+pub mod join;
 pub mod rpc;
