@@ -6,3 +6,6 @@
 
 pub mod join;
 pub mod rpc;
+pub mod store;
+
+pub use store::{DeliveryError, DeliveryStore};
