@@ -111,6 +111,10 @@ pub struct SearchArgs {
     /// its measured offset to the collector) instead of the agents' clocks.
     #[arg(long)]
     pub corrected_time: bool,
+    /// Mail by its downstream fate from the MTA's log: delivered,
+    /// deferred, bounced, expired or unknown (no log line joined yet).
+    #[arg(long)]
+    pub delivery: Option<String>,
 }
 
 /// The search request of the filter flags (no page set).
@@ -167,6 +171,8 @@ pub fn search_request(a: SearchArgs, zone: &Zone) -> anyhow::Result<SearchReques
         // below as their flags are added.
         ..Default::default()
     };
+    // Issue 20 (delivery).
+    req.delivery = s(a.delivery).trim().to_lowercase();
     if !req.operation.is_empty() {
         req.operation = kiroku_common::vocabulary::file_operation(&req.operation)
             .map_err(|e| anyhow::anyhow!("{}", e.replacen(": use", " for --op: use", 1)))?;
@@ -203,6 +209,14 @@ fn check_search_flags(r: &SearchRequest) -> anyhow::Result<()> {
     }
     if !r.reply_code.trim().is_empty() {
         flag("reply-code", search::reply_codes(&r.reply_code).map(drop))?;
+    }
+    let statuses = kiroku_collector::delivery::STATUSES;
+    if !r.delivery.is_empty() && !statuses.contains(&r.delivery.as_str()) {
+        anyhow::bail!(
+            "--delivery: unknown status {}: use one of {}",
+            kiroku_common::quote::quote(&r.delivery),
+            statuses.join(", ")
+        );
     }
     Ok(())
 }

@@ -206,6 +206,7 @@ pub fn check_search(r: &SearchRequest) -> Result<(), IndexError> {
         ("reply_code", &r.reply_code),
         ("auth_user", &r.auth_user),
         ("direction", &r.direction),
+        ("delivery", &r.delivery),
     ] {
         check_len(field, v, MAX_TERM_BYTES)?;
     }

@@ -23,8 +23,9 @@ use tantivy::schema::{
 /// the attachments, from the annotation store) and the fields derived by
 /// analysis; 4 — issue 18 (2026-12-06): `recorded_sha256`, `journal_leaf`
 /// and `recorded_reencoded` (where the event is in the journal chain) and
-/// the `integrity` kind.
-pub const SCHEMA_VERSION: u32 = 4;
+/// the `integrity` kind; 5 — issue 20 (2026-12-06): `delivery` (a mail's
+/// downstream fate from the MTA's log).
+pub const SCHEMA_VERSION: u32 = 5;
 
 use super::{Derived, TantivyIndex, analyzer, exfil, mailflow, stats};
 
@@ -80,6 +81,8 @@ pub(super) struct Fields {
     pub(super) recorded_reencoded: Field,
     // Counts and charts (`index/stats.rs`): fast-only grouping columns.
     pub(super) stats: stats::StatsFields,
+    // Issue 20 (delivery): a mail's downstream fate.
+    pub(super) delivery: Field,
 }
 
 pub use kiroku_common::mail::{corrected_ms, outcome_name};
@@ -201,6 +204,10 @@ fn schema_fields(old: Option<&Schema>) -> (Schema, Fields, Vec<String>) {
         recorded_reencoded: b.add_bool_field("recorded_reencoded", STORED),
         // Counts and charts (`index/stats.rs`): fast-only grouping columns.
         stats: stats::schema_fields(&mut b),
+        // Issue 20: a mail's delivery status joined from the MTA's log
+        // (`delivery/`), "unknown" until a line is joined; from the
+        // derived fields, so a change re-indexes the mail.
+        delivery: b.add_text_field("delivery", STRING),
     };
     let (schema, missing) = b.finish();
     (schema, f, missing)
@@ -344,6 +351,11 @@ impl TantivyIndex {
                 d.add_bytes(f.sha256, &sha_key(&m.raw_sha256));
             }
             mailflow::add_email(f, &mut d, m);
+            let delivery = derived
+                .map(|x| x.delivery.as_str())
+                .filter(|s| !s.is_empty())
+                .unwrap_or(crate::delivery::UNKNOWN);
+            d.add_text(f.delivery, delivery);
         }
         match &e.kind {
             Some(Kind::File(file)) => {
