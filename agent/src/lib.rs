@@ -120,6 +120,8 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         gaps.clone(),
         ctx.clone(),
     )?;
+    // Issue 20: the MTA's own log (followers wait for the buffer to open).
+    let mta_log = capture::mtalog::MtaLogCapture::start(&cfg.mta_log, buffer.clone(), ctx.clone())?;
     let gap_writer = tokio::spawn(gaps.clone().run(GAP_CHECK_EVERY));
     let listeners = smtp.bind().await?;
     let shipper = shipper::Shipper {
@@ -165,6 +167,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     if let Ok(Some(files)) = files.await {
         files.stop().await;
     }
+    mta_log.stop().await;
     shipper.abort();
     let _ = shipper.await;
     Ok(())
