@@ -18,8 +18,15 @@ use kiroku_tests::mta::{self, Postfix};
 use kiroku_tests::{Env, Mode, Upstream, free_port, send_mail};
 
 /// Waits until `--delivery status` finds the mail `id` (gRPC search, as
-/// the CLI sends it).
-async fn wait_delivery(env: &Env, id: &str, status: &str, within: Duration) -> anyhow::Result<()> {
+/// the CLI sends it); on failure says what was joined and what Postfix
+/// logged.
+async fn wait_delivery(
+    env: &Env,
+    pf: &Postfix,
+    id: &str,
+    status: &str,
+    within: Duration,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + within;
     loop {
         let found = env
@@ -40,8 +47,11 @@ async fn wait_delivery(env: &Env, id: &str, status: &str, within: Duration) -> a
                 })
                 .await?
                 .into_inner();
+            let log = pf.log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
             anyhow::bail!(
-                "{id} not found with --delivery {status} within {within:?}; its delivery: {d:?}"
+                "{id} not found with --delivery {status} within {within:?}; its delivery: {d:?}\n--- maillog, newest first ---\n{}",
+                tail.join("\n")
             );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -130,9 +140,10 @@ smtp_connect_timeout = 2s
     }
     let (delivered, bounced, deferred) = (&ids[0], &ids[1], &ids[2]);
 
-    wait_delivery(&env, delivered, "delivered", Duration::from_secs(30)).await?;
-    wait_delivery(&env, bounced, "bounced", Duration::from_secs(30)).await?;
-    wait_delivery(&env, deferred, "deferred", Duration::from_secs(30)).await?;
+    let within = Duration::from_secs(60);
+    wait_delivery(&env, &pf, delivered, "delivered", within).await?;
+    wait_delivery(&env, &pf, bounced, "bounced", within).await?;
+    wait_delivery(&env, &pf, deferred, "deferred", within).await?;
     // What aiosmtpd received is the delivered mail only.
     let received: Vec<String> = sink
         .messages()
@@ -168,7 +179,7 @@ smtp_connect_timeout = 2s
 
     // The unreachable destination: deferred again and again, then Postfix
     // gives up (maximal_queue_lifetime) and returns it to the sender.
-    wait_delivery(&env, deferred, "expired", Duration::from_secs(60)).await?;
+    wait_delivery(&env, &pf, deferred, "expired", Duration::from_secs(90)).await?;
     let show = env.cli(&["show", deferred])?;
     assert!(show.contains("status: expired"), "{show}");
     assert!(show.contains("expired after"), "{show}");

@@ -7,9 +7,9 @@ use super::*;
 const DAY: i64 = 24 * 3600 * 1000;
 
 fn open() -> (tempfile::TempDir, DeliveryStore) {
-    let dir = tempfile::tempdir().unwrap();
-    let meta = MetaStore::open(&dir.path().join("meta")).unwrap();
-    (dir, DeliveryStore::open(&meta).unwrap())
+    let dir = tempfile::tempdir().expect("store call");
+    let meta = MetaStore::open(&dir.path().join("meta")).expect("store call");
+    (dir, DeliveryStore::open(&meta).expect("store call"))
 }
 
 fn host(name: &str, ip: &str) -> Option<HostIdentity> {
@@ -78,20 +78,21 @@ fn status(s: &DeliveryStore, id: &str) -> Option<String> {
 fn a_line_after_its_mail_is_joined() {
     let (_d, s) = open();
     assert_eq!(
-        s.ingest(&[mail("m1", "4F1A", DAY, "a@x")], 1).unwrap(),
+        s.ingest(&[mail("m1", "4F1A", DAY, "a@x")], 1)
+            .expect("store call"),
         Vec::<String>::new()
     );
     assert_eq!(status(&s, "m1"), None);
     let changed = s
         .ingest(&[line("l1", "4F1A", DAY + 1_000, "deferred", "")], 2)
-        .unwrap();
+        .expect("store call");
     assert_eq!(changed, ["m1"]);
     assert_eq!(status(&s, "m1").as_deref(), Some("deferred"));
     let changed = s
         .ingest(&[line("l2", "4F1A", DAY + 60_000, "sent", "")], 3)
-        .unwrap();
+        .expect("store call");
     assert_eq!(changed, ["m1"]);
-    let d = s.delivery("m1").unwrap().unwrap();
+    let d = s.delivery("m1").expect("read").expect("joined");
     assert_eq!(d.status, "delivered");
     assert_eq!(
         d.summary,
@@ -105,9 +106,15 @@ fn a_line_after_its_mail_is_joined() {
     // The same line again (a resend): nothing changes.
     let again = s
         .ingest(&[line("l2", "4F1A", DAY + 60_000, "sent", "")], 4)
-        .unwrap();
+        .expect("store call");
     assert!(again.is_empty());
-    assert_eq!(s.delivery("m1").unwrap().unwrap().updated_at_ms, 3);
+    assert_eq!(
+        s.delivery("m1")
+            .expect("read")
+            .expect("joined")
+            .updated_at_ms,
+        3
+    );
 }
 
 #[test]
@@ -117,12 +124,12 @@ fn lines_before_their_mail_wait_for_it() {
         line("l0", "4F1A", DAY, "", "<a@x>"),
         line("l1", "4F1A", DAY + 2_000, "bounced", ""),
     ];
-    assert!(s.ingest(&early, 1).unwrap().is_empty());
+    assert!(s.ingest(&early, 1).expect("store call").is_empty());
     let changed = s
         .ingest(&[mail("m1", "4F1A", DAY + 500, "a@x")], 2)
-        .unwrap();
+        .expect("store call");
     assert_eq!(changed, ["m1"]);
-    let d = s.delivery("m1").unwrap().unwrap();
+    let d = s.delivery("m1").expect("read").expect("joined");
     assert_eq!(d.status, "bounced");
     assert_eq!(d.joined_by, "queue id + host + time + message-id");
 }
@@ -137,15 +144,17 @@ fn a_repeated_queue_id_goes_to_the_nearest_mail() {
         ],
         1,
     )
-    .unwrap();
+    .expect("store call");
     s.ingest(&[line("l1", "4F1A", DAY + 1_000, "sent", "")], 2)
-        .unwrap();
+        .expect("store call");
     s.ingest(&[line("l2", "4F1A", 3 * DAY + 1_000, "bounced", "")], 3)
-        .unwrap();
+        .expect("store call");
     assert_eq!(status(&s, "old").as_deref(), Some("delivered"));
     assert_eq!(status(&s, "new").as_deref(), Some("bounced"));
     // A mail relayed in between, arriving late, takes the later line.
-    let changed = s.ingest(&[mail("mid", "4F1A", 2 * DAY, "")], 4).unwrap();
+    let changed = s
+        .ingest(&[mail("mid", "4F1A", 2 * DAY, "")], 4)
+        .expect("store call");
     assert!(changed.is_empty(), "the 3-day line is nearer to `new`");
 }
 
@@ -163,7 +172,7 @@ fn the_message_id_breaks_a_tie_between_two_mails() {
         ],
         1,
     )
-    .unwrap();
+    .expect("store call");
     assert_eq!(status(&s, "a").as_deref(), Some("deferred"));
     assert_eq!(status(&s, "b"), None);
 }
@@ -184,7 +193,7 @@ fn another_hosts_log_and_other_kinds_are_not_joined() {
             &[mail("m1", "4F1A", DAY, ""), other, no_queue, not_status],
             1,
         )
-        .unwrap();
+        .expect("store call");
     assert!(changed.is_empty());
     assert_eq!(status(&s, "m1"), None);
 }
@@ -192,11 +201,11 @@ fn another_hosts_log_and_other_kinds_are_not_joined() {
 #[test]
 fn a_line_timestamp_far_from_its_read_time_is_not_trusted() {
     let mut e = line("l", "Q", DAY, "sent", "");
-    assert_eq!(line_of(&e).unwrap().at_ms, DAY);
+    assert_eq!(line_of(&e).expect("a line the join uses").at_ms, DAY);
     e.clock_offset_known = true;
     e.clock_offset_ms = 1_000;
     assert_eq!(
-        line_of(&e).unwrap().at_ms,
+        line_of(&e).expect("a line the join uses").at_ms,
         DAY - 1_000,
         "the agent's offset"
     );
@@ -204,7 +213,11 @@ fn a_line_timestamp_far_from_its_read_time_is_not_trusted() {
     if let Some(Kind::MtaLog(l)) = &mut e.kind {
         l.logged_at_ms = DAY - 365 * DAY;
     }
-    assert_eq!(line_of(&e).unwrap().at_ms, DAY + 300 - 1_000, "read time");
+    assert_eq!(
+        line_of(&e).expect("a line the join uses").at_ms,
+        DAY + 300 - 1_000,
+        "read time"
+    );
 }
 
 #[test]
@@ -217,15 +230,15 @@ fn a_purged_mail_loses_its_delivery() {
         ],
         1,
     )
-    .unwrap();
-    assert!(s.delivery("m1").unwrap().is_some());
-    s.forget(&["m1".into()]).unwrap();
-    assert!(s.delivery("m1").unwrap().is_none());
+    .expect("store call");
+    assert!(s.delivery("m1").expect("store call").is_some());
+    s.forget(&["m1".into()]).expect("store call");
+    assert!(s.delivery("m1").expect("store call").is_none());
     // The line alone joins nothing again.
     assert!(
         s.ingest(&[line("l2", "4F1A", DAY + 2_000, "sent", "")], 2)
-            .unwrap()
+            .expect("store call")
             .is_empty()
     );
-    assert!(s.delivery("m1").unwrap().is_none());
+    assert!(s.delivery("m1").expect("store call").is_none());
 }
