@@ -6,8 +6,12 @@
 //!   with a queue id and a status or a Message-ID. These are also the
 //!   "pending" lines of a mail not stored yet (agents ship in no common
 //!   order): when the mail comes, its queue id's lines are joined again.
-//!   A queue id's lines older than its newest entry by more than the
-//!   window ([`AFTER_MS`] + a day) can join nothing any more and go.
+//! - `delivery_expiry`: `time \0 event id` → `m` or `l` and the key
+//!   above: mails and lines older than the window ([`AFTER_MS`]) and two
+//!   days more (on the collector's clock) can join nothing new and leave
+//!   both trees (at most [`EXPIRE_BATCH`] per ingest), so the lines of
+//!   mail no agent relayed (inbound mail, the server's own notices) do
+//!   not pile up. The deliveries already made stay.
 //! - `delivery_keys`: event id → its key above (a purge finds it).
 //! - `deliveries`: mail event id → prost [`Delivery`], replaced whenever
 //!   a line changes it (`GetDelivery`, `kiroku show`, and the index's
@@ -32,6 +36,12 @@ use crate::store::meta::{MetaError, MetaStore};
 const MAILS: &str = "delivery_mails";
 const LINES: &str = "delivery_lines";
 const KEYS: &str = "delivery_keys";
+const EXPIRY: &str = "delivery_expiry";
+
+/// How long after the window mails and lines are kept.
+const KEEP_AFTER_WINDOW_MS: i64 = 2 * 24 * 3600 * 1000;
+/// Entries expired per ingest call at most (the rest: the next calls).
+pub const EXPIRE_BATCH: usize = 1000;
 const DELIVERIES: &str = "deliveries";
 
 /// How far a line's own timestamp may be from when its agent read it
@@ -60,6 +70,7 @@ pub struct DeliveryStore {
     mails: sled::Tree,
     lines: sled::Tree,
     keys: sled::Tree,
+    expiry: sled::Tree,
     deliveries: sled::Tree,
 }
 
@@ -164,6 +175,7 @@ impl DeliveryStore {
             mails: meta.tree(MAILS)?,
             lines: meta.tree(LINES)?,
             keys: meta.tree(KEYS)?,
+            expiry: meta.tree(EXPIRY)?,
             deliveries: meta.tree(DELIVERIES)?,
         })
     }
@@ -196,28 +208,60 @@ impl DeliveryStore {
     pub fn ingest(&self, events: &[Event], now_ms: i64) -> Result<Vec<String>, DeliveryError> {
         let mut touched = BTreeSet::new();
         for e in events {
-            let (tree, queue_id, at_ms, value) = if let Some(m) = mail_of(e) {
+            let (tree, tag, queue_id, at_ms, value) = if let Some(m) = mail_of(e) {
                 let v = serde_json::to_vec(&m).unwrap_or_default();
-                (&self.mails, m.queue_id, m.at_ms, v)
+                (&self.mails, b'm', m.queue_id, m.at_ms, v)
             } else if let Some(l) = line_of(e) {
                 let v = serde_json::to_vec(&l).unwrap_or_default();
-                (&self.lines, l.queue_id, l.at_ms, v)
+                (&self.lines, b'l', l.queue_id, l.at_ms, v)
             } else {
                 continue;
             };
             let k = key(&queue_id, at_ms, &e.event_id);
             tree.insert(k.as_slice(), value)
                 .map_err(sled_err("keeping a mail or log line"))?;
+            let mut x = vec![tag];
+            x.extend_from_slice(&k);
+            self.expiry
+                .insert(key("", at_ms, &e.event_id), x)
+                .map_err(sled_err("keeping an expiry"))?;
             self.keys
                 .insert(e.event_id.as_bytes(), k)
                 .map_err(sled_err("keeping a key"))?;
             touched.insert(queue_id);
         }
+        self.expire(now_ms)?;
         let mut changed = Vec::new();
         for q in touched {
             changed.extend(self.rejoin(&q, now_ms)?);
         }
         Ok(changed)
+    }
+
+    /// Drops mails and lines past the window (see the module
+    /// documentation); returns how many.
+    fn expire(&self, now_ms: i64) -> Result<usize, DeliveryError> {
+        let cutoff = now_ms.saturating_sub(AFTER_MS + KEEP_AFTER_WINDOW_MS);
+        let end = key("", cutoff, "");
+        let mut n = 0;
+        for kv in self.expiry.range(..end).take(EXPIRE_BATCH) {
+            let (k, v) = kv.map_err(sled_err("reading expiries"))?;
+            if let Some((tag, entry)) = v.split_first() {
+                let tree = if *tag == b'm' {
+                    &self.mails
+                } else {
+                    &self.lines
+                };
+                tree.remove(entry)
+                    .map_err(sled_err("expiring a mail or log line"))?;
+            }
+            if let Some(id) = k.get(10..) {
+                self.keys.remove(id).map_err(sled_err("expiring a key"))?;
+            }
+            self.expiry.remove(&k).map_err(sled_err("expiring"))?;
+            n += 1;
+        }
+        Ok(n)
     }
 
     fn load<T: serde::de::DeserializeOwned>(
@@ -242,24 +286,10 @@ impl DeliveryStore {
             .into_iter()
             .map(|(_, m)| m)
             .collect();
-        let mut lines: Vec<(sled::IVec, Line)> = Self::load(&self.lines, queue_id)?;
-        let newest = mails
-            .iter()
-            .map(|m| m.at_ms)
-            .chain(lines.iter().map(|(_, l)| l.at_ms))
-            .max()
-            .unwrap_or(0);
-        let stale = newest.saturating_sub(AFTER_MS + 24 * 3600 * 1000);
-        for (k, l) in lines.iter().filter(|(_, l)| l.at_ms < stale) {
-            self.lines
-                .remove(k)
-                .map_err(sled_err("dropping an old log line"))?;
-            self.keys
-                .remove(l.log_event_id.as_bytes())
-                .map_err(sled_err("dropping an old key"))?;
-        }
-        lines.retain(|(_, l)| l.at_ms >= stale);
-        let lines: Vec<Line> = lines.into_iter().map(|(_, l)| l).collect();
+        let lines: Vec<Line> = Self::load::<Line>(&self.lines, queue_id)?
+            .into_iter()
+            .map(|(_, l)| l)
+            .collect();
         let assigned = join::assign(&mails, &lines);
         let mut changed = Vec::new();
         for (mi, mail) in mails.iter().enumerate() {
@@ -319,6 +349,20 @@ impl DeliveryStore {
                 self.lines
                     .remove(&k)
                     .map_err(sled_err("forgetting a log line"))?;
+                // The key's time, then the event id: the expiry entry.
+                if let Some(at) = k
+                    .len()
+                    .checked_sub(id.len() + 9)
+                    .and_then(|i| k.get(i..i + 8))
+                {
+                    let mut x = vec![0u8];
+                    x.extend_from_slice(at);
+                    x.push(0);
+                    x.extend_from_slice(id.as_bytes());
+                    self.expiry
+                        .remove(x)
+                        .map_err(sled_err("forgetting an expiry"))?;
+                }
             }
             self.deliveries
                 .remove(id.as_bytes())

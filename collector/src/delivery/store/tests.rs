@@ -242,3 +242,41 @@ fn a_purged_mail_loses_its_delivery() {
     );
     assert!(s.delivery("m1").expect("store call").is_none());
 }
+
+#[test]
+fn mails_and_lines_past_the_window_expire_and_deliveries_stay() {
+    let (_d, s) = open();
+    s.ingest(
+        &[
+            mail("m1", "4F1A", DAY, ""),
+            line("l1", "4F1A", DAY + 1_000, "sent", ""),
+            // Inbound mail no agent relayed: its line waits for nothing.
+            line("in", "77AA", DAY + 2_000, "sent", ""),
+        ],
+        DAY + 3_000,
+    )
+    .expect("ingest");
+    let count = |t: &sled::Tree| t.iter().count();
+    assert_eq!(
+        (count(&s.mails), count(&s.lines), count(&s.keys)),
+        (1, 2, 3)
+    );
+    // 33 days later, a new mail with the same queue id.
+    let later = 34 * DAY;
+    let changed = s
+        .ingest(&[mail("m2", "4F1A", later, "")], later)
+        .expect("ingest");
+    assert!(changed.is_empty());
+    assert_eq!(
+        (count(&s.mails), count(&s.lines), count(&s.keys)),
+        (1, 0, 1)
+    );
+    assert_eq!(count(&s.expiry), 1);
+    assert_eq!(status(&s, "m1").as_deref(), Some("delivered"), "kept");
+    // Forgetting the new mail leaves nothing behind.
+    s.forget(&["m2".into()]).expect("forget");
+    assert_eq!(
+        (count(&s.mails), count(&s.keys), count(&s.expiry)),
+        (0, 0, 0)
+    );
+}
