@@ -180,7 +180,7 @@ async fn audit_entry(
 }
 
 /// An event id as a request names it: bounded before it is looked up.
-fn event_id_arg(id: &str) -> Result<(), Status> {
+pub(crate) fn event_id_arg(id: &str) -> Result<(), Status> {
     if id.len() > MAX_EVENT_ID {
         return Err(Status::invalid_argument(format!(
             "event_id is {} bytes; at most {MAX_EVENT_ID} are accepted",

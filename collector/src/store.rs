@@ -35,6 +35,9 @@ pub struct Store {
     /// What analysis derived from stored content, and its queue
     /// (`analysis/store.rs`).
     pub analysis: crate::analysis::store::AnnotationStore,
+    /// Issue 20: mails' downstream fates joined from MTA logs
+    /// (`delivery/store.rs`).
+    pub delivery: crate::delivery::DeliveryStore,
     /// Shared with the index, which records its rebuilds in it.
     pub audit: Arc<audit::AuditLog>,
     pub disk: Arc<DiskGuard>,
@@ -69,7 +72,11 @@ impl Store {
         index.limit_merges(Arc::new(move || room.headroom()));
         let meta = meta::MetaStore::open(&dir.join("meta"))?;
         let analysis = crate::analysis::store::AnnotationStore::open(&meta)?;
-        index.set_derived(analysis.derived_source());
+        let delivery = crate::delivery::DeliveryStore::open(&meta)?;
+        index.set_derived(crate::delivery::derived_source(
+            analysis.derived_source(),
+            delivery.clone(),
+        ));
         let (audit, opened) = audit::AuditLog::open(&dir.join("audit.log"), meta.audit_head()?)?;
         let keeper = meta.clone();
         audit.keep_head_with(Box::new(move |seq, hash| {
@@ -92,6 +99,7 @@ impl Store {
             meta,
             index,
             analysis,
+            delivery,
             audit,
             audit_reserve: AuditReserve::open(dir, disk.clone()),
             disk,

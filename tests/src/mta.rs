@@ -120,6 +120,12 @@ impl Postfix {
         )
     }
 
+    /// With `extra` appended to main.cf (a parameter set again there
+    /// overrides the one above it: Postfix takes the last).
+    pub fn start_with_extra(env: &Env, extra: &str) -> anyhow::Result<Postfix> {
+        Postfix::start_with_main_cf(env, 20_480_000, extra)
+    }
+
     /// With `extra` appended to main.cf.
     fn start_with_main_cf(env: &Env, limit: u64, extra: &str) -> anyhow::Result<Postfix> {
         retry_port_clash(|attempt| {

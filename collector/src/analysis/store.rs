@@ -241,7 +241,11 @@ impl AnnotationStore {
                 });
             }
         }
-        Some(crate::store::index::Derived { annotations, texts })
+        Some(crate::store::index::Derived {
+            annotations,
+            texts,
+            ..Default::default()
+        })
     }
 
     /// Queues events for analysis. Durable with the next meta flush (the

@@ -143,6 +143,10 @@ struct Group<'a> {
     events: Vec<Event>,
     /// The leaf of the group's first journal entry.
     first_leaf: u64,
+    /// Issue 20: the group's mails with an upstream queue id (their place
+    /// in `events` and provenance), which a later batch's MTA log line may
+    /// re-index before the group is committed.
+    mails: HashMap<String, (usize, Provenance)>,
 }
 
 impl Group<'_> {
@@ -206,6 +210,13 @@ impl Group<'_> {
         // The rules see only newly stored events; their tags are indexed
         // and journalled with them.
         self.alerts.extend(self.alerting.evaluate(&mut events)?);
+        // Issue 20: MTA log lines joined to relayed mails before the
+        // events are indexed, so their documents carry the join's result.
+        let changed = self
+            .store
+            .delivery
+            .ingest(&events, kiroku_common::now_ms())
+            .map_err(|e| e.to_string())?;
         let mut provenance = Vec::with_capacity(events.len());
         for (e, (recorded, raw_not_kept, reencoded)) in events.iter().zip(sources) {
             let sha = entry::sha256(&recorded);
@@ -223,7 +234,37 @@ impl Group<'_> {
             .index
             .add_recorded(&events, &provenance)
             .map_err(|e| e.to_string())?;
+        for (i, (e, p)) in events.iter().zip(&provenance).enumerate() {
+            if crate::delivery::store::mail_of(e).is_some() {
+                self.mails
+                    .insert(e.event_id.clone(), (self.events.len() + i, *p));
+            }
+        }
+        let fresh: std::collections::HashSet<&str> =
+            events.iter().map(|e| e.event_id.as_str()).collect();
+        let stale: Vec<String> = changed
+            .into_iter()
+            .filter(|id| !fresh.contains(id.as_str()))
+            .collect();
         self.events.extend(events);
+        self.reindex_deliveries(stale)
+    }
+
+    /// Re-indexes mails stored before this batch whose delivery status a
+    /// line of it changed: from this group (not committed yet) with the
+    /// provenance it was given, else as the index holds it.
+    fn reindex_deliveries(&mut self, ids: Vec<String>) -> Result<(), String> {
+        for id in ids {
+            if let Some((at, prov)) = self.mails.get(&id) {
+                let e = std::slice::from_ref(&self.events[*at]);
+                self.store
+                    .index
+                    .add_recorded(e, std::slice::from_ref(prov))
+                    .map_err(|e| e.to_string())?;
+            } else if let Some(e) = self.store.index.get(&id).map_err(|e| e.to_string())? {
+                self.store.index.add(&[e]).map_err(|e| e.to_string())?;
+            }
+        }
         Ok(())
     }
 
@@ -371,6 +412,7 @@ fn commit_jobs(store: &Store, alerting: &Alerting, jobs: Vec<Job>) {
         journal: Vec::new(),
         events: Vec::new(),
         first_leaf: 0,
+        mails: HashMap::new(),
     };
     let (works, replies): (Vec<_>, Vec<_>) = jobs
         .into_iter()

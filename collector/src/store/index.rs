@@ -64,6 +64,9 @@ pub struct Derived {
     /// Text extracted from the event's attachments (the text work of
     /// issue 17 indexes it).
     pub texts: Vec<String>,
+    /// Issue 20: the mail's delivery status from the MTA's log
+    /// (`delivery/store.rs`); empty: nothing joined ("unknown").
+    pub delivery: String,
 }
 
 /// Where the index finds an event's [`Derived`] fields whenever it adds

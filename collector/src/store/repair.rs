@@ -352,7 +352,14 @@ pub fn rebuild_index(idir: &Path, jdir: &Path, quiet: bool) -> anyhow::Result<u6
         .as_ref()
         .and_then(|m| crate::analysis::store::AnnotationStore::open(m).ok())
     {
-        fresh.set_derived(a.derived_source());
+        let source = match meta
+            .as_ref()
+            .and_then(|m| crate::delivery::DeliveryStore::open(m).ok())
+        {
+            Some(d) => crate::delivery::derived_source(a.derived_source(), d),
+            None => a.derived_source(),
+        };
+        fresh.set_derived(source);
     }
     // Events purged whose journal records are not stubs yet stay out.
     let purged = match &meta {

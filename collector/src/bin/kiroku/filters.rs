@@ -134,6 +134,10 @@ pub struct SearchArgs {
     /// its measured offset to the collector) instead of the agents' clocks.
     #[arg(long)]
     pub corrected_time: bool,
+    /// Mail by its downstream fate from the MTA's log: delivered,
+    /// deferred, bounced, expired or unknown (no log line joined yet).
+    #[arg(long)]
+    pub delivery: Option<String>,
 }
 
 /// The search request of the filter flags (no page set).
@@ -194,6 +198,8 @@ pub fn search_request(a: SearchArgs, zone: &Zone) -> anyhow::Result<SearchReques
         upstream: s(a.upstream),
         ..Default::default()
     };
+    // Issue 20 (delivery).
+    req.delivery = s(a.delivery).trim().to_lowercase();
     if !req.operation.is_empty() {
         req.operation = kiroku_common::vocabulary::file_operation(&req.operation)
             .map_err(|e| anyhow::anyhow!("{}", e.replacen(": use", " for --op: use", 1)))?;
@@ -244,6 +250,13 @@ fn check_search_flags(r: &SearchRequest) -> anyhow::Result<()> {
     }
     if r.max_delay_ms != 0 && r.max_delay_ms <= r.min_delay_ms {
         anyhow::bail!("--max-delay: must be above --min-delay (the range is empty)");
+    let statuses = kiroku_collector::delivery::STATUSES;
+    if !r.delivery.is_empty() && !statuses.contains(&r.delivery.as_str()) {
+        anyhow::bail!(
+            "--delivery: unknown status {}: use one of {}",
+            kiroku_common::quote::quote(&r.delivery),
+            statuses.join(", ")
+        );
     }
     Ok(())
 }

@@ -8,6 +8,7 @@ mod audit;
 mod certs;
 mod checkpoint;
 mod client;
+mod delivery;
 mod export;
 mod filters;
 mod holds;
@@ -221,14 +222,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Err(s) if s.code() == tonic::Code::Unimplemented => None,
                 Err(s) => return Err(s.into()),
             };
+            // Issue 20: a mail's downstream fate from the MTA's log.
+            let fate = match &ev.kind {
+                Some(kiroku_proto::event::Kind::Email(_)) => match q
+                    .get_delivery(GetEventRequest {
+                        event_id: ev.event_id.clone(),
+                    })
+                    .await
+                {
+                    Ok(d) => Some(d.into_inner()),
+                    Err(s) if s.code() == tonic::Code::Unimplemented => None,
+                    Err(s) => return Err(s.into()),
+                },
+                _ => None,
+            };
             if json {
                 let mut v = output::json(&ev);
                 if let (Some(a), Some(o)) = (&ann, v.as_object_mut()) {
                     o.insert("annotations".into(), serde_json::to_value(a)?);
                 }
+                if let (Some(d), Some(o)) = (&fate, v.as_object_mut()) {
+                    o.insert("delivery".into(), serde_json::to_value(d)?);
+                }
                 println!("{v}");
             } else {
                 print!("{}", output::detail(&ev, &zone));
+                if let Some(d) = &fate {
+                    print!("{}", delivery::detail(d, &zone));
+                }
                 if let Some(a) = &ann {
                     print!("{}", annotations::detail(a));
                 }

@@ -143,6 +143,21 @@ impl TantivyIndex {
             ))),
             rule => must.push(term(f.tag, &format!("alert:{rule}"))),
         }
+        // Issue 20: the mail's delivery status.
+        if !r.delivery.trim().is_empty() {
+            let v = r.delivery.trim().to_lowercase();
+            if !crate::delivery::STATUSES.contains(&v.as_str()) {
+                return Err(IndexError::BadQuery {
+                    field: "delivery",
+                    message: format!(
+                        "unknown delivery status {}: use one of {}",
+                        kiroku_common::quote::quote(&v),
+                        crate::delivery::STATUSES.join(", ")
+                    ),
+                });
+            }
+            must.push(term(f.delivery, &v));
+        }
         if r.has_attachment {
             must.push(Box::new(TermQuery::new(
                 Term::from_field_bool(f.has_attachment, true),

@@ -208,6 +208,7 @@ pub fn check_search(r: &SearchRequest) -> Result<(), IndexError> {
         ("direction", &r.direction),
         ("incident", &r.incident),
         ("upstream", &r.upstream),
+        ("delivery", &r.delivery),
     ] {
         check_len(field, v, MAX_TERM_BYTES)?;
     }

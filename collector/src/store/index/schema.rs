@@ -25,7 +25,8 @@ use tantivy::schema::{
 /// and `recorded_reencoded` (where the event is in the journal chain) and
 /// the `integrity` kind; 5 — issue 20 (2026-12-06): relay incidents
 /// (`incident`, `incident_count`), AUTH records' fields (`index/relay.rs`),
-/// `upstream` and the mails' `total_ms`.
+/// `upstream`, the mails' `total_ms` and `delivery` (a mail's downstream
+/// fate from the MTA's log).
 pub const SCHEMA_VERSION: u32 = 5;
 
 use super::{Derived, TantivyIndex, analyzer, exfil, incidents, mailflow, relay, stats};
@@ -88,6 +89,8 @@ pub(super) struct Fields {
     pub(super) total_ms: Field,
     // Counts and charts (`index/stats.rs`): fast-only grouping columns.
     pub(super) stats: stats::StatsFields,
+    // Issue 20 (delivery): a mail's downstream fate.
+    pub(super) delivery: Field,
 }
 
 pub use kiroku_common::mail::{corrected_ms, outcome_name};
@@ -219,6 +222,10 @@ fn schema_fields(old: Option<&Schema>) -> (Schema, Fields, Vec<String>) {
         total_ms: b.add_u64_field("total_ms", INDEXED | FAST),
         // Counts and charts (`index/stats.rs`): fast-only grouping columns.
         stats: stats::schema_fields(&mut b),
+        // Issue 20: a mail's delivery status joined from the MTA's log
+        // (`delivery/`), "unknown" until a line is joined; from the
+        // derived fields, so a change re-indexes the mail.
+        delivery: b.add_text_field("delivery", STRING),
     };
     let (schema, missing) = b.finish();
     (schema, f, missing)
@@ -363,6 +370,11 @@ impl TantivyIndex {
             }
             mailflow::add_email(f, &mut d, m);
             relay::add_email(f, &mut d, m);
+            let delivery = derived
+                .map(|x| x.delivery.as_str())
+                .filter(|s| !s.is_empty())
+                .unwrap_or(crate::delivery::UNKNOWN);
+            d.add_text(f.delivery, delivery);
         }
         match &e.kind {
             Some(Kind::File(file)) => {

@@ -69,6 +69,8 @@ impl Store {
                 .purge(&ids, |bytes| room.scratch_room().is_none_or(|r| r >= bytes))?;
             report.index_deleted += ix.deleted;
             report.index_segments_merged += ix.merged_segments;
+            // Issue 20: a purged mail's Delivery goes with it.
+            self.delivery.forget(&ids)?;
             for p in pending.iter_mut().filter(|p| !p.index_done) {
                 p.index_done = true;
                 st.put(p)?;

@@ -338,6 +338,7 @@ fn the_rebuild_takes_derived_fields_from_the_annotation_store() {
                 ..Default::default()
             },
             texts: Vec::new(),
+            delivery: String::new(),
         })
     }));
     let mut job = idx
