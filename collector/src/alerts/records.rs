@@ -194,6 +194,7 @@ impl super::Alerting {
                     summary: format!("{who} mailed {} to {}", names.join(", "), to.join(", ")),
                     body: Details::default()
                         .line("who", who)
+                        .line("from", m.mail_from.clone())
                         .line(
                             "what",
                             format!("{} attachment(s): {}", names.len(), names.join(", ")),
@@ -229,6 +230,7 @@ impl super::Alerting {
                     ),
                     body: Details::default()
                         .line("who", who)
+                        .line("from", m.mail_from.clone())
                         .line(
                             "what",
                             format!("keywords {} in subject or body", found.join(", ")),
@@ -255,6 +257,7 @@ impl super::Alerting {
                     summary: format!("{who} sent mail at {}, outside {}", s.local(at), s.text),
                     body: Details::default()
                         .line("who", who)
+                        .line("from", m.mail_from.clone())
                         .line("what", format!("mail to {}: {}", to.join(", "), m.subject))
                         .line(
                             "when",
