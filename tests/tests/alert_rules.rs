@@ -184,7 +184,14 @@ route = ["stream"]
         assert_eq!(s.code, 250, "{s:?}");
     }
     let stored = env
-        .wait_for(SearchRequest::default(), 3, Duration::from_secs(30))
+        .wait_for(
+            SearchRequest {
+                kind: "email".into(),
+                ..Default::default()
+            },
+            3,
+            Duration::from_secs(30),
+        )
         .await?;
     let id_of = |subject: &str| {
         stored
