@@ -119,8 +119,8 @@ impl AgentsConfig {
 const DAY_MS: i64 = 24 * 3600 * 1000;
 const DEFAULT_STALE_MS: i64 = 30 * DAY_MS;
 
-/// A span such as `30d`, `12h`, `90m`, `45s` or `2w` in milliseconds
-/// (positive).
+/// A span such as `30d`, `12h`, `90m`, `45s`, `2w` or `250ms` in
+/// milliseconds (positive).
 pub fn parse_span(s: &str) -> Result<i64, String> {
     let t = s.trim();
     let split = t
@@ -131,6 +131,7 @@ pub fn parse_span(s: &str) -> Result<i64, String> {
         .parse()
         .map_err(|_| format!("{s:?}: expected a whole number then a unit, e.g. 30d"))?;
     let unit_ms = match unit {
+        "ms" => 1,
         "s" => 1000,
         "m" => 60_000,
         "h" => 3_600_000,
@@ -138,7 +139,7 @@ pub fn parse_span(s: &str) -> Result<i64, String> {
         "w" => 7 * DAY_MS,
         _ => {
             return Err(format!(
-                "{s:?}: unknown unit {unit:?} (use s, m, h, d or w)"
+                "{s:?}: unknown unit {unit:?} (use ms, s, m, h, d or w)"
             ));
         }
     };

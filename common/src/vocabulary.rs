@@ -165,3 +165,14 @@ mod tests {
         assert!(!is_file_operation("Create"));
     }
 }
+
+/// Issue 20: the outcome of an AUTH attempt (`AuthEvent.success`) as
+/// searched (`--outcome failed|succeeded`), counted and shown.
+pub mod auth_outcome {
+    pub const SUCCEEDED: &str = "succeeded";
+    pub const FAILED: &str = "failed";
+
+    pub fn name(success: bool) -> &'static str {
+        if success { SUCCEEDED } else { FAILED }
+    }
+}

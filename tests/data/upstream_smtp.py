@@ -6,7 +6,7 @@ usage: upstream_smtp.py PORT OUT_DIR [--auth] [--max-size BYTES]
 
 A recipient whose local part starts with "reject" is refused (550); a
 message with a header "X-Test-Reply: <code> <text>" gets that final reply
-and is not kept.
+and is not kept; "X-Test-Slow-Reply: <ms>" delays the (normal) reply.
 
 With --auth it offers AUTH PLAIN, LOGIN (alice / s3cret) and XOAUTH2
 (token "good-token"; a bad token gets the XOAUTH2 error continuation, a
@@ -69,6 +69,13 @@ class Saver:
         # A test can ask for a slow answer after end-of-data: the message is
         # announced in OUT_DIR/<n>.pending first, so the test knows when the
         # agent is waiting for the reply.
+        # "X-Test-Slow-Reply: <ms>": the reply (a normal 250) comes that
+        # many milliseconds after end-of-data, for the relay's timings.
+        for line in envelope.original_content.split(b"\r\n"):
+            if line == b"":
+                break
+            if line.lower().startswith(b"x-test-slow-reply: "):
+                await asyncio.sleep(int(line.split(b":", 1)[1]) / 1000)
         if b"X-Test-Delay-Reply: " in envelope.original_content:
             open(base + ".pending", "wb").write(envelope.original_content)
             await asyncio.sleep(30)

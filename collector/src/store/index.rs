@@ -40,6 +40,7 @@ mod merges;
 mod provenance;
 mod purge;
 mod rebuild;
+mod relay;
 mod schema;
 mod stats;
 pub use exfil::{ExfilEvent, ExfilFilter, ExfilScan};

@@ -26,6 +26,9 @@ mod mail;
 mod pipeline;
 mod recording;
 mod relay;
+#[cfg(test)]
+mod tests;
+mod timing;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -40,6 +43,7 @@ use super::wire::{self, Reply, WireError};
 use super::{SmtpCapture, peer, record, tls};
 use crate::buffer::BufferError;
 use crate::config::SmtpMode;
+use timing::Phases;
 
 /// The waits for a command, for each block of data, for the whole data
 /// and its slowest rate come from the config (`smtp.command_timeout_secs`,
@@ -118,55 +122,6 @@ async fn identify(
     match name {
         Ok(Ok(Ok(n))) if n != ip.to_string() => (None, n),
         _ => (None, String::new()),
-    }
-}
-
-/// Where a relayed transaction's time went, logged at debug level under
-/// the target `relay_timing` when it ends with a message (see
-/// BENCHMARKS.md, "Relay overhead"). Taking the times costs a few
-/// `Instant::now()` calls per transaction.
-#[derive(Debug, Default, Clone, Copy)]
-struct Phases {
-    /// MAIL relayed to the upstream and its reply read (with the RCPTs and
-    /// DATA of a pipelined group).
-    mail: Duration,
-    /// Every RCPT relayed (sum).
-    rcpt: Duration,
-    /// DATA relayed, 354 read.
-    data_cmd: Duration,
-    /// From our 354 to the client's end-of-data, body streamed upstream.
-    body: Duration,
-    /// Spool completed (and fsynced, for a spool file).
-    spool: Duration,
-    /// MIME → record.
-    parse: Duration,
-    /// `buffer.begin`: the record made durable.
-    begin: Duration,
-    /// End-of-data sent upstream, its reply read.
-    eod: Duration,
-    /// The outcome committed (its flush runs while the reply goes out).
-    finish: Duration,
-    /// The reply written to the client.
-    reply: Duration,
-}
-
-impl Phases {
-    fn log(&self) {
-        let us = |d: Duration| d.as_micros() as u64;
-        tracing::debug!(
-            target: "relay_timing",
-            mail_us = us(self.mail),
-            rcpt_us = us(self.rcpt),
-            data_cmd_us = us(self.data_cmd),
-            body_us = us(self.body),
-            spool_us = us(self.spool),
-            parse_us = us(self.parse),
-            begin_us = us(self.begin),
-            eod_us = us(self.eod),
-            finish_us = us(self.finish),
-            reply_us = us(self.reply),
-            "relay transaction phases"
-        );
     }
 }
 

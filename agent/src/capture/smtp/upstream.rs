@@ -5,7 +5,7 @@
 //! MAIL/RCPT/DATA group, which the session sends in one write with
 //! [`Upstream::send_lines`] only to an upstream that offered PIPELINING.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -87,12 +87,54 @@ pub struct Upstream {
     pub caps: Caps,
     /// The agent logged in with its own credentials.
     pub agent_auth: Option<String>,
+    /// How long opening this connection took, for the record of the first
+    /// transaction that uses it (taken once: later ones did not wait).
+    pub setup: Option<Setup>,
+    /// The name in its greeting ([`greeting_name`]).
+    pub name: String,
+}
+
+/// Time spent opening an upstream connection (issue 20, `PhaseTimings`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Setup {
+    /// TCP connect (and the implicit-TLS handshake, when that is the policy).
+    pub connect: Duration,
+    /// Until the greeting was read.
+    pub greeting: Duration,
+    /// EHLO, STARTTLS and its handshake, EHLO again, the agent's login.
+    pub hello: Duration,
+}
+
+/// The name the upstream gave in its greeting, its first word
+/// ("220 mx1.example.org ESMTP Postfix" -> "mx1.example.org"); empty for a
+/// refusal or an empty greeting. Only a plausible host name is kept (it
+/// goes into every mail record).
+pub fn greeting_name(greeting: &Reply) -> String {
+    if greeting.code != 220 {
+        return String::new();
+    }
+    let word = greeting
+        .lines
+        .first()
+        .and_then(|l| l.get(4..))
+        .and_then(|t| t.split_whitespace().next())
+        .unwrap_or_default();
+    let plausible = word.len() <= 255
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._:[]".contains(c));
+    if plausible {
+        word.to_owned()
+    } else {
+        String::new()
+    }
 }
 
 impl Upstream {
     /// Connects and reads the greeting.
     pub async fn connect(s: &Settings) -> Result<(Upstream, Reply), UpstreamError> {
         let err = |phase, kind| UpstreamError::new(&s.addr, phase, kind);
+        let started = Instant::now();
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&s.addr))
             .await
             .map_err(|_| err(Step::Connect, ErrorKind::TimedOut(CONNECT_TIMEOUT)))?
@@ -122,8 +164,17 @@ impl Upstream {
             tls: tls_desc,
             caps: Caps::default(),
             agent_auth: None,
+            setup: None,
+            name: String::new(),
         };
+        let connected = started.elapsed();
         let greeting = up.reply_in(Step::Greeting, GREETING_TIMEOUT).await?;
+        up.setup = Some(Setup {
+            connect: connected,
+            greeting: started.elapsed().saturating_sub(connected),
+            hello: Duration::ZERO,
+        });
+        up.name = greeting_name(&greeting);
         Ok((up, greeting))
     }
 
@@ -178,6 +229,19 @@ impl Upstream {
     /// EHLO/HELO reply; a refusal from the upstream is returned as `Ok` for
     /// the client to see, a policy or connection failure as `Err`.
     pub async fn hello(
+        &mut self,
+        name: &str,
+        s: &Settings,
+    ) -> Result<(Reply, bool), UpstreamError> {
+        let started = Instant::now();
+        let r = self.hello_steps(name, s).await;
+        if let Some(setup) = self.setup.as_mut() {
+            setup.hello += started.elapsed();
+        }
+        r
+    }
+
+    async fn hello_steps(
         &mut self,
         name: &str,
         s: &Settings,
@@ -390,6 +454,24 @@ mod tests {
         Reply {
             code: 250,
             lines: s.lines().map(str::to_owned).collect(),
+        }
+    }
+
+    #[test]
+    fn names_from_greetings() {
+        let multi = Reply::multi(220, &["mx2.example.org ESMTP".into(), "welcome".into()]);
+        for (greeting, want) in [
+            (
+                Reply::new(220, "mx1.example.org ESMTP Postfix"),
+                "mx1.example.org",
+            ),
+            (multi, "mx2.example.org"),
+            (Reply::new(220, "[192.0.2.1] ready"), "[192.0.2.1]"),
+            (Reply::new(554, "mx1.example.org no service"), ""),
+            (Reply::new(220, ""), ""),
+            (Reply::new(220, "<script>x ESMTP"), ""),
+        ] {
+            assert_eq!(greeting_name(&greeting), want, "{greeting:?}");
         }
     }
 

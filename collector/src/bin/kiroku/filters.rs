@@ -53,7 +53,8 @@ pub struct SearchArgs {
     /// recipient's.
     #[arg(long)]
     pub reply_code: Option<String>,
-    /// SMTP AUTH login of the client.
+    /// SMTP AUTH login of the client (--kind auth: the user an attempt
+    /// claimed).
     #[arg(long)]
     pub auth_user: Option<String>,
     /// Mail flow by the collector's internal_domains: outbound, inbound,
@@ -90,10 +91,12 @@ pub struct SearchArgs {
     /// Events tagged by this alert rule ("*" for any alert).
     #[arg(long)]
     pub alert: Option<String>,
-    /// delivered, rejected, aborted, unknown or captured.
+    /// delivered, rejected, aborted, unknown or captured; AUTH records
+    /// (--kind auth): succeeded or failed.
     #[arg(long)]
     pub outcome: Option<String>,
-    /// email, file, host_change, gap (unrecorded) or integrity (a chain break).
+    /// email, file, host_change, gap (unrecorded), integrity (a chain
+    /// break), auth (AUTH attempts through the relay), incident, mta_log.
     #[arg(long)]
     pub kind: Option<String>,
     /// File events: words of the path or old path ("alice/q3 report").
@@ -107,6 +110,17 @@ pub struct SearchArgs {
     /// File events on removable volumes only.
     #[arg(long)]
     pub removable: bool,
+    /// Mail whose whole transaction (the client's MAIL to the verdict it
+    /// got) took at least this long: 250ms, 5s, 2m.
+    #[arg(long, value_name = "SPAN", value_parser = delay)]
+    pub min_delay: Option<u64>,
+    /// Mail whose whole transaction took less than this.
+    #[arg(long, value_name = "SPAN", value_parser = delay)]
+    pub max_delay: Option<u64>,
+    /// Mail and AUTH records relayed to this upstream (host:port as the
+    /// agent's smtp.upstream names it).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub upstream: Option<String>,
     /// Filter and order by corrected time (each agent's clock corrected by
     /// its measured offset to the collector) instead of the agents' clocks.
     #[arg(long)]
@@ -163,8 +177,11 @@ pub fn search_request(a: SearchArgs, zone: &Zone) -> anyhow::Result<SearchReques
         internal: a.internal,
         ascending: false,
         attachment_text: s(a.attachment_text),
-        // Issue 20's filters (delivery, delay, incident, upstream) are set
-        // below as their flags are added.
+        // Issue 20: delay and upstream (auth); delivery and incident are
+        // set below as their flags are added.
+        min_delay_ms: a.min_delay.unwrap_or(0),
+        max_delay_ms: a.max_delay.unwrap_or(0),
+        upstream: s(a.upstream),
         ..Default::default()
     };
     if !req.operation.is_empty() {
@@ -173,6 +190,11 @@ pub fn search_request(a: SearchArgs, zone: &Zone) -> anyhow::Result<SearchReques
     }
     check_search_flags(&req)?;
     Ok(req)
+}
+
+/// `--min-delay 5s` in milliseconds.
+fn delay(s: &str) -> Result<u64, String> {
+    kiroku_collector::agents::parse_span(s).map(|ms| ms.unsigned_abs())
 }
 
 /// Checks the values of the mail-flow flags before anything is sent, so
@@ -203,6 +225,9 @@ fn check_search_flags(r: &SearchRequest) -> anyhow::Result<()> {
     }
     if !r.reply_code.trim().is_empty() {
         flag("reply-code", search::reply_codes(&r.reply_code).map(drop))?;
+    }
+    if r.max_delay_ms != 0 && r.max_delay_ms <= r.min_delay_ms {
+        anyhow::bail!("--max-delay: must be above --min-delay (the range is empty)");
     }
     Ok(())
 }

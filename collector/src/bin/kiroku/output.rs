@@ -15,6 +15,8 @@ use kiroku_proto::{EmailEvent, Event, FileEvent, GapEvent, HostInfo, event::Kind
 
 use crate::zone::{Zone, format as time};
 
+mod relay;
+
 /// Outside text as printed for people: controls made visible.
 pub fn safe(s: &str) -> String {
     terminal(s).into_owned()
@@ -92,6 +94,7 @@ pub fn json(e: &Event) -> serde_json::Value {
         ("HostChange", "host_change"),
         ("Gap", "gap"),
         ("Integrity", "integrity"),
+        ("Auth", "auth"),
     ] {
         if let Some(v) = kind.as_ref().and_then(|k| k.get(variant)) {
             obj.insert(name.into(), v.clone());
@@ -212,6 +215,10 @@ pub fn table(events: &[Event], zone: &Zone) -> String {
                         if i.tampering { "" } else { " (not tampering)" }
                     ),
                 ]
+            }
+            (None, None) if relay::auth(e).is_some() => {
+                let a = relay::auth(e).cloned().unwrap_or_default();
+                relay::auth_row(e, &a, host, zone)
             }
             (None, None) => [
                 time(e.observed_at_ms, zone),
@@ -352,6 +359,11 @@ pub fn detail(e: &Event, zone: &Zone) -> String {
         }
         line("detail", &g.detail);
     }
+    if let Some(a) = relay::auth(e) {
+        for (k, v) in relay::auth_lines(a) {
+            line(k, &v);
+        }
+    }
     if let Some(m) = email(e) {
         line("protocol", &m.protocol);
         line("client", &format!("{}:{}", m.client_ip, m.client_port));
@@ -424,6 +436,8 @@ pub fn detail(e: &Event, zone: &Zone) -> String {
         line("upstream tls", &m.upstream_tls);
         line("queue id", &m.upstream_queue_id);
         line("reply", &m.upstream_reply.replace('\n', " | "));
+        line("upstream name", &m.upstream_name);
+        line("timings", &relay::timings_line(m));
         for w in &m.parse_warnings {
             line("parse warning", w);
         }

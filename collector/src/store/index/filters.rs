@@ -86,6 +86,8 @@ impl TantivyIndex {
         // Addresses (with wildcards), domains, client IP, Message-ID,
         // queue id, reply codes, SMTP login, internal/external, direction.
         must.extend(super::mailflow::Flow { f, internal }.queries(r)?);
+        // Upstream, delay range (issue 20).
+        must.extend(super::relay::queries(f, r)?);
         if !r.sha256.is_empty() {
             must.push(Box::new(TermQuery::new(
                 Term::from_field_bytes(f.sha256, &sha_key(&r.sha256.trim().to_lowercase())),

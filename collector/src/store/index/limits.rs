@@ -206,9 +206,11 @@ pub fn check_search(r: &SearchRequest) -> Result<(), IndexError> {
         ("reply_code", &r.reply_code),
         ("auth_user", &r.auth_user),
         ("direction", &r.direction),
+        ("upstream", &r.upstream),
     ] {
         check_len(field, v, MAX_TERM_BYTES)?;
     }
+    super::relay::delay_range(r)?;
     check_len("path", &r.path, MAX_PATH_BYTES)?;
     let words = r
         .path

@@ -23,10 +23,11 @@ use tantivy::schema::{
 /// the attachments, from the annotation store) and the fields derived by
 /// analysis; 4 — issue 18 (2026-12-06): `recorded_sha256`, `journal_leaf`
 /// and `recorded_reencoded` (where the event is in the journal chain) and
-/// the `integrity` kind.
-pub const SCHEMA_VERSION: u32 = 4;
+/// the `integrity` kind; 5 — issue 20 (2026-12-06): AUTH records' fields
+/// (`index/relay.rs`), `upstream` and the mails' `total_ms`.
+pub const SCHEMA_VERSION: u32 = 5;
 
-use super::{Derived, TantivyIndex, analyzer, exfil, mailflow, stats};
+use super::{Derived, TantivyIndex, analyzer, exfil, mailflow, relay, stats};
 
 #[derive(Clone, Copy)]
 pub(super) struct Fields {
@@ -78,6 +79,9 @@ pub(super) struct Fields {
     pub(super) recorded_sha256: Field,
     pub(super) journal_leaf: Field,
     pub(super) recorded_reencoded: Field,
+    // Issue 20, relay (`index/relay.rs`).
+    pub(super) upstream: Field,
+    pub(super) total_ms: Field,
     // Counts and charts (`index/stats.rs`): fast-only grouping columns.
     pub(super) stats: stats::StatsFields,
 }
@@ -199,6 +203,11 @@ fn schema_fields(old: Option<&Schema>) -> (Schema, Fields, Vec<String>) {
         recorded_sha256: b.add_bytes_field("recorded_sha256", STORED),
         journal_leaf: b.add_u64_field("journal_leaf", STORED),
         recorded_reencoded: b.add_bool_field("recorded_reencoded", STORED),
+        // Issue 20 (`index/relay.rs`): the upstream host:port of mail and
+        // AUTH records (exact, lower case), and a mail's whole transaction
+        // time in milliseconds, a column for the delay ranges.
+        upstream: b.add_text_field("upstream", STRING),
+        total_ms: b.add_u64_field("total_ms", INDEXED | FAST),
         // Counts and charts (`index/stats.rs`): fast-only grouping columns.
         stats: stats::schema_fields(&mut b),
     };
@@ -344,6 +353,7 @@ impl TantivyIndex {
                 d.add_bytes(f.sha256, &sha_key(&m.raw_sha256));
             }
             mailflow::add_email(f, &mut d, m);
+            relay::add_email(f, &mut d, m);
         }
         match &e.kind {
             Some(Kind::File(file)) => {
@@ -368,7 +378,10 @@ impl TantivyIndex {
             Some(Kind::HostChange(_)) => d.add_text(f.kind, "host_change"),
             // Issue 20: the kind only, until their fields are indexed.
             Some(Kind::Incident(_)) => d.add_text(f.kind, "incident"),
-            Some(Kind::Auth(_)) => d.add_text(f.kind, "auth"),
+            Some(Kind::Auth(a)) => {
+                d.add_text(f.kind, "auth");
+                relay::add_auth(f, &mut d, a);
+            }
             Some(Kind::MtaLog(_)) => d.add_text(f.kind, "mta_log"),
             Some(Kind::Integrity(i)) => {
                 // A break in a chain of custody: found by what broke and

@@ -182,11 +182,30 @@ pub(super) fn add_fields(f: &StatsFields, d: &mut TantivyDocument, e: &Event) {
         Some(Kind::Gap(_)) => "gap",
         Some(Kind::Integrity(_)) => "integrity",
         Some(Kind::Incident(_)) => "incident",
-        Some(Kind::Auth(_)) => "auth",
+        Some(Kind::Auth(a)) => {
+            // Counted by the claimed user (`--by user`: who is guessed
+            // at), falling back to the record's user, and by client.
+            let user = if a.claimed_user.trim().is_empty() {
+                &e.user
+            } else {
+                a.claimed_user.trim()
+            };
+            put(d, f.user, &user.to_lowercase());
+            put(d, f.client_ip, &canonical_ip(&a.client_ip));
+            put(
+                d,
+                f.outcome,
+                kiroku_common::vocabulary::auth_outcome::name(a.success),
+            );
+            if a.reply_code != 0 {
+                put(d, f.reply_code, &a.reply_code.to_string());
+            }
+            "auth"
+        }
         Some(Kind::MtaLog(_)) => "mta_log",
         None => "",
     };
-    if !matches!(e.kind, Some(Kind::Email(_))) {
+    if !matches!(e.kind, Some(Kind::Email(_) | Kind::Auth(_))) {
         put(d, f.user, &e.user.to_lowercase());
     }
     put(d, f.kind, kind);

@@ -9,7 +9,7 @@ use super::recording::mark_normalised;
 use super::upstream::{self, Step, UpstreamError};
 use super::wire::{self, Reply};
 use super::{End, Phase, Session, Txn, buffer_failure};
-use crate::buffer::{Blob, BufferError};
+use crate::buffer::{Blob, BufferError, Spool, Spooled};
 use crate::config::{BareLineEndings, WhenFull};
 use crate::gaps::{self, Missed, Source};
 
@@ -39,6 +39,7 @@ impl Session<'_> {
         mut earlier: Vec<Reply>,
     ) -> Result<(), End> {
         if reply.code == 354 {
+            self.phases.envelope_done();
             earlier.push(reply);
             self.send_all(&earlier).await?;
             return self.data().await;
@@ -65,6 +66,62 @@ impl Session<'_> {
     /// or over the size limit never gets an end-of-data upstream (the
     /// connection is dropped, so nothing is delivered).
     pub(super) async fn data(&mut self) -> Result<(), End> {
+        let mut body = self.read_body().await?;
+        self.slot.set(Phase::Busy);
+        let txn = self.txn.take().unwrap_or(Txn {
+            mail_from: String::new(),
+            mail_params: String::new(),
+            rcpt: Vec::new(),
+        });
+        let env = self.envelope(txn);
+        if body.reader.too_big() || body.reader.refused() {
+            return self.refuse_body(&env, body).await;
+        }
+
+        // The content is complete: make it durable.
+        self.phases.body = body.started.elapsed();
+        let t = Instant::now();
+        let spooled = match body.spool.take() {
+            Some(sp) => sp.finish().await,
+            None => Err(body.spool_err.take().unwrap_or(BufferError::Task {
+                path: Default::default(),
+                message: "no spool".into(),
+            })),
+        };
+        let spooled = match spooled {
+            Ok(s) => s,
+            Err(_) if body.unrecorded => {
+                return self
+                    .relay_unrecorded(env, &mut body.stuffer, body.forward_err)
+                    .await;
+            }
+            Err(e) => {
+                self.upstream = None;
+                return self.send(&buffer_failure(&e)).await;
+            }
+        };
+        self.phases.spool = t.elapsed();
+        let t = Instant::now();
+        let mut ev = self.build_event(&env, Some(&spooled)).await;
+        mark_normalised(&mut ev, &body.reader.normalised());
+        self.phases.parse = t.elapsed();
+        if let Some(Kind::Email(m)) = &mut ev.kind {
+            m.ended_at = "END-OF-DATA".into();
+            for w in &m.parse_warnings {
+                tracing::info!(peer = %self.peer, warning = %w, "message recorded with parse warning");
+            }
+        }
+        if !self.relay() {
+            return self.capture_only(ev, spooled).await;
+        }
+        self.complete_upstream(env, ev, spooled, body).await
+    }
+
+    /// The message's data up to the client's end-of-data, spooled and
+    /// (relaying) streamed upstream. A client that goes away or is too
+    /// slow ends the session here (a slow one gets 421 and its transaction
+    /// is recorded as abandoned).
+    async fn read_body(&mut self) -> Result<Body, End> {
         let limit = self.cap.cfg.max_message_bytes;
         let mut reader = wire::DataReader::new(limit, self.cap.cfg.bare_line_endings);
         // Without a spool (buffer full, disk error) the data is still read
@@ -85,7 +142,7 @@ impl Session<'_> {
         } else {
             None
         };
-        let body_started = Instant::now();
+        let started = Instant::now();
         let limits = DataLimits::new(&self.cap.cfg);
         self.slot.set(Phase::Data);
         loop {
@@ -95,18 +152,7 @@ impl Session<'_> {
                 () = self.slot.evicted() => return self.evict().await,
             };
             let chunk = match next {
-                Err(_) => {
-                    // Too slow: the upstream gets no end-of-data (nothing is
-                    // delivered) and the transaction is recorded as
-                    // abandoned, with the reply that says why.
-                    self.upstream = None;
-                    let reply = limits.reply(why);
-                    tracing::info!(peer = %self.peer, received = reader.size(), reply = %reply.text(), "message data too slow; transaction abandoned");
-                    self.end_txn(Outcome::Aborted, Some(&reply), "TIMEOUT")
-                        .await;
-                    self.send(&reply).await?;
-                    return Err(End::Timeout);
-                }
+                Err(_) => return self.data_too_slow(&limits, why, reader.size()).await,
                 Ok(Err(e)) => {
                     // The client went away mid-message: the upstream gets no
                     // end-of-data, so nothing is delivered.
@@ -137,113 +183,118 @@ impl Session<'_> {
                 self.upstream = None;
             }
         }
-        self.slot.set(Phase::Busy);
-        let txn = self.txn.take().unwrap_or(Txn {
-            mail_from: String::new(),
-            mail_params: String::new(),
-            rcpt: Vec::new(),
-        });
-        let env = self.envelope(txn);
-        let normalised = reader.normalised();
+        Ok(Body {
+            reader,
+            spool,
+            spool_err,
+            unrecorded,
+            stuffer,
+            forward_err,
+            started,
+        })
+    }
 
-        if reader.too_big() || reader.refused() {
-            // Refused by us: the upstream never sees an end-of-data, so we
-            // drop its connection (it discards the partial message).
-            self.upstream = None;
-            let reply = if reader.too_big() {
-                Reply::new(
-                    552,
-                    &format!("5.3.4 Message size exceeds fixed limit of {limit} bytes"),
-                )
-            } else if self.cap.cfg.bare_line_endings == BareLineEndings::Normalise {
-                Reply::new(554, "5.6.0 Message contains NUL; refused")
-            } else {
-                Reply::new(
-                    554,
-                    "5.6.0 Message contains bare CR, bare LF or NUL (RFC 5321 section 2.3.8); refused",
-                )
-            };
-            let kept = match spool.take() {
-                Some(sp) if !reader.too_big() => sp.finish().await.ok(),
-                _ => None,
-            };
-            let mut ev = self.build_event(&env, kept.as_ref()).await;
-            mark_normalised(&mut ev, &normalised);
-            if let Some(Kind::Email(m)) = &mut ev.kind {
-                m.outcome = Outcome::Aborted as i32;
-                m.reply_code = u32::from(reply.code);
-                m.upstream_reply = reply.text();
-                m.ended_at = "END-OF-DATA".into();
-                if kept.is_none() {
-                    m.raw_sha256.clear();
-                    m.message_size = reader.size();
-                    m.parse_warnings
-                        .push("message over the size limit; content not kept".into());
-                }
-            }
-            if let Err(e) = self.cap.buffer.append(&ev, kept.map(Blob::Spooled)).await {
-                self.not_recorded(&env, &e, "a refused message").await;
-            }
-            tracing::warn!(peer = %self.peer, reply = %reply.text(), "message refused");
-            return self.send(&reply).await;
-        }
+    /// Too slow: the upstream gets no end-of-data (nothing is delivered)
+    /// and the transaction is recorded as abandoned, with the reply that
+    /// says why.
+    async fn data_too_slow<T>(
+        &mut self,
+        limits: &DataLimits,
+        why: Limit,
+        received: u64,
+    ) -> Result<T, End> {
+        self.upstream = None;
+        let reply = limits.reply(why);
+        tracing::info!(peer = %self.peer, received, reply = %reply.text(), "message data too slow; transaction abandoned");
+        self.end_txn(Outcome::Aborted, Some(&reply), "TIMEOUT")
+            .await;
+        self.send(&reply).await?;
+        Err(End::Timeout)
+    }
 
-        // The content is complete: make it durable.
-        self.phases.body = body_started.elapsed();
-        let t = Instant::now();
-        let spooled = match spool.take() {
-            Some(sp) => sp.finish().await,
-            None => Err(spool_err.unwrap_or(BufferError::Task {
-                path: Default::default(),
-                message: "no spool".into(),
-            })),
+    /// Refused by us (too big, NUL, bare line endings): the upstream never
+    /// sees an end-of-data, so we drop its connection (it discards the
+    /// partial message); the record keeps the content unless it was too
+    /// big.
+    async fn refuse_body(&mut self, env: &record::Envelope, mut body: Body) -> Result<(), End> {
+        self.upstream = None;
+        let limit = self.cap.cfg.max_message_bytes;
+        let too_big = body.reader.too_big();
+        let reply = if too_big {
+            Reply::new(
+                552,
+                &format!("5.3.4 Message size exceeds fixed limit of {limit} bytes"),
+            )
+        } else if self.cap.cfg.bare_line_endings == BareLineEndings::Normalise {
+            Reply::new(554, "5.6.0 Message contains NUL; refused")
+        } else {
+            Reply::new(
+                554,
+                "5.6.0 Message contains bare CR, bare LF or NUL (RFC 5321 section 2.3.8); refused",
+            )
         };
-        let spooled = match spooled {
-            Ok(s) => s,
-            Err(_) if unrecorded => {
-                return self.relay_unrecorded(env, &mut stuffer, forward_err).await;
-            }
-            Err(e) => {
-                self.upstream = None;
-                return self.send(&buffer_failure(&e)).await;
-            }
+        let kept = match body.spool.take() {
+            Some(sp) if !too_big => sp.finish().await.ok(),
+            _ => None,
         };
-        self.phases.spool = t.elapsed();
-        let t = Instant::now();
-        let mut ev = self.build_event(&env, Some(&spooled)).await;
-        mark_normalised(&mut ev, &normalised);
-        self.phases.parse = t.elapsed();
+        let mut ev = self.build_event(env, kept.as_ref()).await;
+        mark_normalised(&mut ev, &body.reader.normalised());
         if let Some(Kind::Email(m)) = &mut ev.kind {
+            m.outcome = Outcome::Aborted as i32;
+            m.reply_code = u32::from(reply.code);
+            m.upstream_reply = reply.text();
             m.ended_at = "END-OF-DATA".into();
-            for w in &m.parse_warnings {
-                tracing::info!(peer = %self.peer, warning = %w, "message recorded with parse warning");
+            if kept.is_none() {
+                m.raw_sha256.clear();
+                m.message_size = body.reader.size();
+                m.parse_warnings
+                    .push("message over the size limit; content not kept".into());
             }
         }
+        if let Err(e) = self.cap.buffer.append(&ev, kept.map(Blob::Spooled)).await {
+            self.not_recorded(env, &e, "a refused message").await;
+        }
+        tracing::warn!(peer = %self.peer, reply = %reply.text(), "message refused");
+        self.send(&reply).await
+    }
 
-        if !self.relay() {
-            if let Some(Kind::Email(m)) = &mut ev.kind {
-                m.outcome = Outcome::Captured as i32;
-                m.reply_code = 250;
-            }
-            let reply = match self
-                .cap
-                .buffer
-                .append(&ev, Some(Blob::Spooled(spooled)))
-                .await
-            {
-                Ok(seq) => Reply::new(
-                    250,
-                    &format!(
-                        "2.0.0 Ok: captured as {}/{seq}",
-                        self.cap.buffer.stream_id()
-                    ),
+    /// Capture-only: the message is recorded and the client told so.
+    async fn capture_only(
+        &mut self,
+        mut ev: kiroku_proto::Event,
+        spooled: Spooled,
+    ) -> Result<(), End> {
+        if let Some(Kind::Email(m)) = &mut ev.kind {
+            m.outcome = Outcome::Captured as i32;
+            m.reply_code = 250;
+        }
+        let reply = match self
+            .cap
+            .buffer
+            .append(&ev, Some(Blob::Spooled(spooled)))
+            .await
+        {
+            Ok(seq) => Reply::new(
+                250,
+                &format!(
+                    "2.0.0 Ok: captured as {}/{seq}",
+                    self.cap.buffer.stream_id()
                 ),
-                Err(e) => buffer_failure(&e),
-            };
-            return self.send(&reply).await;
-        }
+            ),
+            Err(e) => buffer_failure(&e),
+        };
+        self.send(&reply).await
+    }
 
-        // Relay: durable first, then end-of-data to the upstream.
+    /// Relay: the record made durable first, then end-of-data to the
+    /// upstream, its outcome committed, then the reply.
+    async fn complete_upstream(
+        &mut self,
+        env: record::Envelope,
+        ev: kiroku_proto::Event,
+        spooled: Spooled,
+        mut body: Body,
+    ) -> Result<(), End> {
         let t = Instant::now();
         let id = match self
             .cap
@@ -253,7 +304,9 @@ impl Session<'_> {
         {
             Ok(id) => id,
             Err(BufferError::Full { .. }) if self.may_relay_unrecorded() => {
-                return self.relay_unrecorded(env, &mut stuffer, forward_err).await;
+                return self
+                    .relay_unrecorded(env, &mut body.stuffer, body.forward_err)
+                    .await;
             }
             Err(e) => {
                 self.upstream = None;
@@ -264,57 +317,40 @@ impl Session<'_> {
         // Failing before our end-of-data means the upstream discarded the
         // message: not delivered. Failing after it: we cannot know.
         let t = Instant::now();
-        let outcome = match (forward_err, self.upstream.as_mut()) {
+        let outcome = match (body.forward_err, self.upstream.as_mut()) {
             (Some(e), _) => Err((false, e)),
-            (None, Some(up)) => up.data_end(&mut stuffer).await.map_err(|e| (true, e)),
+            (None, Some(up)) => up.data_end(&mut body.stuffer).await.map_err(|e| (true, e)),
             (None, None) => Err((false, self.no_upstream(Step::EndOfData))),
         };
         self.phases.eod = t.elapsed();
         if outcome.is_err() {
             self.upstream = None;
         }
-        let (code, text, result, queue_id, stage) = match &outcome {
-            Ok(r) if (200..300).contains(&r.code) => (
-                r.code,
-                r.text(),
-                Outcome::Delivered,
-                upstream::queue_id(r),
-                "END-OF-DATA",
-            ),
-            Ok(r) => (
-                r.code,
-                r.text(),
-                Outcome::Rejected,
-                String::new(),
-                "END-OF-DATA",
-            ),
-            Err((true, e)) => (
-                0,
-                e.to_string(),
-                Outcome::Unknown,
-                String::new(),
-                "UPSTREAM",
-            ),
-            Err((false, e)) => (
-                451,
-                e.to_string(),
-                Outcome::Aborted,
-                String::new(),
-                "UPSTREAM",
-            ),
-        };
-        // The outcome is committed now and flushed while the reply goes
-        // out (the next reply to this client waits for that flush). A
-        // crash in between leaves the in-flight record, recovered with
-        // outcome unknown, as a crash while the upstream decides does.
         let t = Instant::now();
+        self.commit_outcome(id, Answer::of(&outcome));
+        self.phases.finish = t.elapsed();
+        let reply = self.final_reply(outcome);
+        let t = Instant::now();
+        let sent = self.send_now(&reply).await;
+        self.phases.reply = t.elapsed();
+        self.phases.log();
+        sent
+    }
+
+    /// The outcome is committed now and flushed while the reply goes out
+    /// (the next reply to this client waits for that flush). A crash in
+    /// between leaves the in-flight record, recovered with outcome
+    /// unknown, as a crash while the upstream decides does.
+    fn commit_outcome(&mut self, id: crate::buffer::InflightId, o: Answer) {
+        let timings = self.phases.record();
         let settled = self.cap.buffer.settle(id, |ev| {
             if let Some(Kind::Email(m)) = &mut ev.kind {
-                m.outcome = result as i32;
-                m.reply_code = u32::from(code);
-                m.upstream_reply = text.clone();
-                m.upstream_queue_id = queue_id.clone();
-                m.ended_at = stage.into();
+                m.timings = Some(timings);
+                m.outcome = o.outcome as i32;
+                m.reply_code = u32::from(o.code);
+                m.upstream_reply = o.text.clone();
+                m.upstream_queue_id = o.queue_id.clone();
+                m.ended_at = o.stage.into();
             }
         });
         match settled {
@@ -332,13 +368,6 @@ impl Session<'_> {
                 tracing::error!(peer = %self.peer, error = %e, "could not record the upstream's outcome");
             }
         }
-        self.phases.finish = t.elapsed();
-        let reply = self.final_reply(outcome);
-        let t = Instant::now();
-        let sent = self.send_now(&reply).await;
-        self.phases.reply = t.elapsed();
-        self.phases.log();
-        sent
     }
 
     /// The client's reply for the upstream's answer to end-of-data (or
@@ -424,6 +453,59 @@ impl Session<'_> {
         );
         let reply = self.final_reply(outcome);
         self.send(&reply).await
+    }
+}
+
+/// The message data as read: what `data` needs after the client's
+/// end-of-data.
+struct Body {
+    reader: wire::DataReader,
+    spool: Option<Spool>,
+    /// Why there is no spool, when there is none.
+    spool_err: Option<BufferError>,
+    /// The buffer is full and the mail goes on unrecorded.
+    unrecorded: bool,
+    stuffer: wire::Stuffer,
+    /// Why forwarding to the upstream stopped early, if it did.
+    forward_err: Option<UpstreamError>,
+    started: Instant,
+}
+
+/// What the record says of the upstream's answer to end-of-data.
+struct Answer {
+    code: u16,
+    text: String,
+    outcome: Outcome,
+    queue_id: String,
+    stage: &'static str,
+}
+
+impl Answer {
+    /// `Err((true, _))`: the upstream failed after our end-of-data (the
+    /// outcome is unknown); `Err((false, _))`: before it (not delivered).
+    fn of(outcome: &Result<Reply, (bool, UpstreamError)>) -> Answer {
+        let end = |code, text, outcome, queue_id| Answer {
+            code,
+            text,
+            outcome,
+            queue_id,
+            stage: "END-OF-DATA",
+        };
+        let lost = |code, e: &UpstreamError, outcome| Answer {
+            code,
+            text: e.to_string(),
+            outcome,
+            queue_id: String::new(),
+            stage: "UPSTREAM",
+        };
+        match outcome {
+            Ok(r) if (200..300).contains(&r.code) => {
+                end(r.code, r.text(), Outcome::Delivered, upstream::queue_id(r))
+            }
+            Ok(r) => end(r.code, r.text(), Outcome::Rejected, String::new()),
+            Err((true, e)) => lost(0, e, Outcome::Unknown),
+            Err((false, e)) => lost(451, e, Outcome::Aborted),
+        }
     }
 }
 

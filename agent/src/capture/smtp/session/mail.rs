@@ -5,7 +5,7 @@ use std::time::Instant;
 use kiroku_proto::{Outcome, Recipient};
 
 use super::wire::Reply;
-use super::{End, Phases, Session, Txn};
+use super::{End, Session, Txn};
 
 impl Session<'_> {
     pub(super) async fn mail(&mut self, line: &[u8]) -> Result<(), End> {
@@ -32,10 +32,7 @@ impl Session<'_> {
         }
         let t = Instant::now();
         let reply = self.exchange(line, "MAIL").await;
-        self.phases = Phases {
-            mail: t.elapsed(),
-            ..Phases::default()
-        };
+        self.phases = self.new_phases(t, t.elapsed());
         self.mail_replied(addr, params, &reply).await;
         self.send(&reply).await
     }

@@ -6,7 +6,7 @@ use std::time::Instant;
 use super::mail::parse_path;
 use super::upstream::{self, Step};
 use super::wire;
-use super::{End, Phases, Session, temp_failure};
+use super::{End, Session, temp_failure};
 
 /// A command pipelined behind MAIL that joins its group (see
 /// `Session::pipelined_after_mail`).
@@ -130,10 +130,7 @@ impl Session<'_> {
             }
         }
         // The envelope's round trip is shared; it is counted as MAIL's.
-        self.phases = Phases {
-            mail: t.elapsed(),
-            ..Phases::default()
-        };
+        self.phases = self.new_phases(t, t.elapsed());
         let mut replies = replies.into_iter();
         let mut out = Vec::with_capacity(lines.len());
         let mail_reply = replies.next().unwrap_or_else(|| temp_failure("no reply"));

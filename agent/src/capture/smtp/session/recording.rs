@@ -107,8 +107,11 @@ impl Session<'_> {
         ev
     }
 
-    /// The event of a transaction, attributed to a user: see [`attribute`].
+    /// The event of a transaction, attributed to a user (see [`attribute`]),
+    /// with its timings so far.
     pub(super) fn event(&self, mut email: EmailEvent) -> Event {
+        email.timings = Some(self.phases.record());
+        email.upstream_name = self.phases.upstream_name.clone();
         let local = self.cap.cfg.is_local_client(self.peer.ip());
         match attribute(local, self.local_peer.as_ref(), &email) {
             Attribution::Local(p) => {
