@@ -21,8 +21,14 @@
 //! notifiers' queues are bounded and a full queue drops (and logs), it
 //! does not block ingest.
 
+pub mod health;
+pub mod keyword;
 pub mod notify;
+pub mod params;
+pub mod records;
 pub mod rules;
+pub mod schedule;
+pub mod windows;
 
 use kiroku_common::vocabulary::file_op;
 use std::collections::{HashMap, VecDeque};
@@ -58,6 +64,10 @@ pub struct AlertsConfig {
     /// re-reads it at once.
     #[serde(default = "default_reload_secs")]
     pub reload_secs: u64,
+    /// How often the periodic rules (agent_silent, ingest_paused,
+    /// incident_open while open) are checked, seconds (at least 1).
+    #[serde(default = "default_health_secs")]
+    pub health_secs: u64,
     /// Alerts kept in the meta store for replay (`kiroku alerts --since`).
     #[serde(default = "default_keep")]
     pub keep: usize,
@@ -71,6 +81,9 @@ pub struct AlertsConfig {
 
 fn default_reload_secs() -> u64 {
     5
+}
+fn default_health_secs() -> u64 {
+    30
 }
 fn default_keep() -> usize {
     10_000
@@ -128,6 +141,13 @@ pub struct Alerting {
     internal_default: InternalDomains,
     /// PPAP pairs in progress, and which analysed mails fired already.
     ppap: Correlator,
+    /// Issue 20: the counting windows, crossings and open incidents.
+    state: records::State,
+    /// Issue 20: which incidents and silences fired (meta tree
+    /// `alert_state`), so a restart does not fire them again.
+    alert_state: sled::Tree,
+    /// ingest_paused: the rules fired for the pause in progress.
+    pause: health::PauseState,
 }
 
 impl Alerting {
@@ -151,6 +171,7 @@ impl Alerting {
         let held = meta.tree("alerts_held")?;
         let sensitive = meta.tree("alert_sensitive")?;
         let ppap = Correlator::new(meta.tree("alert_ppap")?);
+        let alert_state = meta.tree("alert_state")?;
         let next_seq = log
             .last()
             .ok()
@@ -171,6 +192,9 @@ impl Alerting {
             keep: keep.max(1),
             internal_default: InternalDomains::default(),
             ppap,
+            state: records::State::default(),
+            alert_state,
+            pause: health::PauseState::default(),
         })
     }
 
@@ -202,7 +226,7 @@ impl Alerting {
         let mut fired = Vec::new();
         for e in events.iter_mut() {
             for rule in &rules.rules {
-                let Some(summary) = self.check(rule, e)? else {
+                let Some(f) = self.check_any(rule, e)? else {
                     continue;
                 };
                 let tag = format!("alert:{}", rule.name);
@@ -214,7 +238,8 @@ impl Alerting {
                     kind: rule.kind.name().into(),
                     event_id: e.event_id.clone(),
                     fired_at_ms: now,
-                    summary,
+                    summary: f.summary,
+                    body: f.body,
                     event: None,
                     ..Default::default()
                 });
@@ -303,8 +328,34 @@ impl Alerting {
         })
     }
 
-    /// Writes `a` to the replay log; its key.
-    fn log_alert(&self, a: Alert) -> Result<(Vec<u8>, Alert), String> {
+    /// The earlier kinds (a summary, the generic body) or the issue-20
+    /// kinds (records.rs).
+    fn check_any(&self, rule: &Rule, e: &Event) -> Result<Option<records::Fired>, String> {
+        if rule.kind.is_new() {
+            return self.check_new(rule, e);
+        }
+        Ok(self.check(rule, e)?.map(|summary| records::Fired {
+            body: records::generic_body(e, &summary),
+            summary,
+        }))
+    }
+
+    /// Writes `a` to the replay log, with its rule's severity and route
+    /// and (when the rule gave none) the generic body; its key.
+    fn log_alert(&self, mut a: Alert) -> Result<(Vec<u8>, Alert), String> {
+        if let Some(r) = self.rules().rules.iter().find(|r| r.name == a.rule) {
+            if a.severity.is_empty() {
+                a.severity = r.params.severity.into();
+            }
+            if a.route.is_empty() {
+                a.route = r.params.route.clone();
+            }
+        }
+        if a.body.is_empty()
+            && let Some(e) = &a.event
+        {
+            a.body = records::generic_body(e, &a.summary);
+        }
         let mut key = a.fired_at_ms.to_be_bytes().to_vec();
         key.extend_from_slice(&self.seq.fetch_add(1, Ordering::Relaxed).to_be_bytes());
         self.log
@@ -355,7 +406,7 @@ impl Alerting {
             if !annotations.tags.contains(&tag) {
                 annotations.tags.push(tag);
             }
-            let a = Alert {
+            out.push(self.log_alert(Alert {
                 rule: rule.name.clone(),
                 kind: rule.kind.name().into(),
                 event_id: e.event_id.clone(),
@@ -363,14 +414,7 @@ impl Alerting {
                 summary,
                 event: Some(e.clone()),
                 ..Default::default()
-            };
-            let mut key = a.fired_at_ms.to_be_bytes().to_vec();
-            key.extend_from_slice(&self.seq.fetch_add(1, Ordering::Relaxed).to_be_bytes());
-            self.log
-                .insert(&key, a.encode_to_vec())
-                .map_err(|e| format!("alert log: {e}"))?;
-            tracing::info!(rule = %a.rule, kind = %a.kind, event_id = %a.event_id, summary = %a.summary, "alert");
-            out.push((key, a));
+            })?);
         }
         self.logged.fetch_add(out.len(), Ordering::Relaxed);
         Ok(out)
@@ -605,11 +649,13 @@ impl Alerting {
             return;
         }
         for (_, a) in alerts {
-            for s in &self.sinks {
+            for s in self.sinks.iter().filter(|s| routed(&a, s.name())) {
                 s.offer(&a);
             }
             // No live subscriber is not an error.
-            let _ = self.live.send(a);
+            if routed(&a, "stream") {
+                let _ = self.live.send(a);
+            }
         }
         let mut excess = self
             .logged
@@ -656,7 +702,13 @@ impl Alerting {
                 v.map_err(|e| format!("alert log: {e}"))
                     .map(|v| Alert::decode(v.as_ref()).unwrap_or_default())
             })
+            .filter(|a| a.as_ref().map_or(true, |a| routed(a, "stream")))
             .collect()
+    }
+
+    /// The configured notifiers' names ("webhook", "mail").
+    pub fn notifiers(&self) -> Vec<&'static str> {
+        self.sinks.iter().map(|s| s.name()).collect()
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Alert> {
@@ -667,6 +719,7 @@ impl Alerting {
     /// old rules stay and the error (naming file, line and field) returns.
     pub fn reload(&self, path: &Path) -> Result<usize, RulesError> {
         let set = RuleSet::load(path, &self.internal_default)?;
+        set.check_routes(&self.notifiers())?;
         let n = set.rules.len();
         self.set_rules(set);
         Ok(n)
@@ -762,6 +815,12 @@ impl Alerting {
     }
 }
 
+/// Whether alert `a` goes to notifier `name` ("webhook", "mail",
+/// "stream"): its route names it, or it has none (every notifier).
+pub fn routed(a: &Alert, name: &str) -> bool {
+    a.route.is_empty() || a.route.iter().any(|r| r == name)
+}
+
 /// Where an event put content, for summaries.
 fn describe(e: &Event) -> String {
     let host = e
@@ -786,6 +845,9 @@ fn describe(e: &Event) -> String {
         _ => format!("in event {}", e.event_id),
     }
 }
+
+#[cfg(test)]
+mod tests20;
 
 #[cfg(test)]
 mod tests {

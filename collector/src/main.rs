@@ -86,7 +86,17 @@ fn main() -> std::process::ExitCode {
     if cli.check {
         if let Some(a) = &cfg.alerts
             && let Err(e) = cfg.internal().map_err(|m| m.to_string()).and_then(|d| {
-                kiroku_collector::alerts::RuleSet::load(&a.rules, &d).map_err(|e| e.to_string())
+                let set = kiroku_collector::alerts::RuleSet::load(&a.rules, &d)
+                    .map_err(|e| e.to_string())?;
+                // A route may only name the notifiers configured here.
+                let mut configured = Vec::new();
+                if a.webhook.is_some() {
+                    configured.push("webhook");
+                }
+                if a.mail.is_some() {
+                    configured.push("mail");
+                }
+                set.check_routes(&configured).map_err(|e| e.to_string())
             })
         {
             eprintln!("kiroku-collector: {e}");

@@ -115,6 +115,13 @@ pub async fn serve(
             store.clone(),
         ))
     });
+    let health_watcher = cfg.alerts.as_ref().map(|a| {
+        tokio::spawn(alerting.clone().health(
+            store.clone(),
+            std::time::Duration::from_secs(a.health_secs.max(1)),
+            stop_watch.subscribe(),
+        ))
+    });
     let ca_pem = std::fs::read(&cfg.tls.ca)
         .with_context(|| format!("reading the CA certificate {}", cfg.tls.ca.display()))?;
     let (checkpoints, checkpoint_feed) = crate::integrity::checkpoint::CheckpointWriter::start(
@@ -295,6 +302,9 @@ pub async fn serve(
     if let Some(w) = rules_watcher {
         let _ = w.await;
     }
+    if let Some(w) = health_watcher {
+        let _ = w.await;
+    }
     let _ = retention_watcher.await;
     drop(alerting);
     for t in notifier_tasks {
@@ -338,6 +348,8 @@ fn start_alerting(
         sinks.push(s);
         tasks.push(t);
     }
+    let names: Vec<&str> = sinks.iter().map(|s| s.name()).collect();
+    rules.check_routes(&names)?;
     tracing::info!(rules_file = %a.rules.display(), rules = rules.rules.len(), notifiers = sinks.len(), "alerting");
     Ok((
         Arc::new(Alerting::new(&store.meta, rules, sinks, a.keep)?.with_internal_domains(internal)),

@@ -238,9 +238,9 @@ pub fn mail(cfg: MailConfig) -> anyhow::Result<(Sink, JoinHandle<()>)> {
             };
             // Rule alerts that arrived together go out in one mail.
             let mut batch = vec![first];
-            while batch.len() < 100 && batch[0].body.is_empty() {
+            while batch.len() < 100 && !is_report(&batch[0]) {
                 match rx.try_recv() {
-                    Ok(a) if !a.body.is_empty() => {
+                    Ok(a) if is_report(&a) => {
                         next = Some(a);
                         break;
                     }
@@ -314,7 +314,7 @@ pub fn compose(batch: &[Alert]) -> (String, String) {
         .unwrap_or("warning");
     let one_line = |s: &str| s.replace(['\r', '\n'], " ");
     let subject = match batch {
-        [one] if !one.body.is_empty() => {
+        [one] if is_report(one) => {
             format!("[kiroku {severity}] {}", one_line(&one.summary))
         }
         [one] => format!(
@@ -326,7 +326,7 @@ pub fn compose(batch: &[Alert]) -> (String, String) {
     };
     let mut body = String::new();
     for a in batch {
-        if !a.body.is_empty() {
+        if is_report(a) {
             body.push_str(&format!(
                 "severity: {}\r\n\r\n{}\r\n",
                 kiroku_common::alert_severity(a),
@@ -335,18 +335,31 @@ pub fn compose(batch: &[Alert]) -> (String, String) {
             continue;
         }
         body.push_str(&format!(
-            "rule:     {} ({})\r\nseverity: {}\r\nevent:    {}\r\nsummary:  {}\r\n\r\n",
+            "rule:     {} ({})\r\nseverity: {}\r\nevent:    {}\r\nsummary:  {}\r\n",
             a.rule,
             a.kind,
             kiroku_common::alert_severity(a),
             a.event_id,
             a.summary.chars().take(900).collect::<String>()
         ));
+        // A rule's details (issue 20): who, what, where, counts, and the
+        // command to see more.
+        if !a.body.is_empty() {
+            body.push_str(&crlf(&a.body.chars().take(4000).collect::<String>()));
+        }
+        body.push_str("\r\n");
     }
     if batch.iter().any(|a| a.body.is_empty()) {
         body.push_str("Details: kiroku show EVENT_ID; all alerts: kiroku alerts --since 1d\r\n");
     }
     (subject.chars().take(200).collect(), body)
+}
+
+/// The collector's own report (the maintenance summary, sent by
+/// `Alerting::notify`): mailed alone, its body as the text. A rule's alert
+/// has a body too (its details) and is batched with the others.
+pub fn is_report(a: &Alert) -> bool {
+    a.rule == "maintenance" && !a.body.is_empty()
 }
 
 /// Text with every line ending CRLF, as mail wants it.
@@ -409,5 +422,23 @@ mod tests {
         );
         let (_, text) = compose(&[usb]);
         assert!(text.starts_with("rule:     usb (removable_copy)\r\nseverity: warning\r\n"));
+        // A rule's alert with details: batched, the details under its
+        // summary, its subject still the rule and summary.
+        let detailed = alert(
+            "auth",
+            "critical",
+            "12 failed AUTH attempts from client 10.0.0.9",
+            "who:     client 10.0.0.9\nsee:     kiroku search --kind auth\n",
+        );
+        let (subject, text) = compose(std::slice::from_ref(&detailed));
+        assert_eq!(
+            subject,
+            "[kiroku critical] auth: 12 failed AUTH attempts from client 10.0.0.9"
+        );
+        assert!(
+            text.contains("summary:  12 failed AUTH attempts from client 10.0.0.9\r\nwho:     client 10.0.0.9\r\nsee:     kiroku search --kind auth\r\n"),
+            "{text}"
+        );
+        assert!(!text.contains("Details: kiroku show EVENT_ID"), "{text}");
     }
 }

@@ -10,6 +10,7 @@ use kiroku_common::mail::InternalDomains;
 use kiroku_proto::{Event, event::Kind};
 use serde::Deserialize;
 
+use super::params::{self, Params};
 use crate::analysis::ppap::PpapSettings;
 
 /// What a rule looks for (the `kind` key of a `[[rule]]`).
@@ -42,9 +43,61 @@ pub enum RuleKind {
     /// `integrity` record: events removed, altered or sent twice with
     /// different content on an agent, or a loss the agent reported).
     Integrity,
+    // Issue 20 (settings in params.rs, evaluation in records.rs,
+    // windows.rs and health.rs).
+    /// More than `max` failed AUTH attempts through a relay in `window`
+    /// per client IP or per claimed user (`per`); fires once per crossing.
+    AuthFailures,
+    /// A relay incident (of `kinds`, default any) lasting more than
+    /// `minutes`: from its still_open/closed record, or the periodic check
+    /// while it is open. Once per incident.
+    IncidentOpen,
+    /// More than `max` deferred or bounced deliveries to one recipient
+    /// domain in `window` (default 1h), from the MTA's log.
+    DeliveryFailures,
+    /// A delivery (MTA log, status sent) that took more than `max_delay`.
+    DeliveryDelay,
+    /// An agent with no stream and no status for `minutes` (periodic).
+    /// Once per silence.
+    AgentSilent,
+    /// An agent's measured clock offset beyond `max_offset` either way.
+    /// Once per crossing per agent.
+    ClockSkew,
+    /// The collector's disk reserve paused ingest (periodic). Once per
+    /// pause.
+    IngestPaused,
+    /// Anything the capture could not record: a gap record, a file
+    /// overflow or watch_lost, an integrity record.
+    CaptureGap,
+    /// A mail sent outside `schedule` in `time_zone`.
+    OffHours,
+    /// Any mail with an attachment (no internal domains needed).
+    AnyAttachment,
+    /// One of `keywords` in a mail's subject or body, matched as a search
+    /// matches it.
+    Keyword,
 }
 
 impl RuleKind {
+    /// An issue-20 kind (evaluated by records.rs or health.rs).
+    pub fn is_new(self) -> bool {
+        use RuleKind::*;
+        matches!(
+            self,
+            AuthFailures
+                | IncidentOpen
+                | DeliveryFailures
+                | DeliveryDelay
+                | AgentSilent
+                | ClockSkew
+                | IngestPaused
+                | CaptureGap
+                | OffHours
+                | AnyAttachment
+                | Keyword
+        )
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             RuleKind::ExternalAttachment => "external_attachment",
@@ -55,6 +108,17 @@ impl RuleKind {
             RuleKind::EncryptedAttachment => "encrypted_attachment",
             RuleKind::Ppap => "ppap",
             RuleKind::Integrity => "integrity",
+            RuleKind::AuthFailures => "auth_failures",
+            RuleKind::IncidentOpen => "incident_open",
+            RuleKind::DeliveryFailures => "delivery_failures",
+            RuleKind::DeliveryDelay => "delivery_delay",
+            RuleKind::AgentSilent => "agent_silent",
+            RuleKind::ClockSkew => "clock_skew",
+            RuleKind::IngestPaused => "ingest_paused",
+            RuleKind::CaptureGap => "capture_gap",
+            RuleKind::OffHours => "off_hours",
+            RuleKind::AnyAttachment => "any_attachment",
+            RuleKind::Keyword => "keyword",
         }
     }
 }
@@ -75,7 +139,10 @@ pub struct RuleDef {
     /// Letters, digits, `-`, `_`, `.`.
     pub name: String,
     /// One of external_attachment, sensitive_hash, sensitive_dir,
-    /// removable_copy, mail_rate, encrypted_attachment, ppap, integrity.
+    /// removable_copy, mail_rate, encrypted_attachment, ppap, integrity,
+    /// and (issue 20) auth_failures, incident_open, delivery_failures,
+    /// delivery_delay, agent_silent, clock_skew, ingest_paused,
+    /// capture_gap, off_hours, any_attachment, keyword.
     pub kind: RuleKind,
     /// external_attachment, mail_rate, encrypted_attachment: the
     /// organisation's own mail domains;
@@ -109,6 +176,46 @@ pub struct RuleDef {
     /// Set to false to keep a rule in the file without it firing.
     #[serde(default = "yes")]
     pub enabled: bool,
+    // Issue 20, every kind (validated in params.rs):
+    /// "info", "warning" (default) or "critical".
+    #[serde(default)]
+    pub severity: Option<String>,
+    /// Which notifiers get this rule's alerts: any of "webhook", "mail",
+    /// "stream" (the Alerts rpc, `kiroku alerts`). Default: all configured.
+    #[serde(default)]
+    pub route: Option<Vec<String>>,
+    // Issue 20, the new kinds' settings:
+    /// auth_failures: "client_ip" or "user".
+    #[serde(default)]
+    pub per: Option<String>,
+    /// auth_failures, delivery_failures: the most that are fine in the
+    /// window.
+    #[serde(default)]
+    pub max: Option<u32>,
+    /// auth_failures (default "10m"), delivery_failures (default "1h").
+    #[serde(default)]
+    pub window: Option<String>,
+    /// incident_open: incident kinds (default: all).
+    #[serde(default)]
+    pub kinds: Vec<String>,
+    /// incident_open, agent_silent: how long, minutes (fractions allowed).
+    #[serde(default)]
+    pub minutes: Option<f64>,
+    /// delivery_delay: e.g. "30m".
+    #[serde(default)]
+    pub max_delay: Option<String>,
+    /// clock_skew: e.g. "2s".
+    #[serde(default)]
+    pub max_offset: Option<String>,
+    /// off_hours: working hours, e.g. ["Mon-Fri 08:00-19:00"].
+    #[serde(default)]
+    pub schedule: Vec<String>,
+    /// off_hours: an IANA zone, e.g. "Asia/Tokyo".
+    #[serde(default)]
+    pub time_zone: Option<String>,
+    /// keyword: words matched in subject and body.
+    #[serde(default)]
+    pub keywords: Vec<String>,
 }
 
 fn yes() -> bool {
@@ -127,6 +234,10 @@ pub struct Rule {
     pub max_per_hour: u32,
     /// ppap: the validated window and patterns.
     pub ppap: Option<PpapSettings>,
+    /// Severity, route and the issue-20 kinds' settings.
+    pub params: Params,
+    /// Where the rule starts in its file (for errors found later).
+    pub line: usize,
 }
 
 /// The rules in force.
@@ -297,6 +408,7 @@ impl RuleSet {
             if def.max_per_hour == Some(0) {
                 return Err(bad("max_per_hour", "must be at least 1".into()));
             }
+            let params = params::params(&def).map_err(|(field, message)| bad(field, message))?;
             if !def.enabled {
                 continue;
             }
@@ -308,12 +420,43 @@ impl RuleSet {
                 paths,
                 max_per_hour: def.max_per_hour.unwrap_or(0),
                 ppap,
+                params,
+                line,
             });
         }
         Ok(RuleSet {
             rules,
             source: Some(path.to_owned()),
         })
+    }
+}
+
+impl RuleSet {
+    /// Refuses a rule whose `route` names only notifiers that are not
+    /// configured (`configured`: "webhook", "mail"; "stream" always is):
+    /// its alerts would reach nobody.
+    pub fn check_routes(&self, configured: &[&str]) -> Result<(), RulesError> {
+        for r in &self.rules {
+            let route = &r.params.route;
+            if route.is_empty()
+                || route
+                    .iter()
+                    .any(|n| n == "stream" || configured.contains(&n.as_str()))
+            {
+                continue;
+            }
+            return Err(RulesError::Field {
+                path: self.source.clone().unwrap_or_default(),
+                line: r.line,
+                rule: r.name.clone(),
+                field: "route",
+                message: format!(
+                    "{} not configured in the collector's [alerts] section: configure it, or route to another notifier",
+                    route.join(", ")
+                ),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -355,6 +498,17 @@ mod tests {
             RuleKind::EncryptedAttachment,
             RuleKind::Ppap,
             RuleKind::Integrity,
+            RuleKind::AuthFailures,
+            RuleKind::IncidentOpen,
+            RuleKind::DeliveryFailures,
+            RuleKind::DeliveryDelay,
+            RuleKind::AgentSilent,
+            RuleKind::ClockSkew,
+            RuleKind::IngestPaused,
+            RuleKind::CaptureGap,
+            RuleKind::OffHours,
+            RuleKind::AnyAttachment,
+            RuleKind::Keyword,
         ] {
             assert!(kinds.contains(&k), "the example shows {}", k.name());
         }

@@ -113,6 +113,7 @@ pub fn alert(r: &MaintenanceReport, body: String) -> Alert {
         event: None,
         severity: alert_severity(&r.severity).into(),
         body,
+        route: Vec::new(),
     }
 }
 
