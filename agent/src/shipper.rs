@@ -92,6 +92,8 @@ pub struct Shipper {
     pub ctx: Arc<CaptureContext>,
     /// HTTP/2 keep-alive ping interval (`collector.keepalive_secs`).
     pub keepalive: Duration,
+    /// SHA-256 of the config file in force, sent in `Status`.
+    pub config_sha256: Arc<crate::reload::ConfigDigest>,
 }
 
 impl Shipper {
@@ -323,6 +325,7 @@ impl Shipper {
                 rtt_us,
                 chain_head_seq: head.map_or(0, |h| h.seq),
                 chain_head: head.map(|h| h.sha256.to_vec()).unwrap_or_default(),
+                config_sha256: self.config_sha256.get(),
             })),
         })
         .await
