@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-pub use diff::{Changes, changes, field_error, is_live, line_of};
+pub use diff::{Changes, changes, field_error, is_live, line_of, one_line};
 
 use crate::capture::context::CaptureContext;
 use crate::capture::smtp::Live;
@@ -148,6 +148,20 @@ impl Trigger {
     }
 }
 
+/// The next SIGHUP (never, without a handler).
+async fn next_hup(hup: &mut Option<tokio::signal::unix::Signal>) {
+    match hup.as_mut() {
+        Some(h) => {
+            if h.recv().await.is_none() {
+                // The handler is gone: no more SIGHUPs to wait for.
+                *hup = None;
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
 /// What a file looks like without reading it: a change of any of these
 /// starts a reload.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -214,25 +228,28 @@ impl Reloader {
         let mut tick = tokio::time::interval(CHECK_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let hup_fut = async {
-                match hup.as_mut() {
-                    Some(h) => h.recv().await,
-                    None => std::future::pending().await,
-                }
-            };
-            let trigger = tokio::select! {
+            let mut trigger = tokio::select! {
                 _ = tick.tick() => Trigger::FileChanged,
-                _ = hup_fut => Trigger::Sighup,
+                _ = next_hup(&mut hup) => Trigger::Sighup,
             };
             if trigger == Trigger::FileChanged {
                 let now = stamp(&self.file);
                 if now == seen {
                     continue;
                 }
-                // Let a writer finish: read once the file is still.
+                // Let a writer finish: read once the file is still. A
+                // SIGHUP meanwhile (the usual "edit, then signal") makes
+                // it a SIGHUP reload.
                 let mut settled = now;
                 loop {
-                    tokio::time::sleep(SETTLE).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(SETTLE) => {}
+                        _ = next_hup(&mut hup) => {
+                            trigger = Trigger::Sighup;
+                            settled = stamp(&self.file);
+                            break;
+                        }
+                    }
                     let again = stamp(&self.file);
                     if again == settled {
                         break;
@@ -240,7 +257,7 @@ impl Reloader {
                     settled = again;
                 }
                 seen = settled;
-                if seen.is_none() {
+                if seen.is_none() && trigger == Trigger::FileChanged {
                     tracing::warn!(file = %self.file.display(), "the config file is gone; the running configuration stays (put the file back, or send SIGHUP once it is)");
                     continue;
                 }
@@ -279,7 +296,8 @@ impl Reloader {
                     file,
                     sha256,
                     trigger = why,
-                    "configuration NOT reloaded, the running configuration stays: {e:#}"
+                    "configuration NOT reloaded, the running configuration stays: {}",
+                    one_line(&format!("{e:#}"))
                 );
                 return false;
             }
@@ -314,7 +332,8 @@ impl Reloader {
                     file,
                     sha256,
                     trigger = why,
-                    "configuration NOT reloaded, the running configuration stays: {e:#}"
+                    "configuration NOT reloaded, the running configuration stays: {}",
+                    one_line(&format!("{e:#}"))
                 );
                 false
             }

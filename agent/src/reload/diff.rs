@@ -118,6 +118,23 @@ pub fn field_error(path: &Path, text: &str, field: &str, message: String) -> any
     }
 }
 
+/// An error on one log line: TOML's multi-line report (a source snippet
+/// with a caret under the fault) keeps its text lines, joined with ": ".
+pub fn one_line(error: &str) -> String {
+    error
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            let snippet = l.starts_with('|')
+                || l.split_once('|').is_some_and(|(n, _)| {
+                    !n.trim().is_empty() && n.trim().chars().all(|c| c.is_ascii_digit())
+                });
+            !l.is_empty() && !snippet
+        })
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,6 +241,16 @@ mod tests {
             assert_eq!(line_of(text, field), line, "{field}");
         }
         assert_eq!(line_of("not toml [", "data_dir"), None);
+    }
+
+    #[test]
+    fn errors_fit_on_one_line() {
+        let toml = "invalid config file /a.toml: TOML parse error at line 12, column 16\n   |\n12 | upstream_tls = \"sometimes\"\n   |                ^^^^^^^^^^^\nunknown variant `sometimes`, expected one of `off`, `required`\n";
+        assert_eq!(
+            one_line(toml),
+            "invalid config file /a.toml: TOML parse error at line 12, column 16: unknown variant `sometimes`, expected one of `off`, `required`"
+        );
+        assert_eq!(one_line("plain | text"), "plain | text");
     }
 
     #[test]
