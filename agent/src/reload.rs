@@ -85,27 +85,41 @@ fn parse(path: &Path, bytes: &[u8]) -> anyhow::Result<AgentConfig> {
     AgentConfig::parse(path, text)
 }
 
-/// The SHA-256 (hex) of the config file in force, for `Status`.
+/// The SHA-256 (hex) of the config file in force, for `Status` (the
+/// shipper reports a change at once).
 #[derive(Debug, Default)]
-pub struct ConfigDigest(RwLock<String>);
+pub struct ConfigDigest {
+    sha256: RwLock<String>,
+    changed: tokio::sync::Notify,
+}
 
 impl ConfigDigest {
     pub fn new(sha256: String) -> Arc<ConfigDigest> {
-        Arc::new(ConfigDigest(RwLock::new(sha256)))
+        Arc::new(ConfigDigest {
+            sha256: RwLock::new(sha256),
+            changed: tokio::sync::Notify::new(),
+        })
     }
 
     pub fn get(&self) -> String {
-        match self.0.read() {
+        match self.sha256.read() {
             Ok(s) => s.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
 
+    /// Resolves after the next change (or at once, if one happened since
+    /// the last call).
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
+
     fn set(&self, sha256: String) {
-        match self.0.write() {
+        match self.sha256.write() {
             Ok(mut s) => *s = sha256,
             Err(poisoned) => *poisoned.into_inner() = sha256,
         }
+        self.changed.notify_one();
     }
 }
 

@@ -96,6 +96,25 @@ fn sighup(agent: &Proc) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Waits until `kiroku hosts --json` shows the agent's config SHA-256 as
+/// that of `cfg`'s current content.
+async fn wait_config_reported(env: &Env, cfg: &Path) -> anyhow::Result<()> {
+    use sha2::{Digest, Sha256};
+    let want = hex::encode(Sha256::digest(std::fs::read(cfg)?));
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let out = env.cli(&["hosts", "--json"])?;
+        if out.contains(&format!("\"config_sha256\":\"{want}\"")) {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the collector never saw config {want}: {out}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 fn config_of(env: &Env, name: &str) -> PathBuf {
     env.path().join(format!("agent-{name}.toml"))
 }
@@ -314,6 +333,8 @@ async fn a_broken_config_is_refused_and_the_running_settings_stay() -> anyhow::R
     let agent = env.start_agent("rb", smtp, &Mode::Relay(a.port))?;
     let cfg = config_of(&env, "rb");
     let good = std::fs::read_to_string(&cfg)?;
+    // The collector knows which config file the agent runs with.
+    wait_config_reported(&env, &cfg).await?;
     let line_of = |text: &str, needle: &str| {
         text.lines()
             .position(|l| l.contains(needle))
@@ -414,5 +435,8 @@ async fn a_broken_config_is_refused_and_the_running_settings_stay() -> anyhow::R
         std::net::TcpStream::connect(("127.0.0.1", other)).is_err(),
         "the new listen address must wait for a restart"
     );
+    // The reloaded file's SHA-256 reaches the collector (at once, not at
+    // the next minute's Status).
+    wait_config_reported(&env, &cfg).await?;
     Ok(())
 }
