@@ -4,4 +4,5 @@
 pub mod context;
 pub mod files;
 pub mod host;
+pub mod mtalog;
 pub mod smtp;

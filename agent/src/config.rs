@@ -30,6 +30,10 @@ pub struct AgentConfig {
     /// Operator-defined key/values attached to every event.
     #[serde(default)]
     pub custom: BTreeMap<String, String>,
+    /// Issue 20: the mail server's own logs to follow (`[[mta_log]]`, see
+    /// `capture/mtalog.rs`); none: off.
+    #[serde(default)]
+    pub mta_log: Vec<crate::capture::mtalog::MtaLogConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -322,6 +326,18 @@ impl AgentConfig {
                 ));
             }
         }
+        // Issue 20: [[mta_log]] paths.
+        for m in cfg.mta_log.iter_mut() {
+            m.path = kiroku_common::config::resolve_relative(path, &m.path);
+        }
+        crate::capture::mtalog::validate(&cfg.mta_log).map_err(|e| {
+            // "field `mta_log[i].path`: …": with its line.
+            let e = e.to_string();
+            match e.strip_prefix("field `").and_then(|r| r.split_once("`: ")) {
+                Some((field, message)) => bad(field, message.to_owned()),
+                None => anyhow::anyhow!("invalid config file {}: {e}", path.display()),
+            }
+        })?;
         if cfg.buffer.when_full == WhenFull::RelayUnrecorded && cfg.smtp.mode != SmtpMode::Relay {
             tracing::warn!(
                 "buffer.when_full = \"relay_unrecorded\" has no effect on mail in capture-only mode (nothing to relay): a full buffer refuses mail with 452"

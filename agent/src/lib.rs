@@ -104,6 +104,10 @@ pub async fn run(cfg: AgentConfig, file: reload::ConfigFile) -> anyhow::Result<(
         gaps.clone(),
         ctx.clone(),
     )?;
+    // Issue 20: the MTA's own log (followers wait for the buffer to open).
+    let mta_log = capture::mtalog::MtaLogCapture::start(&cfg.mta_log, buffer.clone(), ctx.clone())?;
+    // Shared with the reload hook below; taken out at stop.
+    let mta_log = std::sync::Arc::new(std::sync::Mutex::new(Some(mta_log)));
     let gap_writer = tokio::spawn(gaps.clone().run(GAP_CHECK_EVERY));
     let listeners = smtp.bind().await?;
     let live = capture::smtp::Live::new(smtp.clone());
@@ -114,6 +118,8 @@ pub async fn run(cfg: AgentConfig, file: reload::ConfigFile) -> anyhow::Result<(
         ctx.clone(),
         files.clone(),
     );
+    let mut reloader = reloader;
+    reloader.on_mta_log(reload::mta_log_hook(mta_log.clone()));
     let config_sha256 = reloader.digest();
     let reloader = tokio::spawn(reloader.run());
     let shipper = shipper::Shipper {
@@ -156,6 +162,13 @@ pub async fn run(cfg: AgentConfig, file: reload::ConfigFile) -> anyhow::Result<(
     gap_writer.abort();
     host_watch.abort();
     files.stop().await;
+    let mta_log = match mta_log.lock() {
+        Ok(mut m) => m.take(),
+        Err(poisoned) => poisoned.into_inner().take(),
+    };
+    if let Some(mta_log) = mta_log {
+        mta_log.stop().await;
+    }
     shipper.abort();
     let _ = shipper.await;
     Ok(())

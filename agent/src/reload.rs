@@ -128,6 +128,24 @@ impl ConfigDigest {
 /// logged; the rest of the reload stands).
 pub type MtaLogHook = Box<dyn Fn(&AgentConfig) -> anyhow::Result<()> + Send + Sync>;
 
+/// The hook that hands a reloaded `[[mta_log]]` list to the running MTA
+/// log capture (`capture/mtalog.rs`: followers of entries no longer listed
+/// stop, new ones start, the others go on undisturbed).
+pub fn mta_log_hook(
+    capture: Arc<std::sync::Mutex<Option<crate::capture::mtalog::MtaLogCapture>>>,
+) -> MtaLogHook {
+    Box::new(move |cfg: &AgentConfig| {
+        let mut guard = match capture.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        match guard.as_mut() {
+            Some(c) => c.apply(&cfg.mta_log),
+            None => Ok(()),
+        }
+    })
+}
+
 /// What a reload can change, and the configurations it compares.
 pub struct Reloader {
     file: PathBuf,
@@ -388,9 +406,11 @@ impl Reloader {
         if has("mta_log") {
             match &self.mta_log {
                 Some(hook) => {
-                    if let Err(e) = hook(&cfg) {
+                    // Stopping a follower joins its thread.
+                    if let Err(e) = tokio::task::block_in_place(|| hook(&cfg)) {
                         tracing::error!(error = %format!("{e:#}"), "the new [[mta_log]] settings could not be applied; the MTA log followers keep their previous settings");
                         applied.retain(|f| !(f == "mta_log" || f.starts_with("mta_log")));
+                        cfg.mta_log = self.applied.mta_log.clone();
                     }
                 }
                 None => tracing::warn!(

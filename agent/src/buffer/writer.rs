@@ -330,6 +330,53 @@ impl Buffer {
         Ok((seq, t))
     }
 
+    /// Like [`Buffer::append_with`] for several records at once (issue 20,
+    /// the MTA log follower: a batch of log lines and the file position
+    /// after them): all of `events` and what `decide` writes to `state`
+    /// are durable together or not at all, in order, with one flush.
+    /// Returns the last sequence number (None for an empty batch).
+    pub async fn append_batch_with<F>(
+        self: &Arc<Self>,
+        events: Vec<Event>,
+        state: &KeyedState,
+        decide: F,
+    ) -> Result<Option<u64>, BufferError>
+    where
+        F: Fn(&StateTx<'_>) -> TxResult<()> + Send + 'static,
+    {
+        self.check_space()?;
+        let epoch = self.reopens.load(Ordering::SeqCst);
+        let this = self.clone();
+        let name = state.name().to_owned();
+        let task = move || -> Result<(Option<u64>, usize), BufferError> {
+            this.with_store(|s| {
+                let aux = s.db.open_tree(&name).map_err(|e| this.sled_err(e))?;
+                (&s.queue, &s.meta, &aux)
+                    .transaction(|(queue, meta, aux)| {
+                        decide(&StateTx(aux)).map_err(|e| e.0)?;
+                        let mut last = None;
+                        let mut bytes = 0;
+                        for event in &events {
+                            let (seq, len) = this.queue_in_tx(queue, meta, event)?;
+                            last = Some(seq);
+                            bytes += len;
+                        }
+                        Ok((last, bytes))
+                    })
+                    .map_err(|e| this.tx_err(e))
+            })
+        };
+        let (last, bytes) = self.blocking(task).await?;
+        self.ledger.apply(Delta {
+            queued: bytes as i64,
+            ..Default::default()
+        });
+        if let Some(seq) = last {
+            self.make_durable(Settled { seq, epoch }).await?;
+        }
+        Ok(last)
+    }
+
     /// Updates a small note kept in the `meta` tree under `key` (e.g. a
     /// pending gap record) with `update` (old value → new value), outside
     /// the bound: notes are how the agent remembers what it could not
