@@ -9,7 +9,8 @@
 //! - broken files (a bad value, a required field missing, a CA file that
 //!   does not exist) are refused with the file, line and field, and the
 //!   running settings stay; a setting that needs a restart is named and
-//!   keeps its value.
+//!   keeps its value; the collector sees the config file's SHA-256;
+//! - an `[[mta_log]]` added by reload: its lines are recorded.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -66,7 +67,7 @@ async fn wait_count(agent: &Proc, what: &str, n: usize) -> anyhow::Result<()> {
 }
 
 /// The log lines holding `what`.
-fn lines(agent: &Proc, what: &str) -> Vec<String> {
+fn lines_of(agent: &Proc, what: &str) -> Vec<String> {
     agent
         .log_text()
         .lines()
@@ -190,7 +191,7 @@ async fn reload_moves_new_mail_to_the_new_upstream_and_learns_a_new_watch_root()
     })?;
     sighup(&agent)?;
     wait_count(&agent, "configuration reloaded", 1).await?;
-    let first = lines(&agent, "configuration reloaded").remove(0);
+    let first = lines_of(&agent, "configuration reloaded").remove(0);
     anyhow::ensure!(
         first.contains("SIGHUP") && first.contains("smtp.upstream"),
         "{first}"
@@ -265,7 +266,7 @@ async fn reload_moves_new_mail_to_the_new_upstream_and_learns_a_new_watch_root()
         )
     })?;
     wait_count(&agent, "configuration reloaded", 2).await?;
-    let second = lines(&agent, "configuration reloaded").remove(1);
+    let second = lines_of(&agent, "configuration reloaded").remove(1);
     anyhow::ensure!(
         second.contains("file changed") && second.contains("files.watch"),
         "{second}"
@@ -273,7 +274,7 @@ async fn reload_moves_new_mail_to_the_new_upstream_and_learns_a_new_watch_root()
     wait_count(&agent, "file capture watching", watching + 1).await?;
     let root2_scanned = format!("root={}", root2.display());
     let deadline = Instant::now() + WAIT;
-    while !lines(&agent, "file catch-up scan done")
+    while !lines_of(&agent, "file catch-up scan done")
         .iter()
         .any(|l| l.contains(&root2_scanned))
     {
@@ -352,7 +353,7 @@ async fn a_broken_config_is_refused_and_the_running_settings_stay() -> anyhow::R
     let bad_line = line_of(&bad, "upstream_tls");
     rewrite(&cfg, |_| bad)?;
     wait_count(&agent, refused, 1).await?;
-    let e = lines(&agent, refused).remove(0);
+    let e = lines_of(&agent, refused).remove(0);
     anyhow::ensure!(
         e.contains(&cfg.display().to_string())
             && e.contains(&format!("line {bad_line}"))
@@ -367,7 +368,7 @@ async fn a_broken_config_is_refused_and_the_running_settings_stay() -> anyhow::R
     rewrite(&cfg, |_| missing)?;
     sighup(&agent)?;
     wait_count(&agent, refused, 2).await?;
-    let e = lines(&agent, refused).remove(1);
+    let e = lines_of(&agent, refused).remove(1);
     anyhow::ensure!(
         e.contains(&format!(
             "{}, line {smtp_line}, field `smtp.upstream`",
@@ -390,7 +391,7 @@ async fn a_broken_config_is_refused_and_the_running_settings_stay() -> anyhow::R
     rewrite(&cfg, |_| no_ca)?;
     sighup(&agent)?;
     wait_count(&agent, refused, 3).await?;
-    let e = lines(&agent, refused).remove(2);
+    let e = lines_of(&agent, refused).remove(2);
     anyhow::ensure!(
         e.contains("smtp.upstream_ca") && e.contains("no-such-ca.pem"),
         "{e}"
@@ -420,7 +421,7 @@ async fn a_broken_config_is_refused_and_the_running_settings_stay() -> anyhow::R
     sighup(&agent)?;
     wait_count(&agent, "configuration reloaded", 1).await?;
     wait_count(&agent, "need a restart", 1).await?;
-    let warn = lines(&agent, "need a restart").remove(0);
+    let warn = lines_of(&agent, "need a restart").remove(0);
     anyhow::ensure!(
         warn.contains("smtp.listen") && warn.contains("collector.keepalive_secs"),
         "{warn}"
@@ -438,5 +439,40 @@ async fn a_broken_config_is_refused_and_the_running_settings_stay() -> anyhow::R
     // The reloaded file's SHA-256 reaches the collector (at once, not at
     // the next minute's Status).
     wait_config_reported(&env, &cfg).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mta_log_added_by_reload_is_followed() -> anyhow::Result<()> {
+    let env = Env::new()?;
+    let _collector = env.start_collector()?;
+    let smtp = free_port();
+    let agent = env.start_agent("rm", smtp, &Mode::CaptureOnly)?;
+    let cfg = config_of(&env, "rm");
+    let log = env.path().join("maillog");
+    let lines = [
+        "Dec  6 07:00:00 mx postfix/smtpd[101]: connect from client.example[192.0.2.7]",
+        "Dec  6 07:00:01 mx postfix/qmgr[102]: 4ABC123DEF: from=<a@example.org>, size=1234, nrcpt=1 (queue active)",
+        "Dec  6 07:00:02 mx postfix/smtp[103]: 4ABC123DEF: to=<b@example.net>, relay=mx.example.net[198.51.100.1]:25, delay=1.2, delays=0.1/0/0.5/0.6, dsn=2.0.0, status=sent (250 2.0.0 Ok: queued as 99)",
+    ];
+    std::fs::write(&log, format!("{}\n", lines.join("\n")))?;
+    rewrite(&cfg, |t| {
+        format!("{t}[[mta_log]]\npath = {log:?}\nformat = \"postfix\"\nstart_at = \"start\"\n")
+    })?;
+    sighup(&agent)?;
+    wait_count(&agent, "configuration reloaded", 1).await?;
+    let reloaded = lines_of(&agent, "configuration reloaded").remove(0);
+    anyhow::ensure!(reloaded.contains("mta_log"), "{reloaded}");
+    let found = env
+        .wait_for(
+            SearchRequest {
+                kind: "mta_log".into(),
+                ..Default::default()
+            },
+            lines.len(),
+            WAIT,
+        )
+        .await?;
+    anyhow::ensure!(found.len() == lines.len(), "{found:?}");
     Ok(())
 }
