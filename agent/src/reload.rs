@@ -396,12 +396,12 @@ impl Reloader {
             self.ctx.set_custom(cfg.custom.clone());
         }
         let mut applied = live.clone();
-        if has("files") {
-            if let Err(e) = self.files.apply(cfg.files.clone()).await {
-                tracing::error!(error = %format!("{e:#}"), "the new [files] settings could not be applied; file capture keeps its previous settings");
-                applied.retain(|f| !(f == "files" || f.starts_with("files.")));
-                cfg.files = self.applied.files.clone();
-            }
+        if has("files")
+            && let Err(e) = self.files.apply(cfg.files.clone()).await
+        {
+            tracing::error!(error = %format!("{e:#}"), "the new [files] settings could not be applied; file capture keeps its previous settings");
+            applied.retain(|f| !(f == "files" || f.starts_with("files.")));
+            cfg.files = self.applied.files.clone();
         }
         if has("mta_log") {
             match &self.mta_log {
