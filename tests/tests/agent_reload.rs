@@ -404,8 +404,8 @@ async fn a_broken_config_is_refused_and_the_running_settings_stay() -> anyhow::R
     anyhow::ensure!(count(&agent, "configuration reloaded") == 0);
 
     // A good file that also changes settings needing a restart: the
-    // upstream applies, the listen address and keepalive are named and
-    // keep their values.
+    // upstream and the custom fields apply, the listen address and
+    // keepalive are named and keep their values.
     let other = free_port();
     let moved = good
         .replace(
@@ -416,7 +416,8 @@ async fn a_broken_config_is_refused_and_the_running_settings_stay() -> anyhow::R
             &format!("listen = [\"127.0.0.1:{smtp}\"]"),
             &format!("listen = [\"127.0.0.1:{other}\"]"),
         )
-        .replace("[collector.tls]", "keepalive_secs = 20\n[collector.tls]");
+        .replace("[collector.tls]", "keepalive_secs = 20\n[collector.tls]")
+        .replace("department = \"finance\"", "department = \"legal\"");
     rewrite(&cfg, |_| moved)?;
     sighup(&agent)?;
     wait_count(&agent, "configuration reloaded", 1).await?;
@@ -436,6 +437,33 @@ async fn a_broken_config_is_refused_and_the_running_settings_stay() -> anyhow::R
         std::net::TcpStream::connect(("127.0.0.1", other)).is_err(),
         "the new listen address must wait for a restart"
     );
+    // Custom fields: the new value on mail after the reload only.
+    let events = env
+        .wait_for(
+            SearchRequest {
+                kind: "email".into(),
+                ..Default::default()
+            },
+            2,
+            WAIT,
+        )
+        .await?;
+    for e in &events {
+        let Some(Kind::Email(m)) = &e.kind else {
+            continue;
+        };
+        let want = if m.subject == "now-b" {
+            "legal"
+        } else {
+            "finance"
+        };
+        anyhow::ensure!(
+            e.custom.get("department").map(String::as_str) == Some(want),
+            "{}: custom {:?}",
+            m.subject,
+            e.custom
+        );
+    }
     // The reloaded file's SHA-256 reaches the collector (at once, not at
     // the next minute's Status).
     wait_config_reported(&env, &cfg).await?;
