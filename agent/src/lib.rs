@@ -28,6 +28,7 @@ const HOST_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(60)
 /// Runs the agent until SIGINT/SIGTERM; `file` is the config file `cfg`
 /// came from, reloaded on SIGHUP and when it changes (`reload`).
 pub async fn run(cfg: AgentConfig, file: reload::ConfigFile) -> anyhow::Result<()> {
+    let hup = reload::hangup_signal();
     let identity = cfg.collector.tls.own_identity().with_context(|| {
         format!(
             "reading the agent identity from {}",
@@ -121,7 +122,7 @@ pub async fn run(cfg: AgentConfig, file: reload::ConfigFile) -> anyhow::Result<(
     let mut reloader = reloader;
     reloader.on_mta_log(reload::mta_log_hook(mta_log.clone()));
     let config_sha256 = reloader.digest();
-    let reloader = tokio::spawn(reloader.run());
+    let reloader = tokio::spawn(reloader.run(hup));
     let shipper = shipper::Shipper {
         buffer: buffer.clone(),
         endpoint: cfg.collector.endpoint.clone(),

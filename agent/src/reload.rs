@@ -180,6 +180,20 @@ impl Trigger {
     }
 }
 
+/// The SIGHUP handler, installed as soon as the agent starts: SIGHUP's
+/// default action ends the process, and a reload signal sent while the
+/// agent opens its buffer must not. The signals received before the
+/// reloader runs are kept (one reload).
+pub fn hangup_signal() -> Option<tokio::signal::unix::Signal> {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; the config file is still checked for changes every second");
+            None
+        }
+    }
+}
+
 /// The next SIGHUP (never, without a handler).
 async fn next_hup(hup: &mut Option<tokio::signal::unix::Signal>) {
     match hup.as_mut() {
@@ -246,16 +260,10 @@ impl Reloader {
         self.mta_log = Some(hook);
     }
 
-    /// Reloads on SIGHUP and when the file changes, until the task is
-    /// aborted (agent shutdown).
-    pub async fn run(mut self) {
-        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGHUP; the config file is still checked for changes every second");
-                None
-            }
-        };
+    /// Reloads on SIGHUP (`hup`, from [`hangup_signal`]) and when the
+    /// file changes, until the task is aborted (agent shutdown).
+    pub async fn run(mut self, hup: Option<tokio::signal::unix::Signal>) {
+        let mut hup = hup;
         let mut seen = stamp(&self.file);
         let mut tick = tokio::time::interval(CHECK_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
