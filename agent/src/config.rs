@@ -261,14 +261,34 @@ impl AgentConfig {
     /// Loads and checks the config; relative paths are resolved against the
     /// config file's directory.
     pub fn load(path: &Path) -> anyhow::Result<AgentConfig> {
-        let mut cfg: AgentConfig = kiroku_common::config::load_toml(path)?;
+        let text = std::fs::read_to_string(path).map_err(|source| {
+            kiroku_common::config::ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            }
+        })?;
+        AgentConfig::parse(path, &text)
+    }
+
+    /// Parses and checks `text`, the content of the config file `path`
+    /// (a reload parses exactly the bytes it hashed). A check that fails
+    /// names the file, the line and the field (`crate::reload::line_of`);
+    /// TOML's own errors carry their line and column.
+    pub fn parse(path: &Path, text: &str) -> anyhow::Result<AgentConfig> {
+        let mut cfg: AgentConfig =
+            toml::from_str(text).map_err(|e| kiroku_common::config::ConfigError::Parse {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?;
+        let bad =
+            |field: &str, message: String| crate::reload::field_error(path, text, field, message);
         cfg.data_dir = kiroku_common::config::resolve_relative(path, &cfg.data_dir);
         cfg.collector.tls = cfg.collector.tls.resolved(path);
         if cfg.smtp.mode == SmtpMode::Relay && cfg.smtp.upstream.is_none() {
-            anyhow::bail!(
-                "invalid config file {}: field `smtp.upstream`: required when smtp.mode = \"relay\" (set it to host:port of your mail server, or use mode = \"capture-only\")",
-                path.display()
-            );
+            return Err(bad(
+                "smtp.upstream",
+                "required when smtp.mode = \"relay\" (set it to host:port of your mail server, or use mode = \"capture-only\")".to_owned(),
+            ));
         }
         let resolve = |p: &mut Option<PathBuf>| {
             if let Some(v) = p.as_mut() {
@@ -288,26 +308,36 @@ impl AgentConfig {
             }
             for (i, pattern) in files.exclude.iter().enumerate() {
                 if let Err(e) = globset::Glob::new(pattern) {
-                    anyhow::bail!(
-                        "invalid config file {}: field `files.exclude[{i}]` ({pattern:?}): {e} (use globs such as \"**/*.swp\" or \"**/.cache/**\")",
-                        path.display()
-                    );
+                    return Err(bad(
+                        &format!("files.exclude[{i}]"),
+                        format!(
+                            "{pattern:?}: {e} (use globs such as \"**/*.swp\" or \"**/.cache/**\")"
+                        ),
+                    ));
                 }
             }
             if files.coalesce_ms == 0 || files.coalesce_ms > 60_000 {
-                anyhow::bail!(
-                    "invalid config file {}: field `files.coalesce_ms`: {} is out of range, use 1 to 60000 (milliseconds; default 500)",
-                    path.display(),
-                    files.coalesce_ms
-                );
+                return Err(bad(
+                    "files.coalesce_ms",
+                    format!(
+                        "{} is out of range, use 1 to 60000 (milliseconds; default 500)",
+                        files.coalesce_ms
+                    ),
+                ));
             }
         }
         // Issue 20: [[mta_log]] paths.
         for m in cfg.mta_log.iter_mut() {
             m.path = kiroku_common::config::resolve_relative(path, &m.path);
         }
-        crate::capture::mtalog::validate(&cfg.mta_log)
-            .map_err(|e| anyhow::anyhow!("invalid config file {}: {e}", path.display()))?;
+        crate::capture::mtalog::validate(&cfg.mta_log).map_err(|e| {
+            // "field `mta_log[i].path`: …": with its line.
+            let e = e.to_string();
+            match e.strip_prefix("field `").and_then(|r| r.split_once("`: ")) {
+                Some((field, message)) => bad(field, message.to_owned()),
+                None => anyhow::anyhow!("invalid config file {}: {e}", path.display()),
+            }
+        })?;
         if cfg.buffer.when_full == WhenFull::RelayUnrecorded && cfg.smtp.mode != SmtpMode::Relay {
             tracing::warn!(
                 "buffer.when_full = \"relay_unrecorded\" has no effect on mail in capture-only mode (nothing to relay): a full buffer refuses mail with 452"
@@ -317,23 +347,25 @@ impl AgentConfig {
             a.password_file = kiroku_common::config::resolve_relative(path, &a.password_file);
         }
         if cfg.smtp.tls_cert.is_some() != cfg.smtp.tls_key.is_some() {
-            anyhow::bail!(
-                "invalid config file {}: fields `smtp.tls_cert` and `smtp.tls_key`: give both (PEM certificate and its key) to offer STARTTLS to clients, or neither",
-                path.display()
-            );
+            return Err(bad(
+                "smtp.tls_cert",
+                "give both smtp.tls_cert and smtp.tls_key (PEM certificate and its key) to offer STARTTLS to clients, or neither".to_owned(),
+            ));
         }
         if !(1..=3600).contains(&cfg.collector.keepalive_secs) {
-            anyhow::bail!(
-                "invalid config file {}: field `collector.keepalive_secs`: {} is out of range, use 1 to 3600 (seconds; default 30)",
-                path.display(),
-                cfg.collector.keepalive_secs
-            );
+            return Err(bad(
+                "collector.keepalive_secs",
+                format!(
+                    "{} is out of range, use 1 to 3600 (seconds; default 30)",
+                    cfg.collector.keepalive_secs
+                ),
+            ));
         }
         if cfg.smtp.listen.is_empty() {
-            anyhow::bail!(
-                "invalid config file {}: field `smtp.listen`: give at least one address, e.g. [\"127.0.0.1:2525\"]",
-                path.display()
-            );
+            return Err(bad(
+                "smtp.listen",
+                "give at least one address, e.g. [\"127.0.0.1:2525\"]".to_owned(),
+            ));
         }
         Ok(cfg)
     }

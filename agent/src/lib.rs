@@ -11,6 +11,7 @@ pub mod capture;
 pub mod config;
 pub mod gaps;
 pub mod memory;
+pub mod reload;
 pub mod shipper;
 pub mod test_hooks;
 
@@ -24,8 +25,10 @@ const GAP_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// How often the host identity is re-read for changes.
 const HOST_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Runs the agent until SIGINT/SIGTERM.
-pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
+/// Runs the agent until SIGINT/SIGTERM; `file` is the config file `cfg`
+/// came from, reloaded on SIGHUP and when it changes (`reload`).
+pub async fn run(cfg: AgentConfig, file: reload::ConfigFile) -> anyhow::Result<()> {
+    let hup = reload::hangup_signal();
     let identity = cfg.collector.tls.own_identity().with_context(|| {
         format!(
             "reading the agent identity from {}",
@@ -76,43 +79,25 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     // File capture reads its state from the buffer. A buffer that could not
     // be opened at start (a full disk) defers it until the buffer opens, so
     // the relay still answers (451) meanwhile instead of the agent exiting.
-    let start_files = {
-        let (f, data_dir, buffer, gaps, ctx) = (
-            cfg.files.clone(),
-            cfg.data_dir.clone(),
-            buffer.clone(),
-            gaps.clone(),
-            ctx.clone(),
-        );
-        move || -> anyhow::Result<Option<capture::files::FileCapture>> {
-            match f {
-                Some(f) if f.enabled() => Ok(Some(capture::files::FileCapture::start(
-                    f, &data_dir, buffer, gaps, ctx,
-                )?)),
-                Some(_) => {
-                    tracing::warn!(
-                        "[files] has nothing to watch (no watch roots, removable media off): file capture is off"
-                    );
-                    Ok(None)
-                }
-                None => Ok(None),
-            }
-        }
-    };
-    let files = if !buffer.is_open() {
-        let buffer = buffer.clone();
+    let files = reload::files::FilesRunner::new(
+        cfg.files.clone(),
+        cfg.data_dir.clone(),
+        buffer.clone(),
+        gaps.clone(),
+        ctx.clone(),
+    );
+    if !buffer.is_open() {
+        let (buffer, files) = (buffer.clone(), files.clone());
         tokio::spawn(async move {
             buffer.opened().await;
             tracing::info!("the agent buffer opened: starting file capture");
-            start_files().unwrap_or_else(|e| {
+            if let Err(e) = files.start().await {
                 tracing::error!(error = %format!("{e:#}"), "file capture could not start");
-                None
-            })
-        })
+            }
+        });
     } else {
-        let files = start_files()?;
-        tokio::spawn(async move { files })
-    };
+        files.start().await?;
+    }
     let smtp = capture::smtp::SmtpCapture::new(
         cfg.smtp.clone(),
         buffer.clone(),
@@ -122,14 +107,29 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     )?;
     // Issue 20: the MTA's own log (followers wait for the buffer to open).
     let mta_log = capture::mtalog::MtaLogCapture::start(&cfg.mta_log, buffer.clone(), ctx.clone())?;
+    // Shared with the reload hook below; taken out at stop.
+    let mta_log = std::sync::Arc::new(std::sync::Mutex::new(Some(mta_log)));
     let gap_writer = tokio::spawn(gaps.clone().run(GAP_CHECK_EVERY));
     let listeners = smtp.bind().await?;
+    let live = capture::smtp::Live::new(smtp.clone());
+    let reloader = reload::Reloader::new(
+        file,
+        cfg.clone(),
+        Some(live.clone()),
+        ctx.clone(),
+        files.clone(),
+    );
+    let mut reloader = reloader;
+    reloader.on_mta_log(reload::mta_log_hook(mta_log.clone()));
+    let config_sha256 = reloader.digest();
+    let reloader = tokio::spawn(reloader.run(hup));
     let shipper = shipper::Shipper {
         buffer: buffer.clone(),
         endpoint: cfg.collector.endpoint.clone(),
         tls,
         ctx: ctx.clone(),
         keepalive: std::time::Duration::from_secs(cfg.collector.keepalive_secs),
+        config_sha256,
     };
     let shipper = tokio::spawn(shipper.run());
     let host_watch = tokio::spawn(capture::host::watch(
@@ -155,19 +155,21 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             }
         }
     });
-    smtp.serve(listeners, kiroku_common::shutdown_signal())
+    smtp.serve(live, listeners, kiroku_common::shutdown_signal())
         .await;
+    reloader.abort();
     watchdog.abort();
     tracing::info!("kiroku-agent stopping");
     gap_writer.abort();
     host_watch.abort();
-    if !files.is_finished() {
-        files.abort();
+    files.stop().await;
+    let mta_log = match mta_log.lock() {
+        Ok(mut m) => m.take(),
+        Err(poisoned) => poisoned.into_inner().take(),
+    };
+    if let Some(mta_log) = mta_log {
+        mta_log.stop().await;
     }
-    if let Ok(Some(files)) = files.await {
-        files.stop().await;
-    }
-    mta_log.stop().await;
     shipper.abort();
     let _ = shipper.await;
     Ok(())

@@ -21,7 +21,7 @@ fn main() -> std::process::ExitCode {
     kiroku_agent::memory::limit_arenas();
     let cli = Cli::parse();
     kiroku_common::init_logging("info");
-    let cfg = match kiroku_agent::AgentConfig::load(&cli.config) {
+    let (cfg, file) = match kiroku_agent::reload::ConfigFile::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("kiroku-agent: {e:#}");
@@ -58,7 +58,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match rt.block_on(kiroku_agent::run(cfg)) {
+    match rt.block_on(kiroku_agent::run(cfg, file)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("kiroku-agent: {e:#}");

@@ -92,6 +92,8 @@ pub struct Shipper {
     pub ctx: Arc<CaptureContext>,
     /// HTTP/2 keep-alive ping interval (`collector.keepalive_secs`).
     pub keepalive: Duration,
+    /// SHA-256 of the config file in force, sent in `Status`.
+    pub config_sha256: Arc<crate::reload::ConfigDigest>,
 }
 
 impl Shipper {
@@ -178,10 +180,17 @@ impl Shipper {
         self.buffer.ack_stream(&stream, welcome.stored_seq).await?;
         let mut sent = welcome.stored_seq;
         let mut next_probe = tokio::time::Instant::now() + PROBE_EVERY;
+        // The config file's SHA-256 last reported: a reload reports the new
+        // one at once (with a clock measurement), not a minute later.
+        let mut reported = self.config_sha256.get();
         // Blobs the last Ack said were missing, to notice a collector that
         // keeps asking for the same ones.
         let mut asked: Vec<String> = Vec::new();
         loop {
+            if self.config_sha256.get() != reported {
+                reported = self.config_sha256.get();
+                next_probe = tokio::time::Instant::now();
+            }
             if tokio::time::Instant::now() >= next_probe {
                 self.measure_clock(&tx, &mut responses).await?;
                 next_probe = tokio::time::Instant::now() + PROBE_EVERY;
@@ -192,6 +201,7 @@ impl Shipper {
                 tokio::select! {
                     _ = self.buffer.appended() => {}
                     _ = tokio::time::sleep_until(next_probe) => {}
+                    _ = self.config_sha256.changed() => {}
                     m = next_msg(&mut responses) => {
                         anyhow::bail!("collector sent {:?} unasked", m?);
                     }
@@ -323,6 +333,7 @@ impl Shipper {
                 rtt_us,
                 chain_head_seq: head.map_or(0, |h| h.seq),
                 chain_head: head.map(|h| h.sha256.to_vec()).unwrap_or_default(),
+                config_sha256: self.config_sha256.get(),
             })),
         })
         .await

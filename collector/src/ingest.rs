@@ -584,6 +584,7 @@ impl Ingest for IngestService {
                                 info.backlog_events = st.backlog_events;
                                 info.backlog_bytes = st.backlog_bytes;
                                 info.buffer_problem = st.buffer_problem;
+                                info.config_sha256 = st.config_sha256;
                                 info.last_seen_ms = kiroku_common::now_ms();
                             })
                         })

@@ -62,7 +62,8 @@ pub struct CaptureContext {
     pub agent_id: String,
     /// The user the agent runs as, for events with no better attribution.
     pub agent_user: String,
-    pub custom: BTreeMap<String, String>,
+    /// `custom` from the config; a reload replaces it.
+    custom: RwLock<Arc<BTreeMap<String, String>>>,
     pub clock: Clock,
     host: RwLock<Arc<HostIdentity>>,
 }
@@ -78,7 +79,7 @@ impl CaptureContext {
         Arc::new(CaptureContext {
             agent_id,
             agent_user,
-            custom,
+            custom: RwLock::new(Arc::new(custom)),
             clock,
             host: RwLock::new(Arc::new(host)),
         })
@@ -97,6 +98,23 @@ impl CaptureContext {
         match self.host.write() {
             Ok(mut h) => *h = host,
             Err(poisoned) => *poisoned.into_inner() = host,
+        }
+    }
+
+    /// The custom fields stamped on events from now on.
+    pub fn custom(&self) -> Arc<BTreeMap<String, String>> {
+        match self.custom.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Events stamped from now on carry `custom` (a configuration reload).
+    pub fn set_custom(&self, custom: BTreeMap<String, String>) {
+        let custom = Arc::new(custom);
+        match self.custom.write() {
+            Ok(mut c) => *c = custom,
+            Err(poisoned) => *poisoned.into_inner() = custom,
         }
     }
 
@@ -141,7 +159,11 @@ impl CaptureContext {
     /// Adds the host identity and the custom fields to a bare event.
     pub fn stamp(&self, event: &mut Event) {
         event.host = Some((*self.host()).clone());
-        event.custom = self.custom.clone().into_iter().collect();
+        event.custom = self
+            .custom()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
     }
 }
 

@@ -48,6 +48,12 @@ use crate::capture::context::CaptureContext;
 use crate::config::{SmtpConfig, SmtpMode, UpstreamTls, WhenFull};
 use crate::gaps::Gaps;
 
+/// What a session needs: the `[smtp]` settings and what is derived from
+/// them (upstream TLS and credentials, the STARTTLS acceptor), and the
+/// shared buffer, gap ledger and capture context. A configuration reload
+/// builds a new one ([`SmtpCapture::reconfigured`]) and puts it in the
+/// [`Live`] handle: each session keeps the one it started with.
+#[derive(Clone)]
 pub struct SmtpCapture {
     cfg: SmtpConfig,
     buffer: Arc<Buffer>,
@@ -61,23 +67,55 @@ pub struct SmtpCapture {
     upstream: Option<upstream::Settings>,
     /// STARTTLS towards clients, when a certificate is configured.
     acceptor: Option<tokio_rustls::TlsAcceptor>,
-    /// Relay incidents, coalesced; their writer runs with [`SmtpCapture::serve`].
-    incidents: incidents::Incidents,
+    /// Relay incidents, coalesced; their writer runs with
+    /// [`SmtpCapture::serve`]. Shared by every configuration a reload
+    /// makes, so an incident open before a reload closes after it.
+    incidents: Arc<incidents::Incidents>,
 }
 
 /// Floor of `smtp.upstream_greeting_timeout_secs`.
 const MIN_GREETING_TIMEOUT_SECS: u64 = 2;
 
-impl SmtpCapture {
-    /// Reads the TLS material and credentials the config names; errors
-    /// name the field and file at fault.
-    pub fn new(
-        cfg: SmtpConfig,
-        buffer: Arc<Buffer>,
-        when_full: WhenFull,
-        gaps: Arc<Gaps>,
-        ctx: Arc<CaptureContext>,
-    ) -> anyhow::Result<Arc<SmtpCapture>> {
+/// The settings new sessions start with; replaced by a configuration
+/// reload (`crate::reload`), read once per session at its start.
+pub struct Live(std::sync::RwLock<Arc<SmtpCapture>>);
+
+impl Live {
+    pub fn new(cap: Arc<SmtpCapture>) -> Arc<Live> {
+        Arc::new(Live(std::sync::RwLock::new(cap)))
+    }
+
+    /// The settings a session starting now uses.
+    pub fn current(&self) -> Arc<SmtpCapture> {
+        match self.0.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// New sessions use `cap` from now on; sessions in progress finish
+    /// with the settings they started with.
+    pub fn replace(&self, cap: SmtpCapture) {
+        let cap = Arc::new(cap);
+        match self.0.write() {
+            Ok(mut c) => *c = cap,
+            Err(poisoned) => *poisoned.into_inner() = cap,
+        }
+    }
+}
+
+/// What the `[smtp]` settings name outside the config file, read: the
+/// greeting name, the upstream (TLS roots, the agent's credentials), the
+/// STARTTLS certificate.
+struct Derived {
+    hostname: String,
+    upstream: Option<upstream::Settings>,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl Derived {
+    /// Errors name the field and file at fault.
+    fn read(cfg: &SmtpConfig, ctx: &CaptureContext) -> anyhow::Result<Derived> {
         let hostname = cfg
             .hostname
             .clone()
@@ -125,7 +163,35 @@ impl SmtpCapture {
             (Some(c), Some(k)) => Some(tls::acceptor(c, k)?),
             _ => None,
         };
-        let incidents = incidents::Incidents::new(&cfg, buffer.clone(), ctx.clone(), gaps.clone());
+        Ok(Derived {
+            hostname,
+            upstream,
+            acceptor,
+        })
+    }
+}
+
+impl SmtpCapture {
+    /// Reads the TLS material and credentials the config names; errors
+    /// name the field and file at fault.
+    pub fn new(
+        cfg: SmtpConfig,
+        buffer: Arc<Buffer>,
+        when_full: WhenFull,
+        gaps: Arc<Gaps>,
+        ctx: Arc<CaptureContext>,
+    ) -> anyhow::Result<Arc<SmtpCapture>> {
+        let Derived {
+            hostname,
+            upstream,
+            acceptor,
+        } = Derived::read(&cfg, &ctx)?;
+        let incidents = Arc::new(incidents::Incidents::new(
+            &cfg,
+            buffer.clone(),
+            ctx.clone(),
+            gaps.clone(),
+        ));
         Ok(Arc::new(SmtpCapture {
             incidents,
             cfg,
@@ -137,6 +203,33 @@ impl SmtpCapture {
             upstream,
             acceptor,
         }))
+    }
+
+    /// The same capture with the settings of `cfg` (a configuration
+    /// reload): the upstream, its TLS and credentials, the STARTTLS
+    /// certificate and every per-session setting are read again; the
+    /// buffer, gap ledger and context stay. Listen addresses and
+    /// `max_connections` are the listener's and keep their start values.
+    /// Errors (an unreadable CA, key or password file) name the field and
+    /// file; nothing changes then.
+    pub fn reconfigured(&self, cfg: SmtpConfig) -> anyhow::Result<SmtpCapture> {
+        let Derived {
+            hostname,
+            upstream,
+            acceptor,
+        } = Derived::read(&cfg, &self.ctx)?;
+        Ok(SmtpCapture {
+            cfg,
+            hostname,
+            upstream,
+            acceptor,
+            ..self.clone()
+        })
+    }
+
+    /// The `[smtp]` settings this capture was built from.
+    pub fn config(&self) -> &SmtpConfig {
+        &self.cfg
     }
 
     /// Binds every configured listen address.
@@ -154,8 +247,12 @@ impl SmtpCapture {
 
     /// Accepts connections until `shutdown` resolves, then waits (bounded)
     /// for sessions in progress.
+    /// Sessions take their settings from `live` when they start (a reload
+    /// replaces them there); the slots keep this capture's
+    /// `max_connections` and `data_min_rate_bytes_per_sec`.
     pub async fn serve(
         self: Arc<Self>,
+        live: Arc<Live>,
         listeners: Vec<TcpListener>,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
@@ -207,7 +304,7 @@ impl SmtpCapture {
                 }
                 conn = rx.recv() => {
                     let Some((stream, peer, local)) = conn else { break };
-                    let this = self.clone();
+                    let this = live.current();
                     let admission = slots.admit();
                     if let Some((evicted, refused)) = pressure.note(&admission) {
                         tracing::warn!(

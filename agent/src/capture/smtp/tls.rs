@@ -36,6 +36,7 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 /// Client-side TLS towards the upstream.
+#[derive(Clone)]
 pub struct UpstreamTls {
     verified: TlsConnector,
     /// The real (WebPKI) verifier, consulted but not enforced in

@@ -28,7 +28,9 @@ pub const DATA_BLOCK_TIMEOUT: Duration = Duration::from_secs(180);
 pub const DATA_END_TIMEOUT: Duration = Duration::from_secs(600);
 const TLS_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// How to reach and secure the upstream; built once per listener.
+/// How to reach and secure the upstream; built at start and again by each
+/// configuration reload (sessions keep the one they started with).
+#[derive(Clone)]
 pub struct Settings {
     pub addr: String,
     pub policy: Policy,

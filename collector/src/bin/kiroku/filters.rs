@@ -250,6 +250,7 @@ fn check_search_flags(r: &SearchRequest) -> anyhow::Result<()> {
     }
     if r.max_delay_ms != 0 && r.max_delay_ms <= r.min_delay_ms {
         anyhow::bail!("--max-delay: must be above --min-delay (the range is empty)");
+    }
     let statuses = kiroku_collector::delivery::STATUSES;
     if !r.delivery.is_empty() && !statuses.contains(&r.delivery.as_str()) {
         anyhow::bail!(

@@ -16,8 +16,8 @@ use kiroku_proto::{EmailEvent, Event, FileEvent, GapEvent, HostInfo, event::Kind
 use crate::zone::{Zone, format as time};
 
 mod incident;
-mod relay;
 mod mtalog;
+mod relay;
 
 /// Outside text as printed for people: controls made visible.
 pub fn safe(s: &str) -> String {

@@ -170,7 +170,8 @@ impl Harness {
         let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = l.local_addr().expect("addr");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let serving = tokio::spawn(cap.clone().serve(vec![l], async {
+        let live = crate::capture::smtp::Live::new(cap.clone());
+        let serving = tokio::spawn(cap.clone().serve(live, vec![l], async {
             let _ = stopped.await;
         }));
         Harness {
