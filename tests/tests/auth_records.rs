@@ -188,6 +188,19 @@ async fn auth_attempts_recorded_per_user_and_ip_without_any_secret() -> anyhow::
         assert!(shown.contains(want), "{want:?} in {shown}");
     }
 
+    // The table names the claimed user and the outcome (cells may wrap).
+    let table = env.cli(&[
+        "search",
+        "--kind",
+        "auth",
+        "--client-ip",
+        "127.0.0.3",
+        "--outcome",
+        "failed",
+    ])?;
+    assert_eq!(table.matches("mallory").count(), 3, "{table}");
+    assert!(table.contains("failed"), "{table}");
+
     // The mail of the successful logins carries its timings and the name
     // Postfix greeted with.
     let mails = env

@@ -23,9 +23,21 @@ pub(in crate::capture::smtp::session) struct Attempt {
 }
 
 impl Attempt {
+    /// `mechanism` as the client named it; a word that is no SASL
+    /// mechanism name (RFC 4422 3.1: up to 20 of A-Z, 0-9, `-`, `_`) is
+    /// recorded as "(invalid)", so no client text of any length or shape
+    /// (a credential sent in the wrong place) reaches the record.
     pub fn new(mechanism: &str, started: Instant) -> Attempt {
+        let valid = (1..=20).contains(&mechanism.len())
+            && mechanism
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
         Attempt {
-            mechanism: mechanism.to_owned(),
+            mechanism: if valid || mechanism.is_empty() {
+                mechanism.to_owned()
+            } else {
+                "(invalid)".to_owned()
+            },
             claimed_user: String::new(),
             started,
         }
@@ -137,5 +149,25 @@ mod tests {
         let mut none = Attempt::new("LOGIN", Instant::now());
         none.user_from(None);
         assert_eq!(none.user_or_unknown(), "unknown");
+    }
+
+    #[test]
+    fn mechanism_names_only() {
+        for (given, kept) in [
+            ("PLAIN", "PLAIN"),
+            ("SCRAM-SHA-256", "SCRAM-SHA-256"),
+            ("", ""),
+            // The session upper-cases what the client sent; anything that
+            // is no mechanism name is not kept.
+            ("AGFSAWNLAHMZY3JLDA==", "(invalid)"),
+            ("A-VERY-LONG-MECHANISM-NAME", "(invalid)"),
+            ("PL\u{1b}[2J", "(invalid)"),
+        ] {
+            assert_eq!(
+                Attempt::new(given, Instant::now()).mechanism,
+                kept,
+                "{given:?}"
+            );
+        }
     }
 }
