@@ -195,6 +195,14 @@ smtp_connect_timeout = 2s
         "deferred more than once before it expired: {show}"
     );
     assert!(!cli_ids(&env, "deferred")?.contains(deferred));
+    // Returned to its sender: `--delivery bounced` finds it beside the
+    // refused one, `--delivery expired` only it.
+    let bounced_ids = cli_ids(&env, "bounced")?;
+    assert!(
+        bounced_ids.contains(deferred) && bounced_ids.contains(bounced),
+        "{bounced_ids:?}"
+    );
+    assert!(!cli_ids(&env, "expired")?.contains(bounced));
     // Nothing left unknown among the three.
     let unknown = cli_ids(&env, "unknown")?;
     assert!(ids.iter().all(|id| !unknown.contains(id)), "{unknown:?}");

@@ -375,6 +375,12 @@ impl TantivyIndex {
                 .filter(|s| !s.is_empty())
                 .unwrap_or(crate::delivery::UNKNOWN);
             d.add_text(f.delivery, delivery);
+            // A mail the MTA gave up on (its queue lifetime ran out) was
+            // returned to its sender: a bounce as the sender sees it, so
+            // `--delivery bounced` finds it too (`expired` only these).
+            if delivery == "expired" {
+                d.add_text(f.delivery, "bounced");
+            }
         }
         match &e.kind {
             Some(Kind::File(file)) => {
