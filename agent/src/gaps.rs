@@ -34,6 +34,8 @@ pub enum Source {
     Files,
     /// Relay incident records (issue 20).
     Incidents,
+    /// AUTH attempt records (issue 20).
+    Auth,
 }
 
 impl Source {
@@ -42,6 +44,7 @@ impl Source {
             Source::Smtp => "smtp",
             Source::Files => "files",
             Source::Incidents => "incidents",
+            Source::Auth => "auth",
         }
     }
 
@@ -56,6 +59,7 @@ impl Source {
             }
             Source::Files => "file events were not recorded",
             Source::Incidents => "relay incident records were not written",
+            Source::Auth => "AUTH attempt records were not written",
         }
     }
 }
@@ -81,13 +85,13 @@ pub struct Gaps {
     ctx: Arc<CaptureContext>,
     /// A "buffer full, not recording" line was logged for the episode in
     /// progress (per source).
-    reported: [AtomicBool; 3],
+    reported: [AtomicBool; 4],
     /// Counts of file events missed while the buffer could not be written
     /// at all (a full disk: not even the note can be stored), kept in
     /// memory until the note can be, and then merged into it. A crash
     /// meanwhile forgets them; the next start's catch-up scan reports the
     /// files whose state still differs.
-    held: std::sync::Mutex<[GapEvent; 3]>,
+    held: std::sync::Mutex<[GapEvent; 4]>,
 }
 
 fn push_distinct(list: &mut Vec<String>, value: &str, truncated: &mut bool) {
@@ -116,8 +120,10 @@ impl Gaps {
                 AtomicBool::new(false),
                 AtomicBool::new(false),
                 AtomicBool::new(false),
+                AtomicBool::new(false),
             ],
             held: std::sync::Mutex::new([
+                GapEvent::default(),
                 GapEvent::default(),
                 GapEvent::default(),
                 GapEvent::default(),
@@ -165,7 +171,9 @@ impl Gaps {
         match written {
             // A mail relayed unrecorded must be counted durably before its
             // end-of-data goes upstream: the relay refuses it instead.
-            Err(e) if source == Source::Files && e.unwritable() => {
+            // Records that are not mail (files, incidents, AUTH attempts)
+            // are counted in memory while the disk takes no writes.
+            Err(e) if source != Source::Smtp && e.unwritable() => {
                 let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
                 one(&mut held[source as usize]);
                 Ok(())
@@ -234,7 +242,7 @@ impl Gaps {
 
     /// Queues each pending gap record if the buffer has room.
     pub async fn flush_pending(&self) {
-        for source in [Source::Smtp, Source::Files, Source::Incidents] {
+        for source in [Source::Smtp, Source::Files, Source::Incidents, Source::Auth] {
             self.store_held(source).await;
             let ctx = self.ctx.clone();
             let made = self
@@ -313,7 +321,12 @@ fn detail(source: Source, g: &GapEvent) -> String {
             }
         ),
         Source::Incidents => format!(
-            "{} relay incident records {span} were not written: the agent buffer was full{}. The incidents listed are some of them (kind, upstream or client, state). Raise buffer.max_bytes or fix the collector connection that let the buffer fill.",
+            "{} relay incident records {span} were not written: the agent buffer was full or its disk could not be written{}. The incidents listed are some of them (kind, upstream or client, state). Raise buffer.max_bytes or fix the collector connection that let the buffer fill.",
+            g.count,
+            if g.truncated { " (list truncated)" } else { "" }
+        ),
+        Source::Auth => format!(
+            "{} AUTH attempt records {span} were not written: the agent buffer was full or its disk could not be written{}. The attempts listed are some of them (client, mechanism, claimed user, outcome). Raise buffer.max_bytes or fix the collector connection that let the buffer fill.",
             g.count,
             if g.truncated { " (list truncated)" } else { "" }
         ),

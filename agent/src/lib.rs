@@ -122,7 +122,8 @@ pub async fn run(cfg: AgentConfig, file: reload::ConfigFile) -> anyhow::Result<(
     let mut reloader = reloader;
     reloader.on_mta_log(reload::mta_log_hook(mta_log.clone()));
     let config_sha256 = reloader.digest();
-    let reloader = tokio::spawn(reloader.run(hup));
+    let (stop_reloader, reloader_stop) = tokio::sync::oneshot::channel::<()>();
+    let reloader = tokio::spawn(reloader.run(hup, reloader_stop));
     let shipper = shipper::Shipper {
         buffer: buffer.clone(),
         endpoint: cfg.collector.endpoint.clone(),
@@ -157,7 +158,16 @@ pub async fn run(cfg: AgentConfig, file: reload::ConfigFile) -> anyhow::Result<(
     });
     smtp.serve(live, listeners, kiroku_common::shutdown_signal())
         .await;
-    reloader.abort();
+    // Stopped between reloads, never inside one: a reload that is
+    // restarting file capture finishes first, so no watcher is dropped
+    // with records pending.
+    let _ = stop_reloader.send(());
+    if tokio::time::timeout(std::time::Duration::from_secs(30), reloader)
+        .await
+        .is_err()
+    {
+        tracing::warn!("a configuration reload was still running at shutdown after 30 s");
+    }
     watchdog.abort();
     tracing::info!("kiroku-agent stopping");
     gap_writer.abort();

@@ -261,14 +261,20 @@ impl Reloader {
     }
 
     /// Reloads on SIGHUP (`hup`, from [`hangup_signal`]) and when the
-    /// file changes, until the task is aborted (agent shutdown).
-    pub async fn run(mut self, hup: Option<tokio::signal::unix::Signal>) {
+    /// file changes, until `stop` resolves (agent shutdown; a reload in
+    /// progress finishes first).
+    pub async fn run(
+        mut self,
+        hup: Option<tokio::signal::unix::Signal>,
+        mut stop: tokio::sync::oneshot::Receiver<()>,
+    ) {
         let mut hup = hup;
         let mut seen = stamp(&self.file);
         let mut tick = tokio::time::interval(CHECK_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let mut trigger = tokio::select! {
+                _ = &mut stop => return,
                 _ = tick.tick() => Trigger::FileChanged,
                 _ = next_hup(&mut hup) => Trigger::Sighup,
             };

@@ -335,6 +335,9 @@ impl SmtpCapture {
             .is_err()
         {
             tracing::warn!("SMTP sessions still open at shutdown were cut off");
+            // Cut off now, before the incidents close: an occurrence a
+            // session reported after that would have no writer.
+            sessions.shutdown().await;
         }
         // Open incidents are closed ("agent stopped") and written.
         let _ = stop_incidents.send(());

@@ -18,7 +18,15 @@ const LIVE: &[&str] = &["smtp", "files", "custom", "mta_log"];
 
 /// Settings under a [`LIVE`] key that belong to the listener or a
 /// long-lived component and keep their start values until a restart.
-const RESTART_INSIDE_LIVE: &[&str] = &["smtp.listen", "smtp.max_connections"];
+const RESTART_INSIDE_LIVE: &[&str] = &[
+    "smtp.listen",
+    "smtp.max_connections",
+    // The incident tracker is shared by every configuration a reload makes
+    // (an incident open before a reload closes after it), so its timing
+    // stays as the agent started.
+    "smtp.incident_quiet_secs",
+    "smtp.incident_still_open_secs",
+];
 
 /// What changed between two configurations, as dotted field paths
 /// (`smtp.upstream`, `files.watch`, `collector.endpoint`), sorted.

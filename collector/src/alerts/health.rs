@@ -130,7 +130,12 @@ impl Alerting {
                         .cloned()
                         .collect();
                     for o in open {
-                        if !self.first_for_incident(&rule.name, &o.agent, &o.record.incident_id)? {
+                        if !self.first_for_incident(
+                            &rule.name,
+                            &o.agent,
+                            &o.record.incident_id,
+                            None,
+                        )? {
                             continue;
                         }
                         let f =

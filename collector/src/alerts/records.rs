@@ -69,7 +69,9 @@ pub struct OpenIncident {
 pub struct State {
     pub windows: Mutex<Windows>,
     /// clock_skew: (rule, agent) above the limit and fired.
-    pub skewed: Mutex<HashMap<(String, String), bool>>,
+    /// (rule, agent) → the event that fired while the clock is off (the
+    /// same event again fires again: its group failed to commit).
+    pub skewed: Mutex<HashMap<(String, String), String>>,
     /// (agent, incident_id) → the incident, while open.
     pub open: Mutex<HashMap<(String, String), OpenIncident>>,
 }
@@ -404,8 +406,12 @@ impl super::Alerting {
                     skewed.remove(&key);
                     return Ok(None);
                 }
-                if skewed.insert(key, true).is_some() {
-                    return Ok(None);
+                match skewed.get(&key) {
+                    Some(by) if *by != e.event_id => return Ok(None),
+                    Some(_) => {}
+                    None => {
+                        skewed.insert(key, e.event_id.clone());
+                    }
                 }
                 Some(Fired {
                     summary: format!(
@@ -463,7 +469,7 @@ impl super::Alerting {
         if i.state == "open" || ms <= p.after_ms {
             return Ok(None);
         }
-        if !self.first_for_incident(&rule.name, &e.agent_id, &i.incident_id)? {
+        if !self.first_for_incident(&rule.name, &e.agent_id, &i.incident_id, Some(&e.event_id))? {
             return Ok(None);
         }
         Ok(Some(incident_fired(rule, i, &host_of(e), ms, &e.event_id)))
@@ -471,16 +477,25 @@ impl super::Alerting {
 
     /// Marks (rule, agent, incident) fired in `alert_state`; false when it
     /// was already.
+    ///
+    /// `by` is the event that fires it (None: the periodic check): the
+    /// same event again is first again, since an alert of a group that
+    /// then failed to commit was discarded and the group is evaluated anew.
     pub(super) fn first_for_incident(
         &self,
         rule: &str,
         agent: &str,
         id: &str,
+        by: Option<&str>,
     ) -> Result<bool, String> {
+        let mark = by.unwrap_or("\0health");
         let key = format!("incident\0{rule}\0{agent}\0{id}");
         self.alert_state
-            .compare_and_swap(key.as_bytes(), None::<&[u8]>, Some(&[1u8][..]))
-            .map(|r| r.is_ok())
+            .compare_and_swap(key.as_bytes(), None::<&[u8]>, Some(mark.as_bytes()))
+            .map(|r| match r {
+                Ok(()) => true,
+                Err(cur) => by.is_some() && cur.current.as_deref() == Some(mark.as_bytes()),
+            })
             .map_err(|e| format!("alert state (meta tree alert_state): {e}"))
     }
 }

@@ -7,7 +7,9 @@
 //!
 //! In memory: a collector restart forgets the windows (a crossing in
 //! progress may then fire once more). An event id counted once is never
-//! counted again (a group re-evaluated after a failed commit).
+//! counted again (a group re-evaluated after a failed commit), except that
+//! the crossing event is the crossing again: its first alert was discarded
+//! with the failed group.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -16,6 +18,10 @@ struct Window {
     /// (event time, event id), oldest first.
     items: VecDeque<(i64, String)>,
     above: bool,
+    /// The event that made the crossing: counted again (its group was
+    /// re-evaluated after a failed commit, whose alert was discarded), it
+    /// is the crossing again, so the alert is not lost.
+    crossed_by: Option<String>,
 }
 
 /// The windows of every counting rule.
@@ -51,7 +57,7 @@ impl Windows {
             .entry((rule.to_owned(), key.to_owned()))
             .or_default();
         if w.items.iter().any(|(_, i)| i == id) {
-            return None;
+            return (w.above && w.crossed_by.as_deref() == Some(id)).then_some(w.items.len());
         }
         let pos = w.items.partition_point(|(t, _)| *t <= at);
         w.items.insert(pos, (at, id.to_owned()));
@@ -66,12 +72,14 @@ impl Windows {
         let n = w.items.len();
         if n <= max as usize {
             w.above = false;
+            w.crossed_by = None;
             return None;
         }
         if w.above {
             return None;
         }
         w.above = true;
+        w.crossed_by = Some(id.to_owned());
         Some(n)
     }
 
@@ -118,5 +126,10 @@ mod tests {
         assert_eq!(w.count("r", "k", 50 * min, "a", 10 * min, 1), None);
         assert_eq!(w.count("r", "k", 10 * min, "b", 10 * min, 1), None);
         assert_eq!(w.count("r", "k", 49 * min, "c", 10 * min, 1), Some(2));
+        // The crossing event evaluated again (its group failed to commit
+        // and its alert was discarded) is the crossing again; another
+        // event already counted is not.
+        assert_eq!(w.count("r", "k", 49 * min, "c", 10 * min, 1), Some(2));
+        assert_eq!(w.count("r", "k", 50 * min, "a", 10 * min, 1), None);
     }
 }

@@ -43,6 +43,12 @@ const KEEP_AFTER_WINDOW_MS: i64 = 2 * 24 * 3600 * 1000;
 /// Entries expired per ingest call at most (the rest: the next calls).
 pub const EXPIRE_BATCH: usize = 1000;
 const DELIVERIES: &str = "deliveries";
+/// Mails whose index document is older than their delivery status: set
+/// with the new status, cleared once the re-indexed document is committed
+/// (a group that fails leaves them for the next one).
+const STALE: &str = "delivery_reindex";
+/// How many left-over stale mails one ingest group re-indexes.
+pub const STALE_BATCH: usize = 1000;
 
 /// How far a line's own timestamp may be from when its agent read it
 /// before the read time is used instead (a parser that took the wrong
@@ -72,6 +78,7 @@ pub struct DeliveryStore {
     keys: sled::Tree,
     expiry: sled::Tree,
     deliveries: sled::Tree,
+    stale: sled::Tree,
 }
 
 fn key(queue_id: &str, at_ms: i64, event_id: &str) -> Vec<u8> {
@@ -177,6 +184,7 @@ impl DeliveryStore {
             keys: meta.tree(KEYS)?,
             expiry: meta.tree(EXPIRY)?,
             deliveries: meta.tree(DELIVERIES)?,
+            stale: meta.tree(STALE)?,
         })
     }
 
@@ -235,7 +243,33 @@ impl DeliveryStore {
         for q in touched {
             changed.extend(self.rejoin(&q, now_ms)?);
         }
+        for id in &changed {
+            self.stale
+                .insert(id.as_bytes(), &[])
+                .map_err(sled_err("noting a mail to re-index"))?;
+        }
         Ok(changed)
+    }
+
+    /// Mails whose re-index an earlier ingest group did not commit (at
+    /// most `limit`).
+    pub fn stale(&self, limit: usize) -> Result<Vec<String>, DeliveryError> {
+        let mut out = Vec::new();
+        for kv in self.stale.iter().take(limit) {
+            let (k, _) = kv.map_err(sled_err("reading mails to re-index"))?;
+            out.push(String::from_utf8_lossy(&k).into_owned());
+        }
+        Ok(out)
+    }
+
+    /// The re-indexed documents of `ids` are committed.
+    pub fn reindexed(&self, ids: &[String]) -> Result<(), DeliveryError> {
+        for id in ids {
+            self.stale
+                .remove(id.as_bytes())
+                .map_err(sled_err("clearing a mail to re-index"))?;
+        }
+        Ok(())
     }
 
     /// Drops mails and lines past the window (see the module

@@ -147,6 +147,11 @@ struct Group<'a> {
     /// in `events` and provenance), which a later batch's MTA log line may
     /// re-index before the group is committed.
     mails: HashMap<String, (usize, Provenance)>,
+    /// Mails re-indexed for their delivery status in this group (cleared
+    /// from the delivery store's stale list once the group commits), and
+    /// whether the left-overs of a failed group were taken up yet.
+    delivery_reindexed: Vec<String>,
+    stale_taken: bool,
 }
 
 impl Group<'_> {
@@ -212,11 +217,26 @@ impl Group<'_> {
         self.alerts.extend(self.alerting.evaluate(&mut events)?);
         // Issue 20: MTA log lines joined to relayed mails before the
         // events are indexed, so their documents carry the join's result.
-        let changed = self
+        let mut changed = self
             .store
             .delivery
             .ingest(&events, kiroku_common::now_ms())
             .map_err(|e| e.to_string())?;
+        // Mails whose re-index a failed group rolled back.
+        if !self.stale_taken {
+            self.stale_taken = true;
+            let left = self
+                .store
+                .delivery
+                .stale(crate::delivery::store::STALE_BATCH)
+                .map_err(|e| e.to_string())?;
+            for id in left {
+                if !changed.contains(&id) {
+                    changed.push(id);
+                }
+            }
+        }
+        self.delivery_reindexed.extend(changed.iter().cloned());
         let mut provenance = Vec::with_capacity(events.len());
         for (e, (recorded, raw_not_kept, reencoded)) in events.iter().zip(sources) {
             let sha = entry::sha256(&recorded);
@@ -413,6 +433,8 @@ fn commit_jobs(store: &Store, alerting: &Alerting, jobs: Vec<Job>) {
         events: Vec::new(),
         first_leaf: 0,
         mails: HashMap::new(),
+        delivery_reindexed: Vec::new(),
+        stale_taken: false,
     };
     let (works, replies): (Vec<_>, Vec<_>) = jobs
         .into_iter()
@@ -442,6 +464,10 @@ fn commit_jobs(store: &Store, alerting: &Alerting, jobs: Vec<Job>) {
             .map_err(|e| e.to_string())?;
         drop(writer);
         store.index.commit().map_err(|e| e.to_string())?;
+        store
+            .delivery
+            .reindexed(&g.delivery_reindexed)
+            .map_err(|e| e.to_string())?;
         index_done = std::time::Instant::now();
         // Queued in the meta store, so the flush below makes the pending
         // analysis durable together with the high-water marks: an

@@ -301,6 +301,7 @@ impl Follower {
         pos.offset += used as u64;
         pos.refresh_head(&o.file)?;
         let (key, value) = (self.key(), pos.encode());
+        let committed_value = value.clone();
         let n = events.len() as u64;
         let unparsed = events
             .iter()
@@ -312,18 +313,27 @@ impl Follower {
                 tx.insert(&key, &value)?;
                 Ok(())
             }));
-        match r {
-            Ok(_) => {
-                o.pending.drain(..used);
-                o.pos = pos;
-                self.counters.add(n, unparsed);
-                Ok(Read::Progress(true))
+        // The records and the position are one transaction: when the call
+        // failed after that transaction committed (its flush failed, or the
+        // buffer was reopened meanwhile), the saved position says so, and
+        // reading the same bytes again would record them twice.
+        let committed = |r: &Result<_, BufferError>| {
+            r.is_ok()
+                || state.get(self.key()).ok().flatten().as_deref() == Some(&committed_value[..])
+        };
+        if committed(&r) {
+            if let Err(e) = &r {
+                tracing::warn!(path = %self.cfg.path.display(), error = %e, "MTA log lines were recorded but the buffer's flush failed; they are not read again");
             }
-            Err(e) => {
-                self.refused(&e);
-                Ok(Read::Refused)
-            }
+            o.pending.drain(..used);
+            o.pos = pos;
+            self.counters.add(n, unparsed);
+            return Ok(Read::Progress(true));
         }
+        if let Err(e) = r {
+            self.refused(&e);
+        }
+        Ok(Read::Refused)
     }
 
     fn refused(&self, e: &BufferError) {

@@ -316,7 +316,7 @@ impl Incidents {
         let ev = self.ctx.event_as(String::new(), Kind::Incident(rec));
         match self.buffer.append(&ev, None).await {
             Ok(_) => {}
-            Err(e @ BufferError::Full { .. }) => {
+            Err(e) if matches!(e, BufferError::Full { .. }) || e.unwritable() => {
                 let missed = Missed {
                     path: Some(&what),
                     ..Missed::default()

@@ -12,7 +12,9 @@ use std::time::Instant;
 use kiroku_proto::{AuthEvent, event::Kind};
 
 use super::super::Session;
+use crate::buffer::BufferError;
 use crate::capture::smtp::auth;
+use crate::gaps::{Missed, Source};
 
 /// An AUTH attempt in progress.
 pub(in crate::capture::smtp::session) struct Attempt {
@@ -110,8 +112,29 @@ impl Session<'_> {
                 self.cap.ctx.event_as(user, Kind::Auth(event))
             }
         };
-        if let Err(e) = self.cap.buffer.append(&ev, None).await {
-            tracing::error!(peer = %self.peer, mechanism = %attempt.mechanism, error = %e, "could not record an AUTH attempt");
+        match self.cap.buffer.append(&ev, None).await {
+            Ok(_) => {}
+            // Counted as a gap (source `auth`) so a count of failed logins
+            // says it is incomplete.
+            Err(e) if matches!(e, BufferError::Full { .. }) || e.unwritable() => {
+                let what = format!(
+                    "{} {} {} ({})",
+                    self.peer.ip(),
+                    attempt.mechanism,
+                    attempt.claimed_user,
+                    if success { "succeeded" } else { "failed" }
+                );
+                let missed = Missed {
+                    path: Some(&what),
+                    ..Missed::default()
+                };
+                if let Err(e2) = self.cap.gaps.missed(Source::Auth, missed).await {
+                    tracing::error!(peer = %self.peer, error = %e, count_error = %e2, "AUTH attempt record lost: the buffer refused it and the gap could not be counted");
+                }
+            }
+            Err(e) => {
+                tracing::error!(peer = %self.peer, mechanism = %attempt.mechanism, error = %e, "could not record an AUTH attempt");
+            }
         }
     }
 }
