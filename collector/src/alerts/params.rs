@@ -177,18 +177,7 @@ pub fn params(def: &RuleDef) -> Result<Params, Bad> {
         None if k == K::DeliveryFailures => 3_600_000,
         None => 600_000,
     };
-    const INCIDENT_KINDS: [&str; 10] = [
-        "upstream_unreachable",
-        "upstream_refused",
-        "upstream_tls",
-        "upstream_starttls_absent",
-        "upstream_timeout",
-        "upstream_lost",
-        "client_timeout",
-        "client_gone_before_mail",
-        "client_too_many_errors",
-        "client_tls",
-    ];
+    use kiroku_common::vocabulary::INCIDENT_KINDS;
     for kind in &def.kinds {
         if !INCIDENT_KINDS.contains(&kind.as_str()) {
             return Err((

@@ -92,6 +92,7 @@ pub async fn run(
         started: Instant::now(),
         slot,
         mail_seen: false,
+        said_anything: false,
         errors: 0,
     };
     let end = s.serve().await;
@@ -167,6 +168,10 @@ struct Session<'a> {
     /// The client sent MAIL at least once (a client gone before is a
     /// relay incident).
     mail_seen: bool,
+    /// The client sent at least one command line: a connection closed
+    /// without one is a port probe (a health check, a scanner, a readiness
+    /// check), not a client gone before MAIL.
+    said_anything: bool,
     /// Bad commands so far (a client past [`MAX_ERRORS`] is disconnected).
     errors: u32,
 }
@@ -392,6 +397,7 @@ impl Session<'_> {
             .next()
             .map(|v| String::from_utf8_lossy(v).to_ascii_uppercase())
             .unwrap_or_default();
+        self.said_anything = true;
         match verb.as_str() {
             "EHLO" | "HELO" => self.hello(&line, &verb).await?,
             "STARTTLS" => return self.starttls(&line).await,

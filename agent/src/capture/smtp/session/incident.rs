@@ -51,7 +51,7 @@ impl Session<'_> {
             Err(End::ClientTls(_)) => IncidentKind::ClientTls,
             Err(End::TooManyErrors) => IncidentKind::ClientTooManyErrors,
             Err(End::Client(WireError::Closed | WireError::Io(_)) | End::Io(_))
-                if !self.mail_seen =>
+                if !self.mail_seen && self.said_anything =>
             {
                 IncidentKind::ClientGoneBeforeMail
             }

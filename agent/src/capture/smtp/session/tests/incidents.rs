@@ -141,6 +141,12 @@ async fn client_side_incidents() {
         c.cmd("EHLO client.test").await;
         drop(c);
     }
+    // Connected and closed without a command (a port probe): not one.
+    for _ in 0..3 {
+        let mut c = h.client().await;
+        c.reply().await;
+        drop(c);
+    }
     // Gone after MAIL: not an incident.
     {
         let mut c = h.client().await;
