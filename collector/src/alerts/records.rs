@@ -398,6 +398,16 @@ impl super::Alerting {
                 })
             }
             (RuleKind::IncidentOpen, Some(Kind::Incident(i))) => self.incident(rule, e, i)?,
+            // The agent started again: the incidents it had open were in
+            // its memory and will never close (a crash leaves them with
+            // their `open` record only), so the periodic check forgets
+            // them rather than report them as lasting.
+            (RuleKind::IncidentOpen, Some(Kind::HostChange(h)))
+                if h.reason.starts_with("start") =>
+            {
+                lock(&self.state.open).retain(|(agent, _), _| *agent != e.agent_id);
+                None
+            }
             (RuleKind::ClockSkew, _) if e.clock_offset_known => {
                 let key = (rule.name.clone(), e.agent_id.clone());
                 let off = e.clock_offset_ms;

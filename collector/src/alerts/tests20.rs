@@ -565,6 +565,29 @@ minutes = 10
         ),
     );
     assert!(got.is_empty());
+    // An agent that crashed with an incident open never closes it; its
+    // start record makes the periodic check forget it.
+    let got = run(
+        &a,
+        ev(
+            "c1",
+            "relay3",
+            t0,
+            incident("i7", "upstream_unreachable", "open", t0, t0),
+        ),
+    );
+    assert!(got.is_empty());
+    let start = Kind::HostChange(kiroku_proto::HostEvent {
+        reason: "start".into(),
+        identity: None,
+    });
+    assert!(run(&a, ev("c2", "relay3", t0 + MIN, start)).is_empty());
+    assert!(
+        a.check_health(&[], None, t0 + 30 * MIN)
+            .expect("health")
+            .is_empty(),
+        "forgotten after the agent's start record"
+    );
 }
 
 #[test]
