@@ -61,15 +61,25 @@ async fn lines_of(
     qid: &str,
     pred: impl Fn(&[MtaLogEvent]) -> bool,
 ) -> anyhow::Result<Vec<MtaLogEvent>> {
+    let req = SearchRequest {
+        kind: "mta_log".into(),
+        queue_id: qid.into(),
+        ..Default::default()
+    };
+    records_until(env, req, qid, pred).await
+}
+
+/// The MTA log records `req` finds once `pred` holds for them (30 s).
+async fn records_until(
+    env: &Env,
+    req: SearchRequest,
+    what: &str,
+    pred: impl Fn(&[MtaLogEvent]) -> bool,
+) -> anyhow::Result<Vec<MtaLogEvent>> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let req = SearchRequest {
-            kind: "mta_log".into(),
-            queue_id: qid.into(),
-            ..Default::default()
-        };
         let got: Vec<MtaLogEvent> = env
-            .search_all(req)
+            .search_all(req.clone())
             .await?
             .iter()
             .filter_map(mta_log)
@@ -80,7 +90,7 @@ async fn lines_of(
         }
         anyhow::ensure!(
             Instant::now() < deadline,
-            "records of {qid} incomplete: {:#?}",
+            "records of {what} incomplete: {:#?}",
             got.iter().map(|m| &m.line).collect::<Vec<_>>()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -340,28 +350,20 @@ async fn exim_mainlog_lines_recorded() -> anyhow::Result<()> {
         Some(&message("mtalog-exim-refused", to)),
     )?;
     assert!(!ok);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let req = SearchRequest {
-            kind: "mta_log".into(),
-            recipient: to.into(),
-            ..Default::default()
-        };
-        let rejects: Vec<MtaLogEvent> = env
-            .search_all(req)
-            .await?
-            .iter()
-            .filter_map(mta_log)
-            .cloned()
-            .collect();
-        if let Some(m) = rejects.iter().find(|m| m.action == "reject") {
-            assert_eq!(m.dsn, "5.1.1", "{m:#?}");
-            assert!(m.reject_reason.contains("no such user here"), "{m:#?}");
-            break;
-        }
-        anyhow::ensure!(Instant::now() < deadline, "no reject line: {}", ex.log());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let req = SearchRequest {
+        kind: "mta_log".into(),
+        recipient: to.into(),
+        ..Default::default()
+    };
+    let rejects = records_until(&env, req, to, |g| g.iter().any(|m| m.action == "reject"))
+        .await
+        .map_err(|e| anyhow::anyhow!("no reject line: {e}\n{}", ex.log()))?;
+    let m = rejects
+        .iter()
+        .find(|m| m.action == "reject")
+        .ok_or_else(|| anyhow::anyhow!("no reject line"))?;
+    assert_eq!(m.dsn, "5.1.1", "{m:#?}");
+    assert!(m.reject_reason.contains("no such user here"), "{m:#?}");
     // Nothing Exim wrote is unparsed.
     let all = recorded(&env).await?;
     let req = SearchRequest {
