@@ -5,4 +5,5 @@ pub mod context;
 pub mod files;
 pub mod host;
 pub mod mtalog;
+pub mod network;
 pub mod smtp;

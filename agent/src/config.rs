@@ -34,6 +34,10 @@ pub struct AgentConfig {
     /// `capture/mtalog.rs`); none: off.
     #[serde(default)]
     pub mta_log: Vec<crate::capture::mtalog::MtaLogConfig>,
+    /// Issue 21: network activity (`[network]`, see
+    /// `capture/network/config.rs`); absent: off.
+    #[serde(default)]
+    pub network: crate::capture::network::NetworkConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -36,6 +36,8 @@ pub enum Source {
     Incidents,
     /// AUTH attempt records (issue 20).
     Auth,
+    /// Network flow and P2P records (issue 21).
+    Network,
 }
 
 impl Source {
@@ -45,6 +47,7 @@ impl Source {
             Source::Files => "files",
             Source::Incidents => "incidents",
             Source::Auth => "auth",
+            Source::Network => "network",
         }
     }
 
@@ -60,6 +63,7 @@ impl Source {
             Source::Files => "file events were not recorded",
             Source::Incidents => "relay incident records were not written",
             Source::Auth => "AUTH attempt records were not written",
+            Source::Network => "network flow records were not written",
         }
     }
 }
@@ -85,13 +89,13 @@ pub struct Gaps {
     ctx: Arc<CaptureContext>,
     /// A "buffer full, not recording" line was logged for the episode in
     /// progress (per source).
-    reported: [AtomicBool; 4],
+    reported: [AtomicBool; 5],
     /// Counts of file events missed while the buffer could not be written
     /// at all (a full disk: not even the note can be stored), kept in
     /// memory until the note can be, and then merged into it. A crash
     /// meanwhile forgets them; the next start's catch-up scan reports the
     /// files whose state still differs.
-    held: std::sync::Mutex<[GapEvent; 4]>,
+    held: std::sync::Mutex<[GapEvent; 5]>,
 }
 
 fn push_distinct(list: &mut Vec<String>, value: &str, truncated: &mut bool) {
@@ -121,8 +125,10 @@ impl Gaps {
                 AtomicBool::new(false),
                 AtomicBool::new(false),
                 AtomicBool::new(false),
+                AtomicBool::new(false),
             ],
             held: std::sync::Mutex::new([
+                GapEvent::default(),
                 GapEvent::default(),
                 GapEvent::default(),
                 GapEvent::default(),
@@ -242,7 +248,13 @@ impl Gaps {
 
     /// Queues each pending gap record if the buffer has room.
     pub async fn flush_pending(&self) {
-        for source in [Source::Smtp, Source::Files, Source::Incidents, Source::Auth] {
+        for source in [
+            Source::Smtp,
+            Source::Files,
+            Source::Incidents,
+            Source::Auth,
+            Source::Network,
+        ] {
             self.store_held(source).await;
             let ctx = self.ctx.clone();
             let made = self
@@ -327,6 +339,11 @@ fn detail(source: Source, g: &GapEvent) -> String {
         ),
         Source::Auth => format!(
             "{} AUTH attempt records {span} were not written: the agent buffer was full or its disk could not be written{}. The attempts listed are some of them (client, mechanism, claimed user, outcome). Raise buffer.max_bytes or fix the collector connection that let the buffer fill.",
+            g.count,
+            if g.truncated { " (list truncated)" } else { "" }
+        ),
+        Source::Network => format!(
+            "{} network records {span} were not written: the agent buffer was full or its disk could not be written{}. The peers listed are some of them (process and remote address). Raise buffer.max_bytes or fix the collector connection that let the buffer fill.",
             g.count,
             if g.truncated { " (list truncated)" } else { "" }
         ),

@@ -21,6 +21,7 @@ pub mod integrity;
 pub mod investigate;
 pub mod listener;
 pub mod maintenance;
+pub mod network;
 pub mod query;
 pub mod retention;
 pub mod server;

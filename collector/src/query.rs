@@ -632,6 +632,13 @@ impl Query for QueryService {
         crate::delivery::rpc::get_delivery(self, req).await
     }
 
+    async fn network_report(
+        &self,
+        req: Request<kiroku_proto::NetworkReportRequest>,
+    ) -> Result<Response<kiroku_proto::NetworkReport>, Status> {
+        crate::network::report::network_report(self, req).await
+    }
+
     async fn get_annotations(
         &self,
         req: Request<GetAnnotationsRequest>,

@@ -169,6 +169,11 @@ pub const KIND_DEFAULTS: &[(&str, Period)] = &[
     ("incident", Period::Ms(7 * YEAR_MS)),
     ("auth", Period::Ms(7 * YEAR_MS)),
     ("mta_log", Period::Ms(7 * YEAR_MS)),
+    // Issue 21: flow records are many and their worth fades (a year, as
+    // firewall logs are commonly kept); a P2P detection is the evidence
+    // of an incident and names its flows' peers and volumes itself.
+    ("network", Period::Ms(YEAR_MS)),
+    ("p2p", Period::Ms(7 * YEAR_MS)),
 ];
 
 /// Defaults of the file's top-level keys.
@@ -190,6 +195,8 @@ pub fn kind_name(e: &Event) -> &'static str {
         Some(Kind::Incident(_)) => "incident",
         Some(Kind::Auth(_)) => "auth",
         Some(Kind::MtaLog(_)) => "mta_log",
+        Some(Kind::Network(_)) => "network",
+        Some(Kind::P2p(_)) => "p2p",
         None => "",
     }
 }

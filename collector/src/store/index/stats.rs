@@ -203,6 +203,8 @@ pub(super) fn add_fields(f: &StatsFields, d: &mut TantivyDocument, e: &Event) {
             "auth"
         }
         Some(Kind::MtaLog(_)) => "mta_log",
+        Some(Kind::Network(_)) => "network",
+        Some(Kind::P2p(_)) => "p2p",
         None => "",
     };
     if !matches!(e.kind, Some(Kind::Email(_) | Kind::Auth(_))) {
