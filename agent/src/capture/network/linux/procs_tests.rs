@@ -200,7 +200,12 @@ fn unknown_inodes_rescan_at_most_once_per_interval() {
         .expect("udp");
     drop(u);
     std::thread::sleep(interval);
+    let scans = procs.scans;
     assert!(!procs.owners(&[iu]).contains_key(&iu));
+    assert_eq!(procs.scans, scans + 1, "a new unknown inode scans once");
+    std::thread::sleep(interval);
+    assert!(!procs.owners(&[iu, ia]).contains_key(&iu));
+    assert_eq!(procs.scans, scans + 1, "and never again for it");
 }
 
 #[test]
