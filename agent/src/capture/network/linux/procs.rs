@@ -222,6 +222,44 @@ impl ProcessTable for Procs {
         self.users.insert(uid, (name.clone(), Instant::now()));
         name
     }
+
+    fn limits(&self) -> Vec<String> {
+        let status = fs::read_to_string(self.root.join("self/status")).unwrap_or_default();
+        limits_for(&status)
+    }
+}
+
+const CAP_DAC_OVERRIDE: u32 = 1;
+const CAP_DAC_READ_SEARCH: u32 = 2;
+const CAP_SYS_PTRACE: u32 = 19;
+
+/// Another user's `/proc/<pid>/fd` is mode 0500 (opening it needs
+/// CAP_DAC_READ_SEARCH or CAP_DAC_OVERRIDE) and its links are read under
+/// a ptrace access check (CAP_SYS_PTRACE): checked with `setpriv
+/// --bounding-set=-...` as root on 6.18 — without either, `ls -l` of a
+/// nobody process's fd directory fails.
+fn limits_for(status: &str) -> Vec<String> {
+    let cap = |bit: u32| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("CapEff:"))
+            .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+            .is_some_and(|set| set & (1u64 << bit) != 0)
+    };
+    let mut missing = Vec::new();
+    if !cap(CAP_DAC_READ_SEARCH) && !cap(CAP_DAC_OVERRIDE) {
+        missing.push("CAP_DAC_READ_SEARCH");
+    }
+    if !cap(CAP_SYS_PTRACE) {
+        missing.push("CAP_SYS_PTRACE");
+    }
+    if missing.is_empty() {
+        return Vec::new();
+    }
+    vec![format!(
+        "sockets of other users' processes have no owner found: reading their /proc/<pid>/fd needs {}",
+        missing.join(" and ")
+    )]
 }
 
 /// `socket:[12345]` → 12345.
