@@ -17,6 +17,7 @@
 //!   `PacketInspector`), implemented for Linux in `linux/`.
 
 pub mod config;
+pub mod flows;
 #[cfg(target_os = "linux")]
 pub mod linux;
 pub mod p2p;
