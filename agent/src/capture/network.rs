@@ -171,3 +171,5 @@ impl NetworkCapture {
         let _ = tokio::task::spawn_blocking(move || self.stop_blocking()).await;
     }
 }
+#[cfg(test)]
+mod runner_tests;
