@@ -11,6 +11,8 @@ pub mod load;
 pub mod mailcorpus;
 pub mod mta;
 pub mod reliability;
+// Issue 21: hand-made events shipped as an agent.
+pub mod ship;
 pub mod tsa;
 
 use std::io::Read;
