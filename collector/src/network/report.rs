@@ -22,7 +22,7 @@ use tonic::{Request, Response, Status};
 
 use crate::auth;
 use crate::query::{QueryService, index_status};
-use crate::store::index::{EventIndex, IndexError, KINDS};
+use crate::store::index::{EventIndex, IndexError};
 use kiroku_common::quote::quote;
 
 use aggregate::Aggregator;
@@ -160,22 +160,12 @@ pub fn build(
         agent_id: r.agent_id.trim().to_owned(),
         ..Default::default()
     };
-    if KINDS_READ.iter().all(|k| KINDS.contains(k)) {
-        for kind in KINDS_READ {
-            let by_kind = SearchRequest {
-                kind: kind.into(),
-                ..base.clone()
-            };
-            scan::each_event(index, &by_kind, |e| {
-                agg.add(e);
-                true
-            })?;
-        }
-    } else {
-        // An index without the network kinds (before their fields were
-        // added): every record of the host in the range, the others
-        // ignored by the aggregation.
-        scan::each_event(index, &base, |e| {
+    for kind in KINDS_READ {
+        let by_kind = SearchRequest {
+            kind: kind.into(),
+            ..base.clone()
+        };
+        scan::each_event(index, &by_kind, |e| {
             agg.add(e);
             true
         })?;
