@@ -159,6 +159,9 @@ pub struct Aggregator {
     early: HashSet<String>,
     episodes: HashMap<String, Event>,
     p2p_processes: HashSet<ProcKey>,
+    /// (name, pid) of the processes P2P records named: a flow row whose
+    /// executable or user was told differently is still flagged.
+    p2p_pids: HashSet<(String, u32)>,
     gaps: Vec<Event>,
     records: u64,
     connections: u64,
@@ -179,6 +182,7 @@ impl Aggregator {
             early: HashSet::new(),
             episodes: HashMap::new(),
             p2p_processes: HashSet::new(),
+            p2p_pids: HashSet::new(),
             gaps: Vec::new(),
             records: 0,
             connections: 0,
@@ -194,7 +198,12 @@ impl Aggregator {
         match &e.kind {
             Some(Kind::Network(n)) => self.network(&e, n),
             Some(Kind::P2p(p)) => {
-                self.p2p_processes.insert(proc_key(p.process.as_ref()));
+                if self.p2p_processes.len() < self.bounds.episodes {
+                    self.p2p_processes.insert(proc_key(p.process.as_ref()));
+                    if let Some(r) = &p.process {
+                        self.p2p_pids.insert((r.name.clone(), r.pid));
+                    }
+                }
                 self.p2p(e);
             }
             Some(Kind::Gap(g)) if g.source == GAP_SOURCE => {
@@ -280,11 +289,11 @@ impl Aggregator {
         widen(&mut acc.first_ms, &mut acc.last_ms, t.first_ms, t.last_ms);
         if !n.remote_ip.is_empty() {
             let h = pair_hash(&n.remote_ip, n.remote_port);
-            if acc.peers.contains(&h) {
-            } else if self.pairs < self.bounds.pairs {
+            let new = !acc.peers.contains(&h);
+            if new && self.pairs < self.bounds.pairs {
                 acc.peers.insert(h);
                 self.pairs += 1;
-            } else {
+            } else if new {
                 self.left_out.pairs += 1;
             }
         }
@@ -341,12 +350,15 @@ impl Aggregator {
     /// name; `top` rows of each table.
     pub fn finish(self, top: usize) -> NetworkReport {
         let notes = self.notes();
-        let p2p = self.p2p_processes;
+        let (p2p, p2p_pids) = (self.p2p_processes, self.p2p_pids);
         let mut processes: Vec<ProcessTraffic> = self
             .processes
             .into_iter()
             .map(|(key, a)| {
-                let flag = p2p.contains(&key);
+                let flag = p2p.contains(&key)
+                    || a.pids
+                        .iter()
+                        .any(|pid| p2p_pids.contains(&(key.0.clone(), *pid)));
                 let (process, exe, user) = key;
                 ProcessTraffic {
                     process,

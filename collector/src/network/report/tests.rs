@@ -601,3 +601,28 @@ fn requests_refused_with_the_field_at_fault() {
     .expect("plan");
     assert_eq!(ok.timeline.step(), 5 * MIN);
 }
+
+#[test]
+fn a_p2p_record_flags_its_process_by_name_and_pid_too() {
+    // The detection names the process without its executable (told
+    // differently than the flows did): still the same row, flagged.
+    let mut events = the_hour();
+    for e in &mut events {
+        if let Some(Kind::P2p(p)) = &mut e.kind
+            && let Some(r) = &mut p.process
+        {
+            r.exe.clear();
+            r.user.clear();
+        }
+    }
+    let rep = aggregate(events, &request(), Bounds::default());
+    let flags: Vec<(&str, bool)> = rep
+        .processes
+        .iter()
+        .map(|p| (p.process.as_str(), p.p2p))
+        .collect();
+    assert_eq!(
+        flags,
+        [("qbittorrent-nox", true), ("curl", false), ("apt", false)]
+    );
+}
