@@ -209,10 +209,19 @@ pub fn timeline_chart(r: &NetworkReport, zone: &Zone) -> String {
     let mut out = String::new();
     for b in &r.timeline {
         let total = b.bytes_out.saturating_add(b.bytes_in);
-        let outs = bar("█", b.bytes_out, max, WIDTH);
-        // The whole bar is scaled as one, so out + in never exceeds WIDTH.
-        let all = bar("▒", total, max, WIDTH);
-        let ins = "▒".repeat(all.chars().count().saturating_sub(outs.chars().count()));
+        // Each direction with traffic gets at least one mark; the longer
+        // gives way when both together would pass the width.
+        let (mut outs, mut ins) = (
+            bar("█", b.bytes_out, max, WIDTH).chars().count(),
+            bar("▒", b.bytes_in, max, WIDTH).chars().count(),
+        );
+        let over = (outs + ins).saturating_sub(WIDTH as usize);
+        if outs >= ins {
+            outs -= over;
+        } else {
+            ins -= over;
+        }
+        let (outs, ins) = ("█".repeat(outs), "▒".repeat(ins));
         let figures = if total == 0 && b.connections == 0 {
             String::new()
         } else {
@@ -517,6 +526,9 @@ mod tests {
             ],
             ..Default::default()
         };
+        let mut r = r;
+        // A little in beside much out: still one mark of its own.
+        r.timeline.push(b(day + 10_800_000, 7_000, 1, 0));
         let chart = timeline_chart(&r, &Zone::utc());
         let lines: Vec<&str> = chart.lines().collect();
         assert_eq!(lines[0], "2026-12-06 00:00  ");
@@ -535,6 +547,11 @@ mod tests {
                 "█".repeat(20),
                 "▒".repeat(20)
             )
+        );
+        assert!(
+            lines[3].starts_with(&format!("2026-12-06 03:00  {}▒ ", "█".repeat(35))),
+            "{}",
+            lines[3]
         );
     }
 

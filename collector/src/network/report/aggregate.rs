@@ -404,9 +404,10 @@ impl Aggregator {
                 a.bytes_out.saturating_add(a.bytes_in),
                 b.bytes_out.saturating_add(b.bytes_in),
             );
-            (vb, b.connections)
-                .cmp(&(va, a.connections))
-                .then_with(|| a.remote_ip.cmp(&b.remote_ip))
+            (vb, b.connections).cmp(&(va, a.connections)).then_with(|| {
+                let ip = |p: &PeerTraffic| p.remote_ip.parse::<std::net::IpAddr>().ok();
+                (ip(a), &a.remote_ip).cmp(&(ip(b), &b.remote_ip))
+            })
         });
         let other_processes = processes.len().saturating_sub(top) as u64;
         let other_peers = peers.len().saturating_sub(top) as u64;
