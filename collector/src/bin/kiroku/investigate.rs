@@ -1,4 +1,5 @@
-//! `kiroku trace`, `kiroku alerts` and `kiroku report exfil`: the
+//! `kiroku trace`, `kiroku alerts` and `kiroku report exfil` (`kiroku report
+//! network` is `netreport.rs`): the
 //! investigations, rendered as tables (and a bar chart) for people and as
 //! JSON / CSV for scripts.
 
@@ -48,6 +49,9 @@ pub enum ReportCmd {
     /// a daily bar chart, and the newest files (--all-files or --csv: every
     /// file).
     Exfil(ExfilArgs),
+    /// What one host talked to (issue 21): per process and per peer, a
+    /// timeline chart, the P2P findings and the network gaps.
+    Network(crate::netreport::NetworkArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -356,6 +360,13 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
+/// `glyph` repeated for `value` on a scale where `max` is `width` long (a
+/// value above 0 gets at least one): the bars of the reports' charts.
+pub fn bar(glyph: &str, value: u64, max: u64, width: u64) -> String {
+    let len = (u128::from(value) * u128::from(width)).div_ceil(u128::from(max.max(1)));
+    glyph.repeat(len.min(u128::from(width)) as usize)
+}
+
 /// One bar per day and method, scaled to the busiest.
 pub fn bar_chart(r: &ExfilReport) -> String {
     const WIDTH: u64 = 40;
@@ -369,12 +380,11 @@ pub fn bar_chart(r: &ExfilReport) -> String {
             c.key.as_str()
         };
         last_day = &c.key;
-        let len = (c.files * WIDTH).div_ceil(max) as usize;
-        let bar = if c.method == "mail" { "█" } else { "▒" };
+        let glyph = if c.method == "mail" { "█" } else { "▒" };
         out.push_str(&format!(
             "{day:<10}  {:<9} {} {} ({})\n",
             safe(&c.method),
-            bar.repeat(len),
+            bar(glyph, c.files, max, WIDTH),
             count(c.files, "file", "files"),
             human_bytes(c.bytes)
         ));
@@ -418,7 +428,10 @@ pub async fn report(
     zone: &Zone,
     tz_flag: bool,
 ) -> anyhow::Result<()> {
-    let ReportCmd::Exfil(a) = cmd;
+    let a = match cmd {
+        ReportCmd::Exfil(a) => a,
+        ReportCmd::Network(a) => return crate::netreport::run(connect, a, zone).await,
+    };
     let now = kiroku_common::now_ms();
     let days = Days::of(a.utc_offset.as_deref(), zone, tz_flag)?;
     if let Days::CurrentOffset(_) = days {

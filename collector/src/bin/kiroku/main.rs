@@ -14,6 +14,7 @@ mod filters;
 mod holds;
 mod investigate;
 mod maintenance;
+mod netreport;
 mod output;
 mod quickstart;
 mod retention;
