@@ -3,7 +3,9 @@
 //! first bytes of flows through `AF_PACKET` with a classic BPF filter
 //! (`inspect`).
 
+mod diag_msg;
 pub mod inspect;
+mod netlink;
 pub mod procs;
 pub mod sock_diag;
 
