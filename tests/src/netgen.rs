@@ -86,6 +86,9 @@ pub struct ConnStats {
     /// Each completed connection's lifetime, connect() to close(), in
     /// microseconds.
     pub lifetimes_us: Vec<u64>,
+    /// The client end's local (ephemeral) port of each completed one: the
+    /// server end's remote port.
+    pub ports: Vec<u16>,
     pub wall: Duration,
 }
 
@@ -126,8 +129,9 @@ pub fn short_connections(to: SocketAddr, count: u64, rate: f64, payload: usize) 
             }
         }
         let c0 = Instant::now();
-        let ok = (|| -> std::io::Result<()> {
+        let ok = (|| -> std::io::Result<u16> {
             let mut c = TcpStream::connect_timeout(&to, Duration::from_secs(2))?;
+            let port = c.local_addr()?.port();
             c.set_read_timeout(Some(Duration::from_secs(2)))?;
             c.write_all(&data)?;
             c.read_exact(&mut back)?;
@@ -135,11 +139,12 @@ pub fn short_connections(to: SocketAddr, count: u64, rate: f64, payload: usize) 
             // the whole connection's.
             let mut rest = [0u8; 1];
             let _ = c.read(&mut rest);
-            Ok(())
+            Ok(port)
         })();
         match ok {
-            Ok(()) => {
+            Ok(port) => {
                 st.made += 1;
+                st.ports.push(port);
                 st.lifetimes_us.push(c0.elapsed().as_micros() as u64);
             }
             Err(_) => st.failed += 1,

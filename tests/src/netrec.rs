@@ -70,6 +70,23 @@ impl NetRecords {
         }
     }
 
+    /// Waits until the agent's capture has shipped a first network record
+    /// (its own listening SMTP socket's `listen_open` when loopback flows
+    /// are recorded): the capture runs and the collector has its records.
+    pub async fn wait_running(env: &Env, agent_id: &str, within: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + within;
+        loop {
+            if !NetRecords::read(env, agent_id, 0).await?.network.is_empty() {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "agent {agent_id} shipped no network record within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
     /// The records of the flows `pick` selects, added up.
     pub fn tally(&self, pick: impl Fn(&NetworkEvent) -> bool) -> Tally {
         tally(self.network.iter().filter(|n| pick(n)))

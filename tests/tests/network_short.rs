@@ -10,6 +10,7 @@
 //! the 1,000 connections, both ends, exactly once: recorded, or (only if
 //! there is such a gap) counted as lost.
 
+use std::collections::HashSet;
 use std::process::Command;
 use std::time::Duration;
 
@@ -35,10 +36,10 @@ async fn thousand_short_connections_are_all_accounted_for() -> anyhow::Result<()
         "short",
         free_port(),
         &Mode::CaptureOnly,
-        "[network]\nenabled = true\nloopback = true\n",
+        // Summaries every 10 s (default 60) to keep the test short.
+        "[network]\nenabled = true\nloopback = true\nsummary_secs = 10\n",
     )?;
-    // The capture's first dump.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    NetRecords::wait_running(&env, "short", Duration::from_secs(60)).await?;
     let from_ms = kiroku_common::now_ms() - 1000;
 
     // One process: its listener, one connection held 2.5 s before and
@@ -64,12 +65,26 @@ async fn thousand_short_connections_are_all_accounted_for() -> anyhow::Result<()
     assert_eq!(field("accepted"), COUNT + 1, "generator: {netgen}");
     assert!(anchor > 0);
 
-    // The short connections' two ends, the anchor left out.
-    let client = move |n: &NetworkEvent| {
-        n.remote_port == port && n.local_port != port && n.local_port != anchor
-    };
-    let server = move |n: &NetworkEvent| {
-        n.local_port == port && n.remote_port != anchor && n.remote_port > 0
+    // The short connections' two ends, the anchor left out. The server
+    // end is the inbound socket from one of the client's ports (a summary
+    // of inbound flows names the remote, not the local port).
+    let ports: HashSet<u32> = netgen["client_ports"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| p.as_u64())
+                .map(|p| p as u32)
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(ports.len() as u64, COUNT, "client ports: {netgen}");
+    let client =
+        |n: &NetworkEvent| n.remote_port == port && n.local_port != port && n.local_port != anchor;
+    let server = |n: &NetworkEvent| {
+        n.direction == "inbound"
+            && n.remote_ip == "127.0.0.1"
+            && ports.contains(&n.remote_port)
+            && (n.local_port == port || n.phase == "summary")
     };
     let recs = NetRecords::settle(
         &env,
@@ -77,17 +92,22 @@ async fn thousand_short_connections_are_all_accounted_for() -> anyhow::Result<()
         from_ms,
         |r| {
             let lost = r.gap_total();
-            r.tally(client).connections() + lost >= COUNT
-                && r.tally(server).connections() + lost >= COUNT
+            r.tally(&client).connections() + lost >= COUNT
+                && r.tally(&server).connections() + lost >= COUNT
         },
-        Duration::from_secs(15),
+        // Longer than a summary interval: a summary comes at its end.
+        Duration::from_secs(25),
         Duration::from_secs(90),
     )
     .await?;
-    let (c, s) = (recs.tally(client), recs.tally(server));
+    let (c, s) = (recs.tally(&client), recs.tally(&server));
     let gaps = recs.gap_counts();
     let lost = recs.gap_total();
     eprintln!("client side: {c:?}\nserver side: {s:?}\nnetwork gaps: {gaps:?}");
+    eprintln!(
+        "all of the agent's network records: {:?}",
+        recs.tally(|_| true)
+    );
 
     // Never more than there were (a socket counted twice, a TIME_WAIT
     // entry taken for a new flow), and every one accounted for.
@@ -109,7 +129,9 @@ async fn thousand_short_connections_are_all_accounted_for() -> anyhow::Result<()
         }
     }
     // Every direction as it was, and the bytes the kernel counted for
-    // them (32 each way per connection; loopback retransmits nothing).
+    // them: 32 each way per connection (loopback retransmits nothing);
+    // in, the kernel's `tcpi_bytes_received` also counts the peer's FIN
+    // (one sequence number), so 32 or 33.
     for (side, t, dir) in [("client", &c, "outbound"), ("server", &s, "inbound")] {
         let wrong: Vec<&NetworkEvent> = recs
             .network
@@ -118,7 +140,7 @@ async fn thousand_short_connections_are_all_accounted_for() -> anyhow::Result<()
                 if side == "client" {
                     client(n)
                 } else {
-                    server(n)
+                    n.local_port == port && ports.contains(&n.remote_port)
                 }
             })
             .filter(|n| n.direction != dir)
@@ -129,15 +151,31 @@ async fn thousand_short_connections_are_all_accounted_for() -> anyhow::Result<()
             PAYLOAD * t.connections(),
             "{side} bytes out: {t:?}"
         );
-        assert_eq!(
-            t.bytes_in,
-            PAYLOAD * t.connections(),
+        assert!(
+            (PAYLOAD * t.connections()..=(PAYLOAD + 1) * t.connections()).contains(&t.bytes_in),
             "{side} bytes in: {t:?}"
         );
     }
-    // The process: the anchor, alive across dumps, is attributed to the
-    // generator from its socket; the short ones name it as far as the
-    // mechanism can tell (inferred from the anchor), else only its uid.
+    // The process. The short ones closed before any dump saw them: the
+    // documented mechanism names the process seen with the same peer
+    // (ip:port) and uid in the last summary interval ("inferred": here the
+    // anchor), else only the uid. The server ends' peers are the client's
+    // fresh ports: uid only.
+    for (pid_named, n) in c.by_pid.iter().chain(&s.by_pid) {
+        assert!(
+            *pid_named == pid || *pid_named == 0,
+            "{n} connections attributed to pid {pid_named}, not the generator {pid}"
+        );
+    }
+    eprintln!(
+        "client side: {} of {} connections name the generator's pid {pid}; by attribution {:?}; server side by attribution {:?}",
+        c.by_pid.get(&pid).copied().unwrap_or(0),
+        c.connections(),
+        c.by_attribution,
+        s.by_attribution
+    );
+    // The anchor, alive across dumps (2.5 s before and after), is the
+    // generator's from its socket, and so the short ones are inferred.
     let anchor_recs: Vec<&NetworkEvent> = recs
         .network
         .iter()
@@ -148,21 +186,16 @@ async fn thousand_short_connections_are_all_accounted_for() -> anyhow::Result<()
         "the anchor connection was not recorded"
     );
     for n in &anchor_recs {
-        assert_eq!(n.process.as_ref().map(|p| p.pid), Some(pid), "{n:?}");
-        assert_eq!(n.attribution, "socket", "{n:?}");
-    }
-    let named = c.by_pid.get(&pid).copied().unwrap_or(0);
-    eprintln!(
-        "client side: {named} of {} connections name the generator's pid {pid}; by attribution {:?}",
-        c.connections(),
-        c.by_attribution
-    );
-    for (pid_named, n) in &c.by_pid {
         assert!(
-            *pid_named == pid || *pid_named == 0,
-            "{n} connections attributed to pid {pid_named}, not the generator {pid}"
+            n.attribution == "socket" && n.process.as_ref().map(|p| p.pid) == Some(pid),
+            "the anchor connection, open across dumps for 2.5 s, is not attributed to the generator (pid {pid}) from its socket: {n:?}"
         );
     }
+    assert_eq!(
+        c.by_pid.get(&pid).copied().unwrap_or(0),
+        c.connections(),
+        "client side: short connections to the anchor's peer not inferred to be the generator's: {c:?}"
+    );
     drop(agent);
     Ok(())
 }

@@ -16,7 +16,7 @@
 //! whatever else runs).
 //!
 //! Run: `CARGO_INCREMENTAL=0 cargo build --release -p kiroku-tests --bins
-//! -p kiroku-agent -p kiroku-collector -p kiroku-cli`, then
+//! -p kiroku-agent -p kiroku-collector`, then
 //! `flock /work/bench.lock target/release/kiroku-bench-network`.
 
 use std::collections::BTreeMap;
@@ -197,7 +197,7 @@ impl Bench<'_> {
 
     /// Records of the phase that started at `from_ms`, once `expected`
     /// connections each way are accounted for (recorded or counted in a
-    /// gap) or nothing new arrives for 10 s.
+    /// gap) or nothing new arrives for 75 s.
     async fn settle(
         &self,
         from_ms: i64,
@@ -214,8 +214,10 @@ impl Bench<'_> {
                 r.tally(out).connections() + gaps >= expected
                     && r.tally(inb).connections() + gaps >= expected
             },
-            Duration::from_secs(10),
-            Duration::from_secs(120),
+            // Longer than the default summary interval (60 s): a
+            // summary comes at its end.
+            Duration::from_secs(75),
+            Duration::from_secs(150),
         )
         .await
     }
@@ -392,6 +394,7 @@ async fn run(a: &Args) -> anyhow::Result<()> {
             a.network
         ),
     )?;
+    NetRecords::wait_running(&env, agent_id, Duration::from_secs(60)).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let b = Bench {
         env: &env,

@@ -75,6 +75,7 @@ fn main() -> anyhow::Result<()> {
             "lifetime_p99_ms": st.lifetime_ms(0.99),
             "lifetime_max_ms": st.lifetime_ms(1.0),
             "under_10ms": st.under_ms(10),
+            "client_ports": st.ports,
         })
     );
     Ok(())
