@@ -19,7 +19,7 @@
 //! -p kiroku-agent -p kiroku-collector`, then
 //! `flock /work/bench.lock target/release/kiroku-bench-network`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -195,25 +195,18 @@ impl Bench<'_> {
         })
     }
 
-    /// Records of the phase that started at `from_ms`, once `expected`
-    /// connections each way are accounted for (recorded or counted in a
-    /// gap) or nothing new arrives for 75 s.
+    /// Records of the phase that started at `from_ms`, once `enough` holds
+    /// or nothing new arrives for 75 s.
     async fn settle(
         &self,
         from_ms: i64,
-        expected: u64,
-        out: impl Fn(&NetworkEvent) -> bool + Copy,
-        inb: impl Fn(&NetworkEvent) -> bool + Copy,
+        enough: impl Fn(&NetRecords) -> bool,
     ) -> anyhow::Result<NetRecords> {
         NetRecords::settle(
             self.env,
             self.agent_id,
             from_ms,
-            |r| {
-                let gaps = r.gap_total();
-                r.tally(out).connections() + gaps >= expected
-                    && r.tally(inb).connections() + gaps >= expected
-            },
+            enough,
             // Longer than the default summary interval (60 s): a
             // summary comes at its end.
             Duration::from_secs(75),
@@ -240,9 +233,23 @@ impl Bench<'_> {
         let kernel = TcpCounters::read()?.since(&k0);
         let (a1, c1) = self.cpu();
         let (rss, hwm) = rss_bytes(self.agent.pid());
-        let out = move |n: &NetworkEvent| n.remote_port == port && n.local_port != port;
-        let inb = move |n: &NetworkEvent| n.local_port == port && n.direction == "inbound";
-        let recs = self.settle(from_ms, st.made, out, inb).await?;
+        let out = |n: &NetworkEvent| n.remote_port == port && n.local_port != port;
+        // The server ends: inbound from one of the client's ports (an
+        // inbound summary names the remote port, not the local one).
+        let ports: HashSet<u32> = st.ports.iter().map(|&p| u32::from(p)).collect();
+        let inb = |n: &NetworkEvent| {
+            n.direction == "inbound"
+                && ports.contains(&n.remote_port)
+                && (n.local_port == port || n.phase == "summary")
+        };
+        let made = st.made;
+        let recs = self
+            .settle(from_ms, |r| {
+                let gaps = r.gap_total();
+                r.tally(out).connections() + gaps >= made
+                    && r.tally(inb).connections() + gaps >= made
+            })
+            .await?;
         let (a2, _) = self.cpu();
         drop(server);
         Ok(Phase {
@@ -282,9 +289,15 @@ impl Bench<'_> {
         let (a1, c1) = self.cpu();
         let (rss, hwm) = rss_bytes(self.agent.pid());
         let (lp, rp) = (st.local_port as u32, st.remote_port as u32);
-        let out = move |n: &NetworkEvent| n.local_port == lp && n.remote_port == rp;
-        let inb = move |n: &NetworkEvent| n.local_port == rp && n.remote_port == lp;
-        let recs = self.settle(from_ms, 1, out, inb).await?;
+        let out = |n: &NetworkEvent| n.local_port == lp && n.remote_port == rp;
+        let inb = |n: &NetworkEvent| n.local_port == rp && n.remote_port == lp;
+        // Until both ends' close records are in.
+        let recs = self
+            .settle(from_ms, |r| {
+                r.tally(out).by_phase.contains_key("close")
+                    && r.tally(inb).by_phase.contains_key("close")
+            })
+            .await?;
         let (a2, _) = self.cpu();
         let o = recs.tally(out);
         let recorded = o.bytes_out;
@@ -363,6 +376,12 @@ fn report(phases: &[Phase]) {
             println!(
                 "  - outbound records by phase {:?}, attribution (connections) {:?}, counters {:?}",
                 p.out.by_phase, p.out.by_attribution, p.out.by_counters
+            );
+        }
+        if p.inb.records > 0 {
+            println!(
+                "  - inbound records by phase {:?}, attribution (connections) {:?}, counters {:?}",
+                p.inb.by_phase, p.inb.by_attribution, p.inb.by_counters
             );
         }
     }
