@@ -90,7 +90,13 @@ impl NetworkCapture {
     ) -> anyhow::Result<NetworkCapture> {
         use anyhow::Context;
         let sockets = platform::open_sockets().context("opening the socket table (sock_diag)")?;
-        let procs = platform::open_processes().context("opening the process table (/proc)")?;
+        let procs = match platform::open_processes() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "network capture: the process table cannot be read; flows are recorded with their uid only (attribution \"uid\")");
+                Box::new(runner::NoProcesses)
+            }
+        };
         for limit in sockets.limits() {
             tracing::warn!("network capture cannot see everything here: {limit}");
         }
@@ -171,3 +177,5 @@ impl NetworkCapture {
         let _ = tokio::task::spawn_blocking(move || self.stop_blocking()).await;
     }
 }
+#[cfg(test)]
+mod runner_tests;

@@ -6,6 +6,7 @@
 
 pub mod coalesce;
 pub mod exclude;
+pub mod infer;
 pub mod persist;
 pub mod table;
 

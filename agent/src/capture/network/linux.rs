@@ -12,3 +12,6 @@ pub mod sock_diag;
 pub use inspect::open as open_inspector;
 pub use procs::open as open_processes;
 pub use sock_diag::open as open_sockets;
+
+#[cfg(test)]
+mod measure_tests;

@@ -39,6 +39,22 @@ pub struct Sources {
     pub inspector: Option<Box<dyn PacketInspector>>,
 }
 
+/// The process table when the real one cannot be opened: no owners, no
+/// user names (flows keep their uid).
+pub struct NoProcesses;
+
+impl ProcessTable for NoProcesses {
+    fn owners(
+        &mut self,
+        _inodes: &[u64],
+    ) -> std::collections::HashMap<u64, super::platform::Owner> {
+        std::collections::HashMap::new()
+    }
+    fn user_name(&mut self, _uid: u32) -> String {
+        String::new()
+    }
+}
+
 pub struct Runner {
     pub cfg: NetworkConfig,
     /// `collector.endpoint`, for `network.exclude_collector`.

@@ -35,6 +35,7 @@ use super::super::config::NetworkConfig;
 use super::super::platform::{Counters, Owner, Packet, ProcessTable, Protocol, Socket};
 use super::coalesce::{Admit, Coalescer, Key, key_of};
 use super::exclude::{Excluder, canonical};
+use super::infer::Recent;
 use super::persist::{Saved, StateOp};
 
 /// One record the table asks to write.
@@ -137,8 +138,8 @@ pub struct FlowTable {
     closed_recently: HashMap<u64, i64>,
     /// Listening (canonical ip or None for a wildcard, port), TCP.
     listening: HashSet<(Option<IpAddr>, u16)>,
-    /// (uid, remote) → the process last seen with it, and when.
-    peers: HashMap<(u32, SocketAddr), (ProcessRef, i64)>,
+    /// What the dumps saw recently, for sockets never dumped.
+    recent: Recent,
     names: HashMap<IpAddr, String>,
     users: HashMap<u32, String>,
     /// The previous run's flows not found yet (cleared after the first
@@ -179,7 +180,7 @@ impl FlowTable {
             untracked: HashSet::new(),
             closed_recently: HashMap::new(),
             listening: HashSet::new(),
-            peers: HashMap::new(),
+            recent: Recent::default(),
             names: HashMap::new(),
             users: HashMap::new(),
             saved,
@@ -306,7 +307,14 @@ impl FlowTable {
             self.ended_while_stopped(flow_id, s, now_ms, out);
         }
         let recent = now_ms - self.summary_ms;
-        self.peers.retain(|_, (_, at)| *at >= recent);
+        self.recent.prune(recent);
+        let listeners = self
+            .flows
+            .values()
+            .filter(|f| f.listening && f.attribution == "socket")
+            .filter_map(|f| Some((f.local.port(), f.process.clone()?)))
+            .collect();
+        self.recent.set_listeners(listeners);
         self.closed_recently
             .retain(|_, at| *at >= now_ms - REMEMBER_CLOSED_MS);
         self.last_dump_ms = now_ms;
@@ -328,8 +336,7 @@ impl FlowTable {
         if let (Some(p), Some(r)) = (&f.process, f.remote)
             && f.attribution == "socket"
         {
-            self.peers
-                .insert((f.uid, canonical_addr(r)), (p.clone(), now_ms));
+            self.recent.saw(canonical_addr(r), p, now_ms);
         }
         if s.state == "time_wait" {
             if let Some(f) = self.remove(s.cookie, now_ms) {
@@ -434,8 +441,7 @@ impl FlowTable {
         if let (Some(p), Some(r)) = (&f.process, f.remote)
             && attribution == "socket"
         {
-            self.peers
-                .insert((f.uid, canonical_addr(r)), (p.clone(), now_ms));
+            self.recent.saw(canonical_addr(r), p, now_ms);
         }
         let cookie = s.cookie;
         if saved.is_none() && !listening {
@@ -633,10 +639,15 @@ impl FlowTable {
         now_ms: i64,
         out: &mut Vec<Rec>,
     ) {
-        let inferred = s
-            .remote
-            .and_then(|r| self.peers.get(&(s.uid, canonical_addr(r))))
-            .map(|(p, _)| p.clone());
+        // Never dumped: Linux tells neither inode nor uid (inode 0).
+        let uid = (s.inode != 0).then_some(s.uid);
+        let direction = self.direction(&s);
+        let inferred = self.recent.infer(
+            s.local.port(),
+            s.remote.map(canonical_addr),
+            direction == "inbound",
+            uid,
+        );
         if self.exclude.excluded(
             &s,
             inferred.as_ref().map(|p| (p.name.as_str(), p.exe.as_str())),
@@ -644,12 +655,13 @@ impl FlowTable {
             self.stats.excluded += 1;
             return;
         }
-        let (process, attribution) = match inferred {
-            Some(p) => (p, "inferred"),
-            None => {
-                let user = self.user(procs, s.uid);
-                (uid_ref(s.uid, user), "uid")
+        let (process, attribution) = match (inferred, uid) {
+            (Some(p), _) => (Some(p), "inferred"),
+            (None, Some(uid)) => {
+                let user = self.user(procs, uid);
+                (Some(uid_ref(uid, user)), "uid")
             }
+            (None, None) => (None, ""),
         };
         self.closed_recently.insert(s.cookie, now_ms);
         self.stats.closed_unseen += 1;
@@ -661,9 +673,9 @@ impl FlowTable {
             state: s.state,
             uid: s.uid,
             flow_id: self.flow_id(s.cookie),
-            process: Some(process),
+            process,
             attribution,
-            direction: self.direction(&s),
+            direction,
             start_ms: self.last_dump_ms,
             last_seen_ms: now_ms,
             counters,
@@ -685,7 +697,12 @@ impl FlowTable {
             seen: 0,
             missing: false,
         };
-        let key = key_of(f.process.as_ref(), f.uid, f.remote, f.protocol);
+        let key = key_of(
+            f.process.as_ref(),
+            uid.unwrap_or(u32::MAX),
+            f.remote,
+            f.protocol,
+        );
         if !f.listening && self.coalesce.admit(&key, now_ms) == Admit::Coalesced {
             let t = template(&f);
             self.stats.coalesced += 1;

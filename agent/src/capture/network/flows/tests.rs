@@ -350,19 +350,41 @@ fn a_flow_never_seen_in_a_dump_is_inferred_or_attributed_to_its_uid() {
     let mut t = table(&cfg, HashMap::new());
     let mut p = procs();
     let mut out = Vec::new();
-    // wget (uid 65534) is seen talking to SERVER; curl (uid 0) too.
+    // wget (uid 65534) is seen talking to SERVER; nginx listens on 8080.
     let mut seen = tcp(1, 13, CLIENT, Some(SERVER), "established", 1, 1);
     seen.uid = 65534;
-    t.dump(vec![seen], &mut p, 1_000, &mut out);
+    t.dump(
+        vec![seen, tcp(2, 12, "0.0.0.0:8080", None, "listen", 0, 0)],
+        &mut p,
+        1_000,
+        &mut out,
+    );
     out.clear();
-    // A short connection of uid 65534 to SERVER: inferred wget.
-    let mut short = tcp(7, 0, "10.0.0.5:40007", Some(SERVER), "close", 500, 40);
-    short.uid = 65534;
-    // One of uid 0 to SERVER: nobody of uid 0 seen with it: uid only.
-    let other = tcp(8, 0, "10.0.0.5:40008", Some(SERVER), "close", 300, 30);
-    t.closed(vec![short, other], &mut p, 1_400, &mut out);
+    let other = "198.51.100.4:443";
+    // Linux notifications of sockets never dumped: inode 0, uid unknown.
+    let short = tcp(7, 0, "10.0.0.5:40007", Some(SERVER), "close", 500, 40);
+    let nobody_knows = tcp(8, 0, "10.0.0.5:40008", Some(other), "close", 300, 30);
+    let inbound = tcp(
+        9,
+        0,
+        "10.0.0.5:8080",
+        Some("203.0.113.8:50000"),
+        "close",
+        10,
+        10,
+    );
+    // Dumped once (inode and uid known) but not tracked: uid 0 is not
+    // wget's uid, so only the uid is told.
+    let mut known_uid = tcp(10, 77, "10.0.0.5:40010", Some(SERVER), "close", 1, 1);
+    known_uid.uid = 0;
+    t.closed(
+        vec![short, nobody_knows, inbound, known_uid],
+        &mut p,
+        1_400,
+        &mut out,
+    );
     let ev = nets(&out);
-    assert_eq!(ev.len(), 2);
+    assert_eq!(ev.len(), 4);
     let a = ev[0];
     assert_eq!(
         (a.phase.as_str(), a.attribution.as_str()),
@@ -374,8 +396,16 @@ fn a_flow_never_seen_in_a_dump_is_inferred_or_attributed_to_its_uid() {
         (1_000, 1_400, 500, 500)
     );
     let b = ev[1];
-    assert_eq!(b.attribution, "uid");
-    let pr = b.process.as_ref().unwrap();
+    assert_eq!((b.attribution.as_str(), b.process.is_none()), ("", true));
+    let c = ev[2];
+    assert_eq!(
+        (c.attribution.as_str(), c.direction.as_str()),
+        ("inferred", "inbound")
+    );
+    assert_eq!(c.process.as_ref().unwrap().name, "nginx");
+    let d = ev[3];
+    assert_eq!(d.attribution, "uid");
+    let pr = d.process.as_ref().unwrap();
     assert_eq!((pr.pid, pr.uid, pr.user.as_str()), (0, 0, "root"));
     // Nothing is kept for them: no state change.
     assert!(out.iter().all(|r| matches!(r, Rec::Net(_, None))));
