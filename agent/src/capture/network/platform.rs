@@ -102,6 +102,11 @@ pub trait ProcessTable: Send {
     fn owners(&mut self, inodes: &[u64]) -> std::collections::HashMap<u64, Owner>;
     /// The name of a user id ("" when it does not resolve).
     fn user_name(&mut self, uid: u32) -> String;
+    /// What this table cannot find here (missing privileges), one
+    /// sentence each, for the start log and status.
+    fn limits(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// The endpoints of one packet, as seen on the wire.

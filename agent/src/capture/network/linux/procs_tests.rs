@@ -200,7 +200,12 @@ fn unknown_inodes_rescan_at_most_once_per_interval() {
         .expect("udp");
     drop(u);
     std::thread::sleep(interval);
+    let scans = procs.scans;
     assert!(!procs.owners(&[iu]).contains_key(&iu));
+    assert_eq!(procs.scans, scans + 1, "a new unknown inode scans once");
+    std::thread::sleep(interval);
+    assert!(!procs.owners(&[iu, ia]).contains_key(&iu));
+    assert_eq!(procs.scans, scans + 1, "and never again for it");
 }
 
 #[test]
@@ -218,4 +223,83 @@ fn a_missing_proc_is_an_error_naming_the_file() {
         panic!("opened a /proc without stat");
     };
     assert!(e.to_string().contains("stat"), "{e}");
+}
+
+#[test]
+fn limits_name_the_missing_capabilities() {
+    let root = "Name:\tx\nCapEff:\t000001ffffffffff\n";
+    assert!(limits_for(root).is_empty());
+    let no_ptrace = format!(
+        "CapEff:\t{:016x}\n",
+        0x1ff_ffff_ffffu64 & !(1 << CAP_SYS_PTRACE)
+    );
+    let l = limits_for(&no_ptrace).join(" ");
+    assert!(l.contains("CAP_SYS_PTRACE") && !l.contains("DAC"), "{l}");
+    let only_override = format!(
+        "CapEff:\t{:016x}\n",
+        (1u64 << CAP_DAC_OVERRIDE) | (1 << CAP_SYS_PTRACE)
+    );
+    assert!(limits_for(&only_override).is_empty());
+    let l = limits_for("CapEff:\t0000000000000000\n").join(" ");
+    assert!(l.contains("CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE"), "{l}");
+    assert!(
+        !limits_for("garbage").is_empty(),
+        "unreadable: say what may be missing"
+    );
+}
+
+/// Runs in a child started by the next test without CAP_SYS_PTRACE.
+#[test]
+#[ignore = "run by without_cap_sys_ptrace_other_users_sockets_have_no_owner"]
+fn child_without_sys_ptrace() {
+    if std::env::var_os("PROCS_CHILD_WITHOUT_SYS_PTRACE").is_none() {
+        return;
+    }
+    let (_child, port) = foreign_listener().expect("nobody's python listener");
+    let mut procs = Procs::open(Path::new("/proc"), Duration::from_secs(1)).expect("open /proc");
+    let mut diag = SockDiag::open(Options::default()).expect("open sock_diag");
+    let inode = inode_of(&diag.dump().expect("dump"), port);
+    println!(
+        "CHILD-FOUND {}",
+        procs.owners(&[inode]).contains_key(&inode)
+    );
+    println!("CHILD-LIMITS {}", procs.limits().join(" | "));
+}
+
+#[test]
+fn without_cap_sys_ptrace_other_users_sockets_have_no_owner() {
+    if !nix::unistd::geteuid().is_root() || foreign_listener().is_none() {
+        eprintln!("SKIP: needs root, setpriv and /usr/bin/python3");
+        return;
+    }
+    let exe = std::env::current_exe().expect("test binary");
+    let out = Command::new("setpriv")
+        .arg("--bounding-set=-sys_ptrace")
+        .arg(&exe)
+        .args([
+            "--exact",
+            "capture::network::linux::procs::tests::child_without_sys_ptrace",
+        ])
+        .args(["--ignored", "--nocapture", "--test-threads=1"])
+        .env("PROCS_CHILD_WITHOUT_SYS_PTRACE", "1")
+        .output()
+        .expect("run the child");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = |p: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.split_once(p))
+            .map(|(_, v)| v.to_string())
+    };
+    assert_eq!(line("CHILD-FOUND ").as_deref(), Some("false"), "{stdout}");
+    let limits = line("CHILD-LIMITS ").expect("limits");
+    assert!(
+        limits.contains("CAP_SYS_PTRACE") && !limits.contains("DAC"),
+        "{limits}"
+    );
 }
