@@ -252,6 +252,21 @@ impl Bench<'_> {
             .await?;
         let (a2, _) = self.cpu();
         drop(server);
+        // How the listener's owner was found (inbound inference uses it).
+        let listener = recs
+            .network
+            .iter()
+            .find(|n| n.phase == "listen_open" && n.local_port == port)
+            .map_or_else(
+                || "no listen_open record".to_owned(),
+                |n| {
+                    format!(
+                        "attribution {:?}, pid {}",
+                        n.attribution,
+                        n.process.as_ref().map_or(0, |p| p.pid)
+                    )
+                },
+            );
         Ok(Phase {
             name: format!("{rate} connections/s"),
             wall,
@@ -266,7 +281,8 @@ impl Bench<'_> {
             inb: recs.tally(inb),
             gaps: recs.gap_counts(),
             note: format!(
-                "generator: {} made at {:.0}/s, {} failed; lifetimes p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                "generator (pid {}): {} made at {:.0}/s, {} failed; lifetimes p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; its listener's listen_open: {listener}",
+                std::process::id(),
                 st.made,
                 st.rate(),
                 st.failed,
