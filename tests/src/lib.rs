@@ -10,6 +10,8 @@ pub mod journal_edit;
 pub mod load;
 pub mod mailcorpus;
 pub mod mta;
+pub mod netgen;
+pub mod netrec;
 pub mod reliability;
 // Issue 21: hand-made events shipped as an agent.
 pub mod ship;
