@@ -10,7 +10,9 @@ pub mod journal_edit;
 pub mod load;
 pub mod mailcorpus;
 pub mod mta;
+pub mod netns;
 pub mod reliability;
+pub mod swarm;
 pub mod tsa;
 
 use std::io::Read;
