@@ -32,7 +32,9 @@ impl Protocol {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counters {
     /// Payload bytes sent (`tcpi_bytes_sent`: retransmissions included) and
-    /// received (`tcpi_bytes_received`).
+    /// received (`tcpi_bytes_received`). Linux counts a received FIN as one
+    /// byte in `tcpi_bytes_received`: a gracefully closed connection's
+    /// final `bytes_in` is the payload + 1.
     pub bytes_out: u64,
     pub bytes_in: u64,
     /// Segments out / in.
@@ -51,8 +53,10 @@ pub struct Socket {
     /// "close_wait", ... (UDP: "unconnected" / "established").
     pub state: &'static str,
     pub uid: u32,
-    /// The socket's inode (0 once the file is gone, as in destroy
-    /// notifications of some kernels): the key to its owner.
+    /// The socket's inode: the key to its owner. Linux destroy
+    /// notifications carry neither inode nor uid; the Linux table fills
+    /// both from its last dump (by cookie), so `inode == 0` in a closed
+    /// socket means it was never dumped and its `uid` (0) is unknown.
     pub inode: u64,
     /// The kernel's socket cookie: unique per socket for the boot.
     pub cookie: u64,
@@ -98,6 +102,11 @@ pub trait ProcessTable: Send {
     fn owners(&mut self, inodes: &[u64]) -> std::collections::HashMap<u64, Owner>;
     /// The name of a user id ("" when it does not resolve).
     fn user_name(&mut self, uid: u32) -> String;
+    /// What this table cannot find here (missing privileges), one
+    /// sentence each, for the start log and status.
+    fn limits(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// The endpoints of one packet, as seen on the wire.
