@@ -342,6 +342,10 @@ impl AgentConfig {
                 None => anyhow::anyhow!("invalid config file {}: {e}", path.display()),
             }
         })?;
+        // Issue 21: [network].
+        if let Err((field, message)) = crate::capture::network::validate::validate(&cfg.network) {
+            return Err(bad(&field, message));
+        }
         if cfg.buffer.when_full == WhenFull::RelayUnrecorded && cfg.smtp.mode != SmtpMode::Relay {
             tracing::warn!(
                 "buffer.when_full = \"relay_unrecorded\" has no effect on mail in capture-only mode (nothing to relay): a full buffer refuses mail with 452"

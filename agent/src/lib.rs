@@ -109,6 +109,15 @@ pub async fn run(cfg: AgentConfig, file: reload::ConfigFile) -> anyhow::Result<(
     let mta_log = capture::mtalog::MtaLogCapture::start(&cfg.mta_log, buffer.clone(), ctx.clone())?;
     // Shared with the reload hook below; taken out at stop.
     let mta_log = std::sync::Arc::new(std::sync::Mutex::new(Some(mta_log)));
+    // Issue 21: network activity (a thread that waits for the buffer to
+    // open; restarted by a reload that changes `[network]`).
+    let network = reload::NetworkSlot::new(
+        cfg.collector.endpoint.clone(),
+        buffer.clone(),
+        ctx.clone(),
+        gaps.clone(),
+    );
+    network.start(&cfg.network);
     let gap_writer = tokio::spawn(gaps.clone().run(GAP_CHECK_EVERY));
     let listeners = smtp.bind().await?;
     let live = capture::smtp::Live::new(smtp.clone());
@@ -121,6 +130,7 @@ pub async fn run(cfg: AgentConfig, file: reload::ConfigFile) -> anyhow::Result<(
     );
     let mut reloader = reloader;
     reloader.on_mta_log(reload::mta_log_hook(mta_log.clone()));
+    reloader.on_network(reload::network_hook(network.clone()));
     let config_sha256 = reloader.digest();
     let (stop_reloader, reloader_stop) = tokio::sync::oneshot::channel::<()>();
     let reloader = tokio::spawn(reloader.run(hup, reloader_stop));
@@ -180,6 +190,7 @@ pub async fn run(cfg: AgentConfig, file: reload::ConfigFile) -> anyhow::Result<(
     if let Some(mta_log) = mta_log {
         mta_log.stop().await;
     }
+    network.stop().await;
     shipper.abort();
     let _ = shipper.await;
     Ok(())

@@ -17,7 +17,10 @@
 //!   by the reload is learned, not reported, as at a first start;
 //! - `[custom]`: events stamped from then on carry the new fields;
 //! - `[[mta_log]]`: handed to the hook the MTA log capture registers
-//!   ([`MtaLogHook`]).
+//!   ([`MtaLogHook`]);
+//! - `[network]`: the network capture stops and starts again with the new
+//!   settings (`reload/network.rs`); flows in progress continue (their
+//!   state is in the buffer), no second `open` is written.
 //!
 //! Every other changed setting (`smtp.listen`, `smtp.max_connections`,
 //! `data_dir`, `[buffer]`, `[collector]`, `[host]`) keeps its running value
@@ -31,12 +34,14 @@
 
 mod diff;
 pub mod files;
+pub mod network;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 pub use diff::{Changes, changes, field_error, is_live, line_of, one_line};
+pub use network::{NetworkSlot, network_hook};
 
 use crate::capture::context::CaptureContext;
 use crate::capture::smtp::Live;
@@ -162,6 +167,7 @@ pub struct Reloader {
     ctx: Arc<CaptureContext>,
     files: Arc<files::FilesRunner>,
     mta_log: Option<MtaLogHook>,
+    network: Option<MtaLogHook>,
 }
 
 /// Why a reload ran.
@@ -247,6 +253,7 @@ impl Reloader {
             ctx,
             files,
             mta_log: None,
+            network: None,
         }
     }
 
@@ -258,6 +265,11 @@ impl Reloader {
     /// Registers what applies a changed `[[mta_log]]` list.
     pub fn on_mta_log(&mut self, hook: MtaLogHook) {
         self.mta_log = Some(hook);
+    }
+
+    /// Registers what applies a changed `[network]` section.
+    pub fn on_network(&mut self, hook: MtaLogHook) {
+        self.network = Some(hook);
     }
 
     /// Reloads on SIGHUP (`hup`, from [`hangup_signal`]) and when the
@@ -429,6 +441,21 @@ impl Reloader {
                 }
                 None => tracing::warn!(
                     "[[mta_log]] changed but this agent has no MTA log capture running to apply it to: restart the agent"
+                ),
+            }
+        }
+        if has("network") {
+            match &self.network {
+                // Stopping the capture joins its thread.
+                Some(hook) => {
+                    if let Err(e) = tokio::task::block_in_place(|| hook(&cfg)) {
+                        tracing::error!(error = %format!("{e:#}"), "the new [network] settings could not be applied; network capture keeps its previous settings");
+                        applied.retain(|f| !(f == "network" || f.starts_with("network.")));
+                        cfg.network = self.applied.network.clone();
+                    }
+                }
+                None => tracing::warn!(
+                    "[network] changed but this agent has no network capture to apply it to: restart the agent"
                 ),
             }
         }

@@ -14,6 +14,9 @@
 
 use std::borrow::Cow;
 
+// Issue 21: network and P2P records.
+pub mod network;
+
 /// The names of file operations (`FileEvent.operation`), written once:
 /// the agent records them, the collector and the CLI match on them (they
 /// are `&str` constants so they serve as `match` patterns too).
@@ -152,7 +155,7 @@ pub fn confine_agent_tags(tags: &mut [String]) -> usize {
 /// What `kiroku stats` (the collector's Aggregate call) counts by, as
 /// requests and the CLI spell it: a value of the events, or a time bucket
 /// ([`STATS_TIME_BUCKETS`]).
-pub const STATS_GROUP_BYS: [&str; 15] = [
+pub const STATS_GROUP_BYS: [&str; 18] = [
     "user",
     "sender",
     "sender-domain",
@@ -164,6 +167,10 @@ pub const STATS_GROUP_BYS: [&str; 15] = [
     "attachment-name",
     "attachment-sha256",
     "kind",
+    // Issue 21: network records (bytes: their deltas summed).
+    "process",
+    "remote-ip",
+    "port",
     "hour",
     "day",
     "hour-of-day",

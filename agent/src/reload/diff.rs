@@ -13,8 +13,8 @@ use crate::config::AgentConfig;
 /// slots run out keeps the start value). `files`: file capture is stopped
 /// and started again with the new roots and exclusions (see
 /// `reload/files.rs`). `custom`: events stamped from then on. `mta_log`: the
-/// MTA log followers.
-const LIVE: &[&str] = &["smtp", "files", "custom", "mta_log"];
+/// MTA log followers. `network`: the network capture restarts (issue 21).
+const LIVE: &[&str] = &["smtp", "files", "custom", "mta_log", "network"];
 
 /// Settings under a [`LIVE`] key that belong to the listener or a
 /// long-lived component and keep their start values until a restart.

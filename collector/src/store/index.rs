@@ -39,6 +39,7 @@ mod limits;
 mod mailflow;
 mod merges;
 mod mtalog;
+mod network;
 mod provenance;
 mod purge;
 mod rebuild;
@@ -141,7 +142,7 @@ const WRITER_HEAP: usize = 64 * 1024 * 1024;
 pub const MAX_PAGE: u32 = 1000;
 pub const DEFAULT_PAGE: u32 = 50;
 /// Values of the `kind` filter.
-pub const KINDS: [&str; 8] = [
+pub const KINDS: [&str; 10] = [
     "email",
     "file",
     "host_change",
@@ -150,6 +151,9 @@ pub const KINDS: [&str; 8] = [
     "incident",
     "auth",
     "mta_log",
+    // Issue 21.
+    "network",
+    "p2p",
 ];
 
 fn poisoned(path: &Path) -> IndexError {

@@ -6,6 +6,9 @@ use kiroku_proto::SearchRequest;
 
 use crate::zone::{self, Zone};
 
+// Issue 21: network and P2P records.
+mod network;
+
 /// The filters of a search, shared by `search`, `stats` and `export`.
 #[derive(clap::Args, Debug)]
 pub struct SearchArgs {
@@ -98,7 +101,8 @@ pub struct SearchArgs {
     pub outcome: Option<String>,
     /// email, file, host_change, gap (unrecorded), integrity (a chain
     /// break), incident (relay incidents), auth (AUTH attempts through the
-    /// relay) or mta_log.
+    /// relay), mta_log, network (connections and traffic) or p2p (P2P
+    /// detections).
     #[arg(long)]
     pub kind: Option<String>,
     /// File events: words of the path or old path ("alice/q3 report").
@@ -138,6 +142,9 @@ pub struct SearchArgs {
     /// deferred, bounced, expired or unknown (no log line joined yet).
     #[arg(long)]
     pub delivery: Option<String>,
+    /// Issue 21: network and P2P records.
+    #[command(flatten)]
+    pub network: network::NetworkArgs,
 }
 
 /// The search request of the filter flags (no page set).
@@ -200,6 +207,8 @@ pub fn search_request(a: SearchArgs, zone: &Zone) -> anyhow::Result<SearchReques
     };
     // Issue 20 (delivery).
     req.delivery = s(a.delivery).trim().to_lowercase();
+    // Issue 21.
+    a.network.apply(&mut req)?;
     if !req.operation.is_empty() {
         req.operation = kiroku_common::vocabulary::file_operation(&req.operation)
             .map_err(|e| anyhow::anyhow!("{}", e.replacen(": use", " for --op: use", 1)))?;

@@ -90,6 +90,8 @@ impl TantivyIndex {
         must.extend(super::incidents::queries(f, r)?);
         // Upstream, delay range (issue 20).
         must.extend(super::relay::queries(f, r)?);
+        // Network and P2P records (issue 21).
+        must.extend(super::network::queries(f, r)?);
         if !r.sha256.is_empty() {
             must.push(Box::new(TermQuery::new(
                 Term::from_field_bytes(f.sha256, &sha_key(&r.sha256.trim().to_lowercase())),

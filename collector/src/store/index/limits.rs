@@ -209,6 +209,14 @@ pub fn check_search(r: &SearchRequest) -> Result<(), IndexError> {
         ("incident", &r.incident),
         ("upstream", &r.upstream),
         ("delivery", &r.delivery),
+        // Issue 21.
+        ("process", &r.process),
+        ("remote_ip", &r.remote_ip),
+        ("protocol", &r.protocol),
+        ("p2p_reason", &r.p2p_reason),
+        ("info_hash", &r.info_hash),
+        ("net_direction", &r.net_direction),
+        ("net_phase", &r.net_phase),
     ] {
         check_len(field, v, MAX_TERM_BYTES)?;
     }

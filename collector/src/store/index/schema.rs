@@ -26,10 +26,13 @@ use tantivy::schema::{
 /// the `integrity` kind; 5 — issue 20 (2026-12-06): relay incidents
 /// (`incident`, `incident_count`), AUTH records' fields (`index/relay.rs`),
 /// `upstream`, the mails' `total_ms` and `delivery` (a mail's downstream
-/// fate from the MTA's log).
-pub const SCHEMA_VERSION: u32 = 5;
+/// fate from the MTA's log); 6 — issue 21 (2026-12-06): the `network`
+/// and `p2p` kinds and their fields (`index/network.rs`), the `by_process`,
+/// `by_remote_ip` and `by_port` grouping columns, and a network record's
+/// delta bytes in `size`.
+pub const SCHEMA_VERSION: u32 = 6;
 
-use super::{Derived, TantivyIndex, analyzer, exfil, incidents, mailflow, relay, stats};
+use super::{Derived, TantivyIndex, analyzer, exfil, incidents, mailflow, network, relay, stats};
 
 #[derive(Clone, Copy)]
 pub(super) struct Fields {
@@ -91,6 +94,8 @@ pub(super) struct Fields {
     pub(super) stats: stats::StatsFields,
     // Issue 20 (delivery): a mail's downstream fate.
     pub(super) delivery: Field,
+    // Issue 21: network and P2P records (`index/network.rs`).
+    pub(super) net: network::NetworkFields,
 }
 
 pub use kiroku_common::mail::{corrected_ms, outcome_name};
@@ -226,6 +231,11 @@ fn schema_fields(old: Option<&Schema>) -> (Schema, Fields, Vec<String>) {
         // (`delivery/`), "unknown" until a line is joined; from the
         // derived fields, so a change re-indexes the mail.
         delivery: b.add_text_field("delivery", STRING),
+        // Issue 21 (`index/network.rs`): process, remote address, ports,
+        // bytes and duration (columns), the deltas (columns, for sums),
+        // protocol, direction, phase, P2P reasons, info_hashes, the
+        // remote's name.
+        net: network::schema_fields(&mut b),
     };
     let (schema, missing) = b.finish();
     (schema, f, missing)
@@ -291,7 +301,7 @@ impl<'a> FieldSource<'a> {
     fn add_date_field<T: Into<DateOptions>>(&mut self, name: &str, o: T) -> Field {
         self.add(FieldEntry::new_date(name.into(), o.into()))
     }
-    fn add_ip_addr_field<T: Into<IpAddrOptions>>(&mut self, name: &str, o: T) -> Field {
+    pub(super) fn add_ip_addr_field<T: Into<IpAddrOptions>>(&mut self, name: &str, o: T) -> Field {
         self.add(FieldEntry::new_ip_addr(name.into(), o.into()))
     }
     fn add_bytes_field<T: Into<BytesOptions>>(&mut self, name: &str, o: T) -> Field {
@@ -410,6 +420,9 @@ impl TantivyIndex {
                 relay::add_auth(f, &mut d, a);
             }
             Some(Kind::MtaLog(m)) => super::mtalog::add_fields(f, &mut d, m),
+            // Issue 21.
+            Some(Kind::Network(n)) => network::add_network(f, &mut d, e.observed_at_ms, n),
+            Some(Kind::P2p(p)) => network::add_p2p(f, &mut d, p),
             Some(Kind::Integrity(i)) => {
                 // A break in a chain of custody: found by what broke and
                 // by the words of its description, which names the stream

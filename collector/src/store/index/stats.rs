@@ -65,6 +65,10 @@ pub(super) struct StatsFields {
     attachment_sha256: Field,
     kind: Field,
     size: Field,
+    // Issue 21: network records.
+    process: Field,
+    remote_ip: Field,
+    port: Field,
 }
 
 /// Adds the grouping columns to the schema.
@@ -82,6 +86,9 @@ pub(super) fn schema_fields(b: &mut FieldSource<'_>) -> StatsFields {
         attachment_sha256: b.add_text_field("by_attachment_sha256", FAST),
         kind: b.add_text_field("by_kind", FAST),
         size: b.add_u64_field("size", FAST),
+        process: b.add_text_field("by_process", FAST),
+        remote_ip: b.add_text_field("by_remote_ip", FAST),
+        port: b.add_text_field("by_port", FAST),
     }
 }
 
@@ -203,15 +210,54 @@ pub(super) fn add_fields(f: &StatsFields, d: &mut TantivyDocument, e: &Event) {
             "auth"
         }
         Some(Kind::MtaLog(_)) => "mta_log",
-        Some(Kind::Network(_)) => "network",
-        Some(Kind::P2p(_)) => "p2p",
+        // Issue 21: by process name, remote address and service port;
+        // the bytes are the record's deltas, so a sum over a time range
+        // counts each byte of a flow once whatever its records.
+        Some(Kind::Network(n)) => {
+            add_process(f, d, e, n.process.as_ref());
+            put(d, f.remote_ip, &canonical_ip(&n.remote_ip));
+            let port = super::network::service_port(n);
+            if port != 0 {
+                put(d, f.port, &port.to_string());
+            }
+            size = super::network::delta_bytes(n);
+            "network"
+        }
+        // An episode's volume is a running total: it is not added to the
+        // bytes (the network records of its flows carry them).
+        Some(Kind::P2p(p)) => {
+            add_process(f, d, e, p.process.as_ref());
+            "p2p"
+        }
         None => "",
     };
-    if !matches!(e.kind, Some(Kind::Email(_) | Kind::Auth(_))) {
+    if !matches!(
+        e.kind,
+        Some(Kind::Email(_) | Kind::Auth(_) | Kind::Network(_) | Kind::P2p(_))
+    ) {
         put(d, f.user, &e.user.to_lowercase());
     }
     put(d, f.kind, kind);
     d.add_u64(f.size, size);
+}
+
+/// A network or P2P record's process (its name, else its executable) and
+/// user (the record's, else the process's).
+fn add_process(
+    f: &StatsFields,
+    d: &mut TantivyDocument,
+    e: &Event,
+    p: Option<&kiroku_proto::ProcessRef>,
+) {
+    let p = p.cloned().unwrap_or_default();
+    let name = if p.name.trim().is_empty() {
+        p.exe.trim()
+    } else {
+        p.name.trim()
+    };
+    put(d, f.process, name);
+    let user = if e.user.is_empty() { &p.user } else { &e.user };
+    put(d, f.user, &user.to_lowercase());
 }
 
 /// What the events are grouped by.
@@ -228,6 +274,13 @@ pub enum GroupBy {
     AttachmentName,
     AttachmentSha256,
     Kind,
+    /// Issue 21: a network or P2P record's process name.
+    Process,
+    /// A network record's remote address.
+    RemoteIp,
+    /// A network record's service port (`index/network.rs`,
+    /// `service_port`).
+    Port,
     /// Local hours (the zone's), in time order.
     Hour,
     /// Local days, in time order.
@@ -239,7 +292,7 @@ pub enum GroupBy {
 }
 
 /// Every grouping with its name, as requests and the CLI spell it.
-pub const GROUP_BYS: [(&str, GroupBy); 15] = [
+pub const GROUP_BYS: [(&str, GroupBy); 18] = [
     ("user", GroupBy::User),
     ("sender", GroupBy::Sender),
     ("sender-domain", GroupBy::SenderDomain),
@@ -251,6 +304,9 @@ pub const GROUP_BYS: [(&str, GroupBy); 15] = [
     ("attachment-name", GroupBy::AttachmentName),
     ("attachment-sha256", GroupBy::AttachmentSha256),
     ("kind", GroupBy::Kind),
+    ("process", GroupBy::Process),
+    ("remote-ip", GroupBy::RemoteIp),
+    ("port", GroupBy::Port),
     ("hour", GroupBy::Hour),
     ("day", GroupBy::Day),
     ("hour-of-day", GroupBy::HourOfDay),
@@ -295,6 +351,9 @@ impl GroupBy {
             GroupBy::AttachmentName => "by_attachment_name",
             GroupBy::AttachmentSha256 => "by_attachment_sha256",
             GroupBy::Kind => "by_kind",
+            GroupBy::Process => "by_process",
+            GroupBy::RemoteIp => "by_remote_ip",
+            GroupBy::Port => "by_port",
             GroupBy::Hour | GroupBy::Day | GroupBy::HourOfDay | GroupBy::Weekday => return None,
         })
     }

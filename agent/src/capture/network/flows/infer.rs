@@ -1,0 +1,130 @@
+//! Who owned a socket that closed before any dump saw it. Linux destroy
+//! notifications carry no inode and no uid for such a socket (sock_diag
+//! fills neither; the platform contract: `inode == 0` means "never
+//! dumped, uid unknown"), so its process is inferred from what the dumps
+//! saw recently:
+//! - inbound (its local port is a listening port): the listener's owner
+//!   (an accepted socket belongs to the process that listens, unless it
+//!   hands it on);
+//! - outbound: the one process seen with the same remote ip:port within
+//!   the last summary interval (several different processes: not
+//!   inferred);
+//!
+//! else nothing is known but, when the socket was dumped once, its uid.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use kiroku_proto::ProcessRef;
+
+/// Processes kept per remote (more are "several" anyway).
+const PER_REMOTE: usize = 4;
+
+#[derive(Debug, Default)]
+pub struct Recent {
+    peers: HashMap<SocketAddr, Vec<(ProcessRef, i64)>>,
+    listeners: HashMap<u16, ProcessRef>,
+}
+
+fn same(a: &ProcessRef, b: &ProcessRef) -> bool {
+    a.pid == b.pid && a.started_ms == b.started_ms
+}
+
+impl Recent {
+    /// `p` was seen talking to `remote` (canonical) at `now_ms`.
+    pub fn saw(&mut self, remote: SocketAddr, p: &ProcessRef, now_ms: i64) {
+        let list = self.peers.entry(remote).or_default();
+        match list.iter_mut().find(|(q, _)| same(q, p)) {
+            Some(e) => e.1 = now_ms,
+            None => {
+                if list.len() >= PER_REMOTE {
+                    list.sort_by_key(|(_, at)| std::cmp::Reverse(*at));
+                    list.truncate(PER_REMOTE - 1);
+                }
+                list.push((p.clone(), now_ms));
+            }
+        }
+    }
+
+    /// Forgets what was seen before `before_ms`.
+    pub fn prune(&mut self, before_ms: i64) {
+        self.peers.retain(|_, list| {
+            list.retain(|(_, at)| *at >= before_ms);
+            !list.is_empty()
+        });
+    }
+
+    /// The owners of the listening ports now.
+    pub fn set_listeners(&mut self, listeners: HashMap<u16, ProcessRef>) {
+        self.listeners = listeners;
+    }
+
+    /// The inferred owner of a socket never dumped. `uid`: its uid when
+    /// known (an inferred process of another uid is refused).
+    pub fn infer(
+        &self,
+        local_port: u16,
+        remote: Option<SocketAddr>,
+        inbound: bool,
+        uid: Option<u32>,
+    ) -> Option<ProcessRef> {
+        let p = if inbound {
+            self.listeners.get(&local_port).cloned()
+        } else {
+            match self.peers.get(&remote?).map(Vec::as_slice) {
+                Some([(p, _)]) => Some(p.clone()),
+                _ => None,
+            }
+        }?;
+        match uid {
+            Some(u) if u != p.uid => None,
+            _ => Some(p),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(pid: u32, uid: u32) -> ProcessRef {
+        ProcessRef {
+            pid,
+            uid,
+            name: format!("p{pid}"),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn inference_table() {
+        let a: SocketAddr = "192.0.2.1:443".parse().unwrap();
+        let b: SocketAddr = "192.0.2.2:443".parse().unwrap();
+        let mut r = Recent::default();
+        r.saw(a, &p(1, 1000), 1_000);
+        r.saw(b, &p(1, 1000), 1_000);
+        r.saw(b, &p(2, 0), 2_000);
+        r.set_listeners(HashMap::from([(8080, p(3, 33))]));
+        let name = |x: Option<ProcessRef>| x.map(|p| p.name);
+        assert_eq!(
+            name(r.infer(40000, Some(a), false, None)),
+            Some("p1".into())
+        );
+        assert_eq!(
+            name(r.infer(40000, Some(a), false, Some(1000))),
+            Some("p1".into())
+        );
+        assert_eq!(name(r.infer(40000, Some(a), false, Some(0))), None);
+        // Two processes talked to b: not inferred, until one is stale.
+        assert_eq!(name(r.infer(40000, Some(b), false, None)), None);
+        r.prune(1_500);
+        assert_eq!(
+            name(r.infer(40000, Some(b), false, None)),
+            Some("p2".into())
+        );
+        assert_eq!(name(r.infer(8080, Some(a), true, None)), Some("p3".into()));
+        assert_eq!(name(r.infer(8081, None, true, None)), None);
+        r.prune(10_000);
+        assert_eq!(name(r.infer(40000, Some(a), false, None)), None);
+    }
+}

@@ -1,0 +1,944 @@
+//! The flow table: every socket the capture follows, keyed by the kernel's
+//! socket cookie, turned into `NetworkEvent` records.
+//!
+//! - A socket first seen in a dump: `open` (or `listen_open`), with the
+//!   counters it already had as its first delta; unless it is excluded,
+//!   coalesced (`coalesce.rs`) or the table is full (`max_flows`: counted,
+//!   a `flow_table_full` gap record).
+//! - Seen again: its counters are kept; every `update_secs` an `update`
+//!   with the deltas since its previous record.
+//! - Destroy-notified: `close` with the notification's final counters
+//!   (`counters = "tcp_info"`). Missing from two dumps in a row (no
+//!   notification: no CAP_NET_ADMIN, or the notification was lost), or
+//!   seen in TIME_WAIT: `close` with the last dump's counters
+//!   (`counters = "last_dump"`) and `end_ms` the last time it was seen.
+//! - Destroy-notified but never seen in a dump (opened and closed between
+//!   two dumps): one `close` record with its totals; its process is
+//!   `inferred` (the process of the same uid seen with the same remote
+//!   ip:port in the last summary interval) or only its `uid` is known;
+//!   `start_ms` is the dump before (it opened after it).
+//! - A flow an earlier run of the agent recorded (its `flow_id` is in the
+//!   saved state, `persist.rs`): no second `open`, an `update` with
+//!   `continued = true` and the deltas since what was recorded; a saved
+//!   flow not found in the first dump ended while the agent was stopped:
+//!   a `close` with the last recorded totals (`counters = "last_record"`).
+//!
+//! Pure logic (no I/O but the `ProcessTable` it is given): the runner
+//! writes what it returns.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+
+use kiroku_proto::{GapEvent, NetworkEvent, ProcessRef};
+
+use super::super::config::NetworkConfig;
+use super::super::platform::{Counters, Owner, Packet, ProcessTable, Protocol, Socket};
+use super::coalesce::{Admit, Coalescer, Key, key_of};
+use super::exclude::{Excluder, canonical};
+use super::infer::Recent;
+use super::persist::{Saved, StateOp};
+
+/// One record the table asks to write.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Rec {
+    /// A flow record, and the keyed-state change that must be durable
+    /// with it.
+    Net(NetworkEvent, Option<StateOp>),
+    Gap(GapEvent),
+}
+
+/// DNS names kept for the flows that follow the answer (bounded).
+const MAX_NAMES: usize = 10_000;
+/// How long a cookie closed by the table is remembered, so a late destroy
+/// notification for it is not taken for a new flow.
+const REMEMBER_CLOSED_MS: i64 = 30_000;
+
+#[derive(Debug, Clone)]
+struct Flow {
+    protocol: Protocol,
+    local: SocketAddr,
+    remote: Option<SocketAddr>,
+    state: &'static str,
+    uid: u32,
+    flow_id: String,
+    process: Option<ProcessRef>,
+    attribution: &'static str,
+    direction: &'static str,
+    start_ms: i64,
+    last_seen_ms: i64,
+    /// Latest totals known.
+    counters: Counters,
+    /// "tcp_info", "packets", "none".
+    source: &'static str,
+    /// Totals as of the last record (or as added to a summary).
+    recorded: Counters,
+    last_record_ms: i64,
+    /// Some: counted in this key's summaries, no records of its own.
+    coalesced: Option<Key>,
+    listening: bool,
+    /// Its next record is the first of this run of a flow an earlier run
+    /// recorded.
+    continued: bool,
+    info_hashes: Vec<String>,
+    remote_name: String,
+    /// The dump generation it was last seen in.
+    seen: u64,
+    /// Missing from one dump already.
+    missing: bool,
+}
+
+/// Counted for a gap record.
+#[derive(Debug, Default, Clone, Copy)]
+struct GapCount {
+    count: u64,
+    first_ms: i64,
+    last_ms: i64,
+}
+
+impl GapCount {
+    fn add(&mut self, n: u64, now_ms: i64) {
+        if n == 0 {
+            return;
+        }
+        if self.count == 0 {
+            self.first_ms = now_ms;
+        }
+        self.count += n;
+        self.last_ms = now_ms;
+    }
+}
+
+/// Counts since the table started (for the log and tests).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    pub opened: u64,
+    pub closed: u64,
+    pub closed_unseen: u64,
+    pub coalesced: u64,
+    pub excluded: u64,
+    pub table_full: u64,
+    pub notifications_lost: u64,
+}
+
+pub struct FlowTable {
+    update_ms: i64,
+    summary_ms: i64,
+    max_flows: usize,
+    boot_id: String,
+    exclude: Excluder,
+    coalesce: Coalescer,
+    flows: HashMap<u64, Flow>,
+    /// Canonical (protocol, local, remote) → cookie, for packets.
+    by_ends: HashMap<(Protocol, SocketAddr, Option<SocketAddr>), u64>,
+    /// Cookies seen and excluded (not asked about again).
+    excluded: HashSet<u64>,
+    /// Cookies not tracked because the table was full.
+    untracked: HashSet<u64>,
+    /// Cookies closed recently (late notifications are dropped).
+    closed_recently: HashMap<u64, i64>,
+    /// Listening (canonical ip or None for a wildcard, port), TCP.
+    listening: HashSet<(Option<IpAddr>, u16)>,
+    /// What the dumps saw recently, for sockets never dumped.
+    recent: Recent,
+    names: HashMap<IpAddr, String>,
+    users: HashMap<u32, String>,
+    /// The previous run's flows not found yet (cleared after the first
+    /// dump).
+    saved: HashMap<String, Saved>,
+    generation: u64,
+    last_dump_ms: i64,
+    full: GapCount,
+    lost: GapCount,
+    next_gap_ms: i64,
+    pub stats: Stats,
+}
+
+impl FlowTable {
+    pub fn new(
+        cfg: &NetworkConfig,
+        exclude: Excluder,
+        boot_id: String,
+        saved: HashMap<String, Saved>,
+        now_ms: i64,
+    ) -> FlowTable {
+        let summary_ms = (cfg.summary_secs.max(1) * 1000) as i64;
+        FlowTable {
+            update_ms: (cfg.update_secs.max(1) * 1000) as i64,
+            summary_ms,
+            max_flows: cfg.max_flows.max(1),
+            boot_id,
+            exclude,
+            coalesce: Coalescer::new(
+                cfg.summary_secs,
+                cfg.coalesce_after,
+                cfg.max_records_per_sec,
+                now_ms,
+            ),
+            flows: HashMap::new(),
+            by_ends: HashMap::new(),
+            excluded: HashSet::new(),
+            untracked: HashSet::new(),
+            closed_recently: HashMap::new(),
+            listening: HashSet::new(),
+            recent: Recent::default(),
+            names: HashMap::new(),
+            users: HashMap::new(),
+            saved,
+            generation: 0,
+            last_dump_ms: now_ms,
+            full: GapCount::default(),
+            lost: GapCount::default(),
+            next_gap_ms: now_ms + summary_ms,
+            stats: Stats::default(),
+        }
+    }
+
+    /// Flows tracked now.
+    pub fn len(&self) -> usize {
+        self.flows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+    }
+
+    fn flow_id(&self, cookie: u64) -> String {
+        format!("{}-{cookie:016x}", self.boot_id)
+    }
+
+    fn user(&mut self, procs: &mut dyn ProcessTable, uid: u32) -> String {
+        self.users
+            .entry(uid)
+            .or_insert_with(|| procs.user_name(uid))
+            .clone()
+    }
+
+    fn direction(&self, s: &Socket) -> &'static str {
+        if s.state == "listen" {
+            return "listening";
+        }
+        if s.remote.is_none() {
+            return "unknown";
+        }
+        let ip = canonical(s.local.ip());
+        let port = s.local.port();
+        if s.protocol == Protocol::Tcp
+            && (self.listening.contains(&(Some(ip), port))
+                || self.listening.contains(&(None, port)))
+        {
+            "inbound"
+        } else {
+            "outbound"
+        }
+    }
+
+    /// A full dump of the sockets now.
+    pub fn dump(
+        &mut self,
+        sockets: Vec<Socket>,
+        procs: &mut dyn ProcessTable,
+        now_ms: i64,
+        out: &mut Vec<Rec>,
+    ) {
+        self.generation += 1;
+        let generation = self.generation;
+        self.listening = sockets
+            .iter()
+            .filter(|s| s.protocol == Protocol::Tcp && s.state == "listen")
+            .map(|s| {
+                let ip = canonical(s.local.ip());
+                ((!ip.is_unspecified()).then_some(ip), s.local.port())
+            })
+            .collect();
+        // Owners of the sockets not known yet, in one look.
+        let new_inodes: Vec<u64> = sockets
+            .iter()
+            .filter(|s| {
+                !self.flows.contains_key(&s.cookie)
+                    && !self.excluded.contains(&s.cookie)
+                    && !self.untracked.contains(&s.cookie)
+                    && s.inode != 0
+                    && !transient(s.state)
+            })
+            .map(|s| s.inode)
+            .collect();
+        let owners = if new_inodes.is_empty() {
+            HashMap::new()
+        } else {
+            procs.owners(&new_inodes)
+        };
+        let mut present = HashSet::with_capacity(sockets.len());
+        for s in sockets {
+            present.insert(s.cookie);
+            if self.flows.contains_key(&s.cookie) {
+                self.seen_again(s, now_ms, out);
+            } else if !self.excluded.contains(&s.cookie)
+                && !self.untracked.contains(&s.cookie)
+                && !transient(s.state)
+            {
+                let owner = owners.get(&s.inode);
+                self.first_seen(s, owner, procs, now_ms, out);
+            }
+        }
+        self.excluded.retain(|c| present.contains(c));
+        self.untracked.retain(|c| present.contains(c));
+        // Gone without a notification: closed at the second dump missing.
+        let gone: Vec<u64> = self
+            .flows
+            .iter_mut()
+            .filter(|(_, f)| f.seen != generation)
+            .filter_map(|(c, f)| {
+                if f.missing {
+                    Some(*c)
+                } else {
+                    f.missing = true;
+                    None
+                }
+            })
+            .collect();
+        for cookie in gone {
+            if let Some(f) = self.remove(cookie, now_ms) {
+                let end = f.last_seen_ms;
+                self.close(f, None, "last_dump", end, now_ms, out);
+            }
+        }
+        // The previous run's flows not here any more ended meanwhile.
+        for (flow_id, s) in std::mem::take(&mut self.saved) {
+            self.ended_while_stopped(flow_id, s, now_ms, out);
+        }
+        let recent = now_ms - self.summary_ms;
+        self.recent.prune(recent);
+        let listeners = self
+            .flows
+            .values()
+            .filter(|f| f.listening && f.attribution == "socket")
+            .filter_map(|f| Some((f.local.port(), f.process.clone()?)))
+            .collect();
+        self.recent.set_listeners(listeners);
+        self.closed_recently
+            .retain(|_, at| *at >= now_ms - REMEMBER_CLOSED_MS);
+        self.last_dump_ms = now_ms;
+    }
+
+    fn seen_again(&mut self, s: Socket, now_ms: i64, out: &mut Vec<Rec>) {
+        let generation = self.generation;
+        let update_ms = self.update_ms;
+        let Some(f) = self.flows.get_mut(&s.cookie) else {
+            return;
+        };
+        f.seen = generation;
+        f.missing = false;
+        f.last_seen_ms = now_ms;
+        f.state = s.state;
+        if let Some(c) = s.counters {
+            f.counters = c;
+        }
+        if let (Some(p), Some(r)) = (&f.process, f.remote)
+            && f.attribution == "socket"
+        {
+            self.recent.saw(canonical_addr(r), p, now_ms);
+        }
+        if s.state == "time_wait" {
+            if let Some(f) = self.remove(s.cookie, now_ms) {
+                self.close(f, None, "last_dump", now_ms, now_ms, out);
+            }
+            return;
+        }
+        let f = match self.flows.get_mut(&s.cookie) {
+            Some(f) => f,
+            None => return,
+        };
+        if let Some(key) = f.coalesced.clone() {
+            let d = delta(f.counters, f.recorded);
+            if d != Counters::default() {
+                let t = template(f);
+                f.recorded = f.counters;
+                self.coalesce.add(
+                    &key,
+                    &t,
+                    false,
+                    d.bytes_out,
+                    d.bytes_in,
+                    d.packets_out,
+                    d.packets_in,
+                    now_ms,
+                );
+            }
+            return;
+        }
+        if !f.listening && now_ms - f.last_record_ms >= update_ms {
+            let rec = self.record(s.cookie, "update", now_ms);
+            out.extend(rec);
+        }
+    }
+
+    fn first_seen(
+        &mut self,
+        s: Socket,
+        owner: Option<&Owner>,
+        procs: &mut dyn ProcessTable,
+        now_ms: i64,
+        out: &mut Vec<Rec>,
+    ) {
+        if self
+            .exclude
+            .excluded(&s, owner.map(|o| (o.name.as_str(), o.exe.as_str())))
+        {
+            self.excluded.insert(s.cookie);
+            self.stats.excluded += 1;
+            return;
+        }
+        if self.flows.len() >= self.max_flows {
+            self.untracked.insert(s.cookie);
+            self.full.add(1, now_ms);
+            self.stats.table_full += 1;
+            return;
+        }
+        let (process, attribution) = match owner {
+            Some(o) => (Some(process_ref(o)), "socket"),
+            None => {
+                let user = self.user(procs, s.uid);
+                (Some(uid_ref(s.uid, user)), "uid")
+            }
+        };
+        let flow_id = self.flow_id(s.cookie);
+        let saved = self.saved.remove(&flow_id);
+        let listening = s.state == "listen";
+        let direction = self.direction(&s);
+        let counters = s.counters.unwrap_or_default();
+        let remote_name = s
+            .remote
+            .and_then(|r| self.names.get(&canonical(r.ip())).cloned())
+            .unwrap_or_default();
+        let mut f = Flow {
+            protocol: s.protocol,
+            local: s.local,
+            remote: s.remote,
+            state: s.state,
+            uid: s.uid,
+            flow_id,
+            process,
+            attribution,
+            direction,
+            start_ms: saved.map(|v| v.start_ms).unwrap_or(now_ms),
+            last_seen_ms: now_ms,
+            counters,
+            source: if s.counters.is_some() {
+                "tcp_info"
+            } else {
+                "none"
+            },
+            recorded: saved.map(|v| v.totals).unwrap_or_default(),
+            last_record_ms: now_ms,
+            coalesced: None,
+            listening,
+            continued: saved.is_some(),
+            info_hashes: Vec::new(),
+            remote_name,
+            seen: self.generation,
+            missing: false,
+        };
+        if let (Some(p), Some(r)) = (&f.process, f.remote)
+            && attribution == "socket"
+        {
+            self.recent.saw(canonical_addr(r), p, now_ms);
+        }
+        let cookie = s.cookie;
+        if saved.is_none() && !listening {
+            let key = key_of(f.process.as_ref(), f.uid, f.remote, f.protocol);
+            if self.coalesce.admit(&key, now_ms) == Admit::Coalesced {
+                let t = template(&f);
+                let d = f.counters;
+                f.recorded = f.counters;
+                f.coalesced = Some(key.clone());
+                self.coalesce.add(
+                    &key,
+                    &t,
+                    true,
+                    d.bytes_out,
+                    d.bytes_in,
+                    d.packets_out,
+                    d.packets_in,
+                    now_ms,
+                );
+                self.stats.coalesced += 1;
+                self.insert(cookie, f);
+                return;
+            }
+        }
+        self.insert(cookie, f);
+        let phase = match (saved.is_some(), listening) {
+            // A listening socket recorded by the previous run: nothing new.
+            (true, true) => return,
+            (true, false) => "update",
+            (false, true) => "listen_open",
+            (false, false) => "open",
+        };
+        self.stats.opened += u64::from(phase == "open");
+        let rec = self.record(cookie, phase, now_ms);
+        out.extend(rec);
+    }
+
+    fn insert(&mut self, cookie: u64, f: Flow) {
+        self.by_ends.insert(
+            (
+                f.protocol,
+                canonical_addr(f.local),
+                f.remote.map(canonical_addr),
+            ),
+            cookie,
+        );
+        self.flows.insert(cookie, f);
+    }
+
+    fn remove(&mut self, cookie: u64, now_ms: i64) -> Option<Flow> {
+        let f = self.flows.remove(&cookie)?;
+        let k = (
+            f.protocol,
+            canonical_addr(f.local),
+            f.remote.map(canonical_addr),
+        );
+        if self.by_ends.get(&k) == Some(&cookie) {
+            self.by_ends.remove(&k);
+        }
+        self.closed_recently.insert(cookie, now_ms);
+        Some(f)
+    }
+
+    /// An individual flow's record with its deltas (and the state change
+    /// that goes with it); the flow's recorded totals advance.
+    fn record(&mut self, cookie: u64, phase: &str, now_ms: i64) -> Option<Rec> {
+        self.coalesce.spend(now_ms);
+        let f = self.flows.get_mut(&cookie)?;
+        let mut ev = event(f, phase, now_ms);
+        f.recorded = f.counters;
+        f.last_record_ms = now_ms;
+        f.continued = false;
+        f.info_hashes.clear();
+        let saved = Saved {
+            totals: f.counters,
+            start_ms: f.start_ms,
+            listening: f.listening,
+        };
+        ev.flow_id = f.flow_id.clone();
+        Some(Rec::Net(
+            ev,
+            Some(StateOp {
+                flow_id: f.flow_id.clone(),
+                value: Some(saved.encode()),
+            }),
+        ))
+    }
+
+    /// Writes a removed flow's end: a close (listen_close), or its last
+    /// delta into its summary.
+    fn close(
+        &mut self,
+        mut f: Flow,
+        last: Option<Counters>,
+        source: &'static str,
+        end_ms: i64,
+        now_ms: i64,
+        out: &mut Vec<Rec>,
+    ) {
+        if let Some(c) = last {
+            f.counters = c;
+        }
+        if f.source == "tcp_info" || f.source == "none" && f.protocol == Protocol::Tcp {
+            f.source = source;
+        }
+        self.stats.closed += 1;
+        if let Some(key) = f.coalesced.clone() {
+            let d = delta(f.counters, f.recorded);
+            let t = template(&f);
+            self.coalesce.add(
+                &key,
+                &t,
+                false,
+                d.bytes_out,
+                d.bytes_in,
+                d.packets_out,
+                d.packets_in,
+                end_ms,
+            );
+            return;
+        }
+        self.coalesce.spend(now_ms);
+        let phase = if f.listening { "listen_close" } else { "close" };
+        let mut ev = event(&f, phase, end_ms);
+        ev.end_ms = end_ms;
+        ev.flow_id = f.flow_id.clone();
+        out.push(Rec::Net(
+            ev,
+            Some(StateOp {
+                flow_id: f.flow_id,
+                value: None,
+            }),
+        ));
+    }
+
+    fn ended_while_stopped(&mut self, flow_id: String, s: Saved, now_ms: i64, out: &mut Vec<Rec>) {
+        let ev = NetworkEvent {
+            phase: if s.listening { "listen_close" } else { "close" }.into(),
+            start_ms: s.start_ms,
+            end_ms: now_ms,
+            bytes_out: s.totals.bytes_out,
+            bytes_in: s.totals.bytes_in,
+            packets_out: s.totals.packets_out,
+            packets_in: s.totals.packets_in,
+            counters: "last_record".into(),
+            connections: 1,
+            flow_id: flow_id.clone(),
+            continued: true,
+            ..Default::default()
+        };
+        self.stats.closed += 1;
+        out.push(Rec::Net(
+            ev,
+            Some(StateOp {
+                flow_id,
+                value: None,
+            }),
+        ));
+    }
+
+    /// Destroy notifications: the sockets' final counters.
+    pub fn closed(
+        &mut self,
+        sockets: Vec<Socket>,
+        procs: &mut dyn ProcessTable,
+        now_ms: i64,
+        out: &mut Vec<Rec>,
+    ) {
+        for s in sockets {
+            if let Some(f) = self.remove(s.cookie, now_ms) {
+                let source = if s.counters.is_some() {
+                    "tcp_info"
+                } else {
+                    "last_dump"
+                };
+                self.close(f, s.counters, source, now_ms, now_ms, out);
+                continue;
+            }
+            if self.excluded.remove(&s.cookie)
+                || self.untracked.remove(&s.cookie)
+                || self.closed_recently.contains_key(&s.cookie)
+                || transient(s.state) && s.counters.is_none()
+            {
+                continue;
+            }
+            self.closed_unseen(s, procs, now_ms, out);
+        }
+    }
+
+    /// A socket that opened and closed between two dumps.
+    fn closed_unseen(
+        &mut self,
+        s: Socket,
+        procs: &mut dyn ProcessTable,
+        now_ms: i64,
+        out: &mut Vec<Rec>,
+    ) {
+        // Never dumped: Linux tells neither inode nor uid (inode 0).
+        let uid = (s.inode != 0).then_some(s.uid);
+        let direction = self.direction(&s);
+        let inferred = self.recent.infer(
+            s.local.port(),
+            s.remote.map(canonical_addr),
+            direction == "inbound",
+            uid,
+        );
+        if self.exclude.excluded(
+            &s,
+            inferred.as_ref().map(|p| (p.name.as_str(), p.exe.as_str())),
+        ) {
+            self.stats.excluded += 1;
+            return;
+        }
+        let (process, attribution) = match (inferred, uid) {
+            (Some(p), _) => (Some(p), "inferred"),
+            (None, Some(uid)) => {
+                let user = self.user(procs, uid);
+                (Some(uid_ref(uid, user)), "uid")
+            }
+            (None, None) => (None, ""),
+        };
+        self.closed_recently.insert(s.cookie, now_ms);
+        self.stats.closed_unseen += 1;
+        let counters = s.counters.unwrap_or_default();
+        let f = Flow {
+            protocol: s.protocol,
+            local: s.local,
+            remote: s.remote,
+            state: s.state,
+            uid: s.uid,
+            flow_id: self.flow_id(s.cookie),
+            process,
+            attribution,
+            direction,
+            start_ms: self.last_dump_ms,
+            last_seen_ms: now_ms,
+            counters,
+            source: if s.counters.is_some() {
+                "tcp_info"
+            } else {
+                "none"
+            },
+            recorded: Counters::default(),
+            last_record_ms: now_ms,
+            coalesced: None,
+            listening: s.state == "listen",
+            continued: false,
+            info_hashes: Vec::new(),
+            remote_name: s
+                .remote
+                .and_then(|r| self.names.get(&canonical(r.ip())).cloned())
+                .unwrap_or_default(),
+            seen: 0,
+            missing: false,
+        };
+        let key = key_of(
+            f.process.as_ref(),
+            uid.unwrap_or(u32::MAX),
+            f.remote,
+            f.protocol,
+        );
+        if !f.listening && self.coalesce.admit(&key, now_ms) == Admit::Coalesced {
+            let t = template(&f);
+            self.stats.coalesced += 1;
+            self.coalesce.add(
+                &key,
+                &t,
+                true,
+                counters.bytes_out,
+                counters.bytes_in,
+                counters.packets_out,
+                counters.packets_in,
+                now_ms,
+            );
+            return;
+        }
+        self.coalesce.spend(now_ms);
+        let mut ev = event(
+            &f,
+            if f.listening { "listen_close" } else { "close" },
+            now_ms,
+        );
+        ev.flow_id = f.flow_id;
+        // Nothing to persist: the flow has no other record.
+        out.push(Rec::Net(ev, None));
+    }
+
+    /// Destroy notifications the kernel dropped.
+    pub fn lost(&mut self, overflows: u64, now_ms: i64) {
+        self.lost.add(overflows, now_ms);
+        self.stats.notifications_lost += overflows;
+    }
+
+    /// Summaries and gap records due (every loop; `force` at stop).
+    pub fn tick(&mut self, now_ms: i64, force: bool, out: &mut Vec<Rec>) {
+        for ev in self.coalesce.due(now_ms, force) {
+            out.push(Rec::Net(ev, None));
+        }
+        if !force && now_ms < self.next_gap_ms {
+            return;
+        }
+        self.next_gap_ms = now_ms + self.summary_ms;
+        let max = self.max_flows;
+        if let Some(g) = take_gap(&mut self.full, "flow_table_full", |g| {
+            format!(
+                "{} new network flows between {} and {} (agent clock) were not recorded: the agent's flow table was full (network.max_flows = {max}). Raise network.max_flows, or exclude busy traffic with [[network.exclude]].",
+                g.count,
+                kiroku_common::rfc3339_ms(g.first_ms),
+                kiroku_common::rfc3339_ms(g.last_ms)
+            )
+        }) {
+            out.push(Rec::Gap(g));
+        }
+        if let Some(g) = take_gap(&mut self.lost, "notifications_lost", |g| {
+            format!(
+                "{} socket-close notifications between {} and {} (agent clock) were dropped by the kernel (its receive queue overflowed): connections that opened and closed between two socket dumps in that time are not recorded; those seen at a dump are closed with the counters of their last dump (counters = \"last_dump\").",
+                g.count,
+                kiroku_common::rfc3339_ms(g.first_ms),
+                kiroku_common::rfc3339_ms(g.last_ms)
+            )
+        }) {
+            out.push(Rec::Gap(g));
+        }
+    }
+
+    /// An inspected packet: `inspect` gets its flow's process (when the
+    /// table knows the flow) and tells what the packet said; an info_hash
+    /// goes on the flow's next record, DNS answers name later flows, and a
+    /// UDP flow counts the packet (`counters = "packets"`).
+    pub fn packet(
+        &mut self,
+        p: &Packet,
+        inspect: impl FnOnce(Option<&ProcessRef>) -> super::super::p2p::PacketFacts,
+    ) {
+        let (local, remote) = if p.outgoing {
+            (p.at.src, p.at.dst)
+        } else {
+            (p.at.dst, p.at.src)
+        };
+        let (local, remote) = (canonical_addr(local), canonical_addr(remote));
+        let wildcard = |a: SocketAddr| -> SocketAddr {
+            let any: IpAddr = if a.is_ipv4() {
+                std::net::Ipv4Addr::UNSPECIFIED.into()
+            } else {
+                std::net::Ipv6Addr::UNSPECIFIED.into()
+            };
+            SocketAddr::new(any, a.port())
+        };
+        let cookie = [
+            (local, Some(remote)),
+            (local, None),
+            (wildcard(local), None),
+        ]
+        .iter()
+        .find_map(|(l, r)| self.by_ends.get(&(p.at.protocol, *l, *r)).copied());
+        let flow = cookie.and_then(|c| self.flows.get_mut(&c));
+        let facts = inspect(flow.as_ref().and_then(|f| f.process.as_ref()));
+        if let Some(f) = flow {
+            if let Some(h) = facts.info_hash.clone()
+                && !f.info_hashes.contains(&h)
+            {
+                f.info_hashes.push(h);
+            }
+            if f.protocol == Protocol::Udp && f.source != "tcp_info" {
+                f.source = "packets";
+                let c = &mut f.counters;
+                if p.outgoing {
+                    c.bytes_out += u64::from(p.wire_len);
+                    c.packets_out += 1;
+                } else {
+                    c.bytes_in += u64::from(p.wire_len);
+                    c.packets_in += 1;
+                }
+            }
+        }
+        for (ip, name) in facts.dns {
+            if self.names.len() >= MAX_NAMES {
+                self.names.clear();
+            }
+            self.names.insert(canonical(ip), name);
+        }
+    }
+}
+
+/// States of sockets that are not flows of their own: TIME_WAIT (the
+/// closed connection's remains, same cookie) and SYN_RECV (a request not
+/// accepted yet; the accepted socket is the flow).
+fn transient(state: &str) -> bool {
+    matches!(state, "time_wait" | "syn_recv" | "new_syn_recv")
+}
+
+fn canonical_addr(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new(canonical(a.ip()), a.port())
+}
+
+fn delta(now: Counters, then: Counters) -> Counters {
+    Counters {
+        bytes_out: now.bytes_out.saturating_sub(then.bytes_out),
+        bytes_in: now.bytes_in.saturating_sub(then.bytes_in),
+        packets_out: now.packets_out.saturating_sub(then.packets_out),
+        packets_in: now.packets_in.saturating_sub(then.packets_in),
+    }
+}
+
+pub fn process_ref(o: &Owner) -> ProcessRef {
+    ProcessRef {
+        pid: o.pid,
+        name: o.name.clone(),
+        exe: o.exe.clone(),
+        cmdline: o.cmdline.clone(),
+        uid: o.uid,
+        user: o.user.clone(),
+        started_ms: o.started_ms,
+    }
+}
+
+fn uid_ref(uid: u32, user: String) -> ProcessRef {
+    ProcessRef {
+        uid,
+        user,
+        ..Default::default()
+    }
+}
+
+/// What a flow's summary is made from.
+fn template(f: &Flow) -> NetworkEvent {
+    let mut ev = event(f, "summary", f.last_seen_ms);
+    ev.info_hashes = f.info_hashes.clone();
+    ev
+}
+
+/// A record of `f` as of now: totals, and deltas since its last record.
+fn event(f: &Flow, phase: &str, now_ms: i64) -> NetworkEvent {
+    let d = delta(f.counters, f.recorded);
+    let ends = matches!(phase, "close" | "listen_close");
+    NetworkEvent {
+        phase: phase.into(),
+        protocol: f.protocol.name().into(),
+        direction: f.direction.into(),
+        local_ip: canonical(f.local.ip()).to_string(),
+        local_port: u32::from(f.local.port()),
+        remote_ip: f
+            .remote
+            .map(|r| canonical(r.ip()).to_string())
+            .unwrap_or_default(),
+        remote_port: f.remote.map(|r| u32::from(r.port())).unwrap_or(0),
+        name_source: if f.remote_name.is_empty() {
+            String::new()
+        } else {
+            "dns_answer".into()
+        },
+        remote_name: f.remote_name.clone(),
+        process: f.process.clone(),
+        attribution: f.attribution.into(),
+        start_ms: f.start_ms,
+        end_ms: if ends { now_ms } else { 0 },
+        bytes_out: f.counters.bytes_out,
+        bytes_in: f.counters.bytes_in,
+        packets_out: f.counters.packets_out,
+        packets_in: f.counters.packets_in,
+        bytes_out_delta: d.bytes_out,
+        bytes_in_delta: d.bytes_in,
+        counters: if f.listening {
+            String::new()
+        } else {
+            f.source.into()
+        },
+        connections: u64::from(!f.listening),
+        flow_id: f.flow_id.clone(),
+        tcp_state: if f.protocol == Protocol::Tcp {
+            f.state.into()
+        } else {
+            String::new()
+        },
+        continued: f.continued,
+        netns: 0,
+        info_hashes: f.info_hashes.clone(),
+    }
+}
+
+fn take_gap(
+    g: &mut GapCount,
+    reason: &str,
+    detail: impl FnOnce(&GapCount) -> String,
+) -> Option<GapEvent> {
+    if g.count == 0 {
+        return None;
+    }
+    let ev = GapEvent {
+        source: "network".into(),
+        reason: reason.into(),
+        count: g.count,
+        first_ms: g.first_ms,
+        last_ms: g.last_ms,
+        detail: detail(g),
+        ..Default::default()
+    };
+    *g = GapCount::default();
+    Some(ev)
+}

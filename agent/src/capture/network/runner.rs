@@ -1,0 +1,308 @@
+//! The network capture's thread: dumps the sockets every
+//! `network.dump_interval_ms`, takes destroy notifications (and inspected
+//! packets, with `network.inspect`) in between, feeds the flow table and
+//! the P2P detector, and appends their records to the buffer in batches
+//! together with the flows' keyed state (`flows/persist.rs`), so a kill -9
+//! neither repeats an `open` nor loses a delta.
+//!
+//! A batch the buffer refuses (full, or its disk not writable) is counted
+//! in the buffer-full gap ledger (`gaps::Source::Network`), record by
+//! record: the kernel does not wait, so those records are not retried.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use kiroku_proto::event::Kind;
+use kiroku_proto::{Event, NetworkEvent};
+
+use super::config::NetworkConfig;
+use super::flows::{self, Excluder, FlowTable, Rec, StateOp};
+use super::p2p::Detector;
+use super::platform::{PacketInspector, ProcessTable, SocketTable};
+use crate::buffer::{Buffer, KeyedState};
+use crate::capture::context::CaptureContext;
+use crate::gaps::{Gaps, Missed, Source};
+
+/// Longest wait for destroy notifications in one call (packets are
+/// looked at between two calls).
+const NOTIFY_WAIT: Duration = Duration::from_millis(100);
+/// Records in one buffer transaction.
+const BATCH: usize = 512;
+/// How often the counts are logged.
+const REPORT_EVERY: Duration = Duration::from_secs(600);
+
+/// The OS sources the runner reads.
+pub struct Sources {
+    pub sockets: Box<dyn SocketTable>,
+    pub procs: Box<dyn ProcessTable>,
+    pub inspector: Option<Box<dyn PacketInspector>>,
+}
+
+/// The process table when the real one cannot be opened: no owners, no
+/// user names (flows keep their uid).
+pub struct NoProcesses;
+
+impl ProcessTable for NoProcesses {
+    fn owners(
+        &mut self,
+        _inodes: &[u64],
+    ) -> std::collections::HashMap<u64, super::platform::Owner> {
+        std::collections::HashMap::new()
+    }
+    fn user_name(&mut self, _uid: u32) -> String {
+        String::new()
+    }
+}
+
+pub struct Runner {
+    pub cfg: NetworkConfig,
+    /// `collector.endpoint`, for `network.exclude_collector`.
+    pub collector: String,
+    pub sources: Sources,
+    pub buffer: Arc<Buffer>,
+    pub ctx: Arc<CaptureContext>,
+    pub gaps: Arc<Gaps>,
+    pub stop: Arc<AtomicBool>,
+    pub rt: tokio::runtime::Handle,
+}
+
+/// The kernel's boot id (flow ids are unique per boot with the socket
+/// cookie).
+pub fn boot_id() -> String {
+    match std::fs::read_to_string("/proc/sys/kernel/random/boot_id") {
+        Ok(s) if !s.trim().is_empty() => s.trim().to_owned(),
+        other => {
+            tracing::warn!(
+                error = ?other.err(),
+                "cannot read /proc/sys/kernel/random/boot_id: flow ids use \"unknown-boot\", so a flow recorded before a reboot can share an id with one after it"
+            );
+            "unknown-boot".into()
+        }
+    }
+}
+
+impl Runner {
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Runs until `stop` is set.
+    pub fn run(mut self) {
+        while !self.buffer.is_open() {
+            if self.stopped() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let state = self.buffer.keyed_state(flows::STATE);
+        let saved = flows::persist::load(&state);
+        if !saved.is_empty() {
+            tracing::info!(
+                flows = saved.len(),
+                "network capture: continuing the flows recorded by the previous run"
+            );
+        }
+        let exclude = Excluder::new(&self.cfg, &self.collector);
+        let now = self.ctx.clock.now_ms();
+        let mut table = FlowTable::new(&self.cfg, exclude, boot_id(), saved, now);
+        let mut detector = Detector::new(&self.cfg.p2p, &self.ctx.agent_id);
+        let interval = Duration::from_millis(self.cfg.dump_interval_ms.max(1));
+        let mut next_dump = Instant::now();
+        let mut next_report = Instant::now() + REPORT_EVERY;
+        let mut dump_failing = false;
+        let mut notify_failing = false;
+        let mut closed = Vec::new();
+        let mut packets = Vec::new();
+        let mut out = Vec::new();
+        while !self.stopped() {
+            let now_ms = self.ctx.clock.now_ms();
+            if Instant::now() >= next_dump {
+                match self.sources.sockets.dump() {
+                    Ok(sockets) => {
+                        if dump_failing {
+                            tracing::info!("network capture: socket dumps work again");
+                        }
+                        dump_failing = false;
+                        table.dump(sockets, self.sources.procs.as_mut(), now_ms, &mut out);
+                    }
+                    Err(e) => {
+                        if !dump_failing {
+                            tracing::error!(error = %e, "network capture: the socket dump failed; retrying every interval (flows are not updated meanwhile)");
+                        }
+                        dump_failing = true;
+                    }
+                }
+                next_dump += interval;
+                if next_dump < Instant::now() {
+                    next_dump = Instant::now() + interval;
+                }
+            }
+            let wait = next_dump
+                .saturating_duration_since(Instant::now())
+                .min(NOTIFY_WAIT);
+            closed.clear();
+            match self.sources.sockets.closed(wait, &mut closed) {
+                Ok(lost) => {
+                    notify_failing = false;
+                    table.lost(lost.overflows, now_ms);
+                    if !closed.is_empty() {
+                        let now_ms = self.ctx.clock.now_ms();
+                        let c = std::mem::take(&mut closed);
+                        table.closed(c, self.sources.procs.as_mut(), now_ms, &mut out);
+                    }
+                }
+                Err(e) => {
+                    if !notify_failing {
+                        tracing::warn!(error = %e, "network capture: reading socket-close notifications failed; short connections may be missed until it works again");
+                    }
+                    notify_failing = true;
+                    std::thread::sleep(wait);
+                }
+            }
+            if let Some(inspector) = self.sources.inspector.as_mut() {
+                packets.clear();
+                match inspector.packets(Duration::ZERO, &mut packets) {
+                    Ok(lost) if lost.overflows > 0 => {
+                        tracing::debug!(
+                            dropped = lost.overflows,
+                            "network inspection: packets dropped by the kernel"
+                        );
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "network inspection failed; it is turned off until the capture restarts");
+                        self.sources.inspector = None;
+                    }
+                }
+                let now_ms = self.ctx.clock.now_ms();
+                for p in &packets {
+                    table.packet(p, |owner| detector.packet(p, owner, now_ms));
+                }
+            }
+            let now_ms = self.ctx.clock.now_ms();
+            table.tick(now_ms, false, &mut out);
+            self.write(&mut out, &mut detector, &state, now_ms);
+            if Instant::now() >= next_report {
+                next_report = Instant::now() + REPORT_EVERY;
+                log_stats(&table);
+            }
+        }
+        let now_ms = self.ctx.clock.now_ms();
+        table.tick(now_ms, true, &mut out);
+        self.write(&mut out, &mut detector, &state, now_ms);
+        log_stats(&table);
+    }
+
+    /// Appends `out` (and the P2P records due) to the buffer.
+    fn write(&self, out: &mut Vec<Rec>, detector: &mut Detector, state: &KeyedState, now_ms: i64) {
+        let mut batch: Vec<(Event, Option<StateOp>)> = Vec::with_capacity(out.len());
+        for rec in out.drain(..) {
+            match rec {
+                Rec::Net(ev, op) => {
+                    detector.record(&ev, now_ms);
+                    let user = ev
+                        .process
+                        .as_ref()
+                        .map(|p| p.user.clone())
+                        .unwrap_or_default();
+                    batch.push((self.ctx.event_as(user, Kind::Network(ev)), op));
+                }
+                Rec::Gap(g) => {
+                    tracing::warn!(reason = %g.reason, count = g.count, "network capture: {}", g.detail);
+                    batch.push((self.ctx.event(String::new(), Kind::Gap(g)), None));
+                }
+            }
+        }
+        for p in detector.tick(now_ms) {
+            let user = p
+                .process
+                .as_ref()
+                .map(|p| p.user.clone())
+                .unwrap_or_default();
+            batch.push((self.ctx.event_as(user, Kind::P2p(p)), None));
+        }
+        while !batch.is_empty() {
+            let rest = batch.split_off(batch.len().min(BATCH));
+            let chunk = std::mem::replace(&mut batch, rest);
+            self.append(chunk, state);
+        }
+    }
+
+    fn append(&self, chunk: Vec<(Event, Option<StateOp>)>, state: &KeyedState) {
+        let (events, ops): (Vec<Event>, Vec<Option<StateOp>>) = chunk.into_iter().unzip();
+        let ops: Vec<StateOp> = ops.into_iter().flatten().collect();
+        let described: Vec<String> = events.iter().map(describe).collect();
+        let r = self
+            .rt
+            .block_on(self.buffer.append_batch_with(events, state, move |tx| {
+                for op in &ops {
+                    match &op.value {
+                        Some(v) => tx.insert(op.flow_id.as_bytes(), v)?,
+                        None => tx.remove(op.flow_id.as_bytes())?,
+                    };
+                }
+                Ok(())
+            }));
+        if let Err(e) = r {
+            tracing::debug!(error = %e, records = described.len(), "network records refused by the buffer; counted as a gap");
+            for d in &described {
+                let m = Missed {
+                    path: Some(d),
+                    ..Default::default()
+                };
+                if let Err(e) = self.rt.block_on(self.gaps.missed(Source::Network, m)) {
+                    tracing::error!(error = %e, "network capture: a record neither written nor counted");
+                }
+            }
+        }
+    }
+}
+
+/// "process → ip:port" for the gap ledger.
+fn describe(e: &Event) -> String {
+    match &e.kind {
+        Some(Kind::Network(n)) => describe_net(n),
+        Some(Kind::P2p(p)) => format!(
+            "p2p {} {}",
+            p.phase,
+            p.process.as_ref().map(|p| p.name.as_str()).unwrap_or("")
+        ),
+        Some(Kind::Gap(g)) => format!("gap {}", g.reason),
+        _ => String::new(),
+    }
+}
+
+fn describe_net(n: &NetworkEvent) -> String {
+    let who = n
+        .process
+        .as_ref()
+        .map(|p| {
+            if p.name.is_empty() {
+                format!("uid {}", p.uid)
+            } else {
+                p.name.clone()
+            }
+        })
+        .unwrap_or_default();
+    if n.remote_ip.is_empty() {
+        format!("{who} {} :{}", n.protocol, n.local_port)
+    } else {
+        format!("{who} {} {}:{}", n.protocol, n.remote_ip, n.remote_port)
+    }
+}
+
+fn log_stats(t: &FlowTable) {
+    let s = t.stats;
+    tracing::info!(
+        tracked = t.len(),
+        opened = s.opened,
+        closed = s.closed,
+        closed_unseen = s.closed_unseen,
+        coalesced = s.coalesced,
+        excluded = s.excluded,
+        table_full = s.table_full,
+        notifications_lost = s.notifications_lost,
+        "network capture counts"
+    );
+}

@@ -1,0 +1,312 @@
+//! Network capture end to end (issue 21): a real agent (sock_diag dumps
+//! and destroy notifications, owners from /proc) and a real collector,
+//! traffic on loopback (`network.loopback = true`):
+//! - a TCP transfer of N bytes from a python3 client to a server in this
+//!   test process: the client's flow is recorded with its process (pid,
+//!   name, attribution "socket") and N bytes out within 10%, the server's
+//!   accepted socket as inbound with N bytes in;
+//! - a listening socket opened and closed: `listen_open`, `listen_close`;
+//! - a flow opened by another uid (setpriv to nobody) attributed to it;
+//! - the agent killed with SIGKILL during a transfer and started again: the
+//!   flow has one `open`, is `continued` after the restart, one `close`,
+//!   and its deltas add up to the bytes sent.
+//!
+//! Needs root (destroy notifications need CAP_NET_ADMIN, setpriv needs
+//! CAP_SETUID); skipped otherwise.
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kiroku_proto::{NetworkEvent, SearchRequest, event::Kind};
+use kiroku_tests::{Env, Mode, Proc, free_port, is_root, skip};
+
+const PYTHON: &str = "/usr/bin/python3";
+
+fn network_config() -> &'static str {
+    "[network]\nenabled = true\nloopback = true\ndump_interval_ms = 200\nupdate_secs = 2\nsummary_secs = 5\n"
+}
+
+async fn start(env: &Env, name: &str) -> anyhow::Result<(Proc, u16)> {
+    let smtp = free_port();
+    let agent = env.start_agent_with(name, smtp, &Mode::CaptureOnly, network_config())?;
+    agent
+        .wait_log("recording network activity", Duration::from_secs(20))
+        .await?;
+    Ok((agent, smtp))
+}
+
+/// A server on 127.0.0.1 in this process: accepts connections and reads
+/// each to its end, on a thread.
+fn server() -> anyhow::Result<(u16, std::thread::JoinHandle<Vec<u64>>)> {
+    let l = TcpListener::bind("127.0.0.1:0")?;
+    let port = l.local_addr()?.port();
+    let t = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        // Bounded: the test's clients connect a known number of times.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        l.set_nonblocking(true).ok();
+        while Instant::now() < deadline {
+            match l.accept() {
+                Ok((mut s, _)) => {
+                    s.set_nonblocking(false).ok();
+                    let mut buf = vec![0u8; 64 * 1024];
+                    let mut n = 0u64;
+                    while let Ok(k) = s.read(&mut buf) {
+                        if k == 0 {
+                            break;
+                        }
+                        n += k as u64;
+                    }
+                    got.push(n);
+                    if got.len() >= 10 {
+                        break;
+                    }
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+            if got.len() >= 10 {
+                break;
+            }
+        }
+        got
+    });
+    Ok((port, t))
+}
+
+/// A python3 client that connects to 127.0.0.1:`port`, sends `chunks`
+/// chunks of `chunk` bytes `pause` seconds apart, waits `linger` seconds
+/// and closes; `as_nobody`: run as uid 65534.
+fn client(port: u16, chunks: u32, chunk: u32, pause: f64, linger: f64, as_nobody: bool) -> Command {
+    let script = format!(
+        "import socket,time\ns=socket.create_connection(('127.0.0.1',{port}))\nfor i in range({chunks}):\n    s.sendall(b'x'*{chunk})\n    time.sleep({pause})\ntime.sleep({linger})\ns.close()\n"
+    );
+    let mut c = if as_nobody {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", PYTHON]);
+        c
+    } else {
+        Command::new(PYTHON)
+    };
+    c.args(["-c", &script])
+        .current_dir("/")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    c
+}
+
+fn run(mut c: Command) -> anyhow::Result<u32> {
+    let child = c.spawn()?;
+    let pid = child.id();
+    let out = child.wait_with_output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(pid)
+}
+
+async fn network(env: &Env) -> anyhow::Result<Vec<NetworkEvent>> {
+    let events = env
+        .search_all(SearchRequest {
+            kind: "network".into(),
+            ..Default::default()
+        })
+        .await?;
+    Ok(events
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            Some(Kind::Network(n)) => Some(n),
+            _ => None,
+        })
+        .collect())
+}
+
+/// The network records once `pred` holds for them (60 s).
+async fn records_until(
+    env: &Env,
+    what: &str,
+    pred: impl Fn(&[NetworkEvent]) -> bool,
+) -> anyhow::Result<Vec<NetworkEvent>> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = network(env).await.unwrap_or_default();
+        if pred(&r) {
+            return Ok(r);
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("timed out waiting for {what}; network records: {r:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn within_10pct(got: u64, want: u64) -> bool {
+    got.abs_diff(want) * 10 <= want
+}
+
+fn pid_of(n: &NetworkEvent) -> u32 {
+    n.process.as_ref().map(|p| p.pid).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flows_listeners_and_users_are_recorded() -> anyhow::Result<()> {
+    if !is_root() {
+        skip(
+            "network_capture::flows_listeners_and_users_are_recorded",
+            "needs root (CAP_NET_ADMIN for close notifications, setpriv)",
+        );
+        return Ok(());
+    }
+    let env = Env::new()?;
+    let _collector = env.start_collector()?;
+    let (_agent, _) = start(&env, "net1").await?;
+    let (port, srv) = server()?;
+
+    // 1. A transfer of N bytes from python3.
+    const N: u64 = 3_000_000;
+    let pid = run(client(port, 1, N as u32, 0.0, 0.8, false))?;
+    let r = records_until(&env, "the transfer's close records", |r| {
+        r.iter().any(|n| n.phase == "close" && pid_of(n) == pid)
+            && r.iter().any(|n| {
+                n.phase == "close" && n.direction == "inbound" && n.local_port == u32::from(port)
+            })
+    })
+    .await?;
+    let out: Vec<&NetworkEvent> = r.iter().filter(|n| pid_of(n) == pid).collect();
+    let phases: Vec<&str> = out.iter().map(|n| n.phase.as_str()).collect();
+    assert_eq!(phases.first(), Some(&"open"), "{out:#?}");
+    assert_eq!(phases.last(), Some(&"close"), "{out:#?}");
+    assert_eq!(phases.iter().filter(|p| **p == "open").count(), 1);
+    let close = out.last().unwrap();
+    let p = close.process.as_ref().unwrap();
+    assert_eq!(
+        (p.name.as_str(), close.attribution.as_str()),
+        ("python3", "socket"),
+        "{close:#?}"
+    );
+    assert!(p.exe.contains("python3"), "{p:?}");
+    assert_eq!(
+        (close.protocol.as_str(), close.direction.as_str()),
+        ("tcp", "outbound")
+    );
+    assert_eq!(close.remote_port, u32::from(port));
+    assert!(
+        within_10pct(close.bytes_out, N),
+        "bytes_out {} vs {N}",
+        close.bytes_out
+    );
+    assert_eq!(close.counters, "tcp_info");
+    let deltas: u64 = out.iter().map(|n| n.bytes_out_delta).sum();
+    assert_eq!(deltas, close.bytes_out, "the deltas add up to the total");
+    assert!(
+        out.iter()
+            .all(|n| n.flow_id == close.flow_id && !n.flow_id.is_empty())
+    );
+    let inbound = r
+        .iter()
+        .find(|n| n.phase == "close" && n.direction == "inbound" && n.local_port == u32::from(port))
+        .unwrap();
+    assert!(
+        within_10pct(inbound.bytes_in, N),
+        "bytes_in {} vs {N}",
+        inbound.bytes_in
+    );
+    assert_eq!(pid_of(inbound), std::process::id());
+
+    // 2. A listening socket opened and closed.
+    let l = TcpListener::bind("127.0.0.1:0")?;
+    let lport = u32::from(l.local_addr()?.port());
+    let is =
+        |phase: &'static str| move |n: &NetworkEvent| n.phase == phase && n.local_port == lport;
+    records_until(&env, "listen_open", |r| r.iter().any(is("listen_open"))).await?;
+    drop(l);
+    let r = records_until(&env, "listen_close", |r| r.iter().any(is("listen_close"))).await?;
+    let open = r.iter().find(|n| is("listen_open")(n)).unwrap();
+    assert_eq!(
+        (open.direction.as_str(), pid_of(open)),
+        ("listening", std::process::id())
+    );
+    assert_eq!(r.iter().filter(|n| is("listen_open")(n)).count(), 1);
+
+    // 3. A flow of another user.
+    let pid = run(client(port, 1, 100_000, 0.0, 0.8, true))?;
+    let r = records_until(&env, "nobody's close", |r| {
+        r.iter().any(|n| n.phase == "close" && pid_of(n) == pid)
+    })
+    .await?;
+    let n = r
+        .iter()
+        .find(|n| n.phase == "close" && pid_of(n) == pid)
+        .unwrap();
+    let p = n.process.as_ref().unwrap();
+    assert_eq!(
+        (p.uid, p.user.as_str(), p.name.as_str()),
+        (65534, "nobody", "python3"),
+        "{n:#?}"
+    );
+    assert!(within_10pct(n.bytes_out, 100_000), "{n:#?}");
+    drop(srv);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_killed_mid_transfer_continues_the_flow() -> anyhow::Result<()> {
+    if !is_root() {
+        skip(
+            "network_capture::an_agent_killed_mid_transfer_continues_the_flow",
+            "needs root (CAP_NET_ADMIN for close notifications)",
+        );
+        return Ok(());
+    }
+    let env = Env::new()?;
+    let _collector = env.start_collector()?;
+    let (mut agent, _) = start(&env, "net2").await?;
+    let (port, _srv) = server()?;
+    // 60 chunks of 200 kB, 100 ms apart: ~6 s, 12 MB.
+    const CHUNKS: u32 = 60;
+    const CHUNK: u32 = 200_000;
+    let total = u64::from(CHUNKS) * u64::from(CHUNK);
+    let child = client(port, CHUNKS, CHUNK, 0.1, 0.5, false).spawn()?;
+    let pid = child.id();
+    records_until(&env, "the transfer's open", |r| {
+        r.iter().any(|n| n.phase == "open" && pid_of(n) == pid)
+    })
+    .await?;
+    agent.kill9();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_agent, _) = start(&env, "net2").await?;
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output()).await??;
+    anyhow::ensure!(
+        out.status.success(),
+        "client: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = records_until(&env, "the transfer's close", |r| {
+        r.iter().any(|n| n.phase == "close" && pid_of(n) == pid)
+    })
+    .await?;
+    let flow: Vec<&NetworkEvent> = r.iter().filter(|n| pid_of(n) == pid).collect();
+    let count = |phase: &str| flow.iter().filter(|n| n.phase == phase).count();
+    assert_eq!(count("open"), 1, "no second open: {flow:#?}");
+    assert_eq!(count("close"), 1, "{flow:#?}");
+    assert!(
+        flow.iter().any(|n| n.continued),
+        "continued after the restart: {flow:#?}"
+    );
+    let close = flow.iter().find(|n| n.phase == "close").unwrap();
+    assert!(flow.iter().all(|n| n.flow_id == close.flow_id));
+    let deltas: u64 = flow.iter().map(|n| n.bytes_out_delta).sum();
+    assert_eq!(
+        deltas, close.bytes_out,
+        "deltas add up across the restart: {flow:#?}"
+    );
+    assert!(
+        within_10pct(close.bytes_out, total),
+        "bytes_out {} vs {total}",
+        close.bytes_out
+    );
+    Ok(())
+}
