@@ -13,6 +13,8 @@
 //!   again);
 //! - `p2p`: the P2P detector (reasons, episodes) and the wire recognisers
 //!   it uses on inspected packets;
+//! - `names`: remote names from inspected DNS answers and cached,
+//!   rate-limited reverse DNS that never blocks the runner;
 //! - `platform`: the OS interfaces (`SocketTable`, `ProcessTable`,
 //!   `PacketInspector`), implemented for Linux in `linux/`.
 
@@ -20,6 +22,7 @@ pub mod config;
 pub mod flows;
 #[cfg(target_os = "linux")]
 pub mod linux;
+pub mod names;
 pub mod p2p;
 pub mod platform;
 

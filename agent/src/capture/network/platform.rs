@@ -124,7 +124,12 @@ pub struct Packet {
     pub at: Endpoints,
     /// The packet's payload length on the wire (not only what was read).
     pub wire_len: u32,
+    /// Sent by this host. On loopback only the incoming copy of a packet
+    /// is delivered (false): both endpoints are local, so match the
+    /// packet's endpoints against the socket both ways.
     pub outgoing: bool,
+    /// The payload's first bytes (Linux: at most the filter's snap length;
+    /// empty for a datagram passed only to be counted).
     pub payload: Vec<u8>,
 }
 
