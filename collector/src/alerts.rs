@@ -24,6 +24,8 @@
 pub mod health;
 pub mod keyword;
 pub mod notify;
+// Issue 21.
+pub mod p2p;
 pub mod params;
 pub mod records;
 pub mod rules;
@@ -331,6 +333,10 @@ impl Alerting {
     /// The earlier kinds (a summary, the generic body) or the issue-20
     /// kinds (records.rs).
     fn check_any(&self, rule: &Rule, e: &Event) -> Result<Option<records::Fired>, String> {
+        // Issue 21 (p2p.rs).
+        if rule.kind == RuleKind::P2p {
+            return self.check_p2p(rule, e);
+        }
         if rule.kind.is_new() {
             return self.check_new(rule, e);
         }

@@ -53,6 +53,8 @@ pub struct Params {
     pub max_offset_ms: i64,
     pub schedule: Option<Schedule>,
     pub keywords: Option<Keywords>,
+    /// Issue 21, p2p: the reason codes that fire (empty = any).
+    pub reasons: Vec<String>,
 }
 
 /// A duration such as `500ms`, `45s`, `10m`, `2h`, `1d` in milliseconds.
@@ -152,6 +154,7 @@ pub fn params(def: &RuleDef) -> Result<Params, Bad> {
     uses("schedule", !def.schedule.is_empty(), &[K::OffHours])?;
     uses("time_zone", def.time_zone.is_some(), &[K::OffHours])?;
     uses("keywords", !def.keywords.is_empty(), &[K::Keyword])?;
+    uses("reasons", !def.reasons.is_empty(), &[K::P2p])?;
 
     let per = match def.per.as_deref().map(str::trim) {
         None if k == K::AuthFailures => return Err(required("per", "\"client_ip\"")),
@@ -216,7 +219,15 @@ pub fn params(def: &RuleDef) -> Result<Params, Bad> {
     } else {
         None
     };
+    let mut reasons = Vec::new();
+    for r in &def.reasons {
+        let code = kiroku_common::vocabulary::network::p2p_reason(r).map_err(|m| ("reasons", m))?;
+        if !reasons.contains(&code) {
+            reasons.push(code);
+        }
+    }
     Ok(Params {
+        reasons,
         severity,
         route,
         per,

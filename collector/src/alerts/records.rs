@@ -498,8 +498,22 @@ impl super::Alerting {
         id: &str,
         by: Option<&str>,
     ) -> Result<bool, String> {
+        self.first_for("incident", rule, agent, id, by)
+    }
+
+    /// Marks (rule, agent, `id`) fired in `alert_state` under `scope`
+    /// ("incident"; issue 21: "p2p", an episode), as
+    /// [`Self::first_for_incident`] does; false when it was already.
+    pub(super) fn first_for(
+        &self,
+        scope: &str,
+        rule: &str,
+        agent: &str,
+        id: &str,
+        by: Option<&str>,
+    ) -> Result<bool, String> {
         let mark = by.unwrap_or("\0health");
-        let key = format!("incident\0{rule}\0{agent}\0{id}");
+        let key = format!("{scope}\0{rule}\0{agent}\0{id}");
         self.alert_state
             .compare_and_swap(key.as_bytes(), None::<&[u8]>, Some(mark.as_bytes()))
             .map(|r| match r {

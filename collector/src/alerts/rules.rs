@@ -76,6 +76,10 @@ pub enum RuleKind {
     /// One of `keywords` in a mail's subject or body, matched as a search
     /// matches it.
     Keyword,
+    /// Issue 21: a process found doing P2P file sharing (a `p2p` episode
+    /// record from the agent), with one of `reasons` (default any). Once
+    /// per episode, also across collector restarts (p2p.rs).
+    P2p,
 }
 
 impl RuleKind {
@@ -119,6 +123,7 @@ impl RuleKind {
             RuleKind::OffHours => "off_hours",
             RuleKind::AnyAttachment => "any_attachment",
             RuleKind::Keyword => "keyword",
+            RuleKind::P2p => "p2p",
         }
     }
 }
@@ -142,7 +147,8 @@ pub struct RuleDef {
     /// removable_copy, mail_rate, encrypted_attachment, ppap, integrity,
     /// and (issue 20) auth_failures, incident_open, delivery_failures,
     /// delivery_delay, agent_silent, clock_skew, ingest_paused,
-    /// capture_gap, off_hours, any_attachment, keyword.
+    /// capture_gap, off_hours, any_attachment, keyword, and (issue 21)
+    /// p2p.
     pub kind: RuleKind,
     /// external_attachment, mail_rate, encrypted_attachment: the
     /// organisation's own mail domains;
@@ -216,6 +222,11 @@ pub struct RuleDef {
     /// keyword: words matched in subject and body.
     #[serde(default)]
     pub keywords: Vec<String>,
+    // Issue 21:
+    /// p2p: only episodes with one of these reasons (known_client,
+    /// many_peers, dht, utp, tracker_announce, bt_handshake); default any.
+    #[serde(default)]
+    pub reasons: Vec<String>,
 }
 
 fn yes() -> bool {
@@ -509,6 +520,7 @@ mod tests {
             RuleKind::OffHours,
             RuleKind::AnyAttachment,
             RuleKind::Keyword,
+            RuleKind::P2p,
         ] {
             assert!(kinds.contains(&k), "the example shows {}", k.name());
         }

@@ -17,6 +17,8 @@ use crate::zone::{Zone, format as time};
 
 mod incident;
 mod mtalog;
+// Issue 21.
+mod network;
 mod relay;
 
 /// Outside text as printed for people: controls made visible.
@@ -99,6 +101,8 @@ pub fn json(e: &Event) -> serde_json::Value {
         ("Incident", "incident"),
         ("Auth", "auth"),
         ("MtaLog", "mta_log"),
+        ("Network", "network"),
+        ("P2p", "p2p"),
     ] {
         if let Some(v) = kind.as_ref().and_then(|k| k.get(variant)) {
             obj.insert(name.into(), v.clone());
@@ -242,6 +246,15 @@ pub fn table(events: &[Event], zone: &Zone) -> String {
             (None, None) if mtalog::of(e).is_some() => {
                 let m = mtalog::of(e).cloned().unwrap_or_default();
                 mtalog::row(e, &m, host, zone)
+            }
+            // Issue 21.
+            (None, None) if network::network(e).is_some() => {
+                let n = network::network(e).cloned().unwrap_or_default();
+                network::network_row(e, &n, host, zone)
+            }
+            (None, None) if network::p2p(e).is_some() => {
+                let p = network::p2p(e).cloned().unwrap_or_default();
+                network::p2p_row(e, &p, host, zone)
             }
             (None, None) => [
                 time(e.observed_at_ms, zone),
@@ -394,6 +407,17 @@ pub fn detail(e: &Event, zone: &Zone) -> String {
     }
     if let Some(m) = mtalog::of(e) {
         for (k, v) in mtalog::lines(m, zone) {
+            line(k, &v);
+        }
+    }
+    // Issue 21.
+    if let Some(n) = network::network(e) {
+        for (k, v) in network::network_lines(n, zone) {
+            line(k, &v);
+        }
+    }
+    if let Some(p) = network::p2p(e) {
+        for (k, v) in network::p2p_lines(e, p, zone) {
             line(k, &v);
         }
     }
