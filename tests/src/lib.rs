@@ -13,6 +13,8 @@ pub mod mta;
 pub mod netns;
 pub mod reliability;
 pub mod swarm;
+// Issue 21: hand-made events shipped as an agent.
+pub mod ship;
 pub mod tsa;
 
 use std::io::Read;

@@ -92,8 +92,8 @@ fn list(buffer: &kiroku_agent::buffer::Buffer) -> ExitCode {
                     Some(Kind::Incident(i)) => ("incident", i.kind.as_str()),
                     Some(Kind::Auth(a)) => ("auth", a.claimed_user.as_str()),
                     Some(Kind::MtaLog(l)) => ("mta_log", l.queue_id.as_str()),
-                    Some(Kind::Network(_)) => ("network", ""),
-                    Some(Kind::P2p(_)) => ("p2p", ""),
+                    Some(Kind::Network(n)) => ("network", n.phase.as_str()),
+                    Some(Kind::P2p(p)) => ("p2p", p.phase.as_str()),
                     None => ("none", ""),
                 };
                 println!("{}\t{kind}\t{subject}", e.seq);

@@ -1,7 +1,8 @@
 //! Counts and charts (`kiroku stats`, the `Aggregate` call): the events a
 //! search filter matches, grouped by a value or a time bucket, each group
 //! with its number of events and their bytes (message size for mail, file
-//! size for files), the largest groups first, the rest summed.
+//! size for files, the deltas in + out for network records), the largest
+//! groups first, the rest summed.
 //!
 //! Each grouping reads a column of its own (`by_*`, fast-only, never
 //! searched) and `size`, both filled here in [`add_fields`], so a query
