@@ -72,7 +72,11 @@ pub fn unavailable() -> Option<String> {
     if !crate::is_root() {
         return Some("network namespaces need root".into());
     }
-    let probe = format!("{PREFIX}{}-probe", std::process::id());
+    let probe = format!(
+        "{PREFIX}{}-probe{}",
+        std::process::id(),
+        LABS.fetch_add(1, Ordering::SeqCst)
+    );
     match Command::new("ip").args(["netns", "add", &probe]).output() {
         Err(e) => Some(format!("cannot run `ip` (iproute2): {e}")),
         Ok(o) if !o.status.success() => Some(format!(
