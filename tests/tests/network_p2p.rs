@@ -47,14 +47,15 @@ const FIRST_LEECHER: usize = 4;
 
 /// Runs one swarm: the seeder and leechers in their namespaces, the
 /// monitored client in the hub, until the monitored client has the whole
-/// file (checked by SHA-256). Returns the monitored client's pid.
+/// file (checked by SHA-256).
 fn run_swarm(
     lab: &Lab,
     env: &Env,
     torrent: &Torrent,
     crypto: Crypto,
     tag: &str,
-) -> anyhow::Result<u32> {
+) -> anyhow::Result<Run> {
+    let from_ms = kiroku_common::now_ms();
     let dir = env.path().join(tag);
     let mut peers: Vec<Proc> = Vec::new();
     peers.push(swarm::start_seeder(
@@ -101,9 +102,14 @@ fn run_swarm(
         "the monitored client's copy differs from the seeder's (SHA-256 {got} vs {})",
         torrent.sha256
     );
+    let to_ms = kiroku_common::now_ms();
     // The leechers and the seeder go; their data with the env.
     drop(peers);
-    Ok(pid)
+    Ok(Run {
+        pid,
+        from_ms,
+        to_ms,
+    })
 }
 
 /// `[network]` for the agent on the monitored host: capture and inspect
@@ -167,32 +173,65 @@ where
     }
 }
 
-/// The monitored client's flows, once every flow it opened is closed:
-/// (network records of `pid`, by flow_id).
+/// What one swarm run did on the monitored host: the client's pid and
+/// the time window it ran in (agent clock = this machine's clock).
+struct Run {
+    pid: u32,
+    from_ms: i64,
+    to_ms: i64,
+}
+
+/// The monitored client's flows in `run`, chosen without looking at the
+/// recorded process: every flow on the monitored host to or from a
+/// BitTorrent port ([`swarm::BT_PORT`], only the monitored client uses it
+/// there) or the tracker, started during the run; once all are closed.
 async fn closed_flows(
     env: &Env,
-    pid: u32,
+    run: &Run,
+    tracker: &str,
 ) -> anyhow::Result<BTreeMap<String, Vec<NetworkEvent>>> {
+    let bt = u32::from(swarm::BT_PORT);
     until(Duration::from_secs(30), || async {
         let mut flows: BTreeMap<String, Vec<NetworkEvent>> = BTreeMap::new();
         for e in records(env, "network").await? {
-            if let Some(n) = network(&e).filter(|n| pid_of(n.process.as_ref()) == pid) {
+            if let Some(n) = network(&e).filter(|n| {
+                (n.local_port == bt || n.remote_port == bt || n.remote_ip == tracker)
+                    && n.start_ms >= run.from_ms
+                    && n.start_ms <= run.to_ms
+            }) {
                 flows.entry(n.flow_id.clone()).or_default().push(n.clone());
             }
         }
         let open: Vec<&String> = flows
             .iter()
             .filter(|(_, r)| {
-                !r.iter()
-                    .any(|n| n.phase == "close" || n.phase == "listen_close" || n.phase == "summary")
+                !r.iter().any(|n| {
+                    n.phase == "close" || n.phase == "listen_close" || n.phase == "summary"
+                })
             })
             .map(|(id, _)| id)
             .collect();
-        anyhow::ensure!(!flows.is_empty(), "no network record of pid {pid}");
-        anyhow::ensure!(open.is_empty(), "flows of pid {pid} not closed yet: {open:?}");
+        anyhow::ensure!(!flows.is_empty(), "no network record of pid {}", run.pid);
+        anyhow::ensure!(
+            open.is_empty(),
+            "flows of pid {} not closed yet: {open:?}",
+            run.pid
+        );
         Ok(flows)
     })
     .await
+}
+
+/// Failed checks, collected so that one run reports every discrepancy.
+#[derive(Default)]
+struct Checks(Vec<String>);
+
+impl Checks {
+    fn check(&mut self, ok: bool, what: impl FnOnce() -> String) {
+        if !ok {
+            self.0.push(what());
+        }
+    }
 }
 
 /// One line per record, for failure messages.
@@ -267,22 +306,41 @@ async fn p2p_alerts(env: &Env) -> anyhow::Result<Vec<(String, u32)>> {
 
 /// What one run must have left in the collector: the monitored client's
 /// flows (process, peers, bytes) and its one P2P episode with `reasons`
-/// (and not `absent`), `info_hash` among its info_hashes.
+/// (and not `absent`), `info_hash` among its info_hashes. Returns the
+/// episode id (empty when there is none).
+#[allow(clippy::too_many_arguments)]
 async fn check_run(
     env: &Env,
     lab: &Lab,
-    pid: u32,
+    run: &Run,
     torrent: &Torrent,
     reasons: &[&str],
     absent: &[&str],
+    c: &mut Checks,
 ) -> anyhow::Result<String> {
-    let flows = closed_flows(env, pid).await?;
+    let pid = run.pid;
+    let tracker = lab.peer(TRACKER).ip.to_string();
+    let flows = closed_flows(env, run, &tracker).await?;
     let all: Vec<&NetworkEvent> = flows.values().flatten().collect();
-    for n in &all {
-        let p = n.process.as_ref();
-        assert_eq!(p.map(|p| p.name.as_str()), Some("aria2c"), "{n:?}");
-        assert_eq!(p.map(|p| p.exe.as_str()), Some("/usr/bin/aria2c"), "{n:?}");
-    }
+    // Every one of them is the monitored client's: process and attribution.
+    let wrong: Vec<&NetworkEvent> = all
+        .iter()
+        .copied()
+        .filter(|n| {
+            let p = n.process.as_ref();
+            pid_of(p) != pid
+                || p.map(|p| p.name.as_str()) != Some("aria2c")
+                || p.map(|p| p.exe.as_str()) != Some("/usr/bin/aria2c")
+        })
+        .collect();
+    c.check(wrong.is_empty(), || {
+        format!(
+            "{} of the {} records of the monitored client (pid {pid}) do not name it:\n{}",
+            wrong.len(),
+            all.len(),
+            table(&wrong)
+        )
+    });
     // The peers it talked BitTorrent with: the seeder and the leechers.
     let swarm_ips: BTreeSet<String> = (SEEDER..FIRST_LEECHER + LEECHERS)
         .map(|i| lab.peer(i).ip.to_string())
@@ -292,61 +350,89 @@ async fn check_run(
         .filter(|n| swarm_ips.contains(&n.remote_ip))
         .map(|n| n.remote_ip.clone())
         .collect();
-    assert!(
-        peers.len() >= LEECHERS,
-        "the monitored client's recorded peers {peers:?} (swarm: {swarm_ips:?})"
-    );
+    c.check(peers.len() >= LEECHERS, || {
+        format!("the monitored client's recorded peers {peers:?} (swarm: {swarm_ips:?})")
+    });
     // Bytes: the deltas of all its records add up to what it received
-    // (the file, plus the protocol's few percent).
-    let bytes_in: u64 = all.iter().map(|n| n.bytes_in_delta).sum();
+    // (the file, plus the protocol's few percent), whoever they name.
     let size = torrent.size as f64;
-    assert!(
-        (bytes_in as f64) >= size * 0.9 && (bytes_in as f64) <= size * 1.1,
-        "pid {pid} received {bytes_in} bytes in its recorded flows, the file has {}:\n{}",
-        torrent.size,
-        table(&all)
-    );
-    for n in all.iter().filter(|n| n.protocol == "tcp") {
-        assert_eq!(n.counters, "tcp_info", "{n:?}");
+    let near = |b: u64| (b as f64) >= size * 0.9 && (b as f64) <= size * 1.1;
+    let bytes_in: u64 = all.iter().map(|n| n.bytes_in_delta).sum();
+    c.check(near(bytes_in), || {
+        format!(
+            "the monitored client's flows received {bytes_in} bytes, the file has {}:\n{}",
+            torrent.size,
+            table(&all)
+        )
+    });
+    let attributed: u64 = all
+        .iter()
+        .filter(|n| pid_of(n.process.as_ref()) == pid)
+        .map(|n| n.bytes_in_delta)
+        .sum();
+    c.check(near(attributed), || {
+        format!(
+            "the flows recorded with the client's pid {pid} received {attributed} bytes, the file has {}",
+            torrent.size
+        )
+    });
+    for n in all
+        .iter()
+        .filter(|n| n.protocol == "tcp" && n.direction != "listening")
+    {
+        c.check(n.counters == "tcp_info", || format!("counters of {n:?}"));
     }
 
-    let ep = episode(env, pid).await?;
+    let ep = match episode(env, pid).await {
+        Ok(ep) => ep,
+        Err(e) => {
+            c.0.push(format!("no P2P episode of pid {pid}: {e:#}"));
+            return Ok(String::new());
+        }
+    };
     let ids: BTreeSet<&str> = ep.iter().map(|p| p.episode_id.as_str()).collect();
-    assert_eq!(ids.len(), 1, "one episode for pid {pid}: {ep:#?}");
+    c.check(ids.len() == 1, || {
+        format!("one episode for pid {pid}: {ep:#?}")
+    });
     let phases: Vec<&str> = ep.iter().map(|p| p.phase.as_str()).collect();
-    assert_eq!(
-        phases.iter().filter(|p| **p == "detected").count(),
-        1,
-        "{phases:?}"
+    c.check(
+        phases.iter().filter(|p| **p == "detected").count() == 1,
+        || format!("one detected record for pid {pid}: {phases:?}"),
     );
     let fired: BTreeSet<&str> = ep
         .iter()
         .flat_map(|p| p.reasons.iter().map(|r| r.code.as_str()))
         .collect();
     for r in reasons {
-        assert!(fired.contains(r), "reason {r} for pid {pid}: {fired:?}\n{ep:#?}");
+        c.check(fired.contains(r), || {
+            format!("reason {r} for pid {pid}; fired: {fired:?}\n{ep:#?}")
+        });
     }
     for r in absent {
-        assert!(!fired.contains(r), "reason {r} must not fire for pid {pid}: {ep:#?}");
+        c.check(!fired.contains(r), || {
+            format!("reason {r} must not fire for pid {pid}: {ep:#?}")
+        });
     }
     let hashes: BTreeSet<&str> = ep
         .iter()
         .flat_map(|p| p.info_hashes.iter().map(String::as_str))
         .collect();
-    assert!(
-        hashes.contains(torrent.info_hash.as_str()),
-        "info_hash {} in the episode: {hashes:?}",
-        torrent.info_hash
-    );
-    let ended = ep.iter().find(|p| p.phase == "ended").expect("ended");
-    assert!(ended.peers >= LEECHERS as u64, "{ended:?}");
-    assert!(
-        (ended.bytes_in as f64) >= size * 0.9,
-        "the episode's volume {ended:?}"
-    );
+    c.check(hashes.contains(torrent.info_hash.as_str()), || {
+        format!(
+            "info_hash {} in the episode of pid {pid}: {hashes:?}",
+            torrent.info_hash
+        )
+    });
+    if let Some(ended) = ep.iter().find(|p| p.phase == "ended") {
+        c.check(ended.peers >= LEECHERS as u64, || {
+            format!("peers of the ended episode: {ended:?}")
+        });
+        c.check((ended.bytes_in as f64) >= size * 0.9, || {
+            format!("the ended episode's volume: {ended:?}")
+        });
+    }
     Ok(ids.into_iter().next().unwrap_or_default().to_owned())
 }
-
 
 #[tokio::test(flavor = "multi_thread")]
 async fn swarm_is_detected_with_encryption_off_and_required() -> anyhow::Result<()> {
@@ -394,20 +480,28 @@ async fn swarm_is_detected_with_encryption_off_and_required() -> anyhow::Result<
     )?;
 
     let t = Instant::now();
-    let plain_pid = run_swarm(&lab, &env, &plain, Crypto::Off, "plain")?;
+    let plain_run = run_swarm(&lab, &env, &plain, Crypto::Off, "plain")?;
     eprintln!("plain run: {:?}", t.elapsed());
     let t = Instant::now();
-    let crypt_pid = run_swarm(&lab, &env, &crypt, Crypto::Required, "crypt")?;
+    let crypt_run = run_swarm(&lab, &env, &crypt, Crypto::Required, "crypt")?;
     eprintln!("encrypted run: {:?}", t.elapsed());
+    let (plain_pid, crypt_pid) = (plain_run.pid, crypt_run.pid);
 
+    let mut c = Checks::default();
     // Encryption off: the handshake and the announce are both seen.
     let plain_ep = check_run(
         &env,
         &lab,
-        plain_pid,
+        &plain_run,
         &plain,
-        &["known_client", "many_peers", "tracker_announce", "bt_handshake"],
+        &[
+            "known_client",
+            "many_peers",
+            "tracker_announce",
+            "bt_handshake",
+        ],
         &[],
+        &mut c,
     )
     .await?;
     // Encryption required: no plain handshake anywhere (that it does not
@@ -416,13 +510,16 @@ async fn swarm_is_detected_with_encryption_off_and_required() -> anyhow::Result<
     let crypt_ep = check_run(
         &env,
         &lab,
-        crypt_pid,
+        &crypt_run,
         &crypt,
         &["known_client", "many_peers", "tracker_announce"],
         &["bt_handshake"],
+        &mut c,
     )
     .await?;
-    assert_ne!(plain_ep, crypt_ep);
+    c.check(plain_ep != crypt_ep || plain_ep.is_empty(), || {
+        format!("the two clients share episode {plain_ep}")
+    });
 
     // The info_hash links the records: a search finds the episode by it.
     let linked = env
@@ -432,14 +529,18 @@ async fn swarm_is_detected_with_encryption_off_and_required() -> anyhow::Result<
             ..Default::default()
         })
         .await?;
-    assert!(
+    c.check(
         !linked.is_empty()
             && linked
                 .iter()
                 .filter_map(p2p)
                 .all(|p| p.episode_id == plain_ep),
-        "p2p records with info_hash {}: {linked:#?}",
-        plain.info_hash
+        || {
+            format!(
+                "p2p records with info_hash {}: {linked:#?}",
+                plain.info_hash
+            )
+        },
     );
     // Also on the flows (the handshake seen on them), plain run only.
     let flows_with_hash = env
@@ -449,13 +550,18 @@ async fn swarm_is_detected_with_encryption_off_and_required() -> anyhow::Result<
             ..Default::default()
         })
         .await?;
-    assert!(
+    c.check(
         flows_with_hash
             .iter()
             .filter_map(network)
             .any(|n| pid_of(n.process.as_ref()) == plain_pid),
-        "no flow of the plain run's client carries info_hash {}",
-        plain.info_hash
+        || {
+            format!(
+                "no flow of the plain run's client carries info_hash {} ({} flows do)",
+                plain.info_hash,
+                flows_with_hash.len()
+            )
+        },
     );
 
     // The alert: once per process and episode, nothing else P2P.
@@ -464,10 +570,16 @@ async fn swarm_is_detected_with_encryption_off_and_required() -> anyhow::Result<
         anyhow::ensure!(a.len() >= 2, "p2p alerts so far: {a:?}");
         Ok(a)
     })
-    .await?;
+    .await
+    .unwrap_or_else(|e| {
+        c.0.push(format!("{e:#}"));
+        Vec::new()
+    });
     let mut want = vec![(plain_ep, plain_pid), (crypt_ep, crypt_pid)];
     want.sort();
-    assert_eq!(alerts, want);
+    c.check(alerts.is_empty() || alerts == want, || {
+        format!("p2p alerts {alerts:?}, want one per episode {want:?}")
+    });
     let others: Vec<P2pEvent> = records(&env, "p2p")
         .await?
         .iter()
@@ -475,8 +587,16 @@ async fn swarm_is_detected_with_encryption_off_and_required() -> anyhow::Result<
         .filter(|p| ![plain_pid, crypt_pid].contains(&pid_of(p.process.as_ref())))
         .cloned()
         .collect();
-    assert!(others.is_empty(), "P2P found elsewhere: {others:#?}");
+    c.check(others.is_empty(), || {
+        format!("P2P found for other processes: {others:#?}")
+    });
     eprintln!("whole test: {:?}", started.elapsed());
+    assert!(
+        c.0.is_empty(),
+        "{} checks failed:\n\n{}",
+        c.0.len(),
+        c.0.join("\n\n")
+    );
     Ok(())
 }
 
@@ -568,19 +688,32 @@ async fn ordinary_traffic_is_not_taken_for_p2p() -> anyhow::Result<()> {
     let (cert, key) = env.issue("collector", "web", &[&web.ip.to_string()])?;
     let mut servers = Vec::new();
     let mut https = python(HTTPS_SERVER);
-    https
-        .arg(web.ip.to_string())
-        .arg(&cert)
-        .arg(&key)
-        .arg(&www);
-    let mut p = lab.spawn(&web.ns, "https server", &https, &env.path().join("https.log"))?;
+    https.arg(web.ip.to_string()).arg(&cert).arg(&key).arg(&www);
+    let mut p = lab.spawn(
+        &web.ns,
+        "https server",
+        &https,
+        &env.path().join("https.log"),
+    )?;
     lab.wait_port(&web.ns, SocketAddr::from((web.ip, 443)), &mut p)?;
     servers.push(p);
     for m in [&mirror_a, &mirror_b] {
         let mut c = std::process::Command::new("python3");
-        c.args(["-m", "http.server", "80", "--bind", &m.ip.to_string(), "--directory"])
-            .arg(&www);
-        let mut p = lab.spawn(&m.ns, "mirror", &c, &env.path().join(format!("{}.log", m.ns)))?;
+        c.args([
+            "-m",
+            "http.server",
+            "80",
+            "--bind",
+            &m.ip.to_string(),
+            "--directory",
+        ])
+        .arg(&www);
+        let mut p = lab.spawn(
+            &m.ns,
+            "mirror",
+            &c,
+            &env.path().join(format!("{}.log", m.ns)),
+        )?;
         lab.wait_port(&m.ns, SocketAddr::from((m.ip, 80)), &mut p)?;
         servers.push(p);
     }
@@ -616,7 +749,8 @@ async fn ordinary_traffic_is_not_taken_for_p2p() -> anyhow::Result<()> {
     let code = run_in(&lab, &lab.hub, &curl)?;
     assert_eq!(code.trim(), "200", "curl: {code}");
     let mut apt = python(APT_LIKE);
-    apt.arg(mirror_a.ip.to_string()).arg(mirror_b.ip.to_string());
+    apt.arg(mirror_a.ip.to_string())
+        .arg(mirror_b.ip.to_string());
     let total = run_in(&lab, &lab.hub, &apt)?;
     assert_eq!(total.trim(), "4000000", "apt-like burst: {total}");
     let mut mail = python(SMTP_CLIENT);
@@ -664,7 +798,10 @@ async fn ordinary_traffic_is_not_taken_for_p2p() -> anyhow::Result<()> {
         .iter()
         .filter(|n| n.remote_port == u32::from(env.grpc))
         .collect();
-    assert!(grpc.is_empty(), "the agent's own stream recorded: {grpc:#?}");
+    assert!(
+        grpc.is_empty(),
+        "the agent's own stream recorded: {grpc:#?}"
+    );
 
     // A few detector ticks later: no P2P record, no alert.
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -674,7 +811,10 @@ async fn ordinary_traffic_is_not_taken_for_p2p() -> anyhow::Result<()> {
         .filter_map(p2p)
         .cloned()
         .collect();
-    assert!(found.is_empty(), "ordinary traffic taken for P2P: {found:#?}");
+    assert!(
+        found.is_empty(),
+        "ordinary traffic taken for P2P: {found:#?}"
+    );
     assert!(p2p_alerts(&env).await?.is_empty());
     eprintln!("whole test: {:?}", started.elapsed());
     Ok(())
