@@ -16,7 +16,7 @@
 //! notifications. A destroy notification is the socket's `inet_diag_msg`
 //! taken as the kernel frees it, with its final `tcp_info`; the kernel
 //! leaves uid and inode zero in it (`inet_diag_handler_get_info`), so
-//! [`SockDiag::closed`] fills them from the last dump by cookie when the
+//! [`SockDiag::closed`] fills them by cookie from the last two dumps when the
 //! socket was in it (inode 0 then means "never dumped": uid unknown).
 //!
 //! Measured (`measure_tests.rs`, debug build, 2 shared cores, Linux
@@ -90,6 +90,9 @@ pub struct SockDiag {
     buf: Vec<u8>,
     /// cookie → (uid, inode) of the last dump, for notifications.
     known: HashMap<u64, (u32, u64)>,
+    /// The same for sockets of the dump before that are not in the last
+    /// one: their notification may be read only after the next dump.
+    previous: HashMap<u64, (u32, u64)>,
 }
 
 struct Events {
@@ -129,6 +132,7 @@ impl SockDiag {
             seq: 0,
             buf: vec![0u8; 256 << 10],
             known: HashMap::new(),
+            previous: HashMap::new(),
         })
     }
 
@@ -235,7 +239,10 @@ impl SocketTable for SockDiag {
                 .and_then(|()| self.dump_one(family, IPPROTO_UDP, UDP_STATES, &mut out))
                 .map_err(|e| io::Error::new(e.kind(), format!("sock_diag dump failed: {e}")))?;
         }
-        self.known = out.iter().map(|s| (s.cookie, (s.uid, s.inode))).collect();
+        let known: HashMap<_, _> = out.iter().map(|s| (s.cookie, (s.uid, s.inode))).collect();
+        let mut previous = std::mem::replace(&mut self.known, known);
+        previous.retain(|cookie, _| !self.known.contains_key(cookie));
+        self.previous = previous;
         Ok(out)
     }
 
@@ -256,7 +263,10 @@ impl SocketTable for SockDiag {
                             continue;
                         }
                         if let Some(mut s) = diag_msg::parse(m.payload, None) {
-                            if let Some((uid, inode)) = self.known.remove(&s.cookie) {
+                            let dumped = self.known.remove(&s.cookie);
+                            if let Some((uid, inode)) =
+                                dumped.or_else(|| self.previous.remove(&s.cookie))
+                            {
                                 if s.inode == 0 {
                                     s.inode = inode;
                                 }

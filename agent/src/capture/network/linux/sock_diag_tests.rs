@@ -205,6 +205,34 @@ fn closed_carries_the_final_counters_and_the_dumped_owner_keys() {
 }
 
 #[test]
+fn a_notification_read_after_the_next_dump_still_gets_its_owner_keys() {
+    let Some(mut table) = notifying() else { return };
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let (client, server) = pair(&listener, 10, 0);
+    let (caddr, saddr) = (
+        client.local_addr().expect("addr"),
+        server.local_addr().expect("addr"),
+    );
+    let c = find(&table.dump().expect("dump"), caddr, Some(saddr))
+        .expect("dumped")
+        .clone();
+    drop(client);
+    drop(server);
+    std::thread::sleep(Duration::from_millis(100));
+    let again = table.dump().expect("second dump");
+    assert!(
+        find(&again, caddr, Some(saddr)).is_none(),
+        "gone from the second dump"
+    );
+    let (got, _) = collect(&mut table, &[c.cookie]);
+    let n = got
+        .iter()
+        .find(|x| x.cookie == c.cookie)
+        .expect("notification");
+    assert_eq!((n.uid, n.inode), (c.uid, c.inode));
+}
+
+#[test]
 fn closed_reports_sockets_never_dumped_with_inode_zero() {
     let Some(mut table) = notifying() else { return };
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
