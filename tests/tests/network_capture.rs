@@ -127,17 +127,32 @@ async fn network(env: &Env) -> anyhow::Result<Vec<NetworkEvent>> {
 /// The network records once `pred` holds for them (60 s).
 async fn records_until(
     env: &Env,
+    agent: &Proc,
     what: &str,
     pred: impl Fn(&[NetworkEvent]) -> bool,
 ) -> anyhow::Result<Vec<NetworkEvent>> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let r = network(env).await.unwrap_or_default();
+        let r = match network(env).await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("search: {e:#}");
+                Vec::new()
+            }
+        };
         if pred(&r) {
             return Ok(r);
         }
         if Instant::now() > deadline {
-            anyhow::bail!("timed out waiting for {what}; network records: {r:#?}");
+            let all = env.search_all(SearchRequest::default()).await.unwrap_or_default();
+            let kinds: Vec<String> = all.iter().map(|e| format!("{:?}", e.kind.as_ref().map(|k| format!("{k:?}").chars().take(60).collect::<String>()))).collect();
+            eprintln!("ALL {}: {kinds:#?}", all.len());
+            eprintln!("COLLECTOR {}", std::fs::read_to_string(env.path().join("collector.log")).unwrap_or_default());
+            let log = agent.log_text();
+            let tail = &log[log.len().saturating_sub(4000)..];
+            anyhow::bail!(
+                "timed out waiting for {what}; network records: {r:#?}\nagent log (end):\n{tail}"
+            );
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
@@ -162,13 +177,13 @@ async fn flows_listeners_and_users_are_recorded() -> anyhow::Result<()> {
     }
     let env = Env::new()?;
     let _collector = env.start_collector()?;
-    let (_agent, _) = start(&env, "net1").await?;
+    let (agent, _) = start(&env, "net1").await?;
     let (port, srv) = server()?;
 
     // 1. A transfer of N bytes from python3.
     const N: u64 = 3_000_000;
     let pid = run(client(port, 1, N as u32, 0.0, 0.8, false))?;
-    let r = records_until(&env, "the transfer's close records", |r| {
+    let r = records_until(&env, &agent, "the transfer's close records", |r| {
         r.iter().any(|n| n.phase == "close" && pid_of(n) == pid)
             && r.iter().any(|n| {
                 n.phase == "close" && n.direction == "inbound" && n.local_port == u32::from(port)
@@ -221,9 +236,15 @@ async fn flows_listeners_and_users_are_recorded() -> anyhow::Result<()> {
     let lport = u32::from(l.local_addr()?.port());
     let is =
         |phase: &'static str| move |n: &NetworkEvent| n.phase == phase && n.local_port == lport;
-    records_until(&env, "listen_open", |r| r.iter().any(is("listen_open"))).await?;
+    records_until(&env, &agent, "listen_open", |r| {
+        r.iter().any(is("listen_open"))
+    })
+    .await?;
     drop(l);
-    let r = records_until(&env, "listen_close", |r| r.iter().any(is("listen_close"))).await?;
+    let r = records_until(&env, &agent, "listen_close", |r| {
+        r.iter().any(is("listen_close"))
+    })
+    .await?;
     let open = r.iter().find(|n| is("listen_open")(n)).unwrap();
     assert_eq!(
         (open.direction.as_str(), pid_of(open)),
@@ -233,7 +254,7 @@ async fn flows_listeners_and_users_are_recorded() -> anyhow::Result<()> {
 
     // 3. A flow of another user.
     let pid = run(client(port, 1, 100_000, 0.0, 0.8, true))?;
-    let r = records_until(&env, "nobody's close", |r| {
+    let r = records_until(&env, &agent, "nobody's close", |r| {
         r.iter().any(|n| n.phase == "close" && pid_of(n) == pid)
     })
     .await?;
@@ -271,20 +292,20 @@ async fn an_agent_killed_mid_transfer_continues_the_flow() -> anyhow::Result<()>
     let total = u64::from(CHUNKS) * u64::from(CHUNK);
     let child = client(port, CHUNKS, CHUNK, 0.1, 0.5, false).spawn()?;
     let pid = child.id();
-    records_until(&env, "the transfer's open", |r| {
+    records_until(&env, &agent, "the transfer's open", |r| {
         r.iter().any(|n| n.phase == "open" && pid_of(n) == pid)
     })
     .await?;
     agent.kill9();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (_agent, _) = start(&env, "net2").await?;
+    let (agent, _) = start(&env, "net2").await?;
     let out = tokio::task::spawn_blocking(move || child.wait_with_output()).await??;
     anyhow::ensure!(
         out.status.success(),
         "client: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let r = records_until(&env, "the transfer's close", |r| {
+    let r = records_until(&env, &agent, "the transfer's close", |r| {
         r.iter().any(|n| n.phase == "close" && pid_of(n) == pid)
     })
     .await?;

@@ -229,3 +229,77 @@ async fn records_and_state_survive_a_restart_without_a_second_open() {
         "a closed flow's state is removed with its close"
     );
 }
+
+/// The runner with this host's real socket and process tables: a loopback
+/// connection of this process is recorded with its owner and bytes.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_sources_record_a_loopback_connection_of_this_process() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = Buffer::open(&dir.path().join("buf"), u64::MAX, 1 << 20).expect("open");
+    let ctx = CaptureContext::new(
+        "a".into(),
+        HostIdentity::default(),
+        "me".into(),
+        BTreeMap::new(),
+        Clock::default(),
+    );
+    let stop_flag = Arc::new(AtomicBool::new(false));
+    let runner = Runner {
+        cfg: NetworkConfig {
+            enabled: true,
+            dump_interval_ms: 100,
+            loopback: true,
+            ..Default::default()
+        },
+        collector: "https://127.0.0.1:1".into(),
+        sources: Sources {
+            sockets: super::platform::open_sockets().expect("sock_diag"),
+            procs: super::platform::open_processes().expect("procs"),
+            inspector: None,
+        },
+        buffer: b.clone(),
+        ctx: ctx.clone(),
+        gaps: Gaps::new(b.clone(), ctx),
+        stop: stop_flag.clone(),
+        rt: tokio::runtime::Handle::current(),
+    };
+    let running = Running {
+        stop: stop_flag,
+        thread: std::thread::spawn(move || runner.run()),
+    };
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let (mut s, _) = l.accept().unwrap();
+    c.write_all(&[7u8; 100_000]).unwrap();
+    let mut got = vec![0u8; 100_000];
+    s.read_exact(&mut got).unwrap();
+    // Seen by a dump, then closed.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    drop(c);
+    drop(s);
+    let e = wait_until(&b, "the client's close", |e| {
+        e.iter().any(|e| match &e.kind {
+            Some(Kind::Network(n)) => {
+                n.phase == "close" && n.remote_port == u32::from(port) && n.direction == "outbound"
+            }
+            _ => false,
+        })
+    })
+    .await;
+    stop(running).await;
+    let close = e
+        .iter()
+        .find_map(|e| match &e.kind {
+            Some(Kind::Network(n)) if n.phase == "close" && n.remote_port == u32::from(port) => {
+                Some(n.clone())
+            }
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(close.bytes_out, 100_000, "{close:#?}");
+    assert_eq!(close.attribution, "socket");
+    assert_eq!(close.process.as_ref().unwrap().pid, std::process::id());
+}
