@@ -48,7 +48,7 @@ use kiroku_proto::{NetworkEvent, P2pEvent, ProcessRef};
 
 use self::episode::Episode;
 use self::pending::Pending;
-use self::process::{Proc, ProcKey, Traffic};
+use self::process::{Contact, Proc, ProcKey, Traffic};
 use self::wire::{InfoHash, Wire};
 use super::config::P2pConfig;
 use super::platform::{Packet, Protocol};
@@ -124,9 +124,9 @@ impl Detector {
         let high = t.peer.is_some()
             && ev.local_port >= u32::from(cfg.high_port)
             && ev.remote_port >= u32::from(cfg.high_port);
-        let contacted =
+        let outbound =
             ev.direction == "outbound" || (ev.protocol == "udp" && ev.direction != "inbound");
-        proc.note(&t, high, contacted, cfg, now_ms);
+        proc.note(&t, high, Contact::Flow { outbound }, cfg, now_ms);
         if let Some(ep) = proc.episode.as_mut() {
             ep.add(&t);
             ep.last_ms = now_ms;
@@ -181,7 +181,7 @@ impl Detector {
                     .procs
                     .entry(ProcKey::of(owner))
                     .or_insert_with(|| Proc::new(owner, cfg, now_ms));
-                if p.at.protocol == Protocol::Udp {
+                if p.at.protocol == Protocol::Udp && !group(p) {
                     // UDP peers come from packets: an unconnected socket's
                     // records have no remote.
                     let high = p.at.src.port() >= cfg.high_port && p.at.dst.port() >= cfg.high_port;
@@ -189,7 +189,10 @@ impl Detector {
                         peer: Some(peer),
                         ..Traffic::default()
                     };
-                    proc.note(&t, high, true, cfg, now_ms);
+                    let contact = Contact::Datagram {
+                        outgoing: p.outgoing,
+                    };
+                    proc.note(&t, high, contact, cfg, now_ms);
                     if let Some(ep) = proc.episode.as_mut() {
                         ep.add_peer(peer);
                         ep.last_ms = now_ms;
@@ -256,6 +259,15 @@ impl Detector {
             .retain(|_, p| p.episode.is_some() || p.last_seen_ms + window >= now_ms);
         out
     }
+}
+
+/// A datagram to or from a group (multicast, broadcast): its senders
+/// talk to the group, not to the process (mDNS, SSDP, DHCP).
+fn group(p: &Packet) -> bool {
+    let g = |ip: std::net::IpAddr| {
+        ip.is_multicast() || ip == std::net::IpAddr::V4(std::net::Ipv4Addr::BROADCAST)
+    };
+    g(p.at.src.ip()) || g(p.at.dst.ip())
 }
 
 fn secs_ms(s: u64) -> i64 {

@@ -50,6 +50,17 @@ impl ProcKey {
     }
 }
 
+/// How a record or packet tells whether the process contacted a peer.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Contact {
+    /// A flow record: its direction says who opened it.
+    Flow { outbound: bool },
+    /// A datagram: the first one exchanged with a peer decides (a UDP
+    /// server answers its many clients but contacted none of them; a DHT
+    /// node or uTP client writes first to the peers it finds).
+    Datagram { outgoing: bool },
+}
+
 /// A remote peer of the window.
 #[derive(Debug, Clone, Copy)]
 struct Peer {
@@ -148,6 +159,11 @@ pub(super) struct Proc {
     pub known_client: Option<String>,
     pub last_seen_ms: i64,
     peers: HashMap<SocketAddr, Peer>,
+    /// Peers of the window with both ports high, and of those the ones
+    /// the process contacted (kept as peers come and go: `many_peers` is
+    /// asked at every record).
+    high: usize,
+    high_contacted: usize,
     flows: HashMap<u64, i64>,
     recent: Recent,
     pub signs: Signs,
@@ -162,6 +178,8 @@ impl Proc {
             last_sign_ms: 0,
             last_seen_ms: now_ms,
             peers: HashMap::new(),
+            high: 0,
+            high_contacted: 0,
             flows: HashMap::new(),
             recent: Recent::default(),
             signs: Signs::default(),
@@ -174,16 +192,26 @@ impl Proc {
         &mut self,
         t: &Traffic,
         high_peer: bool,
-        contacted: bool,
+        contact: Contact,
         cfg: &P2pConfig,
         now_ms: i64,
     ) {
         self.last_seen_ms = now_ms;
         if let Some(addr) = t.peer {
+            let (contacted, definitive) = match contact {
+                Contact::Flow { outbound } => (outbound, true),
+                Contact::Datagram { outgoing } => (outgoing, false),
+            };
             if let Some(p) = self.peers.get_mut(&addr) {
+                let before = (p.high, p.high && p.contacted);
                 p.last_ms = now_ms;
-                p.contacted |= contacted;
                 p.high |= high_peer;
+                if definitive {
+                    p.contacted |= contacted;
+                }
+                let after = (p.high, p.high && p.contacted);
+                self.high += usize::from(after.0 && !before.0);
+                self.high_contacted += usize::from(after.1 && !before.1);
             } else if self.peers.len() < MAX_WINDOW_PEERS {
                 self.peers.insert(
                     addr,
@@ -194,6 +222,8 @@ impl Proc {
                         contacted,
                     },
                 );
+                self.high += usize::from(high_peer);
+                self.high_contacted += usize::from(high_peer && contacted);
             }
         }
         if let Some(f) = t.flow
@@ -219,7 +249,16 @@ impl Proc {
     /// Forgets what is older than the window.
     pub(super) fn prune(&mut self, cfg: &P2pConfig, now_ms: i64) {
         let oldest = now_ms - window_ms(cfg);
-        self.peers.retain(|_, p| p.last_ms >= oldest);
+        let (mut high, mut high_contacted) = (self.high, self.high_contacted);
+        self.peers.retain(|_, p| {
+            let keep = p.last_ms >= oldest;
+            if !keep {
+                high -= usize::from(p.high);
+                high_contacted -= usize::from(p.high && p.contacted);
+            }
+            keep
+        });
+        (self.high, self.high_contacted) = (high, high_contacted);
         self.flows.retain(|_, &mut t| t >= oldest);
         while self
             .recent
@@ -234,9 +273,7 @@ impl Proc {
     /// Distinct high-port peers in the window, and how many of them the
     /// process contacted.
     pub(super) fn window_peers(&self) -> (usize, usize) {
-        let high = self.peers.values().filter(|p| p.high);
-        let (all, contacted) = high.fold((0, 0), |(a, c), p| (a + 1, c + usize::from(p.contacted)));
-        (all, contacted)
+        (self.high, self.high_contacted)
     }
 
     /// Whether `many_peers` holds now.
@@ -284,6 +321,7 @@ impl Proc {
     /// Starts afresh after an episode ended.
     pub(super) fn reset(&mut self) {
         self.peers.clear();
+        (self.high, self.high_contacted) = (0, 0);
         self.flows.clear();
         self.recent = Recent::default();
         self.signs = Signs::default();

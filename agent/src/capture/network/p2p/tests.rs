@@ -489,21 +489,54 @@ fn utp_needs_many_peers() {
 }
 
 #[test]
-fn udp_packets_count_as_peers() {
+fn udp_peers_come_from_packets_and_who_wrote_first() {
     let mut d = Detector::new(&cfg(), "a");
-    let client = proc(303, "myclient", "/opt/myclient");
-    for i in 0..10 {
-        let src = format!("198.51.100.{}:{}", i + 1, 20000 + i);
-        // Header-only packets (not recognised) still name the peer.
+    let node = proc(303, "myclient", "/opt/myclient");
+    let server = proc(304, "openvpn", "/usr/sbin/openvpn");
+    let avahi = proc(305, "avahi-daemon", "/usr/sbin/avahi-daemon");
+    for i in 0..12u16 {
+        let peer = format!("198.51.100.{}:{}", i + 1, 20000 + i);
+        // A node that writes first to the peers it finds (header-only
+        // packets, not recognised, still name the peer), then hears back.
         d.packet(
-            &packet(Protocol::Udp, &src, "10.0.0.5:6881", false, b""),
-            Some(&client),
-            T0 + i64::from(i),
+            &packet(Protocol::Udp, "10.0.0.5:6881", &peer, true, b""),
+            Some(&node),
+            T0,
+        );
+        d.packet(
+            &packet(Protocol::Udp, &peer, "10.0.0.5:6881", false, b""),
+            Some(&node),
+            T0 + 1,
+        );
+        // A server: its clients write first; it answers each.
+        d.packet(
+            &packet(Protocol::Udp, &peer, "10.0.0.5:1194", false, b""),
+            Some(&server),
+            T0,
+        );
+        d.packet(
+            &packet(Protocol::Udp, "10.0.0.5:1194", &peer, true, b""),
+            Some(&server),
+            T0 + 1,
+        );
+        let group = "224.0.0.251:5353";
+        // mDNS: every host on the link answers to the group.
+        let host = format!("10.0.0.{}:5353", i + 20);
+        d.packet(
+            &packet(Protocol::Udp, &host, group, false, b""),
+            Some(&avahi),
+            T0,
+        );
+        d.packet(
+            &packet(Protocol::Udp, "10.0.0.5:5353", group, true, b""),
+            Some(&avahi),
+            T0,
         );
     }
-    // Peers on a socket whose records name none (an unconnected UDP
-    // socket): the packets are the evidence.
+    // The server's port 1194 is high too; only the node fires.
     let got = d.tick(T0 + 200);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].process.as_ref().map(|p| p.pid), Some(303));
     assert_eq!(codes(&got[0]), ["many_peers"]);
-    assert_eq!(got[0].peers, 10);
+    assert_eq!(got[0].peers, 12);
 }

@@ -90,7 +90,10 @@ fn header<'a>(head: &'a [u8], name: &[u8]) -> Option<&'a str> {
         let valid = std::str::from_utf8(head).err()?.valid_up_to();
         std::str::from_utf8(&head[..valid]).ok()
     })?;
-    let mut lines = text.split("\r\n").skip(1);
+    // The piece after the last CRLF is a line the filter may have cut:
+    // only complete lines count.
+    let complete = text.rfind("\r\n").map_or("", |end| &text[..end]);
+    let mut lines = complete.split("\r\n").skip(1);
     lines.find_map(|line| {
         let (k, v) = line.split_once(':')?;
         let v = v.trim();
@@ -128,6 +131,25 @@ mod tests {
         assert!(!a.scrape);
         // Cut by the filter after the info_hash, before the Host header:
         // the tracker is the destination.
+        // Cut inside the Host header's value: the destination, not a
+        // wrong port (seen with a real client whose tracker port had five
+        // digits).
+        let host_at = data
+            .windows(6)
+            .position(|w| w == b"Host: ")
+            .expect("a Host header");
+        let cut = http(
+            &data[..host_at + 16],
+            &"127.0.0.1:16969".parse().expect("test data"),
+        )
+        .expect("cut");
+        assert_eq!(cut.tracker, "127.0.0.1:16969/announce");
+        let cut = http(
+            &data[..host_at + 14],
+            &"10.0.0.9:16969".parse().expect("test data"),
+        )
+        .expect("cut");
+        assert_eq!(cut.tracker, "10.0.0.9:16969/announce");
         let a = http(&data[..120], &"10.0.0.9:6969".parse().expect("test data")).expect("cut");
         assert_eq!(
             hex(&a.info_hash),
