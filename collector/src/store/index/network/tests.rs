@@ -498,3 +498,36 @@ fn stats_sum_the_deltas_by_process_remote_and_port() {
         )
     );
 }
+
+#[test]
+fn an_index_of_an_older_schema_refuses_every_network_filter() {
+    let set: [fn(&mut SearchRequest); 10] = [
+        |r| r.process = "aria2c".into(),
+        |r| r.remote_ip = "10.0.0.1".into(),
+        |r| r.port = 22,
+        |r| r.min_bytes = 1,
+        |r| r.min_duration_ms = 1,
+        |r| r.protocol = "tcp".into(),
+        |r| r.p2p_reason = "dht".into(),
+        |r| r.info_hash = HASH.into(),
+        |r| r.net_direction = "inbound".into(),
+        |r| r.net_phase = "open".into(),
+    ];
+    for (i, f) in set.iter().enumerate() {
+        let mut r = SearchRequest {
+            kind: "network".into(),
+            ..Default::default()
+        };
+        f(&mut r);
+        assert!(
+            super::super::legacy::refusal(&r, &[]).is_some(),
+            "filter {} answered by an old index",
+            50 + i
+        );
+    }
+    let kind_only = SearchRequest {
+        kind: "p2p".into(),
+        ..Default::default()
+    };
+    assert_eq!(super::super::legacy::refusal(&kind_only, &[]), None);
+}
