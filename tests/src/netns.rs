@@ -271,6 +271,27 @@ impl Lab {
         })
     }
 
+    /// The kernel's counters of interface `dev` in `ns`: (bytes received,
+    /// packets received) — frames with their headers.
+    pub fn rx_counters(&self, ns: &str, dev: &str) -> anyhow::Result<(u64, u64)> {
+        let o = Command::new("ip")
+            .args(["-n", ns, "-s", "-j", "link", "show", dev])
+            .output()
+            .context("running ip (iproute2)")?;
+        anyhow::ensure!(
+            o.status.success(),
+            "ip -n {ns} -s link show {dev}: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        );
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+            .with_context(|| format!("ip -j output for {dev} in {ns}"))?;
+        let rx = &v[0]["stats64"]["rx"];
+        match (rx["bytes"].as_u64(), rx["packets"].as_u64()) {
+            (Some(b), Some(p)) => Ok((b, p)),
+            _ => bail!("no rx counters for {dev} in {ns}: {v}"),
+        }
+    }
+
     /// A TCP connection to `addr` made from inside `ns`.
     pub fn connect(&self, ns: &str, addr: SocketAddr) -> anyhow::Result<TcpStream> {
         Ok(self.within(ns, || {
