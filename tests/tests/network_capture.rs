@@ -144,18 +144,42 @@ async fn records_until(
             return Ok(r);
         }
         if Instant::now() > deadline {
-            let all = env.search_all(SearchRequest::default()).await.unwrap_or_default();
-            let kinds: Vec<String> = all.iter().map(|e| format!("{:?}", e.kind.as_ref().map(|k| format!("{k:?}").chars().take(60).collect::<String>()))).collect();
-            eprintln!("ALL {}: {kinds:#?}", all.len());
-            eprintln!("COLLECTOR {}", std::fs::read_to_string(env.path().join("collector.log")).unwrap_or_default());
             let log = agent.log_text();
             let tail = &log[log.len().saturating_sub(4000)..];
+            let lines: Vec<String> = r.iter().map(line).collect();
             anyhow::bail!(
-                "timed out waiting for {what}; network records: {r:#?}\nagent log (end):\n{tail}"
+                "timed out waiting for {what}; network records:\n{}\nagent log (end):\n{tail}",
+                lines.join("\n")
             );
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+}
+
+/// One line per record, for failure messages.
+fn line(n: &NetworkEvent) -> String {
+    let p = n.process.clone().unwrap_or_default();
+    format!(
+        "{} {} {} {}:{} -> {}:{} pid {} {} uid {} ({}) out {} in {} d {}/{} {} {}{}",
+        n.phase,
+        n.protocol,
+        n.direction,
+        n.local_ip,
+        n.local_port,
+        n.remote_ip,
+        n.remote_port,
+        p.pid,
+        p.name,
+        p.uid,
+        n.attribution,
+        n.bytes_out,
+        n.bytes_in,
+        n.bytes_out_delta,
+        n.bytes_in_delta,
+        n.counters,
+        n.flow_id,
+        if n.continued { " continued" } else { "" }
+    )
 }
 
 fn within_10pct(got: u64, want: u64) -> bool {

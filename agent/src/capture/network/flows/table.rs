@@ -52,6 +52,8 @@ const MAX_NAMES: usize = 10_000;
 /// How long a cookie closed by the table is remembered, so a late destroy
 /// notification for it is not taken for a new flow.
 const REMEMBER_CLOSED_MS: i64 = 30_000;
+/// How long a new flow's first record waits for its owner to be found.
+const OWNER_WAIT_MS: i64 = 2_500;
 
 #[derive(Debug, Clone)]
 struct Flow {
@@ -85,6 +87,11 @@ struct Flow {
     seen: u64,
     /// Missing from one dump already.
     missing: bool,
+    inode: u64,
+    /// Its owner was not found yet (the process table rescans /proc at
+    /// most once a second): nothing is recorded for it until the owner is
+    /// found or this time passes (then only its uid is told).
+    pending_until: Option<i64>,
 }
 
 /// Counted for a gap record.
@@ -261,6 +268,12 @@ impl FlowTable {
                     && !transient(s.state)
             })
             .map(|s| s.inode)
+            .chain(
+                self.flows
+                    .values()
+                    .filter(|f| f.pending_until.is_some())
+                    .map(|f| f.inode),
+            )
             .collect();
         let owners = if new_inodes.is_empty() {
             HashMap::new()
@@ -271,7 +284,7 @@ impl FlowTable {
         for s in sockets {
             present.insert(s.cookie);
             if self.flows.contains_key(&s.cookie) {
-                self.seen_again(s, now_ms, out);
+                self.seen_again(s, &owners, now_ms, out);
             } else if !self.excluded.contains(&s.cookie)
                 && !self.untracked.contains(&s.cookie)
                 && !transient(s.state)
@@ -320,9 +333,43 @@ impl FlowTable {
         self.last_dump_ms = now_ms;
     }
 
-    fn seen_again(&mut self, s: Socket, now_ms: i64, out: &mut Vec<Rec>) {
+    fn seen_again(
+        &mut self,
+        s: Socket,
+        owners: &HashMap<u64, Owner>,
+        now_ms: i64,
+        out: &mut Vec<Rec>,
+    ) {
         let generation = self.generation;
         let update_ms = self.update_ms;
+        let Some(f) = self.flows.get_mut(&s.cookie) else {
+            return;
+        };
+        if let Some(until) = f.pending_until {
+            if let Some(o) = owners.get(&f.inode) {
+                f.process = Some(process_ref(o));
+                f.attribution = "socket";
+                f.counters = s.counters.unwrap_or(f.counters);
+                f.seen = generation;
+                f.missing = false;
+                f.last_seen_ms = now_ms;
+                f.state = s.state;
+                if self
+                    .exclude
+                    .excluded(&s, Some((o.name.as_str(), o.exe.as_str())))
+                {
+                    self.flows.remove(&s.cookie);
+                    self.excluded.insert(s.cookie);
+                    self.stats.excluded += 1;
+                    return;
+                }
+                self.announce(s.cookie, now_ms, out);
+                return;
+            }
+            if now_ms >= until {
+                self.announce(s.cookie, now_ms, out);
+            }
+        }
         let Some(f) = self.flows.get_mut(&s.cookie) else {
             return;
         };
@@ -366,7 +413,7 @@ impl FlowTable {
             }
             return;
         }
-        if !f.listening && now_ms - f.last_record_ms >= update_ms {
+        if f.pending_until.is_none() && !f.listening && now_ms - f.last_record_ms >= update_ms {
             let rec = self.record(s.cookie, "update", now_ms);
             out.extend(rec);
         }
@@ -437,6 +484,8 @@ impl FlowTable {
             remote_name,
             seen: self.generation,
             missing: false,
+            inode: s.inode,
+            pending_until: (owner.is_none() && s.inode != 0).then_some(now_ms + OWNER_WAIT_MS),
         };
         if let (Some(p), Some(r)) = (&f.process, f.remote)
             && attribution == "socket"
@@ -444,11 +493,27 @@ impl FlowTable {
             self.recent.saw(canonical_addr(r), p, now_ms);
         }
         let cookie = s.cookie;
-        if saved.is_none() && !listening {
+        let pending = f.pending_until.is_some();
+        self.insert(cookie, f);
+        if !pending {
+            self.announce(cookie, now_ms, out);
+        }
+    }
+
+    /// A flow's first record: `open` / `listen_open` (`update` with
+    /// `continued` for a flow an earlier run recorded), or it joins its
+    /// key's summary.
+    fn announce(&mut self, cookie: u64, now_ms: i64, out: &mut Vec<Rec>) {
+        let Some(f) = self.flows.get_mut(&cookie) else {
+            return;
+        };
+        f.pending_until = None;
+        let (continued, listening) = (f.continued, f.listening);
+        if !continued && !listening {
             let key = key_of(f.process.as_ref(), f.uid, f.remote, f.protocol);
             if self.coalesce.admit(&key, now_ms) == Admit::Coalesced {
-                let t = template(&f);
-                let d = f.counters;
+                let t = template(f);
+                let d = delta(f.counters, f.recorded);
                 f.recorded = f.counters;
                 f.coalesced = Some(key.clone());
                 self.coalesce.add(
@@ -462,12 +527,10 @@ impl FlowTable {
                     now_ms,
                 );
                 self.stats.coalesced += 1;
-                self.insert(cookie, f);
                 return;
             }
         }
-        self.insert(cookie, f);
-        let phase = match (saved.is_some(), listening) {
+        let phase = match (continued, listening) {
             // A listening socket recorded by the previous run: nothing new.
             (true, true) => return,
             (true, false) => "update",
@@ -548,6 +611,30 @@ impl FlowTable {
             f.source = source;
         }
         self.stats.closed += 1;
+        // Closed before its owner was found: its only record, or part of
+        // a summary.
+        if f.pending_until.take().is_some() && !f.continued && !f.listening {
+            let key = key_of(f.process.as_ref(), f.uid, f.remote, f.protocol);
+            if self.coalesce.admit(&key, now_ms) == Admit::Coalesced {
+                self.stats.coalesced += 1;
+                f.coalesced = Some(key);
+                let t = template(&f);
+                let d = delta(f.counters, f.recorded);
+                if let Some(key) = &f.coalesced {
+                    self.coalesce.add(
+                        key,
+                        &t,
+                        true,
+                        d.bytes_out,
+                        d.bytes_in,
+                        d.packets_out,
+                        d.packets_in,
+                        end_ms,
+                    );
+                }
+                return;
+            }
+        }
         if let Some(key) = f.coalesced.clone() {
             let d = delta(f.counters, f.recorded);
             let t = template(&f);
@@ -641,7 +728,11 @@ impl FlowTable {
     ) {
         // Never dumped: Linux tells neither inode nor uid (inode 0).
         let uid = (s.inode != 0).then_some(s.uid);
-        let direction = self.direction(&s);
+        let direction = if s.protocol == Protocol::Tcp && s.remote.is_none() {
+            "listening"
+        } else {
+            self.direction(&s)
+        };
         let inferred = self.recent.infer(
             s.local.port(),
             s.remote.map(canonical_addr),
@@ -687,7 +778,9 @@ impl FlowTable {
             recorded: Counters::default(),
             last_record_ms: now_ms,
             coalesced: None,
-            listening: s.state == "listen",
+            // A TCP socket without a peer is a listener (or bound and never
+            // used): closed before any dump saw it listen.
+            listening: s.state == "listen" || s.protocol == Protocol::Tcp && s.remote.is_none(),
             continued: false,
             info_hashes: Vec::new(),
             remote_name: s
@@ -696,6 +789,8 @@ impl FlowTable {
                 .unwrap_or_default(),
             seen: 0,
             missing: false,
+            inode: s.inode,
+            pending_until: None,
         };
         let key = key_of(
             f.process.as_ref(),

@@ -751,3 +751,84 @@ fn inspected_packets_name_flows_count_udp_and_attach_info_hashes() {
         ("packets", 120, 120, 1)
     );
 }
+
+#[test]
+fn the_first_record_waits_for_the_owner_a_little() {
+    let cfg = cfg();
+    let mut t = table(&cfg, HashMap::new());
+    // The process table knows nothing yet (it rescans at most once a
+    // second).
+    let mut empty = Procs(HashMap::new());
+    let mut p = procs();
+    let mut out = Vec::new();
+    t.dump(
+        vec![tcp(1, 11, CLIENT, Some(SERVER), "established", 10, 0)],
+        &mut empty,
+        1_000,
+        &mut out,
+    );
+    assert!(out.is_empty());
+    t.dump(
+        vec![tcp(1, 11, CLIENT, Some(SERVER), "established", 20, 0)],
+        &mut p,
+        1_200,
+        &mut out,
+    );
+    let ev = nets(&out);
+    assert_eq!(
+        (
+            ev[0].phase.as_str(),
+            ev[0].attribution.as_str(),
+            ev[0].start_ms
+        ),
+        ("open", "socket", 1_000)
+    );
+    assert_eq!(
+        (
+            ev[0].process.as_ref().unwrap().name.as_str(),
+            ev[0].bytes_out_delta
+        ),
+        ("curl", 20)
+    );
+    // Never found: recorded with its uid once the wait is over.
+    out.clear();
+    let s1 = || tcp(1, 11, CLIENT, Some(SERVER), "established", 20, 0);
+    let s2 = || tcp(2, 55, "10.0.0.5:40002", Some(SERVER), "established", 5, 0);
+    t.dump(vec![s1(), s2()], &mut empty, 2_000, &mut out);
+    t.dump(vec![s1(), s2()], &mut empty, 3_000, &mut out);
+    assert!(out.is_empty());
+    t.dump(vec![s1(), s2()], &mut empty, 4_500, &mut out);
+    let ev = nets(&out);
+    assert_eq!(
+        (ev[0].phase.as_str(), ev[0].attribution.as_str()),
+        ("open", "uid")
+    );
+    // Closed while waiting: one close record, nothing else.
+    out.clear();
+    t.dump(
+        vec![tcp(
+            3,
+            56,
+            "10.0.0.5:40003",
+            Some(SERVER),
+            "established",
+            5,
+            0,
+        )],
+        &mut empty,
+        5_000,
+        &mut out,
+    );
+    t.closed(
+        vec![tcp(3, 56, "10.0.0.5:40003", Some(SERVER), "close", 9, 0)],
+        &mut empty,
+        5_100,
+        &mut out,
+    );
+    let ev = nets(&out);
+    assert_eq!(ev.len(), 1);
+    assert_eq!(
+        (ev[0].phase.as_str(), ev[0].bytes_out_delta, ev[0].start_ms),
+        ("close", 9, 5_000)
+    );
+}
