@@ -28,6 +28,16 @@
 //! the behaviour reasons (`known_client`, `many_peers`, plain-HTTP
 //! announces) remain.
 //!
+//! Episodes are per process — pid and start time, not the executable: a
+//! client restarted is a new process and a new episode, so the collector's
+//! `p2p` alert (once per `episode_id`) fires again for it, as it should
+//! for a new run. `detected` at the first tick after a reason fires,
+//! `update` every `update_secs`, `ended` `quiet_secs` after the last sign
+//! (a record of a known client, a record or datagram while `many_peers`
+//! holds, a recognised packet). The detector keeps no state across agent
+//! restarts: an episode in progress when the agent restarts is detected
+//! again with a new `episode_id` (and alerts again).
+//!
 //! Invariant: ordinary traffic does not fire — a browser or `curl` to one
 //! HTTPS server, apt-like bursts (many connections to a few servers on 80
 //! and 443), an SMTP relay, the agent's own gRPC stream: their remote ports

@@ -21,17 +21,21 @@
 //! IP addresses out without unsafe) nor rustix (no packet addresses)
 //! does both.
 //!
+//! Copies: a packet crossing stacked devices (a bridge and its port, a
+//! bond and its slave) is read once per device; [`dedupe`] keeps one.
+//!
 //! Loss: when the agent reads slower than packets pass, the kernel drops
 //! them from the full receive queue (4 MiB asked; SO_RCVBUFFORCE tried for
 //! more) and counts them; the count comes back with the next packet
 //! received (SO_RXQ_OVFL) and is returned as `Lost.overflows`.
 
+pub mod dedupe;
 pub mod filter;
 pub mod packet;
 
 use std::io::{self, IoSliceMut};
 use std::os::fd::AsRawFd;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::socket::{self as nixsock, ControlMessageOwned, LinkAddr, MsgFlags, sockopt};
@@ -59,6 +63,8 @@ pub struct AfPacket {
     cmsg: Vec<u8>,
     /// The kernel's drop counter when last reported.
     drops: u32,
+    /// Copies of one packet seen on stacked devices (bridge and port).
+    dedupe: dedupe::Dedupe,
 }
 
 impl AfPacket {
@@ -92,6 +98,7 @@ impl AfPacket {
             buf: vec![0; BUF],
             cmsg: nix::cmsg_space!(u32),
             drops: 0,
+            dedupe: dedupe::Dedupe::default(),
         };
         // Packets queued between socket() and the filter's attachment were
         // not filtered: drop them.
@@ -104,7 +111,7 @@ impl AfPacket {
     fn drain(&mut self, out: &mut Vec<Packet>, max: usize) -> io::Result<()> {
         let fd = self.sock.as_raw_fd();
         for _ in 0..max {
-            let (bytes, outgoing, drops) = {
+            let (bytes, outgoing, ifindex, drops) = {
                 let mut iov = [IoSliceMut::new(&mut self.buf)];
                 let r = match nixsock::recvmsg::<LinkAddr>(
                     fd,
@@ -123,18 +130,23 @@ impl AfPacket {
                 };
                 let outgoing =
                     r.address.map(|a| u32::from(a.pkttype())) == Some(filter::PACKET_OUTGOING);
+                let ifindex = r.address.map_or(0, |a| a.ifindex());
                 let drops = r.cmsgs().ok().and_then(|mut c| {
                     c.find_map(|m| match m {
                         ControlMessageOwned::RxqOvfl(n) => Some(n),
                         _ => None,
                     })
                 });
-                (r.bytes, outgoing, drops)
+                (r.bytes, outgoing, ifindex, drops)
             };
             if let Some(d) = drops {
                 self.drops = self.drops.max(d);
             }
-            if let Some(p) = packet::parse(&self.buf[..bytes.min(BUF)], outgoing) {
+            let data = &self.buf[..bytes.min(BUF)];
+            if self.dedupe.copy(data, ifindex, Instant::now()) {
+                continue;
+            }
+            if let Some(p) = packet::parse(data, outgoing) {
                 out.push(p);
             }
         }
