@@ -141,7 +141,7 @@ pub fn service_port(n: &NetworkEvent) -> u32 {
 pub(super) fn add_network(
     f: &Fields,
     d: &mut TantivyDocument,
-    e_observed_ms: i64,
+    observed_at_ms: i64,
     n: &NetworkEvent,
 ) {
     let x = &f.net;
@@ -159,7 +159,7 @@ pub(super) fn add_network(
         d.add_u64(x.port, u64::from(p));
     }
     d.add_u64(x.bytes, n.bytes_out.saturating_add(n.bytes_in));
-    if let Some(ms) = flow_duration_ms(n, e_observed_ms) {
+    if let Some(ms) = flow_duration_ms(n, observed_at_ms) {
         d.add_u64(x.duration_ms, ms);
     }
     d.add_u64(x.bytes_out_delta, n.bytes_out_delta);
