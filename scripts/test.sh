@@ -17,10 +17,12 @@ fi
 # zip and 7z, which the archive tests make their archives with (zip -P, 7z
 # AES, 7z with encrypted headers); openssl, the local RFC 3161 time-stamp
 # authority (`openssl ts`), the independent check of checkpoint signatures
-# and the standard-tools check of a case bundle. Installed when missing and
-# we may.
+# and the standard-tools check of a case bundle. Issue 21's BitTorrent swarm
+# (tests/tests/network_p2p.rs, in network namespaces: iproute2): the
+# opentracker tracker, mktorrent, aria2c as seeder, leechers and monitored
+# client. Installed when missing and we may.
 need=()
-for c in /usr/sbin/postfix:postfix /usr/sbin/saslpasswd2:sasl2-bin /usr/bin/swaks:swaks /usr/bin/msmtp:msmtp /usr/bin/curl:curl /usr/bin/tnef:tnef /usr/bin/zip:zip /usr/bin/7z:p7zip-full /usr/bin/openssl:openssl /usr/lib/python3.11/test/test_email/data:libpython3.11-testsuite; do
+for c in /usr/sbin/postfix:postfix /usr/sbin/saslpasswd2:sasl2-bin /usr/bin/swaks:swaks /usr/bin/msmtp:msmtp /usr/bin/curl:curl /usr/bin/tnef:tnef /usr/bin/zip:zip /usr/bin/7z:p7zip-full /usr/bin/openssl:openssl /usr/lib/python3.11/test/test_email/data:libpython3.11-testsuite /usr/sbin/ip:iproute2 /usr/bin/opentracker:opentracker /usr/bin/mktorrent:mktorrent /usr/bin/aria2c:aria2; do
   [ -e "${c%%:*}" ] || need+=("${c##*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then

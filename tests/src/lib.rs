@@ -12,7 +12,9 @@ pub mod mailcorpus;
 pub mod mta;
 pub mod netgen;
 pub mod netrec;
+pub mod netns;
 pub mod reliability;
+pub mod swarm;
 // Issue 21: hand-made events shipped as an agent.
 pub mod ship;
 pub mod tsa;
