@@ -359,146 +359,169 @@ fn finding(e: &Event, zone: &Zone) -> String {
 /// One table of the report as CSV rows, header first: exact numbers,
 /// times in UTC (RFC 3339), lists joined by spaces.
 pub fn csv_rows(r: &NetworkReport, table: &str) -> Vec<Vec<String>> {
-    let t = kiroku_common::rfc3339_ms;
-    let spaced = |v: &[String]| v.join(" ");
-    let header = |h: &[&str]| h.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
-    let mut rows = Vec::new();
     match table {
-        "processes" => {
-            rows.push(header(&[
-                "process",
-                "exe",
-                "user",
-                "pids",
-                "connections",
-                "peers",
-                "bytes_out",
-                "bytes_in",
-                "first",
-                "last",
-                "p2p",
-            ]));
-            for p in &r.processes {
-                rows.push(vec![
-                    p.process.clone(),
-                    p.exe.clone(),
-                    p.user.clone(),
-                    p.pids
-                        .iter()
-                        .map(u32::to_string)
-                        .collect::<Vec<_>>()
-                        .join(" "),
-                    p.connections.to_string(),
-                    p.peers.to_string(),
-                    p.bytes_out.to_string(),
-                    p.bytes_in.to_string(),
-                    t(p.first_ms),
-                    t(p.last_ms),
-                    p.p2p.to_string(),
-                ]);
-            }
-        }
-        "peers" => {
-            rows.push(header(&[
-                "remote_ip",
-                "remote_name",
-                "ports",
-                "processes",
-                "connections",
-                "bytes_out",
-                "bytes_in",
-                "first",
-                "last",
-            ]));
-            for p in &r.peers {
-                rows.push(vec![
-                    p.remote_ip.clone(),
-                    p.remote_name.clone(),
-                    p.ports
-                        .iter()
-                        .map(u32::to_string)
-                        .collect::<Vec<_>>()
-                        .join(" "),
-                    spaced(&p.processes),
-                    p.connections.to_string(),
-                    p.bytes_out.to_string(),
-                    p.bytes_in.to_string(),
-                    t(p.first_ms),
-                    t(p.last_ms),
-                ]);
-            }
-        }
-        "timeline" => {
-            rows.push(header(&["start", "bytes_out", "bytes_in", "connections"]));
-            for b in &r.timeline {
-                rows.push(vec![
-                    t(b.start_ms),
-                    b.bytes_out.to_string(),
-                    b.bytes_in.to_string(),
-                    b.connections.to_string(),
-                ]);
-            }
-        }
-        "p2p" => {
-            rows.push(header(&[
-                "event_id",
-                "episode_id",
-                "phase",
-                "process",
-                "pid",
-                "user",
-                "reasons",
-                "peers",
-                "connections",
-                "bytes_out",
-                "bytes_in",
-                "first",
-                "last",
-                "info_hashes",
-                "trackers",
-            ]));
-            for e in &r.p2p {
-                let Some(p) = p2p_of(e) else { continue };
-                let proc = p.process.clone().unwrap_or_default();
-                let codes: Vec<String> = p.reasons.iter().map(|x| x.code.clone()).collect();
-                rows.push(vec![
-                    e.event_id.clone(),
-                    p.episode_id.clone(),
-                    p.phase.clone(),
-                    proc.name,
-                    proc.pid.to_string(),
-                    proc.user,
-                    spaced(&codes),
-                    p.peers.to_string(),
-                    p.connections.to_string(),
-                    p.bytes_out.to_string(),
-                    p.bytes_in.to_string(),
-                    t(p.first_ms),
-                    t(p.last_ms),
-                    spaced(&p.info_hashes),
-                    spaced(&p.trackers),
-                ]);
-            }
-        }
-        _ => {
-            rows.push(header(&[
-                "event_id", "time", "reason", "count", "first", "last", "detail",
-            ]));
-            for e in &r.gaps {
-                let Some(Kind::Gap(g)) = &e.kind else {
-                    continue;
-                };
-                rows.push(vec![
-                    e.event_id.clone(),
-                    t(corrected_ms(e)),
-                    g.reason.clone(),
-                    g.count.to_string(),
-                    t(g.first_ms),
-                    t(g.last_ms),
-                    g.detail.clone(),
-                ]);
-            }
-        }
+        "processes" => csv_processes(r),
+        "peers" => csv_peers(r),
+        "timeline" => csv_timeline(r),
+        "p2p" => csv_p2p(r),
+        _ => csv_gaps(r),
+    }
+}
+
+fn header(h: &[&str]) -> Vec<String> {
+    h.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn spaced(v: &[String]) -> String {
+    v.join(" ")
+}
+
+fn csv_processes(r: &NetworkReport) -> Vec<Vec<String>> {
+    let t = kiroku_common::rfc3339_ms;
+    let mut rows = vec![header(&[
+        "process",
+        "exe",
+        "user",
+        "pids",
+        "connections",
+        "peers",
+        "bytes_out",
+        "bytes_in",
+        "first",
+        "last",
+        "p2p",
+    ])];
+    for p in &r.processes {
+        rows.push(vec![
+            p.process.clone(),
+            p.exe.clone(),
+            p.user.clone(),
+            p.pids
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(" "),
+            p.connections.to_string(),
+            p.peers.to_string(),
+            p.bytes_out.to_string(),
+            p.bytes_in.to_string(),
+            t(p.first_ms),
+            t(p.last_ms),
+            p.p2p.to_string(),
+        ]);
+    }
+    rows
+}
+
+fn csv_peers(r: &NetworkReport) -> Vec<Vec<String>> {
+    let t = kiroku_common::rfc3339_ms;
+    let mut rows = vec![header(&[
+        "remote_ip",
+        "remote_name",
+        "ports",
+        "processes",
+        "connections",
+        "bytes_out",
+        "bytes_in",
+        "first",
+        "last",
+    ])];
+    for p in &r.peers {
+        rows.push(vec![
+            p.remote_ip.clone(),
+            p.remote_name.clone(),
+            p.ports
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(" "),
+            spaced(&p.processes),
+            p.connections.to_string(),
+            p.bytes_out.to_string(),
+            p.bytes_in.to_string(),
+            t(p.first_ms),
+            t(p.last_ms),
+        ]);
+    }
+    rows
+}
+
+fn csv_timeline(r: &NetworkReport) -> Vec<Vec<String>> {
+    let t = kiroku_common::rfc3339_ms;
+    let mut rows = vec![header(&["start", "bytes_out", "bytes_in", "connections"])];
+    for b in &r.timeline {
+        rows.push(vec![
+            t(b.start_ms),
+            b.bytes_out.to_string(),
+            b.bytes_in.to_string(),
+            b.connections.to_string(),
+        ]);
+    }
+    rows
+}
+
+fn csv_p2p(r: &NetworkReport) -> Vec<Vec<String>> {
+    let t = kiroku_common::rfc3339_ms;
+    let mut rows = vec![header(&[
+        "event_id",
+        "episode_id",
+        "phase",
+        "process",
+        "pid",
+        "user",
+        "reasons",
+        "peers",
+        "connections",
+        "bytes_out",
+        "bytes_in",
+        "first",
+        "last",
+        "info_hashes",
+        "trackers",
+    ])];
+    for e in &r.p2p {
+        let Some(p) = p2p_of(e) else { continue };
+        let proc = p.process.clone().unwrap_or_default();
+        let codes: Vec<String> = p.reasons.iter().map(|x| x.code.clone()).collect();
+        rows.push(vec![
+            e.event_id.clone(),
+            p.episode_id.clone(),
+            p.phase.clone(),
+            proc.name,
+            proc.pid.to_string(),
+            proc.user,
+            spaced(&codes),
+            p.peers.to_string(),
+            p.connections.to_string(),
+            p.bytes_out.to_string(),
+            p.bytes_in.to_string(),
+            t(p.first_ms),
+            t(p.last_ms),
+            spaced(&p.info_hashes),
+            spaced(&p.trackers),
+        ]);
+    }
+    rows
+}
+
+fn csv_gaps(r: &NetworkReport) -> Vec<Vec<String>> {
+    let t = kiroku_common::rfc3339_ms;
+    let mut rows = vec![header(&[
+        "event_id", "time", "reason", "count", "first", "last", "detail",
+    ])];
+    for e in &r.gaps {
+        let Some(Kind::Gap(g)) = &e.kind else {
+            continue;
+        };
+        rows.push(vec![
+            e.event_id.clone(),
+            t(corrected_ms(e)),
+            g.reason.clone(),
+            g.count.to_string(),
+            t(g.first_ms),
+            t(g.last_ms),
+            g.detail.clone(),
+        ]);
     }
     rows
 }

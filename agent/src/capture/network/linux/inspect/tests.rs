@@ -497,3 +497,40 @@ fn a_packet_through_a_bridge_and_its_port_is_read_once() {
     let ours = inside.join().expect("the namespace thread");
     assert_eq!(ours, 200, "each datagram once, not once per device");
 }
+
+/// Measurement, not a check (run with --ignored --nocapture): the agent's
+/// cost of reading what the filter passes, per packet, for header-only
+/// datagrams already queued.
+#[test]
+#[ignore]
+fn measure_read_cost() {
+    let Some(mut insp) = open() else { return };
+    let a = UdpSocket::bind("127.0.0.1:0").expect("udp");
+    let b = UdpSocket::bind("127.0.0.1:0").expect("udp");
+    let to = b.local_addr().expect("addr");
+    for round in 0..3 {
+        let mut sink = Vec::new();
+        insp.packets(Duration::ZERO, &mut sink).expect("packets");
+        const N: usize = 8000;
+        for i in 0..N {
+            let _ = a.send_to(&(i as u32).to_be_bytes(), to);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let t = Instant::now();
+        let mut n = 0;
+        loop {
+            let mut batch = Vec::new();
+            let lost = insp.packets(Duration::ZERO, &mut batch).expect("packets");
+            assert_eq!(lost.overflows, 0, "the queue held {N}");
+            if batch.is_empty() {
+                break;
+            }
+            n += batch.len();
+        }
+        let el = t.elapsed();
+        eprintln!(
+            "round {round}: read {n} packets in {el:?}: {:.2} µs each",
+            el.as_secs_f64() * 1e6 / n as f64
+        );
+    }
+}
