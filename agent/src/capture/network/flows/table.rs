@@ -457,7 +457,7 @@ impl FlowTable {
             .remote
             .and_then(|r| self.names.get(&canonical(r.ip())).cloned())
             .unwrap_or_default();
-        let mut f = Flow {
+        let f = Flow {
             protocol: s.protocol,
             local: s.local,
             remote: s.remote,
