@@ -613,7 +613,19 @@ impl FlowTable {
         self.stats.closed += 1;
         // Closed before its owner was found: its only record, or part of
         // a summary.
-        if f.pending_until.take().is_some() && !f.continued && !f.listening {
+        let was_pending = f.pending_until.take().is_some();
+        if was_pending
+            && let Some(p) = self.recent.infer(
+                f.local.port(),
+                f.remote.map(canonical_addr),
+                f.direction == "inbound",
+                Some(f.uid),
+            )
+        {
+            f.process = Some(p);
+            f.attribution = "inferred";
+        }
+        if was_pending && !f.continued && !f.listening {
             let key = key_of(f.process.as_ref(), f.uid, f.remote, f.protocol);
             if self.coalesce.admit(&key, now_ms) == Admit::Coalesced {
                 self.stats.coalesced += 1;
