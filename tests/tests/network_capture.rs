@@ -119,6 +119,9 @@ async fn network(env: &Env) -> anyhow::Result<Vec<NetworkEvent>> {
             ..Default::default()
         })
         .await?;
+    // Oldest first (search answers newest first).
+    let mut events = events;
+    events.sort_by_key(|e| (e.observed_at_ms, e.seq));
     Ok(events
         .into_iter()
         .filter_map(|e| match e.kind {
@@ -297,7 +300,10 @@ async fn flows_listeners_and_users_are_recorded() -> anyhow::Result<()> {
         (65534, "nobody", "python3"),
         "{n:#?}"
     );
-    assert!(within_10pct(n.bytes_out, 100_000), "{n:#?}");
+    // tcpi_bytes_sent counts retransmissions: on a loaded machine a
+    // loopback tail-loss probe can resend a whole segment, so the sender's
+    // count is at least what was sent (the transfer above checks 10%).
+    assert!(n.bytes_out >= 100_000, "{n:#?}");
     drop(srv);
     Ok(())
 }
