@@ -226,8 +226,8 @@ async fn flows_listeners_and_users_are_recorded() -> anyhow::Result<()> {
     assert_eq!(phases.first(), Some(&"open"), "{out:#?}");
     assert_eq!(phases.last(), Some(&"close"), "{out:#?}");
     assert_eq!(phases.iter().filter(|p| **p == "open").count(), 1);
-    let close = out.last().unwrap();
-    let p = close.process.as_ref().unwrap();
+    let close = out.last().expect("test value");
+    let p = close.process.as_ref().expect("test value");
     assert_eq!(
         (p.name.as_str(), close.attribution.as_str()),
         ("python3", "socket"),
@@ -254,7 +254,7 @@ async fn flows_listeners_and_users_are_recorded() -> anyhow::Result<()> {
     let inbound = r
         .iter()
         .find(|n| n.phase == "close" && n.direction == "inbound" && n.local_port == u32::from(port))
-        .unwrap();
+        .expect("test value");
     assert!(
         within_10pct(inbound.bytes_in, N),
         "bytes_in {} vs {N}",
@@ -277,7 +277,7 @@ async fn flows_listeners_and_users_are_recorded() -> anyhow::Result<()> {
         r.iter().any(is("listen_close"))
     })
     .await?;
-    let open = r.iter().find(|n| is("listen_open")(n)).unwrap();
+    let open = r.iter().find(|n| is("listen_open")(n)).expect("test value");
     assert_eq!(
         (open.direction.as_str(), pid_of(open)),
         ("listening", std::process::id())
@@ -293,8 +293,8 @@ async fn flows_listeners_and_users_are_recorded() -> anyhow::Result<()> {
     let n = r
         .iter()
         .find(|n| n.phase == "close" && pid_of(n) == pid)
-        .unwrap();
-    let p = n.process.as_ref().unwrap();
+        .expect("test value");
+    let p = n.process.as_ref().expect("test value");
     assert_eq!(
         (p.uid, p.user.as_str(), p.name.as_str()),
         (65534, "nobody", "python3"),
@@ -352,7 +352,10 @@ async fn an_agent_killed_mid_transfer_continues_the_flow() -> anyhow::Result<()>
         flow.iter().any(|n| n.continued),
         "continued after the restart: {flow:#?}"
     );
-    let close = flow.iter().find(|n| n.phase == "close").unwrap();
+    let close = flow
+        .iter()
+        .find(|n| n.phase == "close")
+        .expect("test value");
     assert!(flow.iter().all(|n| n.flow_id == close.flow_id));
     let deltas: u64 = flow.iter().map(|n| n.bytes_out_delta).sum();
     assert_eq!(

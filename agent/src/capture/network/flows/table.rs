@@ -40,6 +40,9 @@ use super::persist::{Saved, StateOp};
 
 /// One record the table asks to write.
 #[derive(Debug, Clone, PartialEq)]
+// Mostly `Net`; each is built once and moved into the batch: boxing would
+// only add an allocation per record.
+#[allow(clippy::large_enum_variant)]
 pub enum Rec {
     /// A flow record, and the keyed-state change that must be durable
     /// with it.
