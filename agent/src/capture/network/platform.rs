@@ -31,10 +31,10 @@ impl Protocol {
 /// The kernel's per-socket counters (TCP: `tcp_info`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counters {
-    /// Payload bytes sent (`tcpi_bytes_sent`: retransmissions included) and
-    /// received (`tcpi_bytes_received`). Linux counts a received FIN as one
-    /// byte in `tcpi_bytes_received`: a gracefully closed connection's
-    /// final `bytes_in` is the payload + 1.
+    /// Payload bytes sent, each once (`tcpi_bytes_sent` −
+    /// `tcpi_bytes_retrans`), and received (`tcpi_bytes_received`). Linux
+    /// counts a received FIN as one byte in `tcpi_bytes_received`: a
+    /// gracefully closed connection's final `bytes_in` is the payload + 1.
     pub bytes_out: u64,
     pub bytes_in: u64,
     /// Segments out / in.
