@@ -216,11 +216,12 @@ impl Bench<'_> {
     }
 
     async fn connections(&self, rate: u64, secs: u64, payload: usize) -> anyhow::Result<Phase> {
+        // From before the listener opens: its listen_open record too.
+        let from_ms = kiroku_common::now_ms() - 1000;
         let server = EchoServer::start(payload)?;
         let port = server.addr.port() as u32;
         // Until a dump has seen the listener.
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let from_ms = kiroku_common::now_ms() - 1000;
         let k0 = TcpCounters::read()?;
         let (a0, c0) = self.cpu();
         let t0 = Instant::now();
