@@ -253,6 +253,9 @@ impl Aggregator {
         match n.phase.as_str() {
             "open" => n.connections.max(1),
             "summary" => n.connections,
+            // The only record of a flow that closed before it was
+            // recorded (agents from issue 21 on mark it `first`).
+            "close" if n.first => n.connections.max(1),
             "update" | "close" => {
                 let before = start.is_some_and(|s| s < self.from_ms);
                 if !before || n.flow_id.is_empty() || self.early.contains(&n.flow_id) {

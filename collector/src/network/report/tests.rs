@@ -626,3 +626,52 @@ fn a_p2p_record_flags_its_process_by_name_and_pid_too() {
         [("qbittorrent-nox", true), ("curl", false), ("apt", false)]
     );
 }
+
+#[test]
+fn a_flow_whose_only_record_is_its_close_counts_as_a_connection() {
+    let curl = proc("curl", 4242, "alice");
+    let mut only_close = flow(
+        1,
+        T0 + MIN,
+        "close",
+        &curl,
+        ("192.0.2.7", 443),
+        (10, 20),
+        T0 + MIN - 5,
+        "b-1",
+    );
+    let mut opened = flow(
+        2,
+        T0 + MIN,
+        "open",
+        &curl,
+        ("192.0.2.7", 443),
+        (1, 1),
+        T0 + MIN,
+        "b-2",
+    );
+    let closed = flow(
+        3,
+        T0 + 2 * MIN,
+        "close",
+        &curl,
+        ("192.0.2.7", 443),
+        (5, 5),
+        T0 + MIN,
+        "b-2",
+    );
+    for (e, first) in [(&mut only_close, true), (&mut opened, true)] {
+        if let Some(Kind::Network(n)) = &mut e.kind {
+            n.first = first;
+        }
+    }
+    let rep = aggregate(
+        vec![only_close, opened, closed],
+        &request(),
+        Bounds::default(),
+    );
+    // b-1 at its close (its only record), b-2 at its open, not again at
+    // its close.
+    assert_eq!(rep.connections, 2);
+    assert_eq!(rep.processes[0].connections, 2);
+}

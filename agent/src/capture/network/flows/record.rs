@@ -102,6 +102,7 @@ pub(super) fn event(f: &Flow, phase: &str, now_ms: i64) -> NetworkEvent {
         continued: f.continued,
         netns: 0,
         info_hashes: f.info_hashes.clone(),
+        first: matches!(phase, "open" | "listen_open") && !f.continued,
     }
 }
 

@@ -678,6 +678,8 @@ impl FlowTable {
         let mut ev = event(&f, phase, end_ms);
         ev.end_ms = end_ms;
         ev.flow_id = f.flow_id.clone();
+        // Closed before its owner was found: nothing was recorded for it.
+        ev.first = was_pending && !f.continued;
         out.push(Rec::Net(
             ev,
             Some(StateOp {

@@ -207,6 +207,7 @@ impl FlowTable {
             now_ms,
         );
         ev.flow_id = f.flow_id;
+        ev.first = true;
         // Nothing to persist: the flow has no other record.
         out.push(Rec::Net(ev, None));
     }
