@@ -100,7 +100,7 @@ impl NetworkCapture {
                 Box::new(runner::NoProcesses)
             }
         };
-        for limit in sockets.limits() {
+        for limit in sockets.limits().into_iter().chain(procs.limits()) {
             tracing::warn!("network capture cannot see everything here: {limit}");
         }
         let inspector = if cfg.inspect {

@@ -100,10 +100,17 @@ pub fn p2p_fired(e: &Event, p: &P2pEvent) -> Fired {
         .as_ref()
         .map(|x| if x.name.is_empty() { &x.exe } else { &x.name })
         .filter(|n| !n.is_empty());
-    let mut see = format!("kiroku report network --host {hostname} --from {from} --to {to}");
+    // The host and process names come from the watched machine (a process
+    // sets its own name): shell-quoted, so a pasted command cannot run
+    // what they contain.
+    let mut see = format!(
+        "kiroku report network --host {} --from {from} --to {to}",
+        shell_quote(hostname)
+    );
     if let Some(n) = name {
         see.push_str(&format!(
-            "; kiroku search --kind network --process {n} --from {from}"
+            "; kiroku search --kind network --process {} --from {from}",
+            shell_quote(n)
         ));
     }
     let peers = if p.sample_peers.is_empty() {
@@ -183,6 +190,11 @@ impl super::Alerting {
         }
         Ok(Some(p2p_fired(e, p)))
     }
+}
+
+/// `v` as one POSIX shell word: single-quoted, each `'` as `'\''`.
+fn shell_quote(v: &str) -> String {
+    format!("'{}'", v.replace('\'', "'\\''"))
 }
 
 #[cfg(test)]

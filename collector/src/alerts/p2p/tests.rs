@@ -171,8 +171,8 @@ fn reasons_limit_the_rule_and_the_body_names_what_to_act_on() {
         "12 distinct, e.g. 198.51.100.7:51413",
         "5.0 MB out, 20.0 MB in, 13 connections",
         HASH,
-        "kiroku report network --host vm-17 --from 2026-12-06T01:00:00.000Z --to 2026-12-06T06:40:00.000Z",
-        "kiroku search --kind network --process aria2c",
+        "kiroku report network --host 'vm-17' --from 2026-12-06T01:00:00.000Z --to 2026-12-06T06:40:00.000Z",
+        "kiroku search --kind network --process 'aria2c'",
     ] {
         assert!(alert.body.contains(want), "{want:?} in\n{}", alert.body);
     }
@@ -195,4 +195,11 @@ fn bad_reasons_are_refused_naming_the_field() {
             .to_string();
         assert!(e.contains(want), "{e}");
     }
+}
+
+#[test]
+fn names_from_the_watched_machine_are_one_shell_word() {
+    assert_eq!(super::shell_quote("vm-17"), "'vm-17'");
+    assert_eq!(super::shell_quote("Web Content"), "'Web Content'");
+    assert_eq!(super::shell_quote("a';id;'"), r#"'a'\'';id;'\'''"#);
 }

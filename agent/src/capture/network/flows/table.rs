@@ -369,7 +369,8 @@ impl FlowTable {
                     .exclude
                     .excluded(&s, Some((o.name.as_str(), o.exe.as_str())))
                 {
-                    self.flows.remove(&s.cookie);
+                    // Through `remove`: its ends' index entry goes too.
+                    self.remove(s.cookie, now_ms);
                     self.excluded.insert(s.cookie);
                     self.stats.excluded += 1;
                     return;

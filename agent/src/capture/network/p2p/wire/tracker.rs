@@ -40,10 +40,13 @@ pub fn http(data: &[u8], dst: &SocketAddr) -> Option<Announce> {
         .and_then(|e| header(&rest[e..], b"host"))
         .map(|h| h.to_owned())
         .unwrap_or_else(|| dst.to_string());
-    let path = String::from_utf8_lossy(path);
+    // Only the host and the last path segment: a private tracker's path
+    // carries the user's passkey (`/<passkey>/announce`), a credential
+    // that must not end up in records, the index or alerts.
+    let last = String::from_utf8_lossy(last);
     Some(Announce {
         info_hash,
-        tracker: format!("{host}/{path}"),
+        tracker: format!("{host}/{last}"),
         scrape,
     })
 }
@@ -170,7 +173,7 @@ mod tests {
                 format!(
                     "GET /abcdef/announce.php?peer_id=x&info_hash={h20}&port=1 HTTP/1.0\r\n\r\n"
                 ),
-                Some(("127.0.0.1:16969/abcdef/announce.php", false)),
+                Some(("127.0.0.1:16969/announce.php", false)), // the passkey path is left out
             ),
             // Literal (unescaped) bytes count as themselves.
             (
