@@ -464,7 +464,13 @@ impl FlowTable {
         let saved = self.saved.remove(&flow_id);
         let listening = s.state == "listen";
         let direction = self.direction(&s);
-        let counters = s.counters.unwrap_or_default();
+        // A UDP flow the kernel does not count continues from the totals
+        // its packets had reached (else its deltas would stay 0 until the
+        // new count passed the old total, and that traffic be lost).
+        let counters = s
+            .counters
+            .or(saved.map(|v| v.totals))
+            .unwrap_or_default();
         let remote_name = s
             .remote
             .and_then(|r| self.names.get(&canonical(r.ip())).cloned())
@@ -482,10 +488,10 @@ impl FlowTable {
             start_ms: saved.map(|v| v.start_ms).unwrap_or(now_ms),
             last_seen_ms: now_ms,
             counters,
-            source: if s.counters.is_some() {
-                "tcp_info"
-            } else {
-                "none"
+            source: match (s.counters, saved) {
+                (Some(_), _) => "tcp_info",
+                (None, Some(v)) if v.totals != Counters::default() => "packets",
+                _ => "none",
             },
             recorded: saved.map(|v| v.totals).unwrap_or_default(),
             last_record_ms: now_ms,
