@@ -304,8 +304,19 @@ impl FlowTable {
                 self.first_seen(s, owner, procs, now_ms, out);
             }
         }
-        self.excluded.retain(|c| present.contains(c));
-        self.untracked.retain(|c| present.contains(c));
+        // Gone from the dump: remembered as closed for a while, so a late
+        // destroy notification is not recorded as a flow never dumped
+        // (where a process exclusion could no longer match).
+        let closed_recently = &mut self.closed_recently;
+        for set in [&mut self.excluded, &mut self.untracked] {
+            set.retain(|c| {
+                let here = present.contains(c);
+                if !here {
+                    closed_recently.insert(*c, now_ms);
+                }
+                here
+            });
+        }
         // Gone without a notification: closed at the second dump missing.
         let gone: Vec<u64> = self
             .flows
