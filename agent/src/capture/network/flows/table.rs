@@ -60,8 +60,6 @@ const REMEMBER_CLOSED_MS: i64 = 30_000;
 /// How long a new flow's first record waits for its owner to be found.
 const OWNER_WAIT_MS: i64 = 2_500;
 
-mod unseen;
-
 #[derive(Debug, Clone)]
 pub(super) struct Flow {
     pub(super) protocol: Protocol,
@@ -164,9 +162,6 @@ pub struct FlowTable {
     full: GapCount,
     lost: GapCount,
     next_gap_ms: i64,
-    /// Sockets closed before any dump whose owner could not be inferred
-    /// yet (`unseen.rs`).
-    held: std::collections::VecDeque<unseen::Held>,
     pub stats: Stats,
 }
 
@@ -206,7 +201,6 @@ impl FlowTable {
             full: GapCount::default(),
             lost: GapCount::default(),
             next_gap_ms: now_ms + summary_ms,
-            held: std::collections::VecDeque::new(),
             stats: Stats::default(),
         }
     }
@@ -732,6 +726,141 @@ impl FlowTable {
         ));
     }
 
+    /// Destroy notifications: the sockets' final counters.
+    pub fn closed(
+        &mut self,
+        sockets: Vec<Socket>,
+        procs: &mut dyn ProcessTable,
+        now_ms: i64,
+        out: &mut Vec<Rec>,
+    ) {
+        for s in sockets {
+            if let Some(f) = self.remove(s.cookie, now_ms) {
+                let source = if s.counters.is_some() {
+                    "tcp_info"
+                } else {
+                    "last_dump"
+                };
+                self.close(f, s.counters, source, now_ms, now_ms, out);
+                continue;
+            }
+            if self.excluded.remove(&s.cookie)
+                || self.untracked.remove(&s.cookie)
+                || self.closed_recently.contains_key(&s.cookie)
+                || transient(s.state) && s.counters.is_none()
+            {
+                continue;
+            }
+            self.closed_unseen(s, procs, now_ms, out);
+        }
+    }
+
+    /// A socket that opened and closed between two dumps.
+    fn closed_unseen(
+        &mut self,
+        s: Socket,
+        procs: &mut dyn ProcessTable,
+        now_ms: i64,
+        out: &mut Vec<Rec>,
+    ) {
+        // Never dumped: Linux tells neither inode nor uid (inode 0).
+        let uid = (s.inode != 0).then_some(s.uid);
+        let direction = if s.protocol == Protocol::Tcp && s.remote.is_none() {
+            "listening"
+        } else {
+            self.direction(&s)
+        };
+        let inferred = self.recent.infer(
+            s.local.port(),
+            s.remote.map(canonical_addr),
+            direction == "inbound",
+            uid,
+        );
+        if self.exclude.excluded(
+            &s,
+            inferred.as_ref().map(|p| (p.name.as_str(), p.exe.as_str())),
+        ) {
+            self.stats.excluded += 1;
+            return;
+        }
+        let (process, attribution) = match (inferred, uid) {
+            (Some(p), _) => (Some(p), "inferred"),
+            (None, Some(uid)) => {
+                let user = self.user(procs, uid);
+                (Some(uid_ref(uid, user)), "uid")
+            }
+            (None, None) => (None, ""),
+        };
+        self.closed_recently.insert(s.cookie, now_ms);
+        self.stats.closed_unseen += 1;
+        let counters = s.counters.unwrap_or_default();
+        let f = Flow {
+            protocol: s.protocol,
+            local: s.local,
+            remote: s.remote,
+            state: s.state,
+            uid: s.uid,
+            flow_id: self.flow_id(s.cookie),
+            process,
+            attribution,
+            direction,
+            start_ms: self.last_dump_ms,
+            last_seen_ms: now_ms,
+            counters,
+            source: if s.counters.is_some() {
+                "tcp_info"
+            } else {
+                "none"
+            },
+            recorded: Counters::default(),
+            last_record_ms: now_ms,
+            coalesced: None,
+            // A TCP socket without a peer is a listener (or bound and never
+            // used): closed before any dump saw it listen.
+            listening: s.state == "listen" || s.protocol == Protocol::Tcp && s.remote.is_none(),
+            continued: false,
+            info_hashes: Vec::new(),
+            remote_name: s
+                .remote
+                .and_then(|r| self.names.get(&canonical(r.ip())).cloned())
+                .unwrap_or_default(),
+            seen: 0,
+            missing: false,
+            inode: s.inode,
+            pending_until: None,
+        };
+        let key = key_of(
+            f.process.as_ref(),
+            uid.unwrap_or(u32::MAX),
+            f.remote,
+            f.protocol,
+        );
+        if !f.listening && self.coalesce.admit(&key, now_ms) == Admit::Coalesced {
+            let t = template(&f);
+            self.stats.coalesced += 1;
+            self.coalesce.add(
+                &key,
+                &t,
+                true,
+                counters.bytes_out,
+                counters.bytes_in,
+                counters.packets_out,
+                counters.packets_in,
+                now_ms,
+            );
+            return;
+        }
+        self.coalesce.spend(now_ms);
+        let mut ev = event(
+            &f,
+            if f.listening { "listen_close" } else { "close" },
+            now_ms,
+        );
+        ev.flow_id = f.flow_id;
+        // Nothing to persist: the flow has no other record.
+        out.push(Rec::Net(ev, None));
+    }
+
     /// Destroy notifications the kernel dropped.
     pub fn lost(&mut self, overflows: u64, now_ms: i64) {
         self.lost.add(overflows, now_ms);
@@ -740,7 +869,6 @@ impl FlowTable {
 
     /// Summaries and gap records due (every loop; `force` at stop).
     pub fn tick(&mut self, now_ms: i64, force: bool, out: &mut Vec<Rec>) {
-        self.release_held(now_ms, force, out);
         for ev in self.coalesce.due(now_ms, force) {
             out.push(Rec::Net(ev, None));
         }

@@ -383,16 +383,8 @@ fn a_flow_never_seen_in_a_dump_is_inferred_or_attributed_to_its_uid() {
         1_400,
         &mut out,
     );
-    // The one whose owner cannot be inferred yet is held for the next
-    // dumps (OWNER_WAIT_MS); nothing tells its owner by then: no process.
-    assert_eq!(nets(&out).len(), 3);
-    t.tick(1_400 + 2_499, false, &mut out);
-    assert_eq!(nets(&out).len(), 3);
-    t.tick(1_400 + 2_500, false, &mut out);
-    let mut ev = nets(&out);
+    let ev = nets(&out);
     assert_eq!(ev.len(), 4);
-    let held = ev.remove(3);
-    ev.insert(1, held);
     let a = ev[0];
     assert_eq!(
         (a.phase.as_str(), a.attribution.as_str()),
@@ -442,9 +434,6 @@ fn beyond_coalesce_after_short_flows_become_one_summary() {
         })
         .collect();
     t.closed(shorts, &mut p, 1_000, &mut out);
-    // No owner can be inferred for them: held, then recorded.
-    assert_eq!(nets(&out).len(), 0);
-    t.tick(3_500, false, &mut out);
     // A long coalesced flow (the third seen in a dump) adds its deltas.
     assert_eq!(nets(&out).len(), 2);
     t.tick(59_000, false, &mut out);
@@ -844,41 +833,5 @@ fn the_first_record_waits_for_the_owner_a_little() {
     assert_eq!(
         (ev[0].phase.as_str(), ev[0].bytes_out_delta, ev[0].start_ms),
         ("close", 9, 5_000)
-    );
-}
-
-#[test]
-fn a_short_flow_closed_before_its_process_was_seen_is_held_and_then_inferred() {
-    let cfg = cfg();
-    let mut t = table(&cfg, HashMap::new());
-    let mut p = procs();
-    let mut out = Vec::new();
-    // A burst's first connection closes before any dump saw wget.
-    let short = tcp(7, 0, "10.0.0.5:40007", Some(SERVER), "close", 500, 40);
-    t.closed(vec![short], &mut p, 900, &mut out);
-    t.tick(950, false, &mut out);
-    assert!(nets(&out).is_empty(), "held, not recorded: {out:#?}");
-    // The next dump sees wget with the same peer: the held close is
-    // recorded as wget's at the next tick.
-    let mut seen = tcp(1, 13, CLIENT, Some(SERVER), "established", 1, 1);
-    seen.uid = 65534;
-    t.dump(vec![seen], &mut p, 1_000, &mut out);
-    t.tick(1_010, false, &mut out);
-    let ev = nets(&out);
-    let held = ev
-        .iter()
-        .find(|e| e.local_port == 40007)
-        .expect("the held close is recorded once its owner is inferable");
-    assert_eq!(
-        (held.phase.as_str(), held.attribution.as_str()),
-        ("close", "inferred")
-    );
-    assert_eq!(held.process.as_ref().expect("test value").name, "wget");
-    assert_eq!(held.bytes_out_delta, 500);
-    // Released once only.
-    t.tick(10_000, true, &mut out);
-    assert_eq!(
-        nets(&out).iter().filter(|e| e.local_port == 40007).count(),
-        1
     );
 }
