@@ -18,6 +18,7 @@ use kiroku_proto::{Event, NetworkEvent};
 
 use super::config::NetworkConfig;
 use super::flows::{self, Excluder, FlowTable, Rec, StateOp};
+use super::names::Names;
 use super::p2p::Detector;
 use super::platform::{PacketInspector, ProcessTable, SocketTable};
 use crate::buffer::{Buffer, KeyedState};
@@ -107,6 +108,15 @@ impl Runner {
         let now = self.ctx.clock.now_ms();
         let mut table = FlowTable::new(&self.cfg, exclude, boot_id(), saved, now);
         let mut detector = Detector::new(&self.cfg.p2p, &self.ctx.agent_id);
+        // Reverse names (network.reverse_dns): looked up on a worker thread,
+        // never waited for; a flow's later records carry the name.
+        let mut names = match Names::new(self.cfg.reverse_dns, self.cfg.reverse_dns_per_sec) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                tracing::warn!(error = %e, "network capture: reverse DNS lookups cannot start; records carry only names seen in DNS answers");
+                None
+            }
+        };
         let interval = Duration::from_millis(self.cfg.dump_interval_ms.max(1));
         let mut next_dump = Instant::now();
         let mut next_report = Instant::now() + REPORT_EVERY;
@@ -182,7 +192,7 @@ impl Runner {
             }
             let now_ms = self.ctx.clock.now_ms();
             table.tick(now_ms, false, &mut out);
-            self.write(&mut out, &mut detector, &state, now_ms);
+            self.write(&mut out, &mut detector, &mut names, &state, now_ms);
             if Instant::now() >= next_report {
                 next_report = Instant::now() + REPORT_EVERY;
                 log_stats(&table);
@@ -190,16 +200,26 @@ impl Runner {
         }
         let now_ms = self.ctx.clock.now_ms();
         table.tick(now_ms, true, &mut out);
-        self.write(&mut out, &mut detector, &state, now_ms);
+        self.write(&mut out, &mut detector, &mut names, &state, now_ms);
         log_stats(&table);
     }
 
     /// Appends `out` (and the P2P records due) to the buffer.
-    fn write(&self, out: &mut Vec<Rec>, detector: &mut Detector, state: &KeyedState, now_ms: i64) {
+    fn write(
+        &self,
+        out: &mut Vec<Rec>,
+        detector: &mut Detector,
+        names: &mut Option<Names>,
+        state: &KeyedState,
+        now_ms: i64,
+    ) {
         let mut batch: Vec<(Event, Option<StateOp>)> = Vec::with_capacity(out.len());
         for rec in out.drain(..) {
             match rec {
-                Rec::Net(ev, op) => {
+                Rec::Net(mut ev, op) => {
+                    if let Some(names) = names.as_mut() {
+                        name_remote(&mut ev, names, now_ms);
+                    }
                     detector.record(&ev, now_ms);
                     let user = ev
                         .process
@@ -305,4 +325,18 @@ fn log_stats(t: &FlowTable) {
         notifications_lost = s.notifications_lost,
         "network capture counts"
     );
+}
+
+/// A reverse name for a record's remote when none came from a DNS answer.
+fn name_remote(ev: &mut NetworkEvent, names: &mut Names, now_ms: i64) {
+    if !ev.remote_name.is_empty() || ev.remote_ip.is_empty() {
+        return;
+    }
+    let Ok(ip) = ev.remote_ip.parse::<std::net::IpAddr>() else {
+        return;
+    };
+    if let Some((name, source)) = names.name(ip, now_ms) {
+        ev.remote_name = name;
+        ev.name_source = source.into();
+    }
 }

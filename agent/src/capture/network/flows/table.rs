@@ -472,10 +472,7 @@ impl FlowTable {
         // A UDP flow the kernel does not count continues from the totals
         // its packets had reached (else its deltas would stay 0 until the
         // new count passed the old total, and that traffic be lost).
-        let counters = s
-            .counters
-            .or(saved.map(|v| v.totals))
-            .unwrap_or_default();
+        let counters = s.counters.or(saved.map(|v| v.totals)).unwrap_or_default();
         let remote_name = s
             .remote
             .and_then(|r| self.names.get(&canonical(r.ip())).cloned())
@@ -857,6 +854,7 @@ impl FlowTable {
             now_ms,
         );
         ev.flow_id = f.flow_id;
+        ev.first = true;
         // Nothing to persist: the flow has no other record.
         out.push(Rec::Net(ev, None));
     }
