@@ -15,7 +15,16 @@ pub struct Excluder {
     /// The collector endpoint's resolved addresses (ip, port).
     collector: Vec<SocketAddr>,
     rules: Vec<Exclusion>,
+    /// The endpoint, looked up again (`refresh`): it may not resolve at
+    /// boot, and its address may change.
+    endpoint: Option<String>,
+    next_resolve: Option<std::time::Instant>,
 }
+
+/// How often the collector endpoint is looked up again: while it does not
+/// resolve, and once it does.
+const RESOLVE_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
+const RESOLVE_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// An address as compared: IPv4-mapped IPv6 (`::ffff:a.b.c.d`, what a
 /// dual-stack socket shows for IPv4 peers) as IPv4.
@@ -40,9 +49,19 @@ impl Excluder {
             loopback: cfg.loopback,
             collector: Vec::new(),
             rules: cfg.exclude.clone(),
+            endpoint: cfg.exclude_collector.then(|| collector.to_owned()),
+            next_resolve: None,
         };
         if cfg.exclude_collector {
             e.collector = resolve_endpoint(collector);
+            e.next_resolve = Some(
+                std::time::Instant::now()
+                    + if e.collector.is_empty() {
+                        RESOLVE_RETRY
+                    } else {
+                        RESOLVE_EVERY
+                    },
+            );
             if e.collector.is_empty() {
                 tracing::warn!(
                     endpoint = collector,
@@ -59,7 +78,40 @@ impl Excluder {
             loopback,
             collector,
             rules,
+            endpoint: None,
+            next_resolve: None,
         }
+    }
+
+    /// Looks the collector endpoint up again when due (every 30 s while
+    /// it does not resolve, every 5 minutes once it does; a blocking
+    /// lookup on the runner's thread). A failed lookup keeps the addresses
+    /// known.
+    pub fn refresh(&mut self) {
+        let (Some(endpoint), Some(due)) = (&self.endpoint, self.next_resolve) else {
+            return;
+        };
+        let now = std::time::Instant::now();
+        if now < due {
+            return;
+        }
+        let found = resolve_endpoint(endpoint);
+        if !found.is_empty() {
+            if self.collector.is_empty() {
+                tracing::info!(
+                    endpoint = %endpoint,
+                    "network.exclude_collector: the collector endpoint resolves now; the agent's own connection is left out"
+                );
+            }
+            self.collector = found;
+        }
+        self.next_resolve = Some(
+            now + if self.collector.is_empty() {
+                RESOLVE_RETRY
+            } else {
+                RESOLVE_EVERY
+            },
+        );
     }
 
     /// Whether the socket's flow is left out. `process` is its owner's

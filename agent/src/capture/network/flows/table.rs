@@ -867,6 +867,7 @@ impl FlowTable {
 
     /// Summaries and gap records due (every loop; `force` at stop).
     pub fn tick(&mut self, now_ms: i64, force: bool, out: &mut Vec<Rec>) {
+        self.exclude.refresh();
         for ev in self.coalesce.due(now_ms, force) {
             out.push(Rec::Net(ev, None));
         }
