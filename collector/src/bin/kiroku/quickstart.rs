@@ -123,7 +123,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     write(
         &agent_toml,
         &format!(
-            "# Written by `kiroku quickstart`.\ndata_dir = {:?}\n\n[collector]\nendpoint = \"{endpoint}\"\nserver_name = \"localhost\"\n\n{}\n[smtp]\nlisten = [\"{}\"]\nmode = \"{mode}\"\n{upstream}",
+            "# Written by `kiroku quickstart`.\ndata_dir = {:?}\n\n[collector]\nendpoint = \"{endpoint}\"\nserver_name = \"localhost\"\n\n{}\n[smtp]\nlisten = [\"{}\"]\nmode = \"{mode}\"\n{upstream}\n# What this host talks to (README, \"Network activity\").\n[network]\nenabled = true\n",
             data.join("agent"),
             tls(Role::Agent, &agent).replace("{section}", "collector.tls"),
             a.smtp
