@@ -11,6 +11,10 @@
 //!   flow has one `open`, is `continued` after the restart, one `close`,
 //!   and its deltas add up to the bytes sent.
 //!
+//! The clients keep their connection open 2 s after sending: the process
+//! table rescans /proc at most once a second, so a socket's owner is found
+//! when it lives about that long (a shorter one is `inferred` or `uid`).
+//!
 //! Needs root (destroy notifications need CAP_NET_ADMIN, setpriv needs
 //! CAP_SETUID); skipped otherwise.
 
@@ -115,6 +119,9 @@ async fn network(env: &Env) -> anyhow::Result<Vec<NetworkEvent>> {
             ..Default::default()
         })
         .await?;
+    // Oldest first (search answers newest first).
+    let mut events = events;
+    events.sort_by_key(|e| (e.observed_at_ms, e.seq));
     Ok(events
         .into_iter()
         .filter_map(|e| match e.kind {
@@ -206,7 +213,7 @@ async fn flows_listeners_and_users_are_recorded() -> anyhow::Result<()> {
 
     // 1. A transfer of N bytes from python3.
     const N: u64 = 3_000_000;
-    let pid = run(client(port, 1, N as u32, 0.0, 0.8, false))?;
+    let pid = run(client(port, 1, N as u32, 0.0, 2.0, false))?;
     let r = records_until(&env, &agent, "the transfer's close records", |r| {
         r.iter().any(|n| n.phase == "close" && pid_of(n) == pid)
             && r.iter().any(|n| {
@@ -219,8 +226,8 @@ async fn flows_listeners_and_users_are_recorded() -> anyhow::Result<()> {
     assert_eq!(phases.first(), Some(&"open"), "{out:#?}");
     assert_eq!(phases.last(), Some(&"close"), "{out:#?}");
     assert_eq!(phases.iter().filter(|p| **p == "open").count(), 1);
-    let close = out.last().unwrap();
-    let p = close.process.as_ref().unwrap();
+    let close = out.last().expect("test value");
+    let p = close.process.as_ref().expect("test value");
     assert_eq!(
         (p.name.as_str(), close.attribution.as_str()),
         ("python3", "socket"),
@@ -247,13 +254,14 @@ async fn flows_listeners_and_users_are_recorded() -> anyhow::Result<()> {
     let inbound = r
         .iter()
         .find(|n| n.phase == "close" && n.direction == "inbound" && n.local_port == u32::from(port))
-        .unwrap();
+        .expect("test value");
     assert!(
         within_10pct(inbound.bytes_in, N),
         "bytes_in {} vs {N}",
         inbound.bytes_in
     );
-    assert_eq!(pid_of(inbound), std::process::id());
+    // The accepted socket: found in /proc, or inferred from the listener.
+    assert_eq!(pid_of(inbound), std::process::id(), "{inbound:#?}");
 
     // 2. A listening socket opened and closed.
     let l = TcpListener::bind("127.0.0.1:0")?;
@@ -269,7 +277,7 @@ async fn flows_listeners_and_users_are_recorded() -> anyhow::Result<()> {
         r.iter().any(is("listen_close"))
     })
     .await?;
-    let open = r.iter().find(|n| is("listen_open")(n)).unwrap();
+    let open = r.iter().find(|n| is("listen_open")(n)).expect("test value");
     assert_eq!(
         (open.direction.as_str(), pid_of(open)),
         ("listening", std::process::id())
@@ -277,7 +285,7 @@ async fn flows_listeners_and_users_are_recorded() -> anyhow::Result<()> {
     assert_eq!(r.iter().filter(|n| is("listen_open")(n)).count(), 1);
 
     // 3. A flow of another user.
-    let pid = run(client(port, 1, 100_000, 0.0, 0.8, true))?;
+    let pid = run(client(port, 1, 100_000, 0.0, 2.0, true))?;
     let r = records_until(&env, &agent, "nobody's close", |r| {
         r.iter().any(|n| n.phase == "close" && pid_of(n) == pid)
     })
@@ -285,14 +293,17 @@ async fn flows_listeners_and_users_are_recorded() -> anyhow::Result<()> {
     let n = r
         .iter()
         .find(|n| n.phase == "close" && pid_of(n) == pid)
-        .unwrap();
-    let p = n.process.as_ref().unwrap();
+        .expect("test value");
+    let p = n.process.as_ref().expect("test value");
     assert_eq!(
         (p.uid, p.user.as_str(), p.name.as_str()),
         (65534, "nobody", "python3"),
         "{n:#?}"
     );
-    assert!(within_10pct(n.bytes_out, 100_000), "{n:#?}");
+    // tcpi_bytes_sent counts retransmissions: on a loaded machine a
+    // loopback tail-loss probe can resend a whole segment, so the sender's
+    // count is at least what was sent (the transfer above checks 10%).
+    assert!(n.bytes_out >= 100_000, "{n:#?}");
     drop(srv);
     Ok(())
 }
@@ -341,7 +352,10 @@ async fn an_agent_killed_mid_transfer_continues_the_flow() -> anyhow::Result<()>
         flow.iter().any(|n| n.continued),
         "continued after the restart: {flow:#?}"
     );
-    let close = flow.iter().find(|n| n.phase == "close").unwrap();
+    let close = flow
+        .iter()
+        .find(|n| n.phase == "close")
+        .expect("test value");
     assert!(flow.iter().all(|n| n.flow_id == close.flow_id));
     let deltas: u64 = flow.iter().map(|n| n.bytes_out_delta).sum();
     assert_eq!(

@@ -29,10 +29,10 @@ struct Scripted(Arc<Mutex<Script>>);
 
 impl SocketTable for Scripted {
     fn dump(&mut self) -> std::io::Result<Vec<Socket>> {
-        Ok(self.0.lock().unwrap().now.clone())
+        Ok(self.0.lock().expect("test value").now.clone())
     }
     fn closed(&mut self, wait: Duration, out: &mut Vec<Socket>) -> std::io::Result<Lost> {
-        let mut s = self.0.lock().unwrap();
+        let mut s = self.0.lock().expect("test value");
         out.append(&mut s.closed);
         let overflows = std::mem::take(&mut s.overflows);
         drop(s);
@@ -75,8 +75,8 @@ impl ProcessTable for Procs {
 fn sock(bytes_out: u64, state: &'static str) -> Socket {
     Socket {
         protocol: Protocol::Tcp,
-        local: "10.0.0.5:40000".parse().unwrap(),
-        remote: Some("192.0.2.7:873".parse().unwrap()),
+        local: "10.0.0.5:40000".parse().expect("test value"),
+        remote: Some("192.0.2.7:873".parse().expect("test value")),
         state,
         uid: 1000,
         inode: 99,
@@ -131,9 +131,9 @@ fn start(b: &Arc<Buffer>, script: &Arc<Mutex<Script>>) -> Running {
 
 async fn stop(r: Running) {
     r.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    tokio::task::spawn_blocking(move || r.thread.join().unwrap())
+    tokio::task::spawn_blocking(move || r.thread.join().expect("test value"))
         .await
-        .unwrap();
+        .expect("test value");
 }
 
 fn events(b: &Buffer) -> Vec<Event> {
@@ -179,7 +179,7 @@ async fn records_and_state_survive_a_restart_without_a_second_open() {
         other => panic!("{other:?}"),
     };
     assert_eq!(open.phase, "open");
-    assert_eq!(open.process.as_ref().unwrap().name, "rsync");
+    assert_eq!(open.process.as_ref().expect("test value").name, "rsync");
     assert_eq!(e[0].user, "alice");
     let state = b.keyed_state(flows::STATE);
     assert_eq!(
@@ -187,14 +187,14 @@ async fn records_and_state_survive_a_restart_without_a_second_open() {
         1,
         "the flow's totals are saved with its record"
     );
-    script.lock().unwrap().now = vec![sock(5_000, "established")];
+    script.lock().expect("test value").now = vec![sock(5_000, "established")];
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop(r).await;
     // A new run (the agent restarted) with the same buffer.
     let r = start(&b, &script);
     wait_until(&b, "the continued update", |e| phases(e).len() >= 2).await;
     {
-        let mut s = script.lock().unwrap();
+        let mut s = script.lock().expect("test value");
         s.closed = vec![sock(6_000, "close")];
         s.now.clear();
         s.overflows = 7;
@@ -218,7 +218,7 @@ async fn records_and_state_survive_a_restart_without_a_second_open() {
             Some(Kind::Gap(g)) => Some(g.clone()),
             _ => None,
         })
-        .unwrap();
+        .expect("test value");
     assert_eq!(
         (gap.source.as_str(), gap.reason.as_str(), gap.count),
         ("network", "notifications_lost", 7)
@@ -269,13 +269,13 @@ async fn real_sources_record_a_loopback_connection_of_this_process() {
         stop: stop_flag,
         thread: std::thread::spawn(move || runner.run()),
     };
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let (mut s, _) = l.accept().unwrap();
-    c.write_all(&[7u8; 100_000]).unwrap();
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("test value");
+    let port = l.local_addr().expect("test value").port();
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).expect("test value");
+    let (mut s, _) = l.accept().expect("test value");
+    c.write_all(&[7u8; 100_000]).expect("test value");
     let mut got = vec![0u8; 100_000];
-    s.read_exact(&mut got).unwrap();
+    s.read_exact(&mut got).expect("test value");
     // Seen by a dump, then closed.
     tokio::time::sleep(Duration::from_millis(400)).await;
     drop(c);
@@ -298,8 +298,11 @@ async fn real_sources_record_a_loopback_connection_of_this_process() {
             }
             _ => None,
         })
-        .unwrap();
+        .expect("test value");
     assert_eq!(close.bytes_out, 100_000, "{close:#?}");
     assert_eq!(close.attribution, "socket");
-    assert_eq!(close.process.as_ref().unwrap().pid, std::process::id());
+    assert_eq!(
+        close.process.as_ref().expect("test value").pid,
+        std::process::id()
+    );
 }

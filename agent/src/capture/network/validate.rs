@@ -174,7 +174,7 @@ mod tests {
             ),
         ];
         for (cfg, field) in cases {
-            let (f, message) = validate(&cfg).unwrap_err();
+            let (f, message) = validate(&cfg).expect_err("test value");
             assert_eq!(f, field);
             assert!(
                 message.contains("default") || message.contains("entry"),

@@ -165,8 +165,8 @@ mod tests {
     fn sock(local: &str, remote: Option<&str>) -> Socket {
         Socket {
             protocol: Protocol::Tcp,
-            local: local.parse().unwrap(),
-            remote: remote.map(|r| r.parse().unwrap()),
+            local: local.parse().expect("test value"),
+            remote: remote.map(|r| r.parse().expect("test value")),
             state: "established",
             uid: 0,
             inode: 1,
@@ -178,13 +178,13 @@ mod tests {
     #[test]
     fn exclusions_table() {
         let rule = |remote: Option<&str>, port: Option<u16>, process: Option<&str>| Exclusion {
-            remote: remote.map(|r| r.parse().unwrap()),
+            remote: remote.map(|r| r.parse().expect("test value")),
             port,
             process: process.map(str::to_owned),
         };
         let e = Excluder::with(
             false,
-            vec!["192.0.2.9:7443".parse().unwrap()],
+            vec!["192.0.2.9:7443".parse().expect("test value")],
             vec![
                 rule(Some("10.0.0.0/8"), Some(873), None),
                 rule(None, None, Some("borg")),
@@ -192,7 +192,8 @@ mod tests {
         );
         let curl = Some(("curl", "/usr/bin/curl"));
         let borg = Some(("python3", "/usr/bin/borg"));
-        let cases: &[(&str, Option<&str>, Option<(&str, &str)>, bool)] = &[
+        type Case<'a> = (&'a str, Option<&'a str>, Option<(&'a str, &'a str)>, bool);
+        let cases: &[Case] = &[
             ("127.0.0.1:5000", Some("127.0.0.1:80"), curl, true),
             ("[::1]:5000", Some("[::1]:80"), curl, true),
             (
@@ -232,15 +233,15 @@ mod tests {
     fn endpoints_resolve_with_their_port() {
         assert_eq!(
             resolve_endpoint("https://127.0.0.1:7443"),
-            vec!["127.0.0.1:7443".parse().unwrap()]
+            vec!["127.0.0.1:7443".parse().expect("test value")]
         );
         assert_eq!(
             resolve_endpoint("[::1]:9000"),
-            vec!["[::1]:9000".parse().unwrap()]
+            vec!["[::1]:9000".parse().expect("test value")]
         );
         assert_eq!(
             resolve_endpoint("https://127.0.0.1"),
-            vec!["127.0.0.1:443".parse().unwrap()]
+            vec!["127.0.0.1:443".parse().expect("test value")]
         );
     }
 
@@ -251,6 +252,9 @@ mod tests {
             port: None,
             process: None,
         };
-        assert_eq!(validate(&[empty]).unwrap_err().0, "network.exclude[0]");
+        assert_eq!(
+            validate(&[empty]).expect_err("test value").0,
+            "network.exclude[0]"
+        );
     }
 }

@@ -98,8 +98,8 @@ mod tests {
 
     #[test]
     fn inference_table() {
-        let a: SocketAddr = "192.0.2.1:443".parse().unwrap();
-        let b: SocketAddr = "192.0.2.2:443".parse().unwrap();
+        let a: SocketAddr = "192.0.2.1:443".parse().expect("test value");
+        let b: SocketAddr = "192.0.2.2:443".parse().expect("test value");
         let mut r = Recent::default();
         r.saw(a, &p(1, 1000), 1_000);
         r.saw(b, &p(1, 1000), 1_000);

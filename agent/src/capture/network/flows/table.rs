@@ -40,6 +40,9 @@ use super::persist::{Saved, StateOp};
 
 /// One record the table asks to write.
 #[derive(Debug, Clone, PartialEq)]
+// Mostly `Net`; each is built once and moved into the batch: boxing would
+// only add an allocation per record.
+#[allow(clippy::large_enum_variant)]
 pub enum Rec {
     /// A flow record, and the keyed-state change that must be durable
     /// with it.
@@ -457,7 +460,7 @@ impl FlowTable {
             .remote
             .and_then(|r| self.names.get(&canonical(r.ip())).cloned())
             .unwrap_or_default();
-        let mut f = Flow {
+        let f = Flow {
             protocol: s.protocol,
             local: s.local,
             remote: s.remote,
@@ -613,7 +616,19 @@ impl FlowTable {
         self.stats.closed += 1;
         // Closed before its owner was found: its only record, or part of
         // a summary.
-        if f.pending_until.take().is_some() && !f.continued && !f.listening {
+        let was_pending = f.pending_until.take().is_some();
+        if was_pending
+            && let Some(p) = self.recent.infer(
+                f.local.port(),
+                f.remote.map(canonical_addr),
+                f.direction == "inbound",
+                Some(f.uid),
+            )
+        {
+            f.process = Some(p);
+            f.attribution = "inferred";
+        }
+        if was_pending && !f.continued && !f.listening {
             let key = key_of(f.process.as_ref(), f.uid, f.remote, f.protocol);
             if self.coalesce.admit(&key, now_ms) == Admit::Coalesced {
                 self.stats.coalesced += 1;

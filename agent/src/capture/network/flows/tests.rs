@@ -64,8 +64,8 @@ fn tcp(
 ) -> Socket {
     Socket {
         protocol: Protocol::Tcp,
-        local: local.parse().unwrap(),
-        remote: remote.map(|r| r.parse().unwrap()),
+        local: local.parse().expect("test value"),
+        remote: remote.map(|r| r.parse().expect("test value")),
         state,
         uid: 0,
         inode,
@@ -124,7 +124,7 @@ fn apply_state(out: &[Rec], state: &mut HashMap<String, Saved>) {
         if let Rec::Net(_, Some(op)) = r {
             match &op.value {
                 Some(v) => {
-                    state.insert(op.flow_id.clone(), Saved::decode(v).unwrap());
+                    state.insert(op.flow_id.clone(), Saved::decode(v).expect("test value"));
                 }
                 None => {
                     state.remove(&op.flow_id);
@@ -182,7 +182,7 @@ fn a_flow_opens_updates_and_closes_with_deltas_adding_up() {
     assert_eq!(close.counters, "tcp_info");
     assert_eq!(close.direction, "outbound");
     assert!(ev.iter().all(|e| e.flow_id == "boot-0000000000000001"));
-    let pr = close.process.as_ref().unwrap();
+    let pr = close.process.as_ref().expect("test value");
     assert_eq!(
         (pr.pid, pr.name.as_str(), close.attribution.as_str()),
         (100, "curl", "socket")
@@ -202,7 +202,7 @@ fn directions_and_listening_sockets() {
     let mut out = Vec::new();
     let udp = Socket {
         protocol: Protocol::Udp,
-        local: "0.0.0.0:5353".parse().unwrap(),
+        local: "0.0.0.0:5353".parse().expect("test value"),
         remote: None,
         state: "unconnected",
         uid: 0,
@@ -248,7 +248,7 @@ fn directions_and_listening_sockets() {
     let udp_open = nets(&out)
         .into_iter()
         .find(|e| e.protocol == "udp")
-        .unwrap();
+        .expect("test value");
     assert_eq!(
         (udp_open.counters.as_str(), udp_open.attribution.as_str()),
         ("none", "uid")
@@ -264,12 +264,12 @@ fn directions_and_listening_sockets() {
     let l = ev
         .iter()
         .find(|e| e.flow_id == "boot-0000000000000001")
-        .unwrap();
+        .expect("test value");
     assert_eq!((l.phase.as_str(), l.end_ms), ("listen_close", 1_000));
     let c = ev
         .iter()
         .find(|e| e.flow_id == "boot-0000000000000002")
-        .unwrap();
+        .expect("test value");
     assert_eq!(
         (c.phase.as_str(), c.counters.as_str()),
         ("close", "last_dump")
@@ -390,7 +390,7 @@ fn a_flow_never_seen_in_a_dump_is_inferred_or_attributed_to_its_uid() {
         (a.phase.as_str(), a.attribution.as_str()),
         ("close", "inferred")
     );
-    assert_eq!(a.process.as_ref().unwrap().name, "wget");
+    assert_eq!(a.process.as_ref().expect("test value").name, "wget");
     assert_eq!(
         (a.start_ms, a.end_ms, a.bytes_out_delta, a.bytes_out),
         (1_000, 1_400, 500, 500)
@@ -402,10 +402,10 @@ fn a_flow_never_seen_in_a_dump_is_inferred_or_attributed_to_its_uid() {
         (c.attribution.as_str(), c.direction.as_str()),
         ("inferred", "inbound")
     );
-    assert_eq!(c.process.as_ref().unwrap().name, "nginx");
+    assert_eq!(c.process.as_ref().expect("test value").name, "nginx");
     let d = ev[3];
     assert_eq!(d.attribution, "uid");
-    let pr = d.process.as_ref().unwrap();
+    let pr = d.process.as_ref().expect("test value");
     assert_eq!((pr.pid, pr.uid, pr.user.as_str()), (0, 0, "root"));
     // Nothing is kept for them: no state change.
     assert!(out.iter().all(|r| matches!(r, Rec::Net(_, None))));
@@ -626,7 +626,7 @@ fn exclusions_are_never_recorded_even_when_they_close() {
     let cfg = cfg();
     let mut t = FlowTable::new(
         &cfg,
-        Excluder::with(false, vec![SERVER.parse().unwrap()], vec![]),
+        Excluder::with(false, vec![SERVER.parse().expect("test value")], vec![]),
         "boot".into(),
         HashMap::new(),
         0,
@@ -672,7 +672,7 @@ fn inspected_packets_name_flows_count_udp_and_attach_info_hashes() {
     let mut out = Vec::new();
     let udp = Socket {
         protocol: Protocol::Udp,
-        local: "0.0.0.0:6881".parse().unwrap(),
+        local: "0.0.0.0:6881".parse().expect("test value"),
         remote: None,
         state: "unconnected",
         uid: 0,
@@ -689,8 +689,8 @@ fn inspected_packets_name_flows_count_udp_and_attach_info_hashes() {
     let packet = |proto, src: &str, dst: &str, outgoing| Packet {
         at: Endpoints {
             protocol: proto,
-            src: src.parse().unwrap(),
-            dst: dst.parse().unwrap(),
+            src: src.parse().expect("test value"),
+            dst: dst.parse().expect("test value"),
         },
         wire_len: 120,
         outgoing,
@@ -712,7 +712,10 @@ fn inspected_packets_name_flows_count_udp_and_attach_info_hashes() {
         owners.push(o.map(|o| o.name.clone()));
         PacketFacts {
             info_hash: Some("ab".repeat(20)),
-            dns: vec![("198.51.100.9".parse().unwrap(), "tracker.example".into())],
+            dns: vec![(
+                "198.51.100.9".parse().expect("test value"),
+                "tracker.example".into(),
+            )],
         }
     });
     assert_eq!(owners, [Some("curl".to_owned()), Some("curl".to_owned())]);
@@ -745,7 +748,7 @@ fn inspected_packets_name_flows_count_udp_and_attach_info_hashes() {
     let u = nets(&out)
         .into_iter()
         .find(|e| e.protocol == "udp")
-        .unwrap();
+        .expect("test value");
     assert_eq!(
         (u.counters.as_str(), u.bytes_out, u.bytes_in, u.packets_in),
         ("packets", 120, 120, 1)
@@ -785,7 +788,7 @@ fn the_first_record_waits_for_the_owner_a_little() {
     );
     assert_eq!(
         (
-            ev[0].process.as_ref().unwrap().name.as_str(),
+            ev[0].process.as_ref().expect("test value").name.as_str(),
             ev[0].bytes_out_delta
         ),
         ("curl", 20)
