@@ -107,6 +107,7 @@ impl Runner {
         let now = self.ctx.clock.now_ms();
         let mut table = FlowTable::new(&self.cfg, exclude, boot_id(), saved, now);
         let mut detector = Detector::new(&self.cfg.p2p, &self.ctx.agent_id);
+        detector.set_dump_interval_ms(self.cfg.dump_interval_ms);
         let interval = Duration::from_millis(self.cfg.dump_interval_ms.max(1));
         let mut next_dump = Instant::now();
         let mut next_report = Instant::now() + REPORT_EVERY;
@@ -163,13 +164,7 @@ impl Runner {
             if let Some(inspector) = self.sources.inspector.as_mut() {
                 packets.clear();
                 match inspector.packets(Duration::ZERO, &mut packets) {
-                    Ok(lost) if lost.overflows > 0 => {
-                        tracing::debug!(
-                            dropped = lost.overflows,
-                            "network inspection: packets dropped by the kernel"
-                        );
-                    }
-                    Ok(_) => {}
+                    Ok(lost) => table.packets_lost(lost.overflows, now_ms),
                     Err(e) => {
                         tracing::warn!(error = %e, "network inspection failed; it is turned off until the capture restarts");
                         self.sources.inspector = None;
@@ -189,6 +184,7 @@ impl Runner {
             }
         }
         let now_ms = self.ctx.clock.now_ms();
+        table.finish(self.sources.procs.as_mut(), &mut out);
         table.tick(now_ms, true, &mut out);
         self.write(&mut out, &mut detector, &state, now_ms);
         log_stats(&table);
@@ -303,6 +299,7 @@ fn log_stats(t: &FlowTable) {
         excluded = s.excluded,
         table_full = s.table_full,
         notifications_lost = s.notifications_lost,
+        packets_lost = s.packets_lost,
         "network capture counts"
     );
 }

@@ -57,6 +57,9 @@ const MAX_NAMES: usize = 10_000;
 const REMEMBER_CLOSED_MS: i64 = 30_000;
 /// How long a new flow's first record waits for its owner to be found.
 const OWNER_WAIT_MS: i64 = 2_500;
+/// Closed sockets waiting for the next dump to infer their owner (more
+/// are recorded at once, without waiting).
+const MAX_DEFERRED: usize = 10_000;
 
 #[derive(Debug, Clone)]
 struct Flow {
@@ -128,6 +131,8 @@ pub struct Stats {
     pub excluded: u64,
     pub table_full: u64,
     pub notifications_lost: u64,
+    /// Inspected packets the kernel dropped (`network.inspect`).
+    pub packets_lost: u64,
 }
 
 pub struct FlowTable {
@@ -157,8 +162,13 @@ pub struct FlowTable {
     saved: HashMap<String, Saved>,
     generation: u64,
     last_dump_ms: i64,
+    /// Sockets closed before any dump saw them whose owner could not be
+    /// inferred yet, with when they closed and the dump before: tried
+    /// again after the next dump (its listeners and peers may tell).
+    deferred: Vec<(Socket, i64, i64)>,
     full: GapCount,
     lost: GapCount,
+    packets_lost: GapCount,
     next_gap_ms: i64,
     pub stats: Stats,
 }
@@ -196,8 +206,10 @@ impl FlowTable {
             saved,
             generation: 0,
             last_dump_ms: now_ms,
+            deferred: Vec::new(),
             full: GapCount::default(),
             lost: GapCount::default(),
+            packets_lost: GapCount::default(),
             next_gap_ms: now_ms + summary_ms,
             stats: Stats::default(),
         }
@@ -272,10 +284,19 @@ impl FlowTable {
             })
             .map(|s| s.inode)
             .chain(
-                self.flows
-                    .values()
-                    .filter(|f| f.pending_until.is_some())
-                    .map(|f| f.inode),
+                // Flows waiting for their owner, by the socket's inode now
+                // (an accepted connection still in the listener's queue
+                // had none at its first dump).
+                sockets
+                    .iter()
+                    .filter(|s| {
+                        s.inode != 0
+                            && self
+                                .flows
+                                .get(&s.cookie)
+                                .is_some_and(|f| f.pending_until.is_some())
+                    })
+                    .map(|s| s.inode),
             )
             .collect();
         let owners = if new_inodes.is_empty() {
@@ -333,6 +354,11 @@ impl FlowTable {
         self.recent.set_listeners(listeners);
         self.closed_recently
             .retain(|_, at| *at >= now_ms - REMEMBER_CLOSED_MS);
+        // Closed sockets not inferred at their close: now that this dump
+        // told the listeners and peers, a last try (then uid, or nothing).
+        for (s, closed_ms, start_ms) in std::mem::take(&mut self.deferred) {
+            self.closed_unseen(s, procs, closed_ms, start_ms, false, out);
+        }
         self.last_dump_ms = now_ms;
     }
 
@@ -348,6 +374,9 @@ impl FlowTable {
         let Some(f) = self.flows.get_mut(&s.cookie) else {
             return;
         };
+        if f.inode == 0 {
+            f.inode = s.inode;
+        }
         if let Some(until) = f.pending_until {
             if let Some(o) = owners.get(&f.inode) {
                 f.process = Some(process_ref(o));
@@ -370,6 +399,7 @@ impl FlowTable {
                 return;
             }
             if now_ms >= until {
+                self.owner_not_found(s.cookie);
                 self.announce(s.cookie, now_ms, out);
             }
         }
@@ -488,7 +518,10 @@ impl FlowTable {
             seen: self.generation,
             missing: false,
             inode: s.inode,
-            pending_until: (owner.is_none() && s.inode != 0).then_some(now_ms + OWNER_WAIT_MS),
+            // No owner yet: wait for it (inode 0: an accepted connection
+            // not yet taken from its listener's queue, found at a later
+            // dump), then infer it.
+            pending_until: owner.is_none().then_some(now_ms + OWNER_WAIT_MS),
         };
         if let (Some(p), Some(r)) = (&f.process, f.remote)
             && attribution == "socket"
@@ -500,6 +533,28 @@ impl FlowTable {
         self.insert(cookie, f);
         if !pending {
             self.announce(cookie, now_ms, out);
+        }
+    }
+
+    /// A flow whose owner `/proc` did not tell in time: inferred (an
+    /// inbound connection: its listener's owner; outbound: the one process
+    /// seen with its peer), else it keeps its uid.
+    fn owner_not_found(&mut self, cookie: u64) {
+        let Some(f) = self.flows.get_mut(&cookie) else {
+            return;
+        };
+        if f.listening {
+            return;
+        }
+        let uid = (f.inode != 0).then_some(f.uid);
+        if let Some(p) = self.recent.infer(
+            f.local.port(),
+            f.remote.map(canonical_addr),
+            f.direction == "inbound",
+            uid,
+        ) {
+            f.process = Some(p);
+            f.attribution = "inferred";
         }
     }
 
@@ -729,16 +784,22 @@ impl FlowTable {
             {
                 continue;
             }
-            self.closed_unseen(s, procs, now_ms, out);
+            let start_ms = self.last_dump_ms;
+            self.closed_unseen(s, procs, now_ms, start_ms, true, out);
         }
     }
 
-    /// A socket that opened and closed between two dumps.
+    /// A socket that opened and closed between two dumps (after the dump
+    /// at `start_ms`). `may_defer`: when its owner cannot be inferred now,
+    /// it waits for the next dump (a listener, or the peer's process, seen
+    /// only then) instead of being recorded without one.
     fn closed_unseen(
         &mut self,
         s: Socket,
         procs: &mut dyn ProcessTable,
         now_ms: i64,
+        start_ms: i64,
+        may_defer: bool,
         out: &mut Vec<Rec>,
     ) {
         // Never dumped: Linux tells neither inode nor uid (inode 0).
@@ -751,9 +812,13 @@ impl FlowTable {
         let inferred = self.recent.infer(
             s.local.port(),
             s.remote.map(canonical_addr),
-            direction == "inbound",
+            matches!(direction, "inbound" | "listening"),
             uid,
         );
+        if inferred.is_none() && may_defer && self.deferred.len() < MAX_DEFERRED {
+            self.deferred.push((s, now_ms, start_ms));
+            return;
+        }
         if self.exclude.excluded(
             &s,
             inferred.as_ref().map(|p| (p.name.as_str(), p.exe.as_str())),
@@ -782,7 +847,7 @@ impl FlowTable {
             process,
             attribution,
             direction,
-            start_ms: self.last_dump_ms,
+            start_ms,
             last_seen_ms: now_ms,
             counters,
             source: if s.counters.is_some() {
@@ -845,6 +910,21 @@ impl FlowTable {
         self.stats.notifications_lost += overflows;
     }
 
+    /// At stop: the closed sockets still waiting for a dump are recorded
+    /// with what is known.
+    pub fn finish(&mut self, procs: &mut dyn ProcessTable, out: &mut Vec<Rec>) {
+        for (s, closed_ms, start_ms) in std::mem::take(&mut self.deferred) {
+            self.closed_unseen(s, procs, closed_ms, start_ms, false, out);
+        }
+    }
+
+    /// Inspected packets the kernel dropped (the inspection socket's
+    /// queue overflowed): a `packets_lost` gap record.
+    pub fn packets_lost(&mut self, dropped: u64, now_ms: i64) {
+        self.packets_lost.add(dropped, now_ms);
+        self.stats.packets_lost += dropped;
+    }
+
     /// Summaries and gap records due (every loop; `force` at stop).
     pub fn tick(&mut self, now_ms: i64, force: bool, out: &mut Vec<Rec>) {
         for ev in self.coalesce.due(now_ms, force) {
@@ -868,6 +948,16 @@ impl FlowTable {
         if let Some(g) = take_gap(&mut self.lost, "notifications_lost", |g| {
             format!(
                 "{} socket-close notifications between {} and {} (agent clock) were dropped by the kernel (its receive queue overflowed): connections that opened and closed between two socket dumps in that time are not recorded; those seen at a dump are closed with the counters of their last dump (counters = \"last_dump\").",
+                g.count,
+                kiroku_common::rfc3339_ms(g.first_ms),
+                kiroku_common::rfc3339_ms(g.last_ms)
+            )
+        }) {
+            out.push(Rec::Gap(g));
+        }
+        if let Some(g) = take_gap(&mut self.packets_lost, "packets_lost", |g| {
+            format!(
+                "{} inspected packets between {} and {} (agent clock) were dropped by the kernel (the inspection socket's receive queue overflowed): BitTorrent handshakes, tracker announces, DHT messages and DNS answers in them were not seen, so P2P reasons from packets and info_hashes may be missing for that time; the flows themselves are recorded.",
                 g.count,
                 kiroku_common::rfc3339_ms(g.first_ms),
                 kiroku_common::rfc3339_ms(g.last_ms)

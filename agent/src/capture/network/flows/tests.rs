@@ -555,6 +555,35 @@ fn lost_notifications_are_a_gap_record() {
 }
 
 #[test]
+fn inspected_packets_dropped_are_a_gap_record() {
+    let cfg = cfg();
+    let mut t = table(&cfg, HashMap::new());
+    let mut out = Vec::new();
+    t.packets_lost(0, 1_000);
+    t.tick(60_000, false, &mut out);
+    assert!(out.is_empty());
+    t.packets_lost(40, 61_000);
+    t.packets_lost(2, 62_000);
+    t.lost(5, 62_000);
+    t.tick(120_000, false, &mut out);
+    let g = gaps(&out);
+    let got: Vec<(&str, &str, u64)> = g
+        .iter()
+        .map(|g| (g.source.as_str(), g.reason.as_str(), g.count))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("network", "notifications_lost", 5),
+            ("network", "packets_lost", 42)
+        ]
+    );
+    let p = g.iter().find(|g| g.reason == "packets_lost").expect("the gap");
+    assert_eq!((p.first_ms, p.last_ms), (61_000, 62_000));
+    assert_eq!(t.stats.packets_lost, 42);
+}
+
+#[test]
 fn a_restarted_agent_continues_flows_instead_of_opening_them_again() {
     let cfg = cfg();
     let mut state = HashMap::new();

@@ -33,11 +33,15 @@ pub const CMDLINE_MAX: usize = 1024;
 /// How long a uid that did not resolve to a name stays unresolved.
 const USER_RETRY: Duration = Duration::from_secs(60);
 
+/// The agent's rescan interval: a little under the default dump interval
+/// (1 s). The runner asks once per dump; with exactly 1 s a dump whose
+/// timer fired a millisecond early found the scan not due, so scans ran
+/// every other dump and connections of under ~2 s went without an owner
+/// (seen in the swarm test). Still at most one scan per dump.
+const AGENT_MIN_INTERVAL: Duration = Duration::from_millis(900);
+
 pub fn open() -> io::Result<Box<dyn ProcessTable>> {
-    Ok(Box::new(Procs::open(
-        Path::new("/proc"),
-        Duration::from_secs(1),
-    )?))
+    Ok(Box::new(Procs::open(Path::new("/proc"), AGENT_MIN_INTERVAL)?))
 }
 
 pub struct Procs {
