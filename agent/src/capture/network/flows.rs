@@ -8,6 +8,7 @@ pub mod coalesce;
 pub mod exclude;
 pub mod infer;
 pub mod persist;
+mod record;
 pub mod table;
 
 pub use exclude::Excluder;

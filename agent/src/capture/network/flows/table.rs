@@ -37,6 +37,8 @@ use super::coalesce::{Admit, Coalescer, Key, key_of};
 use super::exclude::{Excluder, canonical};
 use super::infer::Recent;
 use super::persist::{Saved, StateOp};
+pub use super::record::process_ref;
+use super::record::{canonical_addr, delta, event, take_gap, template, transient, uid_ref};
 
 /// One record the table asks to write.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,50 +64,50 @@ const OWNER_WAIT_MS: i64 = 2_500;
 const MAX_DEFERRED: usize = 10_000;
 
 #[derive(Debug, Clone)]
-struct Flow {
-    protocol: Protocol,
-    local: SocketAddr,
-    remote: Option<SocketAddr>,
-    state: &'static str,
-    uid: u32,
-    flow_id: String,
-    process: Option<ProcessRef>,
-    attribution: &'static str,
-    direction: &'static str,
-    start_ms: i64,
-    last_seen_ms: i64,
+pub(super) struct Flow {
+    pub(super) protocol: Protocol,
+    pub(super) local: SocketAddr,
+    pub(super) remote: Option<SocketAddr>,
+    pub(super) state: &'static str,
+    pub(super) uid: u32,
+    pub(super) flow_id: String,
+    pub(super) process: Option<ProcessRef>,
+    pub(super) attribution: &'static str,
+    pub(super) direction: &'static str,
+    pub(super) start_ms: i64,
+    pub(super) last_seen_ms: i64,
     /// Latest totals known.
-    counters: Counters,
+    pub(super) counters: Counters,
     /// "tcp_info", "packets", "none".
-    source: &'static str,
+    pub(super) source: &'static str,
     /// Totals as of the last record (or as added to a summary).
-    recorded: Counters,
-    last_record_ms: i64,
+    pub(super) recorded: Counters,
+    pub(super) last_record_ms: i64,
     /// Some: counted in this key's summaries, no records of its own.
-    coalesced: Option<Key>,
-    listening: bool,
+    pub(super) coalesced: Option<Key>,
+    pub(super) listening: bool,
     /// Its next record is the first of this run of a flow an earlier run
     /// recorded.
-    continued: bool,
-    info_hashes: Vec<String>,
-    remote_name: String,
+    pub(super) continued: bool,
+    pub(super) info_hashes: Vec<String>,
+    pub(super) remote_name: String,
     /// The dump generation it was last seen in.
-    seen: u64,
+    pub(super) seen: u64,
     /// Missing from one dump already.
-    missing: bool,
-    inode: u64,
+    pub(super) missing: bool,
+    pub(super) inode: u64,
     /// Its owner was not found yet (the process table rescans /proc at
     /// most once a second): nothing is recorded for it until the owner is
     /// found or this time passes (then only its uid is told).
-    pending_until: Option<i64>,
+    pub(super) pending_until: Option<i64>,
 }
 
 /// Counted for a gap record.
 #[derive(Debug, Default, Clone, Copy)]
-struct GapCount {
-    count: u64,
-    first_ms: i64,
-    last_ms: i64,
+pub(super) struct GapCount {
+    pub(super) count: u64,
+    pub(super) first_ms: i64,
+    pub(super) last_ms: i64,
 }
 
 impl GapCount {
@@ -1024,121 +1026,4 @@ impl FlowTable {
             self.names.insert(canonical(ip), name);
         }
     }
-}
-
-/// States of sockets that are not flows of their own: TIME_WAIT (the
-/// closed connection's remains, same cookie) and SYN_RECV (a request not
-/// accepted yet; the accepted socket is the flow).
-fn transient(state: &str) -> bool {
-    matches!(state, "time_wait" | "syn_recv" | "new_syn_recv")
-}
-
-fn canonical_addr(a: SocketAddr) -> SocketAddr {
-    SocketAddr::new(canonical(a.ip()), a.port())
-}
-
-fn delta(now: Counters, then: Counters) -> Counters {
-    Counters {
-        bytes_out: now.bytes_out.saturating_sub(then.bytes_out),
-        bytes_in: now.bytes_in.saturating_sub(then.bytes_in),
-        packets_out: now.packets_out.saturating_sub(then.packets_out),
-        packets_in: now.packets_in.saturating_sub(then.packets_in),
-    }
-}
-
-pub fn process_ref(o: &Owner) -> ProcessRef {
-    ProcessRef {
-        pid: o.pid,
-        name: o.name.clone(),
-        exe: o.exe.clone(),
-        cmdline: o.cmdline.clone(),
-        uid: o.uid,
-        user: o.user.clone(),
-        started_ms: o.started_ms,
-    }
-}
-
-fn uid_ref(uid: u32, user: String) -> ProcessRef {
-    ProcessRef {
-        uid,
-        user,
-        ..Default::default()
-    }
-}
-
-/// What a flow's summary is made from.
-fn template(f: &Flow) -> NetworkEvent {
-    let mut ev = event(f, "summary", f.last_seen_ms);
-    ev.info_hashes = f.info_hashes.clone();
-    ev
-}
-
-/// A record of `f` as of now: totals, and deltas since its last record.
-fn event(f: &Flow, phase: &str, now_ms: i64) -> NetworkEvent {
-    let d = delta(f.counters, f.recorded);
-    let ends = matches!(phase, "close" | "listen_close");
-    NetworkEvent {
-        phase: phase.into(),
-        protocol: f.protocol.name().into(),
-        direction: f.direction.into(),
-        local_ip: canonical(f.local.ip()).to_string(),
-        local_port: u32::from(f.local.port()),
-        remote_ip: f
-            .remote
-            .map(|r| canonical(r.ip()).to_string())
-            .unwrap_or_default(),
-        remote_port: f.remote.map(|r| u32::from(r.port())).unwrap_or(0),
-        name_source: if f.remote_name.is_empty() {
-            String::new()
-        } else {
-            "dns_answer".into()
-        },
-        remote_name: f.remote_name.clone(),
-        process: f.process.clone(),
-        attribution: f.attribution.into(),
-        start_ms: f.start_ms,
-        end_ms: if ends { now_ms } else { 0 },
-        bytes_out: f.counters.bytes_out,
-        bytes_in: f.counters.bytes_in,
-        packets_out: f.counters.packets_out,
-        packets_in: f.counters.packets_in,
-        bytes_out_delta: d.bytes_out,
-        bytes_in_delta: d.bytes_in,
-        counters: if f.listening {
-            String::new()
-        } else {
-            f.source.into()
-        },
-        connections: u64::from(!f.listening),
-        flow_id: f.flow_id.clone(),
-        tcp_state: if f.protocol == Protocol::Tcp {
-            f.state.into()
-        } else {
-            String::new()
-        },
-        continued: f.continued,
-        netns: 0,
-        info_hashes: f.info_hashes.clone(),
-    }
-}
-
-fn take_gap(
-    g: &mut GapCount,
-    reason: &str,
-    detail: impl FnOnce(&GapCount) -> String,
-) -> Option<GapEvent> {
-    if g.count == 0 {
-        return None;
-    }
-    let ev = GapEvent {
-        source: "network".into(),
-        reason: reason.into(),
-        count: g.count,
-        first_ms: g.first_ms,
-        last_ms: g.last_ms,
-        detail: detail(g),
-        ..Default::default()
-    };
-    *g = GapCount::default();
-    Some(ev)
 }
