@@ -11,8 +11,8 @@ pub mod load;
 pub mod mailcorpus;
 pub mod mta;
 pub mod netgen;
-pub mod netrec;
 pub mod netns;
+pub mod netrec;
 pub mod reliability;
 pub mod swarm;
 // Issue 21: hand-made events shipped as an agent.

@@ -124,10 +124,7 @@ impl Detector {
     pub fn record(&mut self, ev: &NetworkEvent, now_ms: i64) {
         // A record naming no process (pid 0) feeds no episode
         // (`process.rs`).
-        let Some((process, key)) = ev
-            .process
-            .as_ref()
-            .and_then(|p| Some((p, ProcKey::of(p)?)))
+        let Some((process, key)) = ev.process.as_ref().and_then(|p| Some((p, ProcKey::of(p)?)))
         else {
             return;
         };

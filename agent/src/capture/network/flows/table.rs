@@ -523,7 +523,9 @@ impl FlowTable {
             // No owner yet: wait for it (inode 0: an accepted connection
             // not yet taken from its listener's queue, found at a later
             // dump), then infer it.
-            pending_until: owner.is_none().then_some(now_ms + OWNER_WAIT_MS),
+            pending_until: (owner.is_none()
+                && (s.inode != 0 || s.protocol == Protocol::Tcp && direction == "inbound"))
+                .then_some(now_ms + OWNER_WAIT_MS),
         };
         if let (Some(p), Some(r)) = (&f.process, f.remote)
             && attribution == "socket"
@@ -817,15 +819,15 @@ impl FlowTable {
             matches!(direction, "inbound" | "listening"),
             uid,
         );
-        if inferred.is_none() && may_defer && self.deferred.len() < MAX_DEFERRED {
-            self.deferred.push((s, now_ms, start_ms));
-            return;
-        }
         if self.exclude.excluded(
             &s,
             inferred.as_ref().map(|p| (p.name.as_str(), p.exe.as_str())),
         ) {
             self.stats.excluded += 1;
+            return;
+        }
+        if inferred.is_none() && may_defer && self.deferred.len() < MAX_DEFERRED {
+            self.deferred.push((s, now_ms, start_ms));
             return;
         }
         let (process, attribution) = match (inferred, uid) {

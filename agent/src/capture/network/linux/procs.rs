@@ -41,7 +41,10 @@ const USER_RETRY: Duration = Duration::from_secs(60);
 const AGENT_MIN_INTERVAL: Duration = Duration::from_millis(900);
 
 pub fn open() -> io::Result<Box<dyn ProcessTable>> {
-    Ok(Box::new(Procs::open(Path::new("/proc"), AGENT_MIN_INTERVAL)?))
+    Ok(Box::new(Procs::open(
+        Path::new("/proc"),
+        AGENT_MIN_INTERVAL,
+    )?))
 }
 
 pub struct Procs {

@@ -107,8 +107,7 @@ impl LocalAddrs {
             self.is_local(p.at.src.ip(), now)
         } else {
             let dst = canonical(p.at.dst.ip());
-            let group = dst.is_multicast()
-                || dst == IpAddr::V4(std::net::Ipv4Addr::BROADCAST);
+            let group = dst.is_multicast() || dst == IpAddr::V4(std::net::Ipv4Addr::BROADCAST);
             group || self.is_local(dst, now)
         }
     }
@@ -145,7 +144,12 @@ mod tests {
             ("10.77.0.5:40000", "10.77.0.6:6881", true, false),
             ("10.77.0.5:40000", "10.77.0.6:6881", false, false),
             ("127.0.0.1:1", "127.0.0.1:2", false, true),
-            ("[::ffff:10.77.0.5]:6881", "[::ffff:10.77.0.1]:4000", false, true),
+            (
+                "[::ffff:10.77.0.5]:6881",
+                "[::ffff:10.77.0.1]:4000",
+                false,
+                true,
+            ),
             ("10.77.0.5:5353", "224.0.0.251:5353", false, true),
         ];
         for (src, dst, outgoing, want) in cases {
