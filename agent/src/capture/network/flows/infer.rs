@@ -8,12 +8,14 @@
 //!   hands it on);
 //! - outbound: the one process seen with the same remote ip:port within
 //!   the last summary interval (several different processes: not
-//!   inferred);
+//!   inferred); else the one process seen with the same remote ip (any
+//!   port, either direction: a BitTorrent peer that also connected to the
+//!   client's listener, a server on several ports);
 //!
 //! else nothing is known but, when the socket was dumped once, its uid.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use kiroku_proto::ProcessRef;
 
@@ -23,6 +25,8 @@ const PER_REMOTE: usize = 4;
 #[derive(Debug, Default)]
 pub struct Recent {
     peers: HashMap<SocketAddr, Vec<(ProcessRef, i64)>>,
+    /// The same by remote ip only.
+    hosts: HashMap<IpAddr, Vec<(ProcessRef, i64)>>,
     listeners: HashMap<u16, ProcessRef>,
 }
 
@@ -33,25 +37,18 @@ fn same(a: &ProcessRef, b: &ProcessRef) -> bool {
 impl Recent {
     /// `p` was seen talking to `remote` (canonical) at `now_ms`.
     pub fn saw(&mut self, remote: SocketAddr, p: &ProcessRef, now_ms: i64) {
-        let list = self.peers.entry(remote).or_default();
-        match list.iter_mut().find(|(q, _)| same(q, p)) {
-            Some(e) => e.1 = now_ms,
-            None => {
-                if list.len() >= PER_REMOTE {
-                    list.sort_by_key(|(_, at)| std::cmp::Reverse(*at));
-                    list.truncate(PER_REMOTE - 1);
-                }
-                list.push((p.clone(), now_ms));
-            }
-        }
+        note(self.peers.entry(remote).or_default(), p, now_ms);
+        note(self.hosts.entry(remote.ip()).or_default(), p, now_ms);
     }
 
     /// Forgets what was seen before `before_ms`.
     pub fn prune(&mut self, before_ms: i64) {
-        self.peers.retain(|_, list| {
+        let keep = |list: &mut Vec<(ProcessRef, i64)>| {
             list.retain(|(_, at)| *at >= before_ms);
             !list.is_empty()
-        });
+        };
+        self.peers.retain(|_, list| keep(list));
+        self.hosts.retain(|_, list| keep(list));
     }
 
     /// The owners of the listening ports now.
@@ -71,14 +68,33 @@ impl Recent {
         let p = if inbound {
             self.listeners.get(&local_port).cloned()
         } else {
-            match self.peers.get(&remote?).map(Vec::as_slice) {
+            let remote = remote?;
+            match self.peers.get(&remote).map(Vec::as_slice) {
                 Some([(p, _)]) => Some(p.clone()),
-                _ => None,
+                Some(_) => None,
+                None => match self.hosts.get(&remote.ip()).map(Vec::as_slice) {
+                    Some([(p, _)]) => Some(p.clone()),
+                    _ => None,
+                },
             }
         }?;
         match uid {
             Some(u) if u != p.uid => None,
             _ => Some(p),
+        }
+    }
+}
+
+/// Notes `p` in a remote's list (bounded: the most recent are kept).
+fn note(list: &mut Vec<(ProcessRef, i64)>, p: &ProcessRef, now_ms: i64) {
+    match list.iter_mut().find(|(q, _)| same(q, p)) {
+        Some(e) => e.1 = now_ms,
+        None => {
+            if list.len() >= PER_REMOTE {
+                list.sort_by_key(|(_, at)| std::cmp::Reverse(*at));
+                list.truncate(PER_REMOTE - 1);
+            }
+            list.push((p.clone(), now_ms));
         }
     }
 }
@@ -124,6 +140,18 @@ mod tests {
         );
         assert_eq!(name(r.infer(8080, Some(a), true, None)), Some("p3".into()));
         assert_eq!(name(r.infer(8081, None, true, None)), None);
+        // Another port of a host only p2 was seen with (b's ip, after the
+        // prune): p2; of a host two processes talk to: nobody.
+        let b2: SocketAddr = "192.0.2.2:6881".parse().expect("test address");
+        assert_eq!(
+            name(r.infer(40000, Some(b2), false, None)),
+            Some("p2".into())
+        );
+        r.saw(b2, &p(1, 1000), 3_000);
+        let b3: SocketAddr = "192.0.2.2:6882".parse().expect("test address");
+        assert_eq!(name(r.infer(40000, Some(b3), false, None)), None);
+        let c: SocketAddr = "192.0.2.3:443".parse().expect("test address");
+        assert_eq!(name(r.infer(40000, Some(c), false, None)), None);
         r.prune(10_000);
         assert_eq!(name(r.infer(40000, Some(a), false, None)), None);
     }
