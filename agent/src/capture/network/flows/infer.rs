@@ -12,9 +12,15 @@
 //!   port, either direction: a BitTorrent peer that also connected to the
 //!   client's listener, a server on several ports);
 //!
+//! A process still owning sockets at the last dump comes first: the one
+//! such process seen with the remote ip:port, else with the remote ip,
+//! else the one process (gone since) seen with the ip:port, else with the
+//! ip. A P2P client restarted talks to the same peers as the one that
+//! just exited.
+//!
 //! else nothing is known but, when the socket was dumped once, its uid.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 
 use kiroku_proto::ProcessRef;
@@ -28,6 +34,8 @@ pub struct Recent {
     /// The same by remote ip only.
     hosts: HashMap<IpAddr, Vec<(ProcessRef, i64)>>,
     listeners: HashMap<u16, ProcessRef>,
+    /// Processes (pid, start) owning sockets at the last dump.
+    live: HashSet<(u32, i64)>,
 }
 
 fn same(a: &ProcessRef, b: &ProcessRef) -> bool {
@@ -51,6 +59,23 @@ impl Recent {
         self.hosts.retain(|_, list| keep(list));
     }
 
+    /// The processes owning sockets now.
+    pub fn set_live(&mut self, live: HashSet<(u32, i64)>) {
+        self.live = live;
+    }
+
+    /// The one process of a list (`live`: of those still owning
+    /// sockets).
+    fn one(&self, list: Option<&Vec<(ProcessRef, i64)>>, live: bool) -> Option<ProcessRef> {
+        let mut it = list?
+            .iter()
+            .filter(|(p, _)| !live || self.live.contains(&(p.pid, p.started_ms)));
+        match (it.next(), it.next()) {
+            (Some((p, _)), None) => Some(p.clone()),
+            _ => None,
+        }
+    }
+
     /// The owners of the listening ports now.
     pub fn set_listeners(&mut self, listeners: HashMap<u16, ProcessRef>) {
         self.listeners = listeners;
@@ -69,14 +94,11 @@ impl Recent {
             self.listeners.get(&local_port).cloned()
         } else {
             let remote = remote?;
-            match self.peers.get(&remote).map(Vec::as_slice) {
-                Some([(p, _)]) => Some(p.clone()),
-                Some(_) => None,
-                None => match self.hosts.get(&remote.ip()).map(Vec::as_slice) {
-                    Some([(p, _)]) => Some(p.clone()),
-                    _ => None,
-                },
-            }
+            let (port, host) = (self.peers.get(&remote), self.hosts.get(&remote.ip()));
+            self.one(port, true)
+                .or_else(|| self.one(host, true))
+                .or_else(|| self.one(port, false))
+                .or_else(|| self.one(host, false))
         }?;
         match uid {
             Some(u) if u != p.uid => None,
@@ -152,6 +174,30 @@ mod tests {
         assert_eq!(name(r.infer(40000, Some(b3), false, None)), None);
         let c: SocketAddr = "192.0.2.3:443".parse().expect("test address");
         assert_eq!(name(r.infer(40000, Some(c), false, None)), None);
+        // Of two, the one still owning sockets (p1 exited).
+        r.set_live(HashSet::from([(2, 0)]));
+        assert_eq!(
+            name(r.infer(40000, Some(b3), false, None)),
+            Some("p2".into())
+        );
+        // A restarted client: the old one (gone) alone at the ip:port,
+        // the new one (live) seen with the host: the new one.
+        let d: SocketAddr = "192.0.2.4:6881".parse().expect("test address");
+        r.saw(d, &p(1, 1000), 4_000);
+        r.saw(
+            "192.0.2.4:51000".parse().expect("test address"),
+            &p(2, 0),
+            4_000,
+        );
+        assert_eq!(
+            name(r.infer(40000, Some(d), false, None)),
+            Some("p2".into())
+        );
+        r.set_live(HashSet::new());
+        assert_eq!(
+            name(r.infer(40000, Some(d), false, None)),
+            Some("p1".into())
+        );
         r.prune(10_000);
         assert_eq!(name(r.infer(40000, Some(a), false, None)), None);
     }

@@ -354,6 +354,13 @@ impl FlowTable {
             .filter_map(|f| Some((f.local.port(), f.process.clone()?)))
             .collect();
         self.recent.set_listeners(listeners);
+        let live = self
+            .flows
+            .values()
+            .filter(|f| f.attribution == "socket")
+            .filter_map(|f| f.process.as_ref().map(|p| (p.pid, p.started_ms)))
+            .collect();
+        self.recent.set_live(live);
         self.closed_recently
             .retain(|_, at| *at >= now_ms - REMEMBER_CLOSED_MS);
         // Closed sockets not inferred at their close: now that this dump
