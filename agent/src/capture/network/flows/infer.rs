@@ -12,11 +12,9 @@
 //!   port, either direction: a BitTorrent peer that also connected to the
 //!   client's listener, a server on several ports);
 //!
-//! A process still owning sockets at the last dump comes first: the one
-//! such process seen with the remote ip:port, else with the remote ip,
-//! else the one process (gone since) seen with the ip:port, else with the
-//! ip. A P2P client restarted talks to the same peers as the one that
-//! just exited.
+//! Only processes still running at the last dump are candidates (the
+//! socket opened after a process that had exited by then): a P2P client
+//! restarted talks to the same peers as the one that just exited.
 //!
 //! else nothing is known but, when the socket was dumped once, its uid.
 
@@ -34,7 +32,7 @@ pub struct Recent {
     /// The same by remote ip only.
     hosts: HashMap<IpAddr, Vec<(ProcessRef, i64)>>,
     listeners: HashMap<u16, ProcessRef>,
-    /// Processes (pid, start) owning sockets at the last dump.
+    /// Processes (pid, start) still running at the last dump.
     live: HashSet<(u32, i64)>,
 }
 
@@ -59,17 +57,27 @@ impl Recent {
         self.hosts.retain(|_, list| keep(list));
     }
 
-    /// The processes owning sockets now.
+    /// The processes still running now.
     pub fn set_live(&mut self, live: HashSet<(u32, i64)>) {
         self.live = live;
     }
 
-    /// The one process of a list (`live`: of those still owning
-    /// sockets).
-    fn one(&self, list: Option<&Vec<(ProcessRef, i64)>>, live: bool) -> Option<ProcessRef> {
+    /// Every process the inference may name (to ask which still run).
+    pub fn processes(&self) -> HashSet<(u32, i64)> {
+        self.peers
+            .values()
+            .chain(self.hosts.values())
+            .flatten()
+            .map(|(p, _)| (p.pid, p.started_ms))
+            .chain(self.listeners.values().map(|p| (p.pid, p.started_ms)))
+            .collect()
+    }
+
+    /// The one process of a list still running.
+    fn one(&self, list: Option<&Vec<(ProcessRef, i64)>>) -> Option<ProcessRef> {
         let mut it = list?
             .iter()
-            .filter(|(p, _)| !live || self.live.contains(&(p.pid, p.started_ms)));
+            .filter(|(p, _)| self.live.contains(&(p.pid, p.started_ms)));
         match (it.next(), it.next()) {
             (Some((p, _)), None) => Some(p.clone()),
             _ => None,
@@ -91,14 +99,14 @@ impl Recent {
         uid: Option<u32>,
     ) -> Option<ProcessRef> {
         let p = if inbound {
-            self.listeners.get(&local_port).cloned()
+            self.listeners
+                .get(&local_port)
+                .filter(|p| self.live.contains(&(p.pid, p.started_ms)))
+                .cloned()
         } else {
             let remote = remote?;
             let (port, host) = (self.peers.get(&remote), self.hosts.get(&remote.ip()));
-            self.one(port, true)
-                .or_else(|| self.one(host, true))
-                .or_else(|| self.one(port, false))
-                .or_else(|| self.one(host, false))
+            self.one(port).or_else(|| self.one(host))
         }?;
         match uid {
             Some(u) if u != p.uid => None,
@@ -143,6 +151,7 @@ mod tests {
         r.saw(b, &p(1, 1000), 1_000);
         r.saw(b, &p(2, 0), 2_000);
         r.set_listeners(HashMap::from([(8080, p(3, 33))]));
+        r.set_live(r.processes());
         let name = |x: Option<ProcessRef>| x.map(|p| p.name);
         assert_eq!(
             name(r.infer(40000, Some(a), false, None)),
@@ -170,11 +179,12 @@ mod tests {
             Some("p2".into())
         );
         r.saw(b2, &p(1, 1000), 3_000);
+        r.set_live(r.processes());
         let b3: SocketAddr = "192.0.2.2:6882".parse().expect("test address");
         assert_eq!(name(r.infer(40000, Some(b3), false, None)), None);
         let c: SocketAddr = "192.0.2.3:443".parse().expect("test address");
         assert_eq!(name(r.infer(40000, Some(c), false, None)), None);
-        // Of two, the one still owning sockets (p1 exited).
+        // Of two, the one still running (p1 exited).
         r.set_live(HashSet::from([(2, 0)]));
         assert_eq!(
             name(r.infer(40000, Some(b3), false, None)),
@@ -193,11 +203,9 @@ mod tests {
             name(r.infer(40000, Some(d), false, None)),
             Some("p2".into())
         );
-        r.set_live(HashSet::new());
-        assert_eq!(
-            name(r.infer(40000, Some(d), false, None)),
-            Some("p1".into())
-        );
+        // Nobody running was seen with it: not inferred.
+        r.set_live(HashSet::from([(3, 0)]));
+        assert_eq!(name(r.infer(40000, Some(d), false, None)), None);
         r.prune(10_000);
         assert_eq!(name(r.infer(40000, Some(a), false, None)), None);
     }

@@ -214,6 +214,10 @@ impl ProcessTable for Procs {
             .collect()
     }
 
+    fn alive(&mut self, pid: u32) -> bool {
+        self.root.join(pid.to_string()).exists()
+    }
+
     fn user_name(&mut self, uid: u32) -> String {
         if let Some((name, at)) = self.users.get(&uid)
             && (!name.is_empty() || at.elapsed() < USER_RETRY)
