@@ -92,15 +92,15 @@ async fn thousand_short_connections_are_all_accounted_for() -> anyhow::Result<()
         from_ms,
         |r| {
             let lost = r.gap_total();
-            r.tally(&client).connections() + lost >= COUNT
-                && r.tally(&server).connections() + lost >= COUNT
+            r.tally(client).connections() + lost >= COUNT
+                && r.tally(server).connections() + lost >= COUNT
         },
         // Longer than a summary interval: a summary comes at its end.
         Duration::from_secs(25),
         Duration::from_secs(90),
     )
     .await?;
-    let (c, s) = (recs.tally(&client), recs.tally(&server));
+    let (c, s) = (recs.tally(client), recs.tally(server));
     let gaps = recs.gap_counts();
     let lost = recs.gap_total();
     eprintln!("client side: {c:?}\nserver side: {s:?}\nnetwork gaps: {gaps:?}");
