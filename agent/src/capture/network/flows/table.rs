@@ -532,8 +532,10 @@ impl FlowTable {
             // No owner yet: wait for it (inode 0: an accepted connection
             // not yet taken from its listener's queue, found at a later
             // dump), then infer it.
+            // TCP with inode 0 and outbound: an orphan (its process closed
+            // it, the kernel finishes it), inferred after the wait too.
             pending_until: (owner.is_none()
-                && (s.inode != 0 || s.protocol == Protocol::Tcp && direction == "inbound"))
+                && (s.inode != 0 || s.protocol == Protocol::Tcp && !listening))
                 .then_some(now_ms + OWNER_WAIT_MS),
         };
         if let (Some(p), Some(r)) = (&f.process, f.remote)

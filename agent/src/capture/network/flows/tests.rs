@@ -513,7 +513,7 @@ fn over_max_flows_new_flows_are_counted_in_a_gap_record() {
             .map(|i| {
                 tcp(
                     i,
-                    0,
+                    11,
                     &format!("10.0.0.5:{}", 42000 + i),
                     Some(SERVER),
                     "established",
@@ -1005,4 +1005,34 @@ fn inbound_connections_belong_to_a_dual_stack_listener() {
     let ev = nets(&out);
     assert_eq!(ev.len(), 1, "{ev:#?}");
     assert_eq!(who(ev[0]), ("open", "inbound", "inferred", "nginx"));
+    out.clear();
+    // An outbound orphan (inode 0: its process closed it) to a peer only
+    // that process talks to: inferred after the wait.
+    let orphan = || {
+        tcp(
+            6,
+            0,
+            "10.77.0.1:41000",
+            Some("10.77.0.5:6881"),
+            "fin_wait1",
+            0,
+            0,
+        )
+    };
+    t.dump(
+        vec![listener(), queued(12), late(), orphan()],
+        &mut empty,
+        7_000,
+        &mut out,
+    );
+    assert!(out.is_empty(), "{out:#?}");
+    t.dump(
+        vec![listener(), queued(12), late(), orphan()],
+        &mut empty,
+        10_000,
+        &mut out,
+    );
+    let ev = nets(&out);
+    assert_eq!(ev.len(), 1, "{ev:#?}");
+    assert_eq!(who(ev[0]), ("open", "outbound", "inferred", "nginx"));
 }
