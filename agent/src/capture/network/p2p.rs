@@ -114,12 +114,20 @@ impl Detector {
         }
     }
 
+    /// The socket dump interval (`network.dump_interval_ms`): a packet
+    /// seen more than that before a socket's first record is not its.
+    pub fn set_dump_interval_ms(&mut self, ms: u64) {
+        self.pending.set_slack_ms(ms);
+    }
+
     /// A network record about to be written.
     pub fn record(&mut self, ev: &NetworkEvent, now_ms: i64) {
-        let Some(process) = ev.process.as_ref() else {
+        // A record naming no process (pid 0) feeds no episode
+        // (`process.rs`).
+        let Some((process, key)) = ev.process.as_ref().and_then(|p| Some((p, ProcKey::of(p)?)))
+        else {
             return;
         };
-        let key = ProcKey::of(process);
         let claimed = self.pending.claim(ev, &key);
         let cfg = &self.cfg;
         let proc = self
@@ -184,12 +192,14 @@ impl Detector {
             facts.info_hash = Some(wire::hex(h));
         }
         let peer = if p.outgoing { p.at.dst } else { p.at.src };
-        match owner {
-            Some(owner) => {
+        // An owner without a pid (only its uid is known) is no process:
+        // the sign waits for a record that names one.
+        match owner.and_then(|o| Some((o, ProcKey::of(o)?))) {
+            Some((owner, key)) => {
                 let cfg = &self.cfg;
                 let proc = self
                     .procs
-                    .entry(ProcKey::of(owner))
+                    .entry(key)
                     .or_insert_with(|| Proc::new(owner, cfg, now_ms));
                 if p.at.protocol == Protocol::Udp && !group(p) {
                     // UDP peers come from packets: an unconnected socket's

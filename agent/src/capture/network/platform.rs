@@ -107,6 +107,11 @@ pub trait ProcessTable: Send {
     fn limits(&self) -> Vec<String> {
         Vec::new()
     }
+    /// Whether process `pid` still runs (for inferring owners: of the
+    /// processes seen with a peer, the one still running). Unknown: true.
+    fn alive(&mut self, _pid: u32) -> bool {
+        true
+    }
 }
 
 /// The endpoints of one packet, as seen on the wire.

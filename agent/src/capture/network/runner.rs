@@ -117,6 +117,7 @@ impl Runner {
                 None
             }
         };
+        detector.set_dump_interval_ms(self.cfg.dump_interval_ms);
         let interval = Duration::from_millis(self.cfg.dump_interval_ms.max(1));
         let mut next_dump = Instant::now();
         let mut next_report = Instant::now() + REPORT_EVERY;
@@ -173,13 +174,7 @@ impl Runner {
             if let Some(inspector) = self.sources.inspector.as_mut() {
                 packets.clear();
                 match inspector.packets(Duration::ZERO, &mut packets) {
-                    Ok(lost) if lost.overflows > 0 => {
-                        tracing::debug!(
-                            dropped = lost.overflows,
-                            "network inspection: packets dropped by the kernel"
-                        );
-                    }
-                    Ok(_) => {}
+                    Ok(lost) => table.packets_lost(lost.overflows, now_ms),
                     Err(e) => {
                         tracing::warn!(error = %e, "network inspection failed; it is turned off until the capture restarts");
                         self.sources.inspector = None;
@@ -199,6 +194,7 @@ impl Runner {
             }
         }
         let now_ms = self.ctx.clock.now_ms();
+        table.finish(self.sources.procs.as_mut(), &mut out);
         table.tick(now_ms, true, &mut out);
         self.write(&mut out, &mut detector, &mut names, &state, now_ms);
         log_stats(&table);
@@ -323,6 +319,7 @@ fn log_stats(t: &FlowTable) {
         excluded = s.excluded,
         table_full = s.table_full,
         notifications_lost = s.notifications_lost,
+        packets_lost = s.packets_lost,
         "network capture counts"
     );
 }

@@ -40,6 +40,8 @@ use super::persist::{Saved, StateOp};
 pub use super::record::process_ref;
 use super::record::{canonical_addr, delta, event, take_gap, template, transient, uid_ref};
 
+mod unseen;
+
 /// One record the table asks to write.
 #[derive(Debug, Clone, PartialEq)]
 // Mostly `Net`; each is built once and moved into the batch: boxing would
@@ -59,6 +61,9 @@ const MAX_NAMES: usize = 10_000;
 const REMEMBER_CLOSED_MS: i64 = 30_000;
 /// How long a new flow's first record waits for its owner to be found.
 const OWNER_WAIT_MS: i64 = 2_500;
+/// Closed sockets waiting for the next dump to infer their owner (more
+/// are recorded at once, without waiting).
+const MAX_DEFERRED: usize = 10_000;
 
 #[derive(Debug, Clone)]
 pub(super) struct Flow {
@@ -130,6 +135,8 @@ pub struct Stats {
     pub excluded: u64,
     pub table_full: u64,
     pub notifications_lost: u64,
+    /// Inspected packets the kernel dropped (`network.inspect`).
+    pub packets_lost: u64,
 }
 
 pub struct FlowTable {
@@ -159,8 +166,13 @@ pub struct FlowTable {
     saved: HashMap<String, Saved>,
     generation: u64,
     last_dump_ms: i64,
+    /// Sockets closed before any dump saw them whose owner could not be
+    /// inferred yet, with when they closed and the dump before: tried
+    /// again after the next dump (its listeners and peers may tell).
+    deferred: Vec<(Socket, i64, i64)>,
     full: GapCount,
     lost: GapCount,
+    packets_lost: GapCount,
     next_gap_ms: i64,
     pub stats: Stats,
 }
@@ -198,8 +210,10 @@ impl FlowTable {
             saved,
             generation: 0,
             last_dump_ms: now_ms,
+            deferred: Vec::new(),
             full: GapCount::default(),
             lost: GapCount::default(),
+            packets_lost: GapCount::default(),
             next_gap_ms: now_ms + summary_ms,
             stats: Stats::default(),
         }
@@ -274,10 +288,19 @@ impl FlowTable {
             })
             .map(|s| s.inode)
             .chain(
-                self.flows
-                    .values()
-                    .filter(|f| f.pending_until.is_some())
-                    .map(|f| f.inode),
+                // Flows waiting for their owner, by the socket's inode now
+                // (an accepted connection still in the listener's queue
+                // had none at its first dump).
+                sockets
+                    .iter()
+                    .filter(|s| {
+                        s.inode != 0
+                            && self
+                                .flows
+                                .get(&s.cookie)
+                                .is_some_and(|f| f.pending_until.is_some())
+                    })
+                    .map(|s| s.inode),
             )
             .collect();
         let owners = if new_inodes.is_empty() {
@@ -344,8 +367,20 @@ impl FlowTable {
             .filter_map(|f| Some((f.local.port(), f.process.clone()?)))
             .collect();
         self.recent.set_listeners(listeners);
+        let live = self
+            .recent
+            .processes()
+            .into_iter()
+            .filter(|(pid, _)| procs.alive(*pid))
+            .collect();
+        self.recent.set_live(live);
         self.closed_recently
             .retain(|_, at| *at >= now_ms - REMEMBER_CLOSED_MS);
+        // Closed sockets not inferred at their close: now that this dump
+        // told the listeners and peers, a last try (then uid, or nothing).
+        for (s, closed_ms, start_ms) in std::mem::take(&mut self.deferred) {
+            self.closed_unseen(s, procs, closed_ms, start_ms, false, out);
+        }
         self.last_dump_ms = now_ms;
     }
 
@@ -361,6 +396,9 @@ impl FlowTable {
         let Some(f) = self.flows.get_mut(&s.cookie) else {
             return;
         };
+        if f.inode == 0 {
+            f.inode = s.inode;
+        }
         if let Some(until) = f.pending_until {
             if let Some(o) = owners.get(&f.inode) {
                 f.process = Some(process_ref(o));
@@ -384,6 +422,7 @@ impl FlowTable {
                 return;
             }
             if now_ms >= until {
+                self.owner_not_found(s.cookie);
                 self.announce(s.cookie, now_ms, out);
             }
         }
@@ -505,7 +544,14 @@ impl FlowTable {
             seen: self.generation,
             missing: false,
             inode: s.inode,
-            pending_until: (owner.is_none() && s.inode != 0).then_some(now_ms + OWNER_WAIT_MS),
+            // No owner yet: wait for it (inode 0: an accepted connection
+            // not yet taken from its listener's queue, found at a later
+            // dump), then infer it.
+            // TCP with inode 0 and outbound: an orphan (its process closed
+            // it, the kernel finishes it), inferred after the wait too.
+            pending_until: (owner.is_none()
+                && (s.inode != 0 || s.protocol == Protocol::Tcp && !listening))
+                .then_some(now_ms + OWNER_WAIT_MS),
         };
         if let (Some(p), Some(r)) = (&f.process, f.remote)
             && attribution == "socket"
@@ -723,146 +769,17 @@ impl FlowTable {
         ));
     }
 
-    /// Destroy notifications: the sockets' final counters.
-    pub fn closed(
-        &mut self,
-        sockets: Vec<Socket>,
-        procs: &mut dyn ProcessTable,
-        now_ms: i64,
-        out: &mut Vec<Rec>,
-    ) {
-        for s in sockets {
-            if let Some(f) = self.remove(s.cookie, now_ms) {
-                let source = if s.counters.is_some() {
-                    "tcp_info"
-                } else {
-                    "last_dump"
-                };
-                self.close(f, s.counters, source, now_ms, now_ms, out);
-                continue;
-            }
-            if self.excluded.remove(&s.cookie)
-                || self.untracked.remove(&s.cookie)
-                || self.closed_recently.contains_key(&s.cookie)
-                || transient(s.state) && s.counters.is_none()
-            {
-                continue;
-            }
-            self.closed_unseen(s, procs, now_ms, out);
-        }
-    }
-
-    /// A socket that opened and closed between two dumps.
-    fn closed_unseen(
-        &mut self,
-        s: Socket,
-        procs: &mut dyn ProcessTable,
-        now_ms: i64,
-        out: &mut Vec<Rec>,
-    ) {
-        // Never dumped: Linux tells neither inode nor uid (inode 0).
-        let uid = (s.inode != 0).then_some(s.uid);
-        let direction = if s.protocol == Protocol::Tcp && s.remote.is_none() {
-            "listening"
-        } else {
-            self.direction(&s)
-        };
-        let inferred = self.recent.infer(
-            s.local.port(),
-            s.remote.map(canonical_addr),
-            direction == "inbound",
-            uid,
-        );
-        if self.exclude.excluded(
-            &s,
-            inferred.as_ref().map(|p| (p.name.as_str(), p.exe.as_str())),
-        ) {
-            self.stats.excluded += 1;
-            return;
-        }
-        let (process, attribution) = match (inferred, uid) {
-            (Some(p), _) => (Some(p), "inferred"),
-            (None, Some(uid)) => {
-                let user = self.user(procs, uid);
-                (Some(uid_ref(uid, user)), "uid")
-            }
-            (None, None) => (None, ""),
-        };
-        self.closed_recently.insert(s.cookie, now_ms);
-        self.stats.closed_unseen += 1;
-        let counters = s.counters.unwrap_or_default();
-        let f = Flow {
-            protocol: s.protocol,
-            local: s.local,
-            remote: s.remote,
-            state: s.state,
-            uid: s.uid,
-            flow_id: self.flow_id(s.cookie),
-            process,
-            attribution,
-            direction,
-            start_ms: self.last_dump_ms,
-            last_seen_ms: now_ms,
-            counters,
-            source: if s.counters.is_some() {
-                "tcp_info"
-            } else {
-                "none"
-            },
-            recorded: Counters::default(),
-            last_record_ms: now_ms,
-            coalesced: None,
-            // A TCP socket without a peer is a listener (or bound and never
-            // used): closed before any dump saw it listen.
-            listening: s.state == "listen" || s.protocol == Protocol::Tcp && s.remote.is_none(),
-            continued: false,
-            info_hashes: Vec::new(),
-            remote_name: s
-                .remote
-                .and_then(|r| self.names.get(&canonical(r.ip())).cloned())
-                .unwrap_or_default(),
-            seen: 0,
-            missing: false,
-            inode: s.inode,
-            pending_until: None,
-        };
-        let key = key_of(
-            f.process.as_ref(),
-            uid.unwrap_or(u32::MAX),
-            f.remote,
-            f.protocol,
-        );
-        if !f.listening && self.coalesce.admit(&key, now_ms) == Admit::Coalesced {
-            let t = template(&f);
-            self.stats.coalesced += 1;
-            self.coalesce.add(
-                &key,
-                &t,
-                true,
-                counters.bytes_out,
-                counters.bytes_in,
-                counters.packets_out,
-                counters.packets_in,
-                now_ms,
-            );
-            return;
-        }
-        self.coalesce.spend(now_ms);
-        let mut ev = event(
-            &f,
-            if f.listening { "listen_close" } else { "close" },
-            now_ms,
-        );
-        ev.flow_id = f.flow_id;
-        ev.first = true;
-        // Nothing to persist: the flow has no other record.
-        out.push(Rec::Net(ev, None));
-    }
-
     /// Destroy notifications the kernel dropped.
     pub fn lost(&mut self, overflows: u64, now_ms: i64) {
         self.lost.add(overflows, now_ms);
         self.stats.notifications_lost += overflows;
+    }
+
+    /// Inspected packets the kernel dropped (the inspection socket's
+    /// queue overflowed): a `packets_lost` gap record.
+    pub fn packets_lost(&mut self, dropped: u64, now_ms: i64) {
+        self.packets_lost.add(dropped, now_ms);
+        self.stats.packets_lost += dropped;
     }
 
     /// Summaries and gap records due (every loop; `force` at stop).
@@ -889,6 +806,16 @@ impl FlowTable {
         if let Some(g) = take_gap(&mut self.lost, "notifications_lost", |g| {
             format!(
                 "{} socket-close notifications between {} and {} (agent clock) were dropped by the kernel (its receive queue overflowed): connections that opened and closed between two socket dumps in that time are not recorded; those seen at a dump are closed with the counters of their last dump (counters = \"last_dump\").",
+                g.count,
+                kiroku_common::rfc3339_ms(g.first_ms),
+                kiroku_common::rfc3339_ms(g.last_ms)
+            )
+        }) {
+            out.push(Rec::Gap(g));
+        }
+        if let Some(g) = take_gap(&mut self.packets_lost, "packets_lost", |g| {
+            format!(
+                "{} inspected packets between {} and {} (agent clock) were dropped by the kernel (the inspection socket's receive queue overflowed): BitTorrent handshakes, tracker announces, DHT messages and DNS answers in them were not seen, so P2P reasons from packets and info_hashes may be missing for that time; the flows themselves are recorded.",
                 g.count,
                 kiroku_common::rfc3339_ms(g.first_ms),
                 kiroku_common::rfc3339_ms(g.last_ms)

@@ -21,6 +21,11 @@
 //! IP addresses out without unsafe) nor rustix (no packet addresses)
 //! does both.
 //!
+//! Other hosts' packets: the filter drops PACKET_OTHERHOST; a frame a
+//! bridge forwards between two other hosts, read as PACKET_OUTGOING on the
+//! egress port, is dropped here because neither address is this host's
+//! ([`local`]).
+//!
 //! Copies: a packet crossing stacked devices (a bridge and its port, a
 //! bond and its slave) is read once per device; [`dedupe`] keeps one.
 //!
@@ -31,6 +36,7 @@
 
 pub mod dedupe;
 pub mod filter;
+pub mod local;
 pub mod packet;
 
 use std::io::{self, IoSliceMut};
@@ -65,6 +71,9 @@ pub struct AfPacket {
     drops: u32,
     /// Copies of one packet seen on stacked devices (bridge and port).
     dedupe: dedupe::Dedupe,
+    /// This host's addresses: packets forwarded between other hosts are
+    /// dropped.
+    local: local::LocalAddrs,
 }
 
 impl AfPacket {
@@ -99,6 +108,7 @@ impl AfPacket {
             cmsg: nix::cmsg_space!(u32),
             drops: 0,
             dedupe: dedupe::Dedupe::default(),
+            local: local::LocalAddrs::default(),
         };
         // Packets queued between socket() and the filter's attachment were
         // not filtered: drop them.
@@ -146,7 +156,9 @@ impl AfPacket {
             if self.dedupe.copy(data, ifindex, Instant::now()) {
                 continue;
             }
-            if let Some(p) = packet::parse(data, outgoing) {
+            if let Some(p) = packet::parse(data, outgoing)
+                && self.local.mine(&p, Instant::now())
+            {
                 out.push(p);
             }
         }

@@ -5,6 +5,21 @@
 //! most `MAX` of them) and are credited to the process of the first
 //! records whose socket matches the packet's endpoints, once per process
 //! (on loopback both ends are local processes and both are credited).
+//!
+//! A record claims only what can be its socket's:
+//! - not a sign seen before the socket existed (its `start_ms`, less one
+//!   dump interval: a socket opens at most one dump before the dump that
+//!   first sees it) — the previous client on the same port, or another
+//!   connection with the same ends earlier, keep theirs;
+//! - not through a TCP listener's record (no remote): the connections it
+//!   accepted are sockets of their own with records of their own, which
+//!   claim their packets by both ends. A listener on 0.0.0.0:6881 would
+//!   otherwise take every sign with port 6881 for `KEEP_MS`, other
+//!   processes' included. (An unconnected UDP socket has no remote either
+//!   and does claim: its datagrams are its own.)
+//!
+//! Packets between other hosts (bridged or routed through this one) do not
+//! reach the detector: the inspector drops them (`linux/inspect.rs`).
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
@@ -17,6 +32,12 @@ use super::process::ProcKey;
 
 const KEEP_MS: i64 = 30_000;
 const MAX: usize = 1024;
+/// How long before the dump that first saw it a socket may have opened,
+/// unless told (`Pending::set_slack_ms`: the dump interval).
+const DEFAULT_SLACK_MS: i64 = 1_000;
+/// Margin over the dump interval: packets are stamped when the runner
+/// reads them, a little after they arrived.
+const MARGIN_MS: i64 = 500;
 
 struct Waiting {
     at: Endpoints,
@@ -25,14 +46,32 @@ struct Waiting {
     credited: Vec<ProcKey>,
 }
 
-#[derive(Default)]
 pub(super) struct Pending {
     waiting: VecDeque<Waiting>,
     /// Signs dropped because the queue was full (for status / tests).
     pub dropped: u64,
+    slack_ms: i64,
+}
+
+impl Default for Pending {
+    fn default() -> Pending {
+        Pending {
+            waiting: VecDeque::new(),
+            dropped: 0,
+            slack_ms: DEFAULT_SLACK_MS + MARGIN_MS,
+        }
+    }
 }
 
 impl Pending {
+    /// The socket dump interval: how long before its first record's
+    /// `start_ms` a socket may have opened.
+    pub(super) fn set_slack_ms(&mut self, dump_interval_ms: u64) {
+        self.slack_ms = i64::try_from(dump_interval_ms)
+            .unwrap_or(i64::MAX / 2)
+            .saturating_add(MARGIN_MS);
+    }
+
     pub(super) fn add(&mut self, at: Endpoints, sign: Sign, now_ms: i64) {
         if self.waiting.len() >= MAX {
             self.waiting.pop_front();
@@ -70,8 +109,17 @@ impl Pending {
             "udp" => Protocol::Udp,
             _ => return Vec::new(),
         };
+        if proto == Protocol::Tcp && remote.is_none() {
+            // A listener: its accepted connections claim their own signs.
+            return Vec::new();
+        }
+        let since = ev.start_ms.saturating_sub(self.slack_ms);
         let mut out = Vec::new();
-        for w in self.waiting.iter_mut().filter(|w| w.at.protocol == proto) {
+        for w in self
+            .waiting
+            .iter_mut()
+            .filter(|w| w.at.protocol == proto && w.ms >= since)
+        {
             let Some(peer) = matches(&w.at, local, remote) else {
                 continue;
             };

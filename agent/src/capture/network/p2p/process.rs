@@ -5,9 +5,13 @@
 //!
 //! A process is keyed by pid and start time ([`ProcKey`]): a P2P client
 //! restarted is a new process and a new episode (the `p2p` alert is once
-//! per process and episode). Records that name no process (attribution
-//! "uid") are kept under their uid, so "uid 1000 talked to 300 peers"
-//! still shows.
+//! per process and episode). Records that name no process (pid 0:
+//! attribution "uid", or none) start and feed no episode: a uid groups
+//! every process of a user (all of root's daemons), and the uid of a
+//! socket the kernel reported only at its destruction is 0 for "unknown",
+//! so an episode keyed on it would be a phantom mixing unrelated
+//! traffic — and fire an alert of its own. Such records stay in the
+//! network records, where the investigator sees them.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
@@ -24,29 +28,24 @@ const MAX_WINDOW_FLOWS: usize = 20_000;
 pub(super) const MAX_SET: usize = 200_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(super) enum ProcKey {
-    Process { pid: u32, started_ms: i64 },
-    Uid(u32),
+pub(super) struct ProcKey {
+    pid: u32,
+    started_ms: i64,
 }
 
 impl ProcKey {
-    pub(super) fn of(p: &ProcessRef) -> ProcKey {
-        if p.pid == 0 {
-            ProcKey::Uid(p.uid)
-        } else {
-            ProcKey::Process {
-                pid: p.pid,
-                started_ms: p.started_ms,
-            }
-        }
+    /// The key of a known process; None when the record names none (pid
+    /// 0: only a uid, or nothing, is known).
+    pub(super) fn of(p: &ProcessRef) -> Option<ProcKey> {
+        (p.pid != 0).then_some(ProcKey {
+            pid: p.pid,
+            started_ms: p.started_ms,
+        })
     }
 
     /// The part of an episode id naming the process.
     pub(super) fn id_part(&self) -> String {
-        match self {
-            ProcKey::Process { pid, started_ms } => format!("{pid}-{started_ms}"),
-            ProcKey::Uid(uid) => format!("uid{uid}"),
-        }
+        format!("{}-{}", self.pid, self.started_ms)
     }
 }
 

@@ -540,3 +540,105 @@ fn udp_peers_come_from_packets_and_who_wrote_first() {
     assert_eq!(codes(&got[0]), ["many_peers"]);
     assert_eq!(got[0].peers, 12);
 }
+
+/// Records naming no process (pid 0: only a uid, or nothing, known — the
+/// uid of a socket never dumped is 0 for "unknown") start no episode: one
+/// keyed on a uid mixes every process of that user (issue 21: a phantom
+/// `uid0` episode fired a third alert in the swarm test).
+#[test]
+fn a_record_without_a_process_starts_no_episode() {
+    let mut d = Detector::new(&cfg(), "a");
+    let nobody = ProcessRef {
+        uid: 0,
+        user: "root".into(),
+        ..ProcessRef::default()
+    };
+    let hs = include_bytes!("testdata/aria2-handshake.bin");
+    for i in 0..30u16 {
+        let local = format!("10.0.0.5:{}", 40000 + i);
+        let remote = format!("10.0.0.{}:6881", 10 + i);
+        let mut e = ev(&nobody, tcp_out(&local, &remote, 5000, 5000));
+        e.attribution = "uid".into();
+        d.record(&e, T0 + i64::from(i));
+        // Its packets, with the same owner: kept waiting for a process.
+        d.packet(
+            &packet(Protocol::Tcp, &local, &remote, true, hs),
+            Some(&nobody),
+            T0 + i64::from(i),
+        );
+    }
+    assert!(
+        d.tick(T0 + 1_000).is_empty(),
+        "no episode without a process"
+    );
+    // A record that names the process of one of those sockets takes its
+    // handshake.
+    let client = proc(300, "myclient", "/opt/myclient");
+    let mut e = ev(&client, tcp_out("10.0.0.5:40003", "10.0.0.13:6881", 1, 1));
+    e.start_ms = T0;
+    d.record(&e, T0 + 1_500);
+    let got = d.tick(T0 + 2_000);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!(codes(&got[0]), ["bt_handshake"]);
+    assert!(got[0].episode_id.contains("/300-"), "{}", got[0].episode_id);
+}
+
+/// Waiting signs go only to the socket they can be: not to a listener
+/// (its accepted connections claim their own), not to a socket that did
+/// not exist yet (the previous client on the same port), and packets
+/// between other hosts never reach the detector (the inspector drops
+/// them). Issue 21: the plain run's info_hash showed up in the encrypted
+/// run's episode through the new client's listener on the same port.
+#[test]
+fn listeners_and_sockets_opened_later_do_not_claim_signs() {
+    let mut d = Detector::new(&cfg(), "a");
+    d.set_dump_interval_ms(1_000);
+    let hs = include_bytes!("testdata/aria2-handshake.bin");
+    // The previous client's inbound handshake, its owner never known.
+    d.packet(
+        &packet(Protocol::Tcp, "10.0.0.9:50000", "10.0.0.5:6881", false, hs),
+        None,
+        T0,
+    );
+    let client = proc(400, "myclient", "/opt/myclient");
+    let mut listen = ev(
+        &client,
+        Flow {
+            phase: "listen_open",
+            protocol: "tcp",
+            local: "0.0.0.0:6881",
+            remote: "",
+            direction: "listening",
+            out: 0,
+            inb: 0,
+        },
+    );
+    listen.start_ms = T0 + 5_000;
+    d.record(&listen, T0 + 5_000);
+    // A connection with the same ends, opened after the sign.
+    let mut again = ev(
+        &client,
+        Flow {
+            phase: "open",
+            protocol: "tcp",
+            local: "10.0.0.5:6881",
+            remote: "10.0.0.9:50000",
+            direction: "inbound",
+            out: 10,
+            inb: 10,
+        },
+    );
+    again.start_ms = T0 + 5_000;
+    d.record(&again, T0 + 5_000);
+    assert!(d.tick(T0 + 6_000).is_empty(), "nothing claimed");
+    // The socket it was (open within a dump interval of the sign) does.
+    let other = proc(401, "otherclient", "/opt/otherclient");
+    let mut it = again.clone();
+    it.process = Some(other);
+    it.start_ms = T0 + 800;
+    d.record(&it, T0 + 6_000);
+    let got = d.tick(T0 + 7_000);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!(got[0].process.as_ref().map(|p| p.pid), Some(401));
+    assert_eq!(got[0].info_hashes, [HASH]);
+}
