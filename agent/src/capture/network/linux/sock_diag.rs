@@ -104,7 +104,14 @@ struct Events {
     /// What the kernel granted (it doubles the asked value).
     rcvbuf: usize,
     forced: bool,
+    /// When `sk_drops` was last read with the queue drained.
+    drops_checked: Instant,
 }
+
+/// How often a drained queue's drop count is read: the kernel reports
+/// ENOBUFS once per overflow episode, so drops after that report and
+/// before the queue drains would otherwise wait for the next episode.
+const DROPS_CHECK_EVERY: Duration = Duration::from_millis(250);
 
 /// Opens the netlink sockets for dumps and destroy notifications.
 pub fn open() -> io::Result<Box<dyn SocketTable>> {
@@ -215,7 +222,25 @@ impl Events {
             drops,
             rcvbuf,
             forced,
+            drops_checked: Instant::now(),
         })
+    }
+
+    /// Drops counted by the kernel since the last look, read when the
+    /// queue is drained (at most every `DROPS_CHECK_EVERY`).
+    fn dropped_quietly(&mut self) -> u64 {
+        if self.drops_checked.elapsed() < DROPS_CHECK_EVERY {
+            return 0;
+        }
+        self.drops_checked = Instant::now();
+        match netlink_drops(self.inode) {
+            Some(now) => {
+                let lost = now.saturating_sub(self.drops);
+                self.drops = now;
+                lost
+            }
+            None => 0,
+        }
     }
 
     /// The drops since the last look (at least 1: an ENOBUFS happened).
@@ -281,6 +306,7 @@ impl SocketTable for SockDiag {
                 Ok(None) => {
                     let left = deadline.saturating_duration_since(Instant::now());
                     if got_any || left.is_zero() || !ev.sock.readable(left)? {
+                        lost.overflows += ev.dropped_quietly();
                         return Ok(lost);
                     }
                 }

@@ -266,7 +266,7 @@ fn real_aria2c_announce_and_handshake_are_detected() {
             "--enable-dht=false",
             "--bt-enable-lpd=false",
             "--enable-peer-exchange=false",
-            "--bt-stop-timeout=40",
+            "--bt-stop-timeout=120",
             "--seed-time=0",
             "--console-log-level=error",
             "--summary-interval=0",
@@ -281,7 +281,7 @@ fn real_aria2c_announce_and_handshake_are_detected() {
 
     let mut d = Detector::new(&P2pConfig::default(), "agent-t");
     let (mut announce, mut handshake) = (None, None);
-    let deadline = Instant::now() + Duration::from_secs(40);
+    let deadline = Instant::now() + Duration::from_secs(90);
     let t0 = 1_800_000_000_000i64;
     while Instant::now() < deadline && (announce.is_none() || handshake.is_none()) {
         let mut batch = Vec::new();
@@ -303,7 +303,7 @@ fn real_aria2c_announce_and_handshake_are_detected() {
     let seen = (announce.is_some(), handshake.is_some());
     let (Some((an_src, an_facts)), Some((hs_src, hs_facts))) = (announce, handshake) else {
         panic!(
-            "within 40 s: announce seen {}, handshake seen {}",
+            "within 90 s: announce seen {}, handshake seen {}",
             seen.0, seen.1
         );
     };
