@@ -547,7 +547,7 @@ async fn network_records_searched_counted_shown_and_p2p_alerted_once_per_episode
         "reason: tracker_announce: announce to 93.184.216.34:6969",
         "peers: 12 distinct; 198.51.100.7:51413, [2001:db8::7]:6881",
         HASH,
-        "see: kiroku report network --host 'vm-17'",
+        "see: kiroku report network --host vm-17",
     ] {
         assert!(shown.contains(want), "{want:?} in\n{shown}");
     }
