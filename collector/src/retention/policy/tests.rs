@@ -69,7 +69,11 @@ fn every_kind_of_the_index_has_a_default() {
     // flow records (many, and their worth fades: a year, as firewall logs
     // are commonly kept; the P2P detections made from them keep 7 years).
     for (k, p) in KIND_DEFAULTS {
-        let floor = if *k == "network" { YEAR_MS } else { 7 * YEAR_MS };
+        let floor = if *k == "network" {
+            YEAR_MS
+        } else {
+            7 * YEAR_MS
+        };
         assert!(!p.shorter_than(Period::Ms(floor)), "{k} {p}");
     }
 }
