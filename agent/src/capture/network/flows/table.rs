@@ -680,7 +680,11 @@ impl FlowTable {
         // Closed before its owner was found: its only record, or part of
         // a summary.
         let was_pending = f.pending_until.take().is_some();
-        if was_pending
+        // Closed before its owner was found, or recorded with its uid only
+        // (the owner never showed in /proc: an orphaned or never-connected
+        // socket): its close names the inferred owner when there is one.
+        let unowned = f.attribution == "uid" && f.process.as_ref().is_none_or(|p| p.pid == 0);
+        if (was_pending || unowned)
             && let Some(p) = self.recent.infer(
                 f.local.port(),
                 f.remote.map(canonical_addr),
