@@ -106,11 +106,10 @@ pub(super) fn event(f: &Flow, phase: &str, now_ms: i64) -> NetworkEvent {
     }
 }
 
-pub(super) fn take_gap(
-    g: &mut GapCount,
-    reason: &str,
-    detail: impl FnOnce(&GapCount) -> String,
-) -> Option<GapEvent> {
+/// The gap record of what `g` counted (and `g` reset), or None: its
+/// detail reads "<count> <what> between <first> and <last> (agent clock)
+/// <then>".
+pub(super) fn take_gap(g: &mut GapCount, reason: &str, what: &str, then: &str) -> Option<GapEvent> {
     if g.count == 0 {
         return None;
     }
@@ -120,7 +119,12 @@ pub(super) fn take_gap(
         count: g.count,
         first_ms: g.first_ms,
         last_ms: g.last_ms,
-        detail: detail(g),
+        detail: format!(
+            "{} {what} between {} and {} (agent clock) {then}",
+            g.count,
+            kiroku_common::rfc3339_ms(g.first_ms),
+            kiroku_common::rfc3339_ms(g.last_ms)
+        ),
         ..Default::default()
     };
     *g = GapCount::default();

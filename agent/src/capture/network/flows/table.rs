@@ -796,37 +796,31 @@ impl FlowTable {
             return;
         }
         self.next_gap_ms = now_ms + self.summary_ms;
-        let max = self.max_flows;
-        if let Some(g) = take_gap(&mut self.full, "flow_table_full", |g| {
-            format!(
-                "{} new network flows between {} and {} (agent clock) were not recorded: the agent's flow table was full (network.max_flows = {max}). Raise network.max_flows, or exclude busy traffic with [[network.exclude]].",
-                g.count,
-                kiroku_common::rfc3339_ms(g.first_ms),
-                kiroku_common::rfc3339_ms(g.last_ms)
-            )
-        }) {
-            out.push(Rec::Gap(g));
-        }
-        if let Some(g) = take_gap(&mut self.lost, "notifications_lost", |g| {
-            format!(
-                "{} socket-close notifications between {} and {} (agent clock) were dropped by the kernel (its receive queue overflowed): connections that opened and closed between two socket dumps in that time are not recorded; those seen at a dump are closed with the counters of their last dump (counters = \"last_dump\").",
-                g.count,
-                kiroku_common::rfc3339_ms(g.first_ms),
-                kiroku_common::rfc3339_ms(g.last_ms)
-            )
-        }) {
-            out.push(Rec::Gap(g));
-        }
-        if let Some(g) = take_gap(&mut self.packets_lost, "packets_lost", |g| {
-            format!(
-                "{} inspected packets between {} and {} (agent clock) were dropped by the kernel (the inspection socket's receive queue overflowed): BitTorrent handshakes, tracker announces, DHT messages and DNS answers in them were not seen, so P2P reasons from packets and info_hashes may be missing for that time; the flows themselves are recorded.",
-                g.count,
-                kiroku_common::rfc3339_ms(g.first_ms),
-                kiroku_common::rfc3339_ms(g.last_ms)
-            )
-        }) {
-            out.push(Rec::Gap(g));
-        }
+        let full = format!(
+            "were not recorded: the agent's flow table was full (network.max_flows = {}). Raise network.max_flows, or exclude busy traffic with [[network.exclude]].",
+            self.max_flows
+        );
+        let gaps = [
+            take_gap(
+                &mut self.full,
+                "flow_table_full",
+                "new network flows",
+                &full,
+            ),
+            take_gap(
+                &mut self.lost,
+                "notifications_lost",
+                "socket-close notifications",
+                "were dropped by the kernel (its receive queue overflowed): connections that opened and closed between two socket dumps in that time are not recorded; those seen at a dump are closed with the counters of their last dump (counters = \"last_dump\").",
+            ),
+            take_gap(
+                &mut self.packets_lost,
+                "packets_lost",
+                "inspected packets",
+                "were dropped by the kernel (the inspection socket's receive queue overflowed): BitTorrent handshakes, tracker announces, DHT messages and DNS answers in them were not seen, so P2P reasons from packets and info_hashes may be missing for that time; the flows themselves are recorded.",
+            ),
+        ];
+        out.extend(gaps.into_iter().flatten().map(Rec::Gap));
     }
 
     /// An inspected packet: `inspect` gets its flow's process (when the
