@@ -233,26 +233,20 @@ impl Events {
             return 0;
         }
         self.drops_checked = Instant::now();
-        match netlink_drops(self.inode) {
-            Some(now) => {
-                let lost = now.saturating_sub(self.drops);
-                self.drops = now;
-                lost
-            }
-            None => 0,
-        }
+        self.drops_since_last().unwrap_or(0)
     }
 
     /// The drops since the last look (at least 1: an ENOBUFS happened).
     fn overflowed(&mut self) -> u64 {
-        match netlink_drops(self.inode) {
-            Some(now) => {
-                let lost = now.saturating_sub(self.drops);
-                self.drops = now;
-                lost.max(1)
-            }
-            None => 1,
-        }
+        self.drops_since_last().unwrap_or(1).max(1)
+    }
+
+    /// `sk_drops` now minus when last read; None when it cannot be read.
+    fn drops_since_last(&mut self) -> Option<u64> {
+        let now = netlink_drops(self.inode)?;
+        let lost = now.saturating_sub(self.drops);
+        self.drops = now;
+        Some(lost)
     }
 }
 
