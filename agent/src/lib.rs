@@ -11,6 +11,7 @@ pub mod capture;
 pub mod config;
 pub mod gaps;
 pub mod memory;
+pub mod os;
 pub mod reload;
 pub mod shipper;
 pub mod test_hooks;

@@ -190,9 +190,10 @@ impl Trigger {
 /// default action ends the process, and a reload signal sent while the
 /// agent opens its buffer must not. The signals received before the
 /// reloader runs are kept (one reload).
-pub fn hangup_signal() -> Option<tokio::signal::unix::Signal> {
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+pub fn hangup_signal() -> Option<crate::os::Hangup> {
+    match crate::os::Hangup::install() {
         Ok(s) => Some(s),
+        Err(e) if e.kind() == std::io::ErrorKind::Unsupported => None,
         Err(e) => {
             tracing::warn!(error = %e, "cannot listen for SIGHUP; the config file is still checked for changes every second");
             None
@@ -201,7 +202,7 @@ pub fn hangup_signal() -> Option<tokio::signal::unix::Signal> {
 }
 
 /// The next SIGHUP (never, without a handler).
-async fn next_hup(hup: &mut Option<tokio::signal::unix::Signal>) {
+async fn next_hup(hup: &mut Option<crate::os::Hangup>) {
     match hup.as_mut() {
         Some(h) => {
             if h.recv().await.is_none() {
@@ -225,13 +226,13 @@ struct Stamp {
 }
 
 fn stamp(path: &Path) -> Option<Stamp> {
-    use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(path).ok()?;
+    let id = crate::os::path_id(path).ok()?;
     Some(Stamp {
-        dev: m.dev(),
-        ino: m.ino(),
+        dev: id.dev,
+        ino: id.ino,
         len: m.len(),
-        mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+        mtime_ns: crate::os::mtime_ns(&m),
     })
 }
 
@@ -277,7 +278,7 @@ impl Reloader {
     /// progress finishes first).
     pub async fn run(
         mut self,
-        hup: Option<tokio::signal::unix::Signal>,
+        hup: Option<crate::os::Hangup>,
         mut stop: tokio::sync::oneshot::Receiver<()>,
     ) {
         let mut hup = hup;

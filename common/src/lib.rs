@@ -9,6 +9,7 @@
 pub mod config;
 pub mod mail;
 pub mod mime;
+pub mod os;
 pub mod pki;
 pub mod quote;
 pub mod search;
@@ -79,20 +80,7 @@ pub fn alert_severity(a: &kiroku_proto::Alert) -> &str {
 /// Version string reported by every Kiroku binary.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// Resolves on SIGINT or SIGTERM: the graceful-shutdown trigger of every
-/// Kiroku daemon.
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let ctrl_c = tokio::signal::ctrl_c();
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        let _ = ctrl_c.await;
-        return;
-    };
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term.recv() => {}
-    }
-}
+pub use os::shutdown_signal;
 
 /// Host part of an endpoint such as `https://host:port/…` or
 /// `https://[::1]:7443`: the name to verify in the server's certificate.

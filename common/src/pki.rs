@@ -499,11 +499,7 @@ fn write_file(path: &Path, data: &[u8]) -> Result<(), PkiError> {
 
 fn write_private(path: &Path, data: &[u8]) -> Result<(), PkiError> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
+    let mut f = crate::os::create_private(std::fs::OpenOptions::new().write(true).create_new(true))
         .open(path)
         .map_err(|source| PkiError::Io {
             path: path.to_owned(),

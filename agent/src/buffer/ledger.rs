@@ -160,8 +160,7 @@ impl Ledger {
 
     /// Free bytes for an unprivileged writer on the file system of `dir`.
     pub fn free_space(&self, dir: &Path) -> Option<u64> {
-        let st = rustix::fs::statvfs(dir).ok()?;
-        Some(st.f_bavail.saturating_mul(st.f_frsize))
+        crate::os::free_space(dir)
     }
 
     /// Compares sled's next sequence number with the side file. If sled's

@@ -27,12 +27,21 @@
 
 mod catchup;
 pub mod coalesce;
-pub mod fanotify;
 pub mod hasher;
 pub mod state;
-pub mod volumes;
-mod watch;
-mod writers;
+
+// The platform's watcher (issue 22): inotify, fanotify and the mount table
+// on Linux; ReadDirectoryChangesW and drive polling on Windows. Both hand
+// `Observed` records to the shared hasher and writer below.
+#[cfg(target_os = "linux")]
+pub mod linux;
+#[cfg(target_os = "linux")]
+use linux as platform;
+#[cfg(windows)]
+pub mod windows;
+use platform::watch;
+#[cfg(windows)]
+use windows as platform;
 
 use kiroku_common::vocabulary::file_op;
 use std::path::PathBuf;

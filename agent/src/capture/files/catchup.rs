@@ -229,7 +229,6 @@ impl CatchUp {
 
     /// Walks `root`; false when cut short (deadline or stop).
     fn scan(&self, walk: &Walk<'_>, root_meta: &std::fs::Metadata, tally: &mut Tally) -> bool {
-        use std::os::unix::fs::MetadataExt;
         let Walk {
             root,
             pass,
@@ -237,7 +236,7 @@ impl CatchUp {
             deadline,
             why,
         } = *walk;
-        let dev = root_meta.dev();
+        let dev = crate::os::device_of(root_meta);
         let mut stack = vec![root.to_owned()];
         let mut next_progress = Instant::now() + PROGRESS_EVERY;
         while let Some(dir) = stack.pop() {
@@ -261,7 +260,7 @@ impl CatchUp {
                 if t.is_dir() {
                     if !self.exclude.dir(&p)
                         && let Ok(m) = e.metadata()
-                        && m.dev() == dev
+                        && crate::os::device_of(&m) == dev
                     {
                         stack.push(p);
                     }

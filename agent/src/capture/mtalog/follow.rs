@@ -19,7 +19,6 @@
 //! cannot be: that is logged as a possible loss.
 
 use std::fs::File;
-use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -269,7 +268,7 @@ impl Follower {
             let at = o.pos.offset + o.pending.len() as u64;
             let before = o.pending.len();
             o.pending.resize(before + READ_BYTES, 0);
-            let n = o.file.read_at(&mut o.pending[before..], at)?;
+            let n = crate::os::read_at(&o.file, &mut o.pending[before..], at)?;
             o.pending.truncate(before + n);
             eof = n == 0 || n < READ_BYTES;
             if o.pending.len() >= READ_BYTES * 4 {
@@ -362,8 +361,8 @@ impl Follower {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Rotation::None),
             Err(e) => return Err(e),
         };
-        let m = now.metadata()?;
-        if m.dev() != o.pos.dev || m.ino() != o.pos.ino {
+        let (m, id) = (now.metadata()?, crate::os::file_id(&now)?);
+        if id.dev != o.pos.dev || id.ino != o.pos.ino {
             return Ok(Rotation::Replaced(now));
         }
         // Shorter than the position, or truncated and refilled past it
@@ -394,8 +393,10 @@ fn rotated_sibling(path: &Path, saved: &Position) -> Option<(PathBuf, File)> {
         if n == name || !n.starts_with(name) {
             continue;
         }
-        let Ok(m) = entry.metadata() else { continue };
-        if m.dev() != saved.dev || m.ino() != saved.ino {
+        let Ok(id) = crate::os::path_id(&p) else {
+            continue;
+        };
+        if id.dev != saved.dev || id.ino != saved.ino {
             continue;
         }
         let f = File::open(&p).ok()?;

@@ -7,7 +7,6 @@
 //! file truncated and refilled while the agent was down, does not match.
 
 use std::fs::File;
-use std::os::unix::fs::{FileExt, MetadataExt};
 
 use sha2::{Digest, Sha256};
 
@@ -57,10 +56,10 @@ impl Position {
 
     /// The start of `file`, identified.
     pub fn start_of(file: &File) -> std::io::Result<Position> {
-        let m = file.metadata()?;
+        let id = crate::os::file_id(file)?;
         let mut p = Position {
-            dev: m.dev(),
-            ino: m.ino(),
+            dev: id.dev,
+            ino: id.ino,
             ..Default::default()
         };
         p.refresh_head(file)?;
@@ -70,8 +69,8 @@ impl Position {
     /// Whether `file` is the file this position was taken in: same device
     /// and inode, at least `offset` long, same first bytes.
     pub fn matches(&self, file: &File) -> std::io::Result<bool> {
-        let m = file.metadata()?;
-        if m.dev() != self.dev || m.ino() != self.ino || m.len() < self.offset {
+        let (m, id) = (file.metadata()?, crate::os::file_id(file)?);
+        if id.dev != self.dev || id.ino != self.ino || m.len() < self.offset {
             return Ok(false);
         }
         let (len, hash) = head_of(file, self.head_len)?;
@@ -96,7 +95,7 @@ fn head_of(file: &File, max: u64) -> std::io::Result<(u64, [u8; 32])> {
     let mut buf = vec![0u8; max as usize];
     let mut got = 0;
     while got < buf.len() {
-        match file.read_at(&mut buf[got..], got as u64)? {
+        match crate::os::read_at(file, &mut buf[got..], got as u64)? {
             0 => break,
             n => got += n,
         }

@@ -107,7 +107,7 @@ struct Readiness {
     parents: bool,
 }
 
-pub(super) struct Watcher {
+pub(in crate::capture::files) struct Watcher {
     cfg: FilesConfig,
     ctx: Arc<CaptureContext>,
     out: SyncSender<Observed>,
@@ -159,7 +159,7 @@ const BURST: u64 = 1000;
 const TRIM_FOR: Duration = Duration::from_secs(90);
 
 impl Watcher {
-    pub(super) fn new(
+    pub(in crate::capture::files) fn new(
         cfg: FilesConfig,
         ctx: Arc<CaptureContext>,
         out: SyncSender<Observed>,
@@ -226,12 +226,15 @@ impl Watcher {
 
     /// Who to tell when the initial watches are in place and when a root
     /// appears later.
-    pub(super) fn tell_when_watching(&mut self, scans: std::sync::mpsc::Sender<Watching>) {
+    pub(in crate::capture::files) fn tell_when_watching(
+        &mut self,
+        scans: std::sync::mpsc::Sender<Watching>,
+    ) {
         self.scans = Some(scans);
     }
 
     /// Runs until the stop flag is set, then reports what is pending.
-    pub(super) fn run(mut self) {
+    pub(in crate::capture::files) fn run(mut self) {
         self.start_watching();
         let mut buf = vec![0u8; 64 * 1024];
         while !self.stop.load(Ordering::Relaxed) {

@@ -1,0 +1,82 @@
+//! [`super`] on Windows: `std::os::windows` and Win32 through windows-sys.
+#![allow(unsafe_code)]
+
+use std::fs::{File, Metadata};
+use std::os::windows::fs::FileExt;
+use std::os::windows::io::AsRawHandle;
+use std::path::Path;
+
+use windows_sys::Win32::Storage::FileSystem::{
+    BY_HANDLE_FILE_INFORMATION, GetDiskFreeSpaceExW, GetFileInformationByHandle,
+};
+
+use super::FileId;
+
+/// The identity of an open file: volume serial number and file index.
+pub fn file_id(file: &File) -> std::io::Result<FileId> {
+    let mut info: BY_HANDLE_FILE_INFORMATION = unsafe { std::mem::zeroed() };
+    // SAFETY: the handle is the open file's own for the duration of the
+    // call; `info` is a valid, writable BY_HANDLE_FILE_INFORMATION.
+    let ok = unsafe { GetFileInformationByHandle(file.as_raw_handle() as _, &mut info) };
+    if ok == 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(FileId {
+        dev: u64::from(info.dwVolumeSerialNumber),
+        ino: (u64::from(info.nFileIndexHigh) << 32) | u64::from(info.nFileIndexLow),
+    })
+}
+
+/// The identity of the file at `path` (opened for reading to ask).
+pub fn path_id(path: &Path) -> std::io::Result<FileId> {
+    file_id(&File::open(path)?)
+}
+
+/// Reads at `offset` (`seek_read`: it moves the handle's cursor, which no
+/// caller relies on).
+pub fn read_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    file.seek_read(buf, offset)
+}
+
+/// The volume of a file or directory: not told by `Metadata` on Windows,
+/// so every directory counts as on the same one (the catch-up scan then
+/// also enters volumes mounted into a folder, which are rare on PCs).
+pub fn device_of(_m: &Metadata) -> Option<u64> {
+    None
+}
+
+/// Free bytes for the agent's account on the volume of `dir`.
+pub fn free_space(dir: &Path) -> Option<u64> {
+    use std::os::windows::ffi::OsStrExt;
+    let wide: Vec<u16> = dir.as_os_str().encode_wide().chain(Some(0)).collect();
+    let mut free: u64 = 0;
+    // SAFETY: `wide` is a NUL-terminated UTF-16 path alive for the call;
+    // the out pointer is a valid u64, the two others may be null.
+    let ok = unsafe {
+        GetDiskFreeSpaceExW(
+            wide.as_ptr(),
+            &mut free,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+    };
+    (ok != 0).then_some(free)
+}
+
+/// The configuration reload signal: Windows has no SIGHUP; the file is
+/// polled every second (and the service's parameter-change control may
+/// trigger a reload). Never installed.
+pub struct Hangup;
+
+impl Hangup {
+    pub fn install() -> std::io::Result<Hangup> {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "no SIGHUP on Windows",
+        ))
+    }
+
+    pub async fn recv(&mut self) -> Option<()> {
+        None
+    }
+}
