@@ -18,6 +18,7 @@ pub mod swarm;
 // Issue 21: hand-made events shipped as an agent.
 pub mod ship;
 pub mod tsa;
+pub mod wine;
 
 use std::io::Read;
 use std::net::TcpStream;
