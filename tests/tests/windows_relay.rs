@@ -31,6 +31,24 @@ fn mail(tag: &str, n: usize) -> Vec<u8> {
     .into_bytes()
 }
 
+/// A ~300 KB mail (base64 lines of a pseudo-random attachment).
+fn big_mail(tag: &str) -> Vec<u8> {
+    let mut m = format!(
+        "From: hanako@example.co.jp\r\nTo: client@example.org\r\nSubject: {tag}\r\nMessage-ID: <{tag}@example.co.jp>\r\nMIME-Version: 1.0\r\nContent-Type: application/octet-stream; name=\"data.bin\"\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    )
+    .into_bytes();
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut x: u32 = 7;
+    for _ in 0..4000 {
+        for _ in 0..76 {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            m.push(alphabet[(x >> 16) as usize % 64]);
+        }
+        m.extend_from_slice(b"\r\n");
+    }
+    m
+}
+
 /// The `kiroku` CLI's JSON lines as values.
 fn json_lines(out: &str) -> anyhow::Result<Vec<serde_json::Value>> {
     out.lines()
@@ -106,10 +124,39 @@ async fn windows_agent_relays_and_ships_mail_found_byte_identical() -> anyhow::R
         std::fs::read(&out)? == raw,
         "kiroku raw differs from what the client sent"
     );
+
+    // A mail over the buffer's in-memory limit (64 KiB) is spooled to a
+    // file in the buffer's blob directory, whose entry is made durable
+    // before the 250 (a directory sync, which Windows does differently).
+    let big = big_mail("winbig");
+    let sent = send_mail(smtp, "hanako@example.co.jp", &["client@example.org"], &big)?;
+    assert_eq!(sent.code, 250, "{sent:?}\n{}", agent.log_text());
+    let events = env
+        .wait_for(
+            SearchRequest {
+                subject: "winbig".into(),
+                ..Default::default()
+            },
+            1,
+            Duration::from_secs(60),
+        )
+        .await?;
+    assert!(
+        env.raw(&events[0].event_id).await? == big,
+        "the spooled mail differs from the original"
+    );
+    assert!(upstream.messages().iter().any(|(m, _)| *m == big));
+
     assert!(
         kiroku_tests::winagent::stop_windows(&mut agent, Duration::from_secs(30)),
         "the Windows agent stops on Ctrl+C:\n{}",
         agent.log_text()
+    );
+    let log = agent.log_text();
+    assert!(log.contains("kiroku-agent stopping"), "{log}");
+    assert!(
+        !log.contains("Access denied"),
+        "the buffer's files and directories are written as on Linux (the sequence file, directory syncs):\n{log}"
     );
     Ok(())
 }
