@@ -212,6 +212,11 @@ fn default_coalesce_ms() -> u64 {
     500
 }
 fn default_removable_roots() -> Vec<PathBuf> {
+    // Windows (issue 22): removable drives are found by their drive type
+    // (`removable_auto`); no directory stands for them by default.
+    if cfg!(windows) {
+        return Vec::new();
+    }
     vec![PathBuf::from("/media"), PathBuf::from("/run/media")]
 }
 fn default_true() -> bool {

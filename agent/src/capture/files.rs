@@ -37,7 +37,8 @@ pub mod state;
 pub mod linux;
 #[cfg(target_os = "linux")]
 use linux as platform;
-#[cfg(windows)]
+// The Windows side's pure parts are compiled for the tests everywhere.
+#[cfg(any(windows, test))]
 pub mod windows;
 use platform::watch;
 #[cfg(windows)]

@@ -126,6 +126,19 @@ impl Coalescer {
         }
     }
 
+    /// Files a writer was found holding open ([`Coalescer::writer`]) that
+    /// are not due yet. Where the system reports no close (Windows), the
+    /// caller asks about them again and answers with
+    /// [`Coalescer::writer`]: once nobody holds one, it is due.
+    #[cfg_attr(not(windows), allow(dead_code))]
+    pub fn held(&self) -> Vec<PathBuf> {
+        self.pending
+            .iter()
+            .filter(|(_, p)| p.open && p.writer_seen)
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
     /// Gives back the memory a burst left in the table (a `HashMap` never
     /// shrinks by itself): called when the watcher is idle.
     pub fn compact(&mut self) {
@@ -281,6 +294,13 @@ impl MovePairs {
 
 /// `files.exclude` compiled. Patterns ending in `/**` also exclude the
 /// directory itself from being watched (no kernel watch is spent on it).
+///
+/// On Windows ([`PathStyle::Windows`]) paths and patterns are compared
+/// with `\` and `/` as the same separator and without regard to case, as
+/// the file system does: `C:\Users\*\AppData\**` (or
+/// `c:/users/*/appdata/**`) excludes every user's AppData tree, `**\*.tmp`
+/// every `.TMP` file. A backslash there is a separator, never an escape
+/// (Windows names cannot hold `*`, `?` or `\`).
 #[derive(Debug, Clone)]
 pub struct Exclusions {
     paths: globset::GlobSet,
@@ -288,24 +308,60 @@ pub struct Exclusions {
     /// Trees never recorded whatever the patterns say: the agent's own data
     /// directory (recording its own buffer writes would feed itself).
     trees: Vec<PathBuf>,
+    style: PathStyle,
+}
+
+/// How paths are spelled and compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathStyle {
+    /// `/` only, case-sensitive.
+    Unix,
+    /// `\` or `/`, case-insensitive.
+    Windows,
+}
+
+impl PathStyle {
+    /// This system's.
+    pub const NATIVE: PathStyle = if cfg!(windows) {
+        PathStyle::Windows
+    } else {
+        PathStyle::Unix
+    };
 }
 
 impl Exclusions {
     pub fn new(patterns: &[String]) -> Result<Exclusions, globset::Error> {
+        Exclusions::with_style(patterns, PathStyle::NATIVE)
+    }
+
+    /// Compiled for paths of `style` (the tests build Windows ones on Linux).
+    pub fn with_style(patterns: &[String], style: PathStyle) -> Result<Exclusions, globset::Error> {
+        let glob = |p: &str| match style {
+            PathStyle::Unix => globset::Glob::new(p),
+            PathStyle::Windows => globset::GlobBuilder::new(&p.replace('\\', "/"))
+                .case_insensitive(true)
+                .backslash_escape(false)
+                .build(),
+        };
         let mut paths = globset::GlobSetBuilder::new();
         let mut dirs = globset::GlobSetBuilder::new();
         for p in patterns {
-            paths.add(globset::Glob::new(p)?);
-            if let Some(dir) = p.strip_suffix("/**")
+            paths.add(glob(p)?);
+            let dir = match style {
+                PathStyle::Unix => p.strip_suffix("/**"),
+                PathStyle::Windows => p.strip_suffix("/**").or_else(|| p.strip_suffix("\\**")),
+            };
+            if let Some(dir) = dir
                 && !dir.is_empty()
             {
-                dirs.add(globset::Glob::new(dir)?);
+                dirs.add(glob(dir)?);
             }
         }
         Ok(Exclusions {
             paths: paths.build()?,
             dirs: dirs.build()?,
             trees: Vec::new(),
+            style,
         })
     }
 
@@ -316,18 +372,42 @@ impl Exclusions {
     }
 
     fn in_tree(&self, p: &Path) -> bool {
-        self.trees.iter().any(|t| p.starts_with(t))
+        match self.style {
+            PathStyle::Unix => self.trees.iter().any(|t| p.starts_with(t)),
+            PathStyle::Windows => {
+                let p = windows_key(p);
+                self.trees.iter().any(|t| {
+                    let t = windows_key(t);
+                    let t = t.trim_end_matches('/');
+                    p.strip_prefix(t)
+                        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+                })
+            }
+        }
+    }
+
+    fn is_match(&self, set: &globset::GlobSet, p: &Path) -> bool {
+        match self.style {
+            PathStyle::Unix => set.is_match(p),
+            PathStyle::Windows => set.is_match(windows_key(p)),
+        }
     }
 
     /// Operations on this path are not recorded.
     pub fn path(&self, p: &Path) -> bool {
-        self.in_tree(p) || self.paths.is_match(p)
+        self.in_tree(p) || self.is_match(&self.paths, p)
     }
 
     /// This directory is not watched at all.
     pub fn dir(&self, p: &Path) -> bool {
-        self.in_tree(p) || self.paths.is_match(p) || self.dirs.is_match(p)
+        self.in_tree(p) || self.is_match(&self.paths, p) || self.is_match(&self.dirs, p)
     }
+}
+
+/// A Windows path with `/` for every separator (the glob's case is
+/// ignored by the glob itself; trees compare in lower case).
+fn windows_key(p: &Path) -> String {
+    p.to_string_lossy().replace('\\', "/").to_lowercase()
 }
 
 #[cfg(test)]
@@ -503,6 +583,26 @@ mod tests {
     }
 
     #[test]
+    fn held_files_are_asked_about_again_without_a_close() {
+        // Windows: no close event; the writer probe is repeated.
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut c = Coalescer::new(Duration::from_millis(100), Duration::from_millis(1000));
+        c.modify(Path::new("C:\\w\\a.docx"), ms(0));
+        assert!(c.held().is_empty(), "not asked about yet");
+        assert_eq!(c.unconfirmed(ms(100)).len(), 1);
+        c.writer(Path::new("C:\\w\\a.docx"), true);
+        assert_eq!(c.held(), vec![PathBuf::from("C:\\w\\a.docx")]);
+        assert!(c.due(ms(300)).is_empty(), "still held open");
+        c.writer(Path::new("C:\\w\\a.docx"), false);
+        let due = c.due(ms(300));
+        assert_eq!(due.len(), 1);
+        assert!(due[0].closed, "nobody holds it: hashed");
+        assert_eq!(due[0].count, 1, "the probe is not an event");
+        assert!(c.held().is_empty());
+    }
+
+    #[test]
     fn cookie_pairing() {
         let t0 = Instant::now();
         let ms = |n| t0 + Duration::from_millis(n);
@@ -552,5 +652,48 @@ mod tests {
                 "{p}"
             );
         }
+    }
+
+    #[test]
+    fn windows_exclusion() {
+        let x = Exclusions::with_style(
+            &[
+                "C:\\Users\\*\\AppData\\**".to_owned(),
+                "**\\*.tmp".to_owned(),
+                "**/~$*".to_owned(),
+                "D:\\Scratch\\*.log".to_owned(),
+            ],
+            PathStyle::Windows,
+        )
+        .expect("globs")
+        .with_tree(PathBuf::from("C:\\ProgramData\\Kiroku\\agent"));
+        // (path, excluded as a path, excluded as a directory to watch)
+        let cases = [
+            ("C:\\Users\\alice\\Documents\\q3.xlsx", false, false),
+            ("C:\\Users\\alice\\AppData\\Local\\x.db", true, true),
+            ("c:\\users\\BOB\\appdata\\Roaming\\y", true, true),
+            ("C:\\Users\\alice\\AppData", false, true),
+            ("C:\\Users\\alice\\AppDataBackup\\z", false, false),
+            ("C:/Users/alice/AppData/Local/x.db", true, true),
+            ("C:\\Users\\alice\\Desktop\\~$report.docx", true, true),
+            ("C:\\Users\\alice\\Desktop\\report.docx", false, false),
+            ("E:\\copy\\A.TMP", true, true),
+            ("D:\\scratch\\build.LOG", true, true),
+            ("D:\\scratch\\build.txt", false, false),
+            ("C:\\ProgramData\\Kiroku\\agent", true, true),
+            ("c:\\programdata\\kiroku\\AGENT\\buffer\\db", true, true),
+            ("C:\\ProgramData\\Kiroku\\agent-old\\x", false, false),
+        ];
+        for (p, path, dir) in cases {
+            assert_eq!(
+                (x.path(Path::new(p)), x.dir(Path::new(p))),
+                (path, dir),
+                "{p}"
+            );
+        }
+        // Unix style stays as it was: case matters, `\\` is an escape.
+        let u = Exclusions::with_style(&["/w/*.TMP".to_owned()], PathStyle::Unix).expect("glob");
+        assert!(u.path(Path::new("/w/a.TMP")));
+        assert!(!u.path(Path::new("/w/a.tmp")));
     }
 }

@@ -160,7 +160,10 @@ impl FileState {
 
     /// Remembered paths below `dir` (a watch root), in order.
     pub fn paths_under(&self, dir: &str) -> impl Iterator<Item = String> + use<> {
-        let prefix = format!("{}/", dir.trim_end_matches('/'));
+        // The platform's separator: `\` on Windows, where paths are
+        // recorded as the system spells them (`C:\Users\…`).
+        let sep = std::path::MAIN_SEPARATOR;
+        let prefix = format!("{}{sep}", dir.trim_end_matches(sep));
         self.tree
             .keys_with_prefix(prefix)
             .unwrap_or_default()
