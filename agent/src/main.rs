@@ -19,6 +19,11 @@ struct Cli {
 
 fn main() -> std::process::ExitCode {
     kiroku_agent::memory::limit_arenas();
+    // `kiroku-agent config write …` (the MSI's and install.ps1's step).
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if let Some(code) = kiroku_agent::deploy::dispatch(&args) {
+        return code;
+    }
     let cli = Cli::parse();
     kiroku_common::init_logging("info");
     let (cfg, file) = match kiroku_agent::reload::ConfigFile::load(&cli.config) {
