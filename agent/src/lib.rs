@@ -15,6 +15,8 @@ pub mod gaps;
 pub mod memory;
 pub mod os;
 pub mod reload;
+// Issue 22 (lane host): the Windows service and its commands.
+pub mod service;
 pub mod shipper;
 pub mod test_hooks;
 
@@ -31,6 +33,16 @@ const HOST_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(60)
 /// Runs the agent until SIGINT/SIGTERM; `file` is the config file `cfg`
 /// came from, reloaded on SIGHUP and when it changes (`reload`).
 pub async fn run(cfg: AgentConfig, file: reload::ConfigFile) -> anyhow::Result<()> {
+    run_until(cfg, file, kiroku_common::shutdown_signal()).await
+}
+
+/// [`run`] until `shutdown` resolves: the Windows service's stop control
+/// (`service`) instead of the console's signals.
+pub async fn run_until(
+    cfg: AgentConfig,
+    file: reload::ConfigFile,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     let hup = reload::hangup_signal();
     let identity = cfg.collector.tls.own_identity().with_context(|| {
         format!(
@@ -169,8 +181,7 @@ pub async fn run(cfg: AgentConfig, file: reload::ConfigFile) -> anyhow::Result<(
             }
         }
     });
-    smtp.serve(live, listeners, kiroku_common::shutdown_signal())
-        .await;
+    smtp.serve(live, listeners, shutdown).await;
     // Stopped between reloads, never inside one: a reload that is
     // restarting file capture finishes first, so no watcher is dropped
     // with records pending.

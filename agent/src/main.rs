@@ -8,13 +8,24 @@ use clap::Parser;
 /// ships it to the collector over mutually authenticated gRPC.
 #[derive(Parser)]
 #[command(version = kiroku_agent::test_hooks::VERSION, about)]
+#[command(subcommand_negates_reqs = true)]
 struct Cli {
     /// Agent configuration file (TOML); see packaging/agent.example.toml.
-    #[arg(short, long, env = "KIROKU_AGENT_CONFIG")]
-    config: PathBuf,
+    /// On Windows it defaults to %ProgramData%\Kiroku\agent.toml.
+    #[arg(short, long, env = "KIROKU_AGENT_CONFIG", required = cfg!(not(windows)))]
+    config: Option<PathBuf>,
     /// Check the configuration and exit.
     #[arg(long)]
     check: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Install, uninstall, start or stop the Windows service.
+    #[command(subcommand, hide = cfg!(not(windows)))]
+    Service(kiroku_agent::service::ServiceCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -25,8 +36,16 @@ fn main() -> std::process::ExitCode {
         return code;
     }
     let cli = Cli::parse();
+    if let Some(Command::Service(cmd)) = cli.command {
+        // The service logs to its own file and the event log.
+        return kiroku_agent::service::command(cmd);
+    }
     kiroku_common::init_logging("info");
-    let (cfg, file) = match kiroku_agent::reload::ConfigFile::load(&cli.config) {
+    let Some(config) = cli.config.or_else(kiroku_agent::service::default_config) else {
+        eprintln!("kiroku-agent: --config <FILE> is required");
+        return std::process::ExitCode::from(2);
+    };
+    let (cfg, file) = match kiroku_agent::reload::ConfigFile::load(&config) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("kiroku-agent: {e:#}");
@@ -39,13 +58,13 @@ fn main() -> std::process::ExitCode {
         // they are never hidden behind a plain "OK".
         let warnings = cfg.warnings();
         for w in &warnings {
-            eprintln!("kiroku-agent: warning: {}: {w}", cli.config.display());
+            eprintln!("kiroku-agent: warning: {}: {w}", config.display());
         }
         match warnings.len() {
-            0 => println!("{}: configuration OK", cli.config.display()),
+            0 => println!("{}: configuration OK", config.display()),
             n => println!(
                 "{}: configuration valid, with {n} warning{} (see above)",
-                cli.config.display(),
+                config.display(),
                 if n == 1 { "" } else { "s" }
             ),
         }

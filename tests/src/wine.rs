@@ -109,7 +109,8 @@ fn setup() -> Result<Wine, String> {
     let bin_dir = root.join("bin");
     std::fs::create_dir_all(&bin_dir).map_err(|e| format!("{}: {e}", bin_dir.display()))?;
     let lock = std::fs::File::create(root.join("lock")).map_err(|e| e.to_string())?;
-    lock.lock().map_err(|e| format!("locking {}: {e}", root.display()))?;
+    lock.lock()
+        .map_err(|e| format!("locking {}: {e}", root.display()))?;
     let dll = bin_dir.join("bcryptprimitives.dll");
     if !dll.exists() {
         build_shim(&dll)?;

@@ -80,3 +80,19 @@ impl Hangup {
         None
     }
 }
+
+// Wide strings for Win32 calls (issue 22, lane host: the service and host
+// identity use them; one home rather than one copy per module).
+
+/// `s` as a NUL-terminated UTF-16 string for a `PCWSTR` argument.
+pub fn wide(s: impl AsRef<std::ffi::OsStr>) -> Vec<u16> {
+    use std::os::windows::ffi::OsStrExt;
+    s.as_ref().encode_wide().chain(Some(0)).collect()
+}
+
+/// The UTF-16 text in `buf` up to its first NUL (all of it without one),
+/// lossily as UTF-8.
+pub fn from_wide(buf: &[u16]) -> String {
+    let end = buf.iter().position(|&c| c == 0).unwrap_or(buf.len());
+    String::from_utf16_lossy(&buf[..end])
+}
