@@ -58,6 +58,34 @@ pub struct CollectorConfig {
     pub keepalive_secs: u64,
     /// CA, certificate and key of this agent (role `agent`).
     pub tls: TlsFiles,
+    /// Enrollment (issue 22, `crate::enroll`): when `tls.cert` and `tls.key`
+    /// do not exist, the agent generates its key, enrolls with this
+    /// one-time token (from `kiroku certs enroll-token`) at
+    /// `enroll_endpoint`, writes both files and starts. `tls.ca` must
+    /// exist (it authenticates the collector). Ignored once enrolled.
+    #[serde(default)]
+    pub enroll_token: Option<String>,
+    /// The token in a file instead (first line; takes effect when
+    /// `enroll_token` is absent).
+    #[serde(default)]
+    pub enroll_token_file: Option<PathBuf>,
+    /// `https://host:port` of the collector's enrollment listener
+    /// (`[enroll] listen` in the collector's config).
+    #[serde(default)]
+    pub enroll_endpoint: Option<String>,
+    /// The agent id asked for; default: this computer's name (sanitised).
+    #[serde(default)]
+    pub enroll_name: Option<String>,
+    /// Renewal of an enrolled certificate over the mTLS connection, at two
+    /// thirds of its validity (default true).
+    #[serde(default = "default_true")]
+    pub renew: bool,
+}
+
+fn resolve_opt(config: &Path, p: &mut Option<PathBuf>) {
+    if let Some(v) = p.as_mut() {
+        *v = kiroku_common::config::resolve_relative(config, v);
+    }
 }
 
 fn default_keepalive() -> u64 {
@@ -288,6 +316,8 @@ impl AgentConfig {
             |field: &str, message: String| crate::reload::field_error(path, text, field, message);
         cfg.data_dir = kiroku_common::config::resolve_relative(path, &cfg.data_dir);
         cfg.collector.tls = cfg.collector.tls.resolved(path);
+        resolve_opt(path, &mut cfg.collector.enroll_token_file);
+        crate::enroll::check_config(&cfg.collector).map_err(|(field, m)| bad(field, m))?;
         if cfg.smtp.mode == SmtpMode::Relay && cfg.smtp.upstream.is_none() {
             return Err(bad(
                 "smtp.upstream",

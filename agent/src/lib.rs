@@ -11,6 +11,7 @@ pub mod capture;
 pub mod config;
 /// Issue 22: `kiroku-agent config write`, the installers' step.
 pub mod deploy;
+pub mod enroll;
 pub mod gaps;
 pub mod memory;
 pub mod os;
@@ -44,6 +45,8 @@ pub async fn run_until(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let hup = reload::hangup_signal();
+    // Issue 22: no certificate yet and a token: enroll first.
+    enroll::ensure_enrolled(&cfg.collector, &cfg.server_name()).await?;
     let identity = cfg.collector.tls.own_identity().with_context(|| {
         format!(
             "reading the agent identity from {}",
@@ -156,8 +159,16 @@ pub async fn run_until(
         ctx: ctx.clone(),
         keepalive: std::time::Duration::from_secs(cfg.collector.keepalive_secs),
         config_sha256,
+        tls_files: Some((cfg.collector.tls.clone(), cfg.server_name())),
     };
     let shipper = tokio::spawn(shipper.run());
+    let renewal = cfg.collector.renew.then(|| {
+        enroll::spawn_renewal(
+            cfg.collector.tls.clone(),
+            cfg.collector.endpoint.clone(),
+            cfg.server_name(),
+        )
+    });
     let host_watch = tokio::spawn(capture::host::watch(
         ctx.clone(),
         buffer.clone(),
@@ -207,5 +218,8 @@ pub async fn run_until(
     network.stop().await;
     shipper.abort();
     let _ = shipper.await;
+    if let Some(r) = renewal {
+        r.abort();
+    }
     Ok(())
 }

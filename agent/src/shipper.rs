@@ -94,6 +94,10 @@ pub struct Shipper {
     pub keepalive: Duration,
     /// SHA-256 of the config file in force, sent in `Status`.
     pub config_sha256: Arc<crate::reload::ConfigDigest>,
+    /// The TLS files and server name, read again at each connection so a
+    /// renewed certificate (`crate::enroll`) is presented; `tls` when they
+    /// do not read (a file replaced by hand, half-written).
+    pub tls_files: Option<(kiroku_common::tls::TlsFiles, String)>,
 }
 
 impl Shipper {
@@ -137,8 +141,15 @@ impl Shipper {
     }
 
     async fn connect(&self) -> anyhow::Result<IngestClient<Channel>> {
+        let tls = match &self.tls_files {
+            Some((files, name)) => files.client_config(name).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "the TLS files do not read; connecting with those read at start");
+                self.tls.clone()
+            }),
+            None => self.tls.clone(),
+        };
         let channel = Endpoint::from_shared(self.endpoint.clone())?
-            .tls_config(self.tls.clone())?
+            .tls_config(tls)?
             .connect_timeout(Duration::from_secs(10))
             .tcp_keepalive(Some(self.keepalive))
             .http2_keep_alive_interval(self.keepalive)

@@ -64,3 +64,21 @@ pub fn files_pause() -> Option<std::path::PathBuf> {
     #[cfg(not(feature = "test-hooks"))]
     None
 }
+
+/// How often the certificate renewal task looks at the certificate
+/// (`KIROKU_TEST_RENEW_CHECK_MS`, issue 22: a test issues certificates
+/// valid for seconds); None in production builds (hourly).
+pub fn renew_check_every() -> Option<std::time::Duration> {
+    #[cfg(feature = "test-hooks")]
+    {
+        const NAME: &str = "KIROKU_TEST_RENEW_CHECK_MS";
+        let ms: u64 = std::env::var(NAME).ok()?.trim().parse().ok()?;
+        tracing::error!(
+            check_ms = ms,
+            "TEST HOOK ACTIVE: {NAME} is set, certificate renewal is checked unusually often (test build only)"
+        );
+        Some(std::time::Duration::from_millis(ms.max(100)))
+    }
+    #[cfg(not(feature = "test-hooks"))]
+    None
+}
