@@ -61,17 +61,19 @@ pub struct Setting {
 /// Every setting the installers take, in the order they are documented.
 #[rustfmt::skip]
 pub const SETTINGS: &[Setting] = &[
-    Setting { property: "COLLECTOR",         key: "collector.endpoint",    kind: Kind::Text },
-    Setting { property: "SERVER_NAME",       key: "collector.server_name", kind: Kind::Text },
-    Setting { property: "CA_FILE",           key: "collector.tls.ca",      kind: Kind::Text },
-    Setting { property: "CERT_FILE",         key: "collector.tls.cert",    kind: Kind::Text },
-    Setting { property: "KEY_FILE",          key: "collector.tls.key",     kind: Kind::Text },
-    Setting { property: "SMTP_LISTEN",       key: "smtp.listen",           kind: Kind::Addresses },
-    Setting { property: "SMTP_MODE",         key: "smtp.mode",             kind: Kind::Text },
-    Setting { property: "SMTP_UPSTREAM",     key: "smtp.upstream",         kind: Kind::Text },
-    Setting { property: "SMTP_UPSTREAM_TLS", key: "smtp.upstream_tls",     kind: Kind::Text },
-    Setting { property: "FILES_WATCH",       key: "files.watch",           kind: Kind::Paths },
-    Setting { property: "DATA_DIR",          key: "data_dir",              kind: Kind::Text },
+    Setting { property: "COLLECTOR",         key: "collector.endpoint",        kind: Kind::Text },
+    Setting { property: "SERVER_NAME",       key: "collector.server_name",     kind: Kind::Text },
+    Setting { property: "CA_FILE",           key: "collector.tls.ca",          kind: Kind::Text },
+    Setting { property: "CERT_FILE",         key: "collector.tls.cert",        kind: Kind::Text },
+    Setting { property: "KEY_FILE",          key: "collector.tls.key",         kind: Kind::Text },
+    Setting { property: "ENROLL_TOKEN",      key: "collector.enroll_token",    kind: Kind::Text },
+    Setting { property: "ENROLL_ENDPOINT",   key: "collector.enroll_endpoint", kind: Kind::Text },
+    Setting { property: "SMTP_LISTEN",       key: "smtp.listen",               kind: Kind::Addresses },
+    Setting { property: "SMTP_MODE",         key: "smtp.mode",                 kind: Kind::Text },
+    Setting { property: "SMTP_UPSTREAM",     key: "smtp.upstream",             kind: Kind::Text },
+    Setting { property: "SMTP_UPSTREAM_TLS", key: "smtp.upstream_tls",         kind: Kind::Text },
+    Setting { property: "FILES_WATCH",       key: "files.watch",               kind: Kind::Paths },
+    Setting { property: "DATA_DIR",          key: "data_dir",                  kind: Kind::Text },
 ];
 
 impl Setting {
@@ -122,6 +124,14 @@ pub struct WriteArgs {
     /// This agent's private key file (KEY_FILE).
     #[arg(long)]
     pub key_file: Option<String>,
+    /// One-time enrollment token from `kiroku certs enroll-token`
+    /// (ENROLL_TOKEN); used when the certificate files do not exist yet.
+    #[arg(long)]
+    pub enroll_token: Option<String>,
+    /// `https://host:port` of the collector's enrollment listener
+    /// (ENROLL_ENDPOINT).
+    #[arg(long)]
+    pub enroll_endpoint: Option<String>,
     /// SMTP listen addresses, comma separated (SMTP_LISTEN).
     #[arg(long)]
     pub smtp_listen: Option<String>,
@@ -152,6 +162,8 @@ impl WriteArgs {
             &self.ca_file,
             &self.cert_file,
             &self.key_file,
+            &self.enroll_token,
+            &self.enroll_endpoint,
             &self.smtp_listen,
             &self.smtp_mode,
             &self.smtp_upstream,

@@ -24,7 +24,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use kiroku_tests::wine::{TARGET, Wine};
+use kiroku_proto::SearchRequest;
+use kiroku_tests::wine::{TARGET, Wine, win_path};
+use kiroku_tests::{Env, free_port, send_mail};
 
 /// msiexec runs one installation at a time per prefix: the tests take
 /// turns.
@@ -113,10 +115,10 @@ fn msiexec(wine: &Wine, op: &str, msi: &Path, props: &[String]) -> anyhow::Resul
     let log = msi.with_extension(format!("{}.log", op.trim_start_matches('/')));
     let mut args = vec![
         op.to_owned(),
-        kiroku_tests::wine::win_path(msi),
+        win_path(msi),
         "/qn".to_owned(),
         "/l*v".to_owned(),
-        kiroku_tests::wine::win_path(&log),
+        win_path(&log),
     ];
     args.extend(props.iter().cloned());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -221,11 +223,12 @@ fn msi_installs_upgrades_and_uninstalls() -> anyhow::Result<()> {
     let v1 = build_msi(wine, "0.1.0", &tmp.path().join("v1"))?;
     let v2 = build_msi(wine, "0.1.1", &tmp.path().join("v2"))?;
     shim_in_system32(wine)?;
+    let _kill = WineServerKill(wine);
     clean(wine, &v2)?;
 
     // Install with the properties of a silent deployment; the service is
-    // registered but not started (START_SERVICE=0: see windows_msi's
-    // service test for the start).
+    // registered but not started (START_SERVICE=0; the start is
+    // msi_service_runs_and_ships_mail's).
     let code = msiexec(
         wine,
         "/i",
@@ -297,7 +300,9 @@ fn msi_installs_upgrades_and_uninstalls() -> anyhow::Result<()> {
         "{service}"
     );
     assert!(
-        service.contains("Start") && service.contains("0x2"),
+        service
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["Start", "REG_DWORD", "0x2"]),
         "auto start: {service}"
     );
     assert_eq!(installed_versions(wine)?, ["0.1.0"]);
@@ -369,5 +374,110 @@ fn msi_installs_upgrades_and_uninstalls() -> anyhow::Result<()> {
     assert!(!config.exists(), "no half-written configuration");
     assert!(installed_versions(wine)?.is_empty());
     clean(wine, &v2)?;
+    Ok(())
+}
+
+/// Ends every Wine process of the prefix at the end of a test (a service
+/// left running by a failed assertion included): only this test binary
+/// uses the prefix while it holds [`PREFIX`].
+struct WineServerKill<'a>(&'a Wine);
+
+impl Drop for WineServerKill<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new("wineserver")
+            .arg("-k")
+            .env("WINEPREFIX", &self.0.prefix)
+            .status();
+    }
+}
+
+fn listening(port: u16) -> bool {
+    std::net::TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(1),
+    )
+    .is_ok()
+}
+
+fn wait_until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + within;
+    while !cond() {
+        if std::time::Instant::now() > deadline {
+            bail!("{what}: not within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    Ok(())
+}
+
+/// The service the MSI registers and starts (START_SERVICE defaults to 1)
+/// runs the agent from the configuration the properties wrote: it listens,
+/// a mail sent to it reaches a Linux collector over mTLS, it logs to
+/// ProgramData; uninstall stops it.
+#[tokio::test(flavor = "multi_thread")]
+async fn msi_service_runs_and_ships_mail() -> anyhow::Result<()> {
+    let Some(wine) = wine_or_skip("msi_service_runs_and_ships_mail") else {
+        return Ok(());
+    };
+    let _turn = PREFIX.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::Builder::new().prefix("kiroku-msi-").tempdir()?;
+    let msi = build_msi(wine, "0.1.0", tmp.path())?;
+    shim_in_system32(wine)?;
+    let _kill = WineServerKill(wine);
+    clean(wine, &msi)?;
+
+    let env = Env::new()?;
+    let _collector = env.start_collector()?;
+    let (cert, key) = env.issue("agent", "pc-msi", &[])?;
+    let smtp = free_port();
+    let code = msiexec(
+        wine,
+        "/i",
+        &msi,
+        &props(&[
+            ("COLLECTOR", &format!("https://127.0.0.1:{}", env.grpc)),
+            ("SERVER_NAME", "localhost"),
+            ("CA_FILE", &win_path(&env.pki().join("ca.pem"))),
+            ("CERT_FILE", &win_path(&cert)),
+            ("KEY_FILE", &win_path(&key)),
+            ("SMTP_LISTEN", &format!("127.0.0.1:{smtp}")),
+            ("SMTP_MODE", "capture-only"),
+        ]),
+    )?;
+    assert_eq!(code, 0, "msiexec /i {}", msi.display());
+    wait_until("the service's SMTP port", Duration::from_secs(90), || {
+        listening(smtp)
+    })?;
+
+    let raw = b"From: msi@example.com\r\nTo: bob@example.org\r\nSubject: installed by msiexec\r\n\r\nhello\r\n";
+    let sent = send_mail(smtp, "msi@example.com", &["bob@example.org"], raw)?;
+    assert_eq!(sent.code, 250, "{sent:?}");
+    let events = env
+        .wait_for(
+            SearchRequest {
+                sender: "msi@example.com".into(),
+                ..Default::default()
+            },
+            1,
+            Duration::from_secs(60),
+        )
+        .await?;
+    assert_eq!(events.len(), 1);
+    // It ran as the service (its log file), not a console agent.
+    let logs = wine.prefix.join("drive_c/ProgramData/Kiroku/logs");
+    let logged = std::fs::read_dir(&logs)
+        .with_context(|| format!("{}", logs.display()))?
+        .filter_map(Result::ok)
+        .any(|e| e.file_name().to_string_lossy().starts_with("kiroku-agent"));
+    assert!(logged, "a kiroku-agent log in {}", logs.display());
+
+    let code = msiexec(wine, "/x", &msi, &[])?;
+    assert_eq!(code, 0, "msiexec /x");
+    wait_until("the service stopped", Duration::from_secs(30), || {
+        !listening(smtp)
+    })?;
+    assert!(!wine.prefix.join(EXE).exists());
+    assert!(reg_query(wine, SERVICE_KEY)?.is_none());
+    clean(wine, &msi)?;
     Ok(())
 }

@@ -203,3 +203,28 @@ fn dispatch_only_takes_config_write() {
     assert!(dispatch(&os(&["config"])).is_none());
     assert!(dispatch(&os(&["service", "install"])).is_none());
 }
+
+#[test]
+fn an_enrollment_token_needs_its_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.toml");
+    let base = [
+        ("COLLECTOR", "https://c:7443"),
+        ("SMTP_UPSTREAM", "mx:25"),
+        ("ENROLL_TOKEN", "kt1-0123456789abcdef"),
+    ];
+    let err = write(&path, &given(&base)).unwrap_err();
+    assert!(format!("{err:#}").contains("enroll_endpoint"), "{err:#}");
+    let mut all = base.to_vec();
+    all.push(("ENROLL_ENDPOINT", "https://c:7444"));
+    assert_eq!(write(&path, &given(&all)).unwrap(), Outcome::Created);
+    let cfg = AgentConfig::parse(&path, &std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(
+        cfg.collector.enroll_token.as_deref(),
+        Some("kt1-0123456789abcdef")
+    );
+    assert_eq!(
+        cfg.collector.enroll_endpoint.as_deref(),
+        Some("https://c:7444")
+    );
+}
