@@ -9,6 +9,8 @@
 pub mod buffer;
 pub mod capture;
 pub mod config;
+/// Issue 22: `kiroku-agent config write`, the installers' step.
+pub mod deploy;
 pub mod enroll;
 pub mod gaps;
 pub mod memory;

@@ -30,6 +30,11 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     kiroku_agent::memory::limit_arenas();
+    // `kiroku-agent config write …` (the MSI's and install.ps1's step).
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if let Some(code) = kiroku_agent::deploy::dispatch(&args) {
+        return code;
+    }
     let cli = Cli::parse();
     if let Some(Command::Service(cmd)) = cli.command {
         // The service logs to its own file and the event log.
