@@ -109,7 +109,8 @@ fn setup() -> Result<Wine, String> {
     let bin_dir = root.join("bin");
     std::fs::create_dir_all(&bin_dir).map_err(|e| format!("{}: {e}", bin_dir.display()))?;
     let lock = std::fs::File::create(root.join("lock")).map_err(|e| e.to_string())?;
-    lock.lock().map_err(|e| format!("locking {}: {e}", root.display()))?;
+    lock.lock()
+        .map_err(|e| format!("locking {}: {e}", root.display()))?;
     let dll = bin_dir.join("bcryptprimitives.dll");
     if !dll.exists() {
         build_shim(&dll)?;
@@ -148,8 +149,9 @@ fn setup() -> Result<Wine, String> {
     Ok(wine)
 }
 
-/// Builds the ProcessPrng shim with mingw (test harness only).
-fn build_shim(dll: &Path) -> Result<(), String> {
+/// Builds the ProcessPrng shim with mingw (test harness only; public for
+/// the Windows agent benchmark's own Wine directory).
+pub fn build_shim(dll: &Path) -> Result<(), String> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("wine");
     let out = Command::new("x86_64-w64-mingw32-gcc")
         .args(["-shared", "-O2", "-o"])
