@@ -15,6 +15,10 @@
 //! // stop_windows(&mut agent) is a graceful Ctrl+C.
 //! ```
 //!
+//! Not `Proc::terminate`: Wine ends a program on SIGTERM at once, without
+//! its Ctrl+C handler (checked: no "kiroku-agent stopping" in the log), so
+//! that is a kill, not a graceful stop.
+//!
 //! Processes: `wine64 x.exe` runs the Windows program in the Linux process
 //! it was started as (checked with Debian's Wine 8.0, which has no
 //! separate preloader: `/proc/<pid>/exe` of the spawned child stays
