@@ -94,6 +94,12 @@ pub fn ensure_collector_test_hooks() -> anyhow::Result<()> {
 }
 
 fn bin_dir() -> PathBuf {
+    // A benchmark built in release may take the binaries it does not
+    // measure (the CLI for the PKI, the collector) from another profile
+    // (`scripts/bench-winagent.sh`).
+    if let Some(dir) = std::env::var_os("KIROKU_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
     let exe = std::env::current_exe().expect("test executable path");
     // Tests run from target/<profile>/deps, harness binaries (benchmarks)
     // from target/<profile>.

@@ -15,11 +15,17 @@
 //! // stop_windows(&mut agent) is a graceful Ctrl+C.
 //! ```
 //!
-//! Processes: `wine64 x.exe` execs the Wine preloader and then runs the
-//! Windows program in that same Linux process (checked: `/proc/<pid>/exe`
-//! of the spawned child is `wine64-preloader` and its command line is the
-//! exe), so the [`Proc`]'s pid IS the Windows process: `kill9` (SIGKILL)
-//! kills it without any chance to flush, exactly as on Linux. Wine's own
+//! Not `Proc::terminate`: Wine ends a program on SIGTERM at once, without
+//! its Ctrl+C handler (checked: no "kiroku-agent stopping" in the log), so
+//! that is a kill, not a graceful stop.
+//!
+//! Processes: `wine64 x.exe` runs the Windows program in the Linux process
+//! it was started as (checked with Debian's Wine 8.0, which has no
+//! separate preloader: `/proc/<pid>/exe` of the spawned child stays
+//! `/usr/lib/wine/wine64`, its command line becomes the exe's path and
+//! arguments, and Wine's own programs are other processes), so the
+//! [`Proc`]'s pid IS the Windows process: `kill9` (SIGKILL) kills it
+//! without any chance to flush, exactly as on Linux. Wine's own
 //! helpers (`wineserver`, `services.exe`, `winedevice.exe`, …) belong to
 //! the shared prefix and exit by themselves ~3 s after its last program.
 //!

@@ -149,8 +149,9 @@ fn setup() -> Result<Wine, String> {
     Ok(wine)
 }
 
-/// Builds the ProcessPrng shim with mingw (test harness only).
-fn build_shim(dll: &Path) -> Result<(), String> {
+/// Builds the ProcessPrng shim with mingw (test harness only; public for
+/// the Windows agent benchmark's own Wine directory).
+pub fn build_shim(dll: &Path) -> Result<(), String> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("wine");
     let out = Command::new("x86_64-w64-mingw32-gcc")
         .args(["-shared", "-O2", "-o"])

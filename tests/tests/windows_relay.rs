@@ -250,3 +250,107 @@ async fn windows_agent_killed_right_after_250_stores_each_mail_exactly_once() ->
     kiroku_tests::winagent::stop_windows(&mut agent, Duration::from_secs(30));
     Ok(())
 }
+
+/// Builds the Winsock SMTP client `tests/wine/smtpclient.c` with mingw into
+/// `dir`; Err(reason) when the compiler is missing (the test skips).
+fn build_smtp_client(dir: &std::path::Path) -> Result<std::path::PathBuf, String> {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("wine/smtpclient.c");
+    let exe = dir.join("kiroku-smtpclient.exe");
+    let out = std::process::Command::new("x86_64-w64-mingw32-gcc")
+        .args(["-O2", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .arg("-lws2_32")
+        .output()
+        .map_err(|e| {
+            format!("x86_64-w64-mingw32-gcc: {e}: install Debian's gcc-mingw-w64-x86-64")
+        })?;
+    if !out.status.success() {
+        return Err(format!(
+            "building {}: {}",
+            src.display(),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(exe)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn windows_client_application_is_named_in_the_record() -> anyhow::Result<()> {
+    let test = "windows_client_application_is_named_in_the_record";
+    let Some(wine) = wine_or_skip(test) else {
+        return Ok(());
+    };
+    let env = Env::new()?;
+    let client = match build_smtp_client(env.path()) {
+        Ok(exe) => exe,
+        Err(why) => {
+            skip(test, &why);
+            return Ok(());
+        }
+    };
+    let _collector = env.start_collector()?;
+    let upstream = Upstream::start(&env)?;
+    let smtp = free_port();
+    let mut agent = env.start_windows_agent(wine, "pc-wa", smtp, &Mode::Relay(upstream.port))?;
+
+    // The Windows program sends one mail; a Linux program (smtplib) another.
+    let (ok, out) = kiroku_tests::run_client(
+        wine.program(&client)?
+            .arg(smtp.to_string())
+            .arg("winapp-exe"),
+        None,
+    )?;
+    assert!(
+        ok,
+        "the Windows SMTP client failed:\n{out}\n{}",
+        agent.log_text()
+    );
+    let sent = send_mail(
+        smtp,
+        "hanako@example.co.jp",
+        &["client@example.org"],
+        &mail("winapp-linux", 0),
+    )?;
+    assert_eq!(sent.code, 250, "{sent:?}");
+
+    let wait = |subject: &str| {
+        env.wait_for(
+            SearchRequest {
+                subject: subject.into(),
+                ..Default::default()
+            },
+            1,
+            Duration::from_secs(60),
+        )
+    };
+    let from_exe = wait("winapp-exe").await?;
+    let e = &from_exe[0];
+    let m = email(e);
+    // `name (path, pid N)`: the image name and its full Windows path.
+    assert!(
+        m.application.starts_with("kiroku-smtpclient.exe (")
+            && m.application.contains(r"\kiroku-smtpclient.exe, pid "),
+        "application: {:?}\n{}",
+        m.application,
+        agent.log_text()
+    );
+    assert_eq!(m.user_source, "local_socket");
+    assert!(
+        e.user.contains('\\') && !e.user.ends_with('\\'),
+        "the user of the client's process token, DOMAIN\\user: {:?}",
+        e.user
+    );
+    eprintln!(
+        "Windows client: application {:?}, user {:?}",
+        m.application, e.user
+    );
+
+    // A Linux process is no Windows process: Wine's table has no owner
+    // for its socket, so no application is claimed for it.
+    let from_linux = wait("winapp-linux").await?;
+    assert_eq!(email(&from_linux[0]).application, "", "{:?}", from_linux[0]);
+    assert_eq!(upstream.messages().len(), 2);
+    kiroku_tests::winagent::stop_windows(&mut agent, Duration::from_secs(30));
+    Ok(())
+}
