@@ -80,13 +80,20 @@ async fn windows_file_operations_are_recorded_under_wine() -> anyhow::Result<()>
         }
     };
     let env = Env::new()?;
-    let _collector = env.start_collector()?;
     let watched = env.path().join("watched");
     let usb = env.path().join("usb");
-    for d in [&watched, &usb] {
+    for d in [&watched, &usb, &watched.join("HR")] {
         std::fs::create_dir_all(d)?;
     }
     let (w, u) = (win_path(&watched), win_path(&usb));
+    // An alert rule written as a Windows path, in another case than the
+    // directory's: it matches as Windows compares paths.
+    let pattern = format!("{}\\hr\\**", w.to_uppercase());
+    std::fs::write(
+        env.path().join("rules.toml"),
+        format!("[[rule]]\nname = \"hr-win\"\nkind = \"sensitive_dir\"\npaths = [{pattern:?}]\n"),
+    )?;
+    let _collector = env.start_collector_with("[alerts]\nrules = \"rules.toml\"\n")?;
     // Windows spellings: a backslash pattern, matched without case.
     let extra = format!(
         "[files]\nwatch = [{w:?}]\nexclude = [\"**\\\\*.tmp\", \"**\\\\Cache\\\\**\"]\ncoalesce_ms = 200\nremovable_roots = [{u:?}]\nremovable_auto = false\n"
@@ -160,9 +167,9 @@ async fn windows_file_operations_are_recorded_under_wine() -> anyhow::Result<()>
 
     // A copy into the removable root: copy_to_removable, its source named.
     let source: Vec<u8> = b"confidential plan\n".repeat(1000);
-    std::fs::write(watched.join("plan.docx"), &source)?;
+    std::fs::write(watched.join("HR").join("plan.docx"), &source)?;
     one(&env, req("create", "plan.docx")).await?;
-    std::fs::copy(watched.join("plan.docx"), usb.join("plan.docx"))?;
+    std::fs::copy(watched.join("HR").join("plan.docx"), usb.join("plan.docx"))?;
     let e = one(&env, req("copy_to_removable", "plan.docx")).await?;
     let f = file(&e);
     assert_eq!(f.path, format!("{u}\\plan.docx"));
@@ -170,12 +177,34 @@ async fn windows_file_operations_are_recorded_under_wine() -> anyhow::Result<()>
     assert_eq!(f.sha256, sha(&source));
     assert_eq!(
         f.source_path,
-        format!("{w}\\plan.docx"),
+        format!("{w}\\HR\\plan.docx"),
         "the copy names the file it came from"
     );
     assert_eq!(
         (f.volume.as_str(), f.device.as_str()),
         (u.as_str(), "removable root")
+    );
+    let copy_id = e.event_id.clone();
+    // The sensitive_dir rule saw the content first under HR, then on the
+    // removable root: one alert, for the copy.
+    let deadline = Instant::now() + WAIT;
+    let fired = loop {
+        let out = env.cli(&["alerts", "--since", "1h", "--json"])?;
+        let fired: Vec<serde_json::Value> = out
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .filter(|v: &serde_json::Value| v["rule"] == "hr-win")
+            .collect();
+        if !fired.is_empty() || Instant::now() > deadline {
+            break fired;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(fired.len(), 1, "{fired:#?}");
+    assert!(
+        fired[0].to_string().contains(&copy_id),
+        "the alert is the copy's: {:#}",
+        fired[0]
     );
 
     // Nothing excluded was recorded (everything written before the copy
@@ -199,7 +228,7 @@ async fn windows_file_operations_are_recorded_under_wine() -> anyhow::Result<()>
     );
     let offline = b"written while the agent was down".to_vec();
     std::fs::write(watched.join("offline.txt"), &offline)?;
-    std::fs::remove_file(watched.join("plan.docx"))?;
+    std::fs::remove_file(watched.join("HR").join("plan.docx"))?;
     let mut agent =
         env.start_windows_agent_with(wine, "pc-wfiles", smtp, &Mode::CaptureOnly, &x)?;
     let e = one(&env, req("create", "offline.txt")).await?;
