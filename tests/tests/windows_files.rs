@@ -153,6 +153,30 @@ async fn windows_file_operations_are_recorded_under_wine() -> anyhow::Result<()>
     let e = one(&env, req("delete", "old.txt")).await?;
     assert_eq!(file(&e).path, format!("{w}\\old.txt"));
 
+    // A directory moved out of the tree takes its files with it: each
+    // known file gets a delete, then the directory.
+    let outside = env.path().join("outside");
+    std::fs::create_dir_all(watched.join("project"))?;
+    std::fs::write(watched.join("project").join("spec.txt"), b"spec")?;
+    one(&env, req("create", "project/spec.txt")).await?;
+    std::fs::create_dir_all(&outside)?;
+    std::fs::rename(watched.join("project"), outside.join("project"))?;
+    let e = one(&env, req("delete", "project/spec.txt")).await?;
+    assert!(
+        file(&e).detail.contains("moved away with its directory"),
+        "{:?}",
+        file(&e)
+    );
+    let dir_deletes = env
+        .wait_for(req("delete", "watched/project"), 2, WAIT)
+        .await?;
+    assert!(
+        dir_deletes.iter().any(
+            |e| file(e).path == format!("{w}\\project") && file(e).detail.contains("directory")
+        ),
+        "{dir_deletes:#?}"
+    );
+
     // A new subdirectory and a file in it (the watch is recursive).
     std::fs::create_dir_all(watched.join("sub"))?;
     std::fs::write(watched.join("sub").join("inner.txt"), b"inner")?;
@@ -254,5 +278,14 @@ async fn windows_file_operations_are_recorded_under_wine() -> anyhow::Result<()>
         "the Windows agent did not stop on Ctrl+C:\n{}",
         agent.log_text()
     );
+    let log = agent.log_text();
+    for bad in [
+        "could not be decoded",
+        "cannot watch",
+        "overflowed",
+        "file capture failed",
+    ] {
+        assert!(!log.contains(bad), "{bad:?} in the agent log:\n{log}");
+    }
     Ok(())
 }
