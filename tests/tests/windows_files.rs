@@ -96,7 +96,7 @@ async fn windows_file_operations_are_recorded_under_wine() -> anyhow::Result<()>
     let _collector = env.start_collector_with("[alerts]\nrules = \"rules.toml\"\n")?;
     // Windows spellings: a backslash pattern, matched without case.
     let extra = format!(
-        "[files]\nwatch = [{w:?}]\nexclude = [\"**\\\\*.tmp\", \"**\\\\Cache\\\\**\"]\ncoalesce_ms = 200\nremovable_roots = [{u:?}]\nremovable_auto = false\n"
+        "[files]\nwatch = [{w:?}]\nexclude = [\"**\\\\*.tmp\", \"**\\\\Cache\\\\**\"]\ncoalesce_ms = 200\nremovable_roots = [{u:?}]\nremovable_auto = true\n"
     );
     let x = WinAgent {
         extra: &extra,
@@ -106,6 +106,17 @@ async fn windows_file_operations_are_recorded_under_wine() -> anyhow::Result<()>
     let mut agent =
         env.start_windows_agent_with(wine, "pc-wfiles", smtp, &Mode::CaptureOnly, &x)?;
     wait_log(&mut agent, "file capture watching", 1)?;
+    // The drive letters were asked about (GetLogicalDrives, GetDriveTypeW,
+    // GetVolumeInformationW under Wine); Wine has no removable drive to
+    // find, the decisions are unit-tested (`windows/drives.rs`).
+    let log = agent.log_text();
+    let found = log
+        .split("removable_drives=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(found.parse::<usize>().is_ok(), "drives not polled:\n{log}");
 
     // Create: hashed once nobody holds it open for writing.
     let report: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();

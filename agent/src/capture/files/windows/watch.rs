@@ -199,10 +199,16 @@ impl Watcher {
         if self.cfg.removable_auto {
             self.poll_drives("present when the agent started");
         }
-        tracing::info!(
-            roots = self.roots.iter().filter(|r| r.watch.is_some()).count(),
-            "file capture watching"
-        );
+        let roots = self.roots.iter().filter(|r| r.watch.is_some()).count();
+        if self.cfg.removable_auto {
+            let removable_drives = self.drives.len();
+            tracing::info!(roots, removable_drives, "file capture watching");
+        } else {
+            tracing::info!(
+                roots,
+                "file capture watching (removable drives not looked for: files.removable_auto = false)"
+            );
+        }
         let missing = self
             .roots
             .iter()
