@@ -532,7 +532,7 @@ impl Alerting {
     fn sensitive_dir(&self, rule: &Rule, e: &Event) -> Result<Option<String>, String> {
         let key = |h: &str| format!("{}\0{h}", rule.name).into_bytes();
         if let Some(Kind::File(f)) = &e.kind
-            && rule.paths.is_match(&f.path)
+            && rule.paths.is_match(rules::path_key(&f.path).as_ref())
         {
             if !f.sha256.is_empty() {
                 self.sensitive

@@ -3,8 +3,9 @@
 //! the buffer.
 //!
 //! Three stages, each owned by [`FileCapture`]:
-//! 1. the watcher thread (`watch.rs`) reads inotify and the mount table and
-//!    decides what happened (bursts coalesced, renames paired);
+//! 1. the watcher thread (`linux/watch.rs`: inotify and the mount table;
+//!    `windows/watch.rs`: ReadDirectoryChangesW and drive polling) decides
+//!    what happened (bursts coalesced, renames paired);
 //! 2. the hasher thread hashes closed files (size-capped, rate-limited),
 //!    turns writes on removable volumes into `copy_to_removable` with the
 //!    path this agent last saw with the same content (`source_path`), and

@@ -160,7 +160,10 @@ pub struct RuleDef {
     /// sensitive_hash: lower-case hex SHA-256 values.
     #[serde(default)]
     pub sha256: Vec<String>,
-    /// sensitive_dir: globs of sensitive files, e.g. "/srv/hr/**".
+    /// sensitive_dir: globs of sensitive files, e.g. "/srv/hr/**". A
+    /// Windows pattern (`C:\Share\HR\**`, drive letter or `\\server`)
+    /// matches Windows paths as Windows compares them: `\` and `/` alike,
+    /// case ignored ([`path_key`]).
     #[serde(default)]
     pub paths: Vec<String>,
     /// mail_rate: the most external mails per user per hour that are fine.
@@ -376,7 +379,7 @@ impl RuleSet {
             }
             let mut globs = GlobSetBuilder::new();
             for p in &def.paths {
-                let g = Glob::new(p)
+                let g = Glob::new(&path_key(p))
                     .map_err(|e| bad("paths", format!("{p:?} is not a valid glob: {e}")))?;
                 globs.add(g);
             }
@@ -489,9 +492,51 @@ pub fn hashes(e: &Event) -> Vec<&str> {
     out
 }
 
+/// How a path or a `paths` glob is compared: a Windows path (a drive
+/// letter, or a UNC `\\server\share`) with `/` for every `\` and in
+/// lower case, so `C:\Users\*\HR\**` matches `c:/users/a/hr/x` and
+/// `C:\USERS\A\HR\X` alike (Windows names are case-insensitive and
+/// agents record them as the system spells them); any other path as it
+/// is (Unix paths are case-sensitive, and `\` in a glob is an escape).
+pub fn path_key(p: &str) -> std::borrow::Cow<'_, str> {
+    let b = p.as_bytes();
+    let drive = b.len() >= 3
+        && b[0].is_ascii_alphabetic()
+        && b[1] == b':'
+        && (b[2] == b'\\' || b[2] == b'/');
+    if drive || p.starts_with("\\\\") {
+        std::borrow::Cow::Owned(p.replace('\\', "/").to_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(p)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn windows_paths_match_as_windows_compares_them() {
+        let mut b = GlobSetBuilder::new();
+        for p in ["C:\\Users\\*\\HR\\**", "\\\\fs01\\Legal\\**", "/srv/HR/**"] {
+            b.add(Glob::new(&path_key(p)).expect("glob"));
+        }
+        let set = b.build().expect("globs");
+        // (path as recorded, matches)
+        let cases = [
+            ("C:\\Users\\alice\\HR\\pay.xlsx", true),
+            ("c:\\users\\ALICE\\hr\\Pay.xlsx", true),
+            ("C:/Users/alice/HR/pay.xlsx", true),
+            ("D:\\Users\\alice\\HR\\pay.xlsx", false),
+            ("C:\\Users\\alice\\HRX\\pay.xlsx", false),
+            ("\\\\FS01\\legal\\nda.pdf", true),
+            ("/srv/HR/pay.xlsx", true),
+            ("/srv/hr/pay.xlsx", false),
+        ];
+        for (p, want) in cases {
+            assert_eq!(set.is_match(path_key(p).as_ref()), want, "{p}");
+        }
+    }
 
     #[test]
     fn example_rules_file_loads() {

@@ -32,6 +32,30 @@ impl Action {
     }
 }
 
+/// What a completed read means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Completion {
+    /// Records to decode (this many bytes).
+    Changes(usize),
+    /// The system dropped changes: `ERROR_NOTIFY_ENUM_DIR`, or success
+    /// with nothing returned (the documented overflow signal).
+    Overflow,
+    /// The watch failed with this Win32 error; no more changes come.
+    Lost(u32),
+}
+
+/// `ERROR_NOTIFY_ENUM_DIR` (winerror.h).
+pub const ERROR_NOTIFY_ENUM_DIR: u32 = 1022;
+
+/// Classifies a read's result: `Ok(bytes)` or `Err(GetLastError())`.
+pub fn completion(result: Result<usize, u32>) -> Completion {
+    match result {
+        Ok(0) | Err(ERROR_NOTIFY_ENUM_DIR) => Completion::Overflow,
+        Ok(n) => Completion::Changes(n),
+        Err(code) => Completion::Lost(code),
+    }
+}
+
 /// One change: what happened to `name` (relative to the watched root).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notice {
@@ -114,6 +138,21 @@ pub(crate) fn encode(records: &[(u32, &str)]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn overflow_is_told_apart() {
+        // (read result, meaning)
+        let cases = [
+            (Ok(120), Completion::Changes(120)),
+            (Ok(0), Completion::Overflow),
+            (Err(1022), Completion::Overflow),
+            (Err(5), Completion::Lost(5)), // access denied: directory gone
+            (Err(995), Completion::Lost(995)), // aborted: cancelled
+        ];
+        for (r, want) in cases {
+            assert_eq!(completion(r), want, "{r:?}");
+        }
+    }
 
     #[test]
     fn decodes_chains() {

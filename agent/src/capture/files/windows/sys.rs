@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use windows_sys::Win32::Foundation::{
-    CloseHandle, ERROR_IO_PENDING, ERROR_NOTIFY_ENUM_DIR, GetLastError, HANDLE, WAIT_OBJECT_0,
+    CloseHandle, ERROR_IO_INCOMPLETE, ERROR_IO_PENDING, GetLastError, HANDLE, WAIT_OBJECT_0,
 };
 use windows_sys::Win32::Storage::FileSystem::{
     FILE_FLAG_BACKUP_SEMANTICS, FILE_FLAG_OVERLAPPED, FILE_LIST_DIRECTORY,
@@ -28,6 +28,7 @@ use windows_sys::Win32::System::IO::{CancelIoEx, GetOverlappedResult, OVERLAPPED
 use windows_sys::Win32::System::Threading::{CreateEventW, ResetEvent, WaitForMultipleObjects};
 
 use super::drives::{DriveApi, VolumeInfo};
+use super::notify::{self, Completion};
 
 /// What the directory's change buffer holds (64 KiB: the most a network
 /// share accepts).
@@ -157,24 +158,23 @@ impl DirWatch {
         let ok = unsafe {
             GetOverlappedResult(self.dir.as_raw_handle() as HANDLE, &*self.ov, &mut n, 0)
         };
-        let taken = if ok == 0 {
+        let result = if ok == 0 {
             // SAFETY: reads the calling thread's last error.
             let code = unsafe { GetLastError() };
-            if code == windows_sys::Win32::Foundation::ERROR_IO_INCOMPLETE {
+            if code == ERROR_IO_INCOMPLETE {
                 return Taken::Changes(Vec::new());
             }
-            self.pending = false;
-            if code == ERROR_NOTIFY_ENUM_DIR {
-                Taken::Overflow
-            } else {
+            Err(code)
+        } else {
+            Ok((n as usize).min(self.buf.len() * 4))
+        };
+        self.pending = false;
+        let taken = match notify::completion(result) {
+            Completion::Overflow => Taken::Overflow,
+            Completion::Lost(code) => {
                 return Taken::Lost(std::io::Error::from_raw_os_error(code as i32));
             }
-        } else {
-            self.pending = false;
-            let bytes = (n as usize).min(self.buf.len() * 4);
-            if bytes == 0 {
-                Taken::Overflow
-            } else {
+            Completion::Changes(bytes) => {
                 let words = &self.buf[..bytes.div_ceil(4)];
                 let mut out: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
                 out.truncate(bytes);

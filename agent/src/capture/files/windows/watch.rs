@@ -33,6 +33,7 @@ mod events;
 mod volumes;
 
 use kiroku_common::vocabulary::file_op;
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -114,9 +115,11 @@ pub(in crate::capture::files) struct Watcher {
     last_retry: Instant,
     last_probe: Instant,
     scans: Option<std::sync::mpsc::Sender<Watching>>,
-    /// The last known state of files (kept for the shared interface; the
-    /// catch-up scan and the writer use it).
-    _state: Arc<FileState>,
+    /// The last known state of files: a directory removed from the tree
+    /// takes the files known below it with it.
+    state: Arc<FileState>,
+    /// Paths deleted in the last few seconds (`events.rs`).
+    recently_deleted: HashSet<PathBuf>,
 }
 
 impl Watcher {
@@ -156,7 +159,8 @@ impl Watcher {
             last_retry: now,
             last_probe: now,
             scans: None,
-            _state: state,
+            state,
+            recently_deleted: HashSet::new(),
         })
     }
 
@@ -195,10 +199,16 @@ impl Watcher {
         if self.cfg.removable_auto {
             self.poll_drives("present when the agent started");
         }
-        tracing::info!(
-            roots = self.roots.iter().filter(|r| r.watch.is_some()).count(),
-            "file capture watching"
-        );
+        let roots = self.roots.iter().filter(|r| r.watch.is_some()).count();
+        if self.cfg.removable_auto {
+            let removable_drives = self.drives.len();
+            tracing::info!(roots, removable_drives, "file capture watching");
+        } else {
+            tracing::info!(
+                roots,
+                "file capture watching (removable drives not looked for: files.removable_auto = false)"
+            );
+        }
         let missing = self
             .roots
             .iter()
@@ -247,6 +257,7 @@ impl Watcher {
         }
         if now >= self.last_retry + RETRY {
             self.last_retry = now;
+            self.recently_deleted.clear();
             self.check_roots();
         }
     }

@@ -17,6 +17,9 @@ use super::Watcher;
 /// folder moved or extracted into the tree); the rest is left to the
 /// catch-up scan at the next start.
 const NEW_DIR_MAX: usize = 10_000;
+/// Deletes remembered so that a directory's own removal does not report
+/// its files again (cleared every few seconds, and when this many).
+const RECENT_DELETES: usize = 100_000;
 
 impl Watcher {
     pub(super) fn handle(&mut self, root: &Path, n: Notice, now: Instant) {
@@ -45,7 +48,18 @@ impl Watcher {
                     return;
                 }
                 self.flush_path(&path, None);
-                self.emit_now(file_op::DELETE, &path, |_| {}, HashPlan::None);
+                let is_dir = self.files_gone_with(&path);
+                self.emit_now(
+                    file_op::DELETE,
+                    &path,
+                    |f| {
+                        if is_dir {
+                            f.detail = "directory".into();
+                        }
+                    },
+                    HashPlan::None,
+                );
+                self.note_deleted(path);
             }
             Action::RenamedOld => {
                 if self.excluded(&path, false) {
@@ -69,6 +83,45 @@ impl Watcher {
                 }
             }
         }
+    }
+
+    /// A removed path that was a directory with known files below it
+    /// (from the kept state): a directory moved out of the tree is one
+    /// notice, and its files would otherwise vanish without a trace. Each
+    /// one not deleted by a notice of its own just before (a recursive
+    /// delete reports every file first) gets a delete. True when there
+    /// were any (the path was a directory).
+    fn files_gone_with(&mut self, dir: &Path) -> bool {
+        let known: Vec<PathBuf> = self
+            .state
+            .paths_under(&dir.display().to_string())
+            .map(PathBuf::from)
+            .collect();
+        for p in &known {
+            if self.recently_deleted.contains(p) || self.exclude.path(p) {
+                continue;
+            }
+            self.emit_now(
+                file_op::DELETE,
+                p,
+                |f| {
+                    f.detail = format!(
+                        "moved away with its directory {} (out of the watched tree, or to an excluded name)",
+                        dir.display()
+                    )
+                },
+                HashPlan::None,
+            );
+        }
+        !known.is_empty()
+    }
+
+    /// Remembers a delete for a little while (see `files_gone_with`).
+    fn note_deleted(&mut self, path: PathBuf) {
+        if self.recently_deleted.len() >= RECENT_DELETES {
+            self.recently_deleted.clear();
+        }
+        self.recently_deleted.insert(path);
     }
 
     fn excluded(&self, path: &Path, is_dir: bool) -> bool {
@@ -123,12 +176,18 @@ impl Watcher {
 
     pub(super) fn moved_out(&mut self, from: PathBuf) {
         self.flush_path(&from, None);
+        let detail = if self.files_gone_with(&from) {
+            "directory moved away (out of the watched tree, or to an excluded name)"
+        } else {
+            "moved away (out of the watched tree, or to an excluded name)"
+        };
         self.emit_now(
             file_op::DELETE,
             &from,
-            |f| f.detail = "moved away (out of the watched tree, or to an excluded name)".into(),
+            |f| f.detail = detail.into(),
             HashPlan::None,
         );
+        self.note_deleted(from);
     }
 
     /// A directory that appeared: its record, and what it already holds
