@@ -6,9 +6,10 @@
 //! [`logged_in_users`], [`own_user`], [`user_name`]): `linux` reads
 //! `/etc`, `/run` and `/proc`; `windows` asks Win32 (GetComputerNameExW,
 //! NetGetJoinInformation, the registry's CurrentVersion and MachineGuid,
-//! WTSEnumerateSessionsW, the dynamic time zone). Interfaces come from
-//! sysinfo on both. `winfacts` turns the Windows answers into the record's
-//! text; it is pure, so its tests run on any OS.
+//! WTSEnumerateSessionsW, the dynamic time zone, GetAdaptersAddresses).
+//! Linux's interfaces come from sysinfo (which lists none under Wine, so
+//! Windows walks the adapters itself). `winfacts` turns the Windows
+//! answers into the record's text; it is pure, so its tests run on any OS.
 
 use kiroku_proto::{HostIdentity, Interface};
 
@@ -29,9 +30,10 @@ pub fn snapshot(domain_override: Option<&str>) -> HostIdentity {
     platform::snapshot(domain_override)
 }
 
-/// The network interfaces with their MAC and IP addresses (sysinfo: netlink
-/// on Linux, GetIfTable2/GetAdaptersAddresses on Windows), sorted by name.
-fn interfaces() -> Vec<Interface> {
+/// The network interfaces with their MAC and IP addresses from sysinfo
+/// (netlink on Linux; on Windows the fallback of `windows`' own
+/// GetAdaptersAddresses walk), sorted by name.
+fn sysinfo_interfaces() -> Vec<Interface> {
     let networks = sysinfo::Networks::new_with_refreshed_list();
     let mut interfaces: Vec<Interface> = networks
         .list()

@@ -27,7 +27,7 @@ pub fn snapshot(domain_override: Option<&str>) -> HostIdentity {
         machine_id: std::fs::read_to_string("/etc/machine-id")
             .map(|s| s.trim().to_owned())
             .unwrap_or_default(),
-        interfaces: super::interfaces(),
+        interfaces: super::sysinfo_interfaces(),
         agent_version: kiroku_common::VERSION.to_owned(),
         logged_in_users: logged_in_users(),
         // The zone the host's own programs (and logs) use: an investigator

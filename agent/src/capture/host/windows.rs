@@ -1,15 +1,20 @@
 //! [`super`] on Windows: the facts from Win32 (GetComputerNameExW,
 //! NetGetJoinInformation, the registry, WTSEnumerateSessionsW,
-//! GetDynamicTimeZoneInformation, GetUserNameW), turned into the record's
+//! GetDynamicTimeZoneInformation, GetUserNameW, GetAdaptersAddresses), turned into the record's
 //! text by [`super::winfacts`].
 #![allow(unsafe_code)]
 
-use kiroku_proto::HostIdentity;
-use windows_sys::Win32::Foundation::ERROR_MORE_DATA;
+use kiroku_proto::{HostIdentity, Interface};
+use windows_sys::Win32::Foundation::{ERROR_BUFFER_OVERFLOW, ERROR_MORE_DATA};
+use windows_sys::Win32::NetworkManagement::IpHelper::{
+    GAA_FLAG_SKIP_ANYCAST, GAA_FLAG_SKIP_DNS_SERVER, GAA_FLAG_SKIP_MULTICAST, GetAdaptersAddresses,
+    IP_ADAPTER_ADDRESSES_LH,
+};
 use windows_sys::Win32::NetworkManagement::NetManagement::{
     NETSETUP_JOIN_STATUS, NetApiBufferFree, NetGetJoinInformation, NetSetupDomainName,
     NetSetupWorkgroupName,
 };
+use windows_sys::Win32::Networking::WinSock::AF_UNSPEC;
 use windows_sys::Win32::System::Registry::{
     HKEY_LOCAL_MACHINE, RRF_RT_REG_DWORD, RRF_RT_REG_SZ, RRF_SUBKEY_WOW6464KEY, RegGetValueW,
 };
@@ -49,7 +54,7 @@ pub fn snapshot(domain_override: Option<&str>) -> HostIdentity {
         os: version.os(),
         kernel: version.kernel(),
         machine_id: registry_string(CRYPTOGRAPHY, "MachineGuid").unwrap_or_default(),
-        interfaces: super::interfaces(),
+        interfaces: interfaces(),
         agent_version: kiroku_common::VERSION.to_owned(),
         logged_in_users: logged_in_users(),
         time_zone: winfacts::zone(&kiroku_common::zone::system_zone_name(), &zone_key()),
@@ -97,6 +102,94 @@ pub fn own_user() -> String {
         return std::env::var("USERNAME").unwrap_or_default();
     }
     from_wide(&buf)
+}
+
+/// The adapters (GetAdaptersAddresses: friendly name, MAC, unicast IPv4
+/// and IPv6 addresses), sorted by name; sysinfo's list if that fails.
+fn interfaces() -> Vec<Interface> {
+    let mut list = adapters().unwrap_or_default();
+    if list.is_empty() {
+        return super::sysinfo_interfaces();
+    }
+    list.sort_by(|a, b| a.name.cmp(&b.name));
+    list
+}
+
+fn adapters() -> Option<Vec<Interface>> {
+    let flags = GAA_FLAG_SKIP_ANYCAST | GAA_FLAG_SKIP_MULTICAST | GAA_FLAG_SKIP_DNS_SERVER;
+    let mut size: u32 = 16 * 1024;
+    // The list may grow between the size query and the call: retry.
+    for _ in 0..4 {
+        // u64 elements: the buffer is aligned for the structures in it.
+        let mut buf = vec![0u64; size as usize / 8 + 1];
+        // SAFETY: `buf` holds at least `size` bytes, suitably aligned; no
+        // reserved pointer; `size` is a valid in/out pointer.
+        let err = unsafe {
+            GetAdaptersAddresses(
+                u32::from(AF_UNSPEC),
+                flags,
+                std::ptr::null(),
+                buf.as_mut_ptr().cast::<IP_ADAPTER_ADDRESSES_LH>(),
+                &mut size,
+            )
+        };
+        if err == ERROR_BUFFER_OVERFLOW {
+            continue;
+        }
+        if err != 0 {
+            return None;
+        }
+        let mut out = Vec::new();
+        let mut at = buf.as_ptr().cast::<IP_ADAPTER_ADDRESSES_LH>();
+        while !at.is_null() {
+            // SAFETY: `at` is the first entry in `buf` or a `Next` link the
+            // call wrote, pointing into `buf`, which lives until we return.
+            let adapter = unsafe { &*at };
+            out.push(adapter_interface(adapter));
+            at = adapter.Next;
+        }
+        return Some(out);
+    }
+    None
+}
+
+fn adapter_interface(a: &IP_ADAPTER_ADDRESSES_LH) -> Interface {
+    let name = if a.FriendlyName.is_null() {
+        String::new()
+    } else {
+        // SAFETY: a non-null FriendlyName is a NUL-terminated string in
+        // the adapters buffer.
+        unsafe {
+            from_wide(std::slice::from_raw_parts(
+                a.FriendlyName,
+                wide_len(a.FriendlyName),
+            ))
+        }
+    };
+    let len = (a.PhysicalAddressLength as usize).min(a.PhysicalAddress.len());
+    let mut ips = std::collections::BTreeSet::new();
+    let mut u = a.FirstUnicastAddress;
+    while !u.is_null() {
+        // SAFETY: a unicast entry in the adapters buffer (see `adapters`).
+        let entry = unsafe { &*u };
+        let sa = entry.Address;
+        if !sa.lpSockaddr.is_null() && sa.iSockaddrLength > 0 {
+            // SAFETY: the call wrote `iSockaddrLength` bytes at
+            // `lpSockaddr`, inside the adapters buffer.
+            let raw = unsafe {
+                std::slice::from_raw_parts(sa.lpSockaddr.cast::<u8>(), sa.iSockaddrLength as usize)
+            };
+            if let Some(ip) = winfacts::sockaddr_ip(raw) {
+                ips.insert(ip.to_string());
+            }
+        }
+        u = entry.Next;
+    }
+    Interface {
+        name,
+        mac: winfacts::mac(&a.PhysicalAddress[..len]),
+        ips: ips.into_iter().collect(),
+    }
 }
 
 /// Windows has no numeric uids: the number as text (only the Linux peer
@@ -181,12 +274,16 @@ fn os_version() -> OsVersion {
     let display = registry_string(CURRENT_VERSION, "DisplayVersion")
         .filter(|d| !d.is_empty())
         .unwrap_or_else(|| text("ReleaseId"));
+    let (major, minor) = winfacts::nt_version(
+        registry_dword(CURRENT_VERSION, "CurrentMajorVersionNumber"),
+        registry_dword(CURRENT_VERSION, "CurrentMinorVersionNumber"),
+        &text("CurrentVersion"),
+    );
     OsVersion {
         product_name: text("ProductName"),
         display_version: display,
-        // Before Windows 10 these two are absent: CurrentVersion "6.3".
-        major: registry_dword(CURRENT_VERSION, "CurrentMajorVersionNumber").unwrap_or(10),
-        minor: number("CurrentMinorVersionNumber"),
+        major,
+        minor,
         build: text("CurrentBuildNumber").trim().parse().unwrap_or(0),
         ubr: number("UBR"),
     }

@@ -19,6 +19,54 @@ pub struct OsVersion {
     pub ubr: u32,
 }
 
+/// `major.minor` from the `CurrentVersion` text ("6.1" on Windows 7, where
+/// the CurrentMajor/MinorVersionNumber values do not exist; Windows 10 and
+/// later keep "6.3" there for old programs, so the numbers win when set).
+pub fn nt_version(major: Option<u32>, minor: Option<u32>, current_version: &str) -> (u32, u32) {
+    if let Some(major) = major {
+        return (major, minor.unwrap_or(0));
+    }
+    let mut parts = current_version.trim().split('.').map(|p| p.parse().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor),
+        _ => (10, 0),
+    }
+}
+
+/// A MAC address as sysinfo and the Linux agent write it: `aa:bb:…`;
+/// "00:00:00:00:00:00" for an adapter without one (loopback), as sysinfo.
+pub fn mac(bytes: &[u8]) -> String {
+    let bytes = if bytes.is_empty() {
+        &[0u8; 6][..]
+    } else {
+        bytes
+    };
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// The address in a Winsock `SOCKADDR` of `len` bytes: SOCKADDR_IN
+/// (family 2, address at 4..8) or SOCKADDR_IN6 (family 23, address at
+/// 8..24); the family is little-endian (host order), the address bytes in
+/// network order.
+pub fn sockaddr_ip(raw: &[u8]) -> Option<std::net::IpAddr> {
+    let family = u16::from_le_bytes([*raw.first()?, *raw.get(1)?]);
+    match family {
+        2 => {
+            let a: [u8; 4] = raw.get(4..8)?.try_into().ok()?;
+            Some(std::net::Ipv4Addr::from(a).into())
+        }
+        23 => {
+            let a: [u8; 16] = raw.get(8..24)?.try_into().ok()?;
+            Some(std::net::Ipv6Addr::from(a).into())
+        }
+        _ => None,
+    }
+}
+
 /// Windows 11 is Windows NT build 22000 and later.
 const FIRST_WINDOWS_11_BUILD: u32 = 22_000;
 
@@ -188,6 +236,38 @@ mod tests {
             assert_eq!(version.os(), os, "{version:?}");
             assert_eq!(version.kernel(), kernel, "{version:?}");
         }
+    }
+
+    #[test]
+    fn nt_versions() {
+        assert_eq!(nt_version(Some(10), Some(0), "6.3"), (10, 0));
+        assert_eq!(nt_version(None, None, "6.1"), (6, 1)); // Windows 7 (Wine 8's default)
+        assert_eq!(nt_version(None, None, ""), (10, 0));
+    }
+
+    #[test]
+    fn macs_and_socket_addresses() {
+        assert_eq!(mac(&[0, 0x1b, 0x21, 0xaa, 0xbb, 0x0c]), "00:1b:21:aa:bb:0c");
+        assert_eq!(mac(&[]), "00:00:00:00:00:00");
+        let mut v4 = [0u8; 16];
+        v4[..2].copy_from_slice(&2u16.to_le_bytes());
+        v4[2..4].copy_from_slice(&25u16.to_be_bytes());
+        v4[4..8].copy_from_slice(&[192, 168, 1, 20]);
+        assert_eq!(sockaddr_ip(&v4), Some("192.168.1.20".parse().expect("ip")));
+        let mut v6 = [0u8; 28];
+        v6[..2].copy_from_slice(&23u16.to_le_bytes());
+        v6[8..24].copy_from_slice(
+            &"fe80::1"
+                .parse::<std::net::Ipv6Addr>()
+                .expect("ip")
+                .octets(),
+        );
+        assert_eq!(sockaddr_ip(&v6), Some("fe80::1".parse().expect("ip")));
+        // Truncated or another family: nothing.
+        assert_eq!(sockaddr_ip(&v4[..6]), None);
+        assert_eq!(sockaddr_ip(&v6[..20]), None);
+        assert_eq!(sockaddr_ip(&[17, 0, 0, 0]), None);
+        assert_eq!(sockaddr_ip(&[]), None);
     }
 
     #[test]
