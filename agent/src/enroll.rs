@@ -74,12 +74,13 @@ pub fn check_config(c: &CollectorConfig) -> Result<(), (&'static str, String)> {
         }
         _ => {}
     }
+    // Taken like a computer name: the collector sanitises it.
     if let Some(n) = &c.enroll_name
-        && kiroku_common::pki::validate_name(n).is_err()
+        && kiroku_common::pki::enroll::agent_id_from_computer_name(n).is_none()
     {
         return Err((
             "collector.enroll_name",
-            format!("{n:?}: use 1 to 64 characters from letters, digits, '.', '-' and '_'"),
+            format!("{n:?} leaves no agent id: use letters, digits, '.', '-' and '_'"),
         ));
     }
     Ok(())
