@@ -62,7 +62,7 @@ mod tests {
     #[test]
     fn an_address_is_turned_away_after_max_refusals_until_the_window_passes() {
         let r = Refusals::new(3);
-        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let (a, b) = (IpAddr::from([10, 0, 0, 1]), IpAddr::from([10, 0, 0, 2]));
         let t0 = Instant::now();
         for i in 0..3 {
             assert!(r.allowed(a, t0), "attempt {i}");

@@ -111,8 +111,7 @@ pub fn check_csr(der: &[u8]) -> Result<CertificateSigningRequestParams, CsrError
         &rcgen::PKCS_ECDSA_P384_SHA384,
         &rcgen::PKCS_ED25519,
     ]
-    .iter()
-    .any(|a| *a == alg);
+    .contains(&alg);
     if !ok {
         return Err(CsrError::KeyType(format!("{alg:?}")));
     }
