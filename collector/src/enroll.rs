@@ -18,7 +18,8 @@
 //!   certificate with the agents' issuing CA (`[agents_ca]`, required:
 //!   the root never signs online), uses the token up and records the name
 //!   in one transaction, and returns the chain and the root. Limits:
-//!   requests of at most 64 KiB, 4 concurrent per connection, 30 s each,
+//!   requests of at most 64 KiB, 4 concurrent per connection, 30 s each
+//!   (10 s for the TLS handshake),
 //!   and an address refused `max_refusals_per_ip` times in ten minutes is
 //!   turned away (`enroll/limit.rs`).
 //! - Renewal (`AgentCerts.Renew`, role agent, main listener): an agent
@@ -149,7 +150,8 @@ pub async fn start_listener(
     let key = std::fs::read(&cfg.tls.key)
         .with_context(|| format!("reading {}", cfg.tls.key.display()))?;
     let tls = tonic::transport::ServerTlsConfig::new()
-        .identity(tonic::transport::Identity::from_pem(cert, key));
+        .identity(tonic::transport::Identity::from_pem(cert, key))
+        .timeout(Duration::from_secs(10));
     let listener = tokio::net::TcpListener::bind(ec.listen)
         .await
         .with_context(|| {
@@ -165,6 +167,7 @@ pub async fn start_listener(
         .tls_config(tls)
         .context("the enrollment listener's TLS configuration (the collector's cert and key)")?
         .concurrency_limit_per_connection(4)
+        .max_concurrent_streams(4)
         .timeout(Duration::from_secs(30))
         .add_service(service);
     tracing::info!(listen = %ec.listen, "enrollment listener (TLS, token; no client certificate)");

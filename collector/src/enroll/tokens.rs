@@ -198,3 +198,82 @@ impl Tokens {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, crate::store::meta::MetaStore) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let meta = crate::store::meta::MetaStore::open(&dir.path().join("meta")).expect("meta");
+        (dir, meta)
+    }
+
+    fn enrolled(serial: &str) -> Enrolled {
+        Enrolled {
+            at_ms: 1,
+            serial: serial.into(),
+            batch: "b".into(),
+        }
+    }
+
+    #[test]
+    fn a_token_enrolls_once_before_it_expires_and_only_its_hash_is_kept() {
+        let (_d, meta) = store();
+        let t = Tokens::open(&meta).expect("open");
+        let (tokens, batch) = t
+            .create("sales", 2, 10_000, "admin/boss", "", 1_000)
+            .expect("create");
+        assert_eq!(tokens.len(), 2);
+        assert_ne!(tokens[0], tokens[1]);
+        for (k, v) in t.tree.iter().map(|r| r.expect("read")) {
+            for tok in &tokens {
+                assert!(!String::from_utf8_lossy(&k).contains(tok.as_str()));
+                assert!(!String::from_utf8_lossy(&v).contains(tok.as_str()));
+            }
+        }
+        let rec = t.check(&tokens[0], 2_000).expect("check").expect("valid");
+        assert_eq!(
+            (rec.group.as_str(), rec.batch.as_str()),
+            ("sales", batch.as_str())
+        );
+        assert!(matches!(
+            t.check("ket1-nope", 2_000).expect("check"),
+            Err(Refusal::Unknown)
+        ));
+        assert!(matches!(
+            t.check(&tokens[1], 10_000).expect("check"),
+            Err(Refusal::Expired { .. })
+        ));
+
+        t.commit(&tokens[0], "pc-1", None, &enrolled("01"), 2_000)
+            .expect("commit")
+            .expect("enrolled");
+        assert!(matches!(
+            t.check(&tokens[0], 2_001).expect("check"),
+            Err(Refusal::Used { ref by, .. }) if by == "pc-1"
+        ));
+        // Used again (a race lost at commit): refused there too.
+        assert!(matches!(
+            t.commit(&tokens[0], "pc-2", None, &enrolled("02"), 2_002)
+                .expect("commit"),
+            Err(Refusal::Used { .. })
+        ));
+        // The name was taken meanwhile: refused, and the token stays unused.
+        assert!(matches!(
+            t.commit(&tokens[1], "pc-1", None, &enrolled("03"), 2_003)
+                .expect("commit"),
+            Err(Refusal::NameTaken(_))
+        ));
+        assert!(t.check(&tokens[1], 2_004).expect("check").is_ok());
+        // A name whose record is what was seen (a retired agent's) is reused.
+        let seen = t.enrolled("pc-1").expect("read").expect("enrolled");
+        t.commit(&tokens[1], "pc-1", Some(&seen), &enrolled("04"), 2_005)
+            .expect("commit")
+            .expect("re-enrolled");
+        assert_eq!(
+            t.enrolled("pc-1").expect("read").map(|e| e.serial),
+            Some("04".into())
+        );
+    }
+}
