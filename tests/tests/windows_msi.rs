@@ -420,6 +420,15 @@ fn msi_installs_upgrades_and_uninstalls() -> anyhow::Result<()> {
     assert_ne!(code, 0, "an install without SMTP_UPSTREAM must fail");
     assert!(!exe.exists(), "rolled back");
     assert!(!config.exists(), "no half-written configuration");
+    // The reason, where the README sends the administrator.
+    let why = std::fs::read_to_string(
+        wine.prefix
+            .join("drive_c/ProgramData/Kiroku/logs/config-write.log"),
+    )?;
+    assert!(
+        why.contains("smtp.upstream") && why.contains("SMTP_UPSTREAM"),
+        "{why}"
+    );
     assert!(installed_versions(wine)?.is_empty());
     clean(wine)?;
     Ok(())
@@ -604,5 +613,112 @@ async fn msi_service_runs_and_ships_mail() -> anyhow::Result<()> {
     assert!(!wine.prefix.join(EXE).exists());
     assert!(reg_query(wine, SERVICE_KEY)?.is_none());
     clean(wine)?;
+    Ok(())
+}
+
+/// `build-msi.sh` signs the exe before packaging it and the MSI after
+/// (osslsigncode, a throw-away code-signing certificate): both signatures
+/// verify against it. No Wine needed.
+#[test]
+fn msi_and_exe_are_signed() -> anyhow::Result<()> {
+    let test = "msi_and_exe_are_signed";
+    if !(which("wixl")
+        && which("msibuild")
+        && which("msiextract")
+        && which("osslsigncode")
+        && which("openssl"))
+    {
+        kiroku_tests::skip(
+            test,
+            "wixl, msitools, osslsigncode or openssl missing: apt-get install wixl msitools osslsigncode",
+        );
+        return Ok(());
+    }
+    let exe = root()
+        .join("target")
+        .join(TARGET)
+        .join("debug")
+        .join("kiroku-agent.exe");
+    if !exe.is_file() {
+        kiroku_tests::skip(
+            test,
+            &format!(
+                "{} is missing: cargo build --target {TARGET} -p kiroku-agent",
+                exe.display()
+            ),
+        );
+        return Ok(());
+    }
+    let tmp = tempfile::Builder::new().prefix("kiroku-sign-").tempdir()?;
+    let d = tmp.path();
+    let run = |c: &mut Command| -> anyhow::Result<String> {
+        let o = c.current_dir(d).output()?;
+        anyhow::ensure!(
+            o.status.success(),
+            "{c:?}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    run(Command::new("openssl").args([
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "cs.key",
+        "-out",
+        "cs.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=Kiroku test code signing",
+        "-addext",
+        "extendedKeyUsage=codeSigning",
+    ]))?;
+    std::fs::write(d.join("cs.pass"), "test-pass\n")?;
+    run(Command::new("openssl").args([
+        "pkcs12",
+        "-export",
+        "-inkey",
+        "cs.key",
+        "-in",
+        "cs.pem",
+        "-out",
+        "cs.p12",
+        "-passout",
+        "file:cs.pass",
+    ]))?;
+    let out = run(Command::new(root().join("packaging/windows/build-msi.sh"))
+        .arg("--exe")
+        .arg(&exe)
+        .args(["--out", "out"])
+        .env("KIROKU_SIGN_PKCS12", d.join("cs.p12"))
+        .env("KIROKU_SIGN_PASS_FILE", d.join("cs.pass")))?;
+    let msi = PathBuf::from(out.trim());
+    run(Command::new("msiextract").arg("-C").arg("x").arg(&msi))?;
+    for signed in [msi.clone(), d.join("x/Kiroku/kiroku-agent.exe")] {
+        let said = run(Command::new("osslsigncode")
+            .args(["verify", "-CAfile", "cs.pem", "-in"])
+            .arg(&signed))?;
+        assert!(
+            said.contains("Signature verification: ok")
+                && said.contains("Kiroku test code signing"),
+            "{}: {said}",
+            signed.display()
+        );
+    }
+    // The unsigned build is not signed (the check can fail).
+    let plain = run(Command::new(root().join("packaging/windows/build-msi.sh"))
+        .arg("--exe")
+        .arg(&exe)
+        .args(["--out", "plain"]))?;
+    let o = Command::new("osslsigncode")
+        .args(["verify", "-CAfile", "cs.pem", "-in", plain.trim()])
+        .current_dir(d)
+        .output()?;
+    assert!(!o.status.success(), "an unsigned MSI verified");
     Ok(())
 }
