@@ -79,8 +79,9 @@ if ! rustup target list --installed 2>/dev/null | grep -qx "$win"; then
   rustup target add "$win" >/dev/null 2>&1 || echo "warning: cannot add the Rust target $win; the Windows tests will be counted as skipped" >&2
 fi
 wneed=()
-# msitools: msibuild, which build-msi.sh uses after wixl (windows_msi.rs).
-for c in /usr/bin/x86_64-w64-mingw32-gcc:gcc-mingw-w64-x86-64 /usr/lib/wine/wine64:wine64 /usr/bin/wixl:wixl /usr/bin/msibuild:msitools; do
+# msitools: msibuild, which build-msi.sh uses after wixl; osslsigncode: its
+# signing (windows_msi.rs).
+for c in /usr/bin/x86_64-w64-mingw32-gcc:gcc-mingw-w64-x86-64 /usr/lib/wine/wine64:wine64 /usr/bin/wixl:wixl /usr/bin/msibuild:msitools /usr/bin/osslsigncode:osslsigncode; do
   [ -e "${c%%:*}" ] || wneed+=("${c##*:}")
 done
 if [ ${#wneed[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -213,9 +213,30 @@ pub fn dispatch(args: &[OsString]) -> Option<std::process::ExitCode> {
         }
         Err(e) => {
             eprintln!("kiroku-agent config write: {e:#}");
+            note_failure(&parsed.config, &e);
             std::process::ExitCode::from(2)
         }
     })
+}
+
+/// Windows Installer does not keep a custom action's output: the reason a
+/// `config write` failed is appended to `logs/config-write.log` next to the
+/// configuration file (best effort), where the MSI's failure (exit 1603,
+/// "WriteConfig returned actual error code 2" in its log) sends the reader.
+fn note_failure(config: &Path, e: &anyhow::Error) {
+    let dir = config.parent().unwrap_or(Path::new(".")).join("logs");
+    let line = format!(
+        "{} kiroku-agent config write {}: {e:#}\n",
+        jiff::Timestamp::now(),
+        config.display()
+    );
+    let _ = std::fs::create_dir_all(&dir).and_then(|()| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("config-write.log"))?
+            .write_all(line.as_bytes())
+    });
 }
 
 /// Writes `given` into the configuration file at `path` (see the module's

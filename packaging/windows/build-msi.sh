@@ -2,12 +2,16 @@
 # Builds the Kiroku agent's MSI with wixl (Debian: wixl, msitools).
 #
 #   packaging/windows/build-msi.sh [--exe PATH] [--version X.Y.Z] [--out DIR]
+#                                  [--property NAME=VALUE]...
 #
 # Without --exe it cross-builds the release exe first
 # (cargo build --release --target x86_64-pc-windows-gnu -p kiroku-agent).
 # The version defaults to the workspace's (Cargo.toml), without a
 # pre-release suffix (an MSI's ProductVersion is numeric). Prints the path
 # of kiroku-agent-<version>-x64.msi (default directory target/windows).
+# --property bakes a default into the MSI (e.g. COLLECTOR=https://…) for
+# deployment tools that cannot pass properties per install (Group Policy
+# assignment); a property given to msiexec still overrides it.
 #
 # Signing (optional; README "Deploying on Windows PCs"): with
 # KIROKU_SIGN_PKCS12=<file.p12> (and KIROKU_SIGN_PASS_FILE=<file with its
@@ -19,13 +23,19 @@ here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 target=x86_64-pc-windows-gnu
 exe="" version="" out="$root/target/windows"
+props=()
 
 while [ $# -gt 0 ]; do
   case "$1" in
     --exe) exe="$2"; shift 2 ;;
     --version) version="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    --property)
+      prop_re="^[A-Z][A-Z0-9_]*=[^']*\$"
+      [[ "$2" =~ $prop_re ]] || {
+        echo "build-msi.sh: --property $2: give NAME=VALUE, NAME in capitals, VALUE without '" >&2; exit 2; }
+      props+=("$2"); shift 2 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "build-msi.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -76,6 +86,9 @@ sign "$stage/kiroku-agent.exe"
 #   (msidbCustomActionTypeHideTarget, 0x2000).
 msibuild "$stage/agent.msi" -q "UPDATE \`Component\` SET \`Condition\` = 'START_SERVICE = \"1\"' WHERE \`Component\` = 'AgentServiceStart'"
 msibuild "$stage/agent.msi" -q "UPDATE \`CustomAction\` SET \`Type\` = 11282 WHERE \`Action\` = 'WriteConfig'"
+for p in "${props[@]}"; do
+  msibuild "$stage/agent.msi" -q "INSERT INTO \`Property\` (\`Property\`, \`Value\`) VALUES ('${p%%=*}', '${p#*=}')"
+done
 
 sign "$stage/agent.msi"
 mv "$stage/agent.msi" "$msi"

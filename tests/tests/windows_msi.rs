@@ -68,8 +68,9 @@ fn root() -> PathBuf {
         .unwrap_or_default()
 }
 
-/// Builds the MSI of `version` from the debug exe into `out`.
-fn build_msi(wine: &Wine, version: &str, out: &Path) -> anyhow::Result<PathBuf> {
+/// Builds the MSI of `version` from the debug exe into `out`, with
+/// `baked` properties (`--property`).
+fn build_msi(wine: &Wine, version: &str, out: &Path, baked: &[&str]) -> anyhow::Result<PathBuf> {
     let exe = wine
         .bin_dir
         .parent()
@@ -81,6 +82,7 @@ fn build_msi(wine: &Wine, version: &str, out: &Path) -> anyhow::Result<PathBuf> 
         .arg(&exe)
         .args(["--version", version, "--out"])
         .arg(out)
+        .args(baked.iter().flat_map(|p| ["--property", p]))
         .output()?;
     if !o.status.success() {
         bail!(
@@ -126,17 +128,33 @@ fn msiexec(wine: &Wine, op: &str, msi: &Path, props: &[String]) -> anyhow::Resul
     Ok(code)
 }
 
-/// Runs `c` to its end, killing it after `limit`.
+/// Runs `c` to its end, killing it after `limit`. Output is read until
+/// the program has exited and then for at most two more seconds: the
+/// first Wine program of a prefix starts `wineserver` and `explorer.exe`,
+/// which inherit its stdout and hold the pipe open as long as the prefix
+/// lives.
 fn output_timeout(mut c: Command, limit: Duration) -> anyhow::Result<std::process::Output> {
     use std::io::Read as _;
     use std::process::Stdio;
+    use std::sync::{Arc, Mutex as StdMutex};
+    type Sink = Arc<StdMutex<(Vec<u8>, bool)>>;
     let mut child = c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
-    let read = |mut r: Box<dyn std::io::Read + Send>| {
+    let read = |mut r: Box<dyn std::io::Read + Send>| -> Sink {
+        let sink: Sink = Arc::default();
+        let to = sink.clone();
         std::thread::spawn(move || {
-            let mut v = Vec::new();
-            let _ = r.read_to_end(&mut v);
-            v
-        })
+            let mut buf = [0u8; 8192];
+            loop {
+                let n = r.read(&mut buf).unwrap_or(0);
+                let mut s = to.lock().unwrap_or_else(|e| e.into_inner());
+                if n == 0 {
+                    s.1 = true;
+                    return;
+                }
+                s.0.extend_from_slice(&buf[..n]);
+            }
+        });
+        sink
     };
     let out = child.stdout.take().map(|o| read(Box::new(o)));
     let err = child.stderr.take().map(|e| read(Box::new(e)));
@@ -152,13 +170,24 @@ fn output_timeout(mut c: Command, limit: Duration) -> anyhow::Result<std::proces
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    let join = |h: Option<std::thread::JoinHandle<Vec<u8>>>| {
-        h.map(|h| h.join().unwrap_or_default()).unwrap_or_default()
+    let grace = std::time::Instant::now() + Duration::from_secs(2);
+    let take = |sink: Option<Sink>| {
+        let Some(sink) = sink else {
+            return Vec::new();
+        };
+        loop {
+            let s = sink.lock().unwrap_or_else(|e| e.into_inner());
+            if s.1 || std::time::Instant::now() > grace {
+                return s.0.clone();
+            }
+            drop(s);
+            std::thread::sleep(Duration::from_millis(20));
+        }
     };
     Ok(std::process::Output {
         status,
-        stdout: join(out),
-        stderr: join(err),
+        stdout: take(out),
+        stderr: take(err),
     })
 }
 
@@ -167,28 +196,41 @@ fn reg_query(wine: &Wine, key: &str) -> anyhow::Result<Option<String>> {
     Ok((code == 0).then_some(out))
 }
 
-/// The Kiroku Agent entries under the Uninstall key: their DisplayVersion.
-fn installed_versions(wine: &Wine) -> anyhow::Result<Vec<String>> {
+/// The Kiroku Agent products under the Uninstall key: (product code,
+/// DisplayVersion), one per installed product.
+fn installed_products(wine: &Wine) -> anyhow::Result<Vec<(String, String)>> {
     let all = reg_query(wine, UNINSTALL_KEY)?.unwrap_or_default();
-    let mut versions = Vec::new();
-    for entry in all.split("\r\n\r\n").chain(all.split("\n\n")) {
-        if entry.contains("Kiroku Agent")
-            && let Some(line) = entry.lines().find(|l| l.contains("DisplayVersion"))
-            && let Some(v) = line.split_whitespace().last()
-        {
-            versions.push(v.to_owned());
+    let mut products = Vec::new();
+    let (mut code, mut name, mut version) = (String::new(), false, String::new());
+    for line in all.lines().chain(std::iter::once("HKEY_END")) {
+        if line.starts_with("HKEY_") {
+            if name {
+                products.push((code.clone(), version.clone()));
+            }
+            code = line.rsplit('\\').next().unwrap_or_default().to_owned();
+            (name, version) = (false, String::new());
+            continue;
+        }
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["DisplayName", "REG_SZ", "Kiroku", "Agent"] => name = true,
+            ["DisplayVersion", "REG_SZ", v] => version = (*v).to_owned(),
+            _ => {}
         }
     }
-    versions.sort();
-    versions.dedup();
-    Ok(versions)
+    products.sort_by(|a, b| a.1.cmp(&b.1));
+    Ok(products)
 }
 
-/// Leaves the prefix without a Kiroku install (a previous run that
-/// failed half-way included).
-fn clean(wine: &Wine, msi: &Path) -> anyhow::Result<()> {
-    if wine.prefix.join(EXE).exists() || reg_query(wine, SERVICE_KEY)?.is_some() {
-        let _ = msiexec(wine, "/x", msi, &[]);
+fn installed_versions(wine: &Wine) -> anyhow::Result<Vec<String>> {
+    Ok(installed_products(wine)?.into_iter().map(|p| p.1).collect())
+}
+
+/// Leaves the prefix without a Kiroku install (whatever a previous run
+/// that failed half-way left, every product code of it).
+fn clean(wine: &Wine) -> anyhow::Result<()> {
+    for (code, _) in installed_products(wine)? {
+        builtin(wine, "msiexec", &["/x", &code, "/qn"])?;
     }
     let data = wine.prefix.join("drive_c/ProgramData/Kiroku");
     if data.exists() {
@@ -220,11 +262,18 @@ fn msi_installs_upgrades_and_uninstalls() -> anyhow::Result<()> {
     };
     let _turn = PREFIX.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::Builder::new().prefix("kiroku-msi-").tempdir()?;
-    let v1 = build_msi(wine, "0.1.0", &tmp.path().join("v1"))?;
-    let v2 = build_msi(wine, "0.1.1", &tmp.path().join("v2"))?;
+    // v1 carries the mail server as a built-in default (what a Group
+    // Policy assignment, which passes no properties, would use).
+    let v1 = build_msi(
+        wine,
+        "0.1.0",
+        &tmp.path().join("v1"),
+        &["SMTP_UPSTREAM=smtp.example.co.jp:587"],
+    )?;
+    let v2 = build_msi(wine, "0.1.1", &tmp.path().join("v2"), &[])?;
     shim_in_system32(wine)?;
     let _kill = WineServerKill(wine);
-    clean(wine, &v2)?;
+    clean(wine)?;
 
     // Install with the properties of a silent deployment; the service is
     // registered but not started (START_SERVICE=0; the start is
@@ -239,7 +288,6 @@ fn msi_installs_upgrades_and_uninstalls() -> anyhow::Result<()> {
             ("CERT_FILE", r"C:\Kiroku certs\pc-0001.pem"),
             ("KEY_FILE", r"C:\Kiroku certs\pc-0001.key"),
             ("SMTP_LISTEN", "127.0.0.1:2525,127.0.0.1:587"),
-            ("SMTP_UPSTREAM", "smtp.example.co.jp:587"),
             ("START_SERVICE", "0"),
         ]),
     )?;
@@ -359,7 +407,7 @@ fn msi_installs_upgrades_and_uninstalls() -> anyhow::Result<()> {
 
     // A configuration the agent would refuse (relay mode without a mail
     // server) fails the install, and nothing is left installed.
-    clean(wine, &v2)?;
+    clean(wine)?;
     let code = msiexec(
         wine,
         "/i",
@@ -372,8 +420,17 @@ fn msi_installs_upgrades_and_uninstalls() -> anyhow::Result<()> {
     assert_ne!(code, 0, "an install without SMTP_UPSTREAM must fail");
     assert!(!exe.exists(), "rolled back");
     assert!(!config.exists(), "no half-written configuration");
+    // The reason, where the README sends the administrator.
+    let why = std::fs::read_to_string(
+        wine.prefix
+            .join("drive_c/ProgramData/Kiroku/logs/config-write.log"),
+    )?;
+    assert!(
+        why.contains("smtp.upstream") && why.contains("SMTP_UPSTREAM"),
+        "{why}"
+    );
     assert!(installed_versions(wine)?.is_empty());
-    clean(wine, &v2)?;
+    clean(wine)?;
     Ok(())
 }
 
@@ -388,6 +445,72 @@ impl Drop for WineServerKill<'_> {
             .arg("-k")
             .env("WINEPREFIX", &self.0.prefix)
             .status();
+    }
+}
+
+/// What the service and msiexec said, for a failure message.
+fn service_diagnostics(wine: &Wine, msi: &Path) -> String {
+    let mut out = String::new();
+    let logs = wine.prefix.join("drive_c/ProgramData/Kiroku/logs");
+    for entry in std::fs::read_dir(&logs).into_iter().flatten().flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        out += &format!("--- {}:\n{text}\n", entry.path().display());
+    }
+    if let Ok(Some(key)) = reg_query(wine, SERVICE_KEY) {
+        out += &format!("--- {SERVICE_KEY}:\n{key}\n");
+    }
+    let log = msi.with_extension("i.log");
+    let text = std::fs::read(&log).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("Service") || l.contains("rror"))
+        .collect();
+    out += &format!(
+        "--- {} (service and error lines):\n{}\n",
+        log.display(),
+        lines.join("\n")
+    );
+    let config = wine.prefix.join(CONFIG);
+    out += &format!(
+        "--- agent.toml:\n{}",
+        std::fs::read_to_string(config).unwrap_or_default()
+    );
+    out
+}
+
+/// The command lines of this machine's processes (a Windows program under
+/// Wine shows its Windows command line).
+fn linux_processes() -> Vec<String> {
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        if let Ok(raw) = std::fs::read(entry.path().join("cmdline")) {
+            let line = String::from_utf8_lossy(&raw).replace('\0', " ");
+            all.push(line.trim().to_owned());
+        }
+    }
+    all
+}
+
+/// A `cmd.exe` in the prefix waiting on its input (see
+/// msi_service_runs_and_ships_mail); killed when dropped.
+struct Keeper(std::process::Child);
+
+impl Keeper {
+    fn start(wine: &Wine) -> anyhow::Result<Keeper> {
+        let mut c = wine.command(Path::new("cmd.exe"));
+        c.arg("/k")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        Ok(Keeper(c.spawn()?))
+    }
+}
+
+impl Drop for Keeper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -421,11 +544,16 @@ async fn msi_service_runs_and_ships_mail() -> anyhow::Result<()> {
     };
     let _turn = PREFIX.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::Builder::new().prefix("kiroku-msi-").tempdir()?;
-    let msi = build_msi(wine, "0.1.0", tmp.path())?;
+    let msi = build_msi(wine, "0.1.0", tmp.path(), &[])?;
     shim_in_system32(wine)?;
     let _kill = WineServerKill(wine);
-    clean(wine, &msi)?;
+    clean(wine)?;
 
+    // Under Wine a service lives only while an ordinary program runs in
+    // the prefix (when the last one exits, wineserver ends services.exe and
+    // its services with it, ~3 s later): a console waiting on its input
+    // keeps the prefix up, as a logged-on session does on Windows.
+    let _session = Keeper::start(wine)?;
     let env = Env::new()?;
     let _collector = env.start_collector()?;
     let (cert, key) = env.issue("agent", "pc-msi", &[])?;
@@ -445,9 +573,11 @@ async fn msi_service_runs_and_ships_mail() -> anyhow::Result<()> {
         ]),
     )?;
     assert_eq!(code, 0, "msiexec /i {}", msi.display());
-    wait_until("the service's SMTP port", Duration::from_secs(90), || {
+    if let Err(e) = wait_until("the service's SMTP port", Duration::from_secs(90), || {
         listening(smtp)
-    })?;
+    }) {
+        bail!("{e}\n{}", service_diagnostics(wine, &msi));
+    }
 
     let raw = b"From: msi@example.com\r\nTo: bob@example.org\r\nSubject: installed by msiexec\r\n\r\nhello\r\n";
     let sent = send_mail(smtp, "msi@example.com", &["bob@example.org"], raw)?;
@@ -463,13 +593,17 @@ async fn msi_service_runs_and_ships_mail() -> anyhow::Result<()> {
         )
         .await?;
     assert_eq!(events.len(), 1);
-    // It ran as the service (its log file), not a console agent.
-    let logs = wine.prefix.join("drive_c/ProgramData/Kiroku/logs");
-    let logged = std::fs::read_dir(&logs)
-        .with_context(|| format!("{}", logs.display()))?
-        .filter_map(Result::ok)
-        .any(|e| e.file_name().to_string_lossy().starts_with("kiroku-agent"));
-    assert!(logged, "a kiroku-agent log in {}", logs.display());
+    // It is the service the MSI registered (the SCM's command line), not a
+    // console agent.
+    let service = format!(
+        r"{} service run --config C:\ProgramData\Kiroku\agent.toml",
+        r"C:\Program Files\Kiroku\kiroku-agent.exe"
+    );
+    assert!(
+        linux_processes().iter().any(|c| *c == service),
+        "no process {service:?} among {:?}",
+        linux_processes()
+    );
 
     let code = msiexec(wine, "/x", &msi, &[])?;
     assert_eq!(code, 0, "msiexec /x");
@@ -478,6 +612,113 @@ async fn msi_service_runs_and_ships_mail() -> anyhow::Result<()> {
     })?;
     assert!(!wine.prefix.join(EXE).exists());
     assert!(reg_query(wine, SERVICE_KEY)?.is_none());
-    clean(wine, &msi)?;
+    clean(wine)?;
+    Ok(())
+}
+
+/// `build-msi.sh` signs the exe before packaging it and the MSI after
+/// (osslsigncode, a throw-away code-signing certificate): both signatures
+/// verify against it. No Wine needed.
+#[test]
+fn msi_and_exe_are_signed() -> anyhow::Result<()> {
+    let test = "msi_and_exe_are_signed";
+    if !(which("wixl")
+        && which("msibuild")
+        && which("msiextract")
+        && which("osslsigncode")
+        && which("openssl"))
+    {
+        kiroku_tests::skip(
+            test,
+            "wixl, msitools, osslsigncode or openssl missing: apt-get install wixl msitools osslsigncode",
+        );
+        return Ok(());
+    }
+    let exe = root()
+        .join("target")
+        .join(TARGET)
+        .join("debug")
+        .join("kiroku-agent.exe");
+    if !exe.is_file() {
+        kiroku_tests::skip(
+            test,
+            &format!(
+                "{} is missing: cargo build --target {TARGET} -p kiroku-agent",
+                exe.display()
+            ),
+        );
+        return Ok(());
+    }
+    let tmp = tempfile::Builder::new().prefix("kiroku-sign-").tempdir()?;
+    let d = tmp.path();
+    let run = |c: &mut Command| -> anyhow::Result<String> {
+        let o = c.current_dir(d).output()?;
+        anyhow::ensure!(
+            o.status.success(),
+            "{c:?}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    run(Command::new("openssl").args([
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "cs.key",
+        "-out",
+        "cs.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=Kiroku test code signing",
+        "-addext",
+        "extendedKeyUsage=codeSigning",
+    ]))?;
+    std::fs::write(d.join("cs.pass"), "test-pass\n")?;
+    run(Command::new("openssl").args([
+        "pkcs12",
+        "-export",
+        "-inkey",
+        "cs.key",
+        "-in",
+        "cs.pem",
+        "-out",
+        "cs.p12",
+        "-passout",
+        "file:cs.pass",
+    ]))?;
+    let out = run(Command::new(root().join("packaging/windows/build-msi.sh"))
+        .arg("--exe")
+        .arg(&exe)
+        .args(["--out", "out"])
+        .env("KIROKU_SIGN_PKCS12", d.join("cs.p12"))
+        .env("KIROKU_SIGN_PASS_FILE", d.join("cs.pass")))?;
+    let msi = PathBuf::from(out.trim());
+    run(Command::new("msiextract").arg("-C").arg("x").arg(&msi))?;
+    for signed in [msi.clone(), d.join("x/Kiroku/kiroku-agent.exe")] {
+        let said = run(Command::new("osslsigncode")
+            .args(["verify", "-CAfile", "cs.pem", "-in"])
+            .arg(&signed))?;
+        assert!(
+            said.contains("Signature verification: ok")
+                && said.contains("Kiroku test code signing"),
+            "{}: {said}",
+            signed.display()
+        );
+    }
+    // The unsigned build is not signed (the check can fail).
+    let plain = run(Command::new(root().join("packaging/windows/build-msi.sh"))
+        .arg("--exe")
+        .arg(&exe)
+        .args(["--out", "plain"]))?;
+    let o = Command::new("osslsigncode")
+        .args(["verify", "-CAfile", "cs.pem", "-in", plain.trim()])
+        .current_dir(d)
+        .output()?;
+    assert!(!o.status.success(), "an unsigned MSI verified");
     Ok(())
 }
