@@ -71,6 +71,228 @@ fn wait_log(agent: &mut Proc, what: &str, nth: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The test's directories, as Linux paths and as the agent sees them.
+struct Dirs {
+    watched: std::path::PathBuf,
+    usb: std::path::PathBuf,
+    later: std::path::PathBuf,
+    /// `Z:\…` of `watched`, `usb`, `later`.
+    w: String,
+    u: String,
+    l: String,
+}
+
+/// Create, modify, rename, delete, a directory moved out, a new
+/// subdirectory.
+async fn operations(env: &Env, d: &Dirs) -> anyhow::Result<()> {
+    let w = &d.w;
+    // Create: hashed once nobody holds it open for writing.
+    let report: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(d.watched.join("Q3 report.pdf"), &report)?;
+    let e = one(env, req("create", "q3 report.pdf")).await?;
+    let f = file(&e);
+    let report_path = format!("{w}\\Q3 report.pdf");
+    assert_eq!(f.path, report_path, "stored as Windows spells it");
+    assert_eq!(f.sha256, sha(&report));
+    assert_eq!(f.size, report.len() as u64);
+    assert_eq!(
+        (f.mechanism.as_str(), f.uid, f.removable),
+        ("ReadDirectoryChangesW", -1, false)
+    );
+    assert_eq!(f.volume, "Z:\\");
+    assert!(e.user.is_empty(), "the API does not tell who acted");
+    assert_eq!(e.agent_id, "pc-wfiles");
+    // Searchable in another case and with forward slashes.
+    let other = report_path.replace('\\', "/").to_lowercase();
+    let again = one(env, req("create", &other)).await?;
+    assert_eq!(again.event_id, e.event_id);
+
+    // A later write is a modify with the new content's hash.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut notes = b"first\n".to_vec();
+    std::fs::write(d.watched.join("notes.txt"), &notes)?;
+    one(env, req("create", "notes.txt")).await?;
+    notes.extend_from_slice(b"one more\n");
+    std::fs::write(d.watched.join("notes.txt"), &notes)?;
+    let e = one(env, req("modify", "notes.txt")).await?;
+    assert_eq!(file(&e).sha256, sha(&notes));
+
+    // Rename: one record with both paths, the content hashed.
+    std::fs::rename(
+        d.watched.join("notes.txt"),
+        d.watched.join("notes-final.txt"),
+    )?;
+    let e = one(env, req("rename", "notes final")).await?;
+    let f = file(&e);
+    assert_eq!(f.old_path, format!("{w}\\notes.txt"));
+    assert_eq!(f.path, format!("{w}\\notes-final.txt"));
+    assert_eq!(f.sha256, sha(&notes));
+
+    // Delete.
+    std::fs::write(d.watched.join("old.txt"), b"old")?;
+    one(env, req("create", "old.txt")).await?;
+    std::fs::remove_file(d.watched.join("old.txt"))?;
+    let e = one(env, req("delete", "old.txt")).await?;
+    assert_eq!(file(&e).path, format!("{w}\\old.txt"));
+
+    // A directory moved out of the tree takes its files with it: each
+    // known file gets a delete, then the directory.
+    let outside = env.path().join("outside");
+    std::fs::create_dir_all(d.watched.join("project"))?;
+    std::fs::write(d.watched.join("project").join("spec.txt"), b"spec")?;
+    one(env, req("create", "project/spec.txt")).await?;
+    std::fs::create_dir_all(&outside)?;
+    std::fs::rename(d.watched.join("project"), outside.join("project"))?;
+    let e = one(env, req("delete", "project/spec.txt")).await?;
+    assert!(
+        file(&e).detail.contains("moved away with its directory"),
+        "{:?}",
+        file(&e)
+    );
+    let dir_deletes = env
+        .wait_for(req("delete", "watched/project"), 2, WAIT)
+        .await?;
+    assert!(
+        dir_deletes.iter().any(
+            |e| file(e).path == format!("{w}\\project") && file(e).detail.contains("directory")
+        ),
+        "{dir_deletes:#?}"
+    );
+
+    // A new subdirectory and a file in it (the watch is recursive).
+    std::fs::create_dir_all(d.watched.join("sub"))?;
+    std::fs::write(d.watched.join("sub").join("inner.txt"), b"inner")?;
+    let e = one(env, req("create", "sub/inner.txt")).await?;
+    assert_eq!(file(&e).path, format!("{w}\\sub\\inner.txt"));
+    assert_eq!(file(&e).sha256, sha(b"inner"));
+
+    Ok(())
+}
+
+/// A file a Windows program holds open for writing.
+async fn held_open(env: &Env, wine: &Wine, d: &Dirs) -> anyhow::Result<()> {
+    // A Windows program holding a file open for writing: hashed once,
+    // after its close (the deny-write probe stands in for the close event
+    // Windows does not have), not after the first quiet window.
+    match holdopen(wine, env) {
+        Ok(mut cmd) => {
+            let held = d.watched.join("held.txt");
+            let out = cmd.arg(win_path(&held)).arg("1500").output()?;
+            anyhow::ensure!(
+                out.status.success() && String::from_utf8_lossy(&out.stdout).contains("closed"),
+                "holdopen.exe: {out:?}"
+            );
+            let e = one(env, req("create", "held.txt")).await?;
+            assert_eq!(
+                (file(&e).sha256.as_str(), file(&e).size),
+                (sha(b"part1part2").as_str(), 10),
+                "hashed after the close: {:?}",
+                file(&e)
+            );
+            assert!(file(&e).coalesced >= 2, "{:?}", file(&e));
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let all = env.search_all(req("", "held.txt")).await?;
+            assert_eq!(all.len(), 1, "one record for the held file: {all:#?}");
+        }
+        Err(why) => skip("windows_files held open for writing", &why),
+    }
+
+    Ok(())
+}
+
+/// Exclusions, a copy into the removable root, the alert on it.
+async fn removable_copy(env: &Env, d: &Dirs) -> anyhow::Result<()> {
+    let (w, u) = (&d.w, &d.u);
+    // Excluded by Windows-style patterns, whatever the case.
+    std::fs::write(d.watched.join("Draft.TMP"), b"temp")?;
+    std::fs::create_dir_all(d.watched.join("cache"))?;
+    std::fs::write(d.watched.join("cache").join("blob.bin"), b"cache")?;
+
+    // A copy into the removable root: copy_to_removable, its source named.
+    let source: Vec<u8> = b"confidential plan\n".repeat(1000);
+    std::fs::write(d.watched.join("HR").join("plan.docx"), &source)?;
+    one(env, req("create", "plan.docx")).await?;
+    std::fs::copy(
+        d.watched.join("HR").join("plan.docx"),
+        d.usb.join("plan.docx"),
+    )?;
+    let e = one(env, req("copy_to_removable", "plan.docx")).await?;
+    let f = file(&e);
+    assert_eq!(f.path, format!("{u}\\plan.docx"));
+    assert!(f.removable, "{f:?}");
+    assert_eq!(f.sha256, sha(&source));
+    assert_eq!(
+        f.source_path,
+        format!("{w}\\HR\\plan.docx"),
+        "the copy names the file it came from"
+    );
+    assert_eq!(
+        (f.volume.as_str(), f.device.as_str()),
+        (u.as_str(), "removable root")
+    );
+    let copy_id = e.event_id.clone();
+    // The sensitive_dir rule saw the content first under HR, then on the
+    // removable root: one alert, for the copy.
+    let deadline = Instant::now() + WAIT;
+    let fired = loop {
+        let out = env.cli(&["alerts", "--since", "1h", "--json"])?;
+        let fired: Vec<serde_json::Value> = out
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .filter(|v: &serde_json::Value| v["rule"] == "hr-win")
+            .collect();
+        if !fired.is_empty() || Instant::now() > deadline {
+            break fired;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(fired.len(), 1, "{fired:#?}");
+    assert!(
+        fired[0].to_string().contains(&copy_id),
+        "the alert is the copy's: {:#}",
+        fired[0]
+    );
+
+    // Nothing excluded was recorded (everything written before the copy
+    // is in by now: records go out in order).
+    let all = env.search_all(req("", "")).await?;
+    for e in &all {
+        let p = file(e).path.to_lowercase();
+        assert!(
+            !p.ends_with(".tmp") && !p.contains("\\cache"),
+            "excluded but recorded: {:?}",
+            file(e)
+        );
+    }
+
+    Ok(())
+}
+
+/// The root missing at start.
+async fn missing_root(env: &Env, d: &Dirs) -> anyhow::Result<()> {
+    let l = &d.l;
+    // The root that was missing: its gap, then its appearance (retried
+    // every 5 s) closes it, and what was written into it is scanned.
+    let e = one(env, req("watch_lost", "later")).await?;
+    assert!(
+        file(&e).detail.contains("cannot watch") && file(&e).detail.contains("every 5 s"),
+        "{:?}",
+        file(&e)
+    );
+    std::fs::create_dir_all(&d.later)?;
+    std::fs::write(d.later.join("early.txt"), b"early")?;
+    one(env, req("watch_restored", "later")).await?;
+    let e = one(env, req("create", "later/early.txt")).await?;
+    assert_eq!(file(&e).path, format!("{l}\\early.txt"));
+    assert_eq!(file(&e).sha256, sha(b"early"));
+    // And from then on it is watched.
+    std::fs::write(d.later.join("after.txt"), b"after")?;
+    let e = one(env, req("create", "later/after.txt")).await?;
+    assert_eq!(file(&e).mechanism, "ReadDirectoryChangesW");
+
+    Ok(())
+}
+
 /// `tests/wine/holdopen.c` built with mingw, as a command under Wine;
 /// Err(why) when it cannot be built here.
 fn holdopen(wine: &Wine, env: &Env) -> Result<std::process::Command, String> {
@@ -146,186 +368,18 @@ async fn windows_file_operations_are_recorded_under_wine() -> anyhow::Result<()>
         .to_owned();
     assert!(found.parse::<usize>().is_ok(), "drives not polled:\n{log}");
 
-    // Create: hashed once nobody holds it open for writing.
-    let report: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
-    std::fs::write(watched.join("Q3 report.pdf"), &report)?;
-    let e = one(&env, req("create", "q3 report.pdf")).await?;
-    let f = file(&e);
-    let report_path = format!("{w}\\Q3 report.pdf");
-    assert_eq!(f.path, report_path, "stored as Windows spells it");
-    assert_eq!(f.sha256, sha(&report));
-    assert_eq!(f.size, report.len() as u64);
-    assert_eq!(
-        (f.mechanism.as_str(), f.uid, f.removable),
-        ("ReadDirectoryChangesW", -1, false)
-    );
-    assert_eq!(f.volume, "Z:\\");
-    assert!(e.user.is_empty(), "the API does not tell who acted");
-    assert_eq!(e.agent_id, "pc-wfiles");
-    // Searchable in another case and with forward slashes.
-    let other = report_path.replace('\\', "/").to_lowercase();
-    let again = one(&env, req("create", &other)).await?;
-    assert_eq!(again.event_id, e.event_id);
-
-    // A later write is a modify with the new content's hash.
-    std::thread::sleep(Duration::from_millis(500));
-    let mut notes = b"first\n".to_vec();
-    std::fs::write(watched.join("notes.txt"), &notes)?;
-    one(&env, req("create", "notes.txt")).await?;
-    notes.extend_from_slice(b"one more\n");
-    std::fs::write(watched.join("notes.txt"), &notes)?;
-    let e = one(&env, req("modify", "notes.txt")).await?;
-    assert_eq!(file(&e).sha256, sha(&notes));
-
-    // Rename: one record with both paths, the content hashed.
-    std::fs::rename(watched.join("notes.txt"), watched.join("notes-final.txt"))?;
-    let e = one(&env, req("rename", "notes final")).await?;
-    let f = file(&e);
-    assert_eq!(f.old_path, format!("{w}\\notes.txt"));
-    assert_eq!(f.path, format!("{w}\\notes-final.txt"));
-    assert_eq!(f.sha256, sha(&notes));
-
-    // Delete.
-    std::fs::write(watched.join("old.txt"), b"old")?;
-    one(&env, req("create", "old.txt")).await?;
-    std::fs::remove_file(watched.join("old.txt"))?;
-    let e = one(&env, req("delete", "old.txt")).await?;
-    assert_eq!(file(&e).path, format!("{w}\\old.txt"));
-
-    // A directory moved out of the tree takes its files with it: each
-    // known file gets a delete, then the directory.
-    let outside = env.path().join("outside");
-    std::fs::create_dir_all(watched.join("project"))?;
-    std::fs::write(watched.join("project").join("spec.txt"), b"spec")?;
-    one(&env, req("create", "project/spec.txt")).await?;
-    std::fs::create_dir_all(&outside)?;
-    std::fs::rename(watched.join("project"), outside.join("project"))?;
-    let e = one(&env, req("delete", "project/spec.txt")).await?;
-    assert!(
-        file(&e).detail.contains("moved away with its directory"),
-        "{:?}",
-        file(&e)
-    );
-    let dir_deletes = env
-        .wait_for(req("delete", "watched/project"), 2, WAIT)
-        .await?;
-    assert!(
-        dir_deletes.iter().any(
-            |e| file(e).path == format!("{w}\\project") && file(e).detail.contains("directory")
-        ),
-        "{dir_deletes:#?}"
-    );
-
-    // A Windows program holding a file open for writing: hashed once,
-    // after its close (the deny-write probe stands in for the close event
-    // Windows does not have), not after the first quiet window.
-    match holdopen(wine, &env) {
-        Ok(mut cmd) => {
-            let held = watched.join("held.txt");
-            let out = cmd.arg(win_path(&held)).arg("1500").output()?;
-            anyhow::ensure!(
-                out.status.success() && String::from_utf8_lossy(&out.stdout).contains("closed"),
-                "holdopen.exe: {out:?}"
-            );
-            let e = one(&env, req("create", "held.txt")).await?;
-            assert_eq!(
-                (file(&e).sha256.as_str(), file(&e).size),
-                (sha(b"part1part2").as_str(), 10),
-                "hashed after the close: {:?}",
-                file(&e)
-            );
-            assert!(file(&e).coalesced >= 2, "{:?}", file(&e));
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            let all = env.search_all(req("", "held.txt")).await?;
-            assert_eq!(all.len(), 1, "one record for the held file: {all:#?}");
-        }
-        Err(why) => skip("windows_files held open for writing", &why),
-    }
-
-    // A new subdirectory and a file in it (the watch is recursive).
-    std::fs::create_dir_all(watched.join("sub"))?;
-    std::fs::write(watched.join("sub").join("inner.txt"), b"inner")?;
-    let e = one(&env, req("create", "sub/inner.txt")).await?;
-    assert_eq!(file(&e).path, format!("{w}\\sub\\inner.txt"));
-    assert_eq!(file(&e).sha256, sha(b"inner"));
-
-    // Excluded by Windows-style patterns, whatever the case.
-    std::fs::write(watched.join("Draft.TMP"), b"temp")?;
-    std::fs::create_dir_all(watched.join("cache"))?;
-    std::fs::write(watched.join("cache").join("blob.bin"), b"cache")?;
-
-    // A copy into the removable root: copy_to_removable, its source named.
-    let source: Vec<u8> = b"confidential plan\n".repeat(1000);
-    std::fs::write(watched.join("HR").join("plan.docx"), &source)?;
-    one(&env, req("create", "plan.docx")).await?;
-    std::fs::copy(watched.join("HR").join("plan.docx"), usb.join("plan.docx"))?;
-    let e = one(&env, req("copy_to_removable", "plan.docx")).await?;
-    let f = file(&e);
-    assert_eq!(f.path, format!("{u}\\plan.docx"));
-    assert!(f.removable, "{f:?}");
-    assert_eq!(f.sha256, sha(&source));
-    assert_eq!(
-        f.source_path,
-        format!("{w}\\HR\\plan.docx"),
-        "the copy names the file it came from"
-    );
-    assert_eq!(
-        (f.volume.as_str(), f.device.as_str()),
-        (u.as_str(), "removable root")
-    );
-    let copy_id = e.event_id.clone();
-    // The sensitive_dir rule saw the content first under HR, then on the
-    // removable root: one alert, for the copy.
-    let deadline = Instant::now() + WAIT;
-    let fired = loop {
-        let out = env.cli(&["alerts", "--since", "1h", "--json"])?;
-        let fired: Vec<serde_json::Value> = out
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .filter(|v: &serde_json::Value| v["rule"] == "hr-win")
-            .collect();
-        if !fired.is_empty() || Instant::now() > deadline {
-            break fired;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    let d = Dirs {
+        watched: watched.clone(),
+        usb,
+        later,
+        w: w.clone(),
+        u,
+        l,
     };
-    assert_eq!(fired.len(), 1, "{fired:#?}");
-    assert!(
-        fired[0].to_string().contains(&copy_id),
-        "the alert is the copy's: {:#}",
-        fired[0]
-    );
-
-    // Nothing excluded was recorded (everything written before the copy
-    // is in by now: records go out in order).
-    let all = env.search_all(req("", "")).await?;
-    for e in &all {
-        let p = file(e).path.to_lowercase();
-        assert!(
-            !p.ends_with(".tmp") && !p.contains("\\cache"),
-            "excluded but recorded: {:?}",
-            file(e)
-        );
-    }
-
-    // The root that was missing: its gap, then its appearance (retried
-    // every 5 s) closes it, and what was written into it is scanned.
-    let e = one(&env, req("watch_lost", "later")).await?;
-    assert!(
-        file(&e).detail.contains("cannot watch") && file(&e).detail.contains("every 5 s"),
-        "{:?}",
-        file(&e)
-    );
-    std::fs::create_dir_all(&later)?;
-    std::fs::write(later.join("early.txt"), b"early")?;
-    one(&env, req("watch_restored", "later")).await?;
-    let e = one(&env, req("create", "later/early.txt")).await?;
-    assert_eq!(file(&e).path, format!("{l}\\early.txt"));
-    assert_eq!(file(&e).sha256, sha(b"early"));
-    // And from then on it is watched.
-    std::fs::write(later.join("after.txt"), b"after")?;
-    let e = one(&env, req("create", "later/after.txt")).await?;
-    assert_eq!(file(&e).mechanism, "ReadDirectoryChangesW");
+    operations(&env, &d).await?;
+    held_open(&env, wine, &d).await?;
+    removable_copy(&env, &d).await?;
+    missing_root(&env, &d).await?;
 
     // Stopped gracefully; a file written meanwhile is found by the
     // catch-up scan at the next start.
