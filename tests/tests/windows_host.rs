@@ -43,23 +43,42 @@ fn wine_or_skip(test: &str) -> Option<&'static Wine> {
 }
 
 /// Runs a Windows program of the prefix (`hostname.exe`, `sc.exe`) or the
-/// agent with `args`, bounded in time.
+/// agent with `args`, bounded in time. Its output goes through files, not
+/// pipes: the first program of a Wine session starts wineserver and
+/// services.exe, which inherit its stdout and stderr and keep a pipe open
+/// for the session's life.
 fn run(wine: &Wine, exe: &Path, args: &[&str]) -> anyhow::Result<Output> {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let base = std::env::temp_dir().join(format!("kiroku-winhost-{}-{n}", std::process::id()));
+    let (out_path, err_path) = (base.with_extension("out"), base.with_extension("err"));
     let mut child = wine
         .command(exe)
         .args(args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&out_path)?)
+        .stderr(std::fs::File::create(&err_path)?)
         .spawn()?;
     let deadline = Instant::now() + Duration::from_secs(120);
-    while child.try_wait()?.is_none() {
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
         if Instant::now() > deadline {
             let _ = child.kill();
+            let _ = child.wait();
             anyhow::bail!("{} {args:?} did not finish within 120 s", exe.display());
         }
         std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(child.wait_with_output()?)
+    };
+    let out = Output {
+        status,
+        stdout: std::fs::read(&out_path).unwrap_or_default(),
+        stderr: std::fs::read(&err_path).unwrap_or_default(),
+    };
+    let _ = std::fs::remove_file(&out_path);
+    let _ = std::fs::remove_file(&err_path);
+    Ok(out)
 }
 
 fn text(out: &Output) -> String {
