@@ -19,7 +19,6 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use kiroku_proto::{HostIdentity, SearchRequest, event::Kind};
@@ -30,7 +29,7 @@ use kiroku_tests::{Env, Mode, free_port, skip};
 /// The service test installs `KirokuAgent` in the shared prefix: the
 /// identity test must not run beside it (an installed auto-start service
 /// starts with the next Wine session).
-static SERIAL: Mutex<()> = Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn wine_or_skip(test: &str) -> Option<&'static Wine> {
     match Wine::get() {
@@ -112,7 +111,7 @@ async fn windows_host_identity_has_the_windows_facts() -> anyhow::Result<()> {
     let Some(wine) = wine_or_skip("windows_host_identity_has_the_windows_facts") else {
         return Ok(());
     };
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = SERIAL.lock().await;
     let env = Env::new()?;
     let _collector = env.start_collector()?;
     let smtp = free_port();
@@ -253,7 +252,7 @@ async fn windows_service_installs_starts_stops_and_uninstalls() -> anyhow::Resul
     let Some(wine) = wine_or_skip("windows_service_installs_starts_stops_and_uninstalls") else {
         return Ok(());
     };
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = SERIAL.lock().await;
     let env = Env::new()?;
     let _collector = env.start_collector()?;
     let smtp = free_port();
