@@ -10,8 +10,11 @@
 //! accepts SetNamedSecurityInfoW but does not enforce ACLs between Linux
 //! processes), the restart-on-failure actions (Wine's SCM lacks
 //! ChangeServiceConfig2 failure actions: `install` warns), Windows' stop
-//! timeout at system shutdown, AD domain membership and more than one
-//! logon session. Those need a real Windows PC.
+//! timeout at system shutdown, the event log's contents (Wine only
+//! prints ReportEventW to its debug channel), AD domain membership and
+//! logged-in users (Wine's WTSEnumerateSessionsW lists no session, so the
+//! record's list is empty here; the formatting is unit-tested in
+//! `host/winfacts.rs`). Those need a real Windows PC.
 //!
 //! Skipped (with the reason, never passed) when Wine or the exe is
 //! missing: see `kiroku_tests::wine`.
