@@ -10,8 +10,11 @@
 //! accepts SetNamedSecurityInfoW but does not enforce ACLs between Linux
 //! processes), the restart-on-failure actions (Wine's SCM lacks
 //! ChangeServiceConfig2 failure actions: `install` warns), Windows' stop
-//! timeout at system shutdown, AD domain membership and more than one
-//! logon session. Those need a real Windows PC.
+//! timeout at system shutdown, the event log's contents (Wine only
+//! prints ReportEventW to its debug channel), AD domain membership and
+//! logged-in users (Wine's WTSEnumerateSessionsW lists no session, so the
+//! record's list is empty here; the formatting is unit-tested in
+//! `host/winfacts.rs`). Those need a real Windows PC.
 //!
 //! Skipped (with the reason, never passed) when Wine or the exe is
 //! missing: see `kiroku_tests::wine`.
@@ -19,7 +22,6 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use kiroku_proto::{HostIdentity, SearchRequest, event::Kind};
@@ -30,7 +32,7 @@ use kiroku_tests::{Env, Mode, free_port, skip};
 /// The service test installs `KirokuAgent` in the shared prefix: the
 /// identity test must not run beside it (an installed auto-start service
 /// starts with the next Wine session).
-static SERIAL: Mutex<()> = Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn wine_or_skip(test: &str) -> Option<&'static Wine> {
     match Wine::get() {
@@ -43,23 +45,42 @@ fn wine_or_skip(test: &str) -> Option<&'static Wine> {
 }
 
 /// Runs a Windows program of the prefix (`hostname.exe`, `sc.exe`) or the
-/// agent with `args`, bounded in time.
+/// agent with `args`, bounded in time. Its output goes through files, not
+/// pipes: the first program of a Wine session starts wineserver and
+/// services.exe, which inherit its stdout and stderr and keep a pipe open
+/// for the session's life.
 fn run(wine: &Wine, exe: &Path, args: &[&str]) -> anyhow::Result<Output> {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let base = std::env::temp_dir().join(format!("kiroku-winhost-{}-{n}", std::process::id()));
+    let (out_path, err_path) = (base.with_extension("out"), base.with_extension("err"));
     let mut child = wine
         .command(exe)
         .args(args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&out_path)?)
+        .stderr(std::fs::File::create(&err_path)?)
         .spawn()?;
     let deadline = Instant::now() + Duration::from_secs(120);
-    while child.try_wait()?.is_none() {
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
         if Instant::now() > deadline {
             let _ = child.kill();
+            let _ = child.wait();
             anyhow::bail!("{} {args:?} did not finish within 120 s", exe.display());
         }
         std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(child.wait_with_output()?)
+    };
+    let out = Output {
+        status,
+        stdout: std::fs::read(&out_path).unwrap_or_default(),
+        stderr: std::fs::read(&err_path).unwrap_or_default(),
+    };
+    let _ = std::fs::remove_file(&out_path);
+    let _ = std::fs::remove_file(&err_path);
+    Ok(out)
 }
 
 fn text(out: &Output) -> String {
@@ -93,7 +114,7 @@ async fn windows_host_identity_has_the_windows_facts() -> anyhow::Result<()> {
     let Some(wine) = wine_or_skip("windows_host_identity_has_the_windows_facts") else {
         return Ok(());
     };
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = SERIAL.lock().await;
     let env = Env::new()?;
     let _collector = env.start_collector()?;
     let smtp = free_port();
@@ -234,7 +255,7 @@ async fn windows_service_installs_starts_stops_and_uninstalls() -> anyhow::Resul
     let Some(wine) = wine_or_skip("windows_service_installs_starts_stops_and_uninstalls") else {
         return Ok(());
     };
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = SERIAL.lock().await;
     let env = Env::new()?;
     let _collector = env.start_collector()?;
     let smtp = free_port();
