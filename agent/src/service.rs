@@ -101,6 +101,14 @@ pub fn command(_cmd: ServiceCommand) -> std::process::ExitCode {
 
 /// The configuration file read when none is given: `%ProgramData%\Kiroku\
 /// agent.toml` on Windows, none elsewhere (Linux needs `--config`).
+#[cfg(windows)]
 pub fn default_config() -> Option<std::path::PathBuf> {
-    cfg!(windows).then(|| WindowsPaths::from_env().config())
+    Some(windows::paths().config())
+}
+
+/// The configuration file read when none is given: `%ProgramData%\Kiroku\
+/// agent.toml` on Windows, none elsewhere (Linux needs `--config`).
+#[cfg(not(windows))]
+pub fn default_config() -> Option<std::path::PathBuf> {
+    None
 }

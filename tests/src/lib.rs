@@ -19,6 +19,8 @@ pub mod swarm;
 pub mod ship;
 pub mod tsa;
 pub mod wine;
+// Issue 22: the Windows agent under Wine, started like `start_agent`.
+pub mod winagent;
 
 use std::io::Read;
 use std::net::TcpStream;
@@ -248,6 +250,17 @@ impl Extra<'_> {
             program: None,
         }
     }
+}
+
+/// The variable parts of an agent config ([`Env::agent_toml`]).
+pub(crate) struct AgentToml<'a> {
+    pub collector_port: u16,
+    /// TOML inside `[collector]`.
+    pub collector_extra: &'a str,
+    /// TOML inside `[smtp]`.
+    pub smtp_extra: &'a str,
+    /// TOML appended at the end.
+    pub extra: &'a str,
 }
 
 /// What the agent does with mail.
@@ -651,19 +664,20 @@ impl Env {
         if !pki.join(format!("agent-{name}.pem")).exists() {
             self.issue("agent", name, &[])?;
         }
-        let mode = match mode {
-            Mode::CaptureOnly => "mode = \"capture-only\"\n".to_owned(),
-            Mode::Relay(port) => format!("mode = \"relay\"\nupstream = \"127.0.0.1:{port}\"\n"),
-        };
         let cfg = self.path().join(format!("agent-{name}.toml"));
         std::fs::write(
             &cfg,
-            format!(
-                "data_dir = \"agent-{name}\"\n[collector]\nendpoint = \"https://127.0.0.1:{}\"\nserver_name = \"localhost\"\n{collector_extra}[collector.tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n[smtp]\nlisten = [\"127.0.0.1:{smtp}\"]\n{mode}{smtp_extra}[custom]\ndepartment = \"finance\"\n{extra}",
-                collector_port,
-                pki.join("ca.pem"),
-                pki.join(format!("agent-{name}.pem")),
-                pki.join(format!("agent-{name}.key")),
+            self.agent_toml(
+                name,
+                smtp,
+                mode,
+                AgentToml {
+                    collector_port,
+                    collector_extra,
+                    smtp_extra,
+                    extra,
+                },
+                |p| format!("{p:?}"),
             ),
         )?;
         let mut p = Proc::spawn(
@@ -676,6 +690,37 @@ impl Env {
         )?;
         p.wait_port(smtp)?;
         Ok(p)
+    }
+
+    /// The agent config [`Env::start_agent`] writes; `path` renders a file
+    /// path as a TOML string (the Windows agent gets `Z:\\…` paths, see
+    /// `winagent.rs`).
+    pub(crate) fn agent_toml(
+        &self,
+        name: &str,
+        smtp: u16,
+        mode: &Mode,
+        t: AgentToml<'_>,
+        path: impl Fn(&Path) -> String,
+    ) -> String {
+        let pki = self.pki();
+        let mode = match mode {
+            Mode::CaptureOnly => "mode = \"capture-only\"\n".to_owned(),
+            Mode::Relay(port) => format!("mode = \"relay\"\nupstream = \"127.0.0.1:{port}\"\n"),
+        };
+        let AgentToml {
+            collector_port,
+            collector_extra,
+            smtp_extra,
+            extra,
+        } = t;
+        format!(
+            "data_dir = \"agent-{name}\"\n[collector]\nendpoint = \"https://127.0.0.1:{}\"\nserver_name = \"localhost\"\n{collector_extra}[collector.tls]\nca = {}\ncert = {}\nkey = {}\n[smtp]\nlisten = [\"127.0.0.1:{smtp}\"]\n{mode}{smtp_extra}[custom]\ndepartment = \"finance\"\n{extra}",
+            collector_port,
+            path(&pki.join("ca.pem")),
+            path(&pki.join(format!("agent-{name}.pem"))),
+            path(&pki.join(format!("agent-{name}.key"))),
+        )
     }
 
     /// A gRPC channel to the collector authenticated with `cert`/`key`.

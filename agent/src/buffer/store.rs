@@ -88,7 +88,7 @@ pub(super) fn replace_durably(path: &Path, line: &str) -> std::io::Result<()> {
     f.sync_all()?;
     std::fs::rename(&tmp, path)?;
     match path.parent() {
-        Some(dir) => std::fs::File::open(dir)?.sync_all(),
+        Some(dir) => crate::os::sync_dir(dir),
         None => Ok(()),
     }
 }

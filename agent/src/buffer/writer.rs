@@ -94,12 +94,10 @@ impl Buffer {
         let r = self
             .blocking(move || {
                 if let Some(dir) = &dir {
-                    std::fs::File::open(dir)
-                        .and_then(|d| d.sync_all())
-                        .map_err(|source| BufferError::Io {
-                            path: dir.clone(),
-                            source,
-                        })?;
+                    crate::os::sync_dir(dir).map_err(|source| BufferError::Io {
+                        path: dir.clone(),
+                        source,
+                    })?;
                 }
                 this.with_store(|s| s.db.flush().map(|_| ()).map_err(|e| this.sled_err(e)))
             })

@@ -53,3 +53,10 @@ impl Hangup {
         self.0.recv().await
     }
 }
+
+// Issue 22 (relay lane): durable directory entries.
+/// Makes the entries of `dir` (a file just created or renamed in it)
+/// durable: fsync of the directory.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}

@@ -96,3 +96,33 @@ pub fn from_wide(buf: &[u16]) -> String {
     let end = buf.iter().position(|&c| c == 0).unwrap_or(buf.len());
     String::from_utf16_lossy(&buf[..end])
 }
+
+// Issue 22 (relay lane): durable directory entries.
+/// Makes the entries of `dir` (a file just created or renamed in it)
+/// durable. A directory opens as a file only with
+/// `FILE_FLAG_BACKUP_SEMANTICS` (a plain `File::open` is "Access denied",
+/// which made every spooled mail over 64 KiB refused with a 451), and
+/// `FlushFileBuffers` on it needs write access; NTFS then commits the
+/// directory's metadata. File systems that refuse a directory handle for
+/// writing or flushing it (FAT/exFAT, some redirectors; Wine maps the
+/// flush to fsync of the Linux directory) keep the entry with the file's
+/// own flush, so those refusals are not errors; any other error is.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::windows::fs::OpenOptionsExt;
+    use windows_sys::Win32::Foundation::{ERROR_ACCESS_DENIED, ERROR_INVALID_FUNCTION};
+    use windows_sys::Win32::Storage::FileSystem::FILE_FLAG_BACKUP_SEMANTICS;
+    let refused = |e: &std::io::Error| matches!(e.raw_os_error(), Some(c) if c == ERROR_ACCESS_DENIED as i32 || c == ERROR_INVALID_FUNCTION as i32);
+    let d = match std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(FILE_FLAG_BACKUP_SEMANTICS)
+        .open(dir)
+    {
+        Ok(d) => d,
+        Err(e) if refused(&e) && dir.is_dir() => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    match d.sync_all() {
+        Err(e) if refused(&e) => Ok(()),
+        r => r,
+    }
+}

@@ -4,6 +4,7 @@
 
 mod acl;
 mod eventlog;
+mod folders;
 mod log;
 mod run;
 
@@ -44,6 +45,14 @@ pub fn command(cmd: ServiceCommand) -> ExitCode {
     }
 }
 
+/// The agent's folders below ProgramData as Windows knows it (the
+/// environment variable only when Windows cannot say).
+pub fn paths() -> WindowsPaths {
+    folders::program_data()
+        .map(|pd| WindowsPaths::new(&pd))
+        .unwrap_or_else(WindowsPaths::from_env)
+}
+
 /// The service's command line after the exe: `service run --config <c>`.
 pub fn launch_arguments(config: &Path) -> Vec<OsString> {
     vec![
@@ -55,7 +64,7 @@ pub fn launch_arguments(config: &Path) -> Vec<OsString> {
 }
 
 fn install(config: Option<PathBuf>) -> anyhow::Result<()> {
-    let paths = WindowsPaths::from_env();
+    let paths = paths();
     let config = config.unwrap_or_else(|| paths.config());
     // The service starts in %SystemRoot%\System32: a relative path would not
     // name the file the administrator meant.
@@ -176,7 +185,7 @@ fn uninstall() -> anyhow::Result<()> {
     }
     println!(
         "service {SERVICE_NAME} uninstalled; {} (buffer, logs, configuration) is kept",
-        WindowsPaths::from_env().root().display()
+        paths().root().display()
     );
     Ok(())
 }
@@ -197,7 +206,7 @@ fn start() -> anyhow::Result<()> {
         anyhow::bail!(
             "the service {SERVICE_NAME} stopped while starting: see the Application event log \
              (source {SERVICE_NAME}) and {}",
-            WindowsPaths::from_env().log_dir().display()
+            paths().log_dir().display()
         );
     }
     println!("service {SERVICE_NAME} running");

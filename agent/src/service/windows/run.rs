@@ -25,7 +25,7 @@ use windows_service::service::{
 };
 use windows_service::service_control_handler::{self, ServiceControlHandlerResult};
 
-use super::super::{SERVICE_NAME, WindowsPaths};
+use super::super::SERVICE_NAME;
 use super::{eventlog, log};
 
 /// The longest graceful stop before the service reports Stopped anyway.
@@ -47,7 +47,7 @@ windows_service::define_windows_service!(ffi_service_main, service_main);
 
 /// `kiroku-agent service run`: blocks until the service stopped.
 pub fn dispatch(config: Option<PathBuf>) -> ExitCode {
-    let config = config.unwrap_or_else(|| WindowsPaths::from_env().config());
+    let config = config.unwrap_or_else(|| super::paths().config());
     let _ = CONFIG.set(config);
     match windows_service::service_dispatcher::start(SERVICE_NAME, ffi_service_main) {
         Ok(()) => ExitCode::SUCCESS,
@@ -63,7 +63,7 @@ pub fn dispatch(config: Option<PathBuf>) -> ExitCode {
 }
 
 fn service_main(_arguments: Vec<OsString>) {
-    let paths = WindowsPaths::from_env();
+    let paths = super::paths();
     log::init(&paths.log_dir());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let handler = move |control| match control {
@@ -95,7 +95,7 @@ fn run(report: &Reporter, stop_rx: tokio::sync::watch::Receiver<bool>) -> Servic
     let config = CONFIG
         .get()
         .cloned()
-        .unwrap_or_else(|| WindowsPaths::from_env().config());
+        .unwrap_or_else(|| super::paths().config());
     let (cfg, file) = match crate::reload::ConfigFile::load(&config) {
         Ok(c) => c,
         Err(e) => {
