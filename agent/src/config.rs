@@ -73,7 +73,8 @@ pub struct CollectorConfig {
     /// (`[enroll] listen` in the collector's config).
     #[serde(default)]
     pub enroll_endpoint: Option<String>,
-    /// The agent id asked for; default: this computer's name (sanitised).
+    /// The name to enroll under instead of this computer's name; the
+    /// collector makes the agent id of either (sanitised, lower case).
     #[serde(default)]
     pub enroll_name: Option<String>,
     /// Renewal of an enrolled certificate over the mTLS connection, at two

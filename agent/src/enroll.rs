@@ -74,12 +74,13 @@ pub fn check_config(c: &CollectorConfig) -> Result<(), (&'static str, String)> {
         }
         _ => {}
     }
+    // Taken like a computer name: the collector sanitises it.
     if let Some(n) = &c.enroll_name
-        && kiroku_common::pki::validate_name(n).is_err()
+        && kiroku_common::pki::enroll::agent_id_from_computer_name(n).is_none()
     {
         return Err((
             "collector.enroll_name",
-            format!("{n:?}: use 1 to 64 characters from letters, digits, '.', '-' and '_'"),
+            format!("{n:?} leaves no agent id: use letters, digits, '.', '-' and '_'"),
         ));
     }
     Ok(())
@@ -260,4 +261,107 @@ fn pending(path: &Path) -> PathBuf {
     let mut p = path.as_os_str().to_owned();
     p.push(".enrolling");
     PathBuf::from(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn collector(extra: &str) -> CollectorConfig {
+        let text = format!(
+            "endpoint = \"https://c:7443\"\n{extra}\n[tls]\nca = \"ca.pem\"\ncert = \"a.pem\"\nkey = \"a.key\"\n"
+        );
+        toml::from_str(&text).expect("collector config")
+    }
+
+    #[test]
+    fn enrollment_settings_are_checked_naming_the_field() {
+        let cases: &[(&str, Option<&str>)] = &[
+            ("", None),
+            (
+                "enroll_token = \"ket1-ab\"\nenroll_endpoint = \"https://c:7444\"",
+                None,
+            ),
+            (
+                "enroll_token_file = \"t.txt\"\nenroll_endpoint = \"https://c:7444\"",
+                None,
+            ),
+            (
+                "enroll_token = \"ket1-ab\"",
+                Some("collector.enroll_endpoint"),
+            ),
+            (
+                "enroll_token_file = \"t\"",
+                Some("collector.enroll_endpoint"),
+            ),
+            (
+                "enroll_token = \"ket1-ab\"\nenroll_endpoint = \"http://c:7444\"",
+                Some("collector.enroll_endpoint"),
+            ),
+            (
+                "enroll_token = \"\"\nenroll_endpoint = \"https://c:7444\"",
+                Some("collector.enroll_token"),
+            ),
+            (
+                "enroll_token = \"a b\"\nenroll_endpoint = \"https://c:7444\"",
+                Some("collector.enroll_token"),
+            ),
+            ("enroll_name = \"PC 42\"", None),
+            ("enroll_name = \"営業\"", Some("collector.enroll_name")),
+        ];
+        for (extra, want) in cases {
+            let got = check_config(&collector(extra)).err().map(|(f, _)| f);
+            assert_eq!(got, *want, "{extra:?}");
+        }
+    }
+
+    #[test]
+    fn enrolled_files_are_written_key_first_and_an_interrupted_pair_is_finished() {
+        let dir =
+            std::env::temp_dir().join(format!("kiroku-enroll-files-{}", rand::random::<u64>()));
+        let (cert, key) = (dir.join("sub/agent.pem"), dir.join("sub/agent.key"));
+        files::write_enrolled(&cert, &key, "KEY", "CHAIN").expect("write");
+        assert_eq!(std::fs::read_to_string(&key).expect("key"), "KEY");
+        assert_eq!(std::fs::read_to_string(&cert).expect("cert"), "CHAIN");
+        assert!(!pending(&cert).exists() && !pending(&key).exists());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&key).expect("meta").permissions().mode();
+            assert_eq!(mode & 0o077, 0, "{mode:o}");
+        }
+        // A crash after the key's rename: the certificate still pending.
+        std::fs::rename(&cert, pending(&cert)).expect("rename");
+        files::finish_interrupted(&cert, &key).expect("finish");
+        assert_eq!(std::fs::read_to_string(&cert).expect("cert"), "CHAIN");
+        files::replace_cert(&cert, "NEW").expect("replace");
+        assert_eq!(std::fs::read_to_string(&cert).expect("cert"), "NEW");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn the_returned_certificate_must_be_for_our_key_and_an_agent() {
+        let dir = std::env::temp_dir().join(format!("kiroku-enroll-chk-{}", rand::random::<u64>()));
+        let pki = kiroku_common::pki::PkiDir::new(&dir);
+        pki.init_ca("t").expect("ca");
+        pki.init_agents_ca("a", 30).expect("agents ca");
+        let issuer = kiroku_common::pki::enroll::AgentIssuer::new(
+            std::fs::read_to_string(pki.agents_ca_cert()).expect("read"),
+            std::fs::read_to_string(pki.agents_ca_key()).expect("read"),
+        )
+        .expect("issuer");
+        let ours = rcgen::KeyPair::generate().expect("key");
+        let other = rcgen::KeyPair::generate().expect("key");
+        let csr = rcgen::CertificateParams::default()
+            .serialize_request(&ours)
+            .expect("csr");
+        let csr = kiroku_common::pki::enroll::check_csr(csr.der()).expect("csr");
+        let issued = issuer
+            .issue(&csr, "pc-1", None, Duration::from_secs(60))
+            .expect("issue");
+        files::check_issued(&issued.chain_pem, &ours).expect("ours");
+        assert!(files::check_issued(&issued.chain_pem, &other).is_err());
+        assert!(files::check_issued("junk", &ours).is_err());
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }

@@ -82,6 +82,12 @@ pub struct CollectorConfig {
     /// Silent agents: see `crate::agents::AgentsConfig`.
     #[serde(default)]
     pub agents: crate::agents::AgentsConfig,
+    /// Enrollment of agents with one-time tokens (issue 22): the
+    /// enrollment listener and the validity of the certificates it and
+    /// renewal issue; see `crate::enroll::EnrollConfig`. Needs
+    /// `[agents_ca]`.
+    #[serde(default)]
+    pub enroll: Option<crate::enroll::EnrollConfig>,
 }
 
 pub const DEFAULT_CLOCK_THRESHOLD_MS: i64 = 2000;

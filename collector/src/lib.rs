@@ -15,6 +15,7 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod delivery;
+pub mod enroll;
 pub mod holds;
 pub mod ingest;
 pub mod integrity;

@@ -205,6 +205,26 @@ pub async fn serve(
         &cfg.maintenance,
         cfg.agents.stale_after_ms(),
     )?;
+    // Issue 22: enrollment (its own listener) and renewal.
+    let enroll = crate::enroll::Enroll::open(&cfg, &store, agents_ca.clone())?;
+    let enroll_listener = crate::enroll::start_listener(&cfg, enroll.clone(), {
+        let mut stopping = stop_watch.subscribe();
+        async move {
+            let _ = stopping.wait_for(|s| *s).await;
+        }
+    })
+    .await?;
+    let agent_certs = kiroku_proto::agent_certs_server::AgentCertsServer::new(
+        crate::enroll::rpc::AgentCertsService {
+            enroll: enroll.clone(),
+        },
+    );
+    let enroll_admin = kiroku_proto::enroll_admin_server::EnrollAdminServer::new(
+        crate::enroll::rpc::EnrollAdminService {
+            store: store.clone(),
+            enroll,
+        },
+    );
     let admin = AdminServer::new(
         crate::admin::AdminService::new(
             store.clone(),
@@ -279,6 +299,14 @@ pub async fn serve(
             admin,
             auth::require("Admin", auth::QUERY_ROLES),
         ))
+        .add_service(InterceptedService::new(
+            agent_certs,
+            auth::require("AgentCerts", &[kiroku_common::pki::Role::Agent]),
+        ))
+        .add_service(InterceptedService::new(
+            enroll_admin,
+            auth::require("EnrollAdmin", auth::QUERY_ROLES),
+        ))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -299,6 +327,9 @@ pub async fn serve(
     // Notifiers get a moment to deliver what is queued once nothing can
     // add to their queues any more.
     let _ = stop_watch.send(true);
+    if let Some(l) = enroll_listener {
+        let _ = l.await;
+    }
     if let Some(w) = rules_watcher {
         let _ = w.await;
     }

@@ -143,3 +143,22 @@ fn delay_knob(name: &str, what: &str) -> Option<std::time::Duration> {
     );
     Some(std::time::Duration::from_millis(ms))
 }
+
+/// The validity of agent certificates issued by enrollment and renewal,
+/// in seconds instead of `[enroll] agent_cert_days`
+/// (`KIROKU_TEST_AGENT_CERT_SECS`, issue 22: renewal tested in seconds);
+/// None in production builds.
+pub fn agent_cert_secs() -> Option<u64> {
+    #[cfg(feature = "test-hooks")]
+    {
+        const NAME: &str = "KIROKU_TEST_AGENT_CERT_SECS";
+        let secs: u64 = std::env::var(NAME).ok()?.trim().parse().ok()?;
+        tracing::error!(
+            secs,
+            "TEST HOOK ACTIVE: {NAME} is set, agent certificates are issued valid for seconds (test build only)"
+        );
+        Some(secs.max(1))
+    }
+    #[cfg(not(feature = "test-hooks"))]
+    None
+}

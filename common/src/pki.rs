@@ -4,6 +4,7 @@
 //! [`identity_from_der`]; nothing in a payload is trusted for it.
 
 pub mod crl;
+pub mod enroll;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -241,50 +242,7 @@ impl PkiDir {
         let ca_key = KeyPair::from_pem(&ca_key_pem)?;
         let issuer = Issuer::from_ca_cert_pem(&ca_cert_pem, ca_key)?;
 
-        let mut sans: Vec<String> = vec![];
-        if role == Role::Collector {
-            sans.push(name.to_owned());
-        }
-        sans.extend(extra_sans.iter().cloned());
-        let mut params = CertificateParams::new(sans)?;
-        // The identity first: collectors before issue 19 take the first
-        // `kiroku://` URI as the identity.
-        let uri = format!("{SAN_SCHEME}{role}/{name}");
-        params.subject_alt_names.push(SanType::URI(uri.try_into()?));
-        if let Some(g) = group {
-            let uri = format!("{GROUP_URI_PREFIX}{g}");
-            params.subject_alt_names.push(SanType::URI(uri.try_into()?));
-        }
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, name);
-        dn.push(DnType::OrganizationalUnitName, role.as_str());
-        dn.push(DnType::OrganizationName, "Kiroku");
-        params.distinguished_name = dn;
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = match role {
-            // Signatures that stand as evidence: nonRepudiation
-            // (contentCommitment) beside digitalSignature, nothing for key
-            // exchange.
-            Role::Signer => vec![
-                KeyUsagePurpose::DigitalSignature,
-                KeyUsagePurpose::ContentCommitment,
-            ],
-            _ => vec![
-                KeyUsagePurpose::DigitalSignature,
-                KeyUsagePurpose::KeyEncipherment,
-            ],
-        };
-        params.extended_key_usages = match role {
-            Role::Collector => vec![
-                ExtendedKeyUsagePurpose::ServerAuth,
-                ExtendedKeyUsagePurpose::ClientAuth,
-            ],
-            Role::Signer => vec![ExtendedKeyUsagePurpose::Other(
-                DOCUMENT_SIGNING_OID.to_vec(),
-            )],
-            _ => vec![ExtendedKeyUsagePurpose::ClientAuth],
-        };
-        params.use_authority_key_identifier_extension = true;
+        let mut params = leaf_params(role, name, extra_sans, group)?;
         set_validity(&mut params, days);
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &issuer)?;
@@ -473,6 +431,62 @@ impl PkiDir {
         })?;
         Ok(path)
     }
+}
+
+/// The parameters of an end-entity certificate for `role`/`name` (with an
+/// agent's `group`): identity URI SAN first, key usages by role. Validity
+/// and serial are the caller's (`set_validity`).
+pub(crate) fn leaf_params(
+    role: Role,
+    name: &str,
+    extra_sans: &[String],
+    group: Option<&str>,
+) -> Result<CertificateParams, PkiError> {
+    let mut sans: Vec<String> = vec![];
+    if role == Role::Collector {
+        sans.push(name.to_owned());
+    }
+    sans.extend(extra_sans.iter().cloned());
+    let mut params = CertificateParams::new(sans)?;
+    // The identity first: collectors before issue 19 take the first
+    // `kiroku://` URI as the identity.
+    let uri = format!("{SAN_SCHEME}{role}/{name}");
+    params.subject_alt_names.push(SanType::URI(uri.try_into()?));
+    if let Some(g) = group {
+        let uri = format!("{GROUP_URI_PREFIX}{g}");
+        params.subject_alt_names.push(SanType::URI(uri.try_into()?));
+    }
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, name);
+    dn.push(DnType::OrganizationalUnitName, role.as_str());
+    dn.push(DnType::OrganizationName, "Kiroku");
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = match role {
+        // Signatures that stand as evidence: nonRepudiation
+        // (contentCommitment) beside digitalSignature, nothing for key
+        // exchange.
+        Role::Signer => vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::ContentCommitment,
+        ],
+        _ => vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ],
+    };
+    params.extended_key_usages = match role {
+        Role::Collector => vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ],
+        Role::Signer => vec![ExtendedKeyUsagePurpose::Other(
+            DOCUMENT_SIGNING_OID.to_vec(),
+        )],
+        _ => vec![ExtendedKeyUsagePurpose::ClientAuth],
+    };
+    params.use_authority_key_identifier_extension = true;
+    Ok(params)
 }
 
 fn set_validity(params: &mut CertificateParams, days: u32) {

@@ -5,6 +5,7 @@
 //! dir goes with the [`Env`].
 
 pub mod bench;
+pub mod enroll;
 pub mod faultproxy;
 pub mod journal_edit;
 pub mod load;

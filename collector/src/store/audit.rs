@@ -118,6 +118,17 @@ pub mod admin_call {
     /// A retired agent connected again with a new certificate (issued
     /// anew): it is active again; detail: both certificates' SHA-256.
     pub const AGENT_RETURNED: &str = "AgentReturned";
+    /// Enrollment tokens were created (`kiroku certs enroll-token`), or
+    /// their creation refused; detail: batch, count, group, expiry (never
+    /// the tokens).
+    pub const ENROLL_TOKENS: &str = "EnrollTokens";
+    /// An agent enrolled with a token, or an enrollment was refused;
+    /// detail: agent id, computer name, address, group, the certificate's
+    /// serial and SHA-256, the token's batch and hash prefix.
+    pub const ENROLL: &str = "Enroll";
+    /// An enrolled agent renewed its certificate over mTLS, or a renewal
+    /// was refused; detail: serials and SHA-256s, validity.
+    pub const RENEW_AGENT_CERT: &str = "RenewAgentCert";
 }
 
 /// A file as admin entries name it: its path and the SHA-256 of its

@@ -53,6 +53,11 @@ pub enum CertsCmd {
         #[arg(long, default_value_t = 825)]
         days: u32,
     },
+    /// Create one-time enrollment tokens (asks the collector; admins): an
+    /// agent with a token and no certificate makes its key and gets its
+    /// certificate from the collector's enrollment listener, with the
+    /// group given here and its computer name as agent id. Audited.
+    EnrollToken(crate::enroll_token::EnrollTokenArgs),
     /// Revoke a certificate: adds it to the CA's revocation list and
     /// rewrites crl.pem. A collector with `crl = ".../crl.pem"` picks it up
     /// within seconds, without a restart. With no --cert, only rewrites
@@ -73,6 +78,9 @@ pub enum CertsCmd {
 
 pub fn run(cmd: CertsCmd) -> anyhow::Result<()> {
     match cmd {
+        CertsCmd::EnrollToken(_) => {
+            anyhow::bail!("enroll-token talks to the collector (handled by the caller)")
+        }
         CertsCmd::Init { dir } => {
             let pki = PkiDir::new(&dir);
             pki.init_ca("Kiroku CA")?;

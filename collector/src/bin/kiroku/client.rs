@@ -108,6 +108,15 @@ impl ConnectArgs {
         )
     }
 
+    /// The EnrollAdmin service (enrollment tokens).
+    pub async fn enroll_admin(
+        &self,
+    ) -> anyhow::Result<kiroku_proto::enroll_admin_client::EnrollAdminClient<Channel>> {
+        Ok(kiroku_proto::enroll_admin_client::EnrollAdminClient::new(
+            self.channel().await?,
+        ))
+    }
+
     async fn channel(&self) -> anyhow::Result<Channel> {
         let cfg = self.resolve()?;
         let server_name = cfg

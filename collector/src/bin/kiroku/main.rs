@@ -9,6 +9,7 @@ mod certs;
 mod checkpoint;
 mod client;
 mod delivery;
+mod enroll_token;
 mod export;
 mod filters;
 mod holds;
@@ -194,6 +195,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     // zone is reported before anything is asked of the collector.
     let zone = || zone::zone(cli.tz.as_deref(), cli.connect.config_file()?.as_ref());
     match cli.cmd {
+        Cmd::Certs {
+            cmd: certs::CertsCmd::EnrollToken(args),
+        } => enroll_token::run(&cli.connect, args).await,
         Cmd::Certs { cmd } => certs::run(cmd),
         Cmd::Checkpoint(cmd) => checkpoint::run(cmd),
         Cmd::Quickstart(args) => quickstart::run(args).await,

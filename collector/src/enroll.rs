@@ -1,0 +1,180 @@
+//! Certificate enrollment (issue 22): one-time tokens, the enrollment
+//! listener, and renewal.
+//!
+//! - Tokens (`enroll/tokens.rs`): `kiroku certs enroll-token --group G
+//!   --count N --expires 7d` asks the collector (`EnrollAdmin`, admins
+//!   only, on the main mTLS listener) for N random tokens
+//!   (`ket1-<128 bits hex>`), stored hashed with their group, expiry and
+//!   batch; each enrolls one agent once.
+//! - The enrollment listener (`[enroll] listen`, its own port): TLS with
+//!   the collector's server certificate, no client certificate (the main
+//!   listener refuses clients without one), serving only
+//!   `Enrollment.Enroll`: the token, a CSR and the computer name. The
+//!   collector checks the token, the CSR (signature, key type), derives
+//!   the agent id from the computer name (`agent_id_from_computer_name`)
+//!   and refuses a name already enrolled or known (not made unique: two
+//!   PCs under one name would be one agent in every search, so the admin
+//!   decides — rename, `enroll_name`, or retire the old one), signs the
+//!   certificate with the agents' issuing CA (`[agents_ca]`, required:
+//!   the root never signs online), uses the token up and records the name
+//!   in one transaction, and returns the chain and the root. Limits:
+//!   requests of at most 64 KiB, 4 concurrent per connection, 30 s each
+//!   (10 s for the TLS handshake),
+//!   and an address refused `max_refusals_per_ip` times in ten minutes is
+//!   turned away (`enroll/limit.rs`).
+//! - Renewal (`AgentCerts.Renew`, role agent, main listener): an agent
+//!   whose certificate the agents' CA issued gets a new one with the same
+//!   name and group (from its current certificate, not from the request).
+//!   The new certificate is noted as the agent's (`agents::note_cert`), so
+//!   retiring the agent revokes it too.
+//!
+//! Every enrollment, renewal and token batch, and every refusal of one, is
+//! in the audit log (`admin_call::ENROLL`, `RENEW_AGENT_CERT`,
+//! `ENROLL_TOKENS`).
+
+pub mod limit;
+pub mod rpc;
+pub mod tokens;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use crate::store::Store;
+
+/// `[enroll]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollConfig {
+    /// Address of the enrollment listener (TLS, no client certificate),
+    /// e.g. "0.0.0.0:7444". Agents' `[collector] enroll_endpoint`.
+    pub listen: SocketAddr,
+    /// Validity of certificates issued by enrollment and renewal (agents
+    /// renew at two thirds of it).
+    #[serde(default = "default_days")]
+    pub agent_cert_days: u32,
+    /// Refused enrollments from one address within ten minutes after which
+    /// it is turned away for the rest of them.
+    #[serde(default = "default_refusals")]
+    pub max_refusals_per_ip: u32,
+}
+
+fn default_days() -> u32 {
+    365
+}
+fn default_refusals() -> u32 {
+    20
+}
+
+/// Largest request on the enrollment listener.
+const MAX_REQUEST: usize = 64 * 1024;
+
+/// What enrollment and renewal share.
+pub struct Enroll {
+    pub store: Arc<Store>,
+    pub tokens: tokens::Tokens,
+    pub issuer: kiroku_common::pki::enroll::AgentIssuer,
+    /// Tells whether the agents' CA issued a certificate.
+    pub agents_ca: Arc<crate::agents::AgentsCa>,
+    pub root_pem: String,
+    pub validity: Duration,
+    pub refusals: limit::Refusals,
+    /// Whether the enrollment listener runs (tokens are of no use without).
+    pub listening: bool,
+}
+
+impl Enroll {
+    /// Opens what enrollment needs; None without `[agents_ca]` (then the
+    /// calls say how to set it up), an error when `[enroll]` is given
+    /// without it.
+    pub fn open(
+        cfg: &crate::config::CollectorConfig,
+        store: &Arc<Store>,
+        agents_ca: Option<Arc<crate::agents::AgentsCa>>,
+    ) -> anyhow::Result<Option<Arc<Enroll>>> {
+        let (Some(ca_cfg), Some(agents_ca)) = (&cfg.agents_ca, agents_ca) else {
+            if cfg.enroll.is_some() {
+                anyhow::bail!(
+                    "[enroll] needs the agents' issuing CA, which signs the enrolled agents' certificates: create it with `kiroku certs agents-ca` on the root CA's workstation and configure [agents_ca] (cert, key, crl)"
+                );
+            }
+            return Ok(None);
+        };
+        let read = |p: &std::path::Path| {
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+        };
+        let issuer = kiroku_common::pki::enroll::AgentIssuer::new(
+            read(&ca_cfg.cert)?,
+            read(&ca_cfg.key)?,
+        )
+        .with_context(|| format!("loading the agents' issuing CA {}", ca_cfg.cert.display()))?;
+        let days = cfg
+            .enroll
+            .as_ref()
+            .map_or(default_days(), |e| e.agent_cert_days);
+        let validity = crate::test_hooks::agent_cert_secs()
+            .map(Duration::from_secs)
+            .unwrap_or(Duration::from_secs(u64::from(days.max(1)) * 86_400));
+        Ok(Some(Arc::new(Enroll {
+            store: store.clone(),
+            tokens: tokens::Tokens::open(&store.meta)?,
+            issuer,
+            agents_ca,
+            root_pem: read(&cfg.tls.ca)?,
+            validity,
+            refusals: limit::Refusals::new(
+                cfg.enroll
+                    .as_ref()
+                    .map_or(default_refusals(), |e| e.max_refusals_per_ip),
+            ),
+            listening: cfg.enroll.is_some(),
+        })))
+    }
+}
+
+/// Starts the enrollment listener when `[enroll]` is configured; it stops
+/// when `stop` resolves.
+pub async fn start_listener(
+    cfg: &crate::config::CollectorConfig,
+    enroll: Option<Arc<Enroll>>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    let (Some(ec), Some(enroll)) = (&cfg.enroll, enroll) else {
+        return Ok(None);
+    };
+    let cert = std::fs::read(&cfg.tls.cert)
+        .with_context(|| format!("reading {}", cfg.tls.cert.display()))?;
+    let key = std::fs::read(&cfg.tls.key)
+        .with_context(|| format!("reading {}", cfg.tls.key.display()))?;
+    let tls = tonic::transport::ServerTlsConfig::new()
+        .identity(tonic::transport::Identity::from_pem(cert, key))
+        .timeout(Duration::from_secs(10));
+    let listener = tokio::net::TcpListener::bind(ec.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} for enrollment (change `[enroll] listen` in the config)",
+                ec.listen
+            )
+        })?;
+    let service =
+        kiroku_proto::enrollment_server::EnrollmentServer::new(rpc::EnrollmentService { enroll })
+            .max_decoding_message_size(MAX_REQUEST);
+    let server = tonic::transport::Server::builder()
+        .tls_config(tls)
+        .context("the enrollment listener's TLS configuration (the collector's cert and key)")?
+        .concurrency_limit_per_connection(4)
+        .max_concurrent_streams(4)
+        .timeout(Duration::from_secs(30))
+        .add_service(service);
+    tracing::info!(listen = %ec.listen, "enrollment listener (TLS, token; no client certificate)");
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    Ok(Some(tokio::spawn(async move {
+        if let Err(e) = server.serve_with_incoming_shutdown(incoming, stop).await {
+            tracing::error!(error = %e, "the enrollment listener stopped");
+        }
+    })))
+}

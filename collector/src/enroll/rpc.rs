@@ -1,0 +1,393 @@
+//! The three enrollment calls: `Enrollment.Enroll` (enrollment listener,
+//! a token, no client certificate), `AgentCerts.Renew` (main listener,
+//! role agent) and `EnrollAdmin.CreateEnrollTokens` (main listener,
+//! admins). Each outcome, refusals included, is audited; only an address
+//! turned away by the refusal brake is not (it is logged).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use kiroku_common::pki::Role;
+use kiroku_common::pki::enroll::{agent_id_from_computer_name, check_csr};
+use kiroku_common::quote::quote;
+use kiroku_proto::{
+    CreateEnrollTokensRequest, CreateEnrollTokensResponse, EnrollRequest, EnrollResponse,
+    RenewRequest,
+};
+use tonic::{Request, Response, Status};
+
+use super::Enroll;
+use super::tokens::{Enrolled, Refusal, token_ref, when};
+use crate::auth;
+use crate::store::audit::admin_call::{ENROLL, ENROLL_TOKENS, RENEW_AGENT_CERT};
+
+/// Longest token life an admin may ask for.
+const MAX_EXPIRES_S: i64 = 365 * 86_400;
+/// Most tokens in one call.
+const MAX_COUNT: u32 = 10_000;
+
+fn internal(e: anyhow::Error) -> Status {
+    Status::internal(format!("{e:#}"))
+}
+
+/// Records `res` (the outcome of `what`) in the audit log: the success
+/// detail, or the refusal with its code.
+fn audit(enroll: &Enroll, who: &str, call: &str, what: &str, res: &Result<String, Status>) {
+    let detail = match res {
+        Ok(d) => d.clone(),
+        Err(st) => format!("REFUSED {:?}: {} | {what}", st.code(), st.message()),
+    };
+    if let Err(e) = enroll.store.audit_admin(who, call, &detail) {
+        tracing::error!(error = %e, call, "could not be recorded in the audit log");
+    }
+}
+
+pub struct EnrollmentService {
+    pub enroll: Arc<Enroll>,
+}
+
+#[tonic::async_trait]
+impl kiroku_proto::enrollment_server::Enrollment for EnrollmentService {
+    async fn enroll(
+        &self,
+        req: Request<EnrollRequest>,
+    ) -> Result<Response<EnrollResponse>, Status> {
+        let ip = req
+            .remote_addr()
+            .map(|a| a.ip())
+            .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let e = self.enroll.clone();
+        if !e.refusals.allowed(ip, Instant::now()) {
+            tracing::warn!(peer = %ip, "enrollment turned away: too many refusals from this address");
+            return Err(Status::resource_exhausted(
+                "too many refused enrollments from this address: wait ten minutes",
+            ));
+        }
+        let r = req.into_inner();
+        tokio::task::spawn_blocking(move || {
+            let who = format!("enrollment/{ip}");
+            let what = format!(
+                "computer name {} token {} from {ip}",
+                quote(&r.computer_name),
+                token_ref(&r.token)
+            );
+            let mut out = None;
+            let res = enroll_blocking(&e, ip, &r).map(|(resp, detail)| {
+                out = Some(resp);
+                detail
+            });
+            if res.is_err() {
+                e.refusals.refused(ip, Instant::now());
+            }
+            if let Err(st) = &res {
+                tracing::warn!(peer = %ip, code = ?st.code(), reason = %st.message(), "enrollment refused");
+            }
+            audit(&e, &who, ENROLL, &what, &res);
+            res.map(|_| Response::new(out.unwrap_or_default()))
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+    }
+}
+
+fn enroll_blocking(
+    e: &Enroll,
+    ip: IpAddr,
+    r: &EnrollRequest,
+) -> Result<(EnrollResponse, String), Status> {
+    if !e.listening {
+        return Err(Status::failed_precondition("enrollment is not configured"));
+    }
+    let now = crate::clock::now_ms();
+    let token = match e.tokens.check(&r.token, now).map_err(internal)? {
+        Ok(t) => t,
+        Err(refusal) => return Err(Status::permission_denied(refusal.to_string())),
+    };
+    let Some(name) = agent_id_from_computer_name(&r.computer_name) else {
+        return Err(Status::invalid_argument(format!(
+            "no agent id can be made from the computer name {}: set `[collector] enroll_name` on the agent (letters, digits, '.', '-', '_')",
+            quote(&r.computer_name)
+        )));
+    };
+    let csr = check_csr(&r.csr_der).map_err(|err| Status::invalid_argument(err.to_string()))?;
+    // A name is free when nobody has it, or when its agent was retired.
+    let seen = e.tokens.enrolled(&name).map_err(internal)?;
+    let known = e
+        .store
+        .meta
+        .host(&name)
+        .map_err(|err| Status::internal(err.to_string()))?
+        .is_some();
+    let retired = crate::agents::retired_cert(&e.store, &name)
+        .map_err(internal)?
+        .is_some();
+    if (seen.is_some() || known) && !retired {
+        return Err(Status::already_exists(Refusal::NameTaken(name).to_string()));
+    }
+    let group = (!token.group.is_empty()).then_some(token.group.as_str());
+    let issued = e
+        .issuer
+        .issue(&csr, &name, group, e.validity)
+        .map_err(|err| Status::internal(format!("issuing the certificate: {err}")))?;
+    let enrolled = Enrolled {
+        at_ms: now,
+        serial: issued.serial_hex.clone(),
+        batch: token.batch.clone(),
+    };
+    if let Err(refusal) = e
+        .tokens
+        .commit(&r.token, &name, seen.as_ref(), &enrolled, now)
+        .map_err(internal)?
+    {
+        return Err(match refusal {
+            Refusal::NameTaken(_) => Status::already_exists(refusal.to_string()),
+            _ => Status::permission_denied(refusal.to_string()),
+        });
+    }
+    // Known as this agent's certificate from now on: retiring the agent
+    // revokes it even before its first connection.
+    crate::agents::note_cert(&e.store, &name, &issued.der).map_err(internal)?;
+    let detail = format!(
+        "enrolled agent {name} (computer name {}, agent {}) from {ip}, group {}: certificate serial {} sha256 {}, valid until {}; token {} of batch {}{}",
+        quote(&r.computer_name),
+        quote(&r.agent_version),
+        if token.group.is_empty() {
+            "(none)"
+        } else {
+            &token.group
+        },
+        issued.serial_hex,
+        kiroku_common::sha256_hex(&issued.der),
+        when(issued.not_after_ms),
+        token_ref(&r.token),
+        token.batch,
+        if retired {
+            "; the name was retired before"
+        } else {
+            ""
+        },
+    );
+    tracing::info!(agent = %name, group = %token.group, peer = %ip, "agent enrolled");
+    Ok((
+        EnrollResponse {
+            agent_id: name,
+            group: token.group,
+            cert_chain_pem: issued.chain_pem,
+            ca_pem: e.root_pem.clone(),
+            not_after_ms: issued.not_after_ms,
+        },
+        detail,
+    ))
+}
+
+/// `AgentCerts`: renewal over mTLS. `None` without `[agents_ca]`.
+pub struct AgentCertsService {
+    pub enroll: Option<Arc<Enroll>>,
+}
+
+#[tonic::async_trait]
+impl kiroku_proto::agent_certs_server::AgentCerts for AgentCertsService {
+    async fn renew(&self, req: Request<RenewRequest>) -> Result<Response<EnrollResponse>, Status> {
+        let caller = auth::caller(&req)?;
+        let leaf = req
+            .peer_certs()
+            .and_then(|c| c.first().map(|d| d.as_ref().to_vec()))
+            .unwrap_or_default();
+        let Some(e) = self.enroll.clone() else {
+            return Err(Status::failed_precondition(
+                "this collector holds no agents' issuing CA ([agents_ca]), so it cannot renew certificates: renew by hand with `kiroku certs issue --role agent`",
+            ));
+        };
+        let r = req.into_inner();
+        tokio::task::spawn_blocking(move || {
+            let who = caller.to_string();
+            let what = format!("renewal for {who}");
+            let mut out = None;
+            let res = renew_blocking(&e, &caller, &leaf, &r).map(|(resp, d)| {
+                out = Some(resp);
+                d
+            });
+            if let Err(st) = &res {
+                tracing::warn!(identity = %who, code = ?st.code(), reason = %st.message(), "certificate renewal refused");
+            }
+            audit(&e, &who, RENEW_AGENT_CERT, &what, &res);
+            res.map(|_| Response::new(out.unwrap_or_default()))
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+    }
+}
+
+fn renew_blocking(
+    e: &Enroll,
+    caller: &kiroku_common::pki::PeerIdentity,
+    leaf: &[u8],
+    r: &RenewRequest,
+) -> Result<(EnrollResponse, String), Status> {
+    if caller.role != Role::Agent {
+        return Err(Status::permission_denied(format!(
+            "{caller} is not an agent: only agents renew here"
+        )));
+    }
+    if !e.agents_ca.issued(leaf) {
+        return Err(Status::failed_precondition(format!(
+            "{caller}'s certificate was not issued by this collector's agents' issuing CA (the root issued it), so the collector cannot renew it: issue a new one with `kiroku certs issue --role agent`"
+        )));
+    }
+    let sha = kiroku_common::sha256_hex(leaf);
+    if crate::agents::retired_cert(&e.store, &caller.name)
+        .map_err(internal)?
+        .is_some()
+        && crate::agents::seen_certs(&e.store, &caller.name)
+            .map_err(internal)?
+            .iter()
+            .any(|d| kiroku_common::sha256_hex(d) == sha)
+    {
+        return Err(Status::permission_denied(format!(
+            "{caller} was retired (`kiroku agents retire`): its certificates are not renewed"
+        )));
+    }
+    let group = kiroku_common::pki::group_from_der(leaf)
+        .map_err(|err| Status::unauthenticated(err.to_string()))?;
+    let csr = check_csr(&r.csr_der).map_err(|err| Status::invalid_argument(err.to_string()))?;
+    let issued = e
+        .issuer
+        .issue(&csr, &caller.name, group.as_deref(), e.validity)
+        .map_err(|err| Status::internal(format!("issuing the certificate: {err}")))?;
+    crate::agents::note_cert(&e.store, &caller.name, &issued.der).map_err(internal)?;
+    let old_serial = x509_parser::parse_x509_certificate(leaf)
+        .map(|(_, c)| hex::encode(c.raw_serial()))
+        .unwrap_or_default();
+    let detail = format!(
+        "renewed agent {}'s certificate: serial {old_serial} sha256 {sha} → serial {} sha256 {}, valid until {}",
+        caller.name,
+        issued.serial_hex,
+        kiroku_common::sha256_hex(&issued.der),
+        when(issued.not_after_ms)
+    );
+    tracing::info!(agent = %caller.name, "agent certificate renewed");
+    Ok((
+        EnrollResponse {
+            agent_id: caller.name.clone(),
+            group: group.unwrap_or_default(),
+            cert_chain_pem: issued.chain_pem,
+            ca_pem: e.root_pem.clone(),
+            not_after_ms: issued.not_after_ms,
+        },
+        detail,
+    ))
+}
+
+/// `EnrollAdmin`: token batches, admins only.
+pub struct EnrollAdminService {
+    pub store: Arc<crate::store::Store>,
+    pub enroll: Option<Arc<Enroll>>,
+}
+
+#[tonic::async_trait]
+impl kiroku_proto::enroll_admin_server::EnrollAdmin for EnrollAdminService {
+    async fn create_enroll_tokens(
+        &self,
+        req: Request<CreateEnrollTokensRequest>,
+    ) -> Result<Response<CreateEnrollTokensResponse>, Status> {
+        let caller = auth::caller(&req)?;
+        let r = req.into_inner();
+        let (store, enroll) = (self.store.clone(), self.enroll.clone());
+        tokio::task::spawn_blocking(move || {
+            let who = caller.to_string();
+            let what = format!(
+                "{} tokens group {} expiring in {} s note {}",
+                r.count,
+                quote(&r.group),
+                r.expires_in_s,
+                quote(&r.note)
+            );
+            let mut out = None;
+            let res = create_blocking(enroll.as_deref(), &caller, &r).map(|(resp, d)| {
+                out = Some(resp);
+                d
+            });
+            let detail = match &res {
+                Ok(d) => d.clone(),
+                Err(st) => format!("REFUSED {:?}: {} | {what}", st.code(), st.message()),
+            };
+            if let Err(e) = store.audit_admin(&who, ENROLL_TOKENS, &detail) {
+                tracing::error!(error = %e, "the token batch could not be recorded in the audit log");
+                if res.is_ok() {
+                    return Err(Status::internal(
+                        "the token batch could not be recorded in the audit log; the tokens are not handed out",
+                    ));
+                }
+            }
+            res.map(|_| Response::new(out.unwrap_or_default()))
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+    }
+}
+
+fn create_blocking(
+    enroll: Option<&Enroll>,
+    caller: &kiroku_common::pki::PeerIdentity,
+    r: &CreateEnrollTokensRequest,
+) -> Result<(CreateEnrollTokensResponse, String), Status> {
+    if caller.role != Role::Admin {
+        return Err(Status::permission_denied(format!(
+            "{caller} may not create enrollment tokens: admins only"
+        )));
+    }
+    let Some(e) = enroll.filter(|e| e.listening) else {
+        return Err(Status::failed_precondition(
+            "this collector does not enroll agents: configure [agents_ca] (cert, key, crl) and [enroll] listen = \"0.0.0.0:7444\", then restart it",
+        ));
+    };
+    if !r.group.is_empty() {
+        kiroku_common::pki::validate_group(&r.group)
+            .map_err(|err| Status::invalid_argument(err.to_string()))?;
+    }
+    if !(1..=MAX_COUNT).contains(&r.count) {
+        return Err(Status::invalid_argument(format!(
+            "--count {} is out of range: 1 to {MAX_COUNT}",
+            r.count
+        )));
+    }
+    if !(1..=MAX_EXPIRES_S).contains(&r.expires_in_s) {
+        return Err(Status::invalid_argument(format!(
+            "--expires of {} s is out of range: 1 s to 365 days",
+            r.expires_in_s
+        )));
+    }
+    let now = crate::clock::now_ms();
+    let expires_ms = now + r.expires_in_s * 1000;
+    let (tokens, batch) = e
+        .tokens
+        .create(
+            &r.group,
+            r.count,
+            expires_ms,
+            &caller.to_string(),
+            &r.note,
+            now,
+        )
+        .map_err(internal)?;
+    let detail = format!(
+        "created {} enrollment tokens, batch {batch}, group {}, expiring {}, note {}",
+        tokens.len(),
+        if r.group.is_empty() {
+            "(none)"
+        } else {
+            &r.group
+        },
+        when(expires_ms),
+        quote(&r.note)
+    );
+    Ok((
+        CreateEnrollTokensResponse {
+            tokens,
+            expires_ms,
+            batch,
+        },
+        detail,
+    ))
+}

@@ -1,0 +1,262 @@
+//! Certificate enrollment (issue 22, item 7) end to end on Linux with the
+//! real collector, CLI and agent: `kiroku certs enroll-token` (admins
+//! only, audited) makes one-time tokens; an agent with a token and no
+//! certificate makes its key, enrolls on the collector's enrollment
+//! listener and ships its mail; a wrong, expired or reused token and a
+//! name already enrolled are refused with clear errors (the agent exits
+//! saying why and what to do) and audited; the certificate carries role
+//! agent, the name and the token's group. Renewal: with certificates valid
+//! for 30 s (`KIROKU_TEST_AGENT_CERT_SECS`), the agent renews over mTLS
+//! without a token and still ships after its first certificate expired.
+
+use std::time::Duration;
+
+use kiroku_proto::SearchRequest;
+use kiroku_tests::enroll::{
+    admin_audit, agent_files, calls, cert_identity, collector_keys, spawn_agent, start_collector,
+    tokens, wait_exit,
+};
+use kiroku_tests::{Env, free_port, send_mail};
+
+const MAIL: &[u8] =
+    b"From: a@corp.example\r\nTo: b@example.org\r\nSubject: enrolled\r\n\r\nhello\r\n";
+
+/// Starts an agent that must be refused; returns its log.
+fn refused(env: &Env, tag: &str, token: &str, port: u16, name: &str) -> anyhow::Result<String> {
+    let keys = collector_keys(token, port, Some(name));
+    let (mut p, dir) = spawn_agent(env, tag, &keys, free_port(), &[])?;
+    let code = wait_exit(&mut p, Duration::from_secs(30))?;
+    let log = p.log_text();
+    assert_ne!(code, 0, "{tag} should have been refused: {log}");
+    let (cert, key) = agent_files(&dir);
+    assert!(
+        !cert.exists() && !key.exists(),
+        "{tag}: no files after a refusal"
+    );
+    Ok(log)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_enrolls_one_agent_once() -> anyhow::Result<()> {
+    let env = Env::new()?;
+    let e = start_collector(&env, &[])?;
+
+    // Tokens: admins only; the refusal is audited.
+    let (code, _, err) = env.cli_as(
+        "investigator-inv",
+        &["certs", "enroll-token", "--group", "sales"],
+    )?;
+    assert_ne!(code, 0);
+    assert!(err.contains("admins only"), "{err}");
+    let sales = tokens(
+        &env,
+        "admin-boss",
+        &["--group", "sales", "--count", "3", "--expires", "7d"],
+    )?;
+    assert_eq!(sales.len(), 3, "{sales:?}");
+    assert!(sales.iter().all(|t| t.starts_with("ket1-")), "{sales:?}");
+    let short = tokens(&env, "admin-boss", &["--expires", "1s"])?;
+    let out = env.path().join("tokens.txt");
+    tokens(
+        &env,
+        "admin-boss",
+        &["--count", "2", "--out", out.to_str().unwrap_or_default()],
+    )?;
+    assert_eq!(std::fs::read_to_string(&out)?.lines().count(), 2);
+
+    // A wrong token.
+    let log = refused(
+        &env,
+        "wrong",
+        "ket1-00000000000000000000000000000000",
+        e.port,
+        "pc-x",
+    )?;
+    assert!(log.contains("unknown enrollment token"), "{log}");
+    assert!(
+        log.contains("kiroku certs enroll-token"),
+        "says what to do: {log}"
+    );
+
+    // An expired one.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let log = refused(&env, "late", &short[0], e.port, "pc-y")?;
+    assert!(log.contains("expired"), "{log}");
+
+    // A good one: the agent enrolls, writes its files and ships.
+    let smtp = free_port();
+    let keys = collector_keys(&sales[0], e.port, Some("PC-Sales 1"));
+    let (mut agent, dir) = spawn_agent(&env, "one", &keys, smtp, &[])?;
+    agent.wait_port(smtp)?;
+    let (cert, key) = agent_files(&dir);
+    assert_eq!(
+        cert_identity(&cert)?,
+        ("agent".into(), "pc-sales-1".into(), Some("sales".into())),
+        "the name from the computer name (sanitised), the token's group"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&key)?.permissions().mode() & 0o077,
+            0,
+            "key is private"
+        );
+    }
+    send_mail(smtp, "a@corp.example", &["b@example.org"], MAIL)?;
+    let events = env
+        .wait_for(SearchRequest::default(), 1, Duration::from_secs(30))
+        .await?;
+    assert_eq!(events[0].agent_id, "pc-sales-1");
+    assert_eq!(events[0].agent_group, "sales");
+
+    // The same token again, for another name: used up.
+    let log = refused(&env, "again", &sales[0], e.port, "pc-sales-2")?;
+    assert!(
+        log.contains("used already") && log.contains("pc-sales-1"),
+        "{log}"
+    );
+    // A fresh token for a name already enrolled: refused, token kept.
+    let log = refused(&env, "twin", &sales[1], e.port, "pc-sales-1")?;
+    assert!(log.contains("already enrolled"), "{log}");
+    assert!(
+        log.contains("enroll_name") && log.contains("kiroku agents retire"),
+        "{log}"
+    );
+    let smtp2 = free_port();
+    let keys = collector_keys(&sales[1], e.port, Some("pc-sales-2"));
+    let (mut second, dir2) = spawn_agent(&env, "two", &keys, smtp2, &[])?;
+    second.wait_port(smtp2)?;
+    assert_eq!(cert_identity(&agent_files(&dir2).0)?.1, "pc-sales-2");
+
+    // A restart does not enroll again (the token is used up by now).
+    agent.terminate();
+    let (mut agent, _) = spawn_agent(
+        &env,
+        "one",
+        &collector_keys(&sales[0], e.port, Some("PC-Sales 1")),
+        smtp,
+        &[],
+    )?;
+    agent.wait_port(smtp)?;
+    let log = agent.log_text();
+    assert_eq!(
+        log.matches("enrolling with the configured token").count(),
+        1,
+        "one enrollment across both runs (the log is appended): {log}"
+    );
+
+    let audit = admin_audit(&env)?;
+    let enroll = calls(&audit, "Enroll");
+    for want in [
+        "enrolled agent pc-sales-1 (computer name \"PC-Sales 1\"",
+        "group sales",
+        "enrolled agent pc-sales-2",
+        "REFUSED PermissionDenied: unknown enrollment token",
+        "REFUSED PermissionDenied: this enrollment token expired",
+        "REFUSED PermissionDenied: this enrollment token was used already",
+        "REFUSED AlreadyExists: agent id \"pc-sales-1\" is already enrolled",
+    ] {
+        assert!(
+            enroll.iter().any(|d| d.contains(want)),
+            "no Enroll entry with {want:?}: {enroll:#?}"
+        );
+    }
+    assert!(
+        enroll
+            .iter()
+            .all(|d| !sales.iter().any(|t| d.contains(t.as_str()))),
+        "tokens never appear in the audit log"
+    );
+    let made = calls(&audit, "EnrollTokens");
+    assert!(
+        made.iter()
+            .any(|d| d.contains("created 3 enrollment tokens") && d.contains("group sales")),
+        "{made:#?}"
+    );
+    assert!(
+        made.iter()
+            .any(|d| d.contains("REFUSED PermissionDenied") && d.contains("admins only")),
+        "{made:#?}"
+    );
+    drop(second);
+    drop(agent);
+    drop(e);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_enrolled_agent_renews_over_mtls_and_keeps_shipping() -> anyhow::Result<()> {
+    let env = Env::new()?;
+    kiroku_tests::ensure_collector_test_hooks()?;
+    let mut e = start_collector(&env, &[("KIROKU_TEST_AGENT_CERT_SECS", "30")])?;
+    let token = tokens(&env, "admin-boss", &["--group", "ops"])?;
+    let smtp = free_port();
+    let keys = collector_keys(&token[0], e.port, Some("renewer"));
+    let (mut agent, dir) = spawn_agent(
+        &env,
+        "renewer",
+        &keys,
+        smtp,
+        &[("KIROKU_TEST_RENEW_CHECK_MS", "500")],
+    )?;
+    agent.wait_port(smtp)?;
+    let (cert, key) = agent_files(&dir);
+    let first = std::fs::read(&cert)?;
+    let first_key = std::fs::read(&key)?;
+    let enrolled_at = std::time::Instant::now();
+
+    // Due at two thirds of (30 s + 3 s slack): about 19 s after issuance.
+    agent
+        .wait_log("certificate renewed", Duration::from_secs(45))
+        .await?;
+    let renewed = std::fs::read(&cert)?;
+    assert_ne!(renewed, first, "the certificate file was replaced");
+    assert_eq!(std::fs::read(&key)?, first_key, "same key");
+    assert_eq!(
+        cert_identity(&cert)?,
+        ("agent".into(), "renewer".into(), Some("ops".into()))
+    );
+
+    // Past the first certificate's end: the collector restarts, and the
+    // agent's next connection presents a renewed certificate.
+    let wait = Duration::from_secs(32).saturating_sub(enrolled_at.elapsed());
+    tokio::time::sleep(wait).await;
+    e.collector.terminate();
+    let mut collector = env.start_collector_with_env(
+        &std::fs::read_to_string(env.path().join("collector.toml"))?
+            .split_once("[agents_ca]")
+            .map(|(_, s)| {
+                format!(
+                    "[agents_ca]{}",
+                    s.split("\n[maintenance]").next().unwrap_or(s)
+                )
+            })
+            .unwrap_or_default(),
+        &[("KIROKU_TEST_AGENT_CERT_SECS", "30")],
+    )?;
+    send_mail(smtp, "a@corp.example", &["b@example.org"], MAIL)?;
+    let events = env
+        .wait_for(SearchRequest::default(), 1, Duration::from_secs(30))
+        .await?;
+    assert_eq!(events[0].agent_id, "renewer");
+    assert_eq!(events[0].agent_group, "ops");
+
+    let audit = admin_audit(&env)?;
+    let renew = calls(&audit, "RenewAgentCert");
+    assert!(
+        renew
+            .iter()
+            .any(|d| d.contains("renewed agent renewer's certificate")),
+        "{renew:#?}"
+    );
+    assert!(
+        calls(&audit, "Enroll")
+            .iter()
+            .any(|d| d.contains("enrolled agent renewer")),
+        "{audit:#?}"
+    );
+    agent.terminate();
+    collector.terminate();
+    Ok(())
+}
