@@ -597,6 +597,13 @@ fn msi_service_runs_and_ships_mail() -> anyhow::Result<()> {
         r"{} service run --config C:\ProgramData\Kiroku\agent.toml",
         r"C:\Program Files\Kiroku\kiroku-agent.exe"
     );
+    // It logs where the README says (host's service, ProgramData\Kiroku\logs).
+    let logs = wine.prefix.join("drive_c/ProgramData/Kiroku/logs");
+    let logged = std::fs::read_dir(&logs)
+        .with_context(|| logs.display().to_string())?
+        .filter_map(Result::ok)
+        .any(|e| e.file_name().to_string_lossy().starts_with("kiroku-agent."));
+    assert!(logged, "no kiroku-agent.<date>.log in {}", logs.display());
     assert!(
         linux_processes().contains(&service),
         "no process {service:?} among {:?}",
