@@ -537,8 +537,8 @@ fn wait_until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) -> a
 /// runs the agent from the configuration the properties wrote: it listens,
 /// a mail sent to it reaches a Linux collector over mTLS, it logs to
 /// ProgramData; uninstall stops it.
-#[tokio::test(flavor = "multi_thread")]
-async fn msi_service_runs_and_ships_mail() -> anyhow::Result<()> {
+#[test]
+fn msi_service_runs_and_ships_mail() -> anyhow::Result<()> {
     let Some(wine) = wine_or_skip("msi_service_runs_and_ships_mail") else {
         return Ok(());
     };
@@ -582,16 +582,14 @@ async fn msi_service_runs_and_ships_mail() -> anyhow::Result<()> {
     let raw = b"From: msi@example.com\r\nTo: bob@example.org\r\nSubject: installed by msiexec\r\n\r\nhello\r\n";
     let sent = send_mail(smtp, "msi@example.com", &["bob@example.org"], raw)?;
     assert_eq!(sent.code, 250, "{sent:?}");
-    let events = env
-        .wait_for(
-            SearchRequest {
-                sender: "msi@example.com".into(),
-                ..Default::default()
-            },
-            1,
-            Duration::from_secs(60),
-        )
-        .await?;
+    let events = tokio::runtime::Runtime::new()?.block_on(env.wait_for(
+        SearchRequest {
+            sender: "msi@example.com".into(),
+            ..Default::default()
+        },
+        1,
+        Duration::from_secs(60),
+    ))?;
     assert_eq!(events.len(), 1);
     // It is the service the MSI registered (the SCM's command line), not a
     // console agent.
@@ -599,8 +597,15 @@ async fn msi_service_runs_and_ships_mail() -> anyhow::Result<()> {
         r"{} service run --config C:\ProgramData\Kiroku\agent.toml",
         r"C:\Program Files\Kiroku\kiroku-agent.exe"
     );
+    // It logs where the README says (host's service, ProgramData\Kiroku\logs).
+    let logs = wine.prefix.join("drive_c/ProgramData/Kiroku/logs");
+    let logged = std::fs::read_dir(&logs)
+        .with_context(|| logs.display().to_string())?
+        .filter_map(Result::ok)
+        .any(|e| e.file_name().to_string_lossy().starts_with("kiroku-agent."));
+    assert!(logged, "no kiroku-agent.<date>.log in {}", logs.display());
     assert!(
-        linux_processes().iter().any(|c| *c == service),
+        linux_processes().contains(&service),
         "no process {service:?} among {:?}",
         linux_processes()
     );

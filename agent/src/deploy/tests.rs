@@ -89,13 +89,13 @@ fn values_by_kind() {
 }
 
 #[test]
-fn creates_a_valid_file_with_defaults_next_to_it() {
-    let dir = tempfile::tempdir().unwrap();
+fn creates_a_valid_file_with_defaults_next_to_it() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
     let path = dir.path().join("Kiroku").join("agent.toml");
-    assert_eq!(write(&path, &full()).unwrap(), Outcome::Created);
-    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(write(&path, &full())?, Outcome::Created);
+    let text = std::fs::read_to_string(&path)?;
     assert!(text.starts_with("# kiroku-agent configuration"), "{text}");
-    let cfg = AgentConfig::parse(&path, &text).unwrap();
+    let cfg = AgentConfig::parse(&path, &text)?;
     assert_eq!(
         cfg.collector.endpoint,
         "https://collector.example.co.jp:7443"
@@ -106,15 +106,16 @@ fn creates_a_valid_file_with_defaults_next_to_it() {
     assert_eq!(cfg.smtp.upstream.as_deref(), Some("smtp.example.co.jp:587"));
     assert_eq!(cfg.data_dir, dir.path().join("Kiroku").join("agent"));
     assert!(!dir.path().join("Kiroku").join("agent.toml.new").exists());
+    Ok(())
 }
 
 #[test]
-fn defaults_fill_what_is_not_given() {
-    let dir = tempfile::tempdir().unwrap();
+fn defaults_fill_what_is_not_given() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
     let path = dir.path().join("agent.toml");
     let only = given(&[("COLLECTOR", "https://c:7443"), ("SMTP_UPSTREAM", "mx:25")]);
-    write(&path, &only).unwrap();
-    let cfg = AgentConfig::parse(&path, &std::fs::read_to_string(&path).unwrap()).unwrap();
+    write(&path, &only)?;
+    let cfg = AgentConfig::parse(&path, &std::fs::read_to_string(&path)?)?;
     assert_eq!(
         cfg.collector.tls.ca,
         dir.path().join("certs").join("ca.pem")
@@ -123,77 +124,82 @@ fn defaults_fill_what_is_not_given() {
         cfg.collector.tls.key,
         dir.path().join("certs").join("agent.key")
     );
-    assert_eq!(cfg.smtp.listen, vec!["127.0.0.1:2525".parse().unwrap()]);
+    assert_eq!(cfg.smtp.listen, vec!["127.0.0.1:2525".parse()?]);
+    Ok(())
 }
 
 #[test]
-fn an_upgrade_without_settings_keeps_the_file_byte_for_byte() {
-    let dir = tempfile::tempdir().unwrap();
+fn an_upgrade_without_settings_keeps_the_file_byte_for_byte() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
     let path = dir.path().join("agent.toml");
-    write(&path, &full()).unwrap();
-    let mut text = std::fs::read_to_string(&path).unwrap();
+    write(&path, &full())?;
+    let mut text = std::fs::read_to_string(&path)?;
     text.push_str("\n# an administrator's note\n[custom]\nsite = \"tokyo\"\n");
-    std::fs::write(&path, &text).unwrap();
+    std::fs::write(&path, &text)?;
     for again in [Vec::new(), full()] {
-        assert_eq!(write(&path, &again).unwrap(), Outcome::Unchanged);
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+        assert_eq!(write(&path, &again)?, Outcome::Unchanged);
+        assert_eq!(std::fs::read_to_string(&path)?, text);
     }
+    Ok(())
 }
 
 #[test]
-fn a_changed_setting_updates_only_its_key() {
-    let dir = tempfile::tempdir().unwrap();
+fn a_changed_setting_updates_only_its_key() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
     let path = dir.path().join("agent.toml");
-    write(&path, &full()).unwrap();
-    let mut text = std::fs::read_to_string(&path).unwrap();
+    write(&path, &full())?;
+    let mut text = std::fs::read_to_string(&path)?;
     text.push_str("\n[custom]\nsite = \"tokyo\"\n");
-    std::fs::write(&path, &text).unwrap();
+    std::fs::write(&path, &text)?;
     let change = given(&[("COLLECTOR", "https://new.example:7443")]);
-    assert_eq!(write(&path, &change).unwrap(), Outcome::Updated);
-    let cfg = AgentConfig::parse(&path, &std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(write(&path, &change)?, Outcome::Updated);
+    let cfg = AgentConfig::parse(&path, &std::fs::read_to_string(&path)?)?;
     assert_eq!(cfg.collector.endpoint, "https://new.example:7443");
     assert_eq!(cfg.custom.get("site").map(String::as_str), Some("tokyo"));
     assert_eq!(cfg.smtp.upstream.as_deref(), Some("smtp.example.co.jp:587"));
+    Ok(())
 }
 
 #[test]
-fn an_invalid_result_is_refused_and_names_the_setting() {
-    let dir = tempfile::tempdir().unwrap();
+fn an_invalid_result_is_refused_and_names_the_setting() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
     let path = dir.path().join("agent.toml");
     // A first install without the mail server: relay mode needs it.
-    let err = write(&path, &given(&[("COLLECTOR", "https://c:7443")])).unwrap_err();
+    let err = write(&path, &given(&[("COLLECTOR", "https://c:7443")])).expect_err("must fail");
     let msg = format!("{err:#}");
     assert!(msg.contains("smtp.upstream"), "{msg}");
     assert!(msg.contains("SMTP_UPSTREAM (smtp.upstream)"), "{msg}");
     assert!(!path.exists());
     // A first install without the collector.
-    let err = write(&path, &given(&[("SMTP_UPSTREAM", "mx:25")])).unwrap_err();
+    let err = write(&path, &given(&[("SMTP_UPSTREAM", "mx:25")])).expect_err("must fail");
     assert!(format!("{err:#}").contains("endpoint"), "{err:#}");
     // Capture-only has to be chosen.
     let capture = given(&[
         ("COLLECTOR", "https://c:7443"),
         ("SMTP_MODE", "capture-only"),
     ]);
-    assert_eq!(write(&path, &capture).unwrap(), Outcome::Created);
-    std::fs::remove_file(&path).unwrap();
+    assert_eq!(write(&path, &capture)?, Outcome::Created);
+    std::fs::remove_file(&path)?;
     // A bad value in an existing file's update leaves the file alone.
-    write(&path, &full()).unwrap();
-    let before = std::fs::read(&path).unwrap();
+    write(&path, &full())?;
+    let before = std::fs::read(&path)?;
     let bad = given(&[("SMTP_UPSTREAM_TLS", "sometimes")]);
     assert!(write(&path, &bad).is_err());
-    assert_eq!(std::fs::read(&path).unwrap(), before);
+    assert_eq!(std::fs::read(&path)?, before);
+    Ok(())
 }
 
 #[test]
-fn a_broken_existing_file_is_named() {
-    let dir = tempfile::tempdir().unwrap();
+fn a_broken_existing_file_is_named() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
     let path = dir.path().join("agent.toml");
-    std::fs::write(&path, "data_dir = [").unwrap();
-    let err = write(&path, &full()).unwrap_err();
+    std::fs::write(&path, "data_dir = [")?;
+    let err = write(&path, &full()).expect_err("must fail");
     assert!(
         format!("{err:#}").contains("agent.toml is not valid TOML"),
         "{err:#}"
     );
+    Ok(())
 }
 
 #[test]
@@ -205,20 +211,20 @@ fn dispatch_only_takes_config_write() {
 }
 
 #[test]
-fn an_enrollment_token_needs_its_endpoint() {
-    let dir = tempfile::tempdir().unwrap();
+fn an_enrollment_token_needs_its_endpoint() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
     let path = dir.path().join("agent.toml");
     let base = [
         ("COLLECTOR", "https://c:7443"),
         ("SMTP_UPSTREAM", "mx:25"),
         ("ENROLL_TOKEN", "kt1-0123456789abcdef"),
     ];
-    let err = write(&path, &given(&base)).unwrap_err();
+    let err = write(&path, &given(&base)).expect_err("must fail");
     assert!(format!("{err:#}").contains("enroll_endpoint"), "{err:#}");
     let mut all = base.to_vec();
     all.push(("ENROLL_ENDPOINT", "https://c:7444"));
-    assert_eq!(write(&path, &given(&all)).unwrap(), Outcome::Created);
-    let cfg = AgentConfig::parse(&path, &std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(write(&path, &given(&all))?, Outcome::Created);
+    let cfg = AgentConfig::parse(&path, &std::fs::read_to_string(&path)?)?;
     assert_eq!(
         cfg.collector.enroll_token.as_deref(),
         Some("kt1-0123456789abcdef")
@@ -227,4 +233,5 @@ fn an_enrollment_token_needs_its_endpoint() {
         cfg.collector.enroll_endpoint.as_deref(),
         Some("https://c:7444")
     );
+    Ok(())
 }
