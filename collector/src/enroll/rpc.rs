@@ -119,9 +119,8 @@ fn enroll_blocking(
         .host(&name)
         .map_err(|err| Status::internal(err.to_string()))?
         .is_some();
-    let retired = crate::agents::retired_cert(&e.store, &name)
-        .map_err(internal)?
-        .is_some();
+    let retired_with = crate::agents::retired_cert(&e.store, &name).map_err(internal)?;
+    let retired = retired_with.is_some();
     if (seen.is_some() || known) && !retired {
         return Err(Status::already_exists(Refusal::NameTaken(name).to_string()));
     }
@@ -135,9 +134,22 @@ fn enroll_blocking(
         serial: issued.serial_hex.clone(),
         batch: token.batch.clone(),
     };
+    let agents = crate::agents::tree(&e.store).map_err(internal)?;
+    let retired_key = crate::agents::retired_key(&name);
+    let retired_marker = retired_with
+        .as_deref()
+        .map(|sha| (retired_key.as_str(), sha));
     if let Err(refusal) = e
         .tokens
-        .commit(&r.token, &name, seen.as_ref(), &enrolled, now)
+        .commit(
+            &r.token,
+            &name,
+            seen.as_ref(),
+            &enrolled,
+            now,
+            &agents,
+            retired_marker,
+        )
         .map_err(internal)?
     {
         return Err(match refusal {
@@ -148,6 +160,9 @@ fn enroll_blocking(
     // Known as this agent's certificate from now on: retiring the agent
     // revokes it even before its first connection.
     crate::agents::note_cert(&e.store, &name, &issued.der).map_err(internal)?;
+    if let Some(sha) = &retired_with {
+        returned(e, &name, sha, &issued.der)?;
+    }
     let detail = format!(
         "enrolled agent {name} (computer name {}, agent {}) from {ip}, group {}: certificate serial {} sha256 {}, valid until {}; token {} of batch {}{}",
         quote(&r.computer_name),
@@ -179,6 +194,44 @@ fn enroll_blocking(
         },
         detail,
     ))
+}
+
+/// A retired agent's name enrolled again (its retired marker removed with
+/// the token): its host record is active again, and that is audited as
+/// `AgentReturned`, as when a retired agent connects with a new
+/// certificate.
+fn returned(e: &Enroll, name: &str, retired_with: &str, der: &[u8]) -> Result<(), Status> {
+    let mut host = e
+        .store
+        .meta
+        .host(name)
+        .map_err(|err| Status::internal(err.to_string()))?
+        .unwrap_or_default();
+    let detail = format!(
+        "retired agent {name} enrolled again with a token (new certificate sha256 {}; retired with {retired_with}, reason {}): active again",
+        kiroku_common::sha256_hex(der),
+        quote(&host.retired_reason)
+    );
+    e.store
+        .audit_admin(
+            &format!("agent/{name}"),
+            crate::store::audit::admin_call::AGENT_RETURNED,
+            &detail,
+        )
+        .map_err(|err| {
+            Status::unavailable(format!(
+                "the collector cannot record this enrollment in its audit log ({err:#}); try again later"
+            ))
+        })?;
+    if !host.agent_id.is_empty() && host.retired_at_ms != 0 {
+        host.retired_at_ms = 0;
+        host.retired_reason.clear();
+        e.store
+            .meta
+            .put_host(&host)
+            .map_err(|err| Status::internal(err.to_string()))?;
+    }
+    Ok(())
 }
 
 /// `AgentCerts`: renewal over mTLS. `None` without `[agents_ca]`.
