@@ -72,30 +72,32 @@ impl kiroku_proto::enrollment_server::Enrollment for EnrollmentService {
                 quote(&r.computer_name),
                 token_ref(&r.token)
             );
-            let mut out = None;
-            let res = enroll_blocking(&e, ip, &r).map(|(resp, detail)| {
-                out = Some(resp);
-                detail
-            });
-            if res.is_err() {
-                e.refusals.refused(ip, Instant::now());
-            }
+            // A success is audited inside (before the certificate is
+            // handed out); a refusal here.
+            let res = enroll_blocking(&e, ip, &who, &r);
             if let Err(st) = &res {
+                if st.code() != tonic::Code::Unavailable {
+                    e.refusals.refused(ip, Instant::now());
+                }
                 tracing::warn!(peer = %ip, code = ?st.code(), reason = %st.message(), "enrollment refused");
+                audit(&e, &who, ENROLL, &what, &Err(st.clone()));
             }
-            audit(&e, &who, ENROLL, &what, &res);
-            res.map(|_| Response::new(out.unwrap_or_default()))
+            res.map(Response::new)
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?
     }
 }
 
+/// Checks, issues, uses the token up and audits the enrollment; the
+/// certificate is returned only once the audit entry is written (when it
+/// cannot be, the token is released and the agent told to try again).
 fn enroll_blocking(
     e: &Enroll,
     ip: IpAddr,
+    who: &str,
     r: &EnrollRequest,
-) -> Result<(EnrollResponse, String), Status> {
+) -> Result<EnrollResponse, Status> {
     if !e.listening {
         return Err(Status::failed_precondition("enrollment is not configured"));
     }
@@ -159,9 +161,20 @@ fn enroll_blocking(
     }
     // Known as this agent's certificate from now on: retiring the agent
     // revokes it even before its first connection.
-    crate::agents::note_cert(&e.store, &name, &issued.der).map_err(internal)?;
+    let undo = |st: Status| {
+        if let Err(err) = e
+            .tokens
+            .release(&r.token, &name, seen.as_ref(), &agents, retired_marker)
+        {
+            tracing::error!(error = %format!("{err:#}"), agent = %name, "the token could not be released after a failed enrollment");
+        }
+        st
+    };
+    crate::agents::note_cert(&e.store, &name, &issued.der)
+        .map_err(internal)
+        .map_err(undo)?;
     if let Some(sha) = &retired_with {
-        returned(e, &name, sha, &issued.der)?;
+        returned(e, &name, sha, &issued.der).map_err(undo)?;
     }
     let detail = format!(
         "enrolled agent {name} (computer name {}, agent {}) from {ip}, group {}: certificate serial {} sha256 {}, valid until {}; token {} of batch {}{}",
@@ -183,17 +196,20 @@ fn enroll_blocking(
             ""
         },
     );
+    if let Err(err) = e.store.audit_admin(who, ENROLL, &detail) {
+        tracing::error!(error = %format!("{err:#}"), agent = %name, "the enrollment could not be recorded in the audit log: refused, token released");
+        return Err(undo(Status::unavailable(format!(
+            "the collector cannot record this enrollment in its audit log ({err:#}); the token was not used up: try again later"
+        ))));
+    }
     tracing::info!(agent = %name, group = %token.group, peer = %ip, "agent enrolled");
-    Ok((
-        EnrollResponse {
-            agent_id: name,
-            group: token.group,
-            cert_chain_pem: issued.chain_pem,
-            ca_pem: e.root_pem.clone(),
-            not_after_ms: issued.not_after_ms,
-        },
-        detail,
-    ))
+    Ok(EnrollResponse {
+        agent_id: name,
+        group: token.group,
+        cert_chain_pem: issued.chain_pem,
+        ca_pem: e.root_pem.clone(),
+        not_after_ms: issued.not_after_ms,
+    })
 }
 
 /// A retired agent's name enrolled again (its retired marker removed with

@@ -214,6 +214,51 @@ impl Tokens {
             Err(TransactionError::Storage(e)) => Err(e.into()),
         }
     }
+
+    /// Undoes a [`Tokens::commit`] whose certificate was not handed out
+    /// (its audit entry could not be written): the token is unused again,
+    /// the name's record is `seen_name` again and its retired marker, if
+    /// one was removed, is back — so the agent's retry enrolls.
+    pub fn release(
+        &self,
+        token: &str,
+        name: &str,
+        seen_name: Option<&Enrolled>,
+        agents: &sled::Tree,
+        retired: Option<(&str, &str)>,
+    ) -> anyhow::Result<()> {
+        use sled::Transactional;
+        use sled::transaction::ConflictableTransactionError;
+        let (tk, ak) = (token_key(token), agent_key(name));
+        let seen = seen_name.map(serde_json::to_vec).transpose()?;
+        let rec = match self.tree.get(tk.as_bytes())? {
+            Some(v) => {
+                let mut rec: TokenRecord = serde_json::from_slice(&v)?;
+                rec.used_by.clear();
+                rec.used_ms = 0;
+                Some(serde_json::to_vec(&rec)?)
+            }
+            None => None,
+        };
+        (&self.tree, agents)
+            .transaction(|(tx, atx)| {
+                if let Some(rec) = &rec {
+                    tx.insert(tk.as_bytes(), rec.clone())?;
+                }
+                match &seen {
+                    Some(v) => tx.insert(ak.as_bytes(), v.clone())?,
+                    None => tx.remove(ak.as_bytes())?,
+                };
+                if let Some((rk, sha)) = retired {
+                    atx.insert(rk.as_bytes(), sha.as_bytes())?;
+                }
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| anyhow::anyhow!("undoing the enrollment of {name}: {e:?}"))?;
+        self.tree.flush()?;
+        agents.flush()?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -345,6 +390,24 @@ mod tests {
         assert!(
             !agents.contains_key("retired\0pc-1").expect("read"),
             "the retired marker is gone with the token"
+        );
+        // Released (the audit entry could not be written): as before.
+        t.release(
+            &tokens[1],
+            "pc-1",
+            Some(&seen),
+            &agents,
+            Some(("retired\0pc-1", "sha-b")),
+        )
+        .expect("release");
+        assert!(t.check(&tokens[1], 2_006).expect("check").is_ok());
+        assert_eq!(
+            t.enrolled("pc-1").expect("read").map(|e| e.serial),
+            Some("01".into())
+        );
+        assert_eq!(
+            agents.get("retired\0pc-1").expect("read").as_deref(),
+            Some(&b"sha-b"[..])
         );
     }
 }
