@@ -65,7 +65,16 @@ impl kiroku_proto::enrollment_server::Enrollment for EnrollmentService {
             ));
         }
         let r = req.into_inner();
+        // Bounded blocking work: the rest wait here (within the call's
+        // 30 s) rather than fill the blocking pool.
+        let permit = e
+            .working
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Status::unavailable("the collector is shutting down"))?;
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let who = format!("enrollment/{ip}");
             let what = format!(
                 "computer name {} token {} from {ip}",
