@@ -179,11 +179,17 @@ pub fn stale_among(hosts: Vec<HostInfo>, now_ms: i64, after_ms: i64) -> Vec<Host
 
 const TREE: &str = "agents";
 
+/// The meta tree `agents` (enrollment clears a retired marker in the same
+/// transaction as it uses up its token).
+pub fn tree(store: &Store) -> anyhow::Result<sled::Tree> {
+    Ok(store.meta.tree(TREE)?)
+}
+
 fn cert_key(agent_id: &str) -> String {
     format!("cert\0{agent_id}")
 }
 
-fn retired_key(agent_id: &str) -> String {
+pub fn retired_key(agent_id: &str) -> String {
     format!("retired\0{agent_id}")
 }
 

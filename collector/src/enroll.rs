@@ -19,7 +19,9 @@
 //!   the root never signs online), uses the token up and records the name
 //!   in one transaction, and returns the chain and the root. Limits:
 //!   requests of at most 64 KiB, 4 concurrent per connection, 30 s each
-//!   (10 s for the TLS handshake),
+//!   (10 s for the TLS handshake), `max_connections` connections at once
+//!   (`enroll/listen.rs`), each closed after a minute (HTTP/2 keepalive
+//!   every 30 s), 4 enrollments worked on at once,
 //!   and an address refused `max_refusals_per_ip` times in ten minutes is
 //!   turned away (`enroll/limit.rs`).
 //! - Renewal (`AgentCerts.Renew`, role agent, main listener): an agent
@@ -33,6 +35,7 @@
 //! `ENROLL_TOKENS`).
 
 pub mod limit;
+pub mod listen;
 pub mod rpc;
 pub mod tokens;
 
@@ -60,6 +63,14 @@ pub struct EnrollConfig {
     /// it is turned away for the rest of them.
     #[serde(default = "default_refusals")]
     pub max_refusals_per_ip: u32,
+    /// Connections open at once on the enrollment listener, all addresses
+    /// together; more wait until one closes.
+    #[serde(default = "default_connections")]
+    pub max_connections: usize,
+}
+
+fn default_connections() -> usize {
+    256
 }
 
 fn default_days() -> u32 {
@@ -71,6 +82,14 @@ fn default_refusals() -> u32 {
 
 /// Largest request on the enrollment listener.
 const MAX_REQUEST: usize = 64 * 1024;
+/// Enrollments worked on at once (key checks, signing, sled): the rest
+/// wait, within the request's 30 s.
+const MAX_ENROLLING: usize = 4;
+/// A connection to the enrollment listener is closed after this long
+/// (one enrollment needs one call), with [`MAX_AGE_GRACE`] for a call in
+/// progress.
+const MAX_AGE: Duration = Duration::from_secs(60);
+const MAX_AGE_GRACE: Duration = Duration::from_secs(30);
 
 /// What enrollment and renewal share.
 pub struct Enroll {
@@ -84,6 +103,8 @@ pub struct Enroll {
     pub refusals: limit::Refusals,
     /// Whether the enrollment listener runs (tokens are of no use without).
     pub listening: bool,
+    /// Bounds the enrollments worked on at once ([`MAX_ENROLLING`]).
+    pub working: Arc<tokio::sync::Semaphore>,
 }
 
 impl Enroll {
@@ -131,6 +152,7 @@ impl Enroll {
                     .map_or(default_refusals(), |e| e.max_refusals_per_ip),
             ),
             listening: cfg.enroll.is_some(),
+            working: Arc::new(tokio::sync::Semaphore::new(MAX_ENROLLING)),
         })))
     }
 }
@@ -169,9 +191,14 @@ pub async fn start_listener(
         .concurrency_limit_per_connection(4)
         .max_concurrent_streams(4)
         .timeout(Duration::from_secs(30))
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .tcp_keepalive(Some(Duration::from_secs(60)))
+        .max_connection_age(MAX_AGE)
+        .max_connection_age_grace(MAX_AGE_GRACE)
         .add_service(service);
     tracing::info!(listen = %ec.listen, "enrollment listener (TLS, token; no client certificate)");
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let incoming = listen::incoming(listener, ec.max_connections);
     Ok(Some(tokio::spawn(async move {
         if let Err(e) = server.serve_with_incoming_shutdown(incoming, stop).await {
             tracing::error!(error = %e, "the enrollment listener stopped");

@@ -260,3 +260,68 @@ async fn an_enrolled_agent_renews_over_mtls_and_keeps_shipping() -> anyhow::Resu
     collector.terminate();
     Ok(())
 }
+
+/// A retired agent's name enrolled again with a new token: the new
+/// certificate is accepted at its first connection (the retired marker is
+/// cleared with the token, not left to refuse it), its mail is stored, and
+/// the return is audited.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retired_name_enrolls_again_and_ships() -> anyhow::Result<()> {
+    let env = Env::new()?;
+    let e = start_collector(&env, &[])?;
+    let t = tokens(&env, "admin-boss", &["--group", "sales", "--count", "2"])?;
+    let smtp = free_port();
+    let (mut first, _) = spawn_agent(
+        &env,
+        "first",
+        &collector_keys(&t[0], e.port, Some("pc-r")),
+        smtp,
+        &[],
+    )?;
+    first.wait_port(smtp)?;
+    send_mail(smtp, "a@corp.example", &["b@example.org"], MAIL)?;
+    env.wait_for(SearchRequest::default(), 1, Duration::from_secs(30))
+        .await?;
+    first.terminate();
+    let (code, _, err) = env.cli_as(
+        "admin-boss",
+        &["agents", "retire", "pc-r", "--reason", "PC replaced"],
+    )?;
+    assert_eq!(code, 0, "{err}");
+
+    // The replacement PC under the same name, in a fresh directory.
+    let smtp2 = free_port();
+    let (mut second, dir) = spawn_agent(
+        &env,
+        "second",
+        &collector_keys(&t[1], e.port, Some("pc-r")),
+        smtp2,
+        &[],
+    )?;
+    second.wait_port(smtp2)?;
+    assert_eq!(cert_identity(&agent_files(&dir).0)?.1, "pc-r");
+    send_mail(smtp2, "a@corp.example", &["b@example.org"], MAIL)?;
+    let events = env
+        .wait_for(SearchRequest::default(), 2, Duration::from_secs(30))
+        .await?;
+    assert!(events.iter().all(|ev| ev.agent_id == "pc-r"));
+    let log = second.log_text();
+    assert!(!log.contains("was retired"), "{log}");
+
+    let audit = admin_audit(&env)?;
+    let back = calls(&audit, "AgentReturned");
+    assert!(
+        back.iter()
+            .any(|d| d.contains("retired agent pc-r enrolled again") && d.contains("PC replaced")),
+        "{back:#?}"
+    );
+    assert!(
+        calls(&audit, "Enroll")
+            .iter()
+            .any(|d| d.contains("enrolled agent pc-r") && d.contains("the name was retired before")),
+        "{audit:#?}"
+    );
+    second.terminate();
+    drop(e);
+    Ok(())
+}

@@ -65,37 +65,48 @@ impl kiroku_proto::enrollment_server::Enrollment for EnrollmentService {
             ));
         }
         let r = req.into_inner();
+        // Bounded blocking work: the rest wait here (within the call's
+        // 30 s) rather than fill the blocking pool.
+        let permit = e
+            .working
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Status::unavailable("the collector is shutting down"))?;
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let who = format!("enrollment/{ip}");
             let what = format!(
                 "computer name {} token {} from {ip}",
                 quote(&r.computer_name),
                 token_ref(&r.token)
             );
-            let mut out = None;
-            let res = enroll_blocking(&e, ip, &r).map(|(resp, detail)| {
-                out = Some(resp);
-                detail
-            });
-            if res.is_err() {
-                e.refusals.refused(ip, Instant::now());
-            }
+            // A success is audited inside (before the certificate is
+            // handed out); a refusal here.
+            let res = enroll_blocking(&e, ip, &who, &r);
             if let Err(st) = &res {
+                if st.code() != tonic::Code::Unavailable {
+                    e.refusals.refused(ip, Instant::now());
+                }
                 tracing::warn!(peer = %ip, code = ?st.code(), reason = %st.message(), "enrollment refused");
+                audit(&e, &who, ENROLL, &what, &Err(st.clone()));
             }
-            audit(&e, &who, ENROLL, &what, &res);
-            res.map(|_| Response::new(out.unwrap_or_default()))
+            res.map(Response::new)
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?
     }
 }
 
+/// Checks, issues, uses the token up and audits the enrollment; the
+/// certificate is returned only once the audit entry is written (when it
+/// cannot be, the token is released and the agent told to try again).
 fn enroll_blocking(
     e: &Enroll,
     ip: IpAddr,
+    who: &str,
     r: &EnrollRequest,
-) -> Result<(EnrollResponse, String), Status> {
+) -> Result<EnrollResponse, Status> {
     if !e.listening {
         return Err(Status::failed_precondition("enrollment is not configured"));
     }
@@ -119,9 +130,8 @@ fn enroll_blocking(
         .host(&name)
         .map_err(|err| Status::internal(err.to_string()))?
         .is_some();
-    let retired = crate::agents::retired_cert(&e.store, &name)
-        .map_err(internal)?
-        .is_some();
+    let retired_with = crate::agents::retired_cert(&e.store, &name).map_err(internal)?;
+    let retired = retired_with.is_some();
     if (seen.is_some() || known) && !retired {
         return Err(Status::already_exists(Refusal::NameTaken(name).to_string()));
     }
@@ -135,9 +145,22 @@ fn enroll_blocking(
         serial: issued.serial_hex.clone(),
         batch: token.batch.clone(),
     };
+    let agents = crate::agents::tree(&e.store).map_err(internal)?;
+    let retired_key = crate::agents::retired_key(&name);
+    let retired_marker = retired_with
+        .as_deref()
+        .map(|sha| (retired_key.as_str(), sha));
     if let Err(refusal) = e
         .tokens
-        .commit(&r.token, &name, seen.as_ref(), &enrolled, now)
+        .commit(
+            &r.token,
+            &name,
+            seen.as_ref(),
+            &enrolled,
+            now,
+            &agents,
+            retired_marker,
+        )
         .map_err(internal)?
     {
         return Err(match refusal {
@@ -147,7 +170,21 @@ fn enroll_blocking(
     }
     // Known as this agent's certificate from now on: retiring the agent
     // revokes it even before its first connection.
-    crate::agents::note_cert(&e.store, &name, &issued.der).map_err(internal)?;
+    let undo = |st: Status| {
+        if let Err(err) = e
+            .tokens
+            .release(&r.token, &name, seen.as_ref(), &agents, retired_marker)
+        {
+            tracing::error!(error = %format!("{err:#}"), agent = %name, "the token could not be released after a failed enrollment");
+        }
+        st
+    };
+    crate::agents::note_cert(&e.store, &name, &issued.der)
+        .map_err(internal)
+        .map_err(undo)?;
+    if let Some(sha) = &retired_with {
+        returned(e, &name, sha, &issued.der).map_err(undo)?;
+    }
     let detail = format!(
         "enrolled agent {name} (computer name {}, agent {}) from {ip}, group {}: certificate serial {} sha256 {}, valid until {}; token {} of batch {}{}",
         quote(&r.computer_name),
@@ -168,17 +205,58 @@ fn enroll_blocking(
             ""
         },
     );
+    if let Err(err) = e.store.audit_admin(who, ENROLL, &detail) {
+        tracing::error!(error = %format!("{err:#}"), agent = %name, "the enrollment could not be recorded in the audit log: refused, token released");
+        return Err(undo(Status::unavailable(format!(
+            "the collector cannot record this enrollment in its audit log ({err:#}); the token was not used up: try again later"
+        ))));
+    }
     tracing::info!(agent = %name, group = %token.group, peer = %ip, "agent enrolled");
-    Ok((
-        EnrollResponse {
-            agent_id: name,
-            group: token.group,
-            cert_chain_pem: issued.chain_pem,
-            ca_pem: e.root_pem.clone(),
-            not_after_ms: issued.not_after_ms,
-        },
-        detail,
-    ))
+    Ok(EnrollResponse {
+        agent_id: name,
+        group: token.group,
+        cert_chain_pem: issued.chain_pem,
+        ca_pem: e.root_pem.clone(),
+        not_after_ms: issued.not_after_ms,
+    })
+}
+
+/// A retired agent's name enrolled again (its retired marker removed with
+/// the token): its host record is active again, and that is audited as
+/// `AgentReturned`, as when a retired agent connects with a new
+/// certificate.
+fn returned(e: &Enroll, name: &str, retired_with: &str, der: &[u8]) -> Result<(), Status> {
+    let mut host = e
+        .store
+        .meta
+        .host(name)
+        .map_err(|err| Status::internal(err.to_string()))?
+        .unwrap_or_default();
+    let detail = format!(
+        "retired agent {name} enrolled again with a token (new certificate sha256 {}; retired with {retired_with}, reason {}): active again",
+        kiroku_common::sha256_hex(der),
+        quote(&host.retired_reason)
+    );
+    e.store
+        .audit_admin(
+            &format!("agent/{name}"),
+            crate::store::audit::admin_call::AGENT_RETURNED,
+            &detail,
+        )
+        .map_err(|err| {
+            Status::unavailable(format!(
+                "the collector cannot record this enrollment in its audit log ({err:#}); try again later"
+            ))
+        })?;
+    if !host.agent_id.is_empty() && host.retired_at_ms != 0 {
+        host.retired_at_ms = 0;
+        host.retired_reason.clear();
+        e.store
+            .meta
+            .put_host(&host)
+            .map_err(|err| Status::internal(err.to_string()))?;
+    }
+    Ok(())
 }
 
 /// `AgentCerts`: renewal over mTLS. `None` without `[agents_ca]`.

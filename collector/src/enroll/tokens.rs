@@ -149,6 +149,13 @@ impl Tokens {
     /// Uses up `token` for `name` and records the name as enrolled, in one
     /// transaction: refused when the token was used meanwhile, or when the
     /// name's record is no longer `seen_name` (another enrollment took it).
+    ///
+    /// `retired`: the name's retired marker in the `agents` tree
+    /// (`agents`, key and value as read before) — a retired name taken
+    /// again is made active in the same transaction (the marker removed),
+    /// so the new certificate is not refused at its first connection; the
+    /// commit is refused when the marker changed meanwhile.
+    #[allow(clippy::too_many_arguments)]
     pub fn commit(
         &self,
         token: &str,
@@ -156,12 +163,15 @@ impl Tokens {
         seen_name: Option<&Enrolled>,
         enrolled: &Enrolled,
         now_ms: i64,
+        agents: &sled::Tree,
+        retired: Option<(&str, &str)>,
     ) -> anyhow::Result<Result<(), Refusal>> {
+        use sled::Transactional;
         use sled::transaction::{ConflictableTransactionError, TransactionError};
         let (tk, ak) = (token_key(token), agent_key(name));
         let seen = seen_name.map(serde_json::to_vec).transpose()?;
         let new_agent = serde_json::to_vec(enrolled)?;
-        let r = self.tree.transaction(|tx| {
+        let r = (&self.tree, agents).transaction(|(tx, atx)| {
             let abort = |r: Refusal| Err(ConflictableTransactionError::Abort(r));
             let Some(v) = tx.get(tk.as_bytes())? else {
                 return abort(Refusal::Unknown);
@@ -184,6 +194,12 @@ impl Tokens {
             let Ok(v) = serde_json::to_vec(&rec) else {
                 return abort(Refusal::Unknown);
             };
+            if let Some((rk, was)) = retired {
+                if atx.get(rk.as_bytes())?.as_deref() != Some(was.as_bytes()) {
+                    return abort(Refusal::NameTaken(name.to_owned()));
+                }
+                atx.remove(rk.as_bytes())?;
+            }
             tx.insert(tk.as_bytes(), v)?;
             tx.insert(ak.as_bytes(), new_agent.clone())?;
             Ok(())
@@ -191,11 +207,57 @@ impl Tokens {
         match r {
             Ok(()) => {
                 self.tree.flush()?;
+                agents.flush()?;
                 Ok(Ok(()))
             }
             Err(TransactionError::Abort(refusal)) => Ok(Err(refusal)),
             Err(TransactionError::Storage(e)) => Err(e.into()),
         }
+    }
+
+    /// Undoes a [`Tokens::commit`] whose certificate was not handed out
+    /// (its audit entry could not be written): the token is unused again,
+    /// the name's record is `seen_name` again and its retired marker, if
+    /// one was removed, is back — so the agent's retry enrolls.
+    pub fn release(
+        &self,
+        token: &str,
+        name: &str,
+        seen_name: Option<&Enrolled>,
+        agents: &sled::Tree,
+        retired: Option<(&str, &str)>,
+    ) -> anyhow::Result<()> {
+        use sled::Transactional;
+        use sled::transaction::ConflictableTransactionError;
+        let (tk, ak) = (token_key(token), agent_key(name));
+        let seen = seen_name.map(serde_json::to_vec).transpose()?;
+        let rec = match self.tree.get(tk.as_bytes())? {
+            Some(v) => {
+                let mut rec: TokenRecord = serde_json::from_slice(&v)?;
+                rec.used_by.clear();
+                rec.used_ms = 0;
+                Some(serde_json::to_vec(&rec)?)
+            }
+            None => None,
+        };
+        (&self.tree, agents)
+            .transaction(|(tx, atx)| {
+                if let Some(rec) = &rec {
+                    tx.insert(tk.as_bytes(), rec.clone())?;
+                }
+                match &seen {
+                    Some(v) => tx.insert(ak.as_bytes(), v.clone())?,
+                    None => tx.remove(ak.as_bytes())?,
+                };
+                if let Some((rk, sha)) = retired {
+                    atx.insert(rk.as_bytes(), sha.as_bytes())?;
+                }
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| anyhow::anyhow!("undoing the enrollment of {name}: {e:?}"))?;
+        self.tree.flush()?;
+        agents.flush()?;
+        Ok(())
     }
 }
 
@@ -221,6 +283,7 @@ mod tests {
     fn a_token_enrolls_once_before_it_expires_and_only_its_hash_is_kept() {
         let (_d, meta) = store();
         let t = Tokens::open(&meta).expect("open");
+        let agents = meta.tree("agents").expect("agents tree");
         let (tokens, batch) = t
             .create("sales", 2, 10_000, "admin/boss", "", 1_000)
             .expect("create");
@@ -246,34 +309,105 @@ mod tests {
             Err(Refusal::Expired { .. })
         ));
 
-        t.commit(&tokens[0], "pc-1", None, &enrolled("01"), 2_000)
-            .expect("commit")
-            .expect("enrolled");
+        t.commit(
+            &tokens[0],
+            "pc-1",
+            None,
+            &enrolled("01"),
+            2_000,
+            &agents,
+            None,
+        )
+        .expect("commit")
+        .expect("enrolled");
         assert!(matches!(
             t.check(&tokens[0], 2_001).expect("check"),
             Err(Refusal::Used { ref by, .. }) if by == "pc-1"
         ));
         // Used again (a race lost at commit): refused there too.
         assert!(matches!(
-            t.commit(&tokens[0], "pc-2", None, &enrolled("02"), 2_002)
-                .expect("commit"),
+            t.commit(
+                &tokens[0],
+                "pc-2",
+                None,
+                &enrolled("02"),
+                2_002,
+                &agents,
+                None
+            )
+            .expect("commit"),
             Err(Refusal::Used { .. })
         ));
         // The name was taken meanwhile: refused, and the token stays unused.
         assert!(matches!(
-            t.commit(&tokens[1], "pc-1", None, &enrolled("03"), 2_003)
-                .expect("commit"),
+            t.commit(
+                &tokens[1],
+                "pc-1",
+                None,
+                &enrolled("03"),
+                2_003,
+                &agents,
+                None
+            )
+            .expect("commit"),
             Err(Refusal::NameTaken(_))
         ));
         assert!(t.check(&tokens[1], 2_004).expect("check").is_ok());
-        // A name whose record is what was seen (a retired agent's) is reused.
+        // A name whose record is what was seen (a retired agent's) is
+        // reused, and its retired marker removed in the same transaction;
+        // refused when the marker changed meanwhile.
         let seen = t.enrolled("pc-1").expect("read").expect("enrolled");
-        t.commit(&tokens[1], "pc-1", Some(&seen), &enrolled("04"), 2_005)
-            .expect("commit")
-            .expect("re-enrolled");
+        agents.insert("retired\0pc-1", "sha-b").expect("mark");
+        assert!(matches!(
+            t.commit(
+                &tokens[1],
+                "pc-1",
+                Some(&seen),
+                &enrolled("04"),
+                2_005,
+                &agents,
+                Some(("retired\0pc-1", "sha-a"))
+            )
+            .expect("commit"),
+            Err(Refusal::NameTaken(_))
+        ));
+        assert!(agents.contains_key("retired\0pc-1").expect("read"));
+        t.commit(
+            &tokens[1],
+            "pc-1",
+            Some(&seen),
+            &enrolled("04"),
+            2_005,
+            &agents,
+            Some(("retired\0pc-1", "sha-b")),
+        )
+        .expect("commit")
+        .expect("re-enrolled");
         assert_eq!(
             t.enrolled("pc-1").expect("read").map(|e| e.serial),
             Some("04".into())
+        );
+        assert!(
+            !agents.contains_key("retired\0pc-1").expect("read"),
+            "the retired marker is gone with the token"
+        );
+        // Released (the audit entry could not be written): as before.
+        t.release(
+            &tokens[1],
+            "pc-1",
+            Some(&seen),
+            &agents,
+            Some(("retired\0pc-1", "sha-b")),
+        )
+        .expect("release");
+        assert!(t.check(&tokens[1], 2_006).expect("check").is_ok());
+        assert_eq!(
+            t.enrolled("pc-1").expect("read").map(|e| e.serial),
+            Some("01".into())
+        );
+        assert_eq!(
+            agents.get("retired\0pc-1").expect("read").as_deref(),
+            Some(&b"sha-b"[..])
         );
     }
 }
