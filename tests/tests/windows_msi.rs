@@ -83,6 +83,9 @@ fn build_msi(wine: &Wine, version: &str, out: &Path, baked: &[&str]) -> anyhow::
         .args(["--version", version, "--out"])
         .arg(out)
         .args(baked.iter().flat_map(|p| ["--property", p]))
+        // As given, so the installed exe can be compared byte for byte
+        // (the stripping is checked by `msi_and_exe_are_signed`).
+        .env("KIROKU_MSI_NO_STRIP", "1")
         .output()?;
     if !o.status.success() {
         bail!(
@@ -719,7 +722,12 @@ fn msi_and_exe_are_signed() -> anyhow::Result<()> {
         .env("KIROKU_SIGN_PASS_FILE", d.join("cs.pass")))?;
     let msi = PathBuf::from(out.trim());
     run(Command::new("msiextract").arg("-C").arg("x").arg(&msi))?;
-    for signed in [msi.clone(), d.join("x/Kiroku/kiroku-agent.exe")] {
+    let packaged = d.join("x/Kiroku/kiroku-agent.exe");
+    assert!(
+        std::fs::metadata(&packaged)?.len() < std::fs::metadata(&exe)?.len(),
+        "the packaged exe is stripped of its debug sections"
+    );
+    for signed in [msi.clone(), packaged] {
         let said = run(Command::new("osslsigncode")
             .args(["verify", "-CAfile", "cs.pem", "-in"])
             .arg(&signed))?;
