@@ -74,13 +74,6 @@ cp "$exe" "$stage/kiroku-agent.exe"
 if [ -z "${KIROKU_MSI_NO_STRIP:-}" ]; then
   x86_64-w64-mingw32-strip --strip-debug "$stage/kiroku-agent.exe"
 fi
-# The release exe keeps line tables for backtraces (106 MB on 2026-12-06);
-# the packaged one is stripped (18 MB): Windows loads every section, so the
-# debug sections would cost memory on every PC (BENCHMARKS.md, "Windows
-# agent (under Wine)").
-if [ -z "${KIROKU_MSI_NO_STRIP:-}" ]; then
-  x86_64-w64-mingw32-strip --strip-debug "$stage/kiroku-agent.exe"
-fi
 
 sign() { # file
   [ -n "${KIROKU_SIGN_PKCS12:-}" ] || return 0

@@ -296,31 +296,16 @@ fn msi_installs_upgrades_and_uninstalls() -> anyhow::Result<()> {
     )?;
     assert_eq!(code, 0, "msiexec /i {}", v1.display());
     let exe = wine.prefix.join(EXE);
-    // build-msi.sh packages the exe without its debug sections: the
-    // installed one is the built one, stripped the same way here.
-    let stripped = v1.with_extension("stripped.exe");
-    let built_exe = wine
-        .bin_dir
-        .parent()
-        .context("bin")?
-        .parent()
-        .context("t")?
-        .join(TARGET)
-        .join("debug")
-        .join("kiroku-agent.exe");
-    let strip = Command::new("x86_64-w64-mingw32-strip")
-        .arg("--strip-debug")
-        .arg("-o")
-        .arg(&stripped)
-        .arg(&built_exe)
-        .status()?;
-    anyhow::ensure!(strip.success(), "x86_64-w64-mingw32-strip failed");
-    let built = std::fs::read(&stripped)?;
-    let _ = std::fs::remove_file(&stripped);
-    assert!(
-        built.len() < std::fs::metadata(&built_exe)?.len() as usize,
-        "the packaged exe is stripped"
-    );
+    let built = std::fs::read(
+        wine.bin_dir
+            .parent()
+            .context("bin")?
+            .parent()
+            .context("t")?
+            .join(TARGET)
+            .join("debug")
+            .join("kiroku-agent.exe"),
+    )?;
     assert_eq!(
         std::fs::read(&exe)?,
         built,
