@@ -78,6 +78,12 @@ async fn a_token_enrolls_one_agent_once() -> anyhow::Result<()> {
         "says what to do: {log}"
     );
 
+    // An oversize computer name: refused before the token is looked at
+    // (the token stays usable), and only its length is audited.
+    let long = "x".repeat(300);
+    let log = refused(&env, "long", &sales[2], e.port, &long)?;
+    assert!(log.contains("more than 256"), "{log}");
+
     // An expired one.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let log = refused(&env, "late", &short[0], e.port, "pc-y")?;
@@ -156,6 +162,7 @@ async fn a_token_enrolls_one_agent_once() -> anyhow::Result<()> {
         "REFUSED PermissionDenied: this enrollment token expired",
         "REFUSED PermissionDenied: this enrollment token was used already",
         "REFUSED AlreadyExists: agent id \"pc-sales-1\" is already enrolled",
+        "REFUSED InvalidArgument: the computer name is 300 bytes long",
     ] {
         assert!(
             enroll.iter().any(|d| d.contains(want)),
@@ -167,6 +174,10 @@ async fn a_token_enrolls_one_agent_once() -> anyhow::Result<()> {
             .iter()
             .all(|d| !sales.iter().any(|t| d.contains(t.as_str()))),
         "tokens never appear in the audit log"
+    );
+    assert!(
+        enroll.iter().all(|d| !d.contains(&long[..129])),
+        "a client's computer name is cut in the audit log: {enroll:#?}"
     );
     let made = calls(&audit, "EnrollTokens");
     assert!(

@@ -18,6 +18,7 @@ use kiroku_proto::{
 use tonic::{Request, Response, Status};
 
 use super::Enroll;
+use super::limit::cut;
 use super::tokens::{Enrolled, Refusal, token_ref, when};
 use crate::auth;
 use crate::store::audit::admin_call::{ENROLL, ENROLL_TOKENS, RENEW_AGENT_CERT};
@@ -26,6 +27,11 @@ use crate::store::audit::admin_call::{ENROLL, ENROLL_TOKENS, RENEW_AGENT_CERT};
 const MAX_EXPIRES_S: i64 = 365 * 86_400;
 /// Most tokens in one call.
 const MAX_COUNT: u32 = 10_000;
+/// Longest computer name accepted (bytes).
+const MAX_NAME: usize = 256;
+/// Most of a client's computer name or version shown in the audit log
+/// and the log (bytes).
+const SHOWN: usize = 128;
 
 fn internal(e: anyhow::Error) -> Status {
     Status::internal(format!("{e:#}"))
@@ -78,7 +84,7 @@ impl kiroku_proto::enrollment_server::Enrollment for EnrollmentService {
             let who = format!("enrollment/{ip}");
             let what = format!(
                 "computer name {} token {} from {ip}",
-                quote(&r.computer_name),
+                quote(&cut(&r.computer_name, SHOWN)),
                 token_ref(&r.token)
             );
             // A success is audited inside (before the certificate is
@@ -89,7 +95,18 @@ impl kiroku_proto::enrollment_server::Enrollment for EnrollmentService {
                     e.refusals.refused(ip, Instant::now());
                 }
                 tracing::warn!(peer = %ip, code = ?st.code(), reason = %st.message(), "enrollment refused");
-                audit(&e, &who, ENROLL, &what, &Err(st.clone()));
+                let now = e.refusals.audit_now(Instant::now());
+                if now.summary > 0 {
+                    let summary = Ok(format!(
+                        "{} refused enrollments in the previous ten minutes were not audited one by one (more than {} in ten minutes: see the collector's log)",
+                        now.summary,
+                        super::limit::MAX_AUDITED
+                    ));
+                    audit(&e, "enrollment", ENROLL, "", &summary);
+                }
+                if now.this {
+                    audit(&e, &who, ENROLL, &what, &Err(st.clone()));
+                }
             }
             res.map(Response::new)
         })
@@ -110,6 +127,12 @@ fn enroll_blocking(
     if !e.listening {
         return Err(Status::failed_precondition("enrollment is not configured"));
     }
+    if r.computer_name.len() > MAX_NAME {
+        return Err(Status::invalid_argument(format!(
+            "the computer name is {} bytes long, more than {MAX_NAME}: set `[collector] enroll_name` on the agent",
+            r.computer_name.len()
+        )));
+    }
     let now = crate::clock::now_ms();
     let token = match e.tokens.check(&r.token, now).map_err(internal)? {
         Ok(t) => t,
@@ -118,7 +141,7 @@ fn enroll_blocking(
     let Some(name) = agent_id_from_computer_name(&r.computer_name) else {
         return Err(Status::invalid_argument(format!(
             "no agent id can be made from the computer name {}: set `[collector] enroll_name` on the agent (letters, digits, '.', '-', '_')",
-            quote(&r.computer_name)
+            quote(&cut(&r.computer_name, SHOWN))
         )));
     };
     let csr = check_csr(&r.csr_der).map_err(|err| Status::invalid_argument(err.to_string()))?;
@@ -187,8 +210,8 @@ fn enroll_blocking(
     }
     let detail = format!(
         "enrolled agent {name} (computer name {}, agent {}) from {ip}, group {}: certificate serial {} sha256 {}, valid until {}; token {} of batch {}{}",
-        quote(&r.computer_name),
-        quote(&r.agent_version),
+        quote(&cut(&r.computer_name, SHOWN)),
+        quote(&cut(&r.agent_version, SHOWN)),
         if token.group.is_empty() {
             "(none)"
         } else {
