@@ -116,6 +116,25 @@ async fn a_token_enrolls_one_agent_once() -> anyhow::Result<()> {
     assert_eq!(events[0].agent_id, "pc-sales-1");
     assert_eq!(events[0].agent_group, "sales");
 
+    // Renewal of a certificate younger than half its validity: refused
+    // by the collector's clock.
+    let tls = kiroku_common::tls::TlsFiles {
+        ca: env.pki().join("ca.pem"),
+        cert: cert.clone(),
+        key: key.clone(),
+    };
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("https://127.0.0.1:{}", env.grpc))?
+            .tls_config(tls.client_config("localhost")?)?
+            .connect()
+            .await?;
+    let st = kiroku_proto::agent_certs_client::AgentCertsClient::new(channel)
+        .renew(kiroku_proto::RenewRequest { csr_der: vec![] })
+        .await
+        .expect_err("too early");
+    assert_eq!(st.code(), tonic::Code::ResourceExhausted, "{st:?}");
+    assert!(st.message().contains("not due for renewal"), "{st:?}");
+
     // The same token again, for another name: used up.
     let log = refused(&env, "again", &sales[0], e.port, "pc-sales-2")?;
     assert!(

@@ -349,6 +349,22 @@ fn renew_blocking(
             "{caller} was retired (`kiroku agents retire`): its certificates are not renewed"
         )));
     }
+    let (not_before, not_after) = x509_parser::parse_x509_certificate(leaf)
+        .map(|(_, c)| {
+            (
+                c.validity().not_before.timestamp(),
+                c.validity().not_after.timestamp(),
+            )
+        })
+        .map_err(|err| Status::unauthenticated(format!("the client certificate: {err}")))?;
+    let now_s = crate::clock::now_ms() / 1000;
+    let from = renewable_from(not_before, not_after);
+    if now_s < from {
+        return Err(Status::resource_exhausted(format!(
+            "{caller}'s certificate is not due for renewal: it is renewed from half its validity on, {} by the collector's clock (is this computer's clock ahead?)",
+            when(from.saturating_mul(1000))
+        )));
+    }
     let group = kiroku_common::pki::group_from_der(leaf)
         .map_err(|err| Status::unauthenticated(err.to_string()))?;
     let csr = check_csr(&r.csr_der).map_err(|err| Status::invalid_argument(err.to_string()))?;
@@ -378,6 +394,14 @@ fn renew_blocking(
         },
         detail,
     ))
+}
+
+/// When a certificate valid from `not_before` to `not_after` (seconds)
+/// may be renewed: from half its validity on (agents ask at two thirds by
+/// their own clock; one whose clock runs ahead is refused rather than
+/// given a new certificate every few seconds).
+pub fn renewable_from(not_before: i64, not_after: i64) -> i64 {
+    not_before.saturating_add(not_after.saturating_sub(not_before).max(0) / 2)
 }
 
 /// `EnrollAdmin`: token batches, admins only.
@@ -491,4 +515,16 @@ fn create_blocking(
         },
         detail,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::renewable_from;
+
+    #[test]
+    fn a_certificate_is_renewable_from_half_its_validity() {
+        for (from, to, want) in [(0, 300, 150), (1000, 1000, 1000), (1000, 900, 1000)] {
+            assert_eq!(renewable_from(from, to), want, "{from}..{to}");
+        }
+    }
 }
