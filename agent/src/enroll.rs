@@ -27,6 +27,8 @@
 //! `<cert>.enrolling` too).
 
 mod files;
+#[cfg(windows)]
+mod key_acl_windows;
 mod renew;
 
 use std::path::{Path, PathBuf};
