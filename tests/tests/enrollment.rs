@@ -154,6 +154,22 @@ async fn a_token_enrolls_one_agent_once() -> anyhow::Result<()> {
     second.wait_port(smtp2)?;
     assert_eq!(cert_identity(&agent_files(&dir2).0)?.1, "pc-sales-2");
 
+    // A lost response: the agent kept its key at `<key>.enrolling` and
+    // has no certificate; asking again with the same token, name and key
+    // returns the same certificate (audited), not "used already".
+    second.terminate();
+    let (cert2, key2) = agent_files(&dir2);
+    let issued = std::fs::read(&cert2)?;
+    let mut pending = key2.clone().into_os_string();
+    pending.push(".enrolling");
+    std::fs::rename(&key2, &pending)?;
+    std::fs::remove_file(&cert2)?;
+    let keys = collector_keys(&sales[1], e.port, Some("pc-sales-2"));
+    let (mut second, _) = spawn_agent(&env, "two", &keys, smtp2, &[])?;
+    second.wait_port(smtp2)?;
+    assert_eq!(std::fs::read(&cert2)?, issued, "the same certificate again");
+    assert!(key2.exists() && !std::path::Path::new(&pending).exists());
+
     // A restart does not enroll again (the token is used up by now).
     agent.terminate();
     let (mut agent, _) = spawn_agent(
@@ -182,6 +198,7 @@ async fn a_token_enrolls_one_agent_once() -> anyhow::Result<()> {
         "REFUSED PermissionDenied: this enrollment token was used already",
         "REFUSED AlreadyExists: agent id \"pc-sales-1\" is already enrolled",
         "REFUSED InvalidArgument: the computer name is 300 bytes long",
+        "enrollment of agent pc-sales-2 asked again",
     ] {
         assert!(
             enroll.iter().any(|d| d.contains(want)),

@@ -25,6 +25,33 @@ pub fn finish_interrupted(cert: &Path, key: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The key to enroll: the one at `<key>.enrolling` when an earlier
+/// attempt left it (its response may have been lost: the collector
+/// returns the same certificate for the same token, name and key), else a
+/// new P-256 key written there (private, synced) before it is sent.
+pub fn pending_key(key: &Path) -> anyhow::Result<rcgen::KeyPair> {
+    let tmp = pending(key);
+    if let Ok(pem) = std::fs::read_to_string(&tmp) {
+        match rcgen::KeyPair::from_pem(&pem) {
+            Ok(k) => {
+                tracing::info!(key = %tmp.display(), "enrolling with the key of an earlier attempt");
+                return Ok(k);
+            }
+            Err(e) => {
+                tracing::warn!(key = %tmp.display(), error = %e, "an earlier attempt's key does not load: making a new one")
+            }
+        }
+    }
+    if let Some(dir) = key.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the directory {}", dir.display()))?;
+    }
+    let k = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .context("generating the agent's key")?;
+    write_synced(&tmp, k.serialize_pem().as_bytes(), true)?;
+    Ok(k)
+}
+
 /// Checks what the collector returned: PEM certificates, the first for
 /// our key, role agent.
 pub fn check_issued(chain_pem: &str, key: &rcgen::KeyPair) -> anyhow::Result<()> {

@@ -136,6 +136,12 @@ fn enroll_blocking(
     let now = crate::clock::now_ms();
     let token = match e.tokens.check(&r.token, now).map_err(internal)? {
         Ok(t) => t,
+        Err(refusal @ Refusal::Used { .. }) => {
+            return match repeated(e, ip, who, r)? {
+                Some(resp) => Ok(resp),
+                None => Err(Status::permission_denied(refusal.to_string())),
+            };
+        }
         Err(refusal) => return Err(Status::permission_denied(refusal.to_string())),
     };
     let Some(name) = agent_id_from_computer_name(&r.computer_name) else {
@@ -183,6 +189,11 @@ fn enroll_blocking(
             now,
             &agents,
             retired_marker,
+            (
+                &kiroku_common::pki::enroll::csr_key_sha(&csr),
+                &issued.chain_pem,
+                issued.not_after_ms,
+            ),
         )
         .map_err(internal)?
     {
@@ -242,6 +253,59 @@ fn enroll_blocking(
         ca_pem: e.root_pem.clone(),
         not_after_ms: issued.not_after_ms,
     })
+}
+
+/// A used token asked again by the name and key it enrolled (the agent
+/// never got the response): the same chain, audited; None otherwise.
+fn repeated(
+    e: &Enroll,
+    ip: IpAddr,
+    who: &str,
+    r: &EnrollRequest,
+) -> Result<Option<EnrollResponse>, Status> {
+    let (Some(name), Ok(csr)) = (
+        agent_id_from_computer_name(&r.computer_name),
+        check_csr(&r.csr_der),
+    ) else {
+        return Ok(None);
+    };
+    let Some((chain_pem, not_after_ms)) = e
+        .tokens
+        .repeated(
+            &r.token,
+            &name,
+            &kiroku_common::pki::enroll::csr_key_sha(&csr),
+        )
+        .map_err(internal)?
+    else {
+        return Ok(None);
+    };
+    let group = x509_parser::pem::Pem::iter_from_buffer(chain_pem.as_bytes())
+        .next()
+        .and_then(Result::ok)
+        .and_then(|p| kiroku_common::pki::group_from_der(&p.contents).ok())
+        .flatten()
+        .unwrap_or_default();
+    let detail = format!(
+        "enrollment of agent {name} asked again from {ip} with the same token {} and key (its response was lost?): the same certificate returned, valid until {}",
+        token_ref(&r.token),
+        when(not_after_ms)
+    );
+    e.store
+        .audit_admin(who, ENROLL, &detail)
+        .map_err(|err| {
+            Status::unavailable(format!(
+                "the collector cannot record this enrollment in its audit log ({err:#}); try again later"
+            ))
+        })?;
+    tracing::info!(agent = %name, peer = %ip, "enrollment asked again: the same certificate returned");
+    Ok(Some(EnrollResponse {
+        agent_id: name,
+        group,
+        cert_chain_pem: chain_pem,
+        ca_pem: e.root_pem.clone(),
+        not_after_ms,
+    }))
 }
 
 /// A retired agent's name enrolled again (its retired marker removed with

@@ -118,6 +118,13 @@ pub fn check_csr(der: &[u8]) -> Result<CertificateSigningRequestParams, CsrError
     Ok(csr)
 }
 
+/// The SHA-256 (hex) of a CSR's public key: which key an enrollment was
+/// for.
+pub fn csr_key_sha(csr: &CertificateSigningRequestParams) -> String {
+    use rcgen::PublicKeyData;
+    crate::sha256_hex(csr.public_key.der_bytes())
+}
+
 /// The agent id for a computer name: letters, digits, '.', '-' and '_'
 /// kept (other characters become '-'), lower case (Windows computer names
 /// are case-insensitive), no leading '.' or '-', at most 64 characters.
