@@ -54,6 +54,13 @@ impl AgentIssuer {
         Ok(issuer)
     }
 
+    /// The agents' CA's own notAfter.
+    fn not_after(&self) -> Option<time::OffsetDateTime> {
+        let (_, pem) = x509_parser::pem::parse_x509_pem(self.cert_pem.as_bytes()).ok()?;
+        let (_, cert) = x509_parser::parse_x509_certificate(&pem.contents).ok()?;
+        time::OffsetDateTime::from_unix_timestamp(cert.validity().not_after.timestamp()).ok()
+    }
+
     fn issuer(&self) -> Result<Issuer<'static, KeyPair>, PkiError> {
         let key = KeyPair::from_pem(&self.key_pem)?;
         Ok(Issuer::from_ca_cert_pem(&self.cert_pem, key)?)
@@ -79,6 +86,13 @@ impl AgentIssuer {
         // a short validity.
         params.not_before = now - time::Duration::seconds((secs / 10).clamp(0, 3600));
         params.not_after = now + time::Duration::seconds(secs);
+        // Never beyond the agents' CA itself: a certificate that outlives
+        // its issuer would be refused from then on anyway.
+        if let Some(ca_end) = self.not_after()
+            && params.not_after > ca_end
+        {
+            params.not_after = ca_end;
+        }
         let serial = rand::random::<u64>() >> 1;
         params.serial_number = Some(SerialNumber::from(serial));
         let cert = params.signed_by(&csr.public_key, &self.issuer()?)?;
@@ -226,6 +240,14 @@ mod tests {
             x509_parser::pem::Pem::iter_from_buffer(issued.chain_pem.as_bytes()).count(),
             2
         );
+
+        // Longer than the agents' CA lives: cut at its end.
+        let long = issuer
+            .issue(&checked, "pc-1", None, Duration::from_secs(1000 * 86_400))
+            .expect("issue");
+        let ca_end = issuer.not_after().expect("ca end").unix_timestamp() * 1000;
+        assert_eq!(long.not_after_ms, ca_end);
+        assert!(issued.not_after_ms < ca_end);
 
         // A CSR whose signature does not verify: one byte of it changed.
         let mut bad = csr.der().to_vec();
