@@ -119,6 +119,9 @@ pub fn check_csr(der: &[u8]) -> Result<CertificateSigningRequestParams, CsrError
     }
     let csr = CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(der))
         .map_err(|e| CsrError::Invalid(e.to_string()))?;
+    // rcgen names the CSR's signature algorithm; the key itself is what
+    // must be of an accepted type: its SubjectPublicKeyInfo (algorithm
+    // and, for EC, the curve).
     let alg = csr.public_key.algorithm();
     let ok = [
         &rcgen::PKCS_ECDSA_P256_SHA256,
@@ -129,7 +132,32 @@ pub fn check_csr(der: &[u8]) -> Result<CertificateSigningRequestParams, CsrError
     if !ok {
         return Err(CsrError::KeyType(format!("{alg:?}")));
     }
+    spki_key_type(der)?;
     Ok(csr)
+}
+
+/// The CSR's key, from its SubjectPublicKeyInfo: EC on P-256 or P-384,
+/// or Ed25519.
+fn spki_key_type(der: &[u8]) -> Result<&'static str, CsrError> {
+    use x509_parser::prelude::FromDer;
+    let (_, req) = x509_parser::certification_request::X509CertificationRequest::from_der(der)
+        .map_err(|e| CsrError::Invalid(e.to_string()))?;
+    let spki = &req.certification_request_info.subject_pki.algorithm;
+    let alg = spki.algorithm.to_id_string();
+    let curve = spki
+        .parameters
+        .as_ref()
+        .and_then(|p| p.as_oid().ok())
+        .map(|o| o.to_id_string());
+    match (alg.as_str(), curve.as_deref()) {
+        ("1.2.840.10045.2.1", Some("1.2.840.10045.3.1.7")) => Ok("EC P-256"),
+        ("1.2.840.10045.2.1", Some("1.3.132.0.34")) => Ok("EC P-384"),
+        ("1.3.101.112", _) => Ok("Ed25519"),
+        (a, c) => Err(CsrError::KeyType(format!(
+            "key algorithm {a}{}",
+            c.map(|c| format!(", curve {c}")).unwrap_or_default()
+        ))),
+    }
 }
 
 /// The SHA-256 (hex) of a CSR's public key: which key an enrollment was
@@ -248,6 +276,19 @@ mod tests {
         let ca_end = issuer.not_after().expect("ca end").unix_timestamp() * 1000;
         assert_eq!(long.not_after_ms, ca_end);
         assert!(issued.not_after_ms < ca_end);
+
+        // The key type comes from the key (SubjectPublicKeyInfo).
+        for (alg, want) in [
+            (&rcgen::PKCS_ECDSA_P256_SHA256, "EC P-256"),
+            (&rcgen::PKCS_ECDSA_P384_SHA384, "EC P-384"),
+            (&rcgen::PKCS_ED25519, "Ed25519"),
+        ] {
+            let k = KeyPair::generate_for(alg).expect("key");
+            let c = rcgen::CertificateParams::default()
+                .serialize_request(&k)
+                .expect("csr");
+            assert_eq!(spki_key_type(c.der()).expect("type"), want);
+        }
 
         // A CSR whose signature does not verify: one byte of it changed.
         let mut bad = csr.der().to_vec();
