@@ -347,11 +347,20 @@ async fn a_retired_name_enrolls_again_and_ships() -> anyhow::Result<()> {
     )?;
     second.wait_port(smtp2)?;
     assert_eq!(cert_identity(&agent_files(&dir).0)?.1, "pc-r");
-    send_mail(smtp2, "a@corp.example", &["b@example.org"], MAIL)?;
-    let events = env
-        .wait_for(SearchRequest::default(), 2, Duration::from_secs(30))
-        .await?;
-    assert!(events.iter().all(|ev| ev.agent_id == "pc-r"));
+    send_mail(
+        smtp2,
+        "a@corp.example",
+        &["b@example.org"],
+        b"From: a@corp.example\r\nTo: b@example.org\r\nSubject: back again\r\n\r\nhello\r\n",
+    )?;
+    let req = SearchRequest {
+        subject: "back again".into(),
+        kind: "email".into(),
+        ..Default::default()
+    };
+    let events = env.wait_for(req, 1, Duration::from_secs(30)).await?;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].agent_id, "pc-r");
     let log = second.log_text();
     assert!(!log.contains("was retired"), "{log}");
 
