@@ -27,6 +27,8 @@
 //! `<cert>.enrolling` too).
 
 mod files;
+#[cfg(windows)]
+mod key_acl_windows;
 mod renew;
 
 use std::path::{Path, PathBuf};
@@ -155,8 +157,7 @@ pub async fn ensure_enrolled(c: &CollectorConfig, server_name: &str) -> anyhow::
         anyhow::bail!("[collector] enroll_endpoint is required to enroll");
     };
     let name = wanted_name(c);
-    let key_pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-        .context("generating the agent's key")?;
+    let key_pair = files::pending_key(key)?;
     let csr = rcgen::CertificateParams::default()
         .serialize_request(&key_pair)
         .context("making the certificate signing request")?;
@@ -180,12 +181,16 @@ pub async fn ensure_enrolled(c: &CollectorConfig, server_name: &str) -> anyhow::
     let resp = loop {
         match call(endpoint, &tls, req.clone()).await {
             Ok(r) => break r,
-            Err(Failure::Refused(st)) => anyhow::bail!(
-                "the collector at {endpoint} refused the enrollment: {} ({:?}); {}",
-                st.message(),
-                st.code(),
-                what_to_do(st.code())
-            ),
+            Err(Failure::Refused(st)) => {
+                // This key will not be enrolled: the next try makes a new one.
+                let _ = std::fs::remove_file(pending(key));
+                anyhow::bail!(
+                    "the collector at {endpoint} refused the enrollment: {} ({:?}); {}",
+                    st.message(),
+                    st.code(),
+                    what_to_do(st.code())
+                )
+            }
             Err(Failure::Transient(e)) => {
                 tracing::warn!(endpoint = %endpoint, error = %format!("{e:#}"), retry_in_s = backoff.as_secs(), "enrollment failed; retrying");
                 tokio::time::sleep(backoff).await;

@@ -73,6 +73,9 @@ fn default_connections() -> usize {
     256
 }
 
+/// Longest validity `agent_cert_days` may ask for (ten years).
+const MAX_DAYS: u32 = 3650;
+
 fn default_days() -> u32 {
     365
 }
@@ -136,9 +139,14 @@ impl Enroll {
             .enroll
             .as_ref()
             .map_or(default_days(), |e| e.agent_cert_days);
+        if !(1..=MAX_DAYS).contains(&days) {
+            anyhow::bail!(
+                "[enroll] agent_cert_days = {days} is out of range: 1 to {MAX_DAYS} (certificates are also cut at the agents' CA's own end)"
+            );
+        }
         let validity = crate::test_hooks::agent_cert_secs()
             .map(Duration::from_secs)
-            .unwrap_or(Duration::from_secs(u64::from(days.max(1)) * 86_400));
+            .unwrap_or(Duration::from_secs(u64::from(days) * 86_400));
         Ok(Some(Arc::new(Enroll {
             store: store.clone(),
             tokens: tokens::Tokens::open(&store.meta)?,

@@ -78,6 +78,12 @@ async fn a_token_enrolls_one_agent_once() -> anyhow::Result<()> {
         "says what to do: {log}"
     );
 
+    // An oversize computer name: refused before the token is looked at
+    // (the token stays usable), and only its length is audited.
+    let long = "x".repeat(300);
+    let log = refused(&env, "long", &sales[2], e.port, &long)?;
+    assert!(log.contains("more than 256"), "{log}");
+
     // An expired one.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let log = refused(&env, "late", &short[0], e.port, "pc-y")?;
@@ -110,6 +116,25 @@ async fn a_token_enrolls_one_agent_once() -> anyhow::Result<()> {
     assert_eq!(events[0].agent_id, "pc-sales-1");
     assert_eq!(events[0].agent_group, "sales");
 
+    // Renewal of a certificate younger than half its validity: refused
+    // by the collector's clock.
+    let tls = kiroku_common::tls::TlsFiles {
+        ca: env.pki().join("ca.pem"),
+        cert: cert.clone(),
+        key: key.clone(),
+    };
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("https://127.0.0.1:{}", env.grpc))?
+            .tls_config(tls.client_config("localhost")?)?
+            .connect()
+            .await?;
+    let st = kiroku_proto::agent_certs_client::AgentCertsClient::new(channel)
+        .renew(kiroku_proto::RenewRequest { csr_der: vec![] })
+        .await
+        .expect_err("too early");
+    assert_eq!(st.code(), tonic::Code::ResourceExhausted, "{st:?}");
+    assert!(st.message().contains("not due for renewal"), "{st:?}");
+
     // The same token again, for another name: used up.
     let log = refused(&env, "again", &sales[0], e.port, "pc-sales-2")?;
     assert!(
@@ -128,6 +153,22 @@ async fn a_token_enrolls_one_agent_once() -> anyhow::Result<()> {
     let (mut second, dir2) = spawn_agent(&env, "two", &keys, smtp2, &[])?;
     second.wait_port(smtp2)?;
     assert_eq!(cert_identity(&agent_files(&dir2).0)?.1, "pc-sales-2");
+
+    // A lost response: the agent kept its key at `<key>.enrolling` and
+    // has no certificate; asking again with the same token, name and key
+    // returns the same certificate (audited), not "used already".
+    second.terminate();
+    let (cert2, key2) = agent_files(&dir2);
+    let issued = std::fs::read(&cert2)?;
+    let mut pending = key2.clone().into_os_string();
+    pending.push(".enrolling");
+    std::fs::rename(&key2, &pending)?;
+    std::fs::remove_file(&cert2)?;
+    let keys = collector_keys(&sales[1], e.port, Some("pc-sales-2"));
+    let (mut second, _) = spawn_agent(&env, "two", &keys, smtp2, &[])?;
+    second.wait_port(smtp2)?;
+    assert_eq!(std::fs::read(&cert2)?, issued, "the same certificate again");
+    assert!(key2.exists() && !std::path::Path::new(&pending).exists());
 
     // A restart does not enroll again (the token is used up by now).
     agent.terminate();
@@ -156,6 +197,8 @@ async fn a_token_enrolls_one_agent_once() -> anyhow::Result<()> {
         "REFUSED PermissionDenied: this enrollment token expired",
         "REFUSED PermissionDenied: this enrollment token was used already",
         "REFUSED AlreadyExists: agent id \"pc-sales-1\" is already enrolled",
+        "REFUSED InvalidArgument: the computer name is 300 bytes long",
+        "enrollment of agent pc-sales-2 asked again",
     ] {
         assert!(
             enroll.iter().any(|d| d.contains(want)),
@@ -167,6 +210,10 @@ async fn a_token_enrolls_one_agent_once() -> anyhow::Result<()> {
             .iter()
             .all(|d| !sales.iter().any(|t| d.contains(t.as_str()))),
         "tokens never appear in the audit log"
+    );
+    assert!(
+        enroll.iter().all(|d| !d.contains(&long[..129])),
+        "a client's computer name is cut in the audit log: {enroll:#?}"
     );
     let made = calls(&audit, "EnrollTokens");
     assert!(
@@ -300,11 +347,20 @@ async fn a_retired_name_enrolls_again_and_ships() -> anyhow::Result<()> {
     )?;
     second.wait_port(smtp2)?;
     assert_eq!(cert_identity(&agent_files(&dir).0)?.1, "pc-r");
-    send_mail(smtp2, "a@corp.example", &["b@example.org"], MAIL)?;
-    let events = env
-        .wait_for(SearchRequest::default(), 2, Duration::from_secs(30))
-        .await?;
-    assert!(events.iter().all(|ev| ev.agent_id == "pc-r"));
+    send_mail(
+        smtp2,
+        "a@corp.example",
+        &["b@example.org"],
+        b"From: a@corp.example\r\nTo: b@example.org\r\nSubject: back again\r\n\r\nhello\r\n",
+    )?;
+    let req = SearchRequest {
+        subject: "back again".into(),
+        kind: "email".into(),
+        ..Default::default()
+    };
+    let events = env.wait_for(req, 1, Duration::from_secs(30)).await?;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].agent_id, "pc-r");
     let log = second.log_text();
     assert!(!log.contains("was retired"), "{log}");
 

@@ -45,6 +45,19 @@ async fn windows_agent_enrolls_with_a_token_and_ships() -> anyhow::Result<()> {
     let cert = env.pki().join("agent-pc-w.pem");
     let key = env.pki().join("agent-pc-w.key");
     assert!(key.exists(), "the key was made on the agent");
+    // The key is created with an explicit protected DACL (SYSTEM,
+    // Administrators, the creating account: no Everyone/Users entry);
+    // Wine maps a DACL onto the Unix mode, so the key has no access for
+    // "others" while the certificate, which inherits, is world-readable.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| -> anyhow::Result<u32> {
+            Ok(std::fs::metadata(p)?.permissions().mode() & 0o777)
+        };
+        let (k, c) = (mode(&key)?, mode(&cert)?);
+        assert_eq!(k & 0o007, 0, "key mode {k:o}: no access for others");
+        assert_ne!(c & 0o004, 0, "cert mode {c:o} (the inherited default)");
+    }
     // The agent id comes from the computer name Windows (Wine) reports,
     // which Wine takes from the Linux host name.
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")?;

@@ -5,7 +5,9 @@
 //! connection presents it (the running stream keeps the old one, valid for
 //! a third of its life still). A certificate the collector cannot renew
 //! (issued by the root, not the agents' issuing CA) is said once and asked
-//! about again a day later.
+//! about again a day later. A renewal the collector says is not due yet
+//! (its clock: from half the validity on), or a new certificate already
+//! due by our clock, means a clock running ahead: asked again in an hour.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -30,7 +32,19 @@ pub fn spawn(tls: TlsFiles, endpoint: String, server_name: String) -> tokio::tas
                 Ok(d) if d.is_zero() => match renew(&tls, &endpoint, &server_name).await {
                     Ok(not_after) => {
                         tracing::info!(cert = %tls.cert.display(), not_after_ms = not_after, "certificate renewed; the next connection to the collector uses it");
-                        Duration::ZERO.max(RETRY_MIN.min(check))
+                        if matches!(due_in(&tls.cert), Ok(d) if d.is_zero()) {
+                            // Due at once by our clock: it runs ahead (or
+                            // the collector's behind). Do not ask again
+                            // every few seconds.
+                            tracing::warn!(cert = %tls.cert.display(), "the renewed certificate is already due for renewal by this computer's clock: check the clock; asking again in an hour");
+                            check.max(RETRY_MIN)
+                        } else {
+                            RETRY_MIN.min(check)
+                        }
+                    }
+                    Err(Failure::TooEarly(st)) => {
+                        tracing::warn!(cert = %tls.cert.display(), reason = %st.message(), "the collector says the certificate is not due for renewal yet: check this computer's clock; asking again in an hour");
+                        check.max(RETRY_MIN)
                     }
                     Err(Failure::Refused(st)) => {
                         tracing::warn!(cert = %tls.cert.display(), code = ?st.code(), reason = %st.message(), "the collector does not renew this certificate; renew it by hand before it expires (`kiroku certs issue --role agent`), or enroll anew with a token");
@@ -80,6 +94,8 @@ pub(crate) fn due_at(not_before: i64, not_after: i64) -> i64 {
 
 enum Failure {
     Refused(tonic::Status),
+    /// The collector's clock says it is not due yet.
+    TooEarly(tonic::Status),
     Transient(anyhow::Error),
 }
 
@@ -122,6 +138,9 @@ async fn renew(tls: &TlsFiles, endpoint: &str, server_name: &str) -> Result<i64,
             ) =>
         {
             return Err(Failure::Refused(st));
+        }
+        Err(st) if st.code() == tonic::Code::ResourceExhausted => {
+            return Err(Failure::TooEarly(st));
         }
         Err(st) => return Err(t(st.into())),
     };

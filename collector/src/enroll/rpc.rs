@@ -18,6 +18,7 @@ use kiroku_proto::{
 use tonic::{Request, Response, Status};
 
 use super::Enroll;
+use super::limit::cut;
 use super::tokens::{Enrolled, Refusal, token_ref, when};
 use crate::auth;
 use crate::store::audit::admin_call::{ENROLL, ENROLL_TOKENS, RENEW_AGENT_CERT};
@@ -26,6 +27,11 @@ use crate::store::audit::admin_call::{ENROLL, ENROLL_TOKENS, RENEW_AGENT_CERT};
 const MAX_EXPIRES_S: i64 = 365 * 86_400;
 /// Most tokens in one call.
 const MAX_COUNT: u32 = 10_000;
+/// Longest computer name accepted (bytes).
+const MAX_NAME: usize = 256;
+/// Most of a client's computer name or version shown in the audit log
+/// and the log (bytes).
+const SHOWN: usize = 128;
 
 fn internal(e: anyhow::Error) -> Status {
     Status::internal(format!("{e:#}"))
@@ -78,7 +84,7 @@ impl kiroku_proto::enrollment_server::Enrollment for EnrollmentService {
             let who = format!("enrollment/{ip}");
             let what = format!(
                 "computer name {} token {} from {ip}",
-                quote(&r.computer_name),
+                quote(&cut(&r.computer_name, SHOWN)),
                 token_ref(&r.token)
             );
             // A success is audited inside (before the certificate is
@@ -89,7 +95,18 @@ impl kiroku_proto::enrollment_server::Enrollment for EnrollmentService {
                     e.refusals.refused(ip, Instant::now());
                 }
                 tracing::warn!(peer = %ip, code = ?st.code(), reason = %st.message(), "enrollment refused");
-                audit(&e, &who, ENROLL, &what, &Err(st.clone()));
+                let now = e.refusals.audit_now(Instant::now());
+                if now.summary > 0 {
+                    let summary = Ok(format!(
+                        "{} refused enrollments in the previous ten minutes were not audited one by one (more than {} in ten minutes: see the collector's log)",
+                        now.summary,
+                        super::limit::MAX_AUDITED
+                    ));
+                    audit(&e, "enrollment", ENROLL, "", &summary);
+                }
+                if now.this {
+                    audit(&e, &who, ENROLL, &what, &Err(st.clone()));
+                }
             }
             res.map(Response::new)
         })
@@ -110,15 +127,27 @@ fn enroll_blocking(
     if !e.listening {
         return Err(Status::failed_precondition("enrollment is not configured"));
     }
+    if r.computer_name.len() > MAX_NAME {
+        return Err(Status::invalid_argument(format!(
+            "the computer name is {} bytes long, more than {MAX_NAME}: set `[collector] enroll_name` on the agent",
+            r.computer_name.len()
+        )));
+    }
     let now = crate::clock::now_ms();
     let token = match e.tokens.check(&r.token, now).map_err(internal)? {
         Ok(t) => t,
+        Err(refusal @ Refusal::Used { .. }) => {
+            return match repeated(e, ip, who, r)? {
+                Some(resp) => Ok(resp),
+                None => Err(Status::permission_denied(refusal.to_string())),
+            };
+        }
         Err(refusal) => return Err(Status::permission_denied(refusal.to_string())),
     };
     let Some(name) = agent_id_from_computer_name(&r.computer_name) else {
         return Err(Status::invalid_argument(format!(
             "no agent id can be made from the computer name {}: set `[collector] enroll_name` on the agent (letters, digits, '.', '-', '_')",
-            quote(&r.computer_name)
+            quote(&cut(&r.computer_name, SHOWN))
         )));
     };
     let csr = check_csr(&r.csr_der).map_err(|err| Status::invalid_argument(err.to_string()))?;
@@ -160,6 +189,11 @@ fn enroll_blocking(
             now,
             &agents,
             retired_marker,
+            (
+                &kiroku_common::pki::enroll::csr_key_sha(&csr),
+                &issued.chain_pem,
+                issued.not_after_ms,
+            ),
         )
         .map_err(internal)?
     {
@@ -187,8 +221,8 @@ fn enroll_blocking(
     }
     let detail = format!(
         "enrolled agent {name} (computer name {}, agent {}) from {ip}, group {}: certificate serial {} sha256 {}, valid until {}; token {} of batch {}{}",
-        quote(&r.computer_name),
-        quote(&r.agent_version),
+        quote(&cut(&r.computer_name, SHOWN)),
+        quote(&cut(&r.agent_version, SHOWN)),
         if token.group.is_empty() {
             "(none)"
         } else {
@@ -219,6 +253,59 @@ fn enroll_blocking(
         ca_pem: e.root_pem.clone(),
         not_after_ms: issued.not_after_ms,
     })
+}
+
+/// A used token asked again by the name and key it enrolled (the agent
+/// never got the response): the same chain, audited; None otherwise.
+fn repeated(
+    e: &Enroll,
+    ip: IpAddr,
+    who: &str,
+    r: &EnrollRequest,
+) -> Result<Option<EnrollResponse>, Status> {
+    let (Some(name), Ok(csr)) = (
+        agent_id_from_computer_name(&r.computer_name),
+        check_csr(&r.csr_der),
+    ) else {
+        return Ok(None);
+    };
+    let Some((chain_pem, not_after_ms)) = e
+        .tokens
+        .repeated(
+            &r.token,
+            &name,
+            &kiroku_common::pki::enroll::csr_key_sha(&csr),
+        )
+        .map_err(internal)?
+    else {
+        return Ok(None);
+    };
+    let group = x509_parser::pem::Pem::iter_from_buffer(chain_pem.as_bytes())
+        .next()
+        .and_then(Result::ok)
+        .and_then(|p| kiroku_common::pki::group_from_der(&p.contents).ok())
+        .flatten()
+        .unwrap_or_default();
+    let detail = format!(
+        "enrollment of agent {name} asked again from {ip} with the same token {} and key (its response was lost?): the same certificate returned, valid until {}",
+        token_ref(&r.token),
+        when(not_after_ms)
+    );
+    e.store
+        .audit_admin(who, ENROLL, &detail)
+        .map_err(|err| {
+            Status::unavailable(format!(
+                "the collector cannot record this enrollment in its audit log ({err:#}); try again later"
+            ))
+        })?;
+    tracing::info!(agent = %name, peer = %ip, "enrollment asked again: the same certificate returned");
+    Ok(Some(EnrollResponse {
+        agent_id: name,
+        group,
+        cert_chain_pem: chain_pem,
+        ca_pem: e.root_pem.clone(),
+        not_after_ms,
+    }))
 }
 
 /// A retired agent's name enrolled again (its retired marker removed with
@@ -326,6 +413,22 @@ fn renew_blocking(
             "{caller} was retired (`kiroku agents retire`): its certificates are not renewed"
         )));
     }
+    let (not_before, not_after) = x509_parser::parse_x509_certificate(leaf)
+        .map(|(_, c)| {
+            (
+                c.validity().not_before.timestamp(),
+                c.validity().not_after.timestamp(),
+            )
+        })
+        .map_err(|err| Status::unauthenticated(format!("the client certificate: {err}")))?;
+    let now_s = crate::clock::now_ms() / 1000;
+    let from = renewable_from(not_before, not_after);
+    if now_s < from {
+        return Err(Status::resource_exhausted(format!(
+            "{caller}'s certificate is not due for renewal: it is renewed from half its validity on, {} by the collector's clock (is this computer's clock ahead?)",
+            when(from.saturating_mul(1000))
+        )));
+    }
     let group = kiroku_common::pki::group_from_der(leaf)
         .map_err(|err| Status::unauthenticated(err.to_string()))?;
     let csr = check_csr(&r.csr_der).map_err(|err| Status::invalid_argument(err.to_string()))?;
@@ -355,6 +458,14 @@ fn renew_blocking(
         },
         detail,
     ))
+}
+
+/// When a certificate valid from `not_before` to `not_after` (seconds)
+/// may be renewed: from half its validity on (agents ask at two thirds by
+/// their own clock; one whose clock runs ahead is refused rather than
+/// given a new certificate every few seconds).
+pub fn renewable_from(not_before: i64, not_after: i64) -> i64 {
+    not_before.saturating_add(not_after.saturating_sub(not_before).max(0) / 2)
 }
 
 /// `EnrollAdmin`: token batches, admins only.
@@ -468,4 +579,16 @@ fn create_blocking(
         },
         detail,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::renewable_from;
+
+    #[test]
+    fn a_certificate_is_renewable_from_half_its_validity() {
+        for (from, to, want) in [(0, 300, 150), (1000, 1000, 1000), (1000, 900, 1000)] {
+            assert_eq!(renewable_from(from, to), want, "{from}..{to}");
+        }
+    }
 }

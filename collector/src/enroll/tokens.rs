@@ -23,6 +23,15 @@ pub struct TokenRecord {
     /// The agent id it enrolled; empty while unused.
     pub used_by: String,
     pub used_ms: i64,
+    /// SHA-256 of the enrolled key (the CSR's public key) and the chain
+    /// returned: the same request again (a lost response) gets the same
+    /// chain.
+    #[serde(default)]
+    pub key_sha: String,
+    #[serde(default)]
+    pub chain_pem: String,
+    #[serde(default)]
+    pub not_after_ms: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -109,6 +118,9 @@ impl Tokens {
                 note: note.to_owned(),
                 used_by: String::new(),
                 used_ms: 0,
+                key_sha: String::new(),
+                chain_pem: String::new(),
+                not_after_ms: 0,
             };
             b.insert(token_key(&token).as_bytes(), serde_json::to_vec(&rec)?);
             tokens.push(token);
@@ -138,6 +150,26 @@ impl Tokens {
         Ok(Ok(rec))
     }
 
+    /// The chain (and its notAfter) a used token returned, when `name`
+    /// and the key (`key_sha`) are the ones it enrolled: the same
+    /// enrollment asked again after its response was lost.
+    pub fn repeated(
+        &self,
+        token: &str,
+        name: &str,
+        key_sha: &str,
+    ) -> anyhow::Result<Option<(String, i64)>> {
+        let Some(v) = self.tree.get(token_key(token))? else {
+            return Ok(None);
+        };
+        let rec: TokenRecord = serde_json::from_slice(&v)?;
+        Ok((rec.used_by == name
+            && !rec.key_sha.is_empty()
+            && rec.key_sha == key_sha
+            && !rec.chain_pem.is_empty())
+        .then_some((rec.chain_pem, rec.not_after_ms)))
+    }
+
     /// Whether an agent id was enrolled here.
     pub fn enrolled(&self, name: &str) -> anyhow::Result<Option<Enrolled>> {
         Ok(match self.tree.get(agent_key(name))? {
@@ -165,6 +197,7 @@ impl Tokens {
         now_ms: i64,
         agents: &sled::Tree,
         retired: Option<(&str, &str)>,
+        issued: (&str, &str, i64),
     ) -> anyhow::Result<Result<(), Refusal>> {
         use sled::Transactional;
         use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -191,6 +224,9 @@ impl Tokens {
             }
             rec.used_by = name.to_owned();
             rec.used_ms = now_ms;
+            rec.key_sha = issued.0.to_owned();
+            rec.chain_pem = issued.1.to_owned();
+            rec.not_after_ms = issued.2;
             let Ok(v) = serde_json::to_vec(&rec) else {
                 return abort(Refusal::Unknown);
             };
@@ -236,6 +272,9 @@ impl Tokens {
                 let mut rec: TokenRecord = serde_json::from_slice(&v)?;
                 rec.used_by.clear();
                 rec.used_ms = 0;
+                rec.key_sha.clear();
+                rec.chain_pem.clear();
+                rec.not_after_ms = 0;
                 Some(serde_json::to_vec(&rec)?)
             }
             None => None,
@@ -317,6 +356,7 @@ mod tests {
             2_000,
             &agents,
             None,
+            ("k1", "chain-1", 9),
         )
         .expect("commit")
         .expect("enrolled");
@@ -324,6 +364,14 @@ mod tests {
             t.check(&tokens[0], 2_001).expect("check"),
             Err(Refusal::Used { ref by, .. }) if by == "pc-1"
         ));
+        // The same name and key again (a lost response): the same chain;
+        // another key or name: nothing.
+        assert_eq!(
+            t.repeated(&tokens[0], "pc-1", "k1").expect("read"),
+            Some(("chain-1".into(), 9))
+        );
+        assert_eq!(t.repeated(&tokens[0], "pc-1", "kx").expect("read"), None);
+        assert_eq!(t.repeated(&tokens[0], "pc-2", "k1").expect("read"), None);
         // Used again (a race lost at commit): refused there too.
         assert!(matches!(
             t.commit(
@@ -333,7 +381,8 @@ mod tests {
                 &enrolled("02"),
                 2_002,
                 &agents,
-                None
+                None,
+                ("k2", "c", 9)
             )
             .expect("commit"),
             Err(Refusal::Used { .. })
@@ -347,7 +396,8 @@ mod tests {
                 &enrolled("03"),
                 2_003,
                 &agents,
-                None
+                None,
+                ("k3", "c", 9)
             )
             .expect("commit"),
             Err(Refusal::NameTaken(_))
@@ -366,7 +416,8 @@ mod tests {
                 &enrolled("04"),
                 2_005,
                 &agents,
-                Some(("retired\0pc-1", "sha-a"))
+                Some(("retired\0pc-1", "sha-a")),
+                ("k4", "c", 9)
             )
             .expect("commit"),
             Err(Refusal::NameTaken(_))
@@ -380,6 +431,7 @@ mod tests {
             2_005,
             &agents,
             Some(("retired\0pc-1", "sha-b")),
+            ("k4", "c", 9),
         )
         .expect("commit")
         .expect("re-enrolled");

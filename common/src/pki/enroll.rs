@@ -54,6 +54,13 @@ impl AgentIssuer {
         Ok(issuer)
     }
 
+    /// The agents' CA's own notAfter.
+    fn not_after(&self) -> Option<time::OffsetDateTime> {
+        let (_, pem) = x509_parser::pem::parse_x509_pem(self.cert_pem.as_bytes()).ok()?;
+        let (_, cert) = x509_parser::parse_x509_certificate(&pem.contents).ok()?;
+        time::OffsetDateTime::from_unix_timestamp(cert.validity().not_after.timestamp()).ok()
+    }
+
     fn issuer(&self) -> Result<Issuer<'static, KeyPair>, PkiError> {
         let key = KeyPair::from_pem(&self.key_pem)?;
         Ok(Issuer::from_ca_cert_pem(&self.cert_pem, key)?)
@@ -79,6 +86,13 @@ impl AgentIssuer {
         // a short validity.
         params.not_before = now - time::Duration::seconds((secs / 10).clamp(0, 3600));
         params.not_after = now + time::Duration::seconds(secs);
+        // Never beyond the agents' CA itself: a certificate that outlives
+        // its issuer would be refused from then on anyway.
+        if let Some(ca_end) = self.not_after()
+            && params.not_after > ca_end
+        {
+            params.not_after = ca_end;
+        }
         let serial = rand::random::<u64>() >> 1;
         params.serial_number = Some(SerialNumber::from(serial));
         let cert = params.signed_by(&csr.public_key, &self.issuer()?)?;
@@ -105,6 +119,9 @@ pub fn check_csr(der: &[u8]) -> Result<CertificateSigningRequestParams, CsrError
     }
     let csr = CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(der))
         .map_err(|e| CsrError::Invalid(e.to_string()))?;
+    // rcgen names the CSR's signature algorithm; the key itself is what
+    // must be of an accepted type: its SubjectPublicKeyInfo (algorithm
+    // and, for EC, the curve).
     let alg = csr.public_key.algorithm();
     let ok = [
         &rcgen::PKCS_ECDSA_P256_SHA256,
@@ -115,7 +132,39 @@ pub fn check_csr(der: &[u8]) -> Result<CertificateSigningRequestParams, CsrError
     if !ok {
         return Err(CsrError::KeyType(format!("{alg:?}")));
     }
+    spki_key_type(der)?;
     Ok(csr)
+}
+
+/// The CSR's key, from its SubjectPublicKeyInfo: EC on P-256 or P-384,
+/// or Ed25519.
+fn spki_key_type(der: &[u8]) -> Result<&'static str, CsrError> {
+    use x509_parser::prelude::FromDer;
+    let (_, req) = x509_parser::certification_request::X509CertificationRequest::from_der(der)
+        .map_err(|e| CsrError::Invalid(e.to_string()))?;
+    let spki = &req.certification_request_info.subject_pki.algorithm;
+    let alg = spki.algorithm.to_id_string();
+    let curve = spki
+        .parameters
+        .as_ref()
+        .and_then(|p| p.as_oid().ok())
+        .map(|o| o.to_id_string());
+    match (alg.as_str(), curve.as_deref()) {
+        ("1.2.840.10045.2.1", Some("1.2.840.10045.3.1.7")) => Ok("EC P-256"),
+        ("1.2.840.10045.2.1", Some("1.3.132.0.34")) => Ok("EC P-384"),
+        ("1.3.101.112", _) => Ok("Ed25519"),
+        (a, c) => Err(CsrError::KeyType(format!(
+            "key algorithm {a}{}",
+            c.map(|c| format!(", curve {c}")).unwrap_or_default()
+        ))),
+    }
+}
+
+/// The SHA-256 (hex) of a CSR's public key: which key an enrollment was
+/// for.
+pub fn csr_key_sha(csr: &CertificateSigningRequestParams) -> String {
+    use rcgen::PublicKeyData;
+    crate::sha256_hex(csr.public_key.der_bytes())
 }
 
 /// The agent id for a computer name: letters, digits, '.', '-' and '_'
@@ -219,6 +268,27 @@ mod tests {
             x509_parser::pem::Pem::iter_from_buffer(issued.chain_pem.as_bytes()).count(),
             2
         );
+
+        // Longer than the agents' CA lives: cut at its end.
+        let long = issuer
+            .issue(&checked, "pc-1", None, Duration::from_secs(1000 * 86_400))
+            .expect("issue");
+        let ca_end = issuer.not_after().expect("ca end").unix_timestamp() * 1000;
+        assert_eq!(long.not_after_ms, ca_end);
+        assert!(issued.not_after_ms < ca_end);
+
+        // The key type comes from the key (SubjectPublicKeyInfo).
+        for (alg, want) in [
+            (&rcgen::PKCS_ECDSA_P256_SHA256, "EC P-256"),
+            (&rcgen::PKCS_ECDSA_P384_SHA384, "EC P-384"),
+            (&rcgen::PKCS_ED25519, "Ed25519"),
+        ] {
+            let k = KeyPair::generate_for(alg).expect("key");
+            let c = rcgen::CertificateParams::default()
+                .serialize_request(&k)
+                .expect("csr");
+            assert_eq!(spki_key_type(c.der()).expect("type"), want);
+        }
 
         // A CSR whose signature does not verify: one byte of it changed.
         let mut bad = csr.der().to_vec();
