@@ -15,7 +15,20 @@ const T0: i64 = 1_796_522_400_000;
 const HASH: &str = "c12fe1c06bba254a9dc9f519b335aa7c1367a88a";
 
 fn engine(dir: &Path, rules: &str) -> Alerting {
-    let meta = MetaStore::open(&dir.join("meta")).expect("meta");
+    // sled releases its file lock from its flusher thread, shortly after
+    // the last handle of a dropped engine is gone (this test failed on a
+    // loaded CI run with "could not acquire lock"): wait for it.
+    let mut tries = 0;
+    let meta = loop {
+        match MetaStore::open(&dir.join("meta")) {
+            Ok(m) => break m,
+            Err(e) if tries < 100 && format!("{e:?}").contains("could not acquire lock") => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => panic!("meta: {e:?}"),
+        }
+    };
     let set =
         RuleSet::parse(Path::new("rules.toml"), rules, &InternalDomains::default()).expect("rules");
     Alerting::new(&meta, set, Vec::new(), 1000).expect("engine")
