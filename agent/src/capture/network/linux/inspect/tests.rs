@@ -48,6 +48,22 @@ fn tcp_send(first: &[u8], then: &[u8]) -> (SocketAddr, SocketAddr) {
 #[test]
 fn loopback_traffic_through_the_filter() {
     let Some(mut insp) = open() else { return };
+    // On a loaded CI run (2026-12-06) only the two first TCP segments
+    // arrived within 5 s, the later four not at all; the cause is not
+    // established (the socket's queue overflowing under the whole suite's
+    // loopback traffic through the same filter is the likely one, which
+    // the capture counts as a `packets_lost` gap). Such a run is tried
+    // again, twice; the third must pass.
+    for _ in 0..2 {
+        let once = std::panic::AssertUnwindSafe(|| loopback_traffic_once(&mut insp));
+        if std::panic::catch_unwind(once).is_ok() {
+            return;
+        }
+    }
+    loopback_traffic_once(&mut insp);
+}
+
+fn loopback_traffic_once(insp: &mut AfPacket) {
     let (hs_client, hs_server) = tcp_send(HANDSHAKE, b"hello, not a handshake");
     let (an_client, an_server) = tcp_send(ANNOUNCE, b"GET /announce?info_hash=again");
     let a = UdpSocket::bind("127.0.0.1:0").expect("udp");
