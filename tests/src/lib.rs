@@ -116,12 +116,102 @@ pub fn data_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("data")
 }
 
-/// A port that was free a moment ago on 127.0.0.1.
+/// A port that was free a moment ago on 127.0.0.1, and that this test
+/// process has not handed out before.
+///
+/// The tests of one binary run in parallel, and each picks its ports long
+/// before its processes bind them (a collector's port when its `Env` is
+/// made, then a Postfix is started first). The kernel may give a port that
+/// was just released to the next `bind(0)`, so two tests could be handed the
+/// same port; the second process to bind it then fails, and a wait for the
+/// port finds the other test's listener there (a CI run on 2026-12-06 lost
+/// a test to that: its agent shipped to another test's port). Remembering
+/// the ports handed out closes that within the process; other processes'
+/// listeners are caught by [`Proc::wait_port`].
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+}
+
+/// The pids of the processes holding a socket that listens on TCP `port`
+/// (IPv4 or IPv6), as far as /proc tells.
+fn listeners_of(port: u16) -> Vec<u32> {
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // sl local_address rem_address st ... uid timeout inode
+            let (Some(local), Some(state), Some(inode)) = (f.get(1), f.get(3), f.get(9)) else {
+                continue;
+            };
+            let listening = *state == "0A";
+            let this_port = local
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if listening && this_port == Some(port) {
+                inodes.push(format!("socket:[{inode}]"));
+            }
+        }
+    }
+    let mut owners = Vec::new();
+    if inodes.is_empty() {
+        return owners;
+    }
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return owners;
+    };
+    for proc_dir in procs.flatten() {
+        let Some(pid) = proc_dir.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(proc_dir.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if let Ok(link) = std::fs::read_link(fd.path())
+                && inodes.iter().any(|i| link.as_os_str() == i.as_str())
+            {
+                owners.push(pid);
+                break;
+            }
+        }
+    }
+    owners
+}
+
+/// Whether `pid` is `ancestor` or one of its descendants.
+fn descends_from(mut pid: u32, ancestor: u32) -> bool {
+    for _ in 0..64 {
+        if pid == ancestor {
+            return true;
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // pid (comm) state ppid ...: comm may hold spaces and parentheses.
+        let Some(ppid) = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse().ok())
+        else {
+            return false;
+        };
+        if ppid <= 1 {
+            return false;
+        }
+        pid = ppid;
+    }
+    false
 }
 
 /// A child process that is killed (SIGKILL) when dropped.
@@ -212,7 +302,25 @@ impl Proc {
                 bail!("{} exited at start:\n{}", self.name, self.log_text());
             }
             if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Ok(());
+                // Someone listens: make sure it is this process (or a child
+                // it started), not another test's or the machine's. If it is
+                // not, this process is bound to fail on the port: wait for
+                // that, so its log says why.
+                let owners = listeners_of(port);
+                if owners.is_empty() || owners.iter().any(|&o| descends_from(o, self.child.id())) {
+                    return Ok(());
+                }
+                if Instant::now() > deadline {
+                    let comm = std::fs::read_to_string(format!("/proc/{}/comm", owners[0]))
+                        .unwrap_or_default();
+                    bail!(
+                        "{}: port {port} is held by another process (pid {}, {}) that \
+                         took it after the test chose it; run the test again",
+                        self.name,
+                        owners[0],
+                        comm.trim()
+                    );
+                }
             }
             if Instant::now() > deadline {
                 bail!(
@@ -804,10 +912,45 @@ impl Env {
                 }
             }
             if Instant::now() > deadline {
-                bail!("expected {n} events for {req:?}, found {}", last.len());
+                bail!(
+                    "expected {n} events for {req:?}, found {}\n{}",
+                    last.len(),
+                    self.log_tails()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The last lines of every process log in the test's directory
+    /// (collector, agents, upstreams), so a wait that timed out on a CI
+    /// machine says what the processes were doing.
+    pub fn log_tails(&self) -> String {
+        const LINES: usize = 40;
+        let mut logs: Vec<PathBuf> = std::fs::read_dir(self.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .collect();
+        logs.sort();
+        let mut out = String::new();
+        for p in logs {
+            let text = std::fs::read_to_string(&p).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let from = lines.len().saturating_sub(LINES);
+            out.push_str(&format!(
+                "--- last {} lines of {}\n",
+                lines.len() - from,
+                p.display()
+            ));
+            for l in &lines[from..] {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
     }
 
     /// Every event matching `req`, streamed (no page limit).
@@ -1178,5 +1321,55 @@ pub fn fill_disk(dir: &Path, leave: u64) -> anyhow::Result<()> {
 pub fn unfill_disk(dir: &Path) {
     for f in ["ballast", "ballast2"] {
         let _ = std::fs::remove_file(dir.join(f));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_is_handed_out_once() {
+        let ports: Vec<u16> = (0..200).map(|_| free_port()).collect();
+        let mut unique = ports.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), ports.len());
+    }
+
+    /// A port someone else listens on is not taken for the started
+    /// process's: the wait lasts until that process gives up.
+    #[test]
+    fn another_process_listening_is_not_taken_for_ours() -> anyhow::Result<()> {
+        let held = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let port = held.local_addr()?.port();
+        let dir = tempfile::tempdir()?;
+        let mut p = Proc::spawn(
+            "sleeper",
+            Command::new("sleep").arg("1"),
+            &dir.path().join("sleeper.log"),
+        )?;
+        let e = p
+            .wait_port(port)
+            .expect_err("the port is this test's, not the sleeper's");
+        assert!(e.to_string().contains("sleeper exited at start"), "{e:#}");
+
+        // Its own listener, in a child of the started process, is found.
+        drop(held);
+        let port = free_port();
+        let mut q = Proc::spawn(
+            "listener",
+            Command::new("sh").arg("-c").arg(format!(
+                "python3 -c 'import socket,time; s=socket.socket(); \
+                 s.bind((\"127.0.0.1\", {port})); s.listen(); time.sleep(20)'; true"
+            )),
+            &dir.path().join("listener.log"),
+        )?;
+        let waited = q.wait_port(port);
+        // The listener is the shell's child: end it too.
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-P", &q.pid().to_string()])
+            .status();
+        waited
     }
 }
