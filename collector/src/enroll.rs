@@ -30,10 +30,15 @@
 //!   The new certificate is noted as the agent's (`agents::note_cert`), so
 //!   retiring the agent revokes it too.
 //!
-//! Every enrollment, renewal and token batch, and every refusal of one, is
-//! in the audit log (`admin_call::ENROLL`, `RENEW_AGENT_CERT`,
-//! `ENROLL_TOKENS`).
+//! - Token administration (`enroll/admin.rs`, admins): creating batches,
+//!   listing them with each token's state (`kiroku certs enroll-tokens`),
+//!   revoking unused tokens (`kiroku certs revoke-enroll-tokens`).
+//!
+//! Every enrollment, renewal, token batch and revocation, and every
+//! refusal of one, is in the audit log (`admin_call::ENROLL`,
+//! `RENEW_AGENT_CERT`, `ENROLL_TOKENS`, `REVOKE_ENROLL_TOKENS`).
 
+pub mod admin;
 pub mod limit;
 pub mod listen;
 pub mod rpc;

@@ -220,7 +220,7 @@ pub async fn serve(
         },
     );
     let enroll_admin = kiroku_proto::enroll_admin_server::EnrollAdminServer::new(
-        crate::enroll::rpc::EnrollAdminService {
+        crate::enroll::admin::EnrollAdminService {
             store: store.clone(),
             enroll,
         },

@@ -381,3 +381,167 @@ async fn a_retired_name_enrolls_again_and_ships() -> anyhow::Result<()> {
     drop(e);
     Ok(())
 }
+
+/// `kiroku certs enroll-tokens` lists the batches and a batch's tokens
+/// with their state; `kiroku certs revoke-enroll-tokens` revokes unused
+/// tokens (a batch, or single tokens by reference): an agent with a
+/// revoked token is refused saying so; a used token is not revoked (its
+/// agent is retired instead); admins only; audited.
+#[tokio::test(flavor = "multi_thread")]
+async fn revoked_tokens_do_not_enroll_and_the_list_tells_each_tokens_state() -> anyhow::Result<()> {
+    let env = Env::new()?;
+    let e = start_collector(&env, &[])?;
+    let fleet = tokens(
+        &env,
+        "admin-boss",
+        &["--group", "sales", "--count", "3", "--note", "rollout 1"],
+    )?;
+    let spare = tokens(&env, "admin-boss", &["--count", "2"])?;
+
+    // One token enrolls an agent.
+    let smtp = free_port();
+    let keys = collector_keys(&fleet[0], e.port, Some("pc-r1"));
+    let (mut agent, _) = spawn_agent(&env, "r1", &keys, smtp, &[])?;
+    agent.wait_port(smtp)?;
+
+    // The list: two batches, the first with one used token.
+    let (code, out, err) = env.cli_as("admin-boss", &["certs", "enroll-tokens", "--json"])?;
+    assert_eq!(code, 0, "{err}");
+    let batches: Vec<serde_json::Value> = out
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    assert_eq!(batches.len(), 2, "{out}");
+    assert_eq!(batches[0]["note"], "rollout 1");
+    assert_eq!(batches[0]["group"], "sales");
+    assert_eq!(
+        (batches[0]["unused"].as_u64(), batches[0]["used"].as_u64()),
+        (Some(2), Some(1))
+    );
+    let fleet_batch = batches[0]["batch"].as_str().unwrap_or_default().to_owned();
+    let spare_batch = batches[1]["batch"].as_str().unwrap_or_default().to_owned();
+
+    // Not for investigators.
+    let (code, _, err) = env.cli_as(
+        "investigator-inv",
+        &[
+            "certs",
+            "revoke-enroll-tokens",
+            "--batch",
+            &fleet_batch,
+            "--reason",
+            "x",
+        ],
+    )?;
+    assert_ne!(code, 0);
+    assert!(err.contains("admins only"), "{err}");
+
+    // The batch revoked: its used token stays used (and says what to do).
+    let (code, out, err) = env.cli_as(
+        "admin-boss",
+        &[
+            "certs",
+            "revoke-enroll-tokens",
+            "--batch",
+            &fleet_batch,
+            "--reason",
+            "sent to the wrong team",
+        ],
+    )?;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("revoked 2 tokens"), "{out}");
+    assert!(
+        err.contains("used already, by agent pc-r1") && err.contains("kiroku agents retire"),
+        "{err}"
+    );
+    let log = refused(&env, "r2", &fleet[1], e.port, "pc-r2")?;
+    assert!(
+        log.contains("revoked") && log.contains("sent to the wrong team"),
+        "{log}"
+    );
+
+    // A single token by its reference, from the batch's listing.
+    let (code, out, err) = env.cli_as(
+        "admin-boss",
+        &["certs", "enroll-tokens", "--batch", &spare_batch, "--json"],
+    )?;
+    assert_eq!(code, 0, "{err}");
+    let listed: Vec<serde_json::Value> = out
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    assert_eq!(listed.len(), 2, "{out}");
+    assert!(listed.iter().all(|t| t["state"] == "unused"), "{out}");
+    let first_ref = listed[0]["token_ref"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let (code, out, err) = env.cli_as(
+        "admin-boss",
+        &[
+            "certs",
+            "revoke-enroll-tokens",
+            "--token",
+            &first_ref,
+            "--reason",
+            "not needed",
+        ],
+    )?;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("revoked 1 token"), "{out}");
+    let revoked_spare = spare
+        .iter()
+        .find(|t| kiroku_common::sha256_hex(t.as_bytes()).starts_with(&first_ref))
+        .ok_or_else(|| anyhow::anyhow!("no token has reference {first_ref}"))?;
+    let other_spare = spare
+        .iter()
+        .find(|t| *t != revoked_spare)
+        .cloned()
+        .unwrap_or_default();
+    let log = refused(&env, "r3", revoked_spare, e.port, "pc-r3")?;
+    assert!(log.contains("revoked"), "{log}");
+
+    // The table: each batch's counts; the other spare token still enrolls.
+    let (code, out, err) = env.cli_as("admin-boss", &["certs", "enroll-tokens"])?;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&fleet_batch) && out.contains("rollout 1"),
+        "{out}"
+    );
+    let smtp4 = free_port();
+    let keys = collector_keys(&other_spare, e.port, Some("pc-r4"));
+    let (mut fourth, _) = spawn_agent(&env, "r4", &keys, smtp4, &[])?;
+    fourth.wait_port(smtp4)?;
+
+    // Audited, never with a token in it.
+    let audit = admin_audit(&env)?;
+    let revokes = calls(&audit, "RevokeEnrollTokens");
+    for want in [
+        "revoked 2 enrollment tokens of batch",
+        "revoked 1 enrollment tokens of named tokens",
+        "REFUSED PermissionDenied",
+    ] {
+        assert!(
+            revokes.iter().any(|d| d.contains(want)),
+            "no {want:?}: {revokes:#?}"
+        );
+    }
+    assert!(
+        revokes.iter().all(|d| !fleet
+            .iter()
+            .chain(spare.iter())
+            .any(|t| d.contains(t.as_str()))),
+        "{revokes:#?}"
+    );
+    let enrolls = calls(&audit, "Enroll");
+    assert!(
+        enrolls
+            .iter()
+            .any(|d| d.contains("REFUSED PermissionDenied: this enrollment token was revoked")),
+        "{enrolls:#?}"
+    );
+    drop(fourth);
+    drop(agent);
+    drop(e);
+    Ok(())
+}

@@ -1,8 +1,8 @@
-//! The three enrollment calls: `Enrollment.Enroll` (enrollment listener,
-//! a token, no client certificate), `AgentCerts.Renew` (main listener,
-//! role agent) and `EnrollAdmin.CreateEnrollTokens` (main listener,
-//! admins). Each outcome, refusals included, is audited; only an address
-//! turned away by the refusal brake is not (it is logged).
+//! The agents' enrollment calls: `Enrollment.Enroll` (enrollment
+//! listener, a token, no client certificate) and `AgentCerts.Renew` (main
+//! listener, role agent); the admins' token calls are in `admin.rs`. Each
+//! outcome, refusals included, is audited; only an address turned away by
+//! the refusal brake is not (it is logged).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -11,29 +11,22 @@ use std::time::Instant;
 use kiroku_common::pki::Role;
 use kiroku_common::pki::enroll::{agent_id_from_computer_name, check_csr};
 use kiroku_common::quote::quote;
-use kiroku_proto::{
-    CreateEnrollTokensRequest, CreateEnrollTokensResponse, EnrollRequest, EnrollResponse,
-    RenewRequest,
-};
+use kiroku_proto::{EnrollRequest, EnrollResponse, RenewRequest};
 use tonic::{Request, Response, Status};
 
 use super::Enroll;
 use super::limit::cut;
 use super::tokens::{Enrolled, Refusal, token_ref, when};
 use crate::auth;
-use crate::store::audit::admin_call::{ENROLL, ENROLL_TOKENS, RENEW_AGENT_CERT};
+use crate::store::audit::admin_call::{ENROLL, RENEW_AGENT_CERT};
 
-/// Longest token life an admin may ask for.
-const MAX_EXPIRES_S: i64 = 365 * 86_400;
-/// Most tokens in one call.
-const MAX_COUNT: u32 = 10_000;
 /// Longest computer name accepted (bytes).
 const MAX_NAME: usize = 256;
 /// Most of a client's computer name or version shown in the audit log
 /// and the log (bytes).
 const SHOWN: usize = 128;
 
-fn internal(e: anyhow::Error) -> Status {
+pub(super) fn internal(e: anyhow::Error) -> Status {
     Status::internal(format!("{e:#}"))
 }
 
@@ -466,119 +459,6 @@ fn renew_blocking(
 /// given a new certificate every few seconds).
 pub fn renewable_from(not_before: i64, not_after: i64) -> i64 {
     not_before.saturating_add(not_after.saturating_sub(not_before).max(0) / 2)
-}
-
-/// `EnrollAdmin`: token batches, admins only.
-pub struct EnrollAdminService {
-    pub store: Arc<crate::store::Store>,
-    pub enroll: Option<Arc<Enroll>>,
-}
-
-#[tonic::async_trait]
-impl kiroku_proto::enroll_admin_server::EnrollAdmin for EnrollAdminService {
-    async fn create_enroll_tokens(
-        &self,
-        req: Request<CreateEnrollTokensRequest>,
-    ) -> Result<Response<CreateEnrollTokensResponse>, Status> {
-        let caller = auth::caller(&req)?;
-        let r = req.into_inner();
-        let (store, enroll) = (self.store.clone(), self.enroll.clone());
-        tokio::task::spawn_blocking(move || {
-            let who = caller.to_string();
-            let what = format!(
-                "{} tokens group {} expiring in {} s note {}",
-                r.count,
-                quote(&r.group),
-                r.expires_in_s,
-                quote(&r.note)
-            );
-            let mut out = None;
-            let res = create_blocking(enroll.as_deref(), &caller, &r).map(|(resp, d)| {
-                out = Some(resp);
-                d
-            });
-            let detail = match &res {
-                Ok(d) => d.clone(),
-                Err(st) => format!("REFUSED {:?}: {} | {what}", st.code(), st.message()),
-            };
-            if let Err(e) = store.audit_admin(&who, ENROLL_TOKENS, &detail) {
-                tracing::error!(error = %e, "the token batch could not be recorded in the audit log");
-                if res.is_ok() {
-                    return Err(Status::internal(
-                        "the token batch could not be recorded in the audit log; the tokens are not handed out",
-                    ));
-                }
-            }
-            res.map(|_| Response::new(out.unwrap_or_default()))
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?
-    }
-}
-
-fn create_blocking(
-    enroll: Option<&Enroll>,
-    caller: &kiroku_common::pki::PeerIdentity,
-    r: &CreateEnrollTokensRequest,
-) -> Result<(CreateEnrollTokensResponse, String), Status> {
-    if caller.role != Role::Admin {
-        return Err(Status::permission_denied(format!(
-            "{caller} may not create enrollment tokens: admins only"
-        )));
-    }
-    let Some(e) = enroll.filter(|e| e.listening) else {
-        return Err(Status::failed_precondition(
-            "this collector does not enroll agents: configure [agents_ca] (cert, key, crl) and [enroll] listen = \"0.0.0.0:7444\", then restart it",
-        ));
-    };
-    if !r.group.is_empty() {
-        kiroku_common::pki::validate_group(&r.group)
-            .map_err(|err| Status::invalid_argument(err.to_string()))?;
-    }
-    if !(1..=MAX_COUNT).contains(&r.count) {
-        return Err(Status::invalid_argument(format!(
-            "--count {} is out of range: 1 to {MAX_COUNT}",
-            r.count
-        )));
-    }
-    if !(1..=MAX_EXPIRES_S).contains(&r.expires_in_s) {
-        return Err(Status::invalid_argument(format!(
-            "--expires of {} s is out of range: 1 s to 365 days",
-            r.expires_in_s
-        )));
-    }
-    let now = crate::clock::now_ms();
-    let expires_ms = now + r.expires_in_s * 1000;
-    let (tokens, batch) = e
-        .tokens
-        .create(
-            &r.group,
-            r.count,
-            expires_ms,
-            &caller.to_string(),
-            &r.note,
-            now,
-        )
-        .map_err(internal)?;
-    let detail = format!(
-        "created {} enrollment tokens, batch {batch}, group {}, expiring {}, note {}",
-        tokens.len(),
-        if r.group.is_empty() {
-            "(none)"
-        } else {
-            &r.group
-        },
-        when(expires_ms),
-        quote(&r.note)
-    );
-    Ok((
-        CreateEnrollTokensResponse {
-            tokens,
-            expires_ms,
-            batch,
-        },
-        detail,
-    ))
 }
 
 #[cfg(test)]

@@ -3,8 +3,10 @@
 //! itself is never stored: only its hash), `agent\0<agent id>` → a JSON
 //! [`Enrolled`]. A token is used up, and a name taken, in one sled
 //! transaction, so two enrollments racing for one token or one name
-//! cannot both win. Used and expired tokens stay (a reuse is then refused
-//! saying by whom it was used); `kiroku` has no listing of them yet.
+//! cannot both win. Used, expired and revoked tokens stay (a reuse is then
+//! refused saying by whom it was used, or why it was revoked); `kiroku
+//! certs enroll-tokens` lists them ([`Tokens::list`]) and `kiroku certs
+//! revoke-enroll-tokens` revokes unused ones ([`Tokens::revoke`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +34,89 @@ pub struct TokenRecord {
     pub chain_pem: String,
     #[serde(default)]
     pub not_after_ms: i64,
+    /// When, by whom and why it was revoked (0: not revoked). Only an
+    /// unused token is revoked.
+    #[serde(default)]
+    pub revoked_ms: i64,
+    #[serde(default)]
+    pub revoked_by: String,
+    #[serde(default)]
+    pub revoke_reason: String,
+}
+
+/// Where a token stands at a given time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Unused,
+    Used,
+    Expired,
+    Revoked,
+}
+
+impl State {
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Unused => "unused",
+            State::Used => "used",
+            State::Expired => "expired",
+            State::Revoked => "revoked",
+        }
+    }
+}
+
+impl TokenRecord {
+    pub fn state(&self, now_ms: i64) -> State {
+        if !self.used_by.is_empty() {
+            State::Used
+        } else if self.revoked_ms != 0 {
+            State::Revoked
+        } else if now_ms >= self.expires_ms {
+            State::Expired
+        } else {
+            State::Unused
+        }
+    }
+
+    /// Why it does not enroll now; None when it may.
+    fn refusal(&self, now_ms: i64) -> Option<Refusal> {
+        match self.state(now_ms) {
+            State::Unused => None,
+            State::Used => Some(Refusal::Used {
+                by: self.used_by.clone(),
+                at: when(self.used_ms),
+            }),
+            State::Revoked => Some(Refusal::Revoked {
+                at: when(self.revoked_ms),
+                reason: self.revoke_reason.clone(),
+            }),
+            State::Expired => Some(Refusal::Expired {
+                at: when(self.expires_ms),
+            }),
+        }
+    }
+}
+
+/// A token as listed: its reference (the first 12 hex digits of its
+/// SHA-256) and its record.
+pub struct Listed {
+    pub token_ref: String,
+    pub rec: TokenRecord,
+}
+
+/// What [`Tokens::revoke`] did: how many it revoked, and a line for each
+/// token it did not.
+#[derive(Debug, Default)]
+pub struct Revoked {
+    pub revoked: Vec<String>,
+    pub not_revoked: Vec<String>,
+}
+
+/// Which tokens to revoke.
+pub enum Which<'a> {
+    /// Every unused token of a batch.
+    Batch(&'a str),
+    /// Tokens, or their references (12 to 64 hex digits of the SHA-256).
+    Tokens(&'a [String]),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -54,6 +139,8 @@ pub enum Refusal {
         "this enrollment token expired {at}: ask for a new one (`kiroku certs enroll-token --expires ...`)"
     )]
     Expired { at: String },
+    #[error("this enrollment token was revoked {at} ({reason}): ask for a new one")]
+    Revoked { at: String, reason: String },
     #[error(
         "agent id {0:?} is already enrolled (or known) at this collector: another computer with the same name? Rename this computer or set `[collector] enroll_name` on it, or retire the old agent first (`kiroku agents retire {0} --reason ...`); the token was not used up"
     )]
@@ -73,6 +160,16 @@ fn token_key(token: &str) -> String {
 
 fn agent_key(name: &str) -> String {
     format!("agent\0{name}")
+}
+
+/// A token as named in a message: its reference when it is a token (the
+/// token itself is a secret and never logged), else as given.
+fn token_label(t: &str) -> String {
+    if t.starts_with(TOKEN_PREFIX) {
+        format!("token {}", token_ref(t))
+    } else {
+        t.to_owned()
+    }
 }
 
 /// A short, safe-to-log reference to a token: the first 12 hex digits of
@@ -121,6 +218,9 @@ impl Tokens {
                 key_sha: String::new(),
                 chain_pem: String::new(),
                 not_after_ms: 0,
+                revoked_ms: 0,
+                revoked_by: String::new(),
+                revoke_reason: String::new(),
             };
             b.insert(token_key(&token).as_bytes(), serde_json::to_vec(&rec)?);
             tokens.push(token);
@@ -136,18 +236,10 @@ impl Tokens {
             return Ok(Err(Refusal::Unknown));
         };
         let rec: TokenRecord = serde_json::from_slice(&v)?;
-        if !rec.used_by.is_empty() {
-            return Ok(Err(Refusal::Used {
-                by: rec.used_by.clone(),
-                at: when(rec.used_ms),
-            }));
-        }
-        if now_ms >= rec.expires_ms {
-            return Ok(Err(Refusal::Expired {
-                at: when(rec.expires_ms),
-            }));
-        }
-        Ok(Ok(rec))
+        Ok(match rec.refusal(now_ms) {
+            Some(r) => Err(r),
+            None => Ok(rec),
+        })
     }
 
     /// The chain (and its notAfter) a used token returned, when `name`
@@ -212,11 +304,10 @@ impl Tokens {
             let Ok(mut rec) = serde_json::from_slice::<TokenRecord>(&v) else {
                 return abort(Refusal::Unknown);
             };
-            if !rec.used_by.is_empty() {
-                return abort(Refusal::Used {
-                    by: rec.used_by.clone(),
-                    at: when(rec.used_ms),
-                });
+            // Used or revoked meanwhile (expiry was checked before the
+            // certificate was made: a token that expired since is honoured).
+            if let Some(r) = rec.refusal(i64::MIN) {
+                return abort(r);
             }
             let current = tx.get(ak.as_bytes())?;
             if current.as_deref() != seen.as_deref() {
@@ -297,6 +388,154 @@ impl Tokens {
         self.tree.flush()?;
         agents.flush()?;
         Ok(())
+    }
+
+    /// Every token (of `batch` when given), oldest batch first.
+    pub fn list(&self, batch: Option<&str>) -> anyhow::Result<Vec<Listed>> {
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(b"token\0") {
+            let (k, v) = item?;
+            let rec: TokenRecord = serde_json::from_slice(&v).map_err(|e| {
+                anyhow::anyhow!(
+                    "enrollment token record {} does not read: {e}",
+                    String::from_utf8_lossy(&k).replace('\0', "/")
+                )
+            })?;
+            if batch.is_some_and(|b| b != rec.batch) {
+                continue;
+            }
+            let hash = String::from_utf8_lossy(&k["token\0".len()..]).into_owned();
+            out.push(Listed {
+                token_ref: hash.chars().take(12).collect(),
+                rec,
+            });
+        }
+        out.sort_by(|a, b| {
+            (a.rec.created_ms, &a.rec.batch, &a.token_ref).cmp(&(
+                b.rec.created_ms,
+                &b.rec.batch,
+                &b.token_ref,
+            ))
+        });
+        Ok(out)
+    }
+
+    /// The keys of the tokens `which` names, with a line for each it names
+    /// but that is not here.
+    fn keys_of(&self, which: &Which) -> anyhow::Result<(Vec<sled::IVec>, Vec<String>)> {
+        let (mut keys, mut missing) = (Vec::new(), Vec::new());
+        match which {
+            Which::Batch(batch) => {
+                for item in self.tree.scan_prefix(b"token\0") {
+                    let (k, v) = item?;
+                    if serde_json::from_slice::<TokenRecord>(&v).is_ok_and(|r| r.batch == *batch) {
+                        keys.push(k);
+                    }
+                }
+                if keys.is_empty() {
+                    missing.push(format!("batch {batch}: no such batch of tokens"));
+                }
+            }
+            Which::Tokens(tokens) => {
+                for t in tokens.iter() {
+                    let t = t.trim();
+                    let found: Vec<sled::IVec> = if t.starts_with(TOKEN_PREFIX) {
+                        self.tree
+                            .get(token_key(t))?
+                            .map(|_| sled::IVec::from(token_key(t).as_bytes()))
+                            .into_iter()
+                            .collect()
+                    } else if (12..=64).contains(&t.len())
+                        && t.bytes().all(|b| b.is_ascii_hexdigit())
+                    {
+                        let prefix = format!("token\0{}", t.to_ascii_lowercase());
+                        self.tree
+                            .scan_prefix(prefix.as_bytes())
+                            .keys()
+                            .collect::<Result<_, _>>()?
+                    } else {
+                        missing.push(format!(
+                            "{t}: neither a token ({TOKEN_PREFIX}...) nor a token reference (12 to 64 hex digits, as `kiroku certs enroll-tokens --batch` shows)"
+                        ));
+                        continue;
+                    };
+                    match found.len() {
+                        0 => missing.push(format!("{}: unknown token", token_label(t))),
+                        1 => keys.extend(found),
+                        n => missing.push(format!(
+                            "{t}: {n} tokens start with this reference: give more of it"
+                        )),
+                    }
+                }
+            }
+        }
+        Ok((keys, missing))
+    }
+
+    /// Revokes the unused tokens `which` names: they no longer enroll.
+    /// Each is changed only if it is still what was read (a token used by
+    /// an enrollment meanwhile stays used).
+    pub fn revoke(
+        &self,
+        which: &Which,
+        by: &str,
+        reason: &str,
+        now_ms: i64,
+    ) -> anyhow::Result<Revoked> {
+        let (keys, mut not_revoked) = self.keys_of(which)?;
+        let mut revoked = Vec::new();
+        for k in keys {
+            let r = String::from_utf8_lossy(&k["token\0".len()..])
+                .chars()
+                .take(12)
+                .collect::<String>();
+            loop {
+                let Some(old) = self.tree.get(&k)? else {
+                    not_revoked.push(format!("{r}: unknown token"));
+                    break;
+                };
+                let mut rec: TokenRecord = serde_json::from_slice(&old)?;
+                match rec.state(now_ms) {
+                    State::Used => {
+                        not_revoked.push(format!(
+                            "{r}: used already, by agent {} ({}): retire the agent to revoke its certificate (`kiroku agents retire {} --reason ...`)",
+                            rec.used_by,
+                            when(rec.used_ms),
+                            rec.used_by
+                        ));
+                        break;
+                    }
+                    State::Revoked => {
+                        not_revoked.push(format!(
+                            "{r}: revoked already ({}, {})",
+                            when(rec.revoked_ms),
+                            rec.revoke_reason
+                        ));
+                        break;
+                    }
+                    // An expired token is revoked too: the list then says
+                    // it was withdrawn, not merely left to lapse.
+                    State::Unused | State::Expired => {}
+                }
+                rec.revoked_ms = now_ms;
+                rec.revoked_by = by.to_owned();
+                rec.revoke_reason = reason.to_owned();
+                let new = serde_json::to_vec(&rec)?;
+                if self
+                    .tree
+                    .compare_and_swap(&k, Some(&old), Some(new))?
+                    .is_ok()
+                {
+                    revoked.push(r);
+                    break;
+                }
+            }
+        }
+        self.tree.flush()?;
+        Ok(Revoked {
+            revoked,
+            not_revoked,
+        })
     }
 }
 
@@ -461,5 +700,118 @@ mod tests {
             agents.get("retired\0pc-1").expect("read").as_deref(),
             Some(&b"sha-b"[..])
         );
+    }
+
+    #[test]
+    fn revoked_tokens_do_not_enroll_and_the_list_tells_each_state() {
+        let (_d, meta) = store();
+        let t = Tokens::open(&meta).expect("open");
+        let agents = meta.tree("agents").expect("agents tree");
+        let (a, batch_a) = t
+            .create("sales", 3, 10_000, "admin/boss", "", 1_000)
+            .expect("create");
+        let (b, batch_b) = t
+            .create("", 2, 10_000, "admin/boss", "", 1_100)
+            .expect("create");
+        t.commit(
+            &a[0],
+            "pc-1",
+            None,
+            &enrolled("01"),
+            2_000,
+            &agents,
+            None,
+            ("k", "c", 9),
+        )
+        .expect("commit")
+        .expect("enrolled");
+
+        // A batch: the used token stays used, the others are revoked.
+        let done = t
+            .revoke(&Which::Batch(&batch_a), "admin/boss", "laptop lost", 3_000)
+            .expect("revoke");
+        assert_eq!(done.revoked.len(), 2, "{done:?}");
+        assert_eq!(done.not_revoked.len(), 1, "{done:?}");
+        assert!(
+            done.not_revoked[0].contains("used already, by agent pc-1"),
+            "{done:?}"
+        );
+        assert!(matches!(
+            t.check(&a[1], 3_001).expect("check"),
+            Err(Refusal::Revoked { ref reason, .. }) if reason == "laptop lost"
+        ));
+        // Revoked after the check but before the commit: refused there too.
+        assert!(matches!(
+            t.commit(
+                &a[2],
+                "pc-2",
+                None,
+                &enrolled("02"),
+                3_002,
+                &agents,
+                None,
+                ("k", "c", 9)
+            )
+            .expect("commit"),
+            Err(Refusal::Revoked { .. })
+        ));
+
+        // Single tokens, by token and by reference; unknown and malformed
+        // ones are reported, not revoked.
+        let named = vec![
+            b[0].clone(),
+            token_ref(&b[1]),
+            "ket1-0000".to_owned(),
+            "xyz".to_owned(),
+            token_ref(&a[1]),
+        ];
+        let done = t
+            .revoke(&Which::Tokens(&named), "admin/boss", "typo", 4_000)
+            .expect("revoke");
+        assert_eq!(done.revoked, vec![token_ref(&b[0]), token_ref(&b[1])]);
+        assert_eq!(done.not_revoked.len(), 3, "{done:?}");
+        assert!(done.not_revoked[0].contains("unknown token"), "{done:?}");
+        assert!(
+            !done.not_revoked[0].contains("ket1-0000"),
+            "a token is never echoed"
+        );
+        assert!(done.not_revoked[1].contains("neither a token"), "{done:?}");
+        assert!(done.not_revoked[2].contains("revoked already"), "{done:?}");
+        assert!(
+            t.revoke(&Which::Batch("nope"), "a", "r", 1)
+                .expect("revoke")
+                .not_revoked[0]
+                .contains("no such batch")
+        );
+
+        // The list: oldest batch first, each token's state.
+        let all = t.list(None).expect("list");
+        assert_eq!(all.len(), 5);
+        assert_eq!(all[0].rec.batch, batch_a);
+        let states: Vec<&str> = all.iter().map(|l| l.rec.state(5_000).name()).collect();
+        assert_eq!(
+            states.iter().filter(|s| **s == "used").count(),
+            1,
+            "{states:?}"
+        );
+        assert_eq!(
+            states.iter().filter(|s| **s == "revoked").count(),
+            4,
+            "{states:?}"
+        );
+        let only_b = t.list(Some(&batch_b)).expect("list");
+        assert_eq!(only_b.len(), 2);
+        assert!(only_b.iter().all(|l| l.rec.revoke_reason == "typo"));
+        assert_eq!(only_b[0].token_ref.len(), 12);
+        // An unused token past its expiry is listed as expired.
+        let (c, batch_c) = t
+            .create("", 1, 6_000, "admin/boss", "", 5_000)
+            .expect("create");
+        let l = t.list(Some(&batch_c)).expect("list");
+        assert_eq!(l[0].rec.state(6_000), State::Expired);
+        assert!(matches!(
+            t.check(&c[0], 6_000).expect("check"),
+            Err(Refusal::Expired { .. })
+        ));
     }
 }

@@ -122,6 +122,10 @@ pub mod admin_call {
     /// their creation refused; detail: batch, count, group, expiry (never
     /// the tokens).
     pub const ENROLL_TOKENS: &str = "EnrollTokens";
+    /// Unused enrollment tokens were revoked (`kiroku certs
+    /// revoke-enroll-tokens`), or a revocation refused; detail: the batch or
+    /// the tokens' references, how many, the reason.
+    pub const REVOKE_ENROLL_TOKENS: &str = "RevokeEnrollTokens";
     /// An agent enrolled with a token, or an enrollment was refused;
     /// detail: agent id, computer name, address, group, the certificate's
     /// serial and SHA-256, the token's batch and hash prefix.

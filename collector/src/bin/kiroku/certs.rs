@@ -58,6 +58,14 @@ pub enum CertsCmd {
     /// certificate from the collector's enrollment listener, with the
     /// group given here and its computer name as agent id. Audited.
     EnrollToken(crate::enroll_token::EnrollTokenArgs),
+    /// The enrollment token batches (asks the collector; admins): how many
+    /// of each batch's tokens are unused, used, expired or revoked; with
+    /// --batch, each of its tokens by reference and the agent it enrolled.
+    EnrollTokens(crate::enroll_token::ListTokensArgs),
+    /// Revoke unused enrollment tokens (asks the collector; admins): a
+    /// whole batch, or single tokens (the token or its reference). A used
+    /// token's agent is retired instead (`kiroku agents retire`). Audited.
+    RevokeEnrollTokens(crate::enroll_token::RevokeTokensArgs),
     /// Revoke a certificate: adds it to the CA's revocation list and
     /// rewrites crl.pem. A collector with `crl = ".../crl.pem"` picks it up
     /// within seconds, without a restart. With no --cert, only rewrites
@@ -78,8 +86,10 @@ pub enum CertsCmd {
 
 pub fn run(cmd: CertsCmd) -> anyhow::Result<()> {
     match cmd {
-        CertsCmd::EnrollToken(_) => {
-            anyhow::bail!("enroll-token talks to the collector (handled by the caller)")
+        CertsCmd::EnrollToken(_) | CertsCmd::EnrollTokens(_) | CertsCmd::RevokeEnrollTokens(_) => {
+            anyhow::bail!(
+                "the enrollment token commands talk to the collector (handled by the caller)"
+            )
         }
         CertsCmd::Init { dir } => {
             let pki = PkiDir::new(&dir);

@@ -198,6 +198,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Certs {
             cmd: certs::CertsCmd::EnrollToken(args),
         } => enroll_token::run(&cli.connect, args).await,
+        Cmd::Certs {
+            cmd: certs::CertsCmd::EnrollTokens(args),
+        } => enroll_token::list(&cli.connect, args, &zone()?).await,
+        Cmd::Certs {
+            cmd: certs::CertsCmd::RevokeEnrollTokens(args),
+        } => enroll_token::revoke(&cli.connect, args).await,
         Cmd::Certs { cmd } => certs::run(cmd),
         Cmd::Checkpoint(cmd) => checkpoint::run(cmd),
         Cmd::Quickstart(args) => quickstart::run(args).await,
