@@ -1,0 +1,184 @@
+//! What the table writes instead of one record per flow: summaries beyond
+//! `coalesce_after` (long coalesced flows adding their deltas), and the gap
+//! records for a full table and for lost notifications and packets.
+
+use super::*;
+
+#[test]
+fn beyond_coalesce_after_short_flows_become_one_summary() {
+    let cfg = NetworkConfig {
+        coalesce_after: 2,
+        ..cfg()
+    };
+    let mut t = table(&cfg, HashMap::new());
+    let mut p = procs();
+    let mut out = Vec::new();
+    let shorts: Vec<Socket> = (0..5)
+        .map(|i| {
+            tcp(
+                100 + i,
+                0,
+                &format!("10.0.0.5:{}", 41000 + i),
+                Some(SERVER),
+                "close",
+                100,
+                10,
+            )
+        })
+        .collect();
+    t.closed(shorts, &mut p, 1_000, &mut out);
+    // Not inferred (nobody seen with SERVER): recorded after the next
+    // dump, or at the stop.
+    assert!(out.is_empty());
+    t.finish(&mut p, &mut out);
+    // A long coalesced flow (the third seen in a dump) adds its deltas.
+    assert_eq!(nets(&out).len(), 2);
+    t.tick(59_000, false, &mut out);
+    assert_eq!(nets(&out).len(), 2);
+    t.tick(60_000, false, &mut out);
+    let ev = nets(&out);
+    assert_eq!(ev.len(), 3);
+    let s = ev[2];
+    assert_eq!(s.phase, "summary");
+    assert_eq!(
+        (s.connections, s.bytes_out, s.bytes_in, s.bytes_out_delta),
+        (3, 300, 30, 300)
+    );
+    assert_eq!((s.remote_ip.as_str(), s.remote_port), ("192.0.2.7", 443));
+    assert_eq!(t.stats.coalesced, 3);
+}
+
+#[test]
+fn coalesced_long_flows_add_their_deltas_to_summaries() {
+    let cfg = NetworkConfig {
+        coalesce_after: 0,
+        ..cfg()
+    };
+    let mut t = table(&cfg, HashMap::new());
+    let mut p = procs();
+    let mut out = Vec::new();
+    t.dump(
+        vec![tcp(1, 11, CLIENT, Some(SERVER), "established", 100, 0)],
+        &mut p,
+        1_000,
+        &mut out,
+    );
+    t.dump(
+        vec![tcp(1, 11, CLIENT, Some(SERVER), "established", 250, 0)],
+        &mut p,
+        2_000,
+        &mut out,
+    );
+    t.tick(60_000, false, &mut out);
+    t.dump(
+        vec![tcp(1, 11, CLIENT, Some(SERVER), "established", 400, 0)],
+        &mut p,
+        61_000,
+        &mut out,
+    );
+    t.closed(
+        vec![tcp(1, 0, CLIENT, Some(SERVER), "close", 1_000, 0)],
+        &mut p,
+        62_000,
+        &mut out,
+    );
+    t.tick(62_500, true, &mut out);
+    let ev = nets(&out);
+    let s: Vec<(u64, u64)> = ev
+        .iter()
+        .map(|e| (e.connections, e.bytes_out_delta))
+        .collect();
+    assert!(ev.iter().all(|e| e.phase == "summary"));
+    assert_eq!(s, [(1, 250), (0, 750)]);
+}
+
+#[test]
+fn over_max_flows_new_flows_are_counted_in_a_gap_record() {
+    let cfg = NetworkConfig {
+        max_flows: 2,
+        ..cfg()
+    };
+    let mut t = table(&cfg, HashMap::new());
+    let mut p = procs();
+    let mut out = Vec::new();
+    let socks = |n: u64| -> Vec<Socket> {
+        (1..=n)
+            .map(|i| {
+                tcp(
+                    i,
+                    11,
+                    &format!("10.0.0.5:{}", 42000 + i),
+                    Some(SERVER),
+                    "established",
+                    1,
+                    1,
+                )
+            })
+            .collect()
+    };
+    t.dump(socks(4), &mut p, 1_000, &mut out);
+    // The same untracked sockets at the next dump are not counted again.
+    t.dump(socks(5), &mut p, 2_000, &mut out);
+    assert_eq!(nets(&out).len(), 2);
+    t.tick(60_000, false, &mut out);
+    let g = gaps(&out);
+    assert_eq!(g.len(), 1);
+    assert_eq!(
+        (g[0].source.as_str(), g[0].reason.as_str(), g[0].count),
+        ("network", "flow_table_full", 3)
+    );
+    assert_eq!((g[0].first_ms, g[0].last_ms), (1_000, 2_000));
+    assert!(g[0].detail.contains("network.max_flows = 2"));
+}
+
+#[test]
+fn lost_notifications_are_a_gap_record() {
+    let cfg = cfg();
+    let mut t = table(&cfg, HashMap::new());
+    let mut out = Vec::new();
+    t.lost(0, 1_000);
+    t.tick(60_000, false, &mut out);
+    assert!(out.is_empty());
+    t.lost(17, 61_000);
+    t.lost(3, 62_000);
+    t.tick(119_000, false, &mut out);
+    assert!(out.is_empty(), "one gap record per interval at most");
+    t.tick(120_000, false, &mut out);
+    let g = gaps(&out);
+    assert_eq!(
+        (g[0].reason.as_str(), g[0].count),
+        ("notifications_lost", 20)
+    );
+}
+
+#[test]
+fn inspected_packets_dropped_are_a_gap_record() {
+    let cfg = cfg();
+    let mut t = table(&cfg, HashMap::new());
+    let mut out = Vec::new();
+    t.packets_lost(0, 1_000);
+    t.tick(60_000, false, &mut out);
+    assert!(out.is_empty());
+    t.packets_lost(40, 61_000);
+    t.packets_lost(2, 62_000);
+    t.lost(5, 62_000);
+    t.tick(120_000, false, &mut out);
+    let g = gaps(&out);
+    let got: Vec<(&str, &str, u64)> = g
+        .iter()
+        .map(|g| (g.source.as_str(), g.reason.as_str(), g.count))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("network", "notifications_lost", 5),
+            ("network", "packets_lost", 42)
+        ]
+    );
+    let p = g
+        .iter()
+        .find(|g| g.reason == "packets_lost")
+        .expect("the gap");
+    assert_eq!((p.first_ms, p.last_ms), (61_000, 62_000));
+    assert_eq!(t.stats.packets_lost, 42);
+}
