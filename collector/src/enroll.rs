@@ -175,18 +175,14 @@ impl Enroll {
 pub async fn start_listener(
     cfg: &crate::config::CollectorConfig,
     enroll: Option<Arc<Enroll>>,
+    tls: Arc<crate::listener::TlsSource>,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
     let (Some(ec), Some(enroll)) = (&cfg.enroll, enroll) else {
         return Ok(None);
     };
-    let cert = std::fs::read(&cfg.tls.cert)
-        .with_context(|| format!("reading {}", cfg.tls.cert.display()))?;
-    let key = std::fs::read(&cfg.tls.key)
-        .with_context(|| format!("reading {}", cfg.tls.key.display()))?;
-    let tls = tonic::transport::ServerTlsConfig::new()
-        .identity(tonic::transport::Identity::from_pem(cert, key))
-        .timeout(Duration::from_secs(10));
+    tls.server_only()
+        .context("the enrollment listener's TLS configuration (the collector's cert and key)")?;
     let listener = tokio::net::TcpListener::bind(ec.listen)
         .await
         .with_context(|| {
@@ -199,8 +195,6 @@ pub async fn start_listener(
         kiroku_proto::enrollment_server::EnrollmentServer::new(rpc::EnrollmentService { enroll })
             .max_decoding_message_size(MAX_REQUEST);
     let server = tonic::transport::Server::builder()
-        .tls_config(tls)
-        .context("the enrollment listener's TLS configuration (the collector's cert and key)")?
         .concurrency_limit_per_connection(4)
         .max_concurrent_streams(4)
         .timeout(Duration::from_secs(30))
@@ -211,7 +205,7 @@ pub async fn start_listener(
         .max_connection_age_grace(MAX_AGE_GRACE)
         .add_service(service);
     tracing::info!(listen = %ec.listen, "enrollment listener (TLS, token; no client certificate)");
-    let incoming = listen::incoming(listener, ec.max_connections);
+    let incoming = listen::handshaken(listen::incoming(listener, ec.max_connections), tls);
     Ok(Some(tokio::spawn(async move {
         if let Err(e) = server.serve_with_incoming_shutdown(incoming, stop).await {
             tracing::error!(error = %e, "the enrollment listener stopped");

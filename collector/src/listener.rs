@@ -72,6 +72,9 @@ pub struct TlsSource {
     /// What the files held at the last load, as the audit log names them
     /// (`store::audit::file_digest`): CA, certificate, key, CRL.
     digests: Mutex<Vec<String>>,
+    /// [`TlsSource::server_only`]'s configuration and the one it was made
+    /// from.
+    server_only: Mutex<Option<(Arc<rustls::ServerConfig>, Arc<rustls::ServerConfig>)>>,
 }
 
 /// Records an admin action: (call, detail).
@@ -99,6 +102,7 @@ impl TlsSource {
             live: Arc::default(),
             audit: std::sync::OnceLock::new(),
             digests: Mutex::new(Vec::new()),
+            server_only: Mutex::new(None),
             files,
             crl,
             agents,
@@ -218,6 +222,31 @@ impl TlsSource {
 
     fn acceptor(&self) -> TlsAcceptor {
         TlsAcceptor::from(self.current().0)
+    }
+
+    /// The configuration of a listener that authenticates only itself
+    /// (the enrollment listener: its clients have no certificate yet): the
+    /// collector's certificate as currently loaded — a renewed certificate
+    /// reaches it with the same reload — and no client certificate; ALPN
+    /// h2.
+    pub fn server_only(&self) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
+        let main = self.current().0;
+        let mut cached = self.server_only.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((from, made)) = cached.as_ref()
+            && Arc::ptr_eq(from, &main)
+        {
+            return Ok(made.clone());
+        }
+        let mut cfg = rustls::ServerConfig::builder_with_provider(
+            rustls::crypto::ring::default_provider().into(),
+        )
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(main.cert_resolver.clone());
+        cfg.alpn_protocols = vec![b"h2".to_vec()];
+        let made = Arc::new(cfg);
+        *cached = Some((main, made.clone()));
+        Ok(made)
     }
 
     /// Rebuilds the configuration if a file changed (or `force`), then

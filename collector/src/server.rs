@@ -207,7 +207,7 @@ pub async fn serve(
     )?;
     // Issue 22: enrollment (its own listener) and renewal.
     let enroll = crate::enroll::Enroll::open(&cfg, &store, agents_ca.clone())?;
-    let enroll_listener = crate::enroll::start_listener(&cfg, enroll.clone(), {
+    let enroll_listener = crate::enroll::start_listener(&cfg, enroll.clone(), tls.clone(), {
         let mut stopping = stop_watch.subscribe();
         async move {
             let _ = stopping.wait_for(|s| *s).await;

@@ -545,3 +545,96 @@ async fn revoked_tokens_do_not_enroll_and_the_list_tells_each_tokens_state() -> 
     drop(e);
     Ok(())
 }
+
+/// The leaf certificate (PEM) a TLS server on 127.0.0.1:`port` presents,
+/// read with Python's ssl module (no verification: only looked at).
+fn served_cert(port: u16) -> anyhow::Result<String> {
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "import ssl; print(ssl.get_server_certificate(('127.0.0.1', {port}), timeout=10))"
+        ))
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "reading the certificate on port {port}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// The DER of the first certificate in a PEM text.
+fn der(pem: &str) -> anyhow::Result<Vec<u8>> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    Ok(CertificateDer::pem_slice_iter(pem.as_bytes())
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("no certificate in {pem:?}"))??
+        .to_vec())
+}
+
+/// The collector's certificate renewed on disk (new key and certificate
+/// in place of the old) is served by the enrollment listener too, without
+/// a restart, and agents still enroll through it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_enrollment_listener_serves_a_renewed_collector_certificate() -> anyhow::Result<()> {
+    let env = Env::new()?;
+    let e = start_collector(&env, &[])?;
+    let pki = env.pki();
+    let (cert, key) = (
+        pki.join("collector-localhost.pem"),
+        pki.join("collector-localhost.key"),
+    );
+    let before = served_cert(e.port)?;
+    assert_eq!(der(&before)?, der(&std::fs::read_to_string(&cert)?)?);
+
+    // A new certificate from the same CA, put in place as an admin would
+    // (each file written aside, then renamed over the old one).
+    let other = env.path().join("pki-renewal");
+    std::fs::create_dir_all(&other)?;
+    for f in ["ca.pem", "ca.key"] {
+        std::fs::copy(pki.join(f), other.join(f))?;
+    }
+    env.kiroku(&[
+        "certs",
+        "issue",
+        "--dir",
+        other.to_str().unwrap_or_default(),
+        "--role",
+        "collector",
+        "--name",
+        "localhost",
+    ])?;
+    for (from, to) in [
+        ("collector-localhost.key", &key),
+        ("collector-localhost.pem", &cert),
+    ] {
+        let aside = to.with_extension("new");
+        std::fs::copy(other.join(from), &aside)?;
+        std::fs::rename(&aside, to)?;
+    }
+    let renewed = std::fs::read_to_string(&cert)?;
+    assert_ne!(der(&renewed)?, der(&before)?);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = served_cert(e.port)?;
+        if der(&now)? == der(&renewed)? {
+            break;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the enrollment listener still serves the old certificate 20 s after the renewal:\n{}",
+            e.collector.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // And an agent enrolls through it (verifying it against the CA).
+    let token = tokens(&env, "admin-boss", &[])?;
+    let smtp = free_port();
+    let keys = collector_keys(&token[0], e.port, Some("pc-renewed"));
+    let (mut agent, dir) = spawn_agent(&env, "renewed", &keys, smtp, &[])?;
+    agent.wait_port(smtp)?;
+    assert_eq!(cert_identity(&agent_files(&dir).0)?.1, "pc-renewed");
+    Ok(())
+}

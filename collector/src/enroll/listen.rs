@@ -4,9 +4,12 @@
 //! memory and file descriptors they can hold). At the cap the listener
 //! stops accepting — new clients wait in the kernel's backlog — until a
 //! connection closes. Each connection carries its permit
-//! ([`Capped`]); TLS (10 s handshake timeout), HTTP/2 keepalive and the
-//! connection's maximum age are set on the tonic server in
-//! `enroll.rs`.
+//! ([`Capped`]), its TLS handshake included. The handshake
+//! ([`handshaken`]) runs in a task of its own with a 10 s timeout, with
+//! the collector's certificate as the main listener has it loaded
+//! (`listener::TlsSource::server_only`), so a renewed certificate is
+//! served here too without a restart. HTTP/2 keepalive and the
+//! connection's maximum age are set on the tonic server in `enroll.rs`.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -16,6 +19,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_rustls::server::TlsStream;
+use tokio_stream::StreamExt;
 
 /// A TCP connection holding one of the listener's permits until it is
 /// dropped.
@@ -115,10 +120,64 @@ pub fn incoming(
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
+/// Longest a client may take to complete the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The connections of `incoming` once their TLS handshake is done (each in
+/// its own task: a slow client holds up nobody). A failed handshake is
+/// logged with the peer's address and its connection dropped.
+pub fn handshaken(
+    mut incoming: tokio_stream::wrappers::ReceiverStream<Result<Capped, std::io::Error>>,
+    tls: Arc<crate::listener::TlsSource>,
+) -> tokio_stream::wrappers::ReceiverStream<Result<TlsStream<Capped>, std::io::Error>> {
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(async move {
+        loop {
+            let conn = tokio::select! {
+                c = incoming.next() => c,
+                _ = tx.closed() => return,
+            };
+            let conn = match conn {
+                Some(Ok(c)) => c,
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "enrollment listener: accept failed");
+                    continue;
+                }
+                None => return,
+            };
+            let cfg = match tls.server_only() {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(error = %e, "enrollment listener: no TLS configuration; connection dropped");
+                    continue;
+                }
+            };
+            let peer = conn.inner.peer_addr().ok();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let accept = tokio_rustls::TlsAcceptor::from(cfg).accept(conn);
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
+                    Ok(Ok(stream)) => {
+                        let _ = tx.send(Ok(stream)).await;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::info!(peer = ?peer, error = %e, "enrollment listener: refused at TLS handshake")
+                    }
+                    Err(_) => tracing::info!(
+                        peer = ?peer,
+                        "enrollment listener: no TLS handshake within {}s",
+                        HANDSHAKE_TIMEOUT.as_secs()
+                    ),
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio_stream::StreamExt;
 
     #[tokio::test]
     async fn no_more_than_max_connections_are_accepted_until_one_closes() {
