@@ -1,5 +1,6 @@
 //! Bounding what is written: beyond `network.coalesce_after` flows of one
-//! process to one remote ip:port (and protocol) within a
+//! process to one remote ip:port (and protocol; for inbound flows, from one
+//! client IP to one local port) within a
 //! `network.summary_secs` interval, the further flows of that interval get
 //! no records of their own: they are counted in one `summary` record per
 //! key and interval (`connections` = flows of the key that started in the
@@ -15,7 +16,11 @@ use kiroku_proto::{NetworkEvent, ProcessRef};
 use super::super::platform::Protocol;
 
 /// What flows are coalesced by: the process (pid and start, or only the
-/// uid when no process is known), the remote and the protocol.
+/// uid when no process is known), the remote and the protocol. An inbound
+/// flow is keyed by the client's address without its port (each client
+/// connection comes from another ephemeral port) and the local port it
+/// reached: a client hammering a service is one key, not one per
+/// connection.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Key {
     pub pid: u32,
@@ -23,6 +28,8 @@ pub struct Key {
     pub uid: u32,
     pub remote: Option<SocketAddr>,
     pub protocol: Protocol,
+    /// The local port of an inbound flow; 0 for the others.
+    pub inbound_port: u16,
 }
 
 /// One summary being accumulated.
@@ -134,6 +141,9 @@ impl Coalescer {
                 direction: template.direction.clone(),
                 remote_ip: template.remote_ip.clone(),
                 remote_port: template.remote_port,
+                // The service an inbound summary's connections reached
+                // (an outbound one's local ports are many: none).
+                local_port: u32::from(key.inbound_port),
                 remote_name: template.remote_name.clone(),
                 name_source: template.name_source.clone(),
                 process: template.process.clone(),
@@ -192,19 +202,25 @@ impl Coalescer {
     }
 }
 
-/// The coalescing key of a flow.
+/// The coalescing key of a flow; `inbound_port`: the local port of an
+/// inbound flow.
 pub fn key_of(
     process: Option<&ProcessRef>,
     uid: u32,
     remote: Option<SocketAddr>,
     protocol: Protocol,
+    inbound_port: Option<u16>,
 ) -> Key {
     Key {
         pid: process.map(|p| p.pid).unwrap_or(0),
         started_ms: process.map(|p| p.started_ms).unwrap_or(0),
         uid: process.map(|p| p.uid).unwrap_or(uid),
-        remote,
+        remote: match inbound_port {
+            Some(_) => remote.map(|r| SocketAddr::new(r.ip(), 0)),
+            None => remote,
+        },
         protocol,
+        inbound_port: inbound_port.unwrap_or(0),
     }
 }
 
@@ -218,6 +234,7 @@ mod tests {
             1000,
             Some(SocketAddr::from(([192, 0, 2, 1], port))),
             Protocol::Tcp,
+            None,
         )
     }
 

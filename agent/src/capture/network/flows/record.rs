@@ -53,6 +53,11 @@ pub(super) fn uid_ref(uid: u32, user: String) -> ProcessRef {
 pub(super) fn template(f: &Flow) -> NetworkEvent {
     let mut ev = event(f, "summary", f.last_seen_ms);
     ev.info_hashes = f.info_hashes.clone();
+    // An inbound summary stands for one client's connections from many
+    // ports: its remote port is none of them.
+    if f.direction == "inbound" {
+        ev.remote_port = 0;
+    }
     ev
 }
 

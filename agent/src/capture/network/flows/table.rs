@@ -59,6 +59,11 @@ const MAX_NAMES: usize = 10_000;
 /// How long a cookie closed by the table is remembered, so a late destroy
 /// notification for it is not taken for a new flow.
 const REMEMBER_CLOSED_MS: i64 = 30_000;
+/// The local port of an inbound flow (its coalescing key's).
+pub(super) fn inbound_port(f: &Flow) -> Option<u16> {
+    (f.direction == "inbound").then_some(f.local.port())
+}
+
 /// How long a new flow's first record waits for its owner to be found.
 const OWNER_WAIT_MS: i64 = 2_500;
 /// Closed sockets waiting for the next dump to infer their owner (more
@@ -576,7 +581,13 @@ impl FlowTable {
         f.pending_until = None;
         let (continued, listening) = (f.continued, f.listening);
         if !continued && !listening {
-            let key = key_of(f.process.as_ref(), f.uid, f.remote, f.protocol);
+            let key = key_of(
+                f.process.as_ref(),
+                f.uid,
+                f.remote,
+                f.protocol,
+                inbound_port(f),
+            );
             if self.coalesce.admit(&key, now_ms) == Admit::Coalesced {
                 let t = template(f);
                 let d = delta(f.counters, f.recorded);
@@ -696,7 +707,13 @@ impl FlowTable {
             f.attribution = "inferred";
         }
         if was_pending && !f.continued && !f.listening {
-            let key = key_of(f.process.as_ref(), f.uid, f.remote, f.protocol);
+            let key = key_of(
+                f.process.as_ref(),
+                f.uid,
+                f.remote,
+                f.protocol,
+                inbound_port(&f),
+            );
             if self.coalesce.admit(&key, now_ms) == Admit::Coalesced {
                 self.stats.coalesced += 1;
                 f.coalesced = Some(key);

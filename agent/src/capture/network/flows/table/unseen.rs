@@ -150,6 +150,7 @@ impl FlowTable {
             uid.unwrap_or(u32::MAX),
             f.remote,
             f.protocol,
+            super::inbound_port(&f),
         );
         if !f.listening && self.coalesce.admit(&key, now_ms) == Admit::Coalesced {
             let t = template(&f);

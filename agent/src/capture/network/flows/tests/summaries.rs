@@ -182,3 +182,62 @@ fn inspected_packets_dropped_are_a_gap_record() {
     assert_eq!((p.first_ms, p.last_ms), (61_000, 62_000));
     assert_eq!(t.stats.packets_lost, 42);
 }
+
+/// A client's many connections to one service, each from its own
+/// ephemeral port, are one key: beyond `coalesce_after` they become one
+/// summary per client and local port (without a remote port), not a
+/// record each. Another client keeps its own key.
+#[test]
+fn inbound_connections_are_coalesced_by_client_and_local_port() {
+    let cfg = NetworkConfig {
+        coalesce_after: 2,
+        ..cfg()
+    };
+    let mut t = table(&cfg, HashMap::new());
+    let mut p = procs();
+    let mut out = Vec::new();
+    let listener = tcp(1, 12, "0.0.0.0:8080", None, "listen", 0, 0);
+    let conn = |cookie: u64, client: &str| {
+        tcp(
+            cookie,
+            12,
+            "10.0.0.5:8080",
+            Some(client),
+            "established",
+            100,
+            1000,
+        )
+    };
+    let mut sockets = vec![listener];
+    sockets.extend((0..6).map(|i| conn(10 + i, &format!("192.0.2.9:{}", 50000 + i))));
+    sockets.push(conn(30, "192.0.2.10:50000"));
+    t.dump(sockets, &mut p, 1_000, &mut out);
+    let ev = nets(&out);
+    let opens: Vec<_> = ev.iter().filter(|e| e.phase == "open").collect();
+    assert!(opens.iter().all(|e| e.direction == "inbound"), "{opens:#?}");
+    assert_eq!(
+        opens.iter().filter(|e| e.remote_ip == "192.0.2.9").count(),
+        2,
+        "two records of their own, the rest summarised: {opens:#?}"
+    );
+    assert_eq!(
+        opens.iter().filter(|e| e.remote_ip == "192.0.2.10").count(),
+        1,
+        "another client has its own key"
+    );
+    assert_eq!(t.stats.coalesced, 4);
+    out.clear();
+    t.tick(60_000, false, &mut out);
+    let ev = nets(&out);
+    let s: Vec<_> = ev.iter().filter(|e| e.phase == "summary").collect();
+    assert_eq!(s.len(), 1, "{ev:#?}");
+    assert_eq!(
+        (
+            s[0].remote_ip.as_str(),
+            s[0].remote_port,
+            s[0].local_port,
+            s[0].connections
+        ),
+        ("192.0.2.9", 0, 8080, 4)
+    );
+}
