@@ -211,3 +211,76 @@ async fn thousand_short_connections_are_all_accounted_for() -> anyhow::Result<()
     drop(agent);
     Ok(())
 }
+
+/// Flows counted in a summary that was never written — the agent killed
+/// (SIGKILL) before the summary's interval ended — are a `summaries_lost`
+/// gap record of the next run, with their count, never silently gone.
+#[tokio::test]
+async fn summaries_unwritten_at_a_kill_are_a_gap_record_after_the_restart() -> anyhow::Result<()> {
+    if !is_root() {
+        skip(
+            "network_short::summaries_unwritten_at_a_kill",
+            "destroy notifications need CAP_NET_ADMIN: run as root",
+        );
+        return Ok(());
+    }
+    const SHORT: u64 = 200;
+    let env = Env::new()?;
+    let _collector = env.start_collector()?;
+    // Summaries due only every 10 minutes: the kill comes first.
+    let cfg = "[network]\nenabled = true\nloopback = true\nsummary_secs = 600\n";
+    let mut agent = env.start_agent_with("unwritten", free_port(), &Mode::CaptureOnly, cfg)?;
+    NetRecords::wait_running(&env, "unwritten", Duration::from_secs(60)).await?;
+    let from_ms = kiroku_common::now_ms() - 1000;
+    let out = Command::new(bin("kiroku-netgen"))
+        .args(["short", "--count", &SHORT.to_string()])
+        .args(["--payload", &PAYLOAD.to_string(), "--anchor-ms", "500"])
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "kiroku-netgen failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The agent notes its unwritten summaries at most once a second.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    agent.kill9();
+    let again = env.start_agent_with("unwritten", free_port(), &Mode::CaptureOnly, cfg)?;
+    let recs = NetRecords::settle(
+        &env,
+        "unwritten",
+        from_ms,
+        |r| r.gaps.iter().any(|g| g.reason == "summaries_lost"),
+        Duration::from_secs(60),
+        Duration::from_secs(60),
+    )
+    .await?;
+    let lost: Vec<_> = recs
+        .gaps
+        .iter()
+        .filter(|g| g.reason == "summaries_lost")
+        .collect();
+    assert_eq!(
+        lost.len(),
+        1,
+        "{:#?}\nagent log:\n{}",
+        recs.gaps,
+        again.log_text()
+    );
+    let g = lost[0];
+    // Both ends of the short connections, beyond the few recorded one by
+    // one (`coalesce_after`, 5 per key: the client's and the server's),
+    // were in the unwritten summaries; so were the test's own short
+    // searches to the collector (both ends), hence no upper bound.
+    assert!(
+        g.count >= 2 * SHORT - 2 * 5,
+        "{} flows said lost: {g:?}",
+        g.count
+    );
+    assert!(g.first_ms >= from_ms && g.first_ms <= g.last_ms, "{g:?}");
+    assert!(g.detail.contains("without writing its summaries"), "{g:?}");
+    assert!(
+        recs.network.iter().all(|n| n.phase != "summary"),
+        "no summary was written before the kill"
+    );
+    Ok(())
+}

@@ -104,6 +104,11 @@ impl Runner {
                 "network capture: continuing the flows recorded by the previous run"
             );
         }
+        let mut unwritten = UnwrittenMark::open(&self.buffer);
+        let mut out = Vec::new();
+        if let Some(lost) = unwritten.left_by_previous_run() {
+            out.push(Rec::Gap(lost.gap()));
+        }
         let exclude = Excluder::new(&self.cfg, &self.collector);
         let now = self.ctx.clock.now_ms();
         let mut table = FlowTable::new(&self.cfg, exclude, boot_id(), saved, now);
@@ -125,7 +130,6 @@ impl Runner {
         let mut notify_failing = false;
         let mut closed = Vec::new();
         let mut packets = Vec::new();
-        let mut out = Vec::new();
         while !self.stopped() {
             let now_ms = self.ctx.clock.now_ms();
             if Instant::now() >= next_dump {
@@ -188,6 +192,7 @@ impl Runner {
             let now_ms = self.ctx.clock.now_ms();
             table.tick(now_ms, false, &mut out);
             self.write(&mut out, &mut detector, &mut names, &state, now_ms);
+            unwritten.sync(table.unwritten_summaries(), now_ms);
             if Instant::now() >= next_report {
                 next_report = Instant::now() + REPORT_EVERY;
                 log_stats(&table);
@@ -197,6 +202,7 @@ impl Runner {
         table.finish(self.sources.procs.as_mut(), &mut out);
         table.tick(now_ms, true, &mut out);
         self.write(&mut out, &mut detector, &mut names, &state, now_ms);
+        unwritten.sync(table.unwritten_summaries(), now_ms);
         log_stats(&table);
     }
 
@@ -271,6 +277,72 @@ impl Runner {
                     tracing::error!(error = %e, "network capture: a record neither written nor counted");
                 }
             }
+        }
+    }
+}
+
+/// The buffer's trace of summaries not yet written
+/// ([`flows::persist::Unwritten`]): set while there are any, refreshed at
+/// most once a second, removed once they are written.
+struct UnwrittenMark {
+    state: KeyedState,
+    /// What the buffer holds now (None: nothing).
+    held: Option<flows::persist::Unwritten>,
+    next_ms: i64,
+}
+
+impl UnwrittenMark {
+    fn open(buffer: &Arc<Buffer>) -> UnwrittenMark {
+        let state = buffer.keyed_state(flows::persist::SUMMARIES_STATE);
+        let held = match state.get(flows::persist::UNWRITTEN_KEY) {
+            Ok(v) => v.and_then(|v| flows::persist::Unwritten::decode(&v)),
+            Err(e) => {
+                tracing::warn!(error = %e, "network capture: cannot read whether the previous run left summaries unwritten");
+                None
+            }
+        };
+        UnwrittenMark {
+            state,
+            held,
+            next_ms: i64::MIN,
+        }
+    }
+
+    /// The summaries the previous run did not write, if it left any.
+    fn left_by_previous_run(&self) -> Option<flows::persist::Unwritten> {
+        self.held
+    }
+
+    /// Brings the buffer's trace in line with the table's summaries in
+    /// progress (`now`: their earliest start and flow count), after the
+    /// records of this round were appended.
+    fn sync(&mut self, now: Option<(i64, u64)>, now_ms: i64) {
+        let result = match now {
+            None if self.held.is_some() => self
+                .state
+                .remove(flows::persist::UNWRITTEN_KEY)
+                .map(|_| self.held = None),
+            None => Ok(()),
+            Some((first_ms, flows)) => {
+                let same = self
+                    .held
+                    .is_some_and(|h| h.first_ms == first_ms && h.flows == flows);
+                if same || now_ms < self.next_ms {
+                    return;
+                }
+                let u = flows::persist::Unwritten {
+                    first_ms,
+                    last_ms: now_ms,
+                    flows,
+                };
+                self.next_ms = now_ms + 1000;
+                self.state
+                    .insert(flows::persist::UNWRITTEN_KEY, u.encode())
+                    .map(|_| self.held = Some(u))
+            }
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "network capture: cannot note the summaries not yet written in the buffer (a crash now would lose them without a gap record)");
         }
     }
 }

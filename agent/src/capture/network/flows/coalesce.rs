@@ -200,6 +200,14 @@ impl Coalescer {
     pub fn pending(&self) -> usize {
         self.buckets.len()
     }
+
+    /// The summaries in progress: the earliest one's start and the flows
+    /// they count; None when there are none.
+    pub fn unwritten(&self) -> Option<(i64, u64)> {
+        let first = self.buckets.values().map(|b| b.ev.start_ms).min()?;
+        let flows = self.buckets.values().map(|b| b.ev.connections).sum();
+        Some((first, flows))
+    }
 }
 
 /// The coalescing key of a flow; `inbound_port`: the local port of an

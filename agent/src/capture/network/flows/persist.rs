@@ -95,9 +95,81 @@ pub fn load(state: &crate::buffer::KeyedState) -> HashMap<String, Saved> {
     out
 }
 
+/// The keyed state of [`Unwritten`] (one key, [`UNWRITTEN_KEY`]).
+pub const SUMMARIES_STATE: &str = "network_summaries";
+pub const UNWRITTEN_KEY: &[u8] = b"unwritten";
+
+/// Flows counted in summaries not yet written (a summary is written at its
+/// interval's end, or when the capture stops): kept in the buffer while
+/// there are any (refreshed at most once a second), so a run that ends
+/// without writing them (kill -9, a crash, power loss) leaves a trace, and
+/// the next run records their loss as a gap instead of losing them
+/// silently.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Unwritten {
+    /// The earliest summary's start and the last time this was refreshed.
+    pub first_ms: i64,
+    pub last_ms: i64,
+    /// Flows counted in them (those coalesced within the last second
+    /// before the end may be missing).
+    pub flows: u64,
+}
+
+impl Unwritten {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(24);
+        v.extend_from_slice(&self.first_ms.to_le_bytes());
+        v.extend_from_slice(&self.last_ms.to_le_bytes());
+        v.extend_from_slice(&self.flows.to_le_bytes());
+        v
+    }
+
+    pub fn decode(b: &[u8]) -> Option<Unwritten> {
+        let n = |i: usize| -> Option<[u8; 8]> { b.get(i * 8..i * 8 + 8)?.try_into().ok() };
+        (b.len() == 24).then_some(())?;
+        Some(Unwritten {
+            first_ms: i64::from_le_bytes(n(0)?),
+            last_ms: i64::from_le_bytes(n(1)?),
+            flows: u64::from_le_bytes(n(2)?),
+        })
+    }
+
+    /// The gap record a restarted agent writes for them.
+    pub fn gap(&self) -> kiroku_proto::GapEvent {
+        kiroku_proto::GapEvent {
+            source: "network".into(),
+            reason: "summaries_lost".into(),
+            count: self.flows,
+            first_ms: self.first_ms,
+            last_ms: self.last_ms,
+            detail: format!(
+                "{} or more network flows (and the later bytes of longer flows) counted in summaries between {} and {} (agent clock) were not recorded: the previous run of the agent ended without writing its summaries (killed, crashed or the machine lost power); their flows, peers and bytes are lost",
+                self.flows,
+                kiroku_common::rfc3339_ms(self.first_ms),
+                kiroku_common::rfc3339_ms(self.last_ms)
+            ),
+            ..Default::default()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unwritten_round_trips() {
+        let u = Unwritten {
+            first_ms: 1_765_000_000_000,
+            last_ms: 1_765_000_059_000,
+            flows: 412,
+        };
+        assert_eq!(Unwritten::decode(&u.encode()), Some(u));
+        assert_eq!(Unwritten::decode(&[0; 23]), None);
+        let g = u.gap();
+        assert_eq!((g.reason.as_str(), g.count), ("summaries_lost", 412));
+        assert!(g.detail.contains("412 or more"), "{}", g.detail);
+    }
 
     #[test]
     fn saved_round_trips() {

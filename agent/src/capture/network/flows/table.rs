@@ -225,6 +225,12 @@ impl FlowTable {
     }
 
     /// Flows tracked now.
+    /// The summaries not yet written: the earliest one's start and the
+    /// flows they count ([`super::persist::Unwritten`]).
+    pub fn unwritten_summaries(&self) -> Option<(i64, u64)> {
+        self.coalesce.unwritten()
+    }
+
     pub fn len(&self) -> usize {
         self.flows.len()
     }
