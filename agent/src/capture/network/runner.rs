@@ -198,8 +198,17 @@ impl Runner {
                 log_stats(&table);
             }
         }
+        // A last dump, so the flows' final updates carry their bytes up
+        // to the stop.
         let now_ms = self.ctx.clock.now_ms();
+        match self.sources.sockets.dump() {
+            Ok(sockets) => table.dump(sockets, self.sources.procs.as_mut(), now_ms, &mut out),
+            Err(e) => {
+                tracing::warn!(error = %e, "network capture: no last socket dump at the stop; the flows' final updates carry the totals of the previous dump")
+            }
+        }
         table.finish(self.sources.procs.as_mut(), &mut out);
+        table.at_stop(now_ms, &mut out);
         table.tick(now_ms, true, &mut out);
         self.write(&mut out, &mut detector, &mut names, &state, now_ms);
         unwritten.sync(table.unwritten_summaries(), now_ms);

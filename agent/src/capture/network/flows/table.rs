@@ -809,6 +809,43 @@ impl FlowTable {
         self.stats.packets_lost += dropped;
     }
 
+    /// At a clean stop, after a last dump: an `update` for each flow with
+    /// traffic since its last record (and its totals in the keyed state),
+    /// so a flow that ends while the agent is stopped loses only what it
+    /// sent after the stop, not up to `update_secs` before it. Coalesced
+    /// flows add their last deltas to their summaries, written by the
+    /// forced [`FlowTable::tick`] that follows.
+    pub fn at_stop(&mut self, now_ms: i64, out: &mut Vec<Rec>) {
+        let cookies: Vec<u64> = self
+            .flows
+            .iter()
+            .filter(|(_, f)| !f.listening && f.pending_until.is_none() && f.counters != f.recorded)
+            .map(|(c, _)| *c)
+            .collect();
+        for cookie in cookies {
+            let Some(f) = self.flows.get_mut(&cookie) else {
+                continue;
+            };
+            if let Some(key) = f.coalesced.clone() {
+                let t = template(f);
+                let d = delta(f.counters, f.recorded);
+                f.recorded = f.counters;
+                self.coalesce.add(
+                    &key,
+                    &t,
+                    false,
+                    d.bytes_out,
+                    d.bytes_in,
+                    d.packets_out,
+                    d.packets_in,
+                    now_ms,
+                );
+            } else {
+                out.extend(self.record(cookie, "update", now_ms));
+            }
+        }
+    }
+
     /// Summaries and gap records due (every loop; `force` at stop).
     pub fn tick(&mut self, now_ms: i64, force: bool, out: &mut Vec<Rec>) {
         self.exclude.refresh();

@@ -414,3 +414,63 @@ fn inspected_packets_name_flows_count_udp_and_attach_info_hashes() {
         ("packets", 120, 120, 1)
     );
 }
+
+/// At a clean stop every flow with traffic since its last record gets an
+/// `update` (and its totals in the keyed state), before `update_secs`
+/// would have given it one; a flow without new traffic gets none; a
+/// coalesced flow's last delta goes to its summary.
+#[test]
+fn a_clean_stop_writes_each_flows_last_bytes() {
+    let cfg = NetworkConfig {
+        coalesce_after: 1,
+        ..cfg()
+    };
+    let mut t = table(&cfg, HashMap::new());
+    let mut p = procs();
+    let mut out = Vec::new();
+    let socks = |a: u64, b: u64| {
+        vec![
+            tcp(1, 11, CLIENT, Some(SERVER), "established", a, 10),
+            // The second flow of the same key: coalesced.
+            tcp(2, 11, "10.0.0.5:41001", Some(SERVER), "established", b, 10),
+            tcp(
+                3,
+                13,
+                "10.0.0.5:41002",
+                Some("192.0.2.8:80"),
+                "established",
+                7,
+                7,
+            ),
+        ]
+    };
+    t.dump(socks(100, 100), &mut p, 1_000, &mut out);
+    assert_eq!(
+        nets(&out).iter().filter(|e| e.phase == "open").count(),
+        2,
+        "{out:#?}"
+    );
+    out.clear();
+    t.dump(socks(500, 300), &mut p, 5_000, &mut out);
+    assert!(nets(&out).is_empty(), "before update_secs: nothing");
+    t.at_stop(5_000, &mut out);
+    t.tick(5_000, true, &mut out);
+    let ev = nets(&out);
+    let updates: Vec<_> = ev.iter().filter(|e| e.phase == "update").collect();
+    assert_eq!(updates.len(), 1, "only the flow with new traffic: {ev:#?}");
+    assert_eq!(
+        (updates[0].bytes_out, updates[0].bytes_out_delta),
+        (500, 400)
+    );
+    let summary: Vec<_> = ev.iter().filter(|e| e.phase == "summary").collect();
+    assert_eq!(summary.len(), 1, "{ev:#?}");
+    assert_eq!(
+        summary[0].bytes_out, 300,
+        "the coalesced flow's bytes up to the stop"
+    );
+    let ops = out
+        .iter()
+        .filter(|r| matches!(r, Rec::Net(e, Some(_)) if e.phase == "update"))
+        .count();
+    assert_eq!(ops, 1, "the update's totals go to the keyed state");
+}
