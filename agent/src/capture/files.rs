@@ -5,7 +5,8 @@
 //! Three stages, each owned by [`FileCapture`]:
 //! 1. the watcher thread (`linux/watch.rs`: inotify and the mount table;
 //!    `windows/watch.rs`: ReadDirectoryChangesW and drive polling) decides
-//!    what happened (bursts coalesced, renames paired);
+//!    what happened (bursts coalesced, renames paired), and `emit.rs`
+//!    turns that into the records both platforms send alike;
 //! 2. the hasher thread hashes closed files (size-capped, rate-limited),
 //!    turns writes on removable volumes into `copy_to_removable` with the
 //!    path this agent last saw with the same content (`source_path`), and
@@ -28,6 +29,7 @@
 
 mod catchup;
 pub mod coalesce;
+mod emit;
 pub mod hasher;
 pub mod state;
 

@@ -10,4 +10,4 @@ mod writers;
 
 // What the watcher shares with the platform-independent stages; the Linux
 // modules name them through `super::`.
-use super::{HashPlan, Observed, catchup, coalesce, state};
+use super::{HashPlan, Observed, catchup, coalesce, emit, state};

@@ -20,4 +20,4 @@ pub(super) mod watch;
 // What the watcher shares with the platform-independent stages; the
 // Windows modules name them through `super::`.
 #[cfg(windows)]
-use super::{HashPlan, Observed, catchup, coalesce, state};
+use super::{Observed, catchup, coalesce, emit, state};

@@ -17,26 +17,26 @@ mod events;
 mod mounts;
 mod roots;
 
-use kiroku_common::vocabulary::file_op;
 use std::collections::HashMap;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::SyncSender;
 use std::time::{Duration, Instant};
 
 use inotify::{Inotify, WatchDescriptor, WatchMask};
-use kiroku_proto::FileEvent;
 use kiroku_proto::event::Kind;
+use kiroku_proto::{Event, FileEvent};
 use rustix::event::{PollFd, PollFlags};
 
 use super::catchup::Watching;
-use super::coalesce::{Coalescer, Exclusions, MovePairs, Ready, WriteOp};
-use super::fanotify::{Attribution, attribute};
+use super::coalesce::{Coalescer, Exclusions, MovePairs, Ready};
+use super::emit::{Emit, Emitter};
+use super::fanotify::{self, Attribution};
 use super::state::FileState;
 use super::volumes::{Mount, System, volume_of};
-use super::{HashPlan, Observed, writers};
+use super::{Observed, writers};
 use crate::capture::context::CaptureContext;
 use crate::config::FilesConfig;
 
@@ -109,9 +109,8 @@ struct Readiness {
 
 pub(in crate::capture::files) struct Watcher {
     cfg: FilesConfig,
-    ctx: Arc<CaptureContext>,
-    out: SyncSender<Observed>,
-    stop: Arc<AtomicBool>,
+    /// Builds the records and sends them to the hasher.
+    emit: Emitter,
     inotify: Inotify,
     dirs: HashMap<WatchDescriptor, Dir>,
     roots: Vec<Root>,
@@ -143,9 +142,7 @@ pub(in crate::capture::files) struct Watcher {
     retry_now: bool,
     /// When the watcher last gave back memory a burst left behind.
     last_compact: Instant,
-    /// Records sent since a burst was last noticed, and until when memory
-    /// is given back to the system after one.
-    sent: u64,
+    /// Until when memory is given back to the system after a burst.
     trim_until: Option<Instant>,
 }
 
@@ -197,9 +194,7 @@ impl Watcher {
             .ok();
         Ok(Watcher {
             cfg,
-            ctx,
-            out,
-            stop,
+            emit: Emitter::new("inotify", ctx, out, stop),
             inotify,
             dirs: HashMap::new(),
             roots,
@@ -219,7 +214,6 @@ impl Watcher {
             parent_watches: HashMap::new(),
             retry_now: false,
             last_compact: Instant::now(),
-            sent: 0,
             trim_until: None,
         })
     }
@@ -237,7 +231,7 @@ impl Watcher {
     pub(in crate::capture::files) fn run(mut self) {
         self.start_watching();
         let mut buf = vec![0u8; 64 * 1024];
-        while !self.stop.load(Ordering::Relaxed) {
+        while !self.emit.stopped() {
             self.step(&mut buf);
         }
         for f in self.moves.drain() {
@@ -379,7 +373,7 @@ impl Watcher {
         if let Some(a) = self.fan.as_mut() {
             a.compact(now);
         }
-        if std::mem::take(&mut self.sent) >= BURST {
+        if self.emit.take_sent() >= BURST {
             self.trim_until = Some(now + TRIM_FOR);
         }
         match self.trim_until {
@@ -460,24 +454,18 @@ impl Watcher {
             }
         }
     }
+}
 
-    // ----------------------------------------------------------- records --
+impl Emit for Watcher {
+    fn emitter(&mut self) -> &mut Emitter {
+        &mut self.emit
+    }
 
-    /// A record stamped now, with the volume the path lies on.
-    fn file_event(
-        &self,
-        op: &str,
-        path: &Path,
-        fill: impl FnOnce(&mut FileEvent),
-    ) -> kiroku_proto::Event {
-        let mut f = FileEvent {
-            operation: op.to_owned(),
-            path: path.display().to_string(),
-            uid: -1,
-            mechanism: "inotify".into(),
-            coalesced: 1,
-            ..Default::default()
-        };
+    /// The mounted volume the path lies on. Only a mounted volume is
+    /// removable media: a plain directory under a removable root (nothing
+    /// mounted there) lies on the volume below it, which `volume_of`
+    /// already classified.
+    fn place(&self, path: &Path, f: &mut FileEvent) {
         if let Some(m) = volume_of(&self.mounts, path) {
             f.volume = m.mount_point.display().to_string();
             f.removable = m.removable;
@@ -486,85 +474,28 @@ impl Watcher {
                 f.volume_label = m.label.clone();
             }
         }
-        // Only a mounted volume is removable media: a plain directory under
-        // a removable root (nothing mounted there) lies on the volume below
-        // it, which `volume_of` already classified.
-        fill(&mut f);
-        // Stamped with the host identity when it leaves the queue.
-        let mut ev = self.ctx.bare_event(String::new(), Kind::File(f));
-        // inotify does not say who acted; the agent's own account did not.
-        ev.user.clear();
-        ev
     }
 
-    fn emit_now(
-        &mut self,
-        op: &str,
-        path: &Path,
-        fill: impl FnOnce(&mut FileEvent),
-        hash: HashPlan,
-    ) {
-        let event = self.file_event(op, path, fill);
-        self.send(Observed {
-            event: Box::new(event),
-            hash,
-        });
-    }
-
-    /// A coalesced record; `now_at` is where the content is now when the
-    /// file was renamed before its record went out.
-    fn emit_ready(&mut self, r: Ready, now_at: Option<PathBuf>) {
-        let content = now_at.unwrap_or_else(|| r.path.clone());
-        let mut event = self.file_event("", &r.path, |_| {});
-        let writer = self
-            .fan
-            .as_ref()
-            .and_then(|a| {
-                a.writer_of(&r.path, r.first)
-                    .or_else(|| a.writer_of(&content, r.first))
-            })
-            .cloned();
-        if writer.is_some()
-            && let Some(a) = self.fan.as_mut()
-        {
-            a.forget(&r.path);
-            a.forget(&content);
-        }
-        if let (Some(w), Some(Kind::File(f))) = (&writer, event.kind.as_mut()) {
-            attribute(f, w);
+    /// The writer fanotify saw close the file (at its old or its current
+    /// path), forgotten once it is named.
+    fn attribute(&mut self, r: &Ready, content: &Path, event: &mut Event) {
+        let Some(a) = self.fan.as_mut() else {
+            return;
+        };
+        let Some(w) = a
+            .writer_of(&r.path, r.first)
+            .or_else(|| a.writer_of(content, r.first))
+            .cloned()
+        else {
+            return;
+        };
+        a.forget(&r.path);
+        a.forget(content);
+        if let Some(Kind::File(f)) = event.kind.as_mut() {
+            fanotify::attribute(f, &w);
             if let Some(uid) = w.uid {
                 event.user = crate::capture::host::user_name(uid);
             }
-        }
-        if let Some(Kind::File(f)) = event.kind.as_mut() {
-            f.coalesced = r.count;
-            f.operation = match (r.op, f.removable && r.closed) {
-                (_, true) => file_op::COPY_TO_REMOVABLE,
-                (WriteOp::Create, false) => file_op::CREATE,
-                (WriteOp::Modify, false) => file_op::MODIFY,
-            }
-            .into();
-            if !r.closed {
-                f.hash_skipped = "still open for writing".into();
-            }
-        }
-        let hash = if r.closed {
-            HashPlan::Hash(content)
-        } else {
-            HashPlan::Stat(content)
-        };
-        self.send(Observed {
-            event: Box::new(event),
-            hash,
-        });
-    }
-
-    fn send(&mut self, o: Observed) {
-        self.sent += 1;
-        // Blocks when the hasher is behind: the kernel queue then fills and
-        // an overflow is reported, rather than memory growing unbounded.
-        if self.out.send(o).is_err() {
-            self.stop.store(true, Ordering::Relaxed);
         }
     }
 }

@@ -32,25 +32,24 @@
 mod events;
 mod volumes;
 
-use kiroku_common::vocabulary::file_op;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::SyncSender;
 use std::time::{Duration, Instant};
 
 use kiroku_proto::FileEvent;
-use kiroku_proto::event::Kind;
 
 use super::Observed;
 use super::catchup::Watching;
-use super::coalesce::{Coalescer, Exclusions, MovePairs, Ready, WriteOp};
+use super::coalesce::{Coalescer, Exclusions, MovePairs};
 use super::drives::Drive;
+use super::emit::{Emit, Emitter};
+use super::notify;
 use super::paths::{is_under, volume_root};
 use super::state::FileState;
 use super::sys::{self, DirWatch, Taken};
-use super::{HashPlan, notify};
 use crate::capture::context::CaptureContext;
 use crate::config::FilesConfig;
 
@@ -100,9 +99,8 @@ struct Root {
 
 pub(in crate::capture::files) struct Watcher {
     cfg: FilesConfig,
-    ctx: Arc<CaptureContext>,
-    out: SyncSender<Observed>,
-    stop: Arc<AtomicBool>,
+    /// Builds the records and sends them to the hasher.
+    emit: Emitter,
     exclude: Exclusions,
     roots: Vec<Root>,
     coalescer: Coalescer,
@@ -146,9 +144,7 @@ impl Watcher {
         let now = Instant::now();
         Ok(Watcher {
             cfg,
-            ctx,
-            out,
-            stop,
+            emit: Emitter::new(MECHANISM, ctx, out, stop),
             exclude,
             roots,
             coalescer: Coalescer::new(window, MAX_HOLD.max(window * 4)),
@@ -178,7 +174,7 @@ impl Watcher {
     pub(in crate::capture::files) fn run(mut self) {
         sys::quiet_drive_errors();
         self.start_watching();
-        while !self.stop.load(Ordering::Relaxed) {
+        while !self.emit.stopped() {
             self.step();
         }
         for f in self.moves.drain() {
@@ -318,26 +314,17 @@ impl Watcher {
             let _ = s.send(w);
         }
     }
+}
 
-    // ----------------------------------------------------------- records --
+impl Emit for Watcher {
+    fn emitter(&mut self) -> &mut Emitter {
+        &mut self.emit
+    }
 
-    /// A record stamped now, with the volume the path lies on.
-    fn file_event(
-        &self,
-        op: &str,
-        path: &Path,
-        fill: impl FnOnce(&mut FileEvent),
-    ) -> kiroku_proto::Event {
+    /// The innermost removable root or drive holding the path, if any;
+    /// else its drive letter or share.
+    fn place(&self, path: &Path, f: &mut FileEvent) {
         let text = path.display().to_string();
-        let mut f = FileEvent {
-            operation: op.to_owned(),
-            path: text.clone(),
-            uid: -1,
-            mechanism: MECHANISM.into(),
-            coalesced: 1,
-            ..Default::default()
-        };
-        // The innermost removable root or drive holding it, if any.
         let medium = self
             .roots
             .iter()
@@ -354,62 +341,6 @@ impl Watcher {
                 }
             }
             None => f.volume = volume_root(&text),
-        }
-        fill(&mut f);
-        let mut ev = self.ctx.bare_event(String::new(), Kind::File(f));
-        // The API does not say who acted; the agent's own account did not.
-        ev.user.clear();
-        ev
-    }
-
-    fn emit_now(
-        &mut self,
-        op: &str,
-        path: &Path,
-        fill: impl FnOnce(&mut FileEvent),
-        hash: HashPlan,
-    ) {
-        let event = self.file_event(op, path, fill);
-        self.send(Observed {
-            event: Box::new(event),
-            hash,
-        });
-    }
-
-    /// A coalesced record; `now_at` is where the content is now when the
-    /// file was renamed before its record went out.
-    fn emit_ready(&mut self, r: Ready, now_at: Option<PathBuf>) {
-        let content = now_at.unwrap_or_else(|| r.path.clone());
-        let mut event = self.file_event("", &r.path, |_| {});
-        if let Some(Kind::File(f)) = event.kind.as_mut() {
-            f.coalesced = r.count;
-            f.operation = match (r.op, f.removable && r.closed) {
-                (_, true) => file_op::COPY_TO_REMOVABLE,
-                (WriteOp::Create, false) => file_op::CREATE,
-                (WriteOp::Modify, false) => file_op::MODIFY,
-            }
-            .into();
-            if !r.closed {
-                f.hash_skipped = "still open for writing".into();
-            }
-        }
-        let hash = if r.closed {
-            HashPlan::Hash(content)
-        } else {
-            HashPlan::Stat(content)
-        };
-        self.send(Observed {
-            event: Box::new(event),
-            hash,
-        });
-    }
-
-    fn send(&mut self, o: Observed) {
-        // Blocks when the hasher is behind: the system's change buffer
-        // then fills and an overflow is reported, rather than memory
-        // growing unbounded.
-        if self.out.send(o).is_err() {
-            self.stop.store(true, Ordering::Relaxed);
         }
     }
 }

@@ -11,6 +11,7 @@ use inotify::EventMask;
 
 use super::super::HashPlan;
 use super::super::coalesce::MovedFrom;
+use super::super::emit::Emit;
 use super::{Scan, Watcher};
 
 impl Watcher {
@@ -61,12 +62,7 @@ impl Watcher {
         }
         if ev.mask.contains(EventMask::CREATE) {
             if is_dir {
-                self.emit_now(
-                    file_op::CREATE,
-                    &path,
-                    |f| f.detail = "directory".into(),
-                    HashPlan::Stat(path.clone()),
-                );
+                self.emit_dir_created(&path, "directory");
                 self.watch_tree(&path, Scan::Report, now);
             } else {
                 self.coalescer.create(&path, now);
@@ -77,16 +73,7 @@ impl Watcher {
             self.coalescer.close_write(&path, now);
         } else if ev.mask.contains(EventMask::DELETE) {
             self.flush_path(&path, is_dir, None);
-            self.emit_now(
-                file_op::DELETE,
-                &path,
-                |f| {
-                    if is_dir {
-                        f.detail = "directory".into();
-                    }
-                },
-                HashPlan::None,
-            );
+            self.emit_delete(&path, is_dir);
         } else if ev.mask.contains(EventMask::MOVED_FROM) {
             self.moves
                 .moved_from(ev.cookie, MovedFrom { path, is_dir }, now);
@@ -142,17 +129,7 @@ impl Watcher {
             if self.exclude.path(&p) {
                 continue;
             }
-            self.emit_now(
-                file_op::DELETE,
-                &p,
-                |f| {
-                    f.detail = format!(
-                        "moved away with its directory {} (out of the watched tree, or to an excluded name)",
-                        dir.display()
-                    )
-                },
-                HashPlan::None,
-            );
+            self.emit_moved_with(&p, dir);
         }
     }
 
@@ -169,33 +146,12 @@ impl Watcher {
                 }
             }
         }
-        let old = from.path.display().to_string();
-        let plan = if from.is_dir {
-            HashPlan::Stat(to.clone())
-        } else {
-            HashPlan::Hash(to.clone())
-        };
-        self.emit_now(
-            file_op::RENAME,
-            &to,
-            |f| {
-                f.old_path = old;
-                if from.is_dir {
-                    f.detail = "directory".into();
-                }
-            },
-            plan,
-        );
+        self.emit_rename(&from.path, &to, from.is_dir);
     }
 
     pub(super) fn moved_in(&mut self, path: PathBuf, is_dir: bool, now: Instant) {
         if is_dir {
-            self.emit_now(
-                file_op::CREATE,
-                &path,
-                |f| f.detail = "directory moved into the watched tree".into(),
-                HashPlan::Stat(path.clone()),
-            );
+            self.emit_dir_created(&path, "directory moved into the watched tree");
             self.watch_tree(&path, Scan::Report, now);
         } else {
             self.coalescer.create(&path, now);
@@ -209,17 +165,7 @@ impl Watcher {
             self.unwatch_under(&from.path);
             self.files_moved_out(&from.path, flushed);
         }
-        let detail = if from.is_dir {
-            "directory moved away (out of the watched tree, or to an excluded name)"
-        } else {
-            "moved away (out of the watched tree, or to an excluded name)"
-        };
-        self.emit_now(
-            file_op::DELETE,
-            &from.path,
-            |f| f.detail = detail.into(),
-            HashPlan::None,
-        );
+        self.emit_moved_away(&from.path, from.is_dir);
     }
 
     pub(super) fn overflow(&mut self) {

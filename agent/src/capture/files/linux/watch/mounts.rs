@@ -5,8 +5,9 @@ use kiroku_common::vocabulary::file_op;
 use std::io::{Read, Seek};
 use std::time::Instant;
 
+use super::super::HashPlan;
+use super::super::emit::Emit;
 use super::super::volumes::Mount;
-use super::super::{HashPlan, Observed};
 use super::{Root, RootKind, Scan, Watcher};
 
 impl Watcher {
@@ -102,16 +103,17 @@ impl Watcher {
             m.fstype.clone(),
         );
         // The mount is gone from the table: describe it from what we knew.
-        let ev = self.file_event(file_op::VOLUME_UNMOUNTED, &point, |f| {
-            f.volume = point.display().to_string();
-            f.removable = true;
-            f.device = source;
-            f.volume_label = label;
-            f.detail = fstype;
-        });
-        self.send(Observed {
-            event: Box::new(ev),
-            hash: HashPlan::None,
-        });
+        self.emit_now(
+            file_op::VOLUME_UNMOUNTED,
+            &point,
+            |f| {
+                f.volume = point.display().to_string();
+                f.removable = true;
+                f.device = source;
+                f.volume_label = label;
+                f.detail = fstype;
+            },
+            HashPlan::None,
+        );
     }
 }

@@ -11,7 +11,8 @@ use inotify::{WatchDescriptor, WatchMask};
 
 use super::super::HashPlan;
 use super::super::catchup::Watching;
-use super::{Dir, ENOSPC_REPORT_EVERY, MASK, RootKind, Scan, Watcher};
+use super::super::emit::Emit;
+use super::{Dir, ENOSPC_REPORT_EVERY, MASK, RETRY, RootKind, Scan, Watcher};
 
 /// What wakes the retry of a missing root: an entry appearing in (or
 /// renamed into, or made accessible in) its nearest existing parent, or
@@ -43,17 +44,7 @@ impl Watcher {
             Err(e) => {
                 self.roots[i].absent = e.kind() == std::io::ErrorKind::NotFound;
                 if kind == RootKind::Configured && first {
-                    let detail = format!(
-                        "cannot watch {}: {e}. File operations below it are not recorded. Create the directory or give the agent access (or fix files.watch); the agent tries again every 30 s.",
-                        path.display()
-                    );
-                    tracing::error!(root = %path.display(), error = %e, "cannot watch a files.watch root");
-                    self.emit_now(
-                        file_op::WATCH_LOST,
-                        &path,
-                        |f| f.detail = detail,
-                        HashPlan::None,
-                    );
+                    self.emit_cannot_watch(&path, &e, RETRY);
                 }
             }
         }
@@ -69,16 +60,7 @@ impl Watcher {
             return; // Absent removable roots are normal, never a gap.
         }
         let since_ms = kiroku_common::now_ms();
-        let detail = format!(
-            "{} is watched again: file operations below it are recorded from now on. What it holds now was scanned: files not recorded before are recorded as created and changed ones as modified (mechanism = \"scan\"); files created and removed again while it was not watched left no trace.",
-            path.display()
-        );
-        self.emit_now(
-            file_op::WATCH_RESTORED,
-            path,
-            |f| f.detail = detail,
-            HashPlan::None,
-        );
+        self.emit_watched_again(path);
         self.tell(Watching::Appeared {
             root: path.to_owned(),
             since_ms,
@@ -172,17 +154,7 @@ impl Watcher {
             // The unmount is reported from the mount table.
             return;
         }
-        let detail = format!(
-            "{} {why}: file operations below it are no longer recorded. The agent tries to watch it again every 30 s; restore the directory (or fix files.watch).",
-            path.display()
-        );
-        tracing::error!(root = %path.display(), "{why}");
-        self.emit_now(
-            file_op::WATCH_LOST,
-            &path,
-            |f| f.detail = detail,
-            HashPlan::None,
-        );
+        self.emit_root_lost(&path, why, RETRY);
         // The main loop then follows its nearest existing parent.
         self.retry_now = true;
     }
@@ -231,12 +203,7 @@ impl Watcher {
                 let p = e.path();
                 if t.is_dir() {
                     if scan == Scan::Report && !self.exclude.dir(&p) {
-                        self.emit_now(
-                            file_op::CREATE,
-                            &p,
-                            |f| f.detail = "directory".into(),
-                            HashPlan::Stat(p.clone()),
-                        );
+                        self.emit_dir_created(&p, "directory");
                     }
                     stack.push(p);
                 } else if scan == Scan::Report && !self.exclude.path(&p) {

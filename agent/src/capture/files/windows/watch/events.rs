@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use super::super::super::HashPlan;
 use super::super::coalesce::MovedFrom;
+use super::super::emit::Emit;
 use super::super::notify::{Action, Notice};
 use super::Watcher;
 
@@ -49,16 +50,7 @@ impl Watcher {
                 }
                 self.flush_path(&path, None);
                 let is_dir = self.files_gone_with(&path);
-                self.emit_now(
-                    file_op::DELETE,
-                    &path,
-                    |f| {
-                        if is_dir {
-                            f.detail = "directory".into();
-                        }
-                    },
-                    HashPlan::None,
-                );
+                self.emit_delete(&path, is_dir);
                 self.note_deleted(path);
             }
             Action::RenamedOld => {
@@ -101,17 +93,7 @@ impl Watcher {
             if self.recently_deleted.contains(p) || self.exclude.path(p) {
                 continue;
             }
-            self.emit_now(
-                file_op::DELETE,
-                p,
-                |f| {
-                    f.detail = format!(
-                        "moved away with its directory {} (out of the watched tree, or to an excluded name)",
-                        dir.display()
-                    )
-                },
-                HashPlan::None,
-            );
+            self.emit_moved_with(p, dir);
         }
         !known.is_empty()
     }
@@ -146,23 +128,7 @@ impl Watcher {
 
     fn renamed(&mut self, from: PathBuf, to: PathBuf, is_dir: bool) {
         self.flush_path(&from, Some(&to));
-        let old = from.display().to_string();
-        let plan = if is_dir {
-            HashPlan::Stat(to.clone())
-        } else {
-            HashPlan::Hash(to.clone())
-        };
-        self.emit_now(
-            file_op::RENAME,
-            &to,
-            |f| {
-                f.old_path = old;
-                if is_dir {
-                    f.detail = "directory".into();
-                }
-            },
-            plan,
-        );
+        self.emit_rename(&from, &to, is_dir);
     }
 
     fn moved_in(&mut self, path: PathBuf, is_dir: bool, now: Instant) {
@@ -176,17 +142,8 @@ impl Watcher {
 
     pub(super) fn moved_out(&mut self, from: PathBuf) {
         self.flush_path(&from, None);
-        let detail = if self.files_gone_with(&from) {
-            "directory moved away (out of the watched tree, or to an excluded name)"
-        } else {
-            "moved away (out of the watched tree, or to an excluded name)"
-        };
-        self.emit_now(
-            file_op::DELETE,
-            &from,
-            |f| f.detail = detail.into(),
-            HashPlan::None,
-        );
+        let is_dir = self.files_gone_with(&from);
+        self.emit_moved_away(&from, is_dir);
         self.note_deleted(from);
     }
 
@@ -194,13 +151,7 @@ impl Watcher {
     /// as created (the recursive watch covers it from now on; what was
     /// inside before the notice came has no notice of its own).
     fn dir_appeared(&mut self, dir: &Path, detail: &str, now: Instant) {
-        let detail = detail.to_owned();
-        self.emit_now(
-            file_op::CREATE,
-            dir,
-            |f| f.detail = detail,
-            HashPlan::Stat(dir.to_owned()),
-        );
+        self.emit_dir_created(dir, detail);
         let mut stack = vec![dir.to_owned()];
         let mut seen = 0usize;
         while let Some(d) = stack.pop() {
@@ -217,12 +168,7 @@ impl Watcher {
                 let p = e.path();
                 if t.is_dir() {
                     if !self.exclude.dir(&p) {
-                        self.emit_now(
-                            file_op::CREATE,
-                            &p,
-                            |f| f.detail = "directory".into(),
-                            HashPlan::Stat(p.clone()),
-                        );
+                        self.emit_dir_created(&p, "directory");
                         stack.push(p);
                     }
                 } else if !self.exclude.path(&p) {

@@ -8,8 +8,9 @@ use std::path::PathBuf;
 use super::super::super::HashPlan;
 use super::super::catchup::Watching;
 use super::super::drives::{self, Drive};
+use super::super::emit::Emit;
 use super::super::sys::{DirWatch, Win32Drives};
-use super::{Medium, Root, RootKind, Watcher};
+use super::{Medium, RETRY, Root, RootKind, Watcher};
 
 impl Watcher {
     pub(super) fn watch_root(&mut self, i: usize, first: bool) {
@@ -26,17 +27,7 @@ impl Watcher {
             Err(e) => {
                 self.roots[i].absent = e.kind() == std::io::ErrorKind::NotFound;
                 if kind == RootKind::Configured && first {
-                    let detail = format!(
-                        "cannot watch {}: {e}. File operations below it are not recorded. Create the directory or give the agent access (or fix files.watch); the agent tries again every 5 s.",
-                        path.display()
-                    );
-                    tracing::error!(root = %path.display(), error = %e, "cannot watch a files.watch root");
-                    self.emit_now(
-                        file_op::WATCH_LOST,
-                        &path,
-                        |f| f.detail = detail,
-                        HashPlan::None,
-                    );
+                    self.emit_cannot_watch(&path, &e, RETRY);
                 }
             }
         }
@@ -49,16 +40,7 @@ impl Watcher {
             return; // Absent removable roots are normal, never a gap.
         }
         let since_ms = kiroku_common::now_ms();
-        let detail = format!(
-            "{} is watched again: file operations below it are recorded from now on. What it holds now was scanned: files not recorded before are recorded as created and changed ones as modified (mechanism = \"scan\"); files created and removed again while it was not watched left no trace.",
-            path.display()
-        );
-        self.emit_now(
-            file_op::WATCH_RESTORED,
-            &path,
-            |f| f.detail = detail,
-            HashPlan::None,
-        );
+        self.emit_watched_again(&path);
         self.tell(Watching::Appeared {
             root: path,
             since_ms,
@@ -76,17 +58,7 @@ impl Watcher {
             tracing::info!(root = %path.display(), "{why}");
             return;
         }
-        let detail = format!(
-            "{} {why}: file operations below it are no longer recorded. The agent tries to watch it again every 5 s; restore the directory (or fix files.watch).",
-            path.display()
-        );
-        tracing::error!(root = %path.display(), "{why}");
-        self.emit_now(
-            file_op::WATCH_LOST,
-            &path,
-            |f| f.detail = detail,
-            HashPlan::None,
-        );
+        self.emit_root_lost(&path, why, RETRY);
     }
 
     /// Watched roots still there? Missing ones there now?
@@ -161,14 +133,14 @@ impl Watcher {
         let path = self.roots[i].path.clone();
         self.flush_path(&path, None);
         tracing::info!(drive = %d.root, device = %d.device(), "removable drive removed");
-        // Described from what was known while it was there.
-        let ev = self.file_event(file_op::VOLUME_UNMOUNTED, &path, |f| {
-            f.detail = d.fs.clone()
-        });
+        // Described from what was known while it was there: recorded
+        // before its root goes.
+        self.emit_now(
+            file_op::VOLUME_UNMOUNTED,
+            &path,
+            |f| f.detail = d.fs.clone(),
+            HashPlan::None,
+        );
         self.roots.remove(i);
-        self.send(super::Observed {
-            event: Box::new(ev),
-            hash: HashPlan::None,
-        });
     }
 }
