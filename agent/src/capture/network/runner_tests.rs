@@ -192,7 +192,10 @@ async fn records_and_state_survive_a_restart_without_a_second_open() {
     stop(r).await;
     // A new run (the agent restarted) with the same buffer.
     let r = start(&b, &script);
-    wait_until(&b, "the continued update", |e| phases(e).len() >= 2).await;
+    wait_until(&b, "the continued update", |e| {
+        phases(e).iter().any(|(_, continued, _)| *continued)
+    })
+    .await;
     {
         let mut s = script.lock().expect("test value");
         s.closed = vec![sock(6_000, "close")];
@@ -200,7 +203,7 @@ async fn records_and_state_survive_a_restart_without_a_second_open() {
         s.overflows = 7;
     }
     let e = wait_until(&b, "the close and the gap", |e| {
-        phases(e).len() >= 3 && e.iter().any(|e| matches!(e.kind, Some(Kind::Gap(_))))
+        phases(e).len() >= 4 && e.iter().any(|e| matches!(e.kind, Some(Kind::Gap(_))))
     })
     .await;
     stop(r).await;
@@ -208,7 +211,10 @@ async fn records_and_state_survive_a_restart_without_a_second_open() {
         phases(&e),
         [
             ("open".to_owned(), false, 100),
-            ("update".to_owned(), true, 4_900),
+            // The clean stop's final update: the bytes up to the stop.
+            ("update".to_owned(), false, 4_900),
+            // The restarted run continues the flow (nothing new since).
+            ("update".to_owned(), true, 0),
             ("close".to_owned(), false, 1_000),
         ]
     );

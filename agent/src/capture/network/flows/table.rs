@@ -24,7 +24,10 @@
 //!   a `close` with the last recorded totals (`counters = "last_record"`).
 //!
 //! Pure logic (no I/O but the `ProcessTable` it is given): the runner
-//! writes what it returns.
+//! writes what it returns. `table/unseen.rs`: sockets closed before any
+//! dump saw them; `table/periodic.rs`: what is written on the table's own
+//! schedule (summaries and gap records due, the final updates of a clean
+//! stop).
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -38,8 +41,9 @@ use super::exclude::{Excluder, canonical};
 use super::infer::Recent;
 use super::persist::{Saved, StateOp};
 pub use super::record::process_ref;
-use super::record::{canonical_addr, delta, event, take_gap, template, transient, uid_ref};
+use super::record::{canonical_addr, delta, event, template, transient, uid_ref};
 
+mod periodic;
 mod unseen;
 
 /// One record the table asks to write.
@@ -225,12 +229,6 @@ impl FlowTable {
     }
 
     /// Flows tracked now.
-    /// The summaries not yet written: the earliest one's start and the
-    /// flows they count ([`super::persist::Unwritten`]).
-    pub fn unwritten_summaries(&self) -> Option<(i64, u64)> {
-        self.coalesce.unwritten()
-    }
-
     pub fn len(&self) -> usize {
         self.flows.len()
     }
@@ -794,93 +792,6 @@ impl FlowTable {
                 value: None,
             }),
         ));
-    }
-
-    /// Destroy notifications the kernel dropped.
-    pub fn lost(&mut self, overflows: u64, now_ms: i64) {
-        self.lost.add(overflows, now_ms);
-        self.stats.notifications_lost += overflows;
-    }
-
-    /// Inspected packets the kernel dropped (the inspection socket's
-    /// queue overflowed): a `packets_lost` gap record.
-    pub fn packets_lost(&mut self, dropped: u64, now_ms: i64) {
-        self.packets_lost.add(dropped, now_ms);
-        self.stats.packets_lost += dropped;
-    }
-
-    /// At a clean stop, after a last dump: an `update` for each flow with
-    /// traffic since its last record (and its totals in the keyed state),
-    /// so a flow that ends while the agent is stopped loses only what it
-    /// sent after the stop, not up to `update_secs` before it. Coalesced
-    /// flows add their last deltas to their summaries, written by the
-    /// forced [`FlowTable::tick`] that follows.
-    pub fn at_stop(&mut self, now_ms: i64, out: &mut Vec<Rec>) {
-        let cookies: Vec<u64> = self
-            .flows
-            .iter()
-            .filter(|(_, f)| !f.listening && f.pending_until.is_none() && f.counters != f.recorded)
-            .map(|(c, _)| *c)
-            .collect();
-        for cookie in cookies {
-            let Some(f) = self.flows.get_mut(&cookie) else {
-                continue;
-            };
-            if let Some(key) = f.coalesced.clone() {
-                let t = template(f);
-                let d = delta(f.counters, f.recorded);
-                f.recorded = f.counters;
-                self.coalesce.add(
-                    &key,
-                    &t,
-                    false,
-                    d.bytes_out,
-                    d.bytes_in,
-                    d.packets_out,
-                    d.packets_in,
-                    now_ms,
-                );
-            } else {
-                out.extend(self.record(cookie, "update", now_ms));
-            }
-        }
-    }
-
-    /// Summaries and gap records due (every loop; `force` at stop).
-    pub fn tick(&mut self, now_ms: i64, force: bool, out: &mut Vec<Rec>) {
-        self.exclude.refresh();
-        for ev in self.coalesce.due(now_ms, force) {
-            out.push(Rec::Net(ev, None));
-        }
-        if !force && now_ms < self.next_gap_ms {
-            return;
-        }
-        self.next_gap_ms = now_ms + self.summary_ms;
-        let full = format!(
-            "were not recorded: the agent's flow table was full (network.max_flows = {}). Raise network.max_flows, or exclude busy traffic with [[network.exclude]].",
-            self.max_flows
-        );
-        let gaps = [
-            take_gap(
-                &mut self.full,
-                "flow_table_full",
-                "new network flows",
-                &full,
-            ),
-            take_gap(
-                &mut self.lost,
-                "notifications_lost",
-                "socket-close notifications",
-                "were dropped by the kernel (its receive queue overflowed): connections that opened and closed between two socket dumps in that time are not recorded; those seen at a dump are closed with the counters of their last dump (counters = \"last_dump\").",
-            ),
-            take_gap(
-                &mut self.packets_lost,
-                "packets_lost",
-                "inspected packets",
-                "were dropped by the kernel (the inspection socket's receive queue overflowed): BitTorrent handshakes, tracker announces, DHT messages and DNS answers in them were not seen, so P2P reasons from packets and info_hashes may be missing for that time; the flows themselves are recorded.",
-            ),
-        ];
-        out.extend(gaps.into_iter().flatten().map(Rec::Gap));
     }
 
     /// An inspected packet: `inspect` gets its flow's process (when the
