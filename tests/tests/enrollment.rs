@@ -513,6 +513,25 @@ async fn revoked_tokens_do_not_enroll_and_the_list_tells_each_tokens_state() -> 
     let (mut fourth, _) = spawn_agent(&env, "r4", &keys, smtp4, &[])?;
     fourth.wait_port(smtp4)?;
 
+    // A token pasted as a batch id: refused without echoing it (checked
+    // in the audit below).
+    let (code, _, err) = env.cli_as(
+        "admin-boss",
+        &[
+            "certs",
+            "revoke-enroll-tokens",
+            "--batch",
+            &other_spare,
+            "--reason",
+            "oops",
+        ],
+    )?;
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("was given a token") && !err.contains(&other_spare),
+        "{err}"
+    );
+
     // Audited, never with a token in it.
     let audit = admin_audit(&env)?;
     let revokes = calls(&audit, "RevokeEnrollTokens");
@@ -520,6 +539,7 @@ async fn revoked_tokens_do_not_enroll_and_the_list_tells_each_tokens_state() -> 
         "revoked 2 enrollment tokens of batch",
         "revoked 1 enrollment tokens of named tokens",
         "REFUSED PermissionDenied",
+        "REFUSED InvalidArgument: --batch was given a token",
     ] {
         assert!(
             revokes.iter().any(|d| d.contains(want)),

@@ -282,5 +282,36 @@ async fn summaries_unwritten_at_a_kill_are_a_gap_record_after_the_restart() -> a
         recs.network.iter().all(|n| n.phase != "summary"),
         "no summary was written before the kill"
     );
+
+    // A clean stop writes its summaries and leaves no mark: the next run
+    // reports no loss.
+    let mut again = again;
+    let out = Command::new(bin("kiroku-netgen"))
+        .args([
+            "short",
+            "--count",
+            "50",
+            "--payload",
+            "32",
+            "--anchor-ms",
+            "500",
+        ])
+        .output()?;
+    anyhow::ensure!(out.status.success(), "kiroku-netgen failed");
+    // Coalesced into summaries that are due only in ten minutes, and noted.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    again.terminate();
+    let third = env.start_agent_with("unwritten", free_port(), &Mode::CaptureOnly, cfg)?;
+    third
+        .wait_log("recording network activity", Duration::from_secs(30))
+        .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let recs = NetRecords::read(&env, "unwritten", from_ms).await?;
+    let lost = recs
+        .gaps
+        .iter()
+        .filter(|g| g.reason == "summaries_lost")
+        .count();
+    assert_eq!(lost, 1, "a clean stop is not a loss: {:#?}", recs.gaps);
     Ok(())
 }

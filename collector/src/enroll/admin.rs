@@ -17,8 +17,9 @@ use kiroku_proto::{
 use tonic::{Request, Response, Status};
 
 use super::Enroll;
+use super::limit::cut;
 use super::rpc::internal;
-use super::tokens::{State, Which, when};
+use super::tokens::{State, TOKEN_PREFIX, Which, when};
 use crate::auth;
 use crate::store::audit::admin_call::{ENROLL_TOKENS, REVOKE_ENROLL_TOKENS};
 
@@ -30,6 +31,35 @@ const MAX_COUNT: u32 = 10_000;
 const MAX_NAMED: usize = 10_000;
 /// Longest revocation reason kept (bytes).
 const MAX_REASON: usize = 1024;
+/// Longest note kept with a batch (bytes).
+const MAX_NOTE: usize = 1024;
+/// Most of a caller's text shown in a refusal's audit entry (bytes): a
+/// refused call (a non-admin's included) must not fill the audit log.
+const SHOWN: usize = 128;
+
+/// A batch id as given, checked: 12 hex digits. Never echoed when it is
+/// not one (a token pasted in the wrong place is a secret).
+fn batch_id(batch: &str) -> Result<&str, Status> {
+    let b = batch.trim();
+    if b.len() == 12 && b.bytes().all(|c| c.is_ascii_hexdigit()) {
+        return Ok(b);
+    }
+    Err(Status::invalid_argument(if b.starts_with(TOKEN_PREFIX) {
+        "--batch was given a token, not a batch id: give the token with --token (batch ids are 12 hex digits, as `kiroku certs enroll-tokens` lists them)"
+    } else {
+        "--batch is not a batch id (12 hex digits, as `kiroku certs enroll-tokens` lists them)"
+    }))
+}
+
+/// A batch id for an audit entry: itself when it is one, else only that
+/// it was not.
+fn shown_batch(batch: &str) -> String {
+    match batch_id(batch) {
+        Ok(b) => b.to_owned(),
+        Err(_) if batch.is_empty() => String::new(),
+        Err(_) => "(not a batch id)".to_owned(),
+    }
+}
 
 /// `EnrollAdmin`: token batches, admins only.
 pub struct EnrollAdminService {
@@ -96,9 +126,9 @@ impl kiroku_proto::enroll_admin_server::EnrollAdmin for EnrollAdminService {
         let what = format!(
             "{} tokens group {} expiring in {} s note {}",
             r.count,
-            quote(&r.group),
+            quote(&cut(&r.group, SHOWN)),
             r.expires_in_s,
-            quote(&r.note)
+            quote(&cut(&r.note, SHOWN))
         );
         let enroll = self.enroll.clone();
         let who = caller.clone();
@@ -136,9 +166,9 @@ impl kiroku_proto::enroll_admin_server::EnrollAdmin for EnrollAdminService {
         let r = req.into_inner();
         let what = format!(
             "batch {} and {} tokens, reason {}",
-            quote(&r.batch),
+            quote(&shown_batch(&r.batch)),
             r.tokens.len(),
-            quote(&r.reason)
+            quote(&cut(&r.reason, SHOWN))
         );
         let enroll = self.enroll.clone();
         let who = caller.clone();
@@ -163,6 +193,11 @@ fn create(
     if !r.group.is_empty() {
         kiroku_common::pki::validate_group(&r.group)
             .map_err(|err| Status::invalid_argument(err.to_string()))?;
+    }
+    if r.note.len() > MAX_NOTE {
+        return Err(Status::invalid_argument(format!(
+            "--note is longer than {MAX_NOTE} bytes"
+        )));
     }
     if !(1..=MAX_COUNT).contains(&r.count) {
         return Err(Status::invalid_argument(format!(
@@ -213,7 +248,11 @@ fn create(
 /// The batches with their counts; the tokens of `batch` when given.
 fn list(e: &Enroll, batch: &str) -> Result<ListEnrollTokensResponse, Status> {
     let now = crate::clock::now_ms();
-    let only = (!batch.is_empty()).then_some(batch);
+    let only = if batch.is_empty() {
+        None
+    } else {
+        Some(batch_id(batch)?)
+    };
     let listed = e.tokens.list(only).map_err(internal)?;
     if only.is_some() && listed.is_empty() {
         return Err(Status::not_found(format!(
@@ -280,7 +319,7 @@ fn revoke(
         )));
     }
     let which = match (r.batch.is_empty(), r.tokens.is_empty()) {
-        (false, true) => Which::Batch(&r.batch),
+        (false, true) => Which::Batch(batch_id(&r.batch)?),
         (true, false) if r.tokens.len() <= MAX_NAMED => Which::Tokens(&r.tokens),
         (true, false) => {
             return Err(Status::invalid_argument(format!(

@@ -489,53 +489,71 @@ impl Tokens {
                 .chars()
                 .take(12)
                 .collect::<String>();
-            loop {
-                let Some(old) = self.tree.get(&k)? else {
-                    not_revoked.push(format!("{r}: unknown token"));
-                    break;
-                };
-                let mut rec: TokenRecord = serde_json::from_slice(&old)?;
-                match rec.state(now_ms) {
-                    State::Used => {
-                        not_revoked.push(format!(
-                            "{r}: used already, by agent {} ({}): retire the agent to revoke its certificate (`kiroku agents retire {} --reason ...`)",
-                            rec.used_by,
-                            when(rec.used_ms),
-                            rec.used_by
-                        ));
-                        break;
-                    }
-                    State::Revoked => {
-                        not_revoked.push(format!(
-                            "{r}: revoked already ({}, {})",
-                            when(rec.revoked_ms),
-                            rec.revoke_reason
-                        ));
-                        break;
-                    }
-                    // An expired token is revoked too: the list then says
-                    // it was withdrawn, not merely left to lapse.
-                    State::Unused | State::Expired => {}
-                }
-                rec.revoked_ms = now_ms;
-                rec.revoked_by = by.to_owned();
-                rec.revoke_reason = reason.to_owned();
-                let new = serde_json::to_vec(&rec)?;
-                if self
-                    .tree
-                    .compare_and_swap(&k, Some(&old), Some(new))?
-                    .is_ok()
-                {
-                    revoked.push(r);
-                    break;
-                }
+            // One token's failure is told with it; the others go on (those
+            // revoked before it stay revoked, and are reported so).
+            match self.revoke_one(&k, &r, by, reason, now_ms) {
+                Ok(Ok(())) => revoked.push(r),
+                Ok(Err(why)) => not_revoked.push(why),
+                Err(e) => not_revoked.push(format!("{r}: not revoked: {e:#}")),
             }
         }
-        self.tree.flush()?;
+        if let Err(e) = self.tree.flush() {
+            tracing::warn!(error = %e, "enrollment tokens revoked, but their flush to disk failed; sled flushes them again shortly");
+        }
         Ok(Revoked {
             revoked,
             not_revoked,
         })
+    }
+
+    /// Revokes the token at `k` (reference `r`) if it is unused: Ok(Ok)
+    /// when revoked, Ok(Err(why not)) when it was not.
+    fn revoke_one(
+        &self,
+        k: &sled::IVec,
+        r: &str,
+        by: &str,
+        reason: &str,
+        now_ms: i64,
+    ) -> anyhow::Result<Result<(), String>> {
+        loop {
+            let Some(old) = self.tree.get(k)? else {
+                return Ok(Err(format!("{r}: unknown token")));
+            };
+            let mut rec: TokenRecord = serde_json::from_slice(&old)?;
+            match rec.state(now_ms) {
+                State::Used => {
+                    return Ok(Err(format!(
+                        "{r}: used already, by agent {} ({}): retire the agent to revoke its certificate (`kiroku agents retire {} --reason ...`)",
+                        rec.used_by,
+                        when(rec.used_ms),
+                        rec.used_by
+                    )));
+                }
+                State::Revoked => {
+                    return Ok(Err(format!(
+                        "{r}: revoked already ({}, {})",
+                        when(rec.revoked_ms),
+                        rec.revoke_reason
+                    )));
+                }
+                // An expired token is revoked too: the list then says it
+                // was withdrawn, not merely left to lapse.
+                State::Unused | State::Expired => {}
+            }
+            rec.revoked_ms = now_ms;
+            rec.revoked_by = by.to_owned();
+            rec.revoke_reason = reason.to_owned();
+            let new = serde_json::to_vec(&rec)?;
+            // Lost to a concurrent change (an enrollment): read it again.
+            if self
+                .tree
+                .compare_and_swap(k, Some(&old), Some(new))?
+                .is_ok()
+            {
+                return Ok(Ok(()));
+            }
+        }
     }
 }
 

@@ -104,7 +104,7 @@ impl Runner {
                 "network capture: continuing the flows recorded by the previous run"
             );
         }
-        let mut unwritten = UnwrittenMark::open(&self.buffer);
+        let mut unwritten = UnwrittenMark::open(&state);
         let mut out = Vec::new();
         if let Some(lost) = unwritten.left_by_previous_run() {
             out.push(Rec::Gap(lost.gap()));
@@ -191,8 +191,9 @@ impl Runner {
             }
             let now_ms = self.ctx.clock.now_ms();
             table.tick(now_ms, false, &mut out);
-            self.write(&mut out, &mut detector, &mut names, &state, now_ms);
-            unwritten.sync(table.unwritten_summaries(), now_ms);
+            let mark = unwritten.change(table.unwritten_summaries(), now_ms);
+            let written = self.write(&mut out, &mut detector, &mut names, &state, mark, now_ms);
+            unwritten.done(written);
             if Instant::now() >= next_report {
                 next_report = Instant::now() + REPORT_EVERY;
                 log_stats(&table);
@@ -210,20 +211,24 @@ impl Runner {
         table.finish(self.sources.procs.as_mut(), &mut out);
         table.at_stop(now_ms, &mut out);
         table.tick(now_ms, true, &mut out);
-        self.write(&mut out, &mut detector, &mut names, &state, now_ms);
-        unwritten.sync(table.unwritten_summaries(), now_ms);
+        let mark = unwritten.change(table.unwritten_summaries(), now_ms);
+        let written = self.write(&mut out, &mut detector, &mut names, &state, mark, now_ms);
+        unwritten.done(written);
         log_stats(&table);
     }
 
-    /// Appends `out` (and the P2P records due) to the buffer.
+    /// Appends `out` (and the P2P records due) to the buffer, with `mark`
+    /// (the change to the unwritten-summaries mark) in the same transaction
+    /// as the last of them; returns `mark` when it was applied.
     fn write(
         &self,
         out: &mut Vec<Rec>,
         detector: &mut Detector,
         names: &mut Option<Names>,
         state: &KeyedState,
+        mark: Option<StateOp>,
         now_ms: i64,
-    ) {
+    ) -> Option<StateOp> {
         let mut batch: Vec<(Event, Option<StateOp>)> = Vec::with_capacity(out.len());
         for rec in out.drain(..) {
             match rec {
@@ -253,16 +258,52 @@ impl Runner {
                 .unwrap_or_default();
             batch.push((self.ctx.event_as(user, Kind::P2p(p)), None));
         }
+        let Some(op) = mark else {
+            while !batch.is_empty() {
+                let rest = batch.split_off(batch.len().min(BATCH));
+                let chunk = std::mem::replace(&mut batch, rest);
+                self.append(chunk, state, None);
+            }
+            return None;
+        };
+        if batch.is_empty() {
+            // No record to go with: the mark changes alone.
+            let r = match &op.value {
+                Some(v) => state.insert(op.flow_id.as_bytes(), v.clone()).map(|_| ()),
+                None => state.remove(op.flow_id.as_bytes()).map(|_| ()),
+            };
+            return match r {
+                Ok(()) => Some(op),
+                Err(e) => {
+                    tracing::warn!(error = %e, "network capture: cannot note the summaries not yet written in the buffer (a crash now would lose them without a gap record)");
+                    None
+                }
+            };
+        }
+        let mut mark = Some(op);
+        let mut applied = None;
         while !batch.is_empty() {
             let rest = batch.split_off(batch.len().min(BATCH));
             let chunk = std::mem::replace(&mut batch, rest);
-            self.append(chunk, state);
+            let extra = if batch.is_empty() { mark.take() } else { None };
+            let carried = extra.clone();
+            if self.append(chunk, state, extra) {
+                applied = carried;
+            }
         }
+        applied
     }
 
-    fn append(&self, chunk: Vec<(Event, Option<StateOp>)>, state: &KeyedState) {
+    /// Appends one chunk with its state changes (and `extra`) in one
+    /// transaction; whether it was written.
+    fn append(
+        &self,
+        chunk: Vec<(Event, Option<StateOp>)>,
+        state: &KeyedState,
+        extra: Option<StateOp>,
+    ) -> bool {
         let (events, ops): (Vec<Event>, Vec<Option<StateOp>>) = chunk.into_iter().unzip();
-        let ops: Vec<StateOp> = ops.into_iter().flatten().collect();
+        let ops: Vec<StateOp> = ops.into_iter().flatten().chain(extra).collect();
         let described: Vec<String> = events.iter().map(describe).collect();
         let r = self
             .rt
@@ -275,34 +316,40 @@ impl Runner {
                 }
                 Ok(())
             }));
-        if let Err(e) = r {
-            tracing::debug!(error = %e, records = described.len(), "network records refused by the buffer; counted as a gap");
-            for d in &described {
-                let m = Missed {
-                    path: Some(d),
-                    ..Default::default()
-                };
-                if let Err(e) = self.rt.block_on(self.gaps.missed(Source::Network, m)) {
-                    tracing::error!(error = %e, "network capture: a record neither written nor counted");
-                }
+        let Err(e) = r else {
+            return true;
+        };
+        tracing::debug!(error = %e, records = described.len(), "network records refused by the buffer; counted as a gap");
+        for d in &described {
+            let m = Missed {
+                path: Some(d),
+                ..Default::default()
+            };
+            if let Err(e) = self.rt.block_on(self.gaps.missed(Source::Network, m)) {
+                tracing::error!(error = %e, "network capture: a record neither written nor counted");
             }
         }
+        false
     }
 }
 
 /// The buffer's trace of summaries not yet written
-/// ([`flows::persist::Unwritten`]): set while there are any, refreshed at
-/// most once a second, removed once they are written.
+/// ([`flows::persist::Unwritten`], a reserved key of the flows' keyed
+/// state): set while there are any, refreshed at most once a second, and
+/// removed in the same transaction as the records that write them (or as
+/// the gap record that tells of the previous run's), so a crash can
+/// neither lose them silently nor have the next run call written flows
+/// lost.
 struct UnwrittenMark {
-    state: KeyedState,
     /// What the buffer holds now (None: nothing).
     held: Option<flows::persist::Unwritten>,
+    /// The change handed to the last write.
+    pending: Option<(StateOp, Option<flows::persist::Unwritten>)>,
     next_ms: i64,
 }
 
 impl UnwrittenMark {
-    fn open(buffer: &Arc<Buffer>) -> UnwrittenMark {
-        let state = buffer.keyed_state(flows::persist::SUMMARIES_STATE);
+    fn open(state: &KeyedState) -> UnwrittenMark {
         let held = match state.get(flows::persist::UNWRITTEN_KEY) {
             Ok(v) => v.and_then(|v| flows::persist::Unwritten::decode(&v)),
             Err(e) => {
@@ -311,8 +358,8 @@ impl UnwrittenMark {
             }
         };
         UnwrittenMark {
-            state,
             held,
+            pending: None,
             next_ms: i64::MIN,
         }
     }
@@ -322,36 +369,49 @@ impl UnwrittenMark {
         self.held
     }
 
-    /// Brings the buffer's trace in line with the table's summaries in
-    /// progress (`now`: their earliest start and flow count), after the
-    /// records of this round were appended.
-    fn sync(&mut self, now: Option<(i64, u64)>, now_ms: i64) {
-        let result = match now {
-            None if self.held.is_some() => self
-                .state
-                .remove(flows::persist::UNWRITTEN_KEY)
-                .map(|_| self.held = None),
-            None => Ok(()),
+    /// The change that brings the mark in line with the table's summaries
+    /// in progress (`now`: their earliest start and flow count) once this
+    /// round's records are written; None when there is nothing to change.
+    fn change(&mut self, now: Option<(i64, u64)>, now_ms: i64) -> Option<StateOp> {
+        let key = String::from_utf8_lossy(flows::persist::UNWRITTEN_KEY).into_owned();
+        let (op, to) = match now {
+            None if self.held.is_some() => (
+                StateOp {
+                    flow_id: key,
+                    value: None,
+                },
+                None,
+            ),
+            None => return None,
             Some((first_ms, flows)) => {
-                let same = self
-                    .held
-                    .is_some_and(|h| h.first_ms == first_ms && h.flows == flows);
-                if same || now_ms < self.next_ms {
-                    return;
+                if now_ms < self.next_ms {
+                    return None;
                 }
+                self.next_ms = now_ms + 1000;
                 let u = flows::persist::Unwritten {
                     first_ms,
                     last_ms: now_ms,
                     flows,
                 };
-                self.next_ms = now_ms + 1000;
-                self.state
-                    .insert(flows::persist::UNWRITTEN_KEY, u.encode())
-                    .map(|_| self.held = Some(u))
+                (
+                    StateOp {
+                        flow_id: key,
+                        value: Some(u.encode()),
+                    },
+                    Some(u),
+                )
             }
         };
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "network capture: cannot note the summaries not yet written in the buffer (a crash now would lose them without a gap record)");
+        self.pending = Some((op.clone(), to));
+        Some(op)
+    }
+
+    /// The write returned `applied` (the change, when it was written).
+    fn done(&mut self, applied: Option<StateOp>) {
+        if let Some((op, to)) = self.pending.take()
+            && applied.as_ref() == Some(&op)
+        {
+            self.held = to;
         }
     }
 }

@@ -82,6 +82,10 @@ pub fn load(state: &crate::buffer::KeyedState) -> HashMap<String, Saved> {
         }
     };
     for k in keys {
+        if k.first() == Some(&0) {
+            // Reserved (UNWRITTEN_KEY), not a flow.
+            continue;
+        }
         let Ok(Some(v)) = state.get(&k) else { continue };
         match (String::from_utf8(k.clone()), Saved::decode(&v)) {
             (Ok(id), Some(s)) => {
@@ -95,13 +99,15 @@ pub fn load(state: &crate::buffer::KeyedState) -> HashMap<String, Saved> {
     out
 }
 
-/// The keyed state of [`Unwritten`] (one key, [`UNWRITTEN_KEY`]).
-pub const SUMMARIES_STATE: &str = "network_summaries";
-pub const UNWRITTEN_KEY: &[u8] = b"unwritten";
+/// [`Unwritten`]'s key in the flows' keyed state [`STATE`] (a flow_id
+/// never starts with NUL), so it changes in the same transaction as the
+/// records.
+pub const UNWRITTEN_KEY: &[u8] = b"\0unwritten_summaries";
 
 /// Flows counted in summaries not yet written (a summary is written at its
 /// interval's end, or when the capture stops): kept in the buffer while
-/// there are any (refreshed at most once a second), so a run that ends
+/// there are any (refreshed at most once a second, removed with the
+/// records that write them), so a run that ends
 /// without writing them (kill -9, a crash, power loss) leaves a trace, and
 /// the next run records their loss as a gap instead of losing them
 /// silently.
@@ -143,8 +149,15 @@ impl Unwritten {
             first_ms: self.first_ms,
             last_ms: self.last_ms,
             detail: format!(
-                "{} or more network flows (and the later bytes of longer flows) counted in summaries between {} and {} (agent clock) were not recorded: the previous run of the agent ended without writing its summaries (killed, crashed or the machine lost power); their flows, peers and bytes are lost",
-                self.flows,
+                "{} counted in summaries between {} and {} (agent clock) were not recorded: the previous run of the agent ended without writing its summaries (killed, crashed or the machine lost power); their flows, peers and bytes are lost",
+                if self.flows == 0 {
+                    "the later bytes of longer network flows".to_owned()
+                } else {
+                    format!(
+                        "{} or more network flows (and the later bytes of longer ones)",
+                        self.flows
+                    )
+                },
                 kiroku_common::rfc3339_ms(self.first_ms),
                 kiroku_common::rfc3339_ms(self.last_ms)
             ),
