@@ -152,7 +152,10 @@ pub fn handshaken(
                     continue;
                 }
             };
-            let peer = conn.inner.peer_addr().ok();
+            let peer = conn
+                .inner
+                .peer_addr()
+                .map_or_else(|_| "an unknown address".to_owned(), |a| a.to_string());
             let tx = tx.clone();
             tokio::spawn(async move {
                 let accept = tokio_rustls::TlsAcceptor::from(cfg).accept(conn);
@@ -161,10 +164,10 @@ pub fn handshaken(
                         let _ = tx.send(Ok(stream)).await;
                     }
                     Ok(Err(e)) => {
-                        tracing::info!(peer = ?peer, error = %e, "enrollment listener: refused at TLS handshake")
+                        tracing::info!(peer = %peer, error = %e, "enrollment listener: refused at TLS handshake")
                     }
                     Err(_) => tracing::info!(
-                        peer = ?peer,
+                        peer = %peer,
                         "enrollment listener: no TLS handshake within {}s",
                         HANDSHAKE_TIMEOUT.as_secs()
                     ),

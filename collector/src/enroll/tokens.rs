@@ -358,22 +358,22 @@ impl Tokens {
         use sled::transaction::ConflictableTransactionError;
         let (tk, ak) = (token_key(token), agent_key(name));
         let seen = seen_name.map(serde_json::to_vec).transpose()?;
-        let rec = match self.tree.get(tk.as_bytes())? {
-            Some(v) => {
-                let mut rec: TokenRecord = serde_json::from_slice(&v)?;
-                rec.used_by.clear();
-                rec.used_ms = 0;
-                rec.key_sha.clear();
-                rec.chain_pem.clear();
-                rec.not_after_ms = 0;
-                Some(serde_json::to_vec(&rec)?)
-            }
-            None => None,
-        };
         (&self.tree, agents)
             .transaction(|(tx, atx)| {
-                if let Some(rec) = &rec {
-                    tx.insert(tk.as_bytes(), rec.clone())?;
+                // Read and written in the transaction: a revocation that
+                // landed meanwhile (it marks a used token too) is kept.
+                if let Some(v) = tx.get(tk.as_bytes())?
+                    && let Ok(mut rec) = serde_json::from_slice::<TokenRecord>(&v)
+                    && rec.used_by == name
+                {
+                    rec.used_by.clear();
+                    rec.used_ms = 0;
+                    rec.key_sha.clear();
+                    rec.chain_pem.clear();
+                    rec.not_after_ms = 0;
+                    if let Ok(v) = serde_json::to_vec(&rec) {
+                        tx.insert(tk.as_bytes(), v)?;
+                    }
                 }
                 match &seen {
                     Some(v) => tx.insert(ak.as_bytes(), v.clone())?,
@@ -523,12 +523,29 @@ impl Tokens {
             let mut rec: TokenRecord = serde_json::from_slice(&old)?;
             match rec.state(now_ms) {
                 State::Used => {
-                    return Ok(Err(format!(
+                    let why = format!(
                         "{r}: used already, by agent {} ({}): retire the agent to revoke its certificate (`kiroku agents retire {} --reason ...`)",
                         rec.used_by,
                         when(rec.used_ms),
                         rec.used_by
-                    )));
+                    );
+                    // Marked all the same (it still lists as used): should
+                    // its enrollment be undone (`release`, when the audit
+                    // entry cannot be written), it stays withdrawn.
+                    if rec.revoked_ms == 0 {
+                        rec.revoked_ms = now_ms;
+                        rec.revoked_by = by.to_owned();
+                        rec.revoke_reason = reason.to_owned();
+                        let new = serde_json::to_vec(&rec)?;
+                        if self
+                            .tree
+                            .compare_and_swap(k, Some(&old), Some(new))?
+                            .is_err()
+                        {
+                            continue;
+                        }
+                    }
+                    return Ok(Err(why));
                 }
                 State::Revoked => {
                     return Ok(Err(format!(
@@ -754,6 +771,14 @@ mod tests {
             done.not_revoked[0].contains("used already, by agent pc-1"),
             "{done:?}"
         );
+        // Marked all the same: were that enrollment undone (its audit entry
+        // not written), the token would stay withdrawn.
+        t.release(&a[0], "pc-1", None, &agents, None)
+            .expect("release");
+        assert!(matches!(
+            t.check(&a[0], 3_000).expect("check"),
+            Err(Refusal::Revoked { .. })
+        ));
         assert!(matches!(
             t.check(&a[1], 3_001).expect("check"),
             Err(Refusal::Revoked { ref reason, .. }) if reason == "laptop lost"
@@ -806,17 +831,9 @@ mod tests {
         let all = t.list(None).expect("list");
         assert_eq!(all.len(), 5);
         assert_eq!(all[0].rec.batch, batch_a);
+        // (The used one was released above, so it lists as revoked too.)
         let states: Vec<&str> = all.iter().map(|l| l.rec.state(5_000).name()).collect();
-        assert_eq!(
-            states.iter().filter(|s| **s == "used").count(),
-            1,
-            "{states:?}"
-        );
-        assert_eq!(
-            states.iter().filter(|s| **s == "revoked").count(),
-            4,
-            "{states:?}"
-        );
+        assert_eq!(states, ["revoked"; 5], "{states:?}");
         let only_b = t.list(Some(&batch_b)).expect("list");
         assert_eq!(only_b.len(), 2);
         assert!(only_b.iter().all(|l| l.rec.revoke_reason == "typo"));
