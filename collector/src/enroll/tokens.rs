@@ -162,6 +162,16 @@ fn agent_key(name: &str) -> String {
     format!("agent\0{name}")
 }
 
+/// Why a used token (reference `r`) is not revoked, and what to do.
+fn used(r: &str, rec: &TokenRecord) -> String {
+    format!(
+        "{r}: used already, by agent {} ({}): retire the agent to revoke its certificate (`kiroku agents retire {} --reason ...`)",
+        rec.used_by,
+        when(rec.used_ms),
+        rec.used_by
+    )
+}
+
 /// A token as named in a message: its reference when it is a token (the
 /// token itself is a secret and never logged), else as given.
 fn token_label(t: &str) -> String {
@@ -521,32 +531,12 @@ impl Tokens {
                 return Ok(Err(format!("{r}: unknown token")));
             };
             let mut rec: TokenRecord = serde_json::from_slice(&old)?;
-            match rec.state(now_ms) {
-                State::Used => {
-                    let why = format!(
-                        "{r}: used already, by agent {} ({}): retire the agent to revoke its certificate (`kiroku agents retire {} --reason ...`)",
-                        rec.used_by,
-                        when(rec.used_ms),
-                        rec.used_by
-                    );
-                    // Marked all the same (it still lists as used): should
-                    // its enrollment be undone (`release`, when the audit
-                    // entry cannot be written), it stays withdrawn.
-                    if rec.revoked_ms == 0 {
-                        rec.revoked_ms = now_ms;
-                        rec.revoked_by = by.to_owned();
-                        rec.revoke_reason = reason.to_owned();
-                        let new = serde_json::to_vec(&rec)?;
-                        if self
-                            .tree
-                            .compare_and_swap(k, Some(&old), Some(new))?
-                            .is_err()
-                        {
-                            continue;
-                        }
-                    }
-                    return Ok(Err(why));
-                }
+            // A used token is marked all the same (it still lists as used):
+            // should its enrollment be undone (`release`, when the audit
+            // entry cannot be written), it stays withdrawn.
+            let not_revoked = match rec.state(now_ms) {
+                State::Used if rec.revoked_ms != 0 => return Ok(Err(used(r, &rec))),
+                State::Used => Some(used(r, &rec)),
                 State::Revoked => {
                     return Ok(Err(format!(
                         "{r}: revoked already ({}, {})",
@@ -556,8 +546,8 @@ impl Tokens {
                 }
                 // An expired token is revoked too: the list then says it
                 // was withdrawn, not merely left to lapse.
-                State::Unused | State::Expired => {}
-            }
+                State::Unused | State::Expired => None,
+            };
             rec.revoked_ms = now_ms;
             rec.revoked_by = by.to_owned();
             rec.revoke_reason = reason.to_owned();
@@ -568,7 +558,7 @@ impl Tokens {
                 .compare_and_swap(k, Some(&old), Some(new))?
                 .is_ok()
             {
-                return Ok(Ok(()));
+                return Ok(not_revoked.map_or(Ok(()), Err));
             }
         }
     }

@@ -63,6 +63,23 @@ const MAX_NAMES: usize = 10_000;
 /// How long a cookie closed by the table is remembered, so a late destroy
 /// notification for it is not taken for a new flow.
 const REMEMBER_CLOSED_MS: i64 = 30_000;
+/// Adds `f`'s traffic since its last record (and, `started`, the flow
+/// itself) to `key`'s summary; the caller brings `f.recorded` up to date
+/// when the flow lives on.
+pub(super) fn summarise(coalesce: &mut Coalescer, key: &Key, f: &Flow, started: bool, now_ms: i64) {
+    let d = delta(f.counters, f.recorded);
+    coalesce.add(
+        key,
+        &template(f),
+        started,
+        d.bytes_out,
+        d.bytes_in,
+        d.packets_out,
+        d.packets_in,
+        now_ms,
+    );
+}
+
 /// The local port of an inbound flow (its coalescing key's).
 pub(super) fn inbound_port(f: &Flow) -> Option<u16> {
     (f.direction == "inbound").then_some(f.local.port())
@@ -461,20 +478,9 @@ impl FlowTable {
             None => return,
         };
         if let Some(key) = f.coalesced.clone() {
-            let d = delta(f.counters, f.recorded);
-            if d != Counters::default() {
-                let t = template(f);
+            if delta(f.counters, f.recorded) != Counters::default() {
+                summarise(&mut self.coalesce, &key, f, false, now_ms);
                 f.recorded = f.counters;
-                self.coalesce.add(
-                    &key,
-                    &t,
-                    false,
-                    d.bytes_out,
-                    d.bytes_in,
-                    d.packets_out,
-                    d.packets_in,
-                    now_ms,
-                );
             }
             return;
         }
@@ -593,20 +599,9 @@ impl FlowTable {
                 inbound_port(f),
             );
             if self.coalesce.admit(&key, now_ms) == Admit::Coalesced {
-                let t = template(f);
-                let d = delta(f.counters, f.recorded);
+                summarise(&mut self.coalesce, &key, f, true, now_ms);
                 f.recorded = f.counters;
                 f.coalesced = Some(key.clone());
-                self.coalesce.add(
-                    &key,
-                    &t,
-                    true,
-                    d.bytes_out,
-                    d.bytes_in,
-                    d.packets_out,
-                    d.packets_in,
-                    now_ms,
-                );
                 self.stats.coalesced += 1;
                 return;
             }
@@ -720,37 +715,12 @@ impl FlowTable {
             );
             if self.coalesce.admit(&key, now_ms) == Admit::Coalesced {
                 self.stats.coalesced += 1;
-                f.coalesced = Some(key);
-                let t = template(&f);
-                let d = delta(f.counters, f.recorded);
-                if let Some(key) = &f.coalesced {
-                    self.coalesce.add(
-                        key,
-                        &t,
-                        true,
-                        d.bytes_out,
-                        d.bytes_in,
-                        d.packets_out,
-                        d.packets_in,
-                        end_ms,
-                    );
-                }
+                summarise(&mut self.coalesce, &key, &f, true, end_ms);
                 return;
             }
         }
         if let Some(key) = f.coalesced.clone() {
-            let d = delta(f.counters, f.recorded);
-            let t = template(&f);
-            self.coalesce.add(
-                &key,
-                &t,
-                false,
-                d.bytes_out,
-                d.bytes_in,
-                d.packets_out,
-                d.packets_in,
-                end_ms,
-            );
+            summarise(&mut self.coalesce, &key, &f, false, end_ms);
             return;
         }
         self.coalesce.spend(now_ms);

@@ -3,7 +3,7 @@
 //! round (`tick`), the losses they count (`lost`, `packets_lost`), and a
 //! clean stop's final updates (`at_stop`).
 
-use super::super::record::{delta, take_gap, template};
+use super::super::record::take_gap;
 use super::{FlowTable, Rec};
 
 impl FlowTable {
@@ -44,19 +44,8 @@ impl FlowTable {
                 continue;
             };
             if let Some(key) = f.coalesced.clone() {
-                let t = template(f);
-                let d = delta(f.counters, f.recorded);
+                super::summarise(&mut self.coalesce, &key, f, false, now_ms);
                 f.recorded = f.counters;
-                self.coalesce.add(
-                    &key,
-                    &t,
-                    false,
-                    d.bytes_out,
-                    d.bytes_in,
-                    d.packets_out,
-                    d.packets_in,
-                    now_ms,
-                );
             } else {
                 out.extend(self.record(cookie, "update", now_ms));
             }
