@@ -8,6 +8,7 @@ pub mod bench;
 mod disk;
 pub mod enroll;
 pub mod faultproxy;
+pub mod files;
 pub mod journal_edit;
 pub mod load;
 pub mod mailcorpus;

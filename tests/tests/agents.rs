@@ -15,6 +15,7 @@ use kiroku_proto::{
     Batch, EmailEvent, Event, Hello, RecordedEvent, SearchRequest, ShipRequest, event::Kind,
     ship_request, ship_response,
 };
+use kiroku_tests::enroll::admin_audit;
 use kiroku_tests::{Env, Proc};
 use prost::Message;
 
@@ -252,17 +253,6 @@ async fn open_stream(env: &Env, name: &str) -> anyhow::Result<OpenStream> {
 
 fn log_of(collector: &Proc) -> String {
     collector.log_text()
-}
-
-fn admin_audit(env: &Env) -> anyhow::Result<Vec<serde_json::Value>> {
-    let (code, out, err) = env.cli_as(
-        "admin-boss",
-        &["audit", "--kind", "admin", "--json", "--limit", "1000"],
-    )?;
-    anyhow::ensure!(code == 0, "kiroku audit: {err}");
-    out.lines()
-        .map(|l| Ok(serde_json::from_str(l)?))
-        .collect::<anyhow::Result<Vec<_>>>()
 }
 
 #[tokio::test(flavor = "multi_thread")]

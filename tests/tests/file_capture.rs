@@ -12,17 +12,18 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use kiroku_proto::{Event, FileEvent, SearchRequest, event::Kind};
+use kiroku_proto::{Event, SearchRequest};
+use kiroku_tests::files::{file, one_within, req, sha};
 use kiroku_tests::{Env, Proc, TmpfsMount, free_port, is_root, skip};
-use sha2::{Digest, Sha256};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn file(e: &Event) -> &FileEvent {
-    match &e.kind {
-        Some(Kind::File(f)) => f,
-        _ => panic!("event {} is not a file event: {e:?}", e.event_id),
-    }
+/// The one event matching, waiting for it.
+async fn one(
+    env: &kiroku_tests::Env,
+    r: kiroku_proto::SearchRequest,
+) -> anyhow::Result<kiroku_proto::Event> {
+    one_within(env, r, WAIT).await
 }
 
 /// Waits until the agent's watcher has its watches in place.
@@ -38,29 +39,6 @@ fn wait_watching(agent: &mut Proc) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(50));
     }
     Ok(())
-}
-
-fn req(op: &str, path: &str) -> SearchRequest {
-    SearchRequest {
-        kind: "file".into(),
-        operation: op.into(),
-        path: path.into(),
-        ..Default::default()
-    }
-}
-
-/// The one event matching, waiting for it.
-async fn one(env: &Env, r: SearchRequest) -> anyhow::Result<Event> {
-    let events = env.wait_for(r.clone(), 1, WAIT).await?;
-    anyhow::ensure!(
-        events.len() == 1,
-        "expected one event for {r:?}: {events:#?}"
-    );
-    Ok(events.into_iter().next().expect("one event"))
-}
-
-fn sha(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,21 +10,18 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use kiroku_proto::{Event, FileEvent, SearchRequest, event::Kind};
+use kiroku_proto::{Event, SearchRequest};
+use kiroku_tests::files::{file, one_within, sha};
 use kiroku_tests::{Env, Proc, bin, free_port, skip};
-use sha2::{Digest, Sha256};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn file(e: &Event) -> &FileEvent {
-    match &e.kind {
-        Some(Kind::File(f)) => f,
-        _ => panic!("event {} is not a file event: {e:?}", e.event_id),
-    }
+async fn one(env: &Env, r: SearchRequest) -> anyhow::Result<Event> {
+    one_within(env, r, WAIT).await
 }
 
-fn sha(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
+fn wait_log(agent: &mut Proc, line: &str, n: usize) -> anyhow::Result<()> {
+    kiroku_tests::files::wait_log(agent, line, n, WAIT)
 }
 
 fn req(op: &str, path: &Path) -> SearchRequest {
@@ -34,34 +31,6 @@ fn req(op: &str, path: &Path) -> SearchRequest {
         path: path.display().to_string(),
         ..Default::default()
     }
-}
-
-/// The one event matching, waiting at most `within` for it.
-async fn one_within(env: &Env, r: SearchRequest, within: Duration) -> anyhow::Result<Event> {
-    let events = env.wait_for(r.clone(), 1, within).await?;
-    anyhow::ensure!(
-        events.len() == 1,
-        "expected one event for {r:?}: {events:#?}"
-    );
-    Ok(events.into_iter().next().expect("one event"))
-}
-
-async fn one(env: &Env, r: SearchRequest) -> anyhow::Result<Event> {
-    one_within(env, r, WAIT).await
-}
-
-fn wait_log(agent: &mut Proc, line: &str, n: usize) -> anyhow::Result<()> {
-    let deadline = Instant::now() + WAIT;
-    while agent.log_text().matches(line).count() < n {
-        anyhow::ensure!(agent.is_running(), "agent died:\n{}", agent.log_text());
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the agent never logged {line:?}:\n{}",
-            agent.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(())
 }
 
 fn no_inotify() -> bool {

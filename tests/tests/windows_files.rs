@@ -18,57 +18,22 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use kiroku_proto::{Event, FileEvent, SearchRequest, event::Kind};
+use kiroku_proto::{Event, SearchRequest};
+use kiroku_tests::files::{file, one_within, req, sha};
 use kiroku_tests::winagent::{WinAgent, stop_windows};
 use kiroku_tests::wine::{Wine, win_path};
 use kiroku_tests::{Env, Mode, Proc, free_port, skip};
-use sha2::{Digest, Sha256};
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn file(e: &Event) -> &FileEvent {
-    match &e.kind {
-        Some(Kind::File(f)) => f,
-        _ => panic!("event {} is not a file event: {e:?}", e.event_id),
-    }
-}
-
-fn req(op: &str, path: &str) -> SearchRequest {
-    SearchRequest {
-        kind: "file".into(),
-        operation: op.into(),
-        path: path.into(),
-        ..Default::default()
-    }
-}
-
 /// The one event matching, waiting for it.
 async fn one(env: &Env, r: SearchRequest) -> anyhow::Result<Event> {
-    let events = env.wait_for(r.clone(), 1, WAIT).await?;
-    anyhow::ensure!(
-        events.len() == 1,
-        "expected one event for {r:?}: {events:#?}"
-    );
-    Ok(events.into_iter().next().expect("one event"))
+    one_within(env, r, WAIT).await
 }
 
-fn sha(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
-}
-
-/// Waits until the agent's log says `what`.
+/// Waits until the agent's log says `what` `nth` times.
 fn wait_log(agent: &mut Proc, what: &str, nth: usize) -> anyhow::Result<()> {
-    let deadline = Instant::now() + WAIT;
-    while agent.log_text().matches(what).count() < nth {
-        anyhow::ensure!(agent.is_running(), "agent died:\n{}", agent.log_text());
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "agent never logged {what:?}:\n{}",
-            agent.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(())
+    kiroku_tests::files::wait_log(agent, what, nth, WAIT)
 }
 
 /// The test's directories, as Linux paths and as the agent sees them.
