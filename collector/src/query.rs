@@ -154,7 +154,7 @@ impl QueryService {
 
 /// Writes one audit entry (durable) from async code; the error refuses
 /// the query.
-async fn audit_entry(
+pub(crate) async fn audit_entry(
     store: Arc<Store>,
     who: String,
     call: &'static str,

@@ -421,7 +421,10 @@ async fn revoked_tokens_do_not_enroll_and_the_list_tells_each_tokens_state() -> 
     let fleet_batch = batches[0]["batch"].as_str().unwrap_or_default().to_owned();
     let spare_batch = batches[1]["batch"].as_str().unwrap_or_default().to_owned();
 
-    // Not for investigators.
+    // Not for investigators, to list or to revoke.
+    let (code, _, err) = env.cli_as("investigator-inv", &["certs", "enroll-tokens"])?;
+    assert_ne!(code, 0);
+    assert!(err.contains("admins only"), "{err}");
     let (code, _, err) = env.cli_as(
         "investigator-inv",
         &[
@@ -559,6 +562,29 @@ async fn revoked_tokens_do_not_enroll_and_the_list_tells_each_tokens_state() -> 
             .iter()
             .any(|d| d.contains("REFUSED PermissionDenied: this enrollment token was revoked")),
         "{enrolls:#?}"
+    );
+    // Listings are queries: audited with the caller, refusals included.
+    let (code, out, err) = env.cli_as(
+        "admin-boss",
+        &["audit", "--kind", "query", "--json", "--limit", "1000"],
+    )?;
+    assert_eq!(code, 0, "{err}");
+    let lists: Vec<serde_json::Value> = out
+        .lines()
+        .map(serde_json::from_str::<serde_json::Value>)
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .filter(|e| e["call"] == "ListEnrollTokens")
+        .collect();
+    let said = |who: &str, what: &str| {
+        lists
+            .iter()
+            .any(|e| e["identity"] == who && e["filter"].as_str().is_some_and(|f| f.contains(what)))
+    };
+    assert!(said("admin/boss", &spare_batch), "{lists:#?}");
+    assert!(
+        said("investigator/inv", "REFUSED PermissionDenied"),
+        "{lists:#?}"
     );
     drop(fourth);
     drop(agent);

@@ -1,8 +1,8 @@
 //! `EnrollAdmin` (main listener, admins only): creating token batches,
 //! listing them with each token's state, and revoking unused tokens.
 //! Creations and revocations, refusals included, are audited
-//! (`ENROLL_TOKENS`, `REVOKE_ENROLL_TOKENS`); a listing is a read and is
-//! not.
+//! (`ENROLL_TOKENS`, `REVOKE_ENROLL_TOKENS`) as admin entries; a listing
+//! is audited as a query (`ListEnrollTokens`), refusals included.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,7 +21,11 @@ use super::limit::cut;
 use super::rpc::internal;
 use super::tokens::{State, TOKEN_PREFIX, Which, when};
 use crate::auth;
+use crate::query::audit_entry;
 use crate::store::audit::admin_call::{ENROLL_TOKENS, REVOKE_ENROLL_TOKENS};
+
+/// The query audit entries' call for `kiroku certs enroll-tokens`.
+const LIST_ENROLL_TOKENS: &str = "ListEnrollTokens";
 
 /// Longest token life an admin may ask for.
 const MAX_EXPIRES_S: i64 = 365 * 86_400;
@@ -149,13 +153,32 @@ impl kiroku_proto::enroll_admin_server::EnrollAdmin for EnrollAdminService {
     ) -> Result<Response<ListEnrollTokensResponse>, Status> {
         let caller = auth::caller(&req)?;
         let r = req.into_inner();
+        // A listing is a query: audited like one (`kiroku audit --kind
+        // query`), refusals included, before it is answered.
+        let filter = format!("batch {}", quote(&shown_batch(&r.batch)));
         let enroll = self.enroll.clone();
-        tokio::task::spawn_blocking(move || {
-            let e = for_admin(enroll.as_deref(), &caller, "list enrollment tokens")?;
-            list(e, &r.batch).map(Response::new)
+        let who = caller.clone();
+        let listed = tokio::task::spawn_blocking(move || {
+            let e = for_admin(enroll.as_deref(), &who, "list enrollment tokens")?;
+            list(e, &r.batch)
         })
         .await
-        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| Status::internal(e.to_string()))?;
+        let who = caller.to_string();
+        let store = self.store.clone();
+        match listed {
+            Ok(resp) => {
+                let n = (resp.batches.len() + resp.tokens.len()) as u64;
+                audit_entry(store, who, LIST_ENROLL_TOKENS, filter, n).await?;
+                Ok(Response::new(resp))
+            }
+            Err(st) => {
+                tracing::warn!(identity = %caller, call = LIST_ENROLL_TOKENS, code = ?st.code(), reason = %st.message(), "query refused");
+                let entry = format!("REFUSED {:?}: {} | {filter}", st.code(), st.message());
+                let _ = audit_entry(store, who, LIST_ENROLL_TOKENS, entry, 0).await;
+                Err(st)
+            }
+        }
     }
 
     async fn revoke_enroll_tokens(
