@@ -37,6 +37,9 @@ use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
+use budget::{Budget, log_handshake_refusal, log_overdue};
+
+pub mod budget;
 mod live;
 
 pub use live::LiveConns;
@@ -411,13 +414,23 @@ impl TlsSource {
     }
 }
 
+/// Failed TLS handshakes logged one by one per window (per listener), the
+/// rest counted into one summary line: anyone who reaches the port can
+/// fail a handshake.
+pub const REFUSALS_WINDOW: Duration = Duration::from_secs(60);
+pub const REFUSALS_LOGGED: u32 = 1_000;
+/// The main listener, as its log lines name it.
+const LISTENER: &str = "mTLS listener";
+
 /// Accepted, handshaken connections, for `serve_with_incoming`.
 pub fn incoming(
     listener: TcpListener,
     tls: Arc<TlsSource>,
 ) -> tokio_stream::wrappers::ReceiverStream<Result<Checked, std::io::Error>> {
     let (tx, rx) = mpsc::channel(64);
+    let refusals = Arc::new(Budget::new(REFUSALS_WINDOW, REFUSALS_LOGGED));
     tokio::spawn(async move {
+        let mut summaries = tokio::time::interval(REFUSALS_WINDOW);
         loop {
             // The server drops the receiving end when it shuts down: then
             // the listening socket closes at once, so a reconnecting agent
@@ -426,6 +439,10 @@ pub fn incoming(
             let accepted = tokio::select! {
                 a = listener.accept() => a,
                 _ = tx.closed() => return,
+                _ = summaries.tick() => {
+                    log_overdue(&refusals, LISTENER);
+                    continue;
+                }
             };
             let (tcp, peer) = match accepted {
                 Ok(c) => c,
@@ -440,6 +457,7 @@ pub fn incoming(
             let acceptor = tls.acceptor();
             let tx = tx.clone();
             let tls = tls.clone();
+            let refusals = refusals.clone();
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
@@ -452,13 +470,12 @@ pub fn incoming(
                         let live = tls.live.register(peer, certs);
                         let _ = tx.send(Ok(Checked::new(stream, peer, live))).await;
                     }
-                    Ok(Err(e)) => {
-                        tracing::warn!(peer = %peer, error = %e, "refused at TLS handshake")
-                    }
-                    Err(_) => tracing::warn!(
-                        peer = %peer,
-                        "refused: no TLS handshake within {}s",
-                        HANDSHAKE_TIMEOUT.as_secs()
+                    Ok(Err(e)) => log_handshake_refusal(&refusals, LISTENER, &peer.to_string(), &e),
+                    Err(_) => log_handshake_refusal(
+                        &refusals,
+                        LISTENER,
+                        &peer.to_string(),
+                        &format_args!("no TLS handshake within {}s", HANDSHAKE_TIMEOUT.as_secs()),
                     ),
                 }
             });

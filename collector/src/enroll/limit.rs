@@ -22,34 +22,23 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::listener::budget::Budget;
+
 pub const WINDOW: Duration = Duration::from_secs(600);
 /// Address buckets remembered at most (the oldest windows dropped first).
 const MAX_ADDRESSES: usize = 10_000;
 /// Refusals audited one by one per window, all addresses together.
 pub const MAX_AUDITED: u32 = 1_000;
 
-#[derive(Default)]
-struct Audited {
-    start: Option<Instant>,
-    count: u32,
-    suppressed: u64,
-}
-
 pub struct Refusals {
     max: u32,
     seen: Mutex<HashMap<IpAddr, (Instant, u32)>>,
-    audited: Mutex<Audited>,
+    audited: Budget,
 }
 
-/// Whether a refusal is audited.
-#[derive(Debug, PartialEq, Eq)]
-pub struct AuditNow {
-    /// Audit this refusal.
-    pub this: bool,
-    /// Refusals of the previous window(s) not audited one by one: write a
-    /// summary entry first.
-    pub summary: u64,
-}
+/// Whether a refusal is audited one by one (`this`), and how many of
+/// earlier windows were not (`summary`: write a summary entry first).
+pub type AuditNow = crate::listener::budget::Allowance;
 
 /// The bucket an address is counted in: IPv4 (and IPv4-mapped IPv6) as
 /// is, IPv6 by its /64.
@@ -71,7 +60,7 @@ impl Refusals {
         Refusals {
             max: max.max(1),
             seen: Mutex::new(HashMap::new()),
-            audited: Mutex::new(Audited::default()),
+            audited: Budget::new(WINDOW, MAX_AUDITED),
         }
     }
 
@@ -113,26 +102,7 @@ impl Refusals {
     /// Whether the refusal happening `now` is audited one by one, and the
     /// summary of earlier ones that were not.
     pub fn audit_now(&self, now: Instant) -> AuditNow {
-        let mut a = self.audited.lock().unwrap_or_else(|p| p.into_inner());
-        let mut summary = 0;
-        if a.start.is_none_or(|s| now.duration_since(s) >= WINDOW) {
-            summary = std::mem::take(&mut a.suppressed);
-            a.start = Some(now);
-            a.count = 0;
-        }
-        if a.count < MAX_AUDITED {
-            a.count += 1;
-            AuditNow {
-                this: true,
-                summary,
-            }
-        } else {
-            a.suppressed += 1;
-            AuditNow {
-                this: false,
-                summary,
-            }
-        }
+        self.audited.take(now)
     }
 }
 

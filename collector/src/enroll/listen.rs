@@ -22,6 +22,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_rustls::server::TlsStream;
 use tokio_stream::StreamExt;
 
+use crate::listener::budget::{Budget, log_handshake_refusal, log_overdue};
+use crate::listener::{REFUSALS_LOGGED, REFUSALS_WINDOW};
+
 /// A TCP connection holding one of the listener's permits until it is
 /// dropped.
 pub struct Capped {
@@ -120,6 +123,9 @@ pub fn incoming(
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
+/// The enrollment listener, as its log lines name it.
+const LISTENER: &str = "enrollment listener";
+
 /// Longest a client may take to complete the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -131,11 +137,17 @@ pub fn handshaken(
     tls: Arc<crate::listener::TlsSource>,
 ) -> tokio_stream::wrappers::ReceiverStream<Result<TlsStream<Capped>, std::io::Error>> {
     let (tx, rx) = mpsc::channel(16);
+    let refusals = Arc::new(Budget::new(REFUSALS_WINDOW, REFUSALS_LOGGED));
     tokio::spawn(async move {
+        let mut summaries = tokio::time::interval(REFUSALS_WINDOW);
         loop {
             let conn = tokio::select! {
                 c = incoming.next() => c,
                 _ = tx.closed() => return,
+                _ = summaries.tick() => {
+                    log_overdue(&refusals, LISTENER);
+                    continue;
+                }
             };
             let conn = match conn {
                 Some(Ok(c)) => c,
@@ -157,19 +169,19 @@ pub fn handshaken(
                 .peer_addr()
                 .map_or_else(|_| "an unknown address".to_owned(), |a| a.to_string());
             let tx = tx.clone();
+            let refusals = refusals.clone();
             tokio::spawn(async move {
                 let accept = tokio_rustls::TlsAcceptor::from(cfg).accept(conn);
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
                     Ok(Ok(stream)) => {
                         let _ = tx.send(Ok(stream)).await;
                     }
-                    Ok(Err(e)) => {
-                        tracing::info!(peer = %peer, error = %e, "enrollment listener: refused at TLS handshake")
-                    }
-                    Err(_) => tracing::info!(
-                        peer = %peer,
-                        "enrollment listener: no TLS handshake within {}s",
-                        HANDSHAKE_TIMEOUT.as_secs()
+                    Ok(Err(e)) => log_handshake_refusal(&refusals, LISTENER, &peer, &e),
+                    Err(_) => log_handshake_refusal(
+                        &refusals,
+                        LISTENER,
+                        &peer,
+                        &format_args!("no TLS handshake within {}s", HANDSHAKE_TIMEOUT.as_secs()),
                     ),
                 }
             });
