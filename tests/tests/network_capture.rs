@@ -9,7 +9,11 @@
 //! - a flow opened by another uid (setpriv to nobody) attributed to it;
 //! - the agent killed with SIGKILL during a transfer and started again: the
 //!   flow has one `open`, is `continued` after the restart, one `close`,
-//!   and its deltas add up to the bytes sent.
+//!   and its deltas add up to the bytes sent;
+//! - the same with parallel connections to one peer, most of them
+//!   coalesced into summaries: what the records add up to is what was
+//!   sent, not more (the summaries written before the kill are not
+//!   counted again by the next run).
 //!
 //! The clients keep their connection open 2 s after sending: the process
 //! table rescans /proc at most once a second, so a socket's owner is found
@@ -18,7 +22,7 @@
 //! Needs root (destroy notifications need CAP_NET_ADMIN, setpriv needs
 //! CAP_SETUID); skipped otherwise.
 
-use std::io::Read;
+use std::io::{BufRead, Read};
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -366,6 +370,123 @@ async fn an_agent_killed_mid_transfer_continues_the_flow() -> anyhow::Result<()>
         within_10pct(close.bytes_out, total),
         "bytes_out {} vs {total}",
         close.bytes_out
+    );
+    Ok(())
+}
+
+/// A python3 process with `conns` connections to a sink listener of its
+/// own, sending `chunks` rounds of `chunk` bytes on each, `pause` seconds
+/// apart; prints the listener's port first.
+fn parallel_sender(conns: u32, chunks: u32, chunk: u32, pause: f64) -> Command {
+    let script = format!(
+        "import socket,threading,time\n\
+l=socket.socket(); l.bind(('127.0.0.1',0)); l.listen(64)\n\
+def sink(c):\n    while c.recv(65536): pass\n\
+def accept():\n    for i in range({conns}):\n        c,_=l.accept(); threading.Thread(target=sink,args=(c,),daemon=True).start()\n\
+threading.Thread(target=accept,daemon=True).start()\n\
+cs=[socket.create_connection(('127.0.0.1',l.getsockname()[1])) for i in range({conns})]\n\
+print(l.getsockname()[1],flush=True)\n\
+for i in range({chunks}):\n    for c in cs: c.sendall(b'x'*{chunk})\n    time.sleep({pause})\n\
+time.sleep(1)\n\
+for c in cs: c.close()\n\
+time.sleep(1)\n"
+    );
+    let mut c = Command::new(PYTHON);
+    c.args(["-c", &script])
+        .current_dir("/")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
+/// Review 1 of issue 21: a coalesced flow open across a restart used to be
+/// counted again from zero by the next run, so the bytes of the summaries
+/// written before the restart were counted twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coalesced_flows_across_a_kill_add_up_to_what_was_sent() -> anyhow::Result<()> {
+    if !is_root() {
+        skip(
+            "network_capture::coalesced_flows_across_a_kill_add_up_to_what_was_sent",
+            "needs root (CAP_NET_ADMIN for close notifications)",
+        );
+        return Ok(());
+    }
+    const CONNS: u32 = 6;
+    const CHUNKS: u32 = 80;
+    const CHUNK: u32 = 100_000;
+    let total = u64::from(CONNS * CHUNKS) * u64::from(CHUNK);
+    let env = Env::new()?;
+    let _collector = env.start_collector()?;
+    // Two connections of a key recorded one by one, the other four in
+    // summaries, written every 2 s.
+    let cfg = "[network]\nenabled = true\nloopback = true\ndump_interval_ms = 200\nupdate_secs = 2\nsummary_secs = 2\ncoalesce_after = 2\n";
+    let start = |env: &Env| -> anyhow::Result<Proc> {
+        env.start_agent_with("net3", free_port(), &Mode::CaptureOnly, cfg)
+    };
+    let mut agent = start(&env)?;
+    agent
+        .wait_log("recording network activity", Duration::from_secs(20))
+        .await?;
+    let mut child = parallel_sender(CONNS, CHUNKS, CHUNK, 0.1).spawn()?;
+    let pid = child.id();
+    let mut first = String::new();
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    std::io::BufReader::new(stdout).read_line(&mut first)?;
+    let port: u32 = first
+        .trim()
+        .parse()
+        .map_err(|e| anyhow::anyhow!("python3 printed {first:?}: {e}"))?;
+    let ours = move |n: &NetworkEvent| {
+        pid_of(n) == pid && n.direction == "outbound" && n.remote_port == port
+    };
+    records_until(&env, &agent, "a summary written before the kill", |r| {
+        r.iter()
+            .any(|n| n.phase == "summary" && ours(n) && n.bytes_out_delta > 0)
+    })
+    .await?;
+    agent.kill9();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let agent = start(&env)?;
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output()).await??;
+    anyhow::ensure!(
+        out.status.success(),
+        "python3: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sum = |r: &[NetworkEvent]| -> u64 {
+        r.iter()
+            .filter(|n| ours(n))
+            .map(|n| n.bytes_out_delta)
+            .sum()
+    };
+    records_until(&env, &agent, "records of all the bytes sent", |r| {
+        sum(r) >= total
+    })
+    .await?;
+    // The last summaries are due within 2 s: anything counted twice shows
+    // by then.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let r = network(&env).await?;
+    let flows: Vec<String> = r.iter().filter(|n| ours(n)).map(line).collect();
+    let got = sum(&r);
+    // tcpi_bytes_sent counts retransmissions (a loopback tail-loss probe on
+    // a loaded machine): a little over, never a restart's worth.
+    assert!(
+        got >= total && got <= total + total / 50,
+        "the records add up to {got} bytes, {total} were sent:\n{}",
+        flows.join("\n")
+    );
+    let individual = r.iter().filter(|n| ours(n) && n.phase == "open").count();
+    assert_eq!(individual, 2, "coalesce_after = 2:\n{}", flows.join("\n"));
+    assert!(
+        r.iter()
+            .filter(|n| ours(n) && n.phase == "summary")
+            .all(|n| n.connections <= 4),
+        "the coalesced connections are not counted again as new:\n{}",
+        flows.join("\n")
     );
     Ok(())
 }

@@ -218,8 +218,9 @@ impl Runner {
     }
 
     /// Appends `out` (and the P2P records due) to the buffer, with `mark`
-    /// (the change to the unwritten-summaries mark) in the same transaction
-    /// as the last of them; returns `mark` when it was applied.
+    /// (the change to the unwritten-summaries mark) and the state changes
+    /// without records of their own in the same transaction as the last
+    /// of them; returns `mark` when it was applied.
     fn write(
         &self,
         out: &mut Vec<Rec>,
@@ -230,6 +231,9 @@ impl Runner {
         now_ms: i64,
     ) -> Option<StateOp> {
         let mut batch: Vec<(Event, Option<StateOp>)> = Vec::with_capacity(out.len());
+        // State changes without records of their own (coalesced flows'
+        // totals): with the last chunk, after the summaries they count.
+        let mut loose: Vec<StateOp> = Vec::new();
         for rec in out.drain(..) {
             match rec {
                 Rec::Net(mut ev, op) => {
@@ -248,6 +252,7 @@ impl Runner {
                     tracing::warn!(reason = %g.reason, count = g.count, "network capture: {}", g.detail);
                     batch.push((self.ctx.event(String::new(), Kind::Gap(g)), None));
                 }
+                Rec::State(op) => loose.push(op),
             }
         }
         for p in detector.tick(now_ms) {
@@ -258,21 +263,19 @@ impl Runner {
                 .unwrap_or_default();
             batch.push((self.ctx.event_as(user, Kind::P2p(p)), None));
         }
-        let Some(op) = mark else {
-            while !batch.is_empty() {
-                let rest = batch.split_off(batch.len().min(BATCH));
-                let chunk = std::mem::replace(&mut batch, rest);
-                self.append(chunk, state, None);
-            }
-            return None;
-        };
         if batch.is_empty() {
-            // No record to go with: the mark changes alone.
-            let r = match &op.value {
+            // No record to go with: the changes alone.
+            let apply = |op: &StateOp| match &op.value {
                 Some(v) => state.insert(op.flow_id.as_bytes(), v.clone()).map(|_| ()),
                 None => state.remove(op.flow_id.as_bytes()).map(|_| ()),
             };
-            return match r {
+            for op in &loose {
+                if let Err(e) = apply(op) {
+                    tracing::warn!(error = %e, "network capture: cannot save a coalesced flow's totals in the buffer (after a restart its summaries may count some bytes again)");
+                }
+            }
+            let op = mark?;
+            return match apply(&op) {
                 Ok(()) => Some(op),
                 Err(e) => {
                     tracing::warn!(error = %e, "network capture: cannot note the summaries not yet written in the buffer (a crash now would lose them without a gap record)");
@@ -280,15 +283,20 @@ impl Runner {
                 }
             };
         }
-        let mut mark = Some(op);
+        let mut last_extra = loose;
+        last_extra.extend(mark.clone());
         let mut applied = None;
         while !batch.is_empty() {
             let rest = batch.split_off(batch.len().min(BATCH));
             let chunk = std::mem::replace(&mut batch, rest);
-            let extra = if batch.is_empty() { mark.take() } else { None };
-            let carried = extra.clone();
-            if self.append(chunk, state, extra) {
-                applied = carried;
+            let last = batch.is_empty();
+            let extra = if last {
+                std::mem::take(&mut last_extra)
+            } else {
+                Vec::new()
+            };
+            if self.append(chunk, state, extra) && last {
+                applied = mark.clone();
             }
         }
         applied
@@ -300,7 +308,7 @@ impl Runner {
         &self,
         chunk: Vec<(Event, Option<StateOp>)>,
         state: &KeyedState,
-        extra: Option<StateOp>,
+        extra: Vec<StateOp>,
     ) -> bool {
         let (events, ops): (Vec<Event>, Vec<Option<StateOp>>) = chunk.into_iter().unzip();
         let ops: Vec<StateOp> = ops.into_iter().flatten().chain(extra).collect();

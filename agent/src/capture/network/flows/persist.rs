@@ -4,6 +4,12 @@
 //! records (`Buffer::append_batch_with`), removed with the flow's close.
 //! A record is in the buffer if and only if its totals are here, so a
 //! kill -9 neither repeats an `open` nor loses a delta.
+//!
+//! A coalesced flow (counted in summaries, no records of its own) is here
+//! too, `coalesced`, with the totals the summaries written so far
+//! counted: saved in the same transaction as those summaries, removed
+//! when it ends. A restarted agent adds only what came after them to its
+//! summaries, instead of counting the flow again from zero.
 
 use std::collections::HashMap;
 
@@ -19,9 +25,13 @@ pub struct Saved {
     pub start_ms: i64,
     /// A listening socket (no counters).
     pub listening: bool,
+    /// Counted in summaries (`totals`: what the written ones counted).
+    pub coalesced: bool,
 }
 
-const LEN: usize = 4 * 8 + 8 + 1;
+/// The length of a value before `coalesced` was added (still read).
+const LEN_V1: usize = 4 * 8 + 8 + 1;
+const LEN: usize = LEN_V1 + 1;
 
 impl Saved {
     pub fn encode(&self) -> Vec<u8> {
@@ -36,13 +46,14 @@ impl Saved {
         }
         v.extend_from_slice(&self.start_ms.to_le_bytes());
         v.push(u8::from(self.listening));
+        v.push(u8::from(self.coalesced));
         v
     }
 
     /// None for a value this version does not understand (it is dropped:
     /// that flow gets an `open` again).
     pub fn decode(b: &[u8]) -> Option<Saved> {
-        if b.len() != LEN {
+        if b.len() != LEN && b.len() != LEN_V1 {
             return None;
         }
         let n = |i: usize| -> Option<u64> {
@@ -59,6 +70,7 @@ impl Saved {
             },
             start_ms: n(4)? as i64,
             listening: b.get(40) == Some(&1),
+            coalesced: b.get(41) == Some(&1),
         })
     }
 }
@@ -149,7 +161,7 @@ impl Unwritten {
             first_ms: self.first_ms,
             last_ms: self.last_ms,
             detail: format!(
-                "{} counted in summaries between {} and {} (agent clock) were not recorded: the previous run of the agent ended without writing its summaries (killed, crashed or the machine lost power); their flows, peers and bytes are lost",
+                "{} counted in summaries between {} and {} (agent clock) were not recorded: the previous run of the agent ended without writing its summaries (killed, crashed or the machine lost power); their flows, peers and bytes are lost, except for the flows still open now, which are counted again from the last summary written",
                 if self.flows == 0 {
                     "the later bytes of longer network flows".to_owned()
                 } else {
@@ -195,8 +207,16 @@ mod tests {
             },
             start_ms: 1_765_000_000_123,
             listening: false,
+            coalesced: false,
         };
         assert_eq!(Saved::decode(&s.encode()), Some(s));
+        let c = Saved {
+            coalesced: true,
+            ..s
+        };
+        assert_eq!(Saved::decode(&c.encode()), Some(c));
+        // A value written before `coalesced` existed.
+        assert_eq!(Saved::decode(&s.encode()[..LEN_V1]), Some(s));
         let l = Saved {
             listening: true,
             ..Default::default()

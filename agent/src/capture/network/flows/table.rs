@@ -58,6 +58,9 @@ pub enum Rec {
     /// with it.
     Net(NetworkEvent, Option<StateOp>),
     Gap(GapEvent),
+    /// A keyed-state change without a record of its own (a coalesced
+    /// flow's totals), durable with the records written with it.
+    State(StateOp),
 }
 
 /// DNS names kept for the flows that follow the answer (bounded).
@@ -115,6 +118,9 @@ pub(super) struct Flow {
     pub(super) last_record_ms: i64,
     /// Some: counted in this key's summaries, no records of its own.
     pub(super) coalesced: Option<Key>,
+    /// A coalesced flow's totals in the keyed state (what the summaries
+    /// written so far counted, `persist.rs`); None: not saved.
+    pub(super) persisted: Option<Counters>,
     pub(super) listening: bool,
     /// Its next record is the first of this run of a flow an earlier run
     /// recorded.
@@ -554,6 +560,7 @@ impl FlowTable {
             recorded: saved.map(|v| v.totals).unwrap_or_default(),
             last_record_ms: now_ms,
             coalesced: None,
+            persisted: saved.filter(|v| v.coalesced).map(|v| v.totals),
             listening,
             continued: saved.is_some(),
             info_hashes: Vec::new(),
@@ -592,7 +599,10 @@ impl FlowTable {
         };
         f.pending_until = None;
         let (continued, listening) = (f.continued, f.listening);
-        if !continued && !listening {
+        // Counted in summaries by an earlier run: it goes on there, with
+        // what came after the summaries that run wrote.
+        let rejoins = continued && f.persisted.is_some();
+        if (!continued || rejoins) && !listening {
             let key = key_of(
                 f.process.as_ref(),
                 f.uid,
@@ -600,11 +610,14 @@ impl FlowTable {
                 f.protocol,
                 inbound_port(f),
             );
-            if self.coalesce.admit(&key, now_ms) == Admit::Coalesced {
-                summarise(&mut self.coalesce, &key, f, true, now_ms);
+            if rejoins || self.coalesce.admit(&key, now_ms) == Admit::Coalesced {
+                if !rejoins || f.counters != f.recorded {
+                    summarise(&mut self.coalesce, &key, f, !rejoins, now_ms);
+                }
                 f.recorded = f.counters;
                 f.coalesced = Some(key.clone());
-                self.stats.coalesced += 1;
+                f.continued = false;
+                self.stats.coalesced += u64::from(!rejoins);
                 return;
             }
         }
@@ -660,6 +673,7 @@ impl FlowTable {
             totals: f.counters,
             start_ms: f.start_ms,
             listening: f.listening,
+            coalesced: false,
         };
         ev.flow_id = f.flow_id.clone();
         Some(Rec::Net(

@@ -112,7 +112,7 @@ fn nets(out: &[Rec]) -> Vec<&NetworkEvent> {
     out.iter()
         .filter_map(|r| match r {
             Rec::Net(e, _) => Some(e),
-            Rec::Gap(_) => None,
+            Rec::Gap(_) | Rec::State(_) => None,
         })
         .collect()
 }
@@ -121,7 +121,7 @@ fn gaps(out: &[Rec]) -> Vec<&GapEvent> {
     out.iter()
         .filter_map(|r| match r {
             Rec::Gap(g) => Some(g),
-            Rec::Net(..) => None,
+            Rec::Net(..) | Rec::State(_) => None,
         })
         .collect()
 }
@@ -129,7 +129,7 @@ fn gaps(out: &[Rec]) -> Vec<&GapEvent> {
 /// Applies the records' state changes, as the buffer does.
 fn apply_state(out: &[Rec], state: &mut HashMap<String, Saved>) {
     for r in out {
-        if let Rec::Net(_, Some(op)) = r {
+        if let Rec::Net(_, Some(op)) | Rec::State(op) = r {
             match &op.value {
                 Some(v) => {
                     state.insert(op.flow_id.clone(), Saved::decode(v).expect("test value"));

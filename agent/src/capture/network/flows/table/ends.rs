@@ -61,8 +61,24 @@ impl FlowTable {
                 return;
             }
         }
+        if was_pending && f.continued && f.persisted.is_some() {
+            // Counted in summaries by an earlier run: it ends there.
+            f.coalesced = Some(key_of(
+                f.process.as_ref(),
+                f.uid,
+                f.remote,
+                f.protocol,
+                inbound_port(&f),
+            ));
+        }
         if let Some(key) = f.coalesced.clone() {
             summarise(&mut self.coalesce, &key, &f, false, end_ms);
+            if f.persisted.is_some() {
+                out.push(Rec::State(StateOp {
+                    flow_id: f.flow_id,
+                    value: None,
+                }));
+            }
             return;
         }
         self.coalesce.spend(now_ms);
@@ -88,6 +104,16 @@ impl FlowTable {
         now_ms: i64,
         out: &mut Vec<Rec>,
     ) {
+        if s.coalesced {
+            // Counted in summaries, which never had its close: what it sent
+            // after the last summary written is lost with the stop (as an
+            // individual flow's bytes after its last record are).
+            out.push(Rec::State(StateOp {
+                flow_id,
+                value: None,
+            }));
+            return;
+        }
         let ev = NetworkEvent {
             phase: if s.listening { "listen_close" } else { "close" }.into(),
             start_ms: s.start_ms,

@@ -1,8 +1,10 @@
 //! What the flow table writes on its own schedule rather than for a
 //! socket it was told about: the summaries and gap records due each
-//! round (`tick`), the losses they count (`lost`, `packets_lost`), and a
+//! round (`tick`, with the totals they counted of the coalesced flows
+//! still open), the losses they count (`lost`, `packets_lost`), and a
 //! clean stop's final updates (`at_stop`).
 
+use super::super::persist::{Saved, StateOp};
 use super::super::record::take_gap;
 use super::{FlowTable, Rec};
 
@@ -52,11 +54,35 @@ impl FlowTable {
         }
     }
 
+    /// With the summaries just written: the totals they counted of each
+    /// coalesced flow still open, into the keyed state (only those that
+    /// changed), so a restart continues from there.
+    fn save_coalesced(&mut self, out: &mut Vec<Rec>) {
+        for f in self.flows.values_mut() {
+            if f.coalesced.is_none() || f.persisted == Some(f.recorded) {
+                continue;
+            }
+            f.persisted = Some(f.recorded);
+            let saved = Saved {
+                totals: f.recorded,
+                start_ms: f.start_ms,
+                listening: false,
+                coalesced: true,
+            };
+            out.push(Rec::State(StateOp {
+                flow_id: f.flow_id.clone(),
+                value: Some(saved.encode()),
+            }));
+        }
+    }
+
     /// Summaries and gap records due (every loop; `force` at stop).
     pub fn tick(&mut self, now_ms: i64, force: bool, out: &mut Vec<Rec>) {
         self.exclude.refresh();
-        for ev in self.coalesce.due(now_ms, force) {
-            out.push(Rec::Net(ev, None));
+        let due = self.coalesce.due(now_ms, force);
+        if !due.is_empty() {
+            out.extend(due.into_iter().map(|ev| Rec::Net(ev, None)));
+            self.save_coalesced(out);
         }
         if !force && now_ms < self.next_gap_ms {
             return;

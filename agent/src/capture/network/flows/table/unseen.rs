@@ -131,6 +131,7 @@ impl FlowTable {
             recorded: Counters::default(),
             last_record_ms: now_ms,
             coalesced: None,
+            persisted: None,
             // A TCP socket without a peer is a listener (or bound and never
             // used): closed before any dump saw it listen.
             listening: s.state == "listen" || s.protocol == Protocol::Tcp && s.remote.is_none(),

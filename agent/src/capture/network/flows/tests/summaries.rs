@@ -92,6 +92,98 @@ fn coalesced_long_flows_add_their_deltas_to_summaries() {
     assert_eq!(s, [(1, 250), (0, 750)]);
 }
 
+/// Review 1 of issue 21: a coalesced flow open across a restart used to be
+/// counted again from zero, its first run's bytes in two summaries.
+#[test]
+fn a_restarted_agent_continues_coalesced_flows_from_the_summaries_written() {
+    let cfg = NetworkConfig {
+        coalesce_after: 0,
+        ..cfg()
+    };
+    let mut state = HashMap::new();
+    let mut p = procs();
+    let mut out = Vec::new();
+    let other = "10.0.0.5:40003";
+    let mut written = Vec::new();
+    {
+        let mut t = table(&cfg, HashMap::new());
+        t.dump(
+            vec![
+                tcp(1, 11, CLIENT, Some(SERVER), "established", 100, 0),
+                tcp(3, 11, other, Some(SERVER), "established", 5, 0),
+            ],
+            &mut p,
+            1_000,
+            &mut out,
+        );
+        t.dump(
+            vec![
+                tcp(1, 11, CLIENT, Some(SERVER), "established", 250, 0),
+                tcp(3, 11, other, Some(SERVER), "established", 7, 0),
+            ],
+            &mut p,
+            2_000,
+            &mut out,
+        );
+        t.tick(60_000, false, &mut out);
+        // Counted in the next summary, never written: killed before it.
+        t.dump(
+            vec![tcp(1, 11, CLIENT, Some(SERVER), "established", 400, 0)],
+            &mut p,
+            61_000,
+            &mut out,
+        );
+        apply_state(&out, &mut state);
+        written.extend(nets(&out).into_iter().cloned());
+    }
+    assert_eq!(
+        written
+            .iter()
+            .map(|e| (e.connections, e.bytes_out_delta))
+            .collect::<Vec<_>>(),
+        [(2, 257)]
+    );
+    let saved = &state["boot-0000000000000001"];
+    assert!(saved.coalesced, "{saved:?}");
+    assert_eq!(
+        saved.totals.bytes_out, 250,
+        "what the written summary counted"
+    );
+
+    out.clear();
+    let mut t = table(&cfg, state.clone());
+    t.dump(
+        vec![tcp(1, 11, CLIENT, Some(SERVER), "established", 500, 0)],
+        &mut p,
+        70_000,
+        &mut out,
+    );
+    t.closed(
+        vec![tcp(1, 0, CLIENT, Some(SERVER), "close", 600, 0)],
+        &mut p,
+        71_000,
+        &mut out,
+    );
+    t.tick(72_000, true, &mut out);
+    apply_state(&out, &mut state);
+    let ev = nets(&out);
+    assert!(
+        ev.iter().all(|e| e.phase == "summary"),
+        "no open, update or close for a coalesced flow: {ev:#?}"
+    );
+    assert_eq!(
+        ev.iter()
+            .map(|e| (e.connections, e.bytes_out_delta))
+            .collect::<Vec<_>>(),
+        [(0, 350)],
+        "only what came after the written summary, and not a new connection"
+    );
+    assert!(
+        state.is_empty(),
+        "the closed flow and the one that ended while stopped are forgotten: {state:?}"
+    );
+}
+
 #[test]
 fn over_max_flows_new_flows_are_counted_in_a_gap_record() {
     let cfg = NetworkConfig {
