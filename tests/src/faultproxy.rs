@@ -47,7 +47,11 @@ pub struct FaultProxy {
 impl FaultProxy {
     /// Listens on a free loopback port and forwards to 127.0.0.1:`target`.
     pub async fn start(target: u16) -> anyhow::Result<FaultProxy> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let listener = {
+            let l = crate::bind_local()?;
+            l.set_nonblocking(true)?;
+            TcpListener::from_std(l)?
+        };
         let port = listener.local_addr()?.port();
         let (fault, rx) = watch::channel(Fault::Pass);
         let accepted = Arc::new(AtomicU64::new(0));

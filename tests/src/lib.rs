@@ -37,7 +37,7 @@ use kiroku_proto::{Event, SearchRequest, event::Kind};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 pub use disk::{TmpfsMount, available, fill_disk, unfill_disk};
-pub use proc::{Proc, free_port, is_root, run_client};
+pub use proc::{Proc, bind_local, free_port, is_root, run_client};
 pub use smtp::{Sent, Talk, Upstream, send_mail};
 
 /// Path of a workspace binary, next to the test executable's `deps/`.

@@ -23,16 +23,24 @@ use anyhow::{Context, bail};
 /// the ports handed out closes that within the process; other processes'
 /// listeners are caught by [`Proc::wait_port`].
 pub fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let l = bind_local().expect("free port");
+    l.local_addr().map(|a| a.port()).expect("free port")
+}
+
+/// The ports [`free_port`] and [`bind_local`] handed out.
+static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+
+/// A listener of this test process on 127.0.0.1, on a port [`free_port`]
+/// has not handed out (a plain `bind(0)` could take a port another test
+/// was given and has not bound yet).
+pub fn bind_local() -> std::io::Result<std::net::TcpListener> {
     let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
     loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port");
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let port = l.local_addr()?.port();
         if !given.contains(&port) {
             given.push(port);
-            return port;
+            return Ok(l);
         }
     }
 }
@@ -171,6 +179,66 @@ impl Proc {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// How long the log is now: with [`Proc::wait_log_since`], to wait for a
+    /// line written after this point (a log is appended across restarts,
+    /// and a start's own lines may already contain the text).
+    pub fn log_len(&self) -> usize {
+        self.log_text().len()
+    }
+
+    /// Waits until the log past byte `from` contains `what`, for at most
+    /// `within`.
+    pub async fn wait_log_since(
+        &self,
+        from: usize,
+        what: &str,
+        within: Duration,
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + within;
+        loop {
+            let log = self.log_text();
+            if log.get(from..).is_some_and(|l| l.contains(what)) {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "{} log never said {what:?} after byte {from}:\n{}",
+                self.name,
+                log.get(from..).unwrap_or(&log)
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Waits until `n` lines of the log contain each of `all`, for at most
+    /// `within`; returns those lines.
+    pub async fn wait_log_lines(
+        &self,
+        all: &[&str],
+        n: usize,
+        within: Duration,
+    ) -> anyhow::Result<Vec<String>> {
+        let deadline = Instant::now() + within;
+        loop {
+            let log = self.log_text();
+            let lines: Vec<String> = log
+                .lines()
+                .filter(|l| all.iter().all(|w| l.contains(w)))
+                .map(str::to_owned)
+                .collect();
+            if lines.len() >= n {
+                return Ok(lines);
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "{} log has {} of {n} lines with all of {all:?}:\n{log}",
+                self.name,
+                lines.len()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// Waits until the process's log contains `what`, for at most `within`.

@@ -10,7 +10,6 @@
 //! collector/src/alerts/tests20.rs.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,7 +24,7 @@ struct Hook {
 
 impl Hook {
     fn start() -> anyhow::Result<Hook> {
-        let l = TcpListener::bind("127.0.0.1:0")?;
+        let l = kiroku_tests::bind_local()?;
         let port = l.local_addr()?.port();
         let bodies = Arc::new(Mutex::new(Vec::new()));
         let b = bodies.clone();

@@ -212,23 +212,18 @@ async fn a_damaged_agent_buffer_is_a_reported_loss_not_tampering() -> anyhow::Re
 async fn the_agent_keeps_the_collectors_checkpoints() -> anyhow::Result<()> {
     kiroku_tests::ensure_test_hooks()?;
     let env = Env::new()?;
-    let _collector = env.start_collector_with("[checkpoint]\ninterval = \"1s\"\n")?;
+    let collector = env.start_collector_with("[checkpoint]\ninterval = \"1s\"\n")?;
     let smtp = free_port();
     let mut agent = env.start_agent("pc-ckp", smtp, &Mode::CaptureOnly)?;
     send(smtp, "kept", 1)?;
     env.wait_for(by_subject("kept"), 1, Duration::from_secs(60))
         .await?;
-    // A checkpoint covers that event; the next acknowledgement carries it.
+    // A checkpoint covers that event; the next acknowledgement carries it
+    // (once the collector has recorded it: its log line comes after).
+    collector
+        .wait_log("checkpoint written", Duration::from_secs(30))
+        .await?;
     let dir = env.path().join("collector").join("checkpoints");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_some()) {
-        anyhow::ensure!(
-            std::time::Instant::now() < deadline,
-            "no checkpoint written in {}",
-            dir.display()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
     send(smtp, "again", 1)?;
     agent
         .wait_log(

@@ -9,7 +9,6 @@
 //! get the newest checkpoint in their Ack.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -123,8 +122,14 @@ fn ckp_files(env: &Env) -> Vec<(u64, PathBuf)> {
 async fn wait_checkpoint(env: &Env, after: u64, within: Duration) -> anyhow::Result<u64> {
     let deadline = Instant::now() + within;
     loop {
+        // The file is in place before the collector has recorded it (proofs
+        // and Acks use the record): wait for its log line too.
         if let Some((n, _)) = ckp_files(env).last()
             && *n > after
+            && std::fs::read_to_string(env.path().join("collector.log"))
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l.contains("checkpoint written") && l.contains(&format!("number={n} ")))
         {
             return Ok(*n);
         }
@@ -284,7 +289,7 @@ fn proof_holds(env: &Env, id: &str, p: &InclusionProof) -> anyhow::Result<()> {
 /// A tiny HTTP server that answers every POST 200 and keeps its JSON body
 /// (the alert webhook's receiver).
 fn webhook() -> anyhow::Result<(u16, Arc<Mutex<Vec<serde_json::Value>>>)> {
-    let l = TcpListener::bind("127.0.0.1:0")?;
+    let l = kiroku_tests::bind_local()?;
     let port = l.local_addr()?.port();
     let bodies = Arc::new(Mutex::new(Vec::new()));
     let b = bodies.clone();

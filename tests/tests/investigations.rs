@@ -10,7 +10,6 @@
 //! a watched directory once it lands.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -120,7 +119,7 @@ struct Hook {
 
 impl Hook {
     fn start() -> anyhow::Result<Hook> {
-        let l = TcpListener::bind("127.0.0.1:0")?;
+        let l = kiroku_tests::bind_local()?;
         let port = l.local_addr()?.port();
         let bodies = Arc::new(Mutex::new(Vec::new()));
         let refused = Arc::new(Mutex::new(0));

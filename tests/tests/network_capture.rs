@@ -23,7 +23,6 @@
 //! CAP_SETUID); skipped otherwise.
 
 use std::io::{BufRead, Read};
-use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -48,7 +47,7 @@ async fn start(env: &Env, name: &str) -> anyhow::Result<(Proc, u16)> {
 /// A server on 127.0.0.1 in this process: accepts connections and reads
 /// each to its end, on a thread.
 fn server() -> anyhow::Result<(u16, std::thread::JoinHandle<Vec<u64>>)> {
-    let l = TcpListener::bind("127.0.0.1:0")?;
+    let l = kiroku_tests::bind_local()?;
     let port = l.local_addr()?.port();
     let t = std::thread::spawn(move || {
         let mut got = Vec::new();
@@ -87,8 +86,24 @@ fn server() -> anyhow::Result<(u16, std::thread::JoinHandle<Vec<u64>>)> {
 /// chunks of `chunk` bytes `pause` seconds apart, waits `linger` seconds
 /// and closes; `as_nobody`: run as uid 65534.
 fn client(port: u16, chunks: u32, chunk: u32, pause: f64, linger: f64, as_nobody: bool) -> Command {
+    gated_client(port, chunks, chunk, pause, linger, as_nobody, None)
+}
+
+/// [`client`], and with `gate` it also waits (60 s at most) for that file
+/// to exist before it closes: the test decides when the flow ends.
+fn gated_client(
+    port: u16,
+    chunks: u32,
+    chunk: u32,
+    pause: f64,
+    linger: f64,
+    as_nobody: bool,
+    gate: Option<&std::path::Path>,
+) -> Command {
+    let gate = gate.map_or_else(String::new, |g| format!("{:?}", g.to_string_lossy()));
     let script = format!(
-        "import socket,time\ns=socket.create_connection(('127.0.0.1',{port}))\nfor i in range({chunks}):\n    s.sendall(b'x'*{chunk})\n    time.sleep({pause})\ntime.sleep({linger})\ns.close()\n"
+        "import socket,time,os\ns=socket.create_connection(('127.0.0.1',{port}))\nfor i in range({chunks}):\n    s.sendall(b'x'*{chunk})\n    time.sleep({pause})\ntime.sleep({linger})\n{GATE}s.close()\n",
+        GATE = wait_gate(&gate, "")
     );
     let mut c = if as_nobody {
         let mut c = Command::new("setpriv");
@@ -102,6 +117,23 @@ fn client(port: u16, chunks: u32, chunk: u32, pause: f64, linger: f64, as_nobody
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     c
+}
+
+/// Python lines (indented by `indent`) that wait up to 60 s for the file
+/// `gate` (a Python string literal; empty: none).
+fn wait_gate(gate: &str, indent: &str) -> String {
+    if gate.is_empty() {
+        return String::new();
+    }
+    format!(
+        "{indent}t0=time.time()\n{indent}while not os.path.exists({gate}) and time.time()-t0<60: time.sleep(0.05)\n"
+    )
+}
+
+/// A gate file for [`gated_client`] / [`parallel_sender`], in the test's
+/// directory.
+fn gate(env: &Env) -> std::path::PathBuf {
+    env.path().join("gate")
 }
 
 fn run(mut c: Command) -> anyhow::Result<u32> {
@@ -268,7 +300,7 @@ async fn flows_listeners_and_users_are_recorded() -> anyhow::Result<()> {
     assert_eq!(pid_of(inbound), std::process::id(), "{inbound:#?}");
 
     // 2. A listening socket opened and closed.
-    let l = TcpListener::bind("127.0.0.1:0")?;
+    let l = kiroku_tests::bind_local()?;
     let lport = u32::from(l.local_addr()?.port());
     let is =
         |phase: &'static str| move |n: &NetworkEvent| n.phase == phase && n.local_port == lport;
@@ -329,7 +361,9 @@ async fn an_agent_killed_mid_transfer_continues_the_flow() -> anyhow::Result<()>
     const CHUNKS: u32 = 60;
     const CHUNK: u32 = 200_000;
     let total = u64::from(CHUNKS) * u64::from(CHUNK);
-    let child = client(port, CHUNKS, CHUNK, 0.1, 0.5, false).spawn()?;
+    // The client closes only once the test saw the restarted agent take
+    // the flow up (a loaded machine may take longer than the transfer).
+    let child = gated_client(port, CHUNKS, CHUNK, 0.1, 0.5, false, Some(&gate(&env))).spawn()?;
     let pid = child.id();
     records_until(&env, &agent, "the transfer's open", |r| {
         r.iter().any(|n| n.phase == "open" && pid_of(n) == pid)
@@ -338,6 +372,11 @@ async fn an_agent_killed_mid_transfer_continues_the_flow() -> anyhow::Result<()>
     agent.kill9();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (agent, _) = start(&env, "net2").await?;
+    records_until(&env, &agent, "the restarted agent's update", |r| {
+        r.iter().any(|n| n.continued && pid_of(n) == pid)
+    })
+    .await?;
+    std::fs::write(gate(&env), b"")?;
     let out = tokio::task::spawn_blocking(move || child.wait_with_output()).await??;
     anyhow::ensure!(
         out.status.success(),
@@ -377,9 +416,16 @@ async fn an_agent_killed_mid_transfer_continues_the_flow() -> anyhow::Result<()>
 /// A python3 process with `conns` connections to a sink listener of its
 /// own, sending `chunks` rounds of `chunk` bytes on each, `pause` seconds
 /// apart; prints the listener's port first.
-fn parallel_sender(conns: u32, chunks: u32, chunk: u32, pause: f64) -> Command {
+fn parallel_sender(
+    conns: u32,
+    chunks: u32,
+    chunk: u32,
+    pause: f64,
+    gate: &std::path::Path,
+) -> Command {
+    let gate = format!("{:?}", gate.to_string_lossy());
     let script = format!(
-        "import socket,threading,time\n\
+        "import socket,threading,time,os\n\
 l=socket.socket(); l.bind(('127.0.0.1',0)); l.listen(64)\n\
 def sink(c):\n    while c.recv(65536): pass\n\
 def accept():\n    for i in range({conns}):\n        c,_=l.accept(); threading.Thread(target=sink,args=(c,),daemon=True).start()\n\
@@ -388,8 +434,10 @@ cs=[socket.create_connection(('127.0.0.1',l.getsockname()[1])) for i in range({c
 print(l.getsockname()[1],flush=True)\n\
 for i in range({chunks}):\n    for c in cs: c.sendall(b'x'*{chunk})\n    time.sleep({pause})\n\
 time.sleep(1)\n\
+{GATE}\
 for c in cs: c.close()\n\
-time.sleep(1)\n"
+time.sleep(1)\n",
+        GATE = wait_gate(&gate, "")
     );
     let mut c = Command::new(PYTHON);
     c.args(["-c", &script])
@@ -427,7 +475,7 @@ async fn coalesced_flows_across_a_kill_add_up_to_what_was_sent() -> anyhow::Resu
     agent
         .wait_log("recording network activity", Duration::from_secs(20))
         .await?;
-    let mut child = parallel_sender(CONNS, CHUNKS, CHUNK, 0.1).spawn()?;
+    let mut child = parallel_sender(CONNS, CHUNKS, CHUNK, 0.1, &gate(&env)).spawn()?;
     let pid = child.id();
     let mut first = String::new();
     let stdout = child
@@ -450,6 +498,13 @@ async fn coalesced_flows_across_a_kill_add_up_to_what_was_sent() -> anyhow::Resu
     agent.kill9();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let agent = start(&env)?;
+    // The connections close once the restarted agent took them up (its
+    // first dump saw the two individual ones, so the others too).
+    records_until(&env, &agent, "the restarted agent's updates", |r| {
+        r.iter().filter(|n| n.continued && ours(n)).count() >= 2
+    })
+    .await?;
+    std::fs::write(gate(&env), b"")?;
     let out = tokio::task::spawn_blocking(move || child.wait_with_output()).await??;
     anyhow::ensure!(
         out.status.success(),

@@ -111,7 +111,7 @@ async fn pipelined_groups_go_upstream_in_one_write_only_when_offered() -> anyhow
     let env = Env::new()?;
     let _collector = env.start_collector()?;
     for offer in [Offer::Pipelining, Offer::LockStepOnly] {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let listener = kiroku_tests::bind_local()?;
         let port = listener.local_addr()?.port();
         let seen: Seen = Arc::default();
         upstream(listener, offer, seen.clone());
@@ -197,7 +197,7 @@ async fn pipelined_groups_go_upstream_in_one_write_only_when_offered() -> anyhow
 async fn refusals_and_failures_inside_a_pipelined_group() -> anyhow::Result<()> {
     let env = Env::new()?;
     let _collector = env.start_collector()?;
-    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let listener = kiroku_tests::bind_local()?;
     let port = listener.local_addr()?.port();
     let seen: Seen = Arc::default();
     upstream(listener, Offer::Pipelining, seen.clone());

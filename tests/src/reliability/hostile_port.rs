@@ -391,17 +391,18 @@ pub async fn run(env: &Env, connections: usize) -> anyhow::Result<Row> {
     }
 
     let mut problems: Vec<String> = seen.iter().filter_map(judge).collect();
-    // Refusals are logged with the peer address (give the log a moment).
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut log = collector.log_text();
-    let unlogged: Vec<&Seen> = seen.iter().filter(|s| !logged(&log, s.local)).collect();
-    // Past 1,000 refused handshakes a minute the collector counts the rest
-    // into one summary line, written when the minute is over.
+    // Refusals are logged with the peer address, after the peer saw the
+    // close; past 1,000 refused handshakes a minute the collector counts
+    // the rest into one summary line, written when the minute is over.
     let deadline = Instant::now() + Duration::from_secs(70);
-    while !unlogged.is_empty() && summarised(&log) < unlogged.len() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        log = collector.log_text();
-    }
+    let (log, unlogged) = loop {
+        let log = collector.log_text();
+        let unlogged: Vec<&Seen> = seen.iter().filter(|s| !logged(&log, s.local)).collect();
+        if unlogged.len() <= summarised(&log) || Instant::now() >= deadline {
+            break (log, unlogged);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     if let Some(s) = unlogged
         .first()
         .filter(|_| summarised(&log) < unlogged.len())
