@@ -468,9 +468,9 @@ async fn events_expire_per_kind_group_and_tag_with_grace_undo_and_erasure() -> a
     // The policy file is reloaded when it changes: a bad one is refused
     // (the previous stays), a good one applied; both audited.
     let file = s.env.path().join("retention.toml");
-    std::fs::write(&file, "[kind]\nemail = \"soon\"\n")?;
+    kiroku_tests::replace_file(&file, "[kind]\nemail = \"soon\"\n")?;
     wait_audit(&s, "refused, the previous policy stays in force").await?;
-    std::fs::write(
+    kiroku_tests::replace_file(
         &file,
         format!("{POLICY}\n[[override]]\ngroup = \"hr\"\nperiod = \"forever\"\n"),
     )?;
