@@ -62,8 +62,12 @@ impl Setup {
     }
 
     /// Sets the collector's clock to `at_ms` (it re-reads within 200 ms).
+    /// The file is replaced, not rewritten in place: a read between the
+    /// truncation and the write would give no offset for 200 ms, i.e. the
+    /// system's clock, which is inside a window when the test runs between
+    /// 03:00 and 06:00 UTC.
     fn set_clock(&self, at_ms: i64) -> anyhow::Result<()> {
-        std::fs::write(&self.clock, (at_ms - system_ms()).to_string())?;
+        kiroku_tests::replace_file(&self.clock, (at_ms - system_ms()).to_string())?;
         Ok(())
     }
 

@@ -157,9 +157,11 @@ struct Setup {
 }
 
 impl Setup {
-    /// Moves the collector's clock `ms` ahead of the system's.
+    /// Moves the collector's clock `ms` ahead of the system's. The file is
+    /// replaced, not rewritten in place: a read between the truncation and
+    /// the write would see no offset and move the clock back meanwhile.
     fn set_offset(&self, ms: i64) -> anyhow::Result<()> {
-        std::fs::write(&self.clock, ms.to_string())?;
+        kiroku_tests::replace_file(&self.clock, ms.to_string())?;
         // The collector re-reads the file at most every 200 ms.
         std::thread::sleep(Duration::from_millis(400));
         Ok(())
