@@ -770,6 +770,19 @@ pub fn email(e: &Event) -> &kiroku_proto::EmailEvent {
     }
 }
 
+/// Replaces the file at `path` with `contents` as editors and
+/// configuration tools do: written to a temporary file beside it, then
+/// renamed over it. A process polling the file sees the old content or
+/// the new, never an empty or half-written file (which `std::fs::write`,
+/// truncating first, may show it).
+pub fn replace_file(path: &Path, contents: impl AsRef<[u8]>) -> std::io::Result<()> {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".new");
+    let tmp = path.with_file_name(name);
+    std::fs::write(&tmp, contents)?;
+    std::fs::rename(&tmp, path)
+}
+
 /// Records that a test could not run here (a peer is missing) so the
 /// suite's summary counts it as skipped, not passed.
 pub fn skip(test: &str, why: &str) {

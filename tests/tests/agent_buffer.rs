@@ -308,13 +308,13 @@ async fn a_buffer_that_was_full_takes_mail_again_once_drained() -> anyhow::Resul
         Duration::from_secs(60),
     )
     .await?;
-    let took = until_accepted(smtp, tag, &mut n, 452, Duration::from_secs(10), &agent)?;
+    let took = until_accepted(smtp, tag, &mut n, 452, Duration::from_secs(30), &agent)?;
     accepted.push(n - 1);
     eprintln!("accepted again {took:?} after the drain");
 
     agent.terminate();
     let agent = start()?;
-    let took = until_accepted(smtp, tag, &mut n, 452, Duration::from_secs(10), &agent)?;
+    let took = until_accepted(smtp, tag, &mut n, 452, Duration::from_secs(30), &agent)?;
     accepted.push(n - 1);
     eprintln!("accepted {took:?} after the restart");
     for _ in 0..5 {
@@ -409,7 +409,9 @@ async fn a_sled_write_error_is_recovered_in_process() -> anyhow::Result<()> {
         );
         std::thread::sleep(Duration::from_millis(300));
     }
-    assert!(agent.log_text().contains("writable again"));
+    agent
+        .wait_log("writable again", Duration::from_secs(15))
+        .await?;
     assert!(moved_aside(&data).is_empty());
     eprintln!(
         "{} accepted; sled write error recovered in {:?}",

@@ -692,6 +692,12 @@ async fn an_alert_survives_a_failed_analysis_commit() -> anyhow::Result<()> {
         tagged(&env, "alert:enc-out", 2, Duration::from_secs(15)).await?,
         ["dressed as a document", "見積書送付"]
     );
+    // Both alerts reach the follower, then no third one comes.
+    until(
+        "both alerts at the follower",
+        Duration::from_secs(30),
+        &|| fired() >= 2,
+    )?;
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(fired(), 2, "{}", std::fs::read_to_string(&follow_log)?);
     Ok(())

@@ -8,8 +8,10 @@
 //! Postfix routes by domain (`transport_maps`): `deliver.test` to a
 //! second local MTA (aiosmtpd, which refuses recipients whose local part
 //! starts with "reject": a bounce), `unreachable.test` to a loopback port
-//! nobody listens on (deferred every second, expired after 15 s and
-//! returned to sender).
+//! nobody listens on (deferred every second or two, expired after 60 s
+//! and returned to sender: long enough for the test to see it deferred
+//! first, through the maillog, the agent and the collector, on a loaded
+//! machine).
 
 use std::time::{Duration, Instant};
 
@@ -92,8 +94,8 @@ transport_maps = texthash:{t}
 queue_run_delay = 1s
 minimal_backoff_time = 1s
 maximal_backoff_time = 2s
-maximal_queue_lifetime = 15s
-bounce_queue_lifetime = 15s
+maximal_queue_lifetime = 60s
+bounce_queue_lifetime = 60s
 smtp_connect_timeout = 2s
 ",
             local = mta::LOCAL_DOMAIN,
@@ -141,9 +143,14 @@ smtp_connect_timeout = 2s
     let (delivered, bounced, deferred) = (&ids[0], &ids[1], &ids[2]);
 
     let within = Duration::from_secs(60);
+    // The deferred mail first, while it is still queued (it expires 60 s
+    // after it was queued), `show` included.
+    wait_delivery(&env, &pf, deferred, "deferred", within).await?;
+    let show = env.cli(&["show", deferred])?;
+    assert!(show.contains("status: deferred"), "{show}");
+    assert!(show.contains("still queued"), "{show}");
     wait_delivery(&env, &pf, delivered, "delivered", within).await?;
     wait_delivery(&env, &pf, bounced, "bounced", within).await?;
-    wait_delivery(&env, &pf, deferred, "deferred", within).await?;
     // What aiosmtpd received is the delivered mail only.
     let received: Vec<String> = sink
         .messages()
@@ -173,13 +180,10 @@ smtp_connect_timeout = 2s
     assert!(show.contains("status: bounced"), "{show}");
     assert!(show.contains("dsn=5.1.1"), "{show}");
     assert!(show.contains("mailbox unavailable"), "{show}");
-    let show = env.cli(&["show", deferred])?;
-    assert!(show.contains("status: deferred"), "{show}");
-    assert!(show.contains("still queued"), "{show}");
 
     // The unreachable destination: deferred again and again, then Postfix
     // gives up (maximal_queue_lifetime) and returns it to the sender.
-    wait_delivery(&env, &pf, deferred, "expired", Duration::from_secs(90)).await?;
+    wait_delivery(&env, &pf, deferred, "expired", Duration::from_secs(150)).await?;
     let show = env.cli(&["show", deferred])?;
     assert!(show.contains("status: expired"), "{show}");
     assert!(show.contains("expired after"), "{show}");

@@ -105,10 +105,12 @@ async fn an_older_index_serves_while_rebuilt_and_a_kill_in_the_middle_loses_noth
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/data-bdddeb9"),
         &data,
     )?;
-    // One event per batch, two seconds each: the fixture's seven events
-    // take about fourteen seconds to rebuild, time enough to query, ingest
-    // and kill the collector in the middle even on a loaded machine.
-    let slow = [("KIROKU_TEST_REBUILD_DELAY_MS", "2000")];
+    // One event per batch, five seconds each: the fixture's seven events
+    // take about thirty-five seconds to rebuild, time enough to query
+    // (four CLI runs), start an agent, ingest and kill the collector in
+    // the middle even on a loaded machine (at two seconds each it could
+    // finish first).
+    let slow = [("KIROKU_TEST_REBUILD_DELAY_MS", "5000")];
     let mut collector = env.start_collector_on_env(&data, &slow)?;
 
     // It listens at once and answers from the old index.

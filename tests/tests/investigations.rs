@@ -500,7 +500,7 @@ async fn alerts_fire_once_notify_and_reload() -> anyhow::Result<()> {
     // 4. A broken rules file is refused with file, line and field; the
     // old rules stay in force.
     let broken = rules(&secret, "usb").replace(&format!("\"{secret}\""), "\"not-a-hash\"");
-    std::fs::write(&rules_path, broken)?;
+    kiroku_tests::replace_file(&rules_path, broken)?;
     wait_until("the refusal in the log", Duration::from_secs(15), || {
         collector.log_text().contains("NOT reloaded")
     })?;
@@ -529,7 +529,7 @@ async fn alerts_fire_once_notify_and_reload() -> anyhow::Result<()> {
     )?;
 
     // 5. A fixed file is picked up without a restart.
-    std::fs::write(&rules_path, rules(&secret, "usb-v2"))?;
+    kiroku_tests::replace_file(&rules_path, rules(&secret, "usb-v2"))?;
     wait_until("the reload in the log", Duration::from_secs(15), || {
         collector.log_text().contains("alert rules reloaded")
     })?;

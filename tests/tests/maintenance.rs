@@ -62,8 +62,12 @@ impl Setup {
     }
 
     /// Sets the collector's clock to `at_ms` (it re-reads within 200 ms).
+    /// The file is replaced, not rewritten in place: a read between the
+    /// truncation and the write would give no offset for 200 ms, i.e. the
+    /// system's clock, which is inside a window when the test runs between
+    /// 03:00 and 06:00 UTC.
     fn set_clock(&self, at_ms: i64) -> anyhow::Result<()> {
-        std::fs::write(&self.clock, (at_ms - system_ms()).to_string())?;
+        kiroku_tests::replace_file(&self.clock, (at_ms - system_ms()).to_string())?;
         Ok(())
     }
 
@@ -224,7 +228,12 @@ fn median(mut v: Vec<Duration>) -> Duration {
 async fn stopped_mid_run_resumes_at_the_same_point_next_window() -> anyhow::Result<()> {
     let mut s = Setup::new()?;
     s.set_clock(s.window - HOUR)?;
-    let mut c = s.start(300)?;
+    // 1.5 s per two entries: the 50 entries of the run take about 37 s,
+    // so it is still running when the stop arrives after ten TLS
+    // channels, five commits and two CLI runs on a loaded machine (at
+    // 300 ms, 7.5 s, it could end first); the resumed part takes at most
+    // as long.
+    let mut c = s.start(1500)?;
     // Before the window: ingest and search with no run, for comparison.
     let mut quiet = (Vec::new(), Vec::new());
     for _ in 0..5 {
@@ -268,7 +277,7 @@ async fn stopped_mid_run_resumes_at_the_same_point_next_window() -> anyhow::Resu
     let (code, out, err) = s.cli("admin-boss", &["maintenance", "stop"])?;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("resumes there"), "{out}");
-    let first = s.wait_reports(1, Duration::from_secs(20)).await?;
+    let first = s.wait_reports(1, Duration::from_secs(30)).await?;
     let stopped = &first[0];
     assert!(
         stopped.stopped_because.contains("stopped by admin"),
@@ -292,7 +301,8 @@ async fn stopped_mid_run_resumes_at_the_same_point_next_window() -> anyhow::Resu
     );
     // The next day's window resumes where it stopped and ends the run.
     s.set_clock(s.window + DAY - 500)?;
-    let second = s.wait_reports(2, Duration::from_secs(60)).await?;
+    // The rest of the run (up to 44 entries at 1.5 s per two: about 33 s).
+    let second = s.wait_reports(2, Duration::from_secs(120)).await?;
     let resumed = &second[0];
     assert_eq!(resumed.run_id, stopped.run_id);
     assert_eq!(resumed.from_leaf, stopped.to_leaf);
@@ -346,7 +356,11 @@ async fn stopped_mid_run_resumes_at_the_same_point_next_window() -> anyhow::Resu
 async fn killed_mid_run_resumes_at_startup_in_protect_mode() -> anyhow::Result<()> {
     let mut s = Setup::new()?;
     s.set_clock(s.window - HOUR)?;
-    let mut c = s.start(300)?;
+    // 1.5 s per two entries: the 30 entries take about 22 s, so the run is
+    // still going when the kill comes, with room for a loaded machine
+    // between seeing it pass six entries and the kill (at 300 ms the run
+    // took 4.5 s).
+    let mut c = s.start(1500)?;
     s.ship(30).await?;
     s.set_clock(s.window - 500)?;
     s.wait_running(6).await?;

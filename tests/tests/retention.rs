@@ -157,9 +157,11 @@ struct Setup {
 }
 
 impl Setup {
-    /// Moves the collector's clock `ms` ahead of the system's.
+    /// Moves the collector's clock `ms` ahead of the system's. The file is
+    /// replaced, not rewritten in place: a read between the truncation and
+    /// the write would see no offset and move the clock back meanwhile.
     fn set_offset(&self, ms: i64) -> anyhow::Result<()> {
-        std::fs::write(&self.clock, ms.to_string())?;
+        kiroku_tests::replace_file(&self.clock, ms.to_string())?;
         // The collector re-reads the file at most every 200 ms.
         std::thread::sleep(Duration::from_millis(400));
         Ok(())
@@ -468,9 +470,9 @@ async fn events_expire_per_kind_group_and_tag_with_grace_undo_and_erasure() -> a
     // The policy file is reloaded when it changes: a bad one is refused
     // (the previous stays), a good one applied; both audited.
     let file = s.env.path().join("retention.toml");
-    std::fs::write(&file, "[kind]\nemail = \"soon\"\n")?;
+    kiroku_tests::replace_file(&file, "[kind]\nemail = \"soon\"\n")?;
     wait_audit(&s, "refused, the previous policy stays in force").await?;
-    std::fs::write(
+    kiroku_tests::replace_file(
         &file,
         format!("{POLICY}\n[[override]]\ngroup = \"hr\"\nperiod = \"forever\"\n"),
     )?;

@@ -349,7 +349,7 @@ async fn an_expired_revocation_list_is_enforced_and_warned_about() -> anyhow::Re
         }],
         key_identifier_method: rcgen::KeyIdMethod::Sha256,
     };
-    std::fs::write(&crl, params.signed_by(&issuer)?.pem()?)?;
+    kiroku_tests::replace_file(&crl, params.signed_by(&issuer)?.pem()?)?;
     let deadline = Instant::now() + Duration::from_secs(15);
     while !collector
         .log_text()
