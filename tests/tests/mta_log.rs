@@ -199,10 +199,13 @@ fn postfix_cmd(pf: &Postfix, args: &[&str]) -> anyhow::Result<()> {
 fn write_lines(log: &Path, tag: &str, from: usize, n: usize) -> anyhow::Result<()> {
     let mut f = std::fs::OpenOptions::new().append(true).open(log)?;
     for i in from..from + n {
-        writeln!(
-            f,
-            "Dec  6 07:14:50 upstream.test postfix/qmgr[77]: 4F{i:08X}: {tag} removed"
-        )?;
+        // One write(2) per line: Postfix appends to the same file, and
+        // `writeln!` on a File writes each piece of the format on its own
+        // (a CI run on 2026-12-06 had a Postfix line land in the middle of
+        // one, leaving ": kill9 removed" as a line of its own).
+        let line =
+            format!("Dec  6 07:14:50 upstream.test postfix/qmgr[77]: 4F{i:08X}: {tag} removed\n");
+        f.write_all(line.as_bytes())?;
         if i % 20 == 0 {
             std::thread::sleep(Duration::from_millis(10));
         }
