@@ -37,6 +37,7 @@
 //! `verify/index.rs` and the audit log's in `verify/audit.rs`.
 
 mod audit;
+mod blobs;
 mod chain;
 mod checkpoints;
 mod findings;
@@ -49,14 +50,13 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
 use std::time::Instant;
 
-use kiroku_proto::journal_entry::Entry;
 use kiroku_proto::{
     Event, VerifyProgress, VerifyRequest, VerifyResponse, VerifySummary, verify_response,
 };
 use prost::Message;
 
 use crate::store::Store;
-use crate::store::journal::{self, Position};
+use crate::store::journal::Position;
 use crate::store::repair::blob_check;
 
 pub use chain::{Break, ChainCheck, Damage, Link};
@@ -64,7 +64,7 @@ pub use findings::Findings;
 
 use audit::check_audit;
 use index::check_index;
-use pass::{damage_at, journal_bytes, note_event, segment_of};
+use pass::Pass;
 
 /// What to check.
 #[derive(Clone, Debug, Default)]
@@ -190,174 +190,53 @@ pub fn run(
     let mut summary = VerifySummary::default();
 
     // Blobs first: the journal pass names the events of damaged ones.
-    let bdir = store.dir.join("blobs");
     let blob_scan = if opts.skip_blobs {
         None
     } else {
-        let total = blob_check::total_bytes(&bdir)?;
-        let mut p = Progress {
-            out: &mut *out,
-            last: Instant::now(),
-        };
-        let mut done = 0;
-        let scan = blob_check::scan(&bdir, &store.blobs, |n| {
-            done += n;
-            p.say("blobs", done, total, done, false);
-        })?;
-        p.say("blobs", done, total, done, true);
-        summary.blobs = scan.files;
-        summary.bytes += scan.bytes;
-        Some(scan)
+        Some(blobs::scan(store, &mut summary, &mut *out)?)
     };
     let damaged_blobs: HashSet<String> = blob_scan
         .as_ref()
         .map(|s| s.damaged.iter().map(|(_, sha)| sha.clone()).collect())
         .unwrap_or_default();
     let no_parts = HashMap::new();
-    let mut refs = blob_check::References::new(
-        &damaged_blobs,
-        blob_scan.as_ref().map_or(&no_parts, |s| &s.missing_parts),
-    );
-    let mut damaged_users: HashMap<String, Vec<String>> = HashMap::new();
-
-    let mut ckps = checkpoints::load(&store.dir.join("checkpoints"), ca_pem, tsa_ca)?;
-    let mut streams = streams::Streams::default();
-    let mut chain = ChainCheck::default();
-    let mut purged = purged::Purged::default();
-    let mut pass = JournalPass {
-        events: HashMap::new(),
-        names: HashMap::new(),
-        ordinal: 0,
-        entries: 0,
-        event_count: 0,
-        bytes: 0,
-        head_end: head.end,
+    let mut journal_pass = Pass {
+        store,
+        opts,
+        keys: &keys,
+        damaged_blobs: &damaged_blobs,
+        refs: blob_check::References::new(
+            &damaged_blobs,
+            blob_scan.as_ref().map_or(&no_parts, |s| &s.missing_parts),
+        ),
+        damaged_users: HashMap::new(),
+        ckps: checkpoints::load(&store.dir.join("checkpoints"), ca_pem, tsa_ca)?,
+        streams: streams::Streams::default(),
+        chain: ChainCheck::default(),
+        purged: purged::Purged::default(),
+        kept: JournalPass {
+            events: HashMap::new(),
+            names: HashMap::new(),
+            ordinal: 0,
+            entries: 0,
+            event_count: 0,
+            bytes: 0,
+            head_end: head.end,
+        },
+        next_at: None,
+        chain_started: false,
     };
-    let jdir = store.journal.dir().to_owned();
-    let total = journal_bytes(&jdir, head.end);
-    let mut next_at: Option<Position> = None;
-    let mut chain_started = false;
-    {
-        let mut p = Progress {
-            out: &mut *out,
-            last: Instant::now(),
-        };
-        let report = journal::scan_entries(&jdir, |read| {
-            if read.at >= head.end {
-                return Ok(());
-            }
-            // Bytes skipped since the previous record: damage, inline.
-            let expected = match next_at {
-                Some(n) if n.segment == read.at.segment => n,
-                _ => Position {
-                    segment: read.at.segment,
-                    offset: 0,
-                },
-            };
-            if read.at.offset > expected.offset {
-                chain.damage(damage_at(&jdir, expected, read.at.offset - expected.offset));
-            }
-            next_at = Some(Position {
-                segment: read.at.segment,
-                offset: read.at.offset + read.len,
-            });
-            pass.bytes += read.len;
-            p.say("journal", pass.bytes, total, pass.bytes, false);
-            let Some(entry) = &read.entry else {
-                if chain_started {
-                    let name = Event::decode(read.bytes.as_slice())
-                        .map(|e| e.event_id)
-                        .unwrap_or_default();
-                    f.add(
-                        "inserted",
-                        where_at(read.at),
-                        &name,
-                        "a record of the old format (KRJ1, outside the chain) after the chain began: it was inserted".into(),
-                        true,
-                    );
-                } else if let Ok(e) = Event::decode(read.bytes.as_slice()) {
-                    note_event(
-                        &e,
-                        opts,
-                        &keys,
-                        &mut pass,
-                        &mut refs,
-                        store,
-                        &mut damaged_users,
-                        &damaged_blobs,
-                    );
-                }
-                return Ok(());
-            };
-            chain_started = true;
-            pass.entries += 1;
-            let hash = read.entry_hash();
-            let mut link = Link {
-                leaf: entry.leaf,
-                hash,
-                prev: <[u8; 32]>::try_from(entry.prev.as_slice()).unwrap_or([0xff; 32]),
-                at: read.at,
-                name: String::new(),
-                inconsistent: false,
-            };
-            ckps.leaf(entry.leaf, read.leaf_hash(), hash);
-            match &entry.entry {
-                Some(Entry::Event(s)) => {
-                    let a = s.additions.clone().unwrap_or_default();
-                    link.name = a.event_id.clone();
-                    let recorded_sha = journal::entry::sha256(&s.recorded);
-                    link.inconsistent = a.recorded_sha256.as_slice() != recorded_sha;
-                    if let Ok(e) = journal::merged(s) {
-                        streams.note(&e, recorded_sha, a.reencoded, entry.leaf, read.at, opts);
-                        ckps.stream_event(&e, recorded_sha);
-                        note_event(
-                            &e,
-                            opts,
-                            &keys,
-                            &mut pass,
-                            &mut refs,
-                            store,
-                            &mut damaged_users,
-                            &damaged_blobs,
-                        );
-                    }
-                }
-                Some(Entry::Checkpoint(m)) => {
-                    link.name = format!("checkpoint mark {}", m.number);
-                    ckps.mark(m, entry.leaf, read.at);
-                }
-                Some(Entry::Annotations(m)) => {
-                    link.name = format!("annotations of {}", m.event_id);
-                }
-                Some(Entry::Tombstone(t)) => {
-                    link.name = format!("tombstone of {}", t.event_id);
-                    purged.tombstone(t, entry.leaf, read.at);
-                    ckps.stream_purged(&t.recorded_sha256);
-                }
-                None if read.is_stub() => {
-                    link.name = format!("purged leaf {}", entry.leaf);
-                    purged.stub(entry.leaf, hash, read.at);
-                }
-                None => link.name = format!("leaf {}", entry.leaf),
-            }
-            chain.push(link);
-            Ok(())
-        })?;
-        // Trailing bytes of a segment that are no record (a torn write at
-        // the head is the collector's to cut; before the head it is damage).
-        for (path, at, len) in &report.damaged {
-            let seg = segment_of(path);
-            let pos = Position {
-                segment: seg,
-                offset: *at,
-            };
-            let already = next_at.is_some_and(|n| n.segment == seg && *at < n.offset);
-            if pos < head.end && !already {
-                chain.damage(damage_at(&jdir, pos, *len));
-            }
-        }
-        p.say("journal", pass.bytes, total, pass.bytes, true);
-    }
+    journal_pass.read(&mut f, out)?;
+    let Pass {
+        refs,
+        damaged_users,
+        mut ckps,
+        mut streams,
+        mut chain,
+        purged,
+        kept: mut pass,
+        ..
+    } = journal_pass;
     chain.finish();
     for b in std::mem::take(&mut chain.breaks) {
         f.chain_break(b);
@@ -381,63 +260,36 @@ pub fn run(
     summary.streams = streams.count();
     summary.checkpoints = ckps.finish(store, &mut f)?;
 
-    // Blobs: damaged (named with their events) and missing.
-    if let Some(scan) = &blob_scan {
-        for (path, sha) in &scan.damaged {
-            let path = path.strip_prefix(&store.dir).unwrap_or(path);
-            let ids = damaged_users.remove(sha).unwrap_or_default();
-            f.add(
-                "blob_altered",
-                format!("blob {sha}"),
-                ids.first().map_or("", String::as_str),
-                format!(
-                    "{} does not read back to the SHA-256 it is named after (replaced or damaged); events naming it: {}",
-                    path.display(),
-                    if ids.is_empty() { "none".to_owned() } else { blob_check::describe_ids(&ids) }
-                ),
-                true,
-            );
-        }
-    }
-    let mut unavailable = refs.finish();
-    unavailable.missing.retain(|_, ids| {
-        ids.retain(|id| !tombstoned.contains(id));
-        !ids.is_empty()
-    });
-    if !opts.skip_blobs {
-        for (sha, ids) in &unavailable.missing {
-            f.add(
-                "blob_missing",
-                format!("blob {sha}"),
-                ids.first().map_or("", String::as_str),
-                format!(
-                    "{} is missing: the raw message of event(s) {}",
-                    blob_check::blob_path(sha).display(),
-                    blob_check::describe_ids(ids)
-                ),
-                true,
-            );
-        }
-        for (m, parts, ids) in &unavailable.partless {
-            f.add(
-                "blob_missing",
-                format!("blob {m}"),
-                ids.first().map_or("", String::as_str),
-                format!(
-                    "the raw message names attachment blob(s) {} that are missing; event(s): {}",
-                    parts.join(", "),
-                    blob_check::describe_ids(ids)
-                ),
-                true,
-            );
-        }
-    }
+    blobs::report(
+        store,
+        opts,
+        blob_scan.as_ref(),
+        damaged_users,
+        refs,
+        &tombstoned,
+        &mut f,
+    );
 
     if !opts.skip_index {
         check_index(store, opts, &keys, &mut pass, &mut f, out)?;
     }
     check_audit(store, &ckps, &mut f)?;
 
+    conclude(&mut summary, &f, started);
+    for finding in f.list {
+        out(VerifyResponse {
+            msg: Some(verify_response::Msg::Finding(finding)),
+        });
+    }
+    out(VerifyResponse {
+        msg: Some(verify_response::Msg::Summary(summary.clone())),
+    });
+    Ok(summary)
+}
+
+/// The summary's counts of findings, the time the run took and its
+/// one-line message.
+fn conclude(summary: &mut VerifySummary, f: &Findings, started: Instant) {
     summary.alterations = f.list.iter().filter(|x| x.alteration).count() as u64;
     summary.explained = f.list.len() as u64 - summary.alterations;
     summary.seconds = started.elapsed().as_secs_f64();
@@ -467,15 +319,6 @@ pub fn run(
             summary.seconds
         )
     };
-    for finding in f.list {
-        out(VerifyResponse {
-            msg: Some(verify_response::Msg::Finding(finding)),
-        });
-    }
-    out(VerifyResponse {
-        msg: Some(verify_response::Msg::Summary(summary.clone())),
-    });
-    Ok(summary)
 }
 
 #[cfg(test)]
