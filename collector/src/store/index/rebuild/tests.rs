@@ -1,12 +1,14 @@
 use std::sync::atomic::AtomicU64;
 
 use kiroku_proto::event::Kind;
-use kiroku_proto::{EmailEvent, SearchRequest};
+use kiroku_proto::{EmailEvent, Event, SearchRequest};
 use prost::Message;
 use tantivy::schema::{STORED, STRING, Schema};
 use tantivy::{Index, IndexWriter, TantivyDocument};
 
+use super::carry_over::carry_over;
 use super::*;
+use crate::store::journal::Journal;
 
 fn mail(id: &str, at: i64, from: &str) -> Event {
     Event {
