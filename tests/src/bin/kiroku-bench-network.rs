@@ -235,13 +235,14 @@ impl Bench<'_> {
         let (a1, c1) = self.cpu();
         let (rss, hwm) = rss_bytes(self.agent.pid());
         let out = |n: &NetworkEvent| n.remote_port == port && n.local_port != port;
-        // The server ends: inbound from one of the client's ports (an
-        // inbound summary names the remote port, not the local one).
+        // The server ends: inbound to the listener's port from one of the
+        // client's ports (an inbound summary names the local port and no
+        // remote port: it counts one client IP's connections to it).
         let ports: HashSet<u32> = st.ports.iter().map(|&p| u32::from(p)).collect();
         let inb = |n: &NetworkEvent| {
             n.direction == "inbound"
-                && ports.contains(&n.remote_port)
-                && (n.local_port == port || n.phase == "summary")
+                && n.local_port == port
+                && (n.phase == "summary" || ports.contains(&n.remote_port))
         };
         let made = st.made;
         let recs = self
