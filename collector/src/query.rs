@@ -34,7 +34,7 @@ use crate::store::Store;
 
 pub use args::{aggregate_args, page_of, trace_args};
 pub(crate) use args::{event_id_arg, index_status};
-pub(crate) use audit::audit_entry;
+pub(crate) use audit::{audit_entry, refuse_entry};
 pub(crate) use service::{ExportStream, VerifyStream};
 
 pub struct QueryService {

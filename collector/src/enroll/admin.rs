@@ -21,7 +21,7 @@ use super::limit::cut;
 use super::rpc::internal;
 use super::tokens::{State, TOKEN_PREFIX, Which, when};
 use crate::auth;
-use crate::query::audit_entry;
+use crate::query::{audit_entry, refuse_entry};
 use crate::store::audit::admin_call::{ENROLL_TOKENS, REVOKE_ENROLL_TOKENS};
 
 /// The query audit entries' call for `kiroku certs enroll-tokens`.
@@ -164,20 +164,14 @@ impl kiroku_proto::enroll_admin_server::EnrollAdmin for EnrollAdminService {
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?;
-        let who = caller.to_string();
         let store = self.store.clone();
         match listed {
             Ok(resp) => {
                 let n = (resp.batches.len() + resp.tokens.len()) as u64;
-                audit_entry(store, who, LIST_ENROLL_TOKENS, filter, n).await?;
+                audit_entry(store, caller.to_string(), LIST_ENROLL_TOKENS, filter, n).await?;
                 Ok(Response::new(resp))
             }
-            Err(st) => {
-                tracing::warn!(identity = %caller, call = LIST_ENROLL_TOKENS, code = ?st.code(), reason = %st.message(), "query refused");
-                let entry = format!("REFUSED {:?}: {} | {filter}", st.code(), st.message());
-                let _ = audit_entry(store, who, LIST_ENROLL_TOKENS, entry, 0).await;
-                Err(st)
-            }
+            Err(st) => Err(refuse_entry(store, &caller, LIST_ENROLL_TOKENS, filter, st).await),
         }
     }
 

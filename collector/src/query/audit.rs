@@ -35,15 +35,27 @@ impl QueryService {
         filter: String,
         status: Status,
     ) -> Status {
-        tracing::warn!(identity = %who, call, code = ?status.code(), reason = %status.message(), "query refused");
-        let entry = format!(
-            "REFUSED {:?}: {} | {filter}",
-            status.code(),
-            status.message()
-        );
-        let _ = self.audit(who, call, entry, 0).await;
-        status
+        refuse_entry(self.store.clone(), who, call, filter, status).await
     }
+}
+
+/// [`QueryService::refuse`] for a query answered elsewhere (the enrollment
+/// tokens' listing): logs and audits the refusal, returns it.
+pub(crate) async fn refuse_entry(
+    store: Arc<Store>,
+    who: &kiroku_common::pki::PeerIdentity,
+    call: &'static str,
+    filter: String,
+    status: Status,
+) -> Status {
+    tracing::warn!(identity = %who, call, code = ?status.code(), reason = %status.message(), "query refused");
+    let entry = format!(
+        "REFUSED {:?}: {} | {filter}",
+        status.code(),
+        status.message()
+    );
+    let _ = audit_entry(store, who.to_string(), call, entry, 0).await;
+    status
 }
 
 /// Writes one audit entry (durable) from async code; the error refuses
