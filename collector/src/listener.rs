@@ -37,7 +37,7 @@ use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
-use budget::{Budget, log_handshake_refusal, log_overdue};
+use budget::{HandshakeRefusals, REFUSALS_WINDOW};
 
 pub mod budget;
 mod live;
@@ -414,21 +414,13 @@ impl TlsSource {
     }
 }
 
-/// Failed TLS handshakes logged one by one per window (per listener), the
-/// rest counted into one summary line: anyone who reaches the port can
-/// fail a handshake.
-pub const REFUSALS_WINDOW: Duration = Duration::from_secs(60);
-pub const REFUSALS_LOGGED: u32 = 1_000;
-/// The main listener, as its log lines name it.
-const LISTENER: &str = "mTLS listener";
-
 /// Accepted, handshaken connections, for `serve_with_incoming`.
 pub fn incoming(
     listener: TcpListener,
     tls: Arc<TlsSource>,
 ) -> tokio_stream::wrappers::ReceiverStream<Result<Checked, std::io::Error>> {
     let (tx, rx) = mpsc::channel(64);
-    let refusals = Arc::new(Budget::new(REFUSALS_WINDOW, REFUSALS_LOGGED));
+    let refusals = Arc::new(HandshakeRefusals::new("mTLS listener"));
     tokio::spawn(async move {
         let mut summaries = tokio::time::interval(REFUSALS_WINDOW);
         loop {
@@ -440,7 +432,7 @@ pub fn incoming(
                 a = listener.accept() => a,
                 _ = tx.closed() => return,
                 _ = summaries.tick() => {
-                    log_overdue(&refusals, LISTENER);
+                    refusals.log_overdue();
                     continue;
                 }
             };
@@ -470,10 +462,8 @@ pub fn incoming(
                         let live = tls.live.register(peer, certs);
                         let _ = tx.send(Ok(Checked::new(stream, peer, live))).await;
                     }
-                    Ok(Err(e)) => log_handshake_refusal(&refusals, LISTENER, &peer.to_string(), &e),
-                    Err(_) => log_handshake_refusal(
-                        &refusals,
-                        LISTENER,
+                    Ok(Err(e)) => refusals.refused(&peer.to_string(), &e),
+                    Err(_) => refusals.refused(
                         &peer.to_string(),
                         &format_args!("no TLS handshake within {}s", HANDSHAKE_TIMEOUT.as_secs()),
                     ),

@@ -22,8 +22,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_rustls::server::TlsStream;
 use tokio_stream::StreamExt;
 
-use crate::listener::budget::{Budget, log_handshake_refusal, log_overdue};
-use crate::listener::{REFUSALS_LOGGED, REFUSALS_WINDOW};
+use crate::listener::budget::{HandshakeRefusals, REFUSALS_WINDOW};
 
 /// A TCP connection holding one of the listener's permits until it is
 /// dropped.
@@ -123,9 +122,6 @@ pub fn incoming(
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
-/// The enrollment listener, as its log lines name it.
-const LISTENER: &str = "enrollment listener";
-
 /// Longest a client may take to complete the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -137,7 +133,7 @@ pub fn handshaken(
     tls: Arc<crate::listener::TlsSource>,
 ) -> tokio_stream::wrappers::ReceiverStream<Result<TlsStream<Capped>, std::io::Error>> {
     let (tx, rx) = mpsc::channel(16);
-    let refusals = Arc::new(Budget::new(REFUSALS_WINDOW, REFUSALS_LOGGED));
+    let refusals = Arc::new(HandshakeRefusals::new("enrollment listener"));
     tokio::spawn(async move {
         let mut summaries = tokio::time::interval(REFUSALS_WINDOW);
         loop {
@@ -145,7 +141,7 @@ pub fn handshaken(
                 c = incoming.next() => c,
                 _ = tx.closed() => return,
                 _ = summaries.tick() => {
-                    log_overdue(&refusals, LISTENER);
+                    refusals.log_overdue();
                     continue;
                 }
             };
@@ -176,10 +172,8 @@ pub fn handshaken(
                     Ok(Ok(stream)) => {
                         let _ = tx.send(Ok(stream)).await;
                     }
-                    Ok(Err(e)) => log_handshake_refusal(&refusals, LISTENER, &peer, &e),
-                    Err(_) => log_handshake_refusal(
-                        &refusals,
-                        LISTENER,
+                    Ok(Err(e)) => refusals.refused(&peer, &e),
+                    Err(_) => refusals.refused(
                         &peer,
                         &format_args!("no TLS handshake within {}s", HANDSHAKE_TIMEOUT.as_secs()),
                     ),

@@ -1,8 +1,8 @@
 //! A budget for what unauthenticated peers make the collector write: at
 //! most `max` entries (log lines, audit entries) one by one per window,
 //! all peers together; the rest are counted, and the count is handed out
-//! once, with the first entry of a later window (or by [`log_overdue`]
-//! when no entry comes), so it can be written as one summary. Anyone who can reach a listener can fail a TLS handshake
+//! once, with the first entry of a later window (or by
+//! [`HandshakeRefusals::log_overdue`] when no entry comes), so it can be written as one summary. Anyone who can reach a listener can fail a TLS handshake
 //! or an enrollment as often as they like; without a budget each failure
 //! would be a line on the collector's disk.
 //!
@@ -49,14 +49,6 @@ impl Budget {
         }
     }
 
-    pub fn window(&self) -> Duration {
-        self.window
-    }
-
-    pub fn max(&self) -> u32 {
-        self.max
-    }
-
     /// Takes one event happening `now` from the budget.
     pub fn take(&self, now: Instant) -> Allowance {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -91,40 +83,58 @@ impl Budget {
     }
 }
 
-fn log_summary(budget: &Budget, listener: &str, n: u64) {
-    tracing::warn!(
-        listener,
-        not_logged = n,
-        "{listener}: {n} more TLS handshakes were refused (more than {} in {} s: not logged one by one)",
-        budget.max(),
-        budget.window().as_secs()
-    );
+/// Failed TLS handshakes logged one by one per window (per listener), the
+/// rest counted into one summary line: anyone who reaches the port can
+/// fail a handshake.
+pub const REFUSALS_WINDOW: Duration = Duration::from_secs(60);
+pub const REFUSALS_LOGGED: u32 = 1_000;
+
+/// One listener's log of refused TLS handshakes, within its budget.
+pub struct HandshakeRefusals {
+    /// The listener, as its log lines name it.
+    listener: &'static str,
+    budget: Budget,
 }
 
-/// Logs the summary of a window that ended without a later refusal to
-/// carry it; for a listener's accept loop to call every so often.
-pub fn log_overdue(budget: &Budget, listener: &str) {
-    let n = budget.overdue(Instant::now());
-    if n > 0 {
-        log_summary(budget, listener, n);
+impl HandshakeRefusals {
+    pub fn new(listener: &'static str) -> HandshakeRefusals {
+        HandshakeRefusals {
+            listener,
+            budget: Budget::new(REFUSALS_WINDOW, REFUSALS_LOGGED),
+        }
     }
-}
 
-/// Logs a failed TLS handshake of `peer` within `budget`: one line per
-/// refusal up to the budget, then a summary line with the next refusal
-/// after the window. `listener` names the listener in the summary.
-pub fn log_handshake_refusal(
-    budget: &Budget,
-    listener: &str,
-    peer: &str,
-    reason: &dyn std::fmt::Display,
-) {
-    let a = budget.take(Instant::now());
-    if a.summary > 0 {
-        log_summary(budget, listener, a.summary);
+    /// Logs a failed handshake of `peer`: one line per refusal up to the
+    /// budget, then a summary line with the next refusal after the window.
+    pub fn refused(&self, peer: &str, reason: &dyn std::fmt::Display) {
+        let a = self.budget.take(Instant::now());
+        if a.summary > 0 {
+            self.summary(a.summary);
+        }
+        if a.this {
+            let listener = self.listener;
+            tracing::warn!(peer = %peer, error = %reason, "{listener}: refused at TLS handshake");
+        }
     }
-    if a.this {
-        tracing::warn!(peer = %peer, error = %reason, "{listener}: refused at TLS handshake");
+
+    /// Logs the summary of a window that ended without a later refusal to
+    /// carry it; for the listener's accept loop to call every window.
+    pub fn log_overdue(&self) {
+        let n = self.budget.overdue(Instant::now());
+        if n > 0 {
+            self.summary(n);
+        }
+    }
+
+    fn summary(&self, n: u64) {
+        let listener = self.listener;
+        tracing::warn!(
+            listener,
+            not_logged = n,
+            "{listener}: {n} more TLS handshakes were refused (more than {} in {} s: not logged one by one)",
+            self.budget.max,
+            self.budget.window.as_secs()
+        );
     }
 }
 
