@@ -181,37 +181,6 @@ impl Proc {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// How long the log is now: with [`Proc::wait_log_since`], to wait for a
-    /// line written after this point (a log is appended across restarts,
-    /// and a start's own lines may already contain the text).
-    pub fn log_len(&self) -> usize {
-        self.log_text().len()
-    }
-
-    /// Waits until the log past byte `from` contains `what`, for at most
-    /// `within`.
-    pub async fn wait_log_since(
-        &self,
-        from: usize,
-        what: &str,
-        within: Duration,
-    ) -> anyhow::Result<()> {
-        let deadline = Instant::now() + within;
-        loop {
-            let log = self.log_text();
-            if log.get(from..).is_some_and(|l| l.contains(what)) {
-                return Ok(());
-            }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "{} log never said {what:?} after byte {from}:\n{}",
-                self.name,
-                log.get(from..).unwrap_or(&log)
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
     /// Waits until `n` lines of the log contain each of `all`, for at most
     /// `within`; returns those lines.
     pub async fn wait_log_lines(
